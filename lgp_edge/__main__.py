@@ -1,0 +1,3 @@
+from lgp_edge.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per ``lgp-edge`` subcommand (see ``lgp_edge.cli``)."""

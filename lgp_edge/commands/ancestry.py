@@ -1,0 +1,51 @@
+"""``lgp-edge ancestry train|list``."""
+
+from __future__ import annotations
+
+import argparse
+
+from lgp_edge.commands.common import add_quiet, print_json, reporter
+from lgp_edge.commands.train_args import add_train_args, setup_distributed, train_config
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ancestry", help="train or list ancestry ViTs")
+    s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    t = s.add_parser("train", help="train an ancestry ViT from scratch (no pretrained weights exist offline)")
+    t.add_argument("--ancestry", required=True, help="timm name, e.g. lgp_vit_fmnist")
+    t.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
+    t.add_argument("--out", required=True, help="output directory (ancestry.safetensors + ancestry.json)")
+    t.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
+    add_train_args(t, epochs=10, warmup=0.5)
+    add_quiet(t)
+    t.set_defaults(func=_train)
+    ls = s.add_parser("list", help="the small registered variants")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=_list)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from lgp_edge.pool.teacher import AncestryRequest, train_ancestry
+
+    setup_distributed(args)
+    meta = train_ancestry(AncestryRequest(name=args.ancestry, data=args.data, out=args.out, force=args.force,
+                                          resume=args.resume), train_config(args), reporter(args))
+    from lgp_edge.train import is_main
+
+    if is_main():
+        tag = " (synthetic data: meaningless)" if meta["synthetic_data"] else ""
+        print(f"{args.ancestry}: top-1 {meta['top1']:.2f}% on {meta['val_images']} validation images{tag}; "
+              f"{meta['wall_s']:.0f} s; saved to {args.out}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from lgp_edge.models.ancestry import SMALL_VARIANTS
+
+    if args.json:
+        print_json({"variants": [{"name": k, **v} for k, v in SMALL_VARIANTS.items()]})
+    else:
+        for k, v in SMALL_VARIANTS.items():
+            print(f"{k:22s} dim {v['embed_dim']:4d}  depth {v['depth']:2d}  heads {v['num_heads']:2d}  "
+                  f"{v['img_size']} px / patch {v['patch_size']}  {v['in_chans']} ch  {v['num_classes']} classes")
+    return 0

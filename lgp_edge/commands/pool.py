@@ -1,0 +1,201 @@
+"""``lgp-edge pool build|finetune|eval|info|plan``."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lgp_edge.commands.common import add_quiet, console, print_json, reporter
+from lgp_edge.commands.train_args import add_train_args, setup_distributed, train_config
+
+
+def _widths(text: str) -> tuple[str, ...]:
+    return tuple(w.strip() for w in text.split(",") if w.strip())
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("pool", help="build, fine-tune, evaluate and inspect learngene pools")
+    s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    b = s.add_parser("build", help="distil an ancestry into auxiliary models and stitch them into a pool")
+    b.add_argument("--ancestry", required=True, help="timm ViT name, e.g. lgp_vit_fmnist or deit_base_patch16_224")
+    b.add_argument("--ancestry-checkpoint", default=None,
+                   help="ancestry weights: safetensors, a timm checkpoint (weights_only) or an 'ancestry train' dir")
+    b.add_argument("--allow-random-ancestry", action="store_true", help="distil an untrained ancestry (smoke tests)")
+    b.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
+    b.add_argument("--out", required=True, help="pool directory to create")
+    b.add_argument("--depth", type=int, default=6, help="depth group of the auxiliary models: 6 or 9")
+    b.add_argument("--widths", type=_widths, default=("ti", "b"), help="auxiliary widths (default ti,b)")
+    b.add_argument("--chains", choices=("pairs", "tsb"), default="pairs",
+                   help="descendants: neighbour pairs (paper) or also Ti->S->B chains (needs --widths ti,s,b)")
+    b.add_argument("--init", choices=("learned", "lstsq"), default="learned", help="stitch init (default learned)")
+    b.add_argument("--alpha", type=float, default=0.1, help="weight of CE on labels (default 0.1)")
+    b.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
+    add_train_args(b, epochs=100)
+    add_quiet(b)
+    b.set_defaults(func=_build)
+
+    f = s.add_parser("finetune", help="train the pool one random descendant per step, distilling the ancestry")
+    f.add_argument("pool", help="pool directory (updated in place)")
+    f.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
+    f.add_argument("--init", choices=("learned", "lstsq"), default=None,
+                   help="re-initialise the stitch layers before training (default: keep the pool's)")
+    f.add_argument("--tau", type=float, default=1.0, help="KD temperature (default 1)")
+    add_train_args(f, epochs=50)
+    add_quiet(f)
+    f.set_defaults(func=_finetune)
+
+    e = s.add_parser("eval", help="top-1, params and FLOPs of every descendant -> POOL/descendants.json")
+    e.add_argument("pool", help="pool directory")
+    e.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
+    e.add_argument("--max-images", type=int, default=None, help="evaluate on the first N validation images")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--json", action="store_true", help="print the records as JSON")
+    add_quiet(e)
+    e.set_defaults(func=_eval)
+
+    i = s.add_parser("info", help="instances, stitches, stored params and descendants of a pool")
+    i.add_argument("pool", nargs="?", default=None, help="pool directory (default: the bundled demo pool)")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=_info)
+
+    pl = s.add_parser("plan", help="descendants of a pool with params and FLOPs, without training")
+    pl.add_argument("--ancestry", required=True, help="timm ViT name, e.g. deit_base_patch16_224")
+    pl.add_argument("--depth", type=int, default=6, help="6 or 9")
+    pl.add_argument("--widths", type=_widths, default=("ti", "b"))
+    pl.add_argument("--chains", choices=("pairs", "tsb"), default="pairs")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=_plan)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from lgp_edge.pool.build import BuildRequest, build_pool
+    from lgp_edge.train import is_main
+
+    setup_distributed(args)
+    req = BuildRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data, out=args.out,
+                       depth=args.depth, widths=args.widths, chains=args.chains, init=args.init, alpha=args.alpha,
+                       allow_random_ancestry=args.allow_random_ancestry, force=args.force, resume=args.resume)
+    cfg = train_config(args)
+    manifest = build_pool(req, cfg, reporter(args))
+    if is_main():
+        n = len(manifest.spec.instances) * manifest.spec.depth
+        print(f"pool {manifest.spec.pool_id}: {n} learngene instances, stitch init {manifest.stitch_init}, "
+              f"saved to {args.out}" + (" (synthetic data)" if manifest.synthetic else ""))
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
+    from lgp_edge.train import is_main
+
+    setup_distributed(args)
+    manifest = finetune_pool(FinetuneRequest(pool=args.pool, data=args.data, init=args.init, tau=args.tau,
+                                             resume=args.resume), train_config(args), reporter(args))
+    if is_main():
+        last = manifest.history[-1]
+        print(f"pool {manifest.spec.pool_id} fine-tuned: {len(last['epoch_loss'])} epochs, final loss "
+              f"{last['epoch_loss'][-1]:.4f}, {last['wall_s']:.0f} s; run 'lgp-edge pool eval {args.pool} "
+              f"--data {args.data}' next")
+    return 0
+
+
+def descendant_table(title: str, rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col, just in (("key", "left"), ("blocks", "right"), ("params", "right"), ("MFLOPs", "right"),
+                      ("top-1 %", "right")):
+        t.add_column(col, justify=just)
+    for r in rows:
+        top1 = r.get("top1")
+        t.add_row(r["key"], str(r["blocks"]), f"{r['params']:,}", f"{r['flops'] / 1e6:,.1f}",
+                  "-" if top1 is None else f"{top1:.2f}")
+    return t
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from lgp_edge.pool.evaluate import evaluate_pool
+
+    manifest = evaluate_pool(args.pool, args.data, batch_size=args.batch_size, max_images=args.max_images,
+                             reporter=reporter(args))
+    rows = [r.to_dict() for r in manifest.descendants]
+    if args.json:
+        print_json({"pool_id": manifest.spec.pool_id, "data": args.data, "descendants": rows})
+    else:
+        tag = " — SYNTHETIC DATA, accuracies are meaningless" if args.data == "synthetic" else ""
+        console().print(descendant_table(f"pool {manifest.spec.pool_id} on {args.data}{tag}", rows))
+    return 0
+
+
+def pool_summary(pool: Any, manifest: Any) -> dict[str, Any]:
+    from lgp_edge.models.descendant import count_params
+
+    known = {r.key: r for r in manifest.descendants}
+    rows = []
+    for spec in pool.descendants():
+        r = known.get(spec.key) or pool.record(spec)
+        rows.append({"key": r.key, "blocks": r.blocks, "params": r.params, "flops": r.flops, "top1": r.top1})
+    return {
+        "pool_id": pool.pool_id,
+        "ancestry": manifest.spec.ancestry.to_dict(),
+        "depth": manifest.spec.depth,
+        "instances": [{**i.to_dict(), "params": count_params(pool.models[i.name].blocks)}
+                      for i in manifest.spec.instances],
+        "stitch_layers": len(pool.stitches),
+        "stitch_params": count_params(pool.stitches),
+        "stored_params": pool.stored_params(),
+        "stitch_init": manifest.stitch_init,
+        "stage": manifest.stage,
+        "data": manifest.data,
+        "synthetic_data": manifest.synthetic,
+        "evaluated": bool(manifest.descendants),
+        "provenance": manifest.provenance,
+        "descendants": rows,
+    }
+
+
+def _info(args: argparse.Namespace) -> int:
+    from lgp_edge.pool.pool import load_pool, resolve_pool
+
+    path = resolve_pool(args.pool)
+    pool, manifest = load_pool(path)
+    info = pool_summary(pool, manifest)
+    if args.json:
+        print_json({"path": str(path), **info})
+        return 0
+    c = console()
+    a = manifest.spec.ancestry
+    rows = info["descendants"]
+    c.print(f"[bold]pool {info['pool_id']}[/bold]  {path}")
+    c.print(f"ancestry {a.name} (dim {a.embed_dim}, {a.depth} blocks, {a.img_size} px, {a.in_chans} ch); "
+            f"stage {info['stage']} on {info['data']}; stitch init {info['stitch_init']}")
+    for inst in info["instances"]:
+        c.print(f"  instances {inst['name']}: {inst['depth']} blocks of width {inst['embed_dim']} "
+                f"({inst['num_heads']} heads), {inst['params']:,} params")
+    c.print(f"  stitch layers: {info['stitch_layers']} ({info['stitch_params']:,} params)")
+    c.print(f"  stored params: {info['stored_params']:,}")
+    smallest = min(rows, key=lambda r: r["flops"])
+    largest = max(rows, key=lambda r: r["flops"])
+    c.print(f"  {len(rows)} descendants; smallest {smallest['key']} ({smallest['params']:,} params, "
+            f"{smallest['flops'] / 1e6:,.1f} MFLOPs), largest {largest['key']} ({largest['params']:,} params, "
+            f"{largest['flops'] / 1e6:,.1f} MFLOPs)")
+    if not info["evaluated"]:
+        c.print("  not evaluated yet: run 'lgp-edge pool eval POOL --data DATA'")
+    c.print(descendant_table("descendants", rows))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from lgp_edge.pool.build import new_random_pool
+
+    pool = new_random_pool(args.ancestry, args.depth, args.widths, args.chains)
+    rows = [{k: v for k, v in pool.record(s).to_dict().items() if k != "spec"} | {"segments": [
+        seg.to_dict() for seg in s.segments], "stitches": list(s.stitches)} for s in pool.descendants()]
+    if args.json:
+        print_json({"ancestry": pool.spec.ancestry.to_dict(), "depth": args.depth, "pool_id": pool.pool_id,
+                    "stored_params": pool.stored_params(), "descendants": rows})
+    else:
+        console().print(descendant_table(f"{args.ancestry}, depth {args.depth}: {len(rows)} descendants "
+                                         "(random weights, no training)", rows))
+    return 0

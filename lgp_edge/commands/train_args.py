@@ -1,0 +1,94 @@
+"""Training flags shared by ``ancestry train``, ``pool build``, ``pool finetune`` and the baselines."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int = 256, lr: float = 5e-4,
+                   warmup: float = 0.0) -> None:
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=epochs, help=f"passes over the training set (default {epochs})")
+    g.add_argument("--batch-size", type=int, default=batch_size, help=f"global batch (default {batch_size})")
+    g.add_argument("--lr", type=float, default=lr, help=f"AdamW peak learning rate (default {lr})")
+    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default 0.05)")
+    g.add_argument("--warmup-epochs", type=float, default=warmup, help="linear warm-up before cosine decay")
+    g.add_argument("--seed", type=int, default=0, help="seed for data order, augmentation, descendant draws")
+    g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (quick runs)")
+    g.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (default: per epoch)")
+    g.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs)")
+    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+
+
+def train_config(args: argparse.Namespace):
+    from lgp_edge.errors import UsageError
+    from lgp_edge.train import TrainConfig
+
+    if args.epochs < 1 or args.batch_size < 1:
+        raise UsageError("--epochs and --batch-size must be positive")
+    if args.save_every < 0 or args.workers < 0:
+        raise UsageError("--save-every and --workers must be 0 or positive")
+    if args.max_steps_per_epoch is not None and args.max_steps_per_epoch < 1:
+        raise UsageError("--max-steps-per-epoch must be positive")
+    if args.device != "cpu" and not args.device.startswith("cuda"):
+        raise UsageError(f"--device must be cpu or cuda, not '{args.device}'")
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
+        if args.bf16 and not torch.cuda.is_bf16_supported():
+            raise UsageError("--bf16: this GPU does not support bfloat16; run without --bf16")
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                       warmup_epochs=args.warmup_epochs, seed=args.seed,
+                       max_steps_per_epoch=args.max_steps_per_epoch, save_every=args.save_every,
+                       device=args.device, bf16=args.bf16, num_workers=args.workers)
+
+
+def setup_distributed(args: argparse.Namespace) -> None:
+    """Join the process group when started by torchrun (gloo on CPU, nccl on CUDA).
+
+    Outside torchrun (no WORLD_SIZE, or 1) nothing happens. Under torchrun: with ``--device cuda`` each
+    process takes GPU ``LOCAL_RANK`` (``args.device`` becomes ``cuda:LOCAL_RANK``); ranks other than 0 log
+    errors only; the process group is destroyed when the process exits.
+    """
+    import atexit
+    import logging
+    import os
+
+    from lgp_edge.errors import UsageError
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise UsageError(f"--nproc_per_node asks for more processes than the {torch.cuda.device_count()} "
+                             f"GPU(s) of this node (local rank {local}); use --nproc_per_node "
+                             f"{torch.cuda.device_count()} or fewer")
+        torch.cuda.set_device(local)  # before the process group, so nccl binds this GPU
+        args.device = f"cuda:{local}"
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if dist.get_rank() != 0:
+        logging.getLogger("lgp_edge").setLevel(logging.ERROR)
+    atexit.register(_teardown)
+
+
+def _teardown() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # exiting anyway; a peer may already be gone
+            pass

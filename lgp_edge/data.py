@@ -1,0 +1,190 @@
+"""Datasets: ``fashion-mnist`` (Debian's IDX files), ``imagefolder:PATH`` (ImageNet layout), ``synthetic``.
+
+``open_data(name, img_size, in_chans)`` returns train and validation ``Dataset``s of
+``(normalised float tensor C x H x W, int label)`` and a ``DataInfo`` with the preprocessing an app
+must repeat. Fashion-MNIST's test split is the validation set.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from lgp_edge.errors import DataError, UsageError
+from lgp_edge.specs import PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+FMNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+FMNIST_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot")
+FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530  # over the training images, pixel values in 0..1
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    name: str  # "fashion-mnist", "imagefolder:/path", "synthetic"
+    num_classes: int  # label count
+    preprocess: PreprocessSpec  # size, channels, mean/std, labels
+    synthetic: bool  # random tensors: results mean nothing
+
+
+@dataclass(frozen=True)
+class ImageData:
+    train: Dataset
+    val: Dataset
+    info: DataInfo
+
+
+def fmnist_dir() -> Path:
+    return Path(os.environ.get("LGP_EDGE_DATA", FMNIST_DEFAULT_DIR))
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype != 0x08:
+        raise DataError(f"'{path}' is not an IDX file of unsigned bytes")
+    dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8)
+    if data.numel() != int(torch.tensor(dims).prod()):
+        raise DataError(f"'{path}' is truncated ({data.numel()} bytes for shape {dims})")
+    return data.reshape(dims)
+
+
+def _fmnist_split(root: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
+    for f in (images, labels):
+        if not f.is_file():
+            raise DataError(f"Fashion-MNIST not found ({f} is missing): run 'sudo apt-get install -y "
+                            "dataset-fashion-mnist' or set LGP_EDGE_DATA to a directory with the IDX .gz files")
+    return _read_idx(images), _read_idx(labels).long()
+
+
+class TensorImages(Dataset):
+    """uint8 images (N, H, W) or (N, C, H, W) in memory, resized, normalised and optionally augmented."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, img_size: int, in_chans: int,
+                 mean: tuple[float, ...], std: tuple[float, ...], train: bool) -> None:
+        if images.ndim == 3:
+            images = images.unsqueeze(1)
+        self.images, self.labels = images, labels
+        self.img_size, self.in_chans, self.train = img_size, in_chans, train
+        self.mean = torch.tensor(mean).view(-1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def transform(self, img: torch.Tensor) -> torch.Tensor:
+        x = img.float() / 255.0
+        if x.shape[0] != self.in_chans:
+            x = x.expand(self.in_chans, -1, -1) if x.shape[0] == 1 else x.mean(0, keepdim=True)
+        if x.shape[-1] != self.img_size:
+            x = F.interpolate(x[None], size=(self.img_size, self.img_size), mode="bilinear", antialias=True,
+                              align_corners=False)[0]
+        if self.train:  # light augmentation: random shift by up to 2 px, horizontal flip
+            pad = 2
+            x = F.pad(x, (pad, pad, pad, pad))
+            i, j = torch.randint(0, 2 * pad + 1, (2,)).tolist()
+            x = x[:, i:i + self.img_size, j:j + self.img_size]
+            if torch.rand(()) < 0.5:
+                x = x.flip(-1)
+        return (x - self.mean) / self.std
+
+    def __getitem__(self, idx: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[idx]), int(self.labels[idx])
+
+
+def _fashion_mnist(img_size: int, in_chans: int) -> ImageData:
+    root = fmnist_dir()
+    (xtr, ytr), (xva, yva) = _fmnist_split(root, "train"), _fmnist_split(root, "t10k")
+    mean, std = (FMNIST_MEAN,) * in_chans, (FMNIST_STD,) * in_chans
+    pre = PreprocessSpec(img_size=img_size, in_chans=in_chans, mean=mean, std=std, labels=FMNIST_LABELS)
+    kw = dict(img_size=img_size, in_chans=in_chans, mean=mean, std=std)
+    return ImageData(TensorImages(xtr, ytr, train=True, **kw), TensorImages(xva, yva, train=False, **kw),
+                     DataInfo("fashion-mnist", 10, pre, synthetic=False))
+
+
+def _synthetic(img_size: int, in_chans: int, num_classes: int, n_train: int = 512, n_val: int = 256) -> ImageData:
+    g = torch.Generator().manual_seed(0)
+    xtr = torch.randint(0, 256, (n_train, in_chans, img_size, img_size), generator=g, dtype=torch.uint8)
+    xva = torch.randint(0, 256, (n_val, in_chans, img_size, img_size), generator=g, dtype=torch.uint8)
+    ytr = torch.randint(0, num_classes, (n_train,), generator=g)
+    yva = torch.randint(0, num_classes, (n_val,), generator=g)
+    mean, std = (0.5,) * in_chans, (0.29,) * in_chans
+    labels = tuple(f"class_{i}" for i in range(num_classes))
+    pre = PreprocessSpec(img_size=img_size, in_chans=in_chans, mean=mean, std=std, labels=labels)
+    kw = dict(img_size=img_size, in_chans=in_chans, mean=mean, std=std)
+    return ImageData(TensorImages(xtr, ytr, train=True, **kw), TensorImages(xva, yva, train=False, **kw),
+                     DataInfo("synthetic", num_classes, pre, synthetic=True))
+
+
+def _imagefolder(root: str, img_size: int, in_chans: int) -> ImageData:
+    from timm.data import create_transform
+    from torchvision.datasets import ImageFolder
+
+    base = Path(root)
+    for split in ("train", "val"):
+        if not (base / split).is_dir():
+            raise DataError(f"imagefolder '{base}' needs train/ and val/ subfolders (ImageNet layout); "
+                            f"'{base / split}' is missing")
+    if in_chans != 3:
+        raise UsageError(f"imagefolder data is RGB; the ancestry takes {in_chans} channel(s)")
+    train = ImageFolder(str(base / "train"), transform=create_transform(img_size, is_training=True,
+                                                                         auto_augment="rand-m9-mstd0.5-inc1"))
+    val = ImageFolder(str(base / "val"), transform=create_transform(img_size, is_training=False))
+    labels = tuple(train.classes)
+    pre = PreprocessSpec(img_size=img_size, in_chans=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, labels=labels)
+    return ImageData(train, val, DataInfo(f"imagefolder:{base}", len(labels), pre, synthetic=False))
+
+
+def open_data(name: str, *, img_size: int, in_chans: int, num_classes: int = 10) -> ImageData:
+    """Open a dataset by its CLI name, at the model's input size and channels."""
+    if name == "fashion-mnist":
+        return _fashion_mnist(img_size, in_chans)
+    if name == "synthetic":
+        log.warning("synthetic data: random images and labels; accuracies mean nothing")
+        return _synthetic(img_size, in_chans, num_classes)
+    if name.startswith("imagefolder:"):
+        return _imagefolder(name.split(":", 1)[1], img_size, in_chans)
+    raise UsageError(f"unknown --data '{name}'; use fashion-mnist, imagefolder:PATH or synthetic")
+
+
+def check_data_name(name: str) -> None:
+    """Validate a --data value before any work (and before any output is created)."""
+    if name == "fashion-mnist":
+        root = fmnist_dir()
+        for prefix in ("train", "t10k"):
+            for kind in ("images-idx3", "labels-idx1"):
+                f = root / f"{prefix}-{kind}-ubyte.gz"
+                if not f.is_file():
+                    raise DataError(f"Fashion-MNIST not found ({f} is missing): run 'sudo apt-get install -y "
+                                    "dataset-fashion-mnist' or set LGP_EDGE_DATA to a directory with the IDX "
+                                    ".gz files")
+    elif name.startswith("imagefolder:"):
+        base = Path(name.split(":", 1)[1])
+        for split in ("train", "val"):
+            if not (base / split).is_dir():
+                raise DataError(f"imagefolder '{base}' needs train/ and val/ subfolders; '{base / split}' is "
+                                "missing")
+    elif name != "synthetic":
+        raise UsageError(f"unknown --data '{name}'; use fashion-mnist, imagefolder:PATH or synthetic")
+
+
+def calibration_batch(data: ImageData, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` validation images and labels, a fixed random subset (for export validation and int8 calibration)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(data.val), generator=g)[:n].tolist()
+    xs, ys = zip(*(data.val[i] for i in idx))
+    return torch.stack(xs), torch.tensor(ys)

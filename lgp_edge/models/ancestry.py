@@ -1,0 +1,173 @@
+"""The ancestry: a timm VisionTransformer, stock (DeiT, ViT) or one of the small variants registered here.
+
+No pretrained ViT is reachable offline, so the small variants are trained by ``lgp-edge ancestry train``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lgp_edge.errors import CheckpointError, UsageError
+from lgp_edge.specs import AncestrySpec
+
+log = logging.getLogger(__name__)
+
+# Small variants sized for a 2-core CPU and 28 px grayscale data. Each keeps DeiT's ratios:
+# 12 blocks, mlp ratio 4, head count divisible by 4 so Ti/S/B = 1/4, 1/2, 1 of the width keep whole heads.
+SMALL_VARIANTS: dict[str, dict[str, Any]] = {
+    # ~2.4 M params, trains at ~600 img/s on 2 cores; the demo pool's ancestry.
+    "lgp_vit_fmnist": dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=128, depth=12,
+                           num_heads=4),
+    # DeiT's head width ratio (Ti 3 heads, S 6, B 12), ~5.3 M params, ~290 img/s.
+    "lgp_vit_fmnist_192": dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=192, depth=12,
+                               num_heads=12),
+    # For tests and smoke runs only: width 32, 16 px.
+    "lgp_test_tiny": dict(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=12,
+                          num_heads=4),
+}
+
+
+def _register_small_variants() -> None:
+    """Register the small variants with timm's registry (idempotent)."""
+    import timm
+    from timm.models import register_model
+    from timm.models.vision_transformer import VisionTransformer
+
+    for name, cfg in SMALL_VARIANTS.items():
+        if timm.is_model(name):
+            continue
+
+        def _factory(pretrained: bool = False, _cfg: dict = cfg, **kwargs: Any) -> VisionTransformer:
+            if pretrained:
+                raise UsageError("small lgp-edge variants have no pretrained weights: use 'lgp-edge ancestry train'")
+            kwargs = {**_cfg, **{k: v for k, v in kwargs.items() if v is not None}}
+            return VisionTransformer(**kwargs)
+
+        _factory.__name__ = name
+        _factory.__module__ = __name__
+        register_model(_factory)
+
+
+def known_names() -> list[str]:
+    import timm
+
+    _register_small_variants()
+    return sorted(set(timm.list_models("vit_*") + timm.list_models("deit_*") + list(SMALL_VARIANTS)))
+
+
+def check_name(name: str) -> None:
+    names = known_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models('vit_*')"
+        raise UsageError(f"unknown ancestry '{name}'{hint}")
+
+
+def spec_of(model: nn.Module, name: str, checkpoint: str | None) -> AncestrySpec:
+    """Read an AncestrySpec off a timm VisionTransformer."""
+    pe = model.patch_embed
+    img = pe.img_size[0] if isinstance(pe.img_size, (tuple, list)) else pe.img_size
+    patch = pe.patch_size[0] if isinstance(pe.patch_size, (tuple, list)) else pe.patch_size
+    blk = model.blocks[0]
+    return AncestrySpec(
+        name=name,
+        checkpoint=checkpoint,
+        img_size=int(img),
+        in_chans=int(pe.proj.in_channels),
+        num_classes=int(model.num_classes),
+        embed_dim=int(model.embed_dim),
+        depth=len(model.blocks),
+        num_heads=int(blk.attn.num_heads),
+        patch_size=int(patch),
+        mlp_ratio=blk.mlp.fc1.out_features / model.embed_dim,
+    )
+
+
+def _check_supported(model: nn.Module, name: str) -> None:
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not isinstance(model, VisionTransformer):
+        raise UsageError(f"ancestry '{name}' is not a timm VisionTransformer; pick a vit_* or deit_* model")
+    if getattr(model, "cls_token", None) is None or model.reg_token is not None or model.global_pool != "token":
+        raise UsageError(f"ancestry '{name}' must use a class token and token pooling (DeiT/ViT style)")
+    if model.no_embed_class or model.dynamic_img_size or getattr(model, "has_class_token", True) is False:
+        raise UsageError(f"ancestry '{name}' uses an embedding layout lgp-edge does not stitch")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Weights from a safetensors file, or a timm/torch checkpoint loaded with ``weights_only=True``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "ancestry.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist; train one with 'lgp-edge ancestry train'")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(f"checkpoint '{path}' is not a readable safetensors file ({exc})") from None
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint '{path}' cannot be loaded safely (weights_only=True): {exc}") from None
+    for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
+        if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"checkpoint '{path}' holds no state dict")
+    return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrained: bool = False,
+                    num_classes: int | None = None, in_chans: int | None = None,
+                    img_size: int | None = None) -> tuple[nn.Module, AncestrySpec]:
+    """Build the ancestry ViT and its spec; load weights from ``checkpoint`` when given."""
+    import timm
+
+    _register_small_variants()
+    check_name(name)
+    kwargs: dict[str, Any] = {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if in_chans is not None:
+        kwargs["in_chans"] = in_chans
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    try:
+        model = timm.create_model(name, pretrained=pretrained and checkpoint is None, **kwargs)
+    except (RuntimeError, OSError) as exc:
+        raise UsageError(f"could not fetch pretrained weights for '{name}' ({exc}); "
+                         "pass --ancestry-checkpoint FILE") from None
+    _check_supported(model, name)
+    ckpt = None
+    if checkpoint is not None:
+        state = read_state_dict(checkpoint)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            detail = next((ln.strip() for ln in first if "size mismatch" in ln or "Missing" in ln
+                           or "Unexpected" in ln), first[0] if first else "")
+            raise CheckpointError(f"checkpoint '{checkpoint}' does not fit ancestry '{name}': {detail[:200]}") \
+                from None
+        ckpt = str(checkpoint)
+    return model, spec_of(model, name, ckpt)
+
+
+def read_ancestry_dir(path: str | Path) -> dict[str, Any] | None:
+    """The ``ancestry.json`` written beside an ancestry checkpoint by ``ancestry train``, if any."""
+    p = Path(path)
+    meta = (p if p.is_dir() else p.parent) / "ancestry.json"
+    if meta.is_file():
+        return json.loads(meta.read_text())
+    return None

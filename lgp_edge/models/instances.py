@@ -1,0 +1,100 @@
+"""Auxiliary models: narrow, shallow ViTs whose blocks become the pool's learngene instances.
+
+Widths reduce the ancestry's token width D: Ti = D/4, S = D/2, B = D, with heads scaled alike
+(METHOD.md §1). Depth groups are 6 or 9 blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lgp_edge.errors import UsageError
+from lgp_edge.specs import AncestrySpec, InstanceSpec
+
+WIDTH_DIVISOR = {"ti": 4, "s": 2, "b": 1}  # width code -> D / width
+SUPERVISION = {"ti": "front,end", "s": "end", "b": "end"}  # METHOD.md §1
+DEPTHS = (6, 9)
+
+
+def plan_instances(ancestry: AncestrySpec, depth: int, widths: tuple[str, ...] = ("ti", "b")) -> tuple[
+        InstanceSpec, ...]:
+    """The auxiliary models of one depth group, narrowest first."""
+    if depth not in DEPTHS:
+        raise UsageError(f"--depth must be one of {', '.join(map(str, DEPTHS))} (the paper's depth groups), "
+                         f"got {depth}")
+    unknown = [w for w in widths if w not in WIDTH_DIVISOR]
+    if unknown or not widths:
+        raise UsageError(f"unknown width code(s) {unknown or widths}; use a comma list of ti, s, b")
+    out = []
+    for w in sorted(set(widths), key=lambda c: -WIDTH_DIVISOR[c]):
+        div = WIDTH_DIVISOR[w]
+        if ancestry.embed_dim % div or ancestry.num_heads % div:
+            raise UsageError(f"ancestry '{ancestry.name}' (dim {ancestry.embed_dim}, {ancestry.num_heads} heads) "
+                             f"cannot be split into width '{w}' (1/{div}) with whole heads")
+        out.append(InstanceSpec(name=f"{w}{depth}", width=w, embed_dim=ancestry.embed_dim // div, depth=depth,
+                                num_heads=ancestry.num_heads // div, supervision=SUPERVISION[w]))
+    return tuple(out)
+
+
+def create_auxiliary(ancestry: AncestrySpec, inst: InstanceSpec) -> nn.Module:
+    """A timm VisionTransformer with the ancestry's patching and classes and the instance's width/depth."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=ancestry.img_size, patch_size=ancestry.patch_size,
+                             in_chans=ancestry.in_chans, num_classes=ancestry.num_classes,
+                             embed_dim=inst.embed_dim, depth=inst.depth, num_heads=inst.num_heads,
+                             mlp_ratio=ancestry.mlp_ratio)
+
+
+def supervised_blocks(depth: int, supervision: str) -> tuple[int, ...]:
+    """0-based block indices whose outputs are distilled: "end" -> {d-1}; "front,end" -> {d/3-1, 2d/3-1, d-1}."""
+    if supervision == "end":
+        return (depth - 1,)
+    if supervision == "front,end":
+        return (depth // 3 - 1, 2 * depth // 3 - 1, depth - 1)
+    raise UsageError(f"unknown supervision '{supervision}'")
+
+
+@dataclass
+class Taps:
+    """A forward pass with its intermediate features."""
+
+    logits: torch.Tensor  # (B, classes)
+    hidden: list[torch.Tensor]  # block outputs, one per block, (B, N, D)
+    attn: list[torch.Tensor]  # attention sub-layer outputs after the projection, one per block
+
+
+def embed(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Patch embedding + class token + position embedding of a timm ViT."""
+    x = vit.patch_embed(x)
+    x = vit._pos_embed(x)
+    x = vit.patch_drop(x)
+    return vit.norm_pre(x)
+
+
+def head(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Final norm + class-token head of a timm ViT."""
+    return vit.forward_head(vit.norm(x))
+
+
+def forward_with_taps(vit: nn.Module, x: torch.Tensor, blocks: tuple[int, ...] | None = None) -> Taps:
+    """Run a timm ViT block by block, keeping block outputs and attention outputs.
+
+    ``blocks`` limits which blocks' features are kept (others are stored as empty tensors to keep indexing).
+    Equivalent to ``vit(x)``; each block is ``x + attn(norm1 x)`` then ``x + mlp(norm2 x)``.
+    """
+    x = embed(vit, x)
+    hidden: list[torch.Tensor] = []
+    attn: list[torch.Tensor] = []
+    keep = set(range(len(vit.blocks))) if blocks is None else set(blocks)
+    empty = x.new_empty(0)
+    for i, blk in enumerate(vit.blocks):
+        a = blk.ls1(blk.attn(blk.norm1(x)))
+        x = x + blk.drop_path1(a)
+        x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
+        hidden.append(x if i in keep else empty)
+        attn.append(a if i in keep else empty)
+    return Taps(logits=head(vit, x), hidden=hidden, attn=attn)

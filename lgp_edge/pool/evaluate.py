@@ -1,0 +1,54 @@
+"""``pool eval``: top-1, params and FLOPs of every descendant; written to pool.json and descendants.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from lgp_edge.data import check_data_name, open_data
+from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, load_pool
+from lgp_edge.progress import NULL, Reporter
+from lgp_edge.specs import DescendantRecord
+from lgp_edge.train import evaluate
+
+DESCENDANTS = "descendants.json"
+
+
+def evaluate_descendants(pool: LearngenePool, dataset, *, batch_size: int = 256, max_images: int | None = None,
+                         reporter: Reporter = NULL) -> list[DescendantRecord]:
+    records = []
+    specs = pool.descendants()
+    with reporter.task("evaluate descendants", total=len(specs)) as task:
+        for spec in specs:
+            top1 = evaluate(pool.descendant(spec), dataset, batch_size=batch_size, max_images=max_images)
+            records.append(pool.record(spec, top1=round(top1, 3)))
+            task.advance(1, last=f"{spec.key} {top1:.2f}%")
+    return records
+
+
+def _write_json_atomic(path: Path, obj: object) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_images: int | None = None,
+                  reporter: Reporter = NULL) -> PoolManifest:
+    check_data_name(data)
+    pool, manifest = load_pool(path)
+    a = manifest.spec.ancestry
+    ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
+    records = evaluate_descendants(pool, ds.val, batch_size=batch_size, max_images=max_images, reporter=reporter)
+    n = len(ds.val) if max_images is None else min(max_images, len(ds.val))
+    manifest = manifest.replace(descendants=tuple(records),
+                                history=manifest.history + ({"stage": "eval", "data": ds.info.name, "images": n},))
+    path = Path(path)
+    _write_json_atomic(path / DESCENDANTS, {"pool_id": manifest.spec.pool_id, "data": ds.info.name,
+                                            "synthetic_data": ds.info.synthetic, "images": n,
+                                            "descendants": [r.to_dict() for r in records]})
+    _write_json_atomic(path / MANIFEST, manifest.to_dict())
+    return manifest

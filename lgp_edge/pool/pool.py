@@ -1,0 +1,300 @@
+"""LearngenePool: the auxiliary models' blocks (learngene instances) plus every stitch layer.
+
+A pool directory holds ``pool.json`` (manifest: spec, schema_version, sha256 of every weight file,
+training history, evaluated descendants) and ``weights.safetensors`` (instances + stitches), optionally
+``ancestry.safetensors`` (the teacher for fine-tuning) and ``transforms.safetensors`` (the distillation's
+transformation matrices, for the learned stitch init). Writes go to a temporary directory that is
+renamed into place, so a crash never leaves a half-written pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lgp_edge.errors import CheckpointError, UsageError
+from lgp_edge.models.descendant import (
+    Descendant,
+    build_descendant,
+    count_params,
+    descendant_flops,
+    enumerate_descendants,
+    stitch_specs,
+)
+from lgp_edge.models.instances import create_auxiliary
+from lgp_edge.models.stitch import make_stitch
+from lgp_edge.specs import SCHEMA_VERSION, DescendantRecord, DescendantSpec, PoolSpec, PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+WEIGHTS = "weights.safetensors"
+ANCESTRY = "ancestry.safetensors"
+TRANSFORMS = "transforms.safetensors"
+MANIFEST = "pool.json"
+
+
+class LearngenePool(nn.Module):
+    """Instances (the auxiliary models' blocks, with each model's embedding, norm and head) and stitches."""
+
+    def __init__(self, spec: PoolSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.models = nn.ModuleDict({i.name: create_auxiliary(spec.ancestry, i) for i in spec.instances})
+        self.stitches = nn.ModuleDict({s.name: make_stitch(s.d_in, s.d_out) for s in stitch_specs(spec)})
+        self._descendants = enumerate_descendants(spec)
+
+    @property
+    def pool_id(self) -> str:
+        return self.spec.pool_id
+
+    def descendants(self) -> list[DescendantSpec]:
+        return list(self._descendants)
+
+    def find(self, key: str) -> DescendantSpec:
+        for d in self._descendants:
+            if d.key == key:
+                return d
+        raise UsageError(f"pool {self.pool_id} has no descendant '{key}'; see 'lgp-edge pool info'")
+
+    def descendant(self, spec: DescendantSpec | str) -> Descendant:
+        if isinstance(spec, str):
+            spec = self.find(spec)
+        return build_descendant(spec, self.models, self.stitches)
+
+    def forward(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """Logits of descendant number ``index`` (the fine-tuning entry point)."""
+        return self.descendant(self._descendants[index])(x)
+
+    def stored_params(self) -> int:
+        return count_params(self)
+
+    def record(self, spec: DescendantSpec, top1: float | None = None) -> DescendantRecord:
+        return DescendantRecord(key=spec.key, blocks=spec.num_blocks, params=count_params(self.descendant(spec)),
+                                flops=descendant_flops(self.spec, spec), top1=top1, spec=spec)
+
+
+@dataclass(frozen=True)
+class PoolManifest:
+    """The contents of pool.json besides the weights."""
+
+    spec: PoolSpec  # architecture; its hash is the pool id
+    preprocess: PreprocessSpec  # what an app does to an image before the model
+    data: str  # dataset the pool was trained on ("fashion-mnist", "imagefolder:…", "synthetic")
+    stitch_init: str  # "learned" or "lstsq"
+    stage: str  # "distilled" or "finetuned"
+    files: dict[str, str] = field(default_factory=dict)  # weight file -> sha256
+    history: tuple[dict[str, Any], ...] = ()  # one entry per stage: command, recipe, time, wall seconds
+    descendants: tuple[DescendantRecord, ...] = ()  # filled by 'pool eval'
+    storage_dtype: str = "float32"  # dtype of weights.safetensors
+    provenance: dict[str, Any] = field(default_factory=dict)  # how this pool was made (demo pool: command…)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.data == "synthetic"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "pool_id": self.spec.pool_id,
+            "spec": self.spec.to_dict(),
+            "preprocess": self.preprocess.to_dict(),
+            "data": self.data,
+            "synthetic_data": self.synthetic,
+            "stitch_init": self.stitch_init,
+            "stage": self.stage,
+            "storage_dtype": self.storage_dtype,
+            "files": dict(self.files),
+            "history": list(self.history),
+            "provenance": dict(self.provenance),
+            "descendants": [r.to_dict() for r in self.descendants],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PoolManifest:
+        return cls(spec=PoolSpec.from_dict(d["spec"]), preprocess=PreprocessSpec.from_dict(d["preprocess"]),
+                   data=d["data"], stitch_init=d["stitch_init"], stage=d["stage"], files=dict(d["files"]),
+                   history=tuple(d.get("history", ())),
+                   descendants=tuple(DescendantRecord.from_dict(r) for r in d.get("descendants", ())),
+                   storage_dtype=d.get("storage_dtype", "float32"), provenance=dict(d.get("provenance", {})))
+
+    def replace(self, **changes: Any) -> PoolManifest:
+        return dataclasses.replace(self, **changes)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_output_dir(path: str | Path, force: bool) -> None:
+    """Refuse to write into an existing, non-empty directory unless forced."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"output '{p}' exists and is not a directory")
+    if p.is_dir() and any(p.iterdir()) and not force:
+        raise UsageError(f"output directory '{p}' exists and is not empty; choose another or pass --force")
+
+
+def atomic_dir(path: str | Path) -> tempfile.TemporaryDirectory:
+    """A temporary directory beside ``path`` (same filesystem, so a rename moves it into place)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=f".{p.name}.tmp-", dir=p.parent)
+
+
+def replace_dir(tmp: str | Path, path: str | Path) -> None:
+    """Move directory ``tmp`` to ``path``, replacing whatever is there, as atomically as POSIX allows."""
+    p = Path(path)
+    old = None
+    if p.exists():
+        old = p.with_name(f".{p.name}.old-{os.getpid()}")
+        os.replace(p, old)
+    os.replace(tmp, p)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _state(module: nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in module.state_dict().items():
+        v = v.detach().contiguous().cpu()
+        out[k] = v.to(dtype) if dtype is not None and v.is_floating_point() else v
+    return out
+
+
+def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
+              ancestry: nn.Module | None = None, transforms: dict[str, torch.Tensor] | None = None,
+              storage_dtype: str = "float32", keep_from: str | Path | None = None) -> PoolManifest:
+    """Write a pool directory atomically; returns the manifest with file hashes filled in.
+
+    ``keep_from``: an existing pool directory whose ancestry/transforms files are carried over when not
+    given here (fine-tuning rewrites the weights only).
+    """
+    from safetensors.torch import save_file
+
+    dtype = {"float32": None, "float16": torch.float16}[storage_dtype]
+    tmp_ctx = atomic_dir(path)
+    with tmp_ctx as tmp:
+        files: dict[str, str] = {}
+        save_file(_state(pool, dtype), os.path.join(tmp, WEIGHTS), metadata={"pool_id": pool.pool_id})
+        if ancestry is not None:
+            save_file(_state(ancestry, dtype), os.path.join(tmp, ANCESTRY))
+        elif keep_from is not None and (Path(keep_from) / ANCESTRY).is_file():
+            shutil.copy2(Path(keep_from) / ANCESTRY, os.path.join(tmp, ANCESTRY))
+        if transforms is not None:
+            save_file({k: v.detach().contiguous().cpu() for k, v in transforms.items()},
+                      os.path.join(tmp, TRANSFORMS))
+        elif keep_from is not None and (Path(keep_from) / TRANSFORMS).is_file():
+            shutil.copy2(Path(keep_from) / TRANSFORMS, os.path.join(tmp, TRANSFORMS))
+        for name in (WEIGHTS, ANCESTRY, TRANSFORMS):
+            if os.path.exists(os.path.join(tmp, name)):
+                files[name] = sha256_file(os.path.join(tmp, name))
+        manifest = manifest.replace(files=files, storage_dtype=storage_dtype)
+        with open(os.path.join(tmp, MANIFEST), "w") as f:
+            json.dump(manifest.to_dict(), f, indent=1)
+            f.write("\n")
+        # Carry over user files (e.g. a fine-tuning checkpoint) from the directory being replaced.
+        if keep_from is not None and Path(keep_from).resolve() == Path(path).resolve():
+            for extra in Path(keep_from).iterdir():
+                if extra.name not in (WEIGHTS, ANCESTRY, TRANSFORMS, MANIFEST):
+                    dst = Path(tmp) / extra.name
+                    (shutil.copytree if extra.is_dir() else shutil.copy2)(extra, dst)
+        replace_dir(tmp, path)
+        os.makedirs(tmp, exist_ok=True)  # let TemporaryDirectory clean up without error
+    log.info("saved pool %s to %s", pool.pool_id, path)
+    return manifest
+
+
+def read_manifest(path: str | Path) -> PoolManifest:
+    p = Path(path)
+    mf = p / MANIFEST
+    if not mf.is_file():
+        raise UsageError(f"'{p}' is not a pool directory (no {MANIFEST}); build one with 'lgp-edge pool build'")
+    try:
+        raw = json.loads(mf.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"'{mf}' is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise CheckpointError(f"'{mf}' has schema_version {version}, this lgp-edge reads {SCHEMA_VERSION}; "
+                              "rebuild the pool or use a matching lgp-edge version")
+    try:
+        return PoolManifest.from_dict(raw)
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"'{mf}' is missing field {exc}; the file is damaged") from None
+
+
+def verified_file(path: str | Path, manifest: PoolManifest, name: str) -> Path:
+    """Path of a weight file after checking its sha256 against the manifest."""
+    f = Path(path) / name
+    expected = manifest.files.get(name)
+    if expected is None or not f.is_file():
+        raise CheckpointError(f"pool '{path}' has no {name}")
+    actual = sha256_file(f)
+    if actual != expected:
+        raise CheckpointError(f"'{f}' is damaged or was modified: sha256 {actual[:12]}… does not match "
+                              f"pool.json ({expected[:12]}…); restore it or rebuild the pool")
+    return f
+
+
+def load_pool(path: str | Path) -> tuple[LearngenePool, PoolManifest]:
+    """Load and verify a pool directory (weights always as float32)."""
+    from safetensors.torch import load_file
+
+    manifest = read_manifest(path)
+    weights = verified_file(path, manifest, WEIGHTS)
+    pool = LearngenePool(manifest.spec)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    try:
+        pool.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"'{weights}' does not fit the pool spec in pool.json: {str(exc)[:200]}") from None
+    pool.eval()
+    return pool, manifest
+
+
+def load_pool_ancestry(path: str | Path, manifest: PoolManifest) -> nn.Module:
+    """The ancestry stored in the pool directory (the teacher for fine-tuning)."""
+    from safetensors.torch import load_file
+
+    from lgp_edge.models.ancestry import create_ancestry
+
+    f = verified_file(path, manifest, ANCESTRY)
+    a = manifest.spec.ancestry
+    model, _ = create_ancestry(a.name, num_classes=a.num_classes, in_chans=a.in_chans, img_size=a.img_size)
+    model.load_state_dict({k: v.float() for k, v in load_file(str(f)).items()})
+    return model.eval()
+
+
+def load_pool_transforms(path: str | Path, manifest: PoolManifest) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(verified_file(path, manifest, TRANSFORMS)))
+
+
+def demo_pool_dir() -> Path:
+    return Path(__file__).resolve().parent.parent / "data" / "demo_pool"
+
+
+def resolve_pool(path: str | Path | None) -> Path:
+    """``--pool`` or, when absent, the demo pool bundled with the package."""
+    if path is not None:
+        return Path(path)
+    demo = demo_pool_dir()
+    if not (demo / MANIFEST).is_file():
+        raise UsageError("no --pool given and this installation has no bundled demo pool; pass --pool POOL")
+    return demo

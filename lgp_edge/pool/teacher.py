@@ -1,0 +1,78 @@
+"""``ancestry train``: supervised training of the ancestry ViT (no pretrained weights exist offline)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lgp_edge.data import check_data_name, open_data
+from lgp_edge.errors import UsageError
+from lgp_edge.models.ancestry import create_ancestry
+from lgp_edge.pool.pool import atomic_dir, check_output_dir, replace_dir
+from lgp_edge.progress import NULL, Reporter
+from lgp_edge.specs import content_hash
+from lgp_edge.train import TrainConfig, evaluate, fit, is_main
+
+
+class SupervisedObjective(nn.Module):
+    """Cross-entropy with label smoothing; ``forward(x, y)`` returns the loss."""
+
+    def __init__(self, model: nn.Module, smoothing: float = 0.1) -> None:
+        super().__init__()
+        self.model, self.smoothing = model, smoothing
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.model(x), y, label_smoothing=self.smoothing)
+
+
+@dataclass(frozen=True)
+class AncestryRequest:
+    name: str  # timm name
+    data: str  # dataset
+    out: str  # output directory: ancestry.safetensors + ancestry.json
+    force: bool = False
+    resume: bool = False
+    smoothing: float = 0.1
+
+
+def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
+    from safetensors.torch import save_file
+
+    if not req.resume:
+        check_output_dir(req.out, req.force)
+    check_data_name(req.data)
+    torch.manual_seed(cfg.seed)
+    model, spec = create_ancestry(req.name)
+    data = open_data(req.data, img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
+    if data.info.num_classes != spec.num_classes:
+        raise UsageError(f"--data {req.data} has {data.info.num_classes} classes; '{req.name}' has "
+                         f"{spec.num_classes}: pick a variant with matching classes")
+    objective = SupervisedObjective(model, req.smoothing)
+    fingerprint = content_hash({"stage": "ancestry", "spec": spec, "cfg": cfg.identity(), "data": req.data})
+    t0 = time.time()
+    result = fit(objective, data.train, cfg, description=f"train {req.name}", ckpt_dir=Path(req.out) / "train.ckpt",
+                 resume=req.resume, fingerprint=fingerprint, reporter=reporter, find_unused_parameters=False)
+    # Rank 0 alone evaluates and writes; the other ranks are done once training ends.
+    top1 = evaluate(model, data.val, batch_size=512, device=cfg.device) if is_main() else float("nan")
+    meta = {"name": req.name, "spec": spec.to_dict(), "data": data.info.name, "synthetic_data": data.info.synthetic,
+            "top1": round(top1, 3), "val_images": len(data.val), "config": cfg.to_dict(),
+            "epoch_loss": list(result.epoch_loss), "wall_s": round(time.time() - t0, 1),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+            "preprocess": data.info.preprocess.to_dict()}
+    if is_main():
+        with atomic_dir(req.out) as tmp:
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+                      os.path.join(tmp, "ancestry.safetensors"))
+            with open(os.path.join(tmp, "ancestry.json"), "w") as f:
+                json.dump(meta, f, indent=1)
+            replace_dir(tmp, req.out)
+            os.makedirs(tmp, exist_ok=True)
+    return meta

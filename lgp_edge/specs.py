@@ -1,0 +1,318 @@
+"""Typed, frozen records passed between the stages of lgp-edge.
+
+``*Spec`` is a declared input, ``*Record`` / ``*Report`` / ``*Artifact`` is something produced.
+Every type round-trips through ``to_dict`` / ``from_dict`` (plain JSON types only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1  # bump when pool.json / manifest.json change incompatibly
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def content_hash(obj: Any, length: int = 12) -> str:
+    """A short sha256 of the canonical JSON of ``obj``."""
+    text = json.dumps(_plain(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+class _Record:
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(self)
+
+
+# ----------------------------------------------------------------------------------------- ancestry / pool
+@dataclass(frozen=True)
+class AncestrySpec(_Record):
+    name: str  # timm model name (stock or registered by lgp_edge.models.ancestry)
+    checkpoint: str | None  # weights file it was loaded from (None = random or hub)
+    img_size: int  # square input side, pixels
+    in_chans: int  # input channels
+    num_classes: int  # classifier outputs
+    embed_dim: int  # token width D of the ancestry
+    depth: int  # number of transformer blocks
+    num_heads: int  # attention heads
+    patch_size: int  # patch side, pixels
+    mlp_ratio: float = 4.0  # hidden width of each MLP / embed_dim
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.img_size // self.patch_size) ** 2 + 1  # patches + class token
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AncestrySpec:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class InstanceSpec(_Record):
+    """One auxiliary model whose blocks are learngene instances (e.g. ``ti6``: width D/4, 6 blocks)."""
+
+    name: str  # short id used in keys: "<width code><depth>", e.g. "ti6", "b9"
+    width: str  # width code: "ti", "s" or "b"
+    embed_dim: int  # token width of this auxiliary model
+    depth: int  # number of blocks (= learngene instances it contributes)
+    num_heads: int  # attention heads (scaled with width)
+    supervision: str  # distillation positions: "end" or "front,end"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InstanceSpec:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DistillRecipe(_Record):
+    """Hyper-parameters of the distillation stage (METHOD.md §1)."""
+
+    epochs: int = 100  # passes over the training set
+    batch_size: int = 256  # images per step
+    lr: float = 5e-4  # AdamW peak learning rate
+    weight_decay: float = 0.05  # AdamW weight decay
+    warmup_epochs: float = 0.0  # linear warm-up before cosine decay
+    alpha: float = 0.1  # weight of CE on labels; (1-alpha) on the distillation terms
+    temperature: float = 1.0  # softmax temperature of the soft cross-entropy
+    seed: int = 0  # RNG seed
+    max_steps_per_epoch: int | None = None  # cap for smoke runs (None = full epoch)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DistillRecipe:
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class PreprocessSpec(_Record):
+    """What an app must do to an image before calling any model of the pool."""
+
+    img_size: int  # square side, pixels
+    in_chans: int  # 1 = grayscale, 3 = RGB
+    mean: tuple[float, ...]  # per-channel mean, on 0..1 pixel values
+    std: tuple[float, ...]  # per-channel std, on 0..1 pixel values
+    labels: tuple[str, ...]  # class names, index = logit index
+    layout: str = "NCHW"  # tensor layout of the model input
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
+        return cls(
+            img_size=d["img_size"],
+            in_chans=d["in_chans"],
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            labels=tuple(d["labels"]),
+            layout=d.get("layout", "NCHW"),
+        )
+
+
+@dataclass(frozen=True)
+class PoolSpec(_Record):
+    """Everything that determines a pool's architecture; its hash is the ``pool_id``."""
+
+    ancestry: AncestrySpec  # the ViT the pool was distilled from
+    depth: int  # depth group: 6 or 9 blocks per auxiliary model
+    instances: tuple[InstanceSpec, ...]  # auxiliary models, narrowest first
+    chains: str = "pairs"  # descendant families: "pairs" (the paper's) or "tsb" (adds Ti->S->B)
+
+    @property
+    def pool_id(self) -> str:
+        return content_hash({"ancestry": self.ancestry, "depth": self.depth, "instances": self.instances,
+                             "chains": self.chains})
+
+    def instance(self, name: str) -> InstanceSpec:
+        for inst in self.instances:
+            if inst.name == name:
+                return inst
+        raise KeyError(name)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PoolSpec:
+        return cls(
+            ancestry=AncestrySpec.from_dict(d["ancestry"]),
+            depth=d["depth"],
+            instances=tuple(InstanceSpec.from_dict(i) for i in d["instances"]),
+            chains=d.get("chains", "pairs"),
+        )
+
+
+# ------------------------------------------------------------------------------------------- descendants
+@dataclass(frozen=True)
+class Segment(_Record):
+    """A run of consecutive blocks of one auxiliary model: blocks ``first..last`` inclusive."""
+
+    instance: str  # InstanceSpec.name
+    first: int  # first block index (0-based)
+    last: int  # last block index, inclusive (last = first - 1 means an empty run)
+
+    @property
+    def num_blocks(self) -> int:
+        return self.last - self.first + 1
+
+    @property
+    def key(self) -> str:
+        """``ti6.0-4``; a run with no block (only the model's norm and head follow) is ``b6.head``."""
+        return f"{self.instance}.{self.first}-{self.last}" if self.num_blocks > 0 else f"{self.instance}.head"
+
+
+@dataclass(frozen=True)
+class DescendantSpec(_Record):
+    """A descendant: segments run in order, joined by the named stitch layers.
+
+    ``stitches[i]`` maps the output of ``segments[i]`` into the width of ``segments[i+1]``.
+    The embedding comes from the first segment's model, norm and head from the last one's.
+    """
+
+    pool_id: str  # pool this descendant belongs to
+    segments: tuple[Segment, ...]  # non-empty; the last may hold no block (head only)
+    stitches: tuple[str, ...]  # len(segments) - 1 stitch layer names
+
+    @property
+    def key(self) -> str:
+        """Canonical id, safe as a file name and a table key, e.g. ``ti6.0-4+b6.5-5``."""
+        return "+".join(s.key for s in self.segments)
+
+    @property
+    def num_blocks(self) -> int:
+        return sum(s.num_blocks for s in self.segments)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = _plain(self)
+        d["key"] = self.key
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DescendantSpec:
+        return cls(
+            pool_id=d["pool_id"],
+            segments=tuple(Segment(**s) for s in d["segments"]),
+            stitches=tuple(d["stitches"]),
+        )
+
+
+@dataclass(frozen=True)
+class DescendantRecord(_Record):
+    """A descendant with its measured size and accuracy (a row of descendants.json)."""
+
+    key: str  # DescendantSpec.key
+    blocks: int  # number of transformer blocks it runs
+    params: int  # parameters, counted once each
+    flops: int  # fvcore convention: one multiply-add = 1, LayerNorm = 5 per element
+    top1: float | None  # validation top-1 in percent (None until evaluated)
+    spec: DescendantSpec  # how to build it
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DescendantRecord:
+        return cls(key=d["key"], blocks=d["blocks"], params=d["params"], flops=d["flops"],
+                   top1=d.get("top1"), spec=DescendantSpec.from_dict(d["spec"]))
+
+
+# ------------------------------------------------------------------------------------ targets / profiles
+@dataclass(frozen=True)
+class ConnectionSpec(_Record):
+    kind: str  # "local", "ssh", "adb" or "none"
+    host: str | None = None  # ssh: host name or address
+    user: str | None = None  # ssh: login
+    port: int | None = None  # ssh: port (default 22)
+    key: str | None = None  # ssh: private key file
+    serial: str | None = None  # adb: device serial
+    workdir: str | None = None  # remote scratch directory
+    timeout_s: float = 20.0  # connect timeout
+
+
+@dataclass(frozen=True)
+class TargetSpec(_Record):
+    name: str  # e.g. "jetson-nano"
+    description: str  # one line for listings
+    runtime: str  # default runtime: torch, onnxruntime, openvino, tensorrt, coreml
+    runtime_version: str  # e.g. "TensorRT 8.2 (JetPack 4.6)"
+    max_opset: int  # highest ONNX opset the runtime parses
+    precisions: tuple[str, ...]  # e.g. ("fp32", "fp16", "int8")
+    formats: tuple[str, ...]  # export formats this target accepts
+    hardware: dict[str, Any]  # peak_gflops{precision: x}, mem_gbps, memory_mb, efficiency factors
+    connection: ConnectionSpec  # how to reach a board
+    extra: dict[str, Any] = field(default_factory=dict)  # runtime-specific settings (min iOS, threads…)
+
+
+@dataclass(frozen=True)
+class DeviceProfile(_Record):
+    name: str  # e.g. "jetson-nano"
+    target: str  # TargetSpec.name
+    latency_budget_ms: float  # p90 latency budget at batch `batch`
+    memory_budget_mb: float  # weights + activations budget
+    precision: str  # "fp32", "fp16", "int8"
+    formats: tuple[str, ...]  # artifacts to emit
+    batch: int = 1  # batch size the app runs
+    description: str = ""  # one line for listings
+
+
+# -------------------------------------------------------------------------------------------- measurement
+@dataclass(frozen=True)
+class LatencyRecord(_Record):
+    descendant_key: str  # DescendantSpec.key (or "timm:<name>" for a stock model)
+    target: str  # TargetSpec.name
+    runtime: str  # runtime that ran it
+    precision: str  # fp32 / fp16 / bf16 / int8
+    batch: int  # batch size
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    cv: float  # std / mean
+    n: int  # timed runs
+    warmup: int  # untimed runs before
+    threads: int  # intra-op threads
+    source: str  # "measured" or "predicted"
+    when: str  # ISO-8601 UTC
+    tool_versions: dict[str, str]  # runtime + lgp-edge versions
+    pool_id: str = ""  # pool the descendant came from ("" for stock models)
+    noisy: bool = False  # CV stayed above the threshold after a repeat
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LatencyRecord:
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------------------------------- export
+@dataclass(frozen=True)
+class ValidationReport(_Record):
+    max_abs_diff: float | None  # largest |artifact - torch| over the compared logits (None: structural)
+    atol: float | None  # tolerance of this format (None: structural)
+    top1_agreement: float | None  # fraction of images where artifact and torch agree on the class
+    top1_ref: float | None  # torch top-1 (percent) on the images, None without labels
+    top1_artifact: float | None  # artifact top-1 (percent)
+    images: int  # number of validation images
+    passed: bool
+    note: str = ""  # e.g. "structural check only (Core ML predicts on macOS only)"
+    min_agreement: float = 0.0  # least top1_agreement the artifact had to reach
+    top1_change: float | None = None  # top1_artifact - top1_ref, percentage points (int8: the PTQ cost)
+    data: str = ""  # dataset the validation images came from
+    kind: str = "numeric"  # "numeric" (ran here vs torch) or "structural" (loads; names/shapes/metadata)
+
+
+@dataclass(frozen=True)
+class ExportArtifact(_Record):
+    path: str  # relative to the output directory
+    format: str  # onnx, tensorrt, openvino, coreml, ort
+    profile: str  # DeviceProfile.name
+    descendant_key: str
+    sha256: str
+    inputs: tuple[dict[str, Any], ...]  # name, shape, dtype
+    outputs: tuple[dict[str, Any], ...]
+    validation: ValidationReport | None
+    versions: dict[str, str]
+    precision: str = ""  # fp32 / fp16 / int8: the artifact's arithmetic
+    files: tuple[str, ...] = ()  # companion files, relative to the output directory (build script, ...)
+    note: str = ""  # what a user must know (e.g. "engine is built on the device by build_engine.sh")

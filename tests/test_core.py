@@ -1,0 +1,167 @@
+"""The pool, its descendants and their sizes (issue: core)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lgp_edge.cli import main
+from lgp_edge.models.ancestry import create_ancestry
+from lgp_edge.models.descendant import count_params, descendant_flops, enumerate_descendants, vit_flops
+from lgp_edge.models.instances import create_auxiliary, plan_instances
+from lgp_edge.models.stitch import learned_init, lstsq_init, make_stitch, paired_stitching
+from lgp_edge.pool.pool import LearngenePool, load_pool
+from lgp_edge.specs import PoolSpec
+
+
+def tiny_spec(depth: int = 6, widths=("ti", "b"), chains: str = "pairs") -> PoolSpec:
+    _, a = create_ancestry("lgp_test_tiny")
+    return PoolSpec(a, depth, plan_instances(a, depth, widths), chains=chains)
+
+
+def test_paired_stitching_matches_snnet() -> None:
+    cfgs, layers = paired_stitching(12)
+    assert len(cfgs) == 34 and max(layers) + 1 == 11
+    assert cfgs[:4] == [(0, 0), (0, 1), (1, 0), (1, 1)] and layers[:4] == [0, 0, 0, 0]
+    assert cfgs[4:7] == [(1, 2), (2, 1), (2, 2)] and layers[4:7] == [1, 1, 1]
+    assert cfgs[-1] == (11, 11) and layers[-1] == 10
+
+
+@pytest.mark.parametrize("depth,count", [(6, 18), (9, 27)])
+def test_enumeration_counts_and_order(depth: int, count: int) -> None:
+    descs = enumerate_descendants(tiny_spec(depth))
+    keys = [d.key for d in descs]
+    assert len(descs) == count and len(set(keys)) == count
+    assert keys[0] == f"ti{depth}.0-{depth - 1}" and keys[1] == f"b{depth}.0-{depth - 1}"
+    assert keys[2] == f"ti{depth}.0-0+b{depth}.1-{depth - 1}"
+    assert keys[-1] == f"ti{depth}.0-{depth - 1}+b{depth}.head"  # SN-Net's (d-1, d-1): Ti, stitch, B's head
+    overlapping = [d for d in descs if d.num_blocks > depth]
+    assert overlapping, "configs with k < j run more blocks than one model"
+    assert all(len(d.stitches) == len(d.segments) - 1 for d in descs)
+
+
+def test_tsb_chains_add_three_segment_descendants() -> None:
+    descs = enumerate_descendants(tiny_spec(6, ("ti", "s", "b"), chains="tsb"))
+    triples = [d for d in descs if len(d.segments) == 3]
+    assert len(triples) == 10 and triples[0].key == "ti6.0-0+s6.1-1+b6.2-5"
+    assert len(descs) == 3 + 16 + 16 + 10
+
+
+def test_deit_reference_flops() -> None:
+    for dim, params_flops in ((192, 1_258_411_200), (384, 4_608_338_304), (768, 17_582_740_224)):
+        assert vit_flops(img_size=224, patch_size=16, in_chans=3, embed_dim=dim, depth=12,
+                         num_classes=1000) == params_flops
+
+
+@pytest.mark.parametrize("depth", [6, 9])
+def test_plan_deit_base_sizes(depth: int, capsys: pytest.CaptureFixture) -> None:
+    assert main(["pool", "plan", "--ancestry", "deit_base_patch16_224", "--depth", str(depth), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    rows = {r["key"]: r for r in out["descendants"]}
+    assert len(out["descendants"]) == {6: 18, 9: 27}[depth]
+    if depth == 6:
+        ti, b, mixed = rows["ti6.0-5"], rows["b6.0-5"], rows["ti6.0-4+b6.5-5"]
+        assert round(ti["params"] / 1e6, 2) == 3.05 and round(ti["flops"] / 1e9, 2) == 0.64
+        assert round(b["params"] / 1e6, 2) == 44.04 and round(b["flops"] / 1e9, 2) == 8.85
+        # the paper's 10.38 M leaves out Ti's position embedding and class token (197*192 + 192 = 38,016)
+        assert round((mixed["params"] - 38_016) / 1e6, 2) == 10.38 and round(mixed["flops"] / 1e9, 2) == 2.03
+        assert round(out["stored_params"] / 1e6, 1) == 47.8
+    else:
+        assert rows["ti9.0-8"]["params"] < rows["b9.0-8"]["params"]
+        assert all(isinstance(r["params"], int) and isinstance(r["flops"], int) for r in out["descendants"])
+
+
+def test_single_instance_descendant_equals_its_model() -> None:
+    torch.manual_seed(0)
+    pool = LearngenePool(tiny_spec()).eval()
+    x = torch.randn(3, 1, 16, 16)
+    for name in ("ti6", "b6"):
+        d = pool.descendant(f"{name}.0-5")
+        torch.testing.assert_close(d(x), pool.models[name](x), rtol=0, atol=0)
+        assert count_params(d) == count_params(pool.models[name])
+
+
+def test_analytic_flops_match_module_structure() -> None:
+    spec = tiny_spec()
+    pool = LearngenePool(spec)
+    # a stitched descendant costs its parts: check additivity against the single-model formula
+    ti = descendant_flops(spec, pool.find("ti6.0-5"))
+    a = spec.ancestry
+    assert ti == vit_flops(img_size=a.img_size, patch_size=a.patch_size, in_chans=a.in_chans, embed_dim=8, depth=6,
+                           num_classes=a.num_classes)
+
+
+def test_lstsq_init_recovers_a_linear_map() -> None:
+    torch.manual_seed(0)
+    w, b = torch.randn(12, 5), torch.randn(12)
+    a1, a2 = torch.randn(200, 5), torch.randn(300, 5)
+    stitch = make_stitch(5, 12)
+    lstsq_init(stitch, [(a1, a1 @ w.T + b), (a2, a2 @ w.T + b)])
+    torch.testing.assert_close(stitch.weight.detach(), w, atol=1e-4, rtol=0)
+    torch.testing.assert_close(stitch.bias.detach(), b, atol=1e-4, rtol=0)
+
+
+def test_learned_init_is_mean_transposed() -> None:
+    mats = [torch.randn(8, 32) for _ in range(3)]
+    stitch = make_stitch(8, 32)
+    learned_init(stitch, mats, None)
+    torch.testing.assert_close(stitch.weight.detach(), torch.stack(mats).mean(0).t())
+    assert float(stitch.bias.abs().sum()) == 0.0
+
+
+def test_descendant_exports_without_special_cases(tmp_path) -> None:
+    torch.manual_seed(0)
+    pool = LearngenePool(tiny_spec()).eval()
+    d = pool.descendant("ti6.0-2+b6.2-5").eval()
+    x = torch.randn(1, 1, 16, 16)
+    ref = d(x)
+    traced = torch.jit.trace(d, x)
+    torch.testing.assert_close(traced(x), ref)
+    exported = torch.export.export(d, (x,))
+    torch.testing.assert_close(exported.module()(x), ref)
+    torch.onnx.export(d, (x,), str(tmp_path / "d.onnx"), dynamo=False, opset_version=17)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "d.onnx"), providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert abs(out - ref.detach().numpy()).max() < 1e-4
+
+
+def test_save_load_bit_exact_and_tamper_detected(tiny_pool, tmp_path, capsys) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    pool, _ = load_pool(tiny_pool)
+
+    stored = load_file(str(tiny_pool / "weights.safetensors"))
+    for k, v in pool.state_dict().items():
+        assert torch.equal(v, stored[k])
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_pool, copy)
+    raw = bytearray((copy / "weights.safetensors").read_bytes())
+    raw[-5] ^= 0x01
+    (copy / "weights.safetensors").write_bytes(bytes(raw))
+    assert main(["pool", "info", str(copy)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sha256" in err[0]
+
+
+def test_pool_info_json(tiny_pool, capsys) -> None:
+    assert main(["pool", "info", str(tiny_pool), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["pool_id"] and len(info["descendants"]) == 18
+    pool, _ = load_pool(tiny_pool)
+    assert info["stored_params"] == pool.stored_params()
+    assert {"key", "params", "flops", "top1"} <= set(info["descendants"][0])
+
+
+def test_auxiliary_model_width_and_heads() -> None:
+    _, a = create_ancestry("lgp_test_tiny")
+    ti, b = plan_instances(a, 9)
+    assert (ti.embed_dim, ti.num_heads, ti.supervision) == (8, 1, "front,end")
+    assert (b.embed_dim, b.num_heads, b.supervision) == (32, 4, "end")
+    m = create_auxiliary(a, ti)
+    assert len(m.blocks) == 9 and m.embed_dim == 8
