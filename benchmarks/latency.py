@@ -1,0 +1,350 @@
+"""Latency of every descendant on this CPU in torch eager, ONNX Runtime and OpenVINO, against the machine's
+measured fp32 GEMM peak, plus the predictor's error on held-out descendants.
+
+    python benchmarks/latency.py [--pool POOL] [--threads N] [--out benchmarks/results/latency.json]
+
+Two pools:
+- the demo pool (``--pool``, default the bundled demo pool; when none exists yet, a random-weight pool
+  of the demo pool's architecture ``lgp_vit_fmnist`` depth 6 -- latency does not depend on weight values);
+- the DeiT-Base-scale pool of ``lgp-edge pool plan --ancestry deit_base_patch16_224 --depth 6`` with random
+  weights: the only descendants big enough to be compute-bound on a CPU.
+
+All models (descendants and calibration probes) in all three runtimes are loaded at once, warmed up, then
+timed in interleaved rounds (DeiT-Base scale: one run of each per round), so load from other processes on
+a shared machine hits runtimes and models alike (it does not cancel out; the JSON records the load
+average). Without the memory for that, several passes over the models are made instead.
+
+Achieved GFLOP/s count 2 FLOPs per multiply-add (hardware convention), i.e. twice the fvcore FLOPs shown
+elsewhere. The GEMM peak is the best square fp32 matmul at the same thread count over n = 512/1024/2048
+and over torch.matmul (MKL here), an ONNX Runtime MatMul (MLAS) and an OpenVINO MatMul (oneDNN); the
+torch.matmul 2048 figure is recorded too (MKL is far from the limit on this AMD CPU).
+
+Predictor: per pool and runtime, the calibration probes (not descendants) are measured the same way, the
+per-part table is fitted on them and every descendant is predicted; MAPE is over all descendants, none of
+which was used for calibration. The uncalibrated roofline of the ``cpu`` target is reported beside it.
+This script is never imported by lgp_edge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from lgp_edge.models.descendant import descendant_flops
+from lgp_edge.profiling.artifacts import export_onnx
+from lgp_edge.profiling.measure import MeasureSettings, run_series, summarize, time_interleaved
+from lgp_edge.profiling.predict import calibration_probes, fit_calibration, probe_key
+from lgp_edge.profiling.roofline import measure_copy_bandwidth, measure_gemm_peak, parts_of, roofline_for
+from lgp_edge.profiling.runtimes import get_runtime
+from lgp_edge.profiling.targets import load_target
+from lgp_edge.specs import LatencyRecord
+
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def small_pool(path: str | None):
+    from lgp_edge.pool.pool import demo_pool_dir, load_pool
+
+    if path or (demo_pool_dir() / "pool.json").is_file():
+        pool, manifest = load_pool(path or demo_pool_dir())
+        return pool, {"source": str(path or "bundled demo pool"), "data": manifest.data,
+                      "top1": {r.key: r.top1 for r in manifest.descendants}}
+    return random_pool("lgp_vit_fmnist", 6), {
+        "source": "random-weight pool of the demo pool's architecture (lgp_vit_fmnist, depth 6): no demo pool "
+                  "is bundled yet; latency does not depend on weight values", "data": None, "top1": {}}
+
+
+def random_pool(ancestry: str, depth: int):
+    from lgp_edge.models.ancestry import create_ancestry
+    from lgp_edge.models.instances import plan_instances
+    from lgp_edge.pool.pool import LearngenePool
+    from lgp_edge.specs import PoolSpec
+
+    torch.manual_seed(0)
+    _, a = create_ancestry(ancestry)
+    return LearngenePool(PoolSpec(a, depth, plan_instances(a, depth, ("ti", "b")))).eval()
+
+
+def measure_together(models: list[tuple[str, torch.nn.Module]], example: torch.Tensor, settings: MeasureSettings,
+                     tmp: Path) -> dict[str, dict[str, object]]:
+    """Every model in every runtime loaded at once, warmed up once, then timed in interleaved rounds (each
+    round runs every model in every runtime ``iters / rounds`` times), so load drift on a shared machine
+    hits all models and runtimes alike."""
+    rts = {name: get_runtime(name) for name in RUNTIMES}
+    batch = []
+    t0 = time.time()
+    for i, (key, model) in enumerate(models):
+        onnx = export_onnx(model, example, tmp / f"m{i}" / "model.onnx", opset=17)
+        for name, rt in rts.items():
+            prepared = rt.prepare(model, example, "fp32", tmp / f"m{i}" / name, threads=settings.threads,
+                                  onnx_path=onnx)
+            for _ in range(settings.warmup):
+                prepared.run()
+            batch.append((key, name, prepared))
+    print(f"  {len(batch)} sessions prepared and warmed up in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+    out: dict[str, dict[str, object]] = {}
+    timed = time_interleaved([p.run for _, _, p in batch], dataclasses.replace(settings, warmup=0))
+    for (key, name, p), t in zip(batch, timed):
+        out.setdefault(key, {})[name] = dataclasses.replace(t, warmup=settings.warmup)
+        p.close()
+    return out
+
+
+def fits_in_memory(models: list[tuple[str, torch.nn.Module]]) -> bool:
+    """ONNX Runtime and OpenVINO each hold a copy of every model's weights (ORT may also keep prepacked
+    GEMM weights): require 3 x fp32 weights < half the available memory."""
+    need = 3 * 4 * sum(sum(p.numel() for p in m.parameters()) for _, m in models)
+    try:
+        avail = next(int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                     if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration):
+        return False
+    print(f"  all models at once need ~{need / 2**30:.1f} GiB of {avail / 2**30:.1f} GiB available", file=sys.stderr)
+    return need < avail / 2
+
+
+def measure_in_passes(models: list[tuple[str, torch.nn.Module]], example: torch.Tensor, settings: MeasureSettings,
+                      tmp: Path, passes: int) -> dict[str, dict[str, object]]:
+    """Big models (too many to hold loaded at once): ``passes`` sweeps over all models, alternating direction;
+    each visit loads the model in the three runtimes, warms up and times ``iters / passes`` runs of each,
+    runtime after runtime. Every model is thus sampled at several points of the run, so slow load drift on a
+    shared machine spreads over all models instead of biasing the ones measured early or late."""
+    rts = {name: get_runtime(name) for name in RUNTIMES}
+    onnx = {}
+    for i, (key, model) in enumerate(models):
+        onnx[key] = export_onnx(model, example, tmp / f"m{i}" / "model.onnx", opset=17)
+    times: dict[str, dict[str, list[float]]] = {key: {r: [] for r in RUNTIMES} for key, _ in models}
+    per_pass = max(1, settings.iters // passes)
+    for p in range(passes):
+        order = list(enumerate(models)) if p % 2 == 0 else list(reversed(list(enumerate(models))))
+        t0 = time.time()
+        for i, (key, model) in order:
+            prepared = {name: rt.prepare(model, example, "fp32", tmp / f"m{i}" / name, threads=settings.threads,
+                                         onnx_path=onnx[key]) for name, rt in rts.items()}
+            for name in RUNTIMES:
+                times[key][name] += run_series(prepared[name].run, settings.warmup, per_pass)
+            for pr in prepared.values():
+                pr.close()
+            del prepared
+        print(f"  pass {p + 1}/{passes} over {len(models)} models: {time.time() - t0:.0f} s", file=sys.stderr,
+              flush=True)
+    return {key: {name: summarize(ts, settings.warmup) for name, ts in per.items()} for key, per in times.items()}
+
+
+def _geomean(xs: list[float]) -> float:
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def bench_pool(name: str, pool, info: dict, settings: MeasureSettings, peak: float, torch_peak: float, tmp: Path,
+               passes: int = 0) -> dict:
+    a = pool.spec.ancestry
+    example = torch.randn(settings.batch, a.in_chans, a.img_size, a.img_size,
+                          generator=torch.Generator().manual_seed(0))
+    specs = pool.descendants()
+    probes = calibration_probes(pool.spec)
+    print(f"{name}: {len(specs)} descendants + {len(probes)} probes, {a.name} ({a.img_size} px, dim {a.embed_dim})",
+          file=sys.stderr, flush=True)
+    t0 = time.time()
+    # probes spread evenly among the descendants, so calibration and held-out models see the same load
+    desc = [(s.key, pool.descendant(s)) for s in specs]
+    prob = [(probe_key(parts_of(pool.spec, p)), pool.descendant(p)) for p in probes]
+    models = sorted(desc + prob, key=lambda m: (desc.index(m) + 0.5) / len(desc) if m in desc
+                    else (prob.index(m) + 0.5) / len(prob))
+    if passes and not fits_in_memory(models):
+        timings = measure_in_passes(models, example, settings, tmp / name, passes)
+        method = f"{passes} passes over the models (not enough memory to load all at once)"
+    else:
+        timings = measure_together(models, example, settings, tmp / name)
+        method = f"all models loaded at once, {settings.rounds} interleaved rounds"
+    wall = time.time() - t0
+
+    rows = []
+    for s in specs:
+        fl = descendant_flops(pool.spec, s)
+        rec = pool.record(s)
+        row = {"key": s.key, "blocks": s.num_blocks, "params": rec.params, "flops_fvcore": fl,
+               "top1": info["top1"].get(s.key)}
+        t_torch = timings[s.key]["torch"].median_ms
+        for rt in RUNTIMES:
+            t = timings[s.key][rt]
+            gflops = 2 * fl / (t.median_ms / 1e3) / 1e9
+            row[rt] = {"median_ms": t.median_ms, "p90_ms": t.p90_ms, "p99_ms": t.p99_ms, "min_ms": t.min_ms,
+                       "cv": t.cv, "n": t.n,
+                       "noisy": t.noisy, "achieved_gflops": gflops, "fraction_of_gemm_peak": gflops / peak,
+                       "fraction_of_torch_matmul_peak": gflops / torch_peak,
+                       "speedup_over_torch": t_torch / t.median_ms}
+        rows.append(row)
+
+    summary: dict[str, dict] = {}
+    cpu = load_target("cpu")
+    roof = roofline_for(cpu, "fp32", settings.threads)
+    for rt in RUNTIMES:
+        probe_recs = [_as_record(probe_key(parts_of(pool.spec, p)), timings[probe_key(parts_of(pool.spec, p))][rt], rt,
+                                 settings) for p in probes]
+        cal = fit_calibration(probe_recs)
+        # diagnostic: the same fit and check on each model's fastest run (the least disturbed one on a shared
+        # machine); a small error here and a larger one on medians means the medians are noise-limited
+        cal_min = fit_calibration([dataclasses.replace(r, median_ms=timings[r.descendant_key][rt].min_ms)
+                                   for r in probe_recs])
+        errs, roof_errs, min_errs = [], [], []
+        for r, s in zip(rows, specs):
+            parts = parts_of(pool.spec, s)
+            measured = r[rt]["median_ms"]
+            pred = cal.predict_ms(parts)
+            r[rt]["predicted_ms"] = pred
+            r[rt]["roofline_ms"] = roof.predict_ms(parts)
+            errs.append(abs(pred - measured) / measured * 100)
+            min_errs.append(abs(cal_min.predict_ms(parts) - r[rt]["min_ms"]) / r[rt]["min_ms"] * 100)
+            roof_errs.append(abs(r[rt]["roofline_ms"] - measured) / measured * 100)
+        fr = [r[rt]["fraction_of_gemm_peak"] for r in rows]
+        summary[rt] = {
+            "speedup_over_torch_geomean": _geomean([r[rt]["speedup_over_torch"] for r in rows]),
+            "speedup_over_torch_min": min(r[rt]["speedup_over_torch"] for r in rows),
+            "speedup_over_torch_max": max(r[rt]["speedup_over_torch"] for r in rows),
+            "achieved_gflops_max": max(r[rt]["achieved_gflops"] for r in rows),
+            "fraction_of_gemm_peak_median": statistics.median(fr), "fraction_of_gemm_peak_max": max(fr),
+            "predictor_mape_percent": statistics.mean(errs), "predictor_max_ape_percent": max(errs),
+            "predictor_calibration_probes": len(probes), "predictor_held_out_descendants": len(rows),
+            "predictor_mape_on_fastest_run_percent": statistics.mean(min_errs),
+            "median_cv_of_runs": statistics.median(r[rt]["cv"] for r in rows),
+            "roofline_mape_percent": statistics.mean(roof_errs), "noisy_runs": sum(r[rt]["noisy"] for r in rows)}
+    probe_rows = [{"key": probe_key(parts_of(pool.spec, p)), "spec": p.key,
+                   **{rt: {"median_ms": timings[probe_key(parts_of(pool.spec, p))][rt].median_ms,
+                           "cv": timings[probe_key(parts_of(pool.spec, p))][rt].cv} for rt in RUNTIMES}}
+                  for p in probes]
+    return {"pool": info["source"], "ancestry": a.to_dict(), "depth": pool.spec.depth, "pool_id": pool.pool_id,
+            "descendants": rows, "calibration_probes": probe_rows, "summary": summary, "wall_s": wall,
+            "method": method,
+            "cpu_roofline": {"peak_gflops": roof.peak_gflops, "mem_gbps": roof.mem_gbps,
+                             "compute_eff": roof.compute_eff, "memory_eff": roof.memory_eff,
+                             "overhead_us": roof.overhead_us}}
+
+
+def _as_record(key: str, t, runtime: str, settings: MeasureSettings) -> LatencyRecord:
+    return LatencyRecord(descendant_key=key, target="cpu", runtime=runtime, precision="fp32", batch=settings.batch,
+                         median_ms=t.median_ms, p90_ms=t.p90_ms, p99_ms=t.p99_ms, mean_ms=t.mean_ms, std_ms=t.std_ms,
+                         cv=t.cv, n=t.n, warmup=t.warmup, threads=settings.threads, source="measured", when="",
+                         tool_versions={})
+
+
+def markdown(res: dict) -> str:
+    lines = []
+    peak = res["machine"]["gemm_peak_gflops_fp32"]
+    for block in res["pools"]:
+        lines.append(f"\n**{block['name']}** ({block['ancestry']['name']}, depth {block['depth']}; {block['pool']})\n")
+        lines.append("| descendant | GFLOPs (fvcore) | torch ms | ORT ms | OpenVINO ms | ORT × | OV × "
+                     "| best GFLOP/s | % of GEMM peak |")
+        lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in block["descendants"]:
+            best = max(RUNTIMES, key=lambda rt: r[rt]["achieved_gflops"])
+            lines.append(f"| {r['key']} | {r['flops_fvcore'] / 1e9:.3f} | {r['torch']['median_ms']:.3f} | "
+                         f"{r['onnxruntime']['median_ms']:.3f} | {r['openvino']['median_ms']:.3f} | "
+                         f"{r['onnxruntime']['speedup_over_torch']:.2f} | {r['openvino']['speedup_over_torch']:.2f} | "
+                         f"{r[best]['achieved_gflops']:.1f} | {100 * r[best]['achieved_gflops'] / peak:.0f}% |")
+        lines.append("\n| runtime | speed-up over torch (geomean, min-max) | max GFLOP/s | max % of peak "
+                     "| predictor MAPE (medians) | MAPE (fastest runs) | run CV | roofline MAPE |")
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+        for rt, s in block["summary"].items():
+            lines.append(f"| {rt} | {s['speedup_over_torch_geomean']:.2f} ({s['speedup_over_torch_min']:.2f}-"
+                         f"{s['speedup_over_torch_max']:.2f}) | {s['achieved_gflops_max']:.1f} | "
+                         f"{100 * s['fraction_of_gemm_peak_max']:.0f}% | {s['predictor_mape_percent']:.1f}% | "
+                         f"{s['predictor_mape_on_fastest_run_percent']:.1f}% | {s['median_cv_of_runs']:.2f} | "
+                         f"{s['roofline_mape_percent']:.0f}% |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pool", default=None, help="small pool (default: the bundled demo pool)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--small-iters", type=int, default=60, help="timed runs per small descendant and runtime")
+    p.add_argument("--small-rounds", type=int, default=5)
+    p.add_argument("--big-iters", type=int, default=9, help="timed runs per DeiT-Base-scale descendant and runtime")
+    p.add_argument("--big-passes", type=int, default=3, help="sweeps over the DeiT-Base-scale models")
+    p.add_argument("--skip-big", action="store_true", help="skip the DeiT-Base-scale pool (quick runs)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latency.json"))
+    args = p.parse_args()
+
+    import onnxruntime
+    import openvino
+
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
+    t_start = time.time()
+    gemm = {e: {n: measure_gemm_peak(args.threads, n=n, reps=r, engine=e) for n, r in ((512, 40), (1024, 15),
+                                                                                     (2048, 5))}
+            for e in RUNTIMES}
+    torch_peak = gemm["torch"][2048]
+    peak = max(v for per in gemm.values() for v in per.values())
+    bw = measure_copy_bandwidth(args.threads, mb=256, reps=5)
+    print(f"GEMM peak {peak:.1f} GFLOP/s (torch.matmul 2048: {torch_peak:.1f}), copy {bw:.1f} GB/s at "
+          f"{args.threads} threads", file=sys.stderr)
+    res: dict = {
+        "benchmark": "benchmarks/latency.py", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+        "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": args.threads,
+                    "platform": platform.platform(), "gemm_peak_gflops_fp32": peak,
+                    "gemm_peak_definition": "best fp32 square matmul over n = 512, 1024, 2048 and over torch.matmul, "
+                                            "an ONNX Runtime MatMul and an OpenVINO MatMul; best of repeated runs",
+                    "torch_matmul_2048_gflops_fp32": torch_peak,
+                    "gemm_gflops_by_engine_and_n": {e: {str(n): v for n, v in per.items()} for e, per in gemm.items()},
+                    "copy_bandwidth_gbps": bw,
+                    "load_average_start": load_start,
+                    "note": "shared machine: other processes (other engineers' tests and training) may have been "
+                            "running; see load averages. Interleaved rounds give every runtime the same load, not "
+                            "a quiet machine."},
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                     "openvino": openvino.__version__, "python": platform.python_version()},
+        "conventions": {"latency": "median of the timed runs, batch 1, fp32", "achieved_gflops":
+                        "2 x fvcore FLOPs / median latency (2 FLOPs per multiply-add, as the GEMM peak)",
+                        "speedup_over_torch": "torch eager median / runtime median, same descendant"},
+        "pools": []}
+    with tempfile.TemporaryDirectory(prefix="lgp-edge-bench-") as tmp:
+        pool, info = small_pool(args.pool)
+        s_small = MeasureSettings(warmup=5, iters=args.small_iters, threads=args.threads, rounds=args.small_rounds)
+        block = bench_pool("demo pool", pool, info, s_small, peak, torch_peak, Path(tmp))
+        block["name"], block["settings"] = "demo pool", s_small.__dict__
+        res["pools"].append(block)
+        if not args.skip_big:
+            big = random_pool("deit_base_patch16_224", 6)
+            s_big = MeasureSettings(warmup=1, iters=args.big_iters, threads=args.threads, rounds=args.big_iters)
+            block = bench_pool("DeiT-Base scale", big, {"source": "lgp-edge pool plan --ancestry deit_base_patch16_224 "
+                                                                  "--depth 6 (random weights)", "top1": {}},
+                               s_big, peak, torch_peak, Path(tmp), passes=args.big_passes)
+            block["name"], block["settings"] = "DeiT-Base scale", {**s_big.__dict__, "passes": args.big_passes}
+            res["pools"].append(block)
+    res["machine"]["load_average_end"] = os.getloadavg()
+    res["wall_s"] = time.time() - t_start
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(markdown(res))
+    print(f"\nwrote {out} in {res['wall_s']:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+// LgpClassifier.kt: run an lgp-edge ONNX Runtime export (model.ort or model.onnx) in an Android app.
+//
+// Gradle: implementation("com.microsoft.onnxruntime:onnxruntime-android:1.20.0")
+// Put model.ort in app/src/main/assets/. The model file carries its own preprocessing constants
+// (metadata keys img_size, in_chans, mean, std, labels), read here, so this class fits any export:
+//
+//     val classifier = LgpClassifier(assets.open("model.ort").readBytes())
+//     val (label, probability) = classifier.classify(bitmap).first()
+//     classifier.close()
+package ai.lgpedge.sample
+
+import ai.onnxruntime.OnnxTensor
+import ai.onnxruntime.OrtEnvironment
+import ai.onnxruntime.OrtSession
+import android.graphics.Bitmap
+import org.json.JSONArray
+import java.nio.FloatBuffer
+import kotlin.math.exp
+
+class LgpClassifier(modelBytes: ByteArray, threads: Int = 4) : AutoCloseable {
+    private val env: OrtEnvironment = OrtEnvironment.getEnvironment()
+    private val session: OrtSession
+    private val inputName: String
+    private val mean: FloatArray
+    private val std: FloatArray
+    val labels: List<String>
+    val size: Int       // square input side, pixels
+    val channels: Int   // 1 = grayscale, 3 = RGB
+    val descendantKey: String
+
+    init {
+        val options = OrtSession.SessionOptions()
+        options.setIntraOpNumThreads(threads)
+        session = env.createSession(modelBytes, options)
+        val meta = session.metadata.customMetadata
+        fun floats(key: String): FloatArray =
+            JSONArray(meta.getValue(key)).let { a -> FloatArray(a.length()) { a.getDouble(it).toFloat() } }
+        mean = floats("mean")
+        std = floats("std")
+        labels = JSONArray(meta.getValue("labels")).let { a -> List(a.length()) { a.getString(it) } }
+        size = meta.getValue("img_size").toInt()
+        channels = meta.getValue("in_chans").toInt()
+        descendantKey = meta["descendant_key"] ?: "unknown"
+        inputName = session.inputNames.first()
+    }
+
+    /** NCHW float tensor data: resize to size x size, then (pixel / 255 - mean[c]) / std[c]. */
+    fun preprocess(bitmap: Bitmap): FloatBuffer {
+        val scaled = Bitmap.createScaledBitmap(bitmap, size, size, true)
+        val pixels = IntArray(size * size)
+        scaled.getPixels(pixels, 0, size, 0, 0, size, size)
+        val buffer = FloatBuffer.allocate(channels * size * size)
+        for (c in 0 until channels) {
+            for (p in pixels) {
+                val r = (p shr 16) and 0xFF
+                val g = (p shr 8) and 0xFF
+                val b = p and 0xFF
+                // Grayscale models: the mean of R, G and B (as the training data loader does).
+                val v = if (channels == 1) (r + g + b) / 3f else when (c) { 0 -> r; 1 -> g; else -> b }.toFloat()
+                buffer.put((v / 255f - mean[c]) / std[c])
+            }
+        }
+        buffer.rewind()
+        return buffer
+    }
+
+    /** Class probabilities, most likely first. */
+    fun classify(bitmap: Bitmap): List<Pair<String, Float>> {
+        val shape = longArrayOf(1, channels.toLong(), size.toLong(), size.toLong())
+        OnnxTensor.createTensor(env, preprocess(bitmap), shape).use { input ->
+            session.run(mapOf(inputName to input)).use { result ->
+                @Suppress("UNCHECKED_CAST")
+                val logits = (result[0].value as Array<FloatArray>)[0]
+                val max = logits.maxOrNull() ?: 0f
+                val e = logits.map { exp((it - max).toDouble()) }
+                val sum = e.sum()
+                return labels.indices.map { labels[it] to (e[it] / sum).toFloat() }.sortedByDescending { it.second }
+            }
+        }
+    }
+
+    override fun close() {
+        session.close()
+    }
+}

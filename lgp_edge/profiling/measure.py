@@ -1,0 +1,135 @@
+"""The timing harness: warm-up, timed runs (by count or by seconds), robust statistics, noise check.
+
+Every runtime hands the harness a zero-argument callable that runs one inference to completion; remote
+runtimes hand it raw per-run times measured on the device. Either way the statistics are computed here,
+in one place, the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    warmup: int = 10  # untimed runs before timing
+    iters: int = 50  # timed runs (minimum when ``seconds`` is set)
+    seconds: float | None = None  # time by duration instead: run until this many seconds have passed
+    max_iters: int = 100_000  # cap for duration mode
+    threads: int = 1  # intra-op threads, fixed and recorded
+    batch: int = 1  # images per inference
+    cv_threshold: float = 0.10  # a run with std/mean above this is repeated once
+    repeat_noisy: bool = True  # repeat a noisy run once; if still noisy keep the calmer one, flagged
+    rounds: int = 1  # >1: models measured in interleaved rounds of iters/rounds runs (drift hits all alike)
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.iters < 1 or self.threads < 1 or self.batch < 1 or self.rounds < 1:
+            raise ValueError("warmup >= 0 and iters, threads, batch, rounds >= 1 are required")
+        if self.seconds is not None and self.seconds <= 0:
+            raise ValueError("seconds must be > 0")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Statistics of one series of timed runs, in milliseconds."""
+
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    std_ms: float
+    min_ms: float
+    cv: float  # std / mean
+    n: int  # timed runs
+    warmup: int  # untimed runs before them
+    noisy: bool = False  # cv stayed above the threshold after a repeat
+    repeats: int = 1  # series run (2 when the first one was noisy)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method) of already sorted values; q in [0, 100]."""
+    if not sorted_values:
+        raise ValueError("no values")
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def summarize(times_ms: Sequence[float], warmup: int = 0) -> Timing:
+    """Median, p90, p99, mean, sample std and CV of a series of run times."""
+    if not times_ms:
+        raise ValueError("no timed runs")
+    s = sorted(float(t) for t in times_ms)
+    n = len(s)
+    mean = sum(s) / n
+    std = math.sqrt(sum((t - mean) ** 2 for t in s) / (n - 1)) if n > 1 else 0.0
+    return Timing(median_ms=percentile(s, 50), p90_ms=percentile(s, 90), p99_ms=percentile(s, 99), mean_ms=mean,
+                  std_ms=std, min_ms=s[0], cv=std / mean if mean > 0 else 0.0, n=n, warmup=warmup)
+
+
+def _series(fn: Callable[[], object], settings: MeasureSettings, iters: int | None = None) -> list[float]:
+    for _ in range(settings.warmup):
+        fn()
+    times: list[float] = []
+    clock = time.perf_counter
+    if settings.seconds is None:
+        for _ in range(iters or settings.iters):
+            t0 = clock()
+            fn()
+            times.append((clock() - t0) * 1e3)
+    else:
+        deadline = clock() + settings.seconds
+        while (len(times) < settings.iters or clock() < deadline) and len(times) < settings.max_iters:
+            t0 = clock()
+            fn()
+            times.append((clock() - t0) * 1e3)
+    return times
+
+
+def run_series(fn: Callable[[], object], warmup: int, iters: int) -> list[float]:
+    """``warmup`` untimed calls, then the wall time (ms) of each of ``iters`` calls."""
+    return _series(fn, MeasureSettings(warmup=warmup, iters=max(1, iters)), iters)
+
+
+def time_callable(fn: Callable[[], object], settings: MeasureSettings) -> Timing:
+    """Warm up, time ``fn``; repeat once if CV > threshold and keep the calmer series, flagged if still noisy."""
+    return repeat_if_noisy(lambda: summarize(_series(fn, settings), settings.warmup), settings)
+
+
+def repeat_if_noisy(run: Callable[[], Timing], settings: MeasureSettings) -> Timing:
+    """Run a measurement; when its CV exceeds the threshold, run it again and keep the calmer result."""
+    first = run()
+    if first.cv <= settings.cv_threshold or not settings.repeat_noisy:
+        return first
+    log.info("cv %.1f%% > %.0f%%: repeating", 100 * first.cv, 100 * settings.cv_threshold)
+    second = run()
+    best = min(first, second, key=lambda t: t.cv)
+    return replace(best, noisy=best.cv > settings.cv_threshold, repeats=2)
+
+
+def time_interleaved(fns: Sequence[Callable[[], object]], settings: MeasureSettings,
+                     on_round: Callable[[int], None] | None = None) -> list[Timing]:
+    """Time several models in ``settings.rounds`` interleaved rounds of ``iters / rounds`` runs each.
+
+    A shared machine's load drifts; measured one after another, models early and late in a list see
+    different loads. Interleaved, every model samples the same stretch of time. Each round warms up again.
+    """
+    per_round = max(1, settings.iters // settings.rounds)
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(settings.rounds):
+        for i, fn in enumerate(fns):
+            times[i] += _series(fn, replace(settings, seconds=None), per_round)
+        if on_round is not None:
+            on_round(r)
+    out = []
+    for t in times:
+        s = summarize(t, settings.warmup)
+        out.append(replace(s, noisy=s.cv > settings.cv_threshold, repeats=settings.rounds))
+    return out

@@ -1,0 +1,256 @@
+"""Latency prediction for descendants that were not measured on a target.
+
+A descendant's latency is modelled as a sum over its parts (``roofline.parts_of``): one cost per part
+type (patch embedding, block of given dims and tokens, stitch, norm + head) plus a constant per inference.
+
+- **Calibrated** (a reachable device): a handful of *probe* models, built from the pool's own modules but
+  not themselves descendants (one block of each instance, a few blocks of each, one stitch per instance
+  pair), are measured; a least-squares fit of their latencies over part counts prices every part type.
+  Every descendant's part counts are a combination of the probes' (checked), so the probes alone
+  predict all descendants. Probe rows live in the store with keys ``probe:<part counts>``.
+- **Roofline** (a target with no device): each part priced from the target file's hardware facts and
+  efficiency factors (``roofline.py``).
+
+``latencies_for`` returns, for every descendant of a pool, the measured record when the store has one,
+else a predicted record whose ``source`` is ``"predicted"`` and whose ``tool_versions["predictor"]``
+says how it was predicted.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from lgp_edge import __version__
+from lgp_edge.models.descendant import stitch_specs
+from lgp_edge.profiling.roofline import Part, Roofline, parts_of, roofline_for
+from lgp_edge.specs import DescendantSpec, LatencyRecord, PoolSpec, Segment, TargetSpec
+
+log = logging.getLogger(__name__)
+
+PROBE_PREFIX = "probe:"
+CONST = "const"  # per-inference constant (framework call, input copy…)
+
+
+# ------------------------------------------------------------------------------------------- probes
+def calibration_probes(pool: PoolSpec) -> list[DescendantSpec]:
+    """Models that price every part type of ``pool``: per instance 1, ``depth // 2`` and ``depth - 1``
+    blocks (embedding + blocks + norm/head); per stitched pair three short stitched models: front block 0
+    -> stitch -> back block d-1, the same with back blocks d-2..d-1, and front blocks 0..1 -> back d-1.
+
+    None is a descendant: descendants run all ``depth`` blocks of one instance, or join front blocks
+    0..j to back blocks k+1.. at a paired-stitching config, where |j - k| <= 1 (so k + 1 <= j + 2),
+    while the probes start the back segment at block >= d - 2 >= j + 3 for the depths 6 and 9. Three
+    probes per part type over-determine the fit, so noise in one probe is averaged rather than copied
+    into every descendant that shares its parts.
+    """
+    d = pool.depth
+    pid = pool.pool_id
+    out = []
+    for inst in pool.instances:
+        for k in sorted({1, max(2, d // 2), d - 1}):
+            out.append(DescendantSpec(pid, (Segment(inst.name, 0, k - 1),), ()))
+    seen = set()
+    for st in stitch_specs(pool):
+        if (st.front, st.back) in seen:
+            continue
+        seen.add((st.front, st.back))
+        for j, first_back in ((0, d - 1), (0, d - 2), (1, d - 1)):
+            out.append(DescendantSpec(pid, (Segment(st.front, 0, j), Segment(st.back, first_back, d - 1)),
+                                      (st.name,)))
+    return out
+
+
+def part_counts(parts: Sequence[Part]) -> dict[str, int]:
+    return dict(Counter(p.key for p in parts))
+
+
+def probe_key(parts: Sequence[Part]) -> str:
+    """A self-describing store key: ``probe:`` + sorted ``partkey*count`` joined by ``|``."""
+    return PROBE_PREFIX + "|".join(f"{k}*{c}" for k, c in sorted(part_counts(parts).items()))
+
+
+def parse_probe_key(key: str) -> dict[str, int]:
+    if not key.startswith(PROBE_PREFIX):
+        raise ValueError(f"not a probe key: {key}")
+    out = {}
+    for item in key[len(PROBE_PREFIX):].split("|"):
+        name, _, count = item.rpartition("*")
+        out[name] = int(count)
+    return out
+
+
+# -------------------------------------------------------------------------------------- calibration
+@dataclass(frozen=True)
+class Calibration:
+    """Per-part costs (ms) fitted on probe measurements; only combinations of probes are predictable."""
+
+    columns: tuple[str, ...]  # CONST + part keys
+    coef: tuple[float, ...]  # least-squares (minimum-norm) cost per column, ms
+    basis: tuple[tuple[float, ...], ...]  # orthonormal basis of the probes' row space (coverage check)
+    p90_ratio: float  # median over probes of p90 / median
+    p99_ratio: float
+    probes: int  # probe measurements used
+    fit_rms_ms: float  # residual of the fit on the probes
+
+    def _vector(self, counts: dict[str, int]) -> list[float] | None:
+        if any(k not in self.columns for k in counts):
+            return None
+        return [1.0 if c == CONST else float(counts.get(c, 0)) for c in self.columns]
+
+    def covers(self, parts: Sequence[Part]) -> bool:
+        v = self._vector(part_counts(parts))
+        if v is None:
+            return False
+        proj = [0.0] * len(v)
+        for b in self.basis:
+            dot = sum(x * y for x, y in zip(v, b))
+            proj = [p + dot * y for p, y in zip(proj, b)]
+        resid = sum((x - p) ** 2 for x, p in zip(v, proj)) ** 0.5
+        return resid <= 1e-6 * max(1.0, sum(x * x for x in v) ** 0.5)
+
+    def predict_ms(self, parts: Sequence[Part]) -> float:
+        v = self._vector(part_counts(parts))
+        if v is None:
+            raise ValueError("part types outside the calibration")
+        return sum(x * c for x, c in zip(v, self.coef))
+
+    def table(self) -> dict[str, float]:
+        """Fitted cost per column (only combinations spanned by the probes are meaningful)."""
+        return dict(zip(self.columns, self.coef))
+
+
+def fit_calibration(records: Sequence[LatencyRecord]) -> Calibration:
+    """Least-squares fit of probe medians over their part counts (+ a constant)."""
+    import numpy as np
+
+    rows = [parse_probe_key(r.descendant_key) for r in records]
+    if not rows:
+        raise ValueError("no probe records")
+    columns = (CONST, *sorted({k for row in rows for k in row}))
+    a = np.array([[1.0 if c == CONST else float(row.get(c, 0)) for c in columns] for row in rows])
+    y = np.array([r.median_ms for r in records])
+    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+    _, s, vt = np.linalg.svd(a, full_matrices=False)
+    rank = int((s > s.max() * 1e-10).sum())
+    resid = a @ coef - y
+    return Calibration(columns=columns, coef=tuple(float(c) for c in coef),
+                       basis=tuple(tuple(float(x) for x in row) for row in vt[:rank]),
+                       p90_ratio=statistics.median(r.p90_ms / r.median_ms for r in records),
+                       p99_ratio=statistics.median(r.p99_ms / r.median_ms for r in records),
+                       probes=len(records), fit_rms_ms=float(np.sqrt((resid ** 2).mean())))
+
+
+# ---------------------------------------------------------------------------------------- predictor
+@dataclass(frozen=True)
+class Predictor:
+    """Either a calibration from probe measurements or a roofline from the target file."""
+
+    kind: str  # "calibrated" or "roofline"
+    target: str
+    runtime: str
+    precision: str
+    calibration: Calibration | None = None
+    roofline: Roofline | None = None
+
+    def covers(self, parts: Sequence[Part]) -> bool:
+        return self.kind == "roofline" or (self.calibration is not None and self.calibration.covers(parts))
+
+    def predict(self, parts: Sequence[Part]) -> tuple[float, float, float]:
+        """(median, p90, p99) in ms."""
+        if self.calibration is not None:
+            m = self.calibration.predict_ms(parts)
+            return m, m * self.calibration.p90_ratio, m * self.calibration.p99_ratio
+        assert self.roofline is not None
+        m = self.roofline.predict_ms(list(parts))
+        return m, m, m  # a roofline knows no spread: p90 = p99 = median (see tool_versions["spread"])
+
+    def describe(self) -> str:
+        if self.calibration is not None:
+            c = self.calibration
+            return (f"calibrated on {c.probes} probe measurements on {self.target} ({self.runtime}, "
+                    f"{self.precision}); fit rms {c.fit_rms_ms:.4f} ms")
+        assert self.roofline is not None
+        r = self.roofline
+        return (f"roofline from {self.target}'s hardware facts ({r.source}: {r.peak_gflops:g} GFLOP/s x "
+                f"{r.compute_eff:g}, {r.mem_gbps:g} GB/s x {r.memory_eff:g}, {r.overhead_us:g} us/op)")
+
+    def record(self, key: str, parts: Sequence[Part], *, batch: int = 1, threads: int = 1,
+               pool_id: str = "") -> LatencyRecord:
+        median, p90, p99 = self.predict(parts)
+        versions = {"lgp-edge": __version__, "predictor": self.kind}
+        if self.kind == "roofline":
+            versions["spread"] = "unknown: p90 = p99 = median"
+        return LatencyRecord(descendant_key=key, target=self.target, runtime=self.runtime,
+                             precision=self.precision, batch=batch, median_ms=median * batch, p90_ms=p90 * batch,
+                             p99_ms=p99 * batch, mean_ms=median * batch, std_ms=0.0, cv=0.0, n=0, warmup=0,
+                             threads=threads, source="predicted", when=now_utc(), tool_versions=versions,
+                             pool_id=pool_id)
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def probe_records(store: Any, target: str, runtime: str, precision: str, batch: int = 1) -> list[LatencyRecord]:
+    """The newest probe measurement of each probe type for a target/runtime/precision (any pool)."""
+    recs = store.records(target=target, runtime=runtime, precision=precision, source="measured", batch=batch,
+                         latest=True)
+    newest: dict[str, LatencyRecord] = {}
+    for r in recs:
+        if r.descendant_key.startswith(PROBE_PREFIX):
+            newest[r.descendant_key] = r
+    return list(newest.values())
+
+
+def make_predictor(target: TargetSpec, precision: str, runtime: str | None = None, *,
+                   store: Any = None, threads: int = 1, need: Sequence[Sequence[Part]] = ()) -> Predictor:
+    """Calibrated from the store's probes when they cover every model in ``need``, else a roofline."""
+    runtime = runtime or target.runtime
+    if store is not None:
+        probes = probe_records(store, target.name, runtime, precision)
+        if probes:
+            cal = fit_calibration(probes)
+            if all(cal.covers(p) for p in need):
+                return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
+            log.info("stored probes for %s do not cover these models; using the roofline", target.name)
+    return Predictor("roofline", target.name, runtime, precision,
+                     roofline=roofline_for(target, precision, threads))
+
+
+def latencies_for(pool: Any, target: TargetSpec, precision: str, store: Any = None,
+                  runtime: str | None = None, *, batch: int = 1) -> dict[str, LatencyRecord]:
+    """Every descendant key of ``pool`` -> its measured record when the store has one, else a prediction.
+
+    Each record says which it is (``source``); predicted ones name their predictor in ``tool_versions``.
+    """
+    runtime = runtime or target.runtime
+    specs = pool.descendants()
+    out: dict[str, LatencyRecord] = {}
+    if store is not None:
+        for r in store.records(target=target.name, runtime=runtime, precision=precision, pool_id=pool.pool_id,
+                               source="measured", batch=batch, latest=True):
+            out[r.descendant_key] = r
+    missing = [s for s in specs if s.key not in out]
+    if missing:
+        parts = {s.key: parts_of(pool.spec, s) for s in missing}
+        threads = _threads(target)
+        predictor = make_predictor(target, precision, runtime, store=store, threads=threads,
+                                   need=list(parts.values()))
+        log.info("%d descendants measured, %d predicted (%s)", len(specs) - len(missing), len(missing),
+                 predictor.describe())
+        for s in missing:
+            out[s.key] = predictor.record(s.key, parts[s.key], batch=batch, threads=threads, pool_id=pool.pool_id)
+    return {s.key: out[s.key] for s in specs}
+
+
+def _threads(target: TargetSpec) -> int:
+    import os
+
+    t = int(target.extra.get("threads", 0) or 0)
+    return t if t > 0 else (os.cpu_count() or 1)

@@ -1,0 +1,303 @@
+"""Remote boards: an SSH transport (system ``ssh``/``scp``) and an adb transport (Android).
+
+Commands are argument lists, never shell strings. The remote side of ``ssh`` takes one command string,
+so the argv of a fixed device-side script is passed through ``shlex.join`` as that single argument;
+``adb shell`` likewise gets one ``shlex.join``-quoted string. Each run copies the artifact and the
+script into a fresh directory on the device, runs, parses, and removes the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lgp_edge.errors import LgpEdgeError, TargetUnreachable, UsageError
+from lgp_edge.profiling.measure import MeasureSettings, Timing
+from lgp_edge.specs import ConnectionSpec
+
+log = logging.getLogger(__name__)
+
+BENCH_TIMEOUT_S = 900.0  # one device-side benchmark run (TensorRT engine builds on a Nano take minutes)
+
+
+def _run(argv: Sequence[str], timeout: float, what: str) -> subprocess.CompletedProcess[str]:
+    log.debug("run: %s", shlex.join(argv))
+    try:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise UsageError(f"'{argv[0]}' is not installed on this machine; it is needed to {what}") from None
+    except subprocess.TimeoutExpired:
+        raise TargetUnreachable(f"{what}: no answer within {timeout:g} s") from None
+
+
+class Transport:
+    """Copy files to a device, run an argv there, remove files."""
+
+    name = "transport"
+
+    def check(self) -> None:
+        raise NotImplementedError
+
+    def mkdtemp(self) -> str:
+        raise NotImplementedError
+
+    def put(self, local: Path, remote: str) -> None:
+        raise NotImplementedError
+
+    def run(self, argv: Sequence[str], timeout: float = BENCH_TIMEOUT_S) -> str:
+        raise NotImplementedError
+
+    def remove(self, remote_dir: str) -> None:
+        raise NotImplementedError
+
+
+class SSHTransport(Transport):
+    """System OpenSSH in batch mode (keys only, never a password prompt)."""
+
+    name = "ssh"
+
+    def __init__(self, conn: ConnectionSpec, *, options: Sequence[str] = (), ssh: str = "ssh",
+                 scp: str = "scp") -> None:
+        if not conn.host:
+            raise UsageError("ssh connection has no host")
+        self.conn, self.options, self.ssh, self.scp = conn, tuple(options), ssh, scp
+
+    @property
+    def destination(self) -> str:
+        return f"{self.conn.user}@{self.conn.host}" if self.conn.user else str(self.conn.host)
+
+    def _opts(self, port_flag: str) -> list[str]:
+        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(self.conn.timeout_s))}",
+                "-o", "StrictHostKeyChecking=accept-new", "-o", "ServerAliveInterval=15",
+                "-o", "ServerAliveCountMax=4"]
+        if self.conn.port:
+            opts += [port_flag, str(self.conn.port)]
+        if self.conn.key:
+            opts += ["-i", str(Path(self.conn.key).expanduser()), "-o", "IdentitiesOnly=yes"]
+        return opts + list(self.options)
+
+    def ssh_argv(self, argv: Sequence[str]) -> list[str]:
+        """The local argv that runs ``argv`` on the board (one quoted remote command, as ssh requires)."""
+        return [self.ssh, *self._opts("-p"), self.destination, "--", shlex.join(argv)]
+
+    def scp_argv(self, local: Path, remote: str) -> list[str]:
+        return [self.scp, "-q", *self._opts("-P"), "--", str(local), f"{self.destination}:{remote}"]
+
+    def _ssh(self, argv: Sequence[str], timeout: float, what: str) -> str:
+        proc = _run(self.ssh_argv(argv), timeout, what)
+        if proc.returncode == 255:  # ssh's own failure: connection, authentication, host key
+            msg = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise TargetUnreachable(f"cannot reach {self.destination} over ssh: {msg}")
+        if proc.returncode != 0:
+            msg = " | ".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:])[:400]
+            raise UsageError(f"{what} failed on {self.destination} (exit {proc.returncode}): {msg}")
+        return proc.stdout
+
+    def check(self) -> None:
+        self._ssh(["true"], self.conn.timeout_s + 5, f"connect to {self.destination}")
+
+    def mkdtemp(self) -> str:
+        parent = self.conn.workdir or "/tmp"
+        return self._ssh(["mktemp", "-d", f"{parent}/lgp-edge.XXXXXXXX"], self.conn.timeout_s + 10,
+                         "create a scratch directory").strip()
+
+    def put(self, local: Path, remote: str) -> None:
+        proc = _run(self.scp_argv(local, remote), self.conn.timeout_s + 120, f"copy {local.name}")
+        if proc.returncode != 0:
+            msg = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise TargetUnreachable(f"cannot copy {local.name} to {self.destination}: {msg}")
+
+    def run(self, argv: Sequence[str], timeout: float = BENCH_TIMEOUT_S) -> str:
+        return self._ssh(argv, timeout, f"'{Path(argv[0]).name}'")
+
+    def remove(self, remote_dir: str) -> None:
+        if "lgp-edge." not in remote_dir:  # never remove anything we did not create
+            raise ValueError(f"refusing to remove '{remote_dir}'")
+        self._ssh(["rm", "-rf", "--", remote_dir], self.conn.timeout_s + 10, "clean up")
+
+
+ANDROID_TMP = "/data/local/tmp"
+
+
+def cpu_mask(cores: str) -> str:
+    """Hex affinity mask for toybox ``taskset`` from a core list like ``"3-7"`` or ``"4,5,6,7"``."""
+    mask = 0
+    for part in cores.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, _, hi = part.partition("-")
+        for c in range(int(lo), int(hi or lo) + 1):
+            mask |= 1 << c
+    if not mask:
+        raise UsageError(f"empty core list '{cores}'")
+    return format(mask, "x")
+
+
+class ADBTransport(Transport):
+    """Android Debug Bridge: push to /data/local/tmp, run pinned to the big cores with ``taskset``."""
+
+    name = "adb"
+
+    def __init__(self, conn: ConnectionSpec, *, adb: str = "adb") -> None:
+        self.conn, self.adb = conn, adb
+
+    def base(self) -> list[str]:
+        return [self.adb, "-s", self.conn.serial] if self.conn.serial else [self.adb]
+
+    def _adb(self, args: Sequence[str], timeout: float, what: str) -> str:
+        proc = _run([*self.base(), *args], timeout, what)
+        if proc.returncode != 0:
+            msg = " | ".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:])[:400]
+            if "no devices" in msg or "not found" in msg or "offline" in msg or "unauthorized" in msg:
+                raise TargetUnreachable(f"adb device {self.conn.serial or '(default)'} is not available: {msg}")
+            raise UsageError(f"{what} failed over adb (exit {proc.returncode}): {msg}")
+        return proc.stdout
+
+    def shell(self, argv: Sequence[str], timeout: float = BENCH_TIMEOUT_S) -> str:
+        return self._adb(["shell", shlex.join(argv)], timeout, f"'{Path(argv[0]).name}'")
+
+    def check(self) -> None:
+        state = self._adb(["get-state"], self.conn.timeout_s, "query the adb device").strip()
+        if state != "device":
+            raise TargetUnreachable(f"adb device {self.conn.serial or '(default)'} is '{state}', not ready")
+
+    def mkdtemp(self) -> str:
+        return self.shell(["mktemp", "-d", f"{self.conn.workdir or ANDROID_TMP}/lgp-edge.XXXXXXXX"],
+                          self.conn.timeout_s + 10).strip()
+
+    def put(self, local: Path, remote: str) -> None:
+        self._adb(["push", str(local), remote], self.conn.timeout_s + 120, f"push {local.name}")
+
+    def run(self, argv: Sequence[str], timeout: float = BENCH_TIMEOUT_S) -> str:
+        return self.shell(argv, timeout)
+
+    def remove(self, remote_dir: str) -> None:
+        if "lgp-edge." not in remote_dir:
+            raise ValueError(f"refusing to remove '{remote_dir}'")
+        self.shell(["rm", "-rf", remote_dir], self.conn.timeout_s + 10)
+
+
+def transport_for(conn: ConnectionSpec, extra: dict[str, Any] | None = None) -> Transport:
+    extra = extra or {}
+    if conn.kind == "ssh":
+        return SSHTransport(conn, options=tuple(extra.get("ssh_options", ())))
+    if conn.kind == "adb":
+        if shutil.which("adb") is None:
+            raise UsageError("target needs 'adb' (Android platform-tools), which is not on PATH")
+        return ADBTransport(conn)
+    raise UsageError(f"connection kind '{conn.kind}' has no transport")
+
+
+# ------------------------------------------------------------------------------------- device-side benches
+def parse_ort_bench(text: str) -> dict[str, Any]:
+    """The JSON line printed by ``targets/linux/ort_bench.py``: ``times_ms`` (per run) and versions."""
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(data, dict) and data.get("times_ms"):
+                data["times_ms"] = [float(t) for t in data["times_ms"]]
+                return data
+    raise UsageError(f"the device-side benchmark printed no timings: {text.strip()[-300:]}")
+
+
+def parse_perf_test(text: str) -> dict[str, float]:
+    """ONNX Runtime's ``onnxruntime_perf_test -s`` statistics (seconds) -> milliseconds by name.
+
+    Reads ``Average inference time cost: X ms``, ``Min/Max/P50/P90/P95/P99/P999 Latency: X s`` and
+    ``Total inference requests: N``.
+    """
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name, value = name.strip(), value.strip()
+        parts = value.split()
+        if not parts:
+            continue
+        try:
+            number = float(parts[0])
+        except ValueError:
+            continue
+        if name.endswith(" Latency") and len(parts) > 1 and parts[1] == "s":
+            out[name.removesuffix(" Latency").lower()] = number * 1e3
+        elif name == "Average inference time cost":
+            out["mean"] = number
+        elif name == "Total inference requests":
+            out["n"] = number
+    if "p50" not in out or "mean" not in out:
+        raise UsageError(f"onnxruntime_perf_test printed no statistics: {text.strip()[-300:]}")
+    return out
+
+
+class RemoteSession:
+    """A scratch directory on the device for one profiling run: created on entry, removed on exit.
+
+    ``check`` runs first, so an unreachable board fails before anything is measured or written.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.dir = ""
+
+    def __enter__(self) -> RemoteSession:  # noqa: PYI034
+        self.transport.check()
+        self.dir = self.transport.mkdtemp()
+        return self
+
+    def put(self, local: Path) -> str:
+        remote = f"{self.dir}/{Path(local).name}"
+        self.transport.put(Path(local), remote)
+        return remote
+
+    def run(self, argv: Sequence[str], timeout: float = BENCH_TIMEOUT_S) -> str:
+        return self.transport.run(argv, timeout=timeout)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.dir:
+            try:
+                self.transport.remove(self.dir)
+            except (LgpEdgeError, OSError, ValueError) as err:  # cleanup must not hide the real error
+                log.warning("could not remove %s on the device: %s", self.dir, err)
+
+
+def ort_bench_argv(python: str, script: str, model: str, settings: MeasureSettings) -> list[str]:
+    """``python3 ort_bench.py MODEL --warmup N --iters N --threads N`` (all paths on the device)."""
+    return [python, script, model, "--warmup", str(settings.warmup), "--iters", str(settings.iters),
+            "--threads", str(settings.threads)]
+
+
+def trtexec_argv(script: str, model: str, precision: str, settings: MeasureSettings,
+                 trtexec: str | None = None) -> list[str]:
+    """``sh bench.sh MODEL PRECISION ITERATIONS WARMUP_MS [TRTEXEC]`` (paths on the device)."""
+    warm_ms = max(200, settings.warmup * 20)  # trtexec warms up by time (ms), not by count
+    argv = ["sh", script, model, precision, str(settings.iters), str(warm_ms)]
+    return argv + [trtexec] if trtexec else argv
+
+
+def perf_test_argv(binary: str, model: str, settings: MeasureSettings, big_cores: str) -> list[str]:
+    """``taskset MASK onnxruntime_perf_test -e cpu -m times -r N -x T -I -s MODEL`` (paths on the device)."""
+    return ["taskset", cpu_mask(big_cores), binary, "-e", "cpu", "-m", "times", "-r", str(settings.iters),
+            "-x", str(settings.threads), "-I", "-s", model]
+
+
+def perf_test_timing(stats: dict[str, float], settings: MeasureSettings) -> Timing:
+    """A Timing from perf_test statistics (it prints no std: estimated from P90-P50, flagged by caller)."""
+    p50, p90, p99 = stats["p50"], stats.get("p90", stats["p50"]), stats.get("p99", stats.get("max", stats["p50"]))
+    std = max(0.0, (p90 - p50) / 1.2816)  # normal approximation: p90 = median + 1.2816 sd
+    mean = stats["mean"]
+    return Timing(median_ms=p50, p90_ms=p90, p99_ms=p99, mean_ms=mean, std_ms=std,
+                  min_ms=stats.get("min", p50), cv=std / mean if mean > 0 else 0.0,
+                  n=int(stats.get("n", settings.iters)), warmup=1)
+

@@ -1,0 +1,217 @@
+"""Device targets as data: one TOML file per target (hardware facts, runtime, opset, precisions, connection).
+
+Built-in targets ship in ``lgp_edge/data/targets`` (also visible as ``targets/`` at the repository root);
+``--targets-dir DIR`` adds user targets, which win over a built-in target of the same name.
+Every file is checked field by field; a problem names the file and the field.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from lgp_edge.errors import UsageError
+from lgp_edge.specs import ConnectionSpec, TargetSpec
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+FORMATS = ("onnx", "ort", "tensorrt", "openvino", "coreml")
+CONNECTIONS = ("local", "ssh", "adb", "none")
+
+_TOP = {"name": str, "description": str, "runtime": str, "runtime_version": str, "max_opset": int,
+        "precisions": list, "formats": list, "hardware": dict, "connection": dict}
+_OPTIONAL_TOP = {"extra": dict}
+_EFFICIENCY = ("compute", "memory", "overhead_us")  # roofline factors each target declares (predict.py)
+_CONNECTION_FIELDS = {"kind": str, "host": str, "user": str, "port": int, "key": str, "serial": str,
+                      "workdir": str, "timeout_s": (int, float)}
+
+
+def targets_root() -> Path:
+    """Directory of the built-in target files (inside the installed package)."""
+    return Path(__file__).resolve().parent.parent / "data" / "targets"
+
+
+def _toml_load(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"target file '{path}' is not valid TOML: {exc}") from None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _check_type(path: Path, field: str, value: Any, kind: Any) -> None:
+    ok = _is_number(value) if kind in ((int, float), float) else isinstance(value, kind)
+    if kind is int and isinstance(value, bool):
+        ok = False
+    if not ok:
+        want = "number" if kind in ((int, float), float) else getattr(kind, "__name__", str(kind))
+        raise UsageError(f"target file '{path}': field '{field}' must be a {want}, got {value!r}")
+
+
+def _check_hardware(path: Path, hw: dict[str, Any], precisions: list[str], detect_ok: bool) -> None:
+    if hw.get("detect") is True:
+        if not detect_ok:
+            raise UsageError(f"target file '{path}': field 'hardware.detect' is only allowed with "
+                             "connection kind 'local' (the host measures itself)")
+        required: tuple[str, ...] = ("efficiency",)
+    else:
+        required = ("peak_gflops", "mem_gbps", "memory_mb", "efficiency")
+    for name in required:
+        if name not in hw:
+            raise UsageError(f"target file '{path}' is missing field 'hardware.{name}'")
+    if "peak_gflops" in hw:
+        peaks = hw["peak_gflops"]
+        _check_type(path, "hardware.peak_gflops", peaks, dict)
+        for p in precisions:
+            if p not in peaks:
+                raise UsageError(f"target file '{path}' is missing field 'hardware.peak_gflops.{p}' "
+                                 f"(precision '{p}' is listed in 'precisions')")
+        for p, v in peaks.items():
+            if p not in PRECISIONS:
+                raise UsageError(f"target file '{path}': field 'hardware.peak_gflops.{p}' is not a precision "
+                                 f"({', '.join(PRECISIONS)})")
+            _check_type(path, f"hardware.peak_gflops.{p}", v, (int, float))
+            if v <= 0:
+                raise UsageError(f"target file '{path}': field 'hardware.peak_gflops.{p}' must be > 0")
+    for name in ("mem_gbps", "memory_mb"):
+        if name in hw:
+            _check_type(path, f"hardware.{name}", hw[name], (int, float))
+            if hw[name] <= 0:
+                raise UsageError(f"target file '{path}': field 'hardware.{name}' must be > 0")
+    eff = hw["efficiency"]
+    _check_type(path, "hardware.efficiency", eff, dict)
+    for name in _EFFICIENCY:
+        if name not in eff:
+            raise UsageError(f"target file '{path}' is missing field 'hardware.efficiency.{name}'")
+        _check_type(path, f"hardware.efficiency.{name}", eff[name], (int, float))
+    for name in ("compute", "memory"):
+        if not 0 < eff[name] <= 1:
+            raise UsageError(f"target file '{path}': field 'hardware.efficiency.{name}' must be in (0, 1]")
+
+
+def parse_target(raw: dict[str, Any], path: Path) -> TargetSpec:
+    """Validate one target file's contents; every error names the file and the field."""
+    for name, kind in _TOP.items():
+        if name not in raw:
+            raise UsageError(f"target file '{path}' is missing field '{name}'")
+        _check_type(path, name, raw[name], kind)
+    unknown = sorted(set(raw) - set(_TOP) - set(_OPTIONAL_TOP))
+    if unknown:
+        raise UsageError(f"target file '{path}' has unknown field '{unknown[0]}'")
+    if raw["name"] != path.stem:
+        raise UsageError(f"target file '{path}': field 'name' is '{raw['name']}' but the file is named "
+                         f"'{path.stem}.toml'; they must match")
+    if raw["runtime"] not in RUNTIMES:
+        raise UsageError(f"target file '{path}': field 'runtime' is '{raw['runtime']}', not one of "
+                         f"{', '.join(RUNTIMES)}")
+    for field_name, allowed in (("precisions", PRECISIONS), ("formats", FORMATS)):
+        values = raw[field_name]
+        if not values:
+            raise UsageError(f"target file '{path}': field '{field_name}' is empty")
+        for v in values:
+            if v not in allowed:
+                raise UsageError(f"target file '{path}': field '{field_name}' has '{v}', not one of "
+                                 f"{', '.join(allowed)}")
+    if not 7 <= raw["max_opset"] <= 23:
+        raise UsageError(f"target file '{path}': field 'max_opset' must be between 7 and 23")
+    conn = raw["connection"]
+    if "kind" not in conn:
+        raise UsageError(f"target file '{path}' is missing field 'connection.kind'")
+    for k, v in conn.items():
+        if k not in _CONNECTION_FIELDS:
+            raise UsageError(f"target file '{path}' has unknown field 'connection.{k}'")
+        _check_type(path, f"connection.{k}", v, _CONNECTION_FIELDS[k])
+    if conn["kind"] not in CONNECTIONS:
+        raise UsageError(f"target file '{path}': field 'connection.kind' is '{conn['kind']}', not one of "
+                         f"{', '.join(CONNECTIONS)}")
+    if conn["kind"] == "ssh" and "host" not in conn:
+        raise UsageError(f"target file '{path}' is missing field 'connection.host' (needed for ssh)")
+    _check_hardware(path, raw["hardware"], raw["precisions"], detect_ok=conn["kind"] == "local")
+    extra = raw.get("extra", {})
+    _check_type(path, "extra", extra, dict)
+    if "bench_script" in extra and not (targets_root() / extra["bench_script"]).is_file() \
+            and not (path.parent / extra["bench_script"]).is_file():
+        raise UsageError(f"target file '{path}': field 'extra.bench_script' names '{extra['bench_script']}', "
+                         "which is not a file beside the targets")
+    hardware = dict(raw["hardware"])
+    if hardware.get("detect"):  # this host: memory now (cheap); peak and bandwidth measured when needed
+        hardware.setdefault("memory_mb", host_memory_mb())
+    return TargetSpec(name=raw["name"], description=raw["description"], runtime=raw["runtime"],
+                      runtime_version=raw["runtime_version"], max_opset=raw["max_opset"],
+                      precisions=tuple(raw["precisions"]), formats=tuple(raw["formats"]),
+                      hardware=hardware, connection=ConnectionSpec(**conn), extra=dict(extra))
+
+
+def load_target_file(path: str | Path) -> TargetSpec:
+    p = Path(path)
+    return parse_target(_toml_load(p), p)
+
+
+def _dirs(targets_dir: str | Path | None) -> list[Path]:
+    dirs = []
+    if targets_dir is not None:
+        d = Path(targets_dir)
+        if not d.is_dir():
+            raise UsageError(f"--targets-dir '{d}' is not a directory")
+        dirs.append(d)
+    dirs.append(targets_root())
+    return dirs
+
+
+def _files(targets_dir: str | Path | None) -> dict[str, Path]:
+    """Target name -> file; user files (first directory) win over built-in ones."""
+    found: dict[str, Path] = {}
+    for d in _dirs(targets_dir):
+        for f in sorted(d.glob("*.toml")):
+            found.setdefault(f.stem, f)
+    return found
+
+
+def known_targets(targets_dir: str | Path | None = None) -> list[str]:
+    return sorted(_files(targets_dir))
+
+
+def load_target(name: str, targets_dir: str | Path | None = None) -> TargetSpec:
+    """The target called ``name``: from ``targets_dir`` first, then the built-in ones."""
+    files = _files(targets_dir)
+    if name not in files:
+        close = difflib.get_close_matches(name, list(files), n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UsageError(f"unknown target '{name}'{hint}; known targets: {', '.join(sorted(files))}")
+    return load_target_file(files[name])
+
+
+def list_targets(targets_dir: str | Path | None = None) -> list[TargetSpec]:
+    return [load_target_file(f) for _, f in sorted(_files(targets_dir).items())]
+
+
+def host_memory_mb() -> int:
+    """Physical memory of this machine (for targets with ``hardware.detect = true``)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1 << 20))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def bench_script(target: TargetSpec, targets_dir: str | Path | None = None) -> Path:
+    """The device-side script a remote target runs (``extra.bench_script``, relative to the targets dir)."""
+    rel = target.extra.get("bench_script")
+    if not rel:
+        raise UsageError(f"target '{target.name}' declares no 'extra.bench_script' to run on the device")
+    for d in _dirs(targets_dir):
+        if (d / rel).is_file():
+            return d / rel
+    raise UsageError(f"target '{target.name}': bench script '{rel}' not found under the targets directories")

@@ -1,0 +1,167 @@
+"""``lgp-edge profile`` end to end on the tiny pool: real ONNX Runtime / OpenVINO / torch sessions, a real
+SQLite store, predictions that say so, and the bad-input paths (one line, exit 2, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from conftest import make_tiny_pool
+
+from lgp_edge.cli import main
+from lgp_edge.pool.pool import demo_pool_dir, load_pool
+from lgp_edge.profiling.store import MeasurementStore
+
+KEYS = ["ti6.0-5", "b6.0-5"]
+FAST = ["--warmup", "2", "--iters", "15", "--threads", "1", "--quiet"]  # 1 thread: the CI box is shared
+
+
+def _profile(capsys, *argv):
+    rc = main(["profile", *argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "torch"])
+def test_measure_descendants_on_this_cpu(runtime, tiny_pool, tmp_path, capsys):
+    store = tmp_path / "m.sqlite"
+    rc, out, _ = _profile(capsys, "--target", "cpu", "--runtime", runtime, "--pool", str(tiny_pool), "--store",
+                          str(store), "--descendant", KEYS[0], "--descendant", KEYS[1], "--json",
+                          *FAST)
+    assert rc == 0
+    data = json.loads(out)
+    assert data["mode"] == "measured" and data["predictor"] is None and data["rows_written"] == 2
+    recs = {r["descendant_key"]: r for r in data["records"]}
+    assert set(recs) == set(KEYS)
+    pool, manifest = load_pool(tiny_pool)
+    for key, r in recs.items():
+        assert r["source"] == "measured" and r["runtime"] == runtime and r["target"] == "cpu"
+        assert r["threads"] == 1 and r["n"] == 15 and r["batch"] == 1 and r["pool_id"] == pool.pool_id
+        assert 0 < r["median_ms"] <= r["p90_ms"] and runtime in r["tool_versions"]
+        assert r["params"] == pool.record(pool.find(key)).params and r["flops"] > 0
+        assert r["top1"] == next(d.top1 for d in manifest.descendants if d.key == key)
+    with MeasurementStore(store) as s:
+        rows = s.records(target="cpu", runtime=runtime)
+        assert {r.descendant_key for r in rows} == set(KEYS) and all(r.source == "measured" for r in rows)
+
+
+def test_table_output_lists_columns(tiny_pool, tmp_path, capsys):
+    rc, out, err = _profile(capsys, "--target", "cpu", "--pool", str(tiny_pool), "--store", str(tmp_path / "s"),
+                            "--descendant", KEYS[0], *FAST)
+    assert rc == 0
+    for col in ("descendant", "params", "GFLOPs", "top-1", "median ms", "p90 ms", "source", "measured"):
+        assert col in out
+    assert "wrote 1 measurements" in err
+
+
+def test_predict_unattached_target_says_so(tiny_pool, tmp_path, capsys):
+    store = tmp_path / "m.sqlite"
+    rc, out, _ = _profile(capsys, "--target", "jetson-nano", "--predict", "--pool", str(tiny_pool), "--store",
+                          str(store), "--json", "--quiet")
+    assert rc == 0
+    data = json.loads(out)
+    assert data["mode"] == "predicted" and "roofline" in data["predictor"] and data["rows_written"] == 0
+    assert len(data["records"]) == 18 and all(r["source"] == "predicted" for r in data["records"])
+    assert all(r["tool_versions"]["predictor"] == "roofline" for r in data["records"])
+    assert data["precision"] == "fp16" and data["runtime"] == "tensorrt"
+    rc, out, err = _profile(capsys, "--target", "jetson-nano", "--predict", "--precision", "fp32", "--pool",
+                            str(tiny_pool), "--store", str(store), "--quiet")
+    assert rc == 0 and "PREDICTED, not measured" in err and "predicted" in out
+    with MeasurementStore(store) as s:
+        assert s.count() == 0  # predictions are derived, never stored as rows
+
+
+def test_predict_check_reports_mape_on_held_out_descendants(tiny_pool, tmp_path, capsys):
+    held_out = ["ti6.0-5", "b6.0-5", "ti6.0-2+b6.3-5", "ti6.0-4+b6.head"]  # a subset keeps the test short
+    rc, out, _ = _profile(capsys, "--target", "cpu", "--runtime", "onnxruntime", "--predict", "--check", "--pool",
+                          str(tiny_pool), "--store", str(tmp_path / "m.sqlite"), "--threads", "1", "--rounds", "2",
+                          "--json", "--warmup", "2", "--iters", "10", "--quiet",
+                          *[a for k in held_out for a in ("--descendant", k)])
+    assert rc == 0
+    data = json.loads(out)
+    check = data["check"]
+    assert "calibrated on 9 probe" in data["predictor"] and check["calibration_models"] == 9
+    assert check["held_out"] == len(held_out)
+    rows = check["rows"]
+    assert [r["descendant_key"] for r in rows] == held_out
+    assert not any(r["descendant_key"].startswith("probe:") for r in rows)
+    mape = sum(abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows) / len(rows) * 100
+    assert check["mape_percent"] == pytest.approx(mape)
+    assert check["mape_percent"] < 50  # a sanity bound on a shared machine; the benchmark reports the real value
+    with MeasurementStore(tmp_path / "m.sqlite") as s:
+        keys = {r.descendant_key for r in s.records(target="cpu")}
+        assert len(keys) == 9 + len(held_out) and sum(k.startswith("probe:") for k in keys) == 9
+    # a later --predict reuses the stored calibration instead of measuring again
+    rc, out, _ = _profile(capsys, "--target", "cpu", "--runtime", "onnxruntime", "--predict", "--pool",
+                          str(tiny_pool), "--store", str(tmp_path / "m.sqlite"), "--threads", "1", "--json",
+                          "--quiet")
+    again = json.loads(out)
+    assert rc == 0 and "calibrated on 9 probe" in again["predictor"] and again["rows_written"] == 0
+    assert len(again["records"]) == 18 and all(r["source"] == "predicted" for r in again["records"])
+
+
+def test_stock_timm_model(tmp_path, capsys):
+    rc, out, _ = _profile(capsys, "--target", "cpu", "--runtime", "torch", "--model", "lgp_test_tiny", "--store",
+                          str(tmp_path / "m.sqlite"), "--json", *FAST)
+    assert rc == 0
+    rec = json.loads(out)["records"][0]
+    assert rec["descendant_key"] == "timm:lgp_test_tiny" and rec["source"] == "measured" and rec["pool_id"] == ""
+    rc, out, _ = _profile(capsys, "--target", "iphone", "--model", "deit_tiny_patch16_224", "--predict",
+                          "--store", str(tmp_path / "m.sqlite"), "--json", "--quiet")
+    rec = json.loads(out)["records"][0]
+    assert rc == 0 and rec["source"] == "predicted" and rec["flops"] == 1_258_411_200  # DeiT-Ti, fvcore
+    assert rec["precision"] == "fp16" and rec["runtime"] == "coreml"
+
+
+def test_never_evaluated_pool_still_profiles(tmp_path, capsys):
+    pool = make_tiny_pool(tmp_path / "raw", with_records=False)
+    rc, out, _ = _profile(capsys, "--target", "cpu", "--pool", str(pool), "--store", str(tmp_path / "m"),
+                          "--descendant", KEYS[0], "--json", *FAST)
+    assert rc == 0 and json.loads(out)["records"][0]["top1"] is None
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--target", "jetson-nan", "--pool", "{pool}"], "known targets:"),
+    (["--target", "cpu", "--pool", "{tmp}"], "not a pool directory"),
+    (["--target", "cpu", "--pool", "{pool}", "--check"], "--check"),
+    (["--target", "iphone", "--pool", "{pool}"], "--predict"),
+    (["--target", "cpu", "--pool", "{pool}", "--precision", "fp16"], "precisions"),
+    (["--target", "cpu", "--model", "lgp_test_tiny", "--pool", "{pool}"], "--model"),
+    (["--target", "cpu", "--pool", "{pool}", "--descendant", "zz9.0-1"], "no descendant"),
+    (["--target", "cpu", "--model", "no_such_vit"], "unknown ancestry"),
+    (["--target", "cpu", "--runtime", "coreml", "--pool", "{pool}"], "not available here"),
+    (["--target", "cpu", "--pool", "{pool}", "--iters", "0"], "iters"),
+])
+def test_bad_input_is_one_line_exit_2_nothing_written(argv, needle, tiny_pool, tmp_path, capsys):
+    if sys.platform == "darwin" and "coreml" in argv:
+        pytest.skip("Core ML is available on macOS")
+    store = tmp_path / "m.sqlite"
+    argv = [a.format(pool=tiny_pool, tmp=tmp_path) for a in argv]
+    rc, out, err = _profile(capsys, *argv, "--store", str(store), "--quiet")
+    assert rc == 2 and out == ""
+    assert err.startswith("lgp-edge: error:") and err.count("\n") == 1 and needle in err
+    if store.exists():
+        with MeasurementStore(store) as s:
+            assert s.count() == 0
+
+
+def test_missing_runtime_package_says_which_extra(tiny_pool, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    rc, _, err = _profile(capsys, "--target", "cpu", "--runtime", "openvino", "--pool", str(tiny_pool), "--store",
+                          str(tmp_path / "m"), "--quiet")
+    assert rc == 2 and "pip install 'lgp-edge[export]'" in err and err.count("\n") == 1
+    assert not (tmp_path / "m").exists()
+
+
+def test_without_pool_uses_demo_or_says_pass_pool(tmp_path, capsys):
+    argv = ["--target", "cpu", "--runtime", "onnxruntime", "--store", str(tmp_path / "m"), "--json",
+            "--descendant", "ti6.0-5", *FAST]
+    if (demo_pool_dir() / "pool.json").is_file():  # the bundled demo pool is the default
+        rc, out, _ = _profile(capsys, *argv)
+        assert rc == 0
+        rec = json.loads(out)["records"][0]
+        assert rec["pool_id"] == load_pool(demo_pool_dir())[0].pool_id and rec["source"] == "measured"
+    else:
+        rc, _, err = _profile(capsys, *argv)
+        assert rc == 2 and "--pool" in err

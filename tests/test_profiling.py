@@ -1,0 +1,330 @@
+"""The profiler's parts: timing harness, runtimes (real sessions), trtexec / perf_test parsers, predictor."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from lgp_edge.errors import BackendMissing, UsageError
+from lgp_edge.models.ancestry import create_ancestry
+from lgp_edge.models.instances import plan_instances
+from lgp_edge.pool.pool import LearngenePool, load_pool
+from lgp_edge.profiling import remote
+from lgp_edge.profiling.measure import MeasureSettings, percentile, summarize, time_callable, time_interleaved
+from lgp_edge.profiling.predict import (
+    PROBE_PREFIX,
+    calibration_probes,
+    fit_calibration,
+    latencies_for,
+    parse_probe_key,
+    probe_key,
+)
+from lgp_edge.profiling.roofline import Roofline, parts_of
+from lgp_edge.profiling.runtimes import RUNTIME_NAMES, get_runtime
+from lgp_edge.profiling.runtimes.tensorrt import parse_trtexec, summary_timing
+from lgp_edge.profiling.store import MeasurementStore
+from lgp_edge.profiling.targets import load_target
+from lgp_edge.specs import LatencyRecord, PoolSpec
+
+# ------------------------------------------------------------------------------------------ harness
+
+
+def test_statistics_match_numpy():
+    rng = np.random.default_rng(1)
+    xs = list(rng.gamma(2.0, 1.0, size=101))
+    t = summarize(xs, warmup=3)
+    s = sorted(xs)
+    for q, got in ((50, t.median_ms), (90, t.p90_ms), (99, t.p99_ms)):
+        assert got == pytest.approx(np.percentile(xs, q))
+        assert percentile(s, q) == pytest.approx(np.percentile(xs, q))
+    assert t.mean_ms == pytest.approx(np.mean(xs)) and t.std_ms == pytest.approx(np.std(xs, ddof=1))
+    assert t.cv == pytest.approx(t.std_ms / t.mean_ms) and t.n == 101 and t.warmup == 3
+
+
+def test_warmup_count_and_duration_mode():
+    calls = []
+    t = time_callable(lambda: calls.append(1), MeasureSettings(warmup=7, iters=13))
+    assert len(calls) in (20, 40) and t.n == 13 and t.warmup == 7  # 40 if the tiny lambda was "noisy"
+    t0 = time.perf_counter()
+    t = time_callable(lambda: time.sleep(0.001), MeasureSettings(warmup=0, iters=3, seconds=0.05,
+                                                                 repeat_noisy=False))
+    assert time.perf_counter() - t0 >= 0.05 and t.n > 3 and t.median_ms >= 1.0
+
+
+def test_noisy_run_is_repeated_and_flagged():
+    state = {"i": 0}
+
+    def jumpy():  # alternating 0.5 ms / 4 ms: CV ~ 0.8, noisy whatever the machine
+        state["i"] += 1
+        time.sleep(0.0005 if state["i"] % 2 else 0.004)
+
+    t = time_callable(jumpy, MeasureSettings(warmup=0, iters=10))
+    assert t.repeats == 2 and t.noisy and t.cv > 0.1
+    steady = time_callable(lambda: time.sleep(0.003), MeasureSettings(warmup=1, iters=10, cv_threshold=10.0))
+    assert steady.repeats == 1 and not steady.noisy
+
+
+def test_interleaved_rounds_time_each_model():
+    a, b = [], []
+    ts = time_interleaved([lambda: a.append(1), lambda: (b.append(1), time.sleep(0.002))],
+                          MeasureSettings(warmup=1, iters=12, rounds=3))
+    assert len(a) == len(b) == 3 * (1 + 4)  # each round: warm-up + iters/rounds
+    assert ts[0].n == ts[1].n == 12 and ts[1].median_ms > ts[0].median_ms and ts[1].median_ms >= 2.0
+
+
+# ------------------------------------------------------------------------------------------ runtimes
+@pytest.fixture(scope="module")
+def pool(tiny_pool):
+    return load_pool(tiny_pool)[0]
+
+
+@pytest.fixture(scope="module")
+def example():
+    return torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime", "openvino"])
+def test_runtime_runs_the_real_model(name, pool, example, tmp_path):
+    model = pool.descendant("ti6.0-2+b6.3-5")
+    with torch.no_grad():
+        ref = model(example).numpy()
+    rt = get_runtime(name)
+    assert rt.available()
+    prepared = rt.prepare(model, example, "fp32", tmp_path, threads=1)
+    out = prepared.run()
+    got = out.detach().numpy() if name == "torch" else out[0]  # ORT: list of outputs; OpenVINO: by index
+    np.testing.assert_allclose(np.asarray(got), ref, atol=1e-4)
+    t = rt.measure(prepared, MeasureSettings(warmup=2, iters=10, threads=1))
+    assert t.n == 10 and 0 < t.median_ms <= t.p90_ms <= t.p99_ms
+    assert set(rt.versions()) == {name}
+
+
+def test_openvino_fp32_asks_for_f32_and_int8_quantizes(pool, example, tmp_path):
+    rt = get_runtime("openvino")
+    prepared = rt.prepare(pool.descendant("b6.0-5"), example, "fp32", tmp_path, threads=1)
+    assert prepared.info["inference_precision"] == "f32"  # not the CPU's silent bf16 default
+    q = rt.prepare(pool.descendant("b6.0-5"), example, "int8", tmp_path / "q", threads=1)
+    assert q.run()[0].shape == (1, 10)
+
+
+def test_onnxruntime_int8_and_opset13(pool, example, tmp_path):
+    import onnx
+
+    rt = get_runtime("onnxruntime")
+    path = rt.convert(pool.descendant("ti6.0-5"), example, "int8", tmp_path)
+    types = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert types & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul"}
+    model = pool.descendant("ti6.0-5")
+    p13 = rt.prepare(model, example, "fp32", tmp_path / "o13", threads=1, opset=13)
+    with torch.no_grad():
+        np.testing.assert_allclose(p13.run()[0], model(example).numpy(), atol=1e-4)
+    assert onnx.load(str(tmp_path / "o13" / "model.onnx")).opset_import[0].version == 13
+    assert all(blk.attn.fused_attn for blk in model.stages[0])  # restored after the unfused export
+
+
+def test_runtime_registry_and_unavailable_backends(monkeypatch):
+    assert set(RUNTIME_NAMES) == {"torch", "onnxruntime", "openvino", "tensorrt", "coreml"}
+    with pytest.raises(UsageError, match="unknown runtime"):
+        get_runtime("tflite")
+    if sys.platform != "darwin":
+        with pytest.raises(UsageError, match="not available here"):
+            get_runtime("coreml").check_available()
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendMissing, match=r"lgp-edge\[tensorrt\]"):
+            get_runtime("tensorrt").check_available()
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(BackendMissing) as e:
+        get_runtime("onnxruntime").check_available()
+    assert "pip install 'lgp-edge[export]'" in str(e.value)
+    assert not get_runtime("onnxruntime").available()
+
+
+def test_precision_checks():
+    with pytest.raises(UsageError, match="cannot run precision 'fp16'"):
+        get_runtime("onnxruntime").check_precision("fp16")
+
+
+# ------------------------------------------------------------------------------------ trtexec parser
+# Real trtexec output. TensorRT 10.3 (JetPack 6): ResNet50.onnx --fp16 on a Jetson, from a public note
+# (May 2025). TensorRT 8.x: EfficientNet-B4 INT8 on a Tesla M40, from
+# github.com/sdecoder/cassava-leaf-disease-classification README.md (July 2022).
+TRT10_LOG = """\
+[05/13/2025-10:36:46] [I] === Performance summary ===
+[05/13/2025-10:36:46] [I] Throughput: 318.007 qps
+[05/13/2025-10:36:46] [I] Latency: min = 3.12671 ms, max = 3.15479 ms, mean = 3.14068 ms, median = 3.14062 ms, percentile(90%) = 3.14587 ms, percentile(95%) = 3.14771 ms, percentile(99%) = 3.15039 ms
+[05/13/2025-10:36:46] [I] Enqueue Time: min = 0.844238 ms, max = 2.05505 ms, mean = 0.887139 ms, median = 0.872437 ms, percentile(90%) = 0.932861 ms, percentile(95%) = 0.953735 ms, percentile(99%) = 1.0658 ms
+[05/13/2025-10:36:46] [I] H2D Latency: min = 0 ms, max = 0 ms, mean = 0 ms, median = 0 ms, percentile(90%) = 0 ms, percentile(95%) = 0 ms, percentile(99%) = 0 ms
+[05/13/2025-10:36:46] [I] GPU Compute Time: min = 3.12671 ms, max = 3.15479 ms, mean = 3.14068 ms, median = 3.14062 ms, percentile(90%) = 3.14587 ms, percentile(95%) = 3.14771 ms, percentile(99%) = 3.15039 ms
+[05/13/2025-10:36:46] [I] D2H Latency: min = 0 ms, max = 0 ms, mean = 0 ms, median = 0 ms, percentile(90%) = 0 ms, percentile(95%) = 0 ms, percentile(99%) = 0 ms
+[05/13/2025-10:36:46] [I] Total Host Walltime: 3.00622 s
+[05/13/2025-10:36:46] [I] Total GPU Compute Time: 3.00249 s
+[05/13/2025-10:36:46] [I] Explanations of the performance metrics are printed in the verbose logs.
+[05/13/2025-10:36:46] [I]
+&&&& PASSED TensorRT.trtexec [TensorRT v100300] # /usr/src/tensorrt/bin/trtexec --onnx=/usr/src/tensorrt/data/resnet50/ResNet50.onnx --fp16 --noDataTransfers --iterations=2
+"""  # noqa: E501
+TRT8_LOG = """\
+[07/24/2022-22:56:49] [I] === Performance summary ===
+[07/24/2022-22:56:49] [I] Throughput: 37538.6 qps
+[07/24/2022-22:56:49] [I] Latency: min = 852.214 ms, max = 1882.35 ms, mean = 1671.06 ms, median = 1755.81 ms, percentile(99%) = 1882.35 ms
+[07/24/2022-22:56:49] [I] Enqueue Time: min = 0.960327 ms, max = 446.976 ms, mean = 12.8272 ms, median = 1.01074 ms, percentile(99%) = 446.976 ms
+[07/24/2022-22:56:49] [I] H2D Latency: min = 16.5605 ms, max = 115.081 ms, mean = 39.1974 ms, median = 17.144 ms, percentile(99%) = 115.081 ms
+[07/24/2022-22:56:49] [I] GPU Compute Time: min = 835.549 ms, max = 1768.13 ms, mean = 1631.84 ms, median = 1734.03 ms, percentile(99%) = 1768.13 ms
+[07/24/2022-22:56:49] [I] D2H Latency: min = 0.00561523 ms, max = 0.0610352 ms, mean = 0.0146191 ms, median = 0.0117188 ms, percentile(99%) = 0.0610352 ms
+[07/24/2022-22:56:49] [I] Total Host Walltime: 17.2401 s
+[07/24/2022-22:56:49] [I] Total GPU Compute Time: 128.916 s
+[07/24/2022-22:56:49] [W] * GPU compute time is unstable, with coefficient of variance = 14.8214%.
+"""  # noqa: E501
+
+
+def test_parse_trtexec_tensorrt10_summary():
+    s = parse_trtexec(TRT10_LOG)
+    assert (s.min_ms, s.max_ms, s.mean_ms, s.median_ms) == (3.12671, 3.15479, 3.14068, 3.14062)
+    assert s.percentiles == {90.0: 3.14587, 95.0: 3.14771, 99.0: 3.15039}
+    assert s.gpu_compute_median_ms == 3.14062 and s.throughput_qps == 318.007 and s.version == "100300"
+    t, notes = summary_timing(s, n=200, warmup=10)
+    assert (t.median_ms, t.p90_ms, t.p99_ms, t.mean_ms) == (3.14062, 3.14587, 3.15039, 3.14068)
+    assert "p90" not in notes and "p99" not in notes and t.n == 200
+
+
+def test_parse_trtexec_tensorrt8_single_percentile():
+    s = parse_trtexec(TRT8_LOG)  # the Latency line, not the Enqueue/H2D/GPU lines
+    assert s.median_ms == 1755.81 and s.mean_ms == 1671.06 and s.percentiles == {99.0: 1882.35}
+    assert s.gpu_compute_median_ms == 1734.03
+    t, notes = summary_timing(s, n=10, warmup=0)
+    assert t.p90_ms == 1882.35 and "upper bound" in notes["p90"] and "p99" not in notes
+
+
+def test_parse_trtexec_failure_is_clear():
+    with pytest.raises(UsageError, match="no performance summary"):
+        parse_trtexec("[E] [TRT] ModelImporter.cpp:773: While parsing node number 12 [LayerNormalization]\n"
+                      "&&&& FAILED TensorRT.trtexec [TensorRT v8201]")
+
+
+# ----------------------------------------------------------------------------------- perf_test parser
+# Layout of onnxruntime_perf_test's statistics as printed by onnxruntime/test/perftest/
+# performance_runner.cc (PerformanceRunner::Run and PerformanceResult::DumpToFile); numbers are ours.
+PERF_TEST_OUT = """\
+Session creation time cost: 0.0421 s
+First inference time cost: 3 ms
+Total inference time cost: 0.2712 s
+Total inference requests: 100
+Average inference time cost: 2.712 ms
+Total inference run time: 0.2731 s
+Number of inferences per second: 366.2
+Avg CPU usage: 96 %
+Peak working set size: 41652224 bytes
+Min Latency: 0.002501 s
+Max Latency: 0.004120 s
+P50 Latency: 0.002650 s
+P90 Latency: 0.002950 s
+P95 Latency: 0.003100 s
+P99 Latency: 0.003900 s
+P999 Latency: 0.004120 s
+"""
+
+
+def test_parse_perf_test_and_cpu_mask():
+    s = remote.parse_perf_test(PERF_TEST_OUT)
+    assert s["p50"] == pytest.approx(2.65) and s["p90"] == pytest.approx(2.95) and s["p99"] == pytest.approx(3.9)
+    assert s["mean"] == 2.712 and s["n"] == 100 and s["min"] == pytest.approx(2.501)
+    t = remote.perf_test_timing(s, MeasureSettings(iters=100))
+    assert (t.median_ms, t.n) == (pytest.approx(2.65), 100) and t.p90_ms > t.median_ms
+    assert remote.cpu_mask("3-7") == "f8" and remote.cpu_mask("4,5,6,7") == "f0" and remote.cpu_mask("0") == "1"
+    with pytest.raises(UsageError):
+        remote.parse_perf_test("Segmentation fault")
+
+
+# ---------------------------------------------------------------------------------------- predictor
+def _spec(depth: int, widths=("ti", "b"), chains="pairs") -> PoolSpec:
+    _, a = create_ancestry("lgp_test_tiny")
+    return PoolSpec(a, depth, plan_instances(a, depth, widths), chains=chains)
+
+
+@pytest.mark.parametrize("depth,widths,chains", [(6, ("ti", "b"), "pairs"), (9, ("ti", "b"), "pairs"),
+                                                 (6, ("ti", "s", "b"), "tsb")])
+def test_probes_are_not_descendants_and_fit_recovers_costs(depth, widths, chains):
+    """Latencies generated from known per-part costs are predicted exactly from the probes alone."""
+    spec = _spec(depth, widths, chains)
+    pool = LearngenePool(spec)
+    keys = {d.key for d in pool.descendants()}
+    probes = calibration_probes(spec)
+    assert not keys & {p.key for p in probes}
+    assert len(probes) == 3 * len(spec.instances) + 3 * (len(spec.instances) - 1)  # a handful, not a sweep
+    rng = np.random.default_rng(0)
+    kinds = {p.key for d in pool.descendants() + probes for p in parts_of(spec, d)}
+    cost = {k: float(rng.uniform(0.01, 0.5)) for k in kinds}
+    const = 0.07
+
+    def truth(d):
+        return const + sum(cost[p.key] for p in parts_of(spec, d))
+
+    recs = [_rec(probe_key(parts_of(spec, p)), truth(p)) for p in probes]
+    cal = fit_calibration(recs)
+    for d in pool.descendants():
+        parts = parts_of(spec, d)
+        assert cal.covers(parts)
+        assert cal.predict_ms(parts) == pytest.approx(truth(d), rel=1e-9)
+    assert parse_probe_key(recs[0].descendant_key) and recs[0].descendant_key.startswith(PROBE_PREFIX)
+
+
+def _rec(key, ms, source="measured", target="cpu", runtime="onnxruntime", pool_id="", precision="fp32"):
+    return LatencyRecord(descendant_key=key, target=target, runtime=runtime, precision=precision, batch=1,
+                         median_ms=ms, p90_ms=ms * 1.1, p99_ms=ms * 1.2, mean_ms=ms, std_ms=0.0, cv=0.0, n=10,
+                         warmup=1, threads=1, source=source, when="2026-01-01T00:00:00+00:00",
+                         tool_versions={"x": "1"}, pool_id=pool_id)
+
+
+def test_calibration_refuses_uncovered_parts():
+    spec = _spec(6)
+    probes = calibration_probes(spec)
+    cal = fit_calibration([_rec(probe_key(parts_of(spec, p)), 1.0 + i) for i, p in enumerate(probes[:2])])
+    assert not cal.covers(parts_of(spec, LearngenePool(spec).descendants()[1]))  # b6 never probed
+
+
+def test_roofline_prices_compute_and_overhead():
+    spec = _spec(6)
+    parts = parts_of(spec, LearngenePool(spec).descendants()[1])
+    slow = Roofline(peak_gflops=10, mem_gbps=10, compute_eff=1, memory_eff=1, overhead_us=0, bytes_per_value=4,
+                    source="t")
+    fast = dataclasses.replace(slow, peak_gflops=1e6, mem_gbps=1e6)
+    macs = sum(p.macs for p in parts)
+    assert slow.predict_ms(parts) >= 2 * macs / 10e9 * 1e3  # at least the compute-bound time
+    launch = dataclasses.replace(fast, overhead_us=10.0)
+    assert launch.predict_ms(parts) - fast.predict_ms(parts) == pytest.approx(
+        sum(p.kernels for p in parts) * 0.01)
+
+
+def test_latencies_for_prefers_measured_and_says_so(pool, tmp_path):
+    nano = load_target("jetson-nano")
+    keys = [d.key for d in pool.descendants()]
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        pred_all = latencies_for(pool, nano, "fp16", store)
+        assert list(pred_all) == keys and all(r.source == "predicted" for r in pred_all.values())
+        assert all(r.tool_versions["predictor"] == "roofline" for r in pred_all.values())
+        big, small = pred_all["b6.0-5"].median_ms, pred_all["ti6.0-5"].median_ms
+        assert big > small > 0
+        store.put(_rec(keys[3], 0.123, target="jetson-nano", runtime="tensorrt", pool_id=pool.pool_id,
+                       precision="fp16"))
+        store.put(_rec(keys[4], 0.456, source="predicted", target="jetson-nano", runtime="tensorrt",
+                       pool_id=pool.pool_id, precision="fp16"))  # a stored prediction is not a measurement
+        mixed = latencies_for(pool, nano, "fp16", store)
+        assert mixed[keys[3]].source == "measured" and mixed[keys[3]].median_ms == 0.123
+        assert mixed[keys[4]].source == "predicted" and mixed[keys[4]].median_ms != 0.456
+        assert sum(r.source == "measured" for r in mixed.values()) == 1
+        # probes stored for this target calibrate the predictions of every other descendant
+        spec = pool.spec
+        for p in calibration_probes(spec):
+            store.put(_rec(probe_key(parts_of(spec, p)), 0.05 + 0.01 * len(parts_of(spec, p)),
+                           target="jetson-nano", runtime="tensorrt", pool_id=pool.pool_id, precision="fp16"))
+        cal = latencies_for(pool, nano, "fp16", store)
+        assert cal[keys[0]].tool_versions["predictor"] == "calibrated"
+        expected = 0.05 + 0.01 * len(parts_of(spec, pool.descendants()[0]))
+        assert cal[keys[0]].median_ms == pytest.approx(expected) and cal[keys[3]].source == "measured"
+        assert cal[keys[0]].p90_ms == pytest.approx(expected * 1.1)  # spread from the probes' p90/median

@@ -1,0 +1,292 @@
+"""Remote boards. SSH for real: a throwaway sshd on 127.0.0.1 plays the board. adb: the exact commands,
+through a stand-in ``adb`` on PATH, and for real when ``adb devices`` lists a device."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lgp_edge.cli import main
+from lgp_edge.errors import TargetUnreachable
+from lgp_edge.profiling import remote
+from lgp_edge.profiling.measure import MeasureSettings
+from lgp_edge.profiling.store import MeasurementStore
+from lgp_edge.specs import ConnectionSpec
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+KEYS = ["ti6.0-5", "ti6.0-2+b6.3-5"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if not os.path.exists(SSHD) or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+        pytest.skip("openssh-server / openssh-client is not installed (apt-get install openssh-server)")
+    d = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    (d / "authorized_keys").write_text((d / "client_key.pub").read_text())
+    (d / "authorized_keys").chmod(0o600)
+    port = _free_port()
+    cfg = d / "sshd_config"
+    cfg.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
+                   f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\n"
+                   "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+                   "PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\n"
+                   "Subsystem sftp internal-sftp\n")  # scp speaks SFTP, as on any stock board
+    if os.geteuid() == 0:  # sshd insists on its privilege separation directory
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    check = subprocess.run([SSHD, "-t", "-f", str(cfg)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr
+    log = open(d / "sshd.log", "w")  # noqa: SIM115 (closed at teardown)
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stderr=log)
+    deadline = time.time() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            assert proc.poll() is None, (d / "sshd.log").read_text()
+            assert time.time() < deadline, "sshd did not start listening"
+            time.sleep(0.1)
+    yield {"port": port, "key": d / "client_key", "known_hosts": d / "known_hosts", "log": d / "sshd.log",
+           "dir": d, "user": getpass.getuser()}
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
+def _board_toml(tdir: Path, name: str, sshd: dict, workdir: Path, *, port: int | None = None,
+                runtime: str = "onnxruntime", script: str = "linux/ort_bench.py", extra: str = "") -> None:
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / f"{name}.toml").write_text(f"""
+name = "{name}"
+description = "this machine seen as a board through a loopback sshd"
+runtime = "{runtime}"
+runtime_version = "whatever the board has"
+max_opset = 17
+precisions = ["fp32", "fp16"]
+formats = ["onnx"]
+[hardware]
+peak_gflops = {{ fp32 = 100.0, fp16 = 200.0 }}  # made-up: never used by a measurement
+mem_gbps = 10.0
+memory_mb = 1024
+[hardware.efficiency]
+compute = 0.5
+memory = 0.5
+overhead_us = 5.0
+[connection]
+kind = "ssh"
+host = "127.0.0.1"
+user = "{sshd['user']}"
+port = {port or sshd['port']}
+key = "{sshd['key']}"
+workdir = "{workdir}"
+timeout_s = 5.0
+[extra]
+bench_script = "{script}"
+remote_python = "{sys.executable}"
+threads = 1
+ssh_options = ["-o", "UserKnownHostsFile={sshd['known_hosts']}"]
+{extra}
+""")
+
+
+def test_ssh_profiles_descendants_on_the_loopback_board(sshd, tiny_pool, tmp_path, capsys):
+    work = tmp_path / "board-tmp"
+    work.mkdir()
+    _board_toml(tmp_path / "targets", "loopback", sshd, work)
+    store = tmp_path / "m.sqlite"
+    before = sshd["log"].read_text().count("Accepted publickey")
+    argv = ["profile", "--target", "loopback", "--targets-dir", str(tmp_path / "targets"), "--pool", str(tiny_pool),
+            "--store", str(store), "--warmup", "3", "--iters", "20", "--json", "--quiet"]
+    for k in KEYS:
+        argv += ["--descendant", k]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    recs = out["records"]
+    assert [r["descendant_key"] for r in recs] == KEYS
+    import onnxruntime
+
+    for r in recs:
+        assert r["source"] == "measured" and r["runtime"] == "onnxruntime" and r["target"] == "loopback"
+        assert r["n"] == 20 and r["threads"] == 1 and 0 < r["median_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert r["tool_versions"]["onnxruntime"] == onnxruntime.__version__  # reported by the board's script
+        assert r["tool_versions"]["device_machine"] == platform.machine()
+    assert recs[1]["median_ms"] > recs[0]["median_ms"] * 0.5  # 9-block stitched model vs 6 narrow blocks
+    assert sshd["log"].read_text().count("Accepted publickey") > before  # it really went through sshd
+    assert list(work.iterdir()) == []  # the scratch directory on the board was removed
+    with MeasurementStore(store) as s:
+        assert {r.descendant_key for r in s.records(target="loopback")} == set(KEYS)
+
+
+def test_ssh_transport_commands_are_argument_lists(sshd, tmp_path):
+    conn = ConnectionSpec(kind="ssh", host="127.0.0.1", user=sshd["user"], port=sshd["port"], key=str(sshd["key"]),
+                          workdir=str(tmp_path), timeout_s=5)
+    t = remote.SSHTransport(conn, options=["-o", f"UserKnownHostsFile={sshd['known_hosts']}"])
+    argv = t.ssh_argv(["echo", "a b; rm -rf /", "$HOME"])
+    assert argv[-1] == "echo 'a b; rm -rf /' '$HOME'" and argv[-2] == "--"  # one quoted remote command
+    assert t.run(["echo", "a b; touch pwned", "$HOME"]).strip() == "a b; touch pwned $HOME"
+    assert not (Path.cwd() / "pwned").exists() and not (Path.home() / "pwned").exists()
+    with remote.RemoteSession(t) as sess:
+        f = tmp_path / "x y.txt"
+        f.write_text("hello")
+        r = sess.put(f)
+        assert sess.run(["cat", r]) == "hello"
+        scratch = sess.dir
+    assert not Path(scratch).exists()
+
+
+def test_unreachable_board_is_one_clear_line_and_writes_nothing(sshd, tiny_pool, tmp_path, capsys):
+    _board_toml(tmp_path / "targets", "deadboard", sshd, tmp_path, port=_free_port())
+    store = tmp_path / "m.sqlite"
+    t0 = time.time()
+    rc = main(["profile", "--target", "deadboard", "--targets-dir", str(tmp_path / "targets"), "--pool",
+               str(tiny_pool), "--store", str(store), "--descendant", KEYS[0], "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and time.time() - t0 < 30
+    assert err.count("\n") == 1 and "cannot reach" in err and "127.0.0.1" in err
+    with MeasurementStore(store) as s:
+        assert s.count() == 0
+
+
+def test_jetson_bench_script_over_ssh_with_a_stand_in_trtexec(sshd, tiny_pool, tmp_path, capsys):
+    """Plumbing of the TensorRT path (bench.sh, its flags, parsing) on a machine without TensorRT: the stand-in
+    trtexec records its arguments and prints a recorded real TensorRT 8 summary (test_profiling.TRT8_LOG)."""
+    from test_profiling import TRT8_LOG
+
+    fake = tmp_path / "trtexec"
+    args_file = tmp_path / "trtexec.args"
+    fake.write_text("#!/bin/sh\n"
+                    "if [ \"$1\" = --help ]; then echo '  --percentile=P  Report performance for the P "
+                    "percentage'; exit 0; fi\n"
+                    f"echo \"$@\" > {args_file}\n"
+                    f"cat <<'EOF'\n{TRT8_LOG}EOF\n")
+    fake.chmod(0o755)
+    work = tmp_path / "board-tmp"
+    work.mkdir()
+    _board_toml(tmp_path / "targets", "fakejetson", sshd, work, runtime="tensorrt", script="jetson/bench.sh",
+                extra=f'trtexec = "{fake}"')
+    assert main(["profile", "--target", "fakejetson", "--targets-dir", str(tmp_path / "targets"), "--pool",
+                 str(tiny_pool), "--store", str(tmp_path / "m.sqlite"), "--descendant", KEYS[0], "--precision",
+                 "fp16", "--iters", "30", "--warmup", "5", "--json", "--quiet"]) == 0
+    rec = json.loads(capsys.readouterr().out)["records"][0]
+    used = args_file.read_text().split()
+    assert used[0].startswith("--onnx=") and used[0].endswith(f"{KEYS[0]}.onnx")
+    assert {"--fp16", "--percentile=90", "--iterations=30", "--warmUp=200", "--duration=0"} <= set(used)
+    assert rec["median_ms"] == 1755.81 and rec["runtime"] == "tensorrt" and rec["precision"] == "fp16"
+    assert list(work.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------- adb
+FAKE_ADB = r'''#!{python}
+import json, sys
+log, out = {log!r}, {out!r}
+args = sys.argv[1:]
+with open(log, "a") as f:
+    f.write(json.dumps(args) + "\n")
+if args[:2] == ["-s", "R5CT0TEST"]:
+    args = args[2:]
+else:
+    print("error: device not found", file=sys.stderr); sys.exit(1)
+if args == ["get-state"]:
+    print("device")
+elif args[0] == "push":
+    print("1 file pushed")
+elif args[0] == "shell" and args[1].startswith("mktemp"):
+    print("/data/local/tmp/lgp-edge.Ab12Cd34")
+elif args[0] == "shell" and args[1].startswith("taskset"):
+    print(open(out).read())
+'''
+
+
+def test_adb_transport_issues_exact_commands(tiny_pool, tmp_path, monkeypatch, capsys):
+    from test_profiling import PERF_TEST_OUT
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log, out = tmp_path / "adb.log", tmp_path / "perf.out"
+    out.write_text(PERF_TEST_OUT)
+    (bindir / "adb").write_text(FAKE_ADB.format(python=sys.executable, log=str(log), out=str(out)))
+    (bindir / "adb").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    perf = tmp_path / "onnxruntime_perf_test"
+    perf.write_bytes(b"\x7fELF stand-in")
+    monkeypatch.setenv("LGP_EDGE_ORT_PERF_TEST", str(perf))
+    tdir = tmp_path / "targets"
+    tdir.mkdir()
+    from lgp_edge.profiling.targets import targets_root
+
+    src = (targets_root() / "android-arm64.toml").read_text()
+    (tdir / "android-arm64.toml").write_text(src.replace('# serial = "R5CT12345"', 'serial = "R5CT0TEST"'))
+    key = KEYS[1]
+    assert main(["profile", "--target", "android-arm64", "--targets-dir", str(tdir), "--pool", str(tiny_pool),
+                 "--store", str(tmp_path / "m.sqlite"), "--descendant", key, "--iters", "100", "--json",
+                 "--quiet"]) == 0
+    rec = json.loads(capsys.readouterr().out)["records"][0]
+    assert rec["median_ms"] == pytest.approx(2.65) and rec["p90_ms"] == pytest.approx(2.95) and rec["threads"] == 5
+    d = "/data/local/tmp/lgp-edge.Ab12Cd34"
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    s = ["-s", "R5CT0TEST"]
+    assert calls[0] == s + ["get-state"]
+    assert calls[1] == s + ["shell", "mktemp -d /data/local/tmp/lgp-edge.XXXXXXXX"]
+    assert calls[2] == s + ["push", str(perf), f"{d}/onnxruntime_perf_test"]
+    assert calls[3] == s + ["shell", f"chmod 755 {d}/onnxruntime_perf_test"]
+    assert calls[4][:3] == [*s, "push"] and calls[4][3].endswith(f"/{key}.onnx")
+    assert calls[4][4] == f"{d}/{key}.onnx"
+    bench = f"taskset f8 {d}/onnxruntime_perf_test -e cpu -m times -r 100 -x 5 -I -s {d}/{key}.onnx"
+    assert calls[5] == [*s, "shell", bench]
+    assert calls[6] == s + ["shell", f"rm -rf {d}"]
+    assert len(calls) == 7
+
+
+def test_adb_missing_device_is_unreachable(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "adb").write_text(FAKE_ADB.format(python=sys.executable, log=str(tmp_path / "l"), out="/dev/null"))
+    (bindir / "adb").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    t = remote.ADBTransport(ConnectionSpec(kind="adb", serial="OTHER", timeout_s=5))
+    with pytest.raises(TargetUnreachable, match="OTHER"):
+        t.check()
+
+
+def _adb_devices() -> list[str]:
+    if shutil.which("adb") is None:
+        return []
+    try:
+        out = subprocess.run(["adb", "devices"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [ln.split()[0] for ln in out.splitlines()[1:] if ln.strip().endswith("device")]
+
+
+@pytest.mark.skipif(not _adb_devices() or not os.environ.get("LGP_EDGE_ORT_PERF_TEST"),
+                    reason="no Android device in 'adb devices' or LGP_EDGE_ORT_PERF_TEST unset")
+def test_adb_real_device(tiny_pool, tmp_path, capsys):
+    assert main(["profile", "--target", "android-arm64", "--pool", str(tiny_pool), "--store",
+                 str(tmp_path / "m.sqlite"), "--descendant", KEYS[0], "--json", "--quiet"]) == 0
+    rec = json.loads(capsys.readouterr().out)["records"][0]
+    assert rec["source"] == "measured" and rec["median_ms"] > 0
+
+
+def test_trtexec_argv_and_perf_test_argv():
+    st = MeasureSettings(warmup=10, iters=40, threads=4)
+    assert remote.trtexec_argv("/t/bench.sh", "/t/m.onnx", "fp16", st) == [
+        "sh", "/t/bench.sh", "/t/m.onnx", "fp16", "40", "200"]
+    assert remote.perf_test_argv("/t/pt", "/t/m.onnx", st, "4-7")[:2] == ["taskset", "f0"]

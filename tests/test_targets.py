@@ -1,0 +1,130 @@
+"""Targets as data: every built-in TOML loads and is complete; bad files name file and field."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lgp_edge.cli import main
+from lgp_edge.errors import UsageError
+from lgp_edge.profiling.targets import (
+    CONNECTIONS,
+    PRECISIONS,
+    RUNTIMES,
+    bench_script,
+    known_targets,
+    list_targets,
+    load_target,
+    targets_root,
+)
+
+REQUIRED = ("cpu", "jetson-nano", "jetson-orin-nano", "raspberry-pi-5", "android-arm64", "iphone")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_required_targets_exist_and_root_symlink_points_at_package_data():
+    assert set(REQUIRED) <= set(known_targets())
+    link = REPO / "targets"
+    assert link.is_symlink() and link.resolve() == targets_root().resolve()
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in targets_root().glob("*.toml")))
+def test_schema_every_target_file(name):
+    t = load_target(name)
+    assert t.name == name and t.description
+    assert t.runtime in RUNTIMES and t.connection.kind in CONNECTIONS
+    assert set(t.precisions) <= set(PRECISIONS) and t.formats
+    assert 13 <= t.max_opset <= 23
+    hw = t.hardware
+    eff = hw["efficiency"]
+    assert 0 < eff["compute"] <= 1 and 0 < eff["memory"] <= 1 and eff["overhead_us"] >= 0
+    if hw.get("detect"):
+        assert t.connection.kind == "local" and hw["memory_mb"] > 0  # read from the OS at load time
+    else:
+        assert set(t.precisions) <= set(hw["peak_gflops"]) and hw["mem_gbps"] > 0 and hw["memory_mb"] > 0
+    if t.connection.kind == "ssh":
+        assert t.connection.host and bench_script(t).is_file()
+    text = (targets_root() / f"{name}.toml").read_text()
+    if not hw.get("detect"):  # every declared hardware number carries a comment with its source
+        for key in ("peak_gflops", "mem_gbps", "memory_mb"):
+            line = next(ln for ln in text.splitlines() if ln.startswith(key))
+            block = text[:text.index(line)].rsplit("[hardware]", 1)[1] + line
+            assert "#" in block, f"{name}: {key} has no source comment"
+
+
+def test_known_hardware_facts_from_datasheets():
+    nano = load_target("jetson-nano")
+    assert nano.hardware["peak_gflops"]["fp16"] == 472.0  # NVIDIA datasheet
+    assert nano.hardware["mem_gbps"] == 25.6 and nano.hardware["memory_mb"] == 4096
+    assert nano.max_opset == 13 and "8.2" in nano.runtime_version
+    assert "10" in load_target("jetson-orin-nano").runtime_version
+
+
+def _write(d: Path, name: str, text: str) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"{name}.toml"
+    p.write_text(text)
+    return p
+
+
+def test_missing_field_names_file_and_field(tmp_path):
+    src = (targets_root() / "raspberry-pi-5.toml").read_text()
+    bad = src.replace("mem_gbps = 17.1", "")
+    path = _write(tmp_path, "raspberry-pi-5", bad)
+    with pytest.raises(UsageError) as e:
+        load_target("raspberry-pi-5", tmp_path)
+    assert str(path) in str(e.value) and "hardware.mem_gbps" in str(e.value)
+    _write(tmp_path, "raspberry-pi-5", src.replace('runtime_version = "onnxruntime', 'runtime_vers = "x'))
+    with pytest.raises(UsageError, match="runtime_version"):
+        load_target("raspberry-pi-5", tmp_path)
+
+
+def test_unknown_target_lists_known_ones():
+    with pytest.raises(UsageError) as e:
+        load_target("jetson-nan")
+    msg = str(e.value)
+    assert "jetson-nano" in msg and "known targets" in msg and "iphone" in msg
+
+
+def test_user_targets_dir_overrides_and_adds(tmp_path):
+    src = (targets_root() / "jetson-nano.toml").read_text()
+    _write(tmp_path, "jetson-nano", src.replace('host = "jetson-nano.local"', 'host = "10.0.0.7"'))
+    _write(tmp_path, "my-nano", src.replace('name = "jetson-nano"', 'name = "my-nano"'))
+    assert load_target("jetson-nano", tmp_path).connection.host == "10.0.0.7"
+    assert load_target("jetson-nano").connection.host == "jetson-nano.local"
+    names = [t.name for t in list_targets(tmp_path)]
+    assert names.count("jetson-nano") == 1 and "my-nano" in names
+    # the user file may ship its own device script beside it
+    shutil.copytree(targets_root() / "jetson", tmp_path / "jetson")
+    assert bench_script(load_target("my-nano", tmp_path), tmp_path).parent == tmp_path / "jetson"
+
+
+def test_name_must_match_file(tmp_path):
+    src = (targets_root() / "iphone.toml").read_text()
+    _write(tmp_path, "phone", src)
+    with pytest.raises(UsageError, match="must match"):
+        load_target("phone", tmp_path)
+
+
+def test_cli_targets_list_json_and_show(capsys):
+    assert main(["targets", "list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {t["name"]: t for t in data["targets"]}
+    assert set(REQUIRED) <= set(rows)
+    assert rows["jetson-nano"]["runtime"] == "tensorrt" and rows["jetson-nano"]["connection"] == "ssh"
+    assert rows["android-arm64"]["connection"] == "adb" and rows["iphone"]["connection"] == "none"
+    assert main(["targets", "show", "jetson-nano", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["max_opset"] == 13 and shown["connection"]["kind"] == "ssh"
+    assert main(["targets", "show", "raspberry-pi-5"]) == 0
+    assert "153.6" in capsys.readouterr().out
+
+
+def test_cli_bad_target_exit_2(capsys, tmp_path):
+    assert main(["targets", "show", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown target 'nope'" in err
+    assert main(["targets", "list", "--targets-dir", str(tmp_path / "missing")]) == 2
