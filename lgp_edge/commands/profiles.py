@@ -1,0 +1,51 @@
+"""``lgp-edge profiles list|show``: the deployment profiles (target, budgets, precision, formats)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profiles", help="list or show deployment profiles")
+    s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ls = s.add_parser("list", help="every profile, built-in and from --profiles-dir")
+    ls.add_argument("--profiles-dir", default=None, help="directory of extra profile TOML files")
+    ls.add_argument("--json", action="store_true", help="print JSON: {\"profiles\": [...]}")
+    ls.set_defaults(func=_list)
+    sh = s.add_parser("show", help="one profile in full")
+    sh.add_argument("name")
+    sh.add_argument("--profiles-dir", default=None, help="directory of extra profile TOML files")
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(func=_show)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from lgp_edge.commands.common import console, print_json
+    from lgp_edge.profiles import list_profiles
+
+    profiles = list_profiles(args.profiles_dir)
+    if args.json:
+        print_json({"profiles": [p.to_dict() for p in profiles]})
+        return 0
+    from rich.table import Table
+
+    t = Table("profile", "target", "p90 budget", "memory", "precision", "formats")
+    for p in profiles:
+        t.add_row(p.name, p.target, f"{p.latency_budget_ms:g} ms", f"{p.memory_budget_mb:g} MB", p.precision,
+                  ", ".join(p.formats))
+    console().print(t)
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from lgp_edge.commands.common import print_json
+    from lgp_edge.profiles import load_profile, profile_path
+
+    p = load_profile(args.name, args.profiles_dir)
+    if args.json:
+        print_json({**p.to_dict(), "file": str(profile_path(args.name, args.profiles_dir))})
+        return 0
+    print(f"# {profile_path(args.name, args.profiles_dir)}")
+    for k, v in p.to_dict().items():
+        print(f"{k:18s} {', '.join(v) if isinstance(v, list) else v}")
+    return 0

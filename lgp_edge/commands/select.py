@@ -1,0 +1,90 @@
+"""``lgp-edge select``: the best descendant for a deployment profile, with the Pareto front and the reason."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lgp_edge.commands.common import add_pool_arg
+
+
+def add_profile_args(p: argparse.ArgumentParser) -> None:
+    """--target/--profile and the budget overrides, shared by select, export and report."""
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--target", default=None, help="use the profile named like this target (e.g. jetson-nano)")
+    g.add_argument("--profile", default=None, help="use this deployment profile (lgp-edge profiles list)")
+    p.add_argument("--budget-ms", type=float, default=None, help="override the profile's p90 latency budget")
+    p.add_argument("--memory-mb", type=float, default=None, help="override the profile's memory budget")
+    p.add_argument("--precision", default=None, choices=("fp32", "fp16", "int8"),
+                   help="override the profile's precision")
+    p.add_argument("--store", default=None, help="measurement store to read latencies from (default: the "
+                                                 "profiler's store)")
+    p.add_argument("--profiles-dir", default=None, help="directory of extra profile TOML files")
+    p.add_argument("--targets-dir", default=None, help="directory of extra target TOML files")
+
+
+def resolve_profile(args: argparse.Namespace, formats: tuple[str, ...] | None = None) -> tuple[Any, Any]:
+    """(DeviceProfile with overrides, its TargetSpec) from the command line."""
+    from lgp_edge.profiles import load_profile, with_overrides
+    from lgp_edge.profiling.targets import load_target
+
+    name = args.profile or args.target
+    if args.target is not None:
+        load_target(args.target, args.targets_dir)  # an unknown target is named as such
+    profile = load_profile(name, args.profiles_dir)
+    profile = with_overrides(profile, budget_ms=args.budget_ms, memory_mb=args.memory_mb, precision=args.precision,
+                             formats=formats)
+    return profile, load_target(profile.target, args.targets_dir)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("select", help="choose the best descendant for a deployment profile")
+    add_profile_args(p)
+    add_pool_arg(p)
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: {chosen: {key, params, flops, top1, latency_ms, latency_source}, front, ...}")
+    p.set_defaults(func=_run)
+
+
+def front_table(selection: Any, title: str) -> Any:
+    from rich.table import Table
+
+    t = Table(title=title)
+    for col in ("descendant", "params", "MFLOPs", "top-1 %", "p90 ms", "source", "memory MB", "fits"):
+        t.add_column(col, justify="left" if col in ("descendant", "source", "fits") else "right",
+                     no_wrap=col == "descendant")
+    for c in selection.front:
+        mark = "[bold green]chosen[/]" if c.key == selection.chosen.key else ("yes" if c.fits else "no")
+        t.add_row(c.key, f"{c.params:,}", f"{c.flops / 1e6:.1f}", f"{c.top1:.2f}", f"{c.latency_ms:.3g}",
+                  c.latency_source, f"{c.memory_mb:.3g}", mark)
+    return t
+
+
+def _run(args: argparse.Namespace) -> int:
+    from lgp_edge.commands.common import console, print_json
+    from lgp_edge.pool.pool import load_pool, resolve_pool
+    from lgp_edge.select import open_store, plan_selection
+
+    profile, target = resolve_profile(args)
+    pool_dir = resolve_pool(args.pool)
+    store = open_store(args.store)
+    pool, manifest = load_pool(pool_dir)
+    try:
+        sel = plan_selection(pool, manifest, profile, target, store)
+    finally:
+        store.close()
+    if args.json:
+        print_json({**sel.to_dict(), "pool": str(pool_dir), "target": target.name})
+        return 0
+    c = console()
+    sources = ", ".join(f"{n} {s}" for s, n in sel.sources.items())
+    c.print(front_table(sel, f"Pareto front: pool {sel.pool_id} on {target.name} ({profile.precision}; "
+                             f"latencies: {sources})"))
+    ch = sel.chosen
+    c.print(f"[bold]chosen[/]: {ch.key}  top-1 {ch.top1:.2f}%  p90 {ch.latency_ms:.3g} ms ({ch.latency_source}, "
+            f"{ch.runtime})  {ch.memory_mb:.3g} MB  {ch.params:,} params")
+    c.print(f"why: {sel.reason}")
+    if "predicted" in sel.sources:
+        c.print(f"note: {sel.sources['predicted']} latencies are predicted, not measured on a {target.name}; "
+                f"'lgp-edge profile --target {target.name}' measures them")
+    return 0

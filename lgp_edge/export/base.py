@@ -1,0 +1,151 @@
+"""The exporter interface: one small class per format, registered by name.
+
+An exporter declares the Python package it needs (and the pip extra that installs it), checks a request
+before any work (``check``: precision, opset), and ``export`` writes its files into the output directory
+and returns ``ExportArtifact`` records, each already validated against the torch descendant. Heavy
+backends are imported inside ``export`` only.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from lgp_edge.errors import BackendMissing, UsageError
+from lgp_edge.specs import DescendantRecord, DeviceProfile, PreprocessSpec, TargetSpec
+
+log = logging.getLogger(__name__)
+
+MAX_ONNX_OPSET = 17  # default ceiling: the newest opset both exporters and every runtime here handle well
+
+
+@dataclass(frozen=True)
+class ValidationSet:
+    """Real images, their labels and the torch descendant's logits: what every artifact is compared with."""
+
+    images: Any  # numpy float32 (N, C, H, W), normalised as the model expects
+    labels: Any  # numpy int64 (N,)
+    reference: Any  # numpy float32 (N, classes): torch descendant logits, fp32
+    data: str  # dataset name ("fashion-mnist", "synthetic", ...)
+    synthetic: bool  # random images: agreement is a numerical check only, top-1 means nothing
+
+
+@dataclass(frozen=True)
+class ExportContext:
+    """Everything an exporter needs; built once per ``lgp-edge export`` run."""
+
+    out_dir: Path  # the temporary output directory (renamed to OUT when everything passed)
+    model: torch.nn.Module  # the descendant, eval mode, fp32
+    record: DescendantRecord  # key, params, flops, top1
+    pool_id: str  # pool the descendant came from
+    preprocess: PreprocessSpec  # input size, channels, mean/std, labels
+    profile: DeviceProfile  # precision, batch, formats
+    target: TargetSpec  # runtime version, max opset, extra settings
+    opset: int | None  # --opset (None = min(target max opset, 17))
+    dynamic_batch: bool  # symbolic batch dimension instead of the profile's static batch
+    validation: ValidationSet  # images to compare artifacts with torch on
+    calibration: Any  # numpy float32 (M, C, H, W): int8 calibration images (disjoint from validation)
+    reporter: Any  # lgp_edge.progress.Reporter
+    targets_dir: Path | None = None  # --targets-dir (device-side scripts)
+    build_plan: bool = True  # build model.plan when tensorrt and a GPU are here
+    onnx_cache: dict[tuple[int, bool], Path] = field(default_factory=dict)  # (opset, dynamic) -> ONNX file
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        p = self.preprocess
+        return (self.profile.batch, p.in_chans, p.img_size, p.img_size)
+
+    def default_opset(self) -> int:
+        return self.opset if self.opset is not None else min(self.target.max_opset, MAX_ONNX_OPSET)
+
+    def onnx_file(self, opset: int) -> Path:
+        """The ONNX export at ``opset``, written once and shared by the formats built on it."""
+        key = (opset, self.dynamic_batch)
+        if key not in self.onnx_cache:
+            from lgp_edge.export.onnx import export_onnx
+
+            name = "model.onnx" if not self.onnx_cache else f"model.opset{opset}.onnx"
+            path = self.out_dir / name
+            export_onnx(self.model, path, opset=opset, input_shape=self.input_shape,
+                        dynamic_batch=self.dynamic_batch, metadata=self.metadata())
+            self.onnx_cache[key] = path
+        return self.onnx_cache[key]
+
+    def metadata(self) -> dict[str, str]:
+        """Key/value metadata every artifact carries (ONNX metadata_props, Core ML user metadata)."""
+        import json
+
+        from lgp_edge import __version__
+
+        p = self.preprocess
+        return {
+            "lgp_edge_version": __version__,
+            "descendant_key": self.record.key,
+            "pool_id": self.pool_id,
+            "profile": self.profile.name,
+            "target": self.target.name,
+            "labels": json.dumps(list(p.labels)),
+            "mean": json.dumps(list(p.mean)),
+            "std": json.dumps(list(p.std)),
+            "img_size": str(p.img_size),
+            "in_chans": str(p.in_chans),
+            "layout": p.layout,
+            "preprocess": "x = (pixel / 255 - mean) / std per channel, resized to img_size x img_size",
+        }
+
+
+class Exporter(Protocol):
+    format: str  # name used by --format and in manifest.json
+    package: str  # Python package it imports ("onnxruntime", "openvino", "coremltools", ...)
+    extra: str  # pip extra that installs it
+
+    def check(self, profile: DeviceProfile, target: TargetSpec, opset: int | None) -> None:
+        """Refuse a request this format cannot serve (UsageError), before anything is written."""
+
+    def export(self, ctx: ExportContext) -> list[Any]:
+        """Write the artifact(s) into ``ctx.out_dir``; return validated ExportArtifact records."""
+
+
+_REGISTRY: dict[str, Exporter] = {}
+
+
+def register(exporter: Exporter) -> Exporter:
+    if exporter.format in _REGISTRY:
+        raise ValueError(f"an exporter for format '{exporter.format}' is already registered")
+    _REGISTRY[exporter.format] = exporter
+    return exporter
+
+
+def exporters() -> dict[str, Exporter]:
+    """Every registered exporter (importing the format modules registers them; they import no backend)."""
+    from lgp_edge.export import coreml, onnx, openvino, ort, tensorrt  # noqa: F401
+
+    return dict(_REGISTRY)
+
+
+def get_exporter(fmt: str) -> Exporter:
+    regs = exporters()
+    if fmt not in regs:
+        raise UsageError(f"unknown format '{fmt}'; formats: {', '.join(sorted(regs))}")
+    return regs[fmt]
+
+
+def require(package: str, extra: str, what: str) -> None:
+    """Raise BackendMissing unless ``package`` can be imported (checked without importing it)."""
+    if importlib.util.find_spec(package) is None:
+        raise BackendMissing(package, extra, what)
+
+
+def check_opset(opset: int | None, target: TargetSpec) -> None:
+    if opset is None:
+        return
+    if not 13 <= opset <= 21:
+        raise UsageError(f"--opset must be between 13 and 21, got {opset}")
+    if opset > target.max_opset:
+        raise UsageError(f"--opset {opset} is above what target '{target.name}' parses (max opset "
+                         f"{target.max_opset}, {target.runtime_version})")

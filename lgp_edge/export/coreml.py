@@ -1,0 +1,245 @@
+"""Core ML: ``model.mlpackage`` (ML program) for iOS/macOS apps, with the preprocessing inside the model.
+
+The descendant is traced (``torch.jit.trace``) inside a wrapper that ends in softmax, and converted with
+an ``ImageType`` input: Core ML (or Vision) hands the model 0..255 pixels, and the image type's
+``scale``/``bias`` apply ``(pixel / 255 - mean) / std`` (one scale for all channels; with per-channel std
+the wrapper normalises instead, exactly). A classifier config attaches the class labels, so the model
+returns ``classLabel`` and ``classLabel_probs``. Compute precision follows the profile (fp16 on the
+iPhone), the minimum deployment target comes from the target file (``extra.minimum_ios``).
+
+Core ML predicts on macOS only, so here the package gets a structural check (spec loads; ML program;
+input name, size and colour space; classifier outputs; metadata), and ``validate_coreml.py`` plus
+``coreml_validation.npz`` (real validation images as pixels with torch's probabilities) are written
+beside it for a numerical check on a Mac.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lgp_edge.errors import UsageError
+from lgp_edge.export.base import ExportContext, register, require
+from lgp_edge.export.onnx import versions
+from lgp_edge.specs import DeviceProfile, ExportArtifact, PreprocessSpec, TargetSpec, ValidationReport
+
+log = logging.getLogger(__name__)
+
+INPUT = "image"
+DEFAULT_MIN_TARGET = "iOS16"
+SPEC_VERSION = {"iOS15": 6, "iOS16": 7, "iOS17": 8, "iOS18": 9, "macOS12": 6, "macOS13": 7, "macOS14": 8,
+                "macOS15": 9}
+
+
+class ImageClassifier(nn.Module):
+    """pixels / 255 (done by the ImageType scale) -> optional per-channel normalisation -> descendant -> softmax."""
+
+    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], normalise: bool) -> None:
+        super().__init__()
+        self.model, self.normalise = model, normalise
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.normalise:
+            x = (x - self.mean) / self.std
+        return torch.softmax(self.model(x), dim=-1)
+
+
+def image_scaling(pre: PreprocessSpec) -> tuple[float, list[float], bool]:
+    """(scale, bias, normalise_in_graph): Core ML computes ``scale * pixel + bias`` per channel."""
+    if len(set(pre.std)) == 1:
+        s = pre.std[0]
+        return 1.0 / (255.0 * s), [-m / s for m in pre.mean], False
+    return 1.0 / 255.0, [0.0] * pre.in_chans, True
+
+
+def to_pixels(images: np.ndarray, pre: PreprocessSpec) -> np.ndarray:
+    """Normalised images (N, C, H, W) back to the uint8 pixels (N, H, W, C) an app would have."""
+    mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(pre.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    pix = np.clip(np.rint((images * std + mean) * 255.0), 0, 255).astype(np.uint8)
+    return pix.transpose(0, 2, 3, 1)
+
+
+def from_pixels(pixels: np.ndarray, pre: PreprocessSpec) -> np.ndarray:
+    mean = np.asarray(pre.mean, dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(pre.std, dtype=np.float32).reshape(1, -1, 1, 1)
+    return ((pixels.transpose(0, 3, 1, 2).astype(np.float32) / 255.0) - mean) / std
+
+
+def min_target(target: TargetSpec) -> str:
+    """Core ML deployment target from the target file: ``extra.minimum_ios = "17.0"`` -> ``iOS17``."""
+    ios = target.extra.get("minimum_ios")
+    if ios:
+        return f"iOS{str(ios).split('.')[0]}"
+    macos = target.extra.get("minimum_macos")
+    if macos:
+        return f"macOS{str(macos).split('.')[0]}"
+    return DEFAULT_MIN_TARGET
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    sink = io.StringIO()
+    names = ["coremltools"]
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    import warnings
+
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def structural_check(path: Path, pre: PreprocessSpec, metadata: dict[str, str], deployment: str) -> list[str]:
+    """Problems found in a saved .mlpackage (empty list: it is what we meant to write)."""
+    with _quiet():
+        import coremltools as ct
+
+        spec = ct.utils.load_spec(str(path))
+    problems = []
+    if spec.WhichOneof("Type") != "mlProgram":
+        problems.append(f"model type is {spec.WhichOneof('Type')}, not mlProgram")
+    want_version = SPEC_VERSION.get(deployment)
+    if want_version is not None and spec.specificationVersion < want_version:
+        problems.append(f"spec version {spec.specificationVersion} < {want_version} ({deployment})")
+    d = spec.description
+    if len(d.input) != 1 or d.input[0].name != INPUT:
+        problems.append(f"inputs are {[i.name for i in d.input]}, expected ['{INPUT}']")
+    else:
+        it = d.input[0].type.imageType
+        if (it.width, it.height) != (pre.img_size, pre.img_size):
+            problems.append(f"input image is {it.width}x{it.height}, expected {pre.img_size}x{pre.img_size}")
+        space = {1: "GRAYSCALE", 3: "RGB"}[pre.in_chans]
+        got = ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(it.colorSpace)
+        if got != space:
+            problems.append(f"input colour space {got}, expected {space}")
+    outputs = {o.name for o in d.output}
+    if d.predictedFeatureName not in outputs or d.predictedProbabilitiesName not in outputs:
+        problems.append(f"classifier outputs missing (outputs {sorted(outputs)})")
+    user = dict(d.metadata.userDefined)
+    for k, v in metadata.items():
+        if user.get(k) != v:
+            problems.append(f"metadata '{k}' is {user.get(k)!r}, expected {v!r}")
+    weights = path / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
+    if not weights.is_file() or weights.stat().st_size == 0:
+        problems.append("weights file Data/com.apple.CoreML/weights/weight.bin is missing")
+    return problems
+
+
+class CoreMLExporter:
+    format = "coreml"
+    package = "coremltools"
+    extra = "coreml"
+
+    def check(self, profile: DeviceProfile, target: TargetSpec, opset: int | None) -> None:
+        require("coremltools", self.extra, "Core ML export")
+        if profile.precision not in ("fp16", "fp32"):
+            raise UsageError(f"Core ML export computes in fp16 or fp32, not {profile.precision}")
+        if min_target(target) not in SPEC_VERSION:
+            raise UsageError(f"target '{target.name}': Core ML deployment target '{min_target(target)}' is not one "
+                             f"of {', '.join(SPEC_VERSION)}")
+
+    def export(self, ctx: ExportContext) -> list[ExportArtifact]:
+        from lgp_edge import __version__
+
+        pre = ctx.preprocess
+        if pre.in_chans not in (1, 3):
+            raise UsageError(f"Core ML image input needs 1 (grayscale) or 3 (RGB) channels, not {pre.in_chans}")
+        scale, bias, normalise = image_scaling(pre)
+        wrapper = ImageClassifier(ctx.model, pre.mean, pre.std, normalise).eval()
+        deployment = min_target(ctx.target)
+        precision = ctx.profile.precision
+        meta = ctx.metadata()
+        path = ctx.out_dir / "model.mlpackage"
+        with ctx.reporter.task(f"coreml: convert ({precision}, {deployment})", total=1) as task, _quiet():
+            import coremltools as ct
+
+            example = torch.rand(ctx.input_shape)
+            with torch.no_grad():
+                traced = torch.jit.trace(wrapper, example)
+            color = ct.colorlayout.GRAYSCALE if pre.in_chans == 1 else ct.colorlayout.RGB
+            mlmodel = ct.convert(
+                traced, convert_to="mlprogram",
+                inputs=[ct.ImageType(name=INPUT, shape=ctx.input_shape, scale=scale, bias=bias, color_layout=color)],
+                classifier_config=ct.ClassifierConfig(list(pre.labels)),
+                compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+                minimum_deployment_target=getattr(ct.target, deployment))
+            mlmodel.author = "lgp-edge"
+            mlmodel.version = __version__
+            mlmodel.license = "see the pool's provenance"
+            mlmodel.short_description = (f"Learngene Pool descendant {ctx.record.key} (pool {ctx.pool_id}), "
+                                         f"{len(pre.labels)} classes")
+            kind = "grayscale" if pre.in_chans == 1 else "RGB"
+            mlmodel.input_description[INPUT] = (f"{pre.img_size}x{pre.img_size} {kind} image; normalisation happens "
+                                                "inside the model")
+            for k, v in meta.items():
+                mlmodel.user_defined_metadata[k] = v
+            mlmodel.save(str(path))
+            task.advance()
+        problems = structural_check(path, pre, meta, deployment)
+        files = self._write_mac_check(ctx, wrapper, precision)
+        ref_top1 = None
+        if not ctx.validation.synthetic:
+            ref_top1 = float((ctx.validation.reference.argmax(1) == ctx.validation.labels).mean() * 100)
+        report = ValidationReport(
+            max_abs_diff=None, atol=None, top1_agreement=None, top1_ref=ref_top1, top1_artifact=None, images=0,
+            passed=not problems, kind="structural", data=ctx.validation.data,
+            note=("structural check only (Core ML predicts on macOS): spec loads, ML program, input "
+                  f"'{INPUT}' {pre.img_size}x{pre.img_size}, classifier outputs, metadata; run "
+                  "'python validate_coreml.py' on a Mac for the numerical check")
+            + ("" if not problems else " | FAILED: " + "; ".join(problems)))
+        inputs = ({"name": INPUT, "shape": list(ctx.input_shape), "dtype": "image",
+                   "color": "grayscale" if pre.in_chans == 1 else "RGB"},)
+        outputs = ({"name": "classLabel", "shape": [], "dtype": "string"},
+                   {"name": "classLabel_probs", "shape": [len(pre.labels)], "dtype": "dict[string, double]"})
+        return [ExportArtifact(path=path.name, format=self.format, profile=ctx.profile.name,
+                               descendant_key=ctx.record.key, sha256=_tree_sha256(path), inputs=inputs,
+                               outputs=outputs, validation=report, versions=versions("coremltools"),
+                               precision=precision, files=tuple(files),
+                               note=f"ML program, minimum deployment target {deployment}; sha256 covers every "
+                                    "file of the package (sorted paths)")]
+
+    def _write_mac_check(self, ctx: ExportContext, wrapper: nn.Module, precision: str) -> list[str]:
+        """coreml_validation.npz (pixels, torch probabilities) and validate_coreml.py, for a Mac."""
+        pre = ctx.preprocess
+        pixels = to_pixels(ctx.validation.images, pre)
+        with torch.no_grad():
+            probs = torch.softmax(ctx.model(torch.from_numpy(from_pixels(pixels, pre))), -1).numpy()
+        np.savez_compressed(ctx.out_dir / "coreml_validation.npz", pixels=pixels, probs=probs.astype(np.float32),
+                            labels=ctx.validation.labels.astype(np.int64),
+                            class_labels=np.asarray(json.dumps(list(pre.labels))), precision=np.asarray(precision))
+        shutil.copyfile(Path(__file__).with_name("coreml_check.py"), ctx.out_dir / "validate_coreml.py")
+        return ["validate_coreml.py", "coreml_validation.npz"]
+
+
+def _tree_sha256(path: Path) -> str:
+    """sha256 over a directory's files (relative path + contents, sorted), e.g. an .mlpackage."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+register(CoreMLExporter())

@@ -1,0 +1,98 @@
+"""OpenVINO: IR (model.xml + model.bin) in fp32, fp16 (compressed weights) or int8 (NNCF post-training).
+
+The IR is converted from the validated fp32 ONNX export. int8 runs NNCF's post-training quantization
+(transformer model type: SmoothQuant + fast bias correction) on at least 300 real calibration images
+that are disjoint from the validation images, and reports the top-1 change against the torch fp32
+descendant. Validation compiles the IR on the CPU with INFERENCE_PRECISION_HINT f32 (this CPU would
+otherwise run bf16), so what is measured is the IR's own error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from typing import Any
+
+from lgp_edge.errors import UsageError
+from lgp_edge.export.base import ExportContext, check_opset, register, require
+from lgp_edge.export.onnx import versions
+from lgp_edge.specs import DeviceProfile, ExportArtifact, TargetSpec
+
+log = logging.getLogger(__name__)
+
+MIN_CALIBRATION = 300
+
+
+def _io(model: Any) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]]:
+    def _one(port: Any) -> dict[str, Any]:
+        shape = [d.get_length() if d.is_static else "batch" for d in port.get_partial_shape()]
+        return {"name": port.get_any_name(), "shape": shape, "dtype": port.get_element_type().to_dtype().name}
+
+    return tuple(_one(p) for p in model.inputs), tuple(_one(p) for p in model.outputs)
+
+
+def quantize_int8(model: Any, calibration: Any, batch: int, reporter: Any) -> Any:
+    """NNCF post-training quantization of an OpenVINO model on ``calibration`` images (N, C, H, W)."""
+    import nncf
+
+    items = [calibration[i:i + batch] for i in range(0, len(calibration) - batch + 1, batch)]
+    with reporter.task(f"openvino: int8 calibration on {len(items) * batch} images", total=1) as task, \
+            contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        nncf.set_log_level(logging.ERROR)
+        quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
+                                  subset_size=len(items))
+        task.advance()
+    return quantized
+
+
+class OpenVINOExporter:
+    format = "openvino"
+    package = "openvino"
+    extra = "export"
+
+    def check(self, profile: DeviceProfile, target: TargetSpec, opset: int | None) -> None:
+        for pkg in ("onnx", "onnxslim", "onnxscript", "openvino"):
+            require(pkg, self.extra, "OpenVINO export")
+        if profile.precision == "int8":
+            require("nncf", self.extra, "OpenVINO int8 quantization")
+        if profile.precision not in ("fp32", "fp16", "int8"):
+            raise UsageError(f"OpenVINO export makes fp32, fp16 or int8 IR, not {profile.precision}")
+        check_opset(opset, target)
+
+    def export(self, ctx: ExportContext) -> list[ExportArtifact]:
+        import openvino as ov
+
+        from lgp_edge.export.validate import TOLERANCES, compare, openvino_outputs
+        from lgp_edge.pool.pool import sha256_file
+
+        precision = ctx.profile.precision
+        if precision == "int8" and len(ctx.calibration) < MIN_CALIBRATION:
+            raise UsageError(f"int8 calibration needs >= {MIN_CALIBRATION} images, got {len(ctx.calibration)}")
+        onnx_path = ctx.onnx_file(ctx.default_opset())
+        with ctx.reporter.task(f"openvino: convert to IR ({precision})", total=1) as task:
+            model = ov.convert_model(str(onnx_path))
+            task.advance()
+        note = "validated with INFERENCE_PRECISION_HINT f32 (CPUs with bf16 pick bf16 by default)"
+        if precision == "int8":
+            model = quantize_int8(model, ctx.calibration, ctx.profile.batch if not ctx.dynamic_batch else 1,
+                                  ctx.reporter)
+            note += f"; NNCF PTQ on {len(ctx.calibration)} calibration images disjoint from validation"
+        for k, v in ctx.metadata().items():
+            model.set_rt_info(v, ["model_info", "lgp_edge", k])
+        xml = ctx.out_dir / "model.xml"
+        ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
+        inputs, outputs = _io(model)
+        logits = openvino_outputs(str(xml), ctx.validation.images, ctx.profile.batch, ctx.dynamic_batch, ctx.reporter,
+                                  f"openvino {precision}")
+        report = compare(logits, ctx.validation, TOLERANCES[precision], note=f"OpenVINO CPU, {precision} IR")
+        if precision == "int8" and report.top1_change is not None:
+            note += f"; top-1 change vs torch fp32: {report.top1_change:+.2f} points"
+        bin_path = xml.with_suffix(".bin")
+        return [ExportArtifact(path=xml.name, format=self.format, profile=ctx.profile.name,
+                               descendant_key=ctx.record.key, sha256=sha256_file(xml), inputs=inputs, outputs=outputs,
+                               validation=report, versions=versions("openvino", "nncf", "onnx"), precision=precision,
+                               files=(bin_path.name,), note=note)]
+
+
+register(OpenVINOExporter())

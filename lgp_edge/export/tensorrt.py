@@ -1,0 +1,278 @@
+"""TensorRT: an ONNX file the target's TensorRT parses, checked operator by operator, plus the build script.
+
+TensorRT engines are specific to one GPU and one TensorRT version, so the engine is built on the device:
+the output holds ``model.onnx`` at the target's opset (Jetson Nano / TensorRT 8.2: <= 13, LayerNorm
+decomposed), ``fp32_layers.txt`` (the LayerNorm and softmax nodes, kept in fp32 inside an fp16 engine:
+their reductions and exponentials overflow or lose the variance in fp16), ``build_engine.sh`` (trtexec
+with ``--fp16 --precisionConstraints=obey --layerPrecisions=…`` where trtexec has those flags (>= 8.4),
+else ``build_engine.py`` through the TensorRT Python API with STRICT_TYPES), and the target's device-side
+bench script. The ONNX file is validated in ONNX Runtime before anything is written to OUT. When
+``tensorrt`` imports and a CUDA GPU is present, ``model.plan`` is built here too and, with TensorRT >= 8.5,
+validated on the GPU against torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import stat
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lgp_edge.errors import UsageError
+from lgp_edge.export.base import ExportContext, check_opset, register, require
+from lgp_edge.export.onnx import io_spec, validate_onnx_file, versions
+from lgp_edge.export.trt_ops import max_opset, parse_trt_version, unsupported_ops
+from lgp_edge.specs import DeviceProfile, ExportArtifact, TargetSpec
+
+log = logging.getLogger(__name__)
+
+
+class UnsupportedOperator(UsageError):
+    """The ONNX graph uses an operator the target's TensorRT cannot parse."""
+
+
+def trt_version(target: TargetSpec) -> tuple[int, int]:
+    text = str(target.extra.get("tensorrt_version", "")) or target.runtime_version
+    v = parse_trt_version(text if "tensorrt" in text.lower() else f"TensorRT {text}")
+    if v is None:
+        raise UsageError(f"target '{target.name}' names no TensorRT version in runtime_version "
+                         f"('{target.runtime_version}'); write e.g. 'TensorRT 8.2 (JetPack 4.6)'")
+    return v
+
+
+def check_operators(onnx_path: Path, target: TargetSpec) -> None:
+    """Fail early, naming the operator, when the target's TensorRT cannot parse the graph."""
+    import onnx
+
+    version = trt_version(target)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset > max_opset(version):
+        raise UnsupportedOperator(f"the ONNX model has opset {opset}; TensorRT {version[0]}.{version[1]} on "
+                                  f"'{target.name}' parses opsets <= {max_opset(version)}; pass --opset")
+    ops = [n.op_type for n in model.graph.node if n.domain in ("", "ai.onnx")]
+    custom = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain not in ("", "ai.onnx")})
+    bad = unsupported_ops(ops, version) + custom
+    if bad:
+        nodes = [n.name for n in model.graph.node if n.op_type == bad[0].split("::")[-1]][:3]
+        raise UnsupportedOperator(f"TensorRT {version[0]}.{version[1]} on '{target.name}' cannot parse ONNX "
+                                  f"operator {bad[0]} (node {', '.join(nodes)})"
+                                  + (f" nor {', '.join(bad[1:])}" if len(bad) > 1 else ""))
+
+
+def _layernorm_paths(model: nn.Module) -> set[str]:
+    return {name for name, m in model.named_modules() if isinstance(m, nn.LayerNorm)}
+
+
+def _module_path(node_name: str) -> str:
+    """TorchScript scope of a node (``/stages.0/stages.0.0/norm1/ReduceMean``) -> ``stages.0.0.norm1``."""
+    comps = [c for c in node_name.split("/")[1:-1] if c]
+    if not comps:
+        return ""
+    last = comps[-1]
+    if len(comps) >= 2 and not last.startswith(comps[-2] + "."):
+        return f"{comps[-2]}.{last}"
+    return last
+
+
+def fp32_nodes(onnx_path: Path, model: nn.Module) -> list[str]:
+    """Names of the nodes to keep in fp32: softmax, LayerNormalization, and every node of a decomposed LayerNorm."""
+    import onnx
+
+    norms = _layernorm_paths(model)
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    keep = []
+    for n in graph.node:
+        if not n.name or n.op_type == "Constant":
+            continue
+        if n.op_type in ("Softmax", "LayerNormalization") or _module_path(n.name) in norms:
+            keep.append(n.name)
+    if not any(n.op_type in ("LayerNormalization", "ReduceMean") and n.name in keep for n in graph.node):
+        log.warning("no LayerNorm nodes recognised in %s; only softmax is pinned to fp32", onnx_path.name)
+    return keep
+
+
+def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape: tuple[int, ...],
+                 dynamic_batch: bool, key: str, target: TargetSpec) -> str:
+    """``build_engine.sh``: trtexec with layer precisions when it has them, else build_engine.py."""
+    dims = "x".join(str(d) for d in input_shape)
+    shapes, py_shapes = "", ""
+    if dynamic_batch:
+        lo = "x".join(str(d) for d in (1, *input_shape[1:]))
+        hi = "x".join(str(d) for d in (max(8, input_shape[0]), *input_shape[1:]))
+        shapes = f" --minShapes={input_name}:{lo} --optShapes={input_name}:{dims} --maxShapes={input_name}:{hi}"
+        py_shapes = f" --shapes {input_name}:{lo}:{dims}:{hi}"
+    fp16 = precision == "fp16"
+    trt_flags = " --fp16 --precisionConstraints=obey --layerPrecisions=\"$spec\" --layerOutputTypes=\"$spec\"" \
+        if fp16 else ""
+    pinned = " with the LayerNorm and softmax layers of fp32_layers.txt kept in fp32" if fp16 else ""
+    kind = " (dynamic batch)" if dynamic_batch else " (static)"
+    return f"""#!/bin/sh
+# Build the TensorRT engine for descendant {key} on the device ({target.name}: {target.runtime_version}).
+# Engines are tied to one GPU and TensorRT version, so build here, on the board, once:
+#   sh build_engine.sh            -> model.plan
+# {precision}{pinned}; input {input_name} {dims}{kind}.
+# TRTEXEC overrides the trtexec path; PYTHON the interpreter for the fallback.
+set -eu
+cd "$(dirname "$0")"
+trtexec=${{TRTEXEC:-/usr/src/tensorrt/bin/trtexec}}
+[ -x "$trtexec" ] || trtexec=$(command -v trtexec || true)
+if [ -n "$trtexec" ] && "$trtexec" --help 2>&1 | grep -q -- '--layerPrecisions'; then
+    spec=$(sed -e '/^#/d' -e '/^$/d' -e 's/$/:fp32/' fp32_layers.txt | paste -sd, -)
+    "$trtexec" --onnx={onnx_name} --saveEngine=model.plan{trt_flags}{shapes}
+else
+    # trtexec before TensorRT 8.4 cannot pin layer precisions: use the Python API (STRICT_TYPES).
+    ${{PYTHON:-python3}} build_engine.py --onnx {onnx_name} --engine model.plan --precision {precision} \\
+        --fp32-layers fp32_layers.txt{py_shapes}
+fi
+echo "built model.plan; time it with: $trtexec --loadEngine=model.plan --iterations=200 --percentile=90"
+"""
+
+
+def _plan_buildable() -> bool:
+    """tensorrt (>= 8.5, whose tensor API the local validation uses) imports and a CUDA GPU is present."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    import tensorrt as trt
+    import torch
+
+    v = parse_trt_version(f"TensorRT {trt.__version__}")
+    if v is None or v < (8, 5):
+        log.warning("tensorrt %s here is older than 8.5; model.plan is left to build_engine.sh", trt.__version__)
+        return False
+    return torch.cuda.is_available()
+
+
+def _plan_outputs(plan: Path, images: Any, batch: int) -> Any:
+    """Logits of a built engine on the GPU (TensorRT >= 8.5 tensor API)."""
+    import tensorrt as trt
+    import torch
+
+    from lgp_edge.export.validate import run_static
+
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan.read_bytes())
+    context = engine.create_execution_context()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    in_name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+    out_name = next(n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+    stream = torch.cuda.Stream()
+
+    def run(x: Any) -> Any:
+        inp = torch.from_numpy(x).cuda()
+        context.set_input_shape(in_name, tuple(inp.shape))
+        out = torch.empty(tuple(context.get_tensor_shape(out_name)), device="cuda", dtype=torch.float32)
+        context.set_tensor_address(in_name, inp.data_ptr())
+        context.set_tensor_address(out_name, out.data_ptr())
+        context.execute_async_v3(stream.cuda_stream)
+        stream.synchronize()
+        return out.cpu().numpy()
+
+    return run_static(run, images, batch)
+
+
+class TensorRTExporter:
+    format = "tensorrt"
+    package = "onnx"
+    extra = "export"
+
+    def check(self, profile: DeviceProfile, target: TargetSpec, opset: int | None) -> None:
+        for pkg in ("onnx", "onnxslim", "onnxscript", "onnxruntime"):
+            require(pkg, self.extra, "TensorRT export (ONNX + build script)")
+        if profile.precision not in ("fp16", "fp32"):
+            raise UsageError(f"TensorRT export builds fp16 or fp32 engines; {profile.precision} needs a calibration "
+                             "cache lgp-edge does not make (use --precision fp16)")
+        check_opset(opset, target)
+        version = trt_version(target)
+        if opset is not None and opset > max_opset(version):
+            raise UsageError(f"--opset {opset} is above what TensorRT {version[0]}.{version[1]} parses "
+                             f"({max_opset(version)})")
+
+    def export(self, ctx: ExportContext) -> list[ExportArtifact]:
+        from lgp_edge.pool.pool import sha256_file
+
+        version = trt_version(ctx.target)
+        opset = min(ctx.default_opset(), max_opset(version))
+        with ctx.reporter.task(f"tensorrt: ONNX opset {opset} for TensorRT {version[0]}.{version[1]}", total=1) as t:
+            onnx_path = ctx.onnx_file(opset)
+            t.advance()
+        check_operators(onnx_path, ctx.target)
+        inputs, outputs = io_spec(onnx_path)
+        out = ctx.out_dir
+        files = []
+        fp16 = ctx.profile.precision == "fp16"
+        layers = fp32_nodes(onnx_path, ctx.model) if fp16 else []
+        bad = [n for n in layers if "," in n or ":" in n]
+        if bad:
+            raise UsageError(f"ONNX node name '{bad[0]}' has a ',' or ':' that trtexec's --layerPrecisions cannot take")
+        (out / "fp32_layers.txt").write_text(
+            "# ONNX nodes kept in fp32 inside the fp16 engine (LayerNorm and softmax)\n" + "\n".join(layers) + "\n")
+        shutil.copyfile(Path(__file__).with_name("trt_build.py"), out / "build_engine.py")
+        script = build_script(onnx_name=onnx_path.name, precision=ctx.profile.precision, input_name=inputs[0]["name"],
+                              input_shape=ctx.input_shape, dynamic_batch=ctx.dynamic_batch, key=ctx.record.key,
+                              target=ctx.target)
+        (out / "build_engine.sh").write_text(script)
+        files += ["build_engine.sh", "build_engine.py", "fp32_layers.txt"]
+        bench = self._bench_script(ctx)
+        if bench is not None:
+            shutil.copyfile(bench, out / "bench.sh")
+            files.append("bench.sh")
+        for f in ("build_engine.sh", "build_engine.py", "bench.sh"):
+            if (out / f).exists():
+                (out / f).chmod((out / f).stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        report = validate_onnx_file(ctx, onnx_path, "tensorrt onnx")
+        note = (f"engine not built here: run build_engine.sh on the {ctx.target.name} ({ctx.target.runtime_version}); "
+                f"{len(layers)} LayerNorm/softmax nodes pinned to fp32" if fp16 else
+                f"engine not built here: run build_engine.sh on the {ctx.target.name}")
+        arts = [ExportArtifact(path=onnx_path.name, format=self.format, profile=ctx.profile.name,
+                               descendant_key=ctx.record.key, sha256=sha256_file(onnx_path), inputs=inputs,
+                               outputs=outputs, validation=report,
+                               versions={**versions("onnx", "onnxslim", "onnxruntime"),
+                                         "tensorrt_target": f"{version[0]}.{version[1]}"},
+                               precision=ctx.profile.precision, files=tuple(files), note=note)]
+        if ctx.build_plan and _plan_buildable():
+            arts.append(self._build_plan(ctx, onnx_path, layers, inputs, outputs))
+        return arts
+
+    def _bench_script(self, ctx: ExportContext) -> Path | None:
+        try:
+            from lgp_edge.profiling.targets import bench_script
+        except ImportError:
+            return None
+        try:
+            return bench_script(ctx.target, ctx.targets_dir)
+        except UsageError as exc:
+            log.warning("no device bench script for target %s: %s", ctx.target.name, exc)
+            return None
+
+    def _build_plan(self, ctx: ExportContext, onnx_path: Path, layers: list[str], inputs: Any,
+                    outputs: Any) -> ExportArtifact:
+        """model.plan for the GPU of this machine (useful when this machine is the device)."""
+        import tensorrt as trt
+
+        from lgp_edge.export.trt_build import build_engine
+        from lgp_edge.export.validate import TOLERANCES, compare
+        from lgp_edge.pool.pool import sha256_file
+
+        plan = ctx.out_dir / "model.plan"
+        shapes = None
+        if ctx.dynamic_batch:
+            b, *rest = ctx.input_shape
+            shapes = (inputs[0]["name"], (1, *rest), (b, *rest), (max(8, b), *rest))
+        with ctx.reporter.task("tensorrt: build model.plan on this GPU", total=1) as t:
+            build_engine(str(onnx_path), str(plan), ctx.profile.precision, layers, shapes=shapes, log=log.info)
+            t.advance()
+        logits = _plan_outputs(plan, ctx.validation.images, ctx.profile.batch)
+        report = compare(logits, ctx.validation, TOLERANCES[ctx.profile.precision], note="TensorRT engine on this GPU")
+        return ExportArtifact(path=plan.name, format=self.format, profile=ctx.profile.name,
+                              descendant_key=ctx.record.key, sha256=sha256_file(plan), inputs=inputs, outputs=outputs,
+                              validation=report, versions={"tensorrt": trt.__version__},
+                              precision=ctx.profile.precision,
+                              note="engine for THIS machine's GPU and TensorRT; rebuild it on the device")
+
+
+register(TensorRTExporter())

@@ -1,0 +1,72 @@
+"""Which ONNX operators TensorRT's ONNX parser imports, per TensorRT version (the operator-support check).
+
+Sources: onnx-tensorrt ``docs/operators.md``. TensorRT 8.x (8.0 through 8.4) parses opsets <= 13 and the
+operators of its release-8.4 table (release 8.2, JetPack 4.6, lists the same operators with the same
+opset ceiling for every op a ViT uses). TensorRT 8.5/8.6 parse opsets <= 17 and add LayerNormalization
+(8.6). TensorRT 10 parses opsets 9..20; its list is the 10.x table without the opset-23/24 operators
+(Attention, RMSNormalization, RotaryEmbedding, TensorScatter) that 10.0 predates.
+A version between known tables uses the nearest older one.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def _names(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_TRT8_OPS = _names("""
+Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil Celu Clip
+Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace DequantizeLinear Div Dropout Einsum
+Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gemm GlobalAveragePool GlobalLpPool
+GlobalMaxPool Greater GreaterOrEqual GRU HardSigmoid Identity If ImageScaler InstanceNormalization IsNaN LeakyRelu
+Less LessOrEqual Log LogSoftmax Loop LRN LSTM LpNormalization LpPool MatMul Max MaxPool Mean Min Mul Neg
+NonMaxSuppression Not Or Pad ParametricSoftplus Pow PRelu QuantizeLinear RandomUniform RandomUniformLike Range
+ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare
+Relu Reshape Resize ReverseSequence RNN Round ScaledTanh Scan Scatter ScatterElements ScatterND Selu Shape Sigmoid
+Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squeeze Sub Sum Tan Tanh ThresholdedRelu
+Tile TopK Transpose Unsqueeze Upsample Where Xor
+""")
+
+_TRT86_OPS = _TRT8_OPS | _names("LayerNormalization NonZero Mod OneHot Reciprocal IsInf CastLike Trilu")
+
+_TRT10_OPS = _TRT86_OPS | _names("""
+BlackmanWindow DeformConv Gelu GridSample GroupNormalization HammingWindow HannWindow HardSwish Hardmax
+MeanVarianceNormalization Mish RandomNormal RandomNormalLike RoiAlign STFT Shrink
+""")
+
+# (major, minor) -> (max opset, supported operators); sorted ascending
+TABLES: tuple[tuple[tuple[int, int], int, frozenset[str]], ...] = (
+    ((8, 0), 13, _TRT8_OPS),
+    ((8, 5), 17, _TRT8_OPS),
+    ((8, 6), 17, _TRT86_OPS),
+    ((10, 0), 20, _TRT10_OPS),
+)
+
+
+def parse_trt_version(text: str) -> tuple[int, int] | None:
+    """``"TensorRT 8.2 (JetPack 4.6)"`` -> (8, 2); None when no TensorRT version is named."""
+    m = re.search(r"TensorRT\s*v?(\d+)(?:\.(\d+))?", text, re.IGNORECASE)
+    if not m:
+        return None
+    return int(m.group(1)), int(m.group(2) or 0)
+
+
+def table_for(version: tuple[int, int]) -> tuple[tuple[int, int], int, frozenset[str]]:
+    """The support table of the newest known TensorRT release not newer than ``version``."""
+    older = [t for t in TABLES if t[0] <= version]
+    if not older:
+        raise ValueError(f"TensorRT {version[0]}.{version[1]} is older than any known table (8.0)")
+    return older[-1]
+
+
+def unsupported_ops(op_types: list[str] | set[str], version: tuple[int, int]) -> list[str]:
+    """ONNX operators (default domain) the TensorRT parser of ``version`` does not import, sorted."""
+    _, _, ops = table_for(version)
+    return sorted(set(op_types) - ops)
+
+
+def max_opset(version: tuple[int, int]) -> int:
+    return table_for(version)[1]

@@ -1,0 +1,180 @@
+"""Deployment profiles as data: one TOML file per profile (target, budgets, precision, formats).
+
+A profile says what an app on a device needs: "on a Jetson Nano, a p90 latency within 33 ms (30 FPS) and
+512 MB for weights and activations, in fp16, as a TensorRT-ready ONNX". ``lgp-edge select`` picks the best
+descendant for it and ``lgp-edge export`` writes the artifacts.
+
+Built-in profiles ship in ``lgp_edge/data/profiles`` (also ``profiles/`` at the repository root), one per
+built-in target and named like it; ``--profiles-dir DIR`` adds user profiles, which win over a built-in
+profile of the same name (the same rule as ``--targets-dir``). Every file is checked field by field; a
+problem names the file and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+from pathlib import Path
+from typing import Any
+
+from lgp_edge.errors import UsageError
+from lgp_edge.specs import DeviceProfile
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+FORMATS = ("onnx", "tensorrt", "openvino", "coreml", "ort")
+
+# field -> (accepted types, required); numbers accept int or float
+_FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
+    "name": ((str,), True),
+    "target": ((str,), True),
+    "latency_budget_ms": ((int, float), True),
+    "memory_budget_mb": ((int, float), True),
+    "precision": ((str,), True),
+    "formats": ((list,), True),
+    "batch": ((int,), False),
+    "description": ((str,), False),
+}
+
+
+def profiles_root() -> Path:
+    """Directory of the built-in profile files (inside the installed package)."""
+    return Path(__file__).resolve().parent / "data" / "profiles"
+
+
+def _toml_load(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"profile file '{path}' is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"profile file '{path}' cannot be read: {exc.strerror}") from None
+
+
+def parse_profile(raw: dict[str, Any], path: Path) -> DeviceProfile:
+    """Validate one profile file's contents; every error names the file and the field."""
+    for name, (kinds, required) in _FIELDS.items():
+        if name not in raw:
+            if required:
+                raise UsageError(f"profile file '{path}' is missing field '{name}'")
+            continue
+        value = raw[name]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            want = "number" if float in kinds else kinds[0].__name__
+            raise UsageError(f"profile file '{path}': field '{name}' must be a {want}, got {value!r}")
+    unknown = sorted(set(raw) - set(_FIELDS))
+    if unknown:
+        raise UsageError(f"profile file '{path}' has unknown field '{unknown[0]}' (fields: {', '.join(_FIELDS)})")
+    if raw["name"] != path.stem:
+        raise UsageError(f"profile file '{path}': field 'name' is '{raw['name']}' but the file is named "
+                         f"'{path.stem}.toml'; they must match")
+    for name in ("latency_budget_ms", "memory_budget_mb"):
+        if not raw[name] > 0:
+            raise UsageError(f"profile file '{path}': field '{name}' must be > 0, got {raw[name]}")
+    if raw["precision"] not in PRECISIONS:
+        raise UsageError(f"profile file '{path}': field 'precision' is '{raw['precision']}', not one of "
+                         f"{', '.join(PRECISIONS)}")
+    formats = raw["formats"]
+    if not formats:
+        raise UsageError(f"profile file '{path}': field 'formats' is empty")
+    for f in formats:
+        if f not in FORMATS:
+            raise UsageError(f"profile file '{path}': field 'formats' has '{f}', not one of {', '.join(FORMATS)}")
+    if len(set(formats)) != len(formats):
+        raise UsageError(f"profile file '{path}': field 'formats' lists a format twice")
+    batch = raw.get("batch", 1)
+    if batch < 1:
+        raise UsageError(f"profile file '{path}': field 'batch' must be >= 1, got {batch}")
+    return DeviceProfile(name=raw["name"], target=raw["target"], latency_budget_ms=float(raw["latency_budget_ms"]),
+                         memory_budget_mb=float(raw["memory_budget_mb"]), precision=raw["precision"],
+                         formats=tuple(formats), batch=batch, description=raw.get("description", ""))
+
+
+def load_profile_file(path: str | Path) -> DeviceProfile:
+    p = Path(path)
+    return parse_profile(_toml_load(p), p)
+
+
+def _files(profiles_dir: str | Path | None) -> dict[str, Path]:
+    """Profile name -> file; user files win over built-in ones."""
+    dirs = []
+    if profiles_dir is not None:
+        d = Path(profiles_dir)
+        if not d.is_dir():
+            raise UsageError(f"--profiles-dir '{d}' is not a directory")
+        dirs.append(d)
+    dirs.append(profiles_root())
+    found: dict[str, Path] = {}
+    for d in dirs:
+        for f in sorted(d.glob("*.toml")):
+            found.setdefault(f.stem, f)
+    return found
+
+
+def known_profiles(profiles_dir: str | Path | None = None) -> list[str]:
+    return sorted(_files(profiles_dir))
+
+
+def load_profile(name: str, profiles_dir: str | Path | None = None) -> DeviceProfile:
+    """The profile called ``name``: from ``profiles_dir`` first, then the built-in ones."""
+    files = _files(profiles_dir)
+    if name not in files:
+        close = difflib.get_close_matches(name, list(files), n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UsageError(f"unknown profile '{name}'{hint}; known profiles: {', '.join(sorted(files))}")
+    return load_profile_file(files[name])
+
+
+def list_profiles(profiles_dir: str | Path | None = None) -> list[DeviceProfile]:
+    return [load_profile_file(f) for _, f in sorted(_files(profiles_dir).items())]
+
+
+def profile_path(name: str, profiles_dir: str | Path | None = None) -> Path:
+    files = _files(profiles_dir)
+    if name not in files:
+        raise UsageError(f"unknown profile '{name}'; known profiles: {', '.join(sorted(files))}")
+    return files[name]
+
+
+def with_overrides(profile: DeviceProfile, *, budget_ms: float | None = None, memory_mb: float | None = None,
+                   precision: str | None = None, formats: tuple[str, ...] | None = None) -> DeviceProfile:
+    """The profile with command-line overrides applied (each checked like the file's field)."""
+    changes: dict[str, Any] = {}
+    if budget_ms is not None:
+        if not budget_ms > 0:
+            raise UsageError(f"--budget-ms must be > 0, got {budget_ms}")
+        changes["latency_budget_ms"] = float(budget_ms)
+    if memory_mb is not None:
+        if not memory_mb > 0:
+            raise UsageError(f"--memory-mb must be > 0, got {memory_mb}")
+        changes["memory_budget_mb"] = float(memory_mb)
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+        changes["precision"] = precision
+    if formats is not None:
+        bad = [f for f in formats if f not in FORMATS]
+        if bad:
+            raise UsageError(f"unknown format '{bad[0]}'; formats: {', '.join(FORMATS)}")
+        if not formats:
+            raise UsageError("--format needs at least one format")
+        changes["formats"] = tuple(dict.fromkeys(formats))
+    return dataclasses.replace(profile, **changes) if changes else profile
+
+
+def check_against_target(profile: DeviceProfile, target: Any) -> None:
+    """A profile's precision and formats must be ones its target supports (exit 2 otherwise)."""
+    if profile.precision not in target.precisions:
+        raise UsageError(f"profile '{profile.name}': precision '{profile.precision}' is not supported by target "
+                         f"'{target.name}' ({', '.join(target.precisions)})")
+    for f in profile.formats:
+        if f not in target.formats:
+            raise UsageError(f"format '{f}' is not supported by target '{target.name}' (it takes "
+                             f"{', '.join(target.formats)})")

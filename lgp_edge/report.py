@@ -1,0 +1,152 @@
+"""``lgp-edge report``: one Pareto plot per target (top-1 vs p90 latency, budget line, chosen point) and report.md.
+
+For each profile (by default the built-in profiles named like a target, so one per target) the pool's
+evaluated descendants are scored exactly as ``lgp-edge select`` scores them; the plot shows every
+descendant (filled: fits the budgets; hollow: does not), the Pareto front, the latency budget as a
+vertical line and the chosen descendant as a star, and says how many latencies are measured and how many
+predicted. The report directory is written atomically like an export.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lgp_edge.errors import NothingFits
+from lgp_edge.progress import NULL
+from lgp_edge.select import (
+    Candidate,
+    Selection,
+    pareto_front,
+    records_of,
+    score_candidates,
+    select_descendant,
+)
+from lgp_edge.specs import DeviceProfile, TargetSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportEntry:
+    profile: DeviceProfile
+    target: TargetSpec
+    candidates: tuple[Candidate, ...]  # every evaluated descendant, fastest first
+    selection: Selection | None  # None when nothing fits
+    problem: str  # why there is no selection ("" when there is one)
+    plot: str  # PNG file name inside the report directory
+
+
+def plot_entry(entry: ReportEntry, path: Path) -> None:
+    """The Pareto PNG of one profile."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cands = entry.candidates
+    front = pareto_front(cands)
+    p = entry.profile
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fit = [c for c in cands if c.fits]
+    miss = [c for c in cands if not c.fits]
+    ax.scatter([c.latency_ms for c in fit], [c.top1 for c in fit], s=28, color="tab:blue", label="fits the budgets")
+    ax.scatter([c.latency_ms for c in miss], [c.top1 for c in miss], s=28, facecolors="none", edgecolors="tab:gray",
+               label="over a budget")
+    ax.step([c.latency_ms for c in front], [c.top1 for c in front], where="post", color="tab:blue", lw=1, alpha=0.6,
+            label="Pareto front")
+    ax.axvline(p.latency_budget_ms, color="tab:red", ls="--", lw=1.2, label=f"budget {p.latency_budget_ms:g} ms p90")
+    if entry.selection is not None:
+        ch = entry.selection.chosen
+        ax.scatter([ch.latency_ms], [ch.top1], marker="*", s=260, color="tab:orange", edgecolors="black", zorder=5,
+                   label=f"chosen {ch.key}")
+    lats = [c.latency_ms for c in cands] + [p.latency_budget_ms]
+    if max(lats) / max(min(lats), 1e-9) > 20:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_xscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
+    sources: dict[str, int] = {}
+    for c in cands:
+        sources[c.latency_source] = sources.get(c.latency_source, 0) + 1
+    src = ", ".join(f"{n} {s}" for s, n in sorted(sources.items()))
+    ax.set_title(f"{entry.target.name} ({p.precision}, profile {p.name}): latencies {src}", fontsize=10)
+    ax.set_xlabel(f"p90 latency, ms ({cands[0].runtime if cands else ''})")
+    ax.set_ylabel("top-1, %")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _md_row(c: Candidate, chosen: str | None) -> str:
+    mark = " **chosen**" if c.key == chosen else ""
+    return (f"| `{c.key}`{mark} | {c.params:,} | {c.flops / 1e6:.1f} | {c.top1:.2f} | {c.latency_ms:.3g} | "
+            f"{c.latency_source} | {c.memory_mb:.3g} | {'yes' if c.fits else 'no'} |")
+
+
+def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -> str:
+    lines = [f"# lgp-edge report: pool `{manifest.spec.pool_id}`", "",
+             (f"Pool `{pool_dir}` ({manifest.spec.ancestry.name}, depth {manifest.spec.depth}, stage "
+              f"{manifest.stage}, trained on {manifest.data}); {len(records_of(manifest))} descendants."), ""]
+    if manifest.synthetic:
+        lines += ["**Synthetic data: the top-1 values mean nothing.**", ""]
+    lines += ["| profile | target | precision | budget | chosen | top-1 % | p90 ms | source |",
+              "|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        p = e.profile
+        budget = f"{p.latency_budget_ms:g} ms, {p.memory_budget_mb:g} MB"
+        if e.selection is None:
+            lines.append(f"| [{p.name}](#{p.name}) | {e.target.name} | {p.precision} | {budget} | nothing fits | | | |")
+        else:
+            c = e.selection.chosen
+            lines.append(f"| [{p.name}](#{p.name}) | {e.target.name} | {p.precision} | {budget} | `{c.key}` | "
+                         f"{c.top1:.2f} | {c.latency_ms:.3g} | {c.latency_source} |")
+    for e in entries:
+        p = e.profile
+        lines += ["", f"## {p.name}", "", f"Target `{e.target.name}` ({e.target.runtime_version}); {p.description}",
+                  "", f"![Pareto front for {p.name}]({e.plot})", ""]
+        lines.append(f"Why: {e.selection.reason}." if e.selection is not None else f"Nothing fits: {e.problem}.")
+        chosen = e.selection.chosen.key if e.selection is not None else None
+        lines += ["", "Pareto front (top-1 up, latency down):", "",
+                  "| descendant | params | MFLOPs | top-1 % | p90 ms | source | memory MB | fits |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [_md_row(c, chosen) for c in pareto_front(e.candidates)]
+    return "\n".join(lines) + "\n"
+
+
+def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, TargetSpec]], store: Any, *,
+                 force: bool = False, reporter: Any = NULL) -> list[ReportEntry]:
+    """Score, plot and write report.md for each (profile, target); returns the entries."""
+    from lgp_edge.export.pipeline import publish
+    from lgp_edge.pool.pool import atomic_dir, check_output_dir, load_pool
+    from lgp_edge.select import profile_latencies
+
+    check_output_dir(out, force)
+    pool, manifest = load_pool(pool_dir)
+    entries = []
+    with atomic_dir(out) as tmp_name:
+        tmp = Path(tmp_name)
+        with reporter.task("report: score and plot", total=len(profiles)) as task:
+            for profile, target in profiles:
+                lat = profile_latencies(pool, target, profile, store)
+                cands = score_candidates(records_of(manifest), lat, profile, pool=manifest.spec)
+                try:
+                    sel, problem = select_descendant(records_of(manifest), lat, profile, pool=manifest.spec), ""
+                except NothingFits as exc:
+                    sel, problem = None, str(exc)
+                entry = ReportEntry(profile=profile, target=target, candidates=tuple(cands), selection=sel,
+                                    problem=problem, plot=f"pareto-{profile.name}.png")
+                plot_entry(entry, tmp / entry.plot)
+                entries.append(entry)
+                task.advance()
+        (tmp / "report.md").write_text(render_markdown(entries, pool_dir, manifest))
+        publish(tmp, out)
+        os.makedirs(tmp, exist_ok=True)  # let TemporaryDirectory clean up
+    return entries

@@ -1,0 +1,213 @@
+"""Selection: the best descendant for a deployment profile.
+
+Keep the descendants whose p90 latency on the profile's target and precision fits the latency budget and
+whose weights plus peak activations fit the memory budget; among them choose the highest top-1, ties to
+the lower p90 latency. The Pareto front (top-1 up, latency down) over all evaluated descendants is kept
+for printing and plotting. Latencies come from the measurement store, measured where a row exists and
+predicted otherwise; every candidate carries its source.
+
+``select_descendant`` is pure (records + latencies in, ``Selection`` out); ``plan_selection`` fetches the
+latencies from the profiler's store for a saved pool.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lgp_edge.errors import NothingFits, UsageError
+from lgp_edge.models.descendant import activation_bytes
+from lgp_edge.specs import DescendantRecord, DeviceProfile, LatencyRecord, PoolSpec, TargetSpec
+
+log = logging.getLogger(__name__)
+
+BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+MB = float(1 << 20)  # budgets are in MB of 2^20 bytes
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One descendant scored against a profile."""
+
+    key: str  # DescendantSpec.key
+    blocks: int  # transformer blocks it runs
+    params: int  # parameters
+    flops: int  # FLOPs at batch 1 (fvcore convention)
+    top1: float | None  # validation top-1 in percent, None if the pool was not evaluated
+    latency_ms: float  # p90 latency at the profile's batch, target and precision
+    median_ms: float  # median latency
+    latency_source: str  # "measured" or "predicted"
+    runtime: str  # runtime the latency belongs to
+    memory_mb: float  # weights + peak activations at the profile's precision and batch
+    fits_latency: bool  # latency_ms <= budget
+    fits_memory: bool  # memory_mb <= budget
+
+    @property
+    def fits(self) -> bool:
+        return self.fits_latency and self.fits_memory
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "blocks": self.blocks, "params": self.params, "flops": self.flops,
+                "top1": self.top1, "latency_ms": self.latency_ms, "median_ms": self.median_ms,
+                "latency_source": self.latency_source, "runtime": self.runtime, "memory_mb": self.memory_mb,
+                "fits_latency": self.fits_latency, "fits_memory": self.fits_memory, "fits": self.fits}
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The outcome of selecting for one profile."""
+
+    profile: DeviceProfile  # budgets used (after command-line overrides)
+    pool_id: str  # pool the descendants come from
+    candidates: tuple[Candidate, ...]  # every evaluated descendant, fastest first
+    front: tuple[Candidate, ...]  # Pareto front over all candidates, fastest first
+    chosen: Candidate  # the winner
+    reason: str  # one sentence: why the winner won
+
+    @property
+    def fitting(self) -> tuple[Candidate, ...]:
+        return tuple(c for c in self.candidates if c.fits)
+
+    @property
+    def sources(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for c in self.candidates:
+            out[c.latency_source] = out.get(c.latency_source, 0) + 1
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"profile": self.profile.to_dict(), "pool_id": self.pool_id, "chosen": self.chosen.to_dict(),
+                "reason": self.reason, "front": [c.to_dict() for c in self.front],
+                "candidates": len(self.candidates), "fitting": len(self.fitting), "latency_sources": self.sources}
+
+
+def memory_mb(pool: PoolSpec, record: DescendantRecord, precision: str, batch: int) -> float:
+    """Weights plus the peak live activations, at ``precision``'s bytes per value."""
+    b = BYTES_PER_VALUE[precision]
+    return (record.params * b + activation_bytes(pool, record.spec, batch, b)) / MB
+
+
+def pareto_front(cands: Sequence[Candidate]) -> tuple[Candidate, ...]:
+    """Candidates no other candidate beats on both top-1 (higher) and latency (lower); fastest first."""
+    scored = sorted((c for c in cands if c.top1 is not None), key=lambda c: (c.latency_ms, -c.top1))
+    front: list[Candidate] = []
+    for c in scored:
+        if not front or c.top1 > front[-1].top1:
+            front.append(c)
+    return tuple(front)
+
+
+def _describe_budget(p: DeviceProfile) -> str:
+    return f"p90 <= {p.latency_budget_ms:g} ms and <= {p.memory_budget_mb:g} MB"
+
+
+def _why_not(c: Candidate, p: DeviceProfile) -> str:
+    parts = []
+    if not c.fits_latency:
+        parts.append(f"takes {c.latency_ms:.3g} ms p90 ({c.latency_source}) > {p.latency_budget_ms:g} ms")
+    if not c.fits_memory:
+        parts.append(f"needs {c.memory_mb:.3g} MB > {p.memory_budget_mb:g} MB")
+    return " and ".join(parts)
+
+
+def score_candidates(records: Sequence[DescendantRecord], latencies: Mapping[str, LatencyRecord],
+                     profile: DeviceProfile, *, pool: PoolSpec) -> list[Candidate]:
+    """Every evaluated descendant with its latency, memory and whether it fits; fastest first."""
+    if not records:
+        raise UsageError(f"pool {pool.pool_id} lists no descendants; run 'lgp-edge pool eval POOL --data …' first")
+    if all(r.top1 is None for r in records):
+        raise UsageError(f"pool {pool.pool_id} has no top-1 for its descendants (never evaluated); run "
+                         "'lgp-edge pool eval POOL --data …' first")
+    cands = []
+    for r in records:
+        if r.top1 is None:
+            log.warning("descendant %s has no top-1; left out of selection", r.key)
+            continue
+        lat = latencies.get(r.key)
+        if lat is None:
+            raise UsageError(f"no latency for descendant {r.key} on target '{profile.target}' "
+                             f"({profile.precision}); run 'lgp-edge profile --target {profile.target}'")
+        if lat.batch != profile.batch:
+            log.warning("latency of %s is at batch %d, profile '%s' runs batch %d", r.key, lat.batch, profile.name,
+                        profile.batch)
+        mem = memory_mb(pool, r, profile.precision, profile.batch)
+        cands.append(Candidate(key=r.key, blocks=r.blocks, params=r.params, flops=r.flops, top1=r.top1,
+                               latency_ms=lat.p90_ms, median_ms=lat.median_ms, latency_source=lat.source,
+                               runtime=lat.runtime, memory_mb=mem,
+                               fits_latency=lat.p90_ms <= profile.latency_budget_ms,
+                               fits_memory=mem <= profile.memory_budget_mb))
+    cands.sort(key=lambda c: (c.latency_ms, -(c.top1 or 0.0)))
+    return cands
+
+
+def select_descendant(records: Sequence[DescendantRecord], latencies: Mapping[str, LatencyRecord],
+                      profile: DeviceProfile, *, pool: PoolSpec) -> Selection:
+    """Choose the best descendant of ``records`` for ``profile`` (raises NothingFits when none fits)."""
+    cands = score_candidates(records, latencies, profile, pool=pool)
+    fitting = [c for c in cands if c.fits]
+    if not fitting:
+        fastest = cands[0]
+        smallest = min(cands, key=lambda c: c.memory_mb)
+        msg = (f"no descendant of pool {pool.pool_id} fits profile '{profile.name}' ({_describe_budget(profile)}): "
+               f"the fastest, {fastest.key}, takes {fastest.latency_ms:.3g} ms p90 ({fastest.latency_source})")
+        if not fastest.fits_memory or not any(c.fits_memory for c in cands):
+            msg += f"; the smallest, {smallest.key}, needs {smallest.memory_mb:.3g} MB"
+        raise NothingFits(msg + "; raise --budget-ms / --memory-mb or pick another profile")
+    chosen = min(fitting, key=lambda c: (-c.top1, c.latency_ms))
+    better = sorted((c for c in cands if c.top1 > chosen.top1), key=lambda c: (-c.top1, c.latency_ms))
+    reason = (f"{chosen.key} has the highest top-1 ({chosen.top1:.2f}%) of the {len(fitting)} of {len(cands)} "
+              f"descendants within {_describe_budget(profile)}")
+    ties = [c for c in fitting if c.top1 == chosen.top1 and c.key != chosen.key]
+    if ties:
+        reason += f", and is the fastest of the {len(ties) + 1} with that top-1"
+    if better:
+        b = better[0]
+        reason += f"; the most accurate, {b.key} ({b.top1:.2f}%), {_why_not(b, profile)}"
+    return Selection(profile=profile, pool_id=pool.pool_id, candidates=tuple(cands), front=pareto_front(cands),
+                     chosen=chosen, reason=reason)
+
+
+def records_of(manifest: Any) -> tuple[DescendantRecord, ...]:
+    """The evaluated descendants of a pool manifest (``pool eval`` fills them)."""
+    return tuple(manifest.descendants)
+
+
+def open_store(path: str | Path | None) -> Any:
+    """The measurement store: ``--store PATH`` (must exist; it is only read here) or the default one."""
+    from lgp_edge.profiling.store import MeasurementStore, default_store_path
+
+    if path is not None and not Path(path).is_file():
+        raise UsageError(f"--store '{path}' does not exist; profile into it first with "
+                         "'lgp-edge profile --store PATH …'")
+    return MeasurementStore(path if path is not None else default_store_path())
+
+
+FORMAT_RUNTIME = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt",
+                  "coreml": "coreml"}
+
+
+def profile_runtime(profile: DeviceProfile, target: TargetSpec) -> str:
+    """The runtime that will run the profile's first format (cpu-int8: OpenVINO), else the target's default."""
+    return FORMAT_RUNTIME.get(profile.formats[0], target.runtime) if profile.formats else target.runtime
+
+
+def latencies(pool: Any, target: TargetSpec, precision: str, store: Any, batch: int = 1,
+              runtime: str | None = None) -> dict[str, LatencyRecord]:
+    """Measured-or-predicted latency of every descendant of ``pool`` on ``target`` (the profiler's API)."""
+    from lgp_edge.profiling.predict import latencies_for
+
+    return latencies_for(pool, target, precision, store, runtime=runtime, batch=batch)
+
+
+def profile_latencies(pool: Any, target: TargetSpec, profile: DeviceProfile, store: Any) -> dict[str, LatencyRecord]:
+    """Latencies for ``profile``: its precision and batch, on the runtime that runs its first format."""
+    return latencies(pool, target, profile.precision, store, profile.batch, profile_runtime(profile, target))
+
+
+def plan_selection(pool: Any, manifest: Any, profile: DeviceProfile, target: TargetSpec, store: Any) -> Selection:
+    """Select for a loaded pool: latencies from the store (or predicted), top-1 from the manifest."""
+    lat = profile_latencies(pool, target, profile, store)
+    return select_descendant(records_of(manifest), lat, profile, pool=manifest.spec)

@@ -1,0 +1,414 @@
+"""lgp-edge export end to end on the tiny pool: every built-in target's formats, validated for real.
+
+Each export runs once per module (fixtures) and the tests inspect what it wrote, re-running the artifacts
+in real ONNX Runtime / OpenVINO sessions on fresh inputs against the torch descendant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from lgp_edge.cli import main
+from lgp_edge.export.base import ExportContext
+from lgp_edge.pool.pool import load_pool, sha256_file
+
+VAL = "48"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> object:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LGP_EDGE_STORE", str(tmp_path_factory.mktemp("store") / "store.sqlite"))
+        yield mp
+
+
+def export(pool: Path, out: Path, *args: str) -> int:
+    return main(["export", "--pool", str(pool), "--out", str(out), "--quiet", "--val-images", VAL, *args])
+
+
+def _export_once(tmp_path_factory: pytest.TempPathFactory, pool: Path, name: str, *args: str) -> Path:
+    out = tmp_path_factory.mktemp(name) / "out"
+    assert export(pool, out, *args) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def cpu_out(env: object, tiny_pool: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export_once(tmp_path_factory, tiny_pool, "cpu", "--target", "cpu")
+
+
+@pytest.fixture(scope="module")
+def nano_out(env: object, tiny_pool: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export_once(tmp_path_factory, tiny_pool, "nano", "--target", "jetson-nano")
+
+
+@pytest.fixture(scope="module")
+def android_out(env: object, tiny_pool: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export_once(tmp_path_factory, tiny_pool, "android", "--target", "android-arm64")
+
+
+@pytest.fixture(scope="module")
+def iphone_out(env: object, tiny_pool: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export_once(tmp_path_factory, tiny_pool, "iphone", "--target", "iphone")
+
+
+def manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def torch_logits(pool_dir: Path, key: str, x: np.ndarray) -> np.ndarray:
+    pool, _ = load_pool(pool_dir)
+    with torch.no_grad():
+        return pool.descendant(key).eval()(torch.from_numpy(x)).numpy()
+
+
+def ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def fresh_inputs(n: int = 6) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((n, 1, 16, 16)).astype(np.float32)
+
+
+def _check_common(out: Path, tiny_pool: Path, profile: str) -> dict:
+    mf = manifest(out)
+    assert mf["status"] == "passed" and mf["validation"]["passed"] is True
+    assert mf["profile"]["name"] == profile and mf["pool"]["synthetic_data"] is True
+    assert mf["validation"]["synthetic"] is True and mf["validation"]["images"] == int(VAL)
+    d = mf["descendant"]
+    assert d["latency_source"] == "predicted" and d["expected_latency_ms"] > 0 and d["top1"] is not None
+    assert mf["selection"]["chosen"]["key"] == d["key"]
+    for a in mf["artifacts"]:
+        assert a["validation"]["passed"] is True
+        p = out / a["path"]
+        if p.is_file():
+            assert sha256_file(p) == a["sha256"] and a["bytes"] == p.stat().st_size
+        for f in a["files"]:
+            assert (out / f["path"]).exists()
+    for f in mf["files"]:
+        if f["sha256"]:
+            assert sha256_file(out / f["path"]) == f["sha256"]
+    assert (out / "EMBEDDING.md").is_file() and oct(out.stat().st_mode & 0o777) != "0o700"
+    assert not list(out.parent.glob(".out.tmp-*"))  # the temporary directory is gone
+    return mf
+
+
+def test_cpu_export_onnx_and_openvino(cpu_out: Path, tiny_pool: Path) -> None:
+    import openvino as ov
+
+    mf = _check_common(cpu_out, tiny_pool, "cpu")
+    arts = {a["format"]: a for a in mf["artifacts"]}
+    assert set(arts) == {"onnx", "openvino"}
+    key = mf["descendant"]["key"]
+    for a in arts.values():
+        v = a["validation"]
+        assert v["kind"] == "numeric" and v["max_abs_diff"] <= v["atol"] <= 1e-3 and v["top1_agreement"] >= 0.99
+    model = onnx.load(str(cpu_out / "model.onnx"))
+    assert next(o.version for o in model.opset_import if o.domain == "") == 17
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["descendant_key"] == key and meta["pool_id"] == mf["pool"]["pool_id"]
+    assert json.loads(meta["labels"]) == mf["preprocess"]["labels"] and json.loads(meta["mean"]) == [0.286]
+    assert meta["layout"] == "NCHW" and meta["img_size"] == "16"
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 1, 16, 16]  # static batch 1 by default
+    # independent re-check on fresh inputs: ORT and OpenVINO (f32 hint) against torch
+    x = fresh_inputs()
+    ref = torch_logits(tiny_pool, key, x)
+    assert np.abs(ort_logits(cpu_out / "model.onnx", x) - ref).max() < 1e-4
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(cpu_out / "model.xml")), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "f32"})
+    got = np.concatenate([compiled(x[i:i + 1])[compiled.outputs[0]] for i in range(len(x))])
+    assert np.abs(got - ref).max() < 1e-4
+    assert arts["openvino"]["precision"] == "fp32" and arts["openvino"]["files"][0]["path"] == "model.bin"
+    text = (cpu_out / "EMBEDDING.md").read_text()
+    assert key in text and "[0.286]" in text and "[0.353]" in text and "INFERENCE_PRECISION_HINT" in text
+    assert (cpu_out / "samples" / "LgpClassifier.kt").is_file()
+
+
+def test_jetson_nano_export_is_tensorrt_8_2_ready(nano_out: Path, tiny_pool: Path) -> None:
+    from lgp_edge.export.trt_ops import unsupported_ops
+    from lgp_edge.profiling.targets import bench_script, load_target
+
+    mf = _check_common(nano_out, tiny_pool, "jetson-nano")
+    (art,) = mf["artifacts"]
+    assert art["format"] == "tensorrt" and art["precision"] == "fp16" and art["path"] == "model.onnx"
+    assert "engine not built here" in art["note"]
+    model = onnx.load(str(nano_out / "model.onnx"))
+    assert next(o.version for o in model.opset_import if o.domain == "") == 13
+    ops = {n.op_type for n in model.graph.node}
+    assert "LayerNormalization" not in ops and "ReduceMean" in ops  # decomposed
+    assert unsupported_ops(ops, (8, 2)) == []
+    layers = [s for s in (nano_out / "fp32_layers.txt").read_text().splitlines() if s and not s.startswith("#")]
+    must = {n.name for n in model.graph.node if n.op_type in ("ReduceMean", "Softmax", "Sqrt", "Pow")}
+    assert must <= set(layers)
+    blocks = sum(len(s) for s in load_pool(tiny_pool)[0].descendant(mf["descendant"]["key"]).stages)
+    assert sum(1 for n in model.graph.node if n.op_type == "Softmax") == blocks
+    # ORT reproduces torch on fresh inputs
+    x = fresh_inputs()
+    assert np.abs(ort_logits(nano_out / "model.onnx", x) - torch_logits(tiny_pool, mf["descendant"]["key"], x)).max() \
+        < 1e-4
+    assert (nano_out / "bench.sh").read_bytes() == bench_script(load_target("jetson-nano")).read_bytes()
+    assert os.access(nano_out / "build_engine.sh", os.X_OK)
+    subprocess.run(["sh", "-n", str(nano_out / "build_engine.sh")], check=True)
+    subprocess.run([sys.executable, "-m", "py_compile", str(nano_out / "build_engine.py")], check=True)
+
+
+def _fake(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.parametrize("new_trtexec", [True, False], ids=["trtexec>=8.4", "trtexec-8.2"])
+def test_build_engine_script_runs_the_right_builder(nano_out: Path, tmp_path: Path, new_trtexec: bool) -> None:
+    work = tmp_path / "board"
+    shutil.copytree(nano_out, work)
+    log = tmp_path / "args.txt"
+    help_text = "--layerPrecisions=spec" if new_trtexec else "--fp16 --int8"
+    trtexec = _fake(tmp_path / "trtexec", f'if [ "$1" = --help ]; then echo "{help_text}"; exit 0; fi\n'
+                                          f'printf "%s\\n" "$@" > {log}\n')
+    python = _fake(tmp_path / "python3", f'printf "%s\\n" "$@" > {log}\n')
+    env = {**os.environ, "TRTEXEC": str(trtexec), "PYTHON": str(python)}
+    res = subprocess.run(["sh", "build_engine.sh"], cwd=work, env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    args = log.read_text().splitlines()
+    layers = [s for s in (work / "fp32_layers.txt").read_text().splitlines() if s and not s.startswith("#")]
+    if new_trtexec:
+        assert {"--onnx=model.onnx", "--saveEngine=model.plan", "--fp16", "--precisionConstraints=obey"} <= set(args)
+        spec = next(a for a in args if a.startswith("--layerPrecisions=")).split("=", 1)[1].split(",")
+        assert spec == [f"{n}:fp32" for n in layers]
+        assert not any(a.startswith("--minShapes") for a in args)  # static shapes
+    else:
+        assert args == ["build_engine.py", "--onnx", "model.onnx", "--engine", "model.plan", "--precision", "fp16",
+                        "--fp32-layers", "fp32_layers.txt"]
+        sys.path.insert(0, str(work))
+        try:
+            import build_engine  # the copied Python builder reads the same list
+        finally:
+            sys.path.remove(str(work))
+        assert build_engine.read_layer_names(str(work / "fp32_layers.txt")) == layers
+        assert build_engine._matches(layers[0] + "_1", layers) and not build_engine._matches("/head/Gemm", layers)
+
+
+def test_android_export_ort(android_out: Path, tiny_pool: Path) -> None:
+    import re
+
+    import onnxruntime as ort
+
+    mf = _check_common(android_out, tiny_pool, "android-arm64")
+    arts = {a["format"]: a for a in mf["artifacts"]}
+    assert set(arts) == {"onnx", "ort"}
+    x = fresh_inputs()
+    ref = torch_logits(tiny_pool, mf["descendant"]["key"], x)
+    assert np.abs(ort_logits(android_out / "model.ort", x) - ref).max() < 1e-4
+    cfg = (android_out / "model.required_operators.config").read_text()
+    assert "ai.onnx;" in cfg and "tmp" not in cfg
+    # the Kotlin sample reads exactly the metadata keys the model carries
+    kt = (android_out / "samples" / "LgpClassifier.kt").read_text()
+    meta = ort.InferenceSession(str(android_out / "model.ort")).get_modelmeta().custom_metadata_map
+    wanted = set(re.findall(r'getValue\("(\w+)"\)', kt)) | set(re.findall(r'floats\("(\w+)"\)', kt))
+    assert wanted and wanted <= set(meta), wanted - set(meta)
+    assert "OrtEnvironment.getEnvironment()" in kt and "createSession" in kt
+
+
+def test_iphone_export_coreml(iphone_out: Path, tiny_pool: Path) -> None:
+    import coremltools as ct
+
+    mf = _check_common(iphone_out, tiny_pool, "iphone")
+    (art,) = mf["artifacts"]
+    v = art["validation"]
+    assert art["format"] == "coreml" and art["precision"] == "fp16" and v["kind"] == "structural"
+    assert v["max_abs_diff"] is None and "validate_coreml.py" in v["note"]
+    spec = ct.utils.load_spec(str(iphone_out / "model.mlpackage"))
+    assert spec.WhichOneof("Type") == "mlProgram" and spec.specificationVersion >= 8  # iOS17 from the target file
+    (inp,) = spec.description.input
+    assert inp.name == "image" and (inp.type.imageType.width, inp.type.imageType.height) == (16, 16)
+    assert spec.description.predictedProbabilitiesName == "classLabel_probs"
+    user = dict(spec.description.metadata.userDefined)
+    assert user["descendant_key"] == mf["descendant"]["key"] and user["pool_id"] == mf["pool"]["pool_id"]
+    data = np.load(iphone_out / "coreml_validation.npz")
+    assert data["pixels"].shape == (int(VAL), 16, 16, 1) and data["pixels"].dtype == np.uint8
+    assert np.allclose(data["probs"].sum(1), 1.0, atol=1e-5) and str(data["precision"]) == "fp16"
+    res = subprocess.run([sys.executable, "validate_coreml.py"], cwd=iphone_out, capture_output=True, text=True)
+    assert res.returncode == 2 and "macOS only" in res.stderr  # refuses to pretend on Linux
+    swift = (iphone_out / "samples" / "LgpClassifier.swift").read_text()
+    assert '"descendant_key"' in swift and '"classLabel_probs"' in swift and '"image"' in swift
+    assert "iOS17" in (iphone_out / "EMBEDDING.md").read_text()
+
+
+def test_cpu_int8_openvino(env: object, tiny_pool: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert export(tiny_pool, out, "--profile", "cpu-int8") == 0
+    mf = _check_common(out, tiny_pool, "cpu-int8")
+    (art,) = mf["artifacts"]
+    v = art["validation"]
+    assert art["precision"] == "int8" and v["top1_change"] is not None and v["min_agreement"] == 0.9
+    assert "NNCF PTQ on 300 calibration images" in art["note"] and "top-1 change" in art["note"]
+    assert "FakeQuantize" in (out / "model.xml").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["EMBEDDING.md", "manifest.json", "model.bin", "model.xml"]
+
+
+def test_openvino_fp16_through_the_exporter_api(tiny_pool: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from lgp_edge.export.base import ValidationSet
+    from lgp_edge.export.openvino import OpenVINOExporter
+    from lgp_edge.export.validate import reference_logits
+    from lgp_edge.profiles import load_profile
+    from lgp_edge.profiling.targets import load_target
+    from lgp_edge.progress import NULL
+
+    pool, mf = load_pool(tiny_pool)
+    rec = mf.descendants[3]
+    model = pool.descendant(rec.key).eval()
+    target = dataclasses.replace(load_target("cpu"), precisions=("fp32", "fp16"))  # a user target with fp16
+    profile = dataclasses.replace(load_profile("cpu"), precision="fp16", formats=("openvino",))
+    x = fresh_inputs(32)
+    vset = ValidationSet(images=x, labels=np.zeros(32, np.int64), reference=reference_logits(model, x),
+                         data="synthetic", synthetic=True)
+    outs: dict = {}
+    onnx_cache: dict = {}  # the fp32 run converts from the ONNX the fp16 run exported
+    for prec in ("fp16", "fp32"):
+        d = tmp_path / prec
+        d.mkdir()
+        ctx = ExportContext(out_dir=d, model=model, record=rec, pool_id=mf.spec.pool_id, preprocess=mf.preprocess,
+                            profile=dataclasses.replace(profile, precision=prec), target=target, opset=None,
+                            dynamic_batch=False, validation=vset, calibration=x[:0], reporter=NULL,
+                            onnx_cache=onnx_cache)
+        OpenVINOExporter().check(ctx.profile, target, None)
+        (art,) = OpenVINOExporter().export(ctx)
+        outs[prec] = (art, (d / "model.bin").stat().st_size)
+    fp16, fp32 = outs["fp16"][0].validation, outs["fp32"][0].validation
+    assert fp16.passed and fp32.passed and outs["fp16"][0].precision == "fp16"
+    assert fp32.max_abs_diff < 1e-5 and 10 * fp32.max_abs_diff < fp16.max_abs_diff <= fp16.atol  # really fp16
+    assert outs["fp16"][1] < 0.6 * outs["fp32"][1]
+
+
+def test_default_pool_is_the_bundled_demo_pool(env: object, tiny_pool: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from lgp_edge.pool import pool as pool_mod
+
+    monkeypatch.setattr(pool_mod, "demo_pool_dir", lambda: tmp_path / "no-demo")
+    args = ["export", "--target", "cpu", "--format", "onnx", "--out", str(tmp_path / "a"), "--quiet", "--val-images",
+            "8"]
+    assert main(args) == 2 and "--pool" in capsys.readouterr().err
+    monkeypatch.setattr(pool_mod, "demo_pool_dir", lambda: tiny_pool)
+    assert main(args) == 0
+    assert manifest(tmp_path / "a")["pool"]["path"] == str(tiny_pool)
+
+
+def test_dynamic_batch_and_forced_descendant(env: object, tiny_pool: Path, tmp_path: Path) -> None:
+    key = "ti6.0-5"
+    out = tmp_path / "out"
+    assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx", "--dynamic-batch", "--descendant", key) == 0
+    mf = manifest(out)
+    assert mf["descendant"]["key"] == key and mf["selection"]["forced"] == key
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(out / "model.onnx"))
+    assert sess.get_inputs()[0].shape[0] == "batch"
+    x = fresh_inputs(5)
+    assert np.abs(sess.run(None, {"input": x})[0] - torch_logits(tiny_pool, key, x)).max() < 1e-4
+
+
+def test_validation_failure_exits_1_and_keeps_out_untouched(env: object, tiny_pool: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from lgp_edge.export import validate
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("previous export")
+    monkeypatch.setitem(validate.TOLERANCES, "fp32", validate.Tolerance(atol=0.0, rtol=0.0, min_agreement=1.0))
+    for _ in range(2):  # the second failure replaces the first OUT.failed
+        assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx", "--force") == 1
+        err = capsys.readouterr().err
+        assert "validation failed, nothing written to" in err and "max |diff|" in err
+        assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # OUT untouched
+        failed = manifest(tmp_path / "out.failed")
+        assert failed["status"] == "failed" and failed["validation"]["passed"] is False
+        assert failed["artifacts"][0]["validation"]["passed"] is False
+    assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--target", "cpu", "--format", "coreml"], "format 'coreml' is not supported by target 'cpu'"),
+    (["--target", "jetson-nano", "--opset", "17"], "above what target 'jetson-nano' parses"),
+    (["--target", "jetson-nano", "--precision", "int8"], "precision 'int8' is not supported"),
+    (["--target", "cpu", "--format", "tflite"], "unknown format 'tflite'"),
+    (["--profile", "cpu-int8", "--calib-images", "100"], "--calib-images must be >= 300"),
+    (["--target", "cpu", "--val-images", "0"], "--val-images must be >= 1"),
+    (["--target", "cpu", "--budget-ms", "1e-6"], "the fastest"),
+    (["--target", "cpu", "--descendant", "ti6.9-9"], "has no descendant"),
+    (["--target", "cpu", "--data", "mnist"], "unknown --data"),
+])
+def test_bad_input_exits_2_and_writes_nothing(env: object, tiny_pool: Path, tmp_path: Path, args: list[str],
+                                              message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["export", "--pool", str(tiny_pool), "--out", str(out), "--quiet", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_non_empty_out_refused_then_forced(env: object, tiny_pool: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("x")
+    assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx") == 2
+    assert "not empty" in capsys.readouterr().err and [p.name for p in out.iterdir()] == ["mine.txt"]
+    assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx", "--force") == 0
+    assert not (out / "mine.txt").exists() and manifest(out)["status"] == "passed"
+
+
+def test_missing_backend_names_pip_extra(env: object, tiny_pool: Path, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "coremltools" else real(name, *a))
+    assert export(tiny_pool, tmp_path / "out", "--target", "iphone") == 2
+    assert "pip install 'lgp-edge[coreml]'" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_embedding_python_snippet_runs(cpu_out: Path, tmp_path: Path) -> None:
+    import re
+
+    from PIL import Image
+
+    text = (cpu_out / "EMBEDDING.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    shutil.copyfile(cpu_out / "model.onnx", tmp_path / "model.onnx")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() in manifest(cpu_out)["preprocess"]["labels"]
+
+
+def test_context_metadata_matches_manifest(cpu_out: Path) -> None:
+    # the keys every artifact carries are those EMBEDDING.md tells app developers to read
+    text = (cpu_out / "EMBEDDING.md").read_text()
+    for k in ("img_size", "in_chans", "mean", "std", "labels", "descendant_key", "pool_id"):
+        assert f"`{k}`" in text
+    fields = {f for f in ExportContext.__dataclass_fields__}
+    assert {"validation", "calibration", "opset", "dynamic_batch"} <= fields
+    assert hashlib.sha256((cpu_out / "model.onnx").read_bytes()).hexdigest() == manifest(cpu_out)["artifacts"][0][
+        "sha256"]

@@ -1,0 +1,157 @@
+"""Selection: budgets, ties, memory, Pareto front, NothingFits, and the select CLI (predicted and measured)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from lgp_edge.cli import main
+from lgp_edge.errors import NothingFits, UsageError
+from lgp_edge.pool.pool import read_manifest
+from lgp_edge.profiles import load_profile
+from lgp_edge.select import MB, memory_mb, pareto_front, select_descendant
+from lgp_edge.specs import DeviceProfile, LatencyRecord
+
+
+@pytest.fixture(autouse=True)
+def _store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LGP_EDGE_STORE", str(tmp_path / "store.sqlite"))  # never the user's store
+
+
+def lat(key: str, p90: float, source: str = "measured", batch: int = 1) -> LatencyRecord:
+    return LatencyRecord(descendant_key=key, target="t", runtime="onnxruntime", precision="fp32", batch=batch,
+                         median_ms=p90 * 0.9, p90_ms=p90, p99_ms=p90 * 1.1, mean_ms=p90, std_ms=0.0, cv=0.0, n=10,
+                         warmup=2, threads=1, source=source, when="2024-01-01T00:00:00Z", tool_versions={})
+
+
+def profile(budget: float, memory: float = 1e6, precision: str = "fp32") -> DeviceProfile:
+    return DeviceProfile(name="p", target="t", latency_budget_ms=budget, memory_budget_mb=memory,
+                         precision=precision, formats=("onnx",))
+
+
+@pytest.fixture(scope="module")
+def recs(tiny_pool: Path) -> tuple:
+    m = read_manifest(tiny_pool)
+    return m.spec, m.descendants
+
+
+def _with(records: tuple, top1: dict[str, float]) -> list:
+    return [dataclasses.replace(r, top1=top1.get(r.key, 1.0)) for r in records]
+
+
+def test_highest_top1_within_budget_wins(recs: tuple) -> None:
+    spec, records = recs
+    a, b, c = records[0].key, records[1].key, records[2].key
+    rs = _with(records, {a: 50.0, b: 90.0, c: 70.0})
+    lats = {r.key: lat(r.key, 5.0) for r in rs} | {a: lat(a, 1.0), b: lat(b, 20.0), c: lat(c, 9.0, "predicted")}
+    sel = select_descendant(rs, lats, profile(10.0), pool=spec)
+    assert sel.chosen.key == c and sel.chosen.latency_source == "predicted"
+    assert f"the most accurate, {b} (90.00%), takes 20 ms p90 (measured) > 10 ms" in sel.reason
+    assert len(sel.fitting) == len(rs) - 1
+    d = sel.to_dict()
+    assert d["chosen"]["key"] == c and d["chosen"]["latency_ms"] == 9.0 and d["chosen"]["latency_source"] == "predicted"
+    assert {"params", "flops", "top1"} <= set(d["chosen"]) and d["front"]
+
+
+def test_ties_go_to_lower_latency(recs: tuple) -> None:
+    spec, records = recs
+    a, b = records[0].key, records[1].key
+    rs = _with(records, {a: 80.0, b: 80.0})
+    lats = {r.key: lat(r.key, 3.0) for r in rs} | {a: lat(a, 4.0), b: lat(b, 2.0)}
+    sel = select_descendant(rs, lats, profile(10.0), pool=spec)
+    assert sel.chosen.key == b and "fastest of the 2" in sel.reason
+
+
+def test_memory_budget_excludes(recs: tuple) -> None:
+    spec, records = recs
+    big = max(records, key=lambda r: r.params)
+    rs = _with(records, {big.key: 99.0})
+    lats = {r.key: lat(r.key, 1.0) for r in rs}
+    need = memory_mb(spec, big, "fp32", 1)
+    assert need > big.params * 4 / MB  # activations are counted too
+    sel = select_descendant(rs, lats, profile(10.0, memory=need * 0.99), pool=spec)
+    assert sel.chosen.key != big.key and f"needs {need:.3g} MB" in sel.reason
+    assert select_descendant(rs, lats, profile(10.0, memory=need * 1.01), pool=spec).chosen.key == big.key
+    # fp16 halves the bytes per value
+    assert memory_mb(spec, big, "fp16", 1) == pytest.approx(need / 2)
+
+
+def test_nothing_fits_names_fastest(recs: tuple) -> None:
+    spec, records = recs
+    lats = {r.key: lat(r.key, 10.0 + i) for i, r in enumerate(records)}
+    with pytest.raises(NothingFits, match=rf"the fastest, {records[0].key}, takes 10 ms p90 \(measured\)"):
+        select_descendant(records, lats, profile(5.0), pool=spec)
+
+
+def test_pareto_front(recs: tuple) -> None:
+    spec, records = recs
+    rs = _with(records, {records[0].key: 10.0, records[1].key: 30.0, records[2].key: 20.0, records[3].key: 40.0})
+    lats = {r.key: lat(r.key, 100.0) for r in rs} | {records[0].key: lat(records[0].key, 1.0),
+                                                    records[1].key: lat(records[1].key, 2.0),
+                                                    records[2].key: lat(records[2].key, 3.0),
+                                                    records[3].key: lat(records[3].key, 4.0)}
+    sel = select_descendant(rs, lats, profile(1000.0), pool=spec)
+    keys = [c.key for c in pareto_front(sel.candidates)]
+    assert keys == [records[0].key, records[1].key, records[3].key]  # records[2] is dominated by records[1]
+    assert all(x.latency_ms < y.latency_ms and x.top1 < y.top1 for x, y in zip(sel.front, sel.front[1:]))
+
+
+def test_unevaluated_pool_is_refused(recs: tuple) -> None:
+    spec, records = recs
+    rs = [dataclasses.replace(r, top1=None) for r in records]
+    with pytest.raises(UsageError, match="never evaluated"):
+        select_descendant(rs, {r.key: lat(r.key, 1.0) for r in rs}, profile(10.0), pool=spec)
+
+
+def test_select_cli_predicted(tiny_pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    ch = out["chosen"]
+    assert {"key", "params", "flops", "top1", "latency_ms", "latency_source"} <= set(ch)
+    assert ch["latency_source"] == "predicted" and out["latency_sources"] == {"predicted": 18}
+    # the tiny pool's made-up top-1 grows with the descendant index, all fit 33 ms: the last one wins
+    m = read_manifest(tiny_pool)
+    assert ch["key"] == max(m.descendants, key=lambda r: r.top1).key
+    assert out["front"][-1]["key"] == ch["key"] and out["profile"]["latency_budget_ms"] == 33.0
+    # human output: table, chosen line, reason, predicted note
+    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool)]) == 0
+    text = capsys.readouterr().out
+    assert "chosen" in text and "why:" in text and "predicted" in text
+
+
+def test_select_cli_budget_override_and_nothing_fits(tiny_pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--budget-ms", "1e-6"]) == 2
+    err = capsys.readouterr().err
+    assert "no descendant" in err and "the fastest" in err and "ms p90 (predicted)" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_select_reads_measured_latencies_from_store(tiny_pool: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from lgp_edge.profiling.store import MeasurementStore
+
+    m = read_manifest(tiny_pool)
+    target = load_profile("cpu").target
+    best = max(m.descendants, key=lambda r: r.top1)
+    store_path = tmp_path / "other.sqlite"
+    with MeasurementStore(store_path) as store:  # a measured row far over the 10 ms budget
+        store.put(dataclasses.replace(lat(best.key, 50.0), target=target, pool_id=m.spec.pool_id,
+                                      runtime="onnxruntime", precision="fp32"))
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--store", str(store_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["chosen"]["key"] != best.key and out["latency_sources"] == {"measured": 1, "predicted": 17}
+    assert "50 ms p90 (measured)" in out["reason"]
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--store", str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_select_cli_bad_input(tiny_pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["select", "--target", "nonexistent", "--pool", str(tiny_pool)]) == 2
+    assert "unknown target" in capsys.readouterr().err
+    assert main(["select", "--profile", "nonexistent", "--pool", str(tiny_pool)]) == 2
+    assert "unknown profile" in capsys.readouterr().err
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--budget-ms", "-1"]) == 2
+    assert "--budget-ms must be > 0" in capsys.readouterr().err
