@@ -1,0 +1,200 @@
+"""Switchable ONNX + Core ML multifunction package (issue 7), on the tiny random pool."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lgp_edge.cli import main
+from lgp_edge.errors import UsageError
+from lgp_edge.pool.pool import load_pool
+
+KEYS = ("ti6.0-5", "ti6.0-2+b6.3-5", "b6.0-5")  # an instance alone, a stitched one, the other instance
+
+
+@pytest.fixture(scope="module")
+def pool_and_manifest(tiny_pool: Path):
+    return load_pool(tiny_pool)
+
+
+@pytest.fixture(scope="module")
+def switchable(pool_and_manifest, tmp_path_factory: pytest.TempPathFactory):
+    from lgp_edge.export.switchable import build_switchable_onnx, switch_entries
+
+    pool, manifest = pool_and_manifest
+    d = tmp_path_factory.mktemp("switch")
+    entries = switch_entries(pool, manifest, KEYS)
+    return build_switchable_onnx(pool, entries, d / "sw.onnx", input_shape=(1, 1, 16, 16),
+                                 metadata={"pool_id": manifest.spec.pool_id}, singles_dir=d / "singles")
+
+
+def test_switchable_onnx_matches_torch_and_single_exports(switchable, pool_and_manifest):
+    from lgp_edge.export.switchable import validate_switchable_onnx
+
+    pool, _ = pool_and_manifest
+    x = np.random.default_rng(0).standard_normal((3, 1, 16, 16)).astype(np.float32)
+    checks = validate_switchable_onnx(switchable, pool, x, np.zeros(3, np.int64), data="synthetic", synthetic=True)
+    assert [(c.runtime, c.key) for c in checks] == [(rt, k) for rt in ("onnxruntime", "openvino") for k in KEYS]
+    for c in checks:
+        assert c.passed, c.to_dict()
+        assert c.vs_torch.max_abs_diff <= c.vs_torch.atol
+        assert c.vs_single_max_abs_diff is not None and c.vs_single_max_abs_diff <= c.vs_torch.atol
+
+
+def test_each_weight_stored_once_under_its_pool_name(switchable, pool_and_manifest):
+    import onnx
+
+    pool, _ = pool_and_manifest
+    m = onnx.load(str(switchable.path))
+    names = [t.name for t in m.graph.initializer]
+    assert len(names) == len(set(names))
+    pool_names = dict(pool.named_parameters())
+    # no tensor appears twice (by content), and every stored tensor is a pool parameter under its own name
+    contents = [(t.data_type, tuple(t.dims), t.raw_data) for t in m.graph.initializer]
+    assert len(contents) == len(set(contents))
+    # each stored tensor holds the pool parameter it is named after (NAME.T: a transpose folded at export)
+    from onnx import numpy_helper
+
+    for t in m.graph.initializer:
+        base = t.name.removesuffix(".T")
+        assert base in pool_names, t.name
+        want = pool_names[base].detach().numpy()
+        np.testing.assert_array_equal(numpy_helper.to_array(t), want.T if t.name.endswith(".T") else want)
+    used = {id(p): p for k in KEYS for p in pool.descendant(k).parameters()}
+    assert switchable.initializer_bytes <= sum(p.numel() * 4 for p in used.values()) + 1024
+    # what sharing must save: every parameter used by k > 1 of the descendants, (k - 1) times
+    uses: dict[int, int] = {}
+    for k in KEYS:
+        for p in pool.descendant(k).parameters():
+            uses[id(p)] = uses.get(id(p), 0) + 1
+    shared = sum((uses[i] - 1) * p.numel() * 4 for i, p in used.items())
+    assert shared > 100_000
+    assert switchable.branch_initializer_bytes - switchable.initializer_bytes >= 0.9 * shared
+    assert not any(n.op_type == "If" and n.input[0] == "" for n in m.graph.node)
+
+
+def test_selector_input_table_and_out_of_range(switchable):
+    from lgp_edge.export.switchable import open_switchable, read_table
+
+    table = read_table(switchable.path)
+    assert [(r["index"], r["key"]) for r in table] == list(enumerate(KEYS))
+    assert all(r["params"] > 0 and r["flops"] > 0 for r in table)
+    run = open_switchable(switchable.path, "onnxruntime")
+    x = np.zeros((1, 1, 16, 16), np.float32)
+    outs = [run(x, i) for i in range(len(KEYS))]
+    assert not np.allclose(outs[0], outs[2])  # different descendants really run
+    assert np.isnan(run(x, len(KEYS))).all() and np.isnan(run(x, -1)).all()
+
+
+def test_one_descendant_needs_no_if(pool_and_manifest, tmp_path: Path):
+    import onnx
+
+    from lgp_edge.export.switchable import build_switchable_onnx, open_switchable, switch_entries
+
+    pool, manifest = pool_and_manifest
+    sw = build_switchable_onnx(pool, switch_entries(pool, manifest, ["ti6.0-5"]), tmp_path / "one.onnx",
+                               input_shape=(1, 1, 16, 16))
+    assert "If" not in {n.op_type for n in onnx.load(str(sw.path)).graph.node}
+    run = open_switchable(sw.path, "onnxruntime")
+    x = np.random.default_rng(1).standard_normal((1, 1, 16, 16)).astype(np.float32)
+    import torch
+
+    with torch.no_grad():
+        ref = pool.descendant("ti6.0-5")(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(run(x, 0), ref, atol=1e-5)
+    assert np.isnan(run(x, 1)).all()
+
+
+def test_switch_entries_refuse_bad_selections(pool_and_manifest):
+    from lgp_edge.export.switchable import switch_entries
+
+    pool, manifest = pool_and_manifest
+    bad = (((), "empty"), ((" ",), "empty"), (("b6.0-5", "b6.0-5"), "twice"), (("b6.9-9",), "no descendant"))
+    for keys, msg in bad:
+        with pytest.raises(UsageError, match=msg):
+            switch_entries(pool, manifest, keys)
+
+
+def test_function_names_are_valid_unique_and_recorded(pool_and_manifest):
+    from lgp_edge.export.coreml_multifunction import function_names, multifunction_target
+
+    pool, _ = pool_and_manifest
+    keys = [d.key for d in pool.descendants()]
+    names = function_names(keys)
+    assert len(set(names.values())) == len(keys) == 18
+    assert names["ti6.0-4+b6.5-5"] == "ti6_0to4__b6_5to5" and names["ti6.0-5+b6.head"] == "ti6_0to5__b6_head"
+    assert all(n.replace("_", "a").isalnum() and not n[0].isdigit() for n in names.values())
+    assert multifunction_target("iOS17") == "iOS18" and multifunction_target("macOS16") == "macOS16"
+
+
+def test_coreml_multifunction_package(pool_and_manifest, tmp_path: Path):
+    pytest.importorskip("coremltools")
+    from lgp_edge.export.coreml_multifunction import build_multifunction_mlpackage
+    from lgp_edge.export.switchable import switch_entries
+
+    pool, manifest = pool_and_manifest
+    keys = ("b6.0-5", "ti6.0-2+b6.3-5")
+    entries = switch_entries(pool, manifest, keys)
+    pkg = build_multifunction_mlpackage(pool, entries, tmp_path / "m.mlpackage", preprocess=manifest.preprocess,
+                                        input_shape=(1, 1, 16, 16), precision="fp16", deployment="iOS17")
+    assert pkg.passed, pkg.problems
+    assert dict(pkg.functions) == {"b6.0-5": "b6_0to5", "ti6.0-2+b6.3-5": "ti6_0to2__b6_3to5"}
+    assert pkg.deployment == "iOS18" and pkg.default_function == "b6_0to5"
+    # b6's blocks 3-5, norm and head are in both functions: stored once (fp16)
+    first = {id(p) for p in pool.descendant(keys[0]).parameters()}
+    shared = sum(p.numel() * 2 for p in pool.descendant(keys[1]).parameters() if id(p) in first)
+    assert pkg.singles_weight_bytes - pkg.weight_bytes >= 0.8 * shared > 0
+    used = {id(p): p for k in keys for p in pool.descendant(k).parameters()}
+    assert pkg.weight_bytes <= 1.1 * sum(p.numel() * 2 for p in used.values()) + 4096
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(tmp_path / "m.mlpackage"))
+    table = json.loads(spec.description.metadata.userDefined["descendants"])
+    assert [(r["key"], r["function"]) for r in table] == list(pkg.functions)
+
+
+@pytest.fixture()
+def store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("LGP_EDGE_STORE", str(tmp_path / "store" / "store.sqlite"))  # never the user's store
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--target", "jetson-nano", "--switchable"], "cannot hold a switchable model"),
+    (["--target", "cpu", "--switchable", "--descendants", ","], "names no descendant"),
+    (["--target", "cpu", "--switchable", "--descendants", "ti6.0-5,nope"], "no descendant 'nope'"),
+    (["--target", "cpu", "--front"], "add --switchable"),
+    (["--target", "cpu", "--switchable", "--format", "openvino"], "switchable model on onnxruntime is onnx"),
+])
+def test_cli_bad_input_exit_2_nothing_written(tiny_pool, tmp_path, store, capsys, args, msg):
+    work = tmp_path / "work"
+    work.mkdir()
+    assert main(["export", "--pool", str(tiny_pool), "--out", str(work / "out"), "--quiet", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1
+    assert list(work.iterdir()) == []  # no OUT, no temporary directory
+
+
+def test_cli_switchable_onnx(tiny_pool, tmp_path, store, capsys):
+    out = tmp_path / "out"
+    rc = main(["export", "--pool", str(tiny_pool), "--out", str(out), "--quiet", "--target", "cpu", "--switchable",
+               "--descendants", "ti6.0-5,ti6.0-4+b6.head", "--val-images", "4", "--data", "synthetic", "--json"])
+    assert rc == 0
+    mf = json.loads(capsys.readouterr().out)
+    assert mf == json.loads((out / "manifest.json").read_text())
+    assert mf["status"] == "passed" and [d["key"] for d in mf["descendants"]] == ["ti6.0-5", "ti6.0-4+b6.head"]
+    (art,) = mf["artifacts"]
+    assert art["path"] == "model.switchable.onnx" and (out / art["path"]).is_file()
+    assert {v["runtime"] for v in art["validation"]} == {"onnxruntime", "openvino"}
+    assert all(d["latency_ms"] > 0 and d["latency_source"] == "predicted" for d in mf["descendants"])
+    emb = (out / "EMBEDDING.md").read_text()
+    assert "descendant" in emb and "ti6.0-4+b6.head" in emb and "LongBuffer" in emb
+
+
+def test_docs_snippets_match_the_generated_embedding():
+    from lgp_edge.export.switchable_docs import KOTLIN, SWIFT
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "SWITCHABLE.md").read_text()
+    assert KOTLIN in doc and SWIFT in doc
