@@ -1,0 +1,122 @@
+"""Copy a fine-tuned, evaluated pool into the package as the bundled demo pool (lgp_edge/data/demo_pool).
+
+    python benchmarks/make_demo_pool.py SRC_POOL --data fashion-mnist --provenance-json FILE_OR_JSON [--interim]
+
+Steps: load SRC_POOL -> save it with fp16 weights (keeping the ancestry when the directory stays under
+--max-mb, dropping transforms.safetensors first, then the ancestry if still too large) -> re-evaluate the
+fp16 weights on the full test set, so descendants.json / pool.json hold the shipped weights' top-1 ->
+write ``provenance`` (command, dataset, date, code version, settings) into pool.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("make_demo_pool")
+
+
+def git_rev() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=False, timeout=10).stdout.strip() or "no-commit"
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
+                             check=False, timeout=10).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def dir_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6
+
+
+def make_demo_pool(src: Path, dst: Path, data: str, provenance: dict, max_mb: float = 20.0,
+                   eval_images: int | None = None) -> dict:
+    from lgp_edge.pool.evaluate import evaluate_pool
+    from lgp_edge.pool.pool import (
+        ANCESTRY,
+        MANIFEST,
+        TRANSFORMS,
+        load_pool,
+        load_pool_ancestry,
+        load_pool_transforms,
+        read_manifest,
+        save_pool,
+    )
+
+    pool, manifest = load_pool(src)
+    ancestry = load_pool_ancestry(src, manifest) if ANCESTRY in manifest.files else None
+    transforms = load_pool_transforms(src, manifest) if TRANSFORMS in manifest.files else None
+    src_images = next((h.get("images") for h in reversed(manifest.history) if h.get("stage") == "eval"), None)
+    src_top1 = {r.key: r.top1 for r in manifest.descendants}
+    base = manifest.replace(descendants=(), provenance={})
+    with tempfile.TemporaryDirectory() as tmp:
+        trial = Path(tmp) / "pool"
+        kept = {}
+        for anc, tr in ((ancestry, transforms), (ancestry, None), (None, None)):
+            if trial.exists():
+                shutil.rmtree(trial)
+            # fp16 for the pool and ancestry weights; the (small) transforms stay float32
+            save_pool(trial, pool, base, ancestry=anc, transforms=tr, storage_dtype="float16")
+            kept = {"ancestry": anc is not None, "transforms": tr is not None}
+            if dir_mb(trial) < max_mb:
+                break
+        else:
+            raise SystemExit(f"the pool is {dir_mb(trial):.1f} MB even without ancestry: over --max-mb {max_mb}")
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(trial, dst)
+    manifest = evaluate_pool(dst, data, max_images=eval_images)
+    n_now = next((h.get("images") for h in reversed(manifest.history) if h.get("stage") == "eval"), None)
+    same_images = src_images is not None and src_images == n_now  # else the change mixes fp16 and test subset
+    delta = [r.top1 - src_top1[r.key] for r in manifest.descendants
+             if same_images and src_top1.get(r.key) is not None]
+    prov = {**provenance, "date": provenance.get("date") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "code_version": provenance.get("code_version") or git_rev(), "dataset": data,
+            "source_pool": str(src), "storage_dtype": "float16", "files_kept": kept,
+            "eval_images": eval_images or "all", "source_eval_images": src_images,
+            "top1_reevaluated_after_fp16": True,
+            "max_abs_top1_change_after_fp16": round(max(abs(d) for d in delta), 3) if delta else None,
+            "made_by": "python benchmarks/make_demo_pool.py"}
+    manifest = read_manifest(dst).replace(provenance=prov)
+    (dst / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1) + "\n")
+    load_pool(dst)  # the hashes still verify
+    log.info("demo pool %s: %.1f MB, kept %s", dst, dir_mb(dst), kept)
+    return {"path": str(dst), "mb": round(dir_mb(dst), 2), **prov}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lgp_edge.pool.pool import demo_pool_dir
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("src", help="fine-tuned, evaluated pool directory")
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--out", default=str(demo_pool_dir()))
+    p.add_argument("--provenance-json", default="{}", help="JSON object or a file holding one (command, settings…)")
+    p.add_argument("--interim", action="store_true", help="mark the pool as an interim demo pool")
+    p.add_argument("--max-mb", type=float, default=20.0)
+    p.add_argument("--eval-images", type=int, default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    text = Path(args.provenance_json).read_text() if Path(args.provenance_json).is_file() else args.provenance_json
+    prov = json.loads(text)
+    if args.interim:
+        prov["interim"] = True
+        prov.setdefault("note", "interim demo pool (small settings) until the paper-replication benchmark's pool "
+                                "replaces it")
+    print(json.dumps(make_demo_pool(Path(args.src), Path(args.out), args.data, prov, args.max_mb, args.eval_images),
+                     indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""SN-Net (Pan et al., CVPR 2023), the paper's main baseline (METHOD.md §4).
+
+Three anchors of full depth (Ti, S, B: 12 blocks each at 1/4, 1/2 and 1 of the widest anchor's width),
+stitched with nearest stitching (Ti->S and S->B only) and paired stitching (window 2, stride 1):
+11 stitch layers and 34 configs per pair, 3 + 34 + 34 = 71 configs for 12-block anchors.
+
+A stitched SN-Net config is structurally a :class:`~lgp_edge.models.descendant.Descendant` over
+12-block models, so SN-Net is stored as a :class:`~lgp_edge.pool.pool.LearngenePool` whose "instances"
+are the anchors (``ti12``, ``s12``, ``b12``). It therefore reuses the pool's save/load, fine-tuning
+(one random config per step, KD from the ancestry), lstsq stitch init and evaluation unchanged.
+
+Anchors, as this replication trains them: B is the ancestry itself (allowed by the benchmark issue);
+Ti and S are distilled from the ancestry with the same recipe and budget the Learngene Pool's auxiliary
+models get (``DistillObjective``: Ti "front,end", S "end"), since no pretrained DeiT is reachable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lgp_edge.data import check_data_name, open_data
+from lgp_edge.errors import UsageError
+from lgp_edge.models.ancestry import create_ancestry, read_ancestry_dir
+from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR
+from lgp_edge.pool.build import init_stitches, lstsq_images
+from lgp_edge.pool.distill import DistillObjective
+from lgp_edge.pool.pool import LearngenePool, PoolManifest, check_output_dir, save_pool
+from lgp_edge.progress import NULL, Reporter
+from lgp_edge.specs import AncestrySpec, InstanceSpec, PoolSpec, content_hash
+from lgp_edge.train import TrainConfig, fit, is_main
+
+log = logging.getLogger(__name__)
+
+DEIT_ANCHORS = ("deit_tiny_patch16_224", "deit_small_patch16_224", "deit_base_patch16_224")
+CODES = {div: code for code, div in WIDTH_DIVISOR.items()}  # 4 -> "ti", 2 -> "s", 1 -> "b"
+
+
+def anchor_instances(widest: AncestrySpec, anchors: list[AncestrySpec] | None = None) -> tuple[InstanceSpec, ...]:
+    """Instance specs of the anchors, narrowest first.
+
+    ``anchors`` None: Ti/S/B at 1/4, 1/2, 1 of ``widest`` (heads scaled alike), full depth.
+    Otherwise the given anchor specs (e.g. DeiT-Ti/S/B); they must share ``widest``'s input, patching,
+    classes, depth and MLP ratio, since a stitched config mixes their blocks.
+    """
+    if anchors is None:
+        out = []
+        for div in (4, 2, 1):
+            if widest.embed_dim % div or widest.num_heads % div:
+                raise UsageError(f"ancestry '{widest.name}' (dim {widest.embed_dim}, {widest.num_heads} heads) cannot "
+                                 f"be split into 1/{div} width anchors with whole heads")
+            code = CODES[div]
+            out.append(InstanceSpec(name=f"{code}{widest.depth}", width=code, embed_dim=widest.embed_dim // div,
+                                    depth=widest.depth, num_heads=widest.num_heads // div,
+                                    supervision=SUPERVISION[code]))
+        return tuple(out)
+    out = []
+    for a in sorted(anchors, key=lambda s: s.embed_dim):
+        for field in ("img_size", "in_chans", "num_classes", "patch_size", "depth", "mlp_ratio"):
+            if getattr(a, field) != getattr(widest, field):
+                raise UsageError(f"anchor '{a.name}' has {field} {getattr(a, field)}, the widest anchor "
+                                 f"'{widest.name}' {getattr(widest, field)}: anchors must match to be stitched")
+        div = widest.embed_dim // a.embed_dim
+        if widest.embed_dim % a.embed_dim or div not in CODES:
+            raise UsageError(f"anchor '{a.name}' has width {a.embed_dim}; SN-Net anchors here must be 1/4, 1/2 or 1 "
+                             f"of the widest ({widest.embed_dim})")
+        code = CODES[div]
+        out.append(InstanceSpec(name=f"{code}{a.depth}", width=code, embed_dim=a.embed_dim, depth=a.depth,
+                                num_heads=a.num_heads, supervision=SUPERVISION[code]))
+    if len({i.name for i in out}) != len(out):
+        raise UsageError("two anchors have the same width; give anchors of distinct widths")
+    return tuple(out)
+
+
+def snnet_spec(widest: AncestrySpec, anchors: list[AncestrySpec] | None = None) -> PoolSpec:
+    """The SN-Net model family as a pool spec: anchors of full depth, neighbour pairs stitched."""
+    return PoolSpec(widest, widest.depth, anchor_instances(widest, anchors), chains="pairs")
+
+
+def plan_snnet(anchor_names: list[str]) -> tuple[LearngenePool, list[str]]:
+    """SN-Net over the named timm anchors (e.g. DeiT-Ti/S/B) with random weights, for params/FLOPs.
+
+    Returns the pool and the anchor names in its instance order (narrowest first).
+    """
+    if len(anchor_names) < 2:
+        raise UsageError("--anchors needs at least two timm names, e.g. "
+                         + ",".join(DEIT_ANCHORS))
+    specs = []
+    for name in anchor_names:
+        _, spec = create_ancestry(name)
+        specs.append(spec)
+    widest = max(specs, key=lambda s: s.embed_dim)
+    ordered = [s.name for s in sorted(specs, key=lambda s: s.embed_dim)]
+    return LearngenePool(snnet_spec(widest, specs)).eval(), ordered
+
+
+@dataclass(frozen=True)
+class SNNetRequest:
+    ancestry: str  # timm name of the ancestry (= the B anchor)
+    checkpoint: str | None  # ancestry weights
+    data: str  # dataset
+    out: str  # SN-Net directory (a pool directory whose instances are the anchors)
+    alpha: float = 0.1  # CE weight of the anchors' distillation (same as the pool's auxiliary models)
+    temperature: float = 1.0  # soft CE temperature of the anchors' distillation
+    lstsq_images: int = 100  # images for the lstsq stitch init (SN-Net: 100)
+    allow_random_ancestry: bool = False  # smoke tests only
+    force: bool = False  # overwrite a non-empty output
+    resume: bool = False  # continue an interrupted anchor distillation
+
+
+def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
+    """Anchors (B = ancestry, Ti/S distilled from it with ``cfg``) + lstsq-initialised stitches, saved as a pool."""
+    if not req.resume:
+        check_output_dir(req.out, req.force)
+    check_data_name(req.data)
+    if req.checkpoint is None and not req.allow_random_ancestry:
+        raise UsageError(f"ancestry '{req.ancestry}' has no trained weights: pass --ancestry-checkpoint or "
+                         "--allow-random-ancestry for a smoke test")
+    t0 = time.time()
+    teacher, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint)
+    meta = read_ancestry_dir(req.checkpoint) if req.checkpoint else None
+    data = open_data(req.data, img_size=aspec.img_size, in_chans=aspec.in_chans, num_classes=aspec.num_classes)
+    if data.info.num_classes != aspec.num_classes:
+        raise UsageError(f"--data {req.data} has {data.info.num_classes} classes, ancestry '{req.ancestry}' "
+                         f"{aspec.num_classes}")
+    spec = snnet_spec(aspec)
+    torch.manual_seed(cfg.seed)
+    pool = LearngenePool(spec)
+    widest = spec.instances[-1]
+    pool.models[widest.name].load_state_dict(teacher.state_dict(), strict=True)  # B anchor = the ancestry
+    narrow = tuple(i for i in spec.instances if i.name != widest.name)
+    students = torch.nn.ModuleDict({i.name: pool.models[i.name] for i in narrow})
+    objective = DistillObjective(teacher, students, narrow, teacher_dim=aspec.embed_dim, teacher_depth=aspec.depth,
+                                 alpha=req.alpha, temperature=req.temperature)
+    fingerprint = content_hash({"stage": "snnet-anchors", "spec": spec, "cfg": cfg.to_dict(), "alpha": req.alpha,
+                                "T": req.temperature, "data": req.data})
+    result = fit(objective, data.train, cfg, description=f"distill anchors {'+'.join(i.name for i in narrow)}",
+                 ckpt_dir=Path(req.out) / "distill.ckpt", resume=req.resume, fingerprint=fingerprint,
+                 reporter=reporter)
+    init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
+    history = ({"stage": "snnet-anchors", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+                "wall_s": round(time.time() - t0, 1), "data": req.data, "config": cfg.to_dict(), "alpha": req.alpha,
+                "temperature": req.temperature, "epoch_loss": list(result.epoch_loss),
+                "anchors": {i.name: ("ancestry" if i.name == widest.name else "distilled from the ancestry")
+                            for i in spec.instances},
+                "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")},
+               {"stage": "stitch-init", "init": "lstsq", "images": req.lstsq_images})
+    manifest = PoolManifest(spec=spec, preprocess=data.info.preprocess, data=data.info.name, stitch_init="lstsq",
+                            stage="distilled", history=history)
+    if is_main():
+        manifest = save_pool(req.out, pool, manifest, ancestry=teacher)
+        import shutil
+
+        shutil.rmtree(Path(req.out) / "distill.ckpt", ignore_errors=True)
+    return manifest

@@ -1,0 +1,167 @@
+"""``lgp-edge baseline snnet|scratch|vanilla``: the paper's baselines (METHOD.md §4)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from lgp_edge.commands.common import add_quiet, console, print_json, reporter
+from lgp_edge.commands.train_args import add_train_args, train_config
+
+
+def _names(text: str) -> list[str]:
+    return [w.strip() for w in text.split(",") if w.strip()]
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(w) for w in _names(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers, got '{text}'") from None
+
+
+def _common(p: argparse.ArgumentParser, *, checkpoint_required: bool) -> None:
+    p.add_argument("--ancestry", required=checkpoint_required, default=None,
+                   help="timm ViT name of the ancestry, e.g. lgp_vit_fmnist")
+    p.add_argument("--ancestry-checkpoint", default=None,
+                   help="ancestry weights: safetensors, a timm checkpoint (weights_only) or an 'ancestry train' dir")
+    p.add_argument("--allow-random-ancestry", action="store_true", help="use an untrained ancestry (smoke tests)")
+    p.add_argument("--data", default=None, help="fashion-mnist | imagefolder:PATH | synthetic")
+    p.add_argument("--out", default=None, help="output directory to create")
+    p.add_argument("--eval-images", type=int, default=None, help="evaluate on the first N validation images")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("baseline", help="the paper's baselines: SN-Net, scratch, vanilla learngene")
+    s = p.add_subparsers(dest="action", metavar="BASELINE", required=True)
+
+    sn = s.add_parser("snnet", help="SN-Net: Ti/S/B anchors of full depth, nearest + paired stitching, "
+                                    "lstsq init, one random stitch per step")
+    _common(sn, checkpoint_required=False)
+    sn.add_argument("--plan", action="store_true", help="list the stitch configs with params/FLOPs; no training")
+    sn.add_argument("--anchors", type=_names, default=None,
+                    help="--plan: comma list of timm anchors, e.g. deit_tiny_patch16_224,deit_small_patch16_224,"
+                         "deit_base_patch16_224 (default: Ti/S/B at 1/4, 1/2, 1 of --ancestry)")
+    sn.add_argument("--anchor-epochs", type=int, default=None,
+                    help="epochs distilling the Ti and S anchors from the ancestry (default: --epochs)")
+    sn.add_argument("--json", action="store_true", help="print JSON")
+    add_train_args(sn, epochs=50)
+    add_quiet(sn)
+    sn.set_defaults(func=_snnet)
+
+    sc = s.add_parser("scratch", help="three descendant architectures trained from scratch (CE)")
+    _common(sc, checkpoint_required=True)
+    sc.add_argument("--keys", type=_names, default=None,
+                    help="descendant keys of the depth-6 family (default: smallest, median, largest)")
+    sc.add_argument("--json", action="store_true", help="print JSON")
+    add_train_args(sc, epochs=50)
+    add_quiet(sc)
+    sc.set_defaults(func=_single, method="scratch")
+
+    va = s.add_parser("vanilla", help="vanilla learngene: the ancestry's last 3 blocks under random lower layers")
+    _common(va, checkpoint_required=True)
+    va.add_argument("--narrow", type=_ints, default=(3, 2, 1, 0),
+                    help="random narrow blocks below the learngene, one model per value (default 3,2,1,0)")
+    va.add_argument("--json", action="store_true", help="print JSON")
+    add_train_args(va, epochs=50)
+    add_quiet(va)
+    va.set_defaults(func=_single, method="vanilla")
+
+
+def _require(args: argparse.Namespace, *names: str) -> None:
+    from lgp_edge.errors import UsageError
+
+    missing = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n) is None]
+    if missing:
+        raise UsageError(f"'lgp-edge baseline {args.action}' needs {', '.join(missing)}")
+
+
+def _rows_table(title: str, rows: list[dict[str, Any]]) -> Any:
+    from lgp_edge.commands.pool import descendant_table
+
+    return descendant_table(title, rows)
+
+
+def _snnet_plan(args: argparse.Namespace) -> int:
+    from lgp_edge.baselines.snnet import plan_snnet, snnet_spec
+    from lgp_edge.errors import UsageError
+    from lgp_edge.pool.pool import LearngenePool
+
+    timm_names: list[str] | None = None
+    if args.anchors:
+        pool, timm_names = plan_snnet(args.anchors)
+    elif args.ancestry:
+        from lgp_edge.models.ancestry import create_ancestry
+
+        _, aspec = create_ancestry(args.ancestry)
+        pool = LearngenePool(snnet_spec(aspec)).eval()
+    else:
+        raise UsageError("'baseline snnet --plan' needs --anchors NAME,NAME,… or --ancestry NAME")
+    rows = []
+    for d in pool.descendants():
+        r = pool.record(d)
+        rows.append({"key": r.key, "blocks": r.blocks, "params": r.params, "flops": r.flops, "top1": None,
+                     "segments": [s.to_dict() for s in d.segments], "stitches": list(d.stitches)})
+    anchors = [{"name": i.name, "embed_dim": i.embed_dim, "depth": i.depth, "num_heads": i.num_heads}
+               for i in pool.spec.instances]
+    for a, name in zip(anchors, timm_names or ()):
+        a["timm"] = name
+    out = {"method": "snnet", "widest": pool.spec.ancestry.to_dict(), "anchors": anchors,
+           "stitch_layers": len(pool.stitches), "stored_params": pool.stored_params(), "configs": len(rows),
+           "descendants": rows}
+    if args.json:
+        print_json(out)
+    else:
+        console().print(_rows_table(f"SN-Net over {', '.join(a['name'] for a in anchors)}: {len(rows)} configs, "
+                                    f"{len(pool.stitches)} stitch layers, {out['stored_params']:,} stored params "
+                                    "(random weights, no training)", rows))
+    return 0
+
+
+def _snnet(args: argparse.Namespace) -> int:
+    if args.plan:
+        return _snnet_plan(args)
+    from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
+    from lgp_edge.pool.evaluate import evaluate_pool
+    from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
+
+    _require(args, "ancestry", "data", "out")
+    cfg = train_config(args)
+    anchor_cfg = dataclasses.replace(cfg, epochs=args.anchor_epochs or cfg.epochs)
+    if anchor_cfg.epochs < 1:
+        from lgp_edge.errors import UsageError
+
+        raise UsageError("--anchor-epochs must be positive")
+    rep = reporter(args)
+    build_snnet(SNNetRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data,
+                             out=args.out, allow_random_ancestry=args.allow_random_ancestry, force=args.force,
+                             resume=args.resume), anchor_cfg, rep)
+    finetune_pool(FinetuneRequest(pool=args.out, data=args.data), cfg, rep)
+    manifest = evaluate_pool(args.out, args.data, max_images=args.eval_images, reporter=rep)
+    rows = [r.to_dict() for r in manifest.descendants]
+    if args.json:
+        print_json({"method": "snnet", "pool": args.out, "pool_id": manifest.spec.pool_id, "data": args.data,
+                    "descendants": rows})
+    else:
+        tag = " — SYNTHETIC DATA, accuracies are meaningless" if args.data == "synthetic" else ""
+        console().print(_rows_table(f"SN-Net {manifest.spec.pool_id} on {args.data}{tag}", rows))
+    return 0
+
+
+def _single(args: argparse.Namespace) -> int:
+    from lgp_edge.baselines.single import SingleRequest, train_single_models
+
+    _require(args, "ancestry", "data", "out")
+    req = SingleRequest(method=args.method, ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint,
+                        data=args.data, out=args.out, keys=tuple(getattr(args, "keys", None) or ()),
+                        narrow=tuple(getattr(args, "narrow", (3, 2, 1, 0))), eval_images=args.eval_images,
+                        allow_random_ancestry=args.allow_random_ancestry, force=args.force)
+    out = train_single_models(req, train_config(args), reporter(args))
+    if args.json:
+        print_json(out)
+    else:
+        tag = " — SYNTHETIC DATA, accuracies are meaningless" if out["synthetic_data"] else ""
+        console().print(_rows_table(f"{args.method} on {args.data}{tag}", out["configs"]))
+    return 0

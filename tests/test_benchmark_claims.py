@@ -1,0 +1,76 @@
+"""The benchmark's claims, computed from a small hand-made result set."""
+
+from __future__ import annotations
+
+import pytest
+
+from lgp_edge.baselines.claims import compute_claims, front_deltas
+from lgp_edge.errors import UsageError
+
+
+def rows(*triples: tuple[str, int, float], params: int = 1) -> list[dict]:
+    return [{"key": k, "params": params, "flops": f, "top1": t} for k, f, t in triples]
+
+
+def results(sn_top1_mid: float = 80.0, lstsq_shift: float = -1.0) -> dict:
+    d6 = rows(("ti6", 50, 70.0), ("mix", 150, 84.0), ("b6", 300, 88.0))
+    return {
+        "lgp_d6_learned": {"stored_params": 40, "configs": d6},
+        "lgp_d6_lstsq": {"stored_params": 40, "configs": [dict(r, top1=r["top1"] + lstsq_shift) for r in d6]},
+        "lgp_d9_learned": {"stored_params": 60, "configs": rows(("ti9", 75, 72.0), ("b9", 450, 89.0))},
+        "snnet": {"stored_params": 100, "configs": rows(("ti12", 100, 74.0), ("mid", 200, sn_top1_mid),
+                                                         ("b12", 600, 90.0), ("tiny", 40, 60.0))},
+    }
+
+
+def test_claims_hand_computed() -> None:
+    c = compute_claims(results())
+    assert c["storage_ratio"] == pytest.approx(0.4) and c["storage_ratio_held"]
+    assert c["min_flops_ratio"] == pytest.approx(50 / 40) and not c["min_flops_ratio_held"]
+    # ti12 (100): best LGP <= 100 is ti9 72 -> -2; mid (200): mix 84 -> +4; b12 (600): b9 89 -> -1; tiny skipped
+    assert c["front_delta_min"] == pytest.approx(-2.0) and not c["front_delta_min_held"]
+    assert c["front_detail"]["compared_snnet_configs"] == 3
+    assert c["front_detail"]["worst"]["snnet_key"] == "ti12"
+    assert c["init_delta_mean"] == pytest.approx(1.0) and c["init_delta_mean_held"]
+    assert c["init_detail"]["learned_better"] == 3
+
+
+def test_claims_front_held_and_init_not() -> None:
+    r = results(lstsq_shift=+0.5)
+    r["snnet"]["configs"] = rows(("ti12", 100, 71.0), ("b12", 600, 88.5))
+    c = compute_claims(r)
+    assert c["front_delta_min"] == pytest.approx(0.5) and c["front_delta_min_held"]  # b9 89 vs 88.5
+    assert c["min_flops_ratio"] == pytest.approx(0.5) and c["min_flops_ratio_held"]
+    assert c["init_delta_mean"] == pytest.approx(-0.5) and not c["init_delta_mean_held"]
+
+
+def test_front_deltas_skip_levels_lgp_cannot_reach() -> None:
+    assert front_deltas(rows(("a", 10, 50.0)), rows(("s", 5, 40.0))) == []
+
+
+def test_claims_need_every_method() -> None:
+    r = results()
+    del r["snnet"]
+    with pytest.raises(UsageError, match="snnet"):
+        compute_claims(r)
+
+
+def _bench_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_replication.py"
+    spec = importlib.util.spec_from_file_location("paper_replication", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmark_pareto_and_plot(tmp_path) -> None:
+    bench = _bench_module()
+    assert [r["key"] for r in bench.pareto(rows(("a", 1, 50.0), ("b", 2, 40.0), ("c", 3, 60.0)))] == ["a", "c"]
+    methods = results()
+    methods["scratch"] = {"stored_params": 3, "configs": rows(("x", 60, 65.0))}
+    out = {"methods": methods, "claims": compute_claims(methods), "quick": True}
+    bench.plot(out, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 10_000

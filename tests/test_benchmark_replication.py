@@ -1,0 +1,43 @@
+"""The paper-replication benchmark end-to-end on the tiny ancestry and synthetic data (smoke test)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("paper_replication", ROOT / "benchmarks" / "paper_replication.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bench = _bench()
+    argv = ["--quick", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--cache-dir", str(tmp_path / "cache"),
+            "--out-dir", str(tmp_path / "results"), "--md-out", str(tmp_path / "section.md"), "--eval-images", "32",
+            "--steps-per-epoch", "1", "--quiet"]
+    assert bench.main(argv) == 0
+    r = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
+    assert r["quick"] is True and not (tmp_path / "results" / "paper_replication.json").exists()
+    assert (tmp_path / "results" / "paper_replication_quick.png").stat().st_size > 10_000
+    assert set(r["methods"]) == {"lgp_d6_learned", "lgp_d6_lstsq", "lgp_d9_learned", "lgp_d9_lstsq", "snnet",
+                                 "scratch", "vanilla"}
+    assert len(r["methods"]["snnet"]["configs"]) == 71
+    assert len(r["methods"]["lgp_d6_learned"]["configs"]) == 18 and len(r["methods"]["lgp_d9_lstsq"]["configs"]) == 27
+    for key in ("storage_ratio", "min_flops_ratio", "front_delta_min", "init_delta_mean"):
+        assert key in r["claims"] and isinstance(r["claims"][f"{key}_held"], bool)
+    assert r["settings"]["steps_per_epoch"] == 1 and r["settings"]["eval_images"] == 32
+    assert "QUICK RUN" in (tmp_path / "section.md").read_text()
+    # a second invocation reuses every stage (nothing retrained)
+    capsys.readouterr()
+    assert bench.main(argv) == 0
+    r2 = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
+    assert r2["claims"] == r["claims"] and r2["ancestry"]["reused_from_cache"] is True
