@@ -129,3 +129,22 @@ def test_bad_inputs_exit_2_and_write_nothing(tmp_path: Path, tiny_pool: Path, ca
     _one_line_exit2(capsys, ["pool", "eval", str(trunc), "--data", "synthetic"], "sha256")
     assert sorted((p.name, p.stat().st_size) for p in trunc.iterdir()) == before
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")], "no temporary directory left behind"
+
+
+def test_imagefolder_layout(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (40, 30), (i * 90, 20, 200)).save(d / f"{i}.png")
+    data = open_data(f"imagefolder:{tmp_path}", img_size=16, in_chans=3)
+    x, y = data.val[3]
+    assert x.shape == (3, 16, 16) and y == 1 and data.info.preprocess.labels == ("cat", "dog")
+    assert data.info.num_classes == 2 and not data.info.synthetic
+    from lgp_edge.errors import DataError
+
+    with pytest.raises(DataError, match="train/ and val/"):
+        open_data(f"imagefolder:{tmp_path / 'train'}", img_size=16, in_chans=3)

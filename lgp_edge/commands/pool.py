@@ -21,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--ancestry", required=True, help="timm ViT name, e.g. lgp_vit_fmnist or deit_base_patch16_224")
     b.add_argument("--ancestry-checkpoint", default=None,
                    help="ancestry weights: safetensors, a timm checkpoint (weights_only) or an 'ancestry train' dir")
+    b.add_argument("--pretrained", action="store_true", help="timm's pretrained ancestry weights (needs a model hub)")
     b.add_argument("--allow-random-ancestry", action="store_true", help="distil an untrained ancestry (smoke tests)")
     b.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
     b.add_argument("--out", required=True, help="pool directory to create")
@@ -75,7 +76,8 @@ def _build(args: argparse.Namespace) -> int:
     setup_distributed(args)
     req = BuildRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data, out=args.out,
                        depth=args.depth, widths=args.widths, chains=args.chains, init=args.init, alpha=args.alpha,
-                       allow_random_ancestry=args.allow_random_ancestry, force=args.force, resume=args.resume)
+                       allow_random_ancestry=args.allow_random_ancestry, pretrained=args.pretrained,
+                       force=args.force, resume=args.resume)
     cfg = train_config(args)
     manifest = build_pool(req, cfg, reporter(args))
     if is_main():

@@ -38,6 +38,7 @@ class BuildRequest:
     alpha: float = 0.1  # CE weight
     temperature: float = 1.0  # soft CE temperature
     allow_random_ancestry: bool = False  # smoke tests only
+    pretrained: bool = False  # timm's pretrained weights (needs a reachable model hub)
     force: bool = False  # overwrite a non-empty output
     lstsq_images: int = 100  # images for the lstsq init
     resume: bool = False  # continue an interrupted distillation
@@ -57,9 +58,10 @@ def _check(req: BuildRequest) -> None:
     if not req.resume:
         check_output_dir(req.out, req.force)
     check_data_name(req.data)
-    if req.checkpoint is None and not req.allow_random_ancestry:
+    if req.checkpoint is None and not (req.allow_random_ancestry or req.pretrained):
         raise UsageError(f"ancestry '{req.ancestry}' has no trained weights: pass --ancestry-checkpoint (train one "
-                         "with 'lgp-edge ancestry train') or --allow-random-ancestry for a smoke test")
+                         "with 'lgp-edge ancestry train'), --pretrained (timm hub) or --allow-random-ancestry for a "
+                         "smoke test")
 
 
 def feature_pairs_for_lstsq(pool: LearngenePool, images: torch.Tensor) -> dict[str, list[tuple[torch.Tensor,
@@ -121,7 +123,7 @@ def lstsq_images(data: ImageData, n: int, seed: int = 0) -> torch.Tensor:
 def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
     _check(req)
     t0 = time.time()
-    teacher, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint)
+    teacher, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint, pretrained=req.pretrained)
     meta = read_ancestry_dir(req.checkpoint) if req.checkpoint else None
     data = open_data(req.data, img_size=aspec.img_size, in_chans=aspec.in_chans, num_classes=aspec.num_classes)
     if data.info.num_classes != aspec.num_classes:

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from lgp_edge.data import check_data_name, open_data
-from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, load_pool
+from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, default_mode, load_pool
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import DescendantRecord
 from lgp_edge.train import evaluate
@@ -33,6 +33,7 @@ def _write_json_atomic(path: Path, obj: object) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=1)
         f.write("\n")
+    os.chmod(tmp, default_mode(directory=False))
     os.replace(tmp, path)
 
 

@@ -156,9 +156,17 @@ def atomic_dir(path: str | Path) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f".{p.name}.tmp-", dir=p.parent)
 
 
+def default_mode(directory: bool) -> int:
+    """Permissions a plain ``mkdir`` / ``open`` would give under the current umask (mkdtemp uses 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
 def replace_dir(tmp: str | Path, path: str | Path) -> None:
     """Move directory ``tmp`` to ``path``, replacing whatever is there, as atomically as POSIX allows."""
     p = Path(path)
+    os.chmod(tmp, default_mode(directory=True))
     old = None
     if p.exists():
         old = p.with_name(f".{p.name}.old-{os.getpid()}")
