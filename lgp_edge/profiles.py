@@ -13,12 +13,12 @@ problem names the file and the field.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
+from lgp_edge.registry import named_files, pick, search_dirs
 from lgp_edge.specs import DeviceProfile
 
 log = logging.getLogger(__name__)
@@ -104,18 +104,7 @@ def load_profile_file(path: str | Path) -> DeviceProfile:
 
 def _files(profiles_dir: str | Path | None) -> dict[str, Path]:
     """Profile name -> file; user files win over built-in ones."""
-    dirs = []
-    if profiles_dir is not None:
-        d = Path(profiles_dir)
-        if not d.is_dir():
-            raise UsageError(f"--profiles-dir '{d}' is not a directory")
-        dirs.append(d)
-    dirs.append(profiles_root())
-    found: dict[str, Path] = {}
-    for d in dirs:
-        for f in sorted(d.glob("*.toml")):
-            found.setdefault(f.stem, f)
-    return found
+    return named_files(search_dirs(profiles_root(), profiles_dir, "--profiles-dir"))
 
 
 def known_profiles(profiles_dir: str | Path | None = None) -> list[str]:
@@ -124,12 +113,7 @@ def known_profiles(profiles_dir: str | Path | None = None) -> list[str]:
 
 def load_profile(name: str, profiles_dir: str | Path | None = None) -> DeviceProfile:
     """The profile called ``name``: from ``profiles_dir`` first, then the built-in ones."""
-    files = _files(profiles_dir)
-    if name not in files:
-        close = difflib.get_close_matches(name, list(files), n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UsageError(f"unknown profile '{name}'{hint}; known profiles: {', '.join(sorted(files))}")
-    return load_profile_file(files[name])
+    return load_profile_file(pick("profile", name, _files(profiles_dir)))
 
 
 def list_profiles(profiles_dir: str | Path | None = None) -> list[DeviceProfile]:
@@ -137,10 +121,7 @@ def list_profiles(profiles_dir: str | Path | None = None) -> list[DeviceProfile]
 
 
 def profile_path(name: str, profiles_dir: str | Path | None = None) -> Path:
-    files = _files(profiles_dir)
-    if name not in files:
-        raise UsageError(f"unknown profile '{name}'; known profiles: {', '.join(sorted(files))}")
-    return files[name]
+    return pick("profile", name, _files(profiles_dir))
 
 
 def with_overrides(profile: DeviceProfile, *, budget_ms: float | None = None, memory_mb: float | None = None,

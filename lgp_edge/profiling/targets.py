@@ -7,13 +7,13 @@ Every file is checked field by field; a problem names the file and the field.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
+from lgp_edge.registry import named_files, pick, search_dirs
 from lgp_edge.specs import ConnectionSpec, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -161,23 +161,12 @@ def load_target_file(path: str | Path) -> TargetSpec:
 
 
 def _dirs(targets_dir: str | Path | None) -> list[Path]:
-    dirs = []
-    if targets_dir is not None:
-        d = Path(targets_dir)
-        if not d.is_dir():
-            raise UsageError(f"--targets-dir '{d}' is not a directory")
-        dirs.append(d)
-    dirs.append(targets_root())
-    return dirs
+    return search_dirs(targets_root(), targets_dir, "--targets-dir")
 
 
 def _files(targets_dir: str | Path | None) -> dict[str, Path]:
     """Target name -> file; user files (first directory) win over built-in ones."""
-    found: dict[str, Path] = {}
-    for d in _dirs(targets_dir):
-        for f in sorted(d.glob("*.toml")):
-            found.setdefault(f.stem, f)
-    return found
+    return named_files(_dirs(targets_dir))
 
 
 def known_targets(targets_dir: str | Path | None = None) -> list[str]:
@@ -186,12 +175,7 @@ def known_targets(targets_dir: str | Path | None = None) -> list[str]:
 
 def load_target(name: str, targets_dir: str | Path | None = None) -> TargetSpec:
     """The target called ``name``: from ``targets_dir`` first, then the built-in ones."""
-    files = _files(targets_dir)
-    if name not in files:
-        close = difflib.get_close_matches(name, list(files), n=3, cutoff=0.5)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise UsageError(f"unknown target '{name}'{hint}; known targets: {', '.join(sorted(files))}")
-    return load_target_file(files[name])
+    return load_target_file(pick("target", name, _files(targets_dir)))
 
 
 def list_targets(targets_dir: str | Path | None = None) -> list[TargetSpec]:

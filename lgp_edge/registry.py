@@ -1,0 +1,38 @@
+"""Named TOML files (targets, profiles): built-in ones shipped in the package, plus a user directory."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from lgp_edge.errors import UsageError
+
+
+def search_dirs(builtin: Path, user_dir: str | Path | None, flag: str) -> list[Path]:
+    """The user directory first (``flag`` names its option in errors), then the built-in one."""
+    dirs = []
+    if user_dir is not None:
+        d = Path(user_dir)
+        if not d.is_dir():
+            raise UsageError(f"{flag} '{d}' is not a directory")
+        dirs.append(d)
+    dirs.append(builtin)
+    return dirs
+
+
+def named_files(dirs: list[Path]) -> dict[str, Path]:
+    """Name (file stem) -> file; earlier directories win."""
+    found: dict[str, Path] = {}
+    for d in dirs:
+        for f in sorted(d.glob("*.toml")):
+            found.setdefault(f.stem, f)
+    return found
+
+
+def pick(kind: str, name: str, files: dict[str, Path]) -> Path:
+    """The file of ``name``, or a UsageError suggesting close names and listing the known ones."""
+    if name not in files:
+        close = difflib.get_close_matches(name, list(files), n=3, cutoff=0.5)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UsageError(f"unknown {kind} '{name}'{hint}; known {kind}s: {', '.join(sorted(files))}")
+    return files[name]
