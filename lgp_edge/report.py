@@ -124,8 +124,7 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
 def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, TargetSpec]], store: Any, *,
                  force: bool = False, reporter: Any = NULL) -> list[ReportEntry]:
     """Score, plot and write report.md for each (profile, target); returns the entries."""
-    from lgp_edge.export.pipeline import publish
-    from lgp_edge.pool.pool import atomic_dir, check_output_dir, load_pool
+    from lgp_edge.pool.pool import atomic_dir, check_output_dir, load_pool, replace_dir
     from lgp_edge.select import profile_latencies
 
     check_output_dir(out, force)
@@ -147,6 +146,6 @@ def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, 
                 entries.append(entry)
                 task.advance()
         (tmp / "report.md").write_text(render_markdown(entries, pool_dir, manifest))
-        publish(tmp, out)
+        replace_dir(tmp, out)
         os.makedirs(tmp, exist_ok=True)  # let TemporaryDirectory clean up
     return entries

@@ -139,16 +139,6 @@ def validation_images(data_name: str, pre: Any, num_classes: int, n_val: int, n_
     return x, y, cal, data.info.synthetic
 
 
-def publish(tmp: Path, out: Path) -> None:
-    """Rename the finished temporary directory to ``out`` with normal permissions (mkdtemp makes it 0700)."""
-    from lgp_edge.pool.pool import replace_dir
-
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(tmp, 0o777 & ~mask)
-    replace_dir(tmp, out)
-
-
 def _move_failed(tmp: Path, out: Path) -> Path | None:
     """Keep a failed export for inspection at OUT.failed (only replacing an earlier failed export)."""
     failed = out.with_name(out.name + ".failed")
@@ -161,7 +151,9 @@ def _move_failed(tmp: Path, out: Path) -> Path | None:
         if not ours:
             log.warning("'%s' exists and is not an earlier failed export; the failed output is discarded", failed)
             return None
-    publish(tmp, failed)
+    from lgp_edge.pool.pool import replace_dir
+
+    replace_dir(tmp, failed)
     return failed
 
 
@@ -174,7 +166,7 @@ def _versions() -> dict[str, str]:
 def export_profile(req: ExportRequest, reporter: Any = NULL) -> ExportResult:
     """Run the whole export for one profile (see the module docstring for the order and failure modes)."""
     from lgp_edge.export.validate import reference_logits, top1
-    from lgp_edge.pool.pool import atomic_dir, load_pool, resolve_pool
+    from lgp_edge.pool.pool import atomic_dir, load_pool, replace_dir, resolve_pool
     from lgp_edge.select import open_store, plan_selection, profile_latencies
 
     pool_dir = resolve_pool(req.pool)
@@ -236,7 +228,7 @@ def export_profile(req: ExportRequest, reporter: Any = NULL) -> ExportResult:
                                for a in failed)
             raise ValidationFailed(f"validation failed, nothing written to '{req.out}'"
                                    + (f" (failed output kept in '{where}')" if where else "") + f": {detail}")
-        publish(tmp, req.out)
+        replace_dir(tmp, req.out)
         os.makedirs(tmp, exist_ok=True)  # let TemporaryDirectory clean up
     log.info("exported %s for profile %s to %s", key, profile.name, req.out)
     return ExportResult(out=req.out, manifest=mf, artifacts=tuple(artifacts))

@@ -136,9 +136,9 @@ def export_switchable(req: SwitchableRequest, reporter: Any = NULL) -> Switchabl
     from lgp_edge.export.base import MAX_ONNX_OPSET
     from lgp_edge.export.coreml import _tree_sha256, min_target
     from lgp_edge.export.onnx import versions
-    from lgp_edge.export.pipeline import default_data, publish, validation_images
+    from lgp_edge.export.pipeline import default_data, validation_images
     from lgp_edge.export.switchable import build_switchable_onnx, switch_entries, validate_switchable_onnx
-    from lgp_edge.pool.pool import atomic_dir, load_pool, resolve_pool, sha256_file
+    from lgp_edge.pool.pool import atomic_dir, load_pool, replace_dir, resolve_pool, sha256_file
     from lgp_edge.select import latencies, open_store
 
     pool_dir = resolve_pool(req.pool)
@@ -225,7 +225,7 @@ def export_switchable(req: SwitchableRequest, reporter: Any = NULL) -> Switchabl
         if not passed:
             raise ValidationFailed(f"switchable export failed validation; nothing written to '{req.out}': "
                                    + "; ".join(_failures(artifacts)))
-        publish(tmp, req.out)
+        replace_dir(tmp, req.out)
         os.makedirs(tmp, exist_ok=True)  # let TemporaryDirectory clean up
     log.info("switchable export of %d descendants to %s", len(entries), req.out)
     return SwitchableResult(out=req.out, manifest=mf)
