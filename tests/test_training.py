@@ -31,8 +31,11 @@ def test_cli_end_to_end_on_synthetic(tmp_path: Path, capsys: pytest.CaptureFixtu
                  "synthetic", "--out", str(pool), "--init", "lstsq", *QUICK]) == 0
     assert sorted(p.name for p in pool.iterdir()) == ["ancestry.safetensors", "pool.json", "transforms.safetensors",
                                                       "weights.safetensors"]
+    assert main(["pool", "eval", str(pool), "--data", "synthetic", "--max-images", "32", "--quiet"]) == 0
+    assert (pool / "descendants.json").is_file()
     assert main(["pool", "finetune", str(pool), "--data", "synthetic", "--init", "learned", *QUICK]) == 0
     assert not (pool / "finetune.ckpt").exists()
+    assert not (pool / "descendants.json").exists(), "accuracies of the weights before fine-tuning are stale"
     capsys.readouterr()
     assert main(["pool", "eval", str(pool), "--data", "synthetic", "--max-images", "64", "--json",
                  "--quiet"]) == 0
@@ -40,7 +43,7 @@ def test_cli_end_to_end_on_synthetic(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert len(out["descendants"]) == 18 and all(0 <= r["top1"] <= 100 for r in out["descendants"])
     manifest = json.loads((pool / "pool.json").read_text())
     assert manifest["stage"] == "finetuned" and manifest["stitch_init"] == "learned"
-    assert [h["stage"] for h in manifest["history"]] == ["distill", "stitch-init", "finetune", "eval"]
+    assert [h["stage"] for h in manifest["history"]] == ["distill", "stitch-init", "eval", "finetune", "eval"]
     written = json.loads((pool / "descendants.json").read_text())
     assert written["synthetic_data"] is True and len(written["descendants"]) == 18
 

@@ -18,6 +18,7 @@ from lgp_edge.data import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.stitch import INITS
 from lgp_edge.pool.build import init_stitches, lstsq_images, matrices_from_tensors
+from lgp_edge.pool.evaluate import DESCENDANTS
 from lgp_edge.pool.pool import (
     LearngenePool,
     PoolManifest,
@@ -117,8 +118,6 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
     manifest = manifest.replace(stage="finetuned", stitch_init=init or manifest.stitch_init,
                                 history=manifest.history + (entry,), descendants=())
     if is_main():
-        manifest = save_pool(req.pool, pool, manifest, keep_from=req.pool)
-        import shutil
-
-        shutil.rmtree(Path(req.pool) / CKPT, ignore_errors=True)  # done: the pool itself is the result
+        # the checkpoint is done with (the pool is the result) and the old evaluation is stale
+        manifest = save_pool(req.pool, pool, manifest, keep_from=req.pool, drop=(CKPT, DESCENDANTS))
     return manifest

@@ -186,11 +186,13 @@ def _state(module: nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tens
 
 def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
               ancestry: nn.Module | None = None, transforms: dict[str, torch.Tensor] | None = None,
-              storage_dtype: str = "float32", keep_from: str | Path | None = None) -> PoolManifest:
+              storage_dtype: str = "float32", keep_from: str | Path | None = None,
+              drop: tuple[str, ...] = ()) -> PoolManifest:
     """Write a pool directory atomically; returns the manifest with file hashes filled in.
 
     ``keep_from``: an existing pool directory whose ancestry/transforms files are carried over when not
-    given here (fine-tuning rewrites the weights only).
+    given here (fine-tuning rewrites the weights only); when it is ``path`` itself, its other files are
+    carried over too, except those named in ``drop`` (e.g. results that the new weights make stale).
     """
     from safetensors.torch import save_file
 
@@ -218,7 +220,7 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
         # Carry over user files (e.g. a fine-tuning checkpoint) from the directory being replaced.
         if keep_from is not None and Path(keep_from).resolve() == Path(path).resolve():
             for extra in Path(keep_from).iterdir():
-                if extra.name not in (WEIGHTS, ANCESTRY, TRANSFORMS, MANIFEST):
+                if extra.name not in (WEIGHTS, ANCESTRY, TRANSFORMS, MANIFEST, *drop):
                     dst = Path(tmp) / extra.name
                     (shutil.copytree if extra.is_dir() else shutil.copy2)(extra, dst)
         replace_dir(tmp, path)
