@@ -87,7 +87,8 @@ def main() -> None:
         pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no <!-- {name}:begin/end --> block")
-        text = pattern.sub(lambda m, body=render(): m.group(1) + body + m.group(2), text)
+        body = render()
+        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
     readme.write_text(text)
 
 
