@@ -87,8 +87,8 @@ def main() -> None:
         pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no <!-- {name}:begin/end --> block")
-        body = render()
-        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+        parts = pattern.search(text)
+        text = text[:parts.end(1)] + render() + text[parts.start(2):]
     readme.write_text(text)
 
 
