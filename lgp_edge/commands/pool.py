@@ -96,7 +96,7 @@ def _finetune(args: argparse.Namespace) -> int:
                                              resume=args.resume), train_config(args), reporter(args))
     if is_main():
         last = manifest.history[-1]
-        print(f"pool {manifest.spec.pool_id} fine-tuned: {len(last['epoch_loss'])} epochs, final loss "
+        print(f"pool {manifest.spec.pool_id} fine-tuned: {len(last['epoch_loss'])} epoch(s), final loss "
               f"{last['epoch_loss'][-1]:.4f}, {last['wall_s']:.0f} s; run 'lgp-edge pool eval {args.pool} "
               f"--data {args.data}' next")
     return 0
