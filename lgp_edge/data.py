@@ -62,12 +62,18 @@ def _read_idx(path: Path) -> torch.Tensor:
     return data.reshape(dims)
 
 
-def _fmnist_split(root: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _fmnist_files(root: Path, prefix: str) -> tuple[Path, Path]:
+    """The images and labels files of one split; DataError naming the apt package if either is missing."""
     images, labels = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
     for f in (images, labels):
         if not f.is_file():
             raise DataError(f"Fashion-MNIST not found ({f} is missing): run 'sudo apt-get install -y "
                             "dataset-fashion-mnist' or set LGP_EDGE_DATA to a directory with the IDX .gz files")
+    return images, labels
+
+
+def _fmnist_split(root: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = _fmnist_files(root, prefix)
     return _read_idx(images), _read_idx(labels).long()
 
 
@@ -130,15 +136,21 @@ def _synthetic(img_size: int, in_chans: int, num_classes: int, n_train: int = 51
                      DataInfo("synthetic", num_classes, pre, synthetic=True))
 
 
-def _imagefolder(root: str, img_size: int, in_chans: int) -> ImageData:
-    from timm.data import create_transform
-    from torchvision.datasets import ImageFolder
-
+def _imagefolder_root(root: str) -> Path:
+    """The dataset root after checking its train/ and val/ subfolders exist."""
     base = Path(root)
     for split in ("train", "val"):
         if not (base / split).is_dir():
             raise DataError(f"imagefolder '{base}' needs train/ and val/ subfolders (ImageNet layout); "
                             f"'{base / split}' is missing")
+    return base
+
+
+def _imagefolder(root: str, img_size: int, in_chans: int) -> ImageData:
+    from timm.data import create_transform
+    from torchvision.datasets import ImageFolder
+
+    base = _imagefolder_root(root)
     if in_chans != 3:
         raise UsageError(f"imagefolder data is RGB; the ancestry takes {in_chans} channel(s)")
     train = ImageFolder(str(base / "train"), transform=create_transform(img_size, is_training=True,
@@ -164,20 +176,10 @@ def open_data(name: str, *, img_size: int, in_chans: int, num_classes: int = 10)
 def check_data_name(name: str) -> None:
     """Validate a --data value before any work (and before any output is created)."""
     if name == "fashion-mnist":
-        root = fmnist_dir()
         for prefix in ("train", "t10k"):
-            for kind in ("images-idx3", "labels-idx1"):
-                f = root / f"{prefix}-{kind}-ubyte.gz"
-                if not f.is_file():
-                    raise DataError(f"Fashion-MNIST not found ({f} is missing): run 'sudo apt-get install -y "
-                                    "dataset-fashion-mnist' or set LGP_EDGE_DATA to a directory with the IDX "
-                                    ".gz files")
+            _fmnist_files(fmnist_dir(), prefix)
     elif name.startswith("imagefolder:"):
-        base = Path(name.split(":", 1)[1])
-        for split in ("train", "val"):
-            if not (base / split).is_dir():
-                raise DataError(f"imagefolder '{base}' needs train/ and val/ subfolders; '{base / split}' is "
-                                "missing")
+        _imagefolder_root(name.split(":", 1)[1])
     elif name != "synthetic":
         raise UsageError(f"unknown --data '{name}'; use fashion-mnist, imagefolder:PATH or synthetic")
 

@@ -10,7 +10,6 @@ predicted. The report directory is written atomically like an export.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,5 +146,4 @@ def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, 
                 task.advance()
         (tmp / "report.md").write_text(render_markdown(entries, pool_dir, manifest))
         replace_dir(tmp, out)
-        os.makedirs(tmp, exist_ok=True)  # let TemporaryDirectory clean up
     return entries

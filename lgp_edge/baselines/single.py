@@ -149,7 +149,6 @@ def train_single_models(req: SingleRequest, cfg: TrainConfig, reporter: Reporter
                 json.dump(out, f, indent=1)
                 f.write("\n")
             replace_dir(tmp, req.out)
-            os.makedirs(tmp, exist_ok=True)
     return out
 
 

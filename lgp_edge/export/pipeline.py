@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,12 +222,10 @@ def export_profile(req: ExportRequest, reporter: Any = NULL) -> ExportResult:
         if mf["status"] != "passed":
             failed = [a for a in artifacts if not (a.validation and a.validation.passed)]
             where = _move_failed(tmp, req.out)
-            os.makedirs(tmp, exist_ok=True)  # let TemporaryDirectory clean up
             detail = "; ".join(f"{a.format} {a.path}: {a.validation.note if a.validation else 'not validated'}"
                                for a in failed)
             raise ValidationFailed(f"validation failed, nothing written to '{req.out}'"
                                    + (f" (failed output kept in '{where}')" if where else "") + f": {detail}")
         replace_dir(tmp, req.out)
-        os.makedirs(tmp, exist_ok=True)  # let TemporaryDirectory clean up
     log.info("exported %s for profile %s to %s", key, profile.name, req.out)
     return ExportResult(out=req.out, manifest=mf, artifacts=tuple(artifacts))

@@ -226,7 +226,6 @@ def export_switchable(req: SwitchableRequest, reporter: Any = NULL) -> Switchabl
             raise ValidationFailed(f"switchable export failed validation; nothing written to '{req.out}': "
                                    + "; ".join(_failures(artifacts)))
         replace_dir(tmp, req.out)
-        os.makedirs(tmp, exist_ok=True)  # let TemporaryDirectory clean up
     log.info("switchable export of %d descendants to %s", len(entries), req.out)
     return SwitchableResult(out=req.out, manifest=mf)
 

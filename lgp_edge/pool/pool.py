@@ -16,6 +16,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,11 +151,19 @@ def check_output_dir(path: str | Path, force: bool) -> None:
         raise UsageError(f"output directory '{p}' exists and is not empty; choose another or pass --force")
 
 
-def atomic_dir(path: str | Path) -> tempfile.TemporaryDirectory:
-    """A temporary directory beside ``path`` (same filesystem, so a rename moves it into place)."""
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[str]:
+    """A temporary directory beside ``path`` (same filesystem, so ``replace_dir`` moves it into place).
+
+    Whatever is left of it when the block ends (an error before ``replace_dir``) is removed.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.TemporaryDirectory(prefix=f".{p.name}.tmp-", dir=p.parent)
+    tmp = tempfile.mkdtemp(prefix=f".{p.name}.tmp-", dir=p.parent)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def default_mode(directory: bool) -> int:
@@ -197,8 +207,7 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
     from safetensors.torch import save_file
 
     dtype = {"float32": None, "float16": torch.float16}[storage_dtype]
-    tmp_ctx = atomic_dir(path)
-    with tmp_ctx as tmp:
+    with atomic_dir(path) as tmp:
         files: dict[str, str] = {}
         save_file(_state(pool, dtype), os.path.join(tmp, WEIGHTS), metadata={"pool_id": pool.pool_id})
         if ancestry is not None:
@@ -224,7 +233,6 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
                     dst = Path(tmp) / extra.name
                     (shutil.copytree if extra.is_dir() else shutil.copy2)(extra, dst)
         replace_dir(tmp, path)
-        os.makedirs(tmp, exist_ok=True)  # let TemporaryDirectory clean up without error
     log.info("saved pool %s to %s", pool.pool_id, path)
     return manifest
 

@@ -74,5 +74,4 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
             with open(os.path.join(tmp, "ancestry.json"), "w") as f:
                 json.dump(meta, f, indent=1)
             replace_dir(tmp, req.out)
-            os.makedirs(tmp, exist_ok=True)
     return meta
