@@ -278,7 +278,8 @@ class LatencyRecord(_Record):
     when: str  # ISO-8601 UTC
     tool_versions: dict[str, str]  # runtime + lgp-edge versions
     pool_id: str = ""  # pool the descendant came from ("" for stock models)
-    noisy: bool = False  # CV stayed above the threshold after a repeat
+    noisy: bool = False  # CV stayed above the threshold after the bounded repeats
+    calibration: str = ""  # predicted records: the calibration they came from (host fingerprint / probe set)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LatencyRecord:

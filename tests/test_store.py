@@ -7,6 +7,9 @@ import multiprocessing as mp
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from lgp_edge.errors import UsageError
 from lgp_edge.profiling.store import MeasurementStore, default_store_path
 from lgp_edge.specs import LatencyRecord
 
@@ -28,25 +31,46 @@ def test_default_path_env_and_xdg(monkeypatch, tmp_path):
     assert default_store_path() == tmp_path / "data" / "lgp-edge" / "measurements.sqlite"
 
 
-def test_wal_roundtrip_and_replace(tmp_path):
+def test_wal_roundtrip_and_history(tmp_path):
     path = tmp_path / "s.sqlite"
     with MeasurementStore(path) as s:
         assert s.journal_mode == "wal"
         r = rec()
         s.put(r)
         assert s.get("ti6.0-5", "cpu", "onnxruntime", "fp32") == r
-        s.put(dataclasses.replace(r, median_ms=2.0, when="2026-01-02T00:00:00+00:00"))  # re-profile: replaces
-        assert s.count() == 1 and s.get("ti6.0-5", "cpu", "onnxruntime", "fp32").median_ms == 2.0
+        s.put(dataclasses.replace(r, median_ms=2.0, p90_ms=2.2, p99_ms=2.6, when="2026-01-02T00:00:00+00:00"))
+        assert s.count() == 2  # profiling again adds a run: the history is kept
+        assert [x.median_ms for x in s.records(target="cpu")] == [1.0, 2.0]
         s.put(rec(versions={"onnxruntime": "2.0"}, median=3.0, when="2026-01-03T00:00:00+00:00"))  # new tools
-        assert s.count() == 2
+        assert s.count() == 3
         assert s.get("ti6.0-5", "cpu", "onnxruntime", "fp32").median_ms == 3.0  # newest wins
         assert len(s.records(target="cpu", latest=True)) == 1
     # a different process view: the file is a real WAL-mode SQLite database
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("SELECT COUNT(*) FROM latency").fetchone()[0] == 2
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 3
 
 
+def test_schema_1_store_becomes_history(tmp_path):
+    """A store written by the previous schema (one row per key in table 'latency') is migrated in place."""
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""CREATE TABLE latency (pool_id TEXT NOT NULL, descendant_key TEXT NOT NULL, target TEXT NOT NULL,
+        runtime TEXT NOT NULL, precision TEXT NOT NULL, batch INTEGER NOT NULL, tool_versions TEXT NOT NULL,
+        source TEXT NOT NULL, median_ms REAL NOT NULL, p90_ms REAL NOT NULL, p99_ms REAL NOT NULL, mean_ms REAL NOT NULL,
+        std_ms REAL NOT NULL, cv REAL NOT NULL, n INTEGER NOT NULL, warmup INTEGER NOT NULL, threads INTEGER NOT NULL,
+        noisy INTEGER NOT NULL, when_utc TEXT NOT NULL,
+        PRIMARY KEY (pool_id, descendant_key, target, runtime, precision, batch, tool_versions, source));
+        INSERT INTO latency VALUES ('p1','ti6.0-5','cpu','onnxruntime','fp32',1,'{}','measured',1.0,1.1,1.3,1.0,0.01,
+        0.01,50,10,2,0,'2026-01-01T00:00:00+00:00');
+        PRAGMA user_version = 1;""")
+    db.close()
+    with MeasurementStore(path, readonly=True) as ro:  # read as is, not migrated by a reader
+        assert [r.median_ms for r in ro.records()] == [1.0]
+    with MeasurementStore(path) as s:
+        assert [r.median_ms for r in s.records()] == [1.0]
+        s.put(rec(median=2.0))
+        assert s.count() == 2
 def test_prediction_never_overwrites_measurement_and_filters(tmp_path):
     with MeasurementStore(tmp_path / "s.sqlite") as s:
         s.put_many([rec(median=1.0), rec(median=9.0, source="predicted"), rec("b6.0-5", runtime="openvino"),
@@ -93,9 +117,94 @@ def test_failed_batch_writes_nothing(tmp_path):
 
 
 def test_store_path_is_directory_is_usage_error(tmp_path):
-    import pytest
-
-    from lgp_edge.errors import UsageError
-
     with pytest.raises(UsageError, match="directory"):
         MeasurementStore(Path(tmp_path))
+
+
+def test_stored_prediction_replaces_only_the_same_calibration(tmp_path):
+    with MeasurementStore(tmp_path / "s.sqlite") as s:
+        p = dataclasses.replace(rec(source="predicted"), calibration="host:a")
+        s.put(p)
+        s.put(dataclasses.replace(p, median_ms=1.5, p90_ms=1.6, p99_ms=1.7))
+        s.put(dataclasses.replace(p, calibration="host:b"))
+        rows = s.records(source="predicted")
+        assert sorted((r.calibration, r.median_ms) for r in rows) == [("host:a", 1.5), ("host:b", 1.0)]
+
+
+# ------------------------------------------------------------------------------ failures keep the records
+def test_locked_store_keeps_the_records_beside_it(tmp_path):
+    """Another connection holds the write lock: the write is retried, then the records are saved beside the
+    store in the import format, and the error says where (nothing is lost, no traceback)."""
+    from lgp_edge.profiling.store import StoreWriteFailed, read_records_file
+
+    path = tmp_path / "s.sqlite"
+    MeasurementStore(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a real writer lock, held
+    try:
+        records = [rec(f"k{i}", median=1.0 + i) for i in range(18)]
+        with MeasurementStore(path, timeout_s=0.6) as s:
+            with pytest.raises(StoreWriteFailed) as err:
+                s.put_many(records)
+        msg = str(err.value)
+        assert "locked" in msg and "18 records" in msg and "--import" in msg and "\n" not in msg
+        saved = err.value.saved_to
+        assert saved.parent == tmp_path and str(saved) in msg
+        assert read_records_file(saved) == records
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with MeasurementStore(path) as s:  # the lock is gone: the saved file imports
+        s.put_many(read_records_file(saved))
+        assert s.count() == 18
+
+
+def test_corrupt_page_keeps_the_records_beside_it(tmp_path):
+    from lgp_edge.profiling.store import StoreWriteFailed, read_records_file
+
+    path = tmp_path / "s.sqlite"
+    with MeasurementStore(path) as s:
+        s.put_many([rec(f"k{i}", median=1.0 + i) for i in range(400)])
+        s._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    page = 4096
+    assert len(data) > 4 * page
+    for off in range(page, len(data)):  # every page but the first (header + schema) is garbage
+        data[off] = 0xA5
+    path.write_bytes(bytes(data))
+    with MeasurementStore(path, timeout_s=0.3) as s:
+        with pytest.raises(StoreWriteFailed) as err:
+            s.put_many([rec("new")])
+    assert "malformed" in str(err.value) and read_records_file(err.value.saved_to) == [rec("new")]
+
+
+# ------------------------------------------------------------------------------------------- read-only
+def test_readonly_store_never_creates_or_writes(tmp_path):
+    missing = tmp_path / "no" / "such" / "s.sqlite"
+    with MeasurementStore(missing, readonly=True) as s:
+        assert not s.exists and s.records() == [] and s.count() == 0 and s.host_calibration("host:x") is None
+    assert not missing.exists() and not missing.parent.exists()
+    path = tmp_path / "s.sqlite"
+    with MeasurementStore(path) as s:
+        s.put(rec())
+    before = path.read_bytes()
+    with MeasurementStore(path, readonly=True) as s:
+        assert [r.descendant_key for r in s.records()] == ["ti6.0-5"]
+        with pytest.raises(UsageError, match="read-only"):
+            s.put(rec("x"))
+    assert path.read_bytes() == before
+
+
+def test_import_file_is_validated(tmp_path):
+    from lgp_edge.profiling.store import read_records_file, records_json
+
+    good = tmp_path / "t.json"
+    good.write_text(records_json([rec()]))
+    assert read_records_file(good) == [rec()]
+    bad = tmp_path / "b.json"
+    for text, needle in (("{", "not JSON"), ('{"format": "x"}', "not an lgp-edge latency file"),
+                         (records_json([rec()]).replace('"p90_ms": 1.1', '"p90_ms": 0.5'), "median <= p90"),
+                         (records_json([rec()]).replace('"source": "measured"', '"source": "guess"'), "source")):
+        bad.write_text(text)
+        with pytest.raises(UsageError, match=needle):
+            read_records_file(bad)

@@ -1,28 +1,49 @@
-"""The measurement store: one SQLite file (WAL mode), one row per measurement.
+"""The measurement store: one SQLite file (WAL mode) holding every latency run and the host calibrations.
 
-A row is keyed by (pool id, descendant key, target, runtime, precision, batch, tool versions, source), so
-re-profiling with the same tools replaces the row, a new runtime version adds one, and a prediction never
-overwrites a measurement. Several profilers may write at once: WAL lets readers run beside one writer,
-and writers wait (``busy_timeout``) instead of failing.
+- ``runs``: one row per measurement run (history is kept: profiling again adds rows, it never overwrites
+  one), and one row per stored prediction (``source = 'predicted'``, with the calibration it came from).
+  Readers take a robust aggregate of the recent runs (``predict.robust_measured``), so one bad run cannot
+  decide anything. Calibration runs of the predictor are stored like any measurement, with keys starting
+  ``probe:``.
+- ``host_calibration``: the measured facts of this machine for one runtime and thread count (GEMM peak,
+  bandwidths, last-level cache, run-to-run dispersion), keyed by a fingerprint (CPU model, cores, threads,
+  runtime versions), measured once and reused by every later process (``roofline.host_calibration``).
 
-Calibration runs of the predictor are stored like any measurement, with keys starting ``probe:``.
+Several profilers may write at once: WAL lets readers run beside one writer, and writers wait
+(``busy_timeout``). A write that still cannot be made (another writer holds the lock for longer, a damaged
+file) is retried, then the records are saved beside the store in the import format
+(``lgp-edge profile --import FILE``) and ``StoreWriteFailed`` says where: measurements are never lost.
+
+Commands that only read (select, export, report) open the store with ``readonly=True``: a missing file is
+an empty store (nothing is created), and a read-only file is only read.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import sqlite3
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from lgp_edge.errors import UsageError
 from lgp_edge.specs import LatencyRecord
 
+log = logging.getLogger(__name__)
+
 _COLUMNS = ("pool_id", "descendant_key", "target", "runtime", "precision", "batch", "tool_versions", "source",
-            "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "n", "warmup", "threads", "noisy", "when_utc")
+            "median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "n", "warmup", "threads", "noisy", "when_utc",
+            "calibration")
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS latency (
+CREATE TABLE IF NOT EXISTS runs (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
     pool_id        TEXT    NOT NULL,
     descendant_key TEXT    NOT NULL,
     target         TEXT    NOT NULL,
@@ -42,11 +63,26 @@ CREATE TABLE IF NOT EXISTS latency (
     threads        INTEGER NOT NULL,
     noisy          INTEGER NOT NULL,
     when_utc       TEXT    NOT NULL,
-    PRIMARY KEY (pool_id, descendant_key, target, runtime, precision, batch, tool_versions, source)
+    calibration    TEXT    NOT NULL DEFAULT ''  -- predicted rows: the calibration they came from
 );
-CREATE INDEX IF NOT EXISTS latency_target ON latency (target, runtime, precision, pool_id);
+CREATE INDEX IF NOT EXISTS runs_target ON runs (target, runtime, precision, pool_id);
+CREATE TABLE IF NOT EXISTS host_calibration (
+    fingerprint TEXT PRIMARY KEY,  -- hash of the canonical fingerprint JSON
+    facts       TEXT NOT NULL,     -- JSON: fingerprint + measured facts
+    when_utc    TEXT NOT NULL
+);
 """
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+IMPORT_FORMAT = "lgp-edge-latency"  # the JSON files `profile --import` reads and failed writes leave behind
+IMPORT_VERSION = 1
+
+
+class StoreWriteFailed(UsageError):
+    """Records could not be written to the store; they were saved to ``saved_to`` instead."""
+
+    def __init__(self, message: str, saved_to: Path) -> None:
+        super().__init__(message)
+        self.saved_to = saved_to
 
 
 def default_store_path() -> Path:
@@ -62,28 +98,105 @@ def _versions_json(v: dict[str, str]) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
 
 
-class MeasurementStore:
-    """Latency records in one SQLite file; safe to share between processes."""
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-    def __init__(self, path: str | Path | None = None, *, timeout_s: float = 60.0) -> None:
+
+class MeasurementStore:
+    """Latency records in one SQLite file; safe to share between processes.
+
+    ``timeout_s``: how long a write waits for another writer in all (split over ``write_attempts``).
+    ``readonly``: never create or change the file (a missing file reads as an empty store).
+    """
+
+    write_attempts = 3
+    default_timeout_s = 60.0
+
+    def __init__(self, path: str | Path | None = None, *, timeout_s: float | None = None,
+                 readonly: bool = False) -> None:
         self.path = Path(path) if path is not None else default_store_path()
+        self.readonly = readonly
+        self.timeout_s = float(timeout_s if timeout_s is not None else self.default_timeout_s)
+        self._db: sqlite3.Connection | None = None
+        self._table = "runs"
+        self.journal_mode = ""
         if self.path.exists() and self.path.is_dir():
             raise UsageError(f"store '{self.path}' is a directory; pass a file path with --store")
+        if readonly:
+            self._open_readonly()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None)
-            self._db.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            self._db = sqlite3.connect(str(self.path), timeout=self.timeout_s / self.write_attempts,
+                                       isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout = {int(self.timeout_s / self.write_attempts * 1000)}")
+            mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            if int(self._db.execute("PRAGMA user_version").fetchone()[0]) != SCHEMA_VERSION:
+                self._migrate()  # only a new or older file is written to on open
         except (sqlite3.DatabaseError, OSError) as exc:
             raise UsageError(f"cannot open measurement store '{self.path}': {exc}") from None
         self.journal_mode = str(mode)
 
+    def _open_readonly(self) -> None:
+        if not self.path.exists():
+            log.info("measurement store %s does not exist: reading it as empty", self.path)
+            return
+        uri = f"file:{quote(str(self.path.resolve()))}?mode=ro"
+        try:
+            try:
+                self._db = sqlite3.connect(uri, uri=True, timeout=self.timeout_s, isolation_level=None)
+                tables = self._tables()
+            except sqlite3.OperationalError:  # a WAL file in a directory we cannot write: read it as immutable
+                self._db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+                tables = self._tables()
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"cannot read measurement store '{self.path}': {exc}") from None
+        if "runs" in tables:
+            self._table = "runs"
+        elif "latency" in tables:  # schema 1, read as is
+            self._table = "latency"
+        elif tables:
+            raise UsageError(f"'{self.path}' is an SQLite file but not an lgp-edge measurement store "
+                             f"(tables: {', '.join(sorted(tables))})")
+        else:
+            self._db.close()
+            self._db = None  # an empty file: an empty store
+
+    def _tables(self) -> set[str]:
+        assert self._db is not None
+        return {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    def _migrate(self) -> None:
+        """Create the schema; a schema-1 store (one row per key, replaced on re-profile) becomes history."""
+        assert self._db is not None
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+            if "latency" in self._tables():
+                old = [c for c in _COLUMNS if c != "calibration"]
+                self._db.execute(f"INSERT INTO runs ({','.join(old)}) SELECT {','.join(old)} FROM latency "
+                                 "ORDER BY when_utc, rowid")
+                self._db.execute("DROP TABLE latency")
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    @property
+    def exists(self) -> bool:
+        """False for a read-only store whose file does not exist (or is empty)."""
+        return self._db is not None
+
     # -------------------------------------------------------------------------------------- lifecycle
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
     def __enter__(self) -> MeasurementStore:  # noqa: PYI034
         return self
@@ -94,34 +207,68 @@ class MeasurementStore:
     # ------------------------------------------------------------------------------------------ writes
     @staticmethod
     def _row(r: LatencyRecord) -> tuple[Any, ...]:
-        if r.source not in ("measured", "predicted"):
-            raise ValueError(f"record source must be 'measured' or 'predicted', got {r.source!r}")
+        check_record(r)
         return (r.pool_id, r.descendant_key, r.target, r.runtime, r.precision, int(r.batch),
                 _versions_json(r.tool_versions), r.source, float(r.median_ms), float(r.p90_ms), float(r.p99_ms),
                 float(r.mean_ms), float(r.std_ms), float(r.cv), int(r.n), int(r.warmup), int(r.threads),
-                int(bool(r.noisy)), r.when)
+                int(bool(r.noisy)), r.when, r.calibration)
 
     def put(self, record: LatencyRecord) -> None:
-        """Insert a record, replacing the row with the same key (re-profiling)."""
+        """Add one record (a new run; earlier runs are kept)."""
         self.put_many([record])
 
-    def put_many(self, records: list[LatencyRecord]) -> None:
-        """Insert records in one transaction (all or nothing)."""
+    def put_many(self, records: Sequence[LatencyRecord]) -> None:
+        """Add records in one transaction (all or nothing). A stored prediction replaces the earlier
+        prediction of the same model from the same calibration; measurements are always added.
+
+        When the store stays locked or is damaged, the write is retried ``write_attempts`` times, then the
+        records are saved beside the store and ``StoreWriteFailed`` says where."""
         rows = [self._row(r) for r in records]
         if not rows:
             return
+        if self.readonly or self._db is None:
+            raise UsageError(f"measurement store '{self.path}' is open read-only")
+        problem = ""
+        for attempt in range(self.write_attempts):
+            try:
+                self._insert(rows)
+                return
+            except sqlite3.OperationalError as exc:  # locked / busy: wait and try again
+                problem = str(exc)
+                log.info("store %s: %s (attempt %d of %d)", self.path, exc, attempt + 1, self.write_attempts)
+                time.sleep(min(1.0, 0.1 * (attempt + 1)))
+            except sqlite3.DatabaseError as exc:  # damaged file: retrying will not help
+                problem = str(exc)
+                break
+        saved = save_beside(self.path, records)
+        raise StoreWriteFailed(
+            f"could not write {len(rows)} records to the measurement store '{self.path}' ({problem}); they are "
+            f"saved in '{saved}': load them with 'lgp-edge profile --import {saved} --store PATH'", saved)
+
+    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+        assert self._db is not None
         marks = ",".join("?" * len(_COLUMNS))
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.executemany(f"INSERT OR REPLACE INTO latency ({','.join(_COLUMNS)}) VALUES ({marks})", rows)
+            for row in rows:
+                d = dict(zip(_COLUMNS, row))
+                if d["source"] == "predicted":
+                    self._db.execute("DELETE FROM runs WHERE source = 'predicted' AND pool_id = ? AND "
+                                     "descendant_key = ? AND target = ? AND runtime = ? AND precision = ? AND "
+                                     "batch = ? AND threads = ? AND calibration = ?",
+                                     (d["pool_id"], d["descendant_key"], d["target"], d["runtime"], d["precision"],
+                                      d["batch"], d["threads"], d["calibration"]))
+                self._db.execute(f"INSERT INTO runs ({','.join(_COLUMNS)}) VALUES ({marks})", row)
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 
     def delete(self, *, target: str, pool_id: str | None = None, runtime: str | None = None) -> int:
+        if self._db is None or self.readonly:
+            raise UsageError(f"measurement store '{self.path}' is open read-only")
         where, args = self._where(target=target, runtime=runtime, precision=None, pool_id=pool_id)
-        cur = self._db.execute(f"DELETE FROM latency {where}", args)
+        cur = self._db.execute(f"DELETE FROM runs {where}", args)
         return cur.rowcount
 
     # ------------------------------------------------------------------------------------------- reads
@@ -142,7 +289,17 @@ class MeasurementStore:
                              p90_ms=d["p90_ms"], p99_ms=d["p99_ms"], mean_ms=d["mean_ms"], std_ms=d["std_ms"],
                              cv=d["cv"], n=d["n"], warmup=d["warmup"], threads=d["threads"], source=d["source"],
                              when=d["when_utc"], tool_versions=json.loads(d["tool_versions"]),
-                             pool_id=d["pool_id"], noisy=bool(d["noisy"]))
+                             pool_id=d["pool_id"], noisy=bool(d["noisy"]), calibration=d["calibration"] or "")
+
+    def _select(self, sql_tail: str, args: list[Any]) -> list[Any]:
+        if self._db is None:
+            return []
+        cols = ",".join(c if c != "calibration" or self._table == "runs" else "'' AS calibration" for c in _COLUMNS)
+        try:
+            return self._db.execute(f"SELECT {cols} FROM {self._table} {sql_tail}", args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"cannot read measurement store '{self.path}': {exc}; move it aside (profiling "
+                             "again creates a new one)") from None
 
     def records(self, target: str | None = None, runtime: str | None = None, precision: str | None = None,
                 pool_id: str | None = None, *, source: str | None = None, batch: int | None = None,
@@ -151,9 +308,8 @@ class MeasurementStore:
         precision, batch, source), the newest, whatever the tool versions."""
         where, args = self._where(target=target, runtime=runtime, precision=precision, pool_id=pool_id,
                                   source=source, batch=batch)
-        rows = self._db.execute(f"SELECT {','.join(_COLUMNS)} FROM latency {where} ORDER BY when_utc, rowid",
-                                args).fetchall()
-        out = [self._record(r) for r in rows]
+        order = "when_utc, id" if self._table == "runs" else "when_utc, rowid"
+        out = [self._record(r) for r in self._select(f"{where} ORDER BY {order}", args)]
         if latest:
             newest: dict[tuple[Any, ...], LatencyRecord] = {}
             for r in out:  # ascending time: later rows win
@@ -166,12 +322,136 @@ class MeasurementStore:
         """The newest record for one descendant (any tool versions), or None."""
         where, args = self._where(descendant_key=descendant_key, target=target, runtime=runtime,
                                   precision=precision, batch=batch, pool_id=pool_id, source=source)
-        row = self._db.execute(f"SELECT {','.join(_COLUMNS)} FROM latency {where} "
-                               "ORDER BY when_utc DESC, rowid DESC LIMIT 1", args).fetchone()
-        return None if row is None else self._record(row)
+        order = "when_utc DESC, id DESC" if self._table == "runs" else "when_utc DESC, rowid DESC"
+        rows = self._select(f"{where} ORDER BY {order} LIMIT 1", args)
+        return self._record(rows[0]) if rows else None
 
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM latency").fetchone()[0])
+        if self._db is None:
+            return 0
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {self._table}").fetchone()[0])
 
     def integrity_ok(self) -> bool:
+        if self._db is None:
+            return True
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # ------------------------------------------------------------------------------- host calibration
+    def host_calibration(self, fingerprint: str) -> dict[str, Any] | None:
+        """The stored facts for a host fingerprint key, or None."""
+        if self._db is None or self._table != "runs":
+            return None
+        try:
+            row = self._db.execute("SELECT facts FROM host_calibration WHERE fingerprint = ?",
+                                   (fingerprint,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise UsageError(f"cannot read measurement store '{self.path}': {exc}") from None
+        return None if row is None else json.loads(row[0])
+
+    def put_host_calibration(self, fingerprint: str, facts: dict[str, Any]) -> bool:
+        """Store (replace) a host calibration. A read-only store records it when its file exists and can be
+        written (a calibration is a measurement of the machine, not of the user's models); returns whether
+        it was stored."""
+        row = (fingerprint, json.dumps(facts, sort_keys=True), _now())
+        sql = "INSERT OR REPLACE INTO host_calibration (fingerprint, facts, when_utc) VALUES (?, ?, ?)"
+        if not self.readonly and self._db is not None:
+            try:
+                self._db.execute(sql, row)
+                return True
+            except sqlite3.DatabaseError as exc:
+                log.warning("host calibration not stored in %s: %s", self.path, exc)
+                return False
+        if self._db is None or self._table != "runs":
+            return False
+        try:
+            db = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=rw", uri=True, timeout=2.0,
+                                 isolation_level=None)
+            try:
+                db.execute(sql, row)
+            finally:
+                db.close()
+            return True
+        except sqlite3.DatabaseError as exc:
+            log.info("host calibration not stored in %s (%s): it is measured again by the next process",
+                     self.path, exc)
+            return False
+
+
+# ------------------------------------------------------------------------------------ import format
+def check_record(r: LatencyRecord) -> None:
+    """Refuse records no run can produce (ValueError naming the field)."""
+    if r.source not in ("measured", "predicted"):
+        raise ValueError(f"record source must be 'measured' or 'predicted', got {r.source!r}")
+    for name in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv"):
+        v = getattr(r, name)
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"record {r.descendant_key}: {name} must be a finite number >= 0, got {v!r}")
+    if r.median_ms <= 0 or not r.median_ms <= r.p90_ms * (1 + 1e-9) or not r.p90_ms <= r.p99_ms * (1 + 1e-9):
+        raise ValueError(f"record {r.descendant_key}: need 0 < median <= p90 <= p99, got {r.median_ms:g}, "
+                         f"{r.p90_ms:g}, {r.p99_ms:g}")
+    if int(r.batch) < 1 or int(r.threads) < 1 or int(r.n) < 0 or int(r.warmup) < 0:
+        raise ValueError(f"record {r.descendant_key}: batch and threads must be >= 1, n and warmup >= 0")
+    if not r.descendant_key or not r.target or not r.runtime or not r.precision:
+        raise ValueError("record needs descendant_key, target, runtime and precision")
+
+
+def records_json(records: Sequence[LatencyRecord]) -> str:
+    return json.dumps({"format": IMPORT_FORMAT, "version": IMPORT_VERSION,
+                       "records": [r.to_dict() for r in records]}, indent=1) + "\n"
+
+
+def save_beside(store_path: Path, records: Sequence[LatencyRecord]) -> Path:
+    """Write ``records`` in the import format next to the store (else in the temp directory), atomically."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name = f"{store_path.stem}.unsaved-{stamp}-{os.getpid()}.json"
+    text = records_json(records)
+    for folder in (store_path.parent, Path(tempfile.gettempdir())):
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, folder / name)
+            return folder / name
+        except OSError:
+            continue
+    raise UsageError(f"could not write {len(records)} records to '{store_path}' nor save them anywhere")
+
+
+def read_records_file(path: str | Path) -> list[LatencyRecord]:
+    """Records from an import file (``profile --import``); UsageError naming what is wrong."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read '{p}': {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"'{p}' is not JSON ({exc}); --import reads the files written by build_engine.sh "
+                         "--time or left beside a store that could not be written") from None
+    if not isinstance(data, dict) or data.get("format") != IMPORT_FORMAT:
+        raise UsageError(f"'{p}' is not an lgp-edge latency file (expected \"format\": \"{IMPORT_FORMAT}\")")
+    if data.get("version") != IMPORT_VERSION:
+        raise UsageError(f"'{p}' has format version {data.get('version')!r}; this lgp-edge reads {IMPORT_VERSION}")
+    rows = data.get("records")
+    if not isinstance(rows, list) or not rows:
+        raise UsageError(f"'{p}' holds no records")
+    fields = set(LatencyRecord.__dataclass_fields__)
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise UsageError(f"'{p}': record {i} is not an object")
+        unknown = set(row) - fields
+        missing = {"descendant_key", "target", "runtime", "precision", "batch", "median_ms", "p90_ms", "p99_ms",
+             "source"} - set(row)
+        if unknown or missing:
+            raise UsageError(f"'{p}': record {i} has unknown fields {sorted(unknown)} / lacks {sorted(missing)}")
+        d = {"mean_ms": row.get("median_ms"), "std_ms": 0.0, "cv": 0.0, "n": 0, "warmup": 0, "threads": 1,
+             "when": _now(), "tool_versions": {}, **row}
+        if not isinstance(d["tool_versions"], dict):
+            raise UsageError(f"'{p}': record {i}: tool_versions must be an object")
+        try:
+            rec = LatencyRecord.from_dict(d)
+            check_record(rec)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"'{p}': record {i}: {exc}") from None
+        out.append(rec)
+    return out
