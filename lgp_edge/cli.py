@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from lgp_edge import __version__
 from lgp_edge.errors import LgpEdgeError
@@ -31,8 +32,25 @@ COMMAND_MODULES = (
 log = logging.getLogger("lgp_edge")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error format: one line on stderr, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        _say(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+        raise SystemExit(2)
+
+
+def _say(line: str) -> None:
+    """One line on stderr, whatever the terminal's encoding (paths may hold undecodable bytes)."""
+    text = " ".join(line.splitlines()) + "\n"
+    stream = sys.stderr
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    stream.write(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
+    stream.flush()
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lgp-edge", description=(
+    parser = _Parser(prog="lgp-edge", description=(
         "Learngene Pool for the edge: distil one ViT into a pool of learngene instances, stitch them into "
         "variable-sized descendants, profile them on devices and export the best one."))
     parser.add_argument("--version", action="version", version=f"lgp-edge {__version__}")
@@ -51,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LgpEdgeError as exc:
-        print(f"lgp-edge: error: {exc}", file=sys.stderr)
+        _say(f"lgp-edge: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
         print("lgp-edge: interrupted", file=sys.stderr)

@@ -140,7 +140,8 @@ def test_ssh_transport_commands_are_argument_lists(sshd, tmp_path):
                           workdir=str(tmp_path), timeout_s=5)
     t = remote.SSHTransport(conn, options=["-o", f"UserKnownHostsFile={sshd['known_hosts']}"])
     argv = t.ssh_argv(["echo", "a b; rm -rf /", "$HOME"])
-    assert argv[-1] == "echo 'a b; rm -rf /' '$HOME'" and argv[-2] == "--"  # one quoted remote command
+    assert argv[-1] == "echo 'a b; rm -rf /' '$HOME'"  # one quoted remote command
+    assert argv[-3:-1] == ["--", t.destination]  # no option can follow '--': the destination is never one
     assert t.run(["echo", "a b; touch pwned", "$HOME"]).strip() == "a b; touch pwned $HOME"
     assert not (Path.cwd() / "pwned").exists() and not (Path.home() / "pwned").exists()
     with remote.RemoteSession(t) as sess:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lgp_edge.commands.common import add_pool_arg, add_quiet
+from lgp_edge.commands.common import add_pool_arg, add_quiet, int_at_least
 from lgp_edge.commands.select import add_profile_args
 
 
@@ -29,12 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="formats instead of the profile's: onnx, tensorrt, openvino, coreml, ort (repeat or comma "
                         "list)")
     p.add_argument("--descendant", default=None, metavar="KEY", help="export this descendant, skipping selection")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: min(target's max opset, 17))")
+    p.add_argument("--opset", type=int_at_least(7), default=None,
+                   help="ONNX opset (default: min(target's max opset, 17))")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (default: static)")
     p.add_argument("--data", default=None, help="validation images: fashion-mnist | imagefolder:PATH | synthetic "
                                                 "(default: the pool's own dataset)")
-    p.add_argument("--val-images", type=int, default=1000, help="validation images per artifact (default 1000)")
-    p.add_argument("--calib-images", type=int, default=300, help="int8 calibration images (>= 300; default 300)")
+    p.add_argument("--val-images", type=int_at_least(1), default=1000,
+                   help="validation images per artifact (default 1000)")
+    p.add_argument("--calib-images", type=int_at_least(1), default=300,
+                   help="int8 calibration images (>= 300; default 300)")
     p.add_argument("--no-plan", action="store_true", help="never build model.plan here, even with TensorRT + GPU")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     add_quiet(p)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lgp_edge.commands.common import add_quiet, console, print_json, reporter
+from lgp_edge.commands.common import (
+    add_quiet,
+    console,
+    int_at_least,
+    nonneg_float,
+    positive_float,
+    print_json,
+    reporter,
+)
 from lgp_edge.commands.train_args import add_train_args, setup_distributed, train_config
 
 
@@ -25,12 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--allow-random-ancestry", action="store_true", help="distil an untrained ancestry (smoke tests)")
     b.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
     b.add_argument("--out", required=True, help="pool directory to create")
-    b.add_argument("--depth", type=int, default=6, help="depth group of the auxiliary models: 6 or 9")
+    b.add_argument("--depth", type=int_at_least(1), default=6, help="depth group of the auxiliary models: 6 or 9")
     b.add_argument("--widths", type=_widths, default=("ti", "b"), help="auxiliary widths (default ti,b)")
     b.add_argument("--chains", choices=("pairs", "tsb"), default="pairs",
                    help="descendants: neighbour pairs (paper) or also Ti->S->B chains (needs --widths ti,s,b)")
     b.add_argument("--init", choices=("learned", "lstsq"), default="learned", help="stitch init (default learned)")
-    b.add_argument("--alpha", type=float, default=0.1, help="weight of CE on labels (default 0.1)")
+    b.add_argument("--alpha", type=nonneg_float, default=0.1, help="weight of CE on labels (default 0.1)")
     b.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     add_train_args(b, epochs=100)
     add_quiet(b)
@@ -41,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
     f.add_argument("--init", choices=("learned", "lstsq"), default=None,
                    help="re-initialise the stitch layers before training (default: keep the pool's)")
-    f.add_argument("--tau", type=float, default=1.0, help="KD temperature (default 1)")
+    f.add_argument("--tau", type=positive_float, default=1.0, help="KD temperature (default 1)")
     add_train_args(f, epochs=50)
     add_quiet(f)
     f.set_defaults(func=_finetune)
@@ -49,8 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = s.add_parser("eval", help="top-1, params and FLOPs of every descendant -> POOL/descendants.json")
     e.add_argument("pool", help="pool directory")
     e.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
-    e.add_argument("--max-images", type=int, default=None, help="evaluate on the first N validation images")
-    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--max-images", type=int_at_least(1), default=None, help="evaluate on the first N validation images")
+    e.add_argument("--batch-size", type=int_at_least(1), default=256)
     e.add_argument("--json", action="store_true", help="print the records as JSON")
     add_quiet(e)
     e.set_defaults(func=_eval)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 
+from lgp_edge.commands.common import nonneg_float, positive_float
+
 
 def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int = 256, lr: float = 5e-4,
                    warmup: float = 0.0) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=epochs, help=f"passes over the training set (default {epochs})")
     g.add_argument("--batch-size", type=int, default=batch_size, help=f"global batch (default {batch_size})")
-    g.add_argument("--lr", type=float, default=lr, help=f"AdamW peak learning rate (default {lr})")
-    g.add_argument("--weight-decay", type=float, default=0.05, help="AdamW weight decay (default 0.05)")
-    g.add_argument("--warmup-epochs", type=float, default=warmup, help="linear warm-up before cosine decay")
+    g.add_argument("--lr", type=positive_float, default=lr, help=f"AdamW peak learning rate (default {lr})")
+    g.add_argument("--weight-decay", type=nonneg_float, default=0.05, help="AdamW weight decay (default 0.05)")
+    g.add_argument("--warmup-epochs", type=nonneg_float, default=warmup, help="linear warm-up before cosine decay")
     g.add_argument("--seed", type=int, default=0, help="seed for data order, augmentation, descendant draws")
     g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (quick runs)")
     g.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (default: per epoch)")

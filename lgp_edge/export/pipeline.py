@@ -71,9 +71,22 @@ def default_data(pool_data: str, data: str | None) -> str:
     raise UsageError(f"the pool was trained on '{pool_data}', which cannot be opened for validation; pass --data")
 
 
-def preflight(req: ExportRequest) -> None:
+def check_out(req: ExportRequest, pool_dir: Path | None) -> None:
+    """OUT is writable, empty or (with --force) an earlier export, and holds neither the pool nor the store."""
+    import os
+
+    from lgp_edge.outdir import check_not_inside, check_output_dir
+
+    check_output_dir(req.out, req.force, kind="export")
+    if pool_dir is not None:
+        check_not_inside(req.out, pool_dir, "the pool")
+    store = req.store or os.environ.get("LGP_EDGE_STORE")
+    if store:
+        check_not_inside(req.out, store, "the measurement store")
+
+
+def preflight(req: ExportRequest, pool_dir: Path | None = None) -> None:
     """Every check that needs no pool loading; raises before anything is written."""
-    from lgp_edge.pool.pool import check_output_dir
 
     check_against_target(req.profile, req.target)
     for fmt in req.profile.formats:
@@ -85,7 +98,7 @@ def preflight(req: ExportRequest) -> None:
 
         if req.calib_images < MIN_CALIBRATION:
             raise UsageError(f"--calib-images must be >= {MIN_CALIBRATION} for int8, got {req.calib_images}")
-    check_output_dir(req.out, req.force)
+    check_out(req, pool_dir)
     if req.out.resolve() == Path.cwd().resolve():
         raise UsageError("--out must not be the current directory (it is replaced as a whole)")
 
@@ -169,7 +182,7 @@ def export_profile(req: ExportRequest, reporter: Any = NULL) -> ExportResult:
     from lgp_edge.select import open_store, plan_selection, profile_latencies
 
     pool_dir = resolve_pool(req.pool)
-    preflight(req)
+    preflight(req, pool_dir)
     pool, manifest = load_pool(pool_dir)
     data_name = default_data(manifest.data, req.data)
     profile, target = req.profile, req.target
@@ -192,7 +205,8 @@ def export_profile(req: ExportRequest, reporter: Any = NULL) -> ExportResult:
         ref = reference_logits(model, x)
         task.advance()
     vset = ValidationSet(images=x, labels=y, reference=ref, data=data_name, synthetic=synthetic)
-    with atomic_dir(req.out) as tmp_name:
+    with atomic_dir(req.out) as tmp_name:  # holds OUT's writer lock: a second export exits 2
+        check_out(req, pool_dir)  # again, under the lock: OUT may have been written since the preflight
         tmp = Path(tmp_name)
         ctx = ExportContext(out_dir=tmp, model=model, record=record, pool_id=manifest.spec.pool_id,
                             preprocess=manifest.preprocess, profile=profile, target=target, opset=req.opset,

@@ -83,7 +83,7 @@ def switchable_formats(profile: DeviceProfile, target: TargetSpec) -> tuple[str,
 
 def preflight(req: SwitchableRequest) -> tuple[str, ...]:
     from lgp_edge.export.base import check_opset, require
-    from lgp_edge.pool.pool import check_output_dir
+    from lgp_edge.outdir import check_not_inside, check_output_dir
 
     fmts = switchable_formats(req.profile, req.target)
     if req.keys is not None and not req.keys:
@@ -98,7 +98,9 @@ def preflight(req: SwitchableRequest) -> tuple[str, ...]:
             raise UsageError(f"Core ML computes in fp16 or fp32, not {req.profile.precision}")
     if req.val_images < 1:
         raise UsageError(f"--val-images must be >= 1, got {req.val_images}")
-    check_output_dir(req.out, req.force)
+    check_output_dir(req.out, req.force, kind="export")
+    if req.pool is not None:
+        check_not_inside(req.out, req.pool, "the pool")
     if req.out.resolve() == Path.cwd().resolve():
         raise UsageError("--out must not be the current directory (it is replaced as a whole)")
     return fmts
@@ -138,6 +140,7 @@ def export_switchable(req: SwitchableRequest, reporter: Any = NULL) -> Switchabl
     from lgp_edge.export.onnx import versions
     from lgp_edge.export.pipeline import default_data, validation_images
     from lgp_edge.export.switchable import build_switchable_onnx, switch_entries, validate_switchable_onnx
+    from lgp_edge.outdir import check_output_dir
     from lgp_edge.pool.pool import atomic_dir, load_pool, replace_dir, resolve_pool, sha256_file
     from lgp_edge.select import latencies, open_store
 
@@ -157,6 +160,7 @@ def export_switchable(req: SwitchableRequest, reporter: Any = NULL) -> Switchabl
     used_bytes = sum(p.numel() * 4 for p in used.values())
     artifacts: list[dict[str, Any]] = []
     with atomic_dir(req.out) as tmp_name, tempfile.TemporaryDirectory(prefix="lgp-switch-singles-") as singles:
+        check_output_dir(req.out, req.force, kind="export")  # again, under OUT's writer lock
         tmp = Path(tmp_name)
         if "onnx" in fmts:
             opset = req.opset if req.opset is not None else min(target.max_opset, MAX_ONNX_OPSET)

@@ -95,10 +95,26 @@ def fp32_nodes(onnx_path: Path, model: nn.Module) -> list[str]:
     return keep
 
 
+def _comment(value: object) -> str:
+    """``value`` as text safe inside a ``#`` comment line: printable characters only, one line."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))
+
+
 def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape: tuple[int, ...],
                  dynamic_batch: bool, key: str, target: TargetSpec) -> str:
-    """``build_engine.sh``: trtexec with layer precisions when it has them, else build_engine.py."""
-    dims = "x".join(str(d) for d in input_shape)
+    """``build_engine.sh``: trtexec with layer precisions when it has them, else build_engine.py.
+
+    Every value from outside (target file, pool) is either a checked name, quoted for the shell, or
+    flattened to one printable line inside a comment, so nothing in a target file becomes a command.
+    """
+    for what, value in (("input name", input_name), ("ONNX file name", onnx_name)):
+        if not value or any(not (c.isalnum() or c in "._-") for c in value):
+            raise UsageError(f"{what} '{value}' cannot be written into build_engine.sh (letters, digits, '._-')")
+    if precision not in ("fp32", "fp16", "int8", "bf16"):
+        raise UsageError(f"precision '{precision}' cannot be written into build_engine.sh")
+    runtime = _comment(target.runtime_version)
+    key, name = _comment(key), _comment(target.name)
+    dims = "x".join(str(int(d)) for d in input_shape)
     shapes, py_shapes = "", ""
     if dynamic_batch:
         lo = "x".join(str(d) for d in (1, *input_shape[1:]))
@@ -111,7 +127,7 @@ def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape
     pinned = " with the LayerNorm and softmax layers of fp32_layers.txt kept in fp32" if fp16 else ""
     kind = " (dynamic batch)" if dynamic_batch else " (static)"
     return f"""#!/bin/sh
-# Build the TensorRT engine for descendant {key} on the device ({target.name}: {target.runtime_version}).
+# Build the TensorRT engine for descendant {key} on the device ({name}: {runtime}).
 # Engines are tied to one GPU and TensorRT version, so build here, on the board, once:
 #   sh build_engine.sh            -> model.plan
 # {precision}{pinned}; input {input_name} {dims}{kind}.

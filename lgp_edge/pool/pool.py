@@ -15,9 +15,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +33,13 @@ from lgp_edge.models.descendant import (
 )
 from lgp_edge.models.instances import create_auxiliary
 from lgp_edge.models.stitch import make_stitch
+from lgp_edge.outdir import (  # noqa: F401  (re-exported: callers import them from here)
+    atomic_dir,
+    check_output_dir,
+    default_mode,
+    recover_unlocked,
+    replace_dir,
+)
 from lgp_edge.specs import SCHEMA_VERSION, DescendantRecord, DescendantSpec, PoolSpec, PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -142,50 +146,6 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def check_output_dir(path: str | Path, force: bool) -> None:
-    """Refuse to write into an existing, non-empty directory unless forced."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UsageError(f"output '{p}' exists and is not a directory")
-    if p.is_dir() and any(p.iterdir()) and not force:
-        raise UsageError(f"output directory '{p}' exists and is not empty; choose another or pass --force")
-
-
-@contextmanager
-def atomic_dir(path: str | Path) -> Iterator[str]:
-    """A temporary directory beside ``path`` (same filesystem, so ``replace_dir`` moves it into place).
-
-    Whatever is left of it when the block ends (an error before ``replace_dir``) is removed.
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{p.name}.tmp-", dir=p.parent)
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def default_mode(directory: bool) -> int:
-    """Permissions a plain ``mkdir`` / ``open`` would give under the current umask (mkdtemp uses 0700)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
-
-
-def replace_dir(tmp: str | Path, path: str | Path) -> None:
-    """Move directory ``tmp`` to ``path``, replacing whatever is there, as atomically as POSIX allows."""
-    p = Path(path)
-    os.chmod(tmp, default_mode(directory=True))
-    old = None
-    if p.exists():
-        old = p.with_name(f".{p.name}.old-{os.getpid()}")
-        os.replace(p, old)
-    os.replace(tmp, p)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def _state(module: nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in module.state_dict().items():
@@ -240,20 +200,28 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
 def read_manifest(path: str | Path) -> PoolManifest:
     p = Path(path)
     mf = p / MANIFEST
+    recover_unlocked(p)  # a run killed while replacing the pool directory
     if not mf.is_file():
         raise UsageError(f"'{p}' is not a pool directory (no {MANIFEST}); build one with 'lgp-edge pool build'")
     try:
         raw = json.loads(mf.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"'{mf}' is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"'{mf}' cannot be read ({exc}); restore it or rebuild the pool") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"'{mf}' holds a JSON {type(raw).__name__}, not an object; the file is damaged")
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:
         raise CheckpointError(f"'{mf}' has schema_version {version}, this lgp-edge reads {SCHEMA_VERSION}; "
                               "rebuild the pool or use a matching lgp-edge version")
     try:
         return PoolManifest.from_dict(raw)
-    except (KeyError, TypeError) as exc:
+    except KeyError as exc:
         raise CheckpointError(f"'{mf}' is missing field {exc}; the file is damaged") from None
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"'{mf}' has a field of the wrong type or value ({exc}); the file is damaged") \
+            from None
 
 
 def verified_file(path: str | Path, manifest: PoolManifest, name: str) -> Path:
@@ -269,14 +237,28 @@ def verified_file(path: str | Path, manifest: PoolManifest, name: str) -> Path:
     return f
 
 
-def load_pool(path: str | Path) -> tuple[LearngenePool, PoolManifest]:
-    """Load and verify a pool directory (weights always as float32)."""
+def safe_load_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` with damaged files (truncated, bad header) as a one-line error."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"'{path}' is not a readable safetensors file ({str(exc).splitlines()[0][:160]}); "
+                              "restore it or rebuild the pool") from None
+
+
+def load_pool(path: str | Path) -> tuple[LearngenePool, PoolManifest]:
+    """Load and verify a pool directory (weights always as float32)."""
     manifest = read_manifest(path)
     weights = verified_file(path, manifest, WEIGHTS)
-    pool = LearngenePool(manifest.spec)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
+    try:
+        pool = LearngenePool(manifest.spec)
+    except (AssertionError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"'{Path(path) / MANIFEST}' describes a pool that cannot be built "
+                              f"({str(exc) or type(exc).__name__}); the file is damaged") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in safe_load_file(weights).items()}
     try:
         pool.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -287,21 +269,20 @@ def load_pool(path: str | Path) -> tuple[LearngenePool, PoolManifest]:
 
 def load_pool_ancestry(path: str | Path, manifest: PoolManifest) -> nn.Module:
     """The ancestry stored in the pool directory (the teacher for fine-tuning)."""
-    from safetensors.torch import load_file
-
     from lgp_edge.models.ancestry import create_ancestry
 
     f = verified_file(path, manifest, ANCESTRY)
     a = manifest.spec.ancestry
     model, _ = create_ancestry(a.name, num_classes=a.num_classes, in_chans=a.in_chans, img_size=a.img_size)
-    model.load_state_dict({k: v.float() for k, v in load_file(str(f)).items()})
+    try:
+        model.load_state_dict({k: v.float() for k, v in safe_load_file(f).items()})
+    except RuntimeError as exc:
+        raise CheckpointError(f"'{f}' does not fit the ancestry in pool.json: {str(exc)[:200]}") from None
     return model.eval()
 
 
 def load_pool_transforms(path: str | Path, manifest: PoolManifest) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(verified_file(path, manifest, TRANSFORMS)))
+    return safe_load_file(verified_file(path, manifest, TRANSFORMS))
 
 
 def demo_pool_dir() -> Path:

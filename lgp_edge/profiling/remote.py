@@ -1,6 +1,8 @@
 """Remote boards: an SSH transport (system ``ssh``/``scp``) and an adb transport (Android).
 
-Commands are argument lists, never shell strings. The remote side of ``ssh`` takes one command string,
+Commands are argument lists, never shell strings; ``--`` ends the options before the destination, and host
+and user are checked (no leading ``-``), so a target file cannot inject ssh options.
+The remote side of ``ssh`` takes one command string,
 so the argv of a fixed device-side script is passed through ``shlex.join`` as that single argument;
 ``adb shell`` likewise gets one ``shlex.join``-quoted string. Each run copies the artifact and the
 script into a fresh directory on the device, runs, parses, and removes the directory.
@@ -66,6 +68,11 @@ class SSHTransport(Transport):
                  scp: str = "scp") -> None:
         if not conn.host:
             raise UsageError("ssh connection has no host")
+        for what, value in (("host", conn.host), ("user", conn.user)):
+            if value is not None and (value.startswith("-") or any(c.isspace() or ord(c) < 32 for c in value)
+                                      or "@" in value):
+                raise UsageError(f"ssh {what} {value!r} is not a plain {what} name (no leading '-', spaces or "
+                                 "'@'); fix the target file")
         self.conn, self.options, self.ssh, self.scp = conn, tuple(options), ssh, scp
 
     @property
@@ -84,7 +91,7 @@ class SSHTransport(Transport):
 
     def ssh_argv(self, argv: Sequence[str]) -> list[str]:
         """The local argv that runs ``argv`` on the board (one quoted remote command, as ssh requires)."""
-        return [self.ssh, *self._opts("-p"), self.destination, "--", shlex.join(argv)]
+        return [self.ssh, *self._opts("-p"), "--", self.destination, shlex.join(argv)]
 
     def scp_argv(self, local: Path, remote: str) -> list[str]:
         return [self.scp, "-q", *self._opts("-P"), "--", str(local), f"{self.destination}:{remote}"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,100 @@ def _check_type(path: Path, field: str, value: Any, kind: Any) -> None:
         raise UsageError(f"target file '{path}': field '{field}' must be a {want}, got {value!r}")
 
 
+_HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]](?:[A-Za-z0-9_.:%\[\]-]{0,252})$")  # name, IPv4, [IPv6]
+_USER_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$")
+# ssh -o options that run a local command or forward: a target file must not smuggle them in
+_SSH_FORBIDDEN = ("proxycommand", "localcommand", "permitlocalcommand", "knownhostscommand", "proxyjump",
+                  "remotecommand", "localforward", "remoteforward", "dynamicforward", "match", "include")
+# extra.* fields that are numbers: name -> (lowest, kind)
+_EXTRA_NUMBERS: dict[str, tuple[float, Any]] = {"threads": (0, int)}
+_EXTRA_STRINGS = ("bench_script", "big_cores", "perf_test_binary", "remote_python", "trtexec", "minimum_ios",
+                  "minimum_macos", "tensorrt_version", "ort_platform")
+
+
+def _check_text(path: Path, field: str, value: str) -> None:
+    """One printable line: these strings reach generated scripts, remote commands and manifests."""
+    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+    if bad is not None:
+        raise UsageError(f"target file '{path}': field '{field}' contains the control character {bad!r}; "
+                         "write it on one line without control characters")
+
+
+def _check_strings(path: Path, prefix: str, obj: Any) -> None:
+    if isinstance(obj, str):
+        _check_text(path, prefix, obj)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_strings(path, f"{prefix}.{k}" if prefix else str(k), v)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _check_strings(path, f"{prefix}[{i}]", v)
+
+
+def _check_connection(path: Path, conn: dict[str, Any]) -> None:
+    host, user = conn.get("host"), conn.get("user")
+    if host is not None and not _HOST_RE.match(host):
+        raise UsageError(f"target file '{path}': field 'connection.host' is {host!r}; write a host name or "
+                         "address (letters, digits, '.', '-', ':'; not starting with '-')")
+    if user is not None and not _USER_RE.match(user):
+        raise UsageError(f"target file '{path}': field 'connection.user' is {user!r}; write a login name "
+                         "(letters, digits, '.', '_', '-'; not starting with '-')")
+    port = conn.get("port")
+    if port is not None and not 1 <= port <= 65535:
+        raise UsageError(f"target file '{path}': field 'connection.port' must be between 1 and 65535, got {port}")
+    timeout = conn.get("timeout_s")
+    if timeout is not None and not 0 < timeout <= 3600:
+        raise UsageError(f"target file '{path}': field 'connection.timeout_s' must be in (0, 3600], got {timeout}")
+    for name in ("serial", "key", "workdir"):
+        if str(conn.get(name, "")).startswith("-"):
+            raise UsageError(f"target file '{path}': field 'connection.{name}' must not start with '-'")
+
+
+def _check_ssh_options(path: Path, options: Any) -> None:
+    _check_type(path, "extra.ssh_options", options, list)
+    for i, opt in enumerate(options):
+        _check_type(path, f"extra.ssh_options[{i}]", opt, str)
+        if i % 2 == 0 and opt != "-o":
+            raise UsageError(f"target file '{path}': field 'extra.ssh_options' must be pairs \"-o\", "
+                             f"\"Key=Value\"; item {i} is {opt!r}")
+        if i % 2 == 1 and opt.split("=", 1)[0].split()[0].strip().lower() in _SSH_FORBIDDEN:
+            raise UsageError(f"target file '{path}': field 'extra.ssh_options' sets {opt.split('=', 1)[0]!r}, "
+                             "which runs local commands or forwards ports; it is not allowed in a target file")
+    if len(options) % 2:
+        raise UsageError(f"target file '{path}': field 'extra.ssh_options' ends with '-o' and no value")
+
+
+def _check_bench_script(path: Path, rel: Any) -> None:
+    """``extra.bench_script``: a relative path to a file inside the targets directories, no ``..``."""
+    _check_type(path, "extra.bench_script", rel, str)
+    parts = Path(rel).parts
+    if not rel or Path(rel).is_absolute() or ".." in parts or "~" in rel:
+        raise UsageError(f"target file '{path}': field 'extra.bench_script' is '{rel}'; it must be a path relative "
+                         "to the targets directory, without '..'")
+    for base in (targets_root(), path.parent):
+        f = base / rel
+        if f.is_file() and f.resolve().is_relative_to(base.resolve()):
+            return
+    raise UsageError(f"target file '{path}': field 'extra.bench_script' names '{rel}', which is not a file inside "
+                     "the targets directory")
+
+
+def _check_extra(path: Path, extra: dict[str, Any]) -> None:
+    _check_strings(path, "extra", extra)
+    for name, (low, kind) in _EXTRA_NUMBERS.items():
+        if name in extra:
+            _check_type(path, f"extra.{name}", extra[name], kind)
+            if extra[name] < low:
+                raise UsageError(f"target file '{path}': field 'extra.{name}' must be >= {low}, got {extra[name]}")
+    for name in _EXTRA_STRINGS:
+        if name in extra:
+            _check_type(path, f"extra.{name}", extra[name], str)
+    if "bench_script" in extra:
+        _check_bench_script(path, extra["bench_script"])
+    if "ssh_options" in extra:
+        _check_ssh_options(path, extra["ssh_options"])
+
+
 def _check_hardware(path: Path, hw: dict[str, Any], precisions: list[str], detect_ok: bool) -> None:
     if hw.get("detect") is True:
         if not detect_ok:
@@ -100,6 +195,14 @@ def _check_hardware(path: Path, hw: dict[str, Any], precisions: list[str], detec
     for name in ("compute", "memory"):
         if not 0 < eff[name] <= 1:
             raise UsageError(f"target file '{path}': field 'hardware.efficiency.{name}' must be in (0, 1]")
+    if not 0 <= eff["overhead_us"] <= 1e6:
+        raise UsageError(f"target file '{path}': field 'hardware.efficiency.overhead_us' must be between 0 and "
+                         f"1e6 (microseconds per operator), got {eff['overhead_us']}")
+    for name in ("llc_mb", "cache_gbps"):
+        if name in hw:
+            _check_type(path, f"hardware.{name}", hw[name], (int, float))
+            if hw[name] <= 0:
+                raise UsageError(f"target file '{path}': field 'hardware.{name}' must be > 0")
 
 
 def parse_target(raw: dict[str, Any], path: Path) -> TargetSpec:
@@ -139,13 +242,13 @@ def parse_target(raw: dict[str, Any], path: Path) -> TargetSpec:
                          f"{', '.join(CONNECTIONS)}")
     if conn["kind"] == "ssh" and "host" not in conn:
         raise UsageError(f"target file '{path}' is missing field 'connection.host' (needed for ssh)")
+    _check_strings(path, "", {k: raw[k] for k in ("name", "description", "runtime_version")})
+    _check_strings(path, "connection", conn)
+    _check_connection(path, conn)
     _check_hardware(path, raw["hardware"], raw["precisions"], detect_ok=conn["kind"] == "local")
     extra = raw.get("extra", {})
     _check_type(path, "extra", extra, dict)
-    if "bench_script" in extra and not (targets_root() / extra["bench_script"]).is_file() \
-            and not (path.parent / extra["bench_script"]).is_file():
-        raise UsageError(f"target file '{path}': field 'extra.bench_script' names '{extra['bench_script']}', "
-                         "which is not a file beside the targets")
+    _check_extra(path, extra)
     hardware = dict(raw["hardware"])
     if hardware.get("detect"):  # this host: memory now (cheap); peak and bandwidth measured when needed
         hardware.setdefault("memory_mb", host_memory_mb())
@@ -195,7 +298,10 @@ def bench_script(target: TargetSpec, targets_dir: str | Path | None = None) -> P
     rel = target.extra.get("bench_script")
     if not rel:
         raise UsageError(f"target '{target.name}' declares no 'extra.bench_script' to run on the device")
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise UsageError(f"target '{target.name}': bench script '{rel}' must be relative to the targets directory")
     for d in _dirs(targets_dir):
-        if (d / rel).is_file():
-            return d / rel
+        f = d / rel
+        if f.is_file() and f.resolve().is_relative_to(d.resolve()):
+            return f
     raise UsageError(f"target '{target.name}': bench script '{rel}' not found under the targets directories")

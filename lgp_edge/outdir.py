@@ -1,0 +1,342 @@
+"""Output directories: checked before any work, written beside, swapped in atomically, one writer at a time.
+
+Every command that writes a directory (``export``, ``report``, ``pool build``, ``pool finetune``,
+``ancestry train``, the baselines) goes through three steps:
+
+1. ``check_output_dir(OUT, force, kind)`` before any work: the path is usable (UTF-8, not too long, no
+   file in the way, the nearest existing folder accepts a new directory), and a non-empty OUT is refused
+   unless ``--force`` is given *and* OUT is recognisably an earlier lgp-edge output of an accepted kind
+   (an export by its ``manifest.json``, a pool by its ``pool.json``, …) holding nothing lgp-edge did not
+   write there. Anything else (a pool under ``export --force``, a measurement store, a notes file): exit 2,
+   nothing touched.
+2. ``atomic_dir(OUT)``: takes the writer lock ``.OUT.lock`` beside OUT (a second writer exits 2 with
+   "OUT is being written by another lgp-edge"), restores OUT if an earlier run was killed in the middle
+   of a two-rename swap, removes temporary directories left by killed runs (``.OUT.tmp-*``,
+   ``.OUT.old-*``), and yields a fresh temporary directory ``.OUT.tmp-PID-XXXXXXXX`` beside OUT.
+3. ``replace_dir(tmp, OUT)``: one ``renameat2(RENAME_EXCHANGE)`` swaps the new directory and the old one
+   atomically (OUT is never missing, whatever kills the process); the old one is then removed. Where the
+   kernel or file system lacks it, two renames are used (OUT -> ``.OUT.old-PID``, tmp -> OUT) and step 2
+   of the next run puts ``.OUT.old-PID`` back if the process died between them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from lgp_edge.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+MAX_NAME_BYTES = 200  # OUT's last component; leaves room for ".NAME.tmp-PID-XXXXXXXX" and ".failed" in 255
+MAX_PATH_BYTES = 3800  # absolute path of OUT; leaves room for the files inside below PATH_MAX (4096)
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+# ------------------------------------------------------------------------------------------- path checks
+def check_path(path: str | Path, what: str = "output") -> Path:
+    """A path lgp-edge can write and name in messages and manifests: UTF-8, within the length limits."""
+    p = Path(path)
+    text = str(p)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+        raise UsageError(f"{what} path '{shown}' is not valid UTF-8; use a UTF-8 name") from None
+    if not p.name:
+        raise UsageError(f"{what} path '{text}' has no directory name")
+    if len(p.name.encode()) > MAX_NAME_BYTES:
+        raise UsageError(f"{what} name '{p.name[:40]}…' is {len(p.name.encode())} bytes long; at most "
+                         f"{MAX_NAME_BYTES} bytes are allowed")
+    full = os.path.abspath(text)
+    if len(full.encode()) > MAX_PATH_BYTES:
+        raise UsageError(f"{what} path is {len(full.encode())} bytes long; at most {MAX_PATH_BYTES} bytes are "
+                         "allowed")
+    return p
+
+
+def _nearest_existing(p: Path) -> Path:
+    """The closest ancestor of ``p`` that exists (``p``'s parent at best); a file there is an error."""
+    q = Path(os.path.abspath(p)).parent
+    while not q.exists():
+        if q.is_symlink():  # a dangling link: mkdir would fail on it
+            raise UsageError(f"output '{p}' cannot be created: '{q}' is a broken symbolic link")
+        q = q.parent
+    if not q.is_dir():
+        raise UsageError(f"output '{p}' cannot be created: '{q}' is a file, not a directory")
+    return q
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, not after minutes of work, when the directory that will hold OUT rejects a new entry.
+
+    Creates and removes a probe directory in the nearest existing folder (so read-only file systems and
+    missing permissions are found even for root).
+    """
+    p = Path(path)
+    base = _nearest_existing(p)
+    try:
+        probe = tempfile.mkdtemp(prefix=".lgp-edge-probe-", dir=base)
+    except OSError as exc:
+        raise UsageError(f"cannot write output '{p}': '{base}' does not accept new files "
+                         f"({exc.strerror or exc}); choose another --out") from None
+    os.rmdir(probe)
+
+
+# ------------------------------------------------------------------------------------- what lgp-edge wrote
+def _strings(obj: Any) -> Iterator[str]:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _strings(v)
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _entries(p: Path) -> list[str]:
+    return sorted(e.name for e in p.iterdir())
+
+
+def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
+    """(kind of lgp-edge output in ``path`` or None, entries in it that lgp-edge did not write there).
+
+    Kinds: ``export`` (``manifest.json`` of kind "lgp-edge export…"; every entry is named in it),
+    ``report`` (``report.md`` and its plots), ``pool`` (``pool.json`` with a pool id), ``ancestry``
+    (``ancestry.json`` beside ``ancestry.safetensors``).
+    """
+    p = Path(path)
+    names = _entries(p)
+    mf = _json(p / "manifest.json")
+    if isinstance(mf, dict) and str(mf.get("kind", "")).startswith("lgp-edge export"):
+        named = set(_strings(mf))
+        tops = {s.split("/", 1)[0] for s in named}
+        return "export", [n for n in names if n not in ("manifest.json", "EMBEDDING.md") and n not in tops]
+    if "report.md" in names and all(n == "report.md" or n.endswith(".png") for n in names):
+        return "report", []
+    pj = _json(p / "pool.json")
+    if isinstance(pj, dict) and "pool_id" in pj and "schema_version" in pj:
+        return "pool", [n for n in names if n.endswith((".sqlite", ".sqlite-wal", ".sqlite-shm", ".db"))]
+    aj = _json(p / "ancestry.json")
+    if isinstance(aj, dict) and "ancestry.safetensors" in names:
+        return "ancestry", []
+    return None, names
+
+
+def check_output_dir(path: str | Path, force: bool, kind: str | Iterable[str] | None = None) -> None:
+    """Refuse bad output paths and non-empty directories; ``--force`` replaces only earlier lgp-edge output.
+
+    ``kind``: the kinds of earlier output ``--force`` may replace (e.g. ``"export"``); None accepts any
+    lgp-edge output. Nothing is written (a probe directory is created and removed to test writability).
+    """
+    p = check_path(path)
+    kinds = None if kind is None else ({kind} if isinstance(kind, str) else set(kind))
+    if p.is_symlink() and not p.exists():
+        raise UsageError(f"output '{p}' is a broken symbolic link; remove it or choose another --out")
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"output '{p}' exists and is not a directory")
+    check_writable(p)
+    if not p.is_dir():
+        return
+    try:
+        empty = not any(p.iterdir())
+    except OSError as exc:
+        raise UsageError(f"output directory '{p}' cannot be read ({exc.strerror or exc})") from None
+    if empty:
+        return
+    if not force:
+        raise UsageError(f"output directory '{p}' exists and is not empty; choose another or pass --force")
+    found, foreign = recognise_output(p)
+    want = " or ".join(sorted(kinds)) if kinds else "lgp-edge"
+    if found is None or (kinds is not None and found not in kinds):
+        what = f"a {found}" if found else f"files lgp-edge did not write ({', '.join(foreign[:3])})"
+        raise UsageError(f"--force replaces only an earlier {want} output, and '{p}' holds {what}; nothing was "
+                         "touched: choose another --out or remove it yourself")
+    if foreign:
+        raise UsageError(f"--force would delete '{p / foreign[0]}', which lgp-edge did not write there; nothing "
+                         "was touched: move it away or choose another --out")
+
+
+def check_not_inside(out: str | Path, path: str | Path, what: str) -> None:
+    """``path`` (the pool, the store…) must not be OUT or lie inside it: replacing OUT would delete it."""
+    o, q = Path(os.path.abspath(out)), Path(os.path.abspath(path))
+    if q == o or o in q.parents:
+        raise UsageError(f"--out '{out}' would replace {what} '{path}'; choose another --out")
+
+
+# ----------------------------------------------------------------------------------------------- writer lock
+_held: dict[str, int] = {}  # lock path -> depth (the lock is re-entrant within one process)
+
+
+class OutputBusy(UsageError):
+    """Another lgp-edge process is writing the same output directory."""
+
+
+@contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Exclusive writer lock ``.NAME.lock`` beside ``path`` (flock; gone with the process that held it)."""
+    p = Path(os.path.abspath(path))
+    lock = str(p.with_name(f".{p.name}.lock"))
+    if lock in _held:
+        _held[lock] += 1
+        try:
+            yield
+        finally:
+            _held[lock] -= 1
+        return
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OutputBusy(f"'{path}' is being written by another lgp-edge; wait for it to finish or choose "
+                             "another --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder removed the file between our open and flock: take the new one
+    _held[lock] = 1
+    try:
+        yield
+    finally:
+        del _held[lock]
+        try:
+            os.unlink(lock)
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------- temporary dirs and the swap
+def _leftover_re(name: str) -> re.Pattern[str]:
+    # .NAME.tmp-PID-XXXXXXXX (this version), .NAME.tmp-XXXXXXXX (earlier ones), .NAME.old-PID
+    return re.compile(rf"^\.{re.escape(name)}\.(tmp-(\d+-)?[a-z0-9_]{{8}}|old-\d+)$")
+
+
+def recover(path: str | Path) -> None:
+    """Undo what a killed run left beside ``path``; call with the writer lock held.
+
+    OUT missing and ``.OUT.old-PID`` present (killed between the two renames of the fallback swap): the
+    old directory is renamed back. Then every ``.OUT.tmp-*`` / ``.OUT.old-*`` left by killed runs is removed.
+    """
+    p = Path(os.path.abspath(path))
+    if not p.parent.is_dir():
+        return
+    pattern = _leftover_re(p.name)
+    left = sorted((e for e in p.parent.iterdir() if pattern.match(e.name) and e.is_dir() and not e.is_symlink()),
+                  key=lambda e: e.stat().st_mtime, reverse=True)
+    if not p.exists() and not p.is_symlink():
+        olds = [e for e in left if ".old-" in e.name]
+        if olds:
+            os.rename(olds[0], p)
+            log.warning("restored '%s' from '%s' (an earlier run was killed while replacing it)", p, olds[0].name)
+            left.remove(olds[0])
+    for e in left:
+        log.info("removing '%s' (left by a killed lgp-edge run)", e)
+        shutil.rmtree(e, ignore_errors=True)
+
+
+def recover_unlocked(path: str | Path) -> None:
+    """``recover`` for readers: only when no writer holds OUT's lock (and the parent is writable)."""
+    p = Path(path)
+    if p.exists() or not p.parent.is_dir() or not os.access(p.parent, os.W_OK):
+        return
+    try:
+        with output_lock(p):
+            recover(p)
+    except (OutputBusy, OSError):
+        pass
+
+
+@contextmanager
+def atomic_dir(path: str | Path) -> Iterator[str]:
+    """A temporary directory beside ``path`` (same filesystem, so ``replace_dir`` moves it into place).
+
+    Holds the writer lock for ``path`` throughout and first cleans what killed runs left (``recover``).
+    Whatever is left of the temporary directory when the block ends (an error before ``replace_dir``) is
+    removed.
+    """
+    p = check_path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with output_lock(p):
+        recover(p)
+        tmp = tempfile.mkdtemp(prefix=f".{p.name}.tmp-{os.getpid()}-", dir=p.parent)
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def default_mode(directory: bool) -> int:
+    """Permissions a plain ``mkdir`` / ``open`` would give under the current umask (mkdtemp uses 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def _renameat2() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def exchange(a: str | Path, b: str | Path) -> bool:
+    """Atomically swap two existing directories (renameat2 RENAME_EXCHANGE); False where unsupported."""
+    fn = _renameat2()
+    if fn is None:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(str(a)), _AT_FDCWD, os.fsencode(str(b)), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_dir(tmp: str | Path, path: str | Path) -> None:
+    """Move directory ``tmp`` to ``path``, replacing whatever is there; ``path`` is never missing.
+
+    Call inside ``atomic_dir(path)`` (which holds the lock and recovers a killed fallback swap).
+    """
+    p = Path(path)
+    os.chmod(tmp, default_mode(directory=True))
+    if not p.exists():
+        os.rename(tmp, p)
+        return
+    if exchange(tmp, p):
+        shutil.rmtree(tmp, ignore_errors=True)  # now the old directory; a kill here leaves it for recover()
+        return
+    old = p.with_name(f".{p.name}.old-{os.getpid()}")
+    os.replace(p, old)
+    os.replace(tmp, p)  # a kill before this line: the next atomic_dir(path) renames `old` back
+    shutil.rmtree(old, ignore_errors=True)
