@@ -13,6 +13,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -136,14 +137,55 @@ def _synthetic(img_size: int, in_chans: int, num_classes: int, n_train: int = 51
                      DataInfo("synthetic", num_classes, pre, synthetic=True))
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def _has_image(folder: Path) -> bool:
+    for _, _, files in os.walk(folder, followlinks=True):
+        if any(f.lower().endswith(IMAGE_SUFFIXES) for f in files):
+            return True
+    return False
+
+
+def _split_classes(base: Path, split: str) -> list[str]:
+    d = base / split
+    classes = sorted(e.name for e in d.iterdir() if e.is_dir())
+    if not classes:
+        raise DataError(f"imagefolder split '{d}' has no class folders; put each class's images in "
+                        f"'{d}/CLASS/'")
+    for c in classes:
+        if not _has_image(d / c):
+            raise DataError(f"imagefolder class folder '{d / c}' holds no images "
+                            f"({', '.join(IMAGE_SUFFIXES[:3])}, …); add images or remove the folder")
+    return classes
+
+
 def _imagefolder_root(root: str) -> Path:
-    """The dataset root after checking its train/ and val/ subfolders exist."""
+    """The dataset root after checking train/ and val/: both present, same classes, each with images."""
     base = Path(root)
     for split in ("train", "val"):
         if not (base / split).is_dir():
             raise DataError(f"imagefolder '{base}' needs train/ and val/ subfolders (ImageNet layout); "
                             f"'{base / split}' is missing")
+    train, val = _split_classes(base, "train"), _split_classes(base, "val")
+    if train != val:
+        odd = sorted(set(train) ^ set(val))
+        raise DataError(f"imagefolder '{base}': train/ and val/ must hold the same class folders; "
+                        f"'{odd[0]}' is in only one of them")
     return base
+
+
+def load_image(path: str) -> Any:
+    """Open one image as RGB; a damaged or empty file is a one-line DataError naming it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"image '{path}' cannot be read ({str(exc).splitlines()[0][:120] or type(exc).__name__}); "
+                        "replace or remove it") from None
 
 
 def _imagefolder(root: str, img_size: int, in_chans: int) -> ImageData:
@@ -154,8 +196,9 @@ def _imagefolder(root: str, img_size: int, in_chans: int) -> ImageData:
     if in_chans != 3:
         raise UsageError(f"imagefolder data is RGB; the ancestry takes {in_chans} channel(s)")
     train = ImageFolder(str(base / "train"), transform=create_transform(img_size, is_training=True,
-                                                                         auto_augment="rand-m9-mstd0.5-inc1"))
-    val = ImageFolder(str(base / "val"), transform=create_transform(img_size, is_training=False))
+                                                                         auto_augment="rand-m9-mstd0.5-inc1"),
+                        loader=load_image)
+    val = ImageFolder(str(base / "val"), transform=create_transform(img_size, is_training=False), loader=load_image)
     labels = tuple(train.classes)
     pre = PreprocessSpec(img_size=img_size, in_chans=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, labels=labels)
     return ImageData(train, val, DataInfo(f"imagefolder:{base}", len(labels), pre, synthetic=False))

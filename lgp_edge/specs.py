@@ -211,11 +211,12 @@ class DescendantRecord(_Record):
     flops: int  # fvcore convention: one multiply-add = 1, LayerNorm = 5 per element
     top1: float | None  # validation top-1 in percent (None until evaluated)
     spec: DescendantSpec  # how to build it
+    top1_data: str | None = None  # dataset top1 was measured on ("fashion-mnist", "synthetic", …); None: unknown
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DescendantRecord:
         return cls(key=d["key"], blocks=d["blocks"], params=d["params"], flops=d["flops"],
-                   top1=d.get("top1"), spec=DescendantSpec.from_dict(d["spec"]))
+                   top1=d.get("top1"), spec=DescendantSpec.from_dict(d["spec"]), top1_data=d.get("top1_data"))
 
 
 # ------------------------------------------------------------------------------------ targets / profiles

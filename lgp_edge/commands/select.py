@@ -56,7 +56,7 @@ def front_table(selection: Any, title: str) -> Any:
     for c in selection.front:
         mark = "[bold green]chosen[/]" if c.key == selection.chosen.key else ("yes" if c.fits else "no")
         t.add_row(c.key, f"{c.params:,}", f"{c.flops / 1e6:.1f}", f"{c.top1:.2f}", f"{c.latency_ms:.3g}",
-                  c.latency_source, f"{c.memory_mb:.3g}", mark)
+                  c.latency_source + (" (measured runs noisy)" if c.noisy else ""), f"{c.memory_mb:.3g}", mark)
     return t
 
 
@@ -69,14 +69,18 @@ def _run(args: argparse.Namespace) -> int:
     pool_dir = resolve_pool(args.pool)
     store = open_store(args.store)
     pool, manifest = load_pool(pool_dir)
+    note = manifest.check_top1(pool_dir)  # refuses top-1 measured on synthetic data for a real-data pool
     try:
         sel = plan_selection(pool, manifest, profile, target, store)
     finally:
         store.close()
     if args.json:
-        print_json({**sel.to_dict(), "pool": str(pool_dir), "target": target.name})
+        print_json({**sel.to_dict(), "pool": str(pool_dir), "target": target.name,
+                    "top1_data": manifest.top1_data, "top1_synthetic": manifest.top1_data == "synthetic"})
         return 0
     c = console()
+    if note:
+        c.print(f"[bold yellow]{note}[/]")
     sources = ", ".join(f"{n} {s}" for s, n in sel.sources.items())
     c.print(front_table(sel, f"Pareto front: pool {sel.pool_id} on {target.name} ({profile.precision}; "
                              f"latencies: {sources})"))
@@ -84,6 +88,10 @@ def _run(args: argparse.Namespace) -> int:
     c.print(f"[bold]chosen[/]: {ch.key}  top-1 {ch.top1:.2f}%  p90 {ch.latency_ms:.3g} ms ({ch.latency_source}, "
             f"{ch.runtime})  {ch.memory_mb:.3g} MB  {ch.params:,} params")
     c.print(f"why: {sel.reason}")
+    noisy = [x.key for x in sel.candidates if x.noisy]
+    if noisy:
+        c.print(f"noisy: every recent measured run of {', '.join(noisy)} was noisy (CV over 10%); their latencies "
+                "are predicted instead")
     if "predicted" in sel.sources:
         c.print(f"note: {sel.sources['predicted']} latencies are predicted, not measured on a {target.name}; "
                 f"'lgp-edge profile --target {target.name}' measures them")

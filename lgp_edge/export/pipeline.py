@@ -184,6 +184,8 @@ def export_profile(req: ExportRequest, reporter: Any = NULL) -> ExportResult:
     pool_dir = resolve_pool(req.pool)
     preflight(req, pool_dir)
     pool, manifest = load_pool(pool_dir)
+    if req.descendant is None:
+        manifest.check_top1(pool_dir)  # no choice by top-1 measured on synthetic data for a real-data pool
     data_name = default_data(manifest.data, req.data)
     profile, target = req.profile, req.target
     store = open_store(req.store)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
 from pathlib import Path
 
 from lgp_edge.data import check_data_name, open_data
+from lgp_edge.errors import DataError, UsageError
 from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, default_mode, load_pool
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import DescendantRecord
@@ -17,13 +19,16 @@ DESCENDANTS = "descendants.json"
 
 
 def evaluate_descendants(pool: LearngenePool, dataset, *, batch_size: int = 256, max_images: int | None = None,
-                         reporter: Reporter = NULL) -> list[DescendantRecord]:
+                         reporter: Reporter = NULL, data_name: str | None = None) -> list[DescendantRecord]:
+    """Top-1 of every descendant on ``dataset`` (named ``data_name`` in each record)."""
+    if max_images is not None and max_images < 1:
+        raise UsageError(f"max_images must be >= 1, got {max_images}")
     records = []
     specs = pool.descendants()
     with reporter.task("evaluate descendants", total=len(specs)) as task:
         for spec in specs:
             top1 = evaluate(pool.descendant(spec), dataset, batch_size=batch_size, max_images=max_images)
-            records.append(pool.record(spec, top1=round(top1, 3)))
+            records.append(dataclasses.replace(pool.record(spec, top1=round(top1, 3)), top1_data=data_name))
             task.advance(1, last=f"{spec.key} {top1:.2f}%")
     return records
 
@@ -43,7 +48,10 @@ def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_ima
     pool, manifest = load_pool(path)
     a = manifest.spec.ancestry
     ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
-    records = evaluate_descendants(pool, ds.val, batch_size=batch_size, max_images=max_images, reporter=reporter)
+    if len(ds.val) == 0:
+        raise DataError(f"--data {data} has no validation images")
+    records = evaluate_descendants(pool, ds.val, batch_size=batch_size, max_images=max_images, reporter=reporter,
+                                   data_name=ds.info.name)
     n = len(ds.val) if max_images is None else min(max_images, len(ds.val))
     manifest = manifest.replace(descendants=tuple(records),
                                 history=manifest.history + ({"stage": "eval", "data": ds.info.name, "images": n},))

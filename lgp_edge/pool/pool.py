@@ -109,6 +109,30 @@ class PoolManifest:
     def synthetic(self) -> bool:
         return self.data == "synthetic"
 
+    @property
+    def top1_data(self) -> str | None:
+        """Dataset the descendants' top-1 were measured on (the records', else the last 'eval' stage's)."""
+        named = {r.top1_data for r in self.descendants if r.top1 is not None and r.top1_data}
+        if named:
+            return "synthetic" if "synthetic" in named else sorted(named)[0]
+        evals = [h for h in self.history if isinstance(h, dict) and h.get("stage") == "eval" and h.get("data")]
+        if evals:
+            return str(evals[-1]["data"])
+        return self.data if any(r.top1 is not None for r in self.descendants) else None
+
+    def check_top1(self, pool_dir: str | Path) -> str:
+        """Refuse to choose by top-1 measured on synthetic data for a pool trained on real data.
+
+        Returns a note for the output when the pool itself is synthetic ('' otherwise).
+        """
+        on = self.top1_data
+        if on == "synthetic" and not self.synthetic:
+            raise UsageError(f"the top-1 in '{pool_dir}' were measured on synthetic data, not {self.data}; choosing "
+                             f"by them would be meaningless: run 'lgp-edge pool eval {pool_dir} --data {self.data}'")
+        if on == "synthetic":
+            return "top-1 measured on synthetic data: the choice demonstrates the tooling only"
+        return ""
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
