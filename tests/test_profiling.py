@@ -49,7 +49,7 @@ def test_statistics_match_numpy():
 def test_warmup_count_and_duration_mode():
     calls = []
     t = time_callable(lambda: calls.append(1), MeasureSettings(warmup=7, iters=13))
-    assert len(calls) in (20, 40) and t.n == 13 and t.warmup == 7  # 40 if the tiny lambda was "noisy"
+    assert len(calls) in (20, 40, 60) and t.n == 13 and t.warmup == 7  # more series if the tiny lambda was noisy
     t0 = time.perf_counter()
     t = time_callable(lambda: time.sleep(0.001), MeasureSettings(warmup=0, iters=3, seconds=0.05,
                                                                  repeat_noisy=False))
@@ -64,7 +64,10 @@ def test_noisy_run_is_repeated_and_flagged():
         time.sleep(0.0005 if state["i"] % 2 else 0.004)
 
     t = time_callable(jumpy, MeasureSettings(warmup=0, iters=10))
-    assert t.repeats == 2 and t.noisy and t.cv > 0.1
+    assert t.repeats == 3 and t.noisy and t.cv > 0.1  # re-measured, bounded: 3 series in all
+    assert state["i"] == 30
+    once = time_callable(jumpy, MeasureSettings(warmup=0, iters=10, max_series=1))
+    assert once.repeats == 1 and once.noisy and state["i"] == 40
     steady = time_callable(lambda: time.sleep(0.003), MeasureSettings(warmup=1, iters=10, cv_threshold=10.0))
     assert steady.repeats == 1 and not steady.noisy
 
@@ -72,7 +75,7 @@ def test_noisy_run_is_repeated_and_flagged():
 def test_interleaved_rounds_time_each_model():
     a, b = [], []
     ts = time_interleaved([lambda: a.append(1), lambda: (b.append(1), time.sleep(0.002))],
-                          MeasureSettings(warmup=1, iters=12, rounds=3))
+                          MeasureSettings(warmup=1, iters=12, rounds=3, repeat_noisy=False))
     assert len(a) == len(b) == 3 * (1 + 4)  # each round: warm-up + iters/rounds
     assert ts[0].n == ts[1].n == 12 and ts[1].median_ms > ts[0].median_ms and ts[1].median_ms >= 2.0
 
@@ -328,3 +331,102 @@ def test_latencies_for_prefers_measured_and_says_so(pool, tmp_path):
         expected = 0.05 + 0.01 * len(parts_of(spec, pool.descendants()[0]))
         assert cal[keys[0]].median_ms == pytest.approx(expected) and cal[keys[3]].source == "measured"
         assert cal[keys[0]].p90_ms == pytest.approx(expected * 1.1)  # spread from the probes' p90/median
+
+
+def test_noisy_model_in_interleaved_rounds_is_measured_again_bounded():
+    state = {"i": 0}
+
+    def jumpy():
+        state["i"] += 1
+        time.sleep(0.0005 if state["i"] % 2 else 0.004)
+
+    ts = time_interleaved([jumpy, lambda: time.sleep(0.002)],
+                          MeasureSettings(warmup=0, iters=10, rounds=2, max_series=3, cv_threshold=0.5))
+    assert ts[0].noisy and ts[0].repeats == 2 + 2 and state["i"] == 10 + 2 * 10  # two more series, then it stops
+    assert not ts[1].noisy and ts[1].repeats == 2
+
+
+# ----------------------------------------------------------------------- honest p90, cache, host calibration
+def test_predicted_p90_comes_from_a_dispersion_model(pool, tmp_path):
+    nano = load_target("jetson-nano")
+    keys = [d.key for d in pool.descendants()]
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        pred = latencies_for(pool, nano, "fp16", store)
+        for r in pred.values():  # nothing measured on the board: an assumed spread, said so, never p90 = median
+            assert r.median_ms < r.p90_ms <= r.p99_ms and r.tool_versions["spread"].startswith("assumed")
+            assert r.calibration == "declared:jetson-nano"
+        store.put(dataclasses.replace(_rec(keys[0], 1.0, target="jetson-nano", runtime="tensorrt", pool_id="other",
+                                           precision="fp16"), p90_ms=1.4, p99_ms=1.9))
+        pred = latencies_for(pool, nano, "fp16", store)  # measured runs on the target give the spread
+        r = pred[keys[1]]
+        assert r.p90_ms == pytest.approx(1.4 * r.median_ms) and r.p99_ms == pytest.approx(1.9 * r.median_ms)
+        assert r.tool_versions["spread"].startswith("measured")
+    spec = pool.spec
+    # calibrated: each probe's own spread; a prediction takes the spread of the probes nearest in size
+    recs = []
+    for i, p in enumerate(calibration_probes(spec)):
+        ms = 0.05 * len(parts_of(spec, p))
+        recs.append(dataclasses.replace(_rec(probe_key(parts_of(spec, p)), ms), p90_ms=ms * (1.05 + 0.01 * i),
+                                        p99_ms=ms * (1.3 + 0.01 * i)))
+    cal = fit_calibration(recs)
+    for d in pool.descendants():
+        m = cal.predict_ms(parts_of(spec, d))
+        r90, r99 = cal.ratios_at(m)
+        assert 1.05 <= r90 <= 1.05 + 0.01 * len(recs) and r99 >= r90
+
+
+def test_weights_in_last_level_cache_are_not_charged_dram_bandwidth():
+    spec = _spec(6)
+    parts = parts_of(spec, LearngenePool(spec).descendants()[1])
+    dram = Roofline(peak_gflops=1e6, mem_gbps=1.0, compute_eff=1, memory_eff=1, overhead_us=0, bytes_per_value=4,
+                    source="t")
+    cached = dataclasses.replace(dram, llc_bytes=1 << 30, cache_gbps=1000.0)
+    assert cached.weights_fit_cache(parts) and not dram.weights_fit_cache(parts)
+    assert cached.predict_ms(parts) == pytest.approx(dram.predict_ms(parts) / 1000, rel=1e-6)
+    too_small = dataclasses.replace(cached, llc_bytes=64)  # nothing fits: everything from DRAM, as before
+    assert too_small.predict_ms(parts) == pytest.approx(dram.predict_ms(parts))
+
+
+def test_host_calibration_measured_once_then_read_from_the_store(tmp_path, monkeypatch):
+    from lgp_edge.profiling import roofline
+
+    calls = []
+    real = roofline.measure_host
+
+    def counted(runtime, threads, gemm_n=512):
+        calls.append((runtime, threads))
+        return real(runtime, threads, gemm_n)
+
+    monkeypatch.setattr(roofline, "measure_host", counted)
+    monkeypatch.setattr(roofline, "_IN_PROCESS", {})
+    cpu = load_target("cpu")
+    path = tmp_path / "s.sqlite"
+    with MeasurementStore(path) as store:
+        first = roofline.roofline_for(cpu, "fp32", 1, runtime="onnxruntime", store=store)
+    assert calls == [("onnxruntime", 1)] and first.calibration.startswith("host:")
+    assert first.p90_ratio >= 1.0 and first.llc_bytes == roofline.last_level_cache_bytes()
+    roofline._IN_PROCESS.clear()  # what a fresh process sees: only the store
+    with MeasurementStore(path, readonly=True) as store:
+        again = roofline.roofline_for(cpu, "fp32", 1, runtime="onnxruntime", store=store)
+        assert again == first and len(calls) == 1
+        assert store.host_calibration(first.calibration)["fingerprint_of"]["threads"] == 1
+    with MeasurementStore(path) as store:
+        roofline.roofline_for(cpu, "fp32", 1, runtime="onnxruntime", store=store, refresh=True)  # --calibrate
+    assert len(calls) == 2
+
+
+def test_history_is_aggregated_and_noisy_runs_never_decide(pool, tmp_path):
+    nano = load_target("jetson-nano")
+    keys = [d.key for d in pool.descendants()]
+    kw = {"target": "jetson-nano", "runtime": "tensorrt", "pool_id": pool.pool_id, "precision": "fp16"}
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        store.put(_rec(keys[3], 1.0, **kw))
+        store.put(dataclasses.replace(_rec(keys[3], 1.2, **kw), when="2026-01-02T00:00:00+00:00"))
+        store.put(dataclasses.replace(_rec(keys[3], 0.57, **kw), p90_ms=8.61, p99_ms=9.0, cv=1.52, noisy=True,
+                                      when="2026-01-03T00:00:00+00:00"))  # the newest run is noisy
+        store.put(dataclasses.replace(_rec(keys[4], 0.57, **kw), p90_ms=8.61, p99_ms=9.0, cv=1.52, noisy=True))
+        lat = latencies_for(pool, nano, "fp16", store)
+    assert lat[keys[3]].source == "measured" and lat[keys[3]].median_ms == pytest.approx(1.1)
+    assert not lat[keys[3]].noisy and "1 noisy left out" in lat[keys[3]].tool_versions["aggregate"]
+    assert lat[keys[4]].source == "predicted" and lat[keys[4]].noisy  # only noisy runs: predicted, and flagged
+    assert "noisy" in lat[keys[4]].tool_versions["noisy_measurement"] and lat[keys[4]].p90_ms != 8.61

@@ -24,13 +24,15 @@ class MeasureSettings:
     max_iters: int = 100_000  # cap for duration mode
     threads: int = 1  # intra-op threads, fixed and recorded
     batch: int = 1  # images per inference
-    cv_threshold: float = 0.10  # a run with std/mean above this is repeated once
-    repeat_noisy: bool = True  # repeat a noisy run once; if still noisy keep the calmer one, flagged
+    cv_threshold: float = 0.10  # a run with std/mean above this is measured again
+    repeat_noisy: bool = True  # re-measure a noisy run (up to max_series in all); keep the calmest, flagged if noisy
+    max_series: int = 3  # bound on the series run for one model (1 = never repeat)
     rounds: int = 1  # >1: models measured in interleaved rounds of iters/rounds runs (drift hits all alike)
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.iters < 1 or self.threads < 1 or self.batch < 1 or self.rounds < 1:
-            raise ValueError("warmup >= 0 and iters, threads, batch, rounds >= 1 are required")
+        if self.warmup < 0 or self.iters < 1 or self.threads < 1 or self.batch < 1 or self.rounds < 1 \
+                or self.max_series < 1:
+            raise ValueError("warmup >= 0 and iters, threads, batch, rounds, max_series >= 1 are required")
         if self.seconds is not None and self.seconds <= 0:
             raise ValueError("seconds must be > 0")
 
@@ -48,8 +50,8 @@ class Timing:
     cv: float  # std / mean
     n: int  # timed runs
     warmup: int  # untimed runs before them
-    noisy: bool = False  # cv stayed above the threshold after a repeat
-    repeats: int = 1  # series run (2 when the first one was noisy)
+    noisy: bool = False  # cv stayed above the threshold after the bounded repeats
+    repeats: int = 1  # series run (more than 1 when the first one was noisy)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -99,19 +101,26 @@ def run_series(fn: Callable[[], object], warmup: int, iters: int) -> list[float]
 
 
 def time_callable(fn: Callable[[], object], settings: MeasureSettings) -> Timing:
-    """Warm up, time ``fn``; repeat once if CV > threshold and keep the calmer series, flagged if still noisy."""
+    """Warm up, time ``fn``; re-measure while CV > threshold (bounded) and keep the calmest series."""
     return repeat_if_noisy(lambda: summarize(_series(fn, settings), settings.warmup), settings)
 
 
 def repeat_if_noisy(run: Callable[[], Timing], settings: MeasureSettings) -> Timing:
-    """Run a measurement; when its CV exceeds the threshold, run it again and keep the calmer result."""
-    first = run()
-    if first.cv <= settings.cv_threshold or not settings.repeat_noisy:
-        return first
-    log.info("cv %.1f%% > %.0f%%: repeating", 100 * first.cv, 100 * settings.cv_threshold)
-    second = run()
-    best = min(first, second, key=lambda t: t.cv)
-    return replace(best, noisy=best.cv > settings.cv_threshold, repeats=2)
+    """Run a measurement; while its CV exceeds the threshold, run it again, at most ``max_series`` series
+    in all, and keep the calmest (flagged noisy when even that one is over the threshold)."""
+    best = run()
+    if best.cv <= settings.cv_threshold:
+        return best
+    if not settings.repeat_noisy:
+        return replace(best, noisy=True)
+    series = 1
+    while series < settings.max_series and best.cv > settings.cv_threshold:
+        log.info("cv %.1f%% > %.0f%%: measuring again (%d of %d)", 100 * best.cv, 100 * settings.cv_threshold,
+                 series + 1, settings.max_series)
+        again = run()
+        series += 1
+        best = min(best, again, key=lambda t: t.cv)
+    return replace(best, noisy=best.cv > settings.cv_threshold, repeats=series)
 
 
 def time_interleaved(fns: Sequence[Callable[[], object]], settings: MeasureSettings,
@@ -129,7 +138,18 @@ def time_interleaved(fns: Sequence[Callable[[], object]], settings: MeasureSetti
         if on_round is not None:
             on_round(r)
     out = []
-    for t in times:
-        s = summarize(t, settings.warmup)
-        out.append(replace(s, noisy=s.cv > settings.cv_threshold, repeats=settings.rounds))
+    for fn, t in zip(fns, times):
+        s = replace(summarize(t, settings.warmup), repeats=settings.rounds)
+        extra = 0
+        while settings.repeat_noisy and s.cv > settings.cv_threshold and extra + 1 < settings.max_series:
+            # noisy: re-measure this model alone (bounded) and keep the calmest series
+            extra += 1
+            log.info("cv %.1f%% > %.0f%%: measuring again (%d of %d)", 100 * s.cv, 100 * settings.cv_threshold,
+                     extra + 1, settings.max_series)
+            again = summarize(_series(fn, replace(settings, seconds=None), settings.iters), settings.warmup)
+            if again.cv < s.cv:
+                s = replace(again, repeats=settings.rounds + extra)
+            else:
+                s = replace(s, repeats=settings.rounds + extra)
+        out.append(replace(s, noisy=s.cv > settings.cv_threshold))
     return out
