@@ -275,7 +275,11 @@ def load_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer
             _, idx, name = k.split(".", 2)
             state.setdefault(int(idx), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    rng: dict[str, Any] = {"torch": tensors[f"rng.torch.{rank}"], **meta["rng"][rank]}
+    try:
+        rng: dict[str, Any] = {"torch": tensors[f"rng.torch.{rank}"], **meta["rng"][rank]}
+    except (KeyError, IndexError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint '{path}' has no random-number state for rank {rank} ({exc}); delete it "
+                              "and start again without --resume") from None
     if f"rng.cuda.{rank}" in tensors:
         rng["cuda"] = tensors[f"rng.cuda.{rank}"]
     set_rng_state(rng, device or torch.device("cpu"))

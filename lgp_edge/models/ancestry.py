@@ -118,7 +118,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint '{path}' cannot be loaded safely (weights_only=True): {exc}") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise CheckpointError(f"checkpoint '{path}' cannot be loaded safely (weights_only=True; a pickle of "
+                              f"arbitrary objects is never loaded): {first}") from None
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -169,5 +171,11 @@ def read_ancestry_dir(path: str | Path) -> dict[str, Any] | None:
     p = Path(path)
     meta = (p if p.is_dir() else p.parent) / "ancestry.json"
     if meta.is_file():
-        return json.loads(meta.read_text())
+        try:
+            data = json.loads(meta.read_text())
+        except (ValueError, OSError) as exc:
+            raise CheckpointError(f"'{meta}' is damaged ({str(exc)[:120]}); restore it or delete it") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"'{meta}' holds no JSON object; restore it or delete it")
+        return data
     return None
