@@ -84,10 +84,15 @@ def plot_entry(entry: ReportEntry, path: Path) -> None:
     plt.close(fig)
 
 
+def _source(c: Candidate) -> str:
+    """``measured`` / ``predicted``, with the noisy flag when the measured runs were all noisy."""
+    return c.latency_source + (" (measured runs noisy)" if c.noisy else "")
+
+
 def _md_row(c: Candidate, chosen: str | None) -> str:
     mark = " **chosen**" if c.key == chosen else ""
     return (f"| `{c.key}`{mark} | {c.params:,} | {c.flops / 1e6:.1f} | {c.top1:.2f} | {c.latency_ms:.3g} | "
-            f"{c.latency_source} | {c.memory_mb:.3g} | {'yes' if c.fits else 'no'} |")
+            f"{_source(c)} | {c.memory_mb:.3g} | {'yes' if c.fits else 'no'} |")
 
 
 def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -> str:
@@ -106,12 +111,16 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
         else:
             c = e.selection.chosen
             lines.append(f"| [{p.name}](#{p.name}) | {e.target.name} | {p.precision} | {budget} | `{c.key}` | "
-                         f"{c.top1:.2f} | {c.latency_ms:.3g} | {c.latency_source} |")
+                         f"{c.top1:.2f} | {c.latency_ms:.3g} | {_source(c)} |")
     for e in entries:
         p = e.profile
         lines += ["", f"## {p.name}", "", f"Target `{e.target.name}` ({e.target.runtime_version}); {p.description}",
                   "", f"![Pareto front for {p.name}]({e.plot})", ""]
         lines.append(f"Why: {e.selection.reason}." if e.selection is not None else f"Nothing fits: {e.problem}.")
+        noisy = [c.key for c in e.candidates if c.noisy]
+        if noisy:
+            lines += ["", f"Noisy: every recent measured run of {', '.join(f'`{k}`' for k in noisy)} was noisy "
+                          "(CV over 10%), so their latencies are predicted instead."]
         chosen = e.selection.chosen.key if e.selection is not None else None
         lines += ["", "Pareto front (top-1 up, latency down):", "",
                   "| descendant | params | MFLOPs | top-1 % | p90 ms | source | memory MB | fits |",

@@ -44,6 +44,10 @@ class Candidate:
     memory_mb: float  # weights + peak activations at the profile's precision and batch
     fits_latency: bool  # latency_ms <= budget
     fits_memory: bool  # memory_mb <= budget
+    noisy: bool = False  # its measured runs were noisy: the latency is predicted instead (see latency_note)
+    latency_note: str = ""  # how the latency was obtained (aggregate of runs, predictor, noisy fallback)
+    p99_ms: float | None = None  # p99 latency (same source)
+    calibration: str = ""  # predicted: the calibration it came from
 
     @property
     def fits(self) -> bool:
@@ -53,7 +57,9 @@ class Candidate:
         return {"key": self.key, "blocks": self.blocks, "params": self.params, "flops": self.flops,
                 "top1": self.top1, "latency_ms": self.latency_ms, "median_ms": self.median_ms,
                 "latency_source": self.latency_source, "runtime": self.runtime, "memory_mb": self.memory_mb,
-                "fits_latency": self.fits_latency, "fits_memory": self.fits_memory, "fits": self.fits}
+                "fits_latency": self.fits_latency, "fits_memory": self.fits_memory, "fits": self.fits,
+                "p99_ms": self.p99_ms, "noisy": self.noisy, "latency_note": self.latency_note,
+                "calibration": self.calibration}
 
 
 @dataclass(frozen=True)
@@ -81,7 +87,8 @@ class Selection:
     def to_dict(self) -> dict[str, Any]:
         return {"profile": self.profile.to_dict(), "pool_id": self.pool_id, "chosen": self.chosen.to_dict(),
                 "reason": self.reason, "front": [c.to_dict() for c in self.front],
-                "candidates": len(self.candidates), "fitting": len(self.fitting), "latency_sources": self.sources}
+                "candidates": len(self.candidates), "fitting": len(self.fitting), "latency_sources": self.sources,
+                "noisy": [c.key for c in self.candidates if c.noisy]}
 
 
 def memory_mb(pool: PoolSpec, record: DescendantRecord, precision: str, batch: int) -> float:
@@ -138,9 +145,21 @@ def score_candidates(records: Sequence[DescendantRecord], latencies: Mapping[str
                                latency_ms=lat.p90_ms, median_ms=lat.median_ms, latency_source=lat.source,
                                runtime=lat.runtime, memory_mb=mem,
                                fits_latency=lat.p90_ms <= profile.latency_budget_ms,
-                               fits_memory=mem <= profile.memory_budget_mb))
+                               fits_memory=mem <= profile.memory_budget_mb, noisy=lat.noisy,
+                               latency_note=_latency_note(lat), p99_ms=lat.p99_ms, calibration=lat.calibration))
     cands.sort(key=lambda c: (c.latency_ms, -(c.top1 or 0.0)))
     return cands
+
+
+def _latency_note(lat: LatencyRecord) -> str:
+    v = lat.tool_versions
+    if lat.source == "measured":
+        note = v.get("aggregate", f"one run of {lat.n}")
+        return note + (" (noisy)" if lat.noisy else "")
+    note = f"{v.get('predictor', 'predicted')}; spread {v.get('spread', '?')}"
+    if "noisy_measurement" in v:
+        note = f"{v['noisy_measurement']}; {note}"
+    return note
 
 
 def select_descendant(records: Sequence[DescendantRecord], latencies: Mapping[str, LatencyRecord],
@@ -166,6 +185,10 @@ def select_descendant(records: Sequence[DescendantRecord], latencies: Mapping[st
     if better:
         b = better[0]
         reason += f"; the most accurate, {b.key} ({b.top1:.2f}%), {_why_not(b, profile)}"
+    noisy = [c.key for c in cands if c.noisy]
+    if noisy:
+        reason += (f"; the measured runs of {', '.join(noisy)} were all noisy, so their latency is predicted "
+                   "(profile them again on a quieter machine)")
     return Selection(profile=profile, pool_id=pool.pool_id, candidates=tuple(cands), front=pareto_front(cands),
                      chosen=chosen, reason=reason)
 
@@ -176,13 +199,14 @@ def records_of(manifest: Any) -> tuple[DescendantRecord, ...]:
 
 
 def open_store(path: str | Path | None) -> Any:
-    """The measurement store: ``--store PATH`` (must exist; it is only read here) or the default one."""
+    """The measurement store, read-only: ``--store PATH`` or the default one. A missing file reads as an empty
+    store (every latency predicted) and is not created; nothing but a host calibration is ever written."""
     from lgp_edge.profiling.store import MeasurementStore, default_store_path
 
-    if path is not None and not Path(path).is_file():
-        raise UsageError(f"--store '{path}' does not exist; profile into it first with "
-                         "'lgp-edge profile --store PATH …'")
-    return MeasurementStore(path if path is not None else default_store_path())
+    store = MeasurementStore(path if path is not None else default_store_path(), readonly=True)
+    if not store.exists:
+        log.warning("measurement store %s does not exist (or is empty): every latency is predicted", store.path)
+    return store
 
 
 FORMAT_RUNTIME = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt",

@@ -61,19 +61,26 @@ def test_predict_unattached_target_says_so(tiny_pool, tmp_path, capsys):
                           str(store), "--json", "--quiet")
     assert rc == 0
     data = json.loads(out)
-    assert data["mode"] == "predicted" and "roofline" in data["predictor"] and data["rows_written"] == 0
+    assert data["mode"] == "predicted" and "roofline" in data["predictor"] and data["rows_written"] == 18
     assert len(data["records"]) == 18 and all(r["source"] == "predicted" for r in data["records"])
     assert all(r["tool_versions"]["predictor"] == "roofline" for r in data["records"])
+    assert all(r["p90_ms"] > r["median_ms"] and r["calibration"] == "declared:jetson-nano" for r in data["records"])
     assert data["precision"] == "fp16" and data["runtime"] == "tensorrt"
     rc, out, err = _profile(capsys, "--target", "jetson-nano", "--predict", "--precision", "fp32", "--pool",
                             str(tiny_pool), "--store", str(store), "--quiet")
     assert rc == 0 and "PREDICTED, not measured" in err and "predicted" in out
-    with MeasurementStore(store) as s:
-        assert s.count() == 0  # predictions are derived, never stored as rows
+    with MeasurementStore(store) as s:  # predictions are stored as predicted rows, with their calibration
+        rows = s.records(target="jetson-nano")
+        assert len(rows) == 36 and all(r.source == "predicted" and r.calibration for r in rows)
+        assert {r.precision for r in rows} == {"fp16", "fp32"}
+    rc, out, _ = _profile(capsys, "--target", "jetson-nano", "--predict", "--pool", str(tiny_pool), "--store",
+                          str(store), "--json", "--quiet")
+    with MeasurementStore(store) as s:  # the same prediction again replaces its rows
+        assert s.count() == 36
 
 
 def test_predict_check_reports_mape_on_held_out_descendants(tiny_pool, tmp_path, capsys):
-    held_out = ["ti6.0-5", "b6.0-5", "ti6.0-2+b6.3-5", "ti6.0-4+b6.head"]  # a subset keeps the test short
+    held_out = ["ti6.0-5", "b6.0-5", "ti6.0-2+b6.3-5", "ti6.0-4+b6.5-5"]  # a subset keeps the test short
     rc, out, _ = _profile(capsys, "--target", "cpu", "--runtime", "onnxruntime", "--predict", "--check", "--pool",
                           str(tiny_pool), "--store", str(tmp_path / "m.sqlite"), "--threads", "1", "--rounds", "2",
                           "--json", "--warmup", "2", "--iters", "10", "--quiet",
@@ -97,8 +104,14 @@ def test_predict_check_reports_mape_on_held_out_descendants(tiny_pool, tmp_path,
                           str(tiny_pool), "--store", str(tmp_path / "m.sqlite"), "--threads", "1", "--json",
                           "--quiet")
     again = json.loads(out)
-    assert rc == 0 and "calibrated on 9 probe" in again["predictor"] and again["rows_written"] == 0
+    assert rc == 0 and "calibrated on 9 probe" in again["predictor"] and again["rows_written"] == 18
     assert len(again["records"]) == 18 and all(r["source"] == "predicted" for r in again["records"])
+    cal = {r["calibration"] for r in again["records"]}
+    assert len(cal) == 1 and cal.pop().startswith("probes:")  # the stored probe runs it came from
+    assert all(r["p90_ms"] >= r["median_ms"] for r in again["records"])
+    with MeasurementStore(tmp_path / "m.sqlite") as s:  # no new measurement; the check's 4 predictions came
+        assert len(s.records(target="cpu", source="measured")) == 9 + len(held_out)  # from the same calibration,
+        assert len(s.records(target="cpu", source="predicted")) == 18  # so they were replaced, not duplicated
 
 
 def test_stock_timm_model(tmp_path, capsys):

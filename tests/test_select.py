@@ -144,8 +144,34 @@ def test_select_reads_measured_latencies_from_store(tiny_pool: Path, tmp_path: P
     out = json.loads(capsys.readouterr().out)
     assert out["chosen"]["key"] != best.key and out["latency_sources"] == {"measured": 1, "predicted": 17}
     assert "50 ms p90 (measured)" in out["reason"]
-    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--store", str(tmp_path / "none")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+
+
+
+def test_read_only_commands_never_create_or_change_the_store(tiny_pool: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from lgp_edge.profiling.store import MeasurementStore
+
+    missing = tmp_path / "typo" / "store.sqlite"
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--store", str(missing), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["latency_sources"] == {"predicted": 18}
+    assert not missing.exists() and not missing.parent.exists()
+    monkeypatch.setenv("LGP_EDGE_STORE", str(missing))  # the default store, missing: not created either
+    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool)]) == 0
+    assert main(["report", "--pool", str(tiny_pool), "--out", str(tmp_path / "rep"), "--quiet",
+                 "--profile", "jetson-nano"]) == 0
+    assert not missing.exists() and not missing.parent.exists()
+    ro = tmp_path / "ro.sqlite"
+    m = read_manifest(tiny_pool)
+    with MeasurementStore(ro) as store:
+        store.put(dataclasses.replace(lat(m.descendants[0].key, 0.5), target="jetson-nano", runtime="tensorrt",
+                                      precision="fp16", pool_id=m.spec.pool_id))
+    ro.chmod(0o444)
+    before = ro.read_bytes()
+    capsys.readouterr()
+    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", str(ro), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["latency_sources"] == {"measured": 1, "predicted": 17}
+    assert ro.read_bytes() == before
 
 
 def test_select_cli_bad_input(tiny_pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -155,3 +181,42 @@ def test_select_cli_bad_input(tiny_pool: Path, capsys: pytest.CaptureFixture[str
     assert "unknown profile" in capsys.readouterr().err
     assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--budget-ms", "-1"]) == 2
     assert "--budget-ms must be > 0" in capsys.readouterr().err
+
+
+def _select_in_fresh_process(pool: Path, store: Path, budget: float) -> dict:
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "lgp_edge", "select", "--target", "cpu", "--pool", str(pool),
+                          "--store", str(store), "--budget-ms", f"{budget!r}", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_select_is_the_same_in_fresh_processes_with_an_empty_store_and_a_noisy_row(tiny_pool: Path,
+                                                                                   tmp_path: Path) -> None:
+    """Every process predicts from the host calibration stored by the first one; a noisy measured row
+    neither changes the choice nor goes unmentioned."""
+    from lgp_edge.profiling.store import MeasurementStore
+
+    store = tmp_path / "s.sqlite"
+    MeasurementStore(store).close()  # an empty store
+    first = _select_in_fresh_process(tiny_pool, store, 1e3)
+    front = first["front"]
+    assert len(front) >= 3
+    mid = front[len(front) // 2]
+    budget = mid["latency_ms"] * 1.000001  # a budget right at a front point: any drift flips the choice
+    runs = [_select_in_fresh_process(tiny_pool, store, budget) for _ in range(10)]
+    chosen = {(r["chosen"]["key"], r["chosen"]["latency_ms"]) for r in runs}
+    assert chosen == {(mid["key"], mid["latency_ms"])}
+    assert all(r["chosen"]["latency_source"] == "predicted" for r in runs)
+    assert runs[0]["chosen"]["latency_ms"] > runs[0]["chosen"]["median_ms"]  # p90 is not the median relabelled
+    m = read_manifest(tiny_pool)
+    with MeasurementStore(store) as s:  # one noisy run of the chosen descendant, far over the budget
+        s.put(dataclasses.replace(lat(mid["key"], 8.61), median_ms=0.57, p99_ms=9.0, cv=1.52, noisy=True,
+                                  target="cpu", runtime="onnxruntime", pool_id=m.spec.pool_id))
+    noisy = [_select_in_fresh_process(tiny_pool, store, budget) for _ in range(10)]
+    assert {(r["chosen"]["key"], r["chosen"]["latency_ms"]) for r in noisy} == chosen
+    assert all(r["noisy"] == [mid["key"]] and r["chosen"]["noisy"] for r in noisy)
+    assert "noisy" in noisy[0]["reason"]

@@ -48,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         if e.selection is not None:
             c = e.selection.chosen
             print(f"{e.profile.name:18s} {c.key:22s} top-1 {c.top1:6.2f}%  p90 {c.latency_ms:8.3g} ms "
-                  f"({c.latency_source})  {e.plot}")
+                  f"({c.latency_source}{', measured runs noisy' if c.noisy else ''})  {e.plot}")
         else:
             print(f"{e.profile.name:18s} nothing fits  {e.plot}")
     print(f"wrote {args.out}/report.md")

@@ -11,9 +11,15 @@ type (patch embedding, block of given dims and tokens, stitch, norm + head) plus
 - **Roofline** (a target with no device): each part priced from the target file's hardware facts and
   efficiency factors (``roofline.py``).
 
-``latencies_for`` returns, for every descendant of a pool, the measured record when the store has one,
-else a predicted record whose ``source`` is ``"predicted"`` and whose ``tool_versions["predictor"]``
-says how it was predicted.
+A prediction's p90 and p99 come from a measured dispersion model, never the median relabelled: the
+p90/median and p99/median of the calibration probes nearest in size; for a roofline, this host's measured
+run-to-run dispersion (host calibration), or the spread of the runs measured on the target, or (nothing
+measured there yet) an assumed spread that says so in ``tool_versions["spread"]``.
+
+``latencies_for`` returns, for every descendant of a pool, the robust aggregate of its recent measured runs
+(noisy runs left out) when the store has calm ones, else a predicted record whose ``source`` is
+``"predicted"``, whose ``tool_versions["predictor"]`` says how it was predicted and whose ``calibration``
+names the calibration it came from; a descendant with only noisy runs is predicted and flagged ``noisy``.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import logging
 import statistics
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -44,7 +50,7 @@ def calibration_probes(pool: PoolSpec) -> list[DescendantSpec]:
     -> stitch -> back block d-1, the same with back blocks d-2..d-1, and front blocks 0..1 -> back d-1.
 
     None is a descendant: descendants run all ``depth`` blocks of one instance, or join front blocks
-    0..j to back blocks k+1.. at a paired-stitching config, where |j - k| <= 1 (so k + 1 <= j + 2),
+    0..j to back blocks k.. at a paired-stitching config, where |j - k| <= 1 (so k <= j + 1),
     while the probes start the back segment at block >= d - 2 >= j + 3 for the depths 6 and 9. Three
     probes per part type over-determine the fit, so noise in one probe is averaged rather than copied
     into every descendant that shares its parts.
@@ -97,6 +103,19 @@ class Calibration:
     p99_ratio: float
     probes: int  # probe measurements used
     fit_rms_ms: float  # residual of the fit on the probes
+    spread: tuple[tuple[float, float, float], ...] = ()  # (median ms, p90/median, p99/median) per probe
+    ident: str = ""  # "probes:<hash>" of the probe rows it was fitted on
+
+    def ratios_at(self, median_ms: float) -> tuple[float, float]:
+        """Dispersion model: p90/median and p99/median of the (up to) 3 probes nearest in size (log median)."""
+        import math
+
+        if not self.spread:
+            return max(1.0, self.p90_ratio), max(1.0, self.p90_ratio, self.p99_ratio)
+        m = max(median_ms, 1e-9)
+        near = sorted(self.spread, key=lambda s: abs(math.log(max(s[0], 1e-9)) - math.log(m)))[:3]
+        r90 = max(1.0, statistics.median(s[1] for s in near))
+        return r90, max(r90, statistics.median(s[2] for s in near))
 
     def _vector(self, counts: dict[str, int]) -> list[float] | None:
         if any(k not in self.columns for k in counts):
@@ -139,11 +158,18 @@ def fit_calibration(records: Sequence[LatencyRecord]) -> Calibration:
     _, s, vt = np.linalg.svd(a, full_matrices=False)
     rank = int((s > s.max() * 1e-10).sum())
     resid = a @ coef - y
+    import hashlib
+
+    ident = hashlib.sha256("|".join(f"{r.descendant_key}={r.median_ms:.6g}/{r.p90_ms:.6g}/{r.p99_ms:.6g}"
+                                    for r in sorted(records, key=lambda r: r.descendant_key)).encode()).hexdigest()
     return Calibration(columns=columns, coef=tuple(float(c) for c in coef),
                        basis=tuple(tuple(float(x) for x in row) for row in vt[:rank]),
                        p90_ratio=statistics.median(r.p90_ms / r.median_ms for r in records),
                        p99_ratio=statistics.median(r.p99_ms / r.median_ms for r in records),
-                       probes=len(records), fit_rms_ms=float(np.sqrt((resid ** 2).mean())))
+                       probes=len(records), fit_rms_ms=float(np.sqrt((resid ** 2).mean())),
+                       spread=tuple(sorted((r.median_ms, r.p90_ms / r.median_ms, r.p99_ms / r.median_ms)
+                                           for r in records)),
+                       ident=f"probes:{ident[:16]}")
 
 
 # ---------------------------------------------------------------------------------------- predictor
@@ -162,80 +188,157 @@ class Predictor:
         return self.kind == "roofline" or (self.calibration is not None and self.calibration.covers(parts))
 
     def predict(self, parts: Sequence[Part]) -> tuple[float, float, float]:
-        """(median, p90, p99) in ms."""
+        """(median, p90, p99) in ms; p90 and p99 from the dispersion model, never the median relabelled."""
         if self.calibration is not None:
             m = self.calibration.predict_ms(parts)
-            return m, m * self.calibration.p90_ratio, m * self.calibration.p99_ratio
+            r90, r99 = self.calibration.ratios_at(m)
+            return m, m * r90, m * r99
         assert self.roofline is not None
         m = self.roofline.predict_ms(list(parts))
-        return m, m, m  # a roofline knows no spread: p90 = p99 = median (see tool_versions["spread"])
+        r90 = max(1.0, self.roofline.p90_ratio)
+        return m, m * r90, m * max(r90, self.roofline.p99_ratio)
+
+    @property
+    def calibration_id(self) -> str:
+        if self.calibration is not None:
+            return self.calibration.ident
+        assert self.roofline is not None
+        return self.roofline.calibration or f"declared:{self.target}"
+
+    @property
+    def spread_source(self) -> str:
+        if self.calibration is not None:
+            return f"measured: p90/median of the {self.calibration.probes} calibration probes nearest in size"
+        assert self.roofline is not None
+        return self.roofline.spread_source or "assumed"
 
     def describe(self) -> str:
         if self.calibration is not None:
             c = self.calibration
             return (f"calibrated on {c.probes} probe measurements on {self.target} ({self.runtime}, "
-                    f"{self.precision}); fit rms {c.fit_rms_ms:.4f} ms")
+                    f"{self.precision}); fit rms {c.fit_rms_ms:.4f} ms; calibration {c.ident}")
         assert self.roofline is not None
         r = self.roofline
-        return (f"roofline from {self.target}'s hardware facts ({r.source}: {r.peak_gflops:g} GFLOP/s x "
-                f"{r.compute_eff:g}, {r.mem_gbps:g} GB/s x {r.memory_eff:g}, {r.overhead_us:g} us/op)")
+        cache = f", weights within {r.llc_bytes / 2**21:g} MB stay in cache" if r.llc_bytes else ""
+        return (f"roofline from {self.target}'s hardware facts ({r.source}: {r.peak_gflops:.4g} GFLOP/s x "
+                f"{r.compute_eff:g}, {r.mem_gbps:.4g} GB/s x {r.memory_eff:g}, {r.overhead_us:g} us/op{cache}); "
+                f"spread {r.spread_source}")
 
     def record(self, key: str, parts: Sequence[Part], *, batch: int = 1, threads: int = 1,
                pool_id: str = "") -> LatencyRecord:
         median, p90, p99 = self.predict(parts)
-        versions = {"lgp-edge": __version__, "predictor": self.kind}
-        if self.kind == "roofline":
-            versions["spread"] = "unknown: p90 = p99 = median"
+        versions = {"lgp-edge": __version__, "predictor": self.kind, "spread": self.spread_source}
         return LatencyRecord(descendant_key=key, target=self.target, runtime=self.runtime,
                              precision=self.precision, batch=batch, median_ms=median * batch, p90_ms=p90 * batch,
                              p99_ms=p99 * batch, mean_ms=median * batch, std_ms=0.0, cv=0.0, n=0, warmup=0,
                              threads=threads, source="predicted", when=now_utc(), tool_versions=versions,
-                             pool_id=pool_id)
+                             pool_id=pool_id, calibration=self.calibration_id)
 
 
 def now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def probe_records(store: Any, target: str, runtime: str, precision: str, batch: int = 1) -> list[LatencyRecord]:
-    """The newest probe measurement of each probe type for a target/runtime/precision (any pool)."""
-    recs = store.records(target=target, runtime=runtime, precision=precision, source="measured", batch=batch,
-                         latest=True)
+RECENT_RUNS = 5  # the robust aggregate reads this many most recent runs of a model
+
+
+def robust_measured(records: Sequence[LatencyRecord], recent: int = RECENT_RUNS) -> dict[tuple[Any, ...],
+                                                                                      LatencyRecord]:
+    """One record per (pool, model, target, runtime, precision, batch): the median over the ``recent``
+    newest runs at the newest run's thread count, leaving out runs flagged noisy. When every recent run
+    is noisy the aggregate is flagged noisy (callers must not let it decide anything silently)."""
+    groups: dict[tuple[Any, ...], list[LatencyRecord]] = {}
+    for r in records:  # oldest first
+        groups.setdefault((r.pool_id, r.descendant_key, r.target, r.runtime, r.precision, r.batch), []).append(r)
+    out = {}
+    for k, rows in groups.items():
+        threads = rows[-1].threads
+        last = [r for r in rows if r.threads == threads][-recent:]
+        calm = [r for r in last if not r.noisy]
+        use = calm or last
+        if len(use) == 1:
+            out[k] = use[0]
+            continue
+        med = statistics.median(r.median_ms for r in use)
+        p90 = max(med, statistics.median(r.p90_ms for r in use))
+        p99 = max(p90, statistics.median(r.p99_ms for r in use))
+        newest = use[-1]
+        out[k] = replace(newest, median_ms=med, p90_ms=p90, p99_ms=p99,
+                         mean_ms=statistics.median(r.mean_ms for r in use),
+                         std_ms=statistics.median(r.std_ms for r in use), cv=statistics.median(r.cv for r in use),
+                         n=sum(r.n for r in use), noisy=not calm,
+                         tool_versions={**newest.tool_versions,
+                                        "aggregate": f"median of {len(use)} recent runs"
+                                                     + ("" if calm else ", all noisy")
+                                                     + (f" ({len(last) - len(calm)} noisy left out)"
+                                                        if calm and len(calm) < len(last) else "")})
+    return out
+
+
+def probe_records(store: Any, target: str, runtime: str, precision: str, batch: int = 1,
+                  threads: int | None = None) -> list[LatencyRecord]:
+    """Each probe type's robust aggregate for a target/runtime/precision (any pool), at ``threads`` when given."""
+    recs = [r for r in store.records(target=target, runtime=runtime, precision=precision, source="measured",
+                                     batch=batch)
+            if r.descendant_key.startswith(PROBE_PREFIX) and (threads is None or r.threads == threads)]
     newest: dict[str, LatencyRecord] = {}
-    for r in recs:
-        if r.descendant_key.startswith(PROBE_PREFIX):
+    for r in robust_measured(recs).values():
+        if r.descendant_key not in newest or r.when >= newest[r.descendant_key].when:
             newest[r.descendant_key] = r
-    return list(newest.values())
+    return sorted(newest.values(), key=lambda r: r.descendant_key)
+
+
+def measured_spread(store: Any, target: str, runtime: str, precision: str) -> tuple[float, float, int] | None:
+    """(p90/median, p99/median, runs) over the calm measured runs of a target, or None when there are none."""
+    rows = [r for r in store.records(target=target, runtime=runtime, precision=precision, source="measured")
+            if not r.noisy and r.median_ms > 0]
+    if not rows:
+        return None
+    r90 = max(1.0, statistics.median(r.p90_ms / r.median_ms for r in rows))
+    return r90, max(r90, statistics.median(r.p99_ms / r.median_ms for r in rows)), len(rows)
 
 
 def make_predictor(target: TargetSpec, precision: str, runtime: str | None = None, *,
-                   store: Any = None, threads: int = 1, need: Sequence[Sequence[Part]] = ()) -> Predictor:
-    """Calibrated from the store's probes when they cover every model in ``need``, else a roofline."""
+                   store: Any = None, threads: int = 1, need: Sequence[Sequence[Part]] = (),
+                   refresh_host: bool = False) -> Predictor:
+    """Calibrated from the store's probes (at ``threads``) when they cover every model in ``need``, else a
+    roofline (this host: its stored host calibration)."""
     runtime = runtime or target.runtime
     if store is not None:
-        probes = probe_records(store, target.name, runtime, precision)
+        probes = probe_records(store, target.name, runtime, precision,
+                               threads=threads if target.connection.kind == "local" else None)
         if probes:
             cal = fit_calibration(probes)
             if all(cal.covers(p) for p in need):
                 return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
             log.info("stored probes for %s do not cover these models; using the roofline", target.name)
-    return Predictor("roofline", target.name, runtime, precision,
-                     roofline=roofline_for(target, precision, threads))
+    roof = roofline_for(target, precision, threads, runtime=runtime, store=store, refresh=refresh_host)
+    if not target.hardware.get("detect") and store is not None:
+        spread = measured_spread(store, target.name, runtime, precision)
+        if spread is not None:
+            roof = replace(roof, p90_ratio=spread[0], p99_ratio=spread[1],
+                           spread_source=f"measured: median p90/median of {spread[2]} runs on {target.name}")
+    return Predictor("roofline", target.name, runtime, precision, roofline=roof)
 
 
 def latencies_for(pool: Any, target: TargetSpec, precision: str, store: Any = None,
                   runtime: str | None = None, *, batch: int = 1) -> dict[str, LatencyRecord]:
-    """Every descendant key of ``pool`` -> its measured record when the store has one, else a prediction.
+    """Every descendant key of ``pool`` -> its measured latency (robust aggregate of the recent runs) when
+    the store has calm runs of it, else a prediction.
 
-    Each record says which it is (``source``); predicted ones name their predictor in ``tool_versions``.
+    Each record says which it is (``source``); predicted ones name their predictor in ``tool_versions`` and
+    their calibration. A descendant whose recent runs were all noisy is predicted instead, with
+    ``noisy=True`` and ``tool_versions["noisy_measurement"]`` saying so.
     """
     runtime = runtime or target.runtime
     specs = pool.descendants()
     out: dict[str, LatencyRecord] = {}
+    noisy: dict[str, LatencyRecord] = {}
     if store is not None:
-        for r in store.records(target=target.name, runtime=runtime, precision=precision, pool_id=pool.pool_id,
-                               source="measured", batch=batch, latest=True):
-            out[r.descendant_key] = r
+        rows = store.records(target=target.name, runtime=runtime, precision=precision, pool_id=pool.pool_id,
+                             source="measured", batch=batch)
+        for r in robust_measured(rows).values():
+            (noisy if r.noisy else out)[r.descendant_key] = r
     missing = [s for s in specs if s.key not in out]
     if missing:
         parts = {s.key: parts_of(pool.spec, s) for s in missing}
@@ -245,7 +348,13 @@ def latencies_for(pool: Any, target: TargetSpec, precision: str, store: Any = No
         log.info("%d descendants measured, %d predicted (%s)", len(specs) - len(missing), len(missing),
                  predictor.describe())
         for s in missing:
-            out[s.key] = predictor.record(s.key, parts[s.key], batch=batch, threads=threads, pool_id=pool.pool_id)
+            rec = predictor.record(s.key, parts[s.key], batch=batch, threads=threads, pool_id=pool.pool_id)
+            if s.key in noisy:
+                n = noisy[s.key]
+                rec = replace(rec, noisy=True, tool_versions={
+                    **rec.tool_versions, "noisy_measurement": f"every recent measured run was noisy (p90 "
+                                                              f"{n.p90_ms:.3g} ms, cv {n.cv:.2f}): predicted instead"})
+            out[s.key] = rec
     return {s.key: out[s.key] for s in specs}
 
 

@@ -266,6 +266,13 @@ def _measure_remote(subject: Subject, items: Sequence[Item], target: TargetSpec,
     with tempfile.TemporaryDirectory(prefix="lgp-edge-remote-") as tmp, remote.RemoteSession(transport) as sess, \
             reporter.task(f"{what} on {target.name} ({runtime} over {kind})", len(items)) as task:
         script = sess.put(bench_script(target, targets_dir)) if kind == "ssh" else ""
+        pin = kind == "ssh" and runtime == "tensorrt" and precision == "fp16"
+        if pin:  # bench.sh builds the engine build_engine.sh deploys: LayerNorm/softmax kept in fp32
+            import shutil
+
+            shutil.copyfile(Path(__file__).resolve().parent.parent / "export" / "trt_build.py",
+                            Path(tmp) / "build_engine.py")
+            sess.put(Path(tmp) / "build_engine.py")
         rbin = ""
         if binary is not None:
             rbin = sess.put(binary)
@@ -279,6 +286,14 @@ def _measure_remote(subject: Subject, items: Sequence[Item], target: TargetSpec,
                                                   opset=opset)
             rmodel = sess.put(onnx_path)
             versions: dict[str, str] = {}
+            if pin:
+                from lgp_edge.export.tensorrt import fp32_nodes
+
+                layers = Path(tmp) / f"{_safe(it.key)}.fp32_layers.txt"
+                layers.write_text("# ONNX nodes kept in fp32 inside the fp16 engine (LayerNorm and softmax)\n"
+                                  + "\n".join(fp32_nodes(onnx_path, it.build())) + "\n")
+                sess.put(layers)
+                versions["note_precision"] = "fp16 with LayerNorm/softmax pinned to fp32 (as build_engine.sh)"
             if kind == "ssh" and runtime == "onnxruntime":
                 argv = remote.ort_bench_argv(str(target.extra.get("remote_python", "python3")), script, rmodel,
                                              settings)
@@ -319,11 +334,33 @@ def calibrate(subject: Subject, target: TargetSpec, runtime: str, precision: str
     Probes are few, so each gets three times the timed runs: their noise is every prediction's noise.
     """
     probe_settings = replace(settings, iters=settings.iters * 3, warmup=settings.warmup * 2)
+    if target.connection.kind == "local" and target.hardware.get("detect"):
+        from lgp_edge.profiling.roofline import host_calibration
+
+        host_calibration(runtime, settings.threads, store, refresh=True)  # the host's facts, measured again
     recs = measure_items(subject, subject.probes, target, runtime, precision, probe_settings, reporter=reporter,
                          targets_dir=targets_dir, what="calibrating")
     if store is not None:
         store.put_many(recs)
+        return stored_calibration(store, subject, target, runtime, precision, settings) or \
+            calibrated_predictor(recs, subject, target, runtime, precision)
     return calibrated_predictor(recs, subject, target, runtime, precision)
+
+
+def stored_calibration(store: Any, subject: Subject, target: TargetSpec, runtime: str, precision: str,
+                       settings: MeasureSettings) -> Predictor | None:
+    """The calibration every later process will read from the store (robust aggregate of the recent
+    probe runs), so this process predicts exactly what they will."""
+    from lgp_edge.profiling.predict import probe_records
+
+    probes = probe_records(store, target.name, runtime, precision, settings.batch,
+                           threads=settings.threads if target.connection.kind == "local" else None)
+    if not probes:
+        return None
+    cal = fit_calibration(probes)
+    if not all(cal.covers(it.parts) for it in subject.items):
+        return None
+    return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
 
 
 def calibrated_predictor(probe_records: Sequence[LatencyRecord], subject: Subject, target: TargetSpec,
