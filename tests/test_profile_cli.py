@@ -178,3 +178,36 @@ def test_without_pool_uses_demo_or_says_pass_pool(tmp_path, capsys):
     else:
         rc, _, err = _profile(capsys, *argv)
         assert rc == 2 and "--pool" in err
+
+
+def test_locked_store_mid_run_keeps_the_measurements(tiny_pool, tmp_path, capsys, monkeypatch):
+    """Another process holds the store's write lock while profiling runs: one line, exit 2, and the
+    measurements are saved beside the store, from where --import loads them once the lock is gone."""
+    import sqlite3
+
+    store = tmp_path / "m.sqlite"
+    MeasurementStore(store).close()
+    monkeypatch.setattr(MeasurementStore, "default_timeout_s", 0.6)
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        rc, out, err = _profile(capsys, "--target", "cpu", "--pool", str(tiny_pool), "--store", str(store),
+                                "--descendant", KEYS[0], "--descendant", KEYS[1], *FAST)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "locked" in err and "2 records" in err and "--import" in err
+    saved = [p for p in tmp_path.iterdir() if p.name.startswith("m.unsaved-") and p.suffix == ".json"]
+    assert len(saved) == 1 and str(saved[0]) in err
+    with MeasurementStore(store) as s:
+        assert s.count() == 0
+    rc, _, err = _profile(capsys, "--import", str(saved[0]), "--store", str(store))
+    assert rc == 0 and "imported 2 records" in err
+    with MeasurementStore(store) as s:
+        rows = s.records(target="cpu", source="measured")
+        assert sorted(r.descendant_key for r in rows) == sorted(KEYS) and all(r.n == 15 for r in rows)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    rc, _, err = _profile(capsys, "--import", str(bad), "--store", str(store))
+    assert rc == 2 and "not an lgp-edge latency file" in err
