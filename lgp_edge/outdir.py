@@ -262,9 +262,15 @@ def recover(path: str | Path) -> None:
 
 
 def recover_unlocked(path: str | Path) -> None:
-    """``recover`` for readers: only when no writer holds OUT's lock (and the parent is writable)."""
-    p = Path(path)
-    if p.exists() or not p.parent.is_dir() or not os.access(p.parent, os.W_OK):
+    """``recover`` for readers, when a killed run left something and no writer holds OUT's lock."""
+    p = Path(os.path.abspath(path))
+    if not p.parent.is_dir() or not os.access(p.parent, os.W_OK):
+        return
+    pattern = _leftover_re(p.name)
+    try:
+        if not any(pattern.match(e.name) for e in p.parent.iterdir()):
+            return
+    except OSError:
         return
     try:
         with output_lock(p):
