@@ -175,7 +175,7 @@ def test_jetson_bench_script_over_ssh_with_a_stand_in_trtexec(sshd, tiny_pool, t
     args_file = tmp_path / "trtexec.args"
     fake.write_text("#!/bin/sh\n"
                     "if [ \"$1\" = --help ]; then echo '  --percentile=P  Report performance for the P "
-                    "percentage'; exit 0; fi\n"
+                    "percentage'; echo '  --layerPrecisions=spec'; exit 0; fi\n"
                     f"echo \"$@\" > {args_file}\n"
                     f"cat <<'EOF'\n{TRT8_LOG}EOF\n")
     fake.chmod(0o755)
@@ -190,6 +190,10 @@ def test_jetson_bench_script_over_ssh_with_a_stand_in_trtexec(sshd, tiny_pool, t
     used = args_file.read_text().split()
     assert used[0].startswith("--onnx=") and used[0].endswith(f"{KEYS[0]}.onnx")
     assert {"--fp16", "--percentile=90", "--iterations=30", "--warmUp=200", "--duration=0"} <= set(used)
+    # the engine build_engine.sh deploys: LayerNorm/softmax pinned to fp32
+    pinned = next(a for a in used if a.startswith("--layerPrecisions=")).split("=", 1)[1].split(",")
+    assert "--precisionConstraints=obey" in used and pinned and all(x.endswith(":fp32") for x in pinned)
+    assert any("Softmax" in x for x in pinned) and "pinned" in rec["tool_versions"]["note_precision"]
     assert rec["median_ms"] == 1755.81 and rec["runtime"] == "tensorrt" and rec["precision"] == "fp16"
     assert list(work.iterdir()) == []
 

@@ -100,8 +100,43 @@ def _comment(value: object) -> str:
     return "".join(c if c.isprintable() else "?" for c in str(value))
 
 
+TIME_TO_JSON = r'''
+import json, math, re, sys
+from datetime import datetime, timezone
+out, meta = sys.argv[1], json.loads(sys.argv[2])
+raw = json.load(open("timing-raw.json"))
+ts = sorted(float(r.get("latencyMs", r.get("computeMs"))) for r in raw)
+if not ts:
+    sys.exit("build_engine.sh --time: trtexec exported no timings (see timing.log)")
+def pct(q):
+    pos = (len(ts) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(ts) - 1)
+    return ts[lo] + (ts[hi] - ts[lo]) * (pos - lo)
+n = len(ts)
+mean = sum(ts) / n
+std = math.sqrt(sum((t - mean) ** 2 for t in ts) / (n - 1)) if n > 1 else 0.0
+log = open("timing.log", errors="replace").read()
+m = re.search(r"TensorRT version: ([0-9.]+)", log) or re.search(r"\[TensorRT v(\d+)\]", log)
+rec = dict(meta, runtime="tensorrt", median_ms=pct(50), p90_ms=pct(90), p99_ms=pct(99), mean_ms=mean, std_ms=std,
+           cv=std / mean if mean > 0 else 0.0, n=n, warmup=0, threads=1, source="measured",
+           when=datetime.now(timezone.utc).isoformat(timespec="seconds"), noisy=std / mean > 0.10 if mean > 0 else False,
+           tool_versions={"tensorrt": m.group(1) if m else "unknown",
+                          "note_engine": "model.plan as built by build_engine.sh (the deployed engine)",
+                          "note_timing": "trtexec --loadEngine --exportTimes, per-inference latencyMs"})
+tmp = out + ".tmp"
+with open(tmp, "w") as f:
+    json.dump({"format": "lgp-edge-latency", "version": 1, "records": [rec]}, f, indent=1)
+    f.write("\n")
+import os
+os.replace(tmp, out)
+print("wrote %s: median %.4f ms, p90 %.4f ms over %d runs; load it with: lgp-edge profile --import %s"
+      % (out, rec["median_ms"], rec["p90_ms"], n, out))
+'''
+
+
 def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape: tuple[int, ...],
-                 dynamic_batch: bool, key: str, target: TargetSpec) -> str:
+                 dynamic_batch: bool, key: str, target: TargetSpec, pool_id: str = "", batch: int = 1) -> str:
     """``build_engine.sh``: trtexec with layer precisions when it has them, else build_engine.py.
 
     Every value from outside (target file, pool) is either a checked name, quoted for the shell, or
@@ -112,6 +147,12 @@ def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape
             raise UsageError(f"{what} '{value}' cannot be written into build_engine.sh (letters, digits, '._-')")
     if precision not in ("fp32", "fp16", "int8", "bf16"):
         raise UsageError(f"precision '{precision}' cannot be written into build_engine.sh")
+    import json as _json
+
+    meta = _json.dumps({"descendant_key": key, "pool_id": pool_id, "target": target.name, "precision": precision,
+                        "batch": int(input_shape[0]) if input_shape else int(batch)}, sort_keys=True)
+    if "'" in meta or not meta.isprintable():
+        raise UsageError(f"descendant '{key}' or target '{target.name}' cannot be written into build_engine.sh")
     runtime = _comment(target.runtime_version)
     key, name = _comment(key), _comment(target.name)
     dims = "x".join(str(int(d)) for d in input_shape)
@@ -144,7 +185,17 @@ else
     ${{PYTHON:-python3}} build_engine.py --onnx {onnx_name} --engine model.plan --precision {precision} \\
         --fp32-layers fp32_layers.txt{py_shapes}
 fi
-echo "built model.plan; time it with: $trtexec --loadEngine=model.plan --iterations=200 --percentile=90"
+echo "built model.plan; time it with: sh build_engine.sh --time timing.json"
+if [ "${{1:-}}" = "--time" ]; then
+    # Time the engine just built (the deployed one) and write the store's import format:
+    #   sh build_engine.sh --time timing.json   then, on the host: lgp-edge profile --import timing.json
+    out=${{2:-timing.json}}
+    if [ -z "$trtexec" ]; then echo "build_engine.sh: --time needs trtexec (set TRTEXEC)" >&2; exit 3; fi
+    "$trtexec" --loadEngine=model.plan --iterations=${{ITERATIONS:-200}} --warmUp=500 --duration=0 --avgRuns=1 \
+        --useSpinWait --exportTimes=timing-raw.json > timing.log 2>&1 || {{ cat timing.log >&2; exit 3; }}
+    ${{PYTHON:-python3}} - "$out" '{meta}' <<'PY'
+{TIME_TO_JSON}PY
+fi
 """
 
 
@@ -228,7 +279,8 @@ class TensorRTExporter:
         (out / "fp32_layers.txt").write_text(
             "# ONNX nodes kept in fp32 inside the fp16 engine (LayerNorm and softmax)\n" + "\n".join(layers) + "\n")
         shutil.copyfile(Path(__file__).with_name("trt_build.py"), out / "build_engine.py")
-        script = build_script(onnx_name=onnx_path.name, precision=ctx.profile.precision, input_name=inputs[0]["name"],
+        script = build_script(pool_id=ctx.pool_id, onnx_name=onnx_path.name, precision=ctx.profile.precision,
+                              input_name=inputs[0]["name"],
                               input_shape=ctx.input_shape, dynamic_batch=ctx.dynamic_batch, key=ctx.record.key,
                               target=ctx.target)
         (out / "build_engine.sh").write_text(script)

@@ -1,9 +1,14 @@
 #!/bin/sh
-# Device-side TensorRT benchmark for Jetson boards, copied over SSH by `lgp-edge profile`.
+# Device-side TensorRT benchmark for Jetson boards, copied over SSH by `lgp-edge profile` and written into
+# TensorRT exports beside build_engine.sh.
 # Usage: bench.sh MODEL.onnx PRECISION ITERATIONS WARMUP_MS [TRTEXEC]
-# Builds an engine from the ONNX file with trtexec and times it; prints trtexec's log, whose
-# "=== Performance summary ===" the host parses. TRTEXEC (argument or environment) overrides the
-# trtexec path (default: JetPack's /usr/src/tensorrt/bin/trtexec, else trtexec on PATH).
+# Builds the engine the way build_engine.sh deploys it and times it with trtexec; prints trtexec's log,
+# whose "=== Performance summary ===" the host parses. For fp16, the LayerNorm and softmax nodes listed in
+# MODEL.fp32_layers.txt (else fp32_layers.txt beside the model) are kept in fp32, exactly as in
+# build_engine.sh: with trtexec's --layerPrecisions where it has them (TensorRT >= 8.4), else built by
+# build_engine.py (TensorRT Python API) beside the model and then timed with trtexec --loadEngine.
+# TRTEXEC (argument or environment) overrides the trtexec path (default: JetPack's
+# /usr/src/tensorrt/bin/trtexec, else trtexec on PATH); PYTHON the interpreter for build_engine.py.
 set -eu
 model=$1
 precision=$2
@@ -30,6 +35,32 @@ if ! "$trtexec" --help 2>&1 | grep -q 'P1,P2'; then
     pct_flag="--percentile=90"
 fi
 dir=$(dirname "$model")
-# shellcheck disable=SC2086  # the flags are single words or empty on purpose
-"$trtexec" --onnx="$model" $prec_flag $pct_flag --iterations="$iters" --warmUp="$warm_ms" --duration=0 \
-    --avgRuns=1 --useSpinWait --saveEngine="$dir/model.plan" 2>&1
+base=${model%.onnx}
+plan="$base.bench.plan"
+layers=""
+for f in "$base.fp32_layers.txt" "$dir/fp32_layers.txt"; do
+    if [ -f "$f" ]; then layers=$f; break; fi
+done
+timing="--iterations=$iters --warmUp=$warm_ms --duration=0 --avgRuns=1 --useSpinWait"
+if [ "$precision" = fp16 ] && [ -n "$layers" ]; then
+    spec=$(sed -e '/^#/d' -e '/^$/d' -e 's/$/:fp32/' "$layers" | paste -sd, -)
+    if "$trtexec" --help 2>&1 | grep -q -- '--layerPrecisions'; then
+        echo "bench.sh: fp16 with the layers of $layers pinned to fp32 (as build_engine.sh)"
+        # shellcheck disable=SC2086  # the flags are single words or empty on purpose
+        "$trtexec" --onnx="$model" --fp16 --precisionConstraints=obey --layerPrecisions="$spec" \
+            --layerOutputTypes="$spec" $pct_flag $timing --saveEngine="$plan" 2>&1
+        exit 0
+    fi
+    if [ ! -f "$dir/build_engine.py" ]; then
+        echo "bench.sh: this trtexec cannot pin layer precisions and $dir/build_engine.py is missing" >&2
+        exit 3
+    fi
+    echo "bench.sh: fp16 with the layers of $layers pinned to fp32, built by build_engine.py (as build_engine.sh)"
+    "${PYTHON:-python3}" "$dir/build_engine.py" --onnx "$model" --engine "$plan" --precision fp16 \
+        --fp32-layers "$layers" 2>&1
+    # shellcheck disable=SC2086
+    "$trtexec" --loadEngine="$plan" $pct_flag $timing 2>&1
+    exit 0
+fi
+# shellcheck disable=SC2086
+"$trtexec" --onnx="$model" $prec_flag $pct_flag $timing --saveEngine="$plan" 2>&1

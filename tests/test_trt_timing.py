@@ -1,0 +1,99 @@
+"""The on-board benchmark times the engine that is deployed: bench.sh pins the same layers to fp32 as
+build_engine.sh, and build_engine.sh --time writes the store's import format for `lgp-edge profile --import`.
+trtexec is not installed here: stand-in trtexec scripts record their arguments and write what trtexec writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lgp_edge.cli import main
+from lgp_edge.export.tensorrt import build_script
+from lgp_edge.pool.pool import read_manifest
+from lgp_edge.profiling.store import MeasurementStore, read_records_file
+from lgp_edge.profiling.targets import bench_script, load_target
+
+LAYERS = ["/blocks.0/norm1/ReduceMean", "/blocks.0/attn/Softmax"]
+TRTEXEC = r'''#!/bin/sh
+if [ "$1" = --help ]; then echo "  --layerPrecisions=spec  --percentile=P1,P2"; exit 0; fi
+printf "%s\n" "$@" >> "{log}"
+for a in "$@"; do
+  case "$a" in
+    --saveEngine=*) echo engine > "${{a#--saveEngine=}}" ;;
+    --exportTimes=*) printf '[{{"latencyMs": 1.0}}, {{"latencyMs": 1.1}}, {{"latencyMs": 1.2}}, {{"latencyMs": 1.3}}, {{"latencyMs": 2.0}}]' > "${{a#--exportTimes=}}" ;;
+  esac
+done
+echo "[I] TensorRT version: 8.6.2"
+'''
+
+
+def _fake_trtexec(tmp_path: Path) -> tuple[Path, Path]:
+    log = tmp_path / "trtexec.args"
+    fake = tmp_path / "trtexec"
+    fake.write_text(TRTEXEC.format(log=log))
+    fake.chmod(0o755)
+    return fake, log
+
+
+def _board_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "board"
+    d.mkdir()
+    (d / "model.onnx").write_bytes(b"onnx stand-in")
+    (d / "fp32_layers.txt").write_text("# kept in fp32\n" + "\n".join(LAYERS) + "\n")
+    return d
+
+
+def test_bench_script_times_the_pinned_engine_like_build_engine(tmp_path: Path) -> None:
+    fake, log = _fake_trtexec(tmp_path)
+    d = _board_dir(tmp_path)
+    bench = bench_script(load_target("jetson-nano"))
+    res = subprocess.run(["sh", str(bench), str(d / "model.onnx"), "fp16", "50", "200", str(fake)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    args = log.read_text().splitlines()
+    spec = ",".join(f"{n}:fp32" for n in LAYERS)
+    assert {"--fp16", "--precisionConstraints=obey", f"--layerPrecisions={spec}", f"--layerOutputTypes={spec}",
+            "--iterations=50"} <= set(args)
+    assert not (d / "model.plan").exists()  # never overwrites the deployed engine
+    log.unlink()
+    script = build_script(onnx_name="model.onnx", precision="fp16", input_name="input", input_shape=(1, 1, 28, 28),
+                          dynamic_batch=False, key="b6.0-5", target=load_target("jetson-nano"), pool_id="p1")
+    (d / "build_engine.sh").write_text(script)
+    res = subprocess.run(["sh", "build_engine.sh"], cwd=d, env={**os.environ, "TRTEXEC": str(fake)},
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    built = log.read_text().splitlines()  # the deployed engine: the same precision flags
+    assert {a for a in built if a.startswith(("--fp16", "--precision", "--layer"))} == \
+        {a for a in args if a.startswith(("--fp16", "--precision", "--layer"))}
+
+
+def test_build_engine_time_writes_the_import_format(tiny_pool: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    fake, log = _fake_trtexec(tmp_path)
+    d = _board_dir(tmp_path)
+    m = read_manifest(tiny_pool)
+    key = m.descendants[-1].key
+    script = build_script(onnx_name="model.onnx", precision="fp16", input_name="input", input_shape=(1, 1, 16, 16),
+                          dynamic_batch=False, key=key, target=load_target("jetson-nano"), pool_id=m.spec.pool_id)
+    (d / "build_engine.sh").write_text(script)
+    res = subprocess.run(["sh", "build_engine.sh", "--time", "timing.json"], cwd=d,
+                         env={**os.environ, "TRTEXEC": str(fake)}, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert any(a == "--loadEngine=model.plan" for a in log.read_text().splitlines())
+    (rec,) = read_records_file(d / "timing.json")
+    assert rec.descendant_key == key and rec.pool_id == m.spec.pool_id and rec.target == "jetson-nano"
+    assert rec.runtime == "tensorrt" and rec.precision == "fp16" and rec.source == "measured" and rec.n == 5
+    assert rec.median_ms == pytest.approx(1.2) and rec.p90_ms == pytest.approx(1.72) and rec.noisy
+    assert rec.tool_versions["tensorrt"] == "8.6.2"
+    store = tmp_path / "s.sqlite"
+    assert main(["profile", "--import", str(d / "timing.json"), "--store", str(store)]) == 0
+    with MeasurementStore(store) as s:
+        assert s.records(target="jetson-nano", source="measured")[0].median_ms == pytest.approx(1.2)
+    capsys.readouterr()
+    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", str(store), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert key in out["noisy"]  # its one run was noisy (cv > 10%): flagged, and predicted instead
