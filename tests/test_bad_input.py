@@ -546,3 +546,30 @@ def test_stale_temporary_directories_are_removed(tmp_path: Path, capsys: pytest.
     rc, err = run_cli(["pool", "info", str(p), "--json"], capsys)
     assert rc == 0, err
     assert leftovers(p) == [".pool.tmp-keep"]
+
+
+def test_resume_whose_state_json_lacks_rng(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fine-tune checkpoint whose state.json lost its random-number state: one line, exit 2, nothing written."""
+    p = make_tiny_pool(tmp_path / "pool", with_records=False)
+    run = ["--data", "synthetic", "--epochs", "2", "--max-steps-per-epoch", "4", "--batch-size", "8",
+           "--save-every", "1", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "lgp_edge.cli", "pool", "finetune", str(p), *run], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    state = p / "finetune.ckpt" / "state.json"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not state.is_file():
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert state.is_file(), "the fine-tune ended before it wrote a step checkpoint"
+    meta = json.loads(state.read_text())
+    del meta["rng"]
+    state.write_text(json.dumps(meta))
+    before = snapshot(tmp_path)
+    rc, err = run_cli(["pool", "finetune", str(p), *run, "--resume"], capsys)
+    assert rc == 2 and len(error_lines(err)) == 1 and "random-number state" in error_lines(err)[0], err
+    assert snapshot(tmp_path) == before
