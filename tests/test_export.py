@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -334,13 +335,15 @@ def test_validation_failure_exits_1_and_keeps_out_untouched(env: object, tiny_po
 
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep.txt").write_text("previous export")
+    (out / "keep.txt").write_text("previous export")  # an earlier export, which --force may replace
+    (out / "manifest.json").write_text(json.dumps({"kind": "lgp-edge export", "status": "passed",
+                                                   "artifacts": [{"path": "keep.txt"}]}))
     monkeypatch.setitem(validate.TOLERANCES, "fp32", validate.Tolerance(atol=0.0, rtol=0.0, min_agreement=1.0))
     for _ in range(2):  # the second failure replaces the first OUT.failed
         assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx", "--force") == 1
         err = capsys.readouterr().err
         assert "validation failed, nothing written to" in err and "max |diff|" in err
-        assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # OUT untouched
+        assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "manifest.json"]  # OUT untouched
         failed = manifest(tmp_path / "out.failed")
         assert failed["status"] == "failed" and failed["validation"]["passed"] is False
         assert failed["artifacts"][0]["validation"]["passed"] is False
@@ -353,7 +356,7 @@ def test_validation_failure_exits_1_and_keeps_out_untouched(env: object, tiny_po
     (["--target", "jetson-nano", "--precision", "int8"], "precision 'int8' is not supported"),
     (["--target", "cpu", "--format", "tflite"], "unknown format 'tflite'"),
     (["--profile", "cpu-int8", "--calib-images", "100"], "--calib-images must be >= 300"),
-    (["--target", "cpu", "--val-images", "0"], "--val-images must be >= 1"),
+    (["--target", "cpu", "--val-images", "0"], "--val-images: must be >= 1"),
     (["--target", "cpu", "--budget-ms", "1e-6"], "the fastest"),
     (["--target", "cpu", "--descendant", "ti6.9-9"], "has no descendant"),
     (["--target", "cpu", "--data", "mnist"], "unknown --data"),
@@ -374,8 +377,15 @@ def test_non_empty_out_refused_then_forced(env: object, tiny_pool: Path, tmp_pat
     (out / "mine.txt").write_text("x")
     assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx") == 2
     assert "not empty" in capsys.readouterr().err and [p.name for p in out.iterdir()] == ["mine.txt"]
-    assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx", "--force") == 0
-    assert not (out / "mine.txt").exists() and manifest(out)["status"] == "passed"
+    # --force replaces only an earlier export: a folder of the user's files is left alone
+    assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx", "--force") == 2
+    assert "did not write" in capsys.readouterr().err and [p.name for p in out.iterdir()] == ["mine.txt"]
+    earlier = tmp_path / "earlier"
+    assert export(tiny_pool, earlier, "--target", "cpu", "--format", "onnx") == 0
+    first = manifest(earlier)["created_utc"]
+    time.sleep(1.1)
+    assert export(tiny_pool, earlier, "--target", "cpu", "--format", "onnx", "--force") == 0
+    assert manifest(earlier)["status"] == "passed" and manifest(earlier)["created_utc"] != first
 
 
 def test_missing_backend_names_pip_extra(env: object, tiny_pool: Path, tmp_path: Path,
