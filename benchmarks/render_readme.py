@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SHOW = ("ti6.0-5", "ti6.0-4+b6.head", "ti6.0-4+b6.5-5", "ti6.0-2+b6.4-5", "b6.0-5")
+SHOW = ("ti6.0-5", "ti6.0-5+b6.5-5", "ti6.0-4+b6.5-5", "ti6.0-2+b6.4-5", "b6.0-5")
 
 
 def latency() -> str:

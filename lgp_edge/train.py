@@ -100,12 +100,12 @@ def step_rng(seed: int, step: int) -> random.Random:
     return random.Random(seed * 1_000_003 + step)
 
 
-def trainable(module: nn.Module) -> list[nn.Parameter]:
-    seen: dict[int, nn.Parameter] = {}
-    for p in module.parameters():
-        if p.requires_grad:
-            seen.setdefault(id(p), p)
-    return list(seen.values())
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token", "reg_token")  # timm's no_weight_decay() set
+
+
+def decays(name: str, p: nn.Parameter) -> bool:
+    """Weight decay applies to weight matrices only: not to biases, norms, position embeddings or tokens."""
+    return p.ndim >= 2 and name.rsplit(".", 1)[-1] not in NO_DECAY_NAMES
 
 
 def state_digest(module: nn.Module) -> str:
@@ -120,11 +120,28 @@ def state_digest(module: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]  # biases, norms, tokens
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+def make_optimizer(objective: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.AdamW, list[nn.Parameter]]:
+    """AdamW over the trainable parameters, in groups by weight decay and learning-rate scale.
+
+    An objective may scale the learning rate of some parameters with a method ``lr_scale(name) -> float``
+    (e.g. a lower rate for shared instance blocks than for stitch layers); a group's rate is
+    ``lr_at(step) * group["lr_scale"]``.
+    """
+    scale_of = getattr(objective, "lr_scale", None)
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    seen: set[int] = set()
+    for name, p in objective.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        scale = float(scale_of(name)) if scale_of is not None else 1.0
+        if not (0.0 <= scale <= 1e3):
+            raise UsageError(f"learning-rate scale {scale} for '{name}' is out of range [0, 1000]")
+        groups.setdefault((decays(name, p), scale), []).append(p)
+    param_groups = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale}
+                    for (decay, scale), ps in groups.items()]
+    params = [p for g in param_groups for p in g["params"]]
+    return torch.optim.AdamW(param_groups, lr=cfg.lr), params
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -330,8 +347,7 @@ def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, descripti
                          f"{cfg.batch_size} ({world} process(es) x {local_bs}); lower --batch-size"
                          + (" or use fewer processes (--nproc_per_node)" if world > 1 else ""))
     objective.to(device)
-    params = trainable(objective)
-    opt = make_optimizer(params, cfg)
+    opt, params = make_optimizer(objective, cfg)
 
     # Per-rank seeds: augmentation and dropout differ between ranks (as they would between the samples of
     # one large batch); the model is identical anyway (DDP broadcasts rank 0's weights).
@@ -405,7 +421,7 @@ def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, descripti
             for i, (x, y) in enumerate(loader, start=skip):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 for group in opt.param_groups:
-                    group["lr"] = lr_at(step, total, warmup, cfg.lr, cfg.min_lr)
+                    group["lr"] = lr_at(step, total, warmup, cfg.lr, cfg.min_lr) * group.get("lr_scale", 1.0)
                 kwargs = step_kwargs(step) if step_kwargs else {}
                 with autocast:
                     loss = model(x, y, **kwargs)

@@ -36,6 +36,11 @@ def test_snnet_plan_reproduces_deit_configs(capsys: pytest.CaptureFixture) -> No
     assert sum(k.startswith("ti12") and "+s12" in k for k in by_key) == 34
     assert sum(k.startswith("s12") and "+b12" in k for k in by_key) == 34
     assert not any(k.startswith("ti12") and "+b12" in k for k in by_key)
+    # SN-Net's config (j, k) runs front blocks 0..j, the stitch, back blocks k..11: (0, 0) is the deepest
+    # Ti->S config and no config ends in the back anchor's head alone
+    assert "ti12.0-0+s12.0-11" in by_key and "s12.0-1+b12.0-11" in by_key and "s12.0-11+b12.11-11" in by_key
+    assert not any(k.endswith(".head") for k in by_key)
+    assert max(by_key["ti12.0-1+s12.0-11"]["flops"], by_key["ti12.0-0+s12.0-11"]["flops"]) > 4_608_338_304
     assert [a["timm"] for a in out["anchors"]] == DEIT.split(",")
     # stored = three DeiT models + 22 stitch layers (SN-Net's ~118 M)
     stitches = 11 * (192 * 384 + 384) + 11 * (384 * 768 + 768)

@@ -29,16 +29,39 @@ def test_paired_stitching_matches_snnet() -> None:
     assert cfgs[-1] == (11, 11) and layers[-1] == 10
 
 
+# The authors' depth-6 list (ids 0, 2, 19..34): Ti alone, B alone, then SN-Net's paired configs (j, k) in order,
+# each running Ti blocks 0..j, the stitch, then B blocks k..5 (block k included).
+DEPTH6_KEYS = [
+    "ti6.0-5", "b6.0-5",
+    "ti6.0-0+b6.0-5", "ti6.0-0+b6.1-5", "ti6.0-1+b6.0-5", "ti6.0-1+b6.1-5",
+    "ti6.0-1+b6.2-5", "ti6.0-2+b6.1-5", "ti6.0-2+b6.2-5",
+    "ti6.0-2+b6.3-5", "ti6.0-3+b6.2-5", "ti6.0-3+b6.3-5",
+    "ti6.0-3+b6.4-5", "ti6.0-4+b6.3-5", "ti6.0-4+b6.4-5",
+    "ti6.0-4+b6.5-5", "ti6.0-5+b6.4-5", "ti6.0-5+b6.5-5",
+]
+
+
+def test_depth6_descendants_are_the_papers() -> None:
+    descs = enumerate_descendants(tiny_spec(6))
+    assert [d.key for d in descs] == DEPTH6_KEYS
+    # the stitch layer of config (j, k) is the paired-stitching layer of that config
+    cfgs, layers = paired_stitching(6)
+    for d, (j, k), layer in zip(descs[2:], cfgs, layers):
+        assert (d.segments[0].last, d.segments[1].first, d.stitches) == (j, k, (f"ti6-b6-{layer}",))
+
+
 @pytest.mark.parametrize("depth,count", [(6, 18), (9, 27)])
 def test_enumeration_counts_and_order(depth: int, count: int) -> None:
     descs = enumerate_descendants(tiny_spec(depth))
     keys = [d.key for d in descs]
     assert len(descs) == count and len(set(keys)) == count
     assert keys[0] == f"ti{depth}.0-{depth - 1}" and keys[1] == f"b{depth}.0-{depth - 1}"
-    assert keys[2] == f"ti{depth}.0-0+b{depth}.1-{depth - 1}"
-    assert keys[-1] == f"ti{depth}.0-{depth - 1}+b{depth}.head"  # SN-Net's (d-1, d-1): Ti, stitch, B's head
+    assert keys[2] == f"ti{depth}.0-0+b{depth}.0-{depth - 1}"  # config (0, 0): Ti block 0, then all of B
+    assert keys[-1] == f"ti{depth}.0-{depth - 1}+b{depth}.{depth - 1}-{depth - 1}"  # (d-1, d-1)
+    assert not any(k.endswith(".head") for k in keys), "every stitched config runs at least one back block"
     overlapping = [d for d in descs if d.num_blocks > depth]
-    assert overlapping, "configs with k < j run more blocks than one model"
+    assert overlapping, "configs with k <= j run more blocks than one model"
+    assert max(d.num_blocks for d in descs) == depth + 2  # Ti 0..1 -> B 0..5
     assert all(len(d.stitches) == len(d.segments) - 1 for d in descs)
 
 
@@ -46,6 +69,10 @@ def test_tsb_chains_add_three_segment_descendants() -> None:
     descs = enumerate_descendants(tiny_spec(6, ("ti", "s", "b"), chains="tsb"))
     triples = [d for d in descs if len(d.segments) == 3]
     assert len(triples) == 10 and triples[0].key == "ti6.0-0+s6.1-1+b6.2-5"
+    # a non-overlapping chain ti 0..j -> s j+1.. uses the stitch layer of config (j, j+1)
+    cfgs, layers = paired_stitching(6)
+    layer_at = dict(zip(cfgs, layers))
+    assert triples[0].stitches == (f"ti6-s6-{layer_at[(0, 1)]}", f"s6-b6-{layer_at[(1, 2)]}")
     assert len(descs) == 3 + 16 + 16 + 10
 
 
@@ -67,6 +94,10 @@ def test_plan_deit_base_sizes(depth: int, capsys: pytest.CaptureFixture) -> None
         assert round(b["params"] / 1e6, 2) == 44.04 and round(b["flops"] / 1e9, 2) == 8.85
         # the paper's 10.38 M leaves out Ti's position embedding and class token (197*192 + 192 = 38,016)
         assert round((mixed["params"] - 38_016) / 1e6, 2) == 10.38 and round(mixed["flops"] / 1e9, 2) == 2.03
+        # the paper's deepest config, Ti 0..1 -> B 0..5: 44.48 M without Ti's pos_embed and cls_token
+        deepest = rows["ti6.0-1+b6.0-5"]
+        assert round((deepest["params"] - 38_016) / 1e6, 2) == 44.48
+        assert "ti6.0-0+b6.0-5" in rows and "ti6.0-5+b6.head" not in rows and "ti6.0-4+b6.head" not in rows
         assert round(out["stored_params"] / 1e6, 1) == 47.8
     else:
         assert rows["ti9.0-8"]["params"] < rows["b9.0-8"]["params"]
@@ -101,6 +132,26 @@ def test_lstsq_init_recovers_a_linear_map() -> None:
     lstsq_init(stitch, [(a1, a1 @ w.T + b), (a2, a2 @ w.T + b)])
     torch.testing.assert_close(stitch.weight.detach(), w, atol=1e-4, rtol=0)
     torch.testing.assert_close(stitch.bias.detach(), b, atol=1e-4, rtol=0)
+
+
+def test_lstsq_targets_are_the_back_models_input_to_block_k() -> None:
+    """A stitch into back block k is fitted to what B block k receives: B's block k-1 output, or its embedding."""
+    from lgp_edge.models.instances import embed, forward_with_taps
+    from lgp_edge.pool.stitch_init import feature_pairs_for_lstsq
+
+    torch.manual_seed(0)
+    pool = LearngenePool(tiny_spec()).eval()
+    x = torch.randn(4, 1, 16, 16)
+    pairs = feature_pairs_for_lstsq(pool, x)
+    with torch.no_grad():
+        ti, b = forward_with_taps(pool.models["ti6"], x), forward_with_taps(pool.models["b6"], x)
+        b_embed = embed(pool.models["b6"], x)
+    cfgs, layers = paired_stitching(6)
+    for (j, k), layer in zip(cfgs, layers):
+        layer_pairs = pairs[f"ti6-b6-{layer}"]
+        src, dst = layer_pairs[[c for c, lyr in zip(cfgs, layers) if lyr == layer].index((j, k))]
+        torch.testing.assert_close(src, ti.hidden[j])
+        torch.testing.assert_close(dst, b_embed if k == 0 else b.hidden[k - 1])
 
 
 def test_learned_init_is_mean_transposed() -> None:
@@ -165,3 +216,22 @@ def test_auxiliary_model_width_and_heads() -> None:
     assert (b.embed_dim, b.num_heads, b.supervision) == (32, 4, "end")
     m = create_auxiliary(a, ti)
     assert len(m.blocks) == 9 and m.embed_dim == 8
+
+
+def test_records_of_descendants_defined_differently_are_dropped(tmp_path) -> None:
+    """A top-1 evaluated under another definition of a key (other blocks or stitch) is not shown as this one's."""
+    from conftest import make_tiny_pool
+
+    from lgp_edge.pool.pool import read_manifest
+
+    pool_dir = make_tiny_pool(tmp_path / "p")
+    raw = json.loads((pool_dir / "pool.json").read_text())
+    rec = next(r for r in raw["descendants"] if r["key"] == "ti6.0-1+b6.2-5")
+    rec["spec"]["stitches"] = ["ti6-b6-0"]  # the stitch layer the key had before config (j, k) ran block k
+    raw["descendants"].append(dict(raw["descendants"][0], key="ti6.0-5+b6.head",
+                                   spec={**raw["descendants"][0]["spec"]}))
+    (pool_dir / "pool.json").write_text(json.dumps(raw))
+    manifest = read_manifest(pool_dir)
+    keys = {r.key for r in manifest.descendants}
+    assert "ti6.0-1+b6.2-5" not in keys and "ti6.0-5+b6.head" not in keys
+    assert len(keys) == 17 and "ti6.0-1+b6.1-5" in keys

@@ -23,7 +23,7 @@ import torch.multiprocessing as mp
 from torch.utils.data import TensorDataset
 
 from lgp_edge.errors import UsageError
-from lgp_edge.pool.finetune import FinetuneObjective, descendant_sampler
+from lgp_edge.pool.kd import FinetuneObjective, descendant_sampler
 from lgp_edge.pool.pool import load_pool, load_pool_ancestry
 from lgp_edge.train import TrainConfig, fit
 

@@ -125,7 +125,7 @@ def test_function_names_are_valid_unique_and_recorded(pool_and_manifest):
     keys = [d.key for d in pool.descendants()]
     names = function_names(keys)
     assert len(set(names.values())) == len(keys) == 18
-    assert names["ti6.0-4+b6.5-5"] == "ti6_0to4__b6_5to5" and names["ti6.0-5+b6.head"] == "ti6_0to5__b6_head"
+    assert names["ti6.0-4+b6.5-5"] == "ti6_0to4__b6_5to5" and names["ti6.0-5+b6.5-5"] == "ti6_0to5__b6_5to5"
     assert all(n.replace("_", "a").isalnum() and not n[0].isdigit() for n in names.values())
     assert multifunction_target("iOS17") == "iOS18" and multifunction_target("macOS16") == "macOS16"
 
@@ -180,17 +180,17 @@ def test_cli_bad_input_exit_2_nothing_written(tiny_pool, tmp_path, store, capsys
 def test_cli_switchable_onnx(tiny_pool, tmp_path, store, capsys):
     out = tmp_path / "out"
     rc = main(["export", "--pool", str(tiny_pool), "--out", str(out), "--quiet", "--target", "cpu", "--switchable",
-               "--descendants", "ti6.0-5,ti6.0-4+b6.head", "--val-images", "4", "--data", "synthetic", "--json"])
+               "--descendants", "ti6.0-5,ti6.0-4+b6.5-5", "--val-images", "4", "--data", "synthetic", "--json"])
     assert rc == 0
     mf = json.loads(capsys.readouterr().out)
     assert mf == json.loads((out / "manifest.json").read_text())
-    assert mf["status"] == "passed" and [d["key"] for d in mf["descendants"]] == ["ti6.0-5", "ti6.0-4+b6.head"]
+    assert mf["status"] == "passed" and [d["key"] for d in mf["descendants"]] == ["ti6.0-5", "ti6.0-4+b6.5-5"]
     (art,) = mf["artifacts"]
     assert art["path"] == "model.switchable.onnx" and (out / art["path"]).is_file()
     assert {v["runtime"] for v in art["validation"]} == {"onnxruntime", "openvino"}
     assert all(d["latency_ms"] > 0 and d["latency_source"] == "predicted" for d in mf["descendants"])
     emb = (out / "EMBEDDING.md").read_text()
-    assert "descendant" in emb and "ti6.0-4+b6.head" in emb and "LongBuffer" in emb
+    assert "descendant" in emb and "ti6.0-4+b6.5-5" in emb and "LongBuffer" in emb
 
 
 def test_docs_snippets_match_the_generated_embedding():

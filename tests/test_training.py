@@ -11,7 +11,7 @@ import torch
 
 from lgp_edge.cli import main
 from lgp_edge.data import fmnist_dir, open_data
-from lgp_edge.pool.finetune import FinetuneObjective, descendant_sampler
+from lgp_edge.pool.kd import FinetuneObjective, descendant_sampler
 from lgp_edge.pool.pool import load_pool, load_pool_ancestry
 from lgp_edge.train import TrainConfig, fit
 
@@ -151,3 +151,45 @@ def test_imagefolder_layout(tmp_path: Path) -> None:
 
     with pytest.raises(DataError, match="train/ and val/"):
         open_data(f"imagefolder:{tmp_path / 'train'}", img_size=16, in_chans=3)
+
+
+def test_no_weight_decay_on_position_embedding_tokens_norms_and_biases() -> None:
+    """AdamW decays weight matrices only (timm's no_weight_decay set: pos_embed, cls_token; norms, biases)."""
+    from lgp_edge.models.ancestry import create_ancestry
+    from lgp_edge.train import make_optimizer
+
+    model, _ = create_ancestry("lgp_test_tiny")
+    opt, params = make_optimizer(model, TrainConfig(epochs=1, weight_decay=0.05))
+    decay_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert len(params) == len(named)
+    assert decay_of[id(named["pos_embed"])] == 0.0 and decay_of[id(named["cls_token"])] == 0.0
+    assert decay_of[id(named["blocks.0.norm1.weight"])] == 0.0 and decay_of[id(named["head.bias"])] == 0.0
+    assert decay_of[id(named["blocks.0.attn.qkv.weight"])] == 0.05
+    assert decay_of[id(named["patch_embed.proj.weight"])] == 0.05
+
+
+def test_distillation_has_separate_hidden_and_attention_transforms() -> None:
+    """The authors' code maps teacher hidden states and attention outputs with separate learnable matrices."""
+    from lgp_edge.models.ancestry import create_ancestry
+    from lgp_edge.models.instances import plan_instances
+    from lgp_edge.pool.distill import DistillObjective
+    from lgp_edge.pool.pool import LearngenePool
+    from lgp_edge.specs import PoolSpec
+
+    teacher, a = create_ancestry("lgp_test_tiny")
+    spec = PoolSpec(a, 6, plan_instances(a, 6))
+    pool = LearngenePool(spec)
+    obj = DistillObjective(teacher, pool.models, spec.instances, teacher_dim=a.embed_dim, teacher_depth=a.depth)
+    assert set(obj.attn_transforms) == {f"attn_{k}" for k in obj.transforms}
+    loss = obj(torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,)))
+    loss.backward()
+    w, v = obj.transforms["ti6_b1"], obj.attn_transforms["attn_ti6_b1"]
+    assert w.weight is not v.weight and w.weight.grad is not None and v.weight.grad is not None
+    assert not torch.equal(w.weight.grad, v.weight.grad)
+    tensors = obj.transform_tensors()
+    assert "ti6_b1.weight" in tensors and "attn_ti6_b1.weight" in tensors
+    from lgp_edge.pool.stitch_init import matrices_from_tensors
+
+    mats = matrices_from_tensors(tensors, ["ti6", "b6"])
+    assert len(mats["ti6"]) == 3 and len(mats["b6"]) == 1  # hidden matrices only: Ti "front,end", B "end"

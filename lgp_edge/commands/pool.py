@@ -37,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--widths", type=_widths, default=("ti", "b"), help="auxiliary widths (default ti,b)")
     b.add_argument("--chains", choices=("pairs", "tsb"), default="pairs",
                    help="descendants: neighbour pairs (paper) or also Ti->S->B chains (needs --widths ti,s,b)")
-    b.add_argument("--init", choices=("learned", "lstsq"), default="learned", help="stitch init (default learned)")
+    b.add_argument("--init", choices=("learned", "lstsq", "lstsq-kd"), default="learned",
+                   help="stitch init: learned (the paper's rule, default), lstsq (SN-Net's) or lstsq-kd (least "
+                        "squares on 1000 images, then stitch-only distillation)")
+    b.add_argument("--stitch-steps", type=int_at_least(0), default=300,
+                   help="lstsq-kd: steps of stitch-only distillation (default 300)")
     b.add_argument("--alpha", type=nonneg_float, default=0.1, help="weight of CE on labels (default 0.1)")
     b.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     add_train_args(b, epochs=100)
@@ -47,12 +51,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     f = s.add_parser("finetune", help="train the pool one random descendant per step, distilling the ancestry")
     f.add_argument("pool", help="pool directory (updated in place)")
     f.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
-    f.add_argument("--init", choices=("learned", "lstsq"), default=None,
+    f.add_argument("--init", choices=("learned", "lstsq", "lstsq-kd"), default=None,
                    help="re-initialise the stitch layers before training (default: keep the pool's)")
     f.add_argument("--tau", type=positive_float, default=1.0, help="KD temperature (default 1)")
+    f.add_argument("--stitch-epochs", type=int_at_least(0), default=0,
+                   help="stitch-only epochs (instances frozen) before joint training (default 0)")
+    f.add_argument("--instance-lr-scale", type=nonneg_float, default=1.0,
+                   help="instances' learning rate as a fraction of the stitches' (default 1)")
+    f.add_argument("--anchors", action="store_true",
+                   help="also train each instance model alone in every step (keeps Ti and B accurate)")
     add_train_args(f, epochs=50)
     add_quiet(f)
     f.set_defaults(func=_finetune)
+
+    st = s.add_parser("stitch", help="re-initialise the stitch layers in place (learned, lstsq or lstsq-kd) and "
+                                     "report their R^2 on validation features")
+    st.add_argument("pool", help="pool directory (updated in place)")
+    st.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
+    st.add_argument("--init", choices=("learned", "lstsq", "lstsq-kd"), required=True, help="stitch init")
+    st.add_argument("--lstsq-images", type=int_at_least(1), default=100,
+                    help="training images for lstsq (lstsq-kd uses at least 1000; default 100)")
+    st.add_argument("--stitch-steps", type=int_at_least(0), default=300,
+                    help="lstsq-kd: steps of stitch-only distillation (default 300)")
+    st.add_argument("--r2-images", type=int_at_least(1), default=500,
+                    help="validation images for the R^2 report (default 500)")
+    st.add_argument("--batch-size", type=int_at_least(1), default=256, help="lstsq-kd batch (default 256)")
+    st.add_argument("--seed", type=int, default=0, help="seed for image choice and draws (default 0)")
+    st.add_argument("--json", action="store_true", help="print the init's history entry as JSON")
+    add_quiet(st)
+    st.set_defaults(func=_stitch)
 
     e = s.add_parser("eval", help="top-1, params and FLOPs of every descendant -> POOL/descendants.json")
     e.add_argument("pool", help="pool directory")
@@ -77,6 +104,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl.set_defaults(func=_plan)
 
 
+def _stitch(args: argparse.Namespace) -> int:
+    import json
+
+    from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
+    from lgp_edge.train import TrainConfig
+
+    req = RestitchRequest(pool=args.pool, data=args.data, init=args.init, lstsq_images=args.lstsq_images,
+                          stitch_steps=args.stitch_steps, r2_images=args.r2_images)
+    manifest = restitch_pool(req, TrainConfig(epochs=1, batch_size=args.batch_size, seed=args.seed), reporter(args))
+    entry = manifest.history[-1]
+    if args.json:
+        print(json.dumps(entry, indent=1))
+    else:
+        print(f"pool {manifest.spec.pool_id}: stitch layers re-initialised with {args.init}; mean R^2 "
+              f"{entry['r2_mean']:.3f} on {entry['r2_images']} validation images; run 'lgp-edge pool eval "
+              f"{args.pool} --data {args.data}' for the stitched top-1")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
     from lgp_edge.pool.build import BuildRequest, build_pool
     from lgp_edge.train import is_main
@@ -85,7 +131,7 @@ def _build(args: argparse.Namespace) -> int:
     req = BuildRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data, out=args.out,
                        depth=args.depth, widths=args.widths, chains=args.chains, init=args.init, alpha=args.alpha,
                        allow_random_ancestry=args.allow_random_ancestry, pretrained=args.pretrained,
-                       force=args.force, resume=args.resume)
+                       force=args.force, resume=args.resume, stitch_steps=args.stitch_steps)
     cfg = train_config(args)
     manifest = build_pool(req, cfg, reporter(args))
     if is_main():
@@ -101,7 +147,9 @@ def _finetune(args: argparse.Namespace) -> int:
 
     setup_distributed(args)
     manifest = finetune_pool(FinetuneRequest(pool=args.pool, data=args.data, init=args.init, tau=args.tau,
-                                             resume=args.resume), train_config(args), reporter(args))
+                                             resume=args.resume, stitch_epochs=args.stitch_epochs,
+                                             instance_lr_scale=args.instance_lr_scale, anchors=args.anchors),
+                             train_config(args), reporter(args))
     if is_main():
         last = manifest.history[-1]
         print(f"pool {manifest.spec.pool_id} fine-tuned: {len(last['epoch_loss'])} epoch(s), final loss "

@@ -54,10 +54,11 @@ def enumerate_descendants(spec: PoolSpec) -> list[DescendantSpec]:
     """All descendants of a pool, in the authors' order: each instance model alone, then stitched configs.
 
     Pairs: for each neighbouring pair (front, back) and SN-Net config (j, k): front blocks 0..j,
-    stitch, back blocks k+1..d-1 (k < j overlaps, so a descendant can be deeper than d).
+    stitch, back blocks k..d-1, block k included, as in the authors' code and SN-Net's (k <= j overlaps,
+    so a descendant can be deeper than d: config (1, 0) runs 2 + d blocks).
     With ``chains == "tsb"`` (pool with ti, s and b): also ti 0..j -> s j+1..m -> b m+1..d-1 for
-    0 <= j < m <= d-2, non-overlapping, each stitch the layer of config (j, j) / (m, m).
-    Depth 6 with Ti, B gives 18 descendants; depth 9 gives 27.
+    0 <= j < m <= d-2, non-overlapping, each stitch the layer of config (j, j+1) / (m, m+1).
+    Depth 6 with Ti, B gives 18 descendants (the authors' ids 0, 2, 19..34); depth 9 gives 27.
     """
     d = spec.depth
     pid = spec.pool_id
@@ -65,7 +66,7 @@ def enumerate_descendants(spec: PoolSpec) -> list[DescendantSpec]:
     cfgs, layer_of = paired_stitching(d)
     for front, back in _pairs(spec):
         for (j, k), layer in zip(cfgs, layer_of):
-            out.append(DescendantSpec(pid, (Segment(front, 0, j), Segment(back, k + 1, d - 1)),
+            out.append(DescendantSpec(pid, (Segment(front, 0, j), Segment(back, k, d - 1)),
                                       (stitch_name(front, back, layer),)))
     if spec.chains == "tsb":
         names = [i.name for i in spec.instances]
@@ -75,8 +76,9 @@ def enumerate_descendants(spec: PoolSpec) -> list[DescendantSpec]:
         layer_at = {c: lyr for c, lyr in zip(cfgs, layer_of)}
         for j in range(d - 2):
             for m in range(j + 1, d - 1):
+                stitches = (stitch_name(ti, s, layer_at[(j, j + 1)]), stitch_name(s, b, layer_at[(m, m + 1)]))
                 out.append(DescendantSpec(pid, (Segment(ti, 0, j), Segment(s, j + 1, m), Segment(b, m + 1, d - 1)),
-                                          (stitch_name(ti, s, layer_at[(j, j)]), stitch_name(s, b, layer_at[(m, m)]))))
+                                          stitches))
     return out
 
 

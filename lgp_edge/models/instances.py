@@ -65,6 +65,11 @@ class Taps:
     logits: torch.Tensor  # (B, classes)
     hidden: list[torch.Tensor]  # block outputs, one per block, (B, N, D)
     attn: list[torch.Tensor]  # attention sub-layer outputs after the projection, one per block
+    embedded: torch.Tensor | None = None  # the embedding output (input to block 0), (B, N, D)
+
+    def block_input(self, k: int) -> torch.Tensor:
+        """What block ``k`` receives: the embedding for k = 0, else block k-1's output."""
+        return self.embedded if k == 0 else self.hidden[k - 1]
 
 
 def embed(vit: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -87,6 +92,7 @@ def forward_with_taps(vit: nn.Module, x: torch.Tensor, blocks: tuple[int, ...] |
     Equivalent to ``vit(x)``; each block is ``x + attn(norm1 x)`` then ``x + mlp(norm2 x)``.
     """
     x = embed(vit, x)
+    embedded = x
     hidden: list[torch.Tensor] = []
     attn: list[torch.Tensor] = []
     keep = set(range(len(vit.blocks))) if blocks is None else set(blocks)
@@ -97,4 +103,4 @@ def forward_with_taps(vit: nn.Module, x: torch.Tensor, blocks: tuple[int, ...] |
         x = x + blk.drop_path2(blk.ls2(blk.mlp(blk.norm2(x))))
         hidden.append(x if i in keep else empty)
         attn.append(a if i in keep else empty)
-    return Taps(logits=head(vit, x), hidden=hidden, attn=attn)
+    return Taps(logits=head(vit, x), hidden=hidden, attn=attn, embedded=embedded)

@@ -4,15 +4,14 @@
   features into a student's width; their mean, transposed, maps a Ti feature back to width D, which is
   B's width. Every Ti->B stitch starts from it (METHOD.md §2).
 - ``lstsq`` (SN-Net): ``[A, 1] X = B`` solved by least squares on features of ~100 training images at the
-  stitch position; configurations sharing one layer average their solutions.
+  stitch position (A: the front model's output of block j; B: the back model's input to block k, i.e. its
+  block k-1 output, or its embedding for k = 0); configurations sharing one layer average their solutions.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-INITS = ("learned", "lstsq")
 
 
 def make_stitch(d_in: int, d_out: int) -> nn.Linear:
@@ -22,7 +21,7 @@ def make_stitch(d_in: int, d_out: int) -> nn.Linear:
 def paired_stitching(depth: int, kernel_size: int = 2, stride: int = 1) -> tuple[list[tuple[int, int]], list[int]]:
     """SN-Net's paired stitching: configs (j, k) and the stitch layer each uses.
 
-    (j, k): run the front model's blocks 0..j, stitch, then the back model's blocks k+1..depth-1.
+    (j, k): run the front model's blocks 0..j, stitch, then the back model's blocks k..depth-1.
     Windows of ``kernel_size`` consecutive block ids slide by ``stride``; each window that adds new
     configs gets one new stitch layer, so depth d yields d-1 layers and 4 + 3(d-2) configs.
     """

@@ -10,14 +10,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lgp_edge.data import ImageData, check_data_name, open_data
+from lgp_edge.data import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, read_ancestry_dir
-from lgp_edge.models.descendant import stitch_specs
-from lgp_edge.models.instances import DEPTHS, forward_with_taps, plan_instances
-from lgp_edge.models.stitch import INITS, learned_init, lstsq_init
+from lgp_edge.models.instances import DEPTHS, plan_instances
 from lgp_edge.pool.distill import DistillObjective
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, check_output_dir, save_pool
+from lgp_edge.pool.stitch_init import (
+    INITS,
+    LSTSQ_KD_IMAGES,
+    held_out_images,
+    init_stitches,
+    lstsq_images,
+    r2_summary,
+    stitch_config,
+    tune_stitches,
+)
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import PoolSpec, content_hash
 from lgp_edge.train import TrainConfig, fit, is_main, state_digest
@@ -40,8 +48,10 @@ class BuildRequest:
     allow_random_ancestry: bool = False  # smoke tests only
     pretrained: bool = False  # timm's pretrained weights (needs a reachable model hub)
     force: bool = False  # overwrite a non-empty output
-    lstsq_images: int = 100  # images for the lstsq init
+    lstsq_images: int = 100  # images for the lstsq init (lstsq-kd uses at least LSTSQ_KD_IMAGES)
     resume: bool = False  # continue an interrupted distillation
+    stitch_steps: int = 300  # lstsq-kd: steps of stitch-only distillation after the least-squares fit
+    stitch_lr: float = 1e-3  # lstsq-kd: peak learning rate of those steps
 
 
 def _check(req: BuildRequest) -> None:
@@ -51,6 +61,8 @@ def _check(req: BuildRequest) -> None:
                          f"got {req.depth}")
     if req.init not in INITS:
         raise UsageError(f"--init must be one of {', '.join(INITS)}")
+    if req.stitch_steps < 0 or not (0 < req.stitch_lr < 1):
+        raise UsageError("--stitch-steps must be >= 0 and --stitch-lr in (0, 1)")
     if req.chains not in ("pairs", "tsb"):
         raise UsageError("--chains must be 'pairs' or 'tsb'")
     if req.chains == "tsb" and tuple(sorted(req.widths)) != ("b", "s", "ti"):
@@ -62,62 +74,6 @@ def _check(req: BuildRequest) -> None:
         raise UsageError(f"ancestry '{req.ancestry}' has no trained weights: pass --ancestry-checkpoint (train one "
                          "with 'lgp-edge ancestry train'), --pretrained (timm hub) or --allow-random-ancestry for a "
                          "smoke test")
-
-
-def feature_pairs_for_lstsq(pool: LearngenePool, images: torch.Tensor) -> dict[str, list[tuple[torch.Tensor,
-                                                                                              torch.Tensor]]]:
-    """For every stitch layer, (front features after block j, back features after block k) per config (j, k)."""
-    with torch.no_grad():
-        taps = {name: forward_with_taps(m.eval(), images) for name, m in pool.models.items()}
-    out: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    for s in stitch_specs(pool.spec):
-        out[s.name] = [(taps[s.front].hidden[j], taps[s.back].hidden[k]) for j, k in s.configs]
-    return out
-
-
-def init_stitches(pool: LearngenePool, method: str, *, matrices: dict[str, list[torch.Tensor]] | None = None,
-                  images: torch.Tensor | None = None) -> None:
-    """Initialise every stitch layer: ``learned`` from transformation matrices, ``lstsq`` from features."""
-    full_width = pool.spec.ancestry.embed_dim
-    if method == "learned":
-        if not matrices:
-            raise UsageError("the learned stitch init needs the distillation's transformation matrices "
-                             "(transforms.safetensors), which this pool does not have; use --init lstsq")
-        for s in stitch_specs(pool.spec):
-            back = None if pool.spec.instance(s.back).embed_dim == full_width else matrices[s.back]
-            learned_init(pool.stitches[s.name], matrices[s.front], back)
-    elif method == "lstsq":
-        if images is None:
-            raise UsageError("the lstsq stitch init needs training images")
-        for name, pairs in feature_pairs_for_lstsq(pool, images).items():
-            lstsq_init(pool.stitches[name], pairs)
-    else:
-        raise UsageError(f"unknown stitch init '{method}'")
-
-
-def matrices_from_tensors(tensors: dict[str, torch.Tensor], instances: list[str]) -> dict[str, list[torch.Tensor]]:
-    """Group transforms.safetensors entries ``<instance>_b<block>.weight`` by instance."""
-    out: dict[str, list[torch.Tensor]] = {i: [] for i in instances}
-    for k in sorted(tensors):
-        inst, _, rest = k.partition("_b")
-        if rest.endswith(".weight") and inst in out:
-            out[inst].append(tensors[k].float())
-    return out
-
-
-def lstsq_images(data: ImageData, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` training images without augmentation (SN-Net: ~100 images)."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(data.train), generator=g)[:n].tolist()
-    train = data.train
-    was = getattr(train, "train", None)
-    if was is not None:
-        train.train = False
-    try:
-        return torch.stack([train[i][0] for i in idx])
-    finally:
-        if was is not None:
-            train.train = was
 
 
 def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
@@ -141,13 +97,22 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                  ckpt_dir=ckpt, resume=req.resume, fingerprint=fingerprint, reporter=reporter,
                  find_unused_parameters=False)  # every student and transform is trained in every step
     matrices = {i.name: objective.matrices(i.name) for i in spec.instances}
-    images = lstsq_images(data, req.lstsq_images, cfg.seed) if req.init == "lstsq" else None
+    n_images = max(req.lstsq_images, LSTSQ_KD_IMAGES) if req.init == "lstsq-kd" else req.lstsq_images
+    images = lstsq_images(data, n_images, cfg.seed) if req.init != "learned" else None
     init_stitches(pool, req.init, matrices=matrices, images=images)
+    init_entry: dict = {"stage": "stitch-init", "init": req.init}
+    if images is not None:
+        init_entry["images"] = int(images.shape[0])
+    if req.init == "lstsq-kd" and req.stitch_steps:
+        scfg = stitch_config(cfg, req.stitch_steps, req.stitch_lr)
+        tuned = tune_stitches(pool, teacher, data.train, scfg, reporter=reporter)
+        init_entry.update(stitch_steps=tuned.steps, config=scfg.to_dict(), epoch_loss=list(tuned.epoch_loss))
+    init_entry.update(r2_summary(pool, held_out_images(data, 500)))
     history = ({"stage": "distill", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
                 "wall_s": round(time.time() - t0, 1), "data": req.data, "config": cfg.to_dict(),
                 "alpha": req.alpha, "temperature": req.temperature, "epoch_loss": list(result.epoch_loss),
                 "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")},
-               {"stage": "stitch-init", "init": req.init})
+               init_entry)
     manifest = PoolManifest(spec=spec, preprocess=data.info.preprocess, data=data.info.name, stitch_init=req.init,
                             stage="distilled", history=history)
     if is_main():

@@ -4,10 +4,12 @@ For each auxiliary model (student) and its supervised positions P:
 
     loss = a * CE(student, y) + (1 - a) * ( softCE(student / T, teacher / T)
                                             + mean_p MSE(h_s[p], W_p h_t[p'])
-                                            + mean_p MSE(attn_s[p], W_p attn_t[p']) )
+                                            + mean_p MSE(attn_s[p], V_p attn_t[p']) )
 
-``h`` are block outputs, ``attn`` the attention sub-layer outputs after the projection, and ``W_p`` a
-learnable ``Linear(D -> d_student)`` (the transformation matrix of position p) trained with the student.
+``h`` are block outputs, ``attn`` the attention sub-layer outputs after the projection. ``W_p`` and ``V_p``
+are learnable ``Linear(D -> d_student)`` maps (the transformation matrices of position p, one for the hidden
+states and one for the attention outputs, as in the authors' code), trained with the student; the stitch
+layers' learned init is built from the hidden-state ones, ``W_p``.
 Positions: "end" = last student block vs last teacher block; "front,end" = student blocks
 {d/3-1, 2d/3-1, d-1} vs teacher blocks {D/3-1, 2D/3-1, D-1}. All students of a pool share one teacher
 forward pass per batch; their parameters are disjoint, so the summed loss trains each as if alone.
@@ -30,7 +32,13 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
 
 
 def transform_name(instance: str, block: int) -> str:
+    """Name of a hidden-state transformation matrix (``W_p``): ``ti6_b1``."""
     return f"{instance}_b{block}"
+
+
+def attn_transform_name(instance: str, block: int) -> str:
+    """Name of an attention-output transformation matrix (``V_p``): ``attn_ti6_b1``."""
+    return f"attn_{instance}_b{block}"
 
 
 def position_pairs(inst: InstanceSpec, teacher_depth: int) -> list[tuple[int, int]]:
@@ -52,6 +60,9 @@ class DistillObjective(nn.Module):
         self.transforms = nn.ModuleDict({
             transform_name(i.name, s): nn.Linear(teacher_dim, i.embed_dim)
             for i in instances for s, _ in self.pairs[i.name]})
+        self.attn_transforms = nn.ModuleDict({
+            attn_transform_name(i.name, s): nn.Linear(teacher_dim, i.embed_dim)
+            for i in instances for s, _ in self.pairs[i.name]})
         self._teacher_blocks = tuple(sorted({t for pairs in self.pairs.values() for _, t in pairs}))
 
     def train(self, mode: bool = True) -> DistillObjective:
@@ -69,16 +80,20 @@ class DistillObjective(nn.Module):
             hidden = attn = x.new_zeros(())
             for sb, tb in pairs:
                 w = self.transforms[transform_name(name, sb)]
+                v = self.attn_transforms[attn_transform_name(name, sb)]
                 hidden = hidden + F.mse_loss(s.hidden[sb], w(t.hidden[tb]))
-                attn = attn + F.mse_loss(s.attn[sb], w(t.attn[tb]))
+                attn = attn + F.mse_loss(s.attn[sb], v(t.attn[tb]))
             soft = soft_cross_entropy(s.logits, t.logits, self.temperature)
             ce = F.cross_entropy(s.logits, y)
             total = total + self.alpha * ce + (1 - self.alpha) * (soft + (hidden + attn) / len(pairs))
         return total
 
     def matrices(self, instance: str) -> list[torch.Tensor]:
-        """The transformation matrices (``(d, D)`` weights) of one student."""
+        """The hidden-state transformation matrices (``(d, D)`` weights) of one student."""
         return [self.transforms[transform_name(instance, s)].weight.detach() for s, _ in self.pairs[instance]]
 
     def transform_tensors(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in self.transforms.state_dict().items()}
+        """Every transformation matrix and bias: ``ti6_b1.weight`` (hidden), ``attn_ti6_b1.weight`` (attention)."""
+        out = {k: v.detach().cpu() for k, v in self.transforms.state_dict().items()}
+        out.update({k: v.detach().cpu() for k, v in self.attn_transforms.state_dict().items()})
+        return out

@@ -1,71 +1,48 @@
 """Fine-tuning the pool (METHOD.md §3): every step trains one descendant, drawn uniformly at random,
 on ``0.5 * CE(y) + 0.5 * KL(ancestry || student, tau)``; all instances and stitches are shared, so each
 step updates the pool. The draw is seeded by the step number, identical on every rank.
+
+Beyond the paper's recipe, three options keep the shared blocks from being wrecked by the stitched
+descendants (each recorded in the pool's history): ``stitch_epochs`` of stitch-only training first
+(instances frozen), ``instance_lr_scale`` for the instances' learning rate in the joint phase, and
+``anchors``: the instance models alone trained in every step beside the drawn descendant.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from lgp_edge.data import check_data_name, open_data
 from lgp_edge.errors import UsageError
-from lgp_edge.models.stitch import INITS
-from lgp_edge.pool.build import init_stitches, lstsq_images, matrices_from_tensors
 from lgp_edge.pool.evaluate import DESCENDANTS
+from lgp_edge.pool.kd import FinetuneObjective, descendant_sampler
 from lgp_edge.pool.pool import (
-    LearngenePool,
     PoolManifest,
     load_pool,
     load_pool_ancestry,
     load_pool_transforms,
     save_pool,
 )
+from lgp_edge.pool.stitch_init import (
+    INITS,
+    LSTSQ_KD_IMAGES,
+    init_stitches,
+    lstsq_images,
+    matrices_from_tensors,
+    tune_stitches,
+)
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import content_hash
-from lgp_edge.train import TrainConfig, fit, is_main, step_rng
+from lgp_edge.train import TrainConfig, fit, is_main
 
 log = logging.getLogger(__name__)
 
 CKPT = "finetune.ckpt"
-
-
-def kd_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
-    """0.5 * CE + 0.5 * tau^2 * KL(softmax(teacher/tau) || softmax(student/tau)) (DeiT/SN-Net's soft KD)."""
-    kl = F.kl_div(F.log_softmax(student / tau, -1), F.log_softmax(teacher / tau, -1), reduction="batchmean",
-                  log_target=True) * tau * tau
-    return 0.5 * F.cross_entropy(student, y) + 0.5 * kl
-
-
-class FinetuneObjective(nn.Module):
-    """``forward(x, y, index)``: the KD loss of descendant ``index`` of the pool against the ancestry."""
-
-    def __init__(self, pool: LearngenePool, teacher: nn.Module, tau: float = 1.0) -> None:
-        super().__init__()
-        self.pool = pool
-        self.teacher = teacher.eval().requires_grad_(False)
-        self.tau = tau
-
-    def train(self, mode: bool = True) -> FinetuneObjective:
-        super().train(mode)
-        self.teacher.eval()
-        return self
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor, index: int) -> torch.Tensor:
-        with torch.no_grad():
-            t = self.teacher(x)
-        return kd_loss(self.pool(x, index), t, y, self.tau)
-
-
-def descendant_sampler(seed: int, count: int):
-    """step -> {"index": i}: one descendant uniformly at random, the same on every rank."""
-    return lambda step: {"index": step_rng(seed, step).randrange(count)}
+STITCH_CKPT = "finetune-stitch.ckpt"
 
 
 @dataclass(frozen=True)
@@ -74,17 +51,44 @@ class FinetuneRequest:
     data: str  # dataset name
     init: str | None = None  # re-initialise stitches before training (None = keep)
     tau: float = 1.0  # KD temperature
-    resume: bool = False  # continue from POOL/finetune.ckpt
+    resume: bool = False  # continue from POOL/finetune.ckpt (and POOL/finetune-stitch.ckpt)
     lstsq_images: int = 100  # images for --init lstsq
+    stitch_epochs: int = 0  # stitch-only epochs (instances frozen) before the joint phase
+    instance_lr_scale: float = 1.0  # instances' learning rate / stitches' in the joint phase
+    anchors: bool = False  # train the instance models alone in every step too
 
 
-def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
+def _check(req: FinetuneRequest) -> None:
     check_data_name(req.data)
     if req.init is not None and req.init not in INITS:
         raise UsageError(f"--init must be one of {', '.join(INITS)}")
-    if not req.resume and (Path(req.pool) / CKPT / "state.json").is_file():
-        raise UsageError(f"'{Path(req.pool) / CKPT}' holds an interrupted fine-tuning run: continue it with "
-                         "--resume, or delete that directory to start over")
+    if req.stitch_epochs < 0:
+        raise UsageError(f"--stitch-epochs must be 0 or more, got {req.stitch_epochs}")
+    if not (0.0 <= req.instance_lr_scale <= 10.0):
+        raise UsageError(f"--instance-lr-scale must be in [0, 10], got {req.instance_lr_scale}")
+    for name in (CKPT, STITCH_CKPT):
+        if not req.resume and (Path(req.pool) / name / "state.json").is_file():
+            raise UsageError(f"'{Path(req.pool) / name}' holds an interrupted fine-tuning run: continue it with "
+                             "--resume, or delete that directory to start over")
+
+
+def _reinit(req: FinetuneRequest, pool, manifest: PoolManifest, data, cfg: TrainConfig, teacher,
+            reporter: Reporter) -> None:
+    """``--init``: re-initialise the stitch layers (lstsq-kd: the least-squares fit here; its stitch-only
+    distillation is the stitch phase, at least one epoch of it)."""
+    matrices = None
+    if req.init == "learned":
+        if "transforms.safetensors" not in manifest.files:
+            raise UsageError("this pool has no transformation matrices for --init learned; use --init lstsq")
+        matrices = matrices_from_tensors(load_pool_transforms(req.pool, manifest),
+                                         [i.name for i in manifest.spec.instances])
+    n = max(req.lstsq_images, LSTSQ_KD_IMAGES) if req.init == "lstsq-kd" else req.lstsq_images
+    images = lstsq_images(data, n, cfg.seed) if req.init != "learned" else None
+    init_stitches(pool, req.init, matrices=matrices, images=images)
+
+
+def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
+    _check(req)
     pool, manifest = load_pool(req.pool)
     if "ancestry.safetensors" not in manifest.files:
         raise UsageError(f"pool '{req.pool}' holds no ancestry weights (ancestry.safetensors), which fine-tuning "
@@ -93,31 +97,39 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
     a = manifest.spec.ancestry
     data = open_data(req.data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
     init = req.init
-    if init is not None and not req.resume:
-        matrices = None
-        if init == "learned":
-            if "transforms.safetensors" not in manifest.files:
-                raise UsageError("this pool has no transformation matrices for --init learned; use --init lstsq")
-            matrices = matrices_from_tensors(load_pool_transforms(req.pool, manifest),
-                                             [i.name for i in manifest.spec.instances])
-        images = lstsq_images(data, req.lstsq_images, cfg.seed) if init == "lstsq" else None
-        init_stitches(pool, init, matrices=matrices, images=images)
-    objective = FinetuneObjective(pool, teacher, req.tau)
-    fingerprint = content_hash({"stage": "finetune", "pool": manifest.spec.pool_id, "cfg": cfg.identity(),
-                                "init": init, "tau": req.tau, "data": req.data,
-                                "files": {k: manifest.files.get(k) for k in ("weights.safetensors",
-                                                                             "ancestry.safetensors")}})
+    stitch_epochs = max(req.stitch_epochs, 1) if init == "lstsq-kd" else req.stitch_epochs
+    resuming_stitch = req.resume and (Path(req.pool) / STITCH_CKPT / "state.json").is_file()
+    resuming_joint = req.resume and (Path(req.pool) / CKPT / "state.json").is_file()
+    if req.resume and not (resuming_stitch or resuming_joint):
+        raise UsageError(f"no interrupted fine-tuning run in '{req.pool}' to resume; run without --resume")
+    if init is not None and not (resuming_stitch or resuming_joint):
+        _reinit(req, pool, manifest, data, cfg, teacher, reporter)
+    base = {"pool": manifest.spec.pool_id, "init": init, "tau": req.tau, "data": req.data,
+            "files": {k: manifest.files.get(k) for k in ("weights.safetensors", "ancestry.safetensors")}}
     t0 = time.time()
+    stitch_loss: list[float] = []
+    if stitch_epochs and not resuming_joint:
+        scfg = dataclasses.replace(cfg, epochs=stitch_epochs)
+        fp = content_hash({"stage": "finetune-stitch", "cfg": scfg.identity(), **base})
+        stitch_loss = list(tune_stitches(pool, teacher, data.train, scfg, tau=req.tau, reporter=reporter,
+                                         ckpt_dir=Path(req.pool) / STITCH_CKPT, resume=resuming_stitch,
+                                         fingerprint=fp).epoch_loss)
+    objective = FinetuneObjective(pool, teacher, req.tau, anchors=req.anchors,
+                                  instance_lr_scale=req.instance_lr_scale)
+    fingerprint = content_hash({"stage": "finetune", "cfg": cfg.identity(), "stitch_epochs": stitch_epochs,
+                                "instance_lr_scale": req.instance_lr_scale, "anchors": req.anchors, **base})
     result = fit(objective, data.train, cfg, description="finetune", ckpt_dir=Path(req.pool) / CKPT,
-                 resume=req.resume, fingerprint=fingerprint,
+                 resume=resuming_joint, fingerprint=fingerprint,
                  step_kwargs=descendant_sampler(cfg.seed, len(pool.descendants())), reporter=reporter)
     entry = {"stage": "finetune", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
              "wall_s": round(time.time() - t0, 1), "data": req.data, "config": cfg.to_dict(), "tau": req.tau,
              "init": init or manifest.stitch_init, "epoch_loss": list(result.epoch_loss),
+             "stitch_epochs": stitch_epochs, "stitch_epoch_loss": stitch_loss,
+             "instance_lr_scale": req.instance_lr_scale, "anchors": req.anchors,
              "resumed_from_step": result.resumed_from}
     manifest = manifest.replace(stage="finetuned", stitch_init=init or manifest.stitch_init,
                                 history=manifest.history + (entry,), descendants=())
     if is_main():
-        # the checkpoint is done with (the pool is the result) and the old evaluation is stale
-        manifest = save_pool(req.pool, pool, manifest, keep_from=req.pool, drop=(CKPT, DESCENDANTS))
+        # the checkpoints are done with (the pool is the result) and the old evaluation is stale
+        manifest = save_pool(req.pool, pool, manifest, keep_from=req.pool, drop=(CKPT, STITCH_CKPT, DESCENDANTS))
     return manifest

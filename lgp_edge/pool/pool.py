@@ -240,12 +240,28 @@ def read_manifest(path: str | Path) -> PoolManifest:
         raise CheckpointError(f"'{mf}' has schema_version {version}, this lgp-edge reads {SCHEMA_VERSION}; "
                               "rebuild the pool or use a matching lgp-edge version")
     try:
-        return PoolManifest.from_dict(raw)
+        return current_records(PoolManifest.from_dict(raw))
     except KeyError as exc:
         raise CheckpointError(f"'{mf}' is missing field {exc}; the file is damaged") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"'{mf}' has a field of the wrong type or value ({exc}); the file is damaged") \
             from None
+
+
+def current_records(manifest: PoolManifest) -> PoolManifest:
+    """The manifest without evaluated records whose descendant this version enumerates differently (other
+    blocks or stitch layers under the same key, or a key it no longer has): their top-1 belongs to another
+    model. Such a pool needs 'lgp-edge pool eval' again; a warning says so."""
+    if not manifest.descendants:
+        return manifest
+    current = {d.key: d for d in enumerate_descendants(manifest.spec)}
+    kept = tuple(r for r in manifest.descendants if current.get(r.key) == r.spec)
+    if len(kept) != len(manifest.descendants):
+        log.warning("pool %s: %d evaluated descendant(s) were defined differently by the lgp-edge that evaluated "
+                    "them and are dropped; run 'lgp-edge pool eval' again", manifest.spec.pool_id,
+                    len(manifest.descendants) - len(kept))
+        manifest = manifest.replace(descendants=kept)
+    return manifest
 
 
 def verified_file(path: str | Path, manifest: PoolManifest, name: str) -> Path:

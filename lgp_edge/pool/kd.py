@@ -1,0 +1,63 @@
+"""The fine-tuning objective (METHOD.md §3): descendants of the pool distilled from the ancestry.
+
+Every step trains descendant ``index`` on ``0.5 * CE(y) + 0.5 * tau^2 * KL(ancestry || student)``. With
+``anchors`` the instance models alone (Ti alone, B alone) are trained in every step as well, on the same
+batch and loss (the "sandwich" rule of slimmable networks and SN-Netv2), so the shared blocks keep serving
+the models that own them while stitched descendants pull on them. ``instance_lr_scale`` scales the learning
+rate of the instances' parameters against the stitch layers' (see ``train.make_optimizer``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lgp_edge.train import step_rng
+
+
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """0.5 * CE + 0.5 * tau^2 * KL(softmax(teacher/tau) || softmax(student/tau)) (DeiT/SN-Net's soft KD)."""
+    kl = F.kl_div(F.log_softmax(student / tau, -1), F.log_softmax(teacher / tau, -1), reduction="batchmean",
+                  log_target=True) * tau * tau
+    return 0.5 * F.cross_entropy(student, y) + 0.5 * kl
+
+
+class FinetuneObjective(nn.Module):
+    """``forward(x, y, index)``: the KD loss of descendant ``index`` of the pool against the ancestry
+    (plus the instance models' own losses when ``anchors``)."""
+
+    def __init__(self, pool: nn.Module, teacher: nn.Module, tau: float = 1.0, *, anchors: bool = False,
+                 instance_lr_scale: float = 1.0) -> None:
+        super().__init__()
+        self.pool = pool
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.tau = tau
+        self.instance_lr_scale = instance_lr_scale
+        descendants = pool.descendants()
+        self.anchor_indices = tuple(i for i, d in enumerate(descendants) if not d.stitches) if anchors else ()
+
+    def train(self, mode: bool = True) -> FinetuneObjective:
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def lr_scale(self, name: str) -> float:
+        """Learning-rate scale of a parameter: ``instance_lr_scale`` for instances, 1 for stitch layers."""
+        return self.instance_lr_scale if name.startswith("pool.models.") else 1.0
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, index: int) -> torch.Tensor:
+        with torch.no_grad():
+            t = self.teacher(x)
+        loss = kd_loss(self.pool(x, index), t, y, self.tau)
+        for a in self.anchor_indices:
+            if a != index:
+                loss = loss + kd_loss(self.pool(x, a), t, y, self.tau)
+        return loss
+
+
+def descendant_sampler(seed: int, count: int | list[int]):
+    """step -> {"index": i}: one descendant uniformly at random (of ``range(count)`` or of the given
+    indices), the same on every rank."""
+    choices = list(range(count)) if isinstance(count, int) else list(count)
+    return lambda step: {"index": choices[step_rng(seed, step).randrange(len(choices))]}

@@ -1,0 +1,78 @@
+"""``pool stitch``: re-initialise a pool's stitch layers in place with one of the inits, and measure them.
+
+Used to compare inits on one distilled pool (the paper's ``learned``, SN-Net's ``lstsq``, ``lstsq-kd``): each
+run records the init's settings and its stitch R^2 on held-out validation images in the pool's history and
+drops the stale evaluation, so ``pool eval`` next gives the stitched top-1 before fine-tuning.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from lgp_edge.data import check_data_name, open_data
+from lgp_edge.errors import UsageError
+from lgp_edge.pool.evaluate import DESCENDANTS
+from lgp_edge.pool.pool import PoolManifest, load_pool, load_pool_ancestry, load_pool_transforms, save_pool
+from lgp_edge.pool.stitch_init import (
+    INITS,
+    LSTSQ_KD_IMAGES,
+    held_out_images,
+    init_stitches,
+    lstsq_images,
+    matrices_from_tensors,
+    r2_summary,
+    stitch_config,
+    tune_stitches,
+)
+from lgp_edge.progress import NULL, Reporter
+from lgp_edge.train import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RestitchRequest:
+    pool: str  # pool directory (updated in place, atomically)
+    data: str  # dataset: training images for lstsq / lstsq-kd, validation images for R^2
+    init: str  # learned | lstsq | lstsq-kd
+    lstsq_images: int = 100  # images for lstsq (lstsq-kd: at least LSTSQ_KD_IMAGES)
+    stitch_steps: int = 300  # lstsq-kd: stitch-only distillation steps
+    stitch_lr: float = 1e-3  # lstsq-kd: their peak learning rate
+    r2_images: int = 500  # validation images for the R^2 report
+
+
+def restitch_pool(req: RestitchRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
+    check_data_name(req.data)
+    if req.init not in INITS:
+        raise UsageError(f"--init must be one of {', '.join(INITS)}")
+    if req.lstsq_images < 1 or req.stitch_steps < 0 or req.r2_images < 1 or not (0 < req.stitch_lr < 1):
+        raise UsageError("--lstsq-images and --r2-images must be >= 1, --stitch-steps >= 0, --stitch-lr in (0, 1)")
+    pool, manifest = load_pool(req.pool)
+    a = manifest.spec.ancestry
+    data = open_data(req.data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
+    t0 = time.time()
+    matrices = None
+    if req.init == "learned":
+        if "transforms.safetensors" not in manifest.files:
+            raise UsageError("this pool has no transformation matrices for --init learned; use --init lstsq")
+        matrices = matrices_from_tensors(load_pool_transforms(req.pool, manifest),
+                                         [i.name for i in manifest.spec.instances])
+    n = max(req.lstsq_images, LSTSQ_KD_IMAGES) if req.init == "lstsq-kd" else req.lstsq_images
+    images = lstsq_images(data, n, cfg.seed) if req.init != "learned" else None
+    init_stitches(pool, req.init, matrices=matrices, images=images)
+    entry: dict = {"stage": "stitch-init", "init": req.init, "data": data.info.name}
+    if images is not None:
+        entry["images"] = int(images.shape[0])
+    if req.init == "lstsq-kd" and req.stitch_steps:
+        if "ancestry.safetensors" not in manifest.files:
+            raise UsageError(f"pool '{req.pool}' holds no ancestry weights, which lstsq-kd distils from")
+        scfg = stitch_config(cfg, req.stitch_steps, req.stitch_lr)
+        tuned = tune_stitches(pool, load_pool_ancestry(req.pool, manifest), data.train, scfg, reporter=reporter)
+        entry.update(stitch_steps=tuned.steps, config=scfg.to_dict(), epoch_loss=list(tuned.epoch_loss))
+    entry.update(r2_summary(pool, held_out_images(data, req.r2_images)), wall_s=round(time.time() - t0, 1))
+    log.info("stitch init %s: mean R^2 %.3f on %d validation images", req.init, entry["r2_mean"],
+             entry["r2_images"])
+    manifest = manifest.replace(stitch_init=req.init, history=manifest.history + (entry,), descendants=())
+    return save_pool(req.pool, pool, manifest, keep_from=req.pool, drop=(DESCENDANTS,))

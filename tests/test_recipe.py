@@ -1,0 +1,106 @@
+"""The training recipe beyond the paper's defaults: lstsq-kd stitch init, stitch R^2, fine-tuning phases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_tiny_pool
+
+from lgp_edge.cli import main
+from lgp_edge.data import open_data
+from lgp_edge.pool.kd import FinetuneObjective, descendant_sampler
+from lgp_edge.pool.pool import load_pool, load_pool_ancestry
+from lgp_edge.pool.stitch_init import init_stitches, lstsq_images, mean_r2, stitch_r2, stitched_indices, tune_stitches
+from lgp_edge.train import TrainConfig, make_optimizer
+
+QUICK = ["--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "32", "--quiet"]
+
+
+def test_lstsq_fits_features_better_than_a_random_map(tmp_path: Path) -> None:
+    pool_dir = make_tiny_pool(tmp_path / "p")
+    pool, _ = load_pool(pool_dir)
+    data = open_data("synthetic", img_size=16, in_chans=1)
+    fit_images, held_out = lstsq_images(data, 64, seed=0), lstsq_images(data, 64, seed=1)
+    before = stitch_r2(pool, held_out)
+    init_stitches(pool, "lstsq", images=fit_images)
+    after = stitch_r2(pool, held_out)
+    assert len(after) == 16 and {f.config for f in after} == {(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 1),
+                                                               (2, 2), (2, 3), (3, 2), (3, 3), (3, 4), (4, 3),
+                                                               (4, 4), (4, 5), (5, 4), (5, 5)}
+    assert all(f.r2 <= 1.0 for f in after)
+    assert mean_r2(after) > mean_r2(before) and mean_r2(after) > 0.0
+
+
+def test_stitch_only_training_moves_stitches_and_nothing_else(tmp_path: Path) -> None:
+    pool_dir = make_tiny_pool(tmp_path / "p")
+    pool, manifest = load_pool(pool_dir)
+    teacher = load_pool_ancestry(pool_dir, manifest)
+    data = open_data("synthetic", img_size=16, in_chans=1)
+    models0 = {k: v.clone() for k, v in pool.models.state_dict().items()}
+    stitches0 = {k: v.clone() for k, v in pool.stitches.state_dict().items()}
+    result = tune_stitches(pool, teacher, data.train, TrainConfig(epochs=1, batch_size=32, max_steps_per_epoch=4,
+                                                                  lr=1e-2))
+    assert result.steps == 4
+    assert all(torch.equal(v, models0[k]) for k, v in pool.models.state_dict().items())
+    assert any(not torch.equal(v, stitches0[k]) for k, v in pool.stitches.state_dict().items())
+    assert all(p.requires_grad for p in pool.models.parameters()), "instances are trainable again afterwards"
+    assert len(stitched_indices(pool)) == 16
+
+
+def test_anchors_and_instance_lr_scale(tmp_path: Path) -> None:
+    pool_dir = make_tiny_pool(tmp_path / "p")
+    pool, manifest = load_pool(pool_dir)
+    teacher = load_pool_ancestry(pool_dir, manifest)
+    obj = FinetuneObjective(pool, teacher, anchors=True, instance_lr_scale=0.1)
+    assert obj.anchor_indices == (0, 1)
+    x, y = torch.randn(4, 1, 16, 16), torch.randint(0, 10, (4,))
+    obj(x, y, index=5).backward()
+    # the anchors' own losses reach every block of Ti and B, not only the blocks descendant 5 runs
+    assert all(p.grad is not None for p in pool.models["b6"].blocks.parameters())
+    assert all(p.grad is not None for p in pool.models["ti6"].blocks.parameters())
+    opt, _ = make_optimizer(obj, TrainConfig(epochs=1))
+    scales = {id(p): g["lr_scale"] for g in opt.param_groups for p in g["params"]}
+    assert scales[id(pool.models["b6"].blocks[0].attn.qkv.weight)] == 0.1
+    assert scales[id(pool.stitches["ti6-b6-0"].weight)] == 1.0
+    pick = descendant_sampler(0, [2, 3, 4])
+    assert {pick(s)["index"] for s in range(50)} == {2, 3, 4}
+
+
+def test_cli_lstsq_kd_build_and_phased_finetune(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    anc, pool = tmp_path / "anc", tmp_path / "pool"
+    assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(anc),
+                 *QUICK]) == 0
+    assert main(["pool", "build", "--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc), "--data",
+                 "synthetic", "--out", str(pool), "--init", "lstsq-kd", "--stitch-steps", "2", *QUICK]) == 0
+    manifest = json.loads((pool / "pool.json").read_text())
+    init = manifest["history"][1]
+    assert manifest["stitch_init"] == "lstsq-kd" and init["stage"] == "stitch-init"
+    assert init["stitch_steps"] == 2 and init["images"] == 512  # synthetic data has 512 training images
+    assert main(["pool", "finetune", str(pool), "--data", "synthetic", "--stitch-epochs", "1", "--anchors",
+                 "--instance-lr-scale", "0.2", *QUICK]) == 0
+    entry = json.loads((pool / "pool.json").read_text())["history"][-1]
+    assert entry["stage"] == "finetune" and entry["stitch_epochs"] == 1 and len(entry["stitch_epoch_loss"]) == 1
+    assert entry["anchors"] is True and entry["instance_lr_scale"] == 0.2
+    assert not (pool / "finetune.ckpt").exists() and not (pool / "finetune-stitch.ckpt").exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["pool", "finetune", str(pool), "--data", "synthetic", "--stitch-epochs", "-1", *QUICK])
+    assert exc.value.code == 2 and "--stitch-epochs" in capsys.readouterr().err
+
+
+def test_cli_pool_stitch_reports_r2_and_drops_stale_eval(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    pool_dir = make_tiny_pool(tmp_path / "p")
+    assert main(["pool", "stitch", str(pool_dir), "--data", "synthetic", "--init", "lstsq", "--r2-images", "64",
+                 "--json", "--quiet"]) == 0
+    entry = json.loads(capsys.readouterr().out)
+    assert entry["init"] == "lstsq" and entry["images"] == 100 and entry["r2_images"] == 64
+    assert len(entry["r2"]) == 16 and entry["r2_mean"] <= 1.0
+    manifest = json.loads((pool_dir / "pool.json").read_text())
+    assert manifest["stitch_init"] == "lstsq" and manifest["descendants"] == []
+    assert main(["pool", "stitch", str(pool_dir), "--data", "synthetic", "--init", "lstsq-kd", "--stitch-steps",
+                 "2", "--batch-size", "32", "--r2-images", "32", "--quiet"]) == 0
+    entry = json.loads((pool_dir / "pool.json").read_text())["history"][-1]
+    assert entry["init"] == "lstsq-kd" and entry["stitch_steps"] == 2 and entry["images"] == 512
