@@ -1,7 +1,7 @@
 """Latency of every descendant on this CPU in torch eager, ONNX Runtime and OpenVINO, against the machine's
 measured fp32 GEMM peak, plus the predictor's error on held-out descendants.
 
-    python benchmarks/latency.py [--pool POOL] [--threads N] [--out benchmarks/results/latency.json]
+    python benchmarks/latency.py [--pool POOL] [--threads N | --threads 1,2] [--out benchmarks/results/latency.json]
 
 Two pools:
 - the demo pool (``--pool``, default the bundled demo pool; when none exists yet, a random-weight pool
@@ -20,8 +20,9 @@ and over torch.matmul (MKL here), an ONNX Runtime MatMul (MLAS) and an OpenVINO 
 torch.matmul 2048 figure is recorded too (MKL is far from the limit on this AMD CPU).
 
 Predictor: per pool and runtime, the calibration probes (not descendants) are measured the same way, the
-per-part table is fitted on them and every descendant is predicted; MAPE is over all descendants, none of
-which was used for calibration. The uncalibrated roofline of the ``cpu`` target is reported beside it.
+per-part table is fitted on them and every descendant is predicted by ``lgp_edge``'s Predictor (median,
+and p90/p99 from the dispersion of the probes nearest in size); MAPE is over all descendants, none of
+which was used for calibration, for the median and for the p90. The uncalibrated roofline of the ``cpu`` target is reported beside it.
 This script is never imported by lgp_edge.
 """
 
@@ -45,7 +46,7 @@ import torch
 from lgp_edge.models.descendant import descendant_flops
 from lgp_edge.profiling.artifacts import export_onnx
 from lgp_edge.profiling.measure import MeasureSettings, run_series, summarize, time_interleaved
-from lgp_edge.profiling.predict import calibration_probes, fit_calibration, probe_key
+from lgp_edge.profiling.predict import Predictor, calibration_probes, fit_calibration, probe_key
 from lgp_edge.profiling.roofline import measure_copy_bandwidth, measure_gemm_peak, parts_of, roofline_for
 from lgp_edge.profiling.runtimes import get_runtime
 from lgp_edge.profiling.targets import load_target
@@ -106,7 +107,7 @@ def measure_together(models: list[tuple[str, torch.nn.Module]], example: torch.T
             batch.append((key, name, prepared))
     print(f"  {len(batch)} sessions prepared and warmed up in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     out: dict[str, dict[str, object]] = {}
-    timed = time_interleaved([p.run for _, _, p in batch], dataclasses.replace(settings, warmup=0))
+    timed = time_interleaved([p.run for _, _, p in batch], dataclasses.replace(settings, warmup=0, repeat_noisy=False))
     for (key, name, p), t in zip(batch, timed):
         out.setdefault(key, {})[name] = dataclasses.replace(t, warmup=settings.warmup)
         p.close()
@@ -200,11 +201,13 @@ def bench_pool(name: str, pool, info: dict, settings: MeasureSettings, peak: flo
 
     summary: dict[str, dict] = {}
     cpu = load_target("cpu")
-    roof = roofline_for(cpu, "fp32", settings.threads)
+    roof = roofline_for(cpu, "fp32", settings.threads)  # this host's calibration, measured in this process
     for rt in RUNTIMES:
         probe_recs = [_as_record(probe_key(parts_of(pool.spec, p)), timings[probe_key(parts_of(pool.spec, p))][rt], rt,
                                  settings) for p in probes]
         cal = fit_calibration(probe_recs)
+        predictor = Predictor("calibrated", "cpu", rt, "fp32", calibration=cal)
+        p90_errs = []
         # diagnostic: the same fit and check on each model's fastest run (the least disturbed one on a shared
         # machine); a small error here and a larger one on medians means the medians are noise-limited
         cal_min = fit_calibration([dataclasses.replace(r, median_ms=timings[r.descendant_key][rt].min_ms)
@@ -213,8 +216,10 @@ def bench_pool(name: str, pool, info: dict, settings: MeasureSettings, peak: flo
         for r, s in zip(rows, specs):
             parts = parts_of(pool.spec, s)
             measured = r[rt]["median_ms"]
-            pred = cal.predict_ms(parts)
+            pred, pred_p90, pred_p99 = predictor.predict(parts)
             r[rt]["predicted_ms"] = pred
+            r[rt]["predicted_p90_ms"], r[rt]["predicted_p99_ms"] = pred_p90, pred_p99
+            p90_errs.append(abs(pred_p90 - r[rt]["p90_ms"]) / r[rt]["p90_ms"] * 100)
             r[rt]["roofline_ms"] = roof.predict_ms(parts)
             errs.append(abs(pred - measured) / measured * 100)
             min_errs.append(abs(cal_min.predict_ms(parts) - r[rt]["min_ms"]) / r[rt]["min_ms"] * 100)
@@ -227,6 +232,8 @@ def bench_pool(name: str, pool, info: dict, settings: MeasureSettings, peak: flo
             "achieved_gflops_max": max(r[rt]["achieved_gflops"] for r in rows),
             "fraction_of_gemm_peak_median": statistics.median(fr), "fraction_of_gemm_peak_max": max(fr),
             "predictor_mape_percent": statistics.mean(errs), "predictor_max_ape_percent": max(errs),
+            "predictor_p90_mape_percent": statistics.mean(p90_errs),
+            "predictor": predictor.describe() + "; p90/p99 " + predictor.spread_source,
             "predictor_calibration_probes": len(probes), "predictor_held_out_descendants": len(rows),
             "predictor_mape_on_fastest_run_percent": statistics.mean(min_errs),
             "median_cv_of_runs": statistics.median(r[rt]["cv"] for r in rows),
@@ -240,7 +247,8 @@ def bench_pool(name: str, pool, info: dict, settings: MeasureSettings, peak: flo
             "method": method,
             "cpu_roofline": {"peak_gflops": roof.peak_gflops, "mem_gbps": roof.mem_gbps,
                              "compute_eff": roof.compute_eff, "memory_eff": roof.memory_eff,
-                             "overhead_us": roof.overhead_us}}
+                             "overhead_us": roof.overhead_us, "llc_bytes": roof.llc_bytes, "cache_gbps": roof.cache_gbps,
+                             "p90_ratio": roof.p90_ratio, "p99_ratio": roof.p99_ratio, "source": roof.source}}
 
 
 def _as_record(key: str, t, runtime: str, settings: MeasureSettings) -> LatencyRecord:
@@ -279,7 +287,9 @@ def markdown(res: dict) -> str:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pool", default=None, help="small pool (default: the bundled demo pool)")
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--threads", default=str(os.cpu_count() or 1),
+                   help="thread count, or a comma list (e.g. 1,2): one run and one results file per count "
+                        "(OUT_<n>thread.json when several)")
     p.add_argument("--small-iters", type=int, default=60, help="timed runs per small descendant and runtime")
     p.add_argument("--small-rounds", type=int, default=5)
     p.add_argument("--big-iters", type=int, default=9, help="timed runs per DeiT-Base-scale descendant and runtime")
@@ -287,10 +297,29 @@ def main() -> int:
     p.add_argument("--skip-big", action="store_true", help="skip the DeiT-Base-scale pool (quick runs)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latency.json"))
     args = p.parse_args()
+    counts = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    if not counts or min(counts) < 1:
+        p.error("--threads needs counts >= 1")
+    results = []
+    for n in counts:
+        out = Path(args.out)
+        if len(counts) > 1:
+            out = out.with_name(f"{out.stem}_{n}thread{out.suffix}")
+        results.append((n, run_one(args, n, out)))
+    print("\npredictor MAPE on held-out descendants (median; p90 in brackets):", file=sys.stderr)
+    for n, res in results:
+        for block in res["pools"]:
+            cells = [f"{rt} {block['summary'][rt]['predictor_mape_percent']:.1f}% "
+                     f"({block['summary'][rt]['predictor_p90_mape_percent']:.1f}%)" for rt in ("onnxruntime", "openvino")]
+            print(f"  {n} thread(s), {block['name']}: " + ", ".join(cells), file=sys.stderr)
+    return 0
 
+
+def run_one(args: argparse.Namespace, threads: int, out: Path) -> dict:
     import onnxruntime
     import openvino
 
+    args = argparse.Namespace(**{**vars(args), "threads": threads})
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     t_start = time.time()
@@ -338,12 +367,11 @@ def main() -> int:
             res["pools"].append(block)
     res["machine"]["load_average_end"] = os.getloadavg()
     res["wall_s"] = time.time() - t_start
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(markdown(res))
     print(f"\nwrote {out} in {res['wall_s']:.0f} s", file=sys.stderr)
-    return 0
+    return res
 
 
 if __name__ == "__main__":
