@@ -77,7 +77,7 @@ class InstanceSpec(_Record):
 
 @dataclass(frozen=True)
 class DistillRecipe(_Record):
-    """Hyper-parameters of the distillation stage (METHOD.md §1)."""
+    """Hyper-parameters of the distillation stage (docs/METHOD.md §1)."""
 
     epochs: int = 100  # passes over the training set
     batch_size: int = 256  # images per step

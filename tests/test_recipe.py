@@ -104,3 +104,21 @@ def test_cli_pool_stitch_reports_r2_and_drops_stale_eval(tmp_path: Path, capsys:
                  "2", "--batch-size", "32", "--r2-images", "32", "--quiet"]) == 0
     entry = json.loads((pool_dir / "pool.json").read_text())["history"][-1]
     assert entry["init"] == "lstsq-kd" and entry["stitch_steps"] == 2 and entry["images"] == 512
+
+
+def test_pool_build_uses_the_shipped_ancestry_when_no_checkpoint_is_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import lgp_edge.models.ancestry as ancestry
+
+    anc, pool = tmp_path / "anc", tmp_path / "pool"
+    assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(anc),
+                 *QUICK]) == 0
+    assert ancestry.shipped_ancestry_dir("lgp_test_tiny") is None  # nothing ships for the test variant
+    assert main(["pool", "build", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(pool),
+                 *QUICK]) == 2
+    assert "no trained weights" in capsys.readouterr().err and not pool.exists()
+    monkeypatch.setattr(ancestry, "shipped_ancestry_dir", lambda name: anc if name == "lgp_test_tiny" else None)
+    assert main(["pool", "build", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(pool),
+                 *QUICK]) == 0
+    history = json.loads((pool / "pool.json").read_text())["history"]
+    assert history[0]["ancestry_checkpoint"] == str(anc)

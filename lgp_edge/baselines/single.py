@@ -1,4 +1,4 @@
-"""Baselines that train single models with cross-entropy: scratch and vanilla learngene (METHOD.md §4).
+"""Baselines that train single models with cross-entropy: scratch and vanilla learngene (docs/METHOD.md §5).
 
 Each model is a :class:`~lgp_edge.models.descendant.Descendant` of a freshly initialised depth-6 Ti/B
 pool, so its architecture, params and FLOPs are computed exactly like a Learngene Pool descendant's.
@@ -25,7 +25,7 @@ import torch
 
 from lgp_edge.data import check_data_name, open_data
 from lgp_edge.errors import UsageError
-from lgp_edge.models.ancestry import create_ancestry
+from lgp_edge.models.ancestry import create_ancestry, default_checkpoint
 from lgp_edge.models.descendant import count_params, descendant_flops
 from lgp_edge.models.instances import plan_instances
 from lgp_edge.pool.pool import LearngenePool, atomic_dir, check_output_dir, replace_dir
@@ -92,6 +92,11 @@ def train_single_models(req: SingleRequest, cfg: TrainConfig, reporter: Reporter
     """Train and evaluate each model of a scratch / vanilla baseline; write ``out/results.json``."""
     if req.method not in ("scratch", "vanilla"):
         raise UsageError(f"unknown single-model baseline '{req.method}'")
+    if req.method == "vanilla":
+        import dataclasses
+
+        req = dataclasses.replace(req, checkpoint=default_checkpoint(req.ancestry, req.checkpoint,
+                                                                     allow_random=req.allow_random_ancestry))
     check_output_dir(req.out, req.force)
     check_data_name(req.data)
     if req.method == "vanilla" and req.checkpoint is None and not req.allow_random_ancestry:

@@ -1,4 +1,4 @@
-"""SN-Net (Pan et al., CVPR 2023), the paper's main baseline (METHOD.md §4).
+"""SN-Net (Pan et al., CVPR 2023), the paper's main baseline (docs/METHOD.md §5).
 
 Three anchors of full depth (Ti, S, B: 12 blocks each at 1/4, 1/2 and 1 of the widest anchor's width),
 stitched with nearest stitching (Ti->S and S->B only) and paired stitching (window 2, stride 1):
@@ -9,7 +9,7 @@ A stitched SN-Net config is structurally a :class:`~lgp_edge.models.descendant.D
 are the anchors (``ti12``, ``s12``, ``b12``). It therefore reuses the pool's save/load, fine-tuning
 (one random config per step, KD from the ancestry), lstsq stitch init and evaluation unchanged.
 
-Anchors, as this replication trains them: B is the ancestry itself (allowed by the benchmark issue);
+Anchors, as this replication trains them: B is the ancestry itself (no pretrained DeiT-B exists offline);
 Ti and S are distilled from the ancestry with the same recipe and budget the Learngene Pool's auxiliary
 models get (``DistillObjective``: Ti "front,end", S "end"), since no pretrained DeiT is reachable.
 """
@@ -25,11 +25,11 @@ import torch
 
 from lgp_edge.data import check_data_name, open_data
 from lgp_edge.errors import UsageError
-from lgp_edge.models.ancestry import create_ancestry, read_ancestry_dir
+from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR
-from lgp_edge.pool.stitch_init import init_stitches, lstsq_images
 from lgp_edge.pool.distill import DistillObjective
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, check_output_dir, save_pool
+from lgp_edge.pool.stitch_init import init_stitches, lstsq_images
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, InstanceSpec, PoolSpec, content_hash
 from lgp_edge.train import TrainConfig, fit, is_main
@@ -114,6 +114,10 @@ class SNNetRequest:
 
 def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
     """Anchors (B = ancestry, Ti/S distilled from it with ``cfg``) + lstsq-initialised stitches, saved as a pool."""
+    import dataclasses
+
+    req = dataclasses.replace(req, checkpoint=default_checkpoint(req.ancestry, req.checkpoint,
+                                                                 allow_random=req.allow_random_ancestry))
     if not req.resume:
         check_output_dir(req.out, req.force)
     check_data_name(req.data)

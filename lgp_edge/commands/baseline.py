@@ -1,4 +1,4 @@
-"""``lgp-edge baseline snnet|scratch|vanilla``: the paper's baselines (METHOD.md §4)."""
+"""``lgp-edge baseline snnet|scratch|vanilla``: the paper's baselines (docs/METHOD.md §5)."""
 
 from __future__ import annotations
 

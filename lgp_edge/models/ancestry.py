@@ -166,6 +166,26 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
     return model, spec_of(model, name, ckpt)
 
 
+def shipped_ancestry_dir(name: str) -> Path | None:
+    """The trained weights of a small variant that ship inside the package (``lgp_edge/data/ancestry/NAME``),
+    written by ``benchmarks/ship_ancestry.py`` from an ``ancestry train`` run; None when there are none."""
+    d = Path(__file__).resolve().parent.parent / "data" / "ancestry" / name
+    return d if (d / "ancestry.safetensors").is_file() and (d / "ancestry.json").is_file() else None
+
+
+def default_checkpoint(name: str, checkpoint: str | None, *, pretrained: bool = False,
+                       allow_random: bool = False) -> str | None:
+    """``checkpoint`` as given, else the shipped weights of ``name`` when they exist (not with ``pretrained``
+    or ``allow_random``, which ask for other weights)."""
+    if checkpoint is not None or pretrained or allow_random:
+        return checkpoint
+    shipped = shipped_ancestry_dir(name)
+    if shipped is not None:
+        log.info("ancestry %s: using the weights shipped with lgp-edge (%s)", name, shipped)
+        return str(shipped)
+    return None
+
+
 def read_ancestry_dir(path: str | Path) -> dict[str, Any] | None:
     """The ``ancestry.json`` written beside an ancestry checkpoint by ``ancestry train``, if any."""
     p = Path(path)

@@ -1,4 +1,4 @@
-"""Descendants: learngene instances run small-first, joined by stitch layers (METHOD.md §2).
+"""Descendants: learngene instances run small-first, joined by stitch layers (docs/METHOD.md §2).
 
 ``Descendant`` is a plain static ``nn.Module``: no "active config" state, so ``torch.onnx.export``,
 ``torch.jit.trace`` and ``torch.export`` take it as it is. It shares its parameters with the pool

@@ -1,7 +1,7 @@
 """Auxiliary models: narrow, shallow ViTs whose blocks become the pool's learngene instances.
 
 Widths reduce the ancestry's token width D: Ti = D/4, S = D/2, B = D, with heads scaled alike
-(METHOD.md §1). Depth groups are 6 or 9 blocks.
+(docs/METHOD.md §1). Depth groups are 6 or 9 blocks.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from lgp_edge.errors import UsageError
 from lgp_edge.specs import AncestrySpec, InstanceSpec
 
 WIDTH_DIVISOR = {"ti": 4, "s": 2, "b": 1}  # width code -> D / width
-SUPERVISION = {"ti": "front,end", "s": "end", "b": "end"}  # METHOD.md §1
+SUPERVISION = {"ti": "front,end", "s": "end", "b": "end"}  # docs/METHOD.md §1
 DEPTHS = (6, 9)
 
 

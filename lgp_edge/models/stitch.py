@@ -2,7 +2,7 @@
 
 - ``learned`` (Learngene Pool): the distillation's transformation matrices W_i (D -> d) map the ancestry's
   features into a student's width; their mean, transposed, maps a Ti feature back to width D, which is
-  B's width. Every Ti->B stitch starts from it (METHOD.md §2).
+  B's width. Every Ti->B stitch starts from it (docs/METHOD.md §2).
 - ``lstsq`` (SN-Net): ``[A, 1] X = B`` solved by least squares on features of ~100 training images at the
   stitch position (A: the front model's output of block j; B: the back model's input to block k, i.e. its
   block k-1 output, or its embedding for k = 0); configurations sharing one layer average their solutions.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from torch import nn
 
 from lgp_edge.data import check_data_name, open_data
 from lgp_edge.errors import UsageError
-from lgp_edge.models.ancestry import check_name, create_ancestry, read_ancestry_dir
+from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, plan_instances
 from lgp_edge.pool.distill import DistillObjective
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, check_output_dir, save_pool
@@ -77,6 +78,9 @@ def _check(req: BuildRequest) -> None:
 
 
 def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
+    req = dataclasses.replace(req, checkpoint=default_checkpoint(req.ancestry, req.checkpoint,
+                                                                 pretrained=req.pretrained,
+                                                                 allow_random=req.allow_random_ancestry))
     _check(req)
     t0 = time.time()
     teacher, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint, pretrained=req.pretrained)

@@ -1,4 +1,4 @@
-"""Distilling the ancestry into the auxiliary models (METHOD.md §1).
+"""Distilling the ancestry into the auxiliary models (docs/METHOD.md §1).
 
 For each auxiliary model (student) and its supervised positions P:
 

@@ -1,4 +1,4 @@
-"""Fine-tuning the pool (METHOD.md §3): every step trains one descendant, drawn uniformly at random,
+"""Fine-tuning the pool (docs/METHOD.md §3): every step trains one descendant, drawn uniformly at random,
 on ``0.5 * CE(y) + 0.5 * KL(ancestry || student, tau)``; all instances and stitches are shared, so each
 step updates the pool. The draw is seeded by the step number, identical on every rank.
 

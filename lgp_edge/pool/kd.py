@@ -1,4 +1,4 @@
-"""The fine-tuning objective (METHOD.md §3): descendants of the pool distilled from the ancestry.
+"""The fine-tuning objective (docs/METHOD.md §3): descendants of the pool distilled from the ancestry.
 
 Every step trains descendant ``index`` on ``0.5 * CE(y) + 0.5 * tau^2 * KL(ancestry || student)``. With
 ``anchors`` the instance models alone (Ti alone, B alone) are trained in every step as well, on the same

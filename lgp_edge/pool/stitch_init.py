@@ -1,6 +1,6 @@
 """Stitch-layer initialisation: the paper's ``learned`` rule, SN-Net's ``lstsq``, and ``lstsq-kd``.
 
-- ``learned`` (Learngene Pool, METHOD.md §2): the mean of the Ti student's hidden-state transformation
+- ``learned`` (Learngene Pool, docs/METHOD.md §2): the mean of the Ti student's hidden-state transformation
   matrices, transposed (``models.stitch.learned_init``).
 - ``lstsq`` (SN-Net): least squares on ~100 training images' features at each stitch position.
 - ``lstsq-kd`` (this package's init, beyond the paper): least squares on more images (``LSTSQ_KD_IMAGES``),
