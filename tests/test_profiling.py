@@ -343,7 +343,7 @@ def test_noisy_model_in_interleaved_rounds_is_measured_again_bounded():
     ts = time_interleaved([jumpy, lambda: time.sleep(0.002)],
                           MeasureSettings(warmup=0, iters=10, rounds=2, max_series=3, cv_threshold=0.5))
     assert ts[0].noisy and ts[0].repeats == 2 + 2 and state["i"] == 10 + 2 * 10  # two more series, then it stops
-    assert not ts[1].noisy and ts[1].repeats == 2
+    assert 2 <= ts[1].repeats <= 4  # the steady model: re-measured only if the machine made it noisy, bounded
 
 
 # ----------------------------------------------------------------------- honest p90, cache, host calibration
