@@ -33,14 +33,15 @@ from typing import Any
 
 import torch
 
-from lgp_edge.baselines.claims import compute_claims
+from lgp_edge.baselines.claims import compute_claims, compute_goals, init_table
 from lgp_edge.baselines.single import SingleRequest, read_results, train_single_models
 from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
-from lgp_edge.models.ancestry import read_ancestry_dir
+from lgp_edge.models.ancestry import read_ancestry_dir, shipped_ancestry_dir
 from lgp_edge.pool.build import BuildRequest, build_pool
 from lgp_edge.pool.evaluate import evaluate_pool
 from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
 from lgp_edge.pool.pool import load_pool
+from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
 from lgp_edge.pool.teacher import AncestryRequest, train_ancestry
 from lgp_edge.progress import NULL, RichReporter
 from lgp_edge.train import TrainConfig
@@ -51,12 +52,17 @@ DATA = "fashion-mnist"  # defaults; --data / --ancestry change them (tests use l
 ANCESTRY = "lgp_vit_fmnist"
 DONE = ".done.json"
 
-# Settings. Full: sized for ~40 min on this shared 2-core CPU (issue bound: 90 min). Quick: < 5 min.
-FULL = {"ancestry_epochs": 3, "ancestry_lr": 1e-3, "ancestry_warmup": 0.5, "ancestry_steps": None,
-        "distill_epochs": 2, "finetune_epochs": 1, "steps_per_epoch": None, "eval_images": None,
+# Settings. The ancestry is trained once (30 epochs; shipped in lgp_edge/data/ancestry by
+# benchmarks/ship_ancestry.py) and reused; the rest of the full run is sized for <= 120 min on 2 cores.
+FULL = {"ancestry_epochs": 30, "ancestry_lr": 2e-3, "ancestry_warmup": 2.0, "ancestry_steps": None,
+        "distill_epochs": 3, "distill_lr": 1e-3, "distill_warmup": 0.25,
+        "finetune_epochs": 2, "finetune_warmup": 0.1, "stitch_epochs": 0, "instance_lr_scale": 0.1, "anchors": True,
+        "stitch_steps": 300, "inits": ["learned", "lstsq", "lstsq-kd"], "inits_d9": ["learned", "lstsq-kd"],
+        "default_init": "lstsq-kd", "steps_per_epoch": None, "eval_images": None,
         "batch_size": 256, "lr": 5e-4, "seed": 0, "vanilla_narrow": (3, 0), "lstsq_images": 100}
-QUICK = dict(FULL, distill_epochs=1, finetune_epochs=1, steps_per_epoch=8, eval_images=500, vanilla_narrow=(3,))
-QUICK_ANCESTRY = {"ancestry_epochs": 1, "ancestry_steps": 30}  # only when no cached full ancestry exists
+QUICK = dict(FULL, distill_epochs=1, finetune_epochs=1, steps_per_epoch=8, eval_images=500, vanilla_narrow=(3,),
+             stitch_steps=8)
+QUICK_ANCESTRY = {"ancestry_epochs": 1, "ancestry_steps": 30}  # only when no shipped or cached ancestry matches
 
 
 def git_rev() -> str:
@@ -72,8 +78,9 @@ def git_rev() -> str:
 
 
 def train_cfg(s: dict[str, Any], epochs: int, **over: Any) -> TrainConfig:
-    return TrainConfig(epochs=epochs, batch_size=s["batch_size"], lr=s["lr"], seed=s["seed"],
-                       max_steps_per_epoch=s["steps_per_epoch"], **over)
+    kw = {"batch_size": s["batch_size"], "lr": s["lr"], "seed": s["seed"], "max_steps_per_epoch": s["steps_per_epoch"],
+          **over}
+    return TrainConfig(epochs=epochs, **kw)
 
 
 def cli_train_flags(cfg: TrainConfig) -> str:
@@ -120,10 +127,13 @@ def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tupl
     def matches(path: Path, cfg: TrainConfig) -> bool:
         meta = read_ancestry_dir(path) if (path / "ancestry.safetensors").is_file() else None
         return bool(meta) and meta.get("name") == s["ancestry"] and meta.get("data") == s["data"] and \
-            meta.get("config") == json.loads(json.dumps(cfg.to_dict()))
+            _identity(meta.get("config") or {}) == json.loads(json.dumps(cfg.identity()))
 
     full_cfg = cfg_for(s["ancestry_epochs"], s["ancestry_steps"])
     candidates = [(cache / f"ancestry-{s['ancestry']}-e{full_cfg.epochs}", full_cfg)]
+    shipped = shipped_ancestry_dir(s["ancestry"])
+    if shipped is not None:
+        candidates.insert(0, (shipped, full_cfg))
     if quick:
         q = cfg_for(QUICK_ANCESTRY["ancestry_epochs"], QUICK_ANCESTRY["ancestry_steps"])
         candidates.append((cache / f"ancestry-{s['ancestry']}-quick", q))
@@ -131,10 +141,11 @@ def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tupl
         if matches(path, cfg):
             log.info("ancestry: reusing %s", path)
             meta = read_ancestry_dir(path)
+            where = "shipped with lgp-edge" if path == shipped else "reused from cache"
             st.commands["ancestry"] = (f"lgp-edge ancestry train --ancestry {s['ancestry']} --data {s['data']} "
-                                       f"--out {path} " + cli_train_flags(cfg) + "  (reused from cache)")
+                                       f"--out {path} " + cli_train_flags(cfg) + f"  ({where})")
             st.timing["ancestry"] = float(meta.get("wall_s", 0.0))
-            return str(path), {**meta, "reused_from_cache": True, "path": _rel(path)}
+            return str(path), {**meta, "reused_from_cache": True, "shipped": path == shipped, "path": _rel(path)}
     path, cfg = candidates[-1]
     t0 = time.time()
     meta = train_ancestry(AncestryRequest(name=s["ancestry"], data=s["data"], out=str(path), force=True), cfg, rep)
@@ -142,6 +153,11 @@ def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tupl
     st.commands["ancestry"] = (f"lgp-edge ancestry train --ancestry {s['ancestry']} --data {s['data']} "
                                f"--out {path} --force " + cli_train_flags(cfg))
     return str(path), {**meta, "reused_from_cache": False, "path": _rel(path)}
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded TrainConfig without the settings that do not change the result (see TrainConfig.identity)."""
+    return {k: v for k, v in config.items() if k not in ("save_every", "num_workers", "device")}
 
 
 def _rel(path: Path) -> str:
@@ -158,62 +174,102 @@ def pool_rows(path: Path) -> dict[str, Any]:
                         for r in manifest.descendants]}
 
 
+def instance_top1(path: Path, data: str, eval_images: int | None) -> dict[str, float]:
+    """Top-1 of each instance model alone (Ti alone, B alone) of the pool at ``path``."""
+    from lgp_edge.data import open_data
+    from lgp_edge.train import evaluate
+
+    pool, manifest = load_pool(path)
+    a = manifest.spec.ancestry
+    ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
+    return {d.key: round(evaluate(pool.descendant(d), ds.val, max_images=eval_images), 3)
+            for d in pool.descendants() if not d.stitches}
+
+
+def finetune_request(path: Path, s: dict[str, Any]) -> FinetuneRequest:
+    return FinetuneRequest(pool=str(path), data=s["data"], stitch_epochs=s["stitch_epochs"],
+                           instance_lr_scale=s["instance_lr_scale"], anchors=s["anchors"])
+
+
+def finetune_flags(s: dict[str, Any]) -> str:
+    flags = f"--stitch-epochs {s['stitch_epochs']} --instance-lr-scale {s['instance_lr_scale']}"
+    return flags + (" --anchors" if s["anchors"] else "")
+
+
 def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, dict[str, Any]]:
+    """One distillation per depth; per stitch init a copy re-initialised (``pool stitch``), evaluated before
+    fine-tuning, fine-tuned with the recipe of ``s`` and evaluated again."""
     distilled = st.work / f"lgp-d{depth}-distilled"
-    dcfg = train_cfg(s, s["distill_epochs"])
-    fcfg = train_cfg(s, s["finetune_epochs"])
-    key = {"anc": anc, "depth": depth, "distill": dcfg.to_dict()}
+    dcfg = train_cfg(s, s["distill_epochs"], lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
+    fcfg = train_cfg(s, s["finetune_epochs"], warmup_epochs=s["finetune_warmup"])
+    key = {"anc": anc, "depth": depth, "distill": dcfg.to_dict(), "eval_images": s["eval_images"]}
     if not st.done(distilled, key):
         t0 = time.time()
         build_pool(BuildRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(distilled), depth=depth,
                                 init="learned", force=True, lstsq_images=s["lstsq_images"]), dcfg, rep)
+        (distilled / "instances.json").write_text(json.dumps(instance_top1(distilled, s["data"], s["eval_images"])))
         st.mark(distilled, key, time.time() - t0)
+    after_distill = json.loads((distilled / "instances.json").read_text())
     st.timing[f"lgp_d{depth}_distill"] = st.wall_of(distilled)
     st.commands[f"lgp_d{depth}_distill"] = (f"lgp-edge pool build --ancestry {s['ancestry']} "
                                             f"--ancestry-checkpoint {anc} --data {s['data']} --out {distilled} "
                                             f"--depth {depth} --init learned --force " + cli_train_flags(dcfg))
     out = {}
-    for init in ("learned", "lstsq"):
+    for init in s["inits"] if depth == 6 else s["inits_d9"]:
         name = f"lgp_d{depth}_{init}"
         path = st.work / name
-        fkey = {**key, "finetune": fcfg.to_dict(), "init": init, "eval_images": s["eval_images"]}
+        fkey = {**key, "finetune": fcfg.to_dict(), "init": init, "recipe": finetune_flags(s),
+                "stitch_steps": s["stitch_steps"]}
         if not st.done(path, fkey):
             t0 = time.time()
             if path.exists():
                 shutil.rmtree(path)
-            shutil.copytree(distilled, path, ignore=shutil.ignore_patterns(DONE))
-            finetune_pool(FinetuneRequest(pool=str(path), data=s["data"], init=None if init == "learned" else "lstsq",
-                                          lstsq_images=s["lstsq_images"]), fcfg, rep)
+            shutil.copytree(distilled, path, ignore=shutil.ignore_patterns(DONE, "instances.json"))
+            restitch_pool(RestitchRequest(pool=str(path), data=s["data"], init=init, lstsq_images=s["lstsq_images"],
+                                          stitch_steps=s["stitch_steps"]), train_cfg(s, 1), rep)
+            before = evaluate_pool(path, s["data"], max_images=s["eval_images"], reporter=rep)
+            (path / "before.json").write_text(json.dumps({r.key: r.top1 for r in before.descendants}))
+            finetune_pool(finetune_request(path, s), fcfg, rep)
             evaluate_pool(path, s["data"], max_images=s["eval_images"], reporter=rep)
             st.mark(path, fkey, time.time() - t0)
         st.timing[name] = st.wall_of(path)
-        st.commands[name] = (f"cp -r {distilled} {path} && lgp-edge pool finetune {path} --data {s['data']} "
-                             + ("" if init == "learned" else "--init lstsq ") + cli_train_flags(fcfg)
+        st.commands[name] = (f"cp -r {distilled} {path} && lgp-edge pool stitch {path} --data {s['data']} "
+                             f"--init {init} --lstsq-images {s['lstsq_images']} --stitch-steps {s['stitch_steps']}"
+                             f" && lgp-edge pool eval {path} --data {s['data']} && lgp-edge pool finetune {path} "
+                             f"--data {s['data']} {finetune_flags(s)} " + cli_train_flags(fcfg)
                              + f" && lgp-edge pool eval {path} --data {s['data']}"
                              + (f" --max-images {s['eval_images']}" if s["eval_images"] else ""))
-        out[name] = {**pool_rows(path), "depth": depth, "stitch_init": init}
+        _, manifest = load_pool(path)
+        init_entry = next(h for h in reversed(manifest.history) if h.get("stage") == "stitch-init")
+        out[name] = {**pool_rows(path), "depth": depth, "stitch_init": init,
+                     "stitch_r2_mean": init_entry.get("r2_mean"), "stitch_r2_images": init_entry.get("r2_images"),
+                     "top1_before_finetune": json.loads((path / "before.json").read_text()),
+                     "instances_after_distill": after_distill}
     return out
 
 
 def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, Any]:
     path = st.work / "snnet"
-    dcfg = train_cfg(s, s["distill_epochs"])
-    fcfg = train_cfg(s, s["finetune_epochs"])
-    key = {"anc": anc, "anchors": dcfg.to_dict(), "finetune": fcfg.to_dict(), "eval_images": s["eval_images"]}
+    dcfg = train_cfg(s, s["distill_epochs"], lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
+    fcfg = train_cfg(s, s["finetune_epochs"], warmup_epochs=s["finetune_warmup"])
+    key = {"anc": anc, "anchors": dcfg.to_dict(), "finetune": fcfg.to_dict(), "eval_images": s["eval_images"],
+           "recipe": finetune_flags(s)}
     if not st.done(path, key):
         t0 = time.time()
         build_snnet(SNNetRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path), force=True,
                                  lstsq_images=s["lstsq_images"]), dcfg, rep)
-        finetune_pool(FinetuneRequest(pool=str(path), data=s["data"]), fcfg, rep)
+        (path / "anchors.json").write_text(json.dumps(instance_top1(path, s["data"], s["eval_images"])))
+        finetune_pool(finetune_request(path, s), fcfg, rep)
         evaluate_pool(path, s["data"], max_images=s["eval_images"], reporter=rep)
         st.mark(path, key, time.time() - t0)
     st.timing["snnet"] = st.wall_of(path)
     st.commands["snnet"] = (f"lgp-edge baseline snnet --ancestry {s['ancestry']} --ancestry-checkpoint {anc} "
                             f"--data {s['data']} --out {path} --force --anchor-epochs {dcfg.epochs} "
-                            + cli_train_flags(fcfg)
+                            + cli_train_flags(fcfg) + f" {finetune_flags(s)}"
                             + (f" --eval-images {s['eval_images']}" if s["eval_images"] else ""))
     return {**pool_rows(path), "anchors": "B = ancestry; Ti, S distilled from the ancestry with the LGP "
-                                          "auxiliary models' recipe and epochs", "stitch_init": "lstsq"}
+                                          "auxiliary models' recipe and epochs", "stitch_init": "lstsq",
+            "instances_after_distill": json.loads((path / "anchors.json").read_text())}
 
 
 def single_stage(method: str, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, Any]:
@@ -326,6 +382,7 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
         f"**{c['init_delta_mean']:+.2f}** points (learned better on {idl['learned_better']}/{idl['descendants']}) "
         f"| > 0 | {yes[c['init_delta_mean_held']]} |"),
         "",
+        *goal_lines(r),
         f"![top-1 vs FLOPs]({png})",
         "",
         "Best model per method (top-1 %, MFLOPs): " + "; ".join(
@@ -339,6 +396,37 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def goal_lines(r: dict[str, Any]) -> list[str]:
+    """The package's goals (default init) and the stitch-init comparison, read from the results."""
+    g = r.get("goals")
+    if not g:
+        return []
+    yes = {True: "**met**", False: "**not met**"}
+    crit = g["criteria"]
+    lines = [f"Goals of this package's recipe (stitch init `{g['default_init']}`, {', '.join(g['methods'])}):", "",
+             "| goal | measured | result |", "|---|---|---|",
+             f"| front >= SN-Net at >= {crit['front_share_at_least']:.0%} of its configs, never more than "
+             f"{-crit['front_delta_min_at_least']:.1f} point below | {g['front_share']:.1%} of configs, worst "
+             f"{g['front_delta_min']:+.2f} | {yes[g['front_held']]} |",
+             f"| storage ratio <= {crit['storage_ratio_at_most']} | {g['storage_ratio']:.3f} | "
+             f"{yes[g['storage_held']]} |",
+             f"| smallest descendant <= {crit['min_flops_ratio_at_most']}x SN-Net's smallest FLOPs | "
+             f"{g['min_flops_ratio']:.3f} | {yes[g['min_flops_held']]} |",
+             "| instances alone after fine-tuning >= right after distillation | "
+             + ", ".join(f"{k}: {v['after_distill']} -> {v['after_finetune']}" for k, v in g["instances"].items())
+             + f" | {yes[g['instances_held']]} |",
+             f"| every descendant | min top-1 {g['every_descendant_min_top1']}% | - |", ""]
+    if r.get("stitch_inits"):
+        lines += ["Stitch inits at depth 6 (R^2 of the stitch on held-out validation features; stitched "
+                  "descendants' mean top-1):", "", "| init | stitch R^2 | top-1 before fine-tuning | after | "
+                  "all descendants after (min..max) |", "|---|---:|---:|---:|---|"]
+        lines += [f"| `{i['init']}` | {i['stitch_r2_mean']} | {i['stitched_top1_before_mean']} | "
+                  f"{i['stitched_top1_after_mean']} | {i['top1_after_min']}..{i['top1_after_max']} |"
+                  for i in r["stitch_inits"]]
+        lines.append("")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------- main
@@ -395,6 +483,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         methods.update(fn())
         log.info("stage %s: %.0f s (elapsed %.0f s)", name, time.time() - t1, time.time() - t0)
     claims = compute_claims(methods)
+    goals = compute_goals(methods, s["default_init"])
+    inits = init_table(methods, 6)
     from lgp_edge.data import open_data
     from lgp_edge.models.ancestry import create_ancestry
 
@@ -411,10 +501,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": {"name": s["data"], "train_images": n_train, "test_images": n_val,
                     "eval_images": min(s["eval_images"] or n_val, n_val)},
         "settings": {**s, "vanilla_narrow": list(s["vanilla_narrow"]),
-                     "distill_recipe": "METHOD.md §1: a=0.1, T=1, hidden+attn MSE via learnable transforms; "
-                                       "AdamW wd 0.05, cosine, no warm-up",
-                     "finetune_recipe": "METHOD.md §3: one random descendant per step, 0.5 CE + 0.5 KL(ancestry), "
-                                        "tau 1; AdamW wd 0.05, cosine",
+                     "distill_recipe": "docs/METHOD.md §1: a=0.1, T=1, hidden and attention MSE through separate "
+                                       "learnable transforms; AdamW wd 0.05 (none on pos_embed, cls_token, norms, "
+                                       "biases), warm-up, cosine",
+                     "finetune_recipe": "docs/METHOD.md §3: one random descendant per step, 0.5 CE + 0.5 "
+                                        "KL(ancestry), tau 1; AdamW wd 0.05, warm-up, cosine; "
+                                        + finetune_flags(s),
                      "scratch_vanilla_recipe": "CE with label smoothing 0.1, same epochs as fine-tuning",
                      "snnet_anchor_budget": "Ti/S anchors distilled with the same recipe and distill_epochs as the "
                                             "LGP auxiliary models; B = the ancestry",
@@ -425,6 +517,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                   "reused_from_cache", "path")},
         "methods": methods,
         "claims": claims,
+        "goals": goals,
+        "stitch_inits": inits,
         "commands": st.commands,
         "timing_s": {**{k: round(v, 1) for k, v in st.timing.items()}, "total_this_invocation": round(wall, 1)},
         "differences_from_paper": differences(s),

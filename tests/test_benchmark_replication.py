@@ -28,10 +28,20 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     r = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
     assert r["quick"] is True and not (tmp_path / "results" / "paper_replication.json").exists()
     assert (tmp_path / "results" / "paper_replication_quick.png").stat().st_size > 10_000
-    assert set(r["methods"]) == {"lgp_d6_learned", "lgp_d6_lstsq", "lgp_d9_learned", "lgp_d9_lstsq", "snnet",
-                                 "scratch", "vanilla"}
+    assert set(r["methods"]) == {"lgp_d6_learned", "lgp_d6_lstsq", "lgp_d6_lstsq-kd", "lgp_d9_learned",
+                                 "lgp_d9_lstsq-kd", "snnet", "scratch", "vanilla"}
     assert len(r["methods"]["snnet"]["configs"]) == 71
-    assert len(r["methods"]["lgp_d6_learned"]["configs"]) == 18 and len(r["methods"]["lgp_d9_lstsq"]["configs"]) == 27
+    assert len(r["methods"]["lgp_d6_learned"]["configs"]) == 18
+    assert len(r["methods"]["lgp_d9_lstsq-kd"]["configs"]) == 27
+    # every init reports its stitch R^2 and the stitched top-1 before and after fine-tuning
+    assert [i["init"] for i in r["stitch_inits"]] == ["learned", "lstsq", "lstsq-kd"]
+    assert all(i["stitch_r2_mean"] <= 1.0 and i["stitched_top1_before_mean"] is not None
+               and i["stitched_top1_after_mean"] is not None for i in r["stitch_inits"])
+    d6 = r["methods"]["lgp_d6_lstsq-kd"]
+    assert set(d6["instances_after_distill"]) == {"ti6.0-5", "b6.0-5"} and len(d6["top1_before_finetune"]) == 18
+    g = r["goals"]
+    assert g["default_init"] == "lstsq-kd" and g["methods"] == ["lgp_d6_lstsq-kd", "lgp_d9_lstsq-kd"]
+    assert isinstance(g["front_held"], bool) and isinstance(g["instances_held"], bool) and len(g["instances"]) == 4
     for key in ("storage_ratio", "min_flops_ratio", "front_delta_min", "init_delta_mean"):
         assert key in r["claims"] and isinstance(r["claims"][f"{key}_held"], bool)
     assert r["settings"]["steps_per_epoch"] == 1 and r["settings"]["eval_images"] == 32

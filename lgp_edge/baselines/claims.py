@@ -1,4 +1,4 @@
-"""The paper's claims against SN-Net (METHOD.md §5), computed from measured results (benchmark issue §4).
+"""The paper's claims against SN-Net (docs/METHOD.md §5), computed from measured results.
 
 ``methods`` maps a method name to ``{"stored_params": int, "configs": [{"key", "params", "flops", "top1"}]}``.
 Names used: ``lgp_d6_learned``, ``lgp_d6_lstsq``, ``lgp_d9_learned``, ``lgp_d9_lstsq``, ``snnet``.
@@ -13,7 +13,7 @@ from lgp_edge.errors import UsageError
 LGP_METHOD = ("lgp_d6_learned", "lgp_d9_learned")  # the paper's method: learned stitch init, both depths
 STORAGE_HELD_BELOW = 0.5  # "far less storage": the paper's pool is 0.40x SN-Net's (47.8 M vs 118.4 M)
 
-PAPER = {  # reference points at DeiT scale (METHOD.md §2, §4, §5)
+PAPER = {  # reference points at DeiT scale (docs/METHOD.md §2, §4, §5)
     "storage_ratio": round(47.8e6 / 118_403_448, 3),
     "min_flops_ratio": round(0.64e9 / 1_258_411_200, 3),
 }
@@ -93,4 +93,58 @@ def compute_claims(methods: dict[str, Any]) -> dict[str, Any]:
         "init_detail": {"descendants": len(common), "learned_better": sum(v > 0 for v in init_deltas.values()),
                         "criterion": "held if > 0 points (learned init beats lstsq init on average, depth 6)",
                         "per_descendant": init_deltas},
+    }
+
+
+# The accuracy goals of this package's recipe (the default stitch init, both depths) against SN-Net.
+GOALS = {"front_share_at_least": 0.9, "front_delta_min_at_least": -1.0, "storage_ratio_at_most": 0.45,
+         "min_flops_ratio_at_most": 0.55}
+
+
+def init_table(methods: dict[str, Any], depth: int = 6) -> list[dict[str, Any]]:
+    """Per stitch init at one depth: mean stitch R^2 on held-out features, mean stitched top-1 before and
+    after fine-tuning (descendants that use a stitch layer), from the ``lgp_d{depth}_{init}`` results."""
+    rows = []
+    for name, m in methods.items():
+        if not name.startswith(f"lgp_d{depth}_") or "top1_before_finetune" not in m:
+            continue
+        stitched = [r for r in m["configs"] if "+" in r["key"]]
+        before = [m["top1_before_finetune"][r["key"]] for r in stitched if r["key"] in m["top1_before_finetune"]]
+        rows.append({"init": m.get("stitch_init", name.split("_", 2)[-1]), "method": name,
+                     "stitch_r2_mean": m.get("stitch_r2_mean"),
+                     "stitched_top1_before_mean": round(sum(before) / len(before), 3) if before else None,
+                     "stitched_top1_after_mean": round(sum(r["top1"] for r in stitched) / len(stitched), 3)
+                     if stitched else None,
+                     "top1_after_min": min(r["top1"] for r in m["configs"]),
+                     "top1_after_max": max(r["top1"] for r in m["configs"])})
+    return rows
+
+
+def compute_goals(methods: dict[str, Any], default_init: str) -> dict[str, Any]:
+    """The package's goals with the default init: the front against SN-Net, storage, smallest model, and
+    instances alone no worse after fine-tuning than right after distillation."""
+    names = [f"lgp_d{d}_{default_init}" for d in (6, 9) if f"lgp_d{d}_{default_init}" in methods]
+    _need(methods, "snnet", *(names or [f"lgp_d6_{default_init}"]))
+    snnet = methods["snnet"]["configs"]
+    lgp = [dict(r, method=m) for m in names for r in methods[m]["configs"]]
+    deltas = front_deltas(lgp, snnet)
+    share = sum(d["delta"] >= 0 for d in deltas) / len(deltas) if deltas else 0.0
+    worst = min((d["delta"] for d in deltas), default=None)
+    storage = methods[names[0]]["stored_params"] / methods["snnet"]["stored_params"]
+    min_ratio = min(r["flops"] for r in lgp) / min(r["flops"] for r in snnet)
+    instances = {}
+    for m in names:
+        after = {r["key"]: r["top1"] for r in methods[m]["configs"]}
+        for key, top1 in (methods[m].get("instances_after_distill") or {}).items():
+            instances[f"{m}:{key}"] = {"after_distill": top1, "after_finetune": after.get(key),
+                                       "held": after.get(key) is not None and after[key] >= top1}
+    return {
+        "methods": names, "default_init": default_init, "criteria": GOALS,
+        "front_share": round(share, 4), "front_delta_min": worst,
+        "front_held": share >= GOALS["front_share_at_least"] and worst is not None
+        and worst >= GOALS["front_delta_min_at_least"],
+        "storage_ratio": round(storage, 4), "storage_held": storage <= GOALS["storage_ratio_at_most"],
+        "min_flops_ratio": round(min_ratio, 4), "min_flops_held": min_ratio <= GOALS["min_flops_ratio_at_most"],
+        "instances": instances, "instances_held": bool(instances) and all(v["held"] for v in instances.values()),
+        "every_descendant_min_top1": min(r["top1"] for m in names for r in methods[m]["configs"]),
     }
