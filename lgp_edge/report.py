@@ -41,6 +41,15 @@ class ReportEntry:
 
 def plot_entry(entry: ReportEntry, path: Path) -> None:
     """The Pareto PNG of one profile."""
+    import matplotlib.pyplot as plt
+
+    fig = pareto_figure(entry)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def pareto_figure(entry: ReportEntry) -> Any:
+    """The Pareto figure of one profile (a matplotlib Figure; the caller saves and closes it)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -62,14 +71,18 @@ def plot_entry(entry: ReportEntry, path: Path) -> None:
         ch = entry.selection.chosen
         ax.scatter([ch.latency_ms], [ch.top1], marker="*", s=260, color="tab:orange", edgecolors="black", zorder=5,
                    label=f"chosen {ch.key}")
+    for c in cands:  # every point named
+        ax.annotate(c.key, (c.latency_ms, c.top1), xytext=(4, 3), textcoords="offset points", fontsize=6,
+                    color="black" if c.fits else "dimgray")
     lats = [c.latency_ms for c in cands] + [p.latency_budget_ms]
     if max(lats) / max(min(lats), 1e-9) > 20:
-        from matplotlib.ticker import FuncFormatter
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
         ax.set_xscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if str(f"{v:g}")[0] in "25" else ""))
+        # 1, 2 and 5 of every decade labelled, below 1 ms as above it ("0.02", "0.5", "2", "50")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     sources: dict[str, int] = {}
     for c in cands:
         sources[c.latency_source] = sources.get(c.latency_source, 0) + 1
@@ -80,8 +93,7 @@ def plot_entry(entry: ReportEntry, path: Path) -> None:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def _source(c: Candidate) -> str:
