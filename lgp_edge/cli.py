@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse with the project's error format: one line on stderr, exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        _say(f"{self.prog}: error: {message} (see '{self.prog} --help')")
+        _say(f"lgp-edge: error: {message} (see '{self.prog} --help')")
         raise SystemExit(2)
 
 
