@@ -24,17 +24,10 @@ from lgp_edge.pool.pool import (
     PoolManifest,
     load_pool,
     load_pool_ancestry,
-    load_pool_transforms,
     save_pool,
 )
-from lgp_edge.pool.stitch_init import (
-    INITS,
-    LSTSQ_KD_IMAGES,
-    init_stitches,
-    lstsq_images,
-    matrices_from_tensors,
-    tune_stitches,
-)
+from lgp_edge.pool.restitch import apply_init
+from lgp_edge.pool.stitch_init import INITS, tune_stitches
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import content_hash
 from lgp_edge.train import TrainConfig, fit, is_main
@@ -72,21 +65,6 @@ def _check(req: FinetuneRequest) -> None:
                              "--resume, or delete that directory to start over")
 
 
-def _reinit(req: FinetuneRequest, pool, manifest: PoolManifest, data, cfg: TrainConfig, teacher,
-            reporter: Reporter) -> None:
-    """``--init``: re-initialise the stitch layers (lstsq-kd: the least-squares fit here; its stitch-only
-    distillation is the stitch phase, at least one epoch of it)."""
-    matrices = None
-    if req.init == "learned":
-        if "transforms.safetensors" not in manifest.files:
-            raise UsageError("this pool has no transformation matrices for --init learned; use --init lstsq")
-        matrices = matrices_from_tensors(load_pool_transforms(req.pool, manifest),
-                                         [i.name for i in manifest.spec.instances])
-    n = max(req.lstsq_images, LSTSQ_KD_IMAGES) if req.init == "lstsq-kd" else req.lstsq_images
-    images = lstsq_images(data, n, cfg.seed) if req.init != "learned" else None
-    init_stitches(pool, req.init, matrices=matrices, images=images)
-
-
 def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
     _check(req)
     pool, manifest = load_pool(req.pool)
@@ -103,7 +81,7 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
     if req.resume and not (resuming_stitch or resuming_joint):
         raise UsageError(f"no interrupted fine-tuning run in '{req.pool}' to resume; run without --resume")
     if init is not None and not (resuming_stitch or resuming_joint):
-        _reinit(req, pool, manifest, data, cfg, teacher, reporter)
+        apply_init(pool, manifest, req.pool, init, data, lstsq_images_n=req.lstsq_images, seed=cfg.seed)
     base = {"pool": manifest.spec.pool_id, "init": init, "tau": req.tau, "data": req.data,
             "files": {k: manifest.files.get(k) for k in ("weights.safetensors", "ancestry.safetensors")}}
     t0 = time.time()

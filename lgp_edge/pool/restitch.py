@@ -43,6 +43,22 @@ class RestitchRequest:
     r2_images: int = 500  # validation images for the R^2 report
 
 
+def apply_init(pool, manifest: PoolManifest, pool_dir: str, init: str, data, *, lstsq_images_n: int,
+               seed: int) -> int | None:
+    """Initialise ``pool``'s stitches with ``init`` (the least-squares step only, for lstsq-kd); returns how many
+    training images the fit used (None for learned)."""
+    matrices = None
+    if init == "learned":
+        if "transforms.safetensors" not in manifest.files:
+            raise UsageError("this pool has no transformation matrices for --init learned; use --init lstsq")
+        matrices = matrices_from_tensors(load_pool_transforms(pool_dir, manifest),
+                                         [i.name for i in manifest.spec.instances])
+    n = max(lstsq_images_n, LSTSQ_KD_IMAGES) if init == "lstsq-kd" else lstsq_images_n
+    images = lstsq_images(data, n, seed) if init != "learned" else None
+    init_stitches(pool, init, matrices=matrices, images=images)
+    return None if images is None else int(images.shape[0])
+
+
 def restitch_pool(req: RestitchRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
     check_data_name(req.data)
     if req.init not in INITS:
@@ -53,18 +69,10 @@ def restitch_pool(req: RestitchRequest, cfg: TrainConfig, reporter: Reporter = N
     a = manifest.spec.ancestry
     data = open_data(req.data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
     t0 = time.time()
-    matrices = None
-    if req.init == "learned":
-        if "transforms.safetensors" not in manifest.files:
-            raise UsageError("this pool has no transformation matrices for --init learned; use --init lstsq")
-        matrices = matrices_from_tensors(load_pool_transforms(req.pool, manifest),
-                                         [i.name for i in manifest.spec.instances])
-    n = max(req.lstsq_images, LSTSQ_KD_IMAGES) if req.init == "lstsq-kd" else req.lstsq_images
-    images = lstsq_images(data, n, cfg.seed) if req.init != "learned" else None
-    init_stitches(pool, req.init, matrices=matrices, images=images)
+    used = apply_init(pool, manifest, req.pool, req.init, data, lstsq_images_n=req.lstsq_images, seed=cfg.seed)
     entry: dict = {"stage": "stitch-init", "init": req.init, "data": data.info.name}
-    if images is not None:
-        entry["images"] = int(images.shape[0])
+    if used is not None:
+        entry["images"] = used
     if req.init == "lstsq-kd" and req.stitch_steps:
         if "ancestry.safetensors" not in manifest.files:
             raise UsageError(f"pool '{req.pool}' holds no ancestry weights, which lstsq-kd distils from")
