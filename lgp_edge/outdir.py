@@ -123,7 +123,7 @@ def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
     """(kind of lgp-edge output in ``path`` or None, entries in it that lgp-edge did not write there).
 
     Kinds: ``export`` (``manifest.json`` of kind "lgp-edge export…"; every entry is named in it),
-    ``report`` (``report.md`` and its plots), ``pool`` (``pool.json`` with a pool id), ``ancestry``
+    ``report`` (``report.md``, ``report.html``, ``report.csv`` and the plots), ``pool`` (``pool.json`` with a pool id), ``ancestry``
     (``ancestry.json`` beside ``ancestry.safetensors``).
     """
     p = Path(path)
@@ -133,7 +133,8 @@ def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
         named = set(_strings(mf))
         tops = {s.split("/", 1)[0] for s in named}
         return "export", [n for n in names if n not in ("manifest.json", "EMBEDDING.md") and n not in tops]
-    if "report.md" in names and all(n == "report.md" or n.endswith(".png") for n in names):
+    if "report.md" in names and all(n in ("report.md", "report.html", "report.csv") or n.endswith(".png")
+                                    for n in names):
         return "report", []
     pj = _json(p / "pool.json")
     if isinstance(pj, dict) and "pool_id" in pj and "schema_version" in pj:

@@ -1,4 +1,5 @@
-"""``lgp-edge report``: one Pareto plot per target (top-1 vs p90 latency, budget line, chosen point) and report.md.
+"""``lgp-edge report``: one Pareto plot per target (top-1 vs p90 latency, budget line, chosen point), report.md,
+report.html (the same charts, interactive, self-contained; see ``report_html``) and report.csv.
 
 For each profile (by default the built-in profiles named like a target, so one per target) the pool's
 evaluated descendants are scored exactly as ``lgp-edge select`` scores them; the plot shows every
@@ -143,7 +144,7 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
 
 def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, TargetSpec]], store: Any, *,
                  force: bool = False, reporter: Any = NULL) -> list[ReportEntry]:
-    """Score, plot and write report.md for each (profile, target); returns the entries."""
+    """Score, plot and write report.md, report.html and report.csv for each (profile, target); returns the entries."""
     from lgp_edge.pool.pool import atomic_dir, check_output_dir, load_pool, replace_dir
     from lgp_edge.select import profile_latencies
 
@@ -165,6 +166,10 @@ def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, 
                 plot_entry(entry, tmp / entry.plot)
                 entries.append(entry)
                 task.advance()
+        from lgp_edge.report_html import render_csv, render_html
+
         (tmp / "report.md").write_text(render_markdown(entries, pool_dir, manifest))
+        (tmp / "report.html").write_text(render_html(entries, pool_dir, manifest), encoding="utf-8")
+        (tmp / "report.csv").write_text(render_csv(entries), encoding="utf-8")
         replace_dir(tmp, out)
     return entries

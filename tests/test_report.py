@@ -34,7 +34,7 @@ def test_report_per_target(tiny_pool: Path, tmp_path: Path, capsys: pytest.Captu
     assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--quiet"]) == 2
     assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--quiet", "--force", "--profile",
                  "cpu-int8"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["pareto-cpu-int8.png", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["pareto-cpu-int8.png", "report.csv", "report.html", "report.md"]
 
 
 def test_report_marks_nothing_fits(tiny_pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""``lgp-edge report``: a Pareto PNG per target and a report.md linking them."""
+"""``lgp-edge report``: a Pareto PNG per target, report.md linking them, report.html and report.csv."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from lgp_edge.commands.common import add_pool_arg, add_quiet
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="Pareto plots (top-1 vs latency, budget, chosen) per target + report.md")
+    p = sub.add_parser("report", help="Pareto plots (top-1 vs latency, budget, chosen) per target + report.md, .html, .csv")
     add_pool_arg(p)
     p.add_argument("--out", required=True, help="output directory (refused if non-empty, unless --force)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
@@ -51,5 +51,5 @@ def _run(args: argparse.Namespace) -> int:
                   f"({c.latency_source}{', measured runs noisy' if c.noisy else ''})  {e.plot}")
         else:
             print(f"{e.profile.name:18s} nothing fits  {e.plot}")
-    print(f"wrote {args.out}/report.md")
+    print(f"wrote {args.out}/report.md, report.html, report.csv")
     return 0
