@@ -86,6 +86,20 @@ def test_selector_input_table_and_out_of_range(switchable):
     x = np.zeros((1, 1, 16, 16), np.float32)
     outs = [run(x, i) for i in range(len(KEYS))]
     assert not np.allclose(outs[0], outs[2])  # different descendants really run
+    # an index outside 0..n-1 is an error in the app, never NaN logits (argmax of NaN would be class 0)
+    for bad in (len(KEYS), -1, 1 << 40):
+        with pytest.raises(Exception, match="descendant index out of range"):
+            run(x, bad)
+    assert np.isfinite(run(x, len(KEYS) - 1)).all()  # the session still works after the error
+
+
+def test_out_of_range_descendant_in_openvino_is_nan(switchable):
+    # OpenVINO keeps the declared output shape (no failing Reshape): NaN logits, never another class's answer
+    from lgp_edge.export.switchable import open_switchable
+
+    run = open_switchable(switchable.path, "openvino")
+    x = np.zeros((1, 1, 16, 16), np.float32)
+    assert np.isfinite(run(x, 0)).all()
     assert np.isnan(run(x, len(KEYS))).all() and np.isnan(run(x, -1)).all()
 
 
@@ -105,7 +119,8 @@ def test_one_descendant_needs_no_if(pool_and_manifest, tmp_path: Path):
     with torch.no_grad():
         ref = pool.descendant("ti6.0-5")(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(run(x, 0), ref, atol=1e-5)
-    assert np.isnan(run(x, 1)).all()
+    with pytest.raises(Exception, match="descendant index out of range"):
+        run(x, 1)
 
 
 def test_switch_entries_refuse_bad_selections(pool_and_manifest):

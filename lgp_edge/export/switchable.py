@@ -5,10 +5,14 @@ shape ``[1]``): the row of the ``descendants`` table to run. The graph holds one
 side by side, each directly below the main graph::
 
     logits_i = If(descendant == i) then <descendant i> else zeros        (i = 0..n-1)
-    logits   = Where(0 <= descendant < n, Sum(logits_0..logits_n-1), NaN)
+    valid    = 0 <= descendant < n
+    logits   = Reshape(Where(valid, Sum(logits_0..logits_n-1), NaN),
+                       [batch, classes] if valid else [batch*classes+1, 1])
 
-so exactly one branch computes, and an index outside ``0..n-1`` yields NaN logits, never another
-descendant's answer. (Side by side rather than a nested tree: see ``_main_nodes``.)
+so exactly one branch computes, and in ONNX Runtime an index outside ``0..n-1`` makes the run fail (the
+Reshape cannot be done; the error names the node "descendant index out of range ..."), never logits
+whose argmax would be a silent class 0, nor another descendant's answer. OpenVINO does not check that
+Reshape (its converter keeps the declared output shape): there the logits are NaN. (Side by side rather than a nested tree: see ``_main_nodes``.)
 
 Each branch is one descendant exported on its own (TorchScript exporter with constant folding, so
 weight transposes are computed once, not per call); its nodes move into the branch subgraph and every
@@ -49,6 +53,7 @@ from lgp_edge.specs import LatencyRecord, ValidationReport
 log = logging.getLogger(__name__)
 
 INPUT, OUTPUT, SELECTOR = "input", "logits", "descendant"
+OUT_OF_RANGE = "descendant index out of range"  # in the name of the node that fails for a bad index
 DEFAULT_OPSET = 17
 FUSED_ATTN_MIN_OPSET = 17  # below it timm's fused attention does not export through TorchScript
 
@@ -222,7 +227,7 @@ def _branch(proto: Any, prefix: str, rename: Mapping[str, str]) -> Any:
 
 
 def _main_nodes(branches: list[Any], batch: int, classes: int) -> list[Any]:
-    """One ``If(descendant == i) then <branch i> else zeros`` per descendant, summed; NaN outside ``0..n-1``.
+    """One ``If(descendant == i) then <branch i> else zeros`` per descendant, summed; an error outside ``0..n-1``.
 
     Every branch sits directly below the main graph, where the weights are. ONNX Runtime (1.32 here)
     runs kernels that read outer-scope weights one level down nearly as fast as in a single model, but
@@ -250,7 +255,12 @@ def _main_nodes(branches: list[Any], batch: int, classes: int) -> list[Any]:
                   helper.make_node("If", [f"{tag}/cond"], [f"{tag}/logits"], name=f"{tag}/If", then_branch=branch,
                                    else_branch=other)]
         outs.append(f"{tag}/logits")
+    # Outside 0..n-1 the output Reshape is asked for a shape with one element more than the logits have:
+    # ONNX Runtime refuses it, so the call fails and its message names this node. OpenVINO's converter
+    # keeps the declared output shape and skips that check, so the logits are also set to NaN there.
     const = [("zero", np.array([0], dtype=np.int64)), ("count", np.array([n], dtype=np.int64)),
+             ("shape", np.array([batch, classes], dtype=np.int64)),
+             ("bad_shape", np.array([batch * classes + 1, 1], dtype=np.int64)),
              ("nan", np.full((batch, classes), np.nan, dtype=np.float32))]
     nodes += [helper.make_node("Constant", [], [f"range/{k}"], name=f"range/{k}", value=numpy_helper.from_array(v))
               for k, v in const]
@@ -258,7 +268,12 @@ def _main_nodes(branches: list[Any], batch: int, classes: int) -> list[Any]:
               helper.make_node("GreaterOrEqual", [SELECTOR, "range/zero"], ["range/ge"], name="range/GreaterOrEqual"),
               helper.make_node("Less", [SELECTOR, "range/count"], ["range/lt"], name="range/Less"),
               helper.make_node("And", ["range/ge", "range/lt"], ["range/valid"], name="range/And"),
-              helper.make_node("Where", ["range/valid", "selected/logits", "range/nan"], [OUTPUT], name="range/Where")]
+              helper.make_node("Where", ["range/valid", "selected/logits", "range/nan"], ["range/logits"],
+                               name="range/Where"),
+              helper.make_node("Where", ["range/valid", "range/shape", "range/bad_shape"], ["range/out_shape"],
+                               name="range/WhereShape"),
+              helper.make_node("Reshape", ["range/logits", "range/out_shape"], [OUTPUT],
+                               name=f"{OUT_OF_RANGE} (the '{SELECTOR}' input must be 0..{n - 1})")]
     return nodes
 
 
@@ -328,7 +343,8 @@ def build_switchable_onnx(pool: Any, entries: Sequence[SwitchEntry], path: str |
         meta.update({"descendants": json.dumps([e.to_dict() for e in entries], allow_nan=False),
                      "descendant_input": SELECTOR,
                      "descendant_input_doc": f"int64 tensor of shape [1]: the 'index' of a row of 'descendants'; "
-                                             f"outside 0..{len(entries) - 1} the logits are NaN"})
+                                             f"outside 0..{len(entries) - 1} the run fails in ONNX Runtime ({OUT_OF_RANGE}); "
+                                             "OpenVINO returns NaN logits"})
         for k, v in meta.items():
             p = proto.metadata_props.add()
             p.key, p.value = k, v

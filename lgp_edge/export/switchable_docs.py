@@ -154,7 +154,8 @@ def embedding_markdown(mf: dict[str, Any]) -> str:
 
 Inputs: `input` float32 {a['inputs'][0]['shape']} (preprocessing as in the pool's metadata: `mean`, `std`,
 `img_size`, `in_chans`), and `descendant` int64 [1] = the `index` column. Output: `logits`. Any other
-index gives NaN logits. The table is in the model's metadata (`descendants`, JSON).
+index makes ONNX Runtime's `run` raise ("descendant index out of range"); OpenVINO returns NaN logits for
+it. The table is in the model's metadata (`descendants`, JSON).
 
 ```python
 import numpy as np, onnxruntime as ort
