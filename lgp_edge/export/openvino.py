@@ -3,7 +3,9 @@
 The IR is converted from the validated fp32 ONNX export. int8 runs NNCF's post-training quantization
 (transformer model type: SmoothQuant + fast bias correction) on at least 300 real calibration images
 that are disjoint from the validation images, and reports the top-1 change against the torch fp32
-descendant. Validation compiles the IR on the CPU with INFERENCE_PRECISION_HINT f32 (this CPU would
+descendant. The IR's rt_info holds lgp-edge's metadata under ``model_info/lgp_edge`` and the OpenVINO
+Model API keys (``model_type``, ``labels``, ``mean_values``, ``scale_values``, ...) under ``model_info``,
+so Model API users load it with no glue. Validation compiles the IR on the CPU with INFERENCE_PRECISION_HINT f32 (this CPU would
 otherwise run bf16), so what is measured is the IR's own error.
 """
 
@@ -46,6 +48,23 @@ def quantize_int8(model: Any, calibration: Any, batch: int, reporter: Any) -> An
     return quantized
 
 
+def model_api_info(pre: Any) -> dict[str, str]:
+    """The OpenVINO Model API keys (``model_info``) that let ``ClassificationModel.create_model`` load the IR.
+
+    Model API normalises 0..255 pixels as ``(pixel - mean_values) / scale_values`` after resizing the whole
+    image to the input size (``resize_type`` standard, no crop, as in training); it reads images as
+    OpenCV's BGR, so an RGB model asks it to reverse the channels. Lists are space-separated, so a space
+    inside a label becomes '_' there (the exact labels stay in ``model_info/lgp_edge/labels``, JSON).
+    """
+    return {"model_type": "Classification",
+            "labels": " ".join(lab.replace(" ", "_") for lab in pre.labels),
+            "mean_values": " ".join(f"{m * 255:.6g}" for m in pre.mean),
+            "scale_values": " ".join(f"{s * 255:.6g}" for s in pre.std),
+            "resize_type": "standard",
+            "reverse_input_channels": "True" if pre.in_chans == 3 else "False",
+            "output_raw_scores": "True"}
+
+
 class OpenVINOExporter:
     format = "openvino"
     package = "openvino"
@@ -80,6 +99,8 @@ class OpenVINOExporter:
             note += f"; NNCF PTQ on {len(ctx.calibration)} calibration images disjoint from validation"
         for k, v in ctx.metadata().items():
             model.set_rt_info(v, ["model_info", "lgp_edge", k])
+        for k, v in model_api_info(ctx.preprocess).items():
+            model.set_rt_info(v, ["model_info", k])
         xml = ctx.out_dir / "model.xml"
         ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
         inputs, outputs = _io(model)
