@@ -122,3 +122,23 @@ def test_pool_build_uses_the_shipped_ancestry_when_no_checkpoint_is_given(
                  *QUICK]) == 0
     history = json.loads((pool / "pool.json").read_text())["history"]
     assert history[0]["ancestry_checkpoint"] == str(anc)
+
+
+def test_stitch_steps_are_exact_across_epochs() -> None:
+    from lgp_edge.pool.stitch_init import stitch_config
+
+    cfg = stitch_config(TrainConfig(epochs=9, batch_size=256), 300, 1e-3, 60_000)  # 234 steps per epoch
+    assert cfg.epochs * cfg.max_steps_per_epoch == 300 and cfg.lr == 1e-3
+    cfg = stitch_config(TrainConfig(epochs=9, batch_size=32), 2, 1e-3, 512)
+    assert (cfg.epochs, cfg.max_steps_per_epoch) == (1, 2)
+
+
+def test_random_ancestry_is_seeded_so_a_resumed_build_matches_its_checkpoint(tmp_path: Path) -> None:
+    """The checkpoint fingerprint hashes the teacher: a random teacher must be the same in the resumed process."""
+    hashes = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert main(["pool", "build", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic",
+                     "--out", str(out), "--init", "lstsq", *QUICK]) == 0
+        hashes.append(json.loads((out / "pool.json").read_text())["files"]["ancestry.safetensors"])
+    assert hashes[0] == hashes[1]

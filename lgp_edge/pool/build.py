@@ -83,6 +83,7 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                                                                  allow_random=req.allow_random_ancestry))
     _check(req)
     t0 = time.time()
+    torch.manual_seed(cfg.seed)  # a random ancestry (--allow-random-ancestry) is the same again on --resume
     teacher, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint, pretrained=req.pretrained)
     meta = read_ancestry_dir(req.checkpoint) if req.checkpoint else None
     data = open_data(req.data, img_size=aspec.img_size, in_chans=aspec.in_chans, num_classes=aspec.num_classes)
@@ -108,7 +109,7 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
     if images is not None:
         init_entry["images"] = int(images.shape[0])
     if req.init == "lstsq-kd" and req.stitch_steps:
-        scfg = stitch_config(cfg, req.stitch_steps, req.stitch_lr)
+        scfg = stitch_config(cfg, req.stitch_steps, req.stitch_lr, len(data.train))
         tuned = tune_stitches(pool, teacher, data.train, scfg, reporter=reporter)
         init_entry.update(stitch_steps=tuned.steps, config=scfg.to_dict(), epoch_loss=list(tuned.epoch_loss))
     init_entry.update(r2_summary(pool, held_out_images(data, 500)))

@@ -76,7 +76,7 @@ def restitch_pool(req: RestitchRequest, cfg: TrainConfig, reporter: Reporter = N
     if req.init == "lstsq-kd" and req.stitch_steps:
         if "ancestry.safetensors" not in manifest.files:
             raise UsageError(f"pool '{req.pool}' holds no ancestry weights, which lstsq-kd distils from")
-        scfg = stitch_config(cfg, req.stitch_steps, req.stitch_lr)
+        scfg = stitch_config(cfg, req.stitch_steps, req.stitch_lr, len(data.train))
         tuned = tune_stitches(pool, load_pool_ancestry(req.pool, manifest), data.train, scfg, reporter=reporter)
         entry.update(stitch_steps=tuned.steps, config=scfg.to_dict(), epoch_loss=list(tuned.epoch_loss))
     entry.update(r2_summary(pool, held_out_images(data, req.r2_images)), wall_s=round(time.time() - t0, 1))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -128,9 +129,13 @@ def stitched_indices(pool) -> list[int]:
     return [i for i, d in enumerate(pool.descendants()) if d.stitches]
 
 
-def stitch_config(cfg: TrainConfig, steps: int, lr: float) -> TrainConfig:
-    """The stitch-only distillation step of lstsq-kd: ``steps`` optimizer steps in one pass, 10% warm-up."""
-    return dataclasses.replace(cfg, epochs=1, max_steps_per_epoch=steps, lr=lr, warmup_epochs=0.1, save_every=0)
+def stitch_config(cfg: TrainConfig, steps: int, lr: float, train_images: int) -> TrainConfig:
+    """The stitch-only distillation step of lstsq-kd: ``steps`` optimizer steps (as many epochs as that takes
+    over ``train_images``, each capped equally), 10% warm-up, cosine decay."""
+    per_epoch = max(1, train_images // cfg.batch_size)
+    epochs = max(1, math.ceil(steps / per_epoch))
+    return dataclasses.replace(cfg, epochs=epochs, max_steps_per_epoch=math.ceil(steps / epochs), lr=lr,
+                               warmup_epochs=0.1 * epochs, save_every=0)
 
 
 def tune_stitches(pool, teacher: nn.Module, train_set, cfg: TrainConfig, *, tau: float = 1.0,
