@@ -138,7 +138,10 @@ def test_cpu_export_onnx_and_openvino(cpu_out: Path, tiny_pool: Path) -> None:
     assert arts["openvino"]["precision"] == "fp32" and arts["openvino"]["files"][0]["path"] == "model.bin"
     text = (cpu_out / "EMBEDDING.md").read_text()
     assert key in text and "[0.286]" in text and "[0.353]" in text and "INFERENCE_PRECISION_HINT" in text
-    assert (cpu_out / "samples" / "LgpClassifier.kt").is_file()
+    # a desktop export: no phone sections, no phone samples
+    assert "## Android" not in text and "Kotlin" not in text and "## iOS" not in text
+    assert not (cpu_out / "samples").exists()
+    assert "model_type" in text and "Model API" in text  # the IR's Model API keys are documented
 
 
 def test_jetson_nano_export_is_tensorrt_8_2_ready(nano_out: Path, tiny_pool: Path) -> None:
@@ -225,6 +228,19 @@ def test_android_export_ort(android_out: Path, tiny_pool: Path) -> None:
     wanted = set(re.findall(r'getValue\("(\w+)"\)', kt)) | set(re.findall(r'floats\("(\w+)"\)', kt))
     assert wanted and wanted <= set(meta), wanted - set(meta)
     assert "OrtEnvironment.getEnvironment()" in kt and "createSession" in kt
+    # one ONNX Runtime version, >= 1.16 (the .ort format v6), pinned in the doc and the sample alike
+    from lgp_edge.export.embedding import ORT_ANDROID_VERSION
+
+    text = (android_out / "EMBEDDING.md").read_text()
+    pin = f"com.microsoft.onnxruntime:onnxruntime-android:{ORT_ANDROID_VERSION}"
+    assert pin in text and pin in kt and "<version>" not in text
+    assert tuple(int(v) for v in ORT_ANDROID_VERSION.split(".")[:2]) >= (1, 16) and ">= 1.16" in text
+    assert set(re.findall(r"onnxruntime-android:([\w.]+)", text + kt)) == {ORT_ANDROID_VERSION}
+    # the interface in the doc is the .ort file's own: its input and output names
+    sess = ort.InferenceSession(str(android_out / "model.ort"))
+    assert f"`{sess.get_inputs()[0].name}`" in text and f"`{sess.get_outputs()[0].name}`" in text
+    # grayscale conversion: the same in the doc and the sample (the training loader's mean of R, G, B)
+    assert "mean of R, G and B" in text and "(r + g + b) / 3f" in kt
 
 
 def test_iphone_export_coreml(iphone_out: Path, tiny_pool: Path) -> None:
@@ -249,7 +265,15 @@ def test_iphone_export_coreml(iphone_out: Path, tiny_pool: Path) -> None:
     assert res.returncode == 2 and "macOS only" in res.stderr  # refuses to pretend on Linux
     swift = (iphone_out / "samples" / "LgpClassifier.swift").read_text()
     assert '"descendant_key"' in swift and '"classLabel_probs"' in swift and '"image"' in swift
-    assert "iOS17" in (iphone_out / "EMBEDDING.md").read_text()
+    text = (iphone_out / "EMBEDDING.md").read_text()
+    assert "iOS17" in text or "iOS 17" in text
+    # the doc describes the .mlpackage's real interface: image input, normalisation inside, classifier outputs
+    assert f"`{inp.name}`" in text and "`classLabel`" in text and "`classLabel_probs`" in text
+    assert "`logits`" not in text and "`input`" not in text  # no tensor interface it does not have
+    assert "pixel / 255 - mean[c]" not in text  # no manual normalisation (it would normalise twice)
+    # Swift: iOS 17 like the model, grayscale as the mean of R, G and B (as the doc and the Kotlin sample)
+    assert "iOS 17+" in swift and "iOS 16" not in swift
+    assert "mean of R, G and B" in text and "/ 3" in swift and "VNCoreMLRequest" not in swift
 
 
 def test_cpu_int8_openvino(env: object, tiny_pool: Path, tmp_path: Path) -> None:

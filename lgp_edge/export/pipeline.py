@@ -232,7 +232,7 @@ def export_profile(req: ExportRequest, reporter: Any = NULL) -> ExportResult:
                             record=record, latency=lat.to_dict() if lat is not None else None, selection=sel_dict,
                             preprocess=manifest.preprocess, artifacts=artifacts, validation=validation,
                             extra_files=extra + ["EMBEDDING.md"], versions=_versions())
-        (tmp / "EMBEDDING.md").write_text(render(mf))
+        (tmp / "EMBEDDING.md").write_text(render(mf, tmp))
         mf["files"] = file_entries(tmp, extra + ["EMBEDDING.md"])  # now with EMBEDDING.md's hash
         write_manifest(tmp, mf)
         if mf["status"] != "passed":

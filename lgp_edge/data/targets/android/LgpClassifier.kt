@@ -1,6 +1,7 @@
 // LgpClassifier.kt: run an lgp-edge ONNX Runtime export (model.ort or model.onnx) in an Android app.
 //
 // Gradle: implementation("com.microsoft.onnxruntime:onnxruntime-android:1.20.0")
+// (model.ort is ORT format v6: ONNX Runtime >= 1.16 reads it; 1.20.0 is the version EMBEDDING.md pins too.)
 // Put model.ort in app/src/main/assets/. The model file carries its own preprocessing constants
 // (metadata keys img_size, in_chans, mean, std, labels), read here, so this class fits any export:
 //
