@@ -1,0 +1,94 @@
+"""The Python API: the steps of the CLI as functions, returning the same typed records the CLI uses.
+
+Everything heavy is imported inside the function that needs it, so ``import lgp_edge.api`` is cheap.
+See docs/API.md (its examples are run by tests/test_api.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def load_pool(path: str | Path | None = None) -> tuple[Any, Any]:
+    """``(LearngenePool, PoolManifest)`` of a pool directory (None: the bundled demo pool)."""
+    from lgp_edge.pool.pool import load_pool as _load, resolve_pool
+
+    return _load(resolve_pool(str(path) if path is not None else None))
+
+
+def descendants(manifest: Any) -> tuple[Any, ...]:
+    """The pool's evaluated descendants (``DescendantRecord``: key, params, FLOPs, top-1)."""
+    from lgp_edge.select import records_of
+
+    return records_of(manifest)
+
+
+def target(name: str, targets_dir: str | Path | None = None) -> Any:
+    """A ``TargetSpec`` by name (built-in, or from ``targets_dir``)."""
+    from lgp_edge.profiling.targets import load_target
+
+    return load_target(name, targets_dir)
+
+
+def profile(name: str, profiles_dir: str | Path | None = None) -> Any:
+    """A ``DeviceProfile`` by name (built-in, or from ``profiles_dir``)."""
+    from lgp_edge.profiles import load_profile
+
+    return load_profile(name, profiles_dir)
+
+
+def predict_latencies(pool: Any, manifest: Any, target_name: str, *, runtime: str | None = None,
+                      precision: str | None = None, store: str | Path | None = None) -> list[Any]:
+    """Predicted latency of every descendant on a target (``LatencyRecord``s, ``source`` "predicted"),
+    as ``lgp-edge profile --target NAME --predict``; stored when ``store`` is given."""
+    from lgp_edge.profiling import profile as prof
+    from lgp_edge.profiling.measure import MeasureSettings
+    from lgp_edge.profiling.store import MeasurementStore, default_store_path
+
+    t = target(target_name)
+    rt = runtime or t.runtime
+    prec = precision or prof.default_precision(t)
+    prof.check_request(t, rt, prec, measuring=False)
+    subject = prof.pool_subject(pool, manifest)
+    settings = MeasureSettings(threads=prof.default_threads(t))
+    st = MeasurementStore(store if store is not None else default_store_path())
+    try:
+        predictor = prof.predictor_for(subject, t, rt, prec, settings, st, calibrate_now=False)
+        records = prof.predict_items(subject, predictor, settings)
+        if store is not None:
+            st.put_many(records)
+    finally:
+        st.close()
+    return records
+
+
+def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | None = None) -> Any:
+    """The ``Selection`` for a device profile (chosen ``Candidate``, every candidate, the reason), as
+    ``lgp-edge select``; raises ``NothingFits`` when no descendant fits the budgets."""
+    from lgp_edge.select import open_store, plan_selection
+
+    p = profile(profile_name)
+    st = open_store(store)
+    try:
+        return plan_selection(pool, manifest, p, target(p.target), st)
+    finally:
+        st.close()
+
+
+def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None, descendant: str | None = None,
+           store: str | Path | None = None, val_images: int | None = None, force: bool = False) -> Any:
+    """Export for a profile, validated, with manifest.json (``ExportResult``), as ``lgp-edge export``."""
+    from lgp_edge.export.pipeline import ExportRequest, export_profile
+
+    p = profile(profile_name)
+    kw: dict[str, Any] = {} if val_images is None else {"val_images": val_images}
+    req = ExportRequest(profile=p, target=target(p.target), out=Path(out), pool=Path(pool) if pool else None,
+                        force=force, descendant=descendant, store=Path(store) if store else None, **kw)
+    return export_profile(req)
+
+
+def read_manifest(out: str | Path) -> dict[str, Any]:
+    """``manifest.json`` of an export directory."""
+    return json.loads((Path(out) / "manifest.json").read_text())
