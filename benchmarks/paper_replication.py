@@ -205,8 +205,9 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> 
     key = {"anc": anc, "depth": depth, "distill": dcfg.to_dict(), "eval_images": s["eval_images"]}
     if not st.done(distilled, key):
         t0 = time.time()
+        resume = (distilled / "distill.ckpt" / "state.json").is_file()  # a killed run continues
         build_pool(BuildRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(distilled), depth=depth,
-                                init="learned", force=True, lstsq_images=s["lstsq_images"]), dcfg, rep)
+                                init="learned", force=True, resume=resume, lstsq_images=s["lstsq_images"]), dcfg, rep)
         (distilled / "instances.json").write_text(json.dumps(instance_top1(distilled, s["data"], s["eval_images"])))
         st.mark(distilled, key, time.time() - t0)
     after_distill = json.loads((distilled / "instances.json").read_text())
@@ -256,8 +257,9 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
            "recipe": finetune_flags(s)}
     if not st.done(path, key):
         t0 = time.time()
+        resume = (path / "distill.ckpt" / "state.json").is_file()  # a killed run continues
         build_snnet(SNNetRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path), force=True,
-                                 lstsq_images=s["lstsq_images"]), dcfg, rep)
+                                 resume=resume, lstsq_images=s["lstsq_images"]), dcfg, rep)
         (path / "anchors.json").write_text(json.dumps(instance_top1(path, s["data"], s["eval_images"])))
         finetune_pool(finetune_request(path, s), fcfg, rep)
         evaluate_pool(path, s["data"], max_images=s["eval_images"], reporter=rep)

@@ -13,7 +13,8 @@ from typing import Any
 
 def load_pool(path: str | Path | None = None) -> tuple[Any, Any]:
     """``(LearngenePool, PoolManifest)`` of a pool directory (None: the bundled demo pool)."""
-    from lgp_edge.pool.pool import load_pool as _load, resolve_pool
+    from lgp_edge.pool.pool import load_pool as _load
+    from lgp_edge.pool.pool import resolve_pool
 
     return _load(resolve_pool(str(path) if path is not None else None))
 

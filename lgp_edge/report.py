@@ -148,7 +148,7 @@ def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, 
     from lgp_edge.pool.pool import atomic_dir, check_output_dir, load_pool, replace_dir
     from lgp_edge.select import profile_latencies
 
-    check_output_dir(out, force)
+    check_output_dir(out, force, kind="report")
     pool, manifest = load_pool(pool_dir)
     entries = []
     with atomic_dir(out) as tmp_name:

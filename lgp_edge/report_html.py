@@ -13,7 +13,8 @@ import csv
 import html
 import io
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from lgp_edge.select import Candidate, pareto_front
 

@@ -126,6 +126,21 @@ def _pool_as_out(root: Path) -> list[str]:
     return [*EXPORT, "--pool", str(p), "--out", str(p), "--force"]
 
 
+def _report_over_pool(root: Path) -> list[str]:
+    p = _with_pool(root)
+    return ["report", "--pool", str(p), "--out", str(p), "--force"]
+
+
+def _build_over_export_like_notes(root: Path) -> list[str]:
+    d = root / "ancestry-run"
+    d.mkdir()
+    (d / "ancestry.json").write_text("{}")
+    (d / "ancestry.safetensors").write_bytes(b"")
+    return ["pool", "build", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic",
+            "--out", str(d), "--force", "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "32",
+            "--quiet"]
+
+
 def _dir_with_pool_store_notes(root: Path) -> list[str]:
     p = _with_pool(root)
     d = Path(shutil.copytree(p, root / "work"))
@@ -329,6 +344,8 @@ CASES = [
     Case("export --force over pool+store+notes", _dir_with_pool_store_notes, 2, "--force replaces only"),
     Case("export --force over a notes folder", _dir_with_notes, 2, "did not write"),
     Case("export --force over an export holding a user file", _export_plus_user_file, 2, "thesis.tex"),
+    Case("report --out POOL --force", _report_over_pool, 2, "--force replaces only an earlier report"),
+    Case("pool build --force over an ancestry run", _build_over_export_like_notes, 2, "--force replaces only"),
     # paths, checked before the work
     Case("--out whose parent is a file", _out_parent_is_file, 2, "is a file, not a directory"),
     Case("unwritable --out (export)", _out_unwritable_export, 2, "does not accept new files"),

@@ -119,7 +119,7 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     req = dataclasses.replace(req, checkpoint=default_checkpoint(req.ancestry, req.checkpoint,
                                                                  allow_random=req.allow_random_ancestry))
     if not req.resume:
-        check_output_dir(req.out, req.force)
+        check_output_dir(req.out, req.force, kind="pool")
     check_data_name(req.data)
     if req.checkpoint is None and not req.allow_random_ancestry:
         raise UsageError(f"ancestry '{req.ancestry}' has no trained weights: pass --ancestry-checkpoint or "

@@ -267,7 +267,7 @@ def render(manifest: dict[str, Any], out_dir: str | Path | None = None) -> str:
         text += SWIFT.format(path=a["path"], spec_version=c["spec_version"], deployment=c["deployment"],
                              input=c["input"], size=c["width"], color=c["color"], label_out=c["label_out"],
                              probs_out=c["probs_out"],
-                             gray=(f"A grayscale model takes one 8-bit channel: make it the mean of R, G and B, as "
+                             gray=("A grayscale model takes one 8-bit channel: make it the mean of R, G and B, as "
                                    "the training loader did (Vision's own conversion weights by luminance instead, "
                                    "so the sample converts the image itself)." if gray else ""),
                              gray_sample=", converts it to gray as the mean of R, G and B" if gray else "",

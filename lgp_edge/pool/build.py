@@ -69,7 +69,7 @@ def _check(req: BuildRequest) -> None:
     if req.chains == "tsb" and tuple(sorted(req.widths)) != ("b", "s", "ti"):
         raise UsageError("--chains tsb needs --widths ti,s,b")
     if not req.resume:
-        check_output_dir(req.out, req.force)
+        check_output_dir(req.out, req.force, kind="pool")
     check_data_name(req.data)
     if req.checkpoint is None and not (req.allow_random_ancestry or req.pretrained):
         raise UsageError(f"ancestry '{req.ancestry}' has no trained weights: pass --ancestry-checkpoint (train one "

@@ -47,7 +47,7 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     from safetensors.torch import save_file
 
     if not req.resume:
-        check_output_dir(req.out, req.force)
+        check_output_dir(req.out, req.force, kind="ancestry")
     check_data_name(req.data)
     torch.manual_seed(cfg.seed)
     model, spec = create_ancestry(req.name)
