@@ -17,7 +17,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("profile", help="measure (or predict) the latency of every descendant on a target",
                        description="Measure every descendant of a pool on a target (this host, or a board over "
                                    "ssh/adb), or predict it (--predict). Measurements go to the store.")
-    p.add_argument("--target", required=True, help="target name (see 'lgp-edge targets list')")
+    p.add_argument("--target", default=None, help="target name (see 'lgp-edge targets list'); required unless "
+                                                  "--import")
     add_pool_arg(p)
     p.add_argument("--model", metavar="TIMM_NAME", default=None,
                    help="profile one stock timm ViT (random weights) instead of a pool, e.g. deit_tiny_patch16_224")
@@ -27,7 +28,12 @@ def register(sub: Any) -> None:
                    help="predict instead of measuring: calibrated from probe measurements when available "
                         "(this host calibrates itself), else a roofline over the target's hardware facts")
     p.add_argument("--calibrate", action="store_true",
-                   help="measure the calibration probes on the device now, then predict (implies --predict)")
+                   help="measure the calibration probes on the device now (on this host also its GEMM peak, "
+                        "bandwidths and dispersion, stored per machine + runtime fingerprint), then predict "
+                        "(implies --predict)")
+    p.add_argument("--import", dest="import_file", default=None, metavar="FILE",
+                   help="add the records of FILE to the store: the JSON written by build_engine.sh --time on a "
+                        "board, or left beside a store that could not be written")
     p.add_argument("--check", action="store_true",
                    help="with --predict: also measure every model and report the predictor's error (MAPE)")
     p.add_argument("--descendant", action="append", metavar="KEY", default=None,
@@ -70,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     from lgp_edge.profiling.store import MeasurementStore, default_store_path
     from lgp_edge.profiling.targets import load_target
 
+    if args.import_file is not None:
+        return _import(args)
+    if args.target is None:
+        raise UsageError("profile needs --target NAME (see 'lgp-edge targets list'), or --import FILE")
     if args.calibrate:
         args.predict = True
     if args.check and not args.predict:
@@ -111,15 +121,17 @@ def run(args: argparse.Namespace) -> int:
             else:
                 both = measured = prof.measure_items(subject, subject.items, target, runtime, precision, settings,
                                                      reporter=rep, targets_dir=args.targets_dir, what="checking")
-            store.put_many(both)
-            written = len(both)
             records = prof.predict_items(subject, predictor, settings)
             check = prof.check_predictions(records, measured, len(subject.probes))
+            store.put_many([*both, *records])
+            written = len(both) + len(records)
         elif args.predict:
             predictor = prof.predictor_for(subject, target, runtime, precision, settings, store,
                                            calibrate_now=args.calibrate, reporter=rep,
                                            targets_dir=args.targets_dir)
             records = prof.predict_items(subject, predictor, settings)
+            store.put_many(records)  # predicted rows, each naming the calibration it came from
+            written = len(records)
         else:
             records = prof.measure_items(subject, subject.items, target, runtime, precision, settings,
                                          reporter=rep, targets_dir=args.targets_dir)
@@ -128,6 +140,24 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     _output(args, subject, records, target, runtime, precision, predictor, check, store.path, written, manifest_note)
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from lgp_edge.profiling.store import MeasurementStore, default_store_path, read_records_file
+
+    if args.predict or args.calibrate or args.check or args.model or args.descendant:
+        raise UsageError("--import adds the records of a file; it cannot be combined with --predict, --calibrate, "
+                         "--check, --model or --descendant")
+    records = read_records_file(args.import_file)
+    if args.target is not None and any(r.target != args.target for r in records):
+        other = next(r.target for r in records if r.target != args.target)
+        raise UsageError(f"'{args.import_file}' holds records of target '{other}', not '{args.target}'")
+    with MeasurementStore(args.store or default_store_path()) as store:
+        store.put_many(records)
+        path = store.path
+    print(f"imported {len(records)} records ({', '.join(sorted({r.source for r in records}))}) into {path}",
+          file=sys.stderr)
     return 0
 
 
@@ -184,4 +214,8 @@ def _output(args: argparse.Namespace, subject: Any, records: list[Any], target: 
                 f"measured models; calibration used {check.calibration_models} probe models, none of them a "
                 "checked model")
     if written:
-        print(f"wrote {written} measurements to {store_path}", file=err)
+        predicted = sum(r.source == "predicted" for r in records) if predictor is not None else 0
+        measured_rows = written - predicted
+        what = " and ".join(x for x in (f"{measured_rows} measurements" if measured_rows else "",
+                                        f"{predicted} predictions" if predicted else "") if x)
+        print(f"wrote {what} to {store_path}", file=err)
