@@ -144,6 +144,30 @@ def make_optimizer(objective: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.
     return torch.optim.AdamW(param_groups, lr=cfg.lr), params
 
 
+def legacy_optimizer(objective: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.AdamW, list[nn.Parameter]]:
+    """The grouping of checkpoints written before per-name decay rules and learning-rate scales: weight decay on
+    every parameter of 2 or more dimensions (pos_embed and cls_token included), none on the others. Used only to
+    resume such a checkpoint, so the run ends with the recipe it started with."""
+    seen: dict[int, nn.Parameter] = {}
+    for p in objective.parameters():
+        if p.requires_grad:
+            seen.setdefault(id(p), p)
+    params = list(seen.values())
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr), decay + no_decay
+
+
+def _legacy_groups(ckpt: Path) -> bool:
+    """True for a checkpoint whose optimizer groups predate ``lr_scale`` (see ``legacy_optimizer``)."""
+    try:
+        groups = json.loads((ckpt / CKPT_META).read_text()).get("param_groups") or []
+    except (OSError, ValueError):
+        return False  # load_checkpoint reports the damage
+    return bool(groups) and all(isinstance(g, dict) and "lr_scale" not in g for g in groups)
+
+
 # ------------------------------------------------------------------------------------------ checkpoints
 # A checkpoint is a directory: ``state-<step>.safetensors`` (weights, optimizer moments, RNG states) and
 # ``state.json`` (counters, fingerprint, world size, optimizer hyper-parameters, Python/NumPy RNG states and
@@ -291,7 +315,12 @@ def load_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer
         if k.startswith("opt."):
             _, idx, name = k.split(".", 2)
             state.setdefault(int(idx), {})[name] = v
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    try:
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint '{path}' holds optimizer state of another parameter grouping ({exc}); "
+                              "resume it with the lgp-edge version that wrote it, or delete it and start again "
+                              "without --resume") from None
     try:
         rng: dict[str, Any] = {"torch": tensors[f"rng.torch.{rank}"], **meta["rng"][rank]}
     except (KeyError, IndexError, TypeError) as exc:
@@ -347,14 +376,15 @@ def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, descripti
                          f"{cfg.batch_size} ({world} process(es) x {local_bs}); lower --batch-size"
                          + (" or use fewer processes (--nproc_per_node)" if world > 1 else ""))
     objective.to(device)
-    opt, params = make_optimizer(objective, cfg)
+    ckpt = Path(ckpt_dir) if ckpt_dir is not None else None
+    legacy = resume and ckpt is not None and _legacy_groups(ckpt)
+    opt, params = legacy_optimizer(objective, cfg) if legacy else make_optimizer(objective, cfg)
 
     # Per-rank seeds: augmentation and dropout differ between ranks (as they would between the samples of
     # one large batch); the model is identical anyway (DDP broadcasts rank 0's weights).
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
     start_epoch, step, skip, resumed_from = 0, 0, 0, None
-    ckpt = Path(ckpt_dir) if ckpt_dir is not None else None
     if resume:
         error: Exception | None = None
         meta: dict[str, Any] = {}

@@ -193,3 +193,29 @@ def test_distillation_has_separate_hidden_and_attention_transforms() -> None:
 
     mats = matrices_from_tensors(tensors, ["ti6", "b6"])
     assert len(mats["ti6"]) == 3 and len(mats["b6"]) == 1  # hidden matrices only: Ti "front,end", B "end"
+
+
+def test_resume_of_a_checkpoint_with_the_earlier_optimizer_grouping(tmp_path: Path) -> None:
+    """Checkpoints written with the earlier grouping (decay on every >= 2-D tensor, no lr_scale) still resume."""
+    from lgp_edge.data import open_data as _open
+    from lgp_edge.models.ancestry import create_ancestry
+    from lgp_edge.pool.teacher import SupervisedObjective
+    from lgp_edge.train import legacy_optimizer, save_checkpoint
+
+    torch.manual_seed(0)
+    model, _ = create_ancestry("lgp_test_tiny")
+    objective = SupervisedObjective(model)
+    cfg = TrainConfig(epochs=2, batch_size=32, max_steps_per_epoch=2)
+    opt, _ = legacy_optimizer(objective, cfg)
+    data = _open("synthetic", img_size=16, in_chans=1)
+    x, y = next(iter(torch.utils.data.DataLoader(data.train, batch_size=32)))
+    objective(x, y).backward()
+    opt.step()
+    save_checkpoint(tmp_path / "ckpt", objective, opt, epoch=1, step=2, step_in_epoch=0, fingerprint="fp", world=1,
+                    extra={})
+    result = fit(objective, data.train, cfg, description="t", ckpt_dir=tmp_path / "ckpt", resume=True,
+                 fingerprint="fp")
+    assert result.resumed_from == 2 and result.steps == 4
+    meta = json.loads((tmp_path / "ckpt" / "state.json").read_text())
+    assert [g["weight_decay"] for g in meta["param_groups"]] == [0.0 + cfg.weight_decay, 0.0]
+    assert all("lr_scale" not in g for g in meta["param_groups"])
