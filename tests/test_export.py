@@ -450,3 +450,12 @@ def test_context_metadata_matches_manifest(cpu_out: Path) -> None:
     assert {"validation", "calibration", "opset", "dynamic_batch"} <= fields
     assert hashlib.sha256((cpu_out / "model.onnx").read_bytes()).hexdigest() == manifest(cpu_out)["artifacts"][0][
         "sha256"]
+
+
+def test_cli_names_what_ran_each_check(env: object, tiny_pool: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    """A TensorRT fp16 artifact validated in fp32 ONNX Runtime says so, not a bare 'fp16 ... passed'."""
+    assert main(["export", "--pool", str(tiny_pool), "--out", str(tmp_path / "o"), "--val-images", VAL,
+                 "--target", "jetson-nano"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("model.onnx"))
+    assert "tensorrt" in line and "fp16" in line and "(checked in ONNX Runtime CPU, fp32" in line

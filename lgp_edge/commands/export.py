@@ -81,6 +81,8 @@ def _run(args: argparse.Namespace) -> int:
         if r.get("kind") == "numeric":
             check = (f"max|diff| {r['max_abs_diff']:.2e} <= {r['atol']:.1e}  agreement {r['top1_agreement']:.3f}  "
                      f"top-1 torch {r['top1_ref']:.2f} -> {r['top1_artifact']:.2f}")
+            if r.get("note"):  # what actually ran the check, e.g. fp32 ONNX Runtime for a TensorRT fp16 artifact
+                check += f"  (checked in {r['note']})"
         else:
             check = "structural check (cannot run here)"
         status = "passed" if r.get("passed") else "FAILED"
