@@ -183,15 +183,20 @@ def test_select_cli_bad_input(tiny_pool: Path, capsys: pytest.CaptureFixture[str
     assert "--budget-ms must be > 0" in capsys.readouterr().err
 
 
-def _select_in_fresh_process(pool: Path, store: Path, budget: float) -> dict:
+def _select_in_fresh_processes(pool: Path, store: Path, budget: float, n: int = 1) -> list[dict]:
+    """``select --json`` in ``n`` new Python processes at once (they share the store, as concurrent apps would)."""
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "lgp_edge", "select", "--target", "cpu", "--pool", str(pool),
-                          "--store", str(store), "--budget-ms", f"{budget!r}", "--json"],
-                         capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout)
+    argv = [sys.executable, "-m", "lgp_edge", "select", "--target", "cpu", "--pool", str(pool), "--store",
+            str(store), "--budget-ms", f"{budget!r}", "--json"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr
+        out.append(json.loads(stdout))
+    return out
 
 
 def test_select_is_the_same_in_fresh_processes_with_an_empty_store_and_a_noisy_row(tiny_pool: Path,
@@ -202,12 +207,12 @@ def test_select_is_the_same_in_fresh_processes_with_an_empty_store_and_a_noisy_r
 
     store = tmp_path / "s.sqlite"
     MeasurementStore(store).close()  # an empty store
-    first = _select_in_fresh_process(tiny_pool, store, 1e3)
+    (first,) = _select_in_fresh_processes(tiny_pool, store, 1e3)
     front = first["front"]
     assert len(front) >= 3
     mid = front[len(front) // 2]
     budget = mid["latency_ms"] * 1.000001  # a budget right at a front point: any drift flips the choice
-    runs = [_select_in_fresh_process(tiny_pool, store, budget) for _ in range(10)]
+    runs = _select_in_fresh_processes(tiny_pool, store, budget, 10)
     chosen = {(r["chosen"]["key"], r["chosen"]["latency_ms"]) for r in runs}
     assert chosen == {(mid["key"], mid["latency_ms"])}
     assert all(r["chosen"]["latency_source"] == "predicted" for r in runs)
@@ -216,7 +221,7 @@ def test_select_is_the_same_in_fresh_processes_with_an_empty_store_and_a_noisy_r
     with MeasurementStore(store) as s:  # one noisy run of the chosen descendant, far over the budget
         s.put(dataclasses.replace(lat(mid["key"], 8.61), median_ms=0.57, p99_ms=9.0, cv=1.52, noisy=True,
                                   target="cpu", runtime="onnxruntime", pool_id=m.spec.pool_id))
-    noisy = [_select_in_fresh_process(tiny_pool, store, budget) for _ in range(10)]
+    noisy = _select_in_fresh_processes(tiny_pool, store, budget, 10)
     assert {(r["chosen"]["key"], r["chosen"]["latency_ms"]) for r in noisy} == chosen
     assert all(r["noisy"] == [mid["key"]] and r["chosen"]["noisy"] for r in noisy)
     assert "noisy" in noisy[0]["reason"]
