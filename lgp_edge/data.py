@@ -225,11 +225,3 @@ def check_data_name(name: str) -> None:
         _imagefolder_root(name.split(":", 1)[1])
     elif name != "synthetic":
         raise UsageError(f"unknown --data '{name}'; use fashion-mnist, imagefolder:PATH or synthetic")
-
-
-def calibration_batch(data: ImageData, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` validation images and labels, a fixed random subset (for export validation and int8 calibration)."""
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(data.val), generator=g)[:n].tolist()
-    xs, ys = zip(*(data.val[i] for i in idx))
-    return torch.stack(xs), torch.tensor(ys)

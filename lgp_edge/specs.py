@@ -76,25 +76,6 @@ class InstanceSpec(_Record):
 
 
 @dataclass(frozen=True)
-class DistillRecipe(_Record):
-    """Hyper-parameters of the distillation stage (docs/METHOD.md §1)."""
-
-    epochs: int = 100  # passes over the training set
-    batch_size: int = 256  # images per step
-    lr: float = 5e-4  # AdamW peak learning rate
-    weight_decay: float = 0.05  # AdamW weight decay
-    warmup_epochs: float = 0.0  # linear warm-up before cosine decay
-    alpha: float = 0.1  # weight of CE on labels; (1-alpha) on the distillation terms
-    temperature: float = 1.0  # softmax temperature of the soft cross-entropy
-    seed: int = 0  # RNG seed
-    max_steps_per_epoch: int | None = None  # cap for smoke runs (None = full epoch)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DistillRecipe:
-        return cls(**d)
-
-
-@dataclass(frozen=True)
 class PreprocessSpec(_Record):
     """What an app must do to an image before calling any model of the pool."""
 

@@ -307,10 +307,8 @@ class TensorRTExporter:
         return arts
 
     def _bench_script(self, ctx: ExportContext) -> Path | None:
-        try:
-            from lgp_edge.profiling.targets import bench_script
-        except ImportError:
-            return None
+        from lgp_edge.profiling.targets import bench_script
+
         try:
             return bench_script(ctx.target, ctx.targets_dir)
         except UsageError as exc:
