@@ -95,8 +95,6 @@ def lstsq_images(data: ImageData, n: int, seed: int = 0) -> torch.Tensor:
             train.train = was
 
 
-
-
 @dataclass(frozen=True)
 class StitchFit:
     layer: str  # stitch layer name, e.g. "ti6-b6-3"
