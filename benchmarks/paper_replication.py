@@ -1,4 +1,4 @@
-"""Scaled-down replication of Learngene Pool's claims against SN-Net (benchmark issue; METHOD.md §5, §6).
+"""Scaled-down replication of Learngene Pool's claims against SN-Net (docs/METHOD.md §5).
 
 One command:
 

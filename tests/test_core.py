@@ -1,4 +1,4 @@
-"""The pool, its descendants and their sizes (issue: core)."""
+"""The pool, its descendants and their sizes."""
 
 from __future__ import annotations
 

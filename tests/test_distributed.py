@@ -1,4 +1,4 @@
-"""DDP on CPU (issue 6): two gloo processes train what one process trains with the same global batch.
+"""DDP on CPU: two gloo processes train what one process trains with the same global batch.
 
 Soundness of the comparison: the data are fixed tensors (no augmentation, and the tiny models have no
 dropout or drop-path), so the only randomness left is the data order and the per-step descendant. The

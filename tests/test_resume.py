@@ -1,4 +1,4 @@
-"""Crash safety (issue 6): SIGKILL a real CLI fine-tune mid-epoch, --resume it, get the same weights.
+"""Crash safety: SIGKILL a real CLI fine-tune mid-epoch, --resume it, get the same weights.
 
 Exactness: the checkpoint holds the model, AdamW moments and step counts, the counters (epoch, step,
 step within the epoch) and every RNG the run draws from (torch, Python, NumPy). The data order is a pure

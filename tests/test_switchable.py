@@ -1,4 +1,4 @@
-"""Switchable ONNX + Core ML multifunction package (issue 7), on the tiny random pool."""
+"""Switchable ONNX + Core ML multifunction package, on the tiny random pool."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Distillation, fine-tuning and evaluation from the CLI and the library (issue: core)."""
+"""Distillation, fine-tuning and evaluation from the CLI and the library."""
 
 from __future__ import annotations
 

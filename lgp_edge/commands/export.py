@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------- --switchable (issue 7)
+# ---------------------------------------------------------------------------------------- --switchable
 def add_switchable_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("switchable", "one artifact holding several descendants, chosen at run time")
     g.add_argument("--switchable", action="store_true",
