@@ -19,7 +19,7 @@ from lgp_edge.pool.distill import DistillObjective
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, check_output_dir, save_pool
 from lgp_edge.pool.stitch_init import (
     INITS,
-    LSTSQ_KD_IMAGES,
+    fit_image_count,
     held_out_images,
     init_stitches,
     lstsq_images,
@@ -102,8 +102,8 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                  ckpt_dir=ckpt, resume=req.resume, fingerprint=fingerprint, reporter=reporter,
                  find_unused_parameters=False)  # every student and transform is trained in every step
     matrices = {i.name: objective.matrices(i.name) for i in spec.instances}
-    n_images = max(req.lstsq_images, LSTSQ_KD_IMAGES) if req.init == "lstsq-kd" else req.lstsq_images
-    images = lstsq_images(data, n_images, cfg.seed) if req.init != "learned" else None
+    n_images = fit_image_count(req.init, req.lstsq_images)
+    images = lstsq_images(data, n_images, cfg.seed) if n_images else None
     init_stitches(pool, req.init, matrices=matrices, images=images)
     init_entry: dict = {"stage": "stitch-init", "init": req.init}
     if images is not None:

@@ -17,7 +17,7 @@ from lgp_edge.pool.evaluate import DESCENDANTS
 from lgp_edge.pool.pool import PoolManifest, load_pool, load_pool_ancestry, load_pool_transforms, save_pool
 from lgp_edge.pool.stitch_init import (
     INITS,
-    LSTSQ_KD_IMAGES,
+    fit_image_count,
     held_out_images,
     init_stitches,
     lstsq_images,
@@ -53,8 +53,8 @@ def apply_init(pool, manifest: PoolManifest, pool_dir: str, init: str, data, *, 
             raise UsageError("this pool has no transformation matrices for --init learned; use --init lstsq")
         matrices = matrices_from_tensors(load_pool_transforms(pool_dir, manifest),
                                          [i.name for i in manifest.spec.instances])
-    n = max(lstsq_images_n, LSTSQ_KD_IMAGES) if init == "lstsq-kd" else lstsq_images_n
-    images = lstsq_images(data, n, seed) if init != "learned" else None
+    n = fit_image_count(init, lstsq_images_n)
+    images = lstsq_images(data, n, seed) if n else None
     init_stitches(pool, init, matrices=matrices, images=images)
     return None if images is None else int(images.shape[0])
 

@@ -37,6 +37,14 @@ INITS = ("learned", "lstsq", "lstsq-kd")
 LSTSQ_KD_IMAGES = 1000  # images for the least-squares step of lstsq-kd
 
 
+def fit_image_count(init: str, lstsq_images: int) -> int:
+    """Training images the least-squares fit of ``init`` uses: ``lstsq_images``, at least LSTSQ_KD_IMAGES
+    for lstsq-kd (0 for learned, which fits nothing)."""
+    if init == "learned":
+        return 0
+    return max(lstsq_images, LSTSQ_KD_IMAGES) if init == "lstsq-kd" else lstsq_images
+
+
 def feature_pairs_for_lstsq(pool, images: torch.Tensor) -> dict[str, list[tuple[torch.Tensor,
                                                                                               torch.Tensor]]]:
     """For every stitch layer, per config (j, k): (front output of block j, back input to block k)."""
