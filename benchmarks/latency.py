@@ -49,8 +49,8 @@ from lgp_edge.profiling.measure import MeasureSettings, run_series, summarize, t
 from lgp_edge.profiling.predict import Predictor, calibration_probes, fit_calibration, probe_key
 from lgp_edge.profiling.roofline import measure_copy_bandwidth, measure_gemm_peak, parts_of, roofline_for
 from lgp_edge.profiling.runtimes import get_runtime
-from lgp_edge.profiling.targets import load_target
 from lgp_edge.specs import LatencyRecord
+from lgp_edge.targets import load_target
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 ROOT = Path(__file__).resolve().parent.parent

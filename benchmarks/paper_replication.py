@@ -34,15 +34,15 @@ from typing import Any
 import torch
 
 from lgp_edge.baselines.claims import compute_claims, compute_goals, init_table
-from lgp_edge.baselines.single import SingleRequest, read_results, train_single_models
+from lgp_edge.baselines.scratch_vanilla import SingleRequest, read_results, train_single_models
 from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
 from lgp_edge.models.ancestry import read_ancestry_dir, shipped_ancestry_dir
+from lgp_edge.pool.ancestry_train import AncestryRequest, train_ancestry
 from lgp_edge.pool.build import BuildRequest, build_pool
 from lgp_edge.pool.evaluate import evaluate_pool
 from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
 from lgp_edge.pool.pool import load_pool
 from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
-from lgp_edge.pool.teacher import AncestryRequest, train_ancestry
 from lgp_edge.progress import NULL, RichReporter
 from lgp_edge.train import TrainConfig
 
@@ -176,7 +176,7 @@ def pool_rows(path: Path) -> dict[str, Any]:
 
 def instance_top1(path: Path, data: str, eval_images: int | None) -> dict[str, float]:
     """Top-1 of each instance model alone (Ti alone, B alone) of the pool at ``path``."""
-    from lgp_edge.data import open_data
+    from lgp_edge.datasets import open_data
     from lgp_edge.train import evaluate
 
     pool, manifest = load_pool(path)
@@ -487,7 +487,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     claims = compute_claims(methods)
     goals = compute_goals(methods, s["default_init"])
     inits = init_table(methods, 6)
-    from lgp_edge.data import open_data
+    from lgp_edge.datasets import open_data
     from lgp_edge.models.ancestry import create_ancestry
 
     aspec = create_ancestry(s["ancestry"])[1]

@@ -28,7 +28,7 @@ def ship(src: Path, data: str) -> dict:
     import torch
     from safetensors.torch import save_file
 
-    from lgp_edge.data import open_data
+    from lgp_edge.datasets import open_data
     from lgp_edge.models.ancestry import create_ancestry, read_ancestry_dir, read_state_dict
     from lgp_edge.train import evaluate
 

@@ -76,8 +76,8 @@ def selections(pool, mf, arg: str | None, store_path: Path) -> tuple[list[tuple[
     """(name, keys) to measure: --descendants; else the cpu profile's Pareto front (when evaluated) and all."""
     from lgp_edge.profiles import load_profile
     from lgp_edge.profiling.store import MeasurementStore
-    from lgp_edge.profiling.targets import load_target
     from lgp_edge.select import latencies, pareto_front, score_candidates
+    from lgp_edge.targets import load_target
 
     target, profile = load_target("cpu"), load_profile("cpu")
     lat = latencies(pool, target, profile.precision, MeasurementStore(store_path), profile.batch)

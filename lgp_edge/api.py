@@ -28,7 +28,7 @@ def descendants(manifest: Any) -> tuple[Any, ...]:
 
 def target(name: str, targets_dir: str | Path | None = None) -> Any:
     """A ``TargetSpec`` by name (built-in, or from ``targets_dir``)."""
-    from lgp_edge.profiling.targets import load_target
+    from lgp_edge.targets import load_target
 
     return load_target(name, targets_dir)
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
+from lgp_edge.fileio import default_mode
 
 log = logging.getLogger(__name__)
 
@@ -297,13 +298,6 @@ def atomic_dir(path: str | Path) -> Iterator[str]:
             yield tmp
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-def default_mode(directory: bool) -> int:
-    """Permissions a plain ``mkdir`` / ``open`` would give under the current umask (mkdtemp uses 0700)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
 
 
 def _renameat2() -> Any:

@@ -145,7 +145,8 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
 def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, TargetSpec]], store: Any, *,
                  force: bool = False, reporter: Any = NULL) -> list[ReportEntry]:
     """Score, plot and write report.md, report.html and report.csv for each (profile, target); returns the entries."""
-    from lgp_edge.pool.pool import atomic_dir, check_output_dir, load_pool, replace_dir
+    from lgp_edge.outdir import atomic_dir, check_output_dir, replace_dir
+    from lgp_edge.pool.pool import load_pool
     from lgp_edge.select import profile_latencies
 
     check_output_dir(out, force, kind="report")

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from lgp_edge.errors import CheckpointError, UsageError
+from lgp_edge.fileio import write_atomic, write_text_atomic
 from lgp_edge.progress import NULL, Reporter
 
 log = logging.getLogger(__name__)
@@ -175,14 +176,6 @@ def _legacy_groups(ckpt: Path) -> bool:
 # ``state.json`` is replaced by one rename, the commit point; only then are older tensor files deleted.
 # A kill at any moment leaves the previous checkpoint or the new one, never a mix.
 
-def _fsync_write(path: str, write: Callable[[str], None]) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -251,16 +244,11 @@ def save_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer
             "world_size": world, "param_groups": osd["param_groups"], "rng": py_rng, "state_file": state_file,
             "extra": extra, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path.mkdir(parents=True, exist_ok=True)
-    _fsync_write(str(path / state_file), lambda tmp: save_file(tensors, tmp))
-
-    def write_meta(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(meta, f)
-
-    _fsync_write(str(path / CKPT_META), write_meta)  # the commit point
+    write_atomic(path / state_file, lambda tmp: save_file(tensors, tmp))
+    write_text_atomic(path / CKPT_META, json.dumps(meta))  # the commit point
     _fsync_dir(path)
     for old in path.iterdir():  # older tensor files and leftovers of killed writes
-        if old.name != state_file and old.name != CKPT_META and old.name.startswith(("state-", f"{CKPT_META}.tmp")):
+        if old.name != state_file and old.name != CKPT_META and old.name.startswith(("state-", ".state-", f".{CKPT_META}.", f"{CKPT_META}.tmp")):
             old.unlink(missing_ok=True)
 
 

@@ -26,7 +26,8 @@ import pytest
 import torch
 
 from lgp_edge.cli import main
-from lgp_edge.pool.pool import MANIFEST, WEIGHTS, LearngenePool, PoolManifest, read_manifest, save_pool, sha256_file
+from lgp_edge.fileio import sha256_file
+from lgp_edge.pool.pool import MANIFEST, WEIGHTS, LearngenePool, PoolManifest, read_manifest, save_pool
 from lgp_edge.specs import PoolSpec, PreprocessSpec
 from tests.conftest import make_tiny_pool
 

@@ -100,7 +100,7 @@ def test_single_baselines_end_to_end_tiny(tmp_path: Path, capsys: pytest.Capture
 
 
 def test_vanilla_inherits_the_last_three_blocks() -> None:
-    from lgp_edge.baselines.single import family, inherit_learngene
+    from lgp_edge.baselines.scratch_vanilla import family, inherit_learngene
     from lgp_edge.models.ancestry import create_ancestry
     from lgp_edge.pool.pool import LearngenePool
 

@@ -22,7 +22,8 @@ import torch
 
 from lgp_edge.cli import main
 from lgp_edge.export.base import ExportContext
-from lgp_edge.pool.pool import load_pool, sha256_file
+from lgp_edge.fileio import sha256_file
+from lgp_edge.pool.pool import load_pool
 
 VAL = "48"
 
@@ -146,7 +147,7 @@ def test_cpu_export_onnx_and_openvino(cpu_out: Path, tiny_pool: Path) -> None:
 
 def test_jetson_nano_export_is_tensorrt_8_2_ready(nano_out: Path, tiny_pool: Path) -> None:
     from lgp_edge.export.trt_ops import unsupported_ops
-    from lgp_edge.profiling.targets import bench_script, load_target
+    from lgp_edge.targets import bench_script, load_target
 
     mf = _check_common(nano_out, tiny_pool, "jetson-nano")
     (art,) = mf["artifacts"]
@@ -295,8 +296,8 @@ def test_openvino_fp16_through_the_exporter_api(tiny_pool: Path, tmp_path: Path)
     from lgp_edge.export.openvino import OpenVINOExporter
     from lgp_edge.export.validate import reference_logits
     from lgp_edge.profiles import load_profile
-    from lgp_edge.profiling.targets import load_target
     from lgp_edge.progress import NULL
+    from lgp_edge.targets import load_target
 
     pool, mf = load_pool(tiny_pool)
     rec = mf.descendants[3]

@@ -13,7 +13,7 @@ from lgp_edge.export.onnx import export_onnx, onnx_opset
 from lgp_edge.export.tensorrt import UnsupportedOperator, check_operators, fp32_nodes, trt_version
 from lgp_edge.export.trt_ops import max_opset, parse_trt_version, table_for, unsupported_ops
 from lgp_edge.pool.pool import load_pool
-from lgp_edge.profiling.targets import load_target
+from lgp_edge.targets import load_target
 
 
 def _model(path: Path, op: str, opset: int, domain: str = "") -> Path:

@@ -18,8 +18,8 @@ def test_ir_carries_model_api_keys(tiny_pool: Path, tmp_path: Path) -> None:
     from lgp_edge.export.openvino import OpenVINOExporter
     from lgp_edge.export.validate import reference_logits
     from lgp_edge.profiles import load_profile
-    from lgp_edge.profiling.targets import load_target
     from lgp_edge.progress import NULL
+    from lgp_edge.targets import load_target
 
     pool, mf = load_pool(tiny_pool)
     rec = mf.descendants[0]

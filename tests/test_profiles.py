@@ -19,7 +19,7 @@ from lgp_edge.profiles import (
     profiles_root,
     with_overrides,
 )
-from lgp_edge.profiling.targets import known_targets, load_target
+from lgp_edge.targets import known_targets, load_target
 
 SHIPPED = sorted(profiles_root().glob("*.toml"))
 GOOD = """name = "{name}"

@@ -28,8 +28,8 @@ from lgp_edge.profiling.roofline import Roofline, parts_of
 from lgp_edge.profiling.runtimes import RUNTIME_NAMES, get_runtime
 from lgp_edge.profiling.runtimes.tensorrt import parse_trtexec, summary_timing
 from lgp_edge.profiling.store import MeasurementStore
-from lgp_edge.profiling.targets import load_target
 from lgp_edge.specs import LatencyRecord, PoolSpec
+from lgp_edge.targets import load_target
 
 # ------------------------------------------------------------------------------------------ harness
 

@@ -10,7 +10,7 @@ import torch
 from conftest import make_tiny_pool
 
 from lgp_edge.cli import main
-from lgp_edge.data import open_data
+from lgp_edge.datasets import open_data
 from lgp_edge.pool.kd import FinetuneObjective, descendant_sampler
 from lgp_edge.pool.pool import load_pool, load_pool_ancestry
 from lgp_edge.pool.stitch_init import init_stitches, lstsq_images, mean_r2, stitch_r2, stitched_indices, tune_stitches

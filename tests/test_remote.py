@@ -235,7 +235,7 @@ def test_adb_transport_issues_exact_commands(tiny_pool, tmp_path, monkeypatch, c
     monkeypatch.setenv("LGP_EDGE_ORT_PERF_TEST", str(perf))
     tdir = tmp_path / "targets"
     tdir.mkdir()
-    from lgp_edge.profiling.targets import targets_root
+    from lgp_edge.targets import targets_root
 
     src = (targets_root() / "android-arm64.toml").read_text()
     (tdir / "android-arm64.toml").write_text(src.replace('# serial = "R5CT12345"', 'serial = "R5CT0TEST"'))

@@ -8,7 +8,7 @@ import pytest
 
 from lgp_edge.cli import main
 from lgp_edge.profiles import known_profiles
-from lgp_edge.profiling.targets import known_targets
+from lgp_edge.targets import known_targets
 
 
 @pytest.fixture(autouse=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 from lgp_edge.profiles import load_profile
-from lgp_edge.profiling.targets import load_target
 from lgp_edge.report import ReportEntry, pareto_figure
 from lgp_edge.select import Candidate
+from lgp_edge.targets import load_target
 
 
 def _cand(key: str, ms: float, top1: float, budget: float) -> Candidate:

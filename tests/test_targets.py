@@ -10,7 +10,7 @@ import pytest
 
 from lgp_edge.cli import main
 from lgp_edge.errors import UsageError
-from lgp_edge.profiling.targets import (
+from lgp_edge.targets import (
     CONNECTIONS,
     PRECISIONS,
     RUNTIMES,

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lgp_edge.cli import main
-from lgp_edge.data import fmnist_dir, open_data
+from lgp_edge.datasets import fmnist_dir, open_data
 from lgp_edge.pool.kd import FinetuneObjective, descendant_sampler
 from lgp_edge.pool.pool import load_pool, load_pool_ancestry
 from lgp_edge.train import TrainConfig, fit
@@ -197,9 +197,9 @@ def test_distillation_has_separate_hidden_and_attention_transforms() -> None:
 
 def test_resume_of_a_checkpoint_with_the_earlier_optimizer_grouping(tmp_path: Path) -> None:
     """Checkpoints written with the earlier grouping (decay on every >= 2-D tensor, no lr_scale) still resume."""
-    from lgp_edge.data import open_data as _open
+    from lgp_edge.datasets import open_data as _open
     from lgp_edge.models.ancestry import create_ancestry
-    from lgp_edge.pool.teacher import SupervisedObjective
+    from lgp_edge.pool.ancestry_train import SupervisedObjective
     from lgp_edge.train import legacy_optimizer, save_checkpoint
 
     torch.manual_seed(0)

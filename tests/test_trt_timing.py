@@ -15,7 +15,7 @@ from lgp_edge.cli import main
 from lgp_edge.export.tensorrt import build_script
 from lgp_edge.pool.pool import read_manifest
 from lgp_edge.profiling.store import MeasurementStore, read_records_file
-from lgp_edge.profiling.targets import bench_script, load_target
+from lgp_edge.targets import bench_script, load_target
 
 LAYERS = ["/blocks.0/norm1/ReduceMean", "/blocks.0/attn/Softmax"]
 TRTEXEC = r'''#!/bin/sh

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
-from lgp_edge.data import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR
+from lgp_edge.outdir import check_output_dir
 from lgp_edge.pool.distill import DistillObjective
-from lgp_edge.pool.pool import LearngenePool, PoolManifest, check_output_dir, save_pool
+from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import init_stitches, lstsq_images
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, InstanceSpec, PoolSpec, content_hash

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from lgp_edge.pool.teacher import AncestryRequest, train_ancestry
+    from lgp_edge.pool.ancestry_train import AncestryRequest, train_ancestry
 
     setup_distributed(args)
     meta = train_ancestry(AncestryRequest(name=args.ancestry, data=args.data, out=args.out, force=args.force,

@@ -151,7 +151,7 @@ def _snnet(args: argparse.Namespace) -> int:
 
 
 def _single(args: argparse.Namespace) -> int:
-    from lgp_edge.baselines.single import SingleRequest, train_single_models
+    from lgp_edge.baselines.scratch_vanilla import SingleRequest, train_single_models
 
     _require(args, "ancestry", "data", "out")
     req = SingleRequest(method=args.method, ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint,

@@ -74,7 +74,7 @@ def _settings(args: argparse.Namespace, target: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     from lgp_edge.profiling import profile as prof
     from lgp_edge.profiling.store import MeasurementStore, default_store_path
-    from lgp_edge.profiling.targets import load_target
+    from lgp_edge.targets import load_target
 
     if args.import_file is not None:
         return _import(args)

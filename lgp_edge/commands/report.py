@@ -27,9 +27,9 @@ def _run(args: argparse.Namespace) -> int:
     from lgp_edge.errors import UsageError
     from lgp_edge.pool.pool import resolve_pool
     from lgp_edge.profiles import known_profiles, load_profile
-    from lgp_edge.profiling.targets import known_targets, load_target
     from lgp_edge.report import build_report
     from lgp_edge.select import open_store
+    from lgp_edge.targets import known_targets, load_target
 
     names = args.profile or [n for n in known_profiles(args.profiles_dir) if n in known_targets(args.targets_dir)]
     if not names:

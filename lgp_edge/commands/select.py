@@ -26,7 +26,7 @@ def add_profile_args(p: argparse.ArgumentParser) -> None:
 def resolve_profile(args: argparse.Namespace, formats: tuple[str, ...] | None = None) -> tuple[Any, Any]:
     """(DeviceProfile with overrides, its TargetSpec) from the command line."""
     from lgp_edge.profiles import load_profile, with_overrides
-    from lgp_edge.profiling.targets import load_target
+    from lgp_edge.targets import load_target
 
     name = args.profile or args.target
     if args.target is not None:

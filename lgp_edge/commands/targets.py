@@ -36,7 +36,7 @@ def _summary(t: Any) -> dict[str, Any]:
 def _list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from lgp_edge.profiling.targets import list_targets
+    from lgp_edge.targets import list_targets
 
     targets = list_targets(args.targets_dir)
     if args.json:
@@ -52,7 +52,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from lgp_edge.profiling.targets import load_target
+    from lgp_edge.targets import load_target
 
     t = load_target(args.name, args.targets_dir)
     if args.json:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lgp_edge.fileio import sha256_file, write_json_atomic
 from lgp_edge.specs import SCHEMA_VERSION, ExportArtifact
 
 MANIFEST = "manifest.json"
@@ -32,7 +32,6 @@ def _finite(obj: Any) -> Any:
 
 def file_entries(out_dir: Path, paths: list[str]) -> list[dict[str, Any]]:
     """``{path, bytes, sha256}`` for companion files (directories: summed size, no hash)."""
-    from lgp_edge.pool.pool import sha256_file
 
     entries = []
     for rel in paths:
@@ -96,15 +95,7 @@ def build_manifest(*, out_dir: Path, profile: Any, target: Any, pool_dir: Path, 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
     """Write ``manifest.json`` via a temporary file and an atomic rename."""
-    path = out_dir / MANIFEST
-    tmp = out_dir / f".{MANIFEST}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1, allow_nan=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(out_dir / MANIFEST, manifest)
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:

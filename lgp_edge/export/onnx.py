@@ -167,7 +167,7 @@ class OnnxExporter:
         check_opset(opset, target)
 
     def export(self, ctx: ExportContext) -> list[ExportArtifact]:
-        from lgp_edge.pool.pool import sha256_file
+        from lgp_edge.fileio import sha256_file
 
         opset = ctx.default_opset()
         with ctx.reporter.task(f"onnx: export opset {opset}", total=1) as task:

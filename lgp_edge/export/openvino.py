@@ -83,7 +83,7 @@ class OpenVINOExporter:
         import openvino as ov
 
         from lgp_edge.export.validate import TOLERANCES, compare, openvino_outputs
-        from lgp_edge.pool.pool import sha256_file
+        from lgp_edge.fileio import sha256_file
 
         precision = ctx.profile.precision
         if precision == "int8" and len(ctx.calibration) < MIN_CALIBRATION:

@@ -67,7 +67,7 @@ class OrtExporter:
     def export(self, ctx: ExportContext) -> list[ExportArtifact]:
         from lgp_edge.export.onnx import io_spec
         from lgp_edge.export.validate import TOLERANCES, compare, onnxruntime_outputs
-        from lgp_edge.pool.pool import sha256_file
+        from lgp_edge.fileio import sha256_file
 
         onnx_path = ctx.onnx_file(ctx.default_opset())
         platform = str(ctx.target.extra.get("ort_platform", "arm"))

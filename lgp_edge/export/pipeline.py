@@ -104,7 +104,7 @@ def preflight(req: ExportRequest, pool_dir: Path | None = None) -> None:
 
 
 def _plain_view(ds: Any) -> Any:
-    """The dataset without training augmentation (lgp_edge.data.TensorImages has a ``train`` flag)."""
+    """The dataset without training augmentation (lgp_edge.datasets.TensorImages has a ``train`` flag)."""
     if hasattr(ds, "train") and isinstance(ds.train, bool):
         view = copy.copy(ds)
         view.train = False
@@ -122,7 +122,7 @@ def validation_images(data_name: str, pre: Any, num_classes: int, n_val: int, n_
     """(validation images, labels, calibration images, synthetic): fixed random subsets, disjoint."""
     import torch
 
-    from lgp_edge.data import check_data_name, open_data
+    from lgp_edge.datasets import check_data_name, open_data
 
     check_data_name(data_name)
     data = open_data(data_name, img_size=pre.img_size, in_chans=pre.in_chans, num_classes=num_classes)
@@ -163,7 +163,7 @@ def _move_failed(tmp: Path, out: Path) -> Path | None:
         if not ours:
             log.warning("'%s' exists and is not an earlier failed export; the failed output is discarded", failed)
             return None
-    from lgp_edge.pool.pool import replace_dir
+    from lgp_edge.outdir import replace_dir
 
     replace_dir(tmp, failed)
     return failed
@@ -178,7 +178,8 @@ def _versions() -> dict[str, str]:
 def export_profile(req: ExportRequest, reporter: Any = NULL) -> ExportResult:
     """Run the whole export for one profile (see the module docstring for the order and failure modes)."""
     from lgp_edge.export.validate import reference_logits, top1
-    from lgp_edge.pool.pool import atomic_dir, load_pool, replace_dir, resolve_pool
+    from lgp_edge.outdir import atomic_dir, replace_dir
+    from lgp_edge.pool.pool import load_pool, resolve_pool
     from lgp_edge.select import open_store, plan_selection, profile_latencies
 
     pool_dir = resolve_pool(req.pool)

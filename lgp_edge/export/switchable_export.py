@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -140,8 +139,9 @@ def export_switchable(req: SwitchableRequest, reporter: Any = NULL) -> Switchabl
     from lgp_edge.export.onnx import versions
     from lgp_edge.export.pipeline import default_data, validation_images
     from lgp_edge.export.switchable import build_switchable_onnx, switch_entries, validate_switchable_onnx
-    from lgp_edge.outdir import check_output_dir
-    from lgp_edge.pool.pool import atomic_dir, load_pool, replace_dir, resolve_pool, sha256_file
+    from lgp_edge.fileio import sha256_file, write_json_atomic
+    from lgp_edge.outdir import atomic_dir, check_output_dir, replace_dir
+    from lgp_edge.pool.pool import load_pool, resolve_pool
     from lgp_edge.select import latencies, open_store
 
     pool_dir = resolve_pool(req.pool)
@@ -223,9 +223,7 @@ def export_switchable(req: SwitchableRequest, reporter: Any = NULL) -> Switchabl
               "validation": {"data": data_name, "synthetic": synthetic, "images": len(x)},
               "artifacts": artifacts}
         (tmp / "EMBEDDING.md").write_text(render_embedding(mf))
-        tmp_mf = tmp / ".manifest.json.tmp"
-        tmp_mf.write_text(json.dumps(mf, indent=1, allow_nan=False) + "\n")
-        os.replace(tmp_mf, tmp / "manifest.json")
+        write_json_atomic(tmp / "manifest.json", mf)
         if not passed:
             raise ValidationFailed(f"switchable export failed validation; nothing written to '{req.out}': "
                                    + "; ".join(_failures(artifacts)))

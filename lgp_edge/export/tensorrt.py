@@ -260,7 +260,7 @@ class TensorRTExporter:
                              f"({max_opset(version)})")
 
     def export(self, ctx: ExportContext) -> list[ExportArtifact]:
-        from lgp_edge.pool.pool import sha256_file
+        from lgp_edge.fileio import sha256_file
 
         version = trt_version(ctx.target)
         opset = min(ctx.default_opset(), max_opset(version))
@@ -307,7 +307,7 @@ class TensorRTExporter:
         return arts
 
     def _bench_script(self, ctx: ExportContext) -> Path | None:
-        from lgp_edge.profiling.targets import bench_script
+        from lgp_edge.targets import bench_script
 
         try:
             return bench_script(ctx.target, ctx.targets_dir)
@@ -322,7 +322,7 @@ class TensorRTExporter:
 
         from lgp_edge.export.trt_build import build_engine
         from lgp_edge.export.validate import TOLERANCES, compare
-        from lgp_edge.pool.pool import sha256_file
+        from lgp_edge.fileio import sha256_file
 
         plan = ctx.out_dir / "model.plan"
         shapes = None

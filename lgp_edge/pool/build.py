@@ -11,12 +11,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lgp_edge.data import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, plan_instances
+from lgp_edge.outdir import check_output_dir
 from lgp_edge.pool.distill import DistillObjective
-from lgp_edge.pool.pool import LearngenePool, PoolManifest, check_output_dir, save_pool
+from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import (
     INITS,
     fit_image_count,

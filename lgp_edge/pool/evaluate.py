@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import tempfile
 from pathlib import Path
 
-from lgp_edge.data import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import DataError, UsageError
-from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, default_mode, load_pool
+from lgp_edge.fileio import write_json_atomic
+from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, load_pool
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import DescendantRecord
 from lgp_edge.train import evaluate
@@ -33,15 +31,6 @@ def evaluate_descendants(pool: LearngenePool, dataset, *, batch_size: int = 256,
     return records
 
 
-def _write_json_atomic(path: Path, obj: object) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.chmod(tmp, default_mode(directory=False))
-    os.replace(tmp, path)
-
-
 def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_images: int | None = None,
                   reporter: Reporter = NULL) -> PoolManifest:
     check_data_name(data)
@@ -56,8 +45,8 @@ def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_ima
     manifest = manifest.replace(descendants=tuple(records),
                                 history=manifest.history + ({"stage": "eval", "data": ds.info.name, "images": n},))
     path = Path(path)
-    _write_json_atomic(path / DESCENDANTS, {"pool_id": manifest.spec.pool_id, "data": ds.info.name,
+    write_json_atomic(path / DESCENDANTS, {"pool_id": manifest.spec.pool_id, "data": ds.info.name,
                                             "synthetic_data": ds.info.synthetic, "images": n,
                                             "descendants": [r.to_dict() for r in records]})
-    _write_json_atomic(path / MANIFEST, manifest.to_dict())
+    write_json_atomic(path / MANIFEST, manifest.to_dict())
     return manifest

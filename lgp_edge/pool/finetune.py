@@ -16,16 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lgp_edge.data import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.pool.evaluate import DESCENDANTS
 from lgp_edge.pool.kd import FinetuneObjective, descendant_sampler
-from lgp_edge.pool.pool import (
-    PoolManifest,
-    load_pool,
-    load_pool_ancestry,
-    save_pool,
-)
+from lgp_edge.pool.pool import PoolManifest, load_pool, load_pool_ancestry, save_pool
 from lgp_edge.pool.restitch import apply_init
 from lgp_edge.pool.stitch_init import INITS, tune_stitches
 from lgp_edge.progress import NULL, Reporter

@@ -10,7 +10,6 @@ renamed into place, so a crash never leaves a half-written pool.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import CheckpointError, UsageError
+from lgp_edge.fileio import sha256_file
 from lgp_edge.models.descendant import (
     Descendant,
     build_descendant,
@@ -33,13 +33,7 @@ from lgp_edge.models.descendant import (
 )
 from lgp_edge.models.instances import create_auxiliary
 from lgp_edge.models.stitch import make_stitch
-from lgp_edge.outdir import (  # noqa: F401  (re-exported: callers import them from here)
-    atomic_dir,
-    check_output_dir,
-    default_mode,
-    recover_unlocked,
-    replace_dir,
-)
+from lgp_edge.outdir import atomic_dir, recover_unlocked, replace_dir
 from lgp_edge.specs import SCHEMA_VERSION, DescendantRecord, DescendantSpec, PoolSpec, PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -160,14 +154,6 @@ class PoolManifest:
 
     def replace(self, **changes: Any) -> PoolManifest:
         return dataclasses.replace(self, **changes)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _state(module: nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:

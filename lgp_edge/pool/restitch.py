@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from lgp_edge.data import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.pool.evaluate import DESCENDANTS
 from lgp_edge.pool.pool import PoolManifest, load_pool, load_pool_ancestry, load_pool_transforms, save_pool

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lgp_edge.data import ImageData
+from lgp_edge.datasets import ImageData
 from lgp_edge.errors import UsageError
 from lgp_edge.models.descendant import stitch_specs
 from lgp_edge.models.instances import forward_with_taps

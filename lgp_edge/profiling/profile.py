@@ -243,7 +243,7 @@ def _measure_remote(subject: Subject, items: Sequence[Item], target: TargetSpec,
     from lgp_edge.profiling import remote
     from lgp_edge.profiling.artifacts import export_onnx
     from lgp_edge.profiling.runtimes.tensorrt import parse_trtexec, summary_timing
-    from lgp_edge.profiling.targets import bench_script
+    from lgp_edge.targets import bench_script
 
     kind, runtime = target.connection.kind, target.runtime
     if (kind, runtime) not in (("ssh", "onnxruntime"), ("ssh", "tensorrt"), ("adb", "onnxruntime")):

@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lgp_edge.errors import UsageError
+from lgp_edge.fileio import write_text_atomic
 from lgp_edge.specs import LatencyRecord
 
 log = logging.getLogger(__name__)
@@ -407,11 +408,7 @@ def save_beside(store_path: Path, records: Sequence[LatencyRecord]) -> Path:
     text = records_json(records)
     for folder in (store_path.parent, Path(tempfile.gettempdir())):
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, folder / name)
-            return folder / name
+            return write_text_atomic(folder / name, text)
         except OSError:
             continue
     raise UsageError(f"could not write {len(records)} records to '{store_path}' nor save them anywhere")

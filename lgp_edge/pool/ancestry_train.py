@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgp_edge.data import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry
-from lgp_edge.pool.pool import atomic_dir, check_output_dir, replace_dir
+from lgp_edge.outdir import atomic_dir, check_output_dir, replace_dir
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import content_hash
 from lgp_edge.train import TrainConfig, evaluate, fit, is_main

@@ -34,7 +34,7 @@ _CONNECTION_FIELDS = {"kind": str, "host": str, "user": str, "port": int, "key":
 
 def targets_root() -> Path:
     """Directory of the built-in target files (inside the installed package)."""
-    return Path(__file__).resolve().parent.parent / "data" / "targets"
+    return Path(__file__).resolve().parent / "data" / "targets"
 
 
 def _toml_load(path: Path) -> dict[str, Any]:

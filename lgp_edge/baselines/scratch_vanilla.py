@@ -2,7 +2,7 @@
 
 Each model is a :class:`~lgp_edge.models.descendant.Descendant` of a freshly initialised depth-6 Ti/B
 pool, so its architecture, params and FLOPs are computed exactly like a Learngene Pool descendant's.
-Training goes through :func:`lgp_edge.train.fit` with :class:`~lgp_edge.pool.teacher.SupervisedObjective`
+Training goes through :func:`lgp_edge.train.fit` with :class:`~lgp_edge.pool.ancestry_train.SupervisedObjective`
 (cross-entropy with label smoothing 0.1, the ancestry's recipe); no teacher.
 
 - scratch: the chosen descendant architectures, every weight random.
@@ -23,13 +23,14 @@ from typing import Any
 
 import torch
 
-from lgp_edge.data import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint
 from lgp_edge.models.descendant import count_params, descendant_flops
 from lgp_edge.models.instances import plan_instances
-from lgp_edge.pool.pool import LearngenePool, atomic_dir, check_output_dir, replace_dir
-from lgp_edge.pool.teacher import SupervisedObjective
+from lgp_edge.outdir import atomic_dir, check_output_dir, replace_dir
+from lgp_edge.pool.ancestry_train import SupervisedObjective
+from lgp_edge.pool.pool import LearngenePool
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, DescendantSpec, PoolSpec
 from lgp_edge.train import TrainConfig, evaluate, fit, is_main

@@ -1,0 +1,59 @@
+"""File I/O shared by every stage: atomic single-file writes and content hashes.
+
+A file is written under a temporary name in its own directory, flushed and fsync'ed, then renamed over
+the destination: a reader sees the old file or the new one, never a torn one. Whole output directories
+(pools, exports, reports) are published by :mod:`lgp_edge.outdir` instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def default_mode(directory: bool) -> int:
+    """Permissions a plain ``mkdir`` / ``open`` would give under the current umask (mkdtemp uses 0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
+    """Call ``write(tmp_path)`` for a temporary file beside ``path``, fsync it, rename it to ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, default_mode(directory=False))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Replace ``path`` with ``text`` (UTF-8) atomically."""
+    return write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Replace ``path`` with ``obj`` as indented JSON atomically; NaN and infinity are refused."""
+    return write_text_atomic(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
