@@ -29,6 +29,7 @@ def ship(src: Path, data: str) -> dict:
     from safetensors.torch import save_file
 
     from lgp_edge.datasets import open_data
+    from lgp_edge.fileio import default_mode
     from lgp_edge.models.ancestry import create_ancestry, read_ancestry_dir, read_state_dict
     from lgp_edge.train import evaluate
 
@@ -50,7 +51,9 @@ def ship(src: Path, data: str) -> dict:
                    "provenance": {"source_run": str(src), "made_by": "python benchmarks/ship_ancestry.py",
                                   "shipped_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
         (t / "ancestry.json").write_text(json.dumps(shipped, indent=1) + "\n")
-        t.chmod(0o755)
+        for f in t.iterdir():  # installed package data must be readable by every user
+            f.chmod(default_mode(directory=False))
+        t.chmod(default_mode(directory=True))
         if dst.exists():
             shutil.rmtree(dst)
         t.rename(dst)
