@@ -19,12 +19,10 @@ from typing import Any
 
 from lgp_edge.errors import UsageError
 from lgp_edge.registry import named_files, pick, search_dirs
-from lgp_edge.specs import DeviceProfile
+from lgp_edge.specs import FORMATS, DeviceProfile
+from lgp_edge.specs import PROFILE_PRECISIONS as PRECISIONS
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("fp32", "fp16", "int8")
-FORMATS = ("onnx", "tensorrt", "openvino", "coreml", "ort")
 
 # field -> (accepted types, required); numbers accept int or float
 _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {

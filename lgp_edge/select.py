@@ -20,7 +20,7 @@ from typing import Any
 
 from lgp_edge.errors import NothingFits, UsageError
 from lgp_edge.models.descendant import activation_bytes
-from lgp_edge.specs import DescendantRecord, DeviceProfile, LatencyRecord, PoolSpec, TargetSpec
+from lgp_edge.specs import FORMAT_RUNTIME, DescendantRecord, DeviceProfile, LatencyRecord, PoolSpec, TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -207,10 +207,6 @@ def open_store(path: str | Path | None) -> Any:
     if not store.exists:
         log.warning("measurement store %s does not exist (or is empty): every latency is predicted", store.path)
     return store
-
-
-FORMAT_RUNTIME = {"onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt",
-                  "coreml": "coreml"}
 
 
 def profile_runtime(profile: DeviceProfile, target: TargetSpec) -> str:

@@ -10,9 +10,23 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 SCHEMA_VERSION = 1  # bump when pool.json / manifest.json change incompatibly
+
+# ----------------------------------------------------------------------------------------------- vocabulary
+# The names of runtimes, precisions and export formats, spelled once: target and profile files, the CLI's
+# choices and the exporters all check against these.
+Runtime = Literal["torch", "onnxruntime", "openvino", "tensorrt", "coreml"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+Format = Literal["onnx", "tensorrt", "openvino", "coreml", "ort"]
+
+RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)  # what runs a model (profile --runtime, target 'runtime')
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)  # what a target computes in and a latency is measured in
+PROFILE_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")  # what an export can be asked for (no bf16)
+FORMATS: tuple[Format, ...] = get_args(Format)  # export formats (--format, profile and target 'formats')
+FORMAT_RUNTIME: dict[Format, Runtime] = {  # the runtime that runs each format's artifact
+    "onnx": "onnxruntime", "ort": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt", "coreml": "coreml"}
 
 
 def _plain(value: Any) -> Any:

@@ -15,13 +15,10 @@ from typing import Any
 
 from lgp_edge.errors import UsageError
 from lgp_edge.registry import named_files, pick, search_dirs
-from lgp_edge.specs import ConnectionSpec, TargetSpec
+from lgp_edge.specs import FORMATS, PRECISIONS, RUNTIMES, ConnectionSpec, TargetSpec
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-FORMATS = ("onnx", "ort", "tensorrt", "openvino", "coreml")
 CONNECTIONS = ("local", "ssh", "adb", "none")
 
 _TOP = {"name": str, "description": str, "runtime": str, "runtime_version": str, "max_opset": int,

@@ -8,9 +8,7 @@ from typing import Any
 
 from lgp_edge.commands.common import add_pool_arg, add_quiet, console, print_json, reporter
 from lgp_edge.errors import UsageError
-
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-RUNTIMES = ("torch", "onnxruntime", "openvino", "tensorrt", "coreml")
+from lgp_edge.specs import PRECISIONS, RUNTIMES
 
 
 def register(sub: Any) -> None:

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from lgp_edge.commands.common import add_pool_arg
+from lgp_edge.specs import PROFILE_PRECISIONS
 
 
 def add_profile_args(p: argparse.ArgumentParser) -> None:
@@ -15,7 +16,7 @@ def add_profile_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--profile", default=None, help="use this deployment profile (lgp-edge profiles list)")
     p.add_argument("--budget-ms", type=float, default=None, help="override the profile's p90 latency budget")
     p.add_argument("--memory-mb", type=float, default=None, help="override the profile's memory budget")
-    p.add_argument("--precision", default=None, choices=("fp32", "fp16", "int8"),
+    p.add_argument("--precision", default=None, choices=PROFILE_PRECISIONS,
                    help="override the profile's precision")
     p.add_argument("--store", default=None, help="measurement store to read latencies from (default: the "
                                                  "profiler's store)")
