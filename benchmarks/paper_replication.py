@@ -457,6 +457,17 @@ def differences(s: dict[str, Any]) -> list[str]:
     return out
 
 
+STAGES = ("lgp6", "snnet", "lgp9", "scratch", "vanilla")
+
+
+def stage_list(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in names if x not in STAGES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown stage(s) {bad or [text]}; choose from {','.join(STAGES)}")
+    return names
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     s = dict(QUICK if args.quick else FULL)
     for k in ("distill_epochs", "finetune_epochs", "steps_per_epoch", "eval_images", "ancestry_epochs"):
@@ -480,10 +491,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              ("lgp9", lambda: lgp_stage(9, anc, s, rep, st)),
              ("scratch", lambda: {"scratch": single_stage("scratch", anc, s, rep, st)}),
              ("vanilla", lambda: {"vanilla": single_stage("vanilla", anc, s, rep, st)})]
+    wanted = STAGES if args.stages is None else args.stages
     for name, fn in order:
+        if name not in wanted:
+            continue
         t1 = time.time()
         methods.update(fn())
         log.info("stage %s: %.0f s (elapsed %.0f s)", name, time.time() - t1, time.time() - t0)
+    if set(wanted) != set(STAGES):
+        log.info("ran stages %s only; no results written (run without --stages to assemble them: finished "
+                 "stages are reused)", ",".join(wanted))
+        return {}
     claims = compute_claims(methods)
     goals = compute_goals(methods, s["default_init"])
     inits = init_table(methods, 6)
@@ -558,10 +576,16 @@ def main(argv: list[str] | None = None) -> int:
                         "settings is reused)")
     p.add_argument("--vanilla-narrow", default=None, help="comma list, e.g. 3,2,1,0")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--stages", type=stage_list, default=None,
+                   help=f"comma list of stages to run now, e.g. lgp6,snnet (default all: {','.join(STAGES)}); "
+                        "two processes with disjoint stages and the same --work can share a machine's cores; "
+                        "a run without --stages then reuses them and writes the results")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     r = run(args)
+    if not r:
+        return 0
     c = r["claims"]
     print(json.dumps({k: c[k] for k in ("storage_ratio", "storage_ratio_held", "min_flops_ratio",
                                         "min_flops_ratio_held", "front_delta_min", "front_delta_min_held",

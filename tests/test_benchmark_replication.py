@@ -24,6 +24,13 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     argv = ["--quick", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--cache-dir", str(tmp_path / "cache"),
             "--out-dir", str(tmp_path / "results"), "--md-out", str(tmp_path / "section.md"), "--eval-images", "32",
             "--steps-per-epoch", "1", "--quiet"]
+    # a partial run (two of them could share the cores) writes no results; the full run reuses its stages
+    assert bench.main([*argv, "--stages", "lgp6,scratch"]) == 0
+    assert not (tmp_path / "results").exists()
+    assert (tmp_path / "cache" / "run-quick" / "lgp-d6-distilled" / ".done.json").is_file()
+    with pytest.raises(SystemExit) as e:
+        bench.main([*argv, "--stages", "lgp6,bogus"])
+    assert e.value.code == 2
     assert bench.main(argv) == 0
     r = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
     assert r["quick"] is True and not (tmp_path / "results" / "paper_replication.json").exists()
