@@ -2,21 +2,19 @@
 
 An *objective* is an ``nn.Module`` whose ``forward(images, labels, **step_kwargs)`` returns the scalar loss;
 its trainable parameters are those with ``requires_grad``. ``fit`` runs AdamW with linear warm-up and
-cosine decay, on one process or under ``torchrun`` (DistributedDataParallel + DistributedSampler;
-rank 0 alone writes checkpoints and shows progress). Checkpoints are safetensors + JSON (no pickles),
-written atomically every epoch and every ``save_every`` steps, and hold the model, optimizer, step and
-the RNG states of every rank, so ``resume`` continues exactly where a killed run stopped (bit-exact with
-``num_workers=0``; with loader workers the augmentation draws after a mid-epoch resume differ).
-The learning-rate schedule is a pure function of the step, so it needs no state of its own.
+cosine decay (``train_optim``), on one process or under ``torchrun`` (DistributedDataParallel +
+DistributedSampler; rank 0 alone writes checkpoints and shows progress). Checkpoints (``train_checkpoint``)
+are safetensors + JSON (no pickles), written atomically every epoch and every ``save_every`` steps, and hold
+the model, optimizer, step and the RNG states of every rank, so ``resume`` continues exactly where a killed
+run stopped (bit-exact with ``num_workers=0``; with loader workers the augmentation draws after a mid-epoch
+resume differ). The learning-rate schedule is a pure function of the step, so it needs no state of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -29,13 +27,25 @@ from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from lgp_edge.errors import CheckpointError, UsageError
-from lgp_edge.fileio import write_atomic, write_text_atomic
 from lgp_edge.progress import NULL, Reporter
+from lgp_edge.train_checkpoint import (
+    CKPT_META,
+    CKPT_STATE,
+    legacy_groups,
+    load_checkpoint,
+    read_checkpoint_meta,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from lgp_edge.train_optim import NO_DECAY_NAMES, decays, legacy_optimizer, lr_at, make_optimizer
+
+__all__ = ["CKPT_META", "CKPT_STATE", "NO_DECAY_NAMES", "FitResult", "TrainConfig", "decays", "dist_info",
+           "evaluate", "fit", "is_main", "legacy_groups", "legacy_optimizer", "load_checkpoint", "lr_at",
+           "make_optimizer", "read_checkpoint_meta", "rng_state", "save_checkpoint", "set_rng_state",
+           "state_digest", "step_rng"]
 
 log = logging.getLogger(__name__)
-
-CKPT_STATE = "state.safetensors"
-CKPT_META = "state.json"
 
 
 @dataclass(frozen=True)
@@ -88,25 +98,9 @@ def is_main() -> bool:
     return dist_info()[0] == 0
 
 
-def lr_at(step: int, total: int, warmup: int, base: float, floor: float) -> float:
-    """Linear warm-up to ``base`` then cosine decay to ``floor``."""
-    if warmup and step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return floor + 0.5 * (base - floor) * (1 + math.cos(math.pi * min(1.0, t)))
-
-
 def step_rng(seed: int, step: int) -> random.Random:
     """A per-step RNG, identical on every rank (e.g. to choose the step's descendant)."""
     return random.Random(seed * 1_000_003 + step)
-
-
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token", "reg_token")  # timm's no_weight_decay() set
-
-
-def decays(name: str, p: nn.Parameter) -> bool:
-    """Weight decay applies to weight matrices only: not to biases, norms, position embeddings or tokens."""
-    return p.ndim >= 2 and name.rsplit(".", 1)[-1] not in NO_DECAY_NAMES
 
 
 def state_digest(module: nn.Module) -> str:
@@ -119,205 +113,6 @@ def state_digest(module: nn.Module) -> str:
         h.update(f"{k}:{v.dtype}:{tuple(v.shape)};".encode())
         h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     return h.hexdigest()[:16]
-
-
-def make_optimizer(objective: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.AdamW, list[nn.Parameter]]:
-    """AdamW over the trainable parameters, in groups by weight decay and learning-rate scale.
-
-    An objective may scale the learning rate of some parameters with a method ``lr_scale(name) -> float``
-    (e.g. a lower rate for shared instance blocks than for stitch layers); a group's rate is
-    ``lr_at(step) * group["lr_scale"]``.
-    """
-    scale_of = getattr(objective, "lr_scale", None)
-    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
-    seen: set[int] = set()
-    for name, p in objective.named_parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        scale = float(scale_of(name)) if scale_of is not None else 1.0
-        if not (0.0 <= scale <= 1e3):
-            raise UsageError(f"learning-rate scale {scale} for '{name}' is out of range [0, 1000]")
-        groups.setdefault((decays(name, p), scale), []).append(p)
-    param_groups = [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_scale": scale}
-                    for (decay, scale), ps in groups.items()]
-    params = [p for g in param_groups for p in g["params"]]
-    return torch.optim.AdamW(param_groups, lr=cfg.lr), params
-
-
-def legacy_optimizer(objective: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.AdamW, list[nn.Parameter]]:
-    """The grouping of checkpoints written before per-name decay rules and learning-rate scales: weight decay on
-    every parameter of 2 or more dimensions (pos_embed and cls_token included), none on the others. Used only to
-    resume such a checkpoint, so the run ends with the recipe it started with."""
-    seen: dict[int, nn.Parameter] = {}
-    for p in objective.parameters():
-        if p.requires_grad:
-            seen.setdefault(id(p), p)
-    params = list(seen.values())
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr), decay + no_decay
-
-
-def _legacy_groups(ckpt: Path) -> bool:
-    """True for a checkpoint whose optimizer groups predate ``lr_scale`` (see ``legacy_optimizer``)."""
-    try:
-        groups = json.loads((ckpt / CKPT_META).read_text()).get("param_groups") or []
-    except (OSError, ValueError):
-        return False  # load_checkpoint reports the damage
-    return bool(groups) and all(isinstance(g, dict) and "lr_scale" not in g for g in groups)
-
-
-# ------------------------------------------------------------------------------------------ checkpoints
-# A checkpoint is a directory: ``state-<step>.safetensors`` (weights, optimizer moments, RNG states) and
-# ``state.json`` (counters, fingerprint, world size, optimizer hyper-parameters, Python/NumPy RNG states and
-# the name of its safetensors file). The tensors are written and fsync'ed first under a new name; then
-# ``state.json`` is replaced by one rename, the commit point; only then are older tensor files deleted.
-# A kill at any moment leaves the previous checkpoint or the new one, never a mix.
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    """This process' RNG states: torch CPU (+ CUDA), Python ``random`` and NumPy."""
-    out: dict[str, Any] = {"torch": torch.get_rng_state(), "python": _py_state()}
-    if device.type == "cuda":
-        out["cuda"] = torch.cuda.get_rng_state(device)
-    try:
-        import numpy as np
-
-        name, keys, pos, has_gauss, gauss = np.random.get_state()
-        out["numpy"] = [name, keys.tolist(), int(pos), int(has_gauss), float(gauss)]
-    except ImportError:  # pragma: no cover - numpy ships with torch wheels
-        pass
-    return out
-
-
-def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-    v, st, gauss = state["python"]
-    random.setstate((v, tuple(st), gauss))
-    if "numpy" in state:
-        import numpy as np
-
-        name, keys, pos, has_gauss, gauss = state["numpy"]
-        np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
-
-
-def save_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer, *, epoch: int, step: int,
-                    step_in_epoch: int, fingerprint: str, world: int, extra: dict[str, Any],
-                    rng: list[dict[str, Any]] | None = None) -> None:
-    """Atomically write model + optimizer + RNG (one entry per rank) + counters to directory ``path``."""
-    from safetensors.torch import save_file
-
-    if rng is None:
-        rng = [rng_state(torch.device("cpu"))]
-    tensors: dict[str, torch.Tensor] = {}
-    for k, v in objective.state_dict().items():
-        tensors[f"model.{k}"] = v.detach().cpu().contiguous()
-    osd = opt.state_dict()
-    for idx, st in osd["state"].items():
-        for name, v in st.items():
-            t = v if isinstance(v, torch.Tensor) else torch.tensor(v)
-            tensors[f"opt.{idx}.{name}"] = t.detach().cpu().contiguous()
-    py_rng = []
-    for r, st in enumerate(rng):
-        tensors[f"rng.torch.{r}"] = st["torch"].cpu()
-        if "cuda" in st:
-            tensors[f"rng.cuda.{r}"] = st["cuda"].cpu()
-        py_rng.append({k: st[k] for k in ("python", "numpy") if k in st})
-    state_file = f"state-{step:09d}.safetensors"
-    meta = {"epoch": epoch, "step": step, "step_in_epoch": step_in_epoch, "fingerprint": fingerprint,
-            "world_size": world, "param_groups": osd["param_groups"], "rng": py_rng, "state_file": state_file,
-            "extra": extra, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    path.mkdir(parents=True, exist_ok=True)
-    write_atomic(path / state_file, lambda tmp: save_file(tensors, tmp))
-    write_text_atomic(path / CKPT_META, json.dumps(meta))  # the commit point
-    _fsync_dir(path)
-    for old in path.iterdir():  # older tensor files and leftovers of killed writes
-        if old.name != state_file and old.name != CKPT_META and old.name.startswith(("state-", ".state-", f".{CKPT_META}.", f"{CKPT_META}.tmp")):
-            old.unlink(missing_ok=True)
-
-
-def _py_state() -> list[Any]:
-    v, state, gauss = random.getstate()
-    return [v, list(state), gauss]
-
-
-def read_checkpoint_meta(path: Path, fingerprint: str, world: int) -> dict[str, Any]:
-    """The checkpoint's ``state.json`` after checking it belongs to this run (CheckpointError if not)."""
-    meta_f = path / CKPT_META
-    if not meta_f.is_file():
-        raise CheckpointError(f"no checkpoint to resume in '{path}'; run without --resume to start")
-    try:
-        meta = json.loads(meta_f.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"checkpoint '{meta_f}' is damaged ({exc.msg}); delete '{path}' and start "
-                              "again without --resume") from None
-    if meta.get("fingerprint") != fingerprint:
-        raise CheckpointError(f"checkpoint '{path}' belongs to another run (different pool, ancestry, data or "
-                              "training settings); resume with the original arguments, or delete it and start "
-                              "without --resume")
-    if meta.get("world_size", 1) != world:
-        raise CheckpointError(f"checkpoint '{path}' was written by {meta.get('world_size')} process(es), this run "
-                              f"has {world}: the data order cannot be continued; resume with the same number "
-                              f"of processes (torchrun --nnodes x --nproc_per_node = {meta.get('world_size')})")
-    state_f = path / meta.get("state_file", CKPT_STATE)
-    if not state_f.is_file():
-        raise CheckpointError(f"checkpoint '{path}' is incomplete ({state_f.name} is missing); delete it and "
-                              "start again without --resume")
-    return meta
-
-
-def load_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer, fingerprint: str,
-                    world: int, rank: int = 0, device: torch.device | None = None) -> dict[str, Any]:
-    """Restore model, optimizer and this rank's RNG states; returns the metadata (epoch, step, ...)."""
-    from safetensors.torch import load_file
-
-    meta = read_checkpoint_meta(path, fingerprint, world)
-    try:
-        tensors = load_file(str(path / meta.get("state_file", CKPT_STATE)))
-    except Exception as exc:  # safetensors raises its own error types
-        raise CheckpointError(f"checkpoint '{path}' cannot be read ({str(exc)[:120]}); delete it and start "
-                              "again without --resume") from None
-    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        objective.load_state_dict(model_state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint '{path}' does not fit this model: {str(exc)[:160]}") from None
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, name = k.split(".", 2)
-            state.setdefault(int(idx), {})[name] = v
-    try:
-        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint '{path}' holds optimizer state of another parameter grouping ({exc}); "
-                              "resume it with the lgp-edge version that wrote it, or delete it and start again "
-                              "without --resume") from None
-    try:
-        rng: dict[str, Any] = {"torch": tensors[f"rng.torch.{rank}"], **meta["rng"][rank]}
-    except (KeyError, IndexError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint '{path}' has no random-number state for rank {rank} ({exc}); delete it "
-                              "and start again without --resume") from None
-    if f"rng.cuda.{rank}" in tensors:
-        rng["cuda"] = tensors[f"rng.cuda.{rank}"]
-    set_rng_state(rng, device or torch.device("cpu"))
-    return meta
 
 
 def _agree(error: Exception | None) -> None:
@@ -338,6 +133,45 @@ def _agree(error: Exception | None) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- the loop
+@dataclass(frozen=True)
+class _Plan:
+    """The fixed facts of one ``fit`` call: where it runs and how many steps it takes."""
+
+    rank: int
+    world: int
+    device: torch.device
+    local_bs: int  # batch per rank
+    steps_per_epoch: int
+    total: int  # optimizer steps over all epochs
+    warmup: int  # warm-up steps
+
+
+@dataclass(frozen=True)
+class _Start:
+    """Where the loop starts (all 0 for a new run): epoch, optimizer step, steps already done in that epoch."""
+
+    epoch: int = 0
+    step: int = 0
+    skip: int = 0
+    resumed_from: int | None = None
+
+
+@dataclass
+class _Loop:
+    """What the loop trains and where it saves; ``step`` counts optimizer steps so far."""
+
+    objective: nn.Module
+    model: nn.Module  # ``objective``, wrapped in DDP under torchrun
+    opt: torch.optim.Optimizer
+    params: list[nn.Parameter]
+    cfg: TrainConfig
+    plan: _Plan
+    ckpt: Path | None
+    fingerprint: str
+    description: str
+    step: int
+
+
 def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, description: str,
         ckpt_dir: str | Path | None = None, resume: bool = False, fingerprint: str = "",
         step_kwargs: Callable[[int], dict[str, Any]] | None = None, reporter: Reporter = NULL,
@@ -355,119 +189,166 @@ def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, descripti
     """
     rank, world = dist_info()
     device = torch.device(cfg.device)
-    if cfg.batch_size % world:
-        raise UsageError(f"--batch-size {cfg.batch_size} cannot be split evenly over {world} processes; use a "
-                         f"multiple of {world}")
-    local_bs = cfg.batch_size // world
-    if len(train_set) < cfg.batch_size:
-        raise UsageError(f"the training set has {len(train_set)} images, fewer than one global batch of "
-                         f"{cfg.batch_size} ({world} process(es) x {local_bs}); lower --batch-size"
-                         + (" or use fewer processes (--nproc_per_node)" if world > 1 else ""))
+    local_bs = _local_batch(len(train_set), cfg, world)
     objective.to(device)
     ckpt = Path(ckpt_dir) if ckpt_dir is not None else None
-    legacy = resume and ckpt is not None and _legacy_groups(ckpt)
+    legacy = resume and ckpt is not None and legacy_groups(ckpt)
     opt, params = legacy_optimizer(objective, cfg) if legacy else make_optimizer(objective, cfg)
 
     # Per-rank seeds: augmentation and dropout differ between ranks (as they would between the samples of
     # one large batch); the model is identical anyway (DDP broadcasts rank 0's weights).
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
-    start_epoch, step, skip, resumed_from = 0, 0, 0, None
-    if resume:
-        error: Exception | None = None
-        meta: dict[str, Any] = {}
-        try:
-            if ckpt is None:
-                raise UsageError("--resume needs a checkpoint directory")
-            meta = load_checkpoint(ckpt, objective, opt, fingerprint, world, rank, device)
-        except (CheckpointError, UsageError) as exc:
-            error = exc
-        _agree(error)
-        start_epoch, step, skip = meta["epoch"], meta["step"], meta["step_in_epoch"]
-        resumed_from = step
-        log.info("resumed %s at epoch %d step %d", description, start_epoch, step)
-
-    model: nn.Module = objective
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        model = DDP(objective, device_ids=[device.index] if device.type == "cuda" else None,
-                    find_unused_parameters=find_unused_parameters)
+    start = _resume(ckpt, objective, opt, fingerprint, description, rank, world, device) if resume else _Start()
+    model = _wrap(objective, device, world, find_unused_parameters)
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True)
-    steps_per_epoch = len(sampler) // local_bs
-    if cfg.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
-    total = steps_per_epoch * cfg.epochs
-    warmup = int(cfg.warmup_epochs * steps_per_epoch)
-
-    def checkpoint(epoch: int, step_in_epoch: int) -> None:  # collective: every rank calls it
-        if ckpt is None:
-            return
-        states = [rng_state(device)]
-        if world > 1:
-            states = [None] * world  # type: ignore[list-item]
-            torch.distributed.all_gather_object(states, rng_state(device))
-        if rank == 0:
-            save_checkpoint(ckpt, objective, opt, epoch=epoch, step=step, step_in_epoch=step_in_epoch,
-                            fingerprint=fingerprint, world=world, extra={"config": cfg.to_dict()}, rng=states)
-
-    def global_mean(value: torch.Tensor) -> float:
-        value = value.detach().float().reshape(1)
-        if world > 1:
-            torch.distributed.all_reduce(value)
-            value /= world
-        return float(value)
+    plan = _plan(cfg, len(sampler), rank, world, device, local_bs)
+    loop = _Loop(objective, model, opt, params, cfg, plan, ckpt, fingerprint, description, step=start.step)
 
     t0 = time.perf_counter()
     epoch_loss: list[float] = []
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+    show = reporter if rank == 0 else NULL
     objective.train()
-    for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)
-        order = list(sampler)[skip * local_bs: steps_per_epoch * local_bs]
-        batches = BatchSampler(order, local_bs, drop_last=True)
-        # Its own generator, so creating the loader (e.g. mid-epoch after --resume) draws nothing from the
-        # global RNG, whose state the checkpoint restores exactly.
-        gen = torch.Generator().manual_seed(((cfg.seed * 1_000_003 + epoch) * 1_009 + rank) % (2 ** 63))
-        loader = DataLoader(train_set, batch_sampler=batches, num_workers=cfg.num_workers, generator=gen,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
-        running, count = 0.0, 0
-        show = reporter if rank == 0 else NULL
-        with show.task(f"{description} epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch) as task:
-            task.advance(skip)
-            for i, (x, y) in enumerate(loader, start=skip):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                for group in opt.param_groups:
-                    group["lr"] = lr_at(step, total, warmup, cfg.lr, cfg.min_lr) * group.get("lr_scale", 1.0)
-                kwargs = step_kwargs(step) if step_kwargs else {}
-                with autocast:
-                    loss = model(x, y, **kwargs)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                opt.step()
-                step += 1
-                value = global_mean(loss)  # the same on every rank, so all stop together on a bad loss
-                if not math.isfinite(value):
-                    raise UsageError(f"{description}: the loss became {value} at step {step}; lower --lr")
-                running += value
-                count += 1
-                task.advance(1, loss=running / count)
-                if cfg.save_every and step % cfg.save_every == 0 and i + 1 < steps_per_epoch:
-                    checkpoint(epoch, i + 1)
+    skip = start.skip
+    for epoch in range(start.epoch, cfg.epochs):
+        epoch_loss.append(_run_epoch(loop, train_set, sampler, epoch, skip, step_kwargs, autocast, show))
         skip = 0
-        epoch_loss.append(running / max(1, count))
         log.info("%s epoch %d: loss %.4f", description, epoch + 1, epoch_loss[-1])
-        checkpoint(epoch + 1, 0)
+        _checkpoint(loop, epoch + 1, 0)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     objective.eval()
     if device.type != "cpu":
         objective.cpu()
-    return FitResult(epochs=cfg.epochs, steps=step, epoch_loss=tuple(epoch_loss),
-                     wall_s=time.perf_counter() - t0, resumed_from=resumed_from)
+    return FitResult(epochs=cfg.epochs, steps=loop.step, epoch_loss=tuple(epoch_loss),
+                     wall_s=time.perf_counter() - t0, resumed_from=start.resumed_from)
+
+
+def _local_batch(n_images: int, cfg: TrainConfig, world: int) -> int:
+    """The batch of one rank; UsageError when the global batch cannot be split or filled."""
+    if cfg.batch_size % world:
+        raise UsageError(f"--batch-size {cfg.batch_size} cannot be split evenly over {world} processes; use a "
+                         f"multiple of {world}")
+    local_bs = cfg.batch_size // world
+    if n_images < cfg.batch_size:
+        raise UsageError(f"the training set has {n_images} images, fewer than one global batch of "
+                         f"{cfg.batch_size} ({world} process(es) x {local_bs}); lower --batch-size"
+                         + (" or use fewer processes (--nproc_per_node)" if world > 1 else ""))
+    return local_bs
+
+
+def _resume(ckpt: Path | None, objective: nn.Module, opt: torch.optim.Optimizer, fingerprint: str,
+            description: str, rank: int, world: int, device: torch.device) -> _Start:
+    """Load the checkpoint on every rank; all ranks raise if any rank could not."""
+    error: Exception | None = None
+    meta: dict[str, Any] = {}
+    try:
+        if ckpt is None:
+            raise UsageError("--resume needs a checkpoint directory")
+        meta = load_checkpoint(ckpt, objective, opt, fingerprint, world, rank, device)
+    except (CheckpointError, UsageError) as exc:
+        error = exc
+    _agree(error)
+    start = _Start(epoch=meta["epoch"], step=meta["step"], skip=meta["step_in_epoch"], resumed_from=meta["step"])
+    log.info("resumed %s at epoch %d step %d", description, start.epoch, start.step)
+    return start
+
+
+def _wrap(objective: nn.Module, device: torch.device, world: int, find_unused_parameters: bool) -> nn.Module:
+    """``objective`` itself on one process, in DistributedDataParallel under torchrun."""
+    if world == 1:
+        return objective
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    return DDP(objective, device_ids=[device.index] if device.type == "cuda" else None,
+               find_unused_parameters=find_unused_parameters)
+
+
+def _plan(cfg: TrainConfig, sampler_len: int, rank: int, world: int, device: torch.device,
+          local_bs: int) -> _Plan:
+    steps_per_epoch = sampler_len // local_bs
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    return _Plan(rank=rank, world=world, device=device, local_bs=local_bs, steps_per_epoch=steps_per_epoch,
+                 total=steps_per_epoch * cfg.epochs, warmup=int(cfg.warmup_epochs * steps_per_epoch))
+
+
+def _epoch_loader(train_set: Dataset, sampler: DistributedSampler, cfg: TrainConfig, plan: _Plan, epoch: int,
+                  skip: int) -> DataLoader:
+    """This rank's batches of one epoch, from batch ``skip`` on."""
+    sampler.set_epoch(epoch)
+    order = list(sampler)[skip * plan.local_bs: plan.steps_per_epoch * plan.local_bs]
+    batches = BatchSampler(order, plan.local_bs, drop_last=True)
+    # Its own generator, so creating the loader (e.g. mid-epoch after --resume) draws nothing from the
+    # global RNG, whose state the checkpoint restores exactly.
+    gen = torch.Generator().manual_seed(((cfg.seed * 1_000_003 + epoch) * 1_009 + plan.rank) % (2 ** 63))
+    return DataLoader(train_set, batch_sampler=batches, num_workers=cfg.num_workers, generator=gen,
+                      pin_memory=plan.device.type == "cuda", persistent_workers=False)
+
+
+def _run_epoch(loop: _Loop, train_set: Dataset, sampler: DistributedSampler, epoch: int, skip: int,
+               step_kwargs: Callable[[int], dict[str, Any]] | None, autocast: torch.autocast,
+               show: Reporter) -> float:
+    """One epoch (from step ``skip`` of it after a resume), with the mid-epoch checkpoints; its mean loss."""
+    cfg, plan = loop.cfg, loop.plan
+    loader = _epoch_loader(train_set, sampler, cfg, plan, epoch, skip)
+    running, count = 0.0, 0
+    with show.task(f"{loop.description} epoch {epoch + 1}/{cfg.epochs}", total=plan.steps_per_epoch) as task:
+        task.advance(skip)
+        for i, (x, y) in enumerate(loader, start=skip):
+            running += _train_step(loop, x, y, step_kwargs, autocast)
+            count += 1
+            task.advance(1, loss=running / count)
+            if cfg.save_every and loop.step % cfg.save_every == 0 and i + 1 < plan.steps_per_epoch:
+                _checkpoint(loop, epoch, i + 1)
+    return running / max(1, count)
+
+
+def _train_step(loop: _Loop, x: torch.Tensor, y: torch.Tensor, step_kwargs: Callable[[int], dict[str, Any]] | None,
+                autocast: torch.autocast) -> float:
+    """One optimizer step on one batch; returns the loss averaged over the ranks."""
+    cfg, plan = loop.cfg, loop.plan
+    x, y = x.to(plan.device, non_blocking=True), y.to(plan.device, non_blocking=True)
+    for group in loop.opt.param_groups:
+        group["lr"] = lr_at(loop.step, plan.total, plan.warmup, cfg.lr, cfg.min_lr) * group.get("lr_scale", 1.0)
+    kwargs = step_kwargs(loop.step) if step_kwargs else {}
+    with autocast:
+        loss = loop.model(x, y, **kwargs)
+    loop.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip:
+        torch.nn.utils.clip_grad_norm_(loop.params, cfg.grad_clip)
+    loop.opt.step()
+    loop.step += 1
+    value = _global_mean(loss, plan.world)  # the same on every rank, so all stop together on a bad loss
+    if not math.isfinite(value):
+        raise UsageError(f"{loop.description}: the loss became {value} at step {loop.step}; lower --lr")
+    return value
+
+
+def _global_mean(value: torch.Tensor, world: int) -> float:
+    value = value.detach().float().reshape(1)
+    if world > 1:
+        torch.distributed.all_reduce(value)
+        value /= world
+    return float(value)
+
+
+def _checkpoint(loop: _Loop, epoch: int, step_in_epoch: int) -> None:
+    """Save the run (collective: every rank calls it; rank 0 writes)."""
+    if loop.ckpt is None:
+        return
+    plan = loop.plan
+    states = [rng_state(plan.device)]
+    if plan.world > 1:
+        states = [None] * plan.world  # type: ignore[list-item]
+        torch.distributed.all_gather_object(states, rng_state(plan.device))
+    if plan.rank == 0:
+        save_checkpoint(loop.ckpt, loop.objective, loop.opt, epoch=epoch, step=loop.step,
+                        step_in_epoch=step_in_epoch, fingerprint=loop.fingerprint, world=plan.world,
+                        extra={"config": loop.cfg.to_dict()}, rng=states)
 
 
 @torch.no_grad()
