@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "export",
     "profiles",
     "report",
+    "completion",
 )
 
 log = logging.getLogger("lgp_edge")
@@ -49,15 +50,43 @@ def _say(line: str) -> None:
     stream.flush()
 
 
+def _add_general_options(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """``-v/--verbose`` and ``-q/--quiet``, accepted before or after any subcommand.
+
+    Below the top level their default is SUPPRESS, so a subcommand's parser never resets a flag that was
+    given before the subcommand's name.
+    """
+    g = p.add_argument_group("general options")
+    default = False if top else argparse.SUPPRESS
+    g.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging on stderr")
+    g.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bars")
+
+
+def subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The subcommands of ``p`` by name (empty for a leaf)."""
+    out: dict[str, argparse.ArgumentParser] = {}
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            out.update(action.choices)
+    return out
+
+
+def _add_general_everywhere(p: argparse.ArgumentParser) -> None:
+    for child in subparsers(p).values():
+        _add_general_options(child, top=False)
+        _add_general_everywhere(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lgp-edge", description=(
         "Learngene Pool for the edge: distil one ViT into a pool of learngene instances, stitch them into "
         "variable-sized descendants, profile them on devices and export the best one."))
     parser.add_argument("--version", action="version", version=f"lgp-edge {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _add_general_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(f"lgp_edge.commands.{name}").register(sub)
+    _add_general_everywhere(parser)
     return parser
 
 

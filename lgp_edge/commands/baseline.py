@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from lgp_edge.commands.common import add_quiet, console, print_json, reporter
+from lgp_edge.commands.common import DATA_HELP, add_json, print_json, reporter
 from lgp_edge.commands.train_args import add_train_args, train_config
 
 
@@ -22,14 +22,15 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _common(p: argparse.ArgumentParser, *, checkpoint_required: bool) -> None:
-    p.add_argument("--ancestry", required=checkpoint_required, default=None,
+    p.add_argument("--ancestry", required=checkpoint_required, default=None, metavar="NAME",
                    help="timm ViT name of the ancestry, e.g. lgp_vit_fmnist")
-    p.add_argument("--ancestry-checkpoint", default=None,
+    p.add_argument("--ancestry-checkpoint", default=None, metavar="FILE",
                    help="ancestry weights: safetensors, a timm checkpoint (weights_only) or an 'ancestry train' dir")
     p.add_argument("--allow-random-ancestry", action="store_true", help="use an untrained ancestry (smoke tests)")
-    p.add_argument("--data", default=None, help="fashion-mnist | imagefolder:PATH | synthetic")
-    p.add_argument("--out", default=None, help="output directory to create")
-    p.add_argument("--eval-images", type=int, default=None, help="evaluate on the first N validation images")
+    p.add_argument("--data", default=None, metavar="DATA", help=DATA_HELP)
+    p.add_argument("--out", default=None, metavar="DIR", help="output directory to create")
+    p.add_argument("--eval-images", type=int, default=None, metavar="N",
+                   help="evaluate on the first N validation images")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
 
 
@@ -41,32 +42,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "lstsq init, one random stitch per step")
     _common(sn, checkpoint_required=False)
     sn.add_argument("--plan", action="store_true", help="list the stitch configs with params/FLOPs; no training")
-    sn.add_argument("--anchors", type=_names, default=None,
+    sn.add_argument("--anchors", type=_names, default=None, metavar="NAME,NAME,...",
                     help="--plan: comma list of timm anchors, e.g. deit_tiny_patch16_224,deit_small_patch16_224,"
                          "deit_base_patch16_224 (default: Ti/S/B at 1/4, 1/2, 1 of --ancestry)")
-    sn.add_argument("--anchor-epochs", type=int, default=None,
+    sn.add_argument("--anchor-epochs", type=int, default=None, metavar="N",
                     help="epochs distilling the Ti and S anchors from the ancestry (default: --epochs)")
-    sn.add_argument("--json", action="store_true", help="print JSON")
+    add_json(sn)
     add_train_args(sn, epochs=50)
-    add_quiet(sn)
     sn.set_defaults(func=_snnet)
 
     sc = s.add_parser("scratch", help="three descendant architectures trained from scratch (CE)")
     _common(sc, checkpoint_required=True)
-    sc.add_argument("--keys", type=_names, default=None,
+    sc.add_argument("--keys", type=_names, default=None, metavar="KEY,KEY,...",
                     help="descendant keys of the depth-6 family (default: smallest, median, largest)")
-    sc.add_argument("--json", action="store_true", help="print JSON")
+    add_json(sc)
     add_train_args(sc, epochs=50)
-    add_quiet(sc)
     sc.set_defaults(func=_single, method="scratch")
 
     va = s.add_parser("vanilla", help="vanilla learngene: the ancestry's last 3 blocks under random lower layers")
     _common(va, checkpoint_required=True)
-    va.add_argument("--narrow", type=_ints, default=(3, 2, 1, 0),
+    va.add_argument("--narrow", type=_ints, default=(3, 2, 1, 0), metavar="N,N,...",
                     help="random narrow blocks below the learngene, one model per value (default 3,2,1,0)")
-    va.add_argument("--json", action="store_true", help="print JSON")
+    add_json(va)
     add_train_args(va, epochs=50)
-    add_quiet(va)
     va.set_defaults(func=_single, method="vanilla")
 
 
@@ -78,10 +76,10 @@ def _require(args: argparse.Namespace, *names: str) -> None:
         raise UsageError(f"'lgp-edge baseline {args.action}' needs {', '.join(missing)}")
 
 
-def _rows_table(title: str, rows: list[dict[str, Any]]) -> Any:
-    from lgp_edge.commands.pool import descendant_table
+def _rows_table(title: str, rows: list[dict[str, Any]]) -> None:
+    from lgp_edge.commands.pool import print_descendants
 
-    return descendant_table(title, rows)
+    print_descendants(title, rows)
 
 
 def _snnet_plan(args: argparse.Namespace) -> int:
@@ -114,9 +112,9 @@ def _snnet_plan(args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
     else:
-        console().print(_rows_table(f"SN-Net over {', '.join(a['name'] for a in anchors)}: {len(rows)} configs, "
-                                    f"{len(pool.stitches)} stitch layers, {out['stored_params']:,} stored params "
-                                    "(random weights, no training)", rows))
+        _rows_table(f"SN-Net over {', '.join(a['name'] for a in anchors)}: {len(rows)} configs, "
+                    f"{len(pool.stitches)} stitch layers, {out['stored_params']:,} stored params "
+                    "(random weights, no training)", rows)
     return 0
 
 
@@ -146,7 +144,7 @@ def _snnet(args: argparse.Namespace) -> int:
                     "descendants": rows})
     else:
         tag = " — SYNTHETIC DATA, accuracies are meaningless" if args.data == "synthetic" else ""
-        console().print(_rows_table(f"SN-Net {manifest.spec.pool_id} on {args.data}{tag}", rows))
+        _rows_table(f"SN-Net {manifest.spec.pool_id} on {args.data}{tag}", rows)
     return 0
 
 
@@ -163,5 +161,5 @@ def _single(args: argparse.Namespace) -> int:
         print_json(out)
     else:
         tag = " — SYNTHETIC DATA, accuracies are meaningless" if out["synthetic_data"] else ""
-        console().print(_rows_table(f"{args.method} on {args.data}{tag}", out["configs"]))
+        _rows_table(f"{args.method} on {args.data}{tag}", out["configs"])
     return 0

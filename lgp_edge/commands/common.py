@@ -1,22 +1,52 @@
-"""Helpers shared by subcommands: output, progress, pool argument."""
+"""Helpers shared by subcommands: arguments with one metavar and help style, output, progress.
+
+Metavars name the kind of value: POOL (a pool directory), DIR (any other directory), FILE, TARGET,
+PROFILE, KEY (a descendant key), NAME (a model name), DATA (a dataset), N (a count). ``--json`` has the
+same help everywhere. Output: tables go through ``print_table``, which never shortens a cell: rich on a
+terminal (long cells wrap), plain aligned columns when stdout is a pipe or a file.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+JSON_HELP = "print the result as JSON on stdout instead of text"
+DATA_HELP = "dataset: fashion-mnist | imagefolder:DIR | synthetic"
 
-def add_quiet(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
-def add_pool_arg(p: argparse.ArgumentParser, positional: bool = False) -> None:
+def add_pool_arg(p: argparse.ArgumentParser, positional: bool = False, *, help: str | None = None,
+                 optional: bool = False) -> None:
+    """The pool: ``--pool POOL`` (default: the bundled demo pool), or a positional ``POOL``."""
     if positional:
-        p.add_argument("pool", help="pool directory")
+        p.add_argument("pool", metavar="POOL", nargs="?" if optional else None, default=None,
+                       help=help or "pool directory")
     else:
-        p.add_argument("--pool", default=None, help="pool directory (default: the bundled demo pool)")
+        p.add_argument("--pool", default=None, metavar="POOL",
+                       help=help or "pool directory (default: the bundled demo pool)")
+
+
+def add_dirs_args(p: argparse.ArgumentParser, *, profiles: bool = True, targets: bool = True) -> None:
+    """``--profiles-dir DIR`` and ``--targets-dir DIR``."""
+    if profiles:
+        p.add_argument("--profiles-dir", default=None, metavar="DIR", help="extra directory of profile TOML files")
+    if targets:
+        p.add_argument("--targets-dir", default=None, metavar="DIR",
+                       help="extra directory of target TOML files (wins over built-in targets of the same name)")
+
+
+def add_store_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--store", default=None, metavar="FILE",
+                   help="measurement store (SQLite; default $LGP_EDGE_STORE or ~/.local/share/lgp-edge/"
+                        "measurements.sqlite)")
 
 
 def reporter(args: argparse.Namespace) -> Any:
@@ -26,9 +56,58 @@ def reporter(args: argparse.Namespace) -> Any:
 
 
 def console() -> Any:
+    """Rich console on stdout; on a pipe or a file it never wraps or styles lines (plain text)."""
     from rich.console import Console
 
-    return Console()
+    if sys.stdout.isatty():
+        return Console()
+    return Console(soft_wrap=True, highlight=False, no_color=True)
+
+
+@dataclass(frozen=True)
+class Col:
+    """A table column: ``right`` for numbers; ``wrap`` for free text that may wrap on a narrow terminal."""
+
+    name: str
+    right: bool = False
+    wrap: bool = False
+
+
+def print_table(columns: Sequence[Col | str], rows: Sequence[Sequence[Any]], *, title: str = "",
+                emphasize: Sequence[int] = ()) -> None:
+    """Print a table on stdout, never shortening a cell (keys and numbers stay whole)."""
+    cols = [c if isinstance(c, Col) else Col(c) for c in columns]
+    cells = [["" if v is None else str(v) for v in row] for row in rows]
+    if sys.stdout.isatty():
+        console().print(_rich_table(cols, cells, title, set(emphasize)))
+    else:
+        sys.stdout.write(plain_table(cols, cells, title))
+
+
+def _rich_table(cols: list[Col], cells: list[list[str]], title: str, emphasize: set[int]) -> Any:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title or None)
+    for i, c in enumerate(cols):
+        widest = max([len(c.name), *(len(r[i]) for r in cells)])
+        table.add_column(c.name, justify="right" if c.right else "left", overflow="fold",
+                         min_width=None if c.wrap else widest)
+    for n, row in enumerate(cells):
+        table.add_row(*(Text(v) for v in row), style="bold green" if n in emphasize else None)
+    return table
+
+
+def plain_table(cols: Sequence[Col], cells: Sequence[Sequence[str]], title: str = "") -> str:
+    """Aligned columns, two spaces apart, a dashed rule under the header; every cell in full."""
+    widths = [max([len(c.name), *(len(r[i]) for r in cells)]) for i, c in enumerate(cols)]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.rjust(w) if c.right else v.ljust(w) for c, v, w in zip(cols, values, widths)).rstrip()
+
+    out = [title] if title else []
+    out += [line([c.name for c in cols]), line(["-" * w for w in widths]), *(line(r) for r in cells)]
+    return "\n".join(out) + "\n"
 
 
 def print_json(obj: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lgp_edge.commands.common import add_pool_arg, add_quiet, int_at_least
+from lgp_edge.commands.common import DATA_HELP, add_json, add_pool_arg, int_at_least
 from lgp_edge.commands.select import add_profile_args
 
 
@@ -23,24 +23,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "is left untouched and the failed output is kept in OUT.failed.")
     add_profile_args(p)
     add_pool_arg(p)
-    p.add_argument("--out", required=True, help="output directory (refused if non-empty, unless --force)")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output directory (refused if non-empty, unless --force)")
     p.add_argument("--force", action="store_true", help="replace a non-empty output directory")
-    p.add_argument("--format", action="append", default=None, metavar="F",
+    p.add_argument("--format", action="append", default=None, metavar="FORMAT",
                    help="formats instead of the profile's: onnx, tensorrt, openvino, coreml, ort (repeat or comma "
                         "list)")
     p.add_argument("--descendant", default=None, metavar="KEY", help="export this descendant, skipping selection")
-    p.add_argument("--opset", type=int_at_least(7), default=None,
+    p.add_argument("--opset", type=int_at_least(7), default=None, metavar="N",
                    help="ONNX opset (default: min(target's max opset, 17))")
     p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (default: static)")
-    p.add_argument("--data", default=None, help="validation images: fashion-mnist | imagefolder:PATH | synthetic "
-                                                "(default: the pool's own dataset)")
-    p.add_argument("--val-images", type=int_at_least(1), default=1000,
+    p.add_argument("--data", default=None, metavar="DATA",
+                   help=f"validation images; {DATA_HELP} (default: the pool's own dataset)")
+    p.add_argument("--val-images", type=int_at_least(1), default=1000, metavar="N",
                    help="validation images per artifact (default 1000)")
-    p.add_argument("--calib-images", type=int_at_least(1), default=300,
+    p.add_argument("--calib-images", type=int_at_least(1), default=300, metavar="N",
                    help="int8 calibration images (>= 300; default 300)")
     p.add_argument("--no-plan", action="store_true", help="never build model.plan here, even with TensorRT + GPU")
-    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
-    add_quiet(p)
+    add_json(p)
     add_switchable_args(p)
     p.set_defaults(func=_run)
 
@@ -101,7 +101,7 @@ def add_switchable_args(p: argparse.ArgumentParser) -> None:
                    help="write one switchable model (ONNX with an int64 'descendant' input; Core ML multifunction "
                         ".mlpackage) holding several descendants, each weight stored once")
     sel = g.add_mutually_exclusive_group()
-    sel.add_argument("--descendants", default=None, metavar="KEY,KEY…",
+    sel.add_argument("--descendants", default=None, metavar="KEY,KEY,...",
                      help="with --switchable: these descendants, in this order (index 0, 1, …)")
     sel.add_argument("--front", action="store_true",
                      help="with --switchable: the Pareto front of the profile (the default)")

@@ -6,12 +6,16 @@ import argparse
 from typing import Any
 
 from lgp_edge.commands.common import (
-    add_quiet,
+    DATA_HELP,
+    Col,
+    add_json,
+    add_pool_arg,
     console,
     int_at_least,
     nonneg_float,
     positive_float,
     print_json,
+    print_table,
     reporter,
 )
 from lgp_edge.commands.train_args import add_train_args, setup_distributed, train_config
@@ -21,86 +25,108 @@ def _widths(text: str) -> tuple[str, ...]:
     return tuple(w.strip() for w in text.split(",") if w.strip())
 
 
+UPDATED = "pool directory (updated in place)"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pool", help="build, fine-tune, evaluate and inspect learngene pools")
     s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    for add in (_register_build, _register_finetune, _register_stitch, _register_eval, _register_info,
+                _register_plan):
+        add(s)
 
+
+def _register_build(s: argparse._SubParsersAction) -> None:
     b = s.add_parser("build", help="distil an ancestry into auxiliary models and stitch them into a pool")
-    b.add_argument("--ancestry", required=True, help="timm ViT name, e.g. lgp_vit_fmnist or deit_base_patch16_224")
-    b.add_argument("--ancestry-checkpoint", default=None,
+    b.add_argument("--ancestry", required=True, metavar="NAME",
+                   help="timm ViT name, e.g. lgp_vit_fmnist or deit_base_patch16_224")
+    b.add_argument("--ancestry-checkpoint", default=None, metavar="FILE",
                    help="ancestry weights: safetensors, a timm checkpoint (weights_only) or an 'ancestry train' dir")
     b.add_argument("--pretrained", action="store_true", help="timm's pretrained ancestry weights (needs a model hub)")
     b.add_argument("--allow-random-ancestry", action="store_true", help="distil an untrained ancestry (smoke tests)")
-    b.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
-    b.add_argument("--out", required=True, help="pool directory to create")
-    b.add_argument("--depth", type=int_at_least(1), default=6, help="depth group of the auxiliary models: 6 or 9")
-    b.add_argument("--widths", type=_widths, default=("ti", "b"), help="auxiliary widths (default ti,b)")
+    b.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
+    b.add_argument("--out", required=True, metavar="POOL", help="pool directory to create")
+    b.add_argument("--depth", type=int_at_least(1), default=6, metavar="N",
+                   help="depth group of the auxiliary models: 6 or 9")
+    b.add_argument("--widths", type=_widths, default=("ti", "b"), metavar="W,W,...",
+                   help="auxiliary widths (default ti,b)")
     b.add_argument("--chains", choices=("pairs", "tsb"), default="pairs",
                    help="descendants: neighbour pairs (paper) or also Ti->S->B chains (needs --widths ti,s,b)")
     b.add_argument("--init", choices=("learned", "lstsq", "lstsq-kd"), default="learned",
                    help="stitch init: learned (the paper's rule, default), lstsq (SN-Net's) or lstsq-kd (least "
                         "squares on 1000 images, then stitch-only distillation)")
-    b.add_argument("--stitch-steps", type=int_at_least(0), default=300,
+    b.add_argument("--stitch-steps", type=int_at_least(0), default=300, metavar="N",
                    help="lstsq-kd: steps of stitch-only distillation (default 300)")
     b.add_argument("--alpha", type=nonneg_float, default=0.1, help="weight of CE on labels (default 0.1)")
     b.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     add_train_args(b, epochs=100)
-    add_quiet(b)
     b.set_defaults(func=_build)
 
+
+def _register_finetune(s: argparse._SubParsersAction) -> None:
     f = s.add_parser("finetune", help="train the pool one random descendant per step, distilling the ancestry")
-    f.add_argument("pool", help="pool directory (updated in place)")
-    f.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
+    add_pool_arg(f, positional=True, help=UPDATED)
+    f.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
     f.add_argument("--init", choices=("learned", "lstsq", "lstsq-kd"), default=None,
                    help="re-initialise the stitch layers before training (default: keep the pool's)")
     f.add_argument("--tau", type=positive_float, default=1.0, help="KD temperature (default 1)")
-    f.add_argument("--stitch-epochs", type=int_at_least(0), default=0,
+    f.add_argument("--stitch-epochs", type=int_at_least(0), default=0, metavar="N",
                    help="stitch-only epochs (instances frozen) before joint training (default 0)")
     f.add_argument("--instance-lr-scale", type=nonneg_float, default=1.0,
                    help="instances' learning rate as a fraction of the stitches' (default 1)")
     f.add_argument("--anchors", action="store_true",
                    help="also train each instance model alone in every step (keeps Ti and B accurate)")
     add_train_args(f, epochs=50)
-    add_quiet(f)
     f.set_defaults(func=_finetune)
 
+
+def _register_stitch(s: argparse._SubParsersAction) -> None:
     st = s.add_parser("stitch", help="re-initialise the stitch layers in place (learned, lstsq or lstsq-kd) and "
                                      "report their R^2 on validation features")
-    st.add_argument("pool", help="pool directory (updated in place)")
-    st.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
+    add_pool_arg(st, positional=True, help=UPDATED)
+    st.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
     st.add_argument("--init", choices=("learned", "lstsq", "lstsq-kd"), required=True, help="stitch init")
-    st.add_argument("--lstsq-images", type=int_at_least(1), default=100,
+    st.add_argument("--lstsq-images", type=int_at_least(1), default=100, metavar="N",
                     help="training images for lstsq (lstsq-kd uses at least 1000; default 100)")
-    st.add_argument("--stitch-steps", type=int_at_least(0), default=300,
+    st.add_argument("--stitch-steps", type=int_at_least(0), default=300, metavar="N",
                     help="lstsq-kd: steps of stitch-only distillation (default 300)")
-    st.add_argument("--r2-images", type=int_at_least(1), default=500,
+    st.add_argument("--r2-images", type=int_at_least(1), default=500, metavar="N",
                     help="validation images for the R^2 report (default 500)")
-    st.add_argument("--batch-size", type=int_at_least(1), default=256, help="lstsq-kd batch (default 256)")
-    st.add_argument("--seed", type=int, default=0, help="seed for image choice and draws (default 0)")
-    st.add_argument("--json", action="store_true", help="print the init's history entry as JSON")
-    add_quiet(st)
+    st.add_argument("--batch-size", type=int_at_least(1), default=256, metavar="N",
+                    help="lstsq-kd batch (default 256)")
+    st.add_argument("--seed", type=int, default=0, metavar="N", help="seed for image choice and draws (default 0)")
+    add_json(st)
     st.set_defaults(func=_stitch)
 
+
+def _register_eval(s: argparse._SubParsersAction) -> None:
     e = s.add_parser("eval", help="top-1, params and FLOPs of every descendant -> POOL/descendants.json")
-    e.add_argument("pool", help="pool directory")
-    e.add_argument("--data", required=True, help="fashion-mnist | imagefolder:PATH | synthetic")
-    e.add_argument("--max-images", type=int_at_least(1), default=None, help="evaluate on the first N validation images")
-    e.add_argument("--batch-size", type=int_at_least(1), default=256)
-    e.add_argument("--json", action="store_true", help="print the records as JSON")
-    add_quiet(e)
+    add_pool_arg(e, positional=True)
+    e.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
+    e.add_argument("--max-images", type=int_at_least(1), default=None, metavar="N",
+                   help="evaluate on the first N validation images")
+    e.add_argument("--batch-size", type=int_at_least(1), default=256, metavar="N",
+                   help="images per forward pass (default 256)")
+    add_json(e)
     e.set_defaults(func=_eval)
 
+
+def _register_info(s: argparse._SubParsersAction) -> None:
     i = s.add_parser("info", help="instances, stitches, stored params and descendants of a pool")
-    i.add_argument("pool", nargs="?", default=None, help="pool directory (default: the bundled demo pool)")
-    i.add_argument("--json", action="store_true")
+    add_pool_arg(i, positional=True, optional=True, help="pool directory (default: the bundled demo pool)")
+    add_json(i)
     i.set_defaults(func=_info)
 
+
+def _register_plan(s: argparse._SubParsersAction) -> None:
     pl = s.add_parser("plan", help="descendants of a pool with params and FLOPs, without training")
-    pl.add_argument("--ancestry", required=True, help="timm ViT name, e.g. deit_base_patch16_224")
-    pl.add_argument("--depth", type=int, default=6, help="6 or 9")
-    pl.add_argument("--widths", type=_widths, default=("ti", "b"))
-    pl.add_argument("--chains", choices=("pairs", "tsb"), default="pairs")
-    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--ancestry", required=True, metavar="NAME", help="timm ViT name, e.g. deit_base_patch16_224")
+    pl.add_argument("--depth", type=int, default=6, metavar="N", help="6 or 9")
+    pl.add_argument("--widths", type=_widths, default=("ti", "b"), metavar="W,W,...",
+                    help="auxiliary widths (default ti,b)")
+    pl.add_argument("--chains", choices=("pairs", "tsb"), default="pairs",
+                    help="descendants: neighbour pairs (paper) or also Ti->S->B chains")
+    add_json(pl)
     pl.set_defaults(func=_plan)
 
 
@@ -158,18 +184,11 @@ def _finetune(args: argparse.Namespace) -> int:
     return 0
 
 
-def descendant_table(title: str, rows: list[dict[str, Any]]) -> Any:
-    from rich.table import Table
-
-    t = Table(title=title)
-    for col, just in (("key", "left"), ("blocks", "right"), ("params", "right"), ("MFLOPs", "right"),
-                      ("top-1 %", "right")):
-        t.add_column(col, justify=just)
-    for r in rows:
-        top1 = r.get("top1")
-        t.add_row(r["key"], str(r["blocks"]), f"{r['params']:,}", f"{r['flops'] / 1e6:,.1f}",
-                  "-" if top1 is None else f"{top1:.2f}")
-    return t
+def print_descendants(title: str, rows: list[dict[str, Any]]) -> None:
+    """The descendants table of pool eval/info/plan and the baselines."""
+    cols = ("key", *(Col(n, right=True) for n in ("blocks", "params", "MFLOPs", "top-1 %")))
+    print_table(cols, [(r["key"], str(r["blocks"]), f"{r['params']:,}", f"{r['flops'] / 1e6:,.1f}",
+                        "-" if r.get("top1") is None else f"{r['top1']:.2f}") for r in rows], title=title)
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -182,7 +201,7 @@ def _eval(args: argparse.Namespace) -> int:
         print_json({"pool_id": manifest.spec.pool_id, "data": args.data, "descendants": rows})
     else:
         tag = " — SYNTHETIC DATA, accuracies are meaningless" if args.data == "synthetic" else ""
-        console().print(descendant_table(f"pool {manifest.spec.pool_id} on {args.data}{tag}", rows))
+        print_descendants(f"pool {manifest.spec.pool_id} on {args.data}{tag}", rows)
     return 0
 
 
@@ -240,7 +259,7 @@ def _info(args: argparse.Namespace) -> int:
             f"{largest['flops'] / 1e6:,.1f} MFLOPs)")
     if not info["evaluated"]:
         c.print("  not evaluated yet: run 'lgp-edge pool eval POOL --data DATA'")
-    c.print(descendant_table("descendants", rows))
+    print_descendants("descendants", rows)
     return 0
 
 
@@ -254,6 +273,6 @@ def _plan(args: argparse.Namespace) -> int:
         print_json({"ancestry": pool.spec.ancestry.to_dict(), "depth": args.depth, "pool_id": pool.pool_id,
                     "stored_params": pool.stored_params(), "descendants": rows})
     else:
-        console().print(descendant_table(f"{args.ancestry}, depth {args.depth}: {len(rows)} descendants "
-                                         "(random weights, no training)", rows))
+        print_descendants(f"{args.ancestry}, depth {args.depth}: {len(rows)} descendants (random weights, no "
+                          "training)", rows)
     return 0

@@ -4,36 +4,35 @@ from __future__ import annotations
 
 import argparse
 
+from lgp_edge.commands.common import add_dirs_args, add_json
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profiles", help="list or show deployment profiles")
     s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     ls = s.add_parser("list", help="every profile, built-in and from --profiles-dir")
-    ls.add_argument("--profiles-dir", default=None, help="directory of extra profile TOML files")
-    ls.add_argument("--json", action="store_true", help="print JSON: {\"profiles\": [...]}")
+    add_dirs_args(ls, targets=False)
+    add_json(ls)
     ls.set_defaults(func=_list)
     sh = s.add_parser("show", help="one profile in full")
-    sh.add_argument("name")
-    sh.add_argument("--profiles-dir", default=None, help="directory of extra profile TOML files")
-    sh.add_argument("--json", action="store_true")
+    sh.add_argument("name", metavar="PROFILE", help="profile name (see 'lgp-edge profiles list')")
+    add_dirs_args(sh, targets=False)
+    add_json(sh)
     sh.set_defaults(func=_show)
 
 
 def _list(args: argparse.Namespace) -> int:
-    from lgp_edge.commands.common import console, print_json
+    from lgp_edge.commands.common import Col, print_json, print_table
     from lgp_edge.profiles import list_profiles
 
     profiles = list_profiles(args.profiles_dir)
     if args.json:
         print_json({"profiles": [p.to_dict() for p in profiles]})
         return 0
-    from rich.table import Table
-
-    t = Table("profile", "target", "p90 budget", "memory", "precision", "formats")
-    for p in profiles:
-        t.add_row(p.name, p.target, f"{p.latency_budget_ms:g} ms", f"{p.memory_budget_mb:g} MB", p.precision,
-                  ", ".join(p.formats))
-    console().print(t)
+    print_table(("profile", "target", Col("p90 budget", right=True), Col("memory", right=True), "precision",
+                 Col("formats", wrap=True)),
+                [(p.name, p.target, f"{p.latency_budget_ms:g} ms", f"{p.memory_budget_mb:g} MB", p.precision,
+                  ", ".join(p.formats)) for p in profiles])
     return 0
 
 

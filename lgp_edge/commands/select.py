@@ -5,23 +5,25 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lgp_edge.commands.common import add_pool_arg
+from lgp_edge.commands.common import add_dirs_args, add_json, add_pool_arg, add_store_arg
 from lgp_edge.specs import PROFILE_PRECISIONS
 
 
 def add_profile_args(p: argparse.ArgumentParser) -> None:
     """--target/--profile and the budget overrides, shared by select, export and report."""
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--target", default=None, help="use the profile named like this target (e.g. jetson-nano)")
-    g.add_argument("--profile", default=None, help="use this deployment profile (lgp-edge profiles list)")
-    p.add_argument("--budget-ms", type=float, default=None, help="override the profile's p90 latency budget")
-    p.add_argument("--memory-mb", type=float, default=None, help="override the profile's memory budget")
+    g.add_argument("--target", default=None, metavar="TARGET",
+                   help="use the profile named like this target (e.g. jetson-nano)")
+    g.add_argument("--profile", default=None, metavar="PROFILE",
+                   help="use this deployment profile (lgp-edge profiles list)")
+    p.add_argument("--budget-ms", type=float, default=None, metavar="MS",
+                   help="override the profile's p90 latency budget")
+    p.add_argument("--memory-mb", type=float, default=None, metavar="MB",
+                   help="override the profile's memory budget")
     p.add_argument("--precision", default=None, choices=PROFILE_PRECISIONS,
                    help="override the profile's precision")
-    p.add_argument("--store", default=None, help="measurement store to read latencies from (default: the "
-                                                 "profiler's store)")
-    p.add_argument("--profiles-dir", default=None, help="directory of extra profile TOML files")
-    p.add_argument("--targets-dir", default=None, help="directory of extra target TOML files")
+    add_store_arg(p)
+    add_dirs_args(p)
 
 
 def resolve_profile(args: argparse.Namespace, formats: tuple[str, ...] | None = None) -> tuple[Any, Any]:
@@ -42,23 +44,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("select", help="choose the best descendant for a deployment profile")
     add_profile_args(p)
     add_pool_arg(p)
-    p.add_argument("--json", action="store_true",
-                   help="print JSON: {chosen: {key, params, flops, top1, latency_ms, latency_source}, front, ...}")
+    add_json(p)
     p.set_defaults(func=_run)
 
 
-def front_table(selection: Any, title: str) -> Any:
-    from rich.table import Table
+def print_front(selection: Any, title: str) -> None:
+    from lgp_edge.commands.common import Col, print_table
 
-    t = Table(title=title)
-    for col in ("descendant", "params", "MFLOPs", "top-1 %", "p90 ms", "source", "memory MB", "fits"):
-        t.add_column(col, justify="left" if col in ("descendant", "source", "fits") else "right",
-                     no_wrap=col == "descendant")
-    for c in selection.front:
-        mark = "[bold green]chosen[/]" if c.key == selection.chosen.key else ("yes" if c.fits else "no")
-        t.add_row(c.key, f"{c.params:,}", f"{c.flops / 1e6:.1f}", f"{c.top1:.2f}", f"{c.latency_ms:.3g}",
-                  c.latency_source + (" (measured runs noisy)" if c.noisy else ""), f"{c.memory_mb:.3g}", mark)
-    return t
+    cols = ("descendant", *(Col(n, right=True) for n in ("params", "MFLOPs", "top-1 %", "p90 ms")),
+            Col("source", wrap=True), Col("memory MB", right=True), "fits")
+    rows = [(c.key, f"{c.params:,}", f"{c.flops / 1e6:.1f}", f"{c.top1:.2f}", f"{c.latency_ms:.3g}",
+             c.latency_source + (" (measured runs noisy)" if c.noisy else ""), f"{c.memory_mb:.3g}",
+             "chosen" if c.key == selection.chosen.key else ("yes" if c.fits else "no")) for c in selection.front]
+    chosen = [i for i, c in enumerate(selection.front) if c.key == selection.chosen.key]
+    print_table(cols, rows, title=title, emphasize=chosen)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -83,8 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     if note:
         c.print(f"[bold yellow]{note}[/]")
     sources = ", ".join(f"{n} {s}" for s, n in sel.sources.items())
-    c.print(front_table(sel, f"Pareto front: pool {sel.pool_id} on {target.name} ({profile.precision}; "
-                             f"latencies: {sources})"))
+    print_front(sel, f"Pareto front: pool {sel.pool_id} on {target.name} ({profile.precision}; latencies: {sources})")
     ch = sel.chosen
     c.print(f"[bold]chosen[/]: {ch.key}  top-1 {ch.top1:.2f}%  p90 {ch.latency_ms:.3g} ms ({ch.latency_source}, "
             f"{ch.runtime})  {ch.memory_mb:.3g} MB  {ch.params:,} params")

@@ -5,24 +5,23 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lgp_edge.commands.common import console, print_json
+from lgp_edge.commands.common import Col, add_dirs_args, add_json, console, print_json, print_table
 
 
 def _add_dir(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--targets-dir", default=None, metavar="DIR",
-                   help="extra directory of target TOML files (wins over built-in targets of the same name)")
+    add_dirs_args(p, profiles=False)
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser("targets", help="list or show device targets")
     tsub = p.add_subparsers(dest="targets_command", metavar="ACTION", required=True)
     ls = tsub.add_parser("list", help="every known target")
-    ls.add_argument("--json", action="store_true", help="print JSON: {\"targets\": [...]}")
+    add_json(ls)
     _add_dir(ls)
     ls.set_defaults(func=_list)
     show = tsub.add_parser("show", help="one target's full description")
-    show.add_argument("name")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("name", metavar="TARGET", help="target name (see 'lgp-edge targets list')")
+    add_json(show)
     _add_dir(show)
     show.set_defaults(func=_show)
 
@@ -34,20 +33,15 @@ def _summary(t: Any) -> dict[str, Any]:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
     from lgp_edge.targets import list_targets
 
     targets = list_targets(args.targets_dir)
     if args.json:
         print_json({"targets": [_summary(t) for t in targets]})
         return 0
-    table = Table(title="lgp-edge targets")
-    for col in ("name", "runtime", "connection", "precisions", "description"):
-        table.add_column(col)
-    for t in targets:
-        table.add_row(t.name, t.runtime, t.connection.kind, ",".join(t.precisions), t.description)
-    console().print(table)
+    print_table(("name", "runtime", "connection", "precisions", Col("description", wrap=True)),
+                [(t.name, t.runtime, t.connection.kind, ",".join(t.precisions), t.description) for t in targets],
+                title="lgp-edge targets")
     return 0
 
 

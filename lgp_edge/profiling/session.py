@@ -1,0 +1,191 @@
+"""One profiling run as a library call: what ``lgp-edge profile`` does between parsing and printing.
+
+``run_profile`` checks the request, picks the subject (a pool's descendants or one timm model), measures
+and/or predicts their latencies on the target, writes the rows to the measurement store and returns what
+happened; ``import_records`` adds a records file to the store. Neither prints: the caller reports.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lgp_edge.errors import UsageError
+from lgp_edge.progress import NULL
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """What to profile, where and how (``None`` means: the target's default)."""
+
+    target: str
+    pool: str | None = None  # pool directory (None: the bundled demo pool)
+    model: str | None = None  # a stock timm ViT instead of a pool
+    descendants: tuple[str, ...] | None = None  # only these descendant keys
+    runtime: str | None = None
+    precision: str | None = None
+    predict: bool = False
+    calibrate: bool = False  # measure the calibration probes now, then predict
+    check: bool = False  # with predict: also measure every model and report the predictor's error
+    threads: int | None = None
+    warmup: int = 10
+    iters: int = 50
+    seconds: float | None = None
+    batch: int = 1
+    rounds: int | None = None  # default 1, 5 with check
+    store: str | None = None  # None: $LGP_EDGE_STORE or the per-user store
+    targets_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    subject: Any  # profiling.profile.Subject
+    target: Any  # TargetSpec
+    runtime: str
+    precision: str
+    records: list[Any]  # LatencyRecord per profiled item, measured or predicted
+    predictor: Any  # the Predictor used, None when measuring
+    check: Any  # CheckResult of --check, else None
+    store_path: Path
+    written: int  # rows written to the store
+    note: str  # what was profiled, e.g. "pool 1a2b (path)"
+
+    @property
+    def mode(self) -> str:
+        return "predicted" if self.predictor is not None else "measured"
+
+
+def _validate(req: ProfileRequest) -> ProfileRequest:
+    from dataclasses import replace
+
+    if req.calibrate and not req.predict:
+        req = replace(req, predict=True)  # calibrating is for predicting
+    if req.check and not req.predict:
+        raise UsageError("--check compares predictions with measurements: use it with --predict")
+    if req.model and (req.pool or req.descendants):
+        raise UsageError("--model profiles one timm model; it cannot be combined with --pool or --descendant")
+    return req
+
+
+def measure_settings(req: ProfileRequest, target: Any) -> Any:
+    """The MeasureSettings of a request (threads and rounds defaulted)."""
+    from lgp_edge.profiling.measure import MeasureSettings
+    from lgp_edge.profiling.profile import default_threads
+
+    threads = req.threads if req.threads is not None else default_threads(target)
+    rounds = req.rounds if req.rounds is not None else (5 if req.check else 1)
+    if rounds > 1 and req.seconds is not None:
+        raise UsageError("--rounds and --seconds cannot be combined")
+    try:
+        return MeasureSettings(warmup=req.warmup, iters=req.iters, seconds=req.seconds, threads=threads,
+                               batch=req.batch, rounds=rounds)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _subject(req: ProfileRequest) -> tuple[Any, str]:
+    from lgp_edge.profiling import profile as prof
+
+    if req.model:
+        return prof.timm_subject(req.model), f"timm model {req.model} (random weights)"
+    from lgp_edge.pool.pool import load_pool, resolve_pool
+
+    path = resolve_pool(req.pool)
+    pool, manifest = load_pool(path)
+    subject = prof.pool_subject(pool, manifest, list(req.descendants) if req.descendants else None)
+    return subject, f"pool {pool.pool_id} ({path})" + ("" if manifest.descendants else "; never evaluated: no top-1")
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The parts every stage below shares."""
+
+    subject: Any
+    target: Any
+    runtime: str
+    precision: str
+    settings: Any
+    reporter: Any
+    targets_dir: str | None
+
+
+def _predict_and_check(run: _Run, calibrate: bool, store: Any) -> tuple[list[Any], Any, Any, list[Any]]:
+    """Predict, and measure every model to score the predictions: (records, predictor, check, rows to store)."""
+    from lgp_edge.profiling import profile as prof
+
+    s = run.subject
+    args = (run.target, run.runtime, run.precision, run.settings)
+    predictor = None if calibrate else prof.stored_predictor(s, *args, store)
+    if predictor is None:  # calibrate and check in one interleaved measurement
+        both = prof.measure_items(s, s.probes + s.items, *args, reporter=run.reporter,
+                                  targets_dir=run.targets_dir, what="calibrating + checking")
+        probes, measured = both[:len(s.probes)], both[len(s.probes):]
+        predictor = prof.calibrated_predictor(probes, s, run.target, run.runtime, run.precision)
+    else:
+        both = measured = prof.measure_items(s, s.items, *args, reporter=run.reporter, targets_dir=run.targets_dir,
+                                             what="checking")
+    records = prof.predict_items(s, predictor, run.settings)
+    check = prof.check_predictions(records, measured, len(s.probes))
+    return records, predictor, check, [*both, *records]
+
+
+def _profile_into(run: _Run, req: ProfileRequest, store: Any) -> tuple[list[Any], Any, Any, int]:
+    """Measure or predict, write the rows: (records, predictor, check, rows written)."""
+    from lgp_edge.profiling import profile as prof
+
+    if req.predict and req.check:
+        records, predictor, check, rows = _predict_and_check(run, req.calibrate, store)
+    elif req.predict:
+        predictor, check = prof.predictor_for(run.subject, run.target, run.runtime, run.precision, run.settings,
+                                              store, calibrate_now=req.calibrate, reporter=run.reporter,
+                                              targets_dir=run.targets_dir), None
+        records = rows = prof.predict_items(run.subject, predictor, run.settings)  # each names its calibration
+    else:
+        predictor = check = None
+        records = rows = prof.measure_items(run.subject, run.subject.items, run.target, run.runtime, run.precision,
+                                            run.settings, reporter=run.reporter, targets_dir=run.targets_dir)
+    store.put_many(rows)
+    return records, predictor, check, len(rows)
+
+
+def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
+    """Profile ``req``'s subject on its target and store the rows; bad requests raise UsageError first."""
+    from lgp_edge.profiling import profile as prof
+    from lgp_edge.profiling.store import MeasurementStore, default_store_path
+    from lgp_edge.targets import load_target
+
+    req = _validate(req)
+    target = load_target(req.target, req.targets_dir)
+    runtime = req.runtime or target.runtime
+    precision = req.precision or prof.default_precision(target)
+    settings = measure_settings(req, target)
+    measuring = not req.predict or req.check or req.calibrate or (
+        target.connection.kind == "local")  # this host calibrates itself when predicting
+    prof.check_request(target, runtime, precision, measuring=measuring)
+    subject, note = _subject(req)
+    run = _Run(subject, target, runtime, precision, settings, reporter, req.targets_dir)
+    store = MeasurementStore(req.store or default_store_path())
+    try:
+        records, predictor, check, written = _profile_into(run, req, store)
+    finally:
+        store.close()
+    log.debug("profiled %d item(s) of %s on %s, %d row(s) written", len(records), note, target.name, written)
+    return ProfileResult(subject=subject, target=target, runtime=runtime, precision=precision, records=records,
+                         predictor=predictor, check=check, store_path=store.path, written=written, note=note)
+
+
+def import_records(path: str | Path, *, target: str | None = None, store: str | None = None) -> tuple[list[Any], Path]:
+    """Add the records of a JSON file to the store; refuses records of another ``target``. (records, store path)"""
+    from lgp_edge.profiling.store import MeasurementStore, default_store_path, read_records_file
+
+    records = read_records_file(path)
+    if target is not None and any(r.target != target for r in records):
+        other = next(r.target for r in records if r.target != target)
+        raise UsageError(f"'{path}' holds records of target '{other}', not '{target}'")
+    with MeasurementStore(store or default_store_path()) as st:
+        st.put_many(records)
+        return records, st.path
