@@ -95,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    words = sys.argv[1:] if argv is None else list(argv)
+    log.debug("lgp-edge %s (python %s): %s", __version__, sys.version.split()[0], " ".join(words))
     try:
         return int(args.func(args) or 0)
     except LgpEdgeError as exc:

@@ -78,21 +78,31 @@ def print_table(columns: Sequence[Col | str], rows: Sequence[Sequence[Any]], *, 
     """Print a table on stdout, never shortening a cell (keys and numbers stay whole)."""
     cols = [c if isinstance(c, Col) else Col(c) for c in columns]
     cells = [["" if v is None else str(v) for v in row] for row in rows]
-    if sys.stdout.isatty():
-        console().print(_rich_table(cols, cells, title, set(emphasize)))
-    else:
+    con = console()
+    if sys.stdout.isatty() and _fits(cols, cells, con.width):
+        con.print(_rich_table(cols, cells, title, set(emphasize)))
+    else:  # a pipe, a file, or a terminal too narrow for whole keys: plain lines, which the terminal may wrap
         sys.stdout.write(plain_table(cols, cells, title))
 
 
-def _rich_table(cols: list[Col], cells: list[list[str]], title: str, emphasize: set[int]) -> Any:
+def _fits(cols: Sequence[Col], cells: Sequence[Sequence[str]], width: int) -> bool:
+    """Whether a rich table fits ``width`` with every non-wrapping cell whole (wrapping cells keep whole words)."""
+    from rich.cells import cell_len
+
+    need = 0
+    for i, c in enumerate(cols):
+        texts = [c.name, *(r[i] for r in cells)]
+        need += max(cell_len(w) for t in texts for w in (t.split() if c.wrap else [t]) or [""])
+    return need + 3 * len(cols) + 1 <= width  # one space of padding each side, one border per column + 1
+
+
+def _rich_table(cols: Sequence[Col], cells: Sequence[Sequence[str]], title: str, emphasize: set[int]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=title or None)
-    for i, c in enumerate(cols):
-        widest = max([len(c.name), *(len(r[i]) for r in cells)])
-        table.add_column(c.name, justify="right" if c.right else "left", overflow="fold",
-                         min_width=None if c.wrap else widest)
+    for c in cols:
+        table.add_column(c.name, justify="right" if c.right else "left", no_wrap=not c.wrap, overflow="fold")
     for n, row in enumerate(cells):
         table.add_row(*(Text(v) for v in row), style="bold green" if n in emphasize else None)
     return table

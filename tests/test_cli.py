@@ -1,0 +1,270 @@
+"""CLI conventions: whole keys and numbers on a pipe and on a terminal, -v/-q anywhere, one metavar style and one
+--json help, report --json, shell completion scripts, and short command functions."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import csv
+import fcntl
+import json
+import os
+import pty
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+
+from lgp_edge.cli import build_parser, main, subparsers
+from lgp_edge.commands.common import JSON_HELP
+
+ROOT = Path(__file__).resolve().parents[1]
+LONG = "android-arm64-big-cores-with-a-profile-name-longer-than-a-terminal-column"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _profiles_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "profiles"
+    d.mkdir()
+    (d / f"{LONG}.toml").write_text(f'name = "{LONG}"\ntarget = "android-arm64"\nlatency_budget_ms = 12345.678\n'
+                                    'memory_budget_mb = 98765.4321\nprecision = "fp32"\nformats = ["onnx", "ort"]\n'
+                                    'description = "a long name"\n')
+    return d
+
+
+def _lgp(*argv: str, columns: int = 80, **kw: object) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": str(columns)}
+    return subprocess.run([sys.executable, "-m", "lgp_edge", *argv], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120, **kw)
+
+
+def _on_terminal(argv: list[str], columns: int) -> str:
+    """stdout of lgp-edge run on a pseudo-terminal ``columns`` wide, colours removed."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "lgp_edge", *argv], stdout=slave, stderr=subprocess.DEVNULL,
+                            cwd=ROOT, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0
+    return ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def test_piped_table_keeps_long_keys_and_numbers_whole(tmp_path: Path) -> None:
+    d = _profiles_dir(tmp_path)
+    for columns in (40, 80):
+        r = _lgp("profiles", "list", "--profiles-dir", str(d), columns=columns)
+        assert r.returncode == 0, r.stderr
+        row = next(ln for ln in r.stdout.splitlines() if ln.startswith(LONG))
+        assert "12345.7 ms" in row and "98765.4 MB" in row and "onnx, ort" in row
+        assert "…" not in r.stdout and "│" not in r.stdout  # plain text, no box drawing on a pipe
+    r = _lgp("targets", "list", columns=40)
+    assert r.returncode == 0 and "jetson-orin-nano" in r.stdout and "…" not in r.stdout
+    assert "NVIDIA Jetson Orin Nano 8 GB (Ampere GPU), TensorRT 10 via trtexec over SSH" in r.stdout
+
+
+@pytest.mark.parametrize("columns", [60, 250])
+def test_terminal_table_never_ellipsizes(tmp_path: Path, columns: int) -> None:
+    out = _on_terminal(["profiles", "list", "--profiles-dir", str(_profiles_dir(tmp_path))], columns)
+    assert LONG in out and "12345.7 ms" in out and "98765.4 MB" in out and "…" not in out
+    assert ("┃" in out) == (columns == 250)  # rich where it fits, plain lines where it does not
+    targets = _on_terminal(["targets", "list"], 80)
+    assert "jetson-orin-nano" in targets and "raspberry-pi-5" in targets and "…" not in targets
+
+
+def test_select_and_pool_tables_on_a_pipe(tiny_pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool)]) == 0
+    out = capsys.readouterr().out
+    header = next(ln for ln in out.splitlines() if ln.startswith("descendant"))
+    assert header.split() == ["descendant", "params", "MFLOPs", "top-1", "%", "p90", "ms", "source", "memory", "MB",
+                              "fits"]
+    assert "…" not in out and "chosen" in out
+    assert main(["pool", "info", str(tiny_pool), "--json"]) == 0
+    keys = [r["key"] for r in json.loads(capsys.readouterr().out)["descendants"]]
+    assert main(["pool", "info", str(tiny_pool)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert all(any(ln.split()[:1] == [k] for ln in rows) for k in keys)
+
+
+# ------------------------------------------------------------------------------------------------ -v / -q
+@pytest.mark.parametrize("argv", [
+    ["-v", "targets", "list"], ["targets", "-v", "list"], ["targets", "list", "-v"], ["targets", "list", "--verbose"],
+])
+def test_verbose_anywhere(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert args.verbose is True and args.quiet is False
+    r = _lgp(*argv)
+    assert r.returncode == 0 and "DEBUG lgp_edge: lgp-edge" in r.stderr and "android-arm64" in r.stdout
+
+
+def test_quiet_anywhere_and_defaults() -> None:
+    p = build_parser()
+    assert p.parse_args(["targets", "list"]).verbose is False
+    for argv in (["-q", "pool", "eval", "P", "--data", "synthetic"], ["pool", "eval", "P", "--data", "synthetic", "-q"],
+                 ["pool", "eval", "-q", "P", "--data", "synthetic", "--quiet"]):
+        args = p.parse_args(argv)
+        assert args.quiet is True and args.verbose is False and args.pool == "P"
+    assert p.parse_args(["-v", "report", "--out", "o", "-q"]).verbose is True
+    assert _lgp("targets", "list").stderr == ""
+
+
+# ------------------------------------------------------------------------------------------------ metavars, --json
+def _parsers(p: argparse.ArgumentParser, path: str = "lgp-edge") -> list[tuple[str, argparse.ArgumentParser]]:
+    out = [(path, p)]
+    for name, child in subparsers(p).items():
+        out += _parsers(child, f"{path} {name}")
+    return out
+
+
+def test_one_metavar_style_and_one_json_help() -> None:
+    kinds = {"pool": {"POOL"}, "out": {"DIR", "POOL"}, "store": {"FILE"}, "profiles_dir": {"DIR"},
+             "targets_dir": {"DIR"}, "target": {"TARGET"}, "profile": {"PROFILE"}, "data": {"DATA"},
+             "descendant": {"KEY"}}
+    jsons = 0
+    for path, p in _parsers(build_parser()):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction) or a.nargs == 0:
+                if a.dest == "json":
+                    assert a.help == JSON_HELP, path
+                    jsons += 1
+                continue
+            shown = a.metavar or (a.dest.upper() if a.option_strings else a.dest)
+            assert a.choices or shown == shown.upper(), f"{path} {a.dest}: metavar {shown!r}"
+            if a.dest in kinds and not a.choices:
+                assert shown in kinds[a.dest], f"{path} {a.dest}: metavar {shown!r}"
+    assert jsons >= 15
+    report = dict(_parsers(build_parser()))["lgp-edge report"]
+    assert any(a.dest == "json" for a in report._actions)
+
+
+# ------------------------------------------------------------------------------------------------ report --json
+def test_report_json_matches_the_files(tiny_pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rep"
+    assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--profile", "cpu", "--profile",
+                 "jetson-nano", "--json", "-q"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["files"] == sorted(p.name for p in out.iterdir())
+    assert set(data["files"]) == {"report.md", "report.html", "report.csv", "pareto-cpu.png", "pareto-jetson-nano.png"}
+    assert Path(data["out"]) == out and Path(data["pool"]) == tiny_pool and len(data["pool_id"]) == 12
+    with (out / "report.csv").open() as f:
+        chosen = {r["profile"]: r for r in csv.DictReader(f) if r["chosen"] == "1"}
+    md = (out / "report.md").read_text()
+    assert [p["profile"] for p in data["profiles"]] == ["cpu", "jetson-nano"]
+    for p in data["profiles"]:
+        assert p["plot"] in data["files"] and f"]({p['plot']})" in md
+        c = p["chosen"]
+        assert c["key"] == chosen[p["profile"]]["descendant"] and f"`{c['key']}`" in md
+        assert f"{c['latency_ms']:.6g}" == chosen[p["profile"]]["p90_ms"]
+        assert p["problem"] is None and p["reason"] and p["candidates"] == 18
+
+
+def test_report_json_nothing_fits(tiny_pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "profiles"
+    d.mkdir()
+    (d / "tight.toml").write_text('name = "tight"\ntarget = "cpu"\nlatency_budget_ms = 1e-6\nmemory_budget_mb = 1\n'
+                                  'precision = "fp32"\nformats = ["onnx"]\ndescription = "too tight"\n')
+    out = tmp_path / "rep"
+    assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--profiles-dir", str(d), "--profile",
+                 "tight", "--json", "--quiet"]) == 0
+    (p,) = json.loads(capsys.readouterr().out)["profiles"]
+    assert p["chosen"] is None and p["reason"] is None and "no descendant" in p["problem"]
+
+
+# ------------------------------------------------------------------------------------------------ completion
+SUBCOMMANDS = ["ancestry", "pool", "baseline", "targets", "profile", "select", "export", "profiles", "report",
+               "completion"]
+
+
+def _script(shell: str, capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["completion", shell]) == 0
+    return capsys.readouterr().out
+
+
+def _bash_complete(script: Path, *words: str) -> list[str]:
+    body = (f"source {script}\nCOMP_WORDS=({' '.join(repr(w) for w in words)})\nCOMP_CWORD={len(words) - 1}\n"
+            '_lgp_edge\nprintf "%s\\n" "${COMPREPLY[@]}"\n')
+    r = subprocess.run(["bash", "--norc", "-c", body], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_bash_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "lgp-edge.bash"
+    script.write_text(_script("bash", capsys))
+    assert subprocess.run(["bash", "-n", str(script)], timeout=30).returncode == 0
+    assert _bash_complete(script, "lgp-edge", "") == SUBCOMMANDS
+    assert _bash_complete(script, "lgp-edge", "p") == ["pool", "profile", "profiles"]
+    assert _bash_complete(script, "lgp-edge", "-v", "pool", "") == ["build", "finetune", "stitch", "eval", "info",
+                                                                      "plan"]
+    assert _bash_complete(script, "lgp-edge", "pool", "build", "--chains", "") == ["pairs", "tsb"]
+    assert "jetson-nano" in _bash_complete(script, "lgp-edge", "select", "--target", "")
+    assert _bash_complete(script, "lgp-edge", "completion", "") == ["bash", "zsh", "fish"]
+    assert _bash_complete(script, "lgp-edge", "report", "--js") == ["--json"]
+    assert "--verbose" in _bash_complete(script, "lgp-edge", "targets", "list", "--")
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "_lgp-edge"
+    script.write_text(_script("zsh", capsys))
+    assert subprocess.run(["zsh", "-n", str(script)], timeout=30).returncode == 0
+    # the completion functions, with zsh's completion builtins replaced by ones that print what they are given
+    body = (f"compdef() {{ }}\nsource {script}\n"
+            '_describe() { print -l -- ${${(P)4}%%:*} }\ncompadd() { print -l -- $reply }\n'
+            '_files() { print files $* }\n'
+            'words=(lgp-edge -v pool build --chains ""); CURRENT=6; PREFIX=""; _lgp_edge\n'
+            'words=(lgp-edge ""); CURRENT=2; PREFIX=""; _lgp_edge\n'
+            'words=(lgp-edge pool eval ""); CURRENT=4; PREFIX=""; _lgp_edge\n')
+    r = subprocess.run(["zsh", "-f", "-c", body], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["pairs", "tsb", *SUBCOMMANDS, "files", "-/"]
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
+def test_fish_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = tmp_path / "lgp-edge.fish"
+    script.write_text(_script("fish", capsys))
+    assert subprocess.run(["fish", "--no-execute", str(script)], timeout=30).returncode == 0
+
+    def complete(line: str) -> list[str]:
+        r = subprocess.run(["fish", "--no-config", "-c", f"source {script}; complete -C'{line}'"], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        return [ln.split("\t")[0] for ln in r.stdout.splitlines()]
+
+    assert sorted(complete("lgp-edge ")) == sorted(SUBCOMMANDS)
+    assert complete("lgp-edge pool b") == ["build"]
+    assert complete("lgp-edge -v pool build --chains ") == ["pairs", "tsb"]
+
+
+def test_completion_bad_shell_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["completion", "tcsh"])
+    assert e.value.code == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and len(cap.err.strip().splitlines()) == 1 and "tcsh" in cap.err
+
+
+# ------------------------------------------------------------------------------------------------ code shape
+def test_command_functions_are_short() -> None:
+    files = [ROOT / "lgp_edge" / "cli.py", *sorted((ROOT / "lgp_edge" / "commands").glob("*.py"))]
+    long = [f"{f.name}:{n.name} ({n.end_lineno - n.lineno + 1} lines)" for f in files
+            for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+            and n.end_lineno - n.lineno + 1 > 60]
+    assert long == []
