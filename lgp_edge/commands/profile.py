@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.import_file is not None:
         return _import(args)
     if args.target is None:
-        raise UsageError("profile needs --target NAME (see 'lgp-edge targets list'), or --import FILE")
+        raise UsageError("profile needs --target TARGET (see 'lgp-edge targets list'), or --import FILE")
     result = run_profile(_request(args), reporter(args))
     if args.json:
         print_json(_json_output(result))

@@ -32,7 +32,7 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Any, Any]]:
 
     names = args.profile or [n for n in known_profiles(args.profiles_dir) if n in known_targets(args.targets_dir)]
     if not names:
-        raise UsageError("no profile is named like a target; pass --profile NAME")
+        raise UsageError("no profile is named like a target; pass --profile PROFILE")
     pairs = []
     for n in names:
         prof = load_profile(n, args.profiles_dir)
