@@ -102,6 +102,16 @@ def test_select_and_pool_tables_on_a_pipe(tiny_pool: Path, capsys: pytest.Captur
     assert all(any(ln.split()[:1] == [k] for ln in rows) for k in keys)
 
 
+def test_closed_pipe_stops_quietly() -> None:
+    """lgp-edge ... | head: when the reader has gone, no traceback; exit 141 as after SIGPIPE."""
+    read, write = os.pipe()
+    os.close(read)
+    r = subprocess.run([sys.executable, "-m", "lgp_edge", "targets", "list"], stdout=write, stderr=subprocess.PIPE,
+                       text=True, cwd=ROOT, timeout=120)
+    os.close(write)
+    assert r.returncode == 141 and r.stderr == ""
+
+
 # ------------------------------------------------------------------------------------------------ -v / -q
 @pytest.mark.parametrize("argv", [
     ["-v", "targets", "list"], ["targets", "-v", "list"], ["targets", "list", "-v"], ["targets", "list", "--verbose"],
