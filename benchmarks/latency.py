@@ -43,8 +43,8 @@ from pathlib import Path
 
 import torch
 
+from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.models.descendant import descendant_flops
-from lgp_edge.profiling.artifacts import export_onnx
 from lgp_edge.profiling.measure import MeasureSettings, run_series, summarize, time_interleaved
 from lgp_edge.profiling.predict import Predictor, calibration_probes, fit_calibration, probe_key
 from lgp_edge.profiling.roofline import measure_copy_bandwidth, measure_gemm_peak, parts_of, roofline_for

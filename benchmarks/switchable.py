@@ -100,14 +100,10 @@ def timed_block(fn, x, iters: int) -> float:
 
 def measure(pool, mf, name: str, keys: list[str], lat: dict, args, tmp: Path, shipped: dict[str, Path]) -> dict:
     """Size, correctness and interleaved latency of one switchable file against its single exports."""
-    from lgp_edge.export.onnx import export_onnx
-    from lgp_edge.export.switchable import (
-        build_switchable_onnx,
-        open_switchable,
-        ort_session,
-        switch_entries,
-        validate_switchable_onnx,
-    )
+    from lgp_edge.export.onnx_export import export_onnx
+    from lgp_edge.export.sessions import ort_session
+    from lgp_edge.export.switchable import build_switchable_onnx, switch_entries
+    from lgp_edge.export.switchable_check import open_switchable, validate_switchable_onnx
 
     entries = switch_entries(pool, mf, keys, lat)
     a = pool.spec.ancestry
@@ -119,8 +115,8 @@ def measure(pool, mf, name: str, keys: list[str], lat: dict, args, tmp: Path, sh
     t = time.time()
     for e in entries:  # what 'lgp-edge export' ships for one descendant: dynamo exporter + onnxslim, opset 17
         if e.key not in shipped:
-            shipped[e.key] = export_onnx(pool.descendant(e.key).eval(), tmp / f"shipped{len(shipped)}.onnx",
-                                         opset=17, input_shape=shape, dynamic_batch=False,
+            shipped[e.key] = export_onnx(pool.descendant(e.key).eval(), torch.zeros(shape),
+                                         tmp / f"shipped{len(shipped)}.onnx", opset=17, ship=True,
                                          metadata={"descendant_key": e.key})
     shipped_s = time.time() - t
     x = np.random.default_rng(0).standard_normal((16, *shape[1:])).astype(np.float32)
@@ -226,8 +222,8 @@ def main() -> int:
                            "batch": 1, "rounds": args.rounds, "iters_per_block": args.iters,
                            "statistic": "median over rounds of each block's per-run mean; every round runs all "
                                         "(descendant, artifact) blocks in a new random order",
-                           "single_shipped": "lgp_edge.export.onnx.export_onnx (dynamo + onnxslim), what "
-                                             "'lgp-edge export' writes",
+                           "single_shipped": "lgp_edge.export.onnx_export.export_onnx(ship=True) (dynamo + onnxslim), "
+                                             "what 'lgp-edge export' writes",
                            "single_torchscript": "the TorchScript export each switchable branch is made from"},
         "selections": results,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper
 
-from lgp_edge.export.onnx import export_onnx, onnx_opset
+from lgp_edge.export.onnx_export import export_onnx, onnx_opset
 from lgp_edge.export.tensorrt import UnsupportedOperator, check_operators, fp32_nodes, trt_version
 from lgp_edge.export.trt_ops import max_opset, parse_trt_version, table_for, unsupported_ops
 from lgp_edge.pool.pool import load_pool
@@ -69,7 +70,7 @@ def test_fp32_nodes_cover_every_layernorm_and_softmax(tiny_pool: Path, tmp_path:
     spec = pool.descendants()[2]  # a stitched descendant: ti blocks, stitch, b blocks
     model = pool.descendant(spec).eval()
     fused_before = [b.attn.fused_attn for s in model.stages for b in s]
-    path = export_onnx(model, tmp_path / "m.onnx", opset=opset, input_shape=(1, 1, 16, 16), dynamic_batch=False,
+    path = export_onnx(model, torch.zeros(1, 1, 16, 16), tmp_path / "m.onnx", opset=opset, ship=True,
                        metadata={"k": "v"})
     graph = onnx.load(str(path))
     assert onnx_opset(graph) == opset

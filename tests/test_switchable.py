@@ -32,7 +32,7 @@ def switchable(pool_and_manifest, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_switchable_onnx_matches_torch_and_single_exports(switchable, pool_and_manifest):
-    from lgp_edge.export.switchable import validate_switchable_onnx
+    from lgp_edge.export.switchable_check import validate_switchable_onnx
 
     pool, _ = pool_and_manifest
     x = np.random.default_rng(0).standard_normal((3, 1, 16, 16)).astype(np.float32)
@@ -77,7 +77,7 @@ def test_each_weight_stored_once_under_its_pool_name(switchable, pool_and_manife
 
 
 def test_selector_input_table_and_out_of_range(switchable):
-    from lgp_edge.export.switchable import open_switchable, read_table
+    from lgp_edge.export.switchable_check import open_switchable, read_table
 
     table = read_table(switchable.path)
     assert [(r["index"], r["key"]) for r in table] == list(enumerate(KEYS))
@@ -95,7 +95,7 @@ def test_selector_input_table_and_out_of_range(switchable):
 
 def test_out_of_range_descendant_in_openvino_is_nan_or_an_error(switchable):
     # OpenVINO's CPU plugin raises (failing Reshape) or returns NaN logits: never another class's answer
-    from lgp_edge.export.switchable import open_switchable
+    from lgp_edge.export.switchable_check import open_switchable
 
     run = open_switchable(switchable.path, "openvino")
     x = np.zeros((1, 1, 16, 16), np.float32)
@@ -113,7 +113,8 @@ def test_out_of_range_descendant_in_openvino_is_nan_or_an_error(switchable):
 def test_one_descendant_needs_no_if(pool_and_manifest, tmp_path: Path):
     import onnx
 
-    from lgp_edge.export.switchable import build_switchable_onnx, open_switchable, switch_entries
+    from lgp_edge.export.switchable import build_switchable_onnx, switch_entries
+    from lgp_edge.export.switchable_check import open_switchable
 
     pool, manifest = pool_and_manifest
     sw = build_switchable_onnx(pool, switch_entries(pool, manifest, ["ti6.0-5"]), tmp_path / "one.onnx",
@@ -216,7 +217,7 @@ def test_cli_switchable_onnx(tiny_pool, tmp_path, store, capsys):
 
 
 def test_docs_snippets_match_the_generated_embedding():
-    from lgp_edge.export.switchable_docs import KOTLIN, SWIFT
+    from lgp_edge.export.switchable_docs import kotlin_sample, swift_sample
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "SWITCHABLE.md").read_text()
-    assert KOTLIN in doc and SWIFT in doc
+    assert kotlin_sample() in doc and swift_sample() in doc

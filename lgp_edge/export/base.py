@@ -1,4 +1,4 @@
-"""The exporter interface: one small class per format, registered by name.
+"""The exporter interface: one small class per format (``lgp_edge.export.registry`` lists them).
 
 An exporter declares the Python package it needs (and the pip extra that installs it), checks a request
 before any work (``check``: precision, opset), and ``export`` writes its files into the output directory
@@ -17,11 +17,13 @@ from typing import Any, Protocol
 import torch
 
 from lgp_edge.errors import BackendMissing, UsageError
-from lgp_edge.specs import DescendantRecord, DeviceProfile, PreprocessSpec, TargetSpec
+from lgp_edge.specs import DescendantRecord, DeviceProfile, Format, PreprocessSpec, TargetSpec
 
 log = logging.getLogger(__name__)
 
 MAX_ONNX_OPSET = 17  # default ceiling: the newest opset both exporters and every runtime here handle well
+MAX_REQUESTED_OPSET = 21  # the newest --opset accepted
+ONNX_PACKAGES = ("onnx", "onnxslim", "onnxscript", "onnxruntime")  # what the shipped ONNX export needs
 
 
 @dataclass(frozen=True)
@@ -64,43 +66,27 @@ class ExportContext:
         return self.opset if self.opset is not None else min(self.target.max_opset, MAX_ONNX_OPSET)
 
     def onnx_file(self, opset: int) -> Path:
-        """The ONNX export at ``opset``, written once and shared by the formats built on it."""
+        """The shipped ONNX export at ``opset``, written once and shared by the formats built on it."""
+        from lgp_edge.export.onnx_export import export_onnx
+
         key = (opset, self.dynamic_batch)
         if key not in self.onnx_cache:
-            from lgp_edge.export.onnx import export_onnx
-
             name = "model.onnx" if not self.onnx_cache else f"model.opset{opset}.onnx"
-            path = self.out_dir / name
-            export_onnx(self.model, path, opset=opset, input_shape=self.input_shape,
-                        dynamic_batch=self.dynamic_batch, metadata=self.metadata())
-            self.onnx_cache[key] = path
+            self.onnx_cache[key] = export_onnx(self.model, torch.zeros(self.input_shape), self.out_dir / name,
+                                               opset=opset, dynamic_batch=self.dynamic_batch, ship=True,
+                                               metadata=self.metadata())
         return self.onnx_cache[key]
 
     def metadata(self) -> dict[str, str]:
         """Key/value metadata every artifact carries (ONNX metadata_props, Core ML user metadata)."""
-        import json
+        from lgp_edge.export.metadata import model_metadata
 
-        from lgp_edge import __version__
-
-        p = self.preprocess
-        return {
-            "lgp_edge_version": __version__,
-            "descendant_key": self.record.key,
-            "pool_id": self.pool_id,
-            "profile": self.profile.name,
-            "target": self.target.name,
-            "labels": json.dumps(list(p.labels)),
-            "mean": json.dumps(list(p.mean)),
-            "std": json.dumps(list(p.std)),
-            "img_size": str(p.img_size),
-            "in_chans": str(p.in_chans),
-            "layout": p.layout,
-            "preprocess": "x = (pixel / 255 - mean) / std per channel, resized to img_size x img_size",
-        }
+        return model_metadata(preprocess=self.preprocess, pool_id=self.pool_id, profile=self.profile.name,
+                              target=self.target.name, descendant_key=self.record.key)
 
 
 class Exporter(Protocol):
-    format: str  # name used by --format and in manifest.json
+    format: Format  # name used by --format and in manifest.json
     package: str  # Python package it imports ("onnxruntime", "openvino", "coremltools", ...)
     extra: str  # pip extra that installs it
 
@@ -111,41 +97,23 @@ class Exporter(Protocol):
         """Write the artifact(s) into ``ctx.out_dir``; return validated ExportArtifact records."""
 
 
-_REGISTRY: dict[str, Exporter] = {}
-
-
-def register(exporter: Exporter) -> Exporter:
-    if exporter.format in _REGISTRY:
-        raise ValueError(f"an exporter for format '{exporter.format}' is already registered")
-    _REGISTRY[exporter.format] = exporter
-    return exporter
-
-
-def exporters() -> dict[str, Exporter]:
-    """Every registered exporter (importing the format modules registers them; they import no backend)."""
-    from lgp_edge.export import coreml, onnx, openvino, ort, tensorrt  # noqa: F401
-
-    return dict(_REGISTRY)
-
-
-def get_exporter(fmt: str) -> Exporter:
-    regs = exporters()
-    if fmt not in regs:
-        raise UsageError(f"unknown format '{fmt}'; formats: {', '.join(sorted(regs))}")
-    return regs[fmt]
-
-
 def require(package: str, extra: str, what: str) -> None:
     """Raise BackendMissing unless ``package`` can be imported (checked without importing it)."""
     if importlib.util.find_spec(package) is None:
         raise BackendMissing(package, extra, what)
 
 
+def require_all(packages: tuple[str, ...], extra: str, what: str) -> None:
+    """``require`` for each of ``packages``."""
+    for package in packages:
+        require(package, extra, what)
+
+
 def check_opset(opset: int | None, target: TargetSpec) -> None:
     if opset is None:
         return
-    if not 13 <= opset <= 21:
-        raise UsageError(f"--opset must be between 13 and 21, got {opset}")
+    if not 13 <= opset <= MAX_REQUESTED_OPSET:
+        raise UsageError(f"--opset must be between 13 and {MAX_REQUESTED_OPSET}, got {opset}")
     if opset > target.max_opset:
         raise UsageError(f"--opset {opset} is above what target '{target.name}' parses (max opset "
                          f"{target.max_opset}, {target.runtime_version})")

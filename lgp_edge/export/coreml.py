@@ -19,7 +19,7 @@ import contextlib
 import io
 import json
 import logging
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,15 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import UsageError
-from lgp_edge.export.base import ExportContext, register, require
-from lgp_edge.export.onnx import versions
-from lgp_edge.specs import DeviceProfile, ExportArtifact, PreprocessSpec, TargetSpec, ValidationReport
+from lgp_edge.export.base import ExportContext, require
+from lgp_edge.export.metadata import tool_versions
+from lgp_edge.specs import DeviceProfile, ExportArtifact, Precision, PreprocessSpec, TargetSpec, ValidationReport
 
 log = logging.getLogger(__name__)
 
 INPUT = "image"
 DEFAULT_MIN_TARGET = "iOS16"
+PRECISIONS: tuple[Precision, ...] = ("fp16", "fp32")  # Core ML compute precisions
 SPEC_VERSION = {"iOS15": 6, "iOS16": 7, "iOS17": 8, "iOS18": 9, "macOS12": 6, "macOS13": 7, "macOS14": 8,
                 "macOS15": 9}
 
@@ -89,27 +90,42 @@ def min_target(target: TargetSpec) -> str:
 
 
 @contextlib.contextmanager
-def _quiet() -> Any:
-    sink = io.StringIO()
-    names = ["coremltools"]
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
+def quiet() -> Iterator[None]:
+    """coremltools' output, warnings and log records below ERROR silenced for the duration."""
     import warnings
 
+    sink = io.StringIO()
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
+        logger.setLevel(level)
+
+
+def convert_mlprogram(model: nn.Module, *, pre: PreprocessSpec, input_shape: tuple[int, ...], precision: str,
+                      deployment: str) -> Any:
+    """``model`` as an ML program with an image input and classifier outputs (call inside ``quiet()``)."""
+    import coremltools as ct
+
+    scale, bias, normalise = image_scaling(pre)
+    wrapper = ImageClassifier(model, pre.mean, pre.std, normalise).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapper, torch.rand(input_shape))
+    color = ct.colorlayout.GRAYSCALE if pre.in_chans == 1 else ct.colorlayout.RGB
+    return ct.convert(traced, convert_to="mlprogram",
+                      inputs=[ct.ImageType(name=INPUT, shape=input_shape, scale=scale, bias=bias, color_layout=color)],
+                      classifier_config=ct.ClassifierConfig(list(pre.labels)),
+                      compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+                      minimum_deployment_target=getattr(ct.target, deployment))
 
 
 def structural_check(path: Path, pre: PreprocessSpec, metadata: dict[str, str], deployment: str) -> list[str]:
     """Problems found in a saved .mlpackage (empty list: it is what we meant to write)."""
-    with _quiet():
+    with quiet():
         import coremltools as ct
 
         spec = ct.utils.load_spec(str(path))
@@ -123,13 +139,7 @@ def structural_check(path: Path, pre: PreprocessSpec, metadata: dict[str, str], 
     if len(d.input) != 1 or d.input[0].name != INPUT:
         problems.append(f"inputs are {[i.name for i in d.input]}, expected ['{INPUT}']")
     else:
-        it = d.input[0].type.imageType
-        if (it.width, it.height) != (pre.img_size, pre.img_size):
-            problems.append(f"input image is {it.width}x{it.height}, expected {pre.img_size}x{pre.img_size}")
-        space = {1: "GRAYSCALE", 3: "RGB"}[pre.in_chans]
-        got = ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(it.colorSpace)
-        if got != space:
-            problems.append(f"input colour space {got}, expected {space}")
+        problems += _image_input_problems(d.input[0].type.imageType, pre, ct)
     outputs = {o.name for o in d.output}
     if d.predictedFeatureName not in outputs or d.predictedProbabilitiesName not in outputs:
         problems.append(f"classifier outputs missing (outputs {sorted(outputs)})")
@@ -143,6 +153,42 @@ def structural_check(path: Path, pre: PreprocessSpec, metadata: dict[str, str], 
     return problems
 
 
+def _image_input_problems(it: Any, pre: PreprocessSpec, ct: Any) -> list[str]:
+    problems = []
+    if (it.width, it.height) != (pre.img_size, pre.img_size):
+        problems.append(f"input image is {it.width}x{it.height}, expected {pre.img_size}x{pre.img_size}")
+    space = {1: "GRAYSCALE", 3: "RGB"}[pre.in_chans]
+    got = ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(it.colorSpace)
+    if got != space:
+        problems.append(f"input colour space {got}, expected {space}")
+    return problems
+
+
+def write_mac_check(out_dir: Path, *, script: str, data: str, pixels: np.ndarray, probs: np.ndarray,
+                    labels: np.ndarray, pre: PreprocessSpec, precision: str, **extra: Any) -> list[str]:
+    """The device script ``script`` and its data file ``data`` (pixels, torch probabilities), for a Mac."""
+    from lgp_edge.export.assets import copy_device_script
+
+    np.savez_compressed(out_dir / data, pixels=pixels, probs=probs.astype(np.float32), labels=labels.astype(np.int64),
+                        **extra, class_labels=np.asarray(json.dumps(list(pre.labels))), precision=np.asarray(precision))
+    copy_device_script(script, out_dir / script)
+    return [script, data]
+
+
+def _structural_report(ctx: ExportContext, problems: list[str]) -> ValidationReport:
+    pre = ctx.preprocess
+    ref_top1 = None
+    if not ctx.validation.synthetic:
+        ref_top1 = float((ctx.validation.reference.argmax(1) == ctx.validation.labels).mean() * 100)
+    return ValidationReport(
+        max_abs_diff=None, atol=None, top1_agreement=None, top1_ref=ref_top1, top1_artifact=None, images=0,
+        passed=not problems, kind="structural", data=ctx.validation.data,
+        note=("structural check only (Core ML predicts on macOS): spec loads, ML program, input "
+              f"'{INPUT}' {pre.img_size}x{pre.img_size}, classifier outputs, metadata; run "
+              "'python validate_coreml.py' on a Mac for the numerical check")
+        + ("" if not problems else " | FAILED: " + "; ".join(problems)))
+
+
 class CoreMLExporter:
     format = "coreml"
     package = "coremltools"
@@ -150,37 +196,43 @@ class CoreMLExporter:
 
     def check(self, profile: DeviceProfile, target: TargetSpec, opset: int | None) -> None:
         require("coremltools", self.extra, "Core ML export")
-        if profile.precision not in ("fp16", "fp32"):
+        if profile.precision not in PRECISIONS:
             raise UsageError(f"Core ML export computes in fp16 or fp32, not {profile.precision}")
         if min_target(target) not in SPEC_VERSION:
             raise UsageError(f"target '{target.name}': Core ML deployment target '{min_target(target)}' is not one "
                              f"of {', '.join(SPEC_VERSION)}")
 
     def export(self, ctx: ExportContext) -> list[ExportArtifact]:
-        from lgp_edge import __version__
+        from lgp_edge.export.manifest import tree_sha256
 
         pre = ctx.preprocess
         if pre.in_chans not in (1, 3):
             raise UsageError(f"Core ML image input needs 1 (grayscale) or 3 (RGB) channels, not {pre.in_chans}")
-        scale, bias, normalise = image_scaling(pre)
-        wrapper = ImageClassifier(ctx.model, pre.mean, pre.std, normalise).eval()
         deployment = min_target(ctx.target)
-        precision = ctx.profile.precision
-        meta = ctx.metadata()
         path = ctx.out_dir / "model.mlpackage"
-        with ctx.reporter.task(f"coreml: convert ({precision}, {deployment})", total=1) as task, _quiet():
-            import coremltools as ct
+        self._save(ctx, path, deployment)
+        problems = structural_check(path, pre, ctx.metadata(), deployment)
+        files = self._write_mac_check(ctx)
+        inputs = ({"name": INPUT, "shape": list(ctx.input_shape), "dtype": "image",
+                   "color": "grayscale" if pre.in_chans == 1 else "RGB"},)
+        outputs = ({"name": "classLabel", "shape": [], "dtype": "string"},
+                   {"name": "classLabel_probs", "shape": [len(pre.labels)], "dtype": "dict[string, double]"})
+        return [ExportArtifact(path=path.name, format=self.format, profile=ctx.profile.name,
+                               descendant_key=ctx.record.key, sha256=tree_sha256(path), inputs=inputs,
+                               outputs=outputs, validation=_structural_report(ctx, problems),
+                               versions=tool_versions("coremltools"), precision=ctx.profile.precision,
+                               files=tuple(files),
+                               note=f"ML program, minimum deployment target {deployment}; sha256 covers every "
+                                    "file of the package (sorted paths)")]
 
-            example = torch.rand(ctx.input_shape)
-            with torch.no_grad():
-                traced = torch.jit.trace(wrapper, example)
-            color = ct.colorlayout.GRAYSCALE if pre.in_chans == 1 else ct.colorlayout.RGB
-            mlmodel = ct.convert(
-                traced, convert_to="mlprogram",
-                inputs=[ct.ImageType(name=INPUT, shape=ctx.input_shape, scale=scale, bias=bias, color_layout=color)],
-                classifier_config=ct.ClassifierConfig(list(pre.labels)),
-                compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
-                minimum_deployment_target=getattr(ct.target, deployment))
+    def _save(self, ctx: ExportContext, path: Path, deployment: str) -> None:
+        """Convert the descendant, describe it, write ``path``."""
+        from lgp_edge import __version__
+
+        pre, precision = ctx.preprocess, ctx.profile.precision
+        with ctx.reporter.task(f"coreml: convert ({precision}, {deployment})", total=1) as task, quiet():
+            mlmodel = convert_mlprogram(ctx.model, pre=pre, input_shape=ctx.input_shape, precision=precision,
+                                        deployment=deployment)
             mlmodel.author = "lgp-edge"
             mlmodel.version = __version__
             mlmodel.license = "see the pool's provenance"
@@ -189,57 +241,17 @@ class CoreMLExporter:
             kind = "grayscale" if pre.in_chans == 1 else "RGB"
             mlmodel.input_description[INPUT] = (f"{pre.img_size}x{pre.img_size} {kind} image; normalisation happens "
                                                 "inside the model")
-            for k, v in meta.items():
+            for k, v in ctx.metadata().items():
                 mlmodel.user_defined_metadata[k] = v
             mlmodel.save(str(path))
             task.advance()
-        problems = structural_check(path, pre, meta, deployment)
-        files = self._write_mac_check(ctx, wrapper, precision)
-        ref_top1 = None
-        if not ctx.validation.synthetic:
-            ref_top1 = float((ctx.validation.reference.argmax(1) == ctx.validation.labels).mean() * 100)
-        report = ValidationReport(
-            max_abs_diff=None, atol=None, top1_agreement=None, top1_ref=ref_top1, top1_artifact=None, images=0,
-            passed=not problems, kind="structural", data=ctx.validation.data,
-            note=("structural check only (Core ML predicts on macOS): spec loads, ML program, input "
-                  f"'{INPUT}' {pre.img_size}x{pre.img_size}, classifier outputs, metadata; run "
-                  "'python validate_coreml.py' on a Mac for the numerical check")
-            + ("" if not problems else " | FAILED: " + "; ".join(problems)))
-        inputs = ({"name": INPUT, "shape": list(ctx.input_shape), "dtype": "image",
-                   "color": "grayscale" if pre.in_chans == 1 else "RGB"},)
-        outputs = ({"name": "classLabel", "shape": [], "dtype": "string"},
-                   {"name": "classLabel_probs", "shape": [len(pre.labels)], "dtype": "dict[string, double]"})
-        return [ExportArtifact(path=path.name, format=self.format, profile=ctx.profile.name,
-                               descendant_key=ctx.record.key, sha256=_tree_sha256(path), inputs=inputs,
-                               outputs=outputs, validation=report, versions=versions("coremltools"),
-                               precision=precision, files=tuple(files),
-                               note=f"ML program, minimum deployment target {deployment}; sha256 covers every "
-                                    "file of the package (sorted paths)")]
 
-    def _write_mac_check(self, ctx: ExportContext, wrapper: nn.Module, precision: str) -> list[str]:
+    def _write_mac_check(self, ctx: ExportContext) -> list[str]:
         """coreml_validation.npz (pixels, torch probabilities) and validate_coreml.py, for a Mac."""
         pre = ctx.preprocess
         pixels = to_pixels(ctx.validation.images, pre)
         with torch.no_grad():
             probs = torch.softmax(ctx.model(torch.from_numpy(from_pixels(pixels, pre))), -1).numpy()
-        np.savez_compressed(ctx.out_dir / "coreml_validation.npz", pixels=pixels, probs=probs.astype(np.float32),
-                            labels=ctx.validation.labels.astype(np.int64),
-                            class_labels=np.asarray(json.dumps(list(pre.labels))), precision=np.asarray(precision))
-        shutil.copyfile(Path(__file__).with_name("coreml_check.py"), ctx.out_dir / "validate_coreml.py")
-        return ["validate_coreml.py", "coreml_validation.npz"]
-
-
-def _tree_sha256(path: Path) -> str:
-    """sha256 over a directory's files (relative path + contents, sorted), e.g. an .mlpackage."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-register(CoreMLExporter())
+        return write_mac_check(ctx.out_dir, script="validate_coreml.py", data="coreml_validation.npz",
+                               pixels=pixels, probs=probs, labels=ctx.validation.labels, pre=pre,
+                               precision=ctx.profile.precision)

@@ -96,21 +96,26 @@ def _weight_bytes(package: Path) -> int:
 def _convert_one(model: torch.nn.Module, path: Path, *, pre: Any, input_shape: tuple[int, ...], precision: str,
                  deployment: str) -> None:
     """One descendant as a single-function ML program (the same conversion as the single Core ML export)."""
-    import coremltools as ct
+    from lgp_edge.export.coreml import convert_mlprogram
 
-    from lgp_edge.export.coreml import INPUT, ImageClassifier, image_scaling
-
-    scale, bias, normalise = image_scaling(pre)
-    wrapper = ImageClassifier(model, pre.mean, pre.std, normalise).eval()
-    with torch.no_grad():
-        traced = torch.jit.trace(wrapper, torch.rand(input_shape))
-    color = ct.colorlayout.GRAYSCALE if pre.in_chans == 1 else ct.colorlayout.RGB
-    ml = ct.convert(traced, convert_to="mlprogram",
-                    inputs=[ct.ImageType(name=INPUT, shape=input_shape, scale=scale, bias=bias, color_layout=color)],
-                    classifier_config=ct.ClassifierConfig(list(pre.labels)),
-                    compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
-                    minimum_deployment_target=getattr(ct.target, deployment))
+    ml = convert_mlprogram(model, pre=pre, input_shape=input_shape, precision=precision, deployment=deployment)
     ml.save(str(path))
+
+
+def _save_joined(desc: Any, path: Path, tmp: Path, meta: Mapping[str, str], count: int) -> None:
+    """Join the functions of ``desc`` (shared weights) and write the package with ``meta`` to ``path``."""
+    import coremltools as ct
+    from coremltools.models.utils import save_multifunction
+
+    joined = tmp / "joined.mlpackage"
+    save_multifunction(desc, str(joined))
+    spec = ct.utils.load_spec(str(joined))
+    for k, v in meta.items():
+        spec.description.metadata.userDefined[k] = v
+    spec.description.metadata.author = "lgp-edge"
+    spec.description.metadata.shortDescription = (f"Learngene Pool: {count} descendants, one function "
+                                                  "each; select with MLModelConfiguration.functionName")
+    ct.utils.save_spec(spec, str(path), weights_dir=str(joined / "Data" / "com.apple.CoreML" / "weights"))
 
 
 def build_multifunction_mlpackage(pool: Any, entries: Sequence[SwitchEntry], path: str | Path, *, preprocess: Any,
@@ -118,25 +123,24 @@ def build_multifunction_mlpackage(pool: Any, entries: Sequence[SwitchEntry], pat
                                   deployment: str = "iOS18", metadata: Mapping[str, str] | None = None,
                                   default_key: str | None = None, reporter: Any = None) -> MultifunctionPackage:
     """Convert each descendant, join them as functions of one package (shared weights), check it."""
-    import contextlib
-
-    from lgp_edge.export.coreml import _quiet
+    from lgp_edge.export.coreml import quiet
+    from lgp_edge.progress import NULL
 
     if not entries:
         raise ValueError("a multifunction package needs at least one descendant")
     if preprocess.in_chans not in (1, 3):
         raise ValueError(f"Core ML image input needs 1 or 3 channels, not {preprocess.in_chans}")
-    path = Path(path)
+    path, reporter = Path(path), reporter or NULL
     deployment = multifunction_target(deployment)
     names = function_names([e.key for e in entries])
-    default_key = default_key or entries[0].key
+    default = names[default_key or entries[0].key]
+    meta = {**(metadata or {}), "descendants": json.dumps([{**e.to_dict(), "function": names[e.key]} for e in entries]),
+            "functions": json.dumps(names), "default_function": default}
     singles_bytes = 0
-    task_ctx = reporter.task(f"coreml multifunction: convert {len(entries)} descendants ({precision}, "
-                             f"{deployment})", total=len(entries) + 1) if reporter is not None \
-        else contextlib.nullcontext()
-    with tempfile.TemporaryDirectory(prefix="lgp-mf-") as tmp, task_ctx as task, _quiet():
-        import coremltools as ct
-        from coremltools.models.utils import MultiFunctionDescriptor, save_multifunction
+    with tempfile.TemporaryDirectory(prefix="lgp-mf-") as tmp, \
+            reporter.task(f"coreml multifunction: convert {len(entries)} descendants ({precision}, {deployment})",
+                          total=len(entries) + 1) as task, quiet():
+        from coremltools.models.utils import MultiFunctionDescriptor
 
         desc = MultiFunctionDescriptor()
         for e in entries:
@@ -145,27 +149,13 @@ def build_multifunction_mlpackage(pool: Any, entries: Sequence[SwitchEntry], pat
                          precision=precision, deployment=deployment)
             singles_bytes += _weight_bytes(single)
             desc.add_function(str(single), src_function_name="main", target_function_name=names[e.key])
-            if task is not None:
-                task.advance()
-        desc.default_function_name = names[default_key]
-        joined = Path(tmp) / "joined.mlpackage"
-        save_multifunction(desc, str(joined))
-        meta = dict(metadata or {})
-        meta["descendants"] = json.dumps([{**e.to_dict(), "function": names[e.key]} for e in entries])
-        meta["functions"] = json.dumps(names)
-        meta["default_function"] = names[default_key]
-        spec = ct.utils.load_spec(str(joined))
-        for k, v in meta.items():
-            spec.description.metadata.userDefined[k] = v
-        spec.description.metadata.author = "lgp-edge"
-        spec.description.metadata.shortDescription = (f"Learngene Pool: {len(entries)} descendants, one function "
-                                                      "each; select with MLModelConfiguration.functionName")
-        ct.utils.save_spec(spec, str(path), weights_dir=str(joined / "Data" / "com.apple.CoreML" / "weights"))
-        if task is not None:
             task.advance()
-    problems = check_multifunction(path, names, names[default_key], preprocess, input_shape, meta)
+        desc.default_function_name = default
+        _save_joined(desc, path, Path(tmp), meta, len(entries))
+        task.advance()
+    problems = check_multifunction(path, names, default, preprocess, input_shape, meta)
     pkg = MultifunctionPackage(path=path, entries=tuple(entries), functions=tuple(names.items()),
-                               default_function=names[default_key], deployment=deployment, precision=precision,
+                               default_function=default, deployment=deployment, precision=precision,
                                weight_bytes=_weight_bytes(path), singles_weight_bytes=singles_bytes,
                                problems=tuple(problems))
     log.info("multifunction %s: %d functions, weights %.2f MB (single packages: %.2f MB)%s", path, len(entries),
@@ -176,10 +166,10 @@ def build_multifunction_mlpackage(pool: Any, entries: Sequence[SwitchEntry], pat
 def check_multifunction(path: str | Path, names: Mapping[str, str], default: str, preprocess: Any,
                         input_shape: tuple[int, ...], metadata: Mapping[str, str]) -> list[str]:
     """Problems in a saved multifunction package (empty list: it is what we meant to write)."""
-    from lgp_edge.export.coreml import INPUT, _quiet
+    from lgp_edge.export.coreml import INPUT, quiet
 
     path = Path(path)
-    with _quiet():
+    with quiet():
         import coremltools as ct
 
         try:

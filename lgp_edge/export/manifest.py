@@ -1,15 +1,20 @@
 """``OUT/manifest.json``: what was exported, for which profile, from which descendant, and how it validated.
 
+One builder for both kinds of export: ``manifest_head`` (schema, kind, status, profile, target, pool,
+preprocessing, tool versions) is shared; ``build_manifest`` adds the single descendant, its selection and
+its artifacts, ``build_switchable_manifest`` the table of descendants and the switchable artifacts.
 The manifest is written last, into the temporary output directory that is then renamed to OUT, so a
-reader that finds OUT finds a complete manifest. ``status`` is ``passed`` only when every artifact's
-validation passed; a failed export is never renamed to OUT (see ``lgp_edge.export.pipeline``).
-Non-finite numbers (an artifact that produced NaN) are written as ``null`` so the file stays strict JSON.
+reader that finds OUT finds a complete manifest (``lgp_edge.export.publish``). ``status`` is ``passed``
+only when every artifact's validation passed. Non-finite numbers (an artifact that produced NaN) are
+written as ``null`` so the file stays strict JSON.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,7 @@ from lgp_edge.fileio import sha256_file, write_json_atomic
 from lgp_edge.specs import SCHEMA_VERSION, ExportArtifact
 
 MANIFEST = "manifest.json"
+KIND = "lgp-edge export"  # manifest "kind" of a single-descendant export; a switchable one adds " --switchable"
 
 
 def _finite(obj: Any) -> Any:
@@ -30,15 +36,29 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def file_entries(out_dir: Path, paths: list[str]) -> list[dict[str, Any]]:
-    """``{path, bytes, sha256}`` for companion files (directories: summed size, no hash)."""
+def tree_bytes(p: Path) -> int:
+    """Size of a file, or of every file under a directory."""
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
 
+
+def tree_sha256(path: Path) -> str:
+    """sha256 over a directory's files (relative path + contents, sorted), e.g. an .mlpackage."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entries(out_dir: Path, paths: Sequence[str]) -> list[dict[str, Any]]:
+    """``{path, bytes, sha256}`` for companion files (directories: summed size, no hash)."""
     entries = []
     for rel in paths:
         p = out_dir / rel
         if p.is_dir():
-            size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-            entries.append({"path": rel, "bytes": size, "sha256": None})
+            entries.append({"path": rel, "bytes": tree_bytes(p), "sha256": None})
         elif p.is_file():
             entries.append({"path": rel, "bytes": p.stat().st_size, "sha256": sha256_file(p)})
     return entries
@@ -46,22 +66,19 @@ def file_entries(out_dir: Path, paths: list[str]) -> list[dict[str, Any]]:
 
 def artifact_entry(out_dir: Path, art: ExportArtifact) -> dict[str, Any]:
     d = art.to_dict()
-    p = out_dir / art.path
-    d["bytes"] = (sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size)
+    d["bytes"] = tree_bytes(out_dir / art.path)
     d["files"] = file_entries(out_dir, list(art.files))
     # the model's own bytes plus its weight files (OpenVINO's .bin), not scripts or validation data
     d["model_bytes"] = d["bytes"] + sum(f["bytes"] for f in d["files"] if f["path"].endswith((".bin", ".data")))
     return d
 
 
-def build_manifest(*, out_dir: Path, profile: Any, target: Any, pool_dir: Path, pool_manifest: Any, record: Any,
-                   latency: dict[str, Any] | None, selection: dict[str, Any] | None, preprocess: Any,
-                   artifacts: list[ExportArtifact], validation: dict[str, Any], extra_files: list[str],
-                   versions: dict[str, str]) -> dict[str, Any]:
-    passed = bool(artifacts) and all(a.validation is not None and a.validation.passed for a in artifacts)
-    return _finite({
+def manifest_head(*, kind: str, passed: bool, profile: Any, target: Any, pool_dir: Path,
+                  pool_manifest: Any) -> dict[str, Any]:
+    """The fields every export manifest starts with."""
+    return {
         "schema_version": SCHEMA_VERSION,
-        "kind": "lgp-edge export",
+        "kind": kind,
         "status": "passed" if passed else "failed",
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "profile": profile.to_dict(),
@@ -70,24 +87,62 @@ def build_manifest(*, out_dir: Path, profile: Any, target: Any, pool_dir: Path, 
         "pool": {"pool_id": pool_manifest.spec.pool_id, "path": str(pool_dir), "data": pool_manifest.data,
                  "synthetic_data": pool_manifest.synthetic, "stage": pool_manifest.stage,
                  "ancestry": pool_manifest.spec.ancestry.name},
-        "descendant": {"key": record.key, "blocks": record.blocks, "params": record.params, "flops": record.flops,
-                       "top1": record.top1, "top1_data": record.top1_data or pool_manifest.top1_data,
-                       "spec": record.spec.to_dict(),
-                       "expected_latency_ms": latency.get("p90_ms") if latency else None,
-                       "expected_median_ms": latency.get("median_ms") if latency else None,
-                       "latency_source": latency.get("source") if latency else None,
-                       "latency_runtime": latency.get("runtime") if latency else None,
-                       "latency_precision": latency.get("precision") if latency else None,
-                       "expected_p99_ms": latency.get("p99_ms") if latency else None,
-                       "latency_noisy": bool(latency.get("noisy")) if latency else None,
-                       "latency_calibration": latency.get("calibration") if latency else None,
-                       "latency_note": (latency.get("tool_versions") or {}).get("noisy_measurement") or
-                       (latency.get("tool_versions") or {}).get("aggregate") or
-                       (latency.get("tool_versions") or {}).get("spread") if latency else None},
+    }
+
+
+def descendant_entry(record: Any, latency: dict[str, Any] | None, pool_top1_data: Any) -> dict[str, Any]:
+    """The exported descendant: its numbers and the latency expected on the target."""
+    lat = latency or {}
+    notes = lat.get("tool_versions") or {}
+    return {"key": record.key, "blocks": record.blocks, "params": record.params, "flops": record.flops,
+            "top1": record.top1, "top1_data": record.top1_data or pool_top1_data, "spec": record.spec.to_dict(),
+            "expected_latency_ms": lat.get("p90_ms") if latency else None,
+            "expected_median_ms": lat.get("median_ms") if latency else None,
+            "latency_source": lat.get("source") if latency else None,
+            "latency_runtime": lat.get("runtime") if latency else None,
+            "latency_precision": lat.get("precision") if latency else None,
+            "expected_p99_ms": lat.get("p99_ms") if latency else None,
+            "latency_noisy": bool(lat.get("noisy")) if latency else None,
+            "latency_calibration": lat.get("calibration") if latency else None,
+            "latency_note": (notes.get("noisy_measurement") or notes.get("aggregate") or notes.get("spread")
+                             if latency else None)}
+
+
+def build_manifest(*, out_dir: Path, profile: Any, target: Any, pool_dir: Path, pool_manifest: Any, record: Any,
+                   latency: dict[str, Any] | None, selection: dict[str, Any] | None, preprocess: Any,
+                   artifacts: list[ExportArtifact], validation: dict[str, Any], extra_files: list[str],
+                   versions: dict[str, str]) -> dict[str, Any]:
+    """The manifest of a single-descendant export."""
+    passed = bool(artifacts) and all(a.validation is not None and a.validation.passed for a in artifacts)
+    head = manifest_head(kind=KIND, passed=passed, profile=profile, target=target, pool_dir=pool_dir,
+                         pool_manifest=pool_manifest)
+    return _finite({
+        **head,
+        "descendant": descendant_entry(record, latency, pool_manifest.top1_data),
         "selection": selection,
         "preprocess": preprocess.to_dict(),
         "validation": {**validation, "passed": passed},
         "artifacts": [artifact_entry(out_dir, a) for a in artifacts],
+        "files": file_entries(out_dir, extra_files),
+        "versions": versions,
+    })
+
+
+def build_switchable_manifest(*, out_dir: Path, profile: Any, target: Any, pool_dir: Path, pool_manifest: Any,
+                              selection: str, entries: Sequence[Any], artifacts: Sequence[Any],
+                              validation: dict[str, Any], extra_files: list[str],
+                              versions: dict[str, str]) -> dict[str, Any]:
+    """The manifest of a switchable export: ``artifacts`` have ``passed`` and ``to_dict()``."""
+    passed = bool(artifacts) and all(a.passed for a in artifacts)
+    head = manifest_head(kind=f"{KIND} --switchable", passed=passed, profile=profile, target=target,
+                         pool_dir=pool_dir, pool_manifest=pool_manifest)
+    return _finite({
+        **head,
+        "selection": selection,
+        "descendants": [e.to_dict() for e in entries],
+        "preprocess": pool_manifest.preprocess.to_dict(),
+        "validation": {**validation, "passed": passed},
+        "artifacts": [a.to_dict() for a in artifacts],
         "files": file_entries(out_dir, extra_files),
         "versions": versions,
     })

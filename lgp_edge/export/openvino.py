@@ -5,8 +5,8 @@ The IR is converted from the validated fp32 ONNX export. int8 runs NNCF's post-t
 that are disjoint from the validation images, and reports the top-1 change against the torch fp32
 descendant. The IR's rt_info holds lgp-edge's metadata under ``model_info/lgp_edge`` and the OpenVINO
 Model API keys (``model_type``, ``labels``, ``mean_values``, ``scale_values``, ...) under ``model_info``,
-so Model API users load it with no glue. Validation compiles the IR on the CPU with INFERENCE_PRECISION_HINT f32 (this CPU would
-otherwise run bf16), so what is measured is the IR's own error.
+so Model API users load it with no glue. Validation compiles the IR on the CPU with INFERENCE_PRECISION_HINT
+f32 (this CPU would otherwise run bf16), so what is measured is the IR's own error.
 """
 
 from __future__ import annotations
@@ -17,13 +17,14 @@ import logging
 from typing import Any
 
 from lgp_edge.errors import UsageError
-from lgp_edge.export.base import ExportContext, check_opset, register, require
-from lgp_edge.export.onnx import versions
-from lgp_edge.specs import DeviceProfile, ExportArtifact, TargetSpec
+from lgp_edge.export.base import ExportContext, check_opset, require, require_all
+from lgp_edge.export.metadata import tool_versions
+from lgp_edge.specs import DeviceProfile, ExportArtifact, Precision, TargetSpec
 
 log = logging.getLogger(__name__)
 
 MIN_CALIBRATION = 300
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")  # IR precisions this exporter writes
 
 
 def _io(model: Any) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]]:
@@ -71,11 +72,10 @@ class OpenVINOExporter:
     extra = "export"
 
     def check(self, profile: DeviceProfile, target: TargetSpec, opset: int | None) -> None:
-        for pkg in ("onnx", "onnxslim", "onnxscript", "openvino"):
-            require(pkg, self.extra, "OpenVINO export")
+        require_all(("onnx", "onnxslim", "onnxscript", "openvino"), self.extra, "OpenVINO export")
         if profile.precision == "int8":
             require("nncf", self.extra, "OpenVINO int8 quantization")
-        if profile.precision not in ("fp32", "fp16", "int8"):
+        if profile.precision not in PRECISIONS:
             raise UsageError(f"OpenVINO export makes fp32, fp16 or int8 IR, not {profile.precision}")
         check_opset(opset, target)
 
@@ -112,8 +112,7 @@ class OpenVINOExporter:
         bin_path = xml.with_suffix(".bin")
         return [ExportArtifact(path=xml.name, format=self.format, profile=ctx.profile.name,
                                descendant_key=ctx.record.key, sha256=sha256_file(xml), inputs=inputs, outputs=outputs,
-                               validation=report, versions=versions("openvino", "nncf", "onnx"), precision=precision,
+                               validation=report, versions=tool_versions("openvino", "nncf", "onnx"),
+                               precision=precision,
                                files=(bin_path.name,), note=note)]
 
-
-register(OpenVINOExporter())

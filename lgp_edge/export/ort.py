@@ -15,8 +15,9 @@ import tempfile
 from pathlib import Path
 
 from lgp_edge.errors import LgpEdgeError, UsageError
-from lgp_edge.export.base import ExportContext, check_opset, register, require
-from lgp_edge.export.onnx import _quiet_loggers, versions
+from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
+from lgp_edge.export.metadata import tool_versions
+from lgp_edge.export.onnx_export import quiet_loggers
 from lgp_edge.specs import DeviceProfile, ExportArtifact, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def convert_to_ort(onnx_path: Path, out_dir: Path, target_platform: str = "arm")
         sink = io.StringIO()
         try:
             with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
-                    _quiet_loggers("ort_format_model", "ort_format_model.utils"):
+                    quiet_loggers("ort_format_model", "ort_format_model.utils"):
                 convert_onnx_models_to_ort(src, dst, optimization_styles=[OptimizationStyle.Fixed],
                                            target_platform=target_platform)
         except Exception as exc:  # the converter raises plain exceptions and prints the details
@@ -57,8 +58,7 @@ class OrtExporter:
     extra = "export"
 
     def check(self, profile: DeviceProfile, target: TargetSpec, opset: int | None) -> None:
-        for pkg in ("onnx", "onnxslim", "onnxscript", "onnxruntime"):
-            require(pkg, self.extra, "ONNX Runtime Mobile (.ort) export")
+        require_all(ONNX_PACKAGES, self.extra, "ONNX Runtime Mobile (.ort) export")
         if profile.precision != "fp32":
             raise UsageError(f".ort export is fp32 (ONNX Runtime Mobile runs the fp32 graph); "
                              f"profile precision is {profile.precision}")
@@ -80,9 +80,7 @@ class OrtExporter:
         report = compare(logits, ctx.validation, TOLERANCES["fp32"], note="ONNX Runtime CPU, ORT format")
         return [ExportArtifact(path=ort_path.name, format=self.format, profile=ctx.profile.name,
                                descendant_key=ctx.record.key, sha256=sha256_file(ort_path), inputs=inputs,
-                               outputs=outputs, validation=report, versions=versions("onnxruntime"),
+                               outputs=outputs, validation=report, versions=tool_versions("onnxruntime"),
                                precision="fp32", files=(cfg.name,),
                                note=f"optimised for {platform}; runs in onnxruntime-android/-mobile")]
 
-
-register(OrtExporter())

@@ -13,21 +13,24 @@ validated on the GPU against torch.
 
 from __future__ import annotations
 
+import json
 import logging
-import shutil
-import stat
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from lgp_edge.errors import UsageError
-from lgp_edge.export.base import ExportContext, check_opset, register, require
-from lgp_edge.export.onnx import io_spec, validate_onnx_file, versions
+from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
+from lgp_edge.export.metadata import tool_versions
+from lgp_edge.export.onnx import io_spec, validate_onnx_file
 from lgp_edge.export.trt_ops import max_opset, parse_trt_version, unsupported_ops
-from lgp_edge.specs import DeviceProfile, ExportArtifact, TargetSpec
+from lgp_edge.specs import PRECISIONS, DeviceProfile, ExportArtifact, Precision, TargetSpec
 
 log = logging.getLogger(__name__)
+
+ENGINE_PRECISIONS: tuple[Precision, ...] = ("fp16", "fp32")  # engines this exporter builds (no int8 calibration)
+FP32_LAYERS_HEADER = "# ONNX nodes kept in fp32 inside the fp16 engine (LayerNorm and softmax)\n"
 
 
 class UnsupportedOperator(UsageError):
@@ -100,103 +103,45 @@ def _comment(value: object) -> str:
     return "".join(c if c.isprintable() else "?" for c in str(value))
 
 
-TIME_TO_JSON = r'''
-import json, math, re, sys
-from datetime import datetime, timezone
-out, meta = sys.argv[1], json.loads(sys.argv[2])
-raw = json.load(open("timing-raw.json"))
-ts = sorted(float(r.get("latencyMs", r.get("computeMs"))) for r in raw)
-if not ts:
-    sys.exit("build_engine.sh --time: trtexec exported no timings (see timing.log)")
-def pct(q):
-    pos = (len(ts) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ts) - 1)
-    return ts[lo] + (ts[hi] - ts[lo]) * (pos - lo)
-n = len(ts)
-mean = sum(ts) / n
-std = math.sqrt(sum((t - mean) ** 2 for t in ts) / (n - 1)) if n > 1 else 0.0
-log = open("timing.log", errors="replace").read()
-m = re.search(r"TensorRT version: ([0-9.]+)", log) or re.search(r"\[TensorRT v(\d+)\]", log)
-rec = dict(meta, runtime="tensorrt", median_ms=pct(50), p90_ms=pct(90), p99_ms=pct(99), mean_ms=mean, std_ms=std,
-           cv=std / mean if mean > 0 else 0.0, n=n, warmup=0, threads=1, source="measured",
-           when=datetime.now(timezone.utc).isoformat(timespec="seconds"), noisy=std / mean > 0.10 if mean > 0 else False,
-           tool_versions={"tensorrt": m.group(1) if m else "unknown",
-                          "note_engine": "model.plan as built by build_engine.sh (the deployed engine)",
-                          "note_timing": "trtexec --loadEngine --exportTimes, per-inference latencyMs"})
-tmp = out + ".tmp"
-with open(tmp, "w") as f:
-    json.dump({"format": "lgp-edge-latency", "version": 1, "records": [rec]}, f, indent=1)
-    f.write("\n")
-import os
-os.replace(tmp, out)
-print("wrote %s: median %.4f ms, p90 %.4f ms over %d runs; load it with: lgp-edge profile --import %s"
-      % (out, rec["median_ms"], rec["p90_ms"], n, out))
-'''
+def _shape_flags(input_name: str, input_shape: tuple[int, ...], dynamic_batch: bool) -> tuple[str, str]:
+    """(trtexec's --min/opt/maxShapes, build_engine.py's --shapes) for a dynamic batch; empty when static."""
+    if not dynamic_batch:
+        return "", ""
+    dims = "x".join(str(int(d)) for d in input_shape)
+    lo = "x".join(str(d) for d in (1, *input_shape[1:]))
+    hi = "x".join(str(d) for d in (max(8, input_shape[0]), *input_shape[1:]))
+    return (f" --minShapes={input_name}:{lo} --optShapes={input_name}:{dims} --maxShapes={input_name}:{hi}",
+            f" --shapes {input_name}:{lo}:{dims}:{hi}")
 
 
 def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape: tuple[int, ...],
                  dynamic_batch: bool, key: str, target: TargetSpec, pool_id: str = "", batch: int = 1) -> str:
-    """``build_engine.sh``: trtexec with layer precisions when it has them, else build_engine.py.
+    """``build_engine.sh`` (``lgp_edge/data/templates/build_engine.sh``): trtexec with layer precisions when it
+    has them, else build_engine.py.
 
     Every value from outside (target file, pool) is either a checked name, quoted for the shell, or
     flattened to one printable line inside a comment, so nothing in a target file becomes a command.
     """
+    from lgp_edge.export.assets import ShellTemplate, template
+
     for what, value in (("input name", input_name), ("ONNX file name", onnx_name)):
         if not value or any(not (c.isalnum() or c in "._-") for c in value):
             raise UsageError(f"{what} '{value}' cannot be written into build_engine.sh (letters, digits, '._-')")
-    if precision not in ("fp32", "fp16", "int8", "bf16"):
+    if precision not in PRECISIONS:
         raise UsageError(f"precision '{precision}' cannot be written into build_engine.sh")
-    import json as _json
-
-    meta = _json.dumps({"descendant_key": key, "pool_id": pool_id, "target": target.name, "precision": precision,
-                        "batch": int(input_shape[0]) if input_shape else int(batch)}, sort_keys=True)
+    meta = json.dumps({"descendant_key": key, "pool_id": pool_id, "target": target.name, "precision": precision,
+                       "batch": int(input_shape[0]) if input_shape else int(batch)}, sort_keys=True)
     if "'" in meta or not meta.isprintable():
         raise UsageError(f"descendant '{key}' or target '{target.name}' cannot be written into build_engine.sh")
-    runtime = _comment(target.runtime_version)
-    key, name = _comment(key), _comment(target.name)
-    dims = "x".join(str(int(d)) for d in input_shape)
-    shapes, py_shapes = "", ""
-    if dynamic_batch:
-        lo = "x".join(str(d) for d in (1, *input_shape[1:]))
-        hi = "x".join(str(d) for d in (max(8, input_shape[0]), *input_shape[1:]))
-        shapes = f" --minShapes={input_name}:{lo} --optShapes={input_name}:{dims} --maxShapes={input_name}:{hi}"
-        py_shapes = f" --shapes {input_name}:{lo}:{dims}:{hi}"
     fp16 = precision == "fp16"
-    trt_flags = " --fp16 --precisionConstraints=obey --layerPrecisions=\"$spec\" --layerOutputTypes=\"$spec\"" \
-        if fp16 else ""
-    pinned = " with the LayerNorm and softmax layers of fp32_layers.txt kept in fp32" if fp16 else ""
-    kind = " (dynamic batch)" if dynamic_batch else " (static)"
-    return f"""#!/bin/sh
-# Build the TensorRT engine for descendant {key} on the device ({name}: {runtime}).
-# Engines are tied to one GPU and TensorRT version, so build here, on the board, once:
-#   sh build_engine.sh            -> model.plan
-# {precision}{pinned}; input {input_name} {dims}{kind}.
-# TRTEXEC overrides the trtexec path; PYTHON the interpreter for the fallback.
-set -eu
-cd "$(dirname "$0")"
-trtexec=${{TRTEXEC:-/usr/src/tensorrt/bin/trtexec}}
-[ -x "$trtexec" ] || trtexec=$(command -v trtexec || true)
-if [ -n "$trtexec" ] && "$trtexec" --help 2>&1 | grep -q -- '--layerPrecisions'; then
-    spec=$(sed -e '/^#/d' -e '/^$/d' -e 's/$/:fp32/' fp32_layers.txt | paste -sd, -)
-    "$trtexec" --onnx={onnx_name} --saveEngine=model.plan{trt_flags}{shapes}
-else
-    # trtexec before TensorRT 8.4 cannot pin layer precisions: use the Python API (STRICT_TYPES).
-    ${{PYTHON:-python3}} build_engine.py --onnx {onnx_name} --engine model.plan --precision {precision} \\
-        --fp32-layers fp32_layers.txt{py_shapes}
-fi
-echo "built model.plan; time it with: sh build_engine.sh --time timing.json"
-if [ "${{1:-}}" = "--time" ]; then
-    # Time the engine just built (the deployed one) and write the store's import format:
-    #   sh build_engine.sh --time timing.json   then, on the host: lgp-edge profile --import timing.json
-    out=${{2:-timing.json}}
-    if [ -z "$trtexec" ]; then echo "build_engine.sh: --time needs trtexec (set TRTEXEC)" >&2; exit 3; fi
-    "$trtexec" --loadEngine=model.plan --iterations=${{ITERATIONS:-200}} --warmUp=500 --duration=0 --avgRuns=1 \
-        --useSpinWait --exportTimes=timing-raw.json > timing.log 2>&1 || {{ cat timing.log >&2; exit 3; }}
-    ${{PYTHON:-python3}} - "$out" '{meta}' <<'PY'
-{TIME_TO_JSON}PY
-fi
-"""
+    shapes, py_shapes = _shape_flags(input_name, input_shape, dynamic_batch)
+    return ShellTemplate(template("build_engine.sh")).substitute(
+        key=_comment(key), target=_comment(target.name), runtime=_comment(target.runtime_version),
+        precision=precision, input_name=input_name, dims="x".join(str(int(d)) for d in input_shape),
+        pinned=" with the LayerNorm and softmax layers of fp32_layers.txt kept in fp32" if fp16 else "",
+        kind=" (dynamic batch)" if dynamic_batch else " (static)", onnx_name=onnx_name, meta=meta,
+        trt_flags=(" --fp16 --precisionConstraints=obey --layerPrecisions=\"$spec\" --layerOutputTypes=\"$spec\""
+                   if fp16 else ""), shapes=shapes, py_shapes=py_shapes)
 
 
 def _plan_buildable() -> bool:
@@ -248,9 +193,8 @@ class TensorRTExporter:
     extra = "export"
 
     def check(self, profile: DeviceProfile, target: TargetSpec, opset: int | None) -> None:
-        for pkg in ("onnx", "onnxslim", "onnxscript", "onnxruntime"):
-            require(pkg, self.extra, "TensorRT export (ONNX + build script)")
-        if profile.precision not in ("fp16", "fp32"):
+        require_all(ONNX_PACKAGES, self.extra, "TensorRT export (ONNX + build script)")
+        if profile.precision not in ENGINE_PRECISIONS:
             raise UsageError(f"TensorRT export builds fp16 or fp32 engines; {profile.precision} needs a calibration "
                              "cache lgp-edge does not make (use --precision fp16)")
         check_opset(opset, target)
@@ -269,29 +213,9 @@ class TensorRTExporter:
             t.advance()
         check_operators(onnx_path, ctx.target)
         inputs, outputs = io_spec(onnx_path)
-        out = ctx.out_dir
-        files = []
         fp16 = ctx.profile.precision == "fp16"
         layers = fp32_nodes(onnx_path, ctx.model) if fp16 else []
-        bad = [n for n in layers if "," in n or ":" in n]
-        if bad:
-            raise UsageError(f"ONNX node name '{bad[0]}' has a ',' or ':' that trtexec's --layerPrecisions cannot take")
-        (out / "fp32_layers.txt").write_text(
-            "# ONNX nodes kept in fp32 inside the fp16 engine (LayerNorm and softmax)\n" + "\n".join(layers) + "\n")
-        shutil.copyfile(Path(__file__).with_name("trt_build.py"), out / "build_engine.py")
-        script = build_script(pool_id=ctx.pool_id, onnx_name=onnx_path.name, precision=ctx.profile.precision,
-                              input_name=inputs[0]["name"],
-                              input_shape=ctx.input_shape, dynamic_batch=ctx.dynamic_batch, key=ctx.record.key,
-                              target=ctx.target)
-        (out / "build_engine.sh").write_text(script)
-        files += ["build_engine.sh", "build_engine.py", "fp32_layers.txt"]
-        bench = self._bench_script(ctx)
-        if bench is not None:
-            shutil.copyfile(bench, out / "bench.sh")
-            files.append("bench.sh")
-        for f in ("build_engine.sh", "build_engine.py", "bench.sh"):
-            if (out / f).exists():
-                (out / f).chmod((out / f).stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        files = self._write_build_files(ctx, onnx_path.name, inputs[0]["name"], layers)
         report = validate_onnx_file(ctx, onnx_path, "tensorrt onnx")
         note = (f"engine not built here: run build_engine.sh on the {ctx.target.name} ({ctx.target.runtime_version}); "
                 f"{len(layers)} LayerNorm/softmax nodes pinned to fp32" if fp16 else
@@ -299,12 +223,34 @@ class TensorRTExporter:
         arts = [ExportArtifact(path=onnx_path.name, format=self.format, profile=ctx.profile.name,
                                descendant_key=ctx.record.key, sha256=sha256_file(onnx_path), inputs=inputs,
                                outputs=outputs, validation=report,
-                               versions={**versions("onnx", "onnxslim", "onnxruntime"),
+                               versions={**tool_versions("onnx", "onnxslim", "onnxruntime"),
                                          "tensorrt_target": f"{version[0]}.{version[1]}"},
                                precision=ctx.profile.precision, files=tuple(files), note=note)]
         if ctx.build_plan and _plan_buildable():
             arts.append(self._build_plan(ctx, onnx_path, layers, inputs, outputs))
         return arts
+
+    def _write_build_files(self, ctx: ExportContext, onnx_name: str, input_name: str, layers: list[str]) -> list[str]:
+        """fp32_layers.txt, build_engine.sh, build_engine.py and the target's bench script (when it has one)."""
+        from lgp_edge.export.assets import copy_device_script, make_executable
+
+        out = ctx.out_dir
+        bad = [n for n in layers if "," in n or ":" in n]
+        if bad:
+            raise UsageError(f"ONNX node name '{bad[0]}' has a ',' or ':' that trtexec's --layerPrecisions cannot take")
+        (out / "fp32_layers.txt").write_text(FP32_LAYERS_HEADER + "\n".join(layers) + "\n")
+        copy_device_script("build_engine.py", out / "build_engine.py", executable=True)
+        (out / "build_engine.sh").write_text(build_script(
+            pool_id=ctx.pool_id, onnx_name=onnx_name, precision=ctx.profile.precision, input_name=input_name,
+            input_shape=ctx.input_shape, dynamic_batch=ctx.dynamic_batch, key=ctx.record.key, target=ctx.target))
+        make_executable(out / "build_engine.sh")
+        files = ["build_engine.sh", "build_engine.py", "fp32_layers.txt"]
+        bench = self._bench_script(ctx)
+        if bench is not None:
+            (out / "bench.sh").write_bytes(bench.read_bytes())
+            make_executable(out / "bench.sh")
+            files.append("bench.sh")
+        return files
 
     def _bench_script(self, ctx: ExportContext) -> Path | None:
         from lgp_edge.targets import bench_script
@@ -320,7 +266,7 @@ class TensorRTExporter:
         """model.plan for the GPU of this machine (useful when this machine is the device)."""
         import tensorrt as trt
 
-        from lgp_edge.export.trt_build import build_engine
+        from lgp_edge.export.assets import load_device_module
         from lgp_edge.export.validate import TOLERANCES, compare
         from lgp_edge.fileio import sha256_file
 
@@ -330,7 +276,8 @@ class TensorRTExporter:
             b, *rest = ctx.input_shape
             shapes = (inputs[0]["name"], (1, *rest), (b, *rest), (max(8, b), *rest))
         with ctx.reporter.task("tensorrt: build model.plan on this GPU", total=1) as t:
-            build_engine(str(onnx_path), str(plan), ctx.profile.precision, layers, shapes=shapes, log=log.info)
+            load_device_module("build_engine.py").build_engine(str(onnx_path), str(plan), ctx.profile.precision,
+                                                               layers, shapes=shapes, log=log.info)
             t.advance()
         logits = _plan_outputs(plan, ctx.validation.images, ctx.profile.batch)
         report = compare(logits, ctx.validation, TOLERANCES[ctx.profile.precision], note="TensorRT engine on this GPU")
@@ -339,6 +286,3 @@ class TensorRTExporter:
                               validation=report, versions={"tensorrt": trt.__version__},
                               precision=ctx.profile.precision,
                               note="engine for THIS machine's GPU and TensorRT; rebuild it on the device")
-
-
-register(TensorRTExporter())

@@ -38,7 +38,7 @@ class Tolerance:
         return float(self.atol + self.rtol * np.abs(reference).max())
 
 
-TOLERANCES = {
+TOLERANCES: dict[str, Tolerance] = {  # by artifact precision
     "fp32": Tolerance(atol=1e-4, rtol=1e-5, min_agreement=0.99),
     "fp16": Tolerance(atol=1e-3, rtol=1e-2, min_agreement=0.98),
     "int8": Tolerance(atol=5e-2, rtol=0.25, min_agreement=0.90, max_top1_drop=2.0),
@@ -116,24 +116,14 @@ def compare(outputs: np.ndarray, vset: ValidationSet, tol: Tolerance, note: str 
 def onnxruntime_outputs(path: str, images: np.ndarray, batch: int, dynamic: bool, reporter: Any = None,
                         what: str = "") -> np.ndarray:
     """Logits of an ONNX or .ort model in ONNX Runtime's CPU execution provider."""
-    import onnxruntime as ort
+    from lgp_edge.export.sessions import ort_runner
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    run_batch = 64 if dynamic else batch
-    return run_static(lambda x: sess.run(None, {name: x})[0], images, run_batch, reporter, what)
+    return run_static(ort_runner(path), images, 64 if dynamic else batch, reporter, what)
 
 
 def openvino_outputs(xml: str, images: np.ndarray, batch: int, dynamic: bool, reporter: Any = None,
                      what: str = "") -> np.ndarray:
     """Logits of an OpenVINO IR on the CPU with INFERENCE_PRECISION_HINT f32 (the CPU would pick bf16)."""
-    import openvino as ov
+    from lgp_edge.export.sessions import openvino_runner
 
-    core = ov.Core()
-    compiled = core.compile_model(core.read_model(str(xml)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-    out = compiled.outputs[0]
-    run_batch = 64 if dynamic else batch
-    return run_static(lambda x: request.infer({0: x})[out], images, run_batch, reporter, what)
+    return run_static(openvino_runner(xml), images, 64 if dynamic else batch, reporter, what)

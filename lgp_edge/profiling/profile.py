@@ -241,7 +241,7 @@ def _measure_remote(subject: Subject, items: Sequence[Item], target: TargetSpec,
                     settings: MeasureSettings, reporter: Reporter, targets_dir: str | None,
                     what: str) -> list[LatencyRecord]:
     from lgp_edge.profiling import remote
-    from lgp_edge.profiling.artifacts import export_onnx
+    from lgp_edge.export.onnx_export import export_onnx
     from lgp_edge.profiling.runtimes.tensorrt import parse_trtexec, summary_timing
     from lgp_edge.targets import bench_script
 
@@ -270,7 +270,7 @@ def _measure_remote(subject: Subject, items: Sequence[Item], target: TargetSpec,
         if pin:  # bench.sh builds the engine build_engine.sh deploys: LayerNorm/softmax kept in fp32
             import shutil
 
-            shutil.copyfile(Path(__file__).resolve().parent.parent / "export" / "trt_build.py",
+            shutil.copyfile(Path(__file__).resolve().parent.parent / "data" / "device" / "build_engine.py",
                             Path(tmp) / "build_engine.py")
             sess.put(Path(tmp) / "build_engine.py")
         rbin = ""

@@ -8,7 +8,8 @@ from typing import Any
 from torch import nn
 
 from lgp_edge.errors import BackendMissing, UsageError
-from lgp_edge.profiling.artifacts import INPUT_NAME, export_onnx
+from lgp_edge.export.onnx_export import INPUT as INPUT_NAME
+from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 

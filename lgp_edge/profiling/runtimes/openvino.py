@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from lgp_edge.errors import BackendMissing, UsageError
-from lgp_edge.profiling.artifacts import export_onnx
+from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 _HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: weights/activations from NNCF

@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from lgp_edge.errors import BackendMissing, UsageError
-from lgp_edge.profiling.artifacts import export_onnx
+from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.profiling.measure import MeasureSettings, Timing
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 

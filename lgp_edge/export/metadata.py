@@ -1,0 +1,46 @@
+"""What every artifact says about itself: the key/value metadata in the model file, and the tool versions.
+
+``model_metadata`` is the one builder of the metadata an app reads from the model (ONNX ``metadata_props``,
+Core ML user metadata, OpenVINO ``rt_info``): the descendant (for a single-descendant export), the pool,
+profile and target, and the preprocessing. A switchable model carries the same keys without
+``descendant_key`` (it holds several; its ``descendants`` table names them).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+PREPROCESS_RULE = "x = (pixel / 255 - mean) / std per channel, resized to img_size x img_size"
+
+
+def model_metadata(*, preprocess: Any, pool_id: str, profile: str, target: str,
+                   descendant_key: str | None = None) -> dict[str, str]:
+    """Metadata for an exported model (``profile`` and ``target`` by name)."""
+    from lgp_edge import __version__
+
+    p = preprocess
+    out = {"lgp_edge_version": __version__}
+    if descendant_key is not None:
+        out["descendant_key"] = descendant_key
+    out.update({"pool_id": pool_id, "profile": profile, "target": target, "labels": json.dumps(list(p.labels)),
+                "mean": json.dumps(list(p.mean)), "std": json.dumps(list(p.std)), "img_size": str(p.img_size),
+                "in_chans": str(p.in_chans), "layout": p.layout, "preprocess": PREPROCESS_RULE})
+    return out
+
+
+def tool_versions(*packages: str) -> dict[str, str]:
+    """lgp-edge's and torch's versions, and those of ``packages`` that are installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    from lgp_edge import __version__
+
+    out = {"lgp-edge": __version__, "torch": torch.__version__}
+    for p in packages:
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            pass
+    return out

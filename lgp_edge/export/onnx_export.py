@@ -1,0 +1,169 @@
+"""The one ONNX export of lgp-edge: a torch module to an ONNX file, for an app or for the profiler.
+
+``export_onnx(model, example, path, opset=...)`` writes one of two kinds of file:
+
+- the profiler's (the default; also the source of a switchable model's branches): the TorchScript
+  exporter's graph as it is, constant-folded, with timm's fused attention (scaled dot-product attention)
+  on from opset 17 and off below it; no simplification, no metadata.
+- the shipped one (``ship=True``, what ``lgp-edge export`` writes): opset 17 and above through the dynamo
+  exporter (``torch.export``); below 17 the dynamo exporter cannot lower LayerNormalization and silently
+  keeps opset 18, so older opsets (TensorRT 8.2: <= 13) use the TorchScript exporter with fused attention
+  off, which decomposes LayerNorm into ReduceMean/Sub/Pow/Sqrt/Div. The result is checked to carry
+  exactly the requested opset, simplified (onnxslim), given ``metadata`` as ``metadata_props`` (so an app
+  reads its preprocessing from the file), and checked in full by ``onnx.checker``.
+
+The input is static (the example's batch) unless ``dynamic_batch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lgp_edge.errors import LgpEdgeError, UsageError
+
+log = logging.getLogger(__name__)
+
+INPUT, OUTPUT = "input", "logits"
+MIN_OPSET = 13  # below it a ViT does not export
+DYNAMO_MIN_OPSET = 17  # the dynamo exporter lowers LayerNormalization from here on
+FUSED_ATTN_MIN_OPSET = 17  # below it timm's fused attention does not export through TorchScript
+_EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "torch.export")
+
+
+class ExportError(LgpEdgeError):
+    """The exporter produced something other than what was asked (wrong opset, failed check)."""
+
+
+@contextlib.contextmanager
+def fused_attention(model: nn.Module, enabled: bool) -> Iterator[None]:
+    """Set timm's ``fused_attn`` on every attention module for the duration, then restore it.
+
+    Blocks are shared with the pool, so the previous values are put back even on error.
+    """
+    saved = [(m, m.fused_attn) for m in model.modules() if hasattr(m, "fused_attn")]
+    try:
+        for m, _ in saved:
+            m.fused_attn = enabled
+        yield
+    finally:
+        for m, old in saved:
+            m.fused_attn = old
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str) -> Iterator[None]:
+    """Silence the exporters' own chatter (opset conversion notes) for the duration of an export."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+@contextlib.contextmanager
+def _silenced(sink: io.StringIO) -> Iterator[None]:
+    """Warnings off, stdout/stderr into ``sink``, the exporters' loggers at ERROR."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
+            quiet_loggers(*_EXPORTER_LOGGERS):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def onnx_opset(model: Any) -> int:
+    """The default-domain opset of an ONNX ModelProto."""
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _torchscript(model: nn.Module, example: torch.Tensor, path: Path, *, opset: int, dynamic_batch: bool) -> None:
+    axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if dynamic_batch else None
+    with fused_attention(model, opset >= FUSED_ATTN_MIN_OPSET), torch.no_grad():
+        torch.onnx.export(model, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT],
+                          opset_version=opset, dynamo=False, dynamic_axes=axes, do_constant_folding=True,
+                          keep_initializers_as_inputs=False)
+
+
+def _dynamo(model: nn.Module, example: torch.Tensor, path: Path, *, opset: int, dynamic_batch: bool) -> None:
+    dyn = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
+    torch.onnx.export(model, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT],
+                      opset_version=opset, dynamo=True, dynamic_shapes=dyn, verbose=False, report=False,
+                      optimize=True, external_data=False)
+
+
+def _finish(proto: Any, opset: int, metadata: Mapping[str, str]) -> Any:
+    """Opset checked, onnxslim applied, ``metadata`` attached, full checker passed."""
+    import onnx
+    import onnxslim
+
+    got = onnx_opset(proto)
+    if got != opset:
+        raise ExportError(f"the ONNX exporter produced opset {got}, not the requested {opset}")
+    with contextlib.redirect_stdout(io.StringIO()):
+        slim = onnxslim.slim(proto)
+    if slim is not None and onnx_opset(slim) == opset:
+        proto = slim
+    else:
+        log.warning("onnxslim did not return a model at opset %d; keeping the unsimplified graph", opset)
+    del proto.metadata_props[:]
+    for k, v in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "lgp-edge"
+    proto.producer_version = metadata.get("lgp_edge_version", "")
+    proto.doc_string = f"Learngene Pool descendant {metadata.get('descendant_key', '')}"
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ExportError(f"onnx.checker rejected the exported model: {str(exc).splitlines()[0][:300]}") from exc
+    return proto
+
+
+def _shipped(model: nn.Module, example: torch.Tensor, path: Path, *, opset: int, dynamic_batch: bool,
+             metadata: Mapping[str, str]) -> None:
+    import onnx
+
+    exporter = _dynamo if opset >= DYNAMO_MIN_OPSET else _torchscript
+    sink = io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="lgp-onnx-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        try:
+            with _silenced(sink):
+                exporter(model, example, raw, opset=opset, dynamic_batch=dynamic_batch)
+        except Exception as exc:  # the exporters raise many types; say which step failed
+            raise ExportError(f"torch.onnx.export failed at opset {opset}: {type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc
+        log.debug("torch.onnx.export output: %s", sink.getvalue()[-2000:])
+        proto = onnx.load(str(raw))  # also pulls in any external data file
+    onnx.save(_finish(proto, opset, metadata), str(path))
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *, opset: int = 17,
+                dynamic_batch: bool = False, ship: bool = False, metadata: Mapping[str, str] | None = None) -> Path:
+    """Export ``model`` (eval mode) traced on ``example`` to ``path``; see the module docstring for ``ship``."""
+    if opset < MIN_OPSET:
+        raise UsageError(f"ONNX opset {opset} is too old for ViT export; lgp-edge needs opset >= {MIN_OPSET}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    if dynamic_batch and example.shape[0] == 1:
+        example = torch.zeros((2, *example.shape[1:]), dtype=example.dtype)  # batch 1 would be specialised away
+    if ship:
+        _shipped(model, example, path, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata or {})
+    else:
+        with _silenced(io.StringIO()):
+            _torchscript(model, example, path, opset=opset, dynamic_batch=dynamic_batch)
+        log.debug("exported %s (opset %d)", path, opset)
+    return path
