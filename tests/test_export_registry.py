@@ -1,0 +1,122 @@
+"""Every exporter over every built-in target: the tiny pool exported in every format the target file lists.
+
+Each target's own profile (its precision), with the formats widened to all those the target takes, goes
+through the export pipeline; every artifact must be written, validated for real where it runs here, and
+described by a manifest whose hashes match the files. TensorRT is not installed here, so a TensorRT target
+gets what a machine without it writes: the ONNX at the target's opset, checked against that TensorRT's
+parser, with build_engine.sh, build_engine.py, fp32_layers.txt and the board's bench script, and no
+model.plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import onnx
+import pytest
+
+from lgp_edge.export.manifest import tree_sha256
+from lgp_edge.export.onnx_export import onnx_opset
+from lgp_edge.export.pipeline import ExportRequest, export_profile
+from lgp_edge.export.registry import EXPORTERS, get_exporter
+from lgp_edge.fileio import sha256_file
+from lgp_edge.outdir import recognise_output
+from lgp_edge.profiles import load_profile, with_overrides
+from lgp_edge.specs import FORMATS
+from lgp_edge.targets import load_target, targets_root
+
+TARGETS = sorted(p.stem for p in targets_root().glob("*.toml"))
+NUMERIC = {"onnx", "ort", "openvino", "tensorrt"}  # formats whose artifact runs here (TensorRT: its ONNX)
+
+
+def test_the_registry_has_one_exporter_per_format() -> None:
+    assert set(EXPORTERS) == set(FORMATS)
+    for fmt in FORMATS:
+        exporter = get_exporter(fmt)
+        assert exporter.format == fmt and exporter.extra in ("export", "coreml")
+
+
+def test_every_builtin_target_is_covered() -> None:
+    assert {"cpu", "jetson-nano", "jetson-orin-nano", "raspberry-pi-5", "android-arm64", "iphone"} <= set(TARGETS)
+
+
+def _check_artifact(out: Path, art: dict) -> None:
+    path = out / art["path"]
+    assert path.exists(), art["path"]
+    assert art["sha256"] == (tree_sha256(path) if path.is_dir() else sha256_file(path))
+    v = art["validation"]
+    assert v["passed"] is True, v
+    if art["format"] in NUMERIC:
+        assert v["kind"] == "numeric" and v["max_abs_diff"] <= v["atol"] and v["top1_agreement"] >= 0.99
+    else:
+        assert v["kind"] == "structural"
+    for f in art["files"]:
+        assert (out / f["path"]).exists()
+        if f["sha256"]:
+            assert sha256_file(out / f["path"]) == f["sha256"]
+
+
+def _check_tensorrt(out: Path, art: dict, target_name: str) -> None:
+    from lgp_edge.export.tensorrt import check_operators, trt_version
+    from lgp_edge.export.trt_ops import max_opset
+
+    target = load_target(target_name)
+    assert art["path"] == "model.onnx" and not (out / "model.plan").exists()
+    assert onnx_opset(onnx.load(str(out / "model.onnx"))) <= max_opset(trt_version(target))
+    check_operators(out / "model.onnx", target)  # raises for an operator that TensorRT cannot parse
+    files = {f["path"] for f in art["files"]}
+    assert {"build_engine.sh", "build_engine.py", "fp32_layers.txt", "bench.sh"} <= files
+    for f in ("build_engine.sh", "build_engine.py", "bench.sh"):
+        assert os.access(out / f, os.X_OK), f
+    subprocess.run(["sh", "-n", str(out / "build_engine.sh")], check=True)
+    layers = [s for s in (out / "fp32_layers.txt").read_text().splitlines() if s and not s.startswith("#")]
+    assert layers if art["precision"] == "fp16" else not layers
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_every_target_exports_every_format_it_lists(name: str, tiny_pool: Path, tmp_path: Path) -> None:
+    target = load_target(name)
+    profile = with_overrides(load_profile(name), formats=target.formats)
+    out = tmp_path / "out"
+    result = export_profile(ExportRequest(profile=profile, target=target, out=out, pool=tiny_pool, val_images=8))
+    mf = json.loads((out / "manifest.json").read_text())
+    assert mf == json.loads(json.dumps(result.manifest))
+    assert mf["kind"] == "lgp-edge export" and mf["status"] == "passed" and mf["validation"]["passed"] is True
+    assert mf["target"]["name"] == name and mf["profile"]["precision"] == profile.precision
+    assert {a["format"] for a in mf["artifacts"]} == set(target.formats)
+    for art in mf["artifacts"]:
+        _check_artifact(out, art)
+    if "tensorrt" in target.formats:
+        _check_tensorrt(out, next(a for a in mf["artifacts"] if a["format"] == "tensorrt"), name)
+    if "coreml" in target.formats:
+        assert {"validate_coreml.py", "coreml_validation.npz"} <= {p.name for p in out.iterdir()}
+    for f in mf["files"]:
+        if f["sha256"]:
+            assert sha256_file(out / f["path"]) == f["sha256"]
+    assert (out / "EMBEDDING.md").is_file()
+    assert recognise_output(out) == ("export", [])  # every file in OUT is named by the manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no OUT.failed, no temporary directory
+
+
+def test_switchable_export_that_fails_validation_is_kept_in_out_failed(tiny_pool: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from lgp_edge.errors import ValidationFailed
+    from lgp_edge.export import validate
+    from lgp_edge.export.switchable_export import SwitchableRequest, export_switchable
+
+    monkeypatch.setitem(validate.TOLERANCES, "fp32", validate.Tolerance(atol=0.0, rtol=0.0, min_agreement=1.0))
+    profile = with_overrides(load_profile("cpu"), formats=("onnx",))
+    out = tmp_path / "out"
+    req = SwitchableRequest(profile=profile, target=load_target("cpu"), out=out, pool=tiny_pool,
+                            keys=("ti6.0-5", "b6.0-5"), val_images=4)
+    with pytest.raises(ValidationFailed, match="nothing written to"):
+        export_switchable(req)
+    assert not out.exists()
+    failed = json.loads((tmp_path / "out.failed" / "manifest.json").read_text())
+    assert failed["kind"] == "lgp-edge export --switchable" and failed["status"] == "failed"
+    assert failed["validation"]["passed"] is False and failed["artifacts"][0]["passed"] is False
+    assert (tmp_path / "out.failed" / "model.switchable.onnx").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.failed"]
