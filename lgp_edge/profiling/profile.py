@@ -1,7 +1,7 @@
 """Profiling a pool (or a stock timm ViT) on a target: measure, calibrate, predict, check the predictor.
 
-A *subject* is what gets profiled: the descendants of a pool (or one timm model) with their parts and a
-way to build each as a module, plus the calibration probes. Measurement runs in this process for
+A *subject* (``subject``) is what gets profiled: the descendants of a pool (or one timm model) with their parts
+and a way to build each as a module, plus the calibration probes. Measurement runs in this process for
 ``local`` targets (any runtime here) and on the board for ``ssh`` / ``adb`` targets; rows go to the
 store only after every model was measured, so a failure writes nothing.
 """
@@ -18,93 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from lgp_edge import __version__
 from lgp_edge.errors import UsageError
 from lgp_edge.profiling.measure import MeasureSettings, Timing, repeat_if_noisy, summarize
-from lgp_edge.profiling.predict import (
-    Predictor,
-    calibration_probes,
-    fit_calibration,
-    make_predictor,
-    now_utc,
-    probe_key,
-)
-from lgp_edge.profiling.roofline import Part, parts_of, vit_parts
+from lgp_edge.profiling.predict import Predictor, fit_calibration, make_predictor, now_utc
+from lgp_edge.profiling.subject import Item, Subject, pool_subject, timm_subject
 from lgp_edge.progress import NULL, Reporter
-from lgp_edge.specs import DescendantSpec, LatencyRecord, Segment, TargetSpec
+from lgp_edge.specs import LatencyRecord, TargetSpec
+
+__all__ = ["CheckResult", "Item", "Subject", "calibrate", "calibrated_predictor", "check_predictions",
+           "check_request", "default_precision", "default_threads", "measure_items", "pool_subject",
+           "predict_items", "predictor_for", "stored_calibration", "stored_predictor", "timm_subject"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Item:
-    """One model to profile."""
-
-    key: str  # descendant key, "timm:<name>" or a probe key
-    parts: tuple[Part, ...]  # for prediction
-    build: Callable[[], nn.Module]  # the module, built on demand
-    params: int | None = None
-    flops: int | None = None  # fvcore convention (multiply-add = 1)
-    top1: float | None = None
-
-
-@dataclass(frozen=True)
-class Subject:
-    pool_id: str  # "" for a stock model
-    input_shape: tuple[int, int, int]  # (C, H, W)
-    items: tuple[Item, ...]
-    probes: tuple[Item, ...]
-
-
-def pool_subject(pool: Any, manifest: Any = None, keys: Sequence[str] | None = None) -> Subject:
-    """Every descendant of ``pool`` (or those named in ``keys``), with top-1 from the manifest when known."""
-    from lgp_edge.models.descendant import descendant_flops
-
-    specs = pool.descendants()
-    if keys:
-        known = {s.key for s in specs}
-        bad = [k for k in keys if k not in known]
-        if bad:
-            raise UsageError(f"pool {pool.pool_id} has no descendant '{bad[0]}'; see 'lgp-edge pool info'")
-        specs = [s for s in specs if s.key in set(keys)]
-    top1 = {r.key: r.top1 for r in (manifest.descendants if manifest is not None else ())}
-    a = pool.spec.ancestry
-
-    def item(spec: DescendantSpec, key: str, with_size: bool) -> Item:
-        rec = pool.record(spec) if with_size else None
-        return Item(key=key, parts=tuple(parts_of(pool.spec, spec)), build=lambda: pool.descendant(spec),
-                    params=rec.params if rec else None, flops=descendant_flops(pool.spec, spec) if with_size else None,
-                    top1=top1.get(spec.key) if with_size else None)
-
-    items = tuple(item(s, s.key, True) for s in specs)
-    probes = tuple(item(s, probe_key(parts_of(pool.spec, s)), False) for s in calibration_probes(pool.spec))
-    return Subject(pool_id=pool.pool_id, input_shape=(a.in_chans, a.img_size, a.img_size), items=items,
-                   probes=probes)
-
-
-def timm_subject(name: str) -> Subject:
-    """A stock timm ViT with random weights (latency does not depend on their values)."""
-    from lgp_edge.models.ancestry import create_ancestry
-    from lgp_edge.models.descendant import build_descendant, count_params, vit_flops
-
-    model, a = create_ancestry(name)
-    model.eval()
-
-    def truncated(blocks: int) -> nn.Module:  # embedding, the first `blocks` blocks, norm + head
-        spec = DescendantSpec("", (Segment("m", 0, blocks - 1),), ())
-        return build_descendant(spec, {"m": model}, {}).eval()
-
-    item = Item(key=f"timm:{name}", parts=tuple(vit_parts(a)), build=lambda: model, params=count_params(model),
-                flops=vit_flops(img_size=a.img_size, patch_size=a.patch_size, in_chans=a.in_chans,
-                                embed_dim=a.embed_dim, depth=a.depth, num_classes=a.num_classes,
-                                mlp_ratio=a.mlp_ratio))
-    probes = []
-    for k in (1, max(2, a.depth // 2)):
-        parts = tuple(vit_parts(a, k))
-        probes.append(Item(key=probe_key(parts), parts=parts, build=lambda k=k: truncated(k)))
-    return Subject(pool_id="", input_shape=(a.in_chans, a.img_size, a.img_size), items=(item,), probes=tuple(probes))
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -241,79 +168,122 @@ def _measure_remote(subject: Subject, items: Sequence[Item], target: TargetSpec,
                     settings: MeasureSettings, reporter: Reporter, targets_dir: str | None,
                     what: str) -> list[LatencyRecord]:
     from lgp_edge.profiling import remote
-    from lgp_edge.export.onnx_export import export_onnx
-    from lgp_edge.profiling.runtimes.tensorrt import parse_trtexec, summary_timing
-    from lgp_edge.targets import bench_script
 
+    kind, runtime = target.connection.kind, target.runtime
+    binary = _check_remote(target, precision)
+    transport = remote.transport_for(target.connection, target.extra)
+    x = _example(subject, settings.batch)
+    out: list[LatencyRecord] = []
+    with tempfile.TemporaryDirectory(prefix="lgp-edge-remote-") as tmp, remote.RemoteSession(transport) as sess, \
+            reporter.task(f"{what} on {target.name} ({runtime} over {kind})", len(items)) as task:
+        board = _prepare_board(sess, target, precision, targets_dir, binary, Path(tmp))
+        for it in items:
+            timing, versions = _measure_on_board(sess, board, it, x, Path(tmp), settings)
+            out.append(_record(it.key, target, runtime, precision, settings, timing, versions, subject.pool_id))
+            task.advance(1, ms=timing.median_ms)
+    return out
+
+
+@dataclass(frozen=True)
+class _Board:
+    """A remote target made ready to time models: what was copied to it, and how it runs them."""
+
+    target: TargetSpec
+    precision: str
+    script: str  # bench script on the board ("" over adb)
+    perf_test: str  # onnxruntime_perf_test on the board ("" over ssh)
+    pin: bool  # TensorRT fp16 with LayerNorm/softmax pinned to fp32, as build_engine.sh builds it
+    opset: int
+
+
+def _check_remote(target: TargetSpec, precision: str) -> Path | None:
+    """Refuse what cannot be profiled remotely; the local onnxruntime_perf_test binary for adb targets."""
     kind, runtime = target.connection.kind, target.runtime
     if (kind, runtime) not in (("ssh", "onnxruntime"), ("ssh", "tensorrt"), ("adb", "onnxruntime")):
         raise UsageError(f"target '{target.name}': profiling '{runtime}' over {kind} is not supported "
                          "(ssh: onnxruntime or tensorrt; adb: onnxruntime)")
     if runtime == "onnxruntime" and precision not in ("fp32", "int8"):
         raise UsageError(f"ONNX Runtime on '{target.name}' profiles fp32 or int8, not '{precision}'")
-    binary = None
-    if kind == "adb":
-        binary = Path(os.environ.get("LGP_EDGE_ORT_PERF_TEST") or target.extra.get("perf_test_binary", "")
-                      ).expanduser()
-        if not binary.is_file():
-            raise UsageError(f"target '{target.name}' needs an Android build of onnxruntime_perf_test; "
-                             f"'{binary}' does not exist (set LGP_EDGE_ORT_PERF_TEST; see "
-                             "targets/android/README.md)")
-    transport = remote.transport_for(target.connection, target.extra)
-    x = _example(subject, settings.batch)
-    opset = min(17, target.max_opset)
-    out: list[LatencyRecord] = []
-    with tempfile.TemporaryDirectory(prefix="lgp-edge-remote-") as tmp, remote.RemoteSession(transport) as sess, \
-            reporter.task(f"{what} on {target.name} ({runtime} over {kind})", len(items)) as task:
-        script = sess.put(bench_script(target, targets_dir)) if kind == "ssh" else ""
-        pin = kind == "ssh" and runtime == "tensorrt" and precision == "fp16"
-        if pin:  # bench.sh builds the engine build_engine.sh deploys: LayerNorm/softmax kept in fp32
-            import shutil
+    if kind != "adb":
+        return None
+    binary = Path(os.environ.get("LGP_EDGE_ORT_PERF_TEST") or target.extra.get("perf_test_binary", "")).expanduser()
+    if not binary.is_file():
+        raise UsageError(f"target '{target.name}' needs an Android build of onnxruntime_perf_test; "
+                         f"'{binary}' does not exist (set LGP_EDGE_ORT_PERF_TEST; see "
+                         "targets/android/README.md)")
+    return binary
 
-            shutil.copyfile(Path(__file__).resolve().parent.parent / "data" / "device" / "build_engine.py",
-                            Path(tmp) / "build_engine.py")
-            sess.put(Path(tmp) / "build_engine.py")
-        rbin = ""
-        if binary is not None:
-            rbin = sess.put(binary)
-            sess.run(["chmod", "755", rbin], timeout=60)
-        for it in items:
-            onnx_path = export_onnx(it.build(), x, Path(tmp) / f"{_safe(it.key)}.onnx", opset=opset)
-            if runtime == "onnxruntime" and precision == "int8":
-                from lgp_edge.profiling.runtimes.onnxruntime import OnnxRuntime
 
-                onnx_path = OnnxRuntime().convert(it.build(), x, "int8", Path(tmp) / f"{_safe(it.key)}-q",
-                                                  opset=opset)
-            rmodel = sess.put(onnx_path)
-            versions: dict[str, str] = {}
-            if pin:
-                from lgp_edge.export.tensorrt import fp32_nodes
+def _prepare_board(sess: Any, target: TargetSpec, precision: str, targets_dir: str | None, binary: Path | None,
+                   tmp: Path) -> _Board:
+    """Copy the bench script (ssh), build_engine.py (pinned TensorRT fp16) or perf_test (adb) to the board."""
+    from lgp_edge.targets import bench_script
 
-                layers = Path(tmp) / f"{_safe(it.key)}.fp32_layers.txt"
-                layers.write_text("# ONNX nodes kept in fp32 inside the fp16 engine (LayerNorm and softmax)\n"
-                                  + "\n".join(fp32_nodes(onnx_path, it.build())) + "\n")
-                sess.put(layers)
-                versions["note_precision"] = "fp16 with LayerNorm/softmax pinned to fp32 (as build_engine.sh)"
-            if kind == "ssh" and runtime == "onnxruntime":
-                argv = remote.ort_bench_argv(str(target.extra.get("remote_python", "python3")), script, rmodel,
-                                             settings)
-                timing = repeat_if_noisy(lambda argv=argv, versions=versions: _ort_once(sess, argv, versions,
-                                                                                        settings), settings)
-            elif kind == "ssh":
-                summary = parse_trtexec(sess.run(remote.trtexec_argv(script, rmodel, precision, settings,
-                                                                      target.extra.get("trtexec"))))
-                timing, notes = summary_timing(summary, settings.iters, settings.warmup)
-                versions["tensorrt"] = summary.version or target.runtime_version
-                versions.update({f"note_{k}": v for k, v in notes.items()})
-            else:
-                stats = remote.parse_perf_test(sess.run(remote.perf_test_argv(
-                    rbin, rmodel, settings, str(target.extra.get("big_cores", "0-7")))))
-                timing = remote.perf_test_timing(stats, settings)
-                versions["onnxruntime_perf_test"] = target.runtime_version
-                versions["note_std"] = "estimated from P90 - P50 (perf_test prints no std)"
-            out.append(_record(it.key, target, runtime, precision, settings, timing, versions, subject.pool_id))
-            task.advance(1, ms=timing.median_ms)
-    return out
+    kind, runtime = target.connection.kind, target.runtime
+    script = sess.put(bench_script(target, targets_dir)) if kind == "ssh" else ""
+    pin = kind == "ssh" and runtime == "tensorrt" and precision == "fp16"
+    if pin:  # bench.sh builds the engine build_engine.sh deploys: LayerNorm/softmax kept in fp32
+        import shutil
+
+        shutil.copyfile(Path(__file__).resolve().parent.parent / "data" / "device" / "build_engine.py",
+                        tmp / "build_engine.py")
+        sess.put(tmp / "build_engine.py")
+    rbin = ""
+    if binary is not None:
+        rbin = sess.put(binary)
+        sess.run(["chmod", "755", rbin], timeout=60)
+    return _Board(target=target, precision=precision, script=script, perf_test=rbin, pin=pin,
+                  opset=min(17, target.max_opset))
+
+
+def _measure_on_board(sess: Any, board: _Board, it: Item, x: torch.Tensor, tmp: Path,
+                      settings: MeasureSettings) -> tuple[Timing, dict[str, str]]:
+    """Copy one model to the board and time it there; the timing and the versions to record with it."""
+    from lgp_edge.export.onnx_export import export_onnx
+
+    runtime, precision = board.target.runtime, board.precision
+    onnx_path = export_onnx(it.build(), x, tmp / f"{_safe(it.key)}.onnx", opset=board.opset)
+    if runtime == "onnxruntime" and precision == "int8":
+        from lgp_edge.profiling.runtimes.onnxruntime import OnnxRuntime
+
+        onnx_path = OnnxRuntime().convert(it.build(), x, "int8", tmp / f"{_safe(it.key)}-q", opset=board.opset)
+    rmodel = sess.put(onnx_path)
+    versions: dict[str, str] = {}
+    if board.pin:
+        from lgp_edge.export.tensorrt import fp32_nodes
+
+        layers = tmp / f"{_safe(it.key)}.fp32_layers.txt"
+        layers.write_text("# ONNX nodes kept in fp32 inside the fp16 engine (LayerNorm and softmax)\n"
+                          + "\n".join(fp32_nodes(onnx_path, it.build())) + "\n")
+        sess.put(layers)
+        versions["note_precision"] = "fp16 with LayerNorm/softmax pinned to fp32 (as build_engine.sh)"
+    return _board_timing(sess, board, rmodel, settings, versions), versions
+
+
+def _board_timing(sess: Any, board: _Board, rmodel: str, settings: MeasureSettings,
+                  versions: dict[str, str]) -> Timing:
+    """Time a model already on the board: ort_bench.py or trtexec over ssh, onnxruntime_perf_test over adb."""
+    from lgp_edge.profiling import remote
+    from lgp_edge.profiling.runtimes.tensorrt import parse_trtexec, summary_timing
+
+    target = board.target
+    if target.connection.kind == "ssh" and target.runtime == "onnxruntime":
+        argv = remote.ort_bench_argv(str(target.extra.get("remote_python", "python3")), board.script, rmodel,
+                                     settings)
+        return repeat_if_noisy(lambda: _ort_once(sess, argv, versions, settings), settings)
+    if target.connection.kind == "ssh":
+        summary = parse_trtexec(sess.run(remote.trtexec_argv(board.script, rmodel, board.precision, settings,
+                                                              target.extra.get("trtexec"))))
+        timing, notes = summary_timing(summary, settings.iters, settings.warmup)
+        versions["tensorrt"] = summary.version or target.runtime_version
+        versions.update({f"note_{k}": v for k, v in notes.items()})
+        return timing
+    stats = remote.parse_perf_test(sess.run(remote.perf_test_argv(
+        board.perf_test, rmodel, settings, str(target.extra.get("big_cores", "0-7")))))
+    timing = remote.perf_test_timing(stats, settings)
+    versions["onnxruntime_perf_test"] = target.runtime_version
+    versions["note_std"] = "estimated from P90 - P50 (perf_test prints no std)"
+    return timing
 
 
 def _ort_once(sess: Any, argv: list[str], versions: dict[str, str], settings: MeasureSettings) -> Timing:

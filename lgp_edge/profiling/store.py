@@ -11,8 +11,8 @@
 
 Several profilers may write at once: WAL lets readers run beside one writer, and writers wait
 (``busy_timeout``). A write that still cannot be made (another writer holds the lock for longer, a damaged
-file) is retried, then the records are saved beside the store in the import format
-(``lgp-edge profile --import FILE``) and ``StoreWriteFailed`` says where: measurements are never lost.
+file) is retried, then the records are saved beside the store in the import format (``latency_file``;
+``lgp-edge profile --import FILE``) and ``StoreWriteFailed`` says where: measurements are never lost.
 
 Commands that only read (select, export, report) open the store with ``readonly=True``: a missing file is
 an empty store (nothing is created), and a read-only file is only read.
@@ -22,20 +22,28 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from lgp_edge.errors import UsageError
-from lgp_edge.fileio import write_text_atomic
+from lgp_edge.profiling.latency_file import (
+    IMPORT_FORMAT,
+    IMPORT_VERSION,
+    check_record,
+    now_iso,
+    read_records_file,
+    records_json,
+    save_beside,
+)
 from lgp_edge.specs import LatencyRecord
+
+__all__ = ["IMPORT_FORMAT", "IMPORT_VERSION", "SCHEMA_VERSION", "MeasurementStore", "StoreWriteFailed",
+           "check_record", "default_store_path", "read_records_file", "records_json", "save_beside"]
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +82,6 @@ CREATE TABLE IF NOT EXISTS host_calibration (
 );
 """
 SCHEMA_VERSION = 2
-IMPORT_FORMAT = "lgp-edge-latency"  # the JSON files `profile --import` reads and failed writes leave behind
-IMPORT_VERSION = 1
 
 
 class StoreWriteFailed(UsageError):
@@ -97,10 +103,6 @@ def default_store_path() -> Path:
 
 def _versions_json(v: dict[str, str]) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 class MeasurementStore:
@@ -353,7 +355,7 @@ class MeasurementStore:
         """Store (replace) a host calibration. A read-only store records it when its file exists and can be
         written (a calibration is a measurement of the machine, not of the user's models); returns whether
         it was stored."""
-        row = (fingerprint, json.dumps(facts, sort_keys=True), _now())
+        row = (fingerprint, json.dumps(facts, sort_keys=True), now_iso())
         sql = "INSERT OR REPLACE INTO host_calibration (fingerprint, facts, when_utc) VALUES (?, ?, ?)"
         if not self.readonly and self._db is not None:
             try:
@@ -376,79 +378,3 @@ class MeasurementStore:
             log.info("host calibration not stored in %s (%s): it is measured again by the next process",
                      self.path, exc)
             return False
-
-
-# ------------------------------------------------------------------------------------ import format
-def check_record(r: LatencyRecord) -> None:
-    """Refuse records no run can produce (ValueError naming the field)."""
-    if r.source not in ("measured", "predicted"):
-        raise ValueError(f"record source must be 'measured' or 'predicted', got {r.source!r}")
-    for name in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv"):
-        v = getattr(r, name)
-        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"record {r.descendant_key}: {name} must be a finite number >= 0, got {v!r}")
-    if r.median_ms <= 0 or not r.median_ms <= r.p90_ms * (1 + 1e-9) or not r.p90_ms <= r.p99_ms * (1 + 1e-9):
-        raise ValueError(f"record {r.descendant_key}: need 0 < median <= p90 <= p99, got {r.median_ms:g}, "
-                         f"{r.p90_ms:g}, {r.p99_ms:g}")
-    if int(r.batch) < 1 or int(r.threads) < 1 or int(r.n) < 0 or int(r.warmup) < 0:
-        raise ValueError(f"record {r.descendant_key}: batch and threads must be >= 1, n and warmup >= 0")
-    if not r.descendant_key or not r.target or not r.runtime or not r.precision:
-        raise ValueError("record needs descendant_key, target, runtime and precision")
-
-
-def records_json(records: Sequence[LatencyRecord]) -> str:
-    return json.dumps({"format": IMPORT_FORMAT, "version": IMPORT_VERSION,
-                       "records": [r.to_dict() for r in records]}, indent=1) + "\n"
-
-
-def save_beside(store_path: Path, records: Sequence[LatencyRecord]) -> Path:
-    """Write ``records`` in the import format next to the store (else in the temp directory), atomically."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    name = f"{store_path.stem}.unsaved-{stamp}-{os.getpid()}.json"
-    text = records_json(records)
-    for folder in (store_path.parent, Path(tempfile.gettempdir())):
-        try:
-            return write_text_atomic(folder / name, text)
-        except OSError:
-            continue
-    raise UsageError(f"could not write {len(records)} records to '{store_path}' nor save them anywhere")
-
-
-def read_records_file(path: str | Path) -> list[LatencyRecord]:
-    """Records from an import file (``profile --import``); UsageError naming what is wrong."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read '{p}': {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"'{p}' is not JSON ({exc}); --import reads the files written by build_engine.sh "
-                         "--time or left beside a store that could not be written") from None
-    if not isinstance(data, dict) or data.get("format") != IMPORT_FORMAT:
-        raise UsageError(f"'{p}' is not an lgp-edge latency file (expected \"format\": \"{IMPORT_FORMAT}\")")
-    if data.get("version") != IMPORT_VERSION:
-        raise UsageError(f"'{p}' has format version {data.get('version')!r}; this lgp-edge reads {IMPORT_VERSION}")
-    rows = data.get("records")
-    if not isinstance(rows, list) or not rows:
-        raise UsageError(f"'{p}' holds no records")
-    fields = set(LatencyRecord.__dataclass_fields__)
-    out = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise UsageError(f"'{p}': record {i} is not an object")
-        unknown = set(row) - fields
-        missing = {"descendant_key", "target", "runtime", "precision", "batch", "median_ms", "p90_ms", "p99_ms",
-             "source"} - set(row)
-        if unknown or missing:
-            raise UsageError(f"'{p}': record {i} has unknown fields {sorted(unknown)} / lacks {sorted(missing)}")
-        d = {"mean_ms": row.get("median_ms"), "std_ms": 0.0, "cv": 0.0, "n": 0, "warmup": 0, "threads": 1,
-             "when": _now(), "tool_versions": {}, **row}
-        if not isinstance(d["tool_versions"], dict):
-            raise UsageError(f"'{p}': record {i}: tool_versions must be an object")
-        try:
-            rec = LatencyRecord.from_dict(d)
-            check_record(rec)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"'{p}': record {i}: {exc}") from None
-        out.append(rec)
-    return out

@@ -1,0 +1,176 @@
+"""Measuring this machine for the host calibration: GEMM peak in a runtime's own GEMM, copy bandwidth,
+last-level cache, run-to-run dispersion, and the fingerprint (CPU model, cores, threads, cache, runtime
+versions) a calibration belongs to. ``roofline.host_calibration`` puts them together and stores them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+GEMM_ENGINES = ("torch", "onnxruntime", "openvino")
+
+
+def measure_gemm_peak(threads: int, n: int = 2048, reps: int = 5, engine: str = "torch") -> float:
+    """fp32 GFLOP/s (2 per multiply-add) of one n x n matmul with ``threads`` threads, best run.
+
+    ``engine``: "torch" (``torch.matmul``, i.e. the BLAS torch was built with), "onnxruntime" (MLAS) or
+    "openvino" (oneDNN) -- BLAS libraries differ per CPU vendor, so the machine's limit is the best of them.
+    """
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    if engine == "torch":
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+
+        def run() -> object:
+            return torch.matmul(a, b)
+    else:
+        run = _onnx_gemm(engine, a, b, threads)
+    try:
+        run()
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        if engine == "torch":
+            torch.set_num_threads(old)
+    return 2 * n ** 3 / best / 1e9
+
+
+def _onnx_gemm(engine: str, a: Any, b: Any, threads: int) -> Callable[[], object]:
+    """``a @ b`` as a one-node ONNX graph compiled by ONNX Runtime or OpenVINO (``b`` a constant)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    n = a.shape[0]
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+                              [numpy_helper.from_array(b.numpy(), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = a.numpy()
+    if engine == "onnxruntime":
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return lambda: sess.run(None, {"a": x})
+    if engine == "openvino":
+        import openvino as ov
+        import openvino.properties.hint as hints
+
+        onnx.checker.check_model(model)
+        compiled = ov.Core().compile_model(ov.Core().read_model(model.SerializeToString(), b""), "CPU", {
+            hints.performance_mode: hints.PerformanceMode.LATENCY, "INFERENCE_NUM_THREADS": threads,
+            hints.inference_precision: "f32"})
+        req = compiled.create_infer_request()
+        return lambda: req.infer({0: x})
+    raise ValueError(f"unknown GEMM engine {engine}")
+
+
+def measure_copy_bandwidth(threads: int, mb: int = 256, reps: int = 5) -> float:
+    """GB/s of a large tensor copy (bytes read + bytes written), best run."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        src = torch.ones(mb * (1 << 20) // 4)
+        dst = torch.empty_like(src)
+        dst.copy_(src)
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            dst.copy_(src)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return 2 * src.numel() * 4 / best / 1e9
+
+
+def last_level_cache_bytes() -> int:
+    """Size of the highest-level data/unified cache of CPU 0 (sysfs), else 0."""
+    import re
+    from pathlib import Path
+
+    best = (0, 0)
+    for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            if (d / "type").read_text().strip() == "Instruction":
+                continue
+            level = int((d / "level").read_text())
+            m = re.fullmatch(r"(\d+)([KMG]?)", (d / "size").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if m:
+            size = int(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2)]
+            best = max(best, (level, size))
+    return best[1]
+
+
+def cpu_model() -> str:
+    import platform
+    from pathlib import Path
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def runtime_version(runtime: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(runtime)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def host_fingerprint(runtime: str, threads: int) -> dict[str, Any]:
+    """What the host calibration depends on: CPU model, cores, threads, cache, runtime (+ torch) versions."""
+    import os
+
+    engine = runtime if runtime in GEMM_ENGINES else "torch"
+    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count() or 1, "threads": int(threads),
+            "llc_bytes": last_level_cache_bytes(), "runtime": runtime, "engine": engine,
+            "versions": {n: runtime_version(n) for n in sorted({engine, "torch"})}, "schema": 1}
+
+
+def fingerprint_key(fp: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    return "host:" + hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def measure_dispersion(threads: int, n: int = 256, runs: int = 200) -> tuple[float, float]:
+    """(p90 / median, p99 / median) of ``runs`` short fp32 matmuls: how much this machine spreads run times."""
+    import torch
+
+    from lgp_edge.profiling.measure import summarize
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for _ in range(10):
+            torch.matmul(a, b)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            torch.matmul(a, b)
+            times.append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(old)
+    t = summarize(times)
+    return max(1.0, t.p90_ms / t.median_ms), max(1.0, t.p99_ms / t.median_ms, t.p90_ms / t.median_ms)
