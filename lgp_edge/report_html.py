@@ -14,6 +14,7 @@ import html
 import io
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lgp_edge.select import Candidate, pareto_front
@@ -64,13 +65,28 @@ def _nice_ticks(lo: float, hi: float, log: bool) -> list[float]:
     return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def _chart(e: Any) -> str:
-    """The SVG Pareto chart of one report entry."""
-    cands, p = e.candidates, e.profile
-    esc = html.escape
-    if not cands:
-        return '<p class="empty">No evaluated descendant.</p>'
-    lats = [c.latency_ms for c in cands] + [p.latency_budget_ms]
+@dataclass(frozen=True)
+class _Scale:
+    """Data to pixels in one chart: p90 latency on x (log scale when it spans over 20x), top-1 on y."""
+
+    x_lo: float
+    x_hi: float
+    y_lo: float
+    y_hi: float
+    log: bool
+
+    def sx(self, v: float) -> float:
+        f = (math.log10(v) - math.log10(self.x_lo)) / (math.log10(self.x_hi) - math.log10(self.x_lo)) if self.log \
+            else (v - self.x_lo) / (self.x_hi - self.x_lo)
+        return ML + f * (W - ML - MR)
+
+    def sy(self, v: float) -> float:
+        return MT + (1 - (v - self.y_lo) / (self.y_hi - self.y_lo)) * (H - MT - MB)
+
+
+def _scale(cands: Sequence[Candidate], budget_ms: float) -> _Scale:
+    """Axis ranges that hold every candidate and the budget line, with a margin."""
+    lats = [c.latency_ms for c in cands] + [budget_ms]
     tops = [c.top1 or 0.0 for c in cands]
     log = max(lats) / max(min(lats), 1e-9) > 20
     x_lo, x_hi = min(lats), max(lats)
@@ -80,56 +96,75 @@ def _chart(e: Any) -> str:
         pad = (x_hi - x_lo) * 0.06 or x_hi * 0.1 or 1.0
         x_lo, x_hi = max(0.0, x_lo - pad), x_hi + pad
     y_pad = (max(tops) - min(tops)) * 0.08 or 1.0
-    y_lo, y_hi = min(tops) - y_pad, max(tops) + y_pad
+    return _Scale(x_lo=x_lo, x_hi=x_hi, y_lo=min(tops) - y_pad, y_hi=max(tops) + y_pad, log=log)
 
-    def sx(v: float) -> float:
-        f = (math.log10(v) - math.log10(x_lo)) / (math.log10(x_hi) - math.log10(x_lo)) if log else \
-            (v - x_lo) / (x_hi - x_lo)
-        return ML + f * (W - ML - MR)
 
-    def sy(v: float) -> float:
-        return MT + (1 - (v - y_lo) / (y_hi - y_lo)) * (H - MT - MB)
-
+def _chart(e: Any) -> str:
+    """The SVG Pareto chart of one report entry."""
+    cands, p = e.candidates, e.profile
+    if not cands:
+        return '<p class="empty">No evaluated descendant.</p>'
+    sc = _scale(cands, p.latency_budget_ms)
+    chosen = e.selection.chosen.key if e.selection is not None else None
     out = [f'<svg class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" '
-           f'aria-label="top-1 against p90 latency, profile {esc(p.name)}">']
-    for t in _nice_ticks(x_lo, x_hi, log):
-        x = sx(t)
+           f'aria-label="top-1 against p90 latency, profile {html.escape(p.name)}">']
+    out += _frame(sc, html.escape(cands[0].runtime))
+    out.append(_front_line(sc, pareto_front(cands)))
+    out.append(_budget_line(sc, p.latency_budget_ms))
+    out += [_point(sc, c, chosen) for c in cands]
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _frame(sc: _Scale, runtime: str) -> list[str]:
+    """Grid lines with their ticks, the plot frame and the axis titles."""
+    out = []
+    for t in _nice_ticks(sc.x_lo, sc.x_hi, sc.log):
+        x = sc.sx(t)
         out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{MT}" y2="{H - MB}"/>'
                    f'<text class="tick" x="{x:.1f}" y="{H - MB + 16}" text-anchor="middle">{t:g}</text>')
-    for t in _nice_ticks(y_lo, y_hi, False):
-        y = sy(t)
+    for t in _nice_ticks(sc.y_lo, sc.y_hi, False):
+        y = sc.sy(t)
         out.append(f'<line class="grid" x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}"/>'
                    f'<text class="tick" x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{t:g}</text>')
     out.append(f'<rect class="frame" x="{ML}" y="{MT}" width="{W - ML - MR}" height="{H - MT - MB}"/>')
-    runtime = esc(cands[0].runtime)
     out.append(f'<text class="axis" x="{(ML + W - MR) / 2}" y="{H - 8}" text-anchor="middle">p90 latency, ms '
-               f'({runtime}{", log scale" if log else ""})</text>')
+               f'({runtime}{", log scale" if sc.log else ""})</text>')
     out.append(f'<text class="axis" transform="translate(14 {(MT + H - MB) / 2}) rotate(-90)" '
                'text-anchor="middle">top-1, %</text>')
-    front = pareto_front(cands)
-    if front:
-        pts = []
-        for i, c in enumerate(front):
-            pts.append(f"{sx(c.latency_ms):.1f},{sy(c.top1 or 0.0):.1f}")
-            if i + 1 < len(front):  # step: horizontal, then up
-                pts.append(f"{sx(front[i + 1].latency_ms):.1f},{sy(c.top1 or 0.0):.1f}")
-        out.append(f'<polyline class="front" points="{" ".join(pts)}"/>')
-    bx = sx(p.latency_budget_ms)
-    out.append(f'<line class="budget" x1="{bx:.1f}" x2="{bx:.1f}" y1="{MT}" y2="{H - MB}"/>'
-               f'<text class="budget-label" x="{bx - 4 if bx > W / 2 else bx + 4:.1f}" y="{MT + 12}" '
-               f'text-anchor="{"end" if bx > W / 2 else "start"}">budget {p.latency_budget_ms:g} ms p90</text>')
-    chosen = e.selection.chosen.key if e.selection is not None else None
-    for c in cands:
-        src = source_label(c)
-        top1 = "not evaluated" if c.top1 is None else f"{c.top1:.2f}%"
-        tip = (f"{c.key}\ntop-1 {top1}\np90 {c.latency_ms:.3g} ms ({src})\n"
-               f"{'fits the budgets' if c.fits else 'over a budget'}{', chosen' if c.key == chosen else ''}")
-        cls = f"pt {src}{' fits' if c.fits else ' miss'}{' chosen' if c.key == chosen else ''}"
-        out.append(f'<circle class="{cls}" cx="{sx(c.latency_ms):.1f}" cy="{sy(c.top1 or 0.0):.1f}" '
-                   f'r="{7 if c.key == chosen else 5}" data-key="{esc(c.key)}" data-top1="{esc(top1)}" '
-                   f'data-latency="{c.latency_ms:.3g} ms" data-source="{src}"><title>{esc(tip)}</title></circle>')
-    out.append("</svg>")
-    return "".join(out)
+    return out
+
+
+def _front_line(sc: _Scale, front: Sequence[Candidate]) -> str:
+    """The Pareto front as a step line: horizontal, then up ("" when there is no front)."""
+    if not front:
+        return ""
+    pts = []
+    for i, c in enumerate(front):
+        pts.append(f"{sc.sx(c.latency_ms):.1f},{sc.sy(c.top1 or 0.0):.1f}")
+        if i + 1 < len(front):
+            pts.append(f"{sc.sx(front[i + 1].latency_ms):.1f},{sc.sy(c.top1 or 0.0):.1f}")
+    return f'<polyline class="front" points="{" ".join(pts)}"/>'
+
+
+def _budget_line(sc: _Scale, budget_ms: float) -> str:
+    bx = sc.sx(budget_ms)
+    return (f'<line class="budget" x1="{bx:.1f}" x2="{bx:.1f}" y1="{MT}" y2="{H - MB}"/>'
+            f'<text class="budget-label" x="{bx - 4 if bx > W / 2 else bx + 4:.1f}" y="{MT + 12}" '
+            f'text-anchor="{"end" if bx > W / 2 else "start"}">budget {budget_ms:g} ms p90</text>')
+
+
+def _point(sc: _Scale, c: Candidate, chosen: str | None) -> str:
+    """One descendant's mark, with its facts in data attributes (for the hover) and an SVG title."""
+    esc = html.escape
+    src = source_label(c)
+    top1 = "not evaluated" if c.top1 is None else f"{c.top1:.2f}%"
+    tip = (f"{c.key}\ntop-1 {top1}\np90 {c.latency_ms:.3g} ms ({src})\n"
+           f"{'fits the budgets' if c.fits else 'over a budget'}{', chosen' if c.key == chosen else ''}")
+    cls = f"pt {src}{' fits' if c.fits else ' miss'}{' chosen' if c.key == chosen else ''}"
+    return (f'<circle class="{cls}" cx="{sc.sx(c.latency_ms):.1f}" cy="{sc.sy(c.top1 or 0.0):.1f}" '
+            f'r="{7 if c.key == chosen else 5}" data-key="{esc(c.key)}" data-top1="{esc(top1)}" '
+            f'data-latency="{c.latency_ms:.3g} ms" data-source="{src}"><title>{esc(tip)}</title></circle>')
 
 
 def _table(cands: Sequence[Candidate], chosen: str | None) -> str:

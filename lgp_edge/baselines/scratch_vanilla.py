@@ -105,37 +105,13 @@ def train_single_models(req: SingleRequest, cfg: TrainConfig, reporter: Reporter
                          f"for '{req.ancestry}' (or --allow-random-ancestry for a smoke test)")
     ancestry, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint if req.method == "vanilla" else None)
     spec = family(aspec)
-    if req.method == "scratch":
-        keys = list(req.keys) or default_scratch_keys(spec)
-    else:
-        if aspec.depth < LEARNGENE_BLOCKS:
-            raise UsageError(f"ancestry '{req.ancestry}' has fewer than {LEARNGENE_BLOCKS} blocks")
-        keys = [vanilla_key(spec, n) for n in req.narrow]
-    known = {d.key for d in LearngenePool(spec).descendants()}
-    unknown = [k for k in keys if k not in known]
-    if unknown:
-        raise UsageError(f"unknown descendant key(s) {', '.join(unknown)}; see 'lgp-edge pool plan --ancestry "
-                         f"{req.ancestry} --depth {DEPTH}'")
+    keys = _single_keys(req, spec)
     data = open_data(req.data, img_size=aspec.img_size, in_chans=aspec.in_chans, num_classes=aspec.num_classes)
     t0 = time.time()
     rows, states = [], {}
     for n, key in enumerate(keys):
-        torch.manual_seed(cfg.seed + n)
-        pool = LearngenePool(spec)
-        if req.method == "vanilla":
-            inherit_learngene(pool, ancestry)
-        dspec: DescendantSpec = pool.find(key)
-        model = pool.descendant(dspec)
-        t1 = time.time()
-        result = fit(SupervisedObjective(model, req.smoothing), data.train, cfg,
-                     description=f"{req.method} {key}", reporter=reporter)
-        top1 = evaluate(model, data.val, batch_size=512, max_images=req.eval_images)
-        rows.append({"key": key, "blocks": dspec.num_blocks, "params": count_params(model),
-                     "flops": descendant_flops(spec, dspec), "top1": round(top1, 3),
-                     "epoch_loss": list(result.epoch_loss), "wall_s": round(time.time() - t1, 1),
-                     "spec": dspec.to_dict()})
-        states[key] = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        log.info("%s %s: top-1 %.2f%%", req.method, key, top1)
+        row, states[key] = _train_one(req, cfg, spec, ancestry, data, n, key, reporter)
+        rows.append(row)
     n_val = len(data.val) if req.eval_images is None else min(req.eval_images, len(data.val))
     out = {"method": req.method, "ancestry": aspec.to_dict(), "data": data.info.name,
            "synthetic_data": data.info.synthetic, "val_images": n_val, "config": cfg.to_dict(),
@@ -146,16 +122,59 @@ def train_single_models(req: SingleRequest, cfg: TrainConfig, reporter: Reporter
         out["learngene"] = {"ancestry_checkpoint": req.checkpoint, "blocks": LEARNGENE_BLOCKS,
                             "narrow": list(req.narrow)}
     if is_main():
-        from safetensors.torch import save_file
-
-        with atomic_dir(req.out) as tmp:
-            for key, state in states.items():
-                save_file(state, os.path.join(tmp, f"{key}.safetensors"))
-            with open(os.path.join(tmp, RESULTS), "w") as f:
-                json.dump(out, f, indent=1)
-                f.write("\n")
-            replace_dir(tmp, req.out)
+        _write_results(req.out, states, out)
     return out
+
+
+def _single_keys(req: SingleRequest, spec: PoolSpec) -> list[str]:
+    """The descendant keys the baseline trains (UsageError for a key the family does not have)."""
+    if req.method == "scratch":
+        keys = list(req.keys) or default_scratch_keys(spec)
+    else:
+        if spec.ancestry.depth < LEARNGENE_BLOCKS:
+            raise UsageError(f"ancestry '{req.ancestry}' has fewer than {LEARNGENE_BLOCKS} blocks")
+        keys = [vanilla_key(spec, n) for n in req.narrow]
+    known = {d.key for d in LearngenePool(spec).descendants()}
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        raise UsageError(f"unknown descendant key(s) {', '.join(unknown)}; see 'lgp-edge pool plan --ancestry "
+                         f"{req.ancestry} --depth {DEPTH}'")
+    return keys
+
+
+def _train_one(req: SingleRequest, cfg: TrainConfig, spec: PoolSpec, ancestry: torch.nn.Module, data: Any, n: int,
+               key: str, reporter: Reporter) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Train and evaluate the ``n``-th model; its results row and its weights."""
+    torch.manual_seed(cfg.seed + n)
+    pool = LearngenePool(spec)
+    if req.method == "vanilla":
+        inherit_learngene(pool, ancestry)
+    dspec: DescendantSpec = pool.find(key)
+    model = pool.descendant(dspec)
+    t1 = time.time()
+    result = fit(SupervisedObjective(model, req.smoothing), data.train, cfg,
+                 description=f"{req.method} {key}", reporter=reporter)
+    top1 = evaluate(model, data.val, batch_size=512, max_images=req.eval_images)
+    row = {"key": key, "blocks": dspec.num_blocks, "params": count_params(model),
+           "flops": descendant_flops(spec, dspec), "top1": round(top1, 3),
+           "epoch_loss": list(result.epoch_loss), "wall_s": round(time.time() - t1, 1),
+           "spec": dspec.to_dict()}
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    log.info("%s %s: top-1 %.2f%%", req.method, key, top1)
+    return row, state
+
+
+def _write_results(out_dir: str, states: dict[str, dict[str, torch.Tensor]], results: dict[str, Any]) -> None:
+    """``out_dir``: one ``<key>.safetensors`` per model and ``results.json``, swapped in atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_dir(out_dir) as tmp:
+        for key, state in states.items():
+            save_file(state, os.path.join(tmp, f"{key}.safetensors"))
+        with open(os.path.join(tmp, RESULTS), "w") as f:
+            json.dump(results, f, indent=1)
+            f.write("\n")
+        replace_dir(tmp, out_dir)
 
 
 def read_results(path: str | Path) -> dict[str, Any]:
