@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import make_tiny_pool
 
 from lgp_edge.cli import main
 from lgp_edge.fileio import sha256_file
 from lgp_edge.pool.pool import MANIFEST, WEIGHTS, LearngenePool, PoolManifest, read_manifest, save_pool
 from lgp_edge.specs import PoolSpec, PreprocessSpec
-from tests.conftest import make_tiny_pool
 
 BUILTIN_TARGETS = Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "targets"
 REPO = Path(__file__).resolve().parent.parent

@@ -220,7 +220,7 @@ def test_auxiliary_model_width_and_heads() -> None:
 
 def test_records_of_descendants_defined_differently_are_dropped(tmp_path) -> None:
     """A top-1 evaluated under another definition of a key (other blocks or stitch) is not shown as this one's."""
-    from conftest import make_tiny_pool
+    from helpers import make_tiny_pool
 
     from lgp_edge.pool.pool import read_manifest
 

@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from conftest import make_tiny_pool
+from helpers import make_tiny_pool
 
 from lgp_edge.cli import main
 from lgp_edge.pool.pool import demo_pool_dir, load_pool

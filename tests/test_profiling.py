@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import PERF_TEST_OUT, TRT8_LOG
 
 from lgp_edge.errors import BackendMissing, UsageError
 from lgp_edge.models.ancestry import create_ancestry
@@ -172,18 +173,6 @@ TRT10_LOG = """\
 [05/13/2025-10:36:46] [I]
 &&&& PASSED TensorRT.trtexec [TensorRT v100300] # /usr/src/tensorrt/bin/trtexec --onnx=/usr/src/tensorrt/data/resnet50/ResNet50.onnx --fp16 --noDataTransfers --iterations=2
 """  # noqa: E501
-TRT8_LOG = """\
-[07/24/2022-22:56:49] [I] === Performance summary ===
-[07/24/2022-22:56:49] [I] Throughput: 37538.6 qps
-[07/24/2022-22:56:49] [I] Latency: min = 852.214 ms, max = 1882.35 ms, mean = 1671.06 ms, median = 1755.81 ms, percentile(99%) = 1882.35 ms
-[07/24/2022-22:56:49] [I] Enqueue Time: min = 0.960327 ms, max = 446.976 ms, mean = 12.8272 ms, median = 1.01074 ms, percentile(99%) = 446.976 ms
-[07/24/2022-22:56:49] [I] H2D Latency: min = 16.5605 ms, max = 115.081 ms, mean = 39.1974 ms, median = 17.144 ms, percentile(99%) = 115.081 ms
-[07/24/2022-22:56:49] [I] GPU Compute Time: min = 835.549 ms, max = 1768.13 ms, mean = 1631.84 ms, median = 1734.03 ms, percentile(99%) = 1768.13 ms
-[07/24/2022-22:56:49] [I] D2H Latency: min = 0.00561523 ms, max = 0.0610352 ms, mean = 0.0146191 ms, median = 0.0117188 ms, percentile(99%) = 0.0610352 ms
-[07/24/2022-22:56:49] [I] Total Host Walltime: 17.2401 s
-[07/24/2022-22:56:49] [I] Total GPU Compute Time: 128.916 s
-[07/24/2022-22:56:49] [W] * GPU compute time is unstable, with coefficient of variance = 14.8214%.
-"""  # noqa: E501
 
 
 def test_parse_trtexec_tensorrt10_summary():
@@ -211,26 +200,6 @@ def test_parse_trtexec_failure_is_clear():
 
 
 # ----------------------------------------------------------------------------------- perf_test parser
-# Layout of onnxruntime_perf_test's statistics as printed by onnxruntime/test/perftest/
-# performance_runner.cc (PerformanceRunner::Run and PerformanceResult::DumpToFile); numbers are ours.
-PERF_TEST_OUT = """\
-Session creation time cost: 0.0421 s
-First inference time cost: 3 ms
-Total inference time cost: 0.2712 s
-Total inference requests: 100
-Average inference time cost: 2.712 ms
-Total inference run time: 0.2731 s
-Number of inferences per second: 366.2
-Avg CPU usage: 96 %
-Peak working set size: 41652224 bytes
-Min Latency: 0.002501 s
-Max Latency: 0.004120 s
-P50 Latency: 0.002650 s
-P90 Latency: 0.002950 s
-P95 Latency: 0.003100 s
-P99 Latency: 0.003900 s
-P999 Latency: 0.004120 s
-"""
 
 
 def test_parse_perf_test_and_cpu_mask():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_tiny_pool
+from helpers import make_tiny_pool
 
 from lgp_edge.cli import main
 from lgp_edge.datasets import open_data

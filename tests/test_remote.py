@@ -168,8 +168,8 @@ def test_unreachable_board_is_one_clear_line_and_writes_nothing(sshd, tiny_pool,
 
 def test_jetson_bench_script_over_ssh_with_a_stand_in_trtexec(sshd, tiny_pool, tmp_path, capsys):
     """Plumbing of the TensorRT path (bench.sh, its flags, parsing) on a machine without TensorRT: the stand-in
-    trtexec records its arguments and prints a recorded real TensorRT 8 summary (test_profiling.TRT8_LOG)."""
-    from test_profiling import TRT8_LOG
+    trtexec records its arguments and prints a recorded real TensorRT 8 summary (helpers.TRT8_LOG)."""
+    from helpers import TRT8_LOG
 
     fake = tmp_path / "trtexec"
     args_file = tmp_path / "trtexec.args"
@@ -221,7 +221,7 @@ elif args[0] == "shell" and args[1].startswith("taskset"):
 
 
 def test_adb_transport_issues_exact_commands(tiny_pool, tmp_path, monkeypatch, capsys):
-    from test_profiling import PERF_TEST_OUT
+    from helpers import PERF_TEST_OUT
 
     bindir = tmp_path / "bin"
     bindir.mkdir()

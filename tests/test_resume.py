@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_tiny_pool
+from helpers import make_tiny_pool
 
 RUN = ["--data", "synthetic", "--epochs", "2", "--max-steps-per-epoch", "8", "--batch-size", "8", "--lr", "1e-3",
        "--save-every", "3", "--quiet"]

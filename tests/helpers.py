@@ -1,0 +1,70 @@
+"""Helpers shared by several test files (imported by them and by conftest.py): the tiny pool builder and
+recorded outputs of the board tools (trtexec, onnxruntime_perf_test) that the parsers and the remote
+profiling tests read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lgp_edge.models.ancestry import create_ancestry
+from lgp_edge.models.instances import plan_instances
+from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
+from lgp_edge.specs import PoolSpec, PreprocessSpec
+
+TINY = "lgp_test_tiny"
+
+
+def make_tiny_pool(out: Path, depth: int = 6, widths: tuple[str, ...] = ("ti", "b"), seed: int = 0,
+                   with_records: bool = True) -> Path:
+    """A random-weight pool of the tiny ancestry, saved to ``out`` (for tests that need any pool)."""
+    torch.manual_seed(seed)
+    ancestry, aspec = create_ancestry(TINY)
+    spec = PoolSpec(aspec, depth, plan_instances(aspec, depth, widths))
+    pool = LearngenePool(spec).eval()
+    pre = PreprocessSpec(img_size=aspec.img_size, in_chans=aspec.in_chans, mean=(0.286,), std=(0.353,),
+                         labels=tuple(f"c{i}" for i in range(aspec.num_classes)))
+    records = tuple(pool.record(d, top1=float(10 + i)) for i, d in enumerate(pool.descendants())) \
+        if with_records else ()
+    manifest = PoolManifest(spec=spec, preprocess=pre, data="synthetic", stitch_init="learned", stage="distilled",
+                            descendants=records)
+    save_pool(out, pool, manifest, ancestry=ancestry)
+    return out
+
+
+# A TensorRT 8 trtexec summary (one percentile only).
+TRT8_LOG = """\
+[07/24/2022-22:56:49] [I] === Performance summary ===
+[07/24/2022-22:56:49] [I] Throughput: 37538.6 qps
+[07/24/2022-22:56:49] [I] Latency: min = 852.214 ms, max = 1882.35 ms, mean = 1671.06 ms, median = 1755.81 ms, percentile(99%) = 1882.35 ms
+[07/24/2022-22:56:49] [I] Enqueue Time: min = 0.960327 ms, max = 446.976 ms, mean = 12.8272 ms, median = 1.01074 ms, percentile(99%) = 446.976 ms
+[07/24/2022-22:56:49] [I] H2D Latency: min = 16.5605 ms, max = 115.081 ms, mean = 39.1974 ms, median = 17.144 ms, percentile(99%) = 115.081 ms
+[07/24/2022-22:56:49] [I] GPU Compute Time: min = 835.549 ms, max = 1768.13 ms, mean = 1631.84 ms, median = 1734.03 ms, percentile(99%) = 1768.13 ms
+[07/24/2022-22:56:49] [I] D2H Latency: min = 0.00561523 ms, max = 0.0610352 ms, mean = 0.0146191 ms, median = 0.0117188 ms, percentile(99%) = 0.0610352 ms
+[07/24/2022-22:56:49] [I] Total Host Walltime: 17.2401 s
+[07/24/2022-22:56:49] [I] Total GPU Compute Time: 128.916 s
+[07/24/2022-22:56:49] [W] * GPU compute time is unstable, with coefficient of variance = 14.8214%.
+"""  # noqa: E501
+
+
+# Layout of onnxruntime_perf_test's statistics as printed by onnxruntime/test/perftest/
+# performance_runner.cc (PerformanceRunner::Run and PerformanceResult::DumpToFile); numbers are ours.
+PERF_TEST_OUT = """\
+Session creation time cost: 0.0421 s
+First inference time cost: 3 ms
+Total inference time cost: 0.2712 s
+Total inference requests: 100
+Average inference time cost: 2.712 ms
+Total inference run time: 0.2731 s
+Number of inferences per second: 366.2
+Avg CPU usage: 96 %
+Peak working set size: 41652224 bytes
+Min Latency: 0.002501 s
+Max Latency: 0.004120 s
+P50 Latency: 0.002650 s
+P90 Latency: 0.002950 s
+P95 Latency: 0.003100 s
+P99 Latency: 0.003900 s
+P999 Latency: 0.004120 s
+"""
