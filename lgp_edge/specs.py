@@ -231,11 +231,11 @@ class ConnectionSpec(_Record):
 class TargetSpec(_Record):
     name: str  # e.g. "jetson-nano"
     description: str  # one line for listings
-    runtime: str  # default runtime: torch, onnxruntime, openvino, tensorrt, coreml
+    runtime: Runtime  # default runtime: torch, onnxruntime, openvino, tensorrt, coreml
     runtime_version: str  # e.g. "TensorRT 8.2 (JetPack 4.6)"
     max_opset: int  # highest ONNX opset the runtime parses
-    precisions: tuple[str, ...]  # e.g. ("fp32", "fp16", "int8")
-    formats: tuple[str, ...]  # export formats this target accepts
+    precisions: tuple[Precision, ...]  # e.g. ("fp32", "fp16", "int8")
+    formats: tuple[Format, ...]  # export formats this target accepts
     hardware: dict[str, Any]  # peak_gflops{precision: x}, mem_gbps, memory_mb, efficiency factors
     connection: ConnectionSpec  # how to reach a board
     extra: dict[str, Any] = field(default_factory=dict)  # runtime-specific settings (min iOS, threads…)
@@ -247,8 +247,8 @@ class DeviceProfile(_Record):
     target: str  # TargetSpec.name
     latency_budget_ms: float  # p90 latency budget at batch `batch`
     memory_budget_mb: float  # weights + activations budget
-    precision: str  # "fp32", "fp16", "int8"
-    formats: tuple[str, ...]  # artifacts to emit
+    precision: Precision  # "fp32", "fp16", "int8" (PROFILE_PRECISIONS)
+    formats: tuple[Format, ...]  # artifacts to emit
     batch: int = 1  # batch size the app runs
     description: str = ""  # one line for listings
 
@@ -258,8 +258,8 @@ class DeviceProfile(_Record):
 class LatencyRecord(_Record):
     descendant_key: str  # DescendantSpec.key (or "timm:<name>" for a stock model)
     target: str  # TargetSpec.name
-    runtime: str  # runtime that ran it
-    precision: str  # fp32 / fp16 / bf16 / int8
+    runtime: Runtime  # runtime that ran it
+    precision: Precision  # fp32 / fp16 / bf16 / int8
     batch: int  # batch size
     median_ms: float
     p90_ms: float
@@ -302,7 +302,7 @@ class ValidationReport(_Record):
 @dataclass(frozen=True)
 class ExportArtifact(_Record):
     path: str  # relative to the output directory
-    format: str  # onnx, tensorrt, openvino, coreml, ort
+    format: Format  # onnx, tensorrt, openvino, coreml, ort
     profile: str  # DeviceProfile.name
     descendant_key: str
     sha256: str
