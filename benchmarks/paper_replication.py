@@ -216,7 +216,8 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> 
                                             f"--ancestry-checkpoint {anc} --data {s['data']} --out {distilled} "
                                             f"--depth {depth} --init learned --force " + cli_train_flags(dcfg))
     out = {}
-    for init in s["inits"] if depth == 6 else s["inits_d9"]:
+    inits = s["inits"] if depth == 6 else s["inits_d9"]
+    for init in sorted(inits, key=lambda i: i != s["default_init"]):  # the demo pool's init first
         name = f"lgp_d{depth}_{init}"
         path = st.work / name
         fkey = {**key, "finetune": fcfg.to_dict(), "init": init, "recipe": finetune_flags(s),
@@ -246,7 +247,7 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> 
                      "stitch_r2_mean": init_entry.get("r2_mean"), "stitch_r2_images": init_entry.get("r2_images"),
                      "top1_before_finetune": json.loads((path / "before.json").read_text()),
                      "instances_after_distill": after_distill}
-    return out
+    return {f"lgp_d{depth}_{init}": out[f"lgp_d{depth}_{init}"] for init in inits}
 
 
 def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, Any]:
