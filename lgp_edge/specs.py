@@ -214,6 +214,25 @@ class DescendantRecord(_Record):
                    top1=d.get("top1"), spec=DescendantSpec.from_dict(d["spec"]), top1_data=d.get("top1_data"))
 
 
+@dataclass(frozen=True)
+class ModelRecord(_Record):
+    """A timm ViT exported as it is (``lgp-edge export --model NAME --checkpoint FILE``), not a pool's descendant."""
+
+    key: str  # "timm:<name>", as the measurement store names a stock timm model
+    name: str  # timm model name
+    checkpoint: str  # weights file it was loaded from
+    checkpoint_sha256: str  # of that file
+    params: int  # parameters, counted once each
+    flops: int | None  # fvcore convention; None when the model is not a plain class-token ViT
+    blocks: int  # transformer blocks
+    top1: float | None = None  # not known for a checkpoint (the export reports torch top-1 on --data)
+    top1_data: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelRecord:
+        return cls(**d)
+
+
 # ------------------------------------------------------------------------------------ targets / profiles
 @dataclass(frozen=True)
 class ConnectionSpec(_Record):
@@ -286,7 +305,7 @@ class LatencyRecord(_Record):
 @dataclass(frozen=True)
 class ValidationReport(_Record):
     max_abs_diff: float | None  # largest |artifact - torch| over the compared logits (None: structural)
-    atol: float | None  # tolerance of this format (None: structural)
+    atol: float | None  # limit on max_abs_diff (None: structural, or int8, which is judged by agreement)
     top1_agreement: float | None  # fraction of images where artifact and torch agree on the class
     top1_ref: float | None  # torch top-1 (percent) on the images, None without labels
     top1_artifact: float | None  # artifact top-1 (percent)
@@ -313,3 +332,4 @@ class ExportArtifact(_Record):
     precision: str = ""  # fp32 / fp16 / int8: the artifact's arithmetic
     files: tuple[str, ...] = ()  # companion files, relative to the output directory (build script, ...)
     note: str = ""  # what a user must know (e.g. "engine is built on the device by build_engine.sh")
+    quantization: dict[str, Any] = field(default_factory=dict)  # int8: method, types, calibration images and data

@@ -455,8 +455,10 @@ def test_context_metadata_matches_manifest(cpu_out: Path) -> None:
 
 def test_cli_names_what_ran_each_check(env: object, tiny_pool: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture) -> None:
-    """A TensorRT fp16 artifact validated in fp32 ONNX Runtime says so, not a bare 'fp16 ... passed'."""
+    """A TensorRT fp16 artifact says what its check ran: an fp16 ONNX in ONNX Runtime CPU, with the fp32 file's own
+    check beside it, not a bare 'fp16 ... passed'."""
     assert main(["export", "--pool", str(tiny_pool), "--out", str(tmp_path / "o"), "--val-images", VAL,
                  "--target", "jetson-nano"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("model.onnx"))
-    assert "tensorrt" in line and "fp16" in line and "(checked in ONNX Runtime CPU, fp32" in line
+    assert "tensorrt" in line and "fp16" in line and "(checked in fp16 ONNX with the" in line
+    assert "in ONNX Runtime CPU" in line and "the fp32 ONNX file itself: max|diff|" in line

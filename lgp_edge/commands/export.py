@@ -38,17 +38,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-images", type=int_at_least(1), default=1000, metavar="N",
                    help="validation images per artifact (default 1000)")
     p.add_argument("--calib-images", type=int_at_least(1), default=300, metavar="N",
-                   help="int8 calibration images (>= 300; default 300)")
+                   help="int8 calibration images, from the training split (>= 300; default 300)")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help="export this timm ViT (e.g. deit_tiny_patch16_224) instead of a pool's descendant; needs "
+                        "--checkpoint; preprocessing from --data, else its pretrained_cfg")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="with --model: its weights (.safetensors, or a timm .pth read with weights_only=True)")
     p.add_argument("--no-plan", action="store_true", help="never build model.plan here, even with TensorRT + GPU")
     add_json(p)
     add_switchable_args(p)
     p.set_defaults(func=_run)
 
 
+def _check_model_args(args: argparse.Namespace) -> None:
+    """--model excludes the pool options; --checkpoint needs --model."""
+    from lgp_edge.errors import UsageError
+
+    if args.model is None:
+        if args.checkpoint is not None:
+            raise UsageError("--checkpoint goes with --model NAME (a pool's descendants come from --pool)")
+        return
+    for flag, given in (("--pool", args.pool), ("--descendant", args.descendant), ("--switchable", args.switchable),
+                        ("--descendants", args.descendants), ("--front", args.front)):
+        if given:
+            raise UsageError(f"--model exports a timm model; {flag} selects from a pool: use one or the other")
+    if args.checkpoint is None:
+        raise UsageError("--model needs --checkpoint FILE (safetensors, or a timm .pth read with weights_only=True)")
+
+
 def _run(args: argparse.Namespace) -> int:
+    _check_model_args(args)
     if args.switchable or args.descendants is not None or args.front:
         return _run_switchable(args)
-    from lgp_edge.commands.common import console, print_json, reporter
+    from lgp_edge.commands.common import print_json, reporter
     from lgp_edge.commands.select import resolve_profile
     from lgp_edge.export.pipeline import ExportRequest, export_profile
 
@@ -58,18 +80,40 @@ def _run(args: argparse.Namespace) -> int:
                         opset=args.opset, dynamic_batch=args.dynamic_batch, descendant=args.descendant,
                         store=Path(args.store) if args.store else None,
                         targets_dir=Path(args.targets_dir) if args.targets_dir else None,
-                        build_plan=not args.no_plan)
+                        build_plan=not args.no_plan, model=args.model,
+                        checkpoint=Path(args.checkpoint) if args.checkpoint else None)
     result = export_profile(req, reporter(args))
-    mf = result.manifest
     if args.json:
-        print_json(mf)
+        print_json(result.manifest)
         return 0
-    d = mf["descendant"]
+    _print_result(result.manifest, profile.name, result.out)
+    return 0
+
+
+def _check_line(r: dict) -> str:
+    """One artifact's validation in words: what was compared, by what limit, and what ran it."""
+    if r.get("kind") != "numeric":
+        return "structural check (cannot run here)"
+    limit = f"<= {r['atol']:.1e}" if r.get("atol") is not None else "(no limit: judged by agreement)"
+    check = (f"max|diff| {r['max_abs_diff']:.2e} {limit}  agreement {r['top1_agreement']:.3f} (>= "
+             f"{r['min_agreement']})  top-1 torch {r['top1_ref']:.2f} -> {r['top1_artifact']:.2f}")
+    if r.get("top1_change") is not None and r.get("atol") is None:
+        check += f" ({r['top1_change']:+.2f} points)"
+    if r.get("note"):  # what actually ran the check, e.g. an fp16 ONNX in ONNX Runtime for a TensorRT fp16 engine
+        check += f"  (checked in {r['note']})"
+    return check
+
+
+def _print_result(mf: dict, profile: str, out: Path) -> None:
+    from lgp_edge.commands.common import console
+    from lgp_edge.export.manifest import exported
+
+    d = exported(mf)
     c = console()
     lat = (f"{d['expected_latency_ms']:.3g} ms p90 ({d['latency_source']}, {d['latency_runtime']})"
            if d["expected_latency_ms"] is not None else "latency unknown")
     top1 = f"{d['top1']:.2f}%" if d["top1"] is not None else "n/a"
-    c.print(f"[bold]{profile.name}[/] -> {d['key']}: top-1 {top1}, {lat}, {d['params']:,} params")
+    c.print(f"[bold]{profile}[/] -> {d['key']}: top-1 {top1}, {lat}, {d['params']:,} params")
     if mf["selection"] and "reason" in mf["selection"]:
         c.print(f"why: {mf['selection']['reason']}")
     v = mf["validation"]
@@ -78,20 +122,12 @@ def _run(args: argparse.Namespace) -> int:
     for a in mf["artifacts"]:
         r = a["validation"] or {}
         size = f"{a['model_bytes'] / 1e6:.2f} MB"
-        if r.get("kind") == "numeric":
-            check = (f"max|diff| {r['max_abs_diff']:.2e} <= {r['atol']:.1e}  agreement {r['top1_agreement']:.3f}  "
-                     f"top-1 torch {r['top1_ref']:.2f} -> {r['top1_artifact']:.2f}")
-            if r.get("note"):  # what actually ran the check, e.g. fp32 ONNX Runtime for a TensorRT fp16 artifact
-                check += f"  (checked in {r['note']})"
-        else:
-            check = "structural check (cannot run here)"
         status = "passed" if r.get("passed") else "FAILED"
-        print(f"  {a['path']:22s} {a['format']:9s} {a['precision']:5s} {size:>9s}  {check}  {status}")
+        print(f"  {a['path']:22s} {a['format']:9s} {a['precision']:5s} {size:>9s}  {_check_line(r)}  {status}")
     for a in mf["artifacts"]:
         if a.get("note"):
             c.print(f"{a['path']}: {a['note']}")
-    c.print(f"wrote {result.out}/ (manifest.json, EMBEDDING.md)")
-    return 0
+    c.print(f"wrote {out}/ (manifest.json, EMBEDDING.md)")
 
 
 # ---------------------------------------------------------------------------------------- --switchable

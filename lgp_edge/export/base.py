@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from lgp_edge.errors import BackendMissing, UsageError
-from lgp_edge.specs import DescendantRecord, DeviceProfile, Format, PreprocessSpec, TargetSpec
+from lgp_edge.specs import DescendantRecord, DeviceProfile, Format, ModelRecord, PreprocessSpec, TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -42,20 +42,22 @@ class ExportContext:
     """Everything an exporter needs; built once per ``lgp-edge export`` run."""
 
     out_dir: Path  # the temporary output directory (renamed to OUT when everything passed)
-    model: torch.nn.Module  # the descendant, eval mode, fp32
-    record: DescendantRecord  # key, params, flops, top1
-    pool_id: str  # pool the descendant came from
+    model: torch.nn.Module  # the descendant (or the timm model of --model), eval mode, fp32
+    record: DescendantRecord | ModelRecord  # key, params, flops, top1
+    pool_id: str  # pool the descendant came from ("" for --model)
     preprocess: PreprocessSpec  # input size, channels, mean/std, labels
     profile: DeviceProfile  # precision, batch, formats
     target: TargetSpec  # runtime version, max opset, extra settings
     opset: int | None  # --opset (None = min(target max opset, 17))
     dynamic_batch: bool  # symbolic batch dimension instead of the profile's static batch
     validation: ValidationSet  # images to compare artifacts with torch on
-    calibration: Any  # numpy float32 (M, C, H, W): int8 calibration images (disjoint from validation)
+    calibration: Any  # numpy float32 (M, C, H, W): int8 calibration images (training split, not validation)
     reporter: Any  # lgp_edge.progress.Reporter
     targets_dir: Path | None = None  # --targets-dir (device-side scripts)
     build_plan: bool = True  # build model.plan when tensorrt and a GPU are here
     onnx_cache: dict[tuple[int, bool], Path] = field(default_factory=dict)  # (opset, dynamic) -> ONNX file
+    variants: dict[tuple[str, int], Path] = field(default_factory=dict)  # (int8/fp16, opset) -> derived ONNX file
+    calibration_data: str = ""  # dataset the calibration images came from
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -81,6 +83,9 @@ class ExportContext:
         """Key/value metadata every artifact carries (ONNX metadata_props, Core ML user metadata)."""
         from lgp_edge.export.metadata import model_metadata
 
+        if isinstance(self.record, ModelRecord):
+            return model_metadata(preprocess=self.preprocess, pool_id=None, profile=self.profile.name,
+                                  target=self.target.name, model=self.record)
         return model_metadata(preprocess=self.preprocess, pool_id=self.pool_id, profile=self.profile.name,
                               target=self.target.name, descendant_key=self.record.key)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.export.assets import template
+from lgp_edge.export.manifest import exported, source_data
 
 SAMPLES = {"swift": ("ios", "LgpClassifier.swift"), "kotlin": ("android", "LgpClassifier.kt")}
 
@@ -26,20 +27,22 @@ META_KEYS = ("img_size", "in_chans", "mean", "std", "labels", "descendant_key", 
 
 
 def _fmt_latency(manifest: dict[str, Any]) -> tuple[str, str]:
-    d = manifest["descendant"]
+    d = exported(manifest)
     if d.get("expected_latency_ms") is None:
         return "unknown", "no latency record"
     return f"{d['expected_latency_ms']:.3g} ms", f"{d['latency_source']}, {d.get('latency_runtime')}"
 
 
-def _data_note(data: str, synthetic: bool) -> str:
+def _data_note(data: str, synthetic: bool, what: str = "pool") -> str:
     if synthetic:
+        if what == "model":  # a timm model validated on synthetic images: its own data is not known here
+            return "It was validated on synthetic images (no --data): a numerical check against torch only."
         return "**This pool was trained on synthetic data: its predictions mean nothing.**"
     if data == "fashion-mnist":
-        return ("The pool was trained on Fashion-MNIST: centred product photos, light object on a black "
+        return (f"The {what} was trained on Fashion-MNIST: centred product photos, light object on a black "
                 "background. Camera images need the same look (crop to the object, dark background) to be "
                 "recognised.")
-    return f"The pool was trained on `{data}`."
+    return f"The {what} was trained on `{data}`."
 
 
 GRAY_DOC = ("Convert to grayscale as the mean of R, G and B (the training loader's conversion; not a "
@@ -119,16 +122,53 @@ def _section(name: str, **values: Any) -> str:
     return "\n" + template(f"embedding/{name}.md").format(**values)
 
 
+def _what(m: dict[str, Any]) -> str:
+    """The exported model in words: a pool's descendant, or a timm model and its checkpoint."""
+    if m.get("pool"):
+        return f"Descendant `{m['descendant']['key']}` of pool `{m['pool']['pool_id']}`"
+    d = m["model"]
+    return (f"timm model `{d['name']}` (checkpoint `{Path(d['checkpoint']).name}`, sha256 "
+            f"`{d['checkpoint_sha256'][:12]}…`; preprocessing from {d['preprocess_from']})")
+
+
+def _top1(m: dict[str, Any]) -> str:
+    d, v = exported(m), m["validation"]
+    if d.get("top1") is not None:
+        return f"{d['top1']:.2f}%"
+    if m.get("model") and not v["synthetic"]:
+        return f"{v['torch_top1']:.2f}% (torch, on the {v['images']} {v['data']} validation images of this export)"
+    return "not evaluated"
+
+
 def _header(doc: _Doc) -> str:
-    m, d, pre = doc.manifest, doc.manifest["descendant"], doc.pre
+    m, d, pre = doc.manifest, exported(doc.manifest), doc.pre
     latency, source = _fmt_latency(m)
     return template("embedding/header.md").format(
         key=d["key"], version=m["versions"].get("lgp-edge", "?"), profile=m["profile"]["name"],
-        target=m["target"]["name"], runtime_version=m["target"]["runtime_version"], pool_id=m["pool"]["pool_id"],
-        params=d["params"], mflops=d["flops"] / 1e6,
-        top1=f"{d['top1']:.2f}%" if d.get("top1") is not None else "not evaluated", latency=latency, source=source,
+        target=m["target"]["name"], runtime_version=m["target"]["runtime_version"], what=_what(m),
+        params=d["params"], mflops=f"{d['flops'] / 1e6:.1f}" if d.get("flops") is not None else "n/a",
+        top1=_top1(m), latency=latency, source=source,
         labels=", ".join(f"{i} `{lab}`" for i, lab in enumerate(pre["labels"])),
-        data_note=_data_note(m["pool"]["data"], m["pool"]["synthetic_data"]))
+        data_note=_data_note(*source_data(m), what="pool" if m.get("pool") else "model"))
+
+
+def _precision_note(a: dict[str, Any], n_images: int) -> str:
+    """What an int8 or fp16 ONNX file is, for its section (empty for fp32)."""
+    v, q = a.get("validation") or {}, a.get("quantization") or {}
+    if a["precision"] == "int8":
+        change = (f" Top-1 change vs torch fp32 on the {n_images} validation images: {v['top1_change']:+.2f} points "
+                  f"(agreement {v['top1_agreement']:.3f})." if v.get("top1_change") is not None else "")
+        return (f"\n`{a['path']}` is int8, quantized after training (static, QDQ format: QuantizeLinear/"
+                f"DequantizeLinear around the int8 tensors): {q.get('layers', '')}; weights {q.get('weights', '')}, "
+                f"activations {q.get('activations', '')}, calibrated on {q.get('calibration_images')} "
+                f"{q.get('calibration_data', '')} images. Input and output stay float32: preprocess exactly as "
+                f"above.{change}\n")
+    if a["precision"] == "fp16":
+        return (f"\n`{a['path']}` is fp16 (weights and activations; LayerNorm and softmax kept fp32). Input and "
+                "output stay float32. Run it on a GPU execution provider (CUDA, TensorRT, DirectML); ONNX Runtime's "
+                "CPU provider runs most fp16 operators in fp32 after converting, so it is slower there than "
+                "`model.onnx` in fp32.\n")
+    return ""
 
 
 def _tensor(doc: _Doc) -> str:
@@ -138,6 +178,7 @@ def _tensor(doc: _Doc) -> str:
         return ""
     first = next((f for f in ("onnx", "ort", "tensorrt") if f in doc.arts), "openvino")
     t, pre = doc.io(first), doc.pre
+    lowp = next((doc.arts[f] for f in ("onnx", "ort") if f in doc.arts and doc.arts[f]["precision"] != "fp32"), None)
     chans = pre["in_chans"]
     meta_keys = t.get("meta_keys") or list(META_KEYS)
     return _section(
@@ -146,7 +187,8 @@ def _tensor(doc: _Doc) -> str:
         chans="1 channel (grayscale)" if chans == 1 else f"{chans} channels (RGB)", size=pre["img_size"],
         chan_step=GRAY_DOC if chans == 1 else "Keep R, G, B in that order (no BGR).",
         mean=list(pre["mean"]), std=list(pre["std"]),
-        meta_keys=", ".join(f"`{k}`" for k in meta_keys if k in META_KEYS))
+        meta_keys=", ".join(f"`{k}`" for k in meta_keys if k in META_KEYS),
+        precision_note=_precision_note(lowp, doc.manifest["validation"]["images"]) if lowp else "")
 
 
 def _python(doc: _Doc) -> str:
@@ -164,7 +206,10 @@ def _kotlin(doc: _Doc) -> str:
     return _section("kotlin", model=doc.arts["ort"]["path"], chans_n=doc.pre["in_chans"], size=doc.pre["img_size"],
                     input=t["input"], output=t["output"], ort_min=ORT_MIN, ort_version=ORT_ANDROID_VERSION,
                     ort_note=("`.ort` is ONNX Runtime's mobile format (pre-optimised); "
-                              "`model.required_operators.config` builds a reduced ONNX Runtime for it."))
+                              "`model.required_operators.config` builds a reduced ONNX Runtime for it."
+                              + (" This `.ort` is int8 (converted from the QDQ model described above; ONNX "
+                                 "Runtime Mobile runs it with its integer kernels), with float32 input and output."
+                                 if doc.arts["ort"]["precision"] == "int8" else "")))
 
 
 def _coreml_from_manifest(a: dict[str, Any]) -> dict[str, Any]:
@@ -195,8 +240,17 @@ def _tensorrt(doc: _Doc) -> str:
     if "tensorrt" not in doc.arts:
         return ""
     a, t = doc.arts["tensorrt"], doc.io("tensorrt")
+    v, q = a.get("validation") or {}, a.get("quantization") or {}
+    build = {"fp32": "",
+             "fp16": "; the LayerNorm and softmax layers listed in `fp32_layers.txt` stay in fp32",
+             "int8": f"; `{a['path']}` is explicitly quantized (QuantizeLinear/DequantizeLinear with int8 scales "
+                     f"calibrated on {q.get('calibration_images')} {q.get('calibration_data')} images), so TensorRT "
+                     "builds its quantized MatMul/Gemm layers in int8 from those scales with no calibration cache, "
+                     "the other layers in fp16, and the LayerNorm and softmax layers listed in `fp32_layers.txt` "
+                     "in fp32"}[a["precision"]]
+    check = (f"Checked here (no GPU): {v['note'].split(' | ')[0]}." if v.get("note") else "")
     return _section("tensorrt", precision=a["precision"], onnx=a["path"], input=t["input"], shape=t["shape"],
-                    output=t["output"])
+                    output=t["output"], build_note=build, check_note=check)
 
 
 def _openvino(doc: _Doc) -> str:

@@ -1,8 +1,8 @@
 """The images every export is validated on (and int8 calibrated on): fixed random subsets of real data.
 
 Validation images come from the dataset's validation split in a fixed order (seed 0); int8 calibration
-images are the next ones of that order, or, when the split is too small, training images (seed 1, no
-augmentation): never the same images as the validation set.
+images come from the training split (seed 1, without training augmentation): real images of the data the
+model learned from, never validation images.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class ImageSets:
 
     images: np.ndarray  # float32 (N, C, H, W), normalised: validation images
     labels: np.ndarray  # int64 (N,)
-    calibration: np.ndarray  # float32 (M, C, H, W): int8 calibration images, disjoint from ``images`` (M may be 0)
+    calibration: np.ndarray  # float32 (M, C, H, W): int8 calibration images, training split (M may be 0)
     data: str  # dataset name
     synthetic: bool  # random images: agreement is a numerical check only, top-1 means nothing
 
@@ -40,11 +40,16 @@ def default_data(pool_data: str, data: str | None) -> str:
     raise UsageError(f"the pool was trained on '{pool_data}', which cannot be opened for validation; pass --data")
 
 
-def _plain_view(ds: Any) -> Any:
-    """The dataset without training augmentation (lgp_edge.datasets.TensorImages has a ``train`` flag)."""
+def _plain_view(ds: Any, val: Any) -> Any:
+    """The training set without augmentation: TensorImages' ``train`` flag off, or (an ImageFolder) the
+    validation split's transform."""
     if hasattr(ds, "train") and isinstance(ds.train, bool):
         view = copy.copy(ds)
         view.train = False
+        return view
+    if hasattr(ds, "transform") and hasattr(val, "transform"):
+        view = copy.copy(ds)
+        view.transform = val.transform
         return view
     return ds
 
@@ -54,13 +59,11 @@ def _stack(ds: Any, idx: list[int]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([x.numpy() for x in xs]).astype(np.float32), np.asarray(ys, dtype=np.int64)
 
 
-def _calibration(data: Any, perm: list[int], n_val: int, n_cal: int, data_name: str) -> np.ndarray:
-    """``n_cal`` images after the validation ones, else from the training split."""
+def _calibration(data: Any, n_cal: int, data_name: str) -> np.ndarray:
+    """``n_cal`` training images, in a fixed random order, without augmentation."""
     import torch
 
-    if len(perm) >= n_val + n_cal:
-        return _stack(data.val, perm[n_val:n_val + n_cal])[0]
-    train = _plain_view(data.train)
+    train = _plain_view(data.train, data.val)
     tperm = torch.randperm(len(train), generator=torch.Generator().manual_seed(1)).tolist()
     if len(tperm) < n_cal:
         raise UsageError(f"int8 calibration needs {n_cal} images; '{data_name}' has {len(tperm)} training images")
@@ -77,7 +80,7 @@ def load_images(data_name: str, pre: Any, num_classes: int, n_val: int, n_cal: i
     check_data_name(data_name)
     data = open_data(data_name, img_size=pre.img_size, in_chans=pre.in_chans, num_classes=num_classes)
     dpre = data.info.preprocess
-    if tuple(dpre.mean) != tuple(pre.mean) or tuple(dpre.std) != tuple(pre.std):
+    if not data.info.synthetic and (tuple(dpre.mean) != tuple(pre.mean) or tuple(dpre.std) != tuple(pre.std)):
         log.warning("--data %s normalises with mean %s / std %s, the pool with %s / %s (pool data: %s)", data_name,
                     dpre.mean, dpre.std, pre.mean, pre.std, pool_data)
     perm = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(0)).tolist()
@@ -87,5 +90,10 @@ def load_images(data_name: str, pre: Any, num_classes: int, n_val: int, n_cal: i
     with reporter.task(f"load {n_val} validation images ({data_name})", total=1) as task:
         x, y = _stack(data.val, perm[:n_val])
         task.advance()
-    cal = _calibration(data, perm, n_val, n_cal, data_name) if n_cal else np.zeros((0, *x.shape[1:]), np.float32)
+    if n_cal:
+        with reporter.task(f"load {n_cal} int8 calibration images ({data_name}, training split)", total=1) as task:
+            cal = _calibration(data, n_cal, data_name)
+            task.advance()
+    else:
+        cal = np.zeros((0, *x.shape[1:]), np.float32)
     return ImageSets(images=x, labels=y, calibration=cal, data=data_name, synthetic=data.info.synthetic)

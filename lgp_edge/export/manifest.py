@@ -2,7 +2,9 @@
 
 One builder for both kinds of export: ``manifest_head`` (schema, kind, status, profile, target, pool,
 preprocessing, tool versions) is shared; ``build_manifest`` adds the single descendant, its selection and
-its artifacts, ``build_switchable_manifest`` the table of descendants and the switchable artifacts.
+its artifacts, ``build_switchable_manifest`` the table of descendants and the switchable artifacts. An
+``export --model`` manifest has ``"pool": null`` and ``"descendant": null`` and describes the timm model
+under ``"model"`` (the same size and latency fields, plus its checkpoint); ``exported`` returns whichever.
 The manifest is written last, into the temporary output directory that is then renamed to OUT, so a
 reader that finds OUT finds a complete manifest (``lgp_edge.export.publish``). ``status`` is ``passed``
 only when every artifact's validation passed. Non-finite numbers (an artifact that produced NaN) are
@@ -73,9 +75,9 @@ def artifact_entry(out_dir: Path, art: ExportArtifact) -> dict[str, Any]:
     return d
 
 
-def manifest_head(*, kind: str, passed: bool, profile: Any, target: Any, pool_dir: Path,
+def manifest_head(*, kind: str, passed: bool, profile: Any, target: Any, pool_dir: Path | None,
                   pool_manifest: Any) -> dict[str, Any]:
-    """The fields every export manifest starts with."""
+    """The fields every export manifest starts with (``"pool": null`` without a pool, for --model)."""
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": kind,
@@ -84,19 +86,25 @@ def manifest_head(*, kind: str, passed: bool, profile: Any, target: Any, pool_di
         "profile": profile.to_dict(),
         "target": {"name": target.name, "runtime": target.runtime, "runtime_version": target.runtime_version,
                    "max_opset": target.max_opset},
-        "pool": {"pool_id": pool_manifest.spec.pool_id, "path": str(pool_dir), "data": pool_manifest.data,
-                 "synthetic_data": pool_manifest.synthetic, "stage": pool_manifest.stage,
-                 "ancestry": pool_manifest.spec.ancestry.name},
+        "pool": None if pool_manifest is None else {
+            "pool_id": pool_manifest.spec.pool_id, "path": str(pool_dir), "data": pool_manifest.data,
+            "synthetic_data": pool_manifest.synthetic, "stage": pool_manifest.stage,
+            "ancestry": pool_manifest.spec.ancestry.name},
     }
 
 
 def descendant_entry(record: Any, latency: dict[str, Any] | None, pool_top1_data: Any) -> dict[str, Any]:
     """The exported descendant: its numbers and the latency expected on the target."""
-    lat = latency or {}
-    notes = lat.get("tool_versions") or {}
     return {"key": record.key, "blocks": record.blocks, "params": record.params, "flops": record.flops,
             "top1": record.top1, "top1_data": record.top1_data or pool_top1_data, "spec": record.spec.to_dict(),
-            "expected_latency_ms": lat.get("p90_ms") if latency else None,
+            **latency_entry(latency)}
+
+
+def latency_entry(latency: dict[str, Any] | None) -> dict[str, Any]:
+    """The latency expected on the target (all None when unknown)."""
+    lat = latency or {}
+    notes = lat.get("tool_versions") or {}
+    return {"expected_latency_ms": lat.get("p90_ms") if latency else None,
             "expected_median_ms": lat.get("median_ms") if latency else None,
             "latency_source": lat.get("source") if latency else None,
             "latency_runtime": lat.get("runtime") if latency else None,
@@ -111,14 +119,16 @@ def descendant_entry(record: Any, latency: dict[str, Any] | None, pool_top1_data
 def build_manifest(*, out_dir: Path, profile: Any, target: Any, pool_dir: Path, pool_manifest: Any, record: Any,
                    latency: dict[str, Any] | None, selection: dict[str, Any] | None, preprocess: Any,
                    artifacts: list[ExportArtifact], validation: dict[str, Any], extra_files: list[str],
-                   versions: dict[str, str]) -> dict[str, Any]:
-    """The manifest of a single-descendant export."""
+                   versions: dict[str, str], model_info: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The manifest of a single-descendant export, or with ``model_info`` of an ``export --model``."""
     passed = bool(artifacts) and all(a.validation is not None and a.validation.passed for a in artifacts)
     head = manifest_head(kind=KIND, passed=passed, profile=profile, target=target, pool_dir=pool_dir,
                          pool_manifest=pool_manifest)
+    subject = ({"descendant": descendant_entry(record, latency, pool_manifest.top1_data)} if model_info is None
+               else {"descendant": None, "model": {**record.to_dict(), **model_info, **latency_entry(latency)}})
     return _finite({
         **head,
-        "descendant": descendant_entry(record, latency, pool_manifest.top1_data),
+        **subject,
         "selection": selection,
         "preprocess": preprocess.to_dict(),
         "validation": {**validation, "passed": passed},
@@ -146,6 +156,19 @@ def build_switchable_manifest(*, out_dir: Path, profile: Any, target: Any, pool_
         "files": file_entries(out_dir, extra_files),
         "versions": versions,
     })
+
+
+def exported(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The exported model's entry: ``descendant``, or ``model`` for an ``export --model``."""
+    return manifest.get("descendant") or manifest["model"]
+
+
+def source_data(manifest: dict[str, Any]) -> tuple[str, bool]:
+    """(dataset, synthetic?) the exported model was trained on, as far as the manifest knows."""
+    if manifest.get("pool"):
+        return manifest["pool"]["data"], bool(manifest["pool"]["synthetic_data"])
+    m = manifest["model"]
+    return m.get("data") or "", bool(m.get("synthetic_data"))
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:

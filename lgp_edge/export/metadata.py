@@ -3,7 +3,8 @@
 ``model_metadata`` is the one builder of the metadata an app reads from the model (ONNX ``metadata_props``,
 Core ML user metadata, OpenVINO ``rt_info``): the descendant (for a single-descendant export), the pool,
 profile and target, and the preprocessing. A switchable model carries the same keys without
-``descendant_key`` (it holds several; its ``descendants`` table names them).
+``descendant_key`` (it holds several; its ``descendants`` table names them); a timm model exported with
+``--model`` carries ``model`` (its timm name) and ``checkpoint_sha256`` instead of the descendant and pool.
 """
 
 from __future__ import annotations
@@ -14,16 +15,20 @@ from typing import Any
 PREPROCESS_RULE = "x = (pixel / 255 - mean) / std per channel, resized to img_size x img_size"
 
 
-def model_metadata(*, preprocess: Any, pool_id: str, profile: str, target: str,
-                   descendant_key: str | None = None) -> dict[str, str]:
-    """Metadata for an exported model (``profile`` and ``target`` by name)."""
+def model_metadata(*, preprocess: Any, pool_id: str | None, profile: str, target: str,
+                   descendant_key: str | None = None, model: Any = None) -> dict[str, str]:
+    """Metadata for an exported model (``profile`` and ``target`` by name; ``model``: a ModelRecord)."""
     from lgp_edge import __version__
 
     p = preprocess
     out = {"lgp_edge_version": __version__}
     if descendant_key is not None:
         out["descendant_key"] = descendant_key
-    out.update({"pool_id": pool_id, "profile": profile, "target": target, "labels": json.dumps(list(p.labels)),
+    if pool_id is not None:
+        out["pool_id"] = pool_id
+    if model is not None:
+        out.update({"model": model.name, "checkpoint_sha256": model.checkpoint_sha256})
+    out.update({"profile": profile, "target": target, "labels": json.dumps(list(p.labels)),
                 "mean": json.dumps(list(p.mean)), "std": json.dumps(list(p.std)), "img_size": str(p.img_size),
                 "in_chans": str(p.in_chans), "layout": p.layout, "preprocess": PREPROCESS_RULE})
     return out

@@ -4,6 +4,9 @@ The file is the shipped export of ``lgp_edge.export.onnx_export`` at ``min(targe
 ``--opset``): static input (the profile's batch) unless ``--dynamic-batch``, and ``metadata_props`` with
 the descendant key, pool id, class labels, mean/std and input layout, so an app can read its
 preprocessing from the model file itself. It is validated in ONNX Runtime against the torch descendant.
+The profile's precision picks the file: fp32 ``model.onnx``; int8 ``model.int8.onnx`` (static QDQ,
+``lgp_edge.export.quantize``), judged by top-1 agreement and top-1 change; fp16 ``model.fp16.onnx``
+(LayerNorm and softmax kept fp32, float32 input and output), for GPU execution providers.
 """
 
 from __future__ import annotations
@@ -33,13 +36,35 @@ def io_spec(path: Path) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any
     return tuple(_one(v) for v in m.graph.input), tuple(_one(v) for v in m.graph.output)
 
 
-def validate_onnx_file(ctx: ExportContext, path: Path, what: str) -> ValidationReport:
-    """The ONNX file in ONNX Runtime (CPU, fp32) against the torch descendant."""
+NOTES = {"fp32": "ONNX Runtime CPU, fp32",
+         "int8": "ONNX Runtime CPU, int8 QDQ (judged by top-1 agreement and top-1 change)",
+         "fp16": "ONNX Runtime CPU, fp16 ONNX (LayerNorm/softmax fp32; ONNX Runtime CPU runs the ops it has no fp16 "
+                 "kernel for in fp32 between fp16 tensors)"}
+
+
+def validate_onnx_file(ctx: ExportContext, path: Path, what: str, precision: str = "fp32",
+                       note: str = "") -> ValidationReport:
+    """The ONNX file in ONNX Runtime (CPU) against the torch descendant, with ``precision``'s tolerance."""
     from lgp_edge.export.validate import TOLERANCES, compare, onnxruntime_outputs
 
     out = onnxruntime_outputs(str(path), ctx.validation.images, ctx.profile.batch, ctx.dynamic_batch, ctx.reporter,
                               what)
-    return compare(out, ctx.validation, TOLERANCES["fp32"], note="ONNX Runtime CPU, fp32")
+    return compare(out, ctx.validation, TOLERANCES[precision], note=note or NOTES[precision])
+
+
+def precision_file(ctx: ExportContext, opset: int) -> tuple[Path, dict[str, Any], str]:
+    """The ONNX file of the profile's precision at ``opset``: (path, quantization record, note)."""
+    from lgp_edge.export.quantize import fp16_onnx, int8_onnx
+
+    if ctx.profile.precision == "int8":
+        path, quant = int8_onnx(ctx, opset)
+        return path, quant, (f"int8 QDQ ONNX: {quant['layers']}; calibrated on {quant['calibration_images']} "
+                             f"{quant['calibration_data']} images")
+    if ctx.profile.precision == "fp16":
+        path, kept = fp16_onnx(ctx, opset)
+        return path, {}, (f"fp16 ONNX, {kept} LayerNorm/softmax nodes kept fp32, float32 input and output; for GPU "
+                          "execution providers (CUDA, TensorRT, DirectML)")
+    return ctx.onnx_file(opset), {}, ""
 
 
 class OnnxExporter:
@@ -56,12 +81,14 @@ class OnnxExporter:
 
         opset = ctx.default_opset()
         with ctx.reporter.task(f"onnx: export opset {opset}", total=1) as task:
-            path = ctx.onnx_file(opset)
+            ctx.onnx_file(opset)
             task.advance()
+        path, quant, note = precision_file(ctx, opset)
         inputs, outputs = io_spec(path)
-        report = validate_onnx_file(ctx, path, "onnx")
-        note = "fp32 ONNX; runtimes may run it in lower precision" if ctx.profile.precision != "fp32" else ""
+        report = validate_onnx_file(ctx, path, f"onnx {ctx.profile.precision}", ctx.profile.precision)
+        if report.top1_change is not None and ctx.profile.precision == "int8":
+            note += f"; top-1 change vs torch fp32: {report.top1_change:+.2f} points"
         return [ExportArtifact(path=path.name, format=self.format, profile=ctx.profile.name,
                                descendant_key=ctx.record.key, sha256=sha256_file(path), inputs=inputs,
                                outputs=outputs, validation=report, versions=tool_versions(*ONNX_PACKAGES),
-                               precision="fp32", note=note)]
+                               precision=ctx.profile.precision, note=note, quantization=quant)]

@@ -123,7 +123,8 @@ def _finish(proto: Any, opset: int, metadata: Mapping[str, str]) -> Any:
         entry.key, entry.value = k, v
     proto.producer_name = "lgp-edge"
     proto.producer_version = metadata.get("lgp_edge_version", "")
-    proto.doc_string = f"Learngene Pool descendant {metadata.get('descendant_key', '')}"
+    proto.doc_string = (f"timm {metadata['model']}" if "model" in metadata
+                        else f"Learngene Pool descendant {metadata.get('descendant_key', '')}")
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:

@@ -2,7 +2,8 @@
 
 The IR is converted from the validated fp32 ONNX export. int8 runs NNCF's post-training quantization
 (transformer model type: SmoothQuant + fast bias correction) on at least 300 real calibration images
-that are disjoint from the validation images, and reports the top-1 change against the torch fp32
+from the training split (never validation images), the classifier (the last MatMul) kept float as in the
+ONNX int8 export (``lgp_edge.export.quantize``), and reports the top-1 change against the torch fp32
 descendant. The IR's rt_info holds lgp-edge's metadata under ``model_info/lgp_edge`` and the OpenVINO
 Model API keys (``model_type``, ``labels``, ``mean_values``, ``scale_values``, ...) under ``model_info``,
 so Model API users load it with no glue. Validation compiles the IR on the CPU with INFERENCE_PRECISION_HINT
@@ -35,16 +36,25 @@ def _io(model: Any) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], .
     return tuple(_one(p) for p in model.inputs), tuple(_one(p) for p in model.outputs)
 
 
+def classifier_scope(model: Any) -> Any:
+    """NNCF's ignored scope holding the classifier: the last MatMul of the model (None when it has none)."""
+    import nncf
+
+    mms = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "MatMul"]
+    return nncf.IgnoredScope(names=mms[-1:]) if mms else None
+
+
 def quantize_int8(model: Any, calibration: Any, batch: int, reporter: Any) -> Any:
     """NNCF post-training quantization of an OpenVINO model on ``calibration`` images (N, C, H, W)."""
     import nncf
 
     items = [calibration[i:i + batch] for i in range(0, len(calibration) - batch + 1, batch)]
+    scope = classifier_scope(model)
     with reporter.task(f"openvino: int8 calibration on {len(items) * batch} images", total=1) as task, \
             contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         nncf.set_log_level(logging.ERROR)
         quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
-                                  subset_size=len(items))
+                                  subset_size=len(items), **({"ignored_scope": scope} if scope else {}))
         task.advance()
     return quantized
 
@@ -96,7 +106,7 @@ class OpenVINOExporter:
         if precision == "int8":
             model = quantize_int8(model, ctx.calibration, ctx.profile.batch if not ctx.dynamic_batch else 1,
                                   ctx.reporter)
-            note += f"; NNCF PTQ on {len(ctx.calibration)} calibration images disjoint from validation"
+            note += f"; NNCF PTQ on {len(ctx.calibration)} calibration images ({ctx.calibration_data} training split)"
         for k, v in ctx.metadata().items():
             model.set_rt_info(v, ["model_info", "lgp_edge", k])
         for k, v in model_api_info(ctx.preprocess).items():

@@ -2,7 +2,9 @@
 
 Converted from the validated ONNX export with onnxruntime's own converter (fixed, fully optimised graph
 for the ARM target), beside ``model.required_operators.config`` for a reduced-operator ONNX Runtime
-build. The .ort file runs in the desktop ONNX Runtime too, which is how it is validated here.
+build. The .ort file runs in the desktop ONNX Runtime too, which is how it is validated here. With an int8
+profile it is converted from the int8 QDQ ONNX (``lgp_edge.export.quantize``; ONNX Runtime Mobile runs QDQ
+models with its integer kernels) and judged by top-1 agreement and top-1 change.
 """
 
 from __future__ import annotations
@@ -59,17 +61,18 @@ class OrtExporter:
 
     def check(self, profile: DeviceProfile, target: TargetSpec, opset: int | None) -> None:
         require_all(ONNX_PACKAGES, self.extra, "ONNX Runtime Mobile (.ort) export")
-        if profile.precision != "fp32":
-            raise UsageError(f".ort export is fp32 (ONNX Runtime Mobile runs the fp32 graph); "
+        if profile.precision not in ("fp32", "int8"):
+            raise UsageError(f".ort export is fp32 or int8 (ONNX Runtime Mobile's CPU kernels); "
                              f"profile precision is {profile.precision}")
         check_opset(opset, target)
 
     def export(self, ctx: ExportContext) -> list[ExportArtifact]:
-        from lgp_edge.export.onnx import io_spec
+        from lgp_edge.export.onnx import io_spec, precision_file
         from lgp_edge.export.validate import TOLERANCES, compare, onnxruntime_outputs
         from lgp_edge.fileio import sha256_file
 
-        onnx_path = ctx.onnx_file(ctx.default_opset())
+        precision = ctx.profile.precision
+        onnx_path, quant, note = precision_file(ctx, ctx.default_opset())
         platform = str(ctx.target.extra.get("ort_platform", "arm"))
         with ctx.reporter.task(f"ort: convert to ORT format ({platform})", total=1) as task:
             ort_path, cfg = convert_to_ort(onnx_path, ctx.out_dir, platform)
@@ -77,10 +80,13 @@ class OrtExporter:
         inputs, outputs = io_spec(onnx_path)
         logits = onnxruntime_outputs(str(ort_path), ctx.validation.images, ctx.profile.batch, ctx.dynamic_batch,
                                      ctx.reporter, "ort")
-        report = compare(logits, ctx.validation, TOLERANCES["fp32"], note="ONNX Runtime CPU, ORT format")
+        report = compare(logits, ctx.validation, TOLERANCES[precision],
+                         note=f"ONNX Runtime CPU, ORT format, {precision}")
+        note = "; ".join(n for n in (f"optimised for {platform}; runs in onnxruntime-android/-mobile", note) if n)
+        if precision == "int8" and report.top1_change is not None:
+            note += f"; top-1 change vs torch fp32: {report.top1_change:+.2f} points"
         return [ExportArtifact(path=ort_path.name, format=self.format, profile=ctx.profile.name,
                                descendant_key=ctx.record.key, sha256=sha256_file(ort_path), inputs=inputs,
                                outputs=outputs, validation=report, versions=tool_versions("onnxruntime"),
-                               precision="fp32", files=(cfg.name,),
-                               note=f"optimised for {platform}; runs in onnxruntime-android/-mobile")]
+                               precision=precision, files=(cfg.name,), note=note, quantization=quant)]
 

@@ -1,5 +1,8 @@
 """``lgp-edge export``: select the descendant for a profile, export every format, validate, write OUT.
 
+``--model NAME --checkpoint FILE`` exports a timm ViT instead of a pool's descendant through the same steps
+(loaded by ``lgp_edge.export.timm_model``; no selection).
+
 Order of work, so that bad input costs nothing and leaves nothing behind:
 1. checks (exit 2, nothing written): formats and precision against the target, each exporter's backend
    and options, the output directory (non-empty OUT needs --force), the validation dataset;
@@ -28,7 +31,15 @@ from lgp_edge.export.publish import Staged, check_out, publish
 from lgp_edge.export.registry import get_exporter
 from lgp_edge.profiles import check_against_target
 from lgp_edge.progress import NULL
-from lgp_edge.specs import DescendantRecord, DeviceProfile, ExportArtifact, LatencyRecord, TargetSpec
+from lgp_edge.specs import (
+    DescendantRecord,
+    DeviceProfile,
+    ExportArtifact,
+    LatencyRecord,
+    ModelRecord,
+    PreprocessSpec,
+    TargetSpec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +57,20 @@ class ExportRequest:
     force: bool = False  # replace a non-empty OUT
     data: str | None = None  # validation dataset (None = the pool's own)
     val_images: int = DEFAULT_VAL_IMAGES  # validation images per artifact
-    calib_images: int = DEFAULT_CALIB_IMAGES  # int8 calibration images (>= 300)
+    calib_images: int = DEFAULT_CALIB_IMAGES  # int8 calibration images (>= 300, from the training split)
     opset: int | None = None  # ONNX opset (None = min(target max opset, 17))
     dynamic_batch: bool = False  # symbolic batch dimension
     descendant: str | None = None  # export this descendant instead of selecting one
     store: Path | None = None  # measurement store (None = default)
     targets_dir: Path | None = None  # --targets-dir
     build_plan: bool = True  # build model.plan when tensorrt and a GPU are here
+    model: str | None = None  # --model: a timm ViT name, exported instead of a pool's descendant
+    checkpoint: Path | None = None  # --checkpoint: its weights (safetensors, or .pth read with weights_only=True)
 
     @property
     def int8_calibration(self) -> int:
-        """Calibration images to load: ``calib_images`` for an OpenVINO int8 export, else none."""
-        return self.calib_images if ("openvino" in self.profile.formats and self.profile.precision == "int8") else 0
+        """Calibration images to load: ``calib_images`` for an int8 export, else none."""
+        return self.calib_images if self.profile.precision == "int8" else 0
 
 
 @dataclass(frozen=True)
@@ -71,7 +84,7 @@ class ExportResult:
 class Choice:
     """The descendant to export, and why."""
 
-    record: DescendantRecord  # key, params, FLOPs, top-1
+    record: DescendantRecord | ModelRecord  # key, params, FLOPs, top-1
     latency: LatencyRecord | None  # expected latency on the profile's target (None: unknown)
     selection: dict[str, Any]  # the selection (chosen, front, reason) or why there was none
 
@@ -81,12 +94,18 @@ class Job:
     """Everything the export writes from, loaded before OUT is touched."""
 
     req: ExportRequest
-    pool_dir: Path  # where the pool was loaded from
-    manifest: Any  # the pool's PoolManifest
     choice: Choice
-    model: Any  # the descendant (torch, eval mode)
+    model: Any  # the descendant or the timm model (torch, eval mode)
+    preprocess: PreprocessSpec  # what the app does to an image
     images: ImageSets
     validation: ValidationSet
+    pool_dir: Path | None = None  # where the pool was loaded from (None for --model)
+    manifest: Any = None  # the pool's PoolManifest (None for --model)
+    model_info: dict[str, Any] | None = None  # --model: the manifest's "model" entry (name, checkpoint, ...)
+
+    @property
+    def pool_id(self) -> str:
+        return self.manifest.spec.pool_id if self.manifest is not None else ""
 
 
 def preflight(req: ExportRequest, pool_dir: Path | None = None) -> None:
@@ -96,12 +115,12 @@ def preflight(req: ExportRequest, pool_dir: Path | None = None) -> None:
         get_exporter(fmt).check(req.profile, req.target, req.opset)
     if req.val_images < 1:
         raise UsageError(f"--val-images must be >= 1, got {req.val_images}")
-    if "openvino" in req.profile.formats and req.profile.precision == "int8":
+    if req.profile.precision == "int8":
         from lgp_edge.export.openvino import MIN_CALIBRATION
 
         if req.calib_images < MIN_CALIBRATION:
             raise UsageError(f"--calib-images must be >= {MIN_CALIBRATION} for int8, got {req.calib_images}")
-    check_out(req.out, req.force, pool_dir, req.store)
+    check_out(req.out, req.force, pool_dir, req.store, req.checkpoint)
 
 
 def choose(req: ExportRequest, pool: Any, manifest: Any) -> Choice:
@@ -123,11 +142,25 @@ def choose(req: ExportRequest, pool: Any, manifest: Any) -> Choice:
     return Choice(record=record, latency=latency, selection=sel)
 
 
-def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
-    """Checks, pool, choice, images and the torch reference: everything before OUT is touched."""
+def reference(model: Any, images: ImageSets, reporter: Any) -> ValidationSet:
+    """The validation images with the torch model's fp32 logits."""
     from lgp_edge.export.validate import reference_logits
+
+    with reporter.task("torch reference logits", total=1) as task:
+        ref = reference_logits(model, images.images)
+        task.advance()
+    return ValidationSet(images=images.images, labels=images.labels, reference=ref, data=images.data,
+                         synthetic=images.synthetic)
+
+
+def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
+    """Checks, pool (or --model), choice, images and the torch reference: everything before OUT is touched."""
     from lgp_edge.pool.pool import load_pool, resolve_pool
 
+    if req.model is not None:
+        from lgp_edge.export.timm_model import prepare_model
+
+        return prepare_model(req, reporter)
     pool_dir = resolve_pool(req.pool)
     preflight(req, pool_dir)
     pool, manifest = load_pool(pool_dir)
@@ -138,28 +171,24 @@ def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
     model = pool.descendant(choice.record.key).eval()
     images = load_images(data_name, manifest.preprocess, manifest.spec.ancestry.num_classes, req.val_images,
                          req.int8_calibration, manifest.data, reporter)
-    with reporter.task("torch reference logits", total=1) as task:
-        ref = reference_logits(model, images.images)
-        task.advance()
-    vset = ValidationSet(images=images.images, labels=images.labels, reference=ref, data=data_name,
-                         synthetic=images.synthetic)
-    return Job(req=req, pool_dir=pool_dir, manifest=manifest, choice=choice, model=model, images=images,
-               validation=vset)
+    return Job(req=req, pool_dir=pool_dir, manifest=manifest, choice=choice, model=model,
+               preprocess=manifest.preprocess, images=images, validation=reference(model, images, reporter))
 
 
 def write_artifacts(job: Job, tmp: Path, reporter: Any) -> list[ExportArtifact]:
     """Every format of the profile into ``tmp``, validated; ONNX files made only to convert from removed."""
     req = job.req
-    ctx = ExportContext(out_dir=tmp, model=job.model, record=job.choice.record, pool_id=job.manifest.spec.pool_id,
-                        preprocess=job.manifest.preprocess, profile=req.profile, target=req.target, opset=req.opset,
+    ctx = ExportContext(out_dir=tmp, model=job.model, record=job.choice.record, pool_id=job.pool_id,
+                        preprocess=job.preprocess, profile=req.profile, target=req.target, opset=req.opset,
                         dynamic_batch=req.dynamic_batch, validation=job.validation,
                         calibration=job.images.calibration, reporter=reporter, targets_dir=req.targets_dir,
-                        build_plan=req.build_plan)
+                        build_plan=req.build_plan, calibration_data=job.images.data)
     artifacts: list[ExportArtifact] = []
     for fmt in req.profile.formats:
         artifacts += get_exporter(fmt).export(ctx)
     shipped = {a.path for a in artifacts} | {f for a in artifacts for f in a.files}
-    for path in ctx.onnx_cache.values():  # an ONNX made only to convert from (e.g. for OpenVINO int8)
+    # an ONNX made only to convert or check from (OpenVINO's source, TensorRT's fp16 check, .ort's int8 source)
+    for path in [*ctx.onnx_cache.values(), *ctx.variants.values()]:
         if path.name not in shipped:
             path.unlink()
     return artifacts
@@ -171,9 +200,10 @@ def _validation_summary(job: Job) -> dict[str, Any]:
     im, n_cal = job.images, len(job.images.calibration)
     return {"data": im.data, "synthetic": im.synthetic, "images": len(im.images),
             "torch_top1": top1(job.validation.reference, im.labels),
+            "calibration_images": n_cal, "calibration_data": f"{im.data} (training split)" if n_cal else None,
             "note": ("synthetic images: agreement is a numerical check only; top-1 means nothing" if im.synthetic
                      else "real validation images"
-                     + (f", disjoint from the {n_cal} int8 calibration images" if n_cal else ""))}
+                     + (f"; the {n_cal} int8 calibration images are training images" if n_cal else ""))}
 
 
 def stage(job: Job, tmp: Path, reporter: Any = NULL) -> Staged:
@@ -186,8 +216,9 @@ def stage(job: Job, tmp: Path, reporter: Any = NULL) -> Staged:
     lat = job.choice.latency
     mf = build_manifest(out_dir=tmp, profile=req.profile, target=req.target, pool_dir=job.pool_dir, pool_manifest=pm,
                         record=job.choice.record, latency=lat.to_dict() if lat is not None else None,
-                        selection=job.choice.selection, preprocess=pm.preprocess, artifacts=artifacts,
-                        validation=_validation_summary(job), extra_files=extra, versions=tool_versions(*VERSIONED))
+                        selection=job.choice.selection, preprocess=job.preprocess, artifacts=artifacts,
+                        validation=_validation_summary(job), extra_files=extra, versions=tool_versions(*VERSIONED),
+                        model_info=job.model_info)
     (tmp / "EMBEDDING.md").write_text(render(mf, tmp))
     mf["files"] = file_entries(tmp, extra)  # now with EMBEDDING.md's hash
     failures = tuple(f"{a.format} {a.path}: {a.validation.note if a.validation else 'not validated'}"
@@ -199,6 +230,6 @@ def export_profile(req: ExportRequest, reporter: Any = NULL) -> ExportResult:
     """Run the whole export for one profile (see the module docstring for the order and failure modes)."""
     job = prepare(req, reporter)
     staged = publish(req.out, lambda tmp: stage(job, tmp, reporter),
-                     recheck=lambda: check_out(req.out, req.force, job.pool_dir, req.store))
+                     recheck=lambda: check_out(req.out, req.force, job.pool_dir, req.store, req.checkpoint))
     log.info("exported %s for profile %s to %s", job.choice.record.key, req.profile.name, req.out)
     return ExportResult(out=req.out, manifest=staged.manifest, artifacts=staged.artifacts)

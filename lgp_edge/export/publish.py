@@ -34,13 +34,17 @@ class Staged:
     artifacts: tuple[Any, ...] = ()  # the artifact records, for the caller
 
 
-def check_out(out: Path, force: bool, pool_dir: Path | None, store: Path | str | None) -> None:
-    """OUT is usable, empty or (with --force) an earlier export, and holds neither the pool nor the store."""
+def check_out(out: Path, force: bool, pool_dir: Path | None, store: Path | str | None,
+              checkpoint: Path | None = None) -> None:
+    """OUT is usable, empty or (with --force) an earlier export, and holds neither the pool, the store nor the
+    checkpoint of ``--model``."""
     from lgp_edge.outdir import check_not_inside, check_output_dir
 
     check_output_dir(out, force, kind="export")
     if pool_dir is not None:
         check_not_inside(out, pool_dir, "the pool")
+    if checkpoint is not None:
+        check_not_inside(out, checkpoint, "the checkpoint")
     store = store or os.environ.get("LGP_EDGE_STORE")
     if store:
         check_not_inside(out, store, "the measurement store")

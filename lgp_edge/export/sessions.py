@@ -1,12 +1,15 @@
 """Sessions on this machine's CPU, set up one way for every check that runs an exported file.
 
-ONNX Runtime: the CPU execution provider, warnings and below not logged. OpenVINO: compiled on the CPU
-with ``INFERENCE_PRECISION_HINT`` f32 (a CPU with bf16 would otherwise run bf16, so what is measured is
-the artifact's own error). ``threads`` 0 leaves the runtime's default.
+ONNX Runtime: the CPU execution provider, warnings and below not logged, as many intra-op threads as this
+process may run on (ONNX Runtime's own default would try to pin threads to cores outside a restricted
+affinity mask and log an error for each). OpenVINO: compiled on the CPU with ``INFERENCE_PRECISION_HINT``
+f32 (a CPU with bf16 would otherwise run bf16, so what is measured is the artifact's own error).
+``threads`` 0 leaves OpenVINO's default.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,14 +19,21 @@ import numpy as np
 Runner = Callable[[np.ndarray], np.ndarray]  # images -> logits
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def ort_session(path: str | Path, threads: int = 0) -> Any:
     """An ``onnxruntime.InferenceSession`` for an ONNX or .ort file."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
+    opts.intra_op_num_threads = threads or usable_cpus()
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 

@@ -2,17 +2,27 @@
 
 TensorRT engines are specific to one GPU and one TensorRT version, so the engine is built on the device:
 the output holds ``model.onnx`` at the target's opset (Jetson Nano / TensorRT 8.2: <= 13, LayerNorm
-decomposed), ``fp32_layers.txt`` (the LayerNorm and softmax nodes, kept in fp32 inside an fp16 engine:
-their reductions and exponentials overflow or lose the variance in fp16), ``build_engine.sh`` (trtexec
-with ``--fp16 --precisionConstraints=obey --layerPrecisions=…`` where trtexec has those flags (>= 8.4),
-else ``build_engine.py`` through the TensorRT Python API with STRICT_TYPES), and the target's device-side
-bench script. The ONNX file is validated in ONNX Runtime before anything is written to OUT. When
-``tensorrt`` imports and a CUDA GPU is present, ``model.plan`` is built here too and, with TensorRT >= 8.5,
-validated on the GPU against torch.
+decomposed), ``fp32_layers.txt`` (the LayerNorm and softmax nodes, kept in fp32 inside an fp16 or int8
+engine: their reductions and exponentials overflow or lose the variance in fp16), ``build_engine.sh``
+(trtexec with ``--fp16 --precisionConstraints=obey --layerPrecisions=…`` where trtexec has those flags
+(>= 8.4), else ``build_engine.py`` through the TensorRT Python API with STRICT_TYPES), and the target's
+device-side bench script.
+
+int8 ships ``model.int8.onnx``: explicitly quantized (QuantizeLinear/DequantizeLinear with int8 symmetric
+scales calibrated here on real training images, ``lgp_edge.export.quantize``), which TensorRT builds as int8
+from the scales in the file (``--int8 --fp16``), with no calibration cache.
+
+Checks here, before anything is written to OUT, in ONNX Runtime on the CPU: fp32, the ONNX file itself;
+fp16, the file itself and its fp16 conversion with the same LayerNorm/softmax nodes kept fp32 (fp16
+weights and activations; ONNX Runtime runs the ops it has no fp16 CPU kernel for in fp32, so this is close
+to, not the same as, the engine's arithmetic); int8, the QDQ file (the engine's int8 scales, ONNX Runtime's
+integer kernels), judged by top-1 agreement and top-1 change. When ``tensorrt`` imports and a CUDA GPU is
+present, ``model.plan`` is built here too and, with TensorRT >= 8.5, validated on the GPU against torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -24,13 +34,17 @@ from lgp_edge.errors import UsageError
 from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
 from lgp_edge.export.metadata import tool_versions
 from lgp_edge.export.onnx import io_spec, validate_onnx_file
+from lgp_edge.export.quantize import fp16_onnx, int8_onnx
 from lgp_edge.export.trt_ops import max_opset, parse_trt_version, unsupported_ops
-from lgp_edge.specs import PRECISIONS, DeviceProfile, ExportArtifact, Precision, TargetSpec
+from lgp_edge.specs import PRECISIONS, DeviceProfile, ExportArtifact, Precision, TargetSpec, ValidationReport
 
 log = logging.getLogger(__name__)
 
-ENGINE_PRECISIONS: tuple[Precision, ...] = ("fp16", "fp32")  # engines this exporter builds (no int8 calibration)
-FP32_LAYERS_HEADER = "# ONNX nodes kept in fp32 inside the fp16 engine (LayerNorm and softmax)\n"
+ENGINE_PRECISIONS: tuple[Precision, ...] = ("fp16", "fp32", "int8")  # int8: from the QDQ ONNX, no calibration cache
+PINNED_PRECISIONS = ("fp16", "int8")  # engines with fp16 layers, whose LayerNorm/softmax are pinned to fp32
+FP32_LAYERS_HEADER = "# ONNX nodes kept in fp32 inside the fp16 / int8 engine (LayerNorm and softmax)\n"
+TRT_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --fp16"}  # int8: QDQ layers int8, the others fp16
+PIN_FLAGS = " --precisionConstraints=obey --layerPrecisions=\"$spec\" --layerOutputTypes=\"$spec\""
 
 
 class UnsupportedOperator(UsageError):
@@ -133,15 +147,16 @@ def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape
                        "batch": int(input_shape[0]) if input_shape else int(batch)}, sort_keys=True)
     if "'" in meta or not meta.isprintable():
         raise UsageError(f"descendant '{key}' or target '{target.name}' cannot be written into build_engine.sh")
-    fp16 = precision == "fp16"
+    pinned = precision in PINNED_PRECISIONS
     shapes, py_shapes = _shape_flags(input_name, input_shape, dynamic_batch)
     return ShellTemplate(template("build_engine.sh")).substitute(
         key=_comment(key), target=_comment(target.name), runtime=_comment(target.runtime_version),
         precision=precision, input_name=input_name, dims="x".join(str(int(d)) for d in input_shape),
-        pinned=" with the LayerNorm and softmax layers of fp32_layers.txt kept in fp32" if fp16 else "",
+        pinned=(" (int8 from the QuantizeLinear/DequantizeLinear scales in the ONNX file: no calibration cache)"
+                if precision == "int8" else "")
+        + (" with the LayerNorm and softmax layers of fp32_layers.txt kept in fp32" if pinned else ""),
         kind=" (dynamic batch)" if dynamic_batch else " (static)", onnx_name=onnx_name, meta=meta,
-        trt_flags=(" --fp16 --precisionConstraints=obey --layerPrecisions=\"$spec\" --layerOutputTypes=\"$spec\""
-                   if fp16 else ""), shapes=shapes, py_shapes=py_shapes)
+        trt_flags=TRT_FLAGS[precision] + (PIN_FLAGS if pinned else ""), shapes=shapes, py_shapes=py_shapes)
 
 
 def _plan_buildable() -> bool:
@@ -195,8 +210,7 @@ class TensorRTExporter:
     def check(self, profile: DeviceProfile, target: TargetSpec, opset: int | None) -> None:
         require_all(ONNX_PACKAGES, self.extra, "TensorRT export (ONNX + build script)")
         if profile.precision not in ENGINE_PRECISIONS:
-            raise UsageError(f"TensorRT export builds fp16 or fp32 engines; {profile.precision} needs a calibration "
-                             "cache lgp-edge does not make (use --precision fp16)")
+            raise UsageError(f"TensorRT export builds fp32, fp16 or int8 engines, not {profile.precision}")
         check_opset(opset, target)
         version = trt_version(target)
         if opset is not None and opset > max_opset(version):
@@ -211,24 +225,48 @@ class TensorRTExporter:
         with ctx.reporter.task(f"tensorrt: ONNX opset {opset} for TensorRT {version[0]}.{version[1]}", total=1) as t:
             onnx_path = ctx.onnx_file(opset)
             t.advance()
+        quant: dict[str, Any] = {}
+        if ctx.profile.precision == "int8":
+            onnx_path, quant = int8_onnx(ctx, opset)
         check_operators(onnx_path, ctx.target)
         inputs, outputs = io_spec(onnx_path)
-        fp16 = ctx.profile.precision == "fp16"
-        layers = fp32_nodes(onnx_path, ctx.model) if fp16 else []
+        pinned = ctx.profile.precision in PINNED_PRECISIONS
+        layers = fp32_nodes(onnx_path, ctx.model) if pinned else []
         files = self._write_build_files(ctx, onnx_path.name, inputs[0]["name"], layers)
-        report = validate_onnx_file(ctx, onnx_path, "tensorrt onnx")
-        note = (f"engine not built here: run build_engine.sh on the {ctx.target.name} ({ctx.target.runtime_version}); "
-                f"{len(layers)} LayerNorm/softmax nodes pinned to fp32" if fp16 else
-                f"engine not built here: run build_engine.sh on the {ctx.target.name}")
+        report = self._validate(ctx, onnx_path, opset)
+        note = f"engine not built here: run build_engine.sh on the {ctx.target.name} ({ctx.target.runtime_version})"
+        if pinned:
+            note += f"; {len(layers)} LayerNorm/softmax nodes pinned to fp32"
+        if quant:
+            note += (f"; int8 from the QDQ scales in {onnx_path.name} ({quant['int8_layers']} layers), "
+                     "no calibration cache")
         arts = [ExportArtifact(path=onnx_path.name, format=self.format, profile=ctx.profile.name,
                                descendant_key=ctx.record.key, sha256=sha256_file(onnx_path), inputs=inputs,
                                outputs=outputs, validation=report,
                                versions={**tool_versions("onnx", "onnxslim", "onnxruntime"),
                                          "tensorrt_target": f"{version[0]}.{version[1]}"},
-                               precision=ctx.profile.precision, files=tuple(files), note=note)]
+                               precision=ctx.profile.precision, files=tuple(files), note=note, quantization=quant)]
         if ctx.build_plan and _plan_buildable():
             arts.append(self._build_plan(ctx, onnx_path, layers, inputs, outputs))
         return arts
+
+    def _validate(self, ctx: ExportContext, onnx_path: Path, opset: int) -> ValidationReport:
+        """The shipped ONNX in ONNX Runtime; for fp16 also its fp16 conversion (see the module docstring)."""
+        precision = ctx.profile.precision
+        if precision == "int8":
+            return validate_onnx_file(ctx, onnx_path, "tensorrt int8 qdq onnx", "int8",
+                                      note="int8 QDQ ONNX (the engine's int8 scales) in ONNX Runtime CPU; the engine "
+                                           "itself is checked on the device")
+        file_report = validate_onnx_file(ctx, onnx_path, "tensorrt onnx")
+        if precision != "fp16":
+            return file_report
+        fp16_path, kept = fp16_onnx(ctx, opset)
+        note = (f"fp16 ONNX with the {kept} nodes of fp32_layers.txt kept fp32, in ONNX Runtime CPU (which runs the "
+                "ops it has no fp16 kernel for in fp32): an approximation of the engine's fp16, whose own kernels are "
+                f"checked on the device; the fp32 ONNX file itself: max|diff| {file_report.max_abs_diff:.2e}, "
+                f"{'passed' if file_report.passed else 'FAILED'}")
+        report = validate_onnx_file(ctx, fp16_path, "tensorrt fp16", "fp16", note=note)
+        return dataclasses.replace(report, passed=report.passed and file_report.passed)
 
     def _write_build_files(self, ctx: ExportContext, onnx_name: str, input_name: str, layers: list[str]) -> list[str]:
         """fp32_layers.txt, build_engine.sh, build_engine.py and the target's bench script (when it has one)."""

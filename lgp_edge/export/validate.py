@@ -7,8 +7,9 @@ minimum; int8 must also lose at most ``max_top1_drop`` points of top-1.
 
 Tolerances scale with the logits: ``atol + rtol * max|reference logit|`` (the report stores the
 resulting absolute value). fp32 artifacts (ONNX in ONNX Runtime, OpenVINO IR with the f32 inference
-hint, .ort) must match torch to float rounding; fp16 weights lose about three significant digits;
-int8 is judged mainly by agreement and top-1 change.
+hint, .ort) must match torch to float rounding; fp16 weights and activations lose about three significant
+digits. int8 is judged by agreement only: top-1 agreement with torch fp32 and the top-1 change on labelled
+images (its largest logit difference is recorded, not limited: one outlier logit says little about int8).
 """
 
 from __future__ import annotations
@@ -29,19 +30,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Tolerance:
-    atol: float  # absolute part of the logit tolerance
+    atol: float | None  # absolute part of the logit tolerance (None: no limit on the logits, agreement only)
     rtol: float  # part relative to the largest |reference logit|
     min_agreement: float  # least fraction of images where artifact and torch agree on the class
     max_top1_drop: float | None = None  # most top-1 points the artifact may lose (labels needed)
 
-    def limit(self, reference: np.ndarray) -> float:
-        return float(self.atol + self.rtol * np.abs(reference).max())
+    def limit(self, reference: np.ndarray) -> float | None:
+        return None if self.atol is None else float(self.atol + self.rtol * np.abs(reference).max())
 
 
 TOLERANCES: dict[str, Tolerance] = {  # by artifact precision
     "fp32": Tolerance(atol=1e-4, rtol=1e-5, min_agreement=0.99),
     "fp16": Tolerance(atol=1e-3, rtol=1e-2, min_agreement=0.98),
-    "int8": Tolerance(atol=5e-2, rtol=0.25, min_agreement=0.90, max_top1_drop=2.0),
+    "int8": Tolerance(atol=None, rtol=0.0, min_agreement=0.90, max_top1_drop=2.0),
 }
 
 
@@ -96,7 +97,7 @@ def compare(outputs: np.ndarray, vset: ValidationSet, tol: Tolerance, note: str 
     t_ref, t_art = top1(ref, vset.labels), top1(outputs, vset.labels)
     limit = tol.limit(ref)
     failures = []
-    if not diff <= limit:
+    if limit is not None and not diff <= limit:
         failures.append(f"max |diff| {diff:.3g} > {limit:.3g}")
     if agree < tol.min_agreement:
         failures.append(f"top-1 agreement {agree:.3f} < {tol.min_agreement}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(exc).strip().splitlines()]
+        refused = next((m.group(1) for ln in lines if (m := re.search(r"Unsupported global: GLOBAL ([\w.]+)", ln))),
+                       None)  # torch names the Python object it refused to unpickle
+        first = (f"it holds a Python object ({refused}), not only tensors: save the state dict alone or as "
+                 "safetensors" if refused else (lines or [type(exc).__name__])[0][:200])
         raise CheckpointError(f"checkpoint '{path}' cannot be loaded safely (weights_only=True; a pickle of "
                               f"arbitrary objects is never loaded): {first}") from None
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):

@@ -8,6 +8,10 @@ Needs only the ``tensorrt`` Python package (JetPack's python3-libnvinfer). Writt
 (JetPack 4.6 ships 3.6): no dataclasses, no walrus, no ``from __future__ import annotations``.
 
     python3 build_engine.py --onnx model.onnx --engine model.plan --precision fp16 --fp32-layers fp32_layers.txt
+
+int8 takes an explicitly quantized ONNX file (QuantizeLinear/DequantizeLinear, as lgp-edge's int8 export
+writes): TensorRT builds its quantized layers in int8 from the scales in the file and the others in fp16;
+no calibrator and no calibration cache are used, and an ONNX file without Q/DQ nodes is refused.
 """
 
 import argparse
@@ -28,6 +32,25 @@ def _matches(layer_name, names):
         if layer_name == n or layer_name.startswith((n + "_", n + " ")):
             return True
     return False
+
+
+def _has_qdq(network, trt):
+    kinds = (trt.LayerType.QUANTIZE, trt.LayerType.DEQUANTIZE)
+    return any(network.get_layer(i).type in kinds for i in range(network.num_layers))
+
+
+def _pin_fp32(network, fp32_layers, trt):
+    """Keep the named layers (and their outputs) in fp32; the number pinned."""
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if _matches(layer.name, fp32_layers):
+            layer.precision = trt.float32
+            for j in range(layer.num_outputs):
+                if layer.get_output(j).dtype in (trt.float32, trt.float16):
+                    layer.set_output_type(j, trt.float32)
+            pinned += 1
+    return pinned
 
 
 def build_engine(onnx_path, engine_path, precision="fp16", fp32_layers=(), workspace_mb=1024, shapes=None,
@@ -56,24 +79,22 @@ def build_engine(onnx_path, engine_path, precision="fp16", fp32_layers=(), works
     else:  # TensorRT < 8.4
         config.max_workspace_size = workspace_mb << 20
     pinned = 0
-    if precision == "fp16":
+    if precision in ("fp16", "int8"):
+        if precision == "int8":
+            if not _has_qdq(network, trt):
+                raise ValueError("int8 needs an explicitly quantized ONNX file (QuantizeLinear/DequantizeLinear "
+                                 "nodes); this one has none and no calibration cache is used")
+            config.set_flag(trt.BuilderFlag.INT8)  # explicit quantization: scales from the Q/DQ nodes
         if not builder.platform_has_fast_fp16:
             log("warning: this GPU has no fast fp16; building anyway")
         config.set_flag(trt.BuilderFlag.FP16)
-        for i in range(network.num_layers):
-            layer = network.get_layer(i)
-            if _matches(layer.name, fp32_layers):
-                layer.precision = trt.float32
-                for j in range(layer.num_outputs):
-                    if layer.get_output(j).dtype in (trt.float32, trt.float16):
-                        layer.set_output_type(j, trt.float32)
-                pinned += 1
+        pinned = _pin_fp32(network, fp32_layers, trt)
         if hasattr(trt.BuilderFlag, "OBEY_PRECISION_CONSTRAINTS"):
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         else:  # TensorRT < 8.4
             config.set_flag(trt.BuilderFlag.STRICT_TYPES)
     elif precision != "fp32":
-        raise ValueError(f"precision must be fp16 or fp32, not {precision}")
+        raise ValueError(f"precision must be fp16, int8 or fp32, not {precision}")
     if shapes is not None:
         name, lo, opt, hi = shapes
         profile = builder.create_optimization_profile()
@@ -96,7 +117,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--onnx", required=True, help="ONNX model")
     p.add_argument("--engine", required=True, help="engine file to write (model.plan)")
-    p.add_argument("--precision", default="fp16", choices=("fp16", "fp32"))
+    p.add_argument("--precision", default="fp16", choices=("fp16", "fp32", "int8"),
+                   help="int8: an explicitly quantized (Q/DQ) ONNX file; no calibration cache")
     p.add_argument("--fp32-layers", default=None, help="file of ONNX node names to keep in fp32")
     p.add_argument("--workspace-mb", type=int, default=1024)
     p.add_argument("--shapes", default=None, help="dynamic input: NAME:MINxC..:OPTx..:MAXx..")

@@ -3,7 +3,8 @@
 # TensorRT exports beside build_engine.sh.
 # Usage: bench.sh MODEL.onnx PRECISION ITERATIONS WARMUP_MS [TRTEXEC]
 # Builds the engine the way build_engine.sh deploys it and times it with trtexec; prints trtexec's log,
-# whose "=== Performance summary ===" the host parses. For fp16, the LayerNorm and softmax nodes listed in
+# whose "=== Performance summary ===" the host parses. For fp16 and int8 (--int8 --fp16: int8 from the Q/DQ
+# scales of an explicitly quantized ONNX file, no calibration cache), the LayerNorm and softmax nodes listed in
 # MODEL.fp32_layers.txt (else fp32_layers.txt beside the model) are kept in fp32, exactly as in
 # build_engine.sh: with trtexec's --layerPrecisions where it has them (TensorRT >= 8.4), else built by
 # build_engine.py (TensorRT Python API) beside the model and then timed with trtexec --loadEngine.
@@ -25,7 +26,7 @@ fi
 case "$precision" in
     fp32) prec_flag="" ;;
     fp16) prec_flag="--fp16" ;;
-    int8) prec_flag="--int8" ;;
+    int8) prec_flag="--int8 --fp16" ;;
     *) echo "bench.sh: unknown precision '$precision'" >&2; exit 2 ;;
 esac
 # TensorRT >= 8.6 reports percentiles 90,95,99 by default; older trtexec reports one percentile
@@ -42,12 +43,12 @@ for f in "$base.fp32_layers.txt" "$dir/fp32_layers.txt"; do
     if [ -f "$f" ]; then layers=$f; break; fi
 done
 timing="--iterations=$iters --warmUp=$warm_ms --duration=0 --avgRuns=1 --useSpinWait"
-if [ "$precision" = fp16 ] && [ -n "$layers" ]; then
+if [ "$precision" != fp32 ] && [ -n "$layers" ]; then
     spec=$(sed -e '/^#/d' -e '/^$/d' -e 's/$/:fp32/' "$layers" | paste -sd, -)
     if "$trtexec" --help 2>&1 | grep -q -- '--layerPrecisions'; then
-        echo "bench.sh: fp16 with the layers of $layers pinned to fp32 (as build_engine.sh)"
+        echo "bench.sh: $precision with the layers of $layers pinned to fp32 (as build_engine.sh)"
         # shellcheck disable=SC2086  # the flags are single words or empty on purpose
-        "$trtexec" --onnx="$model" --fp16 --precisionConstraints=obey --layerPrecisions="$spec" \
+        "$trtexec" --onnx="$model" $prec_flag --precisionConstraints=obey --layerPrecisions="$spec" \
             --layerOutputTypes="$spec" $pct_flag $timing --saveEngine="$plan" 2>&1
         exit 0
     fi
@@ -55,8 +56,8 @@ if [ "$precision" = fp16 ] && [ -n "$layers" ]; then
         echo "bench.sh: this trtexec cannot pin layer precisions and $dir/build_engine.py is missing" >&2
         exit 3
     fi
-    echo "bench.sh: fp16 with the layers of $layers pinned to fp32, built by build_engine.py (as build_engine.sh)"
-    "${PYTHON:-python3}" "$dir/build_engine.py" --onnx "$model" --engine "$plan" --precision fp16 \
+    echo "bench.sh: $precision with the layers of $layers pinned to fp32, built by build_engine.py (as build_engine.sh)"
+    "${PYTHON:-python3}" "$dir/build_engine.py" --onnx "$model" --engine "$plan" --precision "$precision" \
         --fp32-layers "$layers" 2>&1
     # shellcheck disable=SC2086
     "$trtexec" --loadEngine="$plan" $pct_flag $timing 2>&1

@@ -1,0 +1,237 @@
+"""Lower-precision ONNX files derived from the shipped fp32 export: int8 (static QDQ) and fp16.
+
+int8: ``onnxruntime.quantization.quantize_static`` in QDQ format: QuantizeLinear/DequantizeLinear pairs
+around the int8 tensors, which ONNX Runtime fuses into integer kernels and TensorRT builds as int8 from the
+scales in the file, without a calibration cache. Only MatMul/Gemm nodes with a weight input are quantized
+(every block's linear layers and the stitch layers: nearly all of a ViT's FLOPs), their outputs stay float;
+the classifier (the last such node: on the demo pool's ``ti6.0-3+b6.4-5``, quantizing it too lowered top-1
+agreement with torch fp32 from 0.98 to 0.90, for a negligible share of the FLOPs), the patch embedding, the
+products of two activations in attention, LayerNorm, softmax and GELU stay float.
+Weights: int8, symmetric, one scale per output channel.
+Activations: one scale per tensor, from the min/max over the calibration images (real training images of
+the dataset, never the validation images); uint8 with a zero point for ONNX Runtime targets (its
+recommended CPU setting), int8 symmetric for TensorRT targets (TensorRT requires zero points of 0).
+
+fp16: ``onnxruntime.transformers.float16`` converts weights and activations to fp16 except LayerNorm and
+softmax (the nodes ``build_engine.sh`` pins to fp32, listed by ``tensorrt.fp32_nodes``); the model's input
+and output stay float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lgp_edge.errors import LgpEdgeError
+
+log = logging.getLogger(__name__)
+
+QUANTIZED_OPS = ("MatMul", "Gemm")  # with a weight input (MatMulConstBOnly)
+FP32_OPS = ("LayerNormalization", "Softmax")  # kept in fp32 by the fp16 conversion (and by build_engine.sh)
+CALIBRATION_CHUNK = 16  # min/max are merged every this many calibration batches (bounded memory)
+
+
+@dataclass(frozen=True)
+class Int8Scheme:
+    """How activations are quantized for a runtime (weights are always int8 symmetric per channel)."""
+
+    runtime: str  # "onnxruntime" or "tensorrt"
+    symmetric_activations: bool  # int8 with zero point 0 (TensorRT) or uint8 with a zero point (ONNX Runtime)
+
+    @property
+    def activations(self) -> str:
+        return "int8 symmetric, per tensor" if self.symmetric_activations else "uint8 asymmetric, per tensor"
+
+
+SCHEMES = {"onnxruntime": Int8Scheme("onnxruntime", False), "tensorrt": Int8Scheme("tensorrt", True)}
+
+
+def scheme_for(runtime: str) -> Int8Scheme:
+    """TensorRT's scheme for a TensorRT target, ONNX Runtime's for every other."""
+    return SCHEMES["tensorrt" if runtime == "tensorrt" else "onnxruntime"]
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The quantization tool's prints, warnings and root-logger advice out of the user's terminal; ONNX
+    Runtime's own log (its calibration session cannot be given thread settings, and under a restricted
+    affinity mask it logs an error per thread it cannot pin) at fatal only, then back to its default."""
+    import onnxruntime
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    onnxruntime.set_default_logger_severity(4)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+        onnxruntime.set_default_logger_severity(2)  # ONNX Runtime's default: warnings and above
+
+
+class _Reader:
+    """``CalibrationDataReader`` over images (N, C, H, W) in chunks of ``batch``."""
+
+    def __init__(self, name: str, images: np.ndarray, batch: int) -> None:
+        self._it = iter([{name: np.ascontiguousarray(images[i:i + batch])}
+                         for i in range(0, len(images) - batch + 1, batch)])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return iter(self.get_next, None)
+
+
+def _copy_metadata(src: Any, dst: Any) -> None:
+    del dst.metadata_props[:]
+    for p in src.metadata_props:
+        e = dst.metadata_props.add()
+        e.key, e.value = p.key, p.value
+    dst.producer_name, dst.producer_version, dst.doc_string = src.producer_name, src.producer_version, src.doc_string
+
+
+def float_matmuls(model: Any) -> list[str]:
+    """The MatMul/Gemm nodes left in float: those whose second input is not a weight (attention's q @ k^T and
+    attn @ v), and the classifier (the last node with a weight, in the graph's topological order)."""
+    weights = {t.name for t in model.graph.initializer}
+    weights |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    mm = [n for n in model.graph.node if n.op_type in QUANTIZED_OPS]
+    act = [n.name for n in mm if n.input[1] not in weights]
+    weighted = [n.name for n in mm if n.input[1] in weights]
+    return act + weighted[-1:]
+
+
+def quantize_int8(src: Path, dst: Path, calibration: np.ndarray, batch: int, scheme: Int8Scheme) -> Path:
+    """Static QDQ int8 of the ONNX file ``src`` calibrated on ``calibration`` (see the module docstring)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if len(calibration) < batch:
+        raise LgpEdgeError(f"int8 calibration needs at least {batch} images, got {len(calibration)}")
+    source = onnx.load(str(src))
+    name = source.graph.input[0].name
+    try:
+        with _quiet():
+            quantize_static(str(src), str(dst), _Reader(name, calibration, batch), quant_format=QuantFormat.QDQ,
+                            op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=float_matmuls(source),
+                            per_channel=True,
+                            activation_type=QuantType.QInt8 if scheme.symmetric_activations else QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                            extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True,
+                                           "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
+                                           "ActivationSymmetric": scheme.symmetric_activations,
+                                           "CalibMaxIntermediateOutputs": CALIBRATION_CHUNK})
+    except Exception as exc:  # the tool raises plain exceptions of many kinds
+        raise LgpEdgeError(f"int8 quantization of {src.name} failed: {type(exc).__name__}: "
+                           f"{(str(exc).splitlines() or [''])[0][:300]}") from exc
+    model = onnx.load(str(dst))
+    _copy_metadata(source, model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def qdq_counts(path: Path) -> dict[str, int]:
+    """QuantizeLinear / DequantizeLinear nodes and the MatMul/Gemm nodes fed by a DequantizeLinear weight."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dq_out = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {"QuantizeLinear": sum(n.op_type == "QuantizeLinear" for n in graph.node),
+            "DequantizeLinear": sum(n.op_type == "DequantizeLinear" for n in graph.node),
+            "int8_layers": sum(n.op_type in QUANTIZED_OPS and all(i in dq_out for i in n.input[:2])
+                               for n in graph.node)}
+
+
+def quantization_info(path: Path, scheme: Int8Scheme, images: int, data: str) -> dict[str, Any]:
+    """What the manifest records about an int8 ONNX file."""
+    counts = qdq_counts(path)
+    return {"method": "static post-training quantization, QDQ format (onnxruntime.quantization.quantize_static)",
+            "weights": "int8 symmetric, per output channel", "activations": scheme.activations,
+            "calibration": "min/max", "layers": f"{counts['int8_layers']} MatMul/Gemm with weights in int8; "
+                                                "classifier, patch embedding, attention products, LayerNorm, "
+                                                "softmax and GELU in float",
+            "calibration_images": images, "calibration_data": f"{data} (training split)" if data else "",
+            "for_runtime": scheme.runtime, **counts}
+
+
+def _sort_nodes(graph: Any) -> None:
+    """Order ``graph``'s nodes topologically (the fp16 converter appends its input casts at the end)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in ready for i in n.input):
+                ordered.append(n)
+                ready.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):
+            raise LgpEdgeError(f"the fp16 graph has a cycle or a missing input at node {rest[0].name}")
+        pending = rest
+    graph.ClearField("node")
+    graph.node.extend(ordered)
+
+
+def to_fp16(src: Path, dst: Path, keep_fp32: list[str]) -> Path:
+    """``src`` with fp16 weights and activations; ``keep_fp32`` nodes and LayerNorm/softmax stay fp32."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    source = onnx.load(str(src))
+    with _quiet():
+        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True, op_block_list=list(FP32_OPS),
+                                         node_block_list=list(keep_fp32))
+    _sort_nodes(model.graph)
+    _copy_metadata(source, model)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def variant_path(ctx: Any, kind: str, opset: int) -> Path:
+    """``model.int8.onnx`` / ``model.fp16.onnx``; another opset of the same kind gets its opset in the name."""
+    taken = any(k == kind for k, _ in ctx.variants)
+    return ctx.out_dir / (f"model.{kind}.opset{opset}.onnx" if taken else f"model.{kind}.onnx")
+
+
+def int8_onnx(ctx: Any, opset: int) -> tuple[Path, dict[str, Any]]:
+    """The int8 QDQ ONNX of the export at ``opset`` (made once per export) and its quantization record."""
+    scheme = scheme_for(ctx.target.runtime)
+    key = ("int8", opset)
+    if key not in ctx.variants:
+        src = ctx.onnx_file(opset)
+        batch = 1 if ctx.dynamic_batch else ctx.profile.batch
+        with ctx.reporter.task(f"int8: calibrate on {len(ctx.calibration)} images, QDQ ({scheme.runtime})",
+                               total=1) as task:
+            ctx.variants[key] = quantize_int8(src, variant_path(ctx, "int8", opset), ctx.calibration, batch, scheme)
+            task.advance()
+    path = ctx.variants[key]
+    return path, quantization_info(path, scheme, len(ctx.calibration), ctx.calibration_data)
+
+
+def fp16_onnx(ctx: Any, opset: int) -> tuple[Path, int]:
+    """The fp16 ONNX of the export at ``opset`` (made once per export) and how many nodes stayed fp32."""
+    from lgp_edge.export.tensorrt import fp32_nodes
+
+    key = ("fp16", opset)
+    src = ctx.onnx_file(opset)
+    keep = fp32_nodes(src, ctx.model)
+    if key not in ctx.variants:
+        with ctx.reporter.task("fp16: convert (LayerNorm and softmax kept fp32)", total=1) as task:
+            ctx.variants[key] = to_fp16(src, variant_path(ctx, "fp16", opset), keep)
+            task.advance()
+    return ctx.variants[key], len(keep)

@@ -1,0 +1,205 @@
+"""``lgp-edge export --model NAME --checkpoint FILE``: a timm ViT through the same validated export.
+
+Any timm ViT (``vit_*``, ``deit_*``, the small variants lgp-edge registers): the ancestry of a pool, or a
+user's own fine-tuned model. The weights come from a safetensors file or a timm/torch checkpoint read with
+``weights_only=True`` (never a pickle of arbitrary objects), or an ``ancestry train`` output directory. The
+classifier size, input channels and image size are read off the checkpoint's tensors, so a model
+fine-tuned with another head or resolution loads as it was trained.
+
+Preprocessing (mean/std, labels), first match wins: ``--data`` (the dataset's own normalisation and class
+names), the ``ancestry.json`` that ``ancestry train`` writes beside its checkpoint, the model's timm
+``pretrained_cfg`` (ImageNet class names for a 1000-class head). Validation and int8 calibration images
+come from ``--data``, else the dataset named in ``ancestry.json``; with neither, validation runs on
+synthetic images (a numerical check only, and the manifest says so) and int8 is refused.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lgp_edge.errors import CheckpointError, UsageError
+from lgp_edge.progress import NULL
+from lgp_edge.specs import ModelRecord, PreprocessSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A timm model with its weights, and what the export needs to know about it."""
+
+    model: nn.Module  # eval mode, fp32
+    record: ModelRecord
+    preprocess: PreprocessSpec
+    data: str  # validation and calibration dataset ("synthetic" when none is known)
+    info: dict[str, Any]  # the manifest's "model" entry beyond the record: preprocessing source, timm config
+
+
+def check_model_name(name: str) -> None:
+    from lgp_edge.models.ancestry import known_names
+
+    names = known_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models('vit_*')"
+        raise UsageError(f"--model '{name}' is not a timm ViT lgp-edge knows{hint}")
+
+
+def _shape_overrides(model: nn.Module, state: dict[str, Any]) -> dict[str, int]:
+    """num_classes, in_chans and img_size of the checkpoint where they differ from the model's defaults."""
+    out: dict[str, int] = {}
+    head = state.get("head.weight")
+    if head is not None and head.ndim == 2 and head.shape[0] != getattr(model, "num_classes", None):
+        out["num_classes"] = int(head.shape[0])
+    proj = state.get("patch_embed.proj.weight")
+    pe = getattr(model, "patch_embed", None)
+    if proj is not None and proj.ndim == 4 and pe is not None and proj.shape[1] != pe.proj.in_channels:
+        out["in_chans"] = int(proj.shape[1])
+    pos = state.get("pos_embed")
+    own = getattr(model, "pos_embed", None)
+    if pos is not None and pos.ndim == 3 and own is not None and pe is not None and pos.shape[1] != own.shape[1]:
+        prefix = 0 if getattr(model, "no_embed_class", False) else int(getattr(model, "num_prefix_tokens", 1))
+        grid = math.isqrt(int(pos.shape[1]) - prefix)
+        if grid * grid == int(pos.shape[1]) - prefix:
+            out["img_size"] = grid * int(pe.patch_size[0])
+    return out
+
+
+def build_model(name: str, checkpoint: Path) -> nn.Module:
+    """The timm model ``name`` shaped like ``checkpoint`` and loaded from it (strict), eval mode."""
+    import timm
+
+    from lgp_edge.models.ancestry import _register_small_variants, read_state_dict
+
+    _register_small_variants()
+    check_model_name(name)
+    state = read_state_dict(checkpoint)
+    model = timm.create_model(name, pretrained=False)
+    kwargs = _shape_overrides(model, state)
+    if kwargs:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        lines = str(exc).strip().splitlines()
+        detail = next((ln.strip() for ln in lines if "size mismatch" in ln or "Missing" in ln or "Unexpected" in ln),
+                      lines[0] if lines else "")
+        raise CheckpointError(f"checkpoint '{checkpoint}' does not fit timm model '{name}': {detail[:200]}") from None
+    return model.eval()
+
+
+def _model_size(model: nn.Module) -> tuple[int, int | None, int]:
+    """(params, fvcore FLOPs for a plain class-token ViT else None, blocks)."""
+    from lgp_edge.models.descendant import count_params, vit_flops
+
+    pe, blocks = model.patch_embed, len(getattr(model, "blocks", ()))
+    plain = (getattr(model, "cls_token", None) is not None and getattr(model, "global_pool", "") == "token"
+             and getattr(model, "reg_token", None) is None and blocks > 0)
+    flops = vit_flops(img_size=int(pe.img_size[0]), patch_size=int(pe.patch_size[0]), in_chans=pe.proj.in_channels,
+                      embed_dim=int(model.embed_dim), depth=blocks, num_classes=int(model.num_classes),
+                      mlp_ratio=model.blocks[0].mlp.fc1.out_features / model.embed_dim) if plain else None
+    return count_params(model), flops, blocks
+
+
+def _timm_preprocess(model: nn.Module, name: str) -> PreprocessSpec:
+    """Mean/std from the model's pretrained_cfg; ImageNet names for a 1000-class head, else class_<i>."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    chans, n = int(model.patch_embed.proj.in_channels), int(model.num_classes)
+    mean, std = tuple(cfg.get("mean", ())), tuple(cfg.get("std", ()))
+    if len(mean) != chans or len(std) != chans:
+        raise UsageError(f"timm model '{name}' takes {chans} channel(s) but its pretrained_cfg normalises "
+                         f"{len(mean)}; pass --data to give the dataset it was trained on")
+    if n == 1000 and cfg.get("num_classes") == 1000:
+        from timm.data import ImageNetInfo
+
+        labels = tuple(ImageNetInfo().index_to_description(i) for i in range(n))
+    else:
+        labels = tuple(f"class_{i}" for i in range(n))
+    return PreprocessSpec(img_size=int(model.patch_embed.img_size[0]), in_chans=chans, mean=mean, std=std,
+                          labels=labels)
+
+
+def _resolve_preprocess(model: nn.Module, name: str, data: str | None,
+                        meta: dict[str, Any] | None) -> tuple[PreprocessSpec, str, str]:
+    """(preprocessing, where it came from, validation dataset); see the module docstring for the order."""
+    from lgp_edge.datasets import check_data_name, open_data
+
+    size, chans, n = int(model.patch_embed.img_size[0]), int(model.patch_embed.proj.in_channels), model.num_classes
+    data = data or (meta or {}).get("data")
+    if data is not None and data != "synthetic":
+        check_data_name(data)
+        info = open_data(data, img_size=size, in_chans=chans, num_classes=n).info
+        if info.num_classes != n:
+            raise UsageError(f"--data {data} has {info.num_classes} classes; the checkpoint's head has {n}")
+        return PreprocessSpec(img_size=size, in_chans=chans, mean=info.preprocess.mean, std=info.preprocess.std,
+                              labels=info.preprocess.labels), f"dataset {data}", data
+    if meta and "preprocess" in meta:
+        pre = PreprocessSpec.from_dict(meta["preprocess"])
+        return PreprocessSpec(img_size=size, in_chans=chans, mean=pre.mean, std=pre.std, labels=pre.labels), \
+            "ancestry.json beside the checkpoint", "synthetic"
+    return _timm_preprocess(model, name), "timm pretrained_cfg", "synthetic"
+
+
+def load_model(name: str, checkpoint: Path, data: str | None) -> LoadedModel:
+    """``name`` with the weights of ``checkpoint``, its preprocessing and record (see the module docstring)."""
+    from lgp_edge.fileio import sha256_file
+    from lgp_edge.models.ancestry import read_ancestry_dir
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise CheckpointError(f"checkpoint '{checkpoint}' does not exist")
+    model = build_model(name, checkpoint)
+    meta = read_ancestry_dir(checkpoint) if (checkpoint.is_dir() or checkpoint.suffix == ".safetensors") else None
+    pre, source, data_name = _resolve_preprocess(model, name, data, meta)
+    weights = checkpoint / "ancestry.safetensors" if checkpoint.is_dir() else checkpoint
+    params, flops, blocks = _model_size(model)
+    same_data = meta is not None and meta.get("data") == data_name and data_name != "synthetic"
+    record = ModelRecord(key=f"timm:{name}", name=name, checkpoint=str(checkpoint.resolve()),
+                         checkpoint_sha256=sha256_file(weights), params=params, flops=flops, blocks=blocks,
+                         top1=meta.get("top1") if same_data else None,
+                         top1_data=data_name if same_data else None)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    info = {"source": "timm", "data": data_name, "synthetic_data": data_name == "synthetic",
+            "preprocess_from": source,
+            "timm_pretrained_cfg": {k: cfg[k] for k in ("architecture", "tag", "input_size", "interpolation",
+                                                        "crop_pct", "crop_mode", "mean", "std") if k in cfg}}
+    return LoadedModel(model=model, record=record, preprocess=pre, data=data_name, info=info)
+
+
+def measured_latency(key: str, req: Any) -> Any:
+    """The newest measured latency of ``key`` (``profile --model``) for the profile, or None."""
+    from lgp_edge.select import open_store, profile_runtime
+
+    store = open_store(req.store)
+    try:
+        return store.get(key, req.target.name, profile_runtime(req.profile, req.target), req.profile.precision,
+                         batch=req.profile.batch)
+    finally:
+        store.close()
+
+
+def prepare_model(req: Any, reporter: Any = NULL) -> Any:
+    """The pipeline's Job for ``req.model`` (checks first; nothing is written)."""
+    from lgp_edge.export.images import load_images
+    from lgp_edge.export.pipeline import Choice, Job, preflight, reference
+
+    if req.checkpoint is None:
+        raise UsageError("--model needs --checkpoint FILE (safetensors, or a timm .pth read with weights_only=True)")
+    preflight(req)
+    loaded = load_model(req.model, req.checkpoint, req.data)
+    if req.profile.precision == "int8" and loaded.data == "synthetic":
+        raise UsageError("int8 calibrates on real training images: pass --data (fashion-mnist or imagefolder:PATH)")
+    lat = measured_latency(loaded.record.key, req)
+    choice = Choice(record=loaded.record, latency=lat,
+                    selection={"model": loaded.record.key, "reason": "--model given; no selection"})
+    images = load_images(loaded.data, loaded.preprocess, int(loaded.model.num_classes), req.val_images,
+                         req.int8_calibration, loaded.data, reporter)
+    return Job(req=req, choice=choice, model=loaded.model, preprocess=loaded.preprocess, images=images,
+               validation=reference(loaded.model, images, reporter), model_info=loaded.info)
