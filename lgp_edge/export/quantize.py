@@ -10,7 +10,8 @@ products of two activations in attention, LayerNorm, softmax and GELU stay float
 Weights: int8, symmetric, one scale per output channel.
 Activations: one scale per tensor, from the min/max over the calibration images (real training images of
 the dataset, never the validation images); uint8 with a zero point for ONNX Runtime targets (its
-recommended CPU setting), int8 symmetric for TensorRT targets (TensorRT requires zero points of 0).
+recommended CPU setting; biases int32, as its integer Gemm takes them), int8 symmetric for TensorRT targets
+(TensorRT requires zero points of 0 and int8 Q/DQ only, so biases stay float).
 
 fp16: ``onnxruntime.transformers.float16`` converts weights and activations to fp16 except LayerNorm and
 softmax (the nodes ``build_engine.sh`` pins to fp32, listed by ``tensorrt.fp32_nodes``); the model's input
@@ -45,13 +46,14 @@ class Int8Scheme:
 
     runtime: str  # "onnxruntime" or "tensorrt"
     symmetric_activations: bool  # int8 with zero point 0 (TensorRT) or uint8 with a zero point (ONNX Runtime)
+    quantize_bias: bool  # int32 biases (ONNX Runtime's QGemm) or float ones (TensorRT: int8 Q/DQ only)
 
     @property
     def activations(self) -> str:
         return "int8 symmetric, per tensor" if self.symmetric_activations else "uint8 asymmetric, per tensor"
 
 
-SCHEMES = {"onnxruntime": Int8Scheme("onnxruntime", False), "tensorrt": Int8Scheme("tensorrt", True)}
+SCHEMES = {"onnxruntime": Int8Scheme("onnxruntime", False, True), "tensorrt": Int8Scheme("tensorrt", True, False)}
 
 
 def scheme_for(runtime: str) -> Int8Scheme:
@@ -132,6 +134,7 @@ def quantize_int8(src: Path, dst: Path, calibration: np.ndarray, batch: int, sch
                             extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True,
                                            "OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS),
                                            "ActivationSymmetric": scheme.symmetric_activations,
+                                           "QuantizeBias": scheme.quantize_bias,
                                            "CalibMaxIntermediateOutputs": CALIBRATION_CHUNK})
     except Exception as exc:  # the tool raises plain exceptions of many kinds
         raise LgpEdgeError(f"int8 quantization of {src.name} failed: {type(exc).__name__}: "

@@ -193,9 +193,13 @@ def prepare_model(req: Any, reporter: Any = NULL) -> Any:
     if req.checkpoint is None:
         raise UsageError("--model needs --checkpoint FILE (safetensors, or a timm .pth read with weights_only=True)")
     preflight(req)
+    int8_refused = UsageError("int8 calibrates on real training images: pass --data (fashion-mnist or "
+                              "imagefolder:PATH)")
+    if req.profile.precision == "int8" and req.data == "synthetic":
+        raise int8_refused
     loaded = load_model(req.model, req.checkpoint, req.data)
     if req.profile.precision == "int8" and loaded.data == "synthetic":
-        raise UsageError("int8 calibrates on real training images: pass --data (fashion-mnist or imagefolder:PATH)")
+        raise int8_refused
     lat = measured_latency(loaded.record.key, req)
     choice = Choice(record=loaded.record, latency=lat,
                     selection={"model": loaded.record.key, "reason": "--model given; no selection"})

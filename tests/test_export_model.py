@@ -1,0 +1,137 @@
+"""lgp-edge export --model NAME --checkpoint FILE: a timm ViT saved here (tiny, random weights) through the same
+validated, manifest-writing export, checked in real ONNX Runtime / OpenVINO sessions; bad input exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lgp_edge.cli import main
+
+NAME = "lgp_test_tiny"  # a timm VisionTransformer lgp-edge registers (dim 32, 16 px by default)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The same tiny ViT, fine-tuned-style at 20 px with a 10-class head, as safetensors and as a timm .pth."""
+    import timm
+    from safetensors.torch import save_file
+
+    from lgp_edge.models.ancestry import _register_small_variants
+
+    _register_small_variants()
+    torch.manual_seed(0)
+    model = timm.create_model(NAME, img_size=20, num_classes=10).eval()
+    d = tmp_path_factory.mktemp("ckpt")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "tiny.safetensors"))
+    torch.save({"epoch": 3, "state_dict": model.state_dict()}, d / "tiny.pth")
+    torch.save({"state_dict": model.state_dict(), "args": argparse.Namespace(lr=0.1)}, d / "pickled.pth")
+    other = timm.create_model(NAME, num_classes=7)
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(d / "seven.safetensors"))
+    (d / "junk.safetensors").write_bytes(b"not a safetensors file")
+    return {"safetensors": d / "tiny.safetensors", "pth": d / "tiny.pth", "pickled": d / "pickled.pth",
+            "seven": d / "seven.safetensors", "junk": d / "junk.safetensors"}
+
+
+def _reference(ckpt: Path, x: np.ndarray) -> np.ndarray:
+    from lgp_edge.export.timm_model import build_model
+
+    with torch.no_grad():
+        return build_model(NAME, ckpt)(torch.from_numpy(x)).numpy()
+
+
+def test_export_model_from_safetensors(checkpoints: dict[str, Path], tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import onnxruntime as ort
+    import openvino as ov
+
+    out = tmp_path / "out"
+    assert main(["export", "--model", NAME, "--checkpoint", str(checkpoints["safetensors"]), "--target", "cpu",
+                 "--data", "fashion-mnist", "--out", str(out), "--val-images", "48", "--quiet"]) == 0
+    assert f"cpu -> timm:{NAME}" in capsys.readouterr().out
+    mf = json.loads((out / "manifest.json").read_text())
+    assert mf["status"] == "passed" and mf["pool"] is None and mf["descendant"] is None
+    m = mf["model"]
+    assert m["key"] == f"timm:{NAME}" and m["name"] == NAME and m["checkpoint"] == str(checkpoints["safetensors"])
+    assert m["preprocess_from"] == "dataset fashion-mnist" and m["params"] > 0 and m["flops"] > 0
+    assert mf["preprocess"]["img_size"] == 20 and mf["preprocess"]["labels"][0] == "T-shirt/top"  # read off the file
+    assert mf["validation"]["data"] == "fashion-mnist" and not mf["validation"]["synthetic"]
+    assert {a["format"] for a in mf["artifacts"]} == {"onnx", "openvino"}
+    assert all(a["validation"]["passed"] and a["validation"]["max_abs_diff"] < 1e-4 for a in mf["artifacts"])
+    x = np.random.default_rng(0).standard_normal((4, 1, 20, 20)).astype(np.float32)
+    ref = _reference(checkpoints["safetensors"], x)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(None, {"input": x[i:i + 1]})[0] for i in range(4)])
+    assert np.abs(got - ref).max() < 1e-4
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert meta["model"] == NAME and meta["checkpoint_sha256"] == m["checkpoint_sha256"] and "pool_id" not in meta
+    compiled = ov.Core().compile_model(str(out / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    assert np.abs(compiled(x[:1])[compiled.outputs[0]] - ref[:1]).max() < 1e-4
+    text = (out / "EMBEDDING.md").read_text()
+    assert f"timm model `{NAME}`" in text and "tiny.safetensors" in text and "pool" not in text.split("\n\n")[1]
+
+
+def test_export_model_from_timm_pth_int8(checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert main(["export", "--model", NAME, "--checkpoint", str(checkpoints["pth"]), "--target", "android-arm64",
+                 "--precision", "int8", "--format", "onnx", "--data", "fashion-mnist", "--out", str(out),
+                 "--val-images", "48", "--quiet"]) == 0
+    (a,) = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert a["path"] == "model.int8.onnx" and a["precision"] == "int8" and a["validation"]["passed"]
+    assert a["quantization"]["calibration_data"] == "fashion-mnist (training split)"
+
+
+def test_stock_timm_vit_without_data_is_a_labelled_numerical_check(tmp_path: Path) -> None:
+    """deit_tiny_patch16_224 fine-tuned at 32 px with a 10-class head: shapes read off the checkpoint, mean/std from
+    its timm pretrained_cfg, validation on synthetic images (said so)."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = timm.create_model("deit_tiny_patch16_224", img_size=32, num_classes=10).eval()
+    ckpt = tmp_path / "deit.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    out = tmp_path / "out"
+    assert main(["export", "--model", "deit_tiny_patch16_224", "--checkpoint", str(ckpt), "--target", "cpu",
+                 "--format", "onnx", "--out", str(out), "--val-images", "8", "--quiet"]) == 0
+    mf = json.loads((out / "manifest.json").read_text())
+    assert mf["validation"]["synthetic"] and mf["model"]["preprocess_from"] == "timm pretrained_cfg"
+    pre = mf["preprocess"]
+    assert pre["img_size"] == 32 and pre["in_chans"] == 3 and pre["mean"] == [0.485, 0.456, 0.406]
+    assert pre["labels"][3] == "class_3" and mf["model"]["timm_pretrained_cfg"]["crop_pct"] == 0.9
+    assert mf["artifacts"][0]["validation"]["passed"]
+    assert "synthetic images" in (out / "EMBEDDING.md").read_text()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "vit_no_such_model", "--checkpoint", "{safetensors}"], "is not a timm ViT lgp-edge knows"),
+    (["--model", NAME], "--model needs --checkpoint FILE"),
+    (["--checkpoint", "{safetensors}"], "--checkpoint goes with --model"),
+    (["--model", NAME, "--checkpoint", "{safetensors}", "--pool", "{safetensors}"], "--pool selects from a pool"),
+    (["--model", NAME, "--checkpoint", "{safetensors}", "--descendant", "b6.0-5"], "--descendant selects"),
+    (["--model", NAME, "--checkpoint", "{missing}"], "does not exist"),
+    (["--model", NAME, "--checkpoint", "{junk}"], "is not a readable safetensors file"),
+    (["--model", NAME, "--checkpoint", "{pickled}"], "a pickle of arbitrary objects is never loaded"),
+    (["--model", "deit_tiny_patch16_224", "--checkpoint", "{safetensors}"], "does not fit timm model"),
+    (["--model", NAME, "--checkpoint", "{seven}", "--data", "fashion-mnist"], "has 10 classes; the checkpoint's"),
+    (["--model", NAME, "--checkpoint", "{safetensors}"], "pass --data"),
+    (["--model", NAME, "--checkpoint", "{safetensors}", "--data", "mnist"], "unknown --data"),
+    (["--model", NAME, "--checkpoint", "{safetensors}", "--precision", "int8", "--data", "synthetic"],
+     "int8 calibrates on real training images"),
+])
+def test_export_model_bad_input_exits_2_and_writes_nothing(checkpoints: dict[str, Path], tmp_path: Path,
+                                                           args: list[str], message: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    paths = {k: str(v) for k, v in checkpoints.items()} | {"missing": str(tmp_path / "missing.safetensors")}
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = ["export", "--target", "cpu", "--out", str(work / "out"), "--quiet", *[a.format(**paths) for a in args]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert list(work.iterdir()) == []
