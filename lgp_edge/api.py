@@ -79,14 +79,22 @@ def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | N
 
 
 def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None, descendant: str | None = None,
-           store: str | Path | None = None, val_images: int | None = None, force: bool = False) -> Any:
-    """Export for a profile, validated, with manifest.json (``ExportResult``), as ``lgp-edge export``."""
+           store: str | Path | None = None, val_images: int | None = None, force: bool = False,
+           precision: str | None = None, data: str | None = None, model: str | None = None,
+           checkpoint: str | Path | None = None) -> Any:
+    """Export for a profile, validated, with manifest.json (``ExportResult``), as ``lgp-edge export``;
+    ``precision`` overrides the profile's, ``model`` + ``checkpoint`` export a timm ViT (``--model``)."""
+    from lgp_edge.errors import UsageError
     from lgp_edge.export.pipeline import ExportRequest, export_profile
+    from lgp_edge.profiles import with_overrides
 
-    p = profile(profile_name)
+    if (model is None) != (checkpoint is None) or (model is not None and (pool or descendant)):
+        raise UsageError("model and checkpoint go together, and without pool or descendant")
+    p = with_overrides(profile(profile_name), precision=precision)
     kw: dict[str, Any] = {} if val_images is None else {"val_images": val_images}
     req = ExportRequest(profile=p, target=target(p.target), out=Path(out), pool=Path(pool) if pool else None,
-                        force=force, descendant=descendant, store=Path(store) if store else None, **kw)
+                        force=force, descendant=descendant, store=Path(store) if store else None, data=data,
+                        model=model, checkpoint=Path(checkpoint) if checkpoint else None, **kw)
     return export_profile(req)
 
 
