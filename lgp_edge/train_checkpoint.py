@@ -80,7 +80,7 @@ def save_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer
                     step_in_epoch: int, fingerprint: str, world: int, extra: dict[str, Any],
                     rng: list[dict[str, Any]] | None = None) -> None:
     """Atomically write model + optimizer + RNG (one entry per rank) + counters to directory ``path``."""
-    from safetensors.torch import save_file
+    from lgp_edge.fileio import save_safetensors
 
     if rng is None:
         rng = [rng_state(torch.device("cpu"))]
@@ -103,7 +103,7 @@ def save_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer
             "world_size": world, "param_groups": osd["param_groups"], "rng": py_rng, "state_file": state_file,
             "extra": extra, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path.mkdir(parents=True, exist_ok=True)
-    write_atomic(path / state_file, lambda tmp: save_file(tensors, tmp))
+    write_atomic(path / state_file, lambda tmp: save_safetensors(tensors, tmp))
     write_text_atomic(path / CKPT_META, json.dumps(meta))  # the commit point
     _fsync_dir(path)
     for old in path.iterdir():  # older tensor files and leftovers of killed writes

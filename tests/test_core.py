@@ -235,3 +235,20 @@ def test_records_of_descendants_defined_differently_are_dropped(tmp_path) -> Non
     keys = {r.key for r in manifest.descendants}
     assert "ti6.0-1+b6.2-5" not in keys and "ti6.0-5+b6.head" not in keys
     assert len(keys) == 17 and "ti6.0-1+b6.1-5" in keys
+
+
+def test_saved_pool_files_follow_the_umask(tmp_path) -> None:
+    """safetensors creates its files 0600; a pool shared between users must be readable like any file."""
+    import os
+    import stat
+
+    from helpers import make_tiny_pool
+
+    old = os.umask(0o022)
+    try:
+        out = make_tiny_pool(tmp_path / "pool")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir() if p.is_file()}
+    assert modes and all(m == 0o644 for m in modes.values()), modes
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755

@@ -166,11 +166,11 @@ def _train_one(req: SingleRequest, cfg: TrainConfig, spec: PoolSpec, ancestry: t
 
 def _write_results(out_dir: str, states: dict[str, dict[str, torch.Tensor]], results: dict[str, Any]) -> None:
     """``out_dir``: one ``<key>.safetensors`` per model and ``results.json``, swapped in atomically."""
-    from safetensors.torch import save_file
+    from lgp_edge.fileio import save_safetensors
 
     with atomic_dir(out_dir) as tmp:
         for key, state in states.items():
-            save_file(state, os.path.join(tmp, f"{key}.safetensors"))
+            save_safetensors(state, os.path.join(tmp, f"{key}.safetensors"))
         with open(os.path.join(tmp, RESULTS), "w") as f:
             json.dump(results, f, indent=1)
             f.write("\n")

@@ -44,7 +44,7 @@ class AncestryRequest:
 
 
 def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
-    from safetensors.torch import save_file
+    from lgp_edge.fileio import save_safetensors
 
     if not req.resume:
         check_output_dir(req.out, req.force, kind="ancestry")
@@ -69,7 +69,7 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
             "preprocess": data.info.preprocess.to_dict()}
     if is_main():
         with atomic_dir(req.out) as tmp:
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+            save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()},
                       os.path.join(tmp, "ancestry.safetensors"))
             with open(os.path.join(tmp, "ancestry.json"), "w") as f:
                 json.dump(meta, f, indent=1)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import CheckpointError, UsageError
-from lgp_edge.fileio import sha256_file
+from lgp_edge.fileio import save_safetensors, sha256_file
 from lgp_edge.models.descendant import (
     Descendant,
     build_descendant,
@@ -174,18 +174,17 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
     given here (fine-tuning rewrites the weights only); when it is ``path`` itself, its other files are
     carried over too, except those named in ``drop`` (e.g. results that the new weights make stale).
     """
-    from safetensors.torch import save_file
 
     dtype = {"float32": None, "float16": torch.float16}[storage_dtype]
     with atomic_dir(path) as tmp:
         files: dict[str, str] = {}
-        save_file(_state(pool, dtype), os.path.join(tmp, WEIGHTS), metadata={"pool_id": pool.pool_id})
+        save_safetensors(_state(pool, dtype), os.path.join(tmp, WEIGHTS), metadata={"pool_id": pool.pool_id})
         if ancestry is not None:
-            save_file(_state(ancestry, dtype), os.path.join(tmp, ANCESTRY))
+            save_safetensors(_state(ancestry, dtype), os.path.join(tmp, ANCESTRY))
         elif keep_from is not None and (Path(keep_from) / ANCESTRY).is_file():
             shutil.copy2(Path(keep_from) / ANCESTRY, os.path.join(tmp, ANCESTRY))
         if transforms is not None:
-            save_file({k: v.detach().contiguous().cpu() for k, v in transforms.items()},
+            save_safetensors({k: v.detach().contiguous().cpu() for k, v in transforms.items()},
                       os.path.join(tmp, TRANSFORMS))
         elif keep_from is not None and (Path(keep_from) / TRANSFORMS).is_file():
             shutil.copy2(Path(keep_from) / TRANSFORMS, os.path.join(tmp, TRANSFORMS))
