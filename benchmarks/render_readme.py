@@ -3,7 +3,7 @@
     python benchmarks/render_readme.py
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = latency, paper, switchable. Numbers are never typed into the README by hand.
+NAME = latency, paper, switchable, int8. Numbers are never typed into the README by hand.
 """
 
 from __future__ import annotations
@@ -74,6 +74,45 @@ def switchable() -> str:
     return "\n".join(out)
 
 
+def int8() -> str:
+    d = json.loads((RESULTS / "int8.json").read_text())
+    m, sp, ac = d["machine"], d["speed"], d["accuracy"]
+    vnni = "with" if (m["avx512_vnni"] or m["avx_vnni"]) else "without"
+    out = [f"`{d['command']}`: {m['model_name']} (family/model {m['cpu_family_model']}, AVX2 "
+           f"{'yes' if m['avx2'] else 'no'}, {vnni} VNNI, AMX {'yes' if m['amx_int8'] else 'no'}), 1 thread, batch 1, "
+           f"ONNX Runtime {d['versions']['onnxruntime']}, OpenVINO {d['versions']['openvino'].split('-')[0]}, "
+           f"{d['wall_s'] / 60:.0f} min, load average {m['load_average_start'][0]:.1f} at the start.\n",
+           f"Speed: {sp['ancestry']}-scale descendants, {sp['img_size']} px, {sp['weights']}; int8 calibrated on "
+           f"{sp['calibration']}. Medians of {sp['settings']['rounds']} interleaved rounds.\n",
+           "| descendant | GFLOPs | ORT fp32 ms | ORT int8 ms | ORT speed-up | OpenVINO fp32 ms | OpenVINO int8 ms | "
+           "OpenVINO speed-up |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in sp["descendants"]:
+        t = r["ms"]
+        out.append(f"| `{r['key']}` | {r['flops_fvcore'] / 1e9:.2f} | {t['onnxruntime_fp32']['median']:.1f} | "
+                   f"{t['onnxruntime_int8']['median']:.1f} | {r['speedup_int8']['onnxruntime']:.2f}x | "
+                   f"{t['openvino_fp32']['median']:.1f} | {t['openvino_int8']['median']:.1f} | "
+                   f"{r['speedup_int8']['openvino']:.2f}x |")
+    g = sp["speedup_int8_geomean"]
+    out.append(f"| geometric mean | | | | **{g['onnxruntime']:.2f}x** | | | **{g['openvino']:.2f}x** |")
+    out += ["", f"Accuracy: the {len(ac['descendants'])} descendants of the demo pool on {ac['images']:,} {ac['data']} "
+            f"test images, int8 calibrated on {ac['calibration_images']} training images (as `lgp-edge export`); "
+            "top-1 change in points vs torch fp32 (agreement with torch in brackets).\n",
+            "| descendant | torch fp32 top-1 % | ORT int8 change | OpenVINO int8 change |", "|---|---:|---:|---:|"]
+    for r in ac["descendants"]:
+        out.append(f"| `{r['key']}` | {r['torch_fp32_top1']:.2f} | {r['onnxruntime_int8_change']:+.2f} "
+                   f"({r['onnxruntime_int8_agreement']:.3f}) | {r['openvino_int8_change']:+.2f} "
+                   f"({r['openvino_int8_agreement']:.3f}) |")
+    out += ["", "| runtime | speed-up (geomean) | goal | worst \\|top-1 change\\| | mean change | goal |",
+            "|---|---:|---|---:|---:|---|"]
+    for rt, v in d["verdict"].items():
+        s = ac["summary"][rt]
+        out.append(f"| {rt} | {v['speedup_geomean']:.2f}x | >= {v['speedup_goal']}x: "
+                   f"**{'met' if v['speedup_met'] else 'not met'}** | {v['max_abs_top1_change']:.2f} | "
+                   f"{s['mean_change']:+.2f} | <= {v['top1_goal']}: **{'met' if v['top1_met'] else 'not met'}** |")
+    out.append("")
+    return "\n".join(out)
+
+
 def paper() -> str:
     md = (ROOT / "benchmarks" / "PAPER_REPLICATION.md").read_text()
     md = md.replace("## Paper replication: Learngene Pool vs SN-Net at small scale\n", "")
@@ -83,7 +122,7 @@ def paper() -> str:
 def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
-    for name, render in (("latency", latency), ("paper", paper), ("switchable", switchable)):
+    for name, render in (("latency", latency), ("paper", paper), ("switchable", switchable), ("int8", int8)):
         pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no <!-- {name}:begin/end --> block")

@@ -1,0 +1,248 @@
+"""int8 vs fp32 on this CPU: latency of DeiT-Base-scale descendants and the top-1 cost on the demo pool.
+
+    python benchmarks/int8.py                     # the full run (~15 min of one core)
+    python benchmarks/int8.py --quick --out /tmp/int8.json   # a smoke run (one model, few images)
+
+Two parts, one process, every model with 1 intra-op thread:
+
+- Speed: descendants of ``lgp-edge pool plan --ancestry deit_base_patch16_224 --depth 6`` built with random
+  weights (latency does not depend on weight values), 224 px, batch 1. Each is exported as ``lgp-edge export``
+  exports it (the shipped ONNX, opset 17) and quantized the same way: ONNX Runtime int8 is the static QDQ model
+  of ``lgp_edge.export.quantize`` (ONNX Runtime's scheme), OpenVINO int8 is NNCF's PTQ of the IR
+  (``lgp_edge.export.openvino.quantize_int8``). Calibration here uses Gaussian-noise images (the weights are
+  random, so real images would mean nothing; scales do not change the kernels that run). OpenVINO is compiled
+  with INFERENCE_PRECISION_HINT f32 for both, so its fp32 is fp32. All sessions are loaded at once and timed in
+  interleaved rounds, so load from other processes hits every configuration alike.
+- Accuracy: every descendant of the bundled demo pool (or ``--pool``), torch fp32 vs its int8 ONNX (ONNX
+  Runtime) and int8 IR (OpenVINO), calibrated on ``--calib-images`` training images as ``lgp-edge export``
+  does (same quantization code), on the first ``--images`` test images (default all 10,000 of Fashion-MNIST):
+  top-1 of each, the change in points, and top-1 agreement with torch.
+
+This script is never imported by lgp_edge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEED_KEYS = ("ti6.0-5", "ti6.0-4+b6.5-5", "ti6.0-3+b6.4-5", "b6.0-5")  # 0.6 to 8.9 GFLOPs
+CONFIGS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"))
+GOALS = {"speedup": 1.8, "top1_change_points": 0.5}
+
+
+def cpu_facts() -> dict:
+    """lscpu's model name and whether the CPU has the int8 dot-product instructions ONNX Runtime and oneDNN use."""
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        text = ""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    flags = set(fields.get("Flags", "").split())
+    return {"model_name": fields.get("Model name", platform.processor()).strip(),
+            "cpu_family_model": f"{fields.get('CPU family', '?').strip()}/{fields.get('Model', '?').strip()}",
+            "affinity_cpus": len(os.sched_getaffinity(0)), "avx2": "avx2" in flags,
+            "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
+            "amx_int8": "amx_int8" in flags}
+
+
+def random_pool(ancestry: str, depth: int):
+    from lgp_edge.models.ancestry import create_ancestry
+    from lgp_edge.models.instances import plan_instances
+    from lgp_edge.pool.pool import LearngenePool
+    from lgp_edge.specs import PoolSpec
+
+    torch.manual_seed(0)
+    _, a = create_ancestry(ancestry)
+    return LearngenePool(PoolSpec(a, depth, plan_instances(a, depth, ("ti", "b")))).eval()
+
+
+def export_pair(model: torch.nn.Module, shape: tuple[int, ...], calib: np.ndarray, d: Path,
+                dynamic: bool = False) -> dict[tuple[str, str], object]:
+    """fp32 ONNX, int8 QDQ ONNX, fp32 IR and NNCF int8 IR of ``model``, written under ``d``."""
+    import openvino as ov
+
+    from lgp_edge.export.onnx_export import export_onnx
+    from lgp_edge.export.openvino import quantize_int8 as nncf_int8
+    from lgp_edge.export.quantize import SCHEMES, quantize_int8
+    from lgp_edge.progress import NULL
+
+    d.mkdir(parents=True, exist_ok=True)
+    onnx32 = export_onnx(model, torch.zeros(shape), d / "model.onnx", opset=17, ship=True, dynamic_batch=dynamic,
+                         metadata={})
+    onnx8 = quantize_int8(onnx32, d / "model.int8.onnx", calib, 1, SCHEMES["onnxruntime"])
+    ir32 = ov.convert_model(str(onnx32))
+    ir8 = nncf_int8(ov.convert_model(str(onnx32)), calib, 1, NULL)
+    ov.save_model(ir32, str(d / "fp32.xml"), compress_to_fp16=False)
+    ov.save_model(ir8, str(d / "int8.xml"), compress_to_fp16=False)
+    return {("onnxruntime", "fp32"): onnx32, ("onnxruntime", "int8"): onnx8,
+            ("openvino", "fp32"): d / "fp32.xml", ("openvino", "int8"): d / "int8.xml"}
+
+
+def runner(path: object, runtime: str):
+    from lgp_edge.export.sessions import runner as make
+
+    return make(path, runtime, threads=1)  # OpenVINO: INFERENCE_PRECISION_HINT f32 for fp32 and int8 alike
+
+
+def speed(args: argparse.Namespace, tmp: Path) -> dict:
+    from lgp_edge.models.descendant import descendant_flops
+    from lgp_edge.profiling.measure import MeasureSettings, time_interleaved
+
+    pool = random_pool(args.ancestry, 6)
+    a = pool.spec.ancestry
+    shape = (1, a.in_chans, a.img_size, a.img_size)
+    calib = np.random.default_rng(0).standard_normal((args.speed_calib, *shape[1:])).astype(np.float32)
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    keys = [k for k in args.speed_keys.split(",") if k]
+    fns, labels, rows = [], [], []
+    for i, key in enumerate(keys):
+        spec = pool.find(key)
+        t0 = time.time()
+        files = export_pair(pool.descendant(spec).eval(), shape, calib, tmp / f"speed{i}")
+        print(f"  {key}: exported and quantized in {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+        for cfg in CONFIGS:
+            fn = runner(files[cfg], cfg[0])
+            fns.append(lambda fn=fn: fn(x))
+            labels.append((key, cfg))
+        rows.append({"key": key, "params": pool.record(spec).params, "flops_fvcore": descendant_flops(pool.spec, spec),
+                     "int8_bytes": os.path.getsize(files[("onnxruntime", "int8")]),
+                     "fp32_bytes": os.path.getsize(files[("onnxruntime", "fp32")])})
+    settings = MeasureSettings(warmup=1, iters=args.rounds * args.per_round, threads=1, rounds=args.rounds,
+                               repeat_noisy=False)
+    timed = time_interleaved(fns, settings)
+    for row in rows:
+        t = {f"{rt}_{p}": timed[labels.index((row["key"], (rt, p)))] for rt, p in CONFIGS}
+        row["ms"] = {k: {"median": v.median_ms, "p90": v.p90_ms, "min": v.min_ms, "cv": v.cv, "n": v.n}
+                     for k, v in t.items()}
+        row["speedup_int8"] = {rt: t[f"{rt}_fp32"].median_ms / t[f"{rt}_int8"].median_ms
+                               for rt in ("onnxruntime", "openvino")}
+    geo = {rt: statistics.geometric_mean(r["speedup_int8"][rt] for r in rows) for rt in ("onnxruntime", "openvino")}
+    return {"ancestry": a.name, "img_size": a.img_size, "weights": "random (latency does not depend on them)",
+            "calibration": f"{args.speed_calib} Gaussian-noise images", "settings": settings.__dict__,
+            "descendants": rows, "speedup_int8_geomean": geo}
+
+
+def eval_images(pool_dir: Path, data: str | None, n: int, n_cal: int) -> tuple:
+    from lgp_edge.export.images import default_data, load_images
+    from lgp_edge.pool.pool import load_pool
+
+    pool, mf = load_pool(pool_dir)
+    name = default_data(mf.data, data)
+    im = load_images(name, mf.preprocess, mf.spec.ancestry.num_classes, n, n_cal, mf.data)
+    return pool, mf, im
+
+
+def accuracy(args: argparse.Namespace, tmp: Path) -> dict:
+    from lgp_edge.export.validate import reference_logits, run_static, top1
+    from lgp_edge.pool.pool import demo_pool_dir
+
+    pool_dir = Path(args.pool) if args.pool else demo_pool_dir()
+    pool, mf, im = eval_images(pool_dir, args.data, args.images, args.calib_images)
+    keys = [r.key for r in mf.descendants] or [s.key for s in pool.descendants()]
+    keys = keys[:args.accuracy_models] if args.accuracy_models else keys
+    a = pool.spec.ancestry
+    rows = []
+    for i, key in enumerate(keys):
+        model = pool.descendant(key).eval()
+        files = export_pair(model, (1, a.in_chans, a.img_size, a.img_size), im.calibration, tmp / f"acc{i}",
+                            dynamic=True)
+        ref = reference_logits(model, im.images)
+        row = {"key": key, "torch_fp32_top1": top1(ref, im.labels)}
+        for rt in ("onnxruntime", "openvino"):
+            out = run_static(runner(files[(rt, "int8")], rt), im.images, 100)
+            row[f"{rt}_int8_top1"] = top1(out, im.labels)
+            row[f"{rt}_int8_change"] = round(row[f"{rt}_int8_top1"] - row["torch_fp32_top1"], 4)
+            row[f"{rt}_int8_agreement"] = float((out.argmax(1) == ref.argmax(1)).mean())
+        rows.append(row)
+        print(f"  {key}: torch {row['torch_fp32_top1']:.2f}  ORT int8 {row['onnxruntime_int8_change']:+.2f}  "
+              f"OpenVINO int8 {row['openvino_int8_change']:+.2f}", file=sys.stderr, flush=True)
+    summary = {rt: {"mean_change": statistics.mean(r[f"{rt}_int8_change"] for r in rows),
+                    "worst_change": min(r[f"{rt}_int8_change"] for r in rows),
+                    "max_abs_change": max(abs(r[f"{rt}_int8_change"]) for r in rows),
+                    "min_agreement": min(r[f"{rt}_int8_agreement"] for r in rows)}
+               for rt in ("onnxruntime", "openvino")}
+    return {"pool": str(pool_dir), "pool_id": mf.spec.pool_id, "data": im.data, "images": len(im.images),
+            "calibration_images": len(im.calibration), "calibration": "training split, as lgp-edge export",
+            "descendants": rows, "summary": summary}
+
+
+def goals(res: dict) -> dict:
+    sp, ac = res["speed"]["speedup_int8_geomean"], res["accuracy"]["summary"]
+    return {rt: {"speedup_geomean": sp[rt], "speedup_goal": GOALS["speedup"], "speedup_met": sp[rt] >= GOALS["speedup"],
+                 "max_abs_top1_change": ac[rt]["max_abs_change"], "top1_goal": GOALS["top1_change_points"],
+                 "top1_met": ac[rt]["max_abs_change"] <= GOALS["top1_change_points"]}
+            for rt in ("onnxruntime", "openvino")}
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pool", default=None, help="pool for the accuracy part (default: the bundled demo pool)")
+    p.add_argument("--data", default=None, help="evaluation data (default: the pool's own)")
+    p.add_argument("--images", type=int, default=10_000, help="test images per descendant (default 10000)")
+    p.add_argument("--calib-images", type=int, default=300, help="int8 calibration images (training split)")
+    p.add_argument("--accuracy-models", type=int, default=0, help="first N descendants only (0: all)")
+    p.add_argument("--ancestry", default="deit_base_patch16_224", help="ancestry of the speed part's random pool")
+    p.add_argument("--speed-keys", default=",".join(SPEED_KEYS), help="descendants timed (comma list)")
+    p.add_argument("--speed-calib", type=int, default=16, help="noise images calibrating the speed models")
+    p.add_argument("--rounds", type=int, default=8, help="interleaved timing rounds")
+    p.add_argument("--per-round", type=int, default=3, help="timed runs per model and round")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: first speed key, 2 rounds, 2 descendants, 200 images")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "int8.json"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.speed_keys, args.rounds, args.per_round = args.speed_keys.split(",")[0], 2, 2
+        args.accuracy_models, args.images = args.accuracy_models or 2, min(args.images, 200)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    import nncf
+    import onnxruntime
+    import openvino
+
+    args = parse(argv)
+    torch.set_num_threads(1)
+    t0, load0 = time.time(), os.getloadavg()
+    res: dict = {"benchmark": "benchmarks/int8.py", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "command": " ".join(["python", "benchmarks/int8.py", *(argv if argv is not None else sys.argv[1:])]),
+                 "quick": args.quick, "machine": {**cpu_facts(), "threads": 1, "platform": platform.platform()},
+                 "versions": {"onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__,
+                              "nncf": nncf.__version__, "torch": torch.__version__},
+                 "goals": GOALS}
+    with tempfile.TemporaryDirectory(prefix="lgp-edge-int8-") as tmp:
+        print("speed (random-weight DeiT-Base-scale descendants):", file=sys.stderr, flush=True)
+        res["speed"] = speed(args, Path(tmp))
+        res["speed"]["wall_s"] = time.time() - t0
+        print("accuracy (demo pool):", file=sys.stderr, flush=True)
+        res["accuracy"] = accuracy(args, Path(tmp))
+        res["accuracy"]["wall_s"] = time.time() - t0 - res["speed"]["wall_s"]
+    res["verdict"] = goals(res)
+    res["wall_s"], res["cpu_s"], res["machine"]["load_average_start"] = time.time() - t0, time.process_time(), load0
+    res["machine"]["load_average_end"] = os.getloadavg()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {out} ({res['wall_s']:.0f} s)", file=sys.stderr)
+    for rt, v in res["verdict"].items():
+        print(f"  {rt}: int8 speed-up {v['speedup_geomean']:.2f}x (goal {v['speedup_goal']}x), worst |top-1 change| "
+              f"{v['max_abs_top1_change']:.2f} points (goal {v['top1_goal']})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""benchmarks/int8.py --quick on the tiny pool: one run of both parts (speed and accuracy), the JSON it writes and
+the README table rendered from it."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_int8_benchmark_quick_run_and_readme_table(tiny_pool: Path, tmp_path: Path) -> None:
+    bench, threads = _module("int8"), torch.get_num_threads()
+    out = tmp_path / "results" / "int8.json"
+    try:
+        assert bench.main(["--quick", "--pool", str(tiny_pool), "--ancestry", "lgp_test_tiny", "--data",
+                           "fashion-mnist", "--images", "64", "--calib-images", "32", "--accuracy-models", "1",
+                           "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    res = json.loads(out.read_text())
+    assert res["quick"] and res["machine"]["model_name"] and res["machine"]["threads"] == 1
+    (row,) = res["speed"]["descendants"]
+    assert row["key"] == "ti6.0-5" and set(row["ms"]) == {"onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32",
+                                                         "openvino_int8"}
+    assert all(v["median"] > 0 and v["n"] == 4 for v in row["ms"].values())
+    assert row["int8_bytes"] > 0 and row["fp32_bytes"] > 0  # (at this size Q/DQ scales outweigh the int8 savings)
+    (acc,) = res["accuracy"]["descendants"]
+    assert res["accuracy"]["images"] == 64 and res["accuracy"]["data"] == "fashion-mnist"
+    assert 0.0 <= acc["onnxruntime_int8_agreement"] <= 1.0 and "openvino_int8_change" in acc
+    assert set(res["verdict"]) == {"onnxruntime", "openvino"}
+    render = _module("render_readme")
+    render.RESULTS = out.parent
+    table = render.int8()
+    assert "| `ti6.0-5` |" in table and "speed-up (geomean)" in table and res["command"] in table
