@@ -153,13 +153,34 @@ def reference(model: Any, images: ImageSets, reporter: Any) -> ValidationSet:
                          synthetic=images.synthetic)
 
 
+def prepare_model(req: ExportRequest, reporter: Any = NULL) -> Job:
+    """The pipeline's Job for ``req.model`` (checks first; nothing is written)."""
+    from lgp_edge.export.timm_model import load_model, measured_latency
+
+    if req.checkpoint is None:
+        raise UsageError("--model needs --checkpoint FILE (safetensors, or a timm .pth read with weights_only=True)")
+    preflight(req)
+    int8_refused = UsageError("int8 calibrates on real training images: pass --data (fashion-mnist or "
+                              "imagefolder:PATH)")
+    if req.profile.precision == "int8" and req.data == "synthetic":
+        raise int8_refused
+    loaded = load_model(req.model, req.checkpoint, req.data)
+    if req.profile.precision == "int8" and loaded.data == "synthetic":
+        raise int8_refused
+    lat = measured_latency(loaded.record.key, req)
+    choice = Choice(record=loaded.record, latency=lat,
+                    selection={"model": loaded.record.key, "reason": "--model given; no selection"})
+    images = load_images(loaded.data, loaded.preprocess, int(loaded.model.num_classes), req.val_images,
+                         req.int8_calibration, loaded.data, reporter)
+    return Job(req=req, choice=choice, model=loaded.model, preprocess=loaded.preprocess, images=images,
+               validation=reference(loaded.model, images, reporter), model_info=loaded.info)
+
+
 def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
     """Checks, pool (or --model), choice, images and the torch reference: everything before OUT is touched."""
     from lgp_edge.pool.pool import load_pool, resolve_pool
 
     if req.model is not None:
-        from lgp_edge.export.timm_model import prepare_model
-
         return prepare_model(req, reporter)
     pool_dir = resolve_pool(req.pool)
     preflight(req, pool_dir)

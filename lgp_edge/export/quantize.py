@@ -14,7 +14,7 @@ recommended CPU setting; biases int32, as its integer Gemm takes them), int8 sym
 (TensorRT requires zero points of 0 and int8 Q/DQ only, so biases stay float).
 
 fp16: ``onnxruntime.transformers.float16`` converts weights and activations to fp16 except LayerNorm and
-softmax (the nodes ``build_engine.sh`` pins to fp32, listed by ``tensorrt.fp32_nodes``); the model's input
+softmax (the nodes ``build_engine.sh`` pins to fp32, listed by ``trt_ops.fp32_nodes``); the model's input
 and output stay float32.
 """
 
@@ -228,7 +228,7 @@ def int8_onnx(ctx: Any, opset: int) -> tuple[Path, dict[str, Any]]:
 
 def fp16_onnx(ctx: Any, opset: int) -> tuple[Path, int]:
     """The fp16 ONNX of the export at ``opset`` (made once per export) and how many nodes stayed fp32."""
-    from lgp_edge.export.tensorrt import fp32_nodes
+    from lgp_edge.export.trt_ops import fp32_nodes
 
     key = ("fp16", opset)
     src = ctx.onnx_file(opset)

@@ -28,14 +28,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from lgp_edge.errors import UsageError
 from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
 from lgp_edge.export.metadata import tool_versions
 from lgp_edge.export.onnx import io_spec, validate_onnx_file
 from lgp_edge.export.quantize import fp16_onnx, int8_onnx
-from lgp_edge.export.trt_ops import max_opset, parse_trt_version, unsupported_ops
+from lgp_edge.export.trt_ops import fp32_nodes, max_opset, parse_trt_version, unsupported_ops
 from lgp_edge.specs import PRECISIONS, DeviceProfile, ExportArtifact, Precision, TargetSpec, ValidationReport
 
 log = logging.getLogger(__name__)
@@ -78,38 +76,6 @@ def check_operators(onnx_path: Path, target: TargetSpec) -> None:
         raise UnsupportedOperator(f"TensorRT {version[0]}.{version[1]} on '{target.name}' cannot parse ONNX "
                                   f"operator {bad[0]} (node {', '.join(nodes)})"
                                   + (f" nor {', '.join(bad[1:])}" if len(bad) > 1 else ""))
-
-
-def _layernorm_paths(model: nn.Module) -> set[str]:
-    return {name for name, m in model.named_modules() if isinstance(m, nn.LayerNorm)}
-
-
-def _module_path(node_name: str) -> str:
-    """TorchScript scope of a node (``/stages.0/stages.0.0/norm1/ReduceMean``) -> ``stages.0.0.norm1``."""
-    comps = [c for c in node_name.split("/")[1:-1] if c]
-    if not comps:
-        return ""
-    last = comps[-1]
-    if len(comps) >= 2 and not last.startswith(comps[-2] + "."):
-        return f"{comps[-2]}.{last}"
-    return last
-
-
-def fp32_nodes(onnx_path: Path, model: nn.Module) -> list[str]:
-    """Names of the nodes to keep in fp32: softmax, LayerNormalization, and every node of a decomposed LayerNorm."""
-    import onnx
-
-    norms = _layernorm_paths(model)
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    keep = []
-    for n in graph.node:
-        if not n.name or n.op_type == "Constant":
-            continue
-        if n.op_type in ("Softmax", "LayerNormalization") or _module_path(n.name) in norms:
-            keep.append(n.name)
-    if not any(n.op_type in ("LayerNormalization", "ReduceMean") and n.name in keep for n in graph.node):
-        log.warning("no LayerNorm nodes recognised in %s; only softmax is pinned to fp32", onnx_path.name)
-    return keep
 
 
 def _comment(value: object) -> str:

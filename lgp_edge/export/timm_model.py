@@ -25,7 +25,6 @@ from typing import Any
 from torch import nn
 
 from lgp_edge.errors import CheckpointError, UsageError
-from lgp_edge.progress import NULL
 from lgp_edge.specs import ModelRecord, PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -183,27 +182,3 @@ def measured_latency(key: str, req: Any) -> Any:
                          batch=req.profile.batch)
     finally:
         store.close()
-
-
-def prepare_model(req: Any, reporter: Any = NULL) -> Any:
-    """The pipeline's Job for ``req.model`` (checks first; nothing is written)."""
-    from lgp_edge.export.images import load_images
-    from lgp_edge.export.pipeline import Choice, Job, preflight, reference
-
-    if req.checkpoint is None:
-        raise UsageError("--model needs --checkpoint FILE (safetensors, or a timm .pth read with weights_only=True)")
-    preflight(req)
-    int8_refused = UsageError("int8 calibrates on real training images: pass --data (fashion-mnist or "
-                              "imagefolder:PATH)")
-    if req.profile.precision == "int8" and req.data == "synthetic":
-        raise int8_refused
-    loaded = load_model(req.model, req.checkpoint, req.data)
-    if req.profile.precision == "int8" and loaded.data == "synthetic":
-        raise int8_refused
-    lat = measured_latency(loaded.record.key, req)
-    choice = Choice(record=loaded.record, latency=lat,
-                    selection={"model": loaded.record.key, "reason": "--model given; no selection"})
-    images = load_images(loaded.data, loaded.preprocess, int(loaded.model.num_classes), req.val_images,
-                         req.int8_calibration, loaded.data, reporter)
-    return Job(req=req, choice=choice, model=loaded.model, preprocess=loaded.preprocess, images=images,
-               validation=reference(loaded.model, images, reporter), model_info=loaded.info)

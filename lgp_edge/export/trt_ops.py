@@ -10,7 +10,15 @@ A version between known tables uses the nearest older one.
 
 from __future__ import annotations
 
+import logging
 import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
+
+log = logging.getLogger(__name__)
 
 
 def _names(text: str) -> frozenset[str]:
@@ -70,3 +78,37 @@ def unsupported_ops(op_types: list[str] | set[str], version: tuple[int, int]) ->
 
 def max_opset(version: tuple[int, int]) -> int:
     return table_for(version)[1]
+
+
+def _layernorm_paths(model: nn.Module) -> set[str]:
+    from torch import nn
+
+    return {name for name, m in model.named_modules() if isinstance(m, nn.LayerNorm)}
+
+
+def _module_path(node_name: str) -> str:
+    """TorchScript scope of a node (``/stages.0/stages.0.0/norm1/ReduceMean``) -> ``stages.0.0.norm1``."""
+    comps = [c for c in node_name.split("/")[1:-1] if c]
+    if not comps:
+        return ""
+    last = comps[-1]
+    if len(comps) >= 2 and not last.startswith(comps[-2] + "."):
+        return f"{comps[-2]}.{last}"
+    return last
+
+
+def fp32_nodes(onnx_path: Path, model: nn.Module) -> list[str]:
+    """Names of the nodes to keep in fp32: softmax, LayerNormalization, and every node of a decomposed LayerNorm."""
+    import onnx
+
+    norms = _layernorm_paths(model)
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    keep = []
+    for n in graph.node:
+        if not n.name or n.op_type == "Constant":
+            continue
+        if n.op_type in ("Softmax", "LayerNormalization") or _module_path(n.name) in norms:
+            keep.append(n.name)
+    if not any(n.op_type in ("LayerNormalization", "ReduceMean") and n.name in keep for n in graph.node):
+        log.warning("no LayerNorm nodes recognised in %s; only softmax is pinned to fp32", onnx_path.name)
+    return keep
