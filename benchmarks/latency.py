@@ -45,6 +45,7 @@ import torch
 
 from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.models.descendant import descendant_flops
+from lgp_edge.profiling.host import cpu_model
 from lgp_edge.profiling.measure import MeasureSettings, run_series, summarize, time_interleaved
 from lgp_edge.profiling.predict import Predictor, calibration_probes, fit_calibration, probe_key
 from lgp_edge.profiling.roofline import measure_copy_bandwidth, measure_gemm_peak, parts_of, roofline_for
@@ -54,16 +55,6 @@ from lgp_edge.targets import load_target
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def small_pool(path: str | None):

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lgp_edge.errors import UsageError
+
 
 def default_mode(directory: bool) -> int:
     """Permissions a plain ``mkdir`` / ``open`` would give under the current umask (mkdtemp uses 0700)."""
@@ -56,6 +58,21 @@ def save_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[s
 
     save_file(tensors, str(path), metadata=metadata)
     os.chmod(path, default_mode(directory=False))
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML file as a dict; invalid TOML or an unreadable file is a UsageError naming ``what``."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{what} file '{path}' is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UsageError(f"{what} file '{path}' cannot be read: {exc.strerror}") from None
 
 
 def sha256_file(path: str | Path) -> str:

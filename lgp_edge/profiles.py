@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
+from lgp_edge.fileio import read_toml
 from lgp_edge.registry import named_files, pick, search_dirs
 from lgp_edge.specs import FORMATS, DeviceProfile
 from lgp_edge.specs import PROFILE_PRECISIONS as PRECISIONS
@@ -42,18 +43,6 @@ def profiles_root() -> Path:
     return Path(__file__).resolve().parent / "data" / "profiles"
 
 
-def _toml_load(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"profile file '{path}' is not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise UsageError(f"profile file '{path}' cannot be read: {exc.strerror}") from None
 
 
 def parse_profile(raw: dict[str, Any], path: Path) -> DeviceProfile:
@@ -97,7 +86,7 @@ def parse_profile(raw: dict[str, Any], path: Path) -> DeviceProfile:
 
 def load_profile_file(path: str | Path) -> DeviceProfile:
     p = Path(path)
-    return parse_profile(_toml_load(p), p)
+    return parse_profile(read_toml(p, "profile"), p)
 
 
 def _files(profiles_dir: str | Path | None) -> dict[str, Path]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
+from lgp_edge.fileio import read_toml
 from lgp_edge.registry import named_files, pick, search_dirs
 from lgp_edge.specs import FORMATS, PRECISIONS, RUNTIMES, ConnectionSpec, TargetSpec
 
@@ -34,16 +35,6 @@ def targets_root() -> Path:
     return Path(__file__).resolve().parent / "data" / "targets"
 
 
-def _toml_load(path: Path) -> dict[str, Any]:
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"target file '{path}' is not valid TOML: {exc}") from None
 
 
 def _is_number(v: Any) -> bool:
@@ -257,7 +248,7 @@ def parse_target(raw: dict[str, Any], path: Path) -> TargetSpec:
 
 def load_target_file(path: str | Path) -> TargetSpec:
     p = Path(path)
-    return parse_target(_toml_load(p), p)
+    return parse_target(read_toml(p, "target"), p)
 
 
 def _dirs(targets_dir: str | Path | None) -> list[Path]:

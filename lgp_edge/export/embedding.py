@@ -283,7 +283,10 @@ def samples_for(formats: set[str]) -> list[str]:
 
 
 def samples_root() -> Path:
-    return Path(__file__).resolve().parent.parent / "data" / "targets"
+    """The app samples sit beside the built-in target files."""
+    from lgp_edge.targets import targets_root
+
+    return targets_root()
 
 
 def copy_samples(out_dir: Path, formats: set[str]) -> list[str]:

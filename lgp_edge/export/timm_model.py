@@ -15,7 +15,6 @@ synthetic images (a numerical check only, and the manifest says so) and int8 is 
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 from dataclasses import dataclass
@@ -42,13 +41,9 @@ class LoadedModel:
 
 
 def check_model_name(name: str) -> None:
-    from lgp_edge.models.ancestry import known_names
+    from lgp_edge.models.ancestry import check_name
 
-    names = known_names()
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models('vit_*')"
-        raise UsageError(f"--model '{name}' is not a timm ViT lgp-edge knows{hint}")
+    check_name(name, unknown="--model '{name}' is not a timm ViT lgp-edge knows")
 
 
 def _shape_overrides(model: nn.Module, state: dict[str, Any]) -> dict[str, int]:

@@ -63,12 +63,13 @@ def known_names() -> list[str]:
     return sorted(set(timm.list_models("vit_*") + timm.list_models("deit_*") + list(SMALL_VARIANTS)))
 
 
-def check_name(name: str) -> None:
+def check_name(name: str, unknown: str = "unknown ancestry '{name}'") -> None:
+    """UsageError ``unknown`` (formatted with ``name``) plus close matches when timm has no such ViT."""
     names = known_names()
     if name not in names:
         close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models('vit_*')"
-        raise UsageError(f"unknown ancestry '{name}'{hint}")
+        raise UsageError(unknown.format(name=name) + hint)
 
 
 def spec_of(model: nn.Module, name: str, checkpoint: str | None) -> AncestrySpec:
