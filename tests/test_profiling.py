@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 
@@ -399,3 +400,19 @@ def test_history_is_aggregated_and_noisy_runs_never_decide(pool, tmp_path):
     assert not lat[keys[3]].noisy and "1 noisy left out" in lat[keys[3]].tool_versions["aggregate"]
     assert lat[keys[4]].source == "predicted" and lat[keys[4]].noisy  # only noisy runs: predicted, and flagged
     assert "noisy" in lat[keys[4]].tool_versions["noisy_measurement"] and lat[keys[4]].p90_ms != 8.61
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs an affinity mask of at least 2 CPUs to narrow")
+def test_default_threads_follow_the_affinity_mask_not_the_machine():
+    """In a cpuset narrower than the machine, runtimes get the CPUs the process may use (more threads than
+    CPUs made ONNX Runtime fail to pin its threads during the host calibration)."""
+    from lgp_edge.profiling.profile import default_threads
+
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(before)})
+        assert default_threads(load_target("cpu")) == 1
+    finally:
+        os.sched_setaffinity(0, before)
+    assert default_threads(load_target("cpu")) == len(before)

@@ -9,22 +9,15 @@ f32 (a CPU with bf16 would otherwise run bf16, so what is measured is the artifa
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lgp_edge.profiling.host import usable_cpus
+
 Runner = Callable[[np.ndarray], np.ndarray]  # images -> logits
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask), else the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def ort_session(path: str | Path, threads: int = 0) -> Any:

@@ -5,11 +5,30 @@ versions) a calibration belongs to. ``roofline.host_calibration`` puts them toge
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lgp_edge.specs import TargetSpec
 
 GEMM_ENGINES = ("torch", "onnxruntime", "openvino")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a cgroup cpuset), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_threads(target: TargetSpec) -> int:
+    """The target file's ``threads``, else every CPU this process may use (never more: a runtime asked for
+    more threads than the affinity mask allows oversubscribes the cores it has and fails to pin threads)."""
+    t = int(target.extra.get("threads", 0) or 0)
+    return t if t > 0 else usable_cpus()
 
 
 def measure_gemm_peak(threads: int, n: int = 2048, reps: int = 5, engine: str = "torch") -> float:

@@ -34,6 +34,7 @@ from typing import Any
 
 from lgp_edge import __version__
 from lgp_edge.models.descendant import stitch_specs
+from lgp_edge.profiling.host import default_threads
 from lgp_edge.profiling.roofline import Part, Roofline, parts_of, roofline_for
 from lgp_edge.specs import DescendantSpec, LatencyRecord, PoolSpec, Segment, TargetSpec
 
@@ -342,7 +343,7 @@ def latencies_for(pool: Any, target: TargetSpec, precision: str, store: Any = No
     missing = [s for s in specs if s.key not in out]
     if missing:
         parts = {s.key: parts_of(pool.spec, s) for s in missing}
-        threads = _threads(target)
+        threads = default_threads(target)
         predictor = make_predictor(target, precision, runtime, store=store, threads=threads,
                                    need=list(parts.values()))
         log.info("%d descendants measured, %d predicted (%s)", len(specs) - len(missing), len(missing),
@@ -356,10 +357,3 @@ def latencies_for(pool: Any, target: TargetSpec, precision: str, store: Any = No
                                                               f"{n.p90_ms:.3g} ms, cv {n.cv:.2f}): predicted instead"})
             out[s.key] = rec
     return {s.key: out[s.key] for s in specs}
-
-
-def _threads(target: TargetSpec) -> int:
-    import os
-
-    t = int(target.extra.get("threads", 0) or 0)
-    return t if t > 0 else (os.cpu_count() or 1)

@@ -21,6 +21,7 @@ import torch
 
 from lgp_edge import __version__
 from lgp_edge.errors import UsageError
+from lgp_edge.profiling.host import default_threads
 from lgp_edge.profiling.measure import MeasureSettings, Timing, repeat_if_noisy, summarize
 from lgp_edge.profiling.predict import Predictor, fit_calibration, make_predictor, now_utc
 from lgp_edge.profiling.subject import Item, Subject, pool_subject, timm_subject
@@ -35,11 +36,6 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------ settings
-def default_threads(target: TargetSpec) -> int:
-    t = int(target.extra.get("threads", 0) or 0)
-    return t if t > 0 else (os.cpu_count() or 1)
-
-
 def default_precision(target: TargetSpec) -> str:
     """The target's first listed precision (target files list the one they deploy first)."""
     return target.precisions[0]
