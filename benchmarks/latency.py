@@ -22,7 +22,12 @@ torch.matmul 2048 figure is recorded too (MKL is far from the limit on this AMD 
 Predictor: per pool and runtime, the calibration probes (not descendants) are measured the same way, the
 per-part table is fitted on them and every descendant is predicted by ``lgp_edge``'s Predictor (median,
 and p90/p99 from the dispersion of the probes nearest in size); MAPE is over all descendants, none of
-which was used for calibration, for the median and for the p90. The uncalibrated roofline of the ``cpu`` target is reported beside it.
+which was used for calibration, for the median and for the p90. The uncalibrated roofline of the ``cpu``
+target is reported beside it.
+
+Select stability (``--select-runs``, default 10): ``lgp-edge select --target cpu`` in that many fresh
+processes with an empty store, then with one injected noisy run of the chosen descendant, at a budget on a
+front point (where any drift between processes flips the choice).
 This script is never imported by lgp_edge.
 """
 
@@ -51,7 +56,7 @@ from lgp_edge.profiling.predict import Predictor, calibration_probes, fit_calibr
 from lgp_edge.profiling.roofline import measure_copy_bandwidth, measure_gemm_peak, parts_of, roofline_for
 from lgp_edge.profiling.runtimes import get_runtime
 from lgp_edge.specs import LatencyRecord
-from lgp_edge.targets import load_target
+from lgp_edge.targets import load_target, targets_root
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,7 +243,8 @@ def bench_pool(name: str, pool, info: dict, settings: MeasureSettings, peak: flo
             "method": method,
             "cpu_roofline": {"peak_gflops": roof.peak_gflops, "mem_gbps": roof.mem_gbps,
                              "compute_eff": roof.compute_eff, "memory_eff": roof.memory_eff,
-                             "overhead_us": roof.overhead_us, "llc_bytes": roof.llc_bytes, "cache_gbps": roof.cache_gbps,
+                             "overhead_us": roof.overhead_us, "llc_bytes": roof.llc_bytes,
+                             "cache_gbps": roof.cache_gbps,
                              "p90_ratio": roof.p90_ratio, "p99_ratio": roof.p99_ratio, "source": roof.source}}
 
 
@@ -272,7 +278,71 @@ def markdown(res: dict) -> str:
                          f"{100 * s['fraction_of_gemm_peak_max']:.0f}% | {s['predictor_mape_percent']:.1f}% | "
                          f"{s['predictor_mape_on_fastest_run_percent']:.1f}% | {s['median_cv_of_runs']:.2f} | "
                          f"{s['roofline_mape_percent']:.0f}% |")
+    st = res.get("select_stability")
+    if st:
+        lines.append(f"\nselect in {st['runs']} fresh processes: distinct choices "
+                     f"{st['empty_store']['distinct_choices']} "
+                     f"(empty store), {st['noisy_row']['distinct_choices']} (one noisy row, flagged in every run: "
+                     f"{st['noisy_row']['flagged_in_every_run']})")
     return "\n".join(lines)
+
+
+def _select(pool_dir: Path, store: Path, targets: Path, budget: float, n: int) -> list[dict]:
+    """``lgp-edge select --json`` in ``n`` new processes started together (sharing the store, as apps would)."""
+    import subprocess
+
+    argv = [sys.executable, "-m", "lgp_edge", "select", "--target", "cpu", "--targets-dir", str(targets),
+            "--pool", str(pool_dir), "--store", str(store), "--budget-ms", repr(budget), "--json", "-q"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=600)
+        if p.returncode != 0:
+            raise RuntimeError(f"lgp-edge select failed: {stderr.strip()[-500:]}")
+        out.append(json.loads(stdout))
+    return out
+
+
+def select_stability(pool_dir: Path, threads: int, tmp: Path, runs: int = 10) -> dict:
+    """Same descendant from ``select`` in ``runs`` fresh processes: an empty store (the first process stores
+    the host calibration, the others reuse it), then with one injected noisy run of the chosen descendant.
+    The budget sits at a front point's predicted p90 (+1e-6 relative), where any drift flips the choice."""
+    from lgp_edge.pool.pool import read_manifest
+    from lgp_edge.profiling.store import MeasurementStore
+
+    targets = tmp / "targets"
+    targets.mkdir()
+    cpu = (targets_root() / "cpu.toml").read_text()
+    (targets / "cpu.toml").write_text(cpu.replace("threads = 0", f"threads = {threads}", 1))
+    store = tmp / "select.sqlite"
+    MeasurementStore(store).close()
+    t0 = time.time()
+    (first,) = _select(pool_dir, store, targets, 1e3, 1)
+    front = first["front"]
+    mid = front[len(front) // 2]
+    budget = mid["latency_ms"] * 1.000001
+    empty = _select(pool_dir, store, targets, budget, runs)
+    pool_id = read_manifest(pool_dir).spec.pool_id
+    with MeasurementStore(store) as s:  # one noisy measured run of the chosen descendant, 15x over the budget
+        s.put(LatencyRecord(descendant_key=mid["key"], target="cpu", runtime=mid["runtime"], precision="fp32",
+                            batch=1, median_ms=mid["median_ms"], p90_ms=15 * budget, p99_ms=16 * budget,
+                            mean_ms=2 * mid["median_ms"], std_ms=3 * mid["median_ms"], cv=1.52, n=50, warmup=5,
+                            threads=threads, source="measured", when=datetime.now(timezone.utc).isoformat(),
+                            tool_versions={}, pool_id=pool_id, noisy=True))
+    noisy = _select(pool_dir, store, targets, budget, runs)
+
+    def chosen(rs: list[dict]) -> list[list]:
+        return sorted({(r["chosen"]["key"], r["chosen"]["latency_ms"]) for r in rs})
+
+    return {"runs": runs, "budget_ms": budget, "front_point": mid["key"], "threads": threads,
+            "calibration": first["chosen"].get("calibration"),
+            "empty_store": {"distinct_choices": chosen(empty), "same": len(chosen(empty)) == 1},
+            "noisy_row": {"distinct_choices": chosen(noisy), "same_as_empty": chosen(noisy) == chosen(empty),
+                          "flagged_in_every_run": all(r["noisy"] == [mid["key"]] and r["chosen"]["noisy"]
+                                                      for r in noisy),
+                          "reason": noisy[0]["reason"]},
+            "predicted_p90_over_median": mid["latency_ms"] / mid["median_ms"],
+            "wall_s": time.time() - t0}
 
 
 def main() -> int:
@@ -286,6 +356,8 @@ def main() -> int:
     p.add_argument("--big-iters", type=int, default=9, help="timed runs per DeiT-Base-scale descendant and runtime")
     p.add_argument("--big-passes", type=int, default=3, help="sweeps over the DeiT-Base-scale models")
     p.add_argument("--skip-big", action="store_true", help="skip the DeiT-Base-scale pool (quick runs)")
+    p.add_argument("--select-runs", type=int, default=10,
+                   help="fresh 'lgp-edge select' processes per stability check (0 skips it)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latency.json"))
     args = p.parse_args()
     counts = [int(t) for t in str(args.threads).split(",") if t.strip()]
@@ -301,7 +373,8 @@ def main() -> int:
     for n, res in results:
         for block in res["pools"]:
             cells = [f"{rt} {block['summary'][rt]['predictor_mape_percent']:.1f}% "
-                     f"({block['summary'][rt]['predictor_p90_mape_percent']:.1f}%)" for rt in ("onnxruntime", "openvino")]
+                     f"({block['summary'][rt]['predictor_p90_mape_percent']:.1f}%)"
+                     for rt in ("onnxruntime", "openvino")]
             print(f"  {n} thread(s), {block['name']}: " + ", ".join(cells), file=sys.stderr)
     return 0
 
@@ -356,6 +429,11 @@ def run_one(args: argparse.Namespace, threads: int, out: Path) -> dict:
                                s_big, peak, torch_peak, Path(tmp), passes=args.big_passes)
             block["name"], block["settings"] = "DeiT-Base scale", {**s_big.__dict__, "passes": args.big_passes}
             res["pools"].append(block)
+        if args.select_runs:
+            from lgp_edge.pool.pool import demo_pool_dir
+
+            res["select_stability"] = select_stability(Path(args.pool or demo_pool_dir()), args.threads, Path(tmp),
+                                                       args.select_runs)
     res["machine"]["load_average_end"] = os.getloadavg()
     res["wall_s"] = time.time() - t_start
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,14 +26,24 @@ def latency() -> str:
                    f"{m['gemm_peak_gflops_fp32']:.0f} GFLOP/s (best of torch / ONNX Runtime / OpenVINO matmul; "
                    f"torch.matmul alone {m['torch_matmul_2048_gflops_fp32']:.0f}), batch 1, {d['wall_s']:.0f} s.\n")
         out.append("| pool | runtime | speed-up over torch (geomean) | best GFLOP/s | max % of GEMM peak | "
-                   "predictor MAPE (held-out descendants) |")
-        out.append("|---|---|---:|---:|---:|---:|")
+                   "predictor MAPE, median (held-out descendants) | predictor MAPE, p90 |")
+        out.append("|---|---|---:|---:|---:|---:|---:|")
         for p in d["pools"]:
             for rt, s in p["summary"].items():
+                p90 = s.get("predictor_p90_mape_percent")
                 out.append(f"| {p['name']} | {rt} | {s['speedup_over_torch_geomean']:.2f}x | "
                            f"{s['achieved_gflops_max']:.1f} | {100 * s['fraction_of_gemm_peak_max']:.0f}% | "
-                           f"{s['predictor_mape_percent']:.1f}% |")
+                           f"{s['predictor_mape_percent']:.1f}% | {'-' if p90 is None else f'{p90:.1f}%'} |")
         out.append("")
+        st = d.get("select_stability")
+        if st:
+            e, n = st["empty_store"], st["noisy_row"]
+            out.append(f"`lgp-edge select --target cpu` in {st['runs']} fresh processes at a budget on a front point "
+                       f"({st['budget_ms']:.3f} ms, `{st['front_point']}`): {len(e['distinct_choices'])} distinct "
+                       f"choice(s) with an empty store; after one injected noisy run of that descendant "
+                       f"{len(n['distinct_choices'])} distinct choice(s), "
+                       f"{'the same' if n['same_as_empty'] else 'a different'} descendant, noisy flag shown in "
+                       f"{'every run' if n['flagged_in_every_run'] else 'not every run'}.\n")
         out.append("| pool | descendant | GFLOPs | top-1 % | torch ms | ONNX Runtime ms | OpenVINO ms |")
         out.append("|---|---|---:|---:|---:|---:|---:|")
         for p in d["pools"]:
