@@ -58,7 +58,7 @@ FULL = {"ancestry_epochs": 30, "ancestry_lr": 2e-3, "ancestry_warmup": 2.0, "anc
         "distill_epochs": 3, "distill_lr": 1e-3, "distill_warmup": 0.25,
         "finetune_epochs": 2, "finetune_warmup": 0.1, "stitch_epochs": 0, "instance_lr_scale": 0.1, "anchors": True,
         "stitch_steps": 300, "inits": ["learned", "lstsq", "lstsq-kd"], "inits_d9": ["learned", "lstsq-kd"],
-        "default_init": "lstsq-kd", "steps_per_epoch": None, "eval_images": None,
+        "default_init": "lstsq-kd", "aux_init": "ancestry", "steps_per_epoch": None, "eval_images": None,
         "batch_size": 256, "lr": 5e-4, "seed": 0, "vanilla_narrow": (3, 0), "lstsq_images": 100}
 QUICK = dict(FULL, distill_epochs=1, finetune_epochs=1, steps_per_epoch=8, eval_images=500, vanilla_narrow=(3,),
              stitch_steps=8)
@@ -202,19 +202,22 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> 
     distilled = st.work / f"lgp-d{depth}-distilled"
     dcfg = train_cfg(s, s["distill_epochs"], lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
     fcfg = train_cfg(s, s["finetune_epochs"], warmup_epochs=s["finetune_warmup"])
-    key = {"anc": anc, "depth": depth, "distill": dcfg.to_dict(), "eval_images": s["eval_images"]}
+    key = {"anc": anc, "depth": depth, "distill": dcfg.to_dict(), "eval_images": s["eval_images"],
+           "aux_init": s["aux_init"]}
     if not st.done(distilled, key):
         t0 = time.time()
         resume = (distilled / "distill.ckpt" / "state.json").is_file()  # a killed run continues
         build_pool(BuildRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(distilled), depth=depth,
-                                init="learned", force=True, resume=resume, lstsq_images=s["lstsq_images"]), dcfg, rep)
+                                init="learned", aux_init=s["aux_init"], force=True, resume=resume,
+                                lstsq_images=s["lstsq_images"]), dcfg, rep)
         (distilled / "instances.json").write_text(json.dumps(instance_top1(distilled, s["data"], s["eval_images"])))
         st.mark(distilled, key, time.time() - t0)
     after_distill = json.loads((distilled / "instances.json").read_text())
     st.timing[f"lgp_d{depth}_distill"] = st.wall_of(distilled)
     st.commands[f"lgp_d{depth}_distill"] = (f"lgp-edge pool build --ancestry {s['ancestry']} "
                                             f"--ancestry-checkpoint {anc} --data {s['data']} --out {distilled} "
-                                            f"--depth {depth} --init learned --force " + cli_train_flags(dcfg))
+                                            f"--depth {depth} --init learned --aux-init {s['aux_init']} --force "
+                                            + cli_train_flags(dcfg))
     out = {}
     inits = s["inits"] if depth == 6 else s["inits_d9"]
     for init in sorted(inits, key=lambda i: i != s["default_init"]):  # the demo pool's init first
@@ -255,12 +258,12 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
     dcfg = train_cfg(s, s["distill_epochs"], lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
     fcfg = train_cfg(s, s["finetune_epochs"], warmup_epochs=s["finetune_warmup"])
     key = {"anc": anc, "anchors": dcfg.to_dict(), "finetune": fcfg.to_dict(), "eval_images": s["eval_images"],
-           "recipe": finetune_flags(s)}
+           "recipe": finetune_flags(s), "aux_init": s["aux_init"]}
     if not st.done(path, key):
         t0 = time.time()
         resume = (path / "distill.ckpt" / "state.json").is_file()  # a killed run continues
         build_snnet(SNNetRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path), force=True,
-                                 resume=resume, lstsq_images=s["lstsq_images"]), dcfg, rep)
+                                 resume=resume, lstsq_images=s["lstsq_images"], aux_init=s["aux_init"]), dcfg, rep)
         (path / "anchors.json").write_text(json.dumps(instance_top1(path, s["data"], s["eval_images"])))
         finetune_pool(finetune_request(path, s), fcfg, rep)
         evaluate_pool(path, s["data"], max_images=s["eval_images"], reporter=rep)
@@ -268,10 +271,11 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
     st.timing["snnet"] = st.wall_of(path)
     st.commands["snnet"] = (f"lgp-edge baseline snnet --ancestry {s['ancestry']} --ancestry-checkpoint {anc} "
                             f"--data {s['data']} --out {path} --force --anchor-epochs {dcfg.epochs} "
+                            f"--aux-init {s['aux_init']} "
                             + cli_train_flags(fcfg) + f" {finetune_flags(s)}"
                             + (f" --eval-images {s['eval_images']}" if s["eval_images"] else ""))
     return {**pool_rows(path), "anchors": "B = ancestry; Ti, S distilled from the ancestry with the LGP "
-                                          "auxiliary models' recipe and epochs", "stitch_init": "lstsq",
+                                          "auxiliary models' recipe, start and epochs", "stitch_init": "lstsq",
             "instances_after_distill": json.loads((path / "anchors.json").read_text())}
 
 
@@ -443,6 +447,10 @@ DIFFERENCES = [
     ("SN-Net anchors: no independently pretrained DeiT-Ti/S/B exist here; B is the ancestry itself and Ti/S are "
     "distilled from it with the same recipe and epochs as the LGP auxiliary models (a stronger start than "
     "training them from scratch for the same budget)."),
+    ("Auxiliary-model start: the paper distils randomly initialised auxiliary models for 100 epochs; here each "
+    "starts as a weight selection of the ancestry (evenly spaced blocks, the first channels and heads; "
+    "lgp_edge/pool/inherit.py) and the distillation transforms as the matching channel selection. SN-Net's "
+    "distilled Ti/S anchors start the same way (`pool build --aux-init random` is the paper's start)."),
     "Vanilla learngene: only the listed narrow-block counts are trained (settings.vanilla_narrow), CE only.",
 ]
 
@@ -529,8 +537,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                         "KL(ancestry), tau 1; AdamW wd 0.05, warm-up, cosine; "
                                         + finetune_flags(s),
                      "scratch_vanilla_recipe": "CE with label smoothing 0.1, same epochs as fine-tuning",
-                     "snnet_anchor_budget": "Ti/S anchors distilled with the same recipe and distill_epochs as the "
-                                            "LGP auxiliary models; B = the ancestry",
+                     "snnet_anchor_budget": "Ti/S anchors distilled with the same recipe, start and distill_epochs "
+                                            "as the LGP auxiliary models; B = the ancestry",
                      "torch_threads": torch.get_num_threads()},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "cpu_count": os.cpu_count(), "machine": platform.machine()},

@@ -124,8 +124,8 @@ def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
     """(kind of lgp-edge output in ``path`` or None, entries in it that lgp-edge did not write there).
 
     Kinds: ``export`` (``manifest.json`` of kind "lgp-edge export…"; every entry is named in it),
-    ``report`` (``report.md``, ``report.html``, ``report.csv`` and the plots), ``pool`` (``pool.json`` with a pool id), ``ancestry``
-    (``ancestry.json`` beside ``ancestry.safetensors``).
+    ``report`` (``report.md``, ``report.html``, ``report.csv`` and the plots), ``pool`` (``pool.json`` with a
+    pool id), ``ancestry`` (``ancestry.json`` beside ``ancestry.safetensors``).
     """
     p = Path(path)
     names = _entries(p)

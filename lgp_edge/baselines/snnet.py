@@ -28,7 +28,9 @@ from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR
 from lgp_edge.outdir import check_output_dir
+from lgp_edge.pool.build import start_from_ancestry
 from lgp_edge.pool.distill import DistillObjective
+from lgp_edge.pool.inherit import AUX_INITS
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import init_stitches, lstsq_images
 from lgp_edge.progress import NULL, Reporter
@@ -111,6 +113,7 @@ class SNNetRequest:
     allow_random_ancestry: bool = False  # smoke tests only
     force: bool = False  # overwrite a non-empty output
     resume: bool = False  # continue an interrupted anchor distillation
+    aux_init: str = "ancestry"  # narrow anchors start as a weight selection of the ancestry (as the pool's models)
 
 
 def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
@@ -141,8 +144,11 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     students = torch.nn.ModuleDict({i.name: pool.models[i.name] for i in narrow})
     objective = DistillObjective(teacher, students, narrow, teacher_dim=aspec.embed_dim, teacher_depth=aspec.depth,
                                  alpha=req.alpha, temperature=req.temperature)
+    if req.aux_init not in AUX_INITS:
+        raise UsageError(f"--aux-init must be one of {', '.join(AUX_INITS)}")
+    inherited = start_from_ancestry(objective, teacher, narrow) if req.aux_init == "ancestry" else None
     fingerprint = content_hash({"stage": "snnet-anchors", "spec": spec, "cfg": cfg.to_dict(), "alpha": req.alpha,
-                                "T": req.temperature, "data": req.data})
+                                "T": req.temperature, "data": req.data, "aux_init": req.aux_init})
     result = fit(objective, data.train, cfg, description=f"distill anchors {'+'.join(i.name for i in narrow)}",
                  ckpt_dir=Path(req.out) / "distill.ckpt", resume=req.resume, fingerprint=fingerprint,
                  reporter=reporter)
@@ -152,6 +158,7 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
                 "temperature": req.temperature, "epoch_loss": list(result.epoch_loss),
                 "anchors": {i.name: ("ancestry" if i.name == widest.name else "distilled from the ancestry")
                             for i in spec.instances},
+                "aux_init": req.aux_init, "inherited_blocks": inherited,
                 "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")},
                {"stage": "stitch-init", "init": "lstsq", "images": req.lstsq_images})
     manifest = PoolManifest(spec=spec, preprocess=data.info.preprocess, data=data.info.name, stitch_init="lstsq",

@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                          "deit_base_patch16_224 (default: Ti/S/B at 1/4, 1/2, 1 of --ancestry)")
     sn.add_argument("--anchor-epochs", type=int, default=None, metavar="N",
                     help="epochs distilling the Ti and S anchors from the ancestry (default: --epochs)")
+    sn.add_argument("--aux-init", choices=("ancestry", "random"), default="ancestry",
+                    help="Ti and S anchors start as a weight selection of the ancestry (default, as 'pool build') "
+                         "or random")
     add_json(sn)
     add_train_args(sn, epochs=50)
     sn.set_defaults(func=_snnet)
@@ -135,7 +138,7 @@ def _snnet(args: argparse.Namespace) -> int:
     rep = reporter(args)
     build_snnet(SNNetRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data,
                              out=args.out, allow_random_ancestry=args.allow_random_ancestry, force=args.force,
-                             resume=args.resume), anchor_cfg, rep)
+                             resume=args.resume, aux_init=args.aux_init), anchor_cfg, rep)
     finetune_pool(FinetuneRequest(pool=args.out, data=args.data), cfg, rep)
     manifest = evaluate_pool(args.out, args.data, max_images=args.eval_images, reporter=rep)
     rows = [r.to_dict() for r in manifest.descendants]

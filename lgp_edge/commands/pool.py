@@ -52,9 +52,12 @@ def _register_build(s: argparse._SubParsersAction) -> None:
                    help="auxiliary widths (default ti,b)")
     b.add_argument("--chains", choices=("pairs", "tsb"), default="pairs",
                    help="descendants: neighbour pairs (paper) or also Ti->S->B chains (needs --widths ti,s,b)")
-    b.add_argument("--init", choices=("learned", "lstsq", "lstsq-kd"), default="learned",
-                   help="stitch init: learned (the paper's rule, default), lstsq (SN-Net's) or lstsq-kd (least "
-                        "squares on 1000 images, then stitch-only distillation)")
+    b.add_argument("--init", choices=("learned", "lstsq", "lstsq-kd"), default="lstsq-kd",
+                   help="stitch init: lstsq-kd (least squares on 1000 images, then stitch-only distillation; "
+                        "default, the best measured), learned (the paper's rule) or lstsq (SN-Net's)")
+    b.add_argument("--aux-init", choices=("ancestry", "random"), default="ancestry",
+                   help="auxiliary models start as a weight selection of the ancestry (default: evenly spaced "
+                        "blocks, first channels and heads) or random (the paper's)")
     b.add_argument("--stitch-steps", type=int_at_least(0), default=300, metavar="N",
                    help="lstsq-kd: steps of stitch-only distillation (default 300)")
     b.add_argument("--alpha", type=nonneg_float, default=0.1, help="weight of CE on labels (default 0.1)")
@@ -156,7 +159,8 @@ def _build(args: argparse.Namespace) -> int:
     setup_distributed(args)
     req = BuildRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data, out=args.out,
                        depth=args.depth, widths=args.widths, chains=args.chains, init=args.init, alpha=args.alpha,
-                       allow_random_ancestry=args.allow_random_ancestry, pretrained=args.pretrained,
+                       aux_init=args.aux_init, allow_random_ancestry=args.allow_random_ancestry,
+                       pretrained=args.pretrained,
                        force=args.force, resume=args.resume, stitch_steps=args.stitch_steps)
     cfg = train_config(args)
     manifest = build_pool(req, cfg, reporter(args))

@@ -17,6 +17,7 @@ from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkp
 from lgp_edge.models.instances import DEPTHS, plan_instances
 from lgp_edge.outdir import check_output_dir
 from lgp_edge.pool.distill import DistillObjective
+from lgp_edge.pool.inherit import AUX_INITS, inherit_from_ancestry, selection_transform_
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import (
     INITS,
@@ -29,7 +30,7 @@ from lgp_edge.pool.stitch_init import (
     tune_stitches,
 )
 from lgp_edge.progress import NULL, Reporter
-from lgp_edge.specs import PoolSpec, content_hash
+from lgp_edge.specs import InstanceSpec, PoolSpec, content_hash
 from lgp_edge.train import TrainConfig, fit, is_main, state_digest
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ class BuildRequest:
     depth: int = 6  # depth group
     widths: tuple[str, ...] = ("ti", "b")  # auxiliary widths
     chains: str = "pairs"  # descendant families
-    init: str = "learned"  # stitch init
+    init: str = "lstsq-kd"  # stitch init
+    aux_init: str = "ancestry"  # auxiliary models: "ancestry" (weight selection) or "random" (the paper's)
     alpha: float = 0.1  # CE weight
     temperature: float = 1.0  # soft CE temperature
     allow_random_ancestry: bool = False  # smoke tests only
@@ -63,6 +65,8 @@ def _check(req: BuildRequest) -> None:
                          f"got {req.depth}")
     if req.init not in INITS:
         raise UsageError(f"--init must be one of {', '.join(INITS)}")
+    if req.aux_init not in AUX_INITS:
+        raise UsageError(f"--aux-init must be one of {', '.join(AUX_INITS)}")
     if req.stitch_steps < 0 or not (0 < req.stitch_lr < 1):
         raise UsageError("--stitch-steps must be >= 0 and --stitch-lr in (0, 1)")
     if req.chains not in ("pairs", "tsb"):
@@ -96,8 +100,10 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
     pool = LearngenePool(spec)
     objective = DistillObjective(teacher, pool.models, spec.instances, teacher_dim=aspec.embed_dim,
                                  teacher_depth=aspec.depth, alpha=req.alpha, temperature=req.temperature)
+    inherited = start_from_ancestry(objective, teacher, spec.instances) if req.aux_init == "ancestry" else None
     fingerprint = content_hash({"stage": "distill", "spec": spec, "cfg": cfg.identity(), "alpha": req.alpha,
-                                "T": req.temperature, "data": req.data, "teacher": state_digest(teacher)})
+                                "T": req.temperature, "data": req.data, "teacher": state_digest(teacher),
+                                "aux_init": req.aux_init})
     ckpt = Path(req.out) / "distill.ckpt"
     result = fit(objective, data.train, cfg, description=f"distill {'+'.join(i.name for i in spec.instances)}",
                  ckpt_dir=ckpt, resume=req.resume, fingerprint=fingerprint, reporter=reporter,
@@ -117,6 +123,7 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
     history = ({"stage": "distill", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
                 "wall_s": round(time.time() - t0, 1), "data": req.data, "config": cfg.to_dict(),
                 "alpha": req.alpha, "temperature": req.temperature, "epoch_loss": list(result.epoch_loss),
+                "aux_init": req.aux_init, "inherited_blocks": inherited,
                 "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")},
                init_entry)
     manifest = PoolManifest(spec=spec, preprocess=data.info.preprocess, data=data.info.name, stitch_init=req.init,
@@ -125,6 +132,16 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
         manifest = save_pool(req.out, pool, manifest, ancestry=teacher,
                              transforms=objective.transform_tensors())
     return manifest
+
+
+def start_from_ancestry(objective: DistillObjective, teacher: nn.Module,
+                        instances: tuple[InstanceSpec, ...]) -> dict[str, list[int]]:
+    """Every student of ``objective`` as a weight selection of ``teacher``, its transformation matrices as the
+    matching channel selection (``pool.inherit``). Returns the ancestry blocks each instance inherited."""
+    used = {i.name: list(inherit_from_ancestry(objective.students[i.name], teacher, i)) for i in instances}
+    for linear in [*objective.transforms.values(), *objective.attn_transforms.values()]:
+        selection_transform_(linear)
+    return used
 
 
 def new_random_pool(ancestry: nn.Module | str, depth: int, widths: tuple[str, ...] = ("ti", "b"),
