@@ -1,19 +1,55 @@
-"""Helpers shared by several test files (imported by them and by conftest.py): the tiny pool builder and
-recorded outputs of the board tools (trtexec, onnxruntime_perf_test) that the parsers and the remote
-profiling tests read."""
+"""Helpers shared by several test files (imported by them and by conftest.py): the tiny pool builder,
+reading an export (its manifest, torch and ONNX Runtime logits of the same inputs), and recorded outputs of
+the board tools (trtexec, onnxruntime_perf_test) that the parsers and the remote profiling tests read."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from lgp_edge.models.ancestry import create_ancestry
 from lgp_edge.models.instances import plan_instances
-from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
+from lgp_edge.pool.pool import LearngenePool, PoolManifest, load_pool, save_pool
 from lgp_edge.specs import PoolSpec, PreprocessSpec
 
 TINY = "lgp_test_tiny"
+
+
+def manifest(out: Path) -> dict:
+    """An export directory's manifest.json."""
+    return json.loads((out / "manifest.json").read_text())
+
+
+def torch_logits(pool_dir: Path, key: str, x: np.ndarray) -> np.ndarray:
+    """Logits of descendant ``key`` of the pool in torch (eval mode)."""
+    pool, _ = load_pool(pool_dir)
+    with torch.no_grad():
+        return pool.descendant(key).eval()(torch.from_numpy(x)).numpy()
+
+
+def ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
+    """Logits of an ONNX / .ort file in ONNX Runtime, one image per run (the exports' batch is 1)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([sess.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def tight_profile_dir(tmp_path: Path) -> Path:
+    """A profiles directory holding ``tight``: a cpu profile whose budgets no descendant can meet."""
+    d = tmp_path / "profiles"
+    d.mkdir()
+    (d / "tight.toml").write_text('name = "tight"\ntarget = "cpu"\nlatency_budget_ms = 1e-6\nmemory_budget_mb = 1\n'
+                                  'precision = "fp32"\nformats = ["onnx"]\ndescription = "too tight"\n')
+    return d
+
+
+def fresh_inputs(n: int, seed: int) -> np.ndarray:
+    """``n`` random images of the tiny ancestry's shape (1 x 16 x 16)."""
+    return np.random.default_rng(seed).standard_normal((n, 1, 16, 16)).astype(np.float32)
 
 
 def make_tiny_pool(out: Path, depth: int = 6, widths: tuple[str, ...] = ("ti", "b"), seed: int = 0,

@@ -19,6 +19,7 @@ import termios
 from pathlib import Path
 
 import pytest
+from helpers import tight_profile_dir
 
 from lgp_edge.cli import build_parser, main, subparsers
 from lgp_edge.commands.common import JSON_HELP
@@ -185,10 +186,7 @@ def test_report_json_matches_the_files(tiny_pool: Path, tmp_path: Path, capsys: 
 
 
 def test_report_json_nothing_fits(tiny_pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    d = tmp_path / "profiles"
-    d.mkdir()
-    (d / "tight.toml").write_text('name = "tight"\ntarget = "cpu"\nlatency_budget_ms = 1e-6\nmemory_budget_mb = 1\n'
-                                  'precision = "fp32"\nformats = ["onnx"]\ndescription = "too tight"\n')
+    d = tight_profile_dir(tmp_path)
     out = tmp_path / "rep"
     assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--profiles-dir", str(d), "--profile",
                  "tight", "--json", "--quiet"]) == 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
+from helpers import fresh_inputs, manifest, ort_logits, torch_logits
 
 from lgp_edge.cli import main
 from lgp_edge.export.base import ExportContext
@@ -65,27 +65,6 @@ def iphone_out(env: object, tiny_pool: Path, tmp_path_factory: pytest.TempPathFa
     return _export_once(tmp_path_factory, tiny_pool, "iphone", "--target", "iphone")
 
 
-def manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
-
-
-def torch_logits(pool_dir: Path, key: str, x: np.ndarray) -> np.ndarray:
-    pool, _ = load_pool(pool_dir)
-    with torch.no_grad():
-        return pool.descendant(key).eval()(torch.from_numpy(x)).numpy()
-
-
-def ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.concatenate([sess.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
-
-
-def fresh_inputs(n: int = 6) -> np.ndarray:
-    return np.random.default_rng(1).standard_normal((n, 1, 16, 16)).astype(np.float32)
-
-
 def _check_common(out: Path, tiny_pool: Path, profile: str) -> dict:
     mf = manifest(out)
     assert mf["status"] == "passed" and mf["validation"]["passed"] is True
@@ -128,7 +107,7 @@ def test_cpu_export_onnx_and_openvino(cpu_out: Path, tiny_pool: Path) -> None:
     dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 1, 16, 16]  # static batch 1 by default
     # independent re-check on fresh inputs: ORT and OpenVINO (f32 hint) against torch
-    x = fresh_inputs()
+    x = fresh_inputs(6, 1)
     ref = torch_logits(tiny_pool, key, x)
     assert np.abs(ort_logits(cpu_out / "model.onnx", x) - ref).max() < 1e-4
     core = ov.Core()
@@ -164,7 +143,7 @@ def test_jetson_nano_export_is_tensorrt_8_2_ready(nano_out: Path, tiny_pool: Pat
     blocks = sum(len(s) for s in load_pool(tiny_pool)[0].descendant(mf["descendant"]["key"]).stages)
     assert sum(1 for n in model.graph.node if n.op_type == "Softmax") == blocks
     # ORT reproduces torch on fresh inputs
-    x = fresh_inputs()
+    x = fresh_inputs(6, 1)
     assert np.abs(ort_logits(nano_out / "model.onnx", x) - torch_logits(tiny_pool, mf["descendant"]["key"], x)).max() \
         < 1e-4
     assert (nano_out / "bench.sh").read_bytes() == bench_script(load_target("jetson-nano")).read_bytes()
@@ -218,7 +197,7 @@ def test_android_export_ort(android_out: Path, tiny_pool: Path) -> None:
     mf = _check_common(android_out, tiny_pool, "android-arm64")
     arts = {a["format"]: a for a in mf["artifacts"]}
     assert set(arts) == {"onnx", "ort"}
-    x = fresh_inputs()
+    x = fresh_inputs(6, 1)
     ref = torch_logits(tiny_pool, mf["descendant"]["key"], x)
     assert np.abs(ort_logits(android_out / "model.ort", x) - ref).max() < 1e-4
     cfg = (android_out / "model.required_operators.config").read_text()
@@ -304,7 +283,7 @@ def test_openvino_fp16_through_the_exporter_api(tiny_pool: Path, tmp_path: Path)
     model = pool.descendant(rec.key).eval()
     target = dataclasses.replace(load_target("cpu"), precisions=("fp32", "fp16"))  # a user target with fp16
     profile = dataclasses.replace(load_profile("cpu"), precision="fp16", formats=("openvino",))
-    x = fresh_inputs(32)
+    x = fresh_inputs(32, 1)
     vset = ValidationSet(images=x, labels=np.zeros(32, np.int64), reference=reference_logits(model, x),
                          data="synthetic", synthetic=True)
     outs: dict = {}
@@ -349,7 +328,7 @@ def test_dynamic_batch_and_forced_descendant(env: object, tiny_pool: Path, tmp_p
 
     sess = ort.InferenceSession(str(out / "model.onnx"))
     assert sess.get_inputs()[0].shape[0] == "batch"
-    x = fresh_inputs(5)
+    x = fresh_inputs(5, 1)
     assert np.abs(sess.run(None, {"input": x})[0] - torch_logits(tiny_pool, key, x)).max() < 1e-4
 
 

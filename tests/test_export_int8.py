@@ -4,7 +4,6 @@ TensorRT fp16 check, each validated in real ONNX Runtime sessions against the to
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
+from helpers import fresh_inputs, manifest, ort_logits, torch_logits
 
 from lgp_edge.cli import main
 from lgp_edge.fileio import sha256_file
-from lgp_edge.pool.pool import load_pool
 
 VAL = "64"
 
@@ -45,27 +43,6 @@ def android_int8(env: object, tiny_pool: Path, tmp_path_factory: pytest.TempPath
 @pytest.fixture(scope="module")
 def orin_int8(env: object, tiny_pool: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _export(tmp_path_factory, tiny_pool, "orin8", "--target", "jetson-orin-nano", "--precision", "int8")
-
-
-def manifest(out: Path) -> dict:
-    return json.loads((out / "manifest.json").read_text())
-
-
-def fresh_inputs(n: int = 8) -> np.ndarray:
-    return np.random.default_rng(3).standard_normal((n, 1, 16, 16)).astype(np.float32)
-
-
-def torch_logits(pool_dir: Path, key: str, x: np.ndarray) -> np.ndarray:
-    pool, _ = load_pool(pool_dir)
-    with torch.no_grad():
-        return pool.descendant(key).eval()(torch.from_numpy(x)).numpy()
-
-
-def ort_logits(path: Path, x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return np.concatenate([sess.run(None, {"input": x[i:i + 1]})[0] for i in range(len(x))])
 
 
 def op_counts(path: Path) -> dict[str, int]:
@@ -97,7 +74,7 @@ def test_android_int8_onnx_and_ort_validate_on_real_images(android_int8: Path, t
     assert arts["onnx"]["quantization"]["int8_layers"] > 0
     # fresh inputs through the shipped files: close to torch fp32, and the .ort matches its QDQ source
     key = mf["descendant"]["key"]
-    x = fresh_inputs()
+    x = fresh_inputs(8, 3)
     ref = torch_logits(tiny_pool, key, x)
     q8, o8 = ort_logits(android_int8 / "model.int8.onnx", x), ort_logits(android_int8 / "model.ort", x)
     assert 0 < np.abs(q8 - ref).max() < 0.5 * np.abs(ref).max() and np.abs(o8 - q8).max() < 0.05
@@ -166,7 +143,7 @@ def test_fp16_onnx_for_a_gpu_target_and_the_tensorrt_fp16_check(env: object, tin
     v = a["validation"]
     assert 1e-6 < v["max_abs_diff"] <= v["atol"]  # really fp16 arithmetic, within fp16's tolerance
     key = manifest(out)["descendant"]["key"]
-    x = fresh_inputs()
+    x = fresh_inputs(8, 3)
     assert np.abs(ort_logits(out / "model.fp16.onnx", x) - torch_logits(tiny_pool, key, x)).max() < 5e-2
     # TensorRT fp16: the engine's source is the fp32 file; the check ran an fp16 conversion of it
     t = arts["tensorrt"]

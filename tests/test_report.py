@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import tight_profile_dir
 
 from lgp_edge.cli import main
 from lgp_edge.profiles import known_profiles
@@ -38,10 +39,7 @@ def test_report_per_target(tiny_pool: Path, tmp_path: Path, capsys: pytest.Captu
 
 
 def test_report_marks_nothing_fits(tiny_pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    d = tmp_path / "profiles"
-    d.mkdir()
-    (d / "tight.toml").write_text('name = "tight"\ntarget = "cpu"\nlatency_budget_ms = 1e-6\nmemory_budget_mb = 1\n'
-                                  'precision = "fp32"\nformats = ["onnx"]\ndescription = "too tight"\n')
+    d = tight_profile_dir(tmp_path)
     out = tmp_path / "rep"
     assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--quiet", "--profiles-dir", str(d),
                  "--profile", "tight"]) == 0
