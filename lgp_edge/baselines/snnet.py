@@ -125,6 +125,8 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     if not req.resume:
         check_output_dir(req.out, req.force, kind="pool")
     check_data_name(req.data)
+    if req.aux_init not in AUX_INITS:
+        raise UsageError(f"--aux-init must be one of {', '.join(AUX_INITS)}")
     if req.checkpoint is None and not req.allow_random_ancestry:
         raise UsageError(f"ancestry '{req.ancestry}' has no trained weights: pass --ancestry-checkpoint or "
                          "--allow-random-ancestry for a smoke test")
@@ -144,8 +146,6 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     students = torch.nn.ModuleDict({i.name: pool.models[i.name] for i in narrow})
     objective = DistillObjective(teacher, students, narrow, teacher_dim=aspec.embed_dim, teacher_depth=aspec.depth,
                                  alpha=req.alpha, temperature=req.temperature)
-    if req.aux_init not in AUX_INITS:
-        raise UsageError(f"--aux-init must be one of {', '.join(AUX_INITS)}")
     inherited = start_from_ancestry(objective, teacher, narrow) if req.aux_init == "ancestry" else None
     fingerprint = content_hash({"stage": "snnet-anchors", "spec": spec, "cfg": cfg.to_dict(), "alpha": req.alpha,
                                 "T": req.temperature, "data": req.data, "aux_init": req.aux_init})
