@@ -371,8 +371,9 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
         "",
         ("**QUICK RUN: smoke settings, the numbers below mean nothing.**\n" if r["quick"] else "")
         + f"One command (`{r['command'].strip()}`) trains or reuses the ancestry ({s['ancestry']}, Fashion-MNIST "
-        f"test top-1 {r['ancestry']['top1']}%), builds Learngene Pools of depth 6 and 9 with the learned and the "
-        f"lstsq stitch init, trains SN-Net (Ti/S/B anchors, 71 configs), scratch and vanilla-learngene baselines "
+        f"test top-1 {r['ancestry']['top1']}%), builds Learngene Pools of depth 6 (stitch inits "
+        f"{', '.join(s['inits'])}) and depth 9 ({', '.join(s['inits_d9'])}), trains SN-Net (Ti/S/B anchors, "
+        f"71 configs), scratch and vanilla-learngene baselines "
         f"with the same fine-tuning budget ({s['finetune_epochs']} epoch(s); distillation {s['distill_epochs']} "
         f"epoch(s)), and evaluates every model on {r['dataset']['eval_images']:,} Fashion-MNIST test images. "
         f"Compute here: the stages took {stage_minutes(r):.0f} min in all, excluding the one-time ancestry "
@@ -475,6 +476,17 @@ def differences(s: dict[str, Any]) -> list[str]:
 STAGES = ("lgp6", "snnet", "lgp9", "scratch", "vanilla")
 
 
+def init_list(text: str) -> tuple[str, ...]:
+    from lgp_edge.pool.stitch_init import INITS
+
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    bad = [x for x in names if x not in INITS]
+    if bad or not names or FULL["default_init"] not in names:
+        raise argparse.ArgumentTypeError(f"expected a comma list of {','.join(INITS)} including "
+                                         f"{FULL['default_init']}, got {text!r}")
+    return names
+
+
 def stage_list(text: str) -> tuple[str, ...]:
     names = tuple(x.strip() for x in text.split(",") if x.strip())
     bad = [x for x in names if x not in STAGES]
@@ -492,6 +504,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     s.update(ancestry=args.ancestry, data=args.data, cache_dir=str(args.cache_dir))
     if args.vanilla_narrow is not None:
         s["vanilla_narrow"] = tuple(int(x) for x in args.vanilla_narrow.split(","))
+    if args.inits_d9 is not None:
+        s["inits_d9"] = list(args.inits_d9)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     work = Path(args.work or Path(args.cache_dir) / ("run-quick" if args.quick else "run-full"))
     work.mkdir(parents=True, exist_ok=True)
@@ -590,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"ancestry training epochs (default {FULL['ancestry_epochs']}; a cached one with the same "
                         "settings is reused)")
     p.add_argument("--vanilla-narrow", default=None, help="comma list, e.g. 3,2,1,0")
+    p.add_argument("--inits-d9", type=init_list, default=None, metavar="INIT,...",
+                   help=f"stitch inits fine-tuned at depth 9 (default {','.join(FULL['inits_d9'])}; must include "
+                        f"the default init {FULL['default_init']})")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--stages", type=stage_list, default=None,
                    help=f"comma list of stages to run now, e.g. lgp6,snnet (default all: {','.join(STAGES)}); "

@@ -57,6 +57,15 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     assert bench.main(argv) == 0
     r2 = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
     assert r2["claims"] == r["claims"] and r2["ancestry"]["reused_from_cache"] is True
+    # fewer depth-9 inits: the same finished stages, the learned depth-9 copy left out and said so
+    assert bench.main([*argv, "--inits-d9", "lstsq-kd"]) == 0
+    r3 = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
+    assert "lgp_d9_learned" not in r3["methods"] and r3["settings"]["inits_d9"] == ["lstsq-kd"]
+    assert r3["methods"]["lgp_d9_lstsq-kd"] == r["methods"]["lgp_d9_lstsq-kd"]
+    assert "depth 9 (lstsq-kd)" in (tmp_path / "section.md").read_text()
+    with pytest.raises(SystemExit) as e:
+        bench.main([*argv, "--inits-d9", "learned"])  # the default init cannot be left out
+    assert e.value.code == 2
 
 
 def _front(lgp: list[dict], snnet: list[dict]) -> tuple[float, float | None]:
