@@ -305,6 +305,8 @@ STYLE = {"lgp_d6_learned": ("LGP depth 6 (learned init)", "tab:red", "o", "-"),
          "lgp_d9_learned": ("LGP depth 9 (learned init)", "tab:orange", "s", "-"),
          "lgp_d6_lstsq": ("LGP depth 6 (lstsq init)", "lightcoral", "o", ":"),
          "lgp_d9_lstsq": ("LGP depth 9 (lstsq init)", "navajowhite", "s", ":"),
+         "lgp_d6_lstsq-kd": ("LGP depth 6 (lstsq-kd init, default)", "darkred", "o", "--"),
+         "lgp_d9_lstsq-kd": ("LGP depth 9 (lstsq-kd init, default)", "saddlebrown", "s", "--"),
          "snnet": ("SN-Net (Ti/S/B anchors, 71 configs)", "tab:blue", "^", "-"),
          "scratch": ("scratch", "tab:gray", "D", "none"),
          "vanilla": ("vanilla learngene", "tab:green", "v", "none")}
