@@ -70,7 +70,7 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     if is_main():
         with atomic_dir(req.out) as tmp:
             save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()},
-                      os.path.join(tmp, "ancestry.safetensors"))
+                             os.path.join(tmp, "ancestry.safetensors"))
             with open(os.path.join(tmp, "ancestry.json"), "w") as f:
                 json.dump(meta, f, indent=1)
             replace_dir(tmp, req.out)

@@ -174,7 +174,6 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
     given here (fine-tuning rewrites the weights only); when it is ``path`` itself, its other files are
     carried over too, except those named in ``drop`` (e.g. results that the new weights make stale).
     """
-
     dtype = {"float32": None, "float16": torch.float16}[storage_dtype]
     with atomic_dir(path) as tmp:
         files: dict[str, str] = {}
@@ -185,7 +184,7 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
             shutil.copy2(Path(keep_from) / ANCESTRY, os.path.join(tmp, ANCESTRY))
         if transforms is not None:
             save_safetensors({k: v.detach().contiguous().cpu() for k, v in transforms.items()},
-                      os.path.join(tmp, TRANSFORMS))
+                             os.path.join(tmp, TRANSFORMS))
         elif keep_from is not None and (Path(keep_from) / TRANSFORMS).is_file():
             shutil.copy2(Path(keep_from) / TRANSFORMS, os.path.join(tmp, TRANSFORMS))
         for name in (WEIGHTS, ANCESTRY, TRANSFORMS):
