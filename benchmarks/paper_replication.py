@@ -55,13 +55,13 @@ DONE = ".done.json"
 # Settings. The ancestry is trained once (30 epochs; shipped in lgp_edge/data/ancestry by
 # benchmarks/ship_ancestry.py) and reused; the rest of the full run is sized for <= 120 min on 2 cores.
 FULL = {"ancestry_epochs": 30, "ancestry_lr": 2e-3, "ancestry_warmup": 2.0, "ancestry_steps": None,
-        "distill_epochs": 3, "distill_lr": 1e-3, "distill_warmup": 0.25,
+        "distill_epochs": 3, "distill_width_epochs": {"ti": 12}, "distill_lr": 1e-3, "distill_warmup": 0.25,
         "finetune_epochs": 2, "finetune_warmup": 0.1, "stitch_epochs": 0, "instance_lr_scale": 0.1, "anchors": True,
         "stitch_steps": 300, "inits": ["learned", "lstsq", "lstsq-kd"], "inits_d9": ["learned", "lstsq-kd"],
         "default_init": "lstsq-kd", "aux_init": "ancestry", "steps_per_epoch": None, "eval_images": None,
         "batch_size": 256, "lr": 5e-4, "seed": 0, "vanilla_narrow": (3, 0), "lstsq_images": 100}
-QUICK = dict(FULL, distill_epochs=1, finetune_epochs=1, steps_per_epoch=8, eval_images=500, vanilla_narrow=(3,),
-             stitch_steps=8)
+QUICK = dict(FULL, distill_epochs=1, distill_width_epochs={"ti": 2}, finetune_epochs=1, steps_per_epoch=8,
+             eval_images=500, vanilla_narrow=(3,), stitch_steps=8)
 QUICK_ANCESTRY = {"ancestry_epochs": 1, "ancestry_steps": 30}  # only when no shipped or cached ancestry matches
 
 
@@ -143,7 +143,7 @@ def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tupl
             meta = read_ancestry_dir(path)
             where = "shipped with lgp-edge" if path == shipped else "reused from cache"
             st.commands["ancestry"] = (f"lgp-edge ancestry train --ancestry {s['ancestry']} --data {s['data']} "
-                                       f"--out {path} " + cli_train_flags(cfg) + f"  ({where})")
+                                       f"--out {path} " + cli_train_flags(cfg) + f"  # {where}")
             st.timing["ancestry"] = float(meta.get("wall_s", 0.0))
             return str(path), {**meta, "reused_from_cache": True, "shipped": path == shipped, "path": _rel(path)}
     path, cfg = candidates[-1]
@@ -191,9 +191,25 @@ def finetune_request(path: Path, s: dict[str, Any]) -> FinetuneRequest:
                            instance_lr_scale=s["instance_lr_scale"], anchors=s["anchors"])
 
 
-def finetune_flags(s: dict[str, Any]) -> str:
+def finetune_flags(s: dict[str, Any], *, snnet: bool = False) -> str:
+    """The fine-tuning recipe as flags of ``pool finetune`` (``baseline snnet`` names ``--anchors``
+    ``--finetune-anchors``: its ``--anchors`` lists timm models for ``--plan``)."""
     flags = f"--stitch-epochs {s['stitch_epochs']} --instance-lr-scale {s['instance_lr_scale']}"
-    return flags + (" --anchors" if s["anchors"] else "")
+    return flags + ((" --finetune-anchors" if snnet else " --anchors") if s["anchors"] else "")
+
+
+def width_epochs(s: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    return tuple(s["distill_width_epochs"].items())
+
+
+def width_epochs_flag(s: dict[str, Any]) -> str:
+    pairs = ",".join(f"{w}={e}" for w, e in s["distill_width_epochs"].items())
+    return f"--width-epochs {pairs} " if pairs else ""
+
+
+def has_checkpoint(out: Path) -> bool:
+    """A killed distillation left a checkpoint: the stage continues it."""
+    return any((c / "state.json").is_file() for c in out.glob("distill*.ckpt"))
 
 
 def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, dict[str, Any]]:
@@ -203,13 +219,12 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> 
     dcfg = train_cfg(s, s["distill_epochs"], lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
     fcfg = train_cfg(s, s["finetune_epochs"], warmup_epochs=s["finetune_warmup"])
     key = {"anc": anc, "depth": depth, "distill": dcfg.to_dict(), "eval_images": s["eval_images"],
-           "aux_init": s["aux_init"]}
+           "aux_init": s["aux_init"], "width_epochs": s["distill_width_epochs"]}
     if not st.done(distilled, key):
         t0 = time.time()
-        resume = (distilled / "distill.ckpt" / "state.json").is_file()  # a killed run continues
         build_pool(BuildRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(distilled), depth=depth,
-                                init="learned", aux_init=s["aux_init"], force=True, resume=resume,
-                                lstsq_images=s["lstsq_images"]), dcfg, rep)
+                                init="learned", aux_init=s["aux_init"], force=True, resume=has_checkpoint(distilled),
+                                lstsq_images=s["lstsq_images"], width_epochs=width_epochs(s)), dcfg, rep)
         (distilled / "instances.json").write_text(json.dumps(instance_top1(distilled, s["data"], s["eval_images"])))
         st.mark(distilled, key, time.time() - t0)
     after_distill = json.loads((distilled / "instances.json").read_text())
@@ -217,7 +232,7 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> 
     st.commands[f"lgp_d{depth}_distill"] = (f"lgp-edge pool build --ancestry {s['ancestry']} "
                                             f"--ancestry-checkpoint {anc} --data {s['data']} --out {distilled} "
                                             f"--depth {depth} --init learned --aux-init {s['aux_init']} --force "
-                                            + cli_train_flags(dcfg))
+                                            + width_epochs_flag(s) + cli_train_flags(dcfg))
     out = {}
     inits = s["inits"] if depth == 6 else s["inits_d9"]
     for init in sorted(inits, key=lambda i: i != s["default_init"]):  # the demo pool's init first
@@ -258,12 +273,12 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
     dcfg = train_cfg(s, s["distill_epochs"], lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
     fcfg = train_cfg(s, s["finetune_epochs"], warmup_epochs=s["finetune_warmup"])
     key = {"anc": anc, "anchors": dcfg.to_dict(), "finetune": fcfg.to_dict(), "eval_images": s["eval_images"],
-           "recipe": finetune_flags(s), "aux_init": s["aux_init"]}
+           "recipe": finetune_flags(s), "aux_init": s["aux_init"], "width_epochs": s["distill_width_epochs"]}
     if not st.done(path, key):
         t0 = time.time()
-        resume = (path / "distill.ckpt" / "state.json").is_file()  # a killed run continues
         build_snnet(SNNetRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path), force=True,
-                                 resume=resume, lstsq_images=s["lstsq_images"], aux_init=s["aux_init"]), dcfg, rep)
+                                 resume=has_checkpoint(path), lstsq_images=s["lstsq_images"], aux_init=s["aux_init"],
+                                 width_epochs=width_epochs(s)), dcfg, rep)
         (path / "anchors.json").write_text(json.dumps(instance_top1(path, s["data"], s["eval_images"])))
         finetune_pool(finetune_request(path, s), fcfg, rep)
         evaluate_pool(path, s["data"], max_images=s["eval_images"], reporter=rep)
@@ -271,8 +286,8 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
     st.timing["snnet"] = st.wall_of(path)
     st.commands["snnet"] = (f"lgp-edge baseline snnet --ancestry {s['ancestry']} --ancestry-checkpoint {anc} "
                             f"--data {s['data']} --out {path} --force --anchor-epochs {dcfg.epochs} "
-                            f"--aux-init {s['aux_init']} "
-                            + cli_train_flags(fcfg) + f" {finetune_flags(s)}"
+                            f"--aux-init {s['aux_init']} " + width_epochs_flag(s)
+                            + cli_train_flags(fcfg) + f" {finetune_flags(s, snnet=True)}"
                             + (f" --eval-images {s['eval_images']}" if s["eval_images"] else ""))
     return {**pool_rows(path), "anchors": "B = ancestry; Ti, S distilled from the ancestry with the LGP "
                                           "auxiliary models' recipe, start and epochs", "stitch_init": "lstsq",
@@ -377,7 +392,8 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
         f"{', '.join(s['inits'])}) and depth 9 ({', '.join(s['inits_d9'])}), trains SN-Net (Ti/S/B anchors, "
         f"71 configs), scratch and vanilla-learngene baselines "
         f"with the same fine-tuning budget ({s['finetune_epochs']} epoch(s); distillation {s['distill_epochs']} "
-        f"epoch(s)), and evaluates every model on {r['dataset']['eval_images']:,} Fashion-MNIST test images. "
+        f"epoch(s){distill_widths_text(s)}), and evaluates every model on {r['dataset']['eval_images']:,} "
+        "Fashion-MNIST test images. "
         f"Compute here: the stages took {stage_minutes(r):.0f} min in all, excluding the one-time ancestry "
         f"(sum of each stage's wall time; stages run by separate `--stages` processes overlap), on "
         f"{r['environment']['cpu_count']} CPU cores (code {r['code_version']}, {r['date']}).",
@@ -464,9 +480,16 @@ DIFFERENCES = [
 ]
 
 
+def distill_widths_text(s: dict[str, Any]) -> str:
+    """``, Ti 12`` when some widths have their own distillation epochs."""
+    names = {"ti": "Ti", "s": "S", "b": "B"}
+    return "".join(f", {names.get(w, w)} {e}" for w, e in s["distill_width_epochs"].items())
+
+
 def differences(s: dict[str, Any]) -> list[str]:
     out = list(DIFFERENCES)
-    out.append(f"Epochs here: ancestry {s['ancestry_epochs']}, distillation {s['distill_epochs']}, fine-tuning "
+    out.append(f"Epochs here: ancestry {s['ancestry_epochs']}, distillation {s['distill_epochs']}"
+               f"{distill_widths_text(s)}, fine-tuning "
                f"{s['finetune_epochs']}" + (f", each epoch capped at {s['steps_per_epoch']} steps of "
                                             f"{s['batch_size']} images" if s["steps_per_epoch"] else "")
                + " (paper: 100 / 50 on ImageNet with a pretrained DeiT-B ancestry).")
@@ -489,6 +512,12 @@ def init_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def width_epochs_arg(text: str) -> tuple[tuple[str, int], ...]:
+    from lgp_edge.commands.train_args import width_epochs as parse
+
+    return () if text.strip().lower() == "none" else parse(text)
+
+
 def stage_list(text: str) -> tuple[str, ...]:
     names = tuple(x.strip() for x in text.split(",") if x.strip())
     bad = [x for x in names if x not in STAGES]
@@ -508,6 +537,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s["vanilla_narrow"] = tuple(int(x) for x in args.vanilla_narrow.split(","))
     if args.inits_d9 is not None:
         s["inits_d9"] = list(args.inits_d9)
+    if args.width_epochs is not None:
+        s["distill_width_epochs"] = dict(args.width_epochs)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     work = Path(args.work or Path(args.cache_dir) / ("run-quick" if args.quick else "run-full"))
     work.mkdir(parents=True, exist_ok=True)
@@ -559,8 +590,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                         "KL(ancestry), tau 1; AdamW wd 0.05, warm-up, cosine; "
                                         + finetune_flags(s),
                      "scratch_vanilla_recipe": "CE with label smoothing 0.1, same epochs as fine-tuning",
-                     "snnet_anchor_budget": "Ti/S anchors distilled with the same recipe, start and distill_epochs "
-                                            "as the LGP auxiliary models; B = the ancestry",
+                     "snnet_anchor_budget": "Ti/S anchors distilled with the same recipe, start, distill_epochs and "
+                                            "distill_width_epochs as the LGP auxiliary models; B = the ancestry",
                      "torch_threads": torch.get_num_threads()},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "cpu_count": os.cpu_count(), "machine": platform.machine()},
@@ -599,6 +630,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--md-out", default=None, help="README section file (default benchmarks/PAPER_REPLICATION.md; "
                                                   "quick: inside --work)")
     p.add_argument("--distill-epochs", type=int, default=None)
+    p.add_argument("--width-epochs", type=width_epochs_arg, default=None, metavar="W=N,...",
+                   help="distillation epochs of some widths, for the LGP auxiliary models and SN-Net's anchors alike "
+                        f"(default {width_epochs_flag(FULL).split()[1]}; 'none' = --distill-epochs for all)")
     p.add_argument("--finetune-epochs", type=int, default=None)
     p.add_argument("--steps-per-epoch", type=int, default=None, help="cap steps per epoch (0 = no cap)")
     p.add_argument("--eval-images", type=int, default=None, help="test images per evaluation (0 = all 10k)")

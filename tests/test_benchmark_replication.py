@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,8 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     _check_goals(g, r["methods"])
     _check_claims(r["claims"], r["methods"])
     assert r["settings"]["steps_per_epoch"] == 1 and r["settings"]["eval_images"] == 32
+    assert r["settings"]["distill_width_epochs"] == {"ti": 2}
+    _check_commands(r["commands"])
     assert "QUICK RUN" in (tmp_path / "section.md").read_text()
     # a second invocation reuses every stage (nothing retrained)
     capsys.readouterr()
@@ -66,6 +69,23 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     with pytest.raises(SystemExit) as e:
         bench.main([*argv, "--inits-d9", "learned"])  # the default init cannot be left out
     assert e.value.code == 2
+
+
+def _check_commands(commands: dict[str, str]) -> None:
+    """Every lgp-edge command the results JSON records is one the CLI accepts, with the recipe's flags."""
+    from lgp_edge.cli import build_parser
+
+    parser = build_parser()
+    parsed = {}
+    for stage, line in commands.items():
+        for part in line.split(" && "):
+            argv = shlex.split(part, comments=True)
+            if argv[0] == "lgp-edge":
+                parsed[stage, argv[1], argv[2] if len(argv) > 2 else ""] = parser.parse_args(argv[1:])
+    snnet = parsed["snnet", "baseline", "snnet"]
+    assert snnet.width_epochs == (("ti", 2),) and snnet.finetune_anchors and snnet.instance_lr_scale == 0.1
+    assert parsed["lgp_d6_distill", "pool", "build"].width_epochs == (("ti", 2),)
+    assert parsed["lgp_d6_lstsq-kd", "pool", "finetune"].anchors is True
 
 
 def _front(lgp: list[dict], snnet: list[dict]) -> tuple[float, float | None]:

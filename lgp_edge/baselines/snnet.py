@@ -28,14 +28,14 @@ from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR
 from lgp_edge.outdir import check_output_dir
-from lgp_edge.pool.build import start_from_ancestry
-from lgp_edge.pool.distill import DistillObjective
+from lgp_edge.pool.build import distill_losses, start_from_ancestry
+from lgp_edge.pool.distill import DistillObjective, check_width_epochs, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import init_stitches, lstsq_images
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, InstanceSpec, PoolSpec, content_hash
-from lgp_edge.train import TrainConfig, fit, is_main
+from lgp_edge.train import TrainConfig, is_main
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ class SNNetRequest:
     force: bool = False  # overwrite a non-empty output
     resume: bool = False  # continue an interrupted anchor distillation
     aux_init: str = "ancestry"  # narrow anchors start as a weight selection of the ancestry (as the pool's models)
+    width_epochs: tuple[tuple[str, int], ...] = ()  # (width, epochs): a narrow anchor's own distillation budget
 
 
 def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
@@ -127,6 +128,7 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     check_data_name(req.data)
     if req.aux_init not in AUX_INITS:
         raise UsageError(f"--aux-init must be one of {', '.join(AUX_INITS)}")
+    check_width_epochs(dict(req.width_epochs), ("ti", "s"))  # the distilled anchors; B is the ancestry
     if req.checkpoint is None and not req.allow_random_ancestry:
         raise UsageError(f"ancestry '{req.ancestry}' has no trained weights: pass --ancestry-checkpoint or "
                          "--allow-random-ancestry for a smoke test")
@@ -149,13 +151,15 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     inherited = start_from_ancestry(objective, teacher, narrow) if req.aux_init == "ancestry" else None
     fingerprint = content_hash({"stage": "snnet-anchors", "spec": spec, "cfg": cfg.to_dict(), "alpha": req.alpha,
                                 "T": req.temperature, "data": req.data, "aux_init": req.aux_init})
-    result = fit(objective, data.train, cfg, description=f"distill anchors {'+'.join(i.name for i in narrow)}",
-                 ckpt_dir=Path(req.out) / "distill.ckpt", resume=req.resume, fingerprint=fingerprint,
-                 reporter=reporter)
+    width_epochs = dict(req.width_epochs)
+    losses = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
+                              fingerprint=fingerprint, resume=req.resume, description="distill anchors",
+                              reporter=reporter)
     init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
     history = ({"stage": "snnet-anchors", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
                 "wall_s": round(time.time() - t0, 1), "data": req.data, "config": cfg.to_dict(), "alpha": req.alpha,
-                "temperature": req.temperature, "epoch_loss": list(result.epoch_loss),
+                "temperature": req.temperature, **distill_losses(losses, narrow),
+                "epochs": {i.name: width_epochs.get(i.width, cfg.epochs) for i in narrow},
                 "anchors": {i.name: ("ancestry" if i.name == widest.name else "distilled from the ancestry")
                             for i in spec.instances},
                 "aux_init": req.aux_init, "inherited_blocks": inherited,
@@ -167,5 +171,6 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
         manifest = save_pool(req.out, pool, manifest, ancestry=teacher)
         import shutil
 
-        shutil.rmtree(Path(req.out) / "distill.ckpt", ignore_errors=True)
+        for ckpt in Path(req.out).glob("distill*.ckpt"):
+            shutil.rmtree(ckpt, ignore_errors=True)
     return manifest

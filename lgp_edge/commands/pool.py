@@ -18,7 +18,7 @@ from lgp_edge.commands.common import (
     print_table,
     reporter,
 )
-from lgp_edge.commands.train_args import add_train_args, setup_distributed, train_config
+from lgp_edge.commands.train_args import add_train_args, add_width_epochs, setup_distributed, train_config
 
 
 def _widths(text: str) -> tuple[str, ...]:
@@ -61,6 +61,7 @@ def _register_build(s: argparse._SubParsersAction) -> None:
     b.add_argument("--stitch-steps", type=int_at_least(0), default=300, metavar="N",
                    help="lstsq-kd: steps of stitch-only distillation (default 300)")
     b.add_argument("--alpha", type=nonneg_float, default=0.1, help="weight of CE on labels (default 0.1)")
+    add_width_epochs(b, who="the auxiliary models")
     b.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     add_train_args(b, epochs=100)
     b.set_defaults(func=_build)
@@ -161,7 +162,8 @@ def _build(args: argparse.Namespace) -> int:
                        depth=args.depth, widths=args.widths, chains=args.chains, init=args.init, alpha=args.alpha,
                        aux_init=args.aux_init, allow_random_ancestry=args.allow_random_ancestry,
                        pretrained=args.pretrained,
-                       force=args.force, resume=args.resume, stitch_steps=args.stitch_steps)
+                       force=args.force, resume=args.resume, stitch_steps=args.stitch_steps,
+                       width_epochs=args.width_epochs)
     cfg = train_config(args)
     manifest = build_pool(req, cfg, reporter(args))
     if is_main():

@@ -7,6 +7,27 @@ import argparse
 from lgp_edge.commands.common import nonneg_float, positive_float
 
 
+def width_epochs(text: str) -> tuple[tuple[str, int], ...]:
+    """``ti=12,s=6`` -> (("ti", 12), ("s", 6)): distillation epochs of the named widths."""
+    out: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        width, sep, value = part.partition("=")
+        try:
+            epochs = int(value)
+        except ValueError:
+            epochs = 0
+        if not sep or not width.strip() or epochs < 1:
+            raise argparse.ArgumentTypeError(f"'{part}' is not WIDTH=EPOCHS with a positive epoch count, e.g. ti=12")
+        out[width.strip()] = epochs
+    return tuple(out.items())
+
+
+def add_width_epochs(p: argparse.ArgumentParser, *, who: str) -> None:
+    p.add_argument("--width-epochs", type=width_epochs, default=(), metavar="W=N,...",
+                   help=f"distillation epochs of some widths of {who}, e.g. ti=12 (default: --epochs for all); "
+                        "widths with their own budget are distilled in a separate run")
+
+
 def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int = 256, lr: float = 5e-4,
                    warmup: float = 0.0) -> None:
     g = p.add_argument_group("training")

@@ -6,7 +6,6 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,7 +15,7 @@ from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, plan_instances
 from lgp_edge.outdir import check_output_dir
-from lgp_edge.pool.distill import DistillObjective
+from lgp_edge.pool.distill import DistillObjective, check_width_epochs, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS, inherit_from_ancestry, selection_transform_
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import (
@@ -31,7 +30,7 @@ from lgp_edge.pool.stitch_init import (
 )
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import InstanceSpec, PoolSpec, content_hash
-from lgp_edge.train import TrainConfig, fit, is_main, state_digest
+from lgp_edge.train import TrainConfig, is_main, state_digest
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,7 @@ class BuildRequest:
     resume: bool = False  # continue an interrupted distillation
     stitch_steps: int = 300  # lstsq-kd: steps of stitch-only distillation after the least-squares fit
     stitch_lr: float = 1e-3  # lstsq-kd: peak learning rate of those steps
+    width_epochs: tuple[tuple[str, int], ...] = ()  # (width, epochs): a width's own distillation budget
 
 
 def _check(req: BuildRequest) -> None:
@@ -69,6 +69,7 @@ def _check(req: BuildRequest) -> None:
         raise UsageError(f"--aux-init must be one of {', '.join(AUX_INITS)}")
     if req.stitch_steps < 0 or not (0 < req.stitch_lr < 1):
         raise UsageError("--stitch-steps must be >= 0 and --stitch-lr in (0, 1)")
+    check_width_epochs(dict(req.width_epochs), req.widths)
     if req.chains not in ("pairs", "tsb"):
         raise UsageError("--chains must be 'pairs' or 'tsb'")
     if req.chains == "tsb" and tuple(sorted(req.widths)) != ("b", "s", "ti"):
@@ -104,10 +105,9 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
     fingerprint = content_hash({"stage": "distill", "spec": spec, "cfg": cfg.identity(), "alpha": req.alpha,
                                 "T": req.temperature, "data": req.data, "teacher": state_digest(teacher),
                                 "aux_init": req.aux_init})
-    ckpt = Path(req.out) / "distill.ckpt"
-    result = fit(objective, data.train, cfg, description=f"distill {'+'.join(i.name for i in spec.instances)}",
-                 ckpt_dir=ckpt, resume=req.resume, fingerprint=fingerprint, reporter=reporter,
-                 find_unused_parameters=False)  # every student and transform is trained in every step
+    width_epochs = dict(req.width_epochs)
+    losses = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
+                              fingerprint=fingerprint, resume=req.resume, description="distill", reporter=reporter)
     matrices = {i.name: objective.matrices(i.name) for i in spec.instances}
     n_images = fit_image_count(req.init, req.lstsq_images)
     images = lstsq_images(data, n_images, cfg.seed) if n_images else None
@@ -122,7 +122,8 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
     init_entry.update(r2_summary(pool, held_out_images(data, 500)))
     history = ({"stage": "distill", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
                 "wall_s": round(time.time() - t0, 1), "data": req.data, "config": cfg.to_dict(),
-                "alpha": req.alpha, "temperature": req.temperature, "epoch_loss": list(result.epoch_loss),
+                "alpha": req.alpha, "temperature": req.temperature, **distill_losses(losses, spec.instances),
+                "epochs": {i.name: width_epochs.get(i.width, cfg.epochs) for i in spec.instances},
                 "aux_init": req.aux_init, "inherited_blocks": inherited,
                 "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")},
                init_entry)
@@ -132,6 +133,15 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
         manifest = save_pool(req.out, pool, manifest, ancestry=teacher,
                              transforms=objective.transform_tensors())
     return manifest
+
+
+def distill_losses(losses: dict[str, tuple[float, ...]], instances: tuple[InstanceSpec, ...]) -> dict:
+    """History fields of the distillation loss: ``epoch_loss`` (one list, all students trained together) or
+    ``epoch_loss_by_model`` (students with their own budgets)."""
+    runs = {losses[i.name] for i in instances}
+    if len(runs) == 1:
+        return {"epoch_loss": list(next(iter(runs)))}
+    return {"epoch_loss_by_model": {i.name: list(losses[i.name]) for i in instances}}
 
 
 def start_from_ancestry(objective: DistillObjective, teacher: nn.Module,

@@ -13,16 +13,28 @@ layers' learned init is built from the hidden-state ones, ``W_p``.
 Positions: "end" = last student block vs last teacher block; "front,end" = student blocks
 {d/3-1, 2d/3-1, d-1} vs teacher blocks {D/3-1, 2D/3-1, D-1}. All students of a pool share one teacher
 forward pass per batch; their parameters are disjoint, so the summed loss trains each as if alone.
+
+Students converge at different speeds: a Ti that starts as a slice of the ancestry needs more epochs than a
+B that keeps most of it. ``width_epochs`` (``pool build --width-epochs ti=12``) gives a width its own
+budget; students with different budgets are then distilled in separate runs (one per budget, each with its
+own warm-up and cosine schedule and its own teacher forward pass), students with the same budget together.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lgp_edge.errors import UsageError
 from lgp_edge.models.instances import forward_with_taps, supervised_blocks
-from lgp_edge.specs import InstanceSpec
+from lgp_edge.progress import NULL, Reporter
+from lgp_edge.specs import InstanceSpec, content_hash
+from lgp_edge.train import TrainConfig, fit
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -55,6 +67,7 @@ class DistillObjective(nn.Module):
         super().__init__()
         self.teacher = teacher.eval().requires_grad_(False)
         self.students = students
+        self.instances = tuple(instances)
         self.alpha, self.temperature = alpha, temperature
         self.pairs = {i.name: position_pairs(i, teacher_depth) for i in instances}
         self.transforms = nn.ModuleDict({
@@ -64,6 +77,20 @@ class DistillObjective(nn.Module):
             attn_transform_name(i.name, s): nn.Linear(teacher_dim, i.embed_dim)
             for i in instances for s, _ in self.pairs[i.name]})
         self._teacher_blocks = tuple(sorted({t for pairs in self.pairs.values() for _, t in pairs}))
+
+    def subset(self, instances: tuple[InstanceSpec, ...]) -> DistillObjective:
+        """The objective of some of the students: the same student and transform modules (shared, not copied)
+        and the same teacher."""
+        sub = DistillObjective(self.teacher, nn.ModuleDict({i.name: self.students[i.name] for i in instances}), (),
+                               teacher_dim=0, teacher_depth=0, alpha=self.alpha, temperature=self.temperature)
+        sub.instances = tuple(instances)
+        sub.pairs = {i.name: self.pairs[i.name] for i in instances}
+        names = [(i.name, s) for i in instances for s, _ in self.pairs[i.name]]
+        sub.transforms = nn.ModuleDict({transform_name(n, s): self.transforms[transform_name(n, s)] for n, s in names})
+        sub.attn_transforms = nn.ModuleDict({attn_transform_name(n, s): self.attn_transforms[attn_transform_name(n, s)]
+                                             for n, s in names})
+        sub._teacher_blocks = tuple(sorted({t for i in instances for _, t in self.pairs[i.name]}))
+        return sub
 
     def train(self, mode: bool = True) -> DistillObjective:
         super().train(mode)
@@ -97,3 +124,58 @@ class DistillObjective(nn.Module):
         out = {k: v.detach().cpu() for k, v in self.transforms.state_dict().items()}
         out.update({k: v.detach().cpu() for k, v in self.attn_transforms.state_dict().items()})
         return out
+
+
+def check_width_epochs(width_epochs: Mapping[str, int], widths: Iterable[str]) -> None:
+    """UsageError unless every width named in ``width_epochs`` is distilled here and has >= 1 epoch."""
+    widths = sorted(set(widths))
+    unknown = sorted(set(width_epochs) - set(widths))
+    if unknown:
+        raise UsageError(f"--width-epochs names width(s) {', '.join(unknown)} that are not distilled here "
+                         f"(distilled widths: {', '.join(widths)})")
+    if any(not isinstance(e, int) or e < 1 for e in width_epochs.values()):
+        raise UsageError("--width-epochs values must be positive epoch counts, e.g. ti=12")
+
+
+def epoch_groups(instances: tuple[InstanceSpec, ...], epochs: int,
+                 width_epochs: Mapping[str, int]) -> list[tuple[int, tuple[InstanceSpec, ...]]]:
+    """Students grouped by their epoch budget (``width_epochs`` by width, else ``epochs``), fewest epochs first."""
+    check_width_epochs(width_epochs, [i.width for i in instances])
+    groups: dict[int, list[InstanceSpec]] = {}
+    for inst in instances:
+        groups.setdefault(width_epochs.get(inst.width, epochs), []).append(inst)
+    return [(e, tuple(g)) for e, g in sorted(groups.items())]
+
+
+def ckpt_name(group: tuple[InstanceSpec, ...], single: bool) -> str:
+    """Checkpoint directory of one distillation run: ``distill.ckpt`` when all students train together."""
+    return "distill.ckpt" if single else f"distill-{'+'.join(i.name for i in group)}.ckpt"
+
+
+def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *, out: str | Path,
+                     width_epochs: Mapping[str, int], fingerprint: str, resume: bool, description: str,
+                     reporter: Reporter = NULL) -> dict[str, tuple[float, ...]]:
+    """Distil every student of ``objective``, each width for its own number of epochs (``epoch_groups``);
+    checkpoints under ``out``. Returns each student's per-epoch training loss (of its group's run).
+
+    With one group this is exactly one ``fit`` of the whole objective (checkpoint ``distill.ckpt``, the
+    given fingerprint). On ``resume`` a group whose checkpoint exists continues from it and a group without
+    one starts; at least one checkpoint must exist."""
+    groups = epoch_groups(objective.instances, cfg.epochs, width_epochs)
+    single = len(groups) == 1
+    if resume and not single and not any((Path(out) / ckpt_name(g, False) / "state.json").is_file()
+                                         for _, g in groups):
+        raise UsageError(f"--resume: no distillation checkpoint in {out}; run without --resume")
+    losses: dict[str, tuple[float, ...]] = {}
+    for epochs, group in groups:
+        names = "+".join(i.name for i in group)
+        ckpt = Path(out) / ckpt_name(group, single)
+        result = fit(objective if single else objective.subset(group), train_set,
+                     cfg if single else dataclasses.replace(cfg, epochs=epochs),
+                     description=f"{description} {names}", ckpt_dir=ckpt,
+                     resume=resume and (single or (ckpt / "state.json").is_file()),
+                     fingerprint=fingerprint if single else content_hash({"run": fingerprint, "group": names,
+                                                                          "epochs": epochs}),
+                     reporter=reporter, find_unused_parameters=False)  # every student in the run trains each step
+        losses.update({i.name: result.epoch_loss for i in group})
+    return losses

@@ -1,0 +1,110 @@
+"""Per-width distillation budgets (``--width-epochs``): each auxiliary model or SN-Net anchor trains until it
+converges, independently of the others."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from lgp_edge.cli import main
+from lgp_edge.datasets import open_data
+from lgp_edge.errors import UsageError
+from lgp_edge.models.ancestry import create_ancestry
+from lgp_edge.models.instances import plan_instances
+from lgp_edge.pool.distill import DistillObjective, run_distillation
+from lgp_edge.pool.pool import LearngenePool, load_pool, read_manifest
+from lgp_edge.specs import PoolSpec
+from lgp_edge.train import TrainConfig
+
+TINY = "lgp_test_tiny"
+QUICK = ["--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "32", "--quiet"]
+
+
+def _build(out: Path, *extra: str) -> int:
+    try:
+        return main(["pool", "build", "--ancestry", TINY, "--allow-random-ancestry", "--data", "synthetic", "--out",
+                     str(out), "--init", "lstsq", *QUICK, *extra])
+    except SystemExit as exc:  # argparse rejects a malformed value
+        return int(exc.code)
+
+
+def _weights(pool_dir: Path, prefix: str) -> dict[str, torch.Tensor]:
+    pool, _ = load_pool(pool_dir)
+    return {k: v for k, v in pool.models.state_dict().items() if k.startswith(prefix)}
+
+
+def test_a_width_with_its_own_budget_trains_longer_and_leaves_the_others_unchanged(tmp_path: Path) -> None:
+    assert _build(tmp_path / "same") == 0
+    assert _build(tmp_path / "own", "--width-epochs", "ti=3") == 0
+    entry = read_manifest(tmp_path / "own").history[0]
+    assert entry["stage"] == "distill" and entry["epochs"] == {"ti6": 3, "b6": 1}
+    assert [len(entry["epoch_loss_by_model"][n]) for n in ("ti6", "b6")] == [3, 1]
+    plain = read_manifest(tmp_path / "same").history[0]
+    assert plain["epochs"] == {"ti6": 1, "b6": 1} and len(plain["epoch_loss"]) == 1
+    # B trained alone for its epoch sees the same batches and augmentation as B trained beside Ti: same weights
+    b_same, b_own = _weights(tmp_path / "same", "b6."), _weights(tmp_path / "own", "b6.")
+    assert b_same and all(torch.allclose(b_same[k], b_own[k], atol=1e-6) for k in b_same)
+    ti_same, ti_own = _weights(tmp_path / "same", "ti6."), _weights(tmp_path / "own", "ti6.")
+    assert any(not torch.allclose(ti_same[k], ti_own[k]) for k in ti_same)
+
+
+def _objective() -> DistillObjective:
+    torch.manual_seed(0)
+    teacher, aspec = create_ancestry(TINY)
+    spec = PoolSpec(aspec, 6, plan_instances(aspec, 6, ("ti", "b")))
+    pool = LearngenePool(spec)
+    return DistillObjective(teacher, pool.models, spec.instances, teacher_dim=aspec.embed_dim,
+                            teacher_depth=aspec.depth)
+
+
+def test_resume_continues_each_budget_from_its_own_checkpoint(tmp_path: Path) -> None:
+    data = open_data("synthetic", img_size=16, in_chans=1)
+    cfg = TrainConfig(epochs=1, batch_size=32, max_steps_per_epoch=3)
+    run = dict(out=tmp_path, width_epochs={"ti": 2}, fingerprint="f", description="distill")
+    done = _objective()
+    losses = run_distillation(done, data.train, cfg, resume=False, **run)
+    assert {k: len(v) for k, v in losses.items()} == {"ti6": 2, "b6": 1}
+    assert {p.name for p in tmp_path.glob("distill*.ckpt")} == {"distill-b6.ckpt", "distill-ti6.ckpt"}
+    expected = done.students.state_dict()
+
+    resumed = _objective()  # both runs finished: resuming loads them and trains nothing
+    assert run_distillation(resumed, data.train, cfg, resume=True, **run) == {"ti6": (), "b6": ()}
+    assert all(torch.equal(v, expected[k]) for k, v in resumed.students.state_dict().items())
+
+    shutil.rmtree(tmp_path / "distill-ti6.ckpt")  # Ti's run never started: it starts, B's continues
+    partly = _objective()
+    assert {k: len(v) for k, v in run_distillation(partly, data.train, cfg, resume=True, **run).items()} == \
+        {"ti6": 2, "b6": 0}
+    assert all(torch.allclose(v, expected[k], atol=1e-6) for k, v in partly.students.state_dict().items())
+
+    for ckpt in tmp_path.glob("distill*.ckpt"):
+        shutil.rmtree(ckpt)
+    with pytest.raises(UsageError, match="no distillation checkpoint"):
+        run_distillation(_objective(), data.train, cfg, resume=True, **run)
+
+
+@pytest.mark.parametrize("value,needle", [("s=2", "not distilled here"), ("ti=0", "positive epoch count"),
+                                          ("ti", "WIDTH=EPOCHS")])
+def test_bad_width_epochs_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                         value: str, needle: str) -> None:
+    assert _build(tmp_path / "p", "--width-epochs", value) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "p").exists()
+
+
+def test_snnet_takes_anchor_budgets_and_the_finetune_recipe_from_the_cli(tmp_path: Path) -> None:
+    out = tmp_path / "sn"
+    assert main(["baseline", "snnet", "--ancestry", TINY, "--allow-random-ancestry", "--data", "synthetic",
+                 "--out", str(out), "--anchor-epochs", "1", "--width-epochs", "ti=2", "--stitch-epochs", "1",
+                 "--instance-lr-scale", "0.5", "--finetune-anchors", "--epochs", "1", "--batch-size", "64",
+                 "--max-steps-per-epoch", "2", "--eval-images", "64", "--quiet"]) == 0
+    history = read_manifest(out).history
+    anchors = next(h for h in history if h["stage"] == "snnet-anchors")
+    assert anchors["epochs"] == {"ti12": 2, "s12": 1}
+    finetune = next(h for h in history if h["stage"] == "finetune")
+    assert finetune["stitch_epochs"] == 1 and finetune["anchors"] is True and finetune["instance_lr_scale"] == 0.5
+    assert not list(out.glob("distill*.ckpt"))
