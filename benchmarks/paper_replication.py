@@ -55,7 +55,7 @@ DONE = ".done.json"
 # Settings. The ancestry is trained once (30 epochs; shipped in lgp_edge/data/ancestry by
 # benchmarks/ship_ancestry.py) and reused; the rest of the full run is sized for <= 120 min on 2 cores.
 FULL = {"ancestry_epochs": 30, "ancestry_lr": 2e-3, "ancestry_warmup": 2.0, "ancestry_steps": None,
-        "distill_epochs": 3, "distill_width_epochs": {"ti": 12}, "distill_lr": 1e-3, "distill_warmup": 0.25,
+        "distill_epochs": 3, "distill_width_epochs": {"ti": 10}, "distill_lr": 1e-3, "distill_warmup": 0.25,
         "finetune_epochs": 2, "finetune_warmup": 0.1, "stitch_epochs": 0, "instance_lr_scale": 0.1, "anchors": True,
         "stitch_steps": 300, "inits": ["learned", "lstsq", "lstsq-kd"], "inits_d9": ["learned", "lstsq-kd"],
         "default_init": "lstsq-kd", "aux_init": "ancestry", "steps_per_epoch": None, "eval_images": None,
