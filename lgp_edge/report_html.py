@@ -214,7 +214,8 @@ document.querySelectorAll('circle.pt').forEach(function(c){
   c.addEventListener('mouseleave',function(){tip.style.display='none';});
 });
 document.querySelectorAll('table.sortable th').forEach(function(th){
-  function sort(){var col=th.cellIndex,t=th.closest('table'),b=t.tBodies[0],asc=th.getAttribute('aria-sort')!=='ascending';
+  function sort(){var col=th.cellIndex,t=th.closest('table'),b=t.tBodies[0],
+      asc=th.getAttribute('aria-sort')!=='ascending';
     t.querySelectorAll('th').forEach(function(h){h.removeAttribute('aria-sort');});
     th.setAttribute('aria-sort',asc?'ascending':'descending');var num=th.dataset.num==='1';
     Array.from(b.rows).sort(function(r,s){var x=r.cells[col].dataset.v,y=s.cells[col].dataset.v;

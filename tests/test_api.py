@@ -13,7 +13,8 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "API.md"
 def test_api_doc_examples_run(tiny_pool: Path, tmp_path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), re.S)
     assert len(blocks) >= 4
-    script = (f"POOL = {str(tiny_pool)!r}\nSTORE = {str(tmp_path / 'store.sqlite')!r}\nOUT = {str(tmp_path / 'out')!r}\n" + "\n".join(blocks)
+    script = (f"POOL = {str(tiny_pool)!r}\nSTORE = {str(tmp_path / 'store.sqlite')!r}\n"
+              f"OUT = {str(tmp_path / 'out')!r}\n" + "\n".join(blocks)
               + "\nfrom lgp_edge.specs import DescendantRecord, LatencyRecord\n"
                 "from lgp_edge.select import Selection\nfrom lgp_edge.export.pipeline import ExportResult\n"
                 "assert isinstance(records[0], DescendantRecord) and isinstance(lat[0], LatencyRecord)\n"

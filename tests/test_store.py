@@ -55,9 +55,10 @@ def test_schema_1_store_becomes_history(tmp_path):
     """A store written by the previous schema (one row per key in table 'latency') is migrated in place."""
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
-    db.executescript("""CREATE TABLE latency (pool_id TEXT NOT NULL, descendant_key TEXT NOT NULL, target TEXT NOT NULL,
-        runtime TEXT NOT NULL, precision TEXT NOT NULL, batch INTEGER NOT NULL, tool_versions TEXT NOT NULL,
-        source TEXT NOT NULL, median_ms REAL NOT NULL, p90_ms REAL NOT NULL, p99_ms REAL NOT NULL, mean_ms REAL NOT NULL,
+    db.executescript("""CREATE TABLE latency (pool_id TEXT NOT NULL, descendant_key TEXT NOT NULL,
+        target TEXT NOT NULL, runtime TEXT NOT NULL, precision TEXT NOT NULL, batch INTEGER NOT NULL,
+        tool_versions TEXT NOT NULL, source TEXT NOT NULL, median_ms REAL NOT NULL, p90_ms REAL NOT NULL,
+        p99_ms REAL NOT NULL, mean_ms REAL NOT NULL,
         std_ms REAL NOT NULL, cv REAL NOT NULL, n INTEGER NOT NULL, warmup INTEGER NOT NULL, threads INTEGER NOT NULL,
         noisy INTEGER NOT NULL, when_utc TEXT NOT NULL,
         PRIMARY KEY (pool_id, descendant_key, target, runtime, precision, batch, tool_versions, source));

@@ -24,7 +24,8 @@ printf "%s\n" "$@" >> "{log}"
 for a in "$@"; do
   case "$a" in
     --saveEngine=*) echo engine > "${{a#--saveEngine=}}" ;;
-    --exportTimes=*) printf '[{{"latencyMs": 1.0}}, {{"latencyMs": 1.1}}, {{"latencyMs": 1.2}}, {{"latencyMs": 1.3}}, {{"latencyMs": 2.0}}]' > "${{a#--exportTimes=}}" ;;
+    --exportTimes=*) printf '[{{"latencyMs": 1.0}}, {{"latencyMs": 1.1}}, {{"latencyMs": 1.2}}, '\
+'{{"latencyMs": 1.3}}, {{"latencyMs": 2.0}}]' > "${{a#--exportTimes=}}" ;;
   esac
 done
 echo "[I] TensorRT version: 8.6.2"
