@@ -15,7 +15,7 @@ Positions: "end" = last student block vs last teacher block; "front,end" = stude
 forward pass per batch; their parameters are disjoint, so the summed loss trains each as if alone.
 
 Students converge at different speeds: a Ti that starts as a slice of the ancestry needs more epochs than a
-B that keeps most of it. ``width_epochs`` (``pool build --width-epochs ti=12``) gives a width its own
+B that keeps most of it. ``width_epochs`` (``pool build --width-epochs ti=10``) gives a width its own
 budget; students with different budgets are then distilled in separate runs (one per budget, each with its
 own warm-up and cosine schedule and its own teacher forward pass), students with the same budget together.
 """
