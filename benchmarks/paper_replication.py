@@ -235,6 +235,8 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> 
                                             + width_epochs_flag(s) + cli_train_flags(dcfg))
     out = {}
     inits = s["inits"] if depth == 6 else s["inits_d9"]
+    if s.get("only_inits"):  # a partial run (--stages) leaves the other copies to another process
+        inits = [i for i in inits if i in s["only_inits"]]
     for init in sorted(inits, key=lambda i: i != s["default_init"]):  # the demo pool's init first
         name = f"lgp_d{depth}_{init}"
         path = st.work / name
@@ -512,6 +514,15 @@ def init_list(text: str) -> tuple[str, ...]:
     return names
 
 
+def any_inits(text: str) -> tuple[str, ...]:
+    from lgp_edge.pool.stitch_init import INITS
+
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    if not names or any(x not in INITS for x in names):
+        raise argparse.ArgumentTypeError(f"expected a comma list of {','.join(INITS)}, got {text!r}")
+    return names
+
+
 def width_epochs_arg(text: str) -> tuple[tuple[str, int], ...]:
     from lgp_edge.commands.train_args import width_epochs as parse
 
@@ -539,6 +550,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s["inits_d9"] = list(args.inits_d9)
     if args.width_epochs is not None:
         s["distill_width_epochs"] = dict(args.width_epochs)
+    if args.only_inits is not None:
+        s["only_inits"] = list(args.only_inits)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     work = Path(args.work or Path(args.cache_dir) / ("run-quick" if args.quick else "run-full"))
     work.mkdir(parents=True, exist_ok=True)
@@ -643,6 +656,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inits-d9", type=init_list, default=None, metavar="INIT,...",
                    help=f"stitch inits fine-tuned at depth 9 (default {','.join(FULL['inits_d9'])}; must include "
                         f"the default init {FULL['default_init']})")
+    p.add_argument("--only-inits", type=any_inits, default=None, metavar="INIT,...",
+                   help="with --stages: fine-tune only these stitch inits' copies, so that two processes can share "
+                        "one depth's fine-tunes (each copy is a separate directory)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--stages", type=stage_list, default=None,
                    help=f"comma list of stages to run now, e.g. lgp6,snnet (default all: {','.join(STAGES)}); "
@@ -650,6 +666,8 @@ def main(argv: list[str] | None = None) -> int:
                         "a run without --stages then reuses them and writes the results")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    if args.only_inits is not None and args.stages is None:
+        p.error("--only-inits needs --stages: the run that assembles the results uses every init's copy")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     r = run(args)
     if not r:

@@ -32,6 +32,13 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     with pytest.raises(SystemExit) as e:
         bench.main([*argv, "--stages", "lgp6,bogus"])
     assert e.value.code == 2
+    # one depth's fine-tunes split over two processes: this one takes only the learned copy
+    assert bench.main([*argv, "--stages", "lgp9", "--only-inits", "learned"]) == 0
+    run_dir = tmp_path / "cache" / "run-quick"
+    assert (run_dir / "lgp_d9_learned" / ".done.json").is_file() and not (run_dir / "lgp_d9_lstsq-kd").exists()
+    with pytest.raises(SystemExit) as e:
+        bench.main([*argv, "--only-inits", "learned"])  # the assembling run needs every copy
+    assert e.value.code == 2
     assert bench.main(argv) == 0
     r = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
     assert r["quick"] is True and not (tmp_path / "results" / "paper_replication.json").exists()
