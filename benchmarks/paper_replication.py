@@ -53,7 +53,8 @@ ANCESTRY = "lgp_vit_fmnist"
 DONE = ".done.json"
 
 # Settings. The ancestry is trained once (30 epochs; shipped in lgp_edge/data/ancestry by
-# benchmarks/ship_ancestry.py) and reused; the rest of the full run is sized for <= 120 min on 2 cores.
+# benchmarks/ship_ancestry.py) and reused. The rest of the full run was sized for <= 120 min on 2 cores; on the
+# AVX2 EPYC VM of the committed results it took 140 min of wall time on 2 cores (README).
 FULL = {"ancestry_epochs": 30, "ancestry_lr": 2e-3, "ancestry_warmup": 2.0, "ancestry_steps": None,
         "distill_epochs": 3, "distill_width_epochs": {"ti": 10}, "distill_lr": 1e-3, "distill_warmup": 0.25,
         "finetune_epochs": 2, "finetune_warmup": 0.1, "stitch_epochs": 0, "instance_lr_scale": 0.1, "anchors": True,
@@ -483,7 +484,7 @@ DIFFERENCES = [
 
 
 def distill_widths_text(s: dict[str, Any]) -> str:
-    """``, Ti 12`` when some widths have their own distillation epochs."""
+    """``, Ti 10`` when some widths have their own distillation epochs."""
     names = {"ti": "Ti", "s": "S", "b": "B"}
     return "".join(f", {names.get(w, w)} {e}" for w, e in s["distill_width_epochs"].items())
 
