@@ -81,6 +81,7 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
 def _check_commands(commands: dict[str, str]) -> None:
     """Every lgp-edge command the results JSON records is one the CLI accepts, with the recipe's flags."""
     from lgp_edge.cli import build_parser
+    from lgp_edge.commands.train_args import finetune_recipe
 
     parser = build_parser()
     parsed = {}
@@ -90,9 +91,10 @@ def _check_commands(commands: dict[str, str]) -> None:
             if argv[0] == "lgp-edge":
                 parsed[stage, argv[1], argv[2] if len(argv) > 2 else ""] = parser.parse_args(argv[1:])
     snnet = parsed["snnet", "baseline", "snnet"]
-    assert snnet.width_epochs == (("ti", 2),) and snnet.finetune_anchors and snnet.instance_lr_scale == 0.1
+    assert snnet.width_epochs == (("ti", 2),)
+    assert finetune_recipe(snnet) == {"stitch_epochs": 0, "instance_lr_scale": 0.1, "anchors": True}
     assert parsed["lgp_d6_distill", "pool", "build"].width_epochs == (("ti", 2),)
-    assert parsed["lgp_d6_lstsq-kd", "pool", "finetune"].anchors is True
+    assert finetune_recipe(parsed["lgp_d6_lstsq-kd", "pool", "finetune"])["anchors"] is True
 
 
 def _front(lgp: list[dict], snnet: list[dict]) -> tuple[float, float | None]:

@@ -28,8 +28,8 @@ from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR
 from lgp_edge.outdir import check_output_dir
-from lgp_edge.pool.build import distill_losses, start_from_ancestry
-from lgp_edge.pool.distill import DistillObjective, check_width_epochs, run_distillation
+from lgp_edge.pool.build import start_from_ancestry
+from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import init_stitches, lstsq_images
@@ -158,8 +158,7 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
     history = ({"stage": "snnet-anchors", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
                 "wall_s": round(time.time() - t0, 1), "data": req.data, "config": cfg.to_dict(), "alpha": req.alpha,
-                "temperature": req.temperature, **distill_losses(losses, narrow),
-                "epochs": {i.name: width_epochs.get(i.width, cfg.epochs) for i in narrow},
+                "temperature": req.temperature, **distill_history(losses, narrow, cfg.epochs, width_epochs),
                 "anchors": {i.name: ("ancestry" if i.name == widest.name else "distilled from the ancestry")
                             for i in spec.instances},
                 "aux_init": req.aux_init, "inherited_blocks": inherited,

@@ -6,8 +6,14 @@ import argparse
 import dataclasses
 from typing import Any
 
-from lgp_edge.commands.common import DATA_HELP, add_json, int_at_least, nonneg_float, print_json, reporter
-from lgp_edge.commands.train_args import add_train_args, add_width_epochs, train_config
+from lgp_edge.commands.common import DATA_HELP, add_json, print_json, reporter
+from lgp_edge.commands.train_args import (
+    add_finetune_recipe,
+    add_train_args,
+    add_width_epochs,
+    finetune_recipe,
+    train_config,
+)
 
 
 def _names(text: str) -> list[str]:
@@ -51,12 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="Ti and S anchors start as a weight selection of the ancestry (default, as 'pool build') "
                          "or random")
     add_width_epochs(sn, who="the Ti and S anchors")
-    sn.add_argument("--stitch-epochs", type=int_at_least(0), default=0, metavar="N",
-                    help="fine-tuning: stitch-only epochs (anchors frozen) before joint training (default 0)")
-    sn.add_argument("--instance-lr-scale", type=nonneg_float, default=1.0,
-                    help="fine-tuning: the anchors' learning rate as a fraction of the stitches' (default 1)")
-    sn.add_argument("--finetune-anchors", action="store_true",
-                    help="fine-tuning: also train each anchor alone in every step (as 'pool finetune --anchors')")
+    add_finetune_recipe(sn, anchors_flag="--finetune-anchors", members="anchors", prefix="fine-tuning: ")
     add_json(sn)
     add_train_args(sn, epochs=50)
     sn.set_defaults(func=_snnet)
@@ -147,8 +148,7 @@ def _snnet(args: argparse.Namespace) -> int:
                              out=args.out, allow_random_ancestry=args.allow_random_ancestry, force=args.force,
                              resume=args.resume, aux_init=args.aux_init, width_epochs=args.width_epochs),
                 anchor_cfg, rep)
-    finetune_pool(FinetuneRequest(pool=args.out, data=args.data, stitch_epochs=args.stitch_epochs,
-                                  instance_lr_scale=args.instance_lr_scale, anchors=args.finetune_anchors), cfg, rep)
+    finetune_pool(FinetuneRequest(pool=args.out, data=args.data, **finetune_recipe(args)), cfg, rep)
     manifest = evaluate_pool(args.out, args.data, max_images=args.eval_images, reporter=rep)
     rows = [r.to_dict() for r in manifest.descendants]
     if args.json:

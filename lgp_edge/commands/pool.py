@@ -18,7 +18,14 @@ from lgp_edge.commands.common import (
     print_table,
     reporter,
 )
-from lgp_edge.commands.train_args import add_train_args, add_width_epochs, setup_distributed, train_config
+from lgp_edge.commands.train_args import (
+    add_finetune_recipe,
+    add_train_args,
+    add_width_epochs,
+    finetune_recipe,
+    setup_distributed,
+    train_config,
+)
 
 
 def _widths(text: str) -> tuple[str, ...]:
@@ -74,12 +81,7 @@ def _register_finetune(s: argparse._SubParsersAction) -> None:
     f.add_argument("--init", choices=("learned", "lstsq", "lstsq-kd"), default=None,
                    help="re-initialise the stitch layers before training (default: keep the pool's)")
     f.add_argument("--tau", type=positive_float, default=1.0, help="KD temperature (default 1)")
-    f.add_argument("--stitch-epochs", type=int_at_least(0), default=0, metavar="N",
-                   help="stitch-only epochs (instances frozen) before joint training (default 0)")
-    f.add_argument("--instance-lr-scale", type=nonneg_float, default=1.0,
-                   help="instances' learning rate as a fraction of the stitches' (default 1)")
-    f.add_argument("--anchors", action="store_true",
-                   help="also train each instance model alone in every step (keeps Ti and B accurate)")
+    add_finetune_recipe(f)
     add_train_args(f, epochs=50)
     f.set_defaults(func=_finetune)
 
@@ -179,8 +181,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
     setup_distributed(args)
     manifest = finetune_pool(FinetuneRequest(pool=args.pool, data=args.data, init=args.init, tau=args.tau,
-                                             resume=args.resume, stitch_epochs=args.stitch_epochs,
-                                             instance_lr_scale=args.instance_lr_scale, anchors=args.anchors),
+                                             resume=args.resume, **finetune_recipe(args)),
                              train_config(args), reporter(args))
     if is_main():
         last = manifest.history[-1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lgp_edge.commands.common import nonneg_float, positive_float
+from lgp_edge.commands.common import int_at_least, nonneg_float, positive_float
 
 
 def width_epochs(text: str) -> tuple[tuple[str, int], ...]:
@@ -26,6 +26,24 @@ def add_width_epochs(p: argparse.ArgumentParser, *, who: str) -> None:
     p.add_argument("--width-epochs", type=width_epochs, default=(), metavar="W=N,...",
                    help=f"distillation epochs of some widths of {who}, e.g. ti=12 (default: --epochs for all); "
                         "widths with their own budget are distilled in a separate run")
+
+
+def add_finetune_recipe(p: argparse.ArgumentParser, *, anchors_flag: str = "--anchors", members: str = "instances",
+                        prefix: str = "") -> None:
+    """The fine-tuning recipe beyond the paper (``pool finetune``; ``baseline snnet`` for its anchors, where
+    ``--anchors`` is taken and the flag is ``--finetune-anchors``). ``finetune_recipe(args)`` reads them."""
+    p.add_argument("--stitch-epochs", type=int_at_least(0), default=0, metavar="N",
+                   help=f"{prefix}stitch-only epochs ({members} frozen) before joint training (default 0)")
+    p.add_argument("--instance-lr-scale", type=nonneg_float, default=1.0,
+                   help=f"{prefix}{members}' learning rate as a fraction of the stitches' (default 1)")
+    p.add_argument(anchors_flag, dest="anchors_each_step", action="store_true",
+                   help=f"{prefix}also train each {members[:-1]} model alone in every step (keeps Ti and B accurate)")
+
+
+def finetune_recipe(args: argparse.Namespace) -> dict:
+    """``FinetuneRequest`` fields from the flags of ``add_finetune_recipe``."""
+    return {"stitch_epochs": args.stitch_epochs, "instance_lr_scale": args.instance_lr_scale,
+            "anchors": args.anchors_each_step}
 
 
 def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int = 256, lr: float = 5e-4,

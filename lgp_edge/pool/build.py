@@ -15,7 +15,7 @@ from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, plan_instances
 from lgp_edge.outdir import check_output_dir
-from lgp_edge.pool.distill import DistillObjective, check_width_epochs, run_distillation
+from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS, inherit_from_ancestry, selection_transform_
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import (
@@ -122,8 +122,8 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
     init_entry.update(r2_summary(pool, held_out_images(data, 500)))
     history = ({"stage": "distill", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
                 "wall_s": round(time.time() - t0, 1), "data": req.data, "config": cfg.to_dict(),
-                "alpha": req.alpha, "temperature": req.temperature, **distill_losses(losses, spec.instances),
-                "epochs": {i.name: width_epochs.get(i.width, cfg.epochs) for i in spec.instances},
+                "alpha": req.alpha, "temperature": req.temperature,
+                **distill_history(losses, spec.instances, cfg.epochs, width_epochs),
                 "aux_init": req.aux_init, "inherited_blocks": inherited,
                 "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")},
                init_entry)
@@ -133,15 +133,6 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
         manifest = save_pool(req.out, pool, manifest, ancestry=teacher,
                              transforms=objective.transform_tensors())
     return manifest
-
-
-def distill_losses(losses: dict[str, tuple[float, ...]], instances: tuple[InstanceSpec, ...]) -> dict:
-    """History fields of the distillation loss: ``epoch_loss`` (one list, all students trained together) or
-    ``epoch_loss_by_model`` (students with their own budgets)."""
-    runs = {losses[i.name] for i in instances}
-    if len(runs) == 1:
-        return {"epoch_loss": list(next(iter(runs)))}
-    return {"epoch_loss_by_model": {i.name: list(losses[i.name]) for i in instances}}
 
 
 def start_from_ancestry(objective: DistillObjective, teacher: nn.Module,

@@ -63,34 +63,31 @@ class DistillObjective(nn.Module):
     """All students of one pool against one frozen teacher; ``forward(x, y)`` returns the summed loss."""
 
     def __init__(self, teacher: nn.Module, students: nn.ModuleDict, instances: tuple[InstanceSpec, ...], *,
-                 teacher_dim: int, teacher_depth: int, alpha: float = 0.1, temperature: float = 1.0) -> None:
+                 teacher_dim: int, teacher_depth: int, alpha: float = 0.1, temperature: float = 1.0,
+                 shared: DistillObjective | None = None) -> None:
+        """``shared``: take the transformation matrices from that objective (same modules) instead of new ones."""
         super().__init__()
         self.teacher = teacher.eval().requires_grad_(False)
         self.students = students
         self.instances = tuple(instances)
+        self.teacher_dim, self.teacher_depth = teacher_dim, teacher_depth
         self.alpha, self.temperature = alpha, temperature
         self.pairs = {i.name: position_pairs(i, teacher_depth) for i in instances}
         self.transforms = nn.ModuleDict({
-            transform_name(i.name, s): nn.Linear(teacher_dim, i.embed_dim)
-            for i in instances for s, _ in self.pairs[i.name]})
+            transform_name(i.name, s): shared.transforms[transform_name(i.name, s)] if shared is not None
+            else nn.Linear(teacher_dim, i.embed_dim) for i in instances for s, _ in self.pairs[i.name]})
         self.attn_transforms = nn.ModuleDict({
-            attn_transform_name(i.name, s): nn.Linear(teacher_dim, i.embed_dim)
+            attn_transform_name(i.name, s): shared.attn_transforms[attn_transform_name(i.name, s)]
+            if shared is not None else nn.Linear(teacher_dim, i.embed_dim)
             for i in instances for s, _ in self.pairs[i.name]})
         self._teacher_blocks = tuple(sorted({t for pairs in self.pairs.values() for _, t in pairs}))
 
     def subset(self, instances: tuple[InstanceSpec, ...]) -> DistillObjective:
         """The objective of some of the students: the same student and transform modules (shared, not copied)
         and the same teacher."""
-        sub = DistillObjective(self.teacher, nn.ModuleDict({i.name: self.students[i.name] for i in instances}), (),
-                               teacher_dim=0, teacher_depth=0, alpha=self.alpha, temperature=self.temperature)
-        sub.instances = tuple(instances)
-        sub.pairs = {i.name: self.pairs[i.name] for i in instances}
-        names = [(i.name, s) for i in instances for s, _ in self.pairs[i.name]]
-        sub.transforms = nn.ModuleDict({transform_name(n, s): self.transforms[transform_name(n, s)] for n, s in names})
-        sub.attn_transforms = nn.ModuleDict({attn_transform_name(n, s): self.attn_transforms[attn_transform_name(n, s)]
-                                             for n, s in names})
-        sub._teacher_blocks = tuple(sorted({t for i in instances for _, t in self.pairs[i.name]}))
-        return sub
+        return DistillObjective(self.teacher, nn.ModuleDict({i.name: self.students[i.name] for i in instances}),
+                                instances, teacher_dim=self.teacher_dim, teacher_depth=self.teacher_depth,
+                                alpha=self.alpha, temperature=self.temperature, shared=self)
 
     def train(self, mode: bool = True) -> DistillObjective:
         super().train(mode)
@@ -179,3 +176,16 @@ def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *
                      reporter=reporter, find_unused_parameters=False)  # every student in the run trains each step
         losses.update({i.name: result.epoch_loss for i in group})
     return losses
+
+
+def distill_history(losses: Mapping[str, tuple[float, ...]], instances: tuple[InstanceSpec, ...], epochs: int,
+                    width_epochs: Mapping[str, int]) -> dict:
+    """pool.json history fields of a distillation: each student's epochs, and its loss per epoch as
+    ``epoch_loss`` (one list: all students trained together) or ``epoch_loss_by_model``."""
+    out: dict = {"epochs": {i.name: width_epochs.get(i.width, epochs) for i in instances}}
+    runs = {losses[i.name] for i in instances}
+    if len(runs) == 1:
+        out["epoch_loss"] = list(next(iter(runs)))
+    else:
+        out["epoch_loss_by_model"] = {i.name: list(losses[i.name]) for i in instances}
+    return out
