@@ -39,11 +39,12 @@ from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
 from lgp_edge.models.ancestry import read_ancestry_dir, shipped_ancestry_dir
 from lgp_edge.pool.ancestry_train import AncestryRequest, train_ancestry
 from lgp_edge.pool.build import BuildRequest, build_pool
+from lgp_edge.pool.distill import interrupted
 from lgp_edge.pool.evaluate import evaluate_pool
 from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
 from lgp_edge.pool.pool import load_pool
 from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
-from lgp_edge.progress import NULL, RichReporter
+from lgp_edge.progress import stderr_reporter
 from lgp_edge.train import TrainConfig
 
 log = logging.getLogger("paper_replication")
@@ -208,11 +209,6 @@ def width_epochs_flag(s: dict[str, Any]) -> str:
     return f"--width-epochs {pairs} " if pairs else ""
 
 
-def has_checkpoint(out: Path) -> bool:
-    """A killed distillation left a checkpoint: the stage continues it."""
-    return any((c / "state.json").is_file() for c in out.glob("distill*.ckpt"))
-
-
 def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, dict[str, Any]]:
     """One distillation per depth; per stitch init a copy re-initialised (``pool stitch``), evaluated before
     fine-tuning, fine-tuned with the recipe of ``s`` and evaluated again."""
@@ -224,7 +220,7 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> 
     if not st.done(distilled, key):
         t0 = time.time()
         build_pool(BuildRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(distilled), depth=depth,
-                                init="learned", aux_init=s["aux_init"], force=True, resume=has_checkpoint(distilled),
+                                init="learned", aux_init=s["aux_init"], force=True, resume=interrupted(distilled),
                                 lstsq_images=s["lstsq_images"], width_epochs=width_epochs(s)), dcfg, rep)
         (distilled / "instances.json").write_text(json.dumps(instance_top1(distilled, s["data"], s["eval_images"])))
         st.mark(distilled, key, time.time() - t0)
@@ -280,7 +276,7 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
     if not st.done(path, key):
         t0 = time.time()
         build_snnet(SNNetRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path), force=True,
-                                 resume=has_checkpoint(path), lstsq_images=s["lstsq_images"], aux_init=s["aux_init"],
+                                 resume=interrupted(path), lstsq_images=s["lstsq_images"], aux_init=s["aux_init"],
                                  width_epochs=width_epochs(s)), dcfg, rep)
         (path / "anchors.json").write_text(json.dumps(instance_top1(path, s["data"], s["eval_images"])))
         finetune_pool(finetune_request(path, s), fcfg, rep)
@@ -556,7 +552,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     work = Path(args.work or Path(args.cache_dir) / ("run-quick" if args.quick else "run-full"))
     work.mkdir(parents=True, exist_ok=True)
-    rep = NULL if args.quiet else RichReporter()
+    rep = stderr_reporter(args.quiet)
     st = Stages(work)
     t0 = time.time()
     anc, anc_meta = ancestry_stage(s, args.quick, rep, st)

@@ -1,14 +1,18 @@
 """Progress reporting: library loops report through a ``Reporter``; the CLI decides how it shows.
 
 The library never prints; long loops call ``reporter.task(...)`` and ``task.advance()``. The CLI passes a
-``RichReporter`` (progress bars on stderr) or ``NullReporter`` (``--quiet``, tests).
+``RichReporter`` (progress bars on an interactive stderr), a ``LineReporter`` (one plain line every
+``interval`` seconds when stderr is a pipe or a log file, where a live bar would show nothing until the end)
+or ``NullReporter`` (``--quiet``, tests).
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 
 class Task(Protocol):
@@ -64,4 +68,66 @@ class RichReporter:
             yield _RichTask(progress, progress.add_task(description, total=total, info=""))
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _LineTask:
+    def __init__(self, reporter: LineReporter, description: str, total: int | None) -> None:
+        self._reporter, self._description, self._total = reporter, description, total
+        self._done, self._info = 0, ""
+        self._start = self._last = reporter.clock()
+
+    def advance(self, n: int = 1, **fields: Any) -> None:
+        self._done += n
+        if fields:
+            self._info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        now = self._reporter.clock()
+        if now - self._last >= self._reporter.interval:
+            self._last = now
+            self.emit(now)
+
+    def emit(self, now: float, final: bool = False) -> None:
+        elapsed = now - self._start
+        if self._total:
+            pct = 100.0 * self._done / self._total
+            text = f"{self._description}: {self._done}/{self._total} ({pct:.0f}%) {_duration(elapsed)} elapsed"
+            if not final and 0 < self._done < self._total:
+                text += f", ~{_duration(elapsed * (self._total - self._done) / self._done)} left"
+        else:
+            text = f"{self._description}: {self._done} done, {_duration(elapsed)} elapsed"
+        if self._info:
+            text += f"  {self._info}"
+        print(text, file=self._reporter.stream, flush=True)
+
+
+class LineReporter:
+    """Plain progress lines for a non-interactive stderr (CI logs, ``nohup``, ``2> file``).
+
+    Each task prints a line at most every ``interval`` seconds while it runs and one when it ends, so a log
+    shows how far a long run got and how long it has left.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, interval: float = 30.0, clock: Any = time.monotonic) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.interval = interval
+        self.clock = clock
+
+    @contextmanager
+    def task(self, description: str, total: int | None) -> Iterator[_LineTask]:
+        task = _LineTask(self, description, total)
+        yield task
+        task.emit(self.clock(), final=True)
+
+
 NULL = NullReporter()
+
+
+def stderr_reporter(quiet: bool = False) -> Any:
+    """What a command shows on stderr: bars on a terminal, a plain line every 30 s on a pipe or log, none if quiet."""
+    if quiet:
+        return NULL
+    return RichReporter() if sys.stderr.isatty() else LineReporter()

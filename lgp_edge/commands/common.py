@@ -50,9 +50,10 @@ def add_store_arg(p: argparse.ArgumentParser) -> None:
 
 
 def reporter(args: argparse.Namespace) -> Any:
-    from lgp_edge.progress import NULL, RichReporter
+    """Progress for long work: bars on a terminal, a plain line every 30 s on a pipe or log file, none with -q."""
+    from lgp_edge.progress import stderr_reporter
 
-    return NULL if getattr(args, "quiet", False) else RichReporter()
+    return stderr_reporter(getattr(args, "quiet", False))
 
 
 def console() -> Any:

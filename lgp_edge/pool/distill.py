@@ -149,6 +149,13 @@ def ckpt_name(group: tuple[InstanceSpec, ...], single: bool) -> str:
     return "distill.ckpt" if single else f"distill-{'+'.join(i.name for i in group)}.ckpt"
 
 
+def interrupted(out: str | Path) -> bool:
+    """A killed distillation into ``out`` left a checkpoint (any ``ckpt_name`` directory): ``--resume`` continues it."""
+    from lgp_edge.train_checkpoint import CKPT_META
+
+    return any((c / CKPT_META).is_file() for c in Path(out).glob("distill*.ckpt"))
+
+
 def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *, out: str | Path,
                      width_epochs: Mapping[str, int], fingerprint: str, resume: bool, description: str,
                      reporter: Reporter = NULL) -> dict[str, tuple[float, ...]]:

@@ -1,0 +1,59 @@
+"""Progress on a non-interactive stderr: plain lines a log file can show, bars only on a terminal."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from lgp_edge.progress import LineReporter
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_line_reporter_prints_every_interval_and_at_the_end() -> None:
+    out, clock = io.StringIO(), _Clock()
+    rep = LineReporter(stream=out, interval=30.0, clock=clock)
+    with rep.task("finetune", total=100) as task:
+        for _ in range(100):
+            clock.now += 1.0  # one step a second: a line at 30 s, 60 s, 90 s, and the final one
+            task.advance(loss=0.123456)
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "finetune: 30/100 (30%) 0:30 elapsed, ~1:10 left  loss 0.1235",
+        "finetune: 60/100 (60%) 1:00 elapsed, ~0:40 left  loss 0.1235",
+        "finetune: 90/100 (90%) 1:30 elapsed, ~0:10 left  loss 0.1235",
+        "finetune: 100/100 (100%) 1:40 elapsed  loss 0.1235",
+    ]
+
+
+def test_line_reporter_without_total_counts_and_times() -> None:
+    out, clock = io.StringIO(), _Clock()
+    with LineReporter(stream=out, interval=10.0, clock=clock).task("calibration", total=None) as task:
+        clock.now = 3725.0
+        task.advance(5)
+    line = "calibration: 5 done, 1:02:05 elapsed"
+    assert out.getvalue().splitlines() == [line, line]  # one as the interval passed, one at the end
+
+
+def test_cli_on_a_pipe_logs_plain_progress(tiny_pool: Path, tmp_path: Path) -> None:
+    """`lgp-edge pool eval ... 2> log`: the log says what finished (a live bar would leave nothing readable)."""
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_pool, pool)
+    argv = [sys.executable, "-m", "lgp_edge", "pool", "eval", str(pool), "--data", "synthetic", "--max-images", "64"]
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "\x1b[" not in r.stderr and "━" not in r.stderr
+    assert any("(100%)" in ln for ln in r.stderr.splitlines()), r.stderr
+    q = subprocess.run([*argv, "-q"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert q.returncode == 0 and "(100%)" not in q.stderr
