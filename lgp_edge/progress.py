@@ -23,6 +23,11 @@ class Reporter(Protocol):
     def task(self, description: str, total: int | None) -> Any: ...  # context manager yielding a Task
 
 
+def fields_text(fields: dict[str, Any]) -> str:
+    """``loss 0.8266  lr 0.0005``: a task's extra fields as shown beside its progress."""
+    return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+
+
 class _NullTask:
     def advance(self, n: int = 1, **fields: Any) -> None:
         pass
@@ -39,8 +44,7 @@ class _RichTask:
         self._progress, self._id = progress, task_id
 
     def advance(self, n: int = 1, **fields: Any) -> None:
-        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
-        self._progress.update(self._id, advance=n, info=info)
+        self._progress.update(self._id, advance=n, info=fields_text(fields))
 
 
 class RichReporter:
@@ -84,7 +88,7 @@ class _LineTask:
     def advance(self, n: int = 1, **fields: Any) -> None:
         self._done += n
         if fields:
-            self._info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+            self._info = fields_text(fields)
         now = self._reporter.clock()
         if now - self._last >= self._reporter.interval:
             self._last = now
