@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -55,10 +55,11 @@ DONE = ".done.json"
 
 # Settings. The ancestry is trained once (30 epochs; shipped in lgp_edge/data/ancestry by
 # benchmarks/ship_ancestry.py) and reused. The rest of the full run was sized for <= 120 min on 2 cores; on the
-# AVX2 EPYC VM of the committed results it took 140 min of wall time on 2 cores (README).
+# AVX2 EPYC VM of the 2026-12-02 results it took 140 min of wall time on 2 cores as four hand-launched processes;
+# `--jobs 2` schedules the stages over both cores (README).
 FULL = {"ancestry_epochs": 30, "ancestry_lr": 2e-3, "ancestry_warmup": 2.0, "ancestry_steps": None,
         "distill_epochs": 3, "distill_width_epochs": {"ti": 10}, "distill_lr": 1e-3, "distill_warmup": 0.25,
-        "finetune_epochs": 2, "finetune_warmup": 0.1, "stitch_epochs": 0, "instance_lr_scale": 0.1, "anchors": True,
+        "finetune_epochs": 2, "finetune_warmup": 0.1, "stitch_epochs": 0, "instance_lr_scale": 0.3, "anchors": True,
         "stitch_steps": 300, "inits": ["learned", "lstsq", "lstsq-kd"], "inits_d9": ["learned", "lstsq-kd"],
         "default_init": "lstsq-kd", "aux_init": "ancestry", "steps_per_epoch": None, "eval_images": None,
         "batch_size": 256, "lr": 5e-4, "seed": 0, "vanilla_narrow": (3, 0), "lstsq_images": 100}
@@ -232,7 +233,7 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> 
                                             + width_epochs_flag(s) + cli_train_flags(dcfg))
     out = {}
     inits = s["inits"] if depth == 6 else s["inits_d9"]
-    if s.get("only_inits"):  # a partial run (--stages) leaves the other copies to another process
+    if s.get("only_inits") is not None:  # a partial run (--stages) leaves the other copies to another process
         inits = [i for i in inits if i in s["only_inits"]]
     for init in sorted(inits, key=lambda i: i != s["default_init"]):  # the demo pool's init first
         name = f"lgp_d{depth}_{init}"
@@ -376,6 +377,18 @@ def stage_minutes(r: dict[str, Any]) -> float:
     return sum(v for k, v in r["timing_s"].items() if k not in ("ancestry", "total_this_invocation")) / 60
 
 
+def compute_text(r: dict[str, Any]) -> str:
+    """How long the run took: its wall time when one ``--jobs N`` invocation ran every stage, else the sum of
+    the stages' wall times (stages of separate ``--stages`` processes overlap)."""
+    jobs = r["settings"].get("jobs", 1)
+    if jobs > 1:
+        return (f"the run took **{r['timing_s']['total_this_invocation'] / 60:.0f} min of wall time** "
+                f"excluding the one-time ancestry, as {jobs} parallel lanes of one thread each (the stages' own "
+                f"wall times add up to {stage_minutes(r):.0f} min)")
+    return (f"the stages took {stage_minutes(r):.0f} min in all, excluding the one-time ancestry (sum of each "
+            "stage's wall time; stages run by separate `--stages` processes overlap)")
+
+
 def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
     """The README section, every number read from the results (nothing typed in)."""
     c, s, m = r["claims"], r["settings"], r["methods"]
@@ -393,9 +406,8 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
         f"with the same fine-tuning budget ({s['finetune_epochs']} epoch(s); distillation {s['distill_epochs']} "
         f"epoch(s){distill_widths_text(s)}), and evaluates every model on {r['dataset']['eval_images']:,} "
         "Fashion-MNIST test images. "
-        f"Compute here: the stages took {stage_minutes(r):.0f} min in all, excluding the one-time ancestry "
-        f"(sum of each stage's wall time; stages run by separate `--stages` processes overlap), on "
-        f"{r['environment']['cpu_count']} CPU cores (code {r['code_version']}, {r['date']}).",
+        f"Compute here: {compute_text(r)}, on {r['environment']['cpu_count']} CPU cores (code "
+        f"{r['code_version']}, {r['date']}).",
         "",
         "| paper claim | measured here | criterion | result |",
         "|---|---|---|---|",
@@ -512,11 +524,14 @@ def init_list(text: str) -> tuple[str, ...]:
 
 
 def any_inits(text: str) -> tuple[str, ...]:
+    """A comma list of stitch inits; ``none`` = the depth's distillation only."""
     from lgp_edge.pool.stitch_init import INITS
 
+    if text.strip().lower() == "none":
+        return ()
     names = tuple(x.strip() for x in text.split(",") if x.strip())
     if not names or any(x not in INITS for x in names):
-        raise argparse.ArgumentTypeError(f"expected a comma list of {','.join(INITS)}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected 'none' or a comma list of {','.join(INITS)}, got {text!r}")
     return names
 
 
@@ -532,6 +547,95 @@ def stage_list(text: str) -> tuple[str, ...]:
     if bad or not names:
         raise argparse.ArgumentTypeError(f"unknown stage(s) {bad or [text]}; choose from {','.join(STAGES)}")
     return names
+
+
+# ---------------------------------------------------------------------------------------------- --jobs N
+# Rough minutes of each job on one thread (about half the stage wall times of the 2026-12-02 run, which ran two
+# processes per core), used only to order the jobs: the one heading the longest remaining chain starts first.
+JOB_MINUTES = {"lgp6-distill": 25, "lgp9-distill": 46, "snnet": 63, "lgp9-init": 24, "lgp6-init": 17,
+               "scratch": 6, "vanilla": 5}
+
+
+class Job(NamedTuple):
+    """One ``--stages`` child process of a ``--jobs N`` run; ``inits`` () = the depth's distillation only."""
+
+    name: str
+    stage: str
+    inits: tuple[str, ...] | None
+    after: tuple[str, ...]
+    minutes: float
+
+
+def plan_jobs(s: dict[str, Any]) -> list[Job]:
+    """The stages split into jobs (each depth: one distillation, then one job per stitch init), ordered by the
+    length of the chain each one heads."""
+    jobs = [Job("snnet", "snnet", None, (), JOB_MINUTES["snnet"]),
+            Job("scratch", "scratch", None, (), JOB_MINUTES["scratch"]),
+            Job("vanilla", "vanilla", None, (), JOB_MINUTES["vanilla"])]
+    for depth, inits in ((6, s["inits"]), (9, s["inits_d9"])):
+        distill = f"lgp{depth}-distill"
+        jobs.append(Job(distill, f"lgp{depth}", (), (), JOB_MINUTES[distill]))
+        jobs += [Job(f"lgp{depth}-{i}", f"lgp{depth}", (i,), (distill,), JOB_MINUTES[f"lgp{depth}-init"])
+                 for i in sorted(inits, key=lambda i: i != s["default_init"])]
+
+    def chain(j: Job) -> float:
+        return j.minutes + max((chain(k) for k in jobs if j.name in k.after), default=0.0)
+
+    return sorted(jobs, key=chain, reverse=True)
+
+
+def job_argv(argv: list[str]) -> list[str]:
+    """This run's command line without ``--jobs`` (its children get ``--stages``, ``--threads 1`` instead)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--jobs" or a == "--threads":
+            skip = True
+        elif not a.startswith(("--jobs=", "--threads=")):
+            out.append(a)
+    return out
+
+
+def run_jobs(jobs: list[Job], argv: list[str], n: int, work: Path) -> None:
+    """Run ``jobs`` as child processes of this script, at most ``n`` at once, each on one thread pinned to its
+    own core; a job starts when the jobs it needs are done. Each child's log goes to ``work/logs/<job>.log``.
+    The first failure stops the others and raises SystemExit naming its log."""
+    cpus = sorted(os.sched_getaffinity(0))
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    pending, done = list(jobs), set()
+    running: dict[int, tuple[Job, subprocess.Popen, float]] = {}  # lane -> job
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    while pending or running:
+        for lane in (x for x in range(n) if x not in running):
+            ready = [j for j in pending if set(j.after) <= done]
+            if not ready:
+                break
+            job = ready[0]
+            pending.remove(job)
+            cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--stages", job.stage, "--threads", "1"]
+            if job.inits is not None:
+                cmd += ["--only-inits", ",".join(job.inits) or "none"]
+            with open(logs / f"{job.name}.log", "w") as f:
+                proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+            os.sched_setaffinity(proc.pid, {cpus[lane % len(cpus)]})
+            running[lane] = (job, proc, time.time())
+            log.info("lane %d: started %s (cpu %d)", lane, job.name, cpus[lane % len(cpus)])
+        if not running:
+            raise SystemExit(f"jobs {[j.name for j in pending]} wait for jobs that never ran")
+        time.sleep(2)
+        for lane, (job, proc, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            del running[lane]
+            if proc.returncode != 0:
+                for _, other, _ in running.values():
+                    other.terminate()
+                raise SystemExit(f"job {job.name} failed (exit {proc.returncode}); see {logs / (job.name + '.log')}")
+            done.add(job.name)
+            log.info("lane %d: %s done in %.0f s (%d of %d jobs)", lane, job.name, time.time() - t0, len(done),
+                     len(jobs))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -557,6 +661,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
     anc, anc_meta = ancestry_stage(s, args.quick, rep, st)
     log.info("ancestry %s: top-1 %s", anc, anc_meta.get("top1"))
+    if args.jobs > 1:  # the stages in parallel child processes; this process then assembles their results
+        run_jobs(plan_jobs(s), job_argv(args.argv), args.jobs, work)
+        s["jobs"] = args.jobs
     methods: dict[str, Any] = {}
     order = [("lgp6", lambda: lgp_stage(6, anc, s, rep, st)),
              ("snnet", lambda: {"snnet": snnet_stage(anc, s, rep, st)}),
@@ -602,7 +709,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "scratch_vanilla_recipe": "CE with label smoothing 0.1, same epochs as fine-tuning",
                      "snnet_anchor_budget": "Ti/S anchors distilled with the same recipe, start, distill_epochs and "
                                             "distill_width_epochs as the LGP auxiliary models; B = the ancestry",
-                     "torch_threads": torch.get_num_threads()},
+                     "torch_threads": 1 if args.jobs > 1 else torch.get_num_threads()},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "cpu_count": os.cpu_count(), "machine": platform.machine()},
         "ancestry": {k: anc_meta.get(k) for k in ("name", "top1", "val_images", "config", "wall_s", "when",
@@ -661,8 +768,16 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"comma list of stages to run now, e.g. lgp6,snnet (default all: {','.join(STAGES)}); "
                         "two processes with disjoint stages and the same --work can share a machine's cores; "
                         "a run without --stages then reuses them and writes the results")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="run the stages as up to N child processes at once, one thread each on its own core, then "
+                        "assemble the results (default 1: all stages in this process); child logs in --work/logs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.jobs < 1:
+        p.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.jobs > 1 and args.stages is not None:
+        p.error("--jobs runs every stage; use --stages without --jobs to run some stages in this process")
     if args.only_inits is not None and args.stages is None:
         p.error("--only-inits needs --stages: the run that assembles the results uses every init's copy")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
