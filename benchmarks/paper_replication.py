@@ -14,7 +14,8 @@ Stages (each calls the same library functions the CLI runs; nothing is re-implem
  4. scratch and vanilla learngene, trained for the same epochs as the fine-tunes (`baseline scratch|vanilla`)
  5. claims (lgp_edge.baselines.claims) + JSON + PNG
 Every stage writes under --work; a stage whose output is complete (``.done.json`` with the same settings)
-is reused, so a killed run continues with ``--work`` unchanged.
+is reused, so a killed run continues with ``--work`` unchanged. ``--jobs 2`` runs the stages as two pinned
+one-thread child processes (each depth's distillation, then one job per stitch init) and then assembles them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -550,10 +552,10 @@ def stage_list(text: str) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------------- --jobs N
-# Rough minutes of each job on one thread (about half the stage wall times of the 2026-12-02 run, which ran two
-# processes per core), used only to order the jobs: the one heading the longest remaining chain starts first.
-JOB_MINUTES = {"lgp6-distill": 25, "lgp9-distill": 46, "snnet": 63, "lgp9-init": 24, "lgp6-init": 17,
-               "scratch": 6, "vanilla": 5}
+# Minutes of each job on one thread in the 2026-12-02 14:43 full run (AVX-512 EPYC), used only to order the jobs:
+# the one heading the longest remaining chain starts first.
+JOB_MINUTES = {"lgp6-distill": 29, "lgp9-distill": 34, "snnet": 58.5, "lgp9-init": 23, "lgp6-init": 15,
+               "scratch": 9, "vanilla": 7}
 
 
 class Job(NamedTuple):
@@ -607,6 +609,25 @@ def run_jobs(jobs: list[Job], argv: list[str], n: int, work: Path) -> None:
     pending, done = list(jobs), set()
     running: dict[int, tuple[Job, subprocess.Popen, float]] = {}  # lane -> job
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise SystemExit(f"stopped by signal {signum}; finished stages are kept and reused by the next run")
+
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        _schedule(pending, done, running, len(jobs), argv, n, cpus, logs, env)
+    except BaseException:  # a failed job, Ctrl-C or SIGTERM: no child outlives this run
+        for _, proc, _ in running.values():
+            proc.terminate()
+        for _, proc, _ in running.values():
+            proc.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _schedule(pending: list[Job], done: set[str], running: dict[int, tuple[Job, subprocess.Popen, float]],
+              total: int, argv: list[str], n: int, cpus: list[int], logs: Path, env: dict[str, str]) -> None:
     while pending or running:
         for lane in (x for x in range(n) if x not in running):
             ready = [j for j in pending if set(j.after) <= done]
@@ -630,12 +651,9 @@ def run_jobs(jobs: list[Job], argv: list[str], n: int, work: Path) -> None:
                 continue
             del running[lane]
             if proc.returncode != 0:
-                for _, other, _ in running.values():
-                    other.terminate()
                 raise SystemExit(f"job {job.name} failed (exit {proc.returncode}); see {logs / (job.name + '.log')}")
             done.add(job.name)
-            log.info("lane %d: %s done in %.0f s (%d of %d jobs)", lane, job.name, time.time() - t0, len(done),
-                     len(jobs))
+            log.info("lane %d: %s done in %.0f s (%d of %d jobs)", lane, job.name, time.time() - t0, len(done), total)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
