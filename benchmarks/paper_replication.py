@@ -603,19 +603,14 @@ def run_jobs(jobs: list[Job], argv: list[str], n: int, work: Path) -> None:
     """Run ``jobs`` as child processes of this script, at most ``n`` at once, each on one thread pinned to its
     own core; a job starts when the jobs it needs are done. Each child's log goes to ``work/logs/<job>.log``.
     The first failure stops the others and raises SystemExit naming its log."""
-    cpus = sorted(os.sched_getaffinity(0))
-    logs = work / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    pending, done = list(jobs), set()
-    running: dict[int, tuple[Job, subprocess.Popen, float]] = {}  # lane -> job
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    running: dict[int, tuple[Job, subprocess.Popen, float]] = {}  # lane -> job; what must stop if this run stops
 
     def on_term(signum: int, frame: Any) -> None:
         raise SystemExit(f"stopped by signal {signum}; finished stages are kept and reused by the next run")
 
     old_term = signal.signal(signal.SIGTERM, on_term)
     try:
-        _schedule(pending, done, running, len(jobs), argv, n, cpus, logs, env)
+        _schedule(jobs, running, argv, n, work / "logs")
     except BaseException:  # a failed job, Ctrl-C or SIGTERM: no child outlives this run
         for _, proc, _ in running.values():
             proc.terminate()
@@ -626,8 +621,12 @@ def run_jobs(jobs: list[Job], argv: list[str], n: int, work: Path) -> None:
         signal.signal(signal.SIGTERM, old_term)
 
 
-def _schedule(pending: list[Job], done: set[str], running: dict[int, tuple[Job, subprocess.Popen, float]],
-              total: int, argv: list[str], n: int, cpus: list[int], logs: Path, env: dict[str, str]) -> None:
+def _schedule(jobs: list[Job], running: dict[int, tuple[Job, subprocess.Popen, float]], argv: list[str], n: int,
+              logs: Path) -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    logs.mkdir(parents=True, exist_ok=True)
+    pending, done = list(jobs), set()
     while pending or running:
         for lane in (x for x in range(n) if x not in running):
             ready = [j for j in pending if set(j.after) <= done]
@@ -640,9 +639,10 @@ def _schedule(pending: list[Job], done: set[str], running: dict[int, tuple[Job, 
                 cmd += ["--only-inits", ",".join(job.inits) or "none"]
             with open(logs / f"{job.name}.log", "w") as f:
                 proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            os.sched_setaffinity(proc.pid, {cpus[lane % len(cpus)]})
+            cpu = cpus[lane % len(cpus)]
+            os.sched_setaffinity(proc.pid, {cpu})
             running[lane] = (job, proc, time.time())
-            log.info("lane %d: started %s (cpu %d)", lane, job.name, cpus[lane % len(cpus)])
+            log.info("lane %d: started %s (cpu %d)", lane, job.name, cpu)
         if not running:
             raise SystemExit(f"jobs {[j.name for j in pending]} wait for jobs that never ran")
         time.sleep(2)
@@ -653,7 +653,8 @@ def _schedule(pending: list[Job], done: set[str], running: dict[int, tuple[Job, 
             if proc.returncode != 0:
                 raise SystemExit(f"job {job.name} failed (exit {proc.returncode}); see {logs / (job.name + '.log')}")
             done.add(job.name)
-            log.info("lane %d: %s done in %.0f s (%d of %d jobs)", lane, job.name, time.time() - t0, len(done), total)
+            log.info("lane %d: %s done in %.0f s (%d of %d jobs)", lane, job.name, time.time() - t0, len(done),
+                     len(jobs))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
