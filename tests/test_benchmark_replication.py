@@ -19,12 +19,17 @@ def _bench():
     return mod
 
 
+def _tiny_argv(tmp_path: Path, md: str = "section.md") -> list[str]:
+    """Quick settings on the tiny ancestry and synthetic data, everything written under ``tmp_path``."""
+    return ["--quick", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--cache-dir", str(tmp_path / "cache"),
+            "--out-dir", str(tmp_path / "results"), "--md-out", str(tmp_path / md), "--eval-images", "32",
+            "--steps-per-epoch", "1", "--quiet"]
+
+
 @pytest.mark.slow
 def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     bench = _bench()
-    argv = ["--quick", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--cache-dir", str(tmp_path / "cache"),
-            "--out-dir", str(tmp_path / "results"), "--md-out", str(tmp_path / "section.md"), "--eval-images", "32",
-            "--steps-per-epoch", "1", "--quiet"]
+    argv = _tiny_argv(tmp_path)
     # a partial run (two of them could share the cores) writes no results; the full run reuses its stages
     assert bench.main([*argv, "--stages", "lgp6,scratch"]) == 0
     assert not (tmp_path / "results").exists()
@@ -171,9 +176,7 @@ def test_jobs_plan_orders_dependencies_and_strips_own_flags(tmp_path: Path) -> N
 @pytest.mark.slow
 def test_jobs_run_every_stage_in_parallel_tiny(tmp_path: Path) -> None:
     bench = _bench()
-    argv = ["--quick", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--cache-dir", str(tmp_path / "cache"),
-            "--out-dir", str(tmp_path / "results"), "--md-out", str(tmp_path / "section.md"), "--eval-images", "32",
-            "--steps-per-epoch", "1", "--quiet"]
+    argv = _tiny_argv(tmp_path)
     assert bench.main([*argv, "--jobs", "2"]) == 0
     run_dir = tmp_path / "cache" / "run-quick"
     r = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
@@ -196,10 +199,7 @@ def test_jobs_stopped_run_leaves_no_child_running(tmp_path: Path) -> None:
     import sys
     import time
 
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "paper_replication.py"), "--quick", "--ancestry",
-           "lgp_test_tiny", "--data", "synthetic", "--cache-dir", str(tmp_path / "cache"), "--out-dir",
-           str(tmp_path / "results"), "--md-out", str(tmp_path / "s.md"), "--eval-images", "32",
-           "--steps-per-epoch", "1", "--quiet", "--jobs", "2"]
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "paper_replication.py"), *_tiny_argv(tmp_path), "--jobs", "2"]
     parent = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     logs = tmp_path / "cache" / "run-quick" / "logs"
     deadline = time.time() + 120
