@@ -38,6 +38,7 @@ import torch
 from lgp_edge.baselines.claims import compute_claims, compute_goals, init_table
 from lgp_edge.baselines.scratch_vanilla import SingleRequest, read_results, train_single_models
 from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
+from lgp_edge.fileio import sha256_file
 from lgp_edge.models.ancestry import read_ancestry_dir, shipped_ancestry_dir
 from lgp_edge.pool.ancestry_train import AncestryRequest, train_ancestry
 from lgp_edge.pool.build import BuildRequest, build_pool
@@ -54,12 +55,13 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = "fashion-mnist"  # defaults; --data / --ancestry change them (tests use lgp_test_tiny + synthetic)
 ANCESTRY = "lgp_vit_fmnist"
 DONE = ".done.json"
+OWN_FILES = (DONE, "instances.json", "anchors.json")  # what this script writes into a stage's lgp-edge output
 
-# Settings. The ancestry is trained once (30 epochs; shipped in lgp_edge/data/ancestry by
-# benchmarks/ship_ancestry.py) and reused. The rest of the full run was sized for <= 120 min on 2 cores; on the
-# AVX2 EPYC VM of the 2026-12-02 results it took 140 min of wall time on 2 cores as four hand-launched processes;
-# `--jobs 2` schedules the stages over both cores (README).
+# Settings. The ancestry is trained once (30 epochs, then the cycles of ``ancestry_cycles``, each a warm start
+# with a fresh schedule; shipped in lgp_edge/data/ancestry by benchmarks/ship_ancestry.py) and reused. The rest of
+# the full run is sized for <= 120 min on 2 cores: `--jobs 2` schedules its stages over both cores (README).
 FULL = {"ancestry_epochs": 30, "ancestry_lr": 2e-3, "ancestry_warmup": 2.0, "ancestry_steps": None,
+        "ancestry_cycles": [{"epochs": 15, "lr": 1e-3, "warmup": 1.0}],
         "distill_epochs": 3, "distill_width_epochs": {"ti": 10}, "distill_lr": 1e-3, "distill_warmup": 0.25,
         "finetune_epochs": 2, "finetune_warmup": 0.1, "stitch_epochs": 0, "instance_lr_scale": 0.3, "anchors": True,
         "stitch_steps": 300, "inits": ["learned", "lstsq", "lstsq-kd"], "inits_d9": ["learned", "lstsq-kd"],
@@ -106,10 +108,17 @@ class Stages:
         self.commands: dict[str, str] = {}
 
     def done(self, path: Path, settings: dict[str, Any]) -> bool:
+        """True when ``path`` finished with these settings. Otherwise the files this script wrote there (the
+        marker, the instances' top-1) go, so that the stage's ``--force`` finds only lgp-edge's own outputs."""
         f = path / DONE
         if f.is_file() and json.loads(f.read_text()).get("settings") == json.loads(json.dumps(settings)):
             log.info("reusing %s", path)
             return True
+        stale = [path / n for n in OWN_FILES if (path / n).is_file()]
+        if stale:
+            log.info("%s: settings or ancestry changed; redoing it", path)
+            for g in stale:
+                g.unlink()
         return False
 
     def mark(self, path: Path, settings: dict[str, Any], wall: float) -> None:
@@ -122,42 +131,84 @@ class Stages:
 
 # ------------------------------------------------------------------------------------------------- stages
 def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tuple[str, dict[str, Any]]:
-    """A cached ancestry whose recorded settings match, else train one into benchmarks/.cache."""
+    """A shipped or cached ancestry whose recorded training matches the settings, else train it into
+    benchmarks/.cache. The ancestry may be trained in cycles (``ancestry_cycles``): each later cycle starts from
+    the weights of the one before (``ancestry train --initial-checkpoint``) with a fresh optimizer and schedule."""
     cache = Path(s["cache_dir"])
+    steps = s["ancestry_steps"]
+    chain = [TrainConfig(epochs=s["ancestry_epochs"], batch_size=256, lr=s["ancestry_lr"],
+                         warmup_epochs=s["ancestry_warmup"], seed=s["seed"], max_steps_per_epoch=steps)]
+    for c in s.get("ancestry_cycles") or ():
+        chain.append(TrainConfig(epochs=c["epochs"], batch_size=256, lr=c["lr"], warmup_epochs=c["warmup"],
+                                 seed=s["seed"], max_steps_per_epoch=steps))
 
-    def cfg_for(epochs: int, steps: int | None) -> TrainConfig:
-        return TrainConfig(epochs=epochs, batch_size=256, lr=s["ancestry_lr"], warmup_epochs=s["ancestry_warmup"],
-                           seed=s["seed"], max_steps_per_epoch=steps)
-
-    def matches(path: Path, cfg: TrainConfig) -> bool:
+    def matches(path: Path, cfgs: list[TrainConfig]) -> bool:
         meta = read_ancestry_dir(path) if (path / "ancestry.safetensors").is_file() else None
-        return bool(meta) and meta.get("name") == s["ancestry"] and meta.get("data") == s["data"] and \
-            _identity(meta.get("config") or {}) == json.loads(json.dumps(cfg.identity()))
+        if not meta or meta.get("name") != s["ancestry"] or meta.get("data") != s["data"]:
+            return False
+        rec: dict[str, Any] | None = meta
+        for cfg in reversed(cfgs):  # the last cycle's record holds the one before as its initial_checkpoint
+            if rec is None or _identity(rec.get("config") or {}) != json.loads(json.dumps(cfg.identity())):
+                return False
+            rec = rec.get("initial_checkpoint")
+        return rec is None
 
-    full_cfg = cfg_for(s["ancestry_epochs"], s["ancestry_steps"])
-    candidates = [(cache / f"ancestry-{s['ancestry']}-e{full_cfg.epochs}", full_cfg)]
+    def cache_dir(n: int) -> Path:
+        return cache / (f"ancestry-{s['ancestry']}-e" + "+".join(str(c.epochs) for c in chain[:n]))
+
+    def command(path: Path, cfg: TrainConfig, initial: Path | None, note: str = "") -> str:
+        warm = f" --initial-checkpoint {initial}" if initial is not None else ""
+        return (f"lgp-edge ancestry train --ancestry {s['ancestry']} --data {s['data']} --out {path}{warm} "
+                + cli_train_flags(cfg) + note)
+
     shipped = shipped_ancestry_dir(s["ancestry"])
+    candidates = [(cache_dir(len(chain)), chain)]
     if shipped is not None:
-        candidates.insert(0, (shipped, full_cfg))
+        candidates.insert(0, (shipped, chain))
     if quick:
-        q = cfg_for(QUICK_ANCESTRY["ancestry_epochs"], QUICK_ANCESTRY["ancestry_steps"])
-        candidates.append((cache / f"ancestry-{s['ancestry']}-quick", q))
-    for path, cfg in candidates:
-        if matches(path, cfg):
+        q = TrainConfig(epochs=QUICK_ANCESTRY["ancestry_epochs"], batch_size=256, lr=s["ancestry_lr"],
+                        warmup_epochs=s["ancestry_warmup"], seed=s["seed"],
+                        max_steps_per_epoch=QUICK_ANCESTRY["ancestry_steps"])
+        candidates.append((cache / f"ancestry-{s['ancestry']}-quick", [q]))
+    for path, cfgs in candidates:
+        if matches(path, cfgs):
             log.info("ancestry: reusing %s", path)
-            meta = read_ancestry_dir(path)
+            meta = read_ancestry_dir(path) or {}
             where = "shipped with lgp-edge" if path == shipped else "reused from cache"
-            st.commands["ancestry"] = (f"lgp-edge ancestry train --ancestry {s['ancestry']} --data {s['data']} "
-                                       f"--out {path} " + cli_train_flags(cfg) + f"  # {where}")
-            st.timing["ancestry"] = float(meta.get("wall_s", 0.0))
+            st.commands["ancestry"] = " && ".join(
+                command(cache_dir(i + 1) if i + 1 < len(cfgs) else path, cfg, cache_dir(i) if i else None,
+                        f"  # {where}" if i + 1 == len(cfgs) else "") for i, cfg in enumerate(cfgs))
+            st.timing["ancestry"] = _chain_wall_s(meta)
             return str(path), {**meta, "reused_from_cache": True, "shipped": path == shipped, "path": _rel(path)}
-    path, cfg = candidates[-1]
-    t0 = time.time()
-    meta = train_ancestry(AncestryRequest(name=s["ancestry"], data=s["data"], out=str(path), force=True), cfg, rep)
-    st.timing["ancestry"] = time.time() - t0
-    st.commands["ancestry"] = (f"lgp-edge ancestry train --ancestry {s['ancestry']} --data {s['data']} "
-                               f"--out {path} --force " + cli_train_flags(cfg))
+    path, cfgs = candidates[-1]
+    commands, initial, meta = [], None, {}
+    for i, cfg in enumerate(cfgs):
+        out = path if i + 1 == len(cfgs) else cache_dir(i + 1)
+        if matches(out, cfgs[:i + 1]):
+            log.info("ancestry cycle %d: reusing %s", i + 1, out)
+            meta = read_ancestry_dir(out) or {}
+        else:
+            meta = train_ancestry(AncestryRequest(name=s["ancestry"], data=s["data"], out=str(out), force=True,
+                                                  initial_checkpoint=str(initial) if initial else None), cfg, rep)
+        commands.append(command(out, cfg, initial) + " --force")
+        initial = out
+    st.timing["ancestry"] = _chain_wall_s(meta)
+    st.commands["ancestry"] = " && ".join(commands)
     return str(path), {**meta, "reused_from_cache": False, "path": _rel(path)}
+
+
+def _chain_wall_s(meta: dict[str, Any]) -> float:
+    """Training time of an ancestry and of every cycle before it."""
+    total, rec = 0.0, meta
+    while rec:
+        total += float(rec.get("wall_s", 0.0))
+        rec = rec.get("initial_checkpoint")
+    return total
+
+
+def anc_key(anc: str, s: dict[str, Any]) -> dict[str, str]:
+    """The ancestry in a stage's reuse key: its path and its weights' digest (a path can hold new weights)."""
+    return {"anc": anc, "anc_sha256": s["ancestry_sha256"]}
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -218,7 +269,7 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> 
     distilled = st.work / f"lgp-d{depth}-distilled"
     dcfg = train_cfg(s, s["distill_epochs"], lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
     fcfg = train_cfg(s, s["finetune_epochs"], warmup_epochs=s["finetune_warmup"])
-    key = {"anc": anc, "depth": depth, "distill": dcfg.to_dict(), "eval_images": s["eval_images"],
+    key = {**anc_key(anc, s), "depth": depth, "distill": dcfg.to_dict(), "eval_images": s["eval_images"],
            "aux_init": s["aux_init"], "width_epochs": s["distill_width_epochs"]}
     if not st.done(distilled, key):
         t0 = time.time()
@@ -274,7 +325,7 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
     path = st.work / "snnet"
     dcfg = train_cfg(s, s["distill_epochs"], lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
     fcfg = train_cfg(s, s["finetune_epochs"], warmup_epochs=s["finetune_warmup"])
-    key = {"anc": anc, "anchors": dcfg.to_dict(), "finetune": fcfg.to_dict(), "eval_images": s["eval_images"],
+    key = {**anc_key(anc, s), "anchors": dcfg.to_dict(), "finetune": fcfg.to_dict(), "eval_images": s["eval_images"],
            "recipe": finetune_flags(s), "aux_init": s["aux_init"], "width_epochs": s["distill_width_epochs"]}
     if not st.done(path, key):
         t0 = time.time()
@@ -300,7 +351,7 @@ def single_stage(method: str, anc: str, s: dict[str, Any], rep: Any, st: Stages)
     path = st.work / method
     fcfg = train_cfg(s, s["finetune_epochs"])
     narrow = tuple(s["vanilla_narrow"])
-    key = {"anc": anc, "cfg": fcfg.to_dict(), "eval_images": s["eval_images"], "narrow": list(narrow)}
+    key = {**anc_key(anc, s), "cfg": fcfg.to_dict(), "eval_images": s["eval_images"], "narrow": list(narrow)}
     if not st.done(path, key):
         t0 = time.time()
         train_single_models(SingleRequest(method=method, ancestry=s["ancestry"], checkpoint=anc, data=s["data"],
@@ -501,7 +552,7 @@ def distill_widths_text(s: dict[str, Any]) -> str:
 
 def differences(s: dict[str, Any]) -> list[str]:
     out = list(DIFFERENCES)
-    out.append(f"Epochs here: ancestry {s['ancestry_epochs']}, distillation {s['distill_epochs']}"
+    out.append(f"Epochs here: ancestry {ancestry_epochs_text(s)}, distillation {s['distill_epochs']}"
                f"{distill_widths_text(s)}, fine-tuning "
                f"{s['finetune_epochs']}" + (f", each epoch capped at {s['steps_per_epoch']} steps of "
                                             f"{s['batch_size']} images" if s["steps_per_epoch"] else "")
@@ -512,17 +563,6 @@ def differences(s: dict[str, Any]) -> list[str]:
 
 
 STAGES = ("lgp6", "snnet", "lgp9", "scratch", "vanilla")
-
-
-def init_list(text: str) -> tuple[str, ...]:
-    from lgp_edge.pool.stitch_init import INITS
-
-    names = tuple(x.strip() for x in text.split(",") if x.strip())
-    bad = [x for x in names if x not in INITS]
-    if bad or not names or FULL["default_init"] not in names:
-        raise argparse.ArgumentTypeError(f"expected a comma list of {','.join(INITS)} including "
-                                         f"{FULL['default_init']}, got {text!r}")
-    return names
 
 
 def any_inits(text: str) -> tuple[str, ...]:
@@ -537,10 +577,44 @@ def any_inits(text: str) -> tuple[str, ...]:
     return names
 
 
+def init_list(text: str) -> tuple[str, ...]:
+    """A comma list of stitch inits that includes the default init."""
+    names = () if text.strip().lower() == "none" else any_inits(text)
+    if FULL["default_init"] not in names:
+        raise argparse.ArgumentTypeError(f"the list must include the default init {FULL['default_init']}, "
+                                         f"got {text!r}")
+    return names
+
+
 def width_epochs_arg(text: str) -> tuple[tuple[str, int], ...]:
     from lgp_edge.commands.train_args import width_epochs as parse
 
     return () if text.strip().lower() == "none" else parse(text)
+
+
+def ancestry_cycles_arg(text: str) -> list[dict[str, float]]:
+    """``EPOCHS@LR,...`` (each a warm start from the cycle before, 1 warm-up epoch) or ``none``."""
+    if text.strip().lower() == "none":
+        return []
+    out = []
+    for item in (x.strip() for x in text.split(",") if x.strip()):
+        try:
+            epochs, lr = item.split("@")
+            cycle = {"epochs": int(epochs), "lr": float(lr), "warmup": 1.0}
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{item}' is not EPOCHS@LR (e.g. 15@1e-3)") from None
+        if cycle["epochs"] < 1 or not 0 < cycle["lr"] < 1:
+            raise argparse.ArgumentTypeError(f"'{item}': epochs must be >= 1 and the learning rate in (0, 1)")
+        out.append(cycle)
+    if not out:
+        raise argparse.ArgumentTypeError("--ancestry-cycles is empty; give EPOCHS@LR,... or none")
+    return out
+
+
+def ancestry_epochs_text(s: dict[str, Any]) -> str:
+    """``30`` or ``30 + 15 (warm restart at lr 0.001)``."""
+    cycles = s.get("ancestry_cycles") or []
+    return str(s["ancestry_epochs"]) + "".join(f" + {c['epochs']} (warm restart at lr {c['lr']:g})" for c in cycles)
 
 
 def stage_list(text: str) -> tuple[str, ...]:
@@ -664,6 +738,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if v is not None:
             s[k] = None if v == 0 and k in ("steps_per_epoch", "eval_images") else v
     s.update(ancestry=args.ancestry, data=args.data, cache_dir=str(args.cache_dir))
+    if args.ancestry_cycles is not None:
+        s["ancestry_cycles"] = list(args.ancestry_cycles)
     if args.vanilla_narrow is not None:
         s["vanilla_narrow"] = tuple(int(x) for x in args.vanilla_narrow.split(","))
     if args.inits_d9 is not None:
@@ -679,6 +755,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     st = Stages(work)
     t0 = time.time()
     anc, anc_meta = ancestry_stage(s, args.quick, rep, st)
+    s["ancestry_sha256"] = sha256_file(Path(anc) / "ancestry.safetensors")  # stages reuse only its own outputs
     log.info("ancestry %s: top-1 %s", anc, anc_meta.get("top1"))
     if args.jobs > 1:  # the stages in parallel child processes; this process then assembles their results
         run_jobs(plan_jobs(s), job_argv(args.argv), args.jobs, work)
@@ -775,6 +852,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ancestry-epochs", type=int, default=None,
                    help=f"ancestry training epochs (default {FULL['ancestry_epochs']}; a cached one with the same "
                         "settings is reused)")
+    p.add_argument("--ancestry-cycles", type=ancestry_cycles_arg, default=None, metavar="EPOCHS@LR,...",
+                   help="further ancestry training cycles, each a warm start from the one before with a fresh "
+                        "cosine schedule and 1 warm-up epoch (default "
+                        + (",".join(f"{c['epochs']}@{c['lr']:g}" for c in FULL["ancestry_cycles"]) or "none") + ")")
     p.add_argument("--vanilla-narrow", default=None, help="comma list, e.g. 3,2,1,0")
     p.add_argument("--inits-d9", type=init_list, default=None, metavar="INIT,...",
                    help=f"stitch inits fine-tuned at depth 9 (default {','.join(FULL['inits_d9'])}; must include "

@@ -97,6 +97,14 @@ def test_single_baselines_end_to_end_tiny(tmp_path: Path, capsys: pytest.Capture
         assert rows[0]["flops"] < rows[1]["flops"] < rows[2]["flops"]
     else:
         assert [r["key"] for r in rows] == ["ti6.0-2+b6.3-5", "b6.0-5"]
+    # --force replaces the baseline's own earlier output, and nothing it did not write
+    again = run_json(capsys, ["baseline", method, "--ancestry", TINY, "--allow-random-ancestry", "--out",
+                              str(tmp_path / method), "--force", *extra, *SMOKE])
+    assert [r["key"] for r in again["configs"]] == [r["key"] for r in rows]
+    (tmp_path / method / "notes.txt").write_text("mine")
+    assert main(["baseline", method, "--ancestry", TINY, "--allow-random-ancestry", "--out", str(tmp_path / method),
+                 "--force", *extra, *SMOKE]) == 2
+    assert "notes.txt" in capsys.readouterr().err and (tmp_path / method / "notes.txt").read_text() == "mine"
 
 
 def test_vanilla_inherits_the_last_three_blocks() -> None:

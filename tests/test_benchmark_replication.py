@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+DONE = ".done.json"
 
 
 def _bench():
@@ -81,6 +82,20 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     with pytest.raises(SystemExit) as e:
         bench.main([*argv, "--inits-d9", "learned"])  # the default init cannot be left out
     assert e.value.code == 2
+    # new weights at the same ancestry path: a stage trained from the old ones is not reused
+    from safetensors.torch import load_file, save_file
+
+    from lgp_edge.fileio import sha256_file
+
+    anc = tmp_path / "cache" / "ancestry-lgp_test_tiny-quick" / "ancestry.safetensors"
+    done = run_dir / "scratch" / DONE
+    old = json.loads(done.read_text())["settings"]["anc_sha256"]
+    assert old == sha256_file(anc)
+    save_file({k: v * 1.01 if v.is_floating_point() else v for k, v in load_file(str(anc)).items()}, str(anc))
+    stamp = done.stat().st_mtime_ns
+    assert bench.main([*argv, "--stages", "scratch"]) == 0
+    assert json.loads(done.read_text())["settings"]["anc_sha256"] == sha256_file(anc) != old
+    assert done.stat().st_mtime_ns != stamp
 
 
 def _check_commands(commands: dict[str, str]) -> None:
@@ -214,3 +229,34 @@ def test_jobs_stopped_run_leaves_no_child_running(tmp_path: Path) -> None:
     for pid in children:
         assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read().lower()
     assert not (tmp_path / "results").exists()
+
+
+def test_ancestry_cycles_train_in_a_chain_and_are_reused(tmp_path: Path) -> None:
+    from lgp_edge.progress import NULL
+
+    bench = _bench()
+    s = dict(bench.QUICK, ancestry="lgp_test_tiny", data="synthetic", cache_dir=str(tmp_path), ancestry_epochs=1,
+             ancestry_steps=2, ancestry_cycles=bench.ancestry_cycles_arg("1@1e-4"))
+    st = bench.Stages(tmp_path)
+    path, meta = bench.ancestry_stage(s, False, NULL, st)
+    first = tmp_path / "ancestry-lgp_test_tiny-e1"
+    assert Path(path) == tmp_path / "ancestry-lgp_test_tiny-e1+1" and not meta["reused_from_cache"]
+    assert meta["initial_checkpoint"]["path"] == str(first / "ancestry.safetensors")
+    assert meta["config"]["lr"] == 1e-4 and meta["initial_checkpoint"]["config"]["lr"] == s["ancestry_lr"]
+    assert st.commands["ancestry"].count("--initial-checkpoint") == 1
+    assert st.timing["ancestry"] == pytest.approx(meta["wall_s"] + meta["initial_checkpoint"]["wall_s"])
+    # the same settings reuse the chain; another last cycle reuses the first and trains only the new one
+    assert bench.ancestry_stage(s, False, NULL, bench.Stages(tmp_path))[1]["reused_from_cache"]
+    stamp = (first / "ancestry.safetensors").stat().st_mtime_ns
+    s2 = dict(s, ancestry_cycles=bench.ancestry_cycles_arg("1@2e-4"))
+    path2, meta2 = bench.ancestry_stage(s2, False, NULL, bench.Stages(tmp_path))
+    assert (first / "ancestry.safetensors").stat().st_mtime_ns == stamp
+    assert meta2["config"]["lr"] == 2e-4 and not meta2["reused_from_cache"]
+    # a cycle-less setting does not take the warm-started weights for the first cycle's
+    path3, meta3 = bench.ancestry_stage(dict(s, ancestry_cycles=[]), False, NULL, bench.Stages(tmp_path))
+    assert Path(path3) == first and "initial_checkpoint" not in meta3
+    for bad in ("15", "0@1e-3", "5@2", "x@1e-3", ","):
+        with pytest.raises(Exception, match="EPOCHS@LR|learning rate|empty"):
+            bench.ancestry_cycles_arg(bad)
+    assert bench.ancestry_cycles_arg("none") == []
+

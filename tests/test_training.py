@@ -48,6 +48,40 @@ def test_cli_end_to_end_on_synthetic(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert written["synthetic_data"] is True and len(written["descendants"]) == 18
 
 
+def test_ancestry_warm_start_continues_from_the_given_weights(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from safetensors.torch import load_file
+
+    first, second, cold = tmp_path / "first", tmp_path / "second", tmp_path / "cold"
+    base = ["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic"]
+    assert main([*base, "--out", str(first), *QUICK]) == 0
+    # a tiny learning rate: the warm start's weights stay next to the first run's, a cold start's do not
+    tiny = [*QUICK, "--lr", "1e-7", "--seed", "1"]
+    assert main([*base, "--out", str(second), "--initial-checkpoint", str(first), *tiny]) == 0
+    assert main([*base, "--out", str(cold), *tiny]) == 0
+    w0, w1, wc = (load_file(str(d / "ancestry.safetensors")) for d in (first, second, cold))
+    k = "blocks.0.attn.qkv.weight"
+    assert (w1[k] - w0[k]).abs().max() < 1e-4 < (wc[k] - w0[k]).abs().max()
+    meta = json.loads((second / "ancestry.json").read_text())
+    before = json.loads((first / "ancestry.json").read_text())
+    rec = meta["initial_checkpoint"]
+    assert rec["path"] == str(first / "ancestry.safetensors") and len(rec["sha256"]) == 64
+    assert rec["config"] == before["config"] and rec["top1"] == before["top1"]
+    assert "initial_checkpoint" not in before and "initial_checkpoint" not in json.loads(
+        (cold / "ancestry.json").read_text())
+    capsys.readouterr()
+    # bad warm starts: one line, exit 2, nothing written
+    for bad, why in ((tmp_path / "nowhere", "does not exist"), (first / "ancestry.json", "not a .safetensors")):
+        out = tmp_path / "never"
+        assert main([*base, "--out", str(out), "--initial-checkpoint", str(bad), *QUICK]) == 2
+        assert why in capsys.readouterr().err and not out.exists()
+    other = tmp_path / "other"
+    assert main(["ancestry", "train", "--ancestry", "lgp_vit_fmnist", "--data", "synthetic", "--out", str(other),
+                 "--initial-checkpoint", str(first), *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit ancestry 'lgp_vit_fmnist'" in err and len(err.strip().splitlines()) == 1
+    assert not other.exists()
+
+
 @needs_fmnist
 def test_one_finetune_epoch_lowers_the_loss_on_fashion_mnist(tiny_pool: Path) -> None:
     pool, manifest = load_pool(tiny_pool)

@@ -17,6 +17,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--out", required=True, metavar="DIR",
                    help="output directory (ancestry.safetensors + ancestry.json)")
     t.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
+    t.add_argument("--initial-checkpoint", metavar="PATH",
+                   help="start from these weights (an earlier 'ancestry train' output of the same variant) with a "
+                        "fresh optimizer and schedule, e.g. a second, lower learning-rate cycle; recorded in "
+                        "ancestry.json")
     add_train_args(t, epochs=10, warmup=0.5)
     t.set_defaults(func=_train)
     ls = s.add_parser("list", help="the small registered variants")
@@ -29,7 +33,8 @@ def _train(args: argparse.Namespace) -> int:
 
     setup_distributed(args)
     meta = train_ancestry(AncestryRequest(name=args.ancestry, data=args.data, out=args.out, force=args.force,
-                                          resume=args.resume), train_config(args), reporter(args))
+                                          resume=args.resume, initial_checkpoint=args.initial_checkpoint),
+                           train_config(args), reporter(args))
     from lgp_edge.train import is_main
 
     if is_main():

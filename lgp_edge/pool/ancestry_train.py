@@ -41,6 +41,7 @@ class AncestryRequest:
     force: bool = False
     resume: bool = False
     smoothing: float = 0.1
+    initial_checkpoint: str | None = None  # warm start: weights of an earlier run of the same variant (timm's name)
 
 
 def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
@@ -51,12 +52,14 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     check_data_name(req.data)
     torch.manual_seed(cfg.seed)
     model, spec = create_ancestry(req.name)
+    initial = _initial(req, model) if req.initial_checkpoint else None
     data = open_data(req.data, img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
     if data.info.num_classes != spec.num_classes:
         raise UsageError(f"--data {req.data} has {data.info.num_classes} classes; '{req.name}' has "
                          f"{spec.num_classes}: pick a variant with matching classes")
     objective = SupervisedObjective(model, req.smoothing)
-    fingerprint = content_hash({"stage": "ancestry", "spec": spec, "cfg": cfg.identity(), "data": req.data})
+    fingerprint = content_hash({"stage": "ancestry", "spec": spec, "cfg": cfg.identity(), "data": req.data,
+                                **({"initial": initial["sha256"]} if initial else {})})
     t0 = time.time()
     result = fit(objective, data.train, cfg, description=f"train {req.name}", ckpt_dir=Path(req.out) / "train.ckpt",
                  resume=req.resume, fingerprint=fingerprint, reporter=reporter, find_unused_parameters=False)
@@ -67,6 +70,8 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
             "epoch_loss": list(result.epoch_loss), "wall_s": round(time.time() - t0, 1),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
             "preprocess": data.info.preprocess.to_dict()}
+    if initial is not None:
+        meta["initial_checkpoint"] = initial
     if is_main():
         with atomic_dir(req.out) as tmp:
             save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()},
@@ -75,3 +80,24 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
                 json.dump(meta, f, indent=1)
             replace_dir(tmp, req.out)
     return meta
+
+
+def _initial(req: AncestryRequest, model: nn.Module) -> dict[str, Any]:
+    """Load the warm-start weights into ``model`` (strict: same variant) and describe them for the record: the
+    file's digest, and the run that wrote them (its ``ancestry.json``, itself possibly warm-started)."""
+    from lgp_edge.fileio import sha256_file
+    from lgp_edge.models.ancestry import read_ancestry_dir
+
+    path = Path(req.initial_checkpoint or "")
+    file = path / "ancestry.safetensors" if path.is_dir() else path
+    if not file.is_file():
+        raise UsageError(f"--initial-checkpoint '{path}' does not exist; pass an ancestry directory or its "
+                         ".safetensors file")
+    if file.suffix != ".safetensors":
+        raise UsageError(f"--initial-checkpoint '{file}' is not a .safetensors file; pass the output of "
+                         "'lgp-edge ancestry train'")
+    warm, _ = create_ancestry(req.name, checkpoint=file)  # raises one clear line when the variant differs
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in warm.state_dict().items()})
+    before = read_ancestry_dir(file) or {}
+    keep = ("top1", "val_images", "config", "data", "storage_dtype", "wall_s", "when", "initial_checkpoint")
+    return {"path": str(file), "sha256": sha256_file(file), **{k: before[k] for k in keep if k in before}}
