@@ -1,0 +1,60 @@
+"""benchmarks/build_demo_pool.py end to end on the tiny ancestry and synthetic data: build, resume, ship."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from lgp_edge.cli import build_parser, main
+from lgp_edge.fileio import sha256_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("build_demo_pool", ROOT / "benchmarks" / "build_demo_pool.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_build_demo_pool_tiny(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    anc, work, out = tmp_path / "anc", tmp_path / "work", tmp_path / "demo"
+    assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(anc),
+                 "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "32", "--quiet"]) == 0
+    bench = _bench()
+    argv = ["--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc), "--data", "synthetic", "--work",
+            str(work), "--out", str(out), "--distill-epochs", "1", "--ti-epochs", "1", "--finetune-epochs", "1",
+            "--steps-per-epoch", "1", "--eval-images", "32", "--quiet"]
+    capsys.readouterr()
+    assert bench.main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["descendants"] == 18 and 0 <= summary["min_top1"] <= summary["max_top1"] <= 100
+    assert set(summary["instances_after_distill"]) == {"ti6.0-5", "b6.0-5"}
+    manifest = json.loads((out / "pool.json").read_text())
+    assert manifest["stage"] == "finetuned" and manifest["stitch_init"] == "lstsq-kd"
+    prov = manifest["provenance"]
+    assert prov["storage_dtype"] == "float16"
+    assert prov["ancestry"]["sha256"] == sha256_file(anc / "ancestry.safetensors")
+    parser = build_parser()
+    for line in prov["commands"][:3]:  # each recorded lgp-edge command is one the CLI accepts
+        parser.parse_args(shlex.split(line)[1:])
+    assert set(prov["timing_s"]) == {"build", "finetune"}
+    # the same command again: nothing is retrained, the pool is only re-evaluated and shipped
+    weights = sha256_file(work / "pool" / "weights.safetensors")
+    assert bench.main(argv) == 0
+    assert sha256_file(work / "pool" / "weights.safetensors") == weights
+    assert json.loads((out / "pool.json").read_text())["provenance"]["timing_s"] == prov["timing_s"]
+    # other settings in the same --work are refused, and --out is never a directory lgp-edge did not write
+    with pytest.raises(SystemExit, match="other settings"):
+        bench.main([*argv, "--finetune-epochs", "2"])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    capsys.readouterr()
+    assert bench.main([*argv, "--out", str(mine)]) == 2
+    assert "notes.txt" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep"
