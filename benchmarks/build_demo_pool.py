@@ -59,6 +59,7 @@ def instance_top1(pool_dir: Path, data: str, eval_images: int | None) -> dict[st
 def build(args: argparse.Namespace) -> dict[str, Any]:
     from make_demo_pool import git_rev, make_demo_pool
 
+    from lgp_edge.errors import UsageError
     from lgp_edge.fileio import sha256_file
     from lgp_edge.models.ancestry import default_checkpoint, read_ancestry_dir
     from lgp_edge.outdir import check_output_dir
@@ -74,7 +75,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     check_output_dir(args.out, True, kind="pool")  # the demo pool it replaces, never anything else
     anc = default_checkpoint(args.ancestry, args.ancestry_checkpoint)
     if anc is None:
-        raise SystemExit(f"no trained weights ship for '{args.ancestry}': pass --ancestry-checkpoint DIR")
+        raise UsageError(f"no trained weights ship for '{args.ancestry}': pass --ancestry-checkpoint DIR")
     anc_file = Path(anc) / "ancestry.safetensors" if Path(anc).is_dir() else Path(anc)
     anc_meta = read_ancestry_dir(anc) or {}
     work = Path(args.work)
@@ -90,7 +91,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
            "instance_lr_scale": args.instance_lr_scale, "eval_images": args.eval_images}
     settings = work / "settings.json"
     if settings.is_file() and json.loads(settings.read_text()) != json.loads(json.dumps(key)):
-        raise SystemExit(f"'{work}' holds a demo-pool build with other settings or another ancestry; pass another "
+        raise UsageError(f"'{work}' holds a demo-pool build with other settings or another ancestry; pass another "
                          "--work, or delete that directory to start over")
     work.mkdir(parents=True, exist_ok=True)
     settings.write_text(json.dumps(key, indent=1) + "\n")
@@ -197,11 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.instance_lr_scale <= 10.0:
         p.error("--instance-lr-scale must be in [0, 10]")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    from lgp_edge.errors import UsageError
+    from lgp_edge.errors import LgpEdgeError
 
     try:
         build(args)
-    except UsageError as exc:
+    except LgpEdgeError as exc:  # bad input: one line, exit 2
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary(Path(args.out)), indent=1))
