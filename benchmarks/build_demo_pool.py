@@ -34,40 +34,20 @@ log = logging.getLogger("build_demo_pool")
 INSTANCES = "instances_after_distill.json"  # written beside the pool by step 1
 
 
-def _train_flags(cfg: Any) -> str:
-    flags = f"--epochs {cfg.epochs} --batch-size {cfg.batch_size} --lr {cfg.lr} --seed {cfg.seed}"
-    if cfg.warmup_epochs:
-        flags += f" --warmup-epochs {cfg.warmup_epochs}"
-    if cfg.max_steps_per_epoch:
-        flags += f" --max-steps-per-epoch {cfg.max_steps_per_epoch}"
-    return flags
-
-
-def instance_top1(pool_dir: Path, data: str, eval_images: int | None) -> dict[str, float]:
-    """Top-1 of each instance model alone (Ti alone, B alone)."""
-    from lgp_edge.datasets import open_data
-    from lgp_edge.pool.pool import load_pool
-    from lgp_edge.train import evaluate
-
-    pool, manifest = load_pool(pool_dir)
-    a = manifest.spec.ancestry
-    ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
-    return {d.key: round(evaluate(pool.descendant(d), ds.val, max_images=eval_images), 3)
-            for d in pool.descendants() if not d.stitches}
-
-
 def build(args: argparse.Namespace) -> dict[str, Any]:
     from make_demo_pool import git_rev, make_demo_pool
 
+    from lgp_edge.commands.train_args import train_flags
     from lgp_edge.errors import UsageError
     from lgp_edge.fileio import sha256_file
     from lgp_edge.models.ancestry import default_checkpoint, read_ancestry_dir
     from lgp_edge.outdir import check_output_dir
     from lgp_edge.pool.build import BuildRequest, build_pool
     from lgp_edge.pool.distill import interrupted
-    from lgp_edge.pool.evaluate import evaluate_pool
+    from lgp_edge.pool.evaluate import evaluate_pool, instance_top1
     from lgp_edge.pool.finetune import CKPT, STITCH_CKPT, FinetuneRequest, finetune_pool
     from lgp_edge.pool.pool import read_manifest
+    from lgp_edge.profiling.host import cpu_model
     from lgp_edge.progress import stderr_reporter
     from lgp_edge.train import TrainConfig
 
@@ -110,7 +90,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             build_pool(BuildRequest(ancestry=args.ancestry, checkpoint=str(anc), data=args.data, out=str(pool_dir),
                                     depth=6, init="lstsq-kd", aux_init="ancestry", force=True,
                                     resume=interrupted(pool_dir), width_epochs=widths), dcfg, rep)
-        (work / INSTANCES).write_text(json.dumps(instance_top1(pool_dir, args.data, args.eval_images)))
+        (work / INSTANCES).write_text(json.dumps(instance_top1(pool_dir, args.data, max_images=args.eval_images)))
         timing["build"] = round(time.time() - t, 1)
         (work / "timing.json").write_text(json.dumps(timing))
     # 2. fine-tuning (continues from its checkpoint after an interruption)
@@ -130,9 +110,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     eval_flag = f" --max-images {args.eval_images}" if args.eval_images else ""
     commands = [
         f"lgp-edge pool build --ancestry {args.ancestry} {anc_flag} --data {args.data} --out {pool_dir} --depth 6 "
-        f"--init lstsq-kd --aux-init ancestry --width-epochs ti={args.ti_epochs} " + _train_flags(dcfg),
+        f"--init lstsq-kd --aux-init ancestry --width-epochs ti={args.ti_epochs} " + train_flags(dcfg),
         f"lgp-edge pool finetune {pool_dir} --data {args.data} --anchors --instance-lr-scale "
-        f"{args.instance_lr_scale} " + _train_flags(fcfg),
+        f"{args.instance_lr_scale} " + train_flags(fcfg),
         f"lgp-edge pool eval {pool_dir} --data {args.data}{eval_flag}",
         "python benchmarks/build_demo_pool.py " + " ".join(args.argv)]
     prov = {"made_by": "python benchmarks/build_demo_pool.py", "commands": commands, "code_version": git_rev(),
@@ -141,23 +121,11 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
                             if k in anc_meta}},
             "instances_after_distill": json.loads((work / INSTANCES).read_text()),
             "settings": {k: v for k, v in key.items() if k != "ancestry_sha256"}, "timing_s": timing,
-            "cpu": _cpu()}
+            "cpu": cpu_model()}
     log.info("step 4/4: ship to %s", args.out)
     shipped = make_demo_pool(pool_dir, Path(args.out), args.data, prov, eval_images=args.eval_images)
     log.info("done in %.0f s", time.time() - t0)
     return shipped
-
-
-def _cpu() -> str:
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def summary(out: Path) -> dict[str, Any]:

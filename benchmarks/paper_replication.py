@@ -38,12 +38,13 @@ import torch
 from lgp_edge.baselines.claims import compute_claims, compute_goals, init_table
 from lgp_edge.baselines.scratch_vanilla import SingleRequest, read_results, train_single_models
 from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
+from lgp_edge.commands.train_args import train_flags as cli_train_flags
 from lgp_edge.fileio import sha256_file
 from lgp_edge.models.ancestry import read_ancestry_dir, shipped_ancestry_dir
 from lgp_edge.pool.ancestry_train import AncestryRequest, train_ancestry
 from lgp_edge.pool.build import BuildRequest, build_pool
 from lgp_edge.pool.distill import interrupted
-from lgp_edge.pool.evaluate import evaluate_pool
+from lgp_edge.pool.evaluate import evaluate_pool, instance_top1
 from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
 from lgp_edge.pool.pool import load_pool
 from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
@@ -90,15 +91,6 @@ def train_cfg(s: dict[str, Any], epochs: int, **over: Any) -> TrainConfig:
     return TrainConfig(epochs=epochs, **kw)
 
 
-def cli_train_flags(cfg: TrainConfig) -> str:
-    flags = f"--epochs {cfg.epochs} --batch-size {cfg.batch_size} --lr {cfg.lr} --seed {cfg.seed}"
-    if cfg.warmup_epochs:
-        flags += f" --warmup-epochs {cfg.warmup_epochs}"
-    if cfg.max_steps_per_epoch:
-        flags += f" --max-steps-per-epoch {cfg.max_steps_per_epoch}"
-    return flags
-
-
 class Stages:
     """Runs stages with reuse: ``done(dir, settings)`` / ``mark(dir, settings, info)``; timings and commands."""
 
@@ -135,12 +127,13 @@ def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tupl
     benchmarks/.cache. The ancestry may be trained in cycles (``ancestry_cycles``): each later cycle starts from
     the weights of the one before (``ancestry train --initial-checkpoint``) with a fresh optimizer and schedule."""
     cache = Path(s["cache_dir"])
-    steps = s["ancestry_steps"]
-    chain = [TrainConfig(epochs=s["ancestry_epochs"], batch_size=256, lr=s["ancestry_lr"],
-                         warmup_epochs=s["ancestry_warmup"], seed=s["seed"], max_steps_per_epoch=steps)]
-    for c in s.get("ancestry_cycles") or ():
-        chain.append(TrainConfig(epochs=c["epochs"], batch_size=256, lr=c["lr"], warmup_epochs=c["warmup"],
-                                 seed=s["seed"], max_steps_per_epoch=steps))
+
+    def cfg_for(epochs: int, lr: float, warmup: float, steps: int | None) -> TrainConfig:
+        return TrainConfig(epochs=epochs, batch_size=256, lr=lr, warmup_epochs=warmup, seed=s["seed"],
+                           max_steps_per_epoch=steps)
+
+    chain = [cfg_for(s["ancestry_epochs"], s["ancestry_lr"], s["ancestry_warmup"], s["ancestry_steps"])]
+    chain += [cfg_for(c["epochs"], c["lr"], c["warmup"], s["ancestry_steps"]) for c in s.get("ancestry_cycles") or ()]
 
     def matches(path: Path, cfgs: list[TrainConfig]) -> bool:
         meta = read_ancestry_dir(path) if (path / "ancestry.safetensors").is_file() else None
@@ -166,9 +159,8 @@ def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tupl
     if shipped is not None:
         candidates.insert(0, (shipped, chain))
     if quick:
-        q = TrainConfig(epochs=QUICK_ANCESTRY["ancestry_epochs"], batch_size=256, lr=s["ancestry_lr"],
-                        warmup_epochs=s["ancestry_warmup"], seed=s["seed"],
-                        max_steps_per_epoch=QUICK_ANCESTRY["ancestry_steps"])
+        q = cfg_for(QUICK_ANCESTRY["ancestry_epochs"], s["ancestry_lr"], s["ancestry_warmup"],
+                    QUICK_ANCESTRY["ancestry_steps"])
         candidates.append((cache / f"ancestry-{s['ancestry']}-quick", [q]))
     for path, cfgs in candidates:
         if matches(path, cfgs):
@@ -230,18 +222,6 @@ def pool_rows(path: Path) -> dict[str, Any]:
                         for r in manifest.descendants]}
 
 
-def instance_top1(path: Path, data: str, eval_images: int | None) -> dict[str, float]:
-    """Top-1 of each instance model alone (Ti alone, B alone) of the pool at ``path``."""
-    from lgp_edge.datasets import open_data
-    from lgp_edge.train import evaluate
-
-    pool, manifest = load_pool(path)
-    a = manifest.spec.ancestry
-    ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
-    return {d.key: round(evaluate(pool.descendant(d), ds.val, max_images=eval_images), 3)
-            for d in pool.descendants() if not d.stitches}
-
-
 def finetune_request(path: Path, s: dict[str, Any]) -> FinetuneRequest:
     return FinetuneRequest(pool=str(path), data=s["data"], stitch_epochs=s["stitch_epochs"],
                            instance_lr_scale=s["instance_lr_scale"], anchors=s["anchors"])
@@ -276,7 +256,8 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> 
         build_pool(BuildRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(distilled), depth=depth,
                                 init="learned", aux_init=s["aux_init"], force=True, resume=interrupted(distilled),
                                 lstsq_images=s["lstsq_images"], width_epochs=width_epochs(s)), dcfg, rep)
-        (distilled / "instances.json").write_text(json.dumps(instance_top1(distilled, s["data"], s["eval_images"])))
+        after = instance_top1(distilled, s["data"], max_images=s["eval_images"])
+        (distilled / "instances.json").write_text(json.dumps(after))
         st.mark(distilled, key, time.time() - t0)
     after_distill = json.loads((distilled / "instances.json").read_text())
     st.timing[f"lgp_d{depth}_distill"] = st.wall_of(distilled)
@@ -332,7 +313,7 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
         build_snnet(SNNetRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path), force=True,
                                  resume=interrupted(path), lstsq_images=s["lstsq_images"], aux_init=s["aux_init"],
                                  width_epochs=width_epochs(s)), dcfg, rep)
-        (path / "anchors.json").write_text(json.dumps(instance_top1(path, s["data"], s["eval_images"])))
+        (path / "anchors.json").write_text(json.dumps(instance_top1(path, s["data"], max_images=s["eval_images"])))
         finetune_pool(finetune_request(path, s), fcfg, rep)
         evaluate_pool(path, s["data"], max_images=s["eval_images"], reporter=rep)
         st.mark(path, key, time.time() - t0)

@@ -63,6 +63,17 @@ def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int =
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
 
 
+def train_flags(cfg) -> str:
+    """The ``add_train_args`` flags that reproduce ``cfg``'s epochs, batch, learning rate, seed, warm-up and
+    step cap (the inverse of ``train_config`` for the settings a recorded command needs)."""
+    flags = f"--epochs {cfg.epochs} --batch-size {cfg.batch_size} --lr {cfg.lr} --seed {cfg.seed}"
+    if cfg.warmup_epochs:
+        flags += f" --warmup-epochs {cfg.warmup_epochs}"
+    if cfg.max_steps_per_epoch:
+        flags += f" --max-steps-per-epoch {cfg.max_steps_per_epoch}"
+    return flags
+
+
 def train_config(args: argparse.Namespace):
     from lgp_edge.errors import UsageError
     from lgp_edge.train import TrainConfig

@@ -51,8 +51,9 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
         check_output_dir(req.out, req.force, kind="ancestry")
     check_data_name(req.data)
     torch.manual_seed(cfg.seed)
-    model, spec = create_ancestry(req.name)
-    initial = _initial(req, model) if req.initial_checkpoint else None
+    initial_file = _initial_file(req.initial_checkpoint) if req.initial_checkpoint else None
+    model, spec = create_ancestry(req.name, checkpoint=initial_file)  # one clear line when the variant differs
+    initial = _initial_record(initial_file) if initial_file else None
     data = open_data(req.data, img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
     if data.info.num_classes != spec.num_classes:
         raise UsageError(f"--data {req.data} has {data.info.num_classes} classes; '{req.name}' has "
@@ -82,13 +83,9 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     return meta
 
 
-def _initial(req: AncestryRequest, model: nn.Module) -> dict[str, Any]:
-    """Load the warm-start weights into ``model`` (strict: same variant) and describe them for the record: the
-    file's digest, and the run that wrote them (its ``ancestry.json``, itself possibly warm-started)."""
-    from lgp_edge.fileio import sha256_file
-    from lgp_edge.models.ancestry import read_ancestry_dir
-
-    path = Path(req.initial_checkpoint or "")
+def _initial_file(path_text: str) -> Path:
+    """The warm start's ``.safetensors`` file (an ``ancestry train`` directory or the file itself)."""
+    path = Path(path_text)
     file = path / "ancestry.safetensors" if path.is_dir() else path
     if not file.is_file():
         raise UsageError(f"--initial-checkpoint '{path}' does not exist; pass an ancestry directory or its "
@@ -96,8 +93,15 @@ def _initial(req: AncestryRequest, model: nn.Module) -> dict[str, Any]:
     if file.suffix != ".safetensors":
         raise UsageError(f"--initial-checkpoint '{file}' is not a .safetensors file; pass the output of "
                          "'lgp-edge ancestry train'")
-    warm, _ = create_ancestry(req.name, checkpoint=file)  # raises one clear line when the variant differs
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in warm.state_dict().items()})
+    return file
+
+
+def _initial_record(file: Path) -> dict[str, Any]:
+    """The warm start for the record: the file's digest, and the run that wrote it (its ``ancestry.json``,
+    itself possibly warm-started)."""
+    from lgp_edge.fileio import sha256_file
+    from lgp_edge.models.ancestry import read_ancestry_dir
+
     before = read_ancestry_dir(file) or {}
     keep = ("top1", "val_images", "config", "data", "storage_dtype", "wall_s", "when", "initial_checkpoint")
     return {"path": str(file), "sha256": sha256_file(file), **{k: before[k] for k in keep if k in before}}

@@ -31,6 +31,16 @@ def evaluate_descendants(pool: LearngenePool, dataset, *, batch_size: int = 256,
     return records
 
 
+def instance_top1(path: str | Path, data: str, *, max_images: int | None = None) -> dict[str, float]:
+    """Top-1 of each instance model alone (Ti alone, B alone) of the pool at ``path``; nothing is written."""
+    check_data_name(data)
+    pool, manifest = load_pool(path)
+    a = manifest.spec.ancestry
+    ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
+    return {d.key: round(evaluate(pool.descendant(d), ds.val, max_images=max_images), 3)
+            for d in pool.descendants() if not d.stitches}
+
+
 def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_images: int | None = None,
                   reporter: Reporter = NULL) -> PoolManifest:
     check_data_name(data)
