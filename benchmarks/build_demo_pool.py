@@ -35,7 +35,7 @@ INSTANCES = "instances_after_distill.json"  # written beside the pool by step 1
 
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
-    from make_demo_pool import git_rev, make_demo_pool
+    from make_demo_pool import git_rev, make_demo_pool, repo_path
 
     from lgp_edge.commands.train_args import train_flags
     from lgp_edge.errors import UsageError
@@ -106,17 +106,18 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     log.info("step 3/4: evaluate")
     evaluate_pool(pool_dir, args.data, max_images=args.eval_images, reporter=rep)
     # 4. ship
-    anc_flag = f"--ancestry-checkpoint {anc}"
+    anc_shown, pool_shown = repo_path(anc), repo_path(pool_dir)  # the record names no machine's directories
+    anc_flag = f"--ancestry-checkpoint {anc_shown}"
     eval_flag = f" --max-images {args.eval_images}" if args.eval_images else ""
     commands = [
-        f"lgp-edge pool build --ancestry {args.ancestry} {anc_flag} --data {args.data} --out {pool_dir} --depth 6 "
+        f"lgp-edge pool build --ancestry {args.ancestry} {anc_flag} --data {args.data} --out {pool_shown} --depth 6 "
         f"--init lstsq-kd --aux-init ancestry --width-epochs ti={args.ti_epochs} " + train_flags(dcfg),
-        f"lgp-edge pool finetune {pool_dir} --data {args.data} --anchors --instance-lr-scale "
+        f"lgp-edge pool finetune {pool_shown} --data {args.data} --anchors --instance-lr-scale "
         f"{args.instance_lr_scale} " + train_flags(fcfg),
-        f"lgp-edge pool eval {pool_dir} --data {args.data}{eval_flag}",
+        f"lgp-edge pool eval {pool_shown} --data {args.data}{eval_flag}",
         "python benchmarks/build_demo_pool.py " + " ".join(args.argv)]
     prov = {"made_by": "python benchmarks/build_demo_pool.py", "commands": commands, "code_version": git_rev(),
-            "ancestry": {"name": args.ancestry, "path": str(anc), "sha256": key["ancestry_sha256"],
+            "ancestry": {"name": args.ancestry, "path": anc_shown, "sha256": key["ancestry_sha256"],
                          **{k: anc_meta.get(k) for k in ("top1", "val_images", "config", "initial_checkpoint")
                             if k in anc_meta}},
             "instances_after_distill": json.loads((work / INSTANCES).read_text()),

@@ -406,9 +406,8 @@ def run_one(args: argparse.Namespace, threads: int, out: Path) -> dict:
                     "gemm_gflops_by_engine_and_n": {e: {str(n): v for n, v in per.items()} for e, per in gemm.items()},
                     "copy_bandwidth_gbps": bw,
                     "load_average_start": load_start,
-                    "note": "shared machine: other processes (other engineers' tests and training) may have been "
-                            "running; see load averages. Interleaved rounds give every runtime the same load, not "
-                            "a quiet machine."},
+                    "note": "a shared VM: other processes may have been running; see load averages. Interleaved "
+                            "rounds give every runtime the same load, not a quiet machine."},
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                      "openvino": openvino.__version__, "python": platform.python_version()},
         "conventions": {"latency": "median of the timed runs, batch 1, fp32", "achieved_gflops":

@@ -35,6 +35,12 @@ def git_rev() -> str:
         return "unknown"
 
 
+def repo_path(path: str | Path) -> str:
+    """A path as recorded in a shipped pool: relative to the repository when inside it, not this machine's."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
+
+
 def dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6
 
@@ -82,7 +88,7 @@ def make_demo_pool(src: Path, dst: Path, data: str, provenance: dict, max_mb: fl
              if same_images and src_top1.get(r.key) is not None]
     prov = {**provenance, "date": provenance.get("date") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "code_version": provenance.get("code_version") or git_rev(), "dataset": data,
-            "source_pool": str(src), "storage_dtype": "float16", "files_kept": kept,
+            "source_pool": repo_path(src), "storage_dtype": "float16", "files_kept": kept,
             "eval_images": eval_images or "all", "source_eval_images": src_images,
             "top1_reevaluated_after_fp16": True,
             "max_abs_top1_change_after_fp16": round(max(abs(d) for d in delta), 3) if delta else None,

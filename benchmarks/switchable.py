@@ -203,6 +203,8 @@ def main() -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import onnxruntime as ort
 
+    from lgp_edge.profiling.host import cpu_model
+
     t_start, load_start = time.time(), os.getloadavg()
     pool, mf, pool_desc = load(args.pool)
     with tempfile.TemporaryDirectory(prefix="lgp-switch-bench-") as tmp_name:
@@ -226,9 +228,10 @@ def main() -> int:
                                              "what 'lgp-edge export' writes",
                            "single_torchscript": "the TorchScript export each switchable branch is made from"},
         "selections": results,
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                     "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
-                    "note": "shared machine (other jobs running): interleaved blocks and medians for fairness"},
+                    "note": "a shared VM: other processes may have been running; see load averages. Interleaved "
+                            "blocks and medians give every artifact the same load"},
         "wall_s_total": round(time.time() - t_start, 1),
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "python": platform.python_version()},
     }

@@ -59,3 +59,14 @@ def test_build_demo_pool_tiny(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     capsys.readouterr()
     assert bench.main([*argv, "--out", str(mine)]) == 2
     assert "notes.txt" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep"
+
+
+def test_recorded_paths_are_relative_to_the_repository() -> None:
+    _bench()  # puts benchmarks/ on sys.path, as the script does
+    from make_demo_pool import repo_path
+
+    assert repo_path(ROOT / "lgp_edge" / "data" / "ancestry") == "lgp_edge/data/ancestry"
+    assert repo_path("/elsewhere/pool") == "/elsewhere/pool"
+    shipped = json.loads((ROOT / "lgp_edge" / "data" / "demo_pool" / "pool.json").read_text())["provenance"]
+    assert not any(word.startswith("/") for c in shipped["commands"] for word in shlex.split(c))
+    assert not shipped["ancestry"]["path"].startswith("/") and not shipped["source_pool"].startswith("/")
