@@ -51,8 +51,11 @@ from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
 from lgp_edge.progress import stderr_reporter
 from lgp_edge.train import TrainConfig
 
-log = logging.getLogger("paper_replication")
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_demo_pool import git_rev, repo_path  # noqa: E402  (the shipped pools' provenance helpers, one copy)
+
+log = logging.getLogger("paper_replication")
 DATA = "fashion-mnist"  # defaults; --data / --ancestry change them (tests use lgp_test_tiny + synthetic)
 ANCESTRY = "lgp_vit_fmnist"
 DONE = ".done.json"
@@ -71,18 +74,6 @@ FULL = {"ancestry_epochs": 30, "ancestry_lr": 2e-3, "ancestry_warmup": 2.0, "anc
 QUICK = dict(FULL, distill_epochs=1, distill_width_epochs={"ti": 2}, finetune_epochs=1, steps_per_epoch=8,
              eval_images=500, vanilla_narrow=(3,), stitch_steps=8)
 QUICK_ANCESTRY = {"ancestry_epochs": 1, "ancestry_steps": 30}  # only when no shipped or cached ancestry matches
-
-
-def git_rev() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=False, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
-                             check=False, timeout=10)
-        head = rev.stdout.strip() or "no-commit"
-        return head + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def train_cfg(s: dict[str, Any], epochs: int, **over: Any) -> TrainConfig:
@@ -171,7 +162,7 @@ def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tupl
                 command(cache_dir(i + 1) if i + 1 < len(cfgs) else path, cfg, cache_dir(i) if i else None,
                         f"  # {where}" if i + 1 == len(cfgs) else "") for i, cfg in enumerate(cfgs))
             st.timing["ancestry"] = _chain_wall_s(meta)
-            return str(path), {**meta, "reused_from_cache": True, "shipped": path == shipped, "path": _rel(path)}
+            return str(path), {**meta, "reused_from_cache": True, "shipped": path == shipped, "path": repo_path(path)}
     path, cfgs = candidates[-1]
     commands, initial, meta = [], None, {}
     for i, cfg in enumerate(cfgs):
@@ -186,7 +177,7 @@ def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tupl
         initial = out
     st.timing["ancestry"] = _chain_wall_s(meta)
     st.commands["ancestry"] = " && ".join(commands)
-    return str(path), {**meta, "reused_from_cache": False, "path": _rel(path)}
+    return str(path), {**meta, "reused_from_cache": False, "path": repo_path(path)}
 
 
 def _chain_wall_s(meta: dict[str, Any]) -> float:
@@ -206,13 +197,6 @@ def anc_key(anc: str, s: dict[str, Any]) -> dict[str, str]:
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
     """A recorded TrainConfig without the settings that do not change the result (see TrainConfig.identity)."""
     return {k: v for k, v in config.items() if k not in ("save_every", "num_workers", "device")}
-
-
-def _rel(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(ROOT))
-    except ValueError:
-        return str(path)
 
 
 def pool_rows(path: Path) -> dict[str, Any]:
