@@ -59,6 +59,7 @@ log = logging.getLogger("paper_replication")
 DATA = "fashion-mnist"  # defaults; --data / --ancestry change them (tests use lgp_test_tiny + synthetic)
 ANCESTRY = "lgp_vit_fmnist"
 DONE = ".done.json"
+PAPER_WIDTHS = ("ti", "b")  # the authors' descendants use Ti and B instances only (docs/METHOD.md §1)
 OWN_FILES = (DONE, "instances.json", "anchors.json")  # what this script writes into a stage's lgp-edge output
 
 # Settings. The ancestry is trained once (30 epochs, then the cycles of ``ancestry_cycles``, each a warm start
@@ -227,34 +228,42 @@ def width_epochs_flag(s: dict[str, Any]) -> str:
     return f"--width-epochs {pairs} " if pairs else ""
 
 
-def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, dict[str, Any]]:
+def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
+              widths: tuple[str, ...] = PAPER_WIDTHS) -> dict[str, dict[str, Any]]:
     """One distillation per depth; per stitch init a copy re-initialised (``pool stitch``), evaluated before
-    fine-tuning, fine-tuned with the recipe of ``s`` and evaluated again."""
-    distilled = st.work / f"lgp-d{depth}-distilled"
+    fine-tuning, fine-tuned with the recipe of ``s`` and evaluated again. ``widths`` other than the paper's Ti/B
+    name their directories and methods ``lgp-d6-ti-s-b-*`` / ``lgp_d6_ti-s-b_*`` (benchmarks/pool_widths.py)."""
+    tag = "" if widths == PAPER_WIDTHS else "-".join(widths)
+    distilled = st.work / ("-".join(filter(None, (f"lgp-d{depth}", tag, "distilled"))))
     dcfg = train_cfg(s, s["distill_epochs"], lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
     fcfg = train_cfg(s, s["finetune_epochs"], warmup_epochs=s["finetune_warmup"])
     key = {**anc_key(anc, s), "depth": depth, "distill": dcfg.to_dict(), "eval_images": s["eval_images"],
            "aux_init": s["aux_init"], "width_epochs": s["distill_width_epochs"]}
+    if tag:
+        key["widths"] = list(widths)
     if not st.done(distilled, key):
         t0 = time.time()
         build_pool(BuildRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(distilled), depth=depth,
-                                init="learned", aux_init=s["aux_init"], force=True, resume=interrupted(distilled),
+                                widths=widths, init="learned", aux_init=s["aux_init"], force=True,
+                                resume=interrupted(distilled),
                                 lstsq_images=s["lstsq_images"], width_epochs=width_epochs(s)), dcfg, rep)
         after = instance_top1(distilled, s["data"], max_images=s["eval_images"])
         (distilled / "instances.json").write_text(json.dumps(after))
         st.mark(distilled, key, time.time() - t0)
     after_distill = json.loads((distilled / "instances.json").read_text())
-    st.timing[f"lgp_d{depth}_distill"] = st.wall_of(distilled)
-    st.commands[f"lgp_d{depth}_distill"] = (f"lgp-edge pool build --ancestry {s['ancestry']} "
-                                            f"--ancestry-checkpoint {anc} --data {s['data']} --out {distilled} "
-                                            f"--depth {depth} --init learned --aux-init {s['aux_init']} --force "
-                                            + width_epochs_flag(s) + cli_train_flags(dcfg))
+    prefix = "_".join(filter(None, (f"lgp_d{depth}", tag)))
+    st.timing[f"{prefix}_distill"] = st.wall_of(distilled)
+    st.commands[f"{prefix}_distill"] = (f"lgp-edge pool build --ancestry {s['ancestry']} "
+                                        f"--ancestry-checkpoint {anc} --data {s['data']} --out {distilled} "
+                                        f"--depth {depth} " + (f"--widths {','.join(widths)} " if tag else "")
+                                        + f"--init learned --aux-init {s['aux_init']} --force "
+                                        + width_epochs_flag(s) + cli_train_flags(dcfg))
     out = {}
     inits = s["inits"] if depth == 6 else s["inits_d9"]
     if s.get("only_inits") is not None:  # a partial run (--stages) leaves the other copies to another process
         inits = [i for i in inits if i in s["only_inits"]]
     for init in sorted(inits, key=lambda i: i != s["default_init"]):  # the demo pool's init first
-        name = f"lgp_d{depth}_{init}"
+        name = f"{prefix}_{init}"
         path = st.work / name
         fkey = {**key, "finetune": fcfg.to_dict(), "init": init, "recipe": finetune_flags(s),
                 "stitch_steps": s["stitch_steps"]}
@@ -279,11 +288,11 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages) -> 
                              + (f" --max-images {s['eval_images']}" if s["eval_images"] else ""))
         _, manifest = load_pool(path)
         init_entry = next(h for h in reversed(manifest.history) if h.get("stage") == "stitch-init")
-        out[name] = {**pool_rows(path), "depth": depth, "stitch_init": init,
+        out[name] = {**pool_rows(path), "depth": depth, "widths": list(widths), "stitch_init": init,
                      "stitch_r2_mean": init_entry.get("r2_mean"), "stitch_r2_images": init_entry.get("r2_images"),
                      "top1_before_finetune": json.loads((path / "before.json").read_text()),
                      "instances_after_distill": after_distill}
-    return {f"lgp_d{depth}_{init}": out[f"lgp_d{depth}_{init}"] for init in inits}
+    return {f"{prefix}_{init}": out[f"{prefix}_{init}"] for init in inits}
 
 
 def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, Any]:

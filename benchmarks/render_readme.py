@@ -3,7 +3,7 @@
     python benchmarks/render_readme.py
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = latency, paper, switchable, int8. Numbers are never typed into the README by hand.
+NAME = latency, paper, widths, switchable, int8. Numbers are never typed into the README by hand.
 """
 
 from __future__ import annotations
@@ -129,13 +129,19 @@ def paper() -> str:
     return md.replace("### What this run says", "#### What this run says").strip() + "\n"
 
 
+def widths() -> str:
+    md = (ROOT / "benchmarks" / "POOL_WIDTHS.md").read_text()
+    return md.replace("### What this run says", "#### What this run says").strip() + "\n"
+
+
 def main() -> None:
     import argparse
 
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     readme = ROOT / "README.md"
     text = readme.read_text()
-    for name, render in (("latency", latency), ("paper", paper), ("switchable", switchable), ("int8", int8)):
+    for name, render in (("latency", latency), ("paper", paper), ("widths", widths), ("switchable", switchable),
+                         ("int8", int8)):
         pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no <!-- {name}:begin/end --> block")

@@ -13,11 +13,15 @@ ROOT = Path(__file__).resolve().parent.parent
 DONE = ".done.json"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("paper_replication", ROOT / "benchmarks" / "paper_replication.py")
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _bench():
+    return _load("paper_replication")
 
 
 def _tiny_argv(tmp_path: Path, md: str = "section.md") -> list[str]:
@@ -82,6 +86,7 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     with pytest.raises(SystemExit) as e:
         bench.main([*argv, "--inits-d9", "learned"])  # the default init cannot be left out
     assert e.value.code == 2
+    widths_argv = _check_pool_widths(tmp_path, r3)
     # new weights at the same ancestry path: a stage trained from the old ones is not reused
     from safetensors.torch import load_file, save_file
 
@@ -96,6 +101,44 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     assert bench.main([*argv, "--stages", "scratch"]) == 0
     assert json.loads(done.read_text())["settings"]["anc_sha256"] == sha256_file(anc) != old
     assert done.stat().st_mtime_ns != stamp
+    # the replication was measured with the old weights: the Ti/S/B benchmark refuses to compare against it
+    out = tmp_path / "results" / "pool_widths.json"
+    out.unlink()
+    assert _load("pool_widths").main(widths_argv) == 2 and not out.exists()
+    assert "not the one" in capsys.readouterr().err
+
+
+def _check_pool_widths(tmp_path: Path, rep: dict) -> list[str]:
+    """benchmarks/pool_widths.py on the replication just written: a Ti/S/B pool with its recipe, scored by the
+    same goal code against its SN-Net results; bad input is one line and exit 2 with nothing written."""
+    pw = _load("pool_widths")
+    out = tmp_path / "results" / "pool_widths.json"
+    argv = ["--replication", str(tmp_path / "results" / "paper_replication_quick.json"), "--cache-dir",
+            str(tmp_path / "cache"), "--out", str(out), "--quiet"]
+    assert pw.main([*argv[:1], str(tmp_path / "missing.json"), *argv[2:]]) == 2 and not out.exists()
+    with pytest.raises(SystemExit) as e:
+        pw.main([*argv, "--widths", "ti,b"])  # the replication's own pool
+    assert e.value.code == 2
+    assert pw.main(argv) == 0
+    w = json.loads(out.read_text())
+    pool = w["pool"]
+    assert w["quick"] is True and w["widths"] == ["ti", "s", "b"] and len(pool["configs"]) == 35
+    assert set(pool["instances_after_distill"]) == {"ti6.0-5", "s6.0-5", "b6.0-5"}
+    assert len(pool["top1_before_finetune"]) == 35
+    keys = {c["key"] for c in pool["configs"]}
+    assert {"s6.0-5", "ti6.0-5+s6.5-5", "s6.0-3+b6.4-5"} <= keys and not any("ti6" in k and "b6" in k for k in keys)
+    # the recipe is the replication's, stage for stage
+    for k in ("distill_epochs", "finetune_epochs", "steps_per_epoch", "eval_images", "stitch_steps", "lr"):
+        assert w["settings"][k] == rep["settings"][k]
+    assert "--widths ti,s,b" in w["commands"]["lgp_d6_ti-s-b_distill"]
+    g = w["goals"]["ti-s-b depth 6"]
+    assert g["storage_ratio"] == round(pool["stored_params"] / rep["methods"]["snnet"]["stored_params"], 4)
+    assert pool["stored_params"] > rep["methods"]["lgp_d6_lstsq-kd"]["stored_params"]
+    share, worst = _front(pool["configs"], rep["methods"]["snnet"]["configs"])
+    assert (g["front_share"], g["front_delta_min"]) == (round(share, 4), worst)
+    assert w["goals"]["ti-b depths 6 + 9 (replication goal)"]["front_share"] == rep["goals"]["front_share"]
+    assert "QUICK RUN" in (tmp_path / "cache" / "pool-widths-quick" / "POOL_WIDTHS.md").read_text()
+    return argv
 
 
 def _check_commands(commands: dict[str, str]) -> None:

@@ -1,0 +1,266 @@
+"""A pool with an S-width instance (Ti/S/B) against the paper's Ti/B pool and SN-Net, at the same recipe.
+
+    python benchmarks/pool_widths.py     # -> benchmarks/results/pool_widths.json, benchmarks/POOL_WIDTHS.md
+
+The paper's descendants use Ti and B instances only. At this scale SN-Net's S anchor (12 blocks at half width)
+and its S->B stitches sit between Ti and B where the Ti/B pool has only Ti->B stitches, and that is where the
+Ti/B front falls behind (benchmarks/PAPER_REPLICATION.md). This benchmark measures the other side of the trade:
+a depth-6 pool of Ti, S and B auxiliary models (``pool build --widths ti,s,b``, neighbour-pair stitching),
+distilled, stitched and fine-tuned with exactly the settings recorded in the replication's results JSON, then
+scored with the same goal code (lgp_edge.baselines.claims.compute_goals) against the SN-Net configs measured
+there. Nothing of the replication is retrained: run ``paper_replication.py`` first. Stages are reused from
+``--work`` like the replication's, so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lgp_edge.baselines.claims import compute_goals, front_deltas
+from lgp_edge.fileio import sha256_file
+from lgp_edge.profiling.host import cpu_model
+from lgp_edge.progress import stderr_reporter
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_demo_pool import git_rev, repo_path  # noqa: E402
+from paper_replication import PAPER_WIDTHS, Stages, ancestry_stage, lgp_stage  # noqa: E402
+
+log = logging.getLogger("pool_widths")
+WIDTHS = ("ti", "s", "b")
+DEPTH = 6
+
+
+class BenchmarkInputError(Exception):
+    """The replication results this benchmark compares against are missing or do not match."""
+
+
+def load_replication(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BenchmarkInputError(f"{path} not found: run benchmarks/paper_replication.py first (this benchmark "
+                                  "compares against its SN-Net and Ti/B results)")
+    r = json.loads(path.read_text())
+    s = r.get("settings") or {}
+    need = [m for m in ("snnet", f"lgp_d{DEPTH}_{s.get('default_init')}") if m not in r.get("methods", {})]
+    if need:
+        raise BenchmarkInputError(f"{path} has no results for {', '.join(need)}: rerun paper_replication.py "
+                                  "without --stages")
+    return r
+
+
+def demo_pool(ancestry_sha256: str) -> dict[str, Any] | None:
+    """The shipped demo pool's descendants when it was distilled from the same ancestry, else None."""
+    from lgp_edge.pool.pool import load_pool
+
+    path = ROOT / "lgp_edge" / "data" / "demo_pool"
+    pool, manifest = load_pool(path)
+    if (manifest.provenance.get("ancestry") or {}).get("sha256") != ancestry_sha256:
+        log.info("the demo pool was distilled from another ancestry; left out of the comparison")
+        return None
+    ft = [h for h in manifest.history if h.get("stage") == "finetune"]
+    return {"stored_params": pool.stored_params(), "finetune_epochs": ft[-1]["config"]["epochs"] if ft else 0,
+            "configs": [{"key": r.key, "params": r.params, "flops": r.flops, "top1": r.top1}
+                        for r in manifest.descendants]}
+
+
+def widths_arg(text: str) -> tuple[str, ...]:
+    ws = tuple(w.strip() for w in text.split(",") if w.strip())
+    if len(ws) < 2 or len(set(ws)) != len(ws) or not set(ws) <= set(WIDTHS):
+        raise argparse.ArgumentTypeError(f"--widths takes two or three of {','.join(WIDTHS)}, got {text!r}")
+    if ws == PAPER_WIDTHS:
+        raise argparse.ArgumentTypeError("--widths ti,b is the replication's own pool; choose another set")
+    return tuple(sorted(ws, key=WIDTHS.index))
+
+
+def families(configs: list[dict[str, Any]], widths: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
+    """Descendants by the instances they run: ``ti`` alone, ``ti->s`` stitched, ... (keys like ``ti6.0-4+s6.5-5``)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for c in configs:
+        parts = [next(w for w in widths if part.startswith(f"{w}{DEPTH}.")) for part in c["key"].split("+")]
+        out.setdefault("->".join(parts), []).append(c)
+    return out
+
+
+def findings(pool: dict[str, Any], tib: dict[str, Any], snnet: list[dict[str, Any]],
+             widths: tuple[str, ...]) -> dict[str, Any]:
+    """Where the two pools differ, from the measured rows: the Ti/B pool's worst SN-Net config and what each pool
+    has within its FLOPs; each instance alone against SN-Net's anchor of its width; each stitched family's range."""
+    worst = min(front_deltas(tib["configs"], snnet), key=lambda d: d["delta"])
+    reach = [c for c in pool["configs"] if c["flops"] <= worst["snnet_flops"]]
+    best = max(reach, key=lambda c: c["top1"])
+    anchors = {c["key"].split("12.")[0]: c for c in snnet if "+" not in c["key"]}
+    fam = families(pool["configs"], widths)
+    return {
+        "ti_b_worst": {**worst, "this_pool_key": best["key"], "this_pool_flops": best["flops"],
+                       "this_pool_top1": best["top1"], "this_pool_delta": round(best["top1"] - worst["snnet_top1"], 3)},
+        "instances_vs_snnet_anchors": {
+            w: {"key": fam[w][0]["key"], "flops": fam[w][0]["flops"], "top1": fam[w][0]["top1"],
+                "snnet_key": anchors[w]["key"], "snnet_flops": anchors[w]["flops"], "snnet_top1": anchors[w]["top1"]}
+            for w in widths if w in fam and w in anchors},
+        "stitched": {f: {"count": len(rows), "top1_min": min(r["top1"] for r in rows),
+                         "top1_max": max(r["top1"] for r in rows)} for f, rows in fam.items() if "->" in f},
+    }
+
+
+def in_repo(command: str) -> str:
+    """A recorded command with this checkout's paths relative to the repository, as the shipped pools record them."""
+    return command.replace(str(ROOT) + "/", "")
+
+
+def goal_summary(g: dict[str, Any]) -> dict[str, Any]:
+    keys = ("methods", "front_share", "front_delta_min", "front_held", "storage_ratio", "storage_held",
+            "min_flops_ratio", "min_flops_held", "instances_held", "every_descendant_min_top1")
+    return {k: g[k] for k in keys} | {"instances_held": g["instances_held"] if g["instances"] else None}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rep_path = Path(args.replication)
+    rep_json = load_replication(rep_path)
+    s = dict(rep_json["settings"])
+    init = s["default_init"]
+    s.update(inits=[init], inits_d9=[init], only_inits=None, cache_dir=args.cache_dir)
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    work = Path(args.work or Path(s["cache_dir"]) / ("pool-widths-quick" if rep_json["quick"] else "pool-widths"))
+    work.mkdir(parents=True, exist_ok=True)
+    rep = stderr_reporter(args.quiet)
+    st = Stages(work)
+    t0 = time.time()
+    anc, _ = ancestry_stage(s, bool(rep_json["quick"]), rep, st)
+    if sha256_file(Path(anc) / "ancestry.safetensors") != s["ancestry_sha256"]:
+        raise BenchmarkInputError(f"the ancestry found at {anc} is not the one {rep_path} was measured with: "
+                                  "rerun benchmarks/paper_replication.py with this ancestry first")
+    tag = "-".join(args.widths)
+    method = f"lgp_d{DEPTH}_{tag}_{init}"
+    pool = lgp_stage(DEPTH, anc, s, rep, st, widths=args.widths)[method]
+    rm = rep_json["methods"]
+    ref = f"lgp_d{DEPTH}_{init}"
+    variants = {  # compute_goals reads the pools under the replication's method names
+        f"{tag} depth {DEPTH}": {ref: pool, "snnet": rm["snnet"]},
+        f"{tag} depth {DEPTH} + ti-b depth 9": {ref: pool, "snnet": rm["snnet"],
+                                                **({f"lgp_d9_{init}": rm[f"lgp_d9_{init}"]}
+                                                   if f"lgp_d9_{init}" in rm else {})},
+        f"ti-b depth {DEPTH} (replication)": {ref: rm[ref], "snnet": rm["snnet"]},
+    }
+    demo = demo_pool(s["ancestry_sha256"])
+    if demo is not None:  # the shipped pool: the same Ti/B recipe with a longer fine-tuning
+        variants[f"ti-b depth {DEPTH}, shipped demo pool ({demo['finetune_epochs']} fine-tuning epochs)"] = {
+            ref: demo, "snnet": rm["snnet"]}
+    goals = {name: goal_summary(compute_goals(m, init)) for name, m in variants.items()}
+    goals["ti-b depths 6 + 9 (replication goal)"] = goal_summary(rep_json["goals"])
+    results = {
+        "benchmark": "pool_widths",
+        "quick": bool(rep_json["quick"]),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "code_version": git_rev(),
+        "command": "python benchmarks/pool_widths.py " + " ".join(args.argv),
+        "cpu": cpu_model(),
+        "torch_threads": torch.get_num_threads(),
+        "widths": list(args.widths),
+        "depth": DEPTH,
+        "replication": {"path": repo_path(rep_path), "date": rep_json["date"],
+                        "code_version": rep_json["code_version"], "command": rep_json["command"]},
+        "settings": {k: v for k, v in s.items() if k != "only_inits"},
+        "pool": {**pool, "pool_dir": repo_path(pool["pool_dir"])},
+        "reference": {"ti-b": rm[ref], "snnet_stored_params": rm["snnet"]["stored_params"]},
+        "goals": goals,
+        "findings": findings(pool, rm[ref], rm["snnet"]["configs"], args.widths),
+        "commands": {k: in_repo(v) for k, v in st.commands.items()},
+        "timing_s": {**{k: round(v, 1) for k, v in st.timing.items() if k != "ancestry"},
+                     "total_this_invocation": round(time.time() - t0, 1)},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    tmp.replace(out)
+    md = Path(args.md_out) if args.md_out else (work / "POOL_WIDTHS.md" if results["quick"]
+                                                 else ROOT / "benchmarks" / "POOL_WIDTHS.md")
+    md.write_text(render_markdown(results, repo_path(out)))
+    log.info("wrote %s and %s", out, md)
+    return results
+
+
+def render_markdown(r: dict[str, Any], json_path: str) -> str:
+    yes = {True: "met", False: "**not met**"}
+    p, tib = r["pool"], r["reference"]["ti-b"]
+    inst = ", ".join(f"{k} {v:.2f}%" for k, v in p["instances_after_distill"].items())
+    after = {c["key"]: c["top1"] for c in p["configs"]}
+    lines = [
+        f"{'QUICK RUN (smoke settings; not a result). ' if r['quick'] else ''}"
+        f"`{r['command'].strip()}` ({r['cpu']}, {r['torch_threads']} thread(s), code {r['code_version']}, "
+        f"{r['date']}): a depth-{r['depth']} pool of {'/'.join(w.capitalize() for w in r['widths'])} instances, "
+        f"distilled, stitched (`{r['settings']['default_init']}`) and fine-tuned with the replication's settings "
+        f"({r['settings']['finetune_epochs']} fine-tuning epoch(s)), scored against its SN-Net configs. "
+        f"{len(p['configs'])} descendants ({len(tib['configs'])} in the Ti/B pool), "
+        f"{p['stored_params']:,} stored params (Ti/B {tib['stored_params']:,}, SN-Net "
+        f"{r['reference']['snnet_stored_params']:,}); instances right after distillation {inst}, after "
+        f"fine-tuning " + ", ".join(f"{k} {after[k]:.2f}%" for k in p["instances_after_distill"]) + ".",
+        "",
+        "| pools | front >= SN-Net (share of its configs) | worst delta (points) | storage ratio | "
+        "smallest FLOPs ratio | min top-1 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, g in r["goals"].items():
+        lines.append(f"| {name} | {g['front_share']:.1%} ({yes[g['front_share'] >= 0.9]}) | "
+                     f"{g['front_delta_min']:+.2f} ({yes[g['front_delta_min'] >= -1.0]}) | "
+                     f"{g['storage_ratio']:.3f} ({yes[g['storage_held']]}) | {g['min_flops_ratio']:.3f} "
+                     f"({yes[g['min_flops_held']]}) | {g['every_descendant_min_top1']:.2f} |")
+    f = r["findings"]
+    w = f["ti_b_worst"]
+    ts = r["timing_s"]
+    distill_s = next(v for k, v in ts.items() if k.endswith("_distill"))
+    tune_s = next(v for k, v in ts.items() if k.endswith(r["settings"]["default_init"]))
+    lines += ["", f"Goals: front share >= 90% and worst delta >= -1.0, storage ratio <= 0.45, smallest FLOPs ratio "
+              f"<= 0.55. Stages: distillation {distill_s / 60:.0f} min, stitch init + fine-tuning + evaluations "
+              f"{tune_s / 60:.0f} min. "
+              f"Full numbers and commands: [`{json_path}`]({json_path}).", "",
+              "Where the pools differ (from the rows above):", "",
+              f"- At the Ti/B pool's worst SN-Net config, `{w['snnet_key']}` ({w['snnet_flops'] / 1e6:.2f} MFLOPs, "
+              f"{w['snnet_top1']:.2f}%), the Ti/B pool's best within its FLOPs is `{w['lgp_key']}` "
+              f"({w['lgp_top1']:.2f}%, {w['delta']:+.2f}), this pool's `{w['this_pool_key']}` "
+              f"({w['this_pool_top1']:.2f}%, {w['this_pool_delta']:+.2f})."]
+    for a in f["instances_vs_snnet_anchors"].values():
+        lines.append(f"- `{a['key']}` alone {a['top1']:.2f}% at {a['flops'] / 1e6:.2f} MFLOPs; SN-Net's anchor of the "
+                     f"same width `{a['snnet_key']}` {a['snnet_top1']:.2f}% at {a['snnet_flops'] / 1e6:.2f} MFLOPs.")
+    for fam, s in f["stitched"].items():
+        lines.append(f"- {fam} stitched ({s['count']}): {s['top1_min']:.2f}..{s['top1_max']:.2f}%.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--widths", type=widths_arg, default=WIDTHS, metavar="W,W,...",
+                   help="instance widths of the pool (default ti,s,b)")
+    p.add_argument("--replication", default=str(ROOT / "benchmarks" / "results" / "paper_replication.json"),
+                   help="paper_replication.py results to compare with and take the settings from")
+    p.add_argument("--work", default=None, help="stage outputs (default <cache dir>/pool-widths)")
+    p.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache"),
+                   help="cached ancestries and default --work parent (default benchmarks/.cache)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pool_widths.json"))
+    p.add_argument("--md-out", default=None, help="README section (default benchmarks/POOL_WIDTHS.md; quick "
+                                                  "replications: inside --work)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        r = run(args)
+    except BenchmarkInputError as e:
+        print(f"pool_widths: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(r["goals"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
