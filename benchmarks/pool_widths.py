@@ -167,9 +167,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "depth": DEPTH,
         "replication": {"path": repo_path(rep_path), "date": rep_json["date"],
                         "code_version": rep_json["code_version"], "command": rep_json["command"]},
-        "settings": {k: v for k, v in s.items() if k != "only_inits"},
+        "settings": {**{k: v for k, v in s.items() if k != "only_inits"}, "cache_dir": repo_path(s["cache_dir"])},
         "pool": {**pool, "pool_dir": repo_path(pool["pool_dir"])},
-        "reference": {"ti-b": rm[ref], "snnet_stored_params": rm["snnet"]["stored_params"]},
+        "reference": {"ti-b": {k: v for k, v in rm[ref].items() if k != "pool_dir"},  # rows only: its directory
+                      "snnet_stored_params": rm["snnet"]["stored_params"]},        # is the replication's machine's
         "goals": goals,
         "findings": findings(pool, rm[ref], rm["snnet"]["configs"], args.widths),
         "commands": {k: in_repo(v) for k, v in st.commands.items()},
