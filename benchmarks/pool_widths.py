@@ -47,7 +47,10 @@ def load_replication(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BenchmarkInputError(f"{path} not found: run benchmarks/paper_replication.py first (this benchmark "
                                   "compares against its SN-Net and Ti/B results)")
-    r = json.loads(path.read_text())
+    try:
+        r = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BenchmarkInputError(f"{path} is not a paper_replication.py results file ({e})") from None
     s = r.get("settings") or {}
     need = [m for m in ("snnet", f"lgp_d{DEPTH}_{s.get('default_init')}") if m not in r.get("methods", {})]
     if need:
@@ -95,12 +98,13 @@ def findings(pool: dict[str, Any], tib: dict[str, Any], snnet: list[dict[str, An
     has within its FLOPs; each instance alone against SN-Net's anchor of its width; each stitched family's range."""
     worst = min(front_deltas(tib["configs"], snnet), key=lambda d: d["delta"])
     reach = [c for c in pool["configs"] if c["flops"] <= worst["snnet_flops"]]
-    best = max(reach, key=lambda c: c["top1"])
+    best = max(reach, key=lambda c: c["top1"], default={"key": None, "flops": None, "top1": None})
     anchors = {c["key"].split("12.")[0]: c for c in snnet if "+" not in c["key"]}
+    delta = None if best["top1"] is None else round(best["top1"] - worst["snnet_top1"], 3)
     fam = families(pool["configs"], widths)
     return {
         "ti_b_worst": {**worst, "this_pool_key": best["key"], "this_pool_flops": best["flops"],
-                       "this_pool_top1": best["top1"], "this_pool_delta": round(best["top1"] - worst["snnet_top1"], 3)},
+                       "this_pool_top1": best["top1"], "this_pool_delta": delta},
         "instances_vs_snnet_anchors": {
             w: {"key": fam[w][0]["key"], "flops": fam[w][0]["flops"], "top1": fam[w][0]["top1"],
                 "snnet_key": anchors[w]["key"], "snnet_flops": anchors[w]["flops"], "snnet_top1": anchors[w]["top1"]}
@@ -117,7 +121,7 @@ def in_repo(command: str) -> str:
 
 def goal_summary(g: dict[str, Any]) -> dict[str, Any]:
     keys = ("methods", "front_share", "front_delta_min", "front_held", "storage_ratio", "storage_held",
-            "min_flops_ratio", "min_flops_held", "instances_held", "every_descendant_min_top1")
+            "min_flops_ratio", "min_flops_held", "every_descendant_min_top1")
     return {k: g[k] for k in keys} | {"instances_held": g["instances_held"] if g["instances"] else None}
 
 
@@ -226,8 +230,9 @@ def render_markdown(r: dict[str, Any], json_path: str) -> str:
               "Where the pools differ (from the rows above):", "",
               f"- At the Ti/B pool's worst SN-Net config, `{w['snnet_key']}` ({w['snnet_flops'] / 1e6:.2f} MFLOPs, "
               f"{w['snnet_top1']:.2f}%), the Ti/B pool's best within its FLOPs is `{w['lgp_key']}` "
-              f"({w['lgp_top1']:.2f}%, {w['delta']:+.2f}), this pool's `{w['this_pool_key']}` "
-              f"({w['this_pool_top1']:.2f}%, {w['this_pool_delta']:+.2f})."]
+              f"({w['lgp_top1']:.2f}%, {w['delta']:+.2f}), "
+              + ("this pool has none." if w["this_pool_key"] is None else
+                 f"this pool's `{w['this_pool_key']}` ({w['this_pool_top1']:.2f}%, {w['this_pool_delta']:+.2f}).")]
     for a in f["instances_vs_snnet_anchors"].values():
         lines.append(f"- `{a['key']}` alone {a['top1']:.2f}% at {a['flops'] / 1e6:.2f} MFLOPs; SN-Net's anchor of the "
                      f"same width `{a['snnet_key']}` {a['snnet_top1']:.2f}% at {a['snnet_flops'] / 1e6:.2f} MFLOPs.")

@@ -116,6 +116,8 @@ def _check_pool_widths(tmp_path: Path, rep: dict) -> list[str]:
     argv = ["--replication", str(tmp_path / "results" / "paper_replication_quick.json"), "--cache-dir",
             str(tmp_path / "cache"), "--out", str(out), "--quiet"]
     assert pw.main([*argv[:1], str(tmp_path / "missing.json"), *argv[2:]]) == 2 and not out.exists()
+    (tmp_path / "garbled.json").write_text("{not json")
+    assert pw.main([*argv[:1], str(tmp_path / "garbled.json"), *argv[2:]]) == 2 and not out.exists()
     with pytest.raises(SystemExit) as e:
         pw.main([*argv, "--widths", "ti,b"])  # the replication's own pool
     assert e.value.code == 2
