@@ -212,7 +212,7 @@ def test_select_is_the_same_in_fresh_processes_with_an_empty_store_and_a_noisy_r
     assert len(front) >= 3
     mid = front[len(front) // 2]
     budget = mid["latency_ms"] * 1.000001  # a budget right at a front point: any drift flips the choice
-    runs = _select_in_fresh_processes(tiny_pool, store, budget, 10)
+    runs = _select_in_fresh_processes(tiny_pool, store, budget, 4)
     chosen = {(r["chosen"]["key"], r["chosen"]["latency_ms"]) for r in runs}
     assert chosen == {(mid["key"], mid["latency_ms"])}
     assert all(r["chosen"]["latency_source"] == "predicted" for r in runs)
@@ -221,7 +221,7 @@ def test_select_is_the_same_in_fresh_processes_with_an_empty_store_and_a_noisy_r
     with MeasurementStore(store) as s:  # one noisy run of the chosen descendant, far over the budget
         s.put(dataclasses.replace(lat(mid["key"], 8.61), median_ms=0.57, p99_ms=9.0, cv=1.52, noisy=True,
                                   target="cpu", runtime="onnxruntime", pool_id=m.spec.pool_id))
-    noisy = _select_in_fresh_processes(tiny_pool, store, budget, 10)
+    noisy = _select_in_fresh_processes(tiny_pool, store, budget, 4)
     assert {(r["chosen"]["key"], r["chosen"]["latency_ms"]) for r in noisy} == chosen
     assert all(r["noisy"] == [mid["key"]] and r["chosen"]["noisy"] for r in noisy)
     assert "noisy" in noisy[0]["reason"]
