@@ -41,6 +41,11 @@ def repo_path(path: str | Path) -> str:
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
 
 
+def repo_paths_in(command: str) -> str:
+    """A recorded command with this checkout's directories written relative to the repository, as ``repo_path``."""
+    return command.replace(f"{ROOT}/", "")
+
+
 def dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6
 

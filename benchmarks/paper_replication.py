@@ -53,7 +53,7 @@ from lgp_edge.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import git_rev, repo_path  # noqa: E402  (the shipped pools' provenance helpers, one copy)
+from make_demo_pool import git_rev, repo_path, repo_paths_in  # noqa: E402  (the shipped pools' provenance helpers, one copy)
 
 log = logging.getLogger("paper_replication")
 DATA = "fashion-mnist"  # defaults; --data / --ancestry change them (tests use lgp_test_tiny + synthetic)
@@ -202,7 +202,7 @@ def _identity(config: dict[str, Any]) -> dict[str, Any]:
 
 def pool_rows(path: Path) -> dict[str, Any]:
     pool, manifest = load_pool(path)
-    return {"stored_params": pool.stored_params(), "pool_dir": str(path),
+    return {"stored_params": pool.stored_params(), "pool_dir": repo_path(path),
             "configs": [{"key": r.key, "blocks": r.blocks, "params": r.params, "flops": r.flops, "top1": r.top1}
                         for r in manifest.descendants]}
 
@@ -338,7 +338,7 @@ def single_stage(method: str, anc: str, s: dict[str, Any], rep: Any, st: Stages)
                            f"--data {s['data']} --out {path} --force{extra} " + cli_train_flags(fcfg)
                            + (f" --eval-images {s['eval_images']}" if s["eval_images"] else ""))
     res = read_results(path)
-    return {"stored_params": res["stored_params"], "out_dir": str(path),
+    return {"stored_params": res["stored_params"], "out_dir": repo_path(path),
             "configs": [{k: r[k] for k in ("key", "blocks", "params", "flops", "top1")} for r in res["configs"]]}
 
 
@@ -769,7 +769,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "command": "python benchmarks/paper_replication.py " + " ".join(sys.argv[1:]),
         "dataset": {"name": s["data"], "train_images": n_train, "test_images": n_val,
                     "eval_images": min(s["eval_images"] or n_val, n_val)},
-        "settings": {**s, "vanilla_narrow": list(s["vanilla_narrow"]),
+        "settings": {**s, "cache_dir": repo_path(s["cache_dir"]), "vanilla_narrow": list(s["vanilla_narrow"]),
                      "distill_recipe": "docs/METHOD.md §1: a=0.1, T=1, hidden and attention MSE through separate "
                                        "learnable transforms; AdamW wd 0.05 (none on pos_embed, cls_token, norms, "
                                        "biases), warm-up, cosine",
@@ -788,7 +788,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "claims": claims,
         "goals": goals,
         "stitch_inits": inits,
-        "commands": st.commands,
+        "commands": {k: repo_paths_in(v) for k, v in st.commands.items()},
         "timing_s": {**{k: round(v, 1) for k, v in st.timing.items()}, "total_this_invocation": round(wall, 1)},
         "differences_from_paper": differences(s),
     }

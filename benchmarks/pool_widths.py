@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -31,8 +32,8 @@ from lgp_edge.progress import stderr_reporter
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import git_rev, repo_path  # noqa: E402
-from paper_replication import PAPER_WIDTHS, Stages, ancestry_stage, lgp_stage  # noqa: E402
+from make_demo_pool import git_rev, repo_path, repo_paths_in  # noqa: E402
+from paper_replication import PAPER_WIDTHS, Stages, ancestry_stage, lgp_stage, pool_rows  # noqa: E402
 
 log = logging.getLogger("pool_widths")
 WIDTHS = ("ti", "s", "b")
@@ -60,18 +61,16 @@ def load_replication(path: Path) -> dict[str, Any]:
 
 
 def demo_pool(ancestry_sha256: str) -> dict[str, Any] | None:
-    """The shipped demo pool's descendants when it was distilled from the same ancestry, else None."""
-    from lgp_edge.pool.pool import load_pool
+    """The shipped demo pool's rows when it was distilled from the same ancestry, else None."""
+    from lgp_edge.pool.pool import read_manifest
 
     path = ROOT / "lgp_edge" / "data" / "demo_pool"
-    pool, manifest = load_pool(path)
+    manifest = read_manifest(path)
     if (manifest.provenance.get("ancestry") or {}).get("sha256") != ancestry_sha256:
         log.info("the demo pool was distilled from another ancestry; left out of the comparison")
         return None
     ft = [h for h in manifest.history if h.get("stage") == "finetune"]
-    return {"stored_params": pool.stored_params(), "finetune_epochs": ft[-1]["config"]["epochs"] if ft else 0,
-            "configs": [{"key": r.key, "params": r.params, "flops": r.flops, "top1": r.top1}
-                        for r in manifest.descendants]}
+    return {**pool_rows(path), "finetune_epochs": ft[-1]["config"]["epochs"] if ft else 0}
 
 
 def widths_arg(text: str) -> tuple[str, ...]:
@@ -99,7 +98,7 @@ def findings(pool: dict[str, Any], tib: dict[str, Any], snnet: list[dict[str, An
     worst = min(front_deltas(tib["configs"], snnet), key=lambda d: d["delta"])
     reach = [c for c in pool["configs"] if c["flops"] <= worst["snnet_flops"]]
     best = max(reach, key=lambda c: c["top1"], default={"key": None, "flops": None, "top1": None})
-    anchors = {c["key"].split("12.")[0]: c for c in snnet if "+" not in c["key"]}
+    anchors = {re.match(r"[a-z]+", c["key"]).group(): c for c in snnet if "+" not in c["key"]}  # "s12.0-11": s
     delta = None if best["top1"] is None else round(best["top1"] - worst["snnet_top1"], 3)
     fam = families(pool["configs"], widths)
     return {
@@ -112,11 +111,6 @@ def findings(pool: dict[str, Any], tib: dict[str, Any], snnet: list[dict[str, An
         "stitched": {f: {"count": len(rows), "top1_min": min(r["top1"] for r in rows),
                          "top1_max": max(r["top1"] for r in rows)} for f, rows in fam.items() if "->" in f},
     }
-
-
-def in_repo(command: str) -> str:
-    """A recorded command with this checkout's paths relative to the repository, as the shipped pools record them."""
-    return command.replace(str(ROOT) + "/", "")
 
 
 def goal_summary(g: dict[str, Any]) -> dict[str, Any]:
@@ -172,12 +166,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "replication": {"path": repo_path(rep_path), "date": rep_json["date"],
                         "code_version": rep_json["code_version"], "command": rep_json["command"]},
         "settings": {**{k: v for k, v in s.items() if k != "only_inits"}, "cache_dir": repo_path(s["cache_dir"])},
-        "pool": {**pool, "pool_dir": repo_path(pool["pool_dir"])},
+        "pool": pool,
         "reference": {"ti-b": {k: v for k, v in rm[ref].items() if k != "pool_dir"},  # rows only: its directory
                       "snnet_stored_params": rm["snnet"]["stored_params"]},        # is the replication's machine's
         "goals": goals,
         "findings": findings(pool, rm[ref], rm["snnet"]["configs"], args.widths),
-        "commands": {k: in_repo(v) for k, v in st.commands.items()},
+        "commands": {k: repo_paths_in(v) for k, v in st.commands.items()},
         "timing_s": {**{k: round(v, 1) for k, v in st.timing.items() if k != "ancestry"},
                      "total_this_invocation": round(time.time() - t0, 1)},
     }

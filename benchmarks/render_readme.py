@@ -123,15 +123,19 @@ def int8() -> str:
     return "\n".join(out)
 
 
-def paper() -> str:
-    md = (ROOT / "benchmarks" / "PAPER_REPLICATION.md").read_text()
-    md = md.replace("## Paper replication: Learngene Pool vs SN-Net at small scale\n", "")
+def _section(name: str) -> str:
+    """A benchmark's generated markdown as a README subsection: its own ``##`` title dropped (the README has one),
+    its ``###`` headings one level down."""
+    md = re.sub(r"\A## .*\n", "", (ROOT / "benchmarks" / name).read_text())
     return md.replace("### What this run says", "#### What this run says").strip() + "\n"
+
+
+def paper() -> str:
+    return _section("PAPER_REPLICATION.md")
 
 
 def widths() -> str:
-    md = (ROOT / "benchmarks" / "POOL_WIDTHS.md").read_text()
-    return md.replace("### What this run says", "#### What this run says").strip() + "\n"
+    return _section("POOL_WIDTHS.md")
 
 
 def main() -> None:

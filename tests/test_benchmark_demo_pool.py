@@ -63,10 +63,12 @@ def test_build_demo_pool_tiny(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
 
 def test_recorded_paths_are_relative_to_the_repository() -> None:
     _bench()  # puts benchmarks/ on sys.path, as the script does
-    from make_demo_pool import repo_path
+    from make_demo_pool import repo_path, repo_paths_in
 
     assert repo_path(ROOT / "lgp_edge" / "data" / "ancestry") == "lgp_edge/data/ancestry"
     assert repo_path("/elsewhere/pool") == "/elsewhere/pool"
+    assert repo_paths_in(f"lgp-edge pool eval {ROOT}/benchmarks/.cache/p --data x --out /elsewhere/q") \
+        == "lgp-edge pool eval benchmarks/.cache/p --data x --out /elsewhere/q"
     shipped = json.loads((ROOT / "lgp_edge" / "data" / "demo_pool" / "pool.json").read_text())["provenance"]
     assert not any(word.startswith("/") for c in shipped["commands"] for word in shlex.split(c))
     assert not shipped["ancestry"]["path"].startswith("/") and not shipped["source_pool"].startswith("/")
