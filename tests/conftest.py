@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-from helpers import make_tiny_pool
+# Under pytest-xdist (``-n``, see pyproject.toml) each worker gets its share of the cores, set before torch
+# is imported so that the processes a test starts inherit it: a full-width thread pool in every worker
+# oversubscribes the CPUs and makes the suite slower than one serial run.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _WORKERS > 1:
+    _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _CORES // _WORKERS)))
+
+import pytest  # noqa: E402
+from helpers import make_tiny_pool  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
