@@ -67,7 +67,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
                        max_steps_per_epoch=steps)
     widths = (("ti", args.ti_epochs),)
     key = {"ancestry": args.ancestry, "ancestry_sha256": sha256_file(anc_file), "data": args.data,
-           "distill": dcfg.identity(), "ti_epochs": args.ti_epochs, "finetune": fcfg.identity(),
+           "distill": dcfg.identity(), "ti_epochs": args.ti_epochs, "stitch_steps": args.stitch_steps,
+           "finetune": fcfg.identity(),
            "instance_lr_scale": args.instance_lr_scale, "eval_images": args.eval_images}
     settings = work / "settings.json"
     if settings.is_file() and json.loads(settings.read_text()) != json.loads(json.dumps(key)):
@@ -89,7 +90,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
             log.info("step 1/4: distil Ti6/B6 from %s", anc)
             build_pool(BuildRequest(ancestry=args.ancestry, checkpoint=str(anc), data=args.data, out=str(pool_dir),
                                     depth=6, init="lstsq-kd", aux_init="ancestry", force=True,
-                                    resume=interrupted(pool_dir), width_epochs=widths), dcfg, rep)
+                                    resume=interrupted(pool_dir), width_epochs=widths,
+                                    stitch_steps=args.stitch_steps), dcfg, rep)
         (work / INSTANCES).write_text(json.dumps(instance_top1(pool_dir, args.data, max_images=args.eval_images)))
         timing["build"] = round(time.time() - t, 1)
         (work / "timing.json").write_text(json.dumps(timing))
@@ -111,7 +113,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     eval_flag = f" --max-images {args.eval_images}" if args.eval_images else ""
     commands = [
         f"lgp-edge pool build --ancestry {args.ancestry} {anc_flag} --data {args.data} --out {pool_shown} --depth 6 "
-        f"--init lstsq-kd --aux-init ancestry --width-epochs ti={args.ti_epochs} " + train_flags(dcfg),
+        f"--init lstsq-kd --stitch-steps {args.stitch_steps} --aux-init ancestry --width-epochs ti={args.ti_epochs} "
+        + train_flags(dcfg),
         f"lgp-edge pool finetune {pool_shown} --data {args.data} --anchors --instance-lr-scale "
         f"{args.instance_lr_scale} " + train_flags(fcfg),
         f"lgp-edge pool eval {pool_shown} --data {args.data}{eval_flag}",
@@ -154,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(demo_pool_dir()), help="where the demo pool goes (default: the package's)")
     p.add_argument("--distill-epochs", type=int, default=3, help="B's distillation epochs")
     p.add_argument("--ti-epochs", type=int, default=10, help="Ti's distillation epochs")
+    p.add_argument("--stitch-steps", type=int, default=300,
+                   help="steps of lstsq-kd's stitch-only distillation (the replication's default)")
     p.add_argument("--finetune-epochs", type=int, default=14)
     p.add_argument("--instance-lr-scale", type=float, default=0.3)
     p.add_argument("--steps-per-epoch", type=int, default=0, help="cap steps per epoch (0 = no cap; smoke runs)")
@@ -164,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("distill_epochs", "ti_epochs", "finetune_epochs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.stitch_steps < 0:
+        p.error("--stitch-steps must be >= 0")
     if not 0.0 <= args.instance_lr_scale <= 10.0:
         p.error("--instance-lr-scale must be in [0, 10]")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)

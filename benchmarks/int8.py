@@ -99,7 +99,7 @@ def runner(path: object, runtime: str):
 
 
 def speed(args: argparse.Namespace, tmp: Path) -> dict:
-    from lgp_edge.models.descendant import descendant_flops
+    from lgp_edge.models.plan import descendant_flops
     from lgp_edge.profiling.measure import MeasureSettings, time_interleaved
 
     pool = random_pool(args.ancestry, 6)

@@ -49,7 +49,7 @@ from pathlib import Path
 import torch
 
 from lgp_edge.export.onnx_export import export_onnx
-from lgp_edge.models.descendant import descendant_flops
+from lgp_edge.models.plan import descendant_flops
 from lgp_edge.profiling.host import cpu_model
 from lgp_edge.profiling.measure import MeasureSettings, run_series, summarize, time_interleaved
 from lgp_edge.profiling.predict import Predictor, calibration_probes, fit_calibration, probe_key

@@ -80,7 +80,7 @@ def selections(pool, mf, arg: str | None, store_path: Path) -> tuple[list[tuple[
     from lgp_edge.targets import load_target
 
     target, profile = load_target("cpu"), load_profile("cpu")
-    lat = latencies(pool, target, profile.precision, MeasurementStore(store_path), profile.batch)
+    lat = latencies(pool.spec, target, profile.precision, MeasurementStore(store_path), profile.batch)
     if arg:
         return [("--descendants", [k.strip() for k in arg.split(",") if k.strip()])], lat
     out = []

@@ -67,13 +67,14 @@ def predict_latencies(pool: Any, manifest: Any, target_name: str, *, runtime: st
 
 def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | None = None) -> Any:
     """The ``Selection`` for a device profile (chosen ``Candidate``, every candidate, the reason), as
-    ``lgp-edge select``; raises ``NothingFits`` when no descendant fits the budgets."""
+    ``lgp-edge select``; raises ``NothingFits`` when no descendant fits the budgets. Only ``manifest`` is
+    read (the choice needs no weights); ``pool`` stays so that ``select(*load_pool(path), name)`` reads."""
     from lgp_edge.select import open_store, plan_selection
 
     p = profile(profile_name)
     st = open_store(store)
     try:
-        return plan_selection(pool, manifest, p, target(p.target), st)
+        return plan_selection(manifest, p, target(p.target), st)
     finally:
         st.close()
 

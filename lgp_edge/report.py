@@ -146,17 +146,17 @@ def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, 
                  force: bool = False, reporter: Any = NULL) -> list[ReportEntry]:
     """Score, plot and write report.md, report.html and report.csv for each (profile, target); returns the entries."""
     from lgp_edge.outdir import atomic_dir, check_output_dir, replace_dir
-    from lgp_edge.pool.pool import load_pool
+    from lgp_edge.pool.manifest import read_manifest
     from lgp_edge.select import profile_latencies
 
     check_output_dir(out, force, kind="report")
-    pool, manifest = load_pool(pool_dir)
+    manifest = read_manifest(pool_dir)  # the choice needs no weights
     entries = []
     with atomic_dir(out) as tmp_name:
         tmp = Path(tmp_name)
         with reporter.task("report: score and plot", total=len(profiles)) as task:
             for profile, target in profiles:
-                lat = profile_latencies(pool, target, profile, store)
+                lat = profile_latencies(manifest.spec, target, profile, store)
                 cands = score_candidates(records_of(manifest), lat, profile, pool=manifest.spec)
                 try:
                     sel, problem = select_descendant(records_of(manifest), lat, profile, pool=manifest.spec), ""

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import NothingFits, UsageError
-from lgp_edge.models.descendant import activation_bytes
+from lgp_edge.models.plan import activation_bytes
 from lgp_edge.specs import FORMAT_RUNTIME, DescendantRecord, DeviceProfile, LatencyRecord, PoolSpec, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -214,20 +214,23 @@ def profile_runtime(profile: DeviceProfile, target: TargetSpec) -> str:
     return FORMAT_RUNTIME.get(profile.formats[0], target.runtime) if profile.formats else target.runtime
 
 
-def latencies(pool: Any, target: TargetSpec, precision: str, store: Any, batch: int = 1,
+def latencies(pool: PoolSpec, target: TargetSpec, precision: str, store: Any, batch: int = 1,
               runtime: str | None = None) -> dict[str, LatencyRecord]:
-    """Measured-or-predicted latency of every descendant of ``pool`` on ``target`` (the profiler's API)."""
+    """Measured-or-predicted latency of every descendant of the pool ``pool`` describes on ``target`` (the
+    profiler's API)."""
     from lgp_edge.profiling.predict import latencies_for
 
     return latencies_for(pool, target, precision, store, runtime=runtime, batch=batch)
 
 
-def profile_latencies(pool: Any, target: TargetSpec, profile: DeviceProfile, store: Any) -> dict[str, LatencyRecord]:
+def profile_latencies(pool: PoolSpec, target: TargetSpec, profile: DeviceProfile, store: Any
+                      ) -> dict[str, LatencyRecord]:
     """Latencies for ``profile``: its precision and batch, on the runtime that runs its first format."""
     return latencies(pool, target, profile.precision, store, profile.batch, profile_runtime(profile, target))
 
 
-def plan_selection(pool: Any, manifest: Any, profile: DeviceProfile, target: TargetSpec, store: Any) -> Selection:
-    """Select for a loaded pool: latencies from the store (or predicted), top-1 from the manifest."""
-    lat = profile_latencies(pool, target, profile, store)
+def plan_selection(manifest: Any, profile: DeviceProfile, target: TargetSpec, store: Any) -> Selection:
+    """Select for a pool from its manifest alone (no weights): latencies from the store (or predicted), top-1
+    from the manifest."""
+    lat = profile_latencies(manifest.spec, target, profile, store)
     return select_descendant(records_of(manifest), lat, profile, pool=manifest.spec)

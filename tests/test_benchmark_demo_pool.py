@@ -29,7 +29,7 @@ def test_build_demo_pool_tiny(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     bench = _bench()
     argv = ["--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc), "--data", "synthetic", "--work",
             str(work), "--out", str(out), "--distill-epochs", "1", "--ti-epochs", "1", "--finetune-epochs", "1",
-            "--steps-per-epoch", "1", "--eval-images", "32", "--quiet"]
+            "--stitch-steps", "8", "--steps-per-epoch", "1", "--eval-images", "32", "--quiet"]
     capsys.readouterr()
     assert bench.main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -40,6 +40,7 @@ def test_build_demo_pool_tiny(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     prov = manifest["provenance"]
     assert prov["storage_dtype"] == "float16"
     assert prov["ancestry"]["sha256"] == sha256_file(anc / "ancestry.safetensors")
+    assert "--stitch-steps 8" in prov["commands"][0] and prov["settings"]["stitch_steps"] == 8
     parser = build_parser()
     for line in prov["commands"][:3]:  # each recorded lgp-edge command is one the CLI accepts
         parser.parse_args(shlex.split(line)[1:])
@@ -53,6 +54,9 @@ def test_build_demo_pool_tiny(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     capsys.readouterr()
     assert bench.main([*argv, "--finetune-epochs", "2"]) == 2
     assert "other settings" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        bench.main([*argv, "--stitch-steps", "-1"])
+    assert e.value.code == 2 and "--stitch-steps must be >= 0" in capsys.readouterr().err
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep")

@@ -9,9 +9,10 @@ import torch
 
 from lgp_edge.cli import main
 from lgp_edge.models.ancestry import create_ancestry
-from lgp_edge.models.descendant import count_params, descendant_flops, enumerate_descendants, vit_flops
+from lgp_edge.models.descendant import count_params
 from lgp_edge.models.instances import create_auxiliary, plan_instances
-from lgp_edge.models.stitch import learned_init, lstsq_init, make_stitch, paired_stitching
+from lgp_edge.models.plan import descendant_flops, enumerate_descendants, paired_stitching, vit_flops
+from lgp_edge.models.stitch import learned_init, lstsq_init, make_stitch
 from lgp_edge.pool.pool import LearngenePool, load_pool
 from lgp_edge.specs import PoolSpec
 

@@ -307,7 +307,7 @@ def test_openvino_fp16_through_the_exporter_api(tiny_pool: Path, tmp_path: Path)
 def test_default_pool_is_the_bundled_demo_pool(env: object, tiny_pool: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch,
                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from lgp_edge.pool import pool as pool_mod
+    from lgp_edge.pool import manifest as pool_mod  # resolve_pool reads the demo pool's place from here
 
     monkeypatch.setattr(pool_mod, "demo_pool_dir", lambda: tmp_path / "no-demo")
     args = ["export", "--target", "cpu", "--format", "onnx", "--out", str(tmp_path / "a"), "--quiet", "--val-images",

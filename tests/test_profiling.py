@@ -278,7 +278,7 @@ def test_latencies_for_prefers_measured_and_says_so(pool, tmp_path):
     nano = load_target("jetson-nano")
     keys = [d.key for d in pool.descendants()]
     with MeasurementStore(tmp_path / "s.sqlite") as store:
-        pred_all = latencies_for(pool, nano, "fp16", store)
+        pred_all = latencies_for(pool.spec, nano, "fp16", store)
         assert list(pred_all) == keys and all(r.source == "predicted" for r in pred_all.values())
         assert all(r.tool_versions["predictor"] == "roofline" for r in pred_all.values())
         big, small = pred_all["b6.0-5"].median_ms, pred_all["ti6.0-5"].median_ms
@@ -287,7 +287,7 @@ def test_latencies_for_prefers_measured_and_says_so(pool, tmp_path):
                        precision="fp16"))
         store.put(_rec(keys[4], 0.456, source="predicted", target="jetson-nano", runtime="tensorrt",
                        pool_id=pool.pool_id, precision="fp16"))  # a stored prediction is not a measurement
-        mixed = latencies_for(pool, nano, "fp16", store)
+        mixed = latencies_for(pool.spec, nano, "fp16", store)
         assert mixed[keys[3]].source == "measured" and mixed[keys[3]].median_ms == 0.123
         assert mixed[keys[4]].source == "predicted" and mixed[keys[4]].median_ms != 0.456
         assert sum(r.source == "measured" for r in mixed.values()) == 1
@@ -296,7 +296,7 @@ def test_latencies_for_prefers_measured_and_says_so(pool, tmp_path):
         for p in calibration_probes(spec):
             store.put(_rec(probe_key(parts_of(spec, p)), 0.05 + 0.01 * len(parts_of(spec, p)),
                            target="jetson-nano", runtime="tensorrt", pool_id=pool.pool_id, precision="fp16"))
-        cal = latencies_for(pool, nano, "fp16", store)
+        cal = latencies_for(pool.spec, nano, "fp16", store)
         assert cal[keys[0]].tool_versions["predictor"] == "calibrated"
         expected = 0.05 + 0.01 * len(parts_of(spec, pool.descendants()[0]))
         assert cal[keys[0]].median_ms == pytest.approx(expected) and cal[keys[3]].source == "measured"
@@ -321,13 +321,13 @@ def test_predicted_p90_comes_from_a_dispersion_model(pool, tmp_path):
     nano = load_target("jetson-nano")
     keys = [d.key for d in pool.descendants()]
     with MeasurementStore(tmp_path / "s.sqlite") as store:
-        pred = latencies_for(pool, nano, "fp16", store)
+        pred = latencies_for(pool.spec, nano, "fp16", store)
         for r in pred.values():  # nothing measured on the board: an assumed spread, said so, never p90 = median
             assert r.median_ms < r.p90_ms <= r.p99_ms and r.tool_versions["spread"].startswith("assumed")
             assert r.calibration == "declared:jetson-nano"
         store.put(dataclasses.replace(_rec(keys[0], 1.0, target="jetson-nano", runtime="tensorrt", pool_id="other",
                                            precision="fp16"), p90_ms=1.4, p99_ms=1.9))
-        pred = latencies_for(pool, nano, "fp16", store)  # measured runs on the target give the spread
+        pred = latencies_for(pool.spec, nano, "fp16", store)  # measured runs on the target give the spread
         r = pred[keys[1]]
         assert r.p90_ms == pytest.approx(1.4 * r.median_ms) and r.p99_ms == pytest.approx(1.9 * r.median_ms)
         assert r.tool_versions["spread"].startswith("measured")
@@ -395,7 +395,7 @@ def test_history_is_aggregated_and_noisy_runs_never_decide(pool, tmp_path):
         store.put(dataclasses.replace(_rec(keys[3], 0.57, **kw), p90_ms=8.61, p99_ms=9.0, cv=1.52, noisy=True,
                                       when="2026-01-03T00:00:00+00:00"))  # the newest run is noisy
         store.put(dataclasses.replace(_rec(keys[4], 0.57, **kw), p90_ms=8.61, p99_ms=9.0, cv=1.52, noisy=True))
-        lat = latencies_for(pool, nano, "fp16", store)
+        lat = latencies_for(pool.spec, nano, "fp16", store)
     assert lat[keys[3]].source == "measured" and lat[keys[3]].median_ms == pytest.approx(1.1)
     assert not lat[keys[3]].noisy and "1 noisy left out" in lat[keys[3]].tool_versions["aggregate"]
     assert lat[keys[4]].source == "predicted" and lat[keys[4]].noisy  # only noisy runs: predicted, and flagged

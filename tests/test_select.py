@@ -183,19 +183,27 @@ def test_select_cli_bad_input(tiny_pool: Path, capsys: pytest.CaptureFixture[str
     assert "--budget-ms must be > 0" in capsys.readouterr().err
 
 
+# ``lgp-edge select`` in a new process that also reports which heavy libraries it imported
+_SELECT = ("import sys\nfrom lgp_edge.cli import main\nrc = main(sys.argv[1:])\n"
+           "print('heavy:', sorted(m for m in ('torch', 'timm', 'onnxruntime', 'openvino') if m in sys.modules), "
+           "file=sys.stderr)\nsys.exit(rc)")
+
+
 def _select_in_fresh_processes(pool: Path, store: Path, budget: float, n: int = 1) -> list[dict]:
-    """``select --json`` in ``n`` new Python processes at once (they share the store, as concurrent apps would)."""
+    """``select --json`` in ``n`` new Python processes at once (they share the store, as concurrent apps would);
+    each result carries the heavy libraries its process imported under ``"_heavy"``."""
     import subprocess
     import sys
 
-    argv = [sys.executable, "-m", "lgp_edge", "select", "--target", "cpu", "--pool", str(pool), "--store",
-            str(store), "--budget-ms", f"{budget!r}", "--json"]
+    argv = [sys.executable, "-c", _SELECT, "select", "--target", "cpu", "--pool", str(pool), "--store", str(store),
+            "--budget-ms", f"{budget!r}", "--json"]
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
     out = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=300)
         assert p.returncode == 0, stderr
-        out.append(json.loads(stdout))
+        heavy = [line for line in stderr.splitlines() if line.startswith("heavy: ")]
+        out.append({**json.loads(stdout), "_heavy": heavy[-1].removeprefix("heavy: ")})
     return out
 
 
@@ -216,6 +224,8 @@ def test_select_is_the_same_in_fresh_processes_with_an_empty_store_and_a_noisy_r
     chosen = {(r["chosen"]["key"], r["chosen"]["latency_ms"]) for r in runs}
     assert chosen == {(mid["key"], mid["latency_ms"])}
     assert all(r["chosen"]["latency_source"] == "predicted" for r in runs)
+    # with the host calibration stored, choosing reads pool.json and the store only: no torch, no runtime
+    assert {r["_heavy"] for r in runs} == {"[]"}
     assert runs[0]["chosen"]["latency_ms"] > runs[0]["chosen"]["median_ms"]  # p90 is not the median relabelled
     m = read_manifest(tiny_pool)
     with MeasurementStore(store) as s:  # one noisy run of the chosen descendant, far over the budget

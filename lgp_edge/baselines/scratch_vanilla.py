@@ -26,8 +26,9 @@ import torch
 from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint
-from lgp_edge.models.descendant import count_params, descendant_flops
+from lgp_edge.models.descendant import count_params
 from lgp_edge.models.instances import plan_instances
+from lgp_edge.models.plan import descendant_flops
 from lgp_edge.outdir import atomic_dir, check_output_dir, replace_dir
 from lgp_edge.pool.ancestry_train import SupervisedObjective
 from lgp_edge.pool.pool import LearngenePool

@@ -62,16 +62,16 @@ def print_front(selection: Any, title: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from lgp_edge.commands.common import console, print_json
-    from lgp_edge.pool.pool import load_pool, resolve_pool
+    from lgp_edge.pool.manifest import read_manifest, resolve_pool
     from lgp_edge.select import open_store, plan_selection
 
     profile, target = resolve_profile(args)
     pool_dir = resolve_pool(args.pool)
     store = open_store(args.store)
-    pool, manifest = load_pool(pool_dir)
+    manifest = read_manifest(pool_dir)  # choosing needs no weights (nor torch)
     note = manifest.check_top1(pool_dir)  # refuses top-1 measured on synthetic data for a real-data pool
     try:
-        sel = plan_selection(pool, manifest, profile, target, store)
+        sel = plan_selection(manifest, profile, target, store)
     finally:
         store.close()
     if args.json:

@@ -130,12 +130,12 @@ def choose(req: ExportRequest, pool: Any, manifest: Any) -> Choice:
     store = open_store(req.store)
     try:
         if req.descendant is None:
-            selection = plan_selection(pool, manifest, req.profile, req.target, store)
+            selection = plan_selection(manifest, req.profile, req.target, store)
             key, sel = selection.chosen.key, selection.to_dict()
         else:
             key = pool.find(req.descendant).key
             sel = {"forced": key, "reason": "--descendant given; no selection"}
-        latency = profile_latencies(pool, req.target, req.profile, store).get(key)
+        latency = profile_latencies(manifest.spec, req.target, req.profile, store).get(key)
     finally:
         store.close()
     record = next((r for r in manifest.descendants if r.key == key), None) or pool.record(pool.find(key))

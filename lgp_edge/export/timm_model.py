@@ -91,7 +91,8 @@ def build_model(name: str, checkpoint: Path) -> nn.Module:
 
 def _model_size(model: nn.Module) -> tuple[int, int | None, int]:
     """(params, fvcore FLOPs for a plain class-token ViT else None, blocks)."""
-    from lgp_edge.models.descendant import count_params, vit_flops
+    from lgp_edge.models.descendant import count_params
+    from lgp_edge.models.plan import vit_flops
 
     pe, blocks = model.patch_embed, len(getattr(model, "blocks", ()))
     plain = (getattr(model, "cls_token", None) is not None and getattr(model, "global_pool", "") == "token"

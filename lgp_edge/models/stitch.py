@@ -18,26 +18,6 @@ def make_stitch(d_in: int, d_out: int) -> nn.Linear:
     return nn.Linear(d_in, d_out)
 
 
-def paired_stitching(depth: int, kernel_size: int = 2, stride: int = 1) -> tuple[list[tuple[int, int]], list[int]]:
-    """SN-Net's paired stitching: configs (j, k) and the stitch layer each uses.
-
-    (j, k): run the front model's blocks 0..j, stitch, then the back model's blocks k..depth-1.
-    Windows of ``kernel_size`` consecutive block ids slide by ``stride``; each window that adds new
-    configs gets one new stitch layer, so depth d yields d-1 layers and 4 + 3(d-2) configs.
-    """
-    cfgs: list[tuple[int, int]] = []
-    layer_of: list[int] = []
-    layer = -1
-    for i in range(0, depth, stride):
-        ids = list(range(depth))[i:i + kernel_size]
-        new = [(j, k) for j in ids for k in ids if (j, k) not in cfgs]
-        if new:
-            layer += 1
-            cfgs.extend(new)
-            layer_of.extend([layer] * len(new))
-    return cfgs, layer_of
-
-
 def learned_init(stitch: nn.Linear, front_mats: list[torch.Tensor], back_mats: list[torch.Tensor] | None) -> None:
     """Initialise ``stitch`` from transformation matrices (each ``(d, D)``, i.e. ``Linear(D -> d).weight``).
 

@@ -9,39 +9,37 @@ renamed into place, so a crash never leaves a half-written pool.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import save_safetensors, sha256_file
-from lgp_edge.models.descendant import (
-    Descendant,
-    build_descendant,
-    count_params,
-    descendant_flops,
-    enumerate_descendants,
-    stitch_specs,
-)
+from lgp_edge.models.descendant import Descendant, build_descendant, count_params
 from lgp_edge.models.instances import create_auxiliary
+from lgp_edge.models.plan import descendant_flops, enumerate_descendants, stitch_specs
 from lgp_edge.models.stitch import make_stitch
-from lgp_edge.outdir import atomic_dir, recover_unlocked, replace_dir
-from lgp_edge.specs import SCHEMA_VERSION, DescendantRecord, DescendantSpec, PoolSpec, PreprocessSpec
+from lgp_edge.outdir import atomic_dir, replace_dir
+from lgp_edge.pool.manifest import (  # noqa: F401 (re-exported: pool.json is read through this module too)
+    ANCESTRY,
+    MANIFEST,
+    TRANSFORMS,
+    WEIGHTS,
+    PoolManifest,
+    current_records,
+    demo_pool_dir,
+    read_manifest,
+    resolve_pool,
+    verified_file,
+)
+from lgp_edge.specs import DescendantRecord, DescendantSpec, PoolSpec
 
 log = logging.getLogger(__name__)
-
-WEIGHTS = "weights.safetensors"
-ANCESTRY = "ancestry.safetensors"
-TRANSFORMS = "transforms.safetensors"
-MANIFEST = "pool.json"
 
 
 class LearngenePool(nn.Module):
@@ -82,78 +80,6 @@ class LearngenePool(nn.Module):
     def record(self, spec: DescendantSpec, top1: float | None = None) -> DescendantRecord:
         return DescendantRecord(key=spec.key, blocks=spec.num_blocks, params=count_params(self.descendant(spec)),
                                 flops=descendant_flops(self.spec, spec), top1=top1, spec=spec)
-
-
-@dataclass(frozen=True)
-class PoolManifest:
-    """The contents of pool.json besides the weights."""
-
-    spec: PoolSpec  # architecture; its hash is the pool id
-    preprocess: PreprocessSpec  # what an app does to an image before the model
-    data: str  # dataset the pool was trained on ("fashion-mnist", "imagefolder:…", "synthetic")
-    stitch_init: str  # "learned" or "lstsq"
-    stage: str  # "distilled" or "finetuned"
-    files: dict[str, str] = field(default_factory=dict)  # weight file -> sha256
-    history: tuple[dict[str, Any], ...] = ()  # one entry per stage: command, recipe, time, wall seconds
-    descendants: tuple[DescendantRecord, ...] = ()  # filled by 'pool eval'
-    storage_dtype: str = "float32"  # dtype of weights.safetensors
-    provenance: dict[str, Any] = field(default_factory=dict)  # how this pool was made (demo pool: command…)
-
-    @property
-    def synthetic(self) -> bool:
-        return self.data == "synthetic"
-
-    @property
-    def top1_data(self) -> str | None:
-        """Dataset the descendants' top-1 were measured on (the records', else the last 'eval' stage's)."""
-        named = {r.top1_data for r in self.descendants if r.top1 is not None and r.top1_data}
-        if named:
-            return "synthetic" if "synthetic" in named else sorted(named)[0]
-        evals = [h for h in self.history if isinstance(h, dict) and h.get("stage") == "eval" and h.get("data")]
-        if evals:
-            return str(evals[-1]["data"])
-        return self.data if any(r.top1 is not None for r in self.descendants) else None
-
-    def check_top1(self, pool_dir: str | Path) -> str:
-        """Refuse to choose by top-1 measured on synthetic data for a pool trained on real data.
-
-        Returns a note for the output when the pool itself is synthetic ('' otherwise).
-        """
-        on = self.top1_data
-        if on == "synthetic" and not self.synthetic:
-            raise UsageError(f"the top-1 in '{pool_dir}' were measured on synthetic data, not {self.data}; choosing "
-                             f"by them would be meaningless: run 'lgp-edge pool eval {pool_dir} --data {self.data}'")
-        if on == "synthetic":
-            return "top-1 measured on synthetic data: the choice demonstrates the tooling only"
-        return ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "pool_id": self.spec.pool_id,
-            "spec": self.spec.to_dict(),
-            "preprocess": self.preprocess.to_dict(),
-            "data": self.data,
-            "synthetic_data": self.synthetic,
-            "stitch_init": self.stitch_init,
-            "stage": self.stage,
-            "storage_dtype": self.storage_dtype,
-            "files": dict(self.files),
-            "history": list(self.history),
-            "provenance": dict(self.provenance),
-            "descendants": [r.to_dict() for r in self.descendants],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PoolManifest:
-        return cls(spec=PoolSpec.from_dict(d["spec"]), preprocess=PreprocessSpec.from_dict(d["preprocess"]),
-                   data=d["data"], stitch_init=d["stitch_init"], stage=d["stage"], files=dict(d["files"]),
-                   history=tuple(d.get("history", ())),
-                   descendants=tuple(DescendantRecord.from_dict(r) for r in d.get("descendants", ())),
-                   storage_dtype=d.get("storage_dtype", "float32"), provenance=dict(d.get("provenance", {})))
-
-    def replace(self, **changes: Any) -> PoolManifest:
-        return dataclasses.replace(self, **changes)
 
 
 def _state(module: nn.Module, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -205,62 +131,6 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
     return manifest
 
 
-def read_manifest(path: str | Path) -> PoolManifest:
-    p = Path(path)
-    mf = p / MANIFEST
-    recover_unlocked(p)  # a run killed while replacing the pool directory
-    if not mf.is_file():
-        raise UsageError(f"'{p}' is not a pool directory (no {MANIFEST}); build one with 'lgp-edge pool build'")
-    try:
-        raw = json.loads(mf.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"'{mf}' is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"'{mf}' cannot be read ({exc}); restore it or rebuild the pool") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"'{mf}' holds a JSON {type(raw).__name__}, not an object; the file is damaged")
-    version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise CheckpointError(f"'{mf}' has schema_version {version}, this lgp-edge reads {SCHEMA_VERSION}; "
-                              "rebuild the pool or use a matching lgp-edge version")
-    try:
-        return current_records(PoolManifest.from_dict(raw))
-    except KeyError as exc:
-        raise CheckpointError(f"'{mf}' is missing field {exc}; the file is damaged") from None
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"'{mf}' has a field of the wrong type or value ({exc}); the file is damaged") \
-            from None
-
-
-def current_records(manifest: PoolManifest) -> PoolManifest:
-    """The manifest without evaluated records whose descendant this version enumerates differently (other
-    blocks or stitch layers under the same key, or a key it no longer has): their top-1 belongs to another
-    model. Such a pool needs 'lgp-edge pool eval' again; a warning says so."""
-    if not manifest.descendants:
-        return manifest
-    current = {d.key: d for d in enumerate_descendants(manifest.spec)}
-    kept = tuple(r for r in manifest.descendants if current.get(r.key) == r.spec)
-    if len(kept) != len(manifest.descendants):
-        log.warning("pool %s: %d evaluated descendant(s) were defined differently by the lgp-edge that evaluated "
-                    "them and are dropped; run 'lgp-edge pool eval' again", manifest.spec.pool_id,
-                    len(manifest.descendants) - len(kept))
-        manifest = manifest.replace(descendants=kept)
-    return manifest
-
-
-def verified_file(path: str | Path, manifest: PoolManifest, name: str) -> Path:
-    """Path of a weight file after checking its sha256 against the manifest."""
-    f = Path(path) / name
-    expected = manifest.files.get(name)
-    if expected is None or not f.is_file():
-        raise CheckpointError(f"pool '{path}' has no {name}")
-    actual = sha256_file(f)
-    if actual != expected:
-        raise CheckpointError(f"'{f}' is damaged or was modified: sha256 {actual[:12]}… does not match "
-                              f"pool.json ({expected[:12]}…); restore it or rebuild the pool")
-    return f
-
-
 def safe_load_file(path: str | Path) -> dict[str, torch.Tensor]:
     """``safetensors.torch.load_file`` with damaged files (truncated, bad header) as a one-line error."""
     from safetensors import SafetensorError
@@ -309,15 +179,3 @@ def load_pool_transforms(path: str | Path, manifest: PoolManifest) -> dict[str, 
     return safe_load_file(verified_file(path, manifest, TRANSFORMS))
 
 
-def demo_pool_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "data" / "demo_pool"
-
-
-def resolve_pool(path: str | Path | None) -> Path:
-    """``--pool`` or, when absent, the demo pool bundled with the package."""
-    if path is not None:
-        return Path(path)
-    demo = demo_pool_dir()
-    if not (demo / MANIFEST).is_file():
-        raise UsageError("no --pool given and this installation has no bundled demo pool; pass --pool POOL")
-    return demo

@@ -24,8 +24,8 @@ from torch import nn
 
 from lgp_edge.datasets import ImageData
 from lgp_edge.errors import UsageError
-from lgp_edge.models.descendant import stitch_specs
 from lgp_edge.models.instances import forward_with_taps
+from lgp_edge.models.plan import stitch_specs
 from lgp_edge.models.stitch import learned_init, lstsq_init
 from lgp_edge.pool.kd import FinetuneObjective, descendant_sampler
 from lgp_edge.progress import NULL, Reporter

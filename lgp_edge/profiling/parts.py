@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lgp_edge.models.descendant import block_flops
+from lgp_edge.models.plan import block_flops
 from lgp_edge.specs import AncestrySpec, DescendantSpec, PoolSpec
 
 KERNELS = {"embed": 4, "block": 14, "stitch": 1, "head": 3}  # operator launches per part (timm ViT, ONNX graph)

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lgp_edge import __version__
-from lgp_edge.models.descendant import stitch_specs
+from lgp_edge.models.plan import enumerate_descendants, stitch_specs
 from lgp_edge.profiling.host import default_threads
 from lgp_edge.profiling.roofline import Part, Roofline, parts_of, roofline_for
 from lgp_edge.specs import DescendantSpec, LatencyRecord, PoolSpec, Segment, TargetSpec
@@ -322,17 +322,17 @@ def make_predictor(target: TargetSpec, precision: str, runtime: str | None = Non
     return Predictor("roofline", target.name, runtime, precision, roofline=roof)
 
 
-def latencies_for(pool: Any, target: TargetSpec, precision: str, store: Any = None,
+def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any = None,
                   runtime: str | None = None, *, batch: int = 1) -> dict[str, LatencyRecord]:
-    """Every descendant key of ``pool`` -> its measured latency (robust aggregate of the recent runs) when
-    the store has calm runs of it, else a prediction.
+    """Every descendant key of the pool ``pool`` describes -> its measured latency (robust aggregate of the
+    recent runs) when the store has calm runs of it, else a prediction. Only the spec is needed, not weights.
 
     Each record says which it is (``source``); predicted ones name their predictor in ``tool_versions`` and
     their calibration. A descendant whose recent runs were all noisy is predicted instead, with
     ``noisy=True`` and ``tool_versions["noisy_measurement"]`` saying so.
     """
     runtime = runtime or target.runtime
-    specs = pool.descendants()
+    specs = enumerate_descendants(pool)
     out: dict[str, LatencyRecord] = {}
     noisy: dict[str, LatencyRecord] = {}
     if store is not None:
@@ -342,7 +342,7 @@ def latencies_for(pool: Any, target: TargetSpec, precision: str, store: Any = No
             (noisy if r.noisy else out)[r.descendant_key] = r
     missing = [s for s in specs if s.key not in out]
     if missing:
-        parts = {s.key: parts_of(pool.spec, s) for s in missing}
+        parts = {s.key: parts_of(pool, s) for s in missing}
         threads = default_threads(target)
         predictor = make_predictor(target, precision, runtime, store=store, threads=threads,
                                    need=list(parts.values()))

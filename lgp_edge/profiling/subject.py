@@ -37,7 +37,7 @@ class Subject:
 
 def pool_subject(pool: Any, manifest: Any = None, keys: Sequence[str] | None = None) -> Subject:
     """Every descendant of ``pool`` (or those named in ``keys``), with top-1 from the manifest when known."""
-    from lgp_edge.models.descendant import descendant_flops
+    from lgp_edge.models.plan import descendant_flops
 
     specs = pool.descendants()
     if keys:
@@ -64,7 +64,8 @@ def pool_subject(pool: Any, manifest: Any = None, keys: Sequence[str] | None = N
 def timm_subject(name: str) -> Subject:
     """A stock timm ViT with random weights (latency does not depend on their values)."""
     from lgp_edge.models.ancestry import create_ancestry
-    from lgp_edge.models.descendant import build_descendant, count_params, vit_flops
+    from lgp_edge.models.descendant import build_descendant, count_params
+    from lgp_edge.models.plan import vit_flops
 
     model, a = create_ancestry(name)
     model.eval()

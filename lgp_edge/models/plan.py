@@ -1,0 +1,142 @@
+"""Which blocks each descendant runs and what it costs: pure arithmetic on the specs, no torch.
+
+Everything that only needs a pool's architecture (``select``, latency prediction, ``pool info``, reading
+``pool.json``) imports this module, so those commands never load torch or the weights. The modules that
+build a descendant (``descendant.py``) and its stitch layers (``stitch.py``) use it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lgp_edge.specs import DescendantSpec, PoolSpec, Segment
+
+
+def paired_stitching(depth: int, kernel_size: int = 2, stride: int = 1) -> tuple[list[tuple[int, int]], list[int]]:
+    """SN-Net's paired stitching: configs (j, k) and the stitch layer each uses.
+
+    (j, k): run the front model's blocks 0..j, stitch, then the back model's blocks k..depth-1.
+    Windows of ``kernel_size`` consecutive block ids slide by ``stride``; each window that adds new
+    configs gets one new stitch layer, so depth d yields d-1 layers and 4 + 3(d-2) configs.
+    """
+    cfgs: list[tuple[int, int]] = []
+    layer_of: list[int] = []
+    layer = -1
+    for i in range(0, depth, stride):
+        ids = list(range(depth))[i:i + kernel_size]
+        new = [(j, k) for j in ids for k in ids if (j, k) not in cfgs]
+        if new:
+            layer += 1
+            cfgs.extend(new)
+            layer_of.extend([layer] * len(new))
+    return cfgs, layer_of
+
+
+@dataclass(frozen=True)
+class StitchSpec:
+    name: str  # module name in the pool, e.g. "ti6-b6-3"
+    front: str  # instance feeding the stitch
+    back: str  # instance the stitch feeds
+    index: int  # layer index along the pair (0..depth-2)
+    d_in: int  # width of the front instance
+    d_out: int  # width of the back instance
+    configs: tuple[tuple[int, int], ...]  # SN-Net (j, k) configs that use this layer
+
+
+def stitch_name(front: str, back: str, index: int) -> str:
+    return f"{front}-{back}-{index}"
+
+
+def _pairs(spec: PoolSpec) -> list[tuple[str, str]]:
+    """Neighbouring widths are stitched ("nearest stitching"): ti->s, s->b, or ti->b without s."""
+    names = [i.name for i in spec.instances]
+    return list(zip(names[:-1], names[1:]))
+
+
+def stitch_specs(spec: PoolSpec) -> list[StitchSpec]:
+    """Every stitch layer of the pool, in a fixed order."""
+    cfgs, layer_of = paired_stitching(spec.depth)
+    out = []
+    for front, back in _pairs(spec):
+        d_in, d_out = spec.instance(front).embed_dim, spec.instance(back).embed_dim
+        for layer in range(max(layer_of) + 1):
+            used = tuple(c for c, lyr in zip(cfgs, layer_of) if lyr == layer)
+            out.append(StitchSpec(stitch_name(front, back, layer), front, back, layer, d_in, d_out, used))
+    return out
+
+
+def enumerate_descendants(spec: PoolSpec) -> list[DescendantSpec]:
+    """All descendants of a pool, in the authors' order: each instance model alone, then stitched configs.
+
+    Pairs: for each neighbouring pair (front, back) and SN-Net config (j, k): front blocks 0..j,
+    stitch, back blocks k..d-1, block k included, as in the authors' code and SN-Net's (k <= j overlaps,
+    so a descendant can be deeper than d: config (1, 0) runs 2 + d blocks).
+    With ``chains == "tsb"`` (pool with ti, s and b): also ti 0..j -> s j+1..m -> b m+1..d-1 for
+    0 <= j < m <= d-2, non-overlapping, each stitch the layer of config (j, j+1) / (m, m+1).
+    Depth 6 with Ti, B gives 18 descendants (the authors' ids 0, 2, 19..34); depth 9 gives 27.
+    """
+    d = spec.depth
+    pid = spec.pool_id
+    out = [DescendantSpec(pid, (Segment(i.name, 0, d - 1),), ()) for i in spec.instances]
+    cfgs, layer_of = paired_stitching(d)
+    for front, back in _pairs(spec):
+        for (j, k), layer in zip(cfgs, layer_of):
+            out.append(DescendantSpec(pid, (Segment(front, 0, j), Segment(back, k, d - 1)),
+                                      (stitch_name(front, back, layer),)))
+    if spec.chains == "tsb":
+        names = [i.name for i in spec.instances]
+        if len(names) != 3:
+            raise ValueError("chains='tsb' needs a pool with ti, s and b instances")
+        ti, s, b = names
+        layer_at = {c: lyr for c, lyr in zip(cfgs, layer_of)}
+        for j in range(d - 2):
+            for m in range(j + 1, d - 1):
+                stitches = (stitch_name(ti, s, layer_at[(j, j + 1)]), stitch_name(s, b, layer_at[(m, m + 1)]))
+                out.append(DescendantSpec(pid, (Segment(ti, 0, j), Segment(s, j + 1, m), Segment(b, m + 1, d - 1)),
+                                          stitches))
+    return out
+
+
+# ------------------------------------------------------------------------------ FLOPs (fvcore convention)
+def block_flops(dim: int, tokens: int, mlp_ratio: float) -> int:
+    """One pre-norm ViT block: qkv, q@k^T, attn@v, proj, MLP (multiply-adds) + two LayerNorms (5/element)."""
+    hidden = int(dim * mlp_ratio)
+    n = tokens
+    return (n * dim * 3 * dim + 2 * n * n * dim + n * dim * dim + 2 * n * dim * hidden + 2 * 5 * n * dim)
+
+
+def descendant_flops(pool: PoolSpec, spec: DescendantSpec) -> int:
+    """FLOPs at batch 1 and the pool's input size; matches fvcore on timm ViTs (DeiT-S: 4,608,338,304)."""
+    a = pool.ancestry
+    n = a.num_tokens
+    widths = {i.name: i.embed_dim for i in pool.instances}
+    d0, d_last = widths[spec.segments[0].instance], widths[spec.segments[-1].instance]
+    flops = a.in_chans * a.patch_size ** 2 * d0 * (n - 1)  # patch embedding conv
+    for i, seg in enumerate(spec.segments):
+        dim = widths[seg.instance]
+        flops += seg.num_blocks * block_flops(dim, n, a.mlp_ratio)
+        if i + 1 < len(spec.segments):
+            flops += n * dim * widths[spec.segments[i + 1].instance]  # stitch Linear on every token
+    flops += 5 * n * d_last + d_last * a.num_classes  # final LayerNorm + head on the class token
+    return flops
+
+
+def vit_flops(*, img_size: int, patch_size: int, in_chans: int, embed_dim: int, depth: int, num_classes: int,
+              mlp_ratio: float = 4.0) -> int:
+    """FLOPs of a plain DeiT/ViT (class token, token pooling) in the same convention."""
+    n = (img_size // patch_size) ** 2 + 1
+    return (in_chans * patch_size ** 2 * embed_dim * (n - 1) + depth * block_flops(embed_dim, n, mlp_ratio)
+            + 5 * n * embed_dim + embed_dim * num_classes)
+
+
+def activation_bytes(pool: PoolSpec, spec: DescendantSpec, batch: int = 1, bytes_per_value: int = 4) -> int:
+    """Peak activation memory estimate at inference: the widest block's live tensors (x, qkv, attn, MLP)."""
+    a = pool.ancestry
+    n = a.num_tokens
+    widths = {i.name: (i.embed_dim, i.num_heads) for i in pool.instances}
+    peak = 0
+    for seg in spec.segments:
+        dim, heads = widths[seg.instance]
+        live = n * dim * 2 + n * 3 * dim + heads * n * n + n * int(dim * a.mlp_ratio)
+        peak = max(peak, live)
+    return peak * batch * bytes_per_value
