@@ -125,19 +125,20 @@ def preflight(req: ExportRequest, pool_dir: Path | None = None) -> None:
 
 def choose(req: ExportRequest, pool: Any, manifest: Any) -> Choice:
     """``--descendant``, else the selection for the profile; with the latency expected on the target."""
-    from lgp_edge.select import open_store, plan_selection, profile_latencies
+    from lgp_edge.select import open_store, profile_latencies, records_of, select_descendant
 
     store = open_store(req.store)
-    try:
-        if req.descendant is None:
-            selection = plan_selection(manifest, req.profile, req.target, store)
-            key, sel = selection.chosen.key, selection.to_dict()
-        else:
-            key = pool.find(req.descendant).key
-            sel = {"forced": key, "reason": "--descendant given; no selection"}
-        latency = profile_latencies(manifest.spec, req.target, req.profile, store).get(key)
+    try:  # one latency lookup serves both the choice and the chosen one's expected latency
+        lat = profile_latencies(manifest.spec, req.target, req.profile, store)
     finally:
         store.close()
+    if req.descendant is None:
+        selection = select_descendant(records_of(manifest), lat, req.profile, pool=manifest.spec)
+        key, sel = selection.chosen.key, selection.to_dict()
+    else:
+        key = pool.find(req.descendant).key
+        sel = {"forced": key, "reason": "--descendant given; no selection"}
+    latency = lat.get(key)
     record = next((r for r in manifest.descendants if r.key == key), None) or pool.record(pool.find(key))
     return Choice(record=record, latency=latency, selection=sel)
 

@@ -1,8 +1,8 @@
 """Which blocks each descendant runs and what it costs: pure arithmetic on the specs, no torch.
 
-Everything that only needs a pool's architecture (``select``, latency prediction, ``pool info``, reading
-``pool.json``) imports this module, so those commands never load torch or the weights. The modules that
-build a descendant (``descendant.py``) and its stitch layers (``stitch.py``) use it too.
+What only needs a pool's architecture (reading ``pool.json``, latency prediction, ``select``, ``report``)
+imports this module and not ``descendant.py`` (the ``nn.Module``) or ``stitch.py`` (the layers and their
+inits), so choosing a descendant loads neither torch nor the weights.
 """
 
 from __future__ import annotations
