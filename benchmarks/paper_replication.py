@@ -482,6 +482,8 @@ def goal_lines(r: dict[str, Any]) -> list[str]:
              f"{g['front_delta_min']:+.2f} | {yes[g['front_held']]} |",
              f"| storage ratio <= {crit['storage_ratio_at_most']} | {g['storage_ratio']:.3f} | "
              f"{yes[g['storage_held']]} |",
+             *([f"| storage of every pool the front draws on ({' + '.join(g['methods'])}) | "
+                f"{g['front_storage_ratio']:.3f} | - |"] if "front_storage_ratio" in g else []),
              f"| smallest descendant <= {crit['min_flops_ratio_at_most']}x SN-Net's smallest FLOPs | "
              f"{g['min_flops_ratio']:.3f} | {yes[g['min_flops_held']]} |",
              "| instances alone after fine-tuning >= right after distillation | "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lgp_edge.baselines.claims import compute_claims, front_deltas
+from lgp_edge.baselines.claims import compute_claims, compute_goals, front_deltas
 from lgp_edge.errors import UsageError
 
 
@@ -42,6 +42,19 @@ def test_claims_front_held_and_init_not() -> None:
     assert c["front_delta_min"] == pytest.approx(0.5) and c["front_delta_min_held"]  # b9 89 vs 88.5
     assert c["min_flops_ratio"] == pytest.approx(0.5) and c["min_flops_ratio_held"]
     assert c["init_delta_mean"] == pytest.approx(-0.5) and not c["init_delta_mean_held"]
+
+
+def test_goals_count_the_storage_of_every_pool_the_front_draws_on() -> None:
+    r = results()
+    r["lgp_d9_learned"]["configs"] = rows(("ti9", 75, 75.0), ("b9", 450, 91.0))
+    g = compute_goals(r, "learned")
+    assert g["methods"] == ["lgp_d6_learned", "lgp_d9_learned"]
+    # ti12 (100): ti9 75 -> +1; mid (200): mix 84 -> +4; b12 (600): b9 91 -> +1; tiny (40) unreachable
+    assert g["front_share"] == 1.0 and g["front_delta_min"] == pytest.approx(1.0) and g["front_held"]
+    assert g["storage_ratio"] == pytest.approx(0.4) and g["storage_held"] is True  # depth 6, as the paper counts
+    assert g["front_storage_ratio"] == pytest.approx(1.0)  # both depth groups: 40 + 60 of SN-Net's 100
+    del r["lgp_d9_learned"]
+    assert compute_goals(r, "learned")["front_storage_ratio"] == pytest.approx(0.4)
 
 
 def test_front_deltas_skip_levels_lgp_cannot_reach() -> None:

@@ -139,6 +139,10 @@ def _check_pool_widths(tmp_path: Path, rep: dict) -> list[str]:
     share, worst = _front(pool["configs"], rep["methods"]["snnet"]["configs"])
     assert (g["front_share"], g["front_delta_min"]) == (round(share, 4), worst)
     assert w["goals"]["ti-b depths 6 + 9 (replication goal)"]["front_share"] == rep["goals"]["front_share"]
+    sn, d9 = rep["methods"]["snnet"]["stored_params"], rep["methods"]["lgp_d9_lstsq-kd"]["stored_params"]
+    assert w["goals"]["ti-s-b depth 6 + ti-b depth 9"]["front_storage_ratio"] == round(
+        (pool["stored_params"] + d9) / sn, 4)
+    assert g["front_storage_ratio"] == g["storage_ratio"]  # one pool
     assert "QUICK RUN" in (tmp_path / "cache" / "pool-widths-quick" / "POOL_WIDTHS.md").read_text()
     return argv
 
@@ -181,6 +185,10 @@ def _check_goals(g: dict, methods: dict) -> None:
     assert g["front_share"] == round(share, 4) and g["front_delta_min"] == worst
     assert g["front_held"] is (share >= crit["front_share_at_least"] and worst is not None
                                and worst >= crit["front_delta_min_at_least"])
+    sn = methods["snnet"]["stored_params"]
+    assert g["storage_ratio"] == round(methods[g["methods"][0]]["stored_params"] / sn, 4)
+    assert len(g["methods"]) == 2 and g["front_storage_ratio"] == round(
+        sum(methods[m]["stored_params"] for m in g["methods"]) / sn, 4) > g["storage_ratio"]
     held = {}
     for m in g["methods"]:
         after = {x["key"]: x["top1"] for x in methods[m]["configs"]}

@@ -122,7 +122,9 @@ def init_table(methods: dict[str, Any], depth: int = 6) -> list[dict[str, Any]]:
 
 def compute_goals(methods: dict[str, Any], default_init: str) -> dict[str, Any]:
     """The package's goals with the default init: the front against SN-Net, storage, smallest model, and
-    instances alone no worse after fine-tuning than right after distillation."""
+    instances alone no worse after fine-tuning than right after distillation. The front draws on every depth
+    group; the storage goal counts the depth-6 pool, as the paper does, and ``front_storage_ratio`` counts
+    every pool the front draws on."""
     names = [f"lgp_d{d}_{default_init}" for d in (6, 9) if f"lgp_d{d}_{default_init}" in methods]
     _need(methods, "snnet", *(names or [f"lgp_d6_{default_init}"]))
     snnet = methods["snnet"]["configs"]
@@ -131,6 +133,8 @@ def compute_goals(methods: dict[str, Any], default_init: str) -> dict[str, Any]:
     share = sum(d["delta"] >= 0 for d in deltas) / len(deltas) if deltas else 0.0
     worst = min((d["delta"] for d in deltas), default=None)
     storage = methods[names[0]]["stored_params"] / methods["snnet"]["stored_params"]
+    # the front draws on every depth group; a user who wants that front stores all of them
+    front_storage = sum(methods[m]["stored_params"] for m in names) / methods["snnet"]["stored_params"]
     min_ratio = min(r["flops"] for r in lgp) / min(r["flops"] for r in snnet)
     instances = {}
     for m in names:
@@ -144,6 +148,7 @@ def compute_goals(methods: dict[str, Any], default_init: str) -> dict[str, Any]:
         "front_held": share >= GOALS["front_share_at_least"] and worst is not None
         and worst >= GOALS["front_delta_min_at_least"],
         "storage_ratio": round(storage, 4), "storage_held": storage <= GOALS["storage_ratio_at_most"],
+        "front_storage_ratio": round(front_storage, 4),
         "min_flops_ratio": round(min_ratio, 4), "min_flops_held": min_ratio <= GOALS["min_flops_ratio_at_most"],
         "instances": instances, "instances_held": bool(instances) and all(v["held"] for v in instances.values()),
         "every_descendant_min_top1": min(r["top1"] for m in names for r in methods[m]["configs"]),
