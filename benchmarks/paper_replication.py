@@ -39,7 +39,7 @@ from lgp_edge.baselines.claims import compute_claims, compute_goals, init_table
 from lgp_edge.baselines.scratch_vanilla import SingleRequest, read_results, train_single_models
 from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
 from lgp_edge.commands.train_args import train_flags as cli_train_flags
-from lgp_edge.fileio import sha256_file
+from lgp_edge.fileio import sha256_file, write_atomic, write_json_atomic, write_text_atomic
 from lgp_edge.models.ancestry import read_ancestry_dir, shipped_ancestry_dir
 from lgp_edge.pool.ancestry_train import AncestryRequest, train_ancestry
 from lgp_edge.pool.build import BuildRequest, build_pool
@@ -394,7 +394,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
 
@@ -468,6 +468,31 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
     return "\n".join(lines)
 
 
+def front_family_lines(g: dict[str, Any]) -> list[str]:
+    """The front goal by SN-Net family, and each method's top-1 range per family, read from the results."""
+    fam = g.get("front_by_snnet_family")
+    if not fam:
+        return []
+    name = {"ti": "Ti", "s": "S", "b": "B"}
+
+    def label(f: str) -> str:
+        return "->".join(name.get(w, w) for w in f.split("->")) + ("" if "->" in f else " alone")
+
+    lines = ["The front by SN-Net family (each SN-Net config against the best descendant of "
+             f"{' or '.join(g['methods'])} at or below its FLOPs):", "",
+             "| SN-Net family | configs | descendant at or ahead | worst delta | where |", "|---|---:|---:|---:|---|"]
+    for f, v in fam.items():
+        w = v["worst"]
+        lines.append(f"| {label(f)} | {v['configs']} | {v['lgp_at_or_ahead']} | {w['delta']:+.2f} | "
+                     f"`{w['snnet_key']}` {w['snnet_top1']}% at {w['snnet_flops'] / 1e6:.2f} MFLOPs; `{w['lgp_key']}` "
+                     f"{w['lgp_top1']}% at {w['lgp_flops'] / 1e6:.2f} |")
+    lines += ["", "Top-1 by family (min..max, count): " + "; ".join(
+        f"{m}: " + ", ".join(f"{label(f)} {v['top1_min']}" + (f"..{v['top1_max']} ({v['count']})"
+                                                                if v["count"] > 1 else "")
+                             for f, v in fams.items()) for m, fams in g["families"].items()) + ".", ""]
+    return lines
+
+
 def goal_lines(r: dict[str, Any]) -> list[str]:
     """The package's goals (default init) and the stitch-init comparison, read from the results."""
     g = r.get("goals")
@@ -489,7 +514,8 @@ def goal_lines(r: dict[str, Any]) -> list[str]:
              "| instances alone after fine-tuning >= right after distillation | "
              + ", ".join(f"{k}: {v['after_distill']} -> {v['after_finetune']}" for k, v in g["instances"].items())
              + f" | {yes[g['instances_held']]} |",
-             f"| every descendant | min top-1 {g['every_descendant_min_top1']}% | - |", ""]
+             f"| every descendant | min top-1 {g['every_descendant_min_top1']}% | - |", "",
+             *front_family_lines(g)]
     if r.get("stitch_inits"):
         lines += ["Stitch inits at depth 6 (R^2 of the stitch on held-out validation features; stitched "
                   "descendants' mean top-1):", "", "| init | stitch R^2 | top-1 before fine-tuning | after | "
@@ -797,12 +823,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = "paper_replication_quick" if args.quick else "paper_replication"
-    (out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_json_atomic(out / f"{stem}.json", results)
     plot(results, out / f"{stem}.png")
     md = render_markdown(results, f"benchmarks/results/{stem}.png", f"benchmarks/results/{stem}.json")
     md_path = Path(args.md_out) if args.md_out else (
         work / "PAPER_REPLICATION_quick.md" if args.quick else ROOT / "benchmarks" / "PAPER_REPLICATION.md")
-    md_path.write_text(md)
+    write_text_atomic(md_path, md)
     log.info("wrote %s.json/.png in %.0f s", out / stem, wall)
     return results
 

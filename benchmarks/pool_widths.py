@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from lgp_edge.baselines.claims import compute_goals, front_deltas
-from lgp_edge.fileio import sha256_file
+from lgp_edge.fileio import sha256_file, write_text_atomic
 from lgp_edge.profiling.host import cpu_model
 from lgp_edge.progress import stderr_reporter
 
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp.replace(out)
     md = Path(args.md_out) if args.md_out else (work / "POOL_WIDTHS.md" if results["quick"]
                                                  else ROOT / "benchmarks" / "POOL_WIDTHS.md")
-    md.write_text(render_markdown(results, repo_path(out)))
+    write_text_atomic(md, render_markdown(results, repo_path(out)))
     log.info("wrote %s and %s", out, md)
     return results
 

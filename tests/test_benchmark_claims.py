@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from lgp_edge.baselines.claims import compute_claims, compute_goals, front_deltas
+from lgp_edge.baselines.claims import (
+    compute_claims,
+    compute_goals,
+    family,
+    family_ranges,
+    front_by_family,
+    front_deltas,
+)
 from lgp_edge.errors import UsageError
 
 
@@ -55,6 +62,17 @@ def test_goals_count_the_storage_of_every_pool_the_front_draws_on() -> None:
     assert g["front_storage_ratio"] == pytest.approx(1.0)  # both depth groups: 40 + 60 of SN-Net's 100
     del r["lgp_d9_learned"]
     assert compute_goals(r, "learned")["front_storage_ratio"] == pytest.approx(0.4)
+
+
+def test_front_by_family_groups_the_same_deltas() -> None:
+    assert family("ti12.0-2+s12.1-11") == "ti->s" and family("b6.0-5") == "b"
+    sn = rows(("ti12.0-11", 100, 74.0), ("ti12.0-3+s12.4-11", 150, 80.0), ("ti12.0-5+s12.6-11", 120, 60.0),
+              ("s12.0-11", 200, 85.0))
+    fam = front_by_family(front_deltas(rows(("ti6.0-5", 50, 70.0), ("ti6.0-0+b6.1-5", 140, 82.0)), sn))
+    assert list(fam) == ["ti", "ti->s", "s"]
+    assert (fam["ti->s"]["configs"], fam["ti->s"]["lgp_at_or_ahead"]) == (2, 2)  # 120: 70 vs 60; 150: 82 vs 80
+    assert fam["ti"]["worst"]["delta"] == pytest.approx(-4.0) and fam["s"]["worst"]["lgp_key"] == "ti6.0-0+b6.1-5"
+    assert family_ranges(sn)["ti->s"] == {"count": 2, "top1_min": 60.0, "top1_max": 80.0}
 
 
 def test_front_deltas_skip_levels_lgp_cannot_reach() -> None:

@@ -71,7 +71,9 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     assert r["settings"]["steps_per_epoch"] == 1 and r["settings"]["eval_images"] == 32
     assert r["settings"]["distill_width_epochs"] == {"ti": 2}
     _check_commands(r["commands"])
-    assert "QUICK RUN" in (tmp_path / "section.md").read_text()
+    section = (tmp_path / "section.md").read_text()
+    assert "QUICK RUN" in section and "| S->B | 34 |" in section and "The front by SN-Net family" in section
+    assert not list((tmp_path / "results").glob("*.tmp")) and not list((tmp_path / "results").glob(".*"))
     # a second invocation reuses every stage (nothing retrained)
     capsys.readouterr()
     assert bench.main(argv) == 0
@@ -189,6 +191,15 @@ def _check_goals(g: dict, methods: dict) -> None:
     assert g["storage_ratio"] == round(methods[g["methods"][0]]["stored_params"] / sn, 4)
     assert len(g["methods"]) == 2 and g["front_storage_ratio"] == round(
         sum(methods[m]["stored_params"] for m in g["methods"]) / sn, 4) > g["storage_ratio"]
+    fam = g["front_by_snnet_family"]  # the same front, by SN-Net family: anchors and both stitched pairs
+    assert list(fam) == ["ti", "ti->s", "s", "s->b", "b"]  # in order of FLOPs
+    assert sum(v["configs"] for v in fam.values()) == sum(
+        any(x["flops"] <= c["flops"] for m in g["methods"] for x in methods[m]["configs"]) for c in snnet)
+    assert round(sum(v["lgp_at_or_ahead"] for v in fam.values()) / sum(v["configs"] for v in fam.values()), 4) \
+        == g["front_share"] and min(v["worst"]["delta"] for v in fam.values()) == worst
+    assert {f: v["count"] for f, v in g["families"]["snnet"].items()} == {"ti": 1, "ti->s": 34, "s": 1, "s->b": 34,
+                                                                          "b": 1}
+    assert set(g["families"]["lgp_d6_lstsq-kd"]) == {"ti", "ti->b", "b"}
     held = {}
     for m in g["methods"]:
         after = {x["key"]: x["top1"] for x in methods[m]["configs"]}

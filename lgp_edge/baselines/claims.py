@@ -6,6 +6,7 @@ Names used: ``lgp_d6_learned``, ``lgp_d6_lstsq``, ``lgp_d9_learned``, ``lgp_d9_l
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from lgp_edge.errors import UsageError
@@ -39,6 +40,34 @@ def front_deltas(lgp: list[dict[str, Any]], snnet: list[dict[str, Any]]) -> list
         out.append({"snnet_key": c["key"], "snnet_flops": c["flops"], "snnet_top1": c["top1"],
                     "lgp_key": best["key"], "lgp_flops": best["flops"], "lgp_top1": best["top1"],
                     "delta": round(best["top1"] - c["top1"], 3)})
+    return out
+
+
+def family(key: str) -> str:
+    """Which widths a descendant runs, in order: ``ti12.0-2+s12.1-11`` -> ``ti->s``, ``b6.0-5`` -> ``b``."""
+    return "->".join(re.match(r"[a-z]+", part).group() for part in key.split("+"))
+
+
+def family_ranges(configs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per family, in order of first appearance by FLOPs: how many descendants and their top-1 range."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in sorted(configs, key=lambda r: (r["flops"], r["key"])):
+        f = out.setdefault(family(c["key"]), {"count": 0, "top1_min": c["top1"], "top1_max": c["top1"]})
+        f["count"] += 1
+        f["top1_min"], f["top1_max"] = min(f["top1_min"], c["top1"]), max(f["top1_max"], c["top1"])
+    return out
+
+
+def front_by_family(deltas: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``front_deltas`` grouped by the SN-Net config's family: how many configs, how many the LGP front matches
+    or beats, and the worst of them."""
+    out: dict[str, dict[str, Any]] = {}
+    for d in deltas:
+        f = out.setdefault(family(d["snnet_key"]), {"configs": 0, "lgp_at_or_ahead": 0, "worst": d})
+        f["configs"] += 1
+        f["lgp_at_or_ahead"] += d["delta"] >= 0
+        if d["delta"] < f["worst"]["delta"]:
+            f["worst"] = d
     return out
 
 
@@ -152,4 +181,6 @@ def compute_goals(methods: dict[str, Any], default_init: str) -> dict[str, Any]:
         "min_flops_ratio": round(min_ratio, 4), "min_flops_held": min_ratio <= GOALS["min_flops_ratio_at_most"],
         "instances": instances, "instances_held": bool(instances) and all(v["held"] for v in instances.values()),
         "every_descendant_min_top1": min(r["top1"] for m in names for r in methods[m]["configs"]),
+        "front_by_snnet_family": front_by_family(deltas),
+        "families": {m: family_ranges(methods[m]["configs"]) for m in (*names, "snnet")},
     }
