@@ -48,6 +48,7 @@ from lgp_edge.pool.evaluate import evaluate_pool, instance_top1
 from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
 from lgp_edge.pool.pool import load_pool
 from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
+from lgp_edge.profiling.host import cpu_model
 from lgp_edge.progress import stderr_reporter
 from lgp_edge.train import TrainConfig
 
@@ -433,7 +434,8 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
         f"with the same fine-tuning budget ({s['finetune_epochs']} epoch(s); distillation {s['distill_epochs']} "
         f"epoch(s){distill_widths_text(s)}), and evaluates every model on {r['dataset']['eval_images']:,} "
         "Fashion-MNIST test images. "
-        f"Compute here: {compute_text(r)}, on {r['environment']['cpu_count']} CPU cores (code "
+        f"Compute here: {compute_text(r)}, on {r['environment']['cpu_count']} CPU cores ("
+        + (f"{r['environment']['cpu']}; " if r["environment"].get("cpu") else "") + "code "
         f"{r['code_version']}, {r['date']}).",
         "",
         "| paper claim | measured here | criterion | result |",
@@ -809,7 +811,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                             "distill_width_epochs as the LGP auxiliary models; B = the ancestry",
                      "torch_threads": 1 if args.jobs > 1 else torch.get_num_threads()},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "cpu_count": os.cpu_count(), "machine": platform.machine()},
+                        "cpu_count": os.cpu_count(), "machine": platform.machine(), "cpu": cpu_model()},
         "ancestry": {k: anc_meta.get(k) for k in ("name", "top1", "val_images", "config", "wall_s", "when",
                                                   "reused_from_cache", "path")},
         "methods": methods,

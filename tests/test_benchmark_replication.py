@@ -73,6 +73,7 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     _check_commands(r["commands"])
     section = (tmp_path / "section.md").read_text()
     assert "QUICK RUN" in section and "| S->B | 34 |" in section and "The front by SN-Net family" in section
+    assert r["environment"]["cpu"] and r["environment"]["cpu"] in section  # which CPU the timings come from
     assert not list((tmp_path / "results").glob("*.tmp")) and not list((tmp_path / "results").glob(".*"))
     # a second invocation reuses every stage (nothing retrained)
     capsys.readouterr()
