@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import torch
 
-from lgp_edge.baselines.claims import compute_goals, front_deltas
+from lgp_edge.baselines.claims import compute_goals, family, family_ranges, front_deltas
 from lgp_edge.fileio import sha256_file, write_text_atomic
 from lgp_edge.profiling.host import cpu_model
 from lgp_edge.progress import stderr_reporter
@@ -82,15 +81,6 @@ def widths_arg(text: str) -> tuple[str, ...]:
     return tuple(sorted(ws, key=WIDTHS.index))
 
 
-def families(configs: list[dict[str, Any]], widths: tuple[str, ...]) -> dict[str, list[dict[str, Any]]]:
-    """Descendants by the instances they run: ``ti`` alone, ``ti->s`` stitched, ... (keys like ``ti6.0-4+s6.5-5``)."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for c in configs:
-        parts = [next(w for w in widths if part.startswith(f"{w}{DEPTH}.")) for part in c["key"].split("+")]
-        out.setdefault("->".join(parts), []).append(c)
-    return out
-
-
 def findings(pool: dict[str, Any], tib: dict[str, Any], snnet: list[dict[str, Any]],
              widths: tuple[str, ...]) -> dict[str, Any]:
     """Where the two pools differ, from the measured rows: the Ti/B pool's worst SN-Net config and what each pool
@@ -98,9 +88,12 @@ def findings(pool: dict[str, Any], tib: dict[str, Any], snnet: list[dict[str, An
     worst = min(front_deltas(tib["configs"], snnet), key=lambda d: d["delta"])
     reach = [c for c in pool["configs"] if c["flops"] <= worst["snnet_flops"]]
     best = max(reach, key=lambda c: c["top1"], default={"key": None, "flops": None, "top1": None})
-    anchors = {re.match(r"[a-z]+", c["key"]).group(): c for c in snnet if "+" not in c["key"]}  # "s12.0-11": s
+    anchors = {family(c["key"]): c for c in snnet if "+" not in c["key"]}  # "s12.0-11": s
     delta = None if best["top1"] is None else round(best["top1"] - worst["snnet_top1"], 3)
-    fam = families(pool["configs"], widths)
+    fam: dict[str, list[dict[str, Any]]] = {}  # descendants by the instances they run, in the pool's order
+    for c in pool["configs"]:
+        fam.setdefault(family(c["key"]), []).append(c)
+    ranges = family_ranges(pool["configs"])
     return {
         "ti_b_worst": {**worst, "this_pool_key": best["key"], "this_pool_flops": best["flops"],
                        "this_pool_top1": best["top1"], "this_pool_delta": delta},
@@ -108,8 +101,7 @@ def findings(pool: dict[str, Any], tib: dict[str, Any], snnet: list[dict[str, An
             w: {"key": fam[w][0]["key"], "flops": fam[w][0]["flops"], "top1": fam[w][0]["top1"],
                 "snnet_key": anchors[w]["key"], "snnet_flops": anchors[w]["flops"], "snnet_top1": anchors[w]["top1"]}
             for w in widths if w in fam and w in anchors},
-        "stitched": {f: {"count": len(rows), "top1_min": min(r["top1"] for r in rows),
-                         "top1_max": max(r["top1"] for r in rows)} for f, rows in fam.items() if "->" in f},
+        "stitched": {f: ranges[f] for f in fam if "->" in f},
     }
 
 
