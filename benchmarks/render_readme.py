@@ -3,7 +3,7 @@
     python benchmarks/render_readme.py
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = latency, paper, widths, switchable, int8. Numbers are never typed into the README by hand.
+NAME = latency, paper, widths, ceiling, switchable, int8. Numbers are never typed into the README by hand.
 """
 
 from __future__ import annotations
@@ -138,13 +138,20 @@ def widths() -> str:
     return _section("POOL_WIDTHS.md")
 
 
+def ceiling() -> str:
+    """benchmarks/STITCH_CEILING.md, then any longer-budget runs of it (STITCH_CEILING_E<epochs>.md)."""
+    longer = sorted(ROOT.joinpath("benchmarks").glob("STITCH_CEILING_E*.md"), key=lambda p: int(p.stem.split("_E")[1]))
+    return "\n".join(_section(p.name) for p in [ROOT / "benchmarks" / "STITCH_CEILING.md", *longer])
+
+
 def main() -> None:
     import argparse
 
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     readme = ROOT / "README.md"
     text = readme.read_text()
-    for name, render in (("latency", latency), ("paper", paper), ("widths", widths), ("switchable", switchable),
+    for name, render in (("latency", latency), ("paper", paper), ("widths", widths), ("ceiling", ceiling),
+                         ("switchable", switchable),
                          ("int8", int8)):
         pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ DONE = ".done.json"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # what a worker process unpickles a benchmark's function from
     spec.loader.exec_module(mod)
     return mod
 
@@ -90,6 +92,7 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
         bench.main([*argv, "--inits-d9", "learned"])  # the default init cannot be left out
     assert e.value.code == 2
     widths_argv = _check_pool_widths(tmp_path, r3)
+    _check_stitch_ceiling(tmp_path, r3, capsys)
     # new weights at the same ancestry path: a stage trained from the old ones is not reused
     from safetensors.torch import load_file, save_file
 
@@ -148,6 +151,62 @@ def _check_pool_widths(tmp_path: Path, rep: dict) -> list[str]:
     assert g["front_storage_ratio"] == g["storage_ratio"]  # one pool
     assert "QUICK RUN" in (tmp_path / "cache" / "pool-widths-quick" / "POOL_WIDTHS.md").read_text()
     return argv
+
+
+def _check_stitch_ceiling(tmp_path: Path, rep: dict, capsys: pytest.CaptureFixture) -> None:
+    """benchmarks/stitch_ceiling.py on the replication just written: the front's stitched candidates trained
+    alone with the replication's budget, the bound recomputed from their scores; cached results are reused."""
+    sc = _load("stitch_ceiling")
+    rep_path = tmp_path / "results" / "paper_replication_quick.json"
+    out = tmp_path / "results" / "stitch_ceiling_quick.json"
+    # the tiny pools may trail SN-Net nowhere: train one stitched descendant of each depth instead
+    keys = [next(c["key"] for c in rep["methods"][m]["configs"] if "+" in c["key"]) for m in sc.lgp_methods(rep)]
+    argv = ["--replication", str(rep_path), "--work", str(tmp_path / "cache" / "ceiling"), "--jobs", "2",
+            "--keys", ",".join(keys), "--out", str(out), "--quiet"]
+    assert sc.main(["--replication", str(tmp_path / "missing.json"), *argv[2:]]) == 2 and not out.exists()
+    moved = json.loads(rep_path.read_text())  # results whose pool is not where they say
+    moved["methods"]["lgp_d6_lstsq-kd"]["pool_dir"] = "benchmarks/.cache/no-such-run/lgp_d6_lstsq-kd"
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    assert sc.main(["--replication", str(tmp_path / "moved.json"), *argv[2:]]) == 2 and not out.exists()
+    assert sc.main([*argv, "--keys", "ti6.0-5"]) == 2 and not out.exists()  # not a stitched descendant
+    assert sc.main([*argv, "--jobs", "0"]) == 2 and not out.exists()
+    capsys.readouterr()
+    assert sc.main(argv) == 0
+    x = json.loads(out.read_text())
+    misses, _ = sc.candidates(rep)
+    assert x["quick"] is True and sorted(c["key"] for c in x["candidates"]) == sorted(keys)
+    assert [m["snnet_key"] for m in x["misses"]] == [m["snnet_key"] for m in misses]
+    assert x["front"]["pool_share"] == rep["goals"]["front_share"]
+    assert x["front"]["bound_share"] >= x["front"]["pool_share"]
+    rows = {c["key"]: c["top1"] for m in sc.lgp_methods(rep) for c in rep["methods"][m]["configs"]}
+    for c in x["candidates"]:
+        assert "+" in c["key"] and c["pool_top1_measured"] == rows[c["key"]]  # the replication's pool, as scored
+        assert 0.0 <= c["alone_top1"] <= 100.0 and c["steps"] == rep["settings"]["finetune_epochs"]
+        assert c["images"] == rep["settings"]["eval_images"] and set(c["instances_after"]) == {
+            k for k in c["instances_before"]} and len(c["instances_after"]) == 2
+    for m in x["misses"]:  # the bound takes a descendant's solo top-1 only where it is higher
+        assert m["bound_top1"] >= m["pool_top1"] and m["bound_delta"] == round(m["bound_top1"] - m["snnet_top1"], 3)
+    md = (tmp_path / "cache" / "ceiling" / "STITCH_CEILING.md").read_text()
+    assert "QUICK RUN" in md and all(f"`{c['key']}`" in md for c in x["candidates"])
+    assert not list((tmp_path / "cache" / "ceiling").rglob("train.ckpt"))  # checkpoints go once a result is in
+    # a second run reuses every candidate's result
+    assert sc.main(argv) == 0
+    assert json.loads(out.read_text())["candidates"] == x["candidates"]
+
+
+def test_stitch_ceiling_candidates_of_the_committed_replication() -> None:
+    """For each SN-Net config ahead of the committed front: its most accurate stitched descendant and the one with
+    the most FLOPs within its FLOPs (pinned on benchmarks/results/paper_replication.json)."""
+    sc = _load("stitch_ceiling")
+    rep = sc.load_replication(ROOT / "benchmarks" / "results" / "paper_replication.json")
+    misses, cands = sc.candidates(rep)
+    assert len(misses) == round((1 - rep["goals"]["front_share"]) * 71) == 14
+    assert [c["key"] for c in cands] == [
+        "ti6.0-5+b6.4-5", "ti9.0-8+b9.7-8", "ti6.0-2+b6.3-5", "ti9.0-7+b9.6-8", "ti9.0-6+b9.5-8", "ti6.0-0+b6.1-5",
+        "ti9.0-4+b9.4-8", "ti9.0-5+b9.4-8", "ti9.0-0+b9.0-8", "ti9.0-1+b9.0-8"]
+    # the S12 anchor (10.66 MFLOPs): the best stitch within it is ti6.0-5+b6.4-5, the largest ti9.0-8+b9.7-8
+    s12 = [c for c in cands if c["flops"] <= 10_657_728]
+    assert {c["key"] for c in s12} == {"ti6.0-5+b6.4-5", "ti9.0-8+b9.7-8"}
 
 
 def _check_commands(commands: dict[str, str]) -> None:
