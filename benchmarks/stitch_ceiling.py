@@ -87,15 +87,19 @@ def train_alone(pool_dir: str, key: str, data_name: str, eval_images: int | None
 
     from lgp_edge.datasets import open_data
     from lgp_edge.pool.kd import FinetuneObjective, descendant_sampler
-    from lgp_edge.pool.pool import load_pool, load_pool_ancestry
+    from lgp_edge.pool.pool import load_pool, load_pool_ancestry, read_manifest
     from lgp_edge.progress import stderr_reporter
     from lgp_edge.specs import content_hash
     from lgp_edge.train import TrainConfig, evaluate, fit
 
     out = Path(out_dir)
     done = out / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
+    tcfg = TrainConfig(**cfg)
+    weights = read_manifest(pool_dir).files.get("weights.safetensors")
+    fingerprint = content_hash({"stage": "stitch-ceiling", "pool": weights, "key": key, "cfg": tcfg.identity(),
+                                "tau": tau, "eval_images": eval_images})
+    if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
+        return json.loads(done.read_text())  # the same pool weights, budget and evaluation
     torch.set_num_threads(threads)
     pool, manifest = load_pool(pool_dir)
     teacher = load_pool_ancestry(pool_dir, manifest)
@@ -104,21 +108,20 @@ def train_alone(pool_dir: str, key: str, data_name: str, eval_images: int | None
     specs = pool.descendants()
     index = next(i for i, d in enumerate(specs) if d.key == key)
     anchors = [d for d in specs if not d.stitches]
-    tcfg = TrainConfig(**cfg)
+
     def score() -> dict[str, float]:
         return {d.key: evaluate(pool.descendant(d), data.val, max_images=eval_images) for d in [specs[index], *anchors]}
 
     before = score()
     objective = FinetuneObjective(pool, teacher, tau)
     ckpt = out / "train.ckpt"
-    fingerprint = content_hash({"stage": "stitch-ceiling", "pool": manifest.files.get("weights.safetensors"),
-                                "key": key, "cfg": tcfg.identity(), "tau": tau})
     t0 = time.time()
     result = fit(objective, data.train, tcfg, description=f"alone {key}", ckpt_dir=ckpt,
                  resume=(ckpt / "state.json").is_file(), fingerprint=fingerprint,
                  step_kwargs=descendant_sampler(tcfg.seed, [index]), reporter=stderr_reporter(quiet))
     after = score()
-    res = {"key": key, "pool_top1_measured": round(before[key], 3), "alone_top1": round(after[key], 3),
+    res = {"key": key, "fingerprint": fingerprint, "pool_top1_measured": round(before[key], 3),
+           "alone_top1": round(after[key], 3),
            "instances_before": {d.key: round(before[d.key], 3) for d in anchors},
            "instances_after": {d.key: round(after[d.key], 3) for d in anchors},
            "steps": result.steps, "epoch_loss": [round(x, 4) for x in result.epoch_loss],

@@ -192,6 +192,11 @@ def _check_stitch_ceiling(tmp_path: Path, rep: dict, capsys: pytest.CaptureFixtu
     # a second run reuses every candidate's result
     assert sc.main(argv) == 0
     assert json.loads(out.read_text())["candidates"] == x["candidates"]
+    # a cached result from other pool weights or another budget is trained again, not reused
+    cached = sorted((tmp_path / "cache" / "ceiling").rglob("result.json"))[0]
+    cached.write_text(json.dumps({**json.loads(cached.read_text()), "fingerprint": "other-pool"}))
+    assert sc.main(argv) == 0
+    assert json.loads(cached.read_text())["fingerprint"] != "other-pool"
 
 
 def test_stitch_ceiling_candidates_of_the_committed_replication() -> None:
