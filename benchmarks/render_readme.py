@@ -151,8 +151,7 @@ def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
     for name, render in (("latency", latency), ("paper", paper), ("widths", widths), ("ceiling", ceiling),
-                         ("switchable", switchable),
-                         ("int8", int8)):
+                         ("switchable", switchable), ("int8", int8)):
         pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no <!-- {name}:begin/end --> block")

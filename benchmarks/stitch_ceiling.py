@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_demo_pool import git_rev, repo_path  # noqa: E402
 
-from lgp_edge.baselines.claims import front_deltas  # noqa: E402
+from lgp_edge.baselines.claims import GOALS, front_deltas  # noqa: E402
 from lgp_edge.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 
 log = logging.getLogger("stitch_ceiling")
@@ -214,7 +214,7 @@ def summarise(r: dict[str, Any], rep_path: Path, misses: list[dict[str, Any]], r
                   "pool_share": round(sum(d["delta"] >= 0 for d in front_deltas(lgp, snnet)) / n, 4),
                   "bound_share": round(sum(d["delta"] >= 0 for d in deltas) / n, 4),
                   "bound_delta_min": min(d["delta"] for d in deltas),
-                  "share_goal": 0.9, "delta_goal": -1.0},
+                  "share_goal": GOALS["front_share_at_least"], "delta_goal": GOALS["front_delta_min_at_least"]},
         "wall_s": round(wall_s, 1),
     }
 
