@@ -78,6 +78,30 @@ QUICK = dict(FULL, distill_epochs=1, distill_width_epochs={"ti": 2}, finetune_ep
 QUICK_ANCESTRY = {"ancestry_epochs": 1, "ancestry_steps": 30}  # only when no shipped or cached ancestry matches
 
 
+# ------------------------------------------------------------ benchmarks that read this one's results JSON
+class BenchmarkInputError(Exception):
+    """The replication results (or pools) a follow-up benchmark starts from are missing or do not match."""
+
+
+def read_replication(path: Path, why: str = "") -> dict[str, Any]:
+    """This benchmark's results JSON at ``path``; a one-line BenchmarkInputError when missing or garbled."""
+    if not path.is_file():
+        raise BenchmarkInputError(f"{path} not found: run benchmarks/paper_replication.py first{why}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BenchmarkInputError(f"{path} is not a paper_replication.py results file ({e})") from None
+
+
+def follow_up_header(benchmark: str, rep: dict[str, Any], rep_path: Path, argv: list[str]) -> dict[str, Any]:
+    """What a follow-up benchmark's results record first: itself, when, which code and CPU, which replication."""
+    return {"benchmark": benchmark, "quick": bool(rep["quick"]),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code_version": git_rev(),
+            "command": f"python benchmarks/{benchmark}.py " + " ".join(argv), "cpu": cpu_model(),
+            "replication": {"path": repo_path(rep_path), "date": rep["date"], "code_version": rep["code_version"],
+                            "command": rep["command"]}}
+
+
 def train_cfg(s: dict[str, Any], epochs: int, **over: Any) -> TrainConfig:
     kw = {"batch_size": s["batch_size"], "lr": s["lr"], "seed": s["seed"], "max_steps_per_epoch": s["steps_per_epoch"],
           **over}

@@ -26,31 +26,29 @@ import torch
 
 from lgp_edge.baselines.claims import compute_goals, family, family_ranges, front_deltas
 from lgp_edge.fileio import sha256_file, write_text_atomic
-from lgp_edge.profiling.host import cpu_model
 from lgp_edge.progress import stderr_reporter
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import git_rev, repo_path, repo_paths_in  # noqa: E402
-from paper_replication import PAPER_WIDTHS, Stages, ancestry_stage, lgp_stage, pool_rows  # noqa: E402
+from make_demo_pool import repo_path, repo_paths_in  # noqa: E402
+from paper_replication import (  # noqa: E402
+    PAPER_WIDTHS,
+    BenchmarkInputError,
+    Stages,
+    ancestry_stage,
+    follow_up_header,
+    lgp_stage,
+    pool_rows,
+    read_replication,
+)
 
 log = logging.getLogger("pool_widths")
 WIDTHS = ("ti", "s", "b")
 DEPTH = 6
 
 
-class BenchmarkInputError(Exception):
-    """The replication results this benchmark compares against are missing or do not match."""
-
-
 def load_replication(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise BenchmarkInputError(f"{path} not found: run benchmarks/paper_replication.py first (this benchmark "
-                                  "compares against its SN-Net and Ti/B results)")
-    try:
-        r = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BenchmarkInputError(f"{path} is not a paper_replication.py results file ({e})") from None
+    r = read_replication(path, " (this benchmark compares against its SN-Net and Ti/B results)")
     s = r.get("settings") or {}
     need = [m for m in ("snnet", f"lgp_d{DEPTH}_{s.get('default_init')}") if m not in r.get("methods", {})]
     if need:
@@ -146,17 +144,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     goals = {name: goal_summary(compute_goals(m, init)) for name, m in variants.items()}
     goals["ti-b depths 6 + 9 (replication goal)"] = goal_summary(compute_goals(rm, init))
     results = {
-        "benchmark": "pool_widths",
-        "quick": bool(rep_json["quick"]),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code_version": git_rev(),
-        "command": "python benchmarks/pool_widths.py " + " ".join(args.argv),
-        "cpu": cpu_model(),
+        **follow_up_header("pool_widths", rep_json, rep_path, args.argv),
         "torch_threads": torch.get_num_threads(),
         "widths": list(args.widths),
         "depth": DEPTH,
-        "replication": {"path": repo_path(rep_path), "date": rep_json["date"],
-                        "code_version": rep_json["code_version"], "command": rep_json["command"]},
         "settings": {**{k: v for k, v in s.items() if k != "only_inits"}, "cache_dir": repo_path(s["cache_dir"])},
         "pool": pool,
         "reference": {"ti-b": {k: v for k, v in rm[ref].items() if k != "pool_dir"},  # rows only: its directory

@@ -33,7 +33,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import git_rev, repo_path  # noqa: E402
+from make_demo_pool import repo_path  # noqa: E402
+from paper_replication import BenchmarkInputError, follow_up_header, read_replication  # noqa: E402
 
 from lgp_edge.baselines.claims import GOALS, front_deltas  # noqa: E402
 from lgp_edge.fileio import write_json_atomic, write_text_atomic  # noqa: E402
@@ -41,17 +42,8 @@ from lgp_edge.fileio import write_json_atomic, write_text_atomic  # noqa: E402
 log = logging.getLogger("stitch_ceiling")
 
 
-class BenchmarkInputError(Exception):
-    """The replication results or pools this benchmark starts from are missing or do not match."""
-
-
 def load_replication(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise BenchmarkInputError(f"{path} not found: run benchmarks/paper_replication.py first")
-    try:
-        r = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BenchmarkInputError(f"{path} is not a paper_replication.py results file ({e})") from None
+    r = read_replication(path)
     if "snnet" not in r.get("methods", {}) or not lgp_methods(r):
         raise BenchmarkInputError(f"{path} has no SN-Net or default-init LGP results: rerun paper_replication.py "
                                   "without --stages")
@@ -180,8 +172,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def summarise(r: dict[str, Any], rep_path: Path, misses: list[dict[str, Any]], rows: list[dict[str, Any]],
               epochs: int, args: argparse.Namespace, wall_s: float) -> dict[str, Any]:
-    from lgp_edge.profiling.host import cpu_model
-
     lgp = [dict(c, method=m) for m in lgp_methods(r) for c in r["methods"][m]["configs"]]
     alone = {(x["method"], x["key"]): x["alone_top1"] for x in rows}
     bound = [dict(c, top1=max(c["top1"], alone.get((c["method"], c["key"]), c["top1"]))) for c in lgp]
@@ -195,15 +185,8 @@ def summarise(r: dict[str, Any], rep_path: Path, misses: list[dict[str, Any]], r
                          "bound_key": after["lgp_key"], "bound_top1": after["lgp_top1"], "bound_delta": after["delta"]})
     n = len(deltas)
     return {
-        "benchmark": "stitch_ceiling",
-        "quick": bool(r["quick"]),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "code_version": git_rev(),
-        "command": "python benchmarks/stitch_ceiling.py " + " ".join(args.argv),
-        "cpu": cpu_model(),
+        **follow_up_header("stitch_ceiling", r, rep_path, args.argv),
         "jobs": args.jobs,
-        "replication": {"path": repo_path(rep_path), "date": r["date"], "code_version": r["code_version"],
-                        "command": r["command"]},
         "budget": {"epochs": epochs, "replication_finetune_epochs": r["settings"]["finetune_epochs"],
                    "lr": r["settings"]["lr"], "batch_size": r["settings"]["batch_size"],
                    "warmup_epochs": r["settings"]["finetune_warmup"], "loss": "0.5 CE + 0.5 KL(ancestry), tau 1",
