@@ -1,0 +1,259 @@
+"""Which fine-tuning recipe serves the stitched descendants best within the replication's budget?
+
+    python benchmarks/finetune_recipes.py --variants instance-lr-1,flops-bucket --jobs 2
+    # -> benchmarks/results/finetune_recipes.json, benchmarks/FINETUNE_RECIPES.md
+
+The replication fine-tunes each distilled pool with one recipe (benchmarks/PAPER_REPLICATION.md: anchors in every
+step, the instances at 0.3x the stitches' learning rate, one descendant drawn uniformly per step). This benchmark
+takes the replication's *distilled* pools (nothing of the distillation is redone), re-initialises their stitches
+exactly as the replication did (its default init, stitch steps and images; the stitched top-1 before fine-tuning
+is checked against the replication's), fine-tunes them with the replication's budget (same epochs, batch,
+warm-up, loss) under one change of recipe per variant, and scores every descendant on the test images the
+replication scored. Each variant's pools are compared with the replication's SN-Net configs and pools.
+
+SN-Net is not retrained here: it keeps the replication's recipe. A variant that helps the pools is a candidate
+for the next replication, where SN-Net gets the same recipe; the front computed here is a screen, not the
+goal's equal-recipe comparison. Each (variant, depth) result is cached under ``--work`` with a fingerprint
+(distilled weights, settings); an interrupted one is redone from its distilled pool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_demo_pool import repo_path  # noqa: E402
+from paper_replication import BenchmarkInputError, follow_up_header, read_replication  # noqa: E402
+
+from lgp_edge.baselines.claims import GOALS, compute_goals  # noqa: E402
+from lgp_edge.fileio import write_json_atomic, write_text_atomic  # noqa: E402
+
+log = logging.getLogger("finetune_recipes")
+
+# name -> (the replication settings it changes, what that means); every other setting is the replication's
+VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
+    "instance-lr-1": ({"instance_lr_scale": 1.0}, "instances at the stitches' learning rate (the paper's one rate), "
+                                                  "anchors kept"),
+    "instance-lr-0.1": ({"instance_lr_scale": 0.1}, "instances at 0.1x the stitches' learning rate"),
+    "flops-bucket": ({"sampling": "flops-bucket"}, "SN-Netv2's FLOPs-bucket sampling: a FLOPs group drawn "
+                                                   "uniformly, then a descendant in it"),
+    "no-anchors": ({"anchors": False}, "only the drawn descendant in each step (the paper's)"),
+    "lr-1e-3": ({"lr": 1e-3}, "twice the replication's learning rate"),
+}
+S_RANGE = ("s", "s->b")  # SN-Net families where the replication's front falls behind
+
+
+def distilled_dir(r: dict[str, Any], method: str, pools_root: Path) -> Path:
+    """The distilled pool a replication method was stitched and fine-tuned from (``lgp-d{depth}-distilled`` beside
+    its pool directory), checked against the instances' top-1 the replication recorded right after distillation."""
+    m = r["methods"][method]
+    path = pools_root / Path(m["pool_dir"]).parent / f"lgp-d{m['depth']}-distilled"
+    inst = path / "instances.json"
+    if not (path / "pool.json").is_file() or not inst.is_file():
+        raise BenchmarkInputError(f"distilled pool {path} of {method} not found: run benchmarks/paper_replication.py "
+                                  "here first, or point --pools-root at the checkout that ran it")
+    if json.loads(inst.read_text()) != m["instances_after_distill"]:
+        raise BenchmarkInputError(f"{path}: its instances' top-1 differ from what the replication recorded for "
+                                  f"{method}: not the replication's distilled pool")
+    return path
+
+
+def run_variant(distilled: str, settings: dict[str, Any], out_dir: str, threads: int, quiet: bool) -> dict[str, Any]:
+    """Stitch and fine-tune a copy of ``distilled`` with ``settings`` (the replication's with a variant's changes),
+    score it before and after fine-tuning; cached in ``out_dir/result.json``. Runs in a worker process."""
+    import torch
+    from paper_replication import finetune_request, pool_rows, train_cfg
+
+    from lgp_edge.pool.evaluate import evaluate_pool
+    from lgp_edge.pool.finetune import finetune_pool
+    from lgp_edge.pool.pool import read_manifest
+    from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
+    from lgp_edge.progress import stderr_reporter
+    from lgp_edge.specs import content_hash
+
+    s = settings
+    out = Path(out_dir)
+    done = out / "result.json"
+    fingerprint = content_hash({"stage": "finetune-recipes", "distilled": read_manifest(distilled).files,
+                                "settings": s})
+    if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
+        return json.loads(done.read_text())
+    torch.set_num_threads(threads)
+    rep = stderr_reporter(quiet)
+    pool = out / "pool"
+    if out.exists():
+        shutil.rmtree(out)  # an interrupted or stale run of this benchmark: its own directory, redone
+    out.mkdir(parents=True)
+    t0 = time.time()
+    shutil.copytree(distilled, pool, ignore=shutil.ignore_patterns(".done.json", "instances.json"))
+    restitch_pool(RestitchRequest(pool=str(pool), data=s["data"], init=s["default_init"],
+                                  lstsq_images=s["lstsq_images"], stitch_steps=s["stitch_steps"]), train_cfg(s, 1), rep)
+    before = evaluate_pool(pool, s["data"], max_images=s["eval_images"], reporter=rep)
+    finetune_pool(finetune_request(pool, s), train_cfg(s, s["finetune_epochs"], warmup_epochs=s["finetune_warmup"]),
+                  rep)
+    evaluate_pool(pool, s["data"], max_images=s["eval_images"], reporter=rep)
+    res = {"fingerprint": fingerprint, **pool_rows(pool),
+           "top1_before_finetune": {d.key: d.top1 for d in before.descendants}, "wall_s": round(time.time() - t0, 1)}
+    write_json_atomic(done, res)
+    return res
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    rep_path = Path(args.replication)
+    r = read_replication(rep_path)
+    s = r["settings"]
+    init = s.get("default_init")
+    methods = [f"lgp_d{d}_{init}" for d in args.depths if f"lgp_d{d}_{init}" in r.get("methods", {})]
+    if "snnet" not in r.get("methods", {}) or len(methods) != len(args.depths):
+        raise BenchmarkInputError(f"{rep_path} has no SN-Net or no {init} pool of depth "
+                                  f"{' and '.join(map(str, args.depths))}: rerun paper_replication.py without --stages")
+    distilled = {m: distilled_dir(r, m, Path(args.pools_root)) for m in methods}
+    work = Path(args.work)
+    t0 = time.time()
+    results: dict[tuple[str, str], dict[str, Any]] = {}
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
+        futs = {ex.submit(run_variant, str(distilled[m]), {**s, **VARIANTS[v][0]}, str(work / v / m), 1,
+                          args.quiet): (v, m)
+                for v in args.variants for m in sorted(methods, reverse=True)}  # depth 9 first: the longer
+        for f in as_completed(futs):
+            v, m = futs[f]
+            results[(v, m)] = res = f.result()
+            recorded = r["methods"][m]["top1_before_finetune"]
+            drift = max(abs(res["top1_before_finetune"][k] - t) for k, t in recorded.items())
+            if drift > 0.05:
+                raise BenchmarkInputError(f"{v} {m}: the re-stitched pool scores up to {drift:.2f} points off the "
+                                          "replication's top-1 before fine-tuning: not the replication's recipe")
+            log.info("%s %s done in %.0f min", v, m, res["wall_s"] / 60)
+    return summarise(r, rep_path, methods, results, args, time.time() - t0)
+
+
+def _summary(r: dict[str, Any], methods: list[str], pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Goals of these pools against the replication's SN-Net (compute_goals), with the S-range misses."""
+    ms = {m: {**r["methods"][m], **pools[m]} for m in methods}
+    g = compute_goals({**ms, "snnet": r["methods"]["snnet"]}, r["settings"]["default_init"])
+    fam = g["front_by_snnet_family"]
+    stitched = [c["top1"] for m in methods for c in pools[m]["configs"] if "+" in c["key"]]
+    return {"front_share": g["front_share"], "front_delta_min": g["front_delta_min"], "front_held": g["front_held"],
+            "instances": g["instances"], "instances_held": g["instances_held"],
+            "every_descendant_min_top1": g["every_descendant_min_top1"],
+            "stitched_mean_top1": round(sum(stitched) / len(stitched), 3),
+            "s_range": {f: fam[f] for f in S_RANGE if f in fam}, "by_family": fam}
+
+
+def summarise(r: dict[str, Any], rep_path: Path, methods: list[str], results: dict[tuple[str, str], dict[str, Any]],
+              args: argparse.Namespace, wall_s: float) -> dict[str, Any]:
+    s = r["settings"]
+    base = {m: {k: r["methods"][m][k] for k in ("configs", "stored_params")} for m in methods}
+    variants = [{"name": "replication", "changes": {}, "what": "the replication's pools as committed",
+                 **_summary(r, methods, base)}]
+    for v in args.variants:
+        pools = {m: results[(v, m)] for m in methods}
+        top1 = {(m, c["key"]): c["top1"] for m in methods for c in r["methods"][m]["configs"]}
+        diffs = [c["top1"] - top1[(m, c["key"])] for m in methods for c in pools[m]["configs"]]
+        variants.append({"name": v, "changes": VARIANTS[v][0], "what": VARIANTS[v][1], **_summary(r, methods, pools),
+                         "vs_replication": {"better": sum(d > 0 for d in diffs), "worse": sum(d < 0 for d in diffs),
+                                            "descendants": len(diffs), "mean": round(sum(diffs) / len(diffs), 3),
+                                            "min": round(min(diffs), 2), "max": round(max(diffs), 2)},
+                         "pools": {m: {"configs": pools[m]["configs"], "wall_s": pools[m]["wall_s"]} for m in methods}})
+    return {**follow_up_header("finetune_recipes", r, rep_path, args.argv), "jobs": args.jobs, "methods": methods,
+            "budget": {k: s[k] for k in ("finetune_epochs", "finetune_warmup", "batch_size", "lr", "instance_lr_scale",
+                                         "anchors", "stitch_epochs", "default_init", "stitch_steps", "eval_images")},
+            "goals": {"share": GOALS["front_share_at_least"], "delta": GOALS["front_delta_min_at_least"]},
+            "variants": variants, "wall_s": round(wall_s, 1)}
+
+
+def render_markdown(x: dict[str, Any], json_path: str) -> str:
+    b = x["budget"]
+    wall = sum(p["wall_s"] for v in x["variants"] for p in (v.get("pools") or {}).values())
+    lines = [
+        f"{'QUICK RUN (smoke settings; not a result). ' if x['quick'] else ''}"
+        f"`{x['command'].strip()}` ({x['cpu']}, code {x['code_version']}, {x['date']}): the replication's distilled "
+        f"pools ({', '.join(x['methods'])}), stitched as it did ({b['default_init']}), fine-tuned for its "
+        f"{b['finetune_epochs']} epoch(s) with one change of its recipe (lr {b['lr']}, instances "
+        f"x{b['instance_lr_scale']}, anchors {'on' if b['anchors'] else 'off'}, uniform sampling) per row; "
+        f"{wall / 60:.0f} min of training and "
+        "evaluation on one thread each. Fronts against the replication's SN-Net, which keeps its recipe.",
+        "",
+        "| recipe | front >= SN-Net | worst delta | S / S->B configs at or ahead | stitched mean top-1 | "
+        "min top-1 | instances after fine-tuning (after distillation) | vs the replication per descendant |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for v in x["variants"]:
+        s_range = v["s_range"]
+        ahead = sum(f["lgp_at_or_ahead"] for f in s_range.values())
+        configs = sum(f["configs"] for f in s_range.values())
+        inst = ", ".join(f"{k.split(':')[1]} {i['after_finetune']:.2f} ({i['after_distill']:.2f})"
+                         for k, i in v["instances"].items())
+        vs = v.get("vs_replication")
+        vs_text = (f"better {vs['better']}/{vs['descendants']}, mean {vs['mean']:+.2f} "
+                   f"({vs['min']:+.2f}..{vs['max']:+.2f})" if vs else "")
+        lines.append(f"| `{v['name']}`: {v['what']} | {v['front_share']:.1%} | {v['front_delta_min']:+.2f} | "
+                     f"{ahead}/{configs} | {v['stitched_mean_top1']:.2f} | {v['every_descendant_min_top1']:.2f} | "
+                     f"{inst} | {vs_text} |")
+    lines += ["", f"Goals: front share >= {x['goals']['share']:.0%}, worst delta >= {x['goals']['delta']:+.1f}; "
+              "instances at or above their top-1 right after distillation. "
+              f"Full numbers: [`{json_path}`]({json_path}).",
+              ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--replication", default=str(ROOT / "benchmarks" / "results" / "paper_replication.json"),
+                   help="paper_replication.py results: the pools, SN-Net configs and fine-tuning settings")
+    p.add_argument("--pools-root", default=str(ROOT),
+                   help="the checkout whose benchmarks/.cache holds the replication's pools (default this one)")
+    p.add_argument("--work", default=str(ROOT / "benchmarks" / ".cache" / "finetune-recipes"),
+                   help="cached results and pools per variant")
+    p.add_argument("--variants", type=lambda t: [v for v in t.split(",") if v], required=True, metavar="NAME,...",
+                   help=f"recipes to run, of: {', '.join(VARIANTS)}")
+    p.add_argument("--depths", type=lambda t: [int(d) for d in t.split(",") if d], default=[6, 9], metavar="D,...",
+                   help="pools to fine-tune (default 6,9)")
+    p.add_argument("--jobs", type=int, default=1, help="pools fine-tuned at once, one thread each")
+    p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/finetune_recipes.json, "
+                                               "or finetune_recipes_quick.json for a quick replication)")
+    p.add_argument("--md-out", default=None, help="README section (default benchmarks/FINETUNE_RECIPES.md; quick "
+                                                  "replications: inside --work)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    bad = (f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}" if unknown
+           else "--variants: none given" if not args.variants
+           else f"--jobs must be 1 or more, got {args.jobs}" if args.jobs < 1
+           else f"--depths must be 6 and/or 9, got {args.depths}" if not args.depths or set(args.depths) - {6, 9}
+           else None)
+    if bad:
+        print(f"finetune_recipes: {bad}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        x = run(args)
+    except BenchmarkInputError as e:
+        print(f"finetune_recipes: {e}", file=sys.stderr)
+        return 2
+    quick = "_quick" if x["quick"] else ""
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"finetune_recipes{quick}.json")
+    md = Path(args.md_out or (Path(args.work) / "FINETUNE_RECIPES.md" if x["quick"]
+                              else ROOT / "benchmarks" / "FINETUNE_RECIPES.md"))
+    for path in (out, md):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, x)
+    write_text_atomic(md, render_markdown(x, repo_path(out)))
+    print(json.dumps([{k: v[k] for k in ("name", "front_share", "front_delta_min", "instances_held")}
+                      for v in x["variants"]], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
