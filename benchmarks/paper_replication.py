@@ -69,7 +69,7 @@ OWN_FILES = (DONE, "instances.json", "anchors.json")  # what this script writes 
 FULL = {"ancestry_epochs": 30, "ancestry_lr": 2e-3, "ancestry_warmup": 2.0, "ancestry_steps": None,
         "ancestry_cycles": [{"epochs": 15, "lr": 1e-3, "warmup": 1.0}],
         "distill_epochs": 3, "distill_width_epochs": {"ti": 10}, "distill_lr": 1e-3, "distill_warmup": 0.25,
-        "finetune_epochs": 2, "finetune_warmup": 0.1, "stitch_epochs": 0, "instance_lr_scale": 0.3, "anchors": True,
+        "finetune_epochs": 2, "finetune_warmup": 0.1, "stitch_epochs": 0, "instance_lr_scale": 1.0, "anchors": True,
         "stitch_steps": 300, "inits": ["learned", "lstsq", "lstsq-kd"], "inits_d9": ["learned", "lstsq-kd"],
         "default_init": "lstsq-kd", "aux_init": "ancestry", "steps_per_epoch": None, "eval_images": None,
         "batch_size": 256, "lr": 5e-4, "seed": 0, "vanilla_narrow": (3, 0), "lstsq_images": 100}
@@ -234,14 +234,16 @@ def pool_rows(path: Path) -> dict[str, Any]:
 
 def finetune_request(path: Path, s: dict[str, Any]) -> FinetuneRequest:
     return FinetuneRequest(pool=str(path), data=s["data"], stitch_epochs=s["stitch_epochs"],
-                           instance_lr_scale=s["instance_lr_scale"], anchors=s["anchors"])
+                           instance_lr_scale=s["instance_lr_scale"], anchors=s["anchors"],
+                           sampling=s.get("sampling", "uniform"))
 
 
 def finetune_flags(s: dict[str, Any], *, snnet: bool = False) -> str:
     """The fine-tuning recipe as flags of ``pool finetune`` (``baseline snnet`` names ``--anchors``
     ``--finetune-anchors``: its ``--anchors`` lists timm models for ``--plan``)."""
     flags = f"--stitch-epochs {s['stitch_epochs']} --instance-lr-scale {s['instance_lr_scale']}"
-    return flags + ((" --finetune-anchors" if snnet else " --anchors") if s["anchors"] else "")
+    flags += (" --finetune-anchors" if snnet else " --anchors") if s["anchors"] else ""
+    return flags + (f" --sampling {s['sampling']}" if s.get("sampling", "uniform") != "uniform" else "")
 
 
 def width_epochs(s: dict[str, Any]) -> tuple[tuple[str, int], ...]:

@@ -3,7 +3,7 @@
     python benchmarks/render_readme.py
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = latency, paper, widths, ceiling, switchable, int8. Numbers are never typed into the README by hand.
+NAME = latency, paper, widths, ceiling, recipes, switchable, int8. Numbers are never typed into the README by hand.
 """
 
 from __future__ import annotations
@@ -144,6 +144,10 @@ def ceiling() -> str:
     return "\n".join(_section(p.name) for p in [ROOT / "benchmarks" / "STITCH_CEILING.md", *longer])
 
 
+def recipes() -> str:
+    return _section("FINETUNE_RECIPES.md")
+
+
 def main() -> None:
     import argparse
 
@@ -151,7 +155,7 @@ def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
     for name, render in (("latency", latency), ("paper", paper), ("widths", widths), ("ceiling", ceiling),
-                         ("switchable", switchable), ("int8", int8)):
+                         ("recipes", recipes), ("switchable", switchable), ("int8", int8)):
         pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no <!-- {name}:begin/end --> block")

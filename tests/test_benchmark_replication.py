@@ -93,6 +93,7 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     assert e.value.code == 2
     widths_argv = _check_pool_widths(tmp_path, r3)
     _check_stitch_ceiling(tmp_path, r3, capsys)
+    _check_finetune_recipes(tmp_path, r3, capsys)
     # new weights at the same ancestry path: a stage trained from the old ones is not reused
     from safetensors.torch import load_file, save_file
 
@@ -200,6 +201,52 @@ def _check_stitch_ceiling(tmp_path: Path, rep: dict, capsys: pytest.CaptureFixtu
     assert json.loads(cached.read_text())["fingerprint"] != "other-pool"
 
 
+def _check_finetune_recipes(tmp_path: Path, rep: dict, capsys: pytest.CaptureFixture) -> None:
+    """benchmarks/finetune_recipes.py on the replication just written: its distilled pools stitched as it did (the
+    top-1 before fine-tuning checked against it), fine-tuned under each variant, scored against its SN-Net."""
+    fr = _load("finetune_recipes")
+    rep_path = tmp_path / "results" / "paper_replication_quick.json"
+    out, work = tmp_path / "results" / "finetune_recipes_quick.json", tmp_path / "cache" / "recipes"
+    argv = ["--replication", str(rep_path), "--work", str(work), "--variants", "flops-bucket,instance-lr-1",
+            "--jobs", "2", "--out", str(out), "--quiet"]
+    assert fr.main([*argv, "--variants", "flops-bucket,bogus"]) == 2 and not out.exists()
+    assert fr.main([*argv, "--depths", "7"]) == 2 and not out.exists()
+    moved = json.loads(rep_path.read_text())  # results whose distilled pool is not where they say
+    moved["methods"]["lgp_d9_lstsq-kd"]["pool_dir"] = "benchmarks/.cache/no-such-run/lgp_d9_lstsq-kd"
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    assert fr.main(["--replication", str(tmp_path / "moved.json"), *argv[2:]]) == 2 and not out.exists()
+    other = json.loads(rep_path.read_text())  # results of another distillation
+    other["methods"]["lgp_d6_lstsq-kd"]["instances_after_distill"]["ti6.0-5"] += 1.0
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert fr.main(["--replication", str(tmp_path / "other.json"), *argv[2:]]) == 2 and not out.exists()
+    assert "not the replication's distilled pool" in capsys.readouterr().err
+    assert fr.main(argv) == 0
+    x = json.loads(out.read_text())
+    assert x["quick"] is True and x["methods"] == ["lgp_d6_lstsq-kd", "lgp_d9_lstsq-kd"]
+    assert [v["name"] for v in x["variants"]] == ["replication", "flops-bucket", "instance-lr-1"]
+    base = x["variants"][0]
+    assert base["front_share"] == rep["goals"]["front_share"] and base["instances"] == rep["goals"]["instances"]
+    for v in x["variants"][1:]:
+        for m in x["methods"]:
+            assert [c["key"] for c in v["pools"][m]["configs"]] == [c["key"] for c in rep["methods"][m]["configs"]]
+            assert all(0.0 <= c["top1"] <= 100.0 for c in v["pools"][m]["configs"])
+            entry = json.loads((work / v["name"] / m / "pool" / "pool.json").read_text())["history"][-1]
+            assert entry["stage"] == "finetune" and entry["anchors"] is True
+            assert (entry["sampling"], entry["instance_lr_scale"]) == {
+                "flops-bucket": ("flops-bucket", 0.3), "instance-lr-1": ("uniform", 1.0)}[v["name"]]
+        vs = v["vs_replication"]
+        assert vs["descendants"] == 45 and vs["better"] + vs["worse"] <= 45 and vs["min"] <= vs["mean"] <= vs["max"]
+    md = (work / "FINETUNE_RECIPES.md").read_text()
+    assert "QUICK RUN" in md and all(f"`{v['name']}`" in md for v in x["variants"])
+    # a second run reuses both variants' results; a stale fingerprint is redone
+    assert fr.main(argv) == 0
+    assert json.loads(out.read_text())["variants"] == x["variants"]
+    cached = work / "flops-bucket" / "lgp_d6_lstsq-kd" / "result.json"
+    cached.write_text(json.dumps({**json.loads(cached.read_text()), "fingerprint": "other"}))
+    assert fr.main(argv) == 0
+    assert json.loads(cached.read_text())["fingerprint"] != "other"
+
+
 def test_stitch_ceiling_candidates_of_the_committed_replication() -> None:
     """For each SN-Net config ahead of the committed front: its most accurate stitched descendant and the one with
     the most FLOPs within its FLOPs (pinned on benchmarks/results/paper_replication.json)."""
@@ -229,7 +276,8 @@ def _check_commands(commands: dict[str, str]) -> None:
                 parsed[stage, argv[1], argv[2] if len(argv) > 2 else ""] = parser.parse_args(argv[1:])
     snnet = parsed["snnet", "baseline", "snnet"]
     assert snnet.width_epochs == (("ti", 2),)
-    assert finetune_recipe(snnet) == {"stitch_epochs": 0, "instance_lr_scale": 0.3, "anchors": True}
+    assert finetune_recipe(snnet) == {"stitch_epochs": 0, "instance_lr_scale": _bench().FULL["instance_lr_scale"],
+                                      "anchors": True, "sampling": "uniform"}
     assert parsed["lgp_d6_distill", "pool", "build"].width_epochs == (("ti", 2),)
     assert finetune_recipe(parsed["lgp_d6_lstsq-kd", "pool", "finetune"])["anchors"] is True
 

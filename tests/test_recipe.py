@@ -11,7 +11,7 @@ from helpers import make_tiny_pool
 
 from lgp_edge.cli import main
 from lgp_edge.datasets import open_data
-from lgp_edge.pool.kd import FinetuneObjective, descendant_sampler
+from lgp_edge.pool.kd import SAMPLINGS, FinetuneObjective, descendant_sampler, flops_bucket_sampler, flops_groups
 from lgp_edge.pool.pool import load_pool, load_pool_ancestry
 from lgp_edge.pool.stitch_init import init_stitches, lstsq_images, mean_r2, stitch_r2, stitched_indices, tune_stitches
 from lgp_edge.train import TrainConfig, make_optimizer
@@ -69,6 +69,20 @@ def test_anchors_and_instance_lr_scale(tmp_path: Path) -> None:
     assert {pick(s)["index"] for s in range(50)} == {2, 3, 4}
 
 
+def test_flops_groups_follow_sn_netv2_and_the_bucket_sampler_draws_groups_alike() -> None:
+    # range 0..100 in 10 steps of 10: a group takes what lies within 10 above its first member
+    flops = [50, 0, 5, 10, 11, 100, 12, 95, 21]
+    assert flops_groups(flops) == [[1, 2, 3], [4, 6, 8], [0], [7, 5]]
+    assert flops_groups([7, 7, 7]) == [[0, 1, 2]]  # one FLOPs value: one group
+    draw = flops_bucket_sampler(0, flops)
+    picks = [draw(s)["index"] for s in range(4000)]
+    assert set(picks) == set(range(len(flops)))
+    # each group a quarter of the draws, whatever its size: the lone 50 as often as 0, 5 and 10 together
+    assert abs(picks.count(0) / 4000 - 0.25) < 0.03
+    assert abs(sum(picks.count(i) for i in (1, 2, 3)) / 4000 - 0.25) < 0.03
+    assert picks == [draw(s)["index"] for s in range(4000)], "seeded by the step: the same on every rank"
+
+
 def test_cli_lstsq_kd_build_and_phased_finetune(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     anc, pool = tmp_path / "anc", tmp_path / "pool"
     assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(anc),
@@ -80,15 +94,20 @@ def test_cli_lstsq_kd_build_and_phased_finetune(tmp_path: Path, capsys: pytest.C
     assert manifest["stitch_init"] == "lstsq-kd" and init["stage"] == "stitch-init"
     assert init["stitch_steps"] == 2 and init["images"] == 512  # synthetic data has 512 training images
     assert main(["pool", "finetune", str(pool), "--data", "synthetic", "--stitch-epochs", "1", "--anchors",
-                 "--instance-lr-scale", "0.2", *QUICK]) == 0
+                 "--instance-lr-scale", "0.2", "--sampling", "flops-bucket", *QUICK]) == 0
     entry = json.loads((pool / "pool.json").read_text())["history"][-1]
     assert entry["stage"] == "finetune" and entry["stitch_epochs"] == 1 and len(entry["stitch_epoch_loss"]) == 1
-    assert entry["anchors"] is True and entry["instance_lr_scale"] == 0.2
+    assert entry["anchors"] is True and entry["instance_lr_scale"] == 0.2 and entry["sampling"] == "flops-bucket"
     assert not (pool / "finetune.ckpt").exists() and not (pool / "finetune-stitch.ckpt").exists()
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         main(["pool", "finetune", str(pool), "--data", "synthetic", "--stitch-epochs", "-1", *QUICK])
     assert exc.value.code == 2 and "--stitch-epochs" in capsys.readouterr().err
+    for argv in (["pool", "finetune", str(pool)], ["baseline", "snnet"]):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, "--data", "synthetic", "--sampling", "flops", *QUICK])
+        assert exc.value.code == 2 and "--sampling" in capsys.readouterr().err
+    assert SAMPLINGS == ("uniform", "flops-bucket")  # the CLI's choices
 
 
 def test_cli_pool_stitch_reports_r2_and_drops_stale_eval(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

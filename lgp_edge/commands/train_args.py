@@ -38,12 +38,15 @@ def add_finetune_recipe(p: argparse.ArgumentParser, *, anchors_flag: str = "--an
                    help=f"{prefix}{members}' learning rate as a fraction of the stitches' (default 1)")
     p.add_argument(anchors_flag, dest="anchors_each_step", action="store_true",
                    help=f"{prefix}also train each {members[:-1]} model alone in every step (keeps Ti and B accurate)")
+    p.add_argument("--sampling", choices=("uniform", "flops-bucket"), default="uniform",  # pool.kd.SAMPLINGS
+                   help=f"{prefix}how each step draws its model: uniform (the paper's, default) or flops-bucket "
+                        "(a FLOPs range first, then a model in it; SN-Netv2)")
 
 
 def finetune_recipe(args: argparse.Namespace) -> dict:
     """``FinetuneRequest`` fields from the flags of ``add_finetune_recipe``."""
     return {"stitch_epochs": args.stitch_epochs, "instance_lr_scale": args.instance_lr_scale,
-            "anchors": args.anchors_each_step}
+            "anchors": args.anchors_each_step, "sampling": args.sampling}
 
 
 def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int = 256, lr: float = 5e-4,

@@ -2,7 +2,8 @@
 on ``0.5 * CE(y) + 0.5 * KL(ancestry || student, tau)``; all instances and stitches are shared, so each
 step updates the pool. The draw is seeded by the step number, identical on every rank.
 
-Beyond the paper's recipe, three options keep the shared blocks from being wrecked by the stitched
+Beyond the paper's recipe, ``sampling="flops-bucket"`` draws a FLOPs group first, then a descendant in it
+(SN-Netv2), and three options keep the shared blocks from being wrecked by the stitched
 descendants (each recorded in the pool's history): ``stitch_epochs`` of stitch-only training first
 (instances frozen), ``instance_lr_scale`` for the instances' learning rate in the joint phase, and
 ``anchors``: the instance models alone trained in every step beside the drawn descendant.
@@ -18,8 +19,9 @@ from pathlib import Path
 
 from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
+from lgp_edge.models.plan import descendant_flops
 from lgp_edge.pool.evaluate import DESCENDANTS
-from lgp_edge.pool.kd import FinetuneObjective, descendant_sampler
+from lgp_edge.pool.kd import SAMPLINGS, FinetuneObjective, descendant_sampler, flops_bucket_sampler
 from lgp_edge.pool.pool import PoolManifest, load_pool, load_pool_ancestry, save_pool
 from lgp_edge.pool.restitch import apply_init
 from lgp_edge.pool.stitch_init import INITS, tune_stitches
@@ -44,12 +46,15 @@ class FinetuneRequest:
     stitch_epochs: int = 0  # stitch-only epochs (instances frozen) before the joint phase
     instance_lr_scale: float = 1.0  # instances' learning rate / stitches' in the joint phase
     anchors: bool = False  # train the instance models alone in every step too
+    sampling: str = "uniform"  # uniform | flops-bucket: how each step draws its descendant
 
 
 def _check(req: FinetuneRequest) -> None:
     check_data_name(req.data)
     if req.init is not None and req.init not in INITS:
         raise UsageError(f"--init must be one of {', '.join(INITS)}")
+    if req.sampling not in SAMPLINGS:
+        raise UsageError(f"--sampling must be one of {', '.join(SAMPLINGS)}, got {req.sampling!r}")
     if req.stitch_epochs < 0:
         raise UsageError(f"--stitch-epochs must be 0 or more, got {req.stitch_epochs}")
     if not (0.0 <= req.instance_lr_scale <= 10.0):
@@ -89,16 +94,22 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
                                          fingerprint=fp).epoch_loss)
     objective = FinetuneObjective(pool, teacher, req.tau, anchors=req.anchors,
                                   instance_lr_scale=req.instance_lr_scale)
-    fingerprint = content_hash({"stage": "finetune", "cfg": cfg.identity(), "stitch_epochs": stitch_epochs,
-                                "instance_lr_scale": req.instance_lr_scale, "anchors": req.anchors, **base})
+    recipe = {"stitch_epochs": stitch_epochs, "instance_lr_scale": req.instance_lr_scale, "anchors": req.anchors}
+    if req.sampling != "uniform":  # (uniform runs keep the fingerprint they had before sampling was an option)
+        recipe["sampling"] = req.sampling
+    fingerprint = content_hash({"stage": "finetune", "cfg": cfg.identity(), **recipe, **base})
+    descendants = pool.descendants()
+    if req.sampling == "flops-bucket":
+        sampler = flops_bucket_sampler(cfg.seed, [descendant_flops(pool.spec, d) for d in descendants])
+    else:
+        sampler = descendant_sampler(cfg.seed, len(descendants))
     result = fit(objective, data.train, cfg, description="finetune", ckpt_dir=Path(req.pool) / CKPT,
-                 resume=resuming_joint, fingerprint=fingerprint,
-                 step_kwargs=descendant_sampler(cfg.seed, len(pool.descendants())), reporter=reporter)
+                 resume=resuming_joint, fingerprint=fingerprint, step_kwargs=sampler, reporter=reporter)
     entry = {"stage": "finetune", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
              "wall_s": round(time.time() - t0, 1), "data": req.data, "config": cfg.to_dict(), "tau": req.tau,
              "init": init or manifest.stitch_init, "epoch_loss": list(result.epoch_loss),
              "stitch_epochs": stitch_epochs, "stitch_epoch_loss": stitch_loss,
-             "instance_lr_scale": req.instance_lr_scale, "anchors": req.anchors,
+             "instance_lr_scale": req.instance_lr_scale, "anchors": req.anchors, "sampling": req.sampling,
              "resumed_from_step": result.resumed_from}
     manifest = manifest.replace(stage="finetuned", stitch_init=init or manifest.stitch_init,
                                 history=manifest.history + (entry,), descendants=())

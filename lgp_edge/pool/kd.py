@@ -56,8 +56,39 @@ class FinetuneObjective(nn.Module):
         return loss
 
 
+SAMPLINGS = ("uniform", "flops-bucket")
+FLOPS_GROUPS = 10  # flops-bucket: the FLOPs range in this many equal steps
+
+
 def descendant_sampler(seed: int, count: int | list[int]):
     """step -> {"index": i}: one descendant uniformly at random (of ``range(count)`` or of the given
     indices), the same on every rank."""
     choices = list(range(count)) if isinstance(count, int) else list(count)
     return lambda step: {"index": choices[step_rng(seed, step).randrange(len(choices))]}
+
+
+def flops_groups(flops: list[int], groups: int = FLOPS_GROUPS) -> list[list[int]]:
+    """Indices of ``flops`` grouped as SN-Netv2's FLOPs-bucket sampling does: in order of FLOPs, a new group starts
+    at the first descendant more than one step (the FLOPs range / ``groups``) above its group's first."""
+    order = sorted(range(len(flops)), key=lambda i: (flops[i], i))
+    step = (flops[order[-1]] - flops[order[0]]) / groups if order else 0.0
+    out: list[list[int]] = []
+    for i in order:
+        if out and flops[i] - flops[out[-1][0]] <= step:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+def flops_bucket_sampler(seed: int, flops: list[int], groups: int = FLOPS_GROUPS):
+    """step -> {"index": i}: a FLOPs group (``flops_groups``) uniformly at random, then a descendant of it
+    uniformly (SN-Netv2's resource-constrained sampling), so every FLOPs range is trained alike however many
+    descendants crowd into it; the same on every rank."""
+    buckets = flops_groups(flops, groups)
+
+    def draw(step: int) -> dict[str, int]:
+        rng = step_rng(seed, step)
+        bucket = buckets[rng.randrange(len(buckets))]
+        return {"index": bucket[rng.randrange(len(bucket))]}
+    return draw
