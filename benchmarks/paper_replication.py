@@ -216,8 +216,9 @@ def _chain_wall_s(meta: dict[str, Any]) -> float:
 
 
 def anc_key(anc: str, s: dict[str, Any]) -> dict[str, str]:
-    """The ancestry in a stage's reuse key: its path and its weights' digest (a path can hold new weights)."""
-    return {"anc": anc, "anc_sha256": s["ancestry_sha256"]}
+    """The ancestry in a stage's reuse key: its path (relative to the checkout, so that a moved clone reuses its
+    cache) and its weights' digest (a path can hold new weights)."""
+    return {"anc": repo_path(anc), "anc_sha256": s["ancestry_sha256"]}
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
