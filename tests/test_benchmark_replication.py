@@ -82,6 +82,14 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     assert bench.main(argv) == 0
     r2 = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
     assert r2["claims"] == r["claims"] and r2["ancestry"]["reused_from_cache"] is True
+    # what an invocation reused is said, so that its wall time is not read as a whole run's
+    assert r["reused_stages"] == ["lgp-d6-distilled", "lgp-d9-distilled", "lgp_d6_learned", "lgp_d6_lstsq",
+                                  "lgp_d6_lstsq-kd", "lgp_d9_learned", "scratch"]  # the --stages runs' above
+    assert len(r2["reused_stages"]) == 10 and "snnet" in r2["reused_stages"]
+    many = {"settings": {"jobs": 2}, "timing_s": {"snnet": 600.0, "scratch": 120.0, "total_this_invocation": 610.0}}
+    assert "the run took **10 min of wall time**" in bench.compute_text(many)
+    assert bench.compute_text({**many, "reused_stages": ["scratch"]}).startswith(
+        "this invocation took 10 min of wall time as 2 parallel lanes of one thread each and reused 1 stage(s)")
     # fewer depth-9 inits: the same finished stages, the learned depth-9 copy left out and said so
     assert bench.main([*argv, "--inits-d9", "lstsq-kd"]) == 0
     r3 = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
