@@ -145,7 +145,9 @@ def ceiling() -> str:
 
 
 def recipes() -> str:
-    return _section("FINETUNE_RECIPES.md")
+    """benchmarks/FINETUNE_RECIPES.md, then screens against later replications (FINETUNE_RECIPES_*.md)."""
+    later = sorted(ROOT.joinpath("benchmarks").glob("FINETUNE_RECIPES_*.md"))
+    return "\n".join(_section(p.name) for p in [ROOT / "benchmarks" / "FINETUNE_RECIPES.md", *later])
 
 
 def main() -> None:
