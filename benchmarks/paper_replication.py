@@ -93,6 +93,16 @@ def read_replication(path: Path, why: str = "") -> dict[str, Any]:
         raise BenchmarkInputError(f"{path} is not a paper_replication.py results file ({e})") from None
 
 
+def add_follow_up_args(p: argparse.ArgumentParser, work: str, work_help: str) -> None:
+    """The arguments of a benchmark that starts from this one's results and pools: --replication, --pools-root,
+    --work (default benchmarks/.cache/WORK)."""
+    p.add_argument("--replication", default=str(ROOT / "benchmarks" / "results" / "paper_replication.json"),
+                   help="paper_replication.py results: the pools, SN-Net configs and fine-tuning settings")
+    p.add_argument("--pools-root", default=str(ROOT),
+                   help="the checkout whose benchmarks/.cache holds the replication's pools (default this one)")
+    p.add_argument("--work", default=str(ROOT / "benchmarks" / ".cache" / work), help=work_help)
+
+
 def follow_up_header(benchmark: str, rep: dict[str, Any], rep_path: Path, argv: list[str]) -> dict[str, Any]:
     """What a follow-up benchmark's results record first: itself, when, which code and CPU, which replication."""
     return {"benchmark": benchmark, "quick": bool(rep["quick"]),

@@ -34,7 +34,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_demo_pool import repo_path  # noqa: E402
-from paper_replication import BenchmarkInputError, follow_up_header, read_replication  # noqa: E402
+from paper_replication import (  # noqa: E402
+    BenchmarkInputError,
+    add_follow_up_args,
+    follow_up_header,
+    read_replication,
+)
 
 from lgp_edge.baselines.claims import GOALS, front_deltas  # noqa: E402
 from lgp_edge.fileio import write_json_atomic, write_text_atomic  # noqa: E402
@@ -244,12 +249,7 @@ def render_markdown(x: dict[str, Any], json_path: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--replication", default=str(ROOT / "benchmarks" / "results" / "paper_replication.json"),
-                   help="paper_replication.py results: the pools, SN-Net configs and fine-tuning settings")
-    p.add_argument("--pools-root", default=str(ROOT),
-                   help="the checkout whose benchmarks/.cache holds the replication's pools (default this one)")
-    p.add_argument("--work", default=str(ROOT / "benchmarks" / ".cache" / "stitch-ceiling"),
-                   help="cached results and checkpoints per candidate")
+    add_follow_up_args(p, "stitch-ceiling", "cached results and checkpoints per candidate")
     p.add_argument("--epochs", type=int, default=None,
                    help="epochs each candidate trains alone (default: the replication's fine-tuning epochs)")
     p.add_argument("--jobs", type=int, default=1, help="candidates trained at once, one thread each")
