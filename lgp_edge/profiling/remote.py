@@ -15,6 +15,7 @@ import logging
 import shlex
 import shutil
 import subprocess
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,25 +39,30 @@ def _run(argv: Sequence[str], timeout: float, what: str) -> subprocess.Completed
         raise TargetUnreachable(f"{what}: no answer within {timeout:g} s") from None
 
 
-class Transport:
+class Transport(ABC):
     """Copy files to a device, run an argv there, remove files."""
 
     name = "transport"
 
+    @abstractmethod
     def check(self) -> None:
-        raise NotImplementedError
+        """Raise ``TargetUnreachable`` when the device does not answer."""
 
+    @abstractmethod
     def mkdtemp(self) -> str:
-        raise NotImplementedError
+        """A fresh directory on the device; its path."""
 
+    @abstractmethod
     def put(self, local: Path, remote: str) -> None:
-        raise NotImplementedError
+        """Copy one local file to ``remote`` on the device."""
 
+    @abstractmethod
     def run(self, argv: Sequence[str], timeout: float = BENCH_TIMEOUT_S) -> str:
-        raise NotImplementedError
+        """Run ``argv`` on the device; its stdout."""
 
+    @abstractmethod
     def remove(self, remote_dir: str) -> None:
-        raise NotImplementedError
+        """Remove a directory ``mkdtemp`` made."""
 
 
 class SSHTransport(Transport):
