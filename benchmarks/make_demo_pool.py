@@ -11,6 +11,7 @@ write ``provenance`` (command, dataset, date, code version, settings) into pool.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -69,7 +70,13 @@ def make_demo_pool(src: Path, dst: Path, data: str, provenance: dict, max_mb: fl
     transforms = load_pool_transforms(src, manifest) if TRANSFORMS in manifest.files else None
     src_images = next((h.get("images") for h in reversed(manifest.history) if h.get("stage") == "eval"), None)
     src_top1 = {r.key: r.top1 for r in manifest.descendants}
-    base = manifest.replace(descendants=(), provenance={})
+    # The shipped spec names the ancestry weights as a repository path, not this machine's directory (pool_id
+    # does not depend on it either way).
+    anc_spec = manifest.spec.ancestry
+    if anc_spec.checkpoint is not None:
+        anc_spec = dataclasses.replace(anc_spec, checkpoint=repo_path(anc_spec.checkpoint))
+    base = manifest.replace(descendants=(), provenance={},
+                            spec=dataclasses.replace(manifest.spec, ancestry=anc_spec))
     with tempfile.TemporaryDirectory() as tmp:
         trial = Path(tmp) / "pool"
         kept = {}

@@ -68,6 +68,12 @@ class AncestrySpec(_Record):
     def num_tokens(self) -> int:
         return (self.img_size // self.patch_size) ** 2 + 1  # patches + class token
 
+    def identity(self) -> dict[str, Any]:
+        """The network, for hashes: where its weights were read from is provenance, not identity (the same
+        weights read from a moved checkout or another machine are the same ancestry; their content is
+        hashed where it matters, e.g. the distillation's teacher digest)."""
+        return {**self.to_dict(), "checkpoint": None}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AncestrySpec:
         return cls(**d)
@@ -121,10 +127,14 @@ class PoolSpec(_Record):
     instances: tuple[InstanceSpec, ...]  # auxiliary models, narrowest first
     chains: str = "pairs"  # descendant families: "pairs" (the paper's) or "tsb" (adds Ti->S->B)
 
+    def identity(self) -> dict[str, Any]:
+        """The architecture, for hashes (pool_id, checkpoint fingerprints): no file path in it."""
+        return {"ancestry": self.ancestry.identity(), "depth": self.depth, "instances": self.instances,
+                "chains": self.chains}
+
     @property
     def pool_id(self) -> str:
-        return content_hash({"ancestry": self.ancestry, "depth": self.depth, "instances": self.instances,
-                             "chains": self.chains})
+        return content_hash(self.identity())
 
     def instance(self, name: str) -> InstanceSpec:
         for inst in self.instances:

@@ -76,3 +76,5 @@ def test_recorded_paths_are_relative_to_the_repository() -> None:
     shipped = json.loads((ROOT / "lgp_edge" / "data" / "demo_pool" / "pool.json").read_text())["provenance"]
     assert not any(word.startswith("/") for c in shipped["commands"] for word in shlex.split(c))
     assert not shipped["ancestry"]["path"].startswith("/") and not shipped["source_pool"].startswith("/")
+    spec = json.loads((ROOT / "lgp_edge" / "data" / "demo_pool" / "pool.json").read_text())["spec"]
+    assert spec["ancestry"]["checkpoint"] == shipped["ancestry"]["path"]  # not the building machine's directory

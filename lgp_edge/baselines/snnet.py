@@ -35,7 +35,7 @@ from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import init_stitches, lstsq_images
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, InstanceSpec, PoolSpec, content_hash
-from lgp_edge.train import TrainConfig, is_main
+from lgp_edge.train import TrainConfig, is_main, state_digest
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +149,9 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     objective = DistillObjective(teacher, students, narrow, teacher_dim=aspec.embed_dim, teacher_depth=aspec.depth,
                                  alpha=req.alpha, temperature=req.temperature)
     inherited = start_from_ancestry(objective, teacher, narrow) if req.aux_init == "ancestry" else None
-    fingerprint = content_hash({"stage": "snnet-anchors", "spec": spec, "cfg": cfg.to_dict(), "alpha": req.alpha,
-                                "T": req.temperature, "data": req.data, "aux_init": req.aux_init})
+    fingerprint = content_hash({"stage": "snnet-anchors", "spec": spec.identity(), "cfg": cfg.to_dict(),
+                                "alpha": req.alpha, "T": req.temperature, "data": req.data, "aux_init": req.aux_init,
+                                "teacher": state_digest(teacher)})
     width_epochs = dict(req.width_epochs)
     losses = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
                               fingerprint=fingerprint, resume=req.resume, description="distill anchors",

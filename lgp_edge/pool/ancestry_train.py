@@ -59,7 +59,7 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
         raise UsageError(f"--data {req.data} has {data.info.num_classes} classes; '{req.name}' has "
                          f"{spec.num_classes}: pick a variant with matching classes")
     objective = SupervisedObjective(model, req.smoothing)
-    fingerprint = content_hash({"stage": "ancestry", "spec": spec, "cfg": cfg.identity(), "data": req.data,
+    fingerprint = content_hash({"stage": "ancestry", "spec": spec.identity(), "cfg": cfg.identity(), "data": req.data,
                                 **({"initial": initial["sha256"]} if initial else {})})
     t0 = time.time()
     result = fit(objective, data.train, cfg, description=f"train {req.name}", ckpt_dir=Path(req.out) / "train.ckpt",

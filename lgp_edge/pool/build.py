@@ -102,7 +102,7 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
     objective = DistillObjective(teacher, pool.models, spec.instances, teacher_dim=aspec.embed_dim,
                                  teacher_depth=aspec.depth, alpha=req.alpha, temperature=req.temperature)
     inherited = start_from_ancestry(objective, teacher, spec.instances) if req.aux_init == "ancestry" else None
-    fingerprint = content_hash({"stage": "distill", "spec": spec, "cfg": cfg.identity(), "alpha": req.alpha,
+    fingerprint = content_hash({"stage": "distill", "spec": spec.identity(), "cfg": cfg.identity(), "alpha": req.alpha,
                                 "T": req.temperature, "data": req.data, "teacher": state_digest(teacher),
                                 "aux_init": req.aux_init})
     width_epochs = dict(req.width_epochs)

@@ -130,17 +130,21 @@ def read_manifest(path: str | Path) -> PoolManifest:
 def current_records(manifest: PoolManifest) -> PoolManifest:
     """The manifest without evaluated records whose descendant this version enumerates differently (other
     blocks or stitch layers under the same key, or a key it no longer has): their top-1 belongs to another
-    model. Such a pool needs 'lgp-edge pool eval' again; a warning says so."""
+    model. Such a pool needs 'lgp-edge pool eval' again; a warning says so.
+
+    A record's own ``pool_id`` is not compared but rewritten: the record lies in this pool's manifest, and
+    earlier lgp-edge versions hashed, into ``pool_id``, the directory the ancestry weights were read from."""
     if not manifest.descendants:
         return manifest
     current = {d.key: d for d in enumerate_descendants(manifest.spec)}
-    kept = tuple(r for r in manifest.descendants if current.get(r.key) == r.spec)
+    kept = tuple(dataclasses.replace(r, spec=current[r.key]) for r in manifest.descendants
+                 if r.key in current and (current[r.key].segments, current[r.key].stitches)
+                 == (r.spec.segments, r.spec.stitches))
     if len(kept) != len(manifest.descendants):
         log.warning("pool %s: %d evaluated descendant(s) were defined differently by the lgp-edge that evaluated "
                     "them and are dropped; run 'lgp-edge pool eval' again", manifest.spec.pool_id,
                     len(manifest.descendants) - len(kept))
-        manifest = manifest.replace(descendants=kept)
-    return manifest
+    return manifest.replace(descendants=kept)
 
 
 def verified_file(path: str | Path, manifest: PoolManifest, name: str) -> Path:
