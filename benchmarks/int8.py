@@ -2,6 +2,7 @@
 
     python benchmarks/int8.py                     # the full run (~15 min of one core)
     python benchmarks/int8.py --quick --out /tmp/int8.json   # a smoke run (one model, few images)
+    python benchmarks/int8.py --part accuracy     # redo the accuracy part only (a new demo pool)
 
 Two parts, one process, every model with 1 intra-op thread:
 
@@ -17,6 +18,10 @@ Two parts, one process, every model with 1 intra-op thread:
   Runtime) and int8 IR (OpenVINO), calibrated on ``--calib-images`` training images as ``lgp-edge export``
   does (same quantization code), on the first ``--images`` test images (default all 10,000 of Fashion-MNIST):
   top-1 of each, the change in points, and top-1 agreement with torch.
+
+The parts are independent (the speed part never reads the demo pool), so ``--part`` reruns one of them and
+keeps the other from the existing ``--out`` file; each part records the run that measured it (``run``: date,
+command, CPU, versions), and the README names both when they differ.
 
 This script is never imported by lgp_edge.
 """
@@ -42,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPEED_KEYS = ("ti6.0-5", "ti6.0-4+b6.5-5", "ti6.0-3+b6.4-5", "b6.0-5")  # 0.6 to 8.9 GFLOPs
 CONFIGS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"))
 GOALS = {"speedup": 1.8, "top1_change_points": 0.5}
+PARTS = ("all", "speed", "accuracy")
 
 
 def cpu_facts() -> dict:
@@ -188,6 +194,20 @@ def goals(res: dict) -> dict:
             for rt in ("onnxruntime", "openvino")}
 
 
+def kept_part(out: Path, part: str, quick: bool) -> dict | str:
+    """The ``part`` of an earlier full run in ``out``, with the run that measured it; or what is wrong."""
+    try:
+        earlier = json.loads(out.read_text())
+    except (OSError, ValueError) as exc:
+        return f"--part keeps the other part from --out, but '{out}' is not a readable results file ({exc})"
+    if not isinstance(earlier, dict) or not isinstance(earlier.get(part), dict):
+        return f"'{out}' has no {part} part to keep: run both parts (no --part) first"
+    if earlier.get("quick") and not quick:
+        return f"'{out}' is a --quick smoke run: its {part} part is not worth keeping; run both parts"
+    run = earlier[part].get("run") or {k: earlier.get(k) for k in ("when", "command", "machine", "versions")}
+    return {**earlier[part], "run": run}
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pool", default=None, help="pool for the accuracy part (default: the bundled demo pool)")
@@ -202,8 +222,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-round", type=int, default=3, help="timed runs per model and round")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: first speed key, 2 rounds, 2 descendants, 200 images")
+    p.add_argument("--part", choices=PARTS, default="all",
+                   help="run one part and keep the other from the existing --out file (default: both)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "int8.json"))
     args = p.parse_args(argv)
+    if args.part != "all":
+        args.kept = kept_part(Path(args.out), "accuracy" if args.part == "speed" else "speed", args.quick)
+        if isinstance(args.kept, str):
+            p.error(args.kept)
     if args.quick:
         args.speed_keys, args.rounds, args.per_round = args.speed_keys.split(",")[0], 2, 2
         args.accuracy_models, args.images = args.accuracy_models or 2, min(args.images, 200)
@@ -224,13 +250,18 @@ def main(argv: list[str] | None = None) -> int:
                  "versions": {"onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__,
                               "nncf": nncf.__version__, "torch": torch.__version__},
                  "goals": GOALS}
+    run = {k: res[k] for k in ("when", "command", "machine", "versions")}
     with tempfile.TemporaryDirectory(prefix="lgp-edge-int8-") as tmp:
-        print("speed (random-weight DeiT-Base-scale descendants):", file=sys.stderr, flush=True)
-        res["speed"] = speed(args, Path(tmp))
-        res["speed"]["wall_s"] = time.time() - t0
-        print("accuracy (demo pool):", file=sys.stderr, flush=True)
-        res["accuracy"] = accuracy(args, Path(tmp))
-        res["accuracy"]["wall_s"] = time.time() - t0 - res["speed"]["wall_s"]
+        for part, fn, what in (("speed", speed, "random-weight DeiT-Base-scale descendants"),
+                               ("accuracy", accuracy, "demo pool")):
+            if args.part not in ("all", part):
+                res[part] = args.kept
+                print(f"{part}: kept from {args.out} ({args.kept['run']['when']})", file=sys.stderr, flush=True)
+                continue
+            print(f"{part} ({what}):", file=sys.stderr, flush=True)
+            t = time.time()
+            res[part] = {**fn(args, Path(tmp)), "run": run}
+            res[part]["wall_s"] = time.time() - t
     res["verdict"] = goals(res)
     res["wall_s"], res["cpu_s"], res["machine"]["load_average_start"] = time.time() - t0, time.process_time(), load0
     res["machine"]["load_average_end"] = os.getloadavg()

@@ -84,15 +84,26 @@ def switchable() -> str:
     return "\n".join(out)
 
 
+def _int8_run(run: dict) -> str:
+    m, v = run["machine"], run["versions"]
+    vnni = "with" if (m["avx512_vnni"] or m["avx_vnni"]) else "without"
+    return (f"{m['model_name']} (family/model {m['cpu_family_model']}, AVX2 {'yes' if m['avx2'] else 'no'}, {vnni} "
+            f"VNNI, AMX {'yes' if m['amx_int8'] else 'no'}), 1 thread, batch 1, ONNX Runtime {v['onnxruntime']}, "
+            f"OpenVINO {v['openvino'].split('-')[0]}")
+
+
 def int8() -> str:
     d = json.loads((RESULTS / "int8.json").read_text())
-    m, sp, ac = d["machine"], d["speed"], d["accuracy"]
-    vnni = "with" if (m["avx512_vnni"] or m["avx_vnni"]) else "without"
-    out = [f"`{d['command']}`: {m['model_name']} (family/model {m['cpu_family_model']}, AVX2 "
-           f"{'yes' if m['avx2'] else 'no'}, {vnni} VNNI, AMX {'yes' if m['amx_int8'] else 'no'}), 1 thread, batch 1, "
-           f"ONNX Runtime {d['versions']['onnxruntime']}, OpenVINO {d['versions']['openvino'].split('-')[0]}, "
-           f"{d['wall_s'] / 60:.0f} min, load average {m['load_average_start'][0]:.1f} at the start.\n",
-           f"Speed: {sp['ancestry']}-scale descendants, {sp['img_size']} px, {sp['weights']}; int8 calibrated on "
+    sp, ac = d["speed"], d["accuracy"]
+    top = {k: d[k] for k in ("when", "command", "machine", "versions")}
+    runs = {part: d[part].get("run", top) for part in ("speed", "accuracy")}
+    if len({(r["when"], r["command"]) for r in runs.values()}) == 1:  # one run measured both parts
+        out = [f"`{d['command']}`: {_int8_run(top)}, {d['wall_s'] / 60:.0f} min, load average "
+               f"{top['machine']['load_average_start'][0]:.1f} at the start.\n"]
+    else:  # one part rerun with --part, the other kept from an earlier run
+        out = [f"{part.capitalize()} part: `{r['command']}` on {r['when'][:10]}: {_int8_run(r)}, "
+               f"{d[part]['wall_s'] / 60:.0f} min.\n" for part, r in runs.items()]
+    out += [f"Speed: {sp['ancestry']}-scale descendants, {sp['img_size']} px, {sp['weights']}; int8 calibrated on "
            f"{sp['calibration']}. Medians of {sp['settings']['rounds']} interleaved rounds.\n",
            "| descendant | GFLOPs | ORT fp32 ms | ORT int8 ms | ORT speed-up | OpenVINO fp32 ms | OpenVINO int8 ms | "
            "OpenVINO speed-up |", "|---|---:|---:|---:|---:|---:|---:|---:|"]

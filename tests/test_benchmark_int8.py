@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,13 +20,14 @@ def _module(name: str):
     return module
 
 
-def test_int8_benchmark_quick_run_and_readme_table(tiny_pool: Path, tmp_path: Path) -> None:
+def test_int8_benchmark_quick_run_and_readme_table(tiny_pool: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     bench, threads = _module("int8"), torch.get_num_threads()
     out = tmp_path / "results" / "int8.json"
+    argv = ["--quick", "--pool", str(tiny_pool), "--ancestry", "lgp_test_tiny", "--data", "fashion-mnist", "--images",
+            "64", "--calib-images", "32", "--accuracy-models", "1", "--out", str(out)]
     try:
-        assert bench.main(["--quick", "--pool", str(tiny_pool), "--ancestry", "lgp_test_tiny", "--data",
-                           "fashion-mnist", "--images", "64", "--calib-images", "32", "--accuracy-models", "1",
-                           "--out", str(out)]) == 0
+        assert bench.main(argv) == 0
     finally:
         torch.set_num_threads(threads)
     res = json.loads(out.read_text())
@@ -43,3 +45,25 @@ def test_int8_benchmark_quick_run_and_readme_table(tiny_pool: Path, tmp_path: Pa
     render.RESULTS = out.parent
     table = render.int8()
     assert "| `ti6.0-5` |" in table and "speed-up (geomean)" in table and res["command"] in table
+
+    # --part accuracy: a new accuracy run, the speed part kept as measured, both runs named in the README
+    first = res
+    try:
+        assert bench.main([*argv, "--part", "accuracy"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    res = json.loads(out.read_text())
+    assert {k: v for k, v in res["speed"].items() if k != "run"} == {k: v for k, v in first["speed"].items()
+                                                                      if k != "run"}
+    assert res["speed"]["run"]["command"] == first["command"] and "--part accuracy" in res["accuracy"]["run"]["command"]
+    table = render.int8()
+    assert table.startswith("Speed part: `") and "\nAccuracy part: `" in table and "--part accuracy" in table
+
+    # a part can only be kept from a full run of both: one line, exit 2, nothing written
+    before = out.read_bytes()
+    for bad, needle in (([*argv[:-1], str(tmp_path / "none.json")], "not a readable results file"),
+                        ([a for a in argv if a != "--quick"], "--quick smoke run")):
+        with pytest.raises(SystemExit) as e:
+            bench.main([*bad, "--part", "accuracy"])
+        assert e.value.code == 2 and needle in capsys.readouterr().err
+    assert out.read_bytes() == before and not (tmp_path / "none.json").exists()
