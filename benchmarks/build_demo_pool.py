@@ -8,13 +8,14 @@ ship):
 
 1. ``pool build``: Ti6/B6 start as a weight selection of the ancestry and are distilled from it (B 3 epochs,
    Ti 10), then ``lstsq-kd`` stitches; the instances' top-1 alone is measured right after;
-2. ``pool finetune`` with ``--anchors --instance-lr-scale 0.3`` for ``--finetune-epochs`` in one cosine cycle;
+2. ``pool finetune`` with ``--anchors`` for ``--finetune-epochs`` in one cosine cycle, the instances at the full
+   learning rate (``--instance-lr-scale 1``: with the anchor steps they keep their distilled accuracy anyway);
 3. ``pool eval`` on every test image;
 4. ``benchmarks/make_demo_pool.py``: fp16 copy into the package, re-evaluated, provenance in pool.json.
 
 Each step leaves its result in ``--work`` (default ``benchmarks/.cache/demo-pool``); run the same command
 again after an interruption and it continues (the distillation and fine-tuning resume from their
-checkpoints). Takes about 75 min on 2 CPU cores for Fashion-MNIST; the tests run it on a tiny ancestry.
+checkpoints). Takes 65-80 min on 2 CPU cores for Fashion-MNIST; the tests run it on a tiny ancestry.
 """
 
 from __future__ import annotations
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stitch-steps", type=int, default=300,
                    help="steps of lstsq-kd's stitch-only distillation (the replication's default)")
     p.add_argument("--finetune-epochs", type=int, default=14)
-    p.add_argument("--instance-lr-scale", type=float, default=0.3)
+    p.add_argument("--instance-lr-scale", type=float, default=1.0,
+                   help="learning-rate factor of the instances' own weights while fine-tuning")
     p.add_argument("--steps-per-epoch", type=int, default=0, help="cap steps per epoch (0 = no cap; smoke runs)")
     p.add_argument("--eval-images", type=int, default=None, help="test images per evaluation (default all)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
