@@ -154,8 +154,8 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
                                 "teacher": state_digest(teacher)})
     width_epochs = dict(req.width_epochs)
     run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
-                              fingerprint=fingerprint, resume=req.resume, description="distill anchors",
-                              reporter=reporter)
+                           fingerprint=fingerprint, resume=req.resume, description="distill anchors",
+                           reporter=reporter)
     init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
     history = ({"stage": "snnet-anchors", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
                 "wall_s": round(time.time() - t0 + run.earlier_wall_s, 1), "data": req.data,

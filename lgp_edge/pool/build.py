@@ -107,7 +107,7 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                                 "aux_init": req.aux_init})
     width_epochs = dict(req.width_epochs)
     run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
-                              fingerprint=fingerprint, resume=req.resume, description="distill", reporter=reporter)
+                           fingerprint=fingerprint, resume=req.resume, description="distill", reporter=reporter)
     matrices = {i.name: objective.matrices(i.name) for i in spec.instances}
     n_images = fit_image_count(req.init, req.lstsq_images)
     images = lstsq_images(data, n_images, cfg.seed) if n_images else None
