@@ -5,9 +5,10 @@ its trainable parameters are those with ``requires_grad``. ``fit`` runs AdamW wi
 cosine decay (``train_optim``), on one process or under ``torchrun`` (DistributedDataParallel +
 DistributedSampler; rank 0 alone writes checkpoints and shows progress). Checkpoints (``train_checkpoint``)
 are safetensors + JSON (no pickles), written atomically every epoch and every ``save_every`` steps, and hold
-the model, optimizer, step and the RNG states of every rank, so ``resume`` continues exactly where a killed
-run stopped (bit-exact with ``num_workers=0``; with loader workers the augmentation draws after a mid-epoch
-resume differ). The learning-rate schedule is a pure function of the step, so it needs no state of its own.
+the model, optimizer, step, the RNG states of every rank and the run's measured losses and seconds, so
+``resume`` continues exactly where a killed run stopped (bit-exact with ``num_workers=0``; with loader
+workers the augmentation draws after a mid-epoch resume differ) and reports the whole run. The learning-rate
+schedule is a pure function of the step, so it needs no state of its own.
 """
 
 from __future__ import annotations
@@ -81,9 +82,10 @@ class TrainConfig:
 class FitResult:
     epochs: int  # epochs completed in total
     steps: int  # optimizer steps in total
-    epoch_loss: tuple[float, ...]  # mean training loss per epoch (this process' shard, rank 0)
+    epoch_loss: tuple[float, ...]  # mean training loss per epoch of the whole run (interrupted processes included)
     wall_s: float  # seconds spent in this call
     resumed_from: int | None = None  # step the run resumed at
+    earlier_wall_s: float = 0.0  # seconds the run had spent in the processes before the resume
     history: dict[str, Any] = field(default_factory=dict)
 
 
@@ -146,6 +148,35 @@ class _Plan:
     warmup: int  # warm-up steps
 
 
+@dataclass
+class _Progress:
+    """What a run has measured so far, saved in each checkpoint so a resumed run reports the whole run: the mean
+    loss of each finished epoch, the loss sum and step count of the epoch under way, and the training seconds."""
+
+    epoch_loss: list[float] = field(default_factory=list)
+    running: float = 0.0
+    count: int = 0
+    wall_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epoch_loss": self.epoch_loss, "running": self.running, "count": self.count, "wall_s": self.wall_s}
+
+    @classmethod
+    def from_checkpoint(cls, extra: dict[str, Any], epochs_done: int, steps_in_epoch: int) -> _Progress | None:
+        """None for a checkpoint written before progress was saved (its run's earlier epochs are unknown);
+        ValueError when the record does not match the checkpoint's counters."""
+        d = extra.get("progress")
+        if not isinstance(d, dict):
+            return None
+        p = cls(epoch_loss=[float(v) for v in d["epoch_loss"]], running=float(d["running"]),
+                count=int(d["count"]), wall_s=float(d["wall_s"]))
+        if len(p.epoch_loss) != epochs_done or p.count != steps_in_epoch or not p.wall_s >= 0 or \
+                not all(math.isfinite(v) for v in (*p.epoch_loss, p.running)):
+            raise ValueError(f"{len(p.epoch_loss)} epoch losses and {p.count} steps recorded at epoch {epochs_done} "
+                             f"step {steps_in_epoch}")
+        return p
+
+
 @dataclass(frozen=True)
 class _Start:
     """Where the loop starts (all 0 for a new run): epoch, optimizer step, steps already done in that epoch."""
@@ -154,6 +185,7 @@ class _Start:
     step: int = 0
     skip: int = 0
     resumed_from: int | None = None
+    progress: _Progress | None = None  # what the interrupted processes measured (None: a new run)
 
 
 @dataclass
@@ -170,6 +202,14 @@ class _Loop:
     fingerprint: str
     description: str
     step: int
+    progress: _Progress  # of the whole run; ``wall_s`` up to this process' start
+    t0: float  # when this process started training (perf_counter)
+    known: bool  # False after resuming a checkpoint without a progress record: ``progress`` is this process' only
+
+    def measured(self) -> _Progress:
+        """The run's progress now, with this process' seconds counted in."""
+        return dataclasses.replace(self.progress, epoch_loss=list(self.progress.epoch_loss),
+                                   wall_s=self.progress.wall_s + time.perf_counter() - self.t0)
 
 
 def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, description: str,
@@ -204,26 +244,30 @@ def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, descripti
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
                                  drop_last=True)
     plan = _plan(cfg, len(sampler), rank, world, device, local_bs)
-    loop = _Loop(objective, model, opt, params, cfg, plan, ckpt, fingerprint, description, step=start.step)
-
+    known = start.progress is not None or start.resumed_from is None
     t0 = time.perf_counter()
-    epoch_loss: list[float] = []
+    loop = _Loop(objective, model, opt, params, cfg, plan, ckpt, fingerprint, description, step=start.step,
+                 progress=start.progress or _Progress(), t0=t0, known=known)
+    if not known:
+        log.warning("%s: the checkpoint predates saved progress: the epochs before step %d are not in the "
+                    "reported losses and time", description, start.step)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
     show = reporter if rank == 0 else NULL
     objective.train()
     skip = start.skip
     for epoch in range(start.epoch, cfg.epochs):
-        epoch_loss.append(_run_epoch(loop, train_set, sampler, epoch, skip, step_kwargs, autocast, show))
+        _run_epoch(loop, train_set, sampler, epoch, skip, step_kwargs, autocast, show)
         skip = 0
-        log.info("%s epoch %d: loss %.4f", description, epoch + 1, epoch_loss[-1])
+        log.info("%s epoch %d: loss %.4f", description, epoch + 1, loop.progress.epoch_loss[-1])
         _checkpoint(loop, epoch + 1, 0)
         if on_epoch_end is not None:
             on_epoch_end(epoch)
     objective.eval()
     if device.type != "cpu":
         objective.cpu()
-    return FitResult(epochs=cfg.epochs, steps=loop.step, epoch_loss=tuple(epoch_loss),
-                     wall_s=time.perf_counter() - t0, resumed_from=start.resumed_from)
+    earlier = start.progress.wall_s if start.progress is not None else 0.0
+    return FitResult(epochs=cfg.epochs, steps=loop.step, epoch_loss=tuple(loop.progress.epoch_loss),
+                     wall_s=time.perf_counter() - t0, resumed_from=start.resumed_from, earlier_wall_s=earlier)
 
 
 def _local_batch(n_images: int, cfg: TrainConfig, world: int) -> int:
@@ -251,7 +295,13 @@ def _resume(ckpt: Path | None, objective: nn.Module, opt: torch.optim.Optimizer,
     except (CheckpointError, UsageError) as exc:
         error = exc
     _agree(error)
-    start = _Start(epoch=meta["epoch"], step=meta["step"], skip=meta["step_in_epoch"], resumed_from=meta["step"])
+    try:
+        progress = _Progress.from_checkpoint(meta.get("extra") or {}, meta["epoch"], meta["step_in_epoch"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint '{ckpt}' has a damaged progress record ({exc}); delete it and start "
+                              "again without --resume") from None
+    start = _Start(epoch=meta["epoch"], step=meta["step"], skip=meta["step_in_epoch"], resumed_from=meta["step"],
+                   progress=progress)
     log.info("resumed %s at epoch %d step %d", description, start.epoch, start.step)
     return start
 
@@ -290,20 +340,23 @@ def _epoch_loader(train_set: Dataset, sampler: DistributedSampler, cfg: TrainCon
 
 def _run_epoch(loop: _Loop, train_set: Dataset, sampler: DistributedSampler, epoch: int, skip: int,
                step_kwargs: Callable[[int], dict[str, Any]] | None, autocast: torch.autocast,
-               show: Reporter) -> float:
-    """One epoch (from step ``skip`` of it after a resume), with the mid-epoch checkpoints; its mean loss."""
-    cfg, plan = loop.cfg, loop.plan
+               show: Reporter) -> None:
+    """One epoch (from step ``skip`` of it after a resume), with the mid-epoch checkpoints; appends its mean loss
+    (over all its steps, those before a resume included) to ``loop.progress``."""
+    cfg, plan, progress = loop.cfg, loop.plan, loop.progress
     loader = _epoch_loader(train_set, sampler, cfg, plan, epoch, skip)
-    running, count = 0.0, 0
+    if not skip:  # a new epoch (after a resume inside an epoch, its sum so far comes from the checkpoint)
+        progress.running, progress.count = 0.0, 0
     with show.task(f"{loop.description} epoch {epoch + 1}/{cfg.epochs}", total=plan.steps_per_epoch) as task:
         task.advance(skip)
         for i, (x, y) in enumerate(loader, start=skip):
-            running += _train_step(loop, x, y, step_kwargs, autocast)
-            count += 1
-            task.advance(1, loss=running / count)
+            progress.running += _train_step(loop, x, y, step_kwargs, autocast)
+            progress.count += 1
+            task.advance(1, loss=progress.running / progress.count)
             if cfg.save_every and loop.step % cfg.save_every == 0 and i + 1 < plan.steps_per_epoch:
                 _checkpoint(loop, epoch, i + 1)
-    return running / max(1, count)
+    progress.epoch_loss.append(progress.running / max(1, progress.count))
+    progress.running, progress.count = 0.0, 0
 
 
 def _train_step(loop: _Loop, x: torch.Tensor, y: torch.Tensor, step_kwargs: Callable[[int], dict[str, Any]] | None,
@@ -348,7 +401,8 @@ def _checkpoint(loop: _Loop, epoch: int, step_in_epoch: int) -> None:
     if plan.rank == 0:
         save_checkpoint(loop.ckpt, loop.objective, loop.opt, epoch=epoch, step=loop.step,
                         step_in_epoch=step_in_epoch, fingerprint=loop.fingerprint, world=plan.world,
-                        extra={"config": loop.cfg.to_dict()}, rng=states)
+                        extra={"config": loop.cfg.to_dict(),
+                               **({"progress": loop.measured().to_dict()} if loop.known else {})}, rng=states)
 
 
 @torch.no_grad()

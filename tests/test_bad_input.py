@@ -566,8 +566,26 @@ def test_stale_temporary_directories_are_removed(tmp_path: Path, capsys: pytest.
     assert leftovers(p) == [".pool.tmp-keep"]
 
 
-def test_resume_whose_state_json_lacks_rng(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A fine-tune checkpoint whose state.json lost its random-number state: one line, exit 2, nothing written."""
+def _damage_rng(meta: dict) -> None:
+    del meta["rng"]
+
+
+def _damage_progress(meta: dict) -> None:
+    meta["extra"]["progress"]["count"] += 5  # steps of the epoch under way that the counters do not have
+
+
+def _drop_progress(meta: dict) -> None:  # as written before checkpoints carried the run's progress
+    del meta["extra"]["progress"]
+
+
+@pytest.mark.parametrize("damage,needle", [(_damage_rng, "random-number state"),
+                                           (_damage_progress, "damaged progress record"),
+                                           (_drop_progress, None)])
+def test_resume_whose_state_json_was_altered(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             damage: Callable[[dict], None], needle: str | None) -> None:
+    """A fine-tune checkpoint whose state.json lost its random-number state or has a progress record that does not
+    match its counters: one line, exit 2, nothing written. One without a progress record (an older lgp-edge's)
+    still resumes."""
     p = make_tiny_pool(tmp_path / "pool", with_records=False)
     run = ["--data", "synthetic", "--epochs", "2", "--max-steps-per-epoch", "4", "--batch-size", "8",
            "--save-every", "1", "--quiet"]
@@ -585,9 +603,13 @@ def test_resume_whose_state_json_lacks_rng(tmp_path: Path, capsys: pytest.Captur
         proc.wait()
     assert state.is_file(), "the fine-tune ended before it wrote a step checkpoint"
     meta = json.loads(state.read_text())
-    del meta["rng"]
+    damage(meta)
     state.write_text(json.dumps(meta))
     before = snapshot(tmp_path)
     rc, err = run_cli(["pool", "finetune", str(p), *run, "--resume"], capsys)
-    assert rc == 2 and len(error_lines(err)) == 1 and "random-number state" in error_lines(err)[0], err
+    if needle is None:
+        assert rc == 0, err
+        assert len(json.loads((p / "pool.json").read_text())["history"][-1]["epoch_loss"]) == 2
+        return
+    assert rc == 2 and len(error_lines(err)) == 1 and needle in error_lines(err)[0], err
     assert snapshot(tmp_path) == before

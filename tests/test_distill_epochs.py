@@ -65,19 +65,19 @@ def test_resume_continues_each_budget_from_its_own_checkpoint(tmp_path: Path) ->
     cfg = TrainConfig(epochs=1, batch_size=32, max_steps_per_epoch=3)
     run = dict(out=tmp_path, width_epochs={"ti": 2}, fingerprint="f", description="distill")
     done = _objective()
-    losses = run_distillation(done, data.train, cfg, resume=False, **run)
+    losses = run_distillation(done, data.train, cfg, resume=False, **run).losses
     assert {k: len(v) for k, v in losses.items()} == {"ti6": 2, "b6": 1}
     assert {p.name for p in tmp_path.glob("distill*.ckpt")} == {"distill-b6.ckpt", "distill-ti6.ckpt"}
     expected = done.students.state_dict()
 
-    resumed = _objective()  # both runs finished: resuming loads them and trains nothing
-    assert run_distillation(resumed, data.train, cfg, resume=True, **run) == {"ti6": (), "b6": ()}
+    resumed = _objective()  # both runs finished: resuming loads them, trains nothing and reports their losses
+    assert run_distillation(resumed, data.train, cfg, resume=True, **run).losses == losses
     assert all(torch.equal(v, expected[k]) for k, v in resumed.students.state_dict().items())
 
     shutil.rmtree(tmp_path / "distill-ti6.ckpt")  # Ti's run never started: it starts, B's continues
     partly = _objective()
-    assert {k: len(v) for k, v in run_distillation(partly, data.train, cfg, resume=True, **run).items()} == \
-        {"ti6": 2, "b6": 0}
+    assert {k: len(v) for k, v in run_distillation(partly, data.train, cfg, resume=True, **run).losses.items()} == \
+        {"ti6": 2, "b6": 1}
     assert all(torch.allclose(v, expected[k], atol=1e-6) for k, v in partly.students.state_dict().items())
 
     for ckpt in tmp_path.glob("distill*.ckpt"):

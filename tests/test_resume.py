@@ -78,12 +78,18 @@ def test_sigkill_then_resume_gives_the_same_weights(runs: dict[str, Path], tmp_p
     pool = tmp_path / "pool"
     shutil.copytree(runs["killed"], pool)
     killed_at = json.loads((pool / "finetune.ckpt" / "state.json").read_text())["step"]
+    progress = json.loads((pool / "finetune.ckpt" / "state.json").read_text())["extra"]["progress"]
     done = subprocess.run(_cli("pool", "finetune", str(pool), *RUN, "--resume"), env=_env(), capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr
     assert not (pool / "finetune.ckpt").exists(), "the checkpoint is removed once the pool is saved"
     history = json.loads((pool / "pool.json").read_text())["history"][-1]
     assert history["resumed_from_step"] == killed_at
+    # The record is the whole run's: every epoch's mean loss (the one cut in two included) as the uninterrupted
+    # run's, and the seconds the killed process had spent counted in.
+    full_history = json.loads((runs["full"] / "pool.json").read_text())["history"][-1]
+    assert len(history["epoch_loss"]) == 2 and history["epoch_loss"] == full_history["epoch_loss"]
+    assert history["wall_s"] >= progress["wall_s"] > 0
     resumed = load_file(str(pool / "weights.safetensors"))
     full = load_file(str(runs["full"] / "weights.safetensors"))
     base = load_file(str(runs["base"] / "weights.safetensors"))

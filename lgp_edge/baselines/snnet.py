@@ -153,13 +153,14 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
                                 "alpha": req.alpha, "T": req.temperature, "data": req.data, "aux_init": req.aux_init,
                                 "teacher": state_digest(teacher)})
     width_epochs = dict(req.width_epochs)
-    losses = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
-                              fingerprint=fingerprint, resume=req.resume, description="distill anchors",
-                              reporter=reporter)
+    run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
+                           fingerprint=fingerprint, resume=req.resume, description="distill anchors",
+                           reporter=reporter)
     init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
     history = ({"stage": "snnet-anchors", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
-                "wall_s": round(time.time() - t0, 1), "data": req.data, "config": cfg.to_dict(), "alpha": req.alpha,
-                "temperature": req.temperature, **distill_history(losses, narrow, cfg.epochs, width_epochs),
+                "wall_s": round(time.time() - t0 + run.earlier_wall_s, 1), "data": req.data,
+                "config": cfg.to_dict(), "alpha": req.alpha,
+                "temperature": req.temperature, **distill_history(run.losses, narrow, cfg.epochs, width_epochs),
                 "anchors": {i.name: ("ancestry" if i.name == widest.name else "distilled from the ancestry")
                             for i in spec.instances},
                 "aux_init": req.aux_init, "inherited_blocks": inherited,

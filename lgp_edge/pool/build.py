@@ -106,8 +106,8 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                                 "T": req.temperature, "data": req.data, "teacher": state_digest(teacher),
                                 "aux_init": req.aux_init})
     width_epochs = dict(req.width_epochs)
-    losses = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
-                              fingerprint=fingerprint, resume=req.resume, description="distill", reporter=reporter)
+    run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
+                           fingerprint=fingerprint, resume=req.resume, description="distill", reporter=reporter)
     matrices = {i.name: objective.matrices(i.name) for i in spec.instances}
     n_images = fit_image_count(req.init, req.lstsq_images)
     images = lstsq_images(data, n_images, cfg.seed) if n_images else None
@@ -121,9 +121,10 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
         init_entry.update(stitch_steps=tuned.steps, config=scfg.to_dict(), epoch_loss=list(tuned.epoch_loss))
     init_entry.update(r2_summary(pool, held_out_images(data, 500)))
     history = ({"stage": "distill", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
-                "wall_s": round(time.time() - t0, 1), "data": req.data, "config": cfg.to_dict(),
+                "wall_s": round(time.time() - t0 + run.earlier_wall_s, 1), "data": req.data,
+                "config": cfg.to_dict(),
                 "alpha": req.alpha, "temperature": req.temperature,
-                **distill_history(losses, spec.instances, cfg.epochs, width_epochs),
+                **distill_history(run.losses, spec.instances, cfg.epochs, width_epochs),
                 "aux_init": req.aux_init, "inherited_blocks": inherited,
                 "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")},
                init_entry)

@@ -156,11 +156,19 @@ def interrupted(out: str | Path) -> bool:
     return any((c / CKPT_META).is_file() for c in Path(out).glob("distill*.ckpt"))
 
 
+@dataclasses.dataclass(frozen=True)
+class DistillRun:
+    """What ``run_distillation`` measured, interrupted processes included (their record is in the checkpoints)."""
+
+    losses: dict[str, tuple[float, ...]]  # each student's per-epoch training loss (of its group's run)
+    earlier_wall_s: float = 0.0  # training seconds spent before a resume, by processes that were killed
+
+
 def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *, out: str | Path,
                      width_epochs: Mapping[str, int], fingerprint: str, resume: bool, description: str,
-                     reporter: Reporter = NULL) -> dict[str, tuple[float, ...]]:
+                     reporter: Reporter = NULL) -> DistillRun:
     """Distil every student of ``objective``, each width for its own number of epochs (``epoch_groups``);
-    checkpoints under ``out``. Returns each student's per-epoch training loss (of its group's run).
+    checkpoints under ``out``.
 
     With one group this is exactly one ``fit`` of the whole objective (checkpoint ``distill.ckpt``, the
     given fingerprint). On ``resume`` a group whose checkpoint exists continues from it and a group without
@@ -171,6 +179,7 @@ def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *
                                          for _, g in groups):
         raise UsageError(f"--resume: no distillation checkpoint in {out}; run without --resume")
     losses: dict[str, tuple[float, ...]] = {}
+    earlier = 0.0
     for epochs, group in groups:
         names = "+".join(i.name for i in group)
         ckpt = Path(out) / ckpt_name(group, single)
@@ -182,7 +191,8 @@ def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *
                                                                           "epochs": epochs}),
                      reporter=reporter, find_unused_parameters=False)  # every student in the run trains each step
         losses.update({i.name: result.epoch_loss for i in group})
-    return losses
+        earlier += result.earlier_wall_s
+    return DistillRun(losses, earlier)
 
 
 def distill_history(losses: Mapping[str, tuple[float, ...]], instances: tuple[InstanceSpec, ...], epochs: int,

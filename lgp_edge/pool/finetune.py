@@ -106,7 +106,8 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
     result = fit(objective, data.train, cfg, description="finetune", ckpt_dir=Path(req.pool) / CKPT,
                  resume=resuming_joint, fingerprint=fingerprint, step_kwargs=sampler, reporter=reporter)
     entry = {"stage": "finetune", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
-             "wall_s": round(time.time() - t0, 1), "data": req.data, "config": cfg.to_dict(), "tau": req.tau,
+             "wall_s": round(time.time() - t0 + result.earlier_wall_s, 1), "data": req.data, "config": cfg.to_dict(),
+             "tau": req.tau,
              "init": init or manifest.stitch_init, "epoch_loss": list(result.epoch_loss),
              "stitch_epochs": stitch_epochs, "stitch_epoch_loss": stitch_loss,
              "instance_lr_scale": req.instance_lr_scale, "anchors": req.anchors, "sampling": req.sampling,
