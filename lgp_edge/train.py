@@ -158,9 +158,6 @@ class _Progress:
     count: int = 0
     wall_s: float = 0.0
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"epoch_loss": self.epoch_loss, "running": self.running, "count": self.count, "wall_s": self.wall_s}
-
     @classmethod
     def from_checkpoint(cls, extra: dict[str, Any], epochs_done: int, steps_in_epoch: int) -> _Progress | None:
         """None for a checkpoint written before progress was saved (its run's earlier epochs are unknown);
@@ -344,9 +341,7 @@ def _run_epoch(loop: _Loop, train_set: Dataset, sampler: DistributedSampler, epo
     """One epoch (from step ``skip`` of it after a resume), with the mid-epoch checkpoints; appends its mean loss
     (over all its steps, those before a resume included) to ``loop.progress``."""
     cfg, plan, progress = loop.cfg, loop.plan, loop.progress
-    loader = _epoch_loader(train_set, sampler, cfg, plan, epoch, skip)
-    if not skip:  # a new epoch (after a resume inside an epoch, its sum so far comes from the checkpoint)
-        progress.running, progress.count = 0.0, 0
+    loader = _epoch_loader(train_set, sampler, cfg, plan, epoch, skip)  # (running/count: 0 at an epoch start)
     with show.task(f"{loop.description} epoch {epoch + 1}/{cfg.epochs}", total=plan.steps_per_epoch) as task:
         task.advance(skip)
         for i, (x, y) in enumerate(loader, start=skip):
@@ -402,7 +397,7 @@ def _checkpoint(loop: _Loop, epoch: int, step_in_epoch: int) -> None:
         save_checkpoint(loop.ckpt, loop.objective, loop.opt, epoch=epoch, step=loop.step,
                         step_in_epoch=step_in_epoch, fingerprint=loop.fingerprint, world=plan.world,
                         extra={"config": loop.cfg.to_dict(),
-                               **({"progress": loop.measured().to_dict()} if loop.known else {})}, rng=states)
+                               **({"progress": dataclasses.asdict(loop.measured())} if loop.known else {})}, rng=states)
 
 
 @torch.no_grad()
