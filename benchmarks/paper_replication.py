@@ -42,6 +42,7 @@ from lgp_edge.commands.train_args import train_flags as cli_train_flags
 from lgp_edge.fileio import sha256_file, write_atomic, write_json_atomic, write_text_atomic
 from lgp_edge.models.ancestry import read_ancestry_dir, shipped_ancestry_dir
 from lgp_edge.pool.ancestry_train import AncestryRequest, train_ancestry
+from lgp_edge.pool.auxiliary import DistillRequest, distill_auxiliary
 from lgp_edge.pool.build import BuildRequest, build_pool
 from lgp_edge.pool.distill import interrupted
 from lgp_edge.pool.evaluate import evaluate_pool, instance_top1
@@ -70,6 +71,7 @@ FULL = {"ancestry_epochs": 30, "ancestry_lr": 2e-3, "ancestry_warmup": 2.0, "anc
         "ancestry_cycles": [{"epochs": 15, "lr": 1e-3, "warmup": 1.0}],
         "distill_epochs": 3, "distill_width_epochs": {"ti": 10}, "distill_lr": 1e-3, "distill_warmup": 0.25,
         "finetune_epochs": 2, "finetune_warmup": 0.1, "stitch_epochs": 0, "instance_lr_scale": 1.0, "anchors": True,
+        "shared_distill": True,
         "stitch_steps": 300, "inits": ["learned", "lstsq", "lstsq-kd"], "inits_d9": ["learned", "lstsq-kd"],
         "default_init": "lstsq-kd", "aux_init": "ancestry", "steps_per_epoch": None, "eval_images": None,
         "batch_size": 256, "lr": 5e-4, "seed": 0, "vanilla_narrow": (3, 0), "lstsq_images": 100}
@@ -272,6 +274,59 @@ def width_epochs_flag(s: dict[str, Any]) -> str:
     return f"--width-epochs {pairs} " if pairs else ""
 
 
+def distill_groups(s: dict[str, Any]) -> list[tuple[int, tuple[str, ...]]]:
+    """The shared distillation runs (``shared_distill``): every auxiliary model of both depth groups and SN-Net's Ti
+    and S anchors, one ``pool distill`` run per epoch budget, fewest epochs first."""
+    from lgp_edge.models.ancestry import create_ancestry
+
+    depth = create_ancestry(s["ancestry"])[1].depth
+    models = [(w, f"{w}{d}") for d in (6, 9) for w in PAPER_WIDTHS] + [(w, f"{w}{depth}") for w in ("ti", "s")]
+    groups: dict[int, list[str]] = {}
+    for w, name in models:
+        groups.setdefault(s["distill_width_epochs"].get(w, s["distill_epochs"]), []).append(name)
+    return [(e, tuple(g)) for e, g in sorted(groups.items())]
+
+
+def distill_key(anc: str, s: dict[str, Any], epochs: int, models: tuple[str, ...]) -> dict[str, Any]:
+    dcfg = train_cfg(s, epochs, lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
+    return {**anc_key(anc, s), "models": list(models), "distill": dcfg.to_dict(), "aux_init": s["aux_init"]}
+
+
+def distill_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, Any]:
+    """The shared distillation runs (``distill_groups``), each into ``work/distilled-e<epochs>``; with
+    ``only_distill`` (a ``--jobs`` child) only the runs of those budgets."""
+    for epochs, models in distill_groups(s):
+        if s.get("only_distill") is not None and epochs not in s["only_distill"]:
+            continue
+        path = st.work / f"distilled-e{epochs}"
+        dcfg = train_cfg(s, epochs, lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
+        if not st.done(path, distill_key(anc, s, epochs, models)):
+            t0 = time.time()
+            distill_auxiliary(DistillRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path),
+                                             models=models, aux_init=s["aux_init"], force=True,
+                                             resume=interrupted(path)), dcfg, rep)
+            st.mark(path, distill_key(anc, s, epochs, models), time.time() - t0)
+        st.timing[f"distill_e{epochs}"] = st.wall_of(path)
+        st.commands[f"distill_e{epochs}"] = (f"lgp-edge pool distill --ancestry {s['ancestry']} --ancestry-checkpoint "
+                                             f"{anc} --data {s['data']} --out {path} --models {','.join(models)} "
+                                             f"--aux-init {s['aux_init']} --force " + cli_train_flags(dcfg))
+    return {}
+
+
+def shared_distilled(anc: str, s: dict[str, Any], st: Stages, names: set[str]) -> tuple[tuple[str, ...], list[Any]]:
+    """The ``distilled-e<N>`` directories holding ``names`` and their stage keys (a pool built from them is redone
+    when they are)."""
+    dirs, keys = [], []
+    for epochs, models in distill_groups(s):
+        if names & set(models):
+            path = st.work / f"distilled-e{epochs}"
+            if not st.done(path, distill_key(anc, s, epochs, models)):
+                raise SystemExit(f"{path} is missing or stale: run the 'distill' stage first")
+            dirs.append(str(path))
+            keys.append(distill_key(anc, s, epochs, models))
+    return tuple(dirs), keys
+
+
 def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
               widths: tuple[str, ...] = PAPER_WIDTHS) -> dict[str, dict[str, Any]]:
     """One distillation per depth; per stitch init a copy re-initialised (``pool stitch``), evaluated before
@@ -285,12 +340,17 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
            "aux_init": s["aux_init"], "width_epochs": s["distill_width_epochs"]}
     if tag:
         key["widths"] = list(widths)
+    shared = s.get("shared_distill") and not tag
+    from_dirs: tuple[str, ...] = ()
+    if shared:
+        from_dirs, key["distilled"] = shared_distilled(anc, s, st, {f"{w}{depth}" for w in widths})
     if not st.done(distilled, key):
         t0 = time.time()
         build_pool(BuildRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(distilled), depth=depth,
                                 widths=widths, init="learned", aux_init=s["aux_init"], force=True,
-                                resume=interrupted(distilled),
-                                lstsq_images=s["lstsq_images"], width_epochs=width_epochs(s)), dcfg, rep)
+                                resume=not shared and interrupted(distilled), distilled=from_dirs,
+                                lstsq_images=s["lstsq_images"], width_epochs=() if shared else width_epochs(s)),
+                   dcfg, rep)
         after = instance_top1(distilled, s["data"], max_images=s["eval_images"])
         (distilled / "instances.json").write_text(json.dumps(after))
         st.mark(distilled, key, time.time() - t0)
@@ -301,7 +361,8 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
                                         f"--ancestry-checkpoint {anc} --data {s['data']} --out {distilled} "
                                         f"--depth {depth} " + (f"--widths {','.join(widths)} " if tag else "")
                                         + f"--init learned --aux-init {s['aux_init']} --force "
-                                        + width_epochs_flag(s) + cli_train_flags(dcfg))
+                                        + (f"--distilled {','.join(from_dirs)} " if shared else width_epochs_flag(s))
+                                        + cli_train_flags(dcfg))
     out = {}
     inits = s["inits"] if depth == 6 else s["inits_d9"]
     if s.get("only_inits") is not None:  # a partial run (--stages) leaves the other copies to another process
@@ -345,19 +406,29 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
     fcfg = train_cfg(s, s["finetune_epochs"], warmup_epochs=s["finetune_warmup"])
     key = {**anc_key(anc, s), "anchors": dcfg.to_dict(), "finetune": fcfg.to_dict(), "eval_images": s["eval_images"],
            "recipe": finetune_flags(s), "aux_init": s["aux_init"], "width_epochs": s["distill_width_epochs"]}
+    shared = bool(s.get("shared_distill"))
+    from_dirs: tuple[str, ...] = ()
+    if shared:
+        from lgp_edge.models.ancestry import create_ancestry
+
+        depth = create_ancestry(s["ancestry"])[1].depth
+        from_dirs, key["distilled"] = shared_distilled(anc, s, st, {f"ti{depth}", f"s{depth}"})
     if not st.done(path, key):
         t0 = time.time()
         build_snnet(SNNetRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path), force=True,
-                                 resume=interrupted(path), lstsq_images=s["lstsq_images"], aux_init=s["aux_init"],
-                                 width_epochs=width_epochs(s)), dcfg, rep)
+                                 resume=not shared and interrupted(path), lstsq_images=s["lstsq_images"],
+                                 aux_init=s["aux_init"], width_epochs=() if shared else width_epochs(s),
+                                 distilled=from_dirs), dcfg, rep)
         (path / "anchors.json").write_text(json.dumps(instance_top1(path, s["data"], max_images=s["eval_images"])))
         finetune_pool(finetune_request(path, s), fcfg, rep)
         evaluate_pool(path, s["data"], max_images=s["eval_images"], reporter=rep)
         st.mark(path, key, time.time() - t0)
     st.timing["snnet"] = st.wall_of(path)
     st.commands["snnet"] = (f"lgp-edge baseline snnet --ancestry {s['ancestry']} --ancestry-checkpoint {anc} "
-                            f"--data {s['data']} --out {path} --force --anchor-epochs {dcfg.epochs} "
-                            f"--aux-init {s['aux_init']} " + width_epochs_flag(s)
+                            f"--data {s['data']} --out {path} --force "
+                            + (f"--distilled {','.join(from_dirs)} " if shared else
+                               f"--anchor-epochs {dcfg.epochs} " + width_epochs_flag(s))
+                            + f"--aux-init {s['aux_init']} "
                             + cli_train_flags(fcfg) + f" {finetune_flags(s, snnet=True)}"
                             + (f" --eval-images {s['eval_images']}" if s["eval_images"] else ""))
     return {**pool_rows(path), "anchors": "B = ancestry; Ti, S distilled from the ancestry with the LGP "
@@ -615,7 +686,7 @@ def differences(s: dict[str, Any]) -> list[str]:
     return out
 
 
-STAGES = ("lgp6", "snnet", "lgp9", "scratch", "vanilla")
+STAGES = ("distill", "lgp6", "snnet", "lgp9", "scratch", "vanilla")
 
 
 def any_inits(text: str) -> tuple[str, ...]:
@@ -670,6 +741,16 @@ def ancestry_epochs_text(s: dict[str, Any]) -> str:
     return str(s["ancestry_epochs"]) + "".join(f" + {c['epochs']} (warm restart at lr {c['lr']:g})" for c in cycles)
 
 
+def epoch_list(text: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        out = ()
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected a comma list of positive epoch counts, got {text!r}")
+    return out
+
+
 def stage_list(text: str) -> tuple[str, ...]:
     names = tuple(x.strip() for x in text.split(",") if x.strip())
     bad = [x for x in names if x not in STAGES]
@@ -681,31 +762,43 @@ def stage_list(text: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------- --jobs N
 # Minutes of each job on one thread in the 2026-12-02 14:43 full run (AVX-512 EPYC), used only to order the jobs:
 # the one heading the longest remaining chain starts first.
+# Minutes of each job on one thread, used only to order the jobs (the one heading the longest remaining chain starts
+# first): the 2026-12-02 14:43 full run (AVX-512 EPYC); the shared distillation runs and assembling a pool from them
+# measured on 2026-12-04 (AVX2 EPYC).
 JOB_MINUTES = {"lgp6-distill": 29, "lgp9-distill": 34, "snnet": 58.5, "lgp9-init": 23, "lgp6-init": 15,
-               "scratch": 9, "vanilla": 7}
+               "scratch": 9, "vanilla": 7, "distill-e10": 33, "distill-e3": 26, "assemble": 2, "snnet-assemble": 45}
 
 
 class Job(NamedTuple):
-    """One ``--stages`` child process of a ``--jobs N`` run; ``inits`` () = the depth's distillation only."""
+    """One ``--stages`` child process of a ``--jobs N`` run; ``extra``: its further arguments (``--only-inits``…)."""
 
     name: str
     stage: str
-    inits: tuple[str, ...] | None
+    extra: tuple[str, ...]
     after: tuple[str, ...]
     minutes: float
 
 
 def plan_jobs(s: dict[str, Any]) -> list[Job]:
-    """The stages split into jobs (each depth: one distillation, then one job per stitch init), ordered by the
-    length of the chain each one heads."""
-    jobs = [Job("snnet", "snnet", None, (), JOB_MINUTES["snnet"]),
-            Job("scratch", "scratch", None, (), JOB_MINUTES["scratch"]),
-            Job("vanilla", "vanilla", None, (), JOB_MINUTES["vanilla"])]
+    """The stages split into jobs (with ``shared_distill``: one per shared distillation run, which every pool and
+    SN-Net wait for; each depth: building the pool, then one job per stitch init), ordered by the length of the
+    chain each one heads."""
+    shared = s.get("shared_distill")
+    first: tuple[str, ...] = ()
+    jobs = [Job("scratch", "scratch", (), (), JOB_MINUTES["scratch"]),
+            Job("vanilla", "vanilla", (), (), JOB_MINUTES["vanilla"])]
+    if shared:
+        for epochs, _ in distill_groups(s):
+            name = f"distill-e{epochs}"
+            jobs.append(Job(name, "distill", ("--only-distill", str(epochs)), (), JOB_MINUTES.get(name, 30)))
+        first = tuple(j.name for j in jobs if j.stage == "distill")
+    jobs.append(Job("snnet", "snnet", (), first, JOB_MINUTES["snnet-assemble" if shared else "snnet"]))
     for depth, inits in ((6, s["inits"]), (9, s["inits_d9"])):
         distill = f"lgp{depth}-distill"
-        jobs.append(Job(distill, f"lgp{depth}", (), (), JOB_MINUTES[distill]))
-        jobs += [Job(f"lgp{depth}-{i}", f"lgp{depth}", (i,), (distill,), JOB_MINUTES[f"lgp{depth}-init"])
-                 for i in sorted(inits, key=lambda i: i != s["default_init"])]
+        jobs.append(Job(distill, f"lgp{depth}", ("--only-inits", "none"), first,
+                        JOB_MINUTES["assemble" if shared else distill]))
+        jobs += [Job(f"lgp{depth}-{i}", f"lgp{depth}", ("--only-inits", i), (distill,),
+                     JOB_MINUTES[f"lgp{depth}-init"]) for i in sorted(inits, key=lambda i: i != s["default_init"])]
 
     def chain(j: Job) -> float:
         return j.minutes + max((chain(k) for k in jobs if j.name in k.after), default=0.0)
@@ -761,9 +854,8 @@ def _schedule(jobs: list[Job], running: dict[int, tuple[Job, subprocess.Popen, f
                 break
             job = ready[0]
             pending.remove(job)
-            cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--stages", job.stage, "--threads", "1"]
-            if job.inits is not None:
-                cmd += ["--only-inits", ",".join(job.inits) or "none"]
+            cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--stages", job.stage, "--threads", "1",
+                   *job.extra]
             with open(logs / f"{job.name}.log", "w") as f:
                 proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
             cpu = cpus[lane % len(cpus)]
@@ -801,6 +893,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s["distill_width_epochs"] = dict(args.width_epochs)
     if args.only_inits is not None:
         s["only_inits"] = list(args.only_inits)
+    if args.only_distill is not None:
+        s["only_distill"] = list(args.only_distill)
+    if args.separate_distill:
+        s["shared_distill"] = False
     torch.set_num_threads(args.threads or torch.get_num_threads())
     work = Path(args.work or Path(args.cache_dir) / ("run-quick" if args.quick else "run-full"))
     work.mkdir(parents=True, exist_ok=True)
@@ -814,7 +910,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         run_jobs(plan_jobs(s), job_argv(args.argv), args.jobs, work)
         s["jobs"] = args.jobs
     methods: dict[str, Any] = {}
-    order = [("lgp6", lambda: lgp_stage(6, anc, s, rep, st)),
+    order = [("distill", lambda: distill_stage(anc, s, rep, st) if s["shared_distill"] else {}),
+             ("lgp6", lambda: lgp_stage(6, anc, s, rep, st)),
              ("snnet", lambda: {"snnet": snnet_stage(anc, s, rep, st)}),
              ("lgp9", lambda: lgp_stage(9, anc, s, rep, st)),
              ("scratch", lambda: {"scratch": single_stage("scratch", anc, s, rep, st)}),
@@ -917,6 +1014,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only-inits", type=any_inits, default=None, metavar="INIT,...",
                    help="with --stages: fine-tune only these stitch inits' copies, so that two processes can share "
                         "one depth's fine-tunes (each copy is a separate directory)")
+    p.add_argument("--only-distill", type=epoch_list, default=None, metavar="EPOCHS,...",
+                   help="with --stages distill: only the shared distillation runs of these epoch budgets, so that "
+                        "two processes can share them (each run is a separate directory)")
+    p.add_argument("--separate-distill", action="store_true",
+                   help="each pool and SN-Net distil their own models (one ancestry pass each) instead of sharing "
+                        "'pool distill' runs across them")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--stages", type=stage_list, default=None,
                    help=f"comma list of stages to run now, e.g. lgp6,snnet (default all: {','.join(STAGES)}); "
@@ -934,6 +1037,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--jobs runs every stage; use --stages without --jobs to run some stages in this process")
     if args.only_inits is not None and args.stages is None:
         p.error("--only-inits needs --stages: the run that assembles the results uses every init's copy")
+    if args.only_distill is not None and args.stages is None:
+        p.error("--only-distill needs --stages: the run that assembles the results uses every distillation")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     r = run(args)
     if not r:

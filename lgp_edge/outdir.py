@@ -126,7 +126,8 @@ def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
     Kinds: ``export`` (``manifest.json`` of kind "lgp-edge export…"; every entry is named in it),
     ``report`` (``report.md``, ``report.html``, ``report.csv`` and the plots), ``pool`` (``pool.json`` with a
     pool id), ``ancestry`` (``ancestry.json`` beside ``ancestry.safetensors``), ``baseline`` (a scratch or vanilla
-    baseline's ``results.json`` and the ``<key>.safetensors`` it names).
+    baseline's ``results.json`` and the ``<key>.safetensors`` it names), ``distilled`` (``pool distill``'s
+    ``distilled.json`` beside the two safetensors files it hashes).
     """
     p = Path(path)
     names = _entries(p)
@@ -144,6 +145,10 @@ def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
     aj = _json(p / "ancestry.json")
     if isinstance(aj, dict) and "ancestry.safetensors" in names:
         return "ancestry", []
+    dj = _json(p / "distilled.json")
+    if isinstance(dj, dict) and dj.get("kind") == "lgp-edge distilled auxiliary models":
+        own = {"distilled.json", *(dj.get("files") or {})}
+        return "distilled", [n for n in names if n not in own]
     rj = _json(p / "results.json")
     if isinstance(rj, dict) and rj.get("method") in ("scratch", "vanilla") and isinstance(rj.get("configs"), list):
         own = {"results.json"} | {f"{r.get('key')}.safetensors" for r in rj["configs"] if isinstance(r, dict)}

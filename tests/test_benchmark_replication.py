@@ -38,9 +38,15 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     bench = _bench()
     argv = _tiny_argv(tmp_path)
     # a partial run (two of them could share the cores) writes no results; the full run reuses its stages
-    assert bench.main([*argv, "--stages", "lgp6,scratch"]) == 0
+    with pytest.raises(SystemExit, match="run the 'distill' stage first"):
+        bench.main([*argv, "--stages", "lgp6"])  # the pools take their models from the shared distillation
+    assert bench.main([*argv, "--stages", "distill,lgp6,scratch"]) == 0
     assert not (tmp_path / "results").exists()
-    assert (tmp_path / "cache" / "run-quick" / "lgp-d6-distilled" / ".done.json").is_file()
+    for d in ("distilled-e1", "distilled-e2", "lgp-d6-distilled"):
+        assert (tmp_path / "cache" / "run-quick" / d / ".done.json").is_file()
+    # one ancestry pass per budget for all models: Ti of both depths and SN-Net's Ti anchor in one run
+    record = json.loads((tmp_path / "cache" / "run-quick" / "distilled-e2" / "distilled.json").read_text())
+    assert [m["name"] for m in record["models"]] == ["ti6", "ti9", "ti12"] and record["epochs"]["ti12"] == 2
     with pytest.raises(SystemExit) as e:
         bench.main([*argv, "--stages", "lgp6,bogus"])
     assert e.value.code == 2
@@ -83,9 +89,10 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     r2 = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
     assert r2["claims"] == r["claims"] and r2["ancestry"]["reused_from_cache"] is True
     # what an invocation reused is said, so that its wall time is not read as a whole run's
-    assert r["reused_stages"] == ["lgp-d6-distilled", "lgp-d9-distilled", "lgp_d6_learned", "lgp_d6_lstsq",
-                                  "lgp_d6_lstsq-kd", "lgp_d9_learned", "scratch"]  # the --stages runs' above
-    assert len(r2["reused_stages"]) == 10 and "snnet" in r2["reused_stages"]
+    assert r["reused_stages"] == ["distilled-e1", "distilled-e2", "lgp-d6-distilled", "lgp-d9-distilled",
+                                  "lgp_d6_learned", "lgp_d6_lstsq", "lgp_d6_lstsq-kd", "lgp_d9_learned",
+                                  "scratch"]  # the --stages runs' above
+    assert len(r2["reused_stages"]) == 12 and "snnet" in r2["reused_stages"]
     many = {"settings": {"jobs": 2}, "timing_s": {"snnet": 600.0, "scratch": 120.0, "total_this_invocation": 610.0}}
     assert "the run took **10 min of wall time**" in bench.compute_text(many)
     assert bench.compute_text({**many, "reused_stages": ["scratch"]}).startswith(
@@ -287,10 +294,14 @@ def _check_commands(commands: dict[str, str]) -> None:
             if argv[0] == "lgp-edge":
                 parsed[stage, argv[1], argv[2] if len(argv) > 2 else ""] = parser.parse_args(argv[1:])
     snnet = parsed["snnet", "baseline", "snnet"]
-    assert snnet.width_epochs == (("ti", 2),)
+    # Ti of both depths and SN-Net's Ti anchor share one distillation run (2 epochs), B, B and S another (1)
+    ti, rest = parsed["distill_e2", "pool", "distill"], parsed["distill_e1", "pool", "distill"]
+    assert (ti.models, ti.epochs, rest.models, rest.epochs) == (("ti6", "ti9", "ti12"), 2, ("b6", "b9", "s12"), 1)
+    assert [Path(d).name for d in snnet.distilled] == ["distilled-e1", "distilled-e2"] and not snnet.width_epochs
     assert finetune_recipe(snnet) == {"stitch_epochs": 0, "instance_lr_scale": _bench().FULL["instance_lr_scale"],
                                       "anchors": True, "sampling": "uniform"}
-    assert parsed["lgp_d6_distill", "pool", "build"].width_epochs == (("ti", 2),)
+    build = parsed["lgp_d6_distill", "pool", "build"]
+    assert [Path(d).name for d in build.distilled] == ["distilled-e1", "distilled-e2"] and not build.width_epochs
     assert finetune_recipe(parsed["lgp_d6_lstsq-kd", "pool", "finetune"])["anchors"] is True
 
 
@@ -354,21 +365,27 @@ def _check_claims(c: dict, methods: dict) -> None:
 
 def test_jobs_plan_orders_dependencies_and_strips_own_flags(tmp_path: Path) -> None:
     bench = _bench()
-    s = dict(bench.FULL, inits_d9=["lstsq-kd"])
+    s = dict(bench.FULL, inits_d9=["lstsq-kd"], ancestry=bench.ANCESTRY)
     jobs = bench.plan_jobs(s)
     names = [j.name for j in jobs]
-    assert sorted(names) == sorted(["snnet", "scratch", "vanilla", "lgp6-distill", "lgp6-learned", "lgp6-lstsq",
-                                    "lgp6-lstsq-kd", "lgp9-distill", "lgp9-lstsq-kd"])
+    assert sorted(names) == sorted(["distill-e3", "distill-e10", "snnet", "scratch", "vanilla", "lgp6-distill",
+                                    "lgp6-learned", "lgp6-lstsq", "lgp6-lstsq-kd", "lgp9-distill", "lgp9-lstsq-kd"])
     for i, j in enumerate(jobs):  # every job comes after the jobs it needs
         assert all(names.index(a) < i for a in j.after)
     by = {j.name: j for j in jobs}
-    assert by["lgp6-distill"].inits == () and by["lgp9-lstsq-kd"].inits == ("lstsq-kd",)
-    assert by["lgp9-lstsq-kd"].after == ("lgp9-distill",) and by["snnet"].inits is None
-    assert set(names[:2]) == {"snnet", "lgp9-distill"}  # the heads of the two longest chains start first
+    assert by["distill-e10"].extra == ("--only-distill", "10") and by["distill-e10"].after == ()
+    assert by["lgp6-distill"].extra == ("--only-inits", "none") and by["lgp9-lstsq-kd"].extra == ("--only-inits",
+                                                                                                  "lstsq-kd")
+    assert by["lgp9-lstsq-kd"].after == ("lgp9-distill",) and by["snnet"].extra == ()
+    assert by["snnet"].after == by["lgp6-distill"].after == ("distill-e3", "distill-e10")
+    assert set(names[:2]) == {"distill-e3", "distill-e10"}  # the heads of the two longest chains start first
+    # each pool and SN-Net distilling their own models: no distillation jobs, nothing to wait for
+    separate = {j.name: j for j in bench.plan_jobs({**s, "shared_distill": False})}
+    assert "distill-e10" not in separate and separate["snnet"].after == separate["lgp6-distill"].after == ()
     assert bench.job_argv(["--inits-d9", "lstsq-kd", "--jobs", "2", "--threads=2", "--threads", "4", "--quiet"]) \
         == ["--inits-d9", "lstsq-kd", "--quiet"]
     # a failing child stops the run and names its log
-    bad = [bench.Job("broken", "lgp6", None, (), 1.0)]
+    bad = [bench.Job("broken", "lgp6", (), (), 1.0)]
     with pytest.raises(SystemExit, match="job broken failed .*broken.log"):
         bench.run_jobs(bad, ["--ancestry", "no_such_ancestry"], 2, tmp_path)
     assert (tmp_path / "logs" / "broken.log").stat().st_size > 0
@@ -389,8 +406,8 @@ def test_jobs_run_every_stage_in_parallel_tiny(tmp_path: Path) -> None:
     assert len(r["methods"]) == 8 and len(r["methods"]["snnet"]["configs"]) == 71
     # each job ran in its own process and logged there; the parent only assembled
     logs = {p.stem for p in (run_dir / "logs").glob("*.log")}
-    assert logs == {"snnet", "scratch", "vanilla", "lgp6-distill", "lgp6-learned", "lgp6-lstsq", "lgp6-lstsq-kd",
-                    "lgp9-distill", "lgp9-learned", "lgp9-lstsq-kd"}
+    assert logs == {"distill-e1", "distill-e2", "snnet", "scratch", "vanilla", "lgp6-distill", "lgp6-learned",
+                    "lgp6-lstsq", "lgp6-lstsq-kd", "lgp9-distill", "lgp9-learned", "lgp9-lstsq-kd"}
     assert "started" not in (run_dir / "logs" / "lgp6-learned.log").read_text()
     assert "reusing" in (run_dir / "logs" / "lgp6-learned.log").read_text()  # the distilled pool of another job
     assert "parallel lanes" in (tmp_path / "section.md").read_text()

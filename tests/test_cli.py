@@ -218,8 +218,8 @@ def test_bash_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert subprocess.run(["bash", "-n", str(script)], timeout=30).returncode == 0
     assert _bash_complete(script, "lgp-edge", "") == SUBCOMMANDS
     assert _bash_complete(script, "lgp-edge", "p") == ["pool", "profile", "profiles"]
-    assert _bash_complete(script, "lgp-edge", "-v", "pool", "") == ["build", "finetune", "stitch", "eval", "info",
-                                                                      "plan"]
+    assert _bash_complete(script, "lgp-edge", "-v", "pool", "") == ["distill", "build", "finetune", "stitch", "eval",
+                                                                      "info", "plan"]
     assert _bash_complete(script, "lgp-edge", "pool", "build", "--chains", "") == ["pairs", "tsb"]
     assert "jetson-nano" in _bash_complete(script, "lgp-edge", "select", "--target", "")
     assert _bash_complete(script, "lgp-edge", "completion", "") == ["bash", "zsh", "fish"]

@@ -13,7 +13,7 @@ from lgp_edge.cli import main
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry
 from lgp_edge.models.instances import create_auxiliary, plan_instances
-from lgp_edge.pool.build import start_from_ancestry
+from lgp_edge.pool.auxiliary import start_from_ancestry
 from lgp_edge.pool.distill import DistillObjective
 from lgp_edge.pool.inherit import inherit_from_ancestry, inherited_blocks
 from lgp_edge.specs import InstanceSpec

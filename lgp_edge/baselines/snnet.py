@@ -28,7 +28,7 @@ from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR
 from lgp_edge.outdir import check_output_dir
-from lgp_edge.pool.build import start_from_ancestry
+from lgp_edge.pool.auxiliary import load_distilled, start_from_ancestry
 from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
@@ -115,6 +115,7 @@ class SNNetRequest:
     resume: bool = False  # continue an interrupted anchor distillation
     aux_init: str = "ancestry"  # narrow anchors start as a weight selection of the ancestry (as the pool's models)
     width_epochs: tuple[tuple[str, int], ...] = ()  # (width, epochs): a narrow anchor's own distillation budget
+    distilled: tuple[str, ...] = ()  # 'pool distill' directories holding the Ti and S anchors (no distilling)
 
 
 def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
@@ -123,6 +124,9 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
 
     req = dataclasses.replace(req, checkpoint=default_checkpoint(req.ancestry, req.checkpoint,
                                                                  allow_random=req.allow_random_ancestry))
+    if req.distilled and (req.resume or req.width_epochs):
+        raise UsageError("--distilled takes the anchors as they were distilled: drop "
+                         + ("--resume" if req.resume else "--width-epochs") + " (give it to 'pool distill')")
     if not req.resume:
         check_output_dir(req.out, req.force, kind="pool")
     check_data_name(req.data)
@@ -133,6 +137,7 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
         raise UsageError(f"ancestry '{req.ancestry}' has no trained weights: pass --ancestry-checkpoint or "
                          "--allow-random-ancestry for a smoke test")
     t0 = time.time()
+    torch.manual_seed(cfg.seed)  # a random ancestry (smoke tests) is the same as 'pool distill' makes
     teacher, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint)
     meta = read_ancestry_dir(req.checkpoint) if req.checkpoint else None
     data = open_data(req.data, img_size=aspec.img_size, in_chans=aspec.in_chans, num_classes=aspec.num_classes)
@@ -145,26 +150,35 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     widest = spec.instances[-1]
     pool.models[widest.name].load_state_dict(teacher.state_dict(), strict=True)  # B anchor = the ancestry
     narrow = tuple(i for i in spec.instances if i.name != widest.name)
-    students = torch.nn.ModuleDict({i.name: pool.models[i.name] for i in narrow})
-    objective = DistillObjective(teacher, students, narrow, teacher_dim=aspec.embed_dim, teacher_depth=aspec.depth,
-                                 alpha=req.alpha, temperature=req.temperature)
-    inherited = start_from_ancestry(objective, teacher, narrow) if req.aux_init == "ancestry" else None
-    fingerprint = content_hash({"stage": "snnet-anchors", "spec": spec.identity(), "cfg": cfg.to_dict(),
-                                "alpha": req.alpha, "T": req.temperature, "data": req.data, "aux_init": req.aux_init,
-                                "teacher": state_digest(teacher)})
-    width_epochs = dict(req.width_epochs)
-    run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
-                           fingerprint=fingerprint, resume=req.resume, description="distill anchors",
-                           reporter=reporter)
+    if req.distilled:
+        taken = load_distilled(req.distilled, narrow, ancestry=aspec, teacher=teacher, data=req.data,
+                               aux_init=req.aux_init, alpha=req.alpha, temperature=req.temperature)
+        for inst in narrow:
+            pool.models[inst.name].load_state_dict(taken.states[inst.name], strict=True)
+        distilled = {k: v for k, v in taken.history.items() if k != "stage"}
+    else:
+        students = torch.nn.ModuleDict({i.name: pool.models[i.name] for i in narrow})
+        objective = DistillObjective(teacher, students, narrow, teacher_dim=aspec.embed_dim,
+                                     teacher_depth=aspec.depth, alpha=req.alpha, temperature=req.temperature)
+        inherited = start_from_ancestry(objective, teacher, narrow) if req.aux_init == "ancestry" else None
+        fingerprint = content_hash({"stage": "snnet-anchors", "spec": spec.identity(), "cfg": cfg.to_dict(),
+                                    "alpha": req.alpha, "T": req.temperature, "data": req.data,
+                                    "aux_init": req.aux_init, "teacher": state_digest(teacher)})
+        width_epochs = dict(req.width_epochs)
+        run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
+                               fingerprint=fingerprint, resume=req.resume, description="distill anchors",
+                               reporter=reporter)
+        distilled = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "earlier_wall_s": run.earlier_wall_s,
+                     "data": req.data, "config": cfg.to_dict(), "alpha": req.alpha, "temperature": req.temperature,
+                     **distill_history(run.losses, narrow, cfg.epochs, width_epochs), "aux_init": req.aux_init,
+                     "inherited_blocks": inherited, "ancestry_checkpoint": req.checkpoint,
+                     "ancestry_top1": (meta or {}).get("top1")}
     init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
-    history = ({"stage": "snnet-anchors", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
-                "wall_s": round(time.time() - t0 + run.earlier_wall_s, 1), "data": req.data,
-                "config": cfg.to_dict(), "alpha": req.alpha,
-                "temperature": req.temperature, **distill_history(run.losses, narrow, cfg.epochs, width_epochs),
+    earlier = distilled.pop("earlier_wall_s", 0.0)
+    history = ({"stage": "snnet-anchors", "when": distilled.pop("when"),
+                "wall_s": round(time.time() - t0 + earlier, 1), **distilled,  # with --distilled: assembling only
                 "anchors": {i.name: ("ancestry" if i.name == widest.name else "distilled from the ancestry")
-                            for i in spec.instances},
-                "aux_init": req.aux_init, "inherited_blocks": inherited,
-                "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")},
+                            for i in spec.instances}},
                {"stage": "stitch-init", "init": "lstsq", "images": req.lstsq_images})
     manifest = PoolManifest(spec=spec, preprocess=data.info.preprocess, data=data.info.name, stitch_init="lstsq",
                             stage="distilled", history=history)

@@ -57,6 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="Ti and S anchors start as a weight selection of the ancestry (default, as 'pool build') "
                          "or random")
     add_width_epochs(sn, who="the Ti and S anchors")
+    sn.add_argument("--distilled", type=_names, default=(), metavar="DIR,DIR,...",
+                    help="take the Ti and S anchors from 'pool distill' outputs (models ti<D>, s<D>, D the "
+                         "ancestry's depth) instead of distilling them here")
     add_finetune_recipe(sn, anchors_flag="--finetune-anchors", members="anchors", prefix="fine-tuning: ")
     add_json(sn)
     add_train_args(sn, epochs=50)
@@ -139,14 +142,18 @@ def _snnet(args: argparse.Namespace) -> int:
     _require(args, "ancestry", "data", "out")
     cfg = train_config(args)
     anchor_cfg = dataclasses.replace(cfg, epochs=args.anchor_epochs or cfg.epochs)
-    if anchor_cfg.epochs < 1:
-        from lgp_edge.errors import UsageError
+    from lgp_edge.errors import UsageError
 
+    if anchor_cfg.epochs < 1:
         raise UsageError("--anchor-epochs must be positive")
+    if args.distilled and args.anchor_epochs is not None:
+        raise UsageError("--distilled takes the anchors as they were distilled: drop --anchor-epochs (give the "
+                         "epochs to 'pool distill')")
     rep = reporter(args)
     build_snnet(SNNetRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data,
                              out=args.out, allow_random_ancestry=args.allow_random_ancestry, force=args.force,
-                             resume=args.resume, aux_init=args.aux_init, width_epochs=args.width_epochs),
+                             resume=args.resume, aux_init=args.aux_init, width_epochs=args.width_epochs,
+                             distilled=tuple(args.distilled)),
                 anchor_cfg, rep)
     finetune_pool(FinetuneRequest(pool=args.out, data=args.data, **finetune_recipe(args)), cfg, rep)
     manifest = evaluate_pool(args.out, args.data, max_images=args.eval_images, reporter=rep)

@@ -1,4 +1,4 @@
-"""``lgp-edge pool build|finetune|eval|info|plan``."""
+"""``lgp-edge pool distill|build|finetune|stitch|eval|info|plan``."""
 
 from __future__ import annotations
 
@@ -38,17 +38,58 @@ UPDATED = "pool directory (updated in place)"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pool", help="build, fine-tune, evaluate and inspect learngene pools")
     s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for add in (_register_build, _register_finetune, _register_stitch, _register_eval, _register_info,
-                _register_plan):
+    for add in (_register_distill, _register_build, _register_finetune, _register_stitch, _register_eval,
+                _register_info, _register_plan):
         add(s)
 
 
-def _register_build(s: argparse._SubParsersAction) -> None:
-    b = s.add_parser("build", help="distil an ancestry into auxiliary models and stitch them into a pool")
+def _add_ancestry_args(b: argparse.ArgumentParser) -> None:
     b.add_argument("--ancestry", required=True, metavar="NAME",
                    help="timm ViT name, e.g. lgp_vit_fmnist or deit_base_patch16_224")
     b.add_argument("--ancestry-checkpoint", default=None, metavar="FILE",
                    help="ancestry weights: safetensors, a timm checkpoint (weights_only) or an 'ancestry train' dir")
+
+
+def _register_distill(s: argparse._SubParsersAction) -> None:
+    d = s.add_parser("distill", help="distil an ancestry into auxiliary models for several pools at once (one "
+                                     "ancestry forward pass per batch for all of them); 'pool build --distilled' "
+                                     "and 'baseline snnet --distilled' take them from there")
+    _add_ancestry_args(d)
+    d.add_argument("--allow-random-ancestry", action="store_true", help="distil an untrained ancestry (smoke tests)")
+    d.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
+    d.add_argument("--out", required=True, metavar="DIR", help="directory to create")
+    d.add_argument("--models", type=_widths, required=True, metavar="M,M,...",
+                   help="auxiliary models <width><depth>, width ti, s or b, depth 6 or 9 (the pools' depth groups) or "
+                        "the ancestry's (SN-Net's Ti/S anchors), e.g. ti6,b6,ti9,b9,ti12,s12")
+    d.add_argument("--aux-init", choices=("ancestry", "random"), default="ancestry",
+                   help="models start as a weight selection of the ancestry (default) or random (the paper's)")
+    d.add_argument("--alpha", type=nonneg_float, default=0.1, help="weight of CE on labels (default 0.1)")
+    add_width_epochs(d, who="the models")
+    d.add_argument("--force", action="store_true", help="overwrite an earlier 'pool distill' output")
+    add_train_args(d, epochs=100)
+    d.set_defaults(func=_distill)
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from lgp_edge.pool.auxiliary import DistillRequest, distill_auxiliary
+    from lgp_edge.train import is_main
+
+    setup_distributed(args)
+    req = DistillRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data, out=args.out,
+                         models=args.models, aux_init=args.aux_init, alpha=args.alpha,
+                         width_epochs=args.width_epochs, allow_random_ancestry=args.allow_random_ancestry,
+                         force=args.force, resume=args.resume)
+    record = distill_auxiliary(req, train_config(args), reporter(args))
+    if is_main():
+        epochs = ", ".join(f"{m} {e}" for m, e in record["epochs"].items())
+        print(f"distilled {len(record['models'])} auxiliary models (epochs: {epochs}) in {record['wall_s'] / 60:.1f} "
+              f"min, saved to {args.out}; use it with 'lgp-edge pool build --distilled {args.out}'")
+    return 0
+
+
+def _register_build(s: argparse._SubParsersAction) -> None:
+    b = s.add_parser("build", help="distil an ancestry into auxiliary models and stitch them into a pool")
+    _add_ancestry_args(b)
     b.add_argument("--pretrained", action="store_true", help="timm's pretrained ancestry weights (needs a model hub)")
     b.add_argument("--allow-random-ancestry", action="store_true", help="distil an untrained ancestry (smoke tests)")
     b.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
@@ -69,6 +110,9 @@ def _register_build(s: argparse._SubParsersAction) -> None:
                    help="lstsq-kd: steps of stitch-only distillation (default 300)")
     b.add_argument("--alpha", type=nonneg_float, default=0.1, help="weight of CE on labels (default 0.1)")
     add_width_epochs(b, who="the auxiliary models")
+    b.add_argument("--distilled", type=_widths, default=(), metavar="DIR,DIR,...",
+                   help="take the auxiliary models from 'pool distill' outputs instead of distilling them here "
+                        "(the training flags then apply to the lstsq-kd stitch steps only)")
     b.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     add_train_args(b, epochs=100)
     b.set_defaults(func=_build)
@@ -165,7 +209,7 @@ def _build(args: argparse.Namespace) -> int:
                        aux_init=args.aux_init, allow_random_ancestry=args.allow_random_ancestry,
                        pretrained=args.pretrained,
                        force=args.force, resume=args.resume, stitch_steps=args.stitch_steps,
-                       width_epochs=args.width_epochs)
+                       width_epochs=args.width_epochs, distilled=args.distilled)
     cfg = train_config(args)
     manifest = build_pool(req, cfg, reporter(args))
     if is_main():

@@ -15,8 +15,9 @@ from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, plan_instances
 from lgp_edge.outdir import check_output_dir
+from lgp_edge.pool.auxiliary import load_distilled, start_from_ancestry
 from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
-from lgp_edge.pool.inherit import AUX_INITS, inherit_from_ancestry, selection_transform_
+from lgp_edge.pool.inherit import AUX_INITS
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import (
     INITS,
@@ -29,7 +30,7 @@ from lgp_edge.pool.stitch_init import (
     tune_stitches,
 )
 from lgp_edge.progress import NULL, Reporter
-from lgp_edge.specs import InstanceSpec, PoolSpec, content_hash
+from lgp_edge.specs import PoolSpec, content_hash
 from lgp_edge.train import TrainConfig, is_main, state_digest
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class BuildRequest:
     stitch_steps: int = 300  # lstsq-kd: steps of stitch-only distillation after the least-squares fit
     stitch_lr: float = 1e-3  # lstsq-kd: peak learning rate of those steps
     width_epochs: tuple[tuple[str, int], ...] = ()  # (width, epochs): a width's own distillation budget
+    distilled: tuple[str, ...] = ()  # 'pool distill' directories to take the auxiliary models from (no distilling)
 
 
 def _check(req: BuildRequest) -> None:
@@ -74,6 +76,9 @@ def _check(req: BuildRequest) -> None:
         raise UsageError("--chains must be 'pairs' or 'tsb'")
     if req.chains == "tsb" and tuple(sorted(req.widths)) != ("b", "s", "ti"):
         raise UsageError("--chains tsb needs --widths ti,s,b")
+    if req.distilled and (req.resume or req.width_epochs):
+        raise UsageError("--distilled takes the auxiliary models as they were distilled: drop "
+                         + ("--resume" if req.resume else "--width-epochs") + " (give it to 'pool distill')")
     if not req.resume:
         check_output_dir(req.out, req.force, kind="pool")
     check_data_name(req.data)
@@ -99,16 +104,32 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
     spec = PoolSpec(aspec, req.depth, plan_instances(aspec, req.depth, req.widths), chains=req.chains)
     torch.manual_seed(cfg.seed)
     pool = LearngenePool(spec)
-    objective = DistillObjective(teacher, pool.models, spec.instances, teacher_dim=aspec.embed_dim,
-                                 teacher_depth=aspec.depth, alpha=req.alpha, temperature=req.temperature)
-    inherited = start_from_ancestry(objective, teacher, spec.instances) if req.aux_init == "ancestry" else None
-    fingerprint = content_hash({"stage": "distill", "spec": spec.identity(), "cfg": cfg.identity(), "alpha": req.alpha,
-                                "T": req.temperature, "data": req.data, "teacher": state_digest(teacher),
-                                "aux_init": req.aux_init})
-    width_epochs = dict(req.width_epochs)
-    run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
-                           fingerprint=fingerprint, resume=req.resume, description="distill", reporter=reporter)
-    matrices = {i.name: objective.matrices(i.name) for i in spec.instances}
+    if req.distilled:
+        taken = load_distilled(req.distilled, spec.instances, ancestry=aspec, teacher=teacher, data=req.data,
+                               aux_init=req.aux_init, alpha=req.alpha, temperature=req.temperature)
+        for inst in spec.instances:
+            pool.models[inst.name].load_state_dict(taken.states[inst.name], strict=True)
+        matrices = {i.name: taken.matrices(i, aspec.depth) for i in spec.instances}
+        transforms = taken.transforms
+        distill_entry = {**taken.history, "wall_s": None}  # filled in below: this build's own seconds
+    else:
+        objective = DistillObjective(teacher, pool.models, spec.instances, teacher_dim=aspec.embed_dim,
+                                     teacher_depth=aspec.depth, alpha=req.alpha, temperature=req.temperature)
+        inherited = start_from_ancestry(objective, teacher, spec.instances) if req.aux_init == "ancestry" else None
+        fingerprint = content_hash({"stage": "distill", "spec": spec.identity(), "cfg": cfg.identity(),
+                                    "alpha": req.alpha, "T": req.temperature, "data": req.data,
+                                    "teacher": state_digest(teacher), "aux_init": req.aux_init})
+        width_epochs = dict(req.width_epochs)
+        run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
+                               fingerprint=fingerprint, resume=req.resume, description="distill", reporter=reporter)
+        matrices = {i.name: objective.matrices(i.name) for i in spec.instances}
+        transforms = objective.transform_tensors()
+        distill_entry = {"stage": "distill", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+                         "wall_s": None, "earlier_wall_s": run.earlier_wall_s, "data": req.data,
+                         "config": cfg.to_dict(), "alpha": req.alpha, "temperature": req.temperature,
+                         **distill_history(run.losses, spec.instances, cfg.epochs, width_epochs),
+                         "aux_init": req.aux_init, "inherited_blocks": inherited,
+                         "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")}
     n_images = fit_image_count(req.init, req.lstsq_images)
     images = lstsq_images(data, n_images, cfg.seed) if n_images else None
     init_stitches(pool, req.init, matrices=matrices, images=images)
@@ -120,30 +141,15 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
         tuned = tune_stitches(pool, teacher, data.train, scfg, reporter=reporter)
         init_entry.update(stitch_steps=tuned.steps, config=scfg.to_dict(), epoch_loss=list(tuned.epoch_loss))
     init_entry.update(r2_summary(pool, held_out_images(data, 500)))
-    history = ({"stage": "distill", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
-                "wall_s": round(time.time() - t0 + run.earlier_wall_s, 1), "data": req.data,
-                "config": cfg.to_dict(),
-                "alpha": req.alpha, "temperature": req.temperature,
-                **distill_history(run.losses, spec.instances, cfg.epochs, width_epochs),
-                "aux_init": req.aux_init, "inherited_blocks": inherited,
-                "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")},
-               init_entry)
+    earlier = distill_entry.pop("earlier_wall_s", 0.0)
+    distill_entry["wall_s"] = round(time.time() - t0 + earlier, 1)  # with --distilled: assembling only
+    history = (distill_entry, init_entry)
     manifest = PoolManifest(spec=spec, preprocess=data.info.preprocess, data=data.info.name, stitch_init=req.init,
                             stage="distilled", history=history)
     if is_main():
         manifest = save_pool(req.out, pool, manifest, ancestry=teacher,
-                             transforms=objective.transform_tensors())
+                             transforms=transforms)
     return manifest
-
-
-def start_from_ancestry(objective: DistillObjective, teacher: nn.Module,
-                        instances: tuple[InstanceSpec, ...]) -> dict[str, list[int]]:
-    """Every student of ``objective`` as a weight selection of ``teacher``, its transformation matrices as the
-    matching channel selection (``pool.inherit``). Returns the ancestry blocks each instance inherited."""
-    used = {i.name: list(inherit_from_ancestry(objective.students[i.name], teacher, i)) for i in instances}
-    for linear in [*objective.transforms.values(), *objective.attn_transforms.values()]:
-        selection_transform_(linear)
-    return used
 
 
 def new_random_pool(ancestry: nn.Module | str, depth: int, widths: tuple[str, ...] = ("ti", "b"),

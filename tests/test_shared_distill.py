@@ -1,0 +1,136 @@
+"""``pool distill``: auxiliary models of several pools (and SN-Net's anchors) distilled in one run, with one
+ancestry forward pass per batch, then taken by ``pool build --distilled`` and ``baseline snnet --distilled``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
+from lgp_edge.cli import main
+from lgp_edge.pool.pool import load_pool, read_manifest
+from lgp_edge.train import TrainConfig
+
+TINY = "lgp_test_tiny"
+QUICK = ["--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "32", "--quiet"]
+ANCESTRY = ["--ancestry", TINY, "--allow-random-ancestry", "--data", "synthetic"]
+
+
+def _cli(*argv: str) -> int:
+    try:
+        return main(list(argv))
+    except SystemExit as exc:  # argparse rejects a malformed value
+        return int(exc.code)
+
+
+def _distill(out: Path, models: str, *extra: str) -> int:
+    return _cli("pool", "distill", *ANCESTRY, "--out", str(out), "--models", models, *QUICK, *extra)
+
+
+def _build(out: Path, *extra: str) -> int:
+    return _cli("pool", "build", *ANCESTRY, "--out", str(out), "--init", "lstsq", *QUICK, *extra)
+
+
+def _models(pool_dir: Path) -> dict[str, torch.Tensor]:
+    pool, _ = load_pool(pool_dir)
+    return pool.models.state_dict()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both depth groups' Ti and B and SN-Net's Ti and S anchors, Ti with its own budget (a second run)."""
+    out = tmp_path_factory.mktemp("distill") / "shared"
+    assert _distill(out, "ti6,b6,ti9,b9,ti12,s12", "--width-epochs", "ti=2") == 0
+    return out
+
+
+def test_shared_runs_give_each_model_the_weights_it_gets_alone(shared: Path, tmp_path: Path) -> None:
+    record = json.loads((shared / "distilled.json").read_text())
+    assert sorted(p.name for p in shared.iterdir()) == ["distilled.json", "models.safetensors",
+                                                        "transforms.safetensors"]  # no checkpoint left behind
+    assert record["epochs"] == {"ti6": 2, "b6": 1, "ti9": 2, "b9": 1, "ti12": 2, "s12": 1}
+    assert [(r["models"], r["epochs"], len(r["epoch_loss"])) for r in record["runs"]] == [
+        (["b6", "b9", "s12"], 1, 1), (["ti6", "ti9", "ti12"], 2, 2)]
+    # the pool distilled on its own (its own ancestry passes) and the pool taken from the shared runs: same models
+    assert _build(tmp_path / "own", "--width-epochs", "ti=2") == 0
+    assert _build(tmp_path / "taken", "--distilled", str(shared)) == 0
+    own, taken = _models(tmp_path / "own"), _models(tmp_path / "taken")
+    assert own.keys() == taken.keys() and all(torch.allclose(own[k], taken[k], atol=1e-6) for k in own)
+    entry = read_manifest(tmp_path / "taken").history[0]
+    assert entry["stage"] == "distill" and entry["epochs"] == {"ti6": 2, "b6": 1}
+    assert entry["distilled"] == [{"dir": str(shared), "models": ["ti6", "b6", "ti9", "b9", "ti12", "s12"],
+                                   "wall_s": record["wall_s"]}]
+    assert [r["models"] for r in entry["runs"]] == [["b6", "b9", "s12"], ["ti6", "ti9", "ti12"]]
+    assert entry["inherited_blocks"] == read_manifest(tmp_path / "own").history[0]["inherited_blocks"]
+    # the learned stitch init is built from the same transformation matrices
+    assert _build(tmp_path / "learned-own", "--width-epochs", "ti=2", "--init", "learned") == 0
+    assert _build(tmp_path / "learned-taken", "--distilled", str(shared), "--init", "learned") == 0
+    a, b = load_pool(tmp_path / "learned-own")[0], load_pool(tmp_path / "learned-taken")[0]
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a.stitches.state_dict().values(),
+                                                                b.stitches.state_dict().values()))
+    assert _build(tmp_path / "d9", "--depth", "9", "--distilled", str(shared)) == 0
+
+
+def test_snnet_takes_its_anchors_from_a_shared_run(shared: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=1, max_steps_per_epoch=3, batch_size=32)
+    common = {"ancestry": TINY, "checkpoint": None, "data": "synthetic", "allow_random_ancestry": True}
+    build_snnet(SNNetRequest(**common, out=str(tmp_path / "own"), width_epochs=(("ti", 2),)), cfg)
+    build_snnet(SNNetRequest(**common, out=str(tmp_path / "taken"), distilled=(str(shared),)), cfg)
+    own, taken = _models(tmp_path / "own"), _models(tmp_path / "taken")
+    assert all(torch.allclose(own[k], taken[k], atol=1e-6) for k in own)
+    entry = read_manifest(tmp_path / "taken").history[0]
+    assert entry["stage"] == "snnet-anchors" and entry["epochs"] == {"ti12": 2, "s12": 1}
+    assert entry["anchors"]["b12"] == "ancestry"
+
+
+def test_bad_distilled_input_is_one_line_and_exit_2(shared: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(shared, copy)
+    cases = [
+        (lambda o: _distill(o, "ti7"), "depth must be one of 6, 9"),
+        (lambda o: _distill(o, "b12"), "is the ancestry itself"),
+        (lambda o: _distill(o, "x6"), "is not <width><depth>"),
+        (lambda o: _distill(o, "ti6,ti6"), "names a model twice"),
+        (lambda o: _distill(o, "b6", "--width-epochs", "ti=2"), "not distilled here"),
+        (lambda o: _build(o, "--distilled", str(tmp_path / "nowhere")), "is not a 'pool distill' output"),
+        (lambda o: _build(o, "--distilled", str(shared), "--widths", "ti,s,b"), "holds no auxiliary model 's6'"),
+        (lambda o: _build(o, "--distilled", str(shared), "--width-epochs", "ti=2"), "drop --width-epochs"),
+        (lambda o: _build(o, "--distilled", str(shared), "--aux-init", "random"), "other --aux-init"),
+        (lambda o: _build(o, "--distilled", str(shared), "--seed", "1"), "other ancestry weights"),
+        (lambda o: _build(o, "--distilled", f"{shared},{copy}"), "is in both"),
+        (lambda o: _cli("baseline", "snnet", *ANCESTRY, "--out", str(o), "--distilled", str(shared),
+                        "--anchor-epochs", "2", *QUICK), "drop --anchor-epochs"),
+    ]
+    for i, (run, message) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        capsys.readouterr()
+        assert run(out) == 2, message
+        err = capsys.readouterr().err.strip().splitlines()
+        assert any(message in line for line in err), (message, err)
+        assert not out.exists(), message
+    # --force replaces an earlier 'pool distill' output, never a pool or someone else's files
+    (tmp_path / "pool").mkdir()
+    (tmp_path / "pool" / "notes.txt").write_text("mine")
+    assert _distill(tmp_path / "pool", "ti6", "--force") == 2 and (tmp_path / "pool" / "notes.txt").is_file()
+    # a damaged weights file: one line, exit 2, nothing written
+    damaged = tmp_path / "damaged"
+    shutil.copytree(shared, damaged)
+    with open(damaged / "models.safetensors", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00" * 16)
+    assert _build(tmp_path / "from-damaged", "--distilled", str(damaged)) == 2
+    assert "does not match its hash" in capsys.readouterr().err and not (tmp_path / "from-damaged").exists()
+
+
+def test_force_replaces_an_earlier_distilled_output(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    assert _distill(out, "ti6") == 0
+    assert _distill(out, "b6") == 2  # not empty, no --force
+    assert _distill(out, "b6", "--force") == 0
+    assert [m["name"] for m in json.loads((out / "distilled.json").read_text())["models"]] == ["b6"]
