@@ -103,6 +103,12 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     assert "lgp_d9_learned" not in r3["methods"] and r3["settings"]["inits_d9"] == ["lstsq-kd"]
     assert r3["methods"]["lgp_d9_lstsq-kd"] == r["methods"]["lgp_d9_lstsq-kd"]
     assert "depth 9 (lstsq-kd)" in (tmp_path / "section.md").read_text()
+    # the section and the plot again from the results JSON alone: the same text, nothing trained
+    png = tmp_path / "results" / "paper_replication_quick.png"
+    png.unlink()
+    assert bench.main([*argv[:argv.index("--md-out")], "--md-out", str(tmp_path / "again.md"), "--render"]) == 0
+    assert (tmp_path / "again.md").read_text() == (tmp_path / "section.md").read_text() and png.is_file()
+    assert bench.main(["--render", "--out-dir", str(tmp_path / "nowhere")]) == 2
     with pytest.raises(SystemExit) as e:
         bench.main([*argv, "--inits-d9", "learned"])  # the default init cannot be left out
     assert e.value.code == 2
@@ -361,6 +367,18 @@ def _check_claims(c: dict, methods: dict) -> None:
     assert {k: c[f"{k}_held"] for k in ("storage_ratio", "min_flops_ratio", "front_delta_min", "init_delta_mean")} \
         == {"storage_ratio": storage < 0.5, "min_flops_ratio": min_flops < 1.0,
             "front_delta_min": worst is not None and worst >= 0.0, "init_delta_mean": init_mean > 0.0}
+
+
+def test_wall_time_goal_is_judged_only_on_a_whole_two_core_run() -> None:
+    bench = _bench()
+    r = {"quick": False, "settings": {"jobs": 2}, "environment": {"cpu_count": 2, "cpu": "Some CPU"},
+         "reused_stages": [], "timing_s": {"total_this_invocation": 119.4 * 60}}
+    assert bench.budget_lines(r) == ["| full run <= 120 min on 2 cores, excluding the one-time ancestry | 119 min "
+                                     "(Some CPU) | **met** |"]
+    assert "**not met**" in bench.budget_lines({**r, "timing_s": {"total_this_invocation": 121 * 60}})[0]
+    for other in ({"quick": True}, {"reused_stages": ["scratch"]}, {"settings": {"jobs": 1}},
+                  {"environment": {"cpu_count": 4}}):
+        assert bench.budget_lines({**r, **other}) == []
 
 
 def test_jobs_plan_orders_dependencies_and_strips_own_flags(tmp_path: Path) -> None:
