@@ -786,10 +786,10 @@ def stage_list(text: str) -> tuple[str, ...]:
 # Minutes of each job on one thread in the 2026-12-02 14:43 full run (AVX-512 EPYC), used only to order the jobs:
 # the one heading the longest remaining chain starts first.
 # Minutes of each job on one thread, used only to order the jobs (the one heading the longest remaining chain starts
-# first): the 2026-12-02 14:43 full run (AVX-512 EPYC); the shared distillation runs and assembling a pool from them
-# measured on 2026-12-04 (AVX2 EPYC).
+# first): the 2026-12-02 14:43 full run (AVX-512 EPYC); the shared distillation runs and the pools and SN-Net built
+# from them: the 2026-12-04 15:20 full run (AVX2 EPYC).
 JOB_MINUTES = {"lgp6-distill": 29, "lgp9-distill": 34, "snnet": 58.5, "lgp9-init": 23, "lgp6-init": 15,
-               "scratch": 9, "vanilla": 7, "distill-e10": 33, "distill-e3": 26, "assemble": 2, "snnet-assemble": 45}
+               "scratch": 9, "vanilla": 7, "distill-e10": 29, "distill-e3": 25, "assemble": 0.3, "snnet-assemble": 28}
 
 
 class Job(NamedTuple):
