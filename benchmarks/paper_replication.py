@@ -25,6 +25,7 @@ assembles them. ``--render`` rewrites the section and the plot from the results 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -278,12 +279,18 @@ def width_epochs_flag(s: dict[str, Any]) -> str:
     return f"--width-epochs {pairs} " if pairs else ""
 
 
+@functools.cache
+def ancestry_depth(name: str) -> int:
+    """Blocks of the ancestry ``name`` (= of SN-Net's anchors)."""
+    from lgp_edge.models.ancestry import create_ancestry
+
+    return create_ancestry(name)[1].depth
+
+
 def distill_groups(s: dict[str, Any]) -> list[tuple[int, tuple[str, ...]]]:
     """The shared distillation runs (``shared_distill``): every auxiliary model of both depth groups and SN-Net's Ti
     and S anchors, one ``pool distill`` run per epoch budget, fewest epochs first."""
-    from lgp_edge.models.ancestry import create_ancestry
-
-    depth = create_ancestry(s["ancestry"])[1].depth
+    depth = ancestry_depth(s["ancestry"])
     models = [(w, f"{w}{d}") for d in (6, 9) for w in PAPER_WIDTHS] + [(w, f"{w}{depth}") for w in ("ti", "s")]
     groups: dict[int, list[str]] = {}
     for w, name in models:
@@ -304,12 +311,13 @@ def distill_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str
             continue
         path = st.work / f"distilled-e{epochs}"
         dcfg = train_cfg(s, epochs, lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
-        if not st.done(path, distill_key(anc, s, epochs, models)):
+        key = distill_key(anc, s, epochs, models)
+        if not st.done(path, key):
             t0 = time.time()
             distill_auxiliary(DistillRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path),
                                              models=models, aux_init=s["aux_init"], force=True,
                                              resume=interrupted(path)), dcfg, rep)
-            st.mark(path, distill_key(anc, s, epochs, models), time.time() - t0)
+            st.mark(path, key, time.time() - t0)
         st.timing[f"distill_e{epochs}"] = st.wall_of(path)
         st.commands[f"distill_e{epochs}"] = (f"lgp-edge pool distill --ancestry {s['ancestry']} --ancestry-checkpoint "
                                              f"{anc} --data {s['data']} --out {path} --models {','.join(models)} "
@@ -323,11 +331,11 @@ def shared_distilled(anc: str, s: dict[str, Any], st: Stages, names: set[str]) -
     dirs, keys = [], []
     for epochs, models in distill_groups(s):
         if names & set(models):
-            path = st.work / f"distilled-e{epochs}"
-            if not st.done(path, distill_key(anc, s, epochs, models)):
+            path, key = st.work / f"distilled-e{epochs}", distill_key(anc, s, epochs, models)
+            if not st.done(path, key):
                 raise SystemExit(f"{path} is missing or stale: run the 'distill' stage first")
             dirs.append(str(path))
-            keys.append(distill_key(anc, s, epochs, models))
+            keys.append(key)
     return tuple(dirs), keys
 
 
@@ -413,9 +421,7 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
     shared = bool(s.get("shared_distill"))
     from_dirs: tuple[str, ...] = ()
     if shared:
-        from lgp_edge.models.ancestry import create_ancestry
-
-        depth = create_ancestry(s["ancestry"])[1].depth
+        depth = ancestry_depth(s["ancestry"])
         from_dirs, key["distilled"] = shared_distilled(anc, s, st, {f"ti{depth}", f"s{depth}"})
     if not st.done(path, key):
         t0 = time.time()

@@ -26,9 +26,9 @@ import torch
 from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
-from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR
+from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR, instance_spec
 from lgp_edge.outdir import check_output_dir
-from lgp_edge.pool.auxiliary import load_distilled, start_from_ancestry
+from lgp_edge.pool.auxiliary import check_distilled_use, load_distilled, start_from_ancestry
 from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
@@ -51,16 +51,7 @@ def anchor_instances(widest: AncestrySpec, anchors: list[AncestrySpec] | None = 
     classes, depth and MLP ratio, since a stitched config mixes their blocks.
     """
     if anchors is None:
-        out = []
-        for div in (4, 2, 1):
-            if widest.embed_dim % div or widest.num_heads % div:
-                raise UsageError(f"ancestry '{widest.name}' (dim {widest.embed_dim}, {widest.num_heads} heads) cannot "
-                                 f"be split into 1/{div} width anchors with whole heads")
-            code = CODES[div]
-            out.append(InstanceSpec(name=f"{code}{widest.depth}", width=code, embed_dim=widest.embed_dim // div,
-                                    depth=widest.depth, num_heads=widest.num_heads // div,
-                                    supervision=SUPERVISION[code]))
-        return tuple(out)
+        return tuple(instance_spec(widest, CODES[div], widest.depth) for div in (4, 2, 1))
     out = []
     for a in sorted(anchors, key=lambda s: s.embed_dim):
         for field in ("img_size", "in_chans", "num_classes", "patch_size", "depth", "mlp_ratio"):
@@ -124,9 +115,7 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
 
     req = dataclasses.replace(req, checkpoint=default_checkpoint(req.ancestry, req.checkpoint,
                                                                  allow_random=req.allow_random_ancestry))
-    if req.distilled and (req.resume or req.width_epochs):
-        raise UsageError("--distilled takes the anchors as they were distilled: drop "
-                         + ("--resume" if req.resume else "--width-epochs") + " (give it to 'pool distill')")
+    check_distilled_use(req.distilled, resume=req.resume, width_epochs=req.width_epochs, what="the anchors")
     if not req.resume:
         check_output_dir(req.out, req.force, kind="pool")
     check_data_name(req.data)
@@ -156,6 +145,7 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
         for inst in narrow:
             pool.models[inst.name].load_state_dict(taken.states[inst.name], strict=True)
         distilled = {k: v for k, v in taken.history.items() if k != "stage"}
+        earlier = 0.0
     else:
         students = torch.nn.ModuleDict({i.name: pool.models[i.name] for i in narrow})
         objective = DistillObjective(teacher, students, narrow, teacher_dim=aspec.embed_dim,
@@ -168,13 +158,13 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
         run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
                                fingerprint=fingerprint, resume=req.resume, description="distill anchors",
                                reporter=reporter)
-        distilled = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "earlier_wall_s": run.earlier_wall_s,
-                     "data": req.data, "config": cfg.to_dict(), "alpha": req.alpha, "temperature": req.temperature,
+        earlier = run.earlier_wall_s
+        distilled = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "data": req.data,
+                     "config": cfg.to_dict(), "alpha": req.alpha, "temperature": req.temperature,
                      **distill_history(run.losses, narrow, cfg.epochs, width_epochs), "aux_init": req.aux_init,
                      "inherited_blocks": inherited, "ancestry_checkpoint": req.checkpoint,
                      "ancestry_top1": (meta or {}).get("top1")}
     init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
-    earlier = distilled.pop("earlier_wall_s", 0.0)
     history = ({"stage": "snnet-anchors", "when": distilled.pop("when"),
                 "wall_s": round(time.time() - t0 + earlier, 1), **distilled,  # with --distilled: assembling only
                 "anchors": {i.name: ("ancestry" if i.name == widest.name else "distilled from the ancestry")

@@ -28,15 +28,18 @@ def plan_instances(ancestry: AncestrySpec, depth: int, widths: tuple[str, ...] =
     unknown = [w for w in widths if w not in WIDTH_DIVISOR]
     if unknown or not widths:
         raise UsageError(f"unknown width code(s) {unknown or widths}; use a comma list of ti, s, b")
-    out = []
-    for w in sorted(set(widths), key=lambda c: -WIDTH_DIVISOR[c]):
-        div = WIDTH_DIVISOR[w]
-        if ancestry.embed_dim % div or ancestry.num_heads % div:
-            raise UsageError(f"ancestry '{ancestry.name}' (dim {ancestry.embed_dim}, {ancestry.num_heads} heads) "
-                             f"cannot be split into width '{w}' (1/{div}) with whole heads")
-        out.append(InstanceSpec(name=f"{w}{depth}", width=w, embed_dim=ancestry.embed_dim // div, depth=depth,
-                                num_heads=ancestry.num_heads // div, supervision=SUPERVISION[w]))
-    return tuple(out)
+    return tuple(instance_spec(ancestry, w, depth) for w in sorted(set(widths), key=lambda c: -WIDTH_DIVISOR[c]))
+
+
+def instance_spec(ancestry: AncestrySpec, width: str, depth: int) -> InstanceSpec:
+    """The auxiliary model ``<width><depth>``: width and heads 1/4, 1/2 or 1 of the ancestry's, supervision by
+    width. UsageError where the ancestry's heads cannot be split that way."""
+    div = WIDTH_DIVISOR[width]
+    if ancestry.embed_dim % div or ancestry.num_heads % div:
+        raise UsageError(f"ancestry '{ancestry.name}' (dim {ancestry.embed_dim}, {ancestry.num_heads} heads) "
+                         f"cannot be split into width '{width}' (1/{div}) with whole heads")
+    return InstanceSpec(name=f"{width}{depth}", width=width, embed_dim=ancestry.embed_dim // div, depth=depth,
+                        num_heads=ancestry.num_heads // div, supervision=SUPERVISION[width])
 
 
 def create_auxiliary(ancestry: AncestrySpec, inst: InstanceSpec) -> nn.Module:

@@ -32,7 +32,7 @@ from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import save_safetensors, sha256_file
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
-from lgp_edge.models.instances import DEPTHS, SUPERVISION, WIDTH_DIVISOR, create_auxiliary
+from lgp_edge.models.instances import DEPTHS, create_auxiliary, instance_spec
 from lgp_edge.outdir import atomic_dir, check_output_dir, replace_dir
 from lgp_edge.pool.distill import (
     DistillObjective,
@@ -44,6 +44,7 @@ from lgp_edge.pool.distill import (
     transform_name,
 )
 from lgp_edge.pool.inherit import AUX_INITS, inherit_from_ancestry, selection_transform_
+from lgp_edge.pool.pool import safe_load_file
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, InstanceSpec, content_hash
 from lgp_edge.train import TrainConfig, is_main, state_digest
@@ -67,12 +68,7 @@ def auxiliary_instance(ancestry: AncestrySpec, name: str) -> InstanceSpec:
     if depth not in (*DEPTHS, ancestry.depth):
         raise UsageError(f"auxiliary model '{name}': depth must be one of {', '.join(map(str, DEPTHS))} (the pools' "
                          f"depth groups) or {ancestry.depth} (the ancestry's, SN-Net's anchors)")
-    div = WIDTH_DIVISOR[width]
-    if ancestry.embed_dim % div or ancestry.num_heads % div:
-        raise UsageError(f"ancestry '{ancestry.name}' (dim {ancestry.embed_dim}, {ancestry.num_heads} heads) "
-                         f"cannot be split into width '{width}' (1/{div}) with whole heads")
-    return InstanceSpec(name=f"{width}{depth}", width=width, embed_dim=ancestry.embed_dim // div, depth=depth,
-                        num_heads=ancestry.num_heads // div, supervision=SUPERVISION[width])
+    return instance_spec(ancestry, width, depth)
 
 
 def start_from_ancestry(objective: DistillObjective, teacher: nn.Module,
@@ -83,6 +79,13 @@ def start_from_ancestry(objective: DistillObjective, teacher: nn.Module,
     for linear in [*objective.transforms.values(), *objective.attn_transforms.values()]:
         selection_transform_(linear)
     return used
+
+
+def check_distilled_use(distilled: tuple[str, ...], *, resume: bool, width_epochs: tuple, what: str) -> None:
+    """``--distilled`` takes ``what`` as 'pool distill' left them: resuming or re-budgeting them here is refused."""
+    if distilled and (resume or width_epochs):
+        raise UsageError(f"--distilled takes {what} as they were distilled: drop "
+                         + ("--resume" if resume else "--width-epochs") + " (give it to 'pool distill')")
 
 
 @dataclass(frozen=True)
@@ -237,8 +240,6 @@ def load_distilled(dirs: tuple[str, ...], instances: tuple[InstanceSpec, ...], *
         used.setdefault(d, []).append(inst.name)
     states: dict[str, dict[str, torch.Tensor]] = {}
     transforms: dict[str, torch.Tensor] = {}
-    from lgp_edge.pool.pool import safe_load_file
-
     for d, names in used.items():
         files = {}
         for f in (MODELS, TRANSFORMS):

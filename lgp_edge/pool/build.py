@@ -15,7 +15,7 @@ from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, plan_instances
 from lgp_edge.outdir import check_output_dir
-from lgp_edge.pool.auxiliary import load_distilled, start_from_ancestry
+from lgp_edge.pool.auxiliary import check_distilled_use, load_distilled, start_from_ancestry
 from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
@@ -76,9 +76,7 @@ def _check(req: BuildRequest) -> None:
         raise UsageError("--chains must be 'pairs' or 'tsb'")
     if req.chains == "tsb" and tuple(sorted(req.widths)) != ("b", "s", "ti"):
         raise UsageError("--chains tsb needs --widths ti,s,b")
-    if req.distilled and (req.resume or req.width_epochs):
-        raise UsageError("--distilled takes the auxiliary models as they were distilled: drop "
-                         + ("--resume" if req.resume else "--width-epochs") + " (give it to 'pool distill')")
+    check_distilled_use(req.distilled, resume=req.resume, width_epochs=req.width_epochs, what="the auxiliary models")
     if not req.resume:
         check_output_dir(req.out, req.force, kind="pool")
     check_data_name(req.data)
@@ -111,7 +109,8 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
             pool.models[inst.name].load_state_dict(taken.states[inst.name], strict=True)
         matrices = {i.name: taken.matrices(i, aspec.depth) for i in spec.instances}
         transforms = taken.transforms
-        distill_entry = {**taken.history, "wall_s": None}  # filled in below: this build's own seconds
+        distilled = {k: v for k, v in taken.history.items() if k != "stage"}
+        earlier = 0.0
     else:
         objective = DistillObjective(teacher, pool.models, spec.instances, teacher_dim=aspec.embed_dim,
                                      teacher_depth=aspec.depth, alpha=req.alpha, temperature=req.temperature)
@@ -124,12 +123,12 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                                fingerprint=fingerprint, resume=req.resume, description="distill", reporter=reporter)
         matrices = {i.name: objective.matrices(i.name) for i in spec.instances}
         transforms = objective.transform_tensors()
-        distill_entry = {"stage": "distill", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
-                         "wall_s": None, "earlier_wall_s": run.earlier_wall_s, "data": req.data,
-                         "config": cfg.to_dict(), "alpha": req.alpha, "temperature": req.temperature,
-                         **distill_history(run.losses, spec.instances, cfg.epochs, width_epochs),
-                         "aux_init": req.aux_init, "inherited_blocks": inherited,
-                         "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")}
+        earlier = run.earlier_wall_s
+        distilled = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "data": req.data,
+                     "config": cfg.to_dict(), "alpha": req.alpha, "temperature": req.temperature,
+                     **distill_history(run.losses, spec.instances, cfg.epochs, width_epochs),
+                     "aux_init": req.aux_init, "inherited_blocks": inherited,
+                     "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")}
     n_images = fit_image_count(req.init, req.lstsq_images)
     images = lstsq_images(data, n_images, cfg.seed) if n_images else None
     init_stitches(pool, req.init, matrices=matrices, images=images)
@@ -141,9 +140,9 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
         tuned = tune_stitches(pool, teacher, data.train, scfg, reporter=reporter)
         init_entry.update(stitch_steps=tuned.steps, config=scfg.to_dict(), epoch_loss=list(tuned.epoch_loss))
     init_entry.update(r2_summary(pool, held_out_images(data, 500)))
-    earlier = distill_entry.pop("earlier_wall_s", 0.0)
-    distill_entry["wall_s"] = round(time.time() - t0 + earlier, 1)  # with --distilled: assembling only
-    history = (distill_entry, init_entry)
+    history = ({"stage": "distill", "when": distilled.pop("when"),
+                "wall_s": round(time.time() - t0 + earlier, 1), **distilled},  # with --distilled: assembling only
+               init_entry)
     manifest = PoolManifest(spec=spec, preprocess=data.info.preprocess, data=data.info.name, stitch_init=req.init,
                             stage="distilled", history=history)
     if is_main():
