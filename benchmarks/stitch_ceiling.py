@@ -214,7 +214,8 @@ def render_markdown(x: dict[str, Any], json_path: str) -> str:
     lines = [
         f"{'QUICK RUN (smoke settings; not a result). ' if x['quick'] else ''}"
         f"`{x['command'].strip()}` ({x['cpu']}, code {x['code_version']}, {x['date']}): "
-        f"{len(x['candidates'])} stitched descendants of the replication's fine-tuned pools, each trained alone for "
+        f"{len(x['candidates'])} stitched descendants of the fine-tuned pools of the replication of "
+        f"{x['replication']['date']} (code {x['replication']['code_version']}), each trained alone for "
         f"{b['epochs']} epoch(s) (the replication fine-tunes a whole pool in {b['replication_finetune_epochs']}), "
         f"lr {b['lr']}, batch {b['batch_size']}, {b['loss']}; top-1 on {images:,} test images. "
         f"{wall / 60:.0f} min of training on one thread each.",
@@ -247,6 +248,17 @@ def render_markdown(x: dict[str, Any], json_path: str) -> str:
     return "\n".join(lines)
 
 
+def output_paths(x: dict[str, Any], args: argparse.Namespace) -> tuple[Path, Path]:
+    """Where these results and their README section go; a longer budget than the replication's is another
+    result, beside the main one."""
+    longer = "" if x["budget"]["epochs"] == x["budget"]["replication_finetune_epochs"] else f"_e{x['budget']['epochs']}"
+    quick = "_quick" if x["quick"] else ""
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"stitch_ceiling{longer}{quick}.json")
+    md = Path(args.md_out or (Path(args.work) / f"STITCH_CEILING{longer.upper()}.md" if x["quick"]
+                              else ROOT / "benchmarks" / f"STITCH_CEILING{longer.upper()}.md"))
+    return out, md
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_follow_up_args(p, "stitch-ceiling", "cached results and checkpoints per candidate")
@@ -261,8 +273,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--md-out", default=None, help="README section (default benchmarks/STITCH_CEILING.md; quick "
                                                   "replications: inside --work)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--render", default=None, metavar="RESULTS_JSON",
+                   help="train nothing: rewrite the README section of these results (after a change to its text)")
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.render:
+        try:
+            x = json.loads(Path(args.render).read_text())
+            md = Path(args.md_out) if args.md_out else output_paths(x, args)[1]
+            write_text_atomic(md, render_markdown(x, repo_path(Path(args.render))))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"stitch_ceiling: --render {args.render}: not a stitch_ceiling results file ({e})", file=sys.stderr)
+            return 2
+        return 0
     for name in ("jobs", "epochs", "limit"):
         v = getattr(args, name)
         if v is not None and v < 1:
@@ -274,12 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkInputError as e:
         print(f"stitch_ceiling: {e}", file=sys.stderr)
         return 2
-    # a longer budget than the replication's is another result, beside the main one
-    longer = "" if x["budget"]["epochs"] == x["budget"]["replication_finetune_epochs"] else f"_e{x['budget']['epochs']}"
-    quick = "_quick" if x["quick"] else ""
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"stitch_ceiling{longer}{quick}.json")
-    md = Path(args.md_out or (Path(args.work) / f"STITCH_CEILING{longer.upper()}.md" if x["quick"]
-                              else ROOT / "benchmarks" / f"STITCH_CEILING{longer.upper()}.md"))
+    out, md = output_paths(x, args)
     for path in (out, md):
         path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out, x)

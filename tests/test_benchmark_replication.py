@@ -215,6 +215,13 @@ def _check_stitch_ceiling(tmp_path: Path, rep: dict, capsys: pytest.CaptureFixtu
     # a second run reuses every candidate's result
     assert sc.main(argv) == 0
     assert json.loads(out.read_text())["candidates"] == x["candidates"]
+    # --render rewrites the section from the results alone, naming the replication the pools came from
+    rendered = tmp_path / "rendered.md"
+    assert sc.main(["--render", str(out), "--md-out", str(rendered)]) == 0
+    md = (tmp_path / "cache" / "ceiling" / "STITCH_CEILING.md").read_text()  # the second run's
+    assert rendered.read_text() == md and f"replication of {rep['date']} (code {rep['code_version']})" in md
+    assert sc.main(["--render", str(rep_path), "--md-out", str(tmp_path / "bad.md")]) == 2  # not its results
+    assert not (tmp_path / "bad.md").exists()
     # a cached result from other pool weights or another budget is trained again, not reused
     cached = sorted((tmp_path / "cache" / "ceiling").rglob("result.json"))[0]
     cached.write_text(json.dumps({**json.loads(cached.read_text()), "fingerprint": "other-pool"}))
