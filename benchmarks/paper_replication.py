@@ -789,8 +789,6 @@ def stage_list(text: str) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------------------------- --jobs N
-# Minutes of each job on one thread in the 2026-12-02 14:43 full run (AVX-512 EPYC), used only to order the jobs:
-# the one heading the longest remaining chain starts first.
 # Minutes of each job on one thread, used only to order the jobs (the one heading the longest remaining chain starts
 # first): the 2026-12-02 14:43 full run (AVX-512 EPYC); the shared distillation runs and the pools and SN-Net built
 # from them: the 2026-12-04 15:20 full run (AVX2 EPYC).
@@ -905,7 +903,8 @@ def _schedule(jobs: list[Job], running: dict[int, tuple[Job, subprocess.Popen, f
                      len(jobs))
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The run's settings: the full (or ``--quick``) defaults with the command line's changes."""
     s = dict(QUICK if args.quick else FULL)
     for k in ("distill_epochs", "finetune_epochs", "steps_per_epoch", "eval_images", "ancestry_epochs"):
         v = getattr(args, k)
@@ -926,6 +925,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         s["only_distill"] = list(args.only_distill)
     if args.separate_distill:
         s["shared_distill"] = False
+    return s
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    s = settings_from_args(args)
     torch.set_num_threads(args.threads or torch.get_num_threads())
     work = Path(args.work or Path(args.cache_dir) / ("run-quick" if args.quick else "run-full"))
     work.mkdir(parents=True, exist_ok=True)
@@ -1030,7 +1034,7 @@ def render(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke settings (< 5 min), results marked quick")
     p.add_argument("--work", default=None, help="stage outputs (default benchmarks/.cache/run-full|run-quick)")
@@ -1079,6 +1083,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--render", action="store_true",
                    help="rewrite the README section and the plot from the results JSON in --out-dir; run nothing")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
     if args.jobs < 1:

@@ -3,7 +3,8 @@
     python benchmarks/render_readme.py
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = latency, paper, widths, ceiling, recipes, switchable, int8. Numbers are never typed into the README by hand.
+NAME = latency, paper, widths, ceiling, budget, recipes, switchable, int8. Numbers are never typed into the
+README by hand.
 """
 
 from __future__ import annotations
@@ -155,6 +156,12 @@ def ceiling() -> str:
     return "\n".join(_section(p.name) for p in [ROOT / "benchmarks" / "STITCH_CEILING.md", *longer])
 
 
+def budget() -> str:
+    """benchmarks/EQUAL_BUDGET_E<epochs>.md, shortest budget first."""
+    runs = sorted(ROOT.joinpath("benchmarks").glob("EQUAL_BUDGET_E*.md"), key=lambda p: int(p.stem.split("_E")[1]))
+    return "\n".join(_section(p.name) for p in runs)
+
+
 def recipes() -> str:
     """benchmarks/FINETUNE_RECIPES.md, then screens against later replications (FINETUNE_RECIPES_*.md)."""
     later = sorted(ROOT.joinpath("benchmarks").glob("FINETUNE_RECIPES_*.md"))
@@ -168,7 +175,7 @@ def main() -> None:
     readme = ROOT / "README.md"
     text = readme.read_text()
     for name, render in (("latency", latency), ("paper", paper), ("widths", widths), ("ceiling", ceiling),
-                         ("recipes", recipes), ("switchable", switchable), ("int8", int8)):
+                         ("budget", budget), ("recipes", recipes), ("switchable", switchable), ("int8", int8)):
         pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
         if not pattern.search(text):
             raise SystemExit(f"README.md has no <!-- {name}:begin/end --> block")

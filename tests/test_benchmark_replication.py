@@ -115,6 +115,7 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     widths_argv = _check_pool_widths(tmp_path, r3)
     _check_stitch_ceiling(tmp_path, r3, capsys)
     _check_finetune_recipes(tmp_path, r3, capsys)
+    _check_equal_budget(tmp_path, r3)
     # new weights at the same ancestry path: a stage trained from the old ones is not reused
     from safetensors.torch import load_file, save_file
 
@@ -227,6 +228,50 @@ def _check_stitch_ceiling(tmp_path: Path, rep: dict, capsys: pytest.CaptureFixtu
     cached.write_text(json.dumps({**json.loads(cached.read_text()), "fingerprint": "other-pool"}))
     assert sc.main(argv) == 0
     assert json.loads(cached.read_text())["fingerprint"] != "other-pool"
+
+
+def _check_equal_budget(tmp_path: Path, rep: dict) -> None:
+    """benchmarks/equal_budget.py on the replication just written: its default init's pools and SN-Net fine-tuned
+    again for a longer budget (as paper_replication.py child processes, from the replication's own distillations)
+    and scored with the same goal code; bad input is one line, exit 2, nothing written."""
+    eb = _load("equal_budget")
+    rep_path = tmp_path / "results" / "paper_replication_quick.json"
+    out, work = tmp_path / "results" / "equal_budget_e2_quick.json", tmp_path / "cache" / "equal-budget"
+    argv = ["--replication", str(rep_path), "--work", str(work), "--epochs", "2", "--jobs", "2", "--out", str(out),
+            "--quiet"]
+    assert eb.main([*argv, "--epochs", "1"]) == 2  # the replication's own budget
+    drifted = json.loads(rep_path.read_text())
+    drifted["settings"]["stitch_steps"] += 1  # a run this code's defaults would not reproduce
+    (tmp_path / "drifted.json").write_text(json.dumps(drifted))
+    assert eb.main(["--replication", str(tmp_path / "drifted.json"), *argv[2:]]) == 2
+    assert eb.main([*argv, "--jobs", "0"]) == 2 and not out.exists() and not work.exists()
+    assert eb.main(argv) == 0
+    x = json.loads(out.read_text())
+    init = rep["settings"]["default_init"]
+    assert x["quick"] is True and set(x["methods"]) == {f"lgp_d6_{init}", f"lgp_d9_{init}", "snnet"}
+    assert sorted(x["copied_from_replication"]) == sorted(
+        ["distilled-e1", "distilled-e2", "lgp-d6-distilled", "lgp-d9-distilled"])
+    # the distilled models are the replication's: the same instances right after distillation, and the longer
+    # budget is what changed
+    for m in x["methods"]:
+        assert x["methods"][m]["instances_after_distill"] == rep["methods"][m]["instances_after_distill"]
+    assert x["settings"]["finetune_epochs"] == 2 and rep["settings"]["finetune_epochs"] == 1
+    assert "--epochs 2" in x["commands"]["snnet"] and "--epochs 2" in x["commands"][f"lgp_d6_{init}"]
+    first, longer = x["budgets"]
+    assert first["finetune_epochs"] == 1 and first["front_share"] == rep["goals"]["front_share"]
+    assert longer["finetune_epochs"] == 2 and longer["front_share"] == x["goals"]["front_share"]
+    assert 0.0 <= longer["front_share"] <= 1.0 and longer["worst"]["delta"] == longer["front_delta_min"]
+    logs = sorted(p.name for p in (work / "e2" / "logs").glob("*.log"))  # the stages ran as child processes
+    assert logs == sorted(["distill-e1.log", "distill-e2.log", "snnet.log", "lgp6-distill.log", f"lgp6-{init}.log",
+                           "lgp9-distill.log", f"lgp9-{init}.log"])
+    md = (work / "e2" / "EQUAL_BUDGET_E2.md").read_text()
+    assert "QUICK RUN" in md and "| 1 |" in md and "| 2 |" in md
+    # a second run reuses every stage
+    assert eb.main(argv) == 0
+    again = json.loads(out.read_text())
+    assert again["goals"] == x["goals"] and again["copied_from_replication"] == []
+    assert {k: v for k, v in again["timing_s"].items() if k != "total_this_invocation"} == \
+        {k: v for k, v in x["timing_s"].items() if k != "total_this_invocation"}
 
 
 def _check_finetune_recipes(tmp_path: Path, rep: dict, capsys: pytest.CaptureFixture) -> None:
