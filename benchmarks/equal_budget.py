@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from lgp_edge.baselines.claims import compute_goals
-from lgp_edge.fileio import sha256_file, write_json_atomic, write_text_atomic
+from lgp_edge.fileio import sha256_file
 from lgp_edge.progress import stderr_reporter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +50,7 @@ from paper_replication import (  # noqa: E402
     settings_from_args,
     snnet_stage,
     width_epochs_flag,
+    write_follow_up,
 )
 
 log = logging.getLogger("equal_budget")
@@ -221,13 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkInputError as e:
         print(f"equal_budget: {e}", file=sys.stderr)
         return 2
-    quick = "_quick" if x["quick"] else ""
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"equal_budget_e{args.epochs}{quick}.json")
-    md = Path(args.md_out or (Path(args.work) / f"e{args.epochs}" / f"EQUAL_BUDGET_E{args.epochs}.md" if x["quick"]
-                              else ROOT / "benchmarks" / f"EQUAL_BUDGET_E{args.epochs}.md"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, x)
-    write_text_atomic(md, render_markdown(x, repo_path(out)))
+    write_follow_up(x, args, f"equal_budget_e{args.epochs}", f"EQUAL_BUDGET_E{args.epochs}.md", render_markdown,
+                    quick_dir=Path(args.work) / f"e{args.epochs}")
     print(json.dumps({k: x["budgets"][-1][k] for k in ("finetune_epochs", "front_share", "front_delta_min",
                                                        "front_held")}, indent=1))
     return 0

@@ -32,16 +32,16 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import repo_path  # noqa: E402
 from paper_replication import (  # noqa: E402
     BenchmarkInputError,
     add_follow_up_args,
     follow_up_header,
     read_replication,
+    write_follow_up,
 )
 
 from lgp_edge.baselines.claims import GOALS, compute_goals  # noqa: E402
-from lgp_edge.fileio import write_json_atomic, write_text_atomic  # noqa: E402
+from lgp_edge.fileio import write_json_atomic  # noqa: E402
 
 log = logging.getLogger("finetune_recipes")
 
@@ -242,14 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkInputError as e:
         print(f"finetune_recipes: {e}", file=sys.stderr)
         return 2
-    quick = "_quick" if x["quick"] else ""
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"finetune_recipes{quick}.json")
-    md = Path(args.md_out or (Path(args.work) / "FINETUNE_RECIPES.md" if x["quick"]
-                              else ROOT / "benchmarks" / "FINETUNE_RECIPES.md"))
-    for path in (out, md):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, x)
-    write_text_atomic(md, render_markdown(x, repo_path(out)))
+    write_follow_up(x, args, "finetune_recipes", "FINETUNE_RECIPES.md", render_markdown)
     print(json.dumps([{k: v[k] for k in ("name", "front_share", "front_delta_min", "instances_held")}
                       for v in x["variants"]], indent=1))
     return 0

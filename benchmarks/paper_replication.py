@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -117,6 +118,28 @@ def follow_up_header(benchmark: str, rep: dict[str, Any], rep_path: Path, argv: 
             "command": f"python benchmarks/{benchmark}.py " + " ".join(argv), "cpu": cpu_model(),
             "replication": {"path": repo_path(rep_path), "date": rep["date"], "code_version": rep["code_version"],
                             "command": rep["command"]}}
+
+
+def write_follow_up(x: dict[str, Any], args: argparse.Namespace, stem: str, md_name: str,
+                    render: Callable[[dict[str, Any], str], str], quick_dir: Path | None = None) -> tuple[Path, Path]:
+    """Write a follow-up benchmark's results ``x`` and its README section (``render(x, results path)``):
+    ``--out`` or benchmarks/results/<stem>[_quick].json, ``--md-out`` or benchmarks/<md_name> (for a quick
+    replication inside ``quick_dir``, default ``--work``: smoke results stay out of the README)."""
+    out, md = follow_up_paths(x, args, stem, md_name, quick_dir)
+    for path in (out, md):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out, x)
+    write_text_atomic(md, render(x, repo_path(out)))
+    return out, md
+
+
+def follow_up_paths(x: dict[str, Any], args: argparse.Namespace, stem: str, md_name: str,
+                    quick_dir: Path | None = None) -> tuple[Path, Path]:
+    """Where ``write_follow_up`` writes the results and the section."""
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"{stem}{'_quick' if x['quick'] else ''}.json")
+    md = Path(args.md_out or ((quick_dir or Path(args.work)) / md_name if x["quick"]
+                              else ROOT / "benchmarks" / md_name))
+    return out, md
 
 
 def train_cfg(s: dict[str, Any], epochs: int, **over: Any) -> TrainConfig:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from lgp_edge.baselines.claims import compute_goals, family, family_ranges, front_deltas
-from lgp_edge.fileio import sha256_file, write_text_atomic
+from lgp_edge.fileio import sha256_file
 from lgp_edge.progress import stderr_reporter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +40,7 @@ from paper_replication import (  # noqa: E402
     lgp_stage,
     pool_rows,
     read_replication,
+    write_follow_up,
 )
 
 log = logging.getLogger("pool_widths")
@@ -158,14 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "timing_s": {**{k: round(v, 1) for k, v in st.timing.items() if k != "ancestry"},
                      "total_this_invocation": round(time.time() - t0, 1)},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1) + "\n")
-    tmp.replace(out)
-    md = Path(args.md_out) if args.md_out else (work / "POOL_WIDTHS.md" if results["quick"]
-                                                 else ROOT / "benchmarks" / "POOL_WIDTHS.md")
-    write_text_atomic(md, render_markdown(results, repo_path(out)))
+    out, md = write_follow_up(results, args, "pool_widths", "POOL_WIDTHS.md", render_markdown, quick_dir=work)
     log.info("wrote %s and %s", out, md)
     return results
 

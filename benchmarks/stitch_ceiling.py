@@ -38,7 +38,9 @@ from paper_replication import (  # noqa: E402
     BenchmarkInputError,
     add_follow_up_args,
     follow_up_header,
+    follow_up_paths,
     read_replication,
+    write_follow_up,
 )
 
 from lgp_edge.baselines.claims import GOALS, front_deltas  # noqa: E402
@@ -248,15 +250,12 @@ def render_markdown(x: dict[str, Any], json_path: str) -> str:
     return "\n".join(lines)
 
 
-def output_paths(x: dict[str, Any], args: argparse.Namespace) -> tuple[Path, Path]:
-    """Where these results and their README section go; a longer budget than the replication's is another
-    result, beside the main one."""
-    longer = "" if x["budget"]["epochs"] == x["budget"]["replication_finetune_epochs"] else f"_e{x['budget']['epochs']}"
-    quick = "_quick" if x["quick"] else ""
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"stitch_ceiling{longer}{quick}.json")
-    md = Path(args.md_out or (Path(args.work) / f"STITCH_CEILING{longer.upper()}.md" if x["quick"]
-                              else ROOT / "benchmarks" / f"STITCH_CEILING{longer.upper()}.md"))
-    return out, md
+def output_names(x: dict[str, Any]) -> tuple[str, str]:
+    """The results' stem and section file; a longer budget than the replication's is another result, beside the
+    main one."""
+    b = x["budget"]
+    longer = "" if b["epochs"] == b["replication_finetune_epochs"] else f"_e{b['epochs']}"
+    return f"stitch_ceiling{longer}", f"STITCH_CEILING{longer.upper()}.md"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -280,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         try:
             x = json.loads(Path(args.render).read_text())
-            md = Path(args.md_out) if args.md_out else output_paths(x, args)[1]
+            md = follow_up_paths(x, args, *output_names(x))[1]
             write_text_atomic(md, render_markdown(x, repo_path(Path(args.render))))
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"stitch_ceiling: --render {args.render}: not a stitch_ceiling results file ({e})", file=sys.stderr)
@@ -297,11 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchmarkInputError as e:
         print(f"stitch_ceiling: {e}", file=sys.stderr)
         return 2
-    out, md = output_paths(x, args)
-    for path in (out, md):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, x)
-    write_text_atomic(md, render_markdown(x, repo_path(out)))
+    write_follow_up(x, args, *output_names(x), render_markdown)
     print(json.dumps(x["front"], indent=1))
     return 0
 
