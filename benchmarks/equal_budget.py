@@ -56,7 +56,8 @@ from paper_replication import (  # noqa: E402
 log = logging.getLogger("equal_budget")
 # settings a run records that do not change what a stage computes
 RUN_ONLY = {"finetune_epochs", "cache_dir", "ancestry_sha256", "jobs", "distill_recipe", "finetune_recipe",
-            "scratch_vanilla_recipe", "snnet_anchor_budget", "torch_threads", "only_inits", "only_distill"}
+            "scratch_vanilla_recipe", "snnet_anchor_budget", "torch_threads", "only_inits", "only_distill",
+            "device", "workers"}
 
 
 def replication_argv(s: dict[str, Any], quick: bool, epochs: int, work: Path) -> list[str]:

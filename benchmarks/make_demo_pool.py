@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -26,14 +27,19 @@ log = logging.getLogger("make_demo_pool")
 
 
 def git_rev() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes). A copy of the tree without its git
+    history (an exported source tree on another machine) reads ``LGP_EDGE_CODE_VERSION`` instead, else
+    ``unknown``."""
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=False, timeout=10).stdout.strip() or "no-commit"
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
                              check=False, timeout=10).stdout.strip()
+        if not rev:
+            return os.environ.get("LGP_EDGE_CODE_VERSION") or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
+                               check=False, timeout=10).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("LGP_EDGE_CODE_VERSION") or "unknown"
 
 
 def repo_path(path: str | Path) -> str:

@@ -144,8 +144,13 @@ def follow_up_paths(x: dict[str, Any], args: argparse.Namespace, stem: str, md_n
 
 def train_cfg(s: dict[str, Any], epochs: int, **over: Any) -> TrainConfig:
     kw = {"batch_size": s["batch_size"], "lr": s["lr"], "seed": s["seed"], "max_steps_per_epoch": s["steps_per_epoch"],
-          **over}
+          "device": s.get("device", "cpu"), "num_workers": s.get("workers", 0), **over}
     return TrainConfig(epochs=epochs, **kw)
+
+
+def eval_kw(s: dict[str, Any]) -> dict[str, Any]:
+    """How the stages evaluate: on the first ``eval_images`` test images, on the run's device."""
+    return {"max_images": s["eval_images"], "device": s.get("device", "cpu")}
 
 
 class Stages:
@@ -193,7 +198,7 @@ def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tupl
 
     def cfg_for(epochs: int, lr: float, warmup: float, steps: int | None) -> TrainConfig:
         return TrainConfig(epochs=epochs, batch_size=256, lr=lr, warmup_epochs=warmup, seed=s["seed"],
-                           max_steps_per_epoch=steps)
+                           max_steps_per_epoch=steps, device=s.get("device", "cpu"), num_workers=s.get("workers", 0))
 
     chain = [cfg_for(s["ancestry_epochs"], s["ancestry_lr"], s["ancestry_warmup"], s["ancestry_steps"])]
     chain += [cfg_for(c["epochs"], c["lr"], c["warmup"], s["ancestry_steps"]) for c in s.get("ancestry_cycles") or ()]
@@ -386,7 +391,7 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
                                 resume=not shared and interrupted(distilled), distilled=from_dirs,
                                 lstsq_images=s["lstsq_images"], width_epochs=() if shared else width_epochs(s)),
                    dcfg, rep)
-        after = instance_top1(distilled, s["data"], max_images=s["eval_images"])
+        after = instance_top1(distilled, s["data"], **eval_kw(s))
         (distilled / "instances.json").write_text(json.dumps(after))
         st.mark(distilled, key, time.time() - t0)
     after_distill = json.loads((distilled / "instances.json").read_text())
@@ -414,10 +419,10 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
             shutil.copytree(distilled, path, ignore=shutil.ignore_patterns(DONE, "instances.json"))
             restitch_pool(RestitchRequest(pool=str(path), data=s["data"], init=init, lstsq_images=s["lstsq_images"],
                                           stitch_steps=s["stitch_steps"]), train_cfg(s, 1), rep)
-            before = evaluate_pool(path, s["data"], max_images=s["eval_images"], reporter=rep)
+            before = evaluate_pool(path, s["data"], reporter=rep, **eval_kw(s))
             (path / "before.json").write_text(json.dumps({r.key: r.top1 for r in before.descendants}))
             finetune_pool(finetune_request(path, s), fcfg, rep)
-            evaluate_pool(path, s["data"], max_images=s["eval_images"], reporter=rep)
+            evaluate_pool(path, s["data"], reporter=rep, **eval_kw(s))
             st.mark(path, fkey, time.time() - t0)
         st.timing[name] = st.wall_of(path)
         st.commands[name] = (f"cp -r {distilled} {path} && lgp-edge pool stitch {path} --data {s['data']} "
@@ -452,9 +457,9 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
                                  resume=not shared and interrupted(path), lstsq_images=s["lstsq_images"],
                                  aux_init=s["aux_init"], width_epochs=() if shared else width_epochs(s),
                                  distilled=from_dirs), dcfg, rep)
-        (path / "anchors.json").write_text(json.dumps(instance_top1(path, s["data"], max_images=s["eval_images"])))
+        (path / "anchors.json").write_text(json.dumps(instance_top1(path, s["data"], **eval_kw(s))))
         finetune_pool(finetune_request(path, s), fcfg, rep)
-        evaluate_pool(path, s["data"], max_images=s["eval_images"], reporter=rep)
+        evaluate_pool(path, s["data"], reporter=rep, **eval_kw(s))
         st.mark(path, key, time.time() - t0)
     st.timing["snnet"] = st.wall_of(path)
     st.commands["snnet"] = (f"lgp-edge baseline snnet --ancestry {s['ancestry']} --ancestry-checkpoint {anc} "
@@ -552,6 +557,14 @@ def stage_minutes(r: dict[str, Any]) -> float:
     return sum(v for k, v in r["timing_s"].items() if k not in ("ancestry", "total_this_invocation")) / 60
 
 
+def lanes(r: dict[str, Any]) -> str:
+    """What ``--jobs N`` ran as: N one-thread CPU processes, or N processes sharing one GPU."""
+    gpu = r["environment"].get("gpu")
+    workers = r["settings"].get("workers", 0)
+    loaders = f", {workers} loader worker(s) each" if workers else ""
+    return f"processes sharing the {gpu}{loaders}" if gpu else f"parallel lanes of one thread each{loaders}"
+
+
 def compute_text(r: dict[str, Any]) -> str:
     """How long the run took: its wall time when one ``--jobs N`` invocation ran every stage, else the sum of
     the stages' wall times (stages of separate ``--stages`` processes overlap)."""
@@ -559,12 +572,12 @@ def compute_text(r: dict[str, Any]) -> str:
     reused = r.get("reused_stages") or []
     if jobs > 1 and reused:  # its wall time is not a whole run's
         return (f"this invocation took {r['timing_s']['total_this_invocation'] / 60:.0f} min of wall time as {jobs} "
-                f"parallel lanes of one thread each and reused {len(reused)} stage(s) an earlier invocation had "
+                f"{lanes(r)} and reused {len(reused)} stage(s) an earlier invocation had "
                 f"finished with the same settings ({', '.join(reused)}); the stages' own wall times, those included, "
                 f"add up to {stage_minutes(r):.0f} min, excluding the one-time ancestry")
     if jobs > 1:
         return (f"the run took **{r['timing_s']['total_this_invocation'] / 60:.0f} min of wall time** "
-                f"excluding the one-time ancestry, as {jobs} parallel lanes of one thread each (the stages' own "
+                f"excluding the one-time ancestry, as {jobs} {lanes(r)} (the stages' own "
                 f"wall times add up to {stage_minutes(r):.0f} min)")
     return (f"the stages took {stage_minutes(r):.0f} min in all, excluding the one-time ancestry (sum of each "
             "stage's wall time; stages run by separate `--stages` processes overlap)")
@@ -577,7 +590,8 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
     fd, idl, mf = c["front_detail"], c["init_detail"], c["min_flops_detail"]
     best = {k: max(v["configs"], key=lambda x: x["top1"]) for k, v in m.items()}
     lines = [
-        "## Paper replication: Learngene Pool vs SN-Net at small scale",
+        "## Paper replication: Learngene Pool vs SN-Net at small scale"
+        + (f" (longer budget, on {r['environment']['gpu']})" if r["environment"].get("gpu") else ""),
         "",
         ("**QUICK RUN: smoke settings, the numbers below mean nothing.**\n" if r["quick"] else "")
         + f"One command (`{r['command'].strip()}`) trains or reuses the ancestry ({s['ancestry']}, Fashion-MNIST "
@@ -591,7 +605,9 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
            "`pool distill` run per epoch budget with one ancestry forward pass per batch for all of them (each "
            "model gets the weights it would get alone). " if s.get("shared_distill") else "")
         +
-        f"Compute here: {compute_text(r)}, on {r['environment']['cpu_count']} CPU cores ("
+        f"Compute here: {compute_text(r)}, on "
+        + (f"one {r['environment']['gpu']} GPU and " if r["environment"].get("gpu") else "")
+        + f"{r['environment']['cpu_count']} CPU cores ("
         + (f"{r['environment']['cpu']}; " if r["environment"].get("cpu") else "") + "code "
         f"{r['code_version']}, {r['date']}).",
         "",
@@ -869,10 +885,11 @@ def job_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def run_jobs(jobs: list[Job], argv: list[str], n: int, work: Path) -> None:
+def run_jobs(jobs: list[Job], argv: list[str], n: int, work: Path, workers: int = 0) -> None:
     """Run ``jobs`` as child processes of this script, at most ``n`` at once, each on one thread pinned to its
-    own core; a job starts when the jobs it needs are done. Each child's log goes to ``work/logs/<job>.log``.
-    The first failure stops the others and raises SystemExit naming its log."""
+    own core (and ``workers`` more cores for its loader workers); a job starts when the jobs it needs are done.
+    Each child's log goes to ``work/logs/<job>.log``. The first failure stops the others and raises SystemExit
+    naming its log."""
     running: dict[int, tuple[Job, subprocess.Popen, float]] = {}  # lane -> job; what must stop if this run stops
 
     def on_term(signum: int, frame: Any) -> None:
@@ -880,7 +897,7 @@ def run_jobs(jobs: list[Job], argv: list[str], n: int, work: Path) -> None:
 
     old_term = signal.signal(signal.SIGTERM, on_term)
     try:
-        _schedule(jobs, running, argv, n, work / "logs")
+        _schedule(jobs, running, argv, n, work / "logs", 1 + workers)
     except BaseException:  # a failed job, Ctrl-C or SIGTERM: no child outlives this run
         for _, proc, _ in running.values():
             proc.terminate()
@@ -892,7 +909,7 @@ def run_jobs(jobs: list[Job], argv: list[str], n: int, work: Path) -> None:
 
 
 def _schedule(jobs: list[Job], running: dict[int, tuple[Job, subprocess.Popen, float]], argv: list[str], n: int,
-              logs: Path) -> None:
+              logs: Path, width: int = 1) -> None:
     cpus = sorted(os.sched_getaffinity(0))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     logs.mkdir(parents=True, exist_ok=True)
@@ -908,10 +925,10 @@ def _schedule(jobs: list[Job], running: dict[int, tuple[Job, subprocess.Popen, f
                    *job.extra]
             with open(logs / f"{job.name}.log", "w") as f:
                 proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-            cpu = cpus[lane % len(cpus)]
-            os.sched_setaffinity(proc.pid, {cpu})
+            mine = sorted({cpus[(lane * width + i) % len(cpus)] for i in range(width)})
+            os.sched_setaffinity(proc.pid, mine)  # its loader workers inherit these cores
             running[lane] = (job, proc, time.time())
-            log.info("lane %d: started %s (cpu %d)", lane, job.name, cpu)
+            log.info("lane %d: started %s (cpu %s)", lane, job.name, ",".join(map(str, mine)))
         if not running:
             raise SystemExit(f"jobs {[j.name for j in pending]} wait for jobs that never ran")
         time.sleep(2)
@@ -948,6 +965,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         s["only_distill"] = list(args.only_distill)
     if args.separate_distill:
         s["shared_distill"] = False
+    s.update(device=args.device, workers=args.workers)
     return s
 
 
@@ -963,7 +981,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     s["ancestry_sha256"] = sha256_file(Path(anc) / "ancestry.safetensors")  # stages reuse only its own outputs
     log.info("ancestry %s: top-1 %s", anc, anc_meta.get("top1"))
     if args.jobs > 1:  # the stages in parallel child processes; this process then assembles their results
-        run_jobs(plan_jobs(s), job_argv(args.argv), args.jobs, work)
+        run_jobs(plan_jobs(s), job_argv(args.argv), args.jobs, work, s["workers"])
         s["jobs"] = args.jobs
     methods: dict[str, Any] = {}
     order = [("distill", lambda: distill_stage(anc, s, rep, st) if s["shared_distill"] else {}),
@@ -1013,7 +1031,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                             "distill_width_epochs as the LGP auxiliary models; B = the ancestry",
                      "torch_threads": 1 if args.jobs > 1 else torch.get_num_threads()},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "cpu_count": os.cpu_count(), "machine": platform.machine(), "cpu": cpu_model()},
+                        "cpu_count": os.cpu_count(), "machine": platform.machine(), "cpu": cpu_model(),
+                        **({"gpu": torch.cuda.get_device_name()} if s["device"] == "cuda" else {})},
         "ancestry": {k: anc_meta.get(k) for k in ("name", "top1", "val_images", "config", "wall_s", "when",
                                                   "reused_from_cache", "path")},
         "methods": methods,
@@ -1039,7 +1058,7 @@ def write_outputs(results: dict[str, Any], args: argparse.Namespace, work: Path)
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / f"{stem}.json", results)
     plot(results, out / f"{stem}.png")
-    md = render_markdown(results, f"benchmarks/results/{stem}.png", f"benchmarks/results/{stem}.json")
+    md = render_markdown(results, repo_path(out / f"{stem}.png"), repo_path(out / f"{stem}.json"))
     md_path = Path(args.md_out) if args.md_out else (
         work / "PAPER_REPLICATION_quick.md" if results["quick"] else ROOT / "benchmarks" / "PAPER_REPLICATION.md")
     write_text_atomic(md_path, md)
@@ -1096,6 +1115,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="each pool and SN-Net distil their own models (one ancestry pass each) instead of sharing "
                         "'pool distill' runs across them")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where training and evaluation run (default cpu); with cuda and --jobs N the N stage "
+                        "processes share the GPU (CUDA_VISIBLE_DEVICES picks it)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes per training run (default 0: batches are made in the "
+                        "training process); augmentation then draws from the workers' seeds, so a run is not "
+                        "bit-identical to one with another --workers")
     p.add_argument("--stages", type=stage_list, default=None,
                    help=f"comma list of stages to run now, e.g. lgp6,snnet (default all: {','.join(STAGES)}); "
                         "two processes with disjoint stages and the same --work can share a machine's cores; "
@@ -1121,6 +1147,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--only-inits needs --stages: the run that assembles the results uses every init's copy")
     if args.only_distill is not None and args.stages is None:
         p.error("--only-distill needs --stages: the run that assembles the results uses every distillation")
+    if args.workers < 0:
+        p.error(f"--workers must be >= 0, got {args.workers}")
+    if args.device == "cuda" and not args.render and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available here; use --device cpu")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     if args.render:
         return render(args)

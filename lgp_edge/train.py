@@ -403,11 +403,14 @@ def _checkpoint(loop: _Loop, epoch: int, step_in_epoch: int) -> None:
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: str = "cpu",
              max_images: int | None = None) -> float:
-    """Top-1 accuracy in percent."""
+    """Top-1 accuracy in percent, computed on ``device``; ``model`` is left in eval mode on the CPU."""
     model.eval().to(device)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
-    loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size)
-    correct = 0
+    loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size,
+                        pin_memory=torch.device(device).type == "cuda")
+    correct = torch.zeros((), dtype=torch.long, device=device)
     for x, y in loader:
-        correct += int((model(x.to(device)).argmax(-1).cpu() == y).sum())
-    return 100.0 * correct / max(1, n)
+        correct += (model(x.to(device, non_blocking=True)).argmax(-1) == y.to(device, non_blocking=True)).sum()
+    if torch.device(device).type != "cpu":
+        model.cpu()
+    return 100.0 * int(correct) / max(1, n)

@@ -465,14 +465,58 @@ def test_jobs_plan_orders_dependencies_and_strips_own_flags(tmp_path: Path) -> N
         assert e.value.code == 2
 
 
+def test_device_and_loader_workers_reach_every_training_run_and_the_report(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    from lgp_edge.commands.train_args import train_flags
+    from lgp_edge.train import TrainConfig
+
+    bench = _bench()
+    s = bench.settings_from_args(bench.build_parser().parse_args(["--workers", "2"]))
+    assert s["device"] == "cpu" and s["workers"] == 2
+    cfg = bench.train_cfg(s, 3, lr=1e-3)
+    assert (cfg.device, cfg.num_workers, cfg.epochs, cfg.lr) == ("cpu", 2, 3, 1e-3)
+    assert bench.eval_kw({**s, "device": "cuda"}) == {"max_images": s["eval_images"], "device": "cuda"}
+    # the recorded commands name the device and the workers where they are not the defaults
+    assert train_flags(TrainConfig(epochs=1, device="cuda", num_workers=2)).endswith("--device cuda --workers 2")
+    plain = train_flags(TrainConfig(epochs=1))
+    assert "--device" not in plain and "--workers" not in plain
+    # a GPU run says so in its title and in how it ran; a CPU run stays as before
+    gpu = {"environment": {"gpu": "NVIDIA H200", "cpu_count": 16}, "settings": {"jobs": 8, "workers": 2},
+           "timing_s": {"snnet": 60.0, "total_this_invocation": 300.0}}
+    assert bench.lanes(gpu) == "processes sharing the NVIDIA H200, 2 loader worker(s) each"
+    assert "as 8 processes sharing the NVIDIA H200" in bench.compute_text(gpu)
+    assert bench.lanes({"environment": {}, "settings": {"jobs": 2}}) == "parallel lanes of one thread each"
+    # bad values: one line, exit 2, before anything runs
+    bad = [["--workers", "-1"], ["--device", "tpu"]] + ([] if torch.cuda.is_available() else [["--device", "cuda"]])
+    for argv in bad:
+        with pytest.raises(SystemExit) as e:
+            bench.main([*argv, "--work", str(tmp_path / "w"), "--out-dir", str(tmp_path / "out")])
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--workers must be >= 0" in err and "invalid choice: 'tpu'" in err
+    # a copy of the tree without git (another machine's run) records the version it is told, else 'unknown'
+    mdp = sys.modules["make_demo_pool"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", str(tmp_path / "empty"))
+        mp.delenv("LGP_EDGE_CODE_VERSION", raising=False)
+        assert mdp.git_rev() == "unknown"
+        mp.setenv("LGP_EDGE_CODE_VERSION", "abc1234")
+        assert mdp.git_rev() == "abc1234"
+    assert torch.cuda.is_available() or "no CUDA device is available here" in err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_jobs_run_every_stage_in_parallel_tiny(tmp_path: Path) -> None:
     bench = _bench()
     argv = _tiny_argv(tmp_path)
-    assert bench.main([*argv, "--jobs", "2"]) == 0
+    assert bench.main([*argv, "--jobs", "2", "--workers", "1"]) == 0  # batches made by one loader worker per run
     run_dir = tmp_path / "cache" / "run-quick"
     r = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
-    assert r["settings"]["jobs"] == 2 and r["settings"]["torch_threads"] == 1
+    assert r["settings"]["jobs"] == 2 and r["settings"]["torch_threads"] == 1 and r["settings"]["workers"] == 1
+    assert "--workers 1" in r["commands"]["snnet"] and "gpu" not in r["environment"]
     assert len(r["methods"]) == 8 and len(r["methods"]["snnet"]["configs"]) == 71
     # each job ran in its own process and logged there; the parent only assembled
     logs = {p.stem for p in (run_dir / "logs").glob("*.log")}
@@ -480,7 +524,7 @@ def test_jobs_run_every_stage_in_parallel_tiny(tmp_path: Path) -> None:
                     "lgp6-lstsq", "lgp6-lstsq-kd", "lgp9-distill", "lgp9-learned", "lgp9-lstsq-kd"}
     assert "started" not in (run_dir / "logs" / "lgp6-learned.log").read_text()
     assert "reusing" in (run_dir / "logs" / "lgp6-learned.log").read_text()  # the distilled pool of another job
-    assert "parallel lanes" in (tmp_path / "section.md").read_text()
+    assert "parallel lanes of one thread each, 1 loader worker(s) each" in (tmp_path / "section.md").read_text()
 
 
 @pytest.mark.slow

@@ -155,7 +155,7 @@ def _train_one(req: SingleRequest, cfg: TrainConfig, spec: PoolSpec, ancestry: t
     t1 = time.time()
     result = fit(SupervisedObjective(model, req.smoothing), data.train, cfg,
                  description=f"{req.method} {key}", reporter=reporter)
-    top1 = evaluate(model, data.val, batch_size=512, max_images=req.eval_images)
+    top1 = evaluate(model, data.val, batch_size=512, max_images=req.eval_images, device=cfg.device)
     row = {"key": key, "blocks": dspec.num_blocks, "params": count_params(model),
            "flops": descendant_flops(spec, dspec), "top1": round(top1, 3),
            "epoch_loss": list(result.epoch_loss), "wall_s": round(time.time() - t1, 1),

@@ -68,12 +68,17 @@ def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int =
 
 def train_flags(cfg) -> str:
     """The ``add_train_args`` flags that reproduce ``cfg``'s epochs, batch, learning rate, seed, warm-up and
-    step cap (the inverse of ``train_config`` for the settings a recorded command needs)."""
+    step cap, and its device and loader workers where not the defaults (the inverse of ``train_config`` for the
+    settings a recorded command needs)."""
     flags = f"--epochs {cfg.epochs} --batch-size {cfg.batch_size} --lr {cfg.lr} --seed {cfg.seed}"
     if cfg.warmup_epochs:
         flags += f" --warmup-epochs {cfg.warmup_epochs}"
     if cfg.max_steps_per_epoch:
         flags += f" --max-steps-per-epoch {cfg.max_steps_per_epoch}"
+    if cfg.device != "cpu":
+        flags += f" --device {cfg.device}"
+    if cfg.num_workers:
+        flags += f" --workers {cfg.num_workers}"
     return flags
 
 

@@ -17,32 +17,35 @@ DESCENDANTS = "descendants.json"
 
 
 def evaluate_descendants(pool: LearngenePool, dataset, *, batch_size: int = 256, max_images: int | None = None,
-                         reporter: Reporter = NULL, data_name: str | None = None) -> list[DescendantRecord]:
-    """Top-1 of every descendant on ``dataset`` (named ``data_name`` in each record)."""
+                         reporter: Reporter = NULL, data_name: str | None = None,
+                         device: str = "cpu") -> list[DescendantRecord]:
+    """Top-1 of every descendant on ``dataset`` (named ``data_name`` in each record), computed on ``device``."""
     if max_images is not None and max_images < 1:
         raise UsageError(f"max_images must be >= 1, got {max_images}")
     records = []
     specs = pool.descendants()
     with reporter.task("evaluate descendants", total=len(specs)) as task:
         for spec in specs:
-            top1 = evaluate(pool.descendant(spec), dataset, batch_size=batch_size, max_images=max_images)
+            top1 = evaluate(pool.descendant(spec), dataset, batch_size=batch_size, max_images=max_images,
+                            device=device)
             records.append(dataclasses.replace(pool.record(spec, top1=round(top1, 3)), top1_data=data_name))
             task.advance(1, last=f"{spec.key} {top1:.2f}%")
     return records
 
 
-def instance_top1(path: str | Path, data: str, *, max_images: int | None = None) -> dict[str, float]:
+def instance_top1(path: str | Path, data: str, *, max_images: int | None = None,
+                  device: str = "cpu") -> dict[str, float]:
     """Top-1 of each instance model alone (Ti alone, B alone) of the pool at ``path``; nothing is written."""
     check_data_name(data)
     pool, manifest = load_pool(path)
     a = manifest.spec.ancestry
     ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
-    return {d.key: round(evaluate(pool.descendant(d), ds.val, max_images=max_images), 3)
+    return {d.key: round(evaluate(pool.descendant(d), ds.val, max_images=max_images, device=device), 3)
             for d in pool.descendants() if not d.stitches}
 
 
 def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_images: int | None = None,
-                  reporter: Reporter = NULL) -> PoolManifest:
+                  reporter: Reporter = NULL, device: str = "cpu") -> PoolManifest:
     check_data_name(data)
     pool, manifest = load_pool(path)
     a = manifest.spec.ancestry
@@ -50,7 +53,7 @@ def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_ima
     if len(ds.val) == 0:
         raise DataError(f"--data {data} has no validation images")
     records = evaluate_descendants(pool, ds.val, batch_size=batch_size, max_images=max_images, reporter=reporter,
-                                   data_name=ds.info.name)
+                                   data_name=ds.info.name, device=device)
     n = len(ds.val) if max_images is None else min(max_images, len(ds.val))
     manifest = manifest.replace(descendants=tuple(records),
                                 history=manifest.history + ({"stage": "eval", "data": ds.info.name, "images": n},))
