@@ -559,8 +559,8 @@ def stage_minutes(r: dict[str, Any]) -> float:
 
 def lanes(r: dict[str, Any]) -> str:
     """What ``--jobs N`` ran as: N one-thread CPU processes, or N processes sharing one GPU."""
-    gpu = r["environment"].get("gpu")
-    workers = r["settings"].get("workers", 0)
+    gpu = r.get("environment", {}).get("gpu")
+    workers = r.get("settings", {}).get("workers", 0)
     loaders = f", {workers} loader worker(s) each" if workers else ""
     return f"processes sharing the {gpu}{loaders}" if gpu else f"parallel lanes of one thread each{loaders}"
 
