@@ -591,7 +591,7 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
     best = {k: max(v["configs"], key=lambda x: x["top1"]) for k, v in m.items()}
     lines = [
         "## Paper replication: Learngene Pool vs SN-Net at small scale"
-        + (f" (longer budget, on {r['environment']['gpu']})" if r["environment"].get("gpu") else ""),
+        + (f" (on {r['environment']['gpu']})" if r["environment"].get("gpu") else ""),
         "",
         ("**QUICK RUN: smoke settings, the numbers below mean nothing.**\n" if r["quick"] else "")
         + f"One command (`{r['command'].strip()}`) trains or reuses the ancestry ({s['ancestry']}, Fashion-MNIST "
@@ -606,7 +606,7 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
            "model gets the weights it would get alone). " if s.get("shared_distill") else "")
         +
         f"Compute here: {compute_text(r)}, on "
-        + (f"one {r['environment']['gpu']} GPU and " if r["environment"].get("gpu") else "")
+        + (f"one {r['environment']['gpu']} and " if r["environment"].get("gpu") else "")
         + f"{r['environment']['cpu_count']} CPU cores ("
         + (f"{r['environment']['cpu']}; " if r["environment"].get("cpu") else "") + "code "
         f"{r['code_version']}, {r['date']}).",
