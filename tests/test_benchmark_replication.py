@@ -499,6 +499,8 @@ def test_device_and_loader_workers_reach_every_training_run_and_the_report(tmp_p
         assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--workers must be >= 0" in err and "invalid choice: 'tpu'" in err
+    assert torch.cuda.is_available() or "no CUDA device is available here" in err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "out").exists()
     # a copy of the tree without git (another machine's run) records the version it is told, else 'unknown'
     mdp = sys.modules["make_demo_pool"]
     with pytest.MonkeyPatch.context() as mp:
@@ -507,8 +509,6 @@ def test_device_and_loader_workers_reach_every_training_run_and_the_report(tmp_p
         assert mdp.git_rev() == "unknown"
         mp.setenv("LGP_EDGE_CODE_VERSION", "abc1234")
         assert mdp.git_rev() == "abc1234"
-    assert torch.cuda.is_available() or "no CUDA device is available here" in err
-    assert not (tmp_path / "w").exists() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
