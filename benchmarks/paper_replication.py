@@ -197,8 +197,7 @@ def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tupl
     cache = Path(s["cache_dir"])
 
     def cfg_for(epochs: int, lr: float, warmup: float, steps: int | None) -> TrainConfig:
-        return TrainConfig(epochs=epochs, batch_size=256, lr=lr, warmup_epochs=warmup, seed=s["seed"],
-                           max_steps_per_epoch=steps, device=s.get("device", "cpu"), num_workers=s.get("workers", 0))
+        return train_cfg(s, epochs, batch_size=256, lr=lr, warmup_epochs=warmup, max_steps_per_epoch=steps)
 
     chain = [cfg_for(s["ancestry_epochs"], s["ancestry_lr"], s["ancestry_warmup"], s["ancestry_steps"])]
     chain += [cfg_for(c["epochs"], c["lr"], c["warmup"], s["ancestry_steps"]) for c in s.get("ancestry_cycles") or ()]
@@ -589,9 +588,9 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
     yes = {True: "**held**", False: "**did not hold**"}
     fd, idl, mf = c["front_detail"], c["init_detail"], c["min_flops_detail"]
     best = {k: max(v["configs"], key=lambda x: x["top1"]) for k, v in m.items()}
+    gpu = r["environment"].get("gpu")
     lines = [
-        "## Paper replication: Learngene Pool vs SN-Net at small scale"
-        + (f" (on {r['environment']['gpu']})" if r["environment"].get("gpu") else ""),
+        "## Paper replication: Learngene Pool vs SN-Net at small scale" + (f" (on {gpu})" if gpu else ""),
         "",
         ("**QUICK RUN: smoke settings, the numbers below mean nothing.**\n" if r["quick"] else "")
         + f"One command (`{r['command'].strip()}`) trains or reuses the ancestry ({s['ancestry']}, Fashion-MNIST "
@@ -606,7 +605,7 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
            "model gets the weights it would get alone). " if s.get("shared_distill") else "")
         +
         f"Compute here: {compute_text(r)}, on "
-        + (f"one {r['environment']['gpu']} and " if r["environment"].get("gpu") else "")
+        + (f"one {gpu} and " if gpu else "")
         + f"{r['environment']['cpu_count']} CPU cores ("
         + (f"{r['environment']['cpu']}; " if r["environment"].get("cpu") else "") + "code "
         f"{r['code_version']}, {r['date']}).",

@@ -404,13 +404,14 @@ def _checkpoint(loop: _Loop, epoch: int, step_in_epoch: int) -> None:
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: str = "cpu",
              max_images: int | None = None) -> float:
     """Top-1 accuracy in percent, computed on ``device``; ``model`` is left in eval mode on the CPU."""
-    model.eval().to(device)
+    dev = torch.device(device)
+    model.eval().to(dev)
     n = len(dataset) if max_images is None else min(max_images, len(dataset))
     loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size,
-                        pin_memory=torch.device(device).type == "cuda")
-    correct = torch.zeros((), dtype=torch.long, device=device)
+                        pin_memory=dev.type == "cuda")
+    correct = torch.zeros((), dtype=torch.long, device=dev)
     for x, y in loader:
-        correct += (model(x.to(device, non_blocking=True)).argmax(-1) == y.to(device, non_blocking=True)).sum()
-    if torch.device(device).type != "cpu":
+        correct += (model(x.to(dev, non_blocking=True)).argmax(-1) == y.to(dev, non_blocking=True)).sum()
+    if dev.type != "cpu":
         model.cpu()
     return 100.0 * int(correct) / max(1, n)
