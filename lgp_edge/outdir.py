@@ -120,31 +120,61 @@ def _entries(p: Path) -> list[str]:
     return sorted(e.name for e in p.iterdir())
 
 
+# What each kind of output holds, by name (literals here: this module must not import the torch-side modules
+# that define them; tests/test_outdir.py checks them against real outputs). Checkpoint directories of a run
+# (``NAME.ckpt``, e.g. ``distill-ti6+ti9.ckpt``, ``finetune.ckpt``, ``train.ckpt``) are lgp-edge's in any kind.
+POOL_FILES = frozenset({"pool.json", "weights.safetensors", "ancestry.safetensors", "transforms.safetensors",
+                        "descendants.json"})
+ANCESTRY_FILES = frozenset({"ancestry.json", "ancestry.safetensors"})
+REPORT_FILES = frozenset({"report.md", "report.html", "report.csv"})
+_CKPT_RE = re.compile(r"^(distill(-[A-Za-z0-9_.+-]+)?|finetune|finetune-stitch|train)\.ckpt$")
+_REPORT_PLOT_RE = re.compile(r"^pareto-.+\.png$")
+
+
+def _checkpoint(p: Path, name: str) -> bool:
+    return bool(_CKPT_RE.match(name)) and (p / name).is_dir() and not (p / name).is_symlink()
+
+
+def _not_named(p: Path, named: set[str], prefix: str = "") -> list[str]:
+    """Entries under ``p`` that no manifest path names: a named path owns its whole tree, a folder that only
+    leads to named paths is looked into."""
+    out = []
+    for name in _entries(p):
+        rel = prefix + name
+        if rel in named:
+            continue
+        if (p / name).is_dir() and not (p / name).is_symlink() and any(n.startswith(rel + "/") for n in named):
+            out += _not_named(p / name, named, rel + "/")
+        else:
+            out.append(rel)
+    return out
+
+
 def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
     """(kind of lgp-edge output in ``path`` or None, entries in it that lgp-edge did not write there).
 
-    Kinds: ``export`` (``manifest.json`` of kind "lgp-edge export…"; every entry is named in it),
-    ``report`` (``report.md``, ``report.html``, ``report.csv`` and the plots), ``pool`` (``pool.json`` with a
-    pool id), ``ancestry`` (``ancestry.json`` beside ``ancestry.safetensors``), ``baseline`` (a scratch or vanilla
+    Kinds: ``export`` (``manifest.json`` of kind "lgp-edge export…"; every entry is named in it, folders
+    looked into), ``report`` (``report.md``, ``report.html``, ``report.csv`` and the ``pareto-*.png`` plots),
+    ``pool`` (``pool.json`` with a pool id, beside the weights, ``descendants.json`` and checkpoints),
+    ``ancestry`` (``ancestry.json`` beside ``ancestry.safetensors``), ``baseline`` (a scratch or vanilla
     baseline's ``results.json`` and the ``<key>.safetensors`` it names), ``distilled`` (``pool distill``'s
-    ``distilled.json`` beside the two safetensors files it hashes).
+    ``distilled.json`` beside the two safetensors files it hashes). Entries are relative paths; checkpoint
+    directories of a killed or resumed run count as lgp-edge's in every kind.
     """
     p = Path(path)
-    names = _entries(p)
+    names = [n for n in _entries(p) if not _checkpoint(p, n)]
     mf = _json(p / "manifest.json")
     if isinstance(mf, dict) and str(mf.get("kind", "")).startswith("lgp-edge export"):
-        named = set(_strings(mf))
-        tops = {s.split("/", 1)[0] for s in named}
-        return "export", [n for n in names if n not in ("manifest.json", "EMBEDDING.md") and n not in tops]
-    if "report.md" in names and all(n in ("report.md", "report.html", "report.csv") or n.endswith(".png")
-                                    for n in names):
-        return "report", []
+        named = set(_strings(mf)) | {"manifest.json", "EMBEDDING.md"}
+        return "export", _not_named(p, named)
+    if "report.md" in names:
+        return "report", [n for n in names if n not in REPORT_FILES and not _REPORT_PLOT_RE.match(n)]
     pj = _json(p / "pool.json")
     if isinstance(pj, dict) and "pool_id" in pj and "schema_version" in pj:
-        return "pool", [n for n in names if n.endswith((".sqlite", ".sqlite-wal", ".sqlite-shm", ".db"))]
+        return "pool", [n for n in names if n not in POOL_FILES]
     aj = _json(p / "ancestry.json")
     if isinstance(aj, dict) and "ancestry.safetensors" in names:
-        return "ancestry", []
+        return "ancestry", [n for n in names if n not in ANCESTRY_FILES]
     dj = _json(p / "distilled.json")
     if isinstance(dj, dict) and dj.get("kind") == "lgp-edge distilled auxiliary models":
         own = {"distilled.json", *(dj.get("files") or {})}
@@ -154,6 +184,14 @@ def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
         own = {"results.json"} | {f"{r.get('key')}.safetensors" for r in rj["configs"] if isinstance(r, dict)}
         return "baseline", [n for n in names if n not in own]
     return None, names
+
+
+def foreign_entries(path: str | Path) -> list[str]:
+    """What ``path`` holds that lgp-edge did not write (relative paths); nothing for a missing directory."""
+    p = Path(path)
+    if not p.is_dir() or p.is_symlink():
+        return []
+    return recognise_output(p)[1]
 
 
 def check_output_dir(path: str | Path, force: bool, kind: str | Iterable[str] | None = None) -> None:
@@ -188,6 +226,17 @@ def check_output_dir(path: str | Path, force: bool, kind: str | Iterable[str] | 
     if foreign:
         raise UsageError(f"--force would delete '{p / foreign[0]}', which lgp-edge did not write there; nothing "
                          "was touched: move it away or choose another --out")
+
+
+def check_resume_dir(path: str | Path) -> None:
+    """``--resume`` continues a run in OUT and then replaces OUT: refuse now if OUT holds anything lgp-edge did
+    not write there (the check ``--force`` makes, for a directory that may hold only checkpoints so far)."""
+    p = check_path(path)
+    if p.is_dir():
+        foreign = foreign_entries(p)
+        if foreign:
+            raise UsageError(f"--resume would replace '{p}', which holds '{foreign[0]}' that lgp-edge did not write "
+                             "there; nothing was touched: move it away or choose another --out")
 
 
 def check_not_inside(out: str | Path, path: str | Path, what: str) -> None:
@@ -334,8 +383,27 @@ def exchange(a: str | Path, b: str | Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def _carry_foreign(old: Path, new: Path) -> None:
+    """Copy into ``new`` what ``old`` holds that lgp-edge did not write (e.g. a file added to OUT while a long
+    run was under way, after the check before the work), so that replacing ``old`` deletes only lgp-edge's own
+    files. A name the new output uses itself is refused (UsageError), nothing replaced."""
+    for rel in foreign_entries(old):
+        src, dst = old / rel, new / rel
+        if dst.exists() or dst.is_symlink():
+            raise UsageError(f"'{src}' was not written by lgp-edge and the new output writes the same name; nothing "
+                             f"was replaced: move it away and run again")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir() and not src.is_symlink():
+            shutil.copytree(src, dst, symlinks=True)
+        else:
+            shutil.copy2(src, dst, follow_symlinks=False)
+        log.warning("kept '%s' (lgp-edge did not write it) in the new '%s'", rel, old)
+
+
 def replace_dir(tmp: str | Path, path: str | Path) -> None:
     """Move directory ``tmp`` to ``path``, replacing whatever is there; ``path`` is never missing.
+
+    What the old ``path`` holds that lgp-edge did not write is copied into ``tmp`` first (``_carry_foreign``).
 
     Call inside ``atomic_dir(path)`` (which holds the lock and recovers a killed fallback swap).
     """
@@ -344,6 +412,7 @@ def replace_dir(tmp: str | Path, path: str | Path) -> None:
     if not p.exists():
         os.rename(tmp, p)
         return
+    _carry_foreign(p, Path(tmp))
     if exchange(tmp, p):
         shutil.rmtree(tmp, ignore_errors=True)  # now the old directory; a kill here leaves it for recover()
         return

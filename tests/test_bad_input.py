@@ -142,6 +142,61 @@ def _build_over_export_like_notes(root: Path) -> list[str]:
             "--quiet"]
 
 
+TINY_TRAIN = ["--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "32", "--quiet"]
+
+
+def _build_over_pool_with_notes(root: Path) -> list[str]:
+    p = _with_pool(root)
+    (p / "notes.txt").write_text("my notes\n")
+    return ["pool", "build", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic",
+            "--out", str(p), "--force", *TINY_TRAIN]
+
+
+def _resume_into_dir_with_notes(root: Path) -> list[str]:
+    d = root / "run"
+    (d / "distill.ckpt").mkdir(parents=True)
+    (d / "distill.ckpt" / "state.json").write_text("{}")
+    (d / "notes.txt").write_text("my notes\n")
+    return ["pool", "build", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic",
+            "--out", str(d), "--resume", *TINY_TRAIN]
+
+
+def _ancestry_with_notes(root: Path) -> list[str]:
+    d = root / "ancestry-run"
+    d.mkdir()
+    (d / "ancestry.json").write_text("{}")
+    (d / "ancestry.safetensors").write_bytes(b"")
+    (d / "notes.txt").write_text("my notes\n")
+    return ["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(d), "--force",
+            *TINY_TRAIN]
+
+
+def _report_with_user_image(root: Path) -> list[str]:
+    p = _with_pool(root)
+    d = root / "report"
+    d.mkdir()
+    (d / "report.md").write_text("# report\n")
+    (d / "holiday.png").write_bytes(b"\x89PNG\r\n")
+    return ["report", "--pool", str(p), "--out", str(d), "--force"]
+
+
+def _export_with_user_file_in_a_folder(root: Path) -> list[str]:
+    p = _with_pool(root)
+    d = root / "out"
+    (d / "openvino").mkdir(parents=True)
+    (d / "manifest.json").write_text(json.dumps({"kind": "lgp-edge export", "status": "passed",
+                                                 "artifacts": [{"path": "openvino/model.xml"}]}))
+    (d / "openvino" / "model.xml").write_text("<net/>")
+    (d / "openvino" / "notes.txt").write_text("my notes\n")
+    return [*EXPORT, "--pool", str(p), "--out", str(d), "--force"]
+
+
+def _scratch_over_pool(root: Path) -> list[str]:
+    p = _with_pool(root)
+    return ["baseline", "scratch", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic",
+            "--out", str(p), "--force", *TINY_TRAIN]
+
+
 def _dir_with_pool_store_notes(root: Path) -> list[str]:
     p = _with_pool(root)
     d = Path(shutil.copytree(p, root / "work"))
@@ -224,7 +279,7 @@ def _predict_case(**replace: str) -> Callable[[Path], list[str]]:
     return setup
 
 
-MARK = "/tmp/lgp-edge-injected"
+MARK = f"/tmp/lgp-edge-injected-{os.getpid()}-"  # one per process: xdist workers never see each other's
 
 
 def _ssh_target(field: str) -> Callable[[Path], list[str]]:
@@ -347,6 +402,13 @@ CASES = [
     Case("export --force over an export holding a user file", _export_plus_user_file, 2, "thesis.tex"),
     Case("report --out POOL --force", _report_over_pool, 2, "--force replaces only an earlier report"),
     Case("pool build --force over an ancestry run", _build_over_export_like_notes, 2, "--force replaces only"),
+    Case("pool build --force over a pool holding a user file", _build_over_pool_with_notes, 2, "notes.txt"),
+    Case("pool build --resume into a run holding a user file", _resume_into_dir_with_notes, 2, "notes.txt"),
+    Case("ancestry train --force over a run holding a user file", _ancestry_with_notes, 2, "notes.txt"),
+    Case("report --force over a report holding a user image", _report_with_user_image, 2, "holiday.png"),
+    Case("export --force over an export with a user file in a folder", _export_with_user_file_in_a_folder, 2,
+         "notes.txt"),
+    Case("baseline scratch --force over a pool", _scratch_over_pool, 2, "--force replaces only an earlier baseline"),
     # paths, checked before the work
     Case("--out whose parent is a file", _out_parent_is_file, 2, "is a file, not a directory"),
     Case("unwritable --out (export)", _out_unwritable_export, 2, "does not accept new files"),

@@ -99,7 +99,7 @@ def train_single_models(req: SingleRequest, cfg: TrainConfig, reporter: Reporter
 
         req = dataclasses.replace(req, checkpoint=default_checkpoint(req.ancestry, req.checkpoint,
                                                                      allow_random=req.allow_random_ancestry))
-    check_output_dir(req.out, req.force)
+    check_output_dir(req.out, req.force, kind="baseline")
     check_data_name(req.data)
     if req.method == "vanilla" and req.checkpoint is None and not req.allow_random_ancestry:
         raise UsageError(f"vanilla learngene inherits blocks of a trained ancestry: pass --ancestry-checkpoint "

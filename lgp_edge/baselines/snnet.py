@@ -27,7 +27,7 @@ from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR, instance_spec
-from lgp_edge.outdir import check_output_dir
+from lgp_edge.outdir import check_output_dir, check_resume_dir
 from lgp_edge.pool.auxiliary import check_distilled_use, load_distilled, start_from_ancestry
 from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS
@@ -116,7 +116,9 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     req = dataclasses.replace(req, checkpoint=default_checkpoint(req.ancestry, req.checkpoint,
                                                                  allow_random=req.allow_random_ancestry))
     check_distilled_use(req.distilled, resume=req.resume, width_epochs=req.width_epochs, what="the anchors")
-    if not req.resume:
+    if req.resume:
+        check_resume_dir(req.out)
+    else:
         check_output_dir(req.out, req.force, kind="pool")
     check_data_name(req.data)
     if req.aux_init not in AUX_INITS:

@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     sc.add_argument("--keys", type=_names, default=None, metavar="KEY,KEY,...",
                     help="descendant keys of the depth-6 family (default: smallest, median, largest)")
     add_json(sc)
-    add_train_args(sc, epochs=50)
+    add_train_args(sc, epochs=50, resumable=False)
     sc.set_defaults(func=_single, method="scratch")
 
     va = s.add_parser("vanilla", help="vanilla learngene: the ancestry's last 3 blocks under random lower layers")
@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     va.add_argument("--narrow", type=_ints, default=(3, 2, 1, 0), metavar="N,N,...",
                     help="random narrow blocks below the learngene, one model per value (default 3,2,1,0)")
     add_json(va)
-    add_train_args(va, epochs=50)
+    add_train_args(va, epochs=50, resumable=False)
     va.set_defaults(func=_single, method="vanilla")
 
 

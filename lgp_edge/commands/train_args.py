@@ -50,7 +50,8 @@ def finetune_recipe(args: argparse.Namespace) -> dict:
 
 
 def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int = 256, lr: float = 5e-4,
-                   warmup: float = 0.0) -> None:
+                   warmup: float = 0.0, resumable: bool = True) -> None:
+    """The training flags; ``resumable=False`` for commands that keep no checkpoint (no ``--resume``)."""
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=epochs, help=f"passes over the training set (default {epochs})")
     g.add_argument("--batch-size", type=int, default=batch_size, help=f"global batch (default {batch_size})")
@@ -63,7 +64,8 @@ def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int =
     g.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs)")
     g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    g.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    if resumable:
+        g.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
 
 
 def train_flags(cfg) -> str:

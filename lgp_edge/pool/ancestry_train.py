@@ -16,7 +16,7 @@ from torch import nn
 from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry
-from lgp_edge.outdir import atomic_dir, check_output_dir, replace_dir
+from lgp_edge.outdir import atomic_dir, check_output_dir, check_resume_dir, replace_dir
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import content_hash
 from lgp_edge.train import TrainConfig, evaluate, fit, is_main
@@ -47,7 +47,9 @@ class AncestryRequest:
 def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     from lgp_edge.fileio import save_safetensors
 
-    if not req.resume:
+    if req.resume:
+        check_resume_dir(req.out)
+    else:
         check_output_dir(req.out, req.force, kind="ancestry")
     check_data_name(req.data)
     torch.manual_seed(cfg.seed)

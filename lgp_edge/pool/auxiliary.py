@@ -33,7 +33,7 @@ from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import save_safetensors, sha256_file
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, create_auxiliary, instance_spec
-from lgp_edge.outdir import atomic_dir, check_output_dir, replace_dir
+from lgp_edge.outdir import atomic_dir, check_output_dir, check_resume_dir, replace_dir
 from lgp_edge.pool.distill import (
     DistillObjective,
     attn_transform_name,
@@ -112,7 +112,9 @@ def _check(req: DistillRequest) -> None:
         raise UsageError(f"--models names a model twice: {','.join(req.models)}")
     if req.aux_init not in AUX_INITS:
         raise UsageError(f"--aux-init must be one of {', '.join(AUX_INITS)}")
-    if not req.resume:
+    if req.resume:
+        check_resume_dir(req.out)
+    else:
         check_output_dir(req.out, req.force, kind="distilled")
     check_data_name(req.data)
     if req.checkpoint is None and not req.allow_random_ancestry:

@@ -14,7 +14,7 @@ from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, plan_instances
-from lgp_edge.outdir import check_output_dir
+from lgp_edge.outdir import check_output_dir, check_resume_dir
 from lgp_edge.pool.auxiliary import check_distilled_use, load_distilled, start_from_ancestry
 from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS
@@ -77,7 +77,9 @@ def _check(req: BuildRequest) -> None:
     if req.chains == "tsb" and tuple(sorted(req.widths)) != ("b", "s", "ti"):
         raise UsageError("--chains tsb needs --widths ti,s,b")
     check_distilled_use(req.distilled, resume=req.resume, width_epochs=req.width_epochs, what="the auxiliary models")
-    if not req.resume:
+    if req.resume:
+        check_resume_dir(req.out)
+    else:
         check_output_dir(req.out, req.force, kind="pool")
     check_data_name(req.data)
     if req.checkpoint is None and not (req.allow_random_ancestry or req.pretrained):

@@ -24,7 +24,7 @@ from lgp_edge.models.descendant import Descendant, build_descendant, count_param
 from lgp_edge.models.instances import create_auxiliary
 from lgp_edge.models.plan import descendant_flops, enumerate_descendants, stitch_specs
 from lgp_edge.models.stitch import make_stitch
-from lgp_edge.outdir import atomic_dir, replace_dir
+from lgp_edge.outdir import atomic_dir, foreign_entries, replace_dir
 from lgp_edge.pool.manifest import (  # noqa: F401 (re-exported: pool.json is read through this module too)
     ANCESTRY,
     MANIFEST,
@@ -120,10 +120,12 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest.to_dict(), f, indent=1)
             f.write("\n")
-        # Carry over user files (e.g. a fine-tuning checkpoint) from the directory being replaced.
+        # Carry over lgp-edge's other files (descendants.json, checkpoints) from the directory being replaced;
+        # what lgp-edge did not write there, replace_dir carries over itself.
         if keep_from is not None and Path(keep_from).resolve() == Path(path).resolve():
+            foreign = set(foreign_entries(path))
             for extra in Path(keep_from).iterdir():
-                if extra.name not in (WEIGHTS, ANCESTRY, TRANSFORMS, MANIFEST, *drop):
+                if extra.name not in (WEIGHTS, ANCESTRY, TRANSFORMS, MANIFEST, *drop) and extra.name not in foreign:
                     dst = Path(tmp) / extra.name
                     (shutil.copytree if extra.is_dir() else shutil.copy2)(extra, dst)
         replace_dir(tmp, path)
