@@ -52,9 +52,82 @@ def _check_type(path: Path, field: str, value: Any, kind: Any) -> None:
 
 _HOST_RE = re.compile(r"^[A-Za-z0-9_.:%\[\]](?:[A-Za-z0-9_.:%\[\]-]{0,252})$")  # name, IPv4, [IPv6]
 _USER_RE = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_.-]{0,63}$")
-# ssh -o options that run a local command or forward: a target file must not smuggle them in
-_SSH_FORBIDDEN = ("proxycommand", "localcommand", "permitlocalcommand", "knownhostscommand", "proxyjump",
-                  "remotecommand", "localforward", "remoteforward", "dynamicforward", "match", "include")
+# connection.workdir reaches scp as "host:DIR/file", and legacy scp (-O, old OpenSSH, dropbear) hands that path to
+# the board's shell: only characters no shell reads specially, in an absolute path or one under the login's home
+_WORKDIR_RE = re.compile(r"(?:/|~/|~$)[A-Za-z0-9_./-]*")
+
+
+def workdir_problem(workdir: str, kind: str) -> str | None:
+    """Why ``connection.workdir`` is not a plain directory path for a ``kind`` connection; None when it is."""
+    if not _WORKDIR_RE.fullmatch(workdir):
+        return ("write an absolute path ('/tmp') or one under the login's home ('~/bench') made of letters, "
+                "digits, '/', '.', '_' and '-' only")
+    if workdir.startswith("~") and kind != "ssh":
+        return f"a path under '~' is only for ssh; write an absolute path for {kind}"
+    return None
+
+
+# extra.ssh_options: an allow-list of "-o Key=Value" settings that only tune the connection. Everything else is
+# refused, above all what runs local commands or loads local code (ProxyCommand, LocalCommand, KnownHostsCommand,
+# PKCS11Provider, SecurityKeyProvider), opens channels (forwardings, Tunnel, agent or X11 forwarding), reaches
+# other hosts or configuration (ProxyJump, Match, Include, Hostname), or passes environment (SetEnv, SendEnv).
+_YES_NO = (r"yes|no", "'yes' or 'no'")
+_COUNT = (r"[0-9]{1,6}", "a whole number")
+_FILE = (r"[A-Za-z0-9_./~%+-]+", "one path of letters, digits and '_./~%+-'")
+_ALGOS = (r"[+^]?[A-Za-z0-9_.@*+,-]+", "a comma-separated list of algorithm names")
+_SSH_ALLOWED: dict[str, tuple[str, str]] = {
+    "Port": (r"[0-9]{1,5}", "a port number"),
+    "ConnectTimeout": _COUNT, "ConnectionAttempts": _COUNT, "ServerAliveInterval": _COUNT,
+    "ServerAliveCountMax": _COUNT,
+    "BatchMode": _YES_NO, "Compression": _YES_NO, "IdentitiesOnly": _YES_NO, "TCPKeepAlive": _YES_NO,
+    "CheckHostIP": _YES_NO,
+    "StrictHostKeyChecking": (r"yes|no|ask|accept-new|off", "'yes', 'no', 'ask', 'accept-new' or 'off'"),
+    "LogLevel": (r"QUIET|FATAL|ERROR|INFO|VERBOSE|DEBUG[123]?", "QUIET, FATAL, ERROR, INFO, VERBOSE or DEBUG1-3"),
+    "AddressFamily": (r"any|inet|inet6", "'any', 'inet' or 'inet6'"),
+    "UserKnownHostsFile": _FILE, "IdentityFile": _FILE,
+    "HostKeyAlias": (r"[A-Za-z0-9_.:-]+", "a host name"),
+    "HostKeyAlgorithms": _ALGOS, "PubkeyAcceptedAlgorithms": _ALGOS, "PubkeyAcceptedKeyTypes": _ALGOS,
+    "Ciphers": _ALGOS, "MACs": _ALGOS, "KexAlgorithms": _ALGOS,
+}
+_SSH_CANONICAL = {k.lower(): k for k in _SSH_ALLOWED}
+
+
+def _ssh_option_problem(opt: str) -> str | None:
+    if not opt.strip():
+        return 'has an empty option; write "Key=Value"'
+    m = re.fullmatch(r"([A-Za-z][A-Za-z0-9]*)=(.*)", opt, re.DOTALL)
+    if m is None:
+        return f'has {opt!r}; write each option as "Key=Value" (no spaces around \'=\')'
+    key, value = m.groups()
+    name = _SSH_CANONICAL.get(key.lower())
+    if name is None:
+        return (f"sets {key!r}, which a target file may not set (allowed: {', '.join(_SSH_ALLOWED)}); options that "
+                "run local commands, load libraries, forward or tunnel are never allowed")
+    pattern, want = _SSH_ALLOWED[name]
+    if value.startswith("-") or not re.fullmatch(pattern, value, re.IGNORECASE | re.ASCII):
+        return f"sets {name} to {value!r}; write {want} (not starting with '-')"
+    if name == "Port" and not 1 <= int(value) <= 65535:
+        return f"sets Port to {value}; write a port between 1 and 65535"
+    return None
+
+
+def ssh_options_problem(options: Any) -> str | None:
+    """Why ``extra.ssh_options`` is not a list of allowed ``"-o", "Key=Value"`` pairs; None when it is."""
+    if not isinstance(options, (list, tuple)):
+        return f"must be a list of \"-o\", \"Key=Value\" pairs, got {options!r}"
+    for i, opt in enumerate(options):
+        if not isinstance(opt, str):
+            return f"item {i} must be a string, got {opt!r}"
+        if i % 2 == 0 and opt != "-o":
+            return f'must be pairs "-o", "Key=Value"; item {i} is {opt!r}'
+        problem = _ssh_option_problem(opt) if i % 2 else None
+        if problem:
+            return problem
+    if len(options) % 2:
+        return "ends with '-o' and no value"
+    return None
+
+
 # extra.* fields that are numbers: name -> (lowest, kind)
 _EXTRA_NUMBERS: dict[str, tuple[float, Any]] = {"threads": (0, int)}
 _EXTRA_STRINGS = ("bench_script", "big_cores", "perf_test_binary", "remote_python", "trtexec", "minimum_ios",
@@ -94,23 +167,20 @@ def _check_connection(path: Path, conn: dict[str, Any]) -> None:
     timeout = conn.get("timeout_s")
     if timeout is not None and not 0 < timeout <= 3600:
         raise UsageError(f"target file '{path}': field 'connection.timeout_s' must be in (0, 3600], got {timeout}")
-    for name in ("serial", "key", "workdir"):
+    for name in ("serial", "key"):
         if str(conn.get(name, "")).startswith("-"):
             raise UsageError(f"target file '{path}': field 'connection.{name}' must not start with '-'")
+    workdir = conn.get("workdir")
+    problem = None if workdir is None else workdir_problem(workdir, conn["kind"])
+    if problem:
+        raise UsageError(f"target file '{path}': field 'connection.workdir' is {workdir!r}; {problem}")
 
 
 def _check_ssh_options(path: Path, options: Any) -> None:
     _check_type(path, "extra.ssh_options", options, list)
-    for i, opt in enumerate(options):
-        _check_type(path, f"extra.ssh_options[{i}]", opt, str)
-        if i % 2 == 0 and opt != "-o":
-            raise UsageError(f"target file '{path}': field 'extra.ssh_options' must be pairs \"-o\", "
-                             f"\"Key=Value\"; item {i} is {opt!r}")
-        if i % 2 == 1 and opt.split("=", 1)[0].split()[0].strip().lower() in _SSH_FORBIDDEN:
-            raise UsageError(f"target file '{path}': field 'extra.ssh_options' sets {opt.split('=', 1)[0]!r}, "
-                             "which runs local commands or forwards ports; it is not allowed in a target file")
-    if len(options) % 2:
-        raise UsageError(f"target file '{path}': field 'extra.ssh_options' ends with '-o' and no value")
+    problem = ssh_options_problem(options)
+    if problem:
+        raise UsageError(f"target file '{path}': field 'extra.ssh_options' {problem}")
 
 
 def _check_bench_script(path: Path, rel: Any) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import getpass
 import json
+import math
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -17,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from lgp_edge.cli import main
-from lgp_edge.errors import TargetUnreachable
+from lgp_edge.errors import TargetUnreachable, UsageError
 from lgp_edge.profiling import remote
 from lgp_edge.profiling.measure import MeasureSettings
 from lgp_edge.profiling.store import MeasurementStore
@@ -72,7 +74,8 @@ def sshd(tmp_path_factory):
 
 
 def _board_toml(tdir: Path, name: str, sshd: dict, workdir: Path, *, port: int | None = None,
-                runtime: str = "onnxruntime", script: str = "linux/ort_bench.py", extra: str = "") -> None:
+                runtime: str = "onnxruntime", script: str = "linux/ort_bench.py", extra: str = "",
+                python: str = sys.executable) -> None:
     tdir.mkdir(parents=True, exist_ok=True)
     (tdir / f"{name}.toml").write_text(f"""
 name = "{name}"
@@ -100,17 +103,30 @@ workdir = "{workdir}"
 timeout_s = 5.0
 [extra]
 bench_script = "{script}"
-remote_python = "{sys.executable}"
+remote_python = "{python}"
 threads = 1
 ssh_options = ["-o", "UserKnownHostsFile={sshd['known_hosts']}"]
 {extra}
 """)
 
 
+BOARD_PYTHON = """#!{python}
+import hashlib, json, os, sys
+with open({log!r}, "a") as f:  # what the board ran, and a digest of the model file it ran on
+    f.write(json.dumps({{"argv": sys.argv[1:], "sha256": hashlib.sha256(open(sys.argv[2], "rb").read()).hexdigest()}})
+            + "\\n")
+os.execv({python!r}, [{python!r}, *sys.argv[1:]])
+"""
+
+
 def test_ssh_profiles_descendants_on_the_loopback_board(sshd, tiny_pool, tmp_path, capsys):
     work = tmp_path / "board-tmp"
     work.mkdir()
-    _board_toml(tmp_path / "targets", "loopback", sshd, work)
+    ran = tmp_path / "board-ran.jsonl"
+    board_python = tmp_path / "board-python"  # the board's python3, logging each ort_bench.py run
+    board_python.write_text(BOARD_PYTHON.format(python=sys.executable, log=str(ran)))
+    board_python.chmod(0o755)
+    _board_toml(tmp_path / "targets", "loopback", sshd, work, python=str(board_python))
     store = tmp_path / "m.sqlite"
     before = sshd["log"].read_text().count("Accepted publickey")
     argv = ["profile", "--target", "loopback", "--targets-dir", str(tmp_path / "targets"), "--pool", str(tiny_pool),
@@ -126,9 +142,20 @@ def test_ssh_profiles_descendants_on_the_loopback_board(sshd, tiny_pool, tmp_pat
     for r in recs:
         assert r["source"] == "measured" and r["runtime"] == "onnxruntime" and r["target"] == "loopback"
         assert r["n"] == 20 and r["threads"] == 1 and 0 < r["median_ms"] <= r["p90_ms"] <= r["p99_ms"]
+        assert math.isfinite(r["p99_ms"])
         assert r["tool_versions"]["onnxruntime"] == onnxruntime.__version__  # reported by the board's script
         assert r["tool_versions"]["device_machine"] == platform.machine()
-    assert recs[1]["median_ms"] > recs[0]["median_ms"] * 0.5  # 9-block stitched model vs 6 narrow blocks
+    # the board ran ort_bench.py on each descendant's own model, copied into its scratch directory: two different
+    # files (9-block stitched model vs 6 narrow blocks); a noisy one may have been measured again, never another
+    digests: dict[str, set[str]] = {}
+    for run in map(json.loads, ran.read_text().splitlines()):
+        script, model = (Path(a) for a in run["argv"][:2])
+        assert script.name == "ort_bench.py" and model.parent == script.parent
+        assert model.parent.parent == work and model.parent.name.startswith("lgp-edge.")
+        assert run["argv"][2:] == ["--warmup", "3", "--iters", "20", "--threads", "1"]
+        digests.setdefault(model.name.removesuffix(".onnx"), set()).add(run["sha256"])
+    assert set(digests) == set(KEYS) and all(len(d) == 1 for d in digests.values())
+    assert digests[KEYS[0]] != digests[KEYS[1]]
     assert sshd["log"].read_text().count("Accepted publickey") > before  # it really went through sshd
     assert list(work.iterdir()) == []  # the scratch directory on the board was removed
     with MeasurementStore(store) as s:
@@ -196,6 +223,101 @@ def test_jetson_bench_script_over_ssh_with_a_stand_in_trtexec(sshd, tiny_pool, t
     assert any("Softmax" in x for x in pinned) and "pinned" in rec["tool_versions"]["note_precision"]
     assert rec["median_ms"] == 1755.81 and rec["runtime"] == "tensorrt" and rec["precision"] == "fp16"
     assert list(work.iterdir()) == []
+
+
+
+def _legacy_scp(tmp_path: Path) -> str:
+    """An ``scp`` that speaks the legacy SCP protocol (-O): the board's shell reads the remote path."""
+    scp = shutil.which("scp")
+    if scp is None or "O" not in subprocess.run([scp], capture_output=True, text=True, check=False).stderr:
+        pytest.skip("this scp has no -O (legacy protocol) option")
+    wrapper = tmp_path / "scp-legacy"
+    wrapper.write_text(f'#!/bin/sh\nexec {scp} -O "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def _transport(sshd: dict, workdir: str, **kw) -> remote.SSHTransport:
+    conn = ConnectionSpec(kind="ssh", host="127.0.0.1", user=sshd["user"], port=sshd["port"], key=str(sshd["key"]),
+                          workdir=workdir, timeout_s=5)
+    return remote.SSHTransport(conn, options=["-o", f"UserKnownHostsFile={sshd['known_hosts']}"], **kw)
+
+
+def test_legacy_scp_remote_path_cannot_run_a_command_on_the_board(sshd, tmp_path):
+    mark = tmp_path / "pwned"
+    f = tmp_path / "m.onnx"
+    f.write_text("x")
+    t = _transport(sshd, str(tmp_path), scp=_legacy_scp(tmp_path))
+    with pytest.raises(UsageError, match="remote path"):
+        t.put(f, f"{tmp_path}/m.onnx;touch {mark}")  # legacy scp hands this path to the board's shell
+    with pytest.raises(UsageError, match="remote path"):
+        t.put(f, f"{tmp_path}/$(touch {mark})")
+    assert not mark.exists()
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["sftp", "legacy-scp"])
+def test_odd_local_file_names_reach_the_board_under_both_scp_protocols(sshd, tmp_path, legacy):
+    mark = tmp_path / "pwned"
+    t = _transport(sshd, str(tmp_path), **({"scp": _legacy_scp(tmp_path)} if legacy else {}))
+    with remote.RemoteSession(t) as sess:
+        for i, name in enumerate(["ti6.0-2+b6.3-5.onnx", "x y.txt", f"a;touch {mark.name}", "$(id)*?.onnx",
+                                  "-rf.txt", "é.bin"]):
+            f = tmp_path / "local" / str(i) / name
+            f.parent.mkdir(parents=True)
+            f.write_text(f"content {i}")
+            r = sess.put(f)
+            assert r.startswith(f"{sess.dir}/") and re.fullmatch(r"[A-Za-z0-9_.+/-]+", r), r
+            assert sess.run(["cat", r]) == f"content {i}"
+        assert sess.put(tmp_path / "local" / "0" / "ti6.0-2+b6.3-5.onnx").endswith("/ti6.0-2+b6.3-5.onnx")
+        scratch = sess.dir
+    assert not Path(scratch).exists() and not mark.exists() and not (Path.home() / mark.name).exists()
+
+
+@pytest.mark.parametrize("workdir", ["/tmp/$(touch pwned)", "/tmp/a b", "tmp", "~root", "/tmp/*", "-o"])
+def test_transport_refuses_a_workdir_that_is_not_a_plain_path(workdir):
+    conn = ConnectionSpec(kind="ssh", host="127.0.0.1", workdir=workdir, timeout_s=5)
+    with pytest.raises(UsageError, match="workdir"):
+        remote.SSHTransport(conn)
+
+
+@pytest.mark.parametrize("opt", ["ProxyCommand=touch /tmp/x", "PKCS11Provider=/tmp/x.so", "LocalForward=1 a:2", ""])
+def test_transport_refuses_ssh_options_off_the_allow_list(opt):
+    conn = ConnectionSpec(kind="ssh", host="127.0.0.1", timeout_s=5)
+    with pytest.raises(UsageError, match="ssh_options"):
+        remote.SSHTransport(conn, options=["-o", opt])
+
+
+def test_workdir_under_home_on_the_loopback_board(sshd, tmp_path):
+    import pwd
+
+    home = Path(pwd.getpwuid(os.getuid()).pw_dir)  # the board's home (sshd's, not $HOME)
+    if not os.access(home, os.W_OK):
+        pytest.skip(f"{home} is not writable")
+    t = _transport(sshd, "~")
+    f = tmp_path / "m.onnx"
+    f.write_text("model")
+    scratch = ""
+    try:
+        with remote.RemoteSession(t) as sess:
+            scratch = sess.dir
+            assert re.fullmatch(r"lgp-edge\.[A-Za-z0-9]+", scratch)  # relative: ssh and scp start in the home
+            assert (home / scratch).is_dir()
+            r = sess.put(f)
+            assert (home / r).read_text() == "model" and sess.run(["cat", r]) == "model"
+        assert not (home / scratch).exists()
+    finally:
+        if scratch and (home / scratch).is_dir():
+            shutil.rmtree(home / scratch)
+
+
+def test_a_board_that_answers_a_strange_scratch_directory_is_refused(tmp_path):
+    """The scratch directory comes from the board's ``mktemp``; every later remote path is built on it."""
+    fake = tmp_path / "ssh"
+    fake.write_text("#!/bin/sh\necho '/tmp/lgp-edge.ab; touch /tmp/pwned'\n")
+    fake.chmod(0o755)
+    t = remote.SSHTransport(ConnectionSpec(kind="ssh", host="127.0.0.1", workdir="/tmp", timeout_s=5), ssh=str(fake))
+    with pytest.raises(UsageError, match="scratch directory"):
+        t.mkdtemp()
 
 
 # ------------------------------------------------------------------------------------------------- adb

@@ -1,7 +1,10 @@
 """Remote boards: an SSH transport (system ``ssh``/``scp``) and an adb transport (Android).
 
-Commands are argument lists, never shell strings; ``--`` ends the options before the destination, and host
-and user are checked (no leading ``-``), so a target file cannot inject ssh options.
+Commands are argument lists, never shell strings; ``--`` ends the options before the destination. Host and
+user are plain names (no leading ``-``), ``extra.ssh_options`` may only set ``-o Key=Value`` pairs from an
+allow-list of connection settings (nothing that runs or loads local code, forwards, tunnels or reads other
+configuration; see ``targets.ssh_options_problem``), and every remote path is made only of characters no shell
+reads specially, so a target file can neither add ssh behaviour nor have the board's shell run anything.
 The remote side of ``ssh`` takes one command string,
 so the argv of a fixed device-side script is passed through ``shlex.join`` as that single argument;
 ``adb shell`` likewise gets one ``shlex.join``-quoted string. Each run copies the artifact and the
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import shutil
 import subprocess
@@ -23,10 +27,27 @@ from typing import Any
 from lgp_edge.errors import LgpEdgeError, TargetUnreachable, UsageError
 from lgp_edge.profiling.measure import MeasureSettings, Timing
 from lgp_edge.specs import ConnectionSpec
+from lgp_edge.targets import ssh_options_problem, workdir_problem
 
 log = logging.getLogger(__name__)
 
 BENCH_TIMEOUT_S = 900.0  # one device-side benchmark run (TensorRT engine builds on a Nano take minutes)
+
+# Remote paths reach scp as "host:PATH". SFTP-mode scp (the OpenSSH >= 9.0 default) takes PATH literally; legacy scp
+# (-O, older OpenSSH, dropbear boards) passes it to the board's shell, which expands and runs what it can. No quoting
+# means the same to both (quotes would be part of the name under SFTP), so instead remote paths are built only
+# from characters no shell reads specially and need no quoting at all: the checked ``connection.workdir``, the
+# board's ``mktemp`` name (checked), and file names passed through ``remote_name``. ``scp_argv`` refuses anything else.
+_SAFE_REMOTE_PATH = re.compile(r"[A-Za-z0-9_.+/][A-Za-z0-9_.+/-]*")
+
+
+def remote_name(name: str) -> str:
+    """A local file's name as it is written on the device: shell-special characters become ``_``."""
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", name)
+    safe = "_" + safe[1:] if safe.startswith("-") else safe
+    if safe in ("", ".", ".."):
+        raise UsageError(f"cannot copy a file named {name!r} to the device")
+    return safe
 
 
 def _run(argv: Sequence[str], timeout: float, what: str) -> subprocess.CompletedProcess[str]:
@@ -79,6 +100,12 @@ class SSHTransport(Transport):
                                       or "@" in value):
                 raise UsageError(f"ssh {what} {value!r} is not a plain {what} name (no leading '-', spaces or "
                                  "'@'); fix the target file")
+        problem = None if conn.workdir is None else workdir_problem(conn.workdir, "ssh")
+        if problem:
+            raise UsageError(f"ssh connection.workdir {conn.workdir!r}: {problem}; fix the target file")
+        problem = ssh_options_problem(list(options))
+        if problem:
+            raise UsageError(f"extra.ssh_options {problem}; fix the target file")
         self.conn, self.options, self.ssh, self.scp = conn, tuple(options), ssh, scp
 
     @property
@@ -100,6 +127,9 @@ class SSHTransport(Transport):
         return [self.ssh, *self._opts("-p"), "--", self.destination, shlex.join(argv)]
 
     def scp_argv(self, local: Path, remote: str) -> list[str]:
+        if not _SAFE_REMOTE_PATH.fullmatch(remote):  # unquoted on purpose: see _SAFE_REMOTE_PATH
+            raise UsageError(f"refusing to copy {local.name} to the remote path {remote!r}: a remote path may hold "
+                             "only letters, digits and '_.+/-' (legacy scp hands it to the board's shell)")
         return [self.scp, "-q", *self._opts("-P"), "--", str(local), f"{self.destination}:{remote}"]
 
     def _ssh(self, argv: Sequence[str], timeout: float, what: str) -> str:
@@ -117,8 +147,17 @@ class SSHTransport(Transport):
 
     def mkdtemp(self) -> str:
         parent = self.conn.workdir or "/tmp"
-        return self._ssh(["mktemp", "-d", f"{parent}/lgp-edge.XXXXXXXX"], self.conn.timeout_s + 10,
+        if parent == "~" or parent.startswith("~/"):  # relative: ssh commands and scp both start in the home
+            parent = parent[1:].strip("/")
+            prefix = f"{parent}/" if parent else ""
+        else:
+            prefix = parent.rstrip("/") + "/"
+        made = self._ssh(["mktemp", "-d", f"{prefix}lgp-edge.XXXXXXXX"], self.conn.timeout_s + 10,
                          "create a scratch directory").strip()
+        if not re.fullmatch(re.escape(prefix) + r"lgp-edge\.[A-Za-z0-9]+", made, re.ASCII):  # all remote paths start so
+            raise UsageError(f"{self.destination}: mktemp answered {made[-200:]!r} for the scratch directory, "
+                             f"not '{prefix}lgp-edge.' and letters; check the board's shell prints nothing else")
+        return made
 
     def put(self, local: Path, remote: str) -> None:
         proc = _run(self.scp_argv(local, remote), self.conn.timeout_s + 120, f"copy {local.name}")
@@ -270,7 +309,7 @@ class RemoteSession:
         return self
 
     def put(self, local: Path) -> str:
-        remote = f"{self.dir}/{Path(local).name}"
+        remote = f"{self.dir}/{remote_name(Path(local).name)}"
         self.transport.put(Path(local), remote)
         return remote
 
