@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from lgp_edge.fileio import write_text_atomic
 from lgp_edge.pool.build import BuildRequest, build_pool
 from lgp_edge.pool.evaluate import evaluate_pool
 from lgp_edge.pool.inherit import AUX_INITS
@@ -73,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
            "images": args.images or 10000, "runs": runs, "wall_s": time.time() - t0}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(res, indent=1) + "\n")
-    tmp_out.replace(out)
+    write_text_atomic(out, json.dumps(res, indent=1) + "\n")
     for aux, r in runs.items():
         print(f"{aux:9s} Ti alone {r['ti_alone']:.2f}%  B alone {r['b_alone']:.2f}%  stitched {r['stitched_min']:.2f}-"
               f"{r['stitched_max']:.2f}% (lstsq, no fine-tuning)  {r['build_s']:.0f} s", file=sys.stderr)

@@ -41,7 +41,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
     from lgp_edge.commands.train_args import train_flags
     from lgp_edge.errors import UsageError
-    from lgp_edge.fileio import sha256_file
+    from lgp_edge.fileio import sha256_file, write_text_atomic
     from lgp_edge.models.ancestry import default_checkpoint, read_ancestry_dir
     from lgp_edge.outdir import check_output_dir
     from lgp_edge.pool.build import BuildRequest, build_pool
@@ -77,7 +77,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"'{work}' holds a demo-pool build with other settings or another ancestry; pass another "
                          "--work, or delete that directory to start over")
     work.mkdir(parents=True, exist_ok=True)
-    settings.write_text(json.dumps(key, indent=1) + "\n")
+    write_text_atomic(settings, json.dumps(key, indent=1) + "\n")
     t0 = time.time()
     timing: dict[str, float] = json.loads((work / "timing.json").read_text()) if (work / "timing.json").is_file() \
         else {}
@@ -94,9 +94,10 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
                                     depth=6, init="lstsq-kd", aux_init="ancestry", force=True,
                                     resume=interrupted(pool_dir), width_epochs=widths,
                                     stitch_steps=args.stitch_steps), dcfg, rep)
-        (work / INSTANCES).write_text(json.dumps(instance_top1(pool_dir, args.data, max_images=args.eval_images)))
+        write_text_atomic(work / INSTANCES,
+                          json.dumps(instance_top1(pool_dir, args.data, max_images=args.eval_images)))
         timing["build"] = round(time.time() - t, 1)
-        (work / "timing.json").write_text(json.dumps(timing))
+        write_text_atomic(work / "timing.json", json.dumps(timing))
     # 2. fine-tuning (continues from its checkpoint after an interruption)
     if stage() != "finetuned":
         t = time.time()
@@ -105,7 +106,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         finetune_pool(FinetuneRequest(pool=str(pool_dir), data=args.data, resume=resume,
                                       instance_lr_scale=args.instance_lr_scale, anchors=True), fcfg, rep)
         timing["finetune"] = round(time.time() - t, 1)
-    (work / "timing.json").write_text(json.dumps(timing))
+    write_text_atomic(work / "timing.json", json.dumps(timing))
     # 3. evaluation of the fp32 pool (step 4 re-evaluates the shipped fp16 weights)
     log.info("step 3/4: evaluate")
     evaluate_pool(pool_dir, args.data, max_images=args.eval_images, reporter=rep)

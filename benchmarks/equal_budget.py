@@ -29,6 +29,7 @@ import torch
 
 from lgp_edge.baselines.claims import compute_goals
 from lgp_edge.fileio import sha256_file
+from lgp_edge.outdir import atomic_dir, replace_dir
 from lgp_edge.progress import stderr_reporter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,12 +97,17 @@ def settings_for(rep: dict[str, Any], epochs: int, work: Path) -> tuple[list[str
 
 def seed_distillations(rep: dict[str, Any], pools_root: Path, work: Path) -> list[str]:
     """Copy the replication's distillation outputs (``distilled-e*``, ``lgp-d*-distilled``) into ``work`` where
-    ``work`` has none yet; the stages check their keys before reusing them. Returns what was copied."""
+    ``work`` has none yet; the stages check their keys before reusing them. Returns what was copied.
+
+    Each copy is made in a temporary directory beside its destination and renamed into place: a killed copy
+    never leaves a directory holding the stage marker but not all of the weights (it would be reused as done)."""
     src = (pools_root / rep["methods"]["snnet"]["pool_dir"]).parent
     copied = []
     for d in sorted([*src.glob("distilled-e*"), *src.glob("lgp-d*-distilled")]):
         if d.is_dir() and not (work / d.name).exists() and (d / ".done.json").is_file():
-            shutil.copytree(d, work / d.name)
+            with atomic_dir(work / d.name) as tmp:  # also removes what a killed copy left (.NAME.tmp-*)
+                shutil.copytree(d, tmp, dirs_exist_ok=True)
+                replace_dir(tmp, work / d.name)
             copied.append(d.name)
     return copied
 

@@ -267,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     res["machine"]["load_average_end"] = os.getloadavg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
+    from lgp_edge.fileio import write_text_atomic
+
+    write_text_atomic(out, json.dumps(res, indent=1) + "\n")
     print(f"wrote {out} ({res['wall_s']:.0f} s)", file=sys.stderr)
     for rt, v in res["verdict"].items():
         print(f"  {rt}: int8 speed-up {v['speedup_geomean']:.2f}x (goal {v['speedup_goal']}x), worst |top-1 change| "

@@ -49,6 +49,7 @@ from pathlib import Path
 import torch
 
 from lgp_edge.export.onnx_export import export_onnx
+from lgp_edge.fileio import write_text_atomic
 from lgp_edge.models.plan import descendant_flops
 from lgp_edge.profiling.host import cpu_model
 from lgp_edge.profiling.measure import MeasureSettings, run_series, summarize, time_interleaved
@@ -436,7 +437,7 @@ def run_one(args: argparse.Namespace, threads: int, out: Path) -> dict:
     res["machine"]["load_average_end"] = os.getloadavg()
     res["wall_s"] = time.time() - t_start
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
+    write_text_atomic(out, json.dumps(res, indent=1) + "\n")
     print(markdown(res))
     print(f"\nwrote {out} in {res['wall_s']:.0f} s", file=sys.stderr)
     return res

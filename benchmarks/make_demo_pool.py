@@ -6,6 +6,9 @@ Steps: load SRC_POOL -> save it with fp16 weights (keeping the ancestry when the
 --max-mb, dropping transforms.safetensors first, then the ancestry if still too large) -> re-evaluate the
 fp16 weights on the full test set, so descendants.json / pool.json hold the shipped weights' top-1 ->
 write ``provenance`` (command, dataset, date, code version, settings) into pool.json.
+
+``--out`` must be missing, empty or an earlier lgp-edge pool holding nothing else (otherwise: one line, exit 2,
+nothing touched). The new pool is made in a temporary directory beside it and swapped in whole.
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ def dir_mb(path: Path) -> float:
 
 def make_demo_pool(src: Path, dst: Path, data: str, provenance: dict, max_mb: float = 20.0,
                    eval_images: int | None = None) -> dict:
+    """Ship ``src`` to ``dst``. ``dst`` may only be missing, empty or an earlier pool holding nothing lgp-edge did
+    not write (else a UsageError, nothing touched); the new pool is built and re-evaluated in a temporary
+    directory beside it and swapped in whole, so a killed run leaves the old pool or the new one."""
+    from lgp_edge.fileio import write_json_atomic
+    from lgp_edge.outdir import atomic_dir, check_not_inside, check_output_dir, replace_dir
     from lgp_edge.pool.evaluate import evaluate_pool
     from lgp_edge.pool.pool import (
         ANCESTRY,
@@ -71,6 +79,8 @@ def make_demo_pool(src: Path, dst: Path, data: str, provenance: dict, max_mb: fl
         save_pool,
     )
 
+    check_output_dir(dst, True, kind="pool")  # the demo pool it replaces, never anything else
+    check_not_inside(dst, src, "the source pool")
     pool, manifest = load_pool(src)
     ancestry = load_pool_ancestry(src, manifest) if ANCESTRY in manifest.files else None
     transforms = load_pool_transforms(src, manifest) if TRANSFORMS in manifest.files else None
@@ -96,24 +106,25 @@ def make_demo_pool(src: Path, dst: Path, data: str, provenance: dict, max_mb: fl
                 break
         else:
             raise SystemExit(f"the pool is {dir_mb(trial):.1f} MB even without ancestry: over --max-mb {max_mb}")
-        if dst.exists():
-            shutil.rmtree(dst)
-        shutil.copytree(trial, dst)
-    manifest = evaluate_pool(dst, data, max_images=eval_images)
-    n_now = next((h.get("images") for h in reversed(manifest.history) if h.get("stage") == "eval"), None)
-    same_images = src_images is not None and src_images == n_now  # else the change mixes fp16 and test subset
-    delta = [r.top1 - src_top1[r.key] for r in manifest.descendants
-             if same_images and src_top1.get(r.key) is not None]
-    prov = {**provenance, "date": provenance.get("date") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "code_version": provenance.get("code_version") or git_rev(), "dataset": data,
-            "source_pool": repo_path(src), "storage_dtype": "float16", "files_kept": kept,
-            "eval_images": eval_images or "all", "source_eval_images": src_images,
-            "top1_reevaluated_after_fp16": True,
-            "max_abs_top1_change_after_fp16": round(max(abs(d) for d in delta), 3) if delta else None,
-            "made_by": "python benchmarks/make_demo_pool.py"}
-    manifest = read_manifest(dst).replace(provenance=prov)
-    (dst / MANIFEST).write_text(json.dumps(manifest.to_dict(), indent=1) + "\n")
-    load_pool(dst)  # the hashes still verify
+        with atomic_dir(dst) as new:  # .DST.tmp-*, beside DST; removed if anything below fails
+            stage = Path(new)
+            shutil.copytree(trial, stage, dirs_exist_ok=True)
+            manifest = evaluate_pool(stage, data, max_images=eval_images)
+            n_now = next((h.get("images") for h in reversed(manifest.history) if h.get("stage") == "eval"), None)
+            same_images = src_images is not None and src_images == n_now  # else fp16 and test subset mix
+            delta = [r.top1 - src_top1[r.key] for r in manifest.descendants
+                     if same_images and src_top1.get(r.key) is not None]
+            prov = {**provenance, "date": provenance.get("date") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "code_version": provenance.get("code_version") or git_rev(), "dataset": data,
+                    "source_pool": repo_path(src), "storage_dtype": "float16", "files_kept": kept,
+                    "eval_images": eval_images or "all", "source_eval_images": src_images,
+                    "top1_reevaluated_after_fp16": True,
+                    "max_abs_top1_change_after_fp16": round(max(abs(d) for d in delta), 3) if delta else None,
+                    "made_by": "python benchmarks/make_demo_pool.py"}
+            manifest = read_manifest(stage).replace(provenance=prov)
+            write_json_atomic(stage / MANIFEST, manifest.to_dict())
+            load_pool(stage)  # the hashes still verify
+            replace_dir(stage, dst)
     log.info("demo pool %s: %.1f MB, kept %s", dst, dir_mb(dst), kept)
     return {"path": str(dst), "mb": round(dir_mb(dst), 2), **prov}
 
@@ -137,8 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         prov["interim"] = True
         prov.setdefault("note", "interim demo pool (small settings) until the paper-replication benchmark's pool "
                                 "replaces it")
-    print(json.dumps(make_demo_pool(Path(args.src), Path(args.out), args.data, prov, args.max_mb, args.eval_images),
-                     indent=1))
+    from lgp_edge.errors import LgpEdgeError
+
+    try:
+        shipped = make_demo_pool(Path(args.src), Path(args.out), args.data, prov, args.max_mb, args.eval_images)
+    except LgpEdgeError as exc:  # bad input (an --out it must not replace, a damaged pool): one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(shipped, indent=1))
     return 0
 
 

@@ -163,17 +163,28 @@ class Stages:
         self.started_at = time.time()
         self.reused: set[str] = set()  # stages finished before this invocation started (an earlier run's)
 
+    @staticmethod
+    def marker(path: Path) -> dict[str, Any]:
+        """The stage's ``.done.json``; {} when it is missing or unreadable (a marker torn by a run killed before
+        markers were written atomically): the stage then counts as not done and is redone."""
+        try:
+            marker = json.loads((path / DONE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return marker if isinstance(marker, dict) else {}
+
     def done(self, path: Path, settings: dict[str, Any]) -> bool:
         """True when ``path`` finished with these settings. Otherwise the files this script wrote there (the
-        marker, the instances' top-1) go, so that the stage's ``--force`` finds only lgp-edge's own outputs."""
-        f = path / DONE
-        marker = json.loads(f.read_text()) if f.is_file() else {}
-        if f.is_file() and marker.get("settings") == json.loads(json.dumps(settings)):
+        marker, the instances' top-1, temporary files of a killed write) go, so that the stage's ``--force``
+        finds only lgp-edge's own outputs."""
+        marker = self.marker(path)
+        if marker and marker.get("settings") == json.loads(json.dumps(settings)):
             log.info("reusing %s", path)
             if path.parent == self.work and marker.get("finished_at", 0.0) < self.started_at:
                 self.reused.add(path.name)  # (markers written before finished_at existed are earlier runs')
             return True
         stale = [path / n for n in OWN_FILES if (path / n).is_file()]
+        stale += [g for n in OWN_FILES for g in path.glob(f".{n}.*.tmp") if g.is_file()]  # write_atomic's
         if stale:
             log.info("%s: settings or ancestry changed; redoing it", path)
             for g in stale:
@@ -181,12 +192,12 @@ class Stages:
         return False
 
     def mark(self, path: Path, settings: dict[str, Any], wall: float) -> None:
-        (path / DONE).write_text(json.dumps({"settings": settings, "wall_s": round(wall, 1),
-                                             "finished_at": round(time.time(), 1)}))
+        # the stage's commit point: written whole or not at all (a torn marker would be read as not done)
+        write_text_atomic(path / DONE, json.dumps({"settings": settings, "wall_s": round(wall, 1),
+                                                   "finished_at": round(time.time(), 1)}))
 
     def wall_of(self, path: Path) -> float:
-        f = path / DONE
-        return json.loads(f.read_text()).get("wall_s", 0.0) if f.is_file() else 0.0
+        return self.marker(path).get("wall_s", 0.0)
 
 
 # ------------------------------------------------------------------------------------------------- stages
@@ -391,7 +402,7 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
                                 lstsq_images=s["lstsq_images"], width_epochs=() if shared else width_epochs(s)),
                    dcfg, rep)
         after = instance_top1(distilled, s["data"], **eval_kw(s))
-        (distilled / "instances.json").write_text(json.dumps(after))
+        write_text_atomic(distilled / "instances.json", json.dumps(after))
         st.mark(distilled, key, time.time() - t0)
     after_distill = json.loads((distilled / "instances.json").read_text())
     prefix = "_".join(filter(None, (f"lgp_d{depth}", tag)))
@@ -419,7 +430,7 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
             restitch_pool(RestitchRequest(pool=str(path), data=s["data"], init=init, lstsq_images=s["lstsq_images"],
                                           stitch_steps=s["stitch_steps"]), train_cfg(s, 1), rep)
             before = evaluate_pool(path, s["data"], reporter=rep, **eval_kw(s))
-            (path / "before.json").write_text(json.dumps({r.key: r.top1 for r in before.descendants}))
+            write_text_atomic(path / "before.json", json.dumps({r.key: r.top1 for r in before.descendants}))
             finetune_pool(finetune_request(path, s), fcfg, rep)
             evaluate_pool(path, s["data"], reporter=rep, **eval_kw(s))
             st.mark(path, fkey, time.time() - t0)
@@ -456,7 +467,7 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
                                  resume=not shared and interrupted(path), lstsq_images=s["lstsq_images"],
                                  aux_init=s["aux_init"], width_epochs=() if shared else width_epochs(s),
                                  distilled=from_dirs), dcfg, rep)
-        (path / "anchors.json").write_text(json.dumps(instance_top1(path, s["data"], **eval_kw(s))))
+        write_text_atomic(path / "anchors.json", json.dumps(instance_top1(path, s["data"], **eval_kw(s))))
         finetune_pool(finetune_request(path, s), fcfg, rep)
         evaluate_pool(path, s["data"], reporter=rep, **eval_kw(s))
         st.mark(path, key, time.time() - t0)

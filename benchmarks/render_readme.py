@@ -171,6 +171,8 @@ def recipes() -> str:
 def main() -> None:
     import argparse
 
+    from lgp_edge.fileio import write_text_atomic
+
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     readme = ROOT / "README.md"
     text = readme.read_text()
@@ -181,7 +183,7 @@ def main() -> None:
             raise SystemExit(f"README.md has no <!-- {name}:begin/end --> block")
         parts = pattern.search(text)
         text = text[:parts.end(1)] + render() + text[parts.start(2):]
-    readme.write_text(text)
+    write_text_atomic(readme, text)
 
 
 if __name__ == "__main__":

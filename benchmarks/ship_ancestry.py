@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +29,7 @@ def ship(src: Path, data: str) -> dict:
     from lgp_edge.datasets import open_data
     from lgp_edge.fileio import default_mode
     from lgp_edge.models.ancestry import create_ancestry, read_ancestry_dir, read_state_dict
+    from lgp_edge.outdir import atomic_dir, check_output_dir, replace_dir
     from lgp_edge.train import evaluate
 
     meta = read_ancestry_dir(src)
@@ -39,9 +38,9 @@ def ship(src: Path, data: str) -> dict:
     name = meta["name"]
     state = {k: v.to(torch.float16) if v.is_floating_point() else v for k, v in read_state_dict(src).items()}
     dst = ROOT / "lgp_edge" / "data" / "ancestry" / name
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    t = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=dst.parent))
-    try:
+    check_output_dir(dst, True, kind="ancestry")  # the ancestry it replaces, never anything else
+    with atomic_dir(dst) as tmp:  # .NAME.tmp-* beside DST, swapped in whole; removed if anything below fails
+        t = Path(tmp)
         save_file({k: v.contiguous() for k, v in state.items()}, str(t / "ancestry.safetensors"))
         model, spec = create_ancestry(name, checkpoint=t / "ancestry.safetensors")
         ds = open_data(data, img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
@@ -53,12 +52,7 @@ def ship(src: Path, data: str) -> dict:
         (t / "ancestry.json").write_text(json.dumps(shipped, indent=1) + "\n")
         for f in t.iterdir():  # installed package data must be readable by every user
             f.chmod(default_mode(directory=False))
-        t.chmod(default_mode(directory=True))
-        if dst.exists():
-            shutil.rmtree(dst)
-        t.rename(dst)
-    finally:
-        shutil.rmtree(t, ignore_errors=True)
+        replace_dir(t, dst)
     log.info("shipped %s: top-1 %.2f%% (fp16) vs %.2f%% (fp32) -> %s", name, top1, meta.get("top1") or -1, dst)
     return shipped
 
@@ -69,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="fashion-mnist")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
-    out = ship(Path(args.src), args.data)
+    from lgp_edge.errors import LgpEdgeError
+
+    try:
+        out = ship(Path(args.src), args.data)
+    except LgpEdgeError as exc:  # bad input (a destination it must not replace): one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps({k: out[k] for k in ("name", "top1", "top1_fp32", "val_images")}, indent=1))
     return 0
 

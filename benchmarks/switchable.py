@@ -203,6 +203,7 @@ def main() -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import onnxruntime as ort
 
+    from lgp_edge.fileio import write_text_atomic
     from lgp_edge.profiling.host import cpu_model
 
     t_start, load_start = time.time(), os.getloadavg()
@@ -236,7 +237,7 @@ def main() -> int:
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "python": platform.python_version()},
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    write_text_atomic(args.out, json.dumps(result, indent=1) + "\n")
     return 0
 
 

@@ -63,6 +63,21 @@ def test_build_demo_pool_tiny(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     capsys.readouterr()
     assert bench.main([*argv, "--out", str(mine)]) == 2
     assert "notes.txt" in capsys.readouterr().err and (mine / "notes.txt").read_text() == "keep"
+    # make_demo_pool.py on its own: the same refusal (one line, exit 2), the directory left as it was
+    from make_demo_pool import main as make_main
+
+    ship = [str(work / "pool"), "--data", "synthetic", "--eval-images", "32"]
+    capsys.readouterr()
+    assert make_main([*ship, "--out", str(mine)]) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"] and (mine / "notes.txt").read_text() == "keep"
+    # an earlier pool is replaced; a file lgp-edge did not write inside it is not deleted with it
+    (out / "results.sqlite").write_text("mine")
+    assert make_main([*ship, "--out", str(out)]) == 2 and (out / "results.sqlite").read_text() == "mine"
+    (out / "results.sqlite").unlink()
+    assert make_main([*ship, "--out", str(out)]) == 0
+    assert json.loads((out / "pool.json").read_text())["provenance"]["dataset"] == "synthetic"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directory or lock left
 
 
 def test_recorded_paths_are_relative_to_the_repository() -> None:

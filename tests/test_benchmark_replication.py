@@ -468,6 +468,21 @@ def test_jobs_plan_orders_dependencies_and_strips_own_flags(tmp_path: Path) -> N
         assert e.value.code == 2
 
 
+def test_stage_marker_is_written_whole_and_a_torn_one_means_not_done(tmp_path: Path) -> None:
+    bench = _bench()
+    st = bench.Stages(tmp_path)
+    stage = tmp_path / "scratch"
+    stage.mkdir()
+    (stage / DONE).write_text('{"settings": {"a": ')  # torn by a run killed while writing it (before this fix)
+    (stage / f".{DONE}.abcd1234.tmp").write_text("{")  # what a write killed before its rename leaves
+    (stage / "results.json").write_text("{}")  # lgp-edge's own output stays
+    assert not st.done(stage, {"a": 1}) and st.wall_of(stage) == 0.0
+    assert sorted(p.name for p in stage.iterdir()) == ["results.json"]
+    st.mark(stage, {"a": 1}, 2.0)
+    assert st.done(stage, {"a": 1}) and st.wall_of(stage) == 2.0 and not st.done(stage, {"a": 2})
+    assert sorted(p.name for p in stage.iterdir()) == ["results.json"]  # a marker of other settings goes
+
+
 def test_device_and_loader_workers_reach_every_training_run_and_the_report(tmp_path: Path,
                                                                           capsys: pytest.CaptureFixture) -> None:
     import torch
