@@ -79,7 +79,9 @@ def _check_tensorrt(out: Path, art: dict, target_name: str) -> None:
 @pytest.mark.parametrize("name", TARGETS)
 def test_every_target_exports_every_format_it_lists(name: str, tiny_pool: Path, tmp_path: Path) -> None:
     target = load_target(name)
-    profile = with_overrides(load_profile(name), formats=target.formats)
+    # The cpu target's latencies are predicted from this host's calibration, measured in the test: on a loaded
+    # machine even the tiny pool can miss the profile's 10 ms, and the budget is not what this test is about.
+    profile = with_overrides(load_profile(name), formats=target.formats, budget_ms=1e4 if name == "cpu" else None)
     out = tmp_path / "out"
     result = export_profile(ExportRequest(profile=profile, target=target, out=out, pool=tiny_pool, val_images=8))
     mf = json.loads((out / "manifest.json").read_text())

@@ -115,6 +115,11 @@ def test_openvino_fp32_asks_for_f32_and_int8_quantizes(pool, example, tmp_path):
     assert prepared.info["inference_precision"] == "f32"  # not the CPU's silent bf16 default
     q = rt.prepare(pool.descendant("b6.0-5"), example, "int8", tmp_path / "q", threads=1)
     assert q.run()[0].shape == (1, 10)
+    ops = {name: [op.get_type_name() for op in rt.convert(pool.descendant("b6.0-5"), example, name,
+                                                         tmp_path / f"c-{name}").get_ops()]
+           for name in ("fp32", "int8")}
+    assert "FakeQuantize" not in ops["fp32"]
+    assert ops["int8"].count("FakeQuantize") >= 2 * 6  # NNCF quantized the blocks' matmuls
 
 
 def test_onnxruntime_int8_and_opset13(pool, example, tmp_path):
