@@ -52,7 +52,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                             stderr=subprocess.PIPE)
     meta_f = killed / "finetune.ckpt" / "state.json"
     meta: dict = {}
-    deadline = time.time() + 60
+    deadline = time.time() + 300  # generous: a loaded 2-core machine; the loop ends at the first epoch-2 checkpoint
     try:
         while time.time() < deadline and proc.poll() is None:
             if meta_f.is_file():
@@ -66,6 +66,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         proc.kill()
         proc.wait()
     assert still_running, f"the run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+    assert meta.get("epoch") == 1 and meta.get("step_in_epoch", 0) > 0, f"not killed inside epoch 2: {meta}"
     assert 0 < meta["step"] < TOTAL_STEPS, meta
     # The uninterrupted reference, run after the kill so the two never compete for the CPUs.
     subprocess.run(_cli("pool", "finetune", str(full), *RUN), env=_env(), check=True, capture_output=True)
