@@ -53,3 +53,21 @@ def test_what_lgp_edge_writes_is_recognised_by_name(tmp_path: Path) -> None:
     (exp / "model.mlpackage" / "Data" / "weights.bin").write_bytes(b"w")
     (exp / "EMBEDDING.md").write_text("# embedding\n")
     assert recognise_output(exp) == ("export", ["openvino/notes.txt"])
+
+
+def test_real_outputs_hold_only_what_lgp_edge_writes(tmp_path: Path) -> None:
+    """The names above against what the commands really write: a pool after eval, a report, an ancestry run."""
+    from helpers import make_tiny_pool
+
+    from lgp_edge.cli import main
+
+    pool = make_tiny_pool(tmp_path / "pool")
+    tiny = ["--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "8", "--quiet"]
+    assert main(["pool", "eval", str(pool), "--data", "synthetic", "--max-images", "16", "--quiet"]) == 0
+    assert main(["report", "--pool", str(pool), "--out", str(tmp_path / "report"), "--quiet"]) == 0
+    assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic",
+                 "--out", str(tmp_path / "ancestry"), *tiny]) == 0
+    assert {p.name for p in pool.iterdir()} >= {"pool.json", "weights.safetensors", "descendants.json"}
+    assert any(p.suffix == ".png" for p in (tmp_path / "report").iterdir())
+    for kind in ("pool", "report", "ancestry"):
+        assert recognise_output(tmp_path / kind) == (kind, [])
