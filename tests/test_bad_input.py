@@ -478,6 +478,21 @@ def test_catalogue(case: Case, tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert not [p for p in Path("/proc").glob("lgp-edge-*")]
 
 
+@pytest.mark.parametrize("method", ["snnet", "scratch", "vanilla"])
+def test_baselines_refuse_torchrun(method: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The baselines train in one process: under torchrun every rank would train alone and write the same OUT."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    out = tmp_path / "out"
+    rc, err = run_cli(["baseline", method, "--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data",
+                       "synthetic", "--out", str(out), "--epochs", "1", "--max-steps-per-epoch", "1", "--quiet"],
+                      capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "torchrun" in lines[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_top1_remembers_its_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """pool eval records the dataset with every top-1; a synthetic eval of a real-data pool is refused later."""
     p = Path(shutil.copytree(TINY_SRC[0], tmp_path / "pool"))

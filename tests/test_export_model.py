@@ -110,7 +110,7 @@ def test_stock_timm_vit_without_data_is_a_labelled_numerical_check(tmp_path: Pat
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--model", "vit_no_such_model", "--checkpoint", "{safetensors}"], "is not a timm ViT lgp-edge knows"),
-    (["--model", NAME], "--model needs --checkpoint FILE"),
+    (["--model", NAME], "--model needs --checkpoint PATH"),
     (["--checkpoint", "{safetensors}"], "--checkpoint goes with --model"),
     (["--model", NAME, "--checkpoint", "{safetensors}", "--pool", "{safetensors}"], "--pool selects from a pool"),
     (["--model", NAME, "--checkpoint", "{safetensors}", "--descendant", "b6.0-5"], "--descendant selects"),

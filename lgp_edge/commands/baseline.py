@@ -12,6 +12,7 @@ from lgp_edge.commands.train_args import (
     add_train_args,
     add_width_epochs,
     finetune_recipe,
+    single_process,
     train_config,
 )
 
@@ -139,6 +140,7 @@ def _snnet(args: argparse.Namespace) -> int:
     from lgp_edge.pool.evaluate import evaluate_pool
     from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
 
+    single_process("baseline snnet")
     _require(args, "ancestry", "data", "out")
     cfg = train_config(args)
     anchor_cfg = dataclasses.replace(cfg, epochs=args.anchor_epochs or cfg.epochs)
@@ -170,6 +172,7 @@ def _snnet(args: argparse.Namespace) -> int:
 def _single(args: argparse.Namespace) -> int:
     from lgp_edge.baselines.scratch_vanilla import SingleRequest, train_single_models
 
+    single_process(f"baseline {args.method}")
     _require(args, "ancestry", "data", "out")
     req = SingleRequest(method=args.method, ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint,
                         data=args.data, out=args.out, keys=tuple(getattr(args, "keys", None) or ()),

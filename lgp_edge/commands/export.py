@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, metavar="NAME",
                    help="export this timm ViT (e.g. deit_tiny_patch16_224) instead of a pool's descendant; needs "
                         "--checkpoint; preprocessing from --data, else its pretrained_cfg")
-    p.add_argument("--checkpoint", default=None, metavar="FILE",
-                   help="with --model: its weights (.safetensors, or a timm .pth read with weights_only=True)")
+    p.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="with --model: its weights (.safetensors, an 'ancestry train' directory, or a timm .pth "
+                        "read with weights_only=True)")
     p.add_argument("--no-plan", action="store_true", help="never build model.plan here, even with TensorRT + GPU")
     add_json(p)
     add_switchable_args(p)
@@ -63,7 +64,8 @@ def _check_model_args(args: argparse.Namespace) -> None:
         if given:
             raise UsageError(f"--model exports a timm model; {flag} selects from a pool: use one or the other")
     if args.checkpoint is None:
-        raise UsageError("--model needs --checkpoint FILE (safetensors, or a timm .pth read with weights_only=True)")
+        raise UsageError("--model needs --checkpoint PATH (safetensors, an 'ancestry train' directory, or a timm .pth "
+                         "read with weights_only=True)")
 
 
 def _run(args: argparse.Namespace) -> int:
