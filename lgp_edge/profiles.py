@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
-from lgp_edge.fileio import read_toml
-from lgp_edge.registry import named_files, pick, search_dirs
+from lgp_edge.registry import named_files, pick, read_named_toml, search_dirs
 from lgp_edge.specs import FORMATS, DeviceProfile
 from lgp_edge.specs import PROFILE_PRECISIONS as PRECISIONS
 
 log = logging.getLogger(__name__)
+
+MAX_BATCH = 65536  # images per inference a profile may ask for
+# upper bounds of the budgets: about 2.8 hours per inference, 1 PB; larger is a typo (and overflows the plots)
+MAX_BUDGET = {"latency_budget_ms": 1e7, "memory_budget_mb": 1e9}
 
 # field -> (accepted types, required); numbers accept int or float
 _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
@@ -62,9 +66,10 @@ def parse_profile(raw: dict[str, Any], path: Path) -> DeviceProfile:
     if raw["name"] != path.stem:
         raise UsageError(f"profile file '{path}': field 'name' is '{raw['name']}' but the file is named "
                          f"'{path.stem}.toml'; they must match")
-    for name in ("latency_budget_ms", "memory_budget_mb"):
-        if not raw[name] > 0:
-            raise UsageError(f"profile file '{path}': field '{name}' must be > 0, got {raw[name]}")
+    for name, high in MAX_BUDGET.items():
+        problem = _budget_problem(raw[name], high)
+        if problem:
+            raise UsageError(f"profile file '{path}': field '{name}' {problem}")
     if raw["precision"] not in PRECISIONS:
         raise UsageError(f"profile file '{path}': field 'precision' is '{raw['precision']}', not one of "
                          f"{', '.join(PRECISIONS)}")
@@ -77,16 +82,31 @@ def parse_profile(raw: dict[str, Any], path: Path) -> DeviceProfile:
     if len(set(formats)) != len(formats):
         raise UsageError(f"profile file '{path}': field 'formats' lists a format twice")
     batch = raw.get("batch", 1)
-    if batch < 1:
-        raise UsageError(f"profile file '{path}': field 'batch' must be >= 1, got {batch}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise UsageError(f"profile file '{path}': field 'batch' must be between 1 and {MAX_BATCH}, got {batch}")
     return DeviceProfile(name=raw["name"], target=raw["target"], latency_budget_ms=float(raw["latency_budget_ms"]),
                          memory_budget_mb=float(raw["memory_budget_mb"]), precision=raw["precision"],
                          formats=tuple(formats), batch=batch, description=raw.get("description", ""))
 
 
+def _budget_problem(value: float, high: float) -> str | None:
+    """Why ``value`` is no budget (a finite number in (0, high]); None when it is one."""
+    try:
+        finite = math.isfinite(float(value))
+    except OverflowError:  # an integer beyond any float
+        finite = False
+    if not finite:
+        return f"must be a finite number > 0 (at most {high:g}), got {value}"
+    if not value > 0:
+        return f"must be > 0, got {value}"
+    if value > high:
+        return f"must be at most {high:g}, got {value:g}"
+    return None
+
+
 def load_profile_file(path: str | Path) -> DeviceProfile:
     p = Path(path)
-    return parse_profile(read_toml(p, "profile"), p)
+    return parse_profile(read_named_toml(p, "profile"), p)
 
 
 def _files(profiles_dir: str | Path | None) -> dict[str, Path]:
@@ -111,17 +131,21 @@ def profile_path(name: str, profiles_dir: str | Path | None = None) -> Path:
     return pick("profile", name, _files(profiles_dir))
 
 
+def _check_override(flag: str, value: float, high: float) -> None:
+    problem = _budget_problem(value, high)
+    if problem:
+        raise UsageError(f"{flag} {problem}")
+
+
 def with_overrides(profile: DeviceProfile, *, budget_ms: float | None = None, memory_mb: float | None = None,
                    precision: str | None = None, formats: tuple[str, ...] | None = None) -> DeviceProfile:
     """The profile with command-line overrides applied (each checked like the file's field)."""
     changes: dict[str, Any] = {}
     if budget_ms is not None:
-        if not budget_ms > 0:
-            raise UsageError(f"--budget-ms must be > 0, got {budget_ms}")
+        _check_override("--budget-ms", budget_ms, MAX_BUDGET["latency_budget_ms"])
         changes["latency_budget_ms"] = float(budget_ms)
     if memory_mb is not None:
-        if not memory_mb > 0:
-            raise UsageError(f"--memory-mb must be > 0, got {memory_mb}")
+        _check_override("--memory-mb", memory_mb, MAX_BUDGET["memory_budget_mb"])
         changes["memory_budget_mb"] = float(memory_mb)
     if precision is not None:
         if precision not in PRECISIONS:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
+from typing import Any
 
 from lgp_edge.errors import UsageError
+from lgp_edge.fileio import read_toml
 
 
 def search_dirs(builtin: Path, user_dir: str | Path | None, flag: str) -> list[Path]:
@@ -36,3 +39,30 @@ def pick(kind: str, name: str, files: dict[str, Path]) -> Path:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UsageError(f"unknown {kind} '{name}'{hint}; known {kind}s: {', '.join(sorted(files))}")
     return files[name]
+
+
+def read_named_toml(path: Path, what: str) -> dict[str, Any]:
+    """``read_toml``, and a file that is not UTF-8 is a UsageError too (TOML files must be UTF-8)."""
+    try:
+        return read_toml(path, what)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"cannot read {what} file '{path}' (not UTF-8 TOML: byte 0x{exc.object[exc.start]:02x} at "
+                         f"offset {exc.start}); save it as UTF-8 or move it out of the directory") from None
+
+
+INT64 = (-(1 << 63), (1 << 63) - 1)  # TOML integers are 64-bit (tomllib reads longer ones anyway)
+
+
+def non_finite(obj: Any, prefix: str = "") -> tuple[str, float] | None:
+    """(field, value) of the first NaN or infinite float (``1e400`` reads as inf) or beyond-64-bit integer in a
+    parsed TOML document."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return prefix, obj
+    if isinstance(obj, int) and not isinstance(obj, bool) and not INT64[0] <= obj <= INT64[1]:
+        return prefix, obj
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        found = non_finite(v, f"{prefix}[{k}]" if isinstance(k, int) else f"{prefix}.{k}" if prefix else str(k))
+        if found:
+            return found
+    return None

@@ -91,6 +91,21 @@ class Selection:
                 "noisy": [c.key for c in self.candidates if c.noisy]}
 
 
+
+def format_ms(value: float) -> str:
+    """A measured or predicted latency to three significant digits, never in exponent notation (5000, 47.4,
+    10, 0.191)."""
+    from decimal import Decimal
+
+    return format(Decimal(f"{value:.3g}"), "f")
+
+
+def format_budget(value: float) -> str:
+    """A budget as the user gave it, never in exponent notation (10, 33, 1000000, 2.5)."""
+    from decimal import Decimal
+
+    return format(Decimal(repr(float(value))).normalize(), "f")
+
 def memory_mb(pool: PoolSpec, record: DescendantRecord, precision: str, batch: int) -> float:
     """Weights plus the peak live activations, at ``precision``'s bytes per value."""
     b = BYTES_PER_VALUE[precision]
@@ -108,13 +123,14 @@ def pareto_front(cands: Sequence[Candidate]) -> tuple[Candidate, ...]:
 
 
 def _describe_budget(p: DeviceProfile) -> str:
-    return f"p90 <= {p.latency_budget_ms:g} ms and <= {p.memory_budget_mb:g} MB"
+    return f"p90 <= {format_budget(p.latency_budget_ms)} ms and <= {format_budget(p.memory_budget_mb)} MB"
 
 
 def _why_not(c: Candidate, p: DeviceProfile) -> str:
     parts = []
     if not c.fits_latency:
-        parts.append(f"takes {c.latency_ms:.3g} ms p90 ({c.latency_source}) > {p.latency_budget_ms:g} ms")
+        parts.append(f"takes {format_ms(c.latency_ms)} ms p90 ({c.latency_source}) > "
+                     f"{format_budget(p.latency_budget_ms)} ms")
     if not c.fits_memory:
         parts.append(f"needs {c.memory_mb:.3g} MB > {p.memory_budget_mb:g} MB")
     return " and ".join(parts)
@@ -171,7 +187,7 @@ def select_descendant(records: Sequence[DescendantRecord], latencies: Mapping[st
         fastest = cands[0]
         smallest = min(cands, key=lambda c: c.memory_mb)
         msg = (f"no descendant of pool {pool.pool_id} fits profile '{profile.name}' ({_describe_budget(profile)}): "
-               f"the fastest, {fastest.key}, takes {fastest.latency_ms:.3g} ms p90 ({fastest.latency_source})")
+               f"the fastest, {fastest.key}, takes {format_ms(fastest.latency_ms)} ms p90 ({fastest.latency_source})")
         if not fastest.fits_memory or not any(c.fits_memory for c in cands):
             msg += f"; the smallest, {smallest.key}, needs {smallest.memory_mb:.3g} MB"
         raise NothingFits(msg + "; raise --budget-ms / --memory-mb or pick another profile")

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
-from lgp_edge.fileio import read_toml
-from lgp_edge.registry import named_files, pick, search_dirs
+from lgp_edge.registry import named_files, non_finite, pick, read_named_toml, search_dirs
 from lgp_edge.specs import FORMATS, PRECISIONS, RUNTIMES, ConnectionSpec, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -128,8 +127,8 @@ def ssh_options_problem(options: Any) -> str | None:
     return None
 
 
-# extra.* fields that are numbers: name -> (lowest, kind)
-_EXTRA_NUMBERS: dict[str, tuple[float, Any]] = {"threads": (0, int)}
+# extra.* fields that are numbers: name -> (lowest, highest, kind)
+_EXTRA_NUMBERS: dict[str, tuple[float, float, Any]] = {"threads": (0, 4096, int)}
 _EXTRA_STRINGS = ("bench_script", "big_cores", "perf_test_binary", "remote_python", "trtexec", "minimum_ios",
                   "minimum_macos", "tensorrt_version", "ort_platform")
 
@@ -200,11 +199,17 @@ def _check_bench_script(path: Path, rel: Any) -> None:
 
 def _check_extra(path: Path, extra: dict[str, Any]) -> None:
     _check_strings(path, "extra", extra)
-    for name, (low, kind) in _EXTRA_NUMBERS.items():
+    known = {*_EXTRA_NUMBERS, *_EXTRA_STRINGS, "ssh_options"}
+    unknown = sorted(set(extra) - known)
+    if unknown:
+        raise UsageError(f"target file '{path}' has unknown field 'extra.{unknown[0]}' (extra fields: "
+                         f"{', '.join(sorted(known))}; a key written below a [table] header belongs to that table)")
+    for name, (low, high, kind) in _EXTRA_NUMBERS.items():
         if name in extra:
             _check_type(path, f"extra.{name}", extra[name], kind)
-            if extra[name] < low:
-                raise UsageError(f"target file '{path}': field 'extra.{name}' must be >= {low}, got {extra[name]}")
+            if not low <= extra[name] <= high:
+                raise UsageError(f"target file '{path}': field 'extra.{name}' must be between {low} and {high}, "
+                                 f"got {extra[name]}")
     for name in _EXTRA_STRINGS:
         if name in extra:
             _check_type(path, f"extra.{name}", extra[name], str)
@@ -265,6 +270,10 @@ def _check_hardware(path: Path, hw: dict[str, Any], precisions: list[str], detec
 
 def parse_target(raw: dict[str, Any], path: Path) -> TargetSpec:
     """Validate one target file's contents; every error names the file and the field."""
+    bad = non_finite(raw)
+    if bad is not None:
+        raise UsageError(f"target file '{path}': field '{bad[0]}' must be a finite number (64-bit for integers), "
+                         f"got {bad[1]!r}")
     for name, kind in _TOP.items():
         if name not in raw:
             raise UsageError(f"target file '{path}' is missing field '{name}'")
@@ -318,7 +327,7 @@ def parse_target(raw: dict[str, Any], path: Path) -> TargetSpec:
 
 def load_target_file(path: str | Path) -> TargetSpec:
     p = Path(path)
-    return parse_target(read_toml(p, "target"), p)
+    return parse_target(read_named_toml(p, "target"), p)
 
 
 def _dirs(targets_dir: str | Path | None) -> list[Path]:

@@ -31,7 +31,7 @@ def resolve_profile(args: argparse.Namespace, formats: tuple[str, ...] | None = 
     from lgp_edge.profiles import load_profile, with_overrides
     from lgp_edge.targets import load_target
 
-    name = args.profile or args.target
+    name = args.profile if args.profile is not None else args.target  # "" is an unknown profile, not "none given"
     if args.target is not None:
         load_target(args.target, args.targets_dir)  # an unknown target is named as such
     profile = load_profile(name, args.profiles_dir)

@@ -1,0 +1,220 @@
+"""Bad profile and target input found by fuzzing: one stderr line, exit 2, no traceback, nothing written.
+
+Empty profile names, non-finite budgets (command line and TOML), non-UTF-8 TOML files, non-finite numbers
+in target files and unknown keys in a target's ``[extra]`` table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lgp_edge.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+BUILTIN_TARGETS = REPO / "lgp_edge" / "data" / "targets"
+
+
+@pytest.fixture(autouse=True)
+def _store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LGP_EDGE_STORE", str(tmp_path / "store.sqlite"))  # never the user's store
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without log warnings (``WARNING name: …``), which are not the error."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING ")]
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    capsys.readouterr()
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse
+        rc = int(exc.code or 0)
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def refused(argv: list[str], capsys: pytest.CaptureFixture[str], phrase: str) -> str:
+    """Run ``argv``; it must exit 2 with exactly one error line containing ``phrase`` and no traceback."""
+    rc, out, err = run_cli(argv, capsys)
+    lines = error_lines(err)
+    assert "Traceback" not in err, err
+    assert rc == 2, (rc, err)
+    assert len(lines) == 1, err
+    assert phrase in lines[0], lines[0]
+    assert "Infinity" not in out and "NaN" not in out, out
+    return lines[0]
+
+
+def profile_text(name: str, budget: str = "10.0", memory: str = "100", batch: str = "1") -> str:
+    return (f'name = "{name}"\ntarget = "cpu"\nlatency_budget_ms = {budget}\nmemory_budget_mb = {memory}\n'
+            f'precision = "fp32"\nformats = ["onnx"]\nbatch = {batch}\n')
+
+
+def target_text(name: str, **replace: str) -> str:
+    """The built-in raspberry-pi-5 target renamed to ``name`` with lines replaced."""
+    text = (BUILTIN_TARGETS / "raspberry-pi-5.toml").read_text(encoding="utf-8")
+    text = text.replace('name = "raspberry-pi-5"', f'name = "{name}"')
+    for old, new in replace.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+# ---------------------------------------------------------------------------------- 1: --profile ""
+@pytest.mark.parametrize("command", ["select", "export", "report"])
+def test_empty_profile_name_is_unknown(command: str, tmp_path: Path, tiny_pool: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    argv = [command, "--profile", "", "--pool", str(tiny_pool)]
+    if command != "select":
+        argv += ["--out", str(out)]
+    refused(argv, capsys, "unknown profile ''")
+    assert not out.exists()
+
+
+# ------------------------------------------------------------------------ 2: non-finite budgets
+@pytest.mark.parametrize("flag,value", [("--budget-ms", "inf"), ("--budget-ms", "1e309"), ("--budget-ms", "nan"),
+                                        ("--memory-mb", "inf"), ("--memory-mb", "1e309"), ("--memory-mb", "-inf")])
+@pytest.mark.parametrize("json", [False, True])
+def test_non_finite_budget_override_refused(flag: str, value: str, json: bool, tiny_pool: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["select", "--profile", "cpu", "--pool", str(tiny_pool), f"{flag}={value}"] + (["--json"] if json else [])
+    line = refused(argv, capsys, "must be a finite number > 0")
+    assert flag in line
+
+
+@pytest.mark.parametrize("field,value", [("latency_budget_ms", "1e400"), ("latency_budget_ms", "inf"),
+                                         ("latency_budget_ms", "nan"), ("memory_budget_mb", "inf"),
+                                         ("memory_budget_mb", "-1e400")])
+def test_non_finite_budget_in_profile_file_refused(field: str, value: str, tmp_path: Path, tiny_pool: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    pd = tmp_path / "pd"
+    pd.mkdir()
+    text = profile_text("q1").replace(f"{field} = ", f"{field} = {value} #")
+    (pd / "q1.toml").write_text(text)
+    for argv in (["select", "--profile", "q1", "--profiles-dir", str(pd), "--pool", str(tiny_pool), "--json"],
+                 ["profiles", "show", "q1", "--profiles-dir", str(pd), "--json"],
+                 ["profiles", "list", "--profiles-dir", str(pd), "--json"]):
+        line = refused(argv, capsys, "must be a finite number > 0")
+        assert field in line and "q1.toml" in line
+
+
+def test_huge_batch_in_profile_file_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pd = tmp_path / "pd"
+    pd.mkdir()
+    (pd / "q2.toml").write_text(profile_text("q2", batch="100000000000000000000"))
+    line = refused(["profiles", "show", "q2", "--profiles-dir", str(pd)], capsys, "batch")
+    assert "q2.toml" in line
+
+
+# ------------------------------------------------------------ 3: report with an infinite budget
+def test_report_with_infinite_budget_refused(tmp_path: Path, tiny_pool: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    pd = tmp_path / "pd"
+    pd.mkdir()
+    (pd / "q1.toml").write_text(profile_text("q1", budget="1e400"))
+    out = tmp_path / "report"
+    line = refused(["report", "--pool", str(tiny_pool), "--out", str(out), "--profile", "q1",
+                    "--profiles-dir", str(pd)], capsys, "must be a finite number > 0")
+    assert "latency_budget_ms" in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("field,value", [("latency_budget_ms", "1e308"), ("memory_budget_mb", "1e300")])
+def test_report_with_huge_finite_budget_refused(field: str, value: str, tmp_path: Path, tiny_pool: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    pd = tmp_path / "pd"
+    pd.mkdir()
+    (pd / "q1.toml").write_text(profile_text("q1").replace(f"{field} = ", f"{field} = {value} #"))
+    out = tmp_path / "report"
+    line = refused(["report", "--pool", str(tiny_pool), "--out", str(out), "--profile", "q1",
+                    "--profiles-dir", str(pd)], capsys, "must be at most")
+    assert field in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flag", ["--budget-ms", "--memory-mb"])
+def test_huge_finite_budget_override_refused(flag: str, tiny_pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    line = refused(["select", "--profile", "cpu", "--pool", str(tiny_pool), flag, "1e308", "--json"], capsys,
+                   "must be at most")
+    assert flag in line
+
+
+# ------------------------------------------------------------------------- 4: non-UTF-8 TOML files
+@pytest.fixture()
+def bad_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    pd, td = tmp_path / "pd", tmp_path / "tdir"
+    pd.mkdir()
+    td.mkdir()
+    (pd / "zz.toml").write_bytes(b"\xff\xfegarbage")
+    (pd / "good.toml").write_text(profile_text("good"))
+    (td / "t17.toml").write_bytes(b"\xff\xfegarbage")
+    return pd, td
+
+
+@pytest.mark.parametrize("argv", [
+    ["profiles", "list", "--profiles-dir", "{pd}"],
+    ["profiles", "list", "--profiles-dir", "{pd}", "--json"],
+    ["profiles", "show", "zz", "--profiles-dir", "{pd}"],
+    ["select", "--profile", "zz", "--profiles-dir", "{pd}", "--pool", "{pool}"],
+    ["export", "--profile", "zz", "--profiles-dir", "{pd}", "--pool", "{pool}", "--out", "{out}"],
+    ["report", "--profile", "zz", "--profiles-dir", "{pd}", "--pool", "{pool}", "--out", "{out}"],
+    ["profile", "--target", "t17", "--targets-dir", "{td}", "--pool", "{pool}"],
+    ["profile", "--target", "t17", "--targets-dir", "{td}", "--pool", "{pool}", "--predict"],
+    ["targets", "list", "--targets-dir", "{td}"],
+    ["targets", "show", "t17", "--targets-dir", "{td}"],
+], ids=lambda a: " ".join(a[:2]) + (" --json" if "--json" in a else "") + (" --predict" if "--predict" in a else ""))
+def test_non_utf8_toml_refused(argv: list[str], bad_dirs: tuple[Path, Path], tmp_path: Path, tiny_pool: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    pd, td = bad_dirs
+    out = tmp_path / "out"
+    argv = [a.format(pd=pd, td=td, pool=tiny_pool, out=out) for a in argv]
+    line = refused(argv, capsys, "not UTF-8")
+    assert "cannot read" in line and (".toml" in line)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- 5: numbers in target files
+@pytest.mark.parametrize("old,new,field", [
+    ("fp32 = 153.6", "fp32 = nan", "hardware.peak_gflops.fp32"),
+    ("fp32 = 153.6", "fp32 = inf", "hardware.peak_gflops.fp32"),
+    ("int8 = 614.4", "int8 = 1e400", "hardware.peak_gflops.int8"),
+    ("mem_gbps = 17.1", "mem_gbps = inf", "hardware.mem_gbps"),
+    ("memory_mb = 8192", "memory_mb = nan", "hardware.memory_mb"),
+    ("overhead_us = 5.0", "overhead_us = nan", "hardware.efficiency.overhead_us"),
+    ("compute = 0.5", "compute = nan", "hardware.efficiency.compute"),
+    ("threads = 4", "threads = 100000000000000000000", "extra.threads"),
+])
+def test_target_numbers_checked_on_load(old: str, new: str, field: str, tmp_path: Path, tiny_pool: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    td = tmp_path / "tdir"
+    td.mkdir()
+    (td / "t1.toml").write_text(target_text("t1", **{old: new}))
+    for argv in (["profile", "--target", "t1", "--targets-dir", str(td), "--predict", "--pool", str(tiny_pool)],
+                 ["targets", "show", "t1", "--targets-dir", str(td), "--json"]):
+        line = refused(argv, capsys, field)
+        assert "t1.toml" in line
+
+
+def test_target_unknown_extra_key_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    td = tmp_path / "tdir"
+    td.mkdir()
+    (td / "t14.toml").write_text(target_text("t14") + "unknown_top = 1\n")  # lands in the last table, [extra]
+    line = refused(["targets", "show", "t14", "--targets-dir", str(td)], capsys, "unknown field 'extra.unknown_top'")
+    assert "t14.toml" in line
+
+
+def test_target_unknown_top_level_key_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    td = tmp_path / "tdir"
+    td.mkdir()
+    (td / "t14.toml").write_text("unknown_top = 1\n" + target_text("t14"))
+    refused(["targets", "show", "t14", "--targets-dir", str(td)], capsys, "unknown field 'unknown_top'")
+
+
+def test_shipped_targets_and_profiles_still_load(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["targets", "list", "--json"], ["profiles", "list", "--json"]):
+        rc, _, err = run_cli(argv, capsys)
+        assert rc == 0 and not error_lines(err), err
