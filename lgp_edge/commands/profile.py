@@ -41,18 +41,20 @@ def register(sub: Any) -> None:
                         "(implies --predict)")
     p.add_argument("--import", dest="import_file", default=None, metavar="FILE",
                    help="add the records of FILE to the store: the JSON written by build_engine.sh --time on a "
-                        "board, or left beside a store that could not be written")
+                        "board, or left beside a store that could not be written (with --pool: its records "
+                        "must be of that pool's descendants); every record is checked, all or nothing")
     p.add_argument("--check", action="store_true",
                    help="with --predict: also measure every model and report the predictor's error (MAPE)")
     p.add_argument("--descendant", action="append", metavar="KEY", default=None,
                    help="profile only this descendant (repeatable)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="intra-op threads (default: the target's, else all)")
-    p.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed runs before timing (default 10)")
-    p.add_argument("--iters", type=int, default=50, metavar="N", help="timed runs (default 50)")
+                   help="intra-op threads, 1..256 and on this host at most its CPUs (default: the target's, else all)")
+    p.add_argument("--warmup", type=int, default=10, metavar="N",
+                   help="untimed runs before timing, 0..1000000 (default 10)")
+    p.add_argument("--iters", type=int, default=50, metavar="N", help="timed runs, 1..1000000 (default 50)")
     p.add_argument("--seconds", type=float, default=None, metavar="S",
-                   help="time each model for this long instead (at least --iters runs)")
-    p.add_argument("--batch", type=int, default=1, metavar="N", help="images per inference (default 1)")
+                   help="time each model for this long instead (at least --iters runs; at most 3600)")
+    p.add_argument("--batch", type=int, default=1, metavar="N", help="images per inference, 1..4096 (default 1)")
     p.add_argument("--rounds", type=int, default=None, metavar="N",
                    help="measure all models in N interleaved rounds of iters/N runs, so load drift on a shared "
                         "machine hits every model alike (local targets; default 1, 5 with --check)")
@@ -93,7 +95,8 @@ def _import(args: argparse.Namespace) -> int:
     if args.predict or args.calibrate or args.check or args.model or args.descendant:
         raise UsageError("--import adds the records of a file; it cannot be combined with --predict, --calibrate, "
                          "--check, --model or --descendant")
-    records, path = import_records(args.import_file, target=args.target, store=args.store)
+    records, path = import_records(args.import_file, target=args.target, store=args.store,
+                                   targets_dir=args.targets_dir, pool=args.pool)
     print(f"imported {len(records)} records ({', '.join(sorted({r.source for r in records}))}) into {path}",
           file=sys.stderr)
     return 0

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from lgp_edge.errors import UsageError
 from lgp_edge.fileio import write_text_atomic
-from lgp_edge.specs import LatencyRecord
+from lgp_edge.specs import PRECISIONS, RUNTIMES, LatencyRecord
 
 IMPORT_FORMAT = "lgp-edge-latency"  # the JSON files `profile --import` reads and failed writes leave behind
 IMPORT_VERSION = 1
@@ -27,21 +29,80 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+MAX_MS = 1e7  # one inference: at most ~2.8 hours (anything longer is a unit or typing mistake)
+MAX_CV = 1e3
+MAX_RUNS = 10 ** 9  # n and warmup (SQLite integers are 64-bit; no run is this long)
+_SEGMENT = r"[A-Za-z][A-Za-z0-9_]*\.(?:\d+-\d+|head)"
+KEY_PATTERN = re.compile(rf"{_SEGMENT}(?:\+{_SEGMENT})*|timm:[A-Za-z0-9_.\-]+|probe:\S+")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def field_problem(name: str, v: object) -> str | None:
+    """Why ``v`` is not a valid value of the LatencyRecord field ``name`` (None when it is)."""
+    from lgp_edge.profiling.measure import MAX_BATCH, MAX_THREADS
+
+    ints = {"batch": (1, MAX_BATCH), "threads": (1, MAX_THREADS), "n": (0, MAX_RUNS), "warmup": (0, MAX_RUNS)}
+    if name in ints:
+        lo, hi = ints[name]
+        return None if _is_int(v) and lo <= v <= hi else f"{name} must be an integer in {lo}..{hi}, got {v!r}"
+    if name in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv"):
+        hi = MAX_CV if name == "cv" else MAX_MS
+        return None if _is_real(v) and 0 <= v <= hi else f"{name} must be a finite number in 0..{hi:g}, got {v!r}"
+    if name == "runtime":
+        return None if v in RUNTIMES else f"runtime must be one of {', '.join(RUNTIMES)}, got {v!r}"
+    if name == "precision":
+        return None if v in PRECISIONS else f"precision must be one of {', '.join(PRECISIONS)}, got {v!r}"
+    if name == "source":
+        return None if v in ("measured", "predicted") else f"source must be 'measured' or 'predicted', got {v!r}"
+    if name == "noisy":
+        return None if isinstance(v, bool) else f"noisy must be true or false, got {v!r}"
+    if name == "tool_versions":
+        ok = isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
+        return None if ok else f"tool_versions must be an object of strings, got {v!r}"
+    if name in ("descendant_key", "target"):
+        return None if isinstance(v, str) and v and len(v) <= 1000 else f"{name} must be a non-empty string, got {v!r}"
+    if name in ("pool_id", "calibration", "when"):
+        return None if isinstance(v, str) and len(v) <= 1000 else f"{name} must be a string, got {v!r}"
+    return None
+
+
 def check_record(r: LatencyRecord) -> None:
     """Refuse records no run can produce (ValueError naming the field)."""
-    if r.source not in ("measured", "predicted"):
-        raise ValueError(f"record source must be 'measured' or 'predicted', got {r.source!r}")
-    for name in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv"):
-        v = getattr(r, name)
-        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-            raise ValueError(f"record {r.descendant_key}: {name} must be a finite number >= 0, got {v!r}")
+    for name in LatencyRecord.__dataclass_fields__:
+        problem = field_problem(name, getattr(r, name))
+        if problem:
+            raise ValueError(f"record {r.descendant_key!r}: {problem}")
     if r.median_ms <= 0 or not r.median_ms <= r.p90_ms * (1 + 1e-9) or not r.p90_ms <= r.p99_ms * (1 + 1e-9):
         raise ValueError(f"record {r.descendant_key}: need 0 < median <= p90 <= p99, got {r.median_ms:g}, "
                          f"{r.p90_ms:g}, {r.p99_ms:g}")
-    if int(r.batch) < 1 or int(r.threads) < 1 or int(r.n) < 0 or int(r.warmup) < 0:
-        raise ValueError(f"record {r.descendant_key}: batch and threads must be >= 1, n and warmup >= 0")
-    if not r.descendant_key or not r.target or not r.runtime or not r.precision:
-        raise ValueError("record needs descendant_key, target, runtime and precision")
+
+
+def import_problem(row: dict) -> str | None:
+    """The stricter rules of a record read from a file (a board's, or one left beside a store): every field's
+    type and range, a target name, an ISO 8601 time. None when it passes. (``profile --import`` also checks
+    the key's shape, ``KEY_PATTERN``, and the target, precision and pool: ``session.import_records``.)"""
+    for name, v in row.items():
+        problem = field_problem(name, v)
+        if problem:
+            return problem
+    if not _NAME.fullmatch(row["target"]):
+        return f"target {row['target']!r} is not a target name"
+    if "pool_id" in row and not re.fullmatch(r"[0-9A-Za-z]*", row["pool_id"]):
+        return f"pool_id {row['pool_id']!r} is not a pool id"
+    if "when" in row:
+        try:
+            datetime.fromisoformat(row["when"])
+        except ValueError:
+            return f"when must be an ISO 8601 time like '2026-01-01T00:00:00+00:00', got {row['when']!r}"
+    return None
 
 
 def records_json(records: Sequence[LatencyRecord]) -> str:
@@ -89,14 +150,15 @@ def read_records_file(path: str | Path) -> list[LatencyRecord]:
              "source"} - set(row)
         if unknown or missing:
             raise UsageError(f"'{p}': record {i} has unknown fields {sorted(unknown)} / lacks {sorted(missing)}")
+        problem = import_problem(row)
+        if problem:
+            raise UsageError(f"'{p}': record {i}: {problem}; nothing was imported")
         d = {"mean_ms": row.get("median_ms"), "std_ms": 0.0, "cv": 0.0, "n": 0, "warmup": 0, "threads": 1,
              "when": now_iso(), "tool_versions": {}, **row}
-        if not isinstance(d["tool_versions"], dict):
-            raise UsageError(f"'{p}': record {i}: tool_versions must be an object")
         try:
             rec = LatencyRecord.from_dict(d)
             check_record(rec)
         except (TypeError, ValueError) as exc:
-            raise UsageError(f"'{p}': record {i}: {exc}") from None
+            raise UsageError(f"'{p}': record {i}: {exc}; nothing was imported") from None
         out.append(rec)
     return out

@@ -16,6 +16,27 @@ from dataclasses import dataclass, replace
 log = logging.getLogger(__name__)
 
 
+# Bounds of the settings a user passes (``lgp-edge profile`` flags): anything beyond them is a typo, a run that
+# would never end, or a request the runtime cannot serve (e.g. 100000 threads, 10^8 images per inference).
+MAX_THREADS = 256
+MAX_BATCH = 4096
+MAX_ITERS = 1_000_000  # timed runs, and untimed warm-up runs
+MAX_SECONDS = 3600.0
+
+
+def settings_problem(name: str, value: object, low: float, high: float, *, integer: bool = True) -> str | None:
+    """Why ``value`` is not a valid ``name`` in [low, high] (None when it is): integers are not bools, and a
+    number must be finite."""
+    if integer:
+        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        what = f"an integer in {int(low)}..{int(high)}"
+    else:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+            and low < value <= high
+        what = f"a finite number > {low:g} and <= {high:g}"
+    return None if ok else f"{name} must be {what}, got {value!r}"
+
+
 @dataclass(frozen=True)
 class MeasureSettings:
     warmup: int = 10  # untimed runs before timing
@@ -30,11 +51,18 @@ class MeasureSettings:
     rounds: int = 1  # >1: models measured in interleaved rounds of iters/rounds runs (drift hits all alike)
 
     def __post_init__(self) -> None:
-        if self.warmup < 0 or self.iters < 1 or self.threads < 1 or self.batch < 1 or self.rounds < 1 \
-                or self.max_series < 1:
-            raise ValueError("warmup >= 0 and iters, threads, batch, rounds, max_series >= 1 are required")
-        if self.seconds is not None and self.seconds <= 0:
-            raise ValueError("seconds must be > 0")
+        checks = (settings_problem("warmup", self.warmup, 0, MAX_ITERS),
+                  settings_problem("iters", self.iters, 1, MAX_ITERS),
+                  settings_problem("threads", self.threads, 1, MAX_THREADS),
+                  settings_problem("batch", self.batch, 1, MAX_BATCH),
+                  settings_problem("rounds", self.rounds, 1, MAX_ITERS),
+                  settings_problem("max_iters", self.max_iters, 1, 10 * MAX_ITERS),
+                  settings_problem("max_series", self.max_series, 1, 100),
+                  None if self.seconds is None else settings_problem("seconds", self.seconds, 0, MAX_SECONDS,
+                                                                     integer=False))
+        problem = next((c for c in checks if c), None)
+        if problem:
+            raise ValueError(problem)
 
 
 @dataclass(frozen=True)

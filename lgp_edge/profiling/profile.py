@@ -86,8 +86,22 @@ def measure_items(subject: Subject, items: Sequence[Item], target: TargetSpec, r
     """Measure ``items`` on the target; returns records (the caller stores them)."""
     check_request(target, runtime, precision, measuring=True)
     if target.connection.kind == "local":
-        return _measure_local(subject, items, target, runtime, precision, settings, reporter, what)
+        try:
+            return _measure_local(subject, items, target, runtime, precision, settings, reporter, what)
+        except (MemoryError, RuntimeError) as exc:
+            if not _out_of_resources(exc):
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise UsageError(f"{runtime} could not run batch {settings.batch} with {settings.threads} threads on "
+                             f"this host ({first}): use a smaller --batch or --threads") from None
     return _measure_remote(subject, items, target, precision, settings, reporter, targets_dir, what)
+
+
+def _out_of_resources(exc: BaseException) -> bool:
+    """A runtime refusing the request for lack of memory or threads (not a bug in lgp-edge)."""
+    text = str(exc).lower()
+    return isinstance(exc, MemoryError) or any(w in text for w in (
+        "can't allocate", "cannot allocate", "out of memory", "could not create a primitive", "bad_alloc"))
 
 
 def _measure_local(subject: Subject, items: Sequence[Item], target: TargetSpec, runtime: str, precision: str,

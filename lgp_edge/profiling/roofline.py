@@ -104,9 +104,16 @@ def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: 
                                                                    "fingerprint_of": host_fingerprint(runtime,
                                                                                                       threads)})
     if not stored:
+        path = getattr(store, "path", None)
+        if store is None:
+            why = "no measurement store was given"
+        elif getattr(store, "readonly", False) and path is not None and not path.exists():
+            why = f"the measurement store '{path}' does not exist (commands that only read never create it)"
+        else:
+            why = f"the measurement store '{path}' could not be written"
         logging.getLogger(__name__).warning(
-            "host calibration measured now and not stored (no writable store): another process will measure "
-            "again; 'lgp-edge profile --target cpu --calibrate' stores it")
+            "host calibration measured now and not stored: %s; every process measures it again, and a busy "
+            "machine can skew it: 'lgp-edge profile --target cpu --calibrate' measures and stores it", why)
     return facts
 
 

@@ -71,12 +71,41 @@ def _validate(req: ProfileRequest) -> ProfileRequest:
     return req
 
 
+def _check_settings(req: ProfileRequest, target: Any) -> None:
+    """Refuse measurement settings out of range, naming the flag (before anything is created or run)."""
+    from lgp_edge.profiling.host import usable_cpus
+    from lgp_edge.profiling.measure import MAX_BATCH, MAX_ITERS, MAX_SECONDS, MAX_THREADS, settings_problem
+
+    threads_max, why = MAX_THREADS, f"at most {MAX_THREADS}"
+    if target.connection.kind == "local" and usable_cpus() < MAX_THREADS:
+        threads_max, why = usable_cpus(), f"this host lets lgp-edge use {usable_cpus()} CPUs"
+    checks = [
+        ("--threads", req.threads, 1, threads_max, why),
+        ("--batch", req.batch, 1, MAX_BATCH, f"images per inference, at most {MAX_BATCH}"),
+        ("--warmup", req.warmup, 0, MAX_ITERS, f"at most {MAX_ITERS}"),
+        ("--iters", req.iters, 1, MAX_ITERS, f"at most {MAX_ITERS}"),
+        ("--rounds", req.rounds, 1, req.iters if isinstance(req.iters, int) else 1,
+         "each round times at least one run of the --iters"),
+    ]
+    for flag, value, low, high, note in checks:
+        if value is None:
+            continue
+        problem = settings_problem(flag, value, low, max(low, high))
+        if problem:
+            raise UsageError(f"{problem} ({note})")
+    if req.seconds is not None:
+        problem = settings_problem("--seconds", req.seconds, 0, MAX_SECONDS, integer=False)
+        if problem:
+            raise UsageError(f"{problem} (seconds to time each model)")
+
+
 def measure_settings(req: ProfileRequest, target: Any) -> Any:
-    """The MeasureSettings of a request (threads and rounds defaulted)."""
-    from lgp_edge.profiling.measure import MeasureSettings
+    """The MeasureSettings of a request (threads and rounds defaulted); UsageError naming the flag."""
+    from lgp_edge.profiling.measure import MAX_THREADS, MeasureSettings
     from lgp_edge.profiling.profile import default_threads
 
-    threads = req.threads if req.threads is not None else default_threads(target)
+    _check_settings(req, target)
+    threads = req.threads if req.threads is not None else min(default_threads(target), MAX_THREADS)
     rounds = req.rounds if req.rounds is not None else (5 if req.check else 1)
     if rounds > 1 and req.seconds is not None:
         raise UsageError("--rounds and --seconds cannot be combined")
@@ -152,6 +181,44 @@ def _profile_into(run: _Run, req: ProfileRequest, store: Any) -> tuple[list[Any]
     return records, predictor, check, len(rows)
 
 
+def _missing_parts(path: Path) -> list[Path]:
+    """What opening a store at ``path`` will create: the file and its missing folders, innermost first."""
+    if path.exists():
+        return []
+    out = [path]
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        out.append(parent)
+        parent = parent.parent
+    return out
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Remove a store this process created (file, WAL sidecars, folders), unless something is in it."""
+    if not created:
+        return
+    import sqlite3
+
+    path = created[0]
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT (SELECT COUNT(*) FROM runs) + (SELECT COUNT(*) FROM host_calibration)")
+            if rows.fetchone()[0]:
+                return  # e.g. a host calibration measured before the failure: worth keeping
+        finally:
+            db.close()
+    except sqlite3.Error:
+        pass
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        p.unlink(missing_ok=True)
+    for folder in created[1:]:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
     """Profile ``req``'s subject on its target and store the rows; bad requests raise UsageError first."""
     from lgp_edge.profiling import profile as prof
@@ -168,24 +235,70 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
     prof.check_request(target, runtime, precision, measuring=measuring)
     subject, note = _subject(req)
     run = _Run(subject, target, runtime, precision, settings, reporter, req.targets_dir)
-    store = MeasurementStore(req.store or default_store_path())
+    store_path = Path(req.store) if req.store else default_store_path()
+    created = _missing_parts(store_path)
+    store = MeasurementStore(store_path)
     try:
         records, predictor, check, written = _profile_into(run, req, store)
-    finally:
+    except BaseException:
         store.close()
+        _remove_created(created)  # a failed run leaves no new, empty store behind
+        raise
+    store.close()
     log.debug("profiled %d item(s) of %s on %s, %d row(s) written", len(records), note, target.name, written)
     return ProfileResult(subject=subject, target=target, runtime=runtime, precision=precision, records=records,
                          predictor=predictor, check=check, store_path=store.path, written=written, note=note)
 
 
-def import_records(path: str | Path, *, target: str | None = None, store: str | None = None) -> tuple[list[Any], Path]:
-    """Add the records of a JSON file to the store; refuses records of another ``target``. (records, store path)"""
+def _check_imported(path: str | Path, records: list[Any], target: str | None, targets_dir: str | None,
+                    pool: str | None) -> None:
+    """Refuse records of unknown targets, of precisions their target does not compute in, and (with a pool)
+    of descendants or pool ids not of that pool: UsageError naming the record and field."""
+    from lgp_edge.profiling.latency_file import KEY_PATTERN
+    from lgp_edge.profiling.predict import PROBE_PREFIX
+    from lgp_edge.targets import known_targets, load_target
+
+    known = set(known_targets(targets_dir))
+    pool_id, keys = None, set()
+    if pool is not None:
+        from lgp_edge.pool.pool import load_pool, resolve_pool
+
+        loaded, _ = load_pool(resolve_pool(pool))
+        pool_id, keys = loaded.pool_id, {d.key for d in loaded.descendants()}
+    precisions: dict[str, tuple[str, ...]] = {}
+    for i, r in enumerate(records):
+        where = f"'{path}': record {i}"
+        if not KEY_PATTERN.fullmatch(r.descendant_key):
+            raise UsageError(f"{where}: descendant_key '{r.descendant_key}' is not a descendant key (like "
+                             "'ti6.0-5' or 'ti6.0-3+b6.4-5'), 'timm:<name>' nor 'probe:...'; nothing was imported")
+        if target is not None and r.target != target:
+            raise UsageError(f"{where}: target is '{r.target}', not '{target}' (--target); nothing was imported")
+        if r.target not in known:
+            raise UsageError(f"{where}: target '{r.target}' is not a known target (see 'lgp-edge targets list', "
+                             "or pass --targets-dir); nothing was imported")
+        if r.target not in precisions:
+            precisions[r.target] = tuple(load_target(r.target, targets_dir).precisions)
+        if r.precision not in precisions[r.target]:
+            raise UsageError(f"{where}: precision '{r.precision}' is not one target '{r.target}' computes in "
+                             f"({', '.join(precisions[r.target])}); nothing was imported")
+        if pool_id is None or r.descendant_key.startswith((PROBE_PREFIX, "timm:")):
+            continue
+        if r.pool_id != pool_id:
+            raise UsageError(f"{where}: pool_id '{r.pool_id}' is not the id of --pool ({pool_id}); nothing was "
+                             "imported")
+        if r.descendant_key not in keys:
+            raise UsageError(f"{where}: descendant_key '{r.descendant_key}' is not a descendant of pool {pool_id} "
+                             "(see 'lgp-edge pool info'); nothing was imported")
+
+
+def import_records(path: str | Path, *, target: str | None = None, store: str | None = None,
+                   targets_dir: str | None = None, pool: str | None = None) -> tuple[list[Any], Path]:
+    """Add the records of a JSON file to the store; refuses records of another ``target``, of an unknown
+    target, and (with ``pool``) of another pool, all or nothing. (records, store path)"""
     from lgp_edge.profiling.store import MeasurementStore, default_store_path, read_records_file
 
     records = read_records_file(path)
-    if target is not None and any(r.target != target for r in records):
-        other = next(r.target for r in records if r.target != target)
-        raise UsageError(f"'{path}' holds records of target '{other}', not '{target}'")
+    _check_imported(path, records, target, targets_dir, pool)
     with MeasurementStore(store or default_store_path()) as st:
         st.put_many(records)
         return records, st.path

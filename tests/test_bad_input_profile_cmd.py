@@ -1,0 +1,194 @@
+"""``lgp-edge profile`` bad input found by fuzzing: measurement settings out of range (threads, batch, iters,
+seconds, warmup, rounds) and import files with wrong fields. Each must give exit 2 and one line on stderr
+naming the flag or the record field, write nothing (no store, no temp directory) and never a traceback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import pytest
+from helpers import make_tiny_pool
+
+from lgp_edge.cli import main
+from lgp_edge.pool.pool import load_pool
+
+KEY = "ti6.0-5"
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def error_lines(stderr: str) -> list[str]:
+    """stderr without log warnings (``WARNING name: …``), which are not the error."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING ")]
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse
+        rc = int(exc.code or 0)
+    return rc, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_pool(tmp_path_factory.mktemp("pool") / "pool")
+
+
+@pytest.fixture()
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """A store path that does not exist yet and a private temp directory (both must stay empty)."""
+    store = tmp_path / "store.sqlite"
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setenv("LGP_EDGE_STORE", str(store))
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    return {"store": store, "tmp": tmp, "root": tmp_path}
+
+
+@pytest.fixture()
+def no_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bad settings must be refused before anything is timed (today some of them hang or crash in the runtime)."""
+    from lgp_edge.profiling import measure
+
+    def refuse(*a: object, **k: object) -> list[float]:
+        raise AssertionError("measured although the settings are bad input")
+
+    monkeypatch.setattr(measure, "_series", refuse)
+
+
+def assert_refused(rc: int, err: str, needle: str, env: dict[str, Path]) -> str:
+    lines = error_lines(err)
+    assert rc == 2, err
+    assert len(lines) == 1, lines
+    assert "Traceback" not in err and needle in lines[0], lines[0]
+    assert not env["store"].exists(), "a refused command created the store"
+    assert list(env["tmp"].iterdir()) == [], "a refused command left a temporary directory"
+    return lines[0]
+
+
+def _profile(pool: Path, *extra: str) -> list[str]:
+    return ["profile", "--target", "cpu", "--pool", str(pool), "--descendant", KEY, "--runtime", "torch",
+            "--warmup", "0", "--iters", "1", "--quiet", *extra]
+
+
+# ---------------------------------------------------------------------------------- 1-3: settings ranges
+@pytest.mark.parametrize("extra, needle", [
+    (["--threads", "100000"], "--threads"),
+    (["--threads", "257"], "--threads"),
+    (["--threads", "0"], "--threads"),
+    (["--batch", "100000000"], "--batch"),
+    (["--batch", "4097"], "--batch"),
+    (["--batch", "0"], "--batch"),
+    (["--seconds", "nan"], "--seconds"),
+    (["--seconds", "inf"], "--seconds"),
+    (["--seconds", "-1"], "--seconds"),
+    (["--seconds", "3601"], "--seconds"),
+    (["--iters", "100000000000000000000"], "--iters"),
+    (["--iters", "0"], "--iters"),
+    (["--warmup", "100000000000000000000"], "--warmup"),
+    (["--warmup", "-1"], "--warmup"),
+    (["--rounds", "100000000"], "--rounds"),
+    (["--rounds", "0"], "--rounds"),
+])
+def test_profile_settings_out_of_range_are_refused(pool, env, no_measuring, capsys, extra, needle):
+    rc, err = run_cli(_profile(pool, *extra), capsys)
+    line = assert_refused(rc, err, needle, env)
+    assert "max_series" not in line  # not a flag
+
+
+def test_profile_threads_beyond_this_hosts_cpus_are_refused(pool, env, no_measuring, capsys):
+    from lgp_edge.profiling.host import usable_cpus
+
+    n = usable_cpus()
+    if n >= 256:
+        pytest.skip("this host has 256 CPUs or more")
+    rc, err = run_cli(_profile(pool, "--threads", str(n + 1)), capsys)
+    assert str(n) in assert_refused(rc, err, "--threads", env)
+
+
+def test_profile_settings_at_the_bounds_still_measure(pool, env, capsys):
+    rc, err = run_cli(_profile(pool, "--threads", "1", "--batch", "2", "--seconds", "0.01", "--json"), capsys)
+    assert rc == 0, err
+    assert env["store"].exists() and list(env["tmp"].iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------- 4: --import
+def _records_file(path: Path, pid: str, **change: object) -> Path:
+    rec = {"descendant_key": KEY, "target": "cpu", "runtime": "onnxruntime", "precision": "fp32", "batch": 1,
+           "median_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0, "source": "measured", "pool_id": pid}
+    changed = {**rec, **change}  # record 1; record 0 is a good one
+    path.write_text(json.dumps({"format": "lgp-edge-latency", "version": 1, "records": [rec, changed]}))
+    return path
+
+
+@pytest.mark.parametrize("field, value", [
+    ("batch", 1e30), ("batch", 10 ** 23), ("batch", 1.7), ("batch", True), ("batch", 0), ("batch", 4097),
+    ("target", "nope"), ("precision", "bogus"), ("runtime", "bogus"), ("descendant_key", "zzz"),
+    ("descendant_key", ""), ("descendant_key", 5), ("when", 12), ("when", "yesterday"), ("noisy", "yes"),
+    ("threads", 10 ** 23), ("threads", 2.5), ("n", 10 ** 23), ("n", -1), ("warmup", 1e30),
+    ("median_ms", 1e30), ("median_ms", "1"), ("cv", True), ("pool_id", 7), ("tool_versions", {"x": 1}),
+    ("calibration", 3), ("precision", "fp16"),  # cpu does not compute in fp16
+])
+def test_import_refuses_every_bad_field(pool, env, capsys, field, value):
+    pool_id = load_pool(pool)[0].pool_id
+    f = _records_file(env["root"] / "t.json", pool_id, **{field: value})
+    rc, err = run_cli(["profile", "--import", str(f), "--store", str(env["store"])], capsys)
+    line = assert_refused(rc, err, "record 1", env)
+    assert field in line
+
+
+def test_import_with_pool_refuses_keys_and_pool_ids_not_of_that_pool(pool, env, capsys):
+    pool_id = load_pool(pool)[0].pool_id
+    for name, change in (("descendant_key", {"descendant_key": "ti6.0-4+zz9.9-9"}),
+                         ("pool_id", {"pool_id": "0123456789ab"})):
+        f = _records_file(env["root"] / "t.json", pool_id, **change)
+        rc, err = run_cli(["profile", "--import", str(f), "--pool", str(pool), "--store", str(env["store"])],
+                          capsys)
+        assert name in assert_refused(rc, err, "record 1", env)
+
+
+def test_import_of_a_good_file_still_works(pool, env, capsys):
+    pool_id = load_pool(pool)[0].pool_id
+    f = _records_file(env["root"] / "t.json", pool_id, descendant_key="b6.0-5", batch=2, noisy=True,
+                      when="2026-01-01T00:00:00+00:00", tool_versions={"onnxruntime": "1.17"})
+    rc, err = run_cli(["profile", "--import", str(f), "--pool", str(pool), "--store", str(env["store"])], capsys)
+    assert rc == 0, err
+    assert list(env["tmp"].iterdir()) == []
+    from lgp_edge.profiling.store import MeasurementStore
+
+    with MeasurementStore(env["store"], readonly=True) as s:
+        assert sorted(r.descendant_key for r in s.records()) == ["b6.0-5", KEY]
+
+
+# ------------------------------------------------------------------------------- 5: host calibration note
+def test_calibration_note_names_the_missing_store_and_how_to_create_it(env, monkeypatch, caplog):
+    from lgp_edge.profiling import roofline
+    from lgp_edge.profiling.store import MeasurementStore
+
+    fake = roofline.HostFacts(peak_gflops_fp32=100.0, mem_gbps=10.0, threads=1, gemm_n=512)
+    monkeypatch.setattr(roofline, "measure_host", lambda runtime, threads, gemm_n=512: fake)
+    monkeypatch.setattr(roofline, "_IN_PROCESS", {})
+    with caplog.at_level(logging.WARNING), MeasurementStore(env["store"], readonly=True) as store:
+        assert roofline.host_calibration("torch", 1, store) == fake
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert str(env["store"]) in text and "does not exist" in text and "--calibrate" in text
+    assert "no writable store" not in text
+    assert not env["store"].exists()  # read-only commands never create the store (by design)
+
+
+def test_runtime_out_of_memory_is_one_line_and_leaves_no_temp_dir(pool, env, monkeypatch, capsys):
+    """Within the bounds a runtime may still refuse (a big model at a big batch): one line, exit 2, no
+    temporary directory, nothing stored."""
+    from lgp_edge.profiling.runtimes.torch import TorchRuntime
+
+    def oom(self, prepared, settings):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(TorchRuntime, "measure", oom)
+    rc, err = run_cli(_profile(pool, "--batch", "8"), capsys)
+    assert "--batch" in assert_refused(rc, err, "can't allocate memory", env)
