@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -220,8 +221,51 @@ class DescendantRecord(_Record):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DescendantRecord:
-        return cls(key=d["key"], blocks=d["blocks"], params=d["params"], flops=d["flops"],
-                   top1=d.get("top1"), spec=DescendantSpec.from_dict(d["spec"]), top1_data=d.get("top1_data"))
+        """A record read from a file; a value no lgp-edge writes raises :class:`DamagedRecord` (a top-1 that is
+        not null or a finite percentage, a count that is not a non-negative integer): choosing by it would be
+        silently wrong."""
+        key = d["key"]
+        if not isinstance(key, str) or not key:
+            raise DamagedRecord(f"a descendant has key {key!r} (a non-empty string expected)")
+        top1_data = d.get("top1_data")
+        if top1_data is not None and not isinstance(top1_data, str):
+            raise DamagedRecord(f"descendant {key} has top1_data {top1_data!r} (a dataset name or null expected)")
+        return cls(key=key, blocks=record_count(d["blocks"], f"descendant {key}", "blocks"),
+                   params=record_count(d["params"], f"descendant {key}", "params"),
+                   flops=record_count(d["flops"], f"descendant {key}", "flops"),
+                   top1=record_top1(d.get("top1"), f"descendant {key}"), spec=DescendantSpec.from_dict(d["spec"]),
+                   top1_data=top1_data)
+
+
+class DamagedRecord(ValueError):
+    """A record read from a file holds a value no lgp-edge writes (the file is damaged or was edited by hand).
+    The message names the record, the field, the value and what was expected; ``fix``, when given, is what the
+    user should do (the reader of the file knows a default)."""
+
+    def __init__(self, message: str, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.fix = fix
+
+
+def record_count(value: Any, owner: str, name: str) -> int:
+    """A count read from a record (params, FLOPs, blocks, bytes): a non-negative integer. An integral float
+    (``5618.0``, another JSON writer's integer) reads as the int; a bool, a fraction, NaN, infinity or a string
+    is refused."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DamagedRecord(f"{owner} has {name} {value!r} (a non-negative integer expected)")
+    return value
+
+
+def record_top1(value: Any, owner: str) -> float | None:
+    """A top-1 read from a record: null (not evaluated) or a finite percentage in [0, 100]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= 100:
+        raise DamagedRecord(f"{owner} has top1 {value!r} (a finite number in [0, 100] or null expected)")
+    return float(value)
 
 
 @dataclass(frozen=True)

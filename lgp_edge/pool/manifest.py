@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import sha256_file
 from lgp_edge.models.plan import enumerate_descendants
 from lgp_edge.outdir import recover_unlocked
-from lgp_edge.specs import SCHEMA_VERSION, DescendantRecord, PoolSpec, PreprocessSpec
+from lgp_edge.specs import SCHEMA_VERSION, DamagedRecord, DescendantRecord, PoolSpec, PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -90,11 +91,26 @@ class PoolManifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PoolManifest:
-        return cls(spec=PoolSpec.from_dict(d["spec"]), preprocess=PreprocessSpec.from_dict(d["preprocess"]),
+        """The manifest of a pool.json; a damaged history or descendant record raises ``DamagedRecord``."""
+        history = d.get("history", [])
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise DamagedRecord(f"history is {_json_kind(history)} (a list of objects expected)", fix=REBUILD)
+        rows = d.get("descendants", [])
+        if not isinstance(rows, list):
+            raise DamagedRecord(f"descendants is {_json_kind(rows)} (a list of records expected)")
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict):
+                raise DamagedRecord(f"descendant {i} is {_json_kind(r)} (a record object expected)")
+        spec, preprocess = PoolSpec.from_dict(d["spec"]), PreprocessSpec.from_dict(d["preprocess"])
+        _check_numbers(spec, preprocess)
+        storage_dtype = d.get("storage_dtype", "float32")
+        if storage_dtype not in STORAGE_DTYPES:
+            raise DamagedRecord(f"has storage_dtype {storage_dtype!r} (one of {', '.join(STORAGE_DTYPES)} expected)",
+                                fix=REBUILD)
+        return cls(spec=spec, preprocess=preprocess,
                    data=d["data"], stitch_init=d["stitch_init"], stage=d["stage"], files=dict(d["files"]),
-                   history=tuple(d.get("history", ())),
-                   descendants=tuple(DescendantRecord.from_dict(r) for r in d.get("descendants", ())),
-                   storage_dtype=d.get("storage_dtype", "float32"), provenance=dict(d.get("provenance", {})))
+                   history=tuple(history), descendants=tuple(DescendantRecord.from_dict(r) for r in rows),
+                   storage_dtype=storage_dtype, provenance=dict(d.get("provenance", {})))
 
     def replace(self, **changes: Any) -> PoolManifest:
         return dataclasses.replace(self, **changes)
@@ -120,11 +136,61 @@ def read_manifest(path: str | Path) -> PoolManifest:
                               "rebuild the pool or use a matching lgp-edge version")
     try:
         return current_records(PoolManifest.from_dict(raw))
+    except DamagedRecord as exc:
+        fix = exc.fix or (f"restore it, or empty its \"descendants\" list and run 'lgp-edge pool "
+                                            f"eval {p} --data DATA' again")
+        raise CheckpointError(f"'{mf}' is damaged: {exc}; {fix}") from None
     except KeyError as exc:
         raise CheckpointError(f"'{mf}' is missing field {exc}; the file is damaged") from None
     except (TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"'{mf}' has a field of the wrong type or value ({exc}); the file is damaged") \
             from None
+
+
+REBUILD = "restore it or rebuild the pool"
+
+
+STORAGE_DTYPES = ("float32", "float16")  # what save_pool writes weights.safetensors in
+
+
+def _positive_int(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DamagedRecord(f"has {name} {value!r} (a positive integer expected)", fix=REBUILD)
+
+
+def _check_numbers(spec: PoolSpec, pre: PreprocessSpec) -> None:
+    """The numbers of the architecture and the preprocessing that every choice, prediction and export is
+    computed from: sizes are positive integers, ratios and normalisation constants finite (std > 0)."""
+    a = spec.ancestry
+    for f in ("img_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads", "patch_size"):
+        _positive_int(getattr(a, f), f"spec.ancestry.{f}")
+    r = a.mlp_ratio
+    if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
+        raise DamagedRecord(f"has spec.ancestry.mlp_ratio {r!r} (a finite number > 0 expected)", fix=REBUILD)
+    _positive_int(spec.depth, "spec.depth")
+    for i, inst in enumerate(spec.instances):
+        for f in ("embed_dim", "depth", "num_heads"):
+            _positive_int(getattr(inst, f), f"spec.instances[{i}].{f}")
+    _positive_int(pre.img_size, "preprocess.img_size")
+    _positive_int(pre.in_chans, "preprocess.in_chans")
+    for f in ("mean", "std"):
+        values = getattr(pre, f)
+        if len(values) != pre.in_chans:
+            raise DamagedRecord(f"preprocess.{f} has {len(values)} values for {pre.in_chans} input channel(s)",
+                                fix=REBUILD)
+        for i, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                    or (f == "std" and v <= 0):
+                raise DamagedRecord(f"has preprocess.{f}[{i}] {v!r} (a finite number{' > 0' if f == 'std' else ''} "
+                                    "expected)", fix=REBUILD)
+
+
+def _json_kind(value: Any) -> str:
+    """How a damaged value reads in an error: ``a str 'abc'``, ``null``."""
+    if value is None:
+        return "null"
+    text = repr(value)
+    return f"a {type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 def current_records(manifest: PoolManifest) -> PoolManifest:

@@ -1,0 +1,228 @@
+"""Damaged numbers in pool.json: every command that reads the pool refuses them with one line and exit 2.
+
+A descendant record's top-1 that is NaN, infinite, outside [0, 100] or not a number, and a params / FLOPs /
+blocks count that is negative, fractional, a bool or a string, used to be accepted: ``select`` explained its
+choice with "the highest top-1 (nan%)", ``--json`` printed NaN, and ``report`` and ``pool info`` died with a
+traceback. The one reader of pool.json (``lgp_edge.pool.manifest.read_manifest``) now checks them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import make_tiny_pool
+
+from lgp_edge.cli import main
+from lgp_edge.pool.manifest import MANIFEST, read_manifest
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def error_lines(stderr: str) -> list[str]:
+    """stderr without log warnings (``WARNING name: …``), which are not the error."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING ")]
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse
+        rc = int(exc.code or 0)
+    return rc, capsys.readouterr().err
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every entry under ``root``: relative path -> kind and content hash."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny pool with evaluated (made-up) records; each test copies it."""
+    return make_tiny_pool(tmp_path_factory.mktemp("pristine") / "pool")
+
+
+def damaged_copy(pristine: Path, root: Path, mutate: Callable[[dict[str, Any]], None]) -> Path:
+    p = Path(shutil.copytree(pristine, root / "pool"))
+    mf = json.loads((p / MANIFEST).read_text())
+    mutate(mf)
+    (p / MANIFEST).write_text(json.dumps(mf, indent=1))  # allow_nan: NaN / Infinity literals, as the fuzzer wrote
+    return p
+
+
+def _first(field: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(mf: dict[str, Any]) -> None:
+        mf["descendants"][0][field] = value
+    return mutate
+
+
+def _last(field: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(mf: dict[str, Any]) -> None:
+        mf["descendants"][-1][field] = value
+    return mutate
+
+
+# (id, mutation, fragment of the one error line)
+MUTATIONS = [
+    ("top1-nan", _first("top1", float("nan")), "top1 nan"),
+    ("top1-inf", _first("top1", float("inf")), "top1 inf"),
+    ("top1-minus-inf", _last("top1", float("-inf")), "top1 -inf"),
+    ("top1-negative", _first("top1", -50), "top1 -50"),
+    ("top1-above-100", _last("top1", 150), "top1 150"),
+    ("top1-string", _first("top1", "abc"), "top1 'abc'"),
+    ("top1-bool", _first("top1", True), "top1 True"),
+    ("top1-list", _first("top1", [12.5]), "top1 [12.5]"),
+    ("params-negative", _first("params", -1), "params -1"),
+    ("params-fraction", _first("params", 1.5), "params 1.5"),
+    ("params-bool", _first("params", True), "params True"),
+    ("params-string", _first("params", "5618"), "params '5618'"),
+    ("params-nan", _first("params", float("nan")), "params nan"),
+    ("flops-negative", _last("flops", -117048), "flops -117048"),
+    ("flops-inf", _first("flops", float("inf")), "flops inf"),
+    ("flops-null", _first("flops", None), "flops None"),
+    ("blocks-negative", _first("blocks", -6), "blocks -6"),
+    ("blocks-fraction", _first("blocks", 6.5), "blocks 6.5"),
+]
+
+# a budget every descendant meets, so that select would choose (today: by a NaN top-1) rather than refuse
+SELECT = ["--profile", "cpu", "--budget-ms", "1e6"]
+
+COMMANDS = {
+    "pool-info": lambda p, root: ["pool", "info", str(p)],
+    "pool-info-json": lambda p, root: ["pool", "info", str(p), "--json"],
+    "select": lambda p, root: ["select", "--pool", str(p), *SELECT],
+    "select-json": lambda p, root: ["select", "--pool", str(p), *SELECT, "--json"],
+    "report": lambda p, root: ["report", "--pool", str(p), "--out", str(root / "report"), "--profile", "cpu"],
+}
+
+
+# ---------------------------------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize(("mutate", "fragment"), [m[1:] for m in MUTATIONS], ids=[m[0] for m in MUTATIONS])
+def test_damaged_record_number_is_refused(mutate: Callable[[dict[str, Any]], None], fragment: str, command: str,
+                                          pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LGP_EDGE_STORE", str(tmp_path / "store" / "measurements.sqlite"))
+    root = tmp_path / "world"
+    root.mkdir()
+    p = damaged_copy(pristine, root, mutate)
+    before = snapshot(root)
+    rc, err = run_cli(COMMANDS[command](p, root), capsys)
+    lines = error_lines(err)
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert "is damaged" in lines[0] and fragment in lines[0] and "pool.json" in lines[0], err
+    assert "lgp-edge pool eval" in lines[0], err  # what to do
+    assert snapshot(root) == before  # nothing written
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(("name", "mutate", "fragment"), [
+    ("descendants-not-a-list", lambda mf: mf.update(descendants={"a": 1}), "descendants"),
+    ("record-not-an-object", lambda mf: mf["descendants"].__setitem__(0, 12.5), "descendant 0"),
+    ("history-not-a-list", lambda mf: mf.update(history="abc"), "history"),
+    ("history-entry-not-an-object", lambda mf: mf.update(history=[1, 2]), "history"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_damaged_record_structure_is_refused(name: str, mutate: Callable[[dict[str, Any]], None], fragment: str,
+                                             pristine: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    p = damaged_copy(pristine, tmp_path, mutate)
+    before = snapshot(tmp_path)
+    rc, err = run_cli(["select", "--pool", str(p), *SELECT, "--json"], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "is damaged" in lines[0] and fragment in lines[0], err
+    assert "Traceback" not in err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize(("field", "value"), [("top1", None), ("top1", 0), ("top1", 100), ("top1", 100.0),
+                                              ("top1", 37.25), ("params", 0), ("flops", 0)])
+def test_valid_edge_values_are_read(field: str, value: Any, pristine: Path, tmp_path: Path) -> None:
+    """The bounds themselves, an unevaluated top-1 (null) and integral zero counts are fine."""
+    p = damaged_copy(pristine, tmp_path, _first(field, value))
+    rec = read_manifest(p).descendants[0]
+    assert getattr(rec, field) == value
+
+
+def test_integral_float_count_reads_as_int(pristine: Path, tmp_path: Path) -> None:
+    """``5618.0`` (an integer written by another JSON writer) is the integer 5618, not refused, not a float."""
+    p = damaged_copy(pristine, tmp_path, _first("params", 5618.0))
+    rec = read_manifest(p).descendants[0]
+    assert rec.params == 5618 and type(rec.params) is int
+
+
+def test_pristine_pool_still_works(pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LGP_EDGE_STORE", str(tmp_path / "store" / "measurements.sqlite"))
+    p = Path(shutil.copytree(pristine, tmp_path / "pool"))
+    rc, err = run_cli(["pool", "info", str(p), "--json"], capsys)
+    assert rc == 0, err
+    rc, err = run_cli(["select", "--pool", str(p), *SELECT, "--json"], capsys)
+    assert rc == 0, err
+
+
+def test_the_advice_works(pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The error's advice: emptying the damaged "descendants" list makes the pool readable, and pool eval
+    measures them again."""
+    p = damaged_copy(pristine, tmp_path, _first("top1", float("nan")))
+    rc, err = run_cli(["pool", "info", str(p), "--json"], capsys)
+    assert rc == 2 and "empty its \"descendants\" list" in error_lines(err)[0], err
+    mf = json.loads((p / MANIFEST).read_text())
+    mf["descendants"] = []
+    (p / MANIFEST).write_text(json.dumps(mf))
+    rc, err = run_cli(["pool", "eval", str(p), "--data", "synthetic", "--max-images", "16", "--quiet"], capsys)
+    assert rc == 0, err
+    assert all(r.top1 is not None and 0 <= r.top1 <= 100 for r in read_manifest(p).descendants)
+
+
+def _set(*path: Any, value: Any) -> Callable[[dict[str, Any]], None]:
+    def mutate(mf: dict[str, Any]) -> None:
+        d = mf
+        for k in path[:-1]:
+            d = d[k]
+        d[path[-1]] = value
+    return mutate
+
+
+# numbers of the pool's spec and preprocessing that choices and exports are computed from
+SPEC_MUTATIONS = [
+    ("depth-negative", _set("spec", "depth", value=-1), "spec.depth -1"),
+    ("img-size-zero", _set("spec", "ancestry", "img_size", value=0), "spec.ancestry.img_size 0"),
+    ("patch-size-bool", _set("spec", "ancestry", "patch_size", value=True), "spec.ancestry.patch_size True"),
+    ("mlp-ratio-nan", _set("spec", "ancestry", "mlp_ratio", value=float("nan")), "spec.ancestry.mlp_ratio nan"),
+    ("instance-width-fraction", _set("spec", "instances", 0, "embed_dim", value=8.5),
+     "spec.instances[0].embed_dim 8.5"),
+    ("preprocess-std-zero", _set("preprocess", "std", 0, value=0), "preprocess.std[0] 0"),
+    ("preprocess-mean-inf", _set("preprocess", "mean", 0, value=float("inf")), "preprocess.mean[0] inf"),
+    ("preprocess-channels", _set("preprocess", "mean", value=[0.1, 0.2]), "preprocess.mean"),
+    ("storage-dtype", _set("storage_dtype", value="bogus"), "storage_dtype 'bogus'"),
+]
+
+
+@pytest.mark.parametrize("command", ["pool-info-json", "select-json"])
+@pytest.mark.parametrize(("mutate", "fragment"), [m[1:] for m in SPEC_MUTATIONS], ids=[m[0] for m in SPEC_MUTATIONS])
+def test_damaged_spec_number_is_refused(mutate: Callable[[dict[str, Any]], None], fragment: str, command: str,
+                                        pristine: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = damaged_copy(pristine, tmp_path, mutate)
+    before = snapshot(tmp_path)
+    rc, err = run_cli(COMMANDS[command](p, tmp_path), capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "is damaged" in lines[0] and fragment in lines[0], err
+    assert "rebuild the pool" in lines[0] and "Traceback" not in err
+    assert snapshot(tmp_path) == before
