@@ -11,6 +11,7 @@ import gzip
 import logging
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,12 +51,28 @@ def fmnist_dir() -> Path:
     return Path(os.environ.get("LGP_EDGE_DATA", FMNIST_DEFAULT_DIR))
 
 
+def _unreadable(path: Path, why: str) -> DataError:
+    return DataError(f"'{path}' is not a readable Fashion-MNIST IDX file ({why}); reinstall dataset-fashion-mnist "
+                     "('sudo apt-get install --reinstall dataset-fashion-mnist') or point LGP_EDGE_DATA at good "
+                     "copies")
+
+
 def _read_idx(path: Path) -> torch.Tensor:
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    except EOFError:  # a gzip stream cut short
+        raise _unreadable(path, "its gzip stream ends early") from None
+    except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        why = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        raise _unreadable(path, f"not a gzip file: {why}") from None
+    if len(raw) < 4:
+        raise _unreadable(path, f"{len(raw)} bytes, shorter than the 4-byte IDX header")
     zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
     if zero != 0 or dtype != 0x08:
         raise DataError(f"'{path}' is not an IDX file of unsigned bytes")
+    if len(raw) < 4 + 4 * ndim:
+        raise _unreadable(path, f"{len(raw)} bytes, shorter than the IDX header of {ndim} dimensions")
     dims = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     data = torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8)
     if data.numel() != int(torch.tensor(dims).prod()):

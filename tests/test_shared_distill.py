@@ -96,7 +96,7 @@ def test_bad_distilled_input_is_one_line_and_exit_2(shared: Path, tmp_path: Path
         (lambda o: _distill(o, "ti7"), "depth must be one of 6, 9"),
         (lambda o: _distill(o, "b12"), "is the ancestry itself"),
         (lambda o: _distill(o, "x6"), "is not <width><depth>"),
-        (lambda o: _distill(o, "ti6,ti6"), "names a model twice"),
+        (lambda o: _distill(o, "ti6,ti6"), "is named twice"),
         (lambda o: _distill(o, "b6", "--width-epochs", "ti=2"), "not distilled here"),
         (lambda o: _build(o, "--distilled", str(tmp_path / "nowhere")), "is not a 'pool distill' output"),
         (lambda o: _build(o, "--distilled", str(shared), "--widths", "ti,s,b"), "holds no auxiliary model 's6'"),

@@ -94,6 +94,8 @@ def train_single_models(req: SingleRequest, cfg: TrainConfig, reporter: Reporter
     """Train and evaluate each model of a scratch / vanilla baseline; write ``out/results.json``."""
     if req.method not in ("scratch", "vanilla"):
         raise UsageError(f"unknown single-model baseline '{req.method}'")
+    if req.eval_images is not None and req.eval_images < 1:
+        raise UsageError(f"--eval-images: must be >= 1, got {req.eval_images}")
     if req.method == "vanilla":
         import dataclasses
 

@@ -6,12 +6,13 @@ import argparse
 import dataclasses
 from typing import Any
 
-from lgp_edge.commands.common import DATA_HELP, add_json, print_json, reporter
+from lgp_edge.commands.common import DATA_HELP, add_json, int_at_least, print_json, reporter
 from lgp_edge.commands.train_args import (
     add_finetune_recipe,
     add_train_args,
     add_width_epochs,
     finetune_recipe,
+    name_list,
     single_process,
     train_config,
 )
@@ -23,9 +24,12 @@ def _names(text: str) -> list[str]:
 
 def _ints(text: str) -> tuple[int, ...]:
     try:
-        return tuple(int(w) for w in _names(text))
+        values = tuple(int(w) for w in _names(text))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a comma list of integers, got '{text}'") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one integer (a comma list), or leave the flag out")
+    return values
 
 
 def _common(p: argparse.ArgumentParser, *, checkpoint_required: bool) -> None:
@@ -36,7 +40,7 @@ def _common(p: argparse.ArgumentParser, *, checkpoint_required: bool) -> None:
     p.add_argument("--allow-random-ancestry", action="store_true", help="use an untrained ancestry (smoke tests)")
     p.add_argument("--data", default=None, metavar="DATA", help=DATA_HELP)
     p.add_argument("--out", default=None, metavar="DIR", help="output directory to create")
-    p.add_argument("--eval-images", type=int, default=None, metavar="N",
+    p.add_argument("--eval-images", type=int_at_least(1), default=None, metavar="N",
                    help="evaluate on the first N validation images")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
 
@@ -49,7 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                     "lstsq init, one random stitch per step")
     _common(sn, checkpoint_required=False)
     sn.add_argument("--plan", action="store_true", help="list the stitch configs with params/FLOPs; no training")
-    sn.add_argument("--anchors", type=_names, default=None, metavar="NAME,NAME,...",
+    sn.add_argument("--anchors", type=name_list("--anchors", "timm anchor name"), default=None,
+                    metavar="NAME,NAME,...",
                     help="--plan: comma list of timm anchors, e.g. deit_tiny_patch16_224,deit_small_patch16_224,"
                          "deit_base_patch16_224 (default: Ti/S/B at 1/4, 1/2, 1 of --ancestry)")
     sn.add_argument("--anchor-epochs", type=int, default=None, metavar="N",
@@ -58,7 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="Ti and S anchors start as a weight selection of the ancestry (default, as 'pool build') "
                          "or random")
     add_width_epochs(sn, who="the Ti and S anchors")
-    sn.add_argument("--distilled", type=_names, default=(), metavar="DIR,DIR,...",
+    sn.add_argument("--distilled", type=name_list("--distilled", "'pool distill' directory"), default=(),
+                    metavar="DIR,DIR,...",
                     help="take the Ti and S anchors from 'pool distill' outputs (models ti<D>, s<D>, D the "
                          "ancestry's depth) instead of distilling them here")
     add_finetune_recipe(sn, anchors_flag="--finetune-anchors", members="anchors", prefix="fine-tuning: ")
@@ -68,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     sc = s.add_parser("scratch", help="three descendant architectures trained from scratch (CE)")
     _common(sc, checkpoint_required=True)
-    sc.add_argument("--keys", type=_names, default=None, metavar="KEY,KEY,...",
+    sc.add_argument("--keys", type=name_list("--keys", "descendant key"), default=None, metavar="KEY,KEY,...",
                     help="descendant keys of the depth-6 family (default: smallest, median, largest)")
     add_json(sc)
     add_train_args(sc, epochs=50, resumable=False)

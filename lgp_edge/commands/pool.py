@@ -23,6 +23,7 @@ from lgp_edge.commands.train_args import (
     add_train_args,
     add_width_epochs,
     finetune_recipe,
+    name_list,
     setup_distributed,
     train_config,
 )
@@ -58,7 +59,7 @@ def _register_distill(s: argparse._SubParsersAction) -> None:
     d.add_argument("--allow-random-ancestry", action="store_true", help="distil an untrained ancestry (smoke tests)")
     d.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
     d.add_argument("--out", required=True, metavar="DIR", help="directory to create")
-    d.add_argument("--models", type=_widths, required=True, metavar="M,M,...",
+    d.add_argument("--models", type=name_list("--models", "auxiliary model"), required=True, metavar="M,M,...",
                    help="auxiliary models <width><depth>, width ti, s or b, depth 6 or 9 (the pools' depth groups) or "
                         "the ancestry's (SN-Net's Ti/S anchors), e.g. ti6,b6,ti9,b9,ti12,s12")
     d.add_argument("--aux-init", choices=("ancestry", "random"), default="ancestry",
@@ -110,7 +111,8 @@ def _register_build(s: argparse._SubParsersAction) -> None:
                    help="lstsq-kd: steps of stitch-only distillation (default 300)")
     b.add_argument("--alpha", type=nonneg_float, default=0.1, help="weight of CE on labels (default 0.1)")
     add_width_epochs(b, who="the auxiliary models")
-    b.add_argument("--distilled", type=_widths, default=(), metavar="DIR,DIR,...",
+    b.add_argument("--distilled", type=name_list("--distilled", "'pool distill' directory"), default=(),
+                   metavar="DIR,DIR,...",
                    help="take the auxiliary models from 'pool distill' outputs instead of distilling them here "
                         "(the training flags then apply to the lstsq-kd stitch steps only)")
     b.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")

@@ -7,6 +7,29 @@ import argparse
 from lgp_edge.commands.common import int_at_least, nonneg_float, positive_float
 
 
+def max_workers() -> int:
+    """The most DataLoader worker processes ``--workers`` accepts: max(64, 4 x the CPU count)."""
+    import os
+
+    return max(64, 4 * (os.cpu_count() or 1))
+
+
+def name_list(flag: str, what: str):  # noqa: ANN201  (an argparse type)
+    """argparse type: a comma list of at least one ``what`` (``--keys ''`` is refused, not the default)."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(w.strip() for w in text.split(",") if w.strip())
+        if not names:
+            raise argparse.ArgumentTypeError(f"give at least one {what} (a comma list), or leave {flag} out")
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:
+            raise argparse.ArgumentTypeError(f"'{twice}' is named twice; give each {what} once")
+        return names
+
+    parse.__name__ = f"comma list of {what}s"
+    return parse
+
+
 def width_epochs(text: str) -> tuple[tuple[str, int], ...]:
     """``ti=12,s=6`` -> (("ti", 12), ("s", 6)): distillation epochs of the named widths."""
     out: dict[str, int] = {}
@@ -63,7 +86,8 @@ def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int =
     g.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (default: per epoch)")
     g.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs)")
-    g.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    g.add_argument("--workers", type=int, default=0,
+                   help=f"DataLoader worker processes, 0..{max_workers()} (default 0: load in this process)")
     if resumable:
         g.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
 
@@ -85,13 +109,18 @@ def train_flags(cfg) -> str:
 
 
 def train_config(args: argparse.Namespace):
+    import os
+
     from lgp_edge.errors import UsageError
     from lgp_edge.train import TrainConfig
 
     if args.epochs < 1 or args.batch_size < 1:
         raise UsageError("--epochs and --batch-size must be positive")
-    if args.save_every < 0 or args.workers < 0:
-        raise UsageError("--save-every and --workers must be 0 or positive")
+    if args.save_every < 0:
+        raise UsageError("--save-every must be 0 or positive")
+    if not 0 <= args.workers <= max_workers():
+        raise UsageError(f"--workers must be in 0..{max_workers()} (max(64, 4 x the {os.cpu_count() or 1} CPUs)), "
+                         f"got {args.workers}")
     if args.max_steps_per_epoch is not None and args.max_steps_per_epoch < 1:
         raise UsageError("--max-steps-per-epoch must be positive")
     if args.device != "cpu" and not args.device.startswith("cuda"):

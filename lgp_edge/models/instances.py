@@ -25,10 +25,18 @@ def plan_instances(ancestry: AncestrySpec, depth: int, widths: tuple[str, ...] =
     if depth not in DEPTHS:
         raise UsageError(f"--depth must be one of {', '.join(map(str, DEPTHS))} (the paper's depth groups), "
                          f"got {depth}")
+    check_widths(widths)
+    return tuple(instance_spec(ancestry, w, depth) for w in sorted(set(widths), key=lambda c: -WIDTH_DIVISOR[c]))
+
+
+def check_widths(widths: tuple[str, ...]) -> None:
+    """``--widths``: at least one of ti, s, b, each named once (UsageError otherwise)."""
     unknown = [w for w in widths if w not in WIDTH_DIVISOR]
     if unknown or not widths:
         raise UsageError(f"unknown width code(s) {unknown or widths}; use a comma list of ti, s, b")
-    return tuple(instance_spec(ancestry, w, depth) for w in sorted(set(widths), key=lambda c: -WIDTH_DIVISOR[c]))
+    twice = next((w for i, w in enumerate(widths) if w in widths[:i]), None)
+    if twice is not None:
+        raise UsageError(f"--widths names '{twice}' twice; give each of ti, s, b at most once, e.g. --widths ti,b")
 
 
 def instance_spec(ancestry: AncestrySpec, width: str, depth: int) -> InstanceSpec:

@@ -13,7 +13,7 @@ from torch import nn
 from lgp_edge.datasets import check_data_name, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
-from lgp_edge.models.instances import DEPTHS, plan_instances
+from lgp_edge.models.instances import DEPTHS, check_widths, plan_instances
 from lgp_edge.outdir import check_output_dir, check_resume_dir
 from lgp_edge.pool.auxiliary import check_distilled_use, load_distilled, start_from_ancestry
 from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
@@ -71,6 +71,7 @@ def _check(req: BuildRequest) -> None:
         raise UsageError(f"--aux-init must be one of {', '.join(AUX_INITS)}")
     if req.stitch_steps < 0 or not (0 < req.stitch_lr < 1):
         raise UsageError("--stitch-steps must be >= 0 and --stitch-lr in (0, 1)")
+    check_widths(req.widths)
     check_width_epochs(dict(req.width_epochs), req.widths)
     if req.chains not in ("pairs", "tsb"):
         raise UsageError("--chains must be 'pairs' or 'tsb'")

@@ -1,0 +1,162 @@
+"""Bad input to the training commands (found by fuzzing): one line on stderr, exit 2, nothing written.
+
+Each case runs a bad command line in-process and checks the project's promise: exit code 2, exactly one
+error line on stderr (log warnings aside) naming the problem, no traceback, and the directory tree
+(outputs, pools, data) byte-identical before and after -- no checkpoint directory left behind.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lgp_edge.cli import main
+
+FAST = ["--data", "synthetic", "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "8", "--quiet"]
+RANDOM = ["--ancestry", "lgp_test_tiny", "--allow-random-ancestry"]
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def snapshot(root: Path) -> dict[str, str]:
+    """Every entry under ``root`` (hidden ones too): relative path -> kind and content hash."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            if os.path.islink(p):
+                out[os.path.relpath(p, root)] = "link:" + os.readlink(p)
+            else:
+                out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    return out
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without log warnings (``WARNING name: …``), which are not the error."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING ")]
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse
+        rc = int(exc.code or 0)
+    return rc, capsys.readouterr().err
+
+
+def assert_refused(root: Path, argv: list[str], phrase: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """``argv`` exits 2 with one error line holding ``phrase``, no traceback, and ``root`` unchanged; the line."""
+    before = snapshot(root)
+    rc, err = run_cli(argv, capsys)
+    lines = error_lines(err)
+    assert rc == 2, err
+    assert len(lines) == 1 and phrase in lines[0], err
+    assert "Traceback" not in err
+    assert snapshot(root) == before  # nothing written, nothing deleted
+    return lines[0]
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    r = tmp_path / "world"
+    r.mkdir()
+    return r
+
+
+# --------------------------------------------------------------------------- 1. duplicate --widths
+@pytest.mark.parametrize("action", ["build", "plan"])
+def test_duplicate_widths_are_refused(action: str, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if action == "build":
+        argv = ["pool", "build", *RANDOM, *FAST, "--out", str(root / "X"), "--widths", "ti,ti"]
+    else:
+        argv = ["pool", "plan", "--ancestry", "lgp_test_tiny", "--widths", "ti,ti"]
+    assert_refused(root, argv, "--widths names 'ti' twice", capsys)
+
+
+# --------------------------------------------------------------------------- 2. --workers out of bounds
+def _workers_commands(root: Path, pool: Path) -> dict[str, list[str]]:
+    out = str(root / "X")
+    return {
+        "ancestry train": ["ancestry", "train", "--ancestry", "lgp_test_tiny", *FAST, "--out", out],
+        "pool distill": ["pool", "distill", *RANDOM, *FAST, "--out", out, "--models", "ti6"],
+        "pool build": ["pool", "build", *RANDOM, *FAST, "--out", out],
+        "pool finetune": ["pool", "finetune", str(pool), *FAST],
+        "baseline scratch": ["baseline", "scratch", *RANDOM, *FAST, "--out", out],
+        "baseline vanilla": ["baseline", "vanilla", *RANDOM, *FAST, "--out", out],
+        "baseline snnet": ["baseline", "snnet", *RANDOM, *FAST, "--out", out],
+    }
+
+
+@pytest.mark.parametrize("command", ["ancestry train", "pool distill", "pool build", "pool finetune",
+                                     "baseline scratch", "baseline vanilla", "baseline snnet"])
+def test_workers_beyond_the_bound_are_refused(command: str, root: Path, tiny_pool: Path,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_loader(*a: object, **k: object) -> None:  # today's code would start the workers and hang
+        raise RuntimeError("a DataLoader was created: --workers was not validated")
+
+    monkeypatch.setattr("lgp_edge.train.DataLoader", no_loader)
+    pool = root / "pool"
+    shutil.copytree(tiny_pool, pool)
+    limit = max(64, 4 * (os.cpu_count() or 1))
+    argv = [*_workers_commands(root, pool)[command], "--workers", str(limit + 1)]
+    assert_refused(root, argv, f"--workers must be in 0..{limit}", capsys)
+
+
+# --------------------------------------------------------------------------- 3. --eval-images 0
+@pytest.mark.parametrize("method", ["scratch", "vanilla", "snnet"])
+def test_eval_images_zero_is_refused(method: str, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["baseline", method, *RANDOM, *FAST, "--out", str(root / "X"), "--eval-images", "0"]
+    assert_refused(root, argv, "--eval-images: must be >= 1", capsys)
+
+
+# --------------------------------------------------------------------------- 4. damaged Fashion-MNIST files
+@pytest.mark.parametrize("content", [b"garbage\n", gzip.compress(b"ab")], ids=["not-gzip", "two-byte-gzip"])
+def test_unreadable_fashion_mnist_files_are_refused(content: bytes, root: Path, tiny_pool: Path,
+                                                    capsys: pytest.CaptureFixture[str],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    data = root / "fakefm"
+    data.mkdir()
+    for prefix in ("train", "t10k"):
+        for kind in ("images-idx3", "labels-idx1"):
+            (data / f"{prefix}-{kind}-ubyte.gz").write_bytes(content)
+    monkeypatch.setenv("LGP_EDGE_DATA", str(data))
+    pool = root / "pool"
+    shutil.copytree(tiny_pool, pool)
+    line = assert_refused(root, ["pool", "eval", str(pool), "--data", "fashion-mnist", "--quiet"],
+                          "is not a readable Fashion-MNIST IDX file", capsys)
+    assert "train-images-idx3-ubyte.gz" in line and "reinstall dataset-fashion-mnist" in line, line
+
+
+# --------------------------------------------------------------------------- 5. empty lists
+def test_empty_keys_are_refused(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["baseline", "scratch", *RANDOM, *FAST, "--out", str(root / "X"), "--keys", ""]
+    assert_refused(root, argv, "--keys: give at least one descendant key", capsys)
+
+
+def test_empty_distilled_is_refused_by_snnet(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["baseline", "snnet", *RANDOM, *FAST, "--out", str(root / "X"), "--distilled", ""]
+    assert_refused(root, argv, "--distilled: give at least one", capsys)
+
+
+def test_empty_distilled_is_refused_by_pool_build(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["pool", "build", *RANDOM, *FAST, "--init", "learned", "--out", str(root / "X"), "--distilled", ""]
+    assert_refused(root, argv, "--distilled: give at least one", capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["pool", "distill", *RANDOM, *FAST, "--models", "ti6,ti6"], "'ti6' is named twice"),
+    (["baseline", "scratch", *RANDOM, *FAST, "--keys", "ti6.0-5,ti6.0-5"], "'ti6.0-5' is named twice"),
+    (["baseline", "vanilla", *RANDOM, *FAST, "--narrow", ""], "give at least one integer"),
+])
+def test_lists_named_twice_or_empty_are_refused(argv: list[str], message: str, root: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert_refused(root, [*argv, "--out", str(root / "X")], message, capsys)
