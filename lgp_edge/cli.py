@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from lgp_edge import __version__
+from lgp_edge.commands.common import HELD, HeldWarnings
 from lgp_edge.errors import LgpEdgeError
 
 COMMAND_MODULES = (
@@ -94,22 +95,44 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    root = logging.getLogger()
+    held = None
+    if not args.verbose and not root.handlers:  # as basicConfig would, with warnings held (HeldWarnings)
+        held = HeldWarnings(sys.stderr)
+        root.addHandler(held)
+        root.setLevel(logging.WARNING)
+        HELD[:] = [held]
+    else:
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                            format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     words = sys.argv[1:] if argv is None else list(argv)
     log.debug("lgp-edge %s (python %s): %s", __version__, sys.version.split()[0], " ".join(words))
     try:
         return int(args.func(args) or 0)
     except LgpEdgeError as exc:
+        if held is not None and exc.exit_code == 2:
+            held.drop()  # bad input: its one line says what matters
+        _show(held)
         _say(f"lgp-edge: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
+        _show(held)
         print("lgp-edge: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (lgp-edge ... | head): stop quietly, as SIGPIPE would
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe, not even at exit
         return 141
+    finally:
+        _show(held)
+        if held is not None:
+            root.removeHandler(held)
+            HELD.clear()
+
+
+def _show(held: HeldWarnings | None) -> None:
+    if held is not None:
+        held.show()
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,11 +50,63 @@ def add_store_arg(p: argparse.ArgumentParser) -> None:
                         "measurements.sqlite)")
 
 
+class HeldWarnings(logging.Handler):
+    """The CLI's stderr for warnings: they wait until the command has passed its input checks, so a command
+    that stops on bad input prints its one error line alone. They are printed when the first long task
+    starts (``reporter``), when the command ends, or before an error that is not bad input."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(logging.WARNING)
+        self.stream, self.held, self.open = stream, [], False
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.open:
+            self._write(record)
+        else:
+            self.held.append(record)
+
+    def show(self) -> None:
+        """Print what is held and every later warning as it comes (not ``release``: that is the lock's)."""
+        self.open = True
+        held, self.held = self.held, []
+        for record in held:
+            self._write(record)
+
+    def drop(self) -> None:
+        """Forget what is held (the command stopped on bad input: its error line says what matters)."""
+        self.held = []
+
+    def _write(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + "\n")
+            self.stream.flush()
+        except Exception:  # noqa: BLE001 (logging's own contract: a handler never raises)
+            self.handleError(record)
+
+
+HELD: list[HeldWarnings] = []  # the handler the CLI installed for this command, if any
+
+
 def reporter(args: argparse.Namespace) -> Any:
-    """Progress for long work: bars on a terminal, a plain line every 30 s on a pipe or log file, none with -q."""
+    """Progress for long work: bars on a terminal, a plain line every 30 s on a pipe or log file, none with -q.
+    Its first task prints the warnings held until then (the input checks are over once work starts)."""
     from lgp_edge.progress import stderr_reporter
 
-    return stderr_reporter(getattr(args, "quiet", False))
+    return _Releasing(stderr_reporter(getattr(args, "quiet", False)))
+
+
+class _Releasing:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def task(self, description: str, total: int | None) -> Any:
+        for handler in HELD:
+            handler.show()
+        return self.inner.task(description, total)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
 
 def console() -> Any:

@@ -1,0 +1,37 @@
+"""Warnings on stderr never come before a bad-input error: a command that stops on bad input prints one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BUILD = [sys.executable, "-m", "lgp_edge.cli", "pool", "build", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry",
+         "--data", "synthetic", "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "8"]
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300)
+
+
+def test_bad_input_after_a_warning_is_one_line(tmp_path: Path) -> None:
+    """The synthetic-data warning of the data loader, then a --distilled that is not there: one line."""
+    done = _run([*BUILD, "--out", str(tmp_path / "pool"), "--distilled", str(tmp_path / "nowhere"), "--quiet"])
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("lgp-edge: error:"), done.stderr
+    assert not (tmp_path / "pool").exists()
+
+
+def test_select_on_a_missing_pool_is_one_line(tmp_path: Path) -> None:
+    """The warning that the store is missing, then the pool that is missing: one line."""
+    done = subprocess.run([sys.executable, "-m", "lgp_edge.cli", "select", "--profile", "cpu", "--pool",
+                           str(tmp_path / "nowhere"), "--store", str(tmp_path / "none.sqlite")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert "is not a pool directory" in done.stderr
+
+
+def test_warnings_of_a_run_that_goes_on_are_printed(tmp_path: Path) -> None:
+    done = _run([*BUILD, "--out", str(tmp_path / "pool"), "--quiet"])
+    assert done.returncode == 0, done.stderr
+    assert "WARNING" in done.stderr and "synthetic" in done.stderr.lower(), done.stderr
