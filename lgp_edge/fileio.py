@@ -61,7 +61,8 @@ def save_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[s
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
-    """A TOML file as a dict; invalid TOML or an unreadable file is a UsageError naming ``what``."""
+    """A TOML file as a dict; invalid TOML, a file that is not UTF-8 or an unreadable file is a UsageError
+    naming ``what``."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -71,6 +72,9 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{what} file '{path}' is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:  # TOML files are UTF-8
+        raise UsageError(f"cannot read {what} file '{path}' (not UTF-8 TOML: byte 0x{exc.object[exc.start]:02x} at "
+                         f"offset {exc.start}); save it as UTF-8 or move it out of the directory") from None
     except OSError as exc:
         raise UsageError(f"{what} file '{path}' cannot be read: {exc.strerror}") from None
 

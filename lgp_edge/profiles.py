@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
-from lgp_edge.registry import named_files, pick, read_named_toml, search_dirs
+from lgp_edge.fileio import read_toml
+from lgp_edge.registry import named_files, pick, search_dirs
 from lgp_edge.specs import FORMATS, DeviceProfile
 from lgp_edge.specs import PROFILE_PRECISIONS as PRECISIONS
 
@@ -106,7 +107,7 @@ def _budget_problem(value: float, high: float) -> str | None:
 
 def load_profile_file(path: str | Path) -> DeviceProfile:
     p = Path(path)
-    return parse_profile(read_named_toml(p, "profile"), p)
+    return parse_profile(read_toml(p, "profile"), p)
 
 
 def _files(profiles_dir: str | Path | None) -> dict[str, Path]:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
-from lgp_edge.fileio import read_toml
 
 
 def search_dirs(builtin: Path, user_dir: str | Path | None, flag: str) -> list[Path]:
@@ -39,15 +38,6 @@ def pick(kind: str, name: str, files: dict[str, Path]) -> Path:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise UsageError(f"unknown {kind} '{name}'{hint}; known {kind}s: {', '.join(sorted(files))}")
     return files[name]
-
-
-def read_named_toml(path: Path, what: str) -> dict[str, Any]:
-    """``read_toml``, and a file that is not UTF-8 is a UsageError too (TOML files must be UTF-8)."""
-    try:
-        return read_toml(path, what)
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"cannot read {what} file '{path}' (not UTF-8 TOML: byte 0x{exc.object[exc.start]:02x} at "
-                         f"offset {exc.start}); save it as UTF-8 or move it out of the directory") from None
 
 
 INT64 = (-(1 << 63), (1 << 63) - 1)  # TOML integers are 64-bit (tomllib reads longer ones anyway)

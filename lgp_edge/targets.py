@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
-from lgp_edge.registry import named_files, non_finite, pick, read_named_toml, search_dirs
+from lgp_edge.fileio import read_toml
+from lgp_edge.registry import named_files, non_finite, pick, search_dirs
 from lgp_edge.specs import FORMATS, PRECISIONS, RUNTIMES, ConnectionSpec, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -327,7 +328,7 @@ def parse_target(raw: dict[str, Any], path: Path) -> TargetSpec:
 
 def load_target_file(path: str | Path) -> TargetSpec:
     p = Path(path)
-    return parse_target(read_named_toml(p, "target"), p)
+    return parse_target(read_toml(p, "target"), p)
 
 
 def _dirs(targets_dir: str | Path | None) -> list[Path]:
