@@ -4,10 +4,13 @@ the board tools (trtexec, onnxruntime_perf_test) that the parsers and the remote
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from lgp_edge.models.ancestry import create_ancestry
@@ -104,3 +107,36 @@ P95 Latency: 0.003100 s
 P99 Latency: 0.003900 s
 P999 Latency: 0.004120 s
 """
+
+
+# ------------------------------------------------------------------------------- the CLI as a user runs it
+def snapshot(root: Path) -> dict[str, str]:
+    """Every entry under ``root`` (hidden ones too): relative path -> kind and content hash."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
+        for f in filenames:
+            p = os.path.join(dirpath, f)
+            if os.path.islink(p):
+                out[os.path.relpath(p, root)] = "link:" + os.readlink(p)
+            else:
+                out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    return out
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without log warnings (``WARNING name: …``), which are not the error."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING ")]
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``lgp-edge ARGV`` in this process: (exit code, stderr)."""
+    from lgp_edge.cli import main
+
+    capsys.readouterr()
+    try:
+        rc = main(argv)
+    except SystemExit as exc:  # argparse
+        rc = int(exc.code or 0)
+    return rc, capsys.readouterr().err

@@ -9,7 +9,6 @@ in-place pool writes in the middle of replacing a directory, and run two exports
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -24,45 +23,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import make_tiny_pool
+from helpers import error_lines, make_tiny_pool, run_cli, snapshot
 
-from lgp_edge.cli import main
 from lgp_edge.fileio import sha256_file
 from lgp_edge.pool.pool import MANIFEST, WEIGHTS, LearngenePool, PoolManifest, read_manifest, save_pool
 from lgp_edge.specs import PoolSpec, PreprocessSpec
 
 BUILTIN_TARGETS = Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "targets"
 REPO = Path(__file__).resolve().parent.parent
-
-
-# ------------------------------------------------------------------------------------------------- helpers
-def snapshot(root: Path) -> dict[str, str]:
-    """Every entry under ``root`` (hidden ones too): relative path -> kind and content hash."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
-        for f in filenames:
-            p = os.path.join(dirpath, f)
-            if os.path.islink(p):
-                out[os.path.relpath(p, root)] = "link:" + os.readlink(p)
-            else:
-                out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
-
-
-def error_lines(stderr: str) -> list[str]:
-    """stderr without log warnings (``WARNING name: …``), which are not the error."""
-    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING ")]
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # argparse
-        rc = int(exc.code or 0)
-    return rc, capsys.readouterr().err
 
 
 def target_text(base: str, name: str, **replace: str) -> str:

@@ -8,46 +8,16 @@ traceback. The one reader of pool.json (``lgp_edge.pool.manifest.read_manifest``
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import make_tiny_pool
+from helpers import error_lines, make_tiny_pool, run_cli, snapshot
 
-from lgp_edge.cli import main
 from lgp_edge.pool.manifest import MANIFEST, read_manifest
-
-
-# ------------------------------------------------------------------------------------------------- helpers
-def error_lines(stderr: str) -> list[str]:
-    """stderr without log warnings (``WARNING name: …``), which are not the error."""
-    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING ")]
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # argparse
-        rc = int(exc.code or 0)
-    return rc, capsys.readouterr().err
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every entry under ``root``: relative path -> kind and content hash."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
-        for f in filenames:
-            p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -10,27 +10,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import make_tiny_pool
+from helpers import error_lines, make_tiny_pool, run_cli
 
-from lgp_edge.cli import main
 from lgp_edge.pool.pool import load_pool
 
 KEY = "ti6.0-5"
-
-
-# ------------------------------------------------------------------------------------------------- helpers
-def error_lines(stderr: str) -> list[str]:
-    """stderr without log warnings (``WARNING name: …``), which are not the error."""
-    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING ")]
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # argparse
-        rc = int(exc.code or 0)
-    return rc, capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")

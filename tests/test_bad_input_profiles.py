@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import error_lines
 
 from lgp_edge.cli import main
 
@@ -19,11 +20,6 @@ BUILTIN_TARGETS = REPO / "lgp_edge" / "data" / "targets"
 @pytest.fixture(autouse=True)
 def _store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LGP_EDGE_STORE", str(tmp_path / "store.sqlite"))  # never the user's store
-
-
-def error_lines(stderr: str) -> list[str]:
-    """stderr without log warnings (``WARNING name: …``), which are not the error."""
-    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING ")]
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

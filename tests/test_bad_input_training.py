@@ -8,47 +8,15 @@ error line on stderr (log warnings aside) naming the problem, no traceback, and 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
 import pytest
-
-from lgp_edge.cli import main
+from helpers import error_lines, run_cli, snapshot
 
 FAST = ["--data", "synthetic", "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "8", "--quiet"]
 RANDOM = ["--ancestry", "lgp_test_tiny", "--allow-random-ancestry"]
-
-
-# ------------------------------------------------------------------------------------------------- helpers
-def snapshot(root: Path) -> dict[str, str]:
-    """Every entry under ``root`` (hidden ones too): relative path -> kind and content hash."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for d in dirnames:
-            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
-        for f in filenames:
-            p = os.path.join(dirpath, f)
-            if os.path.islink(p):
-                out[os.path.relpath(p, root)] = "link:" + os.readlink(p)
-            else:
-                out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
-    return out
-
-
-def error_lines(stderr: str) -> list[str]:
-    """stderr without log warnings (``WARNING name: …``), which are not the error."""
-    return [ln for ln in stderr.splitlines() if ln.strip() and not ln.startswith("WARNING ")]
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    capsys.readouterr()
-    try:
-        rc = main(argv)
-    except SystemExit as exc:  # argparse
-        rc = int(exc.code or 0)
-    return rc, capsys.readouterr().err
 
 
 def assert_refused(root: Path, argv: list[str], phrase: str, capsys: pytest.CaptureFixture[str]) -> str:

@@ -6,8 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-BUILD = [sys.executable, "-m", "lgp_edge.cli", "pool", "build", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry",
-         "--data", "synthetic", "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "8"]
+BUILD = [sys.executable, "-m", "lgp_edge.cli", "pool", "build", "--ancestry", "lgp_test_tiny",
+         "--allow-random-ancestry", "--data", "synthetic", "--epochs", "1", "--max-steps-per-epoch", "1",
+         "--batch-size", "8"]
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
