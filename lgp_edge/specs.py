@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -237,6 +238,16 @@ class DescendantRecord(_Record):
                    top1_data=top1_data)
 
 
+def is_number(value: Any) -> bool:
+    """A finite real number that is not a bool (what a JSON or TOML number field must hold)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_integer(value: Any) -> bool:
+    """An integer that is not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 class DamagedRecord(ValueError):
     """A record read from a file holds a value no lgp-edge writes (the file is damaged or was edited by hand).
     The message names the record, the field, the value and what was expected; ``fix``, when given, is what the
@@ -253,7 +264,7 @@ def record_count(value: Any, owner: str, name: str) -> int:
     is refused."""
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_integer(value) or value < 0:
         raise DamagedRecord(f"{owner} has {name} {value!r} (a non-negative integer expected)")
     return value
 
@@ -262,8 +273,7 @@ def record_top1(value: Any, owner: str) -> float | None:
     """A top-1 read from a record: null (not evaluated) or a finite percentage in [0, 100]."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0 <= value <= 100:
+    if not is_number(value) or not 0 <= value <= 100:
         raise DamagedRecord(f"{owner} has top1 {value!r} (a finite number in [0, 100] or null expected)")
     return float(value)
 

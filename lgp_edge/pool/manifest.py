@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,15 @@ from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import sha256_file
 from lgp_edge.models.plan import enumerate_descendants
 from lgp_edge.outdir import recover_unlocked
-from lgp_edge.specs import SCHEMA_VERSION, DamagedRecord, DescendantRecord, PoolSpec, PreprocessSpec
+from lgp_edge.specs import (
+    SCHEMA_VERSION,
+    DamagedRecord,
+    DescendantRecord,
+    PoolSpec,
+    PreprocessSpec,
+    is_integer,
+    is_number,
+)
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +161,7 @@ STORAGE_DTYPES = ("float32", "float16")  # what save_pool writes weights.safeten
 
 
 def _positive_int(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_integer(value) or value < 1:
         raise DamagedRecord(f"has {name} {value!r} (a positive integer expected)", fix=REBUILD)
 
 
@@ -165,7 +172,7 @@ def _check_numbers(spec: PoolSpec, pre: PreprocessSpec) -> None:
     for f in ("img_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads", "patch_size"):
         _positive_int(getattr(a, f), f"spec.ancestry.{f}")
     r = a.mlp_ratio
-    if isinstance(r, bool) or not isinstance(r, (int, float)) or not math.isfinite(r) or r <= 0:
+    if not is_number(r) or r <= 0:
         raise DamagedRecord(f"has spec.ancestry.mlp_ratio {r!r} (a finite number > 0 expected)", fix=REBUILD)
     _positive_int(spec.depth, "spec.depth")
     for i, inst in enumerate(spec.instances):
@@ -179,8 +186,7 @@ def _check_numbers(spec: PoolSpec, pre: PreprocessSpec) -> None:
             raise DamagedRecord(f"preprocess.{f} has {len(values)} values for {pre.in_chans} input channel(s)",
                                 fix=REBUILD)
         for i, v in enumerate(values):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                    or (f == "std" and v <= 0):
+            if not is_number(v) or (f == "std" and v <= 0):
                 raise DamagedRecord(f"has preprocess.{f}[{i}] {v!r} (a finite number{' > 0' if f == 'std' else ''} "
                                     "expected)", fix=REBUILD)
 

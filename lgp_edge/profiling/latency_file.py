@@ -7,8 +7,6 @@ writes on a board, and that a store write which cannot be made leaves beside the
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
 import re
 import tempfile
@@ -18,7 +16,7 @@ from pathlib import Path
 
 from lgp_edge.errors import UsageError
 from lgp_edge.fileio import write_text_atomic
-from lgp_edge.specs import PRECISIONS, RUNTIMES, LatencyRecord
+from lgp_edge.specs import PRECISIONS, RUNTIMES, LatencyRecord, is_integer, is_number
 
 IMPORT_FORMAT = "lgp-edge-latency"  # the JSON files `profile --import` reads and failed writes leave behind
 IMPORT_VERSION = 1
@@ -37,14 +35,6 @@ KEY_PATTERN = re.compile(rf"{_SEGMENT}(?:\+{_SEGMENT})*|timm:[A-Za-z0-9_.\-]+|pr
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_real(v: object) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def field_problem(name: str, v: object) -> str | None:
     """Why ``v`` is not a valid value of the LatencyRecord field ``name`` (None when it is)."""
     from lgp_edge.profiling.measure import MAX_BATCH, MAX_THREADS
@@ -52,10 +42,10 @@ def field_problem(name: str, v: object) -> str | None:
     ints = {"batch": (1, MAX_BATCH), "threads": (1, MAX_THREADS), "n": (0, MAX_RUNS), "warmup": (0, MAX_RUNS)}
     if name in ints:
         lo, hi = ints[name]
-        return None if _is_int(v) and lo <= v <= hi else f"{name} must be an integer in {lo}..{hi}, got {v!r}"
+        return None if is_integer(v) and lo <= v <= hi else f"{name} must be an integer in {lo}..{hi}, got {v!r}"
     if name in ("median_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv"):
         hi = MAX_CV if name == "cv" else MAX_MS
-        return None if _is_real(v) and 0 <= v <= hi else f"{name} must be a finite number in 0..{hi:g}, got {v!r}"
+        return None if is_number(v) and 0 <= v <= hi else f"{name} must be a finite number in 0..{hi:g}, got {v!r}"
     if name == "runtime":
         return None if v in RUNTIMES else f"runtime must be one of {', '.join(RUNTIMES)}, got {v!r}"
     if name == "precision":
@@ -86,13 +76,10 @@ def check_record(r: LatencyRecord) -> None:
 
 
 def import_problem(row: dict) -> str | None:
-    """The stricter rules of a record read from a file (a board's, or one left beside a store): every field's
-    type and range, a target name, an ISO 8601 time. None when it passes. (``profile --import`` also checks
-    the key's shape, ``KEY_PATTERN``, and the target, precision and pool: ``session.import_records``.)"""
-    for name, v in row.items():
-        problem = field_problem(name, v)
-        if problem:
-            return problem
+    """The stricter rules of a record read from a file (a board's, or one left beside a store), beyond every
+    field's type and range (``check_record``): a target name, a pool id, an ISO 8601 time. None when it passes.
+    (``profile --import`` also checks the key's shape, ``KEY_PATTERN``, and the target, precision and pool:
+    ``session.import_records``.)"""
     if not _NAME.fullmatch(row["target"]):
         return f"target {row['target']!r} is not a target name"
     if "pool_id" in row and not re.fullmatch(r"[0-9A-Za-z]*", row["pool_id"]):
@@ -150,15 +137,15 @@ def read_records_file(path: str | Path) -> list[LatencyRecord]:
              "source"} - set(row)
         if unknown or missing:
             raise UsageError(f"'{p}': record {i} has unknown fields {sorted(unknown)} / lacks {sorted(missing)}")
-        problem = import_problem(row)
-        if problem:
-            raise UsageError(f"'{p}': record {i}: {problem}; nothing was imported")
         d = {"mean_ms": row.get("median_ms"), "std_ms": 0.0, "cv": 0.0, "n": 0, "warmup": 0, "threads": 1,
              "when": now_iso(), "tool_versions": {}, **row}
         try:
             rec = LatencyRecord.from_dict(d)
-            check_record(rec)
+            check_record(rec)  # every field's type and range
         except (TypeError, ValueError) as exc:
             raise UsageError(f"'{p}': record {i}: {exc}; nothing was imported") from None
+        problem = import_problem(row)
+        if problem:
+            raise UsageError(f"'{p}': record {i}: {problem}; nothing was imported")
         out.append(rec)
     return out
