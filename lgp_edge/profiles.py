@@ -20,13 +20,13 @@ from typing import Any
 
 from lgp_edge.errors import UsageError
 from lgp_edge.fileio import read_toml
+from lgp_edge.profiling.measure import MAX_BATCH  # a profile asks only for what can be measured
 from lgp_edge.registry import named_files, pick, search_dirs
 from lgp_edge.specs import FORMATS, DeviceProfile
 from lgp_edge.specs import PROFILE_PRECISIONS as PRECISIONS
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 65536  # images per inference a profile may ask for
 # upper bounds of the budgets: about 2.8 hours per inference, 1 PB; larger is a typo (and overflows the plots)
 MAX_BUDGET = {"latency_budget_ms": 1e7, "memory_budget_mb": 1e9}
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from lgp_edge.errors import UsageError
 from lgp_edge.fileio import read_toml
+from lgp_edge.profiling.measure import MAX_THREADS
 from lgp_edge.registry import named_files, non_finite, pick, search_dirs
 from lgp_edge.specs import FORMATS, PRECISIONS, RUNTIMES, ConnectionSpec, TargetSpec
 
@@ -129,7 +130,7 @@ def ssh_options_problem(options: Any) -> str | None:
 
 
 # extra.* fields that are numbers: name -> (lowest, highest, kind)
-_EXTRA_NUMBERS: dict[str, tuple[float, float, Any]] = {"threads": (0, 4096, int)}
+_EXTRA_NUMBERS: dict[str, tuple[float, float, Any]] = {"threads": (0, MAX_THREADS, int)}  # as profile --threads
 _EXTRA_STRINGS = ("bench_script", "big_cores", "perf_test_binary", "remote_python", "trtexec", "minimum_ios",
                   "minimum_macos", "tensorrt_version", "ort_platform")
 
