@@ -6,13 +6,12 @@ import argparse
 import dataclasses
 from typing import Any
 
-from lgp_edge.commands.common import DATA_HELP, add_json, int_at_least, print_json, reporter
+from lgp_edge.commands.common import DATA_HELP, add_json, int_at_least, name_list, print_json, reporter
 from lgp_edge.commands.train_args import (
     add_finetune_recipe,
     add_train_args,
     add_width_epochs,
     finetune_recipe,
-    name_list,
     single_process,
     train_config,
 )

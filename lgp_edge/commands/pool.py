@@ -12,6 +12,7 @@ from lgp_edge.commands.common import (
     add_pool_arg,
     console,
     int_at_least,
+    name_list,
     nonneg_float,
     positive_float,
     print_json,
@@ -23,7 +24,6 @@ from lgp_edge.commands.train_args import (
     add_train_args,
     add_width_epochs,
     finetune_recipe,
-    name_list,
     setup_distributed,
     train_config,
 )

@@ -14,22 +14,6 @@ def max_workers() -> int:
     return max(64, 4 * (os.cpu_count() or 1))
 
 
-def name_list(flag: str, what: str):  # noqa: ANN201  (an argparse type)
-    """argparse type: a comma list of at least one ``what`` (``--keys ''`` is refused, not the default)."""
-
-    def parse(text: str) -> tuple[str, ...]:
-        names = tuple(w.strip() for w in text.split(",") if w.strip())
-        if not names:
-            raise argparse.ArgumentTypeError(f"give at least one {what} (a comma list), or leave {flag} out")
-        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
-        if twice is not None:
-            raise argparse.ArgumentTypeError(f"'{twice}' is named twice; give each {what} once")
-        return names
-
-    parse.__name__ = f"comma list of {what}s"
-    return parse
-
-
 def width_epochs(text: str) -> tuple[tuple[str, int], ...]:
     """``ti=12,s=6`` -> (("ti", 12), ("s", 6)): distillation epochs of the named widths."""
     out: dict[str, int] = {}
