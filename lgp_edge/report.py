@@ -20,6 +20,8 @@ from lgp_edge.progress import NULL
 from lgp_edge.select import (
     Candidate,
     Selection,
+    format_budget,
+    format_value,
     pareto_front,
     records_of,
     score_candidates,
@@ -67,7 +69,8 @@ def pareto_figure(entry: ReportEntry) -> Any:
                label="over a budget")
     ax.step([c.latency_ms for c in front], [c.top1 for c in front], where="post", color="tab:blue", lw=1, alpha=0.6,
             label="Pareto front")
-    ax.axvline(p.latency_budget_ms, color="tab:red", ls="--", lw=1.2, label=f"budget {p.latency_budget_ms:g} ms p90")
+    ax.axvline(p.latency_budget_ms, color="tab:red", ls="--", lw=1.2,
+               label=f"budget {format_budget(p.latency_budget_ms)} ms p90")
     if entry.selection is not None:
         ch = entry.selection.chosen
         ax.scatter([ch.latency_ms], [ch.top1], marker="*", s=260, color="tab:orange", edgecolors="black", zorder=5,
@@ -104,8 +107,8 @@ def _source(c: Candidate) -> str:
 
 def _md_row(c: Candidate, chosen: str | None) -> str:
     mark = " **chosen**" if c.key == chosen else ""
-    return (f"| `{c.key}`{mark} | {c.params:,} | {c.flops / 1e6:.1f} | {c.top1:.2f} | {c.latency_ms:.3g} | "
-            f"{_source(c)} | {c.memory_mb:.3g} | {'yes' if c.fits else 'no'} |")
+    return (f"| `{c.key}`{mark} | {c.params:,} | {c.flops / 1e6:.1f} | {c.top1:.2f} | {format_value(c.latency_ms)} | "
+            f"{_source(c)} | {format_value(c.memory_mb)} | {'yes' if c.fits else 'no'} |")
 
 
 def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -> str:
@@ -118,13 +121,13 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
               "|---|---|---|---|---|---|---|---|"]
     for e in entries:
         p = e.profile
-        budget = f"{p.latency_budget_ms:g} ms, {p.memory_budget_mb:g} MB"
+        budget = f"{format_budget(p.latency_budget_ms)} ms, {format_budget(p.memory_budget_mb)} MB"
         if e.selection is None:
             lines.append(f"| [{p.name}](#{p.name}) | {e.target.name} | {p.precision} | {budget} | nothing fits | | | |")
         else:
             c = e.selection.chosen
             lines.append(f"| [{p.name}](#{p.name}) | {e.target.name} | {p.precision} | {budget} | `{c.key}` | "
-                         f"{c.top1:.2f} | {c.latency_ms:.3g} | {_source(c)} |")
+                         f"{c.top1:.2f} | {format_value(c.latency_ms)} | {_source(c)} |")
     for e in entries:
         p = e.profile
         lines += ["", f"## {p.name}", "", f"Target `{e.target.name}` ({e.target.runtime_version}); {p.description}",

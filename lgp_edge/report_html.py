@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lgp_edge.select import Candidate, pareto_front
+from lgp_edge.select import Candidate, format_budget, format_value, pareto_front
 
 W, H = 720, 400  # chart size, px
 ML, MR, MT, MB = 60, 20, 20, 46  # margins: left, right, top, bottom
@@ -151,7 +151,7 @@ def _budget_line(sc: _Scale, budget_ms: float) -> str:
     bx = sc.sx(budget_ms)
     return (f'<line class="budget" x1="{bx:.1f}" x2="{bx:.1f}" y1="{MT}" y2="{H - MB}"/>'
             f'<text class="budget-label" x="{bx - 4 if bx > W / 2 else bx + 4:.1f}" y="{MT + 12}" '
-            f'text-anchor="{"end" if bx > W / 2 else "start"}">budget {budget_ms:g} ms p90</text>')
+            f'text-anchor="{"end" if bx > W / 2 else "start"}">budget {format_budget(budget_ms)} ms p90</text>')
 
 
 def _point(sc: _Scale, c: Candidate, chosen: str | None) -> str:
@@ -159,12 +159,12 @@ def _point(sc: _Scale, c: Candidate, chosen: str | None) -> str:
     esc = html.escape
     src = source_label(c)
     top1 = "not evaluated" if c.top1 is None else f"{c.top1:.2f}%"
-    tip = (f"{c.key}\ntop-1 {top1}\np90 {c.latency_ms:.3g} ms ({src})\n"
+    tip = (f"{c.key}\ntop-1 {top1}\np90 {format_value(c.latency_ms)} ms ({src})\n"
            f"{'fits the budgets' if c.fits else 'over a budget'}{', chosen' if c.key == chosen else ''}")
     cls = f"pt {src}{' fits' if c.fits else ' miss'}{' chosen' if c.key == chosen else ''}"
     return (f'<circle class="{cls}" cx="{sc.sx(c.latency_ms):.1f}" cy="{sc.sy(c.top1 or 0.0):.1f}" '
             f'r="{7 if c.key == chosen else 5}" data-key="{esc(c.key)}" data-top1="{esc(top1)}" '
-            f'data-latency="{c.latency_ms:.3g} ms" data-source="{src}"><title>{esc(tip)}</title></circle>')
+            f'data-latency="{format_value(c.latency_ms)} ms" data-source="{src}"><title>{esc(tip)}</title></circle>')
 
 
 def _table(cands: Sequence[Candidate], chosen: str | None) -> str:
@@ -176,7 +176,7 @@ def _table(cands: Sequence[Candidate], chosen: str | None) -> str:
     for c in cands:
         cells = [f'<code>{html.escape(c.key)}</code>{" <b>chosen</b>" if c.key == chosen else ""}',
                  f"{c.params:,}", f"{c.flops / 1e6:.1f}", "" if c.top1 is None else f"{c.top1:.2f}",
-                 f"{c.latency_ms:.3g}", f"{c.median_ms:.3g}", source_label(c), f"{c.memory_mb:.3g}",
+                 format_value(c.latency_ms), format_value(c.median_ms), source_label(c), format_value(c.memory_mb),
                  "yes" if c.fits else "no", "yes" if c.key in front else ""]
         sort = [c.key, c.params, c.flops, -1 if c.top1 is None else c.top1, c.latency_ms, c.median_ms,
                 source_label(c), c.memory_mb, int(c.fits), int(c.key in front)]
@@ -252,13 +252,13 @@ def render_html(entries: Sequence[Any], pool_dir: Any, manifest: Any) -> str:
     summary = []
     for e in entries:
         p = e.profile
-        budget = f"{p.latency_budget_ms:g} ms, {p.memory_budget_mb:g} MB"
+        budget = f"{format_budget(p.latency_budget_ms)} ms, {format_budget(p.memory_budget_mb)} MB"
         if e.selection is None:
             cells = ["nothing fits", "", "", ""]
         else:
             c = e.selection.chosen
             cells = [f"<code>{esc(c.key)}</code>", f"{c.top1:.2f}" if c.top1 is not None else "",
-                     f"{c.latency_ms:.3g}", source_label(c)]
+                     format_value(c.latency_ms), source_label(c)]
         summary.append(f'<tr><td data-v="{esc(p.name)}"><a href="#{esc(p.name)}">{esc(p.name)}</a></td>'
                        f'<td data-v="{esc(e.target.name)}">{esc(e.target.name)}</td><td data-v="{p.precision}">'
                        f'{p.precision}</td><td data-v="{p.latency_budget_ms}" class=num>{budget}</td>'

@@ -91,20 +91,23 @@ class Selection:
                 "noisy": [c.key for c in self.candidates if c.noisy]}
 
 
-
-def format_ms(value: float) -> str:
-    """A measured or predicted latency to three significant digits, never in exponent notation (5000, 47.4,
-    10, 0.191)."""
-    from decimal import Decimal
-
-    return format(Decimal(f"{value:.3g}"), "f")
+def format_value(value: float) -> str:
+    """A measured or predicted latency or size for people to read: three significant digits (``:.3g``), never in
+    exponent notation (5000, 47.4, 10, 0.191)."""
+    return _no_exponent(f"{value:.3g}")
 
 
 def format_budget(value: float) -> str:
-    """A budget as the user gave it, never in exponent notation (10, 33, 1000000, 2.5)."""
+    """A budget for people to read: as ``:g`` writes it (33, 2.5, 12345.7), never in exponent notation
+    (1000000, not 1e+06)."""
+    return _no_exponent(f"{value:g}")
+
+
+def _no_exponent(text: str) -> str:
     from decimal import Decimal
 
-    return format(Decimal(repr(float(value))).normalize(), "f")
+    return format(Decimal(text), "f") if "e" in text else text
+
 
 def memory_mb(pool: PoolSpec, record: DescendantRecord, precision: str, batch: int) -> float:
     """Weights plus the peak live activations, at ``precision``'s bytes per value."""
@@ -129,10 +132,10 @@ def _describe_budget(p: DeviceProfile) -> str:
 def _why_not(c: Candidate, p: DeviceProfile) -> str:
     parts = []
     if not c.fits_latency:
-        parts.append(f"takes {format_ms(c.latency_ms)} ms p90 ({c.latency_source}) > "
+        parts.append(f"takes {format_value(c.latency_ms)} ms p90 ({c.latency_source}) > "
                      f"{format_budget(p.latency_budget_ms)} ms")
     if not c.fits_memory:
-        parts.append(f"needs {c.memory_mb:.3g} MB > {p.memory_budget_mb:g} MB")
+        parts.append(f"needs {format_value(c.memory_mb)} MB > {format_budget(p.memory_budget_mb)} MB")
     return " and ".join(parts)
 
 
@@ -187,9 +190,10 @@ def select_descendant(records: Sequence[DescendantRecord], latencies: Mapping[st
         fastest = cands[0]
         smallest = min(cands, key=lambda c: c.memory_mb)
         msg = (f"no descendant of pool {pool.pool_id} fits profile '{profile.name}' ({_describe_budget(profile)}): "
-               f"the fastest, {fastest.key}, takes {format_ms(fastest.latency_ms)} ms p90 ({fastest.latency_source})")
+               f"the fastest, {fastest.key}, takes {format_value(fastest.latency_ms)} ms p90 "
+               f"({fastest.latency_source})")
         if not fastest.fits_memory or not any(c.fits_memory for c in cands):
-            msg += f"; the smallest, {smallest.key}, needs {smallest.memory_mb:.3g} MB"
+            msg += f"; the smallest, {smallest.key}, needs {format_value(smallest.memory_mb)} MB"
         raise NothingFits(msg + "; raise --budget-ms / --memory-mb or pick another profile")
     chosen = min(fitting, key=lambda c: (-c.top1, c.latency_ms))
     better = sorted((c for c in cands if c.top1 > chosen.top1), key=lambda c: (-c.top1, c.latency_ms))

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _list(args: argparse.Namespace) -> int:
     from lgp_edge.commands.common import Col, print_json, print_table
     from lgp_edge.profiles import list_profiles
+    from lgp_edge.select import format_budget
 
     profiles = list_profiles(args.profiles_dir)
     if args.json:
@@ -31,8 +32,8 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     print_table(("profile", "target", Col("p90 budget", right=True), Col("memory", right=True), "precision",
                  Col("formats", wrap=True)),
-                [(p.name, p.target, f"{p.latency_budget_ms:g} ms", f"{p.memory_budget_mb:g} MB", p.precision,
-                  ", ".join(p.formats)) for p in profiles])
+                [(p.name, p.target, f"{format_budget(p.latency_budget_ms)} ms",
+                  f"{format_budget(p.memory_budget_mb)} MB", p.precision, ", ".join(p.formats)) for p in profiles])
     return 0
 
 

@@ -50,11 +50,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def print_front(selection: Any, title: str) -> None:
     from lgp_edge.commands.common import Col, print_table
+    from lgp_edge.select import format_value
 
     cols = ("descendant", *(Col(n, right=True) for n in ("params", "MFLOPs", "top-1 %", "p90 ms")),
             Col("source", wrap=True), Col("memory MB", right=True), "fits")
-    rows = [(c.key, f"{c.params:,}", f"{c.flops / 1e6:.1f}", f"{c.top1:.2f}", f"{c.latency_ms:.3g}",
-             c.latency_source + (" (measured runs noisy)" if c.noisy else ""), f"{c.memory_mb:.3g}",
+    rows = [(c.key, f"{c.params:,}", f"{c.flops / 1e6:.1f}", f"{c.top1:.2f}", format_value(c.latency_ms),
+             c.latency_source + (" (measured runs noisy)" if c.noisy else ""), format_value(c.memory_mb),
              "chosen" if c.key == selection.chosen.key else ("yes" if c.fits else "no")) for c in selection.front]
     chosen = [i for i, c in enumerate(selection.front) if c.key == selection.chosen.key]
     print_table(cols, rows, title=title, emphasize=chosen)
@@ -63,7 +64,7 @@ def print_front(selection: Any, title: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     from lgp_edge.commands.common import console, print_json
     from lgp_edge.pool.manifest import read_manifest, resolve_pool
-    from lgp_edge.select import open_store, plan_selection
+    from lgp_edge.select import format_value, open_store, plan_selection
 
     profile, target = resolve_profile(args)
     pool_dir = resolve_pool(args.pool)
@@ -84,8 +85,8 @@ def _run(args: argparse.Namespace) -> int:
     sources = ", ".join(f"{n} {s}" for s, n in sel.sources.items())
     print_front(sel, f"Pareto front: pool {sel.pool_id} on {target.name} ({profile.precision}; latencies: {sources})")
     ch = sel.chosen
-    c.print(f"[bold]chosen[/]: {ch.key}  top-1 {ch.top1:.2f}%  p90 {ch.latency_ms:.3g} ms ({ch.latency_source}, "
-            f"{ch.runtime})  {ch.memory_mb:.3g} MB  {ch.params:,} params")
+    c.print(f"[bold]chosen[/]: {ch.key}  top-1 {ch.top1:.2f}%  p90 {format_value(ch.latency_ms)} ms "
+            f"({ch.latency_source}, {ch.runtime})  {format_value(ch.memory_mb)} MB  {ch.params:,} params")
     c.print(f"why: {sel.reason}")
     noisy = [x.key for x in sel.candidates if x.noisy]
     if noisy:
