@@ -44,6 +44,7 @@ import torch
 from lgp_edge.baselines.claims import compute_claims, compute_goals, init_table
 from lgp_edge.baselines.scratch_vanilla import SingleRequest, read_results, train_single_models
 from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
+from lgp_edge.commands.train_args import max_workers
 from lgp_edge.commands.train_args import train_flags as cli_train_flags
 from lgp_edge.fileio import sha256_file, write_atomic, write_json_atomic, write_text_atomic
 from lgp_edge.models.ancestry import read_ancestry_dir, shipped_ancestry_dir
@@ -1159,6 +1160,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--only-distill needs --stages: the run that assembles the results uses every distillation")
     if args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
+    if args.workers > max_workers():
+        p.error(f"--workers must be at most {max_workers()} (as for every training command), got {args.workers}")
     if args.device == "cuda" and not args.render and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is available here; use --device cpu")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)

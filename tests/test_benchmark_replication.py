@@ -507,13 +507,15 @@ def test_device_and_loader_workers_reach_every_training_run_and_the_report(tmp_p
     assert "as 8 processes sharing the NVIDIA H200" in bench.compute_text(gpu)
     assert bench.lanes({"environment": {}, "settings": {"jobs": 2}}) == "parallel lanes of one thread each"
     # bad values: one line, exit 2, before anything runs
-    bad = [["--workers", "-1"], ["--device", "tpu"]] + ([] if torch.cuda.is_available() else [["--device", "cuda"]])
+    bad = [["--workers", "-1"], ["--workers", "100000"], ["--device", "tpu"]]
+    bad += [] if torch.cuda.is_available() else [["--device", "cuda"]]
     for argv in bad:
         with pytest.raises(SystemExit) as e:
             bench.main([*argv, "--work", str(tmp_path / "w"), "--out-dir", str(tmp_path / "out")])
         assert e.value.code == 2
     err = capsys.readouterr().err
     assert "--workers must be >= 0" in err and "invalid choice: 'tpu'" in err
+    assert "--workers must be at most" in err
     assert torch.cuda.is_available() or "no CUDA device is available here" in err
     assert not (tmp_path / "w").exists() and not (tmp_path / "out").exists()
     # a copy of the tree without git (another machine's run) records the version it is told, else 'unknown'
