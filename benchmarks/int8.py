@@ -1,7 +1,7 @@
 """int8 vs fp32 on this CPU: latency of DeiT-Base-scale descendants and the top-1 cost on the demo pool.
 
     python benchmarks/int8.py                     # the full run (~15 min of one core)
-    python benchmarks/int8.py --quick --out /tmp/int8.json   # a smoke run (one model, few images)
+    python benchmarks/int8.py --quick             # a smoke run (one model, few images) -> results/int8_quick.json
     python benchmarks/int8.py --part accuracy     # redo the accuracy part only (a new demo pool)
 
 Two parts, one process, every model with 1 intra-op thread:
@@ -16,12 +16,15 @@ Two parts, one process, every model with 1 intra-op thread:
   interleaved rounds, so load from other processes hits every configuration alike.
 - Accuracy: every descendant of the bundled demo pool (or ``--pool``), torch fp32 vs its int8 ONNX (ONNX
   Runtime) and int8 IR (OpenVINO), calibrated on ``--calib-images`` training images as ``lgp-edge export``
-  does (same quantization code), on the first ``--images`` test images (default all 10,000 of Fashion-MNIST):
-  top-1 of each, the change in points, and top-1 agreement with torch.
+  does (same quantization code), on ``--images`` test images drawn at random without replacement (a fixed
+  permutation, seed 0, as ``lgp_edge.export.images.load_images`` draws them; the default 10,000 is all of
+  Fashion-MNIST's test set): top-1 of each, the change in points, and top-1 agreement with torch.
 
 The parts are independent (the speed part never reads the demo pool), so ``--part`` reruns one of them and
 keeps the other from the existing ``--out`` file; each part records the run that measured it (``run``: date,
-command, CPU, versions), and the README names both when they differ.
+code version, command, CPU, versions), the top level the last run (the one that wrote the file), and the README
+names each part's run when they differ. ``--quick`` writes int8_quick.json unless ``--out`` says otherwise, so a
+smoke run never replaces the committed results.
 
 This script is never imported by lgp_edge.
 """
@@ -32,34 +35,51 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lgp_edge.fileio import write_json_atomic
+from lgp_edge.profiling.host import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_demo_pool import git_rev  # noqa: E402  (the benchmarks' one code-version helper)
+
+RESULTS = ROOT / "benchmarks" / "results"
 SPEED_KEYS = ("ti6.0-5", "ti6.0-4+b6.5-5", "ti6.0-3+b6.4-5", "b6.0-5")  # 0.6 to 8.9 GFLOPs
 CONFIGS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"), ("openvino", "int8"))
 GOALS = {"speedup": 1.8, "top1_change_points": 0.5}
 PARTS = ("all", "speed", "accuracy")
+# what a part records of the run that measured it ("when": the date in files written before "date")
+RUN_KEYS = ("code_version", "date", "when", "command", "cpu", "machine", "versions")
+
+
+def provenance(argv: list[str] | None) -> dict:
+    """What a run records about itself: code version, UTC date, the command as given (``argv``, else the
+    process's own arguments) and the CPU model."""
+    given = sys.argv[1:] if argv is None else argv
+    return {"code_version": git_rev(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": ("python benchmarks/int8.py " + shlex.join(given)).rstrip(), "cpu": cpu_model()}
 
 
 def cpu_facts() -> dict:
-    """lscpu's model name and whether the CPU has the int8 dot-product instructions ONNX Runtime and oneDNN use."""
+    """Whether the CPU has the int8 dot-product instructions ONNX Runtime and oneDNN use (lscpu's flags); the
+    model name is ``provenance``'s ``cpu``."""
     try:
         text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     except OSError:
         text = ""
     fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
     flags = set(fields.get("Flags", "").split())
-    return {"model_name": fields.get("Model name", platform.processor()).strip(),
-            "cpu_family_model": f"{fields.get('CPU family', '?').strip()}/{fields.get('Model', '?').strip()}",
+    return {"cpu_family_model": f"{fields.get('CPU family', '?').strip()}/{fields.get('Model', '?').strip()}",
             "affinity_cpus": len(os.sched_getaffinity(0)), "avx2": "avx2" in flags,
             "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
             "amx_int8": "amx_int8" in flags}
@@ -204,8 +224,15 @@ def kept_part(out: Path, part: str, quick: bool) -> dict | str:
         return f"'{out}' has no {part} part to keep: run both parts (no --part) first"
     if earlier.get("quick") and not quick:
         return f"'{out}' is a --quick smoke run: its {part} part is not worth keeping; run both parts"
-    run = earlier[part].get("run") or {k: earlier.get(k) for k in ("when", "command", "machine", "versions")}
+    # a file from before parts recorded their run: both parts were measured by the run its top level describes
+    run = earlier[part].get("run") or {k: earlier[k] for k in RUN_KEYS if k in earlier}
     return {**earlier[part], "run": run}
+
+
+def write_results(out: Path, res: dict) -> Path:
+    """``res`` as ``out``, atomically; NaN and infinity refused (a results file holds measured numbers only)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_json_atomic(out, res)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -224,8 +251,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                    help="smoke run: first speed key, 2 rounds, 2 descendants, 200 images")
     p.add_argument("--part", choices=PARTS, default="all",
                    help="run one part and keep the other from the existing --out file (default: both)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "int8.json"))
+    p.add_argument("--out", default=None,
+                   help="results file (default benchmarks/results/int8.json; with --quick int8_quick.json)")
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = str(RESULTS / ("int8_quick.json" if args.quick else "int8.json"))
     if args.part != "all":
         args.kept = kept_part(Path(args.out), "accuracy" if args.part == "speed" else "speed", args.quick)
         if isinstance(args.kept, str):
@@ -244,19 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     torch.set_num_threads(1)
     t0, load0 = time.time(), os.getloadavg()
-    res: dict = {"benchmark": "benchmarks/int8.py", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 "command": " ".join(["python", "benchmarks/int8.py", *(argv if argv is not None else sys.argv[1:])]),
+    res: dict = {"benchmark": "benchmarks/int8.py", **provenance(argv),
                  "quick": args.quick, "machine": {**cpu_facts(), "threads": 1, "platform": platform.platform()},
                  "versions": {"onnxruntime": onnxruntime.__version__, "openvino": openvino.__version__,
                               "nncf": nncf.__version__, "torch": torch.__version__},
                  "goals": GOALS}
-    run = {k: res[k] for k in ("when", "command", "machine", "versions")}
+    run = {k: res[k] for k in RUN_KEYS if k in res}  # this run; a kept part keeps the run that measured it
     with tempfile.TemporaryDirectory(prefix="lgp-edge-int8-") as tmp:
         for part, fn, what in (("speed", speed, "random-weight DeiT-Base-scale descendants"),
                                ("accuracy", accuracy, "demo pool")):
             if args.part not in ("all", part):
                 res[part] = args.kept
-                print(f"{part}: kept from {args.out} ({args.kept['run']['when']})", file=sys.stderr, flush=True)
+                kept = args.kept["run"].get("date") or args.kept["run"].get("when")
+                print(f"{part}: kept from {args.out} ({kept})", file=sys.stderr, flush=True)
                 continue
             print(f"{part} ({what}):", file=sys.stderr, flush=True)
             t = time.time()
@@ -265,11 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     res["verdict"] = goals(res)
     res["wall_s"], res["cpu_s"], res["machine"]["load_average_start"] = time.time() - t0, time.process_time(), load0
     res["machine"]["load_average_end"] = os.getloadavg()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    from lgp_edge.fileio import write_text_atomic
-
-    write_text_atomic(out, json.dumps(res, indent=1) + "\n")
+    out = write_results(Path(args.out), res)
     print(f"wrote {out} ({res['wall_s']:.0f} s)", file=sys.stderr)
     for rt, v in res["verdict"].items():
         print(f"  {rt}: int8 speed-up {v['speedup_geomean']:.2f}x (goal {v['speedup_goal']}x), worst |top-1 change| "

@@ -17,7 +17,7 @@ average). Without the memory for that, several passes over the models are made i
 Achieved GFLOP/s count 2 FLOPs per multiply-add (hardware convention), i.e. twice the fvcore FLOPs shown
 elsewhere. The GEMM peak is the best square fp32 matmul at the same thread count over n = 512/1024/2048
 and over torch.matmul (MKL here), an ONNX Runtime MatMul (MLAS) and an OpenVINO MatMul (oneDNN); the
-torch.matmul 2048 figure is recorded too (MKL is far from the limit on this AMD CPU).
+torch.matmul 2048 figure is recorded too (on some CPUs MKL stays well below the other libraries' peak).
 
 Predictor: per pool and runtime, the calibration probes (not descendants) are measured the same way, the
 per-part table is fitted on them and every descendant is predicted by ``lgp_edge``'s Predictor (median,
@@ -39,6 +39,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import statistics
 import sys
 import tempfile
@@ -49,7 +50,7 @@ from pathlib import Path
 import torch
 
 from lgp_edge.export.onnx_export import export_onnx
-from lgp_edge.fileio import write_text_atomic
+from lgp_edge.fileio import write_json_atomic
 from lgp_edge.models.plan import descendant_flops
 from lgp_edge.profiling.host import cpu_model
 from lgp_edge.profiling.measure import MeasureSettings, run_series, summarize, time_interleaved
@@ -61,6 +62,22 @@ from lgp_edge.targets import load_target, targets_root
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_demo_pool import git_rev  # noqa: E402  (the benchmarks' one code-version helper)
+
+
+def provenance(argv: list[str] | None) -> dict:
+    """What a results file records about its run: code version, UTC date, the command as given (``argv``, else
+    the process's own arguments) and the CPU model."""
+    given = sys.argv[1:] if argv is None else argv
+    return {"code_version": git_rev(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": ("python benchmarks/latency.py " + shlex.join(given)).rstrip(), "cpu": cpu_model()}
+
+
+def write_results(out: Path, res: dict) -> Path:
+    """``res`` as ``out``, atomically; NaN and infinity refused (a results file holds measured numbers only)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_json_atomic(out, res)
 
 
 def small_pool(path: str | None):
@@ -346,7 +363,7 @@ def select_stability(pool_dir: Path, threads: int, tmp: Path, runs: int = 10) ->
             "wall_s": time.time() - t0}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pool", default=None, help="small pool (default: the bundled demo pool)")
     p.add_argument("--threads", default=str(os.cpu_count() or 1),
@@ -360,7 +377,7 @@ def main() -> int:
     p.add_argument("--select-runs", type=int, default=10,
                    help="fresh 'lgp-edge select' processes per stability check (0 skips it)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latency.json"))
-    args = p.parse_args()
+    args = p.parse_args(argv)
     counts = [int(t) for t in str(args.threads).split(",") if t.strip()]
     if not counts or min(counts) < 1:
         p.error("--threads needs counts >= 1")
@@ -369,7 +386,7 @@ def main() -> int:
         out = Path(args.out)
         if len(counts) > 1:
             out = out.with_name(f"{out.stem}_{n}thread{out.suffix}")
-        results.append((n, run_one(args, n, out)))
+        results.append((n, run_one(args, n, out, argv)))
     print("\npredictor MAPE on held-out descendants (median; p90 in brackets):", file=sys.stderr)
     for n, res in results:
         for block in res["pools"]:
@@ -380,7 +397,7 @@ def main() -> int:
     return 0
 
 
-def run_one(args: argparse.Namespace, threads: int, out: Path) -> dict:
+def run_one(args: argparse.Namespace, threads: int, out: Path, argv: list[str] | None = None) -> dict:
     import onnxruntime
     import openvino
 
@@ -397,9 +414,8 @@ def run_one(args: argparse.Namespace, threads: int, out: Path) -> dict:
     print(f"GEMM peak {peak:.1f} GFLOP/s (torch.matmul 2048: {torch_peak:.1f}), copy {bw:.1f} GB/s at "
           f"{args.threads} threads", file=sys.stderr)
     res: dict = {
-        "benchmark": "benchmarks/latency.py", "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
-        "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": args.threads,
+        "benchmark": "benchmarks/latency.py", **provenance(argv),
+        "machine": {"logical_cpus": os.cpu_count(), "threads": args.threads,
                     "platform": platform.platform(), "gemm_peak_gflops_fp32": peak,
                     "gemm_peak_definition": "best fp32 square matmul over n = 512, 1024, 2048 and over torch.matmul, "
                                             "an ONNX Runtime MatMul and an OpenVINO MatMul; best of repeated runs",
@@ -436,8 +452,7 @@ def run_one(args: argparse.Namespace, threads: int, out: Path) -> dict:
                                                        args.select_runs)
     res["machine"]["load_average_end"] = os.getloadavg()
     res["wall_s"] = time.time() - t_start
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, json.dumps(res, indent=1) + "\n")
+    write_results(out, res)
     print(markdown(res))
     print(f"\nwrote {out} in {res['wall_s']:.0f} s", file=sys.stderr)
     return res

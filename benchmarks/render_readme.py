@@ -4,7 +4,9 @@
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
 NAME = latency, paper, widths, ceiling, budget, recipes, switchable, int8. Numbers are never typed into the
-README by hand.
+README by hand: each section is rendered from its results JSON, and the one commentary it carries
+(benchmarks/PAPER_REPLICATION_NOTES.md, after the replication's rendered section) quotes only numbers that are in
+committed results files.
 """
 
 from __future__ import annotations
@@ -18,12 +20,21 @@ RESULTS = ROOT / "benchmarks" / "results"
 SHOW = ("ti6.0-5", "ti6.0-5+b6.5-5", "ti6.0-3+b6.4-5", "ti6.0-1+b6.2-5", "b6.0-5", "ti6.0-0+b6.0-5")
 
 
+def _provenance(d: dict) -> str:
+    """``(DATE, code version REV)`` of a results file or of an int8 part's run; files written before these were
+    recorded say so (nothing is guessed). ``when``: the date's name in older files."""
+    date, rev = d.get("date") or d.get("when"), d.get("code_version")
+    return (f"({date[:10] if date else 'date not recorded'}, "
+            f"{f'code version {rev}' if rev else 'code version not recorded'})")
+
+
 def latency() -> str:
     out = []
     for name in ("latency_1thread.json", "latency.json"):
         d = json.loads((RESULTS / name).read_text())
         m = d["machine"]
-        out.append(f"`{d['command']}`: {m['cpu']}, {m['threads']} thread(s), fp32 GEMM peak "
+        cpu = d.get("cpu") or m.get("cpu") or "CPU not recorded"  # machine.cpu: files before the top-level cpu
+        out.append(f"`{d['command']}` {_provenance(d)}: {cpu}, {m['threads']} thread(s), fp32 GEMM peak "
                    f"{m['gemm_peak_gflops_fp32']:.0f} GFLOP/s (best of torch / ONNX Runtime / OpenVINO matmul; "
                    f"torch.matmul alone {m['torch_matmul_2048_gflops_fp32']:.0f}), batch 1, {d['wall_s']:.0f} s.\n")
         out.append("| pool | runtime | speed-up over torch (geomean) | best GFLOP/s | max % of GEMM peak | "
@@ -60,9 +71,11 @@ def latency() -> str:
 
 def switchable() -> str:
     d = json.loads((RESULTS / "switchable.json").read_text())
-    m = d["machine"]
-    out = [f"`python benchmarks/switchable.py`: {m['cpu']}, {m['cores']} cores, ONNX Runtime, 1 thread, batch 1, "
-           "medians of interleaved rounds.\n",
+    m, threads = d["machine"], d["latency_method"]["threads"]
+    cmd = f"`{d['command']}`" if "command" in d else "`python benchmarks/switchable.py` (arguments not recorded)"
+    cpu = d.get("cpu") or m.get("cpu") or "CPU not recorded"  # machine.cpu: files before the top-level cpu
+    out = [f"{cmd} {_provenance(d)}: {cpu}, {m['cores']} cores, ONNX Runtime, {threads} "
+           f"thread{'' if threads == 1 else 's'}, batch 1, medians of interleaved rounds.\n",
            "| selection | descendants | switchable file | sum of single ONNX files | x pool fp32 weights | "
            "latency vs single export (median, min..max) | validation |",
            "|---|---:|---:|---:|---:|---|---|"]
@@ -88,7 +101,8 @@ def switchable() -> str:
 def _int8_run(run: dict) -> str:
     m, v = run["machine"], run["versions"]
     vnni = "with" if (m["avx512_vnni"] or m["avx_vnni"]) else "without"
-    return (f"{m['model_name']} (family/model {m['cpu_family_model']}, AVX2 {'yes' if m['avx2'] else 'no'}, {vnni} "
+    cpu = run.get("cpu") or m.get("model_name") or "CPU not recorded"  # "model_name": files before "cpu"
+    return (f"{cpu} (family/model {m['cpu_family_model']}, AVX2 {'yes' if m['avx2'] else 'no'}, {vnni} "
             f"VNNI, AMX {'yes' if m['amx_int8'] else 'no'}), 1 thread, batch 1, ONNX Runtime {v['onnxruntime']}, "
             f"OpenVINO {v['openvino'].split('-')[0]}")
 
@@ -96,13 +110,16 @@ def _int8_run(run: dict) -> str:
 def int8() -> str:
     d = json.loads((RESULTS / "int8.json").read_text())
     sp, ac = d["speed"], d["accuracy"]
-    top = {k: d[k] for k in ("when", "command", "machine", "versions")}
+    # the top level describes the last run (the one that wrote the file); each part records the run that measured
+    # it, except in files from before parts did, where one run measured both and the top level is that run
+    top = {k: d[k] for k in ("code_version", "date", "when", "command", "cpu", "machine", "versions") if k in d}
     runs = {part: d[part].get("run", top) for part in ("speed", "accuracy")}
-    if len({(r["when"], r["command"]) for r in runs.values()}) == 1:  # one run measured both parts
-        out = [f"`{d['command']}`: {_int8_run(top)}, {d['wall_s'] / 60:.0f} min, load average "
+    ident = ("code_version", "date", "when", "command", "cpu")
+    if len({tuple(r.get(k) for k in ident) for r in runs.values()}) == 1:  # one run measured both parts
+        out = [f"`{d['command']}` {_provenance(top)}: {_int8_run(top)}, {d['wall_s'] / 60:.0f} min, load average "
                f"{top['machine']['load_average_start'][0]:.1f} at the start.\n"]
     else:  # one part rerun with --part, the other kept from an earlier run
-        out = [f"{part.capitalize()} part: `{r['command']}` on {r['when'][:10]}: {_int8_run(r)}, "
+        out = [f"{part.capitalize()} part: `{r['command']}` {_provenance(r)}: {_int8_run(r)}, "
                f"{d[part]['wall_s'] / 60:.0f} min.\n" for part, r in runs.items()]
     out += [f"Speed: {sp['ancestry']}-scale descendants, {sp['img_size']} px, {sp['weights']}; int8 calibrated on "
            f"{sp['calibration']}. Medians of {sp['settings']['rounds']} interleaved rounds.\n",
@@ -143,7 +160,10 @@ def _section(name: str) -> str:
 
 
 def paper() -> str:
-    return _section("PAPER_REPLICATION.md")
+    """The replication's rendered section, then the commentary written on it (kept apart: every run and
+    ``--render`` regenerate PAPER_REPLICATION.md)."""
+    notes = re.sub(r"\A<!--.*?-->\n", "", (ROOT / "benchmarks" / "PAPER_REPLICATION_NOTES.md").read_text(), flags=re.S)
+    return _section("PAPER_REPLICATION.md") + "\n" + notes.replace("### What this run says", "#### What this run says")
 
 
 def widths() -> str:

@@ -24,11 +24,11 @@ Writes benchmarks/results/switchable.json.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
 import random
+import shlex
 import statistics
 import sys
 import tempfile
@@ -39,7 +39,28 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_demo_pool import git_rev  # noqa: E402  (the benchmarks' one code-version helper)
+
 log = logging.getLogger("switchable-bench")
+
+
+def provenance(argv: list[str] | None) -> dict:
+    """What a results file records about its run: code version, UTC date, the command as given (``argv``, else
+    the process's own arguments) and the CPU model."""
+    from lgp_edge.profiling.host import cpu_model
+
+    given = sys.argv[1:] if argv is None else argv
+    return {"code_version": git_rev(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": ("python benchmarks/switchable.py " + shlex.join(given)).rstrip(), "cpu": cpu_model()}
+
+
+def write_results(out: Path, res: dict) -> Path:
+    """``res`` as ``out``, atomically; NaN and infinity refused (a results file holds measured numbers only)."""
+    from lgp_edge.fileio import write_json_atomic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_json_atomic(out, res)
 
 
 def random_demo_like_pool():
@@ -189,7 +210,7 @@ def measure(pool, mf, name: str, keys: list[str], lat: dict, args, tmp: Path, sh
                        "latency": round(bench_s, 1)}}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pool", default=None)
     ap.add_argument("--descendants", default=None)
@@ -197,15 +218,13 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--iters", type=int, default=100, help="runs per timed block")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "switchable.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import onnxruntime as ort
 
-    from lgp_edge.fileio import write_text_atomic
-    from lgp_edge.profiling.host import cpu_model
-
+    header = provenance(argv)
     t_start, load_start = time.time(), os.getloadavg()
     pool, mf, pool_desc = load(args.pool)
     with tempfile.TemporaryDirectory(prefix="lgp-switch-bench-") as tmp_name:
@@ -214,6 +233,7 @@ def main() -> int:
         shipped: dict[str, Path] = {}
         results = [measure(pool, mf, name, keys, lat, args, tmp, shipped) for name, keys in sels]
     result = {
+        "benchmark": "benchmarks/switchable.py", **header,
         "what": "switchable ONNX (one file, one If per descendant side by side, shared outer-scope initializers) "
                 "vs one ONNX file per descendant, ONNX Runtime CPU",
         "pool": pool_desc, "pool_id": pool.pool_id,
@@ -229,15 +249,14 @@ def main() -> int:
                                              "what 'lgp-edge export' writes",
                            "single_torchscript": "the TorchScript export each switchable branch is made from"},
         "selections": results,
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
+        "machine": {"cores": os.cpu_count(),
                     "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
                     "note": "a shared VM: other processes may have been running; see load averages. Interleaved "
                             "blocks and medians give every artifact the same load"},
         "wall_s_total": round(time.time() - t_start, 1),
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "python": platform.python_version()},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.out, json.dumps(result, indent=1) + "\n")
+    write_results(Path(args.out), result)
     return 0
 
 

@@ -23,6 +23,7 @@ def test_aux_init_benchmark_smoke_run(tmp_path: Path) -> None:
         torch.set_num_threads(threads)
     res = json.loads(out.read_text())
     assert res["steps"] == 1 and res["images"] == 200 and set(res["runs"]) == {"ancestry", "random"}
+    assert res["settings"]["steps"] == 1 and res["ancestry"]["top1"] > 85  # the shipped ancestry, named in the file
     anc, rnd = res["runs"]["ancestry"], res["runs"]["random"]
     assert anc["inherited_blocks"] == {"ti6": [0, 2, 4, 6, 8, 10], "b6": [0, 2, 4, 6, 8, 10]}
     assert rnd["inherited_blocks"] is None

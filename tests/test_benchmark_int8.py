@@ -31,7 +31,11 @@ def test_int8_benchmark_quick_run_and_readme_table(tiny_pool: Path, tmp_path: Pa
     finally:
         torch.set_num_threads(threads)
     res = json.loads(out.read_text())
-    assert res["quick"] and res["machine"]["model_name"] and res["machine"]["threads"] == 1
+    assert res["quick"] and res["cpu"] and res["machine"]["threads"] == 1 and res["code_version"] and res["date"]
+    assert res["command"] == "python benchmarks/int8.py " + " ".join(argv)
+    for part in ("speed", "accuracy"):  # both parts measured by this run, which each records
+        assert {k: res[part]["run"][k] for k in ("code_version", "date", "command", "cpu")} == {
+            k: res[k] for k in ("code_version", "date", "command", "cpu")}
     (row,) = res["speed"]["descendants"]
     assert row["key"] == "ti6.0-5" and set(row["ms"]) == {"onnxruntime_fp32", "onnxruntime_int8", "openvino_fp32",
                                                          "openvino_int8"}
@@ -45,6 +49,8 @@ def test_int8_benchmark_quick_run_and_readme_table(tiny_pool: Path, tmp_path: Pa
     render.RESULTS = out.parent
     table = render.int8()
     assert "| `ti6.0-5` |" in table and "speed-up (geomean)" in table and res["command"] in table
+    assert table.startswith(f"`{res['command']}` ({res['date'][:10]}, code version {res['code_version']}): "
+                            f"{res['cpu']} (family/model")
 
     # --part accuracy: a new accuracy run, the speed part kept as measured, both runs named in the README
     first = res
@@ -56,6 +62,7 @@ def test_int8_benchmark_quick_run_and_readme_table(tiny_pool: Path, tmp_path: Pa
     assert {k: v for k, v in res["speed"].items() if k != "run"} == {k: v for k, v in first["speed"].items()
                                                                       if k != "run"}
     assert res["speed"]["run"]["command"] == first["command"] and "--part accuracy" in res["accuracy"]["run"]["command"]
+    assert res["speed"]["run"]["date"] == first["date"] and res["accuracy"]["run"]["date"] == res["date"]
     table = render.int8()
     assert table.startswith("Speed part: `") and "\nAccuracy part: `" in table and "--part accuracy" in table
 

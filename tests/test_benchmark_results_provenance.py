@@ -1,0 +1,234 @@
+"""The results files of benchmarks/latency.py, switchable.py, int8.py and aux_init.py record which code, when, the
+command and the CPU; they are written atomically with NaN refused; and the README renderer shows that provenance,
+saying so when an older file lacks it. Each benchmark's own writer and renderer on small synthetic results."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATE = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_prov_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def render():
+    return _module("render_readme")
+
+
+def _check_header(res: dict, script: str, command: str) -> None:
+    from lgp_edge.profiling.host import cpu_model
+
+    assert res["code_version"] == _module("make_demo_pool").git_rev() and res["code_version"] not in ("", "unknown")
+    assert DATE.match(res["date"]) and abs(time.mktime(time.strptime(res["date"], "%Y-%m-%dT%H:%M:%SZ"))
+                                           - time.mktime(time.gmtime())) < 600
+    assert res["command"] == f"python benchmarks/{script}.py {command}".rstrip()
+    assert res["cpu"] == cpu_model() and res["cpu"]
+
+
+def _write_refuses_nan(bench, path: Path) -> None:
+    """``write_results`` refuses NaN (json.dumps alone writes it) and leaves the existing file as it was."""
+    before = path.read_bytes()
+    with pytest.raises(ValueError):
+        bench.write_results(path, {"x": math.nan})
+    assert path.read_bytes() == before and [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def _latency_result(bench, argv: list[str]) -> dict:
+    summary = {"speedup_over_torch_geomean": 1.5, "achieved_gflops_max": 3.25, "fraction_of_gemm_peak_max": 0.1,
+               "predictor_mape_percent": 4.5, "predictor_p90_mape_percent": 6.0}
+    ms = {"median_ms": 1.0, "predicted_ms": 1.1}
+    return {"benchmark": "benchmarks/latency.py", **bench.provenance(argv),
+            "machine": {"logical_cpus": 2, "threads": 1, "gemm_peak_gflops_fp32": 100.0,
+                        "torch_matmul_2048_gflops_fp32": 90.0},
+            "pools": [{"name": "demo pool", "summary": {rt: summary for rt in ("torch", "onnxruntime", "openvino")},
+                       "descendants": [{"key": "ti6.0-5", "flops_fvcore": 2e6, "torch": ms, "onnxruntime": ms,
+                                        "openvino": ms}]}],
+            "wall_s": 42.0}
+
+
+def test_latency_results_record_provenance_and_readme_shows_it(tmp_path: Path, render,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = _module("latency")
+    argv = ["--threads", "1", "--out", "my results/latency_1thread.json"]
+    res = _latency_result(bench, argv)
+    for name in ("latency_1thread.json", "latency.json"):
+        assert bench.write_results(tmp_path / name, res) == tmp_path / name
+    back = json.loads((tmp_path / "latency.json").read_text())
+    _check_header(back, "latency", "--threads 1 --out 'my results/latency_1thread.json'")
+    monkeypatch.setattr(sys, "argv", ["benchmarks/latency.py", "--skip-big"])  # no argv given: the process's own
+    assert bench.provenance(None)["command"] == "python benchmarks/latency.py --skip-big"
+    _write_refuses_nan(bench, tmp_path / "latency.json")
+
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
+    text = render.latency()
+    assert (f"`{back['command']}` ({back['date'][:10]}, code version {back['code_version']}): {back['cpu']}, "
+            "1 thread(s)") in text
+    # a file from before provenance was recorded: its "when" and machine.cpu, the code version said to be missing
+    old = {k: v for k, v in back.items() if k not in ("code_version", "date", "cpu")}
+    old |= {"when": "2026-11-30T10:00:00+00:00", "machine": {**back["machine"], "cpu": "Old CPU"}}
+    (tmp_path / "latency.json").write_text(json.dumps(old))
+    assert f"`{back['command']}` (2026-11-30, code version not recorded): Old CPU, 1 thread(s)" in render.latency()
+
+
+def _switchable_result(bench, argv: list[str]) -> dict:
+    row = {"key": "ti6.0-5", "top1": 85.0, "ratio_vs_single_shipped": 1.02,
+           "median_ms": {"single_shipped": 1.0, "switchable": 1.02}}
+    return {"benchmark": "benchmarks/switchable.py", **bench.provenance(argv),
+            "latency_method": {"threads": 2},
+            "selections": [{"selection": "all", "descendants": 1, "validation_all_passed": True,
+                            "size": {"switchable_bytes": 2e6, "single_onnx_sum_bytes": 2.1e6,
+                                     "ratio_to_pool_weights": 1.01},
+                            "latency_per_descendant": [row]}],
+            "machine": {"cores": 2}}
+
+
+def test_switchable_results_record_provenance_and_readme_shows_it(tmp_path: Path, render,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = _module("switchable")
+    res = _switchable_result(bench, ["--threads", "2", "--rounds", "3"])
+    bench.write_results(tmp_path / "switchable.json", res)
+    back = json.loads((tmp_path / "switchable.json").read_text())
+    _check_header(back, "switchable", "--threads 2 --rounds 3")
+    _write_refuses_nan(bench, tmp_path / "switchable.json")
+
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
+    assert render.switchable().startswith(
+        f"`python benchmarks/switchable.py --threads 2 --rounds 3` ({back['date'][:10]}, code version "
+        f"{back['code_version']}): {back['cpu']}, 2 cores, ONNX Runtime, 2 threads,")
+    old = {k: v for k, v in back.items() if k not in ("code_version", "date", "command", "cpu")}
+    old["machine"] = {"cores": 2, "cpu": "Old CPU"}
+    old["latency_method"] = {"threads": 1}
+    (tmp_path / "switchable.json").write_text(json.dumps(old))
+    assert render.switchable().startswith(
+        "`python benchmarks/switchable.py` (arguments not recorded) (date not recorded, code version not recorded): "
+        "Old CPU, 2 cores, ONNX Runtime, 1 thread,")
+
+
+def test_int8_quick_run_writes_int8_quick_json_by_default() -> None:
+    bench = _module("int8")
+    results = ROOT / "benchmarks" / "results"
+    assert Path(bench.parse(["--quick"]).out) == results / "int8_quick.json"
+    assert Path(bench.parse([]).out) == results / "int8.json"
+    assert bench.parse(["--quick", "--out", "/tmp/x.json"]).out == "/tmp/x.json"
+
+
+def _int8_run(cpu: str, vnni: bool, date: str, rev: str | None, command: str) -> dict:
+    run = {"date": date, "command": command, "cpu": cpu,
+           "machine": {"cpu_family_model": "6/1", "avx2": True, "avx512_vnni": vnni, "avx_vnni": False,
+                       "amx_int8": False, "threads": 1, "load_average_start": [0.5, 0.5, 0.5]},
+           "versions": {"onnxruntime": "1.0", "openvino": "2026.1-x", "nncf": "3", "torch": "2"}}
+    return run | ({"code_version": rev} if rev else {})
+
+
+def _int8_result(speed_run: dict, acc_run: dict) -> dict:
+    """Speed measured by ``speed_run``, accuracy by ``acc_run`` (the last run: the top level)."""
+    speed = {"ancestry": "deit_base_patch16_224", "img_size": 224, "weights": "random", "calibration": "noise",
+             "settings": {"rounds": 2}, "wall_s": 60.0, "run": speed_run,
+             "descendants": [{"key": "ti6.0-5", "flops_fvcore": 1e9, "speedup_int8": {"onnxruntime": 2.0,
+                                                                                     "openvino": 2.5},
+                              "ms": {k: {"median": 2.0} for k in ("onnxruntime_fp32", "onnxruntime_int8",
+                                                                  "openvino_fp32", "openvino_int8")}}],
+             "speedup_int8_geomean": {"onnxruntime": 2.0, "openvino": 2.5}}
+    summary = {"mean_change": -0.1, "max_abs_change": 0.2}
+    accuracy = {"images": 200, "data": "fashion-mnist", "calibration_images": 32, "wall_s": 120.0, "run": acc_run,
+                "descendants": [{"key": "ti6.0-5", "torch_fp32_top1": 85.0, "onnxruntime_int8_change": -0.1,
+                                 "onnxruntime_int8_agreement": 0.99, "openvino_int8_change": -0.2,
+                                 "openvino_int8_agreement": 0.98}],
+                "summary": {"onnxruntime": summary, "openvino": summary}}
+    verdict = {rt: {"speedup_geomean": 2.0, "speedup_goal": 1.8, "speedup_met": True, "max_abs_top1_change": 0.2,
+                    "top1_goal": 0.5, "top1_met": True} for rt in ("onnxruntime", "openvino")}
+    return {"benchmark": "benchmarks/int8.py", **acc_run, "quick": False, "speed": speed, "accuracy": accuracy,
+            "verdict": verdict, "wall_s": 120.0}
+
+
+def test_int8_readme_names_each_parts_own_run(tmp_path: Path, render, monkeypatch: pytest.MonkeyPatch) -> None:
+    bench = _module("int8")
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
+    speed_run = _int8_run("Xeon X", True, "2026-12-01T01:00:00Z", "aaa111", "python benchmarks/int8.py")
+    acc_run = _int8_run("EPYC Y", False, "2026-12-04T02:00:00Z", "bbb222+dirty",
+                        "python benchmarks/int8.py --part accuracy")
+    bench.write_results(tmp_path / "int8.json", _int8_result(speed_run, acc_run))
+    _write_refuses_nan(bench, tmp_path / "int8.json")
+    lines = render.int8().splitlines()
+    assert lines[0].startswith("Speed part: `python benchmarks/int8.py` (2026-12-01, code version aaa111): Xeon X "
+                               "(family/model 6/1, AVX2 yes, with VNNI")
+    assert lines[2].startswith("Accuracy part: `python benchmarks/int8.py --part accuracy` (2026-12-04, code version "
+                               "bbb222+dirty): EPYC Y (family/model 6/1, AVX2 yes, without VNNI")
+
+    # one run measured both: one line, from the top level
+    bench.write_results(tmp_path / "int8.json", _int8_result(acc_run, acc_run))
+    assert render.int8().startswith("`python benchmarks/int8.py --part accuracy` (2026-12-04, code version "
+                                    "bbb222+dirty): EPYC Y")
+
+    # the committed file's shape: parts' runs with "when" and machine.model_name, no code version: said so
+    def old(run: dict) -> dict:
+        r = {k: v for k, v in run.items() if k not in ("date", "cpu", "code_version")}
+        return r | {"when": run["date"].replace("Z", "+00:00"),
+                    "machine": {**run["machine"], "model_name": run["cpu"] + " (lscpu)"}}
+    (tmp_path / "int8.json").write_text(json.dumps(_int8_result(old(speed_run), old(acc_run))))
+    lines = render.int8().splitlines()
+    assert lines[0].startswith("Speed part: `python benchmarks/int8.py` (2026-12-01, code version not recorded): "
+                               "Xeon X (lscpu) (family/model")
+    assert lines[2].startswith("Accuracy part: `python benchmarks/int8.py --part accuracy` (2026-12-04, code version "
+                               "not recorded): EPYC Y (lscpu)")
+
+
+def test_int8_kept_part_of_an_old_file_records_only_what_it_has(tmp_path: Path) -> None:
+    """A file from before parts recorded their run: the kept part gets the top level's run, no invented keys."""
+    bench = _module("int8")
+    old = _int8_result({}, {})
+    for part in ("speed", "accuracy"):
+        del old[part]["run"]
+    old |= {"when": "2026-11-01T00:00:00+00:00", "command": "python benchmarks/int8.py",
+            "machine": {"model_name": "Old CPU"}, "versions": {"torch": "2"}}
+    (tmp_path / "int8.json").write_text(json.dumps(old))
+    kept = bench.kept_part(tmp_path / "int8.json", "speed", quick=False)
+    assert kept["run"] == {"when": "2026-11-01T00:00:00+00:00", "command": "python benchmarks/int8.py",
+                           "machine": {"model_name": "Old CPU"}, "versions": {"torch": "2"}}
+
+
+def test_aux_init_records_images_evaluated_ancestry_and_recipe(tmp_path: Path) -> None:
+    """Synthetic data (256 test images), one step: ``--images 1000`` records the 256 evaluated, not the 1,000
+    typed; the shipped ancestry is named by its weights' sha256 and top-1, the recipe by its settings."""
+    import torch
+
+    from lgp_edge.fileio import sha256_file
+    from lgp_edge.models.ancestry import shipped_ancestry_dir
+
+    bench, threads = _module("aux_init"), torch.get_num_threads()
+    out = tmp_path / "aux.json"
+    argv = ["--steps", "1", "--images", "1000", "--data", "synthetic", "--out", str(out)]
+    try:
+        assert bench.main(argv) == 0
+    finally:
+        torch.set_num_threads(threads)
+    res = json.loads(out.read_text())
+    assert res["images"] == 256 and {r["images"] for r in res["runs"].values()} == {256}
+    _check_header(res, "aux_init", " ".join(argv))
+    shipped = shipped_ancestry_dir("lgp_vit_fmnist")
+    meta = json.loads((shipped / "ancestry.json").read_text())
+    assert res["ancestry"] == {"name": "lgp_vit_fmnist", "checkpoint": "lgp_edge/data/ancestry/lgp_vit_fmnist",
+                               "sha256": sha256_file(shipped / "ancestry.safetensors"), "top1": meta["top1"],
+                               "top1_images": meta["val_images"], "data": meta["data"]}
+    s = res["settings"]
+    assert (s["lr"], s["warmup_epochs"], s["batch_size"], s["steps"], s["max_steps_per_epoch"], s["epochs"]) == (
+        1e-3, 0.1, 256, 1, 1, 1) and s["stitch_init"] == "lstsq" and s["data"] == "synthetic"
+    _write_refuses_nan(bench, out)
+    with pytest.raises(ValueError, match="different numbers of images"):
+        bench.results({"a": {"images": 10}, "b": {"images": 20}}, bench.argparse.Namespace(threads=1, steps=1,
+                                                                                            data="x"), {}, {}, 0.0)
