@@ -1,6 +1,6 @@
 """Auxiliary models started from the ancestry's weights vs from random weights, after the same short distillation.
 
-    python benchmarks/aux_init.py                       # 150 steps each, all 10,000 test images (~25 min, 1 core)
+    python benchmarks/aux_init.py                       # 150 steps each, all 10,000 test images (7 min on 1 AMD EPYC core)
     python benchmarks/aux_init.py --steps 2 --images 200 --out /tmp/aux.json     # a smoke run
 
 Both runs are ``lgp-edge pool build`` (the shipped ancestry, depth 6, Ti and B, lstsq stitches) with the

@@ -1,10 +1,11 @@
-"""Render the README's benchmark tables from benchmarks/results/*.json (run after any benchmark).
+"""Render the README's benchmark sections from benchmarks/results/*.json (run after any benchmark).
 
-    python benchmarks/render_readme.py
+    python benchmarks/render_readme.py            # rewrite the sections in README.md
+    python benchmarks/render_readme.py --check    # exit 1 if README.md is out of date (the tests run this)
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = latency, paper, widths, ceiling, budget, recipes, switchable, int8. Numbers are never typed into the
-README by hand: each section is rendered from its results JSON, and the one commentary it carries
+NAME = aux, latency, paper, widths, ceiling, budget, recipes, switchable, int8. Those sections are never typed by
+hand: each is rendered from its results JSON, and the one commentary they carry
 (benchmarks/PAPER_REPLICATION_NOTES.md, after the replication's rendered section) quotes only numbers that are in
 committed results files.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +28,20 @@ def _provenance(d: dict) -> str:
     date, rev = d.get("date") or d.get("when"), d.get("code_version")
     return (f"({date[:10] if date else 'date not recorded'}, "
             f"{f'code version {rev}' if rev else 'code version not recorded'})")
+
+
+def aux() -> str:
+    """benchmarks/aux_init.py's result: the auxiliary models' start from the ancestry vs from random weights."""
+    d = json.loads((RESULTS / "aux_init.json").read_text())
+    runs, a = d["runs"], d.get("ancestry") or {}
+    ancestry = f"the shipped ancestry at {a['top1']}%" if a.get("top1") is not None else "the shipped ancestry"
+    return (f"`{d['command']}` {_provenance(d)}, {d['cpu']}, {d['threads']} thread(s): {d['steps']} distillation steps "
+            f"of 256 images from {ancestry}, lstsq stitches, no fine-tuning, {d['images']:,} test images "
+            f"(`benchmarks/results/aux_init.json`). From the selection: Ti alone {runs['ancestry']['ti_alone']:.2f}%, "
+            f"B alone {runs['ancestry']['b_alone']:.2f}%, stitched descendants {runs['ancestry']['stitched_min']:.2f}-"
+            f"{runs['ancestry']['stitched_max']:.2f}%; from random weights: {runs['random']['ti_alone']:.2f}%, "
+            f"{runs['random']['b_alone']:.2f}% and {runs['random']['stitched_min']:.2f}-"
+            f"{runs['random']['stitched_max']:.2f}%.\n")
 
 
 def latency() -> str:
@@ -188,23 +204,41 @@ def recipes() -> str:
     return "\n".join(_section(p.name) for p in [ROOT / "benchmarks" / "FINETUNE_RECIPES.md", *later])
 
 
-def main() -> None:
+SECTIONS = (("aux", aux), ("latency", latency), ("paper", paper), ("widths", widths), ("ceiling", ceiling),
+            ("budget", budget), ("recipes", recipes), ("switchable", switchable), ("int8", int8))
+
+
+def rendered(text: str) -> str:
+    """``text`` (the README) with every generated section rendered anew from the results files."""
+    for name, render in SECTIONS:
+        parts = re.search(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", text, re.S)
+        if not parts:
+            raise SystemExit(f"README.md has no <!-- {name}:begin/end --> block")
+        text = text[:parts.end(1)] + render() + text[parts.start(2):]
+    return text
+
+
+def main() -> int:
     import argparse
 
     from lgp_edge.fileio import write_text_atomic
 
-    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 when README.md differs from what the results files render")
+    args = p.parse_args()
     readme = ROOT / "README.md"
     text = readme.read_text()
-    for name, render in (("latency", latency), ("paper", paper), ("widths", widths), ("ceiling", ceiling),
-                         ("budget", budget), ("recipes", recipes), ("switchable", switchable), ("int8", int8)):
-        pattern = re.compile(rf"(<!-- {name}:begin -->\n).*?(<!-- {name}:end -->)", re.S)
-        if not pattern.search(text):
-            raise SystemExit(f"README.md has no <!-- {name}:begin/end --> block")
-        parts = pattern.search(text)
-        text = text[:parts.end(1)] + render() + text[parts.start(2):]
-    write_text_atomic(readme, text)
+    new = rendered(text)
+    if args.check:
+        if new != text:
+            print("README.md is out of date with benchmarks/results: run python benchmarks/render_readme.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    write_text_atomic(readme, new)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
