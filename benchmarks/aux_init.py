@@ -1,6 +1,6 @@
 """Auxiliary models started from the ancestry's weights vs from random weights, after the same short distillation.
 
-    python benchmarks/aux_init.py                       # 150 steps each, all 10,000 test images (7 min on 1 AMD EPYC core)
+    python benchmarks/aux_init.py            # 150 steps each, all 10,000 test images (7 min on 1 AMD EPYC core)
     python benchmarks/aux_init.py --steps 2 --images 200 --out /tmp/aux.json     # a smoke run
 
 Both runs are ``lgp-edge pool build`` (the shipped ancestry, depth 6, Ti and B, lstsq stitches) with the
@@ -15,8 +15,8 @@ This script is never imported by lgp_edge.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -25,27 +25,20 @@ from pathlib import Path
 
 import torch
 
-from lgp_edge.fileio import sha256_file, write_json_atomic
+from lgp_edge.fileio import sha256_file
 from lgp_edge.models.ancestry import default_checkpoint, read_ancestry_dir
 from lgp_edge.pool.build import BuildRequest, build_pool
 from lgp_edge.pool.evaluate import evaluate_pool
 from lgp_edge.pool.inherit import AUX_INITS
-from lgp_edge.profiling.host import cpu_model
 from lgp_edge.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import git_rev, repo_path  # noqa: E402  (the benchmarks' provenance helpers, one copy)
+from make_demo_pool import repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+
+provenance = functools.partial(run_provenance, "aux_init.py")  # this script's run record
 
 STITCH_INIT = "lstsq"
-
-
-def provenance(argv: list[str] | None) -> dict:
-    """What a results file records about its run: code version, UTC date, the command as given (``argv``, else
-    the process's own arguments) and the CPU model."""
-    given = sys.argv[1:] if argv is None else argv
-    return {"code_version": git_rev(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": ("python benchmarks/aux_init.py " + shlex.join(given)).rstrip(), "cpu": cpu_model()}
 
 
 def train_config(steps: int) -> TrainConfig:
@@ -94,12 +87,6 @@ def results(runs: dict[str, dict], args: argparse.Namespace, ancestry: dict, hea
             "settings": {**train_config(args.steps).to_dict(), "steps": args.steps, "data": args.data,
                          "stitch_init": STITCH_INIT},
             "steps": args.steps, "images": images.pop(), "runs": runs, "wall_s": wall_s}
-
-
-def write_results(out: Path, res: dict) -> Path:
-    """``res`` as ``out``, atomically; NaN and infinity refused (a results file holds measured numbers only)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return write_json_atomic(out, res)
 
 
 def main(argv: list[str] | None = None) -> int:

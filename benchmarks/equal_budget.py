@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from lgp_edge.baselines.claims import compute_goals
+from lgp_edge.baselines.claims import GOALS, compute_goals
 from lgp_edge.fileio import sha256_file
 from lgp_edge.outdir import atomic_dir, replace_dir
 from lgp_edge.progress import stderr_reporter
@@ -50,6 +50,8 @@ from paper_replication import (  # noqa: E402
     run_jobs,
     settings_from_args,
     snnet_stage,
+    stages_note,
+    utc_iso,
     width_epochs_flag,
     write_follow_up,
 )
@@ -99,6 +101,9 @@ def seed_distillations(rep: dict[str, Any], pools_root: Path, work: Path) -> lis
     """Copy the replication's distillation outputs (``distilled-e*``, ``lgp-d*-distilled``) into ``work`` where
     ``work`` has none yet; the stages check their keys before reusing them. Returns what was copied.
 
+    The copy's stage marker keeps the replication's provenance (code, CPU, when it finished) and says where it was
+    copied from and when (``copied_from``, ``copied``), so that the results of this and of later invocations that
+    reuse it name the stage as the replication's. A stage that is redone here gets a marker of its own.
     Each copy is made in a temporary directory beside its destination and renamed into place: a killed copy
     never leaves a directory holding the stage marker but not all of the weights (it would be reused as done)."""
     src = (pools_root / rep["methods"]["snnet"]["pool_dir"]).parent
@@ -107,6 +112,10 @@ def seed_distillations(rep: dict[str, Any], pools_root: Path, work: Path) -> lis
         if d.is_dir() and not (work / d.name).exists() and (d / ".done.json").is_file():
             with atomic_dir(work / d.name) as tmp:  # also removes what a killed copy left (.NAME.tmp-*)
                 shutil.copytree(d, tmp, dirs_exist_ok=True)
+                marker = Stages.marker(Path(tmp))
+                if marker:  # (a torn marker stays as it is: the stage reads as not done and is redone)
+                    marker.update(copied_from=repo_path(d), copied=utc_iso())
+                    (Path(tmp) / ".done.json").write_text(json.dumps(marker))
                 replace_dir(tmp, work / d.name)
             copied.append(d.name)
     return copied
@@ -159,6 +168,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     goals = compute_goals(methods, init)
     rows = [front_row(rep_json["goals"], rep_json["methods"], rep_json["settings"]["finetune_epochs"]),
             front_row(goals, methods, args.epochs)]
+    timing = {k: round(v, 1) for k, v in st.timing.items() if k != "ancestry"}
+    copies = {k for k, v in st.stages.items() if v["source"] == "copied from the replication"}
     return {
         **follow_up_header("equal_budget", rep_json, rep_path, args.argv),
         "jobs": args.jobs,
@@ -167,22 +178,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "goals": goals,
         "methods": {m: {k: v for k, v in x.items() if k != "pool_dir"} | {"pool_dir": repo_path(work / m)}
                     for m, x in methods.items()},
-        "copied_from_replication": copied,
         "commands": {k: repo_paths_in(v) for k, v in st.commands.items()},
-        "timing_s": {**{k: round(v, 1) for k, v in st.timing.items() if k != "ancestry"},
+        "stages": st.stages,  # per stage: computed here, reused from --work, or copied from the replication
+        "timing_s": {**{k: v for k, v in timing.items() if k not in copies},
                      "total_this_invocation": round(time.time() - t0, 1)},
+        # the replication's own wall times of the stages copied from it (stages.*.copied_from), not this run's
+        "timing_s_copied_from_replication": {k: v for k, v in timing.items() if k in copies},
     }
 
 
 def render_markdown(r: dict[str, Any], json_path: str) -> str:
     yes = {True: "met", False: "**not met**"}
+    crit = r["goals"].get("criteria") or GOALS  # what the results were judged by (compute_goals records it)
+    share, delta = crit["front_share_at_least"], crit["front_delta_min_at_least"]
     t = r["timing_s"]
     stage_min = sum(v for k, v in t.items() if k != "total_this_invocation" and not k.startswith("distill")
                     and not k.endswith("_distill")) / 60
     lines = [
         f"{'QUICK RUN (smoke settings; not a result). ' if r['quick'] else ''}"
-        f"`{r['command'].strip()}` ({r['cpu']}, code {r['code_version']}, {r['date']}): the replication of "
-        f"{r['replication']['date']} (code {r['replication']['code_version']}) with "
+        f"`{r['command'].strip()}` ({r['cpu']}, code {r['code_version']}, {r['date']}{stages_note(r)}): the "
+        f"replication of {r['replication']['date']} (code {r['replication']['code_version']}) with "
         f"{r['budgets'][-1]['finetune_epochs']} fine-tuning epochs instead of {r['budgets'][0]['finetune_epochs']} "
         f"for both sides: its `{r['settings']['default_init']}` pools at depths 6 and 9 and SN-Net fine-tuned again "
         f"from the same distilled models ({stage_min:.0f} stage-min of fine-tuning and evaluation), every other "
@@ -195,13 +210,13 @@ def render_markdown(r: dict[str, Any], json_path: str) -> str:
     for b in r["budgets"]:
         w = b["worst"]
         lines.append(
-            f"| {b['finetune_epochs']} | {b['front_share']:.1%} ({yes[b['front_share'] >= 0.9]}) | "
-            f"{b['front_delta_min']:+.2f} ({yes[b['front_delta_min'] >= -1.0]}) | `{w['snnet_key']}` "
+            f"| {b['finetune_epochs']} | {b['front_share']:.1%} ({yes[b['front_share'] >= share]}) | "
+            f"{b['front_delta_min']:+.2f} ({yes[b['front_delta_min'] >= delta]}) | `{w['snnet_key']}` "
             f"{w['snnet_top1']}% at {w['snnet_flops'] / 1e6:.2f} MFLOPs; `{w['lgp_key']}` {w['lgp_top1']}% | "
             + ", ".join(f"{k.split(':')[-1]} {v}" for k, v in b["instances"].items()) + " | "
             + ", ".join(f"{k} {v}" for k, v in b["snnet_anchors"].items()) + f" | {b['every_descendant_min_top1']} |")
     lines += ["", *front_family_lines(r["goals"]),
-              f"Goals: front share >= 90% and worst delta >= -1.0. Full numbers and commands: "
+              f"Goals: front share >= {share:.0%} and worst delta >= {delta:.1f}. Full numbers and commands: "
               f"[`{json_path}`]({json_path}).", ""]
     return "\n".join(lines)
 

@@ -33,10 +33,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from paper_replication import (  # noqa: E402
+    PROVENANCE,
     BenchmarkInputError,
     add_follow_up_args,
     follow_up_header,
+    provenance_now,
     read_replication,
+    stage_entry,
+    stages_note,
     write_follow_up,
 )
 
@@ -73,9 +77,11 @@ def distilled_dir(r: dict[str, Any], method: str, pools_root: Path) -> Path:
     return path
 
 
-def run_variant(distilled: str, settings: dict[str, Any], out_dir: str, threads: int, quiet: bool) -> dict[str, Any]:
+def run_variant(distilled: str, settings: dict[str, Any], out_dir: str, threads: int,
+                quiet: bool) -> tuple[dict[str, Any], bool]:
     """Stitch and fine-tune a copy of ``distilled`` with ``settings`` (the replication's with a variant's changes),
-    score it before and after fine-tuning; cached in ``out_dir/result.json``. Runs in a worker process."""
+    score it before and after fine-tuning; cached in ``out_dir/result.json`` with the code, CPU and time that
+    computed it. Returns the result and whether it was reused from that cache. Runs in a worker process."""
     import torch
     from paper_replication import finetune_request, pool_rows, train_cfg
 
@@ -92,7 +98,7 @@ def run_variant(distilled: str, settings: dict[str, Any], out_dir: str, threads:
     fingerprint = content_hash({"stage": "finetune-recipes", "distilled": read_manifest(distilled).files,
                                 "settings": s})
     if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
-        return json.loads(done.read_text())
+        return json.loads(done.read_text()), True
     torch.set_num_threads(threads)
     rep = stderr_reporter(quiet)
     pool = out / "pool"
@@ -108,9 +114,10 @@ def run_variant(distilled: str, settings: dict[str, Any], out_dir: str, threads:
                   rep)
     evaluate_pool(pool, s["data"], max_images=s["eval_images"], reporter=rep)
     res = {"fingerprint": fingerprint, **pool_rows(pool),
-           "top1_before_finetune": {d.key: d.top1 for d in before.descendants}, "wall_s": round(time.time() - t0, 1)}
+           "top1_before_finetune": {d.key: d.top1 for d in before.descendants}, "wall_s": round(time.time() - t0, 1),
+           **provenance_now()}
     write_json_atomic(done, res)
-    return res
+    return res, False
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -126,20 +133,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work)
     t0 = time.time()
     results: dict[tuple[str, str], dict[str, Any]] = {}
+    stages: dict[str, dict[str, Any]] = {}  # per (variant, pool): computed by this invocation or reused, and by what
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
         futs = {ex.submit(run_variant, str(distilled[m]), {**s, **VARIANTS[v][0]}, str(work / v / m), 1,
                           args.quiet): (v, m)
                 for v in args.variants for m in sorted(methods, reverse=True)}  # depth 9 first: the longer
         for f in as_completed(futs):
             v, m = futs[f]
-            results[(v, m)] = res = f.result()
+            res, reused = f.result()
+            stages[f"{v}/{m}"] = stage_entry(res, "reused" if reused else "computed")
+            results[(v, m)] = res = {k: x for k, x in res.items() if k not in PROVENANCE}
             recorded = r["methods"][m]["top1_before_finetune"]
             drift = max(abs(res["top1_before_finetune"][k] - t) for k, t in recorded.items())
             if drift > 0.05:
                 raise BenchmarkInputError(f"{v} {m}: the re-stitched pool scores up to {drift:.2f} points off the "
                                           "replication's top-1 before fine-tuning: not the replication's recipe")
             log.info("%s %s done in %.0f min", v, m, res["wall_s"] / 60)
-    return summarise(r, rep_path, methods, results, args, time.time() - t0)
+    x = summarise(r, rep_path, methods, results, args, time.time() - t0)
+    x["stages"] = {f"{v}/{m}": stages[f"{v}/{m}"] for v in args.variants for m in sorted(methods, reverse=True)}
+    return x
 
 
 def _summary(r: dict[str, Any], methods: list[str], pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -182,7 +194,8 @@ def render_markdown(x: dict[str, Any], json_path: str) -> str:
     wall = sum(p["wall_s"] for v in x["variants"] for p in (v.get("pools") or {}).values())
     lines = [
         f"{'QUICK RUN (smoke settings; not a result). ' if x['quick'] else ''}"
-        f"`{x['command'].strip()}` ({x['cpu']}, code {x['code_version']}, {x['date']}): the replication's distilled "
+        f"`{x['command'].strip()}` ({x['cpu']}, code {x['code_version']}, {x['date']}{stages_note(x)}): the "
+        "replication's distilled "
         f"pools ({', '.join(x['methods'])}), stitched as it did ({b['default_init']}), fine-tuned for its "
         f"{b['finetune_epochs']} epoch(s) with one change of its recipe (lr {b['lr']}, instances "
         f"x{b['instance_lr_scale']}, anchors {'on' if b['anchors'] else 'off'}, uniform sampling) per row; "

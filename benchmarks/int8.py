@@ -32,10 +32,10 @@ This script is never imported by lgp_edge.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -46,12 +46,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lgp_edge.fileio import write_json_atomic
-from lgp_edge.profiling.host import cpu_model
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import git_rev  # noqa: E402  (the benchmarks' one code-version helper)
+from make_demo_pool import run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+
+provenance = functools.partial(run_provenance, "int8.py")  # this script's run record
 
 RESULTS = ROOT / "benchmarks" / "results"
 SPEED_KEYS = ("ti6.0-5", "ti6.0-4+b6.5-5", "ti6.0-3+b6.4-5", "b6.0-5")  # 0.6 to 8.9 GFLOPs
@@ -60,14 +59,6 @@ GOALS = {"speedup": 1.8, "top1_change_points": 0.5}
 PARTS = ("all", "speed", "accuracy")
 # what a part records of the run that measured it ("when": the date in files written before "date")
 RUN_KEYS = ("code_version", "date", "when", "command", "cpu", "machine", "versions")
-
-
-def provenance(argv: list[str] | None) -> dict:
-    """What a run records about itself: code version, UTC date, the command as given (``argv``, else the
-    process's own arguments) and the CPU model."""
-    given = sys.argv[1:] if argv is None else argv
-    return {"code_version": git_rev(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": ("python benchmarks/int8.py " + shlex.join(given)).rstrip(), "cpu": cpu_model()}
 
 
 def cpu_facts() -> dict:
@@ -227,12 +218,6 @@ def kept_part(out: Path, part: str, quick: bool) -> dict | str:
     # a file from before parts recorded their run: both parts were measured by the run its top level describes
     run = earlier[part].get("run") or {k: earlier[k] for k in RUN_KEYS if k in earlier}
     return {**earlier[part], "run": run}
-
-
-def write_results(out: Path, res: dict) -> Path:
-    """``res`` as ``out``, atomically; NaN and infinity refused (a results file holds measured numbers only)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return write_json_atomic(out, res)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

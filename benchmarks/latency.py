@@ -35,11 +35,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -50,9 +50,7 @@ from pathlib import Path
 import torch
 
 from lgp_edge.export.onnx_export import export_onnx
-from lgp_edge.fileio import write_json_atomic
 from lgp_edge.models.plan import descendant_flops
-from lgp_edge.profiling.host import cpu_model
 from lgp_edge.profiling.measure import MeasureSettings, run_series, summarize, time_interleaved
 from lgp_edge.profiling.predict import Predictor, calibration_probes, fit_calibration, probe_key
 from lgp_edge.profiling.roofline import measure_copy_bandwidth, measure_gemm_peak, parts_of, roofline_for
@@ -63,21 +61,9 @@ from lgp_edge.targets import load_target, targets_root
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import git_rev  # noqa: E402  (the benchmarks' one code-version helper)
+from make_demo_pool import run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
-
-def provenance(argv: list[str] | None) -> dict:
-    """What a results file records about its run: code version, UTC date, the command as given (``argv``, else
-    the process's own arguments) and the CPU model."""
-    given = sys.argv[1:] if argv is None else argv
-    return {"code_version": git_rev(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": ("python benchmarks/latency.py " + shlex.join(given)).rstrip(), "cpu": cpu_model()}
-
-
-def write_results(out: Path, res: dict) -> Path:
-    """``res`` as ``out``, atomically; NaN and infinity refused (a results file holds measured numbers only)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return write_json_atomic(out, res)
+provenance = functools.partial(run_provenance, "latency.py")  # this script's run record
 
 
 def small_pool(path: str | None):

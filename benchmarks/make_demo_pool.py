@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,24 @@ def git_rev() -> str:
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("LGP_EDGE_CODE_VERSION") or "unknown"
+
+
+def run_provenance(script: str, argv: list[str] | None) -> dict[str, str]:
+    """What a results file records about the run that wrote it: code version, UTC date, the command as given
+    (``argv``, else this process's arguments) for ``benchmarks/<script>``, and the CPU model."""
+    from lgp_edge.profiling.host import cpu_model
+
+    given = sys.argv[1:] if argv is None else argv
+    return {"code_version": git_rev(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": f"python benchmarks/{script} {shlex.join(given)}".rstrip(), "cpu": cpu_model()}
+
+
+def write_results(out: Path, res: dict) -> Path:
+    """``res`` as ``out``, atomically; NaN and infinity refused (a results file holds measured numbers only)."""
+    from lgp_edge.fileio import write_json_atomic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return write_json_atomic(out, res)
 
 
 def repo_path(path: str | Path) -> str:

@@ -35,11 +35,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_demo_pool import repo_path  # noqa: E402
 from paper_replication import (  # noqa: E402
+    PROVENANCE,
     BenchmarkInputError,
     add_follow_up_args,
     follow_up_header,
     follow_up_paths,
+    provenance_now,
     read_replication,
+    stage_entry,
+    stages_note,
     write_follow_up,
 )
 
@@ -78,10 +82,11 @@ def candidates(r: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, 
 
 
 def train_alone(pool_dir: str, key: str, data_name: str, eval_images: int | None, cfg: dict[str, Any], tau: float,
-                out_dir: str, threads: int, quiet: bool) -> dict[str, Any]:
+                out_dir: str, threads: int, quiet: bool) -> tuple[dict[str, Any], bool]:
     """Train descendant ``key`` of the pool at ``pool_dir`` alone (KD from the pool's ancestry) and score it and
     the instance models on the test images the replication scored (``eval_images``, None = all); cached in
-    ``out_dir/result.json``. Runs in a worker process."""
+    ``out_dir/result.json`` with the code, CPU and time that computed it. Returns the result and whether it was
+    reused from that cache. Runs in a worker process."""
     import torch
 
     from lgp_edge.datasets import open_data
@@ -98,7 +103,7 @@ def train_alone(pool_dir: str, key: str, data_name: str, eval_images: int | None
     fingerprint = content_hash({"stage": "stitch-ceiling", "pool": weights, "key": key, "cfg": tcfg.identity(),
                                 "tau": tau, "eval_images": eval_images})
     if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
-        return json.loads(done.read_text())  # the same pool weights, budget and evaluation
+        return json.loads(done.read_text()), True  # the same pool weights, budget and evaluation
     torch.set_num_threads(threads)
     pool, manifest = load_pool(pool_dir)
     teacher = load_pool_ancestry(pool_dir, manifest)
@@ -125,10 +130,10 @@ def train_alone(pool_dir: str, key: str, data_name: str, eval_images: int | None
            "instances_after": {d.key: round(after[d.key], 3) for d in anchors},
            "steps": result.steps, "epoch_loss": [round(x, 4) for x in result.epoch_loss],
            "wall_s": round(time.time() - t0, 1),
-           "images": len(data.val) if eval_images is None else min(eval_images, len(data.val))}
+           "images": len(data.val) if eval_images is None else min(eval_images, len(data.val)), **provenance_now()}
     write_json_atomic(done, res)
     shutil.rmtree(ckpt, ignore_errors=True)  # this benchmark's own checkpoint; the result above replaces it
-    return res
+    return res, False
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -136,6 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     r = load_replication(rep_path)
     s = r["settings"]
     misses, cands = candidates(r)
+    front = {(c["method"], c["key"]) for c in cands}
     if args.keys:
         rows = {c["key"]: dict(c, method=m) for m in lgp_methods(r) for c in r["methods"][m]["configs"]}
         unknown = [k for k in args.keys if k not in rows or "+" not in k]
@@ -160,13 +166,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log.info("%d SN-Net configs ahead of the front; training %d stitched candidates alone for %d epoch(s), "
              "%d at a time", len(misses), len(cands), epochs, args.jobs)
     results: dict[tuple[str, str], dict[str, Any]] = {}
+    stages: dict[str, dict[str, Any]] = {}  # per candidate: computed by this invocation or reused, and by what
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
         futs = {ex.submit(train_alone, str(pools[c["method"]]), c["key"], s["data"], s["eval_images"], cfg, 1.0,
                           str(work / f"e{epochs}" / c["method"] / c["key"]), 1, args.quiet): c
                 for c in sorted(cands, key=lambda c: -c["flops"])}  # longest first: the lanes end together
         for f in as_completed(futs):
             c = futs[f]
-            results[(c["method"], c["key"])] = res = f.result()
+            res, reused = f.result()
+            stages[f"{c['method']}/{c['key']}"] = stage_entry(res, "reused" if reused else "computed")
+            results[(c["method"], c["key"])] = res = {k: v for k, v in res.items() if k not in PROVENANCE}
             if abs(res["pool_top1_measured"] - c["top1"]) > 0.05:
                 raise BenchmarkInputError(f"{c['method']} {c['key']}: the pool at {pools[c['method']]} scores "
                                           f"{res['pool_top1_measured']}%, the replication {c['top1']}%: not the "
@@ -174,7 +183,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log.info("%s %s: %.2f%% in the pool, %.2f%% trained alone", c["method"], c["key"], c["top1"],
                      res["alone_top1"])
     rows = [{**c, **results[(c["method"], c["key"])]} for c in cands]
-    return summarise(r, rep_path, misses, rows, epochs, args, time.time() - t0)
+    x = summarise(r, rep_path, misses, rows, epochs, args, time.time() - t0)
+    x["stages"] = {f"{c['method']}/{c['key']}": stages[f"{c['method']}/{c['key']}"] for c in cands}
+    # --keys or --limit other than the front's candidates: no result of this benchmark (the bound covers the
+    # descendants trained only); kept apart from the results
+    x["partial"] = {(c["method"], c["key"]) for c in cands} != front
+    return x
 
 
 def summarise(r: dict[str, Any], rep_path: Path, misses: list[dict[str, Any]], rows: list[dict[str, Any]],
@@ -213,9 +227,10 @@ def render_markdown(x: dict[str, Any], json_path: str) -> str:
     f, b = x["front"], x["budget"]
     wall = sum(c["wall_s"] for c in x["candidates"])
     images = x["candidates"][0]["images"] if x["candidates"] else 0
+    partial = "PARTIAL RUN (--keys or --limit: not every candidate; the bound covers those trained). "
     lines = [
-        f"{'QUICK RUN (smoke settings; not a result). ' if x['quick'] else ''}"
-        f"`{x['command'].strip()}` ({x['cpu']}, code {x['code_version']}, {x['date']}): "
+        f"{'QUICK RUN (smoke settings; not a result). ' if x['quick'] else ''}{partial if x.get('partial') else ''}"
+        f"`{x['command'].strip()}` ({x['cpu']}, code {x['code_version']}, {x['date']}{stages_note(x)}): "
         f"{len(x['candidates'])} stitched descendants of the fine-tuned pools of the replication of "
         f"{x['replication']['date']} (code {x['replication']['code_version']}), each trained alone for "
         f"{b['epochs']} epoch(s) (the replication fine-tunes a whole pool in {b['replication_finetune_epochs']}), "
@@ -252,9 +267,10 @@ def render_markdown(x: dict[str, Any], json_path: str) -> str:
 
 def output_names(x: dict[str, Any]) -> tuple[str, str]:
     """The results' stem and section file; a longer budget than the replication's is another result, beside the
-    main one."""
+    main one; a partial run (``--keys``, ``--limit``) is no result of either and takes a name of its own."""
     b = x["budget"]
     longer = "" if b["epochs"] == b["replication_finetune_epochs"] else f"_e{b['epochs']}"
+    longer += "_partial" if x.get("partial") else ""
     return f"stitch_ceiling{longer}", f"STITCH_CEILING{longer.upper()}.md"
 
 
@@ -268,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="train these stitched descendants instead of the front's candidates")
     p.add_argument("--limit", type=int, default=None, help="train only the first N candidates (smoke runs)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/stitch_ceiling.json, "
-                                               "or stitch_ceiling_quick.json for a quick replication)")
+                                               "stitch_ceiling_quick.json for a quick replication, *_partial "
+                                               "with --keys or --limit)")
     p.add_argument("--md-out", default=None, help="README section (default benchmarks/STITCH_CEILING.md; quick "
                                                   "replications: inside --work)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -24,11 +24,11 @@ Writes benchmarks/results/switchable.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import platform
 import random
-import shlex
 import statistics
 import sys
 import tempfile
@@ -40,27 +40,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import git_rev  # noqa: E402  (the benchmarks' one code-version helper)
+from make_demo_pool import run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+
+provenance = functools.partial(run_provenance, "switchable.py")  # this script's run record
 
 log = logging.getLogger("switchable-bench")
-
-
-def provenance(argv: list[str] | None) -> dict:
-    """What a results file records about its run: code version, UTC date, the command as given (``argv``, else
-    the process's own arguments) and the CPU model."""
-    from lgp_edge.profiling.host import cpu_model
-
-    given = sys.argv[1:] if argv is None else argv
-    return {"code_version": git_rev(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "command": ("python benchmarks/switchable.py " + shlex.join(given)).rstrip(), "cpu": cpu_model()}
-
-
-def write_results(out: Path, res: dict) -> Path:
-    """``res`` as ``out``, atomically; NaN and infinity refused (a results file holds measured numbers only)."""
-    from lgp_edge.fileio import write_json_atomic
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return write_json_atomic(out, res)
 
 
 def random_demo_like_pool():

@@ -12,6 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DONE = ".done.json"
+ASSEMBLED = "assembled from stages computed earlier; see stages in the JSON"
 
 
 def _load(name: str):
@@ -60,6 +61,8 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     assert bench.main(argv) == 0
     r = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
     assert r["quick"] is True and not (tmp_path / "results" / "paper_replication.json").exists()
+    assert r["command"] == "python benchmarks/paper_replication.py " + " ".join(argv)  # not the test runner's
+    _check_stages(r, run_dir, (tmp_path / "section.md").read_text())
     assert (tmp_path / "results" / "paper_replication_quick.png").stat().st_size > 10_000
     assert set(r["methods"]) == {"lgp_d6_learned", "lgp_d6_lstsq", "lgp_d6_lstsq-kd", "lgp_d9_learned",
                                  "lgp_d9_lstsq-kd", "snnet", "scratch", "vanilla"}
@@ -91,6 +94,11 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     assert bench.main(argv) == 0
     r2 = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
     assert r2["claims"] == r["claims"] and r2["ancestry"]["reused_from_cache"] is True
+    # its header says the numbers are earlier invocations', each stage with the code, CPU and date it recorded
+    assert {k: {**v, "source": "any"} for k, v in r2["stages"].items()} == {
+        k: {**v, "source": "any"} for k, v in r["stages"].items()}
+    assert {v["source"] for v in r2["stages"].values()} == {"reused"}
+    assert ASSEMBLED in (tmp_path / "section.md").read_text()
     # what an invocation reused is said, so that its wall time is not read as a whole run's
     assert r["reused_stages"] == ["distilled-e1", "distilled-e2", "lgp-d6-distilled", "lgp-d9-distilled",
                                   "lgp_d6_learned", "lgp_d6_lstsq", "lgp_d6_lstsq-kd", "lgp_d9_learned",
@@ -140,6 +148,34 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     assert "not the one" in capsys.readouterr().err
 
 
+def _check_stages(r: dict, run_dir: Path, section: str) -> None:
+    """Every stage the results used, with who computed it: the --stages runs before (reused by the assembling
+    invocation) or the assembling invocation itself, and the code, CPU and date its marker recorded; the stage keys
+    hold the lstsq images; the shipped or cached ancestry's training time is labelled as not measured here."""
+    import re
+
+    st = r["stages"]
+    assert set(st) == {"ancestry", "distill_e1", "distill_e2", "lgp_d6_distill", "lgp_d6_learned", "lgp_d6_lstsq",
+                       "lgp_d6_lstsq-kd", "snnet", "lgp_d9_distill", "lgp_d9_learned", "lgp_d9_lstsq-kd", "scratch",
+                       "vanilla"}
+    assert {k for k, v in st.items() if v["source"] == "computed"} == {"snnet", "lgp_d9_lstsq-kd", "vanilla"}
+    assert {v["dir"] for k, v in st.items() if v["source"] == "reused" and k != "ancestry"} == set(r["reused_stages"])
+    assert st["ancestry"]["source"] == "reused" and st["ancestry"]["code_version"] == "not recorded"  # (unrecorded)
+    for k, v in st.items():
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", v["finished"])
+        if k != "ancestry":
+            marker = json.loads((run_dir / v["dir"] / DONE).read_text())
+            assert (v["code_version"], v["cpu"], v["wall_s"]) == (marker["code_version"], marker["cpu"],
+                                                                  marker["wall_s"])
+            assert v["cpu"] == r["environment"]["cpu"] and v["code_version"] != "not recorded"
+            assert r["timing_s"][k] == v["wall_s"]
+            if k.startswith("lgp_") or k == "snnet":  # the stages that fit stitches on lstsq images
+                assert marker["settings"]["lstsq_images"] == r["settings"]["lstsq_images"]
+    assert "; 10 of 13 stages computed earlier; see stages in the JSON" in section
+    assert "ancestry" not in r["timing_s"] and r["timing_s"]["ancestry_recorded_wall_s"] > 0
+    assert "not measured by this invocation" in r["timing_source"]["ancestry_recorded_wall_s"]
+
+
 def _check_pool_widths(tmp_path: Path, rep: dict) -> list[str]:
     """benchmarks/pool_widths.py on the replication just written: a Ti/S/B pool with its recipe, scored by the
     same goal code against its SN-Net results; bad input is one line and exit 2 with nothing written."""
@@ -175,7 +211,21 @@ def _check_pool_widths(tmp_path: Path, rep: dict) -> list[str]:
     assert w["goals"]["ti-s-b depth 6 + ti-b depth 9"]["front_storage_ratio"] == round(
         (pool["stored_params"] + d9) / sn, 4)
     assert g["front_storage_ratio"] == g["storage_ratio"]  # one pool
-    assert "QUICK RUN" in (tmp_path / "cache" / "pool-widths-quick" / "POOL_WIDTHS.md").read_text()
+    md = tmp_path / "cache" / "pool-widths-quick" / "POOL_WIDTHS.md"
+    assert "QUICK RUN" in md.read_text() and "; 1 of 3 stages computed earlier" in md.read_text()
+    assert {k: v["source"] for k, v in w["stages"].items()} == {
+        "ancestry": "reused", "lgp_d6_ti-s-b_distill": "computed", "lgp_d6_ti-s-b_lstsq-kd": "computed"}
+    assert w["goal_criteria"] == rep["goals"]["criteria"]
+    # without --out, a quick replication's comparison goes to pool_widths_quick.json, never over pool_widths.json
+    repo = tmp_path / "repo"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pw, "ROOT", repo)
+        mp.setattr(sys.modules["paper_replication"], "ROOT", repo)
+        mp.setattr(pw, "demo_pool", lambda sha: None)  # (its ROOT's; not of this ancestry anyway)
+        assert pw.main([a for a in argv if a not in ("--out", str(out))]) == 0
+    assert sorted(p.name for p in (repo / "benchmarks" / "results").iterdir()) == ["pool_widths_quick.json"]
+    again = json.loads((repo / "benchmarks" / "results" / "pool_widths_quick.json").read_text())
+    assert {v["source"] for v in again["stages"].values()} == {"reused"} and ASSEMBLED in md.read_text()
     return argv
 
 
@@ -201,6 +251,10 @@ def _check_stitch_ceiling(tmp_path: Path, rep: dict, capsys: pytest.CaptureFixtu
     x = json.loads(out.read_text())
     misses, _ = sc.candidates(rep)
     assert x["quick"] is True and sorted(c["key"] for c in x["candidates"]) == sorted(keys)
+    assert x["partial"] is True  # the chosen --keys, not the front's candidates
+    assert set(x["stages"]) == {f"{c['method']}/{c['key']}" for c in x["candidates"]}
+    assert all(v["source"] == "computed" and v["code_version"] != "not recorded" and v["cpu"] == rep["environment"]
+               ["cpu"] for v in x["stages"].values())
     assert [m["snnet_key"] for m in x["misses"]] == [m["snnet_key"] for m in misses]
     assert x["front"]["pool_share"] == rep["goals"]["front_share"]
     assert x["front"]["bound_share"] >= x["front"]["pool_share"]
@@ -213,17 +267,27 @@ def _check_stitch_ceiling(tmp_path: Path, rep: dict, capsys: pytest.CaptureFixtu
         assert set(c["instances_after"]) == set(c["instances_before"]) and len(c["instances_after"]) == 2
     for m in x["misses"]:  # the bound takes a descendant's solo top-1 only where it is higher
         assert m["bound_top1"] >= m["pool_top1"] and m["bound_delta"] == round(m["bound_top1"] - m["snnet_top1"], 3)
-    md = (tmp_path / "cache" / "ceiling" / "STITCH_CEILING.md").read_text()
-    assert "QUICK RUN" in md and all(f"`{c['key']}`" in md for c in x["candidates"])
+    md = (tmp_path / "cache" / "ceiling" / "STITCH_CEILING_PARTIAL.md").read_text()
+    assert md.startswith("QUICK RUN") and "PARTIAL RUN (--keys or --limit" in md
+    assert all(f"`{c['key']}`" in md for c in x["candidates"])
     assert not list((tmp_path / "cache" / "ceiling").rglob("train.ckpt"))  # checkpoints go once a result is in
-    # a second run reuses every candidate's result
-    assert sc.main(argv) == 0
-    assert json.loads(out.read_text())["candidates"] == x["candidates"]
+    # a second run reuses every candidate's result and says so; without --out a partial run's results default to
+    # stitch_ceiling_partial[_quick].json, never over stitch_ceiling.json
+    repo = tmp_path / "repo"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys.modules["paper_replication"], "ROOT", repo)
+        assert sc.main([a for a in argv if a not in ("--out", str(out))]) == 0
+    second = repo / "benchmarks" / "results" / "stitch_ceiling_partial_quick.json"
+    again = json.loads(second.read_text())
+    assert again["candidates"] == x["candidates"] and not (repo / "benchmarks" / "results" / "stitch_ceiling.json"
+                                                           ).exists()
+    assert again["stages"] == {k: {**v, "source": "reused"} for k, v in x["stages"].items()}
     # --render rewrites the section from the results alone, naming the replication the pools came from
     rendered = tmp_path / "rendered.md"
-    assert sc.main(["--render", str(out), "--md-out", str(rendered)]) == 0
-    md = (tmp_path / "cache" / "ceiling" / "STITCH_CEILING.md").read_text()  # the second run's
+    assert sc.main(["--render", str(second), "--md-out", str(rendered)]) == 0
+    md = (tmp_path / "cache" / "ceiling" / "STITCH_CEILING_PARTIAL.md").read_text()  # the second run's
     assert rendered.read_text() == md and f"replication of {rep['date']} (code {rep['code_version']})" in md
+    assert ASSEMBLED in md
     assert sc.main(["--render", str(rep_path), "--md-out", str(tmp_path / "bad.md")]) == 2  # not its results
     assert not (tmp_path / "bad.md").exists()
     # a cached result from other pool weights or another budget is trained again, not reused
@@ -252,8 +316,18 @@ def _check_equal_budget(tmp_path: Path, rep: dict) -> None:
     x = json.loads(out.read_text())
     init = rep["settings"]["default_init"]
     assert x["quick"] is True and set(x["methods"]) == {f"lgp_d6_{init}", f"lgp_d9_{init}", "snnet"}
-    assert sorted(x["copied_from_replication"]) == sorted(
+    # the replication's distillations, copied: named as the replication's, with its code, CPU and date, and their
+    # wall times kept apart from this run's
+    copied = {k: v for k, v in x["stages"].items() if v["source"] == "copied from the replication"}
+    assert sorted(v["dir"] for v in copied.values()) == sorted(
         ["distilled-e1", "distilled-e2", "lgp-d6-distilled", "lgp-d9-distilled"])
+    for v in copied.values():
+        marker = json.loads((Path(v["copied_from"]) / DONE).read_text())  # the replication's own stage
+        assert Path(v["copied_from"]) == tmp_path / "cache" / "run-quick" / v["dir"]
+        assert (v["code_version"], v["cpu"], v["wall_s"]) == (marker["code_version"], marker["cpu"], marker["wall_s"])
+    assert set(x["timing_s_copied_from_replication"]) == set(copied) and not set(copied) & set(x["timing_s"])
+    assert {k: v["source"] for k, v in x["stages"].items() if k not in copied} == {
+        "ancestry": "reused", f"lgp_d6_{init}": "computed", "snnet": "computed", f"lgp_d9_{init}": "computed"}
     # the distilled models are the replication's: the same instances right after distillation, and the longer
     # budget is what changed
     for m in x["methods"]:
@@ -272,7 +346,11 @@ def _check_equal_budget(tmp_path: Path, rep: dict) -> None:
     # a second run reuses every stage
     assert eb.main(argv) == 0
     again = json.loads(out.read_text())
-    assert again["goals"] == x["goals"] and again["copied_from_replication"] == []
+    assert again["goals"] == x["goals"] and "copied_from_replication" not in again
+    assert {k: v["source"] for k, v in again["stages"].items()} == {  # the copies are still the replication's
+        k: "reused" if v["source"] == "computed" else v["source"] for k, v in x["stages"].items()}
+    assert again["timing_s_copied_from_replication"] == x["timing_s_copied_from_replication"]
+    assert ASSEMBLED in (work / "e2" / "EQUAL_BUDGET_E2.md").read_text()
     assert {k: v for k, v in again["timing_s"].items() if k != "total_this_invocation"} == \
         {k: v for k, v in x["timing_s"].items() if k != "total_this_invocation"}
 
@@ -316,13 +394,20 @@ def _check_finetune_recipes(tmp_path: Path, rep: dict, capsys: pytest.CaptureFix
         assert vs["descendants"] == 45 and vs["better"] + vs["worse"] <= 45 and vs["min"] <= vs["mean"] <= vs["max"]
     md = (work / "FINETUNE_RECIPES.md").read_text()
     assert "QUICK RUN" in md and all(f"`{v['name']}`" in md for v in x["variants"])
-    # a second run reuses both variants' results; a stale fingerprint is redone
-    assert fr.main(argv) == 0
-    assert json.loads(out.read_text())["variants"] == x["variants"]
+    assert "stages computed earlier" not in md
+    assert {k: v["source"] for k, v in x["stages"].items()} == {
+        f"{v}/{m}": "computed" for v in ("flops-bucket", "instance-lr-0.1") for m in x["methods"]}
     cached = work / "flops-bucket" / "lgp_d6_lstsq-kd" / "result.json"
+    assert json.loads(cached.read_text())["finished"] == x["stages"]["flops-bucket/lgp_d6_lstsq-kd"]["finished"]
+    # a second run reuses both variants' results and says so; a stale fingerprint is redone
+    assert fr.main(argv) == 0
+    again = json.loads(out.read_text())
+    assert again["variants"] == x["variants"] and ASSEMBLED in (work / "FINETUNE_RECIPES.md").read_text()
+    assert again["stages"] == {k: {**v, "source": "reused"} for k, v in x["stages"].items()}
     cached.write_text(json.dumps({**json.loads(cached.read_text()), "fingerprint": "other"}))
     assert fr.main(argv) == 0
     assert json.loads(cached.read_text())["fingerprint"] != "other"
+    assert "; 3 of 4 stages computed earlier" in (work / "FINETUNE_RECIPES.md").read_text()
 
 
 def test_stitch_ceiling_candidates_of_the_committed_replication() -> None:
@@ -552,6 +637,11 @@ def test_jobs_run_every_stage_in_parallel_tiny(tmp_path: Path) -> None:
     assert "started" not in (run_dir / "logs" / "lgp6-learned.log").read_text()
     assert "reusing" in (run_dir / "logs" / "lgp6-learned.log").read_text()  # the distilled pool of another job
     assert "parallel lanes of one thread each, 1 loader worker(s) each" in (tmp_path / "section.md").read_text()
+    # every stage computed by this invocation: the children's after it started, the ancestry by itself (measured
+    # here, so its wall time is this run's)
+    assert {v["source"] for v in r["stages"].values()} == {"computed"} and len(r["stages"]) == 13
+    assert "stages computed earlier" not in (tmp_path / "section.md").read_text()
+    assert r["timing_s"]["ancestry"] > 0 and "timing_source" not in r
 
 
 @pytest.mark.slow
