@@ -4,7 +4,8 @@
     # -> benchmarks/results/finetune_recipes.json, benchmarks/FINETUNE_RECIPES.md
 
 The replication fine-tunes each distilled pool with one recipe (benchmarks/PAPER_REPLICATION.md: anchors in every
-step, the instances at 0.3x the stitches' learning rate, one descendant drawn uniformly per step). This benchmark
+step, the instances at ``--instance-lr-scale`` times the stitches' learning rate (1 since 2026-12-03, 0.3 before;
+its results record which), one descendant drawn uniformly per step). This benchmark
 takes the replication's *distilled* pools (nothing of the distillation is redone), re-initialises their stitches
 exactly as the replication did (its default init, stitch steps and images; the stitched top-1 before fine-tuning
 is checked against the replication's), fine-tunes them with the replication's budget (same epochs, batch,
