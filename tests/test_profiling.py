@@ -308,17 +308,32 @@ def test_latencies_for_prefers_measured_and_says_so(pool, tmp_path):
         assert cal[keys[0]].p90_ms == pytest.approx(expected * 1.1)  # spread from the probes' p90/median
 
 
-def test_noisy_model_in_interleaved_rounds_is_measured_again_bounded():
-    state = {"i": 0}
+def test_noisy_model_in_interleaved_rounds_is_measured_again_bounded(monkeypatch):
+    # a fake clock that only the models advance: no real sleeps, so a loaded machine cannot change the outcome
+    from types import SimpleNamespace
 
-    def jumpy():
-        state["i"] += 1
-        time.sleep(0.0005 if state["i"] % 2 else 0.004)
+    from lgp_edge.profiling import measure
 
-    ts = time_interleaved([jumpy, lambda: time.sleep(0.002)],
+    clock = {"now": 100.0, "jumpy": 0, "steady": 0}
+    monkeypatch.setattr(measure, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+
+    def jumpy():  # 0.5 ms and 4 ms in turn: CV about 0.82 in every series
+        clock["jumpy"] += 1
+        clock["now"] += 0.0005 if clock["jumpy"] % 2 else 0.004
+
+    def steady():  # always 2 ms: CV 0
+        clock["steady"] += 1
+        clock["now"] += 0.002
+
+    ts = time_interleaved([jumpy, steady],
                           MeasureSettings(warmup=0, iters=10, rounds=2, max_series=3, cv_threshold=0.5))
-    assert ts[0].noisy and ts[0].repeats == 2 + 2 and state["i"] == 10 + 2 * 10  # two more series, then it stops
-    assert 2 <= ts[1].repeats <= 4  # the steady model: re-measured only if the machine made it noisy, bounded
+    # the noisy model: 2 rounds of 5, then two more series of 10 (max_series=3 in all), then it stops, flagged
+    assert clock["jumpy"] == 10 + 2 * 10 and ts[0].repeats == 2 + 2 and ts[0].noisy
+    assert ts[0].n == 10 and ts[0].cv == pytest.approx(1.75 * (10 / 9) ** 0.5 / 2.25)
+    assert ts[0].median_ms == pytest.approx(2.25) and ts[0].min_ms == pytest.approx(0.5)
+    # the steady model: its 2 rounds only, never measured again, not flagged
+    assert clock["steady"] == 10 and ts[1].repeats == 2 and not ts[1].noisy and ts[1].n == 10
+    assert ts[1].median_ms == pytest.approx(2.0) and ts[1].cv == pytest.approx(0.0, abs=1e-9)
 
 
 # ----------------------------------------------------------------------- honest p90, cache, host calibration
@@ -421,3 +436,35 @@ def test_default_threads_follow_the_affinity_mask_not_the_machine():
     finally:
         os.sched_setaffinity(0, before)
     assert default_threads(load_target("cpu")) == len(before)
+
+
+class _ScriptedClock:
+    """``time`` for lgp_edge.profiling.host: ``perf_counter`` returns a clock that each timed run advances by the
+    next scripted duration (ms), so a dispersion measurement sees exactly those run times."""
+
+    def __init__(self, durations_ms: list[float]) -> None:
+        self.durations, self.now, self.started = iter(durations_ms), 0.0, False
+
+    def perf_counter(self) -> float:
+        if self.started:  # the end of a run: advance by its duration
+            self.now += next(self.durations) / 1e3
+        self.started = not self.started
+        return self.now
+
+
+def test_host_dispersion_is_not_inflated_by_a_transient_burst(monkeypatch):
+    """The host calibration's p90/median ratio scales every predicted p90. A burst of load while it is measured
+    (60 runs in a row 10x slower) must not become the machine's dispersion: the ratio is the
+    median over several series, so one disturbed series moves it little; a machine that is noisy throughout
+    still measures as noisy."""
+    from lgp_edge.profiling import host
+
+    steady = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.2] * 100  # p90/median 1.2 on a quiet machine
+    burst = steady[:100] + [10.0] * 60 + steady[160:]  # runs 100-159 under someone else's load
+    monkeypatch.setattr(host, "time", _ScriptedClock(burst))
+    p90, p99 = host.measure_dispersion(1, n=8)
+    assert 1.0 <= p90 <= 1.25 and p90 <= p99 <= 1.25
+    noisy = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 3.0] * 100  # every series: p90/median 3
+    monkeypatch.setattr(host, "time", _ScriptedClock(noisy))
+    p90, _ = host.measure_dispersion(1, n=8)
+    assert p90 == pytest.approx(3.0)
