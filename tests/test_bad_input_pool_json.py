@@ -156,9 +156,32 @@ def test_the_advice_works(pristine: Path, tmp_path: Path, capsys: pytest.Capture
     mf = json.loads((p / MANIFEST).read_text())
     mf["descendants"] = []
     (p / MANIFEST).write_text(json.dumps(mf))
-    rc, err = run_cli(["pool", "eval", str(p), "--data", "synthetic", "--max-images", "16", "--quiet"], capsys)
+    rc, err = run_cli(["pool", "eval", str(p), "--data", "synthetic", "--max-images", "64", "--quiet"], capsys)
     assert rc == 0, err
     assert all(r.top1 is not None and 0 <= r.top1 <= 100 for r in read_manifest(p).descendants)
+    # each record is its own descendant's top-1 on those 64 images, recomputed here (they differ between
+    # descendants, so a record measured on another descendant shows)
+    expected = _top1_here(p, 64)
+    assert len(set(expected.values())) > 1
+    assert {r.key: r.top1 for r in read_manifest(p).descendants} == expected
+
+
+def _top1_here(pool_dir: Path, n: int) -> dict[str, float]:
+    """Top-1 % (as pool eval rounds it) of every descendant, in eval mode, on the first ``n`` synthetic
+    validation images: the images ``pool eval --max-images n`` measures on."""
+    import torch
+
+    from lgp_edge.datasets import open_data
+    from lgp_edge.pool.pool import load_pool
+
+    pool, manifest = load_pool(pool_dir)
+    a = manifest.spec.ancestry
+    val = open_data("synthetic", img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes).val
+    x = torch.stack([val[i][0] for i in range(n)])
+    y = torch.tensor([int(val[i][1]) for i in range(n)])
+    with torch.no_grad():
+        return {d.key: round(100.0 * int((pool.descendant(d).eval()(x).argmax(-1) == y).sum()) / n, 3)
+                for d in pool.descendants()}
 
 
 def _set(*path: Any, value: Any) -> Callable[[dict[str, Any]], None]:

@@ -95,10 +95,44 @@ def test_profile_threads_beyond_this_hosts_cpus_are_refused(pool, env, no_measur
     assert str(n) in assert_refused(rc, err, "--threads", env)
 
 
-def test_profile_settings_at_the_bounds_still_measure(pool, env, capsys):
-    rc, err = run_cli(_profile(pool, "--threads", "1", "--batch", "2", "--seconds", "0.01", "--json"), capsys)
+def test_profile_settings_at_the_bounds_still_measure(pool, env, capsys, monkeypatch):
+    import sqlite3
+
+    import torch
+
+    from lgp_edge.cli import main
+    from lgp_edge.profiling.runtimes.torch import TorchRuntime
+
+    seen: list[tuple[tuple[int, ...], int]] = []  # (input shape, torch threads) of every timed inference
+    real_prepare = TorchRuntime.prepare
+
+    def prepare(self, model, example, *a, **k):
+        prepared = real_prepare(self, model, example, *a, **k)
+        run = prepared.run
+
+        def spy() -> object:
+            seen.append((tuple(example.shape), torch.get_num_threads()))
+            return run()
+
+        prepared.run = spy
+        return prepared
+
+    monkeypatch.setattr(TorchRuntime, "prepare", prepare)
+    capsys.readouterr()
+    rc = main(_profile(pool, "--threads", "1", "--batch", "2", "--seconds", "0.01", "--json"))
+    out, err = capsys.readouterr()
     assert rc == 0, err
     assert env["store"].exists() and list(env["tmp"].iterdir()) == []
+    # what was measured is what was asked: a batch of 2 images on 1 thread
+    assert seen and {(len(s), s[0]) for s, _ in seen} == {(4, 2)} and {t for _, t in seen} == {1}
+    (rec,) = json.loads(out)["records"]
+    assert (rec["descendant_key"], rec["source"], rec["batch"], rec["threads"]) == (KEY, "measured", 2, 1)
+    db = sqlite3.connect(f"file:{env['store']}?mode=ro", uri=True)  # the real SQLite file, not the library's view
+    try:
+        rows = db.execute("SELECT descendant_key, source, batch, threads FROM runs").fetchall()
+    finally:
+        db.close()
+    assert rows == [(KEY, "measured", 2, 1)]
 
 
 # ---------------------------------------------------------------------------------------- 4: --import

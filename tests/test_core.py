@@ -223,6 +223,17 @@ def test_pool_info_json(tiny_pool, capsys) -> None:
     pool, _ = load_pool(tiny_pool)
     assert info["stored_params"] == pool.stored_params()
     assert {"key", "params", "flops", "top1"} <= set(info["descendants"][0])
+    # the rows are the pool's evaluated records, field for field (the fixture's made-up top-1 10, 11, ...)
+    from lgp_edge.pool.pool import read_manifest
+
+    records = read_manifest(tiny_pool).descendants
+    assert info["descendants"] == [{"key": r.key, "blocks": r.blocks, "params": r.params, "flops": r.flops,
+                                    "top1": r.top1} for r in records]
+    descendants = pool.descendants()
+    assert [r.key for r in records] == [d.key for d in descendants]
+    for i, (r, d) in enumerate(zip(records, descendants)):
+        assert (r.blocks, r.params, r.flops, r.top1) == (d.num_blocks, count_params(pool.descendant(d)),
+                                                         descendant_flops(pool.spec, d), 10.0 + i)
 
 
 def test_auxiliary_model_width_and_heads() -> None:

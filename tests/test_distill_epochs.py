@@ -96,15 +96,40 @@ def test_bad_width_epochs_is_one_line_and_writes_nothing(tmp_path: Path, capsys:
     assert not (tmp_path / "p").exists()
 
 
-def test_snnet_takes_anchor_budgets_and_the_finetune_recipe_from_the_cli(tmp_path: Path) -> None:
+def test_snnet_takes_anchor_budgets_and_the_finetune_recipe_from_the_cli(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import lgp_edge.pool.finetune as finetune
+
     out = tmp_path / "sn"
+    states = []  # the anchors' weights before and after the fine-tuning the command runs
+
+    def finetune_pool(req, *args, **kwargs):
+        states.append({k: v.clone() for k, v in load_pool(req.pool)[0].models.state_dict().items()})
+        manifest = real_finetune_pool(req, *args, **kwargs)
+        states.append(dict(load_pool(req.pool)[0].models.state_dict()))
+        return manifest
+
+    real_finetune_pool = finetune.finetune_pool
+    monkeypatch.setattr(finetune, "finetune_pool", finetune_pool)
+    # one step per epoch: one stitch-only step (anchors frozen), then one joint step, whose AdamW update (fresh
+    # moments) moves each parameter by its learning rate times g/|g|
     assert main(["baseline", "snnet", "--ancestry", TINY, "--allow-random-ancestry", "--data", "synthetic",
                  "--out", str(out), "--anchor-epochs", "1", "--width-epochs", "ti=2", "--stitch-epochs", "1",
                  "--instance-lr-scale", "0.5", "--finetune-anchors", "--epochs", "1", "--batch-size", "64",
-                 "--max-steps-per-epoch", "2", "--eval-images", "64", "--quiet"]) == 0
+                 "--max-steps-per-epoch", "1", "--eval-images", "64", "--quiet"]) == 0
     history = read_manifest(out).history
     anchors = next(h for h in history if h["stage"] == "snnet-anchors")
     assert anchors["epochs"] == {"ti12": 2, "s12": 1}
-    finetune = next(h for h in history if h["stage"] == "finetune")
-    assert finetune["stitch_epochs"] == 1 and finetune["anchors"] is True and finetune["instance_lr_scale"] == 0.5
+    finetune_entry = next(h for h in history if h["stage"] == "finetune")
+    assert finetune_entry["stitch_epochs"] == 1 and finetune_entry["anchors"] is True
+    assert finetune_entry["instance_lr_scale"] == 0.5
     assert not list(out.glob("distill*.ckpt"))
+    before, after = states
+    assert {k.split(".")[0] for k in before} == {"ti12", "s12", "b12"}
+    # --finetune-anchors: Ti, S and B alone train in the joint step beside the drawn config, so every tensor of
+    # all three moves (one config alone runs the embedding of one anchor only, the head of one only)
+    still = [k for k, v in before.items() if torch.equal(v, after[k])]
+    assert not still, f"anchor tensors the joint step left untouched: {still[:5]}"
+    # --instance-lr-scale 0.5: the anchors' step is half the learning rate (biases and norms: no weight decay)
+    step = max((after[k] - v).abs().max().item() for k, v in before.items() if v.ndim < 2)
+    assert step == pytest.approx(0.5 * finetune_entry["config"]["lr"], rel=0.02)

@@ -421,11 +421,34 @@ def test_embedding_python_snippet_runs(cpu_out: Path, tmp_path: Path) -> None:
     assert res.stdout.strip() in manifest(cpu_out)["preprocess"]["labels"]
 
 
-def test_context_metadata_matches_manifest(cpu_out: Path) -> None:
+def test_context_metadata_matches_manifest(cpu_out: Path, tiny_pool: Path) -> None:
+    import openvino as ov
+
     # the keys every artifact carries are those EMBEDDING.md tells app developers to read
     text = (cpu_out / "EMBEDDING.md").read_text()
     for k in ("img_size", "in_chans", "mean", "std", "labels", "descendant_key", "pool_id"):
         assert f"`{k}`" in text
+    # ... and each value in the model file is the manifest's, and the pool's own (pool.json)
+    mf = manifest(cpu_out)
+    pool = json.loads((tiny_pool / "pool.json").read_text())
+    pre = mf["preprocess"]
+    assert pre == pool["preprocess"] and mf["pool"]["pool_id"] == pool["pool_id"]
+    assert mf["descendant"]["key"] in {d["key"] for d in pool["descendants"]}
+    meta = {p.key: p.value for p in onnx.load(str(cpu_out / "model.onnx")).metadata_props}
+    assert set(meta) == {"lgp_edge_version", "descendant_key", "pool_id", "profile", "target", "labels", "mean",
+                         "std", "img_size", "in_chans", "layout", "preprocess"}
+    assert meta["descendant_key"] == mf["descendant"]["key"] and meta["pool_id"] == pool["pool_id"]
+    assert meta["profile"] == mf["profile"]["name"] == "cpu" and meta["target"] == mf["target"]["name"] == "cpu"
+    assert meta["lgp_edge_version"] == mf["versions"]["lgp-edge"]
+    assert int(meta["img_size"]) == pre["img_size"] and int(meta["in_chans"]) == pre["in_chans"]
+    assert meta["layout"] == pre["layout"]
+    for k in ("labels", "mean", "std"):
+        assert json.loads(meta[k]) == pre[k], k
+    assert "mean" in meta["preprocess"] and "std" in meta["preprocess"] and "img_size" in meta["preprocess"]
+    # the OpenVINO IR of the same export carries the same values in rt_info (model_info/lgp_edge)
+    ir = ov.Core().read_model(str(cpu_out / "model.xml"))
+    for k, v in meta.items():
+        assert ir.get_rt_info(["model_info", "lgp_edge", k]).astype(str) == v, k
     fields = {f for f in ExportContext.__dataclass_fields__}
     assert {"validation", "calibration", "opset", "dynamic_batch"} <= fields
     assert hashlib.sha256((cpu_out / "model.onnx").read_bytes()).hexdigest() == manifest(cpu_out)["artifacts"][0][

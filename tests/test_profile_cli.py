@@ -101,6 +101,9 @@ def test_predict_check_reports_mape_on_held_out_descendants(tiny_pool, tmp_path,
     with MeasurementStore(tmp_path / "m.sqlite") as s:
         keys = {r.descendant_key for r in s.records(target="cpu")}
         assert len(keys) == 9 + len(held_out) and sum(k.startswith("probe:") for k in keys) == 9
+        # each row's measurement is the stored measured row of that descendant, not some other number
+        stored = {r.descendant_key: r.median_ms for r in s.records(target="cpu", source="measured")}
+    assert all(r["measured_ms"] == pytest.approx(stored[r["descendant_key"]], rel=1e-9) for r in rows)
     # a later --predict reuses the stored calibration instead of measuring again
     rc, out, _ = _profile(capsys, "--target", "cpu", "--runtime", "onnxruntime", "--predict", "--pool",
                           str(tiny_pool), "--store", str(tmp_path / "m.sqlite"), "--threads", "1", "--json",
@@ -111,6 +114,11 @@ def test_predict_check_reports_mape_on_held_out_descendants(tiny_pool, tmp_path,
     cal = {r["calibration"] for r in again["records"]}
     assert len(cal) == 1 and cal.pop().startswith("probes:")  # the stored probe runs it came from
     assert all(r["p90_ms"] >= r["median_ms"] for r in again["records"])
+    # each row's prediction is the predictor's, not one derived from the measurement: the same stored calibration
+    # predicts the same median for the same descendant in this separate run (predictions are deterministic)
+    predicted = {r["descendant_key"]: r["median_ms"] for r in again["records"]}
+    assert {r["descendant_key"]: pytest.approx(predicted[r["descendant_key"]], rel=1e-9) for r in rows} == \
+        {r["descendant_key"]: r["predicted_ms"] for r in rows}
     with MeasurementStore(tmp_path / "m.sqlite") as s:  # no new measurement; the check's 4 predictions came
         assert len(s.records(target="cpu", source="measured")) == 9 + len(held_out)  # from the same calibration,
         assert len(s.records(target="cpu", source="predicted")) == 18  # so they were replaced, not duplicated

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from helpers import make_tiny_pool
 
 from lgp_edge.cli import main
 from lgp_edge.datasets import open_data
+from lgp_edge.models.plan import descendant_flops
 from lgp_edge.pool.kd import SAMPLINGS, FinetuneObjective, descendant_sampler, flops_bucket_sampler, flops_groups
 from lgp_edge.pool.pool import load_pool, load_pool_ancestry
 from lgp_edge.pool.stitch_init import init_stitches, lstsq_images, mean_r2, stitch_r2, stitched_indices, tune_stitches
@@ -83,6 +85,17 @@ def test_flops_groups_follow_sn_netv2_and_the_bucket_sampler_draws_groups_alike(
     assert picks == [draw(s)["index"] for s in range(4000)], "seeded by the step: the same on every rank"
 
 
+def _weights(pool_dir: Path) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    """The saved pool and its state (instances ``models.*``, stitches ``stitches.*``)."""
+    pool, _ = load_pool(pool_dir)
+    return pool, {k: v.clone() for k, v in pool.state_dict().items()}
+
+
+def _largest_step(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], prefix: str) -> float:
+    """The largest change of a parameter under ``prefix`` that has no weight decay (biases, norms: 1-D)."""
+    return max((after[k] - v).abs().max().item() for k, v in before.items() if k.startswith(prefix) and v.ndim < 2)
+
+
 def test_cli_lstsq_kd_build_and_phased_finetune(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     anc, pool = tmp_path / "anc", tmp_path / "pool"
     assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(anc),
@@ -93,12 +106,41 @@ def test_cli_lstsq_kd_build_and_phased_finetune(tmp_path: Path, capsys: pytest.C
     init = manifest["history"][1]
     assert manifest["stitch_init"] == "lstsq-kd" and init["stage"] == "stitch-init"
     assert init["stitch_steps"] == 2 and init["images"] == 512  # synthetic data has 512 training images
+    shutil.copytree(pool, tmp_path / "pool-b")
+    built, before = _weights(pool)
+    # one stitch-only step, then one joint step (an AdamW step from fresh moments moves each parameter by its
+    # learning rate times g/|g|, so the instances' step shows their learning-rate scale)
     assert main(["pool", "finetune", str(pool), "--data", "synthetic", "--stitch-epochs", "1", "--anchors",
-                 "--instance-lr-scale", "0.2", "--sampling", "flops-bucket", *QUICK]) == 0
+                 "--instance-lr-scale", "0.2", "--sampling", "flops-bucket", *QUICK,
+                 "--max-steps-per-epoch", "1"]) == 0
     entry = json.loads((pool / "pool.json").read_text())["history"][-1]
     assert entry["stage"] == "finetune" and entry["stitch_epochs"] == 1 and len(entry["stitch_epoch_loss"]) == 1
     assert entry["anchors"] is True and entry["instance_lr_scale"] == 0.2 and entry["sampling"] == "flops-bucket"
     assert not (pool / "finetune.ckpt").exists() and not (pool / "finetune-stitch.ckpt").exists()
+    _, after = _weights(pool)
+    # --anchors: Ti and B alone train beside the drawn descendant, so one joint step moves every instance
+    # tensor (one descendant alone leaves the blocks, embedding or head it does not run untouched)
+    still = [k for k in before if k.startswith("models.") and torch.equal(before[k], after[k])]
+    assert not still, f"instance tensors the anchors should have trained: {still[:5]}"
+    # --instance-lr-scale 0.2: the instances' step is 0.2 x the learning rate (biases and norms: no decay)
+    assert _largest_step(before, after, "models.") == pytest.approx(0.2 * entry["config"]["lr"], rel=0.02)
+
+    # --instance-lr-scale 0: the instances stay bit-identical; --sampling flops-bucket: exactly the stitches
+    # of the descendants drawn by the FLOPs-bucket rule move (a seed where uniform draws would move others)
+    descendants = built.descendants()
+    flops = [descendant_flops(built.spec, d) for d in descendants]
+
+    def stitches_of(draw) -> set[str]:
+        return {s for step in range(3) for s in descendants[draw(step)["index"]].stitches}
+
+    seed = next(s for s in range(100)
+                if stitches_of(flops_bucket_sampler(s, flops)) != stitches_of(descendant_sampler(s, len(flops))))
+    assert main(["pool", "finetune", str(tmp_path / "pool-b"), "--data", "synthetic", "--instance-lr-scale", "0",
+                 "--sampling", "flops-bucket", "--seed", str(seed), *QUICK]) == 0
+    _, after = _weights(tmp_path / "pool-b")
+    assert all(torch.equal(v, after[k]) for k, v in before.items() if k.startswith("models."))
+    moved = {k.split(".")[1] for k, v in before.items() if k.startswith("stitches.") and not torch.equal(v, after[k])}
+    assert moved == stitches_of(flops_bucket_sampler(seed, flops))
     capsys.readouterr()
     with pytest.raises(SystemExit) as exc:
         main(["pool", "finetune", str(pool), "--data", "synthetic", "--stitch-epochs", "-1", *QUICK])

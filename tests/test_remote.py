@@ -37,8 +37,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    if not os.path.exists(SSHD) or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
+    missing = [p for p, ok in ((SSHD, os.path.exists(SSHD)), ("ssh", shutil.which("ssh") is not None),
+                               ("ssh-keygen", shutil.which("ssh-keygen") is not None)) if not ok]
+    # Skipped only outside CI: there (.ci/run sets CI) a missing SSH server fails the tests instead of hiding them.
+    if missing and not os.environ.get("CI"):
         pytest.skip("openssh-server / openssh-client is not installed (apt-get install openssh-server)")
+    assert not missing, f"{', '.join(missing)} missing: scripts/install.sh installs openssh-server / openssh-client"
     d = tmp_path_factory.mktemp("sshd")
     for name in ("host_key", "client_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)

@@ -5,7 +5,9 @@ request leaving the page; and report.csv."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
+import io
 import json
 import os
 import select
@@ -101,12 +103,16 @@ class DevTools:
 
 @pytest.fixture(scope="module")
 def report_dir(tiny_pool: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report of the tiny pool; what ``report --json`` printed is kept beside it, in summary.json."""
     out = tmp_path_factory.mktemp("html") / "rep"
     os.environ["LGP_EDGE_STORE"] = str(out.parent / "store.sqlite")
+    buf = io.StringIO()
     try:
-        assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--quiet"]) == 0
+        with contextlib.redirect_stdout(buf):
+            assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--json", "--quiet"]) == 0
     finally:
         del os.environ["LGP_EDGE_STORE"]
+    (out.parent / "summary.json").write_text(buf.getvalue())
     return out
 
 
@@ -120,6 +126,29 @@ def test_report_csv_one_row_per_profile_and_descendant(report_dir: Path, tiny_po
         assert len({r["descendant"] for r in mine}) == n_desc
         assert sum(int(r["chosen"]) for r in mine) <= 1 and any(int(r["pareto"]) for r in mine)
         assert all(r["latency_source"] in ("measured", "predicted") and float(r["p90_ms"]) > 0 for r in mine)
+    # pareto = 1 exactly on the rows no other row of the profile dominates (top-1 >= and p90 <=, better in one;
+    # over every descendant, fitting or not); chosen = 1 on exactly the descendant `report --json` names, which
+    # is the most accurate fitting one (the fastest of equals), and on none where nothing fits.
+    summary = {p["profile"]: p for p in json.loads((report_dir.parent / "summary.json").read_text())["profiles"]}
+    assert set(summary) == {r["profile"] for r in rows}
+    fronts, named = [], 0
+    for name, entry in summary.items():
+        mine = [r for r in rows if r["profile"] == name]
+        pts = {r["descendant"]: (float(r["top1"]), float(r["p90_ms"])) for r in mine}
+        assert len(set(pts.values())) == len(pts)  # no exact ties here, so the front is unambiguous
+        front = {k for k, (t, lat) in pts.items()
+                 if not any(t2 >= t and l2 <= lat and (t2 > t or l2 < lat) for t2, l2 in pts.values())}
+        assert {r["descendant"] for r in mine if int(r["pareto"])} == front, name
+        fronts.append(len(front) / len(mine))
+        chosen = [r["descendant"] for r in mine if int(r["chosen"])]
+        fitting = [r for r in mine if int(r["fits_latency"]) and int(r["fits_memory"])]
+        if entry["chosen"] is None:
+            assert chosen == [] and fitting == [], name
+            continue
+        named += 1
+        best = max(fitting, key=lambda r: (float(r["top1"]), -float(r["p90_ms"])))["descendant"]
+        assert chosen == [entry["chosen"]["key"]] == [best], name
+    assert named >= 1 and min(fronts) < 1  # some profile chooses, some front leaves descendants out
 
 
 def test_report_html_is_self_contained(report_dir: Path) -> None:

@@ -154,7 +154,8 @@ def test_function_names_are_valid_unique_and_recorded(pool_and_manifest):
 
 
 def test_coreml_multifunction_package(pool_and_manifest, tmp_path: Path):
-    pytest.importorskip("coremltools")
+    import coremltools as ct  # never skipped (as in test_export): scripts/install.sh installs lgp-edge[coreml]
+
     from lgp_edge.export.coreml_multifunction import build_multifunction_mlpackage
     from lgp_edge.export.switchable import switch_entries
 
@@ -172,8 +173,6 @@ def test_coreml_multifunction_package(pool_and_manifest, tmp_path: Path):
     assert pkg.singles_weight_bytes - pkg.weight_bytes >= 0.8 * shared > 0
     used = {id(p): p for k in keys for p in pool.descendant(k).parameters()}
     assert pkg.weight_bytes <= 1.1 * sum(p.numel() * 2 for p in used.values()) + 4096
-    import coremltools as ct
-
     spec = ct.utils.load_spec(str(tmp_path / "m.mlpackage"))
     table = json.loads(spec.description.metadata.userDefined["descendants"])
     assert [(r["key"], r["function"]) for r in table] == list(pkg.functions)
