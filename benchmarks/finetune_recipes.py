@@ -185,7 +185,8 @@ def summarise(r: dict[str, Any], rep_path: Path, methods: list[str], results: di
                          "pools": {m: {"configs": pools[m]["configs"], "wall_s": pools[m]["wall_s"]} for m in methods}})
     return {**follow_up_header("finetune_recipes", r, rep_path, args.argv), "jobs": args.jobs, "methods": methods,
             "budget": {k: s[k] for k in ("finetune_epochs", "finetune_warmup", "batch_size", "lr", "instance_lr_scale",
-                                         "anchors", "stitch_epochs", "default_init", "stitch_steps", "eval_images")},
+                                         "anchors", "stitch_epochs", "default_init", "stitch_steps", "eval_images")}
+            | {"sampling": s.get("sampling", "uniform")},
             "goals": {"share": GOALS["front_share_at_least"], "delta": GOALS["front_delta_min_at_least"]},
             "variants": variants, "wall_s": round(wall_s, 1)}
 
@@ -199,7 +200,8 @@ def render_markdown(x: dict[str, Any], json_path: str) -> str:
         "replication's distilled "
         f"pools ({', '.join(x['methods'])}), stitched as it did ({b['default_init']}), fine-tuned for its "
         f"{b['finetune_epochs']} epoch(s) with one change of its recipe (lr {b['lr']}, instances "
-        f"x{b['instance_lr_scale']}, anchors {'on' if b['anchors'] else 'off'}, uniform sampling) per row; "
+        f"x{b['instance_lr_scale']}, anchors {'on' if b['anchors'] else 'off'}, "
+        f"{b.get('sampling', 'uniform')} sampling) per row; "
         f"{wall / 60:.0f} min of training and "
         "evaluation on one thread each. Fronts against the replication's SN-Net, which keeps its recipe.",
         "",

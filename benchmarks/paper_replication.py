@@ -613,7 +613,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             ax.plot([r["flops"] / 1e6 for r in f], [r["top1"] for r in f], color=color, linestyle=line, lw=1.3)
     ax.set_xscale("log")
     ax.set_xlabel("MFLOPs per image (fvcore convention, log scale)")
-    ax.set_ylabel("Fashion-MNIST test top-1 (%)")
+    ax.set_ylabel(f"{data_title(results['dataset']['name'])} test top-1 (%)")
     c = results["claims"]
     tag = " — QUICK (smoke settings, not results)" if results["quick"] else ""
     ax.set_title(f"Learngene Pool vs SN-Net at small scale{tag}\nstorage ratio {c['storage_ratio']:.2f}, "
@@ -672,13 +672,14 @@ def render_markdown(r: dict[str, Any], png: str, json_path: str) -> str:
         "## Paper replication: Learngene Pool vs SN-Net at small scale" + (f" (on {gpu})" if gpu else ""),
         "",
         ("**QUICK RUN: smoke settings, the numbers below mean nothing.**\n" if r["quick"] else "")
-        + f"One command (`{r['command'].strip()}`) trains or reuses the ancestry ({s['ancestry']}, Fashion-MNIST "
-        f"test top-1 {r['ancestry']['top1']}%), builds Learngene Pools of depth 6 (stitch inits "
+        + f"One command (`{r['command'].strip()}`) trains or reuses the ancestry ({s['ancestry']}, "
+        f"{data_title(r['dataset']['name'])} test top-1 {r['ancestry']['top1']}%), builds Learngene Pools of "
+        "depth 6 (stitch inits "
         f"{', '.join(s['inits'])}) and depth 9 ({', '.join(s['inits_d9'])}), trains SN-Net (Ti/S/B anchors, "
         f"71 configs), scratch and vanilla-learngene baselines "
         f"with the same fine-tuning budget ({s['finetune_epochs']} epoch(s); distillation {s['distill_epochs']} "
         f"epoch(s){distill_widths_text(s)}), and evaluates every model on {r['dataset']['eval_images']:,} "
-        "Fashion-MNIST test images. "
+        f"{data_title(r['dataset']['name'])} test images. "
         + ("The auxiliary models of both depths and SN-Net's Ti/S anchors are distilled together, one "
            "`pool distill` run per epoch budget with one ancestry forward pass per batch for all of them (each "
            "model gets the weights it would get alone). " if s.get("shared_distill") else "")
@@ -829,8 +830,15 @@ def distill_widths_text(s: dict[str, Any]) -> str:
     return "".join(f", {names.get(w, w)} {e}" for w, e in s["distill_width_epochs"].items())
 
 
+def data_title(name: str) -> str:
+    """How the section names the data a run used (``--data``)."""
+    return {"fashion-mnist": "Fashion-MNIST"}.get(name, name)
+
+
 def differences(s: dict[str, Any]) -> list[str]:
     out = list(DIFFERENCES)
+    if s["data"] != "fashion-mnist":  # the first item describes the default data
+        out[0] = f"Data: {s['data']} instead of ImageNet-1k (the ancestry, {s['ancestry']}, is trained here)."
     out.append(f"Epochs here: ancestry {ancestry_epochs_text(s)}, distillation {s['distill_epochs']}"
                f"{distill_widths_text(s)}, fine-tuning "
                f"{s['finetune_epochs']}" + (f", each epoch capped at {s['steps_per_epoch']} steps of "

@@ -102,6 +102,6 @@ def test_benchmark_pareto_and_plot(tmp_path) -> None:
     assert [r["key"] for r in bench.pareto(rows(("a", 1, 50.0), ("b", 2, 40.0), ("c", 3, 60.0)))] == ["a", "c"]
     methods = results()
     methods["scratch"] = {"stored_params": 3, "configs": rows(("x", 60, 65.0))}
-    out = {"methods": methods, "claims": compute_claims(methods), "quick": True}
+    out = {"methods": methods, "claims": compute_claims(methods), "quick": True, "dataset": {"name": "fashion-mnist"}}
     bench.plot(out, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000

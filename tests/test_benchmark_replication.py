@@ -85,6 +85,9 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     section = (tmp_path / "section.md").read_text()
     assert "QUICK RUN" in section and "| S->B | 34 |" in section and "The front by SN-Net family" in section
     assert r["environment"]["cpu"] and r["environment"]["cpu"] in section  # which CPU the timings come from
+    # the data the run used, named as such (not the default's name)
+    assert "32 synthetic test images" in section and "Fashion-MNIST" not in section
+    assert r["differences_from_paper"][0].startswith("Data: synthetic instead of ImageNet-1k")
     on_gpu = bench.render_markdown({**r, "environment": {**r["environment"], "gpu": "Some GPU"}}, "p.png", "r.json")
     assert on_gpu.startswith("## Paper replication: Learngene Pool vs SN-Net at small scale (on Some GPU)\n")
     assert f"on one Some GPU and {r['environment']['cpu_count']} CPU cores (" in on_gpu and "GPU" not in section
