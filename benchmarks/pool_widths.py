@@ -60,14 +60,22 @@ def load_replication(path: Path) -> dict[str, Any]:
     return r
 
 
-def demo_pool(ancestry_sha256: str) -> dict[str, Any] | None:
-    """The shipped demo pool's rows when it was distilled from the same ancestry, else None."""
+def demo_pool(ancestry_sha256: str, dataset: dict[str, Any], path: Path | None = None) -> dict[str, Any] | None:
+    """The shipped demo pool's rows when it was distilled from the same ancestry and last evaluated on the same
+    data and number of test images as the replication (``dataset``: its results' ``dataset``), else None."""
     from lgp_edge.pool.pool import read_manifest
 
-    path = ROOT / "lgp_edge" / "data" / "demo_pool"
+    path = path or ROOT / "lgp_edge" / "data" / "demo_pool"
     manifest = read_manifest(path)
     if (manifest.provenance.get("ancestry") or {}).get("sha256") != ancestry_sha256:
         log.info("the demo pool was distilled from another ancestry; left out of the comparison")
+        return None
+    evals = [h for h in manifest.history if h.get("stage") == "eval"]
+    scored = (evals[-1].get("data"), evals[-1].get("images")) if evals else None
+    if scored != (dataset["name"], dataset["eval_images"]):
+        log.info("the demo pool's top-1 is on %s, the replication's on %s %s test images; left out of the "
+                 "comparison", scored and f"{scored[1]} {scored[0]} test images", dataset["eval_images"],
+                 dataset["name"])
         return None
     ft = [h for h in manifest.history if h.get("stage") == "finetune"]
     return {**pool_rows(path), "finetune_epochs": ft[-1]["config"]["epochs"] if ft else 0}
@@ -140,7 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                    if f"lgp_d9_{init}" in rm else {})},
         f"ti-b depth {DEPTH} (replication)": {ref: rm[ref], "snnet": rm["snnet"]},
     }
-    demo = demo_pool(s["ancestry_sha256"])
+    demo = demo_pool(s["ancestry_sha256"], rep_json["dataset"])
     if demo is not None:  # the shipped pool: the same Ti/B recipe with a longer fine-tuning
         variants[f"ti-b depth {DEPTH}, shipped demo pool ({demo['finetune_epochs']} fine-tuning epochs)"] = {
             ref: demo, "snnet": rm["snnet"]}

@@ -203,3 +203,17 @@ def test_follow_ups_build_their_stage_keys_from_the_committed_replication(tmp_pa
     assert rep["settings"]["lstsq_images"] == _load("paper_replication").FULL["lstsq_images"]
     argv, s = _load("equal_budget").settings_for(rep, 4, tmp_path / "e4")
     assert s["lstsq_images"] == rep["settings"]["lstsq_images"] and "--finetune-epochs" in argv
+
+
+def test_demo_pool_row_only_when_scored_like_the_replication() -> None:
+    """pool_widths scores the shipped demo pool against the replication's SN-Net only when both top-1s are on
+    the same data and the same number of test images (a quick replication scores 500)."""
+    from lgp_edge.pool.pool import read_manifest
+
+    widths = _load("pool_widths")
+    sha = read_manifest(ROOT / "lgp_edge" / "data" / "demo_pool").provenance["ancestry"]["sha256"]
+    rows = widths.demo_pool(sha, {"name": "fashion-mnist", "eval_images": 10000})
+    assert rows is not None and len(rows["configs"]) == 18 and rows["finetune_epochs"] > 0
+    assert widths.demo_pool(sha, {"name": "fashion-mnist", "eval_images": 500}) is None
+    assert widths.demo_pool(sha, {"name": "synthetic", "eval_images": 10000}) is None
+    assert widths.demo_pool("0" * 64, {"name": "fashion-mnist", "eval_images": 10000}) is None
