@@ -224,7 +224,7 @@ def _check_pool_widths(tmp_path: Path, rep: dict) -> list[str]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(pw, "ROOT", repo)
         mp.setattr(sys.modules["paper_replication"], "ROOT", repo)
-        mp.setattr(pw, "demo_pool", lambda sha: None)  # (its ROOT's; not of this ancestry anyway)
+        mp.setattr(pw, "demo_pool", lambda sha, dataset: None)  # (its ROOT's; not of this ancestry anyway)
         assert pw.main([a for a in argv if a not in ("--out", str(out))]) == 0
     assert sorted(p.name for p in (repo / "benchmarks" / "results").iterdir()) == ["pool_widths_quick.json"]
     again = json.loads((repo / "benchmarks" / "results" / "pool_widths_quick.json").read_text())
