@@ -46,13 +46,18 @@ def git_rev() -> str:
         return os.environ.get("LGP_EDGE_CODE_VERSION") or "unknown"
 
 
+def utc_iso(t: float | None = None) -> str:
+    """``t`` (epoch seconds; default now) as the UTC time the results files record: ``2026-12-04T23:09:06Z``."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
 def run_provenance(script: str, argv: list[str] | None) -> dict[str, str]:
     """What a results file records about the run that wrote it: code version, UTC date, the command as given
     (``argv``, else this process's arguments) for ``benchmarks/<script>``, and the CPU model."""
     from lgp_edge.profiling.host import cpu_model
 
     given = sys.argv[1:] if argv is None else argv
-    return {"code_version": git_rev(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    return {"code_version": git_rev(), "date": utc_iso(),
             "command": f"python benchmarks/{script} {shlex.join(given)}".rstrip(), "cpu": cpu_model()}
 
 
@@ -133,7 +138,7 @@ def make_demo_pool(src: Path, dst: Path, data: str, provenance: dict, max_mb: fl
             same_images = src_images is not None and src_images == n_now  # else fp16 and test subset mix
             delta = [r.top1 - src_top1[r.key] for r in manifest.descendants
                      if same_images and src_top1.get(r.key) is not None]
-            prov = {**provenance, "date": provenance.get("date") or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            prov = {**provenance, "date": provenance.get("date") or utc_iso(),
                     "code_version": provenance.get("code_version") or git_rev(), "dataset": data,
                     "source_pool": repo_path(src), "storage_dtype": "float16", "files_kept": kept,
                     "eval_images": eval_images or "all", "source_eval_images": src_images,

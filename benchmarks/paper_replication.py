@@ -65,7 +65,7 @@ from lgp_edge.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import git_rev, repo_path, repo_paths_in  # noqa: E402  (the shipped pools' provenance helpers, one copy)
+from make_demo_pool import git_rev, repo_path, repo_paths_in, utc_iso  # noqa: E402  (the shipped pools' provenance helpers, one copy)
 
 log = logging.getLogger("paper_replication")
 DATA = "fashion-mnist"  # defaults; --data / --ancestry change them (tests use lgp_test_tiny + synthetic)
@@ -118,7 +118,7 @@ def add_follow_up_args(p: argparse.ArgumentParser, work: str, work_help: str) ->
 def follow_up_header(benchmark: str, rep: dict[str, Any], rep_path: Path, argv: list[str]) -> dict[str, Any]:
     """What a follow-up benchmark's results record first: itself, when, which code and CPU, which replication."""
     return {"benchmark": benchmark, "quick": bool(rep["quick"]),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "code_version": git_rev(),
+            "date": utc_iso(), "code_version": git_rev(),
             "command": f"python benchmarks/{benchmark}.py " + " ".join(argv), "cpu": cpu_model(),
             "replication": {"path": repo_path(rep_path), "date": rep["date"], "code_version": rep["code_version"],
                             "command": rep["command"]}}
@@ -159,10 +159,6 @@ def eval_kw(s: dict[str, Any]) -> dict[str, Any]:
 
 NOT_RECORDED = "not recorded"  # a provenance field a stage's record lacks (written by older code)
 PROVENANCE = ("code_version", "cpu", "finished")  # what a finished stage records besides its wall time
-
-
-def utc_iso(t: float | None = None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 def provenance_now() -> dict[str, str]:
@@ -242,9 +238,6 @@ class Stages:
         write_text_atomic(path / DONE, json.dumps({"settings": settings, "wall_s": round(wall, 1),
                                                    "finished_at": round(time.time(), 1), **provenance_now()}))
         self.marked.add(path)
-
-    def wall_of(self, path: Path) -> float:
-        return self.marker(path).get("wall_s", 0.0)
 
     def note(self, name: str, path: Path) -> None:
         """Stage ``name`` (finished at ``path``) is used: its wall time into ``timing``, its provenance into
@@ -1116,7 +1109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results = {
         "benchmark": "paper_replication",
         "quick": bool(args.quick),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "date": utc_iso(),
         "code_version": git_rev(),
         "command": "python benchmarks/paper_replication.py " + " ".join(args.argv),
         "dataset": {"name": s["data"], "train_images": n_train, "test_images": n_val,

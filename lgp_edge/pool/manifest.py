@@ -144,8 +144,8 @@ def read_manifest(path: str | Path) -> PoolManifest:
     try:
         return current_records(PoolManifest.from_dict(raw))
     except DamagedRecord as exc:
-        fix = exc.fix or (f"restore it, or empty its \"descendants\" list and run 'lgp-edge pool "
-                                            f"eval {p} --data DATA' again")
+        fix = exc.fix or (f"restore it, or empty its \"descendants\" list and run 'lgp-edge pool eval {p} "
+                          "--data DATA' again")
         raise CheckpointError(f"'{mf}' is damaged: {exc}; {fix}") from None
     except KeyError as exc:
         raise CheckpointError(f"'{mf}' is missing field {exc}; the file is damaged") from None

@@ -27,12 +27,13 @@ MAX_SECONDS = 3600.0
 def settings_problem(name: str, value: object, low: float, high: float, *, integer: bool = True) -> str | None:
     """Why ``value`` is not a valid ``name`` in [low, high] (None when it is): integers are not bools, and a
     number must be finite."""
+    from lgp_edge.specs import is_integer, is_number
+
     if integer:
-        ok = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+        ok = is_integer(value) and low <= value <= high
         what = f"an integer in {int(low)}..{int(high)}"
     else:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-            and low < value <= high
+        ok = is_number(value) and low < value <= high
         what = f"a finite number > {low:g} and <= {high:g}"
     return None if ok else f"{name} must be {what}, got {value!r}"
 
