@@ -48,6 +48,7 @@ class Candidate:
     latency_note: str = ""  # how the latency was obtained (aggregate of runs, predictor, noisy fallback)
     p99_ms: float | None = None  # p99 latency (same source)
     calibration: str = ""  # predicted: the calibration it came from
+    threads: int = 1  # intra-op threads the latency belongs to (one count for every candidate of a selection)
 
     @property
     def fits(self) -> bool:
@@ -59,7 +60,7 @@ class Candidate:
                 "latency_source": self.latency_source, "runtime": self.runtime, "memory_mb": self.memory_mb,
                 "fits_latency": self.fits_latency, "fits_memory": self.fits_memory, "fits": self.fits,
                 "p99_ms": self.p99_ms, "noisy": self.noisy, "latency_note": self.latency_note,
-                "calibration": self.calibration}
+                "calibration": self.calibration, "threads": self.threads}
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Selection:
         return {"profile": self.profile.to_dict(), "pool_id": self.pool_id, "chosen": self.chosen.to_dict(),
                 "reason": self.reason, "front": [c.to_dict() for c in self.front],
                 "candidates": len(self.candidates), "fitting": len(self.fitting), "latency_sources": self.sources,
+                "threads": self.chosen.threads,
                 "noisy": [c.key for c in self.candidates if c.noisy]}
 
 
@@ -165,7 +167,8 @@ def score_candidates(records: Sequence[DescendantRecord], latencies: Mapping[str
                                runtime=lat.runtime, memory_mb=mem,
                                fits_latency=lat.p90_ms <= profile.latency_budget_ms,
                                fits_memory=mem <= profile.memory_budget_mb, noisy=lat.noisy,
-                               latency_note=_latency_note(lat), p99_ms=lat.p99_ms, calibration=lat.calibration))
+                               latency_note=_latency_note(lat), p99_ms=lat.p99_ms, calibration=lat.calibration,
+                               threads=lat.threads))
     cands.sort(key=lambda c: (c.latency_ms, -(c.top1 or 0.0)))
     return cands
 

@@ -214,3 +214,19 @@ def test_shipped_targets_and_profiles_still_load(capsys: pytest.CaptureFixture[s
     for argv in (["targets", "list", "--json"], ["profiles", "list", "--json"]):
         rc, _, err = run_cli(argv, capsys)
         assert rc == 0 and not error_lines(err), err
+
+
+
+def test_precision_the_target_does_not_run_refused(tmp_path: Path, tiny_pool: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`select --precision fp16` on the cpu target (fp32, bf16, int8) was accepted and answered with a latency
+    no runtime there would have; so was a profile file asking for it in `report`."""
+    line = refused(["select", "--profile", "cpu", "--precision", "fp16", "--pool", str(tiny_pool)], capsys,
+                   "precision 'fp16' is not supported by target 'cpu'")
+    assert "fp32, bf16, int8" in line
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "cpu-half.toml").write_text(profile_text("cpu-half").replace('"fp32"', '"fp16"'), encoding="utf-8")
+    refused(["report", "--profile", "cpu-half", "--profiles-dir", str(profiles), "--pool", str(tiny_pool),
+             "--out", str(tmp_path / "r")], capsys, "precision 'fp16' is not supported by target 'cpu'")
+    assert not (tmp_path / "r").exists()

@@ -462,9 +462,102 @@ def test_host_dispersion_is_not_inflated_by_a_transient_burst(monkeypatch):
     steady = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.2] * 100  # p90/median 1.2 on a quiet machine
     burst = steady[:100] + [10.0] * 60 + steady[160:]  # runs 100-159 under someone else's load
     monkeypatch.setattr(host, "time", _ScriptedClock(burst))
-    p90, p99 = host.measure_dispersion(1, n=8)
-    assert 1.0 <= p90 <= 1.25 and p90 <= p99 <= 1.25
+    d = host.measure_dispersion(1, n=8)
+    assert 1.0 <= d.p90_ratio <= 1.25 and d.p90_ratio <= d.p99_ratio <= 1.25
     noisy = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 3.0] * 100  # every series: p90/median 3
     monkeypatch.setattr(host, "time", _ScriptedClock(noisy))
-    p90, _ = host.measure_dispersion(1, n=8)
-    assert p90 == pytest.approx(3.0)
+    d = host.measure_dispersion(1, n=8)
+    assert d.p90_ratio == pytest.approx(3.0) and d.calm_series == 0
+
+
+def test_host_dispersion_comes_from_the_calm_series(monkeypatch):
+    """A calibration taken while other work keeps the machine busy for most of it (three of five series with
+    a fifth of their runs 10x slower) must not store that load as the machine's dispersion: the ratio is
+    read from the series the profiler itself would call calm (CV within its 10% threshold). With no calm
+    series at all the measurement says so."""
+    from lgp_edge.profiling import host
+
+    steady = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.04, 1.04] * 10  # p90/median 1.04, CV ~1.6%
+    busy = [1.0, 1.0, 1.0, 1.0, 10.0] * 20  # p90/median 10
+    monkeypatch.setattr(host, "time", _ScriptedClock(steady * 2 + busy * 3))
+    d = host.measure_dispersion(1, n=8)
+    assert d.p90_ratio == pytest.approx(1.04) and d.p90_ratio <= d.p99_ratio <= 1.05
+    assert (d.calm_series, d.series) == (2, 5)
+    monkeypatch.setattr(host, "time", _ScriptedClock(busy * 5))
+    d = host.measure_dispersion(1, n=8)
+    assert d.calm_series == 0 and d.p90_ratio == pytest.approx(10.0)
+
+
+def test_busy_host_calibration_dispersion_is_not_used(tmp_path, monkeypatch, caplog):
+    """A calibration whose every dispersion series was noisy measured the load of that moment, not the
+    machine: its ratios must not scale predicted p90s (they were 3-24 ms, different in every process, for a
+    model whose measured p90 is 0.6 ms). The assumed spread is used and says why; the GEMM peak and
+    bandwidth (best of many runs) are stored so that every process predicts the same medians."""
+    from lgp_edge.profiling import host, roofline
+
+    monkeypatch.setattr(roofline, "_IN_PROCESS", {})
+    monkeypatch.setattr(roofline, "measure_dispersion",
+                        lambda threads: host.Dispersion(p90_ratio=48.0, p99_ratio=60.0, calm_series=0, series=5))
+    cpu = load_target("cpu")
+    with MeasurementStore(tmp_path / "s.sqlite") as store, caplog.at_level("WARNING"):
+        roof = roofline.roofline_for(cpu, "fp32", 1, runtime="onnxruntime", store=store)
+        assert store.host_calibration(roof.calibration)["dispersion_busy"] is True
+    assert "busy" in caplog.text and "--calibrate" in caplog.text
+    assert (roof.p90_ratio, roof.p99_ratio) == roofline.DEFAULT_SPREAD
+    assert roof.spread_source.startswith("assumed") and "busy" in roof.spread_source
+    roofline._IN_PROCESS.clear()  # a fresh process reads the stored calibration and still assumes the spread
+    with MeasurementStore(tmp_path / "s.sqlite", readonly=True) as store:
+        again = roofline.roofline_for(cpu, "fp32", 1, runtime="onnxruntime", store=store)
+    assert again == roof
+
+
+def _stored_host_calibration(store, threads, p90_ratio):
+    """Put a host calibration for (onnxruntime, ``threads``) with the given dispersion into ``store``."""
+    from lgp_edge.profiling.host import fingerprint_key, host_fingerprint
+    from lgp_edge.profiling.roofline import HostFacts
+
+    fp = host_fingerprint("onnxruntime", threads)
+    facts = HostFacts(peak_gflops_fp32=50.0, mem_gbps=10.0, threads=threads, gemm_n=512, p90_ratio=p90_ratio,
+                      p99_ratio=p90_ratio * 1.5, runtime="onnxruntime", fingerprint=fingerprint_key(fp),
+                      measured_utc="2026-01-01T00:00:00+00:00")
+    assert store.put_host_calibration(fingerprint_key(fp), {**dataclasses.asdict(facts), "fingerprint_of": fp})
+
+
+def test_predicted_p90_on_this_host_takes_the_spread_of_its_calm_measured_runs(pool, tmp_path):
+    """On the cpu target the p90/median of the models actually measured there (calm runs) is better evidence
+    than the calibration's matmul series: a calibration stored with a dispersion of 48 made select predict
+    25 ms p90 for a model measured at 0.7 ms median next to runs whose p90/median was 1.06."""
+    from lgp_edge.profiling.host import default_threads
+
+    cpu = load_target("cpu")
+    t = default_threads(cpu)
+    keys = [d.key for d in pool.descendants()]
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        _stored_host_calibration(store, t, 48.0)
+        for k in keys[:4]:
+            store.put(dataclasses.replace(_rec(k, 1.0, pool_id=pool.pool_id), threads=t, p90_ms=1.06, p99_ms=1.1))
+        lat = latencies_for(pool.spec, cpu, "fp32", store)
+    predicted = [lat[k] for k in keys[4:]]
+    assert predicted and all(r.source == "predicted" for r in predicted)
+    assert all(r.p90_ms / r.median_ms == pytest.approx(1.06) for r in predicted)
+    assert "4 runs on cpu" in predicted[0].tool_versions["spread"]
+
+
+def test_descendants_are_compared_at_one_thread_count(pool, tmp_path):
+    """Every descendant measured calmly at 1 thread, then one re-profiled at 2 threads (noisy) and one at 2
+    threads (calm, faster): select must not compare a 2-thread latency with 1-thread ones, nor drop the
+    calm 1-thread run for a prediction because the newest run used other threads."""
+    cpu = load_target("cpu")
+    keys = [d.key for d in pool.descendants()]
+    later = "2026-01-02T00:00:00+00:00"
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        for k in keys:
+            store.put(dataclasses.replace(_rec(k, 1.0, pool_id=pool.pool_id), threads=1))
+        store.put(dataclasses.replace(_rec(keys[0], 0.6, pool_id=pool.pool_id), threads=2, p90_ms=9.0,
+                                      p99_ms=9.5, cv=1.5, noisy=True, when=later))
+        store.put(dataclasses.replace(_rec(keys[1], 0.5, pool_id=pool.pool_id), threads=2, when=later))
+        lat = latencies_for(pool.spec, cpu, "fp32", store)
+        one = latencies_for(pool.spec, cpu, "fp32", store, threads=2)
+    assert all(r.source == "measured" and r.threads == 1 and r.median_ms == 1.0 for r in lat.values())
+    assert one[keys[1]].source == "measured" and one[keys[1]].median_ms == 0.5 and one[keys[1]].threads == 2
+    assert all(r.source == "predicted" and r.threads == 2 for k, r in one.items() if k != keys[1])

@@ -232,9 +232,10 @@ def test_select_is_the_same_in_fresh_processes_with_an_empty_store_and_a_noisy_r
     assert {r["_heavy"] for r in runs} == {"[]"}
     assert runs[0]["chosen"]["latency_ms"] > runs[0]["chosen"]["median_ms"]  # p90 is not the median relabelled
     m = read_manifest(tiny_pool)
+    threads = runs[0]["threads"]  # the thread count select compares at (this host's, with nothing measured)
     with MeasurementStore(store) as s:  # one noisy run of the chosen descendant, far over the budget
         s.put(dataclasses.replace(lat(mid["key"], 8.61), median_ms=0.57, p99_ms=9.0, cv=1.52, noisy=True,
-                                  target="cpu", runtime="onnxruntime", pool_id=m.spec.pool_id))
+                                  target="cpu", runtime="onnxruntime", pool_id=m.spec.pool_id, threads=threads))
     noisy = _select_in_fresh_processes(tiny_pool, store, budget, 4)
     assert {(r["chosen"]["key"], r["chosen"]["latency_ms"]) for r in noisy} == chosen
     assert all(r["noisy"] == [mid["key"]] and r["chosen"]["noisy"] for r in noisy)

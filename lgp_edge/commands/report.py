@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _pairs(args: argparse.Namespace) -> list[tuple[Any, Any]]:
     """(profile, target) per profile to report: --profile, else every profile named like a target."""
     from lgp_edge.errors import UsageError
-    from lgp_edge.profiles import known_profiles, load_profile
+    from lgp_edge.profiles import check_against_target, known_profiles, load_profile
     from lgp_edge.targets import known_targets, load_target
 
     names = args.profile or [n for n in known_profiles(args.profiles_dir) if n in known_targets(args.targets_dir)]
@@ -36,7 +36,9 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Any, Any]]:
     pairs = []
     for n in names:
         prof = load_profile(n, args.profiles_dir)
-        pairs.append((prof, load_target(prof.target, args.targets_dir)))
+        target = load_target(prof.target, args.targets_dir)
+        check_against_target(prof, target)
+        pairs.append((prof, target))
     return pairs
 
 

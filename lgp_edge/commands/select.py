@@ -28,7 +28,7 @@ def add_profile_args(p: argparse.ArgumentParser) -> None:
 
 def resolve_profile(args: argparse.Namespace, formats: tuple[str, ...] | None = None) -> tuple[Any, Any]:
     """(DeviceProfile with overrides, its TargetSpec) from the command line."""
-    from lgp_edge.profiles import load_profile, with_overrides
+    from lgp_edge.profiles import check_against_target, load_profile, with_overrides
     from lgp_edge.targets import load_target
 
     name = args.profile if args.profile is not None else args.target  # "" is an unknown profile, not "none given"
@@ -37,7 +37,9 @@ def resolve_profile(args: argparse.Namespace, formats: tuple[str, ...] | None = 
     profile = load_profile(name, args.profiles_dir)
     profile = with_overrides(profile, budget_ms=args.budget_ms, memory_mb=args.memory_mb, precision=args.precision,
                              formats=formats)
-    return profile, load_target(profile.target, args.targets_dir)
+    target = load_target(profile.target, args.targets_dir)
+    check_against_target(profile, target)  # a precision or format the target does not run: exit 2
+    return profile, target
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +85,10 @@ def _run(args: argparse.Namespace) -> int:
     if note:
         c.print(f"[bold yellow]{note}[/]")
     sources = ", ".join(f"{n} {s}" for s, n in sel.sources.items())
-    print_front(sel, f"Pareto front: pool {sel.pool_id} on {target.name} ({profile.precision}; latencies: {sources})")
+    n = sel.chosen.threads
+    threads = f", {n} thread{'s' if n != 1 else ''}" if target.connection.kind == "local" else ""
+    print_front(sel, f"Pareto front: pool {sel.pool_id} on {target.name} ({profile.precision}{threads}; "
+                     f"latencies: {sources})")
     ch = sel.chosen
     c.print(f"[bold]chosen[/]: {ch.key}  top-1 {ch.top1:.2f}%  p90 {format_value(ch.latency_ms)} ms "
             f"({ch.latency_source}, {ch.runtime})  {format_value(ch.memory_mb)} MB  {ch.params:,} params")

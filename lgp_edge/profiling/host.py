@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -172,23 +173,41 @@ def fingerprint_key(fp: dict[str, Any]) -> str:
     return "host:" + hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def measure_dispersion(threads: int, n: int = 256, runs: int = 100, series: int = 5) -> tuple[float, float]:
-    """(p90 / median, p99 / median) of short fp32 matmuls: how much this machine spreads run times.
+@dataclass(frozen=True)
+class Dispersion:
+    """How much this machine spreads run times: p90 / median and p99 / median of short matmul series."""
 
-    ``series`` series of ``runs`` matmuls each, every ratio the median over the series: a burst of someone
-    else's load during one series (a build, another benchmark) would otherwise become the machine's dispersion
-    and scale every predicted p90 until the next calibration; a machine that spreads in every series still
-    measures as spreading."""
+    p90_ratio: float
+    p99_ratio: float
+    calm_series: int  # series whose CV was within the profiler's noise threshold (the ratios come from these)
+    series: int  # series run
+
+    @property
+    def busy(self) -> bool:
+        """No series was calm: the ratios describe someone else's load at that moment, not the machine."""
+        return self.calm_series == 0
+
+
+def measure_dispersion(threads: int, n: int = 256, runs: int = 100, series: int = 5) -> Dispersion:
+    """p90 / median and p99 / median of short fp32 matmuls, from the series the profiler would call calm.
+
+    ``series`` series of ``runs`` matmuls each; every ratio is the median over the calm series (CV within
+    ``MeasureSettings.cv_threshold``, the threshold above which ``profile`` measures a model again). A
+    predicted p90 must be comparable with a measured one, and measured runs are calm ones: a series that
+    overlapped someone else's load (a build, another benchmark) would otherwise become the machine's
+    dispersion and scale every predicted p90 until the next calibration. With no calm series the ratios are
+    the median over all of them, and ``busy`` says they describe the load, not the machine."""
     import statistics
 
     import torch
 
-    from lgp_edge.profiling.measure import summarize
+    from lgp_edge.profiling.measure import MeasureSettings, summarize
 
+    threshold = MeasureSettings().cv_threshold
     a, b = torch.randn(n, n), torch.randn(n, n)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
-    p90s, p99s = [], []
+    timings = []
     try:
         for _ in range(10):
             torch.matmul(a, b)
@@ -198,10 +217,11 @@ def measure_dispersion(threads: int, n: int = 256, runs: int = 100, series: int 
                 t0 = time.perf_counter()
                 torch.matmul(a, b)
                 times.append((time.perf_counter() - t0) * 1e3)
-            t = summarize(times)
-            p90s.append(t.p90_ms / t.median_ms)
-            p99s.append(t.p99_ms / t.median_ms)
+            timings.append(summarize(times))
     finally:
         torch.set_num_threads(old)
-    p90 = max(1.0, statistics.median(p90s))
-    return p90, max(p90, statistics.median(p99s))
+    calm = [t for t in timings if t.cv <= threshold]
+    use = calm or timings
+    p90 = max(1.0, statistics.median(t.p90_ms / t.median_ms for t in use))
+    return Dispersion(p90_ratio=p90, p99_ratio=max(p90, statistics.median(t.p99_ms / t.median_ms for t in use)),
+                      calm_series=len(calm), series=len(timings))

@@ -289,10 +289,12 @@ def probe_records(store: Any, target: str, runtime: str, precision: str, batch: 
     return sorted(newest.values(), key=lambda r: r.descendant_key)
 
 
-def measured_spread(store: Any, target: str, runtime: str, precision: str) -> tuple[float, float, int] | None:
-    """(p90/median, p99/median, runs) over the calm measured runs of a target, or None when there are none."""
+def measured_spread(store: Any, target: str, runtime: str, precision: str,
+                    threads: int | None = None) -> tuple[float, float, int] | None:
+    """(p90/median, p99/median, runs) over the calm measured runs of a target (at ``threads`` when given), or
+    None when there are none."""
     rows = [r for r in store.records(target=target, runtime=runtime, precision=precision, source="measured")
-            if not r.noisy and r.median_ms > 0]
+            if not r.noisy and r.median_ms > 0 and (threads is None or r.threads == threads)]
     if not rows:
         return None
     r90 = max(1.0, statistics.median(r.p90_ms / r.median_ms for r in rows))
@@ -303,47 +305,76 @@ def make_predictor(target: TargetSpec, precision: str, runtime: str | None = Non
                    store: Any = None, threads: int = 1, need: Sequence[Sequence[Part]] = (),
                    refresh_host: bool = False) -> Predictor:
     """Calibrated from the store's probes (at ``threads``) when they cover every model in ``need``, else a
-    roofline (this host: its stored host calibration)."""
+    roofline (this host: its stored host calibration). A roofline's p90/median is the one of the calm runs
+    measured on the target (on this host at ``threads``) when there are any: real models in the real
+    runtime are better evidence of the spread than the host calibration's matmuls or an assumption."""
     runtime = runtime or target.runtime
+    local = target.connection.kind == "local"
     if store is not None:
-        probes = probe_records(store, target.name, runtime, precision,
-                               threads=threads if target.connection.kind == "local" else None)
+        probes = probe_records(store, target.name, runtime, precision, threads=threads if local else None)
         if probes:
             cal = fit_calibration(probes)
             if all(cal.covers(p) for p in need):
                 return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
             log.info("stored probes for %s do not cover these models; using the roofline", target.name)
     roof = roofline_for(target, precision, threads, runtime=runtime, store=store, refresh=refresh_host)
-    if not target.hardware.get("detect") and store is not None:
-        spread = measured_spread(store, target.name, runtime, precision)
+    if store is not None:
+        spread = measured_spread(store, target.name, runtime, precision, threads=threads if local else None)
         if spread is not None:
+            at = f" at {threads} thread{'s' if threads != 1 else ''}" if local else ""
             roof = replace(roof, p90_ratio=spread[0], p99_ratio=spread[1],
-                           spread_source=f"measured: median p90/median of {spread[2]} runs on {target.name}")
+                           spread_source=f"measured: median p90/median of {spread[2]} runs on {target.name}{at}")
     return Predictor("roofline", target.name, runtime, precision, roofline=roof)
 
 
-def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any = None,
-                  runtime: str | None = None, *, batch: int = 1) -> dict[str, LatencyRecord]:
-    """Every descendant key of the pool ``pool`` describes -> its measured latency (robust aggregate of the
-    recent runs) when the store has calm runs of it, else a prediction. Only the spec is needed, not weights.
+def comparison_threads(rows: Sequence[LatencyRecord], default: int) -> int:
+    """The one thread count a pool's descendants are compared at: the one most of them have calm runs at
+    (ties: ``default``, the target's, when it is among them, else the one measured last), else ``default``.
+    A latency at 2 threads is not comparable with one at 1, and a re-profile of one model at another thread
+    count must not replace its calm runs at the count the others were measured at."""
+    keys: dict[int, set[str]] = {}
+    newest: dict[int, str] = {}
+    for r in rows:
+        if not r.noisy:
+            keys.setdefault(r.threads, set()).add(r.descendant_key)
+            newest[r.threads] = max(newest.get(r.threads, ""), r.when)
+    if not keys:
+        return default
+    most = max(len(k) for k in keys.values())
+    best = [t for t, k in keys.items() if len(k) == most]
+    return default if default in best else max(best, key=lambda t: newest[t])
 
-    Each record says which it is (``source``); predicted ones name their predictor in ``tool_versions`` and
-    their calibration. A descendant whose recent runs were all noisy is predicted instead, with
-    ``noisy=True`` and ``tool_versions["noisy_measurement"]`` saying so.
+
+def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any = None,
+                  runtime: str | None = None, *, batch: int = 1, threads: int | None = None
+                  ) -> dict[str, LatencyRecord]:
+    """Every descendant key of the pool ``pool`` describes -> its measured latency (robust aggregate of the
+    recent runs) when the store has calm ones, else a prediction. Only the spec is needed, not weights.
+
+    All at one thread count: ``threads``, else ``comparison_threads`` of the stored runs. Each record says
+    which it is (``source``); predicted ones name their predictor in ``tool_versions`` and their
+    calibration. A descendant whose recent runs were all noisy is predicted instead, with ``noisy=True``
+    and ``tool_versions["noisy_measurement"]`` saying so.
     """
     runtime = runtime or target.runtime
     specs = enumerate_descendants(pool)
     out: dict[str, LatencyRecord] = {}
     noisy: dict[str, LatencyRecord] = {}
+    rows: list[LatencyRecord] = []
     if store is not None:
         rows = store.records(target=target.name, runtime=runtime, precision=precision, pool_id=pool.pool_id,
                              source="measured", batch=batch)
-        for r in robust_measured(rows).values():
-            (noisy if r.noisy else out)[r.descendant_key] = r
+    if threads is None:
+        threads = comparison_threads(rows, default_threads(target))
+    other = {r.threads for r in rows if r.threads != threads}
+    if other:
+        log.info("comparing at %d thread(s); runs at %s thread(s) left out", threads,
+                 ", ".join(str(t) for t in sorted(other)))
+    for r in robust_measured([r for r in rows if r.threads == threads]).values():
+        (noisy if r.noisy else out)[r.descendant_key] = r
     missing = [s for s in specs if s.key not in out]
     if missing:
         parts = {s.key: parts_of(pool, s) for s in missing}
-        threads = default_threads(target)
         predictor = make_predictor(target, precision, runtime, store=store, threads=threads,
                                    need=list(parts.values()))
         log.info("%d descendants measured, %d predicted (%s)", len(specs) - len(missing), len(missing),

@@ -55,6 +55,7 @@ class HostFacts:
     cache_gbps: float = 0.0  # best copy of a buffer that fits in the last-level cache (0: not measured)
     p90_ratio: float = 1.0  # p90 / median of a series of short timed runs (this machine's dispersion)
     p99_ratio: float = 1.0
+    dispersion_busy: bool = False  # no dispersion series was calm: the ratios describe load, not the machine
     runtime: str = "torch"  # whose GEMM was timed
     fingerprint: str = ""  # key of the fingerprint it belongs to (``host_fingerprint``)
     measured_utc: str = ""
@@ -74,10 +75,10 @@ def measure_host(runtime: str, threads: int, gemm_n: int = 512) -> HostFacts:
     llc = int(fp["llc_bytes"])
     cache_mb = max(1, min(8, llc // (4 << 20))) if llc else 0
     cache = measure_copy_bandwidth(threads, mb=cache_mb, reps=50) if cache_mb else 0.0
-    p90, p99 = measure_dispersion(threads)
+    spread = measure_dispersion(threads)
     return HostFacts(peak_gflops_fp32=peak, mem_gbps=measure_copy_bandwidth(threads, mb=256, reps=5),
-                     threads=threads, gemm_n=gemm_n, llc_bytes=llc, cache_gbps=cache, p90_ratio=p90, p99_ratio=p99,
-                     runtime=runtime, fingerprint=fingerprint_key(fp),
+                     threads=threads, gemm_n=gemm_n, llc_bytes=llc, cache_gbps=cache, p90_ratio=spread.p90_ratio,
+                     p99_ratio=spread.p99_ratio, dispersion_busy=spread.busy, runtime=runtime, fingerprint=fingerprint_key(fp),
                      measured_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -100,6 +101,12 @@ def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: 
 
     facts = measure_host(runtime, threads)
     _IN_PROCESS[key] = facts
+    log = logging.getLogger(__name__)
+    if facts.dispersion_busy:  # the load of the moment, not the machine: its ratios are never used
+        log.warning("this machine was busy while its run-to-run dispersion was measured (no series of short "
+                    "matmuls within the profiler's 10%% CV): predicted p90s use the assumed spread (x%g) until "
+                    "'lgp-edge profile --target cpu --calibrate' measures it again on a quieter machine",
+                    DEFAULT_SPREAD[0])
     stored = store is not None and store.put_host_calibration(key, {**asdict(facts),
                                                                    "fingerprint_of": host_fingerprint(runtime,
                                                                                                       threads)})
@@ -111,9 +118,9 @@ def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: 
             why = f"the measurement store '{path}' does not exist (commands that only read never create it)"
         else:
             why = f"the measurement store '{path}' could not be written"
-        logging.getLogger(__name__).warning(
-            "host calibration measured now and not stored: %s; every process measures it again, and a busy "
-            "machine can skew it: 'lgp-edge profile --target cpu --calibrate' measures and stores it", why)
+        log.warning("host calibration measured now and not stored: %s; every process measures it again, and a "
+                    "busy machine can skew it: 'lgp-edge profile --target cpu --calibrate' measures and stores it",
+                    why)
     return facts
 
 
@@ -184,6 +191,10 @@ def roofline_for(target: TargetSpec, precision: str, threads: int, *, runtime: s
         extra = {"llc_bytes": facts.llc_bytes, "cache_gbps": facts.cache_gbps, "p90_ratio": facts.p90_ratio,
                  "p99_ratio": facts.p99_ratio, "calibration": facts.fingerprint,
                  "spread_source": f"measured: this host's run-to-run dispersion ({facts.fingerprint})"}
+        if facts.dispersion_busy:
+            extra.update(p90_ratio=DEFAULT_SPREAD[0], p99_ratio=DEFAULT_SPREAD[1],
+                         spread_source=f"assumed: this host was busy while its dispersion was measured "
+                                       f"({facts.fingerprint})")
     else:
         peaks = hw["peak_gflops"]
         if precision not in peaks:
