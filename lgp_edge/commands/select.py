@@ -65,6 +65,7 @@ def print_front(selection: Any, title: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from lgp_edge.commands.common import console, print_json
+    from lgp_edge.errors import NothingFits
     from lgp_edge.pool.manifest import read_manifest, resolve_pool
     from lgp_edge.select import format_value, open_store, plan_selection
 
@@ -75,6 +76,11 @@ def _run(args: argparse.Namespace) -> int:
     note = manifest.check_top1(pool_dir)  # refuses top-1 measured on synthetic data for a real-data pool
     try:
         sel = plan_selection(manifest, profile, target, store)
+    except NothingFits as exc:
+        if args.json:  # a script still reads JSON; the CLI prints the same reason as one line and exits 2
+            print_json({"profile": profile.to_dict(), "pool_id": manifest.spec.pool_id, "pool": str(pool_dir),
+                        "target": target.name, "chosen": None, "fitting": 0, "problem": str(exc)})
+        raise
     finally:
         store.close()
     if args.json:
