@@ -17,6 +17,8 @@ import re
 import sys
 from pathlib import Path
 
+from lgp_edge.specs import MB
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 SHOW = ("ti6.0-5", "ti6.0-5+b6.5-5", "ti6.0-3+b6.4-5", "ti6.0-1+b6.2-5", "b6.0-5", "ti6.0-0+b6.0-5")
@@ -99,8 +101,8 @@ def switchable() -> str:
         z = s["size"]
         r = sorted(x["ratio_vs_single_shipped"] for x in s["latency_per_descendant"])
         med = r[len(r) // 2] if len(r) % 2 else (r[len(r) // 2 - 1] + r[len(r) // 2]) / 2
-        out.append(f"| {s['selection']} | {s['descendants']} | {z['switchable_bytes'] / 1e6:.2f} MB | "
-                   f"{z['single_onnx_sum_bytes'] / 1e6:.2f} MB | {z['ratio_to_pool_weights']:.3f} | "
+        out.append(f"| {s['selection']} | {s['descendants']} | {z['switchable_bytes'] / MB:.2f} MB | "
+                   f"{z['single_onnx_sum_bytes'] / MB:.2f} MB | {z['ratio_to_pool_weights']:.3f} | "
                    f"{med:.3f} ({r[0]:.3f}..{r[-1]:.3f}) | "
                    f"{'passed' if s['validation_all_passed'] else 'FAILED'} |")
     s = d["selections"][0]

@@ -181,7 +181,7 @@ def measure(pool, mf, name: str, keys: list[str], lat: dict, args, tmp: Path, sh
     rt = [r["ratio_vs_single_torchscript"] for r in rows]
     log.info("%s: %d descendants, switchable %.2f MB = %.3f x pool fp32 weights (%.3f x the selection's), %.3f x "
              "sum of shipped singles; latency ratio vs shipped single median %.3f (%.3f..%.3f)", name, len(rows),
-             size["switchable_bytes"] / 1e6, size["ratio_to_pool_weights"], size["ratio_to_selection_weights"],
+             size["switchable_bytes"] / (1 << 20), size["ratio_to_pool_weights"], size["ratio_to_selection_weights"],
              size["ratio_to_single_onnx_sum"], statistics.median(rs), min(rs), max(rs))
     return {"selection": name, "descendants": len(rows), "if_nodes": len(rows) if len(rows) > 1 else 0,
             "size": size, "size_goal_met_vs_pool": size["ratio_to_pool_weights"] <= 1.10,

@@ -464,3 +464,6 @@ def test_cli_names_what_ran_each_check(env: object, tiny_pool: Path, tmp_path: P
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith("model.onnx"))
     assert "tensorrt" in line and "fp16" in line and "(checked in fp16 ONNX with the" in line
     assert "in ONNX Runtime CPU" in line and "the fp32 ONNX file itself: max|diff|" in line
+    # sizes in the same MB as select's memory and the budgets (2^20 bytes; export printed 10^6-byte MB)
+    size = (tmp_path / "o" / "model.onnx").stat().st_size
+    assert f" {size / 2**20:.2f} MB " in line

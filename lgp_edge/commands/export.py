@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lgp_edge.commands.common import DATA_HELP, add_json, add_pool_arg, int_at_least
 from lgp_edge.commands.select import add_profile_args
+from lgp_edge.specs import MB
 
 
 def _formats(values: list[str] | None) -> tuple[str, ...] | None:
@@ -123,7 +124,7 @@ def _print_result(mf: dict, profile: str, out: Path) -> None:
     c.print(f"validation on {v['images']} {v['data']} images{synthetic}:")
     for a in mf["artifacts"]:
         r = a["validation"] or {}
-        size = f"{a['model_bytes'] / 1e6:.2f} MB"
+        size = f"{a['model_bytes'] / MB:.2f} MB"
         status = "passed" if r.get("passed") else "FAILED"
         print(f"  {a['path']:22s} {a['format']:9s} {a['precision']:5s} {size:>9s}  {_check_line(r)}  {status}")
     for a in mf["artifacts"]:
@@ -171,12 +172,12 @@ def _run_switchable(args: argparse.Namespace) -> int:
         size = a["size"]
         if a["format"] == "onnx":
             worst = max(v["vs_torch"]["max_abs_diff"] for v in a["validation"])
-            c.print(f"  {a['path']}: {a['bytes'] / 1e6:.2f} MB = {size['ratio_to_pool']:.2f} x the pool's fp32 "
+            c.print(f"  {a['path']}: {a['bytes'] / MB:.2f} MB = {size['ratio_to_pool']:.2f} x the pool's fp32 "
                     f"weights, {size['ratio_to_singles']:.2f} x its descendants' single ONNX exports; "
                     f"max|diff| vs torch {worst:.2e} over {len(a['validation'])} checks (onnxruntime/openvino): "
                     f"{'passed' if a['passed'] else 'FAILED'}")
         else:
-            c.print(f"  {a['path']}: weights {size['weight_bytes'] / 1e6:.2f} MB = {size['ratio_to_pool']:.2f} x "
+            c.print(f"  {a['path']}: weights {size['weight_bytes'] / MB:.2f} MB = {size['ratio_to_pool']:.2f} x "
                     f"the pool's {a['precision']} weights; {len(a['functions'])} functions, {a['deployment']}; "
                     f"structural check {'passed' if a['passed'] else 'FAILED'}")
     c.print(f"wrote {result.out}/ (manifest.json, EMBEDDING.md)")

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from lgp_edge.export.switchable import SwitchEntry
+from lgp_edge.specs import MB
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,7 @@ def build_multifunction_mlpackage(pool: Any, entries: Sequence[SwitchEntry], pat
                                weight_bytes=_weight_bytes(path), singles_weight_bytes=singles_bytes,
                                problems=tuple(problems))
     log.info("multifunction %s: %d functions, weights %.2f MB (single packages: %.2f MB)%s", path, len(entries),
-             pkg.weight_bytes / 1e6, singles_bytes / 1e6, "" if pkg.passed else f"; problems: {problems}")
+             pkg.weight_bytes / MB, singles_bytes / MB, "" if pkg.passed else f"; problems: {problems}")
     return pkg
 
 

@@ -57,7 +57,7 @@ from lgp_edge.export.switchable_graph import (
     main_nodes,
 )
 from lgp_edge.progress import NULL
-from lgp_edge.specs import LatencyRecord
+from lgp_edge.specs import MB, LatencyRecord
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def build_switchable_onnx(pool: Any, entries: Sequence[SwitchEntry], path: str |
             tmp.cleanup()
     init_bytes = sum(t.ByteSize() for t in b.initializers)
     log.info("switchable ONNX %s: %d descendants, %d tensors, %.2f MB (branches alone: %.2f MB)", path, len(entries),
-             len(b.initializers), init_bytes / 1e6, b.branch_bytes / 1e6)
+             len(b.initializers), init_bytes / MB, b.branch_bytes / MB)
     return SwitchableOnnx(path=path, entries=tuple(entries), opset=opset, input_shape=tuple(input_shape),
                           initializers=len(b.initializers), initializer_bytes=init_bytes,
                           branch_initializer_bytes=b.branch_bytes,
