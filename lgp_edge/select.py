@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import NothingFits, UsageError
-from lgp_edge.models.plan import activation_bytes
+from lgp_edge.models.plan import activation_bytes, quantized_weight_count
 from lgp_edge.specs import FORMAT_RUNTIME, MB, DescendantRecord, DeviceProfile, LatencyRecord, PoolSpec, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,11 @@ def _no_exponent(text: str) -> str:
 
 
 def memory_mb(pool: PoolSpec, record: DescendantRecord, precision: str, batch: int) -> float:
-    """Weights plus the peak live activations, at ``precision``'s bytes per value."""
+    """Weights plus the peak live activations, at ``precision``'s bytes per value. int8: only the blocks' and
+    stitches' linear weights are int8; the rest of the weights and every activation stay fp32."""
+    if precision == "int8":
+        q = quantized_weight_count(pool, record.spec)
+        return (q + (record.params - q) * 4 + activation_bytes(pool, record.spec, batch, 4)) / MB
     b = BYTES_PER_VALUE[precision]
     return (record.params * b + activation_bytes(pool, record.spec, batch, b)) / MB
 

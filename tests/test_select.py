@@ -247,3 +247,24 @@ def test_select_is_the_same_in_fresh_processes_with_an_empty_store_and_a_noisy_r
     assert {(r["chosen"]["key"], r["chosen"]["latency_ms"]) for r in noisy} == chosen
     assert all(r["noisy"] == [mid["key"]] and r["chosen"]["noisy"] for r in noisy)
     assert "noisy" in noisy[0]["reason"]
+
+
+def test_int8_memory_counts_what_stays_float(recs: tuple, tiny_pool: Path) -> None:
+    """An int8 export quantizes only the weights of the blocks' and stitches' linear layers
+    (lgp_edge/export/quantize.py); the patch embedding, classifier, norms, biases and every activation stay
+    float. Charging all of it at 1 byte under-counted the memory an int8 descendant needs."""
+    import torch
+
+    from lgp_edge.models.plan import activation_bytes, quantized_weight_count
+    from lgp_edge.pool.pool import load_pool
+
+    spec, records = recs
+    pool = load_pool(tiny_pool)[0]
+    for r in (records[0], records[len(records) // 2], max(records, key=lambda x: x.params)):
+        model = pool.descendant(r.key)
+        head = model.head if hasattr(model, "head") else None
+        linear = sum(m.weight.numel() for m in model.modules()
+                     if isinstance(m, torch.nn.Linear) and m is not head)
+        assert quantized_weight_count(spec, r.spec) == linear, r.key
+        want = (linear + 4 * (r.params - linear) + activation_bytes(spec, r.spec, 1, 4)) / MB
+        assert memory_mb(spec, r, "int8", 1) == pytest.approx(want)

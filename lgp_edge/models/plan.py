@@ -129,6 +129,20 @@ def vit_flops(*, img_size: int, patch_size: int, in_chans: int, embed_dim: int, 
             + 5 * n * embed_dim + embed_dim * num_classes)
 
 
+def quantized_weight_count(pool: PoolSpec, spec: DescendantSpec) -> int:
+    """Weights an int8 export stores as int8: those of every block's linear layers (qkv, proj, fc1, fc2) and of
+    the stitches (lgp_edge/export/quantize.py); the patch embedding, classifier, norms and biases stay float."""
+    a = pool.ancestry
+    widths = {i.name: i.embed_dim for i in pool.instances}
+    count = 0
+    for i, seg in enumerate(spec.segments):
+        dim = widths[seg.instance]
+        count += seg.num_blocks * (4 * dim * dim + 2 * dim * int(dim * a.mlp_ratio))
+        if i + 1 < len(spec.segments):
+            count += dim * widths[spec.segments[i + 1].instance]
+    return count
+
+
 def activation_bytes(pool: PoolSpec, spec: DescendantSpec, batch: int = 1, bytes_per_value: int = 4) -> int:
     """Peak activation memory estimate at inference: the widest block's live tensors (x, qkv, attn, MLP)."""
     a = pool.ancestry
