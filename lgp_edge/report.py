@@ -61,7 +61,7 @@ def pareto_figure(entry: ReportEntry) -> Any:
     cands = entry.candidates
     front = pareto_front(cands)
     p = entry.profile
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(7, 5.2), dpi=120)
     fit = [c for c in cands if c.fits]
     miss = [c for c in cands if not c.fits]
     ax.scatter([c.latency_ms for c in fit], [c.top1 for c in fit], s=28, color="tab:blue", label="fits the budgets")
@@ -95,7 +95,8 @@ def pareto_figure(entry: ReportEntry) -> Any:
     ax.set_xlabel(f"p90 latency, ms ({cands[0].runtime if cands else ''})")
     ax.set_ylabel("top-1, %")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    # below the axes: inside them it hid the names of the points it covered
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=3, frameon=False)
     fig.tight_layout()
     return fig
 
