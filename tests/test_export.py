@@ -70,6 +70,10 @@ def _check_common(out: Path, tiny_pool: Path, profile: str) -> dict:
     assert mf["status"] == "passed" and mf["validation"]["passed"] is True
     assert mf["profile"]["name"] == profile and mf["pool"]["synthetic_data"] is True
     assert mf["validation"]["synthetic"] is True and mf["validation"]["images"] == int(VAL)
+    kinds = {a["path"]: a["validation"]["kind"] for a in mf["artifacts"]}
+    assert mf["validation"]["numeric"] == [p for p, k in kinds.items() if k == "numeric"]
+    assert mf["validation"]["structural"] == [p for p, k in kinds.items() if k == "structural"]
+    assert mf["preprocess"]["tensor_input"] == "(pixel / 255 - mean[c]) / std[c]"
     d = mf["descendant"]
     assert d["latency_source"] == "predicted" and d["expected_latency_ms"] > 0 and d["top1"] is not None
     assert mf["selection"]["chosen"]["key"] == d["key"]
@@ -230,6 +234,14 @@ def test_iphone_export_coreml(iphone_out: Path, tiny_pool: Path) -> None:
     (art,) = mf["artifacts"]
     v = art["validation"]
     assert art["format"] == "coreml" and art["precision"] == "fp16" and v["kind"] == "structural"
+    # the summary does not read as if the package had been run on the validation images here
+    top = mf["validation"]
+    assert top["numeric"] == [] and top["structural"] == ["model.mlpackage"]
+    assert "model.mlpackage: structural check only here" in top["note"]
+    # an image input that normalises inside the model, and the formula a tensor input would take
+    assert art["inputs"][0]["normalized_in_model"] is True
+    assert mf["preprocess"]["pixel_range"] == [0, 255] and "mean of R, G and B" in mf["preprocess"]["grayscale"]
+    assert "relative path, a NUL byte and its bytes" in art["note"]
     assert v["max_abs_diff"] is None and "validate_coreml.py" in v["note"]
     spec = ct.utils.load_spec(str(iphone_out / "model.mlpackage"))
     assert spec.WhichOneof("Type") == "mlProgram" and spec.specificationVersion >= 8  # iOS17 from the target file
@@ -332,6 +344,22 @@ def test_dynamic_batch_and_forced_descendant(env: object, tiny_pool: Path, tmp_p
     assert np.abs(sess.run(None, {"input": x})[0] - torch_logits(tiny_pool, key, x)).max() < 1e-4
 
 
+def test_dynamic_batch_jetson_export_states_the_engine_batch_range(env: object, tiny_pool: Path,
+                                                                   tmp_path: Path) -> None:
+    """The ONNX input says only "batch"; the engine build_engine.sh builds takes batch 1..8 (its optimization
+    profile). The manifest and EMBEDDING.md say so, and the bench.sh command they give builds that engine."""
+    out = tmp_path / "nano-dyn"
+    assert export(tiny_pool, out, "--target", "jetson-nano", "--dynamic-batch",
+                  "--descendant", "ti6.0-5") == 0
+    (art,) = manifest(out)["artifacts"]
+    (inp,) = art["inputs"]
+    assert inp["shape"][0] == "batch" and inp["batch_range"] == [1, 8]
+    assert inp["engine_shapes"] == "input:1x1x16x16:1x1x16x16:8x1x16x16" and "dynamic batch 1..8" in art["note"]
+    assert "--maxShapes=input:8x1x16x16" in (out / "build_engine.sh").read_text()
+    text = (out / "EMBEDDING.md").read_text()
+    assert "a batch of 1 to 8" in text and "`SHAPES=input:1x1x16x16:1x1x16x16:8x1x16x16 sh bench.sh model.onnx" in text
+
+
 def test_validation_failure_exits_1_and_keeps_out_untouched(env: object, tiny_pool: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
@@ -432,7 +460,7 @@ def test_context_metadata_matches_manifest(cpu_out: Path, tiny_pool: Path) -> No
     mf = manifest(cpu_out)
     pool = json.loads((tiny_pool / "pool.json").read_text())
     pre = mf["preprocess"]
-    assert pre == pool["preprocess"] and mf["pool"]["pool_id"] == pool["pool_id"]
+    assert {k: pre[k] for k in pool["preprocess"]} == pool["preprocess"] and mf["pool"]["pool_id"] == pool["pool_id"]
     assert mf["descendant"]["key"] in {d["key"] for d in pool["descendants"]}
     meta = {p.key: p.value for p in onnx.load(str(cpu_out / "model.onnx")).metadata_props}
     assert set(meta) == {"lgp_edge_version", "descendant_key", "pool_id", "profile", "target", "labels", "mean",

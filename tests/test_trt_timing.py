@@ -98,3 +98,56 @@ def test_build_engine_time_writes_the_import_format(tiny_pool: Path, tmp_path: P
     assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", str(store), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert key in out["noisy"]  # its one run was noisy (cv > 10%): flagged, and predicted instead
+
+
+def _fake_python(tmp_path: Path) -> tuple[Path, Path]:
+    """A stand-in interpreter for build_engine.py: records its arguments, writes the engine it was asked for."""
+    log = tmp_path / "python.args"
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> "{log}"\nwhile [ $# -gt 0 ]; do\n'
+                    '  if [ "$1" = --engine ]; then echo engine > "$2"; fi\n  shift\ndone\n')
+    fake.chmod(0o755)
+    return fake, log
+
+
+@pytest.mark.parametrize("pins", [True, False], ids=["trtexec-pins-layers", "build_engine.py"])
+def test_bench_script_builds_a_dynamic_batch_engine_with_its_profile(pins: bool, tmp_path: Path) -> None:
+    """A dynamic-batch export's bench.sh must build the engine with the optimization profile build_engine.sh
+    uses: without shapes, build_engine.py (TensorRT 8.2's path) cannot build a dynamic input at all."""
+    fake, log = _fake_trtexec(tmp_path)
+    if not pins:  # a trtexec before 8.4: no --layerPrecisions, so build_engine.py builds the engine
+        fake.write_text(fake.read_text().replace("--layerPrecisions=spec  ", ""))
+    python, py_log = _fake_python(tmp_path)
+    d = _board_dir(tmp_path)
+    (d / "build_engine.py").write_text("# stand-in: the fake interpreter never reads it\n")
+    shapes = "input:1x1x28x28:1x1x28x28:8x1x28x28"
+    env = {**os.environ, "SHAPES": shapes, "PYTHON": str(python)}
+    bench = bench_script(load_target("jetson-nano"))
+    res = subprocess.run(["sh", str(bench), str(d / "model.onnx"), "fp16", "50", "200", str(fake)],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    args = log.read_text().splitlines()
+    if pins:
+        assert {"--minShapes=input:1x1x28x28", "--optShapes=input:1x1x28x28", "--maxShapes=input:8x1x28x28"} <= set(args)
+    else:
+        built = py_log.read_text().splitlines()
+        assert built[built.index("--shapes") + 1] == shapes
+        assert "--shapes=input:1x1x28x28" in args and "--loadEngine=" + str(d / "model.bench.plan") in args
+    for bad in ("input:1x1x28x28", "input:1x1:2x1:$(reboot)x1", "a:b:c:d:e"):
+        res = subprocess.run(["sh", str(bench), str(d / "model.onnx"), "fp16", "50", "200", str(fake)],
+                             capture_output=True, text=True, env={**env, "SHAPES": bad})
+        assert res.returncode == 2 and "SHAPES must be NAME:MIN:OPT:MAX" in res.stderr, bad
+
+
+def test_build_engine_time_runs_a_dynamic_engine_at_its_opt_shape(tmp_path: Path) -> None:
+    fake, log = _fake_trtexec(tmp_path)
+    d = _board_dir(tmp_path)
+    script = build_script(onnx_name="model.onnx", precision="fp16", input_name="input", input_shape=(2, 1, 28, 28),
+                          dynamic_batch=True, key="b6.0-5", target=load_target("jetson-nano"), pool_id="p1")
+    (d / "build_engine.sh").write_text(script)
+    res = subprocess.run(["sh", "build_engine.sh", "--time", "timing.json"], cwd=d,
+                         env={**os.environ, "TRTEXEC": str(fake)}, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    args = log.read_text().splitlines()
+    assert "--maxShapes=input:8x1x28x28" in args and "--minShapes=input:1x1x28x28" in args
+    assert "--loadEngine=model.plan" in args and "--shapes=input:2x1x28x28" in args

@@ -214,7 +214,7 @@ class CoreMLExporter:
         problems = structural_check(path, pre, ctx.metadata(), deployment)
         files = self._write_mac_check(ctx)
         inputs = ({"name": INPUT, "shape": list(ctx.input_shape), "dtype": "image",
-                   "color": "grayscale" if pre.in_chans == 1 else "RGB"},)
+                   "color": "grayscale" if pre.in_chans == 1 else "RGB", "normalized_in_model": True},)
         outputs = ({"name": "classLabel", "shape": [], "dtype": "string"},
                    {"name": "classLabel_probs", "shape": [len(pre.labels)], "dtype": "dict[string, double]"})
         return [ExportArtifact(path=path.name, format=self.format, profile=ctx.profile.name,
@@ -222,8 +222,9 @@ class CoreMLExporter:
                                outputs=outputs, validation=_structural_report(ctx, problems),
                                versions=tool_versions("coremltools"), precision=ctx.profile.precision,
                                files=tuple(files),
-                               note=f"ML program, minimum deployment target {deployment}; sha256 covers every "
-                                    "file of the package (sorted paths)")]
+                               note=f"ML program, minimum deployment target {deployment}; sha256 over every file "
+                                    "of the package in sorted relative-path order, each as its relative path, a "
+                                    "NUL byte and its bytes")]
 
     def _save(self, ctx: ExportContext, path: Path, deployment: str) -> None:
         """Convert the descendant, describe it, write ``path``."""

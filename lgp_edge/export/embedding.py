@@ -249,8 +249,17 @@ def _tensorrt(doc: _Doc) -> str:
                      "the other layers in fp16, and the LayerNorm and softmax layers listed in `fp32_layers.txt` "
                      "in fp32"}[a["precision"]]
     check = (f"Checked here (no GPU): {v['note'].split(' | ')[0]}." if v.get("note") else "")
-    return _section("tensorrt", precision=a["precision"], onnx=a["path"], input=t["input"], shape=t["shape"],
-                    output=t["output"], build_note=build, check_note=check)
+    first = (a.get("inputs") or [{}])[0]
+    shapes = first.get("engine_shapes")
+    if shapes:  # a dynamic batch: the engine's optimization profile bounds it, and bench.sh must build the same
+        lo, hi = first["batch_range"]
+        build += (f". The engine takes a batch of {lo} to {hi} (its optimization profile: `--maxShapes` in "
+                  "`build_engine.sh`; build it again with a larger one for bigger batches)")
+        bench = f"SHAPES={shapes} sh bench.sh {a['path']} {a['precision']} 200 500"
+    else:
+        bench = f"sh bench.sh {a['path']} {a['precision']} 200 500"
+    return _section("tensorrt", precision=a["precision"], input=t["input"], shape=t["shape"],
+                    output=t["output"], build_note=build, check_note=check, bench=bench)
 
 
 def _openvino(doc: _Doc) -> str:

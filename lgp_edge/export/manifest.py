@@ -75,6 +75,30 @@ def artifact_entry(out_dir: Path, art: ExportArtifact) -> dict[str, Any]:
     return d
 
 
+def preprocess_entry(pre: Any) -> dict[str, Any]:
+    """The pool's preprocessing with what an app needs beside it: the pixel range and the formula a tensor
+    input takes (an image input marked ``normalized_in_model``, Core ML's, takes the 8-bit image as it is)."""
+    d = pre.to_dict()
+    d["pixel_range"] = [0, 255]
+    d["tensor_input"] = "(pixel / 255 - mean[c]) / std[c]"
+    if pre.in_chans == 1:
+        d["grayscale"] = "mean of R, G and B, as the training loader made it"
+    return d
+
+
+def validation_entry(validation: dict[str, Any], artifacts: Sequence[ExportArtifact], passed: bool
+                     ) -> dict[str, Any]:
+    """The export's validation summary, naming which artifacts were run on the images here and which only
+    had a structural check (Core ML predicts on macOS only): ``passed`` covers both."""
+    numeric = [a.path for a in artifacts if a.validation is not None and a.validation.kind != "structural"]
+    structural = [a.path for a in artifacts if a.validation is not None and a.validation.kind == "structural"]
+    note = validation.get("note") or ""
+    if structural:
+        note += (f"; {', '.join(structural)}: structural check only here (cannot run on this machine), "
+                 f"numerical check on the device with the files beside {'it' if len(structural) == 1 else 'them'}")
+    return {**validation, "note": note, "numeric": numeric, "structural": structural, "passed": passed}
+
+
 def manifest_head(*, kind: str, passed: bool, profile: Any, target: Any, pool_dir: Path | None,
                   pool_manifest: Any) -> dict[str, Any]:
     """The fields every export manifest starts with (``"pool": null`` without a pool, for --model)."""
@@ -130,8 +154,8 @@ def build_manifest(*, out_dir: Path, profile: Any, target: Any, pool_dir: Path, 
         **head,
         **subject,
         "selection": selection,
-        "preprocess": preprocess.to_dict(),
-        "validation": {**validation, "passed": passed},
+        "preprocess": preprocess_entry(preprocess),
+        "validation": validation_entry(validation, artifacts, passed),
         "artifacts": [artifact_entry(out_dir, a) for a in artifacts],
         "files": file_entries(out_dir, extra_files),
         "versions": versions,
@@ -150,7 +174,7 @@ def build_switchable_manifest(*, out_dir: Path, profile: Any, target: Any, pool_
         **head,
         "selection": selection,
         "descendants": [e.to_dict() for e in entries],
-        "preprocess": pool_manifest.preprocess.to_dict(),
+        "preprocess": preprocess_entry(pool_manifest.preprocess),
         "validation": {**validation, "passed": passed},
         "artifacts": [a.to_dict() for a in artifacts],
         "files": file_entries(out_dir, extra_files),

@@ -83,15 +83,31 @@ def _comment(value: object) -> str:
     return "".join(c if c.isprintable() else "?" for c in str(value))
 
 
-def _shape_flags(input_name: str, input_shape: tuple[int, ...], dynamic_batch: bool) -> tuple[str, str]:
-    """(trtexec's --min/opt/maxShapes, build_engine.py's --shapes) for a dynamic batch; empty when static."""
-    if not dynamic_batch:
-        return "", ""
+MIN_MAX_BATCH = 8  # a dynamic-batch engine's optimization profile reaches at least this batch
+
+
+def max_batch(input_shape: tuple[int, ...]) -> int:
+    """The largest batch a dynamic-batch engine built by build_engine.sh accepts (its --maxShapes)."""
+    return max(MIN_MAX_BATCH, int(input_shape[0]))
+
+
+def engine_shapes(input_name: str, input_shape: tuple[int, ...]) -> str:
+    """``NAME:MIN:OPT:MAX`` of a dynamic-batch engine's optimization profile (batch 1 .. ``max_batch``), the
+    form build_engine.py's --shapes and bench.sh's SHAPES take."""
     dims = "x".join(str(int(d)) for d in input_shape)
     lo = "x".join(str(d) for d in (1, *input_shape[1:]))
-    hi = "x".join(str(d) for d in (max(8, input_shape[0]), *input_shape[1:]))
-    return (f" --minShapes={input_name}:{lo} --optShapes={input_name}:{dims} --maxShapes={input_name}:{hi}",
-            f" --shapes {input_name}:{lo}:{dims}:{hi}")
+    hi = "x".join(str(d) for d in (max_batch(input_shape), *input_shape[1:]))
+    return f"{input_name}:{lo}:{dims}:{hi}"
+
+
+def _shape_flags(input_name: str, input_shape: tuple[int, ...], dynamic_batch: bool) -> tuple[str, str, str]:
+    """(trtexec's --min/opt/maxShapes, build_engine.py's --shapes, trtexec --loadEngine's --shapes) for a
+    dynamic batch; empty when static."""
+    if not dynamic_batch:
+        return "", "", ""
+    name, lo, dims, hi = engine_shapes(input_name, input_shape).split(":")
+    return (f" --minShapes={name}:{lo} --optShapes={name}:{dims} --maxShapes={name}:{hi}",
+            f" --shapes {name}:{lo}:{dims}:{hi}", f" --shapes={name}:{dims}")
 
 
 def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape: tuple[int, ...],
@@ -114,7 +130,7 @@ def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape
     if "'" in meta or not meta.isprintable():
         raise UsageError(f"descendant '{key}' or target '{target.name}' cannot be written into build_engine.sh")
     pinned = precision in PINNED_PRECISIONS
-    shapes, py_shapes = _shape_flags(input_name, input_shape, dynamic_batch)
+    shapes, py_shapes, load_shapes = _shape_flags(input_name, input_shape, dynamic_batch)
     return ShellTemplate(template("build_engine.sh")).substitute(
         key=_comment(key), target=_comment(target.name), runtime=_comment(target.runtime_version),
         precision=precision, input_name=input_name, dims="x".join(str(int(d)) for d in input_shape),
@@ -122,7 +138,8 @@ def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape
                 if precision == "int8" else "")
         + (" with the LayerNorm and softmax layers of fp32_layers.txt kept in fp32" if pinned else ""),
         kind=" (dynamic batch)" if dynamic_batch else " (static)", onnx_name=onnx_name, meta=meta,
-        trt_flags=TRT_FLAGS[precision] + (PIN_FLAGS if pinned else ""), shapes=shapes, py_shapes=py_shapes)
+        trt_flags=TRT_FLAGS[precision] + (PIN_FLAGS if pinned else ""), shapes=shapes, py_shapes=py_shapes,
+        load_shapes=load_shapes)
 
 
 def _plan_buildable() -> bool:
@@ -206,6 +223,12 @@ class TensorRTExporter:
         if quant:
             note += (f"; int8 from the QDQ scales in {onnx_path.name} ({quant['int8_layers']} layers), "
                      "no calibration cache")
+        if ctx.dynamic_batch:  # the engine's optimization profile bounds the batch, not the ONNX file
+            top = max_batch(ctx.input_shape)
+            inputs = [{**inputs[0], "batch_range": [1, top],
+                        "engine_shapes": engine_shapes(inputs[0]["name"], ctx.input_shape)}, *inputs[1:]]
+            note += (f"; dynamic batch 1..{top} (the engine's optimization profile, --maxShapes in "
+                     "build_engine.sh)")
         arts = [ExportArtifact(path=onnx_path.name, format=self.format, profile=ctx.profile.name,
                                descendant_key=ctx.record.key, sha256=sha256_file(onnx_path), inputs=inputs,
                                outputs=outputs, validation=report,

@@ -329,15 +329,15 @@ def make_predictor(target: TargetSpec, precision: str, runtime: str | None = Non
 
 def comparison_threads(rows: Sequence[LatencyRecord], default: int) -> int:
     """The one thread count a pool's descendants are compared at: the one most of them have calm runs at
-    (ties: ``default``, the target's, when it is among them, else the one measured last), else ``default``.
-    A latency at 2 threads is not comparable with one at 1, and a re-profile of one model at another thread
-    count must not replace its calm runs at the count the others were measured at."""
+    (none calm: runs of any kind; ties: ``default``, the target's, when it is among them, else the one
+    measured last), else ``default``. A latency at 2 threads is not comparable with one at 1, and a
+    re-profile of one model at another thread count must not replace its calm runs at the count the others
+    were measured at."""
     keys: dict[int, set[str]] = {}
     newest: dict[int, str] = {}
-    for r in rows:
-        if not r.noisy:
-            keys.setdefault(r.threads, set()).add(r.descendant_key)
-            newest[r.threads] = max(newest.get(r.threads, ""), r.when)
+    for r in [r for r in rows if not r.noisy] or rows:
+        keys.setdefault(r.threads, set()).add(r.descendant_key)
+        newest[r.threads] = max(newest.get(r.threads, ""), r.when)
     if not keys:
         return default
     most = max(len(k) for k in keys.values())

@@ -22,7 +22,7 @@ if [ "${1:-}" = "--time" ]; then
     #   sh build_engine.sh --time timing.json   then, on the host: lgp-edge profile --import timing.json
     out=${2:-timing.json}
     if [ -z "$trtexec" ]; then echo "build_engine.sh: --time needs trtexec (set TRTEXEC)" >&2; exit 3; fi
-    "$trtexec" --loadEngine=model.plan --iterations=${ITERATIONS:-200} --warmUp=500 --duration=0 --avgRuns=1         --useSpinWait --exportTimes=timing-raw.json > timing.log 2>&1 || { cat timing.log >&2; exit 3; }
+    "$trtexec" --loadEngine=model.plan@{load_shapes} --iterations=${ITERATIONS:-200} --warmUp=500 --duration=0 --avgRuns=1         --useSpinWait --exportTimes=timing-raw.json > timing.log 2>&1 || { cat timing.log >&2; exit 3; }
     ${PYTHON:-python3} - "$out" '@{meta}' <<'PY'
 
 import json, math, re, sys

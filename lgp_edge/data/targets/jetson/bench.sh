@@ -10,12 +10,35 @@
 # build_engine.py (TensorRT Python API) beside the model and then timed with trtexec --loadEngine.
 # TRTEXEC (argument or environment) overrides the trtexec path (default: JetPack's
 # /usr/src/tensorrt/bin/trtexec, else trtexec on PATH); PYTHON the interpreter for build_engine.py.
+# SHAPES=NAME:MIN:OPT:MAX (a dynamic-batch model, e.g. input:1x1x28x28:1x1x28x28:8x1x28x28, as its
+# EMBEDDING.md writes it) builds the engine with that optimization profile, as build_engine.sh does, and
+# times it at OPT; without it a dynamic-batch model cannot be built by build_engine.py.
 set -eu
 model=$1
 precision=$2
 iters=$3
 warm_ms=$4
 trtexec=${5:-${TRTEXEC:-/usr/src/tensorrt/bin/trtexec}}
+build_shapes=""
+run_shapes=""
+py_shapes=""
+if [ -n "${SHAPES:-}" ]; then
+    case "$SHAPES" in
+        *[!A-Za-z0-9_.:x-]*|*::*|:*|*:) echo "bench.sh: SHAPES must be NAME:MIN:OPT:MAX, got '$SHAPES'" >&2; exit 2 ;;
+    esac
+    old_ifs=$IFS
+    IFS=:
+    # shellcheck disable=SC2086  # split on ':' on purpose (checked above: no glob characters)
+    set -- $SHAPES
+    IFS=$old_ifs
+    if [ $# -ne 4 ]; then
+        echo "bench.sh: SHAPES must be NAME:MIN:OPT:MAX, got '$SHAPES'" >&2
+        exit 2
+    fi
+    build_shapes="--minShapes=$1:$2 --optShapes=$1:$3 --maxShapes=$1:$4"
+    run_shapes="--shapes=$1:$3"
+    py_shapes="--shapes $SHAPES"
+fi
 if [ ! -x "$trtexec" ]; then
     trtexec=$(command -v trtexec || true)
 fi
@@ -49,7 +72,7 @@ if [ "$precision" != fp32 ] && [ -n "$layers" ]; then
         echo "bench.sh: $precision with the layers of $layers pinned to fp32 (as build_engine.sh)"
         # shellcheck disable=SC2086  # the flags are single words or empty on purpose
         "$trtexec" --onnx="$model" $prec_flag --precisionConstraints=obey --layerPrecisions="$spec" \
-            --layerOutputTypes="$spec" $pct_flag $timing --saveEngine="$plan" 2>&1
+            --layerOutputTypes="$spec" $build_shapes $pct_flag $timing --saveEngine="$plan" 2>&1
         exit 0
     fi
     if [ ! -f "$dir/build_engine.py" ]; then
@@ -57,11 +80,12 @@ if [ "$precision" != fp32 ] && [ -n "$layers" ]; then
         exit 3
     fi
     echo "bench.sh: $precision with the layers of $layers pinned to fp32, built by build_engine.py (as build_engine.sh)"
-    "${PYTHON:-python3}" "$dir/build_engine.py" --onnx "$model" --engine "$plan" --precision "$precision" \
-        --fp32-layers "$layers" 2>&1
     # shellcheck disable=SC2086
-    "$trtexec" --loadEngine="$plan" $pct_flag $timing 2>&1
+    "${PYTHON:-python3}" "$dir/build_engine.py" --onnx "$model" --engine "$plan" --precision "$precision" \
+        --fp32-layers "$layers" $py_shapes 2>&1
+    # shellcheck disable=SC2086
+    "$trtexec" --loadEngine="$plan" $run_shapes $pct_flag $timing 2>&1
     exit 0
 fi
 # shellcheck disable=SC2086
-"$trtexec" --onnx="$model" $prec_flag $pct_flag $timing --saveEngine="$plan" 2>&1
+"$trtexec" --onnx="$model" $prec_flag $build_shapes $pct_flag $timing --saveEngine="$plan" 2>&1
