@@ -561,3 +561,21 @@ def test_descendants_are_compared_at_one_thread_count(pool, tmp_path):
     assert all(r.source == "measured" and r.threads == 1 and r.median_ms == 1.0 for r in lat.values())
     assert one[keys[1]].source == "measured" and one[keys[1]].median_ms == 0.5 and one[keys[1]].threads == 2
     assert all(r.source == "predicted" and r.threads == 2 for k, r in one.items() if k != keys[1])
+
+
+def test_roofline_predictions_are_scaled_to_the_descendants_measured_on_the_target(pool, tmp_path):
+    """Two descendants timed on a Jetson and imported at 5x the roofline's estimate: the 16 others must not
+    stay at the unscaled estimate (select then chose one predicted at 2.7 ms beside its sibling measured at
+    5 ms). The roofline is scaled by the median measured / predicted; its relative costs stay."""
+    nano = load_target("jetson-nano")
+    keys = [d.key for d in pool.descendants()]
+    plain = latencies_for(pool.spec, nano, "fp16", None)
+    kw = {"target": "jetson-nano", "runtime": "tensorrt", "pool_id": pool.pool_id, "precision": "fp16"}
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        for k in keys[:2]:
+            store.put(_rec(k, 5.0 * plain[k].median_ms, **kw))
+        lat = latencies_for(pool.spec, nano, "fp16", store)
+    for k in keys[2:]:
+        assert lat[k].source == "predicted" and lat[k].median_ms == pytest.approx(5.0 * plain[k].median_ms)
+        assert "scaled x5: the median measured / predicted of 2 descendant(s)" in lat[k].tool_versions["scale"]
+    assert "scale" not in plain[keys[2]].tool_versions

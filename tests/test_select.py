@@ -144,16 +144,15 @@ def test_select_reads_measured_latencies_from_store(tiny_pool: Path, tmp_path: P
     target = load_profile("cpu").target
     best = max(m.descendants, key=lambda r: r.top1)
     store_path = tmp_path / "other.sqlite"
-    with MeasurementStore(store_path) as store:  # a measured row far over the budget
-        store.put(dataclasses.replace(lat(best.key, 5000.0), target=target, pool_id=m.spec.pool_id,
-                                      runtime="onnxruntime", precision="fp32"))
-    # A budget far above what the host's calibration (measured now, slower on a loaded machine) predicts for the
-    # tiny pool: only the measured row can be over it.
+    with MeasurementStore(store_path) as store:  # every descendant measured, the best one far over the budget
+        for r in m.descendants:
+            store.put(dataclasses.replace(lat(r.key, 5000.0 if r.key == best.key else 1.0), target=target,
+                                          pool_id=m.spec.pool_id, runtime="onnxruntime", precision="fp32"))
     assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--store", str(store_path), "--budget-ms",
                  "1000", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["chosen"]["key"] != best.key and out["latency_sources"] == {"measured": 1, "predicted": 17}
-    assert "5000 ms p90 (measured)" in out["reason"]
+    assert out["chosen"]["key"] != best.key and out["latency_sources"] == {"measured": 18}
+    assert out["chosen"]["latency_ms"] == 1.0 and "5000 ms p90 (measured)" in out["reason"]
 
 
 

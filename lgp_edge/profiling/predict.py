@@ -9,7 +9,8 @@ type (patch embedding, block of given dims and tokens, stitch, norm + head) plus
   Every descendant's part counts are a combination of the probes' (checked), so the probes alone
   predict all descendants. Probe rows live in the store with keys ``probe:<part counts>``.
 - **Roofline** (a target with no device): each part priced from the target file's hardware facts and
-  efficiency factors (``roofline.py``).
+  efficiency factors (``roofline.py``); where some of the pool's descendants were measured on the target
+  (imported timings), scaled by their median measured / predicted latency (``scaled_to_measured``).
 
 A prediction's p90 and p99 come from a measured dispersion model, never the median relabelled: the
 p90/median and p99/median of the calibration probes nearest in size; for a roofline, this host's measured
@@ -184,6 +185,8 @@ class Predictor:
     precision: str
     calibration: Calibration | None = None
     roofline: Roofline | None = None
+    scale: float = 1.0  # roofline only: median measured / predicted of the descendants measured on the target
+    scale_source: str = ""  # what the scale was fitted on ("" when 1.0 by default)
 
     def covers(self, parts: Sequence[Part]) -> bool:
         return self.kind == "roofline" or (self.calibration is not None and self.calibration.covers(parts))
@@ -195,7 +198,7 @@ class Predictor:
             r90, r99 = self.calibration.ratios_at(m)
             return m, m * r90, m * r99
         assert self.roofline is not None
-        m = self.roofline.predict_ms(list(parts))
+        m = self.roofline.predict_ms(list(parts)) * self.scale
         r90 = max(1.0, self.roofline.p90_ratio)
         return m, m * r90, m * max(r90, self.roofline.p99_ratio)
 
@@ -221,14 +224,17 @@ class Predictor:
         assert self.roofline is not None
         r = self.roofline
         cache = f", weights within {r.llc_bytes / 2**21:g} MB stay in cache" if r.llc_bytes else ""
+        scaled = f"; {self.scale_source}" if self.scale_source else ""
         return (f"roofline from {self.target}'s hardware facts ({r.source}: {r.peak_gflops:.4g} GFLOP/s x "
                 f"{r.compute_eff:g}, {r.mem_gbps:.4g} GB/s x {r.memory_eff:g}, {r.overhead_us:g} us/op{cache}); "
-                f"spread {r.spread_source}")
+                f"spread {r.spread_source}{scaled}")
 
     def record(self, key: str, parts: Sequence[Part], *, batch: int = 1, threads: int = 1,
                pool_id: str = "") -> LatencyRecord:
         median, p90, p99 = self.predict(parts)
         versions = {"lgp-edge": __version__, "predictor": self.kind, "spread": self.spread_source}
+        if self.scale_source:
+            versions["scale"] = self.scale_source
         return LatencyRecord(descendant_key=key, target=self.target, runtime=self.runtime,
                              precision=self.precision, batch=batch, median_ms=median * batch, p90_ms=p90 * batch,
                              p99_ms=p99 * batch, mean_ms=median * batch, std_ms=0.0, cv=0.0, n=0, warmup=0,
@@ -345,6 +351,22 @@ def comparison_threads(rows: Sequence[LatencyRecord], default: int) -> int:
     return default if default in best else max(best, key=lambda t: newest[t])
 
 
+def scaled_to_measured(predictor: Predictor, pool: PoolSpec, specs: Sequence[DescendantSpec],
+                       measured: dict[str, LatencyRecord], batch: int) -> Predictor:
+    """The roofline scaled by the median measured / predicted median of the pool's descendants measured on the
+    target: a roofline over declared hardware facts can be off by a constant factor (efficiencies, clocks,
+    runtime version), and mixing its numbers with a few measured ones chose a descendant predicted at 2.7 ms
+    next to its sibling measured at 5 ms. The relative costs stay the roofline's."""
+    ratios = [measured[s.key].median_ms / (predictor.predict(parts_of(pool, s))[0] * batch)
+              for s in specs if s.key in measured]
+    ratios = [r for r in ratios if r > 0 and r == r]
+    if not ratios:
+        return predictor
+    scale = statistics.median(ratios)
+    return replace(predictor, scale=scale, scale_source=f"scaled x{scale:.3g}: the median measured / predicted of "
+                                                        f"{len(ratios)} descendant(s) measured on {predictor.target}")
+
+
 def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any = None,
                   runtime: str | None = None, *, batch: int = 1, threads: int | None = None
                   ) -> dict[str, LatencyRecord]:
@@ -377,6 +399,8 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
         parts = {s.key: parts_of(pool, s) for s in missing}
         predictor = make_predictor(target, precision, runtime, store=store, threads=threads,
                                    need=list(parts.values()))
+        if predictor.kind == "roofline" and out:
+            predictor = scaled_to_measured(predictor, pool, specs, out, batch)
         log.info("%d descendants measured, %d predicted (%s)", len(specs) - len(missing), len(missing),
                  predictor.describe())
         for s in missing:
