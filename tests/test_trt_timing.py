@@ -128,7 +128,8 @@ def test_bench_script_builds_a_dynamic_batch_engine_with_its_profile(pins: bool,
     assert res.returncode == 0, res.stderr
     args = log.read_text().splitlines()
     if pins:
-        assert {"--minShapes=input:1x1x28x28", "--optShapes=input:1x1x28x28", "--maxShapes=input:8x1x28x28"} <= set(args)
+        assert {"--minShapes=input:1x1x28x28", "--optShapes=input:1x1x28x28",
+                "--maxShapes=input:8x1x28x28"} <= set(args)
     else:
         built = py_log.read_text().splitlines()
         assert built[built.index("--shapes") + 1] == shapes

@@ -26,6 +26,7 @@ names the calibration it came from; a descendant with only noisy runs is predict
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 from collections import Counter
 from collections.abc import Sequence
@@ -359,7 +360,7 @@ def scaled_to_measured(predictor: Predictor, pool: PoolSpec, specs: Sequence[Des
     next to its sibling measured at 5 ms. The relative costs stay the roofline's."""
     ratios = [measured[s.key].median_ms / (predictor.predict(parts_of(pool, s))[0] * batch)
               for s in specs if s.key in measured]
-    ratios = [r for r in ratios if r > 0 and r == r]
+    ratios = [r for r in ratios if math.isfinite(r) and r > 0]
     if not ratios:
         return predictor
     scale = statistics.median(ratios)

@@ -78,7 +78,8 @@ def measure_host(runtime: str, threads: int, gemm_n: int = 512) -> HostFacts:
     spread = measure_dispersion(threads)
     return HostFacts(peak_gflops_fp32=peak, mem_gbps=measure_copy_bandwidth(threads, mb=256, reps=5),
                      threads=threads, gemm_n=gemm_n, llc_bytes=llc, cache_gbps=cache, p90_ratio=spread.p90_ratio,
-                     p99_ratio=spread.p99_ratio, dispersion_busy=spread.busy, runtime=runtime, fingerprint=fingerprint_key(fp),
+                     p99_ratio=spread.p99_ratio, dispersion_busy=spread.busy, runtime=runtime,
+                     fingerprint=fingerprint_key(fp),
                      measured_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
