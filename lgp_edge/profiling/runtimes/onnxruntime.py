@@ -13,6 +13,19 @@ from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 
+def timing_int8(onnx_path: Path, example: Any, out: Path, runtime: str) -> Path:
+    """The int8 model an export ships for ``runtime``'s targets (static QDQ, ``export/quantize.py``) made from
+    ``onnx_path`` for timing: calibrated on 8 random inputs, so the graph and kernels are the shipped ones and
+    only the scales, which do not change the speed, differ from an export's (real images there)."""
+    import numpy as np
+
+    from lgp_edge.export.quantize import quantize_int8, scheme_for
+
+    batch = int(example.shape[0])
+    calib = np.random.default_rng(0).standard_normal((max(8, batch), *example.shape[1:])).astype(np.float32)
+    return quantize_int8(onnx_path, out, calib, batch, scheme_for(runtime))
+
+
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
     package = "onnxruntime"
@@ -34,16 +47,14 @@ class OnnxRuntime(Runtime):
 
     def convert(self, model: nn.Module, example: Any, precision: str, workdir: Path, *, opset: int = 17,
                 onnx_path: Path | None = None) -> Path:
-        """fp32: the exported ONNX file; int8: dynamic quantization of its MatMul/Gemm weights."""
+        """fp32: the ONNX file ``lgp-edge export`` ships (the same graph); int8: the shipped static QDQ
+        quantization of it (``export/quantize.py``), calibrated on 8 random inputs: the graph and kernels are
+        the shipped int8 model's; its scales, which do not change the speed, come from real images there."""
         self.check_precision(precision)
-        onnx_path = onnx_path or export_onnx(model, example, Path(workdir) / "model.onnx", opset=opset)
+        onnx_path = onnx_path or export_onnx(model, example, Path(workdir) / "model.onnx", opset=opset, ship=True)
         if precision == "fp32":
             return Path(onnx_path)
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        out = Path(workdir) / "model.int8.onnx"
-        quantize_dynamic(str(onnx_path), str(out), weight_type=QuantType.QInt8)
-        return out
+        return timing_int8(Path(onnx_path), example, Path(workdir) / "model.int8.onnx", self.name)
 
     def session(self, path: Path, threads: int) -> Any:
         import onnxruntime as ort

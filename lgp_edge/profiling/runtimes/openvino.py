@@ -44,7 +44,7 @@ class OpenVinoRuntime(Runtime):
         import openvino as ov
 
         self.check_precision(precision)
-        onnx_path = onnx_path or export_onnx(model, example, Path(workdir) / "model.onnx", opset=opset)
+        onnx_path = onnx_path or export_onnx(model, example, Path(workdir) / "model.onnx", opset=opset, ship=True)
         ov_model = ov.Core().read_model(str(onnx_path))
         if precision == "int8":
             try:

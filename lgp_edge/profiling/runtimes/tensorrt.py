@@ -130,7 +130,7 @@ class TensorRtRuntime(Runtime):
         import tensorrt as trt
 
         self.check_precision(precision)
-        onnx_path = onnx_path or export_onnx(model, example, Path(workdir) / "model.onnx", opset=opset)
+        onnx_path = onnx_path or export_onnx(model, example, Path(workdir) / "model.onnx", opset=opset, ship=True)
         logger = trt.Logger(trt.Logger.ERROR)
         builder = trt.Builder(logger)
         flags = 0 if int(trt.__version__.split(".")[0]) >= 10 else \
