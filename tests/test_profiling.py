@@ -80,6 +80,7 @@ def test_interleaved_rounds_time_each_model():
                           MeasureSettings(warmup=1, iters=12, rounds=3, repeat_noisy=False))
     assert len(a) == len(b) == 3 * (1 + 4)  # each round: warm-up + iters/rounds
     assert ts[0].n == ts[1].n == 12 and ts[1].median_ms > ts[0].median_ms and ts[1].median_ms >= 2.0
+    assert ts[0].warmup == ts[1].warmup == 3  # the untimed runs that happened: one per round (was recorded as 1)
 
 
 # ------------------------------------------------------------------------------------------ runtimes

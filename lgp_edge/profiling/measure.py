@@ -168,7 +168,7 @@ def time_interleaved(fns: Sequence[Callable[[], object]], settings: MeasureSetti
             on_round(r)
     out = []
     for fn, t in zip(fns, times):
-        s = replace(summarize(t, settings.warmup), repeats=settings.rounds)
+        s = replace(summarize(t, settings.warmup * settings.rounds), repeats=settings.rounds)  # warm-up per round
         extra = 0
         while settings.repeat_noisy and s.cv > settings.cv_threshold and extra + 1 < settings.max_series:
             # noisy: re-measure this model alone (bounded) and keep the calmest series
