@@ -267,6 +267,24 @@ def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, descripti
                      wall_s=time.perf_counter() - t0, resumed_from=start.resumed_from, earlier_wall_s=earlier)
 
 
+def recorded_progress(ckpt_dir: str | Path, fingerprint: str) -> tuple[tuple[float, ...], float] | None:
+    """(mean loss per finished epoch, training seconds) that a run's checkpoint records, or None when it has
+    no progress record: how a later stage reports an earlier one that finished in a process now gone."""
+    from lgp_edge.train_checkpoint import read_checkpoint_meta
+
+    progress = _progress_of(read_checkpoint_meta(Path(ckpt_dir), fingerprint, dist_info()[1]), ckpt_dir)
+    return None if progress is None else (tuple(progress.epoch_loss), progress.wall_s)
+
+
+def _progress_of(meta: dict[str, Any], ckpt: str | Path | None) -> _Progress | None:
+    """A checkpoint's progress record (None when it predates them); CheckpointError when it is damaged."""
+    try:
+        return _Progress.from_checkpoint(meta.get("extra") or {}, meta["epoch"], meta["step_in_epoch"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint '{ckpt}' has a damaged progress record ({exc}); delete it and start "
+                              "again without --resume") from None
+
+
 def _local_batch(n_images: int, cfg: TrainConfig, world: int) -> int:
     """The batch of one rank; UsageError when the global batch cannot be split or filled."""
     if cfg.batch_size % world:
@@ -292,11 +310,7 @@ def _resume(ckpt: Path | None, objective: nn.Module, opt: torch.optim.Optimizer,
     except (CheckpointError, UsageError) as exc:
         error = exc
     _agree(error)
-    try:
-        progress = _Progress.from_checkpoint(meta.get("extra") or {}, meta["epoch"], meta["step_in_epoch"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint '{ckpt}' has a damaged progress record ({exc}); delete it and start "
-                              "again without --resume") from None
+    progress = _progress_of(meta, ckpt)
     start = _Start(epoch=meta["epoch"], step=meta["step"], skip=meta["step_in_epoch"], resumed_from=meta["step"],
                    progress=progress)
     log.info("resumed %s at epoch %d step %d", description, start.epoch, start.step)

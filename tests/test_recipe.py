@@ -203,3 +203,26 @@ def test_random_ancestry_is_seeded_so_a_resumed_build_matches_its_checkpoint(tmp
                      "--out", str(out), "--init", "lstsq", *QUICK]) == 0
         hashes.append(json.loads((out / "pool.json").read_text())["files"]["ancestry.safetensors"])
     assert hashes[0] == hashes[1]
+
+
+def test_ancestry_resume_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture) -> None:
+    """ancestry.json said nothing of a resume: a resumed run read like an uninterrupted one."""
+    from lgp_edge import train
+
+    real = train._checkpoint
+
+    def stop_after_first_epoch(loop, epoch, step_in_epoch):
+        real(loop, epoch, step_in_epoch)
+        if epoch == 1 and step_in_epoch == 0:
+            raise KeyboardInterrupt
+
+    anc = tmp_path / "anc"
+    argv = ["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(anc),
+            "--epochs", "2", "--max-steps-per-epoch", "2", "--batch-size", "16", "--quiet"]
+    monkeypatch.setattr(train, "_checkpoint", stop_after_first_epoch)
+    assert main(argv) == 130
+    monkeypatch.setattr(train, "_checkpoint", real)
+    assert main([*argv, "--resume"]) == 0
+    meta = json.loads((anc / "ancestry.json").read_text())
+    assert meta["resumed_from_step"] == 2 and len(meta["epoch_loss"]) == 2

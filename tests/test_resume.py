@@ -149,3 +149,37 @@ def test_bad_resumes_exit_2_and_write_nothing(runs: dict[str, Path], tmp_path: P
     _refused(["pool", "finetune", str(fresh), "--data", "synthetic", "--batch-size", "1024", "--quiet"],
              "fewer than one global batch of 1024", capsys)
     assert _snapshot(fresh) == snap
+
+
+def test_resume_in_the_joint_phase_keeps_the_stitch_phase_record(tmp_path: Path) -> None:
+    """With --stitch-epochs, a run killed in the joint phase and resumed recorded no stitch-phase losses and
+    left the stitch phase's seconds out of wall_s (the stitch phase had finished in the killed process)."""
+    pool = make_tiny_pool(tmp_path / "pool", with_records=False)
+    run = [*RUN, "--stitch-epochs", "1"]
+    proc = subprocess.Popen(_cli("pool", "finetune", str(pool), *run), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    joint = pool / "finetune.ckpt" / "state.json"
+    meta: dict = {}
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if joint.is_file():
+                meta = json.loads(joint.read_text())
+                if meta["step"] > 0:
+                    break
+            time.sleep(0.01)
+        still_running = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert still_running and meta.get("step", 0) > 0, f"not killed in the joint phase: {meta}"
+    stitch = json.loads((pool / "finetune-stitch.ckpt" / "state.json").read_text())["extra"]["progress"]
+    joint_meta = json.loads(joint.read_text())  # the checkpoint the resume starts from
+    done = subprocess.run(_cli("pool", "finetune", str(pool), *run, "--resume"), env=_env(), capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    history = json.loads((pool / "pool.json").read_text())["history"][-1]
+    assert history["stitch_epoch_loss"] == stitch["epoch_loss"] and len(history["stitch_epoch_loss"]) == 1
+    assert history["resumed_from_step"] == joint_meta["step"]
+    assert history["wall_s"] >= stitch["wall_s"] + joint_meta["extra"]["progress"]["wall_s"] > 0

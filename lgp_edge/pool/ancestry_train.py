@@ -71,7 +71,7 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     meta = {"name": req.name, "spec": spec.to_dict(), "data": data.info.name, "synthetic_data": data.info.synthetic,
             "top1": round(top1, 3), "val_images": len(data.val), "config": cfg.to_dict(),
             "epoch_loss": list(result.epoch_loss), "wall_s": round(time.time() - t0 + result.earlier_wall_s, 1),
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "resumed_from_step": result.resumed_from,
             "preprocess": data.info.preprocess.to_dict()}
     if initial is not None:
         meta["initial_checkpoint"] = initial

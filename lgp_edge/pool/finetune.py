@@ -27,7 +27,7 @@ from lgp_edge.pool.restitch import apply_init
 from lgp_edge.pool.stitch_init import INITS, tune_stitches
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import content_hash
-from lgp_edge.train import TrainConfig, fit, is_main
+from lgp_edge.train import TrainConfig, fit, is_main, recorded_progress
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,19 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
             "files": {k: manifest.files.get(k) for k in ("weights.safetensors", "ancestry.safetensors")}}
     t0 = time.time()
     stitch_loss: list[float] = []
+    stitch_earlier_s, stitch_resumed = 0.0, None  # the stitch phase's seconds in earlier processes, its resume
+    scfg = dataclasses.replace(cfg, epochs=stitch_epochs)
+    stitch_fp = content_hash({"stage": "finetune-stitch", "cfg": scfg.identity(), **base})
     if stitch_epochs and not resuming_joint:
-        scfg = dataclasses.replace(cfg, epochs=stitch_epochs)
-        fp = content_hash({"stage": "finetune-stitch", "cfg": scfg.identity(), **base})
-        stitch_loss = list(tune_stitches(pool, teacher, data.train, scfg, tau=req.tau, reporter=reporter,
-                                         ckpt_dir=Path(req.pool) / STITCH_CKPT, resume=resuming_stitch,
-                                         fingerprint=fp).epoch_loss)
+        stitch = tune_stitches(pool, teacher, data.train, scfg, tau=req.tau, reporter=reporter,
+                               ckpt_dir=Path(req.pool) / STITCH_CKPT, resume=resuming_stitch, fingerprint=stitch_fp)
+        stitch_loss, stitch_earlier_s, stitch_resumed = list(stitch.epoch_loss), stitch.earlier_wall_s, \
+            stitch.resumed_from
+    elif stitch_epochs and (Path(req.pool) / STITCH_CKPT / "state.json").is_file():
+        # resuming the joint phase: the stitch phase finished in an earlier process, its checkpoint says how
+        done = recorded_progress(Path(req.pool) / STITCH_CKPT, stitch_fp)
+        if done is not None:
+            stitch_loss, stitch_earlier_s = list(done[0]), done[1]
     objective = FinetuneObjective(pool, teacher, req.tau, anchors=req.anchors,
                                   instance_lr_scale=req.instance_lr_scale)
     recipe = {"stitch_epochs": stitch_epochs, "instance_lr_scale": req.instance_lr_scale, "anchors": req.anchors}
@@ -106,12 +113,13 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
     result = fit(objective, data.train, cfg, description="finetune", ckpt_dir=Path(req.pool) / CKPT,
                  resume=resuming_joint, fingerprint=fingerprint, step_kwargs=sampler, reporter=reporter)
     entry = {"stage": "finetune", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
-             "wall_s": round(time.time() - t0 + result.earlier_wall_s, 1), "data": req.data, "config": cfg.to_dict(),
+             "wall_s": round(time.time() - t0 + result.earlier_wall_s + stitch_earlier_s, 1), "data": req.data,
+             "config": cfg.to_dict(),
              "tau": req.tau,
              "init": init or manifest.stitch_init, "epoch_loss": list(result.epoch_loss),
              "stitch_epochs": stitch_epochs, "stitch_epoch_loss": stitch_loss,
              "instance_lr_scale": req.instance_lr_scale, "anchors": req.anchors, "sampling": req.sampling,
-             "resumed_from_step": result.resumed_from}
+             "resumed_from_step": result.resumed_from, "stitch_resumed_from_step": stitch_resumed}
     manifest = manifest.replace(stage="finetuned", stitch_init=init or manifest.stitch_init,
                                 history=manifest.history + (entry,), descendants=())
     if is_main():
