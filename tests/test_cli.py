@@ -282,3 +282,25 @@ def test_command_functions_are_short() -> None:
             for n in ast.walk(ast.parse(f.read_text())) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
             and n.end_lineno - n.lineno + 1 > 60]
     assert long == []
+
+
+def test_top1_from_a_partial_eval_says_how_many_images(tiny_pool: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`pool eval --max-images 40` then `pool info` and `select` showed top-1 with no word that it came from 40
+    images (the demo pool's Ti read 89.50% on 200 images, 86.91% on all 10,000)."""
+    import shutil
+
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_pool, pool)
+    capsys.readouterr()
+    assert main(["pool", "eval", str(pool), "--data", "synthetic", "--max-images", "40", "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 40
+    assert main(["pool", "info", str(pool), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["top1_images"] == 40 and info["top1_data"] == "synthetic"
+    assert main(["pool", "info", str(pool)]) == 0
+    assert "top-1 on 40 synthetic images" in capsys.readouterr().out
+    assert main(["select", "--target", "jetson-nano", "--pool", str(pool), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1_images"] == 40
+    assert main(["select", "--target", "jetson-nano", "--pool", str(pool)]) == 0
+    assert "top-1 on 40 images" in capsys.readouterr().out

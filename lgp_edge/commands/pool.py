@@ -250,11 +250,12 @@ def _eval(args: argparse.Namespace) -> int:
     manifest = evaluate_pool(args.pool, args.data, batch_size=args.batch_size, max_images=args.max_images,
                              reporter=reporter(args))
     rows = [r.to_dict() for r in manifest.descendants]
+    n = manifest.top1_images
     if args.json:
-        print_json({"pool_id": manifest.spec.pool_id, "data": args.data, "descendants": rows})
+        print_json({"pool_id": manifest.spec.pool_id, "data": args.data, "images": n, "descendants": rows})
     else:
         tag = " — SYNTHETIC DATA, accuracies are meaningless" if args.data == "synthetic" else ""
-        print_descendants(f"pool {manifest.spec.pool_id} on {args.data}{tag}", rows)
+        print_descendants(f"pool {manifest.spec.pool_id} on {n:,} {args.data} images{tag}", rows)
     return 0
 
 
@@ -280,6 +281,8 @@ def pool_summary(pool: Any, manifest: Any) -> dict[str, Any]:
         "data": manifest.data,
         "synthetic_data": manifest.synthetic,
         "evaluated": bool(manifest.descendants),
+        "top1_data": manifest.top1_data,
+        "top1_images": manifest.top1_images,
         "provenance": manifest.provenance,
         "descendants": rows,
     }
@@ -312,7 +315,8 @@ def _info(args: argparse.Namespace) -> int:
             f"{largest['flops'] / 1e6:,.1f} MFLOPs)")
     if not info["evaluated"]:
         c.print("  not evaluated yet: run 'lgp-edge pool eval POOL --data DATA'")
-    print_descendants("descendants", rows)
+    on = info["top1_images"]
+    print_descendants("descendants" + (f" (top-1 on {on:,} {info['top1_data']} images)" if on else ""), rows)
     return 0
 
 

@@ -85,7 +85,8 @@ def _run(args: argparse.Namespace) -> int:
         store.close()
     if args.json:
         print_json({**sel.to_dict(), "pool": str(pool_dir), "target": target.name,
-                    "top1_data": manifest.top1_data, "top1_synthetic": manifest.top1_data == "synthetic"})
+                    "top1_data": manifest.top1_data, "top1_images": manifest.top1_images,
+                    "top1_synthetic": manifest.top1_data == "synthetic"})
         return 0
     c = console()
     if note:
@@ -93,8 +94,9 @@ def _run(args: argparse.Namespace) -> int:
     sources = ", ".join(f"{n} {s}" for s, n in sel.sources.items())
     n = sel.chosen.threads
     threads = f", {n} thread{'s' if n != 1 else ''}" if target.connection.kind == "local" else ""
+    images = f"; top-1 on {manifest.top1_images:,} images" if manifest.top1_images else ""
     print_front(sel, f"Pareto front: pool {sel.pool_id} on {target.name} ({profile.precision}{threads}; "
-                     f"latencies: {sources})")
+                     f"latencies: {sources}{images})")
     ch = sel.chosen
     c.print(f"[bold]chosen[/]: {ch.key}  top-1 {ch.top1:.2f}%  p90 {format_value(ch.latency_ms)} ms "
             f"({ch.latency_source}, {ch.runtime})  {format_value(ch.memory_mb)} MB  {ch.params:,} params")

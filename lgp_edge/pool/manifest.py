@@ -66,6 +66,14 @@ class PoolManifest:
             return str(evals[-1]["data"])
         return self.data if any(r.top1 is not None for r in self.descendants) else None
 
+    @property
+    def top1_images(self) -> int | None:
+        """How many validation images the descendants' top-1 were measured on (the last 'eval' stage's), or None
+        when that is not recorded: a top-1 from 200 images reads like one from the whole test set otherwise."""
+        evals = [h for h in self.history if isinstance(h, dict) and h.get("stage") == "eval"]
+        n = evals[-1].get("images") if evals and any(r.top1 is not None for r in self.descendants) else None
+        return n if isinstance(n, int) and not isinstance(n, bool) else None
+
     def check_top1(self, pool_dir: str | Path) -> str:
         """Refuse to choose by top-1 measured on synthetic data for a pool trained on real data.
 
