@@ -98,7 +98,7 @@ def measure_together(models: list[tuple[str, torch.nn.Module]], example: torch.T
     batch = []
     t0 = time.time()
     for i, (key, model) in enumerate(models):
-        onnx = export_onnx(model, example, tmp / f"m{i}" / "model.onnx", opset=17)
+        onnx = export_onnx(model, example, tmp / f"m{i}" / "model.onnx", opset=17, ship=True)  # what export ships
         for name, rt in rts.items():
             prepared = rt.prepare(model, example, "fp32", tmp / f"m{i}" / name, threads=settings.threads,
                                   onnx_path=onnx)
@@ -136,7 +136,7 @@ def measure_in_passes(models: list[tuple[str, torch.nn.Module]], example: torch.
     rts = {name: get_runtime(name) for name in RUNTIMES}
     onnx = {}
     for i, (key, model) in enumerate(models):
-        onnx[key] = export_onnx(model, example, tmp / f"m{i}" / "model.onnx", opset=17)
+        onnx[key] = export_onnx(model, example, tmp / f"m{i}" / "model.onnx", opset=17, ship=True)
     times: dict[str, dict[str, list[float]]] = {key: {r: [] for r in RUNTIMES} for key, _ in models}
     per_pass = max(1, settings.iters // passes)
     for p in range(passes):
@@ -245,6 +245,7 @@ def bench_pool(name: str, pool, info: dict, settings: MeasureSettings, peak: flo
     return {"pool": info["source"], "ancestry": a.to_dict(), "depth": pool.spec.depth, "pool_id": pool.pool_id,
             "descendants": rows, "calibration_probes": probe_rows, "summary": summary, "wall_s": wall,
             "method": method,
+            "onnx": "the graph lgp-edge export ships (export_onnx ship=True: dynamo exporter + onnxslim, opset 17)",
             "cpu_roofline": {"peak_gflops": roof.peak_gflops, "mem_gbps": roof.mem_gbps,
                              "compute_eff": roof.compute_eff, "memory_eff": roof.memory_eff,
                              "overhead_us": roof.overhead_us, "llc_bytes": roof.llc_bytes,
