@@ -607,3 +607,12 @@ def test_profiler_times_the_graph_export_ships(pool, example, tmp_path):
     calib = np.random.default_rng(0).standard_normal((8, *example.shape[1:])).astype(np.float32)
     shipped_q = quantize_int8(shipped, tmp_path / "shipped.int8.onnx", calib, 1, SCHEMES["onnxruntime"])
     assert ops(q) == ops(shipped_q) and ops(q)["QuantizeLinear"] > 0 and "DynamicQuantizeLinear" not in ops(q)
+
+
+def test_calibrations_measured_before_calm_series_are_not_reused():
+    """A stored calibration of the earlier method (dispersion over every series, busy ones included) has
+    another fingerprint key, so the store's 48x from a busy afternoon is measured again, not read."""
+    from lgp_edge.profiling.host import fingerprint_key, host_fingerprint
+
+    fp = host_fingerprint("onnxruntime", 1)
+    assert fp["schema"] == 2 and fingerprint_key(fp) != fingerprint_key({**fp, "schema": 1})

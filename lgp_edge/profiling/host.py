@@ -157,13 +157,15 @@ def runtime_version(runtime: str) -> str:
 
 
 def host_fingerprint(runtime: str, threads: int) -> dict[str, Any]:
-    """What the host calibration depends on: CPU model, cores, threads, cache, runtime (+ torch) versions."""
+    """What the host calibration depends on: CPU model, cores, threads, cache, runtime (+ torch) versions, and
+    how it is measured (``schema`` 2: the dispersion from calm series only; a schema-1 calibration may hold
+    the dispersion of a machine that was busy at the time, so it is measured again, not reused)."""
     import os
 
     engine = runtime if runtime in GEMM_ENGINES else "torch"
     return {"cpu": cpu_model(), "logical_cpus": os.cpu_count() or 1, "threads": int(threads),
             "llc_bytes": last_level_cache_bytes(), "runtime": runtime, "engine": engine,
-            "versions": {n: runtime_version(n) for n in sorted({engine, "torch"})}, "schema": 1}
+            "versions": {n: runtime_version(n) for n in sorted({engine, "torch"})}, "schema": 2}
 
 
 def fingerprint_key(fp: dict[str, Any]) -> str:
