@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,27 @@ def _snapshot(d: Path) -> dict[str, bytes]:
     return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
 
 
+def _sigkill_once(argv: list[str], meta_f: Path, ready: Callable[[dict], bool]) -> tuple[bool, dict, str]:
+    """Run ``argv`` and SIGKILL it as soon as the checkpoint ``meta_f`` satisfies ``ready``: (whether it was
+    still running when killed, the last checkpoint state read, the tail of its stderr)."""
+    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    meta: dict = {}
+    deadline = time.time() + 300  # generous: a loaded 2-core machine; the loop ends at the first matching checkpoint
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if meta_f.is_file():
+                meta = json.loads(meta_f.read_text())
+                if ready(meta):
+                    break
+            time.sleep(0.01)
+        still_running = proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    return still_running, meta, proc.stderr.read().decode()[-500:]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """An uninterrupted fine-tune and a copy of the same pool killed with SIGKILL mid-way through epoch 2."""
@@ -48,24 +70,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     full, killed = root / "full", root / "killed"
     shutil.copytree(base, full)
     shutil.copytree(base, killed)
-    proc = subprocess.Popen(_cli("pool", "finetune", str(killed), *RUN), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    meta_f = killed / "finetune.ckpt" / "state.json"
-    meta: dict = {}
-    deadline = time.time() + 300  # generous: a loaded 2-core machine; the loop ends at the first epoch-2 checkpoint
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if meta_f.is_file():
-                meta = json.loads(meta_f.read_text())
-                if meta["epoch"] == 1 and meta["step_in_epoch"] > 0:  # a step checkpoint inside epoch 2
-                    break
-            time.sleep(0.01)
-        still_running = proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert still_running, f"the run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+    still_running, meta, err = _sigkill_once(  # at a step checkpoint inside epoch 2
+        _cli("pool", "finetune", str(killed), *RUN), killed / "finetune.ckpt" / "state.json",
+        lambda m: m["epoch"] == 1 and m["step_in_epoch"] > 0)
+    assert still_running, f"the run ended before it could be killed: {err}"
     assert meta.get("epoch") == 1 and meta.get("step_in_epoch", 0) > 0, f"not killed inside epoch 2: {meta}"
     assert 0 < meta["step"] < TOTAL_STEPS, meta
     # The uninterrupted reference, run after the kill so the two never compete for the CPUs.
@@ -156,24 +164,9 @@ def test_resume_in_the_joint_phase_keeps_the_stitch_phase_record(tmp_path: Path)
     left the stitch phase's seconds out of wall_s (the stitch phase had finished in the killed process)."""
     pool = make_tiny_pool(tmp_path / "pool", with_records=False)
     run = [*RUN, "--stitch-epochs", "1"]
-    proc = subprocess.Popen(_cli("pool", "finetune", str(pool), *run), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
     joint = pool / "finetune.ckpt" / "state.json"
-    meta: dict = {}
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if joint.is_file():
-                meta = json.loads(joint.read_text())
-                if meta["step"] > 0:
-                    break
-            time.sleep(0.01)
-        still_running = proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.kill()
-        proc.wait()
-    assert still_running and meta.get("step", 0) > 0, f"not killed in the joint phase: {meta}"
+    still_running, meta, err = _sigkill_once(_cli("pool", "finetune", str(pool), *run), joint, lambda m: m["step"] > 0)
+    assert still_running and meta.get("step", 0) > 0, f"not killed in the joint phase: {meta} {err}"
     stitch = json.loads((pool / "finetune-stitch.ckpt" / "state.json").read_text())["extra"]["progress"]
     joint_meta = json.loads(joint.read_text())  # the checkpoint the resume starts from
     done = subprocess.run(_cli("pool", "finetune", str(pool), *run, "--resume"), env=_env(), capture_output=True,
