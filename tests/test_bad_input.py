@@ -323,6 +323,23 @@ def _imagefolder(layout: str) -> Callable[[Path], list[str]]:
     return setup
 
 
+def _other_classes(command: str) -> Callable[[Path], list[str]]:
+    """A pool trained on image folders with classes (a, b), scored on folders whose classes are (a, zb): the
+    logits were compared with other labels and the wrong top-1 stored (pool eval) or shipped (export)."""
+    def setup(root: Path) -> list[str]:
+        p = rgb_pool(root / "pool", f"imagefolder:{root / 'trained-on'}")
+        data = root / "images"
+        for split in ("train", "val"):
+            for c in ("a", "zb"):
+                for i in range(2):
+                    write_png(data / split / c / f"{i}.png", i)
+        if command == "export":
+            return ["export", "--pool", str(p), "--target", "cpu", "--descendant", "ti6.0-5", "--data",
+                    f"imagefolder:{data}", "--out", str(root / "out"), "--quiet"]
+        return ["pool", "eval", str(p), "--data", f"imagefolder:{data}", "--quiet"]
+    return setup
+
+
 def _select_on_synthetic_top1(root: Path) -> list[str]:
     p = _with_pool(root)
     mf = json.loads((p / MANIFEST).read_text())
@@ -417,6 +434,8 @@ CASES = [
     Case("imagefolder zero-byte image", _imagefolder("zero-byte"), 2, "cannot be read"),
     Case("imagefolder corrupt image", _imagefolder("corrupt"), 2, "cannot be read"),
     # silent wrong results
+    Case("pool eval on data with other classes", _other_classes("eval"), 2, "the model was trained on"),
+    Case("export validated on data with other classes", _other_classes("export"), 2, "the model was trained on"),
     Case("select on top-1 measured on synthetic data", _select_on_synthetic_top1, 2, "measured on synthetic data"),
 ]
 

@@ -255,3 +255,46 @@ def test_resume_of_a_checkpoint_with_the_earlier_optimizer_grouping(tmp_path: Pa
     meta = json.loads((tmp_path / "ckpt" / "state.json").read_text())
     assert [g["weight_decay"] for g in meta["param_groups"]] == [0.0 + cfg.weight_decay, 0.0]
     assert all("lr_scale" not in g for g in meta["param_groups"])
+
+
+def test_imagefolder_val_images_are_preprocessed_as_the_export_documents(tmp_path: Path) -> None:
+    """The manifest and EMBEDDING.md tell an app to resize the whole image to img_size (bilinear, no crop) and
+    normalise; validation (and so every recorded top-1 and the export's check) used timm's resize-then-
+    center-crop instead: an app following the manifest got 69% where the pool claimed 82%."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            rng = np.random.default_rng(len(split) + len(cls))
+            Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(d / "0.png")
+    data = open_data(f"imagefolder:{tmp_path}", img_size=16, in_chans=3)
+    x, _ = data.val[0]
+    pre = data.info.preprocess
+    img = Image.open(tmp_path / "val" / "a" / "0.png").convert("RGB").resize((16, 16), Image.BILINEAR)
+    want = (torch.from_numpy(np.asarray(img, dtype=np.float32) / 255).permute(2, 0, 1)
+            - torch.tensor(pre.mean)[:, None, None]) / torch.tensor(pre.std)[:, None, None]
+    assert x.shape == want.shape and float((x - want).abs().max()) < 0.02  # resampling filters differ slightly
+
+
+def test_imagefolder_training_augmentation_runs_on_this_pillow(tmp_path: Path) -> None:
+    """timm's RandAugment at magnitude 10 asks Pillow to posterize to 0 bits, which Pillow 13 refuses: training
+    on an image folder crashed with a traceback within two epochs of 1,200 images."""
+    import random
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    for split in ("train", "val"):
+        d = tmp_path / split / "a"
+        d.mkdir(parents=True)
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(d / "0.png")
+    data = open_data(f"imagefolder:{tmp_path}", img_size=28, in_chans=3)
+    for i in range(3000):
+        random.seed(i)
+        torch.manual_seed(i)
+        data.train[0]

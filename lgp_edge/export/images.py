@@ -75,10 +75,11 @@ def load_images(data_name: str, pre: Any, num_classes: int, n_val: int, n_cal: i
     """``n_val`` validation images and ``n_cal`` calibration images of ``data_name``, preprocessed as ``pre``."""
     import torch
 
-    from lgp_edge.datasets import check_data_name, open_data
+    from lgp_edge.datasets import check_data_name, check_labels, open_data
 
     check_data_name(data_name)
     data = open_data(data_name, img_size=pre.img_size, in_chans=pre.in_chans, num_classes=num_classes)
+    check_labels(data.info, tuple(pre.labels), pool_data)
     dpre = data.info.preprocess
     if not data.info.synthetic and (tuple(dpre.mean) != tuple(pre.mean) or tuple(dpre.std) != tuple(pre.std)):
         log.warning("--data %s normalises with mean %s / std %s, the pool with %s / %s (pool data: %s)", data_name,

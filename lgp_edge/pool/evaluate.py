@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lgp_edge.datasets import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, check_labels, open_data
 from lgp_edge.errors import DataError, UsageError
 from lgp_edge.fileio import write_json_atomic
 from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, load_pool
@@ -40,6 +40,7 @@ def instance_top1(path: str | Path, data: str, *, max_images: int | None = None,
     pool, manifest = load_pool(path)
     a = manifest.spec.ancestry
     ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
+    check_labels(ds.info, manifest.preprocess.labels, manifest.data)
     return {d.key: round(evaluate(pool.descendant(d), ds.val, max_images=max_images, device=device), 3)
             for d in pool.descendants() if not d.stitches}
 
@@ -50,6 +51,7 @@ def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_ima
     pool, manifest = load_pool(path)
     a = manifest.spec.ancestry
     ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
+    check_labels(ds.info, manifest.preprocess.labels, manifest.data)
     if len(ds.val) == 0:
         raise DataError(f"--data {data} has no validation images")
     records = evaluate_descendants(pool, ds.val, batch_size=batch_size, max_images=max_images, reporter=reporter,
