@@ -235,6 +235,16 @@ def _imagefolder(root: str, img_size: int, in_chans: int) -> ImageData:
     return ImageData(train, val, DataInfo(f"imagefolder:{base}", len(labels), pre, synthetic=False))
 
 
+def data_channels(name: str, model_chans: int) -> int:
+    """The channels a dataset's images have: Fashion-MNIST 1, an image folder 3 (read as RGB), synthetic data
+    whatever the model takes."""
+    if name == "fashion-mnist":
+        return 1
+    if name.startswith("imagefolder:"):
+        return 3
+    return model_chans
+
+
 def open_data(name: str, *, img_size: int, in_chans: int, num_classes: int = 10) -> ImageData:
     """Open a dataset by its CLI name, at the model's input size and channels."""
     if name == "fashion-mnist":

@@ -226,3 +226,35 @@ def test_ancestry_resume_is_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert main([*argv, "--resume"]) == 0
     meta = json.loads((anc / "ancestry.json").read_text())
     assert meta["resumed_from_step"] == 2 and len(meta["epoch_loss"]) == 2
+
+
+def test_own_image_folder_from_ancestry_to_eval(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A user's own RGB image folder with 3 classes: every small variant is a 1-channel, 10-class model, so
+    `ancestry train` refused the folder (RGB vs 1 channel, 3 classes vs 10) and no checkpoint of another class
+    count could be loaded by `pool build`. The ancestry now takes the data's classes and channels, and its
+    checkpoint carries them to the pool."""
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "images"
+    for split, n in (("train", 40), ("val", 6)):
+        for k, cls in enumerate(("boot", "coat", "shirt")):
+            d = data / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                rng = np.random.default_rng(100 * k + i)
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    anc, pool = tmp_path / "anc", tmp_path / "pool"
+    folder = f"imagefolder:{data}"
+    assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", folder, "--out", str(anc),
+                 "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "16", "--quiet"]) == 0
+    spec = json.loads((anc / "ancestry.json").read_text())["spec"]
+    assert spec["num_classes"] == 3 and spec["in_chans"] == 3
+    assert main(["pool", "build", "--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc), "--data", folder,
+                 "--out", str(pool), "--init", "lstsq", "--epochs", "1", "--max-steps-per-epoch", "2",
+                 "--batch-size", "16", "--quiet"]) == 0
+    manifest = json.loads((pool / "pool.json").read_text())
+    assert manifest["preprocess"]["labels"] == ["boot", "coat", "shirt"] and manifest["preprocess"]["in_chans"] == 3
+    capsys.readouterr()
+    assert main(["pool", "eval", str(pool), "--data", folder, "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 18

@@ -144,6 +144,13 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
 
     _register_small_variants()
     check_name(name)
+    if checkpoint is not None:  # an `ancestry train` checkpoint says the classes and channels it was built for
+        meta = read_ancestry_dir(checkpoint) or {}
+        spec = meta.get("spec") if isinstance(meta.get("spec"), dict) and meta.get("name") == name else {}
+        built = {k: v for k, v in spec.items() if type(v) is int and 0 < v <= 100_000}
+        num_classes = num_classes if num_classes is not None else built.get("num_classes")
+        in_chans = in_chans if in_chans is not None else built.get("in_chans")
+        img_size = img_size if img_size is not None else built.get("img_size")
     kwargs: dict[str, Any] = {}
     if num_classes is not None:
         kwargs["num_classes"] = num_classes

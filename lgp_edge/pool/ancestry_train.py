@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -13,13 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgp_edge.datasets import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, data_channels, open_data
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry
 from lgp_edge.outdir import atomic_dir, check_output_dir, check_resume_dir, replace_dir
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import content_hash
 from lgp_edge.train import TrainConfig, evaluate, fit, is_main
+
+log = logging.getLogger(__name__)
 
 
 class SupervisedObjective(nn.Module):
@@ -56,7 +59,13 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     initial_file = _initial_file(req.initial_checkpoint) if req.initial_checkpoint else None
     model, spec = create_ancestry(req.name, checkpoint=initial_file)  # one clear line when the variant differs
     initial = _initial_record(initial_file) if initial_file else None
-    data = open_data(req.data, img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
+    chans = data_channels(req.data, spec.in_chans)
+    data = open_data(req.data, img_size=spec.img_size, in_chans=chans, num_classes=spec.num_classes)
+    if initial_file is None and (data.info.num_classes, chans) != (spec.num_classes, spec.in_chans):
+        # a new model for the user's data: its classes and channels (the checkpoint's ancestry.json keeps them)
+        log.info("ancestry %s built for --data %s: %d classes, %d channel(s)", req.name, req.data,
+                 data.info.num_classes, chans)
+        model, spec = create_ancestry(req.name, num_classes=data.info.num_classes, in_chans=chans)
     if data.info.num_classes != spec.num_classes:
         raise UsageError(f"--data {req.data} has {data.info.num_classes} classes; '{req.name}' has "
                          f"{spec.num_classes}: pick a variant with matching classes")
