@@ -157,3 +157,35 @@ def test_export_model_bad_input_exits_2_and_writes_nothing(checkpoints: dict[str
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
     assert list(work.iterdir()) == []
+
+
+def test_measured_latency_of_the_stock_model_is_not_given_to_another_shape(checkpoints: dict[str, Path],
+                                                                          tmp_path: Path) -> None:
+    """The store names a stock timm model `timm:NAME` (profile --model); a checkpoint of the same name at another
+    input size or head is another network: its manifest carried the stock model's 57.9 ms, 8x what it takes."""
+    import dataclasses
+
+    from lgp_edge.profiling.store import MeasurementStore
+    from lgp_edge.specs import LatencyRecord
+
+    store = tmp_path / "s.sqlite"
+    rec = LatencyRecord(descendant_key=f"timm:{NAME}", target="cpu", runtime="onnxruntime", precision="fp32",
+                        batch=1, median_ms=57.0, p90_ms=57.9, p99_ms=60.0, mean_ms=57.0, std_ms=0.1, cv=0.01, n=50,
+                        warmup=5, threads=1, source="measured", when="2026-01-01T00:00:00+00:00", tool_versions={})
+    with MeasurementStore(store) as s:
+        s.put(rec)
+        s.put(dataclasses.replace(rec, runtime="openvino"))
+    out = tmp_path / "out"
+    assert main(["export", "--model", NAME, "--checkpoint", str(checkpoints["safetensors"]), "--target", "cpu",
+                 "--data", "fashion-mnist", "--out", str(out), "--val-images", "8", "--store", str(store),
+                 "--quiet"]) == 0
+    assert json.loads((out / "manifest.json").read_text())["model"]["expected_latency_ms"] is None  # 20 px, not 16
+    stock = tmp_path / "stock.safetensors"
+    import timm
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in timm.create_model(NAME).state_dict().items()}, str(stock))
+    out2 = tmp_path / "out2"
+    assert main(["export", "--model", NAME, "--checkpoint", str(stock), "--target", "cpu", "--data", "fashion-mnist",
+                 "--out", str(out2), "--val-images", "8", "--store", str(store), "--quiet"]) == 0
+    assert json.loads((out2 / "manifest.json").read_text())["model"]["expected_latency_ms"] == 57.9  # the same net

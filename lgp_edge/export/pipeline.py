@@ -168,7 +168,7 @@ def prepare_model(req: ExportRequest, reporter: Any = NULL) -> Job:
     loaded = load_model(req.model, req.checkpoint, req.data)
     if req.profile.precision == "int8" and loaded.data == "synthetic":
         raise int8_refused
-    lat = measured_latency(loaded.record.key, req)
+    lat = measured_latency(loaded.record.key, req, loaded.record.params)
     choice = Choice(record=loaded.record, latency=lat,
                     selection={"model": loaded.record.key, "reason": "--model given; no selection"})
     images = load_images(loaded.data, loaded.preprocess, int(loaded.model.num_classes), req.val_images,
