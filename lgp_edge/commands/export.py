@@ -156,7 +156,14 @@ def _run_switchable(args: argparse.Namespace) -> int:
         raise UsageError("--descendants and --front select what goes into a switchable model; add --switchable")
     if args.descendant is not None:
         raise UsageError("--descendant exports one descendant; with --switchable use --descendants KEY,KEY…")
+    if args.dynamic_batch:  # it was accepted and ignored: the switchable input stayed batch 1
+        raise UsageError("--dynamic-batch is not available with --switchable (its input is batch 1); export "
+                         "single descendants for a dynamic batch")
     profile, target = resolve_profile(args, formats=_formats(args.format))
+    if profile.precision == "int8":  # it was accepted and an fp32 artifact written under an int8 profile
+        raise UsageError(f"profile '{profile.name}' asks for int8, which --switchable does not export (its "
+                         "artifact is fp32 ONNX or an fp16/fp32 Core ML package); export single descendants "
+                         "for int8")
     req = SwitchableRequest(profile=profile, target=target, out=Path(args.out),
                             pool=Path(args.pool) if args.pool else None, keys=parse_keys(args.descendants),
                             force=args.force, data=args.data, val_images=args.val_images,
