@@ -211,7 +211,8 @@ def _model(b: Branches, entries: Sequence[SwitchEntry], input_shape: tuple[int, 
                  "descendant_input": SELECTOR,
                  "descendant_input_doc": f"int64 tensor of shape [1]: the 'index' of a row of 'descendants'; "
                                          f"outside 0..{len(entries) - 1} the run fails in ONNX Runtime "
-                                         f"({OUT_OF_RANGE}); OpenVINO returns NaN logits"})
+                                         f"({OUT_OF_RANGE}); OpenVINO raises (its Reshape check) or, where "
+                                         "its converter kept the declared output shape, returns NaN logits"})
     for k, v in meta.items():
         p = proto.metadata_props.add()
         p.key, p.value = k, v
