@@ -127,7 +127,11 @@ def test_stock_timm_vit_without_data_is_a_labelled_numerical_check(tmp_path: Pat
     assert pre["img_size"] == 32 and pre["in_chans"] == 3 and pre["mean"] == [0.485, 0.456, 0.406]
     assert pre["labels"][3] == "class_3" and mf["model"]["timm_pretrained_cfg"]["crop_pct"] == 0.9
     assert mf["artifacts"][0]["validation"]["passed"]
-    assert "synthetic images" in (out / "EMBEDDING.md").read_text()
+    text = (out / "EMBEDDING.md").read_text()
+    assert "synthetic images" in text
+    # the resize the manifest's timm config describes (bicubic, crop_pct 0.9), not "the whole image, no crop"
+    assert "Resize the shorter side to 35 pixels (bicubic), then crop the central 32 x 32" in text
+    assert "no crop" not in text
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -171,6 +171,21 @@ def _precision_note(a: dict[str, Any], n_images: int) -> str:
     return ""
 
 
+def _resize_step(m: dict[str, Any], size: int) -> str:
+    """How an image reaches the input size: what lgp-edge's loaders do (the whole image, no crop), or for a
+    timm model whose preprocessing comes from its pretrained_cfg, timm's evaluation transform (the manifest
+    records its interpolation, crop_pct and crop_mode; the doc said "no crop" beside them)."""
+    model = m.get("model") or {}
+    cfg = model.get("timm_pretrained_cfg") or {}
+    pct = cfg.get("crop_pct")
+    if model.get("preprocess_from") == "timm pretrained_cfg" and isinstance(pct, (int, float)) and 0 < pct < 1 \
+            and cfg.get("crop_mode", "center") == "center":
+        return (f"Resize the shorter side to {int(size / pct)} pixels ({cfg.get('interpolation', 'bilinear')}), "
+                f"then crop the central {size} x {size} (timm's evaluation transform for this model: crop_pct "
+                f"{pct:g}).")
+    return f"Resize the whole image to {size} x {size} (bilinear, no crop)."
+
+
 def _tensor(doc: _Doc) -> str:
     """Preprocessing for the formats that take a tensor (ONNX, .ort, TensorRT, OpenVINO)."""
     fmts = [f for f in ("onnx", "ort", "tensorrt", "openvino") if f in doc.arts]
@@ -186,7 +201,7 @@ def _tensor(doc: _Doc) -> str:
         shape=t["shape"], output=t["output"], out_shape=t.get("out_shape", f"1x{len(pre['labels'])}"),
         chans="1 channel (grayscale)" if chans == 1 else f"{chans} channels (RGB)", size=pre["img_size"],
         chan_step=GRAY_DOC if chans == 1 else "Keep R, G, B in that order (no BGR).",
-        mean=list(pre["mean"]), std=list(pre["std"]),
+        mean=list(pre["mean"]), std=list(pre["std"]), resize_step=_resize_step(doc.manifest, pre["img_size"]),
         meta_keys=", ".join(f"`{k}`" for k in meta_keys if k in META_KEYS),
         precision_note=_precision_note(lowp, doc.manifest["validation"]["images"]) if lowp else "")
 
