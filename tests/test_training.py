@@ -298,3 +298,18 @@ def test_imagefolder_training_augmentation_runs_on_this_pillow(tmp_path: Path) -
         random.seed(i)
         torch.manual_seed(i)
         data.train[0]
+
+
+def test_sixteen_bit_images_are_scaled_not_saturated(tmp_path: Path) -> None:
+    """A 16-bit grayscale PNG (mode I;16) came out of the loader 99.5% saturated at 255."""
+    import numpy as np
+    from PIL import Image
+
+    from lgp_edge.datasets import load_image
+
+    values = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    rgb = np.asarray(load_image(str(tmp_path / "deep.png")))
+    assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
+    assert np.abs(rgb[..., 0].astype(float) - values / 257).max() <= 1.0  # 65535 -> 255, scaled, not clipped
