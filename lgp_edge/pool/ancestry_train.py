@@ -66,9 +66,9 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
         log.info("ancestry %s built for --data %s: %d classes, %d channel(s)", req.name, req.data,
                  data.info.num_classes, chans)
         model, spec = create_ancestry(req.name, num_classes=data.info.num_classes, in_chans=chans)
-    if data.info.num_classes != spec.num_classes:
-        raise UsageError(f"--data {req.data} has {data.info.num_classes} classes; '{req.name}' has "
-                         f"{spec.num_classes}: pick a variant with matching classes")
+    if data.info.num_classes != spec.num_classes:  # only a warm start can differ now
+        raise UsageError(f"--data {req.data} has {data.info.num_classes} classes; the --initial-checkpoint model "
+                         f"has {spec.num_classes}: warm-start from a run on data with the same classes")
     objective = SupervisedObjective(model, req.smoothing)
     fingerprint = content_hash({"stage": "ancestry", "spec": spec.identity(), "cfg": cfg.identity(), "data": req.data,
                                 **({"initial": initial["sha256"]} if initial else {})})
