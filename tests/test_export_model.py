@@ -34,8 +34,9 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     other = timm.create_model(NAME, num_classes=7)
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(d / "seven.safetensors"))
     (d / "junk.safetensors").write_bytes(b"not a safetensors file")
+    (d / "notes.txt").write_text("lr 0.1, 30 epochs\n")  # not a checkpoint at all (was: "pop from empty list")
     return {"safetensors": d / "tiny.safetensors", "pth": d / "tiny.pth", "pickled": d / "pickled.pth",
-            "seven": d / "seven.safetensors", "junk": d / "junk.safetensors"}
+            "seven": d / "seven.safetensors", "junk": d / "junk.safetensors", "text": d / "notes.txt"}
 
 
 def _reference(ckpt: Path, x: np.ndarray) -> np.ndarray:
@@ -143,6 +144,7 @@ def test_stock_timm_vit_without_data_is_a_labelled_numerical_check(tmp_path: Pat
     (["--model", NAME, "--checkpoint", "{missing}"], "does not exist"),
     (["--model", NAME, "--checkpoint", "{junk}"], "is not a readable safetensors file"),
     (["--model", NAME, "--checkpoint", "{pickled}"], "a pickle of arbitrary objects is never loaded"),
+    (["--model", NAME, "--checkpoint", "{text}"], "is neither a safetensors file nor a torch checkpoint"),
     (["--model", "deit_tiny_patch16_224", "--checkpoint", "{safetensors}"], "does not fit timm model"),
     (["--model", NAME, "--checkpoint", "{seven}", "--data", "fashion-mnist"], "has 10 classes; the checkpoint's"),
     (["--model", NAME, "--checkpoint", "{safetensors}"], "pass --data"),

@@ -117,6 +117,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f"checkpoint '{path}' is not a readable safetensors file ({exc})") from None
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save writes a zip, or a pickle
+        raise CheckpointError(f"checkpoint '{path}' is neither a safetensors file nor a torch checkpoint (a zip "
+                              "or pickle file); give the weights file")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
