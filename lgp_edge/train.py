@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
-from lgp_edge.errors import CheckpointError, UsageError
+from lgp_edge.errors import CheckpointError, DataError, UsageError
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.train_checkpoint import (
     CKPT_META,
@@ -252,13 +252,19 @@ def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, descripti
     show = reporter if rank == 0 else NULL
     objective.train()
     skip = start.skip
-    for epoch in range(start.epoch, cfg.epochs):
-        _run_epoch(loop, train_set, sampler, epoch, skip, step_kwargs, autocast, show)
-        skip = 0
-        log.info("%s epoch %d: loss %.4f", description, epoch + 1, loop.progress.epoch_loss[-1])
-        _checkpoint(loop, epoch + 1, 0)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch)
+    try:
+        for epoch in range(start.epoch, cfg.epochs):
+            _run_epoch(loop, train_set, sampler, epoch, skip, step_kwargs, autocast, show)
+            skip = 0
+            log.info("%s epoch %d: loss %.4f", description, epoch + 1, loop.progress.epoch_loss[-1])
+            _checkpoint(loop, epoch + 1, 0)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+    except DataError as exc:  # a damaged image found mid-run: what was trained so far is not lost
+        if ckpt is not None and (ckpt / "state.json").is_file():
+            raise DataError(f"{exc}; the run is checkpointed in '{ckpt}': rerun the same command with --resume "
+                            "once the data is fixed") from None
+        raise
     objective.eval()
     if device.type != "cpu":
         objective.cpu()

@@ -258,3 +258,25 @@ def test_own_image_folder_from_ancestry_to_eval(tmp_path: Path, capsys: pytest.C
     capsys.readouterr()
     assert main(["pool", "eval", str(pool), "--data", folder, "--quiet", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 18
+
+
+def test_a_damaged_image_found_late_says_the_run_can_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """A zero-byte validation image stopped `ancestry train` after all its training, with a line that said
+    only to replace the file, though the trained weights were checkpointed and `--resume` finishes the run."""
+    from lgp_edge.errors import DataError
+    from lgp_edge.pool import ancestry_train
+
+    def unreadable(*args, **kwargs):
+        raise DataError("image 'val/b/1.png' cannot be read (empty file); replace or remove it")
+
+    anc = tmp_path / "anc"
+    argv = ["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(anc),
+            "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "16", "--quiet"]
+    monkeypatch.setattr(ancestry_train, "evaluate", unreadable)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be read" in err[0] and "--resume" in err[0], err
+    monkeypatch.undo()
+    assert main([*argv, "--resume"]) == 0 and (anc / "ancestry.json").is_file()

@@ -313,3 +313,31 @@ def test_sixteen_bit_images_are_scaled_not_saturated(tmp_path: Path) -> None:
     rgb = np.asarray(load_image(str(tmp_path / "deep.png")))
     assert rgb.shape == (64, 64, 3) and rgb.dtype == np.uint8
     assert np.abs(rgb[..., 0].astype(float) - values / 257).max() <= 1.0  # 65535 -> 255, scaled, not clipped
+
+
+def test_a_damaged_training_image_mid_run_says_the_run_can_resume(tmp_path: Path) -> None:
+    """A damaged image found in epoch 2 ended the run with a line that did not say its first epoch was
+    checkpointed and that --resume continues it."""
+    from lgp_edge.errors import DataError
+    from lgp_edge.models.ancestry import create_ancestry
+    from lgp_edge.pool.ancestry_train import SupervisedObjective
+
+    class Flaky(torch.utils.data.Dataset):
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __len__(self) -> int:
+            return 32
+
+        def __getitem__(self, i: int) -> tuple:
+            self.calls += 1
+            if self.calls > 32:  # readable through epoch 1, then one file turns out damaged
+                raise DataError("image 'train/a/7.png' cannot be read (empty file); replace or remove it")
+            return torch.randn(1, 16, 16), i % 10
+
+    torch.manual_seed(0)
+    model, _ = create_ancestry("lgp_test_tiny")
+    with pytest.raises(DataError, match=r"cannot be read .* checkpointed in .*--resume"):
+        fit(SupervisedObjective(model), Flaky(), TrainConfig(epochs=2, batch_size=16), description="t",
+            ckpt_dir=tmp_path / "ckpt", fingerprint="fp")
+    assert (tmp_path / "ckpt" / "state.json").is_file()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgp_edge.datasets import check_data_name, data_channels, open_data
-from lgp_edge.errors import UsageError
+from lgp_edge.errors import DataError, UsageError
 from lgp_edge.models.ancestry import create_ancestry
 from lgp_edge.outdir import atomic_dir, check_output_dir, check_resume_dir, replace_dir
 from lgp_edge.progress import NULL, Reporter
@@ -76,7 +76,11 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     result = fit(objective, data.train, cfg, description=f"train {req.name}", ckpt_dir=Path(req.out) / "train.ckpt",
                  resume=req.resume, fingerprint=fingerprint, reporter=reporter, find_unused_parameters=False)
     # Rank 0 alone evaluates and writes; the other ranks are done once training ends.
-    top1 = evaluate(model, data.val, batch_size=512, device=cfg.device) if is_main() else float("nan")
+    try:
+        top1 = evaluate(model, data.val, batch_size=512, device=cfg.device) if is_main() else float("nan")
+    except DataError as exc:  # a damaged validation image: the trained weights are in the checkpoint
+        raise DataError(f"{exc}; training finished and is checkpointed in '{Path(req.out) / 'train.ckpt'}': "
+                        "rerun the same command with --resume once the data is fixed") from None
     meta = {"name": req.name, "spec": spec.to_dict(), "data": data.info.name, "synthetic_data": data.info.synthetic,
             "top1": round(top1, 3), "val_images": len(data.val), "config": cfg.to_dict(),
             "epoch_loss": list(result.epoch_loss), "wall_s": round(time.time() - t0 + result.earlier_wall_s, 1),
