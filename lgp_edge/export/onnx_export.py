@@ -6,12 +6,13 @@
   TorchScript exporter's graph as it is, constant-folded, with timm's fused attention (scaled dot-product
   attention) on from opset 17 and off below it; no simplification, no metadata.
 - the shipped one (``ship=True``, what ``lgp-edge export`` writes and what the profiler times, so that a
-  stored latency is the shipped model's; the TorchScript graph ran 5-12% faster in ONNX Runtime): opset 17 and above through the dynamo
-  exporter (``torch.export``); below 17 the dynamo exporter cannot lower LayerNormalization and silently
-  keeps opset 18, so older opsets (TensorRT 8.2: <= 13) use the TorchScript exporter with fused attention
-  off, which decomposes LayerNorm into ReduceMean/Sub/Pow/Sqrt/Div. The result is checked to carry
-  exactly the requested opset, simplified (onnxslim), given ``metadata`` as ``metadata_props`` (so an app
-  reads its preprocessing from the file), and checked in full by ``onnx.checker``.
+  stored latency is the shipped model's; the TorchScript graph ran 5-12% faster in ONNX Runtime): opset 17 and
+  above through the dynamo exporter (``torch.export``); below 17 the dynamo exporter cannot lower
+  LayerNormalization and silently keeps opset 18, so older opsets (TensorRT 8.2: <= 13) use the TorchScript
+  exporter with fused attention off, which decomposes LayerNorm into ReduceMean/Sub/Pow/Sqrt/Div. The result
+  is checked to carry exactly the requested opset, simplified (onnxslim), given ``metadata`` as
+  ``metadata_props`` (so an app reads its preprocessing from the file), and checked in full by
+  ``onnx.checker``.
 
 The input is static (the example's batch) unless ``dynamic_batch``.
 """
