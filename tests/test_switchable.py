@@ -213,6 +213,8 @@ def test_cli_switchable_onnx(tiny_pool, tmp_path, store, capsys):
     (art,) = mf["artifacts"]
     assert art["path"] == "model.switchable.onnx" and (out / art["path"]).is_file()
     assert {v["runtime"] for v in art["validation"]} == {"onnxruntime", "openvino"}
+    # the size it is compared with is said to be the unsimplified singles, not the shipped single exports
+    assert "before simplification" in art["size"]["singles"] and art["size"]["single_onnx_sum_bytes"] > 0
     assert all(d["latency_ms"] > 0 and d["latency_source"] == "predicted" for d in mf["descendants"])
     emb = (out / "EMBEDDING.md").read_text()
     assert "descendant" in emb and "ti6.0-4+b6.5-5" in emb and "LongBuffer" in emb

@@ -180,7 +180,7 @@ def _run_switchable(args: argparse.Namespace) -> int:
         if a["format"] == "onnx":
             worst = max(v["vs_torch"]["max_abs_diff"] for v in a["validation"])
             c.print(f"  {a['path']}: {a['bytes'] / MB:.2f} MB = {size['ratio_to_pool']:.2f} x the pool's fp32 "
-                    f"weights, {size['ratio_to_singles']:.2f} x its descendants' single ONNX exports; "
+                    f"weights, {size['ratio_to_singles']:.2f} x its descendants exported alone (unsimplified); "
                     f"max|diff| vs torch {worst:.2e} over {len(a['validation'])} checks (onnxruntime/openvino): "
                     f"{'passed' if a['passed'] else 'FAILED'}")
         else:

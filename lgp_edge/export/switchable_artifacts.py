@@ -134,7 +134,9 @@ def onnx_artifact(job: SwitchJob, out: Path, singles: Path, reporter: Any) -> Sw
         model=sw, checks=checks, sha256=sha256_file(out / ONNX_FILE),
         size={"bytes": size, "single_onnx_sum_bytes": singles_bytes, "pool_fp32_bytes": pool_bytes,
               "selection_fp32_bytes": used_bytes, "ratio_to_pool": size / pool_bytes,
-              "ratio_to_selection": size / used_bytes, "ratio_to_singles": size / singles_bytes},
+              "ratio_to_selection": size / used_bytes, "ratio_to_singles": size / singles_bytes,
+              "singles": "the selected descendants exported alone by the TorchScript exporter (the branches' "
+                         "source), before simplification: about 1% larger than the shipped single exports"},
         classes=len(job.pool_manifest.preprocess.labels), versions=tool_versions("onnx", "onnxruntime", "openvino"),
         note="fp32; feed int64 'descendant' [1] = index in the 'descendants' table"
              + ("" if precision == "fp32" else f" (profile precision {precision}: the runtime may lower it)"))
