@@ -276,8 +276,6 @@ def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, descripti
 def recorded_progress(ckpt_dir: str | Path, fingerprint: str) -> tuple[tuple[float, ...], float] | None:
     """(mean loss per finished epoch, training seconds) that a run's checkpoint records, or None when it has
     no progress record: how a later stage reports an earlier one that finished in a process now gone."""
-    from lgp_edge.train_checkpoint import read_checkpoint_meta
-
     progress = _progress_of(read_checkpoint_meta(Path(ckpt_dir), fingerprint, dist_info()[1]), ckpt_dir)
     return None if progress is None else (tuple(progress.epoch_loss), progress.wall_s)
 

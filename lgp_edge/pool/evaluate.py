@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lgp_edge.datasets import check_data_name, check_labels, open_data
+from lgp_edge.datasets import ImageData, check_data_name, check_labels, open_data
 from lgp_edge.errors import DataError, UsageError
 from lgp_edge.fileio import write_json_atomic
 from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, load_pool
@@ -33,25 +33,27 @@ def evaluate_descendants(pool: LearngenePool, dataset, *, batch_size: int = 256,
     return records
 
 
-def instance_top1(path: str | Path, data: str, *, max_images: int | None = None,
-                  device: str = "cpu") -> dict[str, float]:
-    """Top-1 of each instance model alone (Ti alone, B alone) of the pool at ``path``; nothing is written."""
+def _pool_and_data(path: str | Path, data: str) -> tuple[LearngenePool, PoolManifest, ImageData]:
+    """The pool at ``path`` and ``data`` opened for it: at its input size and channels, with its classes."""
     check_data_name(data)
     pool, manifest = load_pool(path)
     a = manifest.spec.ancestry
     ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
     check_labels(ds.info, manifest.preprocess.labels, manifest.data)
+    return pool, manifest, ds
+
+
+def instance_top1(path: str | Path, data: str, *, max_images: int | None = None,
+                  device: str = "cpu") -> dict[str, float]:
+    """Top-1 of each instance model alone (Ti alone, B alone) of the pool at ``path``; nothing is written."""
+    pool, manifest, ds = _pool_and_data(path, data)
     return {d.key: round(evaluate(pool.descendant(d), ds.val, max_images=max_images, device=device), 3)
             for d in pool.descendants() if not d.stitches}
 
 
 def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_images: int | None = None,
                   reporter: Reporter = NULL, device: str = "cpu") -> PoolManifest:
-    check_data_name(data)
-    pool, manifest = load_pool(path)
-    a = manifest.spec.ancestry
-    ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
-    check_labels(ds.info, manifest.preprocess.labels, manifest.data)
+    pool, manifest, ds = _pool_and_data(path, data)
     if len(ds.val) == 0:
         raise DataError(f"--data {data} has no validation images")
     records = evaluate_descendants(pool, ds.val, batch_size=batch_size, max_images=max_images, reporter=reporter,

@@ -13,9 +13,10 @@ type (patch embedding, block of given dims and tokens, stitch, norm + head) plus
   (imported timings), scaled by their median measured / predicted latency (``scaled_to_measured``).
 
 A prediction's p90 and p99 come from a measured dispersion model, never the median relabelled: the
-p90/median and p99/median of the calibration probes nearest in size; for a roofline, this host's measured
-run-to-run dispersion (host calibration), or the spread of the runs measured on the target, or (nothing
-measured there yet) an assumed spread that says so in ``tool_versions["spread"]``.
+p90/median and p99/median of the calibration probes nearest in size; for a roofline, the spread of the calm
+runs measured on the target (on this host at the compared thread count), else this host's run-to-run
+dispersion (host calibration, from its calm series), else (nothing measured there yet, or a host busy
+throughout its calibration) an assumed spread that says so in ``tool_versions["spread"]``.
 
 ``latencies_for`` returns, for every descendant of a pool, the robust aggregate of its recent measured runs
 (noisy runs left out) when the store has calm ones, else a predicted record whose ``source`` is
