@@ -21,7 +21,7 @@ from typing import Any
 from lgp_edge.errors import UsageError
 from lgp_edge.fileio import read_toml
 from lgp_edge.profiling.measure import MAX_BATCH  # a profile asks only for what can be measured
-from lgp_edge.registry import named_files, pick, search_dirs
+from lgp_edge.registry import check_name, named_files, pick, search_dirs
 from lgp_edge.specs import FORMATS, DeviceProfile
 from lgp_edge.specs import PROFILE_PRECISIONS as PRECISIONS
 
@@ -64,6 +64,7 @@ def parse_profile(raw: dict[str, Any], path: Path) -> DeviceProfile:
     unknown = sorted(set(raw) - set(_FIELDS))
     if unknown:
         raise UsageError(f"profile file '{path}' has unknown field '{unknown[0]}' (fields: {', '.join(_FIELDS)})")
+    check_name("profile", path, raw["name"])
     if raw["name"] != path.stem:
         raise UsageError(f"profile file '{path}': field 'name' is '{raw['name']}' but the file is named "
                          f"'{path.stem}.toml'; they must match")

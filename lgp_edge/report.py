@@ -1,16 +1,19 @@
-"""``lgp-edge report``: one Pareto plot per target (top-1 vs p90 latency, budget line, chosen point), report.md,
+"""``lgp-edge report``: one Pareto plot per profile (top-1 vs p90 latency, budget line, chosen point), report.md,
 report.html (the same charts, interactive, self-contained; see ``report_html``) and report.csv.
 
 For each profile (by default the built-in profiles named like a target, so one per target) the pool's
 evaluated descendants are scored exactly as ``lgp-edge select`` scores them; the plot shows every
 descendant (filled: fits the budgets; hollow: does not), the Pareto front, the latency budget as a
 vertical line and the chosen descendant as a star, and says how many latencies are measured and how many
-predicted. The report directory is written atomically like an export.
+predicted. Descendants without a top-1 (not evaluated) are left out and listed. The report directory is
+written atomically like an export.
 """
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,12 +23,12 @@ from lgp_edge.progress import NULL
 from lgp_edge.select import (
     Candidate,
     Selection,
+    choose,
     format_budget,
     format_value,
     pareto_front,
     records_of,
     score_candidates,
-    select_descendant,
 )
 from lgp_edge.specs import DeviceProfile, TargetSpec
 
@@ -40,6 +43,11 @@ class ReportEntry:
     selection: Selection | None  # None when nothing fits
     problem: str  # why there is no selection ("" when there is one)
     plot: str  # PNG file name inside the report directory
+    unevaluated: tuple[str, ...] = ()  # descendants without a top-1, left out
+
+
+# what a report's reader can change when nothing fits (report has no budget flags)
+EDIT_HINT = "edit the profile's latency_budget_ms / memory_budget_mb or pick another profile"
 
 
 def plot_entry(entry: ReportEntry, path: Path) -> None:
@@ -87,9 +95,11 @@ def pareto_figure(entry: ReportEntry) -> Any:
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
+    from lgp_edge.report_html import source_label
+
     sources: dict[str, int] = {}
     for c in cands:
-        sources[c.latency_source] = sources.get(c.latency_source, 0) + 1
+        sources[source_label(c)] = sources.get(source_label(c), 0) + 1
     src = ", ".join(f"{n} {s}" for s, n in sorted(sources.items()))
     ax.set_title(f"{entry.target.name} ({p.precision}, profile {p.name}): latencies {src}", fontsize=10)
     ax.set_xlabel(f"p90 latency, ms ({cands[0].runtime if cands else ''})")
@@ -112,10 +122,24 @@ def _md_row(c: Candidate, chosen: str | None) -> str:
             f"{_source(c)} | {format_value(c.memory_mb)} | {'yes' if c.fits else 'no'} |")
 
 
+def _anchor(name: str) -> str:
+    """The anchor a Markdown renderer gives the heading ``## name`` (GitHub: lower case, '.' dropped)."""
+    return re.sub(r"[^a-z0-9_\-]", "", name.lower())
+
+
+def _text(s: str) -> str:
+    """Free text (a profile's description) as Markdown that shows it literally."""
+    return html.escape(s, quote=False)
+
+
 def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -> str:
+    records = records_of(manifest)
+    evaluated = sum(r.top1 is not None for r in records)
+    count = (f"{len(records)} descendants" if evaluated == len(records)
+             else f"{len(records)} descendants, {evaluated} evaluated")
     lines = [f"# lgp-edge report: pool `{manifest.spec.pool_id}`", "",
              (f"Pool `{pool_dir}` ({manifest.spec.ancestry.name}, depth {manifest.spec.depth}, stage "
-              f"{manifest.stage}, trained on {manifest.data}); {len(records_of(manifest))} descendants."), ""]
+              f"{manifest.stage}, trained on {manifest.data}); {count}."), ""]
     if manifest.synthetic:
         lines += ["**Synthetic data: the top-1 values mean nothing.**", ""]
     lines += ["| profile | target | precision | budget | chosen | top-1 % | p90 ms | source |",
@@ -124,16 +148,24 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
         p = e.profile
         budget = f"{format_budget(p.latency_budget_ms)} ms, {format_budget(p.memory_budget_mb)} MB"
         if e.selection is None:
-            lines.append(f"| [{p.name}](#{p.name}) | {e.target.name} | {p.precision} | {budget} | nothing fits | | | |")
+            lines.append(f"| [{p.name}](#{_anchor(p.name)}) | {e.target.name} | {p.precision} | {budget} | nothing "
+                         "fits | | | |")
         else:
             c = e.selection.chosen
-            lines.append(f"| [{p.name}](#{p.name}) | {e.target.name} | {p.precision} | {budget} | `{c.key}` | "
+            lines.append(f"| [{p.name}](#{_anchor(p.name)}) | {e.target.name} | {p.precision} | {budget} | `{c.key}` | "
                          f"{c.top1:.2f} | {format_value(c.latency_ms)} | {_source(c)} |")
     for e in entries:
         p = e.profile
-        lines += ["", f"## {p.name}", "", f"Target `{e.target.name}` ({e.target.runtime_version}); {p.description}",
-                  "", f"![Pareto front for {p.name}]({e.plot})", ""]
+        lines += ["", f"## {p.name}", "",
+                  f"Target `{e.target.name}` ({e.target.runtime_version}); {_text(p.description)}", ""]
+        if e.candidates:
+            c0 = e.candidates[0]
+            lines += [f"Latencies: {c0.runtime}, {p.precision}, batch {p.batch}, {c0.threads} threads.", ""]
+        lines += [f"![Pareto front for {p.name}]({e.plot})", ""]
         lines.append(f"Why: {e.selection.reason}." if e.selection is not None else f"Nothing fits: {e.problem}.")
+        if e.unevaluated:
+            lines += ["", f"Not evaluated (no top-1, left out): {', '.join(f'`{k}`' for k in e.unevaluated)}; run "
+                          "'lgp-edge pool eval POOL --data …'."]
         noisy = [c.key for c in e.candidates if c.noisy]
         if noisy:
             lines += ["", f"Noisy: every recent measured run of {', '.join(f'`{k}`' for k in noisy)} was noisy "
@@ -162,12 +194,13 @@ def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, 
             for profile, target in profiles:
                 lat = profile_latencies(manifest.spec, target, profile, store)
                 cands = score_candidates(records_of(manifest), lat, profile, pool=manifest.spec)
-                try:
-                    sel, problem = select_descendant(records_of(manifest), lat, profile, pool=manifest.spec), ""
+                try:  # scored once, chosen as select chooses
+                    sel, problem = choose(cands, profile, pool=manifest.spec, hint=EDIT_HINT), ""
                 except NothingFits as exc:
                     sel, problem = None, str(exc)
                 entry = ReportEntry(profile=profile, target=target, candidates=tuple(cands), selection=sel,
-                                    problem=problem, plot=f"pareto-{profile.name}.png")
+                                    problem=problem, plot=f"pareto-{profile.name}.png",
+                                    unevaluated=tuple(r.key for r in records_of(manifest) if r.top1 is None))
                 plot_entry(entry, tmp / entry.plot)
                 entries.append(entry)
                 task.advance()

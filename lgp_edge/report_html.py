@@ -23,8 +23,8 @@ W, H = 720, 400  # chart size, px
 ML, MR, MT, MB = 60, 20, 20, 46  # margins: left, right, top, bottom
 
 CSV_FIELDS = ("profile", "target", "precision", "latency_budget_ms", "memory_budget_mb", "descendant", "params",
-              "mflops", "top1", "p90_ms", "median_ms", "p99_ms", "latency_source", "noisy", "runtime", "memory_mb",
-              "fits_latency", "fits_memory", "pareto", "chosen")
+              "mflops", "top1", "p90_ms", "median_ms", "p99_ms", "latency_source", "noisy", "runtime", "threads",
+              "memory_mb", "fits_latency", "fits_memory", "pareto", "chosen")
 
 
 def source_label(c: Candidate) -> str:
@@ -33,7 +33,7 @@ def source_label(c: Candidate) -> str:
 
 
 def render_csv(entries: Sequence[Any]) -> str:
-    """One row per (profile, descendant)."""
+    """One row per (profile, evaluated descendant)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_FIELDS)
@@ -45,7 +45,7 @@ def render_csv(entries: Sequence[Any]) -> str:
             w.writerow([p.name, e.target.name, p.precision, f"{p.latency_budget_ms:g}", f"{p.memory_budget_mb:g}",
                         c.key, c.params, f"{c.flops / 1e6:.3f}", "" if c.top1 is None else f"{c.top1:.2f}",
                         f"{c.latency_ms:.6g}", f"{c.median_ms:.6g}", "" if c.p99_ms is None else f"{c.p99_ms:.6g}",
-                        c.latency_source, int(c.noisy), c.runtime, f"{c.memory_mb:.4g}", int(c.fits_latency),
+                        c.latency_source, int(c.noisy), c.runtime, c.threads, f"{c.memory_mb:.4g}", int(c.fits_latency),
                         int(c.fits_memory), int(c.key in front), int(c.key == chosen)])
     return buf.getvalue()
 

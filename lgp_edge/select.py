@@ -187,10 +187,19 @@ def _latency_note(lat: LatencyRecord) -> str:
     return note
 
 
+FLAGS_HINT = "raise --budget-ms / --memory-mb or pick another profile"  # what select and export can change
+
+
 def select_descendant(records: Sequence[DescendantRecord], latencies: Mapping[str, LatencyRecord],
                       profile: DeviceProfile, *, pool: PoolSpec) -> Selection:
     """Choose the best descendant of ``records`` for ``profile`` (raises NothingFits when none fits)."""
-    cands = score_candidates(records, latencies, profile, pool=pool)
+    return choose(score_candidates(records, latencies, profile, pool=pool), profile, pool=pool)
+
+
+def choose(cands: Sequence[Candidate], profile: DeviceProfile, *, pool: PoolSpec, hint: str = FLAGS_HINT
+           ) -> Selection:
+    """The most accurate of the scored ``cands`` that fits ``profile`` (the fastest of equals); NothingFits,
+    ending with ``hint`` (what the user can change), when none fits."""
     fitting = [c for c in cands if c.fits]
     if not fitting:
         fastest = cands[0]
@@ -200,7 +209,7 @@ def select_descendant(records: Sequence[DescendantRecord], latencies: Mapping[st
                f"({fastest.latency_source})")
         if not fastest.fits_memory or not any(c.fits_memory for c in cands):
             msg += f"; the smallest, {smallest.key}, needs {format_value(smallest.memory_mb)} MB"
-        raise NothingFits(msg + "; raise --budget-ms / --memory-mb or pick another profile")
+        raise NothingFits(f"{msg}; {hint}")
     chosen = min(fitting, key=lambda c: (-c.top1, c.latency_ms))
     better = sorted((c for c in cands if c.top1 > chosen.top1), key=lambda c: (-c.top1, c.latency_ms))
     reason = (f"{chosen.key} has the highest top-1 ({chosen.top1:.2f}%) of the {len(fitting)} of {len(cands)} "

@@ -16,7 +16,7 @@ from typing import Any
 from lgp_edge.errors import UsageError
 from lgp_edge.fileio import read_toml
 from lgp_edge.profiling.measure import MAX_THREADS
-from lgp_edge.registry import named_files, non_finite, pick, search_dirs
+from lgp_edge.registry import check_name, named_files, non_finite, pick, search_dirs
 from lgp_edge.specs import FORMATS, PRECISIONS, RUNTIMES, ConnectionSpec, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -283,6 +283,7 @@ def parse_target(raw: dict[str, Any], path: Path) -> TargetSpec:
     unknown = sorted(set(raw) - set(_TOP) - set(_OPTIONAL_TOP))
     if unknown:
         raise UsageError(f"target file '{path}' has unknown field '{unknown[0]}'")
+    check_name("target", path, raw["name"])
     if raw["name"] != path.stem:
         raise UsageError(f"target file '{path}': field 'name' is '{raw['name']}' but the file is named "
                          f"'{path.stem}.toml'; they must match")

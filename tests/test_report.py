@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,123 @@ def test_report_marks_nothing_fits(tiny_pool: Path, tmp_path: Path, capsys: pyte
     assert "nothing fits" in md and "Nothing fits: no descendant" in md
     assert (out / "pareto-tight.png").is_file()
     assert "nothing fits" in capsys.readouterr().out
+
+
+def _profile(d: Path, name: str, *, description: str = "mine", target: str = "cpu", budget: float = 1e3) -> None:
+    d.mkdir(exist_ok=True)
+    (d / f"{name}.toml").write_text(f'name = "{name}"\ntarget = "{target}"\nlatency_budget_ms = {budget}\n'
+                                    f'memory_budget_mb = 1000\nprecision = "fp32"\nformats = ["onnx"]\n'
+                                    f'description = {json.dumps(description)}\n')
+
+
+@pytest.mark.parametrize("name", ["p" * 245, "a|b", "has space", "-dash", "<b>"],
+                         ids=["long", "pipe", "space", "dash", "tag"])
+def test_profile_and_target_names_must_be_file_safe(tiny_pool: Path, tmp_path: Path, name: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A name becomes a file name (pareto-NAME.png) and a Markdown/CSV cell: a 245-character name crashed the
+    report with OSError (exit 1), and '|' broke report.md's table."""
+    d = tmp_path / "profiles"
+    _profile(d, name)
+    out = tmp_path / "rep"
+    assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--quiet", "--profiles-dir", str(d),
+                 f"--profile={name}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "letters, digits" in err and not out.exists()
+    t = tmp_path / "targets"
+    t.mkdir()
+    import lgp_edge
+
+    text = (Path(lgp_edge.__file__).parent / "data" / "targets" / "cpu.toml").read_text()
+    (t / f"{name}.toml").write_text(text.replace('name = "cpu"', f'name = "{name}"'))
+    assert main(["targets", "show", "--targets-dir", str(t), "--", name]) == 2
+    assert "letters, digits" in capsys.readouterr().err
+
+
+def test_store_with_an_impossible_record_is_refused(tiny_pool: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A p90 of inf (1e999 written into the store) crashed the report with OverflowError; a p90 of 0 was
+    silently raised to the median by select."""
+    import sqlite3
+
+    from lgp_edge.pool.pool import read_manifest
+    from lgp_edge.profiling.store import MeasurementStore
+    from lgp_edge.specs import LatencyRecord
+
+    pool_id = read_manifest(tiny_pool).spec.pool_id
+    for bad in ("9e999", "0", "'nan'", "-1"):
+        path = tmp_path / f"s{len(bad)}{bad[0]}.sqlite"
+        with MeasurementStore(path) as s:
+            s.put(LatencyRecord(descendant_key="ti6.0-5", target="cpu", runtime="onnxruntime", precision="fp32",
+                                batch=1, median_ms=1.0, p90_ms=1.1, p99_ms=1.2, mean_ms=1.0, std_ms=0.01, cv=0.01,
+                                n=50, warmup=10, threads=2, source="measured", when="2026-01-01T00:00:00+00:00",
+                                tool_versions={"onnxruntime": "1.0"}, pool_id=pool_id))
+        db = sqlite3.connect(path)
+        db.execute(f"UPDATE runs SET p90_ms = {bad}")
+        db.commit()
+        db.close()
+        for cmd in (["report", "--out", str(tmp_path / "rep")], ["select", "--profile", "cpu"]):
+            assert main([*cmd, "--pool", str(tiny_pool), "--store", str(path), "--quiet"]) == 2, (bad, cmd)
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and "impossible record" in err and "p90" in err, err
+        assert not (tmp_path / "rep").exists()
+
+
+def test_report_markdown_escapes_text_and_links_headings(tiny_pool: Path, tmp_path: Path) -> None:
+    """The description went into report.md raw (live <script>), and a name with capitals or a dot linked to an
+    anchor the heading does not have (GitHub's slugs are lower case, without dots)."""
+    d = tmp_path / "profiles"
+    _profile(d, "Fast.Cpu_1", description="<script>alert(1)</script> & a|b")
+    out = tmp_path / "rep"
+    assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--quiet", "--profiles-dir", str(d),
+                 "--profile", "Fast.Cpu_1"]) == 0
+    md = (out / "report.md").read_text()
+    assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; a|b" in md
+    assert "[Fast.Cpu_1](#fastcpu_1)" in md and "\n## Fast.Cpu_1\n" in md
+
+
+def test_report_counts_and_lists_unevaluated_descendants(tiny_pool: Path, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A descendant without top-1 vanished from the report while report.md still counted it, and its warning
+    was logged twice per profile."""
+    import logging
+    import shutil
+
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_pool, pool)
+    desc = json.loads((pool / "pool.json").read_text())
+    gone = desc["descendants"][0]["key"]
+    desc["descendants"][0]["top1"] = None
+    (pool / "pool.json").write_text(json.dumps(desc))
+    n = len(desc["descendants"])
+    out = tmp_path / "rep"
+    with caplog.at_level(logging.WARNING):
+        assert main(["report", "--pool", str(pool), "--out", str(out), "--quiet", "--profile", "cpu"]) == 0
+    assert sum(gone in r.getMessage() for r in caplog.records) == 1
+    md = (out / "report.md").read_text()
+    assert f"{n} descendants, {n - 1} evaluated" in md
+    assert f"Not evaluated (no top-1, left out): `{gone}`" in md
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    assert len(rows) == n - 1 and gone not in {r["descendant"] for r in rows}
+
+
+def test_report_each_profile_once_with_threads(tiny_pool: Path, tmp_path: Path) -> None:
+    """--profile cpu twice wrote every CSV row twice and the same PNG twice; the thread count the latencies
+    belong to was only in --json."""
+    out = tmp_path / "rep"
+    assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--quiet", "--profile", "cpu", "--profile",
+                 "cpu"]) == 0
+    rows = list(csv.DictReader((out / "report.csv").open()))
+    keys = [r["descendant"] for r in rows]
+    assert len(keys) == len(set(keys)) and all(int(r["threads"]) >= 1 for r in rows)
+    md = (out / "report.md").read_text()
+    assert md.count("\n## cpu\n") == 1 and "threads" in md
+
+
+def test_nothing_fits_in_a_report_names_what_to_change(tiny_pool: Path, tmp_path: Path) -> None:
+    """report has no --budget-ms / --memory-mb, yet its 'Nothing fits' line told the user to raise them."""
+    d = tight_profile_dir(tmp_path)
+    out = tmp_path / "rep"
+    assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--quiet", "--profiles-dir", str(d),
+                 "--profile", "tight"]) == 0
+    md = (out / "report.md").read_text()
+    assert "--budget-ms" not in md and "latency_budget_ms" in md

@@ -1,4 +1,4 @@
-"""``lgp-edge report``: a Pareto PNG per target, report.md linking them, report.html and report.csv."""
+"""``lgp-edge report``: a Pareto PNG per profile, report.md linking them, report.html and report.csv."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from lgp_edge.commands.common import Col, add_dirs_args, add_json, add_pool_arg,
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="Pareto plots (top-1 vs latency, budget, chosen) per target + report.md, "
+    p = sub.add_parser("report", help="Pareto plots (top-1 vs latency, budget, chosen) per profile + report.md, "
                                       ".html, .csv")
     add_pool_arg(p)
     p.add_argument("--out", required=True, metavar="DIR",
@@ -30,7 +30,8 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Any, Any]]:
     from lgp_edge.profiles import check_against_target, known_profiles, load_profile
     from lgp_edge.targets import known_targets, load_target
 
-    names = args.profile or [n for n in known_profiles(args.profiles_dir) if n in known_targets(args.targets_dir)]
+    names = (list(dict.fromkeys(args.profile)) if args.profile  # each profile once, in the order given
+             else [n for n in known_profiles(args.profiles_dir) if n in known_targets(args.targets_dir)])
     if not names:
         raise UsageError("no profile is named like a target; pass --profile PROFILE")
     pairs = []

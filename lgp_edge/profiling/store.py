@@ -284,15 +284,22 @@ class MeasurementStore:
                 args.append(value)
         return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
-    @staticmethod
-    def _record(row: sqlite3.Row | tuple[Any, ...]) -> LatencyRecord:
+    def _record(self, row: sqlite3.Row | tuple[Any, ...]) -> LatencyRecord:
+        """One row as a record; a row no run can produce (written into the file by hand, or damaged) is refused
+        rather than scored."""
         d = dict(zip(_COLUMNS, row))
-        return LatencyRecord(descendant_key=d["descendant_key"], target=d["target"], runtime=d["runtime"],
+        rec = LatencyRecord(descendant_key=d["descendant_key"], target=d["target"], runtime=d["runtime"],
                              precision=d["precision"], batch=d["batch"], median_ms=d["median_ms"],
                              p90_ms=d["p90_ms"], p99_ms=d["p99_ms"], mean_ms=d["mean_ms"], std_ms=d["std_ms"],
                              cv=d["cv"], n=d["n"], warmup=d["warmup"], threads=d["threads"], source=d["source"],
                              when=d["when_utc"], tool_versions=json.loads(d["tool_versions"]),
                              pool_id=d["pool_id"], noisy=bool(d["noisy"]), calibration=d["calibration"] or "")
+        try:
+            check_record(rec)
+        except ValueError as exc:
+            raise UsageError(f"measurement store '{self.path}' holds an impossible record ({exc}, target "
+                             f"{rec.target!r}); move the store aside (profiling again creates a new one)") from None
+        return rec
 
     def _select(self, sql_tail: str, args: list[Any]) -> list[Any]:
         if self._db is None:
