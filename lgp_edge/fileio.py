@@ -25,6 +25,14 @@ def default_mode(directory: bool) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
+def plain_modes(path: Path) -> None:
+    """Give every file and folder under ``path`` the permissions a plain ``open`` / ``mkdir`` would (a tool that
+    wrote some of them 0600, as coremltools does a package's model.mlmodel)."""
+    for p in [path, *path.rglob("*")]:
+        if not p.is_symlink():
+            os.chmod(p, default_mode(directory=p.is_dir()))
+
+
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` for a temporary file beside ``path``, fsync it, rename it to ``path``."""
     path = Path(path)
@@ -77,6 +85,17 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
                          f"offset {exc.start}); save it as UTF-8 or move it out of the directory") from None
     except OSError as exc:
         raise UsageError(f"{what} file '{path}' cannot be read: {exc.strerror}") from None
+
+
+def tree_sha256(path: Path) -> str:
+    """sha256 over a directory's files (relative path + contents, sorted), e.g. an .mlpackage."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def sha256_file(path: str | Path) -> str:

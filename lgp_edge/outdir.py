@@ -98,15 +98,25 @@ def check_writable(path: str | Path) -> None:
 
 
 # ------------------------------------------------------------------------------------- what lgp-edge wrote
-def _strings(obj: Any) -> Iterator[str]:
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from _strings(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from _strings(v)
+def _export_paths(p: Path, mf: dict[str, Any]) -> set[str]:
+    """The paths an export's manifest says lgp-edge wrote: each artifact, its companion files and the export's
+    files, beside manifest.json and EMBEDDING.md. A directory artifact (an .mlpackage) counts only while its
+    files hash to the manifest's sha256: with a file added, changed or removed inside, it is the user's."""
+    from lgp_edge.fileio import tree_sha256
+
+    def listed(entries: Any) -> list[dict[str, Any]]:
+        return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+    own = {"manifest.json", "EMBEDDING.md"}
+    for art in listed(mf.get("artifacts")):
+        path = art.get("path")
+        if isinstance(path, str) and path:
+            d = p / path
+            if not (d.is_dir() and not d.is_symlink()) or art.get("sha256") == tree_sha256(d):
+                own.add(path)
+        own |= {f["path"] for f in listed(art.get("files")) if isinstance(f.get("path"), str)}
+    own |= {f["path"] for f in listed(mf.get("files")) if isinstance(f.get("path"), str)}
+    return own
 
 
 def _json(path: Path) -> Any:
@@ -153,8 +163,9 @@ def _not_named(p: Path, named: set[str], prefix: str = "") -> list[str]:
 def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
     """(kind of lgp-edge output in ``path`` or None, entries in it that lgp-edge did not write there).
 
-    Kinds: ``export`` (``manifest.json`` of kind "lgp-edge export…"; every entry is named in it, folders
-    looked into), ``report`` (``report.md``, ``report.html``, ``report.csv`` and the ``pareto-*.png`` plots),
+    Kinds: ``export`` (``manifest.json`` of kind "lgp-edge export…"; every entry is an artifact, a companion
+    file or a file the manifest lists, folders looked into; a package as it was hashed), ``report``
+    (``report.md``, ``report.html``, ``report.csv`` and the ``pareto-*.png`` plots),
     ``pool`` (``pool.json`` with a pool id, beside the weights, ``descendants.json`` and checkpoints),
     ``ancestry`` (``ancestry.json`` beside ``ancestry.safetensors``), ``baseline`` (a scratch or vanilla
     baseline's ``results.json`` and the ``<key>.safetensors`` it names), ``distilled`` (``pool distill``'s
@@ -165,8 +176,7 @@ def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
     names = [n for n in _entries(p) if not _checkpoint(p, n)]
     mf = _json(p / "manifest.json")
     if isinstance(mf, dict) and str(mf.get("kind", "")).startswith("lgp-edge export"):
-        named = set(_strings(mf)) | {"manifest.json", "EMBEDDING.md"}
-        return "export", _not_named(p, named)
+        return "export", _not_named(p, _export_paths(p, mf))
     if "report.md" in names:
         return "report", [n for n in names if n not in REPORT_FILES and not _REPORT_PLOT_RE.match(n)]
     pj = _json(p / "pool.json")

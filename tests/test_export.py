@@ -125,7 +125,8 @@ def test_cpu_export_onnx_and_openvino(cpu_out: Path, tiny_pool: Path) -> None:
     # a desktop export: no phone sections, no phone samples
     assert "## Android" not in text and "Kotlin" not in text and "## iOS" not in text
     assert not (cpu_out / "samples").exists()
-    assert "model_type" in text and "Model API" in text  # the IR's Model API keys are documented
+    # a 1-channel IR: no Model API keys (Model API feeds 3-channel images), and the doc says why
+    assert "model_type" not in text and "Model API feeds 3-channel" in text
 
 
 def test_jetson_nano_export_is_tensorrt_8_2_ready(nano_out: Path, tiny_pool: Path) -> None:
@@ -245,6 +246,10 @@ def test_iphone_export_coreml(iphone_out: Path, tiny_pool: Path) -> None:
     assert v["max_abs_diff"] is None and "validate_coreml.py" in v["note"]
     spec = ct.utils.load_spec(str(iphone_out / "model.mlpackage"))
     assert spec.WhichOneof("Type") == "mlProgram" and spec.specificationVersion >= 8  # iOS17 from the target file
+    from lgp_edge.fileio import default_mode  # coremltools wrote model.mlmodel 0600, the rest 0644
+
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (iphone_out / "model.mlpackage").rglob("*") if f.is_file()}
+    assert "model.mlmodel" in modes and set(modes.values()) == {default_mode(directory=False)}, modes
     (inp,) = spec.description.input
     assert inp.name == "image" and (inp.type.imageType.width, inp.type.imageType.height) == (16, 16)
     assert spec.description.predictedProbabilitiesName == "classLabel_probs"
@@ -268,6 +273,30 @@ def test_iphone_export_coreml(iphone_out: Path, tiny_pool: Path) -> None:
     assert "mean of R, G and B" in text and "/ 3" in swift and "VNCoreMLRequest" not in swift
 
 
+def test_coreml_structural_check_reads_the_program(iphone_out: Path) -> None:
+    """The check passed a package whose in-model normalisation, class labels or weight precision were not the
+    intended ones (an export with no normalisation at all printed 'passed')."""
+    import dataclasses
+
+    from lgp_edge.export.coreml import structural_check
+    from lgp_edge.specs import PreprocessSpec
+
+    mf = manifest(iphone_out)
+    import coremltools as ct
+
+    pre = PreprocessSpec.from_dict(mf["preprocess"])
+    path = iphone_out / "model.mlpackage"
+    user = dict(ct.utils.load_spec(str(path)).description.metadata.userDefined)
+    assert structural_check(path, pre, user, "iOS17", "fp16") == []
+    other_mean = dataclasses.replace(pre, mean=tuple(m + 0.1 for m in pre.mean))
+    assert any("bias" in p for p in structural_check(path, other_mean, user, "iOS17", "fp16"))
+    other_std = dataclasses.replace(pre, std=tuple(s * 2 for s in pre.std))
+    assert any("scale" in p for p in structural_check(path, other_std, user, "iOS17", "fp16"))
+    swapped = dataclasses.replace(pre, labels=tuple(reversed(pre.labels)))
+    assert any("labels" in p for p in structural_check(path, swapped, user, "iOS17", "fp16"))
+    assert any("FLOAT16" in p for p in structural_check(path, pre, user, "iOS17", "fp32"))
+
+
 def test_cpu_int8_openvino(env: object, tiny_pool: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert export(tiny_pool, out, "--profile", "cpu-int8") == 0
@@ -278,6 +307,13 @@ def test_cpu_int8_openvino(env: object, tiny_pool: Path, tmp_path: Path) -> None
     assert "NNCF PTQ on 300 calibration images" in art["note"] and "top-1 change" in art["note"]
     assert "FakeQuantize" in (out / "model.xml").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["EMBEDDING.md", "manifest.json", "model.bin", "model.xml"]
+    # what was quantized, counted in the saved IR (the record was empty)
+    q = art["quantization"]
+    assert "NNCF" in q["method"] and q["for_runtime"] == "openvino" and q["calibration_images"] >= 300
+    text = (out / "model.xml").read_text()
+    assert q["FakeQuantize"] == text.count('type="FakeQuantize"') > 0
+    assert 1 <= q["int8_layers"] <= text.count('type="MatMul"') + text.count('type="Convolution"')
+    assert "256 levels" in q["activations"] and "classifier" in q["layers"]
 
 
 def test_openvino_fp16_through_the_exporter_api(tiny_pool: Path, tmp_path: Path) -> None:
@@ -344,6 +380,15 @@ def test_dynamic_batch_and_forced_descendant(env: object, tiny_pool: Path, tmp_p
     assert np.abs(sess.run(None, {"input": x})[0] - torch_logits(tiny_pool, key, x)).max() < 1e-4
 
 
+def test_dynamic_batch_is_refused_for_core_ml(env: object, tiny_pool: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """--target iphone --dynamic-batch wrote a batch-1 package and said nothing."""
+    out = tmp_path / "out"
+    assert export(tiny_pool, out, "--target", "iphone", "--dynamic-batch") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Core ML" in err and "--dynamic-batch" in err and not out.exists()
+
+
 def test_dynamic_batch_jetson_export_states_the_engine_batch_range(env: object, tiny_pool: Path,
                                                                    tmp_path: Path) -> None:
     """The ONNX input says only "batch"; the engine build_engine.sh builds takes batch 1..8 (its optimization
@@ -385,6 +430,8 @@ def test_validation_failure_exits_1_and_keeps_out_untouched(env: object, tiny_po
 @pytest.mark.parametrize(("args", "message"), [
     (["--target", "cpu", "--format", "coreml"], "format 'coreml' is not supported by target 'cpu'"),
     (["--target", "jetson-nano", "--opset", "17"], "above what target 'jetson-nano' parses"),
+    (["--target", "cpu", "--opset", "8"], "--opset: must be >= 13"),  # was accepted by the parser (>= 7)
+    (["--target", "cpu", "--opset", "99"], "--opset must be between 13 and"),
     (["--target", "jetson-nano", "--precision", "int8"], "precision 'int8' is not supported"),
     (["--target", "cpu", "--format", "tflite"], "unknown format 'tflite'"),
     (["--profile", "cpu-int8", "--calib-images", "100"], "--calib-images must be >= 300"),

@@ -161,3 +161,13 @@ def test_cpu_int8_exports_onnx_and_openvino(env: object, tiny_pool: Path,
     assert all(a["validation"]["passed"] and a["validation"]["atol"] is None for a in arts.values())
     assert sorted(p.name for p in out.iterdir()) == ["EMBEDDING.md", "manifest.json", "model.bin", "model.int8.onnx",
                                                      "model.xml"]
+
+
+def test_int8_of_a_real_data_pool_refuses_synthetic_calibration(env: object, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo pool (Fashion-MNIST) exported as int8 with --data synthetic was calibrated on noise, validated
+    without its top-1 drop limit and shipped as 'passed'."""
+    out = tmp_path / "out"
+    assert main(["export", "--profile", "cpu-int8", "--data", "synthetic", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "fashion-mnist" in err and "int8" in err and not out.exists()

@@ -18,11 +18,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from lgp_edge.export.manifest import tree_sha256
 from lgp_edge.export.onnx_export import onnx_opset
 from lgp_edge.export.pipeline import ExportRequest, export_profile
 from lgp_edge.export.registry import EXPORTERS, get_exporter
-from lgp_edge.fileio import sha256_file
+from lgp_edge.fileio import sha256_file, tree_sha256
 from lgp_edge.outdir import recognise_output
 from lgp_edge.profiles import load_profile, with_overrides
 from lgp_edge.specs import FORMATS

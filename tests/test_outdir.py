@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lgp_edge.fileio import tree_sha256
 from lgp_edge.outdir import atomic_dir, recognise_output, replace_dir
 
 
@@ -44,15 +45,38 @@ def test_what_lgp_edge_writes_is_recognised_by_name(tmp_path: Path) -> None:
 
     exp = tmp_path / "export"
     (exp / "openvino").mkdir(parents=True)
+    (exp / "model.mlpackage" / "Data").mkdir(parents=True)  # a package as hashed in the manifest is lgp-edge's
+    (exp / "model.mlpackage" / "Data" / "weights.bin").write_bytes(b"w")
     (exp / "manifest.json").write_text(json.dumps({"kind": "lgp-edge export", "status": "passed",
                                                    "artifacts": [{"path": "openvino/model.xml"},
-                                                                 {"path": "model.mlpackage"}]}))
+                                                                 {"path": "model.mlpackage",
+                                                                  "sha256": tree_sha256(exp / "model.mlpackage")}]}))
     (exp / "openvino" / "model.xml").write_text("<net/>")
     (exp / "openvino" / "notes.txt").write_text("mine\n")
-    (exp / "model.mlpackage" / "Data").mkdir(parents=True)  # a package named in the manifest is lgp-edge's whole
-    (exp / "model.mlpackage" / "Data" / "weights.bin").write_bytes(b"w")
     (exp / "EMBEDDING.md").write_text("# embedding\n")
     assert recognise_output(exp) == ("export", ["openvino/notes.txt"])
+
+
+def test_only_the_manifests_file_paths_are_lgp_edges(tmp_path: Path) -> None:
+    """Any string of an export's manifest counted as a file lgp-edge wrote (a label 'Bag', the status 'passed',
+    the dataset 'fashion-mnist'), and a package named in it owned whatever was added inside: export --force
+    deleted a user's files of those names."""
+    exp = tmp_path / "export"
+    (exp / "model.mlpackage" / "Data").mkdir(parents=True)
+    (exp / "model.mlpackage" / "Data" / "weights.bin").write_bytes(b"w")
+    (exp / "manifest.json").write_text(json.dumps({
+        "kind": "lgp-edge export", "status": "passed", "preprocess": {"labels": ["Bag", "Coat"]},
+        "validation": {"data": "fashion-mnist", "structural": ["model.mlpackage"]},
+        "artifacts": [{"path": "model.mlpackage", "sha256": tree_sha256(exp / "model.mlpackage"),
+                       "files": [{"path": "validate_coreml.py"}]}],
+        "files": [{"path": "samples/LgpClassifier.swift"}]}))
+    for name in ("EMBEDDING.md", "validate_coreml.py", "samples/LgpClassifier.swift", "Bag", "passed",
+                 "fashion-mnist/my-images.txt"):
+        (exp / name).parent.mkdir(parents=True, exist_ok=True)
+        (exp / name).write_text("x\n")
+    assert recognise_output(exp) == ("export", ["Bag", "fashion-mnist", "passed"])
+    (exp / "model.mlpackage" / "NOTES.txt").write_text("mine\n")  # the package is no longer what was written
+    assert recognise_output(exp) == ("export", ["Bag", "fashion-mnist", "model.mlpackage", "passed"])
 
 
 def test_real_outputs_hold_only_what_lgp_edge_writes(tmp_path: Path) -> None:

@@ -31,9 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="formats instead of the profile's: onnx, tensorrt, openvino, coreml, ort (repeat or comma "
                         "list)")
     p.add_argument("--descendant", default=None, metavar="KEY", help="export this descendant, skipping selection")
-    p.add_argument("--opset", type=int_at_least(7), default=None, metavar="N",
+    p.add_argument("--opset", type=int_at_least(13), default=None, metavar="N",
                    help="ONNX opset (default: min(target's max opset, 17))")
-    p.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension (default: static)")
+    p.add_argument("--dynamic-batch", action="store_true",
+                   help="symbolic batch dimension in ONNX, TensorRT and OpenVINO files (default: static; Core ML "
+                        "packages take one image)")
     p.add_argument("--data", default=None, metavar="DATA",
                    help=f"validation images; {DATA_HELP} (default: the pool's own dataset)")
     p.add_argument("--val-images", type=int_at_least(1), default=1000, metavar="N",

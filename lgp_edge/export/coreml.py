@@ -123,8 +123,11 @@ def convert_mlprogram(model: nn.Module, *, pre: PreprocessSpec, input_shape: tup
                       minimum_deployment_target=getattr(ct.target, deployment))
 
 
-def structural_check(path: Path, pre: PreprocessSpec, metadata: dict[str, str], deployment: str) -> list[str]:
-    """Problems found in a saved .mlpackage (empty list: it is what we meant to write)."""
+def structural_check(path: Path, pre: PreprocessSpec, metadata: dict[str, str], deployment: str,
+                     precision: str) -> list[str]:
+    """Problems found in a saved .mlpackage (empty list: it is what we meant to write): the spec, the image
+    input, the classifier outputs, the metadata, and in the ML program itself the image's scale and bias (the
+    normalisation an app relies on), the class labels in order and the weights' precision."""
     with quiet():
         import coremltools as ct
 
@@ -150,6 +153,52 @@ def structural_check(path: Path, pre: PreprocessSpec, metadata: dict[str, str], 
     weights = path / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
     if not weights.is_file() or weights.stat().st_size == 0:
         problems.append("weights file Data/com.apple.CoreML/weights/weight.bin is missing")
+    if spec.WhichOneof("Type") == "mlProgram":
+        problems += _program_problems(spec, pre, precision, ct)
+    return problems
+
+
+def _program_problems(spec: Any, pre: PreprocessSpec, precision: str, ct: Any) -> list[str]:
+    """What the ML program computes on its input and stores, against what was meant: ``scale * pixel + bias``
+    (the ImageType's ``image__scaled__`` mul and ``image__biased__`` add), the classify op's labels, and every
+    weight blob in fp16 or fp32 as the precision says."""
+    fn = spec.mlProgram.functions["main"]
+    ops = list(fn.block_specializations[fn.opset].operations)
+    consts = {op.outputs[0].name: op.attributes["val"] for op in ops if op.type == "const"}
+
+    def arg(op: Any, name: str) -> Any:
+        a = op.inputs[name].arguments[0] if name in op.inputs and op.inputs[name].arguments else None
+        return None if a is None else consts.get(a.name) if a.name else a.value
+
+    def floats(v: Any) -> list[float] | None:
+        return None if v is None else list(v.immediateValue.tensor.floats.values)
+
+    def consumer(kind: str, var: str) -> Any:
+        return next((op for op in ops if op.type == kind and "x" in op.inputs
+                     and op.inputs["x"].arguments[0].name == var), None)
+
+    problems = []
+    want_scale, want_bias, _ = image_scaling(pre)
+    mul = consumer("mul", INPUT)
+    scale = floats(arg(mul, "y")) if mul is not None else None
+    add = consumer("add", mul.outputs[0].name) if mul is not None else None
+    bias = floats(arg(add, "y")) if add is not None else [0.0]
+    if not scale or not np.allclose(scale, want_scale, rtol=1e-5, atol=0):
+        problems.append(f"input scale is {scale}, expected {want_scale:.8g} (1 / (255 * std))")
+    if bias is None or not np.allclose(np.broadcast_to(bias, (pre.in_chans,)), want_bias, rtol=1e-5, atol=1e-7):
+        problems.append(f"input bias is {bias}, expected {[round(b, 8) for b in want_bias]} (-mean / std)")
+    classify = next((op for op in ops if op.type == "classify"), None)
+    classes = arg(classify, "classes") if classify is not None else None
+    listed = (classes is not None and classes.WhichOneof("value") == "immediateValue"
+              and classes.immediateValue.WhichOneof("value") == "list")
+    labels = [v.immediateValue.tensor.strings.values[0] for v in classes.immediateValue.list.values] if listed else None
+    if labels != list(pre.labels):
+        problems.append(f"class labels are {labels}, expected {list(pre.labels)}")
+    want = "FLOAT16" if precision == "fp16" else "FLOAT32"
+    blobs = [ct.proto.MIL_pb2.DataType.Name(v.type.tensorType.dataType) for v in consts.values()
+             if v.WhichOneof("value") == "blobFileValue"]
+    if not blobs or any(b != want for b in blobs):
+        problems.append(f"weights are {sorted(set(blobs))}, expected {want} ({precision})")
     return problems
 
 
@@ -184,7 +233,8 @@ def _structural_report(ctx: ExportContext, problems: list[str]) -> ValidationRep
         max_abs_diff=None, atol=None, top1_agreement=None, top1_ref=ref_top1, top1_artifact=None, images=0,
         passed=not problems, kind="structural", data=ctx.validation.data,
         note=("structural check only (Core ML predicts on macOS): spec loads, ML program, input "
-              f"'{INPUT}' {pre.img_size}x{pre.img_size}, classifier outputs, metadata; run "
+              f"'{INPUT}' {pre.img_size}x{pre.img_size} and its scale and bias, classifier outputs and labels, "
+              "weight precision, metadata; run "
               "'python validate_coreml.py' on a Mac for the numerical check")
         + ("" if not problems else " | FAILED: " + "; ".join(problems)))
 
@@ -203,7 +253,7 @@ class CoreMLExporter:
                              f"of {', '.join(SPEC_VERSION)}")
 
     def export(self, ctx: ExportContext) -> list[ExportArtifact]:
-        from lgp_edge.export.manifest import tree_sha256
+        from lgp_edge.fileio import tree_sha256
 
         pre = ctx.preprocess
         if pre.in_chans not in (1, 3):
@@ -211,7 +261,7 @@ class CoreMLExporter:
         deployment = min_target(ctx.target)
         path = ctx.out_dir / "model.mlpackage"
         self._save(ctx, path, deployment)
-        problems = structural_check(path, pre, ctx.metadata(), deployment)
+        problems = structural_check(path, pre, ctx.metadata(), deployment, ctx.profile.precision)
         files = self._write_mac_check(ctx)
         inputs = ({"name": INPUT, "shape": list(ctx.input_shape), "dtype": "image",
                    "color": "grayscale" if pre.in_chans == 1 else "RGB", "normalized_in_model": True},)
@@ -229,6 +279,7 @@ class CoreMLExporter:
     def _save(self, ctx: ExportContext, path: Path, deployment: str) -> None:
         """Convert the descendant, describe it, write ``path``."""
         from lgp_edge import __version__
+        from lgp_edge.fileio import plain_modes
 
         pre, precision = ctx.preprocess, ctx.profile.precision
         with ctx.reporter.task(f"coreml: convert ({precision}, {deployment})", total=1) as task, quiet():
@@ -245,6 +296,7 @@ class CoreMLExporter:
             for k, v in ctx.metadata().items():
                 mlmodel.user_defined_metadata[k] = v
             mlmodel.save(str(path))
+            plain_modes(path)
             task.advance()
 
     def _write_mac_check(self, ctx: ExportContext) -> list[str]:

@@ -108,6 +108,8 @@ def _save_joined(desc: Any, path: Path, tmp: Path, meta: Mapping[str, str], coun
     import coremltools as ct
     from coremltools.models.utils import save_multifunction
 
+    from lgp_edge.fileio import plain_modes
+
     joined = tmp / "joined.mlpackage"
     save_multifunction(desc, str(joined))
     spec = ct.utils.load_spec(str(joined))
@@ -117,6 +119,7 @@ def _save_joined(desc: Any, path: Path, tmp: Path, meta: Mapping[str, str], coun
     spec.description.metadata.shortDescription = (f"Learngene Pool: {count} descendants, one function "
                                                   "each; select with MLModelConfiguration.functionName")
     ct.utils.save_spec(spec, str(path), weights_dir=str(joined / "Data" / "com.apple.CoreML" / "weights"))
+    plain_modes(path)  # coremltools writes model.mlmodel 0600
 
 
 def build_multifunction_mlpackage(pool: Any, entries: Sequence[SwitchEntry], path: str | Path, *, preprocess: Any,

@@ -67,7 +67,8 @@ def _openvino_io(path: Path) -> dict[str, Any]:
     keys = [k for k in ("model_type", "labels", "mean_values", "scale_values", "resize_type",
                         "reverse_input_channels") if m.has_rt_info(["model_info", k])]
     return {"input": m.inputs[0].get_any_name(), "shape": "x".join(str(d) for d in m.inputs[0].get_partial_shape()),
-            "output": m.outputs[0].get_any_name(), "model_api": keys}
+            "output": m.outputs[0].get_any_name(),
+            "out_shape": "x".join(str(d) for d in m.outputs[0].get_partial_shape()), "model_api": keys}
 
 
 def _coreml_io(path: Path) -> dict[str, Any]:
@@ -285,8 +286,16 @@ def _openvino(doc: _Doc) -> str:
     int8 = (f"int8 top-1 change vs torch fp32 on {v.get('images')} images: {v.get('top1_change'):+.2f} points."
             if a["precision"] == "int8" and v.get("top1_change") is not None else "")
     keys = t.get("model_api") or []
+    if keys:
+        api = (f"OpenVINO Model API: the IR's `rt_info` holds {', '.join(f'`{k}`' for k in keys)}, so\n"
+               '`model_api.models.Model.create_model("model.xml")` loads it as a classifier with no glue code (it '
+               "resizes and\nnormalises 0..255 BGR images itself).")
+    else:
+        api = ("OpenVINO Model API feeds 3-channel images and this model takes "
+               f"{t['shape'].split('x')[1] if 'x' in t['shape'] else 'other'} channel(s), so the IR carries no Model "
+               "API keys: run it with the runtime\nas above.")
     return _section("openvino", precision=a["precision"], int8_note=int8, input=t["input"], shape=t["shape"],
-                    output=t["output"], model_api=", ".join(f"`{k}`" for k in keys) if keys else "no Model API keys")
+                    output=t["output"], model_api=api)
 
 
 def render(manifest: dict[str, Any], out_dir: str | Path | None = None) -> str:

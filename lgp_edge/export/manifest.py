@@ -13,7 +13,6 @@ written as ``null`` so the file stays strict JSON.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Sequence
@@ -41,17 +40,6 @@ def _finite(obj: Any) -> Any:
 def tree_bytes(p: Path) -> int:
     """Size of a file, or of every file under a directory."""
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
-
-
-def tree_sha256(path: Path) -> str:
-    """sha256 over a directory's files (relative path + contents, sorted), e.g. an .mlpackage."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
 
 
 def file_entries(out_dir: Path, paths: Sequence[str]) -> list[dict[str, Any]]:

@@ -59,6 +59,34 @@ def quantize_int8(model: Any, calibration: Any, batch: int, reporter: Any) -> An
     return quantized
 
 
+def _weight_dtype(port: Any) -> str | None:
+    """Element type of the constant a weight input comes from, through its dequantization (None: not a
+    constant)."""
+    node = port.get_source_output().get_node()
+    while node.get_type_name() in ("Convert", "Multiply", "Subtract", "Reshape", "Transpose") and node.get_input_size():
+        node = node.input(0).get_source_output().get_node()
+    return str(node.get_element_type().get_type_name()) if node.get_type_name() == "Constant" else None
+
+
+def int8_ir_info(model: Any, images: int, data: str) -> dict[str, Any]:
+    """What the manifest records about an NNCF int8 IR, counted in ``model``: the FakeQuantize nodes (their
+    levels) and the MatMul/Convolution layers whose weights are stored in int8."""
+    ops = list(model.get_ordered_ops())
+    fq = [op for op in ops if op.get_type_name() == "FakeQuantize"]
+    levels = sorted({int(op.get_attributes()["levels"]) for op in fq})
+    weighted = [op for op in ops if op.get_type_name() in ("MatMul", "Convolution") and _weight_dtype(op.input(1))]
+    int8 = [op for op in weighted if _weight_dtype(op.input(1)) in ("i8", "u8")]
+    return {"method": "NNCF post-training quantization (nncf.quantize, model_type TRANSFORMER: SmoothQuant, fast "
+                      "bias correction)",
+            "weights": "int8, per output channel",
+            "activations": f"FakeQuantize per tensor, {'/'.join(map(str, levels))} levels",
+            "calibration": "NNCF's statistics over the calibration images",
+            "layers": (f"{len(int8)} of {len(weighted)} MatMul/Convolution with weights in int8 (the patch embedding "
+                       "included; attention inputs quantized); classifier, LayerNorm, softmax and GELU in float"),
+            "calibration_images": images, "calibration_data": f"{data} (training split)" if data else "",
+            "for_runtime": "openvino", "FakeQuantize": len(fq), "int8_layers": len(int8)}
+
+
 def model_api_info(pre: Any) -> dict[str, str]:
     """The OpenVINO Model API keys (``model_info``) that let ``ClassificationModel.create_model`` load the IR.
 
@@ -66,7 +94,12 @@ def model_api_info(pre: Any) -> dict[str, str]:
     image to the input size (``resize_type`` standard, no crop, as in training); it reads images as
     OpenCV's BGR, so an RGB model asks it to reverse the channels. Lists are space-separated, so a space
     inside a label becomes '_' there (the exact labels stay in ``model_info/lgp_edge/labels``, JSON).
+    Model API always feeds 3-channel images: for a model of another channel count (a grayscale one) no keys
+    are written, since ``create_model`` would fail on it ("Resulting shape '[1,3,H,W]' after preprocessing is
+    not aligned with original parameter's shape").
     """
+    if pre.in_chans != 3:
+        return {}
     return {"model_type": "Classification",
             "labels": " ".join(lab.replace(" ", "_") for lab in pre.labels),
             "mean_values": " ".join(f"{m * 255:.6g}" for m in pre.mean),
@@ -123,6 +156,7 @@ class OpenVINOExporter:
         return [ExportArtifact(path=xml.name, format=self.format, profile=ctx.profile.name,
                                descendant_key=ctx.record.key, sha256=sha256_file(xml), inputs=inputs, outputs=outputs,
                                validation=report, versions=tool_versions("openvino", "nncf", "onnx"),
-                               precision=precision,
-                               files=(bin_path.name,), note=note)]
+                               precision=precision, files=(bin_path.name,), note=note,
+                               quantization=(int8_ir_info(ov.Core().read_model(str(xml)), len(ctx.calibration),
+                                                          ctx.calibration_data) if precision == "int8" else {}))]
 

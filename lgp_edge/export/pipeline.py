@@ -113,6 +113,9 @@ def preflight(req: ExportRequest, pool_dir: Path | None = None) -> None:
     check_against_target(req.profile, req.target)
     for fmt in req.profile.formats:
         get_exporter(fmt).check(req.profile, req.target, req.opset)
+    if req.dynamic_batch and "coreml" in req.profile.formats:
+        raise UsageError("--dynamic-batch: the Core ML package takes one image per prediction (batch 1); leave "
+                         "--dynamic-batch out, or pass --format for the other formats only")
     if req.val_images < 1:
         raise UsageError(f"--val-images must be >= 1, got {req.val_images}")
     if req.profile.precision == "int8":
@@ -189,6 +192,9 @@ def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
     if req.descendant is None:
         manifest.check_top1(pool_dir)  # no choice by top-1 measured on synthetic data for a real-data pool
     data_name = default_data(manifest.data, req.data)
+    if req.profile.precision == "int8" and data_name == "synthetic" and manifest.data != "synthetic":
+        raise UsageError(f"int8 calibrates on real training images and this pool was trained on {manifest.data}: "
+                         f"pass --data {manifest.data} (or leave --data out)")
     choice = choose(req, pool, manifest)
     model = pool.descendant(choice.record.key).eval()
     images = load_images(data_name, manifest.preprocess, manifest.spec.ancestry.num_classes, req.val_images,

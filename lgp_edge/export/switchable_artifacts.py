@@ -148,8 +148,9 @@ def multifunction_artifact(job: SwitchJob, out: Path, reporter: Any) -> Multifun
 
     from lgp_edge.export.coreml import min_target
     from lgp_edge.export.coreml_multifunction import build_multifunction_mlpackage
-    from lgp_edge.export.manifest import tree_bytes, tree_sha256
+    from lgp_edge.export.manifest import tree_bytes
     from lgp_edge.export.metadata import tool_versions
+    from lgp_edge.fileio import tree_sha256
 
     precision = job.profile.precision
     with torch.no_grad():
