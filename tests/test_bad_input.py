@@ -480,6 +480,21 @@ def test_baselines_refuse_torchrun(method: str, tmp_path: Path, capsys: pytest.C
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("cmd", [["pool", "eval", "POOL", "--data", "synthetic", "--max-images", "8"],
+                                 ["pool", "stitch", "POOL", "--data", "synthetic", "--init", "lstsq"]])
+def test_pool_eval_and_stitch_refuse_torchrun(cmd: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """They run in one process: under torchrun every rank ran them, printed twice and wrote pool.json twice."""
+    pool = Path(shutil.copytree(TINY_SRC[0], tmp_path / "pool"))
+    before = snapshot(pool)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    rc, err = run_cli([str(pool) if a == "POOL" else a for a in cmd] + ["--quiet"], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "torchrun" in lines[0], err
+    assert snapshot(pool) == before
+
+
 def test_top1_remembers_its_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """pool eval records the dataset with every top-1; a synthetic eval of a real-data pool is refused later."""
     p = Path(shutil.copytree(TINY_SRC[0], tmp_path / "pool"))

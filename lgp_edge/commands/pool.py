@@ -25,6 +25,7 @@ from lgp_edge.commands.train_args import (
     add_width_epochs,
     finetune_recipe,
     setup_distributed,
+    single_process,
     train_config,
 )
 
@@ -188,6 +189,8 @@ def _stitch(args: argparse.Namespace) -> int:
     from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
     from lgp_edge.train import TrainConfig
 
+    single_process("pool stitch", "fits and trains the stitches")
+
     req = RestitchRequest(pool=args.pool, data=args.data, init=args.init, lstsq_images=args.lstsq_images,
                           stitch_steps=args.stitch_steps, r2_images=args.r2_images)
     manifest = restitch_pool(req, TrainConfig(epochs=1, batch_size=args.batch_size, seed=args.seed), reporter(args))
@@ -247,6 +250,7 @@ def print_descendants(title: str, rows: list[dict[str, Any]]) -> None:
 def _eval(args: argparse.Namespace) -> int:
     from lgp_edge.pool.evaluate import evaluate_pool
 
+    single_process("pool eval", "evaluates")
     manifest = evaluate_pool(args.pool, args.data, batch_size=args.batch_size, max_images=args.max_images,
                              reporter=reporter(args))
     rows = [r.to_dict() for r in manifest.descendants]

@@ -122,15 +122,15 @@ def train_config(args: argparse.Namespace):
                        device=args.device, bf16=args.bf16, num_workers=args.workers)
 
 
-def single_process(command: str) -> None:
-    """Refuse to run ``command`` under torchrun: it trains in one process, so every rank would train alone and
-    write the same output."""
+def single_process(command: str, does: str = "trains") -> None:
+    """Refuse to run ``command`` under torchrun: it ``does`` its work in one process, so every rank would do it
+    alone and write the same output."""
     import os
 
     from lgp_edge.errors import UsageError
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise UsageError(f"'lgp-edge {command}' trains in one process; start it without torchrun (it runs here with "
+        raise UsageError(f"'lgp-edge {command}' {does} in one process; start it without torchrun (it runs here with "
                          f"WORLD_SIZE={os.environ['WORLD_SIZE']})")
 
 
