@@ -51,10 +51,12 @@ def render_csv(entries: Sequence[Any]) -> str:
 
 
 def _nice_ticks(lo: float, hi: float, log: bool) -> list[float]:
-    if log:
-        out = []
-        for d in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
-            out += [m * 10.0 ** d for m in (1, 2, 5) if lo <= m * 10.0 ** d <= hi]
+    if log:  # 1, 2 and 5 of every decade; over a wide range (more than 10 ticks) 1 alone
+        for mults in ((1, 2, 5), (1,)):
+            out = [m * 10.0 ** d for d in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+                   for m in mults if lo <= m * 10.0 ** d <= hi]
+            if len(out) <= 10:
+                break
         return out
     step = 10 ** math.floor(math.log10(max(hi - lo, 1e-12)))
     for m in (1, 2, 5, 10):
@@ -122,7 +124,7 @@ def _frame(sc: _Scale, runtime: str) -> list[str]:
     for t in _nice_ticks(sc.x_lo, sc.x_hi, sc.log):
         x = sc.sx(t)
         out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{MT}" y2="{H - MB}"/>'
-                   f'<text class="tick" x="{x:.1f}" y="{H - MB + 16}" text-anchor="middle">{t:g}</text>')
+                   f'<text class="tick" x="{x:.1f}" y="{H - MB + 16}" text-anchor="middle">{format_value(t)}</text>')
     for t in _nice_ticks(sc.y_lo, sc.y_hi, False):
         y = sc.sy(t)
         out.append(f'<line class="grid" x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}"/>'

@@ -55,3 +55,13 @@ def test_every_point_is_named() -> None:
         assert {c.key for c in entry.candidates} <= texts
     finally:
         plt.close(fig)
+
+
+def test_html_log_ticks_are_few_and_plain() -> None:
+    """Over eight decades the chart's x axis had 24 crowded ticks, labelled in exponent notation ('1e-06')."""
+    from lgp_edge.report_html import _nice_ticks
+    from lgp_edge.select import format_value
+
+    ticks = _nice_ticks(1e-6, 50, True)
+    assert 3 <= len(ticks) <= 10 and all("e" not in format_value(t) for t in ticks)
+    assert _nice_ticks(0.02, 5, True) == [0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5]
