@@ -160,7 +160,8 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
                   f"Target `{e.target.name}` ({e.target.runtime_version}); {_text(p.description)}", ""]
         if e.candidates:
             c0 = e.candidates[0]
-            lines += [f"Latencies: {c0.runtime}, {p.precision}, batch {p.batch}, {c0.threads} threads.", ""]
+            threads = f"{c0.threads} thread" + ("s" if c0.threads != 1 else "")
+            lines += [f"Latencies: {c0.runtime}, {p.precision}, batch {p.batch}, {threads}.", ""]
         lines += [f"![Pareto front for {p.name}]({e.plot})", ""]
         lines.append(f"Why: {e.selection.reason}." if e.selection is not None else f"Nothing fits: {e.problem}.")
         if e.unevaluated:
