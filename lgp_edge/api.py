@@ -41,20 +41,27 @@ def profile(name: str, profiles_dir: str | Path | None = None) -> Any:
 
 
 def predict_latencies(pool: Any, manifest: Any, target_name: str, *, runtime: str | None = None,
-                      precision: str | None = None, store: str | Path | None = None) -> list[Any]:
+                      precision: str | None = None, store: str | Path | None = None,
+                      targets_dir: str | Path | None = None) -> list[Any]:
     """Predicted latency of every descendant on a target (``LatencyRecord``s, ``source`` "predicted"),
-    as ``lgp-edge profile --target NAME --predict``; stored when ``store`` is given."""
+    as ``lgp-edge profile --target NAME --predict``; stored when ``store`` is given (else the default store
+    is only read, and not created)."""
+    from lgp_edge.errors import UsageError
     from lgp_edge.profiling import profile as prof
     from lgp_edge.profiling.measure import MeasureSettings
     from lgp_edge.profiling.store import MeasurementStore, default_store_path
+    from lgp_edge.specs import RUNTIMES
 
-    t = target(target_name)
+    t = target(target_name, targets_dir)
     rt = runtime or t.runtime
+    if rt not in RUNTIMES:
+        raise UsageError(f"unknown runtime '{rt}'; runtimes: {', '.join(RUNTIMES)}")
     prec = precision or prof.default_precision(t)
     prof.check_request(t, rt, prec, measuring=False)
     subject = prof.pool_subject(pool, manifest)
     settings = MeasureSettings(threads=prof.default_threads(t))
-    st = MeasurementStore(store if store is not None else default_store_path())
+    st = (MeasurementStore(store) if store is not None
+          else MeasurementStore(default_store_path(), readonly=True))
     try:
         predictor = prof.predictor_for(subject, t, rt, prec, settings, st, calibrate_now=False)
         records = prof.predict_items(subject, predictor, settings)
@@ -65,16 +72,20 @@ def predict_latencies(pool: Any, manifest: Any, target_name: str, *, runtime: st
     return records
 
 
-def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | None = None) -> Any:
+def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | None = None,
+           profiles_dir: str | Path | None = None, targets_dir: str | Path | None = None) -> Any:
     """The ``Selection`` for a device profile (chosen ``Candidate``, every candidate, the reason), as
     ``lgp-edge select``; raises ``NothingFits`` when no descendant fits the budgets. Only ``manifest`` is
     read (the choice needs no weights); ``pool`` stays so that ``select(*load_pool(path), name)`` reads."""
+    from lgp_edge.profiles import check_against_target
     from lgp_edge.select import open_store, plan_selection
 
-    p = profile(profile_name)
+    p = profile(profile_name, profiles_dir)
+    t = target(p.target, targets_dir)
+    check_against_target(p, t)
     st = open_store(store)
     try:
-        return plan_selection(manifest, p, target(p.target), st)
+        return plan_selection(manifest, p, t, st)
     finally:
         st.close()
 
@@ -82,7 +93,8 @@ def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | N
 def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None, descendant: str | None = None,
            store: str | Path | None = None, val_images: int | None = None, force: bool = False,
            precision: str | None = None, data: str | None = None, model: str | None = None,
-           checkpoint: str | Path | None = None) -> Any:
+           checkpoint: str | Path | None = None, profiles_dir: str | Path | None = None,
+           targets_dir: str | Path | None = None) -> Any:
     """Export for a profile, validated, with manifest.json (``ExportResult``), as ``lgp-edge export``;
     ``precision`` overrides the profile's, ``model`` + ``checkpoint`` export a timm ViT (``--model``)."""
     from lgp_edge.errors import UsageError
@@ -91,14 +103,29 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
 
     if (model is None) != (checkpoint is None) or (model is not None and (pool or descendant)):
         raise UsageError("model and checkpoint go together, and without pool or descendant")
-    p = with_overrides(profile(profile_name), precision=precision)
+    p = with_overrides(profile(profile_name, profiles_dir), precision=precision)
     kw: dict[str, Any] = {} if val_images is None else {"val_images": val_images}
-    req = ExportRequest(profile=p, target=target(p.target), out=Path(out), pool=Path(pool) if pool else None,
-                        force=force, descendant=descendant, store=Path(store) if store else None, data=data,
+    if targets_dir is not None:
+        kw["targets_dir"] = Path(targets_dir)
+    req = ExportRequest(profile=p, target=target(p.target, targets_dir), out=Path(out),
+                        pool=Path(pool) if pool else None, force=force, descendant=descendant,
+                        store=Path(store) if store else None, data=data,
                         model=model, checkpoint=Path(checkpoint) if checkpoint else None, **kw)
     return export_profile(req)
 
 
 def read_manifest(out: str | Path) -> dict[str, Any]:
-    """``manifest.json`` of an export directory."""
-    return json.loads((Path(out) / "manifest.json").read_text())
+    """``manifest.json`` of an export directory (``UsageError`` when it is missing, unreadable or not a JSON
+    object)."""
+    from lgp_edge.errors import UsageError
+
+    path = Path(out) / "manifest.json"
+    try:
+        mf = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"'{out}' is not an export directory (no manifest.json)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"'{path}' cannot be read as JSON ({exc})") from None
+    if not isinstance(mf, dict):
+        raise UsageError(f"'{path}' holds a JSON {type(mf).__name__}, not an object")
+    return mf

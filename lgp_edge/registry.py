@@ -10,15 +10,15 @@ from typing import Any
 
 from lgp_edge.errors import UsageError
 
-NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
 
 
 def check_name(kind: str, path: Path, name: str) -> None:
     """A target's or profile's name becomes part of file names (``pareto-NAME.png``) and of Markdown and CSV
-    cells: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit."""
+    cells: 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit."""
     if not NAME_RULE.fullmatch(name):
         raise UsageError(f"{kind} file '{path}': field 'name' {name[:80]!r}{'...' if len(name) > 80 else ''} must "
-                         "be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit (rename the "
+                         "be 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit (rename the "
                          "file too)")
 
 

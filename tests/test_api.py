@@ -31,3 +31,45 @@ def test_import_is_cheap() -> None:
            "'openvino', 'timm') if m in sys.modules))"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stdout.strip() == "[]", res.stdout + res.stderr
+
+
+def test_api_errors_are_lgp_edge_errors(tiny_pool: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """An unknown runtime raised a bare ValueError, a missing or damaged export manifest FileNotFoundError /
+    JSONDecodeError: none of them the documented LgpEdgeError."""
+    import pytest
+
+    from lgp_edge import api
+    from lgp_edge.errors import LgpEdgeError
+
+    pool, manifest = api.load_pool(tiny_pool)
+    with pytest.raises(LgpEdgeError, match="runtime"):
+        api.predict_latencies(pool, manifest, "jetson-nano", runtime="foo", store=tmp_path / "s.sqlite")
+    with pytest.raises(LgpEdgeError, match="manifest.json"):
+        api.read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(LgpEdgeError, match="manifest.json"):
+        api.read_manifest(tmp_path)
+
+
+def test_api_prediction_without_store_creates_none(tiny_pool: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """predict_latencies(store=None) created an empty default store, though nothing is stored then."""
+    from lgp_edge import api
+
+    default = tmp_path / "default.sqlite"
+    monkeypatch.setenv("LGP_EDGE_STORE", str(default))
+    pool, manifest = api.load_pool(tiny_pool)
+    lat = api.predict_latencies(pool, manifest, "jetson-nano")
+    assert len(lat) == len(manifest.descendants) and not default.exists()
+
+
+def test_api_select_and_export_take_user_profiles(tiny_pool: Path, tmp_path: Path) -> None:
+    """A profile from a user directory could be loaded (api.profile) but not selected for."""
+    from lgp_edge import api
+
+    d = tmp_path / "profiles"
+    d.mkdir()
+    (d / "mine.toml").write_text('name = "mine"\ntarget = "cpu"\nlatency_budget_ms = 1000\nmemory_budget_mb = 1000\n'
+                                 'precision = "fp32"\nformats = ["onnx"]\n')
+    pool, manifest = api.load_pool(tiny_pool)
+    sel = api.select(pool, manifest, "mine", store=tmp_path / "s.sqlite", profiles_dir=d)
+    assert sel.profile.name == "mine" and sel.chosen.key

@@ -692,3 +692,33 @@ def test_resume_whose_state_json_was_altered(tmp_path: Path, capsys: pytest.Capt
         return
     assert rc == 2 and len(error_lines(err)) == 1 and needle in error_lines(err)[0], err
     assert snapshot(tmp_path) == before
+
+
+def test_pool_plan_tsb_chains_need_three_widths(capsys: pytest.CaptureFixture[str]) -> None:
+    """--chains tsb without --widths ti,s,b ended in a ValueError traceback (exit 1)."""
+    rc, err = run_cli(["pool", "plan", "--ancestry", "lgp_test_tiny", "--chains", "tsb"], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "--widths ti,s,b" in lines[0] and "Traceback" not in err, err
+
+
+def test_unreadable_pool_weights_are_one_line(tmp_path: Path) -> None:
+    """An unreadable weights.safetensors ended in a PermissionError traceback from the hash check (exit 1). As
+    root, the command runs without the capabilities that read any file (setpriv), as a user would."""
+    import os
+    import subprocess
+    import sys
+
+    p = Path(shutil.copytree(TINY_SRC[0], tmp_path / "pool"))
+    (p / "weights.safetensors").chmod(0)
+    cmd = [sys.executable, "-m", "lgp_edge.cli", "pool", "info", str(p)]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("root without setpriv: every file is readable")
+        cmd = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--", *cmd]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    finally:
+        (p / "weights.safetensors").chmod(0o644)
+    lines = error_lines(res.stderr)
+    assert res.returncode == 2 and len(lines) == 1 and "weights.safetensors" in lines[0], res.stderr
+    assert "Traceback" not in res.stderr

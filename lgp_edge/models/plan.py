@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lgp_edge.errors import UsageError
 from lgp_edge.specs import DescendantSpec, PoolSpec, Segment
 
 
@@ -86,7 +87,8 @@ def enumerate_descendants(spec: PoolSpec) -> list[DescendantSpec]:
     if spec.chains == "tsb":
         names = [i.name for i in spec.instances]
         if len(names) != 3:
-            raise ValueError("chains='tsb' needs a pool with ti, s and b instances")
+            raise UsageError("chains 'tsb' (--chains tsb) needs a pool with ti, s and b instances: add --widths "
+                             "ti,s,b")
         ti, s, b = names
         layer_at = {c: lyr for c, lyr in zip(cfgs, layer_of)}
         for j in range(d - 2):

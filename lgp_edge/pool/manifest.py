@@ -233,7 +233,11 @@ def verified_file(path: str | Path, manifest: PoolManifest, name: str) -> Path:
     expected = manifest.files.get(name)
     if expected is None or not f.is_file():
         raise CheckpointError(f"pool '{path}' has no {name}")
-    actual = sha256_file(f)
+    try:
+        actual = sha256_file(f)
+    except OSError as exc:
+        raise CheckpointError(f"'{f}' cannot be read ({exc.strerror or exc}); fix its permissions or restore it") \
+            from None
     if actual != expected:
         raise CheckpointError(f"'{f}' is damaged or was modified: sha256 {actual[:12]}… does not match "
                               f"pool.json ({expected[:12]}…); restore it or rebuild the pool")
