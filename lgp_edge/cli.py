@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from lgp_edge import __version__
 from lgp_edge.commands.common import HELD, HeldWarnings
@@ -41,6 +41,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         _say(f"lgp-edge: error: {message} (see '{self.prog} --help')")
         raise SystemExit(2)
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """As argparse's, but arguments no parser knows are reported against the subcommand that was given
+        (its ``--help`` lists what it takes), not the top level."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            prog = getattr(parsed, "help_prog", self.prog)
+            _say(f"lgp-edge: error: unrecognized arguments: {' '.join(extras)} (see '{prog} --help')")
+            raise SystemExit(2)
+        return parsed
 
 
 def _say(line: str) -> None:
@@ -76,6 +86,7 @@ def subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]
 def _add_general_everywhere(p: argparse.ArgumentParser) -> None:
     for child in subparsers(p).values():
         _add_general_options(child, top=False)
+        child.set_defaults(help_prog=child.prog)  # the deepest subcommand given wins
         _add_general_everywhere(child)
 
 

@@ -304,3 +304,17 @@ def test_top1_from_a_partial_eval_says_how_many_images(tiny_pool: Path, tmp_path
     assert json.loads(capsys.readouterr().out)["top1_images"] == 40
     assert main(["select", "--target", "jetson-nano", "--pool", str(pool)]) == 0
     assert "top-1 on 40 images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "helps"), [(["select", "--target", "cpu", "--bogus"], "lgp-edge select --help"),
+                                             (["pool", "info", "--bogus"], "lgp-edge pool info --help")])
+def test_unknown_option_points_at_the_subcommands_help(argv: list[str], helps: str,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """An unknown option after a subcommand pointed at 'lgp-edge --help', which does not list it."""
+    from lgp_edge.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1
+    assert "unrecognized arguments: --bogus" in err and f"(see '{helps}')" in err
