@@ -134,3 +134,42 @@ def test_force_replaces_an_earlier_distilled_output(tmp_path: Path) -> None:
     assert _distill(out, "b6") == 2  # not empty, no --force
     assert _distill(out, "b6", "--force") == 0
     assert [m["name"] for m in json.loads((out / "distilled.json").read_text())["models"]] == ["b6"]
+
+
+def test_position_loss_sum_is_the_authors_and_recorded(tmp_path: Path) -> None:
+    """Ti's three "front,end" positions: their hidden and attention losses averaged (lgp-edge's default) or
+    summed (the authors' criterion2.py: att_loss += ...; rep_loss += ...); the choice is recorded and a build
+    that takes the models checks it."""
+    import torch.nn.functional as F
+    from torch import nn
+
+    from lgp_edge.models.ancestry import create_ancestry
+    from lgp_edge.pool.auxiliary import auxiliary_instance, create_auxiliary
+    from lgp_edge.pool.distill import DistillObjective
+
+    torch.manual_seed(0)
+    teacher, aspec = create_ancestry(TINY)
+    inst = auxiliary_instance(aspec, "ti6")
+    assert inst.supervision == "front,end"
+    students = nn.ModuleDict({"ti6": create_auxiliary(aspec, inst)})
+    x, y = torch.randn(4, aspec.in_chans, aspec.img_size, aspec.img_size), torch.tensor([0, 1, 2, 3])
+    losses = {}
+    for reduction in ("mean", "sum"):
+        torch.manual_seed(1)
+        obj = DistillObjective(teacher, students, (inst,), teacher_dim=aspec.embed_dim, teacher_depth=aspec.depth,
+                               position_loss=reduction)
+        losses[reduction] = float(obj(x, y))
+        with torch.no_grad():
+            s_logits = students["ti6"](x)
+            t_logits = teacher(x)
+        head = 0.1 * float(F.cross_entropy(s_logits, y)) + 0.9 * float(
+            -(F.softmax(t_logits, -1) * F.log_softmax(s_logits, -1)).sum(-1).mean())
+        features = (losses[reduction] - head) / 0.9
+        losses[reduction + "_features"] = features
+    assert losses["sum_features"] == pytest.approx(3 * losses["mean_features"], rel=1e-4)
+    assert _distill(tmp_path / "d", "ti6,b6", "--position-loss", "sum") == 0
+    assert json.loads((tmp_path / "d" / "distilled.json").read_text())["position_loss"] == "sum"
+    assert _build(tmp_path / "p", "--distilled", str(tmp_path / "d")) == 2  # built with the default, mean
+    assert _build(tmp_path / "p", "--distilled", str(tmp_path / "d"), "--position-loss", "sum") == 0
+    history = read_manifest(tmp_path / "p").history
+    assert next(h for h in history if h["stage"] == "distill")["position_loss"] == "sum"

@@ -52,6 +52,12 @@ def _add_ancestry_args(b: argparse.ArgumentParser) -> None:
                    help="ancestry weights: safetensors, a timm checkpoint (weights_only) or an 'ancestry train' dir")
 
 
+def _add_position_loss(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--position-loss", choices=("mean", "sum"), default="mean",
+                   help="the hidden-state and attention losses of a student's supervised positions (Ti's three "
+                        "'front,end' ones): averaged (default) or summed (the authors' code)")
+
+
 def _register_distill(s: argparse._SubParsersAction) -> None:
     d = s.add_parser("distill", help="distil an ancestry into auxiliary models for several pools at once (one "
                                      "ancestry forward pass per batch for all of them); 'pool build --distilled' "
@@ -66,6 +72,7 @@ def _register_distill(s: argparse._SubParsersAction) -> None:
     d.add_argument("--aux-init", choices=("ancestry", "random"), default="ancestry",
                    help="models start as a weight selection of the ancestry (default) or random (the paper's)")
     d.add_argument("--alpha", type=nonneg_float, default=0.1, help="weight of CE on labels (default 0.1)")
+    _add_position_loss(d)
     add_width_epochs(d, who="the models")
     d.add_argument("--force", action="store_true", help="overwrite an earlier 'pool distill' output")
     add_train_args(d, epochs=100)
@@ -79,7 +86,8 @@ def _distill(args: argparse.Namespace) -> int:
     setup_distributed(args)
     req = DistillRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data, out=args.out,
                          models=args.models, aux_init=args.aux_init, alpha=args.alpha,
-                         width_epochs=args.width_epochs, allow_random_ancestry=args.allow_random_ancestry,
+                         position_loss=args.position_loss, width_epochs=args.width_epochs,
+                         allow_random_ancestry=args.allow_random_ancestry,
                          force=args.force, resume=args.resume)
     record = distill_auxiliary(req, train_config(args), reporter(args))
     if is_main():
@@ -111,6 +119,7 @@ def _register_build(s: argparse._SubParsersAction) -> None:
     b.add_argument("--stitch-steps", type=int_at_least(0), default=300, metavar="N",
                    help="lstsq-kd: steps of stitch-only distillation (default 300)")
     b.add_argument("--alpha", type=nonneg_float, default=0.1, help="weight of CE on labels (default 0.1)")
+    _add_position_loss(b)
     add_width_epochs(b, who="the auxiliary models")
     b.add_argument("--distilled", type=name_list("--distilled", "'pool distill' directory"), default=(),
                    metavar="DIR,DIR,...",
@@ -211,6 +220,7 @@ def _build(args: argparse.Namespace) -> int:
     setup_distributed(args)
     req = BuildRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data, out=args.out,
                        depth=args.depth, widths=args.widths, chains=args.chains, init=args.init, alpha=args.alpha,
+                       position_loss=args.position_loss,
                        aux_init=args.aux_init, allow_random_ancestry=args.allow_random_ancestry,
                        pretrained=args.pretrained,
                        force=args.force, resume=args.resume, stitch_steps=args.stitch_steps,

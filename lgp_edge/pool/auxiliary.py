@@ -98,6 +98,7 @@ class DistillRequest:
     aux_init: str = "ancestry"  # students start as a weight selection of the ancestry, or "random"
     alpha: float = 0.1  # CE weight
     temperature: float = 1.0  # soft CE temperature
+    position_loss: str = "mean"  # the supervised positions' feature losses: "mean" or "sum" (the authors')
     width_epochs: tuple[tuple[str, int], ...] = ()  # (width, epochs): a width's own budget (a separate run)
     allow_random_ancestry: bool = False  # smoke tests only
     force: bool = False  # overwrite an earlier distilled directory
@@ -122,6 +123,12 @@ def _check(req: DistillRequest) -> None:
                          "with 'lgp-edge ancestry train') or --allow-random-ancestry for a smoke test")
 
 
+def position_identity(position_loss: str) -> dict[str, str]:
+    """The position loss in a run's fingerprint: absent for the default, so that runs started before the
+    option existed still resume."""
+    return {} if position_loss == "mean" else {"position_loss": position_loss}
+
+
 def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     """Distil ``req.models`` from the ancestry in one run per epoch budget, each run with one ancestry forward
     pass per batch for all its students; save them to ``req.out``. Returns the record (``distilled.json``)."""
@@ -141,13 +148,13 @@ def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter 
     torch.manual_seed(cfg.seed)
     students = nn.ModuleDict({i.name: create_auxiliary(aspec, i) for i in instances})
     objective = DistillObjective(teacher, students, instances, teacher_dim=aspec.embed_dim, teacher_depth=aspec.depth,
-                                 alpha=req.alpha, temperature=req.temperature)
+                                 alpha=req.alpha, temperature=req.temperature, position_loss=req.position_loss)
     inherited = start_from_ancestry(objective, teacher, instances) if req.aux_init == "ancestry" else None
     digest = state_digest(teacher)
     fingerprint = content_hash({"stage": "distill-auxiliary", "ancestry": aspec.identity(),
                                 "models": [i.to_dict() for i in instances], "cfg": cfg.identity(),
                                 "alpha": req.alpha, "T": req.temperature, "data": req.data, "teacher": digest,
-                                "aux_init": req.aux_init})
+                                "aux_init": req.aux_init, **position_identity(req.position_loss)})
     width_epochs = dict(req.width_epochs)
     run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
                            fingerprint=fingerprint, resume=req.resume, description="distill", reporter=reporter)
@@ -157,7 +164,7 @@ def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter 
         "models": [i.to_dict() for i in instances],
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
         "wall_s": round(time.time() - t0 + run.earlier_wall_s, 1), "config": cfg.to_dict(),
-        "alpha": req.alpha, "temperature": req.temperature,
+        "alpha": req.alpha, "temperature": req.temperature, "position_loss": req.position_loss,
         "epochs": {i.name: e for e, group in groups for i in group},
         # one run per epoch budget; its loss per epoch is summed over the run's models
         "runs": [{"models": [i.name for i in group], "epochs": e, "epoch_loss": list(run.losses[group[0].name])}
@@ -208,7 +215,8 @@ def read_distilled(path: str | Path) -> dict[str, Any]:
 
 
 def load_distilled(dirs: tuple[str, ...], instances: tuple[InstanceSpec, ...], *, ancestry: AncestrySpec,
-                   teacher: nn.Module, data: str, aux_init: str, alpha: float, temperature: float) -> DistilledModels:
+                   teacher: nn.Module, data: str, aux_init: str, alpha: float, temperature: float,
+                   position_loss: str = "mean") -> DistilledModels:
     """The models ``instances`` from the ``pool distill`` directories ``dirs``, checked against the ancestry
     weights, data and recipe of the pool being built (each mismatch: one UsageError naming the directory)."""
     records = {d: read_distilled(d) for d in dirs}
@@ -233,7 +241,8 @@ def load_distilled(dirs: tuple[str, ...], instances: tuple[InstanceSpec, ...], *
             raise UsageError(f"'{d}' holds a different '{inst.name}' ({spec}) than this pool needs ({inst.to_dict()})")
         for what, theirs, ours in (("ancestry weights", rec.get("teacher"), digest), ("data", rec.get("data"), data),
                                    ("--aux-init", rec.get("aux_init"), aux_init), ("--alpha", rec.get("alpha"), alpha),
-                                   ("temperature", rec.get("temperature"), temperature)):
+                                   ("temperature", rec.get("temperature"), temperature),
+                                   ("--position-loss", rec.get("position_loss", "mean"), position_loss)):
             if theirs != ours:
                 raise UsageError(f"'{d}' was distilled with other {what} ({theirs}) than this build uses ({ours}); "
                                  "distil again with matching settings")
@@ -270,6 +279,7 @@ def _history(records: dict[str, dict[str, Any]], used: dict[str, list[str]],
     out: dict[str, Any] = {
         "stage": "distill", "when": min(records[d]["when"] for d in used), "data": first["data"],
         "config": first["config"], "alpha": first["alpha"], "temperature": first["temperature"],
+        "position_loss": first.get("position_loss", "mean"),
         "epochs": {i.name: records[d]["epochs"][i.name] for d, names in used.items() for i in instances
                    if i.name in names},
         # each run distilled these models beside others (one ancestry pass for all); its loss is the sum over them

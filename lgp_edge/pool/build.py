@@ -15,7 +15,7 @@ from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, check_widths, plan_instances
 from lgp_edge.outdir import check_output_dir, check_resume_dir
-from lgp_edge.pool.auxiliary import check_distilled_use, load_distilled, start_from_ancestry
+from lgp_edge.pool.auxiliary import check_distilled_use, load_distilled, position_identity, start_from_ancestry
 from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
@@ -49,6 +49,7 @@ class BuildRequest:
     aux_init: str = "ancestry"  # auxiliary models: "ancestry" (weight selection) or "random" (the paper's)
     alpha: float = 0.1  # CE weight
     temperature: float = 1.0  # soft CE temperature
+    position_loss: str = "mean"  # the supervised positions' feature losses: "mean" or "sum" (the authors')
     allow_random_ancestry: bool = False  # smoke tests only
     pretrained: bool = False  # timm's pretrained weights (needs a reachable model hub)
     force: bool = False  # overwrite a non-empty output
@@ -107,7 +108,8 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
     pool = LearngenePool(spec)
     if req.distilled:
         taken = load_distilled(req.distilled, spec.instances, ancestry=aspec, teacher=teacher, data=req.data,
-                               aux_init=req.aux_init, alpha=req.alpha, temperature=req.temperature)
+                               aux_init=req.aux_init, alpha=req.alpha, temperature=req.temperature,
+                               position_loss=req.position_loss)
         for inst in spec.instances:
             pool.models[inst.name].load_state_dict(taken.states[inst.name], strict=True)
         matrices = {i.name: taken.matrices(i, aspec.depth) for i in spec.instances}
@@ -116,11 +118,13 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
         earlier = 0.0
     else:
         objective = DistillObjective(teacher, pool.models, spec.instances, teacher_dim=aspec.embed_dim,
-                                     teacher_depth=aspec.depth, alpha=req.alpha, temperature=req.temperature)
+                                     teacher_depth=aspec.depth, alpha=req.alpha, temperature=req.temperature,
+                                     position_loss=req.position_loss)
         inherited = start_from_ancestry(objective, teacher, spec.instances) if req.aux_init == "ancestry" else None
         fingerprint = content_hash({"stage": "distill", "spec": spec.identity(), "cfg": cfg.identity(),
                                     "alpha": req.alpha, "T": req.temperature, "data": req.data,
-                                    "teacher": state_digest(teacher), "aux_init": req.aux_init})
+                                    "teacher": state_digest(teacher), "aux_init": req.aux_init,
+                                    **position_identity(req.position_loss)})
         width_epochs = dict(req.width_epochs)
         run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
                                fingerprint=fingerprint, resume=req.resume, description="distill", reporter=reporter)
@@ -129,6 +133,7 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
         earlier = run.earlier_wall_s
         distilled = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "data": req.data,
                      "config": cfg.to_dict(), "alpha": req.alpha, "temperature": req.temperature,
+                     "position_loss": req.position_loss,
                      **distill_history(run.losses, spec.instances, cfg.epochs, width_epochs),
                      "aux_init": req.aux_init, "inherited_blocks": inherited,
                      "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")}

@@ -6,13 +6,19 @@ For each auxiliary model (student) and its supervised positions P:
                                             + mean_p MSE(h_s[p], W_p h_t[p'])
                                             + mean_p MSE(attn_s[p], V_p attn_t[p']) )
 
+``mean_p`` is lgp-edge's default (``position_loss="mean"``); the authors' code sums the positions' losses
+(``"sum"``, ``--position-loss sum``), which weighs a Ti student's three "front,end" positions three times as
+much against the two logit terms ("end" students, one position, are the same either way);
+benchmarks/position_loss.py measures both.
+
 ``h`` are block outputs, ``attn`` the attention sub-layer outputs after the projection. ``W_p`` and ``V_p``
 are learnable ``Linear(D -> d_student)`` maps (the transformation matrices of position p, one for the hidden
 states and one for the attention outputs, as in the authors' code), trained with the student; the stitch
 layers' learned init is built from the hidden-state ones, ``W_p``.
 Positions: "end" = last student block vs last teacher block; "front,end" = student blocks
-{d/3-1, 2d/3-1, d-1} vs teacher blocks {D/3-1, 2D/3-1, D-1}. All students of a pool share one teacher
-forward pass per batch; their parameters are disjoint, so the summed loss trains each as if alone.
+{d/3-1, 2d/3-1, d-1} vs teacher blocks {L/3-1, 2L/3-1, L-1} of the teacher's L blocks (3, 7, 11 of 12).
+All students of a pool share one teacher forward pass per batch; their parameters are disjoint, so the
+summed loss trains each as if alone.
 
 Students converge at different speeds: a Ti that starts as a slice of the ancestry needs more epochs than a
 B that keeps most of it. ``width_epochs`` (``pool build --width-epochs ti=10``) gives a width its own
@@ -35,6 +41,8 @@ from lgp_edge.models.instances import forward_with_taps, supervised_blocks
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import InstanceSpec, content_hash
 from lgp_edge.train import TrainConfig, fit
+
+POSITION_LOSSES = ("mean", "sum")  # how the feature losses of a student's supervised positions combine
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -64,9 +72,13 @@ class DistillObjective(nn.Module):
 
     def __init__(self, teacher: nn.Module, students: nn.ModuleDict, instances: tuple[InstanceSpec, ...], *,
                  teacher_dim: int, teacher_depth: int, alpha: float = 0.1, temperature: float = 1.0,
-                 shared: DistillObjective | None = None) -> None:
-        """``shared``: take the transformation matrices from that objective (same modules) instead of new ones."""
+                 position_loss: str = "mean", shared: DistillObjective | None = None) -> None:
+        """``position_loss``: "mean" or "sum" of the supervised positions' feature losses; ``shared``: take the
+        transformation matrices from that objective (same modules) instead of new ones."""
         super().__init__()
+        if position_loss not in POSITION_LOSSES:
+            raise UsageError(f"position_loss must be one of {', '.join(POSITION_LOSSES)}, got {position_loss!r}")
+        self.position_loss = position_loss
         self.teacher = teacher.eval().requires_grad_(False)
         self.students = students
         self.instances = tuple(instances)
@@ -87,7 +99,8 @@ class DistillObjective(nn.Module):
         and the same teacher."""
         return DistillObjective(self.teacher, nn.ModuleDict({i.name: self.students[i.name] for i in instances}),
                                 instances, teacher_dim=self.teacher_dim, teacher_depth=self.teacher_depth,
-                                alpha=self.alpha, temperature=self.temperature, shared=self)
+                                alpha=self.alpha, temperature=self.temperature, position_loss=self.position_loss,
+                                shared=self)
 
     def train(self, mode: bool = True) -> DistillObjective:
         super().train(mode)
@@ -109,7 +122,8 @@ class DistillObjective(nn.Module):
                 attn = attn + F.mse_loss(s.attn[sb], v(t.attn[tb]))
             soft = soft_cross_entropy(s.logits, t.logits, self.temperature)
             ce = F.cross_entropy(s.logits, y)
-            total = total + self.alpha * ce + (1 - self.alpha) * (soft + (hidden + attn) / len(pairs))
+            features = hidden + attn if self.position_loss == "sum" else (hidden + attn) / len(pairs)
+            total = total + self.alpha * ce + (1 - self.alpha) * (soft + features)
         return total
 
     def matrices(self, instance: str) -> list[torch.Tensor]:
