@@ -83,10 +83,23 @@ def subparsers(p: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]
     return out
 
 
+PATH_METAVARS = frozenset({"POOL", "DIR", "FILE", "PATH"})
+
+
+def _path(text: str) -> str:
+    """argparse type of every path argument: an empty one would name the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty; give a path")
+    return text
+
+
 def _add_general_everywhere(p: argparse.ArgumentParser) -> None:
     for child in subparsers(p).values():
         _add_general_options(child, top=False)
         child.set_defaults(help_prog=child.prog)  # the deepest subcommand given wins
+        for action in child._actions:
+            if action.metavar in PATH_METAVARS and action.type is None:
+                action.type = _path
         _add_general_everywhere(child)
 
 

@@ -43,7 +43,11 @@ def resolve_profile(args: argparse.Namespace, formats: tuple[str, ...] | None = 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("select", help="choose the best descendant for a deployment profile")
+    p = sub.add_parser("select", help="choose the best descendant for a deployment profile",
+                       description="Choose the most accurate descendant of the pool within the profile's p90 "
+                                   "latency and memory budgets on its target (ties: the faster), from the pool's "
+                                   "top-1 and the measurement store (latencies not measured are predicted, and "
+                                   "said so); no weights are loaded. Exit 2 when nothing fits.")
     add_profile_args(p)
     add_pool_arg(p)
     add_json(p)
