@@ -267,3 +267,17 @@ def test_int8_memory_counts_what_stays_float(recs: tuple, tiny_pool: Path) -> No
         assert quantized_weight_count(spec, r.spec) == linear, r.key
         want = (linear + 4 * (r.params - linear) + activation_bytes(spec, r.spec, 1, 4)) / MB
         assert memory_mb(spec, r, "int8", 1) == pytest.approx(want)
+
+
+def test_select_json_keys_are_the_documented_ones(tiny_pool, capsys) -> None:  # noqa: ANN001
+    """README lists select --json's keys; the output holds no other (at the top and per descendant)."""
+    import re
+
+    assert main(["select", "--pool", str(tiny_pool), "--target", "cpu", "--json", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    para = readme[readme.index("`select --json` prints"):]
+    para = para[:para.index("Every artifact")]
+    documented = set(re.findall(r"`([a-z0-9_]+)`", para)) | set(re.findall(r"[(,] ?([a-z0-9]+)(?=[,)])", para))
+    assert set(out) <= documented, set(out) - documented
+    assert set(out["chosen"]) <= documented and set(out["front"][0]) <= documented, set(out["chosen"]) - documented
