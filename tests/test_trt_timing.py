@@ -152,3 +152,33 @@ def test_build_engine_time_runs_a_dynamic_engine_at_its_opt_shape(tmp_path: Path
     args = log.read_text().splitlines()
     assert "--maxShapes=input:8x1x28x28" in args and "--minShapes=input:1x1x28x28" in args
     assert "--loadEngine=model.plan" in args and "--shapes=input:2x1x28x28" in args
+
+
+def test_build_engine_refuses_a_missing_pin_list(tmp_path: Path) -> None:
+    """Without fp32_layers.txt the trtexec path built an fp16 engine with an empty --layerPrecisions (nothing
+    pinned, no word said)."""
+    fake, log = _fake_trtexec(tmp_path)
+    d = _board_dir(tmp_path)
+    (d / "fp32_layers.txt").unlink()
+    script = build_script(onnx_name="model.onnx", precision="fp16", input_name="input", input_shape=(1, 1, 28, 28),
+                          dynamic_batch=False, key="b6.0-5", target=load_target("jetson-orin-nano"), pool_id="p1")
+    (d / "build_engine.sh").write_text(script)
+    res = subprocess.run(["sh", "build_engine.sh"], cwd=d, env={**os.environ, "TRTEXEC": str(fake)},
+                         capture_output=True, text=True)
+    assert res.returncode == 3 and "fp32_layers.txt" in res.stderr and not log.exists(), res.stderr
+
+
+def test_bench_script_usage_and_the_8_2_workspace(tmp_path: Path) -> None:
+    """bench.sh without its arguments stopped on the shell's 'parameter not set'; an fp32 engine timed with
+    TensorRT 8.2's trtexec got its 16 MiB default workspace where build_engine.py (8.2's builder) gives 1 GiB."""
+    bench = bench_script(load_target("jetson-nano"))
+    res = subprocess.run(["sh", str(bench)], capture_output=True, text=True)
+    assert res.returncode == 2 and "usage: bench.sh MODEL.onnx PRECISION ITERATIONS WARMUP_MS" in res.stderr
+    fake, log = _fake_trtexec(tmp_path)
+    fake.write_text(fake.read_text().replace("--layerPrecisions=spec  --percentile=P1,P2",
+                                             "--workspace=N  --percentile=P"))
+    d = _board_dir(tmp_path)
+    res = subprocess.run(["sh", str(bench), str(d / "model.onnx"), "fp32", "50", "200", str(fake)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "--workspace=1024" in log.read_text().splitlines()

@@ -261,7 +261,7 @@ def _tensorrt(doc: _Doc) -> str:
              "fp16": "; the LayerNorm and softmax layers listed in `fp32_layers.txt` stay in fp32",
              "int8": f"; `{a['path']}` is explicitly quantized (QuantizeLinear/DequantizeLinear with int8 scales "
                      f"calibrated on {q.get('calibration_images')} {q.get('calibration_data')} images), so TensorRT "
-                     "builds its quantized MatMul/Gemm layers in int8 from those scales with no calibration cache, "
+                     "builds its quantized Gemm layers in int8 from those scales with no calibration cache, "
                      "the other layers in fp16, and the LayerNorm and softmax layers listed in `fp32_layers.txt` "
                      "in fp32"}[a["precision"]]
     check = (f"Checked here (no GPU): {v['note'].split(' | ')[0]}." if v.get("note") else "")
@@ -270,7 +270,9 @@ def _tensorrt(doc: _Doc) -> str:
     if shapes:  # a dynamic batch: the engine's optimization profile bounds it, and bench.sh must build the same
         lo, hi = first["batch_range"]
         build += (f". The engine takes a batch of {lo} to {hi} (its optimization profile: `--maxShapes` in "
-                  "`build_engine.sh`; build it again with a larger one for bigger batches)")
+                  "`build_engine.sh`; build it again with a larger one for bigger batches); set the input's shape "
+                  "for each batch before running it (`IExecutionContext::setInputShape`, `setBindingDimensions` "
+                  "before TensorRT 8.5)")
         bench = f"SHAPES={shapes} sh bench.sh {a['path']} {a['precision']} 200 500"
     else:
         bench = f"sh bench.sh {a['path']} {a['precision']} 200 500"

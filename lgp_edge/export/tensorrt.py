@@ -43,6 +43,10 @@ PINNED_PRECISIONS = ("fp16", "int8")  # engines with fp16 layers, whose LayerNor
 FP32_LAYERS_HEADER = "# ONNX nodes kept in fp32 inside the fp16 / int8 engine (LayerNorm and softmax)\n"
 TRT_FLAGS = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --fp16"}  # int8: QDQ layers int8, the others fp16
 PIN_FLAGS = " --precisionConstraints=obey --layerPrecisions=\"$spec\" --layerOutputTypes=\"$spec\""
+# a pinned build needs its list: without it trtexec would get an empty --layerPrecisions and pin nothing
+PIN_CHECK = ('[ -s fp32_layers.txt ] || { echo "build_engine.sh: fp32_layers.txt (the layers kept in fp32) is '
+             'missing; copy it from the export" >&2; exit 3; }\n')
+SPEC_LINE = "    spec=$(sed -e '/^#/d' -e '/^$/d' -e 's/$/:fp32/' fp32_layers.txt | paste -sd, -)\n"
 
 
 class UnsupportedOperator(UsageError):
@@ -139,7 +143,7 @@ def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape
         + (" with the LayerNorm and softmax layers of fp32_layers.txt kept in fp32" if pinned else ""),
         kind=" (dynamic batch)" if dynamic_batch else " (static)", onnx_name=onnx_name, meta=meta,
         trt_flags=TRT_FLAGS[precision] + (PIN_FLAGS if pinned else ""), shapes=shapes, py_shapes=py_shapes,
-        load_shapes=load_shapes)
+        load_shapes=load_shapes, pin_check=PIN_CHECK if pinned else "", spec_line=SPEC_LINE if pinned else "")
 
 
 def _plan_buildable() -> bool:

@@ -8,21 +8,22 @@ set -eu
 cd "$(dirname "$0")"
 trtexec=${TRTEXEC:-/usr/src/tensorrt/bin/trtexec}
 [ -x "$trtexec" ] || trtexec=$(command -v trtexec || true)
-if [ -n "$trtexec" ] && "$trtexec" --help 2>&1 | grep -q -- '--layerPrecisions'; then
-    spec=$(sed -e '/^#/d' -e '/^$/d' -e 's/$/:fp32/' fp32_layers.txt | paste -sd, -)
-    "$trtexec" --onnx=@{onnx_name} --saveEngine=model.plan@{trt_flags}@{shapes}
+@{pin_check}if [ -n "$trtexec" ] && "$trtexec" --help 2>&1 | grep -q -- '--layerPrecisions'; then
+@{spec_line}    "$trtexec" --onnx=@{onnx_name} --saveEngine=model.plan@{trt_flags}@{shapes}
 else
-    # trtexec before TensorRT 8.4 cannot pin layer precisions: use the Python API (STRICT_TYPES).
+    # trtexec before TensorRT 8.4 cannot pin layer precisions: build_engine.py pins them with the Python API.
     ${PYTHON:-python3} build_engine.py --onnx @{onnx_name} --engine model.plan --precision @{precision} \
         --fp32-layers fp32_layers.txt@{py_shapes}
 fi
-echo "built model.plan; time it with: sh build_engine.sh --time timing.json"
-if [ "${1:-}" = "--time" ]; then
+if [ "${1:-}" != "--time" ]; then
+    echo "built model.plan; time it with: sh build_engine.sh --time timing.json"
+else
     # Time the engine just built (the deployed one) and write the store's import format:
     #   sh build_engine.sh --time timing.json   then, on the host: lgp-edge profile --import timing.json
     out=${2:-timing.json}
     if [ -z "$trtexec" ]; then echo "build_engine.sh: --time needs trtexec (set TRTEXEC)" >&2; exit 3; fi
-    "$trtexec" --loadEngine=model.plan@{load_shapes} --iterations=${ITERATIONS:-200} --warmUp=500 --duration=0 --avgRuns=1         --useSpinWait --exportTimes=timing-raw.json > timing.log 2>&1 || { cat timing.log >&2; exit 3; }
+    "$trtexec" --loadEngine=model.plan@{load_shapes} --iterations="${ITERATIONS:-200}" --warmUp=500 --duration=0 \
+        --avgRuns=1 --useSpinWait --exportTimes=timing-raw.json > timing.log 2>&1 || { cat timing.log >&2; exit 3; }
     ${PYTHON:-python3} - "$out" '@{meta}' <<'PY'
 
 import json, math, re, sys

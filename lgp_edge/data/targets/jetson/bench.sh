@@ -14,6 +14,10 @@
 # EMBEDDING.md writes it) builds the engine with that optimization profile, as build_engine.sh does, and
 # times it at OPT; without it a dynamic-batch model cannot be built by build_engine.py.
 set -eu
+if [ $# -lt 4 ]; then
+    echo "usage: bench.sh MODEL.onnx PRECISION ITERATIONS WARMUP_MS [TRTEXEC]" >&2
+    exit 2
+fi
 model=$1
 precision=$2
 iters=$3
@@ -87,5 +91,11 @@ if [ "$precision" != fp32 ] && [ -n "$layers" ]; then
     "$trtexec" --loadEngine="$plan" $run_shapes $pct_flag $timing 2>&1
     exit 0
 fi
+# TensorRT 8.2's trtexec builds with a 16 MiB workspace by default where build_engine.py (the builder that
+# deploys there) gives 1 GiB; later trtexec versions (--memPoolSize) default to the device's memory.
+ws_flag=""
+if ! "$trtexec" --help 2>&1 | grep -q -- '--memPoolSize' && "$trtexec" --help 2>&1 | grep -q -- '--workspace'; then
+    ws_flag="--workspace=1024"
+fi
 # shellcheck disable=SC2086
-"$trtexec" --onnx="$model" $prec_flag $build_shapes $pct_flag $timing --saveEngine="$plan" 2>&1
+"$trtexec" --onnx="$model" $prec_flag $build_shapes $ws_flag $pct_flag $timing --saveEngine="$plan" 2>&1
