@@ -322,11 +322,16 @@ def test_unknown_option_points_at_the_subcommands_help(argv: list[str], helps: s
 
 @pytest.mark.parametrize("argv", [["select", "--target", "cpu", "--profiles-dir", ""], ["pool", "info", ""],
                                   ["select", "--target", "cpu", "--store", ""], ["report", "--out", " "]])
-def test_an_empty_path_is_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    """An empty --profiles-dir was accepted (exit 0) and an empty POOL or --store was reported as '.'."""
+def test_an_empty_path_is_refused(argv: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty --profiles-dir was accepted (exit 0) and an empty POOL or --store was reported as '.'; a blank
+    --out wrote a report into a directory named ' '."""
     from lgp_edge.cli import main
+
+    monkeypatch.chdir(tmp_path)  # whatever a regression writes lands here
 
     with pytest.raises(SystemExit) as exc:
         main(argv)
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and "empty" in err, err
+    assert list(tmp_path.iterdir()) == []
