@@ -46,16 +46,12 @@ def predict_latencies(pool: Any, manifest: Any, target_name: str, *, runtime: st
     """Predicted latency of every descendant on a target (``LatencyRecord``s, ``source`` "predicted"),
     as ``lgp-edge profile --target NAME --predict``; stored when ``store`` is given (else the default store
     is only read, and not created)."""
-    from lgp_edge.errors import UsageError
     from lgp_edge.profiling import profile as prof
     from lgp_edge.profiling.measure import MeasureSettings
     from lgp_edge.profiling.store import MeasurementStore, default_store_path
-    from lgp_edge.specs import RUNTIMES
 
     t = target(target_name, targets_dir)
     rt = runtime or t.runtime
-    if rt not in RUNTIMES:
-        raise UsageError(f"unknown runtime '{rt}'; runtimes: {', '.join(RUNTIMES)}")
     prec = precision or prof.default_precision(t)
     prof.check_request(t, rt, prec, measuring=False)
     subject = prof.pool_subject(pool, manifest)

@@ -26,7 +26,7 @@ from lgp_edge.profiling.measure import MeasureSettings, Timing, repeat_if_noisy,
 from lgp_edge.profiling.predict import Predictor, fit_calibration, make_predictor, now_utc
 from lgp_edge.profiling.subject import Item, Subject, pool_subject, timm_subject
 from lgp_edge.progress import NULL, Reporter
-from lgp_edge.specs import LatencyRecord, TargetSpec
+from lgp_edge.specs import RUNTIMES, LatencyRecord, TargetSpec
 
 __all__ = ["CheckResult", "Item", "Subject", "calibrate", "calibrated_predictor", "check_predictions",
            "check_request", "default_precision", "default_threads", "measure_items", "pool_subject",
@@ -43,6 +43,8 @@ def default_precision(target: TargetSpec) -> str:
 
 def check_request(target: TargetSpec, runtime: str, precision: str, *, measuring: bool) -> None:
     """Refuse impossible combinations before anything runs."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"unknown runtime '{runtime}'; runtimes: {', '.join(RUNTIMES)}")
     if precision not in target.precisions:
         raise UsageError(f"target '{target.name}' supports precisions {', '.join(target.precisions)}, "
                          f"not '{precision}'")
