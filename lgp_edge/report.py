@@ -43,7 +43,6 @@ class ReportEntry:
     selection: Selection | None  # None when nothing fits
     problem: str  # why there is no selection ("" when there is one)
     plot: str  # PNG file name inside the report directory
-    unevaluated: tuple[str, ...] = ()  # descendants without a top-1, left out
 
 
 # what a report's reader can change when nothing fits (report has no budget flags)
@@ -134,9 +133,9 @@ def _text(s: str) -> str:
 
 def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -> str:
     records = records_of(manifest)
-    evaluated = sum(r.top1 is not None for r in records)
-    count = (f"{len(records)} descendants" if evaluated == len(records)
-             else f"{len(records)} descendants, {evaluated} evaluated")
+    unevaluated = [r.key for r in records if r.top1 is None]  # left out of every profile's scoring
+    count = (f"{len(records)} descendants, {len(records) - len(unevaluated)} evaluated" if unevaluated
+             else f"{len(records)} descendants")
     lines = [f"# lgp-edge report: pool `{manifest.spec.pool_id}`", "",
              (f"Pool `{pool_dir}` ({manifest.spec.ancestry.name}, depth {manifest.spec.depth}, stage "
               f"{manifest.stage}, trained on {manifest.data}); {count}."), ""]
@@ -164,8 +163,8 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
             lines += [f"Latencies: {c0.runtime}, {p.precision}, batch {p.batch}, {threads}.", ""]
         lines += [f"![Pareto front for {p.name}]({e.plot})", ""]
         lines.append(f"Why: {e.selection.reason}." if e.selection is not None else f"Nothing fits: {e.problem}.")
-        if e.unevaluated:
-            lines += ["", f"Not evaluated (no top-1, left out): {', '.join(f'`{k}`' for k in e.unevaluated)}; run "
+        if unevaluated:
+            lines += ["", f"Not evaluated (no top-1, left out): {', '.join(f'`{k}`' for k in unevaluated)}; run "
                           "'lgp-edge pool eval POOL --data …'."]
         noisy = [c.key for c in e.candidates if c.noisy]
         if noisy:
@@ -200,8 +199,7 @@ def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, 
                 except NothingFits as exc:
                     sel, problem = None, str(exc)
                 entry = ReportEntry(profile=profile, target=target, candidates=tuple(cands), selection=sel,
-                                    problem=problem, plot=f"pareto-{profile.name}.png",
-                                    unevaluated=tuple(r.key for r in records_of(manifest) if r.top1 is None))
+                                    problem=problem, plot=f"pareto-{profile.name}.png")
                 plot_entry(entry, tmp / entry.plot)
                 entries.append(entry)
                 task.advance()

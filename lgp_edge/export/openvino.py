@@ -74,8 +74,9 @@ def int8_ir_info(model: Any, images: int, data: str) -> dict[str, Any]:
     ops = list(model.get_ordered_ops())
     fq = [op for op in ops if op.get_type_name() == "FakeQuantize"]
     levels = sorted({int(op.get_attributes()["levels"]) for op in fq})
-    weighted = [op for op in ops if op.get_type_name() in ("MatMul", "Convolution") and _weight_dtype(op.input(1))]
-    int8 = [op for op in weighted if _weight_dtype(op.input(1)) in ("i8", "u8")]
+    dtypes = [_weight_dtype(op.input(1)) for op in ops if op.get_type_name() in ("MatMul", "Convolution")]
+    weighted = [d for d in dtypes if d is not None]  # layers with a constant weight (not activation x activation)
+    int8 = [d for d in weighted if d in ("i8", "u8")]
     return {"method": "NNCF post-training quantization (nncf.quantize, model_type TRANSFORMER: SmoothQuant, fast "
                       "bias correction)",
             "weights": "int8, per output channel",
