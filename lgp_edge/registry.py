@@ -10,7 +10,8 @@ from typing import Any
 
 from lgp_edge.errors import UsageError
 
-NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+NAME_START, NAME_CHAR = "[A-Za-z0-9]", r"[A-Za-z0-9_.\-]"  # a target's or profile's name
+NAME_RULE = re.compile(f"{NAME_START}{NAME_CHAR}{{0,127}}")
 
 
 def check_name(kind: str, path: Path, name: str) -> None:

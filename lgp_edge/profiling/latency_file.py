@@ -16,6 +16,7 @@ from pathlib import Path
 
 from lgp_edge.errors import UsageError
 from lgp_edge.fileio import write_text_atomic
+from lgp_edge.registry import NAME_CHAR, NAME_START
 from lgp_edge.specs import PRECISIONS, RUNTIMES, LatencyRecord, is_integer, is_number
 
 IMPORT_FORMAT = "lgp-edge-latency"  # the JSON files `profile --import` reads and failed writes leave behind
@@ -32,7 +33,7 @@ MAX_CV = 1e3
 MAX_RUNS = 10 ** 9  # n and warmup (SQLite integers are 64-bit; no run is this long)
 _SEGMENT = r"[A-Za-z][A-Za-z0-9_]*\.(?:\d+-\d+|head)"
 KEY_PATTERN = re.compile(rf"{_SEGMENT}(?:\+{_SEGMENT})*|timm:[A-Za-z0-9_.\-]+|probe:\S+")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")
+_NAME = re.compile(f"{NAME_START}{NAME_CHAR}*")  # a target name's characters (a target file bounds its length)
 
 
 def field_problem(name: str, v: object) -> str | None:
