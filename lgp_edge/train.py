@@ -262,8 +262,7 @@ def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, descripti
                 on_epoch_end(epoch)
     except DataError as exc:  # a damaged image found mid-run: what was trained so far is not lost
         if ckpt is not None and (ckpt / "state.json").is_file():
-            raise DataError(f"{exc}; the run is checkpointed in '{ckpt}': rerun the same command with --resume "
-                            "once the data is fixed") from None
+            raise resume_after(exc, ckpt) from None
         raise
     objective.eval()
     if device.type != "cpu":
@@ -271,6 +270,11 @@ def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, descripti
     earlier = start.progress.wall_s if start.progress is not None else 0.0
     return FitResult(epochs=cfg.epochs, steps=loop.step, epoch_loss=tuple(loop.progress.epoch_loss),
                      wall_s=time.perf_counter() - t0, resumed_from=start.resumed_from, earlier_wall_s=earlier)
+
+
+def resume_after(exc: DataError, ckpt: str | Path, done: str = "the run is checkpointed") -> DataError:
+    """``exc`` (a damaged image) saying that the work so far is in the checkpoint ``ckpt`` and how to go on."""
+    return DataError(f"{exc}; {done} in '{ckpt}': rerun the same command with --resume once the data is fixed")
 
 
 def recorded_progress(ckpt_dir: str | Path, fingerprint: str) -> tuple[tuple[float, ...], float] | None:

@@ -20,7 +20,7 @@ from lgp_edge.models.ancestry import create_ancestry
 from lgp_edge.outdir import atomic_dir, check_output_dir, check_resume_dir, replace_dir
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import content_hash
-from lgp_edge.train import TrainConfig, evaluate, fit, is_main
+from lgp_edge.train import TrainConfig, evaluate, fit, is_main, resume_after
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,7 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     try:
         top1 = evaluate(model, data.val, batch_size=512, device=cfg.device) if is_main() else float("nan")
     except DataError as exc:  # a damaged validation image: the trained weights are in the checkpoint
-        raise DataError(f"{exc}; training finished and is checkpointed in '{Path(req.out) / 'train.ckpt'}': "
-                        "rerun the same command with --resume once the data is fixed") from None
+        raise resume_after(exc, Path(req.out) / "train.ckpt", "training finished and is checkpointed") from None
     meta = {"name": req.name, "spec": spec.to_dict(), "data": data.info.name, "synthetic_data": data.info.synthetic,
             "top1": round(top1, 3), "val_images": len(data.val), "config": cfg.to_dict(),
             "epoch_loss": list(result.epoch_loss), "wall_s": round(time.time() - t0 + result.earlier_wall_s, 1),

@@ -289,11 +289,11 @@ class MeasurementStore:
         rather than scored."""
         d = dict(zip(_COLUMNS, row))
         rec = LatencyRecord(descendant_key=d["descendant_key"], target=d["target"], runtime=d["runtime"],
-                             precision=d["precision"], batch=d["batch"], median_ms=d["median_ms"],
-                             p90_ms=d["p90_ms"], p99_ms=d["p99_ms"], mean_ms=d["mean_ms"], std_ms=d["std_ms"],
-                             cv=d["cv"], n=d["n"], warmup=d["warmup"], threads=d["threads"], source=d["source"],
-                             when=d["when_utc"], tool_versions=json.loads(d["tool_versions"]),
-                             pool_id=d["pool_id"], noisy=bool(d["noisy"]), calibration=d["calibration"] or "")
+                            precision=d["precision"], batch=d["batch"], median_ms=d["median_ms"],
+                            p90_ms=d["p90_ms"], p99_ms=d["p99_ms"], mean_ms=d["mean_ms"], std_ms=d["std_ms"],
+                            cv=d["cv"], n=d["n"], warmup=d["warmup"], threads=d["threads"], source=d["source"],
+                            when=d["when_utc"], tool_versions=json.loads(d["tool_versions"]),
+                            pool_id=d["pool_id"], noisy=bool(d["noisy"]), calibration=d["calibration"] or "")
         try:
             check_record(rec)
         except ValueError as exc:
