@@ -20,11 +20,18 @@ from typing import Any
 
 from lgp_edge.errors import NothingFits, UsageError
 from lgp_edge.models.plan import activation_bytes, quantized_weight_count
-from lgp_edge.specs import FORMAT_RUNTIME, MB, DescendantRecord, DeviceProfile, LatencyRecord, PoolSpec, TargetSpec
+from lgp_edge.specs import (
+    BYTES_PER_VALUE,
+    FORMAT_RUNTIME,
+    MB,
+    DescendantRecord,
+    DeviceProfile,
+    LatencyRecord,
+    PoolSpec,
+    TargetSpec,
+)
 
 log = logging.getLogger(__name__)
-
-BYTES_PER_VALUE = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ Format = Literal["onnx", "tensorrt", "openvino", "coreml", "ort"]
 RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)  # what runs a model (profile --runtime, target 'runtime')
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)  # what a target computes in and a latency is measured in
 PROFILE_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")  # what an export can be asked for (no bf16)
+BYTES_PER_VALUE: dict[Precision, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}  # weights and activations
 FORMATS: tuple[Format, ...] = get_args(Format)  # export formats (--format, profile and target 'formats')
 MB = float(1 << 20)  # a megabyte, everywhere in lgp-edge (budgets, memory, file sizes): 2^20 bytes, as device RAM
 FORMAT_RUNTIME: dict[Format, Runtime] = {  # the runtime that runs each format's artifact

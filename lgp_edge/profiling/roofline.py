@@ -32,14 +32,12 @@ from lgp_edge.profiling.host import (
     measure_gemm_peak,
 )
 from lgp_edge.profiling.parts import Part, parts_of, vit_parts
-from lgp_edge.specs import TargetSpec
+from lgp_edge.specs import BYTES_PER_VALUE, TargetSpec
 
 # ``parts`` and ``host`` names that callers reach through this module
-__all__ = ["BYTES_PER_VALUE", "DEFAULT_SPREAD", "HostFacts", "Part", "Roofline", "host_calibration", "host_facts",
+__all__ = ["DEFAULT_SPREAD", "HostFacts", "Part", "Roofline", "host_calibration", "host_facts",
            "last_level_cache_bytes", "measure_copy_bandwidth", "measure_gemm_peak", "measure_host", "parts_of",
            "roofline_for", "vit_parts"]
-
-BYTES_PER_VALUE = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 
 
 # ------------------------------------------------------------------------------------------ host facts
