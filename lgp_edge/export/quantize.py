@@ -146,6 +146,15 @@ def quantize_int8(src: Path, dst: Path, calibration: np.ndarray, batch: int, sch
     return dst
 
 
+def timing_int8(onnx_path: Path, example: Any, out: Path, runtime: str) -> Path:
+    """The int8 model an export ships for ``runtime``'s targets (``quantize_int8``'s static QDQ) made from
+    ``onnx_path`` for timing: calibrated on 8 random inputs, so the graph and kernels are the shipped ones and
+    only the scales, which do not change the speed, differ from an export's (real images there)."""
+    batch = int(example.shape[0])
+    calib = np.random.default_rng(0).standard_normal((max(8, batch), *example.shape[1:])).astype(np.float32)
+    return quantize_int8(onnx_path, out, calib, batch, scheme_for(runtime))
+
+
 def qdq_counts(path: Path) -> dict[str, int]:
     """QuantizeLinear / DequantizeLinear nodes and the MatMul/Gemm nodes fed by a DequantizeLinear weight."""
     import onnx

@@ -256,7 +256,7 @@ def _measure_on_board(sess: Any, board: _Board, it: Item, x: torch.Tensor, tmp: 
     runtime, precision = board.target.runtime, board.precision
     onnx_path = export_onnx(it.build(), x, tmp / f"{_safe(it.key)}.onnx", opset=board.opset, ship=True)
     if precision == "int8":  # the QDQ model an export ships for this runtime (TensorRT's scheme or ONNX Runtime's)
-        from lgp_edge.profiling.runtimes.onnxruntime import timing_int8
+        from lgp_edge.export.quantize import timing_int8
 
         onnx_path = timing_int8(onnx_path, x, tmp / f"{_safe(it.key)}.int8.onnx", runtime)
     rmodel = sess.put(onnx_path)

@@ -10,20 +10,8 @@ from torch import nn
 from lgp_edge.errors import BackendMissing, UsageError
 from lgp_edge.export.onnx_export import INPUT as INPUT_NAME
 from lgp_edge.export.onnx_export import export_onnx
+from lgp_edge.export.quantize import timing_int8
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
-
-
-def timing_int8(onnx_path: Path, example: Any, out: Path, runtime: str) -> Path:
-    """The int8 model an export ships for ``runtime``'s targets (static QDQ, ``export/quantize.py``) made from
-    ``onnx_path`` for timing: calibrated on 8 random inputs, so the graph and kernels are the shipped ones and
-    only the scales, which do not change the speed, differ from an export's (real images there)."""
-    import numpy as np
-
-    from lgp_edge.export.quantize import quantize_int8, scheme_for
-
-    batch = int(example.shape[0])
-    calib = np.random.default_rng(0).standard_normal((max(8, batch), *example.shape[1:])).astype(np.float32)
-    return quantize_int8(onnx_path, out, calib, batch, scheme_for(runtime))
 
 
 class OnnxRuntime(Runtime):
