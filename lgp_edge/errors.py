@@ -39,6 +39,10 @@ class TargetUnreachable(LgpEdgeError):
     """A board that does not answer over SSH or adb."""
 
 
+class DeviceTimeout(LgpEdgeError):
+    """A command that ran past its time on a board (and was stopped there)."""
+
+
 class NothingFits(LgpEdgeError):
     """No descendant meets a profile's budgets."""
 

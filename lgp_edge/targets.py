@@ -130,9 +130,12 @@ def ssh_options_problem(options: Any) -> str | None:
 
 
 # extra.* fields that are numbers: name -> (lowest, highest, kind)
-_EXTRA_NUMBERS: dict[str, tuple[float, float, Any]] = {"threads": (0, MAX_THREADS, int)}  # as profile --threads
+_EXTRA_NUMBERS: dict[str, tuple[float, float, Any]] = {
+    "threads": (0, MAX_THREADS, int),  # as profile --threads
+    "bench_timeout_s": (1, 86400, (int, float)),  # one benchmark run on the board, in seconds
+}
 _EXTRA_STRINGS = ("bench_script", "big_cores", "perf_test_binary", "remote_python", "trtexec", "minimum_ios",
-                  "minimum_macos", "tensorrt_version", "ort_platform")
+                  "minimum_macos", "tensorrt_version", "ort_platform", "machine")
 
 
 def _check_text(path: Path, field: str, value: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from lgp_edge.cli import main
-from lgp_edge.errors import TargetUnreachable, UsageError
+from lgp_edge.errors import DeviceTimeout, TargetUnreachable, UsageError
 from lgp_edge.profiling import remote
 from lgp_edge.profiling.measure import MeasureSettings
 from lgp_edge.profiling.store import MeasurementStore
@@ -230,6 +230,52 @@ def test_jetson_bench_script_over_ssh_with_a_stand_in_trtexec(sshd, tiny_pool, t
 
 
 
+def test_a_benchmark_past_its_time_is_stopped_on_the_board(sshd, tmp_path):
+    """A run past its time is stopped on the board too (ssh alone would leave it loading the board) and is
+    reported as too slow, not as an unreachable board."""
+    t = _transport(sshd, str(tmp_path))
+    marker, nap = tmp_path / "finished", "30.123"
+    with remote.RemoteSession(t) as sess:
+        t0 = time.time()
+        with pytest.raises(DeviceTimeout, match=r"ran longer than 2 s on .*stopped there.*extra.bench_timeout_s"):
+            sess.run(["sh", "-c", f"sleep {nap}; touch {marker}"], timeout=2)
+        assert time.time() - t0 < 20
+    assert subprocess.run(["pgrep", "-f", f"sleep {nap}"], capture_output=True, check=False).returncode == 1
+    assert not marker.exists()
+
+
+def test_bench_timeout_comes_from_the_target_file(sshd, tmp_path):
+    from lgp_edge.targets import load_target
+
+    _board_toml(tmp_path / "targets", "slowboard", sshd, tmp_path, extra="bench_timeout_s = 2400")
+    target = load_target("slowboard", str(tmp_path / "targets"))
+    assert remote.transport_for(target.connection, target.extra).bench_timeout_s == 2400
+    assert remote.transport_for(ConnectionSpec(kind="ssh", host="h")).bench_timeout_s == remote.BENCH_TIMEOUT_S
+    for bad in ("0", "-5", "100000", '"long"'):
+        _board_toml(tmp_path / "targets", "badboard", sshd, tmp_path, extra=f"bench_timeout_s = {bad}")
+        with pytest.raises(UsageError, match="extra.bench_timeout_s"):
+            load_target("badboard", str(tmp_path / "targets"))
+
+
+def test_a_board_of_another_machine_is_refused(sshd, tiny_pool, tmp_path, capsys):
+    """A host name that reaches another computer must not fill the store with its timings."""
+    other = "ppc64le" if platform.machine() != "ppc64le" else "aarch64"
+    work = tmp_path / "board-tmp"
+    work.mkdir()
+    _board_toml(tmp_path / "targets", "wrongboard", sshd, work, extra=f'machine = "{other}"')
+    store = tmp_path / "m.sqlite"
+    rc = main(["profile", "--target", "wrongboard", "--targets-dir", str(tmp_path / "targets"), "--pool",
+               str(tiny_pool), "--store", str(store), "--descendant", KEYS[0], "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"'{platform.machine()}'" in err and f"'{other}'" in err and "connection.host" in err
+    if store.exists():
+        with MeasurementStore(store) as s:
+            assert s.count() == 0
+    assert list(work.iterdir()) == []
+
+
+
 def _legacy_scp(tmp_path: Path) -> str:
     """An ``scp`` that speaks the legacy SCP protocol (-O): the board's shell reads the remote path."""
     scp = shutil.which("scp")
@@ -341,7 +387,9 @@ elif args[0] == "push":
     print("1 file pushed")
 elif args[0] == "shell" and args[1].startswith("mktemp"):
     print("/data/local/tmp/lgp-edge.Ab12Cd34")
-elif args[0] == "shell" and args[1].startswith("taskset"):
+elif args[0] == "shell" and args[1] == "timeout -k 10 60 uname -m":
+    print("aarch64")
+elif args[0] == "shell" and args[1].startswith("timeout -k 10 900 taskset"):
     print(open(out).read())
 '''
 
@@ -376,14 +424,29 @@ def test_adb_transport_issues_exact_commands(tiny_pool, tmp_path, monkeypatch, c
     s = ["-s", "R5CT0TEST"]
     assert calls[0] == s + ["get-state"]
     assert calls[1] == s + ["shell", "mktemp -d /data/local/tmp/lgp-edge.XXXXXXXX"]
-    assert calls[2] == s + ["push", str(perf), f"{d}/onnxruntime_perf_test"]
-    assert calls[3] == s + ["shell", f"chmod 755 {d}/onnxruntime_perf_test"]
-    assert calls[4][:3] == [*s, "push"] and calls[4][3].endswith(f"/{key}.onnx")
-    assert calls[4][4] == f"{d}/{key}.onnx"
-    bench = f"taskset f8 {d}/onnxruntime_perf_test -e cpu -m times -r 100 -x 5 -I -s {d}/{key}.onnx"
-    assert calls[5] == [*s, "shell", bench]
-    assert calls[6] == s + ["shell", f"rm -rf {d}"]
-    assert len(calls) == 7
+    assert calls[2] == s + ["shell", "timeout -k 10 60 uname -m"]  # the target names its machine: aarch64
+    assert calls[3] == s + ["push", str(perf), f"{d}/onnxruntime_perf_test"]
+    assert calls[4] == s + ["shell", f"timeout -k 10 60 chmod 755 {d}/onnxruntime_perf_test"]
+    assert calls[5][:3] == [*s, "push"] and calls[5][3].endswith(f"/{key}.onnx")
+    assert calls[5][4] == f"{d}/{key}.onnx"
+    # stopped on the phone after the target's bench_timeout_s (default 900 s), KILLed 10 s later
+    bench = f"timeout -k 10 900 taskset f8 {d}/onnxruntime_perf_test -e cpu -m times -r 100 -x 5 -I -s {d}/{key}.onnx"
+    assert calls[6] == [*s, "shell", bench]
+    assert calls[7] == s + ["shell", f"rm -rf {d}"]
+    assert len(calls) == 8
+    assert rec["tool_versions"]["device_machine"] == "aarch64"
+
+
+def test_a_phone_that_answers_a_strange_scratch_directory_is_refused(tmp_path, monkeypatch):
+    """As over ssh: every later path on the phone (pushes, the benchmark, ``rm -rf``) is built on it."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "adb").write_text("#!/bin/sh\necho '/data/local/tmp/lgp-edge.ab /sdcard'\n")
+    (bindir / "adb").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    t = remote.ADBTransport(ConnectionSpec(kind="adb", serial="R5CT0TEST", timeout_s=5))
+    with pytest.raises(UsageError, match="scratch directory"):
+        t.mkdtemp()
 
 
 def test_adb_missing_device_is_unreachable(tmp_path, monkeypatch):

@@ -188,9 +188,11 @@ def _measure_remote(subject: Subject, items: Sequence[Item], target: TargetSpec,
     out: list[LatencyRecord] = []
     with tempfile.TemporaryDirectory(prefix="lgp-edge-remote-") as tmp, remote.RemoteSession(transport) as sess, \
             reporter.task(f"{what} on {target.name} ({runtime} over {kind})", len(items)) as task:
+        machine = _board_machine(sess, target)
         board = _prepare_board(sess, target, precision, targets_dir, binary, Path(tmp))
         for it in items:
             timing, versions = _measure_on_board(sess, board, it, x, Path(tmp), settings)
+            versions["device_machine"] = machine
             out.append(_record(it.key, target, runtime, precision, settings, timing, versions, subject.pool_id))
             task.advance(1, ms=timing.median_ms)
     return out
@@ -224,6 +226,18 @@ def _check_remote(target: TargetSpec, precision: str) -> Path | None:
                          f"'{binary}' does not exist (set LGP_EDGE_ORT_PERF_TEST; see "
                          "targets/android/README.md)")
     return binary
+
+
+def _board_machine(sess: Any, target: TargetSpec) -> str:
+    """The board's ``uname -m``. A target file that names its machine (``extra.machine``) refuses any other: a
+    host name that reaches another computer would fill the store with that computer's timings."""
+    machine = sess.run(["uname", "-m"], timeout=60).strip()
+    want = target.extra.get("machine")
+    if want and machine != want:
+        raise UsageError(f"target '{target.name}': {sess.transport.where} is a '{machine}' machine, not the "
+                         f"'{want}' the target file names (extra.machine); connection.host may reach another "
+                         "computer: fix the target file")
+    return machine
 
 
 def _prepare_board(sess: Any, target: TargetSpec, precision: str, targets_dir: str | None, binary: Path | None,
@@ -304,7 +318,6 @@ def _ort_once(sess: Any, argv: list[str], versions: dict[str, str], settings: Me
 
     data = remote.parse_ort_bench(sess.run(argv))
     versions["onnxruntime"] = str(data.get("onnxruntime", "?"))
-    versions["device_machine"] = str(data.get("machine", "?"))
     return summarize(data["times_ms"], settings.warmup)
 
 

@@ -8,30 +8,37 @@ reads specially, so a target file can neither add ssh behaviour nor have the boa
 The remote side of ``ssh`` takes one command string,
 so the argv of a fixed device-side script is passed through ``shlex.join`` as that single argument;
 ``adb shell`` likewise gets one ``shlex.join``-quoted string. Each run copies the artifact and the
-script into a fresh directory on the device, runs, parses, and removes the directory.
+script into a fresh directory on the device, runs, parses, and removes the directory. What runs there runs
+under the board's own ``timeout`` (coreutils, busybox and toybox have one), so a run past its time is stopped
+on the board, not only abandoned here with the board still busy.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import shlex
 import shutil
 import subprocess
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lgp_edge.errors import LgpEdgeError, TargetUnreachable, UsageError
+from lgp_edge.errors import DeviceTimeout, LgpEdgeError, TargetUnreachable, UsageError
 from lgp_edge.profiling.measure import MeasureSettings, Timing
 from lgp_edge.specs import ConnectionSpec
 from lgp_edge.targets import ssh_options_problem, workdir_problem
 
 log = logging.getLogger(__name__)
 
-BENCH_TIMEOUT_S = 900.0  # one device-side benchmark run (TensorRT engine builds on a Nano take minutes)
+BENCH_TIMEOUT_S = 900.0  # one device-side benchmark run (TensorRT engine builds on a Nano take minutes); a target
+#                          file may set its own (extra.bench_timeout_s)
+KILL_GRACE_S = 10  # the board's timeout sends TERM at the limit and KILL this much later
+_TIMED_OUT = (124, 137, 143)  # timeout's status: coreutils/toybox 124 (137 after KILL), busybox 143 (TERM)
 
 # Remote paths reach scp as "host:PATH". SFTP-mode scp (the OpenSSH >= 9.0 default) takes PATH literally; legacy scp
 # (-O, older OpenSSH, dropbear boards) passes it to the board's shell, which expands and runs what it can. No quoting
@@ -50,6 +57,22 @@ def remote_name(name: str) -> str:
     return safe
 
 
+def bounded(argv: Sequence[str], limit: float) -> list[str]:
+    """``argv`` under the board's ``timeout``: TERM after ``limit`` seconds, KILL ``KILL_GRACE_S`` later."""
+    return ["timeout", "-k", str(KILL_GRACE_S), str(math.ceil(limit)), *argv]
+
+
+def _check_bounded(proc: subprocess.CompletedProcess[str], elapsed: float, limit: float, what: str,
+                   where: str) -> None:
+    """Raise for a ``bounded`` command that the board stopped at its limit or could not start."""
+    if proc.returncode in _TIMED_OUT and elapsed >= limit:
+        raise DeviceTimeout(f"{what} ran longer than {limit:g} s on {where} and was stopped there; if the board "
+                            "needs longer, raise extra.bench_timeout_s in the target file")
+    if proc.returncode == 127 and "timeout" in (proc.stderr + proc.stdout):
+        raise UsageError(f"{where} has no 'timeout' command (coreutils, busybox or toybox), which bounds every "
+                         "benchmark there; install coreutils on the board")
+
+
 def _run(argv: Sequence[str], timeout: float, what: str) -> subprocess.CompletedProcess[str]:
     log.debug("run: %s", shlex.join(argv))
     try:
@@ -60,10 +83,25 @@ def _run(argv: Sequence[str], timeout: float, what: str) -> subprocess.Completed
         raise TargetUnreachable(f"{what}: no answer within {timeout:g} s") from None
 
 
+def _scratch_dir(made: str, prefix: str, where: str) -> str:
+    """The board's ``mktemp -d`` answer, if it is ``PREFIX lgp-edge.`` and letters: every later remote path (copies,
+    the benchmark, ``rm -rf``) is built on it."""
+    if not re.fullmatch(re.escape(prefix) + r"lgp-edge\.[A-Za-z0-9]+", made, re.ASCII):
+        raise UsageError(f"{where}: mktemp answered {made[-200:]!r} for the scratch directory, not '{prefix}lgp-edge.' "
+                         "and letters; check the board's shell prints nothing else")
+    return made
+
+
 class Transport(ABC):
     """Copy files to a device, run an argv there, remove files."""
 
     name = "transport"
+    bench_timeout_s = BENCH_TIMEOUT_S  # the longest one ``run`` may take on the device
+
+    @property
+    @abstractmethod
+    def where(self) -> str:
+        """The device, for messages."""
 
     @abstractmethod
     def check(self) -> None:
@@ -78,8 +116,9 @@ class Transport(ABC):
         """Copy one local file to ``remote`` on the device."""
 
     @abstractmethod
-    def run(self, argv: Sequence[str], timeout: float = BENCH_TIMEOUT_S) -> str:
-        """Run ``argv`` on the device; its stdout."""
+    def run(self, argv: Sequence[str], timeout: float | None = None) -> str:
+        """Run ``argv`` on the device, stopped there after ``timeout`` seconds (default ``bench_timeout_s``);
+        its stdout."""
 
     @abstractmethod
     def remove(self, remote_dir: str) -> None:
@@ -92,7 +131,7 @@ class SSHTransport(Transport):
     name = "ssh"
 
     def __init__(self, conn: ConnectionSpec, *, options: Sequence[str] = (), ssh: str = "ssh",
-                 scp: str = "scp") -> None:
+                 scp: str = "scp", bench_timeout_s: float = BENCH_TIMEOUT_S) -> None:
         if not conn.host:
             raise UsageError("ssh connection has no host")
         for what, value in (("host", conn.host), ("user", conn.user)):
@@ -107,10 +146,15 @@ class SSHTransport(Transport):
         if problem:
             raise UsageError(f"extra.ssh_options {problem}; fix the target file")
         self.conn, self.options, self.ssh, self.scp = conn, tuple(options), ssh, scp
+        self.bench_timeout_s = float(bench_timeout_s)
 
     @property
     def destination(self) -> str:
         return f"{self.conn.user}@{self.conn.host}" if self.conn.user else str(self.conn.host)
+
+    @property
+    def where(self) -> str:
+        return self.destination
 
     def _opts(self, port_flag: str) -> list[str]:
         opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(self.conn.timeout_s))}",
@@ -132,11 +176,14 @@ class SSHTransport(Transport):
                              "only letters, digits and '_.+/-' (legacy scp hands it to the board's shell)")
         return [self.scp, "-q", *self._opts("-P"), "--", str(local), f"{self.destination}:{remote}"]
 
-    def _ssh(self, argv: Sequence[str], timeout: float, what: str) -> str:
+    def _ssh(self, argv: Sequence[str], timeout: float, what: str, limit: float | None = None) -> str:
+        start = time.monotonic()
         proc = _run(self.ssh_argv(argv), timeout, what)
         if proc.returncode == 255:  # ssh's own failure: connection, authentication, host key
             msg = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise TargetUnreachable(f"cannot reach {self.destination} over ssh: {msg}")
+        if limit is not None:
+            _check_bounded(proc, time.monotonic() - start, limit, what, self.destination)
         if proc.returncode != 0:
             msg = " | ".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:])[:400]
             raise UsageError(f"{what} failed on {self.destination} (exit {proc.returncode}): {msg}")
@@ -154,10 +201,7 @@ class SSHTransport(Transport):
             prefix = parent.rstrip("/") + "/"
         made = self._ssh(["mktemp", "-d", f"{prefix}lgp-edge.XXXXXXXX"], self.conn.timeout_s + 10,
                          "create a scratch directory").strip()
-        if not re.fullmatch(re.escape(prefix) + r"lgp-edge\.[A-Za-z0-9]+", made, re.ASCII):  # all remote paths start so
-            raise UsageError(f"{self.destination}: mktemp answered {made[-200:]!r} for the scratch directory, "
-                             f"not '{prefix}lgp-edge.' and letters; check the board's shell prints nothing else")
-        return made
+        return _scratch_dir(made, prefix, self.destination)
 
     def put(self, local: Path, remote: str) -> None:
         proc = _run(self.scp_argv(local, remote), self.conn.timeout_s + 120, f"copy {local.name}")
@@ -165,8 +209,11 @@ class SSHTransport(Transport):
             msg = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise TargetUnreachable(f"cannot copy {local.name} to {self.destination}: {msg}")
 
-    def run(self, argv: Sequence[str], timeout: float = BENCH_TIMEOUT_S) -> str:
-        return self._ssh(argv, timeout, f"'{Path(argv[0]).name}'")
+    def run(self, argv: Sequence[str], timeout: float | None = None) -> str:
+        limit = self.bench_timeout_s if timeout is None else timeout
+        # here: the board's limit, its KILL grace, and the connection's own time on top
+        return self._ssh(bounded(argv, limit), limit + KILL_GRACE_S + self.conn.timeout_s + 30,
+                         f"'{Path(argv[0]).name}'", limit)
 
     def remove(self, remote_dir: str) -> None:
         if "lgp-edge." not in remote_dir:  # never remove anything we did not create
@@ -197,14 +244,21 @@ class ADBTransport(Transport):
 
     name = "adb"
 
-    def __init__(self, conn: ConnectionSpec, *, adb: str = "adb") -> None:
-        self.conn, self.adb = conn, adb
+    def __init__(self, conn: ConnectionSpec, *, adb: str = "adb", bench_timeout_s: float = BENCH_TIMEOUT_S) -> None:
+        self.conn, self.adb, self.bench_timeout_s = conn, adb, float(bench_timeout_s)
+
+    @property
+    def where(self) -> str:
+        return f"adb device {self.conn.serial or '(default)'}"
 
     def base(self) -> list[str]:
         return [self.adb, "-s", self.conn.serial] if self.conn.serial else [self.adb]
 
-    def _adb(self, args: Sequence[str], timeout: float, what: str) -> str:
+    def _adb(self, args: Sequence[str], timeout: float, what: str, limit: float | None = None) -> str:
+        start = time.monotonic()
         proc = _run([*self.base(), *args], timeout, what)
+        if limit is not None:
+            _check_bounded(proc, time.monotonic() - start, limit, what, self.where)
         if proc.returncode != 0:
             msg = " | ".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:])[:400]
             if "no devices" in msg or "not found" in msg or "offline" in msg or "unauthorized" in msg:
@@ -212,8 +266,8 @@ class ADBTransport(Transport):
             raise UsageError(f"{what} failed over adb (exit {proc.returncode}): {msg}")
         return proc.stdout
 
-    def shell(self, argv: Sequence[str], timeout: float = BENCH_TIMEOUT_S) -> str:
-        return self._adb(["shell", shlex.join(argv)], timeout, f"'{Path(argv[0]).name}'")
+    def shell(self, argv: Sequence[str], timeout: float, what: str = "", limit: float | None = None) -> str:
+        return self._adb(["shell", shlex.join(argv)], timeout, what or f"'{Path(argv[0]).name}'", limit)
 
     def check(self) -> None:
         state = self._adb(["get-state"], self.conn.timeout_s, "query the adb device").strip()
@@ -221,14 +275,17 @@ class ADBTransport(Transport):
             raise TargetUnreachable(f"adb device {self.conn.serial or '(default)'} is '{state}', not ready")
 
     def mkdtemp(self) -> str:
-        return self.shell(["mktemp", "-d", f"{self.conn.workdir or ANDROID_TMP}/lgp-edge.XXXXXXXX"],
-                          self.conn.timeout_s + 10).strip()
+        prefix = f"{(self.conn.workdir or ANDROID_TMP).rstrip('/')}/"
+        made = self.shell(["mktemp", "-d", f"{prefix}lgp-edge.XXXXXXXX"], self.conn.timeout_s + 10).strip()
+        return _scratch_dir(made, prefix, self.where)
 
     def put(self, local: Path, remote: str) -> None:
         self._adb(["push", str(local), remote], self.conn.timeout_s + 120, f"push {local.name}")
 
-    def run(self, argv: Sequence[str], timeout: float = BENCH_TIMEOUT_S) -> str:
-        return self.shell(argv, timeout)
+    def run(self, argv: Sequence[str], timeout: float | None = None) -> str:
+        limit = self.bench_timeout_s if timeout is None else timeout
+        return self.shell(bounded(argv, limit), limit + KILL_GRACE_S + self.conn.timeout_s + 30,
+                          f"'{Path(argv[0]).name}'", limit)
 
     def remove(self, remote_dir: str) -> None:
         if "lgp-edge." not in remote_dir:
@@ -238,12 +295,13 @@ class ADBTransport(Transport):
 
 def transport_for(conn: ConnectionSpec, extra: dict[str, Any] | None = None) -> Transport:
     extra = extra or {}
+    limit = float(extra.get("bench_timeout_s", BENCH_TIMEOUT_S))
     if conn.kind == "ssh":
-        return SSHTransport(conn, options=tuple(extra.get("ssh_options", ())))
+        return SSHTransport(conn, options=tuple(extra.get("ssh_options", ())), bench_timeout_s=limit)
     if conn.kind == "adb":
         if shutil.which("adb") is None:
             raise UsageError("target needs 'adb' (Android platform-tools), which is not on PATH")
-        return ADBTransport(conn)
+        return ADBTransport(conn, bench_timeout_s=limit)
     raise UsageError(f"connection kind '{conn.kind}' has no transport")
 
 
@@ -313,7 +371,7 @@ class RemoteSession:
         self.transport.put(Path(local), remote)
         return remote
 
-    def run(self, argv: Sequence[str], timeout: float = BENCH_TIMEOUT_S) -> str:
+    def run(self, argv: Sequence[str], timeout: float | None = None) -> str:
         return self.transport.run(argv, timeout=timeout)
 
     def __exit__(self, *exc: object) -> None:
