@@ -6,9 +6,11 @@ in real ONNX Runtime / OpenVINO sessions on fresh inputs against the torch desce
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -58,6 +60,11 @@ def nano_out(env: object, tiny_pool: Path, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="module")
 def android_out(env: object, tiny_pool: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _export_once(tmp_path_factory, tiny_pool, "android", "--target", "android-arm64")
+
+
+@pytest.fixture(scope="module")
+def pi_out(env: object, tiny_pool: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export_once(tmp_path_factory, tiny_pool, "pi", "--target", "raspberry-pi-5")
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +233,39 @@ def test_android_export_ort(android_out: Path, tiny_pool: Path) -> None:
     assert f"`{sess.get_inputs()[0].name}`" in text and f"`{sess.get_outputs()[0].name}`" in text
     # grayscale conversion: the same in the doc and the sample (the training loader's mean of R, G, B)
     assert "mean of R, G and B" in text and "(r + g + b) / 3f" in kt
+    # what runs the .ort: the full onnxruntime-android package (onnxruntime-mobile, gone since 1.19, lacked its
+    # operators); a reduced build must be the converter's own ONNX Runtime version
+    ort_art = arts["ort"]
+    assert "mobile" not in text.lower() and "mobile" not in ort_art["note"].lower()
+    assert "onnxruntime-android" in ort_art["note"]
+    assert f"ONNX Runtime {ort_art['versions']['onnxruntime']}" in text and "required_operators.config" in text
+    # the minimum version is the one for the format the file has
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
+
+    fmt = int(InferenceSession.InferenceSession.GetRootAs((android_out / "model.ort").read_bytes(), 0).OrtVersion())
+    assert f"`.ort` format v{fmt}" in text
+    # the app runs at the thread count the manifest's latency is for; the sample closes its session options
+    assert f"threads = {mf['selection']['threads']}" in text
+    assert "options.close()" in kt and "IR 10" in kt
+
+
+def test_ort_conversion_platform_follows_the_target() -> None:
+    from lgp_edge.export.ort import ort_platform
+    from lgp_edge.targets import load_target
+
+    assert ort_platform(load_target("android-arm64")) == "arm"
+    assert ort_platform(load_target("raspberry-pi-5")) == "arm"
+    host = "amd64" if platform.machine().lower() in ("x86_64", "amd64") else "arm"
+    assert ort_platform(load_target("cpu")) == host  # this machine
+    t = load_target("android-arm64")
+    assert ort_platform(dataclasses.replace(t, extra={**t.extra, "ort_platform": "amd64"})) == "amd64"
+
+
+def test_python_snippet_uses_the_latency_thread_count(pi_out: Path) -> None:
+    mf = manifest(pi_out)
+    text = (pi_out / "EMBEDDING.md").read_text()
+    assert f"so.intra_op_num_threads = {mf['selection']['threads']}" in text
+    assert "python3 -m venv" in text  # Raspberry Pi OS refuses a system-wide pip install (PEP 668)
 
 
 def test_iphone_export_coreml(iphone_out: Path, tiny_pool: Path) -> None:

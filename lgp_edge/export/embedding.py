@@ -21,7 +21,6 @@ from lgp_edge.export.manifest import exported, source_data
 SAMPLES = {"swift": ("ios", "LgpClassifier.swift"), "kotlin": ("android", "LgpClassifier.kt")}
 
 ORT_ANDROID_VERSION = "1.20.0"  # pinned in EMBEDDING.md and targets/android/LgpClassifier.kt alike
-ORT_MIN = "1.16"  # the .ort files written here are ORT format v6, which ONNX Runtime reads from 1.16 on
 FORMAT_NAMES = {"onnx": "ONNX", "ort": ".ort", "tensorrt": "TensorRT", "openvino": "OpenVINO"}
 META_KEYS = ("img_size", "in_chans", "mean", "std", "labels", "descendant_key", "pool_id")  # named in the doc
 
@@ -211,21 +210,41 @@ def _python(doc: _Doc) -> str:
     onnx_like = "onnx" if "onnx" in doc.arts else ("tensorrt" if "tensorrt" in doc.arts else None)
     if onnx_like is None:
         return ""
-    return _section("python", onnx=doc.arts[onnx_like]["path"], input=doc.io(onnx_like)["input"])
+    threads = (doc.manifest.get("selection") or {}).get("threads")
+    return _section("python", onnx=doc.arts[onnx_like]["path"], input=doc.io(onnx_like)["input"],
+                    threads=(f"so.intra_op_num_threads = {threads}  # the thread count the manifest's latency is for"
+                             if threads else "so.intra_op_num_threads = 0  # ONNX Runtime's default: one per core"))
 
 
 def _kotlin(doc: _Doc) -> str:
     """A phone export (.ort): the Android section (and, beside it, the sample)."""
     if "ort" not in doc.arts:
         return ""
-    t = doc.io("ort")
-    return _section("kotlin", model=doc.arts["ort"]["path"], chans_n=doc.pre["in_chans"], size=doc.pre["img_size"],
-                    input=t["input"], output=t["output"], ort_min=ORT_MIN, ort_version=ORT_ANDROID_VERSION,
-                    ort_note=("`.ort` is ONNX Runtime's mobile format (pre-optimised); "
-                              "`model.required_operators.config` builds a reduced ONNX Runtime for it."
-                              + (" This `.ort` is int8 (converted from the QDQ model described above; ONNX "
-                                 "Runtime Mobile runs it with its integer kernels), with float32 input and output."
-                                 if doc.arts["ort"]["precision"] == "int8" else "")))
+    from lgp_edge.export.ort import integer_operators, ort_format_version, ort_requirement
+
+    a, t = doc.arts["ort"], doc.io("ort")
+    if doc.root is not None:  # read from the files
+        needs = ort_requirement(ort_format_version(doc.root / a["path"]))
+        int_ops = ", ".join(integer_operators(doc.root / a["files"][0]["path"])) or "none"
+    else:  # as the export's note recorded them
+        needs = a["note"].split("needs ", 1)[-1].split(":", 1)[0] if "needs " in a["note"] else "ONNX Runtime"
+        int_ops = a["note"].split("integer operators in the .ort: ", 1)[-1].split(";")[0]
+    threads = (doc.manifest.get("selection") or {}).get("threads")
+    converter = a.get("versions", {}).get("onnxruntime", "")
+    return _section("kotlin", model=a["path"], chans_n=doc.pre["in_chans"], size=doc.pre["img_size"],
+                    input=t["input"], output=t["output"], ort_needs=needs, ort_version=ORT_ANDROID_VERSION,
+                    threads_arg=f", threads = {threads}" if threads else "",
+                    threads_note=(f" `threads = {threads}` is the thread count the manifest's latency is for; "
+                                  "ONNX Runtime can also keep its pool threads on the big cores (session config "
+                                  "entry `session.intra_op_thread_affinities`, see its threading docs)."
+                                  if threads else ""),
+                    ort_note=("`.ort` is ONNX Runtime's pre-optimised format; the `onnxruntime-android` package runs "
+                              "it as it is. `model.required_operators.config` lists its operators for a reduced "
+                              f"ONNX Runtime built from source, which must be ONNX Runtime {converter} (the version "
+                              "that converted it); the package above does not need it."
+                              + (f" This `.ort` is int8 (converted from the QDQ model described above; integer "
+                                 f"operators: {int_ops}), with float32 input and output."
+                                 if a["precision"] == "int8" else "")))
 
 
 def _coreml_from_manifest(a: dict[str, Any]) -> dict[str, Any]:

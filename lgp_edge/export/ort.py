@@ -1,10 +1,12 @@
-"""ONNX Runtime Mobile: ``model.ort`` (ORT format) for Android/iOS apps using onnxruntime-android/-mobile.
+"""ONNX Runtime's ORT format: ``model.ort`` for Android/iOS apps using the onnxruntime-android / onnxruntime-c
+packages (the full builds: the retired onnxruntime-mobile packages lacked operators these models use).
 
 Converted from the validated ONNX export with onnxruntime's own converter (fixed, fully optimised graph
-for the ARM target), beside ``model.required_operators.config`` for a reduced-operator ONNX Runtime
-build. The .ort file runs in the desktop ONNX Runtime too, which is how it is validated here. With an int8
-profile it is converted from the int8 QDQ ONNX (``lgp_edge.export.quantize``; ONNX Runtime Mobile runs QDQ
-models with its integer kernels) and judged by top-1 agreement and top-1 change.
+for the target's CPU: ``arm`` or ``amd64``), beside ``model.required_operators.config`` for a reduced-operator
+ONNX Runtime built from source (of the converter's own version). The .ort file runs in the desktop ONNX Runtime
+too, which is how it is validated here. With an int8 profile it is converted from the int8 QDQ ONNX
+(``lgp_edge.export.quantize``), whose QDQ pairs the converter fuses into integer operators, and judged by top-1
+agreement and top-1 change.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -23,6 +26,43 @@ from lgp_edge.export.onnx_export import quiet_loggers
 from lgp_edge.specs import DeviceProfile, ExportArtifact, TargetSpec
 
 log = logging.getLogger(__name__)
+
+# The first ONNX Runtime release that reads each ORT format version (1.15 refuses v6 files, 1.16 reads them).
+ORT_FORMAT_MIN = {6: "1.16"}
+
+
+def ort_platform(target: TargetSpec) -> str:
+    """The converter's ``target_platform``: ``extra.ort_platform`` when the target file sets it, else the CPU the
+    target runs on (this machine for a local target, its ``extra.machine`` for a board), else ``arm`` (phones)."""
+    if "ort_platform" in target.extra:
+        return str(target.extra["ort_platform"])
+    machine = platform.machine() if target.connection.kind == "local" else str(target.extra.get("machine", ""))
+    return "amd64" if machine.lower() in ("x86_64", "amd64", "x64") else "arm"
+
+
+def ort_format_version(path: Path) -> int:
+    """The ORT format version a ``.ort`` file was written in (its flatbuffer's ``ort_version``)."""
+    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
+
+    return int(InferenceSession.InferenceSession.GetRootAs(Path(path).read_bytes(), 0).OrtVersion())
+
+
+def ort_requirement(format_version: int) -> str:
+    """Which ONNX Runtime reads a ``.ort`` file of ``format_version``, in words."""
+    first = ORT_FORMAT_MIN.get(format_version)
+    return (f"ONNX Runtime >= {first} (`.ort` format v{format_version})" if first else
+            f"an ONNX Runtime that reads `.ort` format v{format_version} (see ONNX Runtime's ORT format notes)")
+
+
+def integer_operators(config: Path) -> list[str]:
+    """The integer operators a converted model runs, from its required-operators config (``domain;opset;A,B``)."""
+    ops = []
+    for line in config.read_text().splitlines():
+        parts = line.split(";")
+        if len(parts) == 3 and not line.startswith("#"):
+            ops += [op for op in parts[2].split(",")
+                    if (op.startswith("Q") and op != "QuantizeLinear") or "Integer" in op]
+    return sorted(set(ops))
 
 
 def convert_to_ort(onnx_path: Path, out_dir: Path, target_platform: str = "arm") -> tuple[Path, Path]:
@@ -60,9 +100,9 @@ class OrtExporter:
     extra = "export"
 
     def check(self, profile: DeviceProfile, target: TargetSpec, opset: int | None) -> None:
-        require_all(ONNX_PACKAGES, self.extra, "ONNX Runtime Mobile (.ort) export")
+        require_all(ONNX_PACKAGES, self.extra, "ORT format (.ort) export")
         if profile.precision not in ("fp32", "int8"):
-            raise UsageError(f".ort export is fp32 or int8 (ONNX Runtime Mobile's CPU kernels); "
+            raise UsageError(f".ort export is fp32 or int8 (ONNX Runtime's CPU kernels); "
                              f"profile precision is {profile.precision}")
         check_opset(opset, target)
 
@@ -73,16 +113,20 @@ class OrtExporter:
 
         precision = ctx.profile.precision
         onnx_path, quant, note = precision_file(ctx, ctx.default_opset())
-        platform = str(ctx.target.extra.get("ort_platform", "arm"))
-        with ctx.reporter.task(f"ort: convert to ORT format ({platform})", total=1) as task:
-            ort_path, cfg = convert_to_ort(onnx_path, ctx.out_dir, platform)
+        cpu = ort_platform(ctx.target)
+        with ctx.reporter.task(f"ort: convert to ORT format ({cpu})", total=1) as task:
+            ort_path, cfg = convert_to_ort(onnx_path, ctx.out_dir, cpu)
             task.advance()
         inputs, outputs = io_spec(onnx_path)
         logits = onnxruntime_outputs(str(ort_path), ctx.validation.images, ctx.profile.batch, ctx.dynamic_batch,
                                      ctx.reporter, "ort")
         report = compare(logits, ctx.validation, TOLERANCES[precision],
                          note=f"ONNX Runtime CPU, ORT format, {precision}")
-        note = "; ".join(n for n in (f"optimised for {platform}; runs in onnxruntime-android/-mobile", note) if n)
+        runs = (f"optimised for {cpu}; needs {ort_requirement(ort_format_version(ort_path))}: the "
+                "onnxruntime-android package, or a build from source with its required-operators config")
+        if precision == "int8":
+            runs += f"; integer operators in the .ort: {', '.join(integer_operators(cfg)) or 'none'}"
+        note = "; ".join(n for n in (runs, note) if n)
         if precision == "int8" and report.top1_change is not None:
             note += f"; top-1 change vs torch fp32: {report.top1_change:+.2f} points"
         return [ExportArtifact(path=ort_path.name, format=self.format, profile=ctx.profile.name,

@@ -9,9 +9,10 @@ agreement with torch fp32 from 0.99 to 0.90, for a negligible share of the FLOPs
 products of two activations in attention, LayerNorm, softmax and GELU stay float.
 Weights: int8, symmetric, one scale per output channel.
 Activations: one scale per tensor, from the min/max over the calibration images (real training images of
-the dataset, never the validation images); uint8 with a zero point for ONNX Runtime targets (its
-recommended CPU setting; biases int32, as its integer Gemm takes them), int8 symmetric for TensorRT targets
-(TensorRT requires zero points of 0 and int8 Q/DQ only, so biases stay float).
+the dataset, never the validation images); uint8 with a zero point for ONNX Runtime targets (U8S8: ONNX
+Runtime's x86 kernels compute uint8 x int8 products fastest on SSE4.1/AVX2/AVX-512 CPUs, onnxruntime#12088; its
+quantization guide names S8S8 its default, and both run on ARM; biases int32, as its integer Gemm takes them),
+int8 symmetric for TensorRT targets (TensorRT requires zero points of 0 and int8 Q/DQ only, so biases stay float).
 
 fp16: ``onnxruntime.transformers.float16`` converts weights and activations to fp16 except LayerNorm and
 softmax (the nodes ``build_engine.sh`` pins to fp32, listed by ``trt_ops.fp32_nodes``); the model's input

@@ -1,7 +1,8 @@
 // LgpClassifier.kt: run an lgp-edge ONNX Runtime export (model.ort or model.onnx) in an Android app.
 //
 // Gradle: implementation("com.microsoft.onnxruntime:onnxruntime-android:1.20.0")
-// (model.ort is ORT format v6: ONNX Runtime >= 1.16 reads it; 1.20.0 is the version EMBEDDING.md pins too.)
+// (1.20.0 is the version EMBEDDING.md pins too. model.ort needs the ONNX Runtime its EMBEDDING.md names, >= 1.16
+// for ORT format v6; model.onnx is ONNX IR 10, which ONNX Runtime reads from 1.18 on.)
 // Put model.ort in app/src/main/assets/. The model file carries its own preprocessing constants
 // (metadata keys img_size, in_chans, mean, std, labels), read here, so this class fits any export:
 //
@@ -20,6 +21,7 @@ import kotlin.math.exp
 
 class LgpClassifier(modelBytes: ByteArray, threads: Int = 4) : AutoCloseable {
     private val env: OrtEnvironment = OrtEnvironment.getEnvironment()
+    private val options = OrtSession.SessionOptions()  // closed with the session
     private val session: OrtSession
     private val inputName: String
     private val mean: FloatArray
@@ -30,8 +32,7 @@ class LgpClassifier(modelBytes: ByteArray, threads: Int = 4) : AutoCloseable {
     val descendantKey: String
 
     init {
-        val options = OrtSession.SessionOptions()
-        options.setIntraOpNumThreads(threads)
+        options.setIntraOpNumThreads(threads)  // EMBEDDING.md: the thread count the manifest's latency is for
         session = env.createSession(modelBytes, options)
         val meta = session.metadata.customMetadata
         fun floats(key: String): FloatArray =
@@ -82,5 +83,6 @@ class LgpClassifier(modelBytes: ByteArray, threads: Int = 4) : AutoCloseable {
 
     override fun close() {
         session.close()
+        options.close()
     }
 }

@@ -25,7 +25,9 @@ def main() -> int:
         import numpy as np
         import onnxruntime as ort
     except ImportError as exc:
-        print(f"ort_bench: {exc}; install onnxruntime on the board", file=sys.stderr)
+        print(f"ort_bench: {exc}; install numpy and onnxruntime for the board's python (on Raspberry Pi OS: "
+              "python3 -m venv ~/lgp && ~/lgp/bin/pip install numpy onnxruntime, then set the target file's "
+              "extra.remote_python to that python's absolute path, e.g. /home/pi/lgp/bin/python3)", file=sys.stderr)
         return 3
     so = ort.SessionOptions()
     so.intra_op_num_threads = a.threads
