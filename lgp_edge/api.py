@@ -93,6 +93,7 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
            targets_dir: str | Path | None = None) -> Any:
     """Export for a profile, validated, with manifest.json (``ExportResult``), as ``lgp-edge export``;
     ``precision`` overrides the profile's, ``model`` + ``checkpoint`` export a timm ViT (``--model``)."""
+    from lgp_edge.datasets import canonical_data
     from lgp_edge.errors import UsageError
     from lgp_edge.export.pipeline import ExportRequest, export_profile
     from lgp_edge.profiles import with_overrides
@@ -105,7 +106,7 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
         kw["targets_dir"] = Path(targets_dir)
     req = ExportRequest(profile=p, target=target(p.target, targets_dir), out=Path(out),
                         pool=Path(pool) if pool else None, force=force, descendant=descendant,
-                        store=Path(store) if store else None, data=data,
+                        store=Path(store) if store else None, data=canonical_data(data) if data else None,
                         model=model, checkpoint=Path(checkpoint) if checkpoint else None, **kw)
     return export_profile(req)
 

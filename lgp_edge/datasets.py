@@ -30,6 +30,7 @@ FMNIST_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"
                  "Ankle boot")
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530  # over the training images, pixel values in 0..1
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+Norm = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel, pixel values in 0..1
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def load_image(path: str) -> Any:
                         "replace or remove it") from None
 
 
-def _whole_image(img_size: int) -> Any:
+def _whole_image(img_size: int, norm: Norm = (IMAGENET_MEAN, IMAGENET_STD)) -> Any:
     """What an exported model's manifest tells an app to do, so that every recorded top-1 is the app's: the
     whole image resized to img_size x img_size (bilinear, no crop), then (pixel / 255 - mean) / std. timm's
     eval transform (resize, then a center crop) made the pool's top-1 82.5% where an app following the
@@ -220,24 +221,29 @@ def _whole_image(img_size: int) -> Any:
 
     bilinear = transforms.InterpolationMode.BILINEAR
     return transforms.Compose([transforms.Resize((img_size, img_size), interpolation=bilinear),
-                               transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+                               transforms.ToTensor(), transforms.Normalize(*norm)])
 
 
-def _imagefolder(root: str, img_size: int, in_chans: int) -> ImageData:
+def _imagefolder(root: str, img_size: int, in_chans: int, norm: Norm | None = None) -> ImageData:
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
 
     base = _imagefolder_root(root)
     if in_chans != 3:
         raise UsageError(f"imagefolder data is RGB; the ancestry takes {in_chans} channel(s)")
+    mean, std = norm or (IMAGENET_MEAN, IMAGENET_STD)
+    if len(mean) != 3 or len(std) != 3 or not all(s > 0 for s in std):
+        raise UsageError(f"an RGB image folder needs 3 means and 3 positive stds, the model has {mean} / {std}")
     # DeiT's RandAugment with the magnitude capped at 9: at 10 timm asks Pillow to posterize to 0 bits, which
     # Pillow 13 refuses (training crashed within two epochs of 1,200 images)
     train = ImageFolder(str(base / "train"), transform=create_transform(img_size, is_training=True,
-                                                                         auto_augment="rand-m9-mstd0.5-inc1-mmax9"),
+                                                                         auto_augment="rand-m9-mstd0.5-inc1-mmax9",
+                                                                         mean=tuple(mean), std=tuple(std)),
                         loader=load_image)
-    val = ImageFolder(str(base / "val"), transform=_whole_image(img_size), loader=load_image)
+    val = ImageFolder(str(base / "val"), transform=_whole_image(img_size, (tuple(mean), tuple(std))),
+                      loader=load_image)
     labels = tuple(train.classes)
-    pre = PreprocessSpec(img_size=img_size, in_chans=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, labels=labels)
+    pre = PreprocessSpec(img_size=img_size, in_chans=3, mean=tuple(mean), std=tuple(std), labels=labels)
     return ImageData(train, val, DataInfo(f"imagefolder:{base}", len(labels), pre, synthetic=False))
 
 
@@ -251,16 +257,67 @@ def data_channels(name: str, model_chans: int) -> int:
     return model_chans
 
 
-def open_data(name: str, *, img_size: int, in_chans: int, num_classes: int = 10) -> ImageData:
-    """Open a dataset by its CLI name, at the model's input size and channels."""
+def open_data(name: str, *, img_size: int, in_chans: int, num_classes: int = 10, norm: Norm | None = None) -> ImageData:
+    """Open a dataset by its CLI name, at the model's input size and channels. ``norm``: the (mean, std) the model
+    takes for an image folder (a pretrained ancestry's own, a pool's recorded one; ``model_norm``), ImageNet's
+    when None; Fashion-MNIST and synthetic data have their own."""
     if name == "fashion-mnist":
         return _fashion_mnist(img_size, in_chans)
     if name == "synthetic":
         log.warning("synthetic data: random images and labels; accuracies mean nothing")
         return _synthetic(img_size, in_chans, num_classes)
     if name.startswith("imagefolder:"):
-        return _imagefolder(name.split(":", 1)[1], img_size, in_chans)
+        return _imagefolder(name.split(":", 1)[1], img_size, in_chans, norm)
     raise UsageError(f"unknown --data '{name}'; use fashion-mnist, imagefolder:PATH or synthetic")
+
+
+def model_norm(model: Any, name: str, meta: dict[str, Any] | None) -> Norm | None:
+    """The (mean, std) an ancestry was trained with: its ``ancestry.json``'s (``ancestry train``), else a stock
+    timm model's ``pretrained_cfg`` (a pretrained ViT keeps its own: augreg ViTs 0.5 / 0.5, CLIP's, ImageNet's
+    for DeiT); None for the small variants without one, which take the dataset's."""
+    from lgp_edge.models.ancestry import SMALL_VARIANTS
+
+    pre = (meta or {}).get("preprocess")
+    if isinstance(pre, dict) and isinstance(pre.get("mean"), list) and isinstance(pre.get("std"), list):
+        return tuple(float(v) for v in pre["mean"]), tuple(float(v) for v in pre["std"])
+    if name in SMALL_VARIANTS:
+        return None
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if mean and std and len(mean) == len(std):
+        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    return None
+
+
+def open_for_ancestry(name: str, model: Any, aspec: Any, meta: dict[str, Any] | None) -> ImageData:
+    """``name`` opened for training from the ancestry ``model`` (spec ``aspec``, ``ancestry.json`` ``meta``): at
+    its input size and channels, normalised as it was trained (``model_norm``), with its class count and, when
+    its ``ancestry.json`` records them, its classes in its order (distilling from logits of other classes, or
+    of the same classes in another order, trains every student against the wrong labels, silently)."""
+    data = open_data(name, img_size=aspec.img_size, in_chans=aspec.in_chans, num_classes=aspec.num_classes,
+                     norm=model_norm(model, aspec.name, meta))
+    if data.info.num_classes != aspec.num_classes:
+        raise UsageError(f"--data {name} has {data.info.num_classes} classes, ancestry '{aspec.name}' "
+                         f"{aspec.num_classes}")
+    pre = (meta or {}).get("preprocess")
+    if isinstance(pre, dict) and isinstance(pre.get("labels"), list):
+        check_labels(data.info, tuple(pre["labels"]), str((meta or {}).get("data", "its ancestry.json")))
+    return data
+
+
+def pool_norm(preprocess: PreprocessSpec) -> Norm:
+    """The (mean, std) a pool was trained with, as its pool.json records them."""
+    return tuple(preprocess.mean), tuple(preprocess.std)
+
+
+def canonical_data(name: str) -> str:
+    """A --data value as lgp-edge records it: an image folder by its absolute path, ``~`` expanded (a relative
+    one was resolved against the directory each later command ran in: another folder of the same classes
+    validated an export silently)."""
+    if name.startswith("imagefolder:"):
+        root = name.split(":", 1)[1]
+        return f"imagefolder:{Path(root).expanduser().resolve()}" if root else name
+    return name
 
 
 def check_labels(info: DataInfo, labels: tuple[str, ...], model_data: str) -> None:

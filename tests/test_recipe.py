@@ -12,6 +12,7 @@ from helpers import make_tiny_pool
 
 from lgp_edge.cli import main
 from lgp_edge.datasets import open_data
+from lgp_edge.errors import UsageError
 from lgp_edge.models.plan import descendant_flops
 from lgp_edge.pool.kd import SAMPLINGS, FinetuneObjective, descendant_sampler, flops_bucket_sampler, flops_groups
 from lgp_edge.pool.pool import load_pool, load_pool_ancestry
@@ -258,6 +259,88 @@ def test_own_image_folder_from_ancestry_to_eval(tmp_path: Path, capsys: pytest.C
     capsys.readouterr()
     assert main(["pool", "eval", str(pool), "--data", folder, "--quiet", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["images"] == 18
+
+
+def _image_folder(root: Path, classes: tuple[str, ...], n_train: int = 40, n_val: int = 6) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    for split, n in (("train", n_train), ("val", n_val)):
+        for k, cls in enumerate(classes):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                rng = np.random.default_rng(100 * k + i)
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return root
+
+
+def test_image_folder_is_recorded_by_absolute_path_and_its_classes_are_checked_before_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """A relative folder was recorded as typed and resolved against each later command's directory (another
+    folder of the same classes validated an export); a folder of other classes, or of the same classes in another
+    order, trained a pool or distilled from its ancestry against the wrong labels without a word."""
+    _image_folder(tmp_path / "images", ("boot", "coat", "shirt"))
+    _image_folder(tmp_path / "other", ("Coat", "boot", "shirt"))  # 'coat' renamed: the classes reorder
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    train = ["--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "16", "--quiet"]
+    assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "imagefolder:images", "--out", "anc",
+                 *train]) == 0
+    absolute = f"imagefolder:{(tmp_path / 'images').resolve()}"
+    assert json.loads((tmp_path / "anc" / "ancestry.json").read_text())["data"] == absolute
+    assert main(["pool", "build", "--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", "anc", "--data",
+                 "imagefolder:images", "--out", "pool", "--init", "lstsq", *train]) == 0
+    pool_json = tmp_path / "pool" / "pool.json"
+    assert json.loads(pool_json.read_text())["data"] == absolute
+    assert main(["pool", "eval", "pool", "--data", "imagefolder:~/images", "--quiet"]) == 0  # ~ is the home
+    before = pool_json.read_bytes()
+    capsys.readouterr()
+    for argv in (["pool", "finetune", "pool", "--data", "imagefolder:other", *train],
+                 ["pool", "stitch", "pool", "--data", "imagefolder:other", "--init", "lstsq", "--quiet"],
+                 ["pool", "build", "--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", "anc", "--data",
+                  "imagefolder:other", "--out", "pool2", "--init", "lstsq", *train],
+                 ["pool", "distill", "--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", "anc", "--data",
+                  "imagefolder:other", "--models", "ti6", "--out", "distilled", *train]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "'Coat'" in err[0] and "'coat'" in err[0], (argv, err)
+    assert pool_json.read_bytes() == before
+    assert not (tmp_path / "pool2").exists() and not (tmp_path / "distilled").exists()
+
+
+def test_image_folder_is_normalised_as_the_model_was_trained(tmp_path: Path) -> None:
+    """Image folders were normalised with ImageNet's mean and std whatever the ancestry: an augreg ViT (0.5 /
+    0.5) or a CLIP ViT was distilled, and its pool's apps told to feed, inputs it was never trained on."""
+    import timm
+    from timm.data import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+    from lgp_edge.datasets import IMAGENET_MEAN, IMAGENET_STD, model_norm
+
+    clip = timm.create_model("vit_base_patch32_clip_224", pretrained=False, img_size=32, embed_dim=32, depth=1,
+                             num_heads=4)
+    augreg = timm.create_model("vit_base_patch32_224", pretrained=False, img_size=32, embed_dim=32, depth=1,
+                               num_heads=4)
+    deit = timm.create_model("deit_base_patch16_224", pretrained=False, img_size=32, embed_dim=32, depth=1,
+                             num_heads=4)
+    assert model_norm(clip, "vit_base_patch32_clip_224", None) == (tuple(OPENAI_CLIP_MEAN), tuple(OPENAI_CLIP_STD))
+    assert model_norm(augreg, "vit_base_patch32_224", None) == ((0.5,) * 3, (0.5,) * 3)
+    assert model_norm(deit, "deit_base_patch16_224", None) == (IMAGENET_MEAN, IMAGENET_STD)
+    trained = {"preprocess": {"mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}}  # ancestry.json wins
+    assert model_norm(augreg, "vit_base_patch32_224", trained) == ((0.1, 0.2, 0.3), (0.4, 0.5, 0.6))
+    assert model_norm(None, "lgp_test_tiny", None) is None  # a small variant: the dataset's own
+    from PIL import Image
+
+    for split in ("train", "val"):
+        d = tmp_path / split / "red"
+        d.mkdir(parents=True)
+        Image.new("RGB", (20, 20), (255, 0, 0)).save(d / "0.png")
+    data = open_data(f"imagefolder:{tmp_path}", img_size=16, in_chans=3, norm=((0.5,) * 3, (0.5,) * 3))
+    x, _ = data.val[0]
+    assert data.info.preprocess.mean == (0.5,) * 3 and data.info.preprocess.std == (0.5,) * 3
+    assert torch.allclose(x[0], torch.ones(16, 16)) and torch.allclose(x[1], -torch.ones(16, 16))
+    with pytest.raises(UsageError, match="3 means"):
+        open_data(f"imagefolder:{tmp_path}", img_size=16, in_chans=3, norm=((0.5,), (0.5,)))
 
 
 def test_a_damaged_image_found_late_says_the_run_can_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from lgp_edge.datasets import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, open_for_ancestry
 from lgp_edge.errors import UsageError
-from lgp_edge.models.ancestry import create_ancestry, default_checkpoint
+from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.descendant import count_params
 from lgp_edge.models.instances import plan_instances
 from lgp_edge.models.plan import descendant_flops
@@ -106,10 +106,11 @@ def train_single_models(req: SingleRequest, cfg: TrainConfig, reporter: Reporter
     if req.method == "vanilla" and req.checkpoint is None and not req.allow_random_ancestry:
         raise UsageError(f"vanilla learngene inherits blocks of a trained ancestry: pass --ancestry-checkpoint "
                          f"for '{req.ancestry}' (or --allow-random-ancestry for a smoke test)")
-    ancestry, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint if req.method == "vanilla" else None)
+    checkpoint = req.checkpoint if req.method == "vanilla" else None
+    ancestry, aspec = create_ancestry(req.ancestry, checkpoint=checkpoint)
     spec = family(aspec)
     keys = _single_keys(req, spec)
-    data = open_data(req.data, img_size=aspec.img_size, in_chans=aspec.in_chans, num_classes=aspec.num_classes)
+    data = open_for_ancestry(req.data, ancestry, aspec, read_ancestry_dir(checkpoint) if checkpoint else None)
     t0 = time.time()
     rows, states = [], {}
     for n, key in enumerate(keys):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from lgp_edge.datasets import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, open_for_ancestry
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR, instance_spec
@@ -131,10 +131,7 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     torch.manual_seed(cfg.seed)  # a random ancestry (smoke tests) is the same as 'pool distill' makes
     teacher, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint)
     meta = read_ancestry_dir(req.checkpoint) if req.checkpoint else None
-    data = open_data(req.data, img_size=aspec.img_size, in_chans=aspec.in_chans, num_classes=aspec.num_classes)
-    if data.info.num_classes != aspec.num_classes:
-        raise UsageError(f"--data {req.data} has {data.info.num_classes} classes, ancestry '{req.ancestry}' "
-                         f"{aspec.num_classes}")
+    data = open_for_ancestry(req.data, teacher, aspec, meta)
     spec = snnet_spec(aspec)
     torch.manual_seed(cfg.seed)
     pool = LearngenePool(spec)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lgp_edge.commands.common import DATA_HELP, add_json, print_json, reporter
+from lgp_edge.commands.common import DATA_HELP, add_json, data_value, print_json, reporter
 from lgp_edge.commands.train_args import add_train_args, setup_distributed, train_config
 
 
@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     t = s.add_parser("train", help="train an ancestry ViT from scratch (no pretrained weights exist offline)")
     t.add_argument("--ancestry", required=True, metavar="NAME", help="timm name, e.g. lgp_vit_fmnist")
-    t.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
+    t.add_argument("--data", type=data_value, required=True, metavar="DATA", help=DATA_HELP)
     t.add_argument("--out", required=True, metavar="DIR",
                    help="output directory (ancestry.safetensors + ancestry.json)")
     t.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 from typing import Any
 
-from lgp_edge.commands.common import DATA_HELP, add_json, int_at_least, name_list, print_json, reporter
+from lgp_edge.commands.common import DATA_HELP, add_json, data_value, int_at_least, name_list, print_json, reporter
 from lgp_edge.commands.train_args import (
     add_finetune_recipe,
     add_train_args,
@@ -37,7 +37,7 @@ def _common(p: argparse.ArgumentParser, *, checkpoint_required: bool) -> None:
     p.add_argument("--ancestry-checkpoint", default=None, metavar="FILE",
                    help="ancestry weights: safetensors, a timm checkpoint (weights_only) or an 'ancestry train' dir")
     p.add_argument("--allow-random-ancestry", action="store_true", help="use an untrained ancestry (smoke tests)")
-    p.add_argument("--data", default=None, metavar="DATA", help=DATA_HELP)
+    p.add_argument("--data", type=data_value, default=None, metavar="DATA", help=DATA_HELP)
     p.add_argument("--out", default=None, metavar="DIR", help="output directory to create")
     p.add_argument("--eval-images", type=int_at_least(1), default=None, metavar="N",
                    help="evaluate on the first N validation images")

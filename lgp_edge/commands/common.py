@@ -20,6 +20,13 @@ JSON_HELP = "print the result as JSON on stdout instead of text"
 DATA_HELP = "dataset: fashion-mnist | imagefolder:DIR | synthetic"
 
 
+def data_value(text: str) -> str:
+    """--data as it is recorded: an image folder by its absolute path, ``~`` expanded (an argparse type)."""
+    from lgp_edge.datasets import canonical_data
+
+    return canonical_data(text)
+
+
 def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 

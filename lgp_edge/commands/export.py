@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lgp_edge.commands.common import DATA_HELP, add_json, add_pool_arg, int_at_least
+from lgp_edge.commands.common import DATA_HELP, add_json, add_pool_arg, data_value, int_at_least
 from lgp_edge.commands.select import add_profile_args
 from lgp_edge.specs import MB
 
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dynamic-batch", action="store_true",
                    help="symbolic batch dimension in ONNX, TensorRT and OpenVINO files (default: static; Core ML "
                         "packages take one image)")
-    p.add_argument("--data", default=None, metavar="DATA",
+    p.add_argument("--data", type=data_value, default=None, metavar="DATA",
                    help=f"validation images; {DATA_HELP} (default: the pool's own dataset)")
     p.add_argument("--val-images", type=int_at_least(1), default=1000, metavar="N",
                    help="validation images per artifact (default 1000)")

@@ -11,6 +11,7 @@ from lgp_edge.commands.common import (
     add_json,
     add_pool_arg,
     console,
+    data_value,
     int_at_least,
     name_list,
     nonneg_float,
@@ -64,7 +65,7 @@ def _register_distill(s: argparse._SubParsersAction) -> None:
                                      "and 'baseline snnet --distilled' take them from there")
     _add_ancestry_args(d)
     d.add_argument("--allow-random-ancestry", action="store_true", help="distil an untrained ancestry (smoke tests)")
-    d.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
+    d.add_argument("--data", type=data_value, required=True, metavar="DATA", help=DATA_HELP)
     d.add_argument("--out", required=True, metavar="DIR", help="directory to create")
     d.add_argument("--models", type=name_list("--models", "auxiliary model"), required=True, metavar="M,M,...",
                    help="auxiliary models <width><depth>, width ti, s or b, depth 6 or 9 (the pools' depth groups) or "
@@ -102,7 +103,7 @@ def _register_build(s: argparse._SubParsersAction) -> None:
     _add_ancestry_args(b)
     b.add_argument("--pretrained", action="store_true", help="timm's pretrained ancestry weights (needs a model hub)")
     b.add_argument("--allow-random-ancestry", action="store_true", help="distil an untrained ancestry (smoke tests)")
-    b.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
+    b.add_argument("--data", type=data_value, required=True, metavar="DATA", help=DATA_HELP)
     b.add_argument("--out", required=True, metavar="POOL", help="pool directory to create")
     b.add_argument("--depth", type=int_at_least(1), default=6, metavar="N",
                    help="depth group of the auxiliary models: 6 or 9")
@@ -133,7 +134,7 @@ def _register_build(s: argparse._SubParsersAction) -> None:
 def _register_finetune(s: argparse._SubParsersAction) -> None:
     f = s.add_parser("finetune", help="train the pool one random descendant per step, distilling the ancestry")
     add_pool_arg(f, positional=True, help=UPDATED)
-    f.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
+    f.add_argument("--data", type=data_value, required=True, metavar="DATA", help=DATA_HELP)
     f.add_argument("--init", choices=("learned", "lstsq", "lstsq-kd"), default=None,
                    help="re-initialise the stitch layers before training (default: keep the pool's)")
     f.add_argument("--tau", type=positive_float, default=1.0, help="KD temperature (default 1)")
@@ -146,7 +147,7 @@ def _register_stitch(s: argparse._SubParsersAction) -> None:
     st = s.add_parser("stitch", help="re-initialise the stitch layers in place (learned, lstsq or lstsq-kd) and "
                                      "report their R^2 on validation features")
     add_pool_arg(st, positional=True, help=UPDATED)
-    st.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
+    st.add_argument("--data", type=data_value, required=True, metavar="DATA", help=DATA_HELP)
     st.add_argument("--init", choices=("learned", "lstsq", "lstsq-kd"), required=True, help="stitch init")
     st.add_argument("--lstsq-images", type=int_at_least(1), default=100, metavar="N",
                     help="training images for lstsq (lstsq-kd uses at least 1000; default 100)")
@@ -164,7 +165,7 @@ def _register_stitch(s: argparse._SubParsersAction) -> None:
 def _register_eval(s: argparse._SubParsersAction) -> None:
     e = s.add_parser("eval", help="top-1, params and FLOPs of every descendant -> POOL/descendants.json")
     add_pool_arg(e, positional=True)
-    e.add_argument("--data", required=True, metavar="DATA", help=DATA_HELP)
+    e.add_argument("--data", type=data_value, required=True, metavar="DATA", help=DATA_HELP)
     e.add_argument("--max-images", type=int_at_least(1), default=None, metavar="N",
                    help="evaluate on the first N validation images")
     e.add_argument("--batch-size", type=int_at_least(1), default=256, metavar="N",

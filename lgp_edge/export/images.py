@@ -78,7 +78,8 @@ def load_images(data_name: str, pre: Any, num_classes: int, n_val: int, n_cal: i
     from lgp_edge.datasets import check_data_name, check_labels, open_data
 
     check_data_name(data_name)
-    data = open_data(data_name, img_size=pre.img_size, in_chans=pre.in_chans, num_classes=num_classes)
+    data = open_data(data_name, img_size=pre.img_size, in_chans=pre.in_chans, num_classes=num_classes,
+                     norm=(tuple(pre.mean), tuple(pre.std)))
     check_labels(data.info, tuple(pre.labels), pool_data)
     dpre = data.info.preprocess
     if not data.info.synthetic and (tuple(dpre.mean) != tuple(pre.mean) or tuple(dpre.std) != tuple(pre.std)):

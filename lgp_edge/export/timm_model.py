@@ -130,7 +130,12 @@ def _resolve_preprocess(model: nn.Module, name: str, data: str | None,
     data = data or (meta or {}).get("data")
     if data is not None and data != "synthetic":
         check_data_name(data)
-        info = open_data(data, img_size=size, in_chans=chans, num_classes=n).info
+        norm = None
+        if data.startswith("imagefolder:"):  # normalised as the model was trained
+            own = PreprocessSpec.from_dict(meta["preprocess"]) if meta and "preprocess" in meta \
+                else _timm_preprocess(model, name)
+            norm = (tuple(own.mean), tuple(own.std))
+        info = open_data(data, img_size=size, in_chans=chans, num_classes=n, norm=norm).info
         if info.num_classes != n:
             raise UsageError(f"--data {data} has {info.num_classes} classes; the checkpoint's head has {n}")
         return PreprocessSpec(img_size=size, in_chans=chans, mean=info.preprocess.mean, std=info.preprocess.std,

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lgp_edge.datasets import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, open_for_ancestry
 from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import save_safetensors, sha256_file
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
@@ -141,10 +141,7 @@ def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter 
     instances = tuple(sorted((auxiliary_instance(aspec, n) for n in req.models), key=lambda i: (i.depth, i.embed_dim)))
     check_width_epochs(dict(req.width_epochs), [i.width for i in instances])
     meta = read_ancestry_dir(req.checkpoint) if req.checkpoint else None
-    data = open_data(req.data, img_size=aspec.img_size, in_chans=aspec.in_chans, num_classes=aspec.num_classes)
-    if data.info.num_classes != aspec.num_classes:
-        raise UsageError(f"--data {req.data} has {data.info.num_classes} classes, ancestry '{req.ancestry}' "
-                         f"{aspec.num_classes}")
+    data = open_for_ancestry(req.data, teacher, aspec, meta)
     torch.manual_seed(cfg.seed)
     students = nn.ModuleDict({i.name: create_auxiliary(aspec, i) for i in instances})
     objective = DistillObjective(teacher, students, instances, teacher_dim=aspec.embed_dim, teacher_depth=aspec.depth,

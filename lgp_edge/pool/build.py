@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lgp_edge.datasets import check_data_name, open_data
+from lgp_edge.datasets import check_data_name, open_for_ancestry
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, check_widths, plan_instances
@@ -99,10 +99,7 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
     torch.manual_seed(cfg.seed)  # a random ancestry (--allow-random-ancestry) is the same again on --resume
     teacher, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint, pretrained=req.pretrained)
     meta = read_ancestry_dir(req.checkpoint) if req.checkpoint else None
-    data = open_data(req.data, img_size=aspec.img_size, in_chans=aspec.in_chans, num_classes=aspec.num_classes)
-    if data.info.num_classes != aspec.num_classes:
-        raise UsageError(f"--data {req.data} has {data.info.num_classes} classes, ancestry '{req.ancestry}' "
-                         f"{aspec.num_classes}")
+    data = open_for_ancestry(req.data, teacher, aspec, meta)
     spec = PoolSpec(aspec, req.depth, plan_instances(aspec, req.depth, req.widths), chains=req.chains)
     torch.manual_seed(cfg.seed)
     pool = LearngenePool(spec)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lgp_edge.datasets import ImageData, check_data_name, check_labels, open_data
+from lgp_edge.datasets import ImageData, check_data_name, check_labels, open_data, pool_norm
 from lgp_edge.errors import DataError, UsageError
 from lgp_edge.fileio import write_json_atomic
 from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, load_pool
@@ -38,7 +38,8 @@ def _pool_and_data(path: str | Path, data: str) -> tuple[LearngenePool, PoolMani
     check_data_name(data)
     pool, manifest = load_pool(path)
     a = manifest.spec.ancestry
-    ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes)
+    ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes,
+                   norm=pool_norm(manifest.preprocess))
     check_labels(ds.info, manifest.preprocess.labels, manifest.data)
     return pool, manifest, ds
 
