@@ -249,6 +249,17 @@ def test_android_export_ort(android_out: Path, tiny_pool: Path) -> None:
     assert "options.close()" in kt and "IR 10" in kt
 
 
+def test_core_ml_doc_says_where_an_rgb_model_normalises() -> None:
+    """Per-channel stds (ImageNet's) cannot be one image scale: the model divides by them itself."""
+    from lgp_edge.export.embedding import coreml_norm_text
+
+    rgb = {"img_size": 32, "in_chans": 3, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+           "labels": ["a", "b"]}
+    gray = {**rgb, "in_chans": 1, "mean": [0.286], "std": [0.353]}
+    assert "per-channel std" in coreml_norm_text(rgb) and "bias" not in coreml_norm_text(rgb)
+    assert "`scale * pixel + bias`" in coreml_norm_text(gray)
+
+
 def test_ort_conversion_platform_follows_the_target() -> None:
     from lgp_edge.export.ort import ort_platform
     from lgp_edge.targets import load_target

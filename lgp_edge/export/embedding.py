@@ -255,13 +255,25 @@ def _coreml_from_manifest(a: dict[str, Any]) -> dict[str, Any]:
             "deployment": deployment}
 
 
+def coreml_norm_text(pre: dict[str, Any]) -> str:
+    """How a Core ML export normalises its image input, in words (``coreml.image_scaling`` decides)."""
+    from lgp_edge.export.coreml import image_scaling
+    from lgp_edge.specs import PreprocessSpec
+
+    if image_scaling(PreprocessSpec.from_dict(pre))[2]:  # per-channel stds: one scale cannot do them
+        return ("the image input scales pixels by 1/255 (its `scale`) and the model's first operations subtract "
+                "the per-channel mean and divide by the per-channel std, so `(pixel / 255 - mean) / std`")
+    return "the image input applies `scale * pixel + bias` = `(pixel / 255 - mean) / std`"
+
+
 def _swift(doc: _Doc) -> str:
     if "coreml" not in doc.arts:
         return ""
     a = doc.arts["coreml"]
     c = _coreml_io(doc.root / a["path"]) if doc.root is not None else _coreml_from_manifest(a)
     gray = c["color"] == "grayscale"
-    return _section("swift", path=a["path"], spec_version=c["spec_version"], deployment=c["deployment"],
+    return _section("swift", norm_how=coreml_norm_text(doc.pre), path=a["path"], spec_version=c["spec_version"],
+                    deployment=c["deployment"],
                     input=c["input"], size=c["width"], color=c["color"], label_out=c["label_out"],
                     probs_out=c["probs_out"],
                     gray=("A grayscale model takes one 8-bit channel: make it the mean of R, G and B, as "

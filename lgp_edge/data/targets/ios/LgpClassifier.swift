@@ -3,7 +3,8 @@
 //
 // Add model.mlpackage to the Xcode target: Xcode compiles it into the app as model.mlmodelc.
 // The model's input is an image named `image` (size x size pixels, grayscale or RGB); it does its own
-// normalisation ((pixel / 255 - mean) / std, via the image input's scale and bias), and it outputs
+// normalisation ((pixel / 255 - mean) / std: the image input's scale and bias, and for per-channel stds
+// its first operations), and it outputs
 // `classLabel` (the best class) and `classLabel_probs` (class -> probability). This class resizes the
 // whole image to the input size (no crop, as in training) and, for a grayscale model, converts it to
 // gray as the mean of R, G and B: the conversion the training data loader, EMBEDDING.md and the Kotlin
