@@ -298,7 +298,8 @@ def open_for_ancestry(name: str, model: Any, aspec: Any, meta: dict[str, Any] | 
                      norm=model_norm(model, aspec.name, meta))
     if data.info.num_classes != aspec.num_classes:
         raise UsageError(f"--data {name} has {data.info.num_classes} classes, ancestry '{aspec.name}' "
-                         f"{aspec.num_classes}")
+                         f"{aspec.num_classes}; fine-tune it on the data first: lgp-edge ancestry train --ancestry "
+                         f"{aspec.name} --initial-checkpoint {aspec.checkpoint or 'FILE'} --data {name} --out DIR")
     pre = (meta or {}).get("preprocess")
     if isinstance(pre, dict) and isinstance(pre.get("labels"), list):
         check_labels(data.info, tuple(pre["labels"]), str((meta or {}).get("data", "its ancestry.json")))

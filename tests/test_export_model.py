@@ -3,7 +3,6 @@ validated, manifest-writing export, checked in real ONNX Runtime / OpenVINO sess
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -30,7 +29,7 @@ def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("ckpt")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "tiny.safetensors"))
     torch.save({"epoch": 3, "state_dict": model.state_dict()}, d / "tiny.pth")
-    torch.save({"state_dict": model.state_dict(), "args": argparse.Namespace(lr=0.1)}, d / "pickled.pth")
+    torch.save({"state_dict": model.state_dict(), "args": Path("lr=0.1")}, d / "pickled.pth")
     other = timm.create_model(NAME, num_classes=7)
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(d / "seven.safetensors"))
     (d / "junk.safetensors").write_bytes(b"not a safetensors file")

@@ -11,16 +11,18 @@ from lgp_edge.commands.train_args import add_train_args, setup_distributed, trai
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ancestry", help="train or list ancestry ViTs")
     s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    t = s.add_parser("train", help="train an ancestry ViT from scratch (no pretrained weights exist offline)")
+    t = s.add_parser("train", help="train an ancestry ViT from scratch, or fine-tune one (--initial-checkpoint)")
     t.add_argument("--ancestry", required=True, metavar="NAME", help="timm name, e.g. lgp_vit_fmnist")
     t.add_argument("--data", type=data_value, required=True, metavar="DATA", help=DATA_HELP)
     t.add_argument("--out", required=True, metavar="DIR",
                    help="output directory (ancestry.safetensors + ancestry.json)")
     t.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     t.add_argument("--initial-checkpoint", metavar="PATH",
-                   help="start from these weights (an earlier 'ancestry train' output of the same variant) with a "
-                        "fresh optimizer and schedule, e.g. a second, lower learning-rate cycle; recorded in "
-                        "ancestry.json")
+                   help="start from these weights (an earlier 'ancestry train' output of the same variant, or a "
+                        "timm checkpoint of NAME: .safetensors, .pth(.tar), a Hugging Face snapshot folder) with a "
+                        "fresh optimizer and schedule, e.g. a second, lower learning-rate cycle or fine-tuning a "
+                        "pretrained model; a head for other classes is replaced by a new one for --data and the "
+                        "position embedding resampled to NAME's image size; recorded in ancestry.json")
     add_train_args(t, epochs=10, warmup=0.5)
     t.set_defaults(func=_train)
     ls = s.add_parser("list", help="the small registered variants")

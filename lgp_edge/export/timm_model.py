@@ -16,7 +16,6 @@ synthetic images (a numerical check only, and the manifest says so) and int8 is 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from lgp_edge.errors import CheckpointError, UsageError
+from lgp_edge.models.ancestry import shape_overrides as _shape_overrides
 from lgp_edge.specs import ModelRecord, PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -44,26 +44,6 @@ def check_model_name(name: str) -> None:
     from lgp_edge.models.ancestry import check_name
 
     check_name(name, unknown="--model '{name}' is not a timm ViT lgp-edge knows")
-
-
-def _shape_overrides(model: nn.Module, state: dict[str, Any]) -> dict[str, int]:
-    """num_classes, in_chans and img_size of the checkpoint where they differ from the model's defaults."""
-    out: dict[str, int] = {}
-    head = state.get("head.weight")
-    if head is not None and head.ndim == 2 and head.shape[0] != getattr(model, "num_classes", None):
-        out["num_classes"] = int(head.shape[0])
-    proj = state.get("patch_embed.proj.weight")
-    pe = getattr(model, "patch_embed", None)
-    if proj is not None and proj.ndim == 4 and pe is not None and proj.shape[1] != pe.proj.in_channels:
-        out["in_chans"] = int(proj.shape[1])
-    pos = state.get("pos_embed")
-    own = getattr(model, "pos_embed", None)
-    if pos is not None and pos.ndim == 3 and own is not None and pe is not None and pos.shape[1] != own.shape[1]:
-        prefix = 0 if getattr(model, "no_embed_class", False) else int(getattr(model, "num_prefix_tokens", 1))
-        grid = math.isqrt(int(pos.shape[1]) - prefix)
-        if grid * grid == int(pos.shape[1]) - prefix:
-            out["img_size"] = grid * int(pe.patch_size[0])
-    return out
 
 
 def build_model(name: str, checkpoint: Path) -> nn.Module:
@@ -150,7 +130,7 @@ def _resolve_preprocess(model: nn.Module, name: str, data: str | None,
 def load_model(name: str, checkpoint: Path, data: str | None) -> LoadedModel:
     """``name`` with the weights of ``checkpoint``, its preprocessing and record (see the module docstring)."""
     from lgp_edge.fileio import sha256_file
-    from lgp_edge.models.ancestry import read_ancestry_dir
+    from lgp_edge.models.ancestry import read_ancestry_dir, weights_file
 
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
@@ -158,7 +138,7 @@ def load_model(name: str, checkpoint: Path, data: str | None) -> LoadedModel:
     model = build_model(name, checkpoint)
     meta = read_ancestry_dir(checkpoint) if (checkpoint.is_dir() or checkpoint.suffix == ".safetensors") else None
     pre, source, data_name = _resolve_preprocess(model, name, data, meta)
-    weights = checkpoint / "ancestry.safetensors" if checkpoint.is_dir() else checkpoint
+    weights = weights_file(checkpoint)
     params, flops, blocks = _model_size(model)
     same_data = meta is not None and meta.get("data") == data_name and data_name != "synthetic"
     record = ModelRecord(key=f"timm:{name}", name=name, checkpoint=str(checkpoint.resolve()),
@@ -168,8 +148,9 @@ def load_model(name: str, checkpoint: Path, data: str | None) -> LoadedModel:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     info = {"source": "timm", "data": data_name, "synthetic_data": data_name == "synthetic",
             "preprocess_from": source,
-            "timm_pretrained_cfg": {k: cfg[k] for k in ("architecture", "tag", "input_size", "interpolation",
-                                                        "crop_pct", "crop_mode", "mean", "std") if k in cfg}}
+            # the stock model's (its input_size is the stock one, not this checkpoint's: left out)
+            "timm_pretrained_cfg": {k: cfg[k] for k in ("architecture", "tag", "interpolation", "crop_pct",
+                                                        "crop_mode", "mean", "std") if k in cfg}}
     return LoadedModel(model=model, record=record, preprocess=pre, data=data_name, info=info)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -93,37 +94,94 @@ def spec_of(model: nn.Module, name: str, checkpoint: str | None) -> AncestrySpec
 
 
 def _check_supported(model: nn.Module, name: str) -> None:
-    from timm.models.vision_transformer import VisionTransformer
+    """UsageError for a timm ViT whose layout the distillation, weight selection or stitching cannot take."""
+    from timm.layers import Mlp, PatchEmbed
+    from timm.models.vision_transformer import Block, VisionTransformer
 
     if not isinstance(model, VisionTransformer):
         raise UsageError(f"ancestry '{name}' is not a timm VisionTransformer; pick a vit_* or deit_* model")
-    if getattr(model, "cls_token", None) is None or model.reg_token is not None or model.global_pool != "token":
+    if getattr(model, "dist_token", None) is not None:  # its 2 prefix tokens: the features have one token more
+        plain = name.replace("_distilled", "")
+        raise UsageError(f"ancestry '{name}' has a distillation token, which lgp-edge does not distil or stitch; "
+                         f"use the non-distilled {plain if plain != name else 'DeiT'}")
+    if getattr(model, "cls_token", None) is None or model.reg_token is not None or model.global_pool != "token" \
+            or model.num_prefix_tokens != 1:
         raise UsageError(f"ancestry '{name}' must use a class token and token pooling (DeiT/ViT style)")
     if model.no_embed_class or model.dynamic_img_size or getattr(model, "has_class_token", True) is False:
         raise UsageError(f"ancestry '{name}' uses an embedding layout lgp-edge does not stitch")
+    if type(model.patch_embed) is not PatchEmbed:  # a CNN stem (R50+ViT hybrids): the auxiliary models have none
+        raise UsageError(f"ancestry '{name}' embeds patches with a {type(model.patch_embed).__name__} (a CNN stem); "
+                         "pick a plain patch-embedding ViT such as vit_base_patch16_224")
+    odd = next((b for b in model.blocks if type(b) is not Block or type(b.mlp) is not Mlp), None)
+    if odd is not None:  # parallel blocks, gated (SwiGLU) MLPs: no per-block attention/MLP taps or MLP selection
+        part = type(odd).__name__ if type(odd) is not Block else f"{type(odd.mlp).__name__} MLP"
+        raise UsageError(f"ancestry '{name}' has {part} blocks; lgp-edge distils ViTs of plain attention + MLP "
+                         "blocks (vit_*/deit_* such as vit_base_patch16_224)")
+
+
+def weights_file(path: str | Path) -> Path:
+    """The weights file of ``path``: the file itself, or in a directory its ``ancestry.safetensors`` (``ancestry
+    train``) else ``model.safetensors`` (a Hugging Face snapshot of a timm model)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in ("ancestry.safetensors", "model.safetensors"):
+        if (path / name).is_file():
+            return path / name
+    raise CheckpointError(f"folder '{path}' holds neither ancestry.safetensors ('lgp-edge ancestry train') nor "
+                          "model.safetensors (a Hugging Face snapshot); give the weights file")
+
+
+def is_torch_file(path: Path) -> bool:
+    """Whether ``path`` starts like a ``torch.save`` file (a zip, or a pickle)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` that also lets ``argparse.Namespace`` through: the ``args`` that timm's
+    CheckpointSaver writes into ``model_best.pth.tar``."""
+    import argparse
+
+    ser = torch.serialization
+    if hasattr(ser, "safe_globals"):
+        with ser.safe_globals([argparse.Namespace]):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    before = ser.get_safe_globals()  # torch 2.4 has no context manager: allowed for this load only
+    ser.add_safe_globals([argparse.Namespace])
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    finally:
+        ser.clear_safe_globals()
+        ser.add_safe_globals(before)
+
+
+def _strip_prefixes(key: str) -> str:
+    """``key`` without the wrappers' prefixes: ``module.`` (DistributedDataParallel), ``_orig_mod.`` (torch.compile)."""
+    while key.startswith(("module.", "_orig_mod.")):
+        key = key.removeprefix("module.").removeprefix("_orig_mod.")
+    return key
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Weights from a safetensors file, or a timm/torch checkpoint loaded with ``weights_only=True``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "ancestry.safetensors"
+    path = weights_file(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist; train one with 'lgp-edge ancestry train'")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path))
+            state = load_file(str(path))
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(f"checkpoint '{path}' is not a readable safetensors file ({exc})") from None
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save writes a zip, or a pickle
+        return {_strip_prefixes(k): v for k, v in state.items()}
+    if not is_torch_file(path):
         raise CheckpointError(f"checkpoint '{path}' is neither a safetensors file nor a torch checkpoint (a zip "
                               "or pickle file); give the weights file")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = _torch_load(path)
     except Exception as exc:
         lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(exc).strip().splitlines()]
         refused = next((m.group(1) for ln in lines if (m := re.search(r"Unsupported global: GLOBAL ([\w.]+)", ln))),
@@ -134,54 +192,93 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                               f"arbitrary objects is never loaded): {first}") from None
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
+            if key in ("state_dict_ema", "model_ema"):
+                log.info("checkpoint %s: using its EMA weights ('%s'), not the raw training weights", path, key)
             obj = obj[key]
             break
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"checkpoint '{path}' holds no state dict")
-    return {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    state = {_strip_prefixes(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)} \
+        if isinstance(obj, dict) else {}
+    if not state:
+        raise CheckpointError(f"checkpoint '{path}' holds no state dict (no tensors under state_dict_ema, "
+                              "model_ema, state_dict, model or at the top); give the weights file")
+    return state
+
+
+def shape_overrides(model: nn.Module, state: dict[str, Any]) -> dict[str, int]:
+    """num_classes, in_chans and img_size of the checkpoint ``state`` where they differ from ``model``'s."""
+    out: dict[str, int] = {}
+    head = state.get("head.weight")
+    if head is not None and head.ndim == 2 and head.shape[0] != getattr(model, "num_classes", None):
+        out["num_classes"] = int(head.shape[0])
+    proj = state.get("patch_embed.proj.weight")
+    pe = getattr(model, "patch_embed", None)
+    if proj is not None and proj.ndim == 4 and pe is not None and proj.shape[1] != pe.proj.in_channels:
+        out["in_chans"] = int(proj.shape[1])
+    pos = state.get("pos_embed")
+    own = getattr(model, "pos_embed", None)
+    if pos is not None and pos.ndim == 3 and own is not None and pe is not None and pos.shape[1] != own.shape[1]:
+        prefix = 0 if getattr(model, "no_embed_class", False) else int(getattr(model, "num_prefix_tokens", 1))
+        grid = math.isqrt(int(pos.shape[1]) - prefix)
+        if grid * grid == int(pos.shape[1]) - prefix:
+            out["img_size"] = grid * int(pe.patch_size[0])
+    return out
+
+
+def recorded_shapes(name: str, checkpoint: str | Path) -> dict[str, int]:
+    """num_classes, in_chans, img_size of the model ``ancestry train`` built for ``checkpoint`` (its
+    ``ancestry.json``, when written for ``name``); empty when there is none."""
+    meta = read_ancestry_dir(checkpoint) or {}
+    spec = meta.get("spec") if isinstance(meta.get("spec"), dict) and meta.get("name") == name else {}
+    return {k: v for k, v in spec.items()
+            if k in ("num_classes", "in_chans", "img_size") and type(v) is int and 0 < v <= 100_000}
+
+
+def load_error(exc: RuntimeError) -> str:
+    """The line of a ``load_state_dict`` error that says what does not fit."""
+    lines = str(exc).strip().splitlines()
+    detail = next((ln.strip() for ln in lines if "size mismatch" in ln or "Missing" in ln or "Unexpected" in ln),
+                  lines[0] if lines else "")
+    return detail[:200]
 
 
 def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrained: bool = False,
                     num_classes: int | None = None, in_chans: int | None = None,
                     img_size: int | None = None) -> tuple[nn.Module, AncestrySpec]:
-    """Build the ancestry ViT and its spec; load weights from ``checkpoint`` when given."""
+    """Build the ancestry ViT and its spec; load weights from ``checkpoint`` when given. The classes, channels
+    and image size not given here are those of the checkpoint (its ``ancestry.json``, else its tensors)."""
     import timm
 
     _register_small_variants()
     check_name(name)
-    if checkpoint is not None:  # an `ancestry train` checkpoint says the classes and channels it was built for
-        meta = read_ancestry_dir(checkpoint) or {}
-        spec = meta.get("spec") if isinstance(meta.get("spec"), dict) and meta.get("name") == name else {}
-        built = {k: v for k, v in spec.items() if type(v) is int and 0 < v <= 100_000}
-        num_classes = num_classes if num_classes is not None else built.get("num_classes")
-        in_chans = in_chans if in_chans is not None else built.get("in_chans")
-        img_size = img_size if img_size is not None else built.get("img_size")
-    kwargs: dict[str, Any] = {}
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    if in_chans is not None:
-        kwargs["in_chans"] = in_chans
-    if img_size is not None:
-        kwargs["img_size"] = img_size
+    given = {k: v for k, v in dict(num_classes=num_classes, in_chans=in_chans, img_size=img_size).items()
+             if v is not None}
+    state = read_state_dict(checkpoint) if checkpoint is not None else None
+    kwargs = {**(recorded_shapes(name, checkpoint) if checkpoint is not None else {}), **given}
     try:
         model = timm.create_model(name, pretrained=pretrained and checkpoint is None, **kwargs)
     except (RuntimeError, OSError) as exc:
         raise UsageError(f"could not fetch pretrained weights for '{name}' ({exc}); "
                          "pass --ancestry-checkpoint FILE") from None
     _check_supported(model, name)
-    ckpt = None
-    if checkpoint is not None:
-        state = read_state_dict(checkpoint)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            detail = next((ln.strip() for ln in first if "size mismatch" in ln or "Missing" in ln
-                           or "Unexpected" in ln), first[0] if first else "")
-            raise CheckpointError(f"checkpoint '{checkpoint}' does not fit ancestry '{name}': {detail[:200]}") \
-                from None
-        ckpt = str(checkpoint)
-    return model, spec_of(model, name, ckpt)
+    if state is None:
+        return model, spec_of(model, name, None)
+    found = shape_overrides(model, state)
+    if "num_classes" in found and "num_classes" in given:
+        raise CheckpointError(
+            f"checkpoint '{checkpoint}' has a {found['num_classes']}-class head but the data has {num_classes} "
+            f"classes; fine-tune it on the data first ('lgp-edge ancestry train --ancestry {name} "
+            f"--initial-checkpoint {checkpoint} --data DATA --out DIR') and use DIR")
+    found = {k: v for k, v in found.items() if k not in given}
+    if found:  # a checkpoint fine-tuned with its own classes, channels or image size
+        log.info("ancestry %s: built as the checkpoint's tensors say (%s)", name,
+                 ", ".join(f"{k} {v}" for k, v in found.items()))
+        model = timm.create_model(name, pretrained=False, **kwargs, **found)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint '{checkpoint}' does not fit ancestry '{name}': {load_error(exc)}") \
+            from None
+    return model, spec_of(model, name, str(checkpoint))
 
 
 def shipped_ancestry_dir(name: str) -> Path | None:

@@ -1,4 +1,5 @@
-"""``ancestry train``: supervised training of the ancestry ViT (no pretrained weights exist offline)."""
+"""``ancestry train``: supervised training of the ancestry ViT, from scratch (no pretrained weights exist offline)
+or fine-tuning a checkpoint (``--initial-checkpoint``: an earlier run, or a user's own timm ViT)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lgp_edge.datasets import check_data_name, data_channels, open_data
-from lgp_edge.errors import DataError, UsageError
-from lgp_edge.models.ancestry import create_ancestry
+from lgp_edge.datasets import check_data_name, data_channels, model_norm, open_data
+from lgp_edge.errors import CheckpointError, DataError, UsageError
+from lgp_edge.models.ancestry import (
+    create_ancestry,
+    read_ancestry_dir,
+    read_state_dict,
+    recorded_shapes,
+    shape_overrides,
+)
 from lgp_edge.outdir import atomic_dir, check_output_dir, check_resume_dir, replace_dir
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import content_hash
@@ -44,7 +51,7 @@ class AncestryRequest:
     force: bool = False
     resume: bool = False
     smoothing: float = 0.1
-    initial_checkpoint: str | None = None  # warm start: weights of an earlier run of the same variant (timm's name)
+    initial_checkpoint: str | None = None  # warm start: an earlier run of the variant, or a timm checkpoint of it
 
 
 def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
@@ -57,18 +64,24 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     check_data_name(req.data)
     torch.manual_seed(cfg.seed)
     initial_file = _initial_file(req.initial_checkpoint) if req.initial_checkpoint else None
-    model, spec = create_ancestry(req.name, checkpoint=initial_file)  # one clear line when the variant differs
-    initial = _initial_record(initial_file) if initial_file else None
-    chans = data_channels(req.data, spec.in_chans)
-    data = open_data(req.data, img_size=spec.img_size, in_chans=chans, num_classes=spec.num_classes)
-    if initial_file is None and (data.info.num_classes, chans) != (spec.num_classes, spec.in_chans):
-        # a new model for the user's data: its classes and channels (the checkpoint's ancestry.json keeps them)
+    # the variant at its own size (or the size the run that wrote the warm start built it at), random weights
+    model, spec = create_ancestry(req.name, **(recorded_shapes(req.name, initial_file) if initial_file else {}))
+    state = read_state_dict(initial_file) if initial_file else None
+    chans = data_channels(req.data, shape_overrides(model, state).get("in_chans", spec.in_chans) if state
+                          else spec.in_chans)
+    # a warm start's images are normalised as its weights were trained (its ancestry.json, a stock pretrained_cfg)
+    norm = model_norm(model, req.name, read_ancestry_dir(initial_file)) if initial_file else None
+    data = open_data(req.data, img_size=spec.img_size, in_chans=chans, num_classes=spec.num_classes, norm=norm)
+    if (data.info.num_classes, chans) != (spec.num_classes, spec.in_chans):
+        # a model for the user's data: its classes and channels (the checkpoint's ancestry.json keeps them)
         log.info("ancestry %s built for --data %s: %d classes, %d channel(s)", req.name, req.data,
                  data.info.num_classes, chans)
-        model, spec = create_ancestry(req.name, num_classes=data.info.num_classes, in_chans=chans)
-    if data.info.num_classes != spec.num_classes:  # only a warm start can differ now
-        raise UsageError(f"--data {req.data} has {data.info.num_classes} classes; the --initial-checkpoint model "
-                         f"has {spec.num_classes}: warm-start from a run on data with the same classes")
+        model, spec = create_ancestry(req.name, num_classes=data.info.num_classes, in_chans=chans,
+                                      img_size=spec.img_size)
+    initial = None
+    if initial_file is not None:
+        load_warm_start(model, state, initial_file, req.name)
+        initial = _initial_record(initial_file)
     objective = SupervisedObjective(model, req.smoothing)
     fingerprint = content_hash({"stage": "ancestry", "spec": spec.identity(), "cfg": cfg.identity(), "data": req.data,
                                 **({"initial": initial["sha256"]} if initial else {})})
@@ -97,16 +110,60 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     return meta
 
 
+def load_warm_start(model: nn.Module, state: dict[str, torch.Tensor], file: Path, name: str) -> None:
+    """Load ``state`` into ``model`` as transfer learning does: every tensor that fits; a new classifier head when
+    the checkpoint's classifies other classes (an ImageNet model for a 4-class folder), the position embedding
+    resampled to the model's grid when the checkpoint was trained at another image size. Anything else that
+    does not fit is a CheckpointError."""
+    from timm.layers import resample_abs_pos_embed
+
+    from lgp_edge.models.ancestry import load_error
+
+    own, state = model.state_dict(), dict(state)
+    head = state.get("head.weight")
+    if head is not None and head.ndim == 2 and "head.weight" in own and head.shape != own["head.weight"].shape \
+            and head.shape[1] == own["head.weight"].shape[1]:
+        state.pop("head.weight")
+        state.pop("head.bias", None)
+    pos, mine = state.get("pos_embed"), own.get("pos_embed")
+    if pos is not None and mine is not None and pos.ndim == 3 and pos.shape != mine.shape \
+            and pos.shape[2] == mine.shape[2]:
+        prefix = 0 if model.no_embed_class else int(model.num_prefix_tokens)
+        try:
+            state["pos_embed"] = resample_abs_pos_embed(pos, new_size=list(model.patch_embed.grid_size),
+                                                        num_prefix_tokens=prefix)
+        except RuntimeError as exc:  # not a square grid
+            raise CheckpointError(f"--initial-checkpoint '{file}': its position embedding {tuple(pos.shape)} "
+                                  f"cannot be resampled to ancestry '{name}' ({str(exc)[:120]})") from None
+        log.info("--initial-checkpoint %s: position embedding resampled from %d to %d tokens (%s px)", file,
+                 pos.shape[1], mine.shape[1], model.patch_embed.img_size[0])
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a size mismatch
+        raise CheckpointError(f"checkpoint '{file}' does not fit ancestry '{name}': {load_error(exc)}") from None
+    if "head.weight" in missing:
+        had = f"a {head.shape[0]}-class head" if head is not None else "no classifier head"
+        log.warning("--initial-checkpoint %s has %s; ancestry %s starts a new %d-class head for the data", file, had,
+                    name, model.num_classes)
+        missing = [k for k in missing if k not in ("head.weight", "head.bias")]
+    if missing or unexpected:
+        what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}"
+        raise CheckpointError(f"checkpoint '{file}' does not fit ancestry '{name}': {what[:200]}")
+
+
 def _initial_file(path_text: str) -> Path:
-    """The warm start's ``.safetensors`` file (an ``ancestry train`` directory or the file itself)."""
+    """The warm start's weights file: an ``ancestry train`` directory, a Hugging Face snapshot folder, or a
+    ``.safetensors`` file or torch checkpoint."""
+    from lgp_edge.models.ancestry import is_torch_file, weights_file
+
     path = Path(path_text)
-    file = path / "ancestry.safetensors" if path.is_dir() else path
-    if not file.is_file():
+    if not path.exists():
         raise UsageError(f"--initial-checkpoint '{path}' does not exist; pass an ancestry directory or its "
                          ".safetensors file")
-    if file.suffix != ".safetensors":
-        raise UsageError(f"--initial-checkpoint '{file}' is not a .safetensors file; pass the output of "
-                         "'lgp-edge ancestry train'")
+    file = weights_file(path)
+    if file.suffix != ".safetensors" and not is_torch_file(file):
+        raise UsageError(f"--initial-checkpoint '{file}' is not a .safetensors file or a torch checkpoint; pass "
+                         "the output of 'lgp-edge ancestry train' or a timm checkpoint")
     return file
 
 

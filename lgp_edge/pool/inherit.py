@@ -63,7 +63,8 @@ def _selected(name: str, t: torch.Tensor, ch: torch.Tensor, heads: torch.Tensor,
 def inherit_from_ancestry(student: nn.Module, ancestry: nn.Module, inst: InstanceSpec) -> tuple[int, ...]:
     """Load ``student`` (a timm ViT of ``inst``'s width and depth) with a selection of ``ancestry``'s weights.
 
-    Returns the ancestry blocks used, in order."""
+    A warm start: a tensor the ancestry lacks (a bias it was built without) keeps the student's own
+    initialisation. Returns the ancestry blocks used, in order."""
     big = {k: v.detach() for k, v in ancestry.state_dict().items()}
     width, depth = int(ancestry.embed_dim), len(ancestry.blocks)
     head_dim = width // int(ancestry.blocks[0].attn.num_heads)
@@ -77,18 +78,26 @@ def inherit_from_ancestry(student: nn.Module, ancestry: nn.Module, inst: Instanc
     hidden_small = int(student.blocks[0].mlp.fc1.out_features)
     hidden = torch.arange(hidden_small) * (hidden_big // hidden_small)
     blocks = inherited_blocks(inst.depth, depth)
-    new = {}
+    new, own = {}, []
     for key, like in student.state_dict().items():
         if key.startswith("blocks."):
             _, i, rest = key.split(".", 2)
-            t = _selected(rest, big[f"blocks.{blocks[int(i)]}.{rest}"], ch, heads, qkv, hidden)
+            source = f"blocks.{blocks[int(i)]}.{rest}"
         else:
-            t = _selected(key, big[key], ch, heads, qkv, hidden)
+            source = rest = key
+        if source not in big:  # e.g. no qkv bias (ViT-B/16 MIIL), no patch embedding bias (CLIP)
+            own.append(key)
+            new[key] = like
+            continue
+        t = _selected(rest, big[source], ch, heads, qkv, hidden)
         if t.shape != like.shape:
             raise UsageError(f"cannot inherit '{key}': selected {tuple(t.shape)}, instance needs "
                              f"{tuple(like.shape)}; use --aux-init random")
         new[key] = t.clone().to(like.dtype)
     student.load_state_dict(new, strict=True)
+    if own:
+        log.debug("%s keeps its own initialisation of %s (the ancestry has no such tensors)", inst.name,
+                  ", ".join(own))
     log.info("%s inherits ancestry blocks %s, channels 0..%d", inst.name, list(blocks), inst.embed_dim - 1)
     return blocks
 

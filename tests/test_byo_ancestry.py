@@ -1,0 +1,271 @@
+"""A user's own timm ViT checkpoint as the ancestry: fine-tuned with its own classes, channels and image size, an
+ImageNet head as a transfer-learning start, ViTs without some biases, DDP/compiled/EMA/timm-training checkpoints,
+Hugging Face snapshot folders; and the ViT layouts lgp-edge refuses in one line. Tiny real timm models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import error_lines, run_cli
+
+from lgp_edge.errors import CheckpointError, UsageError
+
+TINY = "lgp_test_tiny"  # a timm VisionTransformer lgp-edge registers: dim 32, 12 blocks, patch 4, 16 px, 1 ch, 10 cls
+QUICK = ["--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "8", "--quiet"]
+
+
+def _tiny(**kwargs) -> torch.nn.Module:
+    """``lgp_test_tiny`` as a user fine-tuned it (``num_classes``, ``in_chans``, ``img_size``), random weights."""
+    import timm
+
+    from lgp_edge.models.ancestry import _register_small_variants
+
+    _register_small_variants()
+    torch.manual_seed(0)
+    return timm.create_model(TINY, **kwargs).eval()
+
+
+def _save(model: torch.nn.Module, path: Path, prefix: str = "") -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({prefix + k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def _folder(root: Path, classes: int = 4, n_train: int = 8, n_val: int = 2) -> str:
+    import numpy as np
+    from PIL import Image
+
+    for split, n in (("train", n_train), ("val", n_val)):
+        for k in range(classes):
+            d = root / split / f"c{k}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                rng = np.random.default_rng(100 * k + i)
+                Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return f"imagefolder:{root}"
+
+
+def _same(model: torch.nn.Module, other: torch.nn.Module) -> bool:
+    a, b = model.state_dict(), other.state_dict()
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ------------------------------------------------------------------ 1. the checkpoint's classes, channels, size
+def test_create_ancestry_takes_the_checkpoints_classes_channels_and_image_size(tmp_path: Path) -> None:
+    from lgp_edge.models.ancestry import create_ancestry
+
+    mine = _tiny(num_classes=4, in_chans=3, img_size=20)
+    ckpt = _save(mine, tmp_path / "mine.safetensors")
+    model, spec = create_ancestry(TINY, checkpoint=ckpt)
+    assert (spec.num_classes, spec.in_chans, spec.img_size) == (4, 3, 20) and spec.checkpoint == str(ckpt)
+    assert _same(model, mine)
+    with pytest.raises(CheckpointError, match=r"has a 4-class head but the data has 10 classes; fine-tune it on the "
+                       r"data first \('lgp-edge ancestry train --ancestry lgp_test_tiny --initial-checkpoint "):
+        create_ancestry(TINY, checkpoint=ckpt, num_classes=10)
+
+
+def test_pool_build_from_a_users_checkpoint_of_the_folders_classes(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = _save(_tiny(num_classes=4, in_chans=3), tmp_path / "mine.safetensors")
+    data, pool = _folder(tmp_path / "images"), tmp_path / "pool"
+    rc, err = run_cli(["pool", "build", "--ancestry", TINY, "--ancestry-checkpoint", str(ckpt), "--data", data,
+                       "--out", str(pool), "--init", "lstsq", *QUICK], capsys)
+    assert rc == 0, err
+    spec = json.loads((pool / "pool.json").read_text())["spec"]["ancestry"]
+    assert (spec["num_classes"], spec["in_chans"]) == (4, 3)
+
+
+# ---------------------------------------------------------------------- 2. ancestry train from a foreign head
+def test_ancestry_train_starts_a_new_head_and_resamples_pos_embed(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """An ImageNet-style 1000-class checkpoint trained at 24 px warm-starts a 4-class, 16 px ancestry."""
+    from safetensors.torch import load_file
+
+    from lgp_edge.cli import main
+
+    imagenet = _tiny(num_classes=1000, in_chans=3, img_size=24)
+    ckpt = _save(imagenet, tmp_path / "imagenet.safetensors")
+    pre = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}  # how it was trained: its images are normalised so
+    (tmp_path / "ancestry.json").write_text(json.dumps({"name": "someone_elses", "preprocess": pre}))
+    out = tmp_path / "anc"
+    with caplog.at_level(logging.INFO, logger="lgp_edge"):
+        assert main(["ancestry", "train", "--ancestry", TINY, "--initial-checkpoint", str(ckpt), "--data",
+                     _folder(tmp_path / "images"), "--out", str(out), *QUICK, "--lr", "1e-9"]) == 0
+    got = load_file(str(out / "ancestry.safetensors"))
+    assert got["head.weight"].shape == (4, 32) and got["pos_embed"].shape == (1, 17, 32)
+    before = imagenet.state_dict()
+    k = "blocks.3.mlp.fc1.weight"
+    assert (got[k] - before[k]).abs().max() < 1e-5  # every tensor that fits came from the checkpoint
+    assert (got["pos_embed"][:, 0] - before["pos_embed"][:, 0]).abs().max() < 1e-5  # the class token's position
+    text = caplog.text
+    assert "1000-class head" in text and "new 4-class head" in text and "resampled from 37 to 17 tokens" in text
+    meta = json.loads((out / "ancestry.json").read_text())
+    assert meta["spec"]["num_classes"] == 4 and meta["initial_checkpoint"]["path"] == str(ckpt)
+    assert {k: meta["preprocess"][k] for k in pre} == pre
+
+
+def test_ancestry_train_still_refuses_what_does_not_fit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = _tiny(num_classes=1000, in_chans=3).state_dict()
+    del state["blocks.5.norm1.weight"]
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "cut.safetensors"))
+    out = tmp_path / "anc"
+    rc, err = run_cli(["ancestry", "train", "--ancestry", TINY, "--initial-checkpoint",
+                       str(tmp_path / "cut.safetensors"), "--data", _folder(tmp_path / "images"), "--out", str(out),
+                       *QUICK], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "does not fit ancestry 'lgp_test_tiny'" in lines[0]
+    assert "blocks.5.norm1.weight" in lines[0] and not out.exists()
+
+
+# ---------------------------------------------------------------------------- 3. ViT layouts: inherit, refuse
+def _plain_vit(**kwargs) -> torch.nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=6, num_heads=4, num_classes=4,
+                             **kwargs).eval()
+
+
+@pytest.mark.parametrize("kwargs", [{"qkv_bias": False}, {"pre_norm": True}],
+                         ids=["no-qkv-bias (vit_base_patch16_224_miil)", "clip (no patch bias, norm_pre)"])
+def test_inheritance_keeps_the_students_own_init_for_what_the_ancestry_lacks(kwargs: dict) -> None:
+    from torch import nn
+
+    from lgp_edge.models.ancestry import spec_of
+    from lgp_edge.models.instances import create_auxiliary, plan_instances
+    from lgp_edge.pool.distill import DistillObjective
+    from lgp_edge.pool.inherit import inherit_from_ancestry
+
+    anc = _plain_vit(**kwargs)
+    spec = spec_of(anc, "mine", None)
+    insts = plan_instances(spec, 6, ("ti", "b"))
+    students = nn.ModuleDict({i.name: create_auxiliary(spec, i) for i in insts})
+    own = {k: v.clone() for k, v in students["b6"].state_dict().items()}
+    for inst in insts:
+        inherit_from_ancestry(students[inst.name], anc, inst)
+    got, big = students["b6"].state_dict(), anc.state_dict()
+    lacking = [k for k in got if k not in big]
+    assert lacking and all(torch.equal(got[k], own[k]) for k in lacking)
+    assert all(torch.equal(got[k], big[k]) for k in ("patch_embed.proj.weight", "blocks.1.attn.qkv.weight"))
+    x = torch.randn(2, 3, 32, 32)
+    loss = DistillObjective(anc, students, insts, teacher_dim=64, teacher_depth=6)(x, torch.tensor([0, 1]))
+    assert torch.isfinite(loss)
+
+
+def test_distilled_deit_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lgp_edge.models.ancestry import create_ancestry
+
+    with pytest.raises(UsageError, match="has a distillation token.*use the non-distilled deit_tiny_patch16_224"):
+        create_ancestry("deit_tiny_distilled_patch16_224", img_size=32)
+    out = tmp_path / "pool"
+    rc, err = run_cli(["pool", "build", "--ancestry", "deit_tiny_distilled_patch16_224", "--allow-random-ancestry",
+                       "--data", "synthetic", "--out", str(out), *QUICK], capsys)
+    assert rc == 2 and len(error_lines(err)) == 1 and "non-distilled" in err and not out.exists()
+
+
+def _swiglu_vit() -> torch.nn.Module:
+    from timm.layers import SwiGLUPacked
+
+    return _plain_vit(mlp_layer=SwiGLUPacked, act_layer=torch.nn.SiLU, mlp_ratio=2.5)
+
+
+@pytest.mark.parametrize(("name", "build", "message"), [
+    ("vit_tiny_r_s16_p8_224", lambda: __import__("timm").create_model("vit_tiny_r_s16_p8_224", depth=2, img_size=64),
+     "HybridEmbed"),
+    ("vit_small_patch16_18x2_224",
+     lambda: __import__("timm").create_model("vit_small_patch16_18x2_224", depth=2, img_size=32),
+     "ParallelThingsBlock blocks"),
+    ("vit_giant_patch14_dinov2", _swiglu_vit, "GluMlp MLP blocks"),
+])
+def test_layouts_the_distillation_cannot_take_are_refused(name: str, build, message: str) -> None:
+    """A CNN stem (the auxiliary models would take its feature channels as image channels), parallel blocks (no
+    per-block attention to distil), a packed SwiGLU MLP (its hidden selection indexes past fc2)."""
+    from lgp_edge.models.ancestry import _check_supported
+
+    with pytest.raises(UsageError, match=message):
+        _check_supported(build(), name)
+
+
+# --------------------------------------------------------------------------------------- 4. read_state_dict
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "_orig_mod.module."])
+@pytest.mark.parametrize("kind", ["safetensors", "pth"])
+def test_wrapper_prefixes_are_stripped(tmp_path: Path, prefix: str, kind: str) -> None:
+    from lgp_edge.models.ancestry import read_state_dict
+
+    model = _tiny()
+    if kind == "safetensors":
+        path = _save(model, tmp_path / "w.safetensors", prefix)
+    else:
+        path = tmp_path / "w.pth"
+        torch.save({"state_dict": {prefix + k: v for k, v in model.state_dict().items()}}, path)
+    got = read_state_dict(path)
+    assert got.keys() == model.state_dict().keys()
+
+
+def test_timm_training_checkpoint_with_args_loads_its_ema_weights(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """model_best.pth.tar as timm's CheckpointSaver writes it (epoch, arch, state_dict, optimizer, args, EMA)."""
+    from timm.utils import CheckpointSaver, ModelEmaV3
+
+    from lgp_edge.models.ancestry import create_ancestry, read_state_dict
+
+    model = _tiny(num_classes=4)
+    ema = ModelEmaV3(model, decay=0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)  # the raw weights move on; the EMA keeps the earlier ones
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.randn(2, 1, 16, 16)).sum().backward()
+    opt.step()
+    args = argparse.Namespace(model=TINY, lr=0.1, epochs=3, data_dir="/data", aa=None, mean=(0.5,), pretrained=False)
+    saver = CheckpointSaver(model, opt, args=args, model_ema=ema, checkpoint_dir=str(tmp_path),
+                            recovery_dir=str(tmp_path))
+    saver.save_checkpoint(epoch=0, metric=0.5)
+    best = tmp_path / "model_best.pth.tar"
+    assert "args" in torch.load(best, weights_only=False)  # as timm wrote it
+    with caplog.at_level(logging.INFO, logger="lgp_edge"):
+        got = read_state_dict(best)
+    assert "EMA weights ('state_dict_ema')" in caplog.text
+    emas = ema.module.state_dict()
+    assert got.keys() == emas.keys() and all(torch.equal(got[k], emas[k]) for k in got)
+    anc, spec = create_ancestry(TINY, checkpoint=best)
+    assert spec.num_classes == 4
+
+
+def test_other_pickled_objects_are_still_refused(tmp_path: Path) -> None:
+    from lgp_edge.models.ancestry import read_state_dict
+
+    path = tmp_path / "w.pth"
+    torch.save({"state_dict": _tiny().state_dict(), "args": Path("/data")}, path)
+    with pytest.raises(CheckpointError, match="a pickle of arbitrary objects is never loaded.*PosixPath"):
+        read_state_dict(path)
+    torch.save({"model": argparse.Namespace(weights=[1, 2, 3])}, path)  # loads now, but holds no weights
+    with pytest.raises(CheckpointError, match="holds no state dict"):
+        read_state_dict(path)
+
+
+# ------------------------------------------------------------------------------------ 5. a weights folder
+def test_a_hugging_face_snapshot_folder_is_read(tmp_path: Path) -> None:
+    from lgp_edge.models.ancestry import create_ancestry, read_state_dict
+
+    mine = _tiny(num_classes=4)
+    snap = tmp_path / "snapshot"
+    _save(mine, snap / "model.safetensors")
+    (snap / "config.json").write_text(json.dumps({"architecture": TINY, "num_classes": 4}))
+    assert read_state_dict(snap).keys() == mine.state_dict().keys()
+    model, spec = create_ancestry(TINY, checkpoint=snap)
+    assert spec.num_classes == 4 and _same(model, mine)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match=r"folder '.*empty' holds neither ancestry.safetensors .* nor "
+                       r"model.safetensors"):
+        read_state_dict(empty)
