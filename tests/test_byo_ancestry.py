@@ -269,3 +269,72 @@ def test_a_hugging_face_snapshot_folder_is_read(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"folder '.*empty' holds neither ancestry.safetensors .* nor "
                        r"model.safetensors"):
         read_state_dict(empty)
+
+
+# ------------------------------------------------------------------ the classes a warm start or export is given
+def _reordered(tmp_path: Path) -> tuple[str, str]:
+    """Two folders of the same four classes, the second with one renamed so that they sort in another order."""
+    first = _folder(tmp_path / "images")
+    (tmp_path / "other").mkdir()
+    import shutil
+
+    for split in ("train", "val"):
+        shutil.copytree(tmp_path / "images" / split, tmp_path / "other" / split)
+        (tmp_path / "other" / split / "c3").rename(tmp_path / "other" / split / "B3")  # sorts first now
+    return first, f"imagefolder:{tmp_path / 'other'}"
+
+
+def test_export_model_refuses_a_folder_whose_classes_are_in_another_order(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`export --model --checkpoint DIR --data FOLDER` labelled the head by the folder's order, not the one the
+    checkpoint was trained with (its ancestry.json): an app would name the wrong class."""
+    first, other = _reordered(tmp_path)
+    anc = tmp_path / "anc"
+    rc, err = run_cli(["ancestry", "train", "--ancestry", TINY, "--data", first, "--out", str(anc), *QUICK], capsys)
+    assert rc == 0, err
+    rc, err = run_cli(["export", "--model", TINY, "--checkpoint", str(anc), "--data", other, "--target", "cpu",
+                       "--format", "onnx", "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "'B3'" in lines[0] and "in that order" in lines[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_warm_start_on_reordered_classes_starts_a_new_head(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """The head of an earlier run classifies its folder's classes in its order; warm-starting on a folder of as
+    many classes in another order kept that head and trained it against the new order without a word."""
+    from safetensors.torch import load_file
+
+    from lgp_edge.cli import main
+
+    first, other = _reordered(tmp_path)
+    anc, again = tmp_path / "anc", tmp_path / "again"
+    assert main(["ancestry", "train", "--ancestry", TINY, "--data", first, "--out", str(anc), *QUICK]) == 0
+    with caplog.at_level(logging.INFO, logger="lgp_edge"):
+        assert main(["ancestry", "train", "--ancestry", TINY, "--initial-checkpoint", str(anc), "--data", other,
+                     "--out", str(again), *QUICK, "--lr", "1e-9"]) == 0
+    old, new = load_file(str(anc / "ancestry.safetensors")), load_file(str(again / "ancestry.safetensors"))
+    assert (new["head.weight"] - old["head.weight"]).abs().max() > 1e-3  # a new head, not the old one trained on
+    assert (new["blocks.2.attn.qkv.weight"] - old["blocks.2.attn.qkv.weight"]).abs().max() < 1e-5
+    assert "new 4-class head" in caplog.text and "another order" in caplog.text
+    # the same folder again: the head is kept (a second cycle)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="lgp_edge"):
+        assert main(["ancestry", "train", "--ancestry", TINY, "--initial-checkpoint", str(anc), "--data", first,
+                     "--out", str(tmp_path / "cycle"), *QUICK, "--lr", "1e-9"]) == 0
+    kept = load_file(str(tmp_path / "cycle" / "ancestry.safetensors"))
+    assert (kept["head.weight"] - old["head.weight"]).abs().max() < 1e-5 and "new 4-class head" not in caplog.text
+
+
+def test_an_ancestry_the_pool_cannot_split_is_refused_before_the_class_count(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 3-head model with an ImageNet head was told to be fine-tuned on the data first, and refused after that
+    (3 heads cannot be split into Ti's quarter): the head count is checked first."""
+    import timm
+
+    three = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=10)
+    ckpt = _save(three, tmp_path / "three.safetensors")
+    rc, err = run_cli(["pool", "build", "--ancestry", "deit_tiny_patch16_224", "--ancestry-checkpoint", str(ckpt),
+                       "--data", _folder(tmp_path / "images"), "--out", str(tmp_path / "pool"), *QUICK], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "heads" in lines[0] and "fine-tune" not in lines[0], err

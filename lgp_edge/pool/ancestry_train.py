@@ -80,7 +80,10 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
                                       img_size=spec.img_size)
     initial = None
     if initial_file is not None:
-        load_warm_start(model, state, initial_file, req.name)
+        was = ((read_ancestry_dir(initial_file) or {}).get("preprocess") or {}).get("labels")
+        relabel = isinstance(was, list) and tuple(was) != tuple(data.info.preprocess.labels) \
+            and not data.info.synthetic  # its head classifies other classes, or these in another order
+        load_warm_start(model, state, initial_file, req.name, new_head=relabel)
         initial = _initial_record(initial_file)
     objective = SupervisedObjective(model, req.smoothing)
     fingerprint = content_hash({"stage": "ancestry", "spec": spec.identity(), "cfg": cfg.identity(), "data": req.data,
@@ -110,11 +113,13 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     return meta
 
 
-def load_warm_start(model: nn.Module, state: dict[str, torch.Tensor], file: Path, name: str) -> None:
+def load_warm_start(model: nn.Module, state: dict[str, torch.Tensor], file: Path, name: str, *,
+                    new_head: bool = False) -> None:
     """Load ``state`` into ``model`` as transfer learning does: every tensor that fits; a new classifier head when
     the checkpoint's classifies other classes (an ImageNet model for a 4-class folder), the position embedding
-    resampled to the model's grid when the checkpoint was trained at another image size. Anything else that
-    does not fit is a CheckpointError."""
+    resampled to the model's grid when the checkpoint was trained at another image size; ``new_head``: its
+    ``ancestry.json`` names other classes than the data's, or the same in another order, so its head, though of
+    the right size, classifies them wrongly. Anything else that does not fit is a CheckpointError."""
     from timm.layers import resample_abs_pos_embed
 
     from lgp_edge.models.ancestry import load_error
@@ -124,6 +129,12 @@ def load_warm_start(model: nn.Module, state: dict[str, torch.Tensor], file: Path
     if head is not None and head.ndim == 2 and "head.weight" in own and head.shape != own["head.weight"].shape \
             and head.shape[1] == own["head.weight"].shape[1]:
         state.pop("head.weight")
+        state.pop("head.bias", None)
+    if new_head and head is not None:
+        log.warning("--initial-checkpoint %s was trained on other classes, or these in another order (its "
+                    "ancestry.json); ancestry %s starts a new %d-class head for the data", file, name,
+                    model.num_classes)
+        state.pop("head.weight", None)
         state.pop("head.bias", None)
     pos, mine = state.get("pos_embed"), own.get("pos_embed")
     if pos is not None and mine is not None and pos.ndim == 3 and pos.shape != mine.shape \
@@ -141,11 +152,11 @@ def load_warm_start(model: nn.Module, state: dict[str, torch.Tensor], file: Path
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # a size mismatch
         raise CheckpointError(f"checkpoint '{file}' does not fit ancestry '{name}': {load_error(exc)}") from None
-    if "head.weight" in missing:
+    if "head.weight" in missing and not new_head:
         had = f"a {head.shape[0]}-class head" if head is not None else "no classifier head"
         log.warning("--initial-checkpoint %s has %s; ancestry %s starts a new %d-class head for the data", file, had,
                     name, model.num_classes)
-        missing = [k for k in missing if k not in ("head.weight", "head.bias")]
+    missing = [k for k in missing if k not in ("head.weight", "head.bias")]
     if missing or unexpected:
         what = f"missing {', '.join(missing[:3])}" if missing else f"unexpected {', '.join(unexpected[:3])}"
         raise CheckpointError(f"checkpoint '{file}' does not fit ancestry '{name}': {what[:200]}")

@@ -99,8 +99,9 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
     torch.manual_seed(cfg.seed)  # a random ancestry (--allow-random-ancestry) is the same again on --resume
     teacher, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint, pretrained=req.pretrained)
     meta = read_ancestry_dir(req.checkpoint) if req.checkpoint else None
+    instances = plan_instances(aspec, req.depth, req.widths)  # before the data: an ancestry it cannot split
     data = open_for_ancestry(req.data, teacher, aspec, meta)
-    spec = PoolSpec(aspec, req.depth, plan_instances(aspec, req.depth, req.widths), chains=req.chains)
+    spec = PoolSpec(aspec, req.depth, instances, chains=req.chains)
     torch.manual_seed(cfg.seed)
     pool = LearngenePool(spec)
     if req.distilled:

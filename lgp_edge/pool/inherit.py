@@ -13,7 +13,9 @@ from the ancestry's own weights, selected as in "Initializing Models with Larger
 
 The distillation's transformation matrices (ancestry width -> auxiliary width) start as the same channel
 selection, so the feature losses begin from the features the selection already reproduces. ``random``
-is the paper's initialisation. The selection is exact for B (``d = D``): only the block subset differs.
+is the paper's initialisation. The selection is exact for B (``d = D``) of a plain ViT: only the block subset
+differs. The auxiliary models are plain ViTs (GELU, no pre-norm), so what an ancestry has beyond one (CLIP's
+``norm_pre`` and QuickGELU, a bias it lacks) makes the selection a warm start only, which distillation trains on.
 """
 
 from __future__ import annotations
