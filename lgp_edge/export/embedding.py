@@ -272,10 +272,9 @@ def _swift(doc: _Doc) -> str:
     a = doc.arts["coreml"]
     c = _coreml_io(doc.root / a["path"]) if doc.root is not None else _coreml_from_manifest(a)
     gray = c["color"] == "grayscale"
-    return _section("swift", norm_how=coreml_norm_text(doc.pre), path=a["path"], spec_version=c["spec_version"],
-                    deployment=c["deployment"],
+    return _section("swift", path=a["path"], spec_version=c["spec_version"], deployment=c["deployment"],
                     input=c["input"], size=c["width"], color=c["color"], label_out=c["label_out"],
-                    probs_out=c["probs_out"],
+                    probs_out=c["probs_out"], norm_how=coreml_norm_text(doc.pre),
                     gray=("A grayscale model takes one 8-bit channel: make it the mean of R, G and B, as "
                           "the training loader did (Vision's own conversion weights by luminance instead, "
                           "so the sample converts the image itself)." if gray else ""),
