@@ -338,3 +338,16 @@ def test_an_ancestry_the_pool_cannot_split_is_refused_before_the_class_count(
                        "--data", _folder(tmp_path / "images"), "--out", str(tmp_path / "pool"), *QUICK], capsys)
     lines = error_lines(err)
     assert rc == 2 and len(lines) == 1 and "heads" in lines[0] and "fine-tune" not in lines[0], err
+
+
+def test_a_checkpoint_of_another_variant_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An `ancestry train` directory of one variant given with another's name failed with torch's raw size
+    mismatch; its ancestry.json says which variant it is."""
+    anc = tmp_path / "anc"
+    rc, err = run_cli(["ancestry", "train", "--ancestry", TINY, "--data", "synthetic", "--out", str(anc), *QUICK],
+                      capsys)
+    assert rc == 0, err
+    rc, err = run_cli(["pool", "build", "--ancestry", "lgp_vit_fmnist", "--ancestry-checkpoint", str(anc), "--data",
+                       "synthetic", "--out", str(tmp_path / "pool"), *QUICK], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and f"--ancestry {TINY}" in lines[0], err

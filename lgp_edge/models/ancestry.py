@@ -276,7 +276,10 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint '{checkpoint}' does not fit ancestry '{name}': {load_error(exc)}") \
+        other = (read_ancestry_dir(checkpoint) or {}).get("name")
+        hint = (f"; its ancestry.json says it is a '{other}': pass --ancestry {other}"
+                if isinstance(other, str) and other != name else "")
+        raise CheckpointError(f"checkpoint '{checkpoint}' does not fit ancestry '{name}': {load_error(exc)}{hint}") \
             from None
     return model, spec_of(model, name, str(checkpoint))
 
