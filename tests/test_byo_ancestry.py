@@ -352,3 +352,33 @@ def test_a_checkpoint_of_another_variant_names_it(tmp_path: Path, capsys: pytest
                        "synthetic", "--out", str(tmp_path / "pool"), *QUICK], capsys)
     lines = error_lines(err)
     assert rc == 2 and len(lines) == 1 and f"--ancestry {TINY}" in lines[0], err
+
+
+def _snapshot(tmp_path: Path) -> Path:
+    """A Hugging Face snapshot of a fine-tuned timm model: model.safetensors and timm's config.json, whose
+    pretrained_cfg records the normalisation it was trained with."""
+    snap = tmp_path / "snapshot"
+    _save(_tiny(num_classes=4, in_chans=3), snap / "model.safetensors")
+    (snap / "config.json").write_text(json.dumps({
+        "architecture": TINY, "num_classes": 4, "num_features": 32, "global_pool": "token",
+        "pretrained_cfg": {"tag": "mine", "input_size": [3, 16, 16], "mean": [0.1, 0.2, 0.3],
+                           "std": [0.4, 0.5, 0.6], "num_classes": 4, "classifier": "head"}}))
+    return snap
+
+
+def test_a_hub_snapshot_is_normalised_as_its_config_says(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A snapshot's config.json records the mean/std the model was trained with; it was ignored (the stock
+    model's were used, silently) and an export of the snapshot would have crashed reading it."""
+    snap = _snapshot(tmp_path)
+    pool = tmp_path / "pool"
+    rc, err = run_cli(["pool", "build", "--ancestry", TINY, "--ancestry-checkpoint", str(snap), "--data",
+                       _folder(tmp_path / "images"), "--out", str(pool), "--init", "lstsq", *QUICK], capsys)
+    assert rc == 0, err
+    pre = json.loads((pool / "pool.json").read_text())["preprocess"]
+    assert (pre["mean"], pre["std"]) == ([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])
+    out = tmp_path / "out"
+    rc, err = run_cli(["export", "--model", TINY, "--checkpoint", str(snap), "--target", "cpu", "--format", "onnx",
+                       "--out", str(out), "--quiet"], capsys)
+    assert rc == 0, err
+    mf = json.loads((out / "manifest.json").read_text())
+    assert (mf["preprocess"]["mean"], mf["preprocess"]["std"]) == ([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])

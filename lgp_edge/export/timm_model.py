@@ -83,14 +83,16 @@ def _model_size(model: nn.Module) -> tuple[int, int | None, int]:
     return count_params(model), flops, blocks
 
 
-def _timm_preprocess(model: nn.Module, name: str) -> PreprocessSpec:
-    """Mean/std from the model's pretrained_cfg; ImageNet names for a 1000-class head, else class_<i>."""
+def _timm_preprocess(model: nn.Module, name: str, own: dict[str, Any] | None = None) -> PreprocessSpec:
+    """Mean/std from ``own`` (a snapshot's config.json) or the model's pretrained_cfg; ImageNet names for a
+    1000-class head, else class_<i>."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     chans, n = int(model.patch_embed.proj.in_channels), int(model.num_classes)
-    mean, std = tuple(cfg.get("mean", ())), tuple(cfg.get("std", ()))
+    mean, std = tuple((own or cfg).get("mean", ())), tuple((own or cfg).get("std", ()))
     if len(mean) != chans or len(std) != chans:
-        raise UsageError(f"timm model '{name}' takes {chans} channel(s) but its pretrained_cfg normalises "
-                         f"{len(mean)}; pass --data to give the dataset it was trained on")
+        raise UsageError(f"timm model '{name}' takes {chans} channel(s) but its "
+                         f"{'config.json' if own else 'pretrained_cfg'} normalises {len(mean)}; pass --data to give "
+                         "the dataset it was trained on")
     if n == 1000 and cfg.get("num_classes") == 1000:
         from timm.data import ImageNetInfo
 
@@ -104,17 +106,13 @@ def _timm_preprocess(model: nn.Module, name: str) -> PreprocessSpec:
 def _resolve_preprocess(model: nn.Module, name: str, data: str | None,
                         meta: dict[str, Any] | None) -> tuple[PreprocessSpec, str, str]:
     """(preprocessing, where it came from, validation dataset); see the module docstring for the order."""
-    from lgp_edge.datasets import check_data_name, check_labels, open_data
+    from lgp_edge.datasets import check_data_name, check_labels, model_norm, open_data
 
     size, chans, n = int(model.patch_embed.img_size[0]), int(model.patch_embed.proj.in_channels), model.num_classes
     data = data or (meta or {}).get("data")
     if data is not None and data != "synthetic":
         check_data_name(data)
-        norm = None
-        if data.startswith("imagefolder:"):  # normalised as the model was trained
-            own = PreprocessSpec.from_dict(meta["preprocess"]) if meta and "preprocess" in meta \
-                else _timm_preprocess(model, name)
-            norm = (tuple(own.mean), tuple(own.std))
+        norm = model_norm(model, name, meta) if data.startswith("imagefolder:") else None  # as it was trained
         info = open_data(data, img_size=size, in_chans=chans, num_classes=n, norm=norm).info
         if info.num_classes != n:
             raise UsageError(f"--data {data} has {info.num_classes} classes; the checkpoint's head has {n}")
@@ -122,10 +120,13 @@ def _resolve_preprocess(model: nn.Module, name: str, data: str | None,
             check_labels(info, tuple(meta["preprocess"]["labels"]), str(meta.get("data", "its ancestry.json")))
         return PreprocessSpec(img_size=size, in_chans=chans, mean=info.preprocess.mean, std=info.preprocess.std,
                               labels=info.preprocess.labels), f"dataset {data}", data
-    if meta and "preprocess" in meta:
-        pre = PreprocessSpec.from_dict(meta["preprocess"])
+    pre = (meta or {}).get("preprocess") or {}
+    if "labels" in pre:  # an ancestry train run's
+        pre = PreprocessSpec.from_dict(pre)
         return PreprocessSpec(img_size=size, in_chans=chans, mean=pre.mean, std=pre.std, labels=pre.labels), \
             "ancestry.json beside the checkpoint", "synthetic"
+    if "mean" in pre:  # a Hugging Face snapshot's config.json: the normalisation it was trained with
+        return _timm_preprocess(model, name, pre), "config.json beside the checkpoint", "synthetic"
     return _timm_preprocess(model, name), "timm pretrained_cfg", "synthetic"
 
 

@@ -277,11 +277,34 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         other = (read_ancestry_dir(checkpoint) or {}).get("name")
-        hint = (f"; its ancestry.json says it is a '{other}': pass --ancestry {other}"
+        hint = (f"; its ancestry.json (or config.json) says it is a '{other}': pass --ancestry {other}"
                 if isinstance(other, str) and other != name else "")
         raise CheckpointError(f"checkpoint '{checkpoint}' does not fit ancestry '{name}': {load_error(exc)}{hint}") \
             from None
     return model, spec_of(model, name, str(checkpoint))
+
+
+def hub_config(folder: Path) -> dict[str, Any] | None:
+    """A Hugging Face snapshot of a timm model (``config.json`` beside ``model.safetensors``) as the parts of an
+    ``ancestry.json`` it holds: the architecture's name and the mean/std its ``pretrained_cfg`` says the model
+    was trained with (a fine-tuned model's own); None when the folder is no such snapshot."""
+    f = folder / "config.json"
+    if not (f.is_file() and (folder / "model.safetensors").is_file()):
+        return None
+    try:
+        cfg = json.loads(f.read_text())
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(f"'{f}' is damaged ({str(exc)[:120]}); restore it or delete it") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("architecture"), str):
+        return None
+    out: dict[str, Any] = {"name": cfg["architecture"], "source": str(f)}
+    pre = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
+    mean, std = pre.get("mean"), pre.get("std")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in [*(mean or []), *(std or [])])
+    if isinstance(mean, list) and isinstance(std, list) and 0 < len(mean) == len(std) and numbers \
+            and all(v > 0 for v in std):
+        out["preprocess"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    return out
 
 
 def shipped_ancestry_dir(name: str) -> Path | None:
@@ -305,15 +328,17 @@ def default_checkpoint(name: str, checkpoint: str | None, *, pretrained: bool = 
 
 
 def read_ancestry_dir(path: str | Path) -> dict[str, Any] | None:
-    """The ``ancestry.json`` written beside an ancestry checkpoint by ``ancestry train``, if any."""
+    """The ``ancestry.json`` written beside an ancestry checkpoint by ``ancestry train``, if any; else what a
+    Hugging Face snapshot's ``config.json`` says of the same things (``hub_config``)."""
     p = Path(path)
-    meta = (p if p.is_dir() else p.parent) / "ancestry.json"
-    if meta.is_file():
-        try:
-            data = json.loads(meta.read_text())
-        except (ValueError, OSError) as exc:
-            raise CheckpointError(f"'{meta}' is damaged ({str(exc)[:120]}); restore it or delete it") from None
-        if not isinstance(data, dict):
-            raise CheckpointError(f"'{meta}' holds no JSON object; restore it or delete it")
-        return data
-    return None
+    folder = p if p.is_dir() else p.parent
+    meta = folder / "ancestry.json"
+    if not meta.is_file():
+        return hub_config(folder)
+    try:
+        data = json.loads(meta.read_text())
+    except (ValueError, OSError) as exc:
+        raise CheckpointError(f"'{meta}' is damaged ({str(exc)[:120]}); restore it or delete it") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"'{meta}' holds no JSON object; restore it or delete it")
+    return data
