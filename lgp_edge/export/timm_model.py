@@ -2,13 +2,14 @@
 
 Any timm ViT (``vit_*``, ``deit_*``, the small variants lgp-edge registers): the ancestry of a pool, or a
 user's own fine-tuned model. The weights come from a safetensors file or a timm/torch checkpoint read with
-``weights_only=True`` (never a pickle of arbitrary objects), or an ``ancestry train`` output directory. The
-classifier size, input channels and image size are read off the checkpoint's tensors, so a model
-fine-tuned with another head or resolution loads as it was trained.
+``weights_only=True`` (never a pickle of arbitrary objects), an ``ancestry train`` output directory, or a
+Hugging Face snapshot folder. The classifier size, input channels and image size are read off the checkpoint's
+tensors, so a model fine-tuned with another head or resolution loads as it was trained.
 
-Preprocessing (mean/std, labels), first match wins: ``--data`` (the dataset's own normalisation and class
-names), the ``ancestry.json`` that ``ancestry train`` writes beside its checkpoint, the model's timm
-``pretrained_cfg`` (ImageNet class names for a 1000-class head). Validation and int8 calibration images
+Preprocessing (mean/std, labels), first match wins: ``--data`` (its class names; an image folder normalised
+as the model was trained, below), the ``ancestry.json`` that ``ancestry train`` writes beside its checkpoint,
+a snapshot's ``config.json`` (its mean/std), the model's timm ``pretrained_cfg`` (ImageNet class names for a
+1000-class head). Validation and int8 calibration images
 come from ``--data``, else the dataset named in ``ancestry.json``; with neither, validation runs on
 synthetic images (a numerical check only, and the manifest says so) and int8 is refused.
 """
