@@ -95,10 +95,14 @@ def _import(args: argparse.Namespace) -> int:
     if args.predict or args.calibrate or args.check or args.model or args.descendant:
         raise UsageError("--import adds the records of a file; it cannot be combined with --predict, --calibrate, "
                          "--check, --model or --descendant")
-    records, path = import_records(args.import_file, target=args.target, store=args.store,
-                                   targets_dir=args.targets_dir, pool=args.pool)
-    print(f"imported {len(records)} records ({', '.join(sorted({r.source for r in records}))}) into {path}",
-          file=sys.stderr)
+    records, path, added = import_records(args.import_file, target=args.target, store=args.store,
+                                          targets_dir=args.targets_dir, pool=args.pool)
+    kinds = ", ".join(sorted({r.source for r in records}))
+    if added == len(records):
+        print(f"imported {len(records)} records ({kinds}) into {path}", file=sys.stderr)
+    else:
+        print(f"imported {added} of {len(records)} records ({kinds}) into {path}; {len(records) - added} already "
+              "in the store (the same runs), not added again", file=sys.stderr)
     return 0
 
 

@@ -26,10 +26,14 @@ def usable_cpus() -> int:
 
 
 def default_threads(target: TargetSpec) -> int:
-    """The target file's ``threads``, else every CPU this process may use (never more: a runtime asked for
-    more threads than the affinity mask allows oversubscribes the cores it has and fails to pin threads)."""
+    """The target file's ``threads``; else, for this host, every CPU this process may use (never more: a runtime
+    asked for more threads than the affinity mask allows oversubscribes the cores it has and fails to pin
+    threads), and for a device 1 (its thread count is the device's, never the one of whichever machine runs
+    lgp-edge: a board measured from two workstations must not be split by their core counts)."""
     t = int(target.extra.get("threads", 0) or 0)
-    return t if t > 0 else usable_cpus()
+    if t > 0:
+        return t
+    return usable_cpus() if target.connection.kind == "local" else 1
 
 
 def measure_gemm_peak(threads: int, n: int = 2048, reps: int = 5, engine: str = "torch") -> float:
@@ -166,6 +170,14 @@ def host_fingerprint(runtime: str, threads: int) -> dict[str, Any]:
     return {"cpu": cpu_model(), "logical_cpus": os.cpu_count() or 1, "threads": int(threads),
             "llc_bytes": last_level_cache_bytes(), "runtime": runtime, "engine": engine,
             "versions": {n: runtime_version(n) for n in sorted({engine, "torch"})}, "schema": 2}
+
+
+def host_versions() -> dict[str, str]:
+    """What a run on this host records beside its runtime versions: the machine it ran on (target 'cpu' is
+    whichever machine runs lgp-edge, and a store may be shared between machines)."""
+    import os
+
+    return {"host_cpu": cpu_model(), "host_logical_cpus": str(os.cpu_count() or 1)}
 
 
 def fingerprint_key(fp: dict[str, Any]) -> str:

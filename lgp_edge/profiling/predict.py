@@ -254,18 +254,22 @@ RECENT_RUNS = 5  # the robust aggregate reads this many most recent runs of a mo
 def robust_measured(records: Sequence[LatencyRecord], recent: int = RECENT_RUNS) -> dict[tuple[Any, ...],
                                                                                       LatencyRecord]:
     """One record per (pool, model, target, runtime, precision, batch): the median over the ``recent``
-    newest runs at the newest run's thread count, leaving out runs flagged noisy. When every recent run
-    is noisy the aggregate is flagged noisy (callers must not let it decide anything silently)."""
+    newest runs at the newest run's thread count, leaving out runs flagged noisy and runs under other tool
+    versions than the newest run's (another runtime version, or for this host's target another machine: their
+    times are not this setup's). When every recent run is noisy the aggregate is flagged noisy (callers must
+    not let it decide anything silently)."""
     groups: dict[tuple[Any, ...], list[LatencyRecord]] = {}
     for r in records:  # oldest first
         groups.setdefault((r.pool_id, r.descendant_key, r.target, r.runtime, r.precision, r.batch), []).append(r)
     out = {}
     for k, rows in groups.items():
-        threads = rows[-1].threads
-        last = [r for r in rows if r.threads == threads][-recent:]
+        threads, versions = rows[-1].threads, rows[-1].tool_versions
+        recent_rows = [r for r in rows if r.threads == threads][-recent:]
+        last = [r for r in recent_rows if r.tool_versions == versions]
+        other = len(recent_rows) - len(last)
         calm = [r for r in last if not r.noisy]
         use = calm or last
-        if len(use) == 1:
+        if len(use) == 1 and not other:
             out[k] = use[0]
             continue
         med = statistics.median(r.median_ms for r in use)
@@ -277,10 +281,12 @@ def robust_measured(records: Sequence[LatencyRecord], recent: int = RECENT_RUNS)
                          std_ms=statistics.median(r.std_ms for r in use), cv=statistics.median(r.cv for r in use),
                          n=sum(r.n for r in use), noisy=not calm,
                          tool_versions={**newest.tool_versions,
-                                        "aggregate": f"median of {len(use)} recent runs"
+                                        "aggregate": f"median of {len(use)} recent run(s)"
                                                      + ("" if calm else ", all noisy")
                                                      + (f" ({len(last) - len(calm)} noisy left out)"
-                                                        if calm and len(calm) < len(last) else "")})
+                                                        if calm and len(calm) < len(last) else "")
+                                                     + (f" ({other} run(s) under other tool versions left out)"
+                                                        if other else "")})
     return out
 
 
@@ -288,20 +294,26 @@ def probe_records(store: Any, target: str, runtime: str, precision: str, batch: 
                   threads: int | None = None) -> list[LatencyRecord]:
     """Each probe type's robust aggregate for a target/runtime/precision (any pool), at ``threads`` when given."""
     recs = [r for r in store.records(target=target, runtime=runtime, precision=precision, source="measured",
-                                     batch=batch)
+                                     batch=batch, recent=RECENT_RUNS)
             if r.descendant_key.startswith(PROBE_PREFIX) and (threads is None or r.threads == threads)]
     newest: dict[str, LatencyRecord] = {}
     for r in robust_measured(recs).values():
         if r.descendant_key not in newest or r.when >= newest[r.descendant_key].when:
             newest[r.descendant_key] = r
-    return sorted(newest.values(), key=lambda r: r.descendant_key)
+    noisy = sorted(k for k, r in newest.items() if r.noisy)
+    if noisy:  # a probe timed under load would set the p90 of every model predicted near its size
+        log.warning("%d calibration probe(s) of %s were noisy in every recent run and are left out of the fit: "
+                    "'lgp-edge profile --target %s --calibrate' on a quieter machine measures them again",
+                    len(noisy), target, target)
+    return sorted((r for r in newest.values() if not r.noisy), key=lambda r: r.descendant_key)
 
 
 def measured_spread(store: Any, target: str, runtime: str, precision: str,
                     threads: int | None = None) -> tuple[float, float, int] | None:
     """(p90/median, p99/median, runs) over the calm measured runs of a target (at ``threads`` when given), or
     None when there are none."""
-    rows = [r for r in store.records(target=target, runtime=runtime, precision=precision, source="measured")
+    rows = [r for r in store.records(target=target, runtime=runtime, precision=precision, source="measured",
+                                     recent=RECENT_RUNS)
             if not r.noisy and r.median_ms > 0 and (threads is None or r.threads == threads)]
     if not rows:
         return None
@@ -386,8 +398,9 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
     noisy: dict[str, LatencyRecord] = {}
     rows: list[LatencyRecord] = []
     if store is not None:
-        rows = store.records(target=target.name, runtime=runtime, precision=precision, pool_id=pool.pool_id,
-                             source="measured", batch=batch)
+        rows = [r for r in store.records(target=target.name, runtime=runtime, precision=precision,
+                                         pool_id=pool.pool_id, source="measured", batch=batch, recent=RECENT_RUNS)
+                if not r.descendant_key.startswith(PROBE_PREFIX)]  # probes calibrate; they are not descendants
     if threads is None:
         threads = comparison_threads(rows, default_threads(target))
     other = {r.threads for r in rows if r.threads != threads}

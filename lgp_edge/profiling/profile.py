@@ -21,7 +21,7 @@ import torch
 
 from lgp_edge import __version__
 from lgp_edge.errors import UsageError
-from lgp_edge.profiling.host import default_threads
+from lgp_edge.profiling.host import default_threads, host_versions
 from lgp_edge.profiling.measure import MeasureSettings, Timing, repeat_if_noisy, summarize
 from lgp_edge.profiling.predict import Predictor, fit_calibration, make_predictor, now_utc
 from lgp_edge.profiling.subject import Item, Subject, pool_subject, timm_subject
@@ -111,7 +111,7 @@ def _measure_local(subject: Subject, items: Sequence[Item], target: TargetSpec, 
     from lgp_edge.profiling.runtimes import get_runtime
 
     rt = get_runtime(runtime)
-    versions = rt.versions()
+    versions = {**rt.versions(), **host_versions()}
     x = _example(subject, settings.batch)
     opset = min(17, target.max_opset)
     out = []
@@ -138,7 +138,7 @@ def _measure_local_interleaved(subject: Subject, items: Sequence[Item], target: 
     from lgp_edge.profiling.runtimes import get_runtime
 
     rt = get_runtime(runtime)
-    versions = rt.versions()
+    versions = {**rt.versions(), **host_versions()}
     x = _example(subject, settings.batch)
     opset = min(17, target.max_opset)
     with tempfile.TemporaryDirectory(prefix="lgp-edge-profile-") as tmp:

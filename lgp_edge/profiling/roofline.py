@@ -20,6 +20,8 @@ are in ``host``); ``lgp-edge profile --target cpu --calibrate`` measures it agai
 from __future__ import annotations
 
 import functools
+import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,18 +86,40 @@ def measure_host(runtime: str, threads: int, gemm_n: int = 512) -> HostFacts:
 _IN_PROCESS: dict[str, HostFacts] = {}
 
 
+# What any machine lgp-edge runs on measures (a stored value outside these was edited or damaged): GFLOP/s of
+# one fp32 GEMM, GB/s of a copy, bytes of last-level cache, p90/median and p99/median of a timed series.
+_FACT_RANGES = {"peak_gflops_fp32": (0.1, 1e6), "mem_gbps": (0.01, 1e5), "cache_gbps": (0.0, 1e6),
+                "llc_bytes": (0, 1 << 40), "threads": (1, 4096), "gemm_n": (1, 1 << 16), "p90_ratio": (1.0, 1e3),
+                "p99_ratio": (1.0, 1e4)}
+
+
+def facts_problem(facts: dict[str, Any]) -> str | None:
+    """Why stored host-calibration facts cannot be this machine's (None when they can)."""
+    for name, (lo, hi) in _FACT_RANGES.items():
+        v = facts.get(name, HostFacts.__dataclass_fields__[name].default)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+            return f"{name} {v!r} is not in {lo:g}..{hi:g}"
+    if facts.get("p99_ratio", 1.0) < facts.get("p90_ratio", 1.0):
+        return "p99_ratio is below p90_ratio"
+    return None
+
+
 def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: bool = False) -> HostFacts:
     """The host calibration for this fingerprint: from the store when it holds one (every process then
     predicts the same), else measured now and stored (``refresh``: measure and replace)."""
     key = fingerprint_key(host_fingerprint(runtime, threads))
     if not refresh:
+        problem = None
         if store is not None:
             facts = store.host_calibration(key)
-            if facts is not None:
+            problem = None if facts is None else facts_problem(facts)
+            if facts is not None and problem is None:
                 return HostFacts(**{k: v for k, v in facts.items() if k in HostFacts.__dataclass_fields__})
-        if key in _IN_PROCESS:
+            if problem is not None:  # measured again below, and stored in its place
+                logging.getLogger(__name__).warning("the host calibration stored in %s is impossible (%s): "
+                                                    "measured again", getattr(store, "path", "the store"), problem)
+        if key in _IN_PROCESS and problem is None:
             return _IN_PROCESS[key]
-    import logging
     from dataclasses import asdict
 
     facts = measure_host(runtime, threads)

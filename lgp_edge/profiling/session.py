@@ -292,13 +292,14 @@ def _check_imported(path: str | Path, records: list[Any], target: str | None, ta
 
 
 def import_records(path: str | Path, *, target: str | None = None, store: str | None = None,
-                   targets_dir: str | None = None, pool: str | None = None) -> tuple[list[Any], Path]:
+                   targets_dir: str | None = None, pool: str | None = None) -> tuple[list[Any], Path, int]:
     """Add the records of a JSON file to the store; refuses records of another ``target``, of an unknown
-    target, and (with ``pool``) of another pool, all or nothing. (records, store path)"""
+    target, and (with ``pool``) of another pool, all or nothing. Runs the store holds already are not added
+    again. (records, store path, records added)"""
     from lgp_edge.profiling.store import MeasurementStore, default_store_path, read_records_file
 
     records = read_records_file(path)
     _check_imported(path, records, target, targets_dir, pool)
     with MeasurementStore(store or default_store_path()) as st:
-        st.put_many(records)
-        return records, st.path
+        added = st.put_many(records)
+        return records, st.path, added

@@ -137,11 +137,41 @@ class MeasurementStore:
             if str(mode).lower() != "wal":
                 mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self._db.execute("PRAGMA synchronous = NORMAL")
-            if int(self._db.execute("PRAGMA user_version").fetchone()[0]) != SCHEMA_VERSION:
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            self._check_version(version)
+            self._check_writable(version)
+            if version != SCHEMA_VERSION:
                 self._migrate()  # only a new or older file is written to on open
         except (sqlite3.DatabaseError, OSError) as exc:
             raise UsageError(f"cannot open measurement store '{self.path}': {exc}") from None
+        except UsageError:
+            self._db.close()
+            raise
         self.journal_mode = str(mode)
+
+    def _check_version(self, version: int) -> None:
+        """A store of a newer schema is neither read (its columns may mean something else) nor stamped back."""
+        if version > SCHEMA_VERSION:
+            raise UsageError(f"measurement store '{self.path}' was written by a newer lgp-edge (schema {version}; "
+                             f"this one knows up to {SCHEMA_VERSION}): upgrade lgp-edge, or pass another --store")
+
+    def _check_writable(self, version: int) -> None:
+        """SQLite opens a file it cannot write read-only without a word; find out now, not after an hour of
+        measuring. A store another writer holds locked is writable (the write waits for it)."""
+        assert self._db is not None
+        self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(f"PRAGMA user_version = {version}")
+            finally:
+                self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            if "readonly" in str(exc).replace("-", "").replace(" ", ""):
+                raise UsageError(f"measurement store '{self.path}' cannot be written ({exc}): profile adds its runs "
+                                 "to it; pass a writable --store (select, export and report only read)") from None
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {int(self.timeout_s / self.write_attempts * 1000)}")
 
     def _open_readonly(self) -> None:
         if not self.path.exists():
@@ -153,10 +183,13 @@ class MeasurementStore:
                 self._db = sqlite3.connect(uri, uri=True, timeout=self.timeout_s, isolation_level=None)
                 tables = self._tables()
             except sqlite3.OperationalError:  # a WAL file in a directory we cannot write: read it as immutable
+                self._check_no_pending_wal()
                 self._db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
                 tables = self._tables()
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"cannot read measurement store '{self.path}': {exc}") from None
+        self._check_version(version)
         if "runs" in tables:
             self._table = "runs"
         elif "latency" in tables:  # schema 1, read as is
@@ -167,6 +200,15 @@ class MeasurementStore:
         else:
             self._db.close()
             self._db = None  # an empty file: an empty store
+
+    def _check_no_pending_wal(self) -> None:
+        """An immutable read sees only the main file: runs still in its ``-wal`` would be left out silently."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise UsageError(f"measurement store '{self.path}' has runs not yet merged from '{wal.name}', and its "
+                             "folder cannot be written, so they cannot be read: open it once where its folder is "
+                             "writable (any 'lgp-edge profile' there merges them), or copy the store with its "
+                             f"'{wal.name}' to a writable folder")
 
     def _tables(self) -> set[str]:
         assert self._db is not None
@@ -220,22 +262,22 @@ class MeasurementStore:
         """Add one record (a new run; earlier runs are kept)."""
         self.put_many([record])
 
-    def put_many(self, records: Sequence[LatencyRecord]) -> None:
-        """Add records in one transaction (all or nothing). A stored prediction replaces the earlier
-        prediction of the same model from the same calibration; measurements are always added.
+    def put_many(self, records: Sequence[LatencyRecord]) -> int:
+        """Add records in one transaction (all or nothing); returns how many were added. A stored prediction
+        replaces the earlier prediction of the same model from the same calibration; a measurement is added
+        unless the store holds the very same run already (a file imported twice counts once).
 
         When the store stays locked or is damaged, the write is retried ``write_attempts`` times, then the
         records are saved beside the store and ``StoreWriteFailed`` says where."""
         rows = [self._row(r) for r in records]
         if not rows:
-            return
+            return 0
         if self.readonly or self._db is None:
             raise UsageError(f"measurement store '{self.path}' is open read-only")
         problem = ""
         for attempt in range(self.write_attempts):
             try:
-                self._insert(rows)
-                return
+                return self._insert(rows)
             except sqlite3.OperationalError as exc:  # locked / busy: wait and try again
                 problem = str(exc)
                 log.info("store %s: %s (attempt %d of %d)", self.path, exc, attempt + 1, self.write_attempts)
@@ -248,13 +290,18 @@ class MeasurementStore:
             f"could not write {len(rows)} records to the measurement store '{self.path}' ({problem}); they are "
             f"saved in '{saved}': load them with 'lgp-edge profile --import {saved} --store PATH'", saved)
 
-    def _insert(self, rows: list[tuple[Any, ...]]) -> None:
+    def _insert(self, rows: list[tuple[Any, ...]]) -> int:
         assert self._db is not None
         marks = ",".join("?" * len(_COLUMNS))
+        same = " AND ".join(f"{c} IS ?" for c in _COLUMNS)
+        added = 0
         self._db.execute("BEGIN IMMEDIATE")
         try:
             for row in rows:
                 d = dict(zip(_COLUMNS, row))
+                if d["source"] == "measured" and self._db.execute(f"SELECT 1 FROM runs WHERE {same} LIMIT 1",
+                                                                  row).fetchone():
+                    continue  # this very run is stored already
                 if d["source"] == "predicted":
                     self._db.execute("DELETE FROM runs WHERE source = 'predicted' AND pool_id = ? AND "
                                      "descendant_key = ? AND target = ? AND runtime = ? AND precision = ? AND "
@@ -262,10 +309,12 @@ class MeasurementStore:
                                      (d["pool_id"], d["descendant_key"], d["target"], d["runtime"], d["precision"],
                                       d["batch"], d["threads"], d["calibration"]))
                 self._db.execute(f"INSERT INTO runs ({','.join(_COLUMNS)}) VALUES ({marks})", row)
+                added += 1
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+        return added
 
     def delete(self, *, target: str, pool_id: str | None = None, runtime: str | None = None) -> int:
         if self._db is None or self.readonly:
@@ -288,11 +337,15 @@ class MeasurementStore:
         """One row as a record; a row no run can produce (written into the file by hand, or damaged) is refused
         rather than scored."""
         d = dict(zip(_COLUMNS, row))
+        try:
+            versions = json.loads(d["tool_versions"])
+        except (TypeError, ValueError):
+            versions = d["tool_versions"]  # refused by check_record below, naming the field
         rec = LatencyRecord(descendant_key=d["descendant_key"], target=d["target"], runtime=d["runtime"],
                             precision=d["precision"], batch=d["batch"], median_ms=d["median_ms"],
                             p90_ms=d["p90_ms"], p99_ms=d["p99_ms"], mean_ms=d["mean_ms"], std_ms=d["std_ms"],
                             cv=d["cv"], n=d["n"], warmup=d["warmup"], threads=d["threads"], source=d["source"],
-                            when=d["when_utc"], tool_versions=json.loads(d["tool_versions"]),
+                            when=d["when_utc"], tool_versions=versions,
                             pool_id=d["pool_id"], noisy=bool(d["noisy"]), calibration=d["calibration"] or "")
         try:
             check_record(rec)
@@ -301,25 +354,34 @@ class MeasurementStore:
                              f"{rec.target!r}); move the store aside (profiling again creates a new one)") from None
         return rec
 
-    def _select(self, sql_tail: str, args: list[Any]) -> list[Any]:
+    def _select(self, sql_tail: str, args: list[Any], source: str = "") -> list[Any]:
         if self._db is None:
             return []
         cols = ",".join(c if c != "calibration" or self._table == "runs" else "'' AS calibration" for c in _COLUMNS)
         try:
-            return self._db.execute(f"SELECT {cols} FROM {self._table} {sql_tail}", args).fetchall()
+            return self._db.execute(f"SELECT {cols} FROM {source or self._table} {sql_tail}", args).fetchall()
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"cannot read measurement store '{self.path}': {exc}; move it aside (profiling "
                              "again creates a new one)") from None
 
     def records(self, target: str | None = None, runtime: str | None = None, precision: str | None = None,
                 pool_id: str | None = None, *, source: str | None = None, batch: int | None = None,
-                latest: bool = False) -> list[LatencyRecord]:
+                latest: bool = False, recent: int | None = None) -> list[LatencyRecord]:
         """Rows matching every given filter, oldest first. ``latest``: one row per (descendant, runtime,
-        precision, batch, source), the newest, whatever the tool versions."""
+        precision, batch, source), the newest, whatever the tool versions. ``recent``: only the ``recent`` newest
+        runs of each (descendant, runtime, precision, batch, source, thread count), selected by SQLite (readers
+        aggregate the recent runs, and a store keeps years of history)."""
         where, args = self._where(target=target, runtime=runtime, precision=precision, pool_id=pool_id,
                                   source=source, batch=batch)
-        order = "when_utc, id" if self._table == "runs" else "when_utc, rowid"
-        out = [self._record(r) for r in self._select(f"{where} ORDER BY {order}", args)]
+        seq = "id" if self._table == "runs" else "rowid"
+        if recent is None:
+            rows = self._select(f"{where} ORDER BY when_utc, {seq}", args)
+        else:
+            ranked = (f"(SELECT *, {seq} AS seq_, ROW_NUMBER() OVER (PARTITION BY pool_id, descendant_key, target, "
+                      f"runtime, precision, batch, source, threads ORDER BY when_utc DESC, {seq} DESC) AS rank_ "
+                      f"FROM {self._table} {where})")
+            rows = self._select("WHERE rank_ <= ? ORDER BY when_utc, seq_", [*args, int(recent)], source=ranked)
+        out = [self._record(r) for r in rows]
         if latest:
             newest: dict[tuple[Any, ...], LatencyRecord] = {}
             for r in out:  # ascending time: later rows win
@@ -356,7 +418,16 @@ class MeasurementStore:
                                    (fingerprint,)).fetchone()
         except sqlite3.DatabaseError as exc:
             raise UsageError(f"cannot read measurement store '{self.path}': {exc}") from None
-        return None if row is None else json.loads(row[0])
+        if row is None:
+            return None
+        try:
+            facts = json.loads(row[0])
+        except (TypeError, ValueError):
+            facts = None
+        if not isinstance(facts, dict):
+            log.warning("the host calibration stored in %s is not readable: measured again", self.path)
+            return None
+        return facts
 
     def put_host_calibration(self, fingerprint: str, facts: dict[str, Any]) -> bool:
         """Store (replace) a host calibration. A read-only store records it when its file exists and can be

@@ -1,0 +1,264 @@
+"""The measurement store as a team uses it for months: other schema versions, hand-edited or damaged rows,
+runs under other runtime versions or on other hosts, calibration probes, read-only files, long histories
+and files imported twice. Each number a reader takes from the store is either trustworthy or refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from helpers import error_lines, run_cli
+
+from lgp_edge.errors import UsageError
+from lgp_edge.pool.pool import load_pool, resolve_pool
+from lgp_edge.profiling import roofline
+from lgp_edge.profiling.host import default_threads, fingerprint_key, host_fingerprint
+from lgp_edge.profiling.predict import (
+    calibration_probes,
+    latencies_for,
+    probe_key,
+    probe_records,
+    robust_measured,
+)
+from lgp_edge.profiling.roofline import parts_of
+from lgp_edge.profiling.store import SCHEMA_VERSION, MeasurementStore
+from lgp_edge.specs import LatencyRecord
+from lgp_edge.targets import load_target
+
+
+def rec(key: str = "b6.0-5", *, median: float = 1.0, p90: float | None = None, threads: int = 1,
+        versions: dict | None = None, when: str = "2026-01-01T00:00:00+00:00", pool_id: str = "p1",
+        noisy: bool = False, target: str = "cpu") -> LatencyRecord:
+    return LatencyRecord(descendant_key=key, target=target, runtime="onnxruntime", precision="fp32", batch=1,
+                         median_ms=median, p90_ms=p90 if p90 is not None else median * 1.1, p99_ms=median * 20,
+                         mean_ms=median, std_ms=0.01, cv=0.3 if noisy else 0.01, n=50, warmup=10, threads=threads,
+                         source="measured", when=when, tool_versions=versions or {"onnxruntime": "1.32.0"},
+                         pool_id=pool_id, noisy=noisy)
+
+
+def _store_with_one_run(path: Path) -> None:
+    with MeasurementStore(path) as s:
+        s.put(rec())
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_pool(resolve_pool(None))[0]
+
+
+# ------------------------------------------------------------------------------ schema and damaged rows
+def test_a_store_from_a_newer_lgp_edge_is_refused_and_left_as_it_is(tmp_path, capsys):
+    path = tmp_path / "newer.sqlite"
+    _store_with_one_run(path)
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    for readonly in (False, True):
+        with pytest.raises(UsageError, match="newer lgp-edge"):
+            MeasurementStore(path, readonly=readonly)
+    rc, err = run_cli(["select", "--target", "cpu", "--store", str(path)], capsys)
+    assert rc == 2 and len(error_lines(err)) == 1 and "newer lgp-edge" in err
+    rc, err = run_cli(["profile", "--target", "jetson-nano", "--predict", "--store", str(path)], capsys)
+    assert rc == 2 and "newer lgp-edge" in err
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1  # never stamped back
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+
+
+def test_a_row_whose_tool_versions_are_not_json_is_one_line(tmp_path, capsys):
+    path = tmp_path / "edited.sqlite"
+    _store_with_one_run(path)
+    db = sqlite3.connect(path)
+    db.execute("UPDATE runs SET tool_versions = 'not json'")
+    db.commit()
+    db.close()
+    with MeasurementStore(path, readonly=True) as s, pytest.raises(UsageError, match="impossible record"):
+        s.records()
+    rc, err = run_cli(["select", "--target", "cpu", "--store", str(path)], capsys)
+    assert rc == 2 and len(error_lines(err)) == 1 and "tool_versions" in err
+
+
+@pytest.mark.parametrize("facts", ["garbage", json.dumps({"peak_gflops_fp32": -5.0, "mem_gbps": 20.0,
+                                                           "threads": 1, "gemm_n": 512}),
+                                   json.dumps({"peak_gflops_fp32": 1e-9, "mem_gbps": 20.0, "threads": 1,
+                                               "gemm_n": 512})])
+def test_an_impossible_host_calibration_is_measured_again_not_used(tmp_path, facts, caplog):
+    """A negative peak made every model free; 1e-9 GFLOP/s predicted a billion ms."""
+    path = tmp_path / "s.sqlite"
+    key = fingerprint_key(host_fingerprint("onnxruntime", 1))
+    with MeasurementStore(path) as s:
+        s.put_host_calibration(key, {"x": 1})
+        s._db.execute("UPDATE host_calibration SET facts = ? WHERE fingerprint = ?", (facts, key))
+        got = roofline.host_calibration("onnxruntime", 1, s)
+        assert 1.0 < got.peak_gflops_fp32 < 1e5 and 0.1 < got.mem_gbps < 1e4  # measured now
+        assert "measured again" in caplog.text
+        assert s.host_calibration(key)["peak_gflops_fp32"] == got.peak_gflops_fp32  # and it replaced the bad one
+
+
+# --------------------------------------------------------------------------- what readers aggregate
+def test_runs_under_other_runtime_versions_are_not_mixed_into_the_median():
+    """Four runs under an older ONNX Runtime outvoted the one just measured under the installed one."""
+    old = [rec(median=2.0, versions={"onnxruntime": "1.17.0"}, when=f"2026-01-0{i}T00:00:00+00:00")
+           for i in range(1, 5)]
+    new = rec(median=0.64, versions={"onnxruntime": "1.32.0"}, when="2026-01-09T00:00:00+00:00")
+    (agg,) = robust_measured([*old, new]).values()
+    assert agg.median_ms == 0.64 and agg.tool_versions["onnxruntime"] == "1.32.0"
+    assert "4 run(s) under other tool versions left out" in agg.tool_versions["aggregate"]
+
+
+def test_local_runs_record_the_host_they_ran_on(tmp_path):
+    """Target 'cpu' is whatever machine ran the profile: a store shared between machines must tell them apart."""
+    from lgp_edge.profiling.session import ProfileRequest, run_profile
+
+    res = run_profile(ProfileRequest(target="cpu", runtime="onnxruntime", descendants=("ti6.0-5",), warmup=1,
+                                     iters=3, threads=1, store=str(tmp_path / "s.sqlite")))
+    (r,) = res.records
+    assert r.tool_versions["host_cpu"] == host_fingerprint("onnxruntime", 1)["cpu"]
+    assert int(r.tool_versions["host_logical_cpus"]) >= 1
+
+
+def test_calibration_probes_do_not_decide_the_thread_count_descendants_are_compared_at(demo, tmp_path):
+    cpu = load_target("cpu")
+    with MeasurementStore(tmp_path / "s.sqlite") as s:
+        for key in ("ti6.0-5", "ti6.0-5+b6.5-5", "b6.0-5"):
+            s.put(rec(key, median=0.5, threads=1, pool_id=demo.pool_id))
+        for p in calibration_probes(demo.spec):  # 12 probes measured at 2 threads by --calibrate
+            s.put(rec(probe_key(parts_of(demo.spec, p)), median=0.3, threads=2, pool_id=demo.pool_id))
+        got = latencies_for(demo.spec, cpu, "fp32", s)
+    assert got["b6.0-5"].source == "measured" and got["b6.0-5"].threads == 1
+    assert all(r.threads == 1 for r in got.values())
+
+
+def test_noisy_calibration_probes_are_left_out_of_the_fit(demo, tmp_path):
+    """A probe whose p90 was 13x its median set the p90 of every descendant predicted near its size."""
+    probes = calibration_probes(demo.spec)
+    with MeasurementStore(tmp_path / "s.sqlite") as s:
+        for i, p in enumerate(probes):
+            noisy = i < 3
+            s.put(rec(probe_key(parts_of(demo.spec, p)), median=0.3, p90=3.9 if noisy else 0.33, noisy=noisy,
+                      pool_id=demo.pool_id))
+        used = probe_records(s, "cpu", "onnxruntime", "fp32", threads=1)
+    assert len(used) == len(probes) - 3 and not any(r.noisy for r in used)
+
+
+def test_a_board_measured_from_different_workstations_keeps_one_thread_count(monkeypatch):
+    """Board targets without extra.threads took the thread count of the machine that ran lgp-edge."""
+    from lgp_edge.profiling import host
+
+    monkeypatch.setattr(host, "usable_cpus", lambda: 16)
+    assert default_threads(load_target("jetson-nano")) == 1
+    assert default_threads(load_target("jetson-orin-nano")) == 1
+    assert default_threads(load_target("raspberry-pi-5")) == 4  # what the target file says
+    assert default_threads(load_target("cpu")) == 16  # this machine: all of its cores
+
+
+# ------------------------------------------------------------------------------ files and history
+def _in_read_only_mount(script: str, mount: Path) -> subprocess.CompletedProcess[str]:
+    """Run python ``script`` where ``mount`` (a file or a folder) is a read-only bind mount of itself."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare (util-linux) for a read-only mount")
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"user namespaces are not available here ({probe.stderr.strip()})")
+    cmd = (f"mount --bind {mount} {mount} && mount -o remount,ro,bind {mount} && "
+           f"exec {sys.executable} -c \"$0\"")
+    return subprocess.run(["unshare", "-rm", "sh", "-c", cmd, textwrap.dedent(script)], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_store_file_that_cannot_be_written_is_refused_before_any_measuring(tmp_path):
+    path = tmp_path / "s.sqlite"
+    _store_with_one_run(path)
+    out = _in_read_only_mount(f"""
+        from lgp_edge.errors import UsageError
+        from lgp_edge.profiling.store import MeasurementStore
+        try:
+            MeasurementStore({str(path)!r})
+        except UsageError as exc:
+            print("refused:", exc)
+        """, path)
+    assert out.returncode == 0, out.stderr
+    assert "refused:" in out.stdout and "cannot be written" in out.stdout
+
+
+def test_writes_still_in_the_wal_of_a_read_only_folder_are_not_silently_ignored(tmp_path):
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    path = folder / "s.sqlite"
+    _store_with_one_run(path)
+    keep = sqlite3.connect(path)  # a connection that keeps the WAL from being checkpointed at close
+    keep.execute("PRAGMA wal_autocheckpoint = 0")
+    keep.execute("BEGIN")
+    keep.execute("SELECT COUNT(*) FROM runs").fetchall()
+    with MeasurementStore(path) as s:
+        s.put(rec(median=50.0, when="2026-02-01T00:00:00+00:00"))
+    # copy what a reader in another place sees: the database and its WAL, no -shm
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    shutil.copy(path, seen / "s.sqlite")
+    shutil.copy(path.with_name("s.sqlite-wal"), seen / "s.sqlite-wal")
+    keep.close()
+    assert (seen / "s.sqlite-wal").stat().st_size > 0
+    out = _in_read_only_mount(f"""
+        from lgp_edge.errors import UsageError
+        from lgp_edge.profiling.store import MeasurementStore
+        try:
+            print("medians:", [r.median_ms for r in MeasurementStore({str(seen / 's.sqlite')!r},
+                                                                       readonly=True).records()])
+        except UsageError as exc:
+            print("refused:", exc)
+        """, seen)
+    assert out.returncode == 0, out.stderr
+    # either the newest run is read, or the reader is told why it cannot be: never the old value alone
+    assert "medians: [1.0, 50.0]" in out.stdout or ("refused:" in out.stdout and "-wal" in out.stdout), out.stdout
+
+
+def test_readers_take_only_the_recent_runs_from_a_long_history(demo, tmp_path, monkeypatch):
+    """A year of nightly profiles: readers use the 5 newest runs of each model, so they read only those."""
+    path = tmp_path / "s.sqlite"
+    keys = [d.key for d in demo.descendants()]
+    with MeasurementStore(path) as s:
+        s.put_many([rec(k, median=1.0 + day / 1000, pool_id=demo.pool_id,
+                        when=f"2025-{1 + day // 28:02d}-{1 + day % 28:02d}T00:00:00+00:00")
+                    for day in range(300) for k in keys])
+    read = []
+    real = MeasurementStore._record
+
+    def counting(self, row):
+        read.append(1)
+        return real(self, row)
+
+    monkeypatch.setattr(MeasurementStore, "_record", counting)
+    with MeasurementStore(path, readonly=True) as s:
+        got = latencies_for(demo.spec, load_target("cpu"), "fp32", s)
+    assert all(r.source == "measured" for r in got.values())
+    assert got[keys[0]].median_ms == pytest.approx(1.0 + 297 / 1000)  # median of days 295..299
+    assert len(read) <= 5 * len(keys) * 3  # not the 5,400 rows of the whole history (per reader)
+
+
+def test_importing_the_same_file_twice_adds_its_runs_once(tmp_path, capsys):
+    store = tmp_path / "s.sqlite"
+    f = tmp_path / "runs.json"
+    from lgp_edge.profiling.store import records_json
+
+    f.write_text(records_json([rec("b6.0-5", when="2026-03-01T00:00:00+00:00"),
+                               rec("ti6.0-5", when="2026-03-01T00:00:00+00:00")]))
+    rc, err = run_cli(["profile", "--import", str(f), "--store", str(store)], capsys)
+    assert rc == 0 and "imported 2 records" in err
+    rc, err = run_cli(["profile", "--import", str(f), "--store", str(store)], capsys)
+    assert rc == 0 and "2 already in the store" in err
+    with MeasurementStore(store, readonly=True) as s:
+        assert s.count() == 2
+    # a new run with the same numbers at another time is a new run
+    f.write_text(records_json([dataclasses.replace(rec("b6.0-5"), when="2026-03-02T00:00:00+00:00")]))
+    rc, _ = run_cli(["profile", "--import", str(f), "--store", str(store)], capsys)
+    with MeasurementStore(store, readonly=True) as s:
+        assert rc == 0 and s.count() == 3
