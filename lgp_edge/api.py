@@ -93,9 +93,9 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
            targets_dir: str | Path | None = None) -> Any:
     """Export for a profile, validated, with manifest.json (``ExportResult``), as ``lgp-edge export``;
     ``precision`` overrides the profile's, ``model`` + ``checkpoint`` export a timm ViT (``--model``)."""
-    from lgp_edge.datasets import canonical_data
     from lgp_edge.errors import UsageError
     from lgp_edge.export.pipeline import ExportRequest, export_profile
+    from lgp_edge.fileio import canonical_data
     from lgp_edge.profiles import with_overrides
 
     if (model is None) != (checkpoint is None) or (model is not None and (pool or descendant)):

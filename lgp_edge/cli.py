@@ -1,6 +1,7 @@
 """The ``lgp-edge`` command line: parses arguments, calls one stage function, maps errors to exit codes.
 
-Exit codes: 0 ok, 1 validation failed, 2 usage or input error (one line on stderr, nothing written).
+Exit codes: 0 ok, 1 validation failed, 2 usage or input error (one line on stderr, nothing written), 130
+interrupted (Ctrl-C), 143 terminated (SIGTERM), 141 the reader of stdout went away.
 Each subcommand lives in ``lgp_edge.commands.<name>`` with ``register(subparsers)``; heavy libraries are
 imported only inside the handlers, so ``lgp-edge --help`` stays fast.
 """
@@ -9,10 +10,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import io
 import logging
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from lgp_edge import __version__
@@ -116,19 +121,96 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+class Terminated(BaseException):
+    """SIGTERM (``timeout``, Slurm, Kubernetes, systemd): unwinds like Ctrl-C, so temporary files are removed."""
+
+
+def _on_sigterm(main_pid: int) -> Any:
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != main_pid:  # a forked worker (data loading): die as it would have
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated
+
+    return handler
+
+
+@contextmanager
+def _terminal() -> Iterator[None]:
+    """What the command line owns while it runs, given back afterwards (``main`` may be called from Python):
+    SIGTERM unwinds (exit 143), and text a terminal's encoding cannot show is escaped, not a crash after the
+    work is done."""
+    old_term = None
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+    errors = {}
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            errors[stream] = stream.errors
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        yield
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+        for stream, value in errors.items():
+            try:
+                stream.reconfigure(errors=value)
+            except ValueError:  # closed (a reader went away)
+                pass
+
+
+@contextmanager
+def _logging(verbose: bool) -> Iterator[HeldWarnings | None]:
+    """Warnings on stderr (held until the input checks are over); ``-v``: lgp-edge's own debug log too,
+    never other libraries' (matplotlib's font search, the ONNX passes). Removed afterwards."""
     root = logging.getLogger()
+    handler: logging.Handler | None = None
     held = None
-    if not args.verbose and not root.handlers:  # as basicConfig would, with warnings held (HeldWarnings)
-        held = HeldWarnings(sys.stderr)
-        root.addHandler(held)
+    old_level, own_level = root.level, log.level
+    if not root.handlers:  # as basicConfig would (an application that set up logging keeps its own)
+        if verbose:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        else:
+            handler = held = HeldWarnings(sys.stderr)
+            HELD[:] = [held]
+        root.addHandler(handler)
         root.setLevel(logging.WARNING)
-        HELD[:] = [held]
-    else:
-        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                            format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if verbose:
+        log.setLevel(logging.DEBUG)
+    try:
+        yield held
+    finally:
+        if handler is not None:
+            root.removeHandler(handler)
+            root.setLevel(old_level)
+        log.setLevel(own_level)
+        HELD.clear()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    with _terminal():
+        try:
+            args = build_parser().parse_args(argv)
+        except (KeyboardInterrupt, Terminated) as exc:
+            return _stopped(exc, None)
+        with _logging(args.verbose) as held:
+            return _run(args, argv, held)
+
+
+def _stopped(exc: BaseException, held: HeldWarnings | None) -> int:
+    _show(held)
+    if isinstance(exc, Terminated):
+        _say("lgp-edge: terminated")
+        return 143
+    _say("lgp-edge: interrupted")
+    return 130
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str] | None, held: HeldWarnings | None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     log.debug("lgp-edge %s (python %s): %s", __version__, sys.version.split()[0], " ".join(words))
     try:
@@ -139,19 +221,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _show(held)
         _say(f"lgp-edge: error: {exc}")
         return exc.exit_code
-    except KeyboardInterrupt:
-        _show(held)
-        print("lgp-edge: interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as exc:
+        return _stopped(exc, held)
     except BrokenPipeError:  # the reader went away (lgp-edge ... | head): stop quietly, as SIGPIPE would
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe, not even at exit
         return 141
     finally:
         _show(held)
-        if held is not None:
-            root.removeHandler(held)
-            HELD.clear()
 
 
 def _show(held: HeldWarnings | None) -> None:

@@ -311,16 +311,6 @@ def pool_norm(preprocess: PreprocessSpec) -> Norm:
     return tuple(preprocess.mean), tuple(preprocess.std)
 
 
-def canonical_data(name: str) -> str:
-    """A --data value as lgp-edge records it: an image folder by its absolute path, ``~`` expanded (a relative
-    one was resolved against the directory each later command ran in: another folder of the same classes
-    validated an export silently)."""
-    if name.startswith("imagefolder:"):
-        root = name.split(":", 1)[1]
-        return f"imagefolder:{Path(root).expanduser().resolve()}" if root else name
-    return name
-
-
 def check_labels(info: DataInfo, labels: tuple[str, ...], model_data: str) -> None:
     """Real data must have the classes, in the order, that the model was trained on (``labels``, from
     ``model_data``); otherwise its logits are scored against other labels and the top-1 is silently wrong

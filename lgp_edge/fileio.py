@@ -105,3 +105,13 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def canonical_data(name: str) -> str:
+    """A --data value as lgp-edge records it: an image folder by its absolute path, ``~`` expanded (a relative
+    one was resolved against the directory each later command ran in: another folder of the same classes
+    validated an export silently)."""
+    if name.startswith("imagefolder:"):
+        root = name.split(":", 1)[1]
+        return f"imagefolder:{Path(root).expanduser().resolve()}" if root else name
+    return name

@@ -8,6 +8,7 @@ or ``NullReporter`` (``--quiet``, tests).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -84,6 +85,7 @@ class _LineTask:
         self._reporter, self._description, self._total = reporter, description, total
         self._done, self._info = 0, ""
         self._start = self._last = reporter.clock()
+        self.shown: tuple[int, str] | None = None  # what the last line printed said
 
     def advance(self, n: int = 1, **fields: Any) -> None:
         self._done += n
@@ -106,6 +108,11 @@ class _LineTask:
         if self._info:
             text += f"  {self._info}"
         print(text, file=self._reporter.stream, flush=True)
+        self.shown = (self._done, self._info)
+
+    @property
+    def current(self) -> tuple[int, str]:
+        return self._done, self._info
 
 
 class LineReporter:
@@ -124,7 +131,8 @@ class LineReporter:
     def task(self, description: str, total: int | None) -> Iterator[_LineTask]:
         task = _LineTask(self, description, total)
         yield task
-        task.emit(self.clock(), final=True)
+        if task.shown != task.current:  # the last interval's line may have said it all already
+            task.emit(self.clock(), final=True)
 
 
 NULL = NullReporter()
@@ -134,4 +142,5 @@ def stderr_reporter(quiet: bool = False) -> Any:
     """What a command shows on stderr: bars on a terminal, a plain line every 30 s on a pipe or log, none if quiet."""
     if quiet:
         return NULL
-    return RichReporter() if sys.stderr.isatty() else LineReporter()
+    dumb = os.environ.get("TERM", "") in ("dumb", "unknown")  # rich draws nothing live there
+    return RichReporter() if sys.stderr.isatty() and not dumb else LineReporter()

@@ -21,8 +21,9 @@ DATA_HELP = "dataset: fashion-mnist | imagefolder:DIR | synthetic"
 
 
 def data_value(text: str) -> str:
-    """--data as it is recorded: an image folder by its absolute path, ``~`` expanded (an argparse type)."""
-    from lgp_edge.datasets import canonical_data
+    """--data as it is recorded: an image folder by its absolute path, ``~`` expanded (an argparse type; it
+    imports nothing heavy, as parsing runs before any input check)."""
+    from lgp_edge.fileio import canonical_data
 
     return canonical_data(text)
 
@@ -117,12 +118,19 @@ class _Releasing:
 
 
 def console() -> Any:
-    """Rich console on stdout; on a pipe or a file it never wraps or styles lines (plain text)."""
+    """Rich console on stdout; on a pipe or a file it never wraps or styles lines (plain text). A reader that
+    goes away ends the command as any other write would (exit 141), not with rich's own exit 1, which reads as
+    a failed validation."""
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
     if sys.stdout.isatty():
-        return Console()
-    return Console(soft_wrap=True, highlight=False, no_color=True)
+        return _Console()
+    return _Console(soft_wrap=True, highlight=False, no_color=True)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,148 @@
+"""The command line at a terminal, in a pipeline and under a job scheduler: signals, closed pipes, narrow
+encodings, dumb terminals and debug logging behave as a shell user expects."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lgp_edge import progress
+from lgp_edge.progress import LineReporter
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LGP_EDGE_STORE": str(tmp_path / "store.sqlite"), **extra}
+    env.pop("COLUMNS", None)
+    return env
+
+
+def test_sigterm_stops_a_long_command_cleanly_and_removes_its_scratch_files(tmp_path):
+    """timeout, Slurm and Kubernetes stop jobs with SIGTERM: the exported models of a profile run were left in
+    $TMPDIR (hundreds of MB per descendant at DeiT-B scale)."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "lgp_edge", "profile", "--target", "cpu", "--runtime", "onnxruntime",
+                          "--threads", "1", "--warmup", "1", "--iters", "20000"],
+                         env=_env(tmp_path, TMPDIR=str(scratch)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    deadline = time.monotonic() + 120
+    while not list(scratch.glob("lgp-edge-profile-*/*")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    assert p.poll() is None, p.communicate()
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert "lgp-edge: terminated" in err and "Traceback" not in err
+    assert [p.name for p in scratch.iterdir() if "lgp" in p.name] == []  # nothing of lgp-edge's left behind
+    assert not (tmp_path / "store.sqlite").exists()  # the store it created for this run is gone too
+
+
+@pytest.mark.parametrize("argv", [["targets", "show", "cpu"], ["pool", "info"], ["profiles", "list"]])
+def test_a_reader_that_goes_away_is_exit_141_for_every_command(tmp_path, argv):
+    """rich's own broken-pipe handling exited 1 ("validation failed") with nothing said; a passed export read
+    as failed under 'set -o pipefail'."""
+    p = subprocess.Popen([sys.executable, "-m", "lgp_edge", *argv], env=_env(tmp_path), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()  # before lgp-edge writes its first line
+    err = p.stderr.read().decode()
+    p.wait(timeout=60)
+    assert p.returncode == 141, err
+    assert err == ""
+
+
+def test_an_ascii_terminal_gets_escapes_not_a_crash(tmp_path):
+    """'·' and '—' in success output crashed completed commands with UnicodeEncodeError (exit 1)."""
+    out = subprocess.run([sys.executable, "-m", "lgp_edge", "profile", "--target", "jetson-nano", "--predict",
+                          "--store", str(tmp_path / "s.sqlite")], env=_env(tmp_path, PYTHONIOENCODING="ascii"),
+                         capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    assert b"UnicodeEncodeError" not in out.stderr
+
+
+def test_a_dumb_terminal_gets_plain_progress_lines(monkeypatch):
+    """rich draws nothing live on TERM=dumb (Emacs shell, some CI runners): a long epoch showed nothing."""
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Tty())
+    monkeypatch.setenv("TERM", "dumb")
+    assert isinstance(progress.stderr_reporter(), LineReporter)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    assert isinstance(progress.stderr_reporter(), progress.RichReporter)
+
+
+def test_the_last_progress_line_is_printed_once():
+    out = io.StringIO()
+    clock = [0.0]
+    rep = LineReporter(stream=out, interval=30.0, clock=lambda: clock[0])
+    with rep.task("measuring", total=18) as task:
+        for _ in range(18):
+            clock[0] += 6.0  # the last step crosses the 30 s mark
+            task.advance(ms=0.1338)
+    lines = out.getvalue().splitlines()
+    assert lines[-1].startswith("measuring: 18/18 (100%) 1:48 elapsed")
+    assert len(lines) == len(set(lines))
+
+
+def test_verbose_is_lgp_edges_debug_log_only_and_leaves_no_handler(tmp_path):
+    """-v printed every library's DEBUG lines (270 of matplotlib's font search in a report) and, called from
+    Python, left a DEBUG handler on the root logger for everything after it."""
+    script = f"""
+import logging, sys
+from lgp_edge.cli import main
+before = list(logging.getLogger().handlers)
+rc = main(["-v", "report", "--profile", "cpu", "--out", {str(tmp_path / "rep")!r}])
+assert rc == 0, rc
+assert logging.getLogger().handlers == before, logging.getLogger().handlers
+assert not logging.getLogger("lgp_edge").isEnabledFor(logging.DEBUG)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr[-2000:]
+    debug = [ln for ln in out.stderr.splitlines() if ln.startswith("DEBUG ")]
+    assert debug and all(ln.startswith("DEBUG lgp_edge") for ln in debug), [
+        ln for ln in debug if not ln.startswith("DEBUG lgp_edge")][:5]
+
+
+def test_interrupt_while_the_arguments_are_read_is_one_line(monkeypatch, capsys):
+    from lgp_edge import cli
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert cli.main(["pool", "info"]) == 130
+    assert capsys.readouterr().err == "lgp-edge: interrupted\n"
+
+
+def test_reading_the_arguments_does_not_import_torch():
+    """--data is an argparse type: it imported torch inside parse_args (3 s before a bad-input line, and a
+    traceback on Ctrl-C)."""
+    code = ("import sys; from lgp_edge.cli import build_parser; "
+            "build_parser().parse_args(['pool', 'eval', 'x', '--data', 'imagefolder:~/imgs']); "
+            "print(sorted(m for m in ('torch', 'numpy', 'onnx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_logging_is_restored_after_a_quiet_run(capsys):
+    from lgp_edge.cli import main
+
+    before = (list(logging.getLogger().handlers), logging.getLogger().level)
+    assert main(["profiles", "list"]) == 0
+    assert (list(logging.getLogger().handlers), logging.getLogger().level) == before
