@@ -75,7 +75,7 @@ def _add_general_options(p: argparse.ArgumentParser, *, top: bool) -> None:
     """
     g = p.add_argument_group("general options")
     default = False if top else argparse.SUPPRESS
-    g.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging on stderr")
+    g.add_argument("-v", "--verbose", action="store_true", default=default, help="lgp-edge's debug log on stderr")
     g.add_argument("-q", "--quiet", action="store_true", default=default, help="no progress bars")
 
 
@@ -229,6 +229,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None, held: HeldWarning
         return 141
     finally:
         _show(held)
+        outdir = sys.modules.get("lgp_edge.outdir")
+        if outdir is not None:
+            outdir.release()  # the writer locks of output directories this command did not get to publish
 
 
 def _show(held: HeldWarnings | None) -> None:

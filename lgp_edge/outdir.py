@@ -31,7 +31,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,21 +102,38 @@ def _export_paths(p: Path, mf: dict[str, Any]) -> set[str]:
     """The paths an export's manifest says lgp-edge wrote: each artifact, its companion files and the export's
     files, beside manifest.json and EMBEDDING.md. A directory artifact (an .mlpackage) counts only while its
     files hash to the manifest's sha256: with a file added, changed or removed inside, it is the user's."""
-    from lgp_edge.fileio import tree_sha256
+    from lgp_edge.fileio import sha256_file, tree_sha256
 
     def listed(entries: Any) -> list[dict[str, Any]]:
         return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
-    own = {"manifest.json", "EMBEDDING.md"}
-    for art in listed(mf.get("artifacts")):
-        path = art.get("path")
-        if isinstance(path, str) and path:
-            d = p / path
-            if not (d.is_dir() and not d.is_symlink()) or art.get("sha256") == tree_sha256(d):
-                own.add(path)
-        own |= {f["path"] for f in listed(art.get("files")) if isinstance(f.get("path"), str)}
-    own |= {f["path"] for f in listed(mf.get("files")) if isinstance(f.get("path"), str)}
+    def as_written(entry: dict[str, Any]) -> str | None:
+        """The entry's path when it names something in OUT that is still as lgp-edge wrote it."""
+        rel = entry.get("path")
+        if not _plain_relative(rel):
+            return None  # absolute, '..', '.' or not normalised: a manifest edited by hand claims nothing
+        f = p / rel
+        if f.is_symlink() or not (f.is_file() or f.is_dir()):
+            return rel  # a link or nothing at all: removing it touches nothing outside
+        want = entry.get("sha256")
+        if f.is_dir():  # a package or folder: its whole tree, only while it hashes as recorded
+            return rel if want == tree_sha256(f) else None
+        return rel if want is None or want == sha256_file(f) else None  # a file changed since is the user's
+
+    entries = [e for art in listed(mf.get("artifacts")) for e in [art, *listed(art.get("files"))]]
+    entries += listed(mf.get("files"))
+    own = {"manifest.json"} | {rel for rel in map(as_written, entries) if rel}
+    if "EMBEDDING.md" not in {e.get("path") for e in entries}:
+        own.add("EMBEDDING.md")  # exports made before it was listed with its hash
     return own
+
+
+def _plain_relative(rel: Any) -> bool:
+    """``rel`` is a normalised relative path that stays inside its directory ('a/b', not '/a', '../a', 'a/./b')."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel:
+        return False
+    parts = rel.split("/")
+    return all(part not in ("", ".", "..") for part in parts)
 
 
 def _json(path: Path) -> Any:
@@ -137,6 +154,7 @@ POOL_FILES = frozenset({"pool.json", "weights.safetensors", "ancestry.safetensor
                         "descendants.json"})
 ANCESTRY_FILES = frozenset({"ancestry.json", "ancestry.safetensors"})
 REPORT_FILES = frozenset({"report.md", "report.html", "report.csv"})
+INTERRUPTED = "interrupted"  # recognise_output's kind for a directory holding checkpoints only
 _CKPT_RE = re.compile(r"^(distill(-[A-Za-z0-9_.+-]+)?|finetune|finetune-stitch|train)\.ckpt$")
 _REPORT_PLOT_RE = re.compile(r"^pareto-.+\.png$")
 
@@ -170,10 +188,13 @@ def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
     ``ancestry`` (``ancestry.json`` beside ``ancestry.safetensors``), ``baseline`` (a scratch or vanilla
     baseline's ``results.json`` and the ``<key>.safetensors`` it names), ``distilled`` (``pool distill``'s
     ``distilled.json`` beside the two safetensors files it hashes). Entries are relative paths; checkpoint
-    directories of a killed or resumed run count as lgp-edge's in every kind.
+    directories of a killed or resumed run count as lgp-edge's in every kind, and alone they are an
+    ``interrupted`` run (stopped before its first output), which ``--force`` may replace whatever its kind.
     """
     p = Path(path)
     names = [n for n in _entries(p) if not _checkpoint(p, n)]
+    if not names:
+        return INTERRUPTED, []  # only the checkpoints of a run stopped before its first output
     mf = _json(p / "manifest.json")
     if isinstance(mf, dict) and str(mf.get("kind", "")).startswith("lgp-edge export"):
         return "export", _not_named(p, _export_paths(p, mf))
@@ -216,42 +237,87 @@ def check_output_dir(path: str | Path, force: bool, kind: str | Iterable[str] | 
         raise UsageError(f"output '{p}' is a broken symbolic link; remove it or choose another --out")
     if p.exists() and not p.is_dir():
         raise UsageError(f"output '{p}' exists and is not a directory")
-    check_writable(p)
-    if not p.is_dir():
-        return
-    try:
-        empty = not any(p.iterdir())
-    except OSError as exc:
-        raise UsageError(f"output directory '{p}' cannot be read ({exc.strerror or exc})") from None
-    if empty:
-        return
+    real = real_out(p)
+    cwd = Path.cwd().resolve()
+    if real.exists() and (real == cwd or real in cwd.parents):
+        raise UsageError(f"--out '{p}' is the current directory or holds it: it is replaced as a whole; choose "
+                         "another --out")
+    check_writable(real)
+    if real.is_dir():
+        try:
+            empty = not any(real.iterdir())
+        except OSError as exc:
+            raise UsageError(f"output directory '{p}' cannot be read ({exc.strerror or exc})") from None
+        if not empty:
+            _check_replaceable(p, real, force, kinds)
+    _claim(real)
+
+
+def _check_replaceable(p: Path, real: Path, force: bool, kinds: set[str] | None) -> None:
+    found, foreign = recognise_output(real)
     if not force:
+        if found == INTERRUPTED:
+            ckpts = ", ".join(_entries(real))
+            raise UsageError(f"output directory '{p}' holds the checkpoints of an interrupted run ({ckpts}): continue "
+                             "it with --resume (same arguments), or pass --force to start over")
         raise UsageError(f"output directory '{p}' exists and is not empty; choose another or pass --force")
-    found, foreign = recognise_output(p)
     want = " or ".join(sorted(kinds)) if kinds else "lgp-edge"
-    if found is None or (kinds is not None and found not in kinds):
+    if found is None or (kinds is not None and found not in kinds and found != INTERRUPTED):
         what = f"a {found}" if found else f"files lgp-edge did not write ({', '.join(foreign[:3])})"
         raise UsageError(f"--force replaces only an earlier {want} output, and '{p}' holds {what}; nothing was "
                          "touched: choose another --out or remove it yourself")
     if foreign:
-        raise UsageError(f"--force would delete '{p / foreign[0]}', which lgp-edge did not write there; nothing "
-                         "was touched: move it away or choose another --out")
+        raise UsageError(f"--force would delete '{p / foreign[0]}', which lgp-edge did not write there (or which "
+                         "was changed since); nothing was touched: move it away or choose another --out")
+
+
+def real_out(path: str | Path) -> Path:
+    """OUT as it is written: absolute, '..' resolved, and where OUT is a symbolic link to a directory, the
+    directory it points to (replacing the link would leave the folder it named untouched and the link lost)."""
+    return Path(os.path.realpath(path))
+
+
+# OUT's writer lock, held from the check before the work to the swap that publishes it (``atomic_dir``), so a
+# second run on the same OUT is refused at its start, not left to replace the first one's output at its end.
+_claims: dict[str, ExitStack] = {}
+
+
+def _claim(real: Path) -> None:
+    if os.environ.get("RANK", "0") not in ("", "0") or not real.parent.is_dir():
+        return  # a torchrun rank other than 0 writes nothing; a new parent folder: the lock waits for atomic_dir
+    key = str(real)
+    if key in _claims:
+        return
+    stack = ExitStack()
+    stack.enter_context(output_lock(real))
+    _claims[key] = stack
+
+
+def release(path: str | Path | None = None) -> None:
+    """Give up the writer lock ``check_output_dir`` took for ``path`` (every one when None)."""
+    keys = list(_claims) if path is None else [str(real_out(path))]
+    for key in keys:
+        stack = _claims.pop(key, None)
+        if stack is not None:
+            stack.close()
 
 
 def check_resume_dir(path: str | Path) -> None:
     """``--resume`` continues a run in OUT and then replaces OUT: refuse now if OUT holds anything lgp-edge did
     not write there (the check ``--force`` makes, for a directory that may hold only checkpoints so far)."""
     p = check_path(path)
-    if p.is_dir():
-        foreign = foreign_entries(p)
+    real = real_out(p)
+    if real.is_dir():
+        foreign = foreign_entries(real)
         if foreign:
             raise UsageError(f"--resume would replace '{p}', which holds '{foreign[0]}' that lgp-edge did not write "
                              "there; nothing was touched: move it away or choose another --out")
+    _claim(real)
 
 
 def check_not_inside(out: str | Path, path: str | Path, what: str) -> None:
     """``path`` (the pool, the store…) must not be OUT or lie inside it: replacing OUT would delete it."""
-    o, q = Path(os.path.abspath(out)), Path(os.path.abspath(path))
+    o, q = real_out(out), real_out(path)
     if q == o or o in q.parents:
         raise UsageError(f"--out '{out}' would replace {what} '{path}'; choose another --out")
 
@@ -267,7 +333,7 @@ class OutputBusy(UsageError):
 @contextmanager
 def output_lock(path: str | Path) -> Iterator[None]:
     """Exclusive writer lock ``.NAME.lock`` beside ``path`` (flock; gone with the process that held it)."""
-    p = Path(os.path.abspath(path))
+    p = real_out(path)
     lock = str(p.with_name(f".{p.name}.lock"))
     if lock in _held:
         _held[lock] += 1
@@ -315,7 +381,7 @@ def recover(path: str | Path) -> None:
     OUT missing and ``.OUT.old-PID`` present (killed between the two renames of the fallback swap): the
     old directory is renamed back. Then every ``.OUT.tmp-*`` / ``.OUT.old-*`` left by killed runs is removed.
     """
-    p = Path(os.path.abspath(path))
+    p = real_out(path)
     if not p.parent.is_dir():
         return
     pattern = _leftover_re(p.name)
@@ -334,7 +400,7 @@ def recover(path: str | Path) -> None:
 
 def recover_unlocked(path: str | Path) -> None:
     """``recover`` for readers, when a killed run left something and no writer holds OUT's lock."""
-    p = Path(os.path.abspath(path))
+    p = real_out(path)
     if not p.parent.is_dir() or not os.access(p.parent, os.W_OK):
         return
     pattern = _leftover_re(p.name)
@@ -358,15 +424,18 @@ def atomic_dir(path: str | Path) -> Iterator[str]:
     Whatever is left of the temporary directory when the block ends (an error before ``replace_dir``) is
     removed.
     """
-    p = check_path(path)
+    p = real_out(check_path(path))
     p.parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(p):
-        recover(p)
-        tmp = tempfile.mkdtemp(prefix=f".{p.name}.tmp-{os.getpid()}-", dir=p.parent)
-        try:
-            yield tmp
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with output_lock(p):
+            recover(p)
+            tmp = tempfile.mkdtemp(prefix=f".{p.name}.tmp-{os.getpid()}-", dir=p.parent)
+            try:
+                yield tmp
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        release(p)  # the output is published (or the run failed): the claim of the check before the work ends
 
 
 def _renameat2() -> Any:
@@ -417,7 +486,7 @@ def replace_dir(tmp: str | Path, path: str | Path) -> None:
 
     Call inside ``atomic_dir(path)`` (which holds the lock and recovers a killed fallback swap).
     """
-    p = Path(path)
+    p = real_out(path)
     os.chmod(tmp, default_mode(directory=True))
     if not p.exists():
         os.rename(tmp, p)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lgp_edge.errors import UsageError, ValidationFailed
+from lgp_edge.errors import ValidationFailed
 from lgp_edge.export.manifest import KIND, MANIFEST, write_manifest
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,6 @@ def check_out(out: Path, force: bool, pool_dir: Path | None, store: Path | str |
     store = store or os.environ.get("LGP_EDGE_STORE")
     if store:
         check_not_inside(out, store, "the measurement store")
-    if out.resolve() == Path.cwd().resolve():
-        raise UsageError("--out must not be the current directory (it is replaced as a whole)")
 
 
 def keep_failed(tmp: Path, out: Path) -> Path | None:

@@ -95,7 +95,7 @@ class MultifunctionArtifact:
     bytes: int
     size: dict[str, float]  # weight bytes against the pool's at this precision and the single packages'
     versions: dict[str, str]
-    files: tuple[str, ...]  # the Mac check script and its data
+    files: tuple[dict[str, Any], ...]  # the Mac check script and its data: {path, bytes, sha256}
 
     @property
     def passed(self) -> bool:
@@ -148,7 +148,7 @@ def multifunction_artifact(job: SwitchJob, out: Path, reporter: Any) -> Multifun
 
     from lgp_edge.export.coreml import min_target
     from lgp_edge.export.coreml_multifunction import build_multifunction_mlpackage
-    from lgp_edge.export.manifest import tree_bytes
+    from lgp_edge.export.manifest import file_entries, tree_bytes
     from lgp_edge.export.metadata import tool_versions
     from lgp_edge.fileio import tree_sha256
 
@@ -163,7 +163,7 @@ def multifunction_artifact(job: SwitchJob, out: Path, reporter: Any) -> Multifun
         package=pkg, sha256=tree_sha256(out / COREML_FILE), bytes=tree_bytes(out / COREML_FILE),
         size={"weight_bytes": pkg.weight_bytes, "single_packages_weight_bytes": pkg.singles_weight_bytes,
               "pool_bytes_at_precision": pool_at_precision, "ratio_to_pool": pkg.weight_bytes / pool_at_precision},
-        versions=tool_versions("coremltools"), files=tuple(_write_mac_check(job, out, pkg)))
+        versions=tool_versions("coremltools"), files=tuple(file_entries(out, _write_mac_check(job, out, pkg))))
 
 
 def _write_mac_check(job: SwitchJob, out: Path, pkg: MultifunctionPackage) -> list[str]:

@@ -1,0 +1,167 @@
+"""Output directories under real use: two runs aimed at one OUT, a run stopped before its first output, OUT
+reached through a symbolic link, manifests edited by hand, switchable Core ML exports replaced with --force."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import error_lines, run_cli
+
+from lgp_edge.errors import UsageError
+from lgp_edge.outdir import check_output_dir, recognise_output
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--batch-size", "8",
+         "--save-every", "5"]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "LGP_EDGE_STORE": str(tmp_path / "store.sqlite")}
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_one_trains(tmp_path):
+    """The later of two 'ancestry train --out anc' runs replaced the earlier one's output without --force, and the
+    earlier one went on writing checkpoints into the published directory."""
+    out = tmp_path / "anc"
+    first = subprocess.Popen([sys.executable, "-m", "lgp_edge", *TRAIN, "--epochs", "200", "--out", str(out)],
+                             env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "train.ckpt").is_dir() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        assert first.poll() is None, first.communicate()
+        second = subprocess.run([sys.executable, "-m", "lgp_edge", *TRAIN, "--epochs", "1", "--out", str(out),
+                                 "--force"], env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2, second.stderr
+        assert "being written by another lgp-edge" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=120)
+    assert first.returncode == 143, err
+    # stopped before its first output: OUT holds the checkpoints only, and says how to go on
+    assert sorted(p.name for p in out.iterdir()) == ["train.ckpt"]
+    assert not (tmp_path / ".anc.lock").exists()
+    again = subprocess.run([sys.executable, "-m", "lgp_edge", *TRAIN, "--epochs", "1", "--out", str(out)],
+                           env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "--resume" in again.stderr and "--force" in again.stderr, again.stderr
+    fresh = subprocess.run([sys.executable, "-m", "lgp_edge", *TRAIN, "--epochs", "1", "--max-steps-per-epoch", "2",
+                            "--out", str(out), "--force"], env=_env(tmp_path), capture_output=True, text=True,
+                           timeout=300)
+    assert fresh.returncode == 0, fresh.stderr
+    assert (out / "ancestry.json").is_file()
+
+
+def test_checkpoints_alone_are_an_interrupted_run_that_force_may_replace(tmp_path):
+    out = tmp_path / "anc"
+    (out / "train.ckpt").mkdir(parents=True)
+    assert recognise_output(out)[0] is not None
+    with pytest.raises(UsageError, match="--resume"):
+        check_output_dir(out, False, "ancestry")
+    check_output_dir(out, True, "ancestry")  # accepted
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="notes.txt"):
+        check_output_dir(out, True, "ancestry")
+
+
+def test_out_through_a_symbolic_link_is_written_where_the_link_points(tmp_path, capsys):
+    """The link was swapped for a real directory, the folder it pointed to stayed empty, and a '.link.tmp-*'
+    link stayed behind for good."""
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "linkout"
+    link.symlink_to(real)
+    for force in ([], ["--force"]):
+        rc, err = run_cli(["report", "--profile", "cpu", "--out", str(link), *force], capsys)
+        assert rc == 0, err
+        assert link.is_symlink() and (real / "report.md").is_file()
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def _export(tmp_path: Path, capsys, out: Path, *extra: str) -> tuple[int, str]:
+    return run_cli(["export", "--target", "cpu", "--format", "onnx", "--val-images", "16", "--out", str(out),
+                    *extra], capsys)
+
+
+def test_a_hand_edited_manifest_claims_nothing_outside_out_and_no_changed_file(tmp_path, capsys, monkeypatch):
+    """An artifact path of '/usr' had --force hash 5.9 GB outside OUT (45 s; '/' would walk /proc), a 'files' entry
+    naming a folder claimed it whole, and a file changed since the export was replaced without a word."""
+    from lgp_edge import fileio
+
+    hashed = []
+    for name in ("tree_sha256", "sha256_file"):
+        real = getattr(fileio, name)
+        monkeypatch.setattr(fileio, name, lambda p, _real=real: hashed.append(Path(p)) or _real(p))
+    out = tmp_path / "exp"
+    rc, err = _export(tmp_path, capsys, out)
+    assert rc == 0, err
+    mf_path = out / "manifest.json"
+    original = mf_path.read_text()
+    user = tmp_path / "userdir"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    for bad in ("/usr", "../userdir", "./../userdir", "userdir/../../userdir"):
+        mf = json.loads(original)
+        mf["artifacts"][0]["files"].append({"path": bad, "bytes": 1, "sha256": None})
+        mf["artifacts"].append({"path": bad, "format": "onnx", "sha256": "0" * 64})
+        mf_path.write_text(json.dumps(mf))
+        hashed.clear()
+        kind, foreign = recognise_output(out)
+        assert kind == "export" and foreign == [], (bad, foreign)  # the odd path claims nothing (it is not in OUT)
+        assert all(out.resolve() in h.resolve().parents for h in hashed), hashed  # nothing outside OUT was read
+    # a folder the user put into OUT is not the export's because an edited manifest names it
+    (out / "userdir").mkdir()
+    (out / "userdir" / "notes.txt").write_text("mine")
+    mf = json.loads(original)
+    mf["files"] = [*mf.get("files", []), {"path": "userdir", "bytes": 4, "sha256": None}]
+    mf_path.write_text(json.dumps(mf))
+    rc, err = _export(tmp_path, capsys, out, "--force")
+    assert rc == 2 and "userdir" in err and (out / "userdir" / "notes.txt").read_text() == "mine"
+    (out / "userdir" / "notes.txt").unlink()
+    (out / "userdir").rmdir()
+    mf_path.write_text(original)
+    # a file of the export changed since it was written is the user's now
+    mf = json.loads(original)
+    listed = [f for a in mf["artifacts"] for f in a.get("files", [])] + mf.get("files", [])
+    companion = "EMBEDDING.md"
+    assert any(f["path"] == companion and f.get("sha256") for f in listed)
+    (out / companion).write_text((out / companion).read_text() + "\n# my note\n")
+    rc, err = _export(tmp_path, capsys, out, "--force")
+    assert rc == 2 and companion in err and len(error_lines(err)) == 1
+    assert (out / companion).read_text().endswith("# my note\n")
+
+
+@pytest.mark.parametrize("where", ["cwd", "dotdot"])
+def test_out_may_not_be_the_current_directory_for_any_command(tmp_path, capsys, monkeypatch, where):
+    out = tmp_path / "rep"
+    rc, err = run_cli(["report", "--profile", "cpu", "--out", str(out)], capsys)
+    assert rc == 0, err
+    monkeypatch.chdir(out if where == "cwd" else out / "..")
+    arg = str(out) if where == "cwd" else "rep/sub/.."
+    if where == "dotdot":
+        (out / "sub").mkdir()
+    rc, err = run_cli(["report", "--profile", "cpu", "--out", arg, "--force"], capsys)
+    if where == "cwd":
+        assert rc == 2 and "current directory" in err
+    else:  # 'rep/sub/..' is 'rep': its temporary folder goes beside it, not into it
+        assert rc == 2 and "sub" in err  # sub/ is not the report's: refused, nothing touched
+        assert (out / "report.md").is_file()
+        assert not any(p.name.startswith(".") for p in out.iterdir())
+
+
+def test_a_switchable_core_ml_export_is_replaced_with_force(tmp_path, capsys):
+    out = tmp_path / "sw"
+    args = ["export", "--target", "iphone", "--switchable", "--descendants", "ti6.0-5,b6.0-5", "--val-images", "8",
+            "--out", str(out)]
+    rc, err = run_cli(args, capsys)
+    assert rc == 0, err
+    files = json.loads((out / "manifest.json").read_text())["artifacts"][0]["files"]
+    assert files and all(isinstance(f, dict) and len(f["sha256"]) == 64 for f in files)
+    rc, err = run_cli([*args, "--force"], capsys)
+    assert rc == 0, err
