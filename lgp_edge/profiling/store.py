@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS runs (
     calibration    TEXT    NOT NULL DEFAULT ''  -- predicted rows: the calibration they came from
 );
 CREATE INDEX IF NOT EXISTS runs_target ON runs (target, runtime, precision, pool_id);
+CREATE INDEX IF NOT EXISTS runs_model ON runs (descendant_key, when_utc);  -- a run stored already (imports)
 CREATE TABLE IF NOT EXISTS host_calibration (
     fingerprint TEXT PRIMARY KEY,  -- hash of the canonical fingerprint JSON
     facts       TEXT NOT NULL,     -- JSON: fingerprint + measured facts
@@ -142,6 +143,8 @@ class MeasurementStore:
             self._check_writable(version)
             if version != SCHEMA_VERSION:
                 self._migrate()  # only a new or older file is written to on open
+            else:  # an index added within schema 2 (CREATE ... IF NOT EXISTS: nothing written when it is there)
+                self._db.execute("CREATE INDEX IF NOT EXISTS runs_model ON runs (descendant_key, when_utc)")
         except (sqlite3.DatabaseError, OSError) as exc:
             raise UsageError(f"cannot open measurement store '{self.path}': {exc}") from None
         except UsageError:
@@ -293,14 +296,14 @@ class MeasurementStore:
     def _insert(self, rows: list[tuple[Any, ...]]) -> int:
         assert self._db is not None
         marks = ",".join("?" * len(_COLUMNS))
-        same = " AND ".join(f"{c} IS ?" for c in _COLUMNS)
+        same = " AND ".join(f"{c} = ?" for c in _COLUMNS)  # every column is NOT NULL
+        stored = f"SELECT 1 FROM runs INDEXED BY runs_model WHERE {same} LIMIT 1"
         added = 0
         self._db.execute("BEGIN IMMEDIATE")
         try:
             for row in rows:
                 d = dict(zip(_COLUMNS, row))
-                if d["source"] == "measured" and self._db.execute(f"SELECT 1 FROM runs WHERE {same} LIMIT 1",
-                                                                  row).fetchone():
+                if d["source"] == "measured" and self._db.execute(stored, row).fetchone():
                     continue  # this very run is stored already
                 if d["source"] == "predicted":
                     self._db.execute("DELETE FROM runs WHERE source = 'predicted' AND pool_id = ? AND "
