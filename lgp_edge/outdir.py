@@ -286,8 +286,8 @@ def _claim(real: Path) -> None:
     if os.environ.get("RANK", "0") not in ("", "0") or not real.parent.is_dir():
         return  # a torchrun rank other than 0 writes nothing; a new parent folder: the lock waits for atomic_dir
     key = str(real)
-    if key in _claims:
-        return
+    if key in _claims or _lock_file(real) in _held:
+        return  # claimed already, or checked again under the lock atomic_dir holds (export's recheck)
     stack = ExitStack()
     stack.enter_context(output_lock(real))
     _claims[key] = stack
@@ -330,11 +330,14 @@ class OutputBusy(UsageError):
     """Another lgp-edge process is writing the same output directory."""
 
 
+def _lock_file(real: Path) -> str:
+    return str(real.with_name(f".{real.name}.lock"))
+
+
 @contextmanager
 def output_lock(path: str | Path) -> Iterator[None]:
     """Exclusive writer lock ``.NAME.lock`` beside ``path`` (flock; gone with the process that held it)."""
-    p = real_out(path)
-    lock = str(p.with_name(f".{p.name}.lock"))
+    lock = _lock_file(real_out(path))
     if lock in _held:
         _held[lock] += 1
         try:

@@ -165,3 +165,13 @@ def test_a_switchable_core_ml_export_is_replaced_with_force(tmp_path, capsys):
     assert files and all(isinstance(f, dict) and len(f["sha256"]) == 64 for f in files)
     rc, err = run_cli([*args, "--force"], capsys)
     assert rc == 0, err
+
+
+def test_an_export_into_a_folder_that_does_not_exist_yet(tmp_path, capsys):
+    """The recheck under the writer lock claimed OUT a second time and the release failed after the export
+    was written (KeyError, exit 1)."""
+    out = tmp_path / "new" / "parent" / "exp"
+    rc, err = _export(tmp_path, capsys, out)
+    assert rc == 0, err
+    assert (out / "manifest.json").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["exp"]
