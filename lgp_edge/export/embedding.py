@@ -131,6 +131,14 @@ def _what(m: dict[str, Any]) -> str:
             f"`{d['checkpoint_sha256'][:12]}…`; preprocessing from {d['preprocess_from']})")
 
 
+def _memory_note(m: dict[str, Any]) -> str:
+    mb = exported(m).get("memory_mb")
+    if mb is None:
+        return ""
+    return (f";\nmodel memory about {mb:.2f} MB at batch {m['profile'].get('batch', 1)} (weights + an activation "
+            "estimate; the runtime's own memory and working copies come on top, see lgp-edge's README)")
+
+
 def _top1(m: dict[str, Any]) -> str:
     d, v = exported(m), m["validation"]
     if d.get("top1") is not None:
@@ -147,7 +155,7 @@ def _header(doc: _Doc) -> str:
         key=d["key"], version=m["versions"].get("lgp-edge", "?"), profile=m["profile"]["name"],
         target=m["target"]["name"], runtime_version=m["target"]["runtime_version"], what=_what(m),
         params=d["params"], mflops=f"{d['flops'] / 1e6:.1f}" if d.get("flops") is not None else "n/a",
-        top1=_top1(m), latency=latency, source=source,
+        top1=_top1(m), latency=latency, source=source, memory=_memory_note(m),
         labels=", ".join(f"{i} `{lab}`" for i, lab in enumerate(pre["labels"])),
         data_note=_data_note(*source_data(m), what="pool" if m.get("pool") else "model"))
 

@@ -105,11 +105,14 @@ def manifest_head(*, kind: str, passed: bool, profile: Any, target: Any, pool_di
     }
 
 
-def descendant_entry(record: Any, latency: dict[str, Any] | None, pool_top1_data: Any) -> dict[str, Any]:
-    """The exported descendant: its numbers and the latency expected on the target."""
+def descendant_entry(record: Any, latency: dict[str, Any] | None, pool_top1_data: Any,
+                     memory_mb: float | None = None) -> dict[str, Any]:
+    """The exported descendant: its numbers, the memory select charges it (weights + activation estimate at the
+    profile's precision and batch; the runtime's own memory not included) and the latency expected on the
+    target."""
     return {"key": record.key, "blocks": record.blocks, "params": record.params, "flops": record.flops,
             "top1": record.top1, "top1_data": record.top1_data or pool_top1_data, "spec": record.spec.to_dict(),
-            **latency_entry(latency)}
+            "memory_mb": memory_mb, **latency_entry(latency)}
 
 
 def latency_entry(latency: dict[str, Any] | None) -> dict[str, Any]:
@@ -131,12 +134,14 @@ def latency_entry(latency: dict[str, Any] | None) -> dict[str, Any]:
 def build_manifest(*, out_dir: Path, profile: Any, target: Any, pool_dir: Path, pool_manifest: Any, record: Any,
                    latency: dict[str, Any] | None, selection: dict[str, Any] | None, preprocess: Any,
                    artifacts: list[ExportArtifact], validation: dict[str, Any], extra_files: list[str],
-                   versions: dict[str, str], model_info: dict[str, Any] | None = None) -> dict[str, Any]:
+                   versions: dict[str, str], model_info: dict[str, Any] | None = None,
+                   memory_mb: float | None = None) -> dict[str, Any]:
     """The manifest of a single-descendant export, or with ``model_info`` of an ``export --model``."""
     passed = bool(artifacts) and all(a.validation is not None and a.validation.passed for a in artifacts)
     head = manifest_head(kind=KIND, passed=passed, profile=profile, target=target, pool_dir=pool_dir,
                          pool_manifest=pool_manifest)
-    subject = ({"descendant": descendant_entry(record, latency, pool_manifest.top1_data)} if model_info is None
+    subject = ({"descendant": descendant_entry(record, latency, pool_manifest.top1_data, memory_mb)}
+               if model_info is None
                else {"descendant": None, "model": {**record.to_dict(), **model_info, **latency_entry(latency)}})
     return _finite({
         **head,

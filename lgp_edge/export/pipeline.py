@@ -87,6 +87,7 @@ class Choice:
     record: DescendantRecord | ModelRecord  # key, params, FLOPs, top-1
     latency: LatencyRecord | None  # expected latency on the profile's target (None: unknown)
     selection: dict[str, Any]  # the selection (chosen, front, reason) or why there was none
+    memory_mb: float | None = None  # what select charges it: weights + activation estimate (None: --model)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,7 @@ def preflight(req: ExportRequest, pool_dir: Path | None = None) -> None:
 
 def choose(req: ExportRequest, pool: Any, manifest: Any) -> Choice:
     """``--descendant``, else the selection for the profile; with the latency expected on the target."""
-    from lgp_edge.select import open_store, profile_latencies, records_of, select_descendant
+    from lgp_edge.select import memory_mb, open_store, profile_latencies, records_of, select_descendant
 
     store = open_store(req.store)
     try:  # one latency lookup serves both the choice and the chosen one's expected latency
@@ -143,7 +144,29 @@ def choose(req: ExportRequest, pool: Any, manifest: Any) -> Choice:
         sel = {"forced": key, "reason": "--descendant given; no selection"}
     latency = lat.get(key)
     record = next((r for r in manifest.descendants if r.key == key), None) or pool.record(pool.find(key))
-    return Choice(record=record, latency=latency, selection=sel)
+    memory = memory_mb(manifest.spec, record, req.profile.precision, req.profile.batch)
+    if req.descendant is not None:
+        sel.update(_fits(key, latency, memory, req.profile))
+    return Choice(record=record, latency=latency, selection=sel, memory_mb=memory)
+
+
+def _fits(key: str, latency: Any, memory: float, profile: Any) -> dict[str, Any]:
+    """Whether a descendant named with --descendant keeps the profile's budgets; a warning when it does not (it
+    is exported as asked)."""
+    from lgp_edge.select import format_budget, format_value
+
+    fits_latency = latency is not None and latency.p90_ms <= profile.latency_budget_ms
+    fits_memory = memory <= profile.memory_budget_mb
+    if not (fits_latency and fits_memory):
+        why = []
+        if not fits_latency:
+            why.append("its p90 latency is unknown" if latency is None else
+                       f"p90 {format_value(latency.p90_ms)} ms > {format_budget(profile.latency_budget_ms)} ms")
+        if not fits_memory:
+            why.append(f"needs {format_value(memory)} MB > {format_budget(profile.memory_budget_mb)} MB")
+        log.warning("%s does not fit profile %s (%s); exported as asked (--descendant)", key, profile.name,
+                    "; ".join(why))
+    return {"memory_mb": memory, "fits_latency": fits_latency, "fits_memory": fits_memory}
 
 
 def reference(model: Any, images: ImageSets, reporter: Any) -> ValidationSet:
@@ -246,7 +269,7 @@ def stage(job: Job, tmp: Path, reporter: Any = NULL) -> Staged:
                         record=job.choice.record, latency=lat.to_dict() if lat is not None else None,
                         selection=job.choice.selection, preprocess=job.preprocess, artifacts=artifacts,
                         validation=_validation_summary(job), extra_files=extra, versions=tool_versions(*VERSIONED),
-                        model_info=job.model_info)
+                        model_info=job.model_info, memory_mb=job.choice.memory_mb)
     (tmp / "EMBEDDING.md").write_text(render(mf, tmp))
     mf["files"] = file_entries(tmp, extra)  # now with EMBEDDING.md's hash
     failures = tuple(f"{a.format} {a.path}: {a.validation.note if a.validation else 'not validated'}"
