@@ -96,6 +96,7 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
     from lgp_edge.errors import UsageError
     from lgp_edge.export.pipeline import ExportRequest, export_profile
     from lgp_edge.fileio import canonical_data
+    from lgp_edge.outdir import release
     from lgp_edge.profiles import with_overrides
 
     if (model is None) != (checkpoint is None) or (model is not None and (pool or descendant)):
@@ -108,7 +109,10 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
                         pool=Path(pool) if pool else None, force=force, descendant=descendant,
                         store=Path(store) if store else None, data=canonical_data(data) if data else None,
                         model=model, checkpoint=Path(checkpoint) if checkpoint else None, **kw)
-    return export_profile(req)
+    try:
+        return export_profile(req)
+    finally:
+        release(out)  # OUT's writer lock, when the export stopped before publishing (bad input, a failure)
 
 
 def read_manifest(out: str | Path) -> dict[str, Any]:

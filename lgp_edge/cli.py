@@ -127,9 +127,8 @@ class Terminated(BaseException):
 
 def _on_sigterm(main_pid: int) -> Any:
     def handler(signum: int, frame: Any) -> None:
-        if os.getpid() != main_pid:  # a forked worker (data loading): die as it would have
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+        if os.getpid() != main_pid:  # a forked data-loading worker: the main process stops it as it unwinds
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (dying of the signal made torch print a traceback)
             return
         raise Terminated
 

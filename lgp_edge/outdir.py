@@ -238,11 +238,9 @@ def check_output_dir(path: str | Path, force: bool, kind: str | Iterable[str] | 
     if p.exists() and not p.is_dir():
         raise UsageError(f"output '{p}' exists and is not a directory")
     real = real_out(p)
-    cwd = Path.cwd().resolve()
-    if real.exists() and (real == cwd or real in cwd.parents):
-        raise UsageError(f"--out '{p}' is the current directory or holds it: it is replaced as a whole; choose "
-                         "another --out")
+    _check_not_cwd(p, real)
     check_writable(real)
+    _claim(real)  # first: a run that is writing OUT right now is "being written", not "interrupted"
     if real.is_dir():
         try:
             empty = not any(real.iterdir())
@@ -250,6 +248,21 @@ def check_output_dir(path: str | Path, force: bool, kind: str | Iterable[str] | 
             raise UsageError(f"output directory '{p}' cannot be read ({exc.strerror or exc})") from None
         if not empty:
             _check_replaceable(p, real, force, kinds)
+
+
+def _check_not_cwd(p: Path, real: Path) -> None:
+    cwd = Path.cwd().resolve()
+    if real.exists() and (real == cwd or real in cwd.parents):
+        raise UsageError(f"'{p}' is the current directory or holds it: it is replaced as a whole; run from "
+                         "another directory or choose another --out")
+
+
+def claim_in_place(path: str | Path) -> None:
+    """A directory a command replaces in place (``pool finetune POOL``): not the current directory, and one
+    writer at a time from the check before the work (a second run, ``--resume`` or not, exits 2)."""
+    real = real_out(path)
+    _check_not_cwd(Path(path), real)  # first: '.' is the current directory, not a path without a name
+    check_path(real)
     _claim(real)
 
 
@@ -305,14 +318,15 @@ def release(path: str | Path | None = None) -> None:
 def check_resume_dir(path: str | Path) -> None:
     """``--resume`` continues a run in OUT and then replaces OUT: refuse now if OUT holds anything lgp-edge did
     not write there (the check ``--force`` makes, for a directory that may hold only checkpoints so far)."""
-    p = check_path(path)
-    real = real_out(p)
+    p, real = Path(path), real_out(path)
+    _check_not_cwd(p, real)
+    check_path(real)
+    _claim(real)
     if real.is_dir():
         foreign = foreign_entries(real)
         if foreign:
             raise UsageError(f"--resume would replace '{p}', which holds '{foreign[0]}' that lgp-edge did not write "
                              "there; nothing was touched: move it away or choose another --out")
-    _claim(real)
 
 
 def check_not_inside(out: str | Path, path: str | Path, what: str) -> None:

@@ -354,7 +354,17 @@ def _epoch_loader(train_set: Dataset, sampler: DistributedSampler, cfg: TrainCon
     # global RNG, whose state the checkpoint restores exactly.
     gen = torch.Generator().manual_seed(((cfg.seed * 1_000_003 + epoch) * 1_009 + plan.rank) % (2 ** 63))
     return DataLoader(train_set, batch_sampler=batches, num_workers=cfg.num_workers, generator=gen,
-                      pin_memory=plan.device.type == "cuda", persistent_workers=False)
+                      pin_memory=plan.device.type == "cuda", persistent_workers=False,
+                      worker_init_fn=_worker_ignores_sigterm if cfg.num_workers else None)
+
+
+def _worker_ignores_sigterm(worker_id: int) -> None:
+    """A data-loading worker leaves SIGTERM to the main process, which stops the workers as it unwinds (``timeout``
+    and systemd signal the whole process group: a worker dying of it made torch print a traceback). torch's own
+    watchdog still ends a worker whose main process is gone."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _run_epoch(loop: _Loop, train_set: Dataset, sampler: DistributedSampler, epoch: int, skip: int,

@@ -682,6 +682,7 @@ def test_resume_whose_state_json_was_altered(tmp_path: Path, capsys: pytest.Capt
     meta = json.loads(state.read_text())
     damage(meta)
     state.write_text(json.dumps(meta))
+    (tmp_path / ".pool.lock").unlink(missing_ok=True)  # the killed run's writer lock (the next run removes it too)
     before = snapshot(tmp_path)
     rc, err = run_cli(["pool", "finetune", str(p), *run, "--resume"], capsys)
     if needle is None:

@@ -146,3 +146,23 @@ def test_logging_is_restored_after_a_quiet_run(capsys):
     before = (list(logging.getLogger().handlers), logging.getLogger().level)
     assert main(["profiles", "list"]) == 0
     assert (list(logging.getLogger().handlers), logging.getLogger().level) == before
+
+
+def test_sigterm_to_the_process_group_with_data_loading_workers_is_one_line(tmp_path):
+    """timeout and systemd signal the whole group: each worker died of SIGTERM and torch printed a traceback
+    ("DataLoader worker (pid N) is killed by signal: Terminated") before the one line."""
+    out = tmp_path / "anc"
+    p = subprocess.Popen([sys.executable, "-m", "lgp_edge", "ancestry", "train", "--ancestry", "lgp_test_tiny",
+                          "--data", "synthetic", "--batch-size", "8", "--epochs", "200", "--workers", "2",
+                          "--save-every", "5", "--out", str(out)], env=_env(tmp_path), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (out / "train.ckpt").is_dir() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    assert p.poll() is None, p.communicate()
+    time.sleep(1.0)  # the workers are loading batches
+    os.killpg(p.pid, signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert "Traceback" not in err and "killed by signal" not in err, err
+    assert err.strip().endswith("lgp-edge: terminated")

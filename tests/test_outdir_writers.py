@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -175,3 +177,73 @@ def test_an_export_into_a_folder_that_does_not_exist_yet(tmp_path, capsys):
     assert rc == 0, err
     assert (out / "manifest.json").is_file()
     assert sorted(p.name for p in out.parent.iterdir()) == ["exp"]
+
+
+def test_the_api_gives_out_back_after_bad_input(tmp_path):
+    """api.export left OUT locked for the life of the Python process (a notebook) after a UsageError."""
+    from lgp_edge import api, outdir
+
+    out = tmp_path / "apiout"
+    with pytest.raises(UsageError):
+        api.export("cpu", out, descendant="nope", data="synthetic", val_images=8)
+    assert not outdir._claims and not (tmp_path / ".apiout.lock").exists()
+    done = subprocess.run([sys.executable, "-m", "lgp_edge", "report", "--profile", "cpu", "--out", str(out)],
+                          env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_second_finetune_of_one_pool_is_refused_while_the_first_runs(tiny_pool, tmp_path):
+    """pool finetune replaces the pool in place and took no lock: two '--resume' runs trained on one checkpoint."""
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_pool, pool)
+    tune = [sys.executable, "-m", "lgp_edge", "pool", "finetune", str(pool), "--data", "synthetic", "--batch-size",
+            "8", "--save-every", "2"]
+    first = subprocess.Popen([*tune, "--epochs", "200"], env=_env(tmp_path), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (pool / "finetune.ckpt").is_dir() and time.monotonic() < deadline and first.poll() is None:
+            time.sleep(0.2)
+        assert first.poll() is None, first.communicate()
+        second = subprocess.run([*tune, "--epochs", "1", "--resume"], env=_env(tmp_path), capture_output=True,
+                                text=True, timeout=120)
+        assert second.returncode == 2 and "being written by another lgp-edge" in second.stderr, second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=120)
+    assert first.returncode == 143
+
+
+def test_resume_and_in_place_fine_tuning_never_replace_the_current_directory(tmp_path, monkeypatch):
+    from lgp_edge.outdir import check_resume_dir, claim_in_place, release
+
+    out = tmp_path / "c1"
+    (out / "train.ckpt").mkdir(parents=True)
+    monkeypatch.chdir(out)
+    try:
+        with pytest.raises(UsageError, match="current directory"):
+            check_resume_dir("../c1")
+        with pytest.raises(UsageError, match="current directory"):
+            claim_in_place(".")
+    finally:
+        release()
+
+
+def test_a_failed_export_through_a_link_to_another_file_system_is_kept_beside_the_linked_folder(
+        tmp_path, capsys, monkeypatch):
+    from lgp_edge.export import validate
+
+    other = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    if other is None or os.stat(other).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another file system than the temporary folder")
+    real = Path(tempfile.mkdtemp(dir=other)) / "target"
+    real.mkdir()
+    try:
+        link = tmp_path / "lnk"
+        link.symlink_to(real)
+        monkeypatch.setitem(validate.TOLERANCES, "fp32", validate.Tolerance(atol=0.0, rtol=0.0, min_agreement=1.0))
+        rc, err = _export(tmp_path, capsys, link)
+        assert rc == 1 and "validation failed" in err and "Traceback" not in err, err
+        assert (real.parent / "target.failed" / "manifest.json").is_file()
+    finally:
+        shutil.rmtree(real.parent, ignore_errors=True)

@@ -262,3 +262,20 @@ def test_importing_the_same_file_twice_adds_its_runs_once(tmp_path, capsys):
     rc, _ = run_cli(["profile", "--import", str(f), "--store", str(store)], capsys)
     with MeasurementStore(store, readonly=True) as s:
         assert rc == 0 and s.count() == 3
+
+
+def test_runs_of_another_machine_sharing_the_store_are_not_this_hosts(demo, tmp_path):
+    """A later run recorded by another machine was reported as this host's measured latency, and this host's own
+    run was the one left out."""
+    from lgp_edge.profiling.host import host_versions
+
+    me = {"onnxruntime": "1.32.0", **host_versions()}
+    other = {**me, "host_cpu": "Some Other CPU 9000"}
+    with MeasurementStore(tmp_path / "s.sqlite") as s:
+        s.put(rec("b6.0-5", median=0.2, threads=2, versions=me, pool_id=demo.pool_id))
+        s.put(rec("b6.0-5", median=5.0, threads=2, versions=other, pool_id=demo.pool_id,
+                  when="2026-02-01T00:00:00+00:00"))
+        s.put(rec("ti6.0-5", median=3.0, threads=2, versions=other, pool_id=demo.pool_id))
+        got = latencies_for(demo.spec, load_target("cpu"), "fp32", s, threads=2)
+    assert got["b6.0-5"].source == "measured" and got["b6.0-5"].median_ms == 0.2
+    assert got["ti6.0-5"].source == "predicted"  # measured only elsewhere

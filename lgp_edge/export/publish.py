@@ -52,9 +52,10 @@ def check_out(out: Path, force: bool, pool_dir: Path | None, store: Path | str |
 
 def keep_failed(tmp: Path, out: Path) -> Path | None:
     """Keep a failed export for inspection at OUT.failed (only replacing an earlier failed export)."""
-    from lgp_edge.outdir import replace_dir
+    from lgp_edge.outdir import real_out, replace_dir
 
-    failed = out.with_name(out.name + ".failed")
+    real = real_out(out)  # beside the directory a linked OUT names: the same file system as the work
+    failed = real.with_name(real.name + ".failed")
     if failed.exists():
         try:
             earlier = json.loads((failed / MANIFEST).read_text())

@@ -20,6 +20,7 @@ from pathlib import Path
 from lgp_edge.datasets import check_data_name, check_labels, open_data, pool_norm
 from lgp_edge.errors import UsageError
 from lgp_edge.models.plan import descendant_flops
+from lgp_edge.outdir import claim_in_place
 from lgp_edge.pool.evaluate import DESCENDANTS
 from lgp_edge.pool.kd import SAMPLINGS, FinetuneObjective, descendant_sampler, flops_bucket_sampler
 from lgp_edge.pool.pool import PoolManifest, load_pool, load_pool_ancestry, save_pool
@@ -50,6 +51,7 @@ class FinetuneRequest:
 
 
 def _check(req: FinetuneRequest) -> None:
+    claim_in_place(req.pool)  # the pool is replaced in place: one writer at a time, never the current directory
     check_data_name(req.data)
     if req.init is not None and req.init not in INITS:
         raise UsageError(f"--init must be one of {', '.join(INITS)}")

@@ -37,7 +37,7 @@ from typing import Any
 
 from lgp_edge import __version__
 from lgp_edge.models.plan import enumerate_descendants, stitch_specs
-from lgp_edge.profiling.host import default_threads
+from lgp_edge.profiling.host import default_threads, host_versions
 from lgp_edge.profiling.roofline import Part, Roofline, parts_of, roofline_for
 from lgp_edge.specs import DescendantSpec, LatencyRecord, PoolSpec, Segment, TargetSpec
 
@@ -290,12 +290,23 @@ def robust_measured(records: Sequence[LatencyRecord], recent: int = RECENT_RUNS)
     return out
 
 
+def this_host(rows: Sequence[LatencyRecord]) -> list[LatencyRecord]:
+    """Runs of target 'cpu' (whatever machine runs lgp-edge) that were measured on this machine, or on one that
+    did not record itself (stores written before runs named their host): a store shared between machines holds
+    the others' runs too, and their times are not this machine's."""
+    me = host_versions()
+    return [r for r in rows if all(r.tool_versions.get(k, v) == v for k, v in me.items())]
+
+
 def probe_records(store: Any, target: str, runtime: str, precision: str, batch: int = 1,
-                  threads: int | None = None) -> list[LatencyRecord]:
-    """Each probe type's robust aggregate for a target/runtime/precision (any pool), at ``threads`` when given."""
+                  threads: int | None = None, *, here: bool = False) -> list[LatencyRecord]:
+    """Each probe type's robust aggregate for a target/runtime/precision (any pool), at ``threads`` when given;
+    ``here``: only runs of this machine (``this_host``, for target 'cpu')."""
     recs = [r for r in store.records(target=target, runtime=runtime, precision=precision, source="measured",
                                      batch=batch, recent=RECENT_RUNS)
             if r.descendant_key.startswith(PROBE_PREFIX) and (threads is None or r.threads == threads)]
+    if here:
+        recs = this_host(recs)
     newest: dict[str, LatencyRecord] = {}
     for r in robust_measured(recs).values():
         if r.descendant_key not in newest or r.when >= newest[r.descendant_key].when:
@@ -309,12 +320,14 @@ def probe_records(store: Any, target: str, runtime: str, precision: str, batch: 
 
 
 def measured_spread(store: Any, target: str, runtime: str, precision: str,
-                    threads: int | None = None) -> tuple[float, float, int] | None:
-    """(p90/median, p99/median, runs) over the calm measured runs of a target (at ``threads`` when given), or
-    None when there are none."""
+                    threads: int | None = None, *, here: bool = False) -> tuple[float, float, int] | None:
+    """(p90/median, p99/median, runs) over the calm measured runs of a target (at ``threads`` when given; ``here``:
+    of this machine), or None when there are none."""
     rows = [r for r in store.records(target=target, runtime=runtime, precision=precision, source="measured",
                                      recent=RECENT_RUNS)
             if not r.noisy and r.median_ms > 0 and (threads is None or r.threads == threads)]
+    if here:
+        rows = this_host(rows)
     if not rows:
         return None
     r90 = max(1.0, statistics.median(r.p90_ms / r.median_ms for r in rows))
@@ -331,7 +344,8 @@ def make_predictor(target: TargetSpec, precision: str, runtime: str | None = Non
     runtime = runtime or target.runtime
     local = target.connection.kind == "local"
     if store is not None:
-        probes = probe_records(store, target.name, runtime, precision, threads=threads if local else None)
+        probes = probe_records(store, target.name, runtime, precision, threads=threads if local else None,
+                               here=local)
         if probes:
             cal = fit_calibration(probes)
             if all(cal.covers(p) for p in need):
@@ -339,7 +353,8 @@ def make_predictor(target: TargetSpec, precision: str, runtime: str | None = Non
             log.info("stored probes for %s do not cover these models; using the roofline", target.name)
     roof = roofline_for(target, precision, threads, runtime=runtime, store=store, refresh=refresh_host)
     if store is not None:
-        spread = measured_spread(store, target.name, runtime, precision, threads=threads if local else None)
+        spread = measured_spread(store, target.name, runtime, precision, threads=threads if local else None,
+                                 here=local)
         if spread is not None:
             at = f" at {threads} thread{'s' if threads != 1 else ''}" if local else ""
             roof = replace(roof, p90_ratio=spread[0], p99_ratio=spread[1],
@@ -401,6 +416,8 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
         rows = [r for r in store.records(target=target.name, runtime=runtime, precision=precision,
                                          pool_id=pool.pool_id, source="measured", batch=batch, recent=RECENT_RUNS)
                 if not r.descendant_key.startswith(PROBE_PREFIX)]  # probes calibrate; they are not descendants
+        if target.connection.kind == "local":
+            rows = this_host(rows)
     if threads is None:
         threads = comparison_threads(rows, default_threads(target))
     other = {r.threads for r in rows if r.threads != threads}
