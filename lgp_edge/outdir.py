@@ -21,6 +21,7 @@ Every command that writes a directory (``export``, ``report``, ``pool build``, `
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import errno
 import fcntl
@@ -240,14 +241,19 @@ def check_output_dir(path: str | Path, force: bool, kind: str | Iterable[str] | 
     real = real_out(p)
     _check_not_cwd(p, real)
     check_writable(real)
-    _claim(real)  # first: a run that is writing OUT right now is "being written", not "interrupted"
-    if real.is_dir():
-        try:
-            empty = not any(real.iterdir())
-        except OSError as exc:
-            raise UsageError(f"output directory '{p}' cannot be read ({exc.strerror or exc})") from None
-        if not empty:
-            _check_replaceable(p, real, force, kinds)
+    claimed = _claim(real)  # first: a run that is writing OUT right now is "being written", not "interrupted"
+    try:
+        if real.is_dir():
+            try:
+                empty = not any(real.iterdir())
+            except OSError as exc:
+                raise UsageError(f"output directory '{p}' cannot be read ({exc.strerror or exc})") from None
+            if not empty:
+                _check_replaceable(p, real, force, kinds)
+    except UsageError:
+        if claimed:
+            release(real)  # refused: OUT is not this run's to write
+        raise
 
 
 def _check_not_cwd(p: Path, real: Path) -> None:
@@ -293,17 +299,23 @@ def real_out(path: str | Path) -> Path:
 # OUT's writer lock, held from the check before the work to the swap that publishes it (``atomic_dir``), so a
 # second run on the same OUT is refused at its start, not left to replace the first one's output at its end.
 _claims: dict[str, ExitStack] = {}
+_released_at_exit: list[bool] = []
 
 
-def _claim(real: Path) -> None:
+def _claim(real: Path) -> bool:
+    """Take OUT's writer lock until ``release``; whether this call took it."""
     if os.environ.get("RANK", "0") not in ("", "0") or not real.parent.is_dir():
-        return  # a torchrun rank other than 0 writes nothing; a new parent folder: the lock waits for atomic_dir
+        return False  # a torchrun rank other than 0 writes nothing; a new parent folder: atomic_dir locks
     key = str(real)
     if key in _claims or _lock_file(real) in _held:
-        return  # claimed already, or checked again under the lock atomic_dir holds (export's recheck)
+        return False  # claimed already, or checked again under the lock atomic_dir holds (export's recheck)
     stack = ExitStack()
     stack.enter_context(output_lock(real))
+    if not _released_at_exit:
+        atexit.register(release)  # a library caller that stops before publishing leaves no lock file behind
+        _released_at_exit.append(True)
     _claims[key] = stack
+    return True
 
 
 def release(path: str | Path | None = None) -> None:
@@ -321,12 +333,13 @@ def check_resume_dir(path: str | Path) -> None:
     p, real = Path(path), real_out(path)
     _check_not_cwd(p, real)
     check_path(real)
-    _claim(real)
-    if real.is_dir():
-        foreign = foreign_entries(real)
-        if foreign:
-            raise UsageError(f"--resume would replace '{p}', which holds '{foreign[0]}' that lgp-edge did not write "
-                             "there; nothing was touched: move it away or choose another --out")
+    claimed = _claim(real)
+    foreign = foreign_entries(real) if real.is_dir() else []
+    if foreign:
+        if claimed:
+            release(real)
+        raise UsageError(f"--resume would replace '{p}', which holds '{foreign[0]}' that lgp-edge did not write "
+                         "there; nothing was touched: move it away or choose another --out")
 
 
 def check_not_inside(out: str | Path, path: str | Path, what: str) -> None:

@@ -88,7 +88,11 @@ def test_predict_check_reports_mape_on_held_out_descendants(tiny_pool, tmp_path,
     assert rc == 0
     data = json.loads(out)
     check = data["check"]
-    assert "calibrated on 9 probe" in data["predictor"] and check["calibration_models"] == 9
+    assert check["calibration_models"] == 9  # measured; a probe noisy on a busy machine is left out of the fit
+    with MeasurementStore(tmp_path / "m.sqlite") as s:
+        calm = sum(not r.noisy for r in s.records(target="cpu") if r.descendant_key.startswith("probe:"))
+    fitted = {f"calibrated on {calm} probe", "calibrated on 9 probe"}  # 9: the calm ones alone did not cover
+    assert any(f in data["predictor"] for f in fitted), data["predictor"]
     assert check["held_out"] == len(held_out)
     rows = check["rows"]
     assert [r["descendant_key"] for r in rows] == held_out
@@ -109,7 +113,8 @@ def test_predict_check_reports_mape_on_held_out_descendants(tiny_pool, tmp_path,
                           str(tiny_pool), "--store", str(tmp_path / "m.sqlite"), "--threads", "1", "--json",
                           "--quiet")
     again = json.loads(out)
-    assert rc == 0 and "calibrated on 9 probe" in again["predictor"] and again["rows_written"] == 18
+    assert rc == 0 and again["rows_written"] == 18
+    assert f"calibrated on {calm} probe" in again["predictor"] or ("roofline" in again["predictor"] and calm < 9)
     assert len(again["records"]) == 18 and all(r["source"] == "predicted" for r in again["records"])
     cal = {r["calibration"] for r in again["records"]}
     assert len(cal) == 1 and cal.pop().startswith("probes:")  # the stored probe runs it came from

@@ -360,7 +360,17 @@ def stored_calibration(store: Any, subject: Subject, target: TargetSpec, runtime
 
 def calibrated_predictor(probe_records: Sequence[LatencyRecord], subject: Subject, target: TargetSpec,
                          runtime: str, precision: str) -> Predictor:
-    cal = fit_calibration(probe_records)
+    """Fitted on the probes just measured, leaving out noisy ones as the stored calibration does (all of them
+    when the calm ones alone do not cover the subject)."""
+    calm = [r for r in probe_records if not r.noisy]
+    cal = fit_calibration(calm) if calm else None
+    if cal is None or not all(cal.covers(it.parts) for it in subject.items):
+        cal = fit_calibration(probe_records)
+        if len(calm) < len(probe_records):
+            log.warning("%d calibration probe(s) were noisy and are kept: the calm ones alone do not cover these "
+                        "models", len(probe_records) - len(calm))
+    elif len(calm) < len(probe_records):
+        log.warning("%d calibration probe(s) were noisy and are left out of the fit", len(probe_records) - len(calm))
     bad = [it.key for it in subject.items if not cal.covers(it.parts)]
     if bad:
         raise UsageError(f"the calibration probes do not cover '{bad[0]}' (a bug: please report it)")
