@@ -8,11 +8,13 @@ Every command that writes a directory (``export``, ``report``, ``pool build``, `
    unless ``--force`` is given *and* OUT is recognisably an earlier lgp-edge output of an accepted kind
    (an export by its ``manifest.json``, a pool by its ``pool.json``, …) holding nothing lgp-edge did not
    write there. Anything else (a pool under ``export --force``, a measurement store, a notes file): exit 2,
-   nothing touched.
-2. ``atomic_dir(OUT)``: takes the writer lock ``.OUT.lock`` beside OUT (a second writer exits 2 with
-   "OUT is being written by another lgp-edge"), restores OUT if an earlier run was killed in the middle
+   nothing touched. The check takes the writer lock ``.OUT.lock`` beside OUT (when the folder that holds OUT exists) and
+   holds it through the work, so a second writer exits 2 at its start with "OUT is being written by another
+   lgp-edge" (``pool finetune`` claims its pool the same way, ``claim_in_place``).
+2. ``atomic_dir(OUT)``: takes (or keeps) the writer lock, restores OUT if an earlier run was killed in the middle
    of a two-rename swap, removes temporary directories left by killed runs (``.OUT.tmp-*``,
-   ``.OUT.old-*``), and yields a fresh temporary directory ``.OUT.tmp-PID-XXXXXXXX`` beside OUT.
+   ``.OUT.old-*``), and yields a fresh temporary directory ``.OUT.tmp-PID-XXXXXXXX`` beside OUT; the lock
+   is released when the block ends.
 3. ``replace_dir(tmp, OUT)``: one ``renameat2(RENAME_EXCHANGE)`` swaps the new directory and the old one
    atomically (OUT is never missing, whatever kills the process); the old one is then removed. Where the
    kernel or file system lacks it, two renames are used (OUT -> ``.OUT.old-PID``, tmp -> OUT) and step 2
