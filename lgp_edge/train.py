@@ -100,6 +100,20 @@ def is_main() -> bool:
     return dist_info()[0] == 0
 
 
+def environment() -> dict[str, Any]:
+    """What a training result depends on beside its config, recorded with it: the code and library versions, the
+    threads and processes it ran on (they change the floating-point summation order and, with augmentation, the
+    random stream, so a result is bit-identical only with the same of each, and the same ``--workers``)."""
+    import os
+
+    import timm
+
+    from lgp_edge import __version__
+
+    return {"lgp-edge": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "threads": torch.get_num_threads(), "processes": int(os.environ.get("WORLD_SIZE", "1") or 1)}
+
+
 def step_rng(seed: int, step: int) -> random.Random:
     """A per-step RNG, identical on every rank (e.g. to choose the step's descendant)."""
     return random.Random(seed * 1_000_003 + step)

@@ -34,7 +34,7 @@ from lgp_edge.pool.ancestry_train import SupervisedObjective
 from lgp_edge.pool.pool import LearngenePool
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, DescendantSpec, PoolSpec
-from lgp_edge.train import TrainConfig, evaluate, fit, is_main
+from lgp_edge.train import TrainConfig, environment, evaluate, fit, is_main
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ def train_single_models(req: SingleRequest, cfg: TrainConfig, reporter: Reporter
     n_val = len(data.val) if req.eval_images is None else min(req.eval_images, len(data.val))
     out = {"method": req.method, "ancestry": aspec.to_dict(), "data": data.info.name,
            "synthetic_data": data.info.synthetic, "val_images": n_val, "config": cfg.to_dict(),
+           "environment": environment(),
            "smoothing": req.smoothing, "stored_params": sum(r["params"] for r in rows),
            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "wall_s": round(time.time() - t0, 1),
            "configs": rows}

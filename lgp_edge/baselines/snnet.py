@@ -35,7 +35,7 @@ from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import init_stitches, lstsq_images
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, InstanceSpec, PoolSpec, content_hash
-from lgp_edge.train import TrainConfig, is_main, state_digest
+from lgp_edge.train import TrainConfig, environment, is_main, state_digest
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,8 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
                                reporter=reporter)
         earlier = run.earlier_wall_s
         distilled = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "data": req.data,
-                     "config": cfg.to_dict(), "alpha": req.alpha, "temperature": req.temperature,
+                     "config": cfg.to_dict(), "environment": environment(), "alpha": req.alpha,
+                     "temperature": req.temperature,
                      **distill_history(run.losses, narrow, cfg.epochs, width_epochs), "aux_init": req.aux_init,
                      "inherited_blocks": inherited, "ancestry_checkpoint": req.checkpoint,
                      "ancestry_top1": (meta or {}).get("top1")}

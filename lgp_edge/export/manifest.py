@@ -101,7 +101,8 @@ def manifest_head(*, kind: str, passed: bool, profile: Any, target: Any, pool_di
         "pool": None if pool_manifest is None else {
             "pool_id": pool_manifest.spec.pool_id, "path": str(pool_dir), "data": pool_manifest.data,
             "synthetic_data": pool_manifest.synthetic, "stage": pool_manifest.stage,
-            "ancestry": pool_manifest.spec.ancestry.name},
+            "ancestry": pool_manifest.spec.ancestry.name,
+            "files": dict(pool_manifest.files)},  # sha256 of the pool's weights: pool_id names the architecture only
     }
 
 

@@ -27,7 +27,7 @@ from lgp_edge.models.ancestry import (
 from lgp_edge.outdir import atomic_dir, check_output_dir, check_resume_dir, replace_dir
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import content_hash
-from lgp_edge.train import TrainConfig, evaluate, fit, is_main, resume_after
+from lgp_edge.train import TrainConfig, environment, evaluate, fit, is_main, resume_after
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     except DataError as exc:  # a damaged validation image: the trained weights are in the checkpoint
         raise resume_after(exc, Path(req.out) / "train.ckpt", "training finished and is checkpointed") from None
     meta = {"name": req.name, "spec": spec.to_dict(), "data": data.info.name, "synthetic_data": data.info.synthetic,
-            "top1": round(top1, 3), "val_images": len(data.val), "config": cfg.to_dict(),
+            "top1": round(top1, 3), "val_images": len(data.val), "config": cfg.to_dict(), "environment": environment(),
             "epoch_loss": list(result.epoch_loss), "wall_s": round(time.time() - t0 + result.earlier_wall_s, 1),
             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "resumed_from_step": result.resumed_from,
             "preprocess": data.info.preprocess.to_dict()}

@@ -47,7 +47,7 @@ from lgp_edge.pool.inherit import AUX_INITS, inherit_from_ancestry, selection_tr
 from lgp_edge.pool.pool import safe_load_file
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, InstanceSpec, content_hash
-from lgp_edge.train import TrainConfig, is_main, state_digest
+from lgp_edge.train import TrainConfig, environment, is_main, state_digest
 
 RECORD = "distilled.json"
 MODELS = "models.safetensors"
@@ -161,6 +161,7 @@ def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter 
         "models": [i.to_dict() for i in instances],
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
         "wall_s": round(time.time() - t0 + run.earlier_wall_s, 1), "config": cfg.to_dict(),
+        "environment": environment(),
         "alpha": req.alpha, "temperature": req.temperature, "position_loss": req.position_loss,
         "epochs": {i.name: e for e, group in groups for i in group},
         # one run per epoch budget; its loss per epoch is summed over the run's models

@@ -31,7 +31,7 @@ from lgp_edge.pool.stitch_init import (
 )
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import PoolSpec, content_hash
-from lgp_edge.train import TrainConfig, is_main, state_digest
+from lgp_edge.train import TrainConfig, environment, is_main, state_digest
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,8 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
         transforms = objective.transform_tensors()
         earlier = run.earlier_wall_s
         distilled = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "data": req.data,
-                     "config": cfg.to_dict(), "alpha": req.alpha, "temperature": req.temperature,
+                     "config": cfg.to_dict(), "environment": environment(), "alpha": req.alpha,
+                     "temperature": req.temperature,
                      "position_loss": req.position_loss,
                      **distill_history(run.losses, spec.instances, cfg.epochs, width_epochs),
                      "aux_init": req.aux_init, "inherited_blocks": inherited,

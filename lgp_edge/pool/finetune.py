@@ -28,7 +28,7 @@ from lgp_edge.pool.restitch import apply_init
 from lgp_edge.pool.stitch_init import INITS, tune_stitches
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import content_hash
-from lgp_edge.train import TrainConfig, fit, is_main, recorded_progress
+from lgp_edge.train import TrainConfig, environment, fit, is_main, recorded_progress
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
                  resume=resuming_joint, fingerprint=fingerprint, step_kwargs=sampler, reporter=reporter)
     entry = {"stage": "finetune", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)),
              "wall_s": round(time.time() - t0 + result.earlier_wall_s + stitch_earlier_s, 1), "data": req.data,
-             "config": cfg.to_dict(),
+             "config": cfg.to_dict(), "environment": environment(),
              "tau": req.tau,
              "init": init or manifest.stitch_init, "epoch_loss": list(result.epoch_loss),
              "stitch_epochs": stitch_epochs, "stitch_epoch_loss": stitch_loss,
