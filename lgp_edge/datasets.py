@@ -300,15 +300,26 @@ def open_for_ancestry(name: str, model: Any, aspec: Any, meta: dict[str, Any] | 
         raise UsageError(f"--data {name} has {data.info.num_classes} classes, ancestry '{aspec.name}' "
                          f"{aspec.num_classes}; fine-tune it on the data first: lgp-edge ancestry train --ancestry "
                          f"{aspec.name} --initial-checkpoint {aspec.checkpoint or 'FILE'} --data {name} --out DIR")
-    pre = (meta or {}).get("preprocess")
-    if isinstance(pre, dict) and isinstance(pre.get("labels"), list):
-        check_labels(data.info, tuple(pre["labels"]), str((meta or {}).get("data", "its ancestry.json")))
+    check_recorded_labels(data.info, meta)
     return data
 
 
-def pool_norm(preprocess: PreprocessSpec) -> Norm:
-    """The (mean, std) a pool was trained with, as its pool.json records them."""
-    return tuple(preprocess.mean), tuple(preprocess.std)
+def check_recorded_labels(info: DataInfo, meta: dict[str, Any] | None) -> None:
+    """``check_labels`` against the classes an ``ancestry.json`` (``meta``) records, when it records them."""
+    pre = (meta or {}).get("preprocess")
+    if isinstance(pre, dict) and isinstance(pre.get("labels"), list):
+        check_labels(info, tuple(pre["labels"]), str((meta or {}).get("data", "its ancestry.json")))
+
+
+def open_for_pool(name: str, manifest: Any) -> ImageData:
+    """``name`` opened for a pool (its ``PoolManifest``): at its ancestry's input size, channels and classes,
+    normalised as its pool.json records, and refused when its classes or their order differ from the pool's
+    (its logits would be scored, or trained, against other labels, silently)."""
+    a, pre = manifest.spec.ancestry, manifest.preprocess
+    data = open_data(name, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes,
+                     norm=(tuple(pre.mean), tuple(pre.std)))
+    check_labels(data.info, pre.labels, manifest.data)
+    return data
 
 
 def check_labels(info: DataInfo, labels: tuple[str, ...], model_data: str) -> None:

@@ -107,7 +107,7 @@ def _timm_preprocess(model: nn.Module, name: str, own: dict[str, Any] | None = N
 def _resolve_preprocess(model: nn.Module, name: str, data: str | None,
                         meta: dict[str, Any] | None) -> tuple[PreprocessSpec, str, str]:
     """(preprocessing, where it came from, validation dataset); see the module docstring for the order."""
-    from lgp_edge.datasets import check_data_name, check_labels, model_norm, open_data
+    from lgp_edge.datasets import check_data_name, check_recorded_labels, model_norm, open_data
 
     size, chans, n = int(model.patch_embed.img_size[0]), int(model.patch_embed.proj.in_channels), model.num_classes
     data = data or (meta or {}).get("data")
@@ -117,8 +117,7 @@ def _resolve_preprocess(model: nn.Module, name: str, data: str | None,
         info = open_data(data, img_size=size, in_chans=chans, num_classes=n, norm=norm).info
         if info.num_classes != n:
             raise UsageError(f"--data {data} has {info.num_classes} classes; the checkpoint's head has {n}")
-        if meta and isinstance((meta.get("preprocess") or {}).get("labels"), list):  # the head's own order
-            check_labels(info, tuple(meta["preprocess"]["labels"]), str(meta.get("data", "its ancestry.json")))
+        check_recorded_labels(info, meta)  # the head's own order
         return PreprocessSpec(img_size=size, in_chans=chans, mean=info.preprocess.mean, std=info.preprocess.std,
                               labels=info.preprocess.labels), f"dataset {data}", data
     pre = (meta or {}).get("preprocess") or {}

@@ -224,10 +224,10 @@ def shape_overrides(model: nn.Module, state: dict[str, Any]) -> dict[str, int]:
     return out
 
 
-def recorded_shapes(name: str, checkpoint: str | Path) -> dict[str, int]:
-    """num_classes, in_chans, img_size of the model ``ancestry train`` built for ``checkpoint`` (its
-    ``ancestry.json``, when written for ``name``); empty when there is none."""
-    meta = read_ancestry_dir(checkpoint) or {}
+def recorded_shapes(name: str, meta: dict[str, Any] | None) -> dict[str, int]:
+    """num_classes, in_chans, img_size of the model ``ancestry train`` built (its ``ancestry.json``, ``meta``, when
+    written for ``name``); empty when there is none."""
+    meta = meta or {}
     spec = meta.get("spec") if isinstance(meta.get("spec"), dict) and meta.get("name") == name else {}
     return {k: v for k, v in spec.items()
             if k in ("num_classes", "in_chans", "img_size") and type(v) is int and 0 < v <= 100_000}
@@ -253,7 +253,8 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
     given = {k: v for k, v in dict(num_classes=num_classes, in_chans=in_chans, img_size=img_size).items()
              if v is not None}
     state = read_state_dict(checkpoint) if checkpoint is not None else None
-    kwargs = {**(recorded_shapes(name, checkpoint) if checkpoint is not None else {}), **given}
+    meta = read_ancestry_dir(checkpoint) if checkpoint is not None else None
+    kwargs = {**recorded_shapes(name, meta), **given}
     try:
         model = timm.create_model(name, pretrained=pretrained and checkpoint is None, **kwargs)
     except (RuntimeError, OSError) as exc:
@@ -276,7 +277,7 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        other = (read_ancestry_dir(checkpoint) or {}).get("name")
+        other = (meta or {}).get("name")
         hint = (f"; its ancestry.json (or config.json) says it is a '{other}': pass --ancestry {other}"
                 if isinstance(other, str) and other != name else "")
         raise CheckpointError(f"checkpoint '{checkpoint}' does not fit ancestry '{name}': {load_error(exc)}{hint}") \

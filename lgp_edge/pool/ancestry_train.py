@@ -64,13 +64,14 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
     check_data_name(req.data)
     torch.manual_seed(cfg.seed)
     initial_file = _initial_file(req.initial_checkpoint) if req.initial_checkpoint else None
+    initial_meta = read_ancestry_dir(initial_file) if initial_file else None  # its ancestry.json or config.json
     # the variant at its own size (or the size the run that wrote the warm start built it at), random weights
-    model, spec = create_ancestry(req.name, **(recorded_shapes(req.name, initial_file) if initial_file else {}))
+    model, spec = create_ancestry(req.name, **recorded_shapes(req.name, initial_meta))
     state = read_state_dict(initial_file) if initial_file else None
     chans = data_channels(req.data, shape_overrides(model, state).get("in_chans", spec.in_chans) if state
                           else spec.in_chans)
     # a warm start's images are normalised as its weights were trained (its ancestry.json, a stock pretrained_cfg)
-    norm = model_norm(model, req.name, read_ancestry_dir(initial_file)) if initial_file else None
+    norm = model_norm(model, req.name, initial_meta) if initial_file else None
     data = open_data(req.data, img_size=spec.img_size, in_chans=chans, num_classes=spec.num_classes, norm=norm)
     if (data.info.num_classes, chans) != (spec.num_classes, spec.in_chans):
         # a model for the user's data: its classes and channels (the checkpoint's ancestry.json keeps them)
@@ -80,7 +81,7 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
                                       img_size=spec.img_size)
     initial = None
     if initial_file is not None:
-        was = ((read_ancestry_dir(initial_file) or {}).get("preprocess") or {}).get("labels")
+        was = ((initial_meta or {}).get("preprocess") or {}).get("labels")
         relabel = isinstance(was, list) and tuple(was) != tuple(data.info.preprocess.labels) \
             and not data.info.synthetic  # its head classifies other classes, or these in another order
         load_warm_start(model, state, initial_file, req.name, new_head=relabel)
@@ -126,15 +127,14 @@ def load_warm_start(model: nn.Module, state: dict[str, torch.Tensor], file: Path
 
     own, state = model.state_dict(), dict(state)
     head = state.get("head.weight")
-    if head is not None and head.ndim == 2 and "head.weight" in own and head.shape != own["head.weight"].shape \
-            and head.shape[1] == own["head.weight"].shape[1]:
-        state.pop("head.weight")
-        state.pop("head.bias", None)
+    other_size = head is not None and head.ndim == 2 and "head.weight" in own \
+        and head.shape != own["head.weight"].shape and head.shape[1] == own["head.weight"].shape[1]
     if new_head and head is not None:
         log.warning("--initial-checkpoint %s was trained on other classes, or these in another order (its "
                     "ancestry.json); ancestry %s starts a new %d-class head for the data", file, name,
                     model.num_classes)
-        state.pop("head.weight", None)
+    if other_size or (new_head and head is not None):
+        state.pop("head.weight")
         state.pop("head.bias", None)
     pos, mine = state.get("pos_embed"), own.get("pos_embed")
     if pos is not None and mine is not None and pos.ndim == 3 and pos.shape != mine.shape \

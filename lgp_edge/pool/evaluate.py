@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lgp_edge.datasets import ImageData, check_data_name, check_labels, open_data, pool_norm
+from lgp_edge.datasets import ImageData, check_data_name, open_for_pool
 from lgp_edge.errors import DataError, UsageError
 from lgp_edge.fileio import write_json_atomic
 from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, load_pool
@@ -37,11 +37,7 @@ def _pool_and_data(path: str | Path, data: str) -> tuple[LearngenePool, PoolMani
     """The pool at ``path`` and ``data`` opened for it: at its input size and channels, with its classes."""
     check_data_name(data)
     pool, manifest = load_pool(path)
-    a = manifest.spec.ancestry
-    ds = open_data(data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes,
-                   norm=pool_norm(manifest.preprocess))
-    check_labels(ds.info, manifest.preprocess.labels, manifest.data)
-    return pool, manifest, ds
+    return pool, manifest, open_for_pool(data, manifest)
 
 
 def instance_top1(path: str | Path, data: str, *, max_images: int | None = None,

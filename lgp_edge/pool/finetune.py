@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lgp_edge.datasets import check_data_name, check_labels, open_data, pool_norm
+from lgp_edge.datasets import check_data_name, open_for_pool
 from lgp_edge.errors import UsageError
 from lgp_edge.models.plan import descendant_flops
 from lgp_edge.outdir import claim_in_place
@@ -74,10 +74,7 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
         raise UsageError(f"pool '{req.pool}' holds no ancestry weights (ancestry.safetensors), which fine-tuning "
                          "distils from; rebuild it with 'lgp-edge pool build'")
     teacher = load_pool_ancestry(req.pool, manifest)
-    a = manifest.spec.ancestry
-    data = open_data(req.data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes,
-                     norm=pool_norm(manifest.preprocess))
-    check_labels(data.info, manifest.preprocess.labels, manifest.data)  # other classes: wrong labels, silently
+    data = open_for_pool(req.data, manifest)  # other classes: wrong labels, silently
     init = req.init
     stitch_epochs = max(req.stitch_epochs, 1) if init == "lstsq-kd" else req.stitch_epochs
     resuming_stitch = req.resume and (Path(req.pool) / STITCH_CKPT / "state.json").is_file()

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from lgp_edge.datasets import check_data_name, check_labels, open_data, pool_norm
+from lgp_edge.datasets import check_data_name, open_for_pool
 from lgp_edge.errors import UsageError
 from lgp_edge.pool.evaluate import DESCENDANTS
 from lgp_edge.pool.pool import PoolManifest, load_pool, load_pool_ancestry, load_pool_transforms, save_pool
@@ -66,10 +66,7 @@ def restitch_pool(req: RestitchRequest, cfg: TrainConfig, reporter: Reporter = N
     if req.lstsq_images < 1 or req.stitch_steps < 0 or req.r2_images < 1 or not (0 < req.stitch_lr < 1):
         raise UsageError("--lstsq-images and --r2-images must be >= 1, --stitch-steps >= 0, --stitch-lr in (0, 1)")
     pool, manifest = load_pool(req.pool)
-    a = manifest.spec.ancestry
-    data = open_data(req.data, img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes,
-                     norm=pool_norm(manifest.preprocess))
-    check_labels(data.info, manifest.preprocess.labels, manifest.data)  # lstsq-kd trains against the logits
+    data = open_for_pool(req.data, manifest)  # lstsq-kd trains against the logits: the pool's classes
     t0 = time.time()
     used = apply_init(pool, manifest, req.pool, req.init, data, lstsq_images_n=req.lstsq_images, seed=cfg.seed)
     entry: dict = {"stage": "stitch-init", "init": req.init, "data": data.info.name}

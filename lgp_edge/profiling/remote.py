@@ -115,10 +115,20 @@ class Transport(ABC):
     def put(self, local: Path, remote: str) -> None:
         """Copy one local file to ``remote`` on the device."""
 
-    @abstractmethod
+    conn: ConnectionSpec
+
     def run(self, argv: Sequence[str], timeout: float | None = None) -> str:
         """Run ``argv`` on the device, stopped there after ``timeout`` seconds (default ``bench_timeout_s``);
         its stdout."""
+        limit = self.bench_timeout_s if timeout is None else timeout
+        # here: the board's limit, its KILL grace, and the connection's own time on top
+        return self._call(bounded(argv, limit), limit + KILL_GRACE_S + self.conn.timeout_s + 30,
+                          f"'{Path(argv[0]).name}'", limit)
+
+    @abstractmethod
+    def _call(self, argv: Sequence[str], timeout: float, what: str, limit: float | None = None) -> str:
+        """Run ``argv`` on the device as it is, waiting ``timeout`` seconds here; its stdout. ``limit``: the bound
+        ``bounded`` put on it, to tell a run stopped there from a failure."""
 
     @abstractmethod
     def remove(self, remote_dir: str) -> None:
@@ -176,7 +186,7 @@ class SSHTransport(Transport):
                              "only letters, digits and '_.+/-' (legacy scp hands it to the board's shell)")
         return [self.scp, "-q", *self._opts("-P"), "--", str(local), f"{self.destination}:{remote}"]
 
-    def _ssh(self, argv: Sequence[str], timeout: float, what: str, limit: float | None = None) -> str:
+    def _call(self, argv: Sequence[str], timeout: float, what: str, limit: float | None = None) -> str:
         start = time.monotonic()
         proc = _run(self.ssh_argv(argv), timeout, what)
         if proc.returncode == 255:  # ssh's own failure: connection, authentication, host key
@@ -190,7 +200,7 @@ class SSHTransport(Transport):
         return proc.stdout
 
     def check(self) -> None:
-        self._ssh(["true"], self.conn.timeout_s + 5, f"connect to {self.destination}")
+        self._call(["true"], self.conn.timeout_s + 5, f"connect to {self.destination}")
 
     def mkdtemp(self) -> str:
         parent = self.conn.workdir or "/tmp"
@@ -199,7 +209,7 @@ class SSHTransport(Transport):
             prefix = f"{parent}/" if parent else ""
         else:
             prefix = parent.rstrip("/") + "/"
-        made = self._ssh(["mktemp", "-d", f"{prefix}lgp-edge.XXXXXXXX"], self.conn.timeout_s + 10,
+        made = self._call(["mktemp", "-d", f"{prefix}lgp-edge.XXXXXXXX"], self.conn.timeout_s + 10,
                          "create a scratch directory").strip()
         return _scratch_dir(made, prefix, self.destination)
 
@@ -209,16 +219,10 @@ class SSHTransport(Transport):
             msg = (proc.stderr.strip().splitlines() or ["no message"])[-1]
             raise TargetUnreachable(f"cannot copy {local.name} to {self.destination}: {msg}")
 
-    def run(self, argv: Sequence[str], timeout: float | None = None) -> str:
-        limit = self.bench_timeout_s if timeout is None else timeout
-        # here: the board's limit, its KILL grace, and the connection's own time on top
-        return self._ssh(bounded(argv, limit), limit + KILL_GRACE_S + self.conn.timeout_s + 30,
-                         f"'{Path(argv[0]).name}'", limit)
-
     def remove(self, remote_dir: str) -> None:
         if "lgp-edge." not in remote_dir:  # never remove anything we did not create
             raise ValueError(f"refusing to remove '{remote_dir}'")
-        self._ssh(["rm", "-rf", "--", remote_dir], self.conn.timeout_s + 10, "clean up")
+        self._call(["rm", "-rf", "--", remote_dir], self.conn.timeout_s + 10, "clean up")
 
 
 ANDROID_TMP = "/data/local/tmp"
@@ -266,8 +270,8 @@ class ADBTransport(Transport):
             raise UsageError(f"{what} failed over adb (exit {proc.returncode}): {msg}")
         return proc.stdout
 
-    def shell(self, argv: Sequence[str], timeout: float, what: str = "", limit: float | None = None) -> str:
-        return self._adb(["shell", shlex.join(argv)], timeout, what or f"'{Path(argv[0]).name}'", limit)
+    def _call(self, argv: Sequence[str], timeout: float, what: str, limit: float | None = None) -> str:
+        return self._adb(["shell", shlex.join(argv)], timeout, what, limit)
 
     def check(self) -> None:
         state = self._adb(["get-state"], self.conn.timeout_s, "query the adb device").strip()
@@ -276,21 +280,16 @@ class ADBTransport(Transport):
 
     def mkdtemp(self) -> str:
         prefix = f"{(self.conn.workdir or ANDROID_TMP).rstrip('/')}/"
-        made = self.shell(["mktemp", "-d", f"{prefix}lgp-edge.XXXXXXXX"], self.conn.timeout_s + 10).strip()
+        made = self._call(["mktemp", "-d", f"{prefix}lgp-edge.XXXXXXXX"], self.conn.timeout_s + 10, "'mktemp'").strip()
         return _scratch_dir(made, prefix, self.where)
 
     def put(self, local: Path, remote: str) -> None:
         self._adb(["push", str(local), remote], self.conn.timeout_s + 120, f"push {local.name}")
 
-    def run(self, argv: Sequence[str], timeout: float | None = None) -> str:
-        limit = self.bench_timeout_s if timeout is None else timeout
-        return self.shell(bounded(argv, limit), limit + KILL_GRACE_S + self.conn.timeout_s + 30,
-                          f"'{Path(argv[0]).name}'", limit)
-
     def remove(self, remote_dir: str) -> None:
         if "lgp-edge." not in remote_dir:
             raise ValueError(f"refusing to remove '{remote_dir}'")
-        self.shell(["rm", "-rf", remote_dir], self.conn.timeout_s + 10)
+        self._call(["rm", "-rf", remote_dir], self.conn.timeout_s + 10, "'rm'")
 
 
 def transport_for(conn: ConnectionSpec, extra: dict[str, Any] | None = None) -> Transport:

@@ -121,6 +121,7 @@ class MeasurementStore:
         self.path = Path(path) if path is not None else default_store_path()
         self.readonly = readonly
         self.timeout_s = float(timeout_s if timeout_s is not None else self.default_timeout_s)
+        self._wait_s = self.timeout_s / self.write_attempts  # one write attempt's wait for another writer
         self._db: sqlite3.Connection | None = None
         self._table = "runs"
         self.journal_mode = ""
@@ -131,9 +132,8 @@ class MeasurementStore:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), timeout=self.timeout_s / self.write_attempts,
-                                       isolation_level=None)
-            self._db.execute(f"PRAGMA busy_timeout = {int(self.timeout_s / self.write_attempts * 1000)}")
+            self._db = sqlite3.connect(str(self.path), timeout=self._wait_s, isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout = {int(self._wait_s * 1000)}")
             mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
             if str(mode).lower() != "wal":
                 mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -174,7 +174,7 @@ class MeasurementStore:
                 raise UsageError(f"measurement store '{self.path}' cannot be written ({exc}): profile adds its runs "
                                  "to it; pass a writable --store (select, export and report only read)") from None
         finally:
-            self._db.execute(f"PRAGMA busy_timeout = {int(self.timeout_s / self.write_attempts * 1000)}")
+            self._db.execute(f"PRAGMA busy_timeout = {int(self._wait_s * 1000)}")
 
     def _open_readonly(self) -> None:
         if not self.path.exists():
