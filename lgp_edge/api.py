@@ -6,7 +6,6 @@ See docs/API.md (its examples are run by tests/test_api.py).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +118,11 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
     """``manifest.json`` of an export directory (``UsageError`` when it is missing, unreadable or not a JSON
     object)."""
     from lgp_edge.errors import UsageError
+    from lgp_edge.fileio import json_loads
 
     path = Path(out) / "manifest.json"
     try:
-        mf = json.loads(path.read_text())
+        mf = json_loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"'{out}' is not an export directory (no manifest.json)") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:

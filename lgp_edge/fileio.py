@@ -68,18 +68,40 @@ def save_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[s
     os.chmod(path, default_mode(directory=False))
 
 
+#: The largest settings file (target, profile TOML) read: they are a few hundred bytes.
+MAX_SETTINGS_BYTES = 1 << 20
+
+
+def json_loads(text: str | bytes) -> Any:
+    """``json.loads`` for files lgp-edge did not necessarily write: JSON nested deeper than Python's recursion
+    limit (a 2 KB file of brackets) is a ``json.JSONDecodeError`` ("nested too deeply") like any other
+    malformed JSON, not a ``RecursionError``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text if isinstance(text, str) else "", 0) from None
+
+
 def read_toml(path: Path, what: str) -> dict[str, Any]:
-    """A TOML file as a dict; invalid TOML, a file that is not UTF-8 or an unreadable file is a UsageError
-    naming ``what``."""
+    """A TOML file as a dict; invalid TOML, a file that is not UTF-8, not a regular file (a FIFO would wait for
+    a writer, a device never end), larger than ``MAX_SETTINGS_BYTES`` or unreadable is a UsageError naming
+    ``what``."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     try:
+        if not path.is_file():
+            raise UsageError(f"{what} file '{path}' is not a regular file; move it out of the directory")
+        if path.stat().st_size > MAX_SETTINGS_BYTES:
+            raise UsageError(f"{what} file '{path}' is larger than {MAX_SETTINGS_BYTES >> 20} MB; a {what} file "
+                             "is a few hundred bytes of TOML")
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{what} file '{path}' is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{what} file '{path}' is not valid TOML: nested too deeply") from None
     except UnicodeDecodeError as exc:  # TOML files are UTF-8
         raise UsageError(f"cannot read {what} file '{path}' (not UTF-8 TOML: byte 0x{exc.object[exc.start]:02x} at "
                          f"offset {exc.start}); save it as UTF-8 or move it out of the directory") from None

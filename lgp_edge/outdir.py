@@ -27,7 +27,6 @@ import atexit
 import ctypes
 import errno
 import fcntl
-import json
 import logging
 import os
 import re
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
-from lgp_edge.fileio import default_mode
+from lgp_edge.fileio import default_mode, json_loads
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ def _plain_relative(rel: Any) -> bool:
 
 def _json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json_loads(path.read_text())
     except (OSError, ValueError, UnicodeDecodeError):
         return None
 
@@ -359,6 +358,10 @@ class OutputBusy(UsageError):
     """Another lgp-edge process is writing the same output directory."""
 
 
+class LockIsLink(UsageError):
+    """OUT's lock file is a symbolic link (lgp-edge never makes one): nothing is opened through it."""
+
+
 def _lock_file(real: Path) -> str:
     return str(real.with_name(f".{real.name}.lock"))
 
@@ -375,7 +378,13 @@ def output_lock(path: str | Path) -> Iterator[None]:
             _held[lock] -= 1
         return
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:  # never through a link: a lock someone else made a link would create or truncate what it names
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise LockIsLink(f"'{lock}' is a symbolic link, and lgp-edge never makes its lock one; remove it and "
+                             "run again") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -444,7 +453,7 @@ def recover_unlocked(path: str | Path) -> None:
     try:
         with output_lock(p):
             recover(p)
-    except (OutputBusy, OSError):
+    except (OutputBusy, LockIsLink, OSError):
         pass
 
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import CheckpointError
-from lgp_edge.fileio import write_atomic, write_text_atomic
+from lgp_edge.fileio import json_loads, write_atomic, write_text_atomic
 
 CKPT_STATE = "state.safetensors"
 CKPT_META = "state.json"
@@ -29,7 +29,8 @@ CKPT_META = "state.json"
 def legacy_groups(ckpt: Path) -> bool:
     """True for a checkpoint whose optimizer groups predate ``lr_scale`` (see ``train_optim.legacy_optimizer``)."""
     try:
-        groups = json.loads((ckpt / CKPT_META).read_text()).get("param_groups") or []
+        meta = json_loads((ckpt / CKPT_META).read_text())
+        groups = meta.get("param_groups") or [] if isinstance(meta, dict) else []
     except (OSError, ValueError):
         return False  # load_checkpoint reports the damage
     return bool(groups) and all(isinstance(g, dict) and "lr_scale" not in g for g in groups)
@@ -123,10 +124,13 @@ def read_checkpoint_meta(path: Path, fingerprint: str, world: int) -> dict[str, 
     if not meta_f.is_file():
         raise CheckpointError(f"no checkpoint to resume in '{path}'; run without --resume to start")
     try:
-        meta = json.loads(meta_f.read_text())
+        meta = json_loads(meta_f.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"checkpoint '{meta_f}' is damaged ({exc.msg}); delete '{path}' and start "
                               "again without --resume") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint '{meta_f}' is damaged (a JSON {type(meta).__name__}, not an object); "
+                              f"delete '{path}' and start again without --resume")
     if meta.get("fingerprint") != fingerprint:
         raise CheckpointError(f"checkpoint '{path}' belongs to another run (different pool, ancestry, data or "
                               "training settings); resume with the original arguments, or delete it and start "

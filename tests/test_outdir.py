@@ -95,3 +95,31 @@ def test_real_outputs_hold_only_what_lgp_edge_writes(tmp_path: Path) -> None:
     assert any(p.suffix == ".png" for p in (tmp_path / "report").iterdir())
     for kind in ("pool", "report", "ancestry"):
         assert recognise_output(tmp_path / kind) == (kind, [])
+
+
+def test_a_lock_that_is_a_symbolic_link_is_never_followed(tmp_path: Path, capsys) -> None:
+    """A pool sent with ``.pool.lock`` linking elsewhere: reading it creates nothing there, and a writer refuses
+    in one line (lgp-edge never makes its lock a link)."""
+    import shutil
+
+    from helpers import error_lines, run_cli
+
+    from lgp_edge.pool.manifest import demo_pool_dir
+
+    bundle, outside = tmp_path / "bundle", tmp_path / "outside"
+    bundle.mkdir()
+    outside.mkdir()
+    shutil.copytree(demo_pool_dir(), bundle / "pool")
+    (bundle / ".pool.old-1").mkdir()
+    (bundle / ".pool.lock").symlink_to(outside / "created-by-lgp-edge")
+    rc, _ = run_cli(["pool", "info", str(bundle / "pool")], capsys)
+    assert rc == 0
+    assert not (outside / "created-by-lgp-edge").exists()
+    assert (bundle / ".pool.lock").is_symlink()
+    out = bundle / "out"
+    (bundle / ".out.lock").symlink_to(outside / "created-by-lgp-edge")
+    rc, err = run_cli(["export", "--target", "cpu", "--pool", str(bundle / "pool"), "--out", str(out),
+                       "--format", "onnx", "--val-images", "50", "--store", str(tmp_path / "m.sqlite")], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "symbolic link" in lines[0], err
+    assert not (outside / "created-by-lgp-edge").exists() and not out.exists()

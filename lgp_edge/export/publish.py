@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from typing import Any
 
 from lgp_edge.errors import ValidationFailed
 from lgp_edge.export.manifest import KIND, MANIFEST, write_manifest
+from lgp_edge.fileio import json_loads
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def keep_failed(tmp: Path, out: Path) -> Path | None:
     failed = real.with_name(real.name + ".failed")
     if failed.exists():
         try:
-            earlier = json.loads((failed / MANIFEST).read_text())
+            earlier = json_loads((failed / MANIFEST).read_text())
             ours = str(earlier.get("kind", "")).startswith(KIND) and earlier.get("status") == "failed"
         except (OSError, ValueError, AttributeError):
             ours = False

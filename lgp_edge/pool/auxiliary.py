@@ -30,7 +30,7 @@ from torch import nn
 
 from lgp_edge.datasets import check_data_name, open_for_ancestry
 from lgp_edge.errors import CheckpointError, UsageError
-from lgp_edge.fileio import save_safetensors, sha256_file
+from lgp_edge.fileio import json_loads, save_safetensors, sha256_file
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, create_auxiliary, instance_spec
 from lgp_edge.outdir import atomic_dir, check_output_dir, check_resume_dir, replace_dir
@@ -204,10 +204,11 @@ def read_distilled(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"--distilled '{path}' is not a 'pool distill' output (no {RECORD}); create it with "
                          "'lgp-edge pool distill'")
     try:
-        rec = json.loads(rec_path.read_text())
+        rec = json_loads(rec_path.read_text())
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"'{rec_path}' cannot be read ({exc}); distil again") from None
-    if not isinstance(rec, dict) or rec.get("kind") != KIND or not isinstance(rec.get("models"), list):
+    if (not isinstance(rec, dict) or rec.get("kind") != KIND or not isinstance(rec.get("models"), list)
+            or not all(isinstance(m, dict) for m in rec["models"])):
         raise CheckpointError(f"'{rec_path}' is not a distilled-models record; distil again")
     return rec
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import CheckpointError, UsageError
-from lgp_edge.fileio import sha256_file
+from lgp_edge.fileio import json_loads, sha256_file
 from lgp_edge.models.plan import enumerate_descendants
 from lgp_edge.outdir import recover_unlocked
 from lgp_edge.specs import (
@@ -138,7 +138,7 @@ def read_manifest(path: str | Path) -> PoolManifest:
     if not mf.is_file():
         raise UsageError(f"'{p}' is not a pool directory (no {MANIFEST}); build one with 'lgp-edge pool build'")
     try:
-        raw = json.loads(mf.read_text())
+        raw = json_loads(mf.read_text())
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"'{mf}' is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lgp_edge.errors import UsageError
-from lgp_edge.fileio import write_text_atomic
+from lgp_edge.fileio import json_loads, write_text_atomic
 from lgp_edge.registry import NAME_CHAR, NAME_START
 from lgp_edge.specs import PRECISIONS, RUNTIMES, LatencyRecord, is_integer, is_number
 
@@ -115,7 +115,7 @@ def read_records_file(path: str | Path) -> list[LatencyRecord]:
     """Records from an import file (``profile --import``); UsageError naming what is wrong."""
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
+        data = json_loads(p.read_text())
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read '{p}': {exc}") from None
     except json.JSONDecodeError as exc:

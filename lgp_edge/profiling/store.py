@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lgp_edge.errors import UsageError
+from lgp_edge.fileio import json_loads
 from lgp_edge.profiling.latency_file import (
     IMPORT_FORMAT,
     IMPORT_VERSION,
@@ -341,7 +342,7 @@ class MeasurementStore:
         rather than scored."""
         d = dict(zip(_COLUMNS, row))
         try:
-            versions = json.loads(d["tool_versions"])
+            versions = json_loads(d["tool_versions"])
         except (TypeError, ValueError):
             versions = d["tool_versions"]  # refused by check_record below, naming the field
         rec = LatencyRecord(descendant_key=d["descendant_key"], target=d["target"], runtime=d["runtime"],
@@ -424,7 +425,7 @@ class MeasurementStore:
         if row is None:
             return None
         try:
-            facts = json.loads(row[0])
+            facts = json_loads(row[0])
         except (TypeError, ValueError):
             facts = None
         if not isinstance(facts, dict):

@@ -1,0 +1,126 @@
+"""Files someone else sent: a pool, an import file, a store, an export directory, a target, a checkpoint.
+
+JSON or TOML nested a few thousand levels deep (a 2 KB file) ended in a RecursionError traceback (exit 1); a
+state.json or distilled.json holding another JSON type than the object lgp-edge writes, in an AttributeError
+traceback; a FIFO named ``*.toml`` in --targets-dir made ``targets list`` wait forever. Each is now one line
+and exit 2, with nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from helpers import error_lines, make_tiny_pool, run_cli, snapshot
+
+from lgp_edge.pool.auxiliary import KIND, RECORD
+from lgp_edge.pool.manifest import demo_pool_dir
+from lgp_edge.profiling.store import MeasurementStore
+from lgp_edge.specs import LatencyRecord
+
+NESTED = "[" * 5000
+
+
+def refused(argv: list[str], root: Path, capsys: pytest.CaptureFixture[str], phrase: str, *,
+            store: str | None = None) -> None:
+    """One line holding ``phrase``, exit 2, and nothing under ``root`` written (but ``store``, which opening
+    probes for writing)."""
+    before = snapshot(root)
+    rc, err = run_cli(argv, capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and phrase in lines[0] and "Traceback" not in err, err
+    after = snapshot(root)
+    if store:  # the store and its -wal / -shm
+        before, after = ({k: v for k, v in d.items() if not k.startswith(store)} for d in (before, after))
+    assert after == before
+
+
+def test_a_deeply_nested_pool_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pool = Path(shutil.copytree(demo_pool_dir(), tmp_path / "pool"))
+    (pool / "pool.json").write_text(NESTED)
+    for argv in (["pool", "info", str(pool)], ["select", "--target", "cpu", "--pool", str(pool),
+                                                "--store", str(tmp_path / "none.sqlite")]):
+        refused(argv, tmp_path, capsys, "nested too deeply")
+
+
+def test_a_deeply_nested_import_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "nested.json"
+    f.write_text(NESTED)
+    refused(["profile", "--import", str(f), "--store", str(tmp_path / "m.sqlite")], tmp_path, capsys,
+            "nested too deeply")
+
+
+def test_a_store_row_with_deeply_nested_tool_versions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "m.sqlite"
+    with MeasurementStore(path) as s:
+        s.put(LatencyRecord(descendant_key="b6.0-5", target="jetson-nano", runtime="tensorrt", precision="fp16",
+                            batch=1, median_ms=1.0, p90_ms=1.1, p99_ms=1.2, mean_ms=1.0, std_ms=0.01, cv=0.01, n=50,
+                            warmup=10, threads=1, source="measured", when="2026-01-01T00:00:00+00:00",
+                            tool_versions={"tensorrt": "8.2"}, pool_id="p1"))
+    db = sqlite3.connect(path)
+    db.execute("UPDATE runs SET tool_versions = ?", (NESTED,))
+    db.commit()
+    db.close()
+    refused(["select", "--target", "jetson-nano", "--store", str(path)], tmp_path, capsys, "tool_versions",
+            store=path.name)
+
+
+def test_an_export_directory_whose_manifest_is_deeply_nested(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """An OUT holding a manifest.json nested too deeply is not lgp-edge's: --force refuses it, without a traceback."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text(NESTED)
+    refused(["export", "--target", "cpu", "--out", str(out), "--force", "--format", "onnx", "--val-images", "50",
+             "--store", str(tmp_path / "m.sqlite")], tmp_path, capsys, "did not write")
+
+
+def test_a_deeply_nested_target_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tdir = tmp_path / "targets"
+    tdir.mkdir()
+    (tdir / "evil.toml").write_text('name = "evil"\n[extra]\nx = ' + "[" * 3000 + "]" * 3000 + "\n")
+    refused(["targets", "show", "evil", "--targets-dir", str(tdir)], tmp_path, capsys, "nested too deeply")
+
+
+def test_a_fifo_in_the_targets_directory_is_not_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tdir = tmp_path / "targets"
+    tdir.mkdir()
+    os.mkfifo(tdir / "pipe.toml")
+    result: dict[str, tuple[int, str]] = {}
+    t = threading.Thread(target=lambda: result.setdefault("r", run_cli(["targets", "list", "--targets-dir",
+                                                                         str(tdir)], capsys)), daemon=True)
+    t.start()
+    t.join(60)
+    if t.is_alive():  # unblock the reader so the test process can end
+        with open(tdir / "pipe.toml", "w"):
+            pass
+        t.join(10)
+        pytest.fail("'targets list' waited on a FIFO named *.toml")
+    rc, err = result["r"]
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "not a regular file" in lines[0], err
+
+
+def test_a_resume_checkpoint_whose_state_is_not_an_object(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    pool = make_tiny_pool(tmp_path / "pool", with_records=False)
+    ckpt = pool / "finetune.ckpt"
+    ckpt.mkdir()
+    (ckpt / "state.json").write_text("[1]")
+    refused(["pool", "finetune", str(pool), "--data", "synthetic", "--epochs", "1", "--max-steps-per-epoch", "1",
+             "--batch-size", "8", "--quiet", "--resume"], tmp_path, capsys, "damaged")
+
+
+def test_a_distilled_record_whose_models_are_not_objects(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    dd = tmp_path / "dd"
+    dd.mkdir()
+    (dd / RECORD).write_text(json.dumps({"kind": KIND, "models": [1]}))
+    refused(["pool", "build", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic",
+             "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "8", "--quiet",
+             "--out", str(tmp_path / "X"), "--distilled", str(dd)], tmp_path, capsys, "distilled-models record")
