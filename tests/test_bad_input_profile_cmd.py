@@ -136,9 +136,13 @@ def test_profile_settings_at_the_bounds_still_measure(pool, env, capsys, monkeyp
 
 
 # ---------------------------------------------------------------------------------------- 4: --import
+HOST = {"host_cpu": "Some CPU", "host_logical_cpus": "8"}  # a run of target 'cpu' names its machine
+
+
 def _records_file(path: Path, pid: str, **change: object) -> Path:
     rec = {"descendant_key": KEY, "target": "cpu", "runtime": "onnxruntime", "precision": "fp32", "batch": 1,
-           "median_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0, "source": "measured", "pool_id": pid}
+           "median_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0, "source": "measured", "pool_id": pid,
+           "tool_versions": {"onnxruntime": "1.17", **HOST}}
     changed = {**rec, **change}  # record 1; record 0 is a good one
     path.write_text(json.dumps({"format": "lgp-edge-latency", "version": 1, "records": [rec, changed]}))
     return path
@@ -173,7 +177,7 @@ def test_import_with_pool_refuses_keys_and_pool_ids_not_of_that_pool(pool, env, 
 def test_import_of_a_good_file_still_works(pool, env, capsys):
     pool_id = load_pool(pool)[0].pool_id
     f = _records_file(env["root"] / "t.json", pool_id, descendant_key="b6.0-5", batch=2, noisy=True,
-                      when="2026-01-01T00:00:00+00:00", tool_versions={"onnxruntime": "1.17"})
+                      when="2026-01-01T00:00:00+00:00", tool_versions={"onnxruntime": "1.16", **HOST})
     rc, err = run_cli(["profile", "--import", str(f), "--pool", str(pool), "--store", str(env["store"])], capsys)
     assert rc == 0, err
     assert list(env["tmp"].iterdir()) == []
@@ -210,3 +214,12 @@ def test_runtime_out_of_memory_is_one_line_and_leaves_no_temp_dir(pool, env, mon
     monkeypatch.setattr(TorchRuntime, "measure", oom)
     rc, err = run_cli(_profile(pool, "--batch", "8"), capsys)
     assert "--batch" in assert_refused(rc, err, "can't allocate memory", env)
+
+
+def test_import_of_a_cpu_run_that_names_no_machine_is_refused(pool, env, capsys):
+    """Target 'cpu' is whichever machine runs lgp-edge: a run that does not say which machine it was measured on
+    counted as this machine's (select showed another machine's 0.001 ms as 'measured' here)."""
+    pool_id = load_pool(pool)[0].pool_id
+    f = _records_file(env["root"] / "t.json", pool_id, tool_versions={"onnxruntime": "1.17"})
+    rc, err = run_cli(["profile", "--import", str(f), "--store", str(env["store"])], capsys)
+    assert "host_cpu" in assert_refused(rc, err, "record 1", env)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from lgp_edge.errors import UsageError
+from lgp_edge.profiling.host import host_versions
 from lgp_edge.profiling.store import MeasurementStore, default_store_path
 from lgp_edge.specs import LatencyRecord
 
@@ -20,7 +21,7 @@ def rec(key: str = "ti6.0-5", *, median: float = 1.0, source: str = "measured", 
     return LatencyRecord(descendant_key=key, target=target, runtime=runtime, precision="fp32", batch=batch,
                          median_ms=median, p90_ms=median * 1.1, p99_ms=median * 1.3, mean_ms=median, std_ms=0.01,
                          cv=0.01, n=50, warmup=10, threads=2, source=source, when=when,
-                         tool_versions=versions or {"onnxruntime": "1.0"}, pool_id=pool_id)
+                         tool_versions=versions or {"onnxruntime": "1.0", **host_versions()}, pool_id=pool_id)
 
 
 def test_default_path_env_and_xdg(monkeypatch, tmp_path):

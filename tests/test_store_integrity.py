@@ -247,10 +247,12 @@ def test_readers_take_only_the_recent_runs_from_a_long_history(demo, tmp_path, m
 def test_importing_the_same_file_twice_adds_its_runs_once(tmp_path, capsys):
     store = tmp_path / "s.sqlite"
     f = tmp_path / "runs.json"
+    from lgp_edge.profiling.host import host_versions
     from lgp_edge.profiling.store import records_json
 
-    f.write_text(records_json([rec("b6.0-5", when="2026-03-01T00:00:00+00:00"),
-                               rec("ti6.0-5", when="2026-03-01T00:00:00+00:00")]))
+    mine = {"onnxruntime": "1.32.0", **host_versions()}  # a run of target 'cpu' names its machine
+    f.write_text(records_json([rec("b6.0-5", when="2026-03-01T00:00:00+00:00", versions=mine),
+                               rec("ti6.0-5", when="2026-03-01T00:00:00+00:00", versions=mine)]))
     rc, err = run_cli(["profile", "--import", str(f), "--store", str(store)], capsys)
     assert rc == 0 and "imported 2 records" in err
     rc, err = run_cli(["profile", "--import", str(f), "--store", str(store)], capsys)
@@ -258,7 +260,7 @@ def test_importing_the_same_file_twice_adds_its_runs_once(tmp_path, capsys):
     with MeasurementStore(store, readonly=True) as s:
         assert s.count() == 2
     # a new run with the same numbers at another time is a new run
-    f.write_text(records_json([dataclasses.replace(rec("b6.0-5"), when="2026-03-02T00:00:00+00:00")]))
+    f.write_text(records_json([dataclasses.replace(rec("b6.0-5", versions=mine), when="2026-03-02T00:00:00+00:00")]))
     rc, _ = run_cli(["profile", "--import", str(f), "--store", str(store)], capsys)
     with MeasurementStore(store, readonly=True) as s:
         assert rc == 0 and s.count() == 3

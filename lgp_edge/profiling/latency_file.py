@@ -76,9 +76,14 @@ def check_record(r: LatencyRecord) -> None:
                          f"{r.p90_ms:g}, {r.p99_ms:g}")
 
 
+#: What a run of target 'cpu' records about the machine it ran on (``profiling.host.host_versions``).
+HOST_KEYS = ("host_cpu", "host_logical_cpus")
+
+
 def import_problem(row: dict) -> str | None:
     """The stricter rules of a record read from a file (a board's, or one left beside a store), beyond every
-    field's type and range (``check_record``): a target name, a pool id, an ISO 8601 time. None when it passes.
+    field's type and range (``check_record``): a target name, a pool id, an ISO 8601 time, and for target 'cpu'
+    the machine it ran on. None when it passes.
     (``profile --import`` also checks the key's shape, ``KEY_PATTERN``, and the target, precision and pool:
     ``session.import_records``.)"""
     if not _NAME.fullmatch(row["target"]):
@@ -90,6 +95,10 @@ def import_problem(row: dict) -> str | None:
             datetime.fromisoformat(row["when"])
         except ValueError:
             return f"when must be an ISO 8601 time like '2026-01-01T00:00:00+00:00', got {row['when']!r}"
+    unnamed = [k for k in HOST_KEYS if k not in (row.get("tool_versions") or {})]
+    if row["target"] == "cpu" and unnamed:
+        return (f"a run of target 'cpu' must name the machine it ran on (tool_versions lacks {', '.join(unnamed)}); "
+                "'cpu' is whichever machine runs lgp-edge, so this run would count as this one's")
     return None
 
 
