@@ -141,7 +141,11 @@ def _fashion_mnist(img_size: int, in_chans: int) -> ImageData:
                      DataInfo("fashion-mnist", 10, pre, synthetic=False))
 
 
-def _synthetic(img_size: int, in_chans: int, num_classes: int, n_train: int = 512, n_val: int = 256) -> ImageData:
+SYNTHETIC_TRAIN = 512  # training images of --data synthetic
+
+
+def _synthetic(img_size: int, in_chans: int, num_classes: int, n_train: int = SYNTHETIC_TRAIN,
+               n_val: int = 256) -> ImageData:
     g = torch.Generator().manual_seed(0)
     xtr = torch.randint(0, 256, (n_train, in_chans, img_size, img_size), generator=g, dtype=torch.uint8)
     xva = torch.randint(0, 256, (n_val, in_chans, img_size, img_size), generator=g, dtype=torch.uint8)
@@ -334,6 +338,25 @@ def check_labels(info: DataInfo, labels: tuple[str, ...], model_data: str) -> No
         raise UsageError(f"--data {info.name} has the classes {theirs[:6]}{' ...' if len(theirs) > 6 else ''} "
                          f"({len(theirs)}), the model was trained on {ours[:6]}{' ...' if len(ours) > 6 else ''} "
                          f"({len(ours)}, {model_data}): use data with the model's classes, in that order")
+
+
+def training_images(name: str) -> int | None:
+    """How many training images ``name`` has, when that is cheap to know: Fashion-MNIST's from its labels file's
+    IDX header (no image is read), synthetic data's fixed count; None otherwise (an image folder is counted
+    when it is opened) and for a file that cannot be read (opening it says why)."""
+    if name == "synthetic":
+        return SYNTHETIC_TRAIN
+    if name != "fashion-mnist":
+        return None
+    try:
+        _, labels = _fmnist_files(fmnist_dir(), "train")
+        with gzip.open(labels, "rb") as f:
+            head = f.read(8)
+    except (DataError, OSError, EOFError, zlib.error):
+        return None
+    if len(head) < 8 or head[:4] != b"\x00\x00\x08\x01":  # unsigned bytes, one dimension
+        return None
+    return struct.unpack(">I", head[4:])[0]
 
 
 def check_data_name(name: str) -> None:

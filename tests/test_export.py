@@ -72,11 +72,11 @@ def iphone_out(env: object, tiny_pool: Path, tmp_path_factory: pytest.TempPathFa
     return _export_once(tmp_path_factory, tiny_pool, "iphone", "--target", "iphone")
 
 
-def _check_common(out: Path, tiny_pool: Path, profile: str) -> dict:
+def _check_common(out: Path, tiny_pool: Path, profile: str, images: int = int(VAL)) -> dict:
     mf = manifest(out)
     assert mf["status"] == "passed" and mf["validation"]["passed"] is True
     assert mf["profile"]["name"] == profile and mf["pool"]["synthetic_data"] is True
-    assert mf["validation"]["synthetic"] is True and mf["validation"]["images"] == int(VAL)
+    assert mf["validation"]["synthetic"] is True and mf["validation"]["images"] == images
     kinds = {a["path"]: a["validation"]["kind"] for a in mf["artifacts"]}
     assert mf["validation"]["numeric"] == [p for p, k in kinds.items() if k == "numeric"]
     assert mf["validation"]["structural"] == [p for p, k in kinds.items() if k == "structural"]
@@ -350,8 +350,8 @@ def test_coreml_structural_check_reads_the_program(iphone_out: Path) -> None:
 
 def test_cpu_int8_openvino(env: object, tiny_pool: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    assert export(tiny_pool, out, "--profile", "cpu-int8") == 0
-    mf = _check_common(out, tiny_pool, "cpu-int8")
+    assert export(tiny_pool, out, "--profile", "cpu-int8", "--val-images", "300") == 0  # int8: >= 300
+    mf = _check_common(out, tiny_pool, "cpu-int8", images=256)  # all of the synthetic validation split
     (art,) = mf["artifacts"]
     v = art["validation"]
     assert art["precision"] == "int8" and v["top1_change"] is not None and v["min_agreement"] == 0.9
@@ -485,7 +485,7 @@ def test_validation_failure_exits_1_and_keeps_out_untouched(env: object, tiny_po
     (["--target", "cpu", "--opset", "99"], "--opset must be between 13 and"),
     (["--target", "jetson-nano", "--precision", "int8"], "precision 'int8' is not supported"),
     (["--target", "cpu", "--format", "tflite"], "unknown format 'tflite'"),
-    (["--profile", "cpu-int8", "--calib-images", "100"], "--calib-images must be >= 300"),
+    (["--profile", "cpu-int8", "--calib-images", "100"], "--calib-images: must be >= 300"),
     (["--target", "cpu", "--val-images", "0"], "--val-images: must be >= 1"),
     (["--target", "cpu", "--budget-ms", "1e-6"], "the fastest"),
     (["--target", "cpu", "--descendant", "ti6.9-9"], "has no descendant"),

@@ -15,9 +15,11 @@ import pytest
 from helpers import fresh_inputs, manifest, ort_logits, torch_logits
 
 from lgp_edge.cli import main
+from lgp_edge.export.embedding import render
 from lgp_edge.fileio import sha256_file
 
 VAL = "64"
+INT8_VAL = "300"  # the fewest validation images an int8 export is judged on
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> object:
 
 def _export(tmp_path_factory: pytest.TempPathFactory, pool: Path, name: str, *args: str) -> Path:
     out = tmp_path_factory.mktemp(name) / "out"
-    assert main(["export", "--pool", str(pool), "--out", str(out), "--quiet", "--val-images", VAL, *args]) == 0
+    val = INT8_VAL if "int8" in args else VAL
+    assert main(["export", "--pool", str(pool), "--out", str(out), "--quiet", "--val-images", val, *args]) == 0
     return out
 
 
@@ -64,7 +67,7 @@ def test_android_int8_onnx_and_ort_validate_on_real_images(android_int8: Path, t
         # agreement-based: no limit on the logits, top-1 of both and the change recorded on real labelled images
         assert v["atol"] is None and v["min_agreement"] == 0.9 and v["top1_agreement"] >= 0.9
         assert v["top1_change"] == pytest.approx(v["top1_artifact"] - v["top1_ref"], abs=1e-3)
-        assert v["data"] == "fashion-mnist" and v["images"] == int(VAL)
+        assert v["data"] == "fashion-mnist" and v["images"] == int(INT8_VAL)
         assert q["calibration_images"] == 300 and q["calibration_data"] == "fashion-mnist (training split)"
         assert q["weights"] == "int8 symmetric, per output channel" and q["activations"].startswith("uint8")
         assert sha256_file(android_int8 / a["path"]) == a["sha256"]
@@ -80,6 +83,38 @@ def test_android_int8_onnx_and_ort_validate_on_real_images(android_int8: Path, t
     assert 0 < np.abs(q8 - ref).max() < 0.5 * np.abs(ref).max() and np.abs(o8 - q8).max() < 0.05
     text = (android_int8 / "EMBEDDING.md").read_text()
     assert "`model.int8.onnx` is int8" in text and "This `.ort` is int8" in text and "Top-1 change" in text
+
+
+def test_int8_headline_top1_is_labelled_torch_fp32_beside_the_files_own(android_int8: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from lgp_edge.commands.export import _print_result
+
+    mf = manifest(android_int8)
+    d = mf["descendant"]
+    assert d["top1_of"] == "torch fp32"
+    own = {a["path"]: a["validation"]["top1_artifact"] for a in mf["artifacts"]}
+    _print_result(mf, "android-arm64", android_int8)
+    headline = capsys.readouterr().out.splitlines()[0]
+    assert f"top-1 {d['top1']:.2f}% (torch fp32" in headline
+    for path, top1 in own.items():
+        assert f"{path} {top1:.2f}%" in headline
+    text = render(mf)
+    head = text.split("Classes, in output order")[0]
+    assert f"top-1 {d['top1']:.2f}% (torch fp32" in head
+    for path, top1 in own.items():
+        assert f"`{path}` {top1:.2f}%" in head
+    assert f"{int(INT8_VAL)} fashion-mnist validation images" in head
+
+
+def test_int8_check_names_the_host_cpu_and_says_it_is_not_the_device(android_int8: Path) -> None:
+    from lgp_edge.profiling.host import cpu_model
+
+    mf = manifest(android_int8)
+    host = mf["validation"]["host"]
+    assert host["cpu"] == cpu_model() and isinstance(host["int8_instructions"], list)
+    assert host["target_is_host"] is False
+    text = (android_int8 / "EMBEDDING.md").read_text()
+    assert cpu_model() in text and "not the device's" in text and "validate" in text.split("not the device's")[1]
 
 
 def test_tensorrt_int8_is_an_explicitly_quantized_onnx_without_calibration_cache(orin_int8: Path,
@@ -120,7 +155,8 @@ def test_tensorrt_int8_is_an_explicitly_quantized_onnx_without_calibration_cache
     layers = [s for s in (work / "fp32_layers.txt").read_text().splitlines() if s and not s.startswith("#")]
     assert next(x for x in args if x.startswith("--layerPrecisions=")).split("=", 1)[1].split(",") == \
         [f"{n}:fp32" for n in layers]
-    assert "explicitly quantized" in (orin_int8 / "EMBEDDING.md").read_text()
+    text = (orin_int8 / "EMBEDDING.md").read_text()
+    assert "explicitly quantized" in text and "not the device's" in text  # checked on this CPU, not the GPU
 
 
 def test_fp16_onnx_for_a_gpu_target_and_the_tensorrt_fp16_check(env: object, tiny_pool: Path,
@@ -161,6 +197,10 @@ def test_cpu_int8_exports_onnx_and_openvino(env: object, tiny_pool: Path,
     assert all(a["validation"]["passed"] and a["validation"]["atol"] is None for a in arts.values())
     assert sorted(p.name for p in out.iterdir()) == ["EMBEDDING.md", "manifest.json", "model.bin", "model.int8.onnx",
                                                      "model.xml"]
+    # target cpu is this machine: the int8 check ran on the device's own CPU, named in the manifest
+    host = manifest(out)["validation"]["host"]
+    assert host["target_is_host"] is True and host["cpu"] and isinstance(host["int8_instructions"], list)
+    assert "not the device's" not in (out / "EMBEDDING.md").read_text()
 
 
 def test_int8_of_a_real_data_pool_refuses_synthetic_calibration(env: object, tmp_path: Path,

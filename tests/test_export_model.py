@@ -80,7 +80,7 @@ def test_export_model_from_timm_pth_int8(checkpoints: dict[str, Path], tmp_path:
     out = tmp_path / "out"
     assert main(["export", "--model", NAME, "--checkpoint", str(checkpoints["pth"]), "--target", "android-arm64",
                  "--precision", "int8", "--format", "onnx", "--data", "fashion-mnist", "--out", str(out),
-                 "--val-images", "48", "--quiet"]) == 0
+                 "--val-images", "300", "--quiet"]) == 0
     (a,) = json.loads((out / "manifest.json").read_text())["artifacts"]
     assert a["path"] == "model.int8.onnx" and a["precision"] == "int8" and a["validation"]["passed"]
     assert a["quantization"]["calibration_data"] == "fashion-mnist (training split)"

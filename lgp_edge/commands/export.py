@@ -39,9 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=data_value, default=None, metavar="DATA",
                    help=f"validation images; {DATA_HELP} (default: the pool's own dataset)")
     p.add_argument("--val-images", type=int_at_least(1), default=1000, metavar="N",
-                   help="validation images per artifact (default 1000)")
-    p.add_argument("--calib-images", type=int_at_least(1), default=300, metavar="N",
-                   help="int8 calibration images, from the training split (>= 300; default 300)")
+                   help="validation images per artifact (default 1000; >= 300 for int8)")
+    p.add_argument("--calib-images", type=int_at_least(300), default=None, metavar="N",
+                   help="int8 only: calibration images, from the training split (>= 300; default 300; used in "
+                        "whole batches of the profile's batch)")
     p.add_argument("--model", default=None, metavar="NAME",
                    help="export this timm ViT (e.g. deit_tiny_patch16_224) instead of a pool's descendant; needs "
                         "--checkpoint; preprocessing from --data, else its pretrained_cfg")
@@ -109,6 +110,26 @@ def _check_line(r: dict) -> str:
     return check
 
 
+def _headline_top1(mf: dict) -> str:
+    """The exported model's top-1; for an export below fp32, labelled as the pool's torch fp32 number, with the
+    top-1 each lower-precision file measured on this export's validation images beside it."""
+    from lgp_edge.export.manifest import exported, low_precision, own_top1, pool_top1_of
+
+    d = exported(mf)
+    text = f"{d['top1']:.2f}%" if d["top1"] is not None else "n/a"
+    if not low_precision(mf):
+        return text
+    own = own_top1(mf)
+    files = ""
+    if own:
+        precisions = "/".join(sorted({p for _, p, _ in own}))
+        files = (f"; {precisions} files on the {mf['validation']['images']:,} validation images: "
+                 + ", ".join(f"{path} {t:.2f}%" for path, _, t in own))
+    if d["top1"] is None:
+        return text + (f" ({files[2:]})" if files else "")
+    return f"{text} ({pool_top1_of(mf)}{files})"
+
+
 def _print_result(mf: dict, profile: str, out: Path) -> None:
     from lgp_edge.commands.common import console
     from lgp_edge.export.manifest import exported
@@ -117,8 +138,7 @@ def _print_result(mf: dict, profile: str, out: Path) -> None:
     c = console()
     lat = (f"{d['expected_latency_ms']:.3g} ms p90 ({d['latency_source']}, {d['latency_runtime']})"
            if d["expected_latency_ms"] is not None else "latency unknown")
-    top1 = f"{d['top1']:.2f}%" if d["top1"] is not None else "n/a"
-    c.print(f"[bold]{profile}[/] -> {d['key']}: top-1 {top1}, {lat}, {d['params']:,} params")
+    c.print(f"[bold]{profile}[/] -> {d['key']}: top-1 {_headline_top1(mf)}, {lat}, {d['params']:,} params")
     if mf["selection"] and "reason" in mf["selection"]:
         c.print(f"why: {mf['selection']['reason']}")
     v = mf["validation"]
@@ -166,6 +186,8 @@ def _run_switchable(args: argparse.Namespace) -> int:
         raise UsageError(f"profile '{profile.name}' asks for int8, which --switchable does not export (its "
                          "artifact is fp32 ONNX or an fp16/fp32 Core ML package); export single descendants "
                          "for int8")
+    if args.calib_images is not None:
+        raise UsageError("--calib-images is for int8 exports, which --switchable does not make: leave it out")
     req = SwitchableRequest(profile=profile, target=target, out=Path(args.out),
                             pool=Path(args.pool) if args.pool else None, keys=parse_keys(args.descendants),
                             force=args.force, data=args.data, val_images=args.val_images,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.export.assets import template
-from lgp_edge.export.manifest import exported, source_data
+from lgp_edge.export.manifest import exported, low_precision, own_top1, pool_top1_of, source_data
 
 SAMPLES = {"swift": ("ios", "LgpClassifier.swift"), "kotlin": ("android", "LgpClassifier.kt")}
 
@@ -140,9 +140,19 @@ def _memory_note(m: dict[str, Any]) -> str:
 
 
 def _top1(m: dict[str, Any]) -> str:
+    """The exported model's top-1; below fp32, labelled as the pool's torch fp32 number, with each lower-precision
+    file's own top-1 on this export's validation images (and torch fp32's on the same images) beside it."""
     d, v = exported(m), m["validation"]
+    own = own_top1(m)
+    files = ""
+    if own:
+        precisions = "/".join(sorted({p for _, p, _ in own}))
+        files = (f"; on this export's {v['images']:,} {v['data']} validation images: torch fp32 "
+                 f"{v['torch_top1']:.2f}%, {precisions} " + ", ".join(f"`{path}` {t:.2f}%" for path, _, t in own))
     if d.get("top1") is not None:
-        return f"{d['top1']:.2f}%"
+        return f"{d['top1']:.2f}% ({pool_top1_of(m)}{files})" if low_precision(m) else f"{d['top1']:.2f}%"
+    if files:
+        return files[2:].replace("on this export's", "on the", 1)
     if m.get("model") and not v["synthetic"]:
         return f"{v['torch_top1']:.2f}% (torch, on the {v['images']} {v['data']} validation images of this export)"
     return "not evaluated"
@@ -160,12 +170,25 @@ def _header(doc: _Doc) -> str:
         data_note=_data_note(*source_data(m), what="pool" if m.get("pool") else "model"))
 
 
-def _precision_note(a: dict[str, Any], n_images: int) -> str:
-    """What an int8 or fp16 ONNX file is, for its section (empty for fp32)."""
+def _int8_host(m: dict[str, Any]) -> str:
+    """Where an int8 check ran, when that is not on the target: int8 results depend on the kernels a CPU's
+    int8 instructions select, so the check holds for this machine's CPU, not the device's."""
+    h = m["validation"].get("host") or {}
+    if not h or h.get("target_is_host"):
+        return ""
+    isa = h.get("int8_instructions")
+    named = "unknown" if isa is None else (", ".join(isa) or "none of AVX2, VNNI, AMX, dot product, i8mm")
+    return (f" This check ran on this machine's CPU ({h.get('cpu')}, {h.get('machine')}; int8 instructions: "
+            f"{named}) with its int8 kernels, not the device's (`{m['target']['name']}`): validate the top-1 on "
+            "the device before relying on it.")
+
+
+def _precision_note(a: dict[str, Any], n_images: int, host: str = "") -> str:
+    """What an int8 or fp16 ONNX file is, for its section (empty for fp32); ``host``: where an int8 check ran."""
     v, q = a.get("validation") or {}, a.get("quantization") or {}
     if a["precision"] == "int8":
         change = (f" Top-1 change vs torch fp32 on the {n_images} validation images: {v['top1_change']:+.2f} points "
-                  f"(agreement {v['top1_agreement']:.3f})." if v.get("top1_change") is not None else "")
+                  f"(agreement {v['top1_agreement']:.3f}).{host}" if v.get("top1_change") is not None else host)
         return (f"\n`{a['path']}` is int8, quantized after training (static, QDQ format: QuantizeLinear/"
                 f"DequantizeLinear around the int8 tensors): {q.get('layers', '')}; weights {q.get('weights', '')}, "
                 f"activations {q.get('activations', '')}, calibrated on {q.get('calibration_images')} "
@@ -211,7 +234,8 @@ def _tensor(doc: _Doc) -> str:
         chan_step=GRAY_DOC if chans == 1 else "Keep R, G, B in that order (no BGR).",
         mean=list(pre["mean"]), std=list(pre["std"]), resize_step=_resize_step(doc.manifest, pre["img_size"]),
         meta_keys=", ".join(f"`{k}`" for k in meta_keys if k in META_KEYS),
-        precision_note=_precision_note(lowp, doc.manifest["validation"]["images"]) if lowp else "")
+        precision_note=(_precision_note(lowp, doc.manifest["validation"]["images"], _int8_host(doc.manifest))
+                        if lowp else ""))
 
 
 def _python(doc: _Doc) -> str:
@@ -303,6 +327,8 @@ def _tensorrt(doc: _Doc) -> str:
                      "the other layers in fp16, and the LayerNorm and softmax layers listed in `fp32_layers.txt` "
                      "in fp32"}[a["precision"]]
     check = (f"Checked here (no GPU): {v['note'].split(' | ')[0]}." if v.get("note") else "")
+    if a["precision"] == "int8":
+        check += _int8_host(doc.manifest)
     first = (a.get("inputs") or [{}])[0]
     shapes = first.get("engine_shapes")
     if shapes:  # a dynamic batch: the engine's optimization profile bounds it, and bench.sh must build the same
@@ -324,7 +350,7 @@ def _openvino(doc: _Doc) -> str:
     a, t = doc.arts["openvino"], doc.io("openvino")
     v = a.get("validation") or {}
     int8 = (f"int8 top-1 change vs torch fp32 on {v.get('images')} images: {v.get('top1_change'):+.2f} points."
-            if a["precision"] == "int8" and v.get("top1_change") is not None else "")
+            + _int8_host(doc.manifest) if a["precision"] == "int8" and v.get("top1_change") is not None else "")
     keys = t.get("model_api") or []
     if keys:
         api = (f"OpenVINO Model API: the IR's `rt_info` holds {', '.join(f'`{k}`' for k in keys)}, so\n"

@@ -107,12 +107,14 @@ def manifest_head(*, kind: str, passed: bool, profile: Any, target: Any, pool_di
 
 
 def descendant_entry(record: Any, latency: dict[str, Any] | None, pool_top1_data: Any,
-                     memory_mb: float | None = None) -> dict[str, Any]:
-    """The exported descendant: its numbers, the memory select charges it (weights + activation estimate at the
-    profile's precision and batch; the runtime's own memory not included) and the latency expected on the
-    target."""
+                     memory_mb: float | None = None, pool_top1_images: int | None = None) -> dict[str, Any]:
+    """The exported descendant: its numbers (``top1`` is the pool's: torch fp32 on ``top1_images`` images of
+    ``top1_data``, whatever the export's precision; each artifact's own top-1 is in its validation), the memory
+    select charges it (weights + activation estimate at the profile's precision and batch; the runtime's own
+    memory not included) and the latency expected on the target."""
     return {"key": record.key, "blocks": record.blocks, "params": record.params, "flops": record.flops,
-            "top1": record.top1, "top1_data": record.top1_data or pool_top1_data, "spec": record.spec.to_dict(),
+            "top1": record.top1, "top1_of": "torch fp32", "top1_data": record.top1_data or pool_top1_data,
+            "top1_images": pool_top1_images if record.top1 is not None else None, "spec": record.spec.to_dict(),
             "memory_mb": memory_mb, **latency_entry(latency)}
 
 
@@ -141,7 +143,8 @@ def build_manifest(*, out_dir: Path, profile: Any, target: Any, pool_dir: Path, 
     passed = bool(artifacts) and all(a.validation is not None and a.validation.passed for a in artifacts)
     head = manifest_head(kind=KIND, passed=passed, profile=profile, target=target, pool_dir=pool_dir,
                          pool_manifest=pool_manifest)
-    subject = ({"descendant": descendant_entry(record, latency, pool_manifest.top1_data, memory_mb)}
+    subject = ({"descendant": descendant_entry(record, latency, pool_manifest.top1_data, memory_mb,
+                                               pool_manifest.top1_images)}
                if model_info is None
                else {"descendant": None, "model": {**record.to_dict(), **model_info, **latency_entry(latency)}})
     return _finite({
@@ -179,6 +182,30 @@ def build_switchable_manifest(*, out_dir: Path, profile: Any, target: Any, pool_
 def exported(manifest: dict[str, Any]) -> dict[str, Any]:
     """The exported model's entry: ``descendant``, or ``model`` for an ``export --model``."""
     return manifest.get("descendant") or manifest["model"]
+
+
+def low_precision(manifest: dict[str, Any]) -> bool:
+    """Whether the export is not fp32 (its profile's precision, or an artifact's): its top-1 is then not the
+    pool's torch fp32 number."""
+    return manifest["profile"].get("precision", "fp32") != "fp32" or any(
+        a.get("precision", "fp32") != "fp32" for a in manifest["artifacts"])
+
+
+def pool_top1_of(manifest: dict[str, Any]) -> str:
+    """What the exported entry's top-1 was measured with, in words: torch fp32, on how many images of what."""
+    d = exported(manifest)
+    n, data = d.get("top1_images"), d.get("top1_data")
+    return "torch fp32" + (f" on {n:,} {data} images" if n and data else f" on {data}" if data else "")
+
+
+def own_top1(manifest: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """(path, precision, top-1) of each artifact below fp32 that ran on this export's real, labelled validation
+    images (synthetic images have no meaningful top-1)."""
+    if manifest["validation"].get("synthetic"):
+        return []
+    return [(a["path"], a["precision"], float(a["validation"]["top1_artifact"])) for a in manifest["artifacts"]
+            if a.get("precision", "fp32") != "fp32" and (a.get("validation") or {}).get("kind") == "numeric"
+            and a["validation"].get("top1_artifact") is not None]
 
 
 def source_data(manifest: dict[str, Any]) -> tuple[str, bool]:

@@ -7,7 +7,9 @@ ONNX int8 export (``lgp_edge.export.quantize``), and reports the top-1 change ag
 descendant. The IR's rt_info holds lgp-edge's metadata under ``model_info/lgp_edge`` and the OpenVINO
 Model API keys (``model_type``, ``labels``, ``mean_values``, ``scale_values``, ...) under ``model_info``,
 so Model API users load it with no glue. Validation compiles the IR on the CPU with INFERENCE_PRECISION_HINT
-f32 (this CPU would otherwise run bf16), so what is measured is the IR's own error.
+f32 (this CPU would otherwise run bf16), so what is measured is the IR's own error. Nodes the conversion and NNCF
+leave unnamed are named by their place in the graph before saving (``stable_names``), so the same export writes
+the same model.xml.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 from typing import Any
 
 from lgp_edge.errors import UsageError
 from lgp_edge.export.base import ExportContext, check_opset, require, require_all
 from lgp_edge.export.metadata import tool_versions
+from lgp_edge.export.quantize import whole_batches
 from lgp_edge.specs import DeviceProfile, ExportArtifact, Precision, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -45,10 +49,11 @@ def classifier_scope(model: Any) -> Any:
 
 
 def quantize_int8(model: Any, calibration: Any, batch: int, reporter: Any) -> Any:
-    """NNCF post-training quantization of an OpenVINO model on ``calibration`` images (N, C, H, W)."""
+    """NNCF post-training quantization of an OpenVINO model on ``calibration`` images (N, C, H, W), in whole
+    batches of ``batch`` (``quantize.whole_batches``)."""
     import nncf
 
-    items = [calibration[i:i + batch] for i in range(0, len(calibration) - batch + 1, batch)]
+    items = [calibration[i:i + batch] for i in range(0, whole_batches(len(calibration), batch), batch)]
     scope = classifier_scope(model)
     with reporter.task(f"openvino: int8 calibration on {len(items) * batch} images", total=1) as task, \
             contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -57,6 +62,27 @@ def quantize_int8(model: Any, calibration: Any, batch: int, reporter: Any) -> An
                                   subset_size=len(items), **({"ignored_scope": scope} if scope else {}))
         task.advance()
     return quantized
+
+
+def stable_names(model: Any) -> Any:
+    """Name every node named after OpenVINO's node counter by its type and place in the graph's order.
+
+    A node OpenVINO creates without a name is called ``Type_<counter>`` (``Constant_186669``), and the
+    conversion and NNCF copy such names onto the nodes they fold or add (a ``Const`` named ``Reshape_82634``):
+    the counter is process-wide, so the names moved with whatever the process built before and model.xml
+    differed between two runs of the same export. The names the ONNX file (``node_*``, ``val_*``, the
+    weights') and NNCF (``*/fq_output_0``) give are kept; only friendly names change, not tensor names.
+    """
+    ops = list(model.get_ordered_ops())
+    taken = {op.get_friendly_name() for op in ops}
+    for i, op in enumerate(ops):
+        if re.fullmatch(r"[A-Z][A-Za-z0-9]*_\d+", op.get_friendly_name()):
+            name = f"{op.get_type_name()}_n{i}"
+            while name in taken:
+                name += "_"
+            op.set_friendly_name(name)
+            taken.add(name)
+    return model
 
 
 def _weight_dtype(port: Any) -> str | None:
@@ -130,23 +156,25 @@ class OpenVINOExporter:
         from lgp_edge.fileio import sha256_file
 
         precision = ctx.profile.precision
-        if precision == "int8" and len(ctx.calibration) < MIN_CALIBRATION:
-            raise UsageError(f"int8 calibration needs >= {MIN_CALIBRATION} images, got {len(ctx.calibration)}")
+        batch = ctx.profile.batch if not ctx.dynamic_batch else 1
+        used = whole_batches(len(ctx.calibration), batch)
+        if precision == "int8" and used < MIN_CALIBRATION:
+            raise UsageError(f"int8 calibration needs >= {MIN_CALIBRATION} images in whole batches of {batch}, got "
+                             f"{used} of {len(ctx.calibration)}")
         onnx_path = ctx.onnx_file(ctx.default_opset())
         with ctx.reporter.task(f"openvino: convert to IR ({precision})", total=1) as task:
-            model = ov.convert_model(str(onnx_path))
+            model = stable_names(ov.convert_model(str(onnx_path)))  # before NNCF, which derives names from them
             task.advance()
         note = "validated with INFERENCE_PRECISION_HINT f32 (CPUs with bf16 pick bf16 by default)"
         if precision == "int8":
-            model = quantize_int8(model, ctx.calibration, ctx.profile.batch if not ctx.dynamic_batch else 1,
-                                  ctx.reporter)
-            note += f"; NNCF PTQ on {len(ctx.calibration)} calibration images ({ctx.calibration_data} training split)"
+            model = quantize_int8(model, ctx.calibration, batch, ctx.reporter)
+            note += f"; NNCF PTQ on {used} calibration images ({ctx.calibration_data} training split)"
         for k, v in ctx.metadata().items():
             model.set_rt_info(v, ["model_info", "lgp_edge", k])
         for k, v in model_api_info(ctx.preprocess).items():
             model.set_rt_info(v, ["model_info", k])
         xml = ctx.out_dir / "model.xml"
-        ov.save_model(model, str(xml), compress_to_fp16=precision == "fp16")
+        ov.save_model(stable_names(model), str(xml), compress_to_fp16=precision == "fp16")
         inputs, outputs = _io(model)
         logits = openvino_outputs(str(xml), ctx.validation.images, ctx.profile.batch, ctx.dynamic_batch, ctx.reporter,
                                   f"openvino {precision}")
@@ -158,6 +186,6 @@ class OpenVINOExporter:
                                descendant_key=ctx.record.key, sha256=sha256_file(xml), inputs=inputs, outputs=outputs,
                                validation=report, versions=tool_versions("openvino", "nncf", "onnx"),
                                precision=precision, files=(bin_path.name,), note=note,
-                               quantization=(int8_ir_info(ov.Core().read_model(str(xml)), len(ctx.calibration),
+                               quantization=(int8_ir_info(ov.Core().read_model(str(xml)), used,
                                                           ctx.calibration_data) if precision == "int8" else {}))]
 

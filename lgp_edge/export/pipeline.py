@@ -5,7 +5,9 @@
 
 Order of work, so that bad input costs nothing and leaves nothing behind:
 1. checks (exit 2, nothing written): formats and precision against the target, each exporter's backend
-   and options, the output directory (non-empty OUT needs --force), the validation dataset;
+   and options, int8's image counts (>= 300 validation images; >= 300 calibration images in whole batches
+   of the model's batch, no more than the training split where its size is cheap to read), the output
+   directory (non-empty OUT needs --force), the validation dataset;
 2. selection (exit 2 when nothing fits);
 3. export into a temporary directory beside OUT, each artifact validated against the torch descendant
    on real validation images; an exporter error (e.g. an operator TensorRT cannot parse) removes it;
@@ -18,6 +20,7 @@ Order of work, so that bad input costs nothing and leaves nothing behind:
 from __future__ import annotations
 
 import logging
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,8 +59,8 @@ class ExportRequest:
     pool: Path | None = None  # pool directory (None = bundled demo pool)
     force: bool = False  # replace a non-empty OUT
     data: str | None = None  # validation dataset (None = the pool's own)
-    val_images: int = DEFAULT_VAL_IMAGES  # validation images per artifact
-    calib_images: int = DEFAULT_CALIB_IMAGES  # int8 calibration images (>= 300, from the training split)
+    val_images: int = DEFAULT_VAL_IMAGES  # validation images per artifact (>= 300 for int8)
+    calib_images: int | None = None  # int8 calibration images (>= 300, from the training split; None: 300)
     opset: int | None = None  # ONNX opset (None = min(target max opset, 17))
     dynamic_batch: bool = False  # symbolic batch dimension
     descendant: str | None = None  # export this descendant instead of selecting one
@@ -68,9 +71,22 @@ class ExportRequest:
     checkpoint: Path | None = None  # --checkpoint: its weights (safetensors, or .pth read with weights_only=True)
 
     @property
+    def calib_requested(self) -> int:
+        """--calib-images, else the default."""
+        return DEFAULT_CALIB_IMAGES if self.calib_images is None else self.calib_images
+
+    @property
+    def calibration_batch(self) -> int:
+        """The batch both int8 calibration loops feed: the model's static batch (1 with --dynamic-batch)."""
+        return 1 if self.dynamic_batch else self.profile.batch
+
+    @property
     def int8_calibration(self) -> int:
-        """Calibration images to load: ``calib_images`` for an int8 export, else none."""
-        return self.calib_images if self.profile.precision == "int8" else 0
+        """Calibration images to load for an int8 export (none for another precision): the whole batches of
+        ``calib_images``, the images the calibration loops use."""
+        if self.profile.precision != "int8":
+            return 0
+        return self.calib_requested // self.calibration_batch * self.calibration_batch
 
 
 @dataclass(frozen=True)
@@ -120,11 +136,58 @@ def preflight(req: ExportRequest, pool_dir: Path | None = None) -> None:
     if req.val_images < 1:
         raise UsageError(f"--val-images must be >= 1, got {req.val_images}")
     if req.profile.precision == "int8":
-        from lgp_edge.export.openvino import MIN_CALIBRATION
-
-        if req.calib_images < MIN_CALIBRATION:
-            raise UsageError(f"--calib-images must be >= {MIN_CALIBRATION} for int8, got {req.calib_images}")
+        _check_int8_counts(req)
+    elif req.calib_images is not None:
+        raise UsageError(f"--calib-images is for int8 exports and profile '{req.profile.name}' exports "
+                         f"{req.profile.precision}: leave it out, or add --precision int8")
     check_out(req.out, req.force, pool_dir, req.store, req.checkpoint)
+
+
+def _check_int8_counts(req: ExportRequest) -> None:
+    """Enough validation images for the int8 gates, and enough calibration images in whole batches."""
+    from lgp_edge.export.openvino import MIN_CALIBRATION
+    from lgp_edge.export.validate import TOLERANCES
+
+    need = TOLERANCES["int8"].min_images
+    if req.val_images < need:
+        raise UsageError(f"--val-images {req.val_images} is too few for int8: its checks (top-1 agreement >= "
+                         f"{TOLERANCES['int8'].min_agreement}, top-1 change <= {TOLERANCES['int8'].max_top1_drop:g} "
+                         f"points) need >= {need} validation images (default {DEFAULT_VAL_IMAGES})")
+    asked = req.calib_requested
+    if asked < MIN_CALIBRATION:
+        raise UsageError(f"--calib-images must be >= {MIN_CALIBRATION} for int8, got {asked}")
+    batch, used = req.calibration_batch, req.int8_calibration
+    if used < MIN_CALIBRATION:
+        enough = -(-MIN_CALIBRATION // batch) * batch
+        raise UsageError(f"int8 calibrates on whole batches of {batch} (the batch of profile '{req.profile.name}'): "
+                         f"--calib-images {asked} makes {used} images, fewer than the {MIN_CALIBRATION} int8 needs; "
+                         f"pass --calib-images {enough} (a multiple of {batch}) or --dynamic-batch")
+    if used < asked:
+        log.warning("int8 calibrates on whole batches of %d: %d of the %d calibration images are used", batch, used,
+                    asked)
+
+
+def check_calibration_size(req: ExportRequest, data_name: str) -> None:
+    """Refuse more calibration images than ``data_name``'s training split has, when its size is cheap to know
+    (before the selection and the images are loaded)."""
+    from lgp_edge.datasets import training_images
+
+    n = req.int8_calibration
+    have = training_images(data_name) if n else None
+    if have is not None and n > have:
+        raise UsageError(f"--calib-images {req.calib_requested}: '{data_name}' has {have} training images; pass "
+                         f"--calib-images {have} or fewer")
+
+
+def check_validation_size(req: ExportRequest, images: ImageSets) -> None:
+    """An int8 export judged on fewer real validation images than its checks need (the dataset has fewer than
+    --val-images) is refused before anything is written."""
+    from lgp_edge.export.validate import TOLERANCES
+
+    need = TOLERANCES["int8"].min_images
+    if req.profile.precision == "int8" and not images.synthetic and len(images.images) < need:
+        raise UsageError(f"'{images.data}' has {len(images.images)} validation images; an int8 export is judged "
+                         f"on >= {need}")
 
 
 def choose(req: ExportRequest, pool: Any, manifest: Any) -> Choice:
@@ -194,11 +257,13 @@ def prepare_model(req: ExportRequest, reporter: Any = NULL) -> Job:
     loaded = load_model(req.model, req.checkpoint, req.data)
     if req.profile.precision == "int8" and loaded.data == "synthetic":
         raise int8_refused
+    check_calibration_size(req, loaded.data)
     lat = measured_latency(loaded.record.key, req, loaded.record.params)
     choice = Choice(record=loaded.record, latency=lat,
                     selection={"model": loaded.record.key, "reason": "--model given; no selection"})
     images = load_images(loaded.data, loaded.preprocess, int(loaded.model.num_classes), req.val_images,
                          req.int8_calibration, loaded.data, reporter)
+    check_validation_size(req, images)
     return Job(req=req, choice=choice, model=loaded.model, preprocess=loaded.preprocess, images=images,
                validation=reference(loaded.model, images, reporter), model_info=loaded.info)
 
@@ -218,10 +283,12 @@ def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
     if req.profile.precision == "int8" and data_name == "synthetic" and manifest.data != "synthetic":
         raise UsageError(f"int8 calibrates on real training images and this pool was trained on {manifest.data}: "
                          f"pass --data {manifest.data} (or leave --data out)")
+    check_calibration_size(req, data_name)
     choice = choose(req, pool, manifest)
     model = pool.descendant(choice.record.key).eval()
     images = load_images(data_name, manifest.preprocess, manifest.spec.ancestry.num_classes, req.val_images,
                          req.int8_calibration, manifest.data, reporter)
+    check_validation_size(req, images)
     return Job(req=req, pool_dir=pool_dir, manifest=manifest, choice=choice, model=model,
                preprocess=manifest.preprocess, images=images, validation=reference(model, images, reporter))
 
@@ -247,10 +314,14 @@ def write_artifacts(job: Job, tmp: Path, reporter: Any) -> list[ExportArtifact]:
 
 def _validation_summary(job: Job) -> dict[str, Any]:
     from lgp_edge.export.validate import top1
+    from lgp_edge.profiling.host import cpu_model, int8_instructions
 
     im, n_cal = job.images, len(job.images.calibration)
+    # the machine the artifacts ran on here: an int8 check holds for the CPU whose int8 kernels ran it
+    host = {"cpu": cpu_model(), "machine": platform.machine(), "int8_instructions": int8_instructions(),
+            "target_is_host": job.req.target.connection.kind == "local"}
     return {"data": im.data, "synthetic": im.synthetic, "images": len(im.images),
-            "torch_top1": top1(job.validation.reference, im.labels),
+            "torch_top1": top1(job.validation.reference, im.labels), "host": host,
             "calibration_images": n_cal, "calibration_data": f"{im.data} (training split)" if n_cal else None,
             "note": ("synthetic images: agreement is a numerical check only; top-1 means nothing" if im.synthetic
                      else "real validation images"

@@ -82,12 +82,18 @@ def _quiet() -> Iterator[None]:
         onnxruntime.set_default_logger_severity(2)  # ONNX Runtime's default: warnings and above
 
 
+def whole_batches(n: int, batch: int) -> int:
+    """How many of ``n`` calibration images a static model of batch ``batch`` is calibrated on: whole batches
+    only (ONNX Runtime's and NNCF's loops both leave the rest out)."""
+    return n // batch * batch
+
+
 class _Reader:
-    """``CalibrationDataReader`` over images (N, C, H, W) in chunks of ``batch``."""
+    """``CalibrationDataReader`` over images (N, C, H, W) in chunks of ``batch`` (whole ones, ``whole_batches``)."""
 
     def __init__(self, name: str, images: np.ndarray, batch: int) -> None:
         self._it = iter([{name: np.ascontiguousarray(images[i:i + batch])}
-                         for i in range(0, len(images) - batch + 1, batch)])
+                         for i in range(0, whole_batches(len(images), batch), batch)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._it, None)
@@ -225,15 +231,15 @@ def int8_onnx(ctx: Any, opset: int) -> tuple[Path, dict[str, Any]]:
     """The int8 QDQ ONNX of the export at ``opset`` (made once per export) and its quantization record."""
     scheme = scheme_for(ctx.target.runtime)
     key = ("int8", opset)
+    batch = 1 if ctx.dynamic_batch else ctx.profile.batch
+    used = whole_batches(len(ctx.calibration), batch)
     if key not in ctx.variants:
         src = ctx.onnx_file(opset)
-        batch = 1 if ctx.dynamic_batch else ctx.profile.batch
-        with ctx.reporter.task(f"int8: calibrate on {len(ctx.calibration)} images, QDQ ({scheme.runtime})",
-                               total=1) as task:
+        with ctx.reporter.task(f"int8: calibrate on {used} images, QDQ ({scheme.runtime})", total=1) as task:
             ctx.variants[key] = quantize_int8(src, variant_path(ctx, "int8", opset), ctx.calibration, batch, scheme)
             task.advance()
     path = ctx.variants[key]
-    return path, quantization_info(path, scheme, len(ctx.calibration), ctx.calibration_data)
+    return path, quantization_info(path, scheme, used, ctx.calibration_data)
 
 
 def fp16_onnx(ctx: Any, opset: int) -> tuple[Path, int]:

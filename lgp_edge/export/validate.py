@@ -3,7 +3,8 @@
 The artifact and torch see the same real validation images; we record the largest absolute logit
 difference, the fraction of images where both pick the same class, and the top-1 of each. An artifact
 passes when the difference is within its format/precision tolerance and the agreement reaches the
-minimum; int8 must also lose at most ``max_top1_drop`` points of top-1.
+minimum; int8 must also lose at most ``max_top1_drop`` points of top-1, judged on at least ``min_images``
+labelled images (on a handful, agreement 1.000 and a change of +0.00 points say nothing).
 
 Tolerances scale with the logits: ``atol + rtol * max|reference logit|`` (the report stores the
 resulting absolute value). fp32 artifacts (ONNX in ONNX Runtime, OpenVINO IR with the f32 inference
@@ -34,6 +35,7 @@ class Tolerance:
     rtol: float  # part relative to the largest |reference logit|
     min_agreement: float  # least fraction of images where artifact and torch agree on the class
     max_top1_drop: float | None = None  # most top-1 points the artifact may lose (labels needed)
+    min_images: int = 1  # fewest real validation images the checks are judged on
 
     def limit(self, reference: np.ndarray) -> float | None:
         return None if self.atol is None else float(self.atol + self.rtol * np.abs(reference).max())
@@ -42,7 +44,7 @@ class Tolerance:
 TOLERANCES: dict[str, Tolerance] = {  # by artifact precision
     "fp32": Tolerance(atol=1e-4, rtol=1e-5, min_agreement=0.99),
     "fp16": Tolerance(atol=1e-3, rtol=1e-2, min_agreement=0.98),
-    "int8": Tolerance(atol=None, rtol=0.0, min_agreement=0.90, max_top1_drop=2.0),
+    "int8": Tolerance(atol=None, rtol=0.0, min_agreement=0.90, max_top1_drop=2.0, min_images=300),
 }
 
 
@@ -103,6 +105,8 @@ def compare(outputs: np.ndarray, vset: ValidationSet, tol: Tolerance, note: str 
         failures.append(f"top-1 agreement {agree:.3f} < {tol.min_agreement}")
     if tol.max_top1_drop is not None and not vset.synthetic and t_ref - t_art > tol.max_top1_drop:
         failures.append(f"top-1 drops {t_ref - t_art:.2f} points > {tol.max_top1_drop}")
+    if not vset.synthetic and len(ref) < tol.min_images:
+        failures.append(f"{len(ref)} validation images < the {tol.min_images} its checks are judged on")
     notes = [note] if note else []
     if vset.synthetic:
         notes.append("synthetic images: numerical check only, top-1 means nothing")

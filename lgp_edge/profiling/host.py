@@ -151,6 +151,31 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The int8 instruction sets ONNX Runtime's and oneDNN's int8 kernels choose between (/proc/cpuinfo's names): x86
+# AVX2, AVX-512 VNNI, AVX-VNNI and AMX; Arm's dot product (SDOT/UDOT) and int8 matrix multiply.
+INT8_INSTRUCTIONS = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "asimddot", "i8mm")
+
+
+def int8_instructions(cpuinfo: str | None = None) -> list[str] | None:
+    """Which of ``INT8_INSTRUCTIONS`` this CPU has, from ``cpuinfo`` (default: /proc/cpuinfo's first
+    ``flags`` or ``Features`` line); None when /proc/cpuinfo cannot be read. An int8 model's results depend on
+    the kernels these select, so an int8 check holds for the CPU it ran on."""
+    from pathlib import Path
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            break
+    return [f for f in INT8_INSTRUCTIONS if f in flags]
+
+
 def runtime_version(runtime: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 

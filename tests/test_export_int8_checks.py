@@ -1,0 +1,195 @@
+"""What an int8 export claims and on how much: enough validation images for its gates, calibration in whole
+batches (the count recorded is the count used), --calib-images checked before any work, the headline top-1
+labelled as torch fp32 beside the int8 files' own, the CPU the int8 check ran on, and the same OpenVINO int8
+IR bytes from the same export."""
+
+from __future__ import annotations
+
+import filecmp
+from pathlib import Path
+
+import pytest
+from helpers import error_lines, manifest, run_cli
+
+INT8_VAL = "300"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> object:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LGP_EDGE_STORE", str(tmp_path_factory.mktemp("store") / "store.sqlite"))
+        yield mp
+
+
+def _profiles(root: Path, batch: int) -> Path:
+    """A profiles directory holding ``b<batch>``: cpu, int8, ONNX and OpenVINO, at ``batch``, no budget."""
+    d = root / "profiles"
+    d.mkdir(exist_ok=True)
+    (d / f"b{batch}.toml").write_text(f'name = "b{batch}"\ndescription = "int8 at batch {batch}"\ntarget = "cpu"\n'
+                                      'latency_budget_ms = 1e6\nmemory_budget_mb = 1e6\nprecision = "int8"\n'
+                                      f'formats = ["onnx", "openvino"]\nbatch = {batch}\n')
+    return d
+
+
+def _refused(argv: list[str], capsys: pytest.CaptureFixture[str], out: Path) -> str:
+    rc, err = run_cli(argv, capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert not out.exists() and not list(out.parent.glob(f"{out.name}*"))
+    return lines[0]
+
+
+@pytest.fixture
+def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refusals come before the selection (host calibration) and the images are loaded."""
+    import lgp_edge.export.pipeline as pipeline
+
+    def boom(*_a: object, **_k: object) -> None:
+        raise AssertionError("work started before the refusal")
+
+    monkeypatch.setattr(pipeline, "choose", boom)
+    monkeypatch.setattr(pipeline, "load_images", boom)
+
+
+# ------------------------------------------------------------------------------------- 1: validation images
+def test_int8_needs_300_validation_images(env: object, tiny_pool: Path, tmp_path: Path, no_work: None,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """--val-images 1 passed the int8 gates (agreement >= 0.90, top-1 change <= 2 points) on one image."""
+    out = tmp_path / "out"
+    line = _refused(["export", "--pool", str(tiny_pool), "--target", "cpu", "--precision", "int8", "--format",
+                     "onnx", "--val-images", "1", "--out", str(out), "--quiet"], capsys, out)
+    assert "--val-images" in line and "300" in line and "int8" in line
+
+
+def test_int8_gates_fail_on_too_few_real_images() -> None:
+    """A library caller's int8 check on too few labelled images fails (never passes on a handful)."""
+    import numpy as np
+
+    from lgp_edge.export.base import ValidationSet
+    from lgp_edge.export.validate import TOLERANCES, compare
+
+    logits = np.eye(10, dtype=np.float32)[np.arange(20) % 10]
+    labels = np.arange(20) % 10
+    vset = ValidationSet(images=np.zeros((20, 1, 2, 2), np.float32), labels=labels, reference=logits,
+                         data="fashion-mnist", synthetic=False)
+    report = compare(logits, vset, TOLERANCES["int8"])
+    assert not report.passed and "20 validation images" in report.note
+    assert compare(logits, vset, TOLERANCES["fp32"]).passed
+
+
+# ---------------------------------------------------------------------------------- 2: calibration batches
+def test_calibration_is_whole_batches_refused_below_300(env: object, tiny_pool: Path, tmp_path: Path,
+                                                        no_work: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """Batch 200, 300 images: 200 were used and 300 recorded; batch 400 crashed in NNCF."""
+    out = tmp_path / "out"
+    line = _refused(["export", "--pool", str(tiny_pool), "--profiles-dir", str(_profiles(tmp_path, 200)),
+                     "--profile", "b200", "--val-images", INT8_VAL, "--out", str(out), "--quiet"], capsys, out)
+    assert "200" in line and "--calib-images 400" in line
+    line = _refused(["export", "--pool", str(tiny_pool), "--profiles-dir", str(_profiles(tmp_path, 400)),
+                     "--profile", "b400", "--format", "openvino", "--val-images", INT8_VAL, "--out", str(out),
+                     "--quiet"], capsys, out)
+    assert "0 images" in line and "--calib-images 400" in line
+
+
+def test_calibration_count_recorded_is_the_count_used(env: object, tiny_pool: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Batch 8, --calib-images 307: both calibration loops feed 38 whole batches (304 images); 307 was recorded."""
+    out = tmp_path / "out"
+    rc, err = run_cli(["export", "--pool", str(tiny_pool), "--profiles-dir", str(_profiles(tmp_path, 8)),
+                       "--profile", "b8", "--calib-images", "307", "--val-images", INT8_VAL, "--out", str(out),
+                       "--quiet"], capsys)
+    assert rc == 0, err
+    assert any("304 of the 307" in r.getMessage() for r in caplog.records)  # the leftover images are said
+    mf = manifest(out)
+    assert mf["validation"]["calibration_images"] == 304
+    for a in mf["artifacts"]:
+        assert a["quantization"]["calibration_images"] == 304
+        assert "304" in a["note"] and "307" not in a["note"]
+    text = (out / "EMBEDDING.md").read_text()
+    assert "calibrated on 304" in text and "307" not in text
+
+
+# --------------------------------------------------------------------------------------- 5: --calib-images
+def test_calib_images_parser_states_the_real_minimum(env: object, tiny_pool: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    line = _refused(["export", "--pool", str(tiny_pool), "--profile", "cpu-int8", "--calib-images", "0", "--out",
+                     str(out), "--quiet"], capsys, out)
+    assert "--calib-images" in line and ">= 300" in line and ">= 1" not in line
+
+
+def test_calib_images_refused_for_a_non_int8_export(env: object, tiny_pool: Path, tmp_path: Path, no_work: None,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """--calib-images with an fp32 export was accepted and recorded as 0 calibration images."""
+    out = tmp_path / "out"
+    line = _refused(["export", "--pool", str(tiny_pool), "--target", "cpu", "--format", "onnx", "--calib-images",
+                     "500", "--out", str(out), "--quiet"], capsys, out)
+    assert "--calib-images" in line and "int8" in line and "fp32" in line
+    line = _refused(["export", "--pool", str(tiny_pool), "--target", "cpu", "--switchable", "--calib-images", "500",
+                     "--out", str(out), "--quiet"], capsys, out)
+    assert "--calib-images" in line and "int8" in line
+
+
+def test_calib_images_over_the_training_split_refused_before_loading(env: object, tiny_pool: Path, tmp_path: Path,
+                                                                     no_work: None,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """More than Fashion-MNIST's 60,000 training images was refused only after the images were loaded."""
+    out = tmp_path / "out"
+    line = _refused(["export", "--pool", str(tiny_pool), "--target", "cpu", "--precision", "int8", "--format",
+                     "onnx", "--data", "fashion-mnist", "--calib-images", "70000", "--out", str(out), "--quiet"],
+                    capsys, out)
+    assert "70000" in line and "60000" in line
+
+
+def test_training_split_size_from_the_idx_header() -> None:
+    from lgp_edge.datasets import training_images
+
+    assert training_images("fashion-mnist") == 60000
+    assert training_images("imagefolder:/nowhere") is None
+
+
+def test_int8_instructions_from_cpuinfo() -> None:
+    from lgp_edge.profiling.host import int8_instructions
+
+    x86 = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\nprocessor\t: 1\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd asimddot i8mm sve\n"
+    assert int8_instructions(x86) == ["avx2", "avx512_vnni"]
+    assert int8_instructions(arm) == ["asimddot", "i8mm"]
+    assert int8_instructions("") == []
+
+
+# ------------------------------------------------------------------------------------- 6: OpenVINO bytes
+def test_openvino_int8_ir_bytes_are_the_same_for_the_same_export(tiny_pool: Path, tmp_path: Path) -> None:
+    """Nodes OpenVINO named from a process-wide counter (Constant_186669) gave other model.xml bytes on each run."""
+    import dataclasses
+
+    import numpy as np
+    from helpers import fresh_inputs
+
+    from lgp_edge.export.base import ExportContext, ValidationSet
+    from lgp_edge.export.openvino import OpenVINOExporter
+    from lgp_edge.export.validate import reference_logits
+    from lgp_edge.pool.pool import load_pool
+    from lgp_edge.profiles import load_profile
+    from lgp_edge.progress import NULL
+    from lgp_edge.targets import load_target
+
+    pool, mf = load_pool(tiny_pool)
+    rec = mf.descendants[-1]
+    model = pool.descendant(rec.key).eval()
+    x = fresh_inputs(32, 1)
+    vset = ValidationSet(images=x, labels=np.zeros(32, np.int64), reference=reference_logits(model, x),
+                         data="synthetic", synthetic=True)
+    profile = dataclasses.replace(load_profile("cpu-int8"), formats=("openvino",))
+    onnx_cache: dict = {}  # both convert from one ONNX file
+    for name in ("a", "b"):  # in one process: the counter has moved on for the second export
+        (tmp_path / name).mkdir()
+        ctx = ExportContext(out_dir=tmp_path / name, model=model, record=rec, pool_id=mf.spec.pool_id,
+                            preprocess=mf.preprocess, profile=profile, target=load_target("cpu"), opset=None,
+                            dynamic_batch=False, validation=vset, calibration=fresh_inputs(300, 2), reporter=NULL,
+                            onnx_cache=onnx_cache)
+        (art,) = OpenVINOExporter().export(ctx)
+        assert art.precision == "int8" and art.validation.passed
+    assert filecmp.cmp(tmp_path / "a" / "model.bin", tmp_path / "b" / "model.bin", shallow=False)
+    assert filecmp.cmp(tmp_path / "a" / "model.xml", tmp_path / "b" / "model.xml", shallow=False)
