@@ -138,6 +138,22 @@ _EXTRA_STRINGS = ("bench_script", "big_cores", "perf_test_binary", "remote_pytho
                   "minimum_macos", "tensorrt_version", "ort_platform", "machine")
 
 
+MAX_CORES = 4096  # core ids taskset may pin to: 0 .. MAX_CORES - 1 (Linux's largest NR_CPUS default)
+_CORE_LIST = re.compile(r" *\d{1,9}(?: *- *\d{1,9})?(?: *, *\d{1,9}(?: *- *\d{1,9})?)* *")
+
+
+def core_list_problem(cores: str) -> str | None:
+    """Why ``extra.big_cores`` is not a CPU list such as ``"3-7"`` or ``"0,2,4-5"``; None when it is."""
+    if not _CORE_LIST.fullmatch(cores):
+        return "write core ids and ranges separated by commas, such as \"3-7\" or \"0,2,4-5\""
+    for part in cores.split(","):
+        lo, _, hi = part.partition("-")
+        first, last = int(lo), int(hi or lo)
+        if not first <= last < MAX_CORES:
+            return f"'{part.strip()}' must name core ids from 0 to {MAX_CORES - 1}, the lower first"
+    return None
+
+
 def _check_text(path: Path, field: str, value: str) -> None:
     """One printable line: these strings reach generated scripts, remote commands and manifests."""
     bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
@@ -218,10 +234,33 @@ def _check_extra(path: Path, extra: dict[str, Any]) -> None:
     for name in _EXTRA_STRINGS:
         if name in extra:
             _check_type(path, f"extra.{name}", extra[name], str)
+    problem = core_list_problem(extra["big_cores"]) if "big_cores" in extra else None
+    if problem:
+        raise UsageError(f"target file '{path}': field 'extra.big_cores' is {extra['big_cores']!r}; {problem}")
     if "bench_script" in extra:
         _check_bench_script(path, extra["bench_script"])
     if "ssh_options" in extra:
         _check_ssh_options(path, extra["ssh_options"])
+
+
+# What hardware can have, a microcontroller to a datacenter accelerator, with room either side (a typing or unit
+# mistake falls outside): every prediction divides by these, so 1e-300 GB/s predicted 5.5e299 ms.
+_HARDWARE_RANGES: dict[str, tuple[float, float, str]] = {
+    "peak_gflops": (0.01, 1e8, "GFLOP/s"),
+    "mem_gbps": (0.01, 1e5, "GB/s"),
+    "memory_mb": (1, 1e9, "MB"),
+    "llc_mb": (0.001, 1e6, "MB"),
+    "cache_gbps": (0.01, 1e6, "GB/s"),
+}
+EFFICIENCY_MIN = 0.001  # hardware.efficiency.compute / memory: the fraction of the peak a runtime reaches
+
+
+def _check_range(path: Path, field: str, value: Any, limits: tuple[float, float, str]) -> None:
+    _check_type(path, field, value, (int, float))
+    low, high, unit = limits
+    if not low <= value <= high:
+        raise UsageError(f"target file '{path}': field '{field}' must be between {low:g} and {high:g} {unit}, "
+                         f"got {value}")
 
 
 def _check_hardware(path: Path, hw: dict[str, Any], precisions: list[str], detect_ok: bool) -> None:
@@ -246,14 +285,10 @@ def _check_hardware(path: Path, hw: dict[str, Any], precisions: list[str], detec
             if p not in PRECISIONS:
                 raise UsageError(f"target file '{path}': field 'hardware.peak_gflops.{p}' is not a precision "
                                  f"({', '.join(PRECISIONS)})")
-            _check_type(path, f"hardware.peak_gflops.{p}", v, (int, float))
-            if v <= 0:
-                raise UsageError(f"target file '{path}': field 'hardware.peak_gflops.{p}' must be > 0")
+            _check_range(path, f"hardware.peak_gflops.{p}", v, _HARDWARE_RANGES["peak_gflops"])
     for name in ("mem_gbps", "memory_mb"):
         if name in hw:
-            _check_type(path, f"hardware.{name}", hw[name], (int, float))
-            if hw[name] <= 0:
-                raise UsageError(f"target file '{path}': field 'hardware.{name}' must be > 0")
+            _check_range(path, f"hardware.{name}", hw[name], _HARDWARE_RANGES[name])
     eff = hw["efficiency"]
     _check_type(path, "hardware.efficiency", eff, dict)
     for name in _EFFICIENCY:
@@ -261,16 +296,15 @@ def _check_hardware(path: Path, hw: dict[str, Any], precisions: list[str], detec
             raise UsageError(f"target file '{path}' is missing field 'hardware.efficiency.{name}'")
         _check_type(path, f"hardware.efficiency.{name}", eff[name], (int, float))
     for name in ("compute", "memory"):
-        if not 0 < eff[name] <= 1:
-            raise UsageError(f"target file '{path}': field 'hardware.efficiency.{name}' must be in (0, 1]")
+        if not EFFICIENCY_MIN <= eff[name] <= 1:
+            raise UsageError(f"target file '{path}': field 'hardware.efficiency.{name}' must be between "
+                             f"{EFFICIENCY_MIN} and 1 (the fraction of the peak reached), got {eff[name]}")
     if not 0 <= eff["overhead_us"] <= 1e6:
         raise UsageError(f"target file '{path}': field 'hardware.efficiency.overhead_us' must be between 0 and "
                          f"1e6 (microseconds per operator), got {eff['overhead_us']}")
     for name in ("llc_mb", "cache_gbps"):
         if name in hw:
-            _check_type(path, f"hardware.{name}", hw[name], (int, float))
-            if hw[name] <= 0:
-                raise UsageError(f"target file '{path}': field 'hardware.{name}' must be > 0")
+            _check_range(path, f"hardware.{name}", hw[name], _HARDWARE_RANGES[name])
 
 
 def parse_target(raw: dict[str, Any], path: Path) -> TargetSpec:

@@ -9,6 +9,7 @@ traceback. The one reader of pool.json (``lgp_edge.pool.manifest.read_manifest``
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 from helpers import error_lines, make_tiny_pool, run_cli, snapshot
 
 from lgp_edge.pool.manifest import MANIFEST, read_manifest
+from lgp_edge.specs import PoolSpec
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +221,52 @@ def test_damaged_spec_number_is_refused(mutate: Callable[[dict[str, Any]], None]
     assert rc == 2 and len(lines) == 1 and "is damaged" in lines[0] and fragment in lines[0], err
     assert "rebuild the pool" in lines[0] and "Traceback" not in err
     assert snapshot(tmp_path) == before
+
+
+def _rename_instance(old: str, new: str) -> Callable[[dict[str, Any]], None]:
+    """Instance ``old`` renamed to ``new`` everywhere in pool.json: the spec, the records' keys and segments."""
+    def rename(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: rename(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [rename(v) for v in value]
+        if value == old:
+            return new
+        return re.sub(rf"(^|\+){old}\.", lambda m: f"{m.group(1)}{new}.", value) if isinstance(value, str) else value
+
+    def mutate(mf: dict[str, Any]) -> None:
+        mf["spec"] = rename(mf["spec"])
+        mf["descendants"] = rename(mf["descendants"])
+    return mutate
+
+
+@pytest.mark.parametrize("command", ["pool-info-json", "select-json", "report"])
+@pytest.mark.parametrize("name", ['=HYPERLINK("http://x")|ti6', "ti6|b6", "Ti6", "6ti", "", "ti 6", "t\u00ef6"],
+                         ids=["formula", "pipe", "upper", "digit-first", "empty", "space", "non-ascii"])
+def test_instance_names_outside_the_safe_pattern_are_refused(name: str, command: str, pristine: Path,
+                                                             tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Instance names become descendant keys, file names, report.csv and report.md cells: a name such as
+    =HYPERLINK("http://x")|ti6 reached report.csv as a spreadsheet formula and split report.md's table."""
+    p = damaged_copy(pristine, tmp_path, _rename_instance("ti6", name))
+    mf = json.loads((p / MANIFEST).read_text())
+    assert mf["spec"]["instances"][0]["name"] == name and mf["descendants"][0]["key"] == f"{name}.0-5"
+    before = snapshot(tmp_path)
+    rc, err = run_cli(COMMANDS[command](p, tmp_path), capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "is damaged" in lines[0] and "spec.instances[0].name" in lines[0] and "rebuild the pool" in lines[0], err
+    assert snapshot(tmp_path) == before
+
+
+def test_the_names_lgp_edge_gives_instances_are_read(pristine: Path, tmp_path: Path) -> None:
+    from lgp_edge.baselines.snnet import snnet_spec
+    from lgp_edge.models.ancestry import create_ancestry
+    from lgp_edge.models.instances import plan_instances
+    from lgp_edge.pool.manifest import check_instance_names
+
+    aspec = create_ancestry("lgp_test_tiny")[1]
+    for depth in (6, 9):
+        check_instance_names(PoolSpec(aspec, depth, plan_instances(aspec, depth, ("ti", "s", "b"))))
+    check_instance_names(snnet_spec(aspec))
+    assert [i.name for i in read_manifest(pristine).spec.instances] == ["ti6", "b6"]

@@ -183,6 +183,21 @@ def test_non_utf8_toml_refused(argv: list[str], bad_dirs: tuple[Path, Path], tmp
     ("overhead_us = 5.0", "overhead_us = nan", "hardware.efficiency.overhead_us"),
     ("compute = 0.5", "compute = nan", "hardware.efficiency.compute"),
     ("threads = 4", "threads = 100000000000000000000", "extra.threads"),
+    # finite but no hardware has them: profile --predict ended in a ValueError (a median of 5.5e299 ms)
+    ("mem_gbps = 17.1", "mem_gbps = 1e-300", "hardware.mem_gbps"),
+    ("mem_gbps = 17.1", "mem_gbps = 1e300", "hardware.mem_gbps"),
+    ("fp32 = 153.6", "fp32 = 1e-300", "hardware.peak_gflops.fp32"),
+    ("int8 = 614.4", "int8 = 1e300", "hardware.peak_gflops.int8"),
+    ("memory_mb = 8192", "memory_mb = 1e-300", "hardware.memory_mb"),
+    ("compute = 0.5", "compute = 1e-300", "hardware.efficiency.compute"),
+    ("memory = 0.6", "memory = 1e-300", "hardware.efficiency.memory"),
+    # the cores taskset pins to: "x" was a ValueError traceback after connecting, "0-50000000" ran for minutes
+    ("threads = 4", 'threads = 4\nbig_cores = "x"', "extra.big_cores"),
+    ("threads = 4", 'threads = 4\nbig_cores = "0-50000000"', "extra.big_cores"),
+    ("threads = 4", 'threads = 4\nbig_cores = "7-3"', "extra.big_cores"),
+    ("threads = 4", 'threads = 4\nbig_cores = ""', "extra.big_cores"),
+    ("threads = 4", 'threads = 4\nbig_cores = "3-7,"', "extra.big_cores"),
+    ("threads = 4", 'threads = 4\nbig_cores = "-1"', "extra.big_cores"),
 ])
 def test_target_numbers_checked_on_load(old: str, new: str, field: str, tmp_path: Path, tiny_pool: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
@@ -193,6 +208,30 @@ def test_target_numbers_checked_on_load(old: str, new: str, field: str, tmp_path
                  ["targets", "show", "t1", "--targets-dir", str(td), "--json"]):
         line = refused(argv, capsys, field)
         assert "t1.toml" in line
+
+
+def test_valid_core_lists_and_hardware_edges_load(tmp_path: Path) -> None:
+    from lgp_edge.targets import load_target
+
+    td = tmp_path / "tdir"
+    td.mkdir()
+    for cores in ("0", "3-7", "0,2,4-5", "4095", " 1, 3-4"):
+        (td / "t2.toml").write_text(target_text("t2", **{"threads = 4": f'threads = 4\nbig_cores = "{cores}"',
+                                                         "mem_gbps = 17.1": "mem_gbps = 8000"}))
+        assert load_target("t2", td).extra["big_cores"] == cores
+
+
+def test_a_prediction_past_any_latency_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The slowest hardware a target file may describe, with a large model: the predicted latency is past what a
+    record may hold (the store refused it with a ValueError traceback); one line names the target's numbers."""
+    td = tmp_path / "tdir"
+    td.mkdir()
+    (td / "t3.toml").write_text(target_text("t3", **{"fp32 = 153.6": "fp32 = 0.01", "compute = 0.5": "compute = 0.001",
+                                                     "mem_gbps = 17.1": "mem_gbps = 0.01",
+                                                     "memory = 0.6": "memory = 0.001"}))
+    line = refused(["profile", "--target", "t3", "--targets-dir", str(td), "--model", "deit_base_patch16_224",
+                    "--predict", "--store", str(tmp_path / "m.sqlite")], capsys, "predicted")
+    assert "t3" in line and "hardware" in line
 
 
 def test_target_unknown_extra_key_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -254,6 +254,44 @@ def test_other_pickled_objects_are_still_refused(tmp_path: Path) -> None:
         read_state_dict(path)
 
 
+
+_EVIL = """
+import os, pickle, sys, torch
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("touch " + sys.argv[2],))
+obj = {"state_dict": {"w": torch.zeros(2)}, "hook": Evil()}
+if sys.argv[3] == "zip":
+    torch.save(obj, sys.argv[1])
+else:
+    with open(sys.argv[1], "wb") as f:
+        pickle.dump(obj, f, protocol=int(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("kind", ["zip", "2", "4"], ids=["torch-save", "pickle-protocol-2", "pickle-protocol-4"])
+def test_a_pickle_that_would_run_code_is_refused_naming_the_object(kind: str, tmp_path: Path) -> None:
+    """A checkpoint whose pickle calls os.system is refused, nothing runs, and the one line names the refused
+    object. torch 2.14's wording ("Trying to load unsupported GLOBAL posix.system ...") was not recognised: the line
+    ended in torch's advice to re-run torch.load with weights_only set to False, and a raw pickle printed two lines
+    of torch's UserWarning before it."""
+    import os
+    import subprocess
+    import sys
+
+    evil, marker = tmp_path / "evil.pth", tmp_path / "PWNED"
+    subprocess.run([sys.executable, "-c", _EVIL, str(evil), str(marker), kind], check=True)
+    done = subprocess.run([sys.executable, "-m", "lgp_edge.cli", "export", "--model", "lgp_vit_fmnist", "--checkpoint",
+                           str(evil), "--target", "cpu", "--out", str(tmp_path / "out"), "--format", "onnx"],
+                          capture_output=True, text=True, timeout=300)
+    err = done.stderr
+    assert done.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"({os.system.__module__}.system)" in err and "never loaded" in err, err
+    assert "weights_only` set to `False" not in err and "weights_only=False" not in err, err
+    assert "safetensors" in err, err
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
 # ------------------------------------------------------------------------------------ 5. a weights folder
 def test_a_hugging_face_snapshot_folder_is_read(tmp_path: Path) -> None:
     from lgp_edge.models.ancestry import create_ancestry, read_state_dict

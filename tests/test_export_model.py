@@ -194,3 +194,81 @@ def test_measured_latency_of_the_stock_model_is_not_given_to_another_shape(check
     assert main(["export", "--model", NAME, "--checkpoint", str(stock), "--target", "cpu", "--data", "fashion-mnist",
                  "--out", str(out2), "--val-images", "8", "--store", str(store), "--quiet"]) == 0
     assert json.loads((out2 / "manifest.json").read_text())["model"]["expected_latency_ms"] == 57.9  # the same net
+
+
+# ---------------------------------------------------------------------- a damaged ancestry.json beside the weights
+SHIPPED = Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "ancestry" / "lgp_vit_fmnist"
+
+
+def _edited_ancestry(root: Path, edit) -> Path:
+    """A copy of the shipped lgp_vit_fmnist ancestry whose ancestry.json was edited by ``edit(meta)``."""
+    import shutil
+
+    d = Path(shutil.copytree(SHIPPED, root / "anc"))
+    meta = json.loads((d / "ancestry.json").read_text())
+    edit(meta)
+    (d / "ancestry.json").write_text(json.dumps(meta))  # allow_nan: NaN / Infinity literals as a hand edit can
+    return d
+
+
+def _pre(**changes):
+    return lambda m: m["preprocess"].update(changes)
+
+
+def _no_data_pre(**changes):
+    def edit(m: dict) -> None:
+        m.pop("data")
+        m["preprocess"].update(changes)
+    return edit
+
+
+@pytest.mark.parametrize(("edit", "fragment"), [
+    (lambda m: m.update(top1=-42.5), "top1 -42.5"),
+    (lambda m: m.update(top1=1e308), "top1 1e+308"),
+    (lambda m: m.update(top1=float("nan")), "top1 nan"),
+    (lambda m: m.update(top1="ninety"), "top1 'ninety'"),
+    (lambda m: m.update(top1=True), "top1 True"),
+    (lambda m: m.update(val_images=0), "val_images 0"),
+    (lambda m: m.update(val_images=2.5), "val_images 2.5"),
+    (lambda m: m["initial_checkpoint"].update(top1=150), "initial_checkpoint.top1 150"),
+    (lambda m: m.update(data=5), "data 5"),
+    (_no_data_pre(std=[0.0]), "preprocess.std[0] 0.0"),
+    (_no_data_pre(mean=[-1e300]), "preprocess.mean[0] -1e-300".replace("-1e-300", "-1e+300")),
+    (_no_data_pre(mean=[float("inf")]), "preprocess.mean[0] inf"),
+    (_no_data_pre(std="0.3"), "preprocess.std '0.3'"),
+    (_no_data_pre(mean=[0.1, 0.2], std=[0.3, 0.3]), "preprocess.mean has 2 values for 1 input channel"),
+    (_no_data_pre(labels=["a", "b", "c"]), "preprocess.labels has 3 names for 10 classes"),
+    (_pre(labels=["a"] * 10), "preprocess.labels names 'a' twice"),
+    (_pre(labels=[*"abcdefghi", 7]), "preprocess.labels[9] 7"),
+    # consistent in itself (a 3-class spec), but the checkpoint's head has 10 classes
+    (lambda m: (m["spec"].update(num_classes=3), m.pop("data"), m["preprocess"].update(labels=["a", "b", "c"])),
+     "3 classes but the checkpoint's head has 10"),
+], ids=["top1-negative", "top1-huge", "top1-nan", "top1-string", "top1-bool", "val-images-zero",
+        "val-images-fraction", "initial-top1", "data-number", "std-zero", "mean-huge", "mean-inf", "std-string",
+        "mean-channels", "labels-count", "labels-twice", "labels-not-string", "labels-vs-head"])
+def test_a_damaged_ancestry_json_is_refused_before_the_export(edit, fragment: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """What an ancestry.json says reaches the manifest, EMBEDDING.md and the app's preprocessing: a top-1 of
+    -42.5% or 1e308%, a std of 0, 3 labels for a 10-class head were exported (exit 0); "ninety" ended in a
+    traceback after the validation. Each is one line naming the file and the field, exit 2, nothing written."""
+    from helpers import error_lines, run_cli, snapshot
+
+    anc = _edited_ancestry(tmp_path, edit)
+    before = snapshot(tmp_path)
+    rc, err = run_cli(["export", "--model", "lgp_vit_fmnist", "--checkpoint", str(anc), "--target", "cpu", "--out",
+                       str(tmp_path / "out"), "--val-images", "100", "--format", "onnx", "--quiet"], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "ancestry.json" in lines[0] and fragment in lines[0], err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("edit", [lambda m: m.update(top1=0), lambda m: m.update(top1=100),
+                                  lambda m: m.update(top1=None), lambda m: m.pop("top1"),
+                                  lambda m: m.pop("preprocess"), lambda m: m.clear()],
+                         ids=["top1-0", "top1-100", "top1-null", "no-top1", "no-preprocess", "empty"])
+def test_valid_ancestry_json_values_are_read(edit, tmp_path: Path) -> None:
+    from lgp_edge.models.ancestry import read_ancestry_dir
+
+    anc = _edited_ancestry(tmp_path, edit)
+    assert read_ancestry_dir(anc) == json.loads((anc / "ancestry.json").read_text())

@@ -276,6 +276,32 @@ def test_a_board_of_another_machine_is_refused(sshd, tiny_pool, tmp_path, capsys
 
 
 
+@pytest.mark.parametrize(("times", "what"), [
+    ("[-1]", "-1"), ("[NaN]", "nan"), ("[0]", "0"), ("[1e30]", "1e+30"), ("5", "5"), ("[[1]]", "[1]"),
+    ('["x"]', "'x'"), ("[2.5, -3]", "-3"), ("[Infinity]", "inf"),
+], ids=["negative", "nan", "zero", "huge", "not-a-list", "nested", "string", "one-negative", "inf"])
+def test_a_board_that_returns_an_impossible_timing_is_one_line(sshd, tiny_pool, tmp_path, capsys, times, what):
+    """The board's benchmark prints its per-run times; what it printed was converted with float() and stored: a
+    negative, NaN, zero or absurd time, or a value of another type, ended in a ValueError or TypeError traceback."""
+    fake = tmp_path / "board-python"  # the board's python3, printing what a broken or hostile board could
+    fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{{\"times_ms\": {times}, \"onnxruntime\": \"1.0\"}}\nEOF\n")
+    fake.chmod(0o755)
+    work = tmp_path / "board-tmp"
+    work.mkdir()
+    _board_toml(tmp_path / "targets", "oddboard", sshd, work, python=str(fake))
+    store = tmp_path / "m.sqlite"
+    rc = main(["profile", "--target", "oddboard", "--targets-dir", str(tmp_path / "targets"), "--pool",
+               str(tiny_pool), "--store", str(store), "--descendant", KEYS[0], "--warmup", "0", "--iters", "1",
+               "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "invalid timing" in err and what in err and "127.0.0.1" in err, err
+    if store.exists():
+        with MeasurementStore(store) as s:
+            assert s.count() == 0
+    assert list(work.iterdir()) == []  # the scratch directory on the board was removed
+
+
 def _legacy_scp(tmp_path: Path) -> str:
     """An ``scp`` that speaks the legacy SCP protocol (-O): the board's shell reads the remote path."""
     scp = shutil.which("scp")
@@ -406,6 +432,7 @@ def test_adb_transport_issues_exact_commands(tiny_pool, tmp_path, monkeypatch, c
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     perf = tmp_path / "onnxruntime_perf_test"
     perf.write_bytes(b"\x7fELF stand-in")
+    perf.chmod(0o755)
     monkeypatch.setenv("LGP_EDGE_ORT_PERF_TEST", str(perf))
     tdir = tmp_path / "targets"
     tdir.mkdir()
@@ -435,6 +462,70 @@ def test_adb_transport_issues_exact_commands(tiny_pool, tmp_path, monkeypatch, c
     assert calls[7] == s + ["shell", f"rm -rf {d}"]
     assert len(calls) == 8
     assert rec["tool_versions"]["device_machine"] == "aarch64"
+
+
+def test_a_phone_that_returns_an_impossible_timing_is_one_line(tiny_pool, tmp_path, monkeypatch, capsys):
+    """onnxruntime_perf_test's statistics are stored as they are parsed: a negative P50 reached the store's record
+    check, a ValueError traceback after the run."""
+    from helpers import PERF_TEST_OUT
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log, out = tmp_path / "adb.log", tmp_path / "perf.out"
+    out.write_text(PERF_TEST_OUT.replace("P50 Latency: 0.002650 s", "P50 Latency: -0.002650 s"))
+    (bindir / "adb").write_text(FAKE_ADB.format(python=sys.executable, log=str(log), out=str(out)))
+    (bindir / "adb").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    perf = tmp_path / "onnxruntime_perf_test"
+    perf.write_bytes(b"\x7fELF stand-in")
+    perf.chmod(0o755)
+    monkeypatch.setenv("LGP_EDGE_ORT_PERF_TEST", str(perf))
+    tdir = tmp_path / "targets"
+    tdir.mkdir()
+    from lgp_edge.targets import targets_root
+
+    src = (targets_root() / "android-arm64.toml").read_text()
+    (tdir / "android-arm64.toml").write_text(src.replace('# serial = "R5CT12345"', 'serial = "R5CT0TEST"'))
+    store = tmp_path / "m.sqlite"
+    rc = main(["profile", "--target", "android-arm64", "--targets-dir", str(tdir), "--pool", str(tiny_pool),
+               "--store", str(store), "--descendant", KEYS[1], "--iters", "100", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "invalid timing" in err and "median_ms" in err and "R5CT0TEST" in err, err
+    if store.exists():
+        with MeasurementStore(store) as s:
+            assert s.count() == 0
+
+
+@pytest.mark.parametrize("what", ["not-executable", "not-a-program"])
+def test_perf_test_binary_must_be_an_executable_program(what, tiny_pool, tmp_path, monkeypatch, capsys):
+    """``extra.perf_test_binary`` is pushed to the phone and made executable there: a target naming any local file
+    (``~/.bashrc``, a key) copied it to the phone. Only an executable ELF program is taken; nothing is contacted."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "adb.log"
+    (bindir / "adb").write_text(FAKE_ADB.format(python=sys.executable, log=str(log), out="/dev/null"))
+    (bindir / "adb").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.delenv("LGP_EDGE_ORT_PERF_TEST", raising=False)
+    local = tmp_path / "home" / ".bashrc"
+    local.parent.mkdir()
+    local.write_text("export API_TOKEN=secret\n" if what == "not-executable" else "#!/bin/sh\necho hi\n")
+    local.chmod(0o644 if what == "not-executable" else 0o755)
+    tdir = tmp_path / "targets"
+    tdir.mkdir()
+    from lgp_edge.targets import targets_root
+
+    src = (targets_root() / "android-arm64.toml").read_text()
+    src = src.replace('# serial = "R5CT12345"', 'serial = "R5CT0TEST"')
+    src = src.replace('"~/onnxruntime/build/Android/Release/onnxruntime_perf_test"', f'"{local}"')
+    (tdir / "android-arm64.toml").write_text(src)
+    rc = main(["profile", "--target", "android-arm64", "--targets-dir", str(tdir), "--pool", str(tiny_pool),
+               "--store", str(tmp_path / "m.sqlite"), "--descendant", KEYS[0], "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert str(local) in err and "onnxruntime_perf_test" in err and "executable" in err, err
+    assert not log.exists()  # the phone was never contacted, nothing pushed
 
 
 def test_a_phone_that_answers_a_strange_scratch_directory_is_refused(tmp_path, monkeypatch):

@@ -122,9 +122,14 @@ def _resolve_preprocess(model: nn.Module, name: str, data: str | None,
                               labels=info.preprocess.labels), f"dataset {data}", data
     pre = (meta or {}).get("preprocess") or {}
     if "labels" in pre:  # an ancestry train run's
-        pre = PreprocessSpec.from_dict(pre)
-        return PreprocessSpec(img_size=size, in_chans=chans, mean=pre.mean, std=pre.std, labels=pre.labels), \
-            "ancestry.json beside the checkpoint", "synthetic"
+        found = (f"names {len(pre['labels'])} classes but the checkpoint's head has {n}" if len(pre["labels"]) != n
+                 else f"normalises {len(pre.get('mean', ()))} input channel(s) but the checkpoint takes {chans}"
+                 if len(pre.get("mean", ())) != chans or len(pre.get("std", ())) != chans else "")
+        if found:
+            raise CheckpointError(f"the ancestry.json beside the checkpoint {found}: it was written for other weights; "
+                                  "restore it or delete it")
+        return PreprocessSpec(img_size=size, in_chans=chans, mean=tuple(pre["mean"]), std=tuple(pre["std"]),
+                              labels=tuple(pre["labels"])), "ancestry.json beside the checkpoint", "synthetic"
     if "mean" in pre:  # a Hugging Face snapshot's config.json: the normalisation it was trained with
         return _timm_preprocess(model, name, pre), "config.json beside the checkpoint", "synthetic"
     return _timm_preprocess(model, name), "timm pretrained_cfg", "synthetic"

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import CheckpointError, UsageError
-from lgp_edge.specs import AncestrySpec
+from lgp_edge.specs import AncestrySpec, is_integer, is_number
 
 log = logging.getLogger(__name__)
 
@@ -141,20 +141,81 @@ def is_torch_file(path: Path) -> bool:
 
 def _torch_load(path: Path) -> Any:
     """``torch.load(weights_only=True)`` that also lets ``argparse.Namespace`` through: the ``args`` that timm's
-    CheckpointSaver writes into ``model_best.pth.tar``."""
+    CheckpointSaver writes into ``model_best.pth.tar``. torch's warnings about the file (a raw pickle's protocol)
+    are not the user's business: the file loads, or the refusal says why."""
     import argparse
+    import warnings
 
     ser = torch.serialization
-    if hasattr(ser, "safe_globals"):
-        with ser.safe_globals([argparse.Namespace]):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+        if hasattr(ser, "safe_globals"):
+            with ser.safe_globals([argparse.Namespace]):
+                return torch.load(str(path), map_location="cpu", weights_only=True)
+        before = ser.get_safe_globals()  # torch 2.4 has no context manager: allowed for this load only
+        ser.add_safe_globals([argparse.Namespace])
+        try:
             return torch.load(str(path), map_location="cpu", weights_only=True)
-    before = ser.get_safe_globals()  # torch 2.4 has no context manager: allowed for this load only
-    ser.add_safe_globals([argparse.Namespace])
+        finally:
+            ser.clear_safe_globals()
+            ser.add_safe_globals(before)
+
+
+# what a weights-only torch checkpoint's pickle names (torch's tensor rebuilders, storages and dtypes, and these)
+_WEIGHT_GLOBALS = ("collections.OrderedDict", "collections.Counter", "builtins.set", "builtins.frozenset",
+                   "builtins.bytearray", "builtins.complex", "_codecs.encode", "argparse.Namespace")
+
+
+def _pickled_globals(path: Path) -> list[str]:
+    """The classes and functions (``module.name``) the pickle of ``path`` names, a raw pickle's or a torch zip's
+    ``data.pkl``, read with ``pickletools``: nothing is imported or run. For naming what torch refused when its
+    message does not (a raw pickle of protocol 4 is refused at its first frame)."""
+    import io
+    import pickletools
+    import zipfile
+
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    finally:
-        ser.clear_safe_globals()
-        ser.add_safe_globals(before)
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                member = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(member) if member else b""
+        else:
+            with open(path, "rb") as f:
+                data = f.read(64 << 20)
+    except (OSError, zipfile.BadZipFile, RuntimeError):
+        return []
+    names: list[str] = []
+    strings: list[str] = []  # the strings pushed so far: STACK_GLOBAL takes the last two
+    memo: dict[int, str | None] = {}
+    top: str | None = None  # the string on top of the stack, if the last push was one
+    stream = io.BytesIO(data)
+    try:
+        while stream.tell() < len(data):  # a legacy torch file holds several pickles, then raw storage bytes
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):  # the stack is unchanged
+                    memo[len(memo) if op.name == "MEMOIZE" else int(arg)] = top
+                    continue
+                if op.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    names.append(f"{strings[-2]}.{strings[-1]}")
+                top = (arg if isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name) else
+                       memo.get(int(arg)) if op.name in ("GET", "BINGET", "LONG_BINGET") else None)
+                if top is not None:
+                    strings.append(top)
+    except Exception:  # noqa: BLE001 (the end of what can be read; what was found is the answer)
+        pass
+    return names
+
+
+def _refused_global(path: Path, message: str) -> str | None:
+    """The Python object of ``path`` that a weights-only load refuses: the first its pickle names that is none of
+    torch's and no weights-only checkpoint holds (``posix.system`` rather than the ``torch.storage`` function a raw
+    pickle of tensors also names), else the one torch's message names (its wording changes: "Unsupported global:
+    GLOBAL x.y", "Trying to load unsupported GLOBAL x.y whose module x is blocked")."""
+    found = next((n for n in _pickled_globals(path) if not n.startswith("torch.") and n not in _WEIGHT_GLOBALS), None)
+    m = re.search(r"GLOBAL ([\w.]+)", message)
+    return found or (m.group(1) if m else None)
 
 
 def _strip_prefixes(key: str) -> str:
@@ -183,13 +244,14 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = _torch_load(path)
     except Exception as exc:
-        lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(exc).strip().splitlines()]
-        refused = next((m.group(1) for ln in lines if (m := re.search(r"Unsupported global: GLOBAL ([\w.]+)", ln))),
-                       None)  # torch names the Python object it refused to unpickle
-        first = (f"it holds a Python object ({refused}), not only tensors: save the state dict alone or as "
-                 "safetensors" if refused else (lines or [type(exc).__name__])[0][:200])
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+        refused = _refused_global(path, text)
+        detail = re.search(r"Unsupported [^\n.]*", text)  # torch's reason; its advice (weights_only=False) is not ours
+        what = (f"it holds a Python object ({refused}), not only tensors" if refused else
+                f"torch cannot read it as weights only ({detail.group(0)[:120] if detail else type(exc).__name__})")
         raise CheckpointError(f"checkpoint '{path}' cannot be loaded safely (weights_only=True; a pickle of "
-                              f"arbitrary objects is never loaded): {first}") from None
+                              f"arbitrary objects is never loaded): {what}; lgp-edge loads only weights: save the "
+                              "state dict alone (torch.save(model.state_dict(), FILE)) or as safetensors") from None
     for key in ("state_dict_ema", "model_ema", "state_dict", "model"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             if key in ("state_dict_ema", "model_ema"):
@@ -301,7 +363,7 @@ def hub_config(folder: Path) -> dict[str, Any] | None:
     out: dict[str, Any] = {"name": cfg["architecture"], "source": str(f)}
     pre = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
     mean, std = pre.get("mean"), pre.get("std")
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in [*(mean or []), *(std or [])])
+    numbers = all(is_number(v) and abs(v) <= NORM_LIMIT for v in [*(mean or []), *(std or [])])
     if isinstance(mean, list) and isinstance(std, list) and 0 < len(mean) == len(std) and numbers \
             and all(v > 0 for v in std):
         out["preprocess"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
@@ -342,4 +404,86 @@ def read_ancestry_dir(path: str | Path) -> dict[str, Any] | None:
         raise CheckpointError(f"'{meta}' is damaged ({str(exc)[:120]}); restore it or delete it") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"'{meta}' holds no JSON object; restore it or delete it")
+    problem = ancestry_meta_problem(data)
+    if problem:
+        raise CheckpointError(f"'{meta}' is damaged: it has {problem}; restore it or delete it")
     return data
+
+
+NORM_LIMIT = 255.0  # |mean| and std of the normalisation, on 0..1 pixel values (255: constants of 0..255 pixels)
+
+
+def _json_value(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _record_problem(d: dict[str, Any], prefix: str = "") -> str | None:
+    """A top-1 outside 0..100 or a validation image count that is not a positive integer, in ``d`` or the runs it
+    was warm-started from (``initial_checkpoint``)."""
+    top1, n = d.get("top1"), d.get("val_images")
+    if top1 is not None and not (is_number(top1) and 0 <= top1 <= 100):
+        return f"{prefix}top1 {_json_value(top1)} (a percentage in 0..100 expected)"
+    if n is not None and not (is_integer(n) and n > 0):
+        return f"{prefix}val_images {_json_value(n)} (a positive integer expected)"
+    before = d.get("initial_checkpoint")
+    if before is not None and not isinstance(before, dict):
+        return f"{prefix}initial_checkpoint {_json_value(before)} (an object expected)"
+    return _record_problem(before, f"{prefix}initial_checkpoint.") if before else None
+
+
+def _preprocess_problem(pre: Any, spec: dict[str, Any]) -> str | None:
+    """Normalisation constants that are not finite (std > 0), one per input channel, and one unique class name per
+    class of the head, as far as the file itself says how many channels and classes there are."""
+    if not isinstance(pre, dict):
+        return f"preprocess {_json_value(pre)} (an object expected)"
+    for f in ("img_size", "in_chans"):
+        if f in pre and not (is_integer(pre[f]) and 0 < pre[f] <= 100_000):
+            return f"preprocess.{f} {_json_value(pre[f])} (a positive integer expected)"
+    chans = pre.get("in_chans", spec.get("in_chans"))
+    for f in ("mean", "std"):
+        values = pre.get(f)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not values:
+            return f"preprocess.{f} {_json_value(values)} (a list of one number per input channel expected)"
+        if is_integer(chans) and len(values) != chans:
+            return f"preprocess.{f} has {len(values)} values for {chans} input channel(s)"
+        low = 1e-6 if f == "std" else -NORM_LIMIT
+        for i, v in enumerate(values):
+            if not (is_number(v) and low <= v <= NORM_LIMIT):
+                return f"preprocess.{f}[{i}] {_json_value(v)} (a number in {low:g}..{NORM_LIMIT:g} expected)"
+    mean, std = pre.get("mean"), pre.get("std")
+    if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
+        return "preprocess.mean and preprocess.std of different lengths (one value per input channel each expected)"
+    labels = pre.get("labels")
+    if labels is None:
+        return None
+    if not isinstance(labels, list) or not labels:
+        return f"preprocess.labels {_json_value(labels)} (a list of class names expected)"
+    seen: set[str] = set()
+    for i, name in enumerate(labels):
+        if not isinstance(name, str) or not name.strip():
+            return f"preprocess.labels[{i}] {_json_value(name)} (a class name expected)"
+        if name in seen:
+            return f"preprocess.labels names {name!r} twice (one name per class expected)"
+        seen.add(name)
+    classes = spec.get("num_classes")
+    if is_integer(classes) and len(labels) != classes:
+        return f"preprocess.labels has {len(labels)} names for {classes} classes (spec.num_classes)"
+    return None
+
+
+def ancestry_meta_problem(data: dict[str, Any]) -> str | None:
+    """Why an ``ancestry.json`` cannot be taken as ``ancestry train`` wrote it (None when it can): what it says
+    reaches the pool, the export manifest, EMBEDDING.md and an app's preprocessing."""
+    for f in ("name", "data"):
+        if data.get(f) is not None and not (isinstance(data[f], str) and data[f]):
+            return f"{f} {_json_value(data[f])} (a name expected)"
+    spec = data.get("spec")
+    if spec is not None and not isinstance(spec, dict):
+        return f"spec {_json_value(spec)} (an object expected)"
+    problem = _record_problem(data)
+    if problem is None and "preprocess" in data:
+        problem = _preprocess_problem(data["preprocess"], spec or {})
+    return problem

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,7 @@ class PoolManifest:
         if storage_dtype not in STORAGE_DTYPES:
             raise DamagedRecord(f"has storage_dtype {storage_dtype!r} (one of {', '.join(STORAGE_DTYPES)} expected)",
                                 fix=REBUILD)
+        check_instance_names(spec)
         return cls(spec=spec, preprocess=preprocess,
                    data=d["data"], stitch_init=d["stitch_init"], stage=d["stage"], files=dict(d["files"]),
                    history=tuple(history), descendants=tuple(DescendantRecord.from_dict(r) for r in rows),
@@ -205,6 +207,21 @@ def _json_kind(value: Any) -> str:
         return "null"
     text = repr(value)
     return f"a {type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+INSTANCE_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")  # what lgp-edge names instances: ti6, b6, s9, b12
+
+
+def check_instance_names(spec: PoolSpec) -> None:
+    """Instance names are parts of every descendant key, so of file names, report.csv and report.md cells and
+    store rows: lowercase letters, digits and '_', a letter first (no formula, no '|', no '+' or '.'), unique."""
+    for i, inst in enumerate(spec.instances):
+        if not isinstance(inst.name, str) or not INSTANCE_NAME.fullmatch(inst.name):
+            raise DamagedRecord(f"has spec.instances[{i}].name {_json_kind(inst.name)} (a name such as 'ti6': "
+                                "lowercase letters, digits and '_', a letter first, at most 32)", fix=REBUILD)
+        if any(other.name == inst.name for other in spec.instances[:i]):
+            raise DamagedRecord(f"has spec.instances[{i}].name {inst.name!r} twice (one name per instance "
+                                "expected)", fix=REBUILD)
 
 
 def current_records(manifest: PoolManifest) -> PoolManifest:

@@ -193,9 +193,23 @@ def _measure_remote(subject: Subject, items: Sequence[Item], target: TargetSpec,
         for it in items:
             timing, versions = _measure_on_board(sess, board, it, x, Path(tmp), settings)
             versions["device_machine"] = machine
-            out.append(_record(it.key, target, runtime, precision, settings, timing, versions, subject.pool_id))
+            out.append(_board_record(sess, _record(it.key, target, runtime, precision, settings, timing, versions,
+                                                   subject.pool_id)))
             task.advance(1, ms=timing.median_ms)
     return out
+
+
+def _board_record(sess: Any, rec: LatencyRecord) -> LatencyRecord:
+    """``rec`` when it is a timing some run can have (``check_record``); a board whose tool printed a negative, NaN
+    or absurd latency is refused here, before anything is stored."""
+    from lgp_edge.profiling.latency_file import check_record
+
+    try:
+        check_record(rec)
+    except ValueError as exc:
+        raise UsageError(f"{sess.transport.where} returned an invalid timing ({exc}); check the benchmark and its "
+                         "runtime on the board") from None
+    return rec
 
 
 @dataclass(frozen=True)
@@ -225,7 +239,24 @@ def _check_remote(target: TargetSpec, precision: str) -> Path | None:
         raise UsageError(f"target '{target.name}' needs an Android build of onnxruntime_perf_test; "
                          f"'{binary}' does not exist (set LGP_EDGE_ORT_PERF_TEST; see "
                          "targets/android/README.md)")
+    problem = _program_problem(binary)
+    if problem:  # it is copied to the phone: a target file naming ~/.bashrc or a key copied that there
+        raise UsageError(f"target '{target.name}': '{binary}' (extra.perf_test_binary or LGP_EDGE_ORT_PERF_TEST) "
+                         f"{problem}; point it at an executable Android build of onnxruntime_perf_test (see "
+                         "targets/android/README.md)")
     return binary
+
+
+def _program_problem(path: Path) -> str | None:
+    """Why ``path`` is not an executable ELF program (the only kind of file pushed to a board to run); None."""
+    if not os.access(path, os.X_OK):
+        return "is not executable"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None if head == b"\x7fELF" else "is not an ELF program"
 
 
 def _board_machine(sess: Any, target: TargetSpec) -> str:
@@ -316,7 +347,7 @@ def _ort_once(sess: Any, argv: list[str], versions: dict[str, str], settings: Me
     """One run of ort_bench.py on the board; its per-run times are summarized here."""
     from lgp_edge.profiling import remote
 
-    data = remote.parse_ort_bench(sess.run(argv))
+    data = remote.parse_ort_bench(sess.run(argv), sess.transport.where)
     versions["onnxruntime"] = str(data.get("onnxruntime", "?"))
     return summarize(data["times_ms"], settings.warmup)
 
@@ -400,8 +431,19 @@ def predictor_for(subject: Subject, target: TargetSpec, runtime: str, precision:
 
 
 def predict_items(subject: Subject, predictor: Predictor, settings: MeasureSettings) -> list[LatencyRecord]:
-    return [predictor.record(it.key, it.parts, batch=settings.batch, threads=settings.threads,
-                             pool_id=subject.pool_id) for it in subject.items]
+    """A prediction of every item; one past what any run can take (``check_record``: the slowest hardware a target
+    file may describe, with a large model) is refused naming the target's numbers, before anything is stored."""
+    from lgp_edge.profiling.latency_file import check_record
+
+    records = [predictor.record(it.key, it.parts, batch=settings.batch, threads=settings.threads,
+                                pool_id=subject.pool_id) for it in subject.items]
+    for r in records:
+        try:
+            check_record(r)
+        except ValueError as exc:
+            raise UsageError(f"the predicted latency on target '{r.target}' is impossible ({exc}); check the "
+                             "hardware numbers of its target file (peak_gflops, mem_gbps, efficiency)") from None
+    return records
 
 
 @dataclass(frozen=True)

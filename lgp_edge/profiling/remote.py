@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import DeviceTimeout, LgpEdgeError, TargetUnreachable, UsageError
+from lgp_edge.profiling.latency_file import MAX_MS
 from lgp_edge.profiling.measure import MeasureSettings, Timing
-from lgp_edge.specs import ConnectionSpec
+from lgp_edge.specs import ConnectionSpec, is_number
 from lgp_edge.targets import ssh_options_problem, workdir_problem
 
 log = logging.getLogger(__name__)
@@ -305,8 +306,9 @@ def transport_for(conn: ConnectionSpec, extra: dict[str, Any] | None = None) -> 
 
 
 # ------------------------------------------------------------------------------------- device-side benches
-def parse_ort_bench(text: str) -> dict[str, Any]:
-    """The JSON line printed by ``targets/linux/ort_bench.py``: ``times_ms`` (per run) and versions."""
+def parse_ort_bench(text: str, where: str = "the board") -> dict[str, Any]:
+    """The JSON line printed by ``targets/linux/ort_bench.py``: ``times_ms`` (per run, each in (0, MAX_MS]) and
+    versions. A board that printed anything else for its times is refused (``where`` names it)."""
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
         if line.startswith("{"):
@@ -315,7 +317,14 @@ def parse_ort_bench(text: str) -> dict[str, Any]:
             except json.JSONDecodeError:
                 continue
             if isinstance(data, dict) and data.get("times_ms"):
-                data["times_ms"] = [float(t) for t in data["times_ms"]]
+                times = data["times_ms"]
+                bad = (f"times_ms {repr(times)[:40]} (a list expected)" if not isinstance(times, list) else
+                       next((f"times_ms[{i}] {repr(t)[:40]}" for i, t in enumerate(times)
+                             if not (is_number(t) and 0 < t <= MAX_MS)), None))
+                if bad:
+                    raise UsageError(f"{where} returned an invalid timing: {bad} (milliseconds in (0, {MAX_MS:g}] "
+                                     "expected); check the benchmark and its runtime on the board")
+                data["times_ms"] = [float(t) for t in times]
                 return data
     raise UsageError(f"the device-side benchmark printed no timings: {text.strip()[-300:]}")
 
