@@ -124,3 +124,13 @@ def test_a_distilled_record_whose_models_are_not_objects(tmp_path: Path,
     refused(["pool", "build", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic",
              "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "8", "--quiet",
              "--out", str(tmp_path / "X"), "--distilled", str(dd)], tmp_path, capsys, "distilled-models record")
+
+
+def test_a_deeply_nested_ancestry_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lgp_edge.models.ancestry import default_checkpoint
+
+    anc = Path(shutil.copytree(default_checkpoint("lgp_vit_fmnist", None), tmp_path / "anc"))
+    (anc / "ancestry.json").write_text(NESTED)
+    refused(["export", "--model", "lgp_vit_fmnist", "--checkpoint", str(anc), "--target", "cpu", "--out",
+             str(tmp_path / "out"), "--format", "onnx", "--val-images", "50", "--store", str(tmp_path / "m.sqlite")],
+            tmp_path, capsys, "nested too deeply")

@@ -6,7 +6,6 @@ No pretrained ViT is reachable offline, so the small variants are trained by ``l
 from __future__ import annotations
 
 import difflib
-import json
 import logging
 import math
 import re
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import CheckpointError, UsageError
+from lgp_edge.fileio import json_loads
 from lgp_edge.specs import AncestrySpec, is_integer, is_number
 
 log = logging.getLogger(__name__)
@@ -355,7 +355,7 @@ def hub_config(folder: Path) -> dict[str, Any] | None:
     if not (f.is_file() and (folder / "model.safetensors").is_file()):
         return None
     try:
-        cfg = json.loads(f.read_text())
+        cfg = json_loads(f.read_text())
     except (ValueError, OSError) as exc:
         raise CheckpointError(f"'{f}' is damaged ({str(exc)[:120]}); restore it or delete it") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("architecture"), str):
@@ -399,7 +399,7 @@ def read_ancestry_dir(path: str | Path) -> dict[str, Any] | None:
     if not meta.is_file():
         return hub_config(folder)
     try:
-        data = json.loads(meta.read_text())
+        data = json_loads(meta.read_text())
     except (ValueError, OSError) as exc:
         raise CheckpointError(f"'{meta}' is damaged ({str(exc)[:120]}); restore it or delete it") from None
     if not isinstance(data, dict):
