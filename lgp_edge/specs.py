@@ -260,15 +260,17 @@ class DamagedRecord(ValueError):
         self.fix = fix
 
 
+MAX_COUNT = (1 << 63) - 1  # the largest count a record holds (a 64-bit integer, as JSON readers and SQLite read it)
+
+
 def record_count(value: Any, owner: str, name: str) -> int:
-    """A count read from a record (params, FLOPs, blocks, bytes): a non-negative integer. An integral float
-    (``5618.0``, another JSON writer's integer) reads as the int; a bool, a fraction, NaN, infinity or a string
-    is refused."""
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if not is_integer(value) or value < 0:
-        raise DamagedRecord(f"{owner} has {name} {value!r} (a non-negative integer expected)")
-    return value
+    """A count read from a record (params, FLOPs, blocks, bytes): a non-negative integer up to ``MAX_COUNT``. An
+    integral float (``5618.0``, another JSON writer's integer) reads as the int; a bool, a fraction, NaN, infinity,
+    a string or an absurd size (``1e300``) is refused."""
+    count = int(value) if isinstance(value, float) and math.isfinite(value) and value.is_integer() else value
+    if not is_integer(count) or not 0 <= count <= MAX_COUNT:
+        raise DamagedRecord(f"{owner} has {name} {value!r} (an integer in [0, 2^63) expected)")
+    return count
 
 
 def record_top1(value: Any, owner: str) -> float | None:

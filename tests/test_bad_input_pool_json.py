@@ -4,6 +4,10 @@ A descendant record's top-1 that is NaN, infinite, outside [0, 100] or not a num
 blocks count that is negative, fractional, a bool or a string, used to be accepted: ``select`` explained its
 choice with "the highest top-1 (nan%)", ``--json`` printed NaN, and ``report`` and ``pool info`` died with a
 traceback. The one reader of pool.json (``lgp_edge.pool.manifest.read_manifest``) now checks them.
+
+Sizes no ViT has (a depth of 200,000 hung ``pool info``; a width of 6144 for 32 allocated 11 GB before the
+weights were found not to fit) are refused at once, and a record's blocks, params and FLOPs must be those of its
+architecture (``params 0`` made ``select`` charge b6.0-5 0.08 MB instead of 4.66 MB).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +23,7 @@ from typing import Any
 import pytest
 from helpers import error_lines, make_tiny_pool, run_cli, snapshot
 
-from lgp_edge.pool.manifest import MANIFEST, read_manifest
+from lgp_edge.pool.manifest import MANIFEST, demo_pool_dir, read_manifest
 from lgp_edge.specs import PoolSpec
 
 
@@ -124,9 +129,9 @@ def test_damaged_record_structure_is_refused(name: str, mutate: Callable[[dict[s
 
 
 @pytest.mark.parametrize(("field", "value"), [("top1", None), ("top1", 0), ("top1", 100), ("top1", 100.0),
-                                              ("top1", 37.25), ("params", 0), ("flops", 0)])
+                                              ("top1", 37.25)])
 def test_valid_edge_values_are_read(field: str, value: Any, pristine: Path, tmp_path: Path) -> None:
-    """The bounds themselves, an unevaluated top-1 (null) and integral zero counts are fine."""
+    """The bounds themselves and an unevaluated top-1 (null) are fine."""
     p = damaged_copy(pristine, tmp_path, _first(field, value))
     rec = read_manifest(p).descendants[0]
     assert getattr(rec, field) == value
@@ -270,3 +275,193 @@ def test_the_names_lgp_edge_gives_instances_are_read(pristine: Path, tmp_path: P
         check_instance_names(PoolSpec(aspec, depth, plan_instances(aspec, depth, ("ti", "s", "b"))))
     check_instance_names(snnet_spec(aspec))
     assert [i.name for i in read_manifest(pristine).spec.instances] == ["ti6", "b6"]
+
+
+# ------------------------------------------------------------------------ sizes no real ViT has (bounds)
+def _deep(depth: int) -> Callable[[dict[str, Any]], None]:
+    def mutate(mf: dict[str, Any]) -> None:
+        mf["spec"]["depth"] = depth
+        for inst in mf["spec"]["instances"]:
+            inst["depth"] = depth
+    return mutate
+
+
+# each was read as a pool (or hung: the descendants of depth d took d^2 steps to enumerate)
+BOUND_MUTATIONS = [
+    ("depth-200000", _deep(200_000), "spec.depth 200000"),
+    ("depth-257", _deep(257), "spec.depth 257"),
+    ("ancestry-depth", _set("spec", "ancestry", "depth", value=100_000), "spec.ancestry.depth 100000"),
+    ("ancestry-width", _set("spec", "ancestry", "embed_dim", value=1 << 20), "spec.ancestry.embed_dim 1048576"),
+    ("heads-over-width", _set("spec", "instances", 0, "num_heads", value=16), "spec.instances[0].num_heads 16"),
+    ("image-size", _set("spec", "ancestry", "img_size", value=100_000), "spec.ancestry.img_size 100000"),
+    ("patch-over-image", _set("spec", "ancestry", "patch_size", value=17), "spec.ancestry.patch_size 17"),
+    ("classes", _set("spec", "ancestry", "num_classes", value=10 ** 7), "spec.ancestry.num_classes 10000000"),
+    ("channels", _set("spec", "ancestry", "in_chans", value=4096), "spec.ancestry.in_chans 4096"),
+    ("mlp-ratio", _set("spec", "ancestry", "mlp_ratio", value=1000.0), "spec.ancestry.mlp_ratio 1000.0"),
+    ("preprocess-image-size", _set("preprocess", "img_size", value=100_000), "preprocess.img_size 100000"),
+]
+
+
+@pytest.mark.parametrize("command", ["pool-info-json", "select-json"])
+@pytest.mark.parametrize(("mutate", "fragment"), [m[1:] for m in BOUND_MUTATIONS], ids=[m[0] for m in BOUND_MUTATIONS])
+def test_absurd_architecture_size_is_refused_at_once(mutate: Callable[[dict[str, Any]], None], fragment: str,
+                                                     command: str, pristine: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    p = damaged_copy(pristine, tmp_path, mutate)
+    before = snapshot(tmp_path)
+    t0 = time.monotonic()
+    rc, err = run_cli(COMMANDS[command](p, tmp_path), capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "is damaged" in lines[0] and fragment in lines[0], err
+    assert "expected" in lines[0] and "rebuild the pool" in lines[0] and "Traceback" not in err
+    assert time.monotonic() - t0 < 10
+    assert snapshot(tmp_path) == before
+
+
+def test_largest_sizes_are_read(pristine: Path, tmp_path: Path) -> None:
+    """The bounds are generous: a pool.json at them still reads (without weights: select needs none)."""
+    from lgp_edge.pool.manifest import MAX_CLASSES, MAX_DEPTH, MAX_IMG_SIZE, MAX_IN_CHANS, MAX_MLP_RATIO, MAX_WIDTH
+
+    def mutate(mf: dict[str, Any]) -> None:
+        mf["descendants"] = []
+        a = mf["spec"]["ancestry"]
+        a.update(img_size=MAX_IMG_SIZE, patch_size=MAX_IMG_SIZE, depth=MAX_DEPTH, embed_dim=MAX_WIDTH,
+                 num_heads=MAX_WIDTH, num_classes=MAX_CLASSES, in_chans=MAX_IN_CHANS, mlp_ratio=MAX_MLP_RATIO)
+        mf["preprocess"].update(img_size=MAX_IMG_SIZE)
+    spec = read_manifest(damaged_copy(pristine, tmp_path, mutate)).spec
+    assert (spec.ancestry.depth, spec.ancestry.embed_dim, spec.ancestry.num_classes) == (MAX_DEPTH, MAX_WIDTH,
+                                                                                         MAX_CLASSES)
+
+
+# ------------------------------------------------------------- the spec against the weights file's header
+def test_spec_that_does_not_fit_the_weights_is_refused_before_building(pristine: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A width that is not the weights' is found in the safetensors header: no pool is built (allocated and
+    initialised, 11 GB for a width of 6144) before the mismatch shows."""
+    from lgp_edge.errors import CheckpointError
+    from lgp_edge.pool import pool as pool_module
+    from lgp_edge.pool.pool import load_pool
+
+    built: list[str] = []
+
+    class Spy(pool_module.LearngenePool):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(next(self.parameters()).device.type)
+
+    def mutate(mf: dict[str, Any]) -> None:
+        mf["spec"]["instances"][0]["embed_dim"] = 64
+        mf["descendants"] = []  # (their sizes are not the new width's: read_manifest refuses them first)
+
+    monkeypatch.setattr(pool_module, "LearngenePool", Spy)
+    p = damaged_copy(pristine, tmp_path, mutate)
+    with pytest.raises(CheckpointError) as err:
+        load_pool(p)
+    assert "cpu" not in built  # nothing allocated
+    line = str(err.value)
+    assert "\n" not in line and "weights.safetensors" in line and "pool.json" in line, line
+    assert "64" in line and "8" in line  # the spec's width and the weights'
+
+
+@pytest.mark.parametrize("evaluated", [True, False], ids=["evaluated", "not-evaluated"])
+def test_width_of_6144_is_refused_at_once(evaluated: bool, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """pool info allocated 11 GB and took 76 s before it said that the weights do not fit. Evaluated, the
+    records' sizes are not the new width's; not evaluated, the weights file's header shows the mismatch."""
+    def mutate(mf: dict[str, Any]) -> None:
+        mf["spec"]["instances"][0]["embed_dim"] = 6144
+        if not evaluated:
+            mf["descendants"] = []
+
+    p = demo_copy(tmp_path, mutate)
+    before = snapshot(tmp_path)
+    t0 = time.monotonic()
+    rc, err = run_cli(["pool", "info", str(p)], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    if evaluated:
+        assert "descendant ti6.0-5 has params 78794" in lines[0] and "architecture in the spec" in lines[0], err
+    else:
+        assert "does not fit" in lines[0] and "1x1x32 there, 1x1x6144 in the spec" in lines[0], err
+    assert time.monotonic() - t0 < 10
+    assert snapshot(tmp_path) == before
+
+
+def demo_copy(root: Path, mutate: Callable[[dict[str, Any]], None]) -> Path:
+    """The bundled demo pool (trained, evaluated on Fashion-MNIST), copied and changed by ``mutate``."""
+    return damaged_copy(demo_pool_dir(), root, mutate)
+
+
+# ------------------------------------------------------------------ recorded sizes are the architecture's
+def test_recorded_sizes_are_the_architectures(pristine: Path) -> None:
+    """params and FLOPs are recomputed from the spec, without building the model: the same numbers as
+    counting the built descendant's parameters, for every family (Ti/B pairs, Ti->S->B chains, SN-Net's anchors
+    of full depth) and the demo pool."""
+    from lgp_edge.baselines.snnet import snnet_spec
+    from lgp_edge.models.ancestry import create_ancestry
+    from lgp_edge.models.descendant import count_params
+    from lgp_edge.models.instances import plan_instances
+    from lgp_edge.models.plan import descendant_flops, descendant_params
+    from lgp_edge.pool.pool import LearngenePool, load_pool
+    from lgp_edge.specs import PoolSpec
+
+    _, tiny = create_ancestry("lgp_test_tiny")
+    pools = [load_pool(pristine)[0], load_pool(demo_pool_dir())[0], LearngenePool(snnet_spec(tiny)),
+             LearngenePool(PoolSpec(tiny, 9, plan_instances(tiny, 9, ("ti", "s", "b")), chains="tsb"))]
+    for pool in pools:
+        for d in pool.descendants():
+            assert descendant_params(pool.spec, d) == count_params(pool.descendant(d)), d.key
+            assert pool.record(d).params == descendant_params(pool.spec, d)
+            assert pool.record(d).flops == descendant_flops(pool.spec, d)
+    assert len(pools[-1].descendants()) > 3 + 2 * 25  # the chains are there
+
+
+@pytest.mark.parametrize(("change", "fragment"), [
+    pytest.param({"params": 0, "flops": 0, "top1": 100}, "params 0 and flops 0", id="zero"),
+    pytest.param({"params": 1_199_883}, "params 1199883, but the architecture in the spec gives 1199882 params",
+                 id="params-off-by-one"),
+    pytest.param({"flops": 20_740_993}, "flops 20740993", id="flops"),
+    pytest.param({"blocks": 5}, "blocks 5", id="blocks"),
+])
+def test_recorded_size_that_is_not_the_architectures_is_refused(change: dict[str, Any], fragment: str,
+                                                                tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """select charged b6.0-5 0.0791 MB for "0 params" and chose it under --memory-mb 1 (it needs 4.66 MB)."""
+    p = demo_copy(tmp_path, lambda mf: mf["descendants"][1].update(change))
+    assert json.loads((p / MANIFEST).read_text())["descendants"][1]["key"] == "b6.0-5"
+    before = snapshot(tmp_path)
+    for argv in (["select", "--target", "cpu", "--pool", str(p), "--memory-mb", "1", "--budget-ms", "1e6"],
+                 ["pool", "info", str(p), "--json"]):
+        rc, err = run_cli(argv, capsys)
+        lines = error_lines(err)
+        assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert "is damaged" in lines[0] and "b6.0-5" in lines[0] and fragment in lines[0], err
+        assert "edited or damaged" in lines[0] and "lgp-edge pool eval" in lines[0], err
+    assert snapshot(tmp_path) == before
+
+
+def test_absurd_count_is_refused_in_a_short_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """params 1e300 read as an integer of 301 digits and was shown whole."""
+    p = demo_copy(tmp_path, lambda mf: mf["descendants"][1].update(params=1e300))
+    rc, err = run_cli(["pool", "info", str(p)], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "params 1e+300" in lines[0] and len(lines[0]) < 400, err
+
+
+@pytest.mark.parametrize("images", [-5, 0, 1.5, True, "10000", 10 ** 12], ids=str)
+def test_damaged_image_count_in_history_is_refused(images: Any, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """An eval stage "on -5 images" was printed as "top-1 on -5 images"."""
+    p = demo_copy(tmp_path, lambda mf: mf["history"][-1].update(images=images))
+    assert json.loads((p / MANIFEST).read_text())["history"][-1]["stage"] == "eval"
+    for argv in (["select", "--target", "cpu", "--pool", str(p), "--budget-ms", "1e6"], ["pool", "info", str(p)]):
+        rc, err = run_cli(argv, capsys)
+        lines = error_lines(err)
+        assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+        assert "is damaged" in lines[0] and f"images {images!r}" in lines[0] and "history" in lines[0], err
+
+
+def test_demo_pool_reads_with_its_sizes() -> None:
+    mf = read_manifest(demo_pool_dir())
+    assert len(mf.descendants) == 18 and mf.top1_images == 10_000
+    assert {r.key: r.params for r in mf.descendants}["b6.0-5"] == 1_199_882

@@ -50,14 +50,15 @@ def instance_spec(ancestry: AncestrySpec, width: str, depth: int) -> InstanceSpe
                         num_heads=ancestry.num_heads // div, supervision=SUPERVISION[width])
 
 
-def create_auxiliary(ancestry: AncestrySpec, inst: InstanceSpec) -> nn.Module:
-    """A timm VisionTransformer with the ancestry's patching and classes and the instance's width/depth."""
+def create_auxiliary(ancestry: AncestrySpec, inst: InstanceSpec, *, init: bool = True) -> nn.Module:
+    """A timm VisionTransformer with the ancestry's patching and classes and the instance's width/depth; its
+    weights left as allocated when not ``init`` (shapes only, e.g. on the meta device)."""
     from timm.models.vision_transformer import VisionTransformer
 
     return VisionTransformer(img_size=ancestry.img_size, patch_size=ancestry.patch_size,
                              in_chans=ancestry.in_chans, num_classes=ancestry.num_classes,
                              embed_dim=inst.embed_dim, depth=inst.depth, num_heads=inst.num_heads,
-                             mlp_ratio=ancestry.mlp_ratio)
+                             mlp_ratio=ancestry.mlp_ratio, weight_init="" if init else "skip")
 
 
 def supervised_blocks(depth: int, supervision: str) -> tuple[int, ...]:

@@ -123,6 +123,29 @@ def descendant_flops(pool: PoolSpec, spec: DescendantSpec) -> int:
     return flops
 
 
+# ------------------------------------------------------------------------------ parameters (timm's ViT)
+def block_params(dim: int, mlp_ratio: float) -> int:
+    """One timm ViT block: norm1, qkv, proj, norm2, fc1, fc2 (weights and biases)."""
+    hidden = int(dim * mlp_ratio)
+    return 4 * dim * dim + 2 * dim * hidden + 9 * dim + hidden
+
+
+def descendant_params(pool: PoolSpec, spec: DescendantSpec) -> int:
+    """Parameters of a descendant, each counted once (``count_params`` of the built module), from the spec alone:
+    the first instance's patch embedding, class token and position embedding, the segments' blocks, the stitch
+    Linears, the last instance's norm and head."""
+    a = pool.ancestry
+    widths = {i.name: i.embed_dim for i in pool.instances}
+    d0, d_last = widths[spec.segments[0].instance], widths[spec.segments[-1].instance]
+    count = (a.in_chans * a.patch_size ** 2 + 1) * d0 + d0 + a.num_tokens * d0  # patch conv, cls token, pos embed
+    blocks = {(seg.instance, k) for seg in spec.segments for k in range(seg.first, seg.last + 1)}
+    count += sum(block_params(widths[name], a.mlp_ratio) for name, _ in blocks)
+    stitches = {name: (widths[front.instance], widths[back.instance])
+                for name, front, back in zip(spec.stitches, spec.segments, spec.segments[1:])}
+    count += sum(d_in * d_out + d_out for d_in, d_out in stitches.values())
+    return count + 2 * d_last + (d_last + 1) * a.num_classes  # final LayerNorm + head
+
+
 def vit_flops(*, img_size: int, patch_size: int, in_chans: int, embed_dim: int, depth: int, num_classes: int,
               mlp_ratio: float = 4.0) -> int:
     """FLOPs of a plain DeiT/ViT (class token, token pooling) in the same convention."""

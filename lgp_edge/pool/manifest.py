@@ -17,7 +17,7 @@ from typing import Any
 
 from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import json_loads, sha256_file
-from lgp_edge.models.plan import enumerate_descendants
+from lgp_edge.models.plan import descendant_flops, descendant_params, enumerate_descendants
 from lgp_edge.outdir import recover_unlocked
 from lgp_edge.specs import (
     SCHEMA_VERSION,
@@ -111,6 +111,7 @@ class PoolManifest:
         history = d.get("history", [])
         if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
             raise DamagedRecord(f"history is {_json_kind(history)} (a list of objects expected)", fix=REBUILD)
+        _check_history(history)
         rows = d.get("descendants", [])
         if not isinstance(rows, list):
             raise DamagedRecord(f"descendants is {_json_kind(rows)} (a list of records expected)")
@@ -170,26 +171,45 @@ REBUILD = "restore it or rebuild the pool"
 STORAGE_DTYPES = ("float32", "float16")  # what save_pool writes weights.safetensors in
 
 
-def _positive_int(value: Any, name: str) -> None:
-    if not is_integer(value) or value < 1:
-        raise DamagedRecord(f"has {name} {value!r} (a positive integer expected)", fix=REBUILD)
+# Upper bounds on the numbers of a pool's architecture: far above any real ViT (ViT-22B: width 6144, 48 blocks, 48
+# heads; SAM at 1024 px; ImageNet-21k's 21,843 classes) and low enough that a damaged or edited pool.json
+# cannot make reading it hang or run out of memory: a pool of depth d has on the order of d^2 descendants (Ti->S->B
+# chains), and the shapes the spec implies are compared with the weights file before anything is built.
+MAX_DEPTH = 256  # blocks: spec.depth, each instance's, the ancestry's
+MAX_WIDTH = 65536  # token width (embed_dim) of the ancestry and of each instance; heads at most the width
+MAX_IMG_SIZE = 8192  # input side in pixels (spec.ancestry and preprocess); the patch side at most the input side
+MAX_IN_CHANS = 1024  # input channels (hyperspectral images have a few hundred)
+MAX_CLASSES = 1 << 20  # classifier outputs
+MAX_MLP_RATIO = 64  # hidden width of each MLP / embed_dim
+MAX_IMAGES = 1 << 31  # images an evaluation or a stitch init of the history ran on
+
+
+def _int_in(value: Any, name: str, high: int, bound: str = "") -> None:
+    """``value`` is an integer in [1, high]; ``bound`` names ``high`` in the message ("the width 32")."""
+    if not is_integer(value) or not 1 <= value <= high:
+        raise DamagedRecord(f"has {name} {value!r} (an integer in [1, {bound or f'{high:,}'}] expected)", fix=REBUILD)
 
 
 def _check_numbers(spec: PoolSpec, pre: PreprocessSpec) -> None:
     """The numbers of the architecture and the preprocessing that every choice, prediction and export is
-    computed from: sizes are positive integers, ratios and normalisation constants finite (std > 0)."""
+    computed from: sizes are integers in [1, MAX_*], ratios and normalisation constants finite (std > 0)."""
     a = spec.ancestry
-    for f in ("img_size", "in_chans", "num_classes", "embed_dim", "depth", "num_heads", "patch_size"):
-        _positive_int(getattr(a, f), f"spec.ancestry.{f}")
+    for f, high in (("img_size", MAX_IMG_SIZE), ("in_chans", MAX_IN_CHANS), ("num_classes", MAX_CLASSES),
+                    ("embed_dim", MAX_WIDTH), ("depth", MAX_DEPTH)):
+        _int_in(getattr(a, f), f"spec.ancestry.{f}", high)
+    _int_in(a.num_heads, "spec.ancestry.num_heads", a.embed_dim, f"the width {a.embed_dim}")
+    _int_in(a.patch_size, "spec.ancestry.patch_size", a.img_size, f"the image size {a.img_size}")
     r = a.mlp_ratio
-    if not is_number(r) or r <= 0:
-        raise DamagedRecord(f"has spec.ancestry.mlp_ratio {r!r} (a finite number > 0 expected)", fix=REBUILD)
-    _positive_int(spec.depth, "spec.depth")
+    if not is_number(r) or not 0 < r <= MAX_MLP_RATIO:
+        raise DamagedRecord(f"has spec.ancestry.mlp_ratio {r!r} (a finite number in (0, {MAX_MLP_RATIO}] expected)",
+                            fix=REBUILD)
+    _int_in(spec.depth, "spec.depth", MAX_DEPTH)
     for i, inst in enumerate(spec.instances):
-        for f in ("embed_dim", "depth", "num_heads"):
-            _positive_int(getattr(inst, f), f"spec.instances[{i}].{f}")
-    _positive_int(pre.img_size, "preprocess.img_size")
-    _positive_int(pre.in_chans, "preprocess.in_chans")
+        _int_in(inst.embed_dim, f"spec.instances[{i}].embed_dim", MAX_WIDTH)
+        _int_in(inst.depth, f"spec.instances[{i}].depth", MAX_DEPTH)
+        _int_in(inst.num_heads, f"spec.instances[{i}].num_heads", inst.embed_dim, f"the width {inst.embed_dim}")
+    _int_in(pre.img_size, "preprocess.img_size", MAX_IMG_SIZE)
+    _int_in(pre.in_chans, "preprocess.in_chans", MAX_IN_CHANS)
     for f in ("mean", "std"):
         values = getattr(pre, f)
         if len(values) != pre.in_chans:
@@ -199,6 +219,14 @@ def _check_numbers(spec: PoolSpec, pre: PreprocessSpec) -> None:
             if not is_number(v) or (f == "std" and v <= 0):
                 raise DamagedRecord(f"has preprocess.{f}[{i}] {v!r} (a finite number{' > 0' if f == 'std' else ''} "
                                     "expected)", fix=REBUILD)
+
+
+def _check_history(history: list[dict[str, Any]]) -> None:
+    """The image counts of the history (what a top-1 or a stitch init was measured on): integers in
+    [1, MAX_IMAGES]."""
+    for i, h in enumerate(history):
+        if "images" in h:
+            _int_in(h["images"], f"history[{i}] ({h.get('stage', '?')}) images", MAX_IMAGES)
 
 
 def _json_kind(value: Any) -> str:
@@ -237,11 +265,26 @@ def current_records(manifest: PoolManifest) -> PoolManifest:
     kept = tuple(dataclasses.replace(r, spec=current[r.key]) for r in manifest.descendants
                  if r.key in current and (current[r.key].segments, current[r.key].stitches)
                  == (r.spec.segments, r.spec.stitches))
+    for r in kept:
+        _check_sizes(manifest.spec, r)
     if len(kept) != len(manifest.descendants):
         log.warning("pool %s: %d evaluated descendant(s) were defined differently by the lgp-edge that evaluated "
                     "them and are dropped; run 'lgp-edge pool eval' again", manifest.spec.pool_id,
                     len(manifest.descendants) - len(kept))
     return manifest.replace(descendants=kept)
+
+
+def _check_sizes(spec: PoolSpec, record: DescendantRecord) -> None:
+    """A record's blocks, params and FLOPs are facts of its architecture: recomputed here (arithmetic, no model is
+    built), a record that says otherwise was damaged or edited, and choosing by it would be silently wrong."""
+    found = {"blocks": record.blocks, "params": record.params, "flops": record.flops}
+    facts = {"blocks": record.spec.num_blocks, "params": descendant_params(spec, record.spec),
+             "flops": descendant_flops(spec, record.spec)}
+    wrong = [k for k in found if found[k] != facts[k]]
+    if wrong:
+        raise DamagedRecord(f"descendant {record.key} has {' and '.join(f'{k} {found[k]}' for k in wrong)}, but the "
+                            f"architecture in the spec gives {' and '.join(f'{facts[k]} {k}' for k in wrong)} "
+                            "(pool.json was edited or damaged)")
 
 
 def verified_file(path: str | Path, manifest: PoolManifest, name: str) -> Path:
