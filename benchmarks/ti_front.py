@@ -1,6 +1,6 @@
 """What a Ti front costs: Ti's embedding and 0..5 Ti blocks, a fresh lstsq stitch, then B's remaining blocks.
 
-    python benchmarks/ti_front.py                                   # the shipped demo pool (a few minutes on 2 cores)
+    python benchmarks/ti_front.py                                   # the shipped demo pool (41 s on 2 AMD EPYC cores)
     python benchmarks/ti_front.py --images 500 --out /tmp/tf.json   # a smoke run
 
 Every descendant of the paper's Ti/B pool except B alone starts with Ti's patch embedding and at least one Ti
