@@ -420,13 +420,17 @@ elif args[0] == "shell" and args[1].startswith("timeout -k 10 900 taskset"):
 '''
 
 
-def test_adb_transport_issues_exact_commands(tiny_pool, tmp_path, monkeypatch, capsys):
+def fake_phone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, perf_out: str | None = None) -> tuple[Path, Path, Path]:
+    """A fake ``adb`` on PATH (it logs each call and prints ``perf_out``, default helpers.PERF_TEST_OUT), a stand-in
+    onnxruntime_perf_test and an android-arm64 target naming its serial: (adb's log, perf_test, targets dir)."""
     from helpers import PERF_TEST_OUT
+
+    from lgp_edge.targets import targets_root
 
     bindir = tmp_path / "bin"
     bindir.mkdir()
     log, out = tmp_path / "adb.log", tmp_path / "perf.out"
-    out.write_text(PERF_TEST_OUT)
+    out.write_text(PERF_TEST_OUT if perf_out is None else perf_out)
     (bindir / "adb").write_text(FAKE_ADB.format(python=sys.executable, log=str(log), out=str(out)))
     (bindir / "adb").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
@@ -436,10 +440,13 @@ def test_adb_transport_issues_exact_commands(tiny_pool, tmp_path, monkeypatch, c
     monkeypatch.setenv("LGP_EDGE_ORT_PERF_TEST", str(perf))
     tdir = tmp_path / "targets"
     tdir.mkdir()
-    from lgp_edge.targets import targets_root
-
     src = (targets_root() / "android-arm64.toml").read_text()
     (tdir / "android-arm64.toml").write_text(src.replace('# serial = "R5CT12345"', 'serial = "R5CT0TEST"'))
+    return log, perf, tdir
+
+
+def test_adb_transport_issues_exact_commands(tiny_pool, tmp_path, monkeypatch, capsys):
+    log, perf, tdir = fake_phone(tmp_path, monkeypatch)
     key = KEYS[1]
     assert main(["profile", "--target", "android-arm64", "--targets-dir", str(tdir), "--pool", str(tiny_pool),
                  "--store", str(tmp_path / "m.sqlite"), "--descendant", key, "--iters", "100", "--json",
@@ -469,23 +476,8 @@ def test_a_phone_that_returns_an_impossible_timing_is_one_line(tiny_pool, tmp_pa
     check, a ValueError traceback after the run."""
     from helpers import PERF_TEST_OUT
 
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    log, out = tmp_path / "adb.log", tmp_path / "perf.out"
-    out.write_text(PERF_TEST_OUT.replace("P50 Latency: 0.002650 s", "P50 Latency: -0.002650 s"))
-    (bindir / "adb").write_text(FAKE_ADB.format(python=sys.executable, log=str(log), out=str(out)))
-    (bindir / "adb").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    perf = tmp_path / "onnxruntime_perf_test"
-    perf.write_bytes(b"\x7fELF stand-in")
-    perf.chmod(0o755)
-    monkeypatch.setenv("LGP_EDGE_ORT_PERF_TEST", str(perf))
-    tdir = tmp_path / "targets"
-    tdir.mkdir()
-    from lgp_edge.targets import targets_root
-
-    src = (targets_root() / "android-arm64.toml").read_text()
-    (tdir / "android-arm64.toml").write_text(src.replace('# serial = "R5CT12345"', 'serial = "R5CT0TEST"'))
+    _, _, tdir = fake_phone(tmp_path, monkeypatch,
+                            PERF_TEST_OUT.replace("P50 Latency: 0.002650 s", "P50 Latency: -0.002650 s"))
     store = tmp_path / "m.sqlite"
     rc = main(["profile", "--target", "android-arm64", "--targets-dir", str(tdir), "--pool", str(tiny_pool),
                "--store", str(store), "--descendant", KEYS[1], "--iters", "100", "--quiet"])
