@@ -120,6 +120,7 @@ class PoolManifest:
                 raise DamagedRecord(f"descendant {i} is {_json_kind(r)} (a record object expected)")
         spec, preprocess = PoolSpec.from_dict(d["spec"]), PreprocessSpec.from_dict(d["preprocess"])
         _check_numbers(spec, preprocess)
+        _check_labels(spec, preprocess)
         storage_dtype = d.get("storage_dtype", "float32")
         if storage_dtype not in STORAGE_DTYPES:
             raise DamagedRecord(f"has storage_dtype {storage_dtype!r} (one of {', '.join(STORAGE_DTYPES)} expected)",
@@ -219,6 +220,26 @@ def _check_numbers(spec: PoolSpec, pre: PreprocessSpec) -> None:
             if not is_number(v) or (f == "std" and v <= 0):
                 raise DamagedRecord(f"has preprocess.{f}[{i}] {v!r} (a finite number{' > 0' if f == 'std' else ''} "
                                     "expected)", fix=REBUILD)
+
+
+MAX_LABEL = 256  # characters of one class name
+
+
+def _check_labels(spec: PoolSpec, pre: PreprocessSpec) -> None:
+    """The class names every export writes beside the logits (ONNX metadata, Core ML labels, EMBEDDING.md): one
+    printable, non-empty string per class of the head, each once."""
+    labels, n = pre.labels, spec.ancestry.num_classes
+    if len(labels) != n:
+        raise DamagedRecord(f"preprocess.labels has {len(labels)} names for {n} classes (one per class expected)",
+                            fix=REBUILD)
+    seen: set[str] = set()
+    for i, v in enumerate(labels):
+        if not isinstance(v, str) or not 0 < len(v) <= MAX_LABEL or not v.isprintable():
+            raise DamagedRecord(f"has preprocess.labels[{i}] {v!r} (a printable class name of 1 to {MAX_LABEL} "
+                                "characters expected)", fix=REBUILD)
+        if v in seen:
+            raise DamagedRecord(f"has preprocess.labels[{i}] {v!r} twice (one name per class expected)", fix=REBUILD)
+        seen.add(v)
 
 
 def _check_history(history: list[dict[str, Any]]) -> None:
