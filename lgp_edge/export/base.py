@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import torch
 
 from lgp_edge.errors import BackendMissing, UsageError
+from lgp_edge.export.quantize import calibration_batch, whole_batches
 from lgp_edge.specs import DescendantRecord, DeviceProfile, Format, ModelRecord, PreprocessSpec, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,15 @@ class ExportContext:
     onnx_cache: dict[tuple[int, bool], Path] = field(default_factory=dict)  # (opset, dynamic) -> ONNX file
     variants: dict[tuple[str, int], Path] = field(default_factory=dict)  # (int8/fp16, opset) -> derived ONNX file
     calibration_data: str = ""  # dataset the calibration images came from
+
+    @property
+    def calibration_batch(self) -> int:
+        return calibration_batch(self.profile, self.dynamic_batch)
+
+    @property
+    def calibration_used(self) -> int:
+        """The calibration images the int8 loops use (``whole_batches``)."""
+        return whole_batches(len(self.calibration), self.calibration_batch)
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:

@@ -156,8 +156,7 @@ class OpenVINOExporter:
         from lgp_edge.fileio import sha256_file
 
         precision = ctx.profile.precision
-        batch = ctx.profile.batch if not ctx.dynamic_batch else 1
-        used = whole_batches(len(ctx.calibration), batch)
+        batch, used = ctx.calibration_batch, ctx.calibration_used
         if precision == "int8" and used < MIN_CALIBRATION:
             raise UsageError(f"int8 calibration needs >= {MIN_CALIBRATION} images in whole batches of {batch}, got "
                              f"{used} of {len(ctx.calibration)}")

@@ -31,6 +31,7 @@ from lgp_edge.export.embedding import copy_samples, render
 from lgp_edge.export.images import ImageSets, default_data, load_images
 from lgp_edge.export.manifest import build_manifest, file_entries
 from lgp_edge.export.publish import Staged, check_out, publish
+from lgp_edge.export.quantize import calibration_batch, whole_batches
 from lgp_edge.export.registry import get_exporter
 from lgp_edge.profiles import check_against_target
 from lgp_edge.progress import NULL
@@ -77,8 +78,7 @@ class ExportRequest:
 
     @property
     def calibration_batch(self) -> int:
-        """The batch both int8 calibration loops feed: the model's static batch (1 with --dynamic-batch)."""
-        return 1 if self.dynamic_batch else self.profile.batch
+        return calibration_batch(self.profile, self.dynamic_batch)
 
     @property
     def int8_calibration(self) -> int:
@@ -86,7 +86,7 @@ class ExportRequest:
         ``calib_images``, the images the calibration loops use."""
         if self.profile.precision != "int8":
             return 0
-        return self.calib_requested // self.calibration_batch * self.calibration_batch
+        return whole_batches(self.calib_requested, self.calibration_batch)
 
 
 @dataclass(frozen=True)

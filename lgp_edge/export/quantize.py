@@ -88,6 +88,11 @@ def whole_batches(n: int, batch: int) -> int:
     return n // batch * batch
 
 
+def calibration_batch(profile: Any, dynamic_batch: bool) -> int:
+    """The batch both int8 calibration loops feed: the model's static batch (1 with a dynamic batch)."""
+    return 1 if dynamic_batch else profile.batch
+
+
 class _Reader:
     """``CalibrationDataReader`` over images (N, C, H, W) in chunks of ``batch`` (whole ones, ``whole_batches``)."""
 
@@ -231,8 +236,7 @@ def int8_onnx(ctx: Any, opset: int) -> tuple[Path, dict[str, Any]]:
     """The int8 QDQ ONNX of the export at ``opset`` (made once per export) and its quantization record."""
     scheme = scheme_for(ctx.target.runtime)
     key = ("int8", opset)
-    batch = 1 if ctx.dynamic_batch else ctx.profile.batch
-    used = whole_batches(len(ctx.calibration), batch)
+    batch, used = ctx.calibration_batch, ctx.calibration_used
     if key not in ctx.variants:
         src = ctx.onnx_file(opset)
         with ctx.reporter.task(f"int8: calibrate on {used} images, QDQ ({scheme.runtime})", total=1) as task:
