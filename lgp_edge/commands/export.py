@@ -113,18 +113,17 @@ def _check_line(r: dict) -> str:
 def _headline_top1(mf: dict) -> str:
     """The exported model's top-1; for an export below fp32, labelled as the pool's torch fp32 number, with the
     top-1 each lower-precision file measured on this export's validation images beside it."""
-    from lgp_edge.export.manifest import exported, low_precision, own_top1, pool_top1_of
+    from lgp_edge.export.manifest import exported, low_precision, own_top1_words, pool_top1_of
 
     d = exported(mf)
     text = f"{d['top1']:.2f}%" if d["top1"] is not None else "n/a"
     if not low_precision(mf):
         return text
-    own = own_top1(mf)
+    words = own_top1_words(mf)
     files = ""
-    if own:
-        precisions = "/".join(sorted({p for _, p, _ in own}))
-        files = (f"; {precisions} files on the {mf['validation']['images']:,} validation images: "
-                 + ", ".join(f"{path} {t:.2f}%" for path, _, t in own))
+    if words:
+        precisions, listing = words
+        files = f"; {precisions} files on the {mf['validation']['images']:,} validation images: {listing}"
     if d["top1"] is None:
         return text + (f" ({files[2:]})" if files else "")
     return f"{text} ({pool_top1_of(mf)}{files})"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.export.assets import template
-from lgp_edge.export.manifest import exported, low_precision, own_top1, pool_top1_of, source_data
+from lgp_edge.export.manifest import exported, low_precision, own_top1_words, pool_top1_of, source_data
 
 SAMPLES = {"swift": ("ios", "LgpClassifier.swift"), "kotlin": ("android", "LgpClassifier.kt")}
 
@@ -143,12 +143,12 @@ def _top1(m: dict[str, Any]) -> str:
     """The exported model's top-1; below fp32, labelled as the pool's torch fp32 number, with each lower-precision
     file's own top-1 on this export's validation images (and torch fp32's on the same images) beside it."""
     d, v = exported(m), m["validation"]
-    own = own_top1(m)
+    words = own_top1_words(m, code=True)
     files = ""
-    if own:
-        precisions = "/".join(sorted({p for _, p, _ in own}))
+    if words:
+        precisions, listing = words
         files = (f"; on this export's {v['images']:,} {v['data']} validation images: torch fp32 "
-                 f"{v['torch_top1']:.2f}%, {precisions} " + ", ".join(f"`{path}` {t:.2f}%" for path, _, t in own))
+                 f"{v['torch_top1']:.2f}%, {precisions} {listing}")
     if d.get("top1") is not None:
         return f"{d['top1']:.2f}% ({pool_top1_of(m)}{files})" if low_precision(m) else f"{d['top1']:.2f}%"
     if files:

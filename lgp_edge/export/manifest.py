@@ -208,6 +208,17 @@ def own_top1(manifest: dict[str, Any]) -> list[tuple[str, str, float]]:
             and a["validation"].get("top1_artifact") is not None]
 
 
+def own_top1_words(manifest: dict[str, Any], code: bool = False) -> tuple[str, str] | None:
+    """``own_top1`` in words: (their precisions, "int8" or "fp16/int8"; "PATH 89.40%, ...", each path in backticks
+    when ``code``), or None when no file below fp32 has its own top-1."""
+    own = own_top1(manifest)
+    if not own:
+        return None
+    quote = "`" if code else ""
+    return ("/".join(sorted({p for _, p, _ in own})),
+            ", ".join(f"{quote}{path}{quote} {t:.2f}%" for path, _, t in own))
+
+
 def source_data(manifest: dict[str, Any]) -> tuple[str, bool]:
     """(dataset, synthetic?) the exported model was trained on, as far as the manifest knows."""
     if manifest.get("pool"):
