@@ -19,6 +19,22 @@ from lgp_edge.pool.pool import LearngenePool, PoolManifest, load_pool, save_pool
 from lgp_edge.specs import PoolSpec, PreprocessSpec
 
 TINY = "lgp_test_tiny"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def load_benchmark(script: str, module: str | None = None, *, register: bool = False):
+    """``benchmarks/SCRIPT.py`` as a module named ``module`` (default: the script's name); ``register``: also in
+    ``sys.modules`` under that name (what a worker process unpickles a benchmark's function from)."""
+    import importlib.util
+    import sys
+
+    name = module or script
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{script}.py")
+    mod = importlib.util.module_from_spec(spec)
+    if register:
+        sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def manifest(out: Path) -> dict:

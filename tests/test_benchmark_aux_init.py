@@ -3,19 +3,15 @@ writes, and the direction of its claim (B started from the ancestry is far ahead
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import load_benchmark
 
 
 def test_aux_init_benchmark_smoke_run(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("bench_aux_init", ROOT / "benchmarks" / "aux_init.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("aux_init", "bench_aux_init")
     out, threads = tmp_path / "aux.json", torch.get_num_threads()
     try:
         assert bench.main(["--steps", "1", "--images", "200", "--out", str(out)]) == 0

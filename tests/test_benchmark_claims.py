@@ -87,14 +87,9 @@ def test_claims_need_every_method() -> None:
 
 
 def _bench_module():
-    import importlib.util
-    from pathlib import Path
+    from helpers import load_benchmark
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "paper_replication.py"
-    spec = importlib.util.spec_from_file_location("paper_replication", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("paper_replication")
 
 
 def test_benchmark_pareto_and_plot(tmp_path) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
 from lgp_edge.cli import build_parser, main
 from lgp_edge.fileio import sha256_file
@@ -16,10 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("build_demo_pool", ROOT / "benchmarks" / "build_demo_pool.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("build_demo_pool")
 
 
 def test_build_demo_pool_tiny(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -3,21 +3,16 @@ the README table rendered from it."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import load_benchmark
 
 
 def _module(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(name, f"bench_{name}")
 
 
 def test_int8_benchmark_quick_run_and_readme_table(tiny_pool: Path, tmp_path: Path,

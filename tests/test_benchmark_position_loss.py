@@ -3,17 +3,14 @@ it writes, both runs measured the same way and the per-epoch losses recorded."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import load_benchmark
 
 
 def test_position_loss_benchmark_smoke_run(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("bench_position_loss", ROOT / "benchmarks" / "position_loss.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("position_loss", "bench_position_loss")
     out = tmp_path / "pl.json"
     assert bench.main(["--epochs", "1", "--steps", "2", "--images", "200", "--out", str(out)]) == 0
     res = json.loads(out.read_text())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shlex
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 DONE = ".done.json"
@@ -16,11 +16,7 @@ ASSEMBLED = "assembled from stages computed earlier; see stages in the JSON"
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # what a worker process unpickles a benchmark's function from
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark(name, register=True)  # a worker process unpickles a benchmark's function from it
 
 
 def _bench():

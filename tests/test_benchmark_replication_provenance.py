@@ -5,7 +5,6 @@ Fast: the scripts' own functions on the committed results and on small hand-made
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -24,11 +24,7 @@ ASSEMBLED = "assembled from stages computed earlier; see stages in the JSON"
 def _load(name: str):
     if name in sys.modules and getattr(sys.modules[name], "__file__", "").startswith(str(ROOT)):
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark(name, register=True)
 
 
 def _committed(name: str) -> dict:

@@ -4,7 +4,6 @@ saying so when an older file lacks it. Each benchmark's own writer and renderer 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import re
@@ -13,16 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 DATE = re.compile(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
 
 
 def _module(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_prov_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(name, f"bench_prov_{name}")
 
 
 @pytest.fixture(scope="module")

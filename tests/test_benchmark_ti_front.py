@@ -3,23 +3,18 @@ pool's descendant when given the pool's stitch, and the JSON it writes holds eve
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import torch
+from helpers import load_benchmark
 
 from lgp_edge.pool.manifest import demo_pool_dir
 from lgp_edge.pool.pool import load_pool
 
-ROOT = Path(__file__).resolve().parent.parent
-
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_ti_front", ROOT / "benchmarks" / "ti_front.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return load_benchmark("ti_front", "bench_ti_front")
 
 
 def test_a_ti_front_with_the_pools_stitch_is_the_pools_descendant() -> None:

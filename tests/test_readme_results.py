@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from helpers import load_benchmark
+
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = ROOT / "benchmarks" / "render_readme.py"
 
 
 def _render_readme():
-    spec = importlib.util.spec_from_file_location("render_readme", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("render_readme")
 
 
 def test_readme_sections_match_the_results_files() -> None:
