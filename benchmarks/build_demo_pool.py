@@ -38,6 +38,7 @@ INSTANCES = "instances_after_distill.json"  # written beside the pool by step 1
 
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
     from make_demo_pool import git_rev, make_demo_pool, repo_path
 
     from lgp_edge.commands.train_args import train_flags
@@ -50,7 +51,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     from lgp_edge.pool.evaluate import evaluate_pool, instance_top1
     from lgp_edge.pool.finetune import CKPT, STITCH_CKPT, FinetuneRequest, finetune_pool
     from lgp_edge.pool.pool import read_manifest
-    from lgp_edge.profiling.host import cpu_model
+    from lgp_edge.profiling.host import cpu_facts, cpu_model
     from lgp_edge.progress import stderr_reporter
     from lgp_edge.train import TrainConfig
 
@@ -129,7 +130,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
                             if k in anc_meta}},
             "instances_after_distill": json.loads((work / INSTANCES).read_text()),
             "settings": {k: v for k, v in key.items() if k != "ancestry_sha256"}, "timing_s": timing,
-            "cpu": cpu_model()}
+            "cpu": cpu_model(), "cpu_facts": cpu_facts(), "torch_threads": torch.get_num_threads()}
     log.info("step 4/4: ship to %s", args.out)
     shipped = make_demo_pool(pool_dir, Path(args.out), args.data, prov, eval_images=args.eval_images)
     log.info("done in %.0f s", time.time() - t0)

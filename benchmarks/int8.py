@@ -58,7 +58,7 @@ CONFIGS = (("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"
 GOALS = {"speedup": 1.8, "top1_change_points": 0.5}
 PARTS = ("all", "speed", "accuracy")
 # what a part records of the run that measured it ("when": the date in files written before "date")
-RUN_KEYS = ("code_version", "date", "when", "command", "cpu", "machine", "versions")
+RUN_KEYS = ("code_version", "date", "when", "command", "cpu", "cpu_facts", "machine", "versions")
 
 
 def cpu_facts() -> dict:

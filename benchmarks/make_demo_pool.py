@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("make_demo_pool")
@@ -51,14 +52,16 @@ def utc_iso(t: float | None = None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
-def run_provenance(script: str, argv: list[str] | None) -> dict[str, str]:
+def run_provenance(script: str, argv: list[str] | None) -> dict[str, Any]:
     """What a results file records about the run that wrote it: code version, UTC date, the command as given
-    (``argv``, else this process's arguments) for ``benchmarks/<script>``, and the CPU model."""
-    from lgp_edge.profiling.host import cpu_model
+    (``argv``, else this process's arguments) for ``benchmarks/<script>``, the CPU model and its facts
+    (family/model, instruction sets, usable CPUs: a VM's model name alone does not tell machines apart)."""
+    from lgp_edge.profiling.host import cpu_facts, cpu_model
 
     given = sys.argv[1:] if argv is None else argv
     return {"code_version": git_rev(), "date": utc_iso(),
-            "command": f"python benchmarks/{script} {shlex.join(given)}".rstrip(), "cpu": cpu_model()}
+            "command": f"python benchmarks/{script} {shlex.join(given)}".rstrip(), "cpu": cpu_model(),
+            "cpu_facts": cpu_facts()}
 
 
 def write_results(out: Path, res: dict) -> Path:

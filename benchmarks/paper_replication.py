@@ -59,7 +59,7 @@ from lgp_edge.pool.evaluate import evaluate_pool, instance_top1
 from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
 from lgp_edge.pool.pool import load_pool
 from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
-from lgp_edge.profiling.host import cpu_model
+from lgp_edge.profiling.host import cpu_facts, cpu_model
 from lgp_edge.progress import stderr_reporter
 from lgp_edge.train import TrainConfig
 
@@ -120,8 +120,9 @@ def follow_up_header(benchmark: str, rep: dict[str, Any], rep_path: Path, argv: 
     return {"benchmark": benchmark, "quick": bool(rep["quick"]),
             "date": utc_iso(), "code_version": git_rev(),
             "command": f"python benchmarks/{benchmark}.py " + " ".join(argv), "cpu": cpu_model(),
+            "cpu_facts": cpu_facts(),
             "replication": {"path": repo_path(rep_path), "date": rep["date"], "code_version": rep["code_version"],
-                            "command": rep["command"]}}
+                            "command": rep["command"], "sha256": sha256_file(rep_path)}}
 
 
 def write_follow_up(x: dict[str, Any], args: argparse.Namespace, stem: str, md_name: str,
@@ -619,6 +620,21 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
+
+
+def process_wall() -> dict[str, Any]:
+    """The seconds from this Python process's start (interpreter start-up and imports included) to now, read from
+    /proc/self/stat's start time and /proc/uptime: the wall time of the command as a user waits for it, which
+    ``total_this_invocation`` (timed from inside ``main``) leaves out. Empty where /proc does not say."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        started = int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")  # field 22: starttime
+    except (OSError, ValueError, IndexError):
+        return {}
+    return {"process_wall_s": round(uptime - started, 1),
+            "process_wall_source": "/proc/self/stat start time to the results being written: interpreter start-up "
+                                   "and imports included"}
 
 
 # ----------------------------------------------------------------------------------------------- markdown
@@ -1127,6 +1143,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                      "torch_threads": 1 if args.jobs > 1 else torch.get_num_threads()},
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "cpu_count": os.cpu_count(), "machine": platform.machine(), "cpu": cpu_model(),
+                        "cpu_facts": cpu_facts(),
                         **({"gpu": torch.cuda.get_device_name()} if s["device"] == "cuda" else {})},
         "ancestry": {k: anc_meta.get(k) for k in ("name", "top1", "val_images", "config", "wall_s", "when",
                                                   "reused_from_cache", "path")},
@@ -1136,6 +1153,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "stitch_inits": inits,
         "commands": {k: repo_paths_in(v) for k, v in st.commands.items()},
         "timing_s": {**timing, "total_this_invocation": round(wall, 1)},
+        **process_wall(),
         **({"timing_source": timing_source} if timing_source else {}),
         "reused_stages": sorted(st.reused),
         "stages": st.stages,

@@ -4,7 +4,7 @@
     python benchmarks/render_readme.py --check    # exit 1 if README.md is out of date (the tests run this)
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = aux, latency, paper, widths, ceiling, budget, recipes, switchable, int8. Those sections are never typed by
+NAME = aux, latency, quick, paper, widths, ceiling, budget, recipes, switchable, int8. Those sections are never typed by
 hand: each is rendered from its results JSON, and the one commentary they carry
 (benchmarks/PAPER_REPLICATION_NOTES.md, after the replication's rendered section) quotes only numbers that are in
 committed results files.
@@ -170,6 +170,26 @@ def int8() -> str:
     return "\n".join(out)
 
 
+def quick() -> str:
+    """benchmarks/paper_replication.py --quick's run: where, how long (inside the script and, where recorded,
+    from the process's start), and how many stages it computed rather than reused."""
+    d = json.loads((RESULTS / "paper_replication_quick.json").read_text())
+    env, stages = d["environment"], d.get("stages") or {}
+    facts = env.get("cpu_facts") or {}
+    cpu = env.get("cpu") or "CPU not recorded"
+    if facts.get("family"):
+        cpu += f" (family/model {facts['family']}/{facts['model_number']}, {facts['affinity_cpus']} usable CPUs)"
+    if env.get("gpu"):
+        cpu += f", {env['gpu']}"
+    wall = (f"{d['process_wall_s']:.0f} s from the process's start (imports included), " if "process_wall_s" in d
+            else "the process's own wall time not recorded, ")
+    computed = sorted(k for k, v in stages.items() if v.get("source") == "computed")
+    return (f"`{d['command']}` {_provenance(d)}: {cpu}; {wall}{d['timing_s']['total_this_invocation']:.0f} s inside "
+            f"the script; {len(computed)} of its {len(stages)} stages computed by this run "
+            f"({', '.join(k for k in stages if k not in computed) or 'none'} reused or shipped) "
+            f"(`benchmarks/results/paper_replication_quick.json`).\n")
+
+
 def _section(name: str) -> str:
     """A benchmark's generated markdown as a README subsection: its own ``##`` title dropped (the README has one),
     its ``###`` headings one level down."""
@@ -206,8 +226,8 @@ def recipes() -> str:
     return "\n".join(_section(p.name) for p in [ROOT / "benchmarks" / "FINETUNE_RECIPES.md", *later])
 
 
-SECTIONS = (("aux", aux), ("latency", latency), ("paper", paper), ("widths", widths), ("ceiling", ceiling),
-            ("budget", budget), ("recipes", recipes), ("switchable", switchable), ("int8", int8))
+SECTIONS = (("aux", aux), ("latency", latency), ("quick", quick), ("paper", paper), ("widths", widths),
+            ("ceiling", ceiling), ("budget", budget), ("recipes", recipes), ("switchable", switchable), ("int8", int8))
 
 
 def rendered(text: str) -> str:

@@ -103,15 +103,18 @@ def is_main() -> bool:
 def environment() -> dict[str, Any]:
     """What a training result depends on beside its config, recorded with it: the code and library versions, the
     threads and processes it ran on (they change the floating-point summation order and, with augmentation, the
-    random stream, so a result is bit-identical only with the same of each, and the same ``--workers``)."""
+    random stream, so a result is bit-identical only with the same of each, and the same ``--workers``), and the
+    CPU it ran on (a recorded wall time means little without it)."""
     import os
 
     import timm
 
     from lgp_edge import __version__
+    from lgp_edge.profiling.host import cpu_model
 
     return {"lgp-edge": __version__, "torch": torch.__version__, "timm": timm.__version__,
-            "threads": torch.get_num_threads(), "processes": int(os.environ.get("WORLD_SIZE", "1") or 1)}
+            "threads": torch.get_num_threads(), "processes": int(os.environ.get("WORLD_SIZE", "1") or 1),
+            "cpu": cpu_model()}
 
 
 def step_rng(seed: int, step: int) -> random.Random:

@@ -213,3 +213,21 @@ def test_demo_pool_row_only_when_scored_like_the_replication() -> None:
     assert widths.demo_pool(sha, {"name": "fashion-mnist", "eval_images": 500}) is None
     assert widths.demo_pool(sha, {"name": "synthetic", "eval_images": 10000}) is None
     assert widths.demo_pool("0" * 64, {"name": "fashion-mnist", "eval_images": 10000}) is None
+
+
+def test_a_follow_up_records_which_replication_file_it_read(tmp_path: Path) -> None:
+    """A follow-up benchmark compares against whatever replication file it is given; its results name that file
+    by its digest (the file at benchmarks/results/ changes with every rerun) and the CPU's facts."""
+    bench = _load("paper_replication")
+    from lgp_edge.fileio import sha256_file
+
+    rep_path = tmp_path / "r.json"
+    rep = {"quick": False, "date": "2026-12-03T14:09:57Z", "code_version": "abc1234", "command": "python x"}
+    rep_path.write_text(json.dumps(rep))
+    head = bench.follow_up_header("stitch_ceiling", rep, rep_path, ["--replication", str(rep_path)])
+    assert head["replication"]["sha256"] == sha256_file(rep_path) and len(head["replication"]["sha256"]) == 64
+    assert head["replication"]["date"] == rep["date"] and head["command"].endswith(f"--replication {rep_path}")
+    assert head["cpu_facts"]["model"] == head["cpu"]
+    rep_path.write_text(json.dumps({**rep, "date": "2026-12-04T15:20:36Z"}))
+    assert bench.follow_up_header("stitch_ceiling", rep, rep_path, [])["replication"]["sha256"] != head[
+        "replication"]["sha256"]

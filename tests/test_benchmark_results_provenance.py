@@ -35,6 +35,24 @@ def _check_header(res: dict, script: str, command: str) -> None:
                                            - time.mktime(time.gmtime())) < 600
     assert res["command"] == f"python benchmarks/{script}.py {command}".rstrip()
     assert res["cpu"] == cpu_model() and res["cpu"]
+    facts = res["cpu_facts"]
+    assert facts["model"] == res["cpu"] and facts["logical_cpus"] >= 1 and 1 <= facts["affinity_cpus"] <= 4096
+
+
+def test_cpu_facts_tell_apart_what_the_model_name_does_not() -> None:
+    """Two VMs both named "AMD EPYC": family/model and the instruction sets a timing or an int8 result depends on
+    are read from /proc/cpuinfo's first processor (a later processor's lines are not mixed in)."""
+    from lgp_edge.profiling.host import cpu_facts
+
+    info = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+            "stepping\t: 1\nflags\t\t: fpu sse avx2 fma avx512f avx512_vnni\n\n"
+            "processor\t: 1\ncpu family\t: 23\nmodel\t\t: 49\nflags\t\t: avx2 amx_int8\n")
+    facts = cpu_facts(info)
+    assert (facts["family"], facts["model_number"], facts["stepping"]) == ("25", "17", "1")
+    assert facts["features"] == ["avx2", "fma", "avx512f", "avx512_vnni"]
+    arm = cpu_facts("processor\t: 0\nFeatures\t: fp asimd asimddot i8mm\nCPU part\t: 0xd0b\n")
+    assert arm["features"] == ["asimd", "asimddot", "i8mm"] and arm["family"] is None
+    assert cpu_facts("")["features"] is None
 
 
 def _write_refuses_nan(bench, path: Path) -> None:
@@ -229,3 +247,23 @@ def test_aux_init_records_images_evaluated_ancestry_and_recipe(tmp_path: Path) -
     with pytest.raises(ValueError, match="different numbers of images"):
         bench.results({"a": {"images": 10}, "b": {"images": 20}}, bench.argparse.Namespace(threads=1, steps=1,
                                                                                             data="x"), {}, {}, 0.0)
+
+
+def test_quick_replication_readme_line_gives_the_process_wall_time_where_recorded(
+        tmp_path: Path, render, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The --quick goal is the wall time a user waits for: the results record it from the process's start
+    (/proc), and README shows it; an older file without it says it was not recorded (nothing typed in)."""
+    bench = load_benchmark("paper_replication", register=True)
+    wall = bench.process_wall()
+    assert 0 < wall["process_wall_s"] < 24 * 3600  # this test process started before it and not a day ago
+    committed = json.loads((ROOT / "benchmarks" / "results" / "paper_replication_quick.json").read_text())
+    facts = {"family": "25", "model_number": "17", "affinity_cpus": 2}
+    res = {**committed, **wall, "environment": {**committed["environment"], "cpu_facts": facts}}
+    (tmp_path / "paper_replication_quick.json").write_text(json.dumps(res))
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
+    line = render.quick()
+    assert f"{wall['process_wall_s']:.0f} s from the process's start" in line and "family/model 25/17" in line
+    assert f"{committed['timing_s']['total_this_invocation']:.0f} s inside the script" in line
+    old = {k: v for k, v in committed.items() if not k.startswith("process_wall")}
+    (tmp_path / "paper_replication_quick.json").write_text(json.dumps(old))
+    assert "the process's own wall time not recorded" in render.quick()

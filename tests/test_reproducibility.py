@@ -13,7 +13,7 @@ from lgp_edge.pool.manifest import read_manifest
 from lgp_edge.pool.pool import resolve_pool
 
 
-def test_an_ancestry_records_the_code_libraries_threads_and_processes_it_was_trained_with(tmp_path, capsys):
+def test_an_ancestry_records_the_code_libraries_threads_processes_and_cpu_it_was_trained_with(tmp_path, capsys):
     out = tmp_path / "anc"
     rc, err = run_cli(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--batch-size",
                        "8", "--epochs", "1", "--max-steps-per-epoch", "2", "--out", str(out), "--quiet"], capsys)
@@ -21,8 +21,10 @@ def test_an_ancestry_records_the_code_libraries_threads_and_processes_it_was_tra
     env = json.loads((out / "ancestry.json").read_text())["environment"]
     import timm
 
+    from lgp_edge.profiling.host import cpu_model
+
     assert env == {"lgp-edge": __version__, "torch": torch.__version__, "timm": timm.__version__,
-                   "threads": torch.get_num_threads(), "processes": 1}
+                   "threads": torch.get_num_threads(), "processes": 1, "cpu": cpu_model()}
 
 
 def test_an_export_names_the_pool_weights_it_came_from(tmp_path, capsys):

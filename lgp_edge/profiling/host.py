@@ -176,6 +176,38 @@ def int8_instructions(cpuinfo: str | None = None) -> list[str] | None:
     return [f for f in INT8_INSTRUCTIONS if f in flags]
 
 
+# Instruction sets that change what a timing or an int8 result means on x86 and Arm (/proc/cpuinfo's names).
+CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8",
+                "asimd", "asimddot", "i8mm", "sve")
+
+
+def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
+    """What a benchmark records of the CPU it ran on: the model name, /proc/cpuinfo's family/model/stepping (a
+    VM may show only "AMD EPYC", which these tell apart), which of ``CPU_FEATURES`` it has, the logical CPUs
+    and those this process may use. Fields /proc/cpuinfo does not give are None."""
+    from pathlib import Path
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    first: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if first:
+                break
+            continue
+        key, _, value = line.partition(":")
+        first.setdefault(key.strip(), value.strip())
+    flags = set((first.get("flags") or first.get("Features") or "").split())
+    return {"model": cpu_model(),
+            "family": first.get("cpu family"), "model_number": first.get("model"), "stepping": first.get("stepping"),
+            "features": [f for f in CPU_FEATURES if f in flags] if flags else None,
+            "logical_cpus": os.cpu_count(), "affinity_cpus": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity") else None}
+
+
 def runtime_version(runtime: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
