@@ -4,6 +4,7 @@ subcommands and options, and every ``python benchmarks/NAME.py`` flag is one the
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import re
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from lgp_edge.cli import build_parser
+from lgp_edge.cli import build_parser, subparsers
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "benchmarks").glob("*.md"))]
@@ -41,6 +42,32 @@ def _parse(argv: list[str]) -> str | None:
         if e.code not in (0, None):
             return err.getvalue().strip() or f"exit {e.code}"
     return None
+
+
+def _unknown_options(argv: list[str]) -> list[str]:
+    """The ``--opt`` tokens of ``argv`` that the parser in force where each stands (the top level, then each
+    subcommand as its name is met) does not take, by name or, where that parser allows abbreviations, by a
+    unique prefix. argparse reports missing required arguments before unknown options, so a misspelt flag of
+    a command that needs arguments would otherwise pass as a partial mention."""
+    parser: argparse.ArgumentParser = build_parser()
+    unknown = []
+    for token in argv:
+        if token == "--":
+            break
+        children = subparsers(parser)
+        if token in children:
+            parser = children[token]
+            continue
+        if not token.startswith("--"):
+            continue
+        name = token.split("=", 1)[0]
+        options = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+        if name in options:
+            continue
+        if parser.allow_abbrev and len([o for o in options if o.startswith(name)]) == 1:
+            continue
+        unknown.append(name)
+    return unknown
 
 
 def _block_commands(block: str) -> list[str]:
@@ -89,6 +116,12 @@ def test_the_documentation_shows_commands() -> None:
 def test_placeholders_and_unknown_flags_are_caught() -> None:
     assert _parse(["pool", "info", "--no-such-flag"]) is not None
     assert _parse(["export", "--target", "jetson-nano", "--out", "x"]) is None
+    # a misspelt flag of a command with required arguments: argparse names the missing ones first
+    assert "are required" in _parse(["pool", "build", "--no-such-flag"])
+    assert _unknown_options(["pool", "build", "--no-such-flag", "--widths=ti"]) == ["--no-such-flag"]
+    assert _unknown_options(["export", "--targte", "jetson-nano", "--formt", "onnx"]) == ["--targte", "--formt"]
+    assert _unknown_options(["-v", "export", "--target", "cpu", "--switch", "-q"]) == []  # a unique prefix
+    assert _unknown_options(["select", "--target", "cpu", "--out", "x"]) == ["--out"]  # export's, not select's
     assert _block_commands('A="--data d"\nlgp-edge pool eval p $A  # c\nlgp-edge select ...\n') == [
         "lgp-edge pool eval p --data d"]
 
@@ -104,6 +137,7 @@ def test_inline_mention_names_real_options(where: str, command: str) -> None:
             if not (a.isupper() and len(a) > 1) and "..." not in a]  # FILE, NAME: placeholders
     error = _parse(argv)
     assert error is None or any(p in error for p in PARTIAL), f"{where}: `{command}`: {error}"
+    assert not _unknown_options(argv), f"{where}: `{command}`: unknown options {_unknown_options(argv)}"
 
 
 def test_benchmark_flags_in_the_documentation_exist() -> None:
