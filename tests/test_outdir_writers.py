@@ -149,10 +149,14 @@ def test_out_may_not_be_the_current_directory_for_any_command(tmp_path, capsys, 
     if where == "dotdot":
         (out / "sub").mkdir()
     rc, err = run_cli(["report", "--profile", "cpu", "--out", arg, "--force"], capsys)
+    assert rc == 2 and len(error_lines(err)) == 1, err
+    cwd_refusal = f"'{arg}' is the current directory or holds it"
+    foreign_refusal = f"--force would delete '{arg}/sub', which lgp-edge did not write there"
     if where == "cwd":
-        assert rc == 2 and "current directory" in err
-    else:  # 'rep/sub/..' is 'rep': its temporary folder goes beside it, not into it
-        assert rc == 2 and "sub" in err  # sub/ is not the report's: refused, nothing touched
+        assert cwd_refusal in err and "--force would delete" not in err, err
+    else:  # 'rep/sub/..' is 'rep', below the current directory: its temporary folder goes beside it, not into it
+        # refused only because sub/ is not the report's (not as the current directory's), nothing touched
+        assert foreign_refusal in err and "current directory" not in err, err
         assert (out / "report.md").is_file()
         assert not any(p.name.startswith(".") for p in out.iterdir())
 
