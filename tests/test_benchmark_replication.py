@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import sys
@@ -695,7 +696,7 @@ def test_ancestry_cycles_train_in_a_chain_and_are_reused(tmp_path: Path) -> None
     path3, meta3 = bench.ancestry_stage(dict(s, ancestry_cycles=[]), False, NULL, bench.Stages(tmp_path))
     assert Path(path3) == first and "initial_checkpoint" not in meta3
     for bad in ("15", "0@1e-3", "5@2", "x@1e-3", ","):
-        with pytest.raises(Exception, match="EPOCHS@LR|learning rate|empty"):
+        with pytest.raises(argparse.ArgumentTypeError, match="EPOCHS@LR|learning rate|empty"):  # argparse shows it
             bench.ancestry_cycles_arg(bad)
     assert bench.ancestry_cycles_arg("none") == []
 

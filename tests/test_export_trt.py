@@ -10,6 +10,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from lgp_edge.errors import UsageError
 from lgp_edge.export.onnx_export import export_onnx, onnx_opset
 from lgp_edge.export.tensorrt import UnsupportedOperator, check_operators, fp32_nodes, trt_version
 from lgp_edge.export.trt_ops import max_opset, parse_trt_version, table_for, unsupported_ops
@@ -58,9 +59,9 @@ def test_check_operators_names_the_offending_op(tmp_path: Path) -> None:
         check_operators(_model(tmp_path / "o17.onnx", "Relu", 17), nano)
     with pytest.raises(UnsupportedOperator, match="com.example::Magic"):
         check_operators(_model(tmp_path / "c.onnx", "Magic", 13, domain="com.example"), orin)
-    # a target whose runtime version names no TensorRT is refused clearly
+    # a target whose runtime version names no TensorRT is refused clearly: a usage error, one line from the CLI
     bad = dataclasses.replace(nano, runtime_version="mystery runtime", extra={})
-    with pytest.raises(Exception, match="names no TensorRT version"):
+    with pytest.raises(UsageError, match="names no TensorRT version"):
         check_operators(p, bad)
 
 
