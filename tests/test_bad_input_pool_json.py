@@ -15,12 +15,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from helpers import error_lines, make_tiny_pool, run_cli, snapshot
 
 from lgp_edge.pool.manifest import MANIFEST, demo_pool_dir, read_manifest
@@ -315,19 +316,88 @@ BOUND_MUTATIONS = [
 ]
 
 
+class Stopped(Exception):
+    """Raised by a spy in place of the work it watches: run on a damaged pool.json, that work could hang the
+    test (d^2 descendants for a depth d) or allocate gigabytes (a width of 6144)."""
+
+
+def spy_on_enumeration(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The depth of each pool whose descendants something starts to enumerate (in every lgp_edge module that
+    holds ``enumerate_descendants``); each enumeration is stopped there (Stopped), never run."""
+    import lgp_edge.pool.manifest
+    import lgp_edge.pool.pool
+    import lgp_edge.profiling.predict  # noqa: F401  (the modules that enumerate, loaded before they are patched)
+    from lgp_edge.models import plan
+
+    real = plan.enumerate_descendants
+    depths: list[int] = []
+
+    def enumerate_descendants(spec: PoolSpec) -> list[Any]:
+        depths.append(spec.depth)
+        raise Stopped(f"descendants of depth {spec.depth} enumerated")
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("lgp_edge") and getattr(module, "enumerate_descendants", None) is real:
+            monkeypatch.setattr(module, "enumerate_descendants", enumerate_descendants)
+    return depths
+
+
+def spy_on_pool_builds(monkeypatch: pytest.MonkeyPatch, *, allow_meta: bool) -> list[str]:
+    """The device of each LearngenePool that something starts to build, seen before any weight is allocated; a
+    build is stopped there (Stopped) unless ``allow_meta`` and it is on the meta device (shapes only: what
+    load_pool compares with the weights file's header), which runs."""
+    from lgp_edge.pool.pool import LearngenePool
+
+    real = LearngenePool.__init__
+    devices: list[str] = []
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        devices.append(torch.empty(0).device.type)  # the default device: meta inside load_pool's shape check
+        if not (allow_meta and devices[-1] == "meta"):
+            raise Stopped(f"pool built on {devices[-1]}")
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LearngenePool, "__init__", init)
+    return devices
+
+
+@pytest.mark.parametrize("command", ["pool-info-json", "select-json"])
+def test_the_spies_see_the_work_of_reading_a_pool(command: str, pristine: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """An undamaged pool's descendants are enumerated (and its pool built, for pool info): what the spies
+    record, so an empty record below means the refusal came first."""
+    p = damaged_copy(pristine, tmp_path, lambda mf: None)
+    depths = spy_on_enumeration(monkeypatch)
+    with pytest.raises(Stopped):
+        run_cli(COMMANDS[command](p, tmp_path), capsys)
+    assert depths == [6]
+    monkeypatch.undo()
+    devices = spy_on_pool_builds(monkeypatch, allow_meta=True)
+    if command == "pool-info-json":
+        with pytest.raises(Stopped):
+            run_cli(COMMANDS[command](p, tmp_path), capsys)
+        assert devices == ["meta", "cpu"]  # the shapes checked, then the real build
+    else:
+        assert run_cli(COMMANDS[command](p, tmp_path), capsys)[0] == 0 and devices == []  # select needs no weights
+
+
 @pytest.mark.parametrize("command", ["pool-info-json", "select-json"])
 @pytest.mark.parametrize(("mutate", "fragment"), [m[1:] for m in BOUND_MUTATIONS], ids=[m[0] for m in BOUND_MUTATIONS])
 def test_absurd_architecture_size_is_refused_at_once(mutate: Callable[[dict[str, Any]], None], fragment: str,
                                                      command: str, pristine: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused while pool.json is read: before its descendants are enumerated or any pool is built."""
     p = damaged_copy(pristine, tmp_path, mutate)
     before = snapshot(tmp_path)
-    t0 = time.monotonic()
+    depths = spy_on_enumeration(monkeypatch)
+    devices = spy_on_pool_builds(monkeypatch, allow_meta=False)
     rc, err = run_cli(COMMANDS[command](p, tmp_path), capsys)
+    assert depths == [] and devices == []
     lines = error_lines(err)
     assert rc == 2 and len(lines) == 1 and "is damaged" in lines[0] and fragment in lines[0], err
     assert "expected" in lines[0] and "rebuild the pool" in lines[0] and "Traceback" not in err
-    assert time.monotonic() - t0 < 10
     assert snapshot(tmp_path) == before
 
 
@@ -377,10 +447,11 @@ def test_spec_that_does_not_fit_the_weights_is_refused_before_building(pristine:
 
 
 @pytest.mark.parametrize("evaluated", [True, False], ids=["evaluated", "not-evaluated"])
-def test_width_of_6144_is_refused_at_once(evaluated: bool, tmp_path: Path,
+def test_width_of_6144_is_refused_at_once(evaluated: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     """pool info allocated 11 GB and took 76 s before it said that the weights do not fit. Evaluated, the
-    records' sizes are not the new width's; not evaluated, the weights file's header shows the mismatch."""
+    records' sizes are not the new width's (refused while pool.json is read, nothing built); not evaluated,
+    the weights file's header shows the mismatch against a build on the meta device, before the real one."""
     def mutate(mf: dict[str, Any]) -> None:
         mf["spec"]["instances"][0]["embed_dim"] = 6144
         if not evaluated:
@@ -388,15 +459,15 @@ def test_width_of_6144_is_refused_at_once(evaluated: bool, tmp_path: Path,
 
     p = demo_copy(tmp_path, mutate)
     before = snapshot(tmp_path)
-    t0 = time.monotonic()
+    devices = spy_on_pool_builds(monkeypatch, allow_meta=True)
     rc, err = run_cli(["pool", "info", str(p)], capsys)
+    assert devices == ([] if evaluated else ["meta"])  # no weight allocated
     lines = error_lines(err)
     assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
     if evaluated:
         assert "descendant ti6.0-5 has params 78794" in lines[0] and "architecture in the spec" in lines[0], err
     else:
         assert "does not fit" in lines[0] and "1x1x32 there, 1x1x6144 in the spec" in lines[0], err
-    assert time.monotonic() - t0 < 10
     assert snapshot(tmp_path) == before
 
 
