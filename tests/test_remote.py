@@ -184,15 +184,33 @@ def test_ssh_transport_commands_are_argument_lists(sshd, tmp_path):
     assert not Path(scratch).exists()
 
 
-def test_unreachable_board_is_one_clear_line_and_writes_nothing(sshd, tiny_pool, tmp_path, capsys):
-    _board_toml(tmp_path / "targets", "deadboard", sshd, tmp_path, port=_free_port())
+LOGGING_WRAPPER = """#!/bin/sh
+printf '%s\\n' "$*" >> {log}
+exec {real} "$@"
+"""
+
+
+def test_unreachable_board_is_one_clear_line_and_writes_nothing(sshd, tiny_pool, tmp_path, capsys, monkeypatch):
+    """One bounded connection attempt (ssh's ConnectTimeout, the target's timeout_s), no retries and nothing
+    copied, then one line."""
+    port = _free_port()
+    _board_toml(tmp_path / "targets", "deadboard", sshd, tmp_path, port=port)
+    bindir = tmp_path / "bin"  # ssh and scp that log each call and run the real ones
+    bindir.mkdir()
+    for tool in ("ssh", "scp"):
+        (bindir / tool).write_text(LOGGING_WRAPPER.format(log=tmp_path / f"{tool}.log", real=shutil.which(tool)))
+        (bindir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     store = tmp_path / "m.sqlite"
-    t0 = time.time()
     rc = main(["profile", "--target", "deadboard", "--targets-dir", str(tmp_path / "targets"), "--pool",
                str(tiny_pool), "--store", str(store), "--descendant", KEYS[0], "--quiet"])
     err = capsys.readouterr().err
-    assert rc == 2 and time.time() - t0 < 30
+    assert rc == 2
     assert err.count("\n") == 1 and "cannot reach" in err and "127.0.0.1" in err
+    attempts = (tmp_path / "ssh.log").read_text().splitlines()
+    assert len(attempts) == 1, attempts
+    assert "ConnectTimeout=5" in attempts[0] and f"-p {port}" in attempts[0], attempts
+    assert not (tmp_path / "scp.log").exists()
     with MeasurementStore(store) as s:
         assert s.count() == 0
 
@@ -236,10 +254,8 @@ def test_a_benchmark_past_its_time_is_stopped_on_the_board(sshd, tmp_path):
     t = _transport(sshd, str(tmp_path))
     marker, nap = tmp_path / "finished", "30.123"
     with remote.RemoteSession(t) as sess:
-        t0 = time.time()
         with pytest.raises(DeviceTimeout, match=r"ran longer than 2 s on .*stopped there.*extra.bench_timeout_s"):
             sess.run(["sh", "-c", f"sleep {nap}; touch {marker}"], timeout=2)
-        assert time.time() - t0 < 20
     assert subprocess.run(["pgrep", "-f", f"sleep {nap}"], capture_output=True, check=False).returncode == 1
     assert not marker.exists()
 
