@@ -290,14 +290,21 @@ def test_imagefolder_training_augmentation_runs_on_this_pillow(tmp_path: Path) -
     from PIL import Image
 
     for split in ("train", "val"):
-        d = tmp_path / split / "a"
-        d.mkdir(parents=True)
-        Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(d / "0.png")
+        for k, cls in enumerate(("a", "b")):
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            pixels = np.random.default_rng(k).integers(0, 256, (28, 28, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(d / "0.png")
     data = open_data(f"imagefolder:{tmp_path}", img_size=28, in_chans=3)
+    seen = set()
     for i in range(3000):
         random.seed(i)
         torch.manual_seed(i)
-        data.train[0]
+        x, y = data.train[i % 2]
+        assert isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.shape == (3, 28, 28), (i, x.shape)
+        assert y == i % 2 and bool(torch.isfinite(x).all()), (i, y)
+        seen.add(x.numpy().tobytes())
+    assert len(seen) > 1000  # each draw is augmented anew (crop, flip, RandAugment), not the same two images
 
 
 def test_sixteen_bit_images_are_scaled_not_saturated(tmp_path: Path) -> None:
