@@ -4,8 +4,8 @@
     python benchmarks/render_readme.py --check    # exit 1 if README.md is out of date (the tests run this)
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = aux, latency, quick, paper, widths, ceiling, budget, recipes, switchable, int8. Those sections are never typed by
-hand: each is rendered from its results JSON, and the one commentary they carry
+NAME = aux, latency, quick, paper, widths, ceiling, budget, recipes, switchable, int8, memory, walkthrough. Those
+sections are never typed by hand: each is rendered from its results JSON, and the one commentary they carry
 (benchmarks/PAPER_REPLICATION_NOTES.md, after the replication's rendered section) quotes only numbers that are in
 committed results files.
 """
@@ -190,6 +190,111 @@ def quick() -> str:
             f"(`benchmarks/results/paper_replication_quick.json`).\n")
 
 
+def _sci(x: float) -> str:
+    """``3.8e-6``: one decimal, the exponent without padding."""
+    m, e = f"{x:.1e}".split("e")
+    return f"{m}e{int(e)}"
+
+
+def _load(d: dict) -> str:
+    m = d["machine"]
+    return f"load average {m['load_average_start'][0]:.1f} at the start, {m['load_average_end'][0]:.1f} at the end"
+
+
+def memory() -> str:
+    """benchmarks/memory.py's result: what ONNX Runtime holds for the exported descendant against ``memory_mb``."""
+    d = json.loads((RESULTS / "memory.json").read_text())
+    s, t = d["summary"], d["threads"]
+    lo, hi = str(d["batches"][0]), str(d["batches"][-1])
+    factor = s["weights_factor"]
+    return (f"Measured on this host by `{d['command']}` ({_provenance(d)[1:-1]}; {d['cpu']}, ONNX Runtime "
+            f"{d['versions']['onnxruntime']}, {t} thread{'' if t == 1 else 's'}, the "
+            f"{'demo pool' if d['pool']['bundled_demo_pool'] else 'pool'}'s `{d['descendant']}` as `lgp-edge export` "
+            "writes it, peak resident memory of a fresh process over its baseline after the session's first "
+            f"inference; `benchmarks/results/memory.json`): {s['peak_mib'][lo]:.1f} MiB at batch {lo} and "
+            f"{s['peak_mib'][hi]:.1f} MiB at batch {hi}, where {s['charged_mb'][lo]:.2f} and "
+            f"{s['charged_mb'][hi]:.1f} MB are charged. Set against `{d['reference']}`, which has "
+            f"{d['models']['descendant']['params'] / d['models']['reference']['params']:.0f} times fewer weights, "
+            f"that is about {s['runtime_mib']:.0f} MiB of session and runtime, the {s['weights_mib']:.2f} MiB of "
+            f"weights held {factor:.1f} times (pre-packing them for ONNX Runtime's GEMM accounts for "
+            f"{s['prepack_mib']:.1f} MiB: with it off, batch {lo} peaks "
+            f"{s['peak_mib'][lo] - s['prepack_mib']:.1f} MiB over the baseline), and "
+            f"{s['activation_kib_per_image']:.0f} KiB of activations per image against "
+            f"{s['charged_activation_kib_per_image']:.0f} charged. Leave that room when writing a budget.\n")
+
+
+def _choices(sels: list[dict], pool: dict) -> str:
+    chosen = [s["chosen"] for s in sels]
+    keys = {c["key"] if c else None for c in chosen}
+    if len(keys) == 1 and None not in keys:
+        c = chosen[0]
+        if all(s["fitting"] == s["candidates"] == pool["descendants"] for s in sels):
+            return (f"every built-in profile's budget admits all {pool['descendants']} descendants of this small pool, "
+                    f"so each chose `{c['key']}` ({c['top1']:.2f}% top-1)")
+        return f"every built-in profile chose `{c['key']}` ({c['top1']:.2f}% top-1)"
+    return "the built-in profiles chose " + ", ".join(
+        f"`{s['profile']}` `{s['chosen']['key']}` ({s['chosen']['top1']:.2f}%)" if s["chosen"] else
+        f"`{s['profile']}` nothing" for s in sels)
+
+
+def _p90(c: dict, threads: int) -> str:
+    if c["latency_source"] == "measured":
+        return f"its measured p90 was {c['latency_ms']:.2f} ms ({threads} threads)"
+    why = "; its measured runs were noisy" if c.get("noisy") else ""
+    return f"its p90 was {c['latency_ms']:.2f} ms {c['latency_source']} ({threads} threads{why})"
+
+
+def walkthrough() -> str:
+    """benchmarks/cli_walkthrough.py's result: the README's commands run on a fresh store, what they chose and
+    what the exports' validation measured."""
+    d = json.loads((RESULTS / "cli_walkthrough.json").read_text())
+    prof, sels, ex, tight = d["profile"], d["selections"], d["exports"], d["tight_budget"]
+    by = {s["profile"]: s for s in sels}
+    cpu, nano = by["cpu"], by["jetson-nano"]
+    same = len({s["chosen"]["key"] if s["chosen"] else None for s in sels}) == 1
+    name = (lambda c: "") if same else (lambda c: f" (`{c['key']}`)")
+    choices = _choices(sels, d["pool"])
+    pool = "the current demo pool" if d["pool"]["bundled_demo_pool"] else f"the pool `{d['pool']['path']}`"
+    out = [f"Measured from the CLI on {pool} by `{d['command']}` ({_provenance(d)[1:-1]}; {d['cpu']}, "
+           f"{d['machine']['logical_cpus']} logical CPUs, {_load(d)}; "
+           f"fresh store; `benchmarks/results/cli_walkthrough.json`): `{prof['command']}` first, "
+           f"{prof['wall_s']:.0f} s, predicted latency for the other targets. {choices[0].upper()}{choices[1:]}; "
+           f"on cpu{name(cpu['chosen'])} {_p90(cpu['chosen'], cpu['threads'])}, on the Jetson Nano"
+           f"{name(nano['chosen'])} {nano['chosen']['latency_ms']:.2f} ms {nano['chosen']['latency_source']}."]
+    c, n = ex["cpu"], ex["jetson-nano"]
+    arts = {a["format"]: a for a in c["artifacts"]}
+    agree = sorted({a["top1_agreement"] for a in c["artifacts"]})
+    (trt,) = [a for a in n["artifacts"] if a["format"] == "tensorrt"]
+    v = c["validation"]
+    out.append(f"`{c['command']}` ({c['wall_s']:.0f} s) validated on {v['images']:,} {v['data']} validation images: "
+               f"max |diff| {_sci(arts['onnx']['max_abs_diff'])} (ONNX) and {_sci(arts['openvino']['max_abs_diff'])} "
+               f"(OpenVINO), top-1 agreement {' and '.join(f'{a:.3f}' for a in agree)}; "
+               f"`{n['command']}` ({n['wall_s']:.0f} s): the opset-{trt['opset']} ONNX, "
+               f"{_sci(trt['fp32_file']['max_abs_diff'])} in fp32 and, checked in {trt['precision']}, "
+               f"{_sci(trt['max_abs_diff'])} with agreement {trt['top1_agreement']:.3f}.")
+    noisy = cpu["noisy"] or []
+    which = ("every descendant's" if len(noisy) == cpu["candidates"] else
+             f"{len(noisy)} of {cpu['candidates']} descendants'")
+    out.append("These figures move with the CPU and its load" + (
+        f": in this run {which} cpu runs were all noisy, so `select` replaced their latency by the prediction and "
+        "said so." if noisy else
+        " (a descendant whose runs are all noisy is flagged, and `select` replaces its latency by the prediction "
+        "and says so)."))
+    t = tight["chosen"]
+    if t is None:
+        out.append(f"A tighter budget, `{tight['command']}`, leaves nothing that fits: "
+                   f"{tight['problem'].rstrip('.')}.")
+    else:
+        verb = "changes the choice" if t["key"] != nano["chosen"]["key"] else "keeps the choice"
+        text = (f"A tighter budget {verb}: `{tight['command']}` picks `{t['key']}` ({t['top1']:.2f}%, p90 "
+                f"{t['latency_ms']:.2f} ms {t['latency_source']})")
+        b = tight["most_accurate"]
+        if b and b["key"] != t["key"]:
+            text += f" and says that `{b['key']}` needs {b['latency_ms']:.2f} ms"
+        out.append(text + ".")
+    return " ".join(out) + "\n"
+
+
 def _section(name: str) -> str:
     """A benchmark's generated markdown as a README subsection: its own ``##`` title dropped (the README has one),
     its ``###`` headings one level down."""
@@ -227,7 +332,8 @@ def recipes() -> str:
 
 
 SECTIONS = (("aux", aux), ("latency", latency), ("quick", quick), ("paper", paper), ("widths", widths),
-            ("ceiling", ceiling), ("budget", budget), ("recipes", recipes), ("switchable", switchable), ("int8", int8))
+            ("ceiling", ceiling), ("budget", budget), ("recipes", recipes), ("switchable", switchable), ("int8", int8),
+            ("memory", memory), ("walkthrough", walkthrough))
 
 
 def rendered(text: str) -> str:
