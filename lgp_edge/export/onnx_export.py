@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import LgpEdgeError, UsageError
+from lgp_edge.export.quiet import quiet_loggers
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +61,6 @@ def fused_attention(model: nn.Module, enabled: bool) -> Iterator[None]:
     finally:
         for m, old in saved:
             m.fused_attn = old
-
-
-@contextlib.contextmanager
-def quiet_loggers(*names: str) -> Iterator[None]:
-    """Silence the exporters' own chatter (opset conversion notes) for the duration of an export."""
-    loggers = [logging.getLogger(n) for n in names]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -14,8 +14,6 @@ the same model.xml.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import re
 from typing import Any
@@ -24,6 +22,7 @@ from lgp_edge.errors import UsageError
 from lgp_edge.export.base import ExportContext, check_opset, require, require_all
 from lgp_edge.export.metadata import tool_versions
 from lgp_edge.export.quantize import whole_batches
+from lgp_edge.export.quiet import quiet_loggers, quiet_rich_console
 from lgp_edge.specs import DeviceProfile, ExportArtifact, Precision, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -55,9 +54,10 @@ def quantize_int8(model: Any, calibration: Any, batch: int, reporter: Any) -> An
 
     items = [calibration[i:i + batch] for i in range(0, whole_batches(len(calibration), batch), batch)]
     scope = classifier_scope(model)
+    # NNCF's notes on its own logger, its progress bars on rich's global console; torch's note on a machine
+    # without CUDA, when NNCF first imports torch's extension loader
     with reporter.task(f"openvino: int8 calibration on {len(items) * batch} images", total=1) as task, \
-            contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        nncf.set_log_level(logging.ERROR)
+            quiet_loggers("nncf", "torch.utils.cpp_extension"), quiet_rich_console():
         quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
                                   subset_size=len(items), **({"ignored_scope": scope} if scope else {}))
         task.advance()

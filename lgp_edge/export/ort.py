@@ -22,7 +22,7 @@ from pathlib import Path
 from lgp_edge.errors import LgpEdgeError, UsageError
 from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
 from lgp_edge.export.metadata import tool_versions
-from lgp_edge.export.onnx_export import quiet_loggers
+from lgp_edge.export.quiet import quiet_loggers
 from lgp_edge.specs import DeviceProfile, ExportArtifact, TargetSpec
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,6 @@ and output stay float32.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import warnings
 from collections.abc import Iterator
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from lgp_edge.errors import LgpEdgeError
+from lgp_edge.export.quiet import quiet_loggers, quiet_root_records
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +61,40 @@ def scheme_for(runtime: str) -> Int8Scheme:
     return SCHEMES["tensorrt" if runtime == "tensorrt" else "onnxruntime"]
 
 
+_ORT_SEVERITY = [2]  # the ONNX Runtime default log severity lgp-edge last set; 2 (warnings and up) is ORT's own
+
+
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The quantization tool's prints, warnings and root-logger advice out of the user's terminal; ONNX
-    Runtime's own log (its calibration session cannot be given thread settings, and under a restricted
-    affinity mask it logs an error per thread it cannot pin) at fatal only, then back to its default."""
+def _ort_severity(level: int) -> Iterator[None]:
+    """ONNX Runtime's process-wide default log severity at ``level`` for the duration. ONNX Runtime has no
+    getter for it (``set_default_logger_severity`` only), so what is put back is the value lgp-edge set before
+    (an enclosing block's), else ONNX Runtime's default: an application that set a severity of its own sets it
+    again after an int8 or fp16 conversion."""
     import onnxruntime
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    onnxruntime.set_default_logger_severity(4)
+    before = _ORT_SEVERITY[-1]
+    _ORT_SEVERITY.append(level)
+    onnxruntime.set_default_logger_severity(level)
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
+        yield
     finally:
-        root.setLevel(level)
-        onnxruntime.set_default_logger_severity(2)  # ONNX Runtime's default: warnings and above
+        _ORT_SEVERITY.pop()
+        onnxruntime.set_default_logger_severity(before)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The quantization tools' advice and notes out of the user's terminal, the application's logging and
+    output untouched (``lgp_edge.export.quiet``): the ``onnxruntime`` loggers at ERROR, the records ONNX
+    Runtime's quantization logs on the root logger itself (its pre-processing advice, its bias copies) dropped
+    below ERROR, warnings raised from onnx/onnxruntime code ignored. stdout and stderr are not redirected: the
+    tool prints only from its histogram calibrators, and MinMax is used. ONNX Runtime's own log at fatal only
+    (its calibration session cannot be given thread settings, and under a restricted affinity mask it logs an
+    error per thread it cannot pin), then back (``_ort_severity``)."""
+    with warnings.catch_warnings(), quiet_loggers("onnxruntime"), quiet_root_records("onnxruntime"), \
+            _ort_severity(4):
+        warnings.filterwarnings("ignore", module=r"(onnxruntime|onnx)(\.|$)")
+        yield
 
 
 def whole_batches(n: int, batch: int) -> int:
