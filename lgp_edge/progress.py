@@ -16,12 +16,8 @@ from contextlib import contextmanager
 from typing import IO, Any, Protocol
 
 
-class Task(Protocol):
-    def advance(self, n: int = 1, **fields: Any) -> None: ...
-
-
 class Reporter(Protocol):
-    def task(self, description: str, total: int | None) -> Any: ...  # context manager yielding a Task
+    def task(self, description: str, total: int | None) -> Any: ...  # a context manager yielding advance(n, **fields)
 
 
 def fields_text(fields: dict[str, Any]) -> str:

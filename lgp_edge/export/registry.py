@@ -30,8 +30,3 @@ def get_exporter(fmt: str) -> Exporter:
         raise UsageError(f"unknown format '{fmt}'; formats: {', '.join(sorted(EXPORTERS))}")
     module, _, name = EXPORTERS[fmt].partition(":")
     return getattr(importlib.import_module(module), name)()
-
-
-def exporters() -> dict[str, Exporter]:
-    """Every exporter, by format."""
-    return {fmt: get_exporter(fmt) for fmt in EXPORTERS}

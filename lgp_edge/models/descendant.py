@@ -52,12 +52,6 @@ class Descendant(nn.Module):
             x = stage(stitch(x))
         return self.head(self.norm(x)[:, 0])
 
-    def set_fused_attn(self, enabled: bool) -> None:
-        """timm's fused attention (scaled_dot_product_attention) off for old ONNX opsets / TensorRT 8."""
-        for stage in self.stages:
-            for blk in stage:
-                blk.attn.fused_attn = enabled
-
 
 def build_descendant(spec: DescendantSpec, models: Mapping[str, nn.Module],
                      stitches: Mapping[str, nn.Module]) -> Descendant:

@@ -320,13 +320,6 @@ class MeasurementStore:
         self._db.execute("COMMIT")
         return added
 
-    def delete(self, *, target: str, pool_id: str | None = None, runtime: str | None = None) -> int:
-        if self._db is None or self.readonly:
-            raise UsageError(f"measurement store '{self.path}' is open read-only")
-        where, args = self._where(target=target, runtime=runtime, precision=None, pool_id=pool_id)
-        cur = self._db.execute(f"DELETE FROM runs {where}", args)
-        return cur.rowcount
-
     # ------------------------------------------------------------------------------------------- reads
     @staticmethod
     def _where(**filters: Any) -> tuple[str, list[Any]]:
