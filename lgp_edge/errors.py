@@ -6,6 +6,8 @@ Library code raises these (never ``SystemExit``); ``lgp_edge.cli`` maps them to 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class LgpEdgeError(Exception):
     """Base class: a problem the user can fix; the message says what and how."""
@@ -15,6 +17,26 @@ class LgpEdgeError(Exception):
 
 class UsageError(LgpEdgeError):
     """Bad arguments or bad input files."""
+
+
+class OutputBusy(UsageError):
+    """Another lgp-edge process is writing the same output directory."""
+
+
+class LockIsLink(UsageError):
+    """OUT's lock file is a symbolic link (lgp-edge never makes one): nothing is opened through it."""
+
+
+class StoreWriteFailed(UsageError):
+    """Records could not be written to the measurement store; they were saved to ``saved_to`` instead."""
+
+    def __init__(self, message: str, saved_to: Path) -> None:
+        super().__init__(message)
+        self.saved_to = saved_to
+
+
+class UnsupportedOperator(UsageError):
+    """The ONNX graph uses an operator the target's TensorRT cannot parse."""
 
 
 class DataError(LgpEdgeError):
@@ -45,6 +67,10 @@ class DeviceTimeout(LgpEdgeError):
 
 class NothingFits(LgpEdgeError):
     """No descendant meets a profile's budgets."""
+
+
+class ExportError(LgpEdgeError):
+    """The ONNX exporter produced something other than what was asked (wrong opset, failed check)."""
 
 
 class ValidationFailed(LgpEdgeError):

@@ -37,7 +37,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from lgp_edge.errors import UsageError
+from lgp_edge.errors import LockIsLink, OutputBusy, UsageError
 from lgp_edge.fileio import default_mode, json_loads
 
 log = logging.getLogger(__name__)
@@ -352,14 +352,6 @@ def check_not_inside(out: str | Path, path: str | Path, what: str) -> None:
 
 # ----------------------------------------------------------------------------------------------- writer lock
 _held: dict[str, int] = {}  # lock path -> depth (the lock is re-entrant within one process)
-
-
-class OutputBusy(UsageError):
-    """Another lgp-edge process is writing the same output directory."""
-
-
-class LockIsLink(UsageError):
-    """OUT's lock file is a symbolic link (lgp-edge never makes one): nothing is opened through it."""
 
 
 def _lock_file(real: Path) -> str:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from lgp_edge.errors import UsageError
+from lgp_edge.errors import UnsupportedOperator, UsageError
 from lgp_edge.export.onnx_export import export_onnx, onnx_opset
-from lgp_edge.export.tensorrt import UnsupportedOperator, check_operators, fp32_nodes, trt_version
+from lgp_edge.export.tensorrt import check_operators, fp32_nodes, trt_version
 from lgp_edge.export.trt_ops import max_opset, parse_trt_version, table_for, unsupported_ops
 from lgp_edge.pool.pool import load_pool
 from lgp_edge.targets import load_target

@@ -135,7 +135,8 @@ def test_stored_prediction_replaces_only_the_same_calibration(tmp_path):
 def test_locked_store_keeps_the_records_beside_it(tmp_path):
     """Another connection holds the write lock: the write is retried, then the records are saved beside the
     store in the import format, and the error says where (nothing is lost, no traceback)."""
-    from lgp_edge.profiling.store import StoreWriteFailed, read_records_file
+    from lgp_edge.errors import StoreWriteFailed
+    from lgp_edge.profiling.store import read_records_file
 
     path = tmp_path / "s.sqlite"
     MeasurementStore(path).close()
@@ -160,7 +161,8 @@ def test_locked_store_keeps_the_records_beside_it(tmp_path):
 
 
 def test_corrupt_page_keeps_the_records_beside_it(tmp_path):
-    from lgp_edge.profiling.store import StoreWriteFailed, read_records_file
+    from lgp_edge.errors import StoreWriteFailed
+    from lgp_edge.profiling.store import read_records_file
 
     path = tmp_path / "s.sqlite"
     with MeasurementStore(path) as s:

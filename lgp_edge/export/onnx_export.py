@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lgp_edge.errors import LgpEdgeError, UsageError
+from lgp_edge.errors import ExportError, UsageError
 from lgp_edge.export.quiet import quiet_loggers
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,6 @@ MIN_OPSET = 13  # below it a ViT does not export
 DYNAMO_MIN_OPSET = 17  # the dynamo exporter lowers LayerNormalization from here on
 FUSED_ATTN_MIN_OPSET = 17  # below it timm's fused attention does not export through TorchScript
 _EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "torch.export")
-
-
-class ExportError(LgpEdgeError):
-    """The exporter produced something other than what was asked (wrong opset, failed check)."""
 
 
 @contextlib.contextmanager

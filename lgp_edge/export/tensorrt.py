@@ -28,7 +28,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from lgp_edge.errors import UsageError
+from lgp_edge.errors import UnsupportedOperator, UsageError
 from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
 from lgp_edge.export.metadata import tool_versions
 from lgp_edge.export.onnx import io_spec, validate_onnx_file
@@ -47,10 +47,6 @@ PIN_FLAGS = " --precisionConstraints=obey --layerPrecisions=\"$spec\" --layerOut
 PIN_CHECK = ('[ -s fp32_layers.txt ] || { echo "build_engine.sh: fp32_layers.txt (the layers kept in fp32) is '
              'missing; copy it from the export" >&2; exit 3; }\n')
 SPEC_LINE = "    spec=$(sed -e '/^#/d' -e '/^$/d' -e 's/$/:fp32/' fp32_layers.txt | paste -sd, -)\n"
-
-
-class UnsupportedOperator(UsageError):
-    """The ONNX graph uses an operator the target's TensorRT cannot parse."""
 
 
 def trt_version(target: TargetSpec) -> tuple[int, int]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from lgp_edge.errors import UsageError
+from lgp_edge.errors import StoreWriteFailed, UsageError
 from lgp_edge.fileio import json_loads
 from lgp_edge.profiling.latency_file import (
     IMPORT_FORMAT,
@@ -43,8 +43,8 @@ from lgp_edge.profiling.latency_file import (
 )
 from lgp_edge.specs import LatencyRecord
 
-__all__ = ["IMPORT_FORMAT", "IMPORT_VERSION", "SCHEMA_VERSION", "MeasurementStore", "StoreWriteFailed",
-           "check_record", "default_store_path", "read_records_file", "records_json", "save_beside"]
+__all__ = ["IMPORT_FORMAT", "IMPORT_VERSION", "SCHEMA_VERSION", "MeasurementStore", "check_record",
+           "default_store_path", "read_records_file", "records_json", "save_beside"]
 
 log = logging.getLogger(__name__)
 
@@ -84,14 +84,6 @@ CREATE TABLE IF NOT EXISTS host_calibration (
 );
 """
 SCHEMA_VERSION = 2
-
-
-class StoreWriteFailed(UsageError):
-    """Records could not be written to the store; they were saved to ``saved_to`` instead."""
-
-    def __init__(self, message: str, saved_to: Path) -> None:
-        super().__init__(message)
-        self.saved_to = saved_to
 
 
 def default_store_path() -> Path:
