@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 # upper bounds of the budgets: about 2.8 hours per inference, 1 PB; larger is a typo (and overflows the plots)
 MAX_BUDGET = {"latency_budget_ms": 1e7, "memory_budget_mb": 1e9}
+# lower bounds: 1 us, less than one GPU kernel launch or a few thousand CPU cycles, so no network's inference
+# takes it; 1 kB, less than the weights of one ViT layer. A budget below them is a typo (1e-3 for 1e3), not a
+# device, and no descendant could ever meet it
+MIN_BUDGET = {"latency_budget_ms": 1e-3, "memory_budget_mb": 1e-3}
 
 # field -> (accepted types, required); numbers accept int or float
 _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
@@ -69,7 +73,7 @@ def parse_profile(raw: dict[str, Any], path: Path) -> DeviceProfile:
         raise UsageError(f"profile file '{path}': field 'name' is '{raw['name']}' but the file is named "
                          f"'{path.stem}.toml'; they must match")
     for name, high in MAX_BUDGET.items():
-        problem = _budget_problem(raw[name], high)
+        problem = _budget_problem(raw[name], MIN_BUDGET[name], high)
         if problem:
             raise UsageError(f"profile file '{path}': field '{name}' {problem}")
     if raw["precision"] not in PRECISIONS:
@@ -91,18 +95,31 @@ def parse_profile(raw: dict[str, Any], path: Path) -> DeviceProfile:
                          formats=tuple(formats), batch=batch, description=raw.get("description", ""))
 
 
-def _budget_problem(value: float, high: float) -> str | None:
-    """Why ``value`` is no budget (a finite number in (0, high]); None when it is one."""
+def _shown(value: float) -> str:
+    """``value`` as an error message writes it: six significant digits at most (an integer of 400 digits, or
+    1e-300 written out, made a line of hundreds of characters)."""
+    from decimal import Decimal
+
+    try:
+        return f"{float(value):.6g}"
+    except OverflowError:  # an integer beyond any float
+        return f"{Decimal(value):.6g}"
+
+
+def _budget_problem(value: float, low: float, high: float) -> str | None:
+    """Why ``value`` is no budget (a finite number in [low, high]); None when it is one."""
     try:
         finite = math.isfinite(float(value))
     except OverflowError:  # an integer beyond any float
         finite = False
     if not finite:
-        return f"must be a finite number > 0 (at most {high:g}), got {value}"
+        return f"must be a finite number > 0 (at most {high:g}), got {_shown(value)}"
     if not value > 0:
-        return f"must be > 0, got {value}"
+        return f"must be > 0, got {_shown(value)}"
+    if value < low:
+        return f"must be at least {low:g} (no device's budget is smaller), got {_shown(value)}"
     if value > high:
-        return f"must be at most {high:g}, got {value:g}"
+        return f"must be at most {high:g}, got {_shown(value)}"
     return None
 
 
@@ -133,8 +150,8 @@ def profile_path(name: str, profiles_dir: str | Path | None = None) -> Path:
     return pick("profile", name, _files(profiles_dir))
 
 
-def _check_override(flag: str, value: float, high: float) -> None:
-    problem = _budget_problem(value, high)
+def _check_override(flag: str, value: float, low: float, high: float) -> None:
+    problem = _budget_problem(value, low, high)
     if problem:
         raise UsageError(f"{flag} {problem}")
 
@@ -144,10 +161,10 @@ def with_overrides(profile: DeviceProfile, *, budget_ms: float | None = None, me
     """The profile with command-line overrides applied (each checked like the file's field)."""
     changes: dict[str, Any] = {}
     if budget_ms is not None:
-        _check_override("--budget-ms", budget_ms, MAX_BUDGET["latency_budget_ms"])
+        _check_override("--budget-ms", budget_ms, MIN_BUDGET["latency_budget_ms"], MAX_BUDGET["latency_budget_ms"])
         changes["latency_budget_ms"] = float(budget_ms)
     if memory_mb is not None:
-        _check_override("--memory-mb", memory_mb, MAX_BUDGET["memory_budget_mb"])
+        _check_override("--memory-mb", memory_mb, MIN_BUDGET["memory_budget_mb"], MAX_BUDGET["memory_budget_mb"])
         changes["memory_budget_mb"] = float(memory_mb)
     if precision is not None:
         if precision not in PRECISIONS:

@@ -100,21 +100,26 @@ class Selection:
 
 
 def format_value(value: float) -> str:
-    """A measured or predicted latency or size for people to read: three significant digits (``:.3g``), never in
-    exponent notation (5000, 47.4, 10, 0.191)."""
+    """A measured or predicted latency or size for people to read: three significant digits (``:.3g``), not in
+    exponent notation (5000, 47.4, 10, 0.191) unless written out it is longer than 16 characters."""
     return _no_exponent(f"{value:.3g}")
 
 
 def format_budget(value: float) -> str:
-    """A budget for people to read: as ``:g`` writes it (33, 2.5, 12345.7), never in exponent notation
-    (1000000, not 1e+06)."""
+    """A budget for people to read: as ``:g`` writes it (33, 2.5, 12345.7), not in exponent notation
+    (1000000, not 1e+06) unless written out it is longer than 16 characters."""
     return _no_exponent(f"{value:g}")
 
 
 def _no_exponent(text: str) -> str:
+    """``text`` written out without an exponent, unless that takes more than 16 characters (1e-300 would be
+    written with 300 zeros): then as it is."""
     from decimal import Decimal
 
-    return format(Decimal(text), "f") if "e" in text else text
+    if "e" not in text:
+        return text
+    plain = format(Decimal(text), "f")
+    return plain if len(plain) <= 16 else text
 
 
 def memory_mb(pool: PoolSpec, record: DescendantRecord, precision: str, batch: int) -> float:

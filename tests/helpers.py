@@ -61,7 +61,7 @@ def tight_profile_dir(tmp_path: Path) -> Path:
     """A profiles directory holding ``tight``: a cpu profile whose budgets no descendant can meet."""
     d = tmp_path / "profiles"
     d.mkdir()
-    (d / "tight.toml").write_text('name = "tight"\ntarget = "cpu"\nlatency_budget_ms = 1e-6\nmemory_budget_mb = 1\n'
+    (d / "tight.toml").write_text('name = "tight"\ntarget = "cpu"\nlatency_budget_ms = 0.001\nmemory_budget_mb = 1\n'
                                   'precision = "fp32"\nformats = ["onnx"]\ndescription = "too tight"\n')
     return d
 

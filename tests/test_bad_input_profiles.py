@@ -139,6 +139,35 @@ def test_huge_finite_budget_override_refused(flag: str, tiny_pool: Path, capsys:
     assert flag in line
 
 
+@pytest.mark.parametrize("flag", ["--budget-ms", "--memory-mb"])
+@pytest.mark.parametrize("value", ["1e-300", "0.0009", "5e-324"])
+def test_budget_override_below_any_device_refused_in_a_short_line(flag: str, value: str, tiny_pool: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """--memory-mb 1e-300 was taken as a budget, and the "nothing fits" line printed it with 300 zeros."""
+    line = refused(["select", "--target", "cpu", "--pool", str(tiny_pool), flag, value], capsys,
+                   "must be at least 0.001")
+    assert flag in line and len(line) < 200 and "0000000" not in line
+
+
+@pytest.mark.parametrize("field", ["latency_budget_ms", "memory_budget_mb"])
+@pytest.mark.parametrize("value", ["1e-300", "1" + "0" * 400])
+def test_budget_in_profile_file_out_of_range_refused_in_a_short_line(field: str, value: str, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    pd = tmp_path / "pd"
+    pd.mkdir()
+    (pd / "q1.toml").write_text(profile_text("q1").replace(f"{field} = ", f"{field} = {value} #"))
+    line = refused(["profiles", "show", "q1", "--profiles-dir", str(pd)], capsys, field)
+    assert "q1.toml" in line and len(line) < 250 and "0000000" not in line
+
+
+def test_budgets_and_values_are_never_written_with_hundreds_of_digits() -> None:
+    from lgp_edge.select import format_budget, format_value
+
+    assert format_budget(0.001) == "0.001" and format_budget(1e9) == "1000000000"
+    for v in (1e-300, 1e300, 5e-324):
+        assert len(format_budget(v)) < 20 and len(format_value(v)) < 20
+
+
 # ------------------------------------------------------------------------- 4: non-UTF-8 TOML files
 @pytest.fixture()
 def bad_dirs(tmp_path: Path) -> tuple[Path, Path]:

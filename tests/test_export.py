@@ -487,7 +487,7 @@ def test_validation_failure_exits_1_and_keeps_out_untouched(env: object, tiny_po
     (["--target", "cpu", "--format", "tflite"], "unknown format 'tflite'"),
     (["--profile", "cpu-int8", "--calib-images", "100"], "--calib-images: must be >= 300"),
     (["--target", "cpu", "--val-images", "0"], "--val-images: must be >= 1"),
-    (["--target", "cpu", "--budget-ms", "1e-6"], "the fastest"),
+    (["--target", "cpu", "--budget-ms", "0.001"], "the fastest"),
     (["--target", "cpu", "--descendant", "ti6.9-9"], "has no descendant"),
     (["--target", "cpu", "--data", "mnist"], "unknown --data"),
 ])

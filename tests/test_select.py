@@ -123,16 +123,16 @@ def test_select_cli_predicted(tiny_pool: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_select_cli_budget_override_and_nothing_fits(tiny_pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--budget-ms", "1e-6"]) == 2
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--budget-ms", "0.001"]) == 2
     err = capsys.readouterr().err
     assert "no descendant" in err and "the fastest" in err and "ms p90 (predicted)" in err
     assert len(err.strip().splitlines()) == 1
     # --json: a script still gets JSON on stdout, with the same reason (it got an empty stdout)
-    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--budget-ms", "1e-6", "--json"]) == 2
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--budget-ms", "0.001", "--json"]) == 2
     out = capsys.readouterr()
     doc = json.loads(out.out)
     assert doc["chosen"] is None and doc["problem"] == out.err.strip().removeprefix("lgp-edge: error: ")
-    assert doc["profile"]["latency_budget_ms"] == 1e-6 and doc["target"] == "cpu" and doc["fitting"] == 0
+    assert doc["profile"]["latency_budget_ms"] == 0.001 and doc["target"] == "cpu" and doc["fitting"] == 0
     assert len(out.err.strip().splitlines()) == 1
 
 
