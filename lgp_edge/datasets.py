@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from lgp_edge.errors import DataError, UsageError
+from lgp_edge.fileio import imagefolder_path
 from lgp_edge.specs import PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ def open_data(name: str, *, img_size: int, in_chans: int, num_classes: int = 10,
         log.warning("synthetic data: random images and labels; accuracies mean nothing")
         return _synthetic(img_size, in_chans, num_classes)
     if name.startswith("imagefolder:"):
-        return _imagefolder(name.split(":", 1)[1], img_size, in_chans, norm)
+        return _imagefolder(imagefolder_path(name), img_size, in_chans, norm)
     raise UsageError(f"unknown --data '{name}'; use fashion-mnist, imagefolder:PATH or synthetic")
 
 
@@ -365,6 +366,6 @@ def check_data_name(name: str) -> None:
         for prefix in ("train", "t10k"):
             _fmnist_files(fmnist_dir(), prefix)
     elif name.startswith("imagefolder:"):
-        _imagefolder_root(name.split(":", 1)[1])
+        _imagefolder_root(imagefolder_path(name))
     elif name != "synthetic":
         raise UsageError(f"unknown --data '{name}'; use fashion-mnist, imagefolder:PATH or synthetic")

@@ -129,11 +129,19 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def imagefolder_path(name: str) -> str:
+    """The PATH of an ``imagefolder:PATH`` data value; an empty or blank one is refused (it would name the
+    current directory)."""
+    root = name.split(":", 1)[1]
+    if not root.strip():
+        raise UsageError(f"'{name}' has an empty path; give imagefolder:PATH")
+    return root
+
+
 def canonical_data(name: str) -> str:
     """A --data value as lgp-edge records it: an image folder by its absolute path, ``~`` expanded (a relative
     one was resolved against the directory each later command ran in: another folder of the same classes
     validated an export silently)."""
     if name.startswith("imagefolder:"):
-        root = name.split(":", 1)[1]
-        return f"imagefolder:{Path(root).expanduser().resolve()}" if root else name
+        return f"imagefolder:{Path(imagefolder_path(name)).expanduser().resolve()}"
     return name

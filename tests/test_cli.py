@@ -335,3 +335,37 @@ def test_an_empty_path_is_refused(argv: list[str], capsys: pytest.CaptureFixture
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 2 and len(err.splitlines()) == 1 and "empty" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["pool", "eval", "p", "--data", "imagefolder:"],
+                                  ["export", "--target", "cpu", "--out", "o", "--data", "imagefolder: "],
+                                  ["ancestry", "train", "--ancestry", "lgp_test_tiny", "--out", "o", "--data",
+                                   "imagefolder:"]])
+def test_an_empty_image_folder_path_is_refused(argv: list[str], capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """--data imagefolder: (no path) meant the current directory, silently."""
+    from lgp_edge.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1 and "--data" in err and "empty" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["imagefolder:", "imagefolder:  "])
+def test_the_library_refuses_an_empty_image_folder_path(name: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from lgp_edge.datasets import check_data_name, open_data
+    from lgp_edge.errors import UsageError
+    from lgp_edge.fileio import canonical_data
+
+    for sub in ("train/a", "val/a"):  # the current directory is an image folder: it must not be taken
+        (tmp_path / sub).mkdir(parents=True)
+        (tmp_path / sub / "x.png").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    for call in (lambda: check_data_name(name), lambda: open_data(name, img_size=16, in_chans=3),
+                 lambda: canonical_data(name)):
+        with pytest.raises(UsageError, match="empty"):
+            call()

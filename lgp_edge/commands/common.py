@@ -23,9 +23,13 @@ DATA_HELP = "dataset: fashion-mnist | imagefolder:DIR | synthetic"
 def data_value(text: str) -> str:
     """--data as it is recorded: an image folder by its absolute path, ``~`` expanded (an argparse type; it
     imports nothing heavy, as parsing runs before any input check)."""
+    from lgp_edge.errors import UsageError
     from lgp_edge.fileio import canonical_data
 
-    return canonical_data(text)
+    try:
+        return canonical_data(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
