@@ -348,6 +348,27 @@ def test_coreml_structural_check_reads_the_program(iphone_out: Path) -> None:
     assert any("FLOAT16" in p for p in structural_check(path, pre, user, "iOS17", "fp32"))
 
 
+def test_coreml_classifier_output_and_metadata_checks_of_a_model_and_of_a_function() -> None:
+    """One check of a description's classifier outputs and metadata, for a model and for each function of a
+    multifunction package (whose messages name the function and leave its long metadata values out)."""
+    from types import SimpleNamespace as NS
+
+    from lgp_edge.export.coreml import classifier_output_problems, metadata_problems
+
+    def desc(outputs: list[str], meta: dict[str, str]) -> NS:
+        return NS(output=[NS(name=o) for o in outputs], predictedFeatureName="classLabel",
+                  predictedProbabilitiesName="classLabel_probs", metadata=NS(userDefined=meta))
+
+    ok = desc(["classLabel", "classLabel_probs"], {"a": "1"})
+    assert classifier_output_problems(ok) == [] and metadata_problems(ok, {"a": "1"}) == []
+    bad = desc(["logits"], {"a": "2"})
+    assert classifier_output_problems(bad) == ["classifier outputs missing (outputs ['logits'])"]
+    assert classifier_output_problems(bad, "f1: ") == ["f1: classifier outputs missing (outputs ['logits'])"]
+    assert metadata_problems(bad, {"a": "1", "b": "x"}) == ["metadata 'a' is '2', expected '1'",
+                                                            "metadata 'b' is None, expected 'x'"]
+    assert metadata_problems(bad, {"a": "1"}, values=False) == ["metadata 'a' differs from what was written"]
+
+
 def test_cpu_int8_openvino(env: object, tiny_pool: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert export(tiny_pool, out, "--profile", "cpu-int8", "--val-images", "300") == 0  # int8: >= 300

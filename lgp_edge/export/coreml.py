@@ -19,7 +19,7 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -143,19 +143,31 @@ def structural_check(path: Path, pre: PreprocessSpec, metadata: dict[str, str], 
         problems.append(f"inputs are {[i.name for i in d.input]}, expected ['{INPUT}']")
     else:
         problems += _image_input_problems(d.input[0].type.imageType, pre, ct)
-    outputs = {o.name for o in d.output}
-    if d.predictedFeatureName not in outputs or d.predictedProbabilitiesName not in outputs:
-        problems.append(f"classifier outputs missing (outputs {sorted(outputs)})")
-    user = dict(d.metadata.userDefined)
-    for k, v in metadata.items():
-        if user.get(k) != v:
-            problems.append(f"metadata '{k}' is {user.get(k)!r}, expected {v!r}")
+    problems += classifier_output_problems(d)
+    problems += metadata_problems(d, metadata)
     weights = path / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
     if not weights.is_file() or weights.stat().st_size == 0:
         problems.append("weights file Data/com.apple.CoreML/weights/weight.bin is missing")
     if spec.WhichOneof("Type") == "mlProgram":
         problems += _program_problems(spec, pre, precision, ct)
     return problems
+
+
+def classifier_output_problems(desc: Any, where: str = "") -> list[str]:
+    """A model's (or one function's) description without its classifier outputs: the predicted label and the
+    probabilities, by the names the description gives them. ``where`` starts the message (a function's name)."""
+    outputs = {o.name for o in desc.output}
+    if desc.predictedFeatureName in outputs and desc.predictedProbabilitiesName in outputs:
+        return []
+    return [f"{where}classifier outputs missing (outputs {sorted(outputs)})"]
+
+
+def metadata_problems(desc: Any, metadata: Mapping[str, str], *, values: bool = True) -> list[str]:
+    """Each entry of ``metadata`` that the description's user metadata lacks or holds otherwise; ``values=False``
+    leaves the values out of the message (a multifunction package's hold lists of descendants)."""
+    user = dict(desc.metadata.userDefined)
+    return [f"metadata '{k}' is {user.get(k)!r}, expected {v!r}" if values else
+            f"metadata '{k}' differs from what was written" for k, v in metadata.items() if user.get(k) != v]
 
 
 def _program_problems(spec: Any, pre: PreprocessSpec, precision: str, ct: Any) -> list[str]:

@@ -170,7 +170,7 @@ def build_multifunction_mlpackage(pool: Any, entries: Sequence[SwitchEntry], pat
 def check_multifunction(path: str | Path, names: Mapping[str, str], default: str, preprocess: Any,
                         input_shape: tuple[int, ...], metadata: Mapping[str, str]) -> list[str]:
     """Problems in a saved multifunction package (empty list: it is what we meant to write)."""
-    from lgp_edge.export.coreml import INPUT, quiet
+    from lgp_edge.export.coreml import INPUT, classifier_output_problems, metadata_problems, quiet
 
     path = Path(path)
     with quiet():
@@ -199,13 +199,8 @@ def check_multifunction(path: str | Path, names: Mapping[str, str], default: str
         it = f.input[0].type.imageType
         if (it.height, it.width) != tuple(input_shape[2:]):
             problems.append(f"{name}: input image {it.width}x{it.height}, expected {input_shape[3]}x{input_shape[2]}")
-        outs = {o.name for o in f.output}
-        if f.predictedFeatureName not in outs or f.predictedProbabilitiesName not in outs:
-            problems.append(f"{name}: classifier outputs missing (outputs {sorted(outs)})")
-    user = dict(d.metadata.userDefined)
-    for k, v in metadata.items():
-        if user.get(k) != v:
-            problems.append(f"metadata '{k}' differs from what was written")
+        problems += classifier_output_problems(f, f"{name}: ")
+    problems += metadata_problems(d, metadata, values=False)
     if _weight_bytes(path) == 0:
         problems.append("no weight file in Data/com.apple.CoreML/weights")
     return problems

@@ -193,22 +193,23 @@ def _measure_remote(subject: Subject, items: Sequence[Item], target: TargetSpec,
         for it in items:
             timing, versions = _measure_on_board(sess, board, it, x, Path(tmp), settings)
             versions["device_machine"] = machine
-            out.append(_board_record(sess, _record(it.key, target, runtime, precision, settings, timing, versions,
-                                                   subject.pool_id)))
+            rec = _record(it.key, target, runtime, precision, settings, timing, versions, subject.pool_id)
+            # a board whose tool printed a negative, NaN or absurd latency
+            out.append(_possible(rec, f"{sess.transport.where} returned an invalid timing",
+                                 "check the benchmark and its runtime on the board"))
             task.advance(1, ms=timing.median_ms)
     return out
 
 
-def _board_record(sess: Any, rec: LatencyRecord) -> LatencyRecord:
-    """``rec`` when it is a timing some run can have (``check_record``); a board whose tool printed a negative, NaN
-    or absurd latency is refused here, before anything is stored."""
+def _possible(rec: LatencyRecord, problem: str, fix: str) -> LatencyRecord:
+    """``rec`` when it is a timing some run can have (``check_record``); else refused before anything is stored,
+    in one line: ``problem`` (what ``check_record`` found); ``fix``."""
     from lgp_edge.profiling.latency_file import check_record
 
     try:
         check_record(rec)
     except ValueError as exc:
-        raise UsageError(f"{sess.transport.where} returned an invalid timing ({exc}); check the benchmark and its "
-                         "runtime on the board") from None
+        raise UsageError(f"{problem} ({exc}); {fix}") from None
     return rec
 
 
@@ -433,17 +434,11 @@ def predictor_for(subject: Subject, target: TargetSpec, runtime: str, precision:
 def predict_items(subject: Subject, predictor: Predictor, settings: MeasureSettings) -> list[LatencyRecord]:
     """A prediction of every item; one past what any run can take (``check_record``: the slowest hardware a target
     file may describe, with a large model) is refused naming the target's numbers, before anything is stored."""
-    from lgp_edge.profiling.latency_file import check_record
-
     records = [predictor.record(it.key, it.parts, batch=settings.batch, threads=settings.threads,
                                 pool_id=subject.pool_id) for it in subject.items]
-    for r in records:
-        try:
-            check_record(r)
-        except ValueError as exc:
-            raise UsageError(f"the predicted latency on target '{r.target}' is impossible ({exc}); check the "
-                             "hardware numbers of its target file (peak_gflops, mem_gbps, efficiency)") from None
-    return records
+    return [_possible(r, f"the predicted latency on target '{r.target}' is impossible",
+                      "check the hardware numbers of its target file (peak_gflops, mem_gbps, efficiency)")
+            for r in records]
 
 
 @dataclass(frozen=True)
