@@ -274,23 +274,32 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def pool_summary(pool: Any, manifest: Any) -> dict[str, Any]:
-    from lgp_edge.models.descendant import count_params
+def pool_summary(manifest: Any) -> dict[str, Any]:
+    """What ``pool info`` prints, from the manifest alone: sizes are arithmetic on the spec (``models.plan``, the
+    numbers counting the built modules gives), so neither torch nor the weights are loaded."""
+    from lgp_edge.models.plan import (
+        descendant_record,
+        enumerate_descendants,
+        instance_params,
+        stitch_params,
+        stitch_specs,
+        stored_params,
+    )
 
+    spec = manifest.spec
     known = {r.key: r for r in manifest.descendants}
     rows = []
-    for spec in pool.descendants():
-        r = known.get(spec.key) or pool.record(spec)
+    for d in enumerate_descendants(spec):
+        r = known.get(d.key) or descendant_record(spec, d)
         rows.append({"key": r.key, "blocks": r.blocks, "params": r.params, "flops": r.flops, "top1": r.top1})
     return {
-        "pool_id": pool.pool_id,
-        "ancestry": manifest.spec.ancestry.to_dict(),
-        "depth": manifest.spec.depth,
-        "instances": [{**i.to_dict(), "params": count_params(pool.models[i.name].blocks)}
-                      for i in manifest.spec.instances],
-        "stitch_layers": len(pool.stitches),
-        "stitch_params": count_params(pool.stitches),
-        "stored_params": pool.stored_params(),
+        "pool_id": spec.pool_id,
+        "ancestry": spec.ancestry.to_dict(),
+        "depth": spec.depth,
+        "instances": [{**i.to_dict(), "params": instance_params(spec, i)} for i in spec.instances],
+        "stitch_layers": len(stitch_specs(spec)),
+        "stitch_params": stitch_params(spec),
+        "stored_params": stored_params(spec),
         "stitch_init": manifest.stitch_init,
         "stage": manifest.stage,
         "data": manifest.data,
@@ -304,11 +313,12 @@ def pool_summary(pool: Any, manifest: Any) -> dict[str, Any]:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from lgp_edge.pool.pool import load_pool, resolve_pool
+    from lgp_edge.pool.manifest import read_manifest, resolve_pool, verified_weights
 
     path = resolve_pool(args.pool)
-    pool, manifest = load_pool(path)
-    info = pool_summary(pool, manifest)
+    manifest = read_manifest(path)
+    verified_weights(path, manifest)  # load_pool's checks but reading the tensors, whose bytes the sha256 covers
+    info = pool_summary(manifest)
     if args.json:
         print_json({"path": str(path), **info})
         return 0
@@ -336,14 +346,21 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from lgp_edge.pool.build import new_random_pool
+    from lgp_edge.models.plan import descendant_record, enumerate_descendants, plan_instances, stored_params
+    from lgp_edge.models.variants import variant_spec
+    from lgp_edge.specs import PoolSpec
 
-    pool = new_random_pool(args.ancestry, args.depth, args.widths, args.chains)
-    rows = [{k: v for k, v in pool.record(s).to_dict().items() if k != "spec"} | {"segments": [
-        seg.to_dict() for seg in s.segments], "stitches": list(s.stitches)} for s in pool.descendants()]
+    aspec = variant_spec(args.ancestry)
+    if aspec is None:  # a timm model: its registry knows its numbers (torch and timm, but nothing is allocated)
+        from lgp_edge.models.ancestry import ancestry_spec
+
+        aspec = ancestry_spec(args.ancestry)
+    spec = PoolSpec(aspec, args.depth, plan_instances(aspec, args.depth, args.widths), chains=args.chains)
+    rows = [{k: v for k, v in descendant_record(spec, s).to_dict().items() if k != "spec"} | {"segments": [
+        seg.to_dict() for seg in s.segments], "stitches": list(s.stitches)} for s in enumerate_descendants(spec)]
     if args.json:
-        print_json({"ancestry": pool.spec.ancestry.to_dict(), "depth": args.depth, "pool_id": pool.pool_id,
-                    "stored_params": pool.stored_params(), "descendants": rows})
+        print_json({"ancestry": aspec.to_dict(), "depth": args.depth, "pool_id": spec.pool_id,
+                    "stored_params": stored_params(spec), "descendants": rows})
     else:
         print_descendants(f"{args.ancestry}, depth {args.depth}: {len(rows)} descendants (random weights, no "
                           "training)", rows)

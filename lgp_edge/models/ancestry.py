@@ -17,25 +17,13 @@ from torch import nn
 
 from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import json_loads
+from lgp_edge.models.variants import SMALL_VARIANTS, variant_spec
 from lgp_edge.specs import AncestrySpec, is_integer, is_number
 
 log = logging.getLogger(__name__)
 
-# Small variants sized for a 2-core CPU and 28 px grayscale data. Each keeps DeiT's ratios:
-# 12 blocks, mlp ratio 4, head count divisible by 4 so Ti/S/B = 1/4, 1/2, 1 of the width keep whole heads.
-SMALL_VARIANTS: dict[str, dict[str, Any]] = {
-    # ~2.4 M params, trains at ~600 img/s on 2 cores; the demo pool's ancestry.
-    "lgp_vit_fmnist": dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=128, depth=12,
-                           num_heads=4),
-    # DeiT's head width ratio (Ti 3 heads, S 6, B 12), ~5.3 M params, ~290 img/s.
-    "lgp_vit_fmnist_192": dict(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=192, depth=12,
-                               num_heads=12),
-    # For tests and smoke runs only: width 32, 16 px.
-    "lgp_test_tiny": dict(img_size=16, patch_size=4, in_chans=1, num_classes=10, embed_dim=32, depth=12,
-                          num_heads=4),
-}
 
-
+# The small variants (SMALL_VARIANTS) are defined in variants.py, as numbers that need no torch.
 def _register_small_variants() -> None:
     """Register the small variants with timm's registry (idempotent)."""
     import timm
@@ -345,6 +333,26 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
         raise CheckpointError(f"checkpoint '{checkpoint}' does not fit ancestry '{name}': {load_error(exc)}{hint}") \
             from None
     return model, spec_of(model, name, str(checkpoint))
+
+
+def ancestry_spec(name: str) -> AncestrySpec:
+    """The spec ``create_ancestry(name)`` gives (no checkpoint), for planning: nothing is allocated or initialised
+    (a small variant's from its numbers, a timm model's built on the meta device), with the same refusals (an
+    unknown name, a ViT lgp-edge does not distil)."""
+    small = variant_spec(name)
+    if small is not None:
+        return small
+    import timm
+
+    _register_small_variants()
+    check_name(name)
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+    except Exception:  # noqa: BLE001 (a model that cannot be built on the meta device: built as create_ancestry does)
+        return create_ancestry(name)[1]
+    _check_supported(model, name)
+    return spec_of(model, name, None)
 
 
 def hub_config(folder: Path) -> dict[str, Any] | None:

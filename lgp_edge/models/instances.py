@@ -1,7 +1,8 @@
 """Auxiliary models: narrow, shallow ViTs whose blocks become the pool's learngene instances.
 
 Widths reduce the ancestry's token width D: Ti = D/4, S = D/2, B = D, with heads scaled alike
-(docs/METHOD.md §1). Depth groups are 6 or 9 blocks.
+(docs/METHOD.md §1). Depth groups are 6 or 9 blocks. Which auxiliary models a depth group has
+(``plan_instances``) is arithmetic in ``plan.py``; this module builds and runs them.
 """
 
 from __future__ import annotations
@@ -12,42 +13,15 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import UsageError
+from lgp_edge.models.plan import (  # noqa: F401 (planning the instances needs no torch: it lives in plan.py)
+    DEPTHS,
+    SUPERVISION,
+    WIDTH_DIVISOR,
+    check_widths,
+    instance_spec,
+    plan_instances,
+)
 from lgp_edge.specs import AncestrySpec, InstanceSpec
-
-WIDTH_DIVISOR = {"ti": 4, "s": 2, "b": 1}  # width code -> D / width
-SUPERVISION = {"ti": "front,end", "s": "end", "b": "end"}  # docs/METHOD.md §1
-DEPTHS = (6, 9)
-
-
-def plan_instances(ancestry: AncestrySpec, depth: int, widths: tuple[str, ...] = ("ti", "b")) -> tuple[
-        InstanceSpec, ...]:
-    """The auxiliary models of one depth group, narrowest first."""
-    if depth not in DEPTHS:
-        raise UsageError(f"--depth must be one of {', '.join(map(str, DEPTHS))} (the paper's depth groups), "
-                         f"got {depth}")
-    check_widths(widths)
-    return tuple(instance_spec(ancestry, w, depth) for w in sorted(set(widths), key=lambda c: -WIDTH_DIVISOR[c]))
-
-
-def check_widths(widths: tuple[str, ...]) -> None:
-    """``--widths``: at least one of ti, s, b, each named once (UsageError otherwise)."""
-    unknown = [w for w in widths if w not in WIDTH_DIVISOR]
-    if unknown or not widths:
-        raise UsageError(f"unknown width code(s) {unknown or widths}; use a comma list of ti, s, b")
-    twice = next((w for i, w in enumerate(widths) if w in widths[:i]), None)
-    if twice is not None:
-        raise UsageError(f"--widths names '{twice}' twice; give each of ti, s, b at most once, e.g. --widths ti,b")
-
-
-def instance_spec(ancestry: AncestrySpec, width: str, depth: int) -> InstanceSpec:
-    """The auxiliary model ``<width><depth>``: width and heads 1/4, 1/2 or 1 of the ancestry's, supervision by
-    width. UsageError where the ancestry's heads cannot be split that way."""
-    div = WIDTH_DIVISOR[width]
-    if ancestry.embed_dim % div or ancestry.num_heads % div:
-        raise UsageError(f"ancestry '{ancestry.name}' (dim {ancestry.embed_dim}, {ancestry.num_heads} heads) "
-                         f"cannot be split into width '{width}' (1/{div}) with whole heads")
-    return InstanceSpec(name=f"{width}{depth}", width=width, embed_dim=ancestry.embed_dim // div, depth=depth,
-                        num_heads=ancestry.num_heads // div, supervision=SUPERVISION[width])
 
 
 def create_auxiliary(ancestry: AncestrySpec, inst: InstanceSpec, *, init: bool = True) -> nn.Module:

@@ -1,16 +1,56 @@
-"""Which blocks each descendant runs and what it costs: pure arithmetic on the specs, no torch.
+"""Which auxiliary models a pool has, which blocks each descendant runs and what it costs: pure arithmetic on
+the specs, no torch.
 
-What only needs a pool's architecture (reading ``pool.json``, latency prediction, ``select``, ``report``)
-imports this module and not ``descendant.py`` (the ``nn.Module``) or ``stitch.py`` (the layers and their
-inits), so choosing a descendant loads neither torch nor the weights.
+What only needs a pool's architecture (reading ``pool.json``, ``pool info``, ``pool plan``, latency prediction,
+``select``, ``report``) imports this module and not ``descendant.py`` (the ``nn.Module``) or ``stitch.py`` (the
+layers and their inits), so choosing a descendant loads neither torch nor the weights.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from lgp_edge.errors import UsageError
-from lgp_edge.specs import DescendantSpec, PoolSpec, Segment
+from lgp_edge.specs import AncestrySpec, DescendantRecord, DescendantSpec, InstanceSpec, PoolSpec, Segment
+
+# ------------------------------------------------------------------------------ auxiliary models (instances)
+# Widths reduce the ancestry's token width D: Ti = D/4, S = D/2, B = D, with heads scaled alike
+# (docs/METHOD.md §1). Depth groups are 6 or 9 blocks.
+WIDTH_DIVISOR = {"ti": 4, "s": 2, "b": 1}  # width code -> D / width
+SUPERVISION = {"ti": "front,end", "s": "end", "b": "end"}  # docs/METHOD.md §1
+DEPTHS = (6, 9)
+
+
+def plan_instances(ancestry: AncestrySpec, depth: int, widths: tuple[str, ...] = ("ti", "b")) -> tuple[
+        InstanceSpec, ...]:
+    """The auxiliary models of one depth group, narrowest first."""
+    if depth not in DEPTHS:
+        raise UsageError(f"--depth must be one of {', '.join(map(str, DEPTHS))} (the paper's depth groups), "
+                         f"got {depth}")
+    check_widths(widths)
+    return tuple(instance_spec(ancestry, w, depth) for w in sorted(set(widths), key=lambda c: -WIDTH_DIVISOR[c]))
+
+
+def check_widths(widths: tuple[str, ...]) -> None:
+    """``--widths``: at least one of ti, s, b, each named once (UsageError otherwise)."""
+    unknown = [w for w in widths if w not in WIDTH_DIVISOR]
+    if unknown or not widths:
+        raise UsageError(f"unknown width code(s) {unknown or widths}; use a comma list of ti, s, b")
+    twice = next((w for i, w in enumerate(widths) if w in widths[:i]), None)
+    if twice is not None:
+        raise UsageError(f"--widths names '{twice}' twice; give each of ti, s, b at most once, e.g. --widths ti,b")
+
+
+def instance_spec(ancestry: AncestrySpec, width: str, depth: int) -> InstanceSpec:
+    """The auxiliary model ``<width><depth>``: width and heads 1/4, 1/2 or 1 of the ancestry's, supervision by
+    width. UsageError where the ancestry's heads cannot be split that way."""
+    div = WIDTH_DIVISOR[width]
+    if ancestry.embed_dim % div or ancestry.num_heads % div:
+        raise UsageError(f"ancestry '{ancestry.name}' (dim {ancestry.embed_dim}, {ancestry.num_heads} heads) "
+                         f"cannot be split into width '{width}' (1/{div}) with whole heads")
+    return InstanceSpec(name=f"{width}{depth}", width=width, embed_dim=ancestry.embed_dim // div, depth=depth,
+                        num_heads=ancestry.num_heads // div, supervision=SUPERVISION[width])
 
 
 def paired_stitching(depth: int, kernel_size: int = 2, stride: int = 1) -> tuple[list[tuple[int, int]], list[int]]:
@@ -144,6 +184,58 @@ def descendant_params(pool: PoolSpec, spec: DescendantSpec) -> int:
                 for name, front, back in zip(spec.stitches, spec.segments, spec.segments[1:])}
     count += sum(d_in * d_out + d_out for d_in, d_out in stitches.values())
     return count + 2 * d_last + (d_last + 1) * a.num_classes  # final LayerNorm + head
+
+
+def descendant_record(pool: PoolSpec, spec: DescendantSpec, top1: float | None = None) -> DescendantRecord:
+    """The record of a descendant with its sizes from the spec alone (``LearngenePool.record`` counts them on the
+    built modules: the same numbers)."""
+    return DescendantRecord(key=spec.key, blocks=spec.num_blocks, params=descendant_params(pool, spec),
+                            flops=descendant_flops(pool, spec), top1=top1, spec=spec)
+
+
+def stitch_params(pool: PoolSpec) -> int:
+    """Parameters of all the pool's stitch Linears (``count_params(pool.stitches)``)."""
+    return sum(s.d_in * s.d_out + s.d_out for s in stitch_specs(pool))
+
+
+def instance_params(pool: PoolSpec, inst: InstanceSpec) -> int:
+    """Parameters of one instance's blocks, its learngene instances (``count_params(pool.models[name].blocks)``)."""
+    return inst.depth * block_params(inst.embed_dim, pool.ancestry.mlp_ratio)
+
+
+def auxiliary_shapes(ancestry: AncestrySpec, inst: InstanceSpec) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of the auxiliary model ``inst`` (timm's ``VisionTransformer`` with class
+    token and token pooling, as ``create_auxiliary`` builds it), in its ``state_dict`` order."""
+    a, dim = ancestry, inst.embed_dim
+    hidden = int(dim * a.mlp_ratio)
+    out: dict[str, tuple[int, ...]] = {"cls_token": (1, 1, dim), "pos_embed": (1, a.num_tokens, dim),
+                                       "patch_embed.proj.weight": (dim, a.in_chans, a.patch_size, a.patch_size),
+                                       "patch_embed.proj.bias": (dim,)}
+    for k in range(inst.depth):
+        for name, shape in (("norm1.weight", (dim,)), ("norm1.bias", (dim,)), ("attn.qkv.weight", (3 * dim, dim)),
+                            ("attn.qkv.bias", (3 * dim,)), ("attn.proj.weight", (dim, dim)), ("attn.proj.bias", (dim,)),
+                            ("norm2.weight", (dim,)), ("norm2.bias", (dim,)), ("mlp.fc1.weight", (hidden, dim)),
+                            ("mlp.fc1.bias", (hidden,)), ("mlp.fc2.weight", (dim, hidden)), ("mlp.fc2.bias", (dim,))):
+            out[f"blocks.{k}.{name}"] = shape
+    out.update({"norm.weight": (dim,), "norm.bias": (dim,), "head.weight": (a.num_classes, dim),
+                "head.bias": (a.num_classes,)})
+    return out
+
+
+def pool_shapes(pool: PoolSpec) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of the pool's ``weights.safetensors`` (``LearngenePool.state_dict()``, in its
+    order): each instance's whole auxiliary model, then the stitches. Pure arithmetic, nothing is allocated."""
+    out = {f"models.{inst.name}.{k}": v for inst in pool.instances
+           for k, v in auxiliary_shapes(pool.ancestry, inst).items()}
+    for s in stitch_specs(pool):
+        out[f"stitches.{s.name}.weight"] = (s.d_out, s.d_in)
+        out[f"stitches.{s.name}.bias"] = (s.d_out,)
+    return out
+
+
+def stored_params(pool: PoolSpec) -> int:
+    """Parameters the pool stores (``LearngenePool.stored_params()``): every tensor of ``pool_shapes``."""
+    return sum(math.prod(shape) for shape in pool_shapes(pool).values())
 
 
 def vit_flops(*, img_size: int, patch_size: int, in_chans: int, embed_dim: int, depth: int, num_classes: int,

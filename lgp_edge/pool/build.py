@@ -8,7 +8,6 @@ import time
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from lgp_edge.datasets import check_data_name, open_for_ancestry
 from lgp_edge.errors import UsageError
@@ -157,14 +156,3 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                              transforms=transforms)
     return manifest
 
-
-def new_random_pool(ancestry: nn.Module | str, depth: int, widths: tuple[str, ...] = ("ti", "b"),
-                    chains: str = "pairs") -> LearngenePool:
-    """A pool with random weights (for ``pool plan`` and latency work, where values do not matter)."""
-    if isinstance(ancestry, str):
-        _, aspec = create_ancestry(ancestry)
-    else:
-        from lgp_edge.models.ancestry import spec_of
-
-        aspec = spec_of(ancestry, type(ancestry).__name__, None)
-    return LearngenePool(PoolSpec(aspec, depth, plan_instances(aspec, depth, widths), chains=chains)).eval()

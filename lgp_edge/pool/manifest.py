@@ -17,7 +17,7 @@ from typing import Any
 
 from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import json_loads, sha256_file
-from lgp_edge.models.plan import descendant_flops, descendant_params, enumerate_descendants
+from lgp_edge.models.plan import descendant_flops, descendant_params, enumerate_descendants, pool_shapes
 from lgp_edge.outdir import recover_unlocked
 from lgp_edge.specs import (
     SCHEMA_VERSION,
@@ -323,6 +323,44 @@ def verified_file(path: str | Path, manifest: PoolManifest, name: str) -> Path:
         raise CheckpointError(f"'{f}' is damaged or was modified: sha256 {actual[:12]}… does not match "
                               f"pool.json ({expected[:12]}…); restore it or rebuild the pool")
     return f
+
+
+def _shape(shape: tuple[int, ...] | list[int]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def check_weight_shapes(weights: Path, expected: dict[str, tuple[int, ...]]) -> None:
+    """The tensors named in the header of the safetensors file ``weights`` are ``expected`` (name -> shape);
+    nothing is loaded (and torch is not imported). CheckpointError naming the first difference otherwise."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), "numpy") as f:
+            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"'{weights}' is not a readable safetensors file ({str(exc).splitlines()[0][:160]}); "
+                              "restore it or rebuild the pool") from None
+    problems = [f"tensor {k} is {_shape(found[k])} there, {_shape(v)} in the spec" for k, v in expected.items()
+                if k in found and found[k] != v]
+    problems += [f"it has no tensor {k}" for k in expected if k not in found]
+    problems += [f"its tensor {k} is not in the spec" for k in found if k not in expected]
+    if problems:
+        more = f" (and {len(problems) - 1} more difference(s))" if len(problems) > 1 else ""
+        raise CheckpointError(f"'{weights}' does not fit the pool spec in pool.json: {problems[0]}{more}; "
+                              "pool.json was edited or damaged: restore it or rebuild the pool")
+
+
+def verified_weights(path: str | Path, manifest: PoolManifest) -> Path:
+    """The pool's ``weights.safetensors`` after checking it without loading it: its sha256 against the manifest,
+    the spec against what can be built (whole heads), and the names and shapes in the file's header against those
+    the spec implies (``plan.pool_shapes``, arithmetic: a pool.json whose architecture is not the weights' is
+    refused before anything is allocated). ``load_pool`` loads the tensors after it; ``pool info`` needs no more."""
+    weights = verified_file(path, manifest, WEIGHTS)
+    if any(i.embed_dim % i.num_heads for i in manifest.spec.instances):  # what timm's Attention asserts on building
+        raise CheckpointError(f"'{Path(path) / MANIFEST}' describes a pool that cannot be built (dim should be "
+                              "divisible by num_heads); the file is damaged")
+    check_weight_shapes(weights, pool_shapes(manifest.spec))
+    return weights
 
 
 def demo_pool_dir() -> Path:

@@ -9,7 +9,6 @@ renamed into place, so a crash never leaves a half-written pool.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from lgp_edge.pool.manifest import (  # noqa: F401 (re-exported: pool.json is re
     read_manifest,
     resolve_pool,
     verified_file,
+    verified_weights,
 )
 from lgp_edge.specs import DescendantRecord, DescendantSpec, PoolSpec
 
@@ -147,36 +147,10 @@ def safe_load_file(path: str | Path) -> dict[str, torch.Tensor]:
                               "restore it or rebuild the pool") from None
 
 
-def _shape(shape: tuple[int, ...] | list[int]) -> str:
-    return "x".join(map(str, shape)) or "scalar"
-
-
-def check_weight_shapes(weights: Path, expected: dict[str, tuple[int, ...]]) -> None:
-    """The tensors named in the header of the safetensors file ``weights`` are ``expected`` (name -> shape);
-    nothing is loaded. CheckpointError naming the first difference otherwise."""
-    from safetensors import SafetensorError, safe_open
-
+def _build(path: str | Path, manifest: PoolManifest) -> LearngenePool:
+    """The pool ``manifest`` describes, with random weights."""
     try:
-        with safe_open(str(weights), "pt") as f:
-            found = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"'{weights}' is not a readable safetensors file ({str(exc).splitlines()[0][:160]}); "
-                              "restore it or rebuild the pool") from None
-    problems = [f"tensor {k} is {_shape(found[k])} there, {_shape(v)} in the spec" for k, v in expected.items()
-                if k in found and found[k] != v]
-    problems += [f"it has no tensor {k}" for k in expected if k not in found]
-    problems += [f"its tensor {k} is not in the spec" for k in found if k not in expected]
-    if problems:
-        more = f" (and {len(problems) - 1} more difference(s))" if len(problems) > 1 else ""
-        raise CheckpointError(f"'{weights}' does not fit the pool spec in pool.json: {problems[0]}{more}; "
-                              "pool.json was edited or damaged: restore it or rebuild the pool")
-
-
-def _build(path: str | Path, manifest: PoolManifest, *, meta: bool = False) -> LearngenePool:
-    """The pool ``manifest`` describes, with random weights; on the meta device (shapes only), when ``meta``."""
-    try:
-        with torch.device("meta") if meta else contextlib.nullcontext():
-            return LearngenePool(manifest.spec, init=not meta)
+        return LearngenePool(manifest.spec)
     except (AssertionError, ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"'{Path(path) / MANIFEST}' describes a pool that cannot be built "
                               f"({str(exc) or type(exc).__name__}); the file is damaged") from None
@@ -185,12 +159,11 @@ def _build(path: str | Path, manifest: PoolManifest, *, meta: bool = False) -> L
 def load_pool(path: str | Path) -> tuple[LearngenePool, PoolManifest]:
     """Load and verify a pool directory (weights always as float32).
 
-    The pool is first built on the meta device (shapes only: no memory, no initialisation) and its tensor shapes
-    compared with the weights file's header, so that a pool.json whose architecture is not the weights' (a width
-    of 6144 for 32 allocates 11 GB) is refused at once."""
+    The tensor shapes the spec implies are first compared with the weights file's header (``verified_weights``,
+    arithmetic), so that a pool.json whose architecture is not the weights' (a width of 6144 for 32 allocates
+    11 GB) is refused before anything is built."""
     manifest = read_manifest(path)
-    weights = verified_file(path, manifest, WEIGHTS)
-    check_weight_shapes(weights, {k: tuple(v.shape) for k, v in _build(path, manifest, meta=True).state_dict().items()})
+    weights = verified_weights(path, manifest)
     pool = _build(path, manifest)
     state = {k: v.float() if v.is_floating_point() else v for k, v in safe_load_file(weights).items()}
     try:
