@@ -118,11 +118,67 @@ def measure_copy_bandwidth(threads: int, mb: int = 256, reps: int = 5) -> float:
     return 2 * src.numel() * 4 / best / 1e9
 
 
+SYSCTL_TIMEOUT_S = 5.0  # one ``sysctl -n NAME`` on macOS (it answers in milliseconds)
+
+
+def _darwin() -> bool:
+    import platform
+
+    return platform.system() == "Darwin"
+
+
+def _sysctl(name: str) -> str | None:
+    """``sysctl -n NAME`` on macOS, where /proc and /sys do not exist; None when it fails, is missing, hangs or
+    does not know the name (an "unknown oid", e.g. an Intel Mac's key on Apple Silicon)."""
+    import subprocess
+
+    try:
+        run = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=SYSCTL_TIMEOUT_S,
+                             check=False)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    value = run.stdout.strip()
+    return value if run.returncode == 0 and value else None
+
+
+def _sysctl_int(name: str) -> int | None:
+    value = _sysctl(name)
+    return int(value) if value is not None and value.isdecimal() else None
+
+
+# macOS's names (``sysctl hw.optional``) of the instruction sets in ``CPU_FEATURES``, whose names are
+# /proc/cpuinfo's: Apple Silicon's Advanced SIMD, dot product and int8 matrix multiply; an Intel Mac's AVX2, FMA and
+# AVX-512 foundation.
+DARWIN_FEATURES = (("asimd", "hw.optional.neon"), ("asimddot", "hw.optional.arm.FEAT_DotProd"),
+                   ("i8mm", "hw.optional.arm.FEAT_I8MM"), ("avx2", "hw.optional.avx2_0"), ("fma", "hw.optional.fma"),
+                   ("avx512f", "hw.optional.avx512f"))
+
+
+def _darwin_flags(wanted: tuple[str, ...]) -> set[str] | None:
+    """Which of ``wanted`` (/proc/cpuinfo's names) this Mac has, from ``sysctl``; None when sysctl answered none of
+    the names asked (it is missing or failing: nothing is known)."""
+    flags, answered = set(), False
+    for flag, name in DARWIN_FEATURES:
+        if flag in wanted:
+            value = _sysctl_int(name)
+            answered = answered or value is not None
+            if value:
+                flags.add(flag)
+    return flags if answered else None
+
+
 def last_level_cache_bytes() -> int:
-    """Size of the highest-level data/unified cache of CPU 0 (sysfs), else 0."""
+    """Size of the highest-level data/unified cache of CPU 0 (sysfs; on macOS sysctl's L3, else the performance
+    cores' L2, else the L2), else 0."""
     import re
     from pathlib import Path
 
+    if _darwin():
+        for name in ("hw.l3cachesize", "hw.perflevel0.l2cachesize", "hw.l2cachesize"):
+            size = _sysctl_int(name)
+            if size:
+                return size
+        return 0
     best = (0, 0)
     for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
@@ -139,9 +195,15 @@ def last_level_cache_bytes() -> int:
 
 
 def cpu_model() -> str:
+    """The CPU's name: /proc/cpuinfo's ``model name``, on macOS sysctl's ``machdep.cpu.brand_string`` ("Apple M2
+    Pro"), else what the platform module says (on Apple Silicon only "arm")."""
     import platform
     from pathlib import Path
 
+    if _darwin():
+        brand = _sysctl("machdep.cpu.brand_string")
+        if brand:
+            return brand
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -158,10 +220,13 @@ INT8_INSTRUCTIONS = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "asimddot", 
 
 def int8_instructions(cpuinfo: str | None = None) -> list[str] | None:
     """Which of ``INT8_INSTRUCTIONS`` this CPU has, from ``cpuinfo`` (default: /proc/cpuinfo's first
-    ``flags`` or ``Features`` line); None when /proc/cpuinfo cannot be read. An int8 model's results depend on
-    the kernels these select, so an int8 check holds for the CPU it ran on."""
+    ``flags`` or ``Features`` line; on macOS sysctl's ``hw.optional`` names); None when neither can be read. An
+    int8 model's results depend on the kernels these select, so an int8 check holds for the CPU it ran on."""
     from pathlib import Path
 
+    if cpuinfo is None and _darwin():
+        have = _darwin_flags(INT8_INSTRUCTIONS)
+        return None if have is None else [f for f in INT8_INSTRUCTIONS if f in have]
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -184,10 +249,14 @@ CPU_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnn
 def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
     """What a benchmark records of the CPU it ran on: the model name, /proc/cpuinfo's family/model/stepping (a
     VM may show only "AMD EPYC", which these tell apart), which of ``CPU_FEATURES`` it has, the logical CPUs
-    and those this process may use. Fields /proc/cpuinfo does not give are None."""
+    and those this process may use. Fields /proc/cpuinfo does not give are None (on macOS the features come from
+    sysctl, and the family/model/stepping are None: the brand string names the chip)."""
     from pathlib import Path
 
-    if cpuinfo is None:
+    darwin = cpuinfo is None and _darwin()
+    if darwin:
+        cpuinfo = ""
+    elif cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
@@ -200,10 +269,12 @@ def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
             continue
         key, _, value = line.partition(":")
         first.setdefault(key.strip(), value.strip())
-    flags = set((first.get("flags") or first.get("Features") or "").split())
+    flags: set[str] | None = set((first.get("flags") or first.get("Features") or "").split()) or None
+    if darwin:
+        flags = _darwin_flags(CPU_FEATURES)
     return {"model": cpu_model(),
             "family": first.get("cpu family"), "model_number": first.get("model"), "stepping": first.get("stepping"),
-            "features": [f for f in CPU_FEATURES if f in flags] if flags else None,
+            "features": None if flags is None else [f for f in CPU_FEATURES if f in flags],
             "logical_cpus": os.cpu_count(), "affinity_cpus": len(os.sched_getaffinity(0))
             if hasattr(os, "sched_getaffinity") else None}
 
