@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,18 +61,17 @@ RUN_KEYS = ("code_version", "date", "when", "command", "cpu", "cpu_facts", "mach
 
 
 def cpu_facts() -> dict:
-    """Whether the CPU has the int8 dot-product instructions ONNX Runtime and oneDNN use (lscpu's flags); the
-    model name is ``provenance``'s ``cpu``."""
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        text = ""
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    flags = set(fields.get("Flags", "").split())
-    return {"cpu_family_model": f"{fields.get('CPU family', '?').strip()}/{fields.get('Model', '?').strip()}",
-            "affinity_cpus": len(os.sched_getaffinity(0)), "avx2": "avx2" in flags,
-            "avx512_vnni": "avx512_vnni" in flags, "avx_vnni": "avx_vnni" in flags,
-            "amx_int8": "amx_int8" in flags}
+    """Whether the CPU has the int8 dot-product instructions ONNX Runtime and oneDNN use, its family/model and the
+    CPUs this process may use, from ``lgp_edge.profiling.host`` (/proc/cpuinfo, or sysctl on macOS: the same
+    values lscpu shows on Linux); the model name is ``provenance``'s ``cpu``."""
+    from lgp_edge.profiling.host import cpu_facts as host_facts
+    from lgp_edge.profiling.host import usable_cpus
+
+    facts = host_facts()
+    flags = set(facts["features"] or ())
+    return {"cpu_family_model": f"{facts['family'] or '?'}/{facts['model_number'] or '?'}",
+            "affinity_cpus": usable_cpus(), "avx2": "avx2" in flags, "avx512_vnni": "avx512_vnni" in flags,
+            "avx_vnni": "avx_vnni" in flags, "amx_int8": "amx_int8" in flags}
 
 
 def random_pool(ancestry: str, depth: int):

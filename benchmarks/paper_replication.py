@@ -59,7 +59,7 @@ from lgp_edge.pool.evaluate import evaluate_pool, instance_top1
 from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
 from lgp_edge.pool.pool import load_pool
 from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
-from lgp_edge.profiling.host import cpu_facts, cpu_model
+from lgp_edge.profiling.host import cpu_facts, cpu_model, usable_cpu_ids
 from lgp_edge.progress import stderr_reporter
 from lgp_edge.train import TrainConfig
 
@@ -991,7 +991,8 @@ def job_argv(argv: list[str]) -> list[str]:
 
 def run_jobs(jobs: list[Job], argv: list[str], n: int, work: Path, workers: int = 0) -> None:
     """Run ``jobs`` as child processes of this script, at most ``n`` at once, each on one thread pinned to its
-    own core (and ``workers`` more cores for its loader workers); a job starts when the jobs it needs are done.
+    own core (and ``workers`` more cores for its loader workers; unpinned where the system has no CPU affinity
+    call, as on macOS); a job starts when the jobs it needs are done.
     Each child's log goes to ``work/logs/<job>.log``. The first failure stops the others and raises SystemExit
     naming its log."""
     running: dict[int, tuple[Job, subprocess.Popen, float]] = {}  # lane -> job; what must stop if this run stops
@@ -1014,7 +1015,10 @@ def run_jobs(jobs: list[Job], argv: list[str], n: int, work: Path, workers: int 
 
 def _schedule(jobs: list[Job], running: dict[int, tuple[Job, subprocess.Popen, float]], argv: list[str], n: int,
               logs: Path, width: int = 1) -> None:
-    cpus = sorted(os.sched_getaffinity(0))
+    cpus = usable_cpu_ids()
+    pin = hasattr(os, "sched_setaffinity")  # Linux; macOS cannot pin a process to cores
+    if not pin:
+        log.info("lanes are not pinned to cores: this system has no CPU affinity call (%d CPUs)", len(cpus))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     logs.mkdir(parents=True, exist_ok=True)
     pending, done = list(jobs), set()
@@ -1030,9 +1034,10 @@ def _schedule(jobs: list[Job], running: dict[int, tuple[Job, subprocess.Popen, f
             with open(logs / f"{job.name}.log", "w") as f:
                 proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
             mine = sorted({cpus[(lane * width + i) % len(cpus)] for i in range(width)})
-            os.sched_setaffinity(proc.pid, mine)  # its loader workers inherit these cores
+            if pin:
+                os.sched_setaffinity(proc.pid, mine)  # its loader workers inherit these cores
             running[lane] = (job, proc, time.time())
-            log.info("lane %d: started %s (cpu %s)", lane, job.name, ",".join(map(str, mine)))
+            log.info("lane %d: started %s%s", lane, job.name, f" (cpu {','.join(map(str, mine))})" if pin else "")
         if not running:
             raise SystemExit(f"jobs {[j.name for j in pending]} wait for jobs that never ran")
         time.sleep(2)

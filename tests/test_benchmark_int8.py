@@ -69,3 +69,38 @@ def test_int8_benchmark_quick_run_and_readme_table(tiny_pool: Path, tmp_path: Pa
             bench.main([*bad, "--part", "accuracy"])
         assert e.value.code == 2 and needle in capsys.readouterr().err
     assert out.read_bytes() == before and not (tmp_path / "none.json").exists()
+
+
+def test_cpu_facts_where_the_os_has_no_affinity_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS has no os.sched_getaffinity and no lscpu: the machine facts come from the library's, under the keys
+    the committed int8.json and the README renderer read."""
+    import os
+
+    bench = _module("int8")
+    here = bench.cpu_facts()
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    facts = bench.cpu_facts()
+    assert set(facts) == {"cpu_family_model", "affinity_cpus", "avx2", "avx512_vnni", "avx_vnni", "amx_int8"}
+    assert facts["affinity_cpus"] == (os.cpu_count() or 1)
+    assert {k: v for k, v in facts.items() if k != "affinity_cpus"} == {k: v for k, v in here.items()
+                                                                       if k != "affinity_cpus"}
+    assert all(isinstance(facts[k], bool) for k in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+def test_cpu_facts_match_lscpu_on_linux() -> None:
+    """The same values lscpu gave, so results measured before and after read alike."""
+    import os
+    import shutil
+    import subprocess
+
+    if not shutil.which("lscpu") or not hasattr(os, "sched_getaffinity"):
+        pytest.skip("needs lscpu and CPU affinity (Linux)")
+    text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False, env={**os.environ, "LC_ALL": "C"})
+    fields = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in text.stdout.splitlines() if ":" in ln)}
+    if "CPU family" not in fields or "Flags" not in fields:
+        pytest.skip("lscpu shows no x86 family and flags here")
+    flags = set(fields["Flags"].split())
+    facts = _module("int8").cpu_facts()
+    assert facts == {"cpu_family_model": f"{fields['CPU family']}/{fields['Model']}",
+                     "affinity_cpus": len(os.sched_getaffinity(0)),
+                     **{k: k in flags for k in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8")}}

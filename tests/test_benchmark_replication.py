@@ -553,6 +553,23 @@ def test_jobs_plan_orders_dependencies_and_strips_own_flags(tmp_path: Path) -> N
         assert e.value.code == 2
 
 
+def test_jobs_run_where_processes_cannot_be_pinned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """macOS has neither os.sched_getaffinity nor os.sched_setaffinity: the lanes run unpinned, said once."""
+    import logging
+    import os
+
+    bench = _bench()
+    for name in ("sched_getaffinity", "sched_setaffinity"):
+        monkeypatch.delattr(os, name, raising=False)
+    jobs = [bench.Job("broken", "lgp6", (), (), 1.0), bench.Job("broken2", "lgp9", (), (), 1.0)]
+    with caplog.at_level(logging.INFO, logger=bench.log.name), pytest.raises(SystemExit, match="job broken2? failed"):
+        bench.run_jobs(jobs, ["--ancestry", "no_such_ancestry"], 2, tmp_path)
+    said = [r.getMessage() for r in caplog.records if "pinned" in r.getMessage()]
+    assert len(said) == 1 and "not pinned" in said[0], said
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["broken.log", "broken2.log"]
+
+
 def test_stage_marker_is_written_whole_and_a_torn_one_means_not_done(tmp_path: Path) -> None:
     bench = _bench()
     st = bench.Stages(tmp_path)

@@ -17,12 +17,19 @@ if TYPE_CHECKING:
 GEMM_ENGINES = ("torch", "onnxruntime", "openvino")
 
 
+def usable_cpu_ids() -> list[int]:
+    """The CPUs this process may run on, sorted (its affinity mask, e.g. a cgroup cpuset); where the system has no
+    affinity calls (macOS) or they fail, every CPU of the machine."""
+    try:
+        ids = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        ids = []
+    return ids or list(range(os.cpu_count() or 1))
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask, e.g. a cgroup cpuset), else the machine's count."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    return len(usable_cpu_ids())
 
 
 def default_threads(target: TargetSpec) -> int:
