@@ -187,6 +187,36 @@ def test_import_of_a_good_file_still_works(pool, env, capsys):
         assert sorted(r.descendant_key for r in s.records()) == ["b6.0-5", KEY]
 
 
+# the ISO 8601 forms a record's "when" may take, judged alike on every supported Python (3.10's
+# datetime.fromisoformat refuses "Z" and one-digit fractions, 3.11's accepts the basic format and week dates)
+WHEN_ACCEPTED = ("2026-01-01T00:00:00+00:00", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00.5Z",
+                 "2026-01-01T00:00:00.123+02:00", "2026-01-01T00:00:00.123456-05:30", "2026-01-01 00:00:00Z",
+                 "2026-01-01T00:00:00", "2026-01-01T00:00", "2026-01-01T00:00Z", "2026-01-01")
+WHEN_REFUSED = ("20260101T000000Z", "2026-W01-1", "2026-001", "2026-01-01T00:00:00,5+00:00", "2026-01-01T00:00:00z",
+                "2026-01-01T00:00:00+0000", "2026-01-01T00:00:00+00", "2026-01-01T00:00:00+00:00:00",
+                "2026-01-01T00:00:00.1234567Z", "2026-01-01x00:00:00", "2026-01-01T00", "2026-13-01T00:00:00Z",
+                "2026-01-01T24:00:00Z", "2026-01-01T00:00:00+24:00", " 2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z\n",
+                "\u0662\u0660\u0662\u0666-01-01", "")
+
+
+def test_when_is_judged_alike_on_every_python() -> None:
+    from lgp_edge.profiling.latency_file import import_problem
+
+    for when in WHEN_ACCEPTED:
+        assert import_problem({"target": "jetson", "when": when}) is None, when
+    for when in WHEN_REFUSED:
+        problem = import_problem({"target": "jetson", "when": when})
+        assert problem and problem.startswith("when must be an ISO 8601 time"), when
+
+
+def test_import_takes_a_when_in_utc_with_z(pool, env, capsys):
+    """What lgp-edge's own pool records write ("...Z") imports on Python 3.10 as on 3.11."""
+    pool_id = load_pool(pool)[0].pool_id
+    f = _records_file(env["root"] / "t.json", pool_id, when="2026-01-01T00:00:00.5Z")
+    rc, err = run_cli(["profile", "--import", str(f), "--store", str(env["store"])], capsys)
+    assert rc == 0, err
+
+
 # ------------------------------------------------------------------------------- 5: host calibration note
 def test_calibration_note_names_the_missing_store_and_how_to_create_it(env, monkeypatch, caplog):
     from lgp_edge.profiling import roofline

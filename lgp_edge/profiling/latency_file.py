@@ -79,6 +79,26 @@ def check_record(r: LatencyRecord) -> None:
 #: What a run of target 'cpu' records about the machine it ran on (``profiling.host.host_versions``).
 HOST_KEYS = ("host_cpu", "host_logical_cpus")
 
+# The ISO 8601 times a record's "when" may hold: a date, optionally with a time to the minute or second (T or a
+# space between, fractions of 1 to 6 digits) and an offset, Z or +HH:MM. ``datetime.fromisoformat`` alone would
+# judge files differently per Python: 3.10's refuses "Z" and a 1-digit fraction, 3.11's also takes the basic
+# format ("20260101T000000Z") and week dates.
+_WHEN = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})"
+                   r"(?:[T ]([0-9]{2}:[0-9]{2}(?::[0-9]{2})?)(?:\.([0-9]{1,6}))?(Z|[+-][0-9]{2}:[0-9]{2})?)?")
+
+
+def parse_when(text: str) -> datetime:
+    """``text`` as a time if it is one of the ISO 8601 forms above (ValueError if not, or out of range), the
+    same on every supported Python."""
+    m = _WHEN.fullmatch(text)
+    if m is None or (m.group(3) is not None and len(m.group(2)) != 8):  # a fraction needs seconds
+        raise ValueError(f"not an ISO 8601 time: {text!r}")
+    day, clock, fraction, zone = m.groups()
+    if clock is None:
+        return datetime.fromisoformat(day)
+    fraction = f".{fraction.ljust(6, '0')}" if fraction else ""
+    return datetime.fromisoformat(f"{day}T{clock}{fraction}{'+00:00' if zone == 'Z' else zone or ''}")
+
 
 def import_problem(row: dict) -> str | None:
     """The stricter rules of a record read from a file (a board's, or one left beside a store), beyond every
@@ -92,7 +112,7 @@ def import_problem(row: dict) -> str | None:
         return f"pool_id {row['pool_id']!r} is not a pool id"
     if "when" in row:
         try:
-            datetime.fromisoformat(row["when"])
+            parse_when(row["when"])
         except ValueError:
             return f"when must be an ISO 8601 time like '2026-01-01T00:00:00+00:00', got {row['when']!r}"
     unnamed = [k for k in HOST_KEYS if k not in (row.get("tool_versions") or {})]
