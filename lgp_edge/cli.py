@@ -1,6 +1,7 @@
 """The ``lgp-edge`` command line: parses arguments, calls one stage function, maps errors to exit codes.
 
-Exit codes: 0 ok, 1 validation failed, 2 usage or input error (one line on stderr, nothing written), 130
+Exit codes: 0 ok, 1 validation failed, 2 usage or input error (one line on stderr, nothing written; also on
+Windows, which lgp-edge does not support, at the start), 130
 interrupted (Ctrl-C), 143 terminated (SIGTERM), 141 the reader of stdout went away.
 Each subcommand lives in ``lgp_edge.commands.<name>`` with ``register(subparsers)``; heavy libraries are
 imported only inside the handlers, so ``lgp-edge --help`` stays fast.
@@ -190,7 +191,13 @@ def _logging(verbose: bool) -> Iterator[HeldWarnings | None]:
         HELD.clear()
 
 
+UNSUPPORTED_OS = "lgp-edge runs on Linux and macOS; on Windows use WSL2"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if os.name == "nt":  # before anything: its writer locks and atomic swaps are POSIX-only
+        _say(f"lgp-edge: error: {UNSUPPORTED_OS}")
+        return 2
     with _terminal():
         try:
             args = build_parser().parse_args(argv)

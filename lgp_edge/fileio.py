@@ -110,10 +110,11 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
 
 
 def tree_sha256(path: Path) -> str:
-    """sha256 over a directory's files (relative path + contents, sorted), e.g. an .mlpackage."""
+    """sha256 over a directory's files (relative path with '/' separators + contents, sorted), e.g. an
+    .mlpackage: the same on every OS."""
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(path)).encode() + b"\0")
+        h.update(f.relative_to(path).as_posix().encode() + b"\0")
         with open(f, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 h.update(chunk)

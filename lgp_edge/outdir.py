@@ -26,7 +26,6 @@ from __future__ import annotations
 import atexit
 import ctypes
 import errno
-import fcntl
 import logging
 import os
 import re
@@ -361,6 +360,8 @@ def _lock_file(real: Path) -> str:
 @contextmanager
 def output_lock(path: str | Path) -> Iterator[None]:
     """Exclusive writer lock ``.NAME.lock`` beside ``path`` (flock; gone with the process that held it)."""
+    import fcntl  # POSIX only, imported here so that importing lgp-edge works anywhere (it runs on Linux, macOS)
+
     lock = _lock_file(real_out(path))
     if lock in _held:
         _held[lock] += 1

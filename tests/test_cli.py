@@ -275,6 +275,20 @@ def test_completion_bad_shell_is_one_line_exit_2(capsys: pytest.CaptureFixture[s
     assert cap.out == "" and len(cap.err.strip().splitlines()) == 1 and "tcsh" in cap.err
 
 
+# the start of a command on Windows (os.name "nt", no fcntl), which lgp-edge does not support
+WINDOWS = ("import os, sys; sys.modules['fcntl'] = None; from lgp_edge.cli import main; os.name = 'nt'; "
+           "raise SystemExit(main(sys.argv[1:]))")
+
+
+@pytest.mark.parametrize("argv", [["pool", "info", "demo"], ["report", "--out", "r"], ["--version"]])
+def test_windows_is_refused_at_the_start_in_one_line(argv: list[str], tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-c", WINDOWS, *argv], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert run.returncode == 2 and run.stdout == "", run.stderr
+    assert run.stderr == "lgp-edge: error: lgp-edge runs on Linux and macOS; on Windows use WSL2\n"
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------------------------------------ code shape
 def test_command_functions_are_short() -> None:
     files = [ROOT / "lgp_edge" / "cli.py", *sorted((ROOT / "lgp_edge" / "commands").glob("*.py"))]

@@ -123,3 +123,30 @@ def test_a_lock_that_is_a_symbolic_link_is_never_followed(tmp_path: Path, capsys
     lines = error_lines(err)
     assert rc == 2 and len(lines) == 1 and "symbolic link" in lines[0], err
     assert not (outside / "created-by-lgp-edge").exists() and not out.exists()
+
+
+def test_output_directories_import_without_fcntl() -> None:
+    """fcntl (the writer lock's flock) is POSIX-only; lgp_edge.outdir imports it where it locks, so importing
+    lgp-edge's modules never fails on a system without it."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['fcntl'] = None; import lgp_edge.outdir, lgp_edge.fileio, lgp_edge.cli; "
+            "print('ok')")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0 and run.stdout == "ok\n", run.stderr
+
+
+def test_a_directory_artifacts_hash_names_its_files_with_forward_slashes(tmp_path: Path) -> None:
+    """The hash of an .mlpackage is the same on every OS: relative paths as POSIX paths, whatever os.sep is."""
+    import hashlib
+
+    pkg = tmp_path / "model.mlpackage"
+    (pkg / "Data" / "weights").mkdir(parents=True)
+    (pkg / "Manifest.json").write_bytes(b"{}")
+    (pkg / "Data" / "weights" / "weight.bin").write_bytes(b"w" * 10)
+    h = hashlib.sha256()
+    for name, data in (("Data/weights/weight.bin", b"w" * 10), ("Manifest.json", b"{}")):
+        h.update(name.encode() + b"\0" + data)
+    assert tree_sha256(pkg) == h.hexdigest()
