@@ -42,7 +42,8 @@ from lgp_edge.fileio import default_mode, json_loads
 log = logging.getLogger(__name__)
 
 MAX_NAME_BYTES = 200  # OUT's last component; leaves room for ".NAME.tmp-PID-XXXXXXXX" and ".failed" in 255
-MAX_PATH_BYTES = 3800  # absolute path of OUT; leaves room for the files inside below PATH_MAX (4096)
+MAX_PATH_BYTES = 3800  # absolute path of OUT; leaves room for the files inside below Linux's PATH_MAX (4096)
+_LINUX_PATH_MAX = 4096
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -64,10 +65,26 @@ def check_path(path: str | Path, what: str = "output") -> Path:
         raise UsageError(f"{what} name '{p.name[:40]}…' is {len(p.name.encode())} bytes long; at most "
                          f"{MAX_NAME_BYTES} bytes are allowed")
     full = os.path.abspath(text)
-    if len(full.encode()) > MAX_PATH_BYTES:
-        raise UsageError(f"{what} path is {len(full.encode())} bytes long; at most {MAX_PATH_BYTES} bytes are "
-                         "allowed")
+    limit = max_path_bytes(full)
+    if len(full.encode()) > limit:
+        raise UsageError(f"{what} path is {len(full.encode())} bytes long; at most {limit} bytes are allowed")
     return p
+
+
+def max_path_bytes(path: str | Path) -> int:
+    """The longest absolute path OUT may have where ``path`` would be: the file system's PATH_MAX (``pathconf`` of
+    the nearest existing folder; macOS's is 1024) less the same share ``MAX_PATH_BYTES`` leaves of Linux's 4096
+    for the files inside, else ``MAX_PATH_BYTES``."""
+    q = os.path.abspath(path)
+    while not os.path.isdir(q) and os.path.dirname(q) != q:
+        q = os.path.dirname(q)
+    try:
+        path_max = os.pathconf(q, "PC_PATH_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or no such limit here
+        return MAX_PATH_BYTES
+    if not isinstance(path_max, int) or path_max <= 0:  # -1: no limit reported
+        return MAX_PATH_BYTES
+    return path_max * MAX_PATH_BYTES // _LINUX_PATH_MAX
 
 
 def _nearest_existing(p: Path) -> Path:

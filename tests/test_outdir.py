@@ -150,3 +150,51 @@ def test_a_directory_artifacts_hash_names_its_files_with_forward_slashes(tmp_pat
     for name, data in (("Data/weights/weight.bin", b"w" * 10), ("Manifest.json", b"{}")):
         h.update(name.encode() + b"\0" + data)
     assert tree_sha256(pkg) == h.hexdigest()
+
+
+def _path_of(base: Path, size: int) -> Path:
+    """A path below ``base`` of exactly ``size`` bytes (names of at most 200 bytes)."""
+    left, p = size - len(str(base).encode()), base
+    while left > 0:
+        n = min(200, left - 1)
+        p, left = p / ("d" * n), left - n - 1
+    assert len(str(p).encode()) == size
+    return p
+
+
+def test_a_path_longer_than_this_systems_path_max_allows_is_refused_up_front(tmp_path: Path, monkeypatch, capsys,
+                                                                            tiny_pool: Path) -> None:
+    """macOS's PATH_MAX is 1024, not Linux's 4096: a 1,000-byte --out leaves no room for the files inside it."""
+    import os
+
+    import pytest
+    from helpers import error_lines, run_cli
+
+    from lgp_edge.errors import UsageError
+    from lgp_edge.outdir import check_output_dir
+
+    out = _path_of(tmp_path, 1000)
+    check_output_dir(out, False, kind="export")  # Linux: room enough
+    assert list(tmp_path.iterdir()) == []
+    real = os.pathconf
+    monkeypatch.setattr(os, "pathconf", lambda p, name: 1024 if name == "PC_PATH_MAX" else real(p, name))
+    with pytest.raises(UsageError, match="output path is 1000 bytes long; at most 950 bytes are allowed"):
+        check_output_dir(out, False, kind="export")
+    check_output_dir(_path_of(tmp_path, 950), False, kind="export")
+    assert list(tmp_path.iterdir()) == []
+    rc, err = run_cli(["export", "--pool", str(tiny_pool), "--target", "raspberry-pi-5", "--format", "onnx",
+                       "--out", str(out), "--quiet"], capsys)
+    assert rc == 2 and error_lines(err) == ["lgp-edge: error: output path is 1000 bytes long; at most 950 bytes are "
+                                            "allowed"], err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_path_limit_without_pathconf_is_linuxs(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    from lgp_edge import outdir
+
+    monkeypatch.delattr(os, "pathconf", raising=False)
+    assert outdir.max_path_bytes(tmp_path) == outdir.MAX_PATH_BYTES == 3800
+    monkeypatch.setattr(os, "pathconf", lambda p, name: -1, raising=False)  # no limit reported
+    assert outdir.max_path_bytes(tmp_path / "a" / "b") == 3800
