@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 
 from lgp_edge import __version__
 from lgp_edge.commands.common import HELD, HeldWarnings
-from lgp_edge.errors import LgpEdgeError
+from lgp_edge.errors import WRITE_ERRNOS, LgpEdgeError, write_failed
 
 COMMAND_MODULES = (
     "ancestry",
@@ -222,22 +222,30 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None, held: HeldWarning
     try:
         return int(args.func(args) or 0)
     except LgpEdgeError as exc:
-        if held is not None and exc.exit_code == 2:
-            held.drop()  # bad input: its one line says what matters
-        _show(held)
-        _say(f"lgp-edge: error: {exc}")
-        return exc.exit_code
+        return _failed(exc, held)
     except (KeyboardInterrupt, Terminated) as exc:
         return _stopped(exc, held)
     except BrokenPipeError:  # the reader went away (lgp-edge ... | head): stop quietly, as SIGPIPE would
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe, not even at exit
         return 141
+    except OSError as exc:  # a full disk, a read-only file system...: the environment's, not a bug
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        return _failed(write_failed(exc, elsewhere=""), held)
     finally:
         _show(held)
         outdir = sys.modules.get("lgp_edge.outdir")
         if outdir is not None:
             outdir.release()  # the writer locks of output directories this command did not get to publish
+
+
+def _failed(exc: LgpEdgeError, held: HeldWarnings | None) -> int:
+    if held is not None and exc.exit_code == 2:
+        held.drop()  # bad input: its one line says what matters
+    _show(held)
+    _say(f"lgp-edge: error: {exc}")
+    return exc.exit_code
 
 
 def _show(held: HeldWarnings | None) -> None:

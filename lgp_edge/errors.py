@@ -1,11 +1,14 @@
 """The exceptions the CLI turns into one-line messages and exit codes.
 
 Library code raises these (never ``SystemExit``); ``lgp_edge.cli`` maps them to exit codes:
-``UsageError`` and its kin -> 2, ``ValidationFailed`` -> 1.
+``UsageError`` and its kin -> 2, ``ValidationFailed`` -> 1; an ``OSError`` of ``WRITE_ERRNOS`` that no write
+point turned into a ``WriteFailed`` -> 2 as well (one line naming its path), any other exception is a bug.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 
@@ -77,3 +80,33 @@ class ValidationFailed(LgpEdgeError):
     """An exported artifact disagrees with the torch descendant beyond tolerance."""
 
     exit_code = 1
+
+
+class WriteFailed(LgpEdgeError):
+    """A write the environment refused: a full disk or quota, a read-only file system, no permission, the
+    file-size limit, an I/O error. Nothing half-written is left; the message names the path."""
+
+
+#: errnos of a write (or an access) the environment refused, not of a bug: reported in one line, exit code 2
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG, errno.EIO})
+
+_WRITE_FIXES = {
+    errno.ENOSPC: ("no space left on device", "free space there"),
+    errno.EDQUOT: ("disk quota exceeded", "free space there"),
+    errno.EROFS: ("read-only file system", "make it writable"),
+    errno.EACCES: ("permission denied", "give this user access to it"),
+    errno.EFBIG: ("file too large", "raise the file-size limit (ulimit -f)"),
+    errno.EIO: ("input/output error", "check the device (dmesg)"),
+}
+
+
+def write_failed(exc: OSError, path: str | Path | None = None, elsewhere: str = "write elsewhere") -> WriteFailed:
+    """The one-line error for ``exc`` (an errno of ``WRITE_ERRNOS``) writing ``path``: what went wrong, where,
+    and what to do (``elsewhere``: the other way out, none when empty). Without ``path``, the path ``exc``
+    names, if any, which may have been read as well as written."""
+    what, fix = _WRITE_FIXES.get(exc.errno or 0, (exc.strerror or str(exc), "check it"))
+    if path is not None:
+        what += f" writing '{os.fsdecode(path)}'"
+    elif exc.filename is not None:
+        what += f" at '{os.fsdecode(exc.filename)}'"
+    return WriteFailed(f"{what}: {fix}" + (f", or {elsewhere}" if elsewhere else ""))

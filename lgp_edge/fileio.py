@@ -7,15 +7,18 @@ the destination: a reader sees the old file or the new one, never a torn one. Wh
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import resource
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lgp_edge.errors import UsageError
+from lgp_edge.errors import WRITE_ERRNOS, UsageError, write_failed
 
 
 def default_mode(directory: bool) -> int:
@@ -34,9 +37,17 @@ def plain_modes(path: Path) -> None:
 
 
 def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` for a temporary file beside ``path``, fsync it, rename it to ``path``."""
+    """Call ``write(tmp_path)`` for a temporary file beside ``path``, fsync it, rename it to ``path``.
+
+    A write the environment refuses (a full disk, a read-only file system, ...: ``WRITE_ERRNOS``) is a
+    WriteFailed naming ``path``, which is left as it was."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        raise write_failed(exc, path) from None
     os.close(fd)
     try:
         write(tmp)
@@ -44,8 +55,10 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, default_mode(directory=False))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            raise write_failed(exc, path) from None
         raise
     return path
 
@@ -62,10 +75,43 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
 
 def save_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """``safetensors.torch.save_file`` with the umask's permissions (it creates its files 0600)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    save_file(tensors, str(path), metadata=metadata)
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as exc:  # a failed write is its own error type, the errno only in the text
+        code = re.search(r"os error (\d+)", str(exc))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), str(path)) from exc
     os.chmod(path, default_mode(directory=False))
+
+
+def write_problem(folder: str | Path, need: int = 0) -> int | None:
+    """Why a tool that reports a failed write without its cause (OpenVINO: "iostream error", SQLite: "disk I/O
+    error") could not write into ``folder``, found after the fact: ENOSPC when fewer than ``need`` bytes are
+    free there, the errno of a probe file written there (a full disk, a read-only file system, no permission),
+    else EFBIG when a file-size limit (``ulimit -f``) is set at all, the one cause left that no probe finds (the
+    file that hit it is gone: OpenVINO removes what it wrote); None when nothing explains it."""
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    limited = soft != resource.RLIM_INFINITY
+    try:
+        st = os.statvfs(folder)
+        if st.f_bavail * st.f_frsize < need:
+            return errno.ENOSPC
+        fd, probe = tempfile.mkstemp(prefix=".lgp-edge-probe-", dir=folder)
+    except OSError as exc:
+        return exc.errno
+    try:
+        os.write(fd, bytes(min(1 << 16, soft - 1) if limited else 1 << 16))
+        os.fsync(fd)
+    except OSError as exc:
+        return exc.errno
+    finally:
+        os.close(fd)
+        os.unlink(probe)
+    return errno.EFBIG if limited else None
 
 
 #: The largest settings file (target, profile TOML) read: they are a few hundred bytes.

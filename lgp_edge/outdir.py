@@ -36,7 +36,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from lgp_edge.errors import LockIsLink, OutputBusy, UsageError
+from lgp_edge.errors import WRITE_ERRNOS, LockIsLink, OutputBusy, UsageError, write_failed
 from lgp_edge.fileio import default_mode, json_loads
 
 log = logging.getLogger(__name__)
@@ -106,12 +106,26 @@ def check_writable(path: str | Path) -> None:
     missing permissions are found even for root).
     """
     p = Path(path)
-    base = _nearest_existing(p)
+    _probe(_nearest_existing(p), f"cannot write output '{p}'", "choose another --out")
+
+
+#: the way out when a pool updated in place cannot be written there
+POOL_COPY = "copy the pool elsewhere and use the copy"
+
+
+def check_in_place(path: str | Path, *, swapped: bool = True) -> None:
+    """Fail now, not after minutes of work, when a directory updated in place (a pool: its checkpoints and
+    results are written in it) rejects a new entry, or, when it is ``swapped`` for a new one, its folder does."""
+    p = Path(path)
+    for base in (Path(os.path.abspath(p)).parent, p) if swapped else (p,):
+        _probe(base, f"cannot update '{p}' in place", f"make it writable, or {POOL_COPY}")
+
+
+def _probe(base: Path, what: str, fix: str) -> None:
     try:
         probe = tempfile.mkdtemp(prefix=".lgp-edge-probe-", dir=base)
     except OSError as exc:
-        raise UsageError(f"cannot write output '{p}': '{base}' does not accept new files "
-                         f"({exc.strerror or exc}); choose another --out") from None
+        raise UsageError(f"{what}: '{base}' does not accept new files ({exc.strerror or exc}); {fix}") from None
     os.rmdir(probe)
 
 
@@ -286,6 +300,7 @@ def claim_in_place(path: str | Path) -> None:
     real = real_out(path)
     _check_not_cwd(Path(path), real)  # first: '.' is the current directory, not a path without a name
     check_path(real)
+    check_in_place(real)
     _claim(real)
 
 
@@ -468,16 +483,19 @@ def recover_unlocked(path: str | Path) -> None:
 
 
 @contextmanager
-def atomic_dir(path: str | Path) -> Iterator[str]:
+def atomic_dir(path: str | Path, elsewhere: str = "choose another --out") -> Iterator[str]:
     """A temporary directory beside ``path`` (same filesystem, so ``replace_dir`` moves it into place).
 
     Holds the writer lock for ``path`` throughout and first cleans what killed runs left (``recover``).
     Whatever is left of the temporary directory when the block ends (an error before ``replace_dir``) is
-    removed.
+    removed. A write the environment refuses in the block (an OSError of ``WRITE_ERRNOS`` naming no file, a
+    file in the temporary directory or beside it) is a WriteFailed naming the file as it would be in ``path``,
+    with ``elsewhere`` as the other way out than freeing space or making the folder writable.
     """
     p = real_out(check_path(path))
-    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = None
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
         with output_lock(p):
             recover(p)
             tmp = tempfile.mkdtemp(prefix=f".{p.name}.tmp-{os.getpid()}-", dir=p.parent)
@@ -485,8 +503,24 @@ def atomic_dir(path: str | Path) -> Iterator[str]:
                 yield tmp
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        shown = _written(exc, p, tmp)
+        if exc.errno not in WRITE_ERRNOS or shown is None:
+            raise
+        raise write_failed(exc, shown, elsewhere) from None
     finally:
         release(p)  # the output is published (or the run failed): the claim of the check before the work ends
+
+
+def _written(exc: OSError, p: Path, tmp: str | None) -> Path | None:
+    """The path an OSError raised while writing output ``p`` in ``tmp`` is about, as it would be in ``p``: ``p``
+    when it names no file; None when it names a file neither in ``tmp`` nor beside it (an input)."""
+    if exc.filename is None:
+        return p
+    f = Path(os.path.abspath(os.fsdecode(exc.filename)))
+    if tmp is not None and (f == Path(tmp) or Path(tmp) in f.parents):
+        return p / f.relative_to(tmp)
+    return f if f.parent == p.parent or p in f.parents else None
 
 
 def _renameat2() -> Any:

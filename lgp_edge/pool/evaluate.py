@@ -8,6 +8,7 @@ from pathlib import Path
 from lgp_edge.datasets import ImageData, check_data_name, open_for_pool
 from lgp_edge.errors import DataError, UsageError
 from lgp_edge.fileio import write_json_atomic
+from lgp_edge.outdir import check_in_place
 from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, load_pool
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import DescendantRecord
@@ -51,6 +52,7 @@ def instance_top1(path: str | Path, data: str, *, max_images: int | None = None,
 def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_images: int | None = None,
                   reporter: Reporter = NULL, device: str = "cpu") -> PoolManifest:
     pool, manifest, ds = _pool_and_data(path, data)
+    check_in_place(path, swapped=False)  # the results are written into the pool: find out before evaluating
     if len(ds.val) == 0:
         raise DataError(f"--data {data} has no validation images")
     records = evaluate_descendants(pool, ds.val, batch_size=batch_size, max_images=max_images, reporter=reporter,

@@ -24,7 +24,7 @@ from lgp_edge.models.descendant import Descendant, build_descendant, count_param
 from lgp_edge.models.instances import create_auxiliary
 from lgp_edge.models.plan import descendant_flops, enumerate_descendants, stitch_specs
 from lgp_edge.models.stitch import make_stitch
-from lgp_edge.outdir import atomic_dir, foreign_entries, replace_dir
+from lgp_edge.outdir import POOL_COPY, atomic_dir, foreign_entries, replace_dir
 from lgp_edge.pool.manifest import (  # noqa: F401 (re-exported: pool.json is read through this module too)
     ANCESTRY,
     MANIFEST,
@@ -103,7 +103,8 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
     carried over too, except those named in ``drop`` (e.g. results that the new weights make stale).
     """
     dtype = {"float32": None, "float16": torch.float16}[storage_dtype]
-    with atomic_dir(path) as tmp:
+    in_place = keep_from is not None and Path(keep_from).resolve() == Path(path).resolve()
+    with atomic_dir(path, POOL_COPY if in_place else "choose another --out") as tmp:
         files: dict[str, str] = {}
         save_safetensors(_state(pool, dtype), os.path.join(tmp, WEIGHTS), metadata={"pool_id": pool.pool_id})
         if ancestry is not None:
@@ -124,7 +125,7 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
             f.write("\n")
         # Carry over lgp-edge's other files (descendants.json, checkpoints) from the directory being replaced;
         # what lgp-edge did not write there, replace_dir carries over itself.
-        if keep_from is not None and Path(keep_from).resolve() == Path(path).resolve():
+        if in_place:
             foreign = set(foreign_entries(path))
             for extra in Path(keep_from).iterdir():
                 if extra.name not in (WEIGHTS, ANCESTRY, TRANSFORMS, MANIFEST, *drop) and extra.name not in foreign:

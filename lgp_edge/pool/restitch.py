@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from lgp_edge.datasets import check_data_name, open_for_pool
 from lgp_edge.errors import UsageError
+from lgp_edge.outdir import claim_in_place
 from lgp_edge.pool.evaluate import DESCENDANTS
 from lgp_edge.pool.pool import PoolManifest, load_pool, load_pool_ancestry, load_pool_transforms, save_pool
 from lgp_edge.pool.stitch_init import (
@@ -65,6 +66,7 @@ def restitch_pool(req: RestitchRequest, cfg: TrainConfig, reporter: Reporter = N
         raise UsageError(f"--init must be one of {', '.join(INITS)}")
     if req.lstsq_images < 1 or req.stitch_steps < 0 or req.r2_images < 1 or not (0 < req.stitch_lr < 1):
         raise UsageError("--lstsq-images and --r2-images must be >= 1, --stitch-steps >= 0, --stitch-lr in (0, 1)")
+    claim_in_place(req.pool)  # the pool is replaced in place: one writer at a time, never the current directory
     pool, manifest = load_pool(req.pool)
     data = open_for_pool(req.data, manifest)  # lstsq-kd trains against the logits: the pool's classes
     t0 = time.time()

@@ -1,0 +1,207 @@
+"""Writes the environment refuses (a full disk, the file-size limit, a read-only pool): one line naming the path
+and what to do, exit code 2, nothing half-written and the earlier output intact.
+
+The faults are real where they can be made portably: the file-size limit (``RLIMIT_FSIZE`` with SIGXFSZ
+ignored, so a write past it fails with EFBIG as a full disk fails with ENOSPC) in a child process, and a
+read-only directory (permissions for a user, a read-only bind mount for root). A write that no limit can pick
+out alone is made to fail with ENOSPC at that write.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import error_lines, run_cli, snapshot
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "LGP_EDGE_STORE": str(tmp_path / "store.sqlite")}
+
+
+def run_limited(limit: int, argv: list[str], tmp_path: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``lgp-edge ARGV`` in a child process whose files may not grow past ``limit`` bytes (EFBIG beyond)."""
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-m", "lgp_edge", "-q", *argv], env=_env(tmp_path), capture_output=True,
+                          text=True, timeout=timeout, preexec_fn=limited)
+
+
+def one_line(stderr: str) -> str:
+    lines = error_lines(stderr)
+    assert len(lines) == 1 and lines[0].startswith("lgp-edge: error: "), stderr
+    return lines[0]
+
+
+def no_leftovers(folder: Path) -> None:
+    left = [p.name for p in folder.iterdir() if ".tmp" in p.name or p.name.endswith(".lock")]
+    assert not left, left
+
+
+@pytest.fixture
+def read_only(tmp_path: Path):
+    """``make(folder)``: ``folder`` becomes read-only until the test ends (permissions, or for root a read-only
+    bind mount; skipped where neither works)."""
+    undo = []
+
+    def make(folder: Path) -> None:
+        if os.geteuid() != 0:
+            for p in (folder, *folder.rglob("*")):
+                if p.is_dir():
+                    p.chmod(0o555)
+                    undo.append(lambda p=p: p.chmod(0o755))
+            return
+        bind = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True)
+        if bind.returncode != 0:
+            pytest.skip("needs a read-only directory: root without mount")
+        undo.append(lambda: subprocess.run(["umount", str(folder)], check=True))
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
+
+    yield make
+    for step in reversed(undo):
+        step()
+
+
+def test_an_environment_error_anywhere_is_one_line_and_exit_2_but_a_bug_is_not(capsys, monkeypatch):
+    from lgp_edge.commands import pool as pool_cmd
+
+    def full(args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/out/x.bin")
+
+    monkeypatch.setattr(pool_cmd, "_info", full)
+    rc, err = run_cli(["pool", "info"], capsys)
+    assert rc == 2
+    line = one_line(err)
+    assert "no space left on device" in line and "'/data/out/x.bin'" in line and "free space" in line
+
+    def bug(args):
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    monkeypatch.setattr(pool_cmd, "_info", bug)
+    with pytest.raises(OSError):
+        run_cli(["pool", "info"], capsys)
+
+
+def test_an_export_whose_onnx_file_meets_a_full_disk_exits_2_and_writes_nothing(tiny_pool, tmp_path, capsys,
+                                                                                  monkeypatch):
+    import onnx
+
+    save = onnx.save
+
+    def full(proto, f, *args, **kwargs):
+        if str(f).endswith("model.onnx"):  # the disk fills up half way through the file
+            Path(f).write_bytes(b"\0" * 100)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save(proto, f, *args, **kwargs)
+
+    monkeypatch.setattr(onnx, "save", full)
+    before = snapshot(tmp_path)
+    out = tmp_path / "exp"
+    rc, err = run_cli(["-q", "export", "--pool", str(tiny_pool), "--target", "cpu", "--descendant", "ti6.0-5",
+                       "--format", "onnx", "--data", "synthetic", "--val-images", "8", "--out", str(out)], capsys)
+    assert rc == 2, err
+    line = one_line(err)
+    assert "no space left on device" in line and str(out) in line and "--out" in line, line
+    assert snapshot(tmp_path) == before
+
+
+def test_an_openvino_ir_past_the_file_size_limit_exits_2_saying_so(tiny_pool, tmp_path):
+    """OpenVINO says only 'basic_ios::clear: iostream error' (the ONNX file, 48 KB, fits; the IR's XML,
+    135 KB, does not)."""
+    out = tmp_path / "exp"
+    done = run_limited(100_000, ["export", "--pool", str(tiny_pool), "--target", "cpu", "--descendant", "ti6.0-5",
+                                 "--format", "openvino", "--data", "synthetic", "--val-images", "8", "--out",
+                                 str(out)], tmp_path)
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert "file too large" in line and "ulimit -f" in line and str(out) in line, line
+    assert not out.exists()
+    no_leftovers(tmp_path)
+
+
+def test_a_report_whose_plot_cannot_be_written_exits_2_and_keeps_the_earlier_report(tiny_pool, tmp_path):
+    out = tmp_path / "rep"
+    argv = ["report", "--pool", str(tiny_pool), "--profile", "cpu", "--out", str(out)]
+    done = subprocess.run([sys.executable, "-m", "lgp_edge", "-q", *argv], env=_env(tmp_path), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    before = snapshot(out)
+    done = run_limited(4_000, [*argv, "--force"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert "file too large" in line and str(out) in line, line
+    assert snapshot(out) == before
+    no_leftovers(tmp_path)
+
+
+def test_fine_tuning_whose_checkpoint_cannot_be_written_exits_2_and_keeps_the_pool(tiny_pool, tmp_path):
+    """safetensors reports the failed write as its own error ('... File too large (os error 27)')."""
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_pool, pool)
+    before = {n: (pool / n).read_bytes() for n in ("pool.json", "weights.safetensors")}
+    done = run_limited(700_000, ["pool", "finetune", str(pool), "--data", "synthetic", "--epochs", "1",
+                                 "--max-steps-per-epoch", "1", "--batch-size", "8"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert "file too large" in line and str(pool / "finetune.ckpt") in line, line
+    assert {n: (pool / n).read_bytes() for n in before} == before
+    no_leftovers(tmp_path)
+
+
+def test_pool_stitch_that_cannot_publish_the_pool_exits_2_and_keeps_it(tiny_pool, tmp_path):
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_pool, pool)
+    before = snapshot(tmp_path)
+    done = run_limited(200_000, ["pool", "stitch", str(pool), "--data", "synthetic", "--init", "lstsq",
+                                 "--lstsq-images", "16", "--r2-images", "8"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert "file too large" in line and str(pool / "weights.safetensors") in line, line
+    assert snapshot(tmp_path) == before
+
+
+def test_pool_eval_that_cannot_write_its_results_exits_2_and_keeps_the_pool(tiny_pool, tmp_path):
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_pool, pool)
+    before = snapshot(tmp_path)
+    done = run_limited(2_000, ["pool", "eval", str(pool), "--data", "synthetic", "--max-images", "8"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert "file too large" in line and str(pool / "descendants.json") in line, line
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", [
+    ["pool", "eval", "--data", "synthetic", "--max-images", "8"],
+    ["pool", "finetune", "--data", "synthetic", "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "8"],
+    ["pool", "stitch", "--data", "synthetic", "--init", "lstsq", "--lstsq-images", "16", "--r2-images", "8"],
+], ids=["eval", "finetune", "stitch"])
+def test_a_pool_updated_in_place_on_a_read_only_file_system_is_refused_before_any_work(
+        tiny_pool, tmp_path, capsys, monkeypatch, read_only, command):
+    from lgp_edge.pool import evaluate, finetune, restitch
+
+    def too_late(*args, **kwargs):
+        raise AssertionError("the work started before the pool's writability was checked")
+
+    for module, name in ((evaluate, "evaluate_descendants"), (finetune, "fit"), (restitch, "apply_init")):
+        monkeypatch.setattr(module, name, too_late)
+    pool = tmp_path / "ro" / "pool"
+    shutil.copytree(tiny_pool, pool)
+    read_only(pool.parent)
+    before = snapshot(pool.parent)
+    rc, err = run_cli([*command[:2], str(pool), *command[2:]], capsys)
+    assert rc == 2, err
+    line = one_line(err)
+    assert str(pool) in line and "does not accept new files" in line, line
+    assert snapshot(pool.parent) == before
