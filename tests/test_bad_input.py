@@ -292,6 +292,22 @@ def _weights_truncated(root: Path) -> list[str]:
     return ["pool", "info", str(p), "--json"]
 
 
+def _transforms_truncated_finetune(root: Path) -> list[str]:
+    """pool finetune copied transforms.safetensors into the new pool unchecked and recorded the damaged file's
+    sha256 in the new pool.json."""
+    from lgp_edge.fileio import save_safetensors
+
+    p = _with_pool(root)
+    t = p / "transforms.safetensors"
+    save_safetensors({"ti->b": torch.zeros(32, 32)}, t)
+    mf = json.loads((p / MANIFEST).read_text())
+    mf["files"]["transforms.safetensors"] = sha256_file(t)
+    (p / MANIFEST).write_text(json.dumps(mf))
+    os.truncate(t, 100)
+    return ["pool", "finetune", str(p), "--data", "synthetic", "--epochs", "1", "--max-steps-per-epoch", "1",
+            "--batch-size", "8", "--quiet"]
+
+
 def _heads_do_not_divide(root: Path) -> list[str]:
     p = _with_pool(root)
     mf = json.loads((p / MANIFEST).read_text())
@@ -423,6 +439,7 @@ CASES = [
     # damaged pools
     Case("pool.json that is not an object", _pool_json_list, 2, "not an object"),
     Case("weights truncated, sha256 matching", _weights_truncated, 2, "not a readable safetensors file"),
+    Case("transforms truncated, fine-tuned", _transforms_truncated_finetune, 2, "damaged or was modified"),
     Case("num_heads does not divide the width", _heads_do_not_divide, 2, "cannot be built"),
     Case("truncated ancestry.json beside a checkpoint", _ancestry_json_truncated, 2, "is damaged"),
     Case("pickle checkpoint (arbitrary objects)", _pickle_checkpoint, 2, "cannot be loaded safely"),

@@ -23,7 +23,7 @@ from lgp_edge.models.plan import descendant_flops
 from lgp_edge.outdir import claim_in_place
 from lgp_edge.pool.evaluate import DESCENDANTS
 from lgp_edge.pool.kd import SAMPLINGS, FinetuneObjective, descendant_sampler, flops_bucket_sampler
-from lgp_edge.pool.pool import PoolManifest, load_pool, load_pool_ancestry, save_pool
+from lgp_edge.pool.pool import PoolManifest, carried_files, load_pool, load_pool_ancestry, save_pool
 from lgp_edge.pool.restitch import apply_init
 from lgp_edge.pool.stitch_init import INITS, tune_stitches
 from lgp_edge.progress import NULL, Reporter
@@ -74,6 +74,7 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
         raise UsageError(f"pool '{req.pool}' holds no ancestry weights (ancestry.safetensors), which fine-tuning "
                          "distils from; rebuild it with 'lgp-edge pool build'")
     teacher = load_pool_ancestry(req.pool, manifest)
+    carried_files(req.pool, exclude=("ancestry.safetensors",))  # what the new pool keeps: now, not after training
     data = open_for_pool(req.data, manifest)  # other classes: wrong labels, silently
     init = req.init
     stitch_epochs = max(req.stitch_epochs, 1) if init == "lstsq-kd" else req.stitch_epochs

@@ -99,23 +99,24 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
     """Write a pool directory atomically; returns the manifest with file hashes filled in.
 
     ``keep_from``: an existing pool directory whose ancestry/transforms files are carried over when not
-    given here (fine-tuning rewrites the weights only); when it is ``path`` itself, its other files are
+    given here (fine-tuning rewrites the weights only), each only as its pool.json records it (a file that
+    does not match its sha256 there is a CheckpointError); when it is ``path`` itself, its other files are
     carried over too, except those named in ``drop`` (e.g. results that the new weights make stale).
     """
     dtype = {"float32": None, "float16": torch.float16}[storage_dtype]
     in_place = keep_from is not None and Path(keep_from).resolve() == Path(path).resolve()
+    kept = carried_files(keep_from, exclude=tuple(n for n, given in ((ANCESTRY, ancestry), (TRANSFORMS, transforms))
+                                                  if given is not None)) if keep_from is not None else {}
     with atomic_dir(path, POOL_COPY if in_place else "choose another --out") as tmp:
         files: dict[str, str] = {}
         save_safetensors(_state(pool, dtype), os.path.join(tmp, WEIGHTS), metadata={"pool_id": pool.pool_id})
         if ancestry is not None:
             save_safetensors(_state(ancestry, dtype), os.path.join(tmp, ANCESTRY))
-        elif keep_from is not None and (Path(keep_from) / ANCESTRY).is_file():
-            shutil.copy2(Path(keep_from) / ANCESTRY, os.path.join(tmp, ANCESTRY))
         if transforms is not None:
             save_safetensors({k: v.detach().contiguous().cpu() for k, v in transforms.items()},
                              os.path.join(tmp, TRANSFORMS))
-        elif keep_from is not None and (Path(keep_from) / TRANSFORMS).is_file():
-            shutil.copy2(Path(keep_from) / TRANSFORMS, os.path.join(tmp, TRANSFORMS))
+        for name, src in kept.items():
+            shutil.copy2(src, os.path.join(tmp, name))
         for name in (WEIGHTS, ANCESTRY, TRANSFORMS):
             if os.path.exists(os.path.join(tmp, name)):
                 files[name] = sha256_file(os.path.join(tmp, name))
@@ -134,6 +135,15 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
         replace_dir(tmp, path)
     log.info("saved pool %s to %s", pool.pool_id, path)
     return manifest
+
+
+def carried_files(pool_dir: str | Path, exclude: tuple[str, ...] = ()) -> dict[str, Path]:
+    """The ancestry and transforms files of the pool at ``pool_dir`` that a rewrite of it carries over (not those
+    in ``exclude``), each checked against the sha256 its pool.json records (CheckpointError when it does not
+    match: a damaged file is never carried into a new pool under a new hash)."""
+    manifest = read_manifest(pool_dir)
+    return {name: verified_file(pool_dir, manifest, name) for name in (ANCESTRY, TRANSFORMS)
+            if name in manifest.files and name not in exclude}
 
 
 def safe_load_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -15,7 +15,14 @@ from lgp_edge.datasets import check_data_name, open_for_pool
 from lgp_edge.errors import UsageError
 from lgp_edge.outdir import claim_in_place
 from lgp_edge.pool.evaluate import DESCENDANTS
-from lgp_edge.pool.pool import PoolManifest, load_pool, load_pool_ancestry, load_pool_transforms, save_pool
+from lgp_edge.pool.pool import (
+    PoolManifest,
+    carried_files,
+    load_pool,
+    load_pool_ancestry,
+    load_pool_transforms,
+    save_pool,
+)
 from lgp_edge.pool.stitch_init import (
     INITS,
     fit_image_count,
@@ -68,6 +75,7 @@ def restitch_pool(req: RestitchRequest, cfg: TrainConfig, reporter: Reporter = N
         raise UsageError("--lstsq-images and --r2-images must be >= 1, --stitch-steps >= 0, --stitch-lr in (0, 1)")
     claim_in_place(req.pool)  # the pool is replaced in place: one writer at a time, never the current directory
     pool, manifest = load_pool(req.pool)
+    carried_files(req.pool)  # the files the new pool keeps are checked now, not after the fit
     data = open_for_pool(req.data, manifest)  # lstsq-kd trains against the logits: the pool's classes
     t0 = time.time()
     used = apply_init(pool, manifest, req.pool, req.init, data, lstsq_images_n=req.lstsq_images, seed=cfg.seed)
