@@ -195,6 +195,12 @@ def _checkpoint(p: Path, name: str) -> bool:
     return bool(_CKPT_RE.match(name)) and (p / name).is_dir() and not (p / name).is_symlink()
 
 
+def _no_checkpoint(p: Path, name: str) -> bool:
+    """``name`` is a checkpoint folder holding no checkpoint (no ``state.json``: a run stopped before its first
+    one was complete): nothing to resume, as good as absent."""
+    return _checkpoint(p, name) and not (p / name / "state.json").exists()
+
+
 def _not_named(p: Path, named: set[str], prefix: str = "") -> list[str]:
     """Entries under ``p`` that no manifest path names: a named path owns its whole tree, a folder that only
     leads to named paths is looked into."""
@@ -276,7 +282,7 @@ def check_output_dir(path: str | Path, force: bool, kind: str | Iterable[str] | 
     try:
         if real.is_dir():
             try:
-                empty = not any(real.iterdir())
+                empty = all(_no_checkpoint(real, e.name) for e in real.iterdir())
             except OSError as exc:
                 raise UsageError(f"output directory '{p}' cannot be read ({exc.strerror or exc})") from None
             if not empty:

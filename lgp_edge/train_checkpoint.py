@@ -80,7 +80,8 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 def save_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer, *, epoch: int, step: int,
                     step_in_epoch: int, fingerprint: str, world: int, extra: dict[str, Any],
                     rng: list[dict[str, Any]] | None = None) -> None:
-    """Atomically write model + optimizer + RNG (one entry per rank) + counters to directory ``path``."""
+    """Atomically write model + optimizer + RNG (one entry per rank) + counters to directory ``path`` (created
+    here; when its first checkpoint fails, removed again with the folders made for it)."""
     from lgp_edge.fileio import save_safetensors
 
     if rng is None:
@@ -103,9 +104,18 @@ def save_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer
     meta = {"epoch": epoch, "step": step, "step_in_epoch": step_in_epoch, "fingerprint": fingerprint,
             "world_size": world, "param_groups": osd["param_groups"], "rng": py_rng, "state_file": state_file,
             "extra": extra, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    created = [d for d in (path, *path.parents) if not d.exists()]  # innermost first
     path.mkdir(parents=True, exist_ok=True)
-    write_atomic(path / state_file, lambda tmp: save_safetensors(tensors, tmp))
-    write_text_atomic(path / CKPT_META, json.dumps(meta))  # the commit point
+    try:
+        write_atomic(path / state_file, lambda tmp: save_safetensors(tensors, tmp))
+        write_text_atomic(path / CKPT_META, json.dumps(meta))  # the commit point
+    except BaseException:
+        for d in created:  # a first checkpoint that failed leaves no empty folder (nor an OUT made for it)
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
     _fsync_dir(path)
     for old in path.iterdir():  # older tensor files and leftovers of killed writes
         if old.name != state_file and old.name != CKPT_META and \

@@ -63,6 +63,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_one_trains(tmp_
 def test_checkpoints_alone_are_an_interrupted_run_that_force_may_replace(tmp_path):
     out = tmp_path / "anc"
     (out / "train.ckpt").mkdir(parents=True)
+    (out / "train.ckpt" / "state.json").write_text("{}")
     assert recognise_output(out)[0] is not None
     with pytest.raises(UsageError, match="--resume"):
         check_output_dir(out, False, "ancestry")

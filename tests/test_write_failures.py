@@ -205,3 +205,52 @@ def test_a_pool_updated_in_place_on_a_read_only_file_system_is_refused_before_an
     line = one_line(err)
     assert str(pool) in line and "does not accept new files" in line, line
     assert snapshot(pool.parent) == before
+
+
+TRAIN = ["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--batch-size", "8", "--epochs",
+         "1", "--max-steps-per-epoch", "1"]
+
+
+def test_a_training_run_whose_first_checkpoint_cannot_be_written_leaves_nothing_to_resume(tmp_path):
+    """It left an empty OUT/train.ckpt: the next run said to continue it with --resume, which said there was no
+    checkpoint to resume."""
+    out = tmp_path / "anc"
+    done = run_limited(300_000, [*TRAIN, "--out", str(out)], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "file too large" in one_line(done.stderr)
+    assert not out.exists()  # nor the OUT it created for the checkpoint
+    no_leftovers(tmp_path)
+    again = subprocess.run([sys.executable, "-m", "lgp_edge", "-q", *TRAIN, "--out", str(out)], env=_env(tmp_path),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+
+
+def test_fine_tuning_whose_first_checkpoint_cannot_be_written_leaves_no_checkpoint_folder(tiny_pool, tmp_path):
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_pool, pool)
+    before = snapshot(tmp_path)
+    done = run_limited(700_000, ["pool", "finetune", str(pool), "--data", "synthetic", "--epochs", "1",
+                                 "--max-steps-per-epoch", "1", "--batch-size", "8"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_an_empty_checkpoint_folder_is_no_interrupted_run(tmp_path, tiny_pool):
+    """A run killed before its first checkpoint was complete (or one of an earlier version that failed to write
+    it) leaves an empty NAME.ckpt: OUT holding only that is as good as empty, not a run to --resume."""
+    from lgp_edge.outdir import check_output_dir, release
+    from lgp_edge.pool.finetune import FinetuneRequest, _check
+
+    out = tmp_path / "anc"
+    (out / "train.ckpt").mkdir(parents=True)
+    try:
+        check_output_dir(out, False, "ancestry")  # no --force needed, no "continue it with --resume"
+    finally:
+        release()
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_pool, pool)
+    (pool / "finetune.ckpt").mkdir()
+    try:
+        _check(FinetuneRequest(pool=str(pool), data="synthetic"))
+    finally:
+        release()
