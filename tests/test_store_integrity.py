@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -31,6 +32,8 @@ from lgp_edge.profiling.roofline import parts_of
 from lgp_edge.profiling.store import SCHEMA_VERSION, MeasurementStore
 from lgp_edge.specs import LatencyRecord
 from lgp_edge.targets import load_target
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def rec(key: str = "b6.0-5", *, median: float = 1.0, p90: float | None = None, threads: int = 1,
@@ -281,3 +284,80 @@ def test_runs_of_another_machine_sharing_the_store_are_not_this_hosts(demo, tmp_
         got = latencies_for(demo.spec, load_target("cpu"), "fp32", s, threads=2)
     assert got["b6.0-5"].source == "measured" and got["b6.0-5"].median_ms == 0.2
     assert got["ti6.0-5"].source == "predicted"  # measured only elsewhere
+
+
+# ------------------------------------------------------------------------- a store that cannot be opened
+def _open_limited(path: Path, limit: int) -> subprocess.CompletedProcess[str]:
+    """Open the store at ``path`` for writing in a child process whose files may not grow past ``limit`` bytes
+    (as on a full disk: EFBIG instead of ENOSPC)."""
+    import resource
+    import signal
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    script = textwrap.dedent(f"""
+        from lgp_edge.errors import LgpEdgeError
+        from lgp_edge.profiling.store import MeasurementStore
+        try:
+            MeasurementStore({str(path)!r}).close()
+            print("opened")
+        except LgpEdgeError as exc:
+            print("refused:", exc)
+        """)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          preexec_fn=limited, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_a_new_store_on_a_full_disk_says_what_to_do_and_leaves_no_file(tmp_path):
+    """It said only 'database or disk is full' and left a 0-byte store behind."""
+    path = tmp_path / "new" / "s.sqlite"
+    out = _open_limited(path, 1000)
+    assert out.returncode == 0, out.stderr
+    assert "refused:" in out.stdout and "file too large" in out.stdout and "--store" in out.stdout, out.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_existing_store_on_a_full_disk_says_what_to_do_and_leaves_no_sidecar_files(tmp_path):
+    """It said only 'disk I/O error' and left an empty -wal and a 3-byte -shm behind."""
+    path = tmp_path / "s.sqlite"
+    _store_with_one_run(path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert before == ["s.sqlite"]
+    out = _open_limited(path, 1000)
+    assert out.returncode == 0, out.stderr
+    assert "refused:" in out.stdout and "file too large" in out.stdout and "--store" in out.stdout, out.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_a_store_in_a_read_only_folder_says_to_pass_a_writable_store(tmp_path):
+    """It said only 'unable to open database file'."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    path = folder / "s.sqlite"
+    _store_with_one_run(path)
+    out = _in_read_only_mount(f"""
+        from lgp_edge.errors import UsageError
+        from lgp_edge.profiling.store import MeasurementStore
+        try:
+            MeasurementStore({str(path)!r})
+        except UsageError as exc:
+            print("refused:", exc)
+        """, folder)
+    assert out.returncode == 0, out.stderr
+    assert "refused:" in out.stdout and "cannot be written" in out.stdout and "writable --store" in out.stdout, \
+        out.stdout
+
+
+def test_a_truncated_store_says_to_move_it_aside(tmp_path, capsys):
+    """It said only 'database disk image is malformed'."""
+    path = tmp_path / "s.sqlite"
+    with MeasurementStore(path) as s:
+        s.put_many([rec(f"k{i}") for i in range(200)])
+    os.truncate(path, 5000)
+    before = path.read_bytes()
+    with pytest.raises(UsageError, match="damaged") as err:
+        MeasurementStore(path)
+    assert "move it aside" in str(err.value) and "new store" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"] and path.read_bytes() == before

@@ -237,12 +237,14 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
     run = _Run(subject, target, runtime, precision, settings, reporter, req.targets_dir)
     store_path = Path(req.store) if req.store else default_store_path()
     created = _missing_parts(store_path)
-    store = MeasurementStore(store_path)
+    store = None
     try:
+        store = MeasurementStore(store_path)
         records, predictor, check, written = _profile_into(run, req, store)
     except BaseException:
-        store.close()
-        _remove_created(created)  # a failed run leaves no new, empty store behind
+        if store is not None:
+            store.close()
+        _remove_created(created)  # a failed run (or open) leaves no new, empty store behind
         raise
     store.close()
     log.debug("profiled %d item(s) of %s on %s, %d row(s) written", len(records), note, target.name, written)

@@ -20,6 +20,7 @@ an empty store (nothing is created), and a read-only file is only read.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -30,8 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from lgp_edge.errors import StoreWriteFailed, UsageError
-from lgp_edge.fileio import json_loads
+from lgp_edge.errors import WRITE_ERRNOS, LgpEdgeError, StoreWriteFailed, UsageError, write_failed
+from lgp_edge.fileio import json_loads, write_problem
 from lgp_edge.profiling.latency_file import (
     IMPORT_FORMAT,
     IMPORT_VERSION,
@@ -99,6 +100,14 @@ def _versions_json(v: dict[str, str]) -> str:
     return json.dumps(v, sort_keys=True, separators=(",", ":"))
 
 
+def _damaged(path: Path, exc: Exception) -> UsageError | None:
+    """The error for a store file SQLite finds damaged (truncated, overwritten); None for other errors."""
+    if not any(t in str(exc) for t in ("malformed", "not a database")):
+        return None
+    return UsageError(f"measurement store '{path}' is damaged ({exc}): move it aside (e.g. mv '{path}' "
+                      f"'{path}.damaged') and run again; lgp-edge starts a new store")
+
+
 class MeasurementStore:
     """Latency records in one SQLite file; safe to share between processes.
 
@@ -123,6 +132,8 @@ class MeasurementStore:
         if readonly:
             self._open_readonly()
             return
+        existed = {f: f.exists() for f in (self.path, *self._sidecars())}
+        made = [d for d in self.path.parents if not d.exists()]  # innermost first
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=self._wait_s, isolation_level=None)
@@ -139,11 +150,57 @@ class MeasurementStore:
             else:  # an index added within schema 2 (CREATE ... IF NOT EXISTS: nothing written when it is there)
                 self._db.execute("CREATE INDEX IF NOT EXISTS runs_model ON runs (descendant_key, when_utc)")
         except (sqlite3.DatabaseError, OSError) as exc:
-            raise UsageError(f"cannot open measurement store '{self.path}': {exc}") from None
+            self._abandon(existed, made)
+            raise self._open_failed(exc) from None
         except UsageError:
-            self._db.close()
+            self._abandon(existed, made)
             raise
         self.journal_mode = str(mode)
+
+    def _sidecars(self) -> tuple[Path, Path]:
+        return self.path.with_name(self.path.name + "-wal"), self.path.with_name(self.path.name + "-shm")
+
+    def _abandon(self, existed: dict[Path, bool], made: list[Path]) -> None:
+        """Close a failed open and remove what it created: the store file and its ``-wal`` while empty, the
+        ``-shm`` with the ``-wal``, the folders made for them (never a file that was there before it)."""
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+        wal, shm = self._sidecars()
+        try:
+            for f in (wal, self.path):
+                if not existed[f] and f.is_file() and f.stat().st_size == 0:
+                    f.unlink()
+            if not existed[shm] and not wal.exists() and shm.exists():
+                shm.unlink()
+            for d in made:
+                d.rmdir()
+        except OSError:  # what cannot be removed, a failed open did not create (or someone else uses now)
+            pass
+
+    def _open_failed(self, exc: Exception) -> LgpEdgeError:
+        """The one-line error of a failed open, saying what to do: a damaged file is moved aside, a full disk
+        freed, an unwritable store replaced by a writable one (SQLite says "disk I/O error" or "unable to open
+        database file" for a full disk or a read-only folder: the folder is probed)."""
+        damaged = _damaged(self.path, exc)
+        if damaged is not None:
+            return damaged
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            found: int | None = exc.errno
+        else:
+            found = write_problem(next(d for d in self.path.parents if d.exists()))
+        if found in (errno.EROFS, errno.EACCES):
+            return self._unwritable(os.strerror(found))
+        if found in WRITE_ERRNOS:
+            return write_failed(OSError(found, os.strerror(found)), self.path, "pass another --store")
+        return UsageError(f"cannot open measurement store '{self.path}': {exc}; pass another --store")
+
+    def _unwritable(self, why: object) -> UsageError:
+        return UsageError(f"measurement store '{self.path}' cannot be written ({why}): profile adds its runs to it; "
+                          "pass a writable --store (select, export and report only read)")
 
     def _check_version(self, version: int) -> None:
         """A store of a newer schema is neither read (its columns may mean something else) nor stamped back."""
@@ -164,8 +221,7 @@ class MeasurementStore:
                 self._db.execute("ROLLBACK")
         except sqlite3.OperationalError as exc:
             if "readonly" in str(exc).replace("-", "").replace(" ", ""):
-                raise UsageError(f"measurement store '{self.path}' cannot be written ({exc}): profile adds its runs "
-                                 "to it; pass a writable --store (select, export and report only read)") from None
+                raise self._unwritable(exc) from None
         finally:
             self._db.execute(f"PRAGMA busy_timeout = {int(self._wait_s * 1000)}")
 
@@ -184,7 +240,8 @@ class MeasurementStore:
                 tables = self._tables()
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError as exc:
-            raise UsageError(f"cannot read measurement store '{self.path}': {exc}") from None
+            raise _damaged(self.path, exc) or UsageError(f"cannot read measurement store '{self.path}': {exc}") \
+                from None
         self._check_version(version)
         if "runs" in tables:
             self._table = "runs"
@@ -406,7 +463,8 @@ class MeasurementStore:
             row = self._db.execute("SELECT facts FROM host_calibration WHERE fingerprint = ?",
                                    (fingerprint,)).fetchone()
         except sqlite3.DatabaseError as exc:
-            raise UsageError(f"cannot read measurement store '{self.path}': {exc}") from None
+            raise _damaged(self.path, exc) or UsageError(f"cannot read measurement store '{self.path}': {exc}") \
+                from None
         if row is None:
             return None
         try:
