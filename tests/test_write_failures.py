@@ -254,3 +254,21 @@ def test_an_empty_checkpoint_folder_is_no_interrupted_run(tmp_path, tiny_pool):
         _check(FinetuneRequest(pool=str(pool), data="synthetic"))
     finally:
         release()
+
+
+def test_an_export_whose_temporary_onnx_graph_does_not_fit_in_tmpdir_names_tmpdir(tiny_pool, tmp_path, monkeypatch):
+    """It said 'torch.onnx.export failed at opset 17: OSError: [Errno 28] No space left on device', as if the
+    exporter had failed, and named neither the folder nor the fix. (The file-size limit stops the exporter's
+    raw graph, written to $TMPDIR first, as a nearly full $TMPDIR does.)"""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    out = tmp_path / "exp"
+    done = run_limited(30_000, ["export", "--pool", str(tiny_pool), "--target", "cpu", "--descendant", "ti6.0-5",
+                                "--format", "onnx", "--data", "synthetic", "--val-images", "8", "--out", str(out)],
+                       tmp_path)
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert "file too large" in line and str(scratch) in line and "TMPDIR" in line, line
+    assert "torch.onnx.export failed" not in line
+    assert not out.exists() and not list(scratch.glob("lgp-onnx-*"))

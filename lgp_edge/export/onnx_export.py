@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lgp_edge.errors import ExportError, UsageError
+from lgp_edge.errors import WRITE_ERRNOS, ExportError, LgpEdgeError, UsageError, write_failed
 from lgp_edge.export.quiet import quiet_loggers
 
 log = logging.getLogger(__name__)
@@ -117,18 +117,46 @@ def _finish(proto: Any, opset: int, metadata: Mapping[str, str]) -> Any:
     return proto
 
 
+@contextlib.contextmanager
+def _scratch() -> Iterator[str]:
+    """A temporary folder in $TMPDIR for the exporter's raw graph; a write refused there (a nearly full
+    $TMPDIR) is a WriteFailed naming the folder and saying to point TMPDIR elsewhere, not an exporter error."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="lgp-onnx-") as tmp:
+            yield tmp
+    except Exception as exc:
+        env = _environment_error(exc)
+        if env is None:
+            raise
+        raise write_failed(env, tempfile.gettempdir(), "set TMPDIR to a folder with room (the ONNX exporter "
+                                                       "writes its graph there first)") from None
+
+
+def _environment_error(exc: BaseException | None) -> OSError | None:
+    """The OSError of ``WRITE_ERRNOS`` that ``exc`` is or was raised from (an exporter may wrap it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _shipped(model: nn.Module, example: torch.Tensor, path: Path, *, opset: int, dynamic_batch: bool,
              metadata: Mapping[str, str]) -> None:
     import onnx
 
     exporter = _dynamo if opset >= DYNAMO_MIN_OPSET else _torchscript
     sink = io.StringIO()
-    with tempfile.TemporaryDirectory(prefix="lgp-onnx-") as tmp:
+    with _scratch() as tmp:
         raw = Path(tmp) / "raw.onnx"
         try:
             with _silenced(sink):
                 exporter(model, example, raw, opset=opset, dynamic_batch=dynamic_batch)
         except Exception as exc:  # the exporters raise many types; say which step failed
+            if _environment_error(exc) is not None:
+                raise  # the scratch folder's, said by _scratch
             raise ExportError(f"torch.onnx.export failed at opset {opset}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc
         log.debug("torch.onnx.export output: %s", sink.getvalue()[-2000:])
