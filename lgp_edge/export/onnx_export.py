@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lgp_edge.errors import WRITE_ERRNOS, ExportError, LgpEdgeError, UsageError, write_failed
+from lgp_edge.errors import WRITE_ERRNOS, ExportError, UsageError, write_failed
 from lgp_edge.export.quiet import quiet_loggers
 
 log = logging.getLogger(__name__)
