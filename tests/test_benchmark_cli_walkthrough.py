@@ -181,7 +181,7 @@ def test_walkthrough_and_memory_scripts_run_on_the_tiny_pool(tiny_pool: Path, tm
     walk = _module("cli_walkthrough")
     out = tmp_path / "results" / "cli_walkthrough.json"
     argv = ["--pool", str(tiny_pool), "--profile-descendant", "ti6.0-5", "--iters", "5", "--val-images", "16",
-            "--tight-budget-ms", "0.0001", "--out", str(out)]
+            "--tight-budget-ms", "0.001", "--out", str(out)]
     assert walk.main(argv) == 0
     res = json.loads(out.read_text())
     assert res["command"] == "python benchmarks/cli_walkthrough.py " + " ".join(argv)
