@@ -177,9 +177,8 @@ def _in_read_only_mount(script: str, mount: Path) -> subprocess.CompletedProcess
                           text=True, timeout=120)
 
 
-def test_a_store_file_that_cannot_be_written_is_refused_before_any_measuring(tmp_path):
-    path = tmp_path / "s.sqlite"
-    _store_with_one_run(path)
+def _open_store_in_read_only_mount(path, mounted):
+    """Open the store at ``path`` with ``mounted`` (the file or its folder) read-only; prints its refusal."""
     out = _in_read_only_mount(f"""
         from lgp_edge.errors import UsageError
         from lgp_edge.profiling.store import MeasurementStore
@@ -187,8 +186,15 @@ def test_a_store_file_that_cannot_be_written_is_refused_before_any_measuring(tmp
             MeasurementStore({str(path)!r})
         except UsageError as exc:
             print("refused:", exc)
-        """, path)
+        """, mounted)
     assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_a_store_file_that_cannot_be_written_is_refused_before_any_measuring(tmp_path):
+    path = tmp_path / "s.sqlite"
+    _store_with_one_run(path)
+    out = _open_store_in_read_only_mount(path, path)
     assert "refused:" in out.stdout and "cannot be written" in out.stdout
 
 
@@ -337,15 +343,7 @@ def test_a_store_in_a_read_only_folder_says_to_pass_a_writable_store(tmp_path):
     folder.mkdir()
     path = folder / "s.sqlite"
     _store_with_one_run(path)
-    out = _in_read_only_mount(f"""
-        from lgp_edge.errors import UsageError
-        from lgp_edge.profiling.store import MeasurementStore
-        try:
-            MeasurementStore({str(path)!r})
-        except UsageError as exc:
-            print("refused:", exc)
-        """, folder)
-    assert out.returncode == 0, out.stderr
+    out = _open_store_in_read_only_mount(path, folder)
     assert "refused:" in out.stdout and "cannot be written" in out.stdout and "writable --store" in out.stdout, \
         out.stdout
 
