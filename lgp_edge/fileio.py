@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import resource
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -94,6 +93,8 @@ def write_problem(folder: str | Path, need: int = 0) -> int | None:
     free there, the errno of a probe file written there (a full disk, a read-only file system, no permission),
     else EFBIG when a file-size limit (``ulimit -f``) is set at all, the one cause left that no probe finds (the
     file that hit it is gone: OpenVINO removes what it wrote); None when nothing explains it."""
+    import resource  # POSIX only; importing lgp-edge must not need it
+
     soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
     limited = soft != resource.RLIM_INFINITY
     try:

@@ -113,9 +113,9 @@ def _budget_problem(value: float, low: float, high: float) -> str | None:
     except OverflowError:  # an integer beyond any float
         finite = False
     if not finite:
-        return f"must be a finite number > 0 (at most {high:g}), got {_shown(value)}"
+        return f"must be a finite number > 0 (from {low:g} to {high:g}), got {_shown(value)}"
     if not value > 0:
-        return f"must be > 0, got {_shown(value)}"
+        return f"must be > 0 (at least {low:g}), got {_shown(value)}"
     if value < low:
         return f"must be at least {low:g} (no device's budget is smaller), got {_shown(value)}"
     if value > high:

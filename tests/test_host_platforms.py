@@ -73,7 +73,8 @@ def test_apple_silicon_is_named_by_its_brand_string(macos) -> None:
     assert host.last_level_cache_bytes() == 16777216  # the performance cores' L2
     facts = host.cpu_facts()
     assert facts["model"] == "Apple M2 Pro" and facts["features"] == ["asimd", "asimddot", "i8mm"]
-    assert facts["affinity_cpus"] is None and facts["logical_cpus"] == os.cpu_count()
+    # no affinity calls on macOS: every CPU is usable, as usable_cpus() (threads, --jobs lanes) counts them
+    assert facts["affinity_cpus"] == host.usable_cpus() == os.cpu_count() == facts["logical_cpus"]
     fp = host.host_fingerprint("onnxruntime", 1)
     assert fp["cpu"] == "Apple M2 Pro" and fp["llc_bytes"] == 16777216
 

@@ -126,12 +126,13 @@ def test_a_lock_that_is_a_symbolic_link_is_never_followed(tmp_path: Path, capsys
 
 
 def test_output_directories_import_without_fcntl() -> None:
-    """fcntl (the writer lock's flock) is POSIX-only; lgp_edge.outdir imports it where it locks, so importing
-    lgp-edge's modules never fails on a system without it."""
+    """fcntl (the writer lock's flock) and resource (the file-size limit a failed write is checked against) are
+    POSIX-only; lgp-edge imports them where it uses them, so importing its modules never fails without them."""
     import subprocess
     import sys
 
-    code = ("import sys; sys.modules['fcntl'] = None; import lgp_edge.outdir, lgp_edge.fileio, lgp_edge.cli; "
+    code = ("import sys; sys.modules['fcntl'] = sys.modules['resource'] = None; "
+            "import lgp_edge.outdir, lgp_edge.fileio, lgp_edge.cli; "
             "print('ok')")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[1])

@@ -362,6 +362,6 @@ def _plan(args: argparse.Namespace) -> int:
         print_json({"ancestry": aspec.to_dict(), "depth": args.depth, "pool_id": spec.pool_id,
                     "stored_params": stored_params(spec), "descendants": rows})
     else:
-        print_descendants(f"{args.ancestry}, depth {args.depth}: {len(rows)} descendants (random weights, no "
-                          "training)", rows)
+        print_descendants(f"{args.ancestry}, depth {args.depth}: {len(rows)} descendants (counted from the "
+                          "architecture; nothing built or trained)", rows)
     return 0

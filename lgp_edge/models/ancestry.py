@@ -349,7 +349,8 @@ def ancestry_spec(name: str) -> AncestrySpec:
     try:
         with torch.device("meta"):
             model = timm.create_model(name, pretrained=False)
-    except Exception:  # noqa: BLE001 (a model that cannot be built on the meta device: built as create_ancestry does)
+    except Exception as exc:  # noqa: BLE001 (a model that cannot be built on the meta device: built for real)
+        log.debug("%s cannot be built on the meta device (%s); building it to read its sizes", name, exc)
         return create_ancestry(name)[1]
     _check_supported(model, name)
     return spec_of(model, name, None)

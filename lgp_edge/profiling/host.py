@@ -282,8 +282,7 @@ def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
     return {"model": cpu_model(),
             "family": first.get("cpu family"), "model_number": first.get("model"), "stepping": first.get("stepping"),
             "features": None if flags is None else [f for f in CPU_FEATURES if f in flags],
-            "logical_cpus": os.cpu_count(), "affinity_cpus": len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity") else None}
+            "logical_cpus": os.cpu_count(), "affinity_cpus": usable_cpus()}
 
 
 def runtime_version(runtime: str) -> str:
