@@ -93,8 +93,14 @@ def test_a_row_whose_tool_versions_are_not_json_is_one_line(tmp_path, capsys):
                                                            "threads": 1, "gemm_n": 512}),
                                    json.dumps({"peak_gflops_fp32": 1e-9, "mem_gbps": 20.0, "threads": 1,
                                                "gemm_n": 512})])
-def test_an_impossible_host_calibration_is_measured_again_not_used(tmp_path, facts, caplog):
-    """A negative peak made every model free; 1e-9 GFLOP/s predicted a billion ms."""
+@pytest.mark.parametrize("measured_before", [False, True], ids=["fresh-process", "measured-earlier-in-process"])
+def test_an_impossible_host_calibration_is_measured_again_not_used(tmp_path, facts, measured_before, caplog,
+                                                                   monkeypatch):
+    """A negative peak made every model free; 1e-9 GFLOP/s predicted a billion ms. An unreadable row was left
+    in place when this process had measured the host before (another store, or none): replaced in both cases."""
+    monkeypatch.setattr(roofline, "_IN_PROCESS", {})
+    if measured_before:
+        roofline.host_calibration("onnxruntime", 1, None)
     path = tmp_path / "s.sqlite"
     key = fingerprint_key(host_fingerprint("onnxruntime", 1))
     with MeasurementStore(path) as s:

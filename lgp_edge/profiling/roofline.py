@@ -104,6 +104,13 @@ def facts_problem(facts: dict[str, Any]) -> str | None:
     return None
 
 
+def _put(store: Any, key: str, facts: HostFacts, runtime: str, threads: int) -> bool:
+    """Store (replace) the calibration ``facts`` under ``key``, with the fingerprint it was measured for."""
+    from dataclasses import asdict
+
+    return store.put_host_calibration(key, {**asdict(facts), "fingerprint_of": host_fingerprint(runtime, threads)})
+
+
 def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: bool = False) -> HostFacts:
     """The host calibration for this fingerprint: from the store when it holds one (every process then
     predicts the same), else measured now and stored (``refresh``: measure and replace)."""
@@ -118,9 +125,10 @@ def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: 
             if problem is not None:  # measured again below, and stored in its place
                 logging.getLogger(__name__).warning("the host calibration stored in %s is impossible (%s): "
                                                     "measured again", getattr(store, "path", "the store"), problem)
-        if key in _IN_PROCESS and problem is None:
+        if key in _IN_PROCESS and problem is None:  # the store has none it can read: it gets this process's
+            if store is not None:
+                _put(store, key, _IN_PROCESS[key], runtime, threads)
             return _IN_PROCESS[key]
-    from dataclasses import asdict
 
     facts = measure_host(runtime, threads)
     _IN_PROCESS[key] = facts
@@ -130,9 +138,7 @@ def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: 
                     "matmuls within the profiler's 10%% CV): predicted p90s use the assumed spread (x%g) until "
                     "'lgp-edge profile --target cpu --calibrate' measures it again on a quieter machine",
                     DEFAULT_SPREAD[0])
-    stored = store is not None and store.put_host_calibration(key, {**asdict(facts),
-                                                                   "fingerprint_of": host_fingerprint(runtime,
-                                                                                                      threads)})
+    stored = store is not None and _put(store, key, facts, runtime, threads)
     if not stored:
         path = getattr(store, "path", None)
         if store is None:
