@@ -84,7 +84,14 @@ class ValidationFailed(LgpEdgeError):
 
 class WriteFailed(LgpEdgeError):
     """A write the environment refused: a full disk or quota, a read-only file system, no permission, the
-    file-size limit, an I/O error. Nothing half-written is left; the message names the path."""
+    file-size limit, an I/O error. Nothing half-written is left; the message names the path. ``error`` and
+    ``path``: the OSError and the path it was made from (``write_failed``), for a caller that shows the path
+    otherwise (``outdir.atomic_dir``: the file as it will be in OUT, not in the temporary folder)."""
+
+    def __init__(self, message: str, error: OSError | None = None, path: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+        self.path = path
 
 
 #: errnos of a write (or an access) the environment refused, not of a bug: reported in one line, exit code 2
@@ -109,4 +116,4 @@ def write_failed(exc: OSError, path: str | Path | None = None, elsewhere: str = 
         what += f" writing '{os.fsdecode(path)}'"
     elif exc.filename is not None:
         what += f" at '{os.fsdecode(exc.filename)}'"
-    return WriteFailed(f"{what}: {fix}" + (f", or {elsewhere}" if elsewhere else ""))
+    return WriteFailed(f"{what}: {fix}" + (f", or {elsewhere}" if elsewhere else ""), exc, path)

@@ -36,7 +36,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from lgp_edge.errors import WRITE_ERRNOS, LockIsLink, OutputBusy, UsageError, write_failed
+from lgp_edge.errors import WRITE_ERRNOS, LockIsLink, OutputBusy, UsageError, WriteFailed, write_failed
 from lgp_edge.fileio import default_mode, json_loads
 
 log = logging.getLogger(__name__)
@@ -495,8 +495,9 @@ def atomic_dir(path: str | Path, elsewhere: str = "choose another --out") -> Ite
     Holds the writer lock for ``path`` throughout and first cleans what killed runs left (``recover``).
     Whatever is left of the temporary directory when the block ends (an error before ``replace_dir``) is
     removed. A write the environment refuses in the block (an OSError of ``WRITE_ERRNOS`` naming no file, a
-    file in the temporary directory or beside it) is a WriteFailed naming the file as it would be in ``path``,
-    with ``elsewhere`` as the other way out than freeing space or making the folder writable.
+    file in the temporary directory or beside it, or a WriteFailed made of one there) is a WriteFailed naming
+    the file as it would be in ``path``, with ``elsewhere`` as the other way out than freeing space or making
+    the folder writable.
     """
     p = real_out(check_path(path))
     tmp = None
@@ -509,11 +510,16 @@ def atomic_dir(path: str | Path, elsewhere: str = "choose another --out") -> Ite
                 yield tmp
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as exc:
-        shown = _written(exc, p, tmp)
-        if exc.errno not in WRITE_ERRNOS or shown is None:
+    except (OSError, WriteFailed) as exc:
+        err = exc
+        if isinstance(exc, WriteFailed):  # a write point's message names the temporary file and its own way out
+            if exc.error is None:
+                raise
+            err = exc.error if exc.path is None else OSError(exc.error.errno, exc.error.strerror, exc.path)
+        shown = _written(err, p, tmp)
+        if err.errno not in WRITE_ERRNOS or shown is None:
             raise
-        raise write_failed(exc, shown, elsewhere) from None
+        raise write_failed(err, shown, elsewhere) from None
     finally:
         release(p)  # the output is published (or the run failed): the claim of the check before the work ends
 

@@ -272,3 +272,31 @@ def test_an_export_whose_temporary_onnx_graph_does_not_fit_in_tmpdir_names_tmpdi
     assert "file too large" in line and str(scratch) in line and "TMPDIR" in line, line
     assert "torch.onnx.export failed" not in line
     assert not out.exists() and not list(scratch.glob("lgp-onnx-*"))
+
+
+def test_an_export_whose_manifest_meets_a_full_disk_names_it_in_out_and_says_out(tiny_pool, tmp_path, capsys,
+                                                                                   monkeypatch):
+    """It named the manifest's temporary file in the temporary folder (already deleted) and said 'write
+    elsewhere', not 'choose another --out'."""
+    from lgp_edge import fileio
+
+    write_atomic = fileio.write_atomic
+
+    def full(path, write):
+        if Path(path).name != "manifest.json":
+            return write_atomic(path, write)
+
+        def no_space(tmp):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
+
+        return write_atomic(path, no_space)
+
+    monkeypatch.setattr(fileio, "write_atomic", full)
+    out = tmp_path / "exp"
+    rc, err = run_cli(["-q", "export", "--pool", str(tiny_pool), "--target", "cpu", "--descendant", "ti6.0-5",
+                       "--format", "onnx", "--data", "synthetic", "--val-images", "8", "--out", str(out)], capsys)
+    assert rc == 2, err
+    line = one_line(err)
+    assert "no space left on device" in line and f"'{out / 'manifest.json'}'" in line, line
+    assert ".tmp-" not in line and "--out" in line, line
+    assert not out.exists()
