@@ -87,12 +87,17 @@ def save_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[s
     os.chmod(path, default_mode(directory=False))
 
 
+#: The size a failed write is taken to have needed when its caller cannot tell (``write_problem``)
+UNKNOWN_NEED = 4 << 20
+
+
 def write_problem(folder: str | Path, need: int = 0) -> int | None:
     """Why a tool that reports a failed write without its cause (OpenVINO: "iostream error", SQLite: "disk I/O
     error") could not write into ``folder``, found after the fact: ENOSPC when fewer than ``need`` bytes are
     free there, the errno of a probe file written there (a full disk, a read-only file system, no permission),
-    else EFBIG when a file-size limit (``ulimit -f``) is set at all, the one cause left that no probe finds (the
-    file that hit it is gone: OpenVINO removes what it wrote); None when nothing explains it."""
+    else EFBIG when a file-size limit (``ulimit -f``) is below ``need`` bytes (below ``UNKNOWN_NEED`` when
+    ``need`` is 0), the one cause left that no probe finds (the file that hit it is gone: OpenVINO removes what
+    it wrote); None when nothing explains it."""
     import resource  # POSIX only; importing lgp-edge must not need it
 
     soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
@@ -105,14 +110,14 @@ def write_problem(folder: str | Path, need: int = 0) -> int | None:
     except OSError as exc:
         return exc.errno
     try:
-        os.write(fd, bytes(min(1 << 16, soft - 1) if limited else 1 << 16))
+        os.write(fd, bytes(min(1 << 16, max(0, soft - 1)) if limited else 1 << 16))
         os.fsync(fd)
     except OSError as exc:
         return exc.errno
     finally:
         os.close(fd)
         os.unlink(probe)
-    return errno.EFBIG if limited else None
+    return errno.EFBIG if limited and soft < (need or UNKNOWN_NEED) else None
 
 
 #: The largest settings file (target, profile TOML) read: they are a few hundred bytes.

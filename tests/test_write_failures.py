@@ -300,3 +300,51 @@ def test_an_export_whose_manifest_meets_a_full_disk_names_it_in_out_and_says_out
     assert "no space left on device" in line and f"'{out / 'manifest.json'}'" in line, line
     assert ".tmp-" not in line and "--out" in line, line
     assert not out.exists()
+
+
+def _open_store_limited(store: Path, limit: int) -> subprocess.CompletedProcess:
+    """Open the measurement store ``store`` in a child process under a file-size limit of ``limit`` bytes; its
+    stdout is the error's message (or 'opened')."""
+    code = ("import sys\nfrom lgp_edge.errors import LgpEdgeError\nfrom lgp_edge.profiling.store import "
+            "MeasurementStore\ntry:\n    MeasurementStore(sys.argv[1], timeout_s=0.3)\nexcept LgpEdgeError as exc:\n"
+            "    print(exc)\nelse:\n    print('opened')\n")
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, "-c", code, str(store)], env=_env(store.parent), capture_output=True,
+                          text=True, timeout=120, preexec_fn=limited)
+
+
+def test_a_locked_store_is_not_blamed_on_a_file_size_limit(tmp_path):
+    """Any failed open under any 'ulimit -f' was reported as 'file too large ... raise the file-size limit'."""
+    import sqlite3
+
+    store = tmp_path / "store.sqlite"
+    holder = sqlite3.connect(str(store), isolation_level=None)
+    try:
+        holder.execute("CREATE TABLE t (x)")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("INSERT INTO t VALUES (1)")
+        done = _open_store_limited(store, 1 << 30)
+    finally:
+        holder.close()
+    assert done.returncode == 0, done.stderr
+    assert "locked" in done.stdout and "file too large" not in done.stdout and "ulimit" not in done.stdout, \
+        done.stdout
+
+
+def test_a_file_size_limit_of_zero_is_reported_without_a_traceback(tmp_path):
+    """The probe wrote ``bytes(soft - 1)``: -1 bytes, a ValueError, under 'ulimit -f 0'."""
+    code = "import sys\nfrom lgp_edge.fileio import write_problem\nprint(write_problem(sys.argv[1]))\n"
+
+    def limited() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))
+
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=_env(tmp_path), capture_output=True,
+                          text=True, timeout=120, preexec_fn=limited)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(errno.EFBIG), done.stdout
+    assert not list(tmp_path.glob(".lgp-edge-probe-*"))

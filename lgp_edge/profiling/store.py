@@ -108,6 +108,16 @@ def _damaged(path: Path, exc: Exception) -> UsageError | None:
                       f"'{path}.damaged') and run again; lgp-edge starts a new store")
 
 
+#: What SQLite says when a write or an open failed for a cause outside it (a full disk, a read-only folder, the
+#: file-size limit), which ``write_problem`` then looks for; a locked or busy store, a bad query are not these
+_IO_FAILURES = ("disk I/O error", "unable to open database file", "database or disk is full",
+                "attempt to write a readonly database")
+
+
+def _io_failure(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.DatabaseError) and any(t in str(exc) for t in _IO_FAILURES)
+
+
 class MeasurementStore:
     """Latency records in one SQLite file; safe to share between processes.
 
@@ -188,9 +198,10 @@ class MeasurementStore:
         damaged = _damaged(self.path, exc)
         if damaged is not None:
             return damaged
+        found: int | None = None
         if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
-            found: int | None = exc.errno
-        else:
+            found = exc.errno
+        elif _io_failure(exc):
             found = write_problem(next(d for d in self.path.parents if d.exists()))
         if found in (errno.EROFS, errno.EACCES):
             return self._unwritable(os.strerror(found))
