@@ -40,26 +40,34 @@ def write_atomic(path: str | Path, write: Callable[[str], None]) -> Path:
 
     A write the environment refuses (a full disk, a read-only file system, ...: ``WRITE_ERRNOS``) is a
     WriteFailed naming ``path``, which is left as it was."""
-    path = Path(path)
+    return write_atomic_all([(path, write)])[0]
+
+
+def write_atomic_all(files: list[tuple[str | Path, Callable[[str], None]]]) -> list[Path]:
+    """``write_atomic`` for files that belong together: each is written to its temporary file first, then all
+    are renamed in order (the last one is the commit point). A failed write leaves every file as it was and no
+    temporary file; a WriteFailed names the file it was for."""
+    staged: list[tuple[str, Path]] = []
+    current: Path | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        if exc.errno not in WRITE_ERRNOS:
-            raise
-        raise write_failed(exc, path) from None
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, default_mode(directory=False))
-        os.replace(tmp, path)
+        for path, write in files:
+            current = Path(path)
+            fd, tmp = tempfile.mkstemp(prefix=f".{current.name}.", suffix=".tmp", dir=current.parent)
+            os.close(fd)
+            staged.append((tmp, current))
+            write(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp, default_mode(directory=False))
+        for tmp, current in staged:
+            os.replace(tmp, current)
     except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
-            raise write_failed(exc, path) from None
+            raise write_failed(exc, current) from None
         raise
-    return path
+    return [path for _, path in staged]
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -69,7 +77,18 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Replace ``path`` with ``obj`` as indented JSON atomically; NaN and infinity are refused."""
-    return write_text_atomic(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")
+    return write_text_atomic(path, _json_text(obj))
+
+
+def write_json_atomic_all(files: list[tuple[str | Path, Any]]) -> list[Path]:
+    """``write_json_atomic`` for files that belong together (``write_atomic_all``): all are replaced or none."""
+    texts = [(path, _json_text(obj)) for path, obj in files]
+    return write_atomic_all([(path, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
+                             for path, text in texts])
+
+
+def _json_text(obj: Any) -> str:
+    return json.dumps(obj, indent=1, allow_nan=False) + "\n"
 
 
 def save_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None) -> None:

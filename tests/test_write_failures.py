@@ -348,3 +348,25 @@ def test_a_file_size_limit_of_zero_is_reported_without_a_traceback(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(errno.EFBIG), done.stdout
     assert not list(tmp_path.glob(".lgp-edge-probe-*"))
+
+
+def test_pool_eval_whose_pool_json_cannot_be_written_leaves_descendants_json_as_it_was(tiny_pool, tmp_path, capsys,
+                                                                                        monkeypatch):
+    """descendants.json was replaced first, on its own: the pool then held the new results beside the old
+    pool.json."""
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_pool, pool)
+    before = snapshot(pool)
+    write_text = Path.write_text
+
+    def full(self, *args, **kwargs):
+        if self.name.startswith(".pool.json."):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full)
+    rc, err = run_cli(["-q", "pool", "eval", str(pool), "--data", "synthetic", "--max-images", "8"], capsys)
+    assert rc == 2, err
+    line = one_line(err)
+    assert "no space left on device" in line and str(pool / "pool.json") in line, line
+    assert snapshot(pool) == before

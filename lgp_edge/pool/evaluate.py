@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lgp_edge.datasets import ImageData, check_data_name, open_for_pool
 from lgp_edge.errors import DataError, UsageError
-from lgp_edge.fileio import write_json_atomic
+from lgp_edge.fileio import write_json_atomic_all
 from lgp_edge.outdir import check_in_place
 from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, load_pool
 from lgp_edge.progress import NULL, Reporter
@@ -61,8 +61,8 @@ def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_ima
     manifest = manifest.replace(descendants=tuple(records),
                                 history=manifest.history + ({"stage": "eval", "data": ds.info.name, "images": n},))
     path = Path(path)
-    write_json_atomic(path / DESCENDANTS, {"pool_id": manifest.spec.pool_id, "data": ds.info.name,
-                                            "synthetic_data": ds.info.synthetic, "images": n,
-                                            "descendants": [r.to_dict() for r in records]})
-    write_json_atomic(path / MANIFEST, manifest.to_dict())
+    results = {"pool_id": manifest.spec.pool_id, "data": ds.info.name, "synthetic_data": ds.info.synthetic,
+               "images": n, "descendants": [r.to_dict() for r in records]}
+    # both or neither: pool.json, renamed last, is the commit point
+    write_json_atomic_all([(path / DESCENDANTS, results), (path / MANIFEST, manifest.to_dict())])
     return manifest
