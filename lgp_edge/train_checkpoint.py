@@ -110,7 +110,13 @@ def save_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer
         write_atomic(path / state_file, lambda tmp: save_safetensors(tensors, tmp))
         write_text_atomic(path / CKPT_META, json.dumps(meta))  # the commit point
     except BaseException:
-        for d in created:  # a first checkpoint that failed leaves no empty folder (nor an OUT made for it)
+        if path in created:  # a first checkpoint that failed leaves neither its files nor its folder
+            for f in (state_file, CKPT_META):
+                try:
+                    (path / f).unlink(missing_ok=True)
+                except OSError:
+                    pass
+        for d in created:  # nor an OUT made for it
             try:
                 d.rmdir()
             except OSError:

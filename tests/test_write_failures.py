@@ -370,3 +370,24 @@ def test_pool_eval_whose_pool_json_cannot_be_written_leaves_descendants_json_as_
     line = one_line(err)
     assert "no space left on device" in line and str(pool / "pool.json") in line, line
     assert snapshot(pool) == before
+
+
+def test_a_first_checkpoint_whose_state_json_cannot_be_written_leaves_no_folder(tmp_path, monkeypatch):
+    """The tensor file was already written: removing the new folders failed (not empty) and left it behind."""
+    import torch
+
+    from lgp_edge import train_checkpoint
+    from lgp_edge.errors import WriteFailed
+    from lgp_edge.fileio import write_failed
+
+    def full(path, text):
+        raise write_failed(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path)
+
+    monkeypatch.setattr(train_checkpoint, "write_text_atomic", full)
+    model = torch.nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "out" / "train.ckpt"
+    with pytest.raises(WriteFailed):
+        train_checkpoint.save_checkpoint(path, model, opt, epoch=0, step=1, step_in_epoch=1, fingerprint="f",
+                                         world=1, extra={})
+    assert list(tmp_path.iterdir()) == []
