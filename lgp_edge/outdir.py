@@ -495,9 +495,9 @@ def atomic_dir(path: str | Path, elsewhere: str = "choose another --out") -> Ite
     Holds the writer lock for ``path`` throughout and first cleans what killed runs left (``recover``).
     Whatever is left of the temporary directory when the block ends (an error before ``replace_dir``) is
     removed. A write the environment refuses in the block (an OSError of ``WRITE_ERRNOS`` naming no file, a
-    file in the temporary directory or beside it, or a WriteFailed made of one there) is a WriteFailed naming
-    the file as it would be in ``path``, with ``elsewhere`` as the other way out than freeing space or making
-    the folder writable.
+    file in the temporary directory or beside it, or a WriteFailed about a file in the temporary directory) is
+    a WriteFailed naming the file as it would be in ``path``, with ``elsewhere`` as the other way out than
+    freeing space or making the folder writable.
     """
     p = real_out(check_path(path))
     tmp = None
@@ -513,9 +513,9 @@ def atomic_dir(path: str | Path, elsewhere: str = "choose another --out") -> Ite
     except (OSError, WriteFailed) as exc:
         err = exc
         if isinstance(exc, WriteFailed):  # a write point's message names the temporary file and its own way out
-            if exc.error is None:
-                raise
-            err = exc.error if exc.path is None else OSError(exc.error.errno, exc.error.strerror, exc.path)
+            if exc.error is None or exc.path is None or not _inside(Path(os.fsdecode(exc.path)), tmp):
+                raise  # one about a file elsewhere (a scratch folder) says it right
+            err = OSError(exc.error.errno, exc.error.strerror, exc.path)
         shown = _written(err, p, tmp)
         if err.errno not in WRITE_ERRNOS or shown is None:
             raise
@@ -530,9 +530,15 @@ def _written(exc: OSError, p: Path, tmp: str | None) -> Path | None:
     if exc.filename is None:
         return p
     f = Path(os.path.abspath(os.fsdecode(exc.filename)))
-    if tmp is not None and (f == Path(tmp) or Path(tmp) in f.parents):
+    if _inside(f, tmp):
         return p / f.relative_to(tmp)
     return f if f.parent == p.parent or p in f.parents else None
+
+
+def _inside(f: Path, tmp: str | None) -> bool:
+    """Whether ``f`` is the temporary directory ``tmp`` or in it."""
+    f = Path(os.path.abspath(f))
+    return tmp is not None and (f == Path(tmp) or Path(tmp) in f.parents)
 
 
 def _renameat2() -> Any:
