@@ -391,3 +391,22 @@ def test_a_first_checkpoint_whose_state_json_cannot_be_written_leaves_no_folder(
         train_checkpoint.save_checkpoint(path, model, opt, epoch=0, step=1, step_in_epoch=1, fingerprint="f",
                                          world=1, extra={})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_access_outside_the_onnx_scratch_folder_is_not_blamed_on_tmpdir(tmp_path, monkeypatch):
+    """Any EACCES or EIO raised while the exporter ran (a cache folder, say) was reported as a TMPDIR
+    problem."""
+    from lgp_edge.errors import LgpEdgeError
+    from lgp_edge.export import onnx_export
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(onnx_export.tempfile, "tempdir", None)
+    cache = tmp_path.parent / "cache" / "kernels.bin"
+    with pytest.raises((OSError, LgpEdgeError)) as info:
+        with onnx_export._scratch():
+            raise OSError(errno.EACCES, os.strerror(errno.EACCES), str(cache))
+    assert "TMPDIR" not in str(info.value) and str(cache) in str(info.value), info.value
+    with pytest.raises(LgpEdgeError) as info:
+        with onnx_export._scratch() as scratch:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(scratch) / "raw.onnx"))
+    assert "TMPDIR" in str(info.value) and str(tmp_path) in str(info.value), info.value

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
@@ -120,7 +121,10 @@ def _finish(proto: Any, opset: int, metadata: Mapping[str, str]) -> Any:
 @contextlib.contextmanager
 def _scratch() -> Iterator[str]:
     """A temporary folder in $TMPDIR for the exporter's raw graph; a write refused there (a nearly full
-    $TMPDIR) is a WriteFailed naming the folder and saying to point TMPDIR elsewhere, not an exporter error."""
+    $TMPDIR: making the folder, or a file in it) is a WriteFailed naming the folder and saying to point TMPDIR
+    elsewhere, not an exporter error. One refused elsewhere (a cache folder) is a WriteFailed naming its own
+    path."""
+    tmp = None
     try:
         with tempfile.TemporaryDirectory(prefix="lgp-onnx-") as tmp:
             yield tmp
@@ -128,8 +132,19 @@ def _scratch() -> Iterator[str]:
         env = _environment_error(exc)
         if env is None:
             raise
+        if not _in_scratch(env, tmp):
+            raise write_failed(env, None, "") from None
         raise write_failed(env, tempfile.gettempdir(), "set TMPDIR to a folder with room (the ONNX exporter "
                                                        "writes its graph there first)") from None
+
+
+def _in_scratch(exc: OSError, tmp: str | None) -> bool:
+    """Whether ``exc`` is about the scratch folder ``tmp``: making it (``tmp`` is None), a file in it, or a write
+    that names no file (the exporter's own writes go there)."""
+    if tmp is None or exc.filename is None:
+        return True
+    f = Path(os.path.abspath(os.fsdecode(exc.filename)))
+    return f == Path(tmp) or Path(tmp) in f.parents
 
 
 def _environment_error(exc: BaseException | None) -> OSError | None:
