@@ -21,6 +21,27 @@ def run_json(capsys: pytest.CaptureFixture, argv: list[str]) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+def test_snnet_plan_counts_without_building_and_matches_a_built_family(capsys: pytest.CaptureFixture,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan is counted from the architectures (it built the whole random family, 1.5 GB at DeiT scale);
+    its numbers are those of the family built for real."""
+    from lgp_edge.baselines.snnet import snnet_spec
+    from lgp_edge.models.ancestry import create_ancestry
+    from lgp_edge.pool.pool import LearngenePool
+
+    built = LearngenePool(snnet_spec(create_ancestry(TINY)[1])).eval()
+    expected = {d.key: built.record(d) for d in built.descendants()}
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("baseline snnet --plan built a pool")
+
+    monkeypatch.setattr(LearngenePool, "__init__", refuse)
+    out = run_json(capsys, ["baseline", "snnet", "--plan", "--ancestry", TINY, "--json"])
+    assert {r["key"]: (r["blocks"], r["params"], r["flops"]) for r in out["descendants"]} == {
+        k: (r.blocks, r.params, r.flops) for k, r in expected.items()}
+    assert out["stored_params"] == built.stored_params() and out["stitch_layers"] == len(built.stitches)
+
+
 def test_snnet_plan_reproduces_deit_configs(capsys: pytest.CaptureFixture) -> None:
     out = run_json(capsys, ["baseline", "snnet", "--plan", "--anchors", DEIT, "--json"])
     rows = out["descendants"]

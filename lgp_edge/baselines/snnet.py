@@ -75,21 +75,21 @@ def snnet_spec(widest: AncestrySpec, anchors: list[AncestrySpec] | None = None) 
     return PoolSpec(widest, widest.depth, anchor_instances(widest, anchors), chains="pairs")
 
 
-def plan_snnet(anchor_names: list[str]) -> tuple[LearngenePool, list[str]]:
-    """SN-Net over the named timm anchors (e.g. DeiT-Ti/S/B) with random weights, for params/FLOPs.
+def plan_snnet(anchor_names: list[str]) -> tuple[PoolSpec, list[str]]:
+    """SN-Net over the named timm anchors (e.g. DeiT-Ti/S/B), for params/FLOPs: the spec alone (their sizes
+    are counted from it; nothing is built).
 
-    Returns the pool and the anchor names in its instance order (narrowest first).
+    Returns the spec and the anchor names in its instance order (narrowest first).
     """
+    from lgp_edge.models.ancestry import ancestry_spec
+
     if len(anchor_names) < 2:
         raise UsageError("--anchors needs at least two timm names, e.g. "
                          + ",".join(DEIT_ANCHORS))
-    specs = []
-    for name in anchor_names:
-        _, spec = create_ancestry(name)
-        specs.append(spec)
+    specs = [ancestry_spec(name) for name in anchor_names]
     widest = max(specs, key=lambda s: s.embed_dim)
     ordered = [s.name for s in sorted(specs, key=lambda s: s.embed_dim)]
-    return LearngenePool(snnet_spec(widest, specs)).eval(), ordered
+    return snnet_spec(widest, specs), ordered
 
 
 @dataclass(frozen=True)

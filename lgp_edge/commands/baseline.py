@@ -105,36 +105,36 @@ def _rows_table(title: str, rows: list[dict[str, Any]]) -> None:
 def _snnet_plan(args: argparse.Namespace) -> int:
     from lgp_edge.baselines.snnet import plan_snnet, snnet_spec
     from lgp_edge.errors import UsageError
-    from lgp_edge.pool.pool import LearngenePool
+    from lgp_edge.models.plan import descendant_record, enumerate_descendants, stitch_specs, stored_params
 
     timm_names: list[str] | None = None
     if args.anchors:
-        pool, timm_names = plan_snnet(args.anchors)
+        spec, timm_names = plan_snnet(args.anchors)
     elif args.ancestry:
-        from lgp_edge.models.ancestry import create_ancestry
+        from lgp_edge.models.ancestry import ancestry_spec
 
-        _, aspec = create_ancestry(args.ancestry)
-        pool = LearngenePool(snnet_spec(aspec)).eval()
+        spec = snnet_spec(ancestry_spec(args.ancestry))
     else:
         raise UsageError("'baseline snnet --plan' needs --anchors NAME,NAME,… or --ancestry NAME")
     rows = []
-    for d in pool.descendants():
-        r = pool.record(d)
+    for d in enumerate_descendants(spec):  # counted from the spec, as pool plan counts a pool's
+        r = descendant_record(spec, d)
         rows.append({"key": r.key, "blocks": r.blocks, "params": r.params, "flops": r.flops, "top1": None,
                      "segments": [s.to_dict() for s in d.segments], "stitches": list(d.stitches)})
     anchors = [{"name": i.name, "embed_dim": i.embed_dim, "depth": i.depth, "num_heads": i.num_heads}
-               for i in pool.spec.instances]
+               for i in spec.instances]
     for a, name in zip(anchors, timm_names or ()):
         a["timm"] = name
-    out = {"method": "snnet", "widest": pool.spec.ancestry.to_dict(), "anchors": anchors,
-           "stitch_layers": len(pool.stitches), "stored_params": pool.stored_params(), "configs": len(rows),
+    stitches = len(stitch_specs(spec))
+    out = {"method": "snnet", "widest": spec.ancestry.to_dict(), "anchors": anchors,
+           "stitch_layers": stitches, "stored_params": stored_params(spec), "configs": len(rows),
            "descendants": rows}
     if args.json:
         print_json(out)
     else:
         _rows_table(f"SN-Net over {', '.join(a['name'] for a in anchors)}: {len(rows)} configs, "
-                    f"{len(pool.stitches)} stitch layers, {out['stored_params']:,} stored params "
-                    "(random weights, no training)", rows)
+                    f"{stitches} stitch layers, {out['stored_params']:,} stored params "
+                    "(counted from the architectures; nothing built or trained)", rows)
     return 0
 
 
