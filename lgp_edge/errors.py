@@ -107,6 +107,17 @@ _WRITE_FIXES = {
 }
 
 
+def environment_error(exc: BaseException | None) -> OSError | None:
+    """The OSError of ``WRITE_ERRNOS`` that ``exc`` is or was raised from (a tool may wrap it in its own)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def write_failed(exc: OSError, path: str | Path | None = None, elsewhere: str = "write elsewhere") -> WriteFailed:
     """The one-line error for ``exc`` (an errno of ``WRITE_ERRNOS``) writing ``path``: what went wrong, where,
     and what to do (``elsewhere``: the other way out, none when empty). Without ``path``, the path ``exc``

@@ -410,3 +410,38 @@ def test_a_refused_access_outside_the_onnx_scratch_folder_is_not_blamed_on_tmpdi
         with onnx_export._scratch() as scratch:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(Path(scratch) / "raw.onnx"))
     assert "TMPDIR" in str(info.value) and str(tmp_path) in str(info.value), info.value
+
+
+@pytest.mark.parametrize("tool", ["int8", "ort"])
+def test_a_full_disk_inside_the_int8_or_ort_converter_says_so(tool: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The converters' own writes (ONNX Runtime's quantizer, its .ort converter) meeting a full disk were
+    "int8 quantization of model.onnx failed: OSError ..." with no advice: now the write failure, its path and
+    what to do, as every other write says it."""
+    import numpy as np
+    import onnxruntime.quantization
+    import onnxruntime.tools.convert_onnx_models_to_ort as to_ort
+    import torch
+
+    from lgp_edge.errors import WriteFailed
+    from lgp_edge.export import ort, quantize
+
+    src = tmp_path / "model.onnx"
+    torch.onnx.export(torch.nn.Linear(4, 2).eval(), (torch.zeros(1, 4),), str(src), dynamo=False,
+                      input_names=["input"])
+    dst = tmp_path / "model.int8.onnx"
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+
+    if tool == "int8":
+        monkeypatch.setattr(onnxruntime.quantization, "quantize_static", full_disk)
+        with pytest.raises(WriteFailed) as info:
+            scheme = quantize.Int8Scheme("onnxruntime", False, True)
+            quantize.quantize_int8(src, dst, np.zeros((8, 4), np.float32), 1, scheme)
+    else:
+        monkeypatch.setattr(to_ort, "convert_onnx_models_to_ort", full_disk)
+        with pytest.raises(WriteFailed) as info:
+            ort.convert_to_ort(src, tmp_path)
+    assert "no space left on device" in str(info.value) and str(dst) in str(info.value), str(info.value)
+    assert "free space" in str(info.value)

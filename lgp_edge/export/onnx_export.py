@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lgp_edge.errors import WRITE_ERRNOS, ExportError, UsageError, write_failed
+from lgp_edge.errors import ExportError, UsageError, environment_error, write_failed
 from lgp_edge.export.quiet import quiet_loggers
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def _scratch() -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="lgp-onnx-") as tmp:
             yield tmp
     except Exception as exc:
-        env = _environment_error(exc)
+        env = environment_error(exc)
         if env is None:
             raise
         if not _in_scratch(env, tmp):
@@ -147,17 +147,6 @@ def _in_scratch(exc: OSError, tmp: str | None) -> bool:
     return f == Path(tmp) or Path(tmp) in f.parents
 
 
-def _environment_error(exc: BaseException | None) -> OSError | None:
-    """The OSError of ``WRITE_ERRNOS`` that ``exc`` is or was raised from (an exporter may wrap it)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def _shipped(model: nn.Module, example: torch.Tensor, path: Path, *, opset: int, dynamic_batch: bool,
              metadata: Mapping[str, str]) -> None:
     import onnx
@@ -170,7 +159,7 @@ def _shipped(model: nn.Module, example: torch.Tensor, path: Path, *, opset: int,
             with _silenced(sink):
                 exporter(model, example, raw, opset=opset, dynamic_batch=dynamic_batch)
         except Exception as exc:  # the exporters raise many types; say which step failed
-            if _environment_error(exc) is not None:
+            if environment_error(exc) is not None:
                 raise  # the scratch folder's, said by _scratch
             raise ExportError(f"torch.onnx.export failed at opset {opset}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc

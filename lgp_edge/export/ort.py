@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lgp_edge.errors import LgpEdgeError, UsageError
+from lgp_edge.errors import LgpEdgeError, UsageError, environment_error, write_failed
 from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
 from lgp_edge.export.metadata import tool_versions
 from lgp_edge.export.quiet import quiet_loggers
@@ -81,6 +81,9 @@ def convert_to_ort(onnx_path: Path, out_dir: Path, target_platform: str = "arm")
                 convert_onnx_models_to_ort(src, dst, optimization_styles=[OptimizationStyle.Fixed],
                                            target_platform=target_platform)
         except Exception as exc:  # the converter raises plain exceptions and prints the details
+            env = environment_error(exc)
+            if env is not None:  # a full disk, a read-only folder...: said as every other write says it
+                raise write_failed(env) from None
             raise LgpEdgeError(f"ONNX Runtime could not convert {onnx_path.name} to .ort: {exc}") from exc
         ort_file = dst / "model.ort"
         configs = sorted(dst.glob("*.config"))

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from lgp_edge.errors import LgpEdgeError
+from lgp_edge.errors import LgpEdgeError, environment_error, write_failed
 from lgp_edge.export.quiet import quiet_loggers, quiet_root_records
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,9 @@ def quantize_int8(src: Path, dst: Path, calibration: np.ndarray, batch: int, sch
                                            "ActivationSymmetric": scheme.symmetric_activations,
                                            "QuantizeBias": scheme.quantize_bias})
     except Exception as exc:  # the tool raises plain exceptions of many kinds
+        env = environment_error(exc)
+        if env is not None:  # a full disk, a read-only folder...: said as every other write says it
+            raise write_failed(env) from None
         raise LgpEdgeError(f"int8 quantization of {src.name} failed: {type(exc).__name__}: "
                            f"{(str(exc).splitlines() or [''])[0][:300]}") from exc
     model = onnx.load(str(dst))
