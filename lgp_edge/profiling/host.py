@@ -229,23 +229,35 @@ def int8_instructions(cpuinfo: str | None = None) -> list[str] | None:
     """Which of ``INT8_INSTRUCTIONS`` this CPU has, from ``cpuinfo`` (default: /proc/cpuinfo's first
     ``flags`` or ``Features`` line; on macOS sysctl's ``hw.optional`` names); None when neither can be read. An
     int8 model's results depend on the kernels these select, so an int8 check holds for the CPU it ran on."""
-    from pathlib import Path
-
     if cpuinfo is None and _darwin():
         have = _darwin_flags(INT8_INSTRUCTIONS)
         return None if have is None else [f for f in INT8_INSTRUCTIONS if f in have]
+    first = _first_processor(cpuinfo)
+    if first is None:
+        return None
+    flags = set((first.get("flags") or first.get("Features") or "").split())
+    return [f for f in INT8_INSTRUCTIONS if f in flags]
+
+
+def _first_processor(cpuinfo: str | None = None) -> dict[str, str] | None:
+    """The first processor's ``key: value`` lines of ``cpuinfo`` (default: /proc/cpuinfo); None when /proc/cpuinfo
+    cannot be read."""
+    from pathlib import Path
+
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             return None
-    flags: set[str] = set()
+    first: dict[str, str] = {}
     for line in cpuinfo.splitlines():
+        if not line.strip():
+            if first:
+                break
+            continue
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags = set(value.split())
-            break
-    return [f for f in INT8_INSTRUCTIONS if f in flags]
+        first.setdefault(key.strip(), value.strip())
+    return first
 
 
 # Instruction sets that change what a timing or an int8 result means on x86 and Arm (/proc/cpuinfo's names).
@@ -258,24 +270,8 @@ def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
     VM may show only "AMD EPYC", which these tell apart), which of ``CPU_FEATURES`` it has, the logical CPUs
     and those this process may use. Fields /proc/cpuinfo does not give are None (on macOS the features come from
     sysctl, and the family/model/stepping are None: the brand string names the chip)."""
-    from pathlib import Path
-
     darwin = cpuinfo is None and _darwin()
-    if darwin:
-        cpuinfo = ""
-    elif cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpuinfo = ""
-    first: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        if not line.strip():
-            if first:
-                break
-            continue
-        key, _, value = line.partition(":")
-        first.setdefault(key.strip(), value.strip())
+    first = {} if darwin else (_first_processor(cpuinfo) or {})
     flags: set[str] | None = set((first.get("flags") or first.get("Features") or "").split()) or None
     if darwin:
         flags = _darwin_flags(CPU_FEATURES)
