@@ -173,3 +173,25 @@ def test_position_loss_sum_is_the_authors_and_recorded(tmp_path: Path) -> None:
     assert _build(tmp_path / "p", "--distilled", str(tmp_path / "d"), "--position-loss", "sum") == 0
     history = read_manifest(tmp_path / "p").history
     assert next(h for h in history if h["stage"] == "distill")["position_loss"] == "sum"
+
+
+def test_each_model_is_evaluated_alone_after_distillation(shared: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    """``pool distill`` records (and prints) each model's top-1 alone on the validation images right after
+    distillation: the number a pool built from the directory measures for its instance models."""
+    from lgp_edge.pool.evaluate import instance_top1
+
+    record = json.loads((shared / "distilled.json").read_text())
+    assert record["top1_images"] > 0 and sorted(record["top1"]) == sorted(record["epochs"])
+    assert all(0.0 <= v <= 100.0 for v in record["top1"].values())
+    assert _build(tmp_path / "p", "--distilled", str(shared)) == 0
+    alone = instance_top1(tmp_path / "p", "synthetic")
+    assert alone == {"ti6.0-5": record["top1"]["ti6"], "b6.0-5": record["top1"]["b6"]}
+    capsys.readouterr()
+    assert _distill(tmp_path / "d", "ti6,b6", "--eval-images", "7") == 0
+    capped = json.loads((tmp_path / "d" / "distilled.json").read_text())
+    assert capped["top1_images"] == 7 and all(round(v * 7 / 100) * 100 / 7 == pytest.approx(v, abs=1e-3)
+                                              for v in capped["top1"].values())
+    out = capsys.readouterr().out
+    assert f"ti6 {capped['top1']['ti6']:.2f}%" in out and "7 validation images" in out
+    assert _distill(tmp_path / "e", "ti6", "--eval-images", "0") == 2

@@ -76,6 +76,8 @@ def _register_distill(s: argparse._SubParsersAction) -> None:
     _add_position_loss(d)
     add_width_epochs(d, who="the models")
     d.add_argument("--force", action="store_true", help="overwrite an earlier 'pool distill' output")
+    d.add_argument("--eval-images", type=int_at_least(1), default=None, metavar="N",
+                   help="evaluate each model alone afterwards on the first N validation images (default all)")
     add_train_args(d, epochs=100)
     d.set_defaults(func=_distill)
 
@@ -89,12 +91,15 @@ def _distill(args: argparse.Namespace) -> int:
                          models=args.models, aux_init=args.aux_init, alpha=args.alpha,
                          position_loss=args.position_loss, width_epochs=args.width_epochs,
                          allow_random_ancestry=args.allow_random_ancestry,
-                         force=args.force, resume=args.resume)
+                         force=args.force, resume=args.resume, eval_images=args.eval_images)
     record = distill_auxiliary(req, train_config(args), reporter(args))
     if is_main():
         epochs = ", ".join(f"{m} {e}" for m, e in record["epochs"].items())
         print(f"distilled {len(record['models'])} auxiliary models (epochs: {epochs}) in {record['wall_s'] / 60:.1f} "
               f"min, saved to {args.out}; use it with 'lgp-edge pool build --distilled {args.out}'")
+        if record["top1"]:
+            alone = ", ".join(f"{m} {v:.2f}%" for m, v in record["top1"].items())
+            print(f"top-1 of each alone: {alone} ({record['top1_images']:,} validation images of {args.data})")
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import time
@@ -47,13 +48,14 @@ from lgp_edge.pool.inherit import AUX_INITS, inherit_from_ancestry, selection_tr
 from lgp_edge.pool.pool import safe_load_file
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, InstanceSpec, content_hash
-from lgp_edge.train import TrainConfig, environment, is_main, state_digest
+from lgp_edge.train import TrainConfig, environment, evaluate, is_main, state_digest
 
 RECORD = "distilled.json"
 MODELS = "models.safetensors"
 TRANSFORMS = "transforms.safetensors"
 KIND = "lgp-edge distilled auxiliary models"
 _NAME = re.compile(r"(ti|s|b)([0-9]+)")
+log = logging.getLogger(__name__)
 
 
 def auxiliary_instance(ancestry: AncestrySpec, name: str) -> InstanceSpec:
@@ -103,6 +105,7 @@ class DistillRequest:
     allow_random_ancestry: bool = False  # smoke tests only
     force: bool = False  # overwrite an earlier distilled directory
     resume: bool = False  # continue an interrupted distillation
+    eval_images: int | None = None  # each model's top-1 alone afterwards on the first N validation images (None: all)
 
 
 def _check(req: DistillRequest) -> None:
@@ -111,6 +114,8 @@ def _check(req: DistillRequest) -> None:
         raise UsageError("--models needs at least one auxiliary model, e.g. ti6,b6")
     if len(set(req.models)) != len(req.models):
         raise UsageError(f"--models names a model twice: {','.join(req.models)}")
+    if req.eval_images is not None and req.eval_images < 1:
+        raise UsageError(f"--eval-images must be >= 1, got {req.eval_images}")
     if req.aux_init not in AUX_INITS:
         raise UsageError(f"--aux-init must be one of {', '.join(AUX_INITS)}")
     if req.resume:
@@ -156,6 +161,8 @@ def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter 
     run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
                            fingerprint=fingerprint, resume=req.resume, description="distill", reporter=reporter)
     groups = epoch_groups(instances, cfg.epochs, width_epochs)
+    top1, images = (students_top1(students, data.val, max_images=req.eval_images, device=cfg.device, reporter=reporter)
+                    if is_main() else ({}, 0))
     record: dict[str, Any] = {
         "kind": KIND, "schema_version": 1, "ancestry": aspec.to_dict(), "teacher": digest, "data": req.data,
         "models": [i.to_dict() for i in instances],
@@ -168,7 +175,9 @@ def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter 
         "runs": [{"models": [i.name for i in group], "epochs": e, "epoch_loss": list(run.losses[group[0].name])}
                  for e, group in groups],
         "aux_init": req.aux_init, "inherited_blocks": inherited,
-        "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")}
+        "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1"),
+        # each model alone right after distillation, on the first top1_images validation images of req.data
+        "top1": top1, "top1_images": images}
     if is_main():
         with atomic_dir(req.out) as tmp:  # the checkpoints of the run are left behind with the old directory
             states = {f"{i.name}.{k}": v.detach().contiguous().cpu()
@@ -181,6 +190,22 @@ def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter 
                 f.write("\n")
             replace_dir(tmp, req.out)
     return record
+
+
+def students_top1(students: nn.ModuleDict, val: Any, *, max_images: int | None = None, device: str = "cpu",
+                  reporter: Reporter = NULL) -> tuple[dict[str, float], int]:
+    """Top-1 of each student alone on the first ``max_images`` images of ``val`` (all when None), and the number
+    of images evaluated; no student is evaluated on an empty split."""
+    n = len(val) if max_images is None else min(max_images, len(val))
+    if n == 0:
+        log.warning("the data has no validation images: the distilled models are not evaluated")
+        return {}, 0
+    top1 = {}
+    with reporter.task("evaluate distilled models", total=len(students)) as task:
+        for name, model in students.items():
+            top1[name] = round(evaluate(model, val, max_images=n, device=device), 3)
+            task.advance(1, last=f"{name} {top1[name]:.2f}%")
+    return top1, n
 
 
 @dataclass(frozen=True)
