@@ -1,0 +1,40 @@
+"""benchmarks/distill_convergence.py with the shipped ancestry and real data, a few steps: each run is a real
+``pool distill`` output whose saved models it evaluates, beside the replication's numbers; a finished run is
+reused, a work directory holding another run refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import load_benchmark
+
+
+def _bench():
+    return load_benchmark("distill_convergence", "bench_distill_convergence")
+
+
+def test_distill_convergence_smoke_run_and_reuse(tmp_path: Path) -> None:
+    bench = _bench()
+    work, out = tmp_path / "work", tmp_path / "c.json"
+    argv = ["--run", "ti6@1", "--steps", "2", "--images", "100", "--work", str(work), "--out", str(out)]
+    assert bench.main(argv) == 0
+    res = json.loads(out.read_text())
+    assert res["code_version"] and res["cpu_facts"] and res["test_images"] == 100
+    run = res["runs"][0]
+    assert (run["models"], run["epochs"], run["status"]) == (["ti6"], 1, "computed")
+    assert run["recorded_top1"] == run["top1"] and len(run["epoch_loss"]) == 1 and len(run["epoch_loss"][0]) == 1
+    rec = json.loads((work / "ti6-e1" / "distilled.json").read_text())
+    assert rec["top1_images"] == 100 and rec["config"]["max_steps_per_epoch"] == 2
+    ti6 = res["models"]["ti6"]
+    rep = json.loads(Path(bench.REPLICATION).read_text())
+    assert ti6["replication_top1"] == rep["methods"]["lgp_d6_lstsq-kd"]["instances_after_distill"]["ti6.0-5"]
+    assert ti6["replication_epochs"] == rep["settings"]["distill_width_epochs"]["ti"]
+    assert ti6["gain"] == pytest.approx(ti6["top1"] - ti6["replication_top1"], abs=0.011)
+    assert "b12" not in res["replication"]["epochs"]  # SN-Net's B anchor is the ancestry, never distilled
+    assert bench.main(argv) == 0  # the finished run is reused, with the same numbers
+    again = json.loads(out.read_text())
+    assert again["runs"][0]["status"] == "reused" and again["models"] == res["models"]
+    with pytest.raises(SystemExit, match="holds another run"):  # same directory name, other recipe
+        bench.main([*argv[:3], "3", *argv[4:]])
