@@ -43,7 +43,7 @@ from lgp_edge.pool.auxiliary import (
     load_distilled,
     read_distilled,
 )
-from lgp_edge.progress import NULL
+from lgp_edge.progress import Reporter, stderr_reporter
 from lgp_edge.train import TrainConfig, evaluate, state_digest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,7 +93,8 @@ def run_dir(work: Path, models: tuple[str, ...], epochs: int) -> Path:
     return work / f"{'+'.join(models)}-e{epochs}"
 
 
-def distil(models: tuple[str, ...], epochs: int, out: Path, checkpoint: str, cfg: TrainConfig, images: int) -> str:
+def distil(models: tuple[str, ...], epochs: int, out: Path, checkpoint: str, cfg: TrainConfig, images: int,
+           rep: Reporter) -> str:
     """One ``pool distill`` run into ``out``: reused when finished with these settings, else continued or started.
     Returns what happened: "reused", "resumed" or "computed"."""
     if (out / RECORD).is_file():
@@ -107,7 +108,7 @@ def distil(models: tuple[str, ...], epochs: int, out: Path, checkpoint: str, cfg
         return "reused"
     resume = out.is_dir() and any(out.iterdir())
     distill_auxiliary(DistillRequest(ancestry=ANCESTRY, checkpoint=checkpoint, data=DATA, out=str(out),
-                                     models=models, resume=resume, eval_images=images), cfg, NULL)
+                                     models=models, resume=resume, eval_images=images), cfg, rep)
     return "resumed" if resume else "computed"
 
 
@@ -134,11 +135,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the runs' outputs are kept (a finished run is reused, an interrupted one continued)")
     p.add_argument("--replication", default=str(REPLICATION), help="the replication results file to compare with")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_convergence.json"))
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     runs = args.run or [parse_run(r) for r in RUNS]
     if args.steps < 0 or args.images < 0:
         p.error("--steps and --images must be >= 0")
     header = provenance(argv)
+    rep = stderr_reporter(args.quiet)
     t0 = time.time()
     checkpoint = default_checkpoint(ANCESTRY, None)
     teacher, aspec = create_ancestry(ANCESTRY, checkpoint=checkpoint)
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = train_config(epochs, args.steps or None)
         r0 = time.time()
         print(f"distilling {','.join(models)} for {epochs} epochs into {out}", file=sys.stderr)
-        status = distil(models, epochs, out, checkpoint, cfg, images)
+        status = distil(models, epochs, out, checkpoint, cfg, images, rep)
         rec = read_distilled(out)
         top1 = evaluate_run(out, models, teacher, aspec, data, images)
         recorded = rec.get("top1") or {}  # what pool distill measured itself (runs made before it recorded: none)

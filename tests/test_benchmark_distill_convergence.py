@@ -18,7 +18,7 @@ def _bench():
 def test_distill_convergence_smoke_run_and_reuse(tmp_path: Path) -> None:
     bench = _bench()
     work, out = tmp_path / "work", tmp_path / "c.json"
-    argv = ["--run", "ti6@1", "--steps", "2", "--images", "100", "--work", str(work), "--out", str(out)]
+    argv = ["--run", "ti6@1", "--steps", "2", "--images", "100", "--work", str(work), "--out", str(out), "--quiet"]
     assert bench.main(argv) == 0
     res = json.loads(out.read_text())
     assert res["code_version"] and res["cpu_facts"] and res["test_images"] == 100

@@ -616,3 +616,30 @@ def test_calibrations_measured_before_calm_series_are_not_reused():
 
     fp = host_fingerprint("onnxruntime", 1)
     assert fp["schema"] == 2 and fingerprint_key(fp) != fingerprint_key({**fp, "schema": 1})
+
+
+def test_openvino_int8_times_the_graph_export_ships_and_keeps_quiet(pool, example, tmp_path, capfd):
+    """The profiler's OpenVINO int8 model is quantized as ``export`` quantizes (the classifier left in float)
+    and NNCF's progress bars and notes stay out of the terminal, as in an export."""
+    from lgp_edge.export.openvino import quantize_int8
+    from lgp_edge.progress import NULL
+
+    def quantized_matmuls(m) -> list[bool]:  # per MatMul in graph order: is its second input fake-quantized?
+        out = []
+        for op in m.get_ordered_ops():
+            if op.get_type_name() == "MatMul":
+                src = op.input(1).get_source_output().get_node()
+                while src.get_type_name() in ("Convert", "Reshape", "Transpose") and src.get_input_size():
+                    src = src.input(0).get_source_output().get_node()
+                out.append(src.get_type_name() == "FakeQuantize")
+        return out
+
+    rt = get_runtime("openvino")
+    model = pool.descendant("b6.0-5")
+    capfd.readouterr()
+    timed = rt.convert(model, example, "int8", tmp_path / "t")
+    assert capfd.readouterr() == ("", "")
+    images = np.random.default_rng(0).standard_normal((8, *example.shape[1:])).astype(np.float32)
+    shipped = quantize_int8(rt.convert(model, example, "fp32", tmp_path / "f"), images, 1, NULL)
+    assert quantized_matmuls(timed) == quantized_matmuls(shipped)
+    assert quantized_matmuls(shipped)[-1] is False and any(quantized_matmuls(shipped))

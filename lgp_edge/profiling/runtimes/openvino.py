@@ -48,14 +48,20 @@ class OpenVinoRuntime(Runtime):
         ov_model = ov.Core().read_model(str(onnx_path))
         if precision == "int8":
             try:
-                import nncf
+                import nncf  # noqa: F401
             except ImportError:
                 raise BackendMissing("nncf", "export", "OpenVINO int8") from None
+            import numpy as np
             import torch
 
-            data = [torch.randn_like(example).numpy() for _ in range(8)]
-            ov_model = nncf.quantize(ov_model, nncf.Dataset(data), subset_size=len(data),
-                                     model_type=nncf.ModelType.TRANSFORMER)
+            from lgp_edge.export.openvino import quantize_int8
+            from lgp_edge.progress import NULL
+
+            # quantized as export quantizes (the classifier in float, NNCF's output kept out of the terminal);
+            # random calibration images: only the timing of this model is used
+            batch = int(example.shape[0])
+            ov_model = quantize_int8(ov_model, np.concatenate([torch.randn_like(example).numpy() for _ in range(8)]),
+                                     batch, NULL)
         return ov_model
 
     def prepare(self, model: nn.Module, example: Any, precision: str, workdir: Path, *, threads: int,
