@@ -551,3 +551,31 @@ def test_demo_pool_reads_with_its_sizes() -> None:
     assert len(mf.descendants) == 18 and mf.top1_images == 10_000
     assert {r.key: r.params for r in mf.descendants}["b6.0-5"] == 1_199_882
 
+
+
+@pytest.mark.parametrize("top1", [{"ti6": 150.0}, {"ti6": -1}, {"ti6": "85"}, {"ti6": True}, {"zz9": 80.0}, [85.0]],
+                         ids=str)
+def test_damaged_top1_after_distillation_is_refused(top1: Any, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Each instance's top-1 right after distillation (the distill entry of the history, shown by pool info): a
+    percentage of one of the pool's instances, measured on a recorded number of images."""
+    p = demo_copy(tmp_path, lambda mf: mf["history"][0].update(top1=top1, top1_images=10_000))
+    rc, err = run_cli(["pool", "info", str(p)], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert "is damaged" in lines[0] and "history[0] (distill) top1" in lines[0], err
+
+
+def test_top1_after_distillation_is_shown_by_pool_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lgp_edge.cli import main
+
+    p = demo_copy(tmp_path, lambda mf: mf["history"][0].update(top1={"ti6": 85.37, "b6": 89.23}, top1_images=10_000))
+    capsys.readouterr()
+    assert main(["pool", "info", str(p)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "ti6: 6 blocks of width 32 (1 heads), 76,224 params; top-1 85.37% alone after distillation" in out, out
+    assert main(["pool", "info", str(p), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [i.get("top1_after_distill") for i in info["instances"]] == [85.37, 89.23]
+    p = demo_copy(tmp_path / "n", lambda mf: mf["history"][0].update(top1={"ti6": 85.37}, top1_images=0))
+    assert run_cli(["pool", "info", str(p)], capsys)[0] == 2  # a top-1 on no images

@@ -84,6 +84,9 @@ def test_snnet_takes_its_anchors_from_a_shared_run(shared: Path, tmp_path: Path)
     entry = read_manifest(tmp_path / "taken").history[0]
     assert entry["stage"] == "snnet-anchors" and entry["epochs"] == {"ti12": 2, "s12": 1}
     assert entry["anchors"]["b12"] == "ancestry"
+    record = json.loads((shared / "distilled.json").read_text())  # the anchors' top-1 right after distillation
+    assert entry["top1"] == {m: record["top1"][m] for m in ("ti12", "s12")}
+    assert read_manifest(tmp_path / "own").history[0]["top1"] == entry["top1"]  # same models, measured again
 
 
 def test_bad_distilled_input_is_one_line_and_exit_2(shared: Path, tmp_path: Path,
@@ -195,3 +198,19 @@ def test_each_model_is_evaluated_alone_after_distillation(shared: Path, tmp_path
     out = capsys.readouterr().out
     assert f"ti6 {capped['top1']['ti6']:.2f}%" in out and "7 validation images" in out
     assert _distill(tmp_path / "e", "ti6", "--eval-images", "0") == 2
+
+
+def test_a_pool_records_its_instances_top1_right_after_distillation(shared: Path, tmp_path: Path) -> None:
+    """pool.json's distill entry holds each instance model's top-1 alone right after distillation: measured by
+    ``pool build`` when it distils, carried from ``distilled.json`` when the models are taken from there."""
+    from lgp_edge.pool.evaluate import instance_top1
+
+    record = json.loads((shared / "distilled.json").read_text())
+    assert _build(tmp_path / "taken", "--distilled", str(shared)) == 0
+    entry = read_manifest(tmp_path / "taken").history[0]
+    assert entry["top1"] == {"ti6": record["top1"]["ti6"], "b6": record["top1"]["b6"]}
+    assert entry["top1_images"] == record["top1_images"]
+    assert _build(tmp_path / "own") == 0
+    entry = read_manifest(tmp_path / "own").history[0]
+    alone = instance_top1(tmp_path / "own", "synthetic")
+    assert entry["top1"] == {"ti6": alone["ti6.0-5"], "b6": alone["b6.0-5"]} and entry["top1_images"] > 0

@@ -297,11 +297,13 @@ def pool_summary(manifest: Any) -> dict[str, Any]:
     for d in enumerate_descendants(spec):
         r = known.get(d.key) or descendant_record(spec, d)
         rows.append({"key": r.key, "blocks": r.blocks, "params": r.params, "flops": r.flops, "top1": r.top1})
+    after = manifest.top1_after_distill()
     return {
         "pool_id": spec.pool_id,
         "ancestry": spec.ancestry.to_dict(),
         "depth": spec.depth,
-        "instances": [{**i.to_dict(), "params": instance_params(spec, i)} for i in spec.instances],
+        "instances": [{**i.to_dict(), "params": instance_params(spec, i),
+                       **({"top1_after_distill": after[i.name]} if i.name in after else {})} for i in spec.instances],
         "stitch_layers": len(stitch_specs(spec)),
         "stitch_params": stitch_params(spec),
         "stored_params": stored_params(spec),
@@ -334,8 +336,10 @@ def _info(args: argparse.Namespace) -> int:
     c.print(f"ancestry {a.name} (dim {a.embed_dim}, {a.depth} blocks, {a.img_size} px, {a.in_chans} ch); "
             f"stage {info['stage']} on {info['data']}; stitch init {info['stitch_init']}")
     for inst in info["instances"]:
+        after = inst.get("top1_after_distill")
         c.print(f"  instances {inst['name']}: {inst['depth']} blocks of width {inst['embed_dim']} "
-                f"({inst['num_heads']} heads), {inst['params']:,} params")
+                f"({inst['num_heads']} heads), {inst['params']:,} params"
+                + (f"; top-1 {after:.2f}% alone after distillation" if after is not None else ""))
     c.print(f"  stitch layers: {info['stitch_layers']} ({info['stitch_params']:,} params)")
     c.print(f"  stored params: {info['stored_params']:,}")
     smallest = min(rows, key=lambda r: r["flops"])

@@ -14,7 +14,13 @@ from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, check_widths, plan_instances
 from lgp_edge.outdir import check_output_dir, check_resume_dir
-from lgp_edge.pool.auxiliary import check_distilled_use, load_distilled, position_identity, start_from_ancestry
+from lgp_edge.pool.auxiliary import (
+    check_distilled_use,
+    load_distilled,
+    position_identity,
+    start_from_ancestry,
+    students_top1,
+)
 from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
@@ -135,6 +141,9 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                      **distill_history(run.losses, spec.instances, cfg.epochs, width_epochs),
                      "aux_init": req.aux_init, "inherited_blocks": inherited,
                      "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")}
+        if is_main():  # each instance model alone right after distillation (the stitches do not change them)
+            top1, n = students_top1(pool.models, data.val, device=cfg.device, reporter=reporter)
+            distilled.update(top1=top1, top1_images=n)
     n_images = fit_image_count(req.init, req.lstsq_images)
     images = lstsq_images(data, n_images, cfg.seed) if n_images else None
     init_stitches(pool, req.init, matrices=matrices, images=images)

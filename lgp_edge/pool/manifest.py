@@ -56,6 +56,12 @@ class PoolManifest:
     def synthetic(self) -> bool:
         return self.data == "synthetic"
 
+    def top1_after_distill(self) -> dict[str, float]:
+        """Each instance model's top-1 alone right after distillation, as its distill entry records it (pools made
+        before it was measured: none)."""
+        entry = next((h for h in self.history if h.get("stage") in ("distill", "snnet-anchors")), {})
+        return dict(entry.get("top1") or {})
+
     @property
     def top1_data(self) -> str | None:
         """Dataset the descendants' top-1 were measured on (the records', else the last 'eval' stage's)."""
@@ -111,7 +117,6 @@ class PoolManifest:
         history = d.get("history", [])
         if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
             raise DamagedRecord(f"history is {_json_kind(history)} (a list of objects expected)", fix=REBUILD)
-        _check_history(history)
         rows = d.get("descendants", [])
         if not isinstance(rows, list):
             raise DamagedRecord(f"descendants is {_json_kind(rows)} (a list of records expected)")
@@ -126,6 +131,7 @@ class PoolManifest:
             raise DamagedRecord(f"has storage_dtype {storage_dtype!r} (one of {', '.join(STORAGE_DTYPES)} expected)",
                                 fix=REBUILD)
         check_instance_names(spec)
+        _check_history(history, tuple(i.name for i in spec.instances))
         return cls(spec=spec, preprocess=preprocess,
                    data=d["data"], stitch_init=d["stitch_init"], stage=d["stage"], files=dict(d["files"]),
                    history=tuple(history), descendants=tuple(DescendantRecord.from_dict(r) for r in rows),
@@ -242,12 +248,21 @@ def _check_labels(spec: PoolSpec, pre: PreprocessSpec) -> None:
         seen.add(v)
 
 
-def _check_history(history: list[dict[str, Any]]) -> None:
+def _check_history(history: list[dict[str, Any]], instances: tuple[str, ...]) -> None:
     """The image counts of the history (what a top-1 or a stitch init was measured on): integers in
-    [1, MAX_IMAGES]."""
+    [1, MAX_IMAGES]; the top-1 of instance models alone right after distillation: percentages of the pool's
+    instances."""
     for i, h in enumerate(history):
+        where = f"history[{i}] ({h.get('stage', '?')})"
         if "images" in h:
-            _int_in(h["images"], f"history[{i}] ({h.get('stage', '?')}) images", MAX_IMAGES)
+            _int_in(h["images"], f"{where} images", MAX_IMAGES)
+        if "top1" in h:
+            top1 = h["top1"]
+            if not isinstance(top1, dict) or not all(
+                    k in instances and is_number(v) and 0 <= v <= 100 for k, v in top1.items()):
+                raise DamagedRecord(f"has {where} top1 {_json_kind(top1)} (a top-1 percentage per instance of "
+                                    f"{', '.join(instances)} expected)", fix=REBUILD)
+            _int_in(h.get("top1_images"), f"{where} top1_images", MAX_IMAGES)
 
 
 def _json_kind(value: Any) -> str:
