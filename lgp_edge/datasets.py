@@ -342,11 +342,20 @@ def check_labels(info: DataInfo, labels: tuple[str, ...], model_data: str) -> No
 
 
 def training_images(name: str) -> int | None:
-    """How many training images ``name`` has, when that is cheap to know: Fashion-MNIST's from its labels file's
-    IDX header (no image is read), synthetic data's fixed count; None otherwise (an image folder is counted
-    when it is opened) and for a file that cannot be read (opening it says why)."""
+    """How many training images ``name`` has, known before any image is read: Fashion-MNIST's from its labels
+    file's IDX header, synthetic data's fixed count, an image folder's train/ files that its loader takes (the
+    same walk and extensions as torchvision's ImageFolder; no image is opened); None for data that cannot be
+    read (opening it says why)."""
     if name == "synthetic":
         return SYNTHETIC_TRAIN
+    if name.startswith("imagefolder:"):
+        from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+        train = str(Path(imagefolder_path(name)) / "train")
+        try:
+            return len(make_dataset(train, find_classes(train)[1], extensions=IMG_EXTENSIONS))
+        except (OSError, RuntimeError):  # no such folder, or no class folder or image in it
+            return None
     if name != "fashion-mnist":
         return None
     try:

@@ -149,6 +149,25 @@ def test_training_split_size_from_the_idx_header() -> None:
     assert training_images("imagefolder:/nowhere") is None
 
 
+def test_image_folder_training_split_counted_as_it_is_loaded(tmp_path: Path) -> None:
+    """An image folder's training images are counted before an int8 export loads them (a too-large
+    --calib-images was found only once the export loaded the folder): the count the loader gets, files of other
+    kinds left out."""
+    from PIL import Image
+    from torchvision.datasets import ImageFolder
+
+    from lgp_edge.datasets import training_images
+
+    for split, n in (("train", 5), ("val", 2)):
+        for c in ("cat", "dog"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8)).save(tmp_path / split / c / f"{i}.png")
+    (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
+    (tmp_path / "train" / "dog" / "x.JPEG").write_bytes((tmp_path / "train" / "dog" / "0.png").read_bytes())
+    assert training_images(f"imagefolder:{tmp_path}") == len(ImageFolder(str(tmp_path / "train"))) == 11
+
+
 def test_int8_instructions_from_cpuinfo() -> None:
     from lgp_edge.profiling.host import int8_instructions
 
