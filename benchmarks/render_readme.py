@@ -4,10 +4,10 @@
     python benchmarks/render_readme.py --check    # exit 1 if README.md is out of date (the tests run this)
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = aux, latency, quick, paper, widths, ceiling, budget, recipes, switchable, int8, memory, walkthrough. Those
-sections are never typed by hand: each is rendered from its results JSON, and the one commentary they carry
-(benchmarks/PAPER_REPLICATION_NOTES.md, after the replication's rendered section) quotes only numbers that are in
-committed results files.
+NAME = aux, latency, quick, paper, convergence, widths, ceiling, budget, recipes, switchable, int8, memory,
+walkthrough. Those sections are never typed by hand: each is rendered from its results JSON, and the one
+commentary they carry (benchmarks/PAPER_REPLICATION_NOTES.md, after the replication's rendered section) quotes
+only numbers that are in committed results files.
 """
 
 from __future__ import annotations
@@ -331,7 +331,28 @@ def recipes() -> str:
     return "\n".join(_section(p.name) for p in [ROOT / "benchmarks" / "FINETUNE_RECIPES.md", *later])
 
 
-SECTIONS = (("aux", aux), ("latency", latency), ("quick", quick), ("paper", paper), ("widths", widths),
+def convergence() -> str:
+    """benchmarks/distill_convergence.py's result: the replication's auxiliary models distilled longer."""
+    d = json.loads((RESULTS / "distill_convergence.json").read_text())
+    rep = d["replication"]
+    runs = "; ".join(f"{', '.join(r['models'])} for {r['epochs']} epochs ({r['status']}, "
+                     f"{r['distill_wall_s'] / 60:.0f} min, {r['environment']['threads']} thread(s))" for r in d["runs"])
+    out = [f"`{d['command']}` {_provenance(d)}, {d['cpu']}: {runs}, each model then evaluated alone on "
+           f"{d['test_images']:,} test images from its saved files (`benchmarks/results/distill_convergence.json`), "
+           f"beside its top-1 right after distillation in the replication of {rep['date'][:10]} (code "
+           f"{rep['code_version']}, `{rep['file']}` sha256 {rep['sha256'][:12]}).", "",
+           "| model | epochs | top-1 % | replication: epochs | replication: top-1 % | gain |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for name, m in d["models"].items():
+        rep_top1 = "-" if m["replication_top1"] is None else f"{m['replication_top1']:.2f}"
+        gain = "-" if m["gain"] is None else f"{m['gain']:+.2f}"
+        out.append(f"| {name} | {m['epochs']} | {m['top1']:.2f} | {m['replication_epochs'] or '-'} | {rep_top1} | "
+                   f"{gain} |")
+    return "\n".join(out) + "\n"
+
+
+SECTIONS = (("aux", aux), ("latency", latency), ("quick", quick), ("paper", paper), ("convergence", convergence),
+            ("widths", widths),
             ("ceiling", ceiling), ("budget", budget), ("recipes", recipes), ("switchable", switchable), ("int8", int8),
             ("memory", memory), ("walkthrough", walkthrough))
 
