@@ -166,7 +166,8 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
                      "ancestry_top1": (meta or {}).get("top1")}
         if is_main():  # each distilled anchor alone right after distillation
             top1, n = students_top1(students, data.val, device=cfg.device, reporter=reporter)
-            distilled.update(top1=top1, top1_images=n)
+            if top1:  # none without validation images
+                distilled.update(top1=top1, top1_images=n)
     init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
     history = ({"stage": "snnet-anchors", "when": distilled.pop("when"),
                 "wall_s": round(time.time() - t0 + earlier, 1), **distilled,  # with --distilled: assembling only

@@ -143,7 +143,8 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                      "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")}
         if is_main():  # each instance model alone right after distillation (the stitches do not change them)
             top1, n = students_top1(pool.models, data.val, device=cfg.device, reporter=reporter)
-            distilled.update(top1=top1, top1_images=n)
+            if top1:  # none without validation images
+                distilled.update(top1=top1, top1_images=n)
     n_images = fit_image_count(req.init, req.lstsq_images)
     images = lstsq_images(data, n_images, cfg.seed) if n_images else None
     init_stitches(pool, req.init, matrices=matrices, images=images)
