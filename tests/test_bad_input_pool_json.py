@@ -552,7 +552,6 @@ def test_demo_pool_reads_with_its_sizes() -> None:
     assert {r.key: r.params for r in mf.descendants}["b6.0-5"] == 1_199_882
 
 
-
 @pytest.mark.parametrize("top1", [{"ti6": 150.0}, {"ti6": -1}, {"ti6": "85"}, {"ti6": True}, {"zz9": 80.0}, [85.0]],
                          ids=str)
 def test_damaged_top1_after_distillation_is_refused(top1: Any, tmp_path: Path,
