@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from lgp_edge.datasets import open_for_ancestry
 from lgp_edge.fileio import sha256_file
@@ -42,9 +43,10 @@ from lgp_edge.pool.auxiliary import (
     distill_auxiliary,
     load_distilled,
     read_distilled,
+    students_top1,
 )
 from lgp_edge.progress import Reporter, stderr_reporter
-from lgp_edge.train import TrainConfig, evaluate, state_digest
+from lgp_edge.train import TrainConfig, state_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -117,12 +119,12 @@ def evaluate_run(out: Path, models: tuple[str, ...], teacher, aspec, data, image
     instances = tuple(auxiliary_instance(aspec, m) for m in models)
     loaded = load_distilled((str(out),), instances, ancestry=aspec, teacher=teacher, data=DATA, aux_init="ancestry",
                             alpha=0.1, temperature=1.0)
-    top1 = {}
+    models = nn.ModuleDict()
     for inst in instances:
-        model = create_auxiliary(aspec, inst)
-        model.load_state_dict(loaded.states[inst.name])
-        top1[inst.name] = round(evaluate(model, data.val, max_images=images), 2)
-    return top1
+        models[inst.name] = create_auxiliary(aspec, inst)
+        models[inst.name].load_state_dict(loaded.states[inst.name])
+    top1, _ = students_top1(models, data.val, max_images=images)
+    return {name: round(v, 2) for name, v in top1.items()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR, instance_spec
 from lgp_edge.outdir import check_output_dir, check_resume_dir
-from lgp_edge.pool.auxiliary import check_distilled_use, load_distilled, start_from_ancestry, students_top1
+from lgp_edge.pool.auxiliary import after_distillation, check_distilled_use, load_distilled, start_from_ancestry
 from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
@@ -165,9 +165,7 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
                      "inherited_blocks": inherited, "ancestry_checkpoint": req.checkpoint,
                      "ancestry_top1": (meta or {}).get("top1")}
         if is_main():  # each distilled anchor alone right after distillation
-            top1, n = students_top1(students, data.val, device=cfg.device, reporter=reporter)
-            if top1:  # none without validation images
-                distilled.update(top1=top1, top1_images=n)
+            distilled.update(after_distillation(students, data.val, device=cfg.device, reporter=reporter))
     init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
     history = ({"stage": "snnet-anchors", "when": distilled.pop("when"),
                 "wall_s": round(time.time() - t0 + earlier, 1), **distilled,  # with --distilled: assembling only

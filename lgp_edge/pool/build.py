@@ -15,11 +15,11 @@ from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkp
 from lgp_edge.models.instances import DEPTHS, check_widths, plan_instances
 from lgp_edge.outdir import check_output_dir, check_resume_dir
 from lgp_edge.pool.auxiliary import (
+    after_distillation,
     check_distilled_use,
     load_distilled,
     position_identity,
     start_from_ancestry,
-    students_top1,
 )
 from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS
@@ -142,9 +142,7 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                      "aux_init": req.aux_init, "inherited_blocks": inherited,
                      "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")}
         if is_main():  # each instance model alone right after distillation (the stitches do not change them)
-            top1, n = students_top1(pool.models, data.val, device=cfg.device, reporter=reporter)
-            if top1:  # none without validation images
-                distilled.update(top1=top1, top1_images=n)
+            distilled.update(after_distillation(pool.models, data.val, device=cfg.device, reporter=reporter))
     n_images = fit_image_count(req.init, req.lstsq_images)
     images = lstsq_images(data, n_images, cfg.seed) if n_images else None
     init_stitches(pool, req.init, matrices=matrices, images=images)
