@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ INSTANCES = "instances_after_distill.json"  # written beside the pool by step 1
 
 def build(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-    from make_demo_pool import git_rev, make_demo_pool, repo_path
+    from make_demo_pool import git_rev, make_demo_pool, repo_path, repo_paths_in
 
     from lgp_edge.commands.train_args import train_flags
     from lgp_edge.errors import UsageError
@@ -89,25 +90,25 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
     # 1. distillation + lstsq-kd stitches
     if stage() is None or not (work / INSTANCES).is_file():
-        t = time.time()
         if stage() is None:
             log.info("step 1/4: distil Ti6/B6 from %s", anc)
             build_pool(BuildRequest(ancestry=args.ancestry, checkpoint=str(anc), data=args.data, out=str(pool_dir),
                                     depth=6, init="lstsq-kd", aux_init="ancestry", force=True,
                                     resume=interrupted(pool_dir), width_epochs=widths,
                                     stitch_steps=args.stitch_steps), dcfg, rep)
+        t = time.time()
         write_text_atomic(work / INSTANCES,
                           json.dumps(instance_top1(pool_dir, args.data, max_images=args.eval_images)))
-        timing["build"] = round(time.time() - t, 1)
+        # the build's recorded seconds count the training seconds of processes an interruption ended, too
+        timing["build"] = round(recorded_s(pool_dir, "distill") + time.time() - t, 1)
         write_text_atomic(work / "timing.json", json.dumps(timing))
     # 2. fine-tuning (continues from its checkpoint after an interruption)
     if stage() != "finetuned":
-        t = time.time()
         log.info("step 2/4: fine-tune for %d epochs", fcfg.epochs)
         resume = any((pool_dir / c / "state.json").is_file() for c in (CKPT, STITCH_CKPT))
         finetune_pool(FinetuneRequest(pool=str(pool_dir), data=args.data, resume=resume,
                                       instance_lr_scale=args.instance_lr_scale, anchors=True), fcfg, rep)
-        timing["finetune"] = round(time.time() - t, 1)
+        timing["finetune"] = recorded_s(pool_dir, "finetune")
     write_text_atomic(work / "timing.json", json.dumps(timing))
     # 3. evaluation of the fp32 pool (step 4 re-evaluates the shipped fp16 weights)
     log.info("step 3/4: evaluate")
@@ -123,7 +124,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         f"lgp-edge pool finetune {pool_shown} --data {args.data} --anchors --instance-lr-scale "
         f"{args.instance_lr_scale} " + train_flags(fcfg),
         f"lgp-edge pool eval {pool_shown} --data {args.data}{eval_flag}",
-        "python benchmarks/build_demo_pool.py " + " ".join(args.argv)]
+        "python benchmarks/build_demo_pool.py " + repo_paths_in(shlex.join(args.argv))]
     prov = {"made_by": "python benchmarks/build_demo_pool.py", "commands": commands, "code_version": git_rev(),
             "ancestry": {"name": args.ancestry, "path": anc_shown, "sha256": key["ancestry_sha256"],
                          **{k: anc_meta.get(k) for k in ("top1", "val_images", "config", "initial_checkpoint")
@@ -135,6 +136,14 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     shipped = make_demo_pool(pool_dir, Path(args.out), args.data, prov, eval_images=args.eval_images)
     log.info("done in %.0f s", time.time() - t0)
     return shipped
+
+
+def recorded_s(pool: Path, stage: str) -> float:
+    """The seconds that ``pool``'s history records for its last ``stage`` (``distill``: the whole build step,
+    ``finetune``), training seconds of interrupted processes included."""
+    from lgp_edge.pool.pool import read_manifest
+
+    return float(next(h["wall_s"] for h in reversed(read_manifest(pool).history) if h.get("stage") == stage))
 
 
 def summary(out: Path) -> dict[str, Any]:

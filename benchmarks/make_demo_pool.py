@@ -83,6 +83,17 @@ def repo_paths_in(command: str) -> str:
     return command.replace(f"{ROOT}/", "")
 
 
+def repo_paths_of(value: Any) -> Any:
+    """``value`` (a record: dicts, lists, strings…) with every path of this checkout written as ``repo_paths_in``."""
+    if isinstance(value, str):
+        return repo_paths_in(value)
+    if isinstance(value, dict):
+        return {k: repo_paths_of(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(repo_paths_of(v) for v in value)
+    return value
+
+
 def dir_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) / 1e6
 
@@ -113,12 +124,12 @@ def make_demo_pool(src: Path, dst: Path, data: str, provenance: dict, max_mb: fl
     transforms = load_pool_transforms(src, manifest) if TRANSFORMS in manifest.files else None
     src_images = next((h.get("images") for h in reversed(manifest.history) if h.get("stage") == "eval"), None)
     src_top1 = {r.key: r.top1 for r in manifest.descendants}
-    # The shipped spec names the ancestry weights as a repository path, not this machine's directory (pool_id
-    # does not depend on it either way).
+    # The shipped spec and history name the ancestry weights as a repository path, not this machine's directory
+    # (pool_id does not depend on it either way).
     anc_spec = manifest.spec.ancestry
     if anc_spec.checkpoint is not None:
         anc_spec = dataclasses.replace(anc_spec, checkpoint=repo_path(anc_spec.checkpoint))
-    base = manifest.replace(descendants=(), provenance={},
+    base = manifest.replace(descendants=(), provenance={}, history=repo_paths_of(manifest.history),
                             spec=dataclasses.replace(manifest.spec, ancestry=anc_spec))
     with tempfile.TemporaryDirectory() as tmp:
         trial = Path(tmp) / "pool"

@@ -90,3 +90,44 @@ def test_recorded_paths_are_relative_to_the_repository() -> None:
     assert not shipped["ancestry"]["path"].startswith("/") and not shipped["source_pool"].startswith("/")
     spec = json.loads((ROOT / "lgp_edge" / "data" / "demo_pool" / "pool.json").read_text())["spec"]
     assert spec["ancestry"]["checkpoint"] == shipped["ancestry"]["path"]  # not the building machine's directory
+
+
+def test_timings_of_a_resumed_build_count_the_interrupted_processes(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``timing_s`` measured the last invocation only: a build interrupted during Ti's distillation and resumed
+    reported the resumed process' seconds as the whole build (the pool's own history counts them all). And the
+    shipped history named the ancestry's directory on the building machine (here the checkout is ``tmp_path``)."""
+    import time
+
+    from lgp_edge import train
+
+    anc, work, out = tmp_path / "anc", tmp_path / "work", tmp_path / "demo"
+    assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(anc),
+                 "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "32", "--quiet"]) == 0
+    bench = _bench()
+    import make_demo_pool
+
+    monkeypatch.setattr(make_demo_pool, "ROOT", tmp_path)
+    argv = ["--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc), "--data", "synthetic", "--work",
+            str(work), "--out", str(out), "--distill-epochs", "1", "--ti-epochs", "2", "--finetune-epochs", "1",
+            "--stitch-steps", "2", "--steps-per-epoch", "1", "--eval-images", "32", "--quiet"]
+    real = train._checkpoint
+
+    def slow_then_stop(loop, epoch, step_in_epoch):  # Ti's first epoch takes 4 s, then Ctrl-C
+        if "ti6" in loop.description and epoch == 1:
+            time.sleep(4.0)
+            real(loop, epoch, step_in_epoch)
+            raise KeyboardInterrupt
+        real(loop, epoch, step_in_epoch)
+
+    monkeypatch.setattr(train, "_checkpoint", slow_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(argv)
+    monkeypatch.setattr(train, "_checkpoint", real)
+    assert bench.main(argv) == 0
+    manifest = json.loads((out / "pool.json").read_text())
+    distill = next(h for h in manifest["history"] if h["stage"] == "distill")
+    assert distill["wall_s"] >= 4.0  # the pool's record counts the interrupted process
+    assert manifest["provenance"]["timing_s"]["build"] >= distill["wall_s"]
+    assert distill["ancestry_checkpoint"] == "anc" and str(tmp_path) not in json.dumps(manifest)
+
