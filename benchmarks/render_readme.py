@@ -4,7 +4,7 @@
     python benchmarks/render_readme.py --check    # exit 1 if README.md is out of date (the tests run this)
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = aux, latency, quick, paper, convergence, widths, ceiling, budget, recipes, switchable, int8, memory,
+NAME = aux, demo, latency, quick, paper, convergence, widths, ceiling, budget, recipes, switchable, int8, memory,
 walkthrough. Those sections are never typed by hand: each is rendered from its results JSON, and the one
 commentary they carry (benchmarks/PAPER_REPLICATION_NOTES.md, after the replication's rendered section) quotes
 only numbers that are in committed results files.
@@ -351,8 +351,59 @@ def convergence() -> str:
     return "\n".join(out) + "\n"
 
 
-SECTIONS = (("aux", aux), ("latency", latency), ("quick", quick), ("paper", paper), ("convergence", convergence),
-            ("widths", widths),
+def _front(rows: list[dict]) -> dict[str, str]:
+    """For each descendant that another one beats (no more FLOPs, at least as accurate, one of them strictly):
+    the cheapest of those that do."""
+    beaten = {}
+    for r in rows:
+        better = [o for o in rows if o is not r and o["flops"] <= r["flops"] and o["top1"] >= r["top1"]
+                  and (o["flops"] < r["flops"] or o["top1"] > r["top1"])]
+        if better:
+            beaten[r["key"]] = min(better, key=lambda o: (o["flops"], -o["top1"]))["key"]
+    return beaten
+
+
+def demo() -> str:
+    """The bundled demo pool's pool.json: how it was built (its provenance) and every descendant's top-1."""
+    from lgp_edge.pool.manifest import demo_pool_dir
+
+    d = json.loads((demo_pool_dir() / "pool.json").read_text())
+    prov, s = d["provenance"], d["provenance"]["settings"]
+    rows = sorted(d["descendants"], key=lambda r: (r["flops"], r["key"]))
+    images = next(h["images"] for h in reversed(d["history"]) if h.get("stage") == "eval")
+    distill = next(h for h in d["history"] if h.get("stage") == "distill")
+    after, top1 = prov["instances_after_distill"], {r["key"]: r["top1"] for r in rows}
+    lo, hi = min(rows, key=lambda r: (r["top1"], r["flops"])), max(rows, key=lambda r: (r["top1"], -r["flops"]))
+    threads = f", {prov['torch_threads']} thread(s)" if prov.get("torch_threads") else ""
+    held = all(top1[k] >= v for k, v in after.items())
+    t = prov["timing_s"]
+    beaten = _front(rows)
+    out = [f"Built by `{prov['commands'][-1]}` ({prov['date'][:10]}, code version {prov['code_version']}, "
+           f"{prov['cpu']}{threads}) from the shipped ancestry ({prov['ancestry']['top1']}% top-1): the depth-6 pool, "
+           f"Ti and B started from the ancestry's weights (`--aux-init {distill.get('aux_init')}`) and distilled, B "
+           f"for {s['distill']['epochs']} epochs and Ti for {s['ti_epochs']} (right after distillation Ti alone "
+           f"{after['ti6.0-5']:.2f}%, B alone {after['b6.0-5']:.2f}%), `{d['stitch_init']}` stitches "
+           f"({s['stitch_steps']} steps), then fine-tuned for {s['finetune']['epochs']} epochs in one cosine cycle "
+           f"with `--anchors`, the instances at {s['instance_lr_scale']:g}x the learning rate. On all {images:,} "
+           f"test images its {len(rows)} descendants reach **{lo['top1']:.2f}% (`{lo['key']}`, "
+           f"{lo['flops'] / 1e6:.1f} MFLOPs) to {hi['top1']:.2f}% (`{hi['key']}`, {hi['flops'] / 1e6:.1f} MFLOPs)**; "
+           f"Ti alone {top1['ti6.0-5']:.2f}%, B alone {top1['b6.0-5']:.2f}%: "
+           + ("both above their top-1 right after distillation." if held else
+              "**not both** at or above their top-1 right after distillation.")
+           + f" The fp16 weights that ship were evaluated again after conversion (largest top-1 change "
+           f"{prov['max_abs_top1_change_after_fp16']} points). The build's stages took "
+           f"{t['build'] / 60:.1f} min (distillation and stitches) and {t['finetune'] / 60:.1f} min (fine-tuning). "
+           f"{len(rows) - len(beaten)} of the {len(rows)} descendants are on the accuracy/FLOPs front; each of the "
+           "others has a descendant with no more FLOPs that is at least as accurate (last column).", "",
+           "| descendant | MFLOPs | params (K) | top-1 % | beaten by |", "|---|---:|---:|---:|---|"]
+    for r in rows:
+        out.append(f"| `{r['key']}` | {r['flops'] / 1e6:.2f} | {r['params'] / 1e3:.1f} | {r['top1']:.2f} | "
+                   + (f"`{beaten[r['key']]}`" if r["key"] in beaten else "") + " |")
+    return "\n".join(out) + "\n"
+
+
+SECTIONS = (("aux", aux), ("demo", demo), ("latency", latency), ("quick", quick), ("paper", paper),
+            ("convergence", convergence), ("widths", widths),
             ("ceiling", ceiling), ("budget", budget), ("recipes", recipes), ("switchable", switchable), ("int8", int8),
             ("memory", memory), ("walkthrough", walkthrough))
 

@@ -42,3 +42,12 @@ def test_check_flag_reports_an_out_of_date_readme(tmp_path: Path) -> None:
     assert readme.read_text() == stale
     run = subprocess.run(check[:-1], capture_output=True, text=True, cwd=tmp_path)  # without --check: rewritten
     assert run.returncode == 0 and readme.read_text() == text
+
+
+def test_the_demo_pool_table_marks_each_descendant_another_one_beats() -> None:
+    """A descendant is beaten by the cheapest one with no more FLOPs and at least the same top-1 (one strictly)."""
+    front = _render_readme()._front
+    rows = [{"key": "a", "flops": 1, "top1": 80.0}, {"key": "b", "flops": 2, "top1": 79.0},
+            {"key": "c", "flops": 3, "top1": 85.0}, {"key": "d", "flops": 3, "top1": 85.0},
+            {"key": "e", "flops": 4, "top1": 84.0}]
+    assert front(rows) == {"b": "a", "e": "c"}  # c and d tie: neither beats the other
