@@ -40,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record)
+from make_demo_pool import pool_weights_sha256, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record)
 
 provenance = functools.partial(run_provenance, "cli_walkthrough.py")  # this script's run record
 
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 "with a new measurement store ($LGP_EDGE_STORE): profile on cpu, select for every built-in profile, "
                 "export for cpu and jetson-nano, select for jetson-nano at a tighter budget",
         "pool": {"path": repo_path(pool_dir), "bundled_demo_pool": args.pool is None, "pool_id": pm.spec.pool_id,
-                 "descendants": len(pm.descendants)},
+                 "weights_sha256": pool_weights_sha256(pool_dir), "descendants": len(pm.descendants)},
         **res,
         "machine": {"logical_cpus": os.cpu_count(), "usable_cpus": usable_cpus(),
                     "load_average_start": load_start, "load_average_end": os.getloadavg(),

@@ -47,7 +47,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' shared helpers)
+from make_demo_pool import pool_weights_sha256, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' shared helpers)
 
 provenance = functools.partial(run_provenance, "int8.py")  # this script's run record
 
@@ -190,7 +190,8 @@ def accuracy(args: argparse.Namespace, tmp: Path) -> dict:
                     "max_abs_change": max(abs(r[f"{rt}_int8_change"]) for r in rows),
                     "min_agreement": min(r[f"{rt}_int8_agreement"] for r in rows)}
                for rt in ("onnxruntime", "openvino")}
-    return {"pool": repo_path(pool_dir), "pool_id": mf.spec.pool_id, "data": im.data, "images": len(im.images),
+    return {"pool": repo_path(pool_dir), "pool_id": mf.spec.pool_id, "weights_sha256": pool_weights_sha256(pool_dir),
+            "data": im.data, "images": len(im.images),
             "calibration_images": len(im.calibration), "calibration": "training split, as lgp-edge export",
             "descendants": rows, "summary": summary}
 

@@ -61,7 +61,7 @@ from lgp_edge.targets import load_target, targets_root
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+from make_demo_pool import pool_weights_sha256, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
 provenance = functools.partial(run_provenance, "latency.py")  # this script's run record
 
@@ -72,7 +72,8 @@ def small_pool(path: str | None):
     if path or (demo_pool_dir() / "pool.json").is_file():
         pool, manifest = load_pool(path or demo_pool_dir())
         return pool, {"source": str(path or "bundled demo pool"), "data": manifest.data,
-                      "top1": {r.key: r.top1 for r in manifest.descendants}}
+                      "top1": {r.key: r.top1 for r in manifest.descendants},
+                      "weights_sha256": pool_weights_sha256(path or demo_pool_dir())}
     return random_pool("lgp_vit_fmnist", 6), {
         "source": "random-weight pool of the demo pool's architecture (lgp_vit_fmnist, depth 6): no demo pool "
                   "is bundled yet; latency does not depend on weight values", "data": None, "top1": {}}
@@ -243,6 +244,7 @@ def bench_pool(name: str, pool, info: dict, settings: MeasureSettings, peak: flo
                            "cv": timings[probe_key(parts_of(pool.spec, p))][rt].cv} for rt in RUNTIMES}}
                   for p in probes]
     return {"pool": info["source"], "ancestry": a.to_dict(), "depth": pool.spec.depth, "pool_id": pool.pool_id,
+            "weights_sha256": info.get("weights_sha256"),
             "descendants": rows, "calibration_probes": probe_rows, "summary": summary, "wall_s": wall,
             "method": method,
             "onnx": "the graph lgp-edge export ships (export_onnx ship=True: dynamo exporter + onnxslim, opset 17)",

@@ -83,6 +83,14 @@ def repo_paths_in(command: str) -> str:
     return command.replace(f"{ROOT}/", "")
 
 
+def pool_weights_sha256(path: str | Path) -> str:
+    """The sha256 of a pool's weights as its pool.json records them (checked whenever the pool loads): which
+    weights a result measured. ``pool_id`` names the pool's architecture only, the same for every retraining."""
+    from lgp_edge.pool.pool import WEIGHTS, read_manifest
+
+    return read_manifest(path).files[WEIGHTS]
+
+
 def repo_paths_of(value: Any) -> Any:
     """``value`` (a record: dicts, lists, strings…) with every path of this checkout written as ``repo_paths_in``."""
     if isinstance(value, str):

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     top = batches[-1]
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import onnxruntime as ort
-    from make_demo_pool import repo_path, run_provenance, write_results
+    from make_demo_pool import pool_weights_sha256, repo_path, run_provenance, write_results
 
     from lgp_edge.models.plan import activation_bytes
     from lgp_edge.pool.manifest import demo_pool_dir, read_manifest
@@ -213,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "benchmarks/memory.py", **header,
         "what": "peak resident memory of a fresh process over its baseline after an ONNX Runtime session's first "
                 "inference, for lgp-edge's exported ONNX of a descendant, against the memory_mb lgp-edge charges",
-        "pool": {"path": repo_path(pool_dir), "bundled_demo_pool": args.pool is None, "pool_id": pm.spec.pool_id},
+        "pool": {"path": repo_path(pool_dir), "bundled_demo_pool": args.pool is None, "pool_id": pm.spec.pool_id,
+                 "weights_sha256": pool_weights_sha256(pool_dir)},
         "descendant": args.descendant, "reference": args.reference, "batches": batches, "threads": args.threads,
         "repeats": args.repeats, "exports": exports,
         "summary": {

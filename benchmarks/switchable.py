@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     import onnxruntime as ort
 
+    from lgp_edge.pool.pool import WEIGHTS
+
     header = provenance(argv)
     t_start, load_start = time.time(), os.getloadavg()
     pool, mf, pool_desc = load(args.pool)
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "benchmarks/switchable.py", **header,
         "what": "switchable ONNX (one file, one If per descendant side by side, shared outer-scope initializers) "
                 "vs one ONNX file per descendant, ONNX Runtime CPU",
-        "pool": pool_desc, "pool_id": pool.pool_id,
+        "pool": pool_desc, "pool_id": pool.pool_id, "weights_sha256": mf.files.get(WEIGHTS),  # None: random weights
         "pool_storage": f"{mf.storage_dtype} weights.safetensors; ONNX holds fp32, so sizes compare with the "
                         "parameters x 4 bytes",
         "goals": {"size": "switchable file <= 1.10 x the pool's fp32 weights",

@@ -35,7 +35,6 @@ import torch
 from torch import nn
 
 from lgp_edge.datasets import open_for_pool
-from lgp_edge.fileio import sha256_file
 from lgp_edge.models.descendant import Embedding
 from lgp_edge.models.stitch import lstsq_solution, make_stitch
 from lgp_edge.pool.manifest import demo_pool_dir
@@ -45,7 +44,7 @@ from lgp_edge.train import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+from make_demo_pool import pool_weights_sha256, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
 provenance = functools.partial(run_provenance, "ti_front.py")
 
@@ -151,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "benchmarks/ti_front.py", **header, "torch": torch.__version__,
         "threads": torch.get_num_threads(), "python": platform.python_version(),
         "pool": {"path": repo_path(args.pool), "pool_id": pool.pool_id,
-                 "weights_sha256": sha256_file(Path(args.pool) / "weights.safetensors")},
+                 "weights_sha256": pool_weights_sha256(args.pool)},
         "data": args.data, "fit_images": args.fit_images, "held_images": args.held_images, "test_images": n,
         "embedding": embedding, "fronts": fronts, "references": references, "wall_s": round(time.time() - t0, 1)})
     for name, e in embedding.items():
