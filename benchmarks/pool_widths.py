@@ -31,7 +31,7 @@ from lgp_edge.progress import stderr_reporter
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import repo_path, repo_paths_in  # noqa: E402
+from make_demo_pool import pool_weights_sha256, repo_path, repo_paths_in  # noqa: E402
 from paper_replication import (  # noqa: E402
     PAPER_WIDTHS,
     BenchmarkInputError,
@@ -78,7 +78,9 @@ def demo_pool(ancestry_sha256: str, dataset: dict[str, Any], path: Path | None =
                  dataset["name"])
         return None
     ft = [h for h in manifest.history if h.get("stage") == "finetune"]
-    return {**pool_rows(path), "finetune_epochs": ft[-1]["config"]["epochs"] if ft else 0}
+    return {**pool_rows(path), "finetune_epochs": ft[-1]["config"]["epochs"] if ft else 0,
+            "shipped": (manifest.provenance.get("date") or "date not recorded")[:10],
+            "weights_sha256": pool_weights_sha256(path)}  # the demo pool is retrained now and then: which one
 
 
 def widths_arg(text: str) -> tuple[str, ...]:
@@ -150,7 +152,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     demo = demo_pool(s["ancestry_sha256"], rep_json["dataset"])
     if demo is not None:  # the shipped pool: the same Ti/B recipe with a longer fine-tuning
-        variants[f"ti-b depth {DEPTH}, shipped demo pool ({demo['finetune_epochs']} fine-tuning epochs)"] = {
+        variants[f"ti-b depth {DEPTH}, demo pool shipped {demo['shipped']} ({demo['finetune_epochs']} fine-tuning "
+                 "epochs)"] = {
             ref: demo, "snnet": rm["snnet"]}
     goals = {name: goal_summary(compute_goals(m, init)) for name, m in variants.items()}
     goals["ti-b depths 6 + 9 (replication goal)"] = goal_summary(compute_goals(rm, init))

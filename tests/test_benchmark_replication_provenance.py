@@ -210,6 +210,9 @@ def test_demo_pool_row_only_when_scored_like_the_replication() -> None:
     sha = read_manifest(ROOT / "lgp_edge" / "data" / "demo_pool").provenance["ancestry"]["sha256"]
     rows = widths.demo_pool(sha, {"name": "fashion-mnist", "eval_images": 10000})
     assert rows is not None and len(rows["configs"]) == 18 and rows["finetune_epochs"] > 0
+    manifest = read_manifest(ROOT / "lgp_edge" / "data" / "demo_pool")  # which demo pool: it is retrained now and then
+    assert rows["shipped"] == manifest.provenance["date"][:10]
+    assert rows["weights_sha256"] == manifest.files["weights.safetensors"]
     assert widths.demo_pool(sha, {"name": "fashion-mnist", "eval_images": 500}) is None
     assert widths.demo_pool(sha, {"name": "synthetic", "eval_images": 10000}) is None
     assert widths.demo_pool("0" * 64, {"name": "fashion-mnist", "eval_images": 10000}) is None
