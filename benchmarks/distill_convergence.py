@@ -69,10 +69,10 @@ def parse_run(text: str) -> tuple[tuple[str, ...], int]:
     return names, int(epochs)
 
 
-def train_config(epochs: int, steps: int | None) -> TrainConfig:
+def train_config(epochs: int, steps: int | None, bf16: bool = False) -> TrainConfig:
     """The replication's distillation recipe (its distill_lr, distill_warmup, batch size and seed)."""
     return TrainConfig(epochs=epochs, batch_size=256, lr=1e-3, warmup_epochs=0.25, seed=0,
-                       max_steps_per_epoch=steps)
+                       max_steps_per_epoch=steps, bf16=bf16)
 
 
 def replication_record(path: Path, ancestry_depth: int) -> dict:

@@ -62,7 +62,7 @@ class TrainConfig:
     grad_clip: float | None = None  # max global grad norm (None = off)
     save_every: int = 0  # also checkpoint every N steps (0 = at epoch ends only)
     device: str = "cpu"  # "cpu" or "cuda"
-    bf16: bool = False  # bf16 autocast (GPUs)
+    bf16: bool = False  # bf16 autocast (GPUs; CPUs with AVX512-BF16 or AMX)
     num_workers: int = 0  # DataLoader workers
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,3 +38,23 @@ def test_distill_convergence_smoke_run_and_reuse(tmp_path: Path) -> None:
     assert again["runs"][0]["status"] == "reused" and again["models"] == res["models"]
     with pytest.raises(SystemExit, match="holds another run"):  # same directory name, other recipe
         bench.main([*argv[:3], "3", *argv[4:]])
+
+
+def test_distill_bf16_smoke_run_pairs_the_precisions(tmp_path: Path) -> None:
+    """benchmarks/distill_bf16.py: the same run in float32 and under --bf16, each a real ``pool distill`` output
+    whose saved models it evaluates; the ratio is of the runs' own training seconds."""
+    bench = load_benchmark("distill_bf16", "bench_distill_bf16")
+    work, out = tmp_path / "work", tmp_path / "b.json"
+    assert bench.main(["--run", "ti6@1", "--steps", "2", "--images", "100", "--work", str(work), "--out", str(out),
+                       "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    (run,) = res["runs"]
+    f32, b16 = run["float32"], run["bf16"]
+    assert (f32["config"]["bf16"], b16["config"]["bf16"]) == (False, True)
+    for r, d in ((f32, "ti6-e1-float32"), (b16, "ti6-e1-bf16")):
+        rec = json.loads((work / d / "distilled.json").read_text())
+        assert r["status"] == "computed" and r["train_s"] == rec["train_s"] and 0 < rec["train_s"] <= rec["wall_s"]
+        assert r["top1"] == {"ti6": rec["top1"]["ti6"]} and rec["top1_images"] == 100
+    assert run["seconds_ratio_bf16_to_float32"] == pytest.approx(b16["train_s"] / f32["train_s"], abs=1e-3)
+    assert run["top1_change"] == {"ti6": pytest.approx(b16["top1"]["ti6"] - f32["top1"]["ti6"], abs=0.011)}
+    assert res["cpu_facts"]["features"] is not None and res["test_images"] == 100

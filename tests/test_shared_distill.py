@@ -52,6 +52,7 @@ def test_shared_runs_give_each_model_the_weights_it_gets_alone(shared: Path, tmp
     assert sorted(p.name for p in shared.iterdir()) == ["distilled.json", "models.safetensors",
                                                         "transforms.safetensors"]  # no checkpoint left behind
     assert record["epochs"] == {"ti6": 2, "b6": 1, "ti9": 2, "b9": 1, "ti12": 2, "s12": 1}
+    assert 0 < record["train_s"] <= record["wall_s"]  # the two runs' training seconds, within the command's
     assert [(r["models"], r["epochs"], len(r["epoch_loss"])) for r in record["runs"]] == [
         (["b6", "b9", "s12"], 1, 1), (["ti6", "ti9", "ti12"], 2, 2)]
     # the pool distilled on its own (its own ancestry passes) and the pool taken from the shared runs: same models

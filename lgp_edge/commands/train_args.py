@@ -69,7 +69,7 @@ def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int =
     g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (quick runs)")
     g.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (default: per epoch)")
     g.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs)")
+    g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs; CPUs with AVX512-BF16 or AMX)")
     g.add_argument("--workers", type=int, default=0,
                    help=f"DataLoader worker processes, 0..{max_workers()} (default 0: load in this process)")
     if resumable:

@@ -176,6 +176,7 @@ class DistillRun:
 
     losses: dict[str, tuple[float, ...]]  # each student's per-epoch training loss (of its group's run)
     earlier_wall_s: float = 0.0  # training seconds spent before a resume, by processes that were killed
+    train_s: float = 0.0  # training seconds of every run, those before a resume included (no loading, no evaluation)
 
 
 def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *, out: str | Path,
@@ -193,7 +194,7 @@ def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *
                                          for _, g in groups):
         raise UsageError(f"--resume: no distillation checkpoint in {out}; run without --resume")
     losses: dict[str, tuple[float, ...]] = {}
-    earlier = 0.0
+    earlier = train_s = 0.0
     for epochs, group in groups:
         names = "+".join(i.name for i in group)
         ckpt = Path(out) / ckpt_name(group, single)
@@ -206,7 +207,8 @@ def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *
                      reporter=reporter, find_unused_parameters=False)  # every student in the run trains each step
         losses.update({i.name: result.epoch_loss for i in group})
         earlier += result.earlier_wall_s
-    return DistillRun(losses, earlier)
+        train_s += result.earlier_wall_s + result.wall_s
+    return DistillRun(losses, earlier, train_s)
 
 
 def distill_history(losses: Mapping[str, tuple[float, ...]], instances: tuple[InstanceSpec, ...], epochs: int,
