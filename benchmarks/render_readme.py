@@ -388,7 +388,7 @@ def demo() -> str:
            f"test images its {len(rows)} descendants reach **{lo['top1']:.2f}% (`{lo['key']}`, "
            f"{lo['flops'] / 1e6:.1f} MFLOPs) to {hi['top1']:.2f}% (`{hi['key']}`, {hi['flops'] / 1e6:.1f} MFLOPs)**; "
            f"Ti alone {top1['ti6.0-5']:.2f}%, B alone {top1['b6.0-5']:.2f}%: "
-           + ("both above their top-1 right after distillation." if held else
+           + ("both at or above their top-1 right after distillation." if held else
               "**not both** at or above their top-1 right after distillation.")
            + f" The fp16 weights that ship were evaluated again after conversion (largest top-1 change "
            f"{prov['max_abs_top1_change_after_fp16']} points). The build's stages took "

@@ -130,4 +130,3 @@ def test_timings_of_a_resumed_build_count_the_interrupted_processes(tmp_path: Pa
     assert distill["wall_s"] >= 4.0  # the pool's record counts the interrupted process
     assert manifest["provenance"]["timing_s"]["build"] >= distill["wall_s"]
     assert distill["ancestry_checkpoint"] == "anc" and str(tmp_path) not in json.dumps(manifest)
-
