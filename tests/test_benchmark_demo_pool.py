@@ -130,3 +130,15 @@ def test_timings_of_a_resumed_build_count_the_interrupted_processes(tmp_path: Pa
     assert distill["wall_s"] >= 4.0  # the pool's record counts the interrupted process
     assert manifest["provenance"]["timing_s"]["build"] >= distill["wall_s"]
     assert distill["ancestry_checkpoint"] == "anc" and str(tmp_path) not in json.dumps(manifest)
+
+
+def test_the_writer_lock_beside_the_demo_pool_does_not_make_the_checkout_dirty() -> None:
+    """build_demo_pool.py holds ``lgp_edge/data/.demo_pool.lock`` from its start to the swap, and git_rev() read
+    that untracked file as an uncommitted change: the shipped pool's code_version said ``+dirty``."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for lock in ("lgp_edge/data/.demo_pool.lock", "benchmarks/results/.latency.json.lock"):
+        assert subprocess.run(["git", "check-ignore", "-q", lock], cwd=ROOT).returncode == 0, lock
