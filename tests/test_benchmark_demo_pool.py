@@ -142,3 +142,20 @@ def test_the_writer_lock_beside_the_demo_pool_does_not_make_the_checkout_dirty()
         pytest.skip("not a git checkout")
     for lock in ("lgp_edge/data/.demo_pool.lock", "benchmarks/results/.latency.json.lock"):
         assert subprocess.run(["git", "check-ignore", "-q", lock], cwd=ROOT).returncode == 0, lock
+
+
+def test_the_shipped_history_names_no_machine_directory() -> None:
+    """The shipped pool.json's distillation record named the building machine's ancestry directory."""
+    manifest = json.loads((ROOT / "lgp_edge" / "data" / "demo_pool" / "pool.json").read_text())
+
+    def strings(v):
+        if isinstance(v, str):
+            yield v
+        elif isinstance(v, dict):
+            for x in v.values():
+                yield from strings(x)
+        elif isinstance(v, list):
+            for x in v:
+                yield from strings(x)
+
+    assert not [s for s in strings(manifest["history"]) if s.startswith("/")]
