@@ -31,17 +31,23 @@ ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("make_demo_pool")
 
 
-def git_rev() -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes). A copy of the tree without its git
-    history (an exported source tree on another machine) reads ``LGP_EDGE_CODE_VERSION`` instead, else
-    ``unknown``."""
+# What does not change what a benchmark measures: results files (a rerun of several benchmarks writes them one
+# after the other) and the docs (git pathspecs: "*" matches across "/").
+NOT_CODE = (":(exclude)benchmarks/results", ":(exclude)*.md")
+
+
+def git_rev(root: Path | None = None) -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes to its code: results files and docs are not
+    code). A copy of the tree without its git history (an exported source tree on another machine) reads
+    ``LGP_EDGE_CODE_VERSION`` instead, else ``unknown``."""
+    root = root or ROOT
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=False, timeout=10).stdout.strip()
         if not rev:
             return os.environ.get("LGP_EDGE_CODE_VERSION") or "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True,
-                               check=False, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", *NOT_CODE], cwd=root,
+                               capture_output=True, text=True, check=False, timeout=10).stdout.strip()
         return rev + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return os.environ.get("LGP_EDGE_CODE_VERSION") or "unknown"

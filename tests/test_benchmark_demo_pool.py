@@ -159,3 +159,36 @@ def test_the_shipped_history_names_no_machine_directory() -> None:
                 yield from strings(x)
 
     assert not [s for s in strings(manifest["history"]) if s.startswith("/")]
+
+
+def test_git_rev_says_dirty_for_code_not_for_results_or_docs(tmp_path: Path) -> None:
+    """Benchmarks rerun one after the other recorded ``+dirty`` from the second on: the first one's results file
+    (and a README edited meanwhile) counted as uncommitted changes to the code that measured them."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    _bench()
+    from make_demo_pool import git_rev
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              check=True, capture_output=True, text=True).stdout.strip()
+
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    for name, text in (("code.py", "x = 1\n"), ("README.md", "# r\n"), ("benchmarks/results/r.json", "{}\n")):
+        (tmp_path / name).write_text(text)
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "c")
+    rev = git("rev-parse", "--short", "HEAD")
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text('{"a": 1}\n')
+    (tmp_path / "benchmarks" / "results" / "new.json").write_text("{}\n")
+    (tmp_path / "README.md").write_text("# r, edited\n")
+    assert git_rev(tmp_path) == rev
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_rev(tmp_path) == rev + "+dirty"
+    git("checkout", "code.py")
+    (tmp_path / "new.py").write_text("y = 1\n")
+    assert git_rev(tmp_path) == rev + "+dirty"
