@@ -267,3 +267,31 @@ def test_quick_replication_readme_line_gives_the_process_wall_time_where_recorde
     old = {k: v for k, v in committed.items() if not k.startswith("process_wall")}
     (tmp_path / "paper_replication_quick.json").write_text(json.dumps(old))
     assert "the process's own wall time not recorded" in render.quick()
+
+
+def _demo_pool_records(value, where: str = ""):
+    """(where, record) for each dict in a results file that names the bundled demo pool as what it measured."""
+    if isinstance(value, dict):
+        names_demo = value.get("bundled_demo_pool") is True or value.get("pool") in (
+            "bundled demo pool", "lgp_edge/data/demo_pool") or value.get("path") == "lgp_edge/data/demo_pool"
+        if names_demo and "pool_id" in value:
+            yield where, value
+        for k, v in value.items():
+            yield from _demo_pool_records(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _demo_pool_records(v, f"{where}[{i}]")
+
+
+def test_results_measured_on_the_demo_pool_name_the_shipped_weights() -> None:
+    """A result measured on the bundled demo pool recorded its pool_id only, which names the architecture and stays
+    the same when the pool is retrained: a README table could quote a demo pool that no longer ships. Each such
+    result records the weights' sha256, and it must be the shipped pool's (rerun the benchmark after a re-ship)."""
+    shipped = json.loads((ROOT / "lgp_edge" / "data" / "demo_pool" / "pool.json").read_text())["files"]
+    found = {}
+    for f in sorted((ROOT / "benchmarks" / "results").glob("*.json")):
+        for where, rec in _demo_pool_records(json.loads(f.read_text())):
+            found[f"{f.name}{where}"] = rec.get("weights_sha256")
+    assert {"latency.json", "latency_1thread.json", "int8.json", "switchable.json", "cli_walkthrough.json",
+            "memory.json", "ti_front.json"} <= {k.split(".json")[0] + ".json" for k in found}
+    assert {k: v for k, v in found.items() if v != shipped["weights.safetensors"]} == {}
