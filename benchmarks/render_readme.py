@@ -4,8 +4,8 @@
     python benchmarks/render_readme.py --check    # exit 1 if README.md is out of date (the tests run this)
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = aux, demo, latency, quick, paper, convergence, widths, ceiling, budget, recipes, switchable, int8, memory,
-walkthrough. Those sections are never typed by hand: each is rendered from its results JSON, and the one
+NAME = aux, demo, latency, quick, paper, convergence, bf16, widths, ceiling, budget, recipes, switchable, int8,
+memory, walkthrough. Those sections are never typed by hand: each is rendered from its results JSON, and the one
 commentary they carry (benchmarks/PAPER_REPLICATION_NOTES.md, after the replication's rendered section) quotes
 only numbers that are in committed results files.
 """
@@ -351,6 +351,26 @@ def convergence() -> str:
     return "\n".join(out) + "\n"
 
 
+def bf16() -> str:
+    """benchmarks/distill_bf16.py's result: the same distillation in float32 and under --bf16."""
+    d = json.loads((RESULTS / "distill_bf16.json").read_text())
+    feats = set(d["cpu_facts"].get("features") or ())
+    has = sorted(feats & {"avx512_bf16", "amx_bf16"})
+    out = [f"`{d['command']}` {_provenance(d)}, {d['cpu']} ({', '.join(has) if has else 'no bf16 instructions'}), "
+           f"{d['threads']} thread(s), each model then evaluated alone in float32 on {d['test_images']:,} test images "
+           "(`benchmarks/results/distill_bf16.json`):", "",
+           "| models | epochs | float32: training min | bf16: training min | bf16 / float32 | "
+           "top-1 % float32 -> bf16 |",
+           "|---|---:|---:|---:|---:|---|"]
+    for r in d["runs"]:
+        f32, b16 = r["float32"], r["bf16"]
+        top1 = ", ".join(f"{m} {f32['top1'][m]:.2f} -> {b16['top1'][m]:.2f} ({r['top1_change'][m]:+.2f})"
+                         for m in f32["top1"])
+        out.append(f"| {', '.join(r['models'])} | {r['epochs']} | {f32['train_s'] / 60:.1f} | "
+                   f"{b16['train_s'] / 60:.1f} | {r['seconds_ratio_bf16_to_float32']:.2f} | {top1} |")
+    return "\n".join(out) + "\n"
+
+
 def _front(rows: list[dict]) -> dict[str, str]:
     """For each descendant that another one beats (no more FLOPs, at least as accurate, one of them strictly):
     the cheapest of those that do."""
@@ -403,7 +423,7 @@ def demo() -> str:
 
 
 SECTIONS = (("aux", aux), ("demo", demo), ("latency", latency), ("quick", quick), ("paper", paper),
-            ("convergence", convergence), ("widths", widths),
+            ("convergence", convergence), ("bf16", bf16), ("widths", widths),
             ("ceiling", ceiling), ("budget", budget), ("recipes", recipes), ("switchable", switchable), ("int8", int8),
             ("memory", memory), ("walkthrough", walkthrough))
 

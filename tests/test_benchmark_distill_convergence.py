@@ -40,11 +40,11 @@ def test_distill_convergence_smoke_run_and_reuse(tmp_path: Path) -> None:
         bench.main([*argv[:3], "3", *argv[4:]])
 
 
-def test_distill_bf16_smoke_run_pairs_the_precisions(tmp_path: Path) -> None:
+def test_distill_bf16_smoke_run_pairs_the_precisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """benchmarks/distill_bf16.py: the same run in float32 and under --bf16, each a real ``pool distill`` output
-    whose saved models it evaluates; the ratio is of the runs' own training seconds."""
+    whose saved models it evaluates; the ratio is of the runs' own training seconds; README renders the file."""
     bench = load_benchmark("distill_bf16", "bench_distill_bf16")
-    work, out = tmp_path / "work", tmp_path / "b.json"
+    work, out = tmp_path / "work", tmp_path / "distill_bf16.json"
     assert bench.main(["--run", "ti6@1", "--steps", "2", "--images", "100", "--work", str(work), "--out", str(out),
                        "--quiet"]) == 0
     res = json.loads(out.read_text())
@@ -58,3 +58,8 @@ def test_distill_bf16_smoke_run_pairs_the_precisions(tmp_path: Path) -> None:
     assert run["seconds_ratio_bf16_to_float32"] == pytest.approx(b16["train_s"] / f32["train_s"], abs=1e-3)
     assert run["top1_change"] == {"ti6": pytest.approx(b16["top1"]["ti6"] - f32["top1"]["ti6"], abs=0.011)}
     assert res["cpu_facts"]["features"] is not None and res["test_images"] == 100
+    render = load_benchmark("render_readme", "bench_render_bf16")
+    monkeypatch.setattr(render, "RESULTS", tmp_path)
+    row = (f"| ti6 | 1 | {f32['train_s'] / 60:.1f} | {b16['train_s'] / 60:.1f} | "
+           f"{run['seconds_ratio_bf16_to_float32']:.2f} | ti6 {f32['top1']['ti6']:.2f} -> {b16['top1']['ti6']:.2f} ")
+    assert row in render.bf16() and "on 100 test images" in render.bf16()
