@@ -1,18 +1,18 @@
 """Does bf16 make distillation cheaper on a CPU, and what does it cost in top-1? The same run in float32 and bf16.
 
-    python benchmarks/distill_bf16.py                      # Ti6, 5 epochs, each precision (about 12 min, 2 cores)
+    python benchmarks/distill_bf16.py                      # Ti6, 5 epochs, each precision (9 min, 2 AMD EPYC cores)
     python benchmarks/distill_bf16.py --run ti6@1 --steps 3 --images 200 --work /tmp/bf16 --out /tmp/bf16.json
 
 A distillation step runs the ancestry forward and every student forward and backward; CPUs with AVX512-BF16 or
 AMX have bf16 matrix-product instructions, and whether they make a step cheaper at these small widths is what this
-measures. Each ``--run MODELS@EPOCHS`` is distilled twice with the replication's
-recipe (benchmarks/distill_convergence.py's: the shipped ancestry, ``--aux-init ancestry``, AdamW lr 1e-3, warm-up
-0.25 epoch, cosine, batch 256, seed 0), once in float32 and once under ``--bf16`` (bf16 autocast of every forward
+measures. Each ``--run MODELS@EPOCHS`` is distilled twice with the replication's recipe
+(benchmarks/distill_convergence.py's: the shipped ancestry, ``--aux-init ancestry``, AdamW lr 1e-3, warm-up 0.25
+epoch, cosine, batch 256, seed 0), once in float32 and once under ``--bf16`` (bf16 autocast of every forward
 pass, the ancestry's and the students'; weights, optimizer and losses stay float32). Each model is then loaded from
 the run's saved files and evaluated alone in float32 on the test images. Recorded: each run's training seconds
 (``pool distill``'s own record ``train_s``: no loading, no evaluation) and their ratio, each model's top-1 in both
-and the difference, the per-epoch losses, and the CPU's instruction sets (the speed depends on them: without bf16
-instructions bf16 is emulated, slower).
+and the difference, the per-epoch losses, and the CPU's instruction sets (the result holds for CPUs with the same
+ones only).
 
 Runs are kept under ``--work`` and reused or continued as in distill_convergence.py.
 Results: benchmarks/results/distill_bf16.json. This script is never imported by lgp_edge.
