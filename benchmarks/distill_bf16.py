@@ -29,14 +29,19 @@ from pathlib import Path
 
 import torch
 
-from lgp_edge.datasets import open_for_ancestry
-from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.pool.auxiliary import read_distilled
-from lgp_edge.progress import stderr_reporter
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from distill_convergence import ANCESTRY, DATA, distil, evaluate_run, parse_run, train_config  # noqa: E402
+from distill_convergence import (  # noqa: E402  (the recipe, the runs and their evaluation: one copy)
+    ANCESTRY,
+    DATA,
+    add_run_args,
+    distil,
+    evaluate_run,
+    start,
+    train_config,
+)
 from make_demo_pool import repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
 provenance = functools.partial(run_provenance, "distill_bf16.py")
@@ -50,33 +55,17 @@ def run_dir(work: Path, models: tuple[str, ...], epochs: int, precision: str) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", action="append", type=parse_run, metavar="MODELS@EPOCHS",
-                   help=f"one distillation run, made in each precision (repeatable; default {' '.join(RUNS)})")
-    p.add_argument("--steps", type=int, default=0, help="cap steps per epoch (0: whole epochs; smoke runs)")
-    p.add_argument("--images", type=int, default=0, help="test images for top-1 (0: the whole test set)")
-    p.add_argument("--work", default=str(ROOT / "benchmarks" / ".cache" / "distill-bf16"),
-                   help="where the runs' outputs are kept (a finished run is reused, an interrupted one continued)")
+    add_run_args(p, RUNS, "distill-bf16", each=", made in each precision")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_bf16.json"))
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = p.parse_args(argv)
-    runs = args.run or [parse_run(r) for r in RUNS]
-    if args.steps < 0 or args.images < 0:
-        p.error("--steps and --images must be >= 0")
+    s = start(p, argv, RUNS)
+    args, rep, checkpoint, teacher, aspec, data, images = (s.args, s.reporter, s.checkpoint, s.teacher, s.aspec,
+                                                           s.data, s.images)
     header = provenance(argv)
-    rep = stderr_reporter(args.quiet)
-    t0 = time.time()
-    checkpoint = default_checkpoint(ANCESTRY, None)
-    teacher, aspec = create_ancestry(ANCESTRY, checkpoint=checkpoint)
-    meta = read_ancestry_dir(checkpoint) or {}
-    data = open_for_ancestry(DATA, teacher, aspec, meta)
-    images = min(args.images, len(data.val)) if args.images else len(data.val)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
     results = []
-    for models, epochs in runs:
+    for models, epochs in s.runs:
         pair = {}
         for precision in PRECISIONS:
-            out = run_dir(work, models, epochs, precision)
+            out = run_dir(s.work, models, epochs, precision)
             cfg = train_config(epochs, args.steps or None, bf16=precision == "bf16")
             print(f"distilling {','.join(models)} for {epochs} epochs in {precision} into {out}", file=sys.stderr)
             status = distil(models, epochs, out, checkpoint, cfg, images, rep)
@@ -97,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     write_results(Path(args.out), {
         "benchmark": "benchmarks/distill_bf16.py", **header, "torch": torch.__version__,
         "threads": torch.get_num_threads(), "python": platform.python_version(),
-        "ancestry": {"name": ANCESTRY, "checkpoint": repo_path(checkpoint), "top1": meta.get("top1")},
+        "ancestry": {"name": ANCESTRY, "checkpoint": repo_path(checkpoint), "top1": s.meta.get("top1")},
         "data": DATA, "test_images": images, "steps_per_epoch": args.steps or None,
         "recipe": "the replication's distillation (benchmarks/distill_convergence.py); bf16: --bf16, autocast of "
                   "every forward pass; evaluation in float32",
-        "runs": results, "wall_s": round(time.time() - t0, 1)})
+        "runs": results, "wall_s": round(time.time() - s.t0, 1)})
     return 0
 
 

@@ -27,7 +27,9 @@ import json
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -127,35 +129,64 @@ def evaluate_run(out: Path, models: tuple[str, ...], teacher, aspec, data, image
     return {name: round(v, 2) for name, v in top1.items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_run_args(p: argparse.ArgumentParser, runs: tuple[str, ...], work: str, each: str = "") -> None:
+    """The options this script shares with distill_bf16.py: the runs, the smoke caps, the work directory."""
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--run", action="append", type=parse_run, metavar="MODELS@EPOCHS",
-                   help=f"one distillation run (repeatable; default {' '.join(RUNS)})")
+                   help=f"one distillation run{each} (repeatable; default {' '.join(runs)})")
     p.add_argument("--steps", type=int, default=0, help="cap steps per epoch (0: whole epochs; smoke runs)")
     p.add_argument("--images", type=int, default=0, help="test images for top-1 (0: the whole test set)")
-    p.add_argument("--work", default=str(ROOT / "benchmarks" / ".cache" / "distill-convergence"),
+    p.add_argument("--work", default=str(ROOT / "benchmarks" / ".cache" / work),
                    help="where the runs' outputs are kept (a finished run is reused, an interrupted one continued)")
-    p.add_argument("--replication", default=str(REPLICATION), help="the replication results file to compare with")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_convergence.json"))
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What this script and distill_bf16.py start from: their arguments and runs, the shipped ancestry, the data."""
+
+    args: argparse.Namespace
+    runs: list[tuple[tuple[str, ...], int]]
+    reporter: Reporter
+    t0: float
+    checkpoint: str
+    teacher: nn.Module
+    aspec: Any
+    meta: dict
+    data: Any
+    images: int  # test images to evaluate on
+    work: Path
+
+
+def start(p: argparse.ArgumentParser, argv: list[str] | None, runs: tuple[str, ...]) -> Setup:
+    """Parse ``argv`` (bad values: one line, exit 2), then load the shipped ancestry and the data."""
     args = p.parse_args(argv)
-    runs = args.run or [parse_run(r) for r in RUNS]
+    chosen = args.run or [parse_run(r) for r in runs]
     if args.steps < 0 or args.images < 0:
         p.error("--steps and --images must be >= 0")
-    header = provenance(argv)
-    rep = stderr_reporter(args.quiet)
     t0 = time.time()
     checkpoint = default_checkpoint(ANCESTRY, None)
     teacher, aspec = create_ancestry(ANCESTRY, checkpoint=checkpoint)
     meta = read_ancestry_dir(checkpoint) or {}
     data = open_for_ancestry(DATA, teacher, aspec, meta)
-    images = min(args.images, len(data.val)) if args.images else len(data.val)
-    replication = replication_record(Path(args.replication), aspec.depth)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
+    return Setup(args, chosen, stderr_reporter(args.quiet), t0, checkpoint, teacher, aspec, meta, data,
+                 min(args.images, len(data.val)) if args.images else len(data.val), work)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_args(p, RUNS, "distill-convergence")
+    p.add_argument("--replication", default=str(REPLICATION), help="the replication results file to compare with")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_convergence.json"))
+    s = start(p, argv, RUNS)
+    args, rep, checkpoint, teacher, aspec, data, images = (s.args, s.reporter, s.checkpoint, s.teacher, s.aspec,
+                                                           s.data, s.images)
+    header = provenance(argv)
+    replication = replication_record(Path(args.replication), aspec.depth)
     results, models_out = [], {}
-    for models, epochs in runs:
-        out = run_dir(work, models, epochs)
+    for models, epochs in s.runs:
+        out = run_dir(s.work, models, epochs)
         cfg = train_config(epochs, args.steps or None)
         r0 = time.time()
         print(f"distilling {','.join(models)} for {epochs} epochs into {out}", file=sys.stderr)
@@ -185,12 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     write_results(Path(args.out), {
         "benchmark": "benchmarks/distill_convergence.py", **header, "torch": torch.__version__,
         "threads": torch.get_num_threads(), "python": platform.python_version(),
-        "ancestry": {"name": ANCESTRY, "checkpoint": repo_path(checkpoint), "top1": meta.get("top1"),
+        "ancestry": {"name": ANCESTRY, "checkpoint": repo_path(checkpoint), "top1": s.meta.get("top1"),
                      "digest": state_digest(teacher)},
         "data": DATA, "test_images": images, "steps_per_epoch": args.steps or None,
         "recipe": "the replication's distillation: pool distill --aux-init ancestry, AdamW lr 1e-3 (wd 0.05, none on "
                   "pos_embed, cls_token, norms, biases), warm-up 0.25 epoch, cosine, batch 256, seed 0",
-        "replication": replication, "runs": results, "models": models_out, "wall_s": round(time.time() - t0, 1)})
+        "replication": replication, "runs": results, "models": models_out, "wall_s": round(time.time() - s.t0, 1)})
     return 0
 
 

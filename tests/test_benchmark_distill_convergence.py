@@ -12,7 +12,7 @@ from helpers import load_benchmark
 
 
 def _bench():
-    return load_benchmark("distill_convergence", "bench_distill_convergence")
+    return load_benchmark("distill_convergence", "bench_distill_convergence", register=True)  # it has a dataclass
 
 
 def test_distill_convergence_smoke_run_and_reuse(tmp_path: Path) -> None:
