@@ -385,13 +385,14 @@ def _front(rows: list[dict]) -> dict[str, str]:
 
 def demo() -> str:
     """The bundled demo pool's pool.json: how it was built (its provenance) and every descendant's top-1."""
-    from lgp_edge.pool.manifest import demo_pool_dir
+    from lgp_edge.pool.manifest import demo_pool_dir, read_manifest
 
-    d = json.loads((demo_pool_dir() / "pool.json").read_text())
-    prov, s = d["provenance"], d["provenance"]["settings"]
-    rows = sorted(d["descendants"], key=lambda r: (r["flops"], r["key"]))
-    images = next(h["images"] for h in reversed(d["history"]) if h.get("stage") == "eval")
-    distill = next(h for h in d["history"] if h.get("stage") == "distill")
+    m = read_manifest(demo_pool_dir())
+    prov, s = m.provenance, m.provenance["settings"]
+    rows = sorted(({"key": r.key, "flops": r.flops, "params": r.params, "top1": r.top1} for r in m.descendants),
+                  key=lambda r: (r["flops"], r["key"]))
+    images = m.top1_images
+    distill = next(h for h in m.history if h.get("stage") == "distill")
     after, top1 = prov["instances_after_distill"], {r["key"]: r["top1"] for r in rows}
     lo, hi = min(rows, key=lambda r: (r["top1"], r["flops"])), max(rows, key=lambda r: (r["top1"], -r["flops"]))
     threads = f", {prov['torch_threads']} thread(s)" if prov.get("torch_threads") else ""
@@ -402,7 +403,7 @@ def demo() -> str:
            f"{prov['cpu']}{threads}) from the shipped ancestry ({prov['ancestry']['top1']}% top-1): the depth-6 pool, "
            f"Ti and B started from the ancestry's weights (`--aux-init {distill.get('aux_init')}`) and distilled, B "
            f"for {s['distill']['epochs']} epochs and Ti for {s['ti_epochs']} (right after distillation Ti alone "
-           f"{after['ti6.0-5']:.2f}%, B alone {after['b6.0-5']:.2f}%), `{d['stitch_init']}` stitches "
+           f"{after['ti6.0-5']:.2f}%, B alone {after['b6.0-5']:.2f}%), `{m.stitch_init}` stitches "
            f"({s['stitch_steps']} steps), then fine-tuned for {s['finetune']['epochs']} epochs in one cosine cycle "
            f"with `--anchors`, the instances at {s['instance_lr_scale']:g}x the learning rate. On all {images:,} "
            f"test images its {len(rows)} descendants reach **{lo['top1']:.2f}% (`{lo['key']}`, "
