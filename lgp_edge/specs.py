@@ -11,7 +11,9 @@ import hashlib
 import json
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 SCHEMA_VERSION = 1  # bump when pool.json / manifest.json change incompatibly
@@ -38,9 +40,14 @@ def _plain(value: Any) -> Any:
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def read_only(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A frozen record's mapping field: a read-only view of a copy, its lists made tuples."""
+    return MappingProxyType({k: tuple(v) if isinstance(v, list) else v for k, v in mapping.items()})
 
 
 def content_hash(obj: Any, length: int = 12) -> str:
@@ -315,6 +322,32 @@ class ConnectionSpec(_Record):
 
 
 @dataclass(frozen=True)
+class Efficiency(_Record):
+    """The roofline's factors: what fraction of a target's peaks a runtime reaches, and a fixed cost per op."""
+    compute: float  # fraction of the peak FLOP/s reached by the model's GEMMs
+    memory: float  # fraction of the peak DRAM bandwidth reached by streaming operators
+    overhead_us: float  # fixed cost of one operator (kernel launch, dispatch), microseconds
+
+
+@dataclass(frozen=True)
+class HardwareSpec(_Record):
+    """A target's hardware facts (target file ``[hardware]``): declared from datasheets, or ``detect``ed on this
+    host (then the peak and bandwidth are measured when needed and ``memory_mb`` read from the OS)."""
+    efficiency: Efficiency
+    detect: bool = False  # this host measures itself (connection kind "local" only)
+    peak_gflops: Mapping[str, float] = field(default_factory=lambda: read_only({}), hash=False)  # per precision
+    mem_gbps: float | None = None  # peak DRAM bandwidth, GB/s
+    memory_mb: float | None = None  # device memory, MB (2^20 bytes)
+    llc_mb: float | None = None  # last-level cache, MB: weights that fit half of it are not charged bandwidth
+    cache_gbps: float | None = None  # last-level cache bandwidth, GB/s
+
+    def peak(self, precision: str) -> float | None:
+        """The declared peak GFLOP/s at ``precision``; None when the file declares none."""
+        v = self.peak_gflops.get(precision)
+        return None if v is None else float(v)
+
+
+@dataclass(frozen=True)
 class TargetSpec(_Record):
     name: str  # e.g. "jetson-nano"
     description: str  # one line for listings
@@ -323,9 +356,9 @@ class TargetSpec(_Record):
     max_opset: int  # highest ONNX opset the runtime parses
     precisions: tuple[Precision, ...]  # e.g. ("fp32", "fp16", "int8")
     formats: tuple[Format, ...]  # export formats this target accepts
-    hardware: dict[str, Any]  # peak_gflops{precision: x}, mem_gbps, memory_mb, efficiency factors
+    hardware: HardwareSpec  # peaks, bandwidth, memory, the roofline's efficiency factors
     connection: ConnectionSpec  # how to reach a board
-    extra: dict[str, Any] = field(default_factory=dict)  # runtime-specific settings (min iOS, threads…)
+    extra: Mapping[str, Any] = field(default_factory=lambda: read_only({}), hash=False)  # runtime settings (read-only)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,16 @@ from lgp_edge.errors import UsageError
 from lgp_edge.fileio import read_toml
 from lgp_edge.profiling.measure import MAX_THREADS
 from lgp_edge.registry import check_name, named_files, non_finite, pick, search_dirs
-from lgp_edge.specs import FORMATS, PRECISIONS, RUNTIMES, ConnectionSpec, TargetSpec
+from lgp_edge.specs import (
+    FORMATS,
+    PRECISIONS,
+    RUNTIMES,
+    ConnectionSpec,
+    Efficiency,
+    HardwareSpec,
+    TargetSpec,
+    read_only,
+)
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +273,12 @@ def _check_range(path: Path, field: str, value: Any, limits: tuple[float, float,
 
 
 def _check_hardware(path: Path, hw: dict[str, Any], precisions: list[str], detect_ok: bool) -> None:
+    unknown = sorted(set(hw) - set(_HARDWARE_RANGES) - {"detect", "efficiency"})
+    if unknown:
+        raise UsageError(f"target file '{path}' has unknown field 'hardware.{unknown[0]}' (hardware fields: "
+                         f"{', '.join(sorted({*_HARDWARE_RANGES, 'detect', 'efficiency'}))})")
+    if "detect" in hw:
+        _check_type(path, "hardware.detect", hw["detect"], bool)
     if hw.get("detect") is True:
         if not detect_ok:
             raise UsageError(f"target file '{path}': field 'hardware.detect' is only allowed with "
@@ -291,6 +306,10 @@ def _check_hardware(path: Path, hw: dict[str, Any], precisions: list[str], detec
             _check_range(path, f"hardware.{name}", hw[name], _HARDWARE_RANGES[name])
     eff = hw["efficiency"]
     _check_type(path, "hardware.efficiency", eff, dict)
+    unknown = sorted(set(eff) - set(_EFFICIENCY))
+    if unknown:
+        raise UsageError(f"target file '{path}' has unknown field 'hardware.efficiency.{unknown[0]}' (efficiency "
+                         f"fields: {', '.join(_EFFICIENCY)})")
     for name in _EFFICIENCY:
         if name not in eff:
             raise UsageError(f"target file '{path}' is missing field 'hardware.efficiency.{name}'")
@@ -356,13 +375,18 @@ def parse_target(raw: dict[str, Any], path: Path) -> TargetSpec:
     extra = raw.get("extra", {})
     _check_type(path, "extra", extra, dict)
     _check_extra(path, extra)
-    hardware = dict(raw["hardware"])
-    if hardware.get("detect"):  # this host: memory now (cheap); peak and bandwidth measured when needed
-        hardware.setdefault("memory_mb", host_memory_mb())
+    hw = raw["hardware"]
+    detect = hw.get("detect", False)
+    numbers = {k: float(hw[k]) for k in _HARDWARE_RANGES if k in hw and k != "peak_gflops"}
+    if detect:  # this host: memory now (cheap); peak and bandwidth measured when needed
+        numbers.setdefault("memory_mb", float(host_memory_mb()))
+    hardware = HardwareSpec(efficiency=Efficiency(**{k: float(v) for k, v in hw["efficiency"].items()}),
+                            detect=detect, peak_gflops=read_only({p: float(v) for p, v in
+                                                                  hw.get("peak_gflops", {}).items()}), **numbers)
     return TargetSpec(name=raw["name"], description=raw["description"], runtime=raw["runtime"],
                       runtime_version=raw["runtime_version"], max_opset=raw["max_opset"],
                       precisions=tuple(raw["precisions"]), formats=tuple(raw["formats"]),
-                      hardware=hardware, connection=ConnectionSpec(**conn), extra=dict(extra))
+                      hardware=hardware, connection=ConnectionSpec(**conn), extra=read_only(extra))
 
 
 def load_target_file(path: str | Path) -> TargetSpec:

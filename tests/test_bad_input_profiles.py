@@ -271,6 +271,21 @@ def test_target_unknown_extra_key_refused(tmp_path: Path, capsys: pytest.Capture
     assert "t14.toml" in line
 
 
+@pytest.mark.parametrize("old,new,field", [
+    # a misspelt optional fact was ignored: the roofline then ran without the cache the file meant to declare
+    ("mem_gbps = 17.1", "mem_gbps = 17.1\nllc_mib = 2", "hardware.llc_mib"),
+    ("overhead_us = 5.0", "overhead_us = 5.0\noverhed_us = 3", "hardware.efficiency.overhed_us"),
+    ("mem_gbps = 17.1", "mem_gbps = 17.1\ndetect = 1", "hardware.detect"),
+])
+def test_target_unknown_hardware_key_refused(old: str, new: str, field: str, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    td = tmp_path / "tdir"
+    td.mkdir()
+    (td / "t15.toml").write_text(target_text("t15", **{old: new}))
+    line = refused(["targets", "show", "t15", "--targets-dir", str(td)], capsys, field)
+    assert "t15.toml" in line
+
+
 def test_target_unknown_top_level_key_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     td = tmp_path / "tdir"
     td.mkdir()

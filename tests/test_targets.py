@@ -10,6 +10,7 @@ import pytest
 
 from lgp_edge.cli import main
 from lgp_edge.errors import UsageError
+from lgp_edge.specs import Efficiency, HardwareSpec
 from lgp_edge.targets import (
     CONNECTIONS,
     PRECISIONS,
@@ -39,26 +40,45 @@ def test_schema_every_target_file(name):
     assert set(t.precisions) <= set(PRECISIONS) and t.formats
     assert 13 <= t.max_opset <= 23
     hw = t.hardware
-    eff = hw["efficiency"]
-    assert 0 < eff["compute"] <= 1 and 0 < eff["memory"] <= 1 and eff["overhead_us"] >= 0
-    if hw.get("detect"):
-        assert t.connection.kind == "local" and hw["memory_mb"] > 0  # read from the OS at load time
+    eff = hw.efficiency
+    assert 0 < eff.compute <= 1 and 0 < eff.memory <= 1 and eff.overhead_us >= 0
+    assert hw.memory_mb is not None and hw.memory_mb > 0  # detect: read from the OS at load time
+    if hw.detect:
+        assert t.connection.kind == "local"
     else:
-        assert set(t.precisions) <= set(hw["peak_gflops"]) and hw["mem_gbps"] > 0 and hw["memory_mb"] > 0
+        assert set(t.precisions) <= set(hw.peak_gflops) and hw.mem_gbps is not None and hw.mem_gbps > 0
     if t.connection.kind == "ssh":
         assert t.connection.host and bench_script(t).is_file()
     text = (targets_root() / f"{name}.toml").read_text()
-    if not hw.get("detect"):  # every declared hardware number carries a comment with its source
+    if not hw.detect:  # every declared hardware number carries a comment with its source
         for key in ("peak_gflops", "mem_gbps", "memory_mb"):
             line = next(ln for ln in text.splitlines() if ln.startswith(key))
             block = text[:text.index(line)].rsplit("[hardware]", 1)[1] + line
             assert "#" in block, f"{name}: {key} has no source comment"
 
 
+def test_target_spec_is_typed_and_read_only():
+    """A loaded target is a frozen record all the way down: its hardware facts typed, its peaks and extra
+    settings read-only (a dict inside a frozen spec could be changed by any stage that was handed it)."""
+    nano = load_target("jetson-nano")
+    assert isinstance(nano.hardware, HardwareSpec) and isinstance(nano.hardware.efficiency, Efficiency)
+    assert nano.hardware.efficiency.compute == 0.35 and nano.hardware.peak("fp16") == 472.0
+    with pytest.raises(TypeError):
+        nano.extra["machine"] = "x86_64"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        nano.hardware.peak_gflops["fp16"] = 1.0  # type: ignore[index]
+    again = load_target("jetson-nano")
+    assert nano == again and hash(nano) == hash(again)
+    plain = json.loads(json.dumps(nano.to_dict()))
+    assert plain["hardware"]["peak_gflops"] == {"fp32": 236.0, "fp16": 472.0}
+    assert plain["hardware"]["efficiency"] == {"compute": 0.35, "memory": 0.6, "overhead_us": 15.0}
+    assert plain["extra"]["machine"] == "aarch64"
+
+
 def test_known_hardware_facts_from_datasheets():
     nano = load_target("jetson-nano")
-    assert nano.hardware["peak_gflops"]["fp16"] == 472.0  # NVIDIA datasheet
-    assert nano.hardware["mem_gbps"] == 25.6 and nano.hardware["memory_mb"] == 4096
+    assert nano.hardware.peak("fp16") == 472.0  # NVIDIA datasheet
+    assert nano.hardware.mem_gbps == 25.6 and nano.hardware.memory_mb == 4096
     assert nano.max_opset == 13 and "8.2" in nano.runtime_version
     assert "10" in load_target("jetson-orin-nano").runtime_version
 

@@ -82,7 +82,7 @@ ALLOWED = ["UserKnownHostsFile=/home/me/.ssh/known_hosts_boards", "ConnectTimeou
 @pytest.mark.parametrize("opt", ALLOWED)
 def test_ssh_options_on_the_allow_list_load(tmp_path, opt):
     _pi(tmp_path, options=["-o", opt])
-    assert load_target("raspberry-pi-5", tmp_path).extra["ssh_options"] == ["-o", opt]
+    assert load_target("raspberry-pi-5", tmp_path).extra["ssh_options"] == ("-o", opt)  # read-only: a tuple
 
 
 @pytest.mark.parametrize("opt", [

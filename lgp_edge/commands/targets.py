@@ -57,13 +57,13 @@ def _show(args: argparse.Namespace) -> int:
     c.print(f"  runtime     {t.runtime} ({t.runtime_version}), ONNX opset <= {t.max_opset}")
     c.print(f"  precisions  {', '.join(t.precisions)}; formats {', '.join(t.formats)}")
     hw = t.hardware
-    if hw.get("detect"):
+    if hw.detect:
         c.print("  hardware    measured on this machine when needed (GEMM peak, copy bandwidth)")
     else:
-        peaks = ", ".join(f"{p} {v:g}" for p, v in hw["peak_gflops"].items())
-        c.print(f"  hardware    peak GFLOP/s {peaks}; {hw['mem_gbps']:g} GB/s; {hw['memory_mb']:g} MB")
-    eff = hw["efficiency"]
-    c.print(f"  roofline    compute x{eff['compute']:g}, memory x{eff['memory']:g}, {eff['overhead_us']:g} us/op")
+        peaks = ", ".join(f"{p} {v:g}" for p, v in hw.peak_gflops.items())
+        c.print(f"  hardware    peak GFLOP/s {peaks}; {hw.mem_gbps:g} GB/s; {hw.memory_mb:g} MB")
+    eff = hw.efficiency
+    c.print(f"  roofline    compute x{eff.compute:g}, memory x{eff.memory:g}, {eff.overhead_us:g} us/op")
     conn = t.connection
     where = {"ssh": f"ssh {conn.user + '@' if conn.user else ''}{conn.host}:{conn.port or 22}",
              "adb": f"adb {conn.serial or '(only attached device)'}", "local": "this machine",

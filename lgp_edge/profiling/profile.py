@@ -361,7 +361,7 @@ def calibrate(subject: Subject, target: TargetSpec, runtime: str, precision: str
     Probes are few, so each gets three times the timed runs: their noise is every prediction's noise.
     """
     probe_settings = replace(settings, iters=settings.iters * 3, warmup=settings.warmup * 2)
-    if target.connection.kind == "local" and target.hardware.get("detect"):
+    if target.connection.kind == "local" and target.hardware.detect:
         from lgp_edge.profiling.roofline import host_calibration
 
         host_calibration(runtime, settings.threads, store, refresh=True)  # the host's facts, measured again

@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -293,7 +293,7 @@ class ADBTransport(Transport):
         self._call(["rm", "-rf", remote_dir], self.conn.timeout_s + 10, "'rm'")
 
 
-def transport_for(conn: ConnectionSpec, extra: dict[str, Any] | None = None) -> Transport:
+def transport_for(conn: ConnectionSpec, extra: Mapping[str, Any] | None = None) -> Transport:
     extra = extra or {}
     limit = float(extra.get("bench_timeout_s", BENCH_TIMEOUT_S))
     if conn.kind == "ssh":

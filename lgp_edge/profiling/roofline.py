@@ -208,10 +208,10 @@ def roofline_for(target: TargetSpec, precision: str, threads: int, *, runtime: s
                  store: Any = None, refresh: bool = False) -> Roofline:
     """The roofline of a target: this host's stored (or now measured) calibration for ``detect`` targets,
     else the target file's declared facts."""
-    hw: dict[str, Any] = target.hardware
-    eff = hw["efficiency"]
+    hw = target.hardware
+    eff = hw.efficiency
     extra: dict[str, Any] = {}
-    if hw.get("detect"):
+    if hw.detect:
         rt = runtime or target.runtime
         facts = host_calibration(rt, threads, store, refresh=refresh)
         # bf16/int8 peaks on a CPU depend on ISA extensions; only fp32 is measured, so others use it.
@@ -225,19 +225,19 @@ def roofline_for(target: TargetSpec, precision: str, threads: int, *, runtime: s
                          spread_source=f"assumed: this host was busy while its dispersion was measured "
                                        f"({facts.fingerprint})")
     else:
-        peaks = hw["peak_gflops"]
-        if precision not in peaks:
+        declared = hw.peak(precision)
+        if declared is None or hw.mem_gbps is None:
             from lgp_edge.errors import UsageError
 
             raise UsageError(f"target '{target.name}' declares no peak for precision '{precision}'; it has "
-                             f"{', '.join(peaks)}")
-        peak, bw, source = float(peaks[precision]), float(hw["mem_gbps"]), "declared in the target file"
-        if hw.get("llc_mb"):
-            extra["llc_bytes"] = int(float(hw["llc_mb"]) * (1 << 20))
-        if hw.get("cache_gbps"):
-            extra["cache_gbps"] = float(hw["cache_gbps"])
+                             f"{', '.join(hw.peak_gflops)}")
+        peak, bw, source = declared, hw.mem_gbps, "declared in the target file"
+        if hw.llc_mb:
+            extra["llc_bytes"] = int(hw.llc_mb * (1 << 20))
+        if hw.cache_gbps:
+            extra["cache_gbps"] = hw.cache_gbps
         extra.update(p90_ratio=DEFAULT_SPREAD[0], p99_ratio=DEFAULT_SPREAD[1],
                      spread_source="assumed: nothing measured on this target yet")
-    return Roofline(peak_gflops=peak, mem_gbps=bw, compute_eff=float(eff["compute"]),
-                    memory_eff=float(eff["memory"]), overhead_us=float(eff["overhead_us"]),
+    return Roofline(peak_gflops=peak, mem_gbps=bw, compute_eff=eff.compute, memory_eff=eff.memory,
+                    overhead_us=eff.overhead_us,
                     bytes_per_value=BYTES_PER_VALUE[precision], source=source, **extra)
