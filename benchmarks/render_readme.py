@@ -4,10 +4,10 @@
     python benchmarks/render_readme.py --check    # exit 1 if README.md is out of date (the tests run this)
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = aux, demo, latency, quick, paper, convergence, bf16, widths, ceiling, budget, recipes, switchable, int8,
-memory, walkthrough. Those sections are never typed by hand: each is rendered from its results JSON, and the one
-commentary they carry (benchmarks/PAPER_REPLICATION_NOTES.md, after the replication's rendered section) quotes
-only numbers that are in committed results files.
+NAME = aux, demo, latency, quick, paper, convergence, bf16, paper_converged, widths, ceiling, budget, recipes,
+switchable, int8, memory, walkthrough. Those sections are never typed by hand: each is rendered from its results
+JSON, and the one commentary they carry (benchmarks/PAPER_REPLICATION_NOTES.md, after the replication's rendered
+section) quotes only numbers that are in committed results files.
 """
 
 from __future__ import annotations
@@ -309,6 +309,12 @@ def paper() -> str:
     return _section("PAPER_REPLICATION.md") + "\n" + notes.replace("### What this run says", "#### What this run says")
 
 
+def paper_converged() -> str:
+    """The replication rerun with converged Ti and S models, a longer budget kept apart from the budgeted run
+    (benchmarks/PAPER_REPLICATION_TI30.md, rendered from benchmarks/results/ti30/ by the run or its --render)."""
+    return _section("PAPER_REPLICATION_TI30.md")
+
+
 def widths() -> str:
     return _section("POOL_WIDTHS.md")
 
@@ -424,7 +430,7 @@ def demo() -> str:
 
 
 SECTIONS = (("aux", aux), ("demo", demo), ("latency", latency), ("quick", quick), ("paper", paper),
-            ("convergence", convergence), ("bf16", bf16), ("widths", widths),
+            ("convergence", convergence), ("bf16", bf16), ("paper_converged", paper_converged), ("widths", widths),
             ("ceiling", ceiling), ("budget", budget), ("recipes", recipes), ("switchable", switchable), ("int8", int8),
             ("memory", memory), ("walkthrough", walkthrough))
 

@@ -35,6 +35,8 @@ def _committed(name: str) -> dict:
 SECTIONS = [
     ("paper_replication", "paper_replication.json", "PAPER_REPLICATION.md",
      lambda m, x, j: m.render_markdown(x, "benchmarks/results/paper_replication.png", j)),
+    ("paper_replication", "ti30/paper_replication.json", "PAPER_REPLICATION_TI30.md",
+     lambda m, x, j: m.render_markdown(x, "benchmarks/results/ti30/paper_replication.png", j)),
     ("equal_budget", "equal_budget_e4.json", "EQUAL_BUDGET_E4.md", lambda m, x, j: m.render_markdown(x, j)),
     ("pool_widths", "pool_widths.json", "POOL_WIDTHS.md", lambda m, x, j: m.render_markdown(x, j)),
     ("stitch_ceiling", "stitch_ceiling.json", "STITCH_CEILING.md", lambda m, x, j: m.render_markdown(x, j)),
