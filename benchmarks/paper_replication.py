@@ -255,6 +255,20 @@ class Stages:
             self.stages[name] = stage_entry(marker, "computed" if computed else "reused", dir=path.name)
 
 
+def stage_seconds(path: Path, measured: float, resumed: bool, history_stage: str = "distill") -> float:
+    """A stage's seconds: this process's, or, for a stage that resumed an interrupted training, what its lgp-edge
+    output records (``distilled.json``, or the pool's last ``history_stage`` entry) when that is more: the
+    output's record counts the training seconds of the processes the interruption ended, this process does not."""
+    if not resumed:
+        return measured
+    if (path / "distilled.json").is_file():
+        recorded = json.loads((path / "distilled.json").read_text()).get("wall_s")
+    else:
+        history = json.loads((path / "pool.json").read_text()).get("history", [])
+        recorded = next((h.get("wall_s") for h in reversed(history) if h.get("stage") == history_stage), None)
+    return max(measured, float(recorded or 0.0))
+
+
 # ------------------------------------------------------------------------------------------------- stages
 def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tuple[str, dict[str, Any]]:
     """A shipped or cached ancestry whose recorded training matches the settings, else train it into
@@ -411,11 +425,11 @@ def distill_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str
         dcfg = train_cfg(s, epochs, lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
         key = distill_key(anc, s, epochs, models)
         if not st.done(path, key):
-            t0 = time.time()
+            t0, resumed = time.time(), interrupted(path)
             distill_auxiliary(DistillRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path),
                                              models=models, aux_init=s["aux_init"], force=True,
-                                             resume=interrupted(path)), dcfg, rep)
-            st.mark(path, key, time.time() - t0)
+                                             resume=resumed), dcfg, rep)
+            st.mark(path, key, stage_seconds(path, time.time() - t0, resumed))
         st.note(f"distill_e{epochs}", path)
         st.commands[f"distill_e{epochs}"] = (f"lgp-edge pool distill --ancestry {s['ancestry']} --ancestry-checkpoint "
                                              f"{anc} --data {s['data']} --out {path} --models {','.join(models)} "
@@ -455,15 +469,15 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
     if shared:
         from_dirs, key["distilled"] = shared_distilled(anc, s, st, {f"{w}{depth}" for w in widths})
     if not st.done(distilled, key):
-        t0 = time.time()
+        t0, resumed = time.time(), not shared and interrupted(distilled)
         build_pool(BuildRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(distilled), depth=depth,
                                 widths=widths, init="learned", aux_init=s["aux_init"], force=True,
-                                resume=not shared and interrupted(distilled), distilled=from_dirs,
+                                resume=resumed, distilled=from_dirs,
                                 lstsq_images=s["lstsq_images"], width_epochs=() if shared else width_epochs(s)),
                    dcfg, rep)
         after = instance_top1(distilled, s["data"], **eval_kw(s))
         write_text_atomic(distilled / "instances.json", json.dumps(after))
-        st.mark(distilled, key, time.time() - t0)
+        st.mark(distilled, key, stage_seconds(distilled, time.time() - t0, resumed))
     after_distill = json.loads((distilled / "instances.json").read_text())
     prefix = "_".join(filter(None, (f"lgp_d{depth}", tag)))
     st.note(f"{prefix}_distill", distilled)
@@ -523,15 +537,16 @@ def snnet_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str, 
         depth = ancestry_depth(s["ancestry"])
         from_dirs, key["distilled"] = shared_distilled(anc, s, st, {f"ti{depth}", f"s{depth}"})
     if not st.done(path, key):
-        t0 = time.time()
+        t0, resumed = time.time(), not shared and interrupted(path)
         build_snnet(SNNetRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path), force=True,
-                                 resume=not shared and interrupted(path), lstsq_images=s["lstsq_images"],
+                                 resume=resumed, lstsq_images=s["lstsq_images"],
                                  aux_init=s["aux_init"], width_epochs=() if shared else width_epochs(s),
                                  distilled=from_dirs), dcfg, rep)
         write_text_atomic(path / "anchors.json", json.dumps(instance_top1(path, s["data"], **eval_kw(s))))
+        anchors_s = time.time() - t0  # the anchors' distillation: what an interruption can resume
         finetune_pool(finetune_request(path, s), fcfg, rep)
         evaluate_pool(path, s["data"], reporter=rep, **eval_kw(s))
-        st.mark(path, key, time.time() - t0)
+        st.mark(path, key, time.time() - t0 + stage_seconds(path, anchors_s, resumed, "snnet-anchors") - anchors_s)
     st.note("snnet", path)
     st.commands["snnet"] = (f"lgp-edge baseline snnet --ancestry {s['ancestry']} --ancestry-checkpoint {anc} "
                             f"--data {s['data']} --out {path} --force "
