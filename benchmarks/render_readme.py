@@ -332,8 +332,12 @@ def budget() -> str:
 
 
 def recipes() -> str:
-    """benchmarks/FINETUNE_RECIPES.md, then screens against later replications (FINETUNE_RECIPES_*.md)."""
-    later = sorted(ROOT.joinpath("benchmarks").glob("FINETUNE_RECIPES_*.md"))
+    """benchmarks/FINETUNE_RECIPES.md, then screens against later replications (FINETUNE_RECIPES_<NAME>.md), in the
+    order they ran (the date in results/finetune_recipes_<name>.json)."""
+    def ran(md: Path) -> str:
+        return json.loads((RESULTS / f"finetune_recipes_{md.stem.split('_', 2)[2].lower()}.json").read_text())["date"]
+
+    later = sorted(ROOT.joinpath("benchmarks").glob("FINETUNE_RECIPES_*.md"), key=ran)
     return "\n".join(_section(p.name) for p in [ROOT / "benchmarks" / "FINETUNE_RECIPES.md", *later])
 
 
