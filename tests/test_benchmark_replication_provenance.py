@@ -44,6 +44,8 @@ SECTIONS = [
     ("finetune_recipes", "finetune_recipes.json", "FINETUNE_RECIPES.md", lambda m, x, j: m.render_markdown(x, j)),
     ("finetune_recipes", "finetune_recipes_x1.json", "FINETUNE_RECIPES_X1.md",
      lambda m, x, j: m.render_markdown(x, j)),
+    ("finetune_recipes", "finetune_recipes_ti30.json", "FINETUNE_RECIPES_TI30.md",
+     lambda m, x, j: m.render_markdown(x, j)),
 ]
 
 
