@@ -156,3 +156,25 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     except SystemExit as exc:  # argparse
         rc = int(exc.code or 0)
     return rc, capsys.readouterr().err
+
+
+
+def stop_after_first_epoch(monkeypatch: pytest.MonkeyPatch, seconds: float, only: str = "") -> None:
+    """Make the first epoch of a training run (of one whose description contains ``only``) take ``seconds`` more,
+    save its checkpoint, then stop the process as Ctrl-C would; once stopped, later runs (the resume) go on."""
+    import time
+
+    from lgp_edge import train
+
+    real = train._checkpoint
+    stopped = []
+
+    def slow_then_stop(loop, epoch, step_in_epoch):
+        if not stopped and epoch == 1 and only in loop.description:
+            time.sleep(seconds)
+            real(loop, epoch, step_in_epoch)
+            stopped.append(loop.description)
+            raise KeyboardInterrupt
+        real(loop, epoch, step_in_epoch)
+
+    monkeypatch.setattr(train, "_checkpoint", slow_then_stop)

@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from helpers import load_benchmark
+from helpers import load_benchmark, stop_after_first_epoch
 
 from lgp_edge.cli import build_parser, main
 from lgp_edge.fileio import sha256_file
@@ -97,10 +97,6 @@ def test_timings_of_a_resumed_build_count_the_interrupted_processes(tmp_path: Pa
     """``timing_s`` measured the last invocation only: a build interrupted during Ti's distillation and resumed
     reported the resumed process' seconds as the whole build (the pool's own history counts them all). And the
     shipped history named the ancestry's directory on the building machine (here the checkout is ``tmp_path``)."""
-    import time
-
-    from lgp_edge import train
-
     anc, work, out = tmp_path / "anc", tmp_path / "work", tmp_path / "demo"
     assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(anc),
                  "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "32", "--quiet"]) == 0
@@ -111,19 +107,9 @@ def test_timings_of_a_resumed_build_count_the_interrupted_processes(tmp_path: Pa
     argv = ["--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc), "--data", "synthetic", "--work",
             str(work), "--out", str(out), "--distill-epochs", "1", "--ti-epochs", "2", "--finetune-epochs", "1",
             "--stitch-steps", "2", "--steps-per-epoch", "1", "--eval-images", "32", "--quiet"]
-    real = train._checkpoint
-
-    def slow_then_stop(loop, epoch, step_in_epoch):  # Ti's first epoch takes 4 s, then Ctrl-C
-        if "ti6" in loop.description and epoch == 1:
-            time.sleep(4.0)
-            real(loop, epoch, step_in_epoch)
-            raise KeyboardInterrupt
-        real(loop, epoch, step_in_epoch)
-
-    monkeypatch.setattr(train, "_checkpoint", slow_then_stop)
+    stop_after_first_epoch(monkeypatch, 4.0, only="ti6")  # Ti's first epoch takes 4 s, then Ctrl-C
     with pytest.raises(KeyboardInterrupt):
         bench.main(argv)
-    monkeypatch.setattr(train, "_checkpoint", real)
     assert bench.main(argv) == 0
     manifest = json.loads((out / "pool.json").read_text())
     distill = next(h for h in manifest["history"] if h["stage"] == "distill")

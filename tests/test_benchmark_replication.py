@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import load_benchmark
+from helpers import load_benchmark, stop_after_first_epoch
 
 ROOT = Path(__file__).resolve().parent.parent
 DONE = ".done.json"
@@ -724,9 +724,6 @@ def test_a_resumed_distillation_stage_counts_the_interrupted_processes(tmp_path:
     """A shared distillation stopped and resumed recorded the resumed process' seconds as the stage's (a 30-epoch
     run said 21 min where its own record counted 114): the stage's time is the distillation's own record, which
     counts the training seconds of the processes an interruption ended."""
-    import time
-
-    from lgp_edge import train
     from lgp_edge.progress import NULL
 
     bench = _bench()
@@ -734,19 +731,9 @@ def test_a_resumed_distillation_stage_counts_the_interrupted_processes(tmp_path:
              ancestry_steps=1, steps_per_epoch=1, eval_images=32, distill_epochs=2, distill_width_epochs={})
     anc, _ = bench.ancestry_stage(s, False, NULL, bench.Stages(tmp_path))
     s["ancestry_sha256"] = "test"
-    real = train._checkpoint
-
-    def slow_then_stop(loop, epoch, step_in_epoch):  # the first epoch takes 3 s, then Ctrl-C
-        if epoch == 1:
-            time.sleep(3.0)
-            real(loop, epoch, step_in_epoch)
-            raise KeyboardInterrupt
-        real(loop, epoch, step_in_epoch)
-
-    monkeypatch.setattr(train, "_checkpoint", slow_then_stop)
+    stop_after_first_epoch(monkeypatch, 3.0)
     with pytest.raises(KeyboardInterrupt):
         bench.distill_stage(anc, s, NULL, bench.Stages(tmp_path / "work"))
-    monkeypatch.setattr(train, "_checkpoint", real)
     st = bench.Stages(tmp_path / "work")
     bench.distill_stage(anc, s, NULL, st)
     (name, seconds), = st.timing.items()
