@@ -143,7 +143,10 @@ def recorded_s(pool: Path, stage: str) -> float:
     ``finetune``), training seconds of interrupted processes included."""
     from lgp_edge.pool.pool import read_manifest
 
-    return float(next(h["wall_s"] for h in reversed(read_manifest(pool).history) if h.get("stage") == stage))
+    entry = read_manifest(pool).last(stage)
+    if entry is None:
+        raise ValueError(f"{pool}: its history records no '{stage}' stage")
+    return float(entry["wall_s"])
 
 
 def summary(out: Path) -> dict[str, Any]:

@@ -136,7 +136,7 @@ def make_demo_pool(src: Path, dst: Path, data: str, provenance: dict, max_mb: fl
     pool, manifest = load_pool(src)
     ancestry = load_pool_ancestry(src, manifest) if ANCESTRY in manifest.files else None
     transforms = load_pool_transforms(src, manifest) if TRANSFORMS in manifest.files else None
-    src_images = next((h.get("images") for h in reversed(manifest.history) if h.get("stage") == "eval"), None)
+    src_images = (manifest.last("eval") or {}).get("images")
     src_top1 = {r.key: r.top1 for r in manifest.descendants}
     # The shipped spec and history name the ancestry weights as a repository path, not this machine's directory
     # (pool_id does not depend on it either way).
@@ -162,7 +162,7 @@ def make_demo_pool(src: Path, dst: Path, data: str, provenance: dict, max_mb: fl
             stage = Path(new)
             shutil.copytree(trial, stage, dirs_exist_ok=True)
             manifest = evaluate_pool(stage, data, max_images=eval_images)
-            n_now = next((h.get("images") for h in reversed(manifest.history) if h.get("stage") == "eval"), None)
+            n_now = (manifest.last("eval") or {}).get("images")
             same_images = src_images is not None and src_images == n_now  # else fp16 and test subset mix
             delta = [r.top1 - src_top1[r.key] for r in manifest.descendants
                      if same_images and src_top1.get(r.key) is not None]

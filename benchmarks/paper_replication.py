@@ -57,7 +57,7 @@ from lgp_edge.pool.build import BuildRequest, build_pool
 from lgp_edge.pool.distill import interrupted
 from lgp_edge.pool.evaluate import evaluate_pool, instance_top1
 from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
-from lgp_edge.pool.pool import load_pool
+from lgp_edge.pool.pool import load_pool, read_manifest
 from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
 from lgp_edge.profiling.host import cpu_facts, cpu_model, usable_cpu_ids
 from lgp_edge.progress import stderr_reporter
@@ -264,8 +264,7 @@ def stage_seconds(path: Path, measured: float, resumed: bool, history_stage: str
     if (path / "distilled.json").is_file():
         recorded = json.loads((path / "distilled.json").read_text()).get("wall_s")
     else:
-        history = json.loads((path / "pool.json").read_text()).get("history", [])
-        recorded = next((h.get("wall_s") for h in reversed(history) if h.get("stage") == history_stage), None)
+        recorded = (read_manifest(path).last(history_stage) or {}).get("wall_s")
     return max(measured, float(recorded or 0.0))
 
 

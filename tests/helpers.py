@@ -158,7 +158,6 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return rc, capsys.readouterr().err
 
 
-
 def stop_after_first_epoch(monkeypatch: pytest.MonkeyPatch, seconds: float, only: str = "") -> None:
     """Make the first epoch of a training run (of one whose description contains ``only``) take ``seconds`` more,
     save its checkpoint, then stop the process as Ctrl-C would; once stopped, later runs (the resume) go on."""

@@ -56,6 +56,10 @@ class PoolManifest:
     def synthetic(self) -> bool:
         return self.data == "synthetic"
 
+    def last(self, stage: str) -> dict[str, Any] | None:
+        """The history's last entry of ``stage`` (``"distill"``, ``"finetune"``, ``"eval"``…), or None."""
+        return next((h for h in reversed(self.history) if h.get("stage") == stage), None)
+
     def top1_after_distill(self) -> dict[str, float]:
         """Each instance model's top-1 alone right after distillation, as its distill entry records it (pools made
         before it was measured: none)."""
@@ -77,8 +81,8 @@ class PoolManifest:
     def top1_images(self) -> int | None:
         """How many validation images the descendants' top-1 were measured on (the last 'eval' stage's), or None
         when that is not recorded: a top-1 from 200 images reads like one from the whole test set otherwise."""
-        evals = [h for h in self.history if isinstance(h, dict) and h.get("stage") == "eval"]
-        n = evals[-1].get("images") if evals and any(r.top1 is not None for r in self.descendants) else None
+        last = self.last("eval")
+        n = last.get("images") if last and any(r.top1 is not None for r in self.descendants) else None
         return n if isinstance(n, int) and not isinstance(n, bool) else None
 
     def check_top1(self, pool_dir: str | Path) -> str:
