@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,6 @@ import torch
 
 from lgp_edge.baselines.claims import GOALS, compute_goals
 from lgp_edge.fileio import sha256_file
-from lgp_edge.outdir import atomic_dir, replace_dir
 from lgp_edge.progress import stderr_reporter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,10 +46,10 @@ from paper_replication import (  # noqa: E402
     plan_jobs,
     read_replication,
     run_jobs,
+    seed_distillations,
     settings_from_args,
     snnet_stage,
     stages_note,
-    utc_iso,
     width_epochs_flag,
     write_follow_up,
 )
@@ -95,30 +93,6 @@ def settings_for(rep: dict[str, Any], epochs: int, work: Path) -> tuple[list[str
         raise BenchmarkInputError(f"this code's replication settings differ from the recorded run's in "
                                   f"{', '.join(differ)}: rerun benchmarks/paper_replication.py first")
     return argv, s
-
-
-def seed_distillations(rep: dict[str, Any], pools_root: Path, work: Path) -> list[str]:
-    """Copy the replication's distillation outputs (``distilled-e*``, ``lgp-d*-distilled``) into ``work`` where
-    ``work`` has none yet; the stages check their keys before reusing them. Returns what was copied.
-
-    The copy's stage marker keeps the replication's provenance (code, CPU, when it finished) and says where it was
-    copied from and when (``copied_from``, ``copied``), so that the results of this and of later invocations that
-    reuse it name the stage as the replication's. A stage that is redone here gets a marker of its own.
-    Each copy is made in a temporary directory beside its destination and renamed into place: a killed copy
-    never leaves a directory holding the stage marker but not all of the weights (it would be reused as done)."""
-    src = (pools_root / rep["methods"]["snnet"]["pool_dir"]).parent
-    copied = []
-    for d in sorted([*src.glob("distilled-e*"), *src.glob("lgp-d*-distilled")]):
-        if d.is_dir() and not (work / d.name).exists() and (d / ".done.json").is_file():
-            with atomic_dir(work / d.name) as tmp:  # also removes what a killed copy left (.NAME.tmp-*)
-                shutil.copytree(d, tmp, dirs_exist_ok=True)
-                marker = Stages.marker(Path(tmp))
-                if marker:  # (a torn marker stays as it is: the stage reads as not done and is redone)
-                    marker.update(copied_from=repo_path(d), copied=utc_iso())
-                    (Path(tmp) / ".done.json").write_text(json.dumps(marker))
-                replace_dir(tmp, work / d.name)
-            copied.append(d.name)
-    return copied
 
 
 def front_row(goals: dict[str, Any], methods: dict[str, Any], epochs: int) -> dict[str, Any]:

@@ -51,6 +51,7 @@ from lgp_edge.commands.train_args import max_workers
 from lgp_edge.commands.train_args import train_flags as cli_train_flags
 from lgp_edge.fileio import sha256_file, write_atomic, write_json_atomic, write_text_atomic
 from lgp_edge.models.ancestry import read_ancestry_dir, shipped_ancestry_dir
+from lgp_edge.outdir import atomic_dir, replace_dir
 from lgp_edge.pool.ancestry_train import AncestryRequest, train_ancestry
 from lgp_edge.pool.auxiliary import DistillRequest, distill_auxiliary
 from lgp_edge.pool.build import BuildRequest, build_pool
@@ -420,20 +421,26 @@ def distill_stage(anc: str, s: dict[str, Any], rep: Any, st: Stages) -> dict[str
     for epochs, models in distill_groups(s):
         if s.get("only_distill") is not None and epochs not in s["only_distill"]:
             continue
-        path = st.work / f"distilled-e{epochs}"
-        dcfg = train_cfg(s, epochs, lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
-        key = distill_key(anc, s, epochs, models)
-        if not st.done(path, key):
-            t0, resumed = time.time(), interrupted(path)
-            distill_auxiliary(DistillRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path),
-                                             models=models, aux_init=s["aux_init"], force=True,
-                                             resume=resumed), dcfg, rep)
-            st.mark(path, key, stage_seconds(path, time.time() - t0, resumed))
-        st.note(f"distill_e{epochs}", path)
-        st.commands[f"distill_e{epochs}"] = (f"lgp-edge pool distill --ancestry {s['ancestry']} --ancestry-checkpoint "
-                                             f"{anc} --data {s['data']} --out {path} --models {','.join(models)} "
-                                             f"--aux-init {s['aux_init']} --force " + cli_train_flags(dcfg))
+        distill_run(anc, s, rep, st, epochs, models, f"distill_e{epochs}", st.work / f"distilled-e{epochs}")
     return {}
+
+
+def distill_run(anc: str, s: dict[str, Any], rep: Any, st: Stages, epochs: int, models: tuple[str, ...], name: str,
+                path: Path) -> dict[str, Any]:
+    """One ``pool distill`` run of ``models`` for ``epochs`` into ``path`` (stage ``name``); returns its key."""
+    dcfg = train_cfg(s, epochs, lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
+    key = distill_key(anc, s, epochs, models)
+    if not st.done(path, key):
+        t0, resumed = time.time(), interrupted(path)
+        distill_auxiliary(DistillRequest(ancestry=s["ancestry"], checkpoint=anc, data=s["data"], out=str(path),
+                                         models=models, aux_init=s["aux_init"], force=True,
+                                         resume=resumed), dcfg, rep)
+        st.mark(path, key, stage_seconds(path, time.time() - t0, resumed))
+    st.note(name, path)
+    st.commands[name] = (f"lgp-edge pool distill --ancestry {s['ancestry']} --ancestry-checkpoint "
+                         f"{anc} --data {s['data']} --out {path} --models {','.join(models)} "
+                         f"--aux-init {s['aux_init']} --force " + cli_train_flags(dcfg))
+    return key
 
 
 def shared_distilled(anc: str, s: dict[str, Any], st: Stages, names: set[str]) -> tuple[tuple[str, ...], list[Any]]:
@@ -450,6 +457,57 @@ def shared_distilled(anc: str, s: dict[str, Any], st: Stages, names: set[str]) -
     return tuple(dirs), keys
 
 
+def widths_distilled(anc: str, s: dict[str, Any], rep: Any, st: Stages,
+                     names: tuple[str, ...]) -> tuple[tuple[str, ...], list[Any]]:
+    """The auxiliary models ``names`` of a pool of other widths (benchmarks/pool_widths.py), with their epoch
+    budgets as in the replication: each from the replication's shared run that holds it where that run is finished
+    in ``st.work`` (``seed_distillations`` copies them there), the others distilled here, one ``pool distill`` run
+    per epoch budget into ``distilled-e<N>-<models>``. Returns the directories and their stage keys."""
+    dirs, keys, left = [], [], list(names)
+    for epochs, models in distill_groups(s):
+        held = [n for n in left if n in models]
+        path, key = st.work / f"distilled-e{epochs}", distill_key(anc, s, epochs, models)
+        if held and st.done(path, key):
+            st.note(f"distill_e{epochs}", path)
+            dirs.append(str(path))
+            keys.append(key)
+            left = [n for n in left if n not in held]
+    budgets: dict[int, list[str]] = {}
+    for n in left:
+        budgets.setdefault(s["distill_width_epochs"].get(n.rstrip("0123456789"), s["distill_epochs"]), []).append(n)
+    for epochs, models in sorted(budgets.items()):
+        name = f"distill_e{epochs}_{'-'.join(models)}"
+        dirs.append(str(st.work / f"distilled-e{epochs}-{'-'.join(models)}"))
+        keys.append(distill_run(anc, s, rep, st, epochs, tuple(models), name, Path(dirs[-1])))
+    return tuple(dirs), keys
+
+
+def seed_distillations(rep: dict[str, Any], pools_root: Path, work: Path,
+                       patterns: tuple[str, ...] = ("distilled-e*", "lgp-d*-distilled")) -> list[str]:
+    """Copy the replication's distillation outputs (``patterns``: its shared runs ``distilled-e*``, its pools'
+    ``lgp-d*-distilled``) into ``work`` (a follow-up benchmark's) where ``work`` has none yet; the stages check their
+    keys before reusing them. Returns what was copied.
+
+    The copy's stage marker keeps the replication's provenance (code, CPU, when it finished) and says where it was
+    copied from and when (``copied_from``, ``copied``), so that the results of this and of later invocations that
+    reuse it name the stage as the replication's. A stage that is redone here gets a marker of its own.
+    Each copy is made in a temporary directory beside its destination and renamed into place: a killed copy
+    never leaves a directory holding the stage marker but not all of the weights (it would be reused as done)."""
+    src = (pools_root / rep["methods"]["snnet"]["pool_dir"]).parent
+    copied = []
+    for d in sorted(d for pattern in patterns for d in src.glob(pattern)):
+        if d.is_dir() and not (work / d.name).exists() and (d / ".done.json").is_file():
+            with atomic_dir(work / d.name) as tmp:  # also removes what a killed copy left (.NAME.tmp-*)
+                shutil.copytree(d, tmp, dirs_exist_ok=True)
+                marker = Stages.marker(Path(tmp))
+                if marker:  # (a torn marker stays as it is: the stage reads as not done and is redone)
+                    marker.update(copied_from=repo_path(d), copied=utc_iso())
+                    (Path(tmp) / ".done.json").write_text(json.dumps(marker))
+                replace_dir(tmp, work / d.name)
+            copied.append(d.name)
+    return copied
+
+
 def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
               widths: tuple[str, ...] = PAPER_WIDTHS) -> dict[str, dict[str, Any]]:
     """One distillation per depth; per stitch init a copy re-initialised (``pool stitch``), evaluated before
@@ -463,9 +521,11 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
            "aux_init": s["aux_init"], "width_epochs": s["distill_width_epochs"], "lstsq_images": s["lstsq_images"]}
     if tag:
         key["widths"] = list(widths)
-    shared = s.get("shared_distill") and not tag
+    shared = bool(s.get("shared_distill"))
     from_dirs: tuple[str, ...] = ()
-    if shared:
+    if shared and tag:
+        from_dirs, key["distilled"] = widths_distilled(anc, s, rep, st, tuple(f"{w}{depth}" for w in widths))
+    elif shared:
         from_dirs, key["distilled"] = shared_distilled(anc, s, st, {f"{w}{depth}" for w in widths})
     if not st.done(distilled, key):
         t0, resumed = time.time(), not shared and interrupted(distilled)

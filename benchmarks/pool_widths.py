@@ -9,8 +9,11 @@ Ti/B front falls behind (benchmarks/PAPER_REPLICATION.md). This benchmark measur
 a depth-6 pool of Ti, S and B auxiliary models (``pool build --widths ti,s,b``, neighbour-pair stitching),
 distilled, stitched and fine-tuned with exactly the settings recorded in the replication's results JSON, then
 scored with the same goal code (lgp_edge.baselines.claims.compute_goals) against the SN-Net configs measured
-there. Nothing of the replication is retrained: run ``paper_replication.py`` first. Stages are reused from
-``--work`` like the replication's, so an interrupted run continues where it stopped.
+there. Run ``paper_replication.py`` first. The auxiliary models the replication distilled in its shared runs (Ti
+and B; ``distilled-e<N>`` in its work directory under ``--pools-root``) are copied and reused, their stage keys
+checked as in the replication, and only the others (S) are distilled here with the replication's epoch budget for
+their width; on a machine without the replication's work directory every model is distilled here. Stages are
+reused from ``--work`` like the replication's, so an interrupted run continues where it stopped.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from paper_replication import (  # noqa: E402
     lgp_stage,
     pool_rows,
     read_replication,
+    seed_distillations,
     stages_note,
     write_follow_up,
 )
@@ -131,6 +135,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     work = Path(args.work or Path(s["cache_dir"]) / ("pool-widths-quick" if rep_json["quick"] else "pool-widths"))
     work.mkdir(parents=True, exist_ok=True)
+    if s.get("shared_distill"):
+        copied = seed_distillations(rep_json, Path(args.pools_root), work, ("distilled-e*",))
+        if copied:
+            log.info("copied the replication's distillations %s into %s", ", ".join(copied), work)
     rep = stderr_reporter(args.quiet)
     st = Stages(work)
     t0 = time.time()
@@ -157,6 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ref: demo, "snnet": rm["snnet"]}
     goals = {name: goal_summary(compute_goals(m, init)) for name, m in variants.items()}
     goals["ti-b depths 6 + 9 (replication goal)"] = goal_summary(compute_goals(rm, init))
+    copies = {k for k, v in st.stages.items() if v["source"] == "copied from the replication"}
     results = {
         **follow_up_header("pool_widths", rep_json, rep_path, args.argv),
         "torch_threads": torch.get_num_threads(),
@@ -170,9 +179,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "goal_criteria": GOALS,  # what the goals above were judged by
         "findings": findings(pool, rm[ref], rm["snnet"]["configs"], args.widths),
         "commands": {k: repo_paths_in(v) for k, v in st.commands.items()},
-        "stages": st.stages,
-        "timing_s": {**{k: round(v, 1) for k, v in st.timing.items() if k != "ancestry"},
+        "stages": st.stages,  # per stage: computed here, reused from --work, or copied from the replication
+        "timing_s": {**{k: round(v, 1) for k, v in st.timing.items() if k != "ancestry" and k not in copies},
                      "total_this_invocation": round(time.time() - t0, 1)},
+        # the replication's own wall times of the distillations copied from it (stages.*.copied_from), not this run's
+        "timing_s_copied_from_replication": {k: round(st.timing[k], 1) for k in sorted(copies)},
     }
     out, md = write_follow_up(results, args, "pool_widths", "POOL_WIDTHS.md", render_markdown, quick_dir=work)
     log.info("wrote %s and %s", out, md)
@@ -211,12 +222,15 @@ def render_markdown(r: dict[str, Any], json_path: str) -> str:
     f = r["findings"]
     w = f["ti_b_worst"]
     ts = r["timing_s"]
-    distill_s = next(v for k, v in ts.items() if k.endswith("_distill"))
+    distill_s = sum(v for k, v in ts.items() if "distill" in k)  # the runs made here and the pool's assembly
+    copied = r.get("timing_s_copied_from_replication") or {}
     tune_s = next(v for k, v in ts.items() if k.endswith(r["settings"]["default_init"]))
     lines += ["", f"Goals: front share >= {share:.0%} and worst delta >= {delta:.1f}, storage ratio <= "
               f"{crit['storage_ratio_at_most']}, smallest FLOPs ratio <= {crit['min_flops_ratio_at_most']}. "
-              f"Stages: distillation {distill_s / 60:.0f} min, stitch init + fine-tuning + evaluations "
-              f"{tune_s / 60:.0f} min. "
+              f"Stages: distillation {distill_s / 60:.0f} min"
+              + (f" (the models of the replication's {', '.join(k.replace('_', ' ') for k in copied)} copied from "
+                 f"it, not retrained: {sum(copied.values()) / 60:.0f} min there)" if copied else "")
+              + f", stitch init + fine-tuning + evaluations {tune_s / 60:.0f} min. "
               f"Full numbers and commands: [`{json_path}`]({json_path}).", "",
               "Where the pools differ (from the rows above):", "",
               f"- At the Ti/B pool's worst SN-Net config, `{w['snnet_key']}` ({w['snnet_flops'] / 1e6:.2f} MFLOPs, "
@@ -240,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--replication", default=str(ROOT / "benchmarks" / "results" / "paper_replication.json"),
                    help="paper_replication.py results to compare with and take the settings from")
     p.add_argument("--work", default=None, help="stage outputs (default <cache dir>/pool-widths)")
+    p.add_argument("--pools-root", default=str(ROOT),
+                   help="the checkout whose benchmarks/.cache holds the replication's work directory, to copy its "
+                        "distilled models from (default this one)")
     p.add_argument("--cache-dir", default=str(ROOT / "benchmarks" / ".cache"),
                    help="cached ancestries and default --work parent (default benchmarks/.cache)")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/pool_widths.json, or "

@@ -212,9 +212,33 @@ def _check_pool_widths(tmp_path: Path, rep: dict) -> list[str]:
         (pool["stored_params"] + d9) / sn, 4)
     assert g["front_storage_ratio"] == g["storage_ratio"]  # one pool
     md = tmp_path / "cache" / "pool-widths-quick" / "POOL_WIDTHS.md"
-    assert "QUICK RUN" in md.read_text() and "; 1 of 3 stages computed earlier" in md.read_text()
+    assert "QUICK RUN" in md.read_text() and "; 3 of 6 stages computed earlier" in md.read_text()
+    # Ti and B are the replication's distilled models, copied (their wall times kept apart); only S is distilled here
     assert {k: v["source"] for k, v in w["stages"].items()} == {
-        "ancestry": "reused", "lgp_d6_ti-s-b_distill": "computed", "lgp_d6_ti-s-b_lstsq-kd": "computed"}
+        "ancestry": "reused", "distill_e1": "copied from the replication", "distill_e2": "copied from the replication",
+        "distill_e1_s6": "computed", "lgp_d6_ti-s-b_distill": "computed", "lgp_d6_ti-s-b_lstsq-kd": "computed"}
+    assert set(w["timing_s_copied_from_replication"]) == {"distill_e1", "distill_e2"}
+    assert not set(w["timing_s"]) & {"distill_e1", "distill_e2"} and w["timing_s"]["distill_e1_s6"] > 0
+    assert "--models s6 " in w["commands"]["distill_e1_s6"] and "copied from it, not retrained" in md.read_text()
+    d6 = rep["methods"]["lgp_d6_lstsq-kd"]["instances_after_distill"]
+    assert {k: pool["instances_after_distill"][k] for k in d6} == d6
+    # without the replication's work directory every model is distilled here, to the same weights
+    moved = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
+    moved["methods"]["snnet"]["pool_dir"] = "benchmarks/.cache/no-such-run/snnet"
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    alone = tmp_path / "results" / "pool_widths_alone.json"
+    assert pw.main(["--replication", str(tmp_path / "moved.json"), *argv[2:-3], "--work",
+                    str(tmp_path / "cache" / "widths-alone"), "--out", str(alone), "--quiet"]) == 0
+    a = json.loads(alone.read_text())
+    assert {k: v["source"] for k, v in a["stages"].items() if k.startswith("distill")} == {
+        "distill_e1_s6-b6": "computed", "distill_e2_ti6": "computed"}
+    assert a["pool"]["instances_after_distill"] == pool["instances_after_distill"]
+    import torch
+    from safetensors.torch import load_file
+    for name in ("weights.safetensors", "transforms.safetensors"):
+        seeded, own = (load_file(str(d / "lgp-d6-ti-s-b-distilled" / name))
+                       for d in (tmp_path / "cache" / "pool-widths-quick", tmp_path / "cache" / "widths-alone"))
+        assert seeded.keys() == own.keys() and all(torch.equal(v, own[k]) for k, v in seeded.items())
     assert w["goal_criteria"] == rep["goals"]["criteria"]
     # without --out, a quick replication's comparison goes to pool_widths_quick.json, never over pool_widths.json
     repo = tmp_path / "repo"
@@ -225,7 +249,8 @@ def _check_pool_widths(tmp_path: Path, rep: dict) -> list[str]:
         assert pw.main([a for a in argv if a not in ("--out", str(out))]) == 0
     assert sorted(p.name for p in (repo / "benchmarks" / "results").iterdir()) == ["pool_widths_quick.json"]
     again = json.loads((repo / "benchmarks" / "results" / "pool_widths_quick.json").read_text())
-    assert {v["source"] for v in again["stages"].values()} == {"reused"} and ASSEMBLED in md.read_text()
+    assert {v["source"] for v in again["stages"].values()} == {"reused", "copied from the replication"}
+    assert ASSEMBLED in md.read_text()
     return argv
 
 
