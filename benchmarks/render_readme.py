@@ -4,10 +4,10 @@
     python benchmarks/render_readme.py --check    # exit 1 if README.md is out of date (the tests run this)
 
 Replaces the text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for
-NAME = aux, demo, latency, quick, paper, convergence, bf16, paper_converged, widths, ceiling, budget, recipes,
-switchable, int8, memory, walkthrough. Those sections are never typed by hand: each is rendered from its results
-JSON, and the one commentary they carry (benchmarks/PAPER_REPLICATION_NOTES.md, after the replication's rendered
-section) quotes only numbers that are in committed results files.
+NAME = aux, demo, latency, quick, paper, convergence, bf16, paper_converged, widths, widths_converged, ceiling,
+budget, recipes, switchable, int8, memory, walkthrough. Those sections are never typed by hand: each is rendered
+from its results JSON, and the one commentary they carry (benchmarks/PAPER_REPLICATION_NOTES.md, after the
+replication's rendered section) quotes only numbers that are in committed results files.
 """
 
 from __future__ import annotations
@@ -319,6 +319,12 @@ def widths() -> str:
     return _section("POOL_WIDTHS.md")
 
 
+def widths_converged() -> str:
+    """The Ti/S/B pool against the replication with converged Ti and S models (benchmarks/POOL_WIDTHS_TI30.md,
+    rendered from benchmarks/results/ti30/pool_widths.json)."""
+    return _section("POOL_WIDTHS_TI30.md")
+
+
 def ceiling() -> str:
     """benchmarks/STITCH_CEILING.md, then any longer-budget runs of it (STITCH_CEILING_E<epochs>.md)."""
     longer = sorted(ROOT.joinpath("benchmarks").glob("STITCH_CEILING_E*.md"), key=lambda p: int(p.stem.split("_E")[1]))
@@ -435,8 +441,8 @@ def demo() -> str:
 
 SECTIONS = (("aux", aux), ("demo", demo), ("latency", latency), ("quick", quick), ("paper", paper),
             ("convergence", convergence), ("bf16", bf16), ("paper_converged", paper_converged), ("widths", widths),
-            ("ceiling", ceiling), ("budget", budget), ("recipes", recipes), ("switchable", switchable), ("int8", int8),
-            ("memory", memory), ("walkthrough", walkthrough))
+            ("widths_converged", widths_converged), ("ceiling", ceiling), ("budget", budget), ("recipes", recipes),
+            ("switchable", switchable), ("int8", int8), ("memory", memory), ("walkthrough", walkthrough))
 
 
 def rendered(text: str) -> str:
