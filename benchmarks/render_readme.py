@@ -320,9 +320,10 @@ def widths() -> str:
 
 
 def widths_converged() -> str:
-    """The Ti/S/B pool against the replication with converged Ti and S models (benchmarks/POOL_WIDTHS_TI30.md,
-    rendered from benchmarks/results/ti30/pool_widths.json)."""
-    return _section("POOL_WIDTHS_TI30.md")
+    """The pools of other widths against the replication with converged Ti and S models: Ti/S/B
+    (benchmarks/POOL_WIDTHS_TI30.md, from benchmarks/results/ti30/pool_widths.json), then Ti/S
+    (POOL_WIDTHS_TI30_TI_S.md, from pool_widths_ti-s.json)."""
+    return "\n".join(_section(n) for n in ("POOL_WIDTHS_TI30.md", "POOL_WIDTHS_TI30_TI_S.md"))
 
 
 def ceiling() -> str:
