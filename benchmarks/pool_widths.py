@@ -139,6 +139,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         copied = seed_distillations(rep_json, Path(args.pools_root), work, ("distilled-e*",))
         if copied:
             log.info("copied the replication's distillations %s into %s", ", ".join(copied), work)
+        src = (Path(args.pools_root) / rep_json["methods"]["snnet"]["pool_dir"]).parent
+        if not src.is_dir():
+            log.warning("the replication's work directory %s is not here (--pools-root): every auxiliary model is "
+                        "distilled again, with the replication's epochs", src)
     rep = stderr_reporter(args.quiet)
     st = Stages(work)
     t0 = time.time()

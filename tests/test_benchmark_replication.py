@@ -32,7 +32,8 @@ def _tiny_argv(tmp_path: Path, md: str = "section.md") -> list[str]:
 
 
 @pytest.mark.slow
-def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                             caplog: pytest.LogCaptureFixture) -> None:
     bench = _bench()
     argv = _tiny_argv(tmp_path)
     # a partial run (two of them could share the cores) writes no results; the full run reuses its stages
@@ -123,7 +124,7 @@ def test_quick_benchmark_runs_end_to_end_tiny(tmp_path: Path, capsys: pytest.Cap
     with pytest.raises(SystemExit) as e:
         bench.main([*argv, "--inits-d9", "learned"])  # the default init cannot be left out
     assert e.value.code == 2
-    widths_argv = _check_pool_widths(tmp_path, r3)
+    widths_argv = _check_pool_widths(tmp_path, r3, caplog)
     _check_stitch_ceiling(tmp_path, r3, capsys)
     _check_finetune_recipes(tmp_path, r3, capsys)
     _check_equal_budget(tmp_path, r3)
@@ -176,7 +177,7 @@ def _check_stages(r: dict, run_dir: Path, section: str) -> None:
     assert "not measured by this invocation" in r["timing_source"]["ancestry_recorded_wall_s"]
 
 
-def _check_pool_widths(tmp_path: Path, rep: dict) -> list[str]:
+def _check_pool_widths(tmp_path: Path, rep: dict, caplog: pytest.LogCaptureFixture) -> list[str]:
     """benchmarks/pool_widths.py on the replication just written: a Ti/S/B pool with its recipe, scored by the
     same goal code against its SN-Net results; bad input is one line and exit 2 with nothing written."""
     pw = _load("pool_widths")
@@ -190,6 +191,7 @@ def _check_pool_widths(tmp_path: Path, rep: dict) -> list[str]:
         pw.main([*argv, "--widths", "ti,b"])  # the replication's own pool
     assert e.value.code == 2
     assert pw.main(argv) == 0
+    assert "is not here (--pools-root)" not in caplog.text  # the replication's work directory was found
     w = json.loads(out.read_text())
     pool = w["pool"]
     assert w["quick"] is True and w["widths"] == ["ti", "s", "b"] and len(pool["configs"]) == 35
@@ -227,8 +229,10 @@ def _check_pool_widths(tmp_path: Path, rep: dict) -> list[str]:
     moved["methods"]["snnet"]["pool_dir"] = "benchmarks/.cache/no-such-run/snnet"
     (tmp_path / "moved.json").write_text(json.dumps(moved))
     alone = tmp_path / "results" / "pool_widths_alone.json"
+    caplog.clear()
     assert pw.main(["--replication", str(tmp_path / "moved.json"), *argv[2:-3], "--work",
                     str(tmp_path / "cache" / "widths-alone"), "--out", str(alone), "--quiet"]) == 0
+    assert "no-such-run is not here (--pools-root): every auxiliary model is distilled again" in caplog.text
     a = json.loads(alone.read_text())
     assert {k: v["source"] for k, v in a["stages"].items() if k.startswith("distill")} == {
         "distill_e1_s6-b6": "computed", "distill_e2_ti6": "computed"}
