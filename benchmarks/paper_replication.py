@@ -406,8 +406,13 @@ def distill_groups(s: dict[str, Any]) -> list[tuple[int, tuple[str, ...]]]:
     models = [(w, f"{w}{d}") for d in (6, 9) for w in PAPER_WIDTHS] + [(w, f"{w}{depth}") for w in ("ti", "s")]
     groups: dict[int, list[str]] = {}
     for w, name in models:
-        groups.setdefault(s["distill_width_epochs"].get(w, s["distill_epochs"]), []).append(name)
+        groups.setdefault(width_budget(s, w), []).append(name)
     return [(e, tuple(g)) for e, g in sorted(groups.items())]
+
+
+def width_budget(s: dict[str, Any], width: str) -> int:
+    """The distillation epochs of an auxiliary model of ``width`` (``ti``, ``s``, ``b``)."""
+    return s["distill_width_epochs"].get(width, s["distill_epochs"])
 
 
 def distill_key(anc: str, s: dict[str, Any], epochs: int, models: tuple[str, ...]) -> dict[str, Any]:
@@ -457,29 +462,34 @@ def shared_distilled(anc: str, s: dict[str, Any], st: Stages, names: set[str]) -
     return tuple(dirs), keys
 
 
-def widths_distilled(anc: str, s: dict[str, Any], rep: Any, st: Stages,
-                     names: tuple[str, ...]) -> tuple[tuple[str, ...], list[Any]]:
-    """The auxiliary models ``names`` of a pool of other widths (benchmarks/pool_widths.py), with their epoch
-    budgets as in the replication: each from the replication's shared run that holds it where that run is finished
-    in ``st.work`` (``seed_distillations`` copies them there), the others distilled here, one ``pool distill`` run
-    per epoch budget into ``distilled-e<N>-<models>``. Returns the directories and their stage keys."""
-    dirs, keys, left = [], [], list(names)
+def widths_distilled(anc: str, s: dict[str, Any], rep: Any, st: Stages, depth: int,
+                     widths: tuple[str, ...]) -> tuple[tuple[str, ...], list[Any]]:
+    """The auxiliary models of ``widths`` and ``depth`` of a pool of other widths (benchmarks/pool_widths.py),
+    with their epoch budgets as in the replication: each from the replication's shared run that holds it where that
+    run is finished in ``st.work`` (``seed_distillations`` copies them there), the others distilled here, one
+    ``pool distill`` run per epoch budget into ``distilled-e<N>-<models>``. Returns the directories and their stage
+    keys."""
+    dirs, keys, left = [], [], [(w, f"{w}{depth}") for w in widths]
     for epochs, models in distill_groups(s):
-        held = [n for n in left if n in models]
         path, key = st.work / f"distilled-e{epochs}", distill_key(anc, s, epochs, models)
-        if held and st.done(path, key):
+        if any(n in models for _, n in left) and st.done(path, key):
             st.note(f"distill_e{epochs}", path)
             dirs.append(str(path))
             keys.append(key)
-            left = [n for n in left if n not in held]
+            left = [(w, n) for w, n in left if n not in models]
     budgets: dict[int, list[str]] = {}
-    for n in left:
-        budgets.setdefault(s["distill_width_epochs"].get(n.rstrip("0123456789"), s["distill_epochs"]), []).append(n)
+    for w, n in left:
+        budgets.setdefault(width_budget(s, w), []).append(n)
     for epochs, models in sorted(budgets.items()):
         name = f"distill_e{epochs}_{'-'.join(models)}"
         dirs.append(str(st.work / f"distilled-e{epochs}-{'-'.join(models)}"))
         keys.append(distill_run(anc, s, rep, st, epochs, tuple(models), name, Path(dirs[-1])))
     return tuple(dirs), keys
+
+
+def replication_work(rep: dict[str, Any], pools_root: Path) -> Path:
+    """The work directory the replication ``rep`` ran in (the parent of its pools), under ``pools_root``."""
+    return (pools_root / rep["methods"]["snnet"]["pool_dir"]).parent
 
 
 def seed_distillations(rep: dict[str, Any], pools_root: Path, work: Path,
@@ -493,7 +503,7 @@ def seed_distillations(rep: dict[str, Any], pools_root: Path, work: Path,
     reuse it name the stage as the replication's. A stage that is redone here gets a marker of its own.
     Each copy is made in a temporary directory beside its destination and renamed into place: a killed copy
     never leaves a directory holding the stage marker but not all of the weights (it would be reused as done)."""
-    src = (pools_root / rep["methods"]["snnet"]["pool_dir"]).parent
+    src = replication_work(rep, pools_root)
     copied = []
     for d in sorted(d for pattern in patterns for d in src.glob(pattern)):
         if d.is_dir() and not (work / d.name).exists() and (d / ".done.json").is_file():
@@ -524,7 +534,7 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
     shared = bool(s.get("shared_distill"))
     from_dirs: tuple[str, ...] = ()
     if shared and tag:
-        from_dirs, key["distilled"] = widths_distilled(anc, s, rep, st, tuple(f"{w}{depth}" for w in widths))
+        from_dirs, key["distilled"] = widths_distilled(anc, s, rep, st, depth, widths)
     elif shared:
         from_dirs, key["distilled"] = shared_distilled(anc, s, st, {f"{w}{depth}" for w in widths})
     if not st.done(distilled, key):

@@ -44,6 +44,7 @@ from paper_replication import (  # noqa: E402
     lgp_stage,
     pool_rows,
     read_replication,
+    replication_work,
     seed_distillations,
     stages_note,
     write_follow_up,
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         copied = seed_distillations(rep_json, Path(args.pools_root), work, ("distilled-e*",))
         if copied:
             log.info("copied the replication's distillations %s into %s", ", ".join(copied), work)
-        src = (Path(args.pools_root) / rep_json["methods"]["snnet"]["pool_dir"]).parent
+        src = replication_work(rep_json, Path(args.pools_root))
         if not src.is_dir():
             log.warning("the replication's work directory %s is not here (--pools-root): every auxiliary model is "
                         "distilled again, with the replication's epochs", src)
