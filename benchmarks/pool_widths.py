@@ -14,6 +14,10 @@ and B; ``distilled-e<N>`` in its work directory under ``--pools-root``) are copi
 checked as in the replication, and only the others (S) are distilled here with the replication's epoch budget for
 their width; on a machine without the replication's work directory every model is distilled here. Stages are
 reused from ``--work`` like the replication's, so an interrupted run continues where it stopped.
+
+``--depth 9`` builds the pool at the paper's other depth group instead, after the depth-6 pool of the same widths
+(reused from ``--work`` where an earlier run built it), and scores both together as the replication's goal does:
+its front draws on both depth groups and its storage ratio counts the depth-6 pool.
 """
 
 from __future__ import annotations
@@ -52,13 +56,14 @@ from paper_replication import (  # noqa: E402
 
 log = logging.getLogger("pool_widths")
 WIDTHS = ("ti", "s", "b")
-DEPTH = 6
+DEPTHS = (6, 9)  # the paper's depth groups
 
 
-def load_replication(path: Path) -> dict[str, Any]:
+def load_replication(path: Path, depth: int = 6) -> dict[str, Any]:
     r = read_replication(path, " (this benchmark compares against its SN-Net and Ti/B results)")
     s = r.get("settings") or {}
-    need = [m for m in ("snnet", f"lgp_d{DEPTH}_{s.get('default_init')}") if m not in r.get("methods", {})]
+    need = [m for m in ("snnet", *(f"lgp_d{d}_{s.get('default_init')}" for d in sorted({6, depth})))
+            if m not in r.get("methods", {})]
     if need:
         raise BenchmarkInputError(f"{path} has no results for {', '.join(need)}: rerun paper_replication.py "
                                   "without --stages")
@@ -129,7 +134,8 @@ def goal_summary(g: dict[str, Any]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rep_path = Path(args.replication)
-    rep_json = load_replication(rep_path)
+    depth = args.depth
+    rep_json = load_replication(rep_path, depth)
     s = dict(rep_json["settings"])
     init = s["default_init"]
     s.update(inits=[init], inits_d9=[init], only_inits=None, cache_dir=args.cache_dir)
@@ -152,22 +158,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise BenchmarkInputError(f"the ancestry found at {anc} is not the one {rep_path} was measured with: "
                                   "rerun benchmarks/paper_replication.py with this ancestry first")
     tag = "-".join(args.widths)
-    method = f"lgp_d{DEPTH}_{tag}_{init}"
-    pool = lgp_stage(DEPTH, anc, s, rep, st, widths=args.widths)[method]
+    # depth 9 builds the depth-6 pool of the same widths first (reused from --work where an earlier run built it):
+    # the replication's goal draws on both depth groups, and the storage goal counts the depth-6 pool
+    pools = {d: lgp_stage(d, anc, s, rep, st, widths=args.widths)[f"lgp_d{d}_{tag}_{init}"]
+             for d in sorted({6, depth})}
+    pool = pools[depth]
     rm = rep_json["methods"]
-    ref = f"lgp_d{DEPTH}_{init}"
-    variants = {  # compute_goals reads the pools under the replication's method names
-        f"{tag} depth {DEPTH}": {ref: pool, "snnet": rm["snnet"]},
-        f"{tag} depth {DEPTH} + ti-b depth 9": {ref: pool, "snnet": rm["snnet"],
-                                                **({f"lgp_d9_{init}": rm[f"lgp_d9_{init}"]}
-                                                   if f"lgp_d9_{init}" in rm else {})},
-        f"ti-b depth {DEPTH} (replication)": {ref: rm[ref], "snnet": rm["snnet"]},
-    }
-    demo = demo_pool(s["ancestry_sha256"], rep_json["dataset"])
-    if demo is not None:  # the shipped pool: the same Ti/B recipe with a longer fine-tuning
-        variants[f"ti-b depth {DEPTH}, demo pool shipped {demo['shipped']} ({demo['finetune_epochs']} fine-tuning "
-                 "epochs)"] = {
-            ref: demo, "snnet": rm["snnet"]}
+    ref, d6, d9 = f"lgp_d{depth}_{init}", f"lgp_d6_{init}", f"lgp_d9_{init}"
+    sn = {"snnet": rm["snnet"]}  # compute_goals reads the pools under the replication's method names
+    if depth == 6:
+        variants = {
+            f"{tag} depth 6": {d6: pool, **sn},
+            f"{tag} depth 6 + ti-b depth 9": {d6: pool, **sn, **({d9: rm[d9]} if d9 in rm else {})},
+            "ti-b depth 6 (replication)": {d6: rm[d6], **sn},
+        }
+        demo = demo_pool(s["ancestry_sha256"], rep_json["dataset"])
+        if demo is not None:  # the shipped pool: the same Ti/B recipe with a longer fine-tuning
+            variants[f"ti-b depth 6, demo pool shipped {demo['shipped']} ({demo['finetune_epochs']} fine-tuning "
+                     "epochs)"] = {d6: demo, **sn}
+    else:
+        variants = {
+            f"{tag} depth 9": {d9: pool, **sn},
+            f"{tag} depths 6 + 9": {d6: pools[6], d9: pool, **sn},
+            "ti-b depth 9 (replication)": {d9: rm[d9], **sn},
+        }
     goals = {name: goal_summary(compute_goals(m, init)) for name, m in variants.items()}
     goals["ti-b depths 6 + 9 (replication goal)"] = goal_summary(compute_goals(rm, init))
     copies = {k for k, v in st.stages.items() if v["source"] == "copied from the replication"}
@@ -175,9 +189,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **follow_up_header("pool_widths", rep_json, rep_path, args.argv),
         "torch_threads": torch.get_num_threads(),
         "widths": list(args.widths),
-        "depth": DEPTH,
+        "depth": depth,
         "settings": {**{k: v for k, v in s.items() if k != "only_inits"}, "cache_dir": repo_path(s["cache_dir"])},
         "pool": pool,
+        **({"pool_depth6": pools[6]} if depth != 6 else {}),  # the same widths at depth 6, for the rows over both
         "reference": {"ti-b": {k: v for k, v in rm[ref].items() if k != "pool_dir"},  # rows only: its directory
                       "snnet_stored_params": rm["snnet"]["stored_params"]},        # is the replication's machine's
         "goals": goals,
@@ -212,9 +227,11 @@ def render_markdown(r: dict[str, Any], json_path: str) -> str:
         f"{len(p['configs'])} descendants ({len(tib['configs'])} in the Ti/B pool), "
         f"{p['stored_params']:,} stored params (Ti/B {tib['stored_params']:,}, SN-Net "
         f"{r['reference']['snnet_stored_params']:,}); instances right after distillation {inst}, after "
-        f"fine-tuning " + ", ".join(f"{k} {after[k]:.2f}%" for k in p["instances_after_distill"]) + ".",
+        f"fine-tuning " + ", ".join(f"{k} {after[k]:.2f}%" for k in p["instances_after_distill"]) + "."
+        + (depth6_note(r["pool_depth6"]) if "pool_depth6" in r else ""),
         "",
-        "| pools | front >= SN-Net (share of its configs) | worst delta (points) | storage ratio (depth 6) | "
+        "| pools | front >= SN-Net (share of its configs) | worst delta (points) | storage ratio (depth 6"
+        + ("" if r["depth"] == 6 else "; a row without it: its pool") + ") | "
         "storage of every pool in the row | smallest FLOPs ratio | min top-1 |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -229,7 +246,8 @@ def render_markdown(r: dict[str, Any], json_path: str) -> str:
     ts = r["timing_s"]
     distill_s = sum(v for k, v in ts.items() if "distill" in k)  # the runs made here and the pool's assembly
     copied = r.get("timing_s_copied_from_replication") or {}
-    tune_s = next(v for k, v in ts.items() if k.endswith(r["settings"]["default_init"]))
+    tune_s = next(v for k, v in ts.items() if k.startswith(f"lgp_d{r['depth']}_")
+                  and k.endswith(r["settings"]["default_init"]))
     lines += ["", f"Goals: front share >= {share:.0%} and worst delta >= {delta:.1f}, storage ratio <= "
               f"{crit['storage_ratio_at_most']}, smallest FLOPs ratio <= {crit['min_flops_ratio_at_most']}. "
               f"Stages: distillation {distill_s / 60:.0f} min"
@@ -252,10 +270,22 @@ def render_markdown(r: dict[str, Any], json_path: str) -> str:
     return "\n".join(lines)
 
 
+def depth6_note(p: dict[str, Any]) -> str:
+    """The depth-6 pool of the same widths that a depth-9 run's rows over both depths draw on."""
+    after = {c["key"]: c["top1"] for c in p["configs"]}
+    return (f" The rows over both depths add the depth-6 pool of the same widths ({len(p['configs'])} descendants, "
+            f"{p['stored_params']:,} stored params; instances right after distillation "
+            + ", ".join(f"{k} {v:.2f}%" for k, v in p["instances_after_distill"].items()) + ", after fine-tuning "
+            + ", ".join(f"{k} {after[k]:.2f}%" for k in p["instances_after_distill"]) + ").")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--widths", type=widths_arg, default=WIDTHS, metavar="W,W,...",
                    help="instance widths of the pool (default ti,s,b)")
+    p.add_argument("--depth", type=int, choices=DEPTHS, default=6,
+                   help="depth of the pool (default 6); 9 also builds the depth-6 pool of the same widths, or reuses "
+                        "it from --work, for the rows over both depth groups")
     p.add_argument("--replication", default=str(ROOT / "benchmarks" / "results" / "paper_replication.json"),
                    help="paper_replication.py results to compare with and take the settings from")
     p.add_argument("--work", default=None, help="stage outputs (default <cache dir>/pool-widths)")

@@ -224,6 +224,26 @@ def _check_pool_widths(tmp_path: Path, rep: dict, caplog: pytest.LogCaptureFixtu
     assert "--models s6 " in w["commands"]["distill_e1_s6"] and "copied from it, not retrained" in md.read_text()
     d6 = rep["methods"]["lgp_d6_lstsq-kd"]["instances_after_distill"]
     assert {k: pool["instances_after_distill"][k] for k in d6} == d6
+    # --depth 9: the pool at the other depth group, beside the depth-6 pool just built (reused), scored together
+    out9 = tmp_path / "results" / "pool_widths_d9.json"
+    assert pw.main([*argv[:-3], "--out", str(out9), "--depth", "9", "--quiet"]) == 0
+    w9 = json.loads(out9.read_text())
+    p9 = w9["pool"]
+    assert w9["depth"] == 9 and w9["pool_depth6"] == pool
+    assert set(p9["instances_after_distill"]) == {"ti9.0-8", "s9.0-8", "b9.0-8"}
+    i9 = rep["methods"]["lgp_d9_lstsq-kd"]["instances_after_distill"]
+    assert {k: p9["instances_after_distill"][k] for k in i9} == i9  # Ti9 and B9 are the replication's
+    assert {k: v["source"] for k, v in w9["stages"].items() if k.startswith(("lgp", "distill_e1_s"))} == {
+        "distill_e1_s6": "reused", "lgp_d6_ti-s-b_distill": "reused", "lgp_d6_ti-s-b_lstsq-kd": "reused",
+        "distill_e1_s9": "computed", "lgp_d9_ti-s-b_distill": "computed", "lgp_d9_ti-s-b_lstsq-kd": "computed"}
+    both = w9["goals"]["ti-s-b depths 6 + 9"]
+    assert both["methods"] == ["lgp_d6_lstsq-kd", "lgp_d9_lstsq-kd"] and both["storage_ratio"] == g["storage_ratio"]
+    assert both["front_storage_ratio"] == round((pool["stored_params"] + p9["stored_params"]) / sn, 4)
+    share9, worst9 = _front(pool["configs"] + p9["configs"], rep["methods"]["snnet"]["configs"])
+    assert (both["front_share"], both["front_delta_min"]) == (round(share9, 4), worst9)
+    assert w9["goals"]["ti-b depth 9 (replication)"]["methods"] == ["lgp_d9_lstsq-kd"]
+    md9 = (tmp_path / "cache" / "pool-widths-quick" / "POOL_WIDTHS.md").read_text()
+    assert "a depth-9 pool of Ti/S/B" in md9 and "The rows over both depths add the depth-6 pool" in md9
     # without the replication's work directory every model is distilled here, to the same weights
     moved = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
     moved["methods"]["snnet"]["pool_dir"] = "benchmarks/.cache/no-such-run/snnet"
