@@ -33,12 +33,12 @@ log = logging.getLogger("make_demo_pool")
 
 # What does not change what a benchmark measures: results files (a rerun of several benchmarks writes them one
 # after the other) and the docs (git pathspecs: "*" matches across "/").
-NOT_CODE = (":(exclude)benchmarks/results", ":(exclude)*.md")
+NOT_CODE = (":(exclude)benchmarks/results", ":(exclude)*.md", ":(exclude)*.log")  # results, docs, run logs
 
 
 def git_rev(root: Path | None = None) -> str:
-    """The checkout's commit (``+dirty`` with uncommitted changes to its code: results files and docs are not
-    code). A copy of the tree without its git history (an exported source tree on another machine) reads
+    """The checkout's commit (``+dirty`` with uncommitted changes to its code: results files, docs and run logs
+    are not code). A copy of the tree without its git history (an exported source tree on another machine) reads
     ``LGP_EDGE_CODE_VERSION`` instead, else ``unknown``."""
     root = root or ROOT
     try:

@@ -172,6 +172,9 @@ def test_git_rev_says_dirty_for_code_not_for_results_or_docs(tmp_path: Path) -> 
     (tmp_path / "benchmarks" / "results" / "r.json").write_text('{"a": 1}\n')
     (tmp_path / "benchmarks" / "results" / "new.json").write_text("{}\n")
     (tmp_path / "README.md").write_text("# r, edited\n")
+    (tmp_path / "logs").mkdir()  # a long run's log beside it is not code either
+    (tmp_path / "logs" / "run.log").write_text("epoch 1\n")
+    (tmp_path / "run.log").write_text("epoch 1\n")
     assert git_rev(tmp_path) == rev
     (tmp_path / "code.py").write_text("x = 2\n")
     assert git_rev(tmp_path) == rev + "+dirty"
