@@ -321,9 +321,11 @@ def widths() -> str:
 
 def widths_converged() -> str:
     """The pools of other widths against the replication with converged Ti and S models: Ti/S/B
-    (benchmarks/POOL_WIDTHS_TI30.md, from benchmarks/results/ti30/pool_widths.json), then Ti/S
-    (POOL_WIDTHS_TI30_TI_S.md, from pool_widths_ti-s.json)."""
-    return "\n".join(_section(n) for n in ("POOL_WIDTHS_TI30.md", "POOL_WIDTHS_TI30_TI_S.md"))
+    (benchmarks/POOL_WIDTHS_TI30.md, from benchmarks/results/ti30/pool_widths.json), then Ti/S at depth 6
+    (POOL_WIDTHS_TI30_TI_S.md, from pool_widths_ti-s.json) and at depth 9 beside it (POOL_WIDTHS_TI30_TI_S_D9.md,
+    from pool_widths_ti-s_d9.json)."""
+    return "\n".join(_section(n) for n in ("POOL_WIDTHS_TI30.md", "POOL_WIDTHS_TI30_TI_S.md",
+                                           "POOL_WIDTHS_TI30_TI_S_D9.md"))
 
 
 def ceiling() -> str:

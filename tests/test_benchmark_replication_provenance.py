@@ -41,6 +41,8 @@ SECTIONS = [
     ("pool_widths", "pool_widths.json", "POOL_WIDTHS.md", lambda m, x, j: m.render_markdown(x, j)),
     ("pool_widths", "ti30/pool_widths.json", "POOL_WIDTHS_TI30.md", lambda m, x, j: m.render_markdown(x, j)),
     ("pool_widths", "ti30/pool_widths_ti-s.json", "POOL_WIDTHS_TI30_TI_S.md", lambda m, x, j: m.render_markdown(x, j)),
+    ("pool_widths", "ti30/pool_widths_ti-s_d9.json", "POOL_WIDTHS_TI30_TI_S_D9.md",
+     lambda m, x, j: m.render_markdown(x, j)),
     ("stitch_ceiling", "stitch_ceiling.json", "STITCH_CEILING.md", lambda m, x, j: m.render_markdown(x, j)),
     ("stitch_ceiling", "stitch_ceiling_e8.json", "STITCH_CEILING_E8.md", lambda m, x, j: m.render_markdown(x, j)),
     ("finetune_recipes", "finetune_recipes.json", "FINETUNE_RECIPES.md", lambda m, x, j: m.render_markdown(x, j)),
