@@ -250,10 +250,12 @@ def render_markdown(r: dict[str, Any], json_path: str) -> str:
                   and k.endswith(r["settings"]["default_init"]))
     lines += ["", f"Goals: front share >= {share:.0%} and worst delta >= {delta:.1f}, storage ratio <= "
               f"{crit['storage_ratio_at_most']}, smallest FLOPs ratio <= {crit['min_flops_ratio_at_most']}. "
-              f"Stages: distillation {distill_s / 60:.0f} min"
+              "Stages: distillation" + ("" if r["depth"] == 6 else " of both depths' models")
+              + f" {distill_s / 60:.0f} min"
               + (f" (the models of the replication's {', '.join(k.replace('_', ' ') for k in copied)} copied from "
                  f"it, not retrained: {sum(copied.values()) / 60:.0f} min there)" if copied else "")
-              + f", stitch init + fine-tuning + evaluations {tune_s / 60:.0f} min. "
+              + f", stitch init + fine-tuning + evaluations {tune_s / 60:.0f} min"
+              + ("" if r["depth"] == 6 else " (the depth-9 pool)") + ". "
               f"Full numbers and commands: [`{json_path}`]({json_path}).", "",
               "Where the pools differ (from the rows above):", "",
               f"- At the Ti/B pool's worst SN-Net config, `{w['snnet_key']}` ({w['snnet_flops'] / 1e6:.2f} MFLOPs, "

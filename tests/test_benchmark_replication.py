@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -244,6 +245,7 @@ def _check_pool_widths(tmp_path: Path, rep: dict, caplog: pytest.LogCaptureFixtu
     assert w9["goals"]["ti-b depth 9 (replication)"]["methods"] == ["lgp_d9_lstsq-kd"]
     md9 = (tmp_path / "cache" / "pool-widths-quick" / "POOL_WIDTHS.md").read_text()
     assert "a depth-9 pool of Ti/S/B" in md9 and "The rows over both depths add the depth-6 pool" in md9
+    assert "distillation of both depths' models" in md9 and re.search(r"evaluations \d+ min \(the depth-9 pool\)", md9)
     # without the replication's work directory every model is distilled here, to the same weights
     moved = json.loads((tmp_path / "results" / "paper_replication_quick.json").read_text())
     moved["methods"]["snnet"]["pool_dir"] = "benchmarks/.cache/no-such-run/snnet"
