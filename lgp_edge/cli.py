@@ -126,10 +126,31 @@ class Terminated(BaseException):
     """SIGTERM (``timeout``, Slurm, Kubernetes, systemd): unwinds like Ctrl-C, so temporary files are removed."""
 
 
+IMPORT_MACHINERY = ("<frozen importlib._bootstrap>", "<frozen importlib._bootstrap_external>")
+STOP_RETRY_S = 0.05  # how soon a stop that arrived during an import is tried again
+
+
+def _importing(frame: Any) -> bool:
+    """Whether the interrupted code runs inside a module's import (the import machinery is on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename in IMPORT_MACHINERY:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _on_sigterm(main_pid: int) -> Any:
     def handler(signum: int, frame: Any) -> None:
         if os.getpid() != main_pid:  # a forked data-loading worker: the main process stops it as it unwinds
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (dying of the signal made torch print a traceback)
+            return
+        if _importing(frame):
+            # raised inside an import, the exception can reach a native extension's initialisation, which cannot
+            # pass it on and aborts the process (onnx: "terminate called after throwing ... nanobind::python_error"),
+            # leaving the scratch files behind: the stop is delivered again once the import is over
+            retry = threading.Timer(STOP_RETRY_S, os.kill, (main_pid, signum))
+            retry.daemon = True
+            retry.start()
             return
         raise Terminated
 

@@ -47,6 +47,32 @@ def test_sigterm_stops_a_long_command_cleanly_and_removes_its_scratch_files(tmp_
     assert not (tmp_path / "store.sqlite").exists()  # the store it created for this run is gone too
 
 
+def test_sigterm_during_an_import_waits_for_the_import_to_finish(tmp_path):
+    """A SIGTERM that landed while onnx was being imported aborted the process (exit -6, "terminate called after
+    throwing an instance of 'nanobind::python_error'", scratch files left): the exception was raised inside Python
+    code that the extension's initialisation ran. The stop now waits for the import to end, then unwinds."""
+    (tmp_path / "selfstop.py").write_text(
+        "import os, signal, time\n"
+        "os.kill(os.getpid(), signal.SIGTERM)  # the stop arrives halfway through this module's import\n"
+        "for _ in range(20):\n"
+        "    time.sleep(0.01)\n"
+        "done = True\n")
+    script = ("import sys, time\n"
+              f"sys.path.insert(0, {str(tmp_path)!r})\n"
+              "from lgp_edge.cli import Terminated, _terminal\n"
+              "with _terminal():\n"
+              "    try:\n"
+              "        import selfstop\n"
+              "        print('imported', selfstop.done, flush=True)\n"
+              "        time.sleep(10)\n"
+              "        print('not stopped')\n"
+              "    except Terminated:\n"
+              "        print('stopped')\n")
+    r = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True,
+                       timeout=60)
+    assert (r.returncode, r.stdout.split("\n")) == (0, ["imported True", "stopped", ""]), r.stderr
+
+
 @pytest.mark.parametrize("argv", [["targets", "show", "cpu"], ["pool", "info"], ["profiles", "list"]])
 def test_a_reader_that_goes_away_is_exit_141_for_every_command(tmp_path, argv):
     """rich's own broken-pipe handling exited 1 ("validation failed") with nothing said; a passed export read
