@@ -139,9 +139,12 @@ def _importing(frame: Any) -> bool:
     return False
 
 
-def _on_sigterm(main_pid: int) -> Any:
+def _on_stop(main_pid: int, stop: type[BaseException]) -> Any:
+    """A handler for SIGTERM (raises ``Terminated``) or SIGINT (``KeyboardInterrupt``, as Python's own handler)."""
     def handler(signum: int, frame: Any) -> None:
         if os.getpid() != main_pid:  # a forked data-loading worker: the main process stops it as it unwinds
+            if signum == signal.SIGINT:
+                raise stop  # as Python's own handler does there (torch's worker loop expects it)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (dying of the signal made torch print a traceback)
             return
         if _importing(frame):
@@ -152,7 +155,7 @@ def _on_sigterm(main_pid: int) -> Any:
             retry.daemon = True
             retry.start()
             return
-        raise Terminated
+        raise stop
 
     return handler
 
@@ -160,12 +163,15 @@ def _on_sigterm(main_pid: int) -> Any:
 @contextmanager
 def _terminal() -> Iterator[None]:
     """What the command line owns while it runs, given back afterwards (``main`` may be called from Python):
-    SIGTERM unwinds (exit 143), and text a terminal's encoding cannot show is escaped, not a crash after the
+    SIGTERM unwinds (exit 143), SIGTERM and Ctrl-C wait for an import in progress (where an application has not
+    set handlers of its own), and text a terminal's encoding cannot show is escaped, not a crash after the
     work is done."""
-    old_term = None
-    if threading.current_thread() is threading.main_thread() and \
-            signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        old_term = signal.signal(signal.SIGTERM, _on_sigterm(os.getpid()))
+    old_term = old_int = None
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            old_term = signal.signal(signal.SIGTERM, _on_stop(os.getpid(), Terminated))
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            old_int = signal.signal(signal.SIGINT, _on_stop(os.getpid(), KeyboardInterrupt))
     errors = {}
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
@@ -176,6 +182,8 @@ def _terminal() -> Iterator[None]:
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
+        if old_int is not None:
+            signal.signal(signal.SIGINT, old_int)
         for stream, value in errors.items():
             try:
                 stream.reconfigure(errors=value)

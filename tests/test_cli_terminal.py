@@ -47,13 +47,15 @@ def test_sigterm_stops_a_long_command_cleanly_and_removes_its_scratch_files(tmp_
     assert not (tmp_path / "store.sqlite").exists()  # the store it created for this run is gone too
 
 
-def test_sigterm_during_an_import_waits_for_the_import_to_finish(tmp_path):
+@pytest.mark.parametrize(("sig", "stop"), [("SIGTERM", "Terminated"), ("SIGINT", "KeyboardInterrupt")])
+def test_a_stop_during_an_import_waits_for_the_import_to_finish(tmp_path, sig, stop):
     """A SIGTERM that landed while onnx was being imported aborted the process (exit -6, "terminate called after
     throwing an instance of 'nanobind::python_error'", scratch files left): the exception was raised inside Python
-    code that the extension's initialisation ran. The stop now waits for the import to end, then unwinds."""
+    code that the extension's initialisation ran. Ctrl-C (SIGINT) raised its KeyboardInterrupt there the same way.
+    A stop now waits for the import to end, then unwinds."""
     (tmp_path / "selfstop.py").write_text(
         "import os, signal, time\n"
-        "os.kill(os.getpid(), signal.SIGTERM)  # the stop arrives halfway through this module's import\n"
+        f"os.kill(os.getpid(), signal.{sig})  # the stop arrives halfway through this module's import\n"
         "for _ in range(20):\n"
         "    time.sleep(0.01)\n"
         "done = True\n")
@@ -66,7 +68,7 @@ def test_sigterm_during_an_import_waits_for_the_import_to_finish(tmp_path):
               "        print('imported', selfstop.done, flush=True)\n"
               "        time.sleep(10)\n"
               "        print('not stopped')\n"
-              "    except Terminated:\n"
+              f"    except {stop}:\n"
               "        print('stopped')\n")
     r = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True,
                        timeout=60)
