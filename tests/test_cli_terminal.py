@@ -59,7 +59,10 @@ def test_a_stop_during_an_import_waits_for_the_import_to_finish(tmp_path, sig, s
         "for _ in range(20):\n"
         "    time.sleep(0.01)\n"
         "done = True\n")
-    script = ("import sys, time\n"
+    script = ("import signal, sys, time\n"
+              # Ctrl-C as at a terminal: a background job of a non-interactive shell (CI) starts with SIGINT
+              # ignored, which lgp-edge leaves as it is
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
               f"sys.path.insert(0, {str(tmp_path)!r})\n"
               "from lgp_edge.cli import Terminated, _terminal\n"
               "with _terminal():\n"
@@ -73,6 +76,23 @@ def test_a_stop_during_an_import_waits_for_the_import_to_finish(tmp_path, sig, s
     r = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True,
                        timeout=60)
     assert (r.returncode, r.stdout.split("\n")) == (0, ["imported True", "stopped", ""]), r.stderr
+
+
+def test_ctrl_c_handling_is_lgp_edges_only_where_python_s_default_was_in_place():
+    """An ignored SIGINT (a background job of a non-interactive shell) stays ignored; the default one is replaced
+    while the command runs and given back afterwards."""
+    from lgp_edge.cli import _terminal
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with _terminal():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        with _terminal():
+            assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 @pytest.mark.parametrize("argv", [["targets", "show", "cpu"], ["pool", "info"], ["profiles", "list"]])
