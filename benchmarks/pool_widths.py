@@ -215,8 +215,6 @@ def render_markdown(r: dict[str, Any], json_path: str) -> str:
     crit = r.get("goal_criteria") or GOALS  # results written before they recorded their criteria: these
     share, delta = crit["front_share_at_least"], crit["front_delta_min_at_least"]
     p, tib = r["pool"], r["reference"]["ti-b"]
-    inst = ", ".join(f"{k} {v:.2f}%" for k, v in p["instances_after_distill"].items())
-    after = {c["key"]: c["top1"] for c in p["configs"]}
     lines = [
         f"{'QUICK RUN (smoke settings; not a result). ' if r['quick'] else ''}"
         f"`{r['command'].strip()}` ({r['cpu']}, {r['torch_threads']} thread(s), code {r['code_version']}, "
@@ -226,8 +224,7 @@ def render_markdown(r: dict[str, Any], json_path: str) -> str:
         f"({r['settings']['finetune_epochs']} fine-tuning epoch(s)), scored against its SN-Net configs. "
         f"{len(p['configs'])} descendants ({len(tib['configs'])} in the Ti/B pool), "
         f"{p['stored_params']:,} stored params (Ti/B {tib['stored_params']:,}, SN-Net "
-        f"{r['reference']['snnet_stored_params']:,}); instances right after distillation {inst}, after "
-        f"fine-tuning " + ", ".join(f"{k} {after[k]:.2f}%" for k in p["instances_after_distill"]) + "."
+        f"{r['reference']['snnet_stored_params']:,}); {instances_text(p)}."
         + (depth6_note(r["pool_depth6"]) if "pool_depth6" in r else ""),
         "",
         "| pools | front >= SN-Net (share of its configs) | worst delta (points) | storage ratio (depth 6"
@@ -272,13 +269,18 @@ def render_markdown(r: dict[str, Any], json_path: str) -> str:
     return "\n".join(lines)
 
 
+def instances_text(p: dict[str, Any]) -> str:
+    """A pool's instances alone, right after distillation and after fine-tuning."""
+    after = {c["key"]: c["top1"] for c in p["configs"]}
+    return ("instances right after distillation "
+            + ", ".join(f"{k} {v:.2f}%" for k, v in p["instances_after_distill"].items()) + ", after fine-tuning "
+            + ", ".join(f"{k} {after[k]:.2f}%" for k in p["instances_after_distill"]))
+
+
 def depth6_note(p: dict[str, Any]) -> str:
     """The depth-6 pool of the same widths that a depth-9 run's rows over both depths draw on."""
-    after = {c["key"]: c["top1"] for c in p["configs"]}
     return (f" The rows over both depths add the depth-6 pool of the same widths ({len(p['configs'])} descendants, "
-            f"{p['stored_params']:,} stored params; instances right after distillation "
-            + ", ".join(f"{k} {v:.2f}%" for k, v in p["instances_after_distill"].items()) + ", after fine-tuning "
-            + ", ".join(f"{k} {after[k]:.2f}%" for k in p["instances_after_distill"]) + ").")
+            f"{p['stored_params']:,} stored params; {instances_text(p)}).")
 
 
 def main(argv: list[str] | None = None) -> int:
