@@ -114,7 +114,7 @@ def test_predict_check_reports_mape_on_held_out_descendants(tiny_pool, tmp_path,
                           "--quiet")
     again = json.loads(out)
     assert rc == 0 and again["rows_written"] == 18
-    assert f"calibrated on {calm} probe" in again["predictor"] or ("roofline" in again["predictor"] and calm < 9)
+    assert again["predictor"] == data["predictor"]  # the calibration the check predicted with, noisy probes or not
     assert len(again["records"]) == 18 and all(r["source"] == "predicted" for r in again["records"])
     cal = {r["calibration"] for r in again["records"]}
     assert len(cal) == 1 and cal.pop().startswith("probes:")  # the stored probe runs it came from

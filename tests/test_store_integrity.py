@@ -18,12 +18,16 @@ import pytest
 from helpers import error_lines, run_cli
 
 from lgp_edge.errors import UsageError
+from lgp_edge.models.plan import enumerate_descendants
 from lgp_edge.pool.pool import load_pool, resolve_pool
 from lgp_edge.profiling import roofline
 from lgp_edge.profiling.host import default_threads, fingerprint_key, host_fingerprint
+from lgp_edge.profiling.parts import Part
 from lgp_edge.profiling.predict import (
     calibration_probes,
+    fit_calibration,
     latencies_for,
+    make_predictor,
     probe_key,
     probe_records,
     robust_measured,
@@ -155,7 +159,31 @@ def test_noisy_calibration_probes_are_left_out_of_the_fit(demo, tmp_path):
             s.put(rec(probe_key(parts_of(demo.spec, p)), median=0.3, p90=3.9 if noisy else 0.33, noisy=noisy,
                       pool_id=demo.pool_id))
         used = probe_records(s, "cpu", "onnxruntime", "fp32", threads=1)
-    assert len(used) == len(probes) - 3 and not any(r.noisy for r in used)
+    assert len(used) == len(probes) and sum(r.noisy for r in used) == 3
+    calm_fit = fit_calibration([r for r in used if not r.noisy])
+    need = [q for q in (parts_of(demo.spec, d) for d in enumerate_descendants(demo.spec)) if calm_fit.covers(q)]
+    with MeasurementStore(tmp_path / "s.sqlite") as s:  # models the calm probes cover are predicted from them alone
+        pred = make_predictor(load_target("cpu"), "fp32", "onnxruntime", store=s, threads=1, need=need)
+    assert need and pred.kind == "calibrated" and pred.calibration.ident == calm_fit.ident
+
+
+def test_noisy_probes_a_calibration_kept_are_kept_by_every_later_process(demo, tmp_path):
+    """A calibration whose calm probes alone did not cover the descendants kept its noisy ones, and predicted
+    with them; a later '--predict' read only the calm ones, fell back, and measured the probes again: the same
+    store gave two predictions of one descendant."""
+    probes = calibration_probes(demo.spec)
+    need = [parts_of(demo.spec, d) for d in enumerate_descendants(demo.spec)]
+    recs = [rec(probe_key(parts_of(demo.spec, p)), median=0.3 + 0.01 * i, noisy=i > 0, pool_id=demo.pool_id)
+            for i, p in enumerate(probes)]  # one calm probe covers almost nothing
+    with MeasurementStore(tmp_path / "s.sqlite") as s:
+        s.put_many(recs)
+        pred = make_predictor(load_target("cpu"), "fp32", "onnxruntime", store=s, threads=1, need=need)
+    assert pred.kind == "calibrated" and pred.calibration.probes == len(probes)
+    assert pred.calibration.ident == fit_calibration(recs).ident  # the fit the measuring process made
+    with MeasurementStore(tmp_path / "s.sqlite") as s:  # what they do not cover is not predicted from them
+        pred = make_predictor(load_target("cpu"), "fp32", "onnxruntime", store=s, threads=1,
+                              need=[*need, [Part("block", "block:d999:h1:n17:r4", 1, 1, 1)]])
+    assert pred.kind == "roofline"
 
 
 def test_a_board_measured_from_different_workstations_keeps_one_thread_count(monkeypatch):

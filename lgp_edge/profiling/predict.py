@@ -301,7 +301,8 @@ def this_host(rows: Sequence[LatencyRecord]) -> list[LatencyRecord]:
 def probe_records(store: Any, target: str, runtime: str, precision: str, batch: int = 1,
                   threads: int | None = None, *, here: bool = False) -> list[LatencyRecord]:
     """Each probe type's robust aggregate for a target/runtime/precision (any pool), at ``threads`` when given;
-    ``here``: only runs of this machine (``this_host``, for target 'cpu')."""
+    ``here``: only runs of this machine (``this_host``, for target 'cpu'). One noisy in every recent run is
+    flagged noisy: ``fit_probes`` decides whether it is used."""
     recs = [r for r in store.records(target=target, runtime=runtime, precision=precision, source="measured",
                                      batch=batch, recent=RECENT_RUNS)
             if r.descendant_key.startswith(PROBE_PREFIX) and (threads is None or r.threads == threads)]
@@ -311,12 +312,33 @@ def probe_records(store: Any, target: str, runtime: str, precision: str, batch: 
     for r in robust_measured(recs).values():
         if r.descendant_key not in newest or r.when >= newest[r.descendant_key].when:
             newest[r.descendant_key] = r
-    noisy = sorted(k for k, r in newest.items() if r.noisy)
-    if noisy:  # a probe timed under load would set the p90 of every model predicted near its size
-        log.warning("%d calibration probe(s) of %s were noisy in every recent run and are left out of the fit: "
-                    "'lgp-edge profile --target %s --calibrate' on a quieter machine measures them again",
-                    len(noisy), target, target)
-    return sorted((r for r in newest.values() if not r.noisy), key=lambda r: r.descendant_key)
+    return sorted(newest.values(), key=lambda r: r.descendant_key)
+
+
+def fit_probes(probes: Sequence[LatencyRecord], need: Sequence[Sequence[Part]] = (), *,
+               target: str = "") -> Calibration | None:
+    """The calibration of probe runs (just measured, or the store's aggregates) for the models ``need``: the fit
+    of the calm probes when it covers them all (a probe timed under load would set the p90 of every model
+    predicted near its size), else the fit of every probe, noisy ones kept, when that covers them, else None.
+    The process that measured the probes and every later one reading them from the store apply this one rule,
+    so they predict the same."""
+    calm = [r for r in probes if not r.noisy]
+    again = f": 'lgp-edge profile --target {target} --calibrate' on a quieter machine measures them again"
+    if calm:
+        cal = fit_calibration(calm)
+        if all(cal.covers(p) for p in need):
+            if len(calm) < len(probes):
+                log.warning("%d calibration probe(s) were noisy and are left out of the fit%s",
+                            len(probes) - len(calm), again)
+            return cal
+    if len(calm) == len(probes):
+        return None
+    cal = fit_calibration(probes)
+    if not all(cal.covers(p) for p in need):
+        return None
+    log.warning("%d calibration probe(s) were noisy and are kept: the calm ones alone do not cover these models%s",
+                len(probes) - len(calm), again)
+    return cal
 
 
 def measured_spread(store: Any, target: str, runtime: str, precision: str,
@@ -347,8 +369,8 @@ def make_predictor(target: TargetSpec, precision: str, runtime: str | None = Non
         probes = probe_records(store, target.name, runtime, precision, threads=threads if local else None,
                                here=local)
         if probes:
-            cal = fit_calibration(probes)
-            if all(cal.covers(p) for p in need):
+            cal = fit_probes(probes, need, target=target.name)
+            if cal is not None:
                 return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
             log.info("stored probes for %s do not cover these models; using the roofline", target.name)
     roof = roofline_for(target, precision, threads, runtime=runtime, store=store, refresh=refresh_host)

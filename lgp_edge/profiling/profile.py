@@ -23,7 +23,7 @@ from lgp_edge import __version__
 from lgp_edge.errors import UsageError
 from lgp_edge.profiling.host import default_threads, host_versions
 from lgp_edge.profiling.measure import MeasureSettings, Timing, repeat_if_noisy, summarize
-from lgp_edge.profiling.predict import Predictor, fit_calibration, make_predictor, now_utc
+from lgp_edge.profiling.predict import Predictor, fit_calibration, fit_probes, make_predictor, now_utc
 from lgp_edge.profiling.subject import Item, Subject, pool_subject, timm_subject
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import RUNTIMES, LatencyRecord, TargetSpec
@@ -380,32 +380,20 @@ def stored_calibration(store: Any, subject: Subject, target: TargetSpec, runtime
     probe runs), so this process predicts exactly what they will."""
     from lgp_edge.profiling.predict import probe_records
 
+    local = target.connection.kind == "local"
     probes = probe_records(store, target.name, runtime, precision, settings.batch,
-                           threads=settings.threads if target.connection.kind == "local" else None)
-    if not probes:
-        return None
-    cal = fit_calibration(probes)
-    if not all(cal.covers(it.parts) for it in subject.items):
-        return None
-    return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
+                           threads=settings.threads if local else None, here=local)  # as make_predictor reads them
+    cal = fit_probes(probes, [it.parts for it in subject.items], target=target.name) if probes else None
+    return Predictor("calibrated", target.name, runtime, precision, calibration=cal) if cal is not None else None
 
 
 def calibrated_predictor(probe_records: Sequence[LatencyRecord], subject: Subject, target: TargetSpec,
                          runtime: str, precision: str) -> Predictor:
-    """Fitted on the probes just measured, leaving out noisy ones as the stored calibration does (all of them
-    when the calm ones alone do not cover the subject)."""
-    calm = [r for r in probe_records if not r.noisy]
-    cal = fit_calibration(calm) if calm else None
-    if cal is None or not all(cal.covers(it.parts) for it in subject.items):
-        cal = fit_calibration(probe_records)
-        if len(calm) < len(probe_records):
-            log.warning("%d calibration probe(s) were noisy and are kept: the calm ones alone do not cover these "
-                        "models", len(probe_records) - len(calm))
-    elif len(calm) < len(probe_records):
-        log.warning("%d calibration probe(s) were noisy and are left out of the fit", len(probe_records) - len(calm))
-    bad = [it.key for it in subject.items if not cal.covers(it.parts)]
-    if bad:
-        raise UsageError(f"the calibration probes do not cover '{bad[0]}' (a bug: please report it)")
+    """Fitted on the probes just measured by the rule the stored calibration follows (``fit_probes``)."""
+    cal = fit_probes(probe_records, [it.parts for it in subject.items], target=target.name)
+    if cal is None:
+        bad = next(it.key for it in subject.items if not fit_calibration(probe_records).covers(it.parts))
+        raise UsageError(f"the calibration probes do not cover '{bad}' (a bug: please report it)")
     return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
 
 
