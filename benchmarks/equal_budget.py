@@ -40,6 +40,7 @@ from paper_replication import (  # noqa: E402
     ancestry_stage,
     build_parser,
     distill_stage,
+    distilled_dir,
     follow_up_header,
     front_family_lines,
     lgp_stage,
@@ -51,6 +52,7 @@ from paper_replication import (  # noqa: E402
     snnet_stage,
     stages_note,
     width_epochs_flag,
+    without_jobs,
     write_follow_up,
 )
 
@@ -133,6 +135,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.jobs > 1:  # the replication's jobs for these stages, as child processes of paper_replication.py
         jobs = [j for j in plan_jobs(s) if j.stage in ("distill", "snnet")
                 or (j.stage in ("lgp6", "lgp9") and j.extra[-1] in ("none", init))]
+        # the replication's distillations copied here need no process of their own: this one checks their keys
+        # below (and redoes one that does not match)
+        jobs = without_jobs(jobs, {j.name for j in jobs if (d := distilled_dir(j))
+                                   and Stages.marker(work / d).get("copied_from")})
         run_jobs(jobs, argv, args.jobs, work)
     methods: dict[str, Any] = {}
     distill_stage(anc, s, rep, st)

@@ -1060,6 +1060,20 @@ def plan_jobs(s: dict[str, Any]) -> list[Job]:
     return sorted(jobs, key=chain, reverse=True)
 
 
+def distilled_dir(job: Job) -> str | None:
+    """The stage directory a distillation job writes (``distilled-eN``, ``lgp-dD-distilled``); None for the others."""
+    if job.stage == "distill":
+        return f"distilled-e{job.extra[-1]}"
+    if job.stage.startswith("lgp") and job.extra == ("--only-inits", "none"):
+        return f"lgp-d{job.stage[3:]}-distilled"
+    return None
+
+
+def without_jobs(jobs: list[Job], names: set[str]) -> list[Job]:
+    """``jobs`` less ``names``, whose stages are done already: the others no longer wait for them."""
+    return [j._replace(after=tuple(a for a in j.after if a not in names)) for j in jobs if j.name not in names]
+
+
 def job_argv(argv: list[str]) -> list[str]:
     """This run's command line without ``--jobs`` (its children get ``--stages``, ``--threads 1`` instead)."""
     out, skip = [], False
@@ -1124,7 +1138,7 @@ def _schedule(jobs: list[Job], running: dict[int, tuple[Job, subprocess.Popen, f
             log.info("lane %d: started %s%s", lane, job.name, f" (cpu {','.join(map(str, mine))})" if pin else "")
         if not running:
             raise SystemExit(f"jobs {[j.name for j in pending]} wait for jobs that never ran")
-        time.sleep(2)
+        time.sleep(0.5)
         for lane, (job, proc, t0) in list(running.items()):
             if proc.poll() is None:
                 continue

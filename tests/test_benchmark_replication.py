@@ -389,9 +389,9 @@ def _check_equal_budget(tmp_path: Path, rep: dict) -> None:
     assert first["finetune_epochs"] == 1 and first["front_share"] == rep["goals"]["front_share"]
     assert longer["finetune_epochs"] == 2 and longer["front_share"] == x["goals"]["front_share"]
     assert 0.0 <= longer["front_share"] <= 1.0 and longer["worst"]["delta"] == longer["front_delta_min"]
-    logs = sorted(p.name for p in (work / "e2" / "logs").glob("*.log"))  # the stages ran as child processes
-    assert logs == sorted(["distill-e1.log", "distill-e2.log", "snnet.log", "lgp6-distill.log", f"lgp6-{init}.log",
-                           "lgp9-distill.log", f"lgp9-{init}.log"])
+    # the stages ran as child processes; the copied distillations needed none
+    logs = sorted(p.name for p in (work / "e2" / "logs").glob("*.log"))
+    assert logs == sorted(["snnet.log", f"lgp6-{init}.log", f"lgp9-{init}.log"])
     md = (work / "e2" / "EQUAL_BUDGET_E2.md").read_text()
     assert "QUICK RUN" in md and "| 1 |" in md and "| 2 |" in md
     # a second run reuses every stage
@@ -591,6 +591,14 @@ def test_jobs_plan_orders_dependencies_and_strips_own_flags(tmp_path: Path) -> N
     # each pool and SN-Net distilling their own models: no distillation jobs, nothing to wait for
     separate = {j.name: j for j in bench.plan_jobs({**s, "shared_distill": False})}
     assert "distill-e10" not in separate and separate["snnet"].after == separate["lgp6-distill"].after == ()
+    # the distillations' directories; jobs whose stages are done already are left out and waited for by none
+    assert {j.name: bench.distilled_dir(j) for j in jobs if bench.distilled_dir(j)} == {
+        "distill-e3": "distilled-e3", "distill-e10": "distilled-e10", "lgp6-distill": "lgp-d6-distilled",
+        "lgp9-distill": "lgp-d9-distilled"}
+    rest = {j.name: j for j in bench.without_jobs(jobs, {"distill-e3", "distill-e10", "lgp9-distill"})}
+    assert set(rest) == set(names) - {"distill-e3", "distill-e10", "lgp9-distill"}
+    assert rest["snnet"].after == () and rest["lgp6-lstsq"].after == ("lgp6-distill",)
+    assert rest["lgp9-lstsq-kd"].after == ()
     assert bench.job_argv(["--inits-d9", "lstsq-kd", "--jobs", "2", "--threads=2", "--threads", "4", "--quiet"]) \
         == ["--inits-d9", "lstsq-kd", "--quiet"]
     # a failing child stops the run and names its log

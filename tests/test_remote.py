@@ -292,15 +292,20 @@ def test_a_board_of_another_machine_is_refused(sshd, tiny_pool, tmp_path, capsys
 
 
 
-@pytest.mark.parametrize(("times", "what"), [
-    ("[-1]", "-1"), ("[NaN]", "nan"), ("[0]", "0"), ("[1e30]", "1e+30"), ("5", "5"), ("[[1]]", "[1]"),
-    ('["x"]', "'x'"), ("[2.5, -3]", "-3"), ("[Infinity]", "inf"),
-], ids=["negative", "nan", "zero", "huge", "not-a-list", "nested", "string", "one-negative", "inf"])
-def test_a_board_that_returns_an_impossible_timing_is_one_line(sshd, tiny_pool, tmp_path, capsys, times, what):
+IMPOSSIBLE_TIMINGS = [("[-1]", "-1"), ("[NaN]", "nan"), ("[0]", "0"), ("[1e30]", "1e+30"), ("5", "5"), ("[[1]]", "[1]"),
+                      ('["x"]', "'x'"), ("[2.5, -3]", "-3"), ("[Infinity]", "inf")]
+
+
+def _board_output(times: str) -> str:
+    return f'{{"times_ms": {times}, "onnxruntime": "1.0"}}\n'
+
+
+def test_a_board_that_returns_an_impossible_timing_is_one_line(sshd, tiny_pool, tmp_path, capsys):
     """The board's benchmark prints its per-run times; what it printed was converted with float() and stored: a
-    negative, NaN, zero or absurd time, or a value of another type, ended in a ValueError or TypeError traceback."""
+    negative, NaN, zero or absurd time, or a value of another type, ended in a ValueError or TypeError traceback.
+    One such board end to end here; every kind of impossible value in the test below."""
     fake = tmp_path / "board-python"  # the board's python3, printing what a broken or hostile board could
-    fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{{\"times_ms\": {times}, \"onnxruntime\": \"1.0\"}}\nEOF\n")
+    fake.write_text(f"#!/bin/sh\ncat <<'EOF'\n{_board_output('[2.5, -3]')}EOF\n")
     fake.chmod(0o755)
     work = tmp_path / "board-tmp"
     work.mkdir()
@@ -311,11 +316,23 @@ def test_a_board_that_returns_an_impossible_timing_is_one_line(sshd, tiny_pool, 
                "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "Traceback" not in err, err
-    assert "invalid timing" in err and what in err and "127.0.0.1" in err, err
+    assert "invalid timing" in err and "times_ms[1] -3" in err and "127.0.0.1" in err, err
     if store.exists():
         with MeasurementStore(store) as s:
             assert s.count() == 0
     assert list(work.iterdir()) == []  # the scratch directory on the board was removed
+
+
+@pytest.mark.parametrize(("times", "what"), IMPOSSIBLE_TIMINGS,
+                         ids=["negative", "nan", "zero", "huge", "not-a-list", "nested", "string", "one-negative",
+                              "inf"])
+def test_every_impossible_board_timing_is_refused_naming_it(times, what):
+    with pytest.raises(UsageError) as e:
+        remote.parse_ort_bench(_board_output(times), "board 'oddboard' (127.0.0.1)")
+    msg = str(e.value)
+    assert msg.startswith("board 'oddboard' (127.0.0.1) returned an invalid timing: ") and what in msg, msg
+    assert "\n" not in msg
+    assert remote.parse_ort_bench(_board_output("[2.5, 3]"))["times_ms"] == [2.5, 3.0]  # possible times pass as floats
 
 
 def _legacy_scp(tmp_path: Path) -> str:
