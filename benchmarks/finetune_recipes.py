@@ -16,6 +16,14 @@ SN-Net is not retrained here: it keeps the replication's recipe. A variant that 
 for the next replication, where SN-Net gets the same recipe; the front computed here is a screen, not the
 goal's equal-recipe comparison. Each (variant, depth) result is cached under ``--work`` with a fingerprint
 (distilled weights, settings); an interrupted one is redone from its distilled pool.
+
+``--pools-from`` takes the distilled pools of a ``pool_widths.py`` result (other widths than the paper's Ti/B, at
+depth 6, or 6 and 9 for a ``--depth 9`` result) instead of the replication's, with the same checks, settings and
+SN-Net: the replication it was measured against.
+
+    python benchmarks/finetune_recipes.py --pools-from benchmarks/results/ti30/pool_widths_ti-s_d9.json \
+        --variants instance-lr-0.3,instance-lr-0.1 --jobs 2 --pools-root ../rep-ti30 \
+        --out benchmarks/results/ti30/finetune_recipes_ti-s.json --md-out benchmarks/FINETUNE_RECIPES_TI30_TI_S.md
 """
 
 from __future__ import annotations
@@ -33,7 +41,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_demo_pool import repo_path  # noqa: E402
 from paper_replication import (  # noqa: E402
+    PAPER_WIDTHS,
     PROVENANCE,
     BenchmarkInputError,
     add_follow_up_args,
@@ -46,7 +56,7 @@ from paper_replication import (  # noqa: E402
 )
 
 from lgp_edge.baselines.claims import GOALS, compute_goals  # noqa: E402
-from lgp_edge.fileio import write_json_atomic  # noqa: E402
+from lgp_edge.fileio import sha256_file, write_json_atomic  # noqa: E402
 
 log = logging.getLogger("finetune_recipes")
 
@@ -54,6 +64,7 @@ log = logging.getLogger("finetune_recipes")
 VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "instance-lr-1": ({"instance_lr_scale": 1.0}, "instances at the stitches' learning rate (the paper's one rate), "
                                                   "anchors kept"),
+    "instance-lr-0.3": ({"instance_lr_scale": 0.3}, "instances at 0.3x the stitches' learning rate"),
     "instance-lr-0.1": ({"instance_lr_scale": 0.1}, "instances at 0.1x the stitches' learning rate"),
     "flops-bucket": ({"sampling": "flops-bucket"}, "SN-Netv2's FLOPs-bucket sampling: a FLOPs group drawn "
                                                    "uniformly, then a descendant in it"),
@@ -67,15 +78,47 @@ def distilled_dir(r: dict[str, Any], method: str, pools_root: Path) -> Path:
     """The distilled pool a replication method was stitched and fine-tuned from (``lgp-d{depth}-distilled`` beside
     its pool directory), checked against the instances' top-1 the replication recorded right after distillation."""
     m = r["methods"][method]
-    path = pools_root / Path(m["pool_dir"]).parent / f"lgp-d{m['depth']}-distilled"
+    tag = widths_tag(m)
+    path = pools_root / Path(m["pool_dir"]).parent / "-".join(filter(None, (f"lgp-d{m['depth']}", tag, "distilled")))
     inst = path / "instances.json"
+    source = "pool_widths.py" if tag else "paper_replication.py"
     if not (path / "pool.json").is_file() or not inst.is_file():
-        raise BenchmarkInputError(f"distilled pool {path} of {method} not found: run benchmarks/paper_replication.py "
-                                  "here first, or point --pools-root at the checkout that ran it")
+        raise BenchmarkInputError(f"distilled pool {path} of {method} not found: run benchmarks/{source} here "
+                                  "first, or point --pools-root at the checkout that ran it")
     if json.loads(inst.read_text()) != m["instances_after_distill"]:
-        raise BenchmarkInputError(f"{path}: its instances' top-1 differ from what the replication recorded for "
-                                  f"{method}: not the replication's distilled pool")
+        raise BenchmarkInputError(f"{path}: its instances' top-1 differ from what {source} recorded for "
+                                  f"{method}: not {'its' if tag else 'the replication' + chr(39) + 's'} distilled pool")
     return path
+
+
+def widths_tag(method: dict[str, Any]) -> str:
+    """'' for the paper's Ti/B pools, else the widths joined ('ti-s'): the name pool_widths.py gives them."""
+    widths = tuple(method.get("widths") or PAPER_WIDTHS)
+    return "" if widths == PAPER_WIDTHS else "-".join(widths)
+
+
+def with_pools_from(r: dict[str, Any], rep_path: Path, path: Path) -> dict[str, Any]:
+    """The replication ``r`` with its default init's pools replaced by those of the pool_widths.py result at
+    ``path``, which must have been measured against this replication (its recorded sha256); ``pools_from`` says
+    whose pools they are."""
+    try:
+        w = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BenchmarkInputError(f"--pools-from: {path} not found: run benchmarks/pool_widths.py first") from None
+    except (OSError, ValueError) as e:
+        raise BenchmarkInputError(f"--pools-from: {path} is not a pool_widths.py results file ({e})") from None
+    if not isinstance(w, dict) or w.get("benchmark") != "pool_widths" or not isinstance(w.get("pool"), dict):
+        raise BenchmarkInputError(f"--pools-from: {path} is not a pool_widths.py results file")
+    if (w.get("replication") or {}).get("sha256") != sha256_file(rep_path):
+        raise BenchmarkInputError(f"--pools-from: {path} was measured against another replication than {rep_path} "
+                                  f"(its own: {(w.get('replication') or {}).get('path')}); pass that one as "
+                                  "--replication")
+    init = r["settings"]["default_init"]
+    pools = {f"lgp_d{p['depth']}_{init}": p for p in (w.get("pool_depth6"), w["pool"]) if p}
+    methods = {k: v for k, v in r["methods"].items() if not k.startswith("lgp_")} | pools
+    return {**r, "methods": methods, "pools_from": {"path": repo_path(path), "sha256": sha256_file(path),
+                                                    "widths": w["widths"], "date": w["date"],
+                                                    "code_version": w["code_version"], "command": w["command"]}}
 
 
 def run_variant(distilled: str, settings: dict[str, Any], out_dir: str, threads: int,
@@ -126,17 +169,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     r = read_replication(rep_path)
     s = r["settings"]
     init = s.get("default_init")
+    if args.pools_from:
+        r = with_pools_from(r, rep_path, Path(args.pools_from))
     methods = [f"lgp_d{d}_{init}" for d in args.depths if f"lgp_d{d}_{init}" in r.get("methods", {})]
     if "snnet" not in r.get("methods", {}) or len(methods) != len(args.depths):
-        raise BenchmarkInputError(f"{rep_path} has no SN-Net or no {init} pool of depth "
-                                  f"{' and '.join(map(str, args.depths))}: rerun paper_replication.py without --stages")
+        where = args.pools_from or rep_path
+        raise BenchmarkInputError(f"{where} has no SN-Net or no {init} pool of depth "
+                                  f"{' and '.join(map(str, args.depths))}: "
+                                  + ("pass the --depths it has" if args.pools_from
+                                     else "rerun paper_replication.py without --stages"))
     distilled = {m: distilled_dir(r, m, Path(args.pools_root)) for m in methods}
+    sub = {m: "_".join(filter(None, (m, widths_tag(r["methods"][m])))) for m in methods}  # cache directory names
     work = Path(args.work)
     t0 = time.time()
     results: dict[tuple[str, str], dict[str, Any]] = {}
     stages: dict[str, dict[str, Any]] = {}  # per (variant, pool): computed by this invocation or reused, and by what
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
-        futs = {ex.submit(run_variant, str(distilled[m]), {**s, **VARIANTS[v][0]}, str(work / v / m), 1,
+        futs = {ex.submit(run_variant, str(distilled[m]), {**s, **VARIANTS[v][0]}, str(work / v / sub[m]), 1,
                           args.quiet): (v, m)
                 for v in args.variants for m in sorted(methods, reverse=True)}  # depth 9 first: the longer
         for f in as_completed(futs):
@@ -147,8 +196,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             recorded = r["methods"][m]["top1_before_finetune"]
             drift = max(abs(res["top1_before_finetune"][k] - t) for k, t in recorded.items())
             if drift > 0.05:
-                raise BenchmarkInputError(f"{v} {m}: the re-stitched pool scores up to {drift:.2f} points off the "
-                                          "replication's top-1 before fine-tuning: not the replication's recipe")
+                whose = "the pool_widths.py result's" if args.pools_from else "the replication's"
+                raise BenchmarkInputError(f"{v} {m}: the re-stitched pool scores up to {drift:.2f} points off "
+                                          f"{whose} top-1 before fine-tuning: not the recipe it was measured with")
             log.info("%s %s done in %.0f min", v, m, res["wall_s"] / 60)
     x = summarise(r, rep_path, methods, results, args, time.time() - t0)
     x["stages"] = {f"{v}/{m}": stages[f"{v}/{m}"] for v in args.variants for m in sorted(methods, reverse=True)}
@@ -172,7 +222,9 @@ def summarise(r: dict[str, Any], rep_path: Path, methods: list[str], results: di
               args: argparse.Namespace, wall_s: float) -> dict[str, Any]:
     s = r["settings"]
     base = {m: {k: r["methods"][m][k] for k in ("configs", "stored_params")} for m in methods}
-    variants = [{"name": "replication", "changes": {}, "what": "the replication's pools as committed",
+    committed = ("the pool_widths.py pools as committed" if r.get("pools_from")
+                 else "the replication's pools as committed")
+    variants = [{"name": "pool_widths" if r.get("pools_from") else "replication", "changes": {}, "what": committed,
                  **_summary(r, methods, base)}]
     for v in args.variants:
         pools = {m: results[(v, m)] for m in methods}
@@ -183,7 +235,8 @@ def summarise(r: dict[str, Any], rep_path: Path, methods: list[str], results: di
                                             "descendants": len(diffs), "mean": round(sum(diffs) / len(diffs), 3),
                                             "min": round(min(diffs), 2), "max": round(max(diffs), 2)},
                          "pools": {m: {"configs": pools[m]["configs"], "wall_s": pools[m]["wall_s"]} for m in methods}})
-    return {**follow_up_header("finetune_recipes", r, rep_path, args.argv), "jobs": args.jobs, "methods": methods,
+    return {**follow_up_header("finetune_recipes", r, rep_path, args.argv),
+            **({"pools_from": r["pools_from"]} if r.get("pools_from") else {}), "jobs": args.jobs, "methods": methods,
             "budget": {k: s[k] for k in ("finetune_epochs", "finetune_warmup", "batch_size", "lr", "instance_lr_scale",
                                          "anchors", "stitch_epochs", "default_init", "stitch_steps", "eval_images")}
             | {"sampling": s.get("sampling", "uniform")},
@@ -196,14 +249,18 @@ def render_markdown(x: dict[str, Any], json_path: str) -> str:
     wall = sum(p["wall_s"] for v in x["variants"] for p in (v.get("pools") or {}).values())
     lines = [
         f"{'QUICK RUN (smoke settings; not a result). ' if x['quick'] else ''}"
-        f"`{x['command'].strip()}` ({x['cpu']}, code {x['code_version']}, {x['date']}{stages_note(x)}): the "
-        "replication's distilled "
-        f"pools ({', '.join(x['methods'])}), stitched as it did ({b['default_init']}), fine-tuned for its "
+        f"`{x['command'].strip()}` ({x['cpu']}, code {x['code_version']}, {x['date']}{stages_note(x)}): "
+        + (f"the distilled {'/'.join(w.capitalize() for w in x['pools_from']['widths'])} pools of "
+           f"`{x['pools_from']['path']}` (depths {', '.join(m.split('_')[1][1:] for m in x['methods'])}), stitched "
+           "as they were" if x.get("pools_from") else
+           f"the replication's distilled pools ({', '.join(x['methods'])}), stitched as it did")
+        + f" ({b['default_init']}), fine-tuned for {'the replication’s' if x.get('pools_from') else 'its'} "
         f"{b['finetune_epochs']} epoch(s) with one change of its recipe (lr {b['lr']}, instances "
         f"x{b['instance_lr_scale']}, anchors {'on' if b['anchors'] else 'off'}, "
         f"{b.get('sampling', 'uniform')} sampling) per row; "
         f"{wall / 60:.0f} min of training and "
-        "evaluation on one thread each. Fronts against the replication's SN-Net, which keeps its recipe.",
+        "evaluation on one thread each. Fronts against the replication's SN-Net, which keeps its recipe"
+        + (f" (`{x['replication']['path']}`)." if x.get("pools_from") else "."),
         "",
         "| recipe | front >= SN-Net | worst delta | S / S->B configs at or ahead | stitched mean top-1 | "
         "min top-1 | instances after fine-tuning (after distillation) | vs the replication per descendant |",
@@ -235,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"recipes to run, of: {', '.join(VARIANTS)}")
     p.add_argument("--depths", type=lambda t: [int(d) for d in t.split(",") if d], default=[6, 9], metavar="D,...",
                    help="pools to fine-tune (default 6,9)")
+    p.add_argument("--pools-from", default=None, metavar="PATH",
+                   help="a pool_widths.py results JSON: fine-tune its distilled pools (other widths) instead of the "
+                        "replication's; --replication must be the one it was measured against")
     p.add_argument("--jobs", type=int, default=1, help="pools fine-tuned at once, one thread each")
     p.add_argument("--out", default=None, help="results JSON (default benchmarks/results/finetune_recipes.json, "
                                                "or finetune_recipes_quick.json for a quick replication)")

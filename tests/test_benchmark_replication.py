@@ -459,6 +459,36 @@ def _check_finetune_recipes(tmp_path: Path, rep: dict, capsys: pytest.CaptureFix
     assert fr.main(argv) == 0
     assert json.loads(cached.read_text())["fingerprint"] != "other"
     assert "; 3 of 4 stages computed earlier" in (work / "FINETUNE_RECIPES.md").read_text()
+    # the distilled pools of a pool_widths.py result (Ti/S/B, depths 6 and 9) instead of the replication's
+    from lgp_edge.fileio import sha256_file
+
+    widths = tmp_path / "results" / "pool_widths_d9.json"
+    w = json.loads(widths.read_text())
+    out_w = tmp_path / "results" / "finetune_recipes_widths.json"
+    wargv = [*argv[:argv.index("--variants")], "--variants", "instance-lr-0.3", "--jobs", "2", "--out", str(out_w),
+             "--md-out", str(tmp_path / "recipes_widths.md"), "--quiet"]
+    assert fr.main([*wargv, "--pools-from", str(tmp_path / "missing.json")]) == 2
+    assert fr.main([*wargv, "--pools-from", str(rep_path)]) == 2  # not a pool_widths.py result
+    assert "is not a pool_widths.py results file" in capsys.readouterr().err
+    (tmp_path / "widths_other.json").write_text(json.dumps({**w, "replication": {**w["replication"], "sha256": "0"}}))
+    assert fr.main([*wargv, "--pools-from", str(tmp_path / "widths_other.json")]) == 2 and not out_w.exists()
+    assert "measured against another replication" in capsys.readouterr().err
+    assert fr.main([*wargv, "--pools-from", str(widths)]) == 0
+    y = json.loads(out_w.read_text())
+    assert y["pools_from"]["widths"] == ["ti", "s", "b"] and y["pools_from"]["sha256"] == sha256_file(widths)
+    assert [v["name"] for v in y["variants"]] == ["pool_widths", "instance-lr-0.3"]
+    both = w["goals"]["ti-s-b depths 6 + 9"]
+    assert {k: y["variants"][0][k] for k in ("front_share", "front_delta_min", "instances_held")} == {
+        k: both[k] for k in ("front_share", "front_delta_min", "instances_held")}
+    for m, pool in (("lgp_d6_lstsq-kd", w["pool_depth6"]), ("lgp_d9_lstsq-kd", w["pool"])):
+        run = work / "instance-lr-0.3" / f"{m}_ti-s-b"  # beside the replication's pools' runs, not over them
+        assert json.loads((run / "result.json").read_text())["top1_before_finetune"] == pool["top1_before_finetune"]
+        entry = next(h for h in reversed(json.loads((run / "pool" / "pool.json").read_text())["history"])
+                     if h["stage"] == "finetune")
+        assert entry["instance_lr_scale"] == 0.3
+        assert [c["key"] for c in y["variants"][1]["pools"][m]["configs"]] == [c["key"] for c in pool["configs"]]
+    md_w = (tmp_path / "recipes_widths.md").read_text()
+    assert "the distilled Ti/S/B pools of" in md_w and "(depths 6, 9)" in md_w and "`pool_widths`" in md_w
 
 
 def test_stitch_ceiling_candidates_of_the_committed_replication() -> None:
