@@ -40,7 +40,7 @@ from paper_replication import (  # noqa: E402
     ancestry_stage,
     build_parser,
     distill_stage,
-    distilled_dir,
+    distillation_dir,
     follow_up_header,
     front_family_lines,
     lgp_stage,
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 or (j.stage in ("lgp6", "lgp9") and j.extra[-1] in ("none", init))]
         # the replication's distillations copied here need no process of their own: this one checks their keys
         # below (and redoes one that does not match)
-        jobs = without_jobs(jobs, {j.name for j in jobs if (d := distilled_dir(j))
+        jobs = without_jobs(jobs, {j.name for j in jobs if (d := distillation_dir(j))
                                    and Stages.marker(work / d).get("copied_from")})
         run_jobs(jobs, argv, args.jobs, work)
     methods: dict[str, Any] = {}

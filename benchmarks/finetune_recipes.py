@@ -21,9 +21,10 @@ goal's equal-recipe comparison. Each (variant, depth) result is cached under ``-
 depth 6, or 6 and 9 for a ``--depth 9`` result) instead of the replication's, with the same checks, settings and
 SN-Net: the replication it was measured against.
 
-    python benchmarks/finetune_recipes.py --pools-from benchmarks/results/ti30/pool_widths_ti-s_d9.json \
-        --variants instance-lr-0.3,instance-lr-0.1 --jobs 2 --pools-root ../rep-ti30 \
-        --out benchmarks/results/ti30/finetune_recipes_ti-s.json --md-out benchmarks/FINETUNE_RECIPES_TI30_TI_S.md
+    python benchmarks/finetune_recipes.py --replication benchmarks/results/ti30/paper_replication.json \
+        --pools-from benchmarks/results/ti30/pool_widths_ti-s_d9.json --variants instance-lr-0.3,instance-lr-0.1 \
+        --jobs 2 --out benchmarks/results/finetune_recipes_ti30_ti_s.json \
+        --md-out benchmarks/FINETUNE_RECIPES_TI30_TI_S.md
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "no-anchors": ({"anchors": False}, "only the drawn descendant in each step (the paper's)"),
     "lr-1e-3": ({"lr": 1e-3}, "twice the replication's learning rate"),
 }
+REPLICATIONS = "the replication's"
 S_RANGE = ("s", "s->b")  # SN-Net families where the replication's front falls behind
 
 
@@ -254,7 +256,7 @@ def render_markdown(x: dict[str, Any], json_path: str) -> str:
            f"`{x['pools_from']['path']}` (depths {', '.join(m.split('_')[1][1:] for m in x['methods'])}), stitched "
            "as they were" if x.get("pools_from") else
            f"the replication's distilled pools ({', '.join(x['methods'])}), stitched as it did")
-        + f" ({b['default_init']}), fine-tuned for {'the replication’s' if x.get('pools_from') else 'its'} "
+        + f" ({b['default_init']}), fine-tuned for {REPLICATIONS if x.get('pools_from') else 'its'} "
         f"{b['finetune_epochs']} epoch(s) with one change of its recipe (lr {b['lr']}, instances "
         f"x{b['instance_lr_scale']}, anchors {'on' if b['anchors'] else 'off'}, "
         f"{b.get('sampling', 'uniform')} sampling) per row; "
@@ -263,7 +265,8 @@ def render_markdown(x: dict[str, Any], json_path: str) -> str:
         + (f" (`{x['replication']['path']}`)." if x.get("pools_from") else "."),
         "",
         "| recipe | front >= SN-Net | worst delta | S / S->B configs at or ahead | stitched mean top-1 | "
-        "min top-1 | instances after fine-tuning (after distillation) | vs the replication per descendant |",
+        "min top-1 | instances after fine-tuning (after distillation) | vs the "
+        f"{'committed pools' if x.get('pools_from') else 'replication'} per descendant |",
         "|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for v in x["variants"]:

@@ -1060,7 +1060,7 @@ def plan_jobs(s: dict[str, Any]) -> list[Job]:
     return sorted(jobs, key=chain, reverse=True)
 
 
-def distilled_dir(job: Job) -> str | None:
+def distillation_dir(job: Job) -> str | None:
     """The stage directory a distillation job writes (``distilled-eN``, ``lgp-dD-distilled``); None for the others."""
     if job.stage == "distill":
         return f"distilled-e{job.extra[-1]}"

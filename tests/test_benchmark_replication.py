@@ -622,7 +622,7 @@ def test_jobs_plan_orders_dependencies_and_strips_own_flags(tmp_path: Path) -> N
     separate = {j.name: j for j in bench.plan_jobs({**s, "shared_distill": False})}
     assert "distill-e10" not in separate and separate["snnet"].after == separate["lgp6-distill"].after == ()
     # the distillations' directories; jobs whose stages are done already are left out and waited for by none
-    assert {j.name: bench.distilled_dir(j) for j in jobs if bench.distilled_dir(j)} == {
+    assert {j.name: bench.distillation_dir(j) for j in jobs if bench.distillation_dir(j)} == {
         "distill-e3": "distilled-e3", "distill-e10": "distilled-e10", "lgp6-distill": "lgp-d6-distilled",
         "lgp9-distill": "lgp-d9-distilled"}
     rest = {j.name: j for j in bench.without_jobs(jobs, {"distill-e3", "distill-e10", "lgp9-distill"})}

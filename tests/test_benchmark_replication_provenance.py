@@ -50,6 +50,8 @@ SECTIONS = [
      lambda m, x, j: m.render_markdown(x, j)),
     ("finetune_recipes", "finetune_recipes_ti30.json", "FINETUNE_RECIPES_TI30.md",
      lambda m, x, j: m.render_markdown(x, j)),
+    ("finetune_recipes", "finetune_recipes_ti30_ti_s.json", "FINETUNE_RECIPES_TI30_TI_S.md",
+     lambda m, x, j: m.render_markdown(x, j)),
 ]
 
 
