@@ -20,9 +20,11 @@ from lgp_edge.profiling import remote
 from lgp_edge.profiling.measure import MeasureSettings, percentile, summarize, time_callable, time_interleaved
 from lgp_edge.profiling.predict import (
     PROBE_PREFIX,
+    Predictor,
     calibration_probes,
     fit_calibration,
     latencies_for,
+    make_predictor,
     parse_probe_key,
     probe_key,
 )
@@ -258,6 +260,36 @@ def _rec(key, ms, source="measured", target="cpu", runtime="onnxruntime", pool_i
                          median_ms=ms, p90_ms=ms * 1.1, p99_ms=ms * 1.2, mean_ms=ms, std_ms=0.0, cv=0.0, n=10,
                          warmup=1, threads=1, source=source, when="2026-01-01T00:00:00+00:00",
                          tool_versions={"x": "1"}, pool_id=pool_id)
+
+
+def test_probes_timed_at_a_batch_predict_that_batch_once(tmp_path):
+    """`profile --predict --calibrate --batch 4` timed the probes at batch 4 and fitted their medians, the time of
+    four images, then multiplied each prediction by the batch again: every prediction 4x the measured time."""
+    spec = _spec(6)
+    pool = LearngenePool(spec)
+    probes = calibration_probes(spec)
+    rng = np.random.default_rng(1)
+    kinds = {p.key for d in pool.descendants() + probes for p in parts_of(spec, d)}
+    cost = {k: float(rng.uniform(0.01, 0.5)) for k in kinds}
+
+    def at_batch_4(d):  # the time of one batch of 4 images
+        return 0.07 + sum(cost[p.key] for p in parts_of(spec, d))
+
+    recs = [dataclasses.replace(_rec(probe_key(parts_of(spec, p)), at_batch_4(p)), batch=4) for p in probes]
+    pred = Predictor("calibrated", "cpu", "onnxruntime", "fp32", calibration=fit_calibration(recs))
+    for d in pool.descendants():
+        rec = pred.record(d.key, parts_of(spec, d), batch=4)
+        assert rec.batch == 4 and rec.median_ms == pytest.approx(at_batch_4(d), rel=1e-9)
+    # a later process predicting at batch 4 reads the probes timed at batch 4, not those of another batch
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        store.put_many(recs)
+        store.put_many([_rec(r.descendant_key, 100.0) for r in recs])  # batch 1, another machine's day
+        cpu = load_target("cpu")
+        need = [parts_of(spec, d) for d in pool.descendants()]
+        stored = make_predictor(cpu, "fp32", "onnxruntime", store=store, threads=1, need=need, batch=4)
+    assert stored.kind == "calibrated" and stored.calibration.ident == pred.calibration.ident
+    d = pool.descendants()[-1]
+    assert stored.record(d.key, parts_of(spec, d), batch=4).median_ms == pytest.approx(at_batch_4(d), rel=1e-9)
 
 
 def test_calibration_refuses_uncovered_parts():

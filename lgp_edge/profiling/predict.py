@@ -149,7 +149,9 @@ class Calibration:
 
 
 def fit_calibration(records: Sequence[LatencyRecord]) -> Calibration:
-    """Least-squares fit of probe medians over their part counts (+ a constant)."""
+    """Least-squares fit of probe medians over their part counts (+ a constant), per image: a probe timed at batch
+    b counts its median / b, as ``Predictor.record`` multiplies a prediction by its batch (so probes timed at the
+    batch predicted give back their own batch's times)."""
     import numpy as np
 
     rows = [parse_probe_key(r.descendant_key) for r in records]
@@ -157,7 +159,7 @@ def fit_calibration(records: Sequence[LatencyRecord]) -> Calibration:
         raise ValueError("no probe records")
     columns = (CONST, *sorted({k for row in rows for k in row}))
     a = np.array([[1.0 if c == CONST else float(row.get(c, 0)) for c in columns] for row in rows])
-    y = np.array([r.median_ms for r in records])
+    y = np.array([r.median_ms / r.batch for r in records])
     coef, *_ = np.linalg.lstsq(a, y, rcond=None)
     _, s, vt = np.linalg.svd(a, full_matrices=False)
     rank = int((s > s.max() * 1e-10).sum())
@@ -165,13 +167,14 @@ def fit_calibration(records: Sequence[LatencyRecord]) -> Calibration:
     import hashlib
 
     ident = hashlib.sha256("|".join(f"{r.descendant_key}={r.median_ms:.6g}/{r.p90_ms:.6g}/{r.p99_ms:.6g}"
+                                    + (f"@b{r.batch}" if r.batch != 1 else "")
                                     for r in sorted(records, key=lambda r: r.descendant_key)).encode()).hexdigest()
     return Calibration(columns=columns, coef=tuple(float(c) for c in coef),
                        basis=tuple(tuple(float(x) for x in row) for row in vt[:rank]),
                        p90_ratio=statistics.median(r.p90_ms / r.median_ms for r in records),
                        p99_ratio=statistics.median(r.p99_ms / r.median_ms for r in records),
                        probes=len(records), fit_rms_ms=float(np.sqrt((resid ** 2).mean())),
-                       spread=tuple(sorted((r.median_ms, r.p90_ms / r.median_ms, r.p99_ms / r.median_ms)
+                       spread=tuple(sorted((r.median_ms / r.batch, r.p90_ms / r.median_ms, r.p99_ms / r.median_ms)
                                            for r in records)),
                        ident=f"probes:{ident[:16]}")
 
@@ -358,15 +361,16 @@ def measured_spread(store: Any, target: str, runtime: str, precision: str,
 
 def make_predictor(target: TargetSpec, precision: str, runtime: str | None = None, *,
                    store: Any = None, threads: int = 1, need: Sequence[Sequence[Part]] = (),
-                   refresh_host: bool = False) -> Predictor:
-    """Calibrated from the store's probes (at ``threads``) when they cover every model in ``need``, else a
+                   refresh_host: bool = False, batch: int = 1) -> Predictor:
+    """Calibrated from the store's probes (at ``threads``, timed at ``batch``) when they cover every model in
+    ``need``, else a
     roofline (this host: its stored host calibration). A roofline's p90/median is the one of the calm runs
     measured on the target (on this host at ``threads``) when there are any: real models in the real
     runtime are better evidence of the spread than the host calibration's matmuls or an assumption."""
     runtime = runtime or target.runtime
     local = target.connection.kind == "local"
     if store is not None:
-        probes = probe_records(store, target.name, runtime, precision, threads=threads if local else None,
+        probes = probe_records(store, target.name, runtime, precision, batch, threads=threads if local else None,
                                here=local)
         if probes:
             cal = fit_probes(probes, need, target=target.name)
@@ -452,7 +456,7 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
     if missing:
         parts = {s.key: parts_of(pool, s) for s in missing}
         predictor = make_predictor(target, precision, runtime, store=store, threads=threads,
-                                   need=list(parts.values()))
+                                   need=list(parts.values()), batch=batch)
         if predictor.kind == "roofline" and out:
             predictor = scaled_to_measured(predictor, pool, specs, out, batch)
         log.info("%d descendants measured, %d predicted (%s)", len(specs) - len(missing), len(missing),

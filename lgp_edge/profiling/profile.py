@@ -30,7 +30,7 @@ from lgp_edge.specs import RUNTIMES, LatencyRecord, TargetSpec
 
 __all__ = ["CheckResult", "Item", "Subject", "calibrate", "calibrated_predictor", "check_predictions",
            "check_request", "default_precision", "default_threads", "measure_items", "pool_subject",
-           "predict_items", "predictor_for", "stored_calibration", "stored_predictor", "timm_subject"]
+           "predict_items", "predictor_for", "stored_predictor", "timm_subject"]
 
 log = logging.getLogger(__name__)
 
@@ -369,22 +369,11 @@ def calibrate(subject: Subject, target: TargetSpec, runtime: str, precision: str
                          targets_dir=targets_dir, what="calibrating")
     if store is not None:
         store.put_many(recs)
-        return stored_calibration(store, subject, target, runtime, precision, settings) or \
+        # the calibration every later process reads from the store (the robust aggregate of the recent probe
+        # runs), so that this process predicts what they will
+        return stored_predictor(subject, target, runtime, precision, settings, store) or \
             calibrated_predictor(recs, subject, target, runtime, precision)
     return calibrated_predictor(recs, subject, target, runtime, precision)
-
-
-def stored_calibration(store: Any, subject: Subject, target: TargetSpec, runtime: str, precision: str,
-                       settings: MeasureSettings) -> Predictor | None:
-    """The calibration every later process will read from the store (robust aggregate of the recent
-    probe runs), so this process predicts exactly what they will."""
-    from lgp_edge.profiling.predict import probe_records
-
-    local = target.connection.kind == "local"
-    probes = probe_records(store, target.name, runtime, precision, settings.batch,
-                           threads=settings.threads if local else None, here=local)  # as make_predictor reads them
-    cal = fit_probes(probes, [it.parts for it in subject.items], target=target.name) if probes else None
-    return Predictor("calibrated", target.name, runtime, precision, calibration=cal) if cal is not None else None
 
 
 def calibrated_predictor(probe_records: Sequence[LatencyRecord], subject: Subject, target: TargetSpec,
@@ -400,7 +389,7 @@ def calibrated_predictor(probe_records: Sequence[LatencyRecord], subject: Subjec
 def stored_predictor(subject: Subject, target: TargetSpec, runtime: str, precision: str, settings: MeasureSettings,
                      store: Any) -> Predictor | None:
     """A calibrated predictor from probe rows already in the store, when they cover the subject."""
-    pred = make_predictor(target, precision, runtime, store=store, threads=settings.threads,
+    pred = make_predictor(target, precision, runtime, store=store, threads=settings.threads, batch=settings.batch,
                           need=[it.parts for it in subject.items]) if store is not None else None
     return pred if pred is not None and pred.kind == "calibrated" else None
 
@@ -411,7 +400,7 @@ def predictor_for(subject: Subject, target: TargetSpec, runtime: str, precision:
     """Stored calibration if it covers the subject; else calibrate now if asked (or the target is this
     host); else the roofline."""
     if not calibrate_now:
-        pred = make_predictor(target, precision, runtime, store=store, threads=settings.threads,
+        pred = make_predictor(target, precision, runtime, store=store, threads=settings.threads, batch=settings.batch,
                               need=[it.parts for it in subject.items])
         if pred.kind == "calibrated" or target.connection.kind != "local":
             return pred
