@@ -290,6 +290,12 @@ def test_probes_timed_at_a_batch_predict_that_batch_once(tmp_path):
     assert stored.kind == "calibrated" and stored.calibration.ident == pred.calibration.ident
     d = pool.descendants()[-1]
     assert stored.record(d.key, parts_of(spec, d), batch=4).median_ms == pytest.approx(at_batch_4(d), rel=1e-9)
+    # probes timed at batch 1 only: one image's cost times the batch
+    with MeasurementStore(tmp_path / "one.sqlite") as store:
+        store.put_many([_rec(r.descendant_key, r.median_ms / 4) for r in recs])
+        one = make_predictor(cpu, "fp32", "onnxruntime", store=store, threads=1, need=need, batch=8)
+    assert one.kind == "calibrated"
+    assert one.record(d.key, parts_of(spec, d), batch=8).median_ms == pytest.approx(2 * at_batch_4(d), rel=1e-9)
 
 
 def test_calibration_refuses_uncovered_parts():

@@ -362,20 +362,23 @@ def measured_spread(store: Any, target: str, runtime: str, precision: str,
 def make_predictor(target: TargetSpec, precision: str, runtime: str | None = None, *,
                    store: Any = None, threads: int = 1, need: Sequence[Sequence[Part]] = (),
                    refresh_host: bool = False, batch: int = 1) -> Predictor:
-    """Calibrated from the store's probes (at ``threads``, timed at ``batch``) when they cover every model in
-    ``need``, else a
-    roofline (this host: its stored host calibration). A roofline's p90/median is the one of the calm runs
-    measured on the target (on this host at ``threads``) when there are any: real models in the real
-    runtime are better evidence of the spread than the host calibration's matmuls or an assumption."""
+    """Calibrated from the store's probes (at ``threads``) when they cover every model in ``need``: those timed at
+    ``batch``, else those timed at batch 1 (one image's cost, times the batch); else a roofline (this host: its
+    stored host calibration). A roofline's p90/median is the one of the calm runs measured on the target (on this
+    host at ``threads``) when there are any: real models in the real runtime are better evidence of the spread
+    than the host calibration's matmuls or an assumption."""
     runtime = runtime or target.runtime
     local = target.connection.kind == "local"
     if store is not None:
-        probes = probe_records(store, target.name, runtime, precision, batch, threads=threads if local else None,
-                               here=local)
-        if probes:
-            cal = fit_probes(probes, need, target=target.name)
+        found = False
+        for b in dict.fromkeys((batch, 1)):
+            probes = probe_records(store, target.name, runtime, precision, b, threads=threads if local else None,
+                                   here=local)
+            cal = fit_probes(probes, need, target=target.name) if probes else None
             if cal is not None:
                 return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
+            found = found or bool(probes)
+        if found:
             log.info("stored probes for %s do not cover these models; using the roofline", target.name)
     roof = roofline_for(target, precision, threads, runtime=runtime, store=store, refresh=refresh_host)
     if store is not None:
