@@ -48,11 +48,14 @@ from paper_replication import (  # noqa: E402
     PROVENANCE,
     BenchmarkInputError,
     add_follow_up_args,
+    distilled_pool_name,
     follow_up_header,
     provenance_now,
+    read_benchmark_json,
     read_replication,
     stage_entry,
     stages_note,
+    widths_tag,
     write_follow_up,
 )
 
@@ -80,8 +83,9 @@ def distilled_dir(r: dict[str, Any], method: str, pools_root: Path) -> Path:
     """The distilled pool a replication method was stitched and fine-tuned from (``lgp-d{depth}-distilled`` beside
     its pool directory), checked against the instances' top-1 the replication recorded right after distillation."""
     m = r["methods"][method]
-    tag = widths_tag(m)
-    path = pools_root / Path(m["pool_dir"]).parent / "-".join(filter(None, (f"lgp-d{m['depth']}", tag, "distilled")))
+    widths = tuple(m.get("widths") or PAPER_WIDTHS)
+    tag = widths_tag(widths)
+    path = pools_root / Path(m["pool_dir"]).parent / distilled_pool_name(m["depth"], widths)
     inst = path / "instances.json"
     source = "pool_widths.py" if tag else "paper_replication.py"
     if not (path / "pool.json").is_file() or not inst.is_file():
@@ -93,22 +97,14 @@ def distilled_dir(r: dict[str, Any], method: str, pools_root: Path) -> Path:
     return path
 
 
-def widths_tag(method: dict[str, Any]) -> str:
-    """'' for the paper's Ti/B pools, else the widths joined ('ti-s'): the name pool_widths.py gives them."""
-    widths = tuple(method.get("widths") or PAPER_WIDTHS)
-    return "" if widths == PAPER_WIDTHS else "-".join(widths)
-
-
 def with_pools_from(r: dict[str, Any], rep_path: Path, path: Path) -> dict[str, Any]:
     """The replication ``r`` with its default init's pools replaced by those of the pool_widths.py result at
     ``path``, which must have been measured against this replication (its recorded sha256); ``pools_from`` says
     whose pools they are."""
     try:
-        w = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BenchmarkInputError(f"--pools-from: {path} not found: run benchmarks/pool_widths.py first") from None
-    except (OSError, ValueError) as e:
-        raise BenchmarkInputError(f"--pools-from: {path} is not a pool_widths.py results file ({e})") from None
+        w = read_benchmark_json(path, "pool_widths")
+    except BenchmarkInputError as e:
+        raise BenchmarkInputError(f"--pools-from: {e}") from None
     if not isinstance(w, dict) or w.get("benchmark") != "pool_widths" or not isinstance(w.get("pool"), dict):
         raise BenchmarkInputError(f"--pools-from: {path} is not a pool_widths.py results file")
     if (w.get("replication") or {}).get("sha256") != sha256_file(rep_path):
@@ -181,7 +177,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                   + ("pass the --depths it has" if args.pools_from
                                      else "rerun paper_replication.py without --stages"))
     distilled = {m: distilled_dir(r, m, Path(args.pools_root)) for m in methods}
-    sub = {m: "_".join(filter(None, (m, widths_tag(r["methods"][m])))) for m in methods}  # cache directory names
+    sub = {m: "_".join(filter(None, (m, widths_tag(tuple(r["methods"][m].get("widths") or PAPER_WIDTHS)))))
+           for m in methods}  # cache directory names
     work = Path(args.work)
     t0 = time.time()
     results: dict[tuple[str, str], dict[str, Any]] = {}

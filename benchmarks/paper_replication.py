@@ -98,12 +98,29 @@ class BenchmarkInputError(Exception):
 
 def read_replication(path: Path, why: str = "") -> dict[str, Any]:
     """This benchmark's results JSON at ``path``; a one-line BenchmarkInputError when missing or garbled."""
+    return read_benchmark_json(path, "paper_replication", why)
+
+
+def read_benchmark_json(path: Path, script: str, why: str = "") -> dict[str, Any]:
+    """The results JSON of ``benchmarks/<script>.py`` at ``path``; a one-line BenchmarkInputError when missing,
+    unreadable or garbled."""
     if not path.is_file():
-        raise BenchmarkInputError(f"{path} not found: run benchmarks/paper_replication.py first{why}")
+        raise BenchmarkInputError(f"{path} not found: run benchmarks/{script}.py first{why}")
     try:
         return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BenchmarkInputError(f"{path} is not a paper_replication.py results file ({e})") from None
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BenchmarkInputError(f"{path} is not a {script}.py results file ({e})") from None
+
+
+def widths_tag(widths: tuple[str, ...]) -> str:
+    """'' for the paper's Ti/B widths, else the widths joined ('ti-s'): how the directories and methods of a pool
+    of other widths are named (benchmarks/pool_widths.py)."""
+    return "" if tuple(widths) == PAPER_WIDTHS else "-".join(widths)
+
+
+def distilled_pool_name(depth: int, widths: tuple[str, ...] = PAPER_WIDTHS) -> str:
+    """The directory of a depth's distilled pool: ``lgp-d6-distilled``, ``lgp-d6-ti-s-distilled``."""
+    return "-".join(filter(None, (f"lgp-d{depth}", widths_tag(widths), "distilled")))
 
 
 def add_follow_up_args(p: argparse.ArgumentParser, work: str, work_help: str) -> None:
@@ -523,8 +540,8 @@ def lgp_stage(depth: int, anc: str, s: dict[str, Any], rep: Any, st: Stages,
     """One distillation per depth; per stitch init a copy re-initialised (``pool stitch``), evaluated before
     fine-tuning, fine-tuned with the recipe of ``s`` and evaluated again. ``widths`` other than the paper's Ti/B
     name their directories and methods ``lgp-d6-ti-s-b-*`` / ``lgp_d6_ti-s-b_*`` (benchmarks/pool_widths.py)."""
-    tag = "" if widths == PAPER_WIDTHS else "-".join(widths)
-    distilled = st.work / ("-".join(filter(None, (f"lgp-d{depth}", tag, "distilled"))))
+    tag = widths_tag(widths)
+    distilled = st.work / distilled_pool_name(depth, widths)
     dcfg = train_cfg(s, s["distill_epochs"], lr=s["distill_lr"], warmup_epochs=s["distill_warmup"])
     fcfg = train_cfg(s, s["finetune_epochs"], warmup_epochs=s["finetune_warmup"])
     key = {**anc_key(anc, s), "depth": depth, "distill": dcfg.to_dict(), "eval_images": s["eval_images"],
@@ -1065,7 +1082,7 @@ def distillation_dir(job: Job) -> str | None:
     if job.stage == "distill":
         return f"distilled-e{job.extra[-1]}"
     if job.stage.startswith("lgp") and job.extra == ("--only-inits", "none"):
-        return f"lgp-d{job.stage[3:]}-distilled"
+        return distilled_pool_name(int(job.stage[3:]))
     return None
 
 
