@@ -605,7 +605,7 @@ def test_descendants_are_compared_at_one_thread_count(pool, tmp_path):
 def test_roofline_predictions_are_scaled_to_the_descendants_measured_on_the_target(pool, tmp_path):
     """Two descendants timed on a Jetson and imported at 5x the roofline's estimate: the 16 others must not
     stay at the unscaled estimate (select then chose one predicted at 2.7 ms beside its sibling measured at
-    5 ms). The roofline is scaled by the median measured / predicted; its relative costs stay."""
+    5 ms). The roofline is scaled by the measured / predicted ratio; here one for all, so its relative costs stay."""
     nano = load_target("jetson-nano")
     keys = [d.key for d in pool.descendants()]
     plain = latencies_for(pool.spec, nano, "fp16", None)
@@ -616,8 +616,38 @@ def test_roofline_predictions_are_scaled_to_the_descendants_measured_on_the_targ
         lat = latencies_for(pool.spec, nano, "fp16", store)
     for k in keys[2:]:
         assert lat[k].source == "predicted" and lat[k].median_ms == pytest.approx(5.0 * plain[k].median_ms)
-        assert "scaled x5: the median measured / predicted of 2 descendant(s)" in lat[k].tool_versions["scale"]
+        assert "scaled x5 (measured / predicted of 2 descendant(s) measured on jetson-nano" in lat[k].tool_versions["scale"]
     assert "scale" not in plain[keys[2]].tool_versions
+
+
+def test_roofline_scale_follows_the_measured_descendants_nearest_in_cost(pool, tmp_path):
+    """The smallest descendant measured at 2x the roofline's estimate and a large one at 5x: one scale for all
+    (their median, 3.5x) predicted descendants costlier than the large one below its measurement (select chose
+    ti6.0-1+b6.0-5, predicted 4.37 ms, over b6.0-5 measured at 4.53 ms; it measured 5.05 ms against a 4.8 ms
+    budget). The ratio is taken at the measured descendants nearest in predicted cost (interpolated between
+    them, the nearest one's beyond them), so the predictions keep the measured ones' order."""
+    nano = load_target("jetson-nano")
+    plain = latencies_for(pool.spec, nano, "fp16", None)
+    order = sorted(plain, key=lambda k: plain[k].median_ms)
+    small, big = order[0], order[-3]
+    kw = {"target": "jetson-nano", "runtime": "tensorrt", "pool_id": pool.pool_id, "precision": "fp16"}
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        store.put(_rec(small, 2.0 * plain[small].median_ms, **kw))
+        store.put(_rec(big, 5.0 * plain[big].median_ms, **kw))
+        lat = latencies_for(pool.spec, nano, "fp16", store)
+    lo, hi = plain[small].median_ms, plain[big].median_ms
+    for k in order:
+        p, got = plain[k].median_ms, lat[k].median_ms
+        if k in (small, big):
+            assert lat[k].source == "measured"
+        elif p >= hi:
+            assert got == pytest.approx(5.0 * p) and got >= lat[big].median_ms
+        elif p > lo:
+            assert 2.0 * p < got < 5.0 * p and lat[small].median_ms <= got <= lat[big].median_ms
+    medians = [lat[k].median_ms for k in order]
+    assert medians == sorted(medians)
+    some = lat[order[-1]].tool_versions["scale"]
+    assert "x2-x5" in some and "2 descendant(s) measured on jetson-nano" in some
 
 
 def test_profiler_times_the_graph_export_ships(pool, example, tmp_path):

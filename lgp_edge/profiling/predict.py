@@ -10,7 +10,8 @@ type (patch embedding, block of given dims and tokens, stitch, norm + head) plus
   predict all descendants. Probe rows live in the store with keys ``probe:<part counts>``.
 - **Roofline** (a target with no device): each part priced from the target file's hardware facts and
   efficiency factors (``roofline.py``); where some of the pool's descendants were measured on the target
-  (imported timings), scaled by their median measured / predicted latency (``scaled_to_measured``).
+  (imported timings), scaled by their measured / predicted ratio at the measured ones nearest in cost
+  (``scaled_to_measured``).
 
 A prediction's p90 and p99 come from a measured dispersion model, never the median relabelled: the
 p90/median and p99/median of the calibration probes nearest in size; for a roofline, the spread of the calm
@@ -190,8 +191,10 @@ class Predictor:
     precision: str
     calibration: Calibration | None = None
     roofline: Roofline | None = None
-    scale: float = 1.0  # roofline only: median measured / predicted of the descendants measured on the target
-    scale_source: str = ""  # what the scale was fitted on ("" when 1.0 by default)
+    # roofline only: (roofline ms per image, measured / roofline) of the descendants measured on the target, in
+    # order of cost; a prediction takes the ratio at its own cost (``scale_at``); () leaves the roofline as it is
+    scale_points: tuple[tuple[float, float], ...] = ()
+    scale_source: str = ""  # what the scale was fitted on ("" when unscaled)
 
     def covers(self, parts: Sequence[Part]) -> bool:
         return self.kind == "roofline" or (self.calibration is not None and self.calibration.covers(parts))
@@ -203,7 +206,8 @@ class Predictor:
             r90, r99 = self.calibration.ratios_at(m)
             return m, m * r90, m * r99
         assert self.roofline is not None
-        m = self.roofline.predict_ms(list(parts)) * self.scale
+        m = self.roofline.predict_ms(list(parts))
+        m *= scale_at(self.scale_points, m)
         r90 = max(1.0, self.roofline.p90_ratio)
         return m, m * r90, m * max(r90, self.roofline.p99_ratio)
 
@@ -409,20 +413,52 @@ def comparison_threads(rows: Sequence[LatencyRecord], default: int) -> int:
     return default if default in best else max(best, key=lambda t: newest[t])
 
 
+def scale_at(points: Sequence[tuple[float, float]], ms: float) -> float:
+    """The measured / roofline ratio at roofline cost ``ms``: interpolated between the two measured descendants
+    nearest in cost (linear in log cost and log ratio, so the scaled prediction lies between their
+    measurements), the nearest one's ratio beyond them, 1 without any."""
+    if not points:
+        return 1.0
+    if ms <= points[0][0]:
+        return points[0][1]
+    if ms >= points[-1][0]:
+        return points[-1][1]
+    for (c0, r0), (c1, r1) in zip(points, points[1:]):
+        if c0 <= ms <= c1:
+            if c1 == c0:
+                return r1
+            t = math.log(ms / c0) / math.log(c1 / c0)
+            return math.exp((1 - t) * math.log(r0) + t * math.log(r1))
+    return points[-1][1]
+
+
 def scaled_to_measured(predictor: Predictor, pool: PoolSpec, specs: Sequence[DescendantSpec],
                        measured: dict[str, LatencyRecord], batch: int) -> Predictor:
-    """The roofline scaled by the median measured / predicted median of the pool's descendants measured on the
-    target: a roofline over declared hardware facts can be off by a constant factor (efficiencies, clocks,
-    runtime version), and mixing its numbers with a few measured ones chose a descendant predicted at 2.7 ms
-    next to its sibling measured at 5 ms. The relative costs stay the roofline's."""
-    ratios = [measured[s.key].median_ms / (predictor.predict(parts_of(pool, s))[0] * batch)
-              for s in specs if s.key in measured]
-    ratios = [r for r in ratios if math.isfinite(r) and r > 0]
-    if not ratios:
+    """The roofline scaled to the pool's descendants measured on the target: a roofline over declared hardware
+    facts can be off by a factor (efficiencies, clocks, runtime version), and mixing its numbers with a few
+    measured ones chose a descendant predicted at 2.7 ms next to its sibling measured at 5 ms. The factor is
+    the measured / predicted ratio at the measured descendants nearest in predicted cost (``scale_at``), not
+    one median for all: with a small model measured at 2x and a large one at 5x, a median of 3.5x predicted
+    the large model's costlier siblings faster than its measurement, and ``select`` chose one of them over
+    budget. Measured descendants of equal roofline cost share their median ratio."""
+    by_cost: dict[float, list[float]] = {}
+    for s in specs:
+        if s.key not in measured:
+            continue
+        cost = predictor.predict(parts_of(pool, s))[0]
+        ratio = measured[s.key].median_ms / (cost * batch)
+        if math.isfinite(ratio) and ratio > 0 and cost > 0:
+            by_cost.setdefault(cost, []).append(ratio)
+    if not by_cost:
         return predictor
-    scale = statistics.median(ratios)
-    return replace(predictor, scale=scale, scale_source=f"scaled x{scale:.3g}: the median measured / predicted of "
-                                                        f"{len(ratios)} descendant(s) measured on {predictor.target}")
+    points = tuple((c, statistics.median(r)) for c, r in sorted(by_cost.items()))
+    ratios = [r for _, r in points]
+    lo, hi = min(ratios), max(ratios)
+    span = f"x{lo:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"x{lo:.3g}-x{hi:.3g}"
+    n = sum(len(r) for r in by_cost.values())
+    return replace(predictor, scale_points=points,
+                   scale_source=f"scaled {span} (measured / predicted of {n} descendant(s) measured on "
+                                f"{predictor.target}, taken at the nearest in predicted cost)")
 
 
 def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any = None,
