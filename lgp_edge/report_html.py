@@ -32,8 +32,14 @@ def source_label(c: Candidate) -> str:
     return "noisy" if c.noisy else c.latency_source
 
 
+def _exact(value: float) -> str:
+    """A number as the decision used it (the shortest text that reads back as the same float), so a script
+    comparing a row's p90 or memory with its budget gets the row's fits_* columns."""
+    return repr(float(value))
+
+
 def render_csv(entries: Sequence[Any]) -> str:
-    """One row per (profile, evaluated descendant)."""
+    """One row per (profile, evaluated descendant); budgets, latencies and memory exact (``_exact``)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_FIELDS)
@@ -42,10 +48,10 @@ def render_csv(entries: Sequence[Any]) -> str:
         front = {c.key for c in pareto_front(e.candidates)}
         chosen = e.selection.chosen.key if e.selection is not None else None
         for c in e.candidates:
-            w.writerow([p.name, e.target.name, p.precision, f"{p.latency_budget_ms:g}", f"{p.memory_budget_mb:g}",
+            w.writerow([p.name, e.target.name, p.precision, _exact(p.latency_budget_ms), _exact(p.memory_budget_mb),
                         c.key, c.params, f"{c.flops / 1e6:.3f}", "" if c.top1 is None else f"{c.top1:.2f}",
-                        f"{c.latency_ms:.6g}", f"{c.median_ms:.6g}", "" if c.p99_ms is None else f"{c.p99_ms:.6g}",
-                        c.latency_source, int(c.noisy), c.runtime, c.threads, f"{c.memory_mb:.4g}", int(c.fits_latency),
+                        _exact(c.latency_ms), _exact(c.median_ms), "" if c.p99_ms is None else _exact(c.p99_ms),
+                        c.latency_source, int(c.noisy), c.runtime, c.threads, _exact(c.memory_mb), int(c.fits_latency),
                         int(c.fits_memory), int(c.key in front), int(c.key == chosen)])
     return buf.getvalue()
 

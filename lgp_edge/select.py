@@ -105,6 +105,17 @@ def format_value(value: float) -> str:
     return _no_exponent(f"{value:.3g}")
 
 
+def format_against(value: float, budget: float) -> str:
+    """``value`` in a message that compares it with ``budget`` ("takes 1.0621 ms > 1.062 ms"): three significant
+    digits, more where three would write it on the other side of the budget as written ("1.06 ms > 1.062 ms")."""
+    written = float(format_budget(budget))
+    for digits in range(3, 18):
+        text = f"{value:.{digits}g}"
+        if (float(text) > written) == (value > budget):
+            return _no_exponent(text)
+    return _no_exponent(repr(float(value)))
+
+
 def format_budget(value: float) -> str:
     """A budget for people to read: as ``:g`` writes it (33, 2.5, 12345.7), not in exponent notation
     (1000000, not 1e+06) unless written out it is longer than 16 characters."""
@@ -149,10 +160,11 @@ def _describe_budget(p: DeviceProfile) -> str:
 def _why_not(c: Candidate, p: DeviceProfile) -> str:
     parts = []
     if not c.fits_latency:
-        parts.append(f"takes {format_value(c.latency_ms)} ms p90 ({c.latency_source}) > "
+        parts.append(f"takes {format_against(c.latency_ms, p.latency_budget_ms)} ms p90 ({c.latency_source}) > "
                      f"{format_budget(p.latency_budget_ms)} ms")
     if not c.fits_memory:
-        parts.append(f"needs {format_value(c.memory_mb)} MB > {format_budget(p.memory_budget_mb)} MB")
+        parts.append(f"needs {format_against(c.memory_mb, p.memory_budget_mb)} MB > "
+                     f"{format_budget(p.memory_budget_mb)} MB")
     return " and ".join(parts)
 
 
@@ -217,10 +229,10 @@ def choose(cands: Sequence[Candidate], profile: DeviceProfile, *, pool: PoolSpec
         fastest = cands[0]
         smallest = min(cands, key=lambda c: c.memory_mb)
         msg = (f"no descendant of pool {pool.pool_id} fits profile '{profile.name}' ({_describe_budget(profile)}): "
-               f"the fastest, {fastest.key}, takes {format_value(fastest.latency_ms)} ms p90 "
+               f"the fastest, {fastest.key}, takes {format_against(fastest.latency_ms, profile.latency_budget_ms)} ms p90 "
                f"({fastest.latency_source})")
         if not fastest.fits_memory or not any(c.fits_memory for c in cands):
-            msg += f"; the smallest, {smallest.key}, needs {format_value(smallest.memory_mb)} MB"
+            msg += f"; the smallest, {smallest.key}, needs {format_against(smallest.memory_mb, profile.memory_budget_mb)} MB"
         raise NothingFits(f"{msg}; {hint}")
     chosen = min(fitting, key=lambda c: (-c.top1, c.latency_ms))
     better = sorted((c for c in cands if c.top1 > chosen.top1), key=lambda c: (-c.top1, c.latency_ms))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -281,3 +282,37 @@ def test_select_json_keys_are_the_documented_ones(tiny_pool, capsys) -> None:  #
     documented = set(re.findall(r"`([a-z0-9_]+)`", para)) | set(re.findall(r"[(,] ?([a-z0-9]+)(?=[,)])", para))
     assert set(out) <= documented, set(out) - documented
     assert set(out["chosen"]) <= documented and set(out["front"][0]) <= documented, set(out["chosen"]) - documented
+
+
+def test_a_budget_miss_is_written_with_the_digits_that_show_it(recs: tuple, tiny_pool: Path) -> None:
+    """A descendant at 1.0621 ms p90 against a 1.062 ms budget, needing a hair over a 4.6563 MB budget: the reason
+    said "takes 1.06 ms p90 (measured) > 1.062 ms" and "needs 4.66 MB > 4.6563 MB", and report.csv wrote the
+    memory as 4.656 beside fits_memory 0, so neither a reader nor a script could see the decision from the
+    numbers. The message gets the digits that show the value on its side of the budget; the CSV the exact values."""
+    import csv
+    import io
+
+    from lgp_edge.report import ReportEntry
+    from lgp_edge.report_html import render_csv
+    from lgp_edge.targets import load_target
+
+    spec, records = recs
+    top, rest = records[-1], records[:-1]
+    rs = _with(rest, {}) + [dataclasses.replace(top, top1=99.0)]
+    need = memory_mb(spec, top, "fp32", 1)
+    budget_mb = float(f"{need:.5g}")
+    if budget_mb >= need:
+        budget_mb = float(f"{need - 0.5 * 10 ** (math.floor(math.log10(need)) - 4):.5g}")
+    assert budget_mb < need and f"{need:.3g}" == f"{budget_mb:.3g}"
+    lats = {r.key: lat(r.key, 0.5) for r in rs} | {top.key: lat(top.key, 1.0621)}
+    p = profile(1.062, memory=budget_mb)
+    sel = select_descendant(rs, lats, p, pool=spec)
+    assert sel.chosen.key != top.key
+    assert "takes 1.0621 ms p90 (measured) > 1.062 ms" in sel.reason
+    shown = sel.reason.split("needs ")[1].split(" MB")[0]
+    assert float(shown) > budget_mb, sel.reason
+    entry = ReportEntry(profile=p, target=load_target("cpu"), candidates=sel.candidates, selection=sel, problem="",
+                        plot="")
+    for row in csv.DictReader(io.StringIO(render_csv([entry]))):
+        assert (float(row["p90_ms"]) <= float(row["latency_budget_ms"])) == (row["fits_latency"] == "1"), row
+        assert (float(row["memory_mb"]) <= float(row["memory_budget_mb"])) == (row["fits_memory"] == "1"), row

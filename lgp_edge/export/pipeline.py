@@ -216,7 +216,7 @@ def choose(req: ExportRequest, pool: Any, manifest: Any) -> Choice:
 def _fits(key: str, latency: Any, memory: float, profile: Any) -> dict[str, Any]:
     """Whether a descendant named with --descendant keeps the profile's budgets; a warning when it does not (it
     is exported as asked)."""
-    from lgp_edge.select import format_budget, format_value
+    from lgp_edge.select import format_against, format_budget
 
     fits_latency = latency is not None and latency.p90_ms <= profile.latency_budget_ms
     fits_memory = memory <= profile.memory_budget_mb
@@ -224,9 +224,10 @@ def _fits(key: str, latency: Any, memory: float, profile: Any) -> dict[str, Any]
         why = []
         if not fits_latency:
             why.append("its p90 latency is unknown" if latency is None else
-                       f"p90 {format_value(latency.p90_ms)} ms > {format_budget(profile.latency_budget_ms)} ms")
+                       f"p90 {format_against(latency.p90_ms, profile.latency_budget_ms)} ms > {format_budget(profile.latency_budget_ms)} ms")
         if not fits_memory:
-            why.append(f"needs {format_value(memory)} MB > {format_budget(profile.memory_budget_mb)} MB")
+            why.append(f"needs {format_against(memory, profile.memory_budget_mb)} MB > "
+                       f"{format_budget(profile.memory_budget_mb)} MB")
         log.warning("%s does not fit profile %s (%s); exported as asked (--descendant)", key, profile.name,
                     "; ".join(why))
     return {"memory_mb": memory, "fits_latency": fits_latency, "fits_memory": fits_memory}
