@@ -210,3 +210,20 @@ def test_import_file_is_validated(tmp_path):
         bad.write_text(text)
         with pytest.raises(UsageError, match=needle):
             read_records_file(bad)
+
+
+def test_runs_are_ordered_by_their_time_whatever_the_offset_they_were_written_with(tmp_path):
+    """A board's file with a run at 10:00 UTC and a later one written as 04:00-08:00 (12:00 UTC): the store ordered
+    the text, so the older run was read as the newest and the newer runtime's run was left out. Times are stored
+    in UTC; a time without an offset is read as UTC."""
+    with MeasurementStore(tmp_path / "s.sqlite") as s:
+        s.put(rec(median=5.0, when="2026-12-06T10:00:00+00:00"))
+        s.put(rec(median=3.0, when="2026-12-06T04:00:00-08:00"))
+        s.put(rec(median=4.0, when="2026-12-06T11:30:00+01:00"))  # 10:30 UTC
+        s.put(rec(median=6.0, when="2026-12-06 09:00"))
+        got = s.records(target="cpu")
+        newest = s.records(target="cpu", recent=1)
+    assert [r.median_ms for r in got] == [6.0, 5.0, 4.0, 3.0]
+    assert [r.when for r in got] == ["2026-12-06T09:00:00+00:00", "2026-12-06T10:00:00+00:00",
+                                     "2026-12-06T10:30:00+00:00", "2026-12-06T12:00:00+00:00"]
+    assert [r.median_ms for r in newest] == [3.0]

@@ -100,6 +100,15 @@ def parse_when(text: str) -> datetime:
     return datetime.fromisoformat(f"{day}T{clock}{fraction}{'+00:00' if zone == 'Z' else zone or ''}")
 
 
+def utc_when(text: str) -> str:
+    """``text`` (one of ``parse_when``'s forms) in UTC, ISO 8601 to the second (a fraction kept), the one form the
+    store orders runs by: "04:00-08:00" is after "10:00+00:00". A time without an offset is read as UTC."""
+    t = parse_when(text)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return t.astimezone(timezone.utc).isoformat()
+
+
 def import_problem(row: dict) -> str | None:
     """The stricter rules of a record read from a file (a board's, or one left beside a store), beyond every
     field's type and range (``check_record``): a target name, a pool id, an ISO 8601 time, and for target 'cpu'

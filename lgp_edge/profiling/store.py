@@ -41,6 +41,7 @@ from lgp_edge.profiling.latency_file import (
     read_records_file,
     records_json,
     save_beside,
+    utc_when,
 )
 from lgp_edge.specs import LatencyRecord
 
@@ -135,6 +136,7 @@ class MeasurementStore:
         self.timeout_s = float(timeout_s if timeout_s is not None else self.default_timeout_s)
         self._wait_s = self.timeout_s / self.write_attempts  # one write attempt's wait for another writer
         self._db: sqlite3.Connection | None = None
+        self.rows_added = 0  # rows this object has written (``put_many``'s counts)
         self._table = "runs"
         self.journal_mode = ""
         if self.path.exists() and self.path.is_dir():
@@ -320,7 +322,7 @@ class MeasurementStore:
         return (r.pool_id, r.descendant_key, r.target, r.runtime, r.precision, int(r.batch),
                 _versions_json(r.tool_versions), r.source, float(r.median_ms), float(r.p90_ms), float(r.p99_ms),
                 float(r.mean_ms), float(r.std_ms), float(r.cv), int(r.n), int(r.warmup), int(r.threads),
-                int(bool(r.noisy)), r.when, r.calibration)
+                int(bool(r.noisy)), utc_when(r.when), r.calibration)
 
     def put(self, record: LatencyRecord) -> None:
         """Add one record (a new run; earlier runs are kept)."""
@@ -341,7 +343,9 @@ class MeasurementStore:
         problem = ""
         for attempt in range(self.write_attempts):
             try:
-                return self._insert(rows)
+                added = self._insert(rows)
+                self.rows_added += added
+                return added
             except sqlite3.OperationalError as exc:  # locked / busy: wait and try again
                 problem = str(exc)
                 log.info("store %s: %s (attempt %d of %d)", self.path, exc, attempt + 1, self.write_attempts)
