@@ -129,6 +129,19 @@ def test_predict_check_reports_mape_on_held_out_descendants(tiny_pool, tmp_path,
         assert len(s.records(target="cpu", source="predicted")) == 18  # so they were replaced, not duplicated
 
 
+def test_calibrating_counts_the_probe_rows_it_writes(tiny_pool, tmp_path, capsys):
+    """`profile --predict --calibrate --json` said rows_written 1 after writing the 9 probes' runs too."""
+    store = tmp_path / "c.sqlite"
+    rc, out, _ = _profile(capsys, "--target", "cpu", "--runtime", "onnxruntime", "--predict", "--calibrate",
+                          "--pool", str(tiny_pool), "--store", str(store), "--threads", "1", "--warmup", "1",
+                          "--iters", "5", "--descendant", "ti6.0-5", "--json", "--quiet")
+    assert rc == 0
+    with MeasurementStore(store) as s:
+        rows = s.records(target="cpu")
+    assert sum(r.descendant_key.startswith("probe:") for r in rows) == 9
+    assert json.loads(out)["rows_written"] == len(rows) == 10
+
+
 def test_stock_timm_model(tmp_path, capsys):
     rc, out, _ = _profile(capsys, "--target", "cpu", "--runtime", "torch", "--model", "lgp_test_tiny", "--store",
                           str(tmp_path / "m.sqlite"), "--json", *FAST)

@@ -144,7 +144,7 @@ def _records_table(res: Any) -> None:
             row += [f"{m:.4f}" if m else "", f"{100 * (r.median_ms - m) / m:+.1f}%" if m else ""]
         rows.append(row)
     title = (f"{res.target.name} · {res.runtime} · {res.precision} · batch {records[0].batch if records else 1} · "
-             f"{records[0].threads if records else '?'} threads")
+             + (f"{records[0].threads} thread{'s' if records[0].threads != 1 else ''}" if records else "? threads"))
     print_table(cols, rows, title=title)
 
 

@@ -110,6 +110,7 @@ def _run(args: argparse.Namespace) -> int:
         c.print(f"noisy: every recent measured run of {', '.join(noisy)} was noisy (CV over 10%); their latencies "
                 "are predicted instead")
     if "predicted" in sel.sources:
-        c.print(f"note: {sel.sources['predicted']} latencies are predicted, not measured on a {target.name}; "
+        n = sel.sources["predicted"]
+        c.print(f"note: {n} {'latencies are' if n != 1 else 'latency is'} predicted, not measured on a {target.name}; "
                 f"'lgp-edge profile --target {target.name}' measures them")
     return 0

@@ -163,8 +163,11 @@ def _predict_and_check(run: _Run, calibrate: bool, store: Any) -> tuple[list[Any
 
 
 def _profile_into(run: _Run, req: ProfileRequest, store: Any) -> tuple[list[Any], Any, Any, int]:
-    """Measure or predict, write the rows: (records, predictor, check, rows written)."""
+    """Measure or predict, write the rows: (records, predictor, check, rows written, a calibration's probes
+    included)."""
     from lgp_edge.profiling import profile as prof
+
+    before = store.rows_added
 
     if req.predict and req.check:
         records, predictor, check, rows = _predict_and_check(run, req.calibrate, store)
@@ -178,7 +181,7 @@ def _profile_into(run: _Run, req: ProfileRequest, store: Any) -> tuple[list[Any]
         records = rows = prof.measure_items(run.subject, run.subject.items, run.target, run.runtime, run.precision,
                                             run.settings, reporter=run.reporter, targets_dir=run.targets_dir)
     store.put_many(rows)
-    return records, predictor, check, len(rows)
+    return records, predictor, check, store.rows_added - before
 
 
 def _missing_parts(path: Path) -> list[Path]:
