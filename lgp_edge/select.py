@@ -229,10 +229,12 @@ def choose(cands: Sequence[Candidate], profile: DeviceProfile, *, pool: PoolSpec
         fastest = cands[0]
         smallest = min(cands, key=lambda c: c.memory_mb)
         msg = (f"no descendant of pool {pool.pool_id} fits profile '{profile.name}' ({_describe_budget(profile)}): "
-               f"the fastest, {fastest.key}, takes {format_against(fastest.latency_ms, profile.latency_budget_ms)} ms p90 "
+               f"the fastest, {fastest.key}, takes "
+               f"{format_against(fastest.latency_ms, profile.latency_budget_ms)} ms p90 "
                f"({fastest.latency_source})")
         if not fastest.fits_memory or not any(c.fits_memory for c in cands):
-            msg += f"; the smallest, {smallest.key}, needs {format_against(smallest.memory_mb, profile.memory_budget_mb)} MB"
+            need = format_against(smallest.memory_mb, profile.memory_budget_mb)
+            msg += f"; the smallest, {smallest.key}, needs {need} MB"
         raise NothingFits(f"{msg}; {hint}")
     chosen = min(fitting, key=lambda c: (-c.top1, c.latency_ms))
     better = sorted((c for c in cands if c.top1 > chosen.top1), key=lambda c: (-c.top1, c.latency_ms))

@@ -224,7 +224,8 @@ def _fits(key: str, latency: Any, memory: float, profile: Any) -> dict[str, Any]
         why = []
         if not fits_latency:
             why.append("its p90 latency is unknown" if latency is None else
-                       f"p90 {format_against(latency.p90_ms, profile.latency_budget_ms)} ms > {format_budget(profile.latency_budget_ms)} ms")
+                       f"p90 {format_against(latency.p90_ms, profile.latency_budget_ms)} ms > "
+                       f"{format_budget(profile.latency_budget_ms)} ms")
         if not fits_memory:
             why.append(f"needs {format_against(memory, profile.memory_budget_mb)} MB > "
                        f"{format_budget(profile.memory_budget_mb)} MB")
