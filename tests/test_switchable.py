@@ -94,20 +94,45 @@ def test_selector_input_table_and_out_of_range(switchable):
 
 
 def test_out_of_range_descendant_in_openvino_is_nan_or_an_error(switchable):
-    # OpenVINO's CPU plugin raises (failing Reshape) or returns NaN logits: never another class's answer
+    """OpenVINO's CPU plugin raises or returns NaN logits of the declared shape: never another class's answer, and
+    never an empty array (a fresh request's first call with a bad index returned shape (0, 0), which passes an
+    isnan check and crashes argmax, or lets a C app read ten floats that are not there)."""
     from lgp_edge.export.switchable_check import open_switchable
 
-    run = open_switchable(switchable.path, "openvino")
     x = np.zeros((1, 1, 16, 16), np.float32)
-    assert np.isfinite(run(x, 0)).all()
-    for bad in (len(KEYS), -1):
+    for bad in (len(KEYS), -1, 100, (1 << 31) - 1):  # the CPU plugin reads the index as int32 (docs/SWITCHABLE.md)
+        run = open_switchable(switchable.path, "openvino")  # a fresh request: the bad index is its first call
+        for _ in range(2):
+            try:
+                out = run(x, bad)
+            except RuntimeError as exc:
+                assert "out of range" in str(exc) or "Gather" in str(exc)
+            else:
+                assert out.shape == (1, 10) and np.isnan(out).all(), out
+        assert np.isfinite(run(x, 1)).all()  # the compiled model still answers in range
         try:
-            out = run(x, bad)
-        except RuntimeError as exc:
-            assert "Reshape" in str(exc) or "logits" in str(exc)
+            out = run(x, bad)  # after a good call
+        except RuntimeError:
+            pass
         else:
-            assert np.isnan(out).all()
-    assert np.isfinite(run(x, 1)).all()  # the compiled model still answers in range
+            assert out.shape == (1, 10) and np.isnan(out).all(), out
+
+
+def test_out_of_range_descendant_in_openvino_keeps_the_declared_shape_on_the_demo_pool(tmp_path: Path):
+    """The demo pool's switchable model (what `export --switchable` ships): a fresh OpenVINO request's first call
+    with a bad index returned logits of shape (0, 0)."""
+    from lgp_edge.export.switchable import build_switchable_onnx, switch_entries
+    from lgp_edge.export.switchable_check import open_switchable
+    from lgp_edge.pool.manifest import demo_pool_dir
+
+    pool, manifest = load_pool(demo_pool_dir())
+    keys = [d.key for d in manifest.descendants][:3]
+    sw = build_switchable_onnx(pool, switch_entries(pool, manifest, keys), tmp_path / "sw.onnx",
+                               input_shape=(1, 1, 28, 28))
+    x = np.zeros((1, 1, 28, 28), np.float32)
+    for bad in (3, -1):
+        out = open_switchable(sw.path, "openvino")(x, bad)
+        assert out.shape == (1, 10) and np.isnan(out).all(), out
 
 
 def test_one_descendant_needs_no_if(pool_and_manifest, tmp_path: Path):

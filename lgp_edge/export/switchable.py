@@ -6,13 +6,13 @@ side by side, each directly below the main graph::
 
     logits_i = If(descendant == i) then <descendant i> else zeros        (i = 0..n-1)
     valid    = 0 <= descendant < n
-    logits   = Reshape(Where(valid, Sum(logits_0..logits_n-1), NaN),
-                       [batch, classes] if valid else [batch*classes+1, 1])
+    logits   = Gather(Sum(logits_0..logits_n-1), rows 0..batch-1 if valid else row batch, axis 0)
+               + (0 if valid else NaN)
 
 so exactly one branch computes, and in ONNX Runtime an index outside ``0..n-1`` makes the run fail (the
-Reshape cannot be done; the error names the node "descendant index out of range ..."), never logits
-whose argmax would be a silent class 0, nor another descendant's answer. OpenVINO does not check that
-Reshape (its converter keeps the declared output shape): there the logits are NaN. (Side by side rather
+Gather's row does not exist; the error names the node "descendant index out of range ..."), never logits
+whose argmax would be a silent class 0, nor another descendant's answer. OpenVINO's Gather fills a missing row
+with zeros instead of failing: there the logits are NaN, in their declared shape. (Side by side rather
 than a nested tree: see ``switchable_graph.main_nodes``.)
 
 Each branch is one descendant exported on its own (TorchScript exporter with constant folding, so
@@ -211,8 +211,8 @@ def _model(b: Branches, entries: Sequence[SwitchEntry], input_shape: tuple[int, 
                  "descendant_input": SELECTOR,
                  "descendant_input_doc": f"int64 tensor of shape [1]: the 'index' of a row of 'descendants'; "
                                          f"outside 0..{len(entries) - 1} the run fails in ONNX Runtime "
-                                         f"({OUT_OF_RANGE}); OpenVINO raises (its Reshape check) or, where "
-                                         "its converter kept the declared output shape, returns NaN logits"})
+                                         f"({OUT_OF_RANGE}); OpenVINO returns NaN logits (and reads the index "
+                                         "as int32)"})
     for k, v in meta.items():
         p = proto.metadata_props.add()
         p.key, p.value = k, v

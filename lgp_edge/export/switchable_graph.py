@@ -110,23 +110,25 @@ def main_nodes(branches: list[Any], batch: int, classes: int) -> list[Any]:
                   helper.make_node("If", [f"{tag}/cond"], [f"{tag}/logits"], name=f"{tag}/If", then_branch=branch,
                                    else_branch=other)]
         outs.append(f"{tag}/logits")
-    # Outside 0..n-1 the output Reshape is asked for a shape with one element more than the logits have:
-    # ONNX Runtime refuses it, so the call fails and its message names this node. OpenVINO's converter
-    # keeps the declared output shape and skips that check, so the logits are also set to NaN there.
+    # Outside 0..n-1 the logits' rows are gathered at row ``batch``, which does not exist: ONNX Runtime refuses the
+    # Gather, so the call fails and its message names this node. OpenVINO's Gather fills such rows with zeros (its
+    # specification) and keeps the declared [batch, classes] shape, so NaN is added there: never finite logits, and
+    # never an empty array (a Reshape to an impossible shape made OpenVINO's output dynamic and, on a fresh infer
+    # request, empty).
     const = [("zero", np.array([0], dtype=np.int64)), ("count", np.array([n], dtype=np.int64)),
-             ("shape", np.array([batch, classes], dtype=np.int64)),
-             ("bad_shape", np.array([batch * classes + 1, 1], dtype=np.int64)),
-             ("nan", np.full((batch, classes), np.nan, dtype=np.float32))]
+             ("rows", np.arange(batch, dtype=np.int64)), ("no_rows", np.full(batch, batch, dtype=np.int64)),
+             ("finite", np.zeros((1, 1), dtype=np.float32)), ("nan", np.full((1, 1), np.nan, dtype=np.float32))]
     nodes += [helper.make_node("Constant", [], [f"range/{k}"], name=f"range/{k}", value=numpy_helper.from_array(v))
               for k, v in const]
     nodes += [helper.make_node("Sum", outs, ["selected/logits"], name="selected/Sum"),
               helper.make_node("GreaterOrEqual", [SELECTOR, "range/zero"], ["range/ge"], name="range/GreaterOrEqual"),
               helper.make_node("Less", [SELECTOR, "range/count"], ["range/lt"], name="range/Less"),
               helper.make_node("And", ["range/ge", "range/lt"], ["range/valid"], name="range/And"),
-              helper.make_node("Where", ["range/valid", "selected/logits", "range/nan"], ["range/logits"],
-                               name="range/Where"),
-              helper.make_node("Where", ["range/valid", "range/shape", "range/bad_shape"], ["range/out_shape"],
-                               name="range/WhereShape"),
-              helper.make_node("Reshape", ["range/logits", "range/out_shape"], [OUTPUT],
-                               name=f"{OUT_OF_RANGE} (the '{SELECTOR}' input must be 0..{n - 1})")]
+              helper.make_node("Where", ["range/valid", "range/rows", "range/no_rows"], ["range/gather_rows"],
+                               name="range/WhereRows"),
+              helper.make_node("Gather", ["selected/logits", "range/gather_rows"], ["range/logits"], axis=0,
+                               name=f"{OUT_OF_RANGE} (the '{SELECTOR}' input must be 0..{n - 1})"),
+              helper.make_node("Where", ["range/valid", "range/finite", "range/nan"], ["range/poison"],
+                               name="range/WherePoison"),
+              helper.make_node("Add", ["range/logits", "range/poison"], [OUTPUT], name="range/Add")]
     return nodes
