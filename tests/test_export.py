@@ -306,6 +306,9 @@ def test_iphone_export_coreml(iphone_out: Path, tiny_pool: Path) -> None:
     assert spec.description.predictedProbabilitiesName == "classLabel_probs"
     user = dict(spec.description.metadata.userDefined)
     assert user["descendant_key"] == mf["descendant"]["key"] and user["pool_id"] == mf["pool"]["pool_id"]
+    # normalisation is inside the package: its metadata must not give an app the tensor rule to apply again
+    assert user["preprocess"].startswith("none: pass the image") and "(pixel / 255" not in user["preprocess"][:30]
+    assert v["images"] == int(VAL)  # the images validate_coreml.py runs on a Mac (was 0)
     data = np.load(iphone_out / "coreml_validation.npz")
     assert data["pixels"].shape == (int(VAL), 16, 16, 1) and data["pixels"].dtype == np.uint8
     assert np.allclose(data["probs"].sum(1), 1.0, atol=1e-5) and str(data["precision"]) == "fp16"
@@ -614,3 +617,18 @@ def test_cli_names_what_ran_each_check(env: object, tiny_pool: Path, tmp_path: P
     # sizes in the same MB as select's memory and the budgets (2^20 bytes; export printed 10^6-byte MB)
     size = (tmp_path / "o" / "model.onnx").stat().st_size
     assert f" {size / 2**20:.2f} MB " in line
+
+
+def test_coreml_reference_top1_is_rounded_like_every_other_validation() -> None:
+    """89.60000000000001 in the manifest beside 89.6 everywhere else: the structural report's torch top-1 went
+    unrounded."""
+    from types import SimpleNamespace
+
+    from lgp_edge.export.coreml import _structural_report
+
+    labels = np.arange(1000) % 10
+    ref = np.eye(10, dtype=np.float32)[(labels + (np.arange(1000) < 104)) % 10]  # 896 of 1000 right
+    ctx = SimpleNamespace(preprocess=SimpleNamespace(img_size=28),
+                          validation=SimpleNamespace(synthetic=False, reference=ref, labels=labels, data="x"))
+    r = _structural_report(ctx, [])
+    assert repr(r.top1_ref) == "89.6" and r.images == 1000 and r.kind == "structural" and r.passed

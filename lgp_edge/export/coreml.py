@@ -236,13 +236,29 @@ def write_mac_check(out_dir: Path, *, script: str, data: str, pixels: np.ndarray
     return [script, data]
 
 
+# the package's "preprocess" metadata: its image input is normalised inside the model (an app that read the
+# ONNX rule from it would normalise twice)
+IN_MODEL_RULE = ("none: pass the image, resized to img_size x img_size; the model computes (pixel / 255 - mean) / "
+                 "std per channel itself")
+
+
+def package_metadata(ctx: ExportContext) -> dict[str, str]:
+    """The user metadata of ``model.mlpackage``: the export's, with the preprocessing rule of an image input."""
+    return {**ctx.metadata(), "preprocess": IN_MODEL_RULE}
+
+
 def _structural_report(ctx: ExportContext, problems: list[str]) -> ValidationReport:
+    """The report of a package checked for structure here: the torch top-1 on the validation images the Mac check
+    (``validate_coreml.py``) runs, and how many there are."""
+    from lgp_edge.export.validate import top1
+
     pre = ctx.preprocess
     ref_top1 = None
     if not ctx.validation.synthetic:
-        ref_top1 = float((ctx.validation.reference.argmax(1) == ctx.validation.labels).mean() * 100)
+        ref_top1 = top1(ctx.validation.reference, ctx.validation.labels)
     return ValidationReport(
-        max_abs_diff=None, atol=None, top1_agreement=None, top1_ref=ref_top1, top1_artifact=None, images=0,
+        max_abs_diff=None, atol=None, top1_agreement=None, top1_ref=ref_top1, top1_artifact=None,
+        images=len(ctx.validation.labels),
         passed=not problems, kind="structural", data=ctx.validation.data,
         note=("structural check only (Core ML predicts on macOS): spec loads, ML program, input "
               f"'{INPUT}' {pre.img_size}x{pre.img_size} and its scale and bias, classifier outputs and labels, "
@@ -273,7 +289,7 @@ class CoreMLExporter:
         deployment = min_target(ctx.target)
         path = ctx.out_dir / "model.mlpackage"
         self._save(ctx, path, deployment)
-        problems = structural_check(path, pre, ctx.metadata(), deployment, ctx.profile.precision)
+        problems = structural_check(path, pre, package_metadata(ctx), deployment, ctx.profile.precision)
         files = self._write_mac_check(ctx)
         inputs = ({"name": INPUT, "shape": list(ctx.input_shape), "dtype": "image",
                    "color": "grayscale" if pre.in_chans == 1 else "RGB", "normalized_in_model": True},)
@@ -305,7 +321,7 @@ class CoreMLExporter:
             kind = "grayscale" if pre.in_chans == 1 else "RGB"
             mlmodel.input_description[INPUT] = (f"{pre.img_size}x{pre.img_size} {kind} image; normalisation happens "
                                                 "inside the model")
-            for k, v in ctx.metadata().items():
+            for k, v in package_metadata(ctx).items():
                 mlmodel.user_defined_metadata[k] = v
             mlmodel.save(str(path))
             plain_modes(path)
