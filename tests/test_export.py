@@ -568,7 +568,36 @@ def test_embedding_python_snippet_runs(cpu_out: Path, tmp_path: Path) -> None:
     shutil.copyfile(cpu_out / "model.onnx", tmp_path / "model.onnx")
     res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() in manifest(cpu_out)["preprocess"]["labels"]
+    path, label = res.stdout.strip().split(" ", 1)
+    assert path == "photo.png" and label in manifest(cpu_out)["preprocess"]["labels"]
+
+
+def test_embedding_python_snippet_runs_at_the_profiles_batch(env: object, tiny_pool: Path, tmp_path: Path) -> None:
+    """A profile at batch 4 exports a model taking exactly 4 images; the snippet built one (ONNX Runtime:
+    "Got invalid dimensions for input")."""
+    import re
+
+    from PIL import Image
+
+    d = tmp_path / "profiles"
+    d.mkdir()
+    (d / "b4.toml").write_text('name = "b4"\ntarget = "cpu"\nlatency_budget_ms = 1e6\nmemory_budget_mb = 1e6\n'
+                               'precision = "fp32"\nformats = ["onnx"]\nbatch = 4\n')
+    out = tmp_path / "out"
+    assert export(tiny_pool, out, "--profiles-dir", str(d), "--profile", "b4") == 0
+    text = (out / "EMBEDDING.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    work = tmp_path / "app"
+    work.mkdir()
+    for i in range(4):
+        rgb = np.random.default_rng(i).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(work / f"photo{i}.png")
+    shutil.copyfile(out / "model.onnx", work / "model.onnx")
+    res = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    lines = [line.split(" ", 1) for line in res.stdout.strip().splitlines()]
+    assert [p for p, _ in lines] == [f"photo{i}.png" for i in range(4)]
+    assert all(label in manifest(out)["preprocess"]["labels"] for _, label in lines)
 
 
 def test_context_metadata_matches_manifest(cpu_out: Path, tiny_pool: Path) -> None:

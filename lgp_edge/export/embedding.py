@@ -243,9 +243,24 @@ def _python(doc: _Doc) -> str:
     if onnx_like is None:
         return ""
     threads = (doc.manifest.get("selection") or {}).get("threads")
-    return _section("python", onnx=doc.arts[onnx_like]["path"], input=doc.io(onnx_like)["input"],
-                    threads=(f"so.intra_op_num_threads = {threads}  # the thread count the manifest's latency is for"
-                             if threads else "so.intra_op_num_threads = 0  # ONNX Runtime's default: one per core"))
+    runtime = exported(doc.manifest).get("latency_runtime")
+    if threads and runtime in (None, "onnxruntime"):
+        threads_line = f"so.intra_op_num_threads = {threads}  # the thread count the manifest's latency is for"
+    else:
+        threads_line = "so.intra_op_num_threads = 0  # ONNX Runtime's default: one per core"
+        if runtime:
+            threads_line += f" (the manifest's latency is {runtime}'s, on {doc.manifest['target']['name']})"
+    io = doc.io(onnx_like)
+    batch = io["shape"].split("x")[0]
+    if batch.isdigit() and int(batch) > 1:
+        paths = (f'paths = [f"photo{{i}}.png" for i in range({batch})]  # the model takes exactly {batch} images '
+                 "per call")
+    elif batch.isdigit():
+        paths = 'paths = ["photo.png"]  # the model takes one image per call'
+    else:
+        paths = 'paths = ["photo.png"]  # any number of images per call (a dynamic batch)'
+    return _section("python", onnx=doc.arts[onnx_like]["path"], input=io["input"], threads=threads_line,
+                    paths=paths)
 
 
 def _kotlin(doc: _Doc) -> str:
@@ -263,7 +278,14 @@ def _kotlin(doc: _Doc) -> str:
         int_ops = a["note"].split("integer operators in the .ort: ", 1)[-1].split(";")[0]
     threads = (doc.manifest.get("selection") or {}).get("threads")
     converter = a.get("versions", {}).get("onnxruntime", "")
+    batch = t["shape"].split("x")[0]
+    if batch.isdigit() and int(batch) > 1:
+        call = (f"val perImage = classifier.classifyAll(bitmaps)  // exactly {batch} bitmaps per call: the batch "
+                "this model was exported for")
+    else:
+        call = "val (label, probability) = classifier.classify(bitmap).first()"
     return _section("kotlin", model=a["path"], chans_n=doc.pre["in_chans"], size=doc.pre["img_size"],
+                    batch_n=batch if batch.isdigit() else "n", classify_call=call,
                     input=t["input"], output=t["output"], ort_needs=needs, ort_version=ORT_ANDROID_VERSION,
                     threads_arg=f", threads = {threads}" if threads else "",
                     threads_note=(f" `threads = {threads}` is the thread count the manifest's latency is for; "

@@ -7,13 +7,15 @@
 // (metadata keys img_size, in_chans, mean, std, labels), read here, so this class fits any export:
 //
 //     val classifier = LgpClassifier(assets.open("model.ort").readBytes())
-//     val (label, probability) = classifier.classify(bitmap).first()
+//     val (label, probability) = classifier.classify(bitmap).first()      // a model of batch 1
+//     val perImage = classifier.classifyAll(bitmaps)                       // exactly `batch` images per call
 //     classifier.close()
 package ai.lgpedge.sample
 
 import ai.onnxruntime.OnnxTensor
 import ai.onnxruntime.OrtEnvironment
 import ai.onnxruntime.OrtSession
+import ai.onnxruntime.TensorInfo
 import android.graphics.Bitmap
 import org.json.JSONArray
 import java.nio.FloatBuffer
@@ -29,6 +31,7 @@ class LgpClassifier(modelBytes: ByteArray, threads: Int = 4) : AutoCloseable {
     val labels: List<String>
     val size: Int       // square input side, pixels
     val channels: Int   // 1 = grayscale, 3 = RGB
+    val batch: Int      // images per call: the model's static batch, or 0 when any number (a dynamic batch)
     val descendantKey: String
 
     init {
@@ -44,6 +47,8 @@ class LgpClassifier(modelBytes: ByteArray, threads: Int = 4) : AutoCloseable {
         channels = meta.getValue("in_chans").toInt()
         descendantKey = meta["descendant_key"] ?: "unknown"
         inputName = session.inputNames.first()
+        val first = (session.inputInfo.getValue(inputName).info as TensorInfo).shape[0]
+        batch = if (first > 0) first.toInt() else 0
     }
 
     /** NCHW float tensor data: resize to size x size, then (pixel / 255 - mean[c]) / std[c]. */
@@ -66,20 +71,32 @@ class LgpClassifier(modelBytes: ByteArray, threads: Int = 4) : AutoCloseable {
         return buffer
     }
 
-    /** Class probabilities, most likely first. */
-    fun classify(bitmap: Bitmap): List<Pair<String, Float>> {
-        val shape = longArrayOf(1, channels.toLong(), size.toLong(), size.toLong())
-        OnnxTensor.createTensor(env, preprocess(bitmap), shape).use { input ->
+    /** Class probabilities of each image, most likely first. A model with a static batch takes exactly
+     *  `batch` images per call (the batch its profile was exported for); a dynamic batch any number. */
+    fun classifyAll(bitmaps: List<Bitmap>): List<List<Pair<String, Float>>> {
+        require(bitmaps.isNotEmpty() && (batch == 0 || bitmaps.size == batch)) {
+            "this model takes ${if (batch == 0) "one or more" else "exactly $batch"} images per call, got ${bitmaps.size}"
+        }
+        val data = FloatBuffer.allocate(bitmaps.size * channels * size * size)
+        for (bitmap in bitmaps) data.put(preprocess(bitmap))
+        data.rewind()
+        val shape = longArrayOf(bitmaps.size.toLong(), channels.toLong(), size.toLong(), size.toLong())
+        OnnxTensor.createTensor(env, data, shape).use { input ->
             session.run(mapOf(inputName to input)).use { result ->
                 @Suppress("UNCHECKED_CAST")
-                val logits = (result[0].value as Array<FloatArray>)[0]
-                val max = logits.maxOrNull() ?: 0f
-                val e = logits.map { exp((it - max).toDouble()) }
-                val sum = e.sum()
-                return labels.indices.map { labels[it] to (e[it] / sum).toFloat() }.sortedByDescending { it.second }
+                val rows = result[0].value as Array<FloatArray>
+                return rows.map { logits ->
+                    val max = logits.maxOrNull() ?: 0f
+                    val e = logits.map { exp((it - max).toDouble()) }
+                    val sum = e.sum()
+                    labels.indices.map { labels[it] to (e[it] / sum).toFloat() }.sortedByDescending { it.second }
+                }
             }
         }
     }
+
+    /** Class probabilities of one image, most likely first (a model of batch 1, or a dynamic batch). */
+    fun classify(bitmap: Bitmap): List<Pair<String, Float>> = classifyAll(listOf(bitmap)).first()
 
     override fun close() {
         session.close()
