@@ -145,6 +145,9 @@ def test_jetson_nano_export_is_tensorrt_8_2_ready(nano_out: Path, tiny_pool: Pat
     assert art["format"] == "tensorrt" and art["precision"] == "fp16" and art["path"] == "model.onnx"
     assert "engine not built here" in art["note"]
     model = onnx.load(str(nano_out / "model.onnx"))
+    # "fp16" is the engine's arithmetic: the file itself is fp32, and its note says so
+    assert {t.data_type for t in model.graph.initializer} <= {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
+    assert art["note"].startswith("fp32 ONNX, from which build_engine.sh builds the fp16 engine")
     assert next(o.version for o in model.opset_import if o.domain == "") == 13
     ops = {n.op_type for n in model.graph.node}
     assert "LayerNormalization" not in ops and "ReduceMean" in ops  # decomposed
@@ -168,6 +171,25 @@ def _fake(path: Path, body: str) -> Path:
     path.write_text("#!/bin/sh\n" + body)
     path.chmod(0o755)
     return path
+
+
+def test_an_fp32_engine_is_built_by_any_trtexec(tmp_path: Path) -> None:
+    """An fp32 engine pins no layer, but build_engine.sh sent TensorRT 8.2's trtexec (no --layerPrecisions) to
+    build_engine.py, which needs the Python bindings a board may lack."""
+    from lgp_edge.export.tensorrt import build_script
+    from lgp_edge.targets import load_target
+
+    script = build_script(onnx_name="model.onnx", precision="fp32", input_name="input", input_shape=(1, 1, 16, 16),
+                          dynamic_batch=False, key="ti6.0-5", target=load_target("jetson-nano"))
+    (tmp_path / "build_engine.sh").write_text(script)
+    log = tmp_path / "args.txt"
+    trtexec = _fake(tmp_path / "trtexec", f'if [ "$1" = --help ]; then echo "--fp16 --int8"; exit 0; fi\n'
+                                          f'printf "%s\\n" "$@" > {log}\n')
+    python = _fake(tmp_path / "python3", f'echo python >> {log}\n')
+    res = subprocess.run(["sh", "build_engine.sh"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "TRTEXEC": str(trtexec), "PYTHON": str(python)})
+    assert res.returncode == 0, res.stderr
+    assert log.read_text().splitlines() == ["--onnx=model.onnx", "--saveEngine=model.plan"]
 
 
 @pytest.mark.parametrize("new_trtexec", [True, False], ids=["trtexec>=8.4", "trtexec-8.2"])
@@ -661,3 +683,18 @@ def test_coreml_reference_top1_is_rounded_like_every_other_validation() -> None:
                           validation=SimpleNamespace(synthetic=False, reference=ref, labels=labels, data="x"))
     r = _structural_report(ctx, [])
     assert repr(r.top1_ref) == "89.6" and r.images == 1000 and r.kind == "structural" and r.passed
+
+
+def test_a_tensorrt_files_top1_is_worded_as_its_engines() -> None:
+    """EMBEDDING.md said "fp16 `model.onnx` 89.60%" of the fp32 ONNX a TensorRT engine is built from."""
+    from lgp_edge.export.manifest import own_top1_words
+
+    def art(path: str, fmt: str, precision: str, top1: float) -> dict:
+        return {"path": path, "format": fmt, "precision": precision,
+                "validation": {"kind": "numeric", "top1_artifact": top1}}
+    mf = {"validation": {"synthetic": False},
+          "artifacts": [art("model.onnx", "tensorrt", "fp16", 89.6), art("model.int8.onnx", "onnx", "int8", 89.4)]}
+    precisions, listing = own_top1_words(mf, code=True)
+    assert precisions == "fp16/int8"
+    assert listing == ("the fp16 engine from `model.onnx` (approximated in ONNX Runtime) 89.60%, "
+                       "int8 `model.int8.onnx` 89.40%")

@@ -122,8 +122,7 @@ def _headline_top1(mf: dict) -> str:
     words = own_top1_words(mf)
     files = ""
     if words:
-        precisions, listing = words
-        files = f"; {precisions} files on the {mf['validation']['images']:,} validation images: {listing}"
+        files = f"; on the {mf['validation']['images']:,} validation images: {words[1]}"
     if d["top1"] is None:
         return text + (f" ({files[2:]})" if files else "")
     return f"{text} ({pool_top1_of(mf)}{files})"

@@ -146,9 +146,8 @@ def _top1(m: dict[str, Any]) -> str:
     words = own_top1_words(m, code=True)
     files = ""
     if words:
-        precisions, listing = words
         files = (f"; on this export's {v['images']:,} {v['data']} validation images: torch fp32 "
-                 f"{v['torch_top1']:.2f}%, {precisions} {listing}")
+                 f"{v['torch_top1']:.2f}%, {words[1]}")
     if d.get("top1") is not None:
         return f"{d['top1']:.2f}% ({pool_top1_of(m)}{files})" if low_precision(m) else f"{d['top1']:.2f}%"
     if files:

@@ -198,25 +198,31 @@ def pool_top1_of(manifest: dict[str, Any]) -> str:
     return "torch fp32" + (f" on {n:,} {data} images" if n and data else f" on {data}" if data else "")
 
 
-def own_top1(manifest: dict[str, Any]) -> list[tuple[str, str, float]]:
-    """(path, precision, top-1) of each artifact below fp32 that ran on this export's real, labelled validation
-    images (synthetic images have no meaningful top-1)."""
+def own_top1(manifest: dict[str, Any]) -> list[tuple[str, str, float, str]]:
+    """(path, precision, top-1, format) of each artifact below fp32 that ran on this export's real, labelled
+    validation images (synthetic images have no meaningful top-1)."""
     if manifest["validation"].get("synthetic"):
         return []
-    return [(a["path"], a["precision"], float(a["validation"]["top1_artifact"])) for a in manifest["artifacts"]
+    return [(a["path"], a["precision"], float(a["validation"]["top1_artifact"]), a.get("format", ""))
+            for a in manifest["artifacts"]
             if a.get("precision", "fp32") != "fp32" and (a.get("validation") or {}).get("kind") == "numeric"
             and a["validation"].get("top1_artifact") is not None]
 
 
 def own_top1_words(manifest: dict[str, Any], code: bool = False) -> tuple[str, str] | None:
-    """``own_top1`` in words: (their precisions, "int8" or "fp16/int8"; "PATH 89.40%, ...", each path in backticks
-    when ``code``), or None when no file below fp32 has its own top-1."""
+    """``own_top1`` in words: (their precisions, "int8" or "fp16/int8"; "int8 PATH 89.40%, ...", each path in
+    backticks when ``code``), or None when no file below fp32 has its own top-1. A TensorRT artifact is the fp32
+    ONNX its engine is built from: its top-1 is the engine's precision approximated in ONNX Runtime, and says so."""
     own = own_top1(manifest)
     if not own:
         return None
-    quote = "`" if code else ""
-    return ("/".join(sorted({p for _, p, _ in own})),
-            ", ".join(f"{quote}{path}{quote} {t:.2f}%" for path, _, t in own))
+    q = "`" if code else ""
+
+    def item(path: str, precision: str, top1: float, fmt: str) -> str:
+        if fmt == "tensorrt":
+            return f"the {precision} engine from {q}{path}{q} (approximated in ONNX Runtime) {top1:.2f}%"
+        return f"{precision} {q}{path}{q} {top1:.2f}%"
+    return "/".join(sorted({p for _, p, _, _ in own})), ", ".join(item(*o) for o in own)
 
 
 def source_data(manifest: dict[str, Any]) -> tuple[str, bool]:

@@ -112,8 +112,9 @@ def _shape_flags(input_name: str, input_shape: tuple[int, ...], dynamic_batch: b
 
 def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape: tuple[int, ...],
                  dynamic_batch: bool, key: str, target: TargetSpec, pool_id: str = "", batch: int = 1) -> str:
-    """``build_engine.sh`` (``lgp_edge/data/templates/build_engine.sh``): trtexec with layer precisions when it
-    has them, else build_engine.py.
+    """``build_engine.sh`` (``lgp_edge/data/templates/build_engine.sh``): trtexec (for an engine with layers pinned
+    to fp32, one that has ``--layerPrecisions``, TensorRT >= 8.4), else build_engine.py. An fp32 engine pins
+    nothing, so any trtexec builds it (JetPack 4.6's too, without the Python bindings).
 
     Every value from outside (target file, pool) is either a checked name, quoted for the shell, or
     flattened to one printable line inside a comment, so nothing in a target file becomes a command.
@@ -139,7 +140,11 @@ def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape
         + (" with the LayerNorm and softmax layers of fp32_layers.txt kept in fp32" if pinned else ""),
         kind=" (dynamic batch)" if dynamic_batch else " (static)", onnx_name=onnx_name, meta=meta,
         trt_flags=TRT_FLAGS[precision] + (PIN_FLAGS if pinned else ""), shapes=shapes, py_shapes=py_shapes,
-        load_shapes=load_shapes, pin_check=PIN_CHECK if pinned else "", spec_line=SPEC_LINE if pinned else "")
+        load_shapes=load_shapes, pin_check=PIN_CHECK if pinned else "", spec_line=SPEC_LINE if pinned else "",
+        trt_test=('[ -n "$trtexec" ] && "$trtexec" --help 2>&1 | grep -q -- \'--layerPrecisions\''
+                  if pinned else '[ -n "$trtexec" ]'),
+        fallback_why=("trtexec before TensorRT 8.4 cannot pin layer precisions: build_engine.py pins them with the "
+                      "Python API." if pinned else "no trtexec: build_engine.py builds it with the Python API."))
 
 
 def _plan_buildable() -> bool:
@@ -217,7 +222,9 @@ class TensorRTExporter:
         layers = fp32_nodes(onnx_path, ctx.model) if pinned else []
         files = self._write_build_files(ctx, onnx_path.name, inputs[0]["name"], layers)
         report = self._validate(ctx, onnx_path, opset)
-        note = f"engine not built here: run build_engine.sh on the {ctx.target.name} ({ctx.target.runtime_version})"
+        note = (f"{'int8 QDQ' if quant else 'fp32'} ONNX, from which build_engine.sh builds the "
+                f"{ctx.profile.precision} engine; engine not built here: run build_engine.sh on the "
+                f"{ctx.target.name} ({ctx.target.runtime_version})")
         if pinned:
             note += f"; {len(layers)} LayerNorm/softmax nodes pinned to fp32"
         if quant:

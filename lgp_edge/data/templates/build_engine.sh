@@ -8,10 +8,10 @@ set -eu
 cd "$(dirname "$0")"
 trtexec=${TRTEXEC:-/usr/src/tensorrt/bin/trtexec}
 [ -x "$trtexec" ] || trtexec=$(command -v trtexec || true)
-@{pin_check}if [ -n "$trtexec" ] && "$trtexec" --help 2>&1 | grep -q -- '--layerPrecisions'; then
+@{pin_check}if @{trt_test}; then
 @{spec_line}    "$trtexec" --onnx=@{onnx_name} --saveEngine=model.plan@{trt_flags}@{shapes}
 else
-    # trtexec before TensorRT 8.4 cannot pin layer precisions: build_engine.py pins them with the Python API.
+    # @{fallback_why}
     ${PYTHON:-python3} build_engine.py --onnx @{onnx_name} --engine model.plan --precision @{precision} \
         --fp32-layers fp32_layers.txt@{py_shapes}
 fi
