@@ -181,7 +181,7 @@ def test_report_json_matches_the_files(tiny_pool: Path, tmp_path: Path, capsys: 
         assert p["plot"] in data["files"] and f"]({p['plot']})" in md
         c = p["chosen"]
         assert c["key"] == chosen[p["profile"]]["descendant"] and f"`{c['key']}`" in md
-        assert f"{c['latency_ms']:.6g}" == chosen[p["profile"]]["p90_ms"]
+        assert float(chosen[p["profile"]]["p90_ms"]) == c["latency_ms"]  # exact: the number the choice used
         assert p["problem"] is None and p["reason"] and p["candidates"] == 18
 
 
