@@ -20,7 +20,7 @@ from typing import Any
 
 from lgp_edge.errors import UsageError
 from lgp_edge.fileio import read_toml
-from lgp_edge.profiling.measure import MAX_BATCH  # a profile asks only for what can be measured
+from lgp_edge.profiling.measure import MAX_BATCH, MAX_THREADS  # a profile asks only for what can be measured
 from lgp_edge.registry import check_name, named_files, pick, search_dirs
 from lgp_edge.specs import FORMATS, DeviceProfile
 from lgp_edge.specs import PROFILE_PRECISIONS as PRECISIONS
@@ -43,6 +43,7 @@ _FIELDS: dict[str, tuple[tuple[type, ...], bool]] = {
     "precision": ((str,), True),
     "formats": ((list,), True),
     "batch": ((int,), False),
+    "threads": ((int,), False),
     "description": ((str,), False),
 }
 
@@ -90,9 +91,14 @@ def parse_profile(raw: dict[str, Any], path: Path) -> DeviceProfile:
     batch = raw.get("batch", 1)
     if not 1 <= batch <= MAX_BATCH:
         raise UsageError(f"profile file '{path}': field 'batch' must be between 1 and {MAX_BATCH}, got {batch}")
+    threads = raw.get("threads")
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"profile file '{path}': field 'threads' must be between 1 and {MAX_THREADS}, got "
+                         f"{threads}")
     return DeviceProfile(name=raw["name"], target=raw["target"], latency_budget_ms=float(raw["latency_budget_ms"]),
                          memory_budget_mb=float(raw["memory_budget_mb"]), precision=raw["precision"],
-                         formats=tuple(formats), batch=batch, description=raw.get("description", ""))
+                         formats=tuple(formats), batch=batch, description=raw.get("description", ""),
+                         threads=threads)
 
 
 def _shown(value: float) -> str:
@@ -157,9 +163,14 @@ def _check_override(flag: str, value: float, low: float, high: float) -> None:
 
 
 def with_overrides(profile: DeviceProfile, *, budget_ms: float | None = None, memory_mb: float | None = None,
-                   precision: str | None = None, formats: tuple[str, ...] | None = None) -> DeviceProfile:
+                   precision: str | None = None, formats: tuple[str, ...] | None = None,
+                   threads: int | None = None) -> DeviceProfile:
     """The profile with command-line overrides applied (each checked like the file's field)."""
     changes: dict[str, Any] = {}
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+            raise UsageError(f"--threads must be an integer between 1 and {MAX_THREADS}, got {threads}")
+        changes["threads"] = threads
     if budget_ms is not None:
         _check_override("--budget-ms", budget_ms, MIN_BUDGET["latency_budget_ms"], MAX_BUDGET["latency_budget_ms"])
         changes["latency_budget_ms"] = float(budget_ms)

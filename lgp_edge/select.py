@@ -276,18 +276,19 @@ def profile_runtime(profile: DeviceProfile, target: TargetSpec) -> str:
 
 
 def latencies(pool: PoolSpec, target: TargetSpec, precision: str, store: Any, batch: int = 1,
-              runtime: str | None = None) -> dict[str, LatencyRecord]:
+              runtime: str | None = None, threads: int | None = None) -> dict[str, LatencyRecord]:
     """Measured-or-predicted latency of every descendant of the pool ``pool`` describes on ``target`` (the
-    profiler's API)."""
+    profiler's API), at ``threads`` (None: the thread count most of them were measured at, else the target's)."""
     from lgp_edge.profiling.predict import latencies_for
 
-    return latencies_for(pool, target, precision, store, runtime=runtime, batch=batch)
+    return latencies_for(pool, target, precision, store, runtime=runtime, batch=batch, threads=threads)
 
 
 def profile_latencies(pool: PoolSpec, target: TargetSpec, profile: DeviceProfile, store: Any
                       ) -> dict[str, LatencyRecord]:
-    """Latencies for ``profile``: its precision and batch, on the runtime that runs its first format."""
-    return latencies(pool, target, profile.precision, store, profile.batch, profile_runtime(profile, target))
+    """Latencies for ``profile``: its precision, batch and threads, on the runtime that runs its first format."""
+    return latencies(pool, target, profile.precision, store, profile.batch, profile_runtime(profile, target),
+                     profile.threads)
 
 
 def plan_selection(manifest: Any, profile: DeviceProfile, target: TargetSpec, store: Any) -> Selection:

@@ -371,6 +371,7 @@ class DeviceProfile(_Record):
     formats: tuple[Format, ...]  # artifacts to emit
     batch: int = 1  # batch size the app runs
     description: str = ""  # one line for listings
+    threads: int | None = None  # CPU threads the app runs inference with (None: the target's default)
 
 
 # -------------------------------------------------------------------------------------------- measurement

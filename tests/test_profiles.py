@@ -61,6 +61,9 @@ def test_schema_of_every_shipped_profile(path: Path) -> None:
     (GOOD.replace('["onnx"]', '["onnx", "tflite"]'), "formats"),
     (GOOD.replace('["onnx"]', "[]"), "formats"),
     (GOOD + "batch = 0\n", "batch"),
+    (GOOD + "threads = 0\n", "threads"),
+    (GOOD + "threads = 1.5\n", "threads"),
+    (GOOD + "threads = 100000\n", "threads"),
 ])
 def test_bad_profile_files_name_file_and_field(tmp_path: Path, text: str, field: str) -> None:
     f = tmp_path / "mine.toml"
@@ -89,6 +92,16 @@ def test_user_dir_adds_and_overrides(tmp_path: Path) -> None:
 def test_unknown_profile_suggests() -> None:
     with pytest.raises(UsageError, match="did you mean jetson-nano"):
         load_profile("jetson-nan")
+
+
+def test_a_profile_names_the_threads_its_app_runs(tmp_path: Path) -> None:
+    f = tmp_path / "mine.toml"
+    f.write_text(GOOD.format(name="mine") + "threads = 1\n")
+    assert load_profile_file(f).threads == 1
+    assert load_profile("cpu").threads is None  # the target's default
+    assert with_overrides(load_profile("cpu"), threads=3).threads == 3
+    with pytest.raises(UsageError, match="--threads"):
+        with_overrides(load_profile("cpu"), threads=0)
 
 
 def test_overrides() -> None:

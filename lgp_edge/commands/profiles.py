@@ -47,5 +47,6 @@ def _show(args: argparse.Namespace) -> int:
         return 0
     print(f"# {profile_path(args.name, args.profiles_dir)}")
     for k, v in p.to_dict().items():
-        print(f"{k:18s} {', '.join(v) if isinstance(v, list) else v}")
+        shown = ", ".join(v) if isinstance(v, list) else "(the target's default)" if v is None else v
+        print(f"{k:18s} {shown}")
     return 0

@@ -22,6 +22,9 @@ def add_profile_args(p: argparse.ArgumentParser) -> None:
                    help="override the profile's memory budget")
     p.add_argument("--precision", default=None, choices=PROFILE_PRECISIONS,
                    help="override the profile's precision")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads the app runs inference with: latencies measured or calibrated at N (default: "
+                        "the profile's 'threads', else the target's)")
     add_store_arg(p)
     add_dirs_args(p)
 
@@ -36,7 +39,7 @@ def resolve_profile(args: argparse.Namespace, formats: tuple[str, ...] | None = 
         load_target(args.target, args.targets_dir)  # an unknown target is named as such
     profile = load_profile(name, args.profiles_dir)
     profile = with_overrides(profile, budget_ms=args.budget_ms, memory_mb=args.memory_mb, precision=args.precision,
-                             formats=formats)
+                             formats=formats, threads=args.threads)
     target = load_target(profile.target, args.targets_dir)
     check_against_target(profile, target)  # a precision or format the target does not run: exit 2
     return profile, target

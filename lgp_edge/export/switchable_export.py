@@ -122,7 +122,8 @@ def choose_entries(req: SwitchableRequest, pool: Any, manifest: Any) -> tuple[Sw
 
     store = open_store(req.store)
     try:
-        lat = latencies(pool.spec, req.target, req.profile.precision, store, req.profile.batch)
+        lat = latencies(pool.spec, req.target, req.profile.precision, store, req.profile.batch,
+                        threads=req.profile.threads)
     finally:
         store.close()
     return switch_entries(pool, manifest, choose_keys(pool, manifest, req, lat), lat)
