@@ -142,6 +142,29 @@ def test_calibrating_counts_the_probe_rows_it_writes(tiny_pool, tmp_path, capsys
     assert json.loads(out)["rows_written"] == len(rows) == 10
 
 
+def test_an_interrupted_profile_keeps_the_models_it_measured(tiny_pool, tmp_path, capsys, monkeypatch, caplog):
+    """Ctrl-C during the third model: the two measured before it were lost with the rest (on a board, an hour of
+    timings). They are stored; the exit is still 130 and the third model has no row."""
+    import lgp_edge.profiling.profile as prof
+
+    real, calls = prof._record, []
+
+    def third_interrupts(key, *a, **kw):
+        calls.append(key)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(key, *a, **kw)
+    monkeypatch.setattr(prof, "_record", third_interrupts)
+    store = tmp_path / "m.sqlite"
+    keys = ["ti6.0-5", "b6.0-5", "ti6.0-2+b6.3-5"]
+    rc, _, err = _profile(capsys, "--target", "cpu", "--runtime", "onnxruntime", "--pool", str(tiny_pool),
+                          "--store", str(store), *[a for k in keys for a in ("--descendant", k)], *FAST)
+    assert rc == 130 and "interrupted" in err
+    assert "the 2 model(s) measured before it are stored" in caplog.text
+    with MeasurementStore(store) as s:
+        assert sorted(r.descendant_key for r in s.records(target="cpu")) == sorted(keys[:2])
+
+
 def test_stock_timm_model(tmp_path, capsys):
     rc, out, _ = _profile(capsys, "--target", "cpu", "--runtime", "torch", "--model", "lgp_test_tiny", "--store",
                           str(tmp_path / "m.sqlite"), "--json", *FAST)

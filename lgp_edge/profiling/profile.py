@@ -84,19 +84,22 @@ def _example(subject: Subject, batch: int) -> torch.Tensor:
 
 def measure_items(subject: Subject, items: Sequence[Item], target: TargetSpec, runtime: str, precision: str,
                   settings: MeasureSettings, *, reporter: Reporter = NULL, targets_dir: str | None = None,
-                  what: str = "measuring") -> list[LatencyRecord]:
-    """Measure ``items`` on the target; returns records (the caller stores them)."""
+                  what: str = "measuring", done: list[LatencyRecord] | None = None) -> list[LatencyRecord]:
+    """Measure ``items`` on the target; returns records (the caller stores them). Each model timed on its own
+    (one round, or a board) is appended to ``done`` as soon as it is measured, so a caller that is interrupted
+    can keep what was measured; interleaved rounds give records only at the end."""
     check_request(target, runtime, precision, measuring=True)
+    done = [] if done is None else done
     if target.connection.kind == "local":
         try:
-            return _measure_local(subject, items, target, runtime, precision, settings, reporter, what)
+            return _measure_local(subject, items, target, runtime, precision, settings, reporter, what, done)
         except (MemoryError, RuntimeError) as exc:
             if not _out_of_resources(exc):
                 raise
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise UsageError(f"{runtime} could not run batch {settings.batch} with {settings.threads} threads on "
                              f"this host ({first}): use a smaller --batch or --threads") from None
-    return _measure_remote(subject, items, target, precision, settings, reporter, targets_dir, what)
+    return _measure_remote(subject, items, target, precision, settings, reporter, targets_dir, what, done)
 
 
 def _out_of_resources(exc: BaseException) -> bool:
@@ -107,14 +110,14 @@ def _out_of_resources(exc: BaseException) -> bool:
 
 
 def _measure_local(subject: Subject, items: Sequence[Item], target: TargetSpec, runtime: str, precision: str,
-                   settings: MeasureSettings, reporter: Reporter, what: str) -> list[LatencyRecord]:
+                   settings: MeasureSettings, reporter: Reporter, what: str,
+                   out: list[LatencyRecord]) -> list[LatencyRecord]:
     from lgp_edge.profiling.runtimes import get_runtime
 
     rt = get_runtime(runtime)
     versions = {**rt.versions(), **host_versions()}
     x = _example(subject, settings.batch)
     opset = min(17, target.max_opset)
-    out = []
     if settings.rounds > 1:
         return _measure_local_interleaved(subject, items, target, runtime, precision, settings, reporter, what)
     with tempfile.TemporaryDirectory(prefix="lgp-edge-profile-") as tmp, \
@@ -178,14 +181,13 @@ def _timed(rt: Any, prepared: Sequence[Any], settings: MeasureSettings, on_round
 
 def _measure_remote(subject: Subject, items: Sequence[Item], target: TargetSpec, precision: str,
                     settings: MeasureSettings, reporter: Reporter, targets_dir: str | None,
-                    what: str) -> list[LatencyRecord]:
+                    what: str, out: list[LatencyRecord]) -> list[LatencyRecord]:
     from lgp_edge.profiling import remote
 
     kind, runtime = target.connection.kind, target.runtime
     binary = _check_remote(target, precision)
     transport = remote.transport_for(target.connection, target.extra)
     x = _example(subject, settings.batch)
-    out: list[LatencyRecord] = []
     with tempfile.TemporaryDirectory(prefix="lgp-edge-remote-") as tmp, remote.RemoteSession(transport) as sess, \
             reporter.task(f"{what} on {target.name} ({runtime} over {kind})", len(items)) as task:
         machine = _board_machine(sess, target)

@@ -178,8 +178,17 @@ def _profile_into(run: _Run, req: ProfileRequest, store: Any) -> tuple[list[Any]
         records = rows = prof.predict_items(run.subject, predictor, run.settings)  # each names its calibration
     else:
         predictor = check = None
-        records = rows = prof.measure_items(run.subject, run.subject.items, run.target, run.runtime, run.precision,
-                                            run.settings, reporter=run.reporter, targets_dir=run.targets_dir)
+        done: list[Any] = []
+        try:
+            records = rows = prof.measure_items(run.subject, run.subject.items, run.target, run.runtime,
+                                                run.precision, run.settings, reporter=run.reporter,
+                                                targets_dir=run.targets_dir, done=done)
+        except BaseException as exc:  # Ctrl-C or SIGTERM: keep the models measured so far (an hour on a board)
+            if done and not isinstance(exc, Exception):
+                store.put_many(done)
+                log.warning("interrupted: the %d model(s) measured before it are stored (%s)", len(done),
+                            ", ".join(r.descendant_key for r in done))
+            raise
     store.put_many(rows)
     return records, predictor, check, store.rows_added - before
 
