@@ -127,6 +127,20 @@ def test_runs_under_other_runtime_versions_are_not_mixed_into_the_median():
     assert "4 run(s) under other tool versions left out" in agg.tool_versions["aggregate"]
 
 
+def test_one_calm_run_beside_noisy_ones_says_the_noisy_ones_were_left_out():
+    """One calm run and two noisy ones: the latency note read "one run of 50", hiding the runs left out."""
+    import dataclasses
+
+    calm = rec(median=1.0, when="2026-01-01T00:00:00+00:00")
+    noisy = [dataclasses.replace(rec(median=3.0, when=f"2026-01-0{i}T00:00:00+00:00"), noisy=True, cv=0.5)
+             for i in (2, 3)]
+    (agg,) = robust_measured([calm, *noisy]).values()
+    assert agg.median_ms == 1.0 and not agg.noisy
+    assert agg.tool_versions["aggregate"] == "median of 1 recent run(s) (2 noisy left out)"
+    (alone,) = robust_measured([calm]).values()
+    assert alone == calm  # a single run is itself
+
+
 def test_local_runs_record_the_host_they_ran_on(tmp_path):
     """Target 'cpu' is whatever machine ran the profile: a store shared between machines must tell them apart."""
     from lgp_edge.profiling.session import ProfileRequest, run_profile

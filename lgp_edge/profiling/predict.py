@@ -276,7 +276,7 @@ def robust_measured(records: Sequence[LatencyRecord], recent: int = RECENT_RUNS)
         other = len(recent_rows) - len(last)
         calm = [r for r in last if not r.noisy]
         use = calm or last
-        if len(use) == 1 and not other:
+        if len(recent_rows) == 1:  # one run: itself (with runs left out, the aggregate's note says which)
             out[k] = use[0]
             continue
         med = statistics.median(r.median_ms for r in use)
