@@ -440,8 +440,15 @@ def test_host_calibration_measured_once_then_read_from_the_store(tmp_path, monke
         assert again == first and len(calls) == 1
         assert store.host_calibration(first.calibration)["fingerprint_of"]["threads"] == 1
     with MeasurementStore(path) as store:
-        roofline.roofline_for(cpu, "fp32", 1, runtime="onnxruntime", store=store, refresh=True)  # --calibrate
+        third = roofline.roofline_for(cpu, "fp32", 1, runtime="onnxruntime", store=store, refresh=True)  # --calibrate
     assert len(calls) == 2
+    # a prediction names the calibration it came from, not only the host: two calibrations of one host (other
+    # numbers, other predictions) had one id, so two manifests with different latencies could not be told apart
+    from lgp_edge.profiling.predict import Predictor
+
+    ids = [Predictor("roofline", "cpu", "onnxruntime", "fp32", roofline=r).calibration_id for r in (first, third)]
+    assert all(i.startswith(first.calibration + "@") for i in ids)
+    assert ids[0] == f"{first.calibration}@{first.calibrated_utc}" and third.calibrated_utc >= first.calibrated_utc
 
 
 def test_history_is_aggregated_and_noisy_runs_never_decide(pool, tmp_path):

@@ -216,7 +216,10 @@ class Predictor:
         if self.calibration is not None:
             return self.calibration.ident
         assert self.roofline is not None
-        return self.roofline.calibration or f"declared:{self.target}"
+        r = self.roofline
+        if r.calibration:  # the host and the time of its calibration: another calibration, other numbers
+            return f"{r.calibration}@{r.calibrated_utc}" if r.calibrated_utc else r.calibration
+        return f"declared:{self.target}"
 
     @property
     def spread_source(self) -> str:

@@ -176,6 +176,7 @@ class Roofline:
     p99_ratio: float = 1.0
     spread_source: str = ""  # where the dispersion model came from
     calibration: str = ""  # id of the host calibration it came from ("" for declared facts)
+    calibrated_utc: str = ""  # when that host calibration was measured
 
     def _mem_s(self, nbytes: float, in_cache: bool) -> float:
         if in_cache and self.cache_gbps > 0:
@@ -219,6 +220,7 @@ def roofline_for(target: TargetSpec, precision: str, threads: int, *, runtime: s
         source = f"host calibration {facts.fingerprint} ({rt} fp32 GEMM, {threads} threads, {facts.measured_utc})"
         extra = {"llc_bytes": facts.llc_bytes, "cache_gbps": facts.cache_gbps, "p90_ratio": facts.p90_ratio,
                  "p99_ratio": facts.p99_ratio, "calibration": facts.fingerprint,
+                 "calibrated_utc": facts.measured_utc,
                  "spread_source": f"measured: this host's run-to-run dispersion ({facts.fingerprint})"}
         if facts.dispersion_busy:
             extra.update(p90_ratio=DEFAULT_SPREAD[0], p99_ratio=DEFAULT_SPREAD[1],
