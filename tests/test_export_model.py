@@ -132,6 +132,28 @@ def test_stock_timm_vit_without_data_is_a_labelled_numerical_check(tmp_path: Pat
     # the resize the manifest's timm config describes (bicubic, crop_pct 0.9), not "the whole image, no crop"
     assert "Resize the shorter side to 35 pixels (bicubic), then crop the central 32 x 32" in text
     assert "no crop" not in text
+    # ... and the Python snippet does that transform (it resized the whole image, bilinear)
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    import onnxruntime as ort
+    from PIL import Image
+
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert "scale = 35 / min(img.size)" in code and "Image.BICUBIC" in code and "img.crop(" in code
+    rgb = np.random.default_rng(0).integers(0, 256, (50, 40, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "photo.png")
+    shutil.copyfile(out / "model.onnx", tmp_path / "model.onnx")
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    img = Image.fromarray(rgb).resize((35, round(50 * 35 / 40)), Image.BICUBIC)  # timm's eval transform by hand
+    left, top = (img.width - 32) // 2, (img.height - 32) // 2
+    x = (np.asarray(img.crop((left, top, left + 32, top + 32)), np.float32) / 255 - pre["mean"]) / pre["std"]
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    want = sess.run(None, {"input": x.transpose(2, 0, 1)[None].astype(np.float32)})[0][0]
+    assert res.stdout.split() == ["photo.png", pre["labels"][int(want.argmax())]]
 
 
 @pytest.mark.parametrize(("args", "message"), [

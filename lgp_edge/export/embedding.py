@@ -201,19 +201,45 @@ def _precision_note(a: dict[str, Any], n_images: int, host: str = "") -> str:
     return ""
 
 
-def _resize_step(m: dict[str, Any], size: int) -> str:
-    """How an image reaches the input size: what lgp-edge's loaders do (the whole image, no crop), or for a
-    timm model whose preprocessing comes from its pretrained_cfg, timm's evaluation transform (the manifest
-    records its interpolation, crop_pct and crop_mode; the doc said "no crop" beside them)."""
+def _timm_crop(m: dict[str, Any]) -> tuple[float, str] | None:
+    """(crop_pct, interpolation) of a timm model whose preprocessing comes from its pretrained_cfg and whose
+    evaluation transform is a centre crop, else None (lgp-edge's loaders: the whole image, no crop)."""
     model = m.get("model") or {}
     cfg = model.get("timm_pretrained_cfg") or {}
     pct = cfg.get("crop_pct")
     if model.get("preprocess_from") == "timm pretrained_cfg" and isinstance(pct, (int, float)) and 0 < pct < 1 \
             and cfg.get("crop_mode", "center") == "center":
-        return (f"Resize the shorter side to {int(size / pct)} pixels ({cfg.get('interpolation', 'bilinear')}), "
-                f"then crop the central {size} x {size} (timm's evaluation transform for this model: crop_pct "
-                f"{pct:g}).")
+        return float(pct), str(cfg.get("interpolation") or "bilinear")
+    return None
+
+
+def _resize_step(m: dict[str, Any], size: int) -> str:
+    """How an image reaches the input size: what lgp-edge's loaders do (the whole image, no crop), or for a
+    timm model whose preprocessing comes from its pretrained_cfg, timm's evaluation transform (the manifest
+    records its interpolation, crop_pct and crop_mode; the doc said "no crop" beside them)."""
+    crop = _timm_crop(m)
+    if crop is not None:
+        pct, interp = crop
+        return (f"Resize the shorter side to {int(size / pct)} pixels ({interp}), then crop the central {size} x "
+                f"{size} (timm's evaluation transform for this model: crop_pct {pct:g}).")
     return f"Resize the whole image to {size} x {size} (bilinear, no crop)."
+
+
+_PIL_FILTERS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST", "lanczos": "LANCZOS"}
+
+
+def _resize_code(m: dict[str, Any], size: int) -> str:
+    """The Python snippet's lines for ``_resize_step`` (inside ``prepare``, on a PIL image ``img``)."""
+    crop = _timm_crop(m)
+    if crop is None:
+        return "img = img.resize((size, size), Image.BILINEAR)  # the whole image, no crop"
+    pct, interp = crop
+    short = int(size / pct)
+    return (f"scale = {short} / min(img.size)  # the shorter side to {short} pixels, then the central size x size\n"
+            f"    img = img.resize((round(img.width * scale), round(img.height * scale)), "
+            f"Image.{_PIL_FILTERS.get(interp, 'BILINEAR')})\n"
+            "    left, top = (img.width - size) // 2, (img.height - size) // 2\n"
+            "    img = img.crop((left, top, left + size, top + size))")
 
 
 def _tensor(doc: _Doc) -> str:
@@ -259,7 +285,7 @@ def _python(doc: _Doc) -> str:
     else:
         paths = 'paths = ["photo.png"]  # any number of images per call (a dynamic batch)'
     return _section("python", onnx=doc.arts[onnx_like]["path"], input=io["input"], threads=threads_line,
-                    paths=paths)
+                    paths=paths, resize=_resize_code(doc.manifest, doc.pre["img_size"]))
 
 
 def _kotlin(doc: _Doc) -> str:
