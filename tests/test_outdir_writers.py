@@ -219,6 +219,28 @@ def test_a_second_finetune_of_one_pool_is_refused_while_the_first_runs(tiny_pool
     assert first.returncode == 143
 
 
+def test_pool_eval_is_refused_while_another_lgp_edge_writes_the_pool(tiny_pool, tmp_path, capsys):
+    """pool eval took no lock: run during a pool finetune of the same pool, it wrote the old manifest (old weights'
+    sha256) beside the new weights, and the pool no longer loaded; both exited 0."""
+    pool = tmp_path / "pool"
+    shutil.copytree(tiny_pool, pool)
+    before = (pool / "pool.json").read_bytes()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom lgp_edge.outdir import output_lock\n"
+                               f"with output_lock({str(pool)!r}):\n    print('held', flush=True)\n"
+                               "    time.sleep(60)"], env=_env(tmp_path), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rc, err = run_cli(["pool", "eval", str(pool), "--data", "synthetic", "--max-images", "8", "--quiet"], capsys)
+        assert rc == 2 and "being written by another lgp-edge" in error_lines(err)[0], err
+        assert (pool / "pool.json").read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    rc, err = run_cli(["pool", "eval", str(pool), "--data", "synthetic", "--max-images", "8", "--quiet"], capsys)
+    assert rc == 0, err
+    assert not (tmp_path / ".pool.lock").exists()
+
+
 def test_resume_and_in_place_fine_tuning_never_replace_the_current_directory(tmp_path, monkeypatch):
     from lgp_edge.outdir import check_resume_dir, claim_in_place, release
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from lgp_edge.datasets import ImageData, check_data_name, open_for_pool
 from lgp_edge.errors import DataError, UsageError
 from lgp_edge.fileio import write_json_atomic_all
-from lgp_edge.outdir import check_in_place
+from lgp_edge.outdir import check_in_place, output_lock, real_out
 from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, load_pool
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import DescendantRecord
@@ -49,8 +51,24 @@ def instance_top1(path: str | Path, data: str, *, max_images: int | None = None,
             for d in pool.descendants() if not d.stitches}
 
 
+def _writer_lock(path: str | Path) -> AbstractContextManager[None]:
+    """The pool's writer lock (the one ``pool finetune`` and ``pool stitch`` hold while they replace it), so an
+    evaluation is refused while another lgp-edge writes the pool, and the reverse, instead of writing the old
+    manifest beside new weights. A pool whose folder's parent cannot be written needs none: no lgp-edge can
+    replace it."""
+    real = real_out(path)
+    return output_lock(real) if os.access(real.parent, os.W_OK) else nullcontext()
+
+
 def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_images: int | None = None,
                   reporter: Reporter = NULL, device: str = "cpu") -> PoolManifest:
+    with _writer_lock(path):
+        return _evaluate_pool(path, data, batch_size=batch_size, max_images=max_images, reporter=reporter,
+                              device=device)
+
+
+def _evaluate_pool(path: str | Path, data: str, *, batch_size: int, max_images: int | None, reporter: Reporter,
+                   device: str) -> PoolManifest:
     pool, manifest, ds = _pool_and_data(path, data)
     check_in_place(path, swapped=False)  # the results are written into the pool: find out before evaluating
     if len(ds.val) == 0:
