@@ -49,6 +49,20 @@ def test_duplicate_widths_are_refused(action: str, root: Path, capsys: pytest.Ca
     assert_refused(root, argv, "--widths names 'ti' twice", capsys)
 
 
+def test_a_pool_of_one_width_is_refused_before_any_work(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--widths ti distilled, then failed in the stitch step with a traceback (exit 1), leaving a checkpoint."""
+    assert_refused(root, ["pool", "build", *RANDOM, *FAST, "--out", str(root / "X"), "--widths", "ti"],
+                   "--widths ti is one width", capsys)
+
+
+@pytest.mark.parametrize("command", ["ancestry train", "pool build"])
+def test_resume_with_force_is_refused(command: str, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """'ancestry train --resume --force' resumed and ignored --force."""
+    argv = {"ancestry train": ["ancestry", "train", "--ancestry", "lgp_test_tiny", *FAST],
+            "pool build": ["pool", "build", *RANDOM, *FAST]}[command]
+    assert_refused(root, [*argv, "--out", str(root / "X"), "--resume", "--force"], "pass one", capsys)
+
+
 # --------------------------------------------------------------------------- 2. --workers out of bounds
 def _workers_commands(root: Path, pool: Path) -> dict[str, list[str]]:
     out = str(root / "X")

@@ -102,6 +102,8 @@ def train_config(args: argparse.Namespace):
         raise UsageError("--epochs and --batch-size must be positive")
     if args.save_every < 0:
         raise UsageError("--save-every must be 0 or positive")
+    if getattr(args, "resume", False) and getattr(args, "force", False):
+        raise UsageError("--resume continues the run in the output directory and --force starts over; pass one")
     if not 0 <= args.workers <= max_workers():
         raise UsageError(f"--workers must be in 0..{max_workers()} (max(64, 4 x the {os.cpu_count() or 1} CPUs)), "
                          f"got {args.workers}")

@@ -78,6 +78,10 @@ def _check(req: BuildRequest) -> None:
     if req.stitch_steps < 0 or not (0 < req.stitch_lr < 1):
         raise UsageError("--stitch-steps must be >= 0 and --stitch-lr in (0, 1)")
     check_widths(req.widths)
+    if len(req.widths) < 2:
+        raise UsageError(f"--widths {','.join(req.widths)} is one width: a pool stitches a narrower model's blocks "
+                         "into a wider one's, so it needs two or more (e.g. --widths ti,b); to distil one model "
+                         "alone use 'lgp-edge pool distill --models NAME'")
     check_width_epochs(dict(req.width_epochs), req.widths)
     if req.chains not in ("pairs", "tsb"):
         raise UsageError("--chains must be 'pairs' or 'tsb'")
