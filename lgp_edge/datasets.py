@@ -327,6 +327,17 @@ def open_for_pool(name: str, manifest: Any) -> ImageData:
     return data
 
 
+def open_for_training_pool(name: str, manifest: Any, command: str) -> ImageData:
+    """``open_for_pool`` for a command that trains the pool in place (``pool finetune``, ``pool stitch``): synthetic
+    images are refused for a pool trained on real data, whose weights they would replace with ones fitted to noise
+    while its pool.json still named the real data."""
+    if name == "synthetic" and manifest.data != "synthetic":
+        raise UsageError(f"{command} trains the pool in place, and it was trained on {manifest.data}: synthetic "
+                         f"images would replace its weights with ones fitted to noise; use --data {manifest.data} "
+                         "(for a smoke test, copy the pool first and use the copy)")
+    return open_for_pool(name, manifest)
+
+
 def check_labels(info: DataInfo, labels: tuple[str, ...], model_data: str) -> None:
     """Real data must have the classes, in the order, that the model was trained on (``labels``, from
     ``model_data``); otherwise its logits are scored against other labels and the top-1 is silently wrong

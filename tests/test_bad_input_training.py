@@ -63,6 +63,20 @@ def test_resume_with_force_is_refused(command: str, root: Path, capsys: pytest.C
     assert_refused(root, [*argv, "--out", str(root / "X"), "--resume", "--force"], "pass one", capsys)
 
 
+@pytest.mark.parametrize("action", ["finetune", "stitch"])
+def test_a_real_data_pool_is_not_trained_on_synthetic_images(action: str, root: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """pool finetune of the demo pool on --data synthetic replaced its weights with noise-fitted ones (top-1 10-15%)
+    while pool.json still said fashion-mnist; pool stitch likewise."""
+    from lgp_edge.pool.pool import demo_pool_dir
+
+    pool = root / "demo"
+    shutil.copytree(demo_pool_dir(), pool)
+    flags = ["--data", "synthetic", "--init", "lstsq", "--quiet"] if action == "stitch" else FAST
+    line = assert_refused(root, ["pool", action, str(pool), *flags], "trained on fashion-mnist", capsys)
+    assert "--data fashion-mnist" in line
+
+
 # --------------------------------------------------------------------------- 2. --workers out of bounds
 def _workers_commands(root: Path, pool: Path) -> dict[str, list[str]]:
     out = str(root / "X")

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lgp_edge.datasets import check_data_name, open_for_pool
+from lgp_edge.datasets import check_data_name, open_for_training_pool
 from lgp_edge.errors import UsageError
 from lgp_edge.models.plan import descendant_flops
 from lgp_edge.outdir import claim_in_place
@@ -75,7 +75,7 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
                          "distils from; rebuild it with 'lgp-edge pool build'")
     teacher = load_pool_ancestry(req.pool, manifest)
     carried_files(req.pool, exclude=("ancestry.safetensors",))  # what the new pool keeps: now, not after training
-    data = open_for_pool(req.data, manifest)  # other classes: wrong labels, silently
+    data = open_for_training_pool(req.data, manifest, "pool finetune")  # other classes: wrong labels, silently
     init = req.init
     stitch_epochs = max(req.stitch_epochs, 1) if init == "lstsq-kd" else req.stitch_epochs
     resuming_stitch = req.resume and (Path(req.pool) / STITCH_CKPT / "state.json").is_file()

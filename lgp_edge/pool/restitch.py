@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from lgp_edge.datasets import check_data_name, open_for_pool
+from lgp_edge.datasets import check_data_name, open_for_training_pool
 from lgp_edge.errors import UsageError
 from lgp_edge.outdir import claim_in_place
 from lgp_edge.pool.evaluate import DESCENDANTS
@@ -76,7 +76,7 @@ def restitch_pool(req: RestitchRequest, cfg: TrainConfig, reporter: Reporter = N
     claim_in_place(req.pool)  # the pool is replaced in place: one writer at a time, never the current directory
     pool, manifest = load_pool(req.pool)
     carried_files(req.pool)  # the files the new pool keeps are checked now, not after the fit
-    data = open_for_pool(req.data, manifest)  # lstsq-kd trains against the logits: the pool's classes
+    data = open_for_training_pool(req.data, manifest, "pool stitch")  # lstsq-kd: against the logits, its classes
     t0 = time.time()
     used = apply_init(pool, manifest, req.pool, req.init, data, lstsq_images_n=req.lstsq_images, seed=cfg.seed)
     entry: dict = {"stage": "stitch-init", "init": req.init, "data": data.info.name}
