@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import CheckpointError
-from lgp_edge.fileio import json_loads, write_atomic, write_text_atomic
+from lgp_edge.fileio import json_loads, sha256_file, write_atomic, write_text_atomic
 
 CKPT_STATE = "state.safetensors"
 CKPT_META = "state.json"
@@ -108,6 +108,7 @@ def save_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer
     path.mkdir(parents=True, exist_ok=True)
     try:
         write_atomic(path / state_file, lambda tmp: save_safetensors(tensors, tmp))
+        meta["state_sha256"] = sha256_file(path / state_file)  # a damaged file is refused at --resume
         write_text_atomic(path / CKPT_META, json.dumps(meta))  # the commit point
     except BaseException:
         if path in created:  # a first checkpoint that failed leaves neither its files nor its folder
@@ -168,8 +169,13 @@ def load_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer
     from safetensors.torch import load_file
 
     meta = read_checkpoint_meta(path, fingerprint, world)
+    state_f = path / meta.get("state_file", CKPT_STATE)
+    want = meta.get("state_sha256")  # absent in checkpoints written before it was recorded
+    if want is not None and sha256_file(state_f) != want:
+        raise CheckpointError(f"checkpoint '{state_f}' is damaged (its sha256 does not match state.json's): resuming "
+                              "from it would continue from other weights; delete it and start again without --resume")
     try:
-        tensors = load_file(str(path / meta.get("state_file", CKPT_STATE)))
+        tensors = load_file(str(state_f))
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"checkpoint '{path}' cannot be read ({str(exc)[:120]}); delete it and start "
                               "again without --resume") from None

@@ -142,6 +142,20 @@ def test_bad_resumes_exit_2_and_write_nothing(runs: dict[str, Path], tmp_path: P
     _refused(["pool", "finetune", str(pool), *RUN, "--resume"], "written by 1 process(es), this run has 2")
     assert _snapshot(pool) == before
 
+    # A checkpoint whose tensors were damaged after it was written (bits flipped in the weights): resuming went on
+    # from other weights and exited 0.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(runs["killed"], damaged)
+    meta = json.loads((damaged / "finetune.ckpt" / "state.json").read_text())
+    state_f = damaged / "finetune.ckpt" / meta["state_file"]
+    data = bytearray(state_f.read_bytes())
+    for i in range(len(data) - 4000, len(data) - 3000):
+        data[i] ^= 1
+    state_f.write_bytes(bytes(data))
+    snap = _snapshot(damaged)
+    _refused(["pool", "finetune", str(damaged), *RUN, "--resume"], "is damaged", capsys)
+    assert _snapshot(damaged) == snap
+
     # The checkpoint moved into another pool: another spec (depth 9) and another ancestry (other weights).
     for name, kw in (("deeper", {"depth": 9}), ("other-ancestry", {"seed": 1})):
         other = make_tiny_pool(tmp_path / name, with_records=False, **kw)
