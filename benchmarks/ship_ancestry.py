@@ -27,7 +27,7 @@ def ship(src: Path, data: str) -> dict:
     from safetensors.torch import save_file
 
     from lgp_edge.datasets import open_data
-    from lgp_edge.fileio import default_mode
+    from lgp_edge.fileio import default_mode, sha256_file
     from lgp_edge.models.ancestry import create_ancestry, read_ancestry_dir, read_state_dict
     from lgp_edge.outdir import atomic_dir, check_output_dir, replace_dir
     from lgp_edge.train import evaluate
@@ -46,7 +46,7 @@ def ship(src: Path, data: str) -> dict:
         ds = open_data(data, img_size=spec.img_size, in_chans=spec.in_chans, num_classes=spec.num_classes)
         top1 = evaluate(model, ds.val, batch_size=512)
         shipped = {**meta, "top1_fp32": meta.get("top1"), "top1": round(top1, 3), "val_images": len(ds.val),
-                   "storage_dtype": "float16",
+                   "storage_dtype": "float16", "weights_sha256": sha256_file(t / "ancestry.safetensors"),
                    "provenance": {"source_run": str(src), "made_by": "python benchmarks/ship_ancestry.py",
                                   "shipped_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
         (t / "ancestry.json").write_text(json.dumps(shipped, indent=1) + "\n")

@@ -8,6 +8,7 @@ error line on stderr (log warnings aside) naming the problem, no traceback, and 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 from pathlib import Path
@@ -75,6 +76,24 @@ def test_a_real_data_pool_is_not_trained_on_synthetic_images(action: str, root: 
     flags = ["--data", "synthetic", "--init", "lstsq", "--quiet"] if action == "stitch" else FAST
     line = assert_refused(root, ["pool", action, str(pool), *flags], "trained on fashion-mnist", capsys)
     assert "--data fashion-mnist" in line
+
+
+def test_an_ancestry_whose_weights_were_changed_is_refused(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """400 bytes of an 'ancestry train' output's weights flipped: pool build loaded them and recorded the
+    ancestry.json's top-1 for the changed model, exit 0."""
+    anc = root / "anc"
+    rc, err = run_cli(["ancestry", "train", "--ancestry", "lgp_test_tiny", *FAST, "--out", str(anc)], capsys)
+    assert rc == 0, err
+    meta = json.loads((anc / "ancestry.json").read_text())
+    assert len(meta["weights_sha256"]) == 64
+    f = anc / "ancestry.safetensors"
+    data = bytearray(f.read_bytes())
+    for i in range(len(data) - 600, len(data) - 200):
+        data[i] ^= 0xFF
+    f.write_bytes(bytes(data))
+    line = assert_refused(root, ["pool", "build", "--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc),
+                                 *FAST, "--out", str(root / "X")], "is damaged or was modified", capsys)
+    assert "ancestry.safetensors" in line
 
 
 # --------------------------------------------------------------------------- 2. --workers out of bounds

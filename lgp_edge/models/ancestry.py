@@ -302,8 +302,10 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
     check_name(name)
     given = {k: v for k, v in dict(num_classes=num_classes, in_chans=in_chans, img_size=img_size).items()
              if v is not None}
-    state = read_state_dict(checkpoint) if checkpoint is not None else None
     meta = read_ancestry_dir(checkpoint) if checkpoint is not None else None
+    if meta is not None and checkpoint is not None:
+        check_recorded_weights(checkpoint, meta)
+    state = read_state_dict(checkpoint) if checkpoint is not None else None
     kwargs = {**recorded_shapes(name, meta), **given}
     try:
         model = timm.create_model(name, pretrained=pretrained and checkpoint is None, **kwargs)
@@ -399,6 +401,20 @@ def default_checkpoint(name: str, checkpoint: str | None, *, pretrained: bool = 
     return None
 
 
+def check_recorded_weights(checkpoint: str | Path, meta: dict[str, Any]) -> None:
+    """The weights beside an ``ancestry.json`` that records their sha256 (``ancestry train`` does) must be those:
+    a changed or damaged file was loaded, and a pool built from it recorded the json's top-1."""
+    want = meta.get("weights_sha256")
+    if want is None:
+        return
+    from lgp_edge.fileio import sha256_file
+
+    f = weights_file(checkpoint)
+    if f.name == "ancestry.safetensors" and sha256_file(f) != want:
+        raise CheckpointError(f"'{f}' is damaged or was modified: its sha256 does not match the ancestry.json beside "
+                              "it; restore it or train the ancestry again")
+
+
 def read_ancestry_dir(path: str | Path) -> dict[str, Any] | None:
     """The ``ancestry.json`` written beside an ancestry checkpoint by ``ancestry train``, if any; else what a
     Hugging Face snapshot's ``config.json`` says of the same things (``hub_config``)."""
@@ -492,6 +508,9 @@ def ancestry_meta_problem(data: dict[str, Any]) -> str | None:
     spec = data.get("spec")
     if spec is not None and not isinstance(spec, dict):
         return f"spec {_json_value(spec)} (an object expected)"
+    sha = data.get("weights_sha256")
+    if sha is not None and not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        return f"weights_sha256 {_json_value(sha)} (a hex SHA-256 expected)"
     problem = _record_problem(data)
     if problem is None and "preprocess" in data:
         problem = _preprocess_problem(data["preprocess"], spec or {})

@@ -55,7 +55,7 @@ class AncestryRequest:
 
 
 def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
-    from lgp_edge.fileio import save_safetensors
+    from lgp_edge.fileio import save_safetensors, sha256_file
 
     if req.resume:
         check_resume_dir(req.out)
@@ -108,6 +108,7 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
         with atomic_dir(req.out) as tmp:
             save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()},
                              os.path.join(tmp, "ancestry.safetensors"))
+            meta["weights_sha256"] = sha256_file(os.path.join(tmp, "ancestry.safetensors"))  # checked on every load
             with open(os.path.join(tmp, "ancestry.json"), "w") as f:
                 json.dump(meta, f, indent=1)
             replace_dir(tmp, req.out)
