@@ -129,8 +129,11 @@ def test_predict_check_reports_mape_on_held_out_descendants(tiny_pool, tmp_path,
         assert len(s.records(target="cpu", source="predicted")) == 18  # so they were replaced, not duplicated
 
 
-def test_calibrating_counts_the_probe_rows_it_writes(tiny_pool, tmp_path, capsys):
-    """`profile --predict --calibrate --json` said rows_written 1 after writing the 9 probes' runs too."""
+def test_calibrating_counts_the_probe_rows_it_writes_and_select_uses_them_at_their_threads(tiny_pool, tmp_path,
+                                                                                           capsys):
+    """`profile --predict --calibrate --json` said rows_written 1 after writing the 9 probes' runs too. And with
+    probes timed at 1 thread and nothing else, select had no way to ask for 1 thread and priced every descendant
+    with the roofline at the target's default thread count: --threads (or a profile's `threads`) asks for it."""
     store = tmp_path / "c.sqlite"
     rc, out, _ = _profile(capsys, "--target", "cpu", "--runtime", "onnxruntime", "--predict", "--calibrate",
                           "--pool", str(tiny_pool), "--store", str(store), "--threads", "1", "--warmup", "1",
@@ -140,6 +143,14 @@ def test_calibrating_counts_the_probe_rows_it_writes(tiny_pool, tmp_path, capsys
         rows = s.records(target="cpu")
     assert sum(r.descendant_key.startswith("probe:") for r in rows) == 9
     assert json.loads(out)["rows_written"] == len(rows) == 10
+    ident = {r.calibration for r in rows if r.source == "predicted"}
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--store", str(store), "--threads", "1",
+                 "--budget-ms", "1000", "--json"]) == 0
+    sel = json.loads(capsys.readouterr().out)
+    assert sel["threads"] == 1 and sel["profile"]["threads"] == 1
+    assert sel["chosen"]["calibration"] in ident and sel["chosen"]["calibration"].startswith("probes:")
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
 
 
 def test_an_interrupted_profile_keeps_the_models_it_measured(tiny_pool, tmp_path, capsys, monkeypatch, caplog):

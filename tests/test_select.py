@@ -316,25 +316,3 @@ def test_a_budget_miss_is_written_with_the_digits_that_show_it(recs: tuple, tiny
     for row in csv.DictReader(io.StringIO(render_csv([entry]))):
         assert (float(row["p90_ms"]) <= float(row["latency_budget_ms"])) == (row["fits_latency"] == "1"), row
         assert (float(row["memory_mb"]) <= float(row["memory_budget_mb"])) == (row["fits_memory"] == "1"), row
-
-
-def test_select_at_the_threads_a_calibration_was_made_at(tiny_pool: Path, tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    """Probes timed at 1 thread, nothing else: select had no way to ask for 1 thread and priced every descendant
-    with the roofline at the target's default thread count. --threads (or a profile's `threads`) asks for it."""
-    from lgp_edge.profiling.store import MeasurementStore
-
-    store = tmp_path / "cal.sqlite"
-    assert main(["profile", "--target", "cpu", "--runtime", "onnxruntime", "--predict", "--calibrate", "--pool",
-                 str(tiny_pool), "--store", str(store), "--threads", "1", "--warmup", "1", "--iters", "5",
-                 "--descendant", "ti6.0-5", "--quiet"]) == 0
-    capsys.readouterr()
-    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--store", str(store), "--threads", "1",
-                 "--budget-ms", "1000", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
-    assert out["threads"] == 1 and out["profile"]["threads"] == 1
-    with MeasurementStore(store) as s:
-        ident = {r.calibration for r in s.records(target="cpu", source="predicted")}
-    assert out["chosen"]["calibration"] in ident and out["chosen"]["calibration"].startswith("probes:")
-    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--threads", "0"]) == 2
-    assert "--threads" in capsys.readouterr().err
