@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lgp_edge.errors import WRITE_ERRNOS, UsageError, write_failed
+from lgp_edge.errors import WRITE_ERRNOS, CheckpointError, UsageError, write_failed
 
 
 def default_mode(directory: bool) -> int:
@@ -199,6 +199,19 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def check_sha256(path: str | Path, expected: str, *, recorded_in: str, fix: str) -> None:
+    """``path``'s bytes must have the SHA-256 ``recorded_in`` holds (``expected``): CheckpointError otherwise, in
+    one line ending with ``fix``, and for a file that cannot be read."""
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        raise CheckpointError(f"'{path}' cannot be read ({exc.strerror or exc}); fix its permissions or restore "
+                              "it") from None
+    if actual != expected:
+        raise CheckpointError(f"'{path}' is damaged or was modified: sha256 {actual[:12]}… does not match "
+                              f"{recorded_in} ({expected[:12]}…); {fix}")
 
 
 def imagefolder_path(name: str) -> str:

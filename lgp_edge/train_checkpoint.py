@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import CheckpointError
-from lgp_edge.fileio import json_loads, sha256_file, write_atomic, write_text_atomic
+from lgp_edge.fileio import check_sha256, json_loads, sha256_file, write_atomic, write_text_atomic
 
 CKPT_STATE = "state.safetensors"
 CKPT_META = "state.json"
@@ -171,9 +171,9 @@ def load_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer
     meta = read_checkpoint_meta(path, fingerprint, world)
     state_f = path / meta.get("state_file", CKPT_STATE)
     want = meta.get("state_sha256")  # absent in checkpoints written before it was recorded
-    if want is not None and sha256_file(state_f) != want:
-        raise CheckpointError(f"checkpoint '{state_f}' is damaged (its sha256 does not match state.json's): resuming "
-                              "from it would continue from other weights; delete it and start again without --resume")
+    if want is not None:
+        check_sha256(state_f, want, recorded_in="its state.json", fix="resuming from it would continue from other "
+                     "weights; delete it and start again without --resume")
     try:
         tensors = load_file(str(state_f))
     except Exception as exc:  # safetensors raises its own error types

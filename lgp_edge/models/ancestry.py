@@ -407,12 +407,11 @@ def check_recorded_weights(checkpoint: str | Path, meta: dict[str, Any]) -> None
     want = meta.get("weights_sha256")
     if want is None:
         return
-    from lgp_edge.fileio import sha256_file
+    from lgp_edge.fileio import check_sha256
 
     f = weights_file(checkpoint)
-    if f.name == "ancestry.safetensors" and sha256_file(f) != want:
-        raise CheckpointError(f"'{f}' is damaged or was modified: its sha256 does not match the ancestry.json beside "
-                              "it; restore it or train the ancestry again")
+    if f.name == "ancestry.safetensors":
+        check_sha256(f, want, recorded_in="the ancestry.json beside it", fix="restore it or train the ancestry again")
 
 
 def read_ancestry_dir(path: str | Path) -> dict[str, Any] | None:

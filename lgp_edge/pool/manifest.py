@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import CheckpointError, UsageError
-from lgp_edge.fileio import json_loads, sha256_file
+from lgp_edge.fileio import check_sha256, json_loads
 from lgp_edge.models.plan import descendant_flops, descendant_params, enumerate_descendants, pool_shapes
 from lgp_edge.outdir import recover_unlocked
 from lgp_edge.specs import (
@@ -333,14 +333,7 @@ def verified_file(path: str | Path, manifest: PoolManifest, name: str) -> Path:
     expected = manifest.files.get(name)
     if expected is None or not f.is_file():
         raise CheckpointError(f"pool '{path}' has no {name}")
-    try:
-        actual = sha256_file(f)
-    except OSError as exc:
-        raise CheckpointError(f"'{f}' cannot be read ({exc.strerror or exc}); fix its permissions or restore it") \
-            from None
-    if actual != expected:
-        raise CheckpointError(f"'{f}' is damaged or was modified: sha256 {actual[:12]}… does not match "
-                              f"pool.json ({expected[:12]}…); restore it or rebuild the pool")
+    check_sha256(f, expected, recorded_in="pool.json", fix="restore it or rebuild the pool")
     return f
 
 
