@@ -75,15 +75,19 @@ VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "no-anchors": ({"anchors": False}, "only the drawn descendant in each step (the paper's)"),
     "lr-1e-3": ({"lr": 1e-3}, "twice the replication's learning rate"),
 }
-REPLICATIONS = "the replication's"
 S_RANGE = ("s", "s->b")  # SN-Net families where the replication's front falls behind
+
+
+def method_widths(m: dict[str, Any]) -> tuple[str, ...]:
+    """The widths of a replication or pool_widths.py method entry (the paper's Ti/B where it records none)."""
+    return tuple(m.get("widths") or PAPER_WIDTHS)
 
 
 def distilled_dir(r: dict[str, Any], method: str, pools_root: Path) -> Path:
     """The distilled pool a replication method was stitched and fine-tuned from (``lgp-d{depth}-distilled`` beside
     its pool directory), checked against the instances' top-1 the replication recorded right after distillation."""
     m = r["methods"][method]
-    widths = tuple(m.get("widths") or PAPER_WIDTHS)
+    widths = method_widths(m)
     tag = widths_tag(widths)
     path = pools_root / Path(m["pool_dir"]).parent / distilled_pool_name(m["depth"], widths)
     inst = path / "instances.json"
@@ -92,8 +96,9 @@ def distilled_dir(r: dict[str, Any], method: str, pools_root: Path) -> Path:
         raise BenchmarkInputError(f"distilled pool {path} of {method} not found: run benchmarks/{source} here "
                                   "first, or point --pools-root at the checkout that ran it")
     if json.loads(inst.read_text()) != m["instances_after_distill"]:
+        whose = "its" if tag else "the replication's"
         raise BenchmarkInputError(f"{path}: its instances' top-1 differ from what {source} recorded for "
-                                  f"{method}: not {'its' if tag else 'the replication' + chr(39) + 's'} distilled pool")
+                                  f"{method}: not {whose} distilled pool")
     return path
 
 
@@ -177,8 +182,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                   + ("pass the --depths it has" if args.pools_from
                                      else "rerun paper_replication.py without --stages"))
     distilled = {m: distilled_dir(r, m, Path(args.pools_root)) for m in methods}
-    sub = {m: "_".join(filter(None, (m, widths_tag(tuple(r["methods"][m].get("widths") or PAPER_WIDTHS)))))
-           for m in methods}  # cache directory names
+    sub = {m: "_".join(filter(None, (m, widths_tag(method_widths(r["methods"][m]))))) for m in methods}  # caches
     work = Path(args.work)
     t0 = time.time()
     results: dict[tuple[str, str], dict[str, Any]] = {}
@@ -246,6 +250,7 @@ def summarise(r: dict[str, Any], rep_path: Path, methods: list[str], results: di
 def render_markdown(x: dict[str, Any], json_path: str) -> str:
     b = x["budget"]
     wall = sum(p["wall_s"] for v in x["variants"] for p in (v.get("pools") or {}).values())
+    recipe_of = "the replication's" if x.get("pools_from") else "its"
     lines = [
         f"{'QUICK RUN (smoke settings; not a result). ' if x['quick'] else ''}"
         f"`{x['command'].strip()}` ({x['cpu']}, code {x['code_version']}, {x['date']}{stages_note(x)}): "
@@ -253,7 +258,7 @@ def render_markdown(x: dict[str, Any], json_path: str) -> str:
            f"`{x['pools_from']['path']}` (depths {', '.join(m.split('_')[1][1:] for m in x['methods'])}), stitched "
            "as they were" if x.get("pools_from") else
            f"the replication's distilled pools ({', '.join(x['methods'])}), stitched as it did")
-        + f" ({b['default_init']}), fine-tuned for {REPLICATIONS if x.get('pools_from') else 'its'} "
+        + f" ({b['default_init']}), fine-tuned for {recipe_of} "
         f"{b['finetune_epochs']} epoch(s) with one change of its recipe (lr {b['lr']}, instances "
         f"x{b['instance_lr_scale']}, anchors {'on' if b['anchors'] else 'off'}, "
         f"{b.get('sampling', 'uniform')} sampling) per row; "
