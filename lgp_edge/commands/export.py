@@ -122,7 +122,7 @@ def _headline_top1(mf: dict) -> str:
     words = own_top1_words(mf)
     files = ""
     if words:
-        files = f"; on the {mf['validation']['images']:,} validation images: {words[1]}"
+        files = f"; on the {mf['validation']['images']:,} validation images: {words}"
     if d["top1"] is None:
         return text + (f" ({files[2:]})" if files else "")
     return f"{text} ({pool_top1_of(mf)}{files})"

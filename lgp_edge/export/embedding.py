@@ -147,7 +147,7 @@ def _top1(m: dict[str, Any]) -> str:
     files = ""
     if words:
         files = (f"; on this export's {v['images']:,} {v['data']} validation images: torch fp32 "
-                 f"{v['torch_top1']:.2f}%, {words[1]}")
+                 f"{v['torch_top1']:.2f}%, {words}")
     if d.get("top1") is not None:
         return f"{d['top1']:.2f}% ({pool_top1_of(m)}{files})" if low_precision(m) else f"{d['top1']:.2f}%"
     if files:
@@ -263,6 +263,11 @@ def _tensor(doc: _Doc) -> str:
                         if lowp else ""))
 
 
+def _batch(io: dict[str, Any]) -> str:
+    """The batch dimension of an artifact's input (``io``'s "NxCxHxW" shape): a number, or a dynamic batch's name."""
+    return io["shape"].split("x")[0]
+
+
 def _python(doc: _Doc) -> str:
     onnx_like = "onnx" if "onnx" in doc.arts else ("tensorrt" if "tensorrt" in doc.arts else None)
     if onnx_like is None:
@@ -276,7 +281,7 @@ def _python(doc: _Doc) -> str:
         if runtime:
             threads_line += f" (the manifest's latency is {runtime}'s, on {doc.manifest['target']['name']})"
     io = doc.io(onnx_like)
-    batch = io["shape"].split("x")[0]
+    batch = _batch(io)
     if batch.isdigit() and int(batch) > 1:
         paths = (f'paths = [f"photo{{i}}.png" for i in range({batch})]  # the model takes exactly {batch} images '
                  "per call")
@@ -303,7 +308,7 @@ def _kotlin(doc: _Doc) -> str:
         int_ops = a["note"].split("integer operators in the .ort: ", 1)[-1].split(";")[0]
     threads = (doc.manifest.get("selection") or {}).get("threads")
     converter = a.get("versions", {}).get("onnxruntime", "")
-    batch = t["shape"].split("x")[0]
+    batch = _batch(t)
     if batch.isdigit() and int(batch) > 1:
         call = (f"val perImage = classifier.classifyAll(bitmaps)  // exactly {batch} bitmaps per call: the batch "
                 "this model was exported for")

@@ -209,10 +209,10 @@ def own_top1(manifest: dict[str, Any]) -> list[tuple[str, str, float, str]]:
             and a["validation"].get("top1_artifact") is not None]
 
 
-def own_top1_words(manifest: dict[str, Any], code: bool = False) -> tuple[str, str] | None:
-    """``own_top1`` in words: (their precisions, "int8" or "fp16/int8"; "int8 PATH 89.40%, ...", each path in
-    backticks when ``code``), or None when no file below fp32 has its own top-1. A TensorRT artifact is the fp32
-    ONNX its engine is built from: its top-1 is the engine's precision approximated in ONNX Runtime, and says so."""
+def own_top1_words(manifest: dict[str, Any], code: bool = False) -> str | None:
+    """``own_top1`` in words ("int8 PATH 89.40%, ...", each path in backticks when ``code``), or None when no file
+    below fp32 has its own top-1. A TensorRT artifact is the fp32 ONNX its engine is built from: its top-1 is the
+    engine's precision approximated in ONNX Runtime, and says so."""
     own = own_top1(manifest)
     if not own:
         return None
@@ -222,7 +222,7 @@ def own_top1_words(manifest: dict[str, Any], code: bool = False) -> tuple[str, s
         if fmt == "tensorrt":
             return f"the {precision} engine from {q}{path}{q} (approximated in ONNX Runtime) {top1:.2f}%"
         return f"{precision} {q}{path}{q} {top1:.2f}%"
-    return "/".join(sorted({p for _, p, _, _ in own})), ", ".join(item(*o) for o in own)
+    return ", ".join(item(*o) for o in own)
 
 
 def source_data(manifest: dict[str, Any]) -> tuple[str, bool]:
