@@ -458,7 +458,7 @@ def rendered(text: str) -> str:
     return text
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     import argparse
 
     from lgp_edge.fileio import write_text_atomic
@@ -466,7 +466,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 when README.md differs from what the results files render")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     readme = ROOT / "README.md"
     text = readme.read_text()
     new = rendered(text)
