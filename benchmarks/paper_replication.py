@@ -294,6 +294,8 @@ def ancestry_stage(s: dict[str, Any], quick: bool, rep: Any, st: Stages) -> tupl
     cache = Path(s["cache_dir"])
 
     def cfg_for(epochs: int, lr: float, warmup: float, steps: int | None) -> TrainConfig:
+        if warmup >= epochs:  # a run no longer than the warm-up (--ancestry-epochs 1, a 1-epoch cycle): a tenth of it
+            warmup = 0.1 * epochs
         return train_cfg(s, epochs, batch_size=256, lr=lr, warmup_epochs=warmup, max_steps_per_epoch=steps)
 
     chain = [cfg_for(s["ancestry_epochs"], s["ancestry_lr"], s["ancestry_warmup"], s["ancestry_steps"])]

@@ -65,6 +65,19 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast (GPUs; CPUs with AVX512-BF16 or AMX)
     num_workers: int = 0  # DataLoader workers
 
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs) so that the learning rate reaches lr and decays "
+                             f"after it, got {self.warmup_epochs} with epochs {self.epochs}")
+
+    def with_epochs(self, epochs: int) -> TrainConfig:
+        """This run's settings for a phase of ``epochs`` (a stitch-only phase, a width's own budget): its warm-up
+        where it is shorter than the phase, else a tenth of the phase."""
+        warmup = self.warmup_epochs if self.warmup_epochs < epochs else 0.1 * epochs
+        return dataclasses.replace(self, epochs=epochs, warmup_epochs=warmup)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

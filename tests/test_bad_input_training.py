@@ -175,3 +175,27 @@ def test_empty_distilled_is_refused_by_pool_build(root: Path, capsys: pytest.Cap
 def test_lists_named_twice_or_empty_are_refused(argv: list[str], message: str, root: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     assert_refused(root, [*argv, "--out", str(root / "X")], message, capsys)
+
+
+@pytest.mark.parametrize("command", ["ancestry train", "pool build"])
+def test_a_warm_up_as_long_as_the_run_is_refused(command: str, root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--warmup-epochs 2 with --epochs 1 trained the whole run on the warm-up ramp (the learning rate never reached
+    --lr, and no cosine decay followed) and said nothing."""
+    argv = {"ancestry train": ["ancestry", "train", "--ancestry", "lgp_test_tiny", *FAST],
+            "pool build": ["pool", "build", *RANDOM, *FAST]}[command]
+    argv += ["--out", str(root / "X"), "--warmup-epochs", "1"]
+    line = assert_refused(root, argv, "--warmup-epochs 1 is not shorter than --epochs 1", capsys)
+    assert "--lr" in line
+
+
+def test_a_training_config_with_its_warm_up_past_its_end_is_refused() -> None:
+    from lgp_edge.train import TrainConfig
+
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(epochs=1, warmup_epochs=2.0)
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    assert TrainConfig(epochs=2, warmup_epochs=1.5).warmup_epochs == 1.5
+    # a phase of its own (the stitch-only epochs, a width's budget) keeps the run's warm-up where it fits
+    run = TrainConfig(epochs=3, warmup_epochs=1.0)
+    assert run.with_epochs(10).warmup_epochs == 1.0 and run.with_epochs(1).warmup_epochs == pytest.approx(0.1)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from typing import Any
 
 from lgp_edge.commands.common import DATA_HELP, add_json, data_value, int_at_least, name_list, print_json, reporter
@@ -148,11 +147,11 @@ def _snnet(args: argparse.Namespace) -> int:
     single_process("baseline snnet")
     _require(args, "ancestry", "data", "out")
     cfg = train_config(args)
-    anchor_cfg = dataclasses.replace(cfg, epochs=args.anchor_epochs or cfg.epochs)
     from lgp_edge.errors import UsageError
 
-    if anchor_cfg.epochs < 1:
+    if args.anchor_epochs is not None and args.anchor_epochs < 1:
         raise UsageError("--anchor-epochs must be positive")
+    anchor_cfg = cfg.with_epochs(args.anchor_epochs or cfg.epochs)
     if args.distilled and args.anchor_epochs is not None:
         raise UsageError("--distilled takes the anchors as they were distilled: drop --anchor-epochs (give the "
                          "epochs to 'pool distill')")

@@ -100,6 +100,9 @@ def train_config(args: argparse.Namespace):
 
     if args.epochs < 1 or args.batch_size < 1:
         raise UsageError("--epochs and --batch-size must be positive")
+    if args.warmup_epochs >= args.epochs:
+        raise UsageError(f"--warmup-epochs {args.warmup_epochs:g} is not shorter than --epochs {args.epochs}: the "
+                         "learning rate would never reach --lr; give a shorter warm-up or more epochs")
     if args.save_every < 0:
         raise UsageError("--save-every must be 0 or positive")
     if getattr(args, "resume", False) and getattr(args, "force", False):

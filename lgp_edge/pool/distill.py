@@ -199,7 +199,7 @@ def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *
         names = "+".join(i.name for i in group)
         ckpt = Path(out) / ckpt_name(group, single)
         result = fit(objective if single else objective.subset(group), train_set,
-                     cfg if single else dataclasses.replace(cfg, epochs=epochs),
+                     cfg if single else cfg.with_epochs(epochs),
                      description=f"{description} {names}", ckpt_dir=ckpt,
                      resume=resume and (single or (ckpt / "state.json").is_file()),
                      fingerprint=fingerprint if single else content_hash({"run": fingerprint, "group": names,

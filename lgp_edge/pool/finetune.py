@@ -11,7 +11,6 @@ descendants (each recorded in the pool's history): ``stitch_epochs`` of stitch-o
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -89,8 +88,8 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
     t0 = time.time()
     stitch_loss: list[float] = []
     stitch_earlier_s, stitch_resumed = 0.0, None  # the stitch phase's seconds in earlier processes, its resume
-    scfg = dataclasses.replace(cfg, epochs=stitch_epochs)
-    stitch_fp = content_hash({"stage": "finetune-stitch", "cfg": scfg.identity(), **base})
+    scfg = cfg.with_epochs(stitch_epochs) if stitch_epochs else None
+    stitch_fp = content_hash({"stage": "finetune-stitch", "cfg": scfg.identity(), **base}) if scfg else ""
     if stitch_epochs and not resuming_joint:
         stitch = tune_stitches(pool, teacher, data.train, scfg, tau=req.tau, reporter=reporter,
                                ckpt_dir=Path(req.pool) / STITCH_CKPT, resume=resuming_stitch, fingerprint=stitch_fp)
