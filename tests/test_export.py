@@ -524,6 +524,35 @@ def test_validation_failure_exits_1_and_keeps_out_untouched(env: object, tiny_po
     assert not list(tmp_path.glob(".out.tmp-*"))
 
 
+def test_a_passing_export_removes_the_failed_output_an_earlier_run_left(env: object, tiny_pool: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """OUT.failed of an earlier failed run stayed beside the passing export that replaced it, and read as the state
+    of OUT. A passing export removes it when it is lgp-edge's failed export and holds nothing else; one that holds
+    another file is kept, with a warning."""
+    from lgp_edge.export import validate
+
+    out, failed = tmp_path / "out", tmp_path / "out.failed"
+    strict = validate.Tolerance(atol=0.0, rtol=0.0, min_agreement=1.0)
+    for extra in (None, "notes.txt"):
+        normal = validate.TOLERANCES["fp32"]
+        monkeypatch.setitem(validate.TOLERANCES, "fp32", strict)
+        assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx", "--force") == 1
+        assert manifest(failed)["status"] == "failed"
+        if extra:
+            (failed / extra).write_text("the user's")
+        monkeypatch.setitem(validate.TOLERANCES, "fp32", normal)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="lgp_edge"):
+            assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx", "--force") == 0
+        assert manifest(out)["status"] == "passed"
+        if extra is None:
+            assert not failed.exists() and "removed" in caplog.text
+        else:
+            assert (failed / extra).read_text() == "the user's" and manifest(failed)["status"] == "failed"
+            assert "out.failed" in caplog.text and "kept" in caplog.text
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--target", "cpu", "--format", "coreml"], "format 'coreml' is not supported by target 'cpu'"),
     (["--target", "jetson-nano", "--opset", "17"], "above what target 'jetson-nano' parses"),

@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Select the descendant for a profile, export it in the profile's formats into a "
                                    "temporary directory, validate every runnable artifact against torch on real "
                                    "images, then rename the directory to OUT. Exit 1 when a validation fails: OUT "
-                                   "is left untouched and the failed output is kept in OUT.failed.")
+                                   "is left untouched and the failed output is kept in OUT.failed (removed by the next "
+                                   "passing export to OUT).")
     add_profile_args(p)
     add_pool_arg(p)
     p.add_argument("--out", required=True, metavar="DIR",

@@ -5,7 +5,8 @@
 2. ``publish`` writes everything into a temporary directory beside OUT (``stage``), then ``manifest.json``
    last. Every validation passed: the directory is swapped in as OUT (replacing it under ``--force``).
    Any validation failed: OUT is left untouched; the directory becomes ``OUT.failed`` (its manifest says
-   ``"status": "failed"``) for inspection, and ``ValidationFailed`` (exit 1) is raised. An exporter error
+   ``"status": "failed"``) for inspection, and ``ValidationFailed`` (exit 1) is raised; a later passing export
+   removes it (``drop_failed``). An exporter error
    (an operator TensorRT cannot parse, ...) removes the temporary directory.
 """
 
@@ -89,4 +90,29 @@ def publish(out: Path, stage: Callable[[Path], Staged], *, recheck: Callable[[],
                                    + (f" (failed output kept in '{where}')" if where else "")
                                    + f": {'; '.join(staged.failures)}")
         replace_dir(tmp, out)
+        drop_failed(out)
     return staged
+
+
+def drop_failed(out: Path) -> None:
+    """After a passing export: OUT.failed, kept by an earlier failed run, describes an attempt OUT has replaced.
+    Removed when it is lgp-edge's failed export holding nothing else; anything else there is kept, with a warning."""
+    import shutil
+
+    from lgp_edge.outdir import real_out, recognise_output
+
+    real = real_out(out)
+    failed = real.with_name(real.name + ".failed")
+    if not failed.is_dir() or failed.is_symlink():
+        return
+    kind, foreign = recognise_output(failed)
+    try:
+        status = json_loads((failed / MANIFEST).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if kind == "export" and status == "failed" and not foreign:
+        shutil.rmtree(failed, ignore_errors=True)
+        log.info("removed '%s', the failed output of an earlier export to '%s'", failed, out)
+    else:
+        log.warning("'%s' is kept: it holds %s; it is not the state of '%s'", failed,
+                    f"'{foreign[0]}', which lgp-edge did not write there" if foreign else "no failed export", out)
