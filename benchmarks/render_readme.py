@@ -17,6 +17,7 @@ import re
 import sys
 from pathlib import Path
 
+from lgp_edge.progress import counted
 from lgp_edge.specs import MB
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +38,9 @@ def aux() -> str:
     d = json.loads((RESULTS / "aux_init.json").read_text())
     runs, a = d["runs"], d.get("ancestry") or {}
     ancestry = f"the shipped ancestry at {a['top1']}%" if a.get("top1") is not None else "the shipped ancestry"
-    return (f"`{d['command']}` {_provenance(d)}, {d['cpu']}, {d['threads']} thread(s): {d['steps']} distillation steps "
-            f"of 256 images from {ancestry}, lstsq stitches, no fine-tuning, {d['images']:,} test images "
+    return (f"`{d['command']}` {_provenance(d)}, {d['cpu']}, {counted(d['threads'], 'thread')}: {d['steps']} "
+            f"distillation steps of 256 images from {ancestry}, lstsq stitches, no fine-tuning, {d['images']:,} test "
+            "images "
             f"(`benchmarks/results/aux_init.json`). From the selection: Ti alone {runs['ancestry']['ti_alone']:.2f}%, "
             f"B alone {runs['ancestry']['b_alone']:.2f}%, stitched descendants {runs['ancestry']['stitched_min']:.2f}-"
             f"{runs['ancestry']['stitched_max']:.2f}%; from random weights: {runs['random']['ti_alone']:.2f}%, "
@@ -52,7 +54,7 @@ def latency() -> str:
         d = json.loads((RESULTS / name).read_text())
         m = d["machine"]
         cpu = d.get("cpu") or m.get("cpu") or "CPU not recorded"  # machine.cpu: files before the top-level cpu
-        out.append(f"`{d['command']}` {_provenance(d)}: {cpu}, {m['threads']} thread(s), fp32 GEMM peak "
+        out.append(f"`{d['command']}` {_provenance(d)}: {cpu}, {counted(m['threads'], 'thread')}, fp32 GEMM peak "
                    f"{m['gemm_peak_gflops_fp32']:.0f} GFLOP/s (best of torch / ONNX Runtime / OpenVINO matmul; "
                    f"torch.matmul alone {m['torch_matmul_2048_gflops_fp32']:.0f}), batch 1, {d['wall_s']:.0f} s.\n")
         out.append("| pool | runtime | speed-up over torch (geomean) | best GFLOP/s | max % of GEMM peak | "
@@ -69,9 +71,10 @@ def latency() -> str:
         if st:
             e, n = st["empty_store"], st["noisy_row"]
             out.append(f"`lgp-edge select --target cpu` in {st['runs']} fresh processes at a budget on a front point "
-                       f"({st['budget_ms']:.3f} ms, `{st['front_point']}`): {len(e['distinct_choices'])} distinct "
-                       f"choice(s) with an empty store; after one injected noisy run of that descendant "
-                       f"{len(n['distinct_choices'])} distinct choice(s), "
+                       f"({st['budget_ms']:.3f} ms, `{st['front_point']}`): "
+                       f"{counted(len(e['distinct_choices']), 'distinct choice')} with an empty store; after one "
+                       "injected noisy run of that descendant "
+                       f"{counted(len(n['distinct_choices']), 'distinct choice')}, "
                        f"{'the same' if n['same_as_empty'] else 'a different'} descendant, noisy flag shown in "
                        f"{'every run' if n['flagged_in_every_run'] else 'not every run'}.\n")
         out.append("| pool | descendant | GFLOPs | torch ms | ONNX Runtime ms (predicted) | OpenVINO ms (predicted) |")
@@ -355,7 +358,8 @@ def convergence() -> str:
     d = json.loads((RESULTS / "distill_convergence.json").read_text())
     rep = d["replication"]
     runs = "; ".join(f"{', '.join(r['models'])} for {r['epochs']} epochs ({r['status']}, "
-                     f"{r['distill_wall_s'] / 60:.0f} min, {r['environment']['threads']} thread(s))" for r in d["runs"])
+                     f"{r['distill_wall_s'] / 60:.0f} min, {counted(r['environment']['threads'], 'thread')})"
+                     for r in d["runs"])
     out = [f"`{d['command']}` {_provenance(d)}, {d['cpu']}: {runs}, each model then evaluated alone on "
            f"{d['test_images']:,} test images from its saved files (`benchmarks/results/distill_convergence.json`), "
            f"beside its top-1 right after distillation in the replication of {rep['date'][:10]} (code "
@@ -376,8 +380,8 @@ def bf16() -> str:
     feats = set(d["cpu_facts"].get("features") or ())
     has = sorted(feats & {"avx512_bf16", "amx_bf16"})
     out = [f"`{d['command']}` {_provenance(d)}, {d['cpu']} ({', '.join(has) if has else 'no bf16 instructions'}), "
-           f"{d['threads']} thread(s), each model then evaluated alone in float32 on {d['test_images']:,} test images "
-           "(`benchmarks/results/distill_bf16.json`):", "",
+           f"{counted(d['threads'], 'thread')}, each model then evaluated alone in float32 on {d['test_images']:,} "
+           "test images (`benchmarks/results/distill_bf16.json`):", "",
            "| models | epochs | float32: training min | bf16: training min | bf16 / float32 | "
            "top-1 % float32 -> bf16 |",
            "|---|---:|---:|---:|---:|---|"]
@@ -414,7 +418,7 @@ def demo() -> str:
     distill = next(h for h in m.history if h.get("stage") == "distill")
     after, top1 = prov["instances_after_distill"], {r["key"]: r["top1"] for r in rows}
     lo, hi = min(rows, key=lambda r: (r["top1"], r["flops"])), max(rows, key=lambda r: (r["top1"], -r["flops"]))
-    threads = f", {prov['torch_threads']} thread(s)" if prov.get("torch_threads") else ""
+    threads = f", {counted(prov['torch_threads'], 'thread')}" if prov.get("torch_threads") else ""
     held = all(top1[k] >= v for k, v in after.items())
     t = prov["timing_s"]
     beaten = _front(rows)

@@ -20,6 +20,11 @@ class Reporter(Protocol):
     def task(self, description: str, total: int | None) -> Any: ...  # a context manager yielding advance(n, **fields)
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``1 thread``, ``4 threads``: a count with its noun in the number it takes (``plural`` where not noun + s)."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def fields_text(fields: dict[str, Any]) -> str:
     """``loss 0.8266  lr 0.0005``: a task's extra fields as shown beside its progress."""
     return "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())

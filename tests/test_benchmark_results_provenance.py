@@ -92,12 +92,12 @@ def test_latency_results_record_provenance_and_readme_shows_it(tmp_path: Path, r
     monkeypatch.setattr(render, "RESULTS", tmp_path)
     text = render.latency()
     assert (f"`{back['command']}` ({back['date'][:10]}, code version {back['code_version']}): {back['cpu']}, "
-            "1 thread(s)") in text
+            "1 thread, ") in text
     # a file from before provenance was recorded: its "when" and machine.cpu, the code version said to be missing
     old = {k: v for k, v in back.items() if k not in ("code_version", "date", "cpu")}
     old |= {"when": "2026-11-30T10:00:00+00:00", "machine": {**back["machine"], "cpu": "Old CPU"}}
     (tmp_path / "latency.json").write_text(json.dumps(old))
-    assert f"`{back['command']}` (2026-11-30, code version not recorded): Old CPU, 1 thread(s)" in render.latency()
+    assert f"`{back['command']}` (2026-11-30, code version not recorded): Old CPU, 1 thread" in render.latency()
 
 
 def _switchable_result(bench, argv: list[str]) -> dict:

@@ -179,7 +179,7 @@ def test_plan_numbers_are_the_built_pools(ancestry: str, depth: int, widths: tup
     (["--ancestry", "deit_base_distilled_patch16_224"], "has a distillation token"),
     (["--ancestry", "deit_tiny_patch16_224"], "cannot be split into width 'ti'"),
     (["--ancestry", "lgp_test_tiny", "--depth", "7"], "--depth must be one of 6, 9"),
-    (["--ancestry", "lgp_test_tiny", "--widths", "ti,m"], "unknown width code(s) ['m']"),
+    (["--ancestry", "lgp_test_tiny", "--widths", "ti,m"], "unknown width code 'm'"),
     (["--ancestry", "lgp_test_tiny", "--chains", "tsb"], "--widths ti,s,b"),
 ])
 def test_plan_refusals_are_one_line(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:

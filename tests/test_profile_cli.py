@@ -171,7 +171,7 @@ def test_an_interrupted_profile_keeps_the_models_it_measured(tiny_pool, tmp_path
     rc, _, err = _profile(capsys, "--target", "cpu", "--runtime", "onnxruntime", "--pool", str(tiny_pool),
                           "--store", str(store), *[a for k in keys for a in ("--descendant", k)], *FAST)
     assert rc == 130 and "interrupted" in err
-    assert "the 2 model(s) measured before it are stored" in caplog.text
+    assert "the 2 models measured before it are stored" in caplog.text
     with MeasurementStore(store) as s:
         assert sorted(r.descendant_key for r in s.records(target="cpu")) == sorted(keys[:2])
 

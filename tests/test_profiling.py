@@ -624,7 +624,7 @@ def test_roofline_predictions_are_scaled_to_the_descendants_measured_on_the_targ
     for k in keys[2:]:
         assert lat[k].source == "predicted" and lat[k].median_ms == pytest.approx(5.0 * plain[k].median_ms)
         scale = lat[k].tool_versions["scale"]
-        assert "scaled x5 (measured / predicted of 2 descendant(s) measured on jetson-nano" in scale
+        assert "scaled x5 (measured / predicted of 2 descendants measured on jetson-nano" in scale
     assert "scale" not in plain[keys[2]].tool_versions
 
 
@@ -655,7 +655,7 @@ def test_roofline_scale_follows_the_measured_descendants_nearest_in_cost(pool, t
     medians = [lat[k].median_ms for k in order]
     assert medians == sorted(medians)
     some = lat[order[-1]].tool_versions["scale"]
-    assert "x2-x5" in some and "2 descendant(s) measured on jetson-nano" in some
+    assert "x2-x5" in some and "2 descendants measured on jetson-nano" in some
 
 
 def test_profiler_times_the_graph_export_ships(pool, example, tmp_path):

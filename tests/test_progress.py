@@ -57,3 +57,13 @@ def test_cli_on_a_pipe_logs_plain_progress(tiny_pool: Path, tmp_path: Path) -> N
     assert any("(100%)" in ln for ln in r.stderr.splitlines()), r.stderr
     q = subprocess.run([*argv, "-q"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert q.returncode == 0 and "(100%)" not in q.stderr
+
+
+def test_a_count_takes_its_noun_in_the_number_it_needs() -> None:
+    """Messages said '1 thread(s)', '2 model(s) measured', 'median of 1 recent run(s)'."""
+    from lgp_edge.profiling.predict import _probes_were
+    from lgp_edge.progress import counted
+
+    assert [counted(n, "thread") for n in (0, 1, 2)] == ["0 threads", "1 thread", "2 threads"]
+    assert counted(2, "entry", "entries") == "2 entries" and counted(1, "entry", "entries") == "1 entry"
+    assert _probes_were(1) == "1 calibration probe was" and _probes_were(3) == "3 calibration probes were"

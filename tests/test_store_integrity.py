@@ -124,7 +124,7 @@ def test_runs_under_other_runtime_versions_are_not_mixed_into_the_median():
     new = rec(median=0.64, versions={"onnxruntime": "1.32.0"}, when="2026-01-09T00:00:00+00:00")
     (agg,) = robust_measured([*old, new]).values()
     assert agg.median_ms == 0.64 and agg.tool_versions["onnxruntime"] == "1.32.0"
-    assert "4 run(s) under other tool versions left out" in agg.tool_versions["aggregate"]
+    assert "4 runs under other tool versions left out" in agg.tool_versions["aggregate"]
 
 
 def test_one_calm_run_beside_noisy_ones_says_the_noisy_ones_were_left_out():
@@ -136,7 +136,7 @@ def test_one_calm_run_beside_noisy_ones_says_the_noisy_ones_were_left_out():
              for i in (2, 3)]
     (agg,) = robust_measured([calm, *noisy]).values()
     assert agg.median_ms == 1.0 and not agg.noisy
-    assert agg.tool_versions["aggregate"] == "median of 1 recent run(s) (2 noisy left out)"
+    assert agg.tool_versions["aggregate"] == "median of 1 recent run (2 noisy left out)"
     (alone,) = robust_measured([calm]).values()
     assert alone == calm  # a single run is itself
 

@@ -142,7 +142,8 @@ def _single_keys(req: SingleRequest, spec: PoolSpec) -> list[str]:
     known = {d.key for d in LearngenePool(spec).descendants()}
     unknown = [k for k in keys if k not in known]
     if unknown:
-        raise UsageError(f"unknown descendant key(s) {', '.join(unknown)}; see 'lgp-edge pool plan --ancestry "
+        raise UsageError(f"unknown descendant key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; see "
+                         f"'lgp-edge pool plan --ancestry "
                          f"{req.ancestry} --depth {DEPTH}'")
     return keys
 

@@ -151,6 +151,7 @@ def setup_distributed(args: argparse.Namespace) -> None:
     import os
 
     from lgp_edge.errors import UsageError
+    from lgp_edge.progress import counted
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
@@ -165,8 +166,9 @@ def setup_distributed(args: argparse.Namespace) -> None:
             raise UsageError("--device cuda: no CUDA device is available here; use --device cpu")
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if local >= torch.cuda.device_count():
-            raise UsageError(f"--nproc_per_node asks for more processes than the {torch.cuda.device_count()} "
-                             f"GPU(s) of this node (local rank {local}); use --nproc_per_node "
+            raise UsageError(f"--nproc_per_node asks for more processes than the "
+                             f"{counted(torch.cuda.device_count(), 'GPU')} of this node (local rank {local}); use "
+                             "--nproc_per_node "
                              f"{torch.cuda.device_count()} or fewer")
         torch.cuda.set_device(local)  # before the process group, so nccl binds this GPU
         args.device = f"cuda:{local}"

@@ -25,6 +25,7 @@ from torch import nn
 
 from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.models.ancestry import shape_overrides as _shape_overrides
+from lgp_edge.progress import counted
 from lgp_edge.specs import ModelRecord, PreprocessSpec
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def _timm_preprocess(model: nn.Module, name: str, own: dict[str, Any] | None = N
     chans, n = int(model.patch_embed.proj.in_channels), int(model.num_classes)
     mean, std = tuple((own or cfg).get("mean", ())), tuple((own or cfg).get("std", ()))
     if len(mean) != chans or len(std) != chans:
-        raise UsageError(f"timm model '{name}' takes {chans} channel(s) but its "
+        raise UsageError(f"timm model '{name}' takes {counted(chans, 'channel')} but its "
                          f"{'config.json' if own else 'pretrained_cfg'} normalises {len(mean)}; pass --data to give "
                          "the dataset it was trained on")
     if n == 1000 and cfg.get("num_classes") == 1000:
@@ -122,8 +123,9 @@ def _resolve_preprocess(model: nn.Module, name: str, data: str | None,
                               labels=info.preprocess.labels), f"dataset {data}", data
     pre = (meta or {}).get("preprocess") or {}
     if "labels" in pre:  # an ancestry train run's
+        norm = counted(len(pre.get("mean", ())), "input channel")
         found = (f"names {len(pre['labels'])} classes but the checkpoint's head has {n}" if len(pre["labels"]) != n
-                 else f"normalises {len(pre.get('mean', ()))} input channel(s) but the checkpoint takes {chans}"
+                 else f"normalises {norm} but the checkpoint takes {chans}"
                  if len(pre.get("mean", ())) != chans or len(pre.get("std", ())) != chans else "")
         if found:
             raise CheckpointError(f"the ancestry.json beside the checkpoint {found}: it was written for other weights; "

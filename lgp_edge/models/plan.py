@@ -36,7 +36,8 @@ def check_widths(widths: tuple[str, ...]) -> None:
     """``--widths``: at least one of ti, s, b, each named once (UsageError otherwise)."""
     unknown = [w for w in widths if w not in WIDTH_DIVISOR]
     if unknown or not widths:
-        raise UsageError(f"unknown width code(s) {unknown or widths}; use a comma list of ti, s, b")
+        named = ", ".join(f"'{w}'" for w in unknown) or "none"
+        raise UsageError(f"unknown width code{'s' if len(unknown) > 1 else ''} {named}; use a comma list of ti, s, b")
     twice = next((w for i, w in enumerate(widths) if w in widths[:i]), None)
     if twice is not None:
         raise UsageError(f"--widths names '{twice}' twice; give each of ti, s, b at most once, e.g. --widths ti,b")

@@ -142,7 +142,8 @@ def check_width_epochs(width_epochs: Mapping[str, int], widths: Iterable[str]) -
     widths = sorted(set(widths))
     unknown = sorted(set(width_epochs) - set(widths))
     if unknown:
-        raise UsageError(f"--width-epochs names width(s) {', '.join(unknown)} that are not distilled here "
+        raise UsageError(f"--width-epochs names {'widths' if len(unknown) > 1 else 'width'} {', '.join(unknown)} "
+                         "that are not distilled here "
                          f"(distilled widths: {', '.join(widths)})")
     if any(not isinstance(e, int) or e < 1 for e in width_epochs.values()):
         raise UsageError("--width-epochs values must be positive epoch counts, e.g. ti=12")

@@ -19,6 +19,7 @@ from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import check_sha256, json_loads
 from lgp_edge.models.plan import descendant_flops, descendant_params, enumerate_descendants, pool_shapes
 from lgp_edge.outdir import recover_unlocked
+from lgp_edge.progress import counted
 from lgp_edge.specs import (
     SCHEMA_VERSION,
     DamagedRecord,
@@ -308,9 +309,11 @@ def current_records(manifest: PoolManifest) -> PoolManifest:
     for r in kept:
         _check_sizes(manifest.spec, r)
     if len(kept) != len(manifest.descendants):
-        log.warning("pool %s: %d evaluated descendant(s) were defined differently by the lgp-edge that evaluated "
-                    "them and are dropped; run 'lgp-edge pool eval' again", manifest.spec.pool_id,
-                    len(manifest.descendants) - len(kept))
+        dropped = len(manifest.descendants) - len(kept)
+        log.warning("pool %s: %s defined differently by the lgp-edge that evaluated %s and %s dropped; run "
+                    "'lgp-edge pool eval' again", manifest.spec.pool_id,
+                    f"{counted(dropped, 'evaluated descendant')} {'was' if dropped == 1 else 'were'}",
+                    "it" if dropped == 1 else "them", "is" if dropped == 1 else "are")
     return manifest.replace(descendants=kept)
 
 

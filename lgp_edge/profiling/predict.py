@@ -40,6 +40,7 @@ from lgp_edge import __version__
 from lgp_edge.models.plan import enumerate_descendants, stitch_specs
 from lgp_edge.profiling.host import default_threads, host_versions
 from lgp_edge.profiling.roofline import Part, Roofline, parts_of, roofline_for
+from lgp_edge.progress import counted
 from lgp_edge.specs import DescendantSpec, LatencyRecord, PoolSpec, Segment, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -291,11 +292,11 @@ def robust_measured(records: Sequence[LatencyRecord], recent: int = RECENT_RUNS)
                          std_ms=statistics.median(r.std_ms for r in use), cv=statistics.median(r.cv for r in use),
                          n=sum(r.n for r in use), noisy=not calm,
                          tool_versions={**newest.tool_versions,
-                                        "aggregate": f"median of {len(use)} recent run(s)"
+                                        "aggregate": f"median of {counted(len(use), 'recent run')}"
                                                      + ("" if calm else ", all noisy")
                                                      + (f" ({len(last) - len(calm)} noisy left out)"
                                                         if calm and len(calm) < len(last) else "")
-                                                     + (f" ({other} run(s) under other tool versions left out)"
+                                                     + (f" ({counted(other, 'run')} under other tool versions left out)"
                                                         if other else "")})
     return out
 
@@ -325,6 +326,11 @@ def probe_records(store: Any, target: str, runtime: str, precision: str, batch: 
     return sorted(newest.values(), key=lambda r: r.descendant_key)
 
 
+
+def _probes_were(n: int) -> str:
+    """``1 calibration probe was``, ``3 calibration probes were``."""
+    return f"{counted(n, 'calibration probe')} {'was' if n == 1 else 'were'}"
+
 def fit_probes(probes: Sequence[LatencyRecord], need: Sequence[Sequence[Part]] = (), *,
                target: str = "") -> Calibration | None:
     """The calibration of probe runs (just measured, or the store's aggregates) for the models ``need``: the fit
@@ -338,16 +344,15 @@ def fit_probes(probes: Sequence[LatencyRecord], need: Sequence[Sequence[Part]] =
         cal = fit_calibration(calm)
         if all(cal.covers(p) for p in need):
             if len(calm) < len(probes):
-                log.warning("%d calibration probe(s) were noisy and are left out of the fit%s",
-                            len(probes) - len(calm), again)
+                log.warning("%s noisy and left out of the fit%s", _probes_were(len(probes) - len(calm)), again)
             return cal
     if len(calm) == len(probes):
         return None
     cal = fit_calibration(probes)
     if not all(cal.covers(p) for p in need):
         return None
-    log.warning("%d calibration probe(s) were noisy and are kept: the calm ones alone do not cover these models%s",
-                len(probes) - len(calm), again)
+    log.warning("%s noisy and kept: the calm ones alone do not cover these models%s",
+                _probes_were(len(probes) - len(calm)), again)
     return cal
 
 
@@ -460,7 +465,7 @@ def scaled_to_measured(predictor: Predictor, pool: PoolSpec, specs: Sequence[Des
     span = f"x{lo:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"x{lo:.3g}-x{hi:.3g}"
     n = sum(len(r) for r in by_cost.values())
     return replace(predictor, scale_points=points,
-                   scale_source=f"scaled {span} (measured / predicted of {n} descendant(s) measured on "
+                   scale_source=f"scaled {span} (measured / predicted of {counted(n, 'descendant')} measured on "
                                 f"{predictor.target}, taken at the nearest in predicted cost)")
 
 
@@ -490,7 +495,7 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
         threads = comparison_threads(rows, default_threads(target))
     other = {r.threads for r in rows if r.threads != threads}
     if other:
-        log.info("comparing at %d thread(s); runs at %s thread(s) left out", threads,
+        log.info("comparing at %s; runs at other thread counts (%s) left out", counted(threads, "thread"),
                  ", ".join(str(t) for t in sorted(other)))
     for r in robust_measured([r for r in rows if r.threads == threads]).values():
         (noisy if r.noisy else out)[r.descendant_key] = r

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
-from lgp_edge.progress import NULL
+from lgp_edge.progress import NULL, counted
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +186,8 @@ def _profile_into(run: _Run, req: ProfileRequest, store: Any) -> tuple[list[Any]
         except BaseException as exc:  # Ctrl-C or SIGTERM: keep the models measured so far (an hour on a board)
             if done and not isinstance(exc, Exception):
                 store.put_many(done)
-                log.warning("interrupted: the %d model(s) measured before it are stored (%s)", len(done),
-                            ", ".join(r.descendant_key for r in done))
+                log.warning("interrupted: the %s measured before it %s stored (%s)", counted(len(done), "model"),
+                            "is" if len(done) == 1 else "are", ", ".join(r.descendant_key for r in done))
             raise
     store.put_many(rows)
     return records, predictor, check, store.rows_added - before
@@ -259,7 +259,8 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
         _remove_created(created)  # a failed run (or open) leaves no new, empty store behind
         raise
     store.close()
-    log.debug("profiled %d item(s) of %s on %s, %d row(s) written", len(records), note, target.name, written)
+    log.debug("profiled %s of %s on %s, %s written", counted(len(records), "item"), note, target.name,
+              counted(written, "row"))
     return ProfileResult(subject=subject, target=target, runtime=runtime, precision=precision, records=records,
                          predictor=predictor, check=check, store_path=store.path, written=written, note=note)
 
