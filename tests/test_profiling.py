@@ -719,3 +719,23 @@ def test_openvino_int8_times_the_graph_export_ships_and_keeps_quiet(pool, exampl
     shipped = quantize_int8(rt.convert(model, example, "fp32", tmp_path / "f"), images, 1, NULL)
     assert quantized_matmuls(timed) == quantized_matmuls(shipped)
     assert quantized_matmuls(shipped)[-1] is False and any(quantized_matmuls(shipped))
+
+
+def test_a_board_prediction_uses_only_probes_timed_at_its_thread_count(tmp_path):
+    """On a board (ssh), probes timed at 1 thread calibrated a prediction asked at 2 or 8 threads, and the record
+    said 2 or 8: a Pareto front mixed measurements at N threads with predictions from runs at M. The probes and the
+    measured spread are read at the thread count asked for, on a board as on this host."""
+    spec = _spec(6)
+    pool = LearngenePool(spec)
+    probes = calibration_probes(spec)
+    pi = load_target("raspberry-pi-5")
+    assert pi.connection.kind != "local"
+    kw = {"target": pi.name, "runtime": "onnxruntime"}
+    recs = [_rec(probe_key(parts_of(spec, p)), 0.5 + 0.01 * i, **kw) for i, p in enumerate(probes)]
+    need = [parts_of(spec, d) for d in pool.descendants()]
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        store.put_many(recs)  # threads 1
+        at_1 = make_predictor(pi, "fp32", "onnxruntime", store=store, threads=1, need=need)
+        at_2 = make_predictor(pi, "fp32", "onnxruntime", store=store, threads=2, need=need)
+    assert at_1.kind == "calibrated"
+    assert at_2.kind == "roofline" and not (at_2.roofline.spread_source or "").startswith("measured")

@@ -326,10 +326,10 @@ def probe_records(store: Any, target: str, runtime: str, precision: str, batch: 
     return sorted(newest.values(), key=lambda r: r.descendant_key)
 
 
-
 def _probes_were(n: int) -> str:
     """``1 calibration probe was``, ``3 calibration probes were``."""
     return f"{counted(n, 'calibration probe')} {'was' if n == 1 else 'were'}"
+
 
 def fit_probes(probes: Sequence[LatencyRecord], need: Sequence[Sequence[Part]] = (), *,
                target: str = "") -> Calibration | None:
@@ -374,18 +374,17 @@ def measured_spread(store: Any, target: str, runtime: str, precision: str,
 def make_predictor(target: TargetSpec, precision: str, runtime: str | None = None, *,
                    store: Any = None, threads: int = 1, need: Sequence[Sequence[Part]] = (),
                    refresh_host: bool = False, batch: int = 1) -> Predictor:
-    """Calibrated from the store's probes (at ``threads``) when they cover every model in ``need``: those timed at
-    ``batch``, else those timed at batch 1 (one image's cost, times the batch); else a roofline (this host: its
-    stored host calibration). A roofline's p90/median is the one of the calm runs measured on the target (on this
-    host at ``threads``) when there are any: real models in the real runtime are better evidence of the spread
-    than the host calibration's matmuls or an assumption."""
+    """Calibrated from the store's probes (at ``threads``, on a board as on this host) when they cover every model
+    in ``need``: those timed at ``batch``, else those timed at batch 1 (one image's cost, times the batch); else a
+    roofline (this host: its stored host calibration). A roofline's p90/median is the one of the calm runs measured
+    on the target at ``threads`` (on this host: this machine's) when there are any: real models in the real runtime
+    are better evidence of the spread than the host calibration's matmuls or an assumption."""
     runtime = runtime or target.runtime
     local = target.connection.kind == "local"
     if store is not None:
         found = False
         for b in dict.fromkeys((batch, 1)):
-            probes = probe_records(store, target.name, runtime, precision, b, threads=threads if local else None,
-                                   here=local)
+            probes = probe_records(store, target.name, runtime, precision, b, threads=threads, here=local)
             cal = fit_probes(probes, need, target=target.name) if probes else None
             if cal is not None:
                 return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
@@ -394,12 +393,11 @@ def make_predictor(target: TargetSpec, precision: str, runtime: str | None = Non
             log.info("stored probes for %s do not cover these models; using the roofline", target.name)
     roof = roofline_for(target, precision, threads, runtime=runtime, store=store, refresh=refresh_host)
     if store is not None:
-        spread = measured_spread(store, target.name, runtime, precision, threads=threads if local else None,
-                                 here=local)
+        spread = measured_spread(store, target.name, runtime, precision, threads=threads, here=local)
         if spread is not None:
-            at = f" at {threads} thread{'s' if threads != 1 else ''}" if local else ""
             roof = replace(roof, p90_ratio=spread[0], p99_ratio=spread[1],
-                           spread_source=f"measured: median p90/median of {spread[2]} runs on {target.name}{at}")
+                           spread_source=f"measured: median p90/median of {spread[2]} runs on {target.name} at "
+                                         f"{counted(threads, 'thread')}")
     return Predictor("roofline", target.name, runtime, precision, roofline=roof)
 
 
