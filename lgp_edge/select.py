@@ -271,8 +271,11 @@ def open_store(path: str | Path | None) -> Any:
 
 
 def profile_runtime(profile: DeviceProfile, target: TargetSpec) -> str:
-    """The runtime that will run the profile's first format (cpu-int8: OpenVINO), else the target's default."""
-    return FORMAT_RUNTIME.get(profile.formats[0], target.runtime) if profile.formats else target.runtime
+    """The runtime that will run the profile's first format (cpu-int8: OpenVINO), else the target's default. The
+    ONNX file of a TensorRT target is the engine's input: TensorRT runs it."""
+    if not profile.formats or (profile.formats[0] == "onnx" and target.runtime == "tensorrt"):
+        return target.runtime
+    return FORMAT_RUNTIME.get(profile.formats[0], target.runtime)
 
 
 def latencies(pool: PoolSpec, target: TargetSpec, precision: str, store: Any, batch: int = 1,

@@ -486,6 +486,19 @@ def test_dynamic_batch_is_refused_for_core_ml(env: object, tiny_pool: Path, tmp_
     assert len(err.splitlines()) == 1 and "Core ML" in err and "--dynamic-batch" in err and not out.exists()
 
 
+def test_an_onnx_first_jetson_export_gives_the_tensorrt_latency_as_tensorrt(env: object, tiny_pool: Path,
+                                                                           tmp_path: Path) -> None:
+    """`export --target jetson-orin-nano --format onnx,tensorrt` said its expected latency was ONNX Runtime's (the
+    first format's runtime), where the number was TensorRT's prediction: the ONNX file of a TensorRT target is the
+    engine's input, and EMBEDDING.md's Python sample told the reader to run it on the CPU at that latency."""
+    out = tmp_path / "orin"
+    assert export(tiny_pool, out, "--target", "jetson-orin-nano", "--format", "onnx,tensorrt",
+                  "--descendant", "ti6.0-5") == 0
+    d = manifest(out)["descendant"]
+    assert d["latency_runtime"] == "tensorrt" and d["latency_source"] == "predicted"
+    assert "(predicted, onnxruntime)" not in (out / "EMBEDDING.md").read_text()
+
+
 def test_dynamic_batch_jetson_export_states_the_engine_batch_range(env: object, tiny_pool: Path,
                                                                    tmp_path: Path) -> None:
     """The ONNX input says only "batch"; the engine build_engine.sh builds takes batch 1..8 (its optimization
