@@ -200,3 +200,9 @@ def check_against_target(profile: DeviceProfile, target: Any) -> None:
         if f not in target.formats:
             raise UsageError(f"format '{f}' is not supported by target '{target.name}' (it takes "
                              f"{', '.join(target.formats)})")
+    if profile.threads is not None and target.connection.kind == "local":
+        from lgp_edge.profiling.host import usable_cpus
+
+        if profile.threads > (n := usable_cpus()):
+            raise UsageError(f"profile '{profile.name}' asks for {profile.threads} threads on target '{target.name}', "
+                             f"this host, which lets lgp-edge use {n} CPUs; give --threads {n} or fewer")

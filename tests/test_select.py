@@ -316,3 +316,24 @@ def test_a_budget_miss_is_written_with_the_digits_that_show_it(recs: tuple, tiny
     for row in csv.DictReader(io.StringIO(render_csv([entry]))):
         assert (float(row["p90_ms"]) <= float(row["latency_budget_ms"])) == (row["fits_latency"] == "1"), row
         assert (float(row["memory_mb"]) <= float(row["memory_budget_mb"])) == (row["fits_memory"] == "1"), row
+
+
+@pytest.mark.parametrize("command", ["select", "export"])
+def test_more_threads_than_this_host_gives_is_refused_on_its_own_target(command: str, tiny_pool: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`select --target cpu --threads 64` on a 2-CPU host chose a descendant at a latency 'predicted at 64 threads'
+    and stored a host calibration for 64 threads, where `profile --threads 64` is refused. A board's thread count is
+    its own and stays accepted."""
+    from lgp_edge.profiling.host import usable_cpus
+
+    store = tmp_path / "m.sqlite"
+    many = str(usable_cpus() + 1)
+    extra = ["--out", str(tmp_path / "out")] if command == "export" else []
+    assert main([command, "--target", "cpu", "--pool", str(tiny_pool), "--store", str(store), "--threads", many,
+                 *extra]) == 2
+    err = capsys.readouterr().err
+    assert f"lets lgp-edge use {usable_cpus()} CPUs" in err and len(err.strip().splitlines()) == 1
+    assert not store.exists() and not (tmp_path / "out").exists()
+    assert main(["select", "--target", "raspberry-pi-5", "--pool", str(tiny_pool), "--store", str(store),
+                 "--threads", many, "--budget-ms", "1000", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["threads"] == int(many)
