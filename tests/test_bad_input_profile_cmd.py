@@ -95,6 +95,17 @@ def test_profile_threads_beyond_this_hosts_cpus_are_refused(pool, env, no_measur
     assert str(n) in assert_refused(rc, err, "--threads", env)
 
 
+@pytest.mark.parametrize("extra", [["--seconds", "3"], ["--rounds", "5"]])
+def test_timing_settings_a_board_cannot_honour_are_refused(pool, env, no_measuring, capsys, extra):
+    """`profile --target raspberry-pi-5 --seconds 3` timed --iters runs on the board (10 runs, 2 ms) and said
+    nothing; --rounds was dropped the same way. A board's bench script times a count of runs of one model."""
+    argv = ["profile", "--target", "raspberry-pi-5", "--pool", str(pool), "--descendant", KEY, "--iters", "10",
+            "--quiet", *extra]
+    rc, err = run_cli(argv, capsys)
+    line = assert_refused(rc, err, extra[0], env)
+    assert "board" in line and "--iters" in line
+
+
 def test_profile_settings_at_the_bounds_still_measure(pool, env, capsys, monkeypatch):
     import sqlite3
 

@@ -53,7 +53,7 @@ def register(sub: Any) -> None:
                    help="untimed runs before timing, 0..1000000 (default 10)")
     p.add_argument("--iters", type=int, default=50, metavar="N", help="timed runs, 1..1000000 (default 50)")
     p.add_argument("--seconds", type=float, default=None, metavar="S",
-                   help="time each model for this long instead (at least --iters runs; at most 3600)")
+                   help="time each model for this long instead (at least --iters runs; at most 3600; local targets)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="images per inference, 1..4096 (default 1)")
     p.add_argument("--rounds", type=int, default=None, metavar="N",
                    help="measure all models in N interleaved rounds of iters/N runs, so load drift on a shared "

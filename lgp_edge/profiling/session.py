@@ -97,6 +97,11 @@ def _check_settings(req: ProfileRequest, target: Any) -> None:
         problem = settings_problem("--seconds", req.seconds, 0, MAX_SECONDS, integer=False)
         if problem:
             raise UsageError(f"{problem} (seconds to time each model)")
+    if target.connection.kind != "local":  # a board's bench script times a count of runs, one model at a time
+        for flag, given in (("--seconds", req.seconds is not None), ("--rounds", (req.rounds or 1) > 1)):
+            if given:
+                raise UsageError(f"{flag} times models on this host; target '{target.name}' is a board "
+                                 f"({target.connection.kind}), which times --iters runs of each model: use --iters")
 
 
 def measure_settings(req: ProfileRequest, target: Any) -> Any:
@@ -106,7 +111,7 @@ def measure_settings(req: ProfileRequest, target: Any) -> Any:
 
     _check_settings(req, target)
     threads = req.threads if req.threads is not None else min(default_threads(target), MAX_THREADS)
-    rounds = req.rounds if req.rounds is not None else (5 if req.check else 1)
+    rounds = req.rounds if req.rounds is not None else (5 if req.check and target.connection.kind == "local" else 1)
     if rounds > 1 and req.seconds is not None:
         raise UsageError("--rounds and --seconds cannot be combined")
     try:
