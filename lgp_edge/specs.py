@@ -26,6 +26,7 @@ Precision = Literal["fp32", "fp16", "bf16", "int8"]
 Format = Literal["onnx", "tensorrt", "openvino", "coreml", "ort"]
 
 RUNTIMES: tuple[Runtime, ...] = get_args(Runtime)  # what runs a model (profile --runtime, target 'runtime')
+CPU_RUNTIMES: tuple[Runtime, ...] = ("torch", "onnxruntime", "openvino")  # their latency is per intra-op thread count
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)  # what a target computes in and a latency is measured in
 PROFILE_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")  # what an export can be asked for (no bf16)
 BYTES_PER_VALUE: dict[Precision, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}  # weights and activations

@@ -337,3 +337,19 @@ def test_more_threads_than_this_host_gives_is_refused_on_its_own_target(command:
     assert main(["select", "--target", "raspberry-pi-5", "--pool", str(tiny_pool), "--store", str(store),
                  "--threads", many, "--budget-ms", "1000", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["threads"] == int(many)
+
+
+def test_the_note_on_predicted_latencies_names_the_command_that_measures_them(tiny_pool: Path, tmp_path: Path,
+                                                                              capsys: pytest.CaptureFixture[str]
+                                                                              ) -> None:
+    """`select --profile cpu-int8 --threads 1` said "'lgp-edge profile --target cpu' measures them": that measures
+    ONNX Runtime fp32 at the target's threads, which this selection never reads."""
+    store = str(tmp_path / "m.sqlite")
+    assert main(["select", "--profile", "cpu-int8", "--threads", "1", "--pool", str(tiny_pool), "--store", store,
+                 "--budget-ms", "1000"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "'lgp-edge profile --target cpu --runtime openvino --precision int8 --threads 1' measures them" in out
+    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", store,
+                 "--budget-ms", "1000"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "'lgp-edge profile --target jetson-nano' measures them" in out and "thread" not in out

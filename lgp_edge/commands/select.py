@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from lgp_edge.commands.common import add_dirs_args, add_json, add_pool_arg, add_store_arg
-from lgp_edge.specs import PROFILE_PRECISIONS
+from lgp_edge.progress import counted
+from lgp_edge.specs import CPU_RUNTIMES, PROFILE_PRECISIONS
 
 
 def add_profile_args(p: argparse.ArgumentParser) -> None:
@@ -99,8 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     if note:
         c.print(f"[bold yellow]{note}[/]")
     sources = ", ".join(f"{n} {s}" for s, n in sel.sources.items())
-    n = sel.chosen.threads
-    threads = f", {n} thread{'s' if n != 1 else ''}" if target.connection.kind == "local" else ""
+    threads = f", {counted(sel.chosen.threads, 'thread')}" if sel.chosen.runtime in CPU_RUNTIMES else ""
     images = f"; top-1 on {manifest.top1_images:,} images" if manifest.top1_images else ""
     print_front(sel, f"Pareto front: pool {sel.pool_id} on {target.name} ({profile.precision}{threads}; "
                      f"latencies: {sources}{images})")
@@ -115,5 +115,23 @@ def _run(args: argparse.Namespace) -> int:
     if "predicted" in sel.sources:
         n = sel.sources["predicted"]
         c.print(f"note: {n} {'latencies are' if n != 1 else 'latency is'} predicted, not measured on a {target.name}; "
-                f"'lgp-edge profile --target {target.name}' measures them")
+                f"'{measure_command(target, profile, ch.runtime, ch.threads)}' measures them")
     return 0
+
+
+def measure_command(target: Any, profile: Any, runtime: str, threads: int) -> str:
+    """The ``profile`` command that measures the latencies a selection reads: the target with the runtime,
+    precision, batch and thread count of the selection where they are not that command's defaults."""
+    from lgp_edge.profiling.host import default_threads
+    from lgp_edge.profiling.measure import MAX_THREADS
+
+    cmd = f"lgp-edge profile --target {target.name}"
+    if runtime != target.runtime:
+        cmd += f" --runtime {runtime}"
+    if profile.precision != target.precisions[0]:
+        cmd += f" --precision {profile.precision}"
+    if profile.batch != 1:
+        cmd += f" --batch {profile.batch}"
+    if threads != min(default_threads(target), MAX_THREADS):
+        cmd += f" --threads {threads}"
+    return cmd
