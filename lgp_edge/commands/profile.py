@@ -18,6 +18,7 @@ from lgp_edge.commands.common import (
     reporter,
 )
 from lgp_edge.errors import UsageError
+from lgp_edge.progress import counted
 from lgp_edge.specs import PRECISIONS, RUNTIMES
 
 
@@ -159,8 +160,10 @@ def _table_output(res: Any) -> None:
         print(f"PREDICTED, not measured: {res.predictor.describe()}", file=err)
     if res.check is not None:
         ch = res.check
-        c.print(f"predictor check: MAPE {ch.mape:.2f}% (max {ch.max_ape:.1f}%) over {len(ch.rows)} measured models; "
-                f"calibration used {ch.calibration_models} probe models, none of them a checked model")
+        c.print(f"predictor check: MAPE {ch.mape:.2f}% (max {ch.max_ape:.1f}%) over "
+                f"{counted(len(ch.rows), 'measured model')}; "
+                + (f"calibration fitted on {counted(ch.calibration_models, 'probe model')}, none of them a checked "
+                   "model" if ch.calibration_models else "predicted by the roofline, no probe calibration"))
     if res.written:
         predicted = sum(r.source == "predicted" for r in res.records) if res.predictor is not None else 0
         measured_rows = res.written - predicted

@@ -425,7 +425,7 @@ class CheckResult:
     mape: float  # mean |predicted - measured| / measured over the held-out models, percent
     max_ape: float  # worst absolute percentage error
     rows: tuple[tuple[str, float, float], ...]  # (key, predicted ms, measured ms)
-    calibration_models: int  # probes measured to calibrate (none of them is checked)
+    calibration_models: int  # probe measurements the calibration was fitted on (none of them a checked model)
 
 
 def check_predictions(predicted: Sequence[LatencyRecord], measured: Sequence[LatencyRecord],

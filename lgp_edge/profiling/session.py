@@ -163,7 +163,8 @@ def _predict_and_check(run: _Run, calibrate: bool, store: Any) -> tuple[list[Any
         both = measured = prof.measure_items(s, s.items, *args, reporter=run.reporter, targets_dir=run.targets_dir,
                                              what="checking")
     records = prof.predict_items(s, predictor, run.settings)
-    check = prof.check_predictions(records, measured, len(s.probes))
+    used = predictor.calibration.probes if predictor.calibration is not None else 0  # noisy ones may be left out
+    check = prof.check_predictions(records, measured, used)
     return records, predictor, check, [*both, *records]
 
 
