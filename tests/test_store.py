@@ -69,6 +69,7 @@ def test_schema_1_store_becomes_history(tmp_path):
     db.close()
     with MeasurementStore(path, readonly=True) as ro:  # read as is, not migrated by a reader
         assert [r.median_ms for r in ro.records()] == [1.0]
+        assert ro.older_layout
     with MeasurementStore(path) as s:
         assert [r.median_ms for r in s.records()] == [1.0]
         s.put(rec(median=2.0))

@@ -145,6 +145,9 @@ def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: 
             why = "no measurement store was given"
         elif getattr(store, "readonly", False) and path is not None and not path.exists():
             why = f"the measurement store '{path}' does not exist (commands that only read never create it)"
+        elif getattr(store, "older_layout", False):
+            why = (f"the measurement store '{path}' has the layout of an older lgp-edge, which commands that only "
+                   "read do not upgrade (any 'lgp-edge profile' upgrades it)")
         else:
             why = f"the measurement store '{path}' could not be written"
         log.warning("host calibration measured now and not stored: %s; every process measures it again, and a "

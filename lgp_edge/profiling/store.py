@@ -304,6 +304,11 @@ class MeasurementStore:
         """False for a read-only store whose file does not exist (or is empty)."""
         return self._db is not None
 
+    @property
+    def older_layout(self) -> bool:
+        """A schema-1 store read as it is: a writer (any ``profile``) upgrades it; a reader stores nothing in it."""
+        return self._db is not None and self._table != "runs"
+
     # -------------------------------------------------------------------------------------- lifecycle
     def close(self) -> None:
         if self._db is not None:
