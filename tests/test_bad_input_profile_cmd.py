@@ -150,11 +150,14 @@ def test_profile_settings_at_the_bounds_still_measure(pool, env, capsys, monkeyp
 HOST = {"host_cpu": "Some CPU", "host_logical_cpus": "8"}  # a run of target 'cpu' names its machine
 
 
+DROP = object()  # a field _records_file leaves out of record 1
+
+
 def _records_file(path: Path, pid: str, **change: object) -> Path:
     rec = {"descendant_key": KEY, "target": "cpu", "runtime": "onnxruntime", "precision": "fp32", "batch": 1,
            "median_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0, "source": "measured", "pool_id": pid,
-           "tool_versions": {"onnxruntime": "1.17", **HOST}}
-    changed = {**rec, **change}  # record 1; record 0 is a good one
+           "tool_versions": {"onnxruntime": "1.17", **HOST}, "when": "2026-01-01T00:00:00+00:00"}
+    changed = {k: v for k, v in {**rec, **change}.items() if v is not DROP}  # record 1; record 0 is a good one
     path.write_text(json.dumps({"format": "lgp-edge-latency", "version": 1, "records": [rec, changed]}))
     return path
 
@@ -166,6 +169,7 @@ def _records_file(path: Path, pid: str, **change: object) -> Path:
     ("threads", 10 ** 23), ("threads", 2.5), ("n", 10 ** 23), ("n", -1), ("warmup", 1e30),
     ("median_ms", 1e30), ("median_ms", "1"), ("cv", True), ("pool_id", 7), ("tool_versions", {"x": 1}),
     ("calibration", 3), ("precision", "fp16"),  # cpu does not compute in fp16
+    ("when", DROP),  # a record without its time was stamped with the import's, and a second import added it again
 ])
 def test_import_refuses_every_bad_field(pool, env, capsys, field, value):
     pool_id = load_pool(pool)[0].pool_id

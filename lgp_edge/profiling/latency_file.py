@@ -173,11 +173,11 @@ def read_records_file(path: str | Path) -> list[LatencyRecord]:
             raise UsageError(f"'{p}': record {i} is not an object")
         unknown = set(row) - fields
         missing = {"descendant_key", "target", "runtime", "precision", "batch", "median_ms", "p90_ms", "p99_ms",
-             "source"} - set(row)
+                   "source", "when"} - set(row)  # when: the run's UTC time, what makes a file imported twice count once
         if unknown or missing:
             raise UsageError(f"'{p}': record {i} has unknown fields {sorted(unknown)} / lacks {sorted(missing)}")
         d = {"mean_ms": row.get("median_ms"), "std_ms": 0.0, "cv": 0.0, "n": 0, "warmup": 0, "threads": 1,
-             "when": now_iso(), "tool_versions": {}, **row}
+             "tool_versions": {}, **row}
         try:
             rec = LatencyRecord.from_dict(d)
             check_record(rec)  # every field's type and range
