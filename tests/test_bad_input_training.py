@@ -171,6 +171,9 @@ def test_empty_distilled_is_refused_by_pool_build(root: Path, capsys: pytest.Cap
     (["pool", "distill", *RANDOM, *FAST, "--models", "ti6,ti6"], "'ti6' is named twice"),
     (["baseline", "scratch", *RANDOM, *FAST, "--keys", "ti6.0-5,ti6.0-5"], "'ti6.0-5' is named twice"),
     (["baseline", "vanilla", *RANDOM, *FAST, "--narrow", ""], "give at least one integer"),
+    (["baseline", "vanilla", *RANDOM, *FAST, "--narrow", "3,3"], "3 is named twice"),  # trained twice, listed twice
+    (["pool", "build", *RANDOM, *FAST, "--width-epochs", "ti=2,ti=3"], "'ti' is named twice"),  # the last one won
+    (["pool", "build", *RANDOM, *FAST, "--width-epochs", ""], "give at least one WIDTH=EPOCHS"),
 ])
 def test_lists_named_twice_or_empty_are_refused(argv: list[str], message: str, root: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
@@ -199,3 +202,38 @@ def test_a_training_config_with_its_warm_up_past_its_end_is_refused() -> None:
     # a phase of its own (the stitch-only epochs, a width's budget) keeps the run's warm-up where it fits
     run = TrainConfig(epochs=3, warmup_epochs=1.0)
     assert run.with_epochs(10).warmup_epochs == 1.0 and run.with_epochs(1).warmup_epochs == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("argv, message", [
+    # alpha weighs CE and 1 - alpha the distillation terms: 1e9 trained away from the ancestry (loss -5.8e7)
+    (["pool", "build", *RANDOM, *FAST, "--alpha", "1.5"], "--alpha: must be between 0 and 1"),
+    (["pool", "distill", *RANDOM, *FAST, "--alpha", "5"], "--alpha: must be between 0 and 1"),
+    # a seed past int64 ended in a traceback inside torch (exit 1)
+    (["ancestry", "train", "--ancestry", "lgp_test_tiny", *FAST, "--seed", "99999999999999999999999"], "--seed"),
+    (["pool", "build", *RANDOM, *FAST, "--seed", "-1"], "--seed"),
+    # flags that were dropped without a word
+    (["pool", "build", *RANDOM, *FAST, "--pretrained", "--ancestry-checkpoint", "x.safetensors"], "pass one"),
+    (["baseline", "snnet", *RANDOM, *FAST, "--anchors", "deit_tiny_patch16_224,deit_small_patch16_224"], "--plan"),
+    (["baseline", "snnet", "--ancestry", "lgp_test_tiny", "--plan", "--resume"], "drop --resume"),
+])
+def test_out_of_range_or_dropped_training_flags_are_refused(argv: list[str], message: str, root: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert_refused(root, [*argv, "--out", str(root / "X")], message, capsys)
+
+
+def test_an_ancestry_run_into_its_own_initial_checkpoint_is_refused(root: Path, capsys: pytest.CaptureFixture[str]
+                                                                   ) -> None:
+    """ancestry train --force --initial-checkpoint A --out A replaced the weights it started from, and its record
+    pointed at a file that no longer held them."""
+    argv = ["ancestry", "train", "--ancestry", "lgp_test_tiny", *FAST]
+    from helpers import run_cli
+
+    assert run_cli([*argv, "--out", str(root / "A")], capsys)[0] == 0
+    assert_refused(root, [*argv, "--out", str(root / "A"), "--force", "--initial-checkpoint", str(root / "A")],
+                   "the initial checkpoint", capsys)
+
+
+def test_profile_model_empty_is_refused(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """profile --model '' profiled the bundled demo pool instead."""
+    assert_refused(root, ["profile", "--target", "cpu", "--model", "", "--store", str(root / "m.sqlite")],
+                   "--model needs a timm model name", capsys)

@@ -27,6 +27,9 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected a comma list of integers, got '{text}'") from None
     if not values:
         raise argparse.ArgumentTypeError("give at least one integer (a comma list), or leave the flag out")
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        raise argparse.ArgumentTypeError(f"{twice} is named twice; give each value once")
     return values
 
 
@@ -138,8 +141,15 @@ def _snnet_plan(args: argparse.Namespace) -> int:
 
 
 def _snnet(args: argparse.Namespace) -> int:
+    from lgp_edge.errors import UsageError
+
     if args.plan:
+        if args.resume:
+            raise UsageError("--plan lists the configs and trains nothing: drop --resume")
         return _snnet_plan(args)
+    if args.anchors:
+        raise UsageError("--anchors plans SN-Net over timm models (with --plan); training takes its anchors from "
+                         "--ancestry: drop --anchors or add --plan")
     from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
     from lgp_edge.pool.evaluate import evaluate_pool
     from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
@@ -147,8 +157,6 @@ def _snnet(args: argparse.Namespace) -> int:
     single_process("baseline snnet")
     _require(args, "ancestry", "data", "out")
     cfg = train_config(args)
-    from lgp_edge.errors import UsageError
-
     if args.anchor_epochs is not None and args.anchor_epochs < 1:
         raise UsageError("--anchor-epochs must be positive")
     anchor_cfg = cfg.with_epochs(args.anchor_epochs or cfg.epochs)

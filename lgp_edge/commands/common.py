@@ -214,20 +214,25 @@ def name_list(flag: str, what: str):  # noqa: ANN201  (an argparse type)
     return parse
 
 
-def int_at_least(low: int):  # noqa: ANN201  (an argparse type)
-    """argparse type: an integer >= ``low`` (a bad value is one line on stderr, exit 2)."""
+def int_at_least(low: int, high: int | None = None):  # noqa: ANN201  (an argparse type)
+    """argparse type: an integer >= ``low`` (and <= ``high``; a bad value is one line on stderr, exit 2)."""
 
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}" if high is None else
+                                             f"must be between {low} and {high}, got {value}")
         return value
 
-    parse.__name__ = f"integer >= {low}"
+    parse.__name__ = f"integer >= {low}" if high is None else f"integer in {low}..{high}"
     return parse
+
+
+MAX_SEED = 2**31 - 1  # every seed lgp-edge derives (per rank, per step) stays within what torch and numpy take
+seed_value = int_at_least(0, MAX_SEED)  # argparse type of --seed
 
 
 def _finite(text: str, low: float, inclusive: bool) -> float:
@@ -251,3 +256,11 @@ def positive_float(text: str) -> float:
 def nonneg_float(text: str) -> float:
     """argparse type: a finite number >= 0."""
     return _finite(text, 0.0, inclusive=True)
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in [0, 1] (a weight whose complement weighs the rest)."""
+    value = _finite(text, 0.0, inclusive=True)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value

@@ -12,13 +12,14 @@ from lgp_edge.commands.common import (
     add_pool_arg,
     console,
     data_value,
+    fraction,
     int_at_least,
     name_list,
-    nonneg_float,
     positive_float,
     print_json,
     print_table,
     reporter,
+    seed_value,
 )
 from lgp_edge.commands.train_args import (
     add_finetune_recipe,
@@ -72,7 +73,8 @@ def _register_distill(s: argparse._SubParsersAction) -> None:
                         "the ancestry's (SN-Net's Ti/S anchors), e.g. ti6,b6,ti9,b9,ti12,s12")
     d.add_argument("--aux-init", choices=("ancestry", "random"), default="ancestry",
                    help="models start as a weight selection of the ancestry (default) or random (the paper's)")
-    d.add_argument("--alpha", type=nonneg_float, default=0.1, help="weight of CE on labels (default 0.1)")
+    d.add_argument("--alpha", type=fraction, default=0.1,
+                   help="weight of CE on labels, 0..1; the distillation terms weigh 1 - alpha (default 0.1)")
     _add_position_loss(d)
     add_width_epochs(d, who="the models")
     d.add_argument("--force", action="store_true", help="overwrite an earlier 'pool distill' output")
@@ -124,7 +126,8 @@ def _register_build(s: argparse._SubParsersAction) -> None:
                         "blocks, first channels and heads) or random (the paper's)")
     b.add_argument("--stitch-steps", type=int_at_least(0), default=300, metavar="N",
                    help="lstsq-kd: steps of stitch-only distillation (default 300)")
-    b.add_argument("--alpha", type=nonneg_float, default=0.1, help="weight of CE on labels (default 0.1)")
+    b.add_argument("--alpha", type=fraction, default=0.1,
+                   help="weight of CE on labels, 0..1; the distillation terms weigh 1 - alpha (default 0.1)")
     _add_position_loss(b)
     add_width_epochs(b, who="the auxiliary models")
     b.add_argument("--distilled", type=name_list("--distilled", "'pool distill' directory"), default=(),
@@ -162,7 +165,8 @@ def _register_stitch(s: argparse._SubParsersAction) -> None:
                     help="validation images for the R^2 report (default 500)")
     st.add_argument("--batch-size", type=int_at_least(1), default=256, metavar="N",
                     help="lstsq-kd batch (default 256)")
-    st.add_argument("--seed", type=int, default=0, metavar="N", help="seed for image choice and draws (default 0)")
+    st.add_argument("--seed", type=seed_value, default=0, metavar="N",
+                    help="seed for image choice and draws (default 0)")
     add_json(st)
     st.set_defaults(func=_stitch)
 
@@ -223,6 +227,10 @@ def _build(args: argparse.Namespace) -> int:
     from lgp_edge.pool.build import BuildRequest, build_pool
     from lgp_edge.train import is_main
 
+    if args.pretrained and args.ancestry_checkpoint:
+        from lgp_edge.errors import UsageError
+
+        raise UsageError("--pretrained and --ancestry-checkpoint both give the ancestry's weights; pass one")
     setup_distributed(args)
     req = BuildRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data, out=args.out,
                        depth=args.depth, widths=args.widths, chains=args.chains, init=args.init, alpha=args.alpha,

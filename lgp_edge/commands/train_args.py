@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lgp_edge.commands.common import int_at_least, nonneg_float, positive_float
+from lgp_edge.commands.common import MAX_SEED, int_at_least, nonneg_float, positive_float, seed_value
 
 
 def max_workers() -> int:
@@ -25,7 +25,11 @@ def width_epochs(text: str) -> tuple[tuple[str, int], ...]:
             epochs = 0
         if not sep or not width.strip() or epochs < 1:
             raise argparse.ArgumentTypeError(f"'{part}' is not WIDTH=EPOCHS with a positive epoch count, e.g. ti=12")
+        if width.strip() in out:
+            raise argparse.ArgumentTypeError(f"'{width.strip()}' is named twice; give each width once")
         out[width.strip()] = epochs
+    if not out:
+        raise argparse.ArgumentTypeError("give at least one WIDTH=EPOCHS (e.g. ti=12), or leave --width-epochs out")
     return tuple(out.items())
 
 
@@ -65,7 +69,8 @@ def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int =
     g.add_argument("--lr", type=positive_float, default=lr, help=f"AdamW peak learning rate (default {lr})")
     g.add_argument("--weight-decay", type=nonneg_float, default=0.05, help="AdamW weight decay (default 0.05)")
     g.add_argument("--warmup-epochs", type=nonneg_float, default=warmup, help="linear warm-up before cosine decay")
-    g.add_argument("--seed", type=int, default=0, help="seed for data order, augmentation, descendant draws")
+    g.add_argument("--seed", type=seed_value, default=0,
+                   help=f"seed for data order, augmentation, descendant draws, 0..{MAX_SEED} (default 0)")
     g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (quick runs)")
     g.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (default: per epoch)")
     g.add_argument("--device", default="cpu", help="cpu (default) or cuda")

@@ -24,7 +24,7 @@ from lgp_edge.models.ancestry import (
     recorded_shapes,
     shape_overrides,
 )
-from lgp_edge.outdir import atomic_dir, check_output_dir, check_resume_dir, replace_dir
+from lgp_edge.outdir import atomic_dir, check_not_inside, check_output_dir, check_resume_dir, replace_dir
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import content_hash
 from lgp_edge.train import TrainConfig, environment, evaluate, fit, is_main, resume_after
@@ -57,6 +57,8 @@ class AncestryRequest:
 def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
     from lgp_edge.fileio import save_safetensors, sha256_file
 
+    if req.initial_checkpoint:  # replacing OUT would delete the weights it starts from
+        check_not_inside(req.out, req.initial_checkpoint, "the initial checkpoint")
     if req.resume:
         check_resume_dir(req.out)
     else:

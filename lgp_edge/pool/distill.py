@@ -83,6 +83,8 @@ class DistillObjective(nn.Module):
         self.students = students
         self.instances = tuple(instances)
         self.teacher_dim, self.teacher_depth = teacher_dim, teacher_depth
+        if not 0.0 <= alpha <= 1.0:  # the distillation terms weigh 1 - alpha
+            raise UsageError(f"alpha must be between 0 and 1, got {alpha}")
         self.alpha, self.temperature = alpha, temperature
         self.pairs = {i.name: position_pairs(i, teacher_depth) for i in instances}
         self.transforms = nn.ModuleDict({

@@ -66,6 +66,8 @@ def _validate(req: ProfileRequest) -> ProfileRequest:
         req = replace(req, predict=True)  # calibrating is for predicting
     if req.check and not req.predict:
         raise UsageError("--check compares predictions with measurements: use it with --predict")
+    if req.model is not None and not req.model.strip():
+        raise UsageError("--model needs a timm model name, e.g. deit_tiny_patch16_224")
     if req.model and (req.pool or req.descendants):
         raise UsageError("--model profiles one timm model; it cannot be combined with --pool or --descendant")
     return req
