@@ -74,6 +74,8 @@ MUTATIONS = [
     ("flops-null", _first("flops", None), "flops None"),
     ("blocks-negative", _first("blocks", -6), "blocks -6"),
     ("blocks-fraction", _first("blocks", 6.5), "blocks 6.5"),
+    # a record listed twice with another top-1: select chose by it among "19 of 19" descendants of an 18-model pool
+    ("record-twice", lambda mf: mf["descendants"].append({**mf["descendants"][0], "top1": 99.9}), "twice"),
 ]
 
 # a budget every descendant meets, so that select would choose (today: by a NaN top-1) rather than refuse
@@ -213,6 +215,11 @@ SPEC_MUTATIONS = [
     ("preprocess-mean-inf", _set("preprocess", "mean", 0, value=float("inf")), "preprocess.mean[0] inf"),
     ("preprocess-channels", _set("preprocess", "mean", value=[0.1, 0.2]), "preprocess.mean"),
     ("storage-dtype", _set("storage_dtype", value="bogus"), "storage_dtype 'bogus'"),
+    # what EMBEDDING.md tells the app to feed: a size the models do not take (export died in torch with a traceback),
+    # a layout no export has, a mean of 1e308 for pixels scaled to 0..1
+    ("preprocess-img-size-other", _set("preprocess", "img_size", value=32), "preprocess.img_size 32"),
+    ("preprocess-layout", _set("preprocess", "layout", value="NHWC"), "preprocess.layout 'NHWC'"),
+    ("preprocess-mean-huge", _set("preprocess", "mean", 0, value=1e308), "preprocess.mean[0] 1e+308"),
 ]
 
 
@@ -411,7 +418,8 @@ def test_largest_sizes_are_read(pristine: Path, tmp_path: Path) -> None:
         a = mf["spec"]["ancestry"]
         a.update(img_size=MAX_IMG_SIZE, patch_size=MAX_IMG_SIZE, depth=MAX_DEPTH, embed_dim=MAX_WIDTH,
                  num_heads=MAX_WIDTH, num_classes=MAX_CLASSES, in_chans=MAX_IN_CHANS, mlp_ratio=MAX_MLP_RATIO)
-        mf["preprocess"].update(img_size=MAX_IMG_SIZE, labels=[f"c{i}" for i in range(MAX_CLASSES)])
+        mf["preprocess"].update(img_size=MAX_IMG_SIZE, in_chans=MAX_IN_CHANS, mean=[0.5] * MAX_IN_CHANS,
+                                std=[0.25] * MAX_IN_CHANS, labels=[f"c{i}" for i in range(MAX_CLASSES)])
     spec = read_manifest(damaged_copy(pristine, tmp_path, mutate)).spec
     assert (spec.ancestry.depth, spec.ancestry.embed_dim, spec.ancestry.num_classes) == (MAX_DEPTH, MAX_WIDTH,
                                                                                          MAX_CLASSES)

@@ -131,6 +131,10 @@ class PoolManifest:
         spec, preprocess = PoolSpec.from_dict(d["spec"]), PreprocessSpec.from_dict(d["preprocess"])
         _check_numbers(spec, preprocess)
         _check_labels(spec, preprocess)
+        keys = [r.get("key") for r in rows]
+        twice = next((k for i, k in enumerate(keys) if k in keys[:i]), None)
+        if twice is not None:
+            raise DamagedRecord(f"lists descendant {twice!r} twice (one evaluated record per descendant expected)")
         storage_dtype = d.get("storage_dtype", "float32")
         if storage_dtype not in STORAGE_DTYPES:
             raise DamagedRecord(f"has storage_dtype {storage_dtype!r} (one of {', '.join(STORAGE_DTYPES)} expected)",
@@ -222,15 +226,22 @@ def _check_numbers(spec: PoolSpec, pre: PreprocessSpec) -> None:
         _int_in(inst.num_heads, f"spec.instances[{i}].num_heads", inst.embed_dim, f"the width {inst.embed_dim}")
     _int_in(pre.img_size, "preprocess.img_size", MAX_IMG_SIZE)
     _int_in(pre.in_chans, "preprocess.in_chans", MAX_IN_CHANS)
+    for f in ("img_size", "in_chans"):  # what the app feeds is what the models take
+        if getattr(pre, f) != getattr(a, f):
+            raise DamagedRecord(f"has preprocess.{f} {getattr(pre, f)!r} where the ancestry takes {getattr(a, f)} "
+                                "(the same expected)", fix=REBUILD)
+    if pre.layout != "NCHW":
+        raise DamagedRecord(f"has preprocess.layout {pre.layout!r} ('NCHW', the layout every export takes, "
+                            "expected)", fix=REBUILD)
     for f in ("mean", "std"):
         values = getattr(pre, f)
         if len(values) != pre.in_chans:
-            raise DamagedRecord(f"preprocess.{f} has {len(values)} values for {pre.in_chans} input channel(s)",
-                                fix=REBUILD)
-        for i, v in enumerate(values):
-            if not is_number(v) or (f == "std" and v <= 0):
-                raise DamagedRecord(f"has preprocess.{f}[{i}] {v!r} (a finite number{' > 0' if f == 'std' else ''} "
-                                    "expected)", fix=REBUILD)
+            raise DamagedRecord(f"preprocess.{f} has {len(values)} values for "
+                                f"{counted(pre.in_chans, 'input channel')}", fix=REBUILD)
+        for i, v in enumerate(values):  # of pixel values scaled to 0..1
+            if not is_number(v) or not (0 < v <= 1 if f == "std" else 0 <= v <= 1):
+                raise DamagedRecord(f"has preprocess.{f}[{i}] {v!r} (a number in {'(0, 1]' if f == 'std' else '[0, 1]'}"
+                                    ", on pixel values scaled to 0..1, expected)", fix=REBUILD)
 
 
 MAX_LABEL = 256  # characters of one class name
