@@ -175,6 +175,18 @@ def _json(path: Path) -> Any:
         return None
 
 
+def _report_file(f: Path) -> bool:
+    """``f`` (report.md, .html or .csv) begins as lgp-edge writes it."""
+    try:
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if not head.startswith(REPORT_STARTS[f.name]):
+        return False
+    return f.name != "report.html" or REPORT_HTML_TITLE in head
+
+
 def _entries(p: Path) -> list[str]:
     return sorted(e.name for e in p.iterdir())
 
@@ -186,6 +198,12 @@ POOL_FILES = frozenset({"pool.json", "weights.safetensors", "ancestry.safetensor
                         "descendants.json"})
 ANCESTRY_FILES = frozenset({"ancestry.json", "ancestry.safetensors"})
 REPORT_FILES = frozenset({"report.md", "report.html", "report.csv"})
+# how each report file written by lgp-edge begins (report.py, report_html.py): a file of that name that begins
+# otherwise is the user's, and --force never replaces it
+REPORT_STARTS = {"report.md": "# lgp-edge report: pool ", "report.html": "<!DOCTYPE html>",
+                 "report.csv": "profile,target,precision,latency_budget_ms,"}
+REPORT_HTML_TITLE = "<title>lgp-edge report: "
+ANCESTRY_KEYS = frozenset({"name", "config", "top1"})  # what every ancestry.json 'ancestry train' wrote holds
 INTERRUPTED = "interrupted"  # recognise_output's kind for a directory holding checkpoints only
 _CKPT_RE = re.compile(r"^(distill(-[A-Za-z0-9_.+-]+)?|finetune|finetune-stitch|train)\.ckpt$")
 _REPORT_PLOT_RE = re.compile(r"^pareto-.+\.png$")
@@ -236,14 +254,20 @@ def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
     mf = _json(p / "manifest.json")
     if isinstance(mf, dict) and str(mf.get("kind", "")).startswith("lgp-edge export"):
         return "export", _not_named(p, _export_paths(p, mf))
-    if "report.md" in names:
-        return "report", [n for n in names if n not in REPORT_FILES and not _REPORT_PLOT_RE.match(n)]
+    if "report.md" in names and _report_file(p / "report.md"):
+        return "report", [n for n in names if not (n in REPORT_FILES and _report_file(p / n))
+                          and not _REPORT_PLOT_RE.match(n)]
     pj = _json(p / "pool.json")
     if isinstance(pj, dict) and "pool_id" in pj and "schema_version" in pj:
         return "pool", [n for n in names if n not in POOL_FILES]
     aj = _json(p / "ancestry.json")
-    if isinstance(aj, dict) and "ancestry.safetensors" in names:
-        return "ancestry", [n for n in names if n not in ANCESTRY_FILES]
+    if isinstance(aj, dict) and ANCESTRY_KEYS <= set(aj) and "ancestry.safetensors" in names:
+        from lgp_edge.fileio import sha256_file
+
+        want = aj.get("weights_sha256")  # recorded since the weights are checked on load; older runs have none
+        changed = want is not None and (p / "ancestry.safetensors").is_file() and \
+            sha256_file(p / "ancestry.safetensors") != want
+        return "ancestry", [n for n in names if n not in ANCESTRY_FILES or (changed and n == "ancestry.safetensors")]
     dj = _json(p / "distilled.json")
     if isinstance(dj, dict) and dj.get("kind") == "lgp-edge distilled auxiliary models":
         own = {"distilled.json", *(dj.get("files") or {})}

@@ -199,3 +199,36 @@ def test_path_limit_without_pathconf_is_linuxs(tmp_path: Path, monkeypatch) -> N
     assert outdir.max_path_bytes(tmp_path) == outdir.MAX_PATH_BYTES == 3800
     monkeypatch.setattr(os, "pathconf", lambda p, name: -1, raising=False)  # no limit reported
     assert outdir.max_path_bytes(tmp_path / "a" / "b") == 3800
+
+
+def test_files_named_like_a_report_or_an_ancestry_are_not_taken_for_lgp_edges(tmp_path: Path, capsys) -> None:
+    """--force took any directory holding report.md for an earlier report, and any ancestry.json beside
+    ancestry.safetensors for an earlier ancestry run, and replaced the user's files. Now they must begin as
+    lgp-edge writes them, and an ancestry's weights must hash as its ancestry.json records."""
+    import json
+
+    from helpers import error_lines, run_cli, snapshot
+
+    mine = tmp_path / "mydocs"
+    mine.mkdir()
+    (mine / "report.md").write_text("# my own report\n")
+    (mine / "report.csv").write_text("a,b\n")
+    assert recognise_output(mine)[0] is None
+    before = snapshot(tmp_path)
+    rc, err = run_cli(["report", "--out", str(mine), "--force", "--profile", "cpu",
+                       "--store", str(tmp_path / "none.sqlite")], capsys)
+    assert rc == 2 and len(error_lines(err)) == 1 and "did not write" in err and snapshot(tmp_path) == before
+
+    anc = tmp_path / "myanc"
+    anc.mkdir()
+    (anc / "ancestry.json").write_text(json.dumps({"my": "notes"}))
+    (anc / "ancestry.safetensors").write_text("blob")
+    assert recognise_output(anc)[0] is None
+    # an ancestry run's files whose weights were replaced since: the weights are not lgp-edge's
+    (anc / "ancestry.json").write_text(json.dumps({"name": "x", "config": {}, "top1": 1.0, "weights_sha256": "0" * 64}))
+    assert recognise_output(anc) == ("ancestry", ["ancestry.safetensors"])
+    before = snapshot(tmp_path)
+    rc, err = run_cli(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(anc),
+                       "--force", "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "8", "--quiet"],
+                      capsys)
+    assert rc == 2 and len(error_lines(err)) == 1 and "ancestry.safetensors" in err and snapshot(tmp_path) == before
