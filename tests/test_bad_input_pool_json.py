@@ -220,6 +220,7 @@ SPEC_MUTATIONS = [
     ("preprocess-img-size-other", _set("preprocess", "img_size", value=32), "preprocess.img_size 32"),
     ("preprocess-layout", _set("preprocess", "layout", value="NHWC"), "preprocess.layout 'NHWC'"),
     ("preprocess-mean-huge", _set("preprocess", "mean", 0, value=1e308), "preprocess.mean[0] 1e+308"),
+    ("no-instances", _set("spec", "instances", value=[]), "has no spec.instances"),  # read "per instance of  expected"
 ]
 
 

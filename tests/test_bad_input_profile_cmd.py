@@ -243,7 +243,7 @@ def test_calibration_note_names_the_missing_store_and_how_to_create_it(env, monk
     with caplog.at_level(logging.WARNING), MeasurementStore(env["store"], readonly=True) as store:
         assert roofline.host_calibration("torch", 1, store) == fake
     text = " ".join(r.getMessage() for r in caplog.records)
-    assert str(env["store"]) in text and "does not exist" in text and "--calibrate" in text
+    assert str(env["store"]) in text and "does not exist or is empty" in text and "--calibrate" in text
     assert "no writable store" not in text
     assert not env["store"].exists()  # read-only commands never create the store (by design)
 
@@ -268,6 +268,22 @@ def test_import_of_a_cpu_run_that_names_no_machine_is_refused(pool, env, capsys)
     f = _records_file(env["root"] / "t.json", pool_id, tool_versions={"onnxruntime": "1.17"})
     rc, err = run_cli(["profile", "--import", str(f), "--store", str(env["store"])], capsys)
     assert "host_cpu" in assert_refused(rc, err, "record 1", env)
+
+
+def test_calibration_note_on_an_empty_store_file_says_it_is_empty(env, monkeypatch, caplog, tmp_path):
+    """An empty (writable) store file: the note said the store 'could not be written'."""
+    from lgp_edge.profiling import roofline
+    from lgp_edge.profiling.store import MeasurementStore
+
+    path = tmp_path / "empty.sqlite"
+    path.write_bytes(b"")
+    fake = roofline.HostFacts(peak_gflops_fp32=100.0, mem_gbps=10.0, threads=1, gemm_n=512)
+    monkeypatch.setattr(roofline, "measure_host", lambda runtime, threads, gemm_n=512: fake)
+    monkeypatch.setattr(roofline, "_IN_PROCESS", {})
+    with caplog.at_level(logging.WARNING), MeasurementStore(path, readonly=True) as store:
+        assert roofline.host_calibration("torch", 1, store) == fake
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "does not exist or is empty" in text and "could not be written" not in text
 
 
 def test_calibration_note_on_an_older_store_says_why_it_is_not_stored(env, monkeypatch, caplog, tmp_path):

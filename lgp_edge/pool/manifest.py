@@ -220,6 +220,8 @@ def _check_numbers(spec: PoolSpec, pre: PreprocessSpec) -> None:
         raise DamagedRecord(f"has spec.ancestry.mlp_ratio {r!r} (a finite number in (0, {MAX_MLP_RATIO}] expected)",
                             fix=REBUILD)
     _int_in(spec.depth, "spec.depth", MAX_DEPTH)
+    if not spec.instances:
+        raise DamagedRecord("has no spec.instances (the pool's auxiliary models expected)", fix=REBUILD)
     for i, inst in enumerate(spec.instances):
         _int_in(inst.embed_dim, f"spec.instances[{i}].embed_dim", MAX_WIDTH)
         _int_in(inst.depth, f"spec.instances[{i}].depth", MAX_DEPTH)

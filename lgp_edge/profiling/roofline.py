@@ -143,8 +143,9 @@ def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: 
         path = getattr(store, "path", None)
         if store is None:
             why = "no measurement store was given"
-        elif getattr(store, "readonly", False) and path is not None and not path.exists():
-            why = f"the measurement store '{path}' does not exist (commands that only read never create it)"
+        elif getattr(store, "readonly", False) and not getattr(store, "exists", True):
+            why = (f"the measurement store '{path}' does not exist or is empty (commands that only read never "
+                   "create it)")
         elif getattr(store, "older_layout", False):
             why = (f"the measurement store '{path}' has the layout of an older lgp-edge, which commands that only "
                    "read do not upgrade (any 'lgp-edge profile' upgrades it)")
