@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -115,7 +116,15 @@ def switchable() -> str:
         t = x["median_ms"]
         out.append(f"| `{x['key']}` | {x['top1']:.2f} | {t['single_shipped']:.3f} | {t['switchable']:.3f} | "
                    f"{x['ratio_vs_single_shipped']:.3f} |")
-    out.append("")
+    size_ok = all(x["size"]["ratio_to_pool_weights"] <= 1.10 for x in d["selections"])
+    ratios = {x["selection"]: sorted(r["ratio_vs_single_shipped"] for r in x["latency_per_descendant"])
+              for x in d["selections"]}
+    every = sorted(r for rs in ratios.values() for r in rs)
+    lat_ok = every[-1] <= 1.05
+    medians = "; ".join(f"{name}: median {statistics.median(rs):.2f}x, {rs[0]:.2f}x..{rs[-1]:.2f}x over "
+                        f"{counted(len(rs), 'descendant')}" for name, rs in ratios.items())
+    out += ["", f"Size goal (within 10% of the pool's own weights): {'met' if size_ok else 'not met'}. Latency goal "
+                f"(each descendant within 5% of its single export): {'met' if lat_ok else 'not met'} ({medians}).", ""]
     return "\n".join(out)
 
 
@@ -446,10 +455,82 @@ def demo() -> str:
     return "\n".join(out) + "\n"
 
 
-SECTIONS = (("aux", aux), ("demo", demo), ("latency", latency), ("quick", quick), ("paper", paper),
-            ("convergence", convergence), ("bf16", bf16), ("paper_converged", paper_converged), ("widths", widths),
-            ("widths_converged", widths_converged), ("ceiling", ceiling), ("budget", budget), ("recipes", recipes),
-            ("switchable", switchable), ("int8", int8), ("memory", memory), ("walkthrough", walkthrough))
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO", "torch": "torch"}
+
+
+def latency_findings() -> str:
+    """What the latency results say, per thread count: the predictor's errors against the 5% goal, the spread of the
+    runs, and what a second thread buys (``b6.0-5``), all from latency_1thread.json and latency.json."""
+    goal, rts = 5.0, ("onnxruntime", "openvino")
+    out, ms = [], {}
+    for name in ("latency_1thread.json", "latency.json"):
+        d = json.loads((RESULTS / name).read_text())
+        pools = {p["name"]: p for p in d["pools"]}
+        demo, base = pools["demo pool"], pools["DeiT-Base scale"]
+        n = d["machine"]["threads"]
+
+        def mape(p: dict, key: str = "predictor_mape_percent") -> str:
+            return " and ".join(f"{p['summary'][rt][key]:.1f}%" for rt in rts)
+
+        def span(p: dict) -> str:
+            v = [r[rt]["median_ms"] for r in p["descendants"] for rt in rts]
+            return "-".join(f"{x:.2g}" if x < 10 else f"{x:.0f}" for x in (min(v), max(v))) + " ms"
+
+        errs = [100 * (r[rt]["predicted_ms"] - r[rt]["median_ms"]) / r[rt]["median_ms"]
+                for r in demo["descendants"] for rt in rts]
+        cvs = [demo["summary"][rt]["median_cv_of_runs"] for rt in rts]
+        runs = [r[rt] for r in demo["descendants"] for rt in rts]
+        over = [f"{RUNTIME_NAMES[rt]} on {p['name'].replace('demo pool', 'the demo pool')}" for p in (demo, base)
+                for rt in rts if p["summary"][rt]["predictor_mape_percent"] > goal]
+        verdict = f"within the {goal:g}% goal" if not over else f"over the {goal:g}% goal for {', '.join(over)}"
+        names = " and ".join(RUNTIME_NAMES[r] for r in rts)
+        out.append(f"- {counted(n, 'thread')}: median errors {mape(demo)} ({names}) on the demo pool ({span(demo)} "
+                   f"models), {mape(base)} at DeiT-Base scale ({span(base)}): "
+                   f"{verdict}. Every demo-pool prediction is within {min(errs):+.1f}..{max(errs):+.1f}% of its "
+                   f"measured median. The p90 errors: {mape(demo, 'predictor_p90_mape_percent')} on the demo pool "
+                   f"({sum(r['noisy'] for r in runs)} of {len(runs)} runs flagged noisy, median run-to-run CV "
+                   f"{min(cvs):.2f}-{max(cvs):.2f}), {mape(base, 'predictor_p90_mape_percent')} at DeiT-Base scale.")
+        ms[n] = {p["name"]: next(r for r in p["descendants"] if r["key"] == "b6.0-5")["onnxruntime"]["median_ms"]
+                 for p in (demo, base)}
+    if set(ms) == {1, 2}:
+        d1, d2 = ms[1]["demo pool"], ms[2]["demo pool"]
+        b1, b2 = ms[1]["DeiT-Base scale"], ms[2]["DeiT-Base scale"]
+        out.append(f"- A second thread: `b6.0-5` in ONNX Runtime {d1:.2f} ms with 1 thread and {d2:.2f} ms with 2 on "
+                   f"the demo pool ({'no gain' if d2 >= 0.95 * d1 else f'{d1 / d2:.2f}x faster'}), {b1:.0f} ms and "
+                   f"{b2:.0f} ms at DeiT-Base scale ({b1 / b2:.2f}x faster).")
+    return "\n".join(out) + "\n"
+
+
+def int8_findings() -> str:
+    """The int8 results in words: the speed-up per runtime (geomean; the smallest and the largest descendant) and
+    the top-1 change (mean, worst, lowest agreement with torch), from int8.json."""
+    d = json.loads((RESULTS / "int8.json").read_text())
+    sp, ac = d["speed"], d["accuracy"]["summary"]
+    g, rows = sp["speedup_int8_geomean"], sorted(sp["descendants"], key=lambda r: r["flops_fvcore"])
+    small, large = rows[0], rows[-1]
+
+    def pair(x: dict) -> str:
+        return f"{x['onnxruntime']:.2f}x and {x['openvino']:.2f}x"
+
+    met = all(v >= 1.8 for v in g.values())
+    ok = all(ac[rt]["max_abs_change"] <= 0.5 for rt in ("onnxruntime", "openvino"))
+    return (f"The speed goal is {'met' if met else 'not met'}: int8 is {g['onnxruntime']:.2f}x faster than fp32 in "
+            f"ONNX Runtime and {g['openvino']:.2f}x in OpenVINO (geometric mean over the {len(rows)} "
+            f"DeiT-Base-scale descendants; the smallest, `{small['key']}` at {small['flops_fvcore'] / 1e9:.2f} "
+            f"GFLOPs: {pair(small['speedup_int8'])}; the largest, `{large['key']}`: {pair(large['speedup_int8'])}). "
+            f"The accuracy part, on the current demo pool, {'meets' if ok else 'misses'} the top-1 goal in both "
+            f"runtimes: int8 changes top-1 by {ac['onnxruntime']['mean_change']:+.2f} points on average in ONNX "
+            f"Runtime and {ac['openvino']['mean_change']:+.2f} in OpenVINO, worst "
+            f"{ac['onnxruntime']['max_abs_change']:.2f} and {ac['openvino']['max_abs_change']:.2f} (agreement with "
+            f"torch at least {ac['onnxruntime']['min_agreement']:.3f} and {ac['openvino']['min_agreement']:.3f}).\n")
+
+
+SECTIONS = (
+    ("aux", aux), ("demo", demo), ("latency_findings", latency_findings), ("latency", latency), ("quick", quick),
+    ("paper", paper), ("convergence", convergence), ("bf16", bf16), ("paper_converged", paper_converged),
+    ("widths", widths), ("widths_converged", widths_converged), ("ceiling", ceiling), ("budget", budget),
+    ("recipes", recipes), ("switchable", switchable), ("int8", int8), ("int8_findings", int8_findings),
+    ("memory", memory), ("walkthrough", walkthrough))
 
 
 def rendered(text: str) -> str:
