@@ -83,6 +83,10 @@ def test_interleaved_rounds_time_each_model():
     assert len(a) == len(b) == 3 * (1 + 4)  # each round: warm-up + iters/rounds
     assert ts[0].n == ts[1].n == 12 and ts[1].median_ms > ts[0].median_ms and ts[1].median_ms >= 2.0
     assert ts[0].warmup == ts[1].warmup == 3  # the untimed runs that happened: one per round (was recorded as 1)
+    # --iters 10 in 6 rounds timed 6 runs (10 // 6 per round): the first iters % rounds rounds take one more
+    c: list[int] = []
+    (t,) = time_interleaved([lambda: c.append(1)], MeasureSettings(warmup=0, iters=10, rounds=6, repeat_noisy=False))
+    assert t.n == len(c) == 10
 
 
 # ------------------------------------------------------------------------------------------ runtimes

@@ -154,16 +154,19 @@ def repeat_if_noisy(run: Callable[[], Timing], settings: MeasureSettings) -> Tim
 
 def time_interleaved(fns: Sequence[Callable[[], object]], settings: MeasureSettings,
                      on_round: Callable[[int], None] | None = None) -> list[Timing]:
-    """Time several models in ``settings.rounds`` interleaved rounds of ``iters / rounds`` runs each.
+    """Time several models in ``settings.rounds`` interleaved rounds that share ``iters`` runs (the first
+    ``iters % rounds`` rounds one run more).
 
     A shared machine's load drifts; measured one after another, models early and late in a list see
-    different loads. Interleaved, every model samples the same stretch of time. Each round warms up again.
+    different loads. Interleaved, every model samples the same stretch of time. Each round warms up again. A
+    model whose interleaved runs stay noisy is timed again alone (``repeat_noisy``); where that series is
+    calmer it is kept, and its record says so by its warm-up (``warmup``, not ``rounds x warmup``).
     """
-    per_round = max(1, settings.iters // settings.rounds)
+    base, extra_runs = divmod(settings.iters, settings.rounds)
     times: list[list[float]] = [[] for _ in fns]
     for r in range(settings.rounds):
         for i, fn in enumerate(fns):
-            times[i] += _series(fn, replace(settings, seconds=None), per_round)
+            times[i] += _series(fn, replace(settings, seconds=None), max(1, base + (r < extra_runs)))
         if on_round is not None:
             on_round(r)
     out = []
