@@ -73,3 +73,18 @@ def test_api_select_and_export_take_user_profiles(tiny_pool: Path, tmp_path: Pat
     pool, manifest = api.load_pool(tiny_pool)
     sel = api.select(pool, manifest, "mine", store=tmp_path / "s.sqlite", profiles_dir=d)
     assert sel.profile.name == "mine" and sel.chosen.key
+
+
+def test_predicting_on_this_host_without_a_store_writes_nothing_and_answers(tiny_pool: Path, tmp_path: Path,
+                                                                            monkeypatch) -> None:  # noqa: ANN001
+    """api.predict_latencies(pool, manifest, "cpu") without store= measured the calibration probes, then failed
+    ("measurement store ... is open read-only") writing them into the default store it had opened to read."""
+    from lgp_edge import api
+
+    default = tmp_path / "default.sqlite"
+    monkeypatch.setenv("LGP_EDGE_STORE", str(default))
+    pool, manifest = api.load_pool(tiny_pool)
+    records = api.predict_latencies(pool, manifest, "cpu")
+    assert len(records) == len(manifest.descendants) and all(r.source == "predicted" for r in records)
+    assert all(r.calibration.startswith("probes:") and r.median_ms > 0 for r in records)
+    assert not default.exists()

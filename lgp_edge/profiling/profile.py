@@ -358,7 +358,8 @@ def _ort_once(sess: Any, argv: list[str], versions: dict[str, str], settings: Me
 # ------------------------------------------------------------------------------------ high-level steps
 def calibrate(subject: Subject, target: TargetSpec, runtime: str, precision: str, settings: MeasureSettings,
               store: Any, *, reporter: Reporter = NULL, targets_dir: str | None = None) -> Predictor:
-    """Measure the probes on the device, store them, return the calibrated predictor.
+    """Measure the probes on the device, store them (unless the store is read-only), return the calibrated
+    predictor.
 
     Probes are few, so each gets three times the timed runs: their noise is every prediction's noise.
     """
@@ -369,7 +370,7 @@ def calibrate(subject: Subject, target: TargetSpec, runtime: str, precision: str
         host_calibration(runtime, settings.threads, store, refresh=True)  # the host's facts, measured again
     recs = measure_items(subject, subject.probes, target, runtime, precision, probe_settings, reporter=reporter,
                          targets_dir=targets_dir, what="calibrating")
-    if store is not None:
+    if store is not None and not getattr(store, "readonly", False):  # a read-only store: this process's fit alone
         store.put_many(recs)
         # the calibration every later process reads from the store (the robust aggregate of the recent probe
         # runs), so that this process predicts what they will
