@@ -78,6 +78,7 @@ def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | N
     p = profile(profile_name, profiles_dir)
     t = target(p.target, targets_dir)
     check_against_target(p, t)
+    manifest.check_top1("POOL")  # top-1 measured on synthetic images for a real-data pool: refused, as by the CLI
     st = open_store(store)
     try:
         return plan_selection(manifest, p, t, st)
@@ -100,6 +101,10 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
 
     if (model is None) != (checkpoint is None) or (model is not None and (pool or descendant)):
         raise UsageError("model and checkpoint go together, and without pool or descendant")
+    if val_images is not None and (isinstance(val_images, bool) or not isinstance(val_images, int) or val_images < 1):
+        raise UsageError(f"val_images must be an integer >= 1, got {val_images!r}")
+    if not isinstance(force, bool):  # a truthy string replaced an earlier export
+        raise UsageError(f"force must be True or False, got {force!r}")
     p = with_overrides(profile(profile_name, profiles_dir), precision=precision)
     kw: dict[str, Any] = {} if val_images is None else {"val_images": val_images}
     if targets_dir is not None:

@@ -88,3 +88,50 @@ def test_predicting_on_this_host_without_a_store_writes_nothing_and_answers(tiny
     assert len(records) == len(manifest.descendants) and all(r.source == "predicted" for r in records)
     assert all(r.calibration.startswith("probes:") and r.median_ms > 0 for r in records)
     assert not default.exists()
+
+
+def test_select_refuses_synthetic_top1_of_a_real_data_pool_as_the_cli_does(tmp_path: Path) -> None:
+    """api.select chose b6.0-5 by top-1 values measured on synthetic images for a Fashion-MNIST pool, where
+    `lgp-edge select` and `export` refuse them."""
+    import json
+    import shutil
+
+    import pytest
+
+    from lgp_edge import api
+    from lgp_edge.errors import UsageError
+    from lgp_edge.pool.manifest import demo_pool_dir
+
+    pool_dir = Path(shutil.copytree(demo_pool_dir(), tmp_path / "pool"))
+    mf = json.loads((pool_dir / "pool.json").read_text())
+    for r in mf["descendants"]:
+        r["top1_data"] = "synthetic"
+    (pool_dir / "pool.json").write_text(json.dumps(mf))
+    with pytest.raises(UsageError, match="measured on synthetic data"):
+        api.select(*api.load_pool(pool_dir), "jetson-nano", store=tmp_path / "m.sqlite")
+
+
+def test_export_arguments_of_the_wrong_type_are_refused_before_any_work(tiny_pool: Path, tmp_path: Path) -> None:
+    """val_images=nan or 2.5 ended in a TypeError after the pool had loaded, val_images=True validated on one
+    image, and force="no" (truthy) replaced an earlier export."""
+    import pytest
+
+    from lgp_edge import api
+    from lgp_edge.errors import UsageError
+
+    out = tmp_path / "out"
+    for bad in (float("nan"), 2.5, "64", True, 0):
+        with pytest.raises(UsageError, match="val_images must be an integer >= 1"):
+            api.export("cpu", out, pool=tiny_pool, store=tmp_path / "m.sqlite", val_images=bad)
+    with pytest.raises(UsageError, match="force must be True or False"):
+        api.export("cpu", out, pool=tiny_pool, store=tmp_path / "m.sqlite", force="no")
+    assert not out.exists() and not (tmp_path / "m.sqlite").exists()
+
+
+def test_the_library_prints_nothing_where_the_application_set_up_no_logging() -> None:
+    """An app that had not configured logging got lgp-edge's warnings on stderr through Python's last-resort
+    handler (the busy-machine warning twice per call)."""
+    code = ("import logging, lgp_edge.api\n"
+            "logging.getLogger('lgp_edge.select').warning('a warning for the application to route')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stderr == "" and res.stdout == ""
