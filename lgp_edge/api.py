@@ -68,14 +68,18 @@ def predict_latencies(pool: Any, manifest: Any, target_name: str, *, runtime: st
 
 
 def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | None = None,
-           profiles_dir: str | Path | None = None, targets_dir: str | Path | None = None) -> Any:
+           profiles_dir: str | Path | None = None, targets_dir: str | Path | None = None,
+           budget_ms: float | None = None, memory_mb: float | None = None, threads: int | None = None) -> Any:
     """The ``Selection`` for a device profile (chosen ``Candidate``, every candidate, the reason), as
-    ``lgp-edge select``; raises ``NothingFits`` when no descendant fits the budgets. Only ``manifest`` is
-    read (the choice needs no weights); ``pool`` stays so that ``select(*load_pool(path), name)`` reads."""
-    from lgp_edge.profiles import check_against_target
+    ``lgp-edge select``; raises ``NothingFits`` when no descendant fits the budgets. ``budget_ms``,
+    ``memory_mb`` and ``threads`` override the profile's, checked as ``--budget-ms``, ``--memory-mb`` and
+    ``--threads`` are. Only ``manifest`` is read (the choice needs no weights); ``pool`` stays so that
+    ``select(*load_pool(path), name)`` reads."""
+    from lgp_edge.profiles import check_against_target, with_overrides
     from lgp_edge.select import open_store, plan_selection
 
-    p = profile(profile_name, profiles_dir)
+    p = with_overrides(profile(profile_name, profiles_dir), budget_ms=budget_ms, memory_mb=memory_mb,
+                       threads=threads)
     t = target(p.target, targets_dir)
     check_against_target(p, t)
     manifest.check_top1("POOL")  # top-1 measured on synthetic images for a real-data pool: refused, as by the CLI
@@ -90,9 +94,11 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
            store: str | Path | None = None, val_images: int | None = None, force: bool = False,
            precision: str | None = None, data: str | None = None, model: str | None = None,
            checkpoint: str | Path | None = None, profiles_dir: str | Path | None = None,
-           targets_dir: str | Path | None = None) -> Any:
+           targets_dir: str | Path | None = None, budget_ms: float | None = None, memory_mb: float | None = None,
+           threads: int | None = None) -> Any:
     """Export for a profile, validated, with manifest.json (``ExportResult``), as ``lgp-edge export``;
-    ``precision`` overrides the profile's, ``model`` + ``checkpoint`` export a timm ViT (``--model``)."""
+    ``precision``, ``budget_ms``, ``memory_mb`` and ``threads`` override the profile's (checked as the CLI's
+    flags are), ``model`` + ``checkpoint`` export a timm ViT (``--model``)."""
     from lgp_edge.errors import UsageError
     from lgp_edge.export.pipeline import ExportRequest, export_profile
     from lgp_edge.fileio import canonical_data
@@ -105,7 +111,8 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
         raise UsageError(f"val_images must be an integer >= 1, got {val_images!r}")
     if not isinstance(force, bool):  # a truthy string replaced an earlier export
         raise UsageError(f"force must be True or False, got {force!r}")
-    p = with_overrides(profile(profile_name, profiles_dir), precision=precision)
+    p = with_overrides(profile(profile_name, profiles_dir), precision=precision, budget_ms=budget_ms,
+                       memory_mb=memory_mb, threads=threads)
     kw: dict[str, Any] = {} if val_images is None else {"val_images": val_images}
     if targets_dir is not None:
         kw["targets_dir"] = Path(targets_dir)

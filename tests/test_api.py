@@ -135,3 +135,27 @@ def test_the_library_prints_nothing_where_the_application_set_up_no_logging() ->
             "logging.getLogger('lgp_edge.select').warning('a warning for the application to route')\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stderr == "" and res.stdout == ""
+
+
+def test_select_and_export_take_the_cli_overrides_checked_as_the_flags_are(tiny_pool: Path, tmp_path: Path) -> None:
+    """The API had no way to change a profile's budgets or threads (a dataclasses.replace copy was neither taken
+    nor checked): select and export take budget_ms, memory_mb and threads, refused out of range as the flags."""
+    import math
+
+    import pytest
+
+    from lgp_edge import api
+    from lgp_edge.errors import NothingFits, UsageError
+
+    pool, manifest = api.load_pool(tiny_pool)
+    store = tmp_path / "m.sqlite"
+    sel = api.select(pool, manifest, "raspberry-pi-5", store=store, budget_ms=1000.0, threads=2)
+    assert sel.chosen.threads == 2 and sel.profile.latency_budget_ms == 1000.0
+    with pytest.raises(NothingFits):
+        api.select(pool, manifest, "raspberry-pi-5", store=store, memory_mb=0.001)
+    for bad in ({"budget_ms": math.nan}, {"budget_ms": -1.0}, {"threads": 0}, {"memory_mb": math.inf}):
+        with pytest.raises(UsageError):
+            api.select(pool, manifest, "raspberry-pi-5", store=store, **bad)
+        with pytest.raises(UsageError):
+            api.export("cpu", tmp_path / "out", pool=tiny_pool, store=store, **bad)
+    assert not (tmp_path / "out").exists()
