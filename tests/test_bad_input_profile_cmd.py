@@ -270,38 +270,35 @@ def test_import_of_a_cpu_run_that_names_no_machine_is_refused(pool, env, capsys)
     assert "host_cpu" in assert_refused(rc, err, "record 1", env)
 
 
-def test_calibration_note_on_an_empty_store_file_says_it_is_empty(env, monkeypatch, caplog, tmp_path):
-    """An empty (writable) store file: the note said the store 'could not be written'."""
-    from lgp_edge.profiling import roofline
-    from lgp_edge.profiling.store import MeasurementStore
-
-    path = tmp_path / "empty.sqlite"
+def _empty_file(path: Path) -> None:
     path.write_bytes(b"")
-    fake = roofline.HostFacts(peak_gflops_fp32=100.0, mem_gbps=10.0, threads=1, gemm_n=512)
-    monkeypatch.setattr(roofline, "measure_host", lambda runtime, threads, gemm_n=512: fake)
-    monkeypatch.setattr(roofline, "_IN_PROCESS", {})
-    with caplog.at_level(logging.WARNING), MeasurementStore(path, readonly=True) as store:
-        assert roofline.host_calibration("torch", 1, store) == fake
-    text = " ".join(r.getMessage() for r in caplog.records)
-    assert "does not exist or is empty" in text and "could not be written" not in text
 
 
-def test_calibration_note_on_an_older_store_says_why_it_is_not_stored(env, monkeypatch, caplog, tmp_path):
-    """A reader of a schema-1 store warned that the writable store 'could not be written', and every select measured
-    the host again: a reader does not upgrade the layout, and the note says so and what upgrades it."""
+def _schema_1(path: Path) -> None:
     import sqlite3
 
-    from lgp_edge.profiling import roofline
-    from lgp_edge.profiling.store import MeasurementStore
-
-    path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
     db.executescript("CREATE TABLE latency (pool_id TEXT, when_utc TEXT); PRAGMA user_version = 1;")
     db.close()
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (_empty_file, "does not exist or is empty"),
+    (_schema_1, "older lgp-edge, which commands that only read do not upgrade (any 'lgp-edge profile' upgrades it)"),
+], ids=["empty", "schema-1"])
+def test_calibration_note_says_why_a_store_that_can_be_written_holds_no_calibration(make, says, env, monkeypatch,
+                                                                                     caplog, tmp_path):
+    """An empty store file, and a schema-1 store (which a reader does not upgrade, so every select measured the
+    host again): the note said the writable store 'could not be written'."""
+    from lgp_edge.profiling import roofline
+    from lgp_edge.profiling.store import MeasurementStore
+
+    path = tmp_path / "store.sqlite"
+    make(path)
     fake = roofline.HostFacts(peak_gflops_fp32=100.0, mem_gbps=10.0, threads=1, gemm_n=512)
     monkeypatch.setattr(roofline, "measure_host", lambda runtime, threads, gemm_n=512: fake)
     monkeypatch.setattr(roofline, "_IN_PROCESS", {})
     with caplog.at_level(logging.WARNING), MeasurementStore(path, readonly=True) as store:
         assert roofline.host_calibration("torch", 1, store) == fake
     text = " ".join(r.getMessage() for r in caplog.records)
-    assert "older lgp-edge" in text and "'lgp-edge profile' upgrades it" in text and "could not be written" not in text
+    assert says in text and "could not be written" not in text
