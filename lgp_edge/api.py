@@ -6,8 +6,34 @@ See docs/API.md (its examples are run by tests/test_api.py).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+
+def _check(value: Any, what: str, kinds: tuple[type, ...], expected: str, *, optional: bool = False) -> None:
+    """``UsageError`` naming the argument when ``value`` is not of ``kinds`` (None allowed when ``optional``)."""
+    if (value is None and optional) or (isinstance(value, kinds) and not isinstance(value, bool)):
+        return
+    from lgp_edge.errors import UsageError
+
+    raise UsageError(f"{what} must be {expected}, got {type(value).__name__} {value!r:.60}")
+
+
+def _paths(**paths: Any) -> None:
+    for what, value in paths.items():
+        _check(value, what, (str, os.PathLike), "a path (str or os.PathLike)", optional=True)
+
+
+def _names(**names: Any) -> None:
+    for what, value in names.items():
+        _check(value, what, (str,), "a name (str)")
+
+
+def _manifest(manifest: Any) -> None:
+    from lgp_edge.pool.manifest import PoolManifest
+
+    _check(manifest, "manifest", (PoolManifest,), "the PoolManifest api.load_pool returns")
 
 
 def load_pool(path: str | Path | None = None) -> tuple[Any, Any]:
@@ -15,6 +41,7 @@ def load_pool(path: str | Path | None = None) -> tuple[Any, Any]:
     from lgp_edge.pool.pool import load_pool as _load
     from lgp_edge.pool.pool import resolve_pool
 
+    _paths(path=path)
     return _load(resolve_pool(str(path) if path is not None else None))
 
 
@@ -22,6 +49,7 @@ def descendants(manifest: Any) -> tuple[Any, ...]:
     """The pool's evaluated descendants (``DescendantRecord``: key, params, FLOPs, top-1)."""
     from lgp_edge.select import records_of
 
+    _manifest(manifest)
     return records_of(manifest)
 
 
@@ -29,6 +57,8 @@ def target(name: str, targets_dir: str | Path | None = None) -> Any:
     """A ``TargetSpec`` by name (built-in, or from ``targets_dir``)."""
     from lgp_edge.targets import load_target
 
+    _names(name=name)
+    _paths(targets_dir=targets_dir)
     return load_target(name, targets_dir)
 
 
@@ -36,6 +66,8 @@ def profile(name: str, profiles_dir: str | Path | None = None) -> Any:
     """A ``DeviceProfile`` by name (built-in, or from ``profiles_dir``)."""
     from lgp_edge.profiles import load_profile
 
+    _names(name=name)
+    _paths(profiles_dir=profiles_dir)
     return load_profile(name, profiles_dir)
 
 
@@ -45,10 +77,16 @@ def predict_latencies(pool: Any, manifest: Any, target_name: str, *, runtime: st
     """Predicted latency of every descendant on a target (``LatencyRecord``s, ``source`` "predicted"),
     as ``lgp-edge profile --target NAME --predict``; stored when ``store`` is given (else the default store
     is only read, and not created)."""
+    from lgp_edge.pool.pool import LearngenePool
     from lgp_edge.profiling import profile as prof
     from lgp_edge.profiling.measure import MeasureSettings
     from lgp_edge.profiling.store import MeasurementStore, default_store_path
 
+    _check(pool, "pool", (LearngenePool,), "the LearngenePool api.load_pool returns")
+    _manifest(manifest)
+    _paths(store=store)
+    for what, value in (("runtime", runtime), ("precision", precision)):
+        _check(value, what, (str,), "a name (str) or None", optional=True)
     t = target(target_name, targets_dir)
     rt = runtime or t.runtime
     prec = precision or prof.default_precision(t)
@@ -78,6 +116,8 @@ def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | N
     from lgp_edge.profiles import check_against_target, with_overrides
     from lgp_edge.select import open_store, plan_selection
 
+    _manifest(manifest)
+    _paths(store=store)
     p = with_overrides(profile(profile_name, profiles_dir), budget_ms=budget_ms, memory_mb=memory_mb,
                        threads=threads)
     t = target(p.target, targets_dir)
@@ -105,6 +145,10 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
     from lgp_edge.outdir import release
     from lgp_edge.profiles import with_overrides
 
+    _paths(out=out, pool=pool, store=store, checkpoint=checkpoint)
+    _check(out, "out", (str, os.PathLike), "a path (str or os.PathLike)")
+    for what, value in (("descendant", descendant), ("precision", precision), ("data", data), ("model", model)):
+        _check(value, what, (str,), "a name (str) or None", optional=True)
     if (model is None) != (checkpoint is None) or (model is not None and (pool or descendant)):
         raise UsageError("model and checkpoint go together, and without pool or descendant")
     if val_images is not None and (isinstance(val_images, bool) or not isinstance(val_images, int) or val_images < 1):
@@ -132,6 +176,7 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
     from lgp_edge.errors import UsageError
     from lgp_edge.fileio import json_loads
 
+    _check(out, "out", (str, os.PathLike), "a path (str or os.PathLike)")
     path = Path(out) / "manifest.json"
     try:
         mf = json_loads(path.read_text())

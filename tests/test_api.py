@@ -159,3 +159,27 @@ def test_select_and_export_take_the_cli_overrides_checked_as_the_flags_are(tiny_
         with pytest.raises(UsageError):
             api.export("cpu", tmp_path / "out", pool=tiny_pool, store=store, **bad)
     assert not (tmp_path / "out").exists()
+
+
+def test_arguments_of_the_wrong_type_are_usage_errors_naming_the_argument(tmp_path: Path) -> None:
+    """api.target(None) ended in difflib's TypeError, api.profile(["cpu"]) in 'unhashable type', api.descendants and
+    api.select on a wrong manifest in an AttributeError deep inside, api.read_manifest(None) in pathlib's TypeError."""
+    import pytest
+
+    from lgp_edge import api
+    from lgp_edge.errors import UsageError
+
+    pool, manifest = api.load_pool()
+    calls = [
+        ("name", lambda: api.target(None)), ("name", lambda: api.target(3)), ("name", lambda: api.profile(["cpu"])),
+        ("manifest", lambda: api.descendants(None)), ("manifest", lambda: api.descendants("pool.json")),
+        ("manifest", lambda: api.select(pool, None, "cpu")), ("pool", lambda: api.predict_latencies(None, manifest,
+                                                                                                      "cpu")),
+        ("out", lambda: api.read_manifest(None)), ("out", lambda: api.export("cpu", None)),
+        ("store", lambda: api.export("cpu", tmp_path / "o", store=[tmp_path / "m.sqlite"])),
+        ("path", lambda: api.load_pool(7)),
+    ]
+    for what, call in calls:
+        with pytest.raises(UsageError, match=f"^{what} must be"):
+            call()
+    assert not (tmp_path / "o").exists()
