@@ -243,6 +243,22 @@ def test_cli_switchable_onnx(tiny_pool, tmp_path, store, capsys):
     assert all(d["latency_ms"] > 0 and d["latency_source"] == "predicted" for d in mf["descendants"])
     emb = (out / "EMBEDDING.md").read_text()
     assert "descendant" in emb and "ti6.0-4+b6.5-5" in emb and "LongBuffer" in emb
+    # its Python sample runs as written beside the file (it named an `x` and an `index` it never made)
+    import re
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    (code,) = re.findall(r"```python\n(.*?)```", emb, re.S)
+    Image.new("L", (40, 30), 128).save(out / "photo.png")
+    run = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True, timeout=120)
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(out / art["path"]), load_external_data=False).metadata_props}
+    assert run.returncode == 0, run.stderr[-1500:]
+    key, label = run.stdout.split()
+    assert key in {"ti6.0-5", "ti6.0-4+b6.5-5"} and label in json.loads(props["labels"])
 
 
 def test_docs_snippets_match_the_generated_embedding():

@@ -1,5 +1,11 @@
+import CoreGraphics
 import CoreML
+import CoreVideo
 import Foundation
+
+enum SwitchableClassifierError: Error {
+    case pixelBuffer(CVReturn), drawing
+}
 
 /** One .mlpackage, one function per descendant; MLModelConfiguration.functionName picks it (iOS 18+). */
 final class SwitchableClassifier {
@@ -39,13 +45,51 @@ final class SwitchableClassifier {
         return m
     }
 
-    /** The class label for a CGImage (the model resizes nothing: pass img_size x img_size). */
+    /** The class label for a CGImage: the whole image resized to the model's input (no crop) and, for a
+        grayscale model, gray as the mean of R, G and B, as in training (Core ML's own conversion of a
+        CGImage would weight the colours by luminance). */
     func classify(_ image: CGImage) throws -> String {
         let m = try model(pick())
         let constraint = m.modelDescription.inputDescriptionsByName["image"]!.imageConstraint!
-        let input = try MLDictionaryFeatureProvider(dictionary: [
-            "image": try MLFeatureValue(cgImage: image, constraint: constraint, options: nil)])
+        let buffer = try Self.pixelBuffer(from: image, width: constraint.pixelsWide, height: constraint.pixelsHigh,
+                                          gray: constraint.pixelFormatType == kCVPixelFormatType_OneComponent8)
+        let input = try MLDictionaryFeatureProvider(dictionary: ["image": MLFeatureValue(pixelBuffer: buffer)])
         return try m.prediction(from: input).featureValue(for: "classLabel")!.stringValue
+    }
+
+    /** width x height pixels: OneComponent8 holding (R + G + B) / 3 when gray, else 32BGRA. */
+    static func pixelBuffer(from image: CGImage, width: Int, height: Int, gray: Bool) throws -> CVPixelBuffer {
+        var rgba = [UInt8](repeating: 0, count: width * height * 4)
+        let drawn: Bool = rgba.withUnsafeMutableBytes { raw in
+            guard let ctx = CGContext(data: raw.baseAddress, width: width, height: height, bitsPerComponent: 8,
+                                      bytesPerRow: width * 4, space: CGColorSpaceCreateDeviceRGB(),
+                                      bitmapInfo: CGImageAlphaInfo.noneSkipLast.rawValue) else { return false }
+            ctx.interpolationQuality = .high
+            ctx.draw(image, in: CGRect(x: 0, y: 0, width: width, height: height))
+            return true
+        }
+        guard drawn else { throw SwitchableClassifierError.drawing }
+        let format = gray ? kCVPixelFormatType_OneComponent8 : kCVPixelFormatType_32BGRA
+        var out: CVPixelBuffer?
+        let status = CVPixelBufferCreate(nil, width, height, format, nil, &out)
+        guard status == kCVReturnSuccess, let buffer = out else { throw SwitchableClassifierError.pixelBuffer(status) }
+        CVPixelBufferLockBaseAddress(buffer, [])
+        defer { CVPixelBufferUnlockBaseAddress(buffer, []) }
+        let rowBytes = CVPixelBufferGetBytesPerRow(buffer)
+        let base = CVPixelBufferGetBaseAddress(buffer)!.assumingMemoryBound(to: UInt8.self)
+        for y in 0..<height {
+            for x in 0..<width {
+                let p = (y * width + x) * 4
+                let (r, g, b) = (Int(rgba[p]), Int(rgba[p + 1]), Int(rgba[p + 2]))
+                if gray {
+                    base[y * rowBytes + x] = UInt8((r + g + b) / 3)   // the mean of R, G and B
+                } else {
+                    let q = y * rowBytes + x * 4                       // BGRA
+                    base[q] = UInt8(b); base[q + 1] = UInt8(g); base[q + 2] = UInt8(r); base[q + 3] = 255
+                }
+            }
+        }
+        return buffer
     }
 
     /** "iPhone14,5" style identifier; list the ones your measurements mark as slow. */
