@@ -51,6 +51,18 @@ def test_a_width_with_its_own_budget_trains_longer_and_leaves_the_others_unchang
     assert any(not torch.allclose(ti_same[k], ti_own[k]) for k in ti_same)
 
 
+def test_every_width_with_the_same_own_budget_trains_that_budget_and_records_each_warm_up(tmp_path: Path) -> None:
+    """--width-epochs ti=2,b=2 with --epochs 1 trained one epoch (one group: the run's --epochs) while pool.json
+    said 2; and a width's run with a warm-up clamped to its shorter budget recorded the run's warm-up."""
+    assert _build(tmp_path / "both", "--width-epochs", "ti=2,b=2") == 0
+    entry = read_manifest(tmp_path / "both").history[0]
+    assert entry["epochs"] == {"ti6": 2, "b6": 2} and len(entry["epoch_loss"]) == 2
+    assert _build(tmp_path / "warm", "--epochs", "3", "--warmup-epochs", "2", "--width-epochs", "ti=1") == 0
+    entry = read_manifest(tmp_path / "warm").history[0]
+    assert entry["epochs"] == {"ti6": 1, "b6": 3} and entry["config"]["warmup_epochs"] == 2.0
+    assert entry["warmup_epochs"] == {"ti6": pytest.approx(0.1), "b6": 2.0}  # ti6's run: a tenth of its 1 epoch
+
+
 def _objective() -> DistillObjective:
     torch.manual_seed(0)
     teacher, aspec = create_ancestry(TINY)

@@ -161,7 +161,7 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
         distilled = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0)), "data": req.data,
                      "config": cfg.to_dict(), "environment": environment(), "alpha": req.alpha,
                      "temperature": req.temperature,
-                     **distill_history(run.losses, narrow, cfg.epochs, width_epochs), "aux_init": req.aux_init,
+                     **distill_history(run, narrow, cfg.epochs, width_epochs), "aux_init": req.aux_init,
                      "inherited_blocks": inherited, "ancestry_checkpoint": req.checkpoint,
                      "ancestry_top1": (meta or {}).get("top1")}
         if is_main():  # each distilled anchor alone right after distillation

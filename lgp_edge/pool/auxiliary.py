@@ -173,8 +173,8 @@ def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter 
         "alpha": req.alpha, "temperature": req.temperature, "position_loss": req.position_loss,
         "epochs": {i.name: e for e, group in groups for i in group},
         # one run per epoch budget; its loss per epoch is summed over the run's models
-        "runs": [{"models": [i.name for i in group], "epochs": e, "epoch_loss": list(run.losses[group[0].name])}
-                 for e, group in groups],
+        "runs": [{"models": [i.name for i in group], "epochs": e, "warmup_epochs": run.warmup.get(group[0].name),
+                  "epoch_loss": list(run.losses[group[0].name])} for e, group in groups],
         "aux_init": req.aux_init, "inherited_blocks": inherited,
         "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1"),
         # each model alone right after distillation, on the first top1_images validation images of req.data

@@ -142,7 +142,7 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                      "config": cfg.to_dict(), "environment": environment(), "alpha": req.alpha,
                      "temperature": req.temperature,
                      "position_loss": req.position_loss,
-                     **distill_history(run.losses, spec.instances, cfg.epochs, width_epochs),
+                     **distill_history(run, spec.instances, cfg.epochs, width_epochs),
                      "aux_init": req.aux_init, "inherited_blocks": inherited,
                      "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")}
         if is_main():  # each instance model alone right after distillation (the stitches do not change them)

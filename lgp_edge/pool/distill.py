@@ -180,6 +180,7 @@ class DistillRun:
     losses: dict[str, tuple[float, ...]]  # each student's per-epoch training loss (of its group's run)
     earlier_wall_s: float = 0.0  # training seconds spent before a resume, by processes that were killed
     train_s: float = 0.0  # training seconds of every run, those before a resume included (no loading, no evaluation)
+    warmup: dict[str, float] = dataclasses.field(default_factory=dict)  # each student's warm-up epochs, as run
 
 
 def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *, out: str | Path,
@@ -197,12 +198,14 @@ def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *
                                          for _, g in groups):
         raise UsageError(f"--resume: no distillation checkpoint in {out}; run without --resume")
     losses: dict[str, tuple[float, ...]] = {}
+    warmup: dict[str, float] = {}
     earlier = train_s = 0.0
     for epochs, group in groups:
         names = "+".join(i.name for i in group)
         ckpt = Path(out) / ckpt_name(group, single)
-        result = fit(objective if single else objective.subset(group), train_set,
-                     cfg if single else cfg.with_epochs(epochs),
+        run_cfg = cfg if epochs == cfg.epochs else cfg.with_epochs(epochs)  # every width its own budget, as recorded
+        warmup.update({i.name: run_cfg.warmup_epochs for i in group})
+        result = fit(objective if single else objective.subset(group), train_set, run_cfg,
                      description=f"{description} {names}", ckpt_dir=ckpt,
                      resume=resume and (single or (ckpt / "state.json").is_file()),
                      fingerprint=fingerprint if single else content_hash({"run": fingerprint, "group": names,
@@ -211,14 +214,16 @@ def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *
         losses.update({i.name: result.epoch_loss for i in group})
         earlier += result.earlier_wall_s
         train_s += result.earlier_wall_s + result.wall_s
-    return DistillRun(losses, earlier, train_s)
+    return DistillRun(losses, earlier, train_s, warmup)
 
 
-def distill_history(losses: Mapping[str, tuple[float, ...]], instances: tuple[InstanceSpec, ...], epochs: int,
+def distill_history(run: DistillRun, instances: tuple[InstanceSpec, ...], epochs: int,
                     width_epochs: Mapping[str, int]) -> dict:
-    """pool.json history fields of a distillation: each student's epochs, and its loss per epoch as
-    ``epoch_loss`` (one list: all students trained together) or ``epoch_loss_by_model``."""
-    out: dict = {"epochs": {i.name: width_epochs.get(i.width, epochs) for i in instances}}
+    """pool.json history fields of a distillation: each student's epochs and warm-up epochs as run, and its loss
+    per epoch as ``epoch_loss`` (one list: all students trained together) or ``epoch_loss_by_model``."""
+    losses = run.losses
+    out: dict = {"epochs": {i.name: width_epochs.get(i.width, epochs) for i in instances},
+                 "warmup_epochs": {i.name: run.warmup[i.name] for i in instances if i.name in run.warmup}}
     runs = {losses[i.name] for i in instances}
     if len(runs) == 1:
         out["epoch_loss"] = list(next(iter(runs)))
