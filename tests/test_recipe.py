@@ -116,6 +116,8 @@ def test_cli_lstsq_kd_build_and_phased_finetune(tmp_path: Path, capsys: pytest.C
                  "--max-steps-per-epoch", "1"]) == 0
     entry = json.loads((pool / "pool.json").read_text())["history"][-1]
     assert entry["stage"] == "finetune" and entry["stitch_epochs"] == 1 and len(entry["stitch_epoch_loss"]) == 1
+    assert entry["stitch_warmup_epochs"] == (entry["config"]["warmup_epochs"] if entry["config"]["warmup_epochs"] < 1
+                                             else pytest.approx(0.1))  # the stitch phase's own, as run
     assert entry["anchors"] is True and entry["instance_lr_scale"] == 0.2 and entry["sampling"] == "flops-bucket"
     assert not (pool / "finetune.ckpt").exists() and not (pool / "finetune-stitch.ckpt").exists()
     _, after = _weights(pool)

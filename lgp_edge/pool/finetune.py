@@ -119,6 +119,7 @@ def finetune_pool(req: FinetuneRequest, cfg: TrainConfig, reporter: Reporter = N
              "tau": req.tau,
              "init": init or manifest.stitch_init, "epoch_loss": list(result.epoch_loss),
              "stitch_epochs": stitch_epochs, "stitch_epoch_loss": stitch_loss,
+             "stitch_warmup_epochs": scfg.warmup_epochs if scfg else None,  # the phase's own, as run
              "instance_lr_scale": req.instance_lr_scale, "anchors": req.anchors, "sampling": req.sampling,
              "resumed_from_step": result.resumed_from, "stitch_resumed_from_step": stitch_resumed}
     manifest = manifest.replace(stage="finetuned", stitch_init=init or manifest.stitch_init,
