@@ -237,3 +237,11 @@ def test_profile_model_empty_is_refused(root: Path, capsys: pytest.CaptureFixtur
     """profile --model '' profiled the bundled demo pool instead."""
     assert_refused(root, ["profile", "--target", "cpu", "--model", "", "--store", str(root / "m.sqlite")],
                    "--model needs a timm model name", capsys)
+
+
+@pytest.mark.parametrize("method", ["scratch", "vanilla"])
+def test_a_checkpoint_interval_is_refused_where_no_checkpoint_is_kept(method: str, root: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """baseline scratch|vanilla took --save-every and wrote checkpoints no --resume could read (they have none)."""
+    assert_refused(root, ["baseline", method, *RANDOM, *FAST, "--out", str(root / "X"), "--save-every", "5"],
+                   "unrecognized arguments: --save-every", capsys)

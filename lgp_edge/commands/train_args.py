@@ -72,12 +72,12 @@ def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int =
     g.add_argument("--seed", type=seed_value, default=0,
                    help=f"seed for data order, augmentation, descendant draws, 0..{MAX_SEED} (default 0)")
     g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (quick runs)")
-    g.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (default: per epoch)")
     g.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     g.add_argument("--bf16", action="store_true", help="bf16 autocast (GPUs; CPUs with AVX512-BF16 or AMX)")
     g.add_argument("--workers", type=int, default=0,
                    help=f"DataLoader worker processes, 0..{max_workers()} (default 0: load in this process)")
-    if resumable:
+    if resumable:  # a command that keeps no checkpoint takes neither
+        g.add_argument("--save-every", type=int, default=0, help="also checkpoint every N steps (default: per epoch)")
         g.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
 
 
@@ -108,7 +108,8 @@ def train_config(args: argparse.Namespace):
     if args.warmup_epochs >= args.epochs:
         raise UsageError(f"--warmup-epochs {args.warmup_epochs:g} is not shorter than --epochs {args.epochs}: the "
                          "learning rate would never reach --lr; give a shorter warm-up or more epochs")
-    if args.save_every < 0:
+    save_every = getattr(args, "save_every", 0)
+    if save_every < 0:
         raise UsageError("--save-every must be 0 or positive")
     if getattr(args, "resume", False) and getattr(args, "force", False):
         raise UsageError("--resume continues the run in the output directory and --force starts over; pass one")
@@ -128,7 +129,7 @@ def train_config(args: argparse.Namespace):
             raise UsageError("--bf16: this GPU does not support bfloat16; run without --bf16")
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        warmup_epochs=args.warmup_epochs, seed=args.seed,
-                       max_steps_per_epoch=args.max_steps_per_epoch, save_every=args.save_every,
+                       max_steps_per_epoch=args.max_steps_per_epoch, save_every=save_every,
                        device=args.device, bf16=args.bf16, num_workers=args.workers)
 
 
