@@ -51,21 +51,31 @@ def check_out(out: Path, force: bool, pool_dir: Path | None, store: Path | str |
         check_not_inside(out, store, "the measurement store")
 
 
+def _failed_dir(out: Path) -> Path:
+    """OUT.failed, beside the directory a linked OUT names (the same file system as the work)."""
+    from lgp_edge.outdir import real_out
+
+    real = real_out(out)
+    return real.with_name(real.name + ".failed")
+
+
+def _is_failed_export(path: Path) -> bool:
+    """``path`` holds lgp-edge's failed export (its manifest.json says so)."""
+    try:
+        earlier = json_loads((path / MANIFEST).read_text())
+        return str(earlier.get("kind", "")).startswith(KIND) and earlier.get("status") == "failed"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def keep_failed(tmp: Path, out: Path) -> Path | None:
     """Keep a failed export for inspection at OUT.failed (only replacing an earlier failed export)."""
-    from lgp_edge.outdir import real_out, replace_dir
+    from lgp_edge.outdir import replace_dir
 
-    real = real_out(out)  # beside the directory a linked OUT names: the same file system as the work
-    failed = real.with_name(real.name + ".failed")
-    if failed.exists():
-        try:
-            earlier = json_loads((failed / MANIFEST).read_text())
-            ours = str(earlier.get("kind", "")).startswith(KIND) and earlier.get("status") == "failed"
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
-            log.warning("'%s' exists and is not an earlier failed export; the failed output is discarded", failed)
-            return None
+    failed = _failed_dir(out)
+    if failed.exists() and not _is_failed_export(failed):
+        log.warning("'%s' exists and is not an earlier failed export; the failed output is discarded", failed)
+        return None
     replace_dir(tmp, failed)
     return failed
 
@@ -99,18 +109,14 @@ def drop_failed(out: Path) -> None:
     Removed when it is lgp-edge's failed export holding nothing else; anything else there is kept, with a warning."""
     import shutil
 
-    from lgp_edge.outdir import real_out, recognise_output
+    from lgp_edge.outdir import recognise_output
 
-    real = real_out(out)
-    failed = real.with_name(real.name + ".failed")
+    failed = _failed_dir(out)
     if not failed.is_dir() or failed.is_symlink():
         return
-    kind, foreign = recognise_output(failed)
-    try:
-        status = json_loads((failed / MANIFEST).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        status = None
-    if kind == "export" and status == "failed" and not foreign:
+    ours = _is_failed_export(failed)
+    foreign = recognise_output(failed)[1] if ours else []
+    if ours and not foreign:
         shutil.rmtree(failed, ignore_errors=True)
         log.info("removed '%s', the failed output of an earlier export to '%s'", failed, out)
     else:
