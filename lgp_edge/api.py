@@ -145,8 +145,8 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
     from lgp_edge.outdir import release
     from lgp_edge.profiles import with_overrides
 
-    _paths(out=out, pool=pool, store=store, checkpoint=checkpoint)
     _check(out, "out", (str, os.PathLike), "a path (str or os.PathLike)")
+    _paths(pool=pool, store=store, checkpoint=checkpoint)
     for what, value in (("descendant", descendant), ("precision", precision), ("data", data), ("model", model)):
         _check(value, what, (str,), "a name (str) or None", optional=True)
     if (model is None) != (checkpoint is None) or (model is not None and (pool or descendant)):
