@@ -122,8 +122,7 @@ def _run(args: argparse.Namespace) -> int:
 def measure_command(target: Any, profile: Any, runtime: str, threads: int) -> str:
     """The ``profile`` command that measures the latencies a selection reads: the target with the runtime,
     precision, batch and thread count of the selection where they are not that command's defaults."""
-    from lgp_edge.profiling.host import default_threads
-    from lgp_edge.profiling.measure import MAX_THREADS
+    from lgp_edge.profiling.host import default_measure_threads
 
     cmd = f"lgp-edge profile --target {target.name}"
     if runtime != target.runtime:
@@ -132,6 +131,6 @@ def measure_command(target: Any, profile: Any, runtime: str, threads: int) -> st
         cmd += f" --precision {profile.precision}"
     if profile.batch != 1:
         cmd += f" --batch {profile.batch}"
-    if threads != min(default_threads(target), MAX_THREADS):
+    if threads != default_measure_threads(target):
         cmd += f" --threads {threads}"
     return cmd

@@ -43,6 +43,13 @@ def default_threads(target: TargetSpec) -> int:
     return usable_cpus() if target.connection.kind == "local" else 1
 
 
+def default_measure_threads(target: TargetSpec) -> int:
+    """The thread count ``profile`` measures at without ``--threads``: the target's, at most ``MAX_THREADS``."""
+    from lgp_edge.profiling.measure import MAX_THREADS
+
+    return min(default_threads(target), MAX_THREADS)
+
+
 def measure_gemm_peak(threads: int, n: int = 2048, reps: int = 5, engine: str = "torch") -> float:
     """fp32 GFLOP/s (2 per multiply-add) of one n x n matmul with ``threads`` threads, best run.
 

@@ -108,11 +108,11 @@ def _check_settings(req: ProfileRequest, target: Any) -> None:
 
 def measure_settings(req: ProfileRequest, target: Any) -> Any:
     """The MeasureSettings of a request (threads and rounds defaulted); UsageError naming the flag."""
-    from lgp_edge.profiling.measure import MAX_THREADS, MeasureSettings
-    from lgp_edge.profiling.profile import default_threads
+    from lgp_edge.profiling.host import default_measure_threads
+    from lgp_edge.profiling.measure import MeasureSettings
 
     _check_settings(req, target)
-    threads = req.threads if req.threads is not None else min(default_threads(target), MAX_THREADS)
+    threads = req.threads if req.threads is not None else default_measure_threads(target)
     rounds = req.rounds if req.rounds is not None else (5 if req.check and target.connection.kind == "local" else 1)
     if rounds > 1 and req.seconds is not None:
         raise UsageError("--rounds and --seconds cannot be combined")
