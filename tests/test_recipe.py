@@ -168,6 +168,16 @@ def test_cli_pool_stitch_reports_r2_and_drops_stale_eval(tmp_path: Path, capsys:
                  "2", "--batch-size", "32", "--r2-images", "32", "--quiet"]) == 0
     entry = json.loads((pool_dir / "pool.json").read_text())["history"][-1]
     assert entry["init"] == "lstsq-kd" and entry["stitch_steps"] == 2 and entry["images"] == 512
+    assert json.loads((pool_dir / "pool.json").read_text())["stage"] == "distilled"
+    # new stitches in a fine-tuned pool: its stage says the stitches are no longer the fine-tuned ones
+    assert main(["pool", "finetune", str(pool_dir), "--data", "synthetic", *QUICK]) == 0
+    assert json.loads((pool_dir / "pool.json").read_text())["stage"] == "finetuned"
+    assert main(["pool", "stitch", str(pool_dir), "--data", "synthetic", "--init", "lstsq", "--r2-images", "32",
+                 "--quiet"]) == 0
+    assert json.loads((pool_dir / "pool.json").read_text())["stage"] == "restitched"
+    capsys.readouterr()
+    assert main(["pool", "info", str(pool_dir)]) == 0
+    assert "stage restitched (instances fine-tuned, stitches re-initialised since)" in capsys.readouterr().out
 
 
 def test_pool_build_uses_the_shipped_ancestry_when_no_checkpoint_is_given(

@@ -37,6 +37,7 @@ def _widths(text: str) -> tuple[str, ...]:
 
 
 UPDATED = "pool directory (updated in place)"
+STAGE_NOTES = {"restitched": " (instances fine-tuned, stitches re-initialised since)"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -342,7 +343,8 @@ def _info(args: argparse.Namespace) -> int:
     rows = info["descendants"]
     c.print(f"[bold]pool {info['pool_id']}[/bold]  {path}")
     c.print(f"ancestry {a.name} (dim {a.embed_dim}, {a.depth} blocks, {a.img_size} px, {a.in_chans} ch); "
-            f"stage {info['stage']} on {info['data']}; stitch init {info['stitch_init']}")
+            f"stage {info['stage']}{STAGE_NOTES.get(info['stage'], '')} on {info['data']}; "
+            f"stitch init {info['stitch_init']}")
     for inst in info["instances"]:
         after = inst.get("top1_after_distill")
         c.print(f"  instances {inst['name']}: {inst['depth']} blocks of width {inst['embed_dim']} "

@@ -46,7 +46,7 @@ class PoolManifest:
     preprocess: PreprocessSpec  # what an app does to an image before the model
     data: str  # dataset the pool was trained on ("fashion-mnist", "imagefolder:…", "synthetic")
     stitch_init: str  # "learned" or "lstsq"
-    stage: str  # "distilled" or "finetuned"
+    stage: str  # "distilled", "finetuned", or "restitched" (fine-tuned instances, stitches re-initialised since)
     files: dict[str, str] = field(default_factory=dict)  # weight file -> sha256
     history: tuple[dict[str, Any], ...] = ()  # one entry per stage: command, recipe, time, wall seconds
     descendants: tuple[DescendantRecord, ...] = ()  # filled by 'pool eval'

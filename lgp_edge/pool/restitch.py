@@ -91,5 +91,7 @@ def restitch_pool(req: RestitchRequest, cfg: TrainConfig, reporter: Reporter = N
     entry.update(r2_summary(pool, held_out_images(data, req.r2_images)), wall_s=round(time.time() - t0, 1))
     log.info("stitch init %s: mean R^2 %.3f on %d validation images", req.init, entry["r2_mean"],
              entry["r2_images"])
-    manifest = manifest.replace(stitch_init=req.init, history=manifest.history + (entry,), descendants=())
+    stage = "restitched" if manifest.stage in ("finetuned", "restitched") else manifest.stage
+    manifest = manifest.replace(stitch_init=req.init, stage=stage, history=manifest.history + (entry,),
+                                descendants=())
     return save_pool(req.pool, pool, manifest, keep_from=req.pool, drop=(DESCENDANTS,))
