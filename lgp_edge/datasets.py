@@ -93,8 +93,20 @@ def _fmnist_files(root: Path, prefix: str) -> tuple[Path, Path]:
 
 
 def _fmnist_split(root: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = _fmnist_files(root, prefix)
-    return _read_idx(images), _read_idx(labels).long()
+    """One split's images (N, H, W) and labels (N,), refused unless they belong together: as many labels as
+    images, each one of the 10 classes (a labels file of another split or cut short would drop or misalign
+    images, and a label out of range would count as wrong, silently)."""
+    images_path, labels_path = _fmnist_files(root, prefix)
+    images, labels = _read_idx(images_path), _read_idx(labels_path).long()
+    if images.ndim != 3:
+        raise _unreadable(images_path, f"images of shape {tuple(images.shape)}, not (N, height, width)")
+    if labels.ndim != 1:
+        raise _unreadable(labels_path, f"labels of shape {tuple(labels.shape)}, not (N,)")
+    if len(images) != len(labels):
+        raise _unreadable(labels_path, f"{len(images)} images and {len(labels)} labels in the '{prefix}' split")
+    if len(labels) and int(labels.max()) >= len(FMNIST_LABELS):
+        raise _unreadable(labels_path, f"label {int(labels.max())}, not one of the {len(FMNIST_LABELS)} classes")
+    return images, labels
 
 
 class TensorImages(Dataset):
@@ -331,11 +343,17 @@ def open_for_training_pool(name: str, manifest: Any, command: str) -> ImageData:
     """``open_for_pool`` for a command that trains the pool in place (``pool finetune``, ``pool stitch``): synthetic
     images are refused for a pool trained on real data, whose weights they would replace with ones fitted to noise
     while its pool.json still named the real data."""
-    if name == "synthetic" and manifest.data != "synthetic":
-        raise UsageError(f"{command} trains the pool in place, and it was trained on {manifest.data}: synthetic "
-                         f"images would replace its weights with ones fitted to noise; use --data {manifest.data} "
-                         "(for a smoke test, copy the pool first and use the copy)")
+    refuse_synthetic_in_place(name, manifest, f"{command} trains the pool in place",
+                              "would replace its weights with ones fitted to noise")
     return open_for_pool(name, manifest)
+
+
+def refuse_synthetic_in_place(name: str, manifest: Any, does: str, harm: str) -> None:
+    """UsageError when ``name`` is synthetic and the pool, which the command writes into, was trained on real data
+    (``does``: what the command does to the pool; ``harm``: what synthetic images would do to it)."""
+    if name == "synthetic" and manifest.data != "synthetic":
+        raise UsageError(f"{does}, and it was trained on {manifest.data}: synthetic images {harm}; use --data "
+                         f"{manifest.data} (for a smoke test, copy the pool first and use the copy)")
 
 
 def check_labels(info: DataInfo, labels: tuple[str, ...], model_data: str) -> None:

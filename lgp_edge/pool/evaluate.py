@@ -7,7 +7,7 @@ import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
-from lgp_edge.datasets import ImageData, check_data_name, open_for_pool
+from lgp_edge.datasets import ImageData, check_data_name, open_for_pool, refuse_synthetic_in_place
 from lgp_edge.errors import DataError, UsageError
 from lgp_edge.fileio import write_json_atomic_all
 from lgp_edge.outdir import check_in_place, output_lock, real_out
@@ -69,7 +69,11 @@ def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_ima
 
 def _evaluate_pool(path: str | Path, data: str, *, batch_size: int, max_images: int | None, reporter: Reporter,
                    device: str) -> PoolManifest:
-    pool, manifest, ds = _pool_and_data(path, data)
+    check_data_name(data)
+    pool, manifest = load_pool(path)
+    refuse_synthetic_in_place(data, manifest, "pool eval writes the top-1 into the pool",
+                              "would replace its measured top-1 with a score on noise")
+    ds = open_for_pool(data, manifest)
     check_in_place(path, swapped=False)  # the results are written into the pool: find out before evaluating
     if len(ds.val) == 0:
         raise DataError(f"--data {data} has no validation images")
