@@ -258,6 +258,17 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+NORM_RANGES = {"mean": "[0, 1]", "std": "(0, 1]"}  # of the normalisation, as said in messages
+
+
+def norm_value_ok(field: str, value: Any) -> bool:
+    """A normalisation constant (``field`` "mean" or "std") of pixel values scaled to 0..1, as every loader and
+    export scales them: mean in [0, 1], std in (0, 1]. Constants of 0..255 pixels (mean 123.675) would normalise
+    wrongly, silently; one range for ancestry.json, a timm config.json and pool.json, so that a pool built from
+    an ancestry can be read back."""
+    return is_number(value) and (0 < value <= 1 if field == "std" else 0 <= value <= 1)
+
+
 class DamagedRecord(ValueError):
     """A record read from a file holds a value no lgp-edge writes (the file is damaged or was edited by hand).
     The message names the record, the field, the value and what was expected; ``fix``, when given, is what the

@@ -404,6 +404,21 @@ def _snapshot(tmp_path: Path) -> Path:
     return snap
 
 
+def test_a_hub_snapshot_with_constants_of_0_255_pixels_is_refused(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Constants of 0..255 pixels in config.json were dropped, silently, and the stock model's used instead."""
+    snap = _snapshot(tmp_path)
+    cfg = json.loads((snap / "config.json").read_text())
+    cfg["pretrained_cfg"].update(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375])
+    (snap / "config.json").write_text(json.dumps(cfg))
+    pool = tmp_path / "pool"
+    rc, err = run_cli(["pool", "build", "--ancestry", TINY, "--ancestry-checkpoint", str(snap), "--data",
+                       _folder(tmp_path / "images"), "--out", str(pool), "--init", "lstsq", *QUICK], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "config.json' has pretrained_cfg mean [123.675" in lines[0], err
+    assert "mean in [0, 1] and std in (0, 1]" in lines[0] and not pool.exists()
+
+
 def test_a_hub_snapshot_is_normalised_as_its_config_says(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A snapshot's config.json records the mean/std the model was trained with; it was ignored (the stock
     model's were used, silently) and an export of the snapshot would have crashed reading it."""

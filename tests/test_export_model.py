@@ -258,6 +258,10 @@ def _no_data_pre(**changes):
     (_no_data_pre(mean=[-1e300]), "preprocess.mean[0] -1e-300".replace("-1e-300", "-1e+300")),
     (_no_data_pre(mean=[float("inf")]), "preprocess.mean[0] inf"),
     (_no_data_pre(std="0.3"), "preprocess.std '0.3'"),
+    # accepted here, refused in the pool.json a pool build wrote from it: every later command refused the pool
+    (_no_data_pre(std=[1.5]), "preprocess.std[0] 1.5"),
+    (_no_data_pre(mean=[-0.5]), "preprocess.mean[0] -0.5"),
+    (_no_data_pre(mean=[123.675], std=[58.395]), "preprocess.mean[0] 123.675"),  # of 0..255 pixels: wrong, silently
     (_no_data_pre(mean=[0.1, 0.2], std=[0.3, 0.3]), "preprocess.mean has 2 values for 1 input channel"),
     (_no_data_pre(labels=["a", "b", "c"]), "preprocess.labels has 3 names for 10 classes"),
     (_pre(labels=["a"] * 10), "preprocess.labels names 'a' twice"),
@@ -267,6 +271,7 @@ def _no_data_pre(**changes):
      "3 classes but the checkpoint's head has 10"),
 ], ids=["top1-negative", "top1-huge", "top1-nan", "top1-string", "top1-bool", "val-images-zero",
         "val-images-fraction", "initial-top1", "data-number", "std-zero", "mean-huge", "mean-inf", "std-string",
+        "std-above-one", "mean-negative", "constants-of-0-255-pixels",
         "mean-channels", "labels-count", "labels-twice", "labels-not-string", "labels-vs-head"])
 def test_a_damaged_ancestry_json_is_refused_before_the_export(edit, fragment: str, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import json_loads
 from lgp_edge.models.variants import SMALL_VARIANTS, variant_spec
-from lgp_edge.specs import AncestrySpec, is_integer, is_number
+from lgp_edge.specs import NORM_RANGES, AncestrySpec, is_integer, is_number, norm_value_ok
 
 log = logging.getLogger(__name__)
 
@@ -374,10 +374,14 @@ def hub_config(folder: Path) -> dict[str, Any] | None:
     out: dict[str, Any] = {"name": cfg["architecture"], "source": str(f)}
     pre = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
     mean, std = pre.get("mean"), pre.get("std")
-    numbers = all(is_number(v) and abs(v) <= NORM_LIMIT for v in [*(mean or []), *(std or [])])
-    if isinstance(mean, list) and isinstance(std, list) and 0 < len(mean) == len(std) and numbers \
-            and all(v > 0 for v in std):
-        out["preprocess"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    if mean is None and std is None:
+        return out
+    if not (isinstance(mean, list) and isinstance(std, list) and 0 < len(mean) == len(std)
+            and all(norm_value_ok("mean", v) for v in mean) and all(norm_value_ok("std", v) for v in std)):
+        raise CheckpointError(f"'{f}' has pretrained_cfg mean {_json_value(mean)} and std {_json_value(std)}: one "
+                              f"number per input channel each expected, mean in {NORM_RANGES['mean']} and std in "
+                              f"{NORM_RANGES['std']} (of pixel values scaled to 0..1); correct it")
+    out["preprocess"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
     return out
 
 
@@ -434,7 +438,6 @@ def read_ancestry_dir(path: str | Path) -> dict[str, Any] | None:
     return data
 
 
-NORM_LIMIT = 255.0  # |mean| and std of the normalisation, on 0..1 pixel values (255: constants of 0..255 pixels)
 
 
 def _json_value(value: Any) -> str:
@@ -473,10 +476,10 @@ def _preprocess_problem(pre: Any, spec: dict[str, Any]) -> str | None:
             return f"preprocess.{f} {_json_value(values)} (a list of one number per input channel expected)"
         if is_integer(chans) and len(values) != chans:
             return f"preprocess.{f} has {len(values)} values for {chans} input channel(s)"
-        low = 1e-6 if f == "std" else -NORM_LIMIT
         for i, v in enumerate(values):
-            if not (is_number(v) and low <= v <= NORM_LIMIT):
-                return f"preprocess.{f}[{i}] {_json_value(v)} (a number in {low:g}..{NORM_LIMIT:g} expected)"
+            if not norm_value_ok(f, v):
+                return (f"preprocess.{f}[{i}] {_json_value(v)} (a number in {NORM_RANGES[f]}, on pixel values "
+                        "scaled to 0..1, expected)")
     mean, std = pre.get("mean"), pre.get("std")
     if (mean is None) != (std is None) or (mean is not None and len(mean) != len(std)):
         return "preprocess.mean and preprocess.std of different lengths (one value per input channel each expected)"

@@ -21,6 +21,7 @@ from lgp_edge.models.plan import descendant_flops, descendant_params, enumerate_
 from lgp_edge.outdir import recover_unlocked
 from lgp_edge.progress import counted
 from lgp_edge.specs import (
+    NORM_RANGES,
     SCHEMA_VERSION,
     DamagedRecord,
     DescendantRecord,
@@ -28,6 +29,7 @@ from lgp_edge.specs import (
     PreprocessSpec,
     is_integer,
     is_number,
+    norm_value_ok,
 )
 
 log = logging.getLogger(__name__)
@@ -240,10 +242,10 @@ def _check_numbers(spec: PoolSpec, pre: PreprocessSpec) -> None:
         if len(values) != pre.in_chans:
             raise DamagedRecord(f"preprocess.{f} has {len(values)} values for "
                                 f"{counted(pre.in_chans, 'input channel')}", fix=REBUILD)
-        for i, v in enumerate(values):  # of pixel values scaled to 0..1
-            if not is_number(v) or not (0 < v <= 1 if f == "std" else 0 <= v <= 1):
-                raise DamagedRecord(f"has preprocess.{f}[{i}] {v!r} (a number in {'(0, 1]' if f == 'std' else '[0, 1]'}"
-                                    ", on pixel values scaled to 0..1, expected)", fix=REBUILD)
+        for i, v in enumerate(values):
+            if not norm_value_ok(f, v):
+                raise DamagedRecord(f"has preprocess.{f}[{i}] {v!r} (a number in {NORM_RANGES[f]}, on pixel values "
+                                    "scaled to 0..1, expected)", fix=REBUILD)
 
 
 MAX_LABEL = 256  # characters of one class name
