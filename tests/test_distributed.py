@@ -115,3 +115,32 @@ def test_two_processes_match_one_process(tiny_pool: Path, tmp_path: Path) -> Non
         fit(FinetuneObjective(pool, load_pool_ancestry(tiny_pool, manifest)), _data(), CFG, description="x",
             ckpt_dir=tmp_path / "ckpt0", resume=True, fingerprint="t")
     assert json.loads((tmp_path / "ckpt0" / "state.json").read_text()) == meta
+
+
+def test_pool_build_evaluates_alone_only_after_the_last_collective(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under torchrun, rank 0 evaluated each instance model alone right after distillation while the other ranks
+    waited in the stitch tuning's DDP set-up, a collective: an evaluation longer than the process group's timeout
+    (NCCL's default is 10 minutes; 50,000 ImageNet images on one loader thread take longer) killed the run after
+    the whole distillation, and --resume failed the same way. The instance models are the same after the stitch
+    tuning (it trains the stitches alone), so they are evaluated after it."""
+    import lgp_edge.pool.build as build
+    from lgp_edge.cli import main
+
+    calls: list[str] = []
+
+    def recorded(name, fn):
+        def wrapper(*a, **k):
+            calls.append(name)
+            return fn(*a, **k)
+        return wrapper
+
+    monkeypatch.setattr(build, "after_distillation", recorded("evaluate", build.after_distillation))
+    monkeypatch.setattr(build, "tune_stitches", recorded("tune", build.tune_stitches))
+    out = tmp_path / "pool"
+    assert main(["pool", "build", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic",
+                 "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "8", "--init", "lstsq-kd",
+                 "--stitch-steps", "1", "--out", str(out), "--quiet"]) == 0
+    assert calls == ["tune", "evaluate"]
+    distill = json.loads((out / "pool.json").read_text())["history"][0]
+    assert set(distill["top1"]) == {"ti6", "b6"} and distill["top1_images"] > 0

@@ -145,8 +145,6 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                      **distill_history(run, spec.instances, cfg.epochs, width_epochs),
                      "aux_init": req.aux_init, "inherited_blocks": inherited,
                      "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")}
-        if is_main():  # each instance model alone right after distillation (the stitches do not change them)
-            distilled.update(after_distillation(pool.models, data.val, device=cfg.device, reporter=reporter))
     n_images = fit_image_count(req.init, req.lstsq_images)
     images = lstsq_images(data, n_images, cfg.seed) if n_images else None
     init_stitches(pool, req.init, matrices=matrices, images=images)
@@ -158,6 +156,10 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
         tuned = tune_stitches(pool, teacher, data.train, scfg, reporter=reporter)
         init_entry.update(stitch_steps=tuned.steps, config=scfg.to_dict(), epoch_loss=list(tuned.epoch_loss))
     init_entry.update(r2_summary(pool, held_out_images(data, 500)))
+    if not req.distilled and is_main():
+        # each instance model alone right after distillation: the stitch tuning trains the stitches alone, so they
+        # are the same now; evaluated after its collectives, which the other ranks would wait in meanwhile
+        distilled.update(after_distillation(pool.models, data.val, device=cfg.device, reporter=reporter))
     history = ({"stage": "distill", "when": distilled.pop("when"),
                 "wall_s": round(time.time() - t0 + earlier, 1), **distilled},  # with --distilled: assembling only
                init_entry)
