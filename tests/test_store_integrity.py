@@ -340,6 +340,23 @@ def test_runs_of_another_machine_sharing_the_store_are_not_this_hosts(demo, tmp_
     assert got["ti6.0-5"].source == "predicted"  # measured only elsewhere
 
 
+def test_this_hosts_runs_are_not_pushed_out_of_the_recent_window_by_another_machines(demo, tmp_path):
+    """The recent-runs window was taken over every machine's runs, then filtered to this host's: five newer runs
+    of another machine left none of this host's own, and its measured latency was replaced by a prediction."""
+    from lgp_edge.profiling.host import host_versions
+    from lgp_edge.profiling.predict import RECENT_RUNS
+
+    me = {"onnxruntime": "1.32.0", **host_versions()}
+    other = {**me, "host_cpu": "Some Other CPU 9000"}
+    with MeasurementStore(tmp_path / "s.sqlite") as s:
+        s.put(rec("b6.0-5", median=0.2, threads=2, versions=me, pool_id=demo.pool_id))
+        for day in range(1, RECENT_RUNS + 2):
+            s.put(rec("b6.0-5", median=5.0, threads=2, versions=other, pool_id=demo.pool_id,
+                      when=f"2026-02-{day:02d}T00:00:00+00:00"))
+        got = latencies_for(demo.spec, load_target("cpu"), "fp32", s, threads=2)
+    assert got["b6.0-5"].source == "measured" and got["b6.0-5"].median_ms == 0.2
+
+
 # ------------------------------------------------------------------------- a store that cannot be opened
 def _open_limited(path: Path, limit: int) -> subprocess.CompletedProcess[str]:
     """Open the store at ``path`` for writing in a child process whose files may not grow past ``limit`` bytes

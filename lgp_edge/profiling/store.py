@@ -34,6 +34,7 @@ from urllib.parse import quote
 from lgp_edge.errors import WRITE_ERRNOS, LgpEdgeError, StoreWriteFailed, UsageError, write_failed
 from lgp_edge.fileio import json_loads, write_problem
 from lgp_edge.profiling.latency_file import (
+    HOST_KEYS,
     IMPORT_FORMAT,
     IMPORT_VERSION,
     check_record,
@@ -435,17 +436,20 @@ class MeasurementStore:
                 latest: bool = False, recent: int | None = None) -> list[LatencyRecord]:
         """Rows matching every given filter, oldest first. ``latest``: one row per (descendant, runtime,
         precision, batch, source), the newest, whatever the tool versions. ``recent``: only the ``recent`` newest
-        runs of each (descendant, runtime, precision, batch, source, thread count), selected by SQLite (readers
-        aggregate the recent runs, and a store keeps years of history)."""
+        runs of each (descendant, runtime, precision, batch, source, thread count, machine), selected by SQLite
+        (readers aggregate the recent runs, and a store keeps years of history; a store shared between machines
+        keeps each machine's recent runs, which newer ones of another machine would push out)."""
         where, args = self._where(target=target, runtime=runtime, precision=precision, pool_id=pool_id,
                                   source=source, batch=batch)
         seq = "id" if self._table == "runs" else "rowid"
         if recent is None:
             rows = self._select(f"{where} ORDER BY when_utc, {seq}", args)
         else:
+            machine = ", ".join(f"CASE WHEN json_valid(tool_versions) THEN json_extract(tool_versions, '$.{k}') END"
+                                for k in HOST_KEYS)  # a damaged row is refused by its reader, naming the field
             ranked = (f"(SELECT *, {seq} AS seq_, ROW_NUMBER() OVER (PARTITION BY pool_id, descendant_key, target, "
-                      f"runtime, precision, batch, source, threads ORDER BY when_utc DESC, {seq} DESC) AS rank_ "
-                      f"FROM {self._table} {where})")
+                      f"runtime, precision, batch, source, threads, {machine} ORDER BY when_utc DESC, {seq} DESC) "
+                      f"AS rank_ FROM {self._table} {where})")
             rows = self._select("WHERE rank_ <= ? ORDER BY when_utc, seq_", [*args, int(recent)], source=ranked)
         out = [self._record(r) for r in rows]
         if latest:
