@@ -66,6 +66,7 @@ class OpenVinoRuntime(Runtime):
 
     def prepare(self, model: nn.Module, example: Any, precision: str, workdir: Path, *, threads: int,
                 opset: int = 17, onnx_path: Path | None = None) -> Prepared:
+        import numpy as np
         import openvino as ov
         import openvino.properties.hint as hints
 
@@ -86,10 +87,13 @@ class OpenVinoRuntime(Runtime):
             raise UsageError(f"OpenVINO on this {self.device} runs {actual} when asked for {wanted}; "
                              f"precision '{precision}' is not supported here")
         request = compiled.create_infer_request()
-        x = example.detach().cpu().numpy()
+        x = np.ascontiguousarray(example.detach().cpu().numpy())
+        # the input set once, shared, and the outputs shared: a run times the inference, not Python's copies of
+        # the input and output arrays (with {0: x} per call a 0.2 ms descendant measured 25-45% slower)
+        request.set_input_tensor(ov.Tensor(x, shared_memory=True))
 
         def run() -> object:
-            return request.infer({0: x})
+            return request.infer(share_outputs=True)
 
         return Prepared(run=run, info={"precision": precision, "inference_precision": actual,
                                        "device": self.device, "threads": threads})
