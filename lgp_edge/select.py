@@ -29,6 +29,7 @@ from lgp_edge.specs import (
     LatencyRecord,
     PoolSpec,
     TargetSpec,
+    latency_note,
 )
 
 log = logging.getLogger(__name__)
@@ -201,14 +202,7 @@ def score_candidates(records: Sequence[DescendantRecord], latencies: Mapping[str
 
 
 def _latency_note(lat: LatencyRecord) -> str:
-    v = lat.tool_versions
-    if lat.source == "measured":
-        note = v.get("aggregate", f"one run of {lat.n}")
-        return note + (" (noisy)" if lat.noisy else "")
-    note = f"{v.get('predictor', 'predicted')}; spread {v.get('spread', '?')}"
-    if "noisy_measurement" in v:
-        note = f"{v['noisy_measurement']}; {note}"
-    return note
+    return latency_note(lat.source, lat.tool_versions, lat.n, lat.noisy)
 
 
 FLAGS_HINT = "raise --budget-ms / --memory-mb or pick another profile"  # what select and export can change

@@ -387,6 +387,16 @@ class DeviceProfile(_Record):
 
 
 # -------------------------------------------------------------------------------------------- measurement
+def latency_note(source: str | None, versions: Mapping[str, Any], n: int | None, noisy: bool) -> str:
+    """How a latency was obtained, in words: the aggregate of measured runs, or the predictor (roofline, probes)
+    and the spread it assumed, after why a measurement was not used. One wording for select, report and the
+    export manifest."""
+    if source == "measured":
+        return str(versions.get("aggregate", f"one run of {n}")) + (" (noisy)" if noisy else "")
+    note = f"{versions.get('predictor', 'predicted')}; spread {versions.get('spread', '?')}"
+    return f"{versions['noisy_measurement']}; {note}" if "noisy_measurement" in versions else note
+
+
 @dataclass(frozen=True)
 class LatencyRecord(_Record):
     descendant_key: str  # DescendantSpec.key (or "timm:<name>" for a stock model)

@@ -497,6 +497,8 @@ def test_an_onnx_first_jetson_export_gives_the_tensorrt_latency_as_tensorrt(env:
     d = manifest(out)["descendant"]
     assert d["latency_runtime"] == "tensorrt" and d["latency_source"] == "predicted"
     assert "(predicted, onnxruntime)" not in (out / "EMBEDDING.md").read_text()
+    # how it was predicted, as select says it: the note named only the assumed spread, not the roofline
+    assert d["latency_note"].startswith("roofline; spread assumed"), d["latency_note"]
 
 
 def test_dynamic_batch_jetson_export_states_the_engine_batch_range(env: object, tiny_pool: Path,

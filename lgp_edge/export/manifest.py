@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.fileio import sha256_file, write_json_atomic
-from lgp_edge.specs import SCHEMA_VERSION, ExportArtifact
+from lgp_edge.specs import SCHEMA_VERSION, ExportArtifact, latency_note
 
 MANIFEST = "manifest.json"
 KIND = "lgp-edge export"  # manifest "kind" of a single-descendant export; a switchable one adds " --switchable"
@@ -130,7 +130,7 @@ def latency_entry(latency: dict[str, Any] | None) -> dict[str, Any]:
             "expected_p99_ms": lat.get("p99_ms") if latency else None,
             "latency_noisy": bool(lat.get("noisy")) if latency else None,
             "latency_calibration": lat.get("calibration") if latency else None,
-            "latency_note": (notes.get("noisy_measurement") or notes.get("aggregate") or notes.get("spread")
+            "latency_note": (latency_note(lat.get("source"), notes, lat.get("n"), bool(lat.get("noisy")))
                              if latency else None)}
 
 
