@@ -371,7 +371,7 @@ def measure_dispersion(threads: int, n: int = 256, runs: int = 100, series: int 
             timings.append(summarize(times))
     finally:
         torch.set_num_threads(old)
-    calm = [t for t in timings if t.cv <= threshold]
+    calm = [t for t in timings if t.cv <= threshold]  # std/mean: a burst of slow runs makes a series not calm
     use = calm or timings
     p90 = max(1.0, statistics.median(t.p90_ms / t.median_ms for t in use))
     return Dispersion(p90_ratio=p90, p99_ratio=max(p90, statistics.median(t.p99_ms / t.median_ms for t in use)),
