@@ -100,6 +100,13 @@ def test_predict_check_reports_mape_on_held_out_descendants(tiny_pool, tmp_path,
     assert not any(r["descendant_key"].startswith("probe:") for r in rows)
     mape = sum(abs(r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"] for r in rows) / len(rows) * 100
     assert check["mape_percent"] == pytest.approx(mape)
+    # and of the p90s, which select decides on (only the medians were checked), against each stored measurement
+    with MeasurementStore(tmp_path / "m.sqlite") as s:
+        runs = {r.descendant_key: r for r in s.records(target="cpu", source="measured")}
+        pred = {r.descendant_key: r for r in s.records(target="cpu", source="predicted")}
+    p90 = sum(abs(pred[k].p90_ms - runs[k].p90_ms) / runs[k].p90_ms for k in held_out) / len(held_out) * 100
+    assert check["p90_mape_percent"] == pytest.approx(p90)
+    assert check["noisy_references"] == sum(runs[k].noisy for k in held_out)
     # how well it predicts is timing on a shared machine: benchmarks/latency.py reports it, a test only checks that
     # every held-out descendant got a finite positive prediction beside its measurement
     assert all(0 < r["predicted_ms"] < float("inf") and r["measured_ms"] > 0 for r in rows)

@@ -120,6 +120,7 @@ def _json_output(res: Any) -> dict[str, Any]:
     if res.check is not None:
         check = res.check
         out["check"] = {"mape_percent": check.mape, "max_ape_percent": check.max_ape,
+                        "p90_mape_percent": check.p90_mape, "noisy_references": check.noisy_references,
                         "calibration_models": check.calibration_models, "held_out": len(check.rows),
                         "rows": [{"descendant_key": k, "predicted_ms": p, "measured_ms": m}
                                  for k, p, m in check.rows]}
@@ -160,8 +161,10 @@ def _table_output(res: Any) -> None:
         print(f"PREDICTED, not measured: {res.predictor.describe()}", file=err)
     if res.check is not None:
         ch = res.check
-        c.print(f"predictor check: MAPE {ch.mape:.2f}% (max {ch.max_ape:.1f}%) over "
-                f"{counted(len(ch.rows), 'measured model')}; "
+        c.print(f"predictor check: MAPE {ch.mape:.2f}% of the medians (max {ch.max_ape:.1f}%), {ch.p90_mape:.2f}% "
+                f"of the p90s, over {counted(len(ch.rows), 'measured model')}"
+                + (f" ({ch.noisy_references} of them measured noisy: a weaker reference)" if ch.noisy_references
+                   else "") + "; "
                 + (f"calibration fitted on {counted(ch.calibration_models, 'probe model')}, none of them a checked "
                    "model" if ch.calibration_models else "predicted by the roofline, no probe calibration"))
     if res.written:

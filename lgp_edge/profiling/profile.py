@@ -423,19 +423,23 @@ def predict_items(subject: Subject, predictor: Predictor, settings: MeasureSetti
 
 @dataclass(frozen=True)
 class CheckResult:
-    mape: float  # mean |predicted - measured| / measured over the held-out models, percent
-    max_ape: float  # worst absolute percentage error
-    rows: tuple[tuple[str, float, float], ...]  # (key, predicted ms, measured ms)
+    mape: float  # mean |predicted - measured| / measured of the medians over the held-out models, percent
+    max_ape: float  # worst absolute percentage error of a median
+    rows: tuple[tuple[str, float, float], ...]  # (key, predicted ms, measured ms) of the medians
     calibration_models: int  # probe measurements the calibration was fitted on (none of them a checked model)
+    p90_mape: float = 0.0  # the same of the p90s, what select decides on
+    noisy_references: int = 0  # held-out models whose measurement was noisy (a weaker reference)
 
 
 def check_predictions(predicted: Sequence[LatencyRecord], measured: Sequence[LatencyRecord],
                       calibration_models: int) -> CheckResult:
-    meas = {r.descendant_key: r.median_ms for r in measured}
-    rows = tuple((p.descendant_key, p.median_ms, meas[p.descendant_key]) for p in predicted
-                 if p.descendant_key in meas)
-    if not rows:
+    meas = {r.descendant_key: r for r in measured}
+    pairs = [(p, meas[p.descendant_key]) for p in predicted if p.descendant_key in meas]
+    if not pairs:
         raise UsageError("nothing to check: no model was both predicted and measured")
+    rows = tuple((p.descendant_key, p.median_ms, m.median_ms) for p, m in pairs)
     errs = [abs(p - m) / m * 100 for _, p, m in rows]
+    p90_errs = [abs(p.p90_ms - m.p90_ms) / m.p90_ms * 100 for p, m in pairs]
     return CheckResult(mape=sum(errs) / len(errs), max_ape=max(errs), rows=rows,
-                       calibration_models=calibration_models)
+                       calibration_models=calibration_models, p90_mape=sum(p90_errs) / len(p90_errs),
+                       noisy_references=sum(m.noisy for _, m in pairs))
