@@ -340,6 +340,23 @@ def test_runs_of_another_machine_sharing_the_store_are_not_this_hosts(demo, tmp_
     assert got["ti6.0-5"].source == "predicted"  # measured only elsewhere
 
 
+def test_a_machine_with_the_same_cpu_name_but_another_cpu_is_not_this_host(demo, tmp_path):
+    """A VM shows a generic name ("Intel(R) Xeon(R) Processor", "AMD EPYC Processor") for CPUs with and without
+    AMX or VNNI, whose int8 and bf16 latencies differ 2-4x: runs record the family/model/stepping and features,
+    and a run of another such CPU is not this host's. Runs that predate the field still count as this host's."""
+    from lgp_edge.profiling.host import host_versions
+
+    me = {"onnxruntime": "1.32.0", **host_versions()}
+    assert "host_cpu_id" in me or not Path("/proc/cpuinfo").is_file()
+    other = {**me, "host_cpu_id": "family 25 model 1 stepping 1; avx2"}
+    old = {k: v for k, v in me.items() if k != "host_cpu_id"}
+    with MeasurementStore(tmp_path / "s.sqlite") as s:
+        s.put(rec("b6.0-5", median=5.0, threads=2, versions=other, pool_id=demo.pool_id))
+        s.put(rec("ti6.0-5", median=0.3, threads=2, versions=old, pool_id=demo.pool_id))
+        got = latencies_for(demo.spec, load_target("cpu"), "fp32", s, threads=2)
+    assert got["b6.0-5"].source == "predicted" and got["ti6.0-5"].source == "measured"
+
+
 def test_this_hosts_runs_are_not_pushed_out_of_the_recent_window_by_another_machines(demo, tmp_path):
     """The recent-runs window was taken over every machine's runs, then filtered to this host's: five newer runs
     of another machine left none of this host's own, and its measured latency was replaced by a prediction."""

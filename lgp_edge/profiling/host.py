@@ -314,7 +314,14 @@ def host_versions() -> dict[str, str]:
     whichever machine runs lgp-edge, and a store may be shared between machines)."""
     import os
 
-    return {"host_cpu": cpu_model(), "host_logical_cpus": str(os.cpu_count() or 1)}
+    out = {"host_cpu": cpu_model(), "host_logical_cpus": str(os.cpu_count() or 1)}
+    facts = cpu_facts()
+    if facts["family"] is not None or facts["features"]:
+        # a VM's generic name ("Intel(R) Xeon(R) Processor") covers CPUs with and without AMX or VNNI, whose
+        # latencies differ 2-4x: which one it is
+        out["host_cpu_id"] = (f"family {facts['family']} model {facts['model_number']} stepping {facts['stepping']}; "
+                              + ",".join(facts["features"] or []))
+    return out
 
 
 def fingerprint_key(fp: dict[str, Any]) -> str:

@@ -446,7 +446,7 @@ class MeasurementStore:
             rows = self._select(f"{where} ORDER BY when_utc, {seq}", args)
         else:
             machine = ", ".join(f"CASE WHEN json_valid(tool_versions) THEN json_extract(tool_versions, '$.{k}') END"
-                                for k in HOST_KEYS)  # a damaged row is refused by its reader, naming the field
+                                for k in (*HOST_KEYS, "host_cpu_id"))  # a damaged row is refused by its reader
             ranked = (f"(SELECT *, {seq} AS seq_, ROW_NUMBER() OVER (PARTITION BY pool_id, descendant_key, target, "
                       f"runtime, precision, batch, source, threads, {machine} ORDER BY when_utc DESC, {seq} DESC) "
                       f"AS rank_ FROM {self._table} {where})")
