@@ -357,6 +357,24 @@ def test_a_machine_with_the_same_cpu_name_but_another_cpu_is_not_this_host(demo,
     assert got["b6.0-5"].source == "predicted" and got["ti6.0-5"].source == "measured"
 
 
+def test_a_batch_nothing_was_measured_at_is_predicted_from_the_batch_1_runs(demo, tmp_path):
+    """With calm batch-1 runs stored, a profile at batch 4 was predicted by the bare roofline: ti6.0-5 at 6.3 ms,
+    15x four of its measured 0.1 ms images, which pushed b6.0-5 over a 10 ms budget. Scaled to the batch-1 runs
+    instead, one image's cost times the batch (an upper bound), and said so."""
+    from lgp_edge.profiling.host import host_versions
+
+    me = {"onnxruntime": "1.32.0", **host_versions()}
+    measured = {"ti6.0-5": 0.1, "b6.0-5": 0.5}
+    with MeasurementStore(tmp_path / "s.sqlite") as s:
+        for k, ms in measured.items():
+            s.put(rec(k, median=ms, threads=2, versions=me, pool_id=demo.pool_id))
+        got = latencies_for(demo.spec, load_target("cpu"), "fp32", s, threads=2, batch=4)
+    for k, ms in measured.items():
+        assert got[k].source == "predicted" and got[k].median_ms == pytest.approx(4 * ms, rel=1e-6)
+    assert "at batch 1, times the batch" in got["ti6.0-5"].tool_versions["scale"]
+    assert all(r.batch == 4 and 0.4 <= r.median_ms <= 2.5 for r in got.values())  # between and near the two
+
+
 def test_this_hosts_runs_are_not_pushed_out_of_the_recent_window_by_another_machines(demo, tmp_path):
     """The recent-runs window was taken over every machine's runs, then filtered to this host's: five newer runs
     of another machine left none of this host's own, and its measured latency was replaced by a prediction."""

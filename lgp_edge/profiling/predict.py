@@ -467,6 +467,18 @@ def scaled_to_measured(predictor: Predictor, pool: PoolSpec, specs: Sequence[Des
                                 f"{predictor.target}, taken at the nearest in predicted cost)")
 
 
+def _measured_at(store: Any, target: TargetSpec, runtime: str, precision: str, pool: PoolSpec, batch: int,
+                 threads: int) -> dict[str, LatencyRecord]:
+    """The calm robust aggregates of the pool's descendants measured at ``batch`` and ``threads`` (on this host
+    for a local target)."""
+    rows = [r for r in store.records(target=target.name, runtime=runtime, precision=precision, pool_id=pool.pool_id,
+                                     source="measured", batch=batch, recent=RECENT_RUNS)
+            if not r.descendant_key.startswith(PROBE_PREFIX) and r.threads == threads]
+    if target.connection.kind == "local":
+        rows = this_host(rows)
+    return {r.descendant_key: r for r in robust_measured(rows).values() if not r.noisy}
+
+
 def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any = None,
                   runtime: str | None = None, *, batch: int = 1, threads: int | None = None
                   ) -> dict[str, LatencyRecord]:
@@ -504,6 +516,13 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
                                    need=list(parts.values()), batch=batch)
         if predictor.kind == "roofline" and out:
             predictor = scaled_to_measured(predictor, pool, specs, out, batch)
+        elif predictor.kind == "roofline" and batch > 1 and store is not None:
+            # nothing measured at this batch: scaled to the batch-1 runs, one image's cost times the batch (an
+            # upper bound: a batch costs at most that), not the bare roofline (15x a batch-1 run times 4)
+            ones = _measured_at(store, target, runtime, precision, pool, 1, threads)
+            scaled = scaled_to_measured(predictor, pool, specs, ones, 1) if ones else predictor
+            if scaled.scale_source:
+                predictor = replace(scaled, scale_source=f"{scaled.scale_source} at batch 1, times the batch")
         log.info("%d descendants measured, %d predicted (%s)", len(specs) - len(missing), len(missing),
                  predictor.describe())
         for s in missing:
