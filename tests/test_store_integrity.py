@@ -372,7 +372,7 @@ def test_a_batch_nothing_was_measured_at_is_predicted_from_the_batch_1_runs(demo
     for k, ms in measured.items():
         assert got[k].source == "predicted" and got[k].median_ms == pytest.approx(4 * ms, rel=1e-6)
     assert "at batch 1, times the batch" in got["ti6.0-5"].tool_versions["scale"]
-    assert all(r.batch == 4 and r.median_ms >= 0.4 for r in got.values())  # none below the fastest's 4 images
+    assert all(r.batch == 4 and r.median_ms > 0 for r in got.values())
 
 
 def test_this_hosts_runs_are_not_pushed_out_of_the_recent_window_by_another_machines(demo, tmp_path):
