@@ -387,6 +387,10 @@ class DeviceProfile(_Record):
 
 
 # -------------------------------------------------------------------------------------------- measurement
+UNSTORED_NOTE = ("host calibration measured in this process and not stored: another process measures it again and "
+                 "predicts other times ('lgp-edge profile --target cpu --calibrate' measures and stores one)")
+
+
 def latency_note(source: str | None, versions: Mapping[str, Any], n: int | None, noisy: bool) -> str:
     """How a latency was obtained, in words: the aggregate of measured runs, or the predictor (roofline, probes)
     and the spread it assumed, after why a measurement was not used. One wording for select, report and the
@@ -394,6 +398,8 @@ def latency_note(source: str | None, versions: Mapping[str, Any], n: int | None,
     if source == "measured":
         return str(versions.get("aggregate", f"one run of {n}")) + (" (noisy)" if noisy else "")
     note = f"{versions.get('predictor', 'predicted')}; spread {versions.get('spread', '?')}"
+    if "calibration_note" in versions:
+        note = f"{note}; {versions['calibration_note']}"
     return f"{versions['noisy_measurement']}; {note}" if "noisy_measurement" in versions else note
 
 

@@ -741,3 +741,31 @@ def test_a_tensorrt_files_top1_is_worded_as_its_engines() -> None:
           "artifacts": [art("model.onnx", "tensorrt", "fp16", 89.6), art("model.int8.onnx", "onnx", "int8", 89.4)]}
     assert own_top1_words(mf, code=True) == ("the fp16 engine from `model.onnx` (approximated in ONNX Runtime) 89.60%, "
                        "int8 `model.int8.onnx` 89.40%")
+
+
+def test_a_latency_from_a_calibration_this_export_did_not_store_says_so(env: object, tiny_pool: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two exports of the same model on the same host wrote 0.421 ms and 1.22 ms into EMBEDDING.md: with no
+    store to keep it, each process measured the host calibration again, and the artifact said nothing of it."""
+    import os
+
+    from lgp_edge.profiling import roofline
+    from lgp_edge.profiling.host import default_threads
+    from lgp_edge.profiling.store import MeasurementStore
+    from lgp_edge.specs import UNSTORED_NOTE
+    from lgp_edge.targets import load_target
+
+    monkeypatch.setenv("LGP_EDGE_STORE", str(tmp_path / "store.sqlite"))  # none yet
+    out = tmp_path / "a"
+    assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx", "--descendant", "ti6.0-5") == 0
+    d = manifest(out)["descendant"]
+    assert d["latency_source"] == "predicted" and UNSTORED_NOTE in d["latency_note"], d["latency_note"]
+    assert "did not store, so another export predicts another time" in (out / "EMBEDDING.md").read_text()
+    # a stored calibration: every process predicts the same, and nothing is said
+    with MeasurementStore(os.environ["LGP_EDGE_STORE"]) as s:
+        roofline.host_calibration("onnxruntime", default_threads(load_target("cpu")), s)
+    out = tmp_path / "b"
+    assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx", "--descendant", "ti6.0-5") == 0
+    d = manifest(out)["descendant"]
+    assert d["latency_source"] == "predicted" and UNSTORED_NOTE not in d["latency_note"], d["latency_note"]
+    assert "did not store" not in (out / "EMBEDDING.md").read_text()

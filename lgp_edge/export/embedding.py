@@ -17,6 +17,7 @@ from typing import Any
 
 from lgp_edge.export.assets import template
 from lgp_edge.export.manifest import exported, low_precision, own_top1_words, pool_top1_of, source_data
+from lgp_edge.specs import UNSTORED_NOTE
 
 SAMPLES = {"swift": ("ios", "LgpClassifier.swift"), "kotlin": ("android", "LgpClassifier.kt")}
 
@@ -29,7 +30,11 @@ def _fmt_latency(manifest: dict[str, Any]) -> tuple[str, str]:
     d = exported(manifest)
     if d.get("expected_latency_ms") is None:
         return "unknown", "no latency record"
-    return f"{d['expected_latency_ms']:.3g} ms", f"{d['latency_source']}, {d.get('latency_runtime')}"
+    source = f"{d['latency_source']}, {d.get('latency_runtime')}"
+    if UNSTORED_NOTE in (d.get("latency_note") or ""):  # a number another export would not repeat
+        source += ("; from a host calibration this export measured and did not store, so another export predicts "
+                   "another time: see latency_note in manifest.json")
+    return f"{d['expected_latency_ms']:.3g} ms", source
 
 
 def _data_note(data: str, synthetic: bool, what: str = "pool") -> str:

@@ -41,7 +41,7 @@ from lgp_edge.models.plan import enumerate_descendants, stitch_specs
 from lgp_edge.profiling.host import default_threads, host_versions
 from lgp_edge.profiling.roofline import Part, Roofline, parts_of, roofline_for
 from lgp_edge.progress import counted
-from lgp_edge.specs import DescendantSpec, LatencyRecord, PoolSpec, Segment, TargetSpec
+from lgp_edge.specs import UNSTORED_NOTE, DescendantSpec, LatencyRecord, PoolSpec, Segment, TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,8 @@ class Predictor:
         versions = {"lgp-edge": __version__, "predictor": self.kind, "spread": self.spread_source}
         if self.scale_source:
             versions["scale"] = self.scale_source
+        if self.roofline is not None and self.roofline.unstored:
+            versions["calibration_note"] = UNSTORED_NOTE
         return LatencyRecord(descendant_key=key, target=self.target, runtime=self.runtime,
                              precision=self.precision, batch=batch, median_ms=median * batch, p90_ms=p90 * batch,
                              p99_ms=p99 * batch, mean_ms=median * batch, std_ms=0.0, cv=0.0, n=0, warmup=0,

@@ -103,6 +103,7 @@ def measure_host(runtime: str, threads: int, gemm_n: int = 512) -> HostFacts:
 
 
 _IN_PROCESS: dict[str, HostFacts] = {}
+_UNSTORED: set[str] = set()  # calibrations this process measured and could not store (specs.UNSTORED_NOTE)
 
 
 # What any machine lgp-edge runs on measures (a stored value outside these was edited or damaged): GFLOP/s of
@@ -140,13 +141,14 @@ def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: 
             facts = store.host_calibration(key)
             problem = None if facts is None else facts_problem(facts)
             if facts is not None and problem is None:
+                _UNSTORED.discard(key)
                 return HostFacts(**{k: v for k, v in facts.items() if k in HostFacts.__dataclass_fields__})
             if problem is not None:  # measured again below, and stored in its place
                 logging.getLogger(__name__).warning("the host calibration stored in %s is impossible (%s): "
                                                     "measured again", getattr(store, "path", "the store"), problem)
         if key in _IN_PROCESS and problem is None:  # the store has none it can read: it gets this process's
-            if store is not None:
-                _put(store, key, _IN_PROCESS[key], runtime, threads)
+            if store is not None and _put(store, key, _IN_PROCESS[key], runtime, threads):
+                _UNSTORED.discard(key)
             return _IN_PROCESS[key]
 
     facts = measure_host(runtime, threads)
@@ -158,6 +160,7 @@ def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: 
                     "'lgp-edge profile --target cpu --calibrate' measures it again on a quieter machine",
                     DEFAULT_SPREAD[0])
     stored = store is not None and _put(store, key, facts, runtime, threads)
+    (_UNSTORED.discard if stored else _UNSTORED.add)(key)
     if not stored:
         path = getattr(store, "path", None)
         if store is None:
@@ -200,6 +203,7 @@ class Roofline:
     spread_source: str = ""  # where the dispersion model came from
     calibration: str = ""  # id of the host calibration it came from ("" for declared facts)
     calibrated_utc: str = ""  # when that host calibration was measured
+    unstored: bool = False  # that calibration was measured by this process and not stored (UNSTORED_NOTE)
 
     def _mem_s(self, nbytes: float, in_cache: bool) -> float:
         if in_cache and self.cache_gbps > 0:
@@ -243,7 +247,7 @@ def roofline_for(target: TargetSpec, precision: str, threads: int, *, runtime: s
         source = f"host calibration {facts.fingerprint} ({rt} fp32 GEMM, {threads} threads, {facts.measured_utc})"
         extra = {"llc_bytes": facts.llc_bytes, "cache_gbps": facts.cache_gbps, "p90_ratio": facts.p90_ratio,
                  "p99_ratio": facts.p99_ratio, "calibration": facts.fingerprint,
-                 "calibrated_utc": facts.measured_utc,
+                 "calibrated_utc": facts.measured_utc, "unstored": facts.fingerprint in _UNSTORED,
                  "spread_source": f"measured: this host's run-to-run dispersion ({facts.fingerprint})"}
         if facts.dispersion_busy:
             extra.update(p90_ratio=DEFAULT_SPREAD[0], p99_ratio=DEFAULT_SPREAD[1],
