@@ -769,3 +769,19 @@ def test_a_latency_from_a_calibration_this_export_did_not_store_says_so(env: obj
     d = manifest(out)["descendant"]
     assert d["latency_source"] == "predicted" and UNSTORED_NOTE not in d["latency_note"], d["latency_note"]
     assert "did not store" not in (out / "EMBEDDING.md").read_text()
+
+
+@pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"), reason="an x86-64 host")
+def test_an_ort_file_converted_for_this_x86_machine_is_not_described_as_a_phones(env: object, tiny_pool: Path,
+                                                                                 tmp_path: Path) -> None:
+    """`export --target cpu --format ort` on an x86-64 machine wrote a .ort with x86 NCHWc kernels, and its note,
+    EMBEDDING.md and samples/LgpClassifier.kt told the reader to run it in onnxruntime-android, which cannot
+    load it."""
+    out = tmp_path / "cpu-ort"
+    assert export(tiny_pool, out, "--target", "cpu", "--format", "ort", "--descendant", "ti6.0-5") == 0
+    (art,) = manifest(out)["artifacts"]
+    assert art["note"].startswith("optimised for amd64") and "onnxruntime-android package" not in art["note"]
+    assert "do not load in ARM builds" in art["note"]
+    doc = (out / "EMBEDDING.md").read_text()
+    assert "## ONNX Runtime format (.ort, amd64)" in doc and "## Android" not in doc
+    assert not (out / "samples" / "LgpClassifier.kt").exists()

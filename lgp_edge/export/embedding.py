@@ -11,6 +11,7 @@ export has a Core ML or an .ort artifact.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -302,9 +303,11 @@ def _kotlin(doc: _Doc) -> str:
     """A phone export (.ort): the Android section (and, beside it, the sample)."""
     if "ort" not in doc.arts:
         return ""
-    from lgp_edge.export.ort import integer_operators, ort_format_version, ort_requirement
+    from lgp_edge.export.ort import integer_operators, ort_cpu, ort_format_version, ort_requirement
 
     a, t = doc.arts["ort"], doc.io("ort")
+    if ort_cpu(a.get("note", "")) != "arm":  # converted for this x86-64 machine: not a phone's file
+        return _section("ort_x86", model=a["path"], cpu=ort_cpu(a["note"]))
     if doc.root is not None:  # read from the files
         needs = ort_requirement(ort_format_version(doc.root / a["path"]))
         int_ops = ", ".join(integer_operators(doc.root / a["files"][0]["path"])) or "none"
@@ -436,6 +439,14 @@ def samples_for(formats: set[str]) -> list[str]:
     if "ort" in formats:  # the Android sample goes with the phone format only
         out.append("kotlin")
     return out
+
+
+def sample_formats(artifacts: Sequence[Any]) -> set[str]:
+    """The formats of ``artifacts`` that samples go with: a ``.ort`` converted for an x86-64 machine is not a
+    phone's, and the Android sample does not go with it."""
+    from lgp_edge.export.ort import ort_cpu
+
+    return {a.format for a in artifacts if not (a.format == "ort" and ort_cpu(a.note or "") != "arm")}
 
 
 def samples_root() -> Path:

@@ -40,6 +40,11 @@ def ort_platform(target: TargetSpec) -> str:
     return "amd64" if machine.lower() in ("x86_64", "amd64", "x64") else "arm"
 
 
+def ort_cpu(note: str) -> str:
+    """The CPU a ``.ort`` artifact was converted for, read from its note ("optimised for arm; ...")."""
+    return note.split("optimised for ", 1)[1].split(";", 1)[0] if "optimised for " in note else "arm"
+
+
 def ort_format_version(path: Path) -> int:
     """The ORT format version a ``.ort`` file was written in (its flatbuffer's ``ort_version``)."""
     from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
@@ -125,8 +130,11 @@ class OrtExporter:
                                      ctx.reporter, "ort")
         report = compare(logits, ctx.validation, TOLERANCES[precision],
                          note=f"ONNX Runtime CPU, ORT format, {precision}")
-        runs = (f"optimised for {cpu}; needs {ort_requirement(ort_format_version(ort_path))}: the "
-                "onnxruntime-android package, or a build from source with its required-operators config")
+        needs = ort_requirement(ort_format_version(ort_path))
+        runs = (f"optimised for {cpu}; needs {needs}: the onnxruntime-android package, or a build from source "
+                "with its required-operators config" if cpu == "arm" else
+                f"optimised for {cpu}; needs {needs} on an x86-64 CPU (the onnxruntime package): its x86 kernels "
+                "(NCHWc) do not load in ARM builds such as onnxruntime-android")
         if precision == "int8":
             runs += f"; integer operators in the .ort: {', '.join(integer_operators(cfg)) or 'none'}"
         note = "; ".join(n for n in (runs, note) if n)

@@ -27,7 +27,7 @@ from typing import Any
 
 from lgp_edge.errors import UsageError
 from lgp_edge.export.base import ExportContext, ValidationSet
-from lgp_edge.export.embedding import copy_samples, render
+from lgp_edge.export.embedding import copy_samples, render, sample_formats
 from lgp_edge.export.images import ImageSets, default_data, load_images
 from lgp_edge.export.manifest import build_manifest, file_entries
 from lgp_edge.export.publish import Staged, check_out, publish
@@ -336,7 +336,7 @@ def stage(job: Job, tmp: Path, reporter: Any = NULL) -> Staged:
 
     req, pm = job.req, job.manifest
     artifacts = write_artifacts(job, tmp, reporter)
-    extra = copy_samples(tmp, {a.format for a in artifacts}) + ["EMBEDDING.md"]
+    extra = copy_samples(tmp, sample_formats(artifacts)) + ["EMBEDDING.md"]
     lat = job.choice.latency
     mf = build_manifest(out_dir=tmp, profile=req.profile, target=req.target, pool_dir=job.pool_dir, pool_manifest=pm,
                         record=job.choice.record, latency=lat.to_dict() if lat is not None else None,
