@@ -637,6 +637,21 @@ def test_embedding_python_snippet_runs(cpu_out: Path, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     path, label = res.stdout.strip().split(" ", 1)
     assert path == "photo.png" and label in manifest(cpu_out)["preprocess"]["labels"]
+    # a 16-bit grayscale PNG is prepared as its 8-bit image: convert("RGB") clipped it (an ankle boot read as a
+    # sandal), where lgp-edge's own loader scales it
+    gray = np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint16)
+    Image.fromarray(gray.astype(np.uint8)).save(tmp_path / "p8.png")
+    Image.fromarray(gray * 257).save(tmp_path / "p16.png")
+    assert Image.open(tmp_path / "p16.png").mode.startswith("I")
+    ns: dict = {}
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(code, "EMBEDDING.md", "exec"), ns)
+    finally:
+        os.chdir(cwd)
+    np.testing.assert_allclose(ns["prepare"](str(tmp_path / "p16.png")), ns["prepare"](str(tmp_path / "p8.png")),
+                               atol=1e-6)
 
 
 def test_embedding_python_snippet_runs_at_the_profiles_batch(env: object, tiny_pool: Path, tmp_path: Path) -> None:
