@@ -148,6 +148,8 @@ def test_jetson_nano_export_is_tensorrt_8_2_ready(nano_out: Path, tiny_pool: Pat
     # "fp16" is the engine's arithmetic: the file itself is fp32, and its note says so
     assert {t.data_type for t in model.graph.initializer} <= {onnx.TensorProto.FLOAT, onnx.TensorProto.INT64}
     assert art["note"].startswith("fp32 ONNX, from which build_engine.sh builds the fp16 engine")
+    # the engine the app deploys has no metadata to read the preprocessing from: where to read it instead
+    assert "(`model.plan`) carries no metadata" in (nano_out / "EMBEDDING.md").read_text()
     assert next(o.version for o in model.opset_import if o.domain == "") == 13
     ops = {n.op_type for n in model.graph.node}
     assert "LayerNormalization" not in ops and "ReduceMean" in ops  # decomposed

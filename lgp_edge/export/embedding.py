@@ -265,6 +265,9 @@ def _tensor(doc: _Doc) -> str:
         chan_step=GRAY_DOC if chans == 1 else "Keep R, G, B in that order (no BGR).",
         mean=list(pre["mean"]), std=list(pre["std"]), resize_step=_resize_step(doc.manifest, pre["img_size"]),
         meta_keys=", ".join(f"`{k}`" for k in meta_keys if k in META_KEYS),
+        engine_note=(" A TensorRT engine built from it (`model.plan`) carries no metadata: an app that runs the "
+                     "engine reads them from `model.onnx` or from `preprocess` in manifest.json."
+                     if "tensorrt" in doc.arts else ""),
         precision_note=(_precision_note(lowp, doc.manifest["validation"]["images"], _int8_host(doc.manifest))
                         if lowp else ""))
 
