@@ -511,13 +511,16 @@ def test_pool_eval_and_stitch_refuse_torchrun(cmd: list[str], tmp_path: Path, ca
 
 
 def test_top1_remembers_its_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """pool eval records the dataset with every top-1; a synthetic eval of a real-data pool is refused later."""
+    """pool eval records the dataset with every top-1; a real-data pool with synthetic top-1 (an older lgp-edge's
+    synthetic eval of it, which pool eval now refuses) is refused by select."""
     p = Path(shutil.copytree(TINY_SRC[0], tmp_path / "pool"))
+    rc, err = run_cli(["pool", "eval", str(p), "--data", "synthetic", "--max-images", "16", "--quiet"], capsys)
+    assert rc == 0, err
     mf = json.loads((p / MANIFEST).read_text())
     mf["data"] = "fashion-mnist"
     (p / MANIFEST).write_text(json.dumps(mf))
     rc, err = run_cli(["pool", "eval", str(p), "--data", "synthetic", "--max-images", "16", "--quiet"], capsys)
-    assert rc == 0, err
+    assert rc == 2 and "pool eval writes the top-1 into the pool" in err
     manifest = read_manifest(p)
     assert {r.top1_data for r in manifest.descendants} == {"synthetic"}
     assert manifest.data == "fashion-mnist" and manifest.top1_data == "synthetic"

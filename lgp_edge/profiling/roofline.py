@@ -147,8 +147,8 @@ def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: 
                 logging.getLogger(__name__).warning("the host calibration stored in %s is impossible (%s): "
                                                     "measured again", getattr(store, "path", "the store"), problem)
         if key in _IN_PROCESS and problem is None:  # the store has none it can read: it gets this process's
-            if store is not None and _put(store, key, _IN_PROCESS[key], runtime, threads):
-                _UNSTORED.discard(key)
+            stored = store is not None and _put(store, key, _IN_PROCESS[key], runtime, threads)
+            (_UNSTORED.discard if stored else _UNSTORED.add)(key)  # not in this store: another process measures
             return _IN_PROCESS[key]
 
     facts = measure_host(runtime, threads)
