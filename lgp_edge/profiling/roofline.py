@@ -85,10 +85,10 @@ def measure_host(runtime: str, threads: int, gemm_n: int = 512) -> HostFacts:
         # thread (a 2-thread cache copy measured 1.4 GB/s beside 23 GB/s on one thread, and predictions came
         # out 15x too slow), so one thread's figures are the floor of each
         one = at(1)
-        floored = [name for name, n_, o in zip(("GEMM", "cache copy", "DRAM copy"), (peak, cache, mem), one)
-                   if o > n_]
+        floored = [name for name, many, single in zip(("GEMM", "cache copy", "DRAM copy"), (peak, cache, mem), one)
+                   if single > many]
         if floored:
-            logging.getLogger(__name__).warning(
+            logging.getLogger(__name__).info(
                 "host calibration at %d threads: %s slower than on 1 thread (a busy machine): 1 thread's figures "
                 "used instead", threads, ", ".join(floored))
         peak, cache, mem = (max(a, b) for a, b in zip((peak, cache, mem), one))
