@@ -187,6 +187,20 @@ def _report_file(f: Path) -> bool:
     return f.name != "report.html" or REPORT_HTML_TITLE in head
 
 
+def _report_plot(p: Path, name: str) -> bool:
+    """``name`` is one of the report's plots: a ``pareto-*.png`` file that is a PNG and that its report.md shows
+    (another file of that pattern, or a folder, is the user's)."""
+    f = p / name
+    if not (_REPORT_PLOT_RE.match(name) and f.is_file() and not f.is_symlink()):
+        return False
+    try:
+        with open(f, "rb") as fh:
+            png = fh.read(8) == b"\x89PNG\r\n\x1a\n"
+        return png and f"]({name})" in (p / "report.md").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+
+
 def _entries(p: Path) -> list[str]:
     return sorted(e.name for e in p.iterdir())
 
@@ -209,8 +223,19 @@ _CKPT_RE = re.compile(r"^(distill(-[A-Za-z0-9_.+-]+)?|finetune|finetune-stitch|t
 _REPORT_PLOT_RE = re.compile(r"^pareto-.+\.png$")
 
 
+_CKPT_FILE_RE = re.compile(r"^\.?state(-|\.json)")  # state.json, state-<step>.safetensors, their temporary files
+
+
 def _checkpoint(p: Path, name: str) -> bool:
-    return bool(_CKPT_RE.match(name)) and (p / name).is_dir() and not (p / name).is_symlink()
+    """``name`` is a checkpoint folder of a run: named as lgp-edge names them and holding only the files a
+    checkpoint is made of (a folder of that name with anything else in it is the user's, never deleted)."""
+    d = p / name
+    if not (_CKPT_RE.match(name) and d.is_dir() and not d.is_symlink()):
+        return False
+    try:
+        return all(_CKPT_FILE_RE.match(e.name) and e.is_file() and not e.is_symlink() for e in d.iterdir())
+    except OSError:
+        return False
 
 
 def _no_checkpoint(p: Path, name: str) -> bool:
@@ -256,7 +281,7 @@ def recognise_output(path: str | Path) -> tuple[str | None, list[str]]:
         return "export", _not_named(p, _export_paths(p, mf))
     if "report.md" in names and _report_file(p / "report.md"):
         return "report", [n for n in names if not (n in REPORT_FILES and _report_file(p / n))
-                          and not _REPORT_PLOT_RE.match(n)]
+                          and not _report_plot(p, n)]
     pj = _json(p / "pool.json")
     if isinstance(pj, dict) and "pool_id" in pj and "schema_version" in pj:
         return "pool", [n for n in names if n not in POOL_FILES]
@@ -467,8 +492,17 @@ def output_lock(path: str | Path) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------- temporary dirs and the swap
 def _leftover_re(name: str) -> re.Pattern[str]:
-    # .NAME.tmp-PID-XXXXXXXX (this version), .NAME.tmp-XXXXXXXX (earlier ones), .NAME.old-PID
-    return re.compile(rf"^\.{re.escape(name)}\.(tmp-(\d+-)?[a-z0-9_]{{8}}|old-\d+)$")
+    # .NAME.tmp-PID-XXXXXXXX (tempfile's 8 characters), .NAME.old-PID (the swap's; see _leftover)
+    return re.compile(rf"^\.{re.escape(name)}\.(tmp-\d+-[a-z0-9_]{{8}}|old-\d+)$")
+
+
+def _leftover(e: Path, pattern: re.Pattern[str]) -> bool:
+    """``e`` is what a killed lgp-edge left beside its output: a temporary folder of its name, or an
+    ``.OUT.old-PID`` that holds an lgp-edge output (the one the swap was replacing). A user's folder that only
+    looks like one (``.demo.old-2025`` with a backup in it) is never removed nor renamed."""
+    if not (pattern.match(e.name) and e.is_dir() and not e.is_symlink()):
+        return False
+    return ".tmp-" in e.name or recognise_output(e)[0] is not None
 
 
 def recover(path: str | Path) -> None:
@@ -481,8 +515,8 @@ def recover(path: str | Path) -> None:
     if not p.parent.is_dir():
         return
     pattern = _leftover_re(p.name)
-    left = sorted((e for e in p.parent.iterdir() if pattern.match(e.name) and e.is_dir() and not e.is_symlink()),
-                  key=lambda e: e.stat().st_mtime, reverse=True)
+    left = sorted((e for e in p.parent.iterdir() if _leftover(e, pattern)), key=lambda e: e.stat().st_mtime,
+                  reverse=True)
     if not p.exists() and not p.is_symlink():
         olds = [e for e in left if ".old-" in e.name]
         if olds:
@@ -501,7 +535,7 @@ def recover_unlocked(path: str | Path) -> None:
         return
     pattern = _leftover_re(p.name)
     try:
-        if not any(pattern.match(e.name) for e in p.parent.iterdir()):
+        if not any(_leftover(e, pattern) for e in p.parent.iterdir()):
             return
     except OSError:
         return

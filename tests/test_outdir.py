@@ -232,3 +232,47 @@ def test_files_named_like_a_report_or_an_ancestry_are_not_taken_for_lgp_edges(tm
                        "--force", "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "8", "--quiet"],
                       capsys)
     assert rc == 2 and len(error_lines(err)) == 1 and "ancestry.safetensors" in err and snapshot(tmp_path) == before
+
+
+def test_folders_and_plots_named_like_lgp_edges_are_the_users_unless_they_hold_what_it_writes(tmp_path: Path,
+                                                                                           capsys) -> None:
+    """A folder named like a checkpoint (train.ckpt/precious.txt), a pareto-*.png folder or annotated plot beside a
+    report, and a backup named like a swap leftover (.demo.old-2025) were taken for lgp-edge's by name alone:
+    --force, a plain training run and even `pool info` deleted them."""
+    import shutil
+
+    from helpers import run_cli
+
+    from lgp_edge.outdir import recover
+    from lgp_edge.pool.pool import demo_pool_dir
+
+    out = tmp_path / "pool"
+    _pool_dir(out)
+    (out / "train.ckpt").mkdir()
+    (out / "train.ckpt" / "precious.txt").write_text("mine\n")
+    # a checkpoint as lgp-edge writes one, and the temporary file of a killed write
+    (out / "finetune.ckpt" / "state-000000004.safetensors").write_bytes(b"x")
+    (out / "finetune.ckpt" / ".state.json.tmp1").write_text("{")
+    assert recognise_output(out) == ("pool", ["train.ckpt"])
+
+    rep = tmp_path / "report"
+    rep.mkdir()
+    (rep / "report.md").write_text("# lgp-edge report: pool p\n\n![Pareto front for cpu](pareto-cpu.png)\n")
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 16
+    (rep / "pareto-cpu.png").write_bytes(png)
+    (rep / "pareto-cpu-annotated.png").write_bytes(png)  # the user's, not in the report
+    (rep / "pareto-notes.png").mkdir()
+    assert recognise_output(rep) == ("report", ["pareto-cpu-annotated.png", "pareto-notes.png"])
+
+    pool = tmp_path / "demo"
+    shutil.copytree(demo_pool_dir(), pool)
+    backup = tmp_path / ".demo.old-2025"
+    backup.mkdir()
+    (backup / "precious.txt").write_text("backup\n")
+    left = tmp_path / ".demo.old-4242"  # what a killed swap left: the old pool
+    shutil.copytree(demo_pool_dir(), left)
+    rc, _ = run_cli(["pool", "info", str(pool)], capsys)
+    assert rc == 0 and (backup / "precious.txt").read_text() == "backup\n" and not left.exists()
+    shutil.rmtree(pool)
+    recover(pool)  # OUT missing: only an lgp-edge output is renamed back into its place
+    assert not pool.exists() and backup.is_dir()
