@@ -117,8 +117,18 @@ def check_in_place(path: str | Path, *, swapped: bool = True) -> None:
     """Fail now, not after minutes of work, when a directory updated in place (a pool: its checkpoints and
     results are written in it) rejects a new entry, or, when it is ``swapped`` for a new one, its folder does."""
     p = Path(path)
+    if swapped:
+        _check_not_mount(p, f"cannot update '{p}' in place", f"copy it into a folder inside ('{p}/pool') and use that")
     for base in (Path(os.path.abspath(p)).parent, p) if swapped else (p,):
         _probe(base, f"cannot update '{p}' in place", f"make it writable, or {POOL_COPY}")
+
+
+def _check_not_mount(p: Path, what: str, fix: str) -> None:
+    """A directory lgp-edge replaces by renaming a new one into its place cannot be a mount point (a Docker volume,
+    a bind mount): the rename fails with EBUSY, which was a traceback after all the work."""
+    real = Path(os.path.realpath(p))
+    if real.is_dir() and os.path.ismount(real):
+        raise UsageError(f"{what}: '{p}' is a mount point, which cannot be replaced by a rename; {fix}")
 
 
 def _probe(base: Path, what: str, fix: str) -> None:
@@ -326,6 +336,7 @@ def check_output_dir(path: str | Path, force: bool, kind: str | Iterable[str] | 
         raise UsageError(f"output '{p}' exists and is not a directory")
     real = real_out(p)
     _check_not_cwd(p, real)
+    _check_not_mount(p, "cannot write the output there", f"pass a folder inside it (--out '{p}/out')")
     check_writable(real)
     claimed = _claim(real)  # first: a run that is writing OUT right now is "being written", not "interrupted"
     try:

@@ -276,3 +276,31 @@ def test_folders_and_plots_named_like_lgp_edges_are_the_users_unless_they_hold_w
     shutil.rmtree(pool)
     recover(pool)  # OUT missing: only an lgp-edge output is renamed back into its place
     assert not pool.exists() and backup.is_dir()
+
+
+def test_a_mount_point_as_the_output_is_refused_before_the_work(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`--out` a Docker volume or bind mount (and `pool finetune` of a pool that is one): the rename that puts the
+    new output in its place fails with EBUSY, which was a traceback, exit 1, after all the work (and a finetune
+    checkpoint left behind). Mounting needs privileges a test does not have: os.path.ismount says it is one."""
+    import os
+    import shutil
+
+    from helpers import error_lines, run_cli, snapshot
+
+    from lgp_edge.pool.pool import demo_pool_dir
+
+    vol, pool = tmp_path / "volume", tmp_path / "pool"
+    vol.mkdir()
+    shutil.copytree(demo_pool_dir(), pool)
+    mounts = {os.path.realpath(vol), os.path.realpath(pool)}
+    real = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.path.realpath(p) in mounts or real(p))
+    before = snapshot(tmp_path)
+    for argv, fix in ((["report", "--pool", str(pool), "--out", str(vol), "--store", str(tmp_path / "s.sqlite")],
+                       f"--out '{vol}/out'"),
+                      (["pool", "finetune", str(pool), "--data", "synthetic", "--epochs", "1", "--quiet"],
+                       "folder inside")):
+        rc, err = run_cli(argv, capsys)
+        lines = error_lines(err)
+        assert rc == 2 and len(lines) == 1 and "is a mount point" in lines[0] and fix in lines[0], err
+    assert snapshot(tmp_path) == before
