@@ -326,7 +326,9 @@ def check_output_dir(path: str | Path, force: bool, kind: str | Iterable[str] | 
     """Refuse bad output paths and non-empty directories; ``--force`` replaces only earlier lgp-edge output.
 
     ``kind``: the kinds of earlier output ``--force`` may replace (e.g. ``"export"``); None accepts any
-    lgp-edge output. Nothing is written (a probe directory is created and removed to test writability).
+    lgp-edge output. Nothing is written but OUT's writer lock, held until ``release`` (with the new parent folders
+    it needs, removed again with it when they stay empty; a probe directory is created and removed to test
+    writability).
     """
     p = check_path(path)
     kinds = None if kind is None else ({kind} if isinstance(kind, str) else set(kind))
@@ -402,18 +404,35 @@ _released_at_exit: list[bool] = []
 
 def _claim(real: Path) -> bool:
     """Take OUT's writer lock until ``release``; whether this call took it."""
-    if os.environ.get("RANK", "0") not in ("", "0") or not real.parent.is_dir():
-        return False  # a torchrun rank other than 0 writes nothing; a new parent folder: atomic_dir locks
+    if os.environ.get("RANK", "0") not in ("", "0"):
+        return False  # a torchrun rank other than 0 writes nothing
     key = str(real)
     if key in _claims or _lock_file(real) in _held:
         return False  # claimed already, or checked again under the lock atomic_dir holds (export's recheck)
     stack = ExitStack()
+    # a new parent folder is made for the lock (a training run writes its checkpoints there before its output:
+    # unlocked, a second run took them for an interrupted one's and trained into them), and removed again
+    # with the lock when it stays empty (a run refused later writes nothing)
+    created = [d for d in (real.parent, *real.parent.parents) if not d.exists()]
+    try:
+        real.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return False  # the write itself says why, naming the path
+    stack.callback(_remove_empty, created)
     stack.enter_context(output_lock(real))
     if not _released_at_exit:
         atexit.register(release)  # a library caller that stops before publishing leaves no lock file behind
         _released_at_exit.append(True)
     _claims[key] = stack
     return True
+
+
+def _remove_empty(dirs: list[Path]) -> None:
+    for d in dirs:  # innermost first
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def release(path: str | Path | None = None) -> None:
@@ -503,8 +522,9 @@ def output_lock(path: str | Path) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------- temporary dirs and the swap
 def _leftover_re(name: str) -> re.Pattern[str]:
-    # .NAME.tmp-PID-XXXXXXXX (tempfile's 8 characters), .NAME.old-PID (the swap's; see _leftover)
-    return re.compile(rf"^\.{re.escape(name)}\.(tmp-\d+-[a-z0-9_]{{8}}|old-\d+)$")
+    # .NAME.tmp-PID-XXXXXXXX (this version), .NAME.tmp-XXXXXXXX (earlier ones; tempfile's 8 characters),
+    # .NAME.old-PID (the swap's; see _leftover)
+    return re.compile(rf"^\.{re.escape(name)}\.(tmp-(\d+-)?[a-z0-9_]{{8}}|old-\d+)$")
 
 
 def _leftover(e: Path, pattern: re.Pattern[str]) -> bool:

@@ -652,15 +652,19 @@ def test_two_exports_into_one_out(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 
 def test_stale_temporary_directories_are_removed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Temporary directories of killed runs (this version's and earlier ones') go at the next start."""
+    """Temporary directories of killed runs (this version's and earlier ones') go at the next start; the old output
+    a killed swap left (.OUT.old-PID) too, but a user's folder of that shape holding something else stays."""
     p = Path(shutil.copytree(TINY_SRC[0], tmp_path / "pool"))
-    for name in (".pool.tmp-k3j5h2l1", ".pool.tmp-999999-abcdefgh", ".pool.old-999999"):
+    for name in (".pool.tmp-k3j5h2l1", ".pool.tmp-999999-abcdefgh"):
         (tmp_path / name).mkdir()
         (tmp_path / name / WEIGHTS).write_bytes(os.urandom(1 << 16))
+    shutil.copytree(TINY_SRC[0], tmp_path / ".pool.old-999999")
+    (tmp_path / ".pool.old-2025").mkdir()  # a user's backup, named like the swap's leftover
+    (tmp_path / ".pool.old-2025" / "precious.txt").write_text("mine\n")
     (tmp_path / ".pool.tmp-keep").mkdir()  # not a name lgp-edge makes: left alone
     rc, err = run_cli(["pool", "info", str(p), "--json"], capsys)
     assert rc == 0, err
-    assert leftovers(p) == [".pool.tmp-keep"]
+    assert leftovers(p) == [".pool.old-2025", ".pool.tmp-keep"]
 
 
 def _damage_rng(meta: dict) -> None:

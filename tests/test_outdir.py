@@ -172,16 +172,18 @@ def test_a_path_longer_than_this_systems_path_max_allows_is_refused_up_front(tmp
     from helpers import error_lines, run_cli
 
     from lgp_edge.errors import UsageError
-    from lgp_edge.outdir import check_output_dir
+    from lgp_edge.outdir import check_output_dir, release
 
     out = _path_of(tmp_path, 1000)
     check_output_dir(out, False, kind="export")  # Linux: room enough
+    release()  # the writer lock it took, and the new parent folders made for it, go with it
     assert list(tmp_path.iterdir()) == []
     real = os.pathconf
     monkeypatch.setattr(os, "pathconf", lambda p, name: 1024 if name == "PC_PATH_MAX" else real(p, name))
     with pytest.raises(UsageError, match="output path is 1000 bytes long; at most 950 bytes are allowed"):
         check_output_dir(out, False, kind="export")
     check_output_dir(_path_of(tmp_path, 950), False, kind="export")
+    release()
     assert list(tmp_path.iterdir()) == []
     rc, err = run_cli(["export", "--pool", str(tiny_pool), "--target", "raspberry-pi-5", "--format", "onnx",
                        "--out", str(out), "--quiet"], capsys)

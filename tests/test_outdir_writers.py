@@ -30,8 +30,10 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def test_a_second_run_on_the_same_out_is_refused_while_the_first_one_trains(tmp_path):
     """The later of two 'ancestry train --out anc' runs replaced the earlier one's output without --force, and the
-    earlier one went on writing checkpoints into the published directory."""
-    out = tmp_path / "anc"
+    earlier one went on writing checkpoints into the published directory. OUT's parent folder is new (as with
+    the README's `--out runs/ancestry-e30` in a fresh clone): the first run held no lock then, and the second one
+    took its live checkpoints for an interrupted run's."""
+    out = tmp_path / "runs" / "anc"
     first = subprocess.Popen([sys.executable, "-m", "lgp_edge", *TRAIN, "--epochs", "200", "--out", str(out)],
                              env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -49,7 +51,7 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_one_trains(tmp_
     assert first.returncode == 143, err
     # stopped before its first output: OUT holds the checkpoints only, and says how to go on
     assert sorted(p.name for p in out.iterdir()) == ["train.ckpt"]
-    assert not (tmp_path / ".anc.lock").exists()
+    assert not (tmp_path / "runs" / ".anc.lock").exists()
     again = subprocess.run([sys.executable, "-m", "lgp_edge", *TRAIN, "--epochs", "1", "--out", str(out)],
                            env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert again.returncode == 2 and "--resume" in again.stderr and "--force" in again.stderr, again.stderr
