@@ -459,3 +459,15 @@ def test_a_truncated_store_says_to_move_it_aside(tmp_path, capsys):
         MeasurementStore(path)
     assert "move it aside" in str(err.value) and "new store" in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"] and path.read_bytes() == before
+
+
+@pytest.mark.parametrize("under", ["s.sqlite", "sub/s.sqlite"])
+def test_a_store_under_a_file_is_one_line(under, tmp_path, capsys):
+    """`profile --store afile/sub/s.sqlite` ended in a 34-line traceback (removing the store it had not made raised
+    NotADirectoryError), and `afile/s.sqlite` said only "[Errno 17] File exists: 'afile'"."""
+    (tmp_path / "afile").write_text("x\n")
+    rc, err = run_cli(["profile", "--target", "cpu", "--predict", "--store", str(tmp_path / "afile" / under)],
+                      capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and f"'{tmp_path / 'afile'}' is a file, not a directory" in lines[0], err
+    assert (tmp_path / "afile").read_text() == "x\n"

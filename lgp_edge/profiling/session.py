@@ -231,7 +231,10 @@ def _remove_created(created: list[Path]) -> None:
     except sqlite3.Error:
         pass
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        p.unlink(missing_ok=True)
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:  # e.g. its "folder" is a file: nothing was created there, and the open's error says why
+            pass
     for folder in created[1:]:
         try:
             folder.rmdir()

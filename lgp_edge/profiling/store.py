@@ -201,6 +201,10 @@ class MeasurementStore:
         damaged = _damaged(self.path, exc)
         if damaged is not None:
             return damaged
+        blocker = next((d for d in self.path.parents if d.exists()), None)
+        if blocker is not None and not blocker.is_dir():  # mkdir's "File exists" named no cause
+            return UsageError(f"cannot open measurement store '{self.path}': '{blocker}' is a file, not a directory; "
+                              "pass another --store")
         found: int | None = None
         if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
             found = exc.errno
