@@ -13,7 +13,8 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,21 @@ def save_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[s
 
 #: The size a failed write is taken to have needed when its caller cannot tell (``write_problem``)
 UNKNOWN_NEED = 4 << 20
+
+
+@contextmanager
+def tool_write(path: str | Path, need: int = 0) -> Iterator[None]:
+    """Run a tool's write of ``path`` whose failure names no cause (OpenVINO: "iostream error", Core ML's MIL
+    FileWriter: "Unknown error occurred while writing data to the file"): a RuntimeError that ``write_problem``
+    explains (a full disk, a file-size limit, a read-only folder) becomes the OSError naming ``path`` that every
+    command reports in one line; any other is raised as it is."""
+    try:
+        yield
+    except RuntimeError as exc:
+        found = write_problem(Path(path).parent, need=need)
+        if found is None:
+            raise
+        raise OSError(found, os.strerror(found), str(path)) from exc
 
 
 def write_problem(folder: str | Path, need: int = 0) -> int | None:

@@ -130,6 +130,20 @@ def test_an_openvino_ir_past_the_file_size_limit_exits_2_saying_so(tiny_pool, tm
     no_leftovers(tmp_path)
 
 
+def test_a_core_ml_package_past_the_file_size_limit_exits_2_saying_so(tiny_pool, tmp_path):
+    """Core ML's MIL FileWriter says only 'Unknown error occurred while writing data to the file': a traceback,
+    exit 1, where every other format's refused write is one line naming the path, exit 2."""
+    out = tmp_path / "exp"
+    done = run_limited(20_000, ["export", "--pool", str(tiny_pool), "--target", "iphone", "--descendant", "b6.0-5",
+                                "--format", "coreml", "--data", "synthetic", "--val-images", "8", "--out", str(out)],
+                       tmp_path)
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert "file too large" in line and "ulimit -f" in line and str(out) in line, line
+    assert not out.exists()
+    no_leftovers(tmp_path)
+
+
 def test_a_report_whose_plot_cannot_be_written_exits_2_and_keeps_the_earlier_report(tiny_pool, tmp_path):
     out = tmp_path / "rep"
     argv = ["report", "--pool", str(tiny_pool), "--profile", "cpu", "--out", str(out)]

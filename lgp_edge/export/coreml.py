@@ -307,12 +307,14 @@ class CoreMLExporter:
     def _save(self, ctx: ExportContext, path: Path, deployment: str) -> None:
         """Convert the descendant, describe it, write ``path``."""
         from lgp_edge import __version__
-        from lgp_edge.fileio import plain_modes
+        from lgp_edge.fileio import plain_modes, tool_write
 
         pre, precision = ctx.preprocess, ctx.profile.precision
+        need = 4 * ctx.record.params + (1 << 20)  # the weights, written while converting and again by the save
         with ctx.reporter.task(f"coreml: convert ({precision}, {deployment})", total=1) as task, quiet():
-            mlmodel = convert_mlprogram(ctx.model, pre=pre, input_shape=ctx.input_shape, precision=precision,
-                                        deployment=deployment)
+            with tool_write(path, need=need):  # MIL FileWriter: "Unknown error occurred while writing data"
+                mlmodel = convert_mlprogram(ctx.model, pre=pre, input_shape=ctx.input_shape, precision=precision,
+                                            deployment=deployment)
             mlmodel.author = "lgp-edge"
             mlmodel.version = __version__
             mlmodel.license = "see the pool's provenance"
@@ -323,7 +325,8 @@ class CoreMLExporter:
                                                 "inside the model")
             for k, v in package_metadata(ctx).items():
                 mlmodel.user_defined_metadata[k] = v
-            mlmodel.save(str(path))
+            with tool_write(path, need=need):
+                mlmodel.save(str(path))
             plain_modes(path)
             task.advance()
 

@@ -98,9 +98,11 @@ def _convert_one(model: torch.nn.Module, path: Path, *, pre: Any, input_shape: t
                  deployment: str) -> None:
     """One descendant as a single-function ML program (the same conversion as the single Core ML export)."""
     from lgp_edge.export.coreml import convert_mlprogram
+    from lgp_edge.fileio import tool_write
 
-    ml = convert_mlprogram(model, pre=pre, input_shape=input_shape, precision=precision, deployment=deployment)
-    ml.save(str(path))
+    with tool_write(path, need=1 << 20):  # MIL FileWriter: "Unknown error occurred while writing data to the file"
+        ml = convert_mlprogram(model, pre=pre, input_shape=input_shape, precision=precision, deployment=deployment)
+        ml.save(str(path))
 
 
 def _save_joined(desc: Any, path: Path, tmp: Path, meta: Mapping[str, str], count: int) -> None:
@@ -108,10 +110,11 @@ def _save_joined(desc: Any, path: Path, tmp: Path, meta: Mapping[str, str], coun
     import coremltools as ct
     from coremltools.models.utils import save_multifunction
 
-    from lgp_edge.fileio import plain_modes
+    from lgp_edge.fileio import plain_modes, tool_write
 
     joined = tmp / "joined.mlpackage"
-    save_multifunction(desc, str(joined))
+    with tool_write(joined, need=1 << 20):
+        save_multifunction(desc, str(joined))
     spec = ct.utils.load_spec(str(joined))
     for k, v in meta.items():
         spec.description.metadata.userDefined[k] = v

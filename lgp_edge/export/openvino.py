@@ -15,7 +15,6 @@ the same model.xml.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from typing import Any
 
@@ -24,7 +23,7 @@ from lgp_edge.export.base import ExportContext, check_opset, require, require_al
 from lgp_edge.export.metadata import tool_versions
 from lgp_edge.export.quantize import whole_batches
 from lgp_edge.export.quiet import quiet_loggers, quiet_rich_console
-from lgp_edge.fileio import write_problem
+from lgp_edge.fileio import tool_write
 from lgp_edge.specs import DeviceProfile, ExportArtifact, Precision, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -175,13 +174,8 @@ class OpenVINOExporter:
         for k, v in model_api_info(ctx.preprocess).items():
             model.set_rt_info(v, ["model_info", k])
         xml = ctx.out_dir / "model.xml"
-        try:
+        with tool_write(xml, need=2 * onnx_path.stat().st_size + (1 << 20)):  # "iostream error", nothing more
             ov.save_model(stable_names(model), str(xml), compress_to_fp16=precision == "fp16")
-        except RuntimeError as exc:  # a failed write is "basic_ios::clear: iostream error", nothing more
-            found = write_problem(ctx.out_dir, need=2 * onnx_path.stat().st_size + (1 << 20))  # what the IR needs
-            if found is None:
-                raise
-            raise OSError(found, os.strerror(found), str(xml)) from exc
         inputs, outputs = _io(model)
         logits = openvino_outputs(str(xml), ctx.validation.images, ctx.profile.batch, ctx.dynamic_batch, ctx.reporter,
                                   f"openvino {precision}")
