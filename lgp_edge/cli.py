@@ -10,6 +10,7 @@ imported only inside the handlers, so ``lgp-edge --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import io
 import logging
@@ -23,7 +24,7 @@ from typing import Any, NoReturn
 
 from lgp_edge import __version__
 from lgp_edge.commands.common import HELD, HeldWarnings
-from lgp_edge.errors import WRITE_ERRNOS, LgpEdgeError, write_failed
+from lgp_edge.errors import WRITE_ERRNOS, LgpEdgeError, UsageError, write_failed
 
 COMMAND_MODULES = (
     "ancestry",
@@ -259,6 +260,11 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None, held: HeldWarning
         os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe, not even at exit
         return 141
     except OSError as exc:  # a full disk, a read-only file system...: the environment's, not a bug
+        if exc.errno == errno.ENOENT and "No usable temporary directory" in str(exc):
+            # tempfile tried every candidate folder and could write in none (a file-size limit of 0, full disks)
+            return _failed(UsageError("no temporary folder can be written ($TMPDIR, /tmp, /var/tmp and the current "
+                                      "folder were tried): free space there, raise the file-size limit (ulimit -f), "
+                                      "or set TMPDIR to a writable folder"), held)
         if exc.errno not in WRITE_ERRNOS:
             raise
         return _failed(write_failed(exc, elsewhere=""), held)

@@ -130,6 +130,18 @@ def test_an_openvino_ir_past_the_file_size_limit_exits_2_saying_so(tiny_pool, tm
     no_leftovers(tmp_path)
 
 
+def test_a_file_size_limit_of_zero_is_one_line_not_tempfiles_traceback(tiny_pool, tmp_path):
+    """`ulimit -f 0`: torch's import asks tempfile for a folder, none can be written, and its FileNotFoundError
+    ('No usable temporary directory found') was a traceback, exit 1."""
+    out = tmp_path / "exp"
+    done = run_limited(0, ["export", "--pool", str(tiny_pool), "--target", "cpu", "--descendant", "ti6.0-5",
+                           "--format", "onnx", "--data", "synthetic", "--val-images", "8", "--out", str(out)], tmp_path)
+    assert done.returncode == 2, done.stderr
+    line = one_line(done.stderr)
+    assert "no temporary folder can be written" in line and "ulimit -f" in line, line
+    assert not out.exists()
+
+
 def test_a_core_ml_package_past_the_file_size_limit_exits_2_saying_so(tiny_pool, tmp_path):
     """Core ML's MIL FileWriter says only 'Unknown error occurred while writing data to the file': a traceback,
     exit 1, where every other format's refused write is one line naming the path, exit 2."""
