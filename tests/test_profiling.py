@@ -607,6 +607,10 @@ def test_a_host_calibration_on_a_busy_machine_is_floored_by_one_thread(monkeypat
     busy[1].update({8: 2.0})  # both cache copies disturbed, below DRAM: DRAM's figure bounds the cache's
     assert roofline.measure_host("torch", 2).cache_gbps == 9.0
     assert roofline.measure_host("torch", 1).threads == 1  # one thread: measured once
+    # a calm machine's 2-thread figures stand, measured once (the floor costs a second calibration)
+    busy[2].update({8: 40.0, 256: 12.0})
+    busy[1].update({"gemm": 1e9})  # would show if it were measured
+    assert roofline.measure_host("torch", 2).peak_gflops_fp32 == 55.0
 
 
 def _stored_host_calibration(store, threads, p90_ratio):

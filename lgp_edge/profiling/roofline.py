@@ -80,10 +80,12 @@ def measure_host(runtime: str, threads: int, gemm_n: int = 512) -> HostFacts:
         return peak, cache, measure_copy_bandwidth(n, mb=256, reps=5)
 
     peak, cache, mem = at(threads)
-    if threads > 1:
-        # n threads do at least what one does; on a loaded machine every n-thread run waits for a preempted
-        # thread (a 2-thread cache copy measured 1.4 GB/s beside 23 GB/s on one thread, and predictions came
-        # out 15x too slow), so one thread's figures are the floor of each
+    spread = measure_dispersion(threads)
+    if threads > 1 and (spread.busy or (cache_mb and cache < mem)):
+        # a busy machine (or a cache copy slower than a DRAM one: impossible undisturbed): n threads do at least
+        # what one does, but every n-thread run waits for a preempted thread (a 2-thread cache copy measured
+        # 1.4 GB/s beside 23 GB/s on one thread, and predictions came out 15x too slow), so one thread's figures
+        # are the floor of each
         one = at(1)
         floored = [name for name, many, single in zip(("GEMM", "cache copy", "DRAM copy"), (peak, cache, mem), one)
                    if single > many]
@@ -94,7 +96,6 @@ def measure_host(runtime: str, threads: int, gemm_n: int = 512) -> HostFacts:
         peak, cache, mem = (max(a, b) for a, b in zip((peak, cache, mem), one))
     if cache_mb and cache < mem:  # a cache-resident copy slower than a DRAM one was disturbed: DRAM's bounds it
         cache = mem
-    spread = measure_dispersion(threads)
     return HostFacts(peak_gflops_fp32=peak, mem_gbps=mem,
                      threads=threads, gemm_n=gemm_n, llc_bytes=llc, cache_gbps=cache, p90_ratio=spread.p90_ratio,
                      p99_ratio=spread.p99_ratio, dispersion_busy=spread.busy, runtime=runtime,
