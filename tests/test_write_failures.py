@@ -116,13 +116,16 @@ def test_an_export_whose_onnx_file_meets_a_full_disk_exits_2_and_writes_nothing(
     assert snapshot(tmp_path) == before
 
 
-def test_an_openvino_ir_past_the_file_size_limit_exits_2_saying_so(tiny_pool, tmp_path):
+@pytest.mark.parametrize("fmt, target, key, limit", [("openvino", "cpu", "ti6.0-5", 100_000),
+                                                      ("coreml", "iphone", "b6.0-5", 20_000)])
+def test_a_tools_write_past_the_file_size_limit_exits_2_saying_so(fmt, target, key, limit, tiny_pool, tmp_path):
     """OpenVINO says only 'basic_ios::clear: iostream error' (the ONNX file, 48 KB, fits; the IR's XML,
-    135 KB, does not)."""
+    135 KB, does not); Core ML's MIL FileWriter 'Unknown error occurred while writing data to the file', which was a
+    traceback, exit 1."""
     out = tmp_path / "exp"
-    done = run_limited(100_000, ["export", "--pool", str(tiny_pool), "--target", "cpu", "--descendant", "ti6.0-5",
-                                 "--format", "openvino", "--data", "synthetic", "--val-images", "8", "--out",
-                                 str(out)], tmp_path)
+    done = run_limited(limit, ["export", "--pool", str(tiny_pool), "--target", target, "--descendant", key,
+                               "--format", fmt, "--data", "synthetic", "--val-images", "8", "--out", str(out)],
+                       tmp_path)
     assert done.returncode == 2, done.stderr
     line = one_line(done.stderr)
     assert "file too large" in line and "ulimit -f" in line and str(out) in line, line
@@ -140,20 +143,6 @@ def test_a_file_size_limit_of_zero_is_one_line_not_tempfiles_traceback(tiny_pool
     line = one_line(done.stderr)
     assert "no temporary folder can be written" in line and "ulimit -f" in line, line
     assert not out.exists()
-
-
-def test_a_core_ml_package_past_the_file_size_limit_exits_2_saying_so(tiny_pool, tmp_path):
-    """Core ML's MIL FileWriter says only 'Unknown error occurred while writing data to the file': a traceback,
-    exit 1, where every other format's refused write is one line naming the path, exit 2."""
-    out = tmp_path / "exp"
-    done = run_limited(20_000, ["export", "--pool", str(tiny_pool), "--target", "iphone", "--descendant", "b6.0-5",
-                                "--format", "coreml", "--data", "synthetic", "--val-images", "8", "--out", str(out)],
-                       tmp_path)
-    assert done.returncode == 2, done.stderr
-    line = one_line(done.stderr)
-    assert "file too large" in line and "ulimit -f" in line and str(out) in line, line
-    assert not out.exists()
-    no_leftovers(tmp_path)
 
 
 def test_a_report_whose_plot_cannot_be_written_exits_2_and_keeps_the_earlier_report(tiny_pool, tmp_path):
