@@ -111,6 +111,16 @@ def save_safetensors(tensors: dict[str, Any], path: str | Path, metadata: dict[s
 UNKNOWN_NEED = 4 << 20
 
 
+def remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove the folders a failed or refused write made, innermost first, as far as they are empty (the first
+    one that is not, or cannot be removed, ends it: its parents hold it)."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+
+
 @contextmanager
 def tool_write(path: str | Path, need: int = 0) -> Iterator[None]:
     """Run a tool's write of ``path`` whose failure names no cause (OpenVINO: "iostream error", Core ML's MIL

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import WRITE_ERRNOS, LockIsLink, OutputBusy, UsageError, WriteFailed, write_failed
-from lgp_edge.fileio import default_mode, json_loads
+from lgp_edge.fileio import default_mode, json_loads, remove_empty_dirs
 
 log = logging.getLogger(__name__)
 
@@ -418,21 +418,13 @@ def _claim(real: Path) -> bool:
         real.parent.mkdir(parents=True, exist_ok=True)
     except OSError:
         return False  # the write itself says why, naming the path
-    stack.callback(_remove_empty, created)
+    stack.callback(remove_empty_dirs, created)
     stack.enter_context(output_lock(real))
     if not _released_at_exit:
         atexit.register(release)  # a library caller that stops before publishing leaves no lock file behind
         _released_at_exit.append(True)
     _claims[key] = stack
     return True
-
-
-def _remove_empty(dirs: list[Path]) -> None:
-    for d in dirs:  # innermost first
-        try:
-            d.rmdir()
-        except OSError:
-            return
 
 
 def release(path: str | Path | None = None) -> None:

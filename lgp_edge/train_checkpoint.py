@@ -20,7 +20,14 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import CheckpointError
-from lgp_edge.fileio import check_sha256, json_loads, sha256_file, write_atomic, write_text_atomic
+from lgp_edge.fileio import (
+    check_sha256,
+    json_loads,
+    remove_empty_dirs,
+    sha256_file,
+    write_atomic,
+    write_text_atomic,
+)
 
 CKPT_STATE = "state.safetensors"
 CKPT_META = "state.json"
@@ -117,11 +124,7 @@ def save_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer
                     (path / f).unlink(missing_ok=True)
                 except OSError:
                     pass
-        for d in created:  # nor an OUT made for it
-            try:
-                d.rmdir()
-            except OSError:
-                break
+        remove_empty_dirs(created)  # nor an OUT made for it
         raise
     _fsync_dir(path)
     for old in path.iterdir():  # older tensor files and leftovers of killed writes

@@ -314,8 +314,8 @@ def host_versions() -> dict[str, str]:
     whichever machine runs lgp-edge, and a store may be shared between machines)."""
     import os
 
-    out = {"host_cpu": cpu_model(), "host_logical_cpus": str(os.cpu_count() or 1)}
     facts = cpu_facts()
+    out = {"host_cpu": facts["model"], "host_logical_cpus": str(os.cpu_count() or 1)}
     if facts["family"] is not None or facts["features"]:
         # a VM's generic name ("Intel(R) Xeon(R) Processor") covers CPUs with and without AMX or VNNI, whose
         # latencies differ 2-4x: which one it is

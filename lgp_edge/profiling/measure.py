@@ -152,12 +152,8 @@ def repeat_if_noisy(run: Callable[[], Timing], settings: MeasureSettings) -> Tim
     it again, at most ``max_series`` series in all, and keep the calmest; flagged noisy when that one's
     dispersion (``Timing.dispersion``, robust to a few preempted runs) is over the threshold."""
     best = run()
-    if best.cv <= settings.cv_threshold:
-        return replace(best, noisy=best.dispersion > settings.cv_threshold)
-    if not settings.repeat_noisy:
-        return replace(best, noisy=best.dispersion > settings.cv_threshold)
     series = 1
-    while series < settings.max_series and best.cv > settings.cv_threshold:
+    while settings.repeat_noisy and series < settings.max_series and best.cv > settings.cv_threshold:
         log.info("cv %.1f%% > %.0f%%: measuring again (%d of %d)", 100 * best.cv, 100 * settings.cv_threshold,
                  series + 1, settings.max_series)
         again = run()

@@ -469,16 +469,14 @@ def scaled_to_measured(predictor: Predictor, pool: PoolSpec, specs: Sequence[Des
                                 f"{predictor.target}, taken at the nearest in predicted cost)")
 
 
-def _measured_at(store: Any, target: TargetSpec, runtime: str, precision: str, pool: PoolSpec, batch: int,
-                 threads: int) -> dict[str, LatencyRecord]:
-    """The calm robust aggregates of the pool's descendants measured at ``batch`` and ``threads`` (on this host
-    for a local target)."""
+def _measured_rows(store: Any, target: TargetSpec, runtime: str, precision: str, pool: PoolSpec,
+                   batch: int) -> list[LatencyRecord]:
+    """The recent measured runs of the pool's descendants at ``batch`` (on this host for a local target); probes
+    calibrate, they are not descendants."""
     rows = [r for r in store.records(target=target.name, runtime=runtime, precision=precision, pool_id=pool.pool_id,
                                      source="measured", batch=batch, recent=RECENT_RUNS)
-            if not r.descendant_key.startswith(PROBE_PREFIX) and r.threads == threads]
-    if target.connection.kind == "local":
-        rows = this_host(rows)
-    return {r.descendant_key: r for r in robust_measured(rows).values() if not r.noisy}
+            if not r.descendant_key.startswith(PROBE_PREFIX)]
+    return this_host(rows) if target.connection.kind == "local" else rows
 
 
 def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any = None,
@@ -498,11 +496,7 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
     noisy: dict[str, LatencyRecord] = {}
     rows: list[LatencyRecord] = []
     if store is not None:
-        rows = [r for r in store.records(target=target.name, runtime=runtime, precision=precision,
-                                         pool_id=pool.pool_id, source="measured", batch=batch, recent=RECENT_RUNS)
-                if not r.descendant_key.startswith(PROBE_PREFIX)]  # probes calibrate; they are not descendants
-        if target.connection.kind == "local":
-            rows = this_host(rows)
+        rows = _measured_rows(store, target, runtime, precision, pool, batch)
     if threads is None:
         threads = comparison_threads(rows, default_threads(target))
     other = {r.threads for r in rows if r.threads != threads}
@@ -521,7 +515,9 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
         elif predictor.kind == "roofline" and batch > 1 and store is not None:
             # nothing measured at this batch: scaled to the batch-1 runs, one image's cost times the batch (an
             # upper bound: a batch costs at most that), not the bare roofline (15x a batch-1 run times 4)
-            ones = _measured_at(store, target, runtime, precision, pool, 1, threads)
+            ones = {r.descendant_key: r for r in robust_measured(
+                [r for r in _measured_rows(store, target, runtime, precision, pool, 1) if r.threads == threads]
+            ).values() if not r.noisy}
             scaled = scaled_to_measured(predictor, pool, specs, ones, 1) if ones else predictor
             if scaled.scale_source:
                 predictor = replace(scaled, scale_source=f"{scaled.scale_source} at batch 1, times the batch")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import UsageError
+from lgp_edge.fileio import remove_empty_dirs
 from lgp_edge.progress import NULL, counted
 
 log = logging.getLogger(__name__)
@@ -235,11 +236,7 @@ def _remove_created(created: list[Path]) -> None:
             p.unlink(missing_ok=True)
         except OSError:  # e.g. its "folder" is a file: nothing was created there, and the open's error says why
             pass
-    for folder in created[1:]:
-        try:
-            folder.rmdir()
-        except OSError:
-            break
+    remove_empty_dirs(created[1:])
 
 
 def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
