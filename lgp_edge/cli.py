@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 from lgp_edge import __version__
 from lgp_edge.commands.common import HELD, HeldWarnings
-from lgp_edge.errors import WRITE_ERRNOS, LgpEdgeError, UsageError, write_failed
+from lgp_edge.errors import STDOUT, WRITE_ERRNOS, LgpEdgeError, UsageError, write_failed
 
 COMMAND_MODULES = (
     "ancestry",
@@ -161,6 +161,55 @@ def _on_stop(main_pid: int, stop: type[BaseException]) -> Any:
     return handler
 
 
+class _StdoutFile(io.FileIO):
+    """The process's standard output whose failed writes say so (``OSError.filename`` is ``STDOUT``), where a
+    plain one names nothing: ``lgp-edge ... > file`` on a full disk says what it could not write."""
+
+    def write(self, b: Any) -> int | None:
+        try:
+            return super().write(b)
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = STDOUT
+            raise
+
+
+def _named_stdout(stream: Any) -> Any:
+    """``stream`` (the process's own ``sys.stdout``) over a ``_StdoutFile``, its text settings kept; any other
+    stream (an application's, a test's capture) as it is."""
+    if stream is not sys.__stdout__ or not isinstance(stream, io.TextIOWrapper):
+        return stream
+    try:
+        fd = stream.fileno()
+        stream.flush()
+    except (OSError, ValueError):
+        return stream
+    raw = _StdoutFile(fd, "w", closefd=False)
+    return io.TextIOWrapper(io.BufferedWriter(raw), encoding=stream.encoding, errors=stream.errors,
+                            line_buffering=stream.line_buffering, write_through=stream.write_through)
+
+
+def _flushed(rc: int, held: HeldWarnings | None) -> int:
+    """``rc`` once what the command wrote to the standard output is out (a short output sits in the buffer until
+    the end); the write error's code where it could not be written."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_gone()
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        return _failed(write_failed(exc, elsewhere=""), held)
+    return rc
+
+
+def _reader_gone() -> int:
+    """The reader went away (lgp-edge ... | head): stop quietly, as SIGPIPE would."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe, not even at exit
+    return 141
+
+
 @contextmanager
 def _terminal() -> Iterator[None]:
     """What the command line owns while it runs, given back afterwards (``main`` may be called from Python):
@@ -178,9 +227,17 @@ def _terminal() -> Iterator[None]:
         if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
             errors[stream] = stream.errors
             stream.reconfigure(errors="backslashreplace")
+    old_stdout = sys.stdout
+    sys.stdout = _named_stdout(old_stdout)
     try:
         yield
     finally:
+        if sys.stdout is not old_stdout:
+            try:
+                sys.stdout.flush()  # flushed and checked by main already, unless it did not get there
+            except (OSError, ValueError):
+                pass
+            sys.stdout = old_stdout
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
         if old_int is not None:
@@ -233,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
         except (KeyboardInterrupt, Terminated) as exc:
             return _stopped(exc, None)
+        except SystemExit as exc:  # --help, --version, a usage error: argparse has written its text
+            code = _flushed(0, None)
+            if code:
+                return code
+            raise exc
         with _logging(args.verbose) as held:
             return _run(args, argv, held)
 
@@ -250,15 +312,13 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None, held: HeldWarning
     words = sys.argv[1:] if argv is None else list(argv)
     log.debug("lgp-edge %s (python %s): %s", __version__, sys.version.split()[0], " ".join(words))
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
     except LgpEdgeError as exc:
         return _failed(exc, held)
     except (KeyboardInterrupt, Terminated) as exc:
         return _stopped(exc, held)
-    except BrokenPipeError:  # the reader went away (lgp-edge ... | head): stop quietly, as SIGPIPE would
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe, not even at exit
-        return 141
+    except BrokenPipeError:
+        return _reader_gone()
     except OSError as exc:  # a full disk, a read-only file system...: the environment's, not a bug
         if exc.errno == errno.ENOENT and "No usable temporary directory" in str(exc):
             # tempfile tried every candidate folder and could write in none (a file-size limit of 0, full disks)
@@ -273,6 +333,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None, held: HeldWarning
         outdir = sys.modules.get("lgp_edge.outdir")
         if outdir is not None:
             outdir.release()  # the writer locks of output directories this command did not get to publish
+    return _flushed(rc, held)
 
 
 def _failed(exc: LgpEdgeError, held: HeldWarnings | None) -> int:

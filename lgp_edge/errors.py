@@ -118,6 +118,11 @@ def environment_error(exc: BaseException | None) -> OSError | None:
     return None
 
 
+#: The name a failed write to the process's standard output carries (``cli``: ``lgp-edge ... > file`` on a full
+#: disk says what it could not write).
+STDOUT = "the standard output"
+
+
 def write_failed(exc: OSError, path: str | Path | None = None, elsewhere: str = "write elsewhere") -> WriteFailed:
     """The one-line error for ``exc`` (an errno of ``WRITE_ERRNOS``) writing ``path``: what went wrong, where,
     and what to do (``elsewhere``: the other way out, none when empty). Without ``path``, the path ``exc``
@@ -125,6 +130,8 @@ def write_failed(exc: OSError, path: str | Path | None = None, elsewhere: str = 
     what, fix = _WRITE_FIXES.get(exc.errno or 0, (exc.strerror or str(exc), "check it"))
     if path is not None:
         what += f" writing '{os.fsdecode(path)}'"
+    elif exc.filename == STDOUT:
+        what += f" writing {STDOUT}"
     elif exc.filename is not None:
         what += f" at '{os.fsdecode(exc.filename)}'"
     return WriteFailed(f"{what}: {fix}" + (f", or {elsewhere}" if elsewhere else ""), exc, path)

@@ -214,3 +214,16 @@ def test_sigterm_to_the_process_group_with_data_loading_workers_is_one_line(tmp_
     assert p.returncode == 143, err
     assert "Traceback" not in err and "killed by signal" not in err, err
     assert err.strip().endswith("lgp-edge: terminated")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", [["targets", "list", "--json"], ["--version"]])
+def test_output_that_cannot_be_written_names_the_standard_output_and_fails(tmp_path, argv):
+    """`lgp-edge ... > file` on a full disk: the error says it was the standard output that could not be written
+    (not a bare "free space there"), and a short output flushed only at exit (--version) does not exit 0."""
+    with open("/dev/full", "w") as full:
+        r = subprocess.run([sys.executable, "-m", "lgp_edge", *argv], env=_env(tmp_path), stdout=full,
+                           stderr=subprocess.PIPE, text=True, timeout=120)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.returncode == 2 and len(lines) == 1, (r.returncode, r.stderr)
+    assert "no space left on device writing the standard output" in lines[0], lines

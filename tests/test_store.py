@@ -161,6 +161,37 @@ def test_locked_store_keeps_the_records_beside_it(tmp_path):
         assert s.count() == 18
 
 
+def test_ctrl_c_while_waiting_for_a_locked_store_keeps_the_records_beside_it(tmp_path, monkeypatch, caplog):
+    """A Ctrl-C during the wait for another writer's lock stops the process, and the records are saved beside
+    the store and named in a warning, as when the wait runs out: an hour of measurements is not dropped unsaid."""
+    import logging
+
+    from lgp_edge.profiling import store as store_mod
+    from lgp_edge.profiling.store import read_records_file
+
+    def interrupted(_seconds):
+        raise KeyboardInterrupt
+
+    path = tmp_path / "s.sqlite"
+    MeasurementStore(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        records = [rec(f"k{i}", median=1.0 + i) for i in range(3)]
+        monkeypatch.setattr(store_mod.time, "sleep", interrupted)
+        with caplog.at_level(logging.WARNING, logger="lgp_edge"):
+            with MeasurementStore(path, timeout_s=0.2) as s:
+                with pytest.raises(KeyboardInterrupt):
+                    s.put_many(records)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    saved = sorted(tmp_path.glob("s.unsaved-*.json"))
+    assert len(saved) == 1 and read_records_file(saved[0]) == records
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(saved[0]) in m and "3 records" in m and "--import" in m for m in warned), warned
+
+
 def test_corrupt_page_keeps_the_records_beside_it(tmp_path):
     from lgp_edge.errors import StoreWriteFailed
     from lgp_edge.profiling.store import read_records_file

@@ -351,18 +351,28 @@ class MeasurementStore:
         if self.readonly or self._db is None:
             raise UsageError(f"measurement store '{self.path}' is open read-only")
         problem = ""
-        for attempt in range(self.write_attempts):
-            try:
-                added = self._insert(rows)
-                self.rows_added += added
-                return added
-            except sqlite3.OperationalError as exc:  # locked / busy: wait and try again
-                problem = str(exc)
-                log.info("store %s: %s (attempt %d of %d)", self.path, exc, attempt + 1, self.write_attempts)
-                time.sleep(min(1.0, 0.1 * (attempt + 1)))
-            except sqlite3.DatabaseError as exc:  # damaged file: retrying will not help
-                problem = str(exc)
-                break
+        try:
+            for attempt in range(self.write_attempts):
+                try:
+                    added = self._insert(rows)
+                    self.rows_added += added
+                    return added
+                except sqlite3.OperationalError as exc:  # locked / busy: wait and try again
+                    problem = str(exc)
+                    log.info("store %s: %s (attempt %d of %d)", self.path, exc, attempt + 1, self.write_attempts)
+                    time.sleep(min(1.0, 0.1 * (attempt + 1)))
+                except sqlite3.DatabaseError as exc:  # damaged file: retrying will not help
+                    problem = str(exc)
+                    break
+        except BaseException as exc:
+            if isinstance(exc, Exception):
+                raise
+            # Ctrl-C or SIGTERM while waiting for the lock: the process stops, the records are not dropped
+            saved = save_beside(self.path, records)
+            log.warning("stopped while writing to the measurement store %s: the %d records are saved in %s; "
+                        "load them with 'lgp-edge profile --import %s --store PATH'", self.path, len(rows), saved,
+                        saved)
+            raise
         saved = save_beside(self.path, records)
         raise StoreWriteFailed(
             f"could not write {len(rows)} records to the measurement store '{self.path}' ({problem}); they are "
