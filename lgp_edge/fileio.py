@@ -139,10 +139,10 @@ def tool_write(path: str | Path, need: int = 0) -> Iterator[None]:
 def write_problem(folder: str | Path, need: int = 0) -> int | None:
     """Why a tool that reports a failed write without its cause (OpenVINO: "iostream error", SQLite: "disk I/O
     error") could not write into ``folder``, found after the fact: ENOSPC when fewer than ``need`` bytes are
-    free there, the errno of a probe file written there (a full disk, a read-only file system, no permission),
-    else EFBIG when a file-size limit (``ulimit -f``) is below ``need`` bytes (below ``UNKNOWN_NEED`` when
-    ``need`` is 0), the one cause left that no probe finds (the file that hit it is gone: OpenVINO removes what
-    it wrote); None when nothing explains it."""
+    free there, the errno of a probe file written there (a full disk, ENOSPC too where only part of the probe
+    fits, a read-only file system, no permission), else EFBIG when a file-size limit (``ulimit -f``) is below
+    ``need`` bytes (below ``UNKNOWN_NEED`` when ``need`` is 0), the one cause left that no probe finds (the
+    file that hit it is gone: OpenVINO removes what it wrote); None when nothing explains it."""
     import resource  # POSIX only; importing lgp-edge must not need it
 
     soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
@@ -154,8 +154,10 @@ def write_problem(folder: str | Path, need: int = 0) -> int | None:
         fd, probe = tempfile.mkstemp(prefix=".lgp-edge-probe-", dir=folder)
     except OSError as exc:
         return exc.errno
+    size = min(1 << 16, max(0, soft - 1)) if limited else 1 << 16
     try:
-        os.write(fd, bytes(min(1 << 16, max(0, soft - 1)) if limited else 1 << 16))
+        if os.write(fd, bytes(size)) < size:
+            return errno.ENOSPC  # the kernel wrote what fits, without an error: a nearly full disk
         os.fsync(fd)
     except OSError as exc:
         return exc.errno

@@ -365,6 +365,23 @@ def test_a_file_size_limit_of_zero_is_reported_without_a_traceback(tmp_path):
     assert not list(tmp_path.glob(".lgp-edge-probe-*"))
 
 
+def test_a_probe_write_cut_short_is_a_full_disk(tmp_path, monkeypatch):
+    """On a nearly full disk the kernel writes what fits and returns the count, without an error: the probe took
+    that for a healthy folder, and a store write that failed there read 'disk I/O error' with no cause."""
+    from lgp_edge import fileio
+
+    real = os.write
+
+    def what_fits(fd, data):
+        return real(fd, bytes(data)[:100])
+
+    monkeypatch.setattr(fileio.os, "write", what_fits)
+    found = fileio.write_problem(tmp_path)
+    monkeypatch.undo()
+    assert found == errno.ENOSPC
+    assert not list(tmp_path.glob(".lgp-edge-probe-*"))
+
+
 def test_pool_eval_whose_pool_json_cannot_be_written_leaves_descendants_json_as_it_was(tiny_pool, tmp_path, capsys,
                                                                                         monkeypatch):
     """descendants.json was replaced first, on its own: the pool then held the new results beside the old
