@@ -514,18 +514,41 @@ def output_lock(path: str | Path) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------- temporary dirs and the swap
 def _leftover_re(name: str) -> re.Pattern[str]:
-    # .NAME.tmp-PID-XXXXXXXX (this version), .NAME.tmp-XXXXXXXX (earlier ones; tempfile's 8 characters),
-    # .NAME.old-PID (the swap's; see _leftover)
-    return re.compile(rf"^\.{re.escape(name)}\.(tmp-(\d+-)?[a-z0-9_]{{8}}|old-\d+)$")
+    # .NAME.tmp-PID-XXXXXXXX (atomic_dir's; tempfile's 8 characters), .NAME.old-PID (the swap's; see _leftover)
+    return re.compile(rf"^\.{re.escape(name)}\.(tmp-(\d+)-[a-z0-9_]{{8}}|old-\d+)$")
+
+
+def _pid_max() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/pid_max").read_text())
+    except (OSError, ValueError):
+        return 99_999  # macOS
+
+
+def _process_gone(pid: int) -> bool:
+    """No process has the id ``pid``, which is a process id this system can give."""
+    if not 0 < pid <= _pid_max():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # another user's process
+        return False
+    return False
 
 
 def _leftover(e: Path, pattern: re.Pattern[str]) -> bool:
-    """``e`` is what a killed lgp-edge left beside its output: a temporary folder of its name, or an
-    ``.OUT.old-PID`` that holds an lgp-edge output (the one the swap was replacing). A user's folder that only
-    looks like one (``.demo.old-2025`` with a backup in it) is never removed nor renamed."""
-    if not (pattern.match(e.name) and e.is_dir() and not e.is_symlink()):
+    """``e`` is what a killed lgp-edge left beside its output: a temporary folder of its name whose process is
+    gone, or an ``.OUT.old-PID`` that holds an lgp-edge output (the one the swap was replacing). A user's folder
+    that only looks like one (``.demo.old-2025`` or ``.demo.tmp-20240101`` with a backup in it) is never removed
+    nor renamed."""
+    m = pattern.match(e.name)
+    if not (m and e.is_dir() and not e.is_symlink()):
         return False
-    return ".tmp-" in e.name or recognise_output(e)[0] is not None
+    if m.group(2) is not None:
+        return _process_gone(int(m.group(2)))
+    return recognise_output(e)[0] is not None
 
 
 def recover(path: str | Path) -> None:

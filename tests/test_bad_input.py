@@ -651,20 +651,36 @@ def test_two_exports_into_one_out(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert [n for n in leftovers(out) if not n.endswith((".ready", ".go"))] == []
 
 
+def _gone_pid() -> int:
+    """A process id no process has now (the child's, once it is reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
 def test_stale_temporary_directories_are_removed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Temporary directories of killed runs (this version's and earlier ones') go at the next start; the old output
-    a killed swap left (.OUT.old-PID) too, but a user's folder of that shape holding something else stays."""
+    """Temporary directories of killed runs go at the next start; the old output a killed swap left (.OUT.old-PID)
+    too, but a user's folder of that shape holding something else stays: a dated backup `.pool.tmp-20240101` (the
+    8 characters tempfile uses) and `.pool.tmp-20240101-mynotes1` (no process has that id) were removed with what
+    was in them, by `pool info` too."""
     p = Path(shutil.copytree(TINY_SRC[0], tmp_path / "pool"))
-    for name in (".pool.tmp-k3j5h2l1", ".pool.tmp-999999-abcdefgh"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / WEIGHTS).write_bytes(os.urandom(1 << 16))
+    killed = f".pool.tmp-{_gone_pid()}-abcdefgh"
+    (tmp_path / killed).mkdir()
+    (tmp_path / killed / WEIGHTS).write_bytes(os.urandom(1 << 16))
     shutil.copytree(TINY_SRC[0], tmp_path / ".pool.old-999999")
     (tmp_path / ".pool.old-2025").mkdir()  # a user's backup, named like the swap's leftover
     (tmp_path / ".pool.old-2025" / "precious.txt").write_text("mine\n")
     (tmp_path / ".pool.tmp-keep").mkdir()  # not a name lgp-edge makes: left alone
+    for mine in (".pool.tmp-20240101", ".pool.tmp-20240101-mynotes1"):
+        (tmp_path / mine).mkdir()
+        (tmp_path / mine / "notes.txt").write_text("mine\n")
     rc, err = run_cli(["pool", "info", str(p), "--json"], capsys)
     assert rc == 0, err
-    assert leftovers(p) == [".pool.old-2025", ".pool.tmp-keep"]
+    assert leftovers(p) == [".pool.old-2025", ".pool.tmp-20240101", ".pool.tmp-20240101-mynotes1", ".pool.tmp-keep"]
+    rc, err = run_cli(["pool", "eval", str(p), "--data", "synthetic", "--max-images", "8", "--quiet"], capsys)
+    assert rc == 0, err
+    assert leftovers(p) == [".pool.old-2025", ".pool.tmp-20240101", ".pool.tmp-20240101-mynotes1", ".pool.tmp-keep"]
+    assert (tmp_path / ".pool.tmp-20240101" / "notes.txt").read_text() == "mine\n"
 
 
 def _damage_rng(meta: dict) -> None:

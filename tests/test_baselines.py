@@ -75,9 +75,26 @@ def test_snnet_plan_needs_anchors_or_ancestry(capsys: pytest.CaptureFixture) -> 
     assert main(["baseline", "snnet", "--plan", "--anchors", "deit_tiny_patch16_224,vit_base_patch32_224"]) == 2
 
 
-def test_snnet_end_to_end_tiny(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_snnet_end_to_end_tiny(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                               caplog: pytest.LogCaptureFixture) -> None:
+    """... and a folder a user puts into OUT during the run, named like a distillation checkpoint, is kept in the
+    new OUT as the warning says (it was deleted right after the warning)."""
+    from lgp_edge.baselines import snnet
+
+    mine = tmp_path / "sn" / "distill-mine.ckpt"
+    real = snnet.init_stitches
+
+    def user_adds_a_folder(*a, **k):
+        mine.mkdir(parents=True)
+        (mine / "notes.txt").write_text("mine\n")
+        return real(*a, **k)
+
+    monkeypatch.setattr(snnet, "init_stitches", user_adds_a_folder)
     out = run_json(capsys, ["baseline", "snnet", "--ancestry", TINY, "--allow-random-ancestry", "--out",
                             str(tmp_path / "sn"), "--anchor-epochs", "1", *SMOKE])
+    assert "kept 'distill-mine.ckpt'" in caplog.text
+    assert (mine / "notes.txt").read_text() == "mine\n"
+    assert sorted(p.name for p in (tmp_path / "sn").iterdir() if p.name.endswith(".ckpt")) == ["distill-mine.ckpt"]
     rows = out["descendants"]
     assert len(rows) == 71 and all(r["top1"] is not None for r in rows)
     from lgp_edge.pool.pool import load_pool

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -175,9 +174,5 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     manifest = PoolManifest(spec=spec, preprocess=data.info.preprocess, data=data.info.name, stitch_init="lstsq",
                             stage="distilled", history=history)
     if is_main():
-        manifest = save_pool(req.out, pool, manifest, ancestry=teacher)
-        import shutil
-
-        for ckpt in Path(req.out).glob("distill*.ckpt"):
-            shutil.rmtree(ckpt, ignore_errors=True)
+        manifest = save_pool(req.out, pool, manifest, ancestry=teacher)  # the checkpoints are not carried over
     return manifest
