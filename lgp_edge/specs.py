@@ -421,10 +421,14 @@ class LatencyRecord(_Record):
     threads: int  # intra-op threads
     source: str  # "measured" or "predicted"
     when: str  # ISO-8601 UTC
-    tool_versions: dict[str, str]  # runtime + lgp-edge versions
+    tool_versions: Mapping[str, str] = field(hash=False)  # runtime + lgp-edge versions, the machine (read-only)
     pool_id: str = ""  # pool the descendant came from ("" for stock models)
     noisy: bool = False  # CV stayed above the threshold after the bounded repeats
     calibration: str = ""  # predicted records: the calibration they came from (host fingerprint / probe set)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tool_versions, Mapping):  # anything else is refused by check_record, naming the field
+            object.__setattr__(self, "tool_versions", read_only(self.tool_versions))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> LatencyRecord:
@@ -455,11 +459,18 @@ class ExportArtifact(_Record):
     profile: str  # DeviceProfile.name
     descendant_key: str
     sha256: str
-    inputs: tuple[dict[str, Any], ...]  # name, shape, dtype
-    outputs: tuple[dict[str, Any], ...]
+    inputs: tuple[Mapping[str, Any], ...] = field(hash=False)  # name, shape, dtype (read-only)
+    outputs: tuple[Mapping[str, Any], ...] = field(hash=False)
     validation: ValidationReport | None
-    versions: dict[str, str]
+    versions: Mapping[str, str] = field(hash=False)  # read-only
     precision: str = ""  # fp32 / fp16 / int8: the artifact's arithmetic
     files: tuple[str, ...] = ()  # companion files, relative to the output directory (build script, ...)
     note: str = ""  # what a user must know (e.g. "engine is built on the device by build_engine.sh")
-    quantization: dict[str, Any] = field(default_factory=dict)  # int8: method, types, calibration images and data
+    # int8: method, types, calibration images and data (read-only)
+    quantization: Mapping[str, Any] = field(default_factory=lambda: read_only({}), hash=False)
+
+    def __post_init__(self) -> None:
+        for name in ("inputs", "outputs"):
+            object.__setattr__(self, name, tuple(read_only(x) for x in getattr(self, name)))
+        for name in ("versions", "quantization"):
+            object.__setattr__(self, name, read_only(getattr(self, name)))

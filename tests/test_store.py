@@ -259,3 +259,23 @@ def test_runs_are_ordered_by_their_time_whatever_the_offset_they_were_written_wi
     assert [r.when for r in got] == ["2026-12-06T09:00:00+00:00", "2026-12-06T10:00:00+00:00",
                                      "2026-12-06T10:30:00+00:00", "2026-12-06T12:00:00+00:00"]
     assert [r.median_ms for r in newest] == [3.0]
+
+
+def test_records_are_frozen_all_the_way_down():
+    """A measurement record and an export artifact are frozen dataclasses, but their version maps (and an
+    artifact's input/output descriptions and quantization) were plain dicts a caller could change after the fact
+    and that made the records unhashable."""
+    from lgp_edge.specs import ExportArtifact
+
+    r = rec(versions={"onnxruntime": "1.0", "host_cpu": "x", "host_logical_cpus": "2"})
+    with pytest.raises(TypeError):
+        r.tool_versions["onnxruntime"] = "9.9"  # type: ignore[index]
+    assert len({r, dataclasses.replace(r)}) == 1 and r.to_dict()["tool_versions"]["onnxruntime"] == "1.0"
+    a = ExportArtifact(path="m.onnx", format="onnx", profile="cpu", descendant_key="ti6.0-5", sha256="0" * 64,
+                       inputs=({"name": "pixel_values", "shape": [1, 1, 28, 28]},), outputs=({"name": "logits"},),
+                       validation=None, versions={"onnx": "1.0"}, quantization={"method": "qdq"})
+    for m in (a.inputs[0], a.outputs[0], a.versions, a.quantization):
+        with pytest.raises(TypeError):
+            m["x"] = 1  # type: ignore[index]
+    assert hash(a) == hash(dataclasses.replace(a))
+    assert a.to_dict()["inputs"] == [{"name": "pixel_values", "shape": [1, 1, 28, 28]}]

@@ -10,7 +10,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -56,7 +56,7 @@ def field_problem(name: str, v: object) -> str | None:
     if name == "noisy":
         return None if isinstance(v, bool) else f"noisy must be true or false, got {v!r}"
     if name == "tool_versions":
-        ok = isinstance(v, dict) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
+        ok = isinstance(v, Mapping) and all(isinstance(k, str) and isinstance(x, str) for k, x in v.items())
         return None if ok else f"tool_versions must be an object of strings, got {v!r}"
     if name in ("descendant_key", "target"):
         return None if isinstance(v, str) and v and len(v) <= 1000 else f"{name} must be a non-empty string, got {v!r}"

@@ -26,7 +26,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -98,8 +98,8 @@ def default_store_path() -> Path:
     return Path(base) / "lgp-edge" / "measurements.sqlite"
 
 
-def _versions_json(v: dict[str, str]) -> str:
-    return json.dumps(v, sort_keys=True, separators=(",", ":"))
+def _versions_json(v: Mapping[str, str]) -> str:
+    return json.dumps(dict(v), sort_keys=True, separators=(",", ":"))
 
 
 def _damaged(path: Path, exc: Exception) -> UsageError | None:
