@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -201,6 +202,28 @@ def test_coreml_multifunction_package(pool_and_manifest, tmp_path: Path):
     spec = ct.utils.load_spec(str(tmp_path / "m.mlpackage"))
     table = json.loads(spec.description.metadata.userDefined["descendants"])
     assert [(r["key"], r["function"]) for r in table] == list(pkg.functions)
+    # each function is checked as a single package is: its normalisation, colour space, labels and weights'
+    # precision (none of them was: a package normalising with other constants passed)
+    from lgp_edge.export.coreml_multifunction import check_multifunction
+
+    names, meta = dict(pkg.functions), json.loads(json.dumps(dict(spec.description.metadata.userDefined)))
+    pre = manifest.preprocess
+
+    def problems(preprocess=pre, precision="fp16"):
+        return check_multifunction(tmp_path / "m.mlpackage", names, "b6_0to5", preprocess, (1, 1, 16, 16), meta,
+                                   precision=precision)
+
+    assert problems() == []
+    other_std = dataclasses.replace(pre, std=tuple(v * 2 for v in pre.std))
+    assert sum("input scale" in m for m in problems(other_std)) == 2  # in each function, named
+    assert any(m.startswith("ti6_0to2__b6_3to5: ") and "input scale" in m for m in problems(other_std))
+    other_mean = dataclasses.replace(pre, mean=tuple(v + 0.25 for v in pre.mean))
+    assert sum("input bias" in m for m in problems(other_mean)) == 2
+    swapped = dataclasses.replace(pre, labels=tuple(reversed(pre.labels)))
+    assert sum("class labels" in m for m in problems(swapped)) == 2
+    assert sum("FLOAT16" in m for m in problems(precision="fp32")) == 2
+    rgb = dataclasses.replace(pre, in_chans=3, mean=pre.mean * 3, std=pre.std * 3)
+    assert any("colour space" in m for m in problems(rgb))
 
 
 @pytest.fixture()

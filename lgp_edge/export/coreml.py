@@ -142,14 +142,14 @@ def structural_check(path: Path, pre: PreprocessSpec, metadata: dict[str, str], 
     if len(d.input) != 1 or d.input[0].name != INPUT:
         problems.append(f"inputs are {[i.name for i in d.input]}, expected ['{INPUT}']")
     else:
-        problems += _image_input_problems(d.input[0].type.imageType, pre, ct)
+        problems += image_input_problems(d.input[0].type.imageType, pre, ct)
     problems += classifier_output_problems(d)
     problems += metadata_problems(d, metadata)
     weights = path / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
     if not weights.is_file() or weights.stat().st_size == 0:
         problems.append("weights file Data/com.apple.CoreML/weights/weight.bin is missing")
     if spec.WhichOneof("Type") == "mlProgram":
-        problems += _program_problems(spec, pre, precision, ct)
+        problems += program_problems(spec, pre, precision, ct)
     return problems
 
 
@@ -170,11 +170,11 @@ def metadata_problems(desc: Any, metadata: Mapping[str, str], *, values: bool = 
             f"metadata '{k}' differs from what was written" for k, v in metadata.items() if user.get(k) != v]
 
 
-def _program_problems(spec: Any, pre: PreprocessSpec, precision: str, ct: Any) -> list[str]:
-    """What the ML program computes on its input and stores, against what was meant: ``scale * pixel + bias``
-    (the ImageType's ``image__scaled__`` mul and ``image__biased__`` add), the classify op's labels, and every
-    weight blob in fp16 or fp32 as the precision says."""
-    fn = spec.mlProgram.functions["main"]
+def program_problems(spec: Any, pre: PreprocessSpec, precision: str, ct: Any, function: str = "main") -> list[str]:
+    """What the ML program's ``function`` computes on its input and stores, against what was meant: ``scale *
+    pixel + bias`` (the ImageType's ``image__scaled__`` mul and ``image__biased__`` add), the classify op's
+    labels, and every weight blob in fp16 or fp32 as the precision says."""
+    fn = spec.mlProgram.functions[function]
     ops = list(fn.block_specializations[fn.opset].operations)
     consts = {op.outputs[0].name: op.attributes["val"] for op in ops if op.type == "const"}
 
@@ -214,7 +214,7 @@ def _program_problems(spec: Any, pre: PreprocessSpec, precision: str, ct: Any) -
     return problems
 
 
-def _image_input_problems(it: Any, pre: PreprocessSpec, ct: Any) -> list[str]:
+def image_input_problems(it: Any, pre: PreprocessSpec, ct: Any) -> list[str]:
     problems = []
     if (it.width, it.height) != (pre.img_size, pre.img_size):
         problems.append(f"input image is {it.width}x{it.height}, expected {pre.img_size}x{pre.img_size}")

@@ -160,7 +160,7 @@ def build_multifunction_mlpackage(pool: Any, entries: Sequence[SwitchEntry], pat
         desc.default_function_name = default
         _save_joined(desc, path, Path(tmp), meta, len(entries))
         task.advance()
-    problems = check_multifunction(path, names, default, preprocess, input_shape, meta)
+    problems = check_multifunction(path, names, default, preprocess, input_shape, meta, precision=precision)
     pkg = MultifunctionPackage(path=path, entries=tuple(entries), functions=tuple(names.items()),
                                default_function=default, deployment=deployment, precision=precision,
                                weight_bytes=_weight_bytes(path), singles_weight_bytes=singles_bytes,
@@ -171,9 +171,18 @@ def build_multifunction_mlpackage(pool: Any, entries: Sequence[SwitchEntry], pat
 
 
 def check_multifunction(path: str | Path, names: Mapping[str, str], default: str, preprocess: Any,
-                        input_shape: tuple[int, ...], metadata: Mapping[str, str]) -> list[str]:
-    """Problems in a saved multifunction package (empty list: it is what we meant to write)."""
-    from lgp_edge.export.coreml import INPUT, classifier_output_problems, metadata_problems, quiet
+                        input_shape: tuple[int, ...], metadata: Mapping[str, str], *, precision: str) -> list[str]:
+    """Problems in a saved multifunction package (empty list: it is what we meant to write): its functions, and in
+    each the checks of a single package (``coreml.structural_check``): the image input, the normalisation and
+    labels the program computes with, the weights' precision, the classifier outputs."""
+    from lgp_edge.export.coreml import (
+        INPUT,
+        classifier_output_problems,
+        image_input_problems,
+        metadata_problems,
+        program_problems,
+        quiet,
+    )
 
     path = Path(path)
     with quiet():
@@ -202,6 +211,10 @@ def check_multifunction(path: str | Path, names: Mapping[str, str], default: str
         it = f.input[0].type.imageType
         if (it.height, it.width) != tuple(input_shape[2:]):
             problems.append(f"{name}: input image {it.width}x{it.height}, expected {input_shape[3]}x{input_shape[2]}")
+        problems += [f"{name}: {m}" for m in image_input_problems(it, preprocess, ct)
+                     if not m.startswith("input image is")]  # the size: checked against input_shape above
+        if name in program_funcs:
+            problems += [f"{name}: {m}" for m in program_problems(spec, preprocess, precision, ct, name)]
         problems += classifier_output_problems(f, f"{name}: ")
     problems += metadata_problems(d, metadata, values=False)
     if _weight_bytes(path) == 0:

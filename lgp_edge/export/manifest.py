@@ -13,7 +13,6 @@ written as ``null`` so the file stays strict JSON.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -236,7 +235,3 @@ def source_data(manifest: dict[str, Any]) -> tuple[str, bool]:
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> Path:
     """Write ``manifest.json`` via a temporary file and an atomic rename."""
     return write_json_atomic(out_dir / MANIFEST, manifest)
-
-
-def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(out_dir) / MANIFEST).read_text())

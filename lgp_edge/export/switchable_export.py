@@ -105,7 +105,7 @@ def preflight(req: SwitchableRequest, pool_dir: Path | None = None) -> tuple[str
     return fmts
 
 
-def choose_keys(pool: Any, manifest: Any, req: SwitchableRequest, lat: dict[str, Any]) -> tuple[str, ...]:
+def choose_keys(manifest: Any, req: SwitchableRequest, lat: dict[str, Any]) -> tuple[str, ...]:
     """``--descendants`` as given, else the Pareto front of the profile (fastest first)."""
     from lgp_edge.select import pareto_front, score_candidates
 
@@ -126,7 +126,7 @@ def choose_entries(req: SwitchableRequest, pool: Any, manifest: Any) -> tuple[Sw
                         threads=req.profile.threads)
     finally:
         store.close()
-    return switch_entries(pool, manifest, choose_keys(pool, manifest, req, lat), lat)
+    return switch_entries(pool, manifest, choose_keys(manifest, req, lat), lat)
 
 
 def prepare(req: SwitchableRequest, reporter: Any = NULL) -> SwitchJob:

@@ -19,7 +19,6 @@ are in ``host``); ``lgp-edge profile --target cpu --calibrate`` measures it agai
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from lgp_edge.profiling.parts import Part, parts_of, vit_parts
 from lgp_edge.specs import BYTES_PER_VALUE, TargetSpec
 
 # ``parts`` and ``host`` names that callers reach through this module
-__all__ = ["DEFAULT_SPREAD", "HostFacts", "Part", "Roofline", "host_calibration", "host_facts",
+__all__ = ["DEFAULT_SPREAD", "HostFacts", "Part", "Roofline", "host_calibration",
            "last_level_cache_bytes", "measure_copy_bandwidth", "measure_gemm_peak", "measure_host", "parts_of",
            "roofline_for", "vit_parts"]
 
@@ -178,13 +177,6 @@ def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: 
                     "busy machine can skew it: 'lgp-edge profile --target cpu --calibrate' measures and stores it",
                     why)
     return facts
-
-
-@functools.lru_cache(maxsize=8)
-def host_facts(threads: int, gemm_n: int = 512) -> HostFacts:
-    """Measured once per process and thread count, not stored (benchmarks; the predictor uses
-    ``host_calibration``)."""
-    return measure_host("onnxruntime", threads, gemm_n)
 
 
 # -------------------------------------------------------------------------------------------- roofline
