@@ -35,8 +35,6 @@ import logging
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +56,7 @@ from paper_replication import (  # noqa: E402
     widths_tag,
     write_follow_up,
 )
+from parallel import run_each  # noqa: E402
 
 from lgp_edge.baselines.claims import GOALS, compute_goals  # noqa: E402
 from lgp_edge.fileio import sha256_file, write_json_atomic  # noqa: E402
@@ -124,11 +123,12 @@ def with_pools_from(r: dict[str, Any], rep_path: Path, path: Path) -> dict[str, 
                                                     "code_version": w["code_version"], "command": w["command"]}}
 
 
-def run_variant(distilled: str, settings: dict[str, Any], out_dir: str, threads: int,
-                quiet: bool) -> tuple[dict[str, Any], bool]:
+def run_variant(distilled: str, settings: dict[str, Any], out_dir: str, threads: int, quiet: bool, *,
+                cached_only: bool = False) -> tuple[dict[str, Any], bool] | None:
     """Stitch and fine-tune a copy of ``distilled`` with ``settings`` (the replication's with a variant's changes),
     score it before and after fine-tuning; cached in ``out_dir/result.json`` with the code, CPU and time that
-    computed it. Returns the result and whether it was reused from that cache. Runs in a worker process."""
+    computed it. Returns the result and whether it was reused from that cache (``cached_only``: None where it was
+    not). Runs in this process or a worker process (``parallel.run_each``)."""
     import torch
     from paper_replication import finetune_request, pool_rows, train_cfg
 
@@ -146,6 +146,8 @@ def run_variant(distilled: str, settings: dict[str, Any], out_dir: str, threads:
                                 "settings": s})
     if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
         return json.loads(done.read_text()), True
+    if cached_only:
+        return None
     torch.set_num_threads(threads)
     rep = stderr_reporter(quiet)
     pool = out / "pool"
@@ -187,22 +189,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.time()
     results: dict[tuple[str, str], dict[str, Any]] = {}
     stages: dict[str, dict[str, Any]] = {}  # per (variant, pool): computed by this invocation or reused, and by what
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
-        futs = {ex.submit(run_variant, str(distilled[m]), {**s, **VARIANTS[v][0]}, str(work / v / sub[m]), 1,
-                          args.quiet): (v, m)
-                for v in args.variants for m in sorted(methods, reverse=True)}  # depth 9 first: the longer
-        for f in as_completed(futs):
-            v, m = futs[f]
-            res, reused = f.result()
-            stages[f"{v}/{m}"] = stage_entry(res, "reused" if reused else "computed")
-            results[(v, m)] = res = {k: x for k, x in res.items() if k not in PROVENANCE}
-            recorded = r["methods"][m]["top1_before_finetune"]
-            drift = max(abs(res["top1_before_finetune"][k] - t) for k, t in recorded.items())
-            if drift > 0.05:
-                whose = "the pool_widths.py result's" if args.pools_from else "the replication's"
-                raise BenchmarkInputError(f"{v} {m}: the re-stitched pool scores up to {drift:.2f} points off "
-                                          f"{whose} top-1 before fine-tuning: not the recipe it was measured with")
-            log.info("%s %s done in %.0f min", v, m, res["wall_s"] / 60)
+    calls = {(v, m): (str(distilled[m]), {**s, **VARIANTS[v][0]}, str(work / v / sub[m]), 1, args.quiet)
+             for v in args.variants for m in sorted(methods, reverse=True)}  # depth 9 first: the longer
+    for (v, m), (res, reused) in run_each(run_variant, calls, args.jobs):
+        stages[f"{v}/{m}"] = stage_entry(res, "reused" if reused else "computed")
+        results[(v, m)] = res = {k: x for k, x in res.items() if k not in PROVENANCE}
+        recorded = r["methods"][m]["top1_before_finetune"]
+        drift = max(abs(res["top1_before_finetune"][k] - t) for k, t in recorded.items())
+        if drift > 0.05:
+            whose = "the pool_widths.py result's" if args.pools_from else "the replication's"
+            raise BenchmarkInputError(f"{v} {m}: the re-stitched pool scores up to {drift:.2f} points off "
+                                      f"{whose} top-1 before fine-tuning: not the recipe it was measured with")
+        log.info("%s %s done in %.0f min", v, m, res["wall_s"] / 60)
     x = summarise(r, rep_path, methods, results, args, time.time() - t0)
     x["stages"] = {f"{v}/{m}": stages[f"{v}/{m}"] for v in args.variants for m in sorted(methods, reverse=True)}
     return x

@@ -26,8 +26,6 @@ import logging
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ from paper_replication import (  # noqa: E402
     stages_note,
     write_follow_up,
 )
+from parallel import run_each  # noqa: E402
 
 from lgp_edge.baselines.claims import GOALS, front_deltas  # noqa: E402
 from lgp_edge.fileio import write_json_atomic, write_text_atomic  # noqa: E402
@@ -82,11 +81,13 @@ def candidates(r: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, 
 
 
 def train_alone(pool_dir: str, key: str, data_name: str, eval_images: int | None, cfg: dict[str, Any], tau: float,
-                out_dir: str, threads: int, quiet: bool) -> tuple[dict[str, Any], bool]:
+                out_dir: str, threads: int, quiet: bool, *,
+                cached_only: bool = False) -> tuple[dict[str, Any], bool] | None:
     """Train descendant ``key`` of the pool at ``pool_dir`` alone (KD from the pool's ancestry) and score it and
     the instance models on the test images the replication scored (``eval_images``, None = all); cached in
     ``out_dir/result.json`` with the code, CPU and time that computed it. Returns the result and whether it was
-    reused from that cache. Runs in a worker process."""
+    reused from that cache (``cached_only``: None where it was not). Runs in this process or a worker process
+    (``parallel.run_each``)."""
     import torch
 
     from lgp_edge.datasets import open_data
@@ -104,6 +105,8 @@ def train_alone(pool_dir: str, key: str, data_name: str, eval_images: int | None
                                 "tau": tau, "eval_images": eval_images})
     if done.is_file() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
         return json.loads(done.read_text()), True  # the same pool weights, budget and evaluation
+    if cached_only:
+        return None
     torch.set_num_threads(threads)
     pool, manifest = load_pool(pool_dir)
     teacher = load_pool_ancestry(pool_dir, manifest)
@@ -167,21 +170,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "%d at a time", len(misses), len(cands), epochs, args.jobs)
     results: dict[tuple[str, str], dict[str, Any]] = {}
     stages: dict[str, dict[str, Any]] = {}  # per candidate: computed by this invocation or reused, and by what
-    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as ex:
-        futs = {ex.submit(train_alone, str(pools[c["method"]]), c["key"], s["data"], s["eval_images"], cfg, 1.0,
-                          str(work / f"e{epochs}" / c["method"] / c["key"]), 1, args.quiet): c
-                for c in sorted(cands, key=lambda c: -c["flops"])}  # longest first: the lanes end together
-        for f in as_completed(futs):
-            c = futs[f]
-            res, reused = f.result()
-            stages[f"{c['method']}/{c['key']}"] = stage_entry(res, "reused" if reused else "computed")
-            results[(c["method"], c["key"])] = res = {k: v for k, v in res.items() if k not in PROVENANCE}
-            if abs(res["pool_top1_measured"] - c["top1"]) > 0.05:
-                raise BenchmarkInputError(f"{c['method']} {c['key']}: the pool at {pools[c['method']]} scores "
-                                          f"{res['pool_top1_measured']}%, the replication {c['top1']}%: not the "
-                                          "replication's pool")
-            log.info("%s %s: %.2f%% in the pool, %.2f%% trained alone", c["method"], c["key"], c["top1"],
-                     res["alone_top1"])
+    ordered = sorted(cands, key=lambda c: -c["flops"])  # longest first: the lanes end together
+    calls = {i: (str(pools[c["method"]]), c["key"], s["data"], s["eval_images"], cfg, 1.0,
+                 str(work / f"e{epochs}" / c["method"] / c["key"]), 1, args.quiet) for i, c in enumerate(ordered)}
+    for i, (res, reused) in run_each(train_alone, calls, args.jobs):
+        c = ordered[i]
+        stages[f"{c['method']}/{c['key']}"] = stage_entry(res, "reused" if reused else "computed")
+        results[(c["method"], c["key"])] = res = {k: v for k, v in res.items() if k not in PROVENANCE}
+        if abs(res["pool_top1_measured"] - c["top1"]) > 0.05:
+            raise BenchmarkInputError(f"{c['method']} {c['key']}: the pool at {pools[c['method']]} scores "
+                                      f"{res['pool_top1_measured']}%, the replication {c['top1']}%: not the "
+                                      "replication's pool")
+        log.info("%s %s: %.2f%% in the pool, %.2f%% trained alone", c["method"], c["key"], c["top1"],
+                 res["alone_top1"])
     rows = [{**c, **results[(c["method"], c["key"])]} for c in cands]
     x = summarise(r, rep_path, misses, rows, epochs, args, time.time() - t0)
     x["stages"] = {f"{c['method']}/{c['key']}": stages[f"{c['method']}/{c['key']}"] for c in cands}

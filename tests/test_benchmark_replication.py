@@ -288,7 +288,7 @@ def _check_stitch_ceiling(tmp_path: Path, rep: dict, capsys: pytest.CaptureFixtu
     out = tmp_path / "results" / "stitch_ceiling_quick.json"
     # the tiny pools may trail SN-Net nowhere: train one stitched descendant of each depth instead
     keys = [next(c["key"] for c in rep["methods"][m]["configs"] if "+" in c["key"]) for m in sc.lgp_methods(rep)]
-    argv = ["--replication", str(rep_path), "--work", str(tmp_path / "cache" / "ceiling"), "--jobs", "2",
+    argv = ["--replication", str(rep_path), "--work", str(tmp_path / "cache" / "ceiling"), "--jobs", "1",
             "--keys", ",".join(keys), "--out", str(out), "--quiet"]
     assert sc.main(["--replication", str(tmp_path / "missing.json"), *argv[2:]]) == 2 and not out.exists()
     moved = json.loads(rep_path.read_text())  # results whose pool is not where they say
