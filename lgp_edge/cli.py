@@ -42,8 +42,32 @@ COMMAND_MODULES = (
 log = logging.getLogger("lgp_edge")
 
 
+_GIVEN = "_values_given"  # the namespace's record of the value options given so far (removed after parsing)
+
+
+class _StoreOnce(argparse._StoreAction):
+    """A value option given twice is refused: argparse kept the last value and dropped the first unsaid
+    (``export --descendant a --descendant b`` exported b alone)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        given = namespace.__dict__.setdefault(_GIVEN, {})
+        if option_string is not None and self.dest in given:
+            parser.error(f"{option_string} was given twice ({given[self.dest]!r}, then {values!r}); give it once")
+        given[self.dest] = values
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with the project's error format: one line on stderr, exit code 2."""
+    """argparse with the project's error format: one line on stderr, exit code 2; an option is named in full (a
+    prefix such as ``--warmup`` for ``--warmup-epochs`` could mean another option than the one meant), and a
+    value option is given once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
 
     def error(self, message: str) -> NoReturn:
         _say(f"lgp-edge: error: {message} (see '{self.prog} --help')")
@@ -53,6 +77,7 @@ class _Parser(argparse.ArgumentParser):
         """As argparse's, but arguments no parser knows are reported against the subcommand that was given
         (its ``--help`` lists what it takes), not the top level."""
         parsed, extras = self.parse_known_args(args, namespace)
+        vars(parsed).pop(_GIVEN, None)
         if extras:
             prog = getattr(parsed, "help_prog", self.prog)
             _say(f"lgp-edge: error: unrecognized arguments: {' '.join(extras)} (see '{prog} --help')")

@@ -22,7 +22,7 @@ from lgp_edge.errors import UsageError
 from lgp_edge.fileio import read_toml
 from lgp_edge.profiling.measure import MAX_BATCH, MAX_THREADS  # a profile asks only for what can be measured
 from lgp_edge.registry import check_name, named_files, pick, search_dirs
-from lgp_edge.specs import FORMATS, DeviceProfile
+from lgp_edge.specs import CPU_RUNTIMES, FORMATS, DeviceProfile
 from lgp_edge.specs import PROFILE_PRECISIONS as PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,12 @@ def check_against_target(profile: DeviceProfile, target: Any) -> None:
         if f not in target.formats:
             raise UsageError(f"format '{f}' is not supported by target '{target.name}' (it takes "
                              f"{', '.join(target.formats)})")
+    if profile.threads is not None:
+        from lgp_edge.select import profile_runtime
+
+        if (runtime := profile_runtime(profile, target)) not in CPU_RUNTIMES:
+            raise UsageError(f"target '{target.name}' runs {runtime}, which has no thread count (threads are a CPU "
+                             f"runtime's: {', '.join(CPU_RUNTIMES)}): drop --threads (or the profile's 'threads')")
     if profile.threads is not None and target.connection.kind == "local":
         from lgp_edge.profiling.host import usable_cpus
 

@@ -19,7 +19,7 @@ import termios
 from pathlib import Path
 
 import pytest
-from helpers import tight_profile_dir
+from helpers import run_cli, tight_profile_dir
 
 from lgp_edge.cli import build_parser, main, subparsers
 from lgp_edge.commands.common import JSON_HELP
@@ -383,3 +383,31 @@ def test_the_library_refuses_an_empty_image_folder_path(name: str, tmp_path: Pat
                  lambda: canonical_data(name)):
         with pytest.raises(UsageError, match="empty"):
             call()
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    # a prefix of another option was taken for it: --target as report's --targets-dir, --warmup as
+    # --warmup-epochs, --check as export's --checkpoint
+    (["report", "--target", "cpu", "--out", "r"], "unrecognized arguments: --target cpu"),
+    (["targets", "list", "--target", "cpu"], "unrecognized arguments: --target cpu"),
+    (["pool", "finetune", "p", "--data", "synthetic", "--warmup", "2"], "unrecognized arguments: --warmup 2"),
+    (["export", "--target", "cpu", "--out", "o", "--check", "x"], "unrecognized arguments: --check x"),
+    # a second value replaced the first unsaid
+    (["export", "--target", "cpu", "--out", "o", "--descendant", "ti6.0-5", "--descendant", "b6.0-5"],
+     "--descendant was given twice ('ti6.0-5', then 'b6.0-5'); give it once"),
+    (["select", "--profile", "cpu", "--profile", "jetson-nano"], "--profile was given twice"),
+])
+def test_a_prefix_or_a_repeated_option_is_refused_not_taken_for_another(argv, phrase, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cpu").mkdir()  # report --target cpu read as --targets-dir cpu, which exists
+    rc, err = run_cli(argv, capsys)
+    err = err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and phrase in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cpu"]  # nothing written
+
+
+def test_options_given_once_each_still_parse_and_leave_no_trace():
+    args = build_parser().parse_args(["-v", "select", "--target", "cpu", "--budget-ms", "5", "-q"])
+    assert (args.target, args.budget_ms, args.verbose, args.quiet) == ("cpu", 5.0, True, True)
+    assert not any(k.startswith("_") for k in vars(args))

@@ -353,3 +353,31 @@ def test_the_note_on_predicted_latencies_names_the_command_that_measures_them(ti
                  "--budget-ms", "1000"]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "'lgp-edge profile --target jetson-nano' measures them" in out and "thread" not in out
+
+
+def test_threads_are_refused_where_the_runtime_has_no_thread_count(tiny_pool: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """`--threads 4` on jetson-nano (TensorRT on the GPU) left out the board's runs, measured at the recorded 1
+    thread, predicted every descendant instead and chose one 20x over the budget, exit 0. Thread counts belong to
+    CPU runtimes: refused for the others, and a reader asked for a count there keeps every run."""
+    from lgp_edge.profiling.store import MeasurementStore
+    from lgp_edge.select import latencies
+    from lgp_edge.targets import load_target
+
+    m = read_manifest(tiny_pool)
+    store = tmp_path / "s.sqlite"
+    with MeasurementStore(store) as s:
+        s.put(dataclasses.replace(lat(m.descendants[0].key, 42.0), target="jetson-nano", runtime="tensorrt",
+                                  precision="fp16", pool_id=m.spec.pool_id))
+    for argv in (["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", str(store)],
+                 ["export", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", str(store), "--out",
+                  str(tmp_path / "out")],
+                 ["profile", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", str(store), "--predict"]):
+        capsys.readouterr()
+        assert main([*argv, "--threads", "4"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--threads" in err and "tensorrt" in err, err
+    assert not (tmp_path / "out").exists()
+    with MeasurementStore(store, readonly=True) as s:
+        got = latencies(m.spec, load_target("jetson-nano"), "fp16", s, 1, "tensorrt", threads=4)
+    assert got[m.descendants[0].key].source == "measured" and got[m.descendants[0].key].p90_ms == 42.0

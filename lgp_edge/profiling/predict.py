@@ -41,7 +41,7 @@ from lgp_edge.models.plan import enumerate_descendants, stitch_specs
 from lgp_edge.profiling.host import default_threads, host_versions
 from lgp_edge.profiling.roofline import Part, Roofline, parts_of, roofline_for
 from lgp_edge.progress import counted
-from lgp_edge.specs import UNSTORED_NOTE, DescendantSpec, LatencyRecord, PoolSpec, Segment, TargetSpec
+from lgp_edge.specs import CPU_RUNTIMES, UNSTORED_NOTE, DescendantSpec, LatencyRecord, PoolSpec, Segment, TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -497,7 +497,10 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
     rows: list[LatencyRecord] = []
     if store is not None:
         rows = _measured_rows(store, target, runtime, precision, pool, batch)
-    if threads is None:
+    if runtime not in CPU_RUNTIMES:  # a GPU or NPU runtime: the thread count a run records says nothing
+        threads = comparison_threads(rows, default_threads(target))
+        rows = [replace(r, threads=threads) for r in rows]
+    elif threads is None:
         threads = comparison_threads(rows, default_threads(target))
     other = {r.threads for r in rows if r.threads != threads}
     if other:
