@@ -61,6 +61,8 @@ def check_path(path: str | Path, what: str = "output") -> Path:
         raise UsageError(f"{what} path '{shown}' is not valid UTF-8; use a UTF-8 name") from None
     if not p.name:
         raise UsageError(f"{what} path '{text}' has no directory name")
+    if os.fspath(path) == "-":  # the shell convention for stdout/stdin, which a folder of files cannot be
+        raise UsageError(f"{what} path '-' would be a folder named '-', not the standard output: give a folder name")
     if len(p.name.encode()) > MAX_NAME_BYTES:
         raise UsageError(f"{what} name '{p.name[:40]}…' is {len(p.name.encode())} bytes long; at most "
                          f"{MAX_NAME_BYTES} bytes are allowed")

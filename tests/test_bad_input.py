@@ -761,3 +761,13 @@ def test_unreadable_pool_weights_are_one_line(tmp_path: Path) -> None:
     lines = error_lines(res.stderr)
     assert res.returncode == 2 and len(lines) == 1 and "weights.safetensors" in lines[0], res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_an_output_named_dash_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--out -` (the shell's stdout) made a folder named '-'."""
+    monkeypatch.chdir(tmp_path)
+    for argv in (["report", "--out", "-"], ["export", "--target", "cpu", "--out", "-"]):
+        rc, err = run_cli(argv, capsys)
+        assert rc == 2 and "would be a folder named '-'" in error_lines(err)[0], err
+    assert list(tmp_path.iterdir()) == []

@@ -204,12 +204,12 @@ def _script(shell: str, capsys: pytest.CaptureFixture[str]) -> str:
     return capsys.readouterr().out
 
 
-def _bash_complete(script: Path, *words: str) -> list[str]:
+def _bash_complete(script: Path, *words: str, cwd: Path | None = None) -> list[str]:
     body = (f"source {script}\nCOMP_WORDS=({' '.join(repr(w) for w in words)})\nCOMP_CWORD={len(words) - 1}\n"
             '_lgp_edge\nprintf "%s\\n" "${COMPREPLY[@]}"\n')
-    r = subprocess.run(["bash", "--norc", "-c", body], capture_output=True, text=True, timeout=30)
+    r = subprocess.run(["bash", "--norc", "-c", body], capture_output=True, text=True, timeout=30, cwd=cwd)
     assert r.returncode == 0, r.stderr
-    return r.stdout.split()
+    return [ln for ln in r.stdout.splitlines() if ln]
 
 
 def test_bash_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -225,6 +225,16 @@ def test_bash_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert _bash_complete(script, "lgp-edge", "completion", "") == ["bash", "zsh", "fish"]
     assert _bash_complete(script, "lgp-edge", "report", "--js") == ["--json"]
     assert "--verbose" in _bash_complete(script, "lgp-edge", "targets", "list", "--")
+    # a folder name with a space (or any character but a newline) is one candidate, not one per word; a PATH value
+    # (a checkpoint file or folder) completes files and folders, not nothing
+    (tmp_path / "dir one").mkdir()
+    (tmp_path / "pool é 池").mkdir()
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    assert _bash_complete(script, "lgp-edge", "select", "--pool", "d", cwd=tmp_path) == ["dir one"]
+    assert _bash_complete(script, "lgp-edge", "pool", "info", "po", cwd=tmp_path) == ["pool é 池"]
+    assert _bash_complete(script, "lgp-edge", "export", "--checkpoint", "w", cwd=tmp_path) == ["weights.safetensors"]
+    assert _bash_complete(script, "lgp-edge", "ancestry", "train", "--initial-checkpoint", "w", cwd=tmp_path) == \
+        ["weights.safetensors"]
 
 
 # Skipped only outside CI: there (.ci/run sets CI) a missing zsh fails the test instead of hiding it.

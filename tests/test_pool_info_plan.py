@@ -181,6 +181,9 @@ def test_plan_numbers_are_the_built_pools(ancestry: str, depth: int, widths: tup
     (["--ancestry", "lgp_test_tiny", "--depth", "7"], "--depth must be one of 6, 9"),
     (["--ancestry", "lgp_test_tiny", "--widths", "ti,m"], "unknown width code 'm'"),
     (["--ancestry", "lgp_test_tiny", "--chains", "tsb"], "--widths ti,s,b"),
+    # planned a one-descendant pool that 'pool build' refuses; named a width 'none'
+    (["--ancestry", "lgp_test_tiny", "--widths", "ti"], "--widths ti is one width"),
+    (["--ancestry", "lgp_test_tiny", "--widths", ""], "--widths names no width"),
 ])
 def test_plan_refusals_are_one_line(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
     rc, err = run_cli(["pool", "plan", *argv], capsys)

@@ -112,8 +112,8 @@ def test_cli_lstsq_kd_build_and_phased_finetune(tmp_path: Path, capsys: pytest.C
     # one stitch-only step, then one joint step (an AdamW step from fresh moments moves each parameter by its
     # learning rate times g/|g|, so the instances' step shows their learning-rate scale)
     assert main(["pool", "finetune", str(pool), "--data", "synthetic", "--stitch-epochs", "1", "--anchors",
-                 "--instance-lr-scale", "0.2", "--sampling", "flops-bucket", *QUICK,
-                 "--max-steps-per-epoch", "1"]) == 0
+                 "--instance-lr-scale", "0.2", "--sampling", "flops-bucket", "--epochs", "1",
+                 "--max-steps-per-epoch", "1", "--batch-size", "32", "--quiet"]) == 0
     entry = json.loads((pool / "pool.json").read_text())["history"][-1]
     assert entry["stage"] == "finetune" and entry["stitch_epochs"] == 1 and len(entry["stitch_epoch_loss"]) == 1
     assert entry["stitch_warmup_epochs"] == (entry["config"]["warmup_epochs"] if entry["config"]["warmup_epochs"] < 1
@@ -156,7 +156,11 @@ def test_cli_lstsq_kd_build_and_phased_finetune(tmp_path: Path, capsys: pytest.C
 
 
 def test_cli_pool_stitch_reports_r2_and_drops_stale_eval(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    pool_dir = make_tiny_pool(tmp_path / "p")
+    """... and the next commands it names can be pasted into a shell as they are (a pool path with a space was
+    printed bare)."""
+    import shlex
+
+    pool_dir = make_tiny_pool(tmp_path / "my pool")
     assert main(["pool", "stitch", str(pool_dir), "--data", "synthetic", "--init", "lstsq", "--r2-images", "64",
                  "--json", "--quiet"]) == 0
     entry = json.loads(capsys.readouterr().out)
@@ -170,10 +174,15 @@ def test_cli_pool_stitch_reports_r2_and_drops_stale_eval(tmp_path: Path, capsys:
     assert entry["init"] == "lstsq-kd" and entry["stitch_steps"] == 2 and entry["images"] == 512
     assert json.loads((pool_dir / "pool.json").read_text())["stage"] == "distilled"
     # new stitches in a fine-tuned pool: its stage says the stitches are no longer the fine-tuned ones
+    capsys.readouterr()
     assert main(["pool", "finetune", str(pool_dir), "--data", "synthetic", *QUICK]) == 0
+    assert shlex.split(capsys.readouterr().out.split("next: ")[1]) == ["lgp-edge", "pool", "eval", str(pool_dir),
+                                                                       "--data", "synthetic"]
     assert json.loads((pool_dir / "pool.json").read_text())["stage"] == "finetuned"
     assert main(["pool", "stitch", str(pool_dir), "--data", "synthetic", "--init", "lstsq", "--r2-images", "32",
                  "--quiet"]) == 0
+    assert shlex.split(capsys.readouterr().out.split("stitched top-1: ")[1]) == [
+        "lgp-edge", "pool", "eval", str(pool_dir), "--data", "synthetic"]
     assert json.loads((pool_dir / "pool.json").read_text())["stage"] == "restitched"
     capsys.readouterr()
     assert main(["pool", "info", str(pool_dir)]) == 0

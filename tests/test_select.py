@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -343,16 +344,23 @@ def test_the_note_on_predicted_latencies_names_the_command_that_measures_them(ti
                                                                               capsys: pytest.CaptureFixture[str]
                                                                               ) -> None:
     """`select --profile cpu-int8 --threads 1` said "'lgp-edge profile --target cpu' measures them": that measures
-    ONNX Runtime fp32 at the target's threads, which this selection never reads."""
+    ONNX Runtime fp32 at the target's threads, which this selection never reads; and it left out the pool and
+    store the selection read (that command measured the demo pool into the default store)."""
+    import shlex
+
+    pool = tmp_path / "my pool"
+    shutil.copytree(tiny_pool, pool)
     store = str(tmp_path / "m.sqlite")
-    assert main(["select", "--profile", "cpu-int8", "--threads", "1", "--pool", str(tiny_pool), "--store", store,
+    assert main(["select", "--profile", "cpu-int8", "--threads", "1", "--pool", str(pool), "--store", store,
                  "--budget-ms", "1000"]) == 0
+    out = capsys.readouterr().out
+    hint = " ".join(out[out.index("measure them with: ") + 19:].split("\n\n")[0].split())
+    assert shlex.split(hint) == ["lgp-edge", "profile", "--target", "cpu", "--pool", str(pool), "--store", store,
+                                 "--runtime", "openvino", "--precision", "int8", "--threads", "1"]
+    assert main(["select", "--target", "jetson-nano", "--pool", str(pool), "--budget-ms", "1000"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "'lgp-edge profile --target cpu --runtime openvino --precision int8 --threads 1' measures them" in out
-    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", store,
-                 "--budget-ms", "1000"]) == 0
-    out = " ".join(capsys.readouterr().out.split())
-    assert "'lgp-edge profile --target jetson-nano' measures them" in out and "thread" not in out
+    assert f"measure them with: lgp-edge profile --target jetson-nano --pool '{pool}'" in out
+    assert "thread" not in out
 
 
 def test_threads_are_refused_where_the_runtime_has_no_thread_count(tiny_pool: Path, tmp_path: Path,

@@ -34,13 +34,16 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _common(p: argparse.ArgumentParser, *, checkpoint_required: bool) -> None:
+    """The flags of every baseline; an ancestry, data and output are required where there is no --plan."""
     p.add_argument("--ancestry", required=checkpoint_required, default=None, metavar="NAME",
                    help="timm ViT name of the ancestry, e.g. lgp_vit_fmnist")
     p.add_argument("--ancestry-checkpoint", default=None, metavar="FILE",
                    help="ancestry weights: safetensors, a timm checkpoint (weights_only) or an 'ancestry train' dir")
     p.add_argument("--allow-random-ancestry", action="store_true", help="use an untrained ancestry (smoke tests)")
-    p.add_argument("--data", type=data_value, default=None, metavar="DATA", help=DATA_HELP)
-    p.add_argument("--out", default=None, metavar="DIR", help="output directory to create")
+    p.add_argument("--data", type=data_value, required=checkpoint_required, default=None, metavar="DATA",
+                   help=DATA_HELP)
+    p.add_argument("--out", required=checkpoint_required, default=None, metavar="DIR",
+                   help="output directory to create")
     p.add_argument("--eval-images", type=int_at_least(1), default=None, metavar="N",
                    help="evaluate on the first N validation images")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")

@@ -1,8 +1,8 @@
 """``lgp-edge completion bash|zsh|fish``: a shell completion script generated from the argparse tree.
 
 The script is static: it knows every subcommand, option and choice of this lgp-edge, the built-in target
-and profile names (for TARGET and PROFILE values) and completes directories for POOL and DIR, files for
-other values. Regenerate it after upgrading lgp-edge.
+and profile names (for TARGET and PROFILE values) and completes directories for POOL and DIR values, files
+(and directories) for FILE and PATH values. Regenerate it after upgrading lgp-edge.
 """
 
 from __future__ import annotations
@@ -67,7 +67,8 @@ def _value_spec(action: argparse.Action) -> tuple[str, ...]:
         return ("w", *(known_targets() if metavar == "TARGET" else known_profiles()))
     if metavar == "DATA":
         return ("w", "fashion-mnist", "synthetic", "imagefolder:")
-    return {"DIR": ("d",), "POOL": ("d",), "FILE": ("f",)}.get(metavar, ("n",))
+    # PATH: a file or a folder (files lists both); DIR,DIR,...: the first folder of the list
+    return {"DIR": ("d",), "POOL": ("d",), "DIR,DIR,...": ("d",), "FILE": ("f",), "PATH": ("f",)}.get(metavar, ("n",))
 
 
 def walk(parser: argparse.ArgumentParser, path: str = "") -> list[Node]:
@@ -140,8 +141,8 @@ _BASH_MAIN = r"""
 _lgp_edge_reply() {
     case "$1" in
         w\ *) COMPREPLY=($(compgen -W "${1#w }" -- "$cur")) ;;
-        d) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -d -- "$cur")) ;;
-        f) compopt -o filenames 2>/dev/null; COMPREPLY=($(compgen -f -- "$cur")) ;;
+        d) compopt -o filenames 2>/dev/null; local IFS=$'\n'; COMPREPLY=($(compgen -d -- "$cur")) ;;
+        f) compopt -o filenames 2>/dev/null; local IFS=$'\n'; COMPREPLY=($(compgen -f -- "$cur")) ;;
         *) COMPREPLY=() ;;
     esac
 }

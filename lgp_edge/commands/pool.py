@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from typing import Any
 
 from lgp_edge.commands.common import (
@@ -99,7 +100,7 @@ def _distill(args: argparse.Namespace) -> int:
     if is_main():
         epochs = ", ".join(f"{m} {e}" for m, e in record["epochs"].items())
         print(f"distilled {len(record['models'])} auxiliary models (epochs: {epochs}) in {record['wall_s'] / 60:.1f} "
-              f"min, saved to {args.out}; use it with 'lgp-edge pool build --distilled {args.out}'")
+              f"min, saved to {args.out}; use it with: lgp-edge pool build --distilled {shlex.quote(args.out)}")
         if record["top1"]:
             alone = ", ".join(f"{m} {v:.2f}%" for m, v in record["top1"].items())
             print(f"top-1 of each alone: {alone} ({record['top1_images']:,} validation images of {args.data})")
@@ -114,11 +115,12 @@ def _register_build(s: argparse._SubParsersAction) -> None:
     b.add_argument("--data", type=data_value, required=True, metavar="DATA", help=DATA_HELP)
     b.add_argument("--out", required=True, metavar="POOL", help="pool directory to create")
     b.add_argument("--depth", type=int_at_least(1), default=6, metavar="N",
-                   help="depth group of the auxiliary models: 6 or 9")
+                   help="depth group of the auxiliary models: 6 or 9 (default 6)")
     b.add_argument("--widths", type=_widths, default=("ti", "b"), metavar="W,W,...",
                    help="auxiliary widths (default ti,b)")
     b.add_argument("--chains", choices=("pairs", "tsb"), default="pairs",
-                   help="descendants: neighbour pairs (paper) or also Ti->S->B chains (needs --widths ti,s,b)")
+                   help="descendants: neighbour pairs (paper; default) or also Ti->S->B chains (tsb; needs --widths "
+                        "ti,s,b)")
     b.add_argument("--init", choices=("learned", "lstsq", "lstsq-kd"), default="lstsq-kd",
                    help="stitch init: lstsq-kd (least squares on 1000 images, then stitch-only distillation; "
                         "default, the best measured), learned (the paper's rule) or lstsq (SN-Net's)")
@@ -194,11 +196,11 @@ def _register_info(s: argparse._SubParsersAction) -> None:
 def _register_plan(s: argparse._SubParsersAction) -> None:
     pl = s.add_parser("plan", help="descendants of a pool with params and FLOPs, without training")
     pl.add_argument("--ancestry", required=True, metavar="NAME", help="timm ViT name, e.g. deit_base_patch16_224")
-    pl.add_argument("--depth", type=int, default=6, metavar="N", help="6 or 9")
+    pl.add_argument("--depth", type=int, default=6, metavar="N", help="depth group: 6 or 9 (default 6)")
     pl.add_argument("--widths", type=_widths, default=("ti", "b"), metavar="W,W,...",
                     help="auxiliary widths (default ti,b)")
     pl.add_argument("--chains", choices=("pairs", "tsb"), default="pairs",
-                    help="descendants: neighbour pairs (paper) or also Ti->S->B chains")
+                    help="descendants: neighbour pairs (paper; default) or also Ti->S->B chains (tsb)")
     add_json(pl)
     pl.set_defaults(func=_plan)
 
@@ -219,8 +221,8 @@ def _stitch(args: argparse.Namespace) -> int:
         print(json.dumps(entry, indent=1))
     else:
         print(f"pool {manifest.spec.pool_id}: stitch layers re-initialised with {args.init}; mean R^2 "
-              f"{entry['r2_mean']:.3f} on {entry['r2_images']} validation images; run 'lgp-edge pool eval "
-              f"{args.pool} --data {args.data}' for the stitched top-1")
+              f"{entry['r2_mean']:.3f} on {entry['r2_images']} validation images; the stitched top-1: "
+              f"{shlex.join(['lgp-edge', 'pool', 'eval', args.pool, '--data', args.data])}")
     return 0
 
 
@@ -260,8 +262,8 @@ def _finetune(args: argparse.Namespace) -> int:
     if is_main():
         last = manifest.history[-1]
         print(f"pool {manifest.spec.pool_id} fine-tuned: {len(last['epoch_loss'])} epoch(s), final loss "
-              f"{last['epoch_loss'][-1]:.4f}, {last['wall_s']:.0f} s; run 'lgp-edge pool eval {args.pool} "
-              f"--data {args.data}' next")
+              f"{last['epoch_loss'][-1]:.4f}, {last['wall_s']:.0f} s; next: "
+              f"{shlex.join(['lgp-edge', 'pool', 'eval', args.pool, '--data', args.data])}")
     return 0
 
 
@@ -365,9 +367,17 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from lgp_edge.models.plan import descendant_record, enumerate_descendants, plan_instances, stored_params
+    from lgp_edge.models.plan import (
+        check_pool_widths,
+        descendant_record,
+        enumerate_descendants,
+        plan_instances,
+        stored_params,
+    )
     from lgp_edge.models.variants import variant_spec
     from lgp_edge.specs import PoolSpec
+
+    check_pool_widths(args.widths)  # what 'pool build' would refuse, refused here too
 
     aspec = variant_spec(args.ancestry)
     if aspec is None:  # a timm model: its registry knows its numbers (torch and timm, but nothing is allocated)

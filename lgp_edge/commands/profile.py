@@ -49,7 +49,8 @@ def register(sub: Any) -> None:
     p.add_argument("--descendant", action="append", metavar="KEY", default=None,
                    help="profile only this descendant (repeatable)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="intra-op threads, 1..256 and on this host at most its CPUs (default: the target's, else all)")
+                   help="intra-op threads of a CPU runtime, 1..256 and on this host at most its CPUs (default: the "
+                        "target file's 'threads', else this host's CPUs for target cpu and 1 for a board)")
     p.add_argument("--warmup", type=int, default=10, metavar="N",
                    help="untimed runs before timing, 0..1000000 (default 10)")
     p.add_argument("--iters", type=int, default=50, metavar="N", help="timed runs, 1..1000000 (default 50)")

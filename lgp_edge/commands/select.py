@@ -114,23 +114,30 @@ def _run(args: argparse.Namespace) -> int:
                 "are predicted instead")
     if "predicted" in sel.sources:
         n = sel.sources["predicted"]
+        cmd = measure_command(target, profile, ch.runtime, ch.threads, args)
         c.print(f"note: {n} {'latencies are' if n != 1 else 'latency is'} predicted, not measured on a {target.name}; "
-                f"'{measure_command(target, profile, ch.runtime, ch.threads)}' measures them")
+                f"measure {'them' if n != 1 else 'it'} with: {cmd}")
     return 0
 
 
-def measure_command(target: Any, profile: Any, runtime: str, threads: int) -> str:
+def measure_command(target: Any, profile: Any, runtime: str, threads: int, args: argparse.Namespace) -> str:
     """The ``profile`` command that measures the latencies a selection reads: the target with the runtime,
-    precision, batch and thread count of the selection where they are not that command's defaults."""
+    precision, batch and thread count of the selection where they are not that command's defaults, and the
+    pool, store and targets folder the selection was given (shell-quoted: paste it as it is)."""
+    import shlex
+
     from lgp_edge.profiling.host import default_measure_threads
 
-    cmd = f"lgp-edge profile --target {target.name}"
+    cmd = ["lgp-edge", "profile", "--target", target.name]
+    for flag, value in (("--pool", args.pool), ("--store", args.store), ("--targets-dir", args.targets_dir)):
+        if value is not None:
+            cmd += [flag, value]
     if runtime != target.runtime:
-        cmd += f" --runtime {runtime}"
+        cmd += ["--runtime", runtime]
     if profile.precision != target.precisions[0]:
-        cmd += f" --precision {profile.precision}"
+        cmd += ["--precision", profile.precision]
     if profile.batch != 1:
-        cmd += f" --batch {profile.batch}"
-    if threads != default_measure_threads(target):
-        cmd += f" --threads {threads}"
-    return cmd
+        cmd += ["--batch", str(profile.batch)]
+    if runtime in CPU_RUNTIMES and threads != default_measure_threads(target):
+        cmd += ["--threads", str(threads)]
+    return shlex.join(cmd)

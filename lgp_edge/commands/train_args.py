@@ -68,7 +68,8 @@ def add_train_args(p: argparse.ArgumentParser, *, epochs: int, batch_size: int =
     g.add_argument("--batch-size", type=int, default=batch_size, help=f"global batch (default {batch_size})")
     g.add_argument("--lr", type=positive_float, default=lr, help=f"AdamW peak learning rate (default {lr})")
     g.add_argument("--weight-decay", type=nonneg_float, default=0.05, help="AdamW weight decay (default 0.05)")
-    g.add_argument("--warmup-epochs", type=nonneg_float, default=warmup, help="linear warm-up before cosine decay")
+    g.add_argument("--warmup-epochs", type=nonneg_float, default=warmup,
+                   help=f"epochs of linear warm-up before the cosine decay (default {warmup:g})")
     g.add_argument("--seed", type=seed_value, default=0,
                    help=f"seed for data order, augmentation, descendant draws, 0..{MAX_SEED} (default 0)")
     g.add_argument("--max-steps-per-epoch", type=int, default=None, help="cap steps per epoch (quick runs)")

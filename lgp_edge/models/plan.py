@@ -34,13 +34,24 @@ def plan_instances(ancestry: AncestrySpec, depth: int, widths: tuple[str, ...] =
 
 def check_widths(widths: tuple[str, ...]) -> None:
     """``--widths``: at least one of ti, s, b, each named once (UsageError otherwise)."""
+    if not widths:
+        raise UsageError("--widths names no width; use a comma list of ti, s, b, e.g. --widths ti,b")
     unknown = [w for w in widths if w not in WIDTH_DIVISOR]
-    if unknown or not widths:
-        named = ", ".join(f"'{w}'" for w in unknown) or "none"
+    if unknown:
+        named = ", ".join(f"'{w}'" for w in unknown)
         raise UsageError(f"unknown width code{'s' if len(unknown) > 1 else ''} {named}; use a comma list of ti, s, b")
     twice = next((w for i, w in enumerate(widths) if w in widths[:i]), None)
     if twice is not None:
         raise UsageError(f"--widths names '{twice}' twice; give each of ti, s, b at most once, e.g. --widths ti,b")
+
+
+def check_pool_widths(widths: tuple[str, ...]) -> None:
+    """A pool's ``--widths``: known ones (``check_widths``), and two or more (UsageError otherwise)."""
+    check_widths(widths)
+    if len(widths) < 2:
+        raise UsageError(f"--widths {','.join(widths)} is one width: a pool stitches a narrower model's blocks "
+                         "into a wider one's, so it needs two or more (e.g. --widths ti,b); to distil one model "
+                         "alone use 'lgp-edge pool distill --models NAME'")
 
 
 def instance_spec(ancestry: AncestrySpec, width: str, depth: int) -> InstanceSpec:

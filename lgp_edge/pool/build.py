@@ -12,7 +12,8 @@ import torch
 from lgp_edge.datasets import check_data_name, open_for_ancestry
 from lgp_edge.errors import UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
-from lgp_edge.models.instances import DEPTHS, check_widths, plan_instances
+from lgp_edge.models.instances import DEPTHS, plan_instances
+from lgp_edge.models.plan import check_pool_widths
 from lgp_edge.outdir import check_output_dir, check_resume_dir
 from lgp_edge.pool.auxiliary import (
     after_distillation,
@@ -77,11 +78,7 @@ def _check(req: BuildRequest) -> None:
         raise UsageError(f"--aux-init must be one of {', '.join(AUX_INITS)}")
     if req.stitch_steps < 0 or not (0 < req.stitch_lr < 1):
         raise UsageError("--stitch-steps must be >= 0 and --stitch-lr in (0, 1)")
-    check_widths(req.widths)
-    if len(req.widths) < 2:
-        raise UsageError(f"--widths {','.join(req.widths)} is one width: a pool stitches a narrower model's blocks "
-                         "into a wider one's, so it needs two or more (e.g. --widths ti,b); to distil one model "
-                         "alone use 'lgp-edge pool distill --models NAME'")
+    check_pool_widths(req.widths)
     check_width_epochs(dict(req.width_epochs), req.widths)
     if req.chains not in ("pairs", "tsb"):
         raise UsageError("--chains must be 'pairs' or 'tsb'")
