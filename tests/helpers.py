@@ -177,3 +177,18 @@ def stop_after_first_epoch(monkeypatch: pytest.MonkeyPatch, seconds: float, only
         real(loop, epoch, step_in_epoch)
 
     monkeypatch.setattr(train, "_checkpoint", slow_then_stop)
+
+
+def with_options(argv: list[str], *extra: str) -> list[str]:
+    """``argv`` then ``extra``, an option of ``extra`` that takes a value replacing that option in ``argv`` (the
+    command line takes a value option once)."""
+    given = {extra[i] for i in range(len(extra) - 1) if extra[i].startswith("--") and not extra[i + 1].startswith("--")}
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+        elif a in given and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            skip = True
+        else:
+            out.append(a)
+    return [*out, *extra]

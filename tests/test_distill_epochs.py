@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import with_options
 
 from lgp_edge.cli import main
 from lgp_edge.datasets import open_data
@@ -25,8 +26,8 @@ QUICK = ["--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "32", "-
 
 def _build(out: Path, *extra: str) -> int:
     try:
-        return main(["pool", "build", "--ancestry", TINY, "--allow-random-ancestry", "--data", "synthetic", "--out",
-                     str(out), "--init", "lstsq", *QUICK, *extra])
+        return main(with_options(["pool", "build", "--ancestry", TINY, "--allow-random-ancestry", "--data", "synthetic",
+                                  "--out", str(out), "--init", "lstsq", *QUICK], *extra))
     except SystemExit as exc:  # argparse rejects a malformed value
         return int(exc.code)
 

@@ -118,7 +118,7 @@ def test_placeholders_and_unknown_flags_are_caught() -> None:
     assert "are required" in _parse(["pool", "build", "--no-such-flag"])
     assert _unknown_options(["pool", "build", "--no-such-flag", "--widths=ti"]) == ["--no-such-flag"]
     assert _unknown_options(["export", "--targte", "jetson-nano", "--formt", "onnx"]) == ["--targte", "--formt"]
-    assert _unknown_options(["-v", "export", "--target", "cpu", "--switch", "-q"]) == []  # a unique prefix
+    assert _unknown_options(["-v", "export", "--target", "cpu", "--switch", "-q"]) == ["--switch"]  # no prefixes
     assert _unknown_options(["select", "--target", "cpu", "--out", "x"]) == ["--out"]  # export's, not select's
     assert _block_commands('A="--data d"\nlgp-edge pool eval p $A  # c\nlgp-edge select ...\n') == [
         "lgp-edge pool eval p --data d"]

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import fresh_inputs, manifest, ort_logits, torch_logits
+from helpers import fresh_inputs, manifest, ort_logits, torch_logits, with_options
 
 from lgp_edge.cli import main
 from lgp_edge.export.base import ExportContext
@@ -38,7 +38,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> object:
 
 
 def export(pool: Path, out: Path, *args: str) -> int:
-    return main(["export", "--pool", str(pool), "--out", str(out), "--quiet", "--val-images", VAL, *args])
+    return main(with_options(["export", "--pool", str(pool), "--out", str(out), "--quiet", "--val-images", VAL], *args))
 
 
 def _export_once(tmp_path_factory: pytest.TempPathFactory, pool: Path, name: str, *args: str) -> Path:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import make_tiny_pool
+from helpers import make_tiny_pool, with_options
 
 RUN = ["--data", "synthetic", "--epochs", "2", "--max-steps-per-epoch", "8", "--batch-size", "8", "--lr", "1e-3",
        "--save-every", "3", "--quiet"]
@@ -135,7 +135,8 @@ def test_bad_resumes_exit_2_and_write_nothing(runs: dict[str, Path], tmp_path: P
     before = _snapshot(pool)
 
     # Other training settings than the interrupted run.
-    _refused(["pool", "finetune", str(pool), *RUN, "--resume", "--lr", "5e-4"], "belongs to another run", capsys)
+    _refused(with_options(["pool", "finetune", str(pool), *RUN, "--resume"], "--lr", "5e-4"), "belongs to another run",
+             capsys)
     # A fresh start would overwrite the interrupted run's checkpoint.
     _refused(["pool", "finetune", str(pool), *RUN], "--resume", capsys)
     # Another world size: two processes cannot continue a one-process data order.

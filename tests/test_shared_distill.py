@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import with_options
 
 from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
 from lgp_edge.cli import main
@@ -27,11 +28,11 @@ def _cli(*argv: str) -> int:
 
 
 def _distill(out: Path, models: str, *extra: str) -> int:
-    return _cli("pool", "distill", *ANCESTRY, "--out", str(out), "--models", models, *QUICK, *extra)
+    return _cli(*with_options(["pool", "distill", *ANCESTRY, "--out", str(out), "--models", models, *QUICK], *extra))
 
 
 def _build(out: Path, *extra: str) -> int:
-    return _cli("pool", "build", *ANCESTRY, "--out", str(out), "--init", "lstsq", *QUICK, *extra)
+    return _cli(*with_options(["pool", "build", *ANCESTRY, "--out", str(out), "--init", "lstsq", *QUICK], *extra))
 
 
 def _models(pool_dir: Path) -> dict[str, torch.Tensor]:
