@@ -34,7 +34,7 @@ from lgp_edge.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+from make_demo_pool import check_results_path, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
 provenance = functools.partial(run_provenance, "aux_init.py")  # this script's run record
 
@@ -82,11 +82,20 @@ def results(runs: dict[str, dict], args: argparse.Namespace, ancestry: dict, hea
     images = {r["images"] for r in runs.values()}
     if len(images) != 1:
         raise ValueError(f"the runs evaluated different numbers of images: {sorted(images)}")
-    return {"benchmark": "benchmarks/aux_init.py", **header, "threads": args.threads, "torch": torch.__version__,
+    return {"benchmark": "benchmarks/aux_init.py", "quick": args.quick, **header, "threads": args.threads,
+            "torch": torch.__version__,
             "python": platform.python_version(), "ancestry": ancestry,
             "settings": {**train_config(args.steps).to_dict(), "steps": args.steps, "data": args.data,
                          "stitch_init": STITCH_INIT},
             "steps": args.steps, "images": images.pop(), "runs": runs, "wall_s": wall_s}
+
+
+def results_path(args: argparse.Namespace) -> Path:
+    """--out, else benchmarks/results/aux_init.json for the full run, aux_init_quick.json for a smoke run (other
+    settings): a smoke run never replaces the committed results, which the README renders."""
+    if args.out is not None:
+        return Path(args.out)
+    return ROOT / "benchmarks" / "results" / f"aux_init{'_quick' if args.quick else ''}.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,10 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ancestry", default="lgp_vit_fmnist")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "aux_init.json"))
+    p.add_argument("--out", default=None,
+                   help="results file (default benchmarks/results/aux_init.json, or aux_init_quick.json for a run with "
+                        "other --steps, --images, --ancestry or --data: a smoke run never replaces the committed "
+                        "results)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.images < 0 or args.threads < 1:
         p.error("--steps and --threads must be >= 1, --images >= 0")
+    args.quick = (args.steps, args.images, args.ancestry, args.data) != (150, 0, "lgp_vit_fmnist", "fashion-mnist")
+    args.out = str(results_path(args))
+    check_results_path(Path(args.out), __file__)  # before the run, not after it
     torch.set_num_threads(args.threads)
     header, (ckpt, ancestry) = provenance(argv), ancestry_record(args.ancestry)
     t0 = time.time()

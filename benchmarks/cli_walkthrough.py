@@ -40,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import pool_weights_sha256, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record)
+from make_demo_pool import check_results_path, pool_weights_sha256, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record)
 
 provenance = functools.partial(run_provenance, "cli_walkthrough.py")  # this script's run record
 
@@ -175,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="passed to profile as --descendant (repeatable; default: every descendant, the README's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cli_walkthrough.json"))
     args = ap.parse_args(argv)
+    if args.out:
+        check_results_path(Path(args.out), __file__)  # before the run, not after it
     import onnxruntime
     import openvino
     import torch

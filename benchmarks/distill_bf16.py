@@ -42,7 +42,7 @@ from distill_convergence import (  # noqa: E402  (the recipe, the runs and their
     start,
     train_config,
 )
-from make_demo_pool import repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+from make_demo_pool import check_results_path, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
 provenance = functools.partial(run_provenance, "distill_bf16.py")
 RUNS = ("ti6@5",)
@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     s = start(p, argv, RUNS)
     args, rep, checkpoint, teacher, aspec, data, images = (s.args, s.reporter, s.checkpoint, s.teacher, s.aspec,
                                                            s.data, s.images)
+    check_results_path(Path(args.out), __file__)  # before the run, not after it
     header = provenance(argv)
     results = []
     for models, epochs in s.runs:

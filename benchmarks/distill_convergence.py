@@ -52,7 +52,7 @@ from lgp_edge.train import TrainConfig, state_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+from make_demo_pool import check_results_path, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
 provenance = functools.partial(run_provenance, "distill_convergence.py")
 
@@ -160,6 +160,8 @@ class Setup:
 def start(p: argparse.ArgumentParser, argv: list[str] | None, runs: tuple[str, ...]) -> Setup:
     """Parse ``argv`` (bad values: one line, exit 2), then load the shipped ancestry and the data."""
     args = p.parse_args(argv)
+    if args.out:
+        check_results_path(Path(args.out), __file__)  # before the run, not after it
     chosen = args.run or [parse_run(r) for r in runs]
     if args.steps < 0 or args.images < 0:
         p.error("--steps and --images must be >= 0")

@@ -47,7 +47,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import pool_weights_sha256, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' shared helpers)
+from make_demo_pool import check_results_path, pool_weights_sha256, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' shared helpers)
 
 provenance = functools.partial(run_provenance, "int8.py")  # this script's run record
 
@@ -238,6 +238,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None,
                    help="results file (default benchmarks/results/int8.json; with --quick int8_quick.json)")
     args = p.parse_args(argv)
+    if args.out:
+        check_results_path(Path(args.out), __file__)  # before the run, not after it
     if args.out is None:
         args.out = str(RESULTS / ("int8_quick.json" if args.quick else "int8.json"))
     if args.part != "all":

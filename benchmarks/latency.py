@@ -61,7 +61,7 @@ from lgp_edge.targets import load_target, targets_root
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import pool_weights_sha256, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+from make_demo_pool import check_results_path, pool_weights_sha256, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
 provenance = functools.partial(run_provenance, "latency.py")  # this script's run record
 
@@ -367,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="fresh 'lgp-edge select' processes per stability check (0 skips it)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latency.json"))
     args = p.parse_args(argv)
+    if args.out:
+        check_results_path(Path(args.out), __file__)  # before the run, not after it
     counts = [int(t) for t in str(args.threads).split(",") if t.strip()]
     if not counts or min(counts) < 1:
         p.error("--threads needs counts >= 1")

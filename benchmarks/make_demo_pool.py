@@ -70,10 +70,46 @@ def run_provenance(script: str, argv: list[str] | None) -> dict[str, Any]:
             "cpu_facts": cpu_facts()}
 
 
+def _benchmark_name(text: object) -> str:
+    """'aux_init' for 'benchmarks/aux_init.py', 'aux_init' or a script's path."""
+    return Path(str(text)).stem
+
+
+def check_results_path(out: Path, benchmark: str) -> None:
+    """Before a run: ``out`` can be a results file of ``benchmark`` (a script's name or path): no file stands
+    where a folder of its path must be, and an existing ``out`` holds this benchmark's results, never another's
+    (a mistyped --out replaced a committed results file of another benchmark). One line and exit 2 otherwise."""
+    name = _benchmark_name(benchmark)
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                _refuse(name, f"--out {out}: '{parent}' is a file, not a folder")
+            break
+    if out.is_dir():
+        _refuse(name, f"--out {out} is a folder; give the results file's path")
+    if out.exists():
+        try:
+            held = json.loads(out.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            _refuse(name, f"--out {out} exists and is not a results file; choose another --out")
+        other = _benchmark_name(held.get("benchmark", "")) if isinstance(held, dict) else ""
+        if other != name:
+            _refuse(name, f"--out {out} holds {'the results of benchmarks/' + other + '.py' if other else 'other data'}"
+                          f", not {name}.py's; choose another --out")
+
+
+def _refuse(name: str, message: str) -> None:
+    print(f"{name}.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def write_results(out: Path, res: dict) -> Path:
-    """``res`` as ``out``, atomically; NaN and infinity refused (a results file holds measured numbers only)."""
+    """``res`` as ``out``, atomically; NaN and infinity refused (a results file holds measured numbers only), and
+    never over another benchmark's results (``check_results_path``, which a script also calls before its run)."""
     from lgp_edge.fileio import write_json_atomic
 
+    if res.get("benchmark"):
+        check_results_path(out, str(res["benchmark"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     return write_json_atomic(out, res)
 

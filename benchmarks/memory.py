@@ -155,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-images", type=int, default=300, help="export's validation images (default 300)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory.json"))
     args = ap.parse_args(argv)
+    if args.out:
+        from make_demo_pool import check_results_path
+
+        check_results_path(Path(args.out), __file__)  # before the run, not after it
     batches = sorted({int(b) for b in args.batches.split(",")})
     if batches[0] != 1 or len(batches) < 2:
         ap.error("--batches needs 1 and a larger batch")

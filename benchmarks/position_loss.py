@@ -35,7 +35,7 @@ from lgp_edge.train import TrainConfig, evaluate
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from aux_init import ancestry_record  # noqa: E402  (the shipped ancestry and what identifies it)
-from make_demo_pool import run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+from make_demo_pool import check_results_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
 provenance = functools.partial(run_provenance, "position_loss.py")
 MODEL = "ti6"
@@ -70,6 +70,14 @@ def run(mode: str, args: argparse.Namespace, tmp: Path, checkpoint: str) -> dict
             "images": n, "epoch_loss": record["runs"][0]["epoch_loss"]}
 
 
+def results_path(args: argparse.Namespace) -> Path:
+    """--out, else benchmarks/results/position_loss.json for the full run, position_loss_quick.json for a smoke run
+    (other settings): a smoke run never replaces the committed results, which the README renders."""
+    if args.out is not None:
+        return Path(args.out)
+    return ROOT / "benchmarks" / "results" / f"position_loss{'_quick' if args.quick else ''}.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=10, help="distillation epochs per run (default 10)")
@@ -77,17 +85,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=0, help="test images (0: the whole test set)")
     p.add_argument("--ancestry", default="lgp_vit_fmnist")
     p.add_argument("--data", default="fashion-mnist")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "position_loss.json"))
+    p.add_argument("--out", default=None,
+                   help="results file (default benchmarks/results/position_loss.json, or position_loss_quick.json for "
+                        "a run with other --epochs, --steps, --images, --ancestry or --data: a smoke run never "
+                        "replaces the committed results)")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.steps < 0 or args.images < 0:
         p.error("--epochs must be >= 1, --steps and --images >= 0")
+    args.quick = (args.epochs, args.steps, args.images, args.ancestry, args.data) != (
+        10, 0, 0, "lgp_vit_fmnist", "fashion-mnist")
+    args.out = str(results_path(args))
+    check_results_path(Path(args.out), __file__)  # before the run, not after it
     args.steps = args.steps or None
     header, (ckpt, ancestry) = provenance(argv), ancestry_record(args.ancestry)
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="lgp-edge-position-loss-") as tmp:
         runs = {mode: run(mode, args, Path(tmp), ckpt) for mode in POSITION_LOSSES}
     write_results(Path(args.out), {
-        "benchmark": "benchmarks/position_loss.py", **header, "torch": torch.__version__,
+        "benchmark": "benchmarks/position_loss.py", "quick": args.quick, **header, "torch": torch.__version__,
         "threads": torch.get_num_threads(), "python": platform.python_version(), "ancestry": ancestry,
         "model": MODEL, "settings": {**train_config(args.epochs, args.steps).to_dict(), "data": args.data,
                                      "aux_init": "ancestry"},

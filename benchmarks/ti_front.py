@@ -44,7 +44,7 @@ from lgp_edge.train import evaluate
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import pool_weights_sha256, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+from make_demo_pool import check_results_path, pool_weights_sha256, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
 provenance = functools.partial(run_provenance, "ti_front.py")
 
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ti_front.json"))
     args = p.parse_args(argv)
+    if args.out:
+        check_results_path(Path(args.out), __file__)  # before the run, not after it
     if args.fit_images < 100 or args.held_images < 1 or args.images < 0:
         p.error("--fit-images must be >= 100, --held-images >= 1, --images >= 0")
     header = provenance(argv)

@@ -295,3 +295,31 @@ def test_results_measured_on_the_demo_pool_name_the_shipped_weights() -> None:
     assert {"latency.json", "latency_1thread.json", "int8.json", "switchable.json", "cli_walkthrough.json",
             "memory.json", "ti_front.json"} <= {k.split(".json")[0] + ".json" for k in found}
     assert {k: v for k, v in found.items() if v != shipped["weights.safetensors"]} == {}
+
+
+def test_a_results_file_of_another_benchmark_or_a_bad_out_is_refused_before_the_run(tmp_path: Path, capsys) -> None:
+    """`aux_init.py --out benchmarks/results/latency.json` replaced the latency results after its whole run, and
+    `--out FILE/x.json` failed with a traceback after it; a smoke run (other --steps or --images) without --out
+    replaced the committed aux_init.json, which the README renders."""
+    aux = _module("aux_init")
+    latency = tmp_path / "latency.json"
+    latency.write_text(json.dumps({"benchmark": "benchmarks/latency.py", "x": 1}))
+    before = latency.read_bytes()
+    for out, phrase in ((latency, "holds the results of benchmarks/latency.py, not aux_init.py's"),
+                        (latency / "x.json", "is a file, not a folder"), (tmp_path, "is a folder")):
+        with pytest.raises(SystemExit) as exc:
+            aux.main(["--steps", "1", "--images", "8", "--out", str(out)])
+        err = capsys.readouterr().err.strip()
+        assert exc.value.code == 2 and len(err.splitlines()) == 1 and phrase in err, err
+    assert latency.read_bytes() == before
+    aux.check_results_path(tmp_path / "new" / "aux.json", "benchmarks/aux_init.py")  # a new file: fine
+    mine = tmp_path / "aux.json"
+    mine.write_text(json.dumps({"benchmark": "benchmarks/aux_init.py"}))
+    aux.check_results_path(mine, "aux_init")  # its own results: replaced
+    # a smoke run's default results file is not the committed one
+    import argparse
+
+    for name in ("aux_init", "position_loss"):
+        m = _module(name)
+        assert m.results_path(argparse.Namespace(out=None, quick=False)).name == f"{name}.json"
+        assert m.results_path(argparse.Namespace(out=None, quick=True)).name == f"{name}_quick.json"
