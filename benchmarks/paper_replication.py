@@ -107,9 +107,14 @@ def read_benchmark_json(path: Path, script: str, why: str = "") -> dict[str, Any
     if not path.is_file():
         raise BenchmarkInputError(f"{path} not found: run benchmarks/{script}.py first{why}")
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BenchmarkInputError(f"{path} is not a {script}.py results file ({e})") from None
+    held = Path(str(data.get("benchmark", ""))).stem if isinstance(data, dict) else ""
+    if held != script:
+        raise BenchmarkInputError(f"{path} is not a {script}.py results file (it holds "
+                                  f"{'benchmarks/' + held + '.py results' if held else 'other data'})")
+    return data
 
 
 def widths_tag(widths: tuple[str, ...]) -> str:
@@ -1386,6 +1391,24 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--only-distill needs --stages: the run that assembles the results uses every distillation")
     if args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
+    for flag, value, low in (("--distill-epochs", args.distill_epochs, 1),
+                             ("--finetune-epochs", args.finetune_epochs, 1),
+                             ("--ancestry-epochs", args.ancestry_epochs, 1),
+                             ("--steps-per-epoch", args.steps_per_epoch, 0), ("--eval-images", args.eval_images, 0)):
+        if value is not None and value < low:  # a negative cap sliced whole epochs and was recorded as run
+            p.error(f"{flag} must be >= {low}, got {value}")
+    if args.width_epochs is not None:
+        unknown = sorted({w for w, _ in args.width_epochs} - {"ti", "s", "b"})
+        if unknown:
+            p.error(f"--width-epochs: unknown width {', '.join(unknown)}; use ti, s or b (e.g. ti=30,s=30)")
+    if args.vanilla_narrow is not None:
+        try:
+            narrow = [int(x) for x in args.vanilla_narrow.split(",")]
+        except ValueError:
+            narrow = []
+        if not narrow or any(n < 0 for n in narrow) or len(set(narrow)) != len(narrow):
+            p.error(f"--vanilla-narrow must be a comma list of distinct counts >= 0, e.g. 3,2,1,0; got "
+                    f"{args.vanilla_narrow!r}")
     if args.workers > max_workers():
         p.error(f"--workers must be at most {max_workers()} (as for every training command), got {args.workers}")
     if args.device == "cuda" and not args.render and not torch.cuda.is_available():

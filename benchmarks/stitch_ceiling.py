@@ -224,13 +224,22 @@ def summarise(r: dict[str, Any], rep_path: Path, misses: list[dict[str, Any]], r
     }
 
 
+def is_partial(x: dict[str, Any]) -> bool:
+    """A run of some candidates only (``--keys``, ``--limit``); results written before they said so are read from
+    their command."""
+    if "partial" in x:
+        return bool(x["partial"])
+    words = x["command"].split()
+    return any(w in ("--keys", "--limit") or w.startswith(("--keys=", "--limit=")) for w in words)
+
+
 def render_markdown(x: dict[str, Any], json_path: str) -> str:
     f, b = x["front"], x["budget"]
     wall = sum(c["wall_s"] for c in x["candidates"])
     images = x["candidates"][0]["images"] if x["candidates"] else 0
     partial = "PARTIAL RUN (--keys or --limit: not every candidate; the bound covers those trained). "
     lines = [
-        f"{'QUICK RUN (smoke settings; not a result). ' if x['quick'] else ''}{partial if x.get('partial') else ''}"
+        f"{'QUICK RUN (smoke settings; not a result). ' if x['quick'] else ''}{partial if is_partial(x) else ''}"
         f"`{x['command'].strip()}` ({x['cpu']}, code {x['code_version']}, {x['date']}{stages_note(x)}): "
         f"{len(x['candidates'])} stitched descendants of the fine-tuned pools of the replication of "
         f"{x['replication']['date']} (code {x['replication']['code_version']}), each trained alone for "
@@ -271,7 +280,7 @@ def output_names(x: dict[str, Any]) -> tuple[str, str]:
     main one; a partial run (``--keys``, ``--limit``) is no result of either and takes a name of its own."""
     b = x["budget"]
     longer = "" if b["epochs"] == b["replication_finetune_epochs"] else f"_e{b['epochs']}"
-    longer += "_partial" if x.get("partial") else ""
+    longer += "_partial" if is_partial(x) else ""
     return f"stitch_ceiling{longer}", f"STITCH_CEILING{longer.upper()}.md"
 
 

@@ -244,3 +244,43 @@ def test_a_follow_up_records_which_replication_file_it_read(tmp_path: Path) -> N
     rep_path.write_text(json.dumps({**rep, "date": "2026-12-04T15:20:36Z"}))
     assert bench.follow_up_header("stitch_ceiling", rep, rep_path, [])["replication"]["sha256"] != head[
         "replication"]["sha256"]
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["--steps-per-epoch", "-1"], "--steps-per-epoch must be >= 0"),  # sliced whole epochs, recorded as -1
+    (["--finetune-epochs", "0"], "--finetune-epochs must be >= 1"),
+    (["--eval-images", "-3"], "--eval-images must be >= 0"),
+    (["--width-epochs", "q=3"], "--width-epochs: unknown width q"),  # recorded as {'q': 3}
+    (["--vanilla-narrow", "9,9"], "--vanilla-narrow must be a comma list of distinct counts"),
+])
+def test_replication_numbers_out_of_range_are_refused(argv: list[str], phrase: str, capsys) -> None:
+    bench = _load("paper_replication")
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--quick", *argv])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and phrase in err.splitlines()[-1], err  # argparse: its usage, then the error
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{}", json.dumps({"benchmark": "benchmarks/latency.py"})])
+def test_a_follow_up_refuses_json_that_is_not_a_replication(tmp_path: Path, text: str, capsys) -> None:
+    """Valid JSON that is not a replication's results (a list, {}, latency.json) was a TypeError or KeyError
+    traceback in equal_budget, finetune_recipes, stitch_ceiling and pool_widths."""
+    path = tmp_path / "r.json"
+    path.write_text(text)
+    bench = _load("paper_replication")
+    with pytest.raises(bench.BenchmarkInputError, match="is not a paper_replication.py results file"):
+        bench.read_replication(path)
+    sc = _load("stitch_ceiling")
+    assert sc.main(["--replication", str(path), "--out", str(tmp_path / "x.json"), "--quiet"]) == 2
+    assert "is not a paper_replication.py results file" in capsys.readouterr().err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_a_committed_run_of_some_candidates_renders_as_partial() -> None:
+    """stitch_ceiling_e8.json trained 2 of the front's candidates (--keys) and was written before results said
+    so: the README rendered its bound as a full result."""
+    sc = _load("stitch_ceiling")
+    x = _committed("stitch_ceiling_e8.json")
+    assert "partial" not in x and "--keys" in x["command"] and sc.is_partial(x)
+    assert sc.render_markdown(x, "benchmarks/results/stitch_ceiling_e8.json").startswith("PARTIAL RUN")
+    assert not sc.is_partial(_committed("stitch_ceiling.json"))
