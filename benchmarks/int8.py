@@ -238,10 +238,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None,
                    help="results file (default benchmarks/results/int8.json; with --quick int8_quick.json)")
     args = p.parse_args(argv)
-    if args.out:
-        check_results_path(Path(args.out), __file__)  # before the run, not after it
+    for flag, value, low in (("--images", args.images, 1), ("--calib-images", args.calib_images, 1),
+                             ("--accuracy-models", args.accuracy_models, 0), ("--speed-calib", args.speed_calib, 1),
+                             ("--rounds", args.rounds, 1), ("--per-round", args.per_round, 1)):
+        if value < low:  # --images -1 took 9,999 images (a slice to -1)
+            p.error(f"{flag} must be >= {low}, got {value}")
     if args.out is None:
         args.out = str(RESULTS / ("int8_quick.json" if args.quick else "int8.json"))
+    check_results_path(Path(args.out), __file__)  # before the run, not after it
     if args.part != "all":
         args.kept = kept_part(Path(args.out), "accuracy" if args.part == "speed" else "speed", args.quick)
         if isinstance(args.kept, str):

@@ -353,7 +353,7 @@ def select_stability(pool_dir: Path, threads: int, tmp: Path, runs: int = 10) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--pool", default=None, help="small pool (default: the bundled demo pool)")
     p.add_argument("--threads", default=str(os.cpu_count() or 1),
                    help="thread count, or a comma list (e.g. 1,2): one run and one results file per count "
@@ -365,13 +365,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-big", action="store_true", help="skip the DeiT-Base-scale pool (quick runs)")
     p.add_argument("--select-runs", type=int, default=10,
                    help="fresh 'lgp-edge select' processes per stability check (0 skips it)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latency.json"))
+    p.add_argument("--out", default=None,
+                   help="results file (default benchmarks/results/latency.json, or latency_quick.json with --skip-big "
+                        "or fewer runs: a smoke run never replaces the committed results)")
     args = p.parse_args(argv)
-    if args.out:
-        check_results_path(Path(args.out), __file__)  # before the run, not after it
-    counts = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    try:
+        counts = [int(t) for t in str(args.threads).split(",") if t.strip()]
+    except ValueError:
+        counts = []
     if not counts or min(counts) < 1:
-        p.error("--threads needs counts >= 1")
+        p.error(f"--threads needs counts >= 1, got {args.threads!r}")
+    for flag, value, low in (("--small-iters", args.small_iters, 1), ("--small-rounds", args.small_rounds, 1),
+                             ("--big-iters", args.big_iters, 1), ("--big-passes", args.big_passes, 1),
+                             ("--select-runs", args.select_runs, 0)):
+        if value < low:
+            p.error(f"{flag} must be >= {low}, got {value}")
+    quick = args.skip_big or any(v < full for v, full in zip(
+        (args.small_iters, args.small_rounds, args.big_iters, args.big_passes, args.select_runs), (60, 5, 9, 3, 10)))
+    if args.out is None:
+        args.out = str(ROOT / "benchmarks" / "results" / f"latency{'_quick' if quick else ''}.json")
+    check_results_path(Path(args.out), __file__)  # before the run, not after it
     results = []
     for n in counts:
         out = Path(args.out)

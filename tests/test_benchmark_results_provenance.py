@@ -323,3 +323,33 @@ def test_a_results_file_of_another_benchmark_or_a_bad_out_is_refused_before_the_
         m = _module(name)
         assert m.results_path(argparse.Namespace(out=None, quick=False)).name == f"{name}.json"
         assert m.results_path(argparse.Namespace(out=None, quick=True)).name == f"{name}_quick.json"
+
+
+@pytest.mark.parametrize("script, argv, phrase", [
+    ("int8", ["--quick", "--images", "-1"], "--images must be >= 1"),  # took 9,999 images (a slice to -1)
+    ("int8", ["--calib-images", "0"], "--calib-images must be >= 1"),
+    ("latency", ["--threads", "abc"], "--threads needs counts >= 1"),  # a ValueError traceback
+    ("latency", ["--small-iters", "0"], "--small-iters must be >= 1"),
+])
+def test_benchmark_counts_out_of_range_are_refused_before_the_run(script, argv, phrase, capsys) -> None:
+    m = _module(script)
+    with pytest.raises(SystemExit) as exc:
+        (m.parse if script == "int8" else m.main)(argv)
+    assert exc.value.code == 2 and phrase in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_a_latency_smoke_run_does_not_replace_the_committed_results(tmp_path: Path, monkeypatch) -> None:
+    """`latency.py --skip-big --select-runs 0 ...` (its help's quick run) replaced latency.json, which the README
+    renders (and which then failed to render)."""
+    m = _module("latency")
+    seen = []
+    monkeypatch.setattr(m, "run_one", lambda args, n, out, argv: seen.append(out) or {})
+    monkeypatch.setattr(m, "check_results_path", lambda out, script: None)
+    for argv, name in ((["--skip-big"], "latency_quick.json"), (["--small-iters", "2"], "latency_quick.json"),
+                       ([], "latency.json")):
+        seen.clear()
+        try:
+            m.main(["--threads", "1", *argv])
+        except Exception:  # what main does with the (stubbed) run's results is not this test's
+            pass
+        assert [p.name for p in seen] == [name], argv
