@@ -75,6 +75,9 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
            "distill": dcfg.identity(), "ti_epochs": args.ti_epochs, "stitch_steps": args.stitch_steps,
            "finetune": fcfg.identity(),
            "instance_lr_scale": args.instance_lr_scale, "eval_images": args.eval_images}
+    from lgp_edge.datasets import check_data_name
+
+    check_data_name(args.data)  # before settings.json: a typo must not claim the work directory
     settings = work / "settings.json"
     if settings.is_file() and json.loads(settings.read_text()) != json.loads(json.dumps(key)):
         raise UsageError(f"'{work}' holds a demo-pool build with other settings or another ancestry; pass another "
@@ -204,4 +207,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from make_demo_pool import run_main
+
+    run_main(main, __file__)

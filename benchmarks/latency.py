@@ -463,4 +463,6 @@ def run_one(args: argparse.Namespace, threads: int, out: Path, argv: list[str] |
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from make_demo_pool import run_main
+
+    run_main(main, __file__)

@@ -103,6 +103,25 @@ def _refuse(name: str, message: str) -> None:
     raise SystemExit(2)
 
 
+def run_main(main: Any, script: str) -> None:
+    """A benchmark script's entry point: input lgp-edge refuses (a missing pool, an unknown dataset) is one line
+    and its exit code (2), Ctrl-C one line and exit 130 (the stages a script caches are kept for its next run),
+    not tracebacks."""
+    from lgp_edge.errors import LgpEdgeError
+
+    name = Path(script).name
+    try:
+        rc = main()
+    except LgpEdgeError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted; the same command continues from the stages it has finished, where it keeps "
+              "them", file=sys.stderr)
+        raise SystemExit(130) from None
+    raise SystemExit(rc)
+
+
 def write_results(out: Path, res: dict) -> Path:
     """``res`` as ``out``, atomically; NaN and infinity refused (a results file holds measured numbers only), and
     never over another benchmark's results (``check_results_path``, which a script also calls before its run)."""
@@ -248,4 +267,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main, __file__)

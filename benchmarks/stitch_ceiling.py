@@ -329,4 +329,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from make_demo_pool import run_main
+
+    run_main(main, __file__)

@@ -353,3 +353,31 @@ def test_a_latency_smoke_run_does_not_replace_the_committed_results(tmp_path: Pa
         except Exception:  # what main does with the (stubbed) run's results is not this test's
             pass
         assert [p.name for p in seen] == [name], argv
+
+
+@pytest.mark.parametrize("argv, phrase", [
+    (["ti_front.py", "--pool", "/nonexistent-pool"], "is not a pool directory"),
+    (["aux_init.py", "--data", "nope", "--steps", "1", "--images", "8"], "unknown --data 'nope'"),
+])
+def test_input_lgp_edge_refuses_is_one_line_from_a_benchmark_script(argv, phrase, tmp_path: Path) -> None:
+    """`--pool /nonexist`, `--data nope` and the like ended benchmark scripts in tracebacks."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / argv[0]
+    done = subprocess.run([sys.executable, str(script), *argv[1:], "--out", str(tmp_path / "r.json")],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip() and not ln.startswith("WARNING")]
+    assert done.returncode == 2 and len(lines) == 1 and phrase in lines[0], done.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_in_a_benchmark_script_is_one_line(capsys) -> None:
+    m = _module("make_demo_pool")
+
+    def stopped() -> int:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exc:
+        m.run_main(stopped, "benchmarks/paper_replication.py")
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 130 and err.startswith("paper_replication.py: interrupted") and "\n" not in err
