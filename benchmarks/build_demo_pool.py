@@ -58,6 +58,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
     rep = stderr_reporter(args.quiet)
     check_output_dir(args.out, True, kind="pool")  # the demo pool it replaces, never anything else
+    if args.ancestry_checkpoint is not None and not Path(args.ancestry_checkpoint).exists():
+        raise UsageError(f"--ancestry-checkpoint {args.ancestry_checkpoint}: no such file or folder")
     anc = default_checkpoint(args.ancestry, args.ancestry_checkpoint)
     if anc is None:
         raise UsageError(f"no trained weights ship for '{args.ancestry}': pass --ancestry-checkpoint DIR")

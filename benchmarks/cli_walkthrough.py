@@ -63,6 +63,11 @@ def run_step(args: list[str], cwd: Path, env: dict[str, str], ok: tuple[int, ...
                          text=True, check=False, timeout=1800)
     wall = time.perf_counter() - t0
     command = "lgp-edge " + shlex.join(args)
+    if run.returncode == 2 and 2 not in ok:  # lgp-edge refused its input (e.g. a --profile-descendant it lacks)
+        from lgp_edge.errors import UsageError
+
+        last = (run.stderr.strip().splitlines() or ["(no message)"])[-1]
+        raise UsageError(f"{command} refused its input: {last}")
     if run.returncode not in ok:
         raise RuntimeError(f"{command} exited {run.returncode}: {run.stderr.strip()[-2000:]}")
     return {"command": command, "wall_s": round(wall, 2), "exit_code": run.returncode,
@@ -175,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="passed to profile as --descendant (repeatable; default: every descendant, the README's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cli_walkthrough.json"))
     args = ap.parse_args(argv)
+    for flag, value in (("--iters", args.iters), ("--val-images", args.val_images)):
+        if value is not None and value < 1:  # --iters 0 was recorded while profile ran its default 50
+            ap.error(f"{flag} must be >= 1, got {value}")
+    if not args.tight_budget_ms > 0:
+        ap.error(f"--tight-budget-ms must be > 0, got {args.tight_budget_ms}")
     if args.out:
         check_results_path(Path(args.out), __file__)  # before the run, not after it
     import onnxruntime

@@ -250,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     text = Path(args.provenance_json).read_text() if Path(args.provenance_json).is_file() else args.provenance_json
-    prov = json.loads(text)
+    try:
+        prov = json.loads(text)
+    except json.JSONDecodeError as exc:
+        p.error(f"--provenance-json is neither a JSON object nor a file holding one ({exc})")
+    if not isinstance(prov, dict):
+        p.error("--provenance-json must be a JSON object (command, settings...)")
     if args.interim:
         prov["interim"] = True
         prov.setdefault("note", "interim demo pool (small settings) until the paper-replication benchmark's pool "

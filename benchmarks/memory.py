@@ -155,15 +155,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-images", type=int, default=300, help="export's validation images (default 300)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory.json"))
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     if args.out:
         from make_demo_pool import check_results_path
 
         check_results_path(Path(args.out), __file__)  # before the run, not after it
-    batches = sorted({int(b) for b in args.batches.split(",")})
+    try:
+        batches = sorted({int(b) for b in args.batches.split(",")})
+    except ValueError:
+        ap.error(f"--batches needs a comma list of batch sizes, 1 and a larger one; got {args.batches!r}")
     if batches[0] != 1 or len(batches) < 2:
         ap.error("--batches needs 1 and a larger batch")
+    for flag, value in (("--threads", args.threads), ("--repeats", args.repeats), ("--val-images", args.val_images)):
+        if value < 1:
+            ap.error(f"{flag} must be >= 1, got {value}")
     top = batches[-1]
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import onnxruntime as ort
     from make_demo_pool import pool_weights_sha256, repo_path, run_provenance, write_results
 

@@ -203,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=100, help="runs per timed block")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "switchable.json"))
     args = ap.parse_args(argv)
+    for flag, value in (("--threads", args.threads), ("--rounds", args.rounds), ("--iters", args.iters)):
+        if value < 1:
+            ap.error(f"{flag} must be >= 1, got {value}")
     if args.out:
         check_results_path(Path(args.out), __file__)  # before the run, not after it
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)

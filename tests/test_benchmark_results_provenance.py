@@ -381,3 +381,18 @@ def test_ctrl_c_in_a_benchmark_script_is_one_line(capsys) -> None:
         m.run_main(stopped, "benchmarks/paper_replication.py")
     err = capsys.readouterr().err.strip()
     assert exc.value.code == 130 and err.startswith("paper_replication.py: interrupted") and "\n" not in err
+
+
+@pytest.mark.parametrize("script, argv, phrase", [
+    ("memory", ["--batches", "1,x"], "--batches needs a comma list"),  # a ValueError traceback
+    ("memory", ["--repeats", "0"], "--repeats must be >= 1"),  # a traceback after 16 s of work
+    ("switchable", ["--rounds", "0"], "--rounds must be >= 1"),
+    ("cli_walkthrough", ["--iters", "0"], "--iters must be >= 1"),  # recorded 0, profile ran its default 50
+    ("cli_walkthrough", ["--tight-budget-ms", "-1"], "--tight-budget-ms must be > 0"),
+    ("make_demo_pool", ["src", "--provenance-json", "{not json"], "--provenance-json is neither"),
+    ("make_demo_pool", ["src", "--provenance-json", "[1]"], "--provenance-json must be a JSON object"),
+])
+def test_a_benchmark_scripts_own_bad_input_is_one_line(script, argv, phrase, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        _module(script).main(argv)
+    assert exc.value.code == 2 and phrase in capsys.readouterr().err.splitlines()[-1]
