@@ -105,8 +105,7 @@ def _refuse(name: str, message: str) -> None:
 
 def run_main(main: Any, script: str) -> None:
     """A benchmark script's entry point: input lgp-edge refuses (a missing pool, an unknown dataset) is one line
-    and its exit code (2), Ctrl-C one line and exit 130 (the stages a script caches are kept for its next run),
-    not tracebacks."""
+    and its exit code (2), Ctrl-C one line and exit 130, not tracebacks."""
     from lgp_edge.errors import LgpEdgeError
 
     name = Path(script).name
@@ -116,8 +115,8 @@ def run_main(main: Any, script: str) -> None:
         print(f"{name}: error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
-        print(f"{name}: interrupted; the same command continues from the stages it has finished, where it keeps "
-              "them", file=sys.stderr)
+        print(f"{name}: interrupted (a script that caches its stages, as paper_replication.py does, reuses the "
+              "finished ones when the same command runs again)", file=sys.stderr)
         raise SystemExit(130) from None
     raise SystemExit(rc)
 
