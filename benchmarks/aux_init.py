@@ -34,7 +34,7 @@ from lgp_edge.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import check_results_path, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+from make_demo_pool import check_results_path, repo_path, results_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
 provenance = functools.partial(run_provenance, "aux_init.py")  # this script's run record
 
@@ -90,14 +90,6 @@ def results(runs: dict[str, dict], args: argparse.Namespace, ancestry: dict, hea
             "steps": args.steps, "images": images.pop(), "runs": runs, "wall_s": wall_s}
 
 
-def results_path(args: argparse.Namespace) -> Path:
-    """--out, else benchmarks/results/aux_init.json for the full run, aux_init_quick.json for a smoke run (other
-    settings): a smoke run never replaces the committed results, which the README renders."""
-    if args.out is not None:
-        return Path(args.out)
-    return ROOT / "benchmarks" / "results" / f"aux_init{'_quick' if args.quick else ''}.json"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=150, help="distillation steps of 256 images per run (default 150)")
@@ -114,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps < 1 or args.images < 0 or args.threads < 1:
         p.error("--steps and --threads must be >= 1, --images >= 0")
     args.quick = (args.steps, args.images, args.ancestry, args.data) != (150, 0, "lgp_vit_fmnist", "fashion-mnist")
-    args.out = str(results_path(args))
+    args.out = str(results_path(__file__, args.out, args.quick))
     check_results_path(Path(args.out), __file__)  # before the run, not after it
     torch.set_num_threads(args.threads)
     header, (ckpt, ancestry) = provenance(argv), ancestry_record(args.ancestry)

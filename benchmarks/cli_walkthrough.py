@@ -40,7 +40,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import check_results_path, pool_weights_sha256, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record)
+from make_demo_pool import (  # noqa: E402  (the benchmarks' run record)
+    check_counts,
+    check_results_path,
+    pool_weights_sha256,
+    repo_path,
+    run_provenance,
+    write_results,
+)
 
 provenance = functools.partial(run_provenance, "cli_walkthrough.py")  # this script's run record
 
@@ -180,9 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="passed to profile as --descendant (repeatable; default: every descendant, the README's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cli_walkthrough.json"))
     args = ap.parse_args(argv)
-    for flag, value in (("--iters", args.iters), ("--val-images", args.val_images)):
-        if value is not None and value < 1:  # --iters 0 was recorded while profile ran its default 50
-            ap.error(f"{flag} must be >= 1, got {value}")
+    check_counts(ap, ("--iters", args.iters, 1), ("--val-images", args.val_images, 1))  # 0: recorded, not run
     if not args.tight_budget_ms > 0:
         ap.error(f"--tight-budget-ms must be > 0, got {args.tight_budget_ms}")
     if args.out:

@@ -47,7 +47,15 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import check_results_path, pool_weights_sha256, repo_path, run_provenance, write_results  # noqa: E402  (the benchmarks' shared helpers)
+from make_demo_pool import (  # noqa: E402  (the benchmarks' shared helpers)
+    check_counts,
+    check_results_path,
+    pool_weights_sha256,
+    repo_path,
+    results_path,
+    run_provenance,
+    write_results,
+)
 
 provenance = functools.partial(run_provenance, "int8.py")  # this script's run record
 
@@ -238,13 +246,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default=None,
                    help="results file (default benchmarks/results/int8.json; with --quick int8_quick.json)")
     args = p.parse_args(argv)
-    for flag, value, low in (("--images", args.images, 1), ("--calib-images", args.calib_images, 1),
-                             ("--accuracy-models", args.accuracy_models, 0), ("--speed-calib", args.speed_calib, 1),
-                             ("--rounds", args.rounds, 1), ("--per-round", args.per_round, 1)):
-        if value < low:  # --images -1 took 9,999 images (a slice to -1)
-            p.error(f"{flag} must be >= {low}, got {value}")
-    if args.out is None:
-        args.out = str(RESULTS / ("int8_quick.json" if args.quick else "int8.json"))
+    check_counts(p, ("--images", args.images, 1), ("--calib-images", args.calib_images, 1),  # -1: 9,999 images
+                 ("--accuracy-models", args.accuracy_models, 0), ("--speed-calib", args.speed_calib, 1),
+                 ("--rounds", args.rounds, 1), ("--per-round", args.per_round, 1))
+    args.out = str(results_path(__file__, args.out, args.quick))
     check_results_path(Path(args.out), __file__)  # before the run, not after it
     if args.part != "all":
         args.kept = kept_part(Path(args.out), "accuracy" if args.part == "speed" else "speed", args.quick)

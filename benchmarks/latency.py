@@ -61,7 +61,14 @@ from lgp_edge.targets import load_target, targets_root
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import check_results_path, pool_weights_sha256, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+from make_demo_pool import (  # noqa: E402  (the benchmarks' run record and writer)
+    check_counts,
+    check_results_path,
+    pool_weights_sha256,
+    results_path,
+    run_provenance,
+    write_results,
+)
 
 provenance = functools.partial(run_provenance, "latency.py")  # this script's run record
 
@@ -375,15 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         counts = []
     if not counts or min(counts) < 1:
         p.error(f"--threads needs counts >= 1, got {args.threads!r}")
-    for flag, value, low in (("--small-iters", args.small_iters, 1), ("--small-rounds", args.small_rounds, 1),
-                             ("--big-iters", args.big_iters, 1), ("--big-passes", args.big_passes, 1),
-                             ("--select-runs", args.select_runs, 0)):
-        if value < low:
-            p.error(f"{flag} must be >= {low}, got {value}")
+    check_counts(p, ("--small-iters", args.small_iters, 1), ("--small-rounds", args.small_rounds, 1),
+                 ("--big-iters", args.big_iters, 1), ("--big-passes", args.big_passes, 1),
+                 ("--select-runs", args.select_runs, 0))
     quick = args.skip_big or any(v < full for v, full in zip(
         (args.small_iters, args.small_rounds, args.big_iters, args.big_passes, args.select_runs), (60, 5, 9, 3, 10)))
-    if args.out is None:
-        args.out = str(ROOT / "benchmarks" / "results" / f"latency{'_quick' if quick else ''}.json")
+    args.out = str(results_path(__file__, args.out, quick))
     check_results_path(Path(args.out), __file__)  # before the run, not after it
     results = []
     for n in counts:

@@ -98,6 +98,22 @@ def check_results_path(out: Path, benchmark: str) -> None:
                           f", not {name}.py's; choose another --out")
 
 
+def check_counts(p: argparse.ArgumentParser, *checks: tuple[str, int | None, int]) -> None:
+    """Each ``(flag, value, least)``: a value below its least is the parser's one-line error (exit 2), before the
+    run; None (not given) passes."""
+    for flag, value, least in checks:
+        if value is not None and value < least:
+            p.error(f"{flag} must be >= {least}, got {value}")
+
+
+def results_path(script: str, out: str | None, quick: bool) -> Path:
+    """``--out``, else benchmarks/results/<script>.json for a full run and <script>_quick.json for a smoke run
+    (other settings): a smoke run never replaces the committed results, which the README renders."""
+    if out is not None:
+        return Path(out)
+    return ROOT / "benchmarks" / "results" / f"{Path(script).stem}{'_quick' if quick else ''}.json"
+
+
 def _refuse(name: str, message: str) -> None:
     print(f"{name}.py: error: {message}", file=sys.stderr)
     raise SystemExit(2)

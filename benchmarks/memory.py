@@ -156,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory.json"))
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from make_demo_pool import check_counts, check_results_path
+
     if args.out:
-        from make_demo_pool import check_results_path
 
         check_results_path(Path(args.out), __file__)  # before the run, not after it
     try:
@@ -166,9 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--batches needs a comma list of batch sizes, 1 and a larger one; got {args.batches!r}")
     if batches[0] != 1 or len(batches) < 2:
         ap.error("--batches needs 1 and a larger batch")
-    for flag, value in (("--threads", args.threads), ("--repeats", args.repeats), ("--val-images", args.val_images)):
-        if value < 1:
-            ap.error(f"{flag} must be >= 1, got {value}")
+    check_counts(ap, ("--threads", args.threads, 1), ("--repeats", args.repeats, 1),
+                 ("--val-images", args.val_images, 1))
     top = batches[-1]
     import onnxruntime as ort
     from make_demo_pool import pool_weights_sha256, repo_path, run_provenance, write_results

@@ -66,7 +66,7 @@ from lgp_edge.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import git_rev, repo_path, repo_paths_in, utc_iso  # noqa: E402  (the shipped pools' provenance helpers, one copy)
+from make_demo_pool import check_counts, git_rev, repo_path, repo_paths_in, utc_iso  # noqa: E402  (the shipped pools' provenance helpers, one copy)
 
 log = logging.getLogger("paper_replication")
 DATA = "fashion-mnist"  # defaults; --data / --ancestry change them (tests use lgp_test_tiny + synthetic)
@@ -1391,12 +1391,10 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--only-distill needs --stages: the run that assembles the results uses every distillation")
     if args.workers < 0:
         p.error(f"--workers must be >= 0, got {args.workers}")
-    for flag, value, low in (("--distill-epochs", args.distill_epochs, 1),
-                             ("--finetune-epochs", args.finetune_epochs, 1),
-                             ("--ancestry-epochs", args.ancestry_epochs, 1),
-                             ("--steps-per-epoch", args.steps_per_epoch, 0), ("--eval-images", args.eval_images, 0)):
-        if value is not None and value < low:  # a negative cap sliced whole epochs and was recorded as run
-            p.error(f"{flag} must be >= {low}, got {value}")
+    check_counts(p, ("--distill-epochs", args.distill_epochs, 1), ("--finetune-epochs", args.finetune_epochs, 1),
+                 ("--ancestry-epochs", args.ancestry_epochs, 1),
+                 ("--steps-per-epoch", args.steps_per_epoch, 0),  # a negative cap sliced whole epochs, recorded
+                 ("--eval-images", args.eval_images, 0))
     if args.width_epochs is not None:
         unknown = sorted({w for w, _ in args.width_epochs} - {"ti", "s", "b"})
         if unknown:

@@ -35,7 +35,7 @@ from lgp_edge.train import TrainConfig, evaluate
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from aux_init import ancestry_record  # noqa: E402  (the shipped ancestry and what identifies it)
-from make_demo_pool import check_results_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+from make_demo_pool import check_results_path, results_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
 provenance = functools.partial(run_provenance, "position_loss.py")
 MODEL = "ti6"
@@ -70,14 +70,6 @@ def run(mode: str, args: argparse.Namespace, tmp: Path, checkpoint: str) -> dict
             "images": n, "epoch_loss": record["runs"][0]["epoch_loss"]}
 
 
-def results_path(args: argparse.Namespace) -> Path:
-    """--out, else benchmarks/results/position_loss.json for the full run, position_loss_quick.json for a smoke run
-    (other settings): a smoke run never replaces the committed results, which the README renders."""
-    if args.out is not None:
-        return Path(args.out)
-    return ROOT / "benchmarks" / "results" / f"position_loss{'_quick' if args.quick else ''}.json"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--epochs", type=int, default=10, help="distillation epochs per run (default 10)")
@@ -94,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--epochs must be >= 1, --steps and --images >= 0")
     args.quick = (args.epochs, args.steps, args.images, args.ancestry, args.data) != (
         10, 0, 0, "lgp_vit_fmnist", "fashion-mnist")
-    args.out = str(results_path(args))
+    args.out = str(results_path(__file__, args.out, args.quick))
     check_results_path(Path(args.out), __file__)  # before the run, not after it
     args.steps = args.steps or None
     header, (ckpt, ancestry) = provenance(argv), ancestry_record(args.ancestry)

@@ -40,7 +40,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_demo_pool import check_results_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
+from make_demo_pool import check_counts, check_results_path, run_provenance, write_results  # noqa: E402  (the benchmarks' run record and writer)
 
 provenance = functools.partial(run_provenance, "switchable.py")  # this script's run record
 
@@ -203,9 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=100, help="runs per timed block")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "switchable.json"))
     args = ap.parse_args(argv)
-    for flag, value in (("--threads", args.threads), ("--rounds", args.rounds), ("--iters", args.iters)):
-        if value < 1:
-            ap.error(f"{flag} must be >= 1, got {value}")
+    check_counts(ap, ("--threads", args.threads, 1), ("--rounds", args.rounds, 1), ("--iters", args.iters, 1))
     if args.out:
         check_results_path(Path(args.out), __file__)  # before the run, not after it
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)

@@ -191,6 +191,14 @@ def with_overrides(profile: DeviceProfile, *, budget_ms: float | None = None, me
     return dataclasses.replace(profile, **changes) if changes else profile
 
 
+def check_thread_count(target: Any, runtime: str, fix: str = "drop --threads") -> None:
+    """A thread count asked of ``runtime`` on ``target``: refused where the runtime has none (a GPU or NPU runtime;
+    its runs would be left out as measured at another count)."""
+    if runtime not in CPU_RUNTIMES:
+        raise UsageError(f"target '{target.name}' runs {runtime}, which has no thread count (threads are a CPU "
+                         f"runtime's: {', '.join(CPU_RUNTIMES)}): {fix}")
+
+
 def check_against_target(profile: DeviceProfile, target: Any) -> None:
     """A profile's precision and formats must be ones its target supports (exit 2 otherwise)."""
     if profile.precision not in target.precisions:
@@ -203,9 +211,7 @@ def check_against_target(profile: DeviceProfile, target: Any) -> None:
     if profile.threads is not None:
         from lgp_edge.select import profile_runtime
 
-        if (runtime := profile_runtime(profile, target)) not in CPU_RUNTIMES:
-            raise UsageError(f"target '{target.name}' runs {runtime}, which has no thread count (threads are a CPU "
-                             f"runtime's: {', '.join(CPU_RUNTIMES)}): drop --threads (or the profile's 'threads')")
+        check_thread_count(target, profile_runtime(profile, target), "drop --threads (or the profile's 'threads')")
     if profile.threads is not None and target.connection.kind == "local":
         from lgp_edge.profiling.host import usable_cpus
 

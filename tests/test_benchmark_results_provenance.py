@@ -317,12 +317,10 @@ def test_a_results_file_of_another_benchmark_or_a_bad_out_is_refused_before_the_
     mine.write_text(json.dumps({"benchmark": "benchmarks/aux_init.py"}))
     aux.check_results_path(mine, "aux_init")  # its own results: replaced
     # a smoke run's default results file is not the committed one
-    import argparse
-
     for name in ("aux_init", "position_loss"):
         m = _module(name)
-        assert m.results_path(argparse.Namespace(out=None, quick=False)).name == f"{name}.json"
-        assert m.results_path(argparse.Namespace(out=None, quick=True)).name == f"{name}_quick.json"
+        assert m.results_path(m.__file__, None, False).name == f"{name}.json"
+        assert m.results_path(m.__file__, None, True).name == f"{name}_quick.json"
 
 
 @pytest.mark.parametrize("script, argv, phrase", [

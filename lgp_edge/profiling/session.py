@@ -15,7 +15,6 @@ from typing import Any
 from lgp_edge.errors import UsageError
 from lgp_edge.fileio import remove_empty_dirs
 from lgp_edge.progress import NULL, counted
-from lgp_edge.specs import CPU_RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -249,9 +248,10 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
     req = _validate(req)
     target = load_target(req.target, req.targets_dir)
     runtime = req.runtime or target.runtime
-    if req.threads is not None and runtime not in CPU_RUNTIMES:
-        raise UsageError(f"target '{target.name}' runs {runtime}, which has no thread count (threads are a CPU "
-                         f"runtime's: {', '.join(CPU_RUNTIMES)}): drop --threads")
+    if req.threads is not None:
+        from lgp_edge.profiles import check_thread_count
+
+        check_thread_count(target, runtime)
     precision = req.precision or prof.default_precision(target)
     settings = measure_settings(req, target)
     measuring = not req.predict or req.check or req.calibrate or (
