@@ -1,7 +1,7 @@
 """The README's CLI walkthrough, run as a user runs it, on a fresh store: what each command chose and measured.
 
     python benchmarks/cli_walkthrough.py [--pool POOL] [--tight-budget-ms 1.6] [--val-images N] [--iters N]
-        [--profile-descendant KEY]
+        [--profile-descendant KEY]          # the demo pool: 74 s on 2 AMD EPYC cores
 
 Each step is a new process (``python -m lgp_edge``, this checkout's code) in a new temporary directory with a new
 measurement store (``$LGP_EDGE_STORE``, so the commands are the README's, without ``--store``):
@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=None, help="passed to profile (default: profile's own, 50)")
     ap.add_argument("--profile-descendant", action="append", default=[], metavar="KEY",
                     help="passed to profile as --descendant (repeatable; default: every descendant, the README's)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cli_walkthrough.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "cli_walkthrough.json"),
+                    help="results file (default benchmarks/results/cli_walkthrough.json)")
     args = ap.parse_args(argv)
     check_counts(ap, ("--iters", args.iters, 1), ("--val-images", args.val_images, 1))  # 0: recorded, not run
     if not args.tight_budget_ms > 0:

@@ -56,7 +56,8 @@ def run_dir(work: Path, models: tuple[str, ...], epochs: int, precision: str) ->
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_args(p, RUNS, "distill-bf16", each=", made in each precision")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_bf16.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_bf16.json"),
+                   help="results file (default benchmarks/results/distill_bf16.json)")
     s = start(p, argv, RUNS)
     args, rep, checkpoint, teacher, aspec, data, images = (s.args, s.reporter, s.checkpoint, s.teacher, s.aspec,
                                                            s.data, s.images)

@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_args(p, RUNS, "distill-convergence")
     p.add_argument("--replication", default=str(REPLICATION), help="the replication results file to compare with")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_convergence.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distill_convergence.json"),
+                   help="results file (default benchmarks/results/distill_convergence.json)")
     s = start(p, argv, RUNS)
     args, rep, checkpoint, teacher, aspec, data, images = (s.args, s.reporter, s.checkpoint, s.teacher, s.aspec,
                                                            s.data, s.images)

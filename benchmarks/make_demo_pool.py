@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("src", help="fine-tuned, evaluated pool directory")
     p.add_argument("--data", default="fashion-mnist")
-    p.add_argument("--out", default=str(demo_pool_dir()))
+    p.add_argument("--out", default=str(demo_pool_dir()),
+                   help="where the demo pool goes (default: the package's, lgp_edge/data/demo_pool)")
     p.add_argument("--provenance-json", default="{}", help="JSON object or a file holding one (command, settings…)")
     p.add_argument("--interim", action="store_true", help="mark the pool as an interim demo pool")
     p.add_argument("--max-mb", type=float, default=20.0)

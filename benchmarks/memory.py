@@ -1,7 +1,7 @@
 """Peak resident memory of an exported descendant in ONNX Runtime, against the memory lgp-edge charges it.
 
     python benchmarks/memory.py [--pool POOL] [--descendant b6.0-5] [--reference ti6.0-5] [--batches 1,512]
-        [--threads 1] [--repeats 3]
+        [--threads 1] [--repeats 3]        # the demo pool: 33 s on 2 AMD EPYC cores
 
 The ONNX files are lgp-edge's own: ``lgp-edge export --target cpu --descendant KEY --format onnx`` (a new process,
 this checkout's code), ``--dynamic-batch`` for the file measured at every batch, and the default static batch-1
@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default 1)")
     ap.add_argument("--repeats", type=int, default=3, help="processes per figure; the median is kept (default 3)")
     ap.add_argument("--val-images", type=int, default=300, help="export's validation images (default 300)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory.json"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "memory.json"),
+                    help="results file (default benchmarks/results/memory.json)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from make_demo_pool import check_counts, check_results_path

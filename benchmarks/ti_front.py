@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--held-images", type=int, default=500, help="test images the stitch R^2 is measured on")
     p.add_argument("--images", type=int, default=0, help="test images for top-1 (0: the whole test set)")
     p.add_argument("--data", default="fashion-mnist")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ti_front.json"))
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "ti_front.json"),
+                   help="results file (default benchmarks/results/ti_front.json)")
     args = p.parse_args(argv)
     if args.out:
         check_results_path(Path(args.out), __file__)  # before the run, not after it
