@@ -385,16 +385,30 @@ def _epoch_loader(train_set: Dataset, sampler: DistributedSampler, cfg: TrainCon
     gen = torch.Generator().manual_seed(((cfg.seed * 1_000_003 + epoch) * 1_009 + plan.rank) % (2 ** 63))
     return DataLoader(train_set, batch_sampler=batches, num_workers=cfg.num_workers, generator=gen,
                       pin_memory=plan.device.type == "cuda", persistent_workers=False,
-                      worker_init_fn=_worker_ignores_sigterm if cfg.num_workers else None)
+                      worker_init_fn=data_loading_worker_init if cfg.num_workers else None)
 
 
-def _worker_ignores_sigterm(worker_id: int) -> None:
-    """A data-loading worker leaves SIGTERM to the main process, which stops the workers as it unwinds (``timeout``
-    and systemd signal the whole process group: a worker dying of it made torch print a traceback). torch's own
-    watchdog still ends a worker whose main process is gone."""
+def data_loading_worker_init(worker_id: int) -> None:
+    """A data-loading worker leaves stopping to the main process, which owns the terminal.
+
+    SIGTERM is ignored: the main process stops the workers as it unwinds (``timeout`` and systemd signal the whole
+    process group: a worker dying of it made torch print a traceback); torch's own watchdog still ends a worker
+    whose main process is gone. A broken connection in multiprocessing's fd-passing thread (the main process,
+    stopped while taking a batch's shared memory, gone mid-handshake) is not printed: the main process says why it
+    stopped, and a main process that goes on reports its own failed receive.
+    """
     import signal
+    import sys
+    from multiprocessing import AuthenticationError
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    default = sys.excepthook
+
+    def excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        if not issubclass(kind, (EOFError, ConnectionError, AuthenticationError)):
+            default(kind, value, tb)
+
+    sys.excepthook = excepthook
 
 
 def _run_epoch(loop: _Loop, train_set: Dataset, sampler: DistributedSampler, epoch: int, skip: int,

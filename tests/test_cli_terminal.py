@@ -216,6 +216,33 @@ def test_sigterm_to_the_process_group_with_data_loading_workers_is_one_line(tmp_
     assert err.strip().endswith("lgp-edge: terminated")
 
 
+WORKER_HANDSHAKE = """
+import os, socket, sys, time
+from multiprocessing import resource_sharer
+
+from lgp_edge.train import data_loading_worker_init
+
+data_loading_worker_init(0)
+# a batch's shared memory is offered to the main process through multiprocessing's fd-passing listener
+resource_sharer.DupFd(os.open(os.devnull, os.O_RDONLY))
+# the main process, stopped by the group's SIGTERM while it unpickles that batch: connected, gone mid-handshake
+s = socket.socket(socket.AF_UNIX)
+s.connect(resource_sharer._resource_sharer._address)
+s.close()
+time.sleep(0.5)
+print("worker alive", file=sys.stderr)
+"""
+
+
+def test_a_data_loading_worker_whose_main_process_stops_mid_handshake_prints_no_traceback(tmp_path):
+    """The group's SIGTERM reached the main process while it was taking a batch's shared memory from a worker: the
+    worker's fd-passing thread printed a BrokenPipeError traceback under the one line (seen in the test above on a
+    loaded machine). The main process, which owns the terminal, says what happened."""
+    run = subprocess.run([sys.executable, "-c", WORKER_HANDSHAKE], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert run.returncode == 0 and run.stderr == "worker alive\n", run.stderr
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 @pytest.mark.parametrize("argv", [["targets", "list", "--json"], ["--version"]])
 def test_output_that_cannot_be_written_names_the_standard_output_and_fails(tmp_path, argv):
