@@ -4,7 +4,8 @@
         [--profile-descendant KEY]          # the demo pool: 74 s on 2 AMD EPYC cores
 
 Each step is a new process (``python -m lgp_edge``, this checkout's code) in a new temporary directory with a new
-measurement store (``$LGP_EDGE_STORE``, so the commands are the README's, without ``--store``):
+measurement store (``$LGP_EDGE_STORE``, so the commands are the README's, without ``--store``) and an empty
+exported-graph cache (``$LGP_EDGE_CACHE``: export reads back the graph profile exported, as on a new machine):
 
 1. ``lgp-edge profile --target cpu --runtime onnxruntime --json``: every descendant measured on this CPU;
 2. ``lgp-edge profiles list --json``, then ``lgp-edge select --profile NAME --json`` for every built-in profile
@@ -56,10 +57,11 @@ FP32_IN_NOTE = re.compile(r"the fp32 ONNX file itself: max\|diff\| ([0-9.eE+-]+)
 
 
 def cli_env(store: Path) -> dict[str, str]:
-    """The environment of every step: this checkout's lgp_edge first on the path, the fresh store."""
+    """The environment of every step: this checkout's lgp_edge first on the path, the fresh store, and an empty
+    exported-graph cache beside it (a new machine's: export reads back what profile exported, as there)."""
     path = os.environ.get("PYTHONPATH")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *([path] if path else [])]),
-            "LGP_EDGE_STORE": str(store)}
+            "LGP_EDGE_STORE": str(store), "LGP_EDGE_CACHE": str(store.parent / "cache")}
 
 
 def run_step(args: list[str], cwd: Path, env: dict[str, str], ok: tuple[int, ...] = (0,)) -> dict:
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "benchmarks/cli_walkthrough.py", **header,
         "what": "the README's walkthrough commands, each a new 'python -m lgp_edge' process, in a new directory "
-                "with a new measurement store ($LGP_EDGE_STORE): profile on cpu, select for every built-in profile, "
+                "with a new measurement store ($LGP_EDGE_STORE) and an empty exported-graph cache ($LGP_EDGE_CACHE): "
+                "profile on cpu, select for every built-in profile, "
                 "export for cpu and jetson-nano, select for jetson-nano at a tighter budget",
         "pool": {"path": repo_path(pool_dir), "bundled_demo_pool": args.pool is None, "pool_id": pm.spec.pool_id,
                  "weights_sha256": pool_weights_sha256(pool_dir), "descendants": len(pm.descendants)},

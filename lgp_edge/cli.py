@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 from lgp_edge import __version__
 from lgp_edge.commands.common import HELD, HeldWarnings
 from lgp_edge.errors import STDOUT, WRITE_ERRNOS, LgpEdgeError, UsageError, write_failed
+from lgp_edge.export import graph_cache
 
 COMMAND_MODULES = (
     "ancestry",
@@ -337,6 +338,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None, held: HeldWarning
     words = sys.argv[1:] if argv is None else list(argv)
     log.debug("lgp-edge %s (python %s): %s", __version__, sys.version.split()[0], " ".join(words))
     try:
+        graph_cache.limit_bytes()  # a bad $LGP_EDGE_CACHE_MB is refused before any work
         rc = int(args.func(args) or 0)
     except LgpEdgeError as exc:
         return _failed(exc, held)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 # Under pytest-xdist (``-n``, see pyproject.toml) each worker gets its share of the cores, set before torch
@@ -12,6 +15,12 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
 if _WORKERS > 1:
     _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _CORES // _WORKERS)))
+
+# One exported-graph cache per test process (lgp_edge/export/graph_cache.py): a model exported by one test is
+# read back by the next, as in a user's profile-then-export; never the user's own ~/.cache/lgp-edge.
+_CACHE = tempfile.mkdtemp(prefix="lgp-edge-test-cache-")
+os.environ["LGP_EDGE_CACHE"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, True)
 
 import pytest  # noqa: E402
 from helpers import make_tiny_pool  # noqa: E402

@@ -133,9 +133,11 @@ def test_a_tools_write_past_the_file_size_limit_exits_2_saying_so(fmt, target, k
     no_leftovers(tmp_path)
 
 
-def test_a_file_size_limit_of_zero_is_one_line_not_tempfiles_traceback(tiny_pool, tmp_path):
+def test_a_file_size_limit_of_zero_is_one_line_not_tempfiles_traceback(tiny_pool, tmp_path, monkeypatch):
     """`ulimit -f 0`: torch's import asks tempfile for a folder, none can be written, and its FileNotFoundError
-    ('No usable temporary directory found') was a traceback, exit 1."""
+    ('No usable temporary directory found') was a traceback, exit 1. (The exporter's own scratch folder, so the
+    exported-graph cache is off: a cached graph needs none.)"""
+    monkeypatch.setenv("LGP_EDGE_CACHE_MB", "0")
     out = tmp_path / "exp"
     done = run_limited(0, ["export", "--pool", str(tiny_pool), "--target", "cpu", "--descendant", "ti6.0-5",
                            "--format", "onnx", "--data", "synthetic", "--val-images", "8", "--out", str(out)], tmp_path)
@@ -274,7 +276,9 @@ def test_an_empty_checkpoint_folder_is_no_interrupted_run(tmp_path, tiny_pool):
 def test_an_export_whose_temporary_onnx_graph_does_not_fit_in_tmpdir_names_tmpdir(tiny_pool, tmp_path, monkeypatch):
     """It said 'torch.onnx.export failed at opset 17: OSError: [Errno 28] No space left on device', as if the
     exporter had failed, and named neither the folder nor the fix. (The file-size limit stops the exporter's
-    raw graph, written to $TMPDIR first, as a nearly full $TMPDIR does.)"""
+    raw graph, written to $TMPDIR first, as a nearly full $TMPDIR does; the exported-graph cache is off, since a
+    cached graph is not exported again.)"""
+    monkeypatch.setenv("LGP_EDGE_CACHE_MB", "0")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))

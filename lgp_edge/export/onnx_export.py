@@ -89,9 +89,8 @@ def _dynamo(model: nn.Module, example: torch.Tensor, path: Path, *, opset: int, 
                       optimize=True, external_data=False)
 
 
-def _finish(proto: Any, opset: int, metadata: Mapping[str, str]) -> Any:
-    """Opset checked, onnxslim applied, ``metadata`` attached, full checker passed."""
-    import onnx
+def _slim(proto: Any, opset: int) -> Any:
+    """Opset checked, onnxslim applied: the graph the exported-graph cache keeps."""
     import onnxslim
 
     got = onnx_opset(proto)
@@ -100,9 +99,15 @@ def _finish(proto: Any, opset: int, metadata: Mapping[str, str]) -> Any:
     with contextlib.redirect_stdout(io.StringIO()):
         slim = onnxslim.slim(proto)
     if slim is not None and onnx_opset(slim) == opset:
-        proto = slim
-    else:
-        log.warning("onnxslim did not return a model at opset %d; keeping the unsimplified graph", opset)
+        return slim
+    log.warning("onnxslim did not return a model at opset %d; keeping the unsimplified graph", opset)
+    return proto
+
+
+def _finish(proto: Any, opset: int, metadata: Mapping[str, str]) -> Any:
+    """``metadata`` attached, full checker passed."""
+    import onnx
+
     del proto.metadata_props[:]
     for k, v in metadata.items():
         entry = proto.metadata_props.add()
@@ -151,6 +156,21 @@ def _shipped(model: nn.Module, example: torch.Tensor, path: Path, *, opset: int,
              metadata: Mapping[str, str]) -> None:
     import onnx
 
+    from lgp_edge.export import graph_cache
+
+    key = graph_cache.graph_key(model, example, opset=opset, dynamic_batch=dynamic_batch)
+    proto = graph_cache.load(key) if key else None
+    if proto is None:
+        proto = _slim(_exported(model, example, opset=opset, dynamic_batch=dynamic_batch), opset)
+        if key:
+            graph_cache.store(key, proto)
+    onnx.save(_finish(proto, opset, metadata), str(path))
+
+
+def _exported(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic_batch: bool) -> Any:
+    """The exporter's raw graph (dynamo from opset 17, TorchScript below), via a scratch folder in $TMPDIR."""
+    import onnx
+
     exporter = _dynamo if opset >= DYNAMO_MIN_OPSET else _torchscript
     sink = io.StringIO()
     with _scratch() as tmp:
@@ -164,8 +184,7 @@ def _shipped(model: nn.Module, example: torch.Tensor, path: Path, *, opset: int,
             raise ExportError(f"torch.onnx.export failed at opset {opset}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc
         log.debug("torch.onnx.export output: %s", sink.getvalue()[-2000:])
-        proto = onnx.load(str(raw))  # also pulls in any external data file
-    onnx.save(_finish(proto, opset, metadata), str(path))
+        return onnx.load(str(raw))  # also pulls in any external data file
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *, opset: int = 17,

@@ -1,0 +1,240 @@
+"""The exported-graph cache: a shipped ONNX graph, exported once per model, options and tool versions.
+
+``lgp-edge profile`` exports every descendant and calibration probe it times, and ``lgp-edge export`` exports the
+chosen descendant again, each through the dynamo exporter and onnxslim (seconds for a small model, minutes for a
+DeiT-B-scale descendant). The simplified graph (before the metadata of one export is attached) is kept in
+``$LGP_EDGE_CACHE/onnx`` (default ``$XDG_CACHE_HOME/lgp-edge/onnx``, ``~/.cache/lgp-edge/onnx``) under a key
+that is the sha256 of everything the graph depends on:
+
+- every parameter and buffer of the model (name, dtype, shape, bytes);
+- every submodule's class, its plain attributes (``fused_attn``, ``eps``, ``num_heads``...) and its train/eval
+  mode;
+- the example input's shape and dtype, the opset, a dynamic batch;
+- the versions of torch, onnx, onnxscript, onnxslim and timm, and the source of lgp-edge itself (any change to
+  lgp-edge's code is another key).
+
+A model with forward hooks is never cached (a hook can change the graph). Each entry is ``KEY.onnx`` beside
+``KEY.json`` (its size and sha256, written last): an entry whose bytes do not match is removed and exported again.
+The cache holds at most ``$LGP_EDGE_CACHE_MB`` megabytes (default 2048), the least recently used entries going
+first; ``LGP_EDGE_CACHE_MB=0`` turns it off. Only files named as its entries are ever removed from the folder. A
+cache that cannot be read or written is skipped (said once per process in the log): an export never fails for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lgp_edge.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # the entry layout; bumped when the key or the stored graph changes meaning
+DEFAULT_MB = 2048
+ENTRY = re.compile(r"^[0-9a-f]{64}\.(onnx|json)$")
+PARTIAL = re.compile(r"^\.[0-9a-f]{64}\.(onnx|json)\.[A-Za-z0-9_]+\.tmp$")  # an entry a stopped process was writing
+PARTIAL_AGE_S = 24 * 3600
+_PLAIN = (bool, int, float, str, type(None))
+_warned: set[str] = set()
+
+
+def cache_root() -> Path:
+    """``$LGP_EDGE_CACHE``, else ``$XDG_CACHE_HOME/lgp-edge`` (``~/.cache/lgp-edge`` by default)."""
+    env = os.environ.get("LGP_EDGE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lgp-edge"
+
+
+def limit_bytes() -> int:
+    """``$LGP_EDGE_CACHE_MB`` in bytes (0: the cache is off); a bad value is a UsageError (the command line checks it
+    before any work)."""
+    raw = os.environ.get("LGP_EDGE_CACHE_MB", "").strip()
+    if not raw:
+        return DEFAULT_MB * 2 ** 20
+    try:
+        mb = int(raw)
+    except ValueError:
+        mb = -1
+    if mb < 0:
+        raise UsageError(f"LGP_EDGE_CACHE_MB must be a whole number of megabytes, 0 or more (0 turns the exported-"
+                         f"graph cache off), got '{raw}'")
+    return mb * 2 ** 20
+
+
+def graph_dir() -> Path:
+    return cache_root() / "onnx"
+
+
+@functools.cache
+def _code_and_versions() -> str:
+    """The tool versions the graph depends on and a digest of lgp-edge's own source, once per process."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    versions = {"torch": torch.__version__}
+    for dist in ("onnx", "onnxscript", "onnxslim", "timm"):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            versions[dist] = "absent"
+    h = hashlib.sha256()
+    package = Path(__file__).resolve().parent.parent
+    for f in sorted(package.rglob("*.py")):
+        h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return json.dumps({"versions": versions, "lgp_edge_source": h.hexdigest()}, sort_keys=True)
+
+
+def _plain_attributes(m: nn.Module) -> dict[str, Any]:
+    out = {}
+    for k, v in vars(m).items():
+        if k.startswith("_"):
+            continue
+        if isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(x, _PLAIN) for x in v)):
+            out[k] = v
+    return out
+
+
+def _has_hooks(model: nn.Module) -> bool:
+    from torch.nn.modules import module as torch_module
+
+    if any(getattr(torch_module, name, None) for name in ("_global_forward_hooks", "_global_forward_pre_hooks")):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def graph_key(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic_batch: bool) -> str | None:
+    """The cache key of the shipped graph of ``model`` traced on ``example``; None when it must not be cached
+    (the cache is off, or the model has forward hooks)."""
+    import torch
+
+    if limit_bytes() == 0 or _has_hooks(model):
+        return None
+    h = hashlib.sha256()
+    head = {"format": FORMAT, "opset": opset, "dynamic_batch": dynamic_batch, "input_shape": list(example.shape),
+            "input_dtype": str(example.dtype)}
+    h.update(json.dumps(head, sort_keys=True).encode() + _code_and_versions().encode())
+    for name, m in model.named_modules():
+        cls = type(m)
+        desc = {"name": name, "class": f"{cls.__module__}.{cls.__qualname__}", "training": m.training,
+                "attributes": _plain_attributes(m)}
+        h.update(json.dumps(desc, sort_keys=True, default=repr).encode())
+    tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _skip(what: str, exc: BaseException) -> None:
+    """A cache that cannot be used is said once per process; the export goes on without it."""
+    if what not in _warned:
+        _warned.add(what)
+        log.warning("exported-graph cache %s (%s): exporting without it (set LGP_EDGE_CACHE to a writable folder, "
+                    "or LGP_EDGE_CACHE_MB=0)", what, exc)
+
+
+def load(key: str) -> Any | None:
+    """The cached ONNX ModelProto of ``key``, or None (absent, damaged: then removed, unreadable)."""
+    import onnx
+
+    d = graph_dir()
+    graph, sidecar = d / f"{key}.onnx", d / f"{key}.json"
+    try:
+        meta = json.loads(sidecar.read_text())
+        data = graph.read_bytes()
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.debug("exported-graph cache entry %s unreadable: %s", key, exc)
+        return None
+    if not isinstance(meta, dict) or meta.get("bytes") != len(data) or \
+            meta.get("sha256") != hashlib.sha256(data).hexdigest():
+        log.info("exported-graph cache entry %s does not match its record: exporting again", key)
+        for p in (sidecar, graph):
+            p.unlink(missing_ok=True)
+        return None
+    try:
+        os.utime(sidecar)  # recently used: evicted last
+    except OSError:
+        pass
+    log.debug("ONNX graph %s from the exported-graph cache", key)
+    return onnx.load_from_string(data)
+
+
+def store(key: str, proto: Any) -> None:
+    """Keep ``proto`` under ``key`` (the graph, then its record), then evict down to the size limit."""
+    limit = limit_bytes()
+    try:
+        data = proto.SerializeToString()
+    except ValueError:  # over protobuf's 2 GB: not kept
+        return
+    if not limit or len(data) > limit:
+        return
+    d = graph_dir()
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        _write(d / f"{key}.onnx", data)
+        _write(d / f"{key}.json", json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                                               "format": FORMAT}).encode())
+        _evict(d, limit)
+    except OSError as exc:
+        _skip(f"at '{d}' cannot be written", exc)
+
+
+def _write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _evict(d: Path, limit: int) -> None:
+    """Remove the least recently used entries (and any graph without its record) until the folder's entries fit."""
+    entries = {}
+    now = time.time()
+    for p in d.iterdir():
+        if ENTRY.match(p.name):
+            entries.setdefault(p.name[:64], []).append(p)
+        elif PARTIAL.match(p.name):
+            try:
+                if now - p.stat().st_mtime > PARTIAL_AGE_S:
+                    p.unlink()
+            except FileNotFoundError:
+                pass
+    sized = []
+    for key, files in entries.items():
+        try:
+            stats = {p.suffix: p.stat() for p in files}
+        except FileNotFoundError:
+            continue
+        if ".json" not in stats:  # a graph whose record was never written (a process stopped between the two)
+            sized.append((0.0, key, sum(s.st_size for s in stats.values())))
+            continue
+        sized.append((stats[".json"].st_mtime, key, sum(s.st_size for s in stats.values())))
+    total = sum(s for _, _, s in sized)
+    for _, key, size in sorted(sized):
+        if total <= limit:
+            break
+        for suffix in (".json", ".onnx"):
+            (d / f"{key}{suffix}").unlink(missing_ok=True)
+        total -= size

@@ -1,0 +1,185 @@
+"""The exported-graph cache (lgp_edge/export/graph_cache.py): a model exported once is read back, with every
+export's own metadata; anything the graph depends on is another key; damaged, full, off or unwritable caches
+never give a wrong graph or a failed export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from helpers import ort_logits
+
+from lgp_edge.errors import UsageError
+from lgp_edge.export import graph_cache
+from lgp_edge.export.onnx_export import export_onnx
+from lgp_edge.pool.pool import load_pool
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE_LOG = "lgp_edge.export.graph_cache"
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LGP_EDGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LGP_EDGE_CACHE_MB", raising=False)
+    return tmp_path / "cache" / "onnx"
+
+
+def _model(tiny_pool: Path, key: str = "ti6.0-5") -> torch.nn.Module:
+    pool, _ = load_pool(tiny_pool)
+    return pool.descendant(key).eval()
+
+
+def _example(model: torch.nn.Module) -> torch.Tensor:
+    return torch.zeros(1, 1, 16, 16)
+
+
+def _entries(d: Path) -> list[str]:
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def test_a_second_export_reads_the_graph_back_with_its_own_metadata(tiny_pool: Path, cache: Path, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    m = _model(tiny_pool)
+    x = _example(m)
+    with caplog.at_level(logging.DEBUG, logger=CACHE_LOG):
+        first = export_onnx(m, x, tmp_path / "a.onnx", ship=True, metadata={"run": "first"})
+        assert not [r for r in caplog.records if "from the exported-graph cache" in r.getMessage()]
+        second = export_onnx(m, x, tmp_path / "b.onnx", ship=True, metadata={"run": "second"})
+    assert [r for r in caplog.records if "from the exported-graph cache" in r.getMessage()]
+    a, b = onnx.load(str(first)), onnx.load(str(second))
+    assert a.graph == b.graph
+    assert {p.key: p.value for p in a.metadata_props} == {"run": "first"}
+    assert {p.key: p.value for p in b.metadata_props} == {"run": "second"}
+    onnx.checker.check_model(b, full_check=True)
+    (key,) = {n[:64] for n in _entries(cache)}
+    assert _entries(cache) == [f"{key}.json", f"{key}.onnx"]
+    # the cached graph carries no export's metadata; the files run and agree with torch
+    assert not onnx.load(str(cache / f"{key}.onnx")).metadata_props
+    x = np.random.default_rng(0).standard_normal((1, 1, 16, 16)).astype(np.float32)
+    want = m(torch.from_numpy(x)).detach().numpy()
+    assert np.abs(ort_logits(second, x) - want).max() < 1e-4
+
+
+def test_whatever_the_graph_depends_on_is_another_key(tiny_pool: Path, cache: Path) -> None:
+    m = _model(tiny_pool)
+    x = _example(m)
+    key = graph_cache.graph_key(m, x, opset=17, dynamic_batch=False)
+    assert key == graph_cache.graph_key(_model(tiny_pool), x, opset=17, dynamic_batch=False)  # same weights
+    others = {
+        "opset": graph_cache.graph_key(m, x, opset=18, dynamic_batch=False),
+        "dynamic batch": graph_cache.graph_key(m, x, opset=17, dynamic_batch=True),
+        "input shape": graph_cache.graph_key(m, torch.zeros(2, 1, 16, 16), opset=17, dynamic_batch=False),
+        "input dtype": graph_cache.graph_key(m, x.double(), opset=17, dynamic_batch=False),
+        "another descendant": graph_cache.graph_key(_model(tiny_pool, "b6.0-5"), x, opset=17, dynamic_batch=False),
+    }
+    w = _model(tiny_pool)
+    with torch.no_grad():
+        next(w.parameters()).view(-1)[0] += 1e-6
+    others["one weight"] = graph_cache.graph_key(w, x, opset=17, dynamic_batch=False)
+    f = _model(tiny_pool)
+    attn = [mod for mod in f.modules() if hasattr(mod, "fused_attn")]
+    assert attn
+    attn[0].fused_attn = not attn[0].fused_attn
+    others["fused attention"] = graph_cache.graph_key(f, x, opset=17, dynamic_batch=False)
+    t = _model(tiny_pool).train()
+    others["train mode"] = graph_cache.graph_key(t, x, opset=17, dynamic_batch=False)
+    assert all(isinstance(v, str) and len(v) == 64 for v in others.values()), others
+    assert key not in others.values() and len(set(others.values())) == len(others)
+
+
+def test_a_model_with_forward_hooks_is_never_cached(tiny_pool: Path, cache: Path, tmp_path: Path) -> None:
+    m = _model(tiny_pool)
+    handle = next(iter(m.children())).register_forward_hook(lambda mod, inp, out: out * 2)
+    try:
+        assert graph_cache.graph_key(m, _example(m), opset=17, dynamic_batch=False) is None
+        export_onnx(m, _example(m), tmp_path / "hooked.onnx", ship=True)
+    finally:
+        handle.remove()
+    assert _entries(cache) == []
+
+
+def test_a_damaged_entry_is_exported_again_not_used(tiny_pool: Path, cache: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    m = _model(tiny_pool)
+    x = _example(m)
+    good = onnx.load(str(export_onnx(m, x, tmp_path / "a.onnx", ship=True)))
+    key = graph_cache.graph_key(m, x, opset=17, dynamic_batch=False)
+    graph = cache / f"{key}.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in a weight: still a parseable model, a wrong one
+    graph.write_bytes(bytes(data))
+    with caplog.at_level(logging.INFO, logger=CACHE_LOG):
+        again = onnx.load(str(export_onnx(m, x, tmp_path / "b.onnx", ship=True)))
+    assert "does not match its record: exporting again" in caplog.text
+    assert again.graph == good.graph
+    assert json.loads((cache / f"{key}.json").read_text())["bytes"] == graph.stat().st_size
+
+
+def test_the_least_recently_used_entries_go_first_and_nothing_else_in_the_folder(
+        tiny_pool: Path, cache: Path, tmp_path: Path) -> None:
+    cache.mkdir(parents=True)
+    foreign = [cache / "notes.txt", cache / ("f" * 64 + ".bin"), cache / ("e" * 64 + ".onnx.bak")]
+    for p in foreign:
+        p.write_text("the user's")
+    x = torch.zeros(1, 1, 16, 16)
+    keys = []
+    for i, d in enumerate(("ti6.0-5", "b6.0-5", "ti6.0-2+b6.3-5")):
+        m = _model(tiny_pool, d)
+        export_onnx(m, x, tmp_path / f"{i}.onnx", ship=True)
+        keys.append(graph_cache.graph_key(m, x, opset=17, dynamic_batch=False))
+        os.utime(cache / f"{keys[-1]}.json", (1_000_000 + i, 1_000_000 + i))
+    export_onnx(_model(tiny_pool, "ti6.0-5"), x, tmp_path / "again.onnx", ship=True)  # the first, used again
+    sizes = {k: sum((cache / f"{k}{s}").stat().st_size for s in (".onnx", ".json")) for k in keys}
+    # room for two entries: the one unused longest (the second) goes
+    graph_cache._evict(cache, sizes[keys[0]] + sizes[keys[2]] + 10)
+    left = {n[:64] for n in _entries(cache) if n.endswith((".onnx", ".json")) and len(n) == 69}
+    assert left == {keys[0], keys[2]}
+    assert all(p.read_text() == "the user's" for p in foreign)
+
+
+def test_off_bad_setting_and_an_unwritable_folder(tiny_pool: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    m = _model(tiny_pool)
+    x = _example(m)
+    monkeypatch.setenv("LGP_EDGE_CACHE", str(tmp_path / "off"))
+    monkeypatch.setenv("LGP_EDGE_CACHE_MB", "0")
+    export_onnx(m, x, tmp_path / "a.onnx", ship=True)
+    assert not (tmp_path / "off").exists()
+    for bad in ("lots", "-1", "1.5"):
+        monkeypatch.setenv("LGP_EDGE_CACHE_MB", bad)
+        with pytest.raises(UsageError, match=f"LGP_EDGE_CACHE_MB must be a whole number of megabytes.*got '{bad}'"):
+            export_onnx(m, x, tmp_path / "b.onnx", ship=True)
+    assert not (tmp_path / "b.onnx").exists()
+    # a file where the cache folder would be: the export goes on, said once
+    monkeypatch.delenv("LGP_EDGE_CACHE_MB")
+    (tmp_path / "blocked").write_text("a file")
+    monkeypatch.setenv("LGP_EDGE_CACHE", str(tmp_path / "blocked"))
+    monkeypatch.setattr(graph_cache, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger=CACHE_LOG):
+        for name in ("c.onnx", "d.onnx"):
+            onnx.checker.check_model(str(export_onnx(m, x, tmp_path / name, ship=True)), full_check=True)
+    said = [r.getMessage() for r in caplog.records if r.name == CACHE_LOG]
+    assert len(said) == 1 and "cannot be written" in said[0] and "exporting without it" in said[0], said
+
+
+def test_the_cli_refuses_a_bad_cache_size_in_one_line(tiny_pool: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LGP_EDGE_CACHE_MB": "two gigabytes",
+           "LGP_EDGE_STORE": str(tmp_path / "store.sqlite")}
+    out = tmp_path / "out"
+    run = subprocess.run([sys.executable, "-m", "lgp_edge", "export", "--target", "cpu", "--pool", str(tiny_pool),
+                          "--descendant", "ti6.0-5", "--format", "onnx", "--out", str(out)],
+                         env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 2, run.stderr
+    # before any work (no calibration, no images loaded): the one line
+    assert run.stderr.startswith("lgp-edge: error: LGP_EDGE_CACHE_MB must be a whole number of megabytes") and \
+        run.stderr.count("\n") == 1, run.stderr
+    assert not out.exists() and not (tmp_path / "store.sqlite").exists()
