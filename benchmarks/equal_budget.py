@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_demo_pool import repo_path, repo_paths_in  # noqa: E402
 from paper_replication import (  # noqa: E402
     BenchmarkInputError,
+    Job,
     Stages,
     add_follow_up_args,
     ancestry_stage,
@@ -109,6 +110,16 @@ def front_row(goals: dict[str, Any], methods: dict[str, Any], epochs: int) -> di
             "every_descendant_min_top1": goals["every_descendant_min_top1"]}
 
 
+def follow_up_jobs(s: dict[str, Any], init: str, work: Path) -> list[Job]:
+    """The replication's ``--jobs`` plan for this run's stages (the distillations, SN-Net, and each depth's pool
+    with the default init): the replication's distillations copied into ``work`` need no process of their own
+    (``run`` checks their keys, and redoes one that does not match)."""
+    jobs = [j for j in plan_jobs(s) if j.stage in ("distill", "snnet")
+            or (j.stage in ("lgp6", "lgp9") and j.extra[-1] in ("none", init))]
+    return without_jobs(jobs, {j.name for j in jobs if (d := distillation_dir(j))
+                               and Stages.marker(work / d).get("copied_from")})
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rep_path = Path(args.replication)
     rep_json = read_replication(rep_path, " (this benchmark takes its settings and 2-epoch results from it)")
@@ -133,13 +144,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                   "rerun benchmarks/paper_replication.py with this ancestry first")
     s["ancestry_sha256"] = rep_json["settings"]["ancestry_sha256"]
     if args.jobs > 1:  # the replication's jobs for these stages, as child processes of paper_replication.py
-        jobs = [j for j in plan_jobs(s) if j.stage in ("distill", "snnet")
-                or (j.stage in ("lgp6", "lgp9") and j.extra[-1] in ("none", init))]
-        # the replication's distillations copied here need no process of their own: this one checks their keys
-        # below (and redoes one that does not match)
-        jobs = without_jobs(jobs, {j.name for j in jobs if (d := distillation_dir(j))
-                                   and Stages.marker(work / d).get("copied_from")})
-        run_jobs(jobs, argv, args.jobs, work)
+        run_jobs(follow_up_jobs(s, init, work), argv, args.jobs, work)
     methods: dict[str, Any] = {}
     distill_stage(anc, s, rep, st)
     methods.update(lgp_stage(6, anc, s, rep, st))

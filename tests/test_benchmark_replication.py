@@ -355,7 +355,9 @@ def _check_equal_budget(tmp_path: Path, rep: dict) -> None:
     eb = _load("equal_budget")
     rep_path = tmp_path / "results" / "paper_replication_quick.json"
     out, work = tmp_path / "results" / "equal_budget_e2_quick.json", tmp_path / "cache" / "equal-budget"
-    argv = ["--replication", str(rep_path), "--work", str(work), "--epochs", "2", "--jobs", "2", "--out", str(out),
+    # in this process (--jobs 1): the --jobs run's child processes are paper_replication.py's own, tested with it;
+    # which of them this run hands over is checked below
+    argv = ["--replication", str(rep_path), "--work", str(work), "--epochs", "2", "--jobs", "1", "--out", str(out),
             "--quiet"]
     assert eb.main([*argv, "--epochs", "1"]) == 2  # the replication's own budget
     drifted = json.loads(rep_path.read_text())
@@ -389,9 +391,16 @@ def _check_equal_budget(tmp_path: Path, rep: dict) -> None:
     assert first["finetune_epochs"] == 1 and first["front_share"] == rep["goals"]["front_share"]
     assert longer["finetune_epochs"] == 2 and longer["front_share"] == x["goals"]["front_share"]
     assert 0.0 <= longer["front_share"] <= 1.0 and longer["worst"]["delta"] == longer["front_delta_min"]
-    # the stages ran as child processes; the copied distillations needed none
-    logs = sorted(p.name for p in (work / "e2" / "logs").glob("*.log"))
-    assert logs == sorted(["snnet.log", f"lgp6-{init}.log", f"lgp9-{init}.log"])
+    # with --jobs N, the stages would run as child processes; the copied distillations need none
+    _, settings = eb.settings_for(rep, 2, work / "e2")
+    jobs = {j.name: j for j in eb.follow_up_jobs(settings, init, work / "e2")}
+    assert set(jobs) == {"snnet", f"lgp6-{init}", f"lgp9-{init}"}
+    assert all(j.after == () for j in jobs.values()) and jobs["snnet"].stage == "snnet"
+    assert jobs[f"lgp9-{init}"].extra == ("--only-inits", init)
+    # the same settings without the copies: the distillations are jobs, and the others wait for them
+    fresh = {j.name: j for j in eb.follow_up_jobs(settings, init, tmp_path / "no-copies")}
+    assert set(fresh) - set(jobs) == {"distill-e1", "distill-e2", "lgp6-distill", "lgp9-distill"}
+    assert fresh[f"lgp9-{init}"].after == ("lgp9-distill",)
     md = (work / "e2" / "EQUAL_BUDGET_E2.md").read_text()
     assert "QUICK RUN" in md and "| 1 |" in md and "| 2 |" in md
     # a second run reuses every stage
@@ -412,8 +421,9 @@ def _check_finetune_recipes(tmp_path: Path, rep: dict, capsys: pytest.CaptureFix
     fr = _load("finetune_recipes")
     rep_path = tmp_path / "results" / "paper_replication_quick.json"
     out, work = tmp_path / "results" / "finetune_recipes_quick.json", tmp_path / "cache" / "recipes"
+    # in this process (--jobs 1); the run on pool_widths.py's pools below takes --jobs 2 (spawned processes)
     argv = ["--replication", str(rep_path), "--work", str(work), "--variants", "flops-bucket,instance-lr-0.1",
-            "--jobs", "2", "--out", str(out), "--quiet"]
+            "--jobs", "1", "--out", str(out), "--quiet"]
     assert fr.main([*argv, "--variants", "flops-bucket,bogus"]) == 2 and not out.exists()
     assert fr.main([*argv, "--depths", "7"]) == 2 and not out.exists()
     moved = json.loads(rep_path.read_text())  # results whose distilled pool is not where they say
