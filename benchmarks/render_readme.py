@@ -266,9 +266,11 @@ def walkthrough() -> str:
     name = (lambda c: "") if same else (lambda c: f" (`{c['key']}`)")
     choices = _choices(sels, d["pool"])
     pool = "the current demo pool" if d["pool"]["bundled_demo_pool"] else f"the pool `{d['pool']['path']}`"
+    # runs since the exported-graph cache record that each started with an empty one, as on a new machine
+    fresh = "fresh store and exported-graph cache" if "$LGP_EDGE_CACHE" in d.get("what", "") else "fresh store"
     out = [f"Measured from the CLI on {pool} by `{d['command']}` ({_provenance(d)[1:-1]}; {d['cpu']}, "
            f"{d['machine']['logical_cpus']} logical CPUs, {_load(d)}; "
-           f"fresh store; `benchmarks/results/cli_walkthrough.json`): `{prof['command']}` first, "
+           f"{fresh}; `benchmarks/results/cli_walkthrough.json`): `{prof['command']}` first, "
            f"{prof['wall_s']:.0f} s, predicted latency for the other targets. {choices[0].upper()}{choices[1:]}; "
            f"on cpu{name(cpu['chosen'])} {_p90(cpu['chosen'], cpu['threads'])}, on the Jetson Nano"
            f"{name(nano['chosen'])} {nano['chosen']['latency_ms']:.2f} ms {nano['chosen']['latency_source']}."]

@@ -72,6 +72,10 @@ def test_walkthrough_paragraph_is_rendered_from_its_results_file(tmp_path: Path,
                  "picks `ti6.0-5` (86.91%, p90 1.53 ms predicted) and says that `b6.0-5` needs 1.78 ms."):
         assert part in text
     assert "were all noisy" not in text and text.endswith(".\n") and "\n" not in text[:-1]
+    assert "; fresh store; " in text  # a run from before the exported-graph cache
+    d["what"] = "... a new measurement store ($LGP_EDGE_STORE) and an empty exported-graph cache ($LGP_EDGE_CACHE) ..."
+    (tmp_path / "cli_walkthrough.json").write_text(json.dumps(d))
+    assert "; fresh store and exported-graph cache; " in render.walkthrough()
 
     # every number comes from the file: another run, other words
     e = copy.deepcopy(d)
@@ -186,6 +190,7 @@ def test_walkthrough_and_memory_scripts_run_on_the_tiny_pool(tiny_pool: Path, tm
     res = json.loads(out.read_text())
     assert res["command"] == "python benchmarks/cli_walkthrough.py " + " ".join(argv)
     assert res["code_version"] and res["cpu"] and not res["pool"]["bundled_demo_pool"]
+    assert "an empty exported-graph cache ($LGP_EDGE_CACHE)" in res["what"]
     prof = res["profile"]
     assert prof["command"].startswith("lgp-edge profile --target cpu --runtime onnxruntime --pool ")
     assert [r["key"] for r in prof["records"]] == ["ti6.0-5"] and prof["rows_written"] == 1 and prof["wall_s"] > 0
