@@ -375,6 +375,25 @@ def test_a_batch_nothing_was_measured_at_is_predicted_from_the_batch_1_runs(demo
     assert all(r.batch == 4 and r.median_ms > 0 for r in got.values())
 
 
+def test_a_gpu_batch_nothing_was_measured_at_is_scaled_to_the_batch_1_runs_whatever_their_thread_count(demo,
+                                                                                                       tmp_path):
+    """A GPU runtime's thread count says nothing, so its runs are compared whatever count they record; but the
+    batch-1 runs a batch-4 prediction is scaled to were still filtered by it: a board's TensorRT runs recorded at
+    4 threads left none, and the bare roofline was used."""
+    measured = {"ti6.0-5": 0.4, "b6.0-5": 1.5}
+    with MeasurementStore(tmp_path / "s.sqlite") as s:
+        for k, ms in measured.items():
+            s.put(dataclasses.replace(rec(k, median=ms, threads=4, pool_id=demo.pool_id), target="jetson-nano",
+                                      runtime="tensorrt", precision="fp16",
+                                      tool_versions={"tensorrt": "8.2.1", "machine": "aarch64"}))
+        got = latencies_for(demo.spec, load_target("jetson-nano"), "fp16", s, runtime="tensorrt", batch=4)
+        ones = latencies_for(demo.spec, load_target("jetson-nano"), "fp16", s, runtime="tensorrt")
+    assert all(ones[k].source == "measured" and ones[k].median_ms == ms for k, ms in measured.items())
+    for k, ms in measured.items():
+        assert got[k].source == "predicted" and got[k].median_ms == pytest.approx(4 * ms, rel=1e-6), got[k]
+    assert "at batch 1, times the batch" in got["ti6.0-5"].tool_versions["scale"]
+
+
 def test_this_hosts_runs_are_not_pushed_out_of_the_recent_window_by_another_machines(demo, tmp_path):
     """The recent-runs window was taken over every machine's runs, then filtered to this host's: five newer runs
     of another machine left none of this host's own, and its measured latency was replaced by a prediction."""

@@ -479,6 +479,14 @@ def _measured_rows(store: Any, target: TargetSpec, runtime: str, precision: str,
     return this_host(rows) if target.connection.kind == "local" else rows
 
 
+def _at_threads(rows: Sequence[LatencyRecord], runtime: str, threads: int) -> list[LatencyRecord]:
+    """``rows`` as compared at ``threads``: a CPU runtime's keep the count they ran at (the caller leaves the others
+    out); a GPU or NPU runtime's thread count says nothing, so every run counts, labelled ``threads``."""
+    if runtime in CPU_RUNTIMES:
+        return list(rows)
+    return [replace(r, threads=threads) for r in rows]
+
+
 def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any = None,
                   runtime: str | None = None, *, batch: int = 1, threads: int | None = None
                   ) -> dict[str, LatencyRecord]:
@@ -497,11 +505,9 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
     rows: list[LatencyRecord] = []
     if store is not None:
         rows = _measured_rows(store, target, runtime, precision, pool, batch)
-    if runtime not in CPU_RUNTIMES:  # a GPU or NPU runtime: the thread count a run records says nothing
+    if runtime not in CPU_RUNTIMES or threads is None:
         threads = comparison_threads(rows, default_threads(target))
-        rows = [replace(r, threads=threads) for r in rows]
-    elif threads is None:
-        threads = comparison_threads(rows, default_threads(target))
+    rows = _at_threads(rows, runtime, threads)
     other = {r.threads for r in rows if r.threads != threads}
     if other:
         log.info("comparing at %s; runs at other thread counts (%s) left out", counted(threads, "thread"),
@@ -518,8 +524,8 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
         elif predictor.kind == "roofline" and batch > 1 and store is not None:
             # nothing measured at this batch: scaled to the batch-1 runs, one image's cost times the batch (an
             # upper bound: a batch costs at most that), not the bare roofline (15x a batch-1 run times 4)
-            ones = {r.descendant_key: r for r in robust_measured(
-                [r for r in _measured_rows(store, target, runtime, precision, pool, 1) if r.threads == threads]
+            ones = {r.descendant_key: r for r in robust_measured([r for r in _at_threads(
+                _measured_rows(store, target, runtime, precision, pool, 1), runtime, threads) if r.threads == threads]
             ).values() if not r.noisy}
             scaled = scaled_to_measured(predictor, pool, specs, ones, 1) if ones else predictor
             if scaled.scale_source:
