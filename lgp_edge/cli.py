@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "export",
     "profiles",
     "report",
+    "cache",
     "completion",
 )
 

@@ -196,7 +196,7 @@ def test_report_json_nothing_fits(tiny_pool: Path, tmp_path: Path, capsys: pytes
 
 # ------------------------------------------------------------------------------------------------ completion
 SUBCOMMANDS = ["ancestry", "pool", "baseline", "targets", "profile", "select", "export", "profiles", "report",
-               "completion"]
+               "cache", "completion"]
 
 
 def _script(shell: str, capsys: pytest.CaptureFixture[str]) -> str:

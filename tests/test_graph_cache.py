@@ -17,6 +17,7 @@ import pytest
 import torch
 from helpers import ort_logits
 
+from lgp_edge.cli import main
 from lgp_edge.errors import UsageError
 from lgp_edge.export import graph_cache
 from lgp_edge.export.onnx_export import export_onnx
@@ -183,3 +184,28 @@ def test_the_cli_refuses_a_bad_cache_size_in_one_line(tiny_pool: Path, tmp_path:
     assert run.stderr.startswith("lgp-edge: error: LGP_EDGE_CACHE_MB must be a whole number of megabytes") and \
         run.stderr.count("\n") == 1, run.stderr
     assert not out.exists() and not (tmp_path / "store.sqlite").exists()
+
+
+def test_cache_info_and_clear_from_the_cli(tiny_pool: Path, cache: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["cache", "info", "--json"]) == 0
+    empty = json.loads(capsys.readouterr().out)
+    assert empty == {"path": str(cache), "graphs": 0, "bytes": 0, "limit_bytes": 2048 * 2 ** 20, "enabled": True}
+    m = _model(tiny_pool)
+    export_onnx(m, _example(m), tmp_path / "a.onnx", ship=True)
+    export_onnx(_model(tiny_pool, "b6.0-5"), _example(m), tmp_path / "b.onnx", ship=True)
+    (cache / "notes.txt").write_text("the user's")
+    size = sum(p.stat().st_size for p in cache.iterdir() if p.name != "notes.txt")
+    capsys.readouterr()
+    assert main(["cache", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert (info["graphs"], info["bytes"]) == (2, size)
+    assert main(["cache", "info"]) == 0
+    assert capsys.readouterr().out == f"exported-graph cache {cache}: 2 graph(s), {size / 2 ** 20:.1f} MB; at most " \
+                                      f"2048.0 MB ($LGP_EDGE_CACHE_MB)\n"
+    assert main(["cache", "clear", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"path": str(cache), "graphs_removed": 2, "bytes_freed": size}
+    assert _entries(cache) == ["notes.txt"]  # nothing but its own entries
+    assert main(["cache", "clear"]) == 0
+    assert capsys.readouterr().out == f"removed 0 graph(s), 0.0 MB, from {cache}\n"

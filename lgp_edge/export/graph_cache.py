@@ -209,18 +209,17 @@ def _write(path: Path, data: bytes) -> None:
 
 
 def _evict(d: Path, limit: int) -> None:
-    """Remove the least recently used entries (and any graph without its record) until the folder's entries fit."""
-    entries = {}
+    """Remove the least recently used entries (and any graph without its record) until the folder's entries fit,
+    and what processes stopped a day ago or more left half-written."""
     now = time.time()
     for p in d.iterdir():
-        if ENTRY.match(p.name):
-            entries.setdefault(p.name[:64], []).append(p)
-        elif PARTIAL.match(p.name):
+        if PARTIAL.match(p.name):
             try:
                 if now - p.stat().st_mtime > PARTIAL_AGE_S:
                     p.unlink()
             except FileNotFoundError:
                 pass
+    entries = _entries(d)
     sized = []
     for key, files in entries.items():
         try:
@@ -238,3 +237,47 @@ def _evict(d: Path, limit: int) -> None:
         for suffix in (".json", ".onnx"):
             (d / f"{key}{suffix}").unlink(missing_ok=True)
         total -= size
+
+
+def _entries(d: Path) -> dict[str, list[Path]]:
+    out: dict[str, list[Path]] = {}
+    if d.is_dir():
+        for p in d.iterdir():
+            if ENTRY.match(p.name):
+                out.setdefault(p.name[:64], []).append(p)
+    return out
+
+
+def summary() -> dict[str, Any]:
+    """Where the cache is, how many graphs it holds, their size and the limit (``lgp-edge cache info``)."""
+    d = graph_dir()
+    entries = _entries(d)
+    size = 0
+    for files in entries.values():
+        for p in files:
+            try:
+                size += p.stat().st_size
+            except FileNotFoundError:
+                pass
+    limit = limit_bytes()
+    return {"path": str(d), "graphs": sum(1 for files in entries.values() if any(p.suffix == ".onnx" for p in files)),
+            "bytes": size, "limit_bytes": limit, "enabled": limit > 0}
+
+
+def clear() -> tuple[int, int]:
+    """Remove every entry (and entry a stopped process left half-written); nothing else in the folder. Returns
+    (graphs removed, bytes freed)."""
+    d = graph_dir()
+    graphs = freed = 0
+    if not d.is_dir():
+        return 0, 0
+    for p in d.iterdir():
+        if ENTRY.match(p.name) or PARTIAL.match(p.name):
+            try:
+                size = p.stat().st_size
+                p.unlink()
+            except FileNotFoundError:
+                continue
+            freed += size
+            graphs += p.name.endswith(".onnx") and not p.name.startswith(".")
+    return graphs, freed
