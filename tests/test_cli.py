@@ -235,6 +235,12 @@ def test_bash_completion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert _bash_complete(script, "lgp-edge", "export", "--checkpoint", "w", cwd=tmp_path) == ["weights.safetensors"]
     assert _bash_complete(script, "lgp-edge", "ancestry", "train", "--initial-checkpoint", "w", cwd=tmp_path) == \
         ["weights.safetensors"]
+    # --option=value: bash splits it at '=' (COMP_WORDBREAKS); the value completes as after a space, and a value
+    # given that way is not read as a subcommand or a positional
+    assert _bash_complete(script, "lgp-edge", "select", "--target", "=", "jetson-n") == ["jetson-nano"]
+    assert _bash_complete(script, "lgp-edge", "pool", "build", "--chains", "=", "") == ["pairs", "tsb"]
+    assert _bash_complete(script, "lgp-edge", "select", "--pool", "=", "d", cwd=tmp_path) == ["dir one"]
+    assert _bash_complete(script, "lgp-edge", "--verbose", "select", "--target", "=", "cpu", "--js") == ["--json"]
 
 
 # Skipped only outside CI: there (.ci/run sets CI) a missing zsh fails the test instead of hiding it.

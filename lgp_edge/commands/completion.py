@@ -151,7 +151,7 @@ _lgp_edge() {
     local cmdpath="" w i spec skip=0
     for ((i = 1; i < COMP_CWORD; i++)); do
         w="${COMP_WORDS[i]}"
-        if ((skip)); then skip=0; continue; fi
+        if ((skip)); then [[ "$w" == "=" ]] || skip=0; continue; fi  # --opt=value: bash splits at "="
         if [[ "$w" == -* ]]; then
             _lgp_edge_value "$cmdpath" "$w" >/dev/null && skip=1
             continue
@@ -160,6 +160,7 @@ _lgp_edge() {
             cmdpath="${cmdpath:+$cmdpath }$w"
         fi
     done
+    if [[ "$prev" == "=" ]] && ((COMP_CWORD > 2)); then prev="${COMP_WORDS[COMP_CWORD-2]}"; fi
     if ((COMP_CWORD > 1)) && spec="$(_lgp_edge_value "$cmdpath" "$prev")"; then
         _lgp_edge_reply "$spec"
         return 0
