@@ -209,3 +209,114 @@ def test_cache_info_and_clear_from_the_cli(tiny_pool: Path, cache: Path, tmp_pat
     assert _entries(cache) == ["notes.txt"]  # nothing but its own entries
     assert main(["cache", "clear"]) == 0
     assert capsys.readouterr().out == f"removed 0 graph(s), 0.0 MB, from {cache}\n"
+
+
+class _Reorder(torch.nn.Module):
+    """A model of the user's own class: its forward can change without any version or weight changing."""
+
+    def __init__(self, order: list[int]) -> None:
+        super().__init__()
+        self.order = order
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(x)[:, self.order]
+
+
+def test_only_models_of_torch_timm_and_lgp_edge_code_are_cached(tiny_pool: Path, cache: Path, tmp_path: Path) -> None:
+    """A class outside torch, timm and lgp-edge was keyed by its name and its plain attributes: an edited forward,
+    or a list attribute that changed, shipped the graph exported before (max |diff| 1.7 in ONNX Runtime)."""
+    x = torch.zeros(1, 4)
+    a, b = _Reorder([3, 2, 1, 0]).eval(), _Reorder([0, 1, 2, 3]).eval()
+    b.load_state_dict(a.state_dict())
+    assert graph_cache.graph_key(a, x, opset=17, dynamic_batch=False) is None
+    for i, m in enumerate((a, b)):
+        out = export_onnx(m, x, tmp_path / f"r{i}.onnx", ship=True)
+        xs = np.arange(4, dtype=np.float32)[None]
+        assert np.abs(ort_logits(out, xs) - m(torch.from_numpy(xs)).detach().numpy()).max() < 1e-5
+    assert _entries(cache) == []
+    # a descendant whose forward was replaced on the instance is not cached either
+    d = _model(tiny_pool)
+    d.forward = lambda t: t.mean(dim=(1, 2, 3))  # type: ignore[method-assign]
+    assert graph_cache.graph_key(d, torch.zeros(1, 1, 16, 16), opset=17, dynamic_batch=False) is None
+    # any attribute of a cached model's modules, not only the plain ones, is part of the key
+    e, f = _model(tiny_pool), _model(tiny_pool)
+    blk = next(m for m in f.modules() if hasattr(m, "fused_attn"))
+    blk.some_setting = [1, 2]
+    ke = graph_cache.graph_key(e, torch.zeros(1, 1, 16, 16), opset=17, dynamic_batch=False)
+    kf = graph_cache.graph_key(f, torch.zeros(1, 1, 16, 16), opset=17, dynamic_batch=False)
+    blk.some_setting = [1, 3]
+    assert len({ke, kf, graph_cache.graph_key(f, torch.zeros(1, 1, 16, 16), opset=17, dynamic_batch=False)}) == 3
+
+
+def test_a_damaged_entry_that_cannot_be_removed_is_not_a_failed_export(tiny_pool: Path, cache: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged entry in a folder the process may read but not change (read-only mount, another user's folder)
+    failed the export ("read-only file system ... .json", exit 2; a traceback from the API)."""
+    m = _model(tiny_pool)
+    x = _example(m)
+    export_onnx(m, x, tmp_path / "a.onnx", ship=True)
+    key = graph_cache.graph_key(m, x, opset=17, dynamic_batch=False)
+    graph = cache / f"{key}.onnx"
+    data = bytearray(graph.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    graph.write_bytes(bytes(data))
+    real_unlink = Path.unlink
+
+    def refused(self: Path, missing_ok: bool = False) -> None:
+        if self.parent == cache:
+            raise PermissionError(1, "Operation not permitted", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    monkeypatch.setattr(graph_cache, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger=CACHE_LOG):
+        out = export_onnx(m, x, tmp_path / "b.onnx", ship=True)
+    onnx.checker.check_model(str(out), full_check=True)
+    xs = np.random.default_rng(1).standard_normal((1, 1, 16, 16)).astype(np.float32)
+    assert np.abs(ort_logits(out, xs) - m(torch.from_numpy(xs)).detach().numpy()).max() < 1e-4
+    assert any("exporting without it" in r.getMessage() for r in caplog.records if r.name == CACHE_LOG)
+
+
+def test_clear_and_info_touch_only_regular_files_named_exactly_as_entries(cache: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A folder named like an entry crashed `cache clear` (IsADirectoryError) and counted as a graph; a file whose
+    name is an entry's plus a newline was removed (``$`` matches before a final newline)."""
+    cache.mkdir(parents=True)
+    (cache / ("a" * 64 + ".onnx")).mkdir()
+    (cache / ("b" * 64 + ".onnx\n")).write_text("the user's")
+    (cache / ("c" * 64 + ".json")).symlink_to(cache / ("b" * 64 + ".onnx\n"))
+    capsys.readouterr()
+    assert main(["cache", "info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["graphs"] == 0
+    assert main(["cache", "clear", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["graphs_removed"] == 0
+    assert sorted(p.name for p in cache.iterdir()) == sorted(["a" * 64 + ".onnx", "b" * 64 + ".onnx\n",
+                                                               "c" * 64 + ".json"])
+
+
+def test_entries_are_written_with_the_users_umask(tiny_pool: Path, cache: Path, tmp_path: Path) -> None:
+    """mkstemp's 0600 made a cache shared by a group unreadable to the others: entries follow the umask."""
+    old = os.umask(0o022)
+    try:
+        m = _model(tiny_pool)
+        export_onnx(m, _example(m), tmp_path / "a.onnx", ship=True)
+    finally:
+        os.umask(old)
+    assert {p.stat().st_mode & 0o777 for p in cache.iterdir()} == {0o644}
+
+
+def test_clear_that_cannot_remove_an_entry_is_one_line(cache: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    cache.mkdir(parents=True)
+    (cache / ("d" * 64 + ".onnx")).write_bytes(b"x")
+
+    def refused(self: Path, missing_ok: bool = False) -> None:
+        raise PermissionError(1, "Operation not permitted", str(self))
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    capsys.readouterr()
+    assert main(["cache", "clear"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("lgp-edge: error: cannot remove ") and "permissions" in err, err

@@ -7,16 +7,19 @@ DeiT-B-scale descendant). The simplified graph (before the metadata of one expor
 that is the sha256 of everything the graph depends on:
 
 - every parameter and buffer of the model (name, dtype, shape, bytes);
-- every submodule's class, its plain attributes (``fused_attn``, ``eps``, ``num_heads``...) and its train/eval
-  mode;
+- every submodule's class, all its other attributes (``fused_attn``, ``eps``, ``num_heads``...: containers
+  walked, tensors by their bytes, anything else by its repr) and its train/eval mode;
 - the example input's shape and dtype, the opset, a dynamic batch;
-- the versions of torch, onnx, onnxscript, onnxslim and timm, and the source of lgp-edge itself (any change to
-  lgp-edge's code is another key).
+- the versions of torch, onnx, onnxscript, onnx-ir, onnxslim and timm, and the source of lgp-edge itself (any
+  change to lgp-edge's code is another key).
 
-A model with forward hooks is never cached (a hook can change the graph). Each entry is ``KEY.onnx`` beside
+Only models made of torch, timm and lgp-edge classes are cached (their code is what the versions and the source
+cover); a model of another class, one with a ``forward`` replaced on an instance, or with forward hooks is
+exported every time. Each entry is ``KEY.onnx`` beside
 ``KEY.json`` (its size and sha256, written last): an entry whose bytes do not match is removed and exported again.
 The cache holds at most ``$LGP_EDGE_CACHE_MB`` megabytes (default 2048), the least recently used entries going
-first; ``LGP_EDGE_CACHE_MB=0`` turns it off. Only files named as its entries are ever removed from the folder. A
+first; ``LGP_EDGE_CACHE_MB=0`` turns it off. Only regular files named exactly as its entries are ever removed
+from the folder. Entries follow the user's umask. A
 cache that cannot be read or written is skipped (said once per process in the log): an export never fails for it.
 """
 
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import re
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -43,10 +47,10 @@ log = logging.getLogger(__name__)
 
 FORMAT = 1  # the entry layout; bumped when the key or the stored graph changes meaning
 DEFAULT_MB = 2048
-ENTRY = re.compile(r"^[0-9a-f]{64}\.(onnx|json)$")
-PARTIAL = re.compile(r"^\.[0-9a-f]{64}\.(onnx|json)\.[A-Za-z0-9_]+\.tmp$")  # an entry a stopped process was writing
+ENTRY = re.compile(r"[0-9a-f]{64}\.(onnx|json)")  # matched whole (fullmatch)
+PARTIAL = re.compile(r"\.[0-9a-f]{64}\.(onnx|json)\.[A-Za-z0-9_]+\.tmp")  # an entry a stopped process was writing
+TRUSTED = ("torch", "timm", "lgp_edge")  # packages whose code the key covers (their versions, lgp-edge's source)
 PARTIAL_AGE_S = 24 * 3600
-_PLAIN = (bool, int, float, str, type(None))
 _warned: set[str] = set()
 
 
@@ -87,7 +91,7 @@ def _code_and_versions() -> str:
     import torch
 
     versions = {"torch": torch.__version__}
-    for dist in ("onnx", "onnxscript", "onnxslim", "timm"):
+    for dist in ("onnx", "onnxscript", "onnx-ir", "onnxslim", "timm"):
         try:
             versions[dist] = version(dist)
         except PackageNotFoundError:
@@ -99,14 +103,33 @@ def _code_and_versions() -> str:
     return json.dumps({"versions": versions, "lgp_edge_source": h.hexdigest()}, sort_keys=True)
 
 
-def _plain_attributes(m: nn.Module) -> dict[str, Any]:
-    out = {}
-    for k, v in vars(m).items():
-        if k.startswith("_"):
-            continue
-        if isinstance(v, _PLAIN) or (isinstance(v, tuple) and all(isinstance(x, _PLAIN) for x in v)):
-            out[k] = v
-    return out
+def _described(v: Any) -> Any:
+    """An attribute's value as the key sees it: containers walked, a tensor by its bytes, anything else by repr
+    (a repr that changes between processes only misses the cache)."""
+    import torch
+
+    if isinstance(v, (bool, int, float, str, type(None))):
+        return v
+    if isinstance(v, (tuple, list)):
+        return [type(v).__name__, [_described(x) for x in v]]
+    if isinstance(v, dict):
+        return ["dict", sorted([repr(k), _described(x)] for k, x in v.items())]
+    if isinstance(v, torch.Tensor):
+        t = v.detach().cpu().contiguous()
+        data = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
+        return ["tensor", str(t.dtype), list(t.shape), hashlib.sha256(data).hexdigest()]
+    return ["repr", type(v).__qualname__, repr(v)]
+
+
+def _attributes(m: nn.Module) -> dict[str, Any]:
+    """Every attribute of a module but its parameters, buffers and submodules (held in ``_``-named dicts)."""
+    return {k: _described(v) for k, v in vars(m).items() if not k.startswith("_")}
+
+
+def _cacheable(model: nn.Module) -> bool:
+    """Only models made of torch, timm and lgp-edge classes, none with a forward replaced on the instance: the key
+    covers their code by versions and source; a user's class can change its forward with nothing else changing."""
+    return all(type(m).__module__.split(".")[0] in TRUSTED and "forward" not in vars(m) for m in model.modules())
 
 
 def _has_hooks(model: nn.Module) -> bool:
@@ -119,10 +142,10 @@ def _has_hooks(model: nn.Module) -> bool:
 
 def graph_key(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic_batch: bool) -> str | None:
     """The cache key of the shipped graph of ``model`` traced on ``example``; None when it must not be cached
-    (the cache is off, or the model has forward hooks)."""
+    (the cache is off, the model has forward hooks, or code the key does not cover: ``_cacheable``)."""
     import torch
 
-    if limit_bytes() == 0 or _has_hooks(model):
+    if limit_bytes() == 0 or _has_hooks(model) or not _cacheable(model):
         return None
     h = hashlib.sha256()
     head = {"format": FORMAT, "opset": opset, "dynamic_batch": dynamic_batch, "input_shape": list(example.shape),
@@ -131,7 +154,7 @@ def graph_key(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic_ba
     for name, m in model.named_modules():
         cls = type(m)
         desc = {"name": name, "class": f"{cls.__module__}.{cls.__qualname__}", "training": m.training,
-                "attributes": _plain_attributes(m)}
+                "attributes": _attributes(m)}
         h.update(json.dumps(desc, sort_keys=True, default=repr).encode())
     tensors = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
     for name, t in tensors:
@@ -167,7 +190,10 @@ def load(key: str) -> Any | None:
             meta.get("sha256") != hashlib.sha256(data).hexdigest():
         log.info("exported-graph cache entry %s does not match its record: exporting again", key)
         for p in (sidecar, graph):
-            p.unlink(missing_ok=True)
+            try:
+                p.unlink(missing_ok=True)
+            except OSError as exc:
+                _skip(f"entry '{p}' cannot be removed", exc)
         return None
     try:
         os.utime(sidecar)  # recently used: evicted last
@@ -200,6 +226,9 @@ def store(key: str, proto: Any) -> None:
 def _write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # as any file the user writes (mkstemp's 0600 hides a shared cache)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -213,9 +242,10 @@ def _evict(d: Path, limit: int) -> None:
     and what processes stopped a day ago or more left half-written."""
     now = time.time()
     for p in d.iterdir():
-        if PARTIAL.match(p.name):
+        if PARTIAL.fullmatch(p.name):
             try:
-                if now - p.stat().st_mtime > PARTIAL_AGE_S:
+                st = p.lstat()
+                if stat.S_ISREG(st.st_mode) and now - st.st_mtime > PARTIAL_AGE_S:
                     p.unlink()
             except FileNotFoundError:
                 pass
@@ -239,11 +269,19 @@ def _evict(d: Path, limit: int) -> None:
         total -= size
 
 
+def _regular(p: Path) -> bool:
+    try:
+        return stat.S_ISREG(p.lstat().st_mode)
+    except OSError:
+        return False
+
+
 def _entries(d: Path) -> dict[str, list[Path]]:
+    """The cache's entries in ``d``: regular files named exactly as its graphs and records."""
     out: dict[str, list[Path]] = {}
     if d.is_dir():
         for p in d.iterdir():
-            if ENTRY.match(p.name):
+            if ENTRY.fullmatch(p.name) and _regular(p):
                 out.setdefault(p.name[:64], []).append(p)
     return out
 
@@ -272,12 +310,15 @@ def clear() -> tuple[int, int]:
     if not d.is_dir():
         return 0, 0
     for p in d.iterdir():
-        if ENTRY.match(p.name) or PARTIAL.match(p.name):
+        if (ENTRY.fullmatch(p.name) or PARTIAL.fullmatch(p.name)) and _regular(p):
             try:
-                size = p.stat().st_size
+                size = p.lstat().st_size
                 p.unlink()
             except FileNotFoundError:
                 continue
+            except OSError as exc:
+                raise UsageError(f"cannot remove '{p}' from the exported-graph cache ({exc.strerror}): check that "
+                                 f"folder's permissions and file system") from None
             freed += size
             graphs += p.name.endswith(".onnx") and not p.name.startswith(".")
     return graphs, freed
