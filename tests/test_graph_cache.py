@@ -320,3 +320,30 @@ def test_clear_that_cannot_remove_an_entry_is_one_line(cache: Path, monkeypatch:
     assert main(["cache", "clear"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("lgp-edge: error: cannot remove ") and "permissions" in err, err
+
+
+def test_a_model_whose_key_cannot_be_computed_is_exported_not_failed(tiny_pool: Path, cache: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """An attribute the key cannot describe (here one whose repr raises) leaves the model out of the cache, said
+    once; the export goes on. Dict attributes whose keys print alike are described, not a failed sort."""
+
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    class Same:
+        def __repr__(self) -> str:
+            return "same"
+
+    m = _model(tiny_pool)
+    m.alike = {Same(): 1, Same(): [2]}
+    assert len(graph_cache.graph_key(m, _example(m), opset=17, dynamic_batch=False) or "") == 64
+    m.odd = Unprintable()
+    monkeypatch.setattr(graph_cache, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger=CACHE_LOG):
+        assert graph_cache.graph_key(m, _example(m), opset=17, dynamic_batch=False) is None
+        onnx.checker.check_model(str(export_onnx(m, _example(m), tmp_path / "a.onnx", ship=True)), full_check=True)
+    said = [r.getMessage() for r in caplog.records if r.name == CACHE_LOG]
+    assert len(said) == 1 and "key cannot be computed" in said[0], said
+    assert _entries(cache) == []

@@ -113,7 +113,7 @@ def _described(v: Any) -> Any:
     if isinstance(v, (tuple, list)):
         return [type(v).__name__, [_described(x) for x in v]]
     if isinstance(v, dict):
-        return ["dict", sorted([repr(k), _described(x)] for k, x in v.items())]
+        return ["dict", sorted(([repr(k), _described(x)] for k, x in v.items()), key=lambda kv: kv[0])]
     if isinstance(v, torch.Tensor):
         t = v.detach().cpu().contiguous()
         data = t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b""
@@ -143,10 +143,18 @@ def _has_hooks(model: nn.Module) -> bool:
 def graph_key(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic_batch: bool) -> str | None:
     """The cache key of the shipped graph of ``model`` traced on ``example``; None when it must not be cached
     (the cache is off, the model has forward hooks, or code the key does not cover: ``_cacheable``)."""
-    import torch
-
     if limit_bytes() == 0 or _has_hooks(model) or not _cacheable(model):
         return None
+    try:
+        return _digest(model, example, opset=opset, dynamic_batch=dynamic_batch)
+    except Exception as exc:  # a module attribute the key cannot describe: exported every time, said once
+        _skip("key cannot be computed for this model", exc)
+        return None
+
+
+def _digest(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic_batch: bool) -> str:
+    import torch
+
     h = hashlib.sha256()
     head = {"format": FORMAT, "opset": opset, "dynamic_batch": dynamic_batch, "input_shape": list(example.shape),
             "input_dtype": str(example.dtype)}
