@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -394,3 +395,20 @@ def test_a_benchmark_scripts_own_bad_input_is_one_line(script, argv, phrase, cap
     with pytest.raises(SystemExit) as exc:
         _module(script).main(argv)
     assert exc.value.code == 2 and phrase in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_switchable_times_single_exports_with_the_graph_cache_off(tiny_pool: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """switchable.py records the wall time of the single shipped exports beside the switchable build's: with a
+    graph an earlier run left in the user's exported-graph cache it timed a read, not an export."""
+    from lgp_edge.pool.pool import load_pool
+
+    bench = _module("switchable")
+    monkeypatch.setenv("LGP_EDGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LGP_EDGE_CACHE_MB", "64")
+    pool, _ = load_pool(tiny_pool)
+    shipped: dict = {}
+    seconds = bench.export_shipped(pool, ["ti6.0-5", "b6.0-5"], (1, 1, 16, 16), tmp_path, shipped)
+    assert seconds > 0 and sorted(shipped) == ["b6.0-5", "ti6.0-5"] and all(p.is_file() for p in shipped.values())
+    assert not (tmp_path / "cache").exists()  # exported, nothing read from or left in the cache
+    assert os.environ["LGP_EDGE_CACHE_MB"] == "64"  # the setting given back
