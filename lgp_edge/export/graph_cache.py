@@ -32,12 +32,11 @@ import logging
 import os
 import re
 import stat
-import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from lgp_edge.errors import UsageError
+from lgp_edge.errors import UsageError, WriteFailed
 
 if TYPE_CHECKING:
     import torch
@@ -220,29 +219,18 @@ def store(key: str, proto: Any) -> None:
         return
     if not limit or len(data) > limit:
         return
+    from lgp_edge.fileio import write_atomic_all
+
     d = graph_dir()
+    record = json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "format": FORMAT})
     try:
         d.mkdir(parents=True, exist_ok=True)
-        _write(d / f"{key}.onnx", data)
-        _write(d / f"{key}.json", json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                                               "format": FORMAT}).encode())
+        # the record renamed last: a graph without one is never read; both with the permissions of the user's umask
+        write_atomic_all([(d / f"{key}.onnx", lambda tmp: Path(tmp).write_bytes(data)),
+                          (d / f"{key}.json", lambda tmp: Path(tmp).write_text(record))])
         _evict(d, limit)
-    except OSError as exc:
+    except (OSError, WriteFailed) as exc:
         _skip(f"at '{d}' cannot be written", exc)
-
-
-def _write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)  # as any file the user writes (mkstemp's 0600 hides a shared cache)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _evict(d: Path, limit: int) -> None:
@@ -257,19 +245,9 @@ def _evict(d: Path, limit: int) -> None:
                     p.unlink()
             except FileNotFoundError:
                 pass
-    entries = _entries(d)
-    sized = []
-    for key, files in entries.items():
-        try:
-            stats = {p.suffix: p.stat() for p in files}
-        except FileNotFoundError:
-            continue
-        if ".json" not in stats:  # a graph whose record was never written (a process stopped between the two)
-            sized.append((0.0, key, sum(s.st_size for s in stats.values())))
-            continue
-        sized.append((stats[".json"].st_mtime, key, sum(s.st_size for s in stats.values())))
-    total = sum(s for _, _, s in sized)
-    for _, key, size in sorted(sized):
+    sized = _entry_sizes(d)
+    total = sum(s.size for s in sized)
+    for _, key, size, _ in sorted(sized):
         if total <= limit:
             break
         for suffix in (".json", ".onnx"):
@@ -294,20 +272,32 @@ def _entries(d: Path) -> dict[str, list[Path]]:
     return out
 
 
+class _Sized(NamedTuple):
+    used: float  # its record's mtime (touched on every read); 0 for a graph whose record was never written
+    key: str
+    size: int  # bytes of its graph and record
+    graph: bool  # its graph is there (a record can outlive it)
+
+
+def _entry_sizes(d: Path) -> list[_Sized]:
+    out = []
+    for key, files in _entries(d).items():
+        try:
+            stats = {p.suffix: p.stat() for p in files}
+        except FileNotFoundError:  # removed meanwhile (another process's eviction)
+            continue
+        used = stats[".json"].st_mtime if ".json" in stats else 0.0
+        out.append(_Sized(used, key, sum(s.st_size for s in stats.values()), ".onnx" in stats))
+    return out
+
+
 def summary() -> dict[str, Any]:
     """Where the cache is, how many graphs it holds, their size and the limit (``lgp-edge cache info``)."""
     d = graph_dir()
-    entries = _entries(d)
-    size = 0
-    for files in entries.values():
-        for p in files:
-            try:
-                size += p.stat().st_size
-            except FileNotFoundError:
-                pass
+    sized = _entry_sizes(d)
     limit = limit_bytes()
-    return {"path": str(d), "graphs": sum(1 for files in entries.values() if any(p.suffix == ".onnx" for p in files)),
-            "bytes": size, "limit_bytes": limit, "enabled": limit > 0}
+    return {"path": str(d), "graphs": sum(s.graph for s in sized), "bytes": sum(s.size for s in sized),
+            "limit_bytes": limit, "enabled": limit > 0}
 
 
 def clear() -> tuple[int, int]:

@@ -153,12 +153,12 @@ def _in_scratch(exc: OSError, tmp: str | None) -> bool:
 
 
 def _shipped(model: nn.Module, example: torch.Tensor, path: Path, *, opset: int, dynamic_batch: bool,
-             metadata: Mapping[str, str]) -> None:
+             metadata: Mapping[str, str], cache: bool) -> None:
     import onnx
 
     from lgp_edge.export import graph_cache
 
-    key = graph_cache.graph_key(model, example, opset=opset, dynamic_batch=dynamic_batch)
+    key = graph_cache.graph_key(model, example, opset=opset, dynamic_batch=dynamic_batch) if cache else None
     proto = graph_cache.load(key) if key else None
     if proto is None:
         proto = _slim(_exported(model, example, opset=opset, dynamic_batch=dynamic_batch), opset)
@@ -188,8 +188,10 @@ def _exported(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic_ba
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *, opset: int = 17,
-                dynamic_batch: bool = False, ship: bool = False, metadata: Mapping[str, str] | None = None) -> Path:
-    """Export ``model`` (eval mode) traced on ``example`` to ``path``; see the module docstring for ``ship``."""
+                dynamic_batch: bool = False, ship: bool = False, metadata: Mapping[str, str] | None = None,
+                cache: bool = True) -> Path:
+    """Export ``model`` (eval mode) traced on ``example`` to ``path``; see the module docstring for ``ship``.
+    ``cache=False``: the shipped graph is exported, not read from or kept in the exported-graph cache."""
     if opset < MIN_OPSET:
         raise UsageError(f"ONNX opset {opset} is too old for ViT export; lgp-edge needs opset >= {MIN_OPSET}")
     path = Path(path)
@@ -198,7 +200,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *, op
     if dynamic_batch and example.shape[0] == 1:
         example = torch.zeros((2, *example.shape[1:]), dtype=example.dtype)  # batch 1 would be specialised away
     if ship:
-        _shipped(model, example, path, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata or {})
+        _shipped(model, example, path, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata or {}, cache=cache)
     else:
         with _silenced(io.StringIO()):
             _torchscript(model, example, path, opset=opset, dynamic_batch=dynamic_batch)
