@@ -671,16 +671,21 @@ def test_stale_temporary_directories_are_removed(tmp_path: Path, capsys: pytest.
     (tmp_path / ".pool.old-2025").mkdir()  # a user's backup, named like the swap's leftover
     (tmp_path / ".pool.old-2025" / "precious.txt").write_text("mine\n")
     (tmp_path / ".pool.tmp-keep").mkdir()  # not a name lgp-edge makes: left alone
+    # a user's copy of a pool with their own file in it, named like the swap's leftover: kept whole
+    shutil.copytree(TINY_SRC[0], tmp_path / ".pool.old-2026")
+    (tmp_path / ".pool.old-2026" / "notes.txt").write_text("mine\n")
     for mine in (".pool.tmp-20240101", ".pool.tmp-20240101-mynotes1"):
         (tmp_path / mine).mkdir()
         (tmp_path / mine / "notes.txt").write_text("mine\n")
     rc, err = run_cli(["pool", "info", str(p), "--json"], capsys)
     assert rc == 0, err
-    assert leftovers(p) == [".pool.old-2025", ".pool.tmp-20240101", ".pool.tmp-20240101-mynotes1", ".pool.tmp-keep"]
+    kept = [".pool.old-2025", ".pool.old-2026", ".pool.tmp-20240101", ".pool.tmp-20240101-mynotes1", ".pool.tmp-keep"]
+    assert leftovers(p) == kept
     rc, err = run_cli(["pool", "eval", str(p), "--data", "synthetic", "--max-images", "8", "--quiet"], capsys)
     assert rc == 0, err
-    assert leftovers(p) == [".pool.old-2025", ".pool.tmp-20240101", ".pool.tmp-20240101-mynotes1", ".pool.tmp-keep"]
+    assert leftovers(p) == kept
     assert (tmp_path / ".pool.tmp-20240101" / "notes.txt").read_text() == "mine\n"
+    assert (tmp_path / ".pool.old-2026" / "notes.txt").read_text() == "mine\n"
 
 
 def _damage_rng(meta: dict) -> None:
