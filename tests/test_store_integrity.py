@@ -80,6 +80,41 @@ def test_a_store_from_a_newer_lgp_edge_is_refused_and_left_as_it_is(tmp_path, ca
     assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
 
 
+def test_a_newer_store_in_rollback_journal_mode_is_not_switched_to_wal(tmp_path, capsys):
+    """The refusal comes before anything is changed: a newer store kept in rollback-journal mode (as another
+    tool may keep it) is not switched to WAL, which rewrites its header."""
+    path = tmp_path / "newer.sqlite"
+    _store_with_one_run(path)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode = DELETE")
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(UsageError, match="newer lgp-edge"):
+        MeasurementStore(path)
+    rc, err = run_cli(["profile", "--target", "jetson-nano", "--predict", "--store", str(path)], capsys)
+    assert rc == 2 and len(error_lines(err)) == 1 and "newer lgp-edge" in err
+    assert path.read_bytes() == before and not path.with_name("newer.sqlite-wal").exists()
+
+
+def test_another_programs_sqlite_file_is_refused_by_writers_and_left_as_it_is(tmp_path, capsys):
+    """A mistyped --store naming another program's database: refused in one line by the commands that write
+    (as by those that read), with no table added, no schema version stamped and its journal mode kept."""
+    path = tmp_path / "contacts.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE contacts (name TEXT, phone TEXT)")
+    db.execute("INSERT INTO contacts VALUES ('a', '1')")
+    db.commit()
+    db.close()
+    before = path.read_bytes()
+    with pytest.raises(UsageError, match="not an lgp-edge measurement store"):
+        MeasurementStore(path)
+    rc, err = run_cli(["profile", "--target", "jetson-nano", "--predict", "--store", str(path)], capsys)
+    assert rc == 2 and len(error_lines(err)) == 1 and "not an lgp-edge measurement store (tables: contacts)" in err
+    assert path.read_bytes() == before and not path.with_name("contacts.sqlite-wal").exists()
+
+
 def test_a_row_whose_tool_versions_are_not_json_is_one_line(tmp_path, capsys):
     path = tmp_path / "edited.sqlite"
     _store_with_one_run(path)

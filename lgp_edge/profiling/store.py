@@ -151,12 +151,15 @@ class MeasurementStore:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), timeout=self._wait_s, isolation_level=None)
             self._db.execute(f"PRAGMA busy_timeout = {int(self._wait_s * 1000)}")
+            # what the file is, before anything is written to it: a newer store or another program's database
+            # is refused as it is (switching it to WAL would already rewrite its header)
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            self._check_version(version)
+            self._check_ours(self._tables())
             mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
             if str(mode).lower() != "wal":
                 mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self._db.execute("PRAGMA synchronous = NORMAL")
-            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
-            self._check_version(version)
             self._check_writable(version)
             if version != SCHEMA_VERSION:
                 self._migrate()  # only a new or older file is written to on open
@@ -261,13 +264,11 @@ class MeasurementStore:
             raise _damaged(self.path, exc) or UsageError(f"cannot read measurement store '{self.path}': {exc}") \
                 from None
         self._check_version(version)
+        self._check_ours(tables)
         if "runs" in tables:
             self._table = "runs"
         elif "latency" in tables:  # schema 1, read as is
             self._table = "latency"
-        elif tables:
-            raise UsageError(f"'{self.path}' is an SQLite file but not an lgp-edge measurement store "
-                             f"(tables: {', '.join(sorted(tables))})")
         else:
             self._db.close()
             self._db = None  # an empty file: an empty store
@@ -280,6 +281,12 @@ class MeasurementStore:
                              "folder cannot be written, so they cannot be read: open it once where its folder is "
                              "writable (any 'lgp-edge profile' there merges them), or copy the store with its "
                              f"'{wal.name}' to a writable folder")
+
+    def _check_ours(self, tables: set[str]) -> None:
+        """An SQLite file with tables but neither ``runs`` nor schema 1's ``latency`` is another program's."""
+        if tables and not {"runs", "latency"} & tables:
+            raise UsageError(f"'{self.path}' is an SQLite file but not an lgp-edge measurement store "
+                             f"(tables: {', '.join(sorted(tables))}); pass another --store")
 
     def _tables(self) -> set[str]:
         assert self._db is not None
