@@ -302,3 +302,40 @@ def test_calibration_note_says_why_a_store_that_can_be_written_holds_no_calibrat
         assert roofline.host_calibration("torch", 1, store) == fake
     text = " ".join(r.getMessage() for r in caplog.records)
     assert says in text and "could not be written" not in text
+
+
+def test_a_stopped_profile_keeps_the_new_store_another_process_has_open(pool: Path, env: dict[str, Path],
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """The run that created a store is stopped while a second profile (another process) has the store open: the
+    empty store is kept, so the second run's measurements land in the file at the path, not in an unlinked one."""
+    import subprocess
+    import sys
+
+    from lgp_edge.profiling import measure
+    from lgp_edge.profiling.store import MeasurementStore
+
+    script = ("import sys\nfrom lgp_edge.profiling.store import MeasurementStore\n"
+              "s = MeasurementStore(sys.argv[1])\nprint('open', flush=True)\nsys.stdin.readline()\n"
+              "s._db.execute(\"INSERT INTO host_calibration VALUES ('fp', '{}', '2026-12-06T00:00:00Z')\")\n"
+              "s.close()\n")
+    others: list[subprocess.Popen] = []
+
+    def stop(*a: object, **k: object) -> list[float]:  # Ctrl-C while measuring, once another run has opened it
+        assert env["store"].exists()  # created by this run
+        others.append(subprocess.Popen([sys.executable, "-c", script, str(env["store"])], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, text=True))
+        assert others[0].stdout is not None and others[0].stdout.readline() == "open\n"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(measure, "_series", stop)
+    try:
+        rc, err = run_cli(_profile(pool), capsys)
+        assert rc == 130, err
+        assert env["store"].exists(), "the stopped run removed a store another process had open"
+    finally:
+        for other in others:
+            other.communicate("\n", timeout=60)
+    assert len(others) == 1 and others[0].returncode == 0
+    with MeasurementStore(env["store"], readonly=True) as s:
+        assert s._db is not None and s._db.execute("SELECT COUNT(*) FROM host_calibration").fetchone()[0] == 1

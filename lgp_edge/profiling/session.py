@@ -215,12 +215,18 @@ def _missing_parts(path: Path) -> list[Path]:
 
 
 def _remove_created(created: list[Path]) -> None:
-    """Remove a store this process created (file, WAL sidecars, folders), unless something is in it."""
+    """Remove a store this process created (file, WAL sidecars, folders), unless something is in it or another
+    process has it open: call after closing this process's connection. SQLite removes a WAL store's ``-wal``
+    and ``-shm`` when its last connection closes, so sidecars still there mean another connection (a second
+    ``profile`` measuring into the new store, whose rows would go to an unlinked file) or a crashed one."""
     if not created:
         return
     import sqlite3
 
     path = created[0]
+    if any(p.exists() for p in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))):
+        log.debug("keeping the new store '%s': another process has it open", path)
+        return
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
