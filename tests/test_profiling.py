@@ -237,6 +237,18 @@ def test_parse_trtexec_failure_is_clear():
                       "&&&& FAILED TensorRT.trtexec [TensorRT v8201]")
 
 
+@pytest.mark.parametrize("value", ["-", ".", "1.2.3", "e", "+-"])
+def test_a_trtexec_number_that_is_not_a_number_is_one_line(value):
+    """The parser's pattern takes any run of digits, dots, signs and e's: a board printing "min = - ms" ended in a
+    ValueError traceback (exit 1)."""
+    text = TRT10_LOG.replace("min = 3.12671 ms", f"min = {value} ms")
+    with pytest.raises(UsageError) as e:
+        parse_trtexec(text)
+    assert f"'{value}'" in str(e.value) and "min" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(UsageError, match="Throughput"):
+        parse_trtexec(TRT10_LOG.replace("318.007 qps", f"{value} qps"))
+
+
 # ----------------------------------------------------------------------------------- perf_test parser
 
 
@@ -249,6 +261,23 @@ def test_parse_perf_test_and_cpu_mask():
     assert remote.cpu_mask("3-7") == "f8" and remote.cpu_mask("4,5,6,7") == "f0" and remote.cpu_mask("0") == "1"
     with pytest.raises(UsageError):
         remote.parse_perf_test("Segmentation fault")
+
+
+
+@pytest.mark.parametrize(("line", "value"), [("Total inference requests: nan", "nan"),
+                                             ("Total inference requests: inf", "inf"),
+                                             ("Total inference requests: 0", "0"),
+                                             ("Total inference requests: 2.5", "2.5"),
+                                             ("Average inference time cost: -inf ms", "-inf"),
+                                             ("P90 Latency: nan s", "nan")])
+def test_a_perf_test_number_out_of_range_is_one_line(line, value):
+    """NaN or infinite statistics (or a request count that is no count) from onnxruntime_perf_test ended in
+    ValueError / OverflowError tracebacks when converted, or reached the store's checks as NaN."""
+    name = line.split(":")[0]
+    text = "\n".join(ln for ln in PERF_TEST_OUT.splitlines() if not ln.startswith(name)) + "\n" + line + "\n"
+    with pytest.raises(UsageError) as e:
+        remote.perf_test_timing(remote.parse_perf_test(text), MeasureSettings(iters=100))
+    assert f"'{value}'" in str(e.value) and name in str(e.value) and "\n" not in str(e.value)
 
 
 # ---------------------------------------------------------------------------------------- predictor

@@ -333,13 +333,13 @@ def _board_timing(sess: Any, board: _Board, rmodel: str, settings: MeasureSettin
         return repeat_if_noisy(lambda: _ort_once(sess, argv, versions, settings), settings)
     if target.connection.kind == "ssh":
         summary = parse_trtexec(sess.run(remote.trtexec_argv(board.script, rmodel, board.precision, settings,
-                                                              target.extra.get("trtexec"))))
+                                                              target.extra.get("trtexec"))), sess.transport.where)
         timing, notes = summary_timing(summary, settings.iters, settings.warmup)
         versions["tensorrt"] = summary.version or target.runtime_version
         versions.update({f"note_{k}": v for k, v in notes.items()})
         return timing
     stats = remote.parse_perf_test(sess.run(remote.perf_test_argv(
-        board.perf_test, rmodel, settings, str(target.extra.get("big_cores", "0-7")))))
+        board.perf_test, rmodel, settings, str(target.extra.get("big_cores", "0-7")))), sess.transport.where)
     timing = remote.perf_test_timing(stats, settings)
     versions["onnxruntime_perf_test"] = target.runtime_version
     versions["note_std"] = "estimated from P90 - P50 (perf_test prints no std)"

@@ -329,11 +329,11 @@ def parse_ort_bench(text: str, where: str = "the board") -> dict[str, Any]:
     raise UsageError(f"the device-side benchmark printed no timings: {text.strip()[-300:]}")
 
 
-def parse_perf_test(text: str) -> dict[str, float]:
+def parse_perf_test(text: str, where: str = "the board") -> dict[str, float]:
     """ONNX Runtime's ``onnxruntime_perf_test -s`` statistics (seconds) -> milliseconds by name.
 
     Reads ``Average inference time cost: X ms``, ``Min/Max/P50/P90/P95/P99/P999 Latency: X s`` and
-    ``Total inference requests: N``.
+    ``Total inference requests: N``; a value that is no time (or no count) is refused (``where`` names the board).
     """
     out: dict[str, float] = {}
     for line in text.splitlines():
@@ -344,16 +344,24 @@ def parse_perf_test(text: str) -> dict[str, float]:
         parts = value.split()
         if not parts:
             continue
+        latency = name.endswith(" Latency") and len(parts) > 1 and parts[1] == "s"
+        if not (latency or name in ("Average inference time cost", "Total inference requests")):
+            continue
         try:
             number = float(parts[0])
         except ValueError:
-            continue
-        if name.endswith(" Latency") and len(parts) > 1 and parts[1] == "s":
+            number = math.nan
+        count = name == "Total inference requests"
+        if not (math.isfinite(number) and number >= 0) or (count and (number < 1 or number != int(number))):
+            raise UsageError(f"{where} returned an invalid timing: onnxruntime_perf_test printed {name} "
+                             f"{parts[0][:40]!r} (" + ("a count of runs" if count else "a time >= 0")
+                             + " expected); check the benchmark on the board")
+        if latency:
             out[name.removesuffix(" Latency").lower()] = number * 1e3
-        elif name == "Average inference time cost":
-            out["mean"] = number
-        elif name == "Total inference requests":
+        elif count:
             out["n"] = number
+        else:
+            out["mean"] = number
     if "p50" not in out or "mean" not in out:
         raise UsageError(f"onnxruntime_perf_test printed no statistics: {text.strip()[-300:]}")
     return out

@@ -12,6 +12,7 @@ and ``--percentile=99`` where the installed trtexec accepts a list.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,30 +48,43 @@ class TrtexecSummary:
         return (above[0], self.percentiles[above[0]]) if above else (100.0, self.max_ms)
 
 
-def _stats(line: str) -> dict[str, Any]:
+def _number(text: str, what: str, where: str) -> float:
+    """A value trtexec printed; the patterns take any run of digits, dots, signs and e's ("-", "1.2.3")."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise UsageError(f"{where} returned an invalid timing: trtexec printed {what} = {text[:40]!r} (a number "
+                         "expected); check trtexec on the board")
+    return value
+
+
+def _stats(line: str, where: str) -> dict[str, Any]:
     out: dict[str, Any] = {"percentiles": {}}
     for name, pct, value in _STAT.findall(line):
         if pct:
-            out["percentiles"][float(pct)] = float(value)
+            out["percentiles"][_number(pct, name, where)] = _number(value, name, where)
         else:
-            out[name] = float(value)
+            out[name] = _number(value, name, where)
     return out
 
 
-def parse_trtexec(text: str) -> TrtexecSummary:
-    """Parse trtexec's output; raises UsageError when it holds no performance summary."""
+def parse_trtexec(text: str, where: str = "the board") -> TrtexecSummary:
+    """Parse trtexec's output; raises UsageError when it holds no performance summary or a value in it is no
+    number (``where`` names the board)."""
     latency = gpu = None
     qps = None
     for line in text.splitlines():
         body = line.split("] ", 2)[-1] if line.startswith("[") else line
         body = body.strip()
         if body.startswith("Latency:"):
-            latency = _stats(body)
+            latency = _stats(body, where)
         elif body.startswith("GPU Compute Time:"):
-            gpu = _stats(body)
+            gpu = _stats(body, where)
         elif body.startswith("Throughput:"):
             m = re.search(r"Throughput:\s*([0-9.eE+-]+)\s*qps", body)
-            qps = float(m.group(1)) if m else None
+            qps = _number(m.group(1), "Throughput", where) if m else None
     if latency is None or not {"min", "max", "mean", "median"} <= set(latency):
         tail = " | ".join(text.strip().splitlines()[-3:])[:300]
         raise UsageError(f"trtexec printed no performance summary (did the engine build fail?): {tail}")
