@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from lgp_edge import __version__
-from lgp_edge.commands.common import HELD, HeldWarnings
+from lgp_edge.commands.common import HELD, HeldWarnings, PrintableFormatter, printable
 from lgp_edge.errors import STDOUT, WRITE_ERRNOS, LgpEdgeError, UsageError, write_failed
 from lgp_edge.export import graph_cache
 
@@ -88,8 +88,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _say(line: str) -> None:
-    """One line on stderr, whatever the terminal's encoding (paths may hold undecodable bytes)."""
-    text = " ".join(line.splitlines()) + "\n"
+    """One line on stderr, whatever the terminal's encoding (paths may hold undecodable bytes), its control
+    characters escaped."""
+    text = printable(" ".join(line.splitlines())) + "\n"
     stream = sys.stderr
     encoding = getattr(stream, "encoding", None) or "utf-8"
     stream.write(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
@@ -287,7 +288,7 @@ def _logging(verbose: bool) -> Iterator[HeldWarnings | None]:
     if not root.handlers:  # as basicConfig would (an application that set up logging keeps its own)
         if verbose:
             handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
         else:
             handler = held = HeldWarnings(sys.stderr)
             HELD[:] = [held]

@@ -165,7 +165,7 @@ def core_list_problem(cores: str) -> str | None:
 
 def _check_text(path: Path, field: str, value: str) -> None:
     """One printable line: these strings reach generated scripts, remote commands and manifests."""
-    bad = next((c for c in value if ord(c) < 32 or ord(c) == 127), None)
+    bad = next((c for c in value if ord(c) < 32 or 127 <= ord(c) < 160), None)
     if bad is not None:
         raise UsageError(f"target file '{path}': field '{field}' contains the control character {bad!r}; "
                          "write it on one line without control characters")

@@ -36,3 +36,19 @@ def test_warnings_of_a_run_that_goes_on_are_printed(tmp_path: Path) -> None:
     done = _run([*BUILD, "--out", str(tmp_path / "pool"), "--quiet"])
     assert done.returncode == 0, done.stderr
     assert "WARNING" in done.stderr and "synthetic" in done.stderr.lower(), done.stderr
+
+
+def test_control_characters_in_errors_and_warnings_reach_the_terminal_escaped(tmp_path: Path) -> None:
+    """Text lgp-edge did not write (a board's stderr, a file name) went to the terminal with its escape sequences: a
+    window title set, the screen cleared. Printed escaped instead, in the error line and in the warnings."""
+    odd = "x\x1b]0;title\x07\x1b[2J\x9bred\r"
+    done = subprocess.run([sys.executable, "-m", "lgp_edge.cli", "select", "--profile", "cpu", "--pool",
+                           str(tmp_path / odd), "--store", str(tmp_path / f"{odd}.sqlite")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "is not a pool directory" in done.stderr, done.stderr
+    assert not any(c in done.stderr for c in "\x1b\x07\x9b\r"), repr(done.stderr)
+    assert "x\\x1b]0;title\\x07\\x1b[2J\\x9bred" in done.stderr, repr(done.stderr)  # the \\r: a line break
+    done = subprocess.run([sys.executable, "-m", "lgp_edge.cli", "select", "--profile", "cpu", "--store",
+                           str(tmp_path / f"{odd}.sqlite")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "WARNING" in done.stderr, done.stderr
+    assert not any(c in done.stderr for c in "\x1b\x07\x9b\r"), repr(done.stderr)

@@ -64,6 +64,9 @@ def test_schema_of_every_shipped_profile(path: Path) -> None:
     (GOOD + "threads = 0\n", "threads"),
     (GOOD + "threads = 1.5\n", "threads"),
     (GOOD + "threads = 100000\n", "threads"),
+    # control characters (a terminal escape, a carriage return) in a string: printed by 'profiles show' as they are
+    (GOOD + 'description = "ok\\u001b]0;title\\u0007\\u001b[2Jfake"\n', "description"),
+    (GOOD + 'description = "line\\r\\nFAKE LINE"\n', "description"),
 ])
 def test_bad_profile_files_name_file_and_field(tmp_path: Path, text: str, field: str) -> None:
     f = tmp_path / "mine.toml"

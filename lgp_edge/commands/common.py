@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,6 +63,23 @@ def add_store_arg(p: argparse.ArgumentParser) -> None:
                         "measurements.sqlite)")
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters (terminal escapes, carriage returns, bells; tabs and newlines kept)
+    written as ``\\xNN`` escapes: error lines and warnings carry text lgp-edge did not write (a board's output,
+    file names), which must not reach the terminal as commands to it."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class PrintableFormatter(logging.Formatter):
+    """The CLI's log lines, control characters escaped (``printable``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 class HeldWarnings(logging.Handler):
     """The CLI's stderr for warnings: they wait until the command has passed its input checks, so a command
     that stops on bad input prints its one error line alone. They are printed when the first long task
@@ -70,7 +88,7 @@ class HeldWarnings(logging.Handler):
     def __init__(self, stream: Any) -> None:
         super().__init__(logging.WARNING)
         self.stream, self.held, self.open = stream, [], False
-        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.open:
