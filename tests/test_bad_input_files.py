@@ -134,3 +134,26 @@ def test_a_deeply_nested_ancestry_json(tmp_path: Path, capsys: pytest.CaptureFix
     refused(["export", "--model", "lgp_vit_fmnist", "--checkpoint", str(anc), "--target", "cpu", "--out",
              str(tmp_path / "out"), "--format", "onnx", "--val-images", "50", "--store", str(tmp_path / "m.sqlite")],
             tmp_path, capsys, "nested too deeply")
+
+
+@pytest.mark.parametrize(("field", "value", "phrase"), [
+    ("stage", {"a": 1}, "stage"), ("stage", [], "stage"), ("stage", "", "stage"),
+    ("data", 123, "data"), ("data", ["x"], "data"), ("stitch_init", None, "stitch_init"),
+    ("stage", "fine\u001b[2Jtuned", "stage"),  # printed into report.md and the terminal
+    ("files", {"weights.safetensors": 5}, "files"), ("files", ["weights.safetensors"], "files"),
+    ("files", {"weights.safetensors": "abc"}, "files"), ("files", {"../weights.safetensors": "0" * 64}, "files"),
+    ("provenance", 7, "provenance"),
+], ids=["stage-object", "stage-list", "stage-empty", "data-number", "data-list", "stitch-init-null",
+        "stage-escape", "files-number", "files-list", "files-short-hash", "files-path", "provenance-number"])
+def test_a_pool_json_field_of_the_wrong_type_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         field: str, value: object, phrase: str) -> None:
+    """pool.json's stage, data, stitch_init, files and provenance were taken as they were: an object for stage or
+    a number for a file's hash ended in TypeError tracebacks in `pool info`, a number for data in an
+    AttributeError one in `export`, and an escape in stage reached report.md and the terminal."""
+    pool = Path(shutil.copytree(demo_pool_dir(), tmp_path / "pool"))
+    raw = json.loads((pool / "pool.json").read_text())
+    raw[field] = value
+    (pool / "pool.json").write_text(json.dumps(raw))
+    for argv in (["pool", "info", str(pool)], ["select", "--target", "cpu", "--pool", str(pool), "--json",
+                                                "--store", str(tmp_path / "none.sqlite")]):
+        refused(argv, tmp_path, capsys, phrase)

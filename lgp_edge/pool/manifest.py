@@ -143,6 +143,11 @@ class PoolManifest:
                                 fix=REBUILD)
         check_instance_names(spec)
         _check_history(history, tuple(i.name for i in spec.instances))
+        for name in ("data", "stitch_init", "stage"):
+            _check_label(name, d[name])
+        _check_files(d["files"])
+        if not isinstance(d.get("provenance", {}), dict):
+            raise DamagedRecord(f"has provenance {_json_kind(d['provenance'])} (an object expected)", fix=REBUILD)
         return cls(spec=spec, preprocess=preprocess,
                    data=d["data"], stitch_init=d["stitch_init"], stage=d["stage"], files=dict(d["files"]),
                    history=tuple(history), descendants=tuple(DescendantRecord.from_dict(r) for r in rows),
@@ -184,6 +189,27 @@ def read_manifest(path: str | Path) -> PoolManifest:
 
 
 REBUILD = "restore it or rebuild the pool"
+
+
+def _check_label(name: str, value: Any) -> None:
+    """A name pool.json records (its data, stitch init, stage): one printable line, as lgp-edge writes it."""
+    if not isinstance(value, str) or not value or len(value) > 4096 or not value.isprintable():
+        raise DamagedRecord(f"has {name} {repr(value)[:60]} (a non-empty line of printable text expected)",
+                            fix=REBUILD)
+
+
+def _check_files(files: Any) -> None:
+    """``files``: the pool's own file names (no folders) with their sha256, as ``save_pool`` writes them."""
+    if not isinstance(files, dict):
+        raise DamagedRecord(f"has files {_json_kind(files)} (an object of file names and sha256 hashes expected)",
+                            fix=REBUILD)
+    for name, digest in files.items():
+        if not (name and name.isprintable() and "/" not in name and "\\" not in name and name not in (".", "..")):
+            raise DamagedRecord(f"has files entry {name[:60]!r} (a file name in the pool directory expected)",
+                                fix=REBUILD)
+        if not (isinstance(digest, str) and re.fullmatch("[0-9a-f]{64}", digest)):
+            raise DamagedRecord(f"has files[{name[:60]!r}] {repr(digest)[:60]} (a sha256 hex digest expected)",
+                                fix=REBUILD)
 
 
 STORAGE_DTYPES = ("float32", "float16")  # what save_pool writes weights.safetensors in
