@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -159,7 +160,12 @@ def read_checkpoint_meta(path: Path, fingerprint: str, world: int) -> dict[str, 
         raise CheckpointError(f"checkpoint '{path}' was written by {meta.get('world_size')} process(es), this run "
                               f"has {world}: the data order cannot be continued; resume with the same number "
                               f"of processes (torchrun --nnodes x --nproc_per_node = {meta.get('world_size')})")
-    state_f = path / meta.get("state_file", CKPT_STATE)
+    name = meta.get("state_file", CKPT_STATE)
+    if not (isinstance(name, str) and (name == CKPT_STATE or re.fullmatch(r"state-\d{9}\.safetensors", name))):
+        raise CheckpointError(f"checkpoint '{path}' is damaged: its {CKPT_META} names state_file {repr(name)[:60]} "
+                              "(state-NNNNNNNNN.safetensors in the checkpoint folder expected); delete it and start "
+                              "again without --resume")
+    state_f = path / name
     if not state_f.is_file():
         raise CheckpointError(f"checkpoint '{path}' is incomplete ({state_f.name} is missing); delete it and "
                               "start again without --resume")
@@ -205,5 +211,9 @@ def load_checkpoint(path: Path, objective: nn.Module, opt: torch.optim.Optimizer
                               "and start again without --resume") from None
     if f"rng.cuda.{rank}" in tensors:
         rng["cuda"] = tensors[f"rng.cuda.{rank}"]
-    set_rng_state(rng, device or torch.device("cpu"))
+    try:
+        set_rng_state(rng, device or torch.device("cpu"))
+    except (TypeError, ValueError, RuntimeError, KeyError, IndexError) as exc:
+        raise CheckpointError(f"checkpoint '{path}' has a damaged random-number state for rank {rank} "
+                              f"({str(exc)[:120]}); delete it and start again without --resume") from None
     return meta

@@ -700,9 +700,18 @@ def _drop_progress(meta: dict) -> None:  # as written before checkpoints carried
     del meta["extra"]["progress"]
 
 
+def _damage_state_file(meta: dict) -> None:  # a TypeError traceback (exit 1)
+    meta["state_file"] = 5
+
+
+def _damage_python_rng(meta: dict) -> None:  # a ValueError traceback from random.setstate (exit 1)
+    meta["rng"][0]["python"] = [3, [1, 2], None]
+
+
 @pytest.mark.parametrize("damage,needle", [(_damage_rng, "random-number state"),
                                            (_damage_progress, "damaged progress record"),
-                                           (_drop_progress, None)])
+                                           (_drop_progress, None), (_damage_state_file, "state_file"),
+                                           (_damage_python_rng, "random-number state")])
 def test_resume_whose_state_json_was_altered(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                              damage: Callable[[dict], None], needle: str | None) -> None:
     """A fine-tune checkpoint whose state.json lost its random-number state or has a progress record that does not
@@ -736,6 +745,21 @@ def test_resume_whose_state_json_was_altered(tmp_path: Path, capsys: pytest.Capt
         return
     assert rc == 2 and len(error_lines(err)) == 1 and needle in error_lines(err)[0], err
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["../state-000000001.safetensors", "/etc/passwd", "sub/state.safetensors",
+                                  "state.json", ""])
+def test_a_checkpoint_state_file_outside_its_folder_is_refused(tmp_path: Path, name: str) -> None:
+    """state.json names the weights file of the checkpoint; a path out of the checkpoint folder was read."""
+    from lgp_edge.errors import CheckpointError
+    from lgp_edge.train_checkpoint import CKPT_META, read_checkpoint_meta
+
+    ckpt = tmp_path / "run" / "finetune.ckpt"
+    ckpt.mkdir(parents=True)
+    (tmp_path / "run" / "state-000000001.safetensors").write_bytes(b"x")
+    (ckpt / CKPT_META).write_text(json.dumps({"fingerprint": "f", "world_size": 1, "state_file": name}))
+    with pytest.raises(CheckpointError, match="state_file"):
+        read_checkpoint_meta(ckpt, "f", 1)
 
 
 def test_pool_plan_tsb_chains_need_three_widths(capsys: pytest.CaptureFixture[str]) -> None:
