@@ -276,3 +276,36 @@ def test_a_failed_export_through_a_link_to_another_file_system_is_kept_beside_th
         assert (real.parent / "target.failed" / "manifest.json").is_file()
     finally:
         shutil.rmtree(real.parent, ignore_errors=True)
+
+
+def test_a_pool_replaced_while_it_is_read_is_read_whole(tiny_pool: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader (export, select, pool info…) that straddled the swap of a pool being rewritten in place (pool
+    stitch, finetune, eval) returned the new weights with the old pool.json: the old top-1 records chose the
+    descendant, and the export's manifest named the old weights' hashes. The swap here falls between the reader's
+    opening of pool.json and of the weights; it reads the pool again and returns one generation."""
+    import torch
+
+    from lgp_edge.pool import pool as pool_mod
+    from lgp_edge.pool.pool import load_pool, save_pool
+
+    p = Path(shutil.copytree(tiny_pool, tmp_path / "pool"))
+    pool, manifest = load_pool(p)
+    with torch.no_grad():
+        next(iter(pool.stitches.values())).bias.fill_(7.0)
+    save_pool(tmp_path / "gen2", pool, manifest.replace(history=(*manifest.history, {"stage": "eval", "data": "x",
+                                                                                      "images": 1})), keep_from=p)
+    real, swapped = pool_mod._build, []
+
+    def build_then_swap(path, m):  # the writer's swap, after this reader read pool.json and hashed the weights
+        if not swapped:
+            swapped.append(True)
+            os.rename(p, tmp_path / ".pool.old-1")
+            os.rename(tmp_path / "gen2", p)
+        return real(path, m)
+
+    monkeypatch.setattr(pool_mod, "_build", build_then_swap)
+    got, m2 = load_pool(p)
+    bias = next(iter(got.stitches.values())).bias
+    assert swapped and len(m2.history) == len(manifest.history) + 1 and m2.history[-1]["stage"] == "eval"
+    assert bool((bias == 7.0).all())

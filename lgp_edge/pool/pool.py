@@ -167,12 +167,43 @@ def _build(path: str | Path, manifest: PoolManifest) -> LearngenePool:
                               f"({str(exc) or type(exc).__name__}); the file is damaged") from None
 
 
-def load_pool(path: str | Path) -> tuple[LearngenePool, PoolManifest]:
+def _generation(path: str | Path) -> tuple[tuple[int, int, int] | None, ...]:
+    """Which writing of the pool at ``path`` its pool.json and weights are: a rewrite replaces the directory
+    (new files: new inodes and times), so a reader compares this before and after reading."""
+    out = []
+    for name in (MANIFEST, WEIGHTS):
+        try:
+            st = os.stat(Path(path) / name)
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def load_pool(path: str | Path, attempts: int = 3) -> tuple[LearngenePool, PoolManifest]:
     """Load and verify a pool directory (weights always as float32).
 
     The tensor shapes the spec implies are first compared with the weights file's header (``verified_weights``,
     arithmetic), so that a pool.json whose architecture is not the weights' (a width of 6144 for 32 allocates
-    11 GB) is refused before anything is built."""
+    11 GB) is refused before anything is built. pool.json and the weights are read at different moments: when
+    another lgp-edge replaced the pool in between (``pool stitch``, ``finetune`` and ``eval`` rewrite it in
+    place), the pool is read again, so the weights returned are those the manifest returned describes."""
+    for attempt in range(attempts):
+        before = _generation(path)
+        try:
+            loaded = _load_pool_once(path)
+        except CheckpointError:
+            if _generation(path) == before or attempt == attempts - 1:
+                raise
+            continue  # e.g. the new weights against the old pool.json's hash
+        if _generation(path) == before:
+            return loaded
+        log.info("pool '%s' was replaced while it was read; reading it again", path)
+    raise CheckpointError(f"pool '{path}' was replaced {attempts} times while it was read (another lgp-edge is "
+                          "rewriting it); read it again when that run is done")
+
+
+def _load_pool_once(path: str | Path) -> tuple[LearngenePool, PoolManifest]:
     manifest = read_manifest(path)
     weights = verified_weights(path, manifest)
     pool = _build(path, manifest)
