@@ -9,6 +9,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -294,6 +295,20 @@ def test_clear_and_info_touch_only_regular_files_named_exactly_as_entries(cache:
     assert json.loads(capsys.readouterr().out)["graphs_removed"] == 0
     assert sorted(p.name for p in cache.iterdir()) == sorted(["a" * 64 + ".onnx", "b" * 64 + ".onnx\n",
                                                                "c" * 64 + ".json"])
+
+
+def test_clear_leaves_a_graph_another_process_is_writing(cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cache clear` during an export removed the file the export was writing its graph to: the export warned that
+    the cache folder 'cannot be written'. A half-written entry is removed only once it is older than a writer
+    could be (one a stopped process left)."""
+    cache.mkdir(parents=True)
+    live, stale = cache / f".{'d' * 64}.onnx.x7kqytcv.tmp", cache / f".{'e' * 64}.onnx.a1b2c3d4.tmp"
+    live.write_bytes(b"being written")
+    stale.write_bytes(b"left by a stopped run")
+    old = time.time() - 2 * 24 * 3600
+    os.utime(stale, (old, old))
+    assert main(["cache", "clear"]) == 0
+    assert live.exists() and not stale.exists()
 
 
 def test_entries_are_written_with_the_users_umask(tiny_pool: Path, cache: Path, tmp_path: Path) -> None:

@@ -229,6 +229,8 @@ def store(key: str, proto: Any) -> None:
         write_atomic_all([(d / f"{key}.onnx", lambda tmp: Path(tmp).write_bytes(data)),
                           (d / f"{key}.json", lambda tmp: Path(tmp).write_text(record))])
         _evict(d, limit)
+    except FileNotFoundError as exc:  # the folder or a file removed meanwhile (a 'cache clear', rm -r): not kept
+        log.debug("exported-graph cache entry %s not kept: %s", key, exc)
     except (OSError, WriteFailed) as exc:
         _skip(f"at '{d}' cannot be written", exc)
 
@@ -301,16 +303,21 @@ def summary() -> dict[str, Any]:
 
 
 def clear() -> tuple[int, int]:
-    """Remove every entry (and entry a stopped process left half-written); nothing else in the folder. Returns
-    (graphs removed, bytes freed)."""
+    """Remove every entry (and entry a stopped process left half-written: older than ``PARTIAL_AGE_S``, as a
+    younger one may be another export's write in progress); nothing else in the folder. Returns (graphs removed,
+    bytes freed)."""
     d = graph_dir()
     graphs = freed = 0
     if not d.is_dir():
         return 0, 0
+    now = time.time()
     for p in d.iterdir():
         if (ENTRY.fullmatch(p.name) or PARTIAL.fullmatch(p.name)) and _regular(p):
             try:
-                size = p.lstat().st_size
+                st = p.lstat()
+                if PARTIAL.fullmatch(p.name) and now - st.st_mtime <= PARTIAL_AGE_S:
+                    continue
+                size = st.st_size
                 p.unlink()
             except FileNotFoundError:
                 continue
