@@ -339,3 +339,17 @@ def test_a_stopped_profile_keeps_the_new_store_another_process_has_open(pool: Pa
     assert len(others) == 1 and others[0].returncode == 0
     with MeasurementStore(env["store"], readonly=True) as s:
         assert s._db is not None and s._db.execute("SELECT COUNT(*) FROM host_calibration").fetchone()[0] == 1
+
+
+def test_a_phone_target_without_perf_test_names_a_readme_that_exists(pool: Path, env: dict[str, Path],
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """The error pointed at 'targets/android/README.md', a path of a git checkout only: an installed lgp-edge
+    names the file inside the package."""
+    import re
+
+    monkeypatch.delenv("LGP_EDGE_ORT_PERF_TEST", raising=False)
+    rc, err = run_cli(["profile", "--target", "android-arm64", "--pool", str(pool), "--descendant", KEY], capsys)
+    line = assert_refused(rc, err, "onnxruntime_perf_test", env)
+    m = re.search(r"see (/\S+README\.md)\)", line)
+    assert m and Path(m.group(1)).is_file(), line

@@ -238,15 +238,17 @@ def _check_remote(target: TargetSpec, precision: str) -> Path | None:
     if kind != "adb":
         return None
     binary = Path(os.environ.get("LGP_EDGE_ORT_PERF_TEST") or target.extra.get("perf_test_binary", "")).expanduser()
+    from lgp_edge.targets import targets_root
+
+    howto = targets_root() / "android" / "README.md"  # inside the installed package, not a checkout
     if not binary.is_file():
         raise UsageError(f"target '{target.name}' needs an Android build of onnxruntime_perf_test; "
-                         f"'{binary}' does not exist (set LGP_EDGE_ORT_PERF_TEST; see "
-                         "targets/android/README.md)")
+                         f"'{binary}' does not exist (set LGP_EDGE_ORT_PERF_TEST; see {howto})")
     problem = _program_problem(binary)
     if problem:  # it is copied to the phone: a target file naming ~/.bashrc or a key copied that there
         raise UsageError(f"target '{target.name}': '{binary}' (extra.perf_test_binary or LGP_EDGE_ORT_PERF_TEST) "
                          f"{problem}; point it at an executable Android build of onnxruntime_perf_test (see "
-                         "targets/android/README.md)")
+                         f"{howto})")
     return binary
 
 
