@@ -47,6 +47,13 @@ log = logging.getLogger("lgp_edge")
 _GIVEN = "_values_given"  # the namespace's record of the value options given so far (removed after parsing)
 
 
+def _as_typed(value: Any) -> str:
+    """A parsed option value as the user wrote it (``('ti6',)`` from ``--models ti6``: ``ti6``)."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value))
+    return str(value)
+
+
 class _StoreOnce(argparse._StoreAction):
     """A value option given twice is refused: argparse kept the last value and dropped the first unsaid
     (``export --descendant a --descendant b`` exported b alone)."""
@@ -55,7 +62,8 @@ class _StoreOnce(argparse._StoreAction):
                  option_string: str | None = None) -> None:
         given = namespace.__dict__.setdefault(_GIVEN, {})
         if option_string is not None and self.dest in given:
-            parser.error(f"{option_string} was given twice ({given[self.dest]!r}, then {values!r}); give it once")
+            parser.error(f"{option_string} was given twice ('{_as_typed(given[self.dest])}', then "
+                         f"'{_as_typed(values)}'); give it once")
         given[self.dest] = values
         super().__call__(parser, namespace, values, option_string)
 

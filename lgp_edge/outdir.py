@@ -41,6 +41,10 @@ from lgp_edge.fileio import default_mode, json_loads, remove_empty_dirs
 
 log = logging.getLogger(__name__)
 
+# what a writer refused because another process holds OUT's lock is told to do
+OUT_BUSY = "wait for it to finish or choose another --out"
+IN_PLACE_BUSY = "wait for it to finish, then run this command again"  # pool eval/stitch/finetune have no --out
+
 MAX_NAME_BYTES = 200  # OUT's last component; leaves room for ".NAME.tmp-PID-XXXXXXXX" and ".failed" in 255
 MAX_PATH_BYTES = 3800  # absolute path of OUT; leaves room for the files inside below Linux's PATH_MAX (4096)
 _LINUX_PATH_MAX = 4096
@@ -371,7 +375,7 @@ def claim_in_place(path: str | Path) -> None:
     _check_not_cwd(Path(path), real)  # first: '.' is the current directory, not a path without a name
     check_path(real)
     check_in_place(real)
-    _claim(real)
+    _claim(real, busy=IN_PLACE_BUSY)
 
 
 def _check_replaceable(p: Path, real: Path, force: bool, kinds: set[str] | None) -> None:
@@ -404,7 +408,7 @@ _claims: dict[str, ExitStack] = {}
 _released_at_exit: list[bool] = []
 
 
-def _claim(real: Path) -> bool:
+def _claim(real: Path, busy: str = OUT_BUSY) -> bool:
     """Take OUT's writer lock until ``release``; whether this call took it."""
     if os.environ.get("RANK", "0") not in ("", "0"):
         return False  # a torchrun rank other than 0 writes nothing
@@ -421,7 +425,7 @@ def _claim(real: Path) -> bool:
     except OSError:
         return False  # the write itself says why, naming the path
     stack.callback(remove_empty_dirs, created)
-    stack.enter_context(output_lock(real))
+    stack.enter_context(output_lock(real, busy))
     if not _released_at_exit:
         atexit.register(release)  # a library caller that stops before publishing leaves no lock file behind
         _released_at_exit.append(True)
@@ -469,8 +473,9 @@ def _lock_file(real: Path) -> str:
 
 
 @contextmanager
-def output_lock(path: str | Path) -> Iterator[None]:
-    """Exclusive writer lock ``.NAME.lock`` beside ``path`` (flock; gone with the process that held it)."""
+def output_lock(path: str | Path, busy: str = OUT_BUSY) -> Iterator[None]:
+    """Exclusive writer lock ``.NAME.lock`` beside ``path`` (flock; gone with the process that held it); ``busy``
+    is what the refusal tells the user to do while another process holds it."""
     import fcntl  # POSIX only, imported here so that importing lgp-edge works anywhere (it runs on Linux, macOS)
 
     lock = _lock_file(real_out(path))
@@ -493,8 +498,7 @@ def output_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OutputBusy(f"'{path}' is being written by another lgp-edge; wait for it to finish or choose "
-                             "another --out") from None
+            raise OutputBusy(f"'{path}' is being written by another lgp-edge; {busy}") from None
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:

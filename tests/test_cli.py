@@ -412,6 +412,7 @@ def test_the_library_refuses_an_empty_image_folder_path(name: str, tmp_path: Pat
     (["export", "--target", "cpu", "--out", "o", "--descendant", "ti6.0-5", "--descendant", "b6.0-5"],
      "--descendant was given twice ('ti6.0-5', then 'b6.0-5'); give it once"),
     (["select", "--profile", "cpu", "--profile", "jetson-nano"], "--profile was given twice"),
+    (["pool", "distill", "--models", "ti6", "--models", "b6"], "--models was given twice ('ti6', then 'b6')"),
 ])
 def test_a_prefix_or_a_repeated_option_is_refused_not_taken_for_another(argv, phrase, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -240,6 +240,18 @@ def test_only_models_of_torch_timm_and_lgp_edge_code_are_cached(tiny_pool: Path,
     d = _model(tiny_pool)
     d.forward = lambda t: t.mean(dim=(1, 2, 3))  # type: ignore[method-assign]
     assert graph_cache.graph_key(d, torch.zeros(1, 1, 16, 16), opset=17, dynamic_batch=False) is None
+    # nor one of whose classes had a method replaced by code of another package (timm's Mlp.forward patched)
+    import timm.layers
+
+    g = _model(tiny_pool)
+    key = graph_cache.graph_key(g, torch.zeros(1, 1, 16, 16), opset=17, dynamic_batch=False)
+    original = timm.layers.Mlp.forward
+    try:
+        timm.layers.Mlp.forward = lambda self, x: original(self, x) * 2  # type: ignore[method-assign]
+        assert key is not None and graph_cache.graph_key(g, torch.zeros(1, 1, 16, 16), opset=17,
+                                                         dynamic_batch=False) is None
+    finally:
+        timm.layers.Mlp.forward = original  # type: ignore[method-assign]
     # any attribute of a cached model's modules, not only the plain ones, is part of the key
     e, f = _model(tiny_pool), _model(tiny_pool)
     blk = next(m for m in f.modules() if hasattr(m, "fused_attn"))
@@ -309,6 +321,25 @@ def test_clear_leaves_a_graph_another_process_is_writing(cache: Path, capsys: py
     os.utime(stale, (old, old))
     assert main(["cache", "clear"]) == 0
     assert live.exists() and not stale.exists()
+
+
+def test_a_lower_limit_is_kept_on_a_cache_hit_too(tiny_pool: Path, cache: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The size limit was enforced only when a graph was stored: a cache over a lowered LGP_EDGE_CACHE_MB stayed
+    over it through every export that read a graph back."""
+    m = _model(tiny_pool)
+    export_onnx(m, _example(m), tmp_path / "a.onnx", ship=True)
+    (own,) = {p.name[:64] for p in cache.iterdir()}
+    old = time.time() - 3600
+    for i in range(3):  # older entries of 1 MB each
+        k = f"{i:x}" * 64
+        (cache / f"{k}.onnx").write_bytes(b"\0" * 2 ** 20)
+        (cache / f"{k}.json").write_text("{}")
+        for suffix in (".onnx", ".json"):
+            os.utime(cache / f"{k}{suffix}", (old, old))
+    monkeypatch.setenv("LGP_EDGE_CACHE_MB", "1")
+    export_onnx(m, _example(m), tmp_path / "b.onnx", ship=True)  # a hit
+    assert {p.name[:64] for p in cache.iterdir()} == {own}
 
 
 def test_entries_are_written_with_the_users_umask(tiny_pool: Path, cache: Path, tmp_path: Path) -> None:

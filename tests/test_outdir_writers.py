@@ -234,6 +234,7 @@ def test_pool_eval_is_refused_while_another_lgp_edge_writes_the_pool(tiny_pool, 
         assert holder.stdout.readline().strip() == "held"
         rc, err = run_cli(["pool", "eval", str(pool), "--data", "synthetic", "--max-images", "8", "--quiet"], capsys)
         assert rc == 2 and "being written by another lgp-edge" in error_lines(err)[0], err
+        assert "--out" not in err and "run this command again" in err, err  # pool eval has no --out to choose
         assert (pool / "pool.json").read_bytes() == before
     finally:
         holder.kill()

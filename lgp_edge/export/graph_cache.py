@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -125,10 +126,29 @@ def _attributes(m: nn.Module) -> dict[str, Any]:
     return {k: _described(v) for k, v in vars(m).items() if not k.startswith("_")}
 
 
+def _trusted(module_name: Any) -> bool:
+    return isinstance(module_name, str) and module_name.split(".")[0] in TRUSTED
+
+
+def _class_trusted(cls: type) -> bool:
+    """``cls`` and its bases are torch, timm or lgp-edge classes whose methods are still their packages' own (a
+    ``timm.layers.Mlp.forward = ...`` patch by other code changes the graph and nothing the key covers)."""
+    for c in cls.__mro__[:-1]:  # object's slots are not functions
+        if not _trusted(c.__module__):
+            return False
+        for v in vars(c).values():
+            f = getattr(v, "__func__", v)  # classmethod / staticmethod
+            if inspect.isfunction(f) and not _trusted(f.__module__):
+                return False
+    return True
+
+
 def _cacheable(model: nn.Module) -> bool:
-    """Only models made of torch, timm and lgp-edge classes, none with a forward replaced on the instance: the key
-    covers their code by versions and source; a user's class can change its forward with nothing else changing."""
-    return all(type(m).__module__.split(".")[0] in TRUSTED and "forward" not in vars(m) for m in model.modules())
+    """Only models made of torch, timm and lgp-edge classes, none with a forward replaced on the instance nor a
+    method of its classes by other code: the key covers their code by versions and source; a user's class (or a
+    patch) can change the graph with nothing else changing."""
+    classes = {type(m) for m in model.modules()}
+    return all("forward" not in vars(m) for m in model.modules()) and all(_class_trusted(c) for c in classes)
 
 
 def _has_hooks(model: nn.Module) -> bool:
@@ -204,6 +224,7 @@ def load(key: str) -> Any | None:
         return None
     try:
         os.utime(sidecar)  # recently used: evicted last
+        _evict(d, limit_bytes())  # a limit lowered since the entries were stored holds from the next use on
     except OSError:
         pass
     log.debug("ONNX graph %s from the exported-graph cache", key)

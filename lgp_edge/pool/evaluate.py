@@ -10,7 +10,7 @@ from pathlib import Path
 from lgp_edge.datasets import ImageData, check_data_name, open_for_pool, refuse_synthetic_in_place
 from lgp_edge.errors import DataError, UsageError
 from lgp_edge.fileio import write_json_atomic_all
-from lgp_edge.outdir import check_in_place, output_lock, real_out
+from lgp_edge.outdir import IN_PLACE_BUSY, check_in_place, output_lock, real_out
 from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, load_pool
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import DescendantRecord
@@ -57,7 +57,7 @@ def _writer_lock(path: str | Path) -> AbstractContextManager[None]:
     manifest beside new weights. A pool whose folder's parent cannot be written needs none: no lgp-edge can
     replace it."""
     real = real_out(path)
-    return output_lock(real) if os.access(real.parent, os.W_OK) else nullcontext()
+    return output_lock(real, IN_PLACE_BUSY) if os.access(real.parent, os.W_OK) else nullcontext()
 
 
 def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_images: int | None = None,
