@@ -37,8 +37,9 @@ def _common(p: argparse.ArgumentParser, *, checkpoint_required: bool) -> None:
     """The flags of every baseline; an ancestry, data and output are required where there is no --plan."""
     p.add_argument("--ancestry", required=checkpoint_required, default=None, metavar="NAME",
                    help="timm ViT name of the ancestry, e.g. lgp_vit_fmnist")
-    p.add_argument("--ancestry-checkpoint", default=None, metavar="FILE",
-                   help="ancestry weights: safetensors, a timm checkpoint (weights_only) or an 'ancestry train' dir")
+    p.add_argument("--ancestry-checkpoint", default=None, metavar="PATH",
+                   help="ancestry weights: safetensors, a timm checkpoint (weights_only), an 'ancestry train' dir "
+                        "or a Hugging Face snapshot folder")
     p.add_argument("--allow-random-ancestry", action="store_true", help="use an untrained ancestry (smoke tests)")
     p.add_argument("--data", type=data_value, required=checkpoint_required, default=None, metavar="DATA",
                    help=DATA_HELP)

@@ -52,8 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _add_ancestry_args(b: argparse.ArgumentParser) -> None:
     b.add_argument("--ancestry", required=True, metavar="NAME",
                    help="timm ViT name, e.g. lgp_vit_fmnist or deit_base_patch16_224")
-    b.add_argument("--ancestry-checkpoint", default=None, metavar="FILE",
-                   help="ancestry weights: safetensors, a timm checkpoint (weights_only) or an 'ancestry train' dir")
+    b.add_argument("--ancestry-checkpoint", default=None, metavar="PATH",
+                   help="ancestry weights: safetensors, a timm checkpoint (weights_only), an 'ancestry train' dir "
+                        "or a Hugging Face snapshot folder")
 
 
 def _add_position_loss(p: argparse.ArgumentParser) -> None:

@@ -134,19 +134,10 @@ def _torch_load(path: Path) -> Any:
     import argparse
     import warnings
 
-    ser = torch.serialization
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
-        if hasattr(ser, "safe_globals"):
-            with ser.safe_globals([argparse.Namespace]):
-                return torch.load(str(path), map_location="cpu", weights_only=True)
-        before = ser.get_safe_globals()  # torch 2.4 has no context manager: allowed for this load only
-        ser.add_safe_globals([argparse.Namespace])
-        try:
+        with torch.serialization.safe_globals([argparse.Namespace]):  # allowed for this load only
             return torch.load(str(path), map_location="cpu", weights_only=True)
-        finally:
-            ser.clear_safe_globals()
-            ser.add_safe_globals(before)
 
 
 # what a weights-only torch checkpoint's pickle names (torch's tensor rebuilders, storages and dtypes, and these)
