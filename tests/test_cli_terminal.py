@@ -254,3 +254,24 @@ def test_output_that_cannot_be_written_names_the_standard_output_and_fails(tmp_p
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.returncode == 2 and len(lines) == 1, (r.returncode, r.stderr)
     assert "no space left on device writing the standard output" in lines[0], lines
+
+
+
+def test_paths_with_square_brackets_are_printed_as_given(tiny_pool: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Square brackets in a path were read as rich markup: `pool[run3]` printed as `pool` (and select's suggested
+    command named the wrong folder), and `a[/b]` ended in a MarkupError traceback (exit 1)."""
+    import shutil
+
+    from lgp_edge.cli import main
+
+    (tmp_path / "a[").mkdir()
+    for name in ("pool[run3]", "a[/b]"):
+        p = Path(shutil.copytree(tiny_pool, tmp_path / name))
+        capsys.readouterr()
+        assert main(["pool", "info", str(p)]) == 0
+        out = capsys.readouterr().out
+        assert f"  {p}\n" in out, out
+        assert main(["select", "--target", "cpu", "--pool", str(p), "--store", str(tmp_path / "none.sqlite")]) == 0
+        out = capsys.readouterr().out
+        assert f"--pool '{p}'" in out, out

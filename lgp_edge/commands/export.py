@@ -130,14 +130,14 @@ def _headline_top1(mf: dict) -> str:
 
 
 def _print_result(mf: dict, profile: str, out: Path) -> None:
-    from lgp_edge.commands.common import console
+    from lgp_edge.commands.common import console, styled
     from lgp_edge.export.manifest import exported
 
     d = exported(mf)
     c = console()
     lat = (f"{d['expected_latency_ms']:.3g} ms p90 ({d['latency_source']}, {d['latency_runtime']})"
            if d["expected_latency_ms"] is not None else "latency unknown")
-    c.print(f"[bold]{profile}[/] -> {d['key']}: top-1 {_headline_top1(mf)}, {lat}, {d['params']:,} params")
+    c.print(styled(str(profile), f" -> {d['key']}: top-1 {_headline_top1(mf)}, {lat}, {d['params']:,} params"))
     if mf["selection"] and "reason" in mf["selection"]:
         c.print(f"why: {mf['selection']['reason']}")
     v = mf["validation"]
@@ -168,7 +168,7 @@ def add_switchable_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run_switchable(args: argparse.Namespace) -> int:
-    from lgp_edge.commands.common import console, print_json, reporter
+    from lgp_edge.commands.common import console, print_json, reporter, styled
     from lgp_edge.commands.select import resolve_profile
     from lgp_edge.errors import UsageError
     from lgp_edge.export.switchable_export import SwitchableRequest, export_switchable, parse_keys
@@ -197,7 +197,7 @@ def _run_switchable(args: argparse.Namespace) -> int:
         print_json(mf)
         return 0
     c = console()
-    c.print(f"[bold]{profile.name}[/]: {len(mf['descendants'])} descendants ({mf['selection']}) in one artifact")
+    c.print(styled(profile.name, f": {len(mf['descendants'])} descendants ({mf['selection']}) in one artifact"))
     for a in mf["artifacts"]:
         size = a["size"]
         if a["format"] == "onnx":

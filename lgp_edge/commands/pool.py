@@ -21,6 +21,7 @@ from lgp_edge.commands.common import (
     print_table,
     reporter,
     seed_value,
+    styled,
 )
 from lgp_edge.commands.train_args import (
     add_finetune_recipe,
@@ -344,7 +345,7 @@ def _info(args: argparse.Namespace) -> int:
     c = console()
     a = manifest.spec.ancestry
     rows = info["descendants"]
-    c.print(f"[bold]pool {info['pool_id']}[/bold]  {path}")
+    c.print(styled(f"pool {info['pool_id']}", f"  {path}"))
     c.print(f"ancestry {a.name} (dim {a.embed_dim}, {a.depth} blocks, {a.img_size} px, {a.in_chans} ch); "
             f"stage {info['stage']}{STAGE_NOTES.get(info['stage'], '')} on {info['data']}; "
             f"stitch init {info['stitch_init']}")

@@ -72,7 +72,7 @@ def print_front(selection: Any, title: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lgp_edge.commands.common import console, print_json
+    from lgp_edge.commands.common import console, print_json, styled
     from lgp_edge.errors import NothingFits
     from lgp_edge.pool.manifest import read_manifest, resolve_pool
     from lgp_edge.select import format_value, open_store, plan_selection
@@ -98,15 +98,16 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     c = console()
     if note:
-        c.print(f"[bold yellow]{note}[/]")
+        c.print(styled(note, style="bold yellow"))
     sources = ", ".join(f"{n} {s}" for s, n in sel.sources.items())
     threads = f", {counted(sel.chosen.threads, 'thread')}" if sel.chosen.runtime in CPU_RUNTIMES else ""
     images = f"; top-1 on {manifest.top1_images:,} images" if manifest.top1_images else ""
     print_front(sel, f"Pareto front: pool {sel.pool_id} on {target.name} ({profile.precision}{threads}; "
                      f"latencies: {sources}{images})")
     ch = sel.chosen
-    c.print(f"[bold]chosen[/]: {ch.key}  top-1 {ch.top1:.2f}%  p90 {format_value(ch.latency_ms)} ms "
-            f"({ch.latency_source}, {ch.runtime})  {format_value(ch.memory_mb)} MB  {ch.params:,} params")
+    c.print(styled("chosen", f": {ch.key}  top-1 {ch.top1:.2f}%  p90 {format_value(ch.latency_ms)} ms "
+                             f"({ch.latency_source}, {ch.runtime})  {format_value(ch.memory_mb)} MB  "
+                             f"{ch.params:,} params"))
     c.print(f"why: {sel.reason}")
     noisy = [x.key for x in sel.candidates if x.noisy]
     if noisy:

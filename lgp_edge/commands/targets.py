@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lgp_edge.commands.common import Col, add_dirs_args, add_json, console, print_json, print_table
+from lgp_edge.commands.common import Col, add_dirs_args, add_json, console, print_json, print_table, styled
 
 
 def _add_dir(p: argparse.ArgumentParser) -> None:
@@ -53,7 +53,7 @@ def _show(args: argparse.Namespace) -> int:
         print_json(t.to_dict())
         return 0
     c = console()
-    c.print(f"[bold]{t.name}[/bold]: {t.description}")
+    c.print(styled(t.name, f": {t.description}"))
     c.print(f"  runtime     {t.runtime} ({t.runtime_version}), ONNX opset <= {t.max_opset}")
     c.print(f"  precisions  {', '.join(t.precisions)}; formats {', '.join(t.formats)}")
     hw = t.hardware
