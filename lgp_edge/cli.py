@@ -356,6 +356,11 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None, held: HeldWarning
         return _stopped(exc, held)
     except BrokenPipeError:
         return _reader_gone()
+    except RuntimeError as exc:
+        if str(exc) != "Could not determine home directory.":  # pathlib's, raised in a library (OpenVINO's
+            raise  # telemetry, on import) for a user the system does not know whose HOME is not set
+        return _failed(UsageError("a library lgp-edge uses needs a home directory, and none is known (HOME is not "
+                                  "set and this user has none): set HOME to a folder"), held)
     except OSError as exc:  # a full disk, a read-only file system...: the environment's, not a bug
         if exc.errno == errno.ENOENT and "No usable temporary directory" in str(exc):
             # tempfile tried every candidate folder and could write in none (a file-size limit of 0, full disks)

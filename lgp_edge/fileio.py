@@ -229,6 +229,20 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def user_dir(xdg_var: str, fallback: str, instead: str) -> Path:
+    """``$XDG_VAR`` when it is an absolute path (the XDG spec ignores a relative one, which would name a folder
+    under wherever a command runs), else ``~/FALLBACK``. No home directory known (HOME unset for a user the
+    system does not know: ``~`` stays ``~``): UsageError saying what to set ``instead``."""
+    base = os.environ.get(xdg_var, "")
+    if os.path.isabs(base):
+        return Path(base)
+    home = os.path.expanduser("~")
+    if not os.path.isabs(home):
+        raise UsageError(f"no home directory is known (HOME is not set and this user has none), so there is no "
+                         f"default ${xdg_var}: set HOME, or {instead}")
+    return Path(home) / fallback
+
+
 def check_sha256(path: str | Path, expected: str, *, recorded_in: str, fix: str) -> None:
     """``path``'s bytes must have the SHA-256 ``recorded_in`` holds (``expected``): CheckpointError otherwise, in
     one line ending with ``fix``, and for a file that cannot be read."""

@@ -393,3 +393,18 @@ def test_a_model_whose_key_cannot_be_computed_is_exported_not_failed(tiny_pool: 
     said = [r.getMessage() for r in caplog.records if r.name == CACHE_LOG]
     assert len(said) == 1 and "key cannot be computed" in said[0], said
     assert _entries(cache) == []
+
+
+def test_no_home_directory_exports_uncached_with_one_warning(tiny_pool: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """With no home directory known (and no LGP_EDGE_CACHE), the cache went into a folder named '~' in the
+    current directory; the export goes on without it and says so once."""
+    monkeypatch.delenv("LGP_EDGE_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("HOME", raising=False)
+    monkeypatch.setattr(os.path, "expanduser", lambda p: p)
+    monkeypatch.setattr(graph_cache, "_warned", set())
+    m = _model(tiny_pool)
+    with caplog.at_level(logging.WARNING, logger=CACHE_LOG):
+        assert graph_cache.graph_key(m, _example(m), opset=17, dynamic_batch=False) is None
+    assert [r.getMessage() for r in caplog.records if "home directory" in r.getMessage()], caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import os
 import sqlite3
 from pathlib import Path
 
@@ -30,6 +31,36 @@ def test_default_path_env_and_xdg(monkeypatch, tmp_path):
     monkeypatch.delenv("LGP_EDGE_STORE")
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert default_store_path() == tmp_path / "data" / "lgp-edge" / "measurements.sqlite"
+
+
+
+def test_a_relative_xdg_folder_is_ignored_and_no_home_is_one_line(monkeypatch, tmp_path, capsys):
+    """A relative XDG_DATA_HOME / XDG_CACHE_HOME put the store and the cache under whatever folder a command ran in
+    (the XDG spec: ignore it); with HOME unset for a user the system does not know, '~' stayed '~' and both went
+    into a folder named '~' in the current directory."""
+    from helpers import run_cli
+
+    from lgp_edge.export import graph_cache
+
+    monkeypatch.delenv("LGP_EDGE_STORE", raising=False)
+    monkeypatch.delenv("LGP_EDGE_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_DATA_HOME", "reldata")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relcache")
+    assert default_store_path() == tmp_path / "home" / ".local" / "share" / "lgp-edge" / "measurements.sqlite"
+    assert graph_cache.cache_root() == tmp_path / "home" / ".cache" / "lgp-edge"
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr(os.path, "expanduser", lambda p: p)  # as for a user without a passwd entry
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="--store"):
+        default_store_path()
+    with pytest.raises(UsageError, match="LGP_EDGE_CACHE"):
+        graph_cache.cache_root()
+    rc, err = run_cli(["cache", "info"], capsys)
+    assert rc == 2 and "home directory" in err and len(err.strip().splitlines()) == 1, err
+    rc, err = run_cli(["select", "--target", "cpu"], capsys)
+    assert rc == 2 and "home directory" in err and "--store" in err, err
+    assert sorted(q.name for q in tmp_path.iterdir()) == []
 
 
 def test_wal_roundtrip_and_history(tmp_path):
@@ -279,3 +310,28 @@ def test_records_are_frozen_all_the_way_down():
             m["x"] = 1  # type: ignore[index]
     assert hash(a) == hash(dataclasses.replace(a))
     assert a.to_dict()["inputs"] == [{"name": "pixel_values", "shape": [1, 1, 28, 28]}]
+
+
+def test_a_user_the_system_does_not_know_without_home_gets_one_line(tmp_path):
+    """HOME unset for a user with no passwd entry (a container's arbitrary uid): OpenVINO's import raised pathlib's
+    RuntimeError (a traceback, exit 1), and the store and cache went into a folder named '~' in the current one."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--user", "--map-user=12345", "true"],
+                                                         capture_output=True).returncode != 0:
+        pytest.skip("no user namespaces here to run as a user the system does not know")
+    work = tmp_path / "work"
+    work.mkdir(mode=0o777)
+    work.chmod(0o777)
+    env = {k: v for k, v in os.environ.items() if k not in ("HOME", "LGP_EDGE_STORE", "LGP_EDGE_CACHE")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    base = ["unshare", "--user", "--map-user=12345", "--map-group=12345", sys.executable, "-m", "lgp_edge"]
+    for argv, phrase in ((["select", "--target", "cpu"], "--store"),
+                         (["profile", "--target", "cpu", "--runtime", "openvino", "--descendant", "ti6.0-5",
+                           "--iters", "1", "--warmup", "0", "--store", str(work / "s.sqlite")], "set HOME")):
+        done = subprocess.run([*base, *argv], cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and phrase in done.stderr and "home directory" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (work / "~").exists()

@@ -59,8 +59,9 @@ def cache_root() -> Path:
     env = os.environ.get("LGP_EDGE_CACHE")
     if env:
         return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "lgp-edge"
+    from lgp_edge.fileio import user_dir
+
+    return user_dir("XDG_CACHE_HOME", ".cache", "set LGP_EDGE_CACHE to a folder (or LGP_EDGE_CACHE_MB=0)") / "lgp-edge"
 
 
 def limit_bytes() -> int:
@@ -165,6 +166,11 @@ def graph_key(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic_ba
     if limit_bytes() == 0 or _has_hooks(model) or not _cacheable(model):
         return None
     try:
+        graph_dir()
+    except UsageError as exc:  # no home directory to put it in: exported every time, said once
+        _skip("has no folder", exc)
+        return None
+    try:
         return _digest(model, example, opset=opset, dynamic_batch=dynamic_batch)
     except Exception as exc:  # a module attribute the key cannot describe: exported every time, said once
         _skip("key cannot be computed for this model", exc)
@@ -246,6 +252,10 @@ def store(key: str, proto: Any) -> None:
     record = json.dumps({"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "format": FORMAT})
     try:
         d.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. HOME=/proc: ENOENT here is no folder to write in, not an entry removed meanwhile
+        _skip(f"at '{d}' cannot be written", exc)
+        return
+    try:
         # the record renamed last: a graph without one is never read; both with the permissions of the user's umask
         write_atomic_all([(d / f"{key}.onnx", lambda tmp: Path(tmp).write_bytes(data)),
                           (d / f"{key}.json", lambda tmp: Path(tmp).write_text(record))])

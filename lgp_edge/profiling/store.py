@@ -94,8 +94,10 @@ def default_store_path() -> Path:
     env = os.environ.get("LGP_EDGE_STORE")
     if env:
         return Path(env).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "lgp-edge" / "measurements.sqlite"
+    from lgp_edge.fileio import user_dir
+
+    base = user_dir("XDG_DATA_HOME", ".local/share", "pass --store FILE or set LGP_EDGE_STORE")
+    return base / "lgp-edge" / "measurements.sqlite"
 
 
 def _versions_json(v: Mapping[str, str]) -> str:
