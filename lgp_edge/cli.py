@@ -258,9 +258,14 @@ def _terminal() -> Iterator[None]:
             old_term = signal.signal(signal.SIGTERM, _on_stop(os.getpid(), Terminated))
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             old_int = signal.signal(signal.SIGINT, _on_stop(os.getpid(), KeyboardInterrupt))
+    closed = {name: getattr(sys, name) for name in ("stdout", "stderr") if getattr(sys, name) is None}
+    for name in closed:  # started with the descriptor closed (a daemon, '>&-'): the text goes nowhere
+        setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (closed below)
     errors = {}
     for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        # strict, or the C locale's surrogateescape into ASCII: '·' would crash a command that did its work
+        if isinstance(stream, io.TextIOWrapper) and (stream.errors == "strict" or (
+                stream.errors == "surrogateescape" and "utf" not in stream.encoding.lower().replace("-", ""))):
             errors[stream] = stream.errors
             stream.reconfigure(errors="backslashreplace")
     old_stdout = sys.stdout
@@ -283,6 +288,9 @@ def _terminal() -> Iterator[None]:
                 stream.reconfigure(errors=value)
             except ValueError:  # closed (a reader went away)
                 pass
+        for name, value in closed.items():
+            getattr(sys, name).close()
+            setattr(sys, name, value)
 
 
 @contextmanager

@@ -108,13 +108,31 @@ def test_a_reader_that_goes_away_is_exit_141_for_every_command(tmp_path, argv):
     assert err == ""
 
 
-def test_an_ascii_terminal_gets_escapes_not_a_crash(tmp_path):
-    """'·' and '—' in success output crashed completed commands with UnicodeEncodeError (exit 1)."""
+@pytest.mark.parametrize("env", [{"PYTHONIOENCODING": "ascii"}, {"LC_ALL": "C", "PYTHONUTF8": "0"}],
+                         ids=["ascii", "c-locale"])
+def test_an_ascii_terminal_gets_escapes_not_a_crash(tmp_path, env):
+    """'·' and '—' in success output crashed completed commands with UnicodeEncodeError (exit 1); in the C locale
+    (Python's surrogateescape there, not strict) too."""
     out = subprocess.run([sys.executable, "-m", "lgp_edge", "profile", "--target", "jetson-nano", "--predict",
-                          "--store", str(tmp_path / "s.sqlite")], env=_env(tmp_path, PYTHONIOENCODING="ascii"),
+                          "--store", str(tmp_path / "s.sqlite")], env={**_env(tmp_path), **env},
                          capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr.decode()
     assert b"UnicodeEncodeError" not in out.stderr
+
+
+@pytest.mark.parametrize("fd", [1, 2], ids=["stdout", "stderr"])
+def test_a_closed_stdout_or_stderr_is_not_a_traceback(tmp_path, fd):
+    """Started with stdout (or stderr) closed (a daemon, '>&-'), a finished command ended in an AttributeError
+    traceback on None.isatty() (exit 1): the output goes nowhere, the command's own exit code stays."""
+    argv = [sys.executable, "-m", "lgp_edge", "select", "--target", "cpu", "--store", str(tmp_path / "none.sqlite")]
+    err = subprocess.run(argv, env=_env(tmp_path), stdout=subprocess.PIPE if fd == 2 else None,
+                         stderr=subprocess.PIPE if fd == 1 else None, preexec_fn=lambda: os.close(fd), timeout=120)
+    assert err.returncode == 0, err
+    if fd == 1:
+        assert b"Traceback" not in err.stderr, err.stderr.decode()
+    bad = subprocess.run([*argv[:-4], "select", "--target", "no-such-target"], env=_env(tmp_path),
+                         capture_output=fd == 2, preexec_fn=lambda: os.close(fd), timeout=120)
+    assert bad.returncode == 2
 
 
 def test_a_dumb_terminal_gets_plain_progress_lines(monkeypatch):
