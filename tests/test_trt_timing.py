@@ -100,6 +100,26 @@ def test_build_engine_time_writes_the_import_format(tiny_pool: Path, tmp_path: P
     assert key in out["noisy"]  # its one run was noisy (cv > 10%): flagged, and predicted instead
 
 
+def test_build_engine_time_file_is_relative_to_where_it_is_run(tiny_pool: Path, tmp_path: Path) -> None:
+    """`sh OUT/build_engine.sh --time results/t.json` from another folder wrote into the export folder (the script
+    changes into it first), or ended in a FileNotFoundError traceback after timing when that folder had no
+    results/; the file goes where the caller's path says."""
+    fake, _ = _fake_trtexec(tmp_path)
+    d = _board_dir(tmp_path)
+    m = read_manifest(tiny_pool)
+    script = build_script(onnx_name="model.onnx", precision="fp16", input_name="input", input_shape=(1, 1, 16, 16),
+                          dynamic_batch=False, key=m.descendants[-1].key, target=load_target("jetson-nano"),
+                          pool_id=m.spec.pool_id)
+    (d / "build_engine.sh").write_text(script)
+    caller = tmp_path / "caller"
+    (caller / "results").mkdir(parents=True)
+    res = subprocess.run(["sh", str(d / "build_engine.sh"), "--time", "results/t.json"], cwd=caller,
+                         env={**os.environ, "TRTEXEC": str(fake)}, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    (rec,) = read_records_file(caller / "results" / "t.json")
+    assert rec.descendant_key == m.descendants[-1].key and not (d / "results").exists()
+
+
 def _fake_python(tmp_path: Path) -> tuple[Path, Path]:
     """A stand-in interpreter for build_engine.py: records its arguments, writes the engine it was asked for."""
     log = tmp_path / "python.args"

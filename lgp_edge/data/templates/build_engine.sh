@@ -5,6 +5,8 @@
 # @{precision}@{pinned}; input @{input_name} @{dims}@{kind}.
 # TRTEXEC overrides the trtexec path; PYTHON the interpreter for the fallback.
 set -eu
+out=${2:-timing.json}  # --time FILE: relative to where the script is run, not to this folder
+case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 cd "$(dirname "$0")"
 trtexec=${TRTEXEC:-/usr/src/tensorrt/bin/trtexec}
 [ -x "$trtexec" ] || trtexec=$(command -v trtexec || true)
@@ -20,7 +22,6 @@ if [ "${1:-}" != "--time" ]; then
 else
     # Time the engine just built (the deployed one) and write the store's import format:
     #   sh build_engine.sh --time timing.json   then, on the host: lgp-edge profile --import timing.json
-    out=${2:-timing.json}
     if [ -z "$trtexec" ]; then echo "build_engine.sh: --time needs trtexec (set TRTEXEC)" >&2; exit 3; fi
     "$trtexec" --loadEngine=model.plan@{load_shapes} --iterations="${ITERATIONS:-200}" --warmUp=500 --duration=0 \
         --avgRuns=1 --useSpinWait --exportTimes=timing-raw.json > timing.log 2>&1 || { cat timing.log >&2; exit 3; }
