@@ -463,6 +463,11 @@ def test_default_pool_is_the_bundled_demo_pool(env: object, tiny_pool: Path, tmp
     monkeypatch.setattr(pool_mod, "demo_pool_dir", lambda: tiny_pool)
     assert main(args) == 0
     assert manifest(tmp_path / "a")["pool"]["path"] == str(tiny_pool)
+    # a relative --pool is recorded absolute: read from the export folder, 'pool' named another folder
+    monkeypatch.chdir(tiny_pool.parent)
+    assert main([*args[:args.index("--out")], "--out", str(tmp_path / "b"), *args[args.index("--out") + 2:],
+                 "--pool", tiny_pool.name]) == 0
+    assert manifest(tmp_path / "b")["pool"]["path"] == str(tiny_pool)
 
 
 def test_dynamic_batch_and_forced_descendant(env: object, tiny_pool: Path, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ written as ``null`` so the file stays strict JSON.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,7 +99,7 @@ def manifest_head(*, kind: str, passed: bool, profile: Any, target: Any, pool_di
         "target": {"name": target.name, "runtime": target.runtime, "runtime_version": target.runtime_version,
                    "max_opset": target.max_opset},
         "pool": None if pool_manifest is None else {
-            "pool_id": pool_manifest.spec.pool_id, "path": str(pool_dir), "data": pool_manifest.data,
+            "pool_id": pool_manifest.spec.pool_id, "path": os.path.abspath(pool_dir), "data": pool_manifest.data,
             "synthetic_data": pool_manifest.synthetic, "stage": pool_manifest.stage,
             "ancestry": pool_manifest.spec.ancestry.name,
             "files": dict(pool_manifest.files)},  # sha256 of the pool's weights: pool_id names the architecture only

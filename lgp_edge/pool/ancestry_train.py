@@ -189,4 +189,4 @@ def _initial_record(file: Path) -> dict[str, Any]:
 
     before = read_ancestry_dir(file) or {}
     keep = ("top1", "val_images", "config", "data", "storage_dtype", "wall_s", "when", "initial_checkpoint")
-    return {"path": str(file), "sha256": sha256_file(file), **{k: before[k] for k in keep if k in before}}
+    return {"path": os.path.abspath(file), "sha256": sha256_file(file), **{k: before[k] for k in keep if k in before}}
