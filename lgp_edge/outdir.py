@@ -54,15 +54,25 @@ _RENAME_EXCHANGE = 2
 
 
 # ------------------------------------------------------------------------------------------- path checks
-def check_path(path: str | Path, what: str = "output") -> Path:
-    """A path lgp-edge can write and name in messages and manifests: UTF-8, within the length limits."""
-    p = Path(path)
-    text = str(p)
+def check_utf8(path: str | Path, what: str) -> None:
+    """A path lgp-edge names in messages, manifests and reports is UTF-8 (a name of other bytes cannot be written
+    into any of them)."""
+    text = os.fspath(path)
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
         shown = os.fsencode(text).decode("utf-8", "backslashreplace")
         raise UsageError(f"{what} path '{shown}' is not valid UTF-8; use a UTF-8 name") from None
+
+
+def check_path(path: str | Path, what: str = "output") -> Path:
+    """A path lgp-edge can write and name in messages and manifests: UTF-8, within the length limits."""
+    p = Path(path)
+    text = str(p)
+    check_utf8(p, what)
+    if p.parts and p.parts[0] == "~" and not os.path.lexists("~"):
+        raise UsageError(f"{what} path '{text}' starts with '~', which the shell did not expand (it does not after "
+                         "'--out='): write '--out ~/…' with a space, or the full path")
     if not p.name:
         raise UsageError(f"{what} path '{text}' has no directory name")
     if os.fspath(path) == "-":  # the shell convention for stdout/stdin, which a folder of files cannot be

@@ -800,3 +800,23 @@ def test_an_output_named_dash_is_refused(tmp_path: Path, capsys: pytest.CaptureF
         rc, err = run_cli(argv, capsys)
         assert rc == 2 and "would be a folder named '-'" in error_lines(err)[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unexpanded_tilde_and_a_pool_path_that_is_not_utf8_are_one_line(tmp_path: Path, monkeypatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """`--out=~/x` (the shell does not expand '~' there) wrote into a folder named '~' in the current directory and
+    said 'wrote ~/x/'; a pool under a name that is not UTF-8 ended in a UnicodeEncodeError traceback in `report`
+    and was called damaged by `export`."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    rc, err = run_cli(["export", "--target", "cpu", "--out=~/x", "--val-images", "8"], capsys)
+    assert rc == 2 and "'~'" in err and "not expand" in err and len(error_lines(err)) == 1, err
+    assert not (tmp_path / "~").exists()
+    bad = Path(os.fsdecode(os.path.join(os.fsencode(str(tmp_path)), b"bad\xffpool")))
+    shutil.copytree(TINY_SRC[0], bad)
+    for argv in (["pool", "info", str(bad)], ["report", "--pool", str(bad), "--out", str(tmp_path / "r")],
+                 ["select", "--target", "cpu", "--pool", str(bad), "--store", str(tmp_path / "s.sqlite")]):
+        rc, err = run_cli(argv, capsys)
+        assert rc == 2 and "not valid UTF-8" in err and len(error_lines(err)) == 1, (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != bad.name) == []

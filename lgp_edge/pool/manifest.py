@@ -18,7 +18,7 @@ from typing import Any
 from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import check_sha256, json_loads
 from lgp_edge.models.plan import descendant_flops, descendant_params, enumerate_descendants, pool_shapes
-from lgp_edge.outdir import recover_unlocked
+from lgp_edge.outdir import check_utf8, recover_unlocked
 from lgp_edge.progress import counted
 from lgp_edge.specs import (
     NORM_RANGES,
@@ -159,6 +159,7 @@ class PoolManifest:
 
 def read_manifest(path: str | Path) -> PoolManifest:
     p = Path(path)
+    check_utf8(p, "pool")
     mf = p / MANIFEST
     recover_unlocked(p)  # a run killed while replacing the pool directory
     if not mf.is_file():
