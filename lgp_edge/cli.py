@@ -176,8 +176,13 @@ def _importing(frame: Any) -> bool:
     return False
 
 
+_STOPPING: list[int] = []  # the signal this command is stopping for (set by the first stop, cleared by ``main``)
+
+
 def _on_stop(main_pid: int, stop: type[BaseException]) -> Any:
-    """A handler for SIGTERM (raises ``Terminated``) or SIGINT (``KeyboardInterrupt``, as Python's own handler)."""
+    """A handler for SIGTERM (raises ``Terminated``) or SIGINT (``KeyboardInterrupt``, as Python's own handler).
+    Once one stop was raised, later ones are the same stop (a second Ctrl-C while the first unwinds): ignored, so
+    that the unwinding finishes and the exit code is the first one's."""
     def handler(signum: int, frame: Any) -> None:
         if os.getpid() != main_pid:  # a forked data-loading worker: the main process stops it as it unwinds
             if signum == signal.SIGINT:
@@ -192,6 +197,9 @@ def _on_stop(main_pid: int, stop: type[BaseException]) -> Any:
             retry.daemon = True
             retry.start()
             return
+        if _STOPPING:
+            return
+        _STOPPING.append(signum)
         raise stop
 
     return handler
@@ -247,11 +255,13 @@ def _reader_gone() -> int:
 
 
 @contextmanager
-def _terminal() -> Iterator[None]:
+def _terminal(as_program: bool = False) -> Iterator[None]:
     """What the command line owns while it runs, given back afterwards (``main`` may be called from Python):
     SIGTERM unwinds (exit 143), SIGTERM and Ctrl-C wait for an import in progress (where an application has not
     set handlers of its own), and text a terminal's encoding cannot show is escaped, not a crash after the
-    work is done."""
+    work is done. ``as_program`` (the ``lgp-edge`` process itself) and stopped: the stop signals stay ignored
+    until the process exits, so a late second Ctrl-C cannot interrupt the interpreter's shutdown."""
+    _STOPPING.clear()
     old_term = old_int = None
     if threading.current_thread() is threading.main_thread():
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
@@ -279,10 +289,9 @@ def _terminal() -> Iterator[None]:
             except (OSError, ValueError):
                 pass
             sys.stdout = old_stdout
-        if old_term is not None:
-            signal.signal(signal.SIGTERM, old_term)
-        if old_int is not None:
-            signal.signal(signal.SIGINT, old_int)
+        for signum, old in ((signal.SIGTERM, old_term), (signal.SIGINT, old_int)):
+            if old is not None:
+                signal.signal(signum, signal.SIG_IGN if as_program and _STOPPING else old)
         for stream, value in errors.items():
             try:
                 stream.reconfigure(errors=value)
@@ -329,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.name == "nt":  # before anything: its writer locks and atomic swaps are POSIX-only
         _say(f"lgp-edge: error: {UNSUPPORTED_OS}")
         return 2
-    with _terminal():
+    with _terminal(as_program=argv is None):
         try:
             args = build_parser().parse_args(argv)
         except (KeyboardInterrupt, Terminated) as exc:
