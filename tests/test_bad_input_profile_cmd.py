@@ -200,6 +200,14 @@ def test_import_of_a_good_file_still_works(pool, env, capsys):
 
     with MeasurementStore(env["store"], readonly=True) as s:
         assert sorted(r.descendant_key for r in s.records()) == ["b6.0-5", KEY]
+    # --json: what was imported, on stdout (it printed nothing there), the second time none added again
+    from lgp_edge.cli import main
+
+    capsys.readouterr()
+    assert main(["profile", "--import", str(f), "--pool", str(pool), "--store", str(env["store"]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["store"] == str(env["store"]) and out["records"] == 2 and out["added"] == 0
+    assert out["already_in_store"] == 2 and sorted(r["descendant_key"] for r in out["imported"]) == ["b6.0-5", KEY]
 
 
 # the ISO 8601 forms a record's "when" may take, judged alike on every supported Python (3.10's

@@ -428,3 +428,25 @@ def test_options_given_once_each_still_parse_and_leave_no_trace():
     args = build_parser().parse_args(["-v", "select", "--target", "cpu", "--budget-ms", "5", "-q"])
     assert (args.target, args.budget_ms, args.verbose, args.quiet) == ("cpu", 5.0, True, True)
     assert not any(k.startswith("_") for k in vars(args))
+
+
+def test_json_output_never_holds_nan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A NaN in a pool's free-form provenance reached `pool info --json` as the bare word NaN, which strict JSON
+    parsers refuse: every --json output writes a number that is not finite as null."""
+    import shutil
+
+    from lgp_edge.pool.manifest import demo_pool_dir
+
+    pool = Path(shutil.copytree(demo_pool_dir(), tmp_path / "pool"))
+    text = (pool / "pool.json").read_text()
+    raw = json.loads(text)
+    raw["provenance"]["top1_check"] = float("nan")
+    (pool / "pool.json").write_text(json.dumps(raw))
+    capsys.readouterr()
+    assert main(["pool", "info", str(pool), "--json"]) == 0
+    out = capsys.readouterr().out
+
+    def refuse(name: str) -> None:
+        raise ValueError(name)
+
+    assert json.loads(out, parse_constant=refuse)

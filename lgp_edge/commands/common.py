@@ -220,7 +220,10 @@ def plain_table(cols: Sequence[Col], cells: Sequence[Sequence[str]], title: str 
 
 
 def print_json(obj: Any) -> None:
-    json.dump(obj, sys.stdout, indent=1)
+    """``obj`` as JSON on stdout, numbers that are not finite as ``null`` (strict parsers refuse ``NaN``)."""
+    from lgp_edge.fileio import finite_json
+
+    json.dump(finite_json(obj), sys.stdout, indent=1, allow_nan=False)
     sys.stdout.write("\n")
 
 

@@ -208,7 +208,6 @@ def _register_plan(s: argparse._SubParsersAction) -> None:
 
 
 def _stitch(args: argparse.Namespace) -> int:
-    import json
 
     from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
     from lgp_edge.train import TrainConfig
@@ -220,7 +219,7 @@ def _stitch(args: argparse.Namespace) -> int:
     manifest = restitch_pool(req, TrainConfig(epochs=1, batch_size=args.batch_size, seed=args.seed), reporter(args))
     entry = manifest.history[-1]
     if args.json:
-        print(json.dumps(entry, indent=1))
+        print_json(entry)
     else:
         print(f"pool {manifest.spec.pool_id}: stitch layers re-initialised with {args.init}; mean R^2 "
               f"{entry['r2_mean']:.3f} on {entry['r2_images']} validation images; the stitched top-1: "

@@ -99,6 +99,10 @@ def _import(args: argparse.Namespace) -> int:
                          "--check, --model or --descendant")
     records, path, added = import_records(args.import_file, target=args.target, store=args.store,
                                           targets_dir=args.targets_dir, pool=args.pool)
+    if args.json:
+        print_json({"store": str(path), "records": len(records), "added": added,
+                    "already_in_store": len(records) - added, "imported": [r.to_dict() for r in records]})
+        return 0
     kinds = ", ".join(sorted({r.source for r in records}))
     if added == len(records):
         print(f"imported {len(records)} records ({kinds}) into {path}", file=sys.stderr)

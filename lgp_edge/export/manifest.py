@@ -13,28 +13,17 @@ written as ``null`` so the file stays strict JSON.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from lgp_edge.fileio import sha256_file, write_json_atomic
+from lgp_edge.fileio import finite_json, sha256_file, write_json_atomic
 from lgp_edge.specs import SCHEMA_VERSION, ExportArtifact, latency_note
 
 MANIFEST = "manifest.json"
 KIND = "lgp-edge export"  # manifest "kind" of a single-descendant export; a switchable one adds " --switchable"
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
 
 
 def tree_bytes(p: Path) -> int:
@@ -147,7 +136,7 @@ def build_manifest(*, out_dir: Path, profile: Any, target: Any, pool_dir: Path, 
                                                pool_manifest.top1_images)}
                if model_info is None
                else {"descendant": None, "model": {**record.to_dict(), **model_info, **latency_entry(latency)}})
-    return _finite({
+    return finite_json({
         **head,
         **subject,
         "selection": selection,
@@ -167,7 +156,7 @@ def build_switchable_manifest(*, out_dir: Path, profile: Any, target: Any, pool_
     passed = bool(artifacts) and all(a.passed for a in artifacts)
     head = manifest_head(kind=f"{KIND} --switchable", passed=passed, profile=profile, target=target,
                          pool_dir=pool_dir, pool_manifest=pool_manifest)
-    return _finite({
+    return finite_json({
         **head,
         "selection": selection,
         "descendants": [e.to_dict() for e in entries],
