@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,15 +88,21 @@ class _LineTask:
         self._done, self._info = 0, ""
         self._start = self._last = reporter.clock()
         self.shown: tuple[int, str] | None = None  # what the last line printed said
+        self._lock = threading.Lock()  # advance (the task's thread) and the heartbeat both print
 
     def advance(self, n: int = 1, **fields: Any) -> None:
         self._done += n
         if fields:
             self._info = fields_text(fields)
-        now = self._reporter.clock()
-        if now - self._last >= self._reporter.interval:
-            self._last = now
-            self.emit(now)
+        self.tick()
+
+    def tick(self) -> None:
+        """A line when the interval has passed since the last one (called by ``advance`` and the heartbeat)."""
+        with self._lock:
+            now = self._reporter.clock()
+            if now - self._last >= self._reporter.interval:
+                self._last = now
+                self.emit(now)
 
     def emit(self, now: float, final: bool = False) -> None:
         elapsed = now - self._start
@@ -119,8 +126,8 @@ class _LineTask:
 class LineReporter:
     """Plain progress lines for a non-interactive stderr (CI logs, ``nohup``, ``2> file``).
 
-    Each task prints a line at most every ``interval`` seconds while it runs and one when it ends, so a log
-    shows how far a long run got and how long it has left.
+    Each task prints a line every ``interval`` seconds while it runs, whether or not it advanced (a heartbeat
+    thread), and one when it ends, so a log shows how far a long run got and how long it has left.
     """
 
     def __init__(self, stream: IO[str] | None = None, interval: float = 30.0, clock: Any = time.monotonic) -> None:
@@ -131,9 +138,22 @@ class LineReporter:
     @contextmanager
     def task(self, description: str, total: int | None) -> Iterator[_LineTask]:
         task = _LineTask(self, description, total)
-        yield task
-        if task.shown != task.current:  # the last interval's line may have said it all already
-            task.emit(self.clock(), final=True)
+        done = threading.Event()
+
+        def heartbeat() -> None:  # a step that takes minutes (an export, an engine build) still shows it runs
+            while not done.wait(self.interval):
+                task.tick()
+
+        beat = threading.Thread(target=heartbeat, name="lgp-edge-progress", daemon=True)
+        beat.start()
+        try:
+            yield task
+        finally:
+            done.set()
+            beat.join()
+        with task._lock:
+            if task.shown != task.current:  # the last interval's line may have said it all already
+                task.emit(self.clock(), final=True)
 
 
 NULL = NullReporter()

@@ -46,6 +46,20 @@ def test_line_reporter_without_total_counts_and_times() -> None:
     assert out.getvalue().splitlines() == [line]  # as the interval passed; the end has nothing new to say
 
 
+def test_a_task_that_does_not_advance_still_logs_every_interval() -> None:
+    """One long step (a DeiT-B export, a --seconds measurement, an engine build) printed nothing on a pipe until it
+    ended: a log showed no sign of life for minutes. The line comes every interval whether the task advanced."""
+    import time
+
+    out = io.StringIO()
+    with LineReporter(stream=out, interval=0.2).task("onnx: export", total=1) as task:
+        time.sleep(0.7)
+        task.advance()
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 3 and all(ln.startswith("onnx: export: 0/1 (0%) 0:0") for ln in lines[:-1]), lines
+    assert lines[-1].startswith("onnx: export: 1/1 (100%)"), lines
+
+
 def test_cli_on_a_pipe_logs_plain_progress(tiny_pool: Path, tmp_path: Path) -> None:
     """`lgp-edge pool eval ... 2> log`: the log says what finished (a live bar would leave nothing readable)."""
     pool = tmp_path / "pool"
