@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from lgp_edge import __version__
-from lgp_edge.commands.common import HELD, HeldWarnings, PrintableFormatter, printable
+from lgp_edge.commands.common import HELD, HeldWarnings, PrintableFormatter, StderrHandler, printable
 from lgp_edge.errors import STDOUT, WRITE_ERRNOS, LgpEdgeError, UsageError, write_failed
 from lgp_edge.export import graph_cache
 
@@ -312,10 +312,10 @@ def _logging(verbose: bool) -> Iterator[HeldWarnings | None]:
     old_level, own_level = root.level, log.level
     if not root.handlers:  # as basicConfig would (an application that set up logging keeps its own)
         if verbose:
-            handler = logging.StreamHandler(sys.stderr)
+            handler = StderrHandler()
             handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
         else:
-            handler = held = HeldWarnings(sys.stderr)
+            handler = held = HeldWarnings()
             HELD[:] = [held]
         root.addHandler(handler)
         root.setLevel(logging.WARNING)

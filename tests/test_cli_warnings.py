@@ -52,3 +52,24 @@ def test_control_characters_in_errors_and_warnings_reach_the_terminal_escaped(tm
                            str(tmp_path / f"{odd}.sqlite")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "WARNING" in done.stderr, done.stderr
     assert not any(c in done.stderr for c in "\x1b\x07\x9b\r"), repr(done.stderr)
+
+
+def test_warnings_and_debug_lines_follow_stderr_as_it_is_when_they_are_written(monkeypatch, tmp_path: Path) -> None:
+    """The CLI's log handlers wrote to the stderr of the moment they were made, past the one rich's live progress
+    display puts in place to print lines above its bars: a warning during a task was glued onto the bar. Each
+    line goes to sys.stderr as it is when the line is written."""
+    import io
+    import logging
+
+    from lgp_edge import cli
+
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as in a process of its own (not pytest's capture)
+    for verbose in (False, True):
+        with cli._logging(verbose) as held:
+            if held is not None:
+                held.show()
+            live = io.StringIO()
+            monkeypatch.setattr(sys, "stderr", live)  # as rich's Live does while its bars are drawn
+            logging.getLogger("lgp_edge.test").warning("a warning mid-task")
+            monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+        assert "a warning mid-task" in live.getvalue(), verbose

@@ -80,15 +80,33 @@ class PrintableFormatter(logging.Formatter):
         return printable(super().format(record))
 
 
+class StderrHandler(logging.StreamHandler):
+    """``logging.StreamHandler`` on ``sys.stderr`` as it is when each line is written (see ``HeldWarnings``)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler's __init__ sets it: always the current stderr
+        pass
+
+
 class HeldWarnings(logging.Handler):
     """The CLI's stderr for warnings: they wait until the command has passed its input checks, so a command
     that stops on bad input prints its one error line alone. They are printed when the first long task
     starts (``reporter``), when the command ends, or before an error that is not bad input."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any = None) -> None:
         super().__init__(logging.WARNING)
-        self.stream, self.held, self.open = stream, [], False
+        self._stream, self.held, self.open = stream, [], False
         self.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+
+    @property
+    def stream(self) -> Any:
+        """The given stream, else ``sys.stderr`` as it is now (rich's live display replaces it while it draws
+        bars, so that lines written meanwhile go above them)."""
+        return self._stream if self._stream is not None else sys.stderr
 
     def emit(self, record: logging.LogRecord) -> None:
         if self.open:
