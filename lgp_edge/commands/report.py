@@ -45,7 +45,7 @@ def _pairs(args: argparse.Namespace) -> list[tuple[Any, Any]]:
 
 def _run(args: argparse.Namespace) -> int:
     from lgp_edge.commands.common import reporter
-    from lgp_edge.pool.pool import resolve_pool
+    from lgp_edge.pool.manifest import resolve_pool
     from lgp_edge.report import build_report
     from lgp_edge.select import open_store
 
@@ -77,7 +77,7 @@ def _row(e: Any) -> tuple[str, ...]:
 
 def report_summary(entries: list[Any], pool_dir: Path, out: Path) -> dict[str, Any]:
     """What ``report --json`` prints: the files written and, per profile, the chosen descendant or why none."""
-    from lgp_edge.pool.pool import read_manifest
+    from lgp_edge.pool.manifest import read_manifest
 
     profiles = []
     for e in entries:
