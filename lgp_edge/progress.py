@@ -69,8 +69,10 @@ class RichReporter:
             TimeRemainingColumn,
         )
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=self.console,
+        # descriptions name paths ('load 300 validation images (imagefolder:run[3])'): text, never markup
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False),
+                      console=self.console,
                       transient=False) as progress:
             yield _RichTask(progress, progress.add_task(description, total=total, info=""))
 

@@ -157,3 +157,17 @@ def test_a_pool_json_field_of_the_wrong_type_is_one_line(tmp_path: Path, capsys:
     for argv in (["pool", "info", str(pool)], ["select", "--target", "cpu", "--pool", str(pool), "--json",
                                                 "--store", str(tmp_path / "none.sqlite")]):
         refused(argv, tmp_path, capsys, phrase)
+
+
+def test_a_pool_json_whose_data_names_a_folder_with_any_printable_name_is_read(tmp_path: Path,
+                                                                                capsys: pytest.CaptureFixture[str]
+                                                                                ) -> None:
+    """The label check refused what `pool build` writes for an image folder named with a no-break space or an
+    emoji's joiner (str.isprintable is False for them): only control characters are refused."""
+    pool = Path(shutil.copytree(demo_pool_dir(), tmp_path / "pool"))
+    raw = json.loads((pool / "pool.json").read_text())
+    for data in ("imagefolder:/data/My\u00a0Images", "imagefolder:/data/\U0001f468\u200d\U0001f469 photos"):
+        raw["data"] = data
+        (pool / "pool.json").write_text(json.dumps(raw))
+        rc, err = run_cli(["pool", "info", str(pool), "--json"], capsys)
+        assert rc == 0, err

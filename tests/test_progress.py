@@ -81,3 +81,17 @@ def test_a_count_takes_its_noun_in_the_number_it_needs() -> None:
     assert [counted(n, "thread") for n in (0, 1, 2)] == ["0 threads", "1 thread", "2 threads"]
     assert counted(2, "entry", "entries") == "2 entries" and counted(1, "entry", "entries") == "1 entry"
     assert _probes_were(1) == "1 calibration probe was" and _probes_were(3) == "3 calibration probes were"
+
+
+def test_progress_bars_print_descriptions_as_text_not_markup() -> None:
+    """A task named after an image folder such as `b[/]x` ended the export in a MarkupError traceback on a
+    terminal (and `run[3]` lost its bracket): descriptions and fields are text."""
+    from rich.console import Console
+
+    from lgp_edge.progress import RichReporter
+
+    out = io.StringIO()
+    rep = RichReporter(Console(file=out, force_terminal=True, width=200))
+    with rep.task("load 8 validation images (imagefolder:/d/b[/]x run[3])", total=1) as task:
+        task.advance(note="[bold]x[/]")
+    assert "imagefolder:/d/b[/]x run[3]" in out.getvalue()

@@ -193,10 +193,12 @@ REBUILD = "restore it or rebuild the pool"
 
 
 def _check_label(name: str, value: Any) -> None:
-    """A name pool.json records (its data, stitch init, stage): one printable line, as lgp-edge writes it."""
-    if not isinstance(value, str) or not value or len(value) > 4096 or not value.isprintable():
-        raise DamagedRecord(f"has {name} {repr(value)[:60]} (a non-empty line of printable text expected)",
-                            fix=REBUILD)
+    """A name pool.json records (its data, stitch init, stage): a line without control characters, as lgp-edge
+    writes it (an image folder's name may hold any other character: a no-break space, an emoji's joiner)."""
+    if not isinstance(value, str) or not value or len(value) > 4096 or any(
+            ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        raise DamagedRecord(f"has {name} {repr(value)[:60]} (a non-empty line without control characters "
+                            "expected)", fix=REBUILD)
 
 
 def _check_files(files: Any) -> None:
@@ -205,7 +207,8 @@ def _check_files(files: Any) -> None:
         raise DamagedRecord(f"has files {_json_kind(files)} (an object of file names and sha256 hashes expected)",
                             fix=REBUILD)
     for name, digest in files.items():
-        if not (name and name.isprintable() and "/" not in name and "\\" not in name and name not in (".", "..")):
+        if not (name and "/" not in name and "\\" not in name and name not in (".", "..")
+                and not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name)):
             raise DamagedRecord(f"has files entry {name[:60]!r} (a file name in the pool directory expected)",
                                 fix=REBUILD)
         if not (isinstance(digest, str) and re.fullmatch("[0-9a-f]{64}", digest)):
