@@ -569,6 +569,17 @@ def _leftover(e: Path, pattern: re.Pattern[str]) -> bool:
     return kind is not None and not foreign
 
 
+def _restorable(p: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """The ``.OUT.old-N`` folders beside a missing OUT that hold an lgp-edge output (whatever else they hold), the
+    newest first: what a run killed between the fallback swap's two renames left."""
+    olds = []
+    for e in p.parent.iterdir():
+        m = pattern.match(e.name)
+        if m and m.group(2) is None and e.is_dir() and not e.is_symlink() and recognise_output(e)[0] is not None:
+            olds.append(e)
+    return sorted(olds, key=lambda e: e.stat().st_mtime, reverse=True)
+
+
 def recover(path: str | Path) -> None:
     """Undo what a killed run left beside ``path``; call with the writer lock held.
 
@@ -579,14 +590,12 @@ def recover(path: str | Path) -> None:
     if not p.parent.is_dir():
         return
     pattern = _leftover_re(p.name)
-    left = sorted((e for e in p.parent.iterdir() if _leftover(e, pattern)), key=lambda e: e.stat().st_mtime,
-                  reverse=True)
     if not p.exists() and not p.is_symlink():
-        olds = [e for e in left if ".old-" in e.name]
-        if olds:
+        olds = _restorable(p, pattern)
+        if olds:  # renaming back destroys nothing: also an old output holding the user's files (carried over)
             os.rename(olds[0], p)
             log.warning("restored '%s' from '%s' (an earlier run was killed while replacing it)", p, olds[0].name)
-            left.remove(olds[0])
+    left = [e for e in p.parent.iterdir() if _leftover(e, pattern)]
     for e in left:
         log.info("removing '%s' (left by a killed lgp-edge run)", e)
         shutil.rmtree(e, ignore_errors=True)
@@ -599,7 +608,8 @@ def recover_unlocked(path: str | Path) -> None:
         return
     pattern = _leftover_re(p.name)
     try:
-        if not any(_leftover(e, pattern) for e in p.parent.iterdir()):
+        if not any(_leftover(e, pattern) for e in p.parent.iterdir()) and (
+                p.exists() or p.is_symlink() or not _restorable(p, pattern)):
             return
     except OSError:
         return

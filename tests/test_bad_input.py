@@ -590,11 +590,14 @@ def leftovers(out: Path) -> list[str]:
     return sorted(e.name for e in out.parent.iterdir() if e.name.startswith(f".{out.name}."))
 
 
-@pytest.mark.parametrize("mode", ["exchange", "fallback"])
-def test_sigkill_while_replacing_a_pool_in_place(mode: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                                 ) -> None:
-    """In-place writes (pool finetune's save): a kill while swapping never leaves the pool missing."""
+@pytest.mark.parametrize(("mode", "notes"), [("exchange", False), ("fallback", False), ("fallback", True)])
+def test_sigkill_while_replacing_a_pool_in_place(mode: str, notes: bool, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """In-place writes (pool finetune's save): a kill while swapping never leaves the pool missing, also when the
+    pool holds a file of the user's (carried into the new one, so the old one still holds it too)."""
     p = Path(shutil.copytree(TINY_SRC[0], tmp_path / "pool"))
+    if notes:
+        (p / "notes.txt").write_text("mine\n")
     old_id = read_manifest(p).spec.pool_id
     proc = run_hooked(p, mode, ["save_pool", str(p)])
     proc.communicate(timeout=300)
@@ -606,6 +609,7 @@ def test_sigkill_while_replacing_a_pool_in_place(mode: str, tmp_path: Path, caps
     assert read_manifest(p).spec.pool_id == old_id
     assert read_manifest(p).stage == ("finetuned" if mode == "exchange" else "distilled")  # new, or old restored
     assert leftovers(p) == []  # the old copy / temporary directory is cleaned up
+    assert not notes or (p / "notes.txt").read_text() == "mine\n"
 
 
 def test_sigkill_in_the_rename_window_of_export_force(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
