@@ -4,6 +4,7 @@ never give a wrong graph or a failed export."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -250,8 +251,16 @@ def test_only_models_of_torch_timm_and_lgp_edge_code_are_cached(tiny_pool: Path,
         timm.layers.Mlp.forward = lambda self, x: original(self, x) * 2  # type: ignore[method-assign]
         assert key is not None and graph_cache.graph_key(g, torch.zeros(1, 1, 16, 16), opset=17,
                                                          dynamic_batch=False) is None
+
+        @functools.wraps(original)  # carries timm's __module__ and name: the code's file tells
+        def patched(self, x):  # noqa: ANN001, ANN202
+            return original(self, x) * 0.0
+
+        timm.layers.Mlp.forward = patched  # type: ignore[method-assign]
+        assert graph_cache.graph_key(g, torch.zeros(1, 1, 16, 16), opset=17, dynamic_batch=False) is None
     finally:
         timm.layers.Mlp.forward = original  # type: ignore[method-assign]
+    assert graph_cache.graph_key(g, torch.zeros(1, 1, 16, 16), opset=17, dynamic_batch=False) == key
     # any attribute of a cached model's modules, not only the plain ones, is part of the key
     e, f = _model(tiny_pool), _model(tiny_pool)
     blk = next(m for m in f.modules() if hasattr(m, "fused_attn"))

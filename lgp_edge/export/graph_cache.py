@@ -33,6 +33,7 @@ import logging
 import os
 import re
 import stat
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -131,15 +132,31 @@ def _trusted(module_name: Any) -> bool:
     return isinstance(module_name, str) and module_name.split(".")[0] in TRUSTED
 
 
-def _class_trusted(cls: type) -> bool:
-    """``cls`` and its bases are torch, timm or lgp-edge classes whose methods are still their packages' own (a
-    ``timm.layers.Mlp.forward = ...`` patch by other code changes the graph and nothing the key covers)."""
+def _package_dirs() -> tuple[str, ...]:
+    """The folders of the trusted packages' code (imported already: a model of them exists)."""
+    dirs = []
+    for name in TRUSTED:
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if file:
+            dirs.append(os.path.join(os.path.dirname(os.path.realpath(file)), ""))
+    return tuple(dirs)
+
+
+def _class_trusted(cls: type, dirs: tuple[str, ...], seen: dict[str, bool]) -> bool:
+    """``cls`` and its bases are torch, timm or lgp-edge classes whose methods are still their packages' own code
+    (a ``timm.layers.Mlp.forward = ...`` patch by other code changes the graph and nothing the key covers; a patch
+    made with ``functools.wraps`` carries timm's module name, so the code's file is what counts)."""
     for c in cls.__mro__[:-1]:  # object's slots are not functions
         if not _trusted(c.__module__):
             return False
         for v in vars(c).values():
             f = getattr(v, "__func__", v)  # classmethod / staticmethod
-            if inspect.isfunction(f) and not _trusted(f.__module__):
+            if not inspect.isfunction(f):
+                continue
+            file = f.__code__.co_filename
+            if file not in seen:
+                seen[file] = os.path.realpath(file).startswith(dirs)
+            if not (seen[file] and _trusted(f.__module__)):
                 return False
     return True
 
@@ -149,7 +166,9 @@ def _cacheable(model: nn.Module) -> bool:
     method of its classes by other code: the key covers their code by versions and source; a user's class (or a
     patch) can change the graph with nothing else changing."""
     classes = {type(m) for m in model.modules()}
-    return all("forward" not in vars(m) for m in model.modules()) and all(_class_trusted(c) for c in classes)
+    dirs, seen = _package_dirs(), {}
+    return all("forward" not in vars(m) for m in model.modules()) and all(_class_trusted(c, dirs, seen)
+                                                                          for c in classes)
 
 
 def _has_hooks(model: nn.Module) -> bool:
