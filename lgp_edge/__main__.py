@@ -1,3 +1,3 @@
-from lgp_edge.cli import main
+from lgp_edge.cli import program
 
-raise SystemExit(main())
+program()

@@ -334,11 +334,17 @@ def _logging(verbose: bool) -> Iterator[HeldWarnings | None]:
 UNSUPPORTED_OS = "lgp-edge runs on Linux and macOS; on Windows use WSL2"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def program() -> NoReturn:
+    """The ``lgp-edge`` executable and ``python -m lgp_edge``: ``main`` on ``sys.argv``, and once stopped, the stop
+    signals stay ignored until the process has exited (a late second Ctrl-C cannot break its shutdown)."""
+    raise SystemExit(main(as_program=True))
+
+
+def main(argv: Sequence[str] | None = None, *, as_program: bool = False) -> int:
     if os.name == "nt":  # before anything: its writer locks and atomic swaps are POSIX-only
         _say(f"lgp-edge: error: {UNSUPPORTED_OS}")
         return 2
-    with _terminal(as_program=argv is None):
+    with _terminal(as_program=as_program):
         try:
             args = build_parser().parse_args(argv)
         except (KeyboardInterrupt, Terminated) as exc:

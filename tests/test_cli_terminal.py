@@ -315,3 +315,20 @@ def test_paths_with_square_brackets_are_printed_as_given(tiny_pool: Path, tmp_pa
         assert main(["select", "--target", "cpu", "--pool", str(p), "--store", str(tmp_path / "none.sqlite")]) == 0
         out = capsys.readouterr().out
         assert f"--pool '{p}'" in out, out
+
+
+def test_main_called_from_python_gives_ctrl_c_back_after_a_stop(monkeypatch):
+    """main() from a Python program, stopped by Ctrl-C: the stop signals were left ignored for the rest of the
+    caller's life (only the lgp-edge executable itself keeps ignoring them, until it exits)."""
+    from lgp_edge.cli import main
+    from lgp_edge.export import graph_cache
+
+    def stopped() -> dict:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+        return {}
+
+    monkeypatch.setattr(graph_cache, "summary", stopped)
+    monkeypatch.setattr(sys, "argv", ["lgp-edge", "cache", "info"])
+    assert main() == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
