@@ -70,9 +70,10 @@ def check_path(path: str | Path, what: str = "output") -> Path:
     p = Path(path)
     text = str(p)
     check_utf8(p, what)
-    if p.parts and p.parts[0] == "~" and not os.path.lexists("~"):
-        raise UsageError(f"{what} path '{text}' starts with '~', which the shell did not expand (it does not after "
-                         "'--out='): write '--out ~/…' with a space, or the full path")
+    typed = os.fspath(path)
+    if typed.split(os.sep)[0] == "~" and not os.path.lexists("~"):  # './~' names such a folder on purpose
+        raise UsageError(f"{what} path '{typed}' starts with '~', which the shell did not expand (it does not "
+                         "after '--out='): write '--out ~/…' with a space, or the full path")
     if not p.name:
         raise UsageError(f"{what} path '{text}' has no directory name")
     if os.fspath(path) == "-":  # the shell convention for stdout/stdin, which a folder of files cannot be
