@@ -574,9 +574,10 @@ HOOKS = textwrap.dedent("""
         from lgp_edge.pool.pool import load_pool, save_pool
         pool, manifest = load_pool(argv[1])
         save_pool(argv[1], pool, manifest.replace(stage="finetuned"), keep_from=argv[1])
-    else:
-        from lgp_edge.cli import main
-        sys.exit(main(argv))
+    else:  # as the lgp-edge executable runs it
+        from lgp_edge.cli import program
+        sys.argv = ["lgp-edge", *argv]
+        program()
 """)
 
 
@@ -632,6 +633,29 @@ def test_sigkill_in_the_rename_window_of_export_force(tmp_path: Path, capsys: py
     rc, err = run_cli([*args, "--force"], capsys)
     assert rc == 0, err
     assert leftovers(out) == []
+
+
+def test_a_second_ctrl_c_while_unwinding_is_the_same_stop(tmp_path: Path) -> None:
+    """Ctrl-C pressed twice (or SIGINT sent to the process group twice) during an export: the second one landed in
+    the unwinding or at interpreter shutdown, a traceback, exit 1 (which reads as a failed validation) or death
+    by the signal. Now one 'interrupted' line and exit 130, OUT's temporary folder removed."""
+    p = Path(shutil.copytree(TINY_SRC[0], tmp_path / "pool"))
+    out = tmp_path / "out"
+    proc = run_hooked(out, "slow", [*EXPORT[:-1], "--pool", str(p), "--out", str(out)])  # waits in the export
+    try:
+        deadline = time.time() + 300
+        while not Path(str(out) + ".ready").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.count("lgp-edge: interrupted") == 1 and "Traceback" not in err and "Exception ignored" not in err, err
+    assert not out.exists() and [n for n in leftovers(out) if not n.endswith(".ready")] == []
 
 
 def test_two_exports_into_one_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

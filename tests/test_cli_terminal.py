@@ -47,28 +47,6 @@ def test_sigterm_stops_a_long_command_cleanly_and_removes_its_scratch_files(tmp_
     assert not (tmp_path / "store.sqlite").exists()  # the store it created for this run is gone too
 
 
-def test_a_second_ctrl_c_while_unwinding_is_the_same_stop(tmp_path):
-    """Ctrl-C pressed twice (or SIGINT sent to the process group twice) during an export: the second one landed in
-    the unwinding or at interpreter shutdown, a traceback, exit 1 (which reads as a failed validation) or death
-    by the signal. Now one 'interrupted' line and exit 130, OUT's temporary folder removed."""
-    out = tmp_path / "out"
-    p = subprocess.Popen([sys.executable, "-m", "lgp_edge", "export", "--target", "cpu", "--descendant", "ti6.0-5",
-                          "--val-images", "1000", "--out", str(out)], env=_env(tmp_path), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob(".out.tmp-*")) and time.monotonic() < deadline and p.poll() is None:
-        time.sleep(0.05)
-    assert p.poll() is None, p.communicate()
-    time.sleep(1.0)  # into the export's work (OpenVINO and ONNX Runtime threads running)
-    p.send_signal(signal.SIGINT)
-    time.sleep(0.1)
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
-    assert err.count("lgp-edge: interrupted") == 1 and "Traceback" not in err and "Exception ignored" not in err, err
-    assert not out.exists() and not list(tmp_path.glob(".out.*"))
-
-
 @pytest.mark.parametrize(("sig", "stop"), [("SIGTERM", "Terminated"), ("SIGINT", "KeyboardInterrupt")])
 def test_a_stop_during_an_import_waits_for_the_import_to_finish(tmp_path, sig, stop):
     """A SIGTERM that landed while onnx was being imported aborted the process (exit -6, "terminate called after
