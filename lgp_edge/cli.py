@@ -176,7 +176,7 @@ def _importing(frame: Any) -> bool:
     return False
 
 
-_STOPPING: list[int] = []  # the signal this command is stopping for (set by the first stop, cleared by ``main``)
+_STOPPING: list[int] = []  # the signal this command is stopping for (set by the first stop, cleared by _terminal)
 
 
 def _on_stop(main_pid: int, stop: type[BaseException]) -> Any:

@@ -557,10 +557,10 @@ def _process_gone(pid: int) -> bool:
 
 def _leftover(e: Path, pattern: re.Pattern[str]) -> bool:
     """``e`` is what a killed lgp-edge left beside its output: a temporary folder of its name whose process is
-    gone, or an ``.OUT.old-PID`` that holds an lgp-edge output and nothing else (the one the swap was replacing,
-    which ``--force`` replaces only when it holds nothing of the user's). A user's folder that only looks like one
-    (``.demo.old-2025`` or ``.demo.tmp-20240101`` with a backup in it, ``.demo.old-2026`` with a pool and the
-    user's notes) is never removed nor renamed."""
+    gone, or an ``.OUT.old-PID`` that holds an lgp-edge output and nothing else (the one the swap was replacing).
+    A user's folder that only looks like one (``.demo.old-2025`` or ``.demo.tmp-20240101`` with a backup in it,
+    ``.demo.old-2026`` with a pool and the user's notes) is never removed (``recover`` renames an old output back
+    only where OUT is missing: see ``_restorable``)."""
     m = pattern.match(e.name)
     if not (m and e.is_dir() and not e.is_symlink()):
         return False

@@ -54,7 +54,6 @@ def profiles_root() -> Path:
 
 
 
-
 def _check_text(path: Path, field: str, value: str) -> None:
     """One printable line: profile strings are printed by 'profiles show' and written into manifests."""
     bad = next((c for c in value if ord(c) < 32 or 127 <= ord(c) < 160), None)

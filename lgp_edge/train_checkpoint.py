@@ -161,7 +161,7 @@ def read_checkpoint_meta(path: Path, fingerprint: str, world: int) -> dict[str, 
                               f"has {world}: the data order cannot be continued; resume with the same number "
                               f"of processes (torchrun --nnodes x --nproc_per_node = {meta.get('world_size')})")
     name = meta.get("state_file", CKPT_STATE)
-    if not (isinstance(name, str) and (name == CKPT_STATE or re.fullmatch(r"state-\d{9}\.safetensors", name))):
+    if not (isinstance(name, str) and (name == CKPT_STATE or re.fullmatch(r"state-\d{9,}\.safetensors", name))):
         raise CheckpointError(f"checkpoint '{path}' is damaged: its {CKPT_META} names state_file {repr(name)[:60]} "
                               "(state-NNNNNNNNN.safetensors in the checkpoint folder expected); delete it and start "
                               "again without --resume")

@@ -208,7 +208,6 @@ def _register_plan(s: argparse._SubParsersAction) -> None:
 
 
 def _stitch(args: argparse.Namespace) -> int:
-
     from lgp_edge.pool.restitch import RestitchRequest, restitch_pool
     from lgp_edge.train import TrainConfig
 
