@@ -48,7 +48,7 @@ def test_control_characters_in_errors_and_warnings_reach_the_terminal_escaped(tm
     assert done.returncode == 2 and "is not a pool directory" in done.stderr, done.stderr
     assert not any(c in done.stderr for c in "\x1b\x07\x9b\r"), repr(done.stderr)
     assert "x\\x1b]0;title\\x07\\x1b[2J\\x9bred" in done.stderr, repr(done.stderr)  # the \\r: a line break
-    done = subprocess.run([sys.executable, "-m", "lgp_edge.cli", "select", "--profile", "cpu", "--store",
+    done = subprocess.run([sys.executable, "-m", "lgp_edge.cli", "select", "--profile", "jetson-nano", "--store",
                            str(tmp_path / f"{odd}.sqlite")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "WARNING" in done.stderr, done.stderr
     assert not any(c in done.stderr for c in "\x1b\x07\x9b\r"), repr(done.stderr)
