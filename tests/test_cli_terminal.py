@@ -296,22 +296,21 @@ def test_paths_with_square_brackets_are_printed_as_given(tiny_pool: Path, tmp_pa
         assert f"--pool '{p}'" in out, out
 
 
-def test_main_called_from_python_gives_ctrl_c_back_after_a_stop(monkeypatch):
+def test_main_called_from_python_gives_ctrl_c_back_after_a_stop(tmp_path):
     """main() from a Python program, stopped by Ctrl-C: the stop signals were left ignored for the rest of the
-    caller's life (only the lgp-edge executable itself keeps ignoring them, until it exits)."""
-    from lgp_edge.cli import main
-    from lgp_edge.export import graph_cache
-
-    def stopped() -> dict:
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(1)
-        return {}
-
-    monkeypatch.setattr(graph_cache, "summary", stopped)
-    monkeypatch.setattr(sys, "argv", ["lgp-edge", "cache", "info"])
-    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a Python program (a pytest-xdist
-    try:  # worker has its own handler, which main leaves alone)
-        assert main() == 130
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, old)
+    caller's life (only the lgp-edge executable itself keeps ignoring them, until it exits). In a program of its
+    own: a test worker's signal handling is not a program's."""
+    script = ("import os, signal, sys, time\n"
+              "from lgp_edge.cli import main\n"
+              "from lgp_edge.export import graph_cache\n"
+              "def stopped():\n"
+              "    os.kill(os.getpid(), signal.SIGINT)\n"
+              "    time.sleep(2)\n"
+              "    return {}\n"
+              "graph_cache.summary = stopped\n"
+              "sys.argv = ['lgp-edge', 'cache', 'info']\n"
+              "rc = main()\n"
+              "print(rc, signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    done = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["130", "True"], (done.stdout, done.stderr)
