@@ -168,10 +168,14 @@ STOP_RETRY_S = 0.05  # how soon a stop that arrived during an import is tried ag
 
 
 def _importing(frame: Any) -> bool:
-    """Whether the interrupted code runs inside a module's import (the import machinery is on its stack)."""
+    """Whether the interrupted code runs inside a module's import (the import machinery is on its stack above
+    ``main``: a program that calls ``main`` while it is itself being imported is not in an import of the command's,
+    and deferring its stop would defer it for good)."""
     while frame is not None:
         if frame.f_code.co_filename in IMPORT_MACHINERY:
             return True
+        if frame.f_code is main.__code__:
+            return False
         frame = frame.f_back
     return False
 

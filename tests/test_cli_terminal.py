@@ -314,3 +314,24 @@ def test_main_called_from_python_gives_ctrl_c_back_after_a_stop(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], env=_env(tmp_path), capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.split() == ["130", "True"], (done.stdout, done.stderr)
+
+
+
+def test_a_program_that_calls_main_while_it_is_imported_is_stopped_by_ctrl_c(tmp_path):
+    """A stop is deferred while an import inside the command runs; a program calling main() from its own import
+    (its whole run is an import: `python -c 'import job'`) had every stop deferred for good, and the deferred
+    signal, sent again after main returned, ended the program with a KeyboardInterrupt traceback."""
+    (tmp_path / "job.py").write_text(
+        "import os, signal, time\n"
+        "from lgp_edge.cli import main\n"
+        "from lgp_edge.export import graph_cache\n"
+        "def stopped():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(2)\n"
+        "    return {}\n"
+        "graph_cache.summary = stopped\n"
+        "rc = main(['cache', 'info'])\n")
+    done = subprocess.run([sys.executable, "-c", "import job; import time; time.sleep(0.5); print(job.rc)"],
+                          cwd=tmp_path, env={**_env(tmp_path), "PYTHONPATH": f"{ROOT}:{tmp_path}"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.split() == ["130"], (done.stdout, done.stderr)
