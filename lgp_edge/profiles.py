@@ -21,7 +21,7 @@ from typing import Any
 from lgp_edge.errors import UsageError
 from lgp_edge.fileio import read_toml
 from lgp_edge.profiling.measure import MAX_BATCH, MAX_THREADS  # a profile asks only for what can be measured
-from lgp_edge.registry import check_name, named_files, pick, search_dirs
+from lgp_edge.registry import check_name, check_text, named_files, pick, search_dirs
 from lgp_edge.specs import CPU_RUNTIMES, FORMATS, DeviceProfile
 from lgp_edge.specs import PROFILE_PRECISIONS as PRECISIONS
 
@@ -54,14 +54,6 @@ def profiles_root() -> Path:
 
 
 
-def _check_text(path: Path, field: str, value: str) -> None:
-    """One printable line: profile strings are printed by 'profiles show' and written into manifests."""
-    bad = next((c for c in value if ord(c) < 32 or 127 <= ord(c) < 160), None)
-    if bad is not None:
-        raise UsageError(f"profile file '{path}': field '{field}' contains the control character {bad!r}; "
-                         "write it on one line without control characters")
-
-
 def parse_profile(raw: dict[str, Any], path: Path) -> DeviceProfile:
     """Validate one profile file's contents; every error names the file and the field."""
     for name, (kinds, required) in _FIELDS.items():
@@ -77,9 +69,9 @@ def parse_profile(raw: dict[str, Any], path: Path) -> DeviceProfile:
     if unknown:
         raise UsageError(f"profile file '{path}' has unknown field '{unknown[0]}' (fields: {', '.join(_FIELDS)})")
     for name in ("name", "target", "precision", "description"):
-        _check_text(path, name, raw.get(name, ""))
+        check_text("profile", path, name, raw.get(name, ""))
     for item in raw["formats"]:
-        _check_text(path, "formats", item if isinstance(item, str) else "")
+        check_text("profile", path, "formats", item if isinstance(item, str) else "")
     check_name("profile", path, raw["name"])
     if raw["name"] != path.stem:
         raise UsageError(f"profile file '{path}': field 'name' is '{raw['name']}' but the file is named "

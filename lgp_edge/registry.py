@@ -56,6 +56,20 @@ def pick(kind: str, name: str, files: dict[str, Path]) -> Path:
 INT64 = (-(1 << 63), (1 << 63) - 1)  # TOML integers are 64-bit (tomllib reads longer ones anyway)
 
 
+def control_character(text: str) -> str | None:
+    """The first C0 or C1 control character in ``text`` (terminal escapes, carriage returns, bells), or None."""
+    return next((c for c in text if ord(c) < 32 or 127 <= ord(c) < 160), None)
+
+
+def check_text(kind: str, path: Path, field: str, value: str) -> None:
+    """One line without control characters: a string of a target or profile file (``kind``) reaches generated
+    scripts, remote commands, manifests and the terminal."""
+    bad = control_character(value)
+    if bad is not None:
+        raise UsageError(f"{kind} file '{path}': field '{field}' contains the control character {bad!r}; "
+                         "write it on one line without control characters")
+
+
 def non_finite(obj: Any, prefix: str = "") -> tuple[str, float] | None:
     """(field, value) of the first NaN or infinite float (``1e400`` reads as inf) or beyond-64-bit integer in a
     parsed TOML document."""

@@ -16,7 +16,7 @@ from typing import Any
 from lgp_edge.errors import UsageError
 from lgp_edge.fileio import read_toml
 from lgp_edge.profiling.measure import MAX_THREADS
-from lgp_edge.registry import check_name, named_files, non_finite, pick, search_dirs
+from lgp_edge.registry import check_name, check_text, named_files, non_finite, pick, search_dirs
 from lgp_edge.specs import (
     FORMATS,
     PRECISIONS,
@@ -163,17 +163,9 @@ def core_list_problem(cores: str) -> str | None:
     return None
 
 
-def _check_text(path: Path, field: str, value: str) -> None:
-    """One printable line: these strings reach generated scripts, remote commands and manifests."""
-    bad = next((c for c in value if ord(c) < 32 or 127 <= ord(c) < 160), None)
-    if bad is not None:
-        raise UsageError(f"target file '{path}': field '{field}' contains the control character {bad!r}; "
-                         "write it on one line without control characters")
-
-
 def _check_strings(path: Path, prefix: str, obj: Any) -> None:
     if isinstance(obj, str):
-        _check_text(path, prefix, obj)
+        check_text("target", path, prefix, obj)
     elif isinstance(obj, dict):
         for k, v in obj.items():
             _check_strings(path, f"{prefix}.{k}" if prefix else str(k), v)

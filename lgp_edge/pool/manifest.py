@@ -20,6 +20,7 @@ from lgp_edge.fileio import check_sha256, json_loads
 from lgp_edge.models.plan import descendant_flops, descendant_params, enumerate_descendants, pool_shapes
 from lgp_edge.outdir import check_utf8, recover_unlocked
 from lgp_edge.progress import counted
+from lgp_edge.registry import control_character
 from lgp_edge.specs import (
     NORM_RANGES,
     SCHEMA_VERSION,
@@ -195,8 +196,7 @@ REBUILD = "restore it or rebuild the pool"
 def _check_label(name: str, value: Any) -> None:
     """A name pool.json records (its data, stitch init, stage): a line without control characters, as lgp-edge
     writes it (an image folder's name may hold any other character: a no-break space, an emoji's joiner)."""
-    if not isinstance(value, str) or not value or len(value) > 4096 or any(
-            ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+    if not isinstance(value, str) or not value or len(value) > 4096 or control_character(value):
         raise DamagedRecord(f"has {name} {repr(value)[:60]} (a non-empty line without control characters "
                             "expected)", fix=REBUILD)
 
@@ -208,7 +208,7 @@ def _check_files(files: Any) -> None:
                             fix=REBUILD)
     for name, digest in files.items():
         if not (name and "/" not in name and "\\" not in name and name not in (".", "..")
-                and not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name)):
+                and not control_character(name)):
             raise DamagedRecord(f"has files entry {name[:60]!r} (a file name in the pool directory expected)",
                                 fix=REBUILD)
         if not (isinstance(digest, str) and re.fullmatch("[0-9a-f]{64}", digest)):
