@@ -296,18 +296,22 @@ def test_paths_with_square_brackets_are_printed_as_given(tiny_pool: Path, tmp_pa
         assert f"--pool '{p}'" in out, out
 
 
+# a program whose `lgp-edge cache info` is stopped by Ctrl-C while it runs (the program then calls main)
+STOPPED_CACHE_INFO = ("import os, signal, time\n"
+                      "from lgp_edge.cli import main\n"
+                      "from lgp_edge.export import graph_cache\n"
+                      "def stopped():\n"
+                      "    os.kill(os.getpid(), signal.SIGINT)\n"
+                      "    time.sleep(2)\n"
+                      "    return {}\n"
+                      "graph_cache.summary = stopped\n")
+
+
 def test_main_called_from_python_gives_ctrl_c_back_after_a_stop(tmp_path):
     """main() from a Python program, stopped by Ctrl-C: the stop signals were left ignored for the rest of the
     caller's life (only the lgp-edge executable itself keeps ignoring them, until it exits). In a program of its
     own: a test worker's signal handling is not a program's."""
-    script = ("import os, signal, sys, time\n"
-              "from lgp_edge.cli import main\n"
-              "from lgp_edge.export import graph_cache\n"
-              "def stopped():\n"
-              "    os.kill(os.getpid(), signal.SIGINT)\n"
-              "    time.sleep(2)\n"
-              "    return {}\n"
-              "graph_cache.summary = stopped\n"
+    script = (STOPPED_CACHE_INFO + "import sys\n"
               "sys.argv = ['lgp-edge', 'cache', 'info']\n"
               "rc = main()\n"
               "print(rc, signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
@@ -316,21 +320,11 @@ def test_main_called_from_python_gives_ctrl_c_back_after_a_stop(tmp_path):
     assert done.returncode == 0 and done.stdout.split() == ["130", "True"], (done.stdout, done.stderr)
 
 
-
 def test_a_program_that_calls_main_while_it_is_imported_is_stopped_by_ctrl_c(tmp_path):
     """A stop is deferred while an import inside the command runs; a program calling main() from its own import
     (its whole run is an import: `python -c 'import job'`) had every stop deferred for good, and the deferred
     signal, sent again after main returned, ended the program with a KeyboardInterrupt traceback."""
-    (tmp_path / "job.py").write_text(
-        "import os, signal, time\n"
-        "from lgp_edge.cli import main\n"
-        "from lgp_edge.export import graph_cache\n"
-        "def stopped():\n"
-        "    os.kill(os.getpid(), signal.SIGINT)\n"
-        "    time.sleep(2)\n"
-        "    return {}\n"
-        "graph_cache.summary = stopped\n"
-        "rc = main(['cache', 'info'])\n")
+    (tmp_path / "job.py").write_text(STOPPED_CACHE_INFO + "rc = main(['cache', 'info'])\n")
     done = subprocess.run([sys.executable, "-c", "import job; import time; time.sleep(0.5); print(job.rc)"],
                           cwd=tmp_path, env={**_env(tmp_path), "PYTHONPATH": f"{ROOT}:{tmp_path}"},
                           capture_output=True, text=True, timeout=120)
