@@ -16,11 +16,17 @@ if _WORKERS > 1:
     _CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _CORES // _WORKERS)))
 
-# One exported-graph cache per test process (lgp_edge/export/graph_cache.py): a model exported by one test is
-# read back by the next, as in a user's profile-then-export; never the user's own ~/.cache/lgp-edge.
-_CACHE = tempfile.mkdtemp(prefix="lgp-edge-test-cache-")
+# One exported-graph cache for the whole run (lgp_edge/export/graph_cache.py), never the user's own
+# ~/.cache/lgp-edge: made by the process that starts the xdist workers (it loads this file first), shared by every
+# worker and every process a test starts, as two lgp-edge commands of one user share theirs, and removed when that
+# process ends. A model exported by one test is read back by the next, as in a user's profile-then-export.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.path.isdir(os.environ.get("LGP_EDGE_TEST_RUN_CACHE", "")):
+    _CACHE = os.environ["LGP_EDGE_TEST_RUN_CACHE"]
+else:
+    _CACHE = tempfile.mkdtemp(prefix="lgp-edge-test-cache-")
+    os.environ["LGP_EDGE_TEST_RUN_CACHE"] = _CACHE
+    atexit.register(shutil.rmtree, _CACHE, True)
 os.environ["LGP_EDGE_CACHE"] = _CACHE
-atexit.register(shutil.rmtree, _CACHE, True)
 
 import pytest  # noqa: E402
 from helpers import make_tiny_pool  # noqa: E402

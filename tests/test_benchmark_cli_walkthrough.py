@@ -180,8 +180,8 @@ def test_memory_measures_a_fresh_process_over_its_baseline(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_walkthrough_and_memory_scripts_run_on_the_tiny_pool(tiny_pool: Path, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_walkthrough_script_runs_on_the_tiny_pool(tiny_pool: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     walk = _module("cli_walkthrough")
     out = tmp_path / "results" / "cli_walkthrough.json"
     argv = ["--pool", str(tiny_pool), "--profile-descendant", "ti6.0-5", "--iters", "5", "--val-images", "16",
@@ -205,7 +205,14 @@ def test_walkthrough_and_memory_scripts_run_on_the_tiny_pool(tiny_pool: Path, tm
     assert trt["opset"] == 13 and trt["precision"] == "fp16" and 0 <= trt["fp32_file"]["max_abs_diff"] < 1e-3
     tight = res["tight_budget"]
     assert tight["exit_code"] == 2 and tight["chosen"] is None and "fits" in tight["problem"]
+    r = _module("render_readme")
+    monkeypatch.setattr(r, "RESULTS", out.parent)
+    assert f"`{res['command']}`" in r.walkthrough()
 
+
+@pytest.mark.slow
+def test_memory_script_runs_on_the_tiny_pool(tiny_pool: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
     mem = _module("memory")
     mout = tmp_path / "results" / "memory.json"
     assert mem.main(["--pool", str(tiny_pool), "--batches", "1,64", "--repeats", "1", "--val-images", "16",
@@ -218,5 +225,5 @@ def test_walkthrough_and_memory_scripts_run_on_the_tiny_pool(tiny_pool: Path, tm
     assert all(e["validation_passed"] for e in m["exports"])
 
     r = _module("render_readme")
-    monkeypatch.setattr(r, "RESULTS", out.parent)
-    assert f"`{res['command']}`" in r.walkthrough() and f"`{m['command']}`" in r.memory()
+    monkeypatch.setattr(r, "RESULTS", mout.parent)
+    assert f"`{m['command']}`" in r.memory()
