@@ -79,6 +79,7 @@ def predict_latencies(pool: Any, manifest: Any, target_name: str, *, runtime: st
     is only read, and not created)."""
     from lgp_edge.pool.pool import LearngenePool
     from lgp_edge.profiling import profile as prof
+    from lgp_edge.profiling.checks import check_request, default_precision
     from lgp_edge.profiling.measure import MeasureSettings
     from lgp_edge.profiling.store import MeasurementStore, default_store_path
 
@@ -89,8 +90,8 @@ def predict_latencies(pool: Any, manifest: Any, target_name: str, *, runtime: st
         _check(value, what, (str,), "a name (str) or None", optional=True)
     t = target(target_name, targets_dir)
     rt = runtime or t.runtime
-    prec = precision or prof.default_precision(t)
-    prof.check_request(t, rt, prec, measuring=False)
+    prec = precision or default_precision(t)
+    check_request(t, rt, prec, measuring=False)
     subject = prof.pool_subject(pool, manifest)
     settings = MeasureSettings(threads=prof.default_threads(t))
     st = (MeasurementStore(store) if store is not None

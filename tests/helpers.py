@@ -158,6 +158,38 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return rc, capsys.readouterr().err
 
 
+# runs lgp-edge commands in a fresh interpreter: their exit codes, last stderr lines, and the heavy modules imported
+_IMPORT_PROBE = """
+import contextlib, io, json, sys
+from lgp_edge.cli import main
+codes, errors = [], []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            codes.append(main(argv))
+        except SystemExit as exc:  # argparse
+            codes.append(exc.code)
+    errors.append((err.getvalue().strip().splitlines() or [""])[-1])
+print(json.dumps({"codes": codes, "errors": errors,
+                  "imported": sorted(m for m in ("torch", "timm", "torchvision") if m in sys.modules)}))
+"""
+
+
+def cli_imports(argvs: list[list[str]], env: dict[str, str] | None = None) -> dict:
+    """``lgp-edge ARGV`` for each of ``argvs``, one after the other in one new interpreter: {"codes": exit codes,
+    "errors": each command's last stderr line, "imported": which of torch, timm and torchvision got imported}."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    run_env = {**os.environ, **(env or {}), "PYTHONPATH": str(repo)}
+    r = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, json.dumps(argvs)], capture_output=True, text=True,
+                       env=run_env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.splitlines()[-1])
+
+
 def stop_after_first_epoch(monkeypatch: pytest.MonkeyPatch, seconds: float, only: str = "") -> None:
     """Make the first epoch of a training run (of one whose description contains ``only``) take ``seconds`` more,
     save its checkpoint, then stop the process as Ctrl-C would; once stopped, later runs (the resume) go on."""

@@ -9,16 +9,13 @@ modules gives, checked here against built pools.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from helpers import error_lines, make_tiny_pool, run_cli
+from helpers import cli_imports, error_lines, make_tiny_pool, run_cli
 
 from lgp_edge.baselines.snnet import snnet_spec
 from lgp_edge.cli import main
@@ -36,26 +33,10 @@ from lgp_edge.pool.manifest import demo_pool_dir
 from lgp_edge.pool.pool import LearngenePool, load_pool
 from lgp_edge.specs import PoolSpec
 
-REPO = Path(__file__).resolve().parent.parent
-
-# runs the commands in a fresh interpreter and says which of the heavy modules they imported
-PROBE = """
-import contextlib, io, json, sys
-from lgp_edge.cli import main
-codes = []
-with contextlib.redirect_stdout(io.StringIO()):
-    for argv in json.loads(sys.argv[1]):
-        codes.append(main(argv))
-print(json.dumps({"codes": codes, "imported": sorted(m for m in ("torch", "timm", "torchvision") if m in sys.modules)}))
-"""
-
 
 def _probe(argvs: list[list[str]]) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-c", PROBE, json.dumps(argvs)], capture_output=True, text=True, env=env,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.splitlines()[-1])
+    got = cli_imports(argvs)
+    return {"codes": got["codes"], "imported": got["imported"]}
 
 
 def test_pool_info_and_plan_do_not_import_torch(tiny_pool: Path) -> None:

@@ -12,13 +12,14 @@ import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lgp_edge.errors import BackendMissing, UsageError
 from lgp_edge.export.quantize import calibration_batch, whole_batches
 from lgp_edge.specs import DescendantRecord, DeviceProfile, Format, ModelRecord, PreprocessSpec, TargetSpec
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ class ExportContext:
 
     def onnx_file(self, opset: int) -> Path:
         """The shipped ONNX export at ``opset``, written once and shared by the formats built on it."""
+        import torch
+
         from lgp_edge.export.onnx_export import export_onnx
 
         key = (opset, self.dynamic_batch)

@@ -21,16 +21,17 @@ import json
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from lgp_edge.errors import UsageError
 from lgp_edge.export.base import ExportContext, require
 from lgp_edge.export.metadata import tool_versions
 from lgp_edge.specs import DeviceProfile, ExportArtifact, Precision, PreprocessSpec, TargetSpec, ValidationReport
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +40,6 @@ DEFAULT_MIN_TARGET = "iOS16"
 PRECISIONS: tuple[Precision, ...] = ("fp16", "fp32")  # Core ML compute precisions
 SPEC_VERSION = {"iOS15": 6, "iOS16": 7, "iOS17": 8, "iOS18": 9, "macOS12": 6, "macOS13": 7, "macOS14": 8,
                 "macOS15": 9}
-
-
-class ImageClassifier(nn.Module):
-    """pixels / 255 (done by the ImageType scale) -> optional per-channel normalisation -> descendant -> softmax."""
-
-    def __init__(self, model: nn.Module, mean: tuple[float, ...], std: tuple[float, ...], normalise: bool) -> None:
-        super().__init__()
-        self.model, self.normalise = model, normalise
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.normalise:
-            x = (x - self.mean) / self.std
-        return torch.softmax(self.model(x), dim=-1)
 
 
 def image_scaling(pre: PreprocessSpec) -> tuple[float, list[float], bool]:
@@ -110,6 +96,9 @@ def convert_mlprogram(model: nn.Module, *, pre: PreprocessSpec, input_shape: tup
                       deployment: str) -> Any:
     """``model`` as an ML program with an image input and classifier outputs (call inside ``quiet()``)."""
     import coremltools as ct
+    import torch
+
+    from lgp_edge.export.coreml_wrapper import ImageClassifier
 
     scale, bias, normalise = image_scaling(pre)
     wrapper = ImageClassifier(model, pre.mean, pre.std, normalise).eval()
@@ -332,6 +321,8 @@ class CoreMLExporter:
 
     def _write_mac_check(self, ctx: ExportContext) -> list[str]:
         """coreml_validation.npz (pixels, torch probabilities) and validate_coreml.py, for a Mac."""
+        import torch
+
         pre = ctx.preprocess
         pixels = to_pixels(ctx.validation.images, pre)
         with torch.no_grad():

@@ -170,10 +170,12 @@ def _check_int8_counts(req: ExportRequest) -> None:
 def check_calibration_size(req: ExportRequest, data_name: str) -> None:
     """Refuse more calibration images than ``data_name``'s training split has, when its size is cheap to know
     (before the selection and the images are loaded)."""
+    n = req.int8_calibration
+    if not n:
+        return
     from lgp_edge.datasets import training_images
 
-    n = req.int8_calibration
-    have = training_images(data_name) if n else None
+    have = training_images(data_name)
     if have is not None and n > have:
         raise UsageError(f"--calib-images {req.calib_requested}: '{data_name}' has {have} training images; pass "
                          f"--calib-images {have} or fewer")
@@ -246,9 +248,7 @@ def reference(model: Any, images: ImageSets, reporter: Any) -> ValidationSet:
 
 
 def prepare_model(req: ExportRequest, reporter: Any = NULL) -> Job:
-    """The pipeline's Job for ``req.model`` (checks first; nothing is written)."""
-    from lgp_edge.export.timm_model import load_model, measured_latency
-
+    """The pipeline's Job for ``req.model`` (checks first, before torch is imported; nothing is written)."""
     if req.checkpoint is None:
         raise UsageError("--model needs --checkpoint FILE (safetensors, or a timm .pth read with weights_only=True)")
     preflight(req)
@@ -256,6 +256,8 @@ def prepare_model(req: ExportRequest, reporter: Any = NULL) -> Job:
                               "imagefolder:PATH)")
     if req.profile.precision == "int8" and req.data == "synthetic":
         raise int8_refused
+    from lgp_edge.export.timm_model import load_model, measured_latency
+
     loaded = load_model(req.model, req.checkpoint, req.data)
     if req.profile.precision == "int8" and loaded.data == "synthetic":
         raise int8_refused
@@ -271,21 +273,27 @@ def prepare_model(req: ExportRequest, reporter: Any = NULL) -> Job:
 
 
 def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
-    """Checks, pool (or --model), choice, images and the torch reference: everything before OUT is touched."""
-    from lgp_edge.pool.pool import load_pool, resolve_pool
+    """Checks, pool (or --model), choice, images and the torch reference: everything before OUT is touched. The
+    checks that need only pool.json come before torch is imported and the weights are loaded."""
+    from lgp_edge.pool.manifest import find_descendant, read_manifest, resolve_pool
 
     if req.model is not None:
         return prepare_model(req, reporter)
     pool_dir = resolve_pool(req.pool)
     preflight(req, pool_dir)
-    pool, manifest = load_pool(pool_dir)
+    manifest = read_manifest(pool_dir)
     if req.descendant is None:
         manifest.check_top1(pool_dir)  # no choice by top-1 measured on synthetic data for a real-data pool
+    else:
+        find_descendant(manifest.spec, req.descendant)
     data_name = default_data(manifest.data, req.data)
     if req.profile.precision == "int8" and data_name == "synthetic" and manifest.data != "synthetic":
         raise UsageError(f"int8 calibrates on real training images and this pool was trained on {manifest.data}: "
                          f"pass --data {manifest.data} (or leave --data out)")
     check_calibration_size(req, data_name)
+    from lgp_edge.pool.pool import load_pool
+
+    pool, manifest = load_pool(pool_dir)  # pool.json again, with the weights it describes
     choice = choose(req, pool, manifest)
     model = pool.descendant(choice.record.key).eval()
     images = load_images(data_name, manifest.preprocess, manifest.spec.ancestry.num_classes, req.val_images,

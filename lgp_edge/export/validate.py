@@ -18,13 +18,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lgp_edge.export.base import ValidationSet
 from lgp_edge.specs import ValidationReport
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ TOLERANCES: dict[str, Tolerance] = {  # by artifact precision
 
 def reference_logits(model: torch.nn.Module, images: np.ndarray, batch: int = 64) -> np.ndarray:
     """The torch descendant's fp32 logits for ``images``."""
+    import torch
+
     outs = []
     with torch.no_grad():
         for i in range(0, len(images), batch):

@@ -26,6 +26,7 @@ from lgp_edge.specs import (
     SCHEMA_VERSION,
     DamagedRecord,
     DescendantRecord,
+    DescendantSpec,
     PoolSpec,
     PreprocessSpec,
     is_integer,
@@ -425,6 +426,14 @@ def verified_weights(path: str | Path, manifest: PoolManifest) -> Path:
 
 def demo_pool_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "data" / "demo_pool"
+
+
+def find_descendant(spec: PoolSpec, key: str) -> DescendantSpec:
+    """The descendant ``key`` of the pool ``spec`` describes, from the spec alone (no weights loaded)."""
+    for d in enumerate_descendants(spec):
+        if d.key == key:
+            return d
+    raise UsageError(f"pool {spec.pool_id} has no descendant '{key}'; see 'lgp-edge pool info'")
 
 
 def resolve_pool(path: str | Path | None) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lgp_edge.errors import CheckpointError, UsageError
+from lgp_edge.errors import CheckpointError
 from lgp_edge.fileio import save_safetensors, sha256_file
 from lgp_edge.models.descendant import Descendant, build_descendant, count_params
 from lgp_edge.models.instances import create_auxiliary
@@ -33,6 +33,7 @@ from lgp_edge.pool.manifest import (  # noqa: F401 (re-exported: pool.json is re
     PoolManifest,
     current_records,
     demo_pool_dir,
+    find_descendant,
     read_manifest,
     resolve_pool,
     verified_file,
@@ -62,10 +63,7 @@ class LearngenePool(nn.Module):
         return list(self._descendants)
 
     def find(self, key: str) -> DescendantSpec:
-        for d in self._descendants:
-            if d.key == key:
-                return d
-        raise UsageError(f"pool {self.pool_id} has no descendant '{key}'; see 'lgp-edge pool info'")
+        return find_descendant(self.spec, key)
 
     def descendant(self, spec: DescendantSpec | str) -> Descendant:
         if isinstance(spec, str):

@@ -21,45 +21,19 @@ import torch
 
 from lgp_edge import __version__
 from lgp_edge.errors import UsageError
+from lgp_edge.profiling.checks import check_request
 from lgp_edge.profiling.host import default_threads, host_versions
 from lgp_edge.profiling.measure import MeasureSettings, Timing, repeat_if_noisy, summarize
 from lgp_edge.profiling.predict import Predictor, fit_calibration, fit_probes, make_predictor, now_utc
 from lgp_edge.profiling.subject import Item, Subject, pool_subject, timm_subject
 from lgp_edge.progress import NULL, Reporter
-from lgp_edge.specs import RUNTIMES, LatencyRecord, TargetSpec
+from lgp_edge.specs import LatencyRecord, TargetSpec
 
 __all__ = ["CheckResult", "Item", "Subject", "calibrate", "calibrated_predictor", "check_predictions",
-           "check_request", "default_precision", "default_threads", "measure_items", "pool_subject",
-           "predict_items", "predictor_for", "stored_predictor", "timm_subject"]
+           "default_threads", "measure_items", "pool_subject", "predict_items", "predictor_for", "stored_predictor",
+           "timm_subject"]
 
 log = logging.getLogger(__name__)
-
-
-# ------------------------------------------------------------------------------------------ settings
-def default_precision(target: TargetSpec) -> str:
-    """The target's first listed precision (target files list the one they deploy first)."""
-    return target.precisions[0]
-
-
-def check_request(target: TargetSpec, runtime: str, precision: str, *, measuring: bool) -> None:
-    """Refuse impossible combinations before anything runs."""
-    if runtime not in RUNTIMES:
-        raise UsageError(f"unknown runtime '{runtime}'; runtimes: {', '.join(RUNTIMES)}")
-    if precision not in target.precisions:
-        raise UsageError(f"target '{target.name}' supports precisions {', '.join(target.precisions)}, "
-                         f"not '{precision}'")
-    kind = target.connection.kind
-    if measuring and kind == "none":
-        raise UsageError(f"target '{target.name}' has no connection (kind 'none'): it cannot be measured; "
-                         "use --predict")
-    if measuring and kind in ("ssh", "adb") and runtime != target.runtime:
-        raise UsageError(f"target '{target.name}' runs '{target.runtime}' on the device, not '{runtime}'")
-    if measuring and kind == "local":
-        from lgp_edge.profiling.runtimes import get_runtime
-
-        rt = get_runtime(runtime)
-        rt.check_available()
-        rt.check_precision(precision)
 
 
 # --------------------------------------------------------------------------------------- measurement

@@ -124,14 +124,27 @@ def measure_settings(req: ProfileRequest, target: Any) -> Any:
         raise UsageError(str(exc)) from None
 
 
-def _subject(req: ProfileRequest) -> tuple[Any, str]:
-    from lgp_edge.profiling import profile as prof
+def _checked_pool(req: ProfileRequest) -> Path | None:
+    """The pool directory of a request (None for --model), its pool.json and --descendant keys checked (no torch,
+    no weights)."""
+    from lgp_edge.pool.manifest import find_descendant, read_manifest, resolve_pool
 
     if req.model:
-        return prof.timm_subject(req.model), f"timm model {req.model} (random weights)"
-    from lgp_edge.pool.pool import load_pool, resolve_pool
-
+        return None
     path = resolve_pool(req.pool)
+    spec = read_manifest(path).spec
+    for key in req.descendants or ():
+        find_descendant(spec, key)
+    return path
+
+
+def _subject(req: ProfileRequest, path: Path | None) -> tuple[Any, str]:
+    from lgp_edge.profiling import profile as prof
+
+    if path is None:
+        return prof.timm_subject(req.model), f"timm model {req.model} (random weights)"
+    from lgp_edge.pool.pool import load_pool
+
     pool, manifest = load_pool(path)
     subject = prof.pool_subject(pool, manifest, list(req.descendants) if req.descendants else None)
     return subject, f"pool {pool.pool_id} ({path})" + ("" if manifest.descendants else "; never evaluated: no top-1")
@@ -246,8 +259,9 @@ def _remove_created(created: list[Path]) -> None:
 
 
 def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
-    """Profile ``req``'s subject on its target and store the rows; bad requests raise UsageError first."""
-    from lgp_edge.profiling import profile as prof
+    """Profile ``req``'s subject on its target and store the rows; bad requests raise UsageError first, those that
+    need only the target file and pool.json before torch is imported."""
+    from lgp_edge.profiling.checks import check_runtime_here, check_target, default_precision
     from lgp_edge.profiling.store import MeasurementStore, default_store_path
     from lgp_edge.targets import load_target
 
@@ -258,12 +272,15 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
         from lgp_edge.profiles import check_thread_count
 
         check_thread_count(target, runtime)
-    precision = req.precision or prof.default_precision(target)
+    precision = req.precision or default_precision(target)
     settings = measure_settings(req, target)
     measuring = not req.predict or req.check or req.calibrate or (
         target.connection.kind == "local")  # this host calibrates itself when predicting
-    prof.check_request(target, runtime, precision, measuring=measuring)
-    subject, note = _subject(req)
+    check_target(target, runtime, precision, measuring=measuring)
+    pool_dir = _checked_pool(req)
+    if measuring and target.connection.kind == "local":
+        check_runtime_here(runtime, precision)
+    subject, note = _subject(req, pool_dir)
     run = _Run(subject, target, runtime, precision, settings, reporter, req.targets_dir)
     store_path = Path(req.store) if req.store else default_store_path()
     created = _missing_parts(store_path)

@@ -1,0 +1,68 @@
+"""Bad input to ``export`` and ``profile`` is refused before torch is imported.
+
+Each refusal below came after importing torch, timm and torchvision (3-5 s on 2 cores), and the ones that need
+the pool's descendants after loading its weights too (9 s for ``profile --descendant`` with a typo): a user's
+typo waited as long as the start of a real run. The checks need only the target, the profile and pool.json.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from helpers import cli_imports
+
+
+def _refused(argvs: list[list[str]], tmp_path: Path) -> list[str]:
+    got = cli_imports(argvs, env={"LGP_EDGE_STORE": str(tmp_path / "store.sqlite")})
+    assert got["codes"] == [2] * len(argvs), got
+    assert got["imported"] == [], got
+    assert not (tmp_path / "store.sqlite").exists()
+    return got["errors"]
+
+
+def test_export_refusals_come_before_torch(tiny_pool: Path, tmp_path: Path) -> None:
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("not lgp-edge's\n")
+    pool = ["--pool", str(tiny_pool)]
+    out = ["--out", str(tmp_path / "out")]
+    errors = _refused([
+        ["export", "--target", "cpu", *pool, *out, "--opset", "99"],
+        ["export", "--target", "jetson-nano", *pool, *out, "--opset", "17"],
+        ["export", "--target", "cpu", *pool, "--out", str(full)],
+        ["export", "--target", "cpu", *pool, *out, "--val-images", "0"],
+        ["export", "--target", "iphone", *pool, *out, "--dynamic-batch"],
+        ["export", "--profile", "cpu-int8", *pool, *out, "--val-images", "100"],
+        ["export", "--target", "cpu", "--pool", str(tmp_path / "no-pool"), *out],
+        ["export", "--target", "cpu", *pool, *out, "--descendant", "ti6.0-9"],
+        ["export", "--target", "cpu", "--model", "vit_tiny_patch16_224", "--checkpoint", str(tmp_path / "w.pth"),
+         "--out", str(full)],
+    ], tmp_path)
+    assert "--opset must be between 13 and" in errors[0]
+    assert "--opset 17 is above what target 'jetson-nano' parses" in errors[1]
+    assert "exists and is not empty" in errors[2]
+    assert "--val-images: must be >= 1" in errors[3]
+    assert "--dynamic-batch" in errors[4]
+    assert "--val-images 100 is too few for int8" in errors[5]
+    assert "is not a pool directory" in errors[6]
+    assert "has no descendant 'ti6.0-9'" in errors[7]
+    assert "exists and is not empty" in errors[8]
+    assert not (tmp_path / "out").exists() and [p.name for p in full.iterdir()] == ["mine.txt"]
+
+
+def test_profile_refusals_come_before_torch(tiny_pool: Path, tmp_path: Path) -> None:
+    pool = ["--pool", str(tiny_pool)]
+    errors = _refused([
+        ["profile", "--target", "nosuch", *pool],
+        ["profile", "--target", "cpu", "--pool", str(tmp_path / "no-pool")],
+        ["profile", "--target", "cpu", *pool, "--descendant", "ti6.0-9"],
+        ["profile", "--target", "cpu", *pool, "--iters", "0"],
+        ["profile", "--target", "cpu", *pool, "--precision", "fp16"],
+        ["profile", "--target", "iphone", *pool],
+    ], tmp_path)
+    assert "unknown target 'nosuch'" in errors[0]
+    assert "is not a pool directory" in errors[1]
+    assert "has no descendant 'ti6.0-9'" in errors[2]
+    assert "iters" in errors[3]
+    assert "target 'cpu' supports precisions fp32, bf16, int8, not 'fp16'" in errors[4]
+    assert "cannot be measured" in errors[5]
