@@ -66,3 +66,18 @@ def test_profile_refusals_come_before_torch(tiny_pool: Path, tmp_path: Path) -> 
     assert "iters" in errors[3]
     assert "target 'cpu' supports precisions fp32, bf16, int8, not 'fp16'" in errors[4]
     assert "cannot be measured" in errors[5]
+
+
+def test_finetune_and_stitch_of_a_path_that_is_no_pool_say_so(tmp_path: Path) -> None:
+    """``pool finetune /typo`` said "cannot update '/typo' in place: '/typo' does not accept new files (No such
+    file or directory); make it writable, or copy the pool elsewhere", where ``pool eval /typo`` says what is
+    wrong; a folder that is not a pool was claimed (a lock file written into it) before being refused."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    data = ["--data", "synthetic"]
+    got = cli_imports([["pool", "finetune", str(tmp_path / "typo"), *data],
+                       ["pool", "stitch", str(tmp_path / "typo"), *data, "--init", "lstsq"],
+                       ["pool", "finetune", str(folder), *data]])
+    assert got["codes"] == [2, 2, 2]
+    assert all("is not a pool directory (no pool.json)" in e for e in got["errors"]), got["errors"]
+    assert not (tmp_path / "typo").exists() and list(folder.iterdir()) == []

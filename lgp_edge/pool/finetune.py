@@ -22,7 +22,14 @@ from lgp_edge.models.plan import descendant_flops
 from lgp_edge.outdir import claim_in_place
 from lgp_edge.pool.evaluate import DESCENDANTS
 from lgp_edge.pool.kd import SAMPLINGS, FinetuneObjective, descendant_sampler, flops_bucket_sampler
-from lgp_edge.pool.pool import PoolManifest, carried_files, load_pool, load_pool_ancestry, save_pool
+from lgp_edge.pool.pool import (
+    PoolManifest,
+    carried_files,
+    load_pool,
+    load_pool_ancestry,
+    read_manifest,
+    save_pool,
+)
 from lgp_edge.pool.restitch import apply_init
 from lgp_edge.pool.stitch_init import INITS, tune_stitches
 from lgp_edge.progress import NULL, Reporter
@@ -50,6 +57,7 @@ class FinetuneRequest:
 
 
 def _check(req: FinetuneRequest) -> None:
+    read_manifest(req.pool)  # a path that is no pool is refused as such, before it is claimed
     claim_in_place(req.pool)  # the pool is replaced in place: one writer at a time, never the current directory
     check_data_name(req.data)
     if req.init is not None and req.init not in INITS:

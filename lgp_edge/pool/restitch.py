@@ -21,6 +21,7 @@ from lgp_edge.pool.pool import (
     load_pool,
     load_pool_ancestry,
     load_pool_transforms,
+    read_manifest,
     save_pool,
 )
 from lgp_edge.pool.stitch_init import (
@@ -73,6 +74,7 @@ def restitch_pool(req: RestitchRequest, cfg: TrainConfig, reporter: Reporter = N
         raise UsageError(f"--init must be one of {', '.join(INITS)}")
     if req.lstsq_images < 1 or req.stitch_steps < 0 or req.r2_images < 1 or not (0 < req.stitch_lr < 1):
         raise UsageError("--lstsq-images and --r2-images must be >= 1, --stitch-steps >= 0, --stitch-lr in (0, 1)")
+    read_manifest(req.pool)  # a path that is no pool is refused as such, before it is claimed
     claim_in_place(req.pool)  # the pool is replaced in place: one writer at a time, never the current directory
     pool, manifest = load_pool(req.pool)
     carried_files(req.pool)  # the files the new pool keeps are checked now, not after the fit
