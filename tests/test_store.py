@@ -153,6 +153,21 @@ def test_store_path_is_directory_is_usage_error(tmp_path):
         MeasurementStore(Path(tmp_path))
 
 
+def test_a_store_path_sqlite_cannot_open_for_its_length_says_so(tmp_path):
+    """A store path over SQLite's 512 bytes (its "-journal" file's included), or a file name with no room for the
+    journal's beside it, was "unable to open database file; pass another --store": which store would open?"""
+    deep = tmp_path.joinpath(*["d" * 100] * 5)
+    with pytest.raises(UsageError, match=r"its path is \d+ bytes long; SQLite opens paths of at most 512 bytes, "
+                                         r"its journal's included: pass a shorter --store"):
+        MeasurementStore(deep / "measurements.sqlite")
+    assert not tmp_path.joinpath("d" * 100).exists()  # the folders made for it are gone
+    with pytest.raises(UsageError, match=r"its file name is 250 bytes long, and the journal SQLite writes beside it "
+                                         r"would have 258, over the 255 a file name can have: pass a shorter --store"):
+        MeasurementStore(tmp_path / ("m" * 250))
+    assert list(tmp_path.iterdir()) == []
+    MeasurementStore(tmp_path / ("m" * 247)).close()  # the longest name that works
+
+
 def test_stored_prediction_replaces_only_the_same_calibration(tmp_path):
     with MeasurementStore(tmp_path / "s.sqlite") as s:
         p = dataclasses.replace(rec(source="predicted"), calibration="host:a")

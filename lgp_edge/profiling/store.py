@@ -104,6 +104,20 @@ def _versions_json(v: Mapping[str, str]) -> str:
     return json.dumps(dict(v), sort_keys=True, separators=(",", ":"))
 
 
+def _too_long_for_sqlite(path: Path) -> str | None:
+    """Why SQLite (built with its default limits) cannot open ``path`` for its length, if that is why: it opens
+    absolute paths of at most 512 bytes counting the "-journal" it writes beside the file, whose name must also fit
+    in the 255 bytes of a file name. Asked only after an open failed: another build may allow more."""
+    journal = len(os.fsencode(path.name)) + len(b"-journal")
+    if journal > 255:
+        return (f"its file name is {journal - 8} bytes long, and the journal SQLite writes beside it would have "
+                f"{journal}, over the 255 a file name can have")
+    full = len(os.fsencode(os.path.abspath(path)))
+    if full + len(b"-journal") > 512:
+        return f"its path is {full} bytes long; SQLite opens paths of at most 512 bytes, its journal's included"
+    return None
+
+
 def _damaged(path: Path, exc: Exception) -> UsageError | None:
     """The error for a store file SQLite finds damaged (truncated, overwritten); None for other errors."""
     if not any(t in str(exc) for t in ("malformed", "not a database")):
@@ -219,6 +233,9 @@ class MeasurementStore:
             return self._unwritable(os.strerror(found))
         if found in WRITE_ERRNOS:
             return write_failed(OSError(found, os.strerror(found)), self.path, "pass another --store")
+        too_long = _too_long_for_sqlite(self.path)
+        if too_long:
+            return UsageError(f"cannot open measurement store '{self.path}': {too_long}: pass a shorter --store")
         return UsageError(f"cannot open measurement store '{self.path}': {exc}; pass another --store")
 
     def _unwritable(self, why: object) -> UsageError:
