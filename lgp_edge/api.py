@@ -92,7 +92,7 @@ def predict_latencies(pool: Any, manifest: Any, target_name: str, *, runtime: st
     rt = runtime or t.runtime
     prec = precision or default_precision(t)
     check_request(t, rt, prec, measuring=False)
-    subject = prof.pool_subject(pool, manifest)
+    subject = prof.pool_subject(pool.spec, pool.descendant, manifest)
     settings = MeasureSettings(threads=prof.default_threads(t))
     st = (MeasurementStore(store) if store is not None
           else MeasurementStore(default_store_path(), readonly=True))

@@ -281,3 +281,26 @@ def test_locked_store_mid_run_keeps_the_measurements(tiny_pool, tmp_path, capsys
     bad.write_text("{}")
     rc, _, err = _profile(capsys, "--import", str(bad), "--store", str(store))
     assert rc == 2 and "not an lgp-edge latency file" in err
+
+
+def test_predicting_for_a_board_needs_neither_torch_nor_the_weights(tiny_pool, tmp_path):
+    """``profile --target jetson-nano --predict`` imported torch, timm and torchvision and loaded the pool's weights
+    (4.3 s for the demo pool) to predict from the spec; it now reads pool.json only, and writes the same rows."""
+    from helpers import cli_imports
+
+    store = tmp_path / "m.sqlite"
+    got = cli_imports([["profile", "--target", "jetson-nano", "--predict", "--pool", str(tiny_pool), "--store",
+                        str(store), "--quiet"]])
+    assert got == {"codes": [0], "errors": [f"wrote 18 predictions to {store}"], "imported": []}
+    pool, manifest = load_pool(tiny_pool)
+    with MeasurementStore(store) as s:
+        rows = {r.descendant_key: r for r in s.records(target="jetson-nano")}
+    assert set(rows) == {r.key for r in manifest.descendants}
+    assert all(r.source == "predicted" and r.median_ms > 0 for r in rows.values())
+    # the sizes the table shows come from the spec: those of the built modules
+    from lgp_edge.models.descendant import count_params
+    from lgp_edge.profiling.subject import pool_subject
+
+    subject = pool_subject(manifest.spec, pool.descendant, manifest)
+    assert [it.key for it in subject.items] == [d.key for d in pool.descendants()]
+    assert all(it.params == count_params(it.build()) for it in subject.items)

@@ -15,9 +15,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from lgp_edge import __version__
 from lgp_edge.errors import UsageError
@@ -28,6 +26,9 @@ from lgp_edge.profiling.predict import Predictor, fit_calibration, fit_probes, m
 from lgp_edge.profiling.subject import Item, Subject, pool_subject, timm_subject
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import LatencyRecord, TargetSpec
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["CheckResult", "Item", "Subject", "calibrate", "calibrated_predictor", "check_predictions",
            "default_threads", "measure_items", "pool_subject", "predict_items", "predictor_for", "stored_predictor",
@@ -52,6 +53,8 @@ def _record(key: str, target: TargetSpec, runtime: str, precision: str, settings
 
 
 def _example(subject: Subject, batch: int) -> torch.Tensor:
+    import torch
+
     g = torch.Generator().manual_seed(0)
     return torch.randn((batch, *subject.input_shape), generator=g)
 
@@ -142,14 +145,14 @@ def _timed(rt: Any, prepared: Sequence[Any], settings: MeasureSettings, on_round
 
     fns = [p.run for p in prepared]
     if rt.name == "torch":  # torch's thread count is process-wide: set it around the whole run
-        import torch as _torch
+        import torch
 
-        old = _torch.get_num_threads()
-        _torch.set_num_threads(settings.threads)
+        old = torch.get_num_threads()
+        torch.set_num_threads(settings.threads)
         try:
             return time_interleaved(fns, settings, on_round)
         finally:
-            _torch.set_num_threads(old)
+            torch.set_num_threads(old)
     return time_interleaved(fns, settings, on_round)
 
 

@@ -138,16 +138,29 @@ def _checked_pool(req: ProfileRequest) -> Path | None:
     return path
 
 
-def _subject(req: ProfileRequest, path: Path | None) -> tuple[Any, str]:
-    from lgp_edge.profiling import profile as prof
+def _subject(req: ProfileRequest, path: Path | None, measuring: bool) -> tuple[Any, str]:
+    """What is profiled: the pool's descendants (loaded when measured; a prediction needs pool.json alone, neither
+    torch nor the weights) or a timm model."""
+    from lgp_edge.profiling.subject import pool_subject, timm_subject
 
     if path is None:
-        return prof.timm_subject(req.model), f"timm model {req.model} (random weights)"
-    from lgp_edge.pool.pool import load_pool
+        return timm_subject(req.model), f"timm model {req.model} (random weights)"
+    if measuring:
+        from lgp_edge.pool.pool import load_pool
 
-    pool, manifest = load_pool(path)
-    subject = prof.pool_subject(pool, manifest, list(req.descendants) if req.descendants else None)
-    return subject, f"pool {pool.pool_id} ({path})" + ("" if manifest.descendants else "; never evaluated: no top-1")
+        pool, manifest = load_pool(path)
+        build = pool.descendant
+    else:
+        from lgp_edge.pool.manifest import read_manifest
+
+        manifest, build = read_manifest(path), _not_measured
+    subject = pool_subject(manifest.spec, build, manifest, list(req.descendants) if req.descendants else None)
+    return subject, f"pool {manifest.spec.pool_id} ({path})" + (
+        "" if manifest.descendants else "; never evaluated: no top-1")
+
+
+def _not_measured(spec: Any) -> Any:
+    raise AssertionError(f"descendant {spec.key} built for a run that only predicts")
 
 
 @dataclass(frozen=True)
@@ -280,7 +293,7 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
     pool_dir = _checked_pool(req)
     if measuring and target.connection.kind == "local":
         check_runtime_here(runtime, precision)
-    subject, note = _subject(req, pool_dir)
+    subject, note = _subject(req, pool_dir, measuring)
     run = _Run(subject, target, runtime, precision, settings, reporter, req.targets_dir)
     store_path = Path(req.store) if req.store else default_store_path()
     created = _missing_parts(store_path)

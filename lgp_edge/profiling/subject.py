@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from lgp_edge.errors import UsageError
 from lgp_edge.profiling.parts import Part, parts_of, vit_parts
 from lgp_edge.profiling.predict import calibration_probes, probe_key
-from lgp_edge.specs import DescendantSpec, Segment
+from lgp_edge.specs import DescendantSpec, PoolSpec, Segment
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,13 @@ class Subject:
     probes: tuple[Item, ...]
 
 
-def pool_subject(pool: Any, manifest: Any = None, keys: Sequence[str] | None = None) -> Subject:
-    """Every descendant of ``pool`` (or those named in ``keys``), with top-1 from the manifest when known."""
-    from lgp_edge.models.plan import descendant_flops
+def pool_subject(pool: PoolSpec, build: Callable[[DescendantSpec], nn.Module], manifest: Any = None,
+                 keys: Sequence[str] | None = None) -> Subject:
+    """Every descendant of the pool ``pool`` describes (or those named in ``keys``), with top-1 from the manifest
+    when known; ``build`` makes a descendant's module when it is measured (sizes come from the spec)."""
+    from lgp_edge.models.plan import descendant_flops, descendant_params, enumerate_descendants
 
-    specs = pool.descendants()
+    specs = enumerate_descendants(pool)
     if keys:
         known = {s.key for s in specs}
         bad = [k for k in keys if k not in known]
@@ -47,16 +50,16 @@ def pool_subject(pool: Any, manifest: Any = None, keys: Sequence[str] | None = N
             raise UsageError(f"pool {pool.pool_id} has no descendant '{bad[0]}'; see 'lgp-edge pool info'")
         specs = [s for s in specs if s.key in set(keys)]
     top1 = {r.key: r.top1 for r in (manifest.descendants if manifest is not None else ())}
-    a = pool.spec.ancestry
+    a = pool.ancestry
 
     def item(spec: DescendantSpec, key: str, with_size: bool) -> Item:
-        rec = pool.record(spec) if with_size else None
-        return Item(key=key, parts=tuple(parts_of(pool.spec, spec)), build=lambda: pool.descendant(spec),
-                    params=rec.params if rec else None, flops=descendant_flops(pool.spec, spec) if with_size else None,
+        return Item(key=key, parts=tuple(parts_of(pool, spec)), build=lambda: build(spec),
+                    params=descendant_params(pool, spec) if with_size else None,
+                    flops=descendant_flops(pool, spec) if with_size else None,
                     top1=top1.get(spec.key) if with_size else None)
 
     items = tuple(item(s, s.key, True) for s in specs)
-    probes = tuple(item(s, probe_key(parts_of(pool.spec, s)), False) for s in calibration_probes(pool.spec))
+    probes = tuple(item(s, probe_key(parts_of(pool, s)), False) for s in calibration_probes(pool))
     return Subject(pool_id=pool.pool_id, input_shape=(a.in_chans, a.img_size, a.img_size), items=items,
                    probes=probes)
 
