@@ -398,6 +398,8 @@ def latency_note(source: str | None, versions: Mapping[str, Any], n: int | None,
     if source == "measured":
         return str(versions.get("aggregate", f"one run of {n}")) + (" (noisy)" if noisy else "")
     note = f"{versions.get('predictor', 'predicted')}; spread {versions.get('spread', '?')}"
+    if "scale" in versions:  # a roofline scaled to the descendants measured on the target
+        note = f"{note}; {versions['scale']}"
     if "calibration_note" in versions:
         note = f"{note}; {versions['calibration_note']}"
     return f"{versions['noisy_measurement']}; {note}" if "noisy_measurement" in versions else note

@@ -304,3 +304,34 @@ def test_predicting_for_a_board_needs_neither_torch_nor_the_weights(tiny_pool, t
     subject = pool_subject(manifest.spec, pool.descendant, manifest)
     assert [it.key for it in subject.items] == [d.key for d in pool.descendants()]
     assert all(it.params == count_params(it.build()) for it in subject.items)
+
+
+def test_a_board_prediction_is_the_same_in_profile_select_and_the_api_once_a_run_is_imported(tiny_pool, tmp_path,
+                                                                                               capsys):
+    """With one Jetson Nano timing imported, select scaled the roofline to it (3x here) and said nothing of the
+    scale, while profile --predict and api.predict_latencies gave the bare roofline: three numbers for one model."""
+    from lgp_edge import api
+
+    pool_id = json.loads((tiny_pool / "pool.json").read_text())["pool_id"]
+    timing = tmp_path / "timing.json"
+    timing.write_text(json.dumps({"format": "lgp-edge-latency", "version": 1, "records": [
+        {"descendant_key": "b6.0-5", "target": "jetson-nano", "runtime": "tensorrt", "precision": "fp16",
+         "batch": 1, "median_ms": 5.0, "p90_ms": 5.4, "p99_ms": 6.0, "source": "measured",
+         "when": "2026-12-01T00:00:00Z", "pool_id": pool_id, "n": 200}]}))
+    store = str(tmp_path / "m.sqlite")
+    assert main(["profile", "--import", str(timing), "--store", store, "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["profile", "--target", "jetson-nano", "--predict", "--pool", str(tiny_pool), "--store", store,
+                 "--json", "--quiet"]) == 0
+    profiled = {r["descendant_key"]: r for r in json.loads(capsys.readouterr().out)["records"]}
+    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", store, "--json",
+                 "--quiet"]) == 0
+    chosen = json.loads(capsys.readouterr().out)
+    candidates = {c["key"]: c for c in chosen["front"]}
+    pool, manifest = api.load_pool(tiny_pool)
+    from_api = {r.descendant_key: r for r in api.predict_latencies(pool, manifest, "jetson-nano", store=store)}
+    ti = candidates["ti6.0-5"]
+    assert ti["latency_source"] == "predicted" and "scaled x" in ti["latency_note"]
+    assert profiled["ti6.0-5"]["p90_ms"] == pytest.approx(ti["latency_ms"], rel=1e-6)
+    assert from_api["ti6.0-5"].p90_ms == pytest.approx(ti["latency_ms"], rel=1e-6)
+    assert profiled["b6.0-5"]["source"] == "predicted"  # profile --predict predicts every descendant

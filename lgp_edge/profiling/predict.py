@@ -487,6 +487,37 @@ def _at_threads(rows: Sequence[LatencyRecord], runtime: str, threads: int) -> li
     return [replace(r, threads=threads) for r in rows]
 
 
+def _calm_measured(store: Any, target: TargetSpec, runtime: str, precision: str, pool: PoolSpec, batch: int,
+                   threads: int) -> dict[str, LatencyRecord]:
+    """Descendant key -> the robust aggregate of its recent calm runs at ``batch`` and ``threads``."""
+    rows = _at_threads(_measured_rows(store, target, runtime, precision, pool, batch), runtime, threads)
+    return {r.descendant_key: r for r in robust_measured([r for r in rows if r.threads == threads]).values()
+            if not r.noisy}
+
+
+def scaled_roofline(predictor: Predictor, pool: PoolSpec, store: Any, target: TargetSpec, *, threads: int,
+                    batch: int, measured: dict[str, LatencyRecord] | None = None) -> Predictor:
+    """A roofline ``predictor`` of the pool's descendants scaled to those measured on its target
+    (``scaled_to_measured``): at ``batch`` (``measured``, else read from ``store``); with nothing measured at a batch
+    above 1, to the batch-1 runs, one image's cost times the batch (an upper bound: a batch costs at most that, where
+    the bare roofline predicted 15x a batch-1 run times 4). Any other predictor is returned as it is. ``select``,
+    ``profile --predict`` and the API predict through this one path."""
+    if predictor.kind != "roofline" or store is None:
+        return predictor
+    runtime, precision = predictor.runtime, predictor.precision
+    specs = enumerate_descendants(pool)
+    if measured is None:
+        measured = _calm_measured(store, target, runtime, precision, pool, batch, threads)
+    if measured:
+        return scaled_to_measured(predictor, pool, specs, measured, batch)
+    if batch > 1:
+        ones = _calm_measured(store, target, runtime, precision, pool, 1, threads)
+        scaled = scaled_to_measured(predictor, pool, specs, ones, 1) if ones else predictor
+        if scaled.scale_source:
+            return replace(scaled, scale_source=f"{scaled.scale_source} at batch 1, times the batch")
+    return predictor
+
+
 def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any = None,
                   runtime: str | None = None, *, batch: int = 1, threads: int | None = None
                   ) -> dict[str, LatencyRecord]:
@@ -519,17 +550,7 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
         parts = {s.key: parts_of(pool, s) for s in missing}
         predictor = make_predictor(target, precision, runtime, store=store, threads=threads,
                                    need=list(parts.values()), batch=batch)
-        if predictor.kind == "roofline" and out:
-            predictor = scaled_to_measured(predictor, pool, specs, out, batch)
-        elif predictor.kind == "roofline" and batch > 1 and store is not None:
-            # nothing measured at this batch: scaled to the batch-1 runs, one image's cost times the batch (an
-            # upper bound: a batch costs at most that), not the bare roofline (15x a batch-1 run times 4)
-            ones = {r.descendant_key: r for r in robust_measured([r for r in _at_threads(
-                _measured_rows(store, target, runtime, precision, pool, 1), runtime, threads) if r.threads == threads]
-            ).values() if not r.noisy}
-            scaled = scaled_to_measured(predictor, pool, specs, ones, 1) if ones else predictor
-            if scaled.scale_source:
-                predictor = replace(scaled, scale_source=f"{scaled.scale_source} at batch 1, times the batch")
+        predictor = scaled_roofline(predictor, pool, store, target, threads=threads, batch=batch, measured=out)
         log.info("%d descendants measured, %d predicted (%s)", len(specs) - len(missing), len(missing),
                  predictor.describe())
         for s in missing:

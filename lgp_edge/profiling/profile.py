@@ -22,7 +22,14 @@ from lgp_edge.errors import UsageError
 from lgp_edge.profiling.checks import check_request
 from lgp_edge.profiling.host import default_threads, host_versions
 from lgp_edge.profiling.measure import MeasureSettings, Timing, repeat_if_noisy, summarize
-from lgp_edge.profiling.predict import Predictor, fit_calibration, fit_probes, make_predictor, now_utc
+from lgp_edge.profiling.predict import (
+    Predictor,
+    fit_calibration,
+    fit_probes,
+    make_predictor,
+    now_utc,
+    scaled_roofline,
+)
 from lgp_edge.profiling.subject import Item, Subject, pool_subject, timm_subject
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import LatencyRecord, TargetSpec
@@ -380,12 +387,16 @@ def predictor_for(subject: Subject, target: TargetSpec, runtime: str, precision:
                   store: Any, *, calibrate_now: bool, reporter: Reporter = NULL,
                   targets_dir: str | None = None) -> Predictor:
     """Stored calibration if it covers the subject; else calibrate now if asked (or the target is this
-    host); else the roofline."""
+    host); else the roofline, scaled to the pool's descendants measured on the target as ``select`` scales it."""
     if not calibrate_now:
         pred = make_predictor(target, precision, runtime, store=store, threads=settings.threads, batch=settings.batch,
                               need=[it.parts for it in subject.items])
-        if pred.kind == "calibrated" or target.connection.kind != "local":
+        if pred.kind == "calibrated":
             return pred
+        if target.connection.kind != "local":
+            if subject.pool is None:
+                return pred
+            return scaled_roofline(pred, subject.pool, store, target, threads=settings.threads, batch=settings.batch)
     return calibrate(subject, target, runtime, precision, settings, store, reporter=reporter,
                      targets_dir=targets_dir)
 

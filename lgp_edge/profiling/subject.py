@@ -34,6 +34,7 @@ class Subject:
     input_shape: tuple[int, int, int]  # (C, H, W)
     items: tuple[Item, ...]
     probes: tuple[Item, ...]
+    pool: PoolSpec | None = None  # the pool the items are descendants of (None for a stock model)
 
 
 def pool_subject(pool: PoolSpec, build: Callable[[DescendantSpec], nn.Module], manifest: Any = None,
@@ -61,7 +62,7 @@ def pool_subject(pool: PoolSpec, build: Callable[[DescendantSpec], nn.Module], m
     items = tuple(item(s, s.key, True) for s in specs)
     probes = tuple(item(s, probe_key(parts_of(pool, s)), False) for s in calibration_probes(pool))
     return Subject(pool_id=pool.pool_id, input_shape=(a.in_chans, a.img_size, a.img_size), items=items,
-                   probes=probes)
+                   probes=probes, pool=pool)
 
 
 def timm_subject(name: str) -> Subject:
