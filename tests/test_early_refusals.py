@@ -81,3 +81,32 @@ def test_finetune_and_stitch_of_a_path_that_is_no_pool_say_so(tmp_path: Path) ->
     assert got["codes"] == [2, 2, 2]
     assert all("is not a pool directory (no pool.json)" in e for e in got["errors"]), got["errors"]
     assert not (tmp_path / "typo").exists() and list(folder.iterdir()) == []
+
+
+def test_export_chooses_from_the_pool_json_it_checked(tmp_path: Path, monkeypatch, capsys) -> None:
+    """pool.json is read twice (checked before torch, then with the weights): a pool rewritten in between (here its
+    top-1 replaced by ones measured on synthetic data, as a concurrent 'pool eval --data synthetic' does) was chosen
+    from unchecked, by top-1 that the first read's check refuses."""
+    import json
+    import shutil
+
+    from helpers import run_cli
+
+    import lgp_edge.pool.pool as pool_module
+    from lgp_edge.pool.manifest import demo_pool_dir
+
+    pool = Path(shutil.copytree(demo_pool_dir(), tmp_path / "pool"))
+    real_load = pool_module.load_pool
+
+    def rewritten_then_loaded(path, *args, **kwargs):
+        mf = json.loads((pool / "pool.json").read_text())
+        for r in mf["descendants"]:
+            r["top1_data"] = "synthetic"
+        (pool / "pool.json").write_text(json.dumps(mf))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(pool_module, "load_pool", rewritten_then_loaded)
+    rc, err = run_cli(["export", "--target", "cpu", "--pool", str(pool), "--out", str(tmp_path / "out"),
+                       "--val-images", "16", "--quiet"], capsys)
+    assert rc == 2 and "were measured on synthetic data, not fashion-mnist" in err, err
+    assert not (tmp_path / "out").exists()

@@ -272,16 +272,11 @@ def prepare_model(req: ExportRequest, reporter: Any = NULL) -> Job:
                validation=reference(loaded.model, images, reporter), model_info=loaded.info)
 
 
-def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
-    """Checks, pool (or --model), choice, images and the torch reference: everything before OUT is touched. The
-    checks that need only pool.json come before torch is imported and the weights are loaded."""
-    from lgp_edge.pool.manifest import find_descendant, read_manifest, resolve_pool
+def check_pool_json(req: ExportRequest, pool_dir: Path, manifest: Any) -> str:
+    """The checks of a request against the pool's manifest (a --descendant it has, top-1 to choose by, int8's real
+    data): the data the images come from."""
+    from lgp_edge.pool.manifest import find_descendant
 
-    if req.model is not None:
-        return prepare_model(req, reporter)
-    pool_dir = resolve_pool(req.pool)
-    preflight(req, pool_dir)
-    manifest = read_manifest(pool_dir)
     if req.descendant is None:
         manifest.check_top1(pool_dir)  # no choice by top-1 measured on synthetic data for a real-data pool
     else:
@@ -291,9 +286,23 @@ def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
         raise UsageError(f"int8 calibrates on real training images and this pool was trained on {manifest.data}: "
                          f"pass --data {manifest.data} (or leave --data out)")
     check_calibration_size(req, data_name)
+    return data_name
+
+
+def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
+    """Checks, pool (or --model), choice, images and the torch reference: everything before OUT is touched. The
+    checks that need only pool.json come before torch is imported and the weights are loaded."""
+    from lgp_edge.pool.manifest import read_manifest, resolve_pool
+
+    if req.model is not None:
+        return prepare_model(req, reporter)
+    pool_dir = resolve_pool(req.pool)
+    preflight(req, pool_dir)
+    check_pool_json(req, pool_dir, read_manifest(pool_dir))
     from lgp_edge.pool.pool import load_pool
 
     pool, manifest = load_pool(pool_dir)  # pool.json again, with the weights it describes
+    data_name = check_pool_json(req, pool_dir, manifest)  # the same checks: it may have been rewritten since
     choice = choose(req, pool, manifest)
     model = pool.descendant(choice.record.key).eval()
     images = load_images(data_name, manifest.preprocess, manifest.spec.ancestry.num_classes, req.val_images,
