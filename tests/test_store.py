@@ -166,6 +166,18 @@ def test_a_store_path_sqlite_cannot_open_for_its_length_says_so(tmp_path):
         MeasurementStore(tmp_path / ("m" * 250))
     assert list(tmp_path.iterdir()) == []
     MeasurementStore(tmp_path / ("m" * 247)).close()  # the longest name that works
+    # SQLite resolves links: a short link to a deep folder is too long too
+    deep = tmp_path.joinpath("real", *["e" * 100] * 5)
+    deep.mkdir(parents=True)
+    (tmp_path / "short").symlink_to(deep)
+    with pytest.raises(UsageError, match=r"its path is \d+ bytes long"):
+        MeasurementStore(tmp_path / "short" / "m.sqlite")
+    # a store that is there, at a path too long (read by select, export, report): said the same way
+    MeasurementStore(tmp_path / "src.sqlite").close()
+    (tmp_path / "src.sqlite").rename(deep / "m.sqlite.there")
+    with pytest.raises(UsageError, match=r"cannot read measurement store .*: its path is \d+ bytes long; SQLite "
+                                         r"opens paths of at most 512 bytes, its journal's included: move it"):
+        MeasurementStore(tmp_path / "short" / "m.sqlite.there", readonly=True)
 
 
 def test_stored_prediction_replaces_only_the_same_calibration(tmp_path):

@@ -104,15 +104,19 @@ def _versions_json(v: Mapping[str, str]) -> str:
     return json.dumps(dict(v), sort_keys=True, separators=(",", ":"))
 
 
-def _too_long_for_sqlite(path: Path) -> str | None:
-    """Why SQLite (built with its default limits) cannot open ``path`` for its length, if that is why: it opens
-    absolute paths of at most 512 bytes counting the "-journal" it writes beside the file, whose name must also fit
-    in the 255 bytes of a file name. Asked only after an open failed: another build may allow more."""
-    journal = len(os.fsencode(path.name)) + len(b"-journal")
+def _too_long_for_sqlite(path: Path, exc: Exception) -> str | None:
+    """Why SQLite (built with its default limits) could not open ``path`` ("unable to open database file") for its
+    length, if that is why: it opens paths of at most 512 bytes counting the "-journal" it writes beside the file,
+    as given and with its links resolved (it resolves them one by one), and the journal's name must fit in the 255
+    bytes of a file name. Asked only after an open failed: another build may allow more."""
+    if "unable to open database file" not in str(exc):
+        return None
+    given, real = os.fsencode(os.path.abspath(path)), os.fsencode(os.path.realpath(path))
+    journal = max(len(os.path.basename(given)), len(os.path.basename(real))) + len(b"-journal")
     if journal > 255:
         return (f"its file name is {journal - 8} bytes long, and the journal SQLite writes beside it would have "
                 f"{journal}, over the 255 a file name can have")
-    full = len(os.fsencode(os.path.abspath(path)))
+    full = max(len(given), len(real))
     if full + len(b"-journal") > 512:
         return f"its path is {full} bytes long; SQLite opens paths of at most 512 bytes, its journal's included"
     return None
@@ -233,7 +237,7 @@ class MeasurementStore:
             return self._unwritable(os.strerror(found))
         if found in WRITE_ERRNOS:
             return write_failed(OSError(found, os.strerror(found)), self.path, "pass another --store")
-        too_long = _too_long_for_sqlite(self.path)
+        too_long = _too_long_for_sqlite(self.path, exc)
         if too_long:
             return UsageError(f"cannot open measurement store '{self.path}': {too_long}: pass a shorter --store")
         return UsageError(f"cannot open measurement store '{self.path}': {exc}; pass another --store")
@@ -280,6 +284,10 @@ class MeasurementStore:
                 tables = self._tables()
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError as exc:
+            too_long = _too_long_for_sqlite(self.path, exc)
+            if too_long:
+                raise UsageError(f"cannot read measurement store '{self.path}': {too_long}: move it to a shorter "
+                                 "path and pass that --store") from None
             raise _damaged(self.path, exc) or UsageError(f"cannot read measurement store '{self.path}': {exc}") \
                 from None
         self._check_version(version)
