@@ -335,3 +335,21 @@ def test_a_board_prediction_is_the_same_in_profile_select_and_the_api_once_a_run
     assert profiled["ti6.0-5"]["p90_ms"] == pytest.approx(ti["latency_ms"], rel=1e-6)
     assert from_api["ti6.0-5"].p90_ms == pytest.approx(ti["latency_ms"], rel=1e-6)
     assert profiled["b6.0-5"]["source"] == "predicted"  # profile --predict predicts every descendant
+
+
+def test_a_cpu_boards_roofline_prices_the_threads_asked_for(tiny_pool, tmp_path, capsys):
+    """The Raspberry Pi 5's declared peak is its 4 cores'; a prediction at --threads 1 was the 4-thread number,
+    labelled 1 thread (an app on one thread was promised a 4-thread latency). The peak now scales with the threads
+    (up to the count the target file declares it for), and the roofline says so."""
+    got = {}
+    for threads in (1, 2, 4, 8):
+        capsys.readouterr()
+        assert main(["profile", "--target", "raspberry-pi-5", "--predict", "--pool", str(tiny_pool), "--descendant",
+                     "b6.0-5", "--threads", str(threads), "--store", str(tmp_path / f"m{threads}.sqlite"), "--json",
+                     "--quiet"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        (rec,) = out["records"]
+        assert rec["threads"] == threads
+        got[threads] = (rec["median_ms"], out["predictor"])
+    assert got[1][0] > got[2][0] > got[4][0] == got[8][0]
+    assert "scaled to 1 thread" in got[1][1] and "scaled" not in got[4][1]

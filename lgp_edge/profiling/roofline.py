@@ -33,7 +33,8 @@ from lgp_edge.profiling.host import (
     measure_gemm_peak,
 )
 from lgp_edge.profiling.parts import Part, parts_of, vit_parts
-from lgp_edge.specs import BYTES_PER_VALUE, TargetSpec
+from lgp_edge.progress import counted
+from lgp_edge.specs import BYTES_PER_VALUE, CPU_RUNTIMES, TargetSpec
 
 # ``parts`` and ``host`` names that callers reach through this module
 __all__ = ["DEFAULT_SPREAD", "HostFacts", "Part", "Roofline", "host_calibration",
@@ -254,6 +255,10 @@ def roofline_for(target: TargetSpec, precision: str, threads: int, *, runtime: s
             raise UsageError(f"target '{target.name}' declares no peak for precision '{precision}'; it has "
                              f"{', '.join(hw.peak_gflops)}")
         peak, bw, source = declared, hw.mem_gbps, "declared in the target file"
+        full = int(target.extra.get("threads", 0) or 0)  # the threads (cores) a CPU board's peak is declared for
+        if (runtime or target.runtime) in CPU_RUNTIMES and 0 < threads < full:
+            peak = declared * threads / full
+            source = f"declared in the target file for {full} threads, scaled to {counted(threads, 'thread')}"
         if hw.llc_mb:
             extra["llc_bytes"] = int(hw.llc_mb * (1 << 20))
         if hw.cache_gbps:
