@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -20,13 +19,22 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from lgp_edge.data_sources import (  # noqa: F401 (re-exported: the data's names are checked through this module too)
+    FMNIST_DEFAULT_DIR,
+    IMAGE_SUFFIXES,
+    SYNTHETIC_TRAIN,
+    check_data_name,
+    fmnist_dir,
+    fmnist_files,
+    imagefolder_root,
+    training_images,
+)
 from lgp_edge.errors import DataError, UsageError
 from lgp_edge.fileio import imagefolder_path
 from lgp_edge.specs import PreprocessSpec
 
 log = logging.getLogger(__name__)
 
-FMNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 FMNIST_LABELS = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot")
 FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530  # over the training images, pixel values in 0..1
@@ -47,10 +55,6 @@ class ImageData:
     train: Dataset
     val: Dataset
     info: DataInfo
-
-
-def fmnist_dir() -> Path:
-    return Path(os.environ.get("LGP_EDGE_DATA", FMNIST_DEFAULT_DIR))
 
 
 def _unreadable(path: Path, why: str) -> DataError:
@@ -82,21 +86,11 @@ def _read_idx(path: Path) -> torch.Tensor:
     return data.reshape(dims)
 
 
-def _fmnist_files(root: Path, prefix: str) -> tuple[Path, Path]:
-    """The images and labels files of one split; DataError naming the apt package if either is missing."""
-    images, labels = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
-    for f in (images, labels):
-        if not f.is_file():
-            raise DataError(f"Fashion-MNIST not found ({f} is missing): run 'sudo apt-get install -y "
-                            "dataset-fashion-mnist' or set LGP_EDGE_DATA to a directory with the IDX .gz files")
-    return images, labels
-
-
 def _fmnist_split(root: Path, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
     """One split's images (N, H, W) and labels (N,), refused unless they belong together: as many labels as
     images, each one of the 10 classes (a labels file of another split or cut short would drop or misalign
     images, and a label out of range would count as wrong, silently)."""
-    images_path, labels_path = _fmnist_files(root, prefix)
+    images_path, labels_path = fmnist_files(root, prefix)
     images, labels = _read_idx(images_path), _read_idx(labels_path).long()
     if images.ndim != 3:
         raise _unreadable(images_path, f"images of shape {tuple(images.shape)}, not (N, height, width)")
@@ -154,9 +148,6 @@ def _fashion_mnist(img_size: int, in_chans: int) -> ImageData:
                      DataInfo("fashion-mnist", 10, pre, synthetic=False))
 
 
-SYNTHETIC_TRAIN = 512  # training images of --data synthetic
-
-
 def _synthetic(img_size: int, in_chans: int, num_classes: int, n_train: int = SYNTHETIC_TRAIN,
                n_val: int = 256) -> ImageData:
     g = torch.Generator().manual_seed(0)
@@ -170,44 +161,6 @@ def _synthetic(img_size: int, in_chans: int, num_classes: int, n_train: int = SY
     kw = dict(img_size=img_size, in_chans=in_chans, mean=mean, std=std)
     return ImageData(TensorImages(xtr, ytr, train=True, **kw), TensorImages(xva, yva, train=False, **kw),
                      DataInfo("synthetic", num_classes, pre, synthetic=True))
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def _has_image(folder: Path) -> bool:
-    for _, _, files in os.walk(folder, followlinks=True):
-        if any(f.lower().endswith(IMAGE_SUFFIXES) for f in files):
-            return True
-    return False
-
-
-def _split_classes(base: Path, split: str) -> list[str]:
-    d = base / split
-    classes = sorted(e.name for e in d.iterdir() if e.is_dir())
-    if not classes:
-        raise DataError(f"imagefolder split '{d}' has no class folders; put each class's images in "
-                        f"'{d}/CLASS/'")
-    for c in classes:
-        if not _has_image(d / c):
-            raise DataError(f"imagefolder class folder '{d / c}' holds no images "
-                            f"({', '.join(IMAGE_SUFFIXES[:3])}, …); add images or remove the folder")
-    return classes
-
-
-def _imagefolder_root(root: str) -> Path:
-    """The dataset root after checking train/ and val/: both present, same classes, each with images."""
-    base = Path(root)
-    for split in ("train", "val"):
-        if not (base / split).is_dir():
-            raise DataError(f"imagefolder '{base}' needs train/ and val/ subfolders (ImageNet layout); "
-                            f"'{base / split}' is missing")
-    train, val = _split_classes(base, "train"), _split_classes(base, "val")
-    if train != val:
-        odd = sorted(set(train) ^ set(val))
-        raise DataError(f"imagefolder '{base}': train/ and val/ must hold the same class folders; "
-                        f"'{odd[0]}' is in only one of them")
-    return base
 
 
 def load_image(path: str) -> Any:
@@ -245,7 +198,7 @@ def _imagefolder(root: str, img_size: int, in_chans: int, norm: Norm | None = No
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
 
-    base = _imagefolder_root(root)
+    base = imagefolder_root(root)
     if in_chans != 3:
         raise UsageError(f"imagefolder data is RGB; the ancestry takes {in_chans} channel(s)")
     mean, std = norm or (IMAGENET_MEAN, IMAGENET_STD)
@@ -370,40 +323,3 @@ def check_labels(info: DataInfo, labels: tuple[str, ...], model_data: str) -> No
                          f"({len(ours)}, {model_data}): use data with the model's classes, in that order")
 
 
-def training_images(name: str) -> int | None:
-    """How many training images ``name`` has, known before any image is read: Fashion-MNIST's from its labels
-    file's IDX header, synthetic data's fixed count, an image folder's train/ files that its loader takes (the
-    same walk and extensions as torchvision's ImageFolder; no image is opened); None for data that cannot be
-    read (opening it says why)."""
-    if name == "synthetic":
-        return SYNTHETIC_TRAIN
-    if name.startswith("imagefolder:"):
-        from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
-        train = str(Path(imagefolder_path(name)) / "train")
-        try:
-            return len(make_dataset(train, find_classes(train)[1], extensions=IMG_EXTENSIONS))
-        except (OSError, RuntimeError):  # no such folder, or no class folder or image in it
-            return None
-    if name != "fashion-mnist":
-        return None
-    try:
-        _, labels = _fmnist_files(fmnist_dir(), "train")
-        with gzip.open(labels, "rb") as f:
-            head = f.read(8)
-    except (DataError, OSError, EOFError, zlib.error):
-        return None
-    if len(head) < 8 or head[:4] != b"\x00\x00\x08\x01":  # unsigned bytes, one dimension
-        return None
-    return struct.unpack(">I", head[4:])[0]
-
-
-def check_data_name(name: str) -> None:
-    """Validate a --data value before any work (and before any output is created)."""
-    if name == "fashion-mnist":
-        for prefix in ("train", "t10k"):
-            _fmnist_files(fmnist_dir(), prefix)
-    elif name.startswith("imagefolder:"):
-        _imagefolder_root(imagefolder_path(name))
-    elif name != "synthetic":
-        raise UsageError(f"unknown --data '{name}'; use fashion-mnist, imagefolder:PATH or synthetic")

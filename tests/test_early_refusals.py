@@ -37,6 +37,9 @@ def test_export_refusals_come_before_torch(tiny_pool: Path, tmp_path: Path) -> N
         ["export", "--target", "cpu", *pool, *out, "--descendant", "ti6.0-9"],
         ["export", "--target", "cpu", "--model", "vit_tiny_patch16_224", "--checkpoint", str(tmp_path / "w.pth"),
          "--out", str(full)],
+        ["export", "--target", "cpu", *pool, *out, "--data", "fashion-mnst"],
+        ["export", "--target", "cpu", *pool, *out, "--data", f"imagefolder:{tmp_path / 'no-images'}"],
+        ["export", "--profile", "cpu-int8", *pool, *out, "--data", "fashion-mnist", "--calib-images", "90000"],
     ], tmp_path)
     assert "--opset must be between 13 and" in errors[0]
     assert "--opset 17 is above what target 'jetson-nano' parses" in errors[1]
@@ -47,6 +50,9 @@ def test_export_refusals_come_before_torch(tiny_pool: Path, tmp_path: Path) -> N
     assert "is not a pool directory" in errors[6]
     assert "has no descendant 'ti6.0-9'" in errors[7]
     assert "exists and is not empty" in errors[8]
+    assert "unknown --data 'fashion-mnst'" in errors[9]
+    assert "needs train/ and val/ subfolders" in errors[10]
+    assert "'fashion-mnist' has 60000 training images" in errors[11]
     assert not (tmp_path / "out").exists() and [p.name for p in full.iterdir()] == ["mine.txt"]
 
 

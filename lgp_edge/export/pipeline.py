@@ -170,12 +170,10 @@ def _check_int8_counts(req: ExportRequest) -> None:
 def check_calibration_size(req: ExportRequest, data_name: str) -> None:
     """Refuse more calibration images than ``data_name``'s training split has, when its size is cheap to know
     (before the selection and the images are loaded)."""
-    n = req.int8_calibration
-    if not n:
-        return
-    from lgp_edge.datasets import training_images
+    from lgp_edge.data_sources import training_images
 
-    have = training_images(data_name)
+    n = req.int8_calibration
+    have = training_images(data_name) if n else None
     if have is not None and n > have:
         raise UsageError(f"--calib-images {req.calib_requested}: '{data_name}' has {have} training images; pass "
                          f"--calib-images {have} or fewer")
@@ -274,7 +272,8 @@ def prepare_model(req: ExportRequest, reporter: Any = NULL) -> Job:
 
 def check_pool_json(req: ExportRequest, pool_dir: Path, manifest: Any) -> str:
     """The checks of a request against the pool's manifest (a --descendant it has, top-1 to choose by, int8's real
-    data): the data the images come from."""
+    data, the data's files): the data the images come from."""
+    from lgp_edge.data_sources import check_data_name
     from lgp_edge.pool.manifest import find_descendant
 
     if req.descendant is None:
@@ -282,6 +281,7 @@ def check_pool_json(req: ExportRequest, pool_dir: Path, manifest: Any) -> str:
     else:
         find_descendant(manifest.spec, req.descendant)
     data_name = default_data(manifest.data, req.data)
+    check_data_name(data_name)
     if req.profile.precision == "int8" and data_name == "synthetic" and manifest.data != "synthetic":
         raise UsageError(f"int8 calibrates on real training images and this pool was trained on {manifest.data}: "
                          f"pass --data {manifest.data} (or leave --data out)")
