@@ -12,12 +12,15 @@ from pathlib import Path
 from helpers import cli_imports
 
 
-def _refused(argvs: list[list[str]], tmp_path: Path) -> list[str]:
-    got = cli_imports(argvs, env={"LGP_EDGE_STORE": str(tmp_path / "store.sqlite")})
-    assert got["codes"] == [2] * len(argvs), got
+def _refused(cases: list[tuple[list[str], str]], tmp_path: Path) -> None:
+    """Each (argv, what its one line says) refused with exit 2 in one fresh interpreter that never imports torch,
+    timm or torchvision, and no store written."""
+    got = cli_imports([argv for argv, _ in cases], env={"LGP_EDGE_STORE": str(tmp_path / "store.sqlite")})
+    assert got["codes"] == [2] * len(cases), got
+    for (argv, says), error in zip(cases, got["errors"]):
+        assert says in error, (argv, error)
     assert got["imported"] == [], got
     assert not (tmp_path / "store.sqlite").exists()
-    return got["errors"]
 
 
 def test_export_refusals_come_before_torch(tiny_pool: Path, tmp_path: Path) -> None:
@@ -26,52 +29,40 @@ def test_export_refusals_come_before_torch(tiny_pool: Path, tmp_path: Path) -> N
     (full / "mine.txt").write_text("not lgp-edge's\n")
     pool = ["--pool", str(tiny_pool)]
     out = ["--out", str(tmp_path / "out")]
-    errors = _refused([
-        ["export", "--target", "cpu", *pool, *out, "--opset", "99"],
-        ["export", "--target", "jetson-nano", *pool, *out, "--opset", "17"],
-        ["export", "--target", "cpu", *pool, "--out", str(full)],
-        ["export", "--target", "cpu", *pool, *out, "--val-images", "0"],
-        ["export", "--target", "iphone", *pool, *out, "--dynamic-batch"],
-        ["export", "--profile", "cpu-int8", *pool, *out, "--val-images", "100"],
-        ["export", "--target", "cpu", "--pool", str(tmp_path / "no-pool"), *out],
-        ["export", "--target", "cpu", *pool, *out, "--descendant", "ti6.0-9"],
-        ["export", "--target", "cpu", "--model", "vit_tiny_patch16_224", "--checkpoint", str(tmp_path / "w.pth"),
-         "--out", str(full)],
-        ["export", "--target", "cpu", *pool, *out, "--data", "fashion-mnst"],
-        ["export", "--target", "cpu", *pool, *out, "--data", f"imagefolder:{tmp_path / 'no-images'}"],
-        ["export", "--profile", "cpu-int8", *pool, *out, "--data", "fashion-mnist", "--calib-images", "90000"],
+    cpu = ["export", "--target", "cpu", *pool]
+    _refused([
+        ([*cpu, *out, "--opset", "99"], "--opset must be between 13 and"),
+        (["export", "--target", "jetson-nano", *pool, *out, "--opset", "17"],
+         "--opset 17 is above what target 'jetson-nano' parses"),
+        ([*cpu, "--out", str(full)], "exists and is not empty"),
+        ([*cpu, *out, "--val-images", "0"], "--val-images: must be >= 1"),
+        (["export", "--target", "iphone", *pool, *out, "--dynamic-batch"], "--dynamic-batch"),
+        (["export", "--profile", "cpu-int8", *pool, *out, "--val-images", "100"],
+         "--val-images 100 is too few for int8"),
+        (["export", "--target", "cpu", "--pool", str(tmp_path / "no-pool"), *out], "is not a pool directory"),
+        ([*cpu, *out, "--descendant", "ti6.0-9"], "has no descendant 'ti6.0-9'"),
+        (["export", "--target", "cpu", "--model", "vit_tiny_patch16_224", "--checkpoint", str(tmp_path / "w.pth"),
+          "--out", str(full)], "exists and is not empty"),
+        (["export", "--target", "cpu", "--model", "vit_tiny_patch16_224", "--checkpoint", str(tmp_path / "w.pth"),
+          *out], f"checkpoint '{tmp_path / 'w.pth'}' does not exist"),
+        ([*cpu, *out, "--data", "fashion-mnst"], "unknown --data 'fashion-mnst'"),
+        ([*cpu, *out, "--data", f"imagefolder:{tmp_path / 'no-images'}"], "needs train/ and val/ subfolders"),
+        (["export", "--profile", "cpu-int8", *pool, *out, "--data", "fashion-mnist", "--calib-images", "90000"],
+         "'fashion-mnist' has 60000 training images"),
     ], tmp_path)
-    assert "--opset must be between 13 and" in errors[0]
-    assert "--opset 17 is above what target 'jetson-nano' parses" in errors[1]
-    assert "exists and is not empty" in errors[2]
-    assert "--val-images: must be >= 1" in errors[3]
-    assert "--dynamic-batch" in errors[4]
-    assert "--val-images 100 is too few for int8" in errors[5]
-    assert "is not a pool directory" in errors[6]
-    assert "has no descendant 'ti6.0-9'" in errors[7]
-    assert "exists and is not empty" in errors[8]
-    assert "unknown --data 'fashion-mnst'" in errors[9]
-    assert "needs train/ and val/ subfolders" in errors[10]
-    assert "'fashion-mnist' has 60000 training images" in errors[11]
     assert not (tmp_path / "out").exists() and [p.name for p in full.iterdir()] == ["mine.txt"]
 
 
 def test_profile_refusals_come_before_torch(tiny_pool: Path, tmp_path: Path) -> None:
-    pool = ["--pool", str(tiny_pool)]
-    errors = _refused([
-        ["profile", "--target", "nosuch", *pool],
-        ["profile", "--target", "cpu", "--pool", str(tmp_path / "no-pool")],
-        ["profile", "--target", "cpu", *pool, "--descendant", "ti6.0-9"],
-        ["profile", "--target", "cpu", *pool, "--iters", "0"],
-        ["profile", "--target", "cpu", *pool, "--precision", "fp16"],
-        ["profile", "--target", "iphone", *pool],
+    cpu = ["profile", "--target", "cpu", "--pool", str(tiny_pool)]
+    _refused([
+        (["profile", "--target", "nosuch", "--pool", str(tiny_pool)], "unknown target 'nosuch'"),
+        (["profile", "--target", "cpu", "--pool", str(tmp_path / "no-pool")], "is not a pool directory"),
+        ([*cpu, "--descendant", "ti6.0-9"], "has no descendant 'ti6.0-9'"),
+        ([*cpu, "--iters", "0"], "--iters must be an integer"),
+        ([*cpu, "--precision", "fp16"], "target 'cpu' supports precisions fp32, bf16, int8, not 'fp16'"),
+        (["profile", "--target", "iphone", "--pool", str(tiny_pool)], "cannot be measured"),
     ], tmp_path)
-    assert "unknown target 'nosuch'" in errors[0]
-    assert "is not a pool directory" in errors[1]
-    assert "has no descendant 'ti6.0-9'" in errors[2]
-    assert "iters" in errors[3]
-    assert "target 'cpu' supports precisions fp32, bf16, int8, not 'fp16'" in errors[4]
-    assert "cannot be measured" in errors[5]
 
 
 def test_finetune_and_stitch_of_a_path_that_is_no_pool_say_so(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lgp_edge.errors import UsageError
+from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.export.base import ExportContext, ValidationSet
 from lgp_edge.export.embedding import copy_samples, render, sample_formats
 from lgp_edge.export.images import ImageSets, default_data, load_images
@@ -254,6 +254,12 @@ def prepare_model(req: ExportRequest, reporter: Any = NULL) -> Job:
                               "imagefolder:PATH)")
     if req.profile.precision == "int8" and req.data == "synthetic":
         raise int8_refused
+    if not Path(req.checkpoint).exists():
+        raise CheckpointError(f"checkpoint '{req.checkpoint}' does not exist")
+    if req.data is not None:
+        from lgp_edge.data_sources import check_data_name
+
+        check_data_name(req.data)
     from lgp_edge.export.timm_model import load_model, measured_latency
 
     loaded = load_model(req.model, req.checkpoint, req.data)
