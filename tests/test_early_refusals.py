@@ -107,3 +107,14 @@ def test_export_chooses_from_the_pool_json_it_checked(tmp_path: Path, monkeypatc
                        "--val-images", "16", "--quiet"], capsys)
     assert rc == 2 and "were measured on synthetic data, not fashion-mnist" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_prediction_for_a_runtime_the_board_does_not_run_is_refused(tiny_pool: Path, tmp_path: Path) -> None:
+    """``profile --target jetson-nano --predict --runtime onnxruntime`` stored 18 rows labelled ONNX Runtime on the
+    Jetson Nano, holding TensorRT's roofline numbers: the board runs TensorRT only (a measurement was refused)."""
+    _refused([
+        (["profile", "--target", "jetson-nano", "--predict", "--runtime", "onnxruntime", "--pool", str(tiny_pool)],
+         "target 'jetson-nano' runs 'tensorrt', not 'onnxruntime'"),
+        (["profile", "--target", "iphone", "--predict", "--runtime", "onnxruntime", "--pool", str(tiny_pool)],
+         "target 'iphone' runs 'coreml', not 'onnxruntime'"),
+    ], tmp_path)

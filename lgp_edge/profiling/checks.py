@@ -31,8 +31,8 @@ def check_target(target: TargetSpec, runtime: str, precision: str, *, measuring:
     if measuring and kind == "none":
         raise UsageError(f"target '{target.name}' has no connection (kind 'none'): it cannot be measured; "
                          "use --predict")
-    if measuring and kind in ("ssh", "adb") and runtime != target.runtime:
-        raise UsageError(f"target '{target.name}' runs '{target.runtime}' on the device, not '{runtime}'")
+    if kind != "local" and runtime != target.runtime:  # a device runs its one runtime, measured or predicted
+        raise UsageError(f"target '{target.name}' runs '{target.runtime}', not '{runtime}': leave --runtime out")
 
 
 def check_runtime_here(runtime: str, precision: str) -> None:
