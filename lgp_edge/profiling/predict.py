@@ -151,13 +151,10 @@ class Calibration:
 
 
 def fit_calibration(records: Sequence[LatencyRecord]) -> Calibration:
-    """Non-negative least-squares fit of probe medians over their part counts (+ a constant), per image: no part and
-    no per-inference overhead costs less than nothing (an unconstrained fit of probes timed on a busy host priced a
-    block below zero, and a descendant with one block more was predicted faster). A probe timed at batch b counts
-    its median / b, as ``Predictor.record`` multiplies a prediction by its batch (so probes timed at the batch
-    predicted give back their own batch's times)."""
+    """Least-squares fit of probe medians over their part counts (+ a constant), per image: a probe timed at batch
+    b counts its median / b, as ``Predictor.record`` multiplies a prediction by its batch (so probes timed at the
+    batch predicted give back their own batch's times)."""
     import numpy as np
-    from scipy.optimize import nnls
 
     rows = [parse_probe_key(r.descendant_key) for r in records]
     if not rows:
@@ -165,7 +162,7 @@ def fit_calibration(records: Sequence[LatencyRecord]) -> Calibration:
     columns = (CONST, *sorted({k for row in rows for k in row}))
     a = np.array([[1.0 if c == CONST else float(row.get(c, 0)) for c in columns] for row in rows])
     y = np.array([r.median_ms / r.batch for r in records])
-    coef, _ = nnls(a, y)
+    coef, *_ = np.linalg.lstsq(a, y, rcond=None)
     _, s, vt = np.linalg.svd(a, full_matrices=False)
     rank = int((s > s.max() * 1e-10).sum())
     resid = a @ coef - y
