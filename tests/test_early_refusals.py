@@ -27,6 +27,8 @@ def test_export_refusals_come_before_torch(tiny_pool: Path, tmp_path: Path) -> N
     full = tmp_path / "full"
     full.mkdir()
     (full / "mine.txt").write_text("not lgp-edge's\n")
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(b"not a database, not empty either\n" * 64)
     pool = ["--pool", str(tiny_pool)]
     out = ["--out", str(tmp_path / "out")]
     cpu = ["export", "--target", "cpu", *pool]
@@ -49,6 +51,8 @@ def test_export_refusals_come_before_torch(tiny_pool: Path, tmp_path: Path) -> N
         ([*cpu, *out, "--data", f"imagefolder:{tmp_path / 'no-images'}"], "needs train/ and val/ subfolders"),
         (["export", "--profile", "cpu-int8", *pool, *out, "--data", "fashion-mnist", "--calib-images", "90000"],
          "'fashion-mnist' has 60000 training images"),
+        (["export", "--target", "jetson-nano", *pool, *out, "--budget-ms", "0.001"], "fits"),
+        (["export", "--target", "jetson-nano", *pool, *out, "--store", str(damaged)], "damaged.sqlite"),
     ], tmp_path)
     assert not (tmp_path / "out").exists() and [p.name for p in full.iterdir()] == ["mine.txt"]
 

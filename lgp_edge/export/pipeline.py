@@ -190,8 +190,11 @@ def check_validation_size(req: ExportRequest, images: ImageSets) -> None:
                          f"on >= {need}")
 
 
-def choose(req: ExportRequest, pool: Any, manifest: Any) -> Choice:
-    """``--descendant``, else the selection for the profile; with the latency expected on the target."""
+def choose(req: ExportRequest, manifest: Any) -> Choice:
+    """``--descendant``, else the selection for the profile; with the latency expected on the target. Needs the
+    manifest and the store only (no weights)."""
+    from lgp_edge.models.plan import descendant_record
+    from lgp_edge.pool.manifest import find_descendant
     from lgp_edge.select import memory_mb, open_store, profile_latencies, records_of, select_descendant
 
     store = open_store(req.store)
@@ -203,10 +206,11 @@ def choose(req: ExportRequest, pool: Any, manifest: Any) -> Choice:
         selection = select_descendant(records_of(manifest), lat, req.profile, pool=manifest.spec)
         key, sel = selection.chosen.key, selection.to_dict()
     else:
-        key = pool.find(req.descendant).key
+        key = find_descendant(manifest.spec, req.descendant).key
         sel = {"forced": key, "reason": "--descendant given; no selection"}
     latency = lat.get(key)
-    record = next((r for r in manifest.descendants if r.key == key), None) or pool.record(pool.find(key))
+    record = next((r for r in manifest.descendants if r.key == key), None) or descendant_record(
+        manifest.spec, find_descendant(manifest.spec, key))
     memory = memory_mb(manifest.spec, record, req.profile.precision, req.profile.batch)
     if req.descendant is not None:
         sel.update(_fits(key, latency, memory, req.profile))
@@ -304,12 +308,15 @@ def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
         return prepare_model(req, reporter)
     pool_dir = resolve_pool(req.pool)
     preflight(req, pool_dir)
-    check_pool_json(req, pool_dir, read_manifest(pool_dir))
+    checked = read_manifest(pool_dir)
+    data_name = check_pool_json(req, pool_dir, checked)
+    choice = choose(req, checked)  # the store and the selection ("nothing fits") before torch and the weights
     from lgp_edge.pool.pool import load_pool
 
     pool, manifest = load_pool(pool_dir)  # pool.json again, with the weights it describes
-    data_name = check_pool_json(req, pool_dir, manifest)  # the same checks: it may have been rewritten since
-    choice = choose(req, pool, manifest)
+    if manifest != checked:  # another lgp-edge rewrote the pool since: checked and chosen again
+        data_name = check_pool_json(req, pool_dir, manifest)
+        choice = choose(req, manifest)
     model = pool.descendant(choice.record.key).eval()
     images = load_images(data_name, manifest.preprocess, manifest.spec.ancestry.num_classes, req.val_images,
                          req.int8_calibration, manifest.data, reporter)
