@@ -124,36 +124,34 @@ def measure_settings(req: ProfileRequest, target: Any) -> Any:
         raise UsageError(str(exc)) from None
 
 
-def _checked_pool(req: ProfileRequest) -> Path | None:
-    """The pool directory of a request (None for --model), its pool.json and --descendant keys checked (no torch,
-    no weights)."""
+def _checked_pool(req: ProfileRequest) -> tuple[Path, Any] | None:
+    """The pool directory of a request and its manifest (None for --model), its pool.json and --descendant keys
+    checked (no torch, no weights)."""
     from lgp_edge.pool.manifest import find_descendant, read_manifest, resolve_pool
 
     if req.model:
         return None
     path = resolve_pool(req.pool)
-    spec = read_manifest(path).spec
+    manifest = read_manifest(path)
     for key in req.descendants or ():
-        find_descendant(spec, key)
-    return path
+        find_descendant(manifest.spec, key)
+    return path, manifest
 
 
-def _subject(req: ProfileRequest, path: Path | None, measuring: bool) -> tuple[Any, str]:
-    """What is profiled: the pool's descendants (loaded when measured; a prediction needs pool.json alone, neither
-    torch nor the weights) or a timm model."""
+def _subject(req: ProfileRequest, pool: tuple[Path, Any] | None, measuring: bool) -> tuple[Any, str]:
+    """What is profiled: the pool's descendants (loaded when measured; a prediction needs the checked pool.json
+    alone, neither torch nor the weights) or a timm model."""
     from lgp_edge.profiling.subject import pool_subject, timm_subject
 
-    if path is None:
+    if pool is None:
         return timm_subject(req.model), f"timm model {req.model} (random weights)"
+    path, manifest = pool
+    build = _not_measured
     if measuring:
         from lgp_edge.pool.pool import load_pool
 
-        pool, manifest = load_pool(path)
-        build = pool.descendant
-    else:
-        from lgp_edge.pool.manifest import read_manifest
-
-        manifest, build = read_manifest(path), _not_measured
+        loaded, manifest = load_pool(path)  # pool.json again, with the weights it describes
+        build = loaded.descendant
     subject = pool_subject(manifest.spec, build, manifest, list(req.descendants) if req.descendants else None)
     return subject, f"pool {manifest.spec.pool_id} ({path})" + (
         "" if manifest.descendants else "; never evaluated: no top-1")
@@ -290,10 +288,10 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
     measuring = not req.predict or req.check or req.calibrate or (
         target.connection.kind == "local")  # this host calibrates itself when predicting
     check_target(target, runtime, precision, measuring=measuring)
-    pool_dir = _checked_pool(req)
+    pool = _checked_pool(req)
     if measuring and target.connection.kind == "local":
         check_runtime_here(runtime, precision)
-    subject, note = _subject(req, pool_dir, measuring)
+    subject, note = _subject(req, pool, measuring)
     run = _Run(subject, target, runtime, precision, settings, reporter, req.targets_dir)
     store_path = Path(req.store) if req.store else default_store_path()
     created = _missing_parts(store_path)

@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lgp_edge.errors import UsageError
 from lgp_edge.profiling.parts import Part, parts_of, vit_parts
 from lgp_edge.profiling.predict import calibration_probes, probe_key
 from lgp_edge.specs import DescendantSpec, PoolSpec, Segment
@@ -42,14 +41,12 @@ def pool_subject(pool: PoolSpec, build: Callable[[DescendantSpec], nn.Module], m
     """Every descendant of the pool ``pool`` describes (or those named in ``keys``), with top-1 from the manifest
     when known; ``build`` makes a descendant's module when it is measured (sizes come from the spec)."""
     from lgp_edge.models.plan import descendant_flops, descendant_params, enumerate_descendants
+    from lgp_edge.pool.manifest import find_descendant
 
     specs = enumerate_descendants(pool)
     if keys:
-        known = {s.key for s in specs}
-        bad = [k for k in keys if k not in known]
-        if bad:
-            raise UsageError(f"pool {pool.pool_id} has no descendant '{bad[0]}'; see 'lgp-edge pool info'")
-        specs = [s for s in specs if s.key in set(keys)]
+        wanted = {find_descendant(pool, k).key for k in keys}
+        specs = [s for s in specs if s.key in wanted]
     top1 = {r.key: r.top1 for r in (manifest.descendants if manifest is not None else ())}
     a = pool.ancestry
 
