@@ -122,3 +122,16 @@ def test_a_prediction_for_a_runtime_the_board_does_not_run_is_refused(tiny_pool:
         (["profile", "--target", "iphone", "--predict", "--runtime", "onnxruntime", "--pool", str(tiny_pool)],
          "target 'iphone' runs 'coreml', not 'onnxruntime'"),
     ], tmp_path)
+
+
+def test_an_import_checked_against_a_pool_reads_its_pool_json_only(tiny_pool: Path, tmp_path: Path) -> None:
+    """``profile --import FILE --pool POOL`` loaded the pool's weights (and torch) to learn its id and keys."""
+    import json
+
+    timing = tmp_path / "timing.json"
+    timing.write_text(json.dumps({"format": "lgp-edge-latency", "version": 1, "records": [
+        {"descendant_key": "ti6.0-9", "target": "jetson-nano", "runtime": "tensorrt", "precision": "fp16",
+         "batch": 1, "median_ms": 5.0, "p90_ms": 5.4, "p99_ms": 6.0, "source": "measured",
+         "when": "2026-12-01T00:00:00Z", "pool_id": json.loads((tiny_pool / "pool.json").read_text())["pool_id"],
+         "n": 200}]}))
+    _refused([(["profile", "--import", str(timing), "--pool", str(tiny_pool)], "descendant_key")], tmp_path)

@@ -321,11 +321,12 @@ def _check_imported(path: str | Path, records: list[Any], target: str | None, ta
 
     known = set(known_targets(targets_dir))
     pool_id, keys = None, set()
-    if pool is not None:
-        from lgp_edge.pool.pool import load_pool, resolve_pool
+    if pool is not None:  # the pool's id and keys are pool.json's: neither torch nor the weights
+        from lgp_edge.models.plan import enumerate_descendants
+        from lgp_edge.pool.manifest import read_manifest, resolve_pool
 
-        loaded, _ = load_pool(resolve_pool(pool))
-        pool_id, keys = loaded.pool_id, {d.key for d in loaded.descendants()}
+        spec = read_manifest(resolve_pool(pool)).spec
+        pool_id, keys = spec.pool_id, {d.key for d in enumerate_descendants(spec)}
     precisions: dict[str, tuple[str, ...]] = {}
     for i, r in enumerate(records):
         where = f"'{path}': record {i}"
