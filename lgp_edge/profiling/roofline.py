@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from lgp_edge.errors import UsageError
 from lgp_edge.profiling.host import (
     fingerprint_key,
     host_fingerprint,
@@ -250,12 +251,14 @@ def roofline_for(target: TargetSpec, precision: str, threads: int, *, runtime: s
     else:
         declared = hw.peak(precision)
         if declared is None or hw.mem_gbps is None:
-            from lgp_edge.errors import UsageError
-
             raise UsageError(f"target '{target.name}' declares no peak for precision '{precision}'; it has "
                              f"{', '.join(hw.peak_gflops)}")
         peak, bw, source = declared, hw.mem_gbps, "declared in the target file"
         full = int(target.extra.get("threads", 0) or 0)  # the threads (cores) a CPU board's peak is declared for
+        if (runtime or target.runtime) in CPU_RUNTIMES and threads > full > 0:
+            raise UsageError(f"target '{target.name}' declares its CPU peak for {full} threads (its target file's "
+                             f"extra.threads); a prediction at {threads} threads has nothing to price them with: "
+                             f"give --threads {full} or fewer, or measure the board at {threads}")
         if (runtime or target.runtime) in CPU_RUNTIMES and 0 < threads < full:
             peak = declared * threads / full
             source = f"declared in the target file for {full} threads, scaled to {counted(threads, 'thread')}"
