@@ -37,8 +37,9 @@ def check_target(target: TargetSpec, runtime: str, precision: str, *, measuring:
 
 def check_runtime_here(runtime: str, precision: str) -> None:
     """``runtime`` is installed on this host and computes ``precision`` here."""
-    from lgp_edge.profiling.runtimes import get_runtime
+    from lgp_edge.profiling.runtimes import check_installed, get_runtime
 
+    check_installed(runtime)
     rt = get_runtime(runtime)
     rt.check_available()
     rt.check_precision(precision)

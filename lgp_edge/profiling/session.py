@@ -273,6 +273,7 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
     """Profile ``req``'s subject on its target and store the rows; bad requests raise UsageError first, those that
     need only the target file and pool.json before torch is imported."""
     from lgp_edge.profiling.checks import check_runtime_here, check_target, default_precision
+    from lgp_edge.profiling.runtimes import check_installed
     from lgp_edge.profiling.store import MeasurementStore, default_store_path
     from lgp_edge.targets import load_target
 
@@ -289,15 +290,18 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
         target.connection.kind == "local")  # this host calibrates itself when predicting
     check_target(target, runtime, precision, measuring=measuring)
     pool = _checked_pool(req)
-    if measuring and target.connection.kind == "local":
-        check_runtime_here(runtime, precision)
-    subject, note = _subject(req, pool, measuring)
-    run = _Run(subject, target, runtime, precision, settings, reporter, req.targets_dir)
+    here = measuring and target.connection.kind == "local"
+    if here:
+        check_installed(runtime)
     store_path = Path(req.store) if req.store else default_store_path()
     created = _missing_parts(store_path)
     store = None
-    try:
+    try:  # the store is opened (a damaged one refused) before the runtime and the pool's weights are loaded
         store = MeasurementStore(store_path)
+        if here:
+            check_runtime_here(runtime, precision)
+        subject, note = _subject(req, pool, measuring)
+        run = _Run(subject, target, runtime, precision, settings, reporter, req.targets_dir)
         records, predictor, check, written = _profile_into(run, req, store)
     except BaseException:
         if store is not None:

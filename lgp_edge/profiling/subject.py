@@ -64,10 +64,12 @@ def pool_subject(pool: PoolSpec, build: Callable[[DescendantSpec], nn.Module], m
 
 def timm_subject(name: str) -> Subject:
     """A stock timm ViT with random weights (latency does not depend on their values)."""
+    from lgp_edge.export.timm_model import check_model_name
     from lgp_edge.models.ancestry import create_ancestry
     from lgp_edge.models.descendant import build_descendant, count_params
     from lgp_edge.models.plan import vit_flops
 
+    check_model_name(name)  # named as the --model it is (create_ancestry would call it an ancestry)
     model, a = create_ancestry(name)
     model.eval()
 

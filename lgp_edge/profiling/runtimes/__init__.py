@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
-from lgp_edge.errors import UsageError
+from lgp_edge.errors import BackendMissing, UsageError
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 _REGISTRY = {
@@ -15,6 +16,22 @@ _REGISTRY = {
     "coreml": ("lgp_edge.profiling.runtimes.coreml", "CoreMlRuntime"),
 }
 RUNTIME_NAMES = tuple(_REGISTRY)
+# runtime -> (its Python package, the lgp-edge extra that installs it, what needs it); torch is a dependency
+BACKENDS = {
+    "onnxruntime": ("onnxruntime", "export", "runtime 'onnxruntime'"),
+    "openvino": ("openvino", "export", "runtime 'openvino'"),
+    "tensorrt": ("tensorrt", "tensorrt", "runtime 'tensorrt' (local)"),
+    "coreml": ("coremltools", "coreml", "runtime 'coreml'"),
+}
+
+
+def check_installed(name: str) -> None:
+    """BackendMissing when the Python package of runtime ``name`` is not installed, found without importing it or
+    the runtime's module (which imports torch and the exporter): a refusal in a moment. ``check_available`` of the
+    runtime checks the rest (a Core ML that cannot predict on this OS, a TensorRT without a GPU)."""
+    backend = BACKENDS.get(name)
+    if backend is not None and importlib.util.find_spec(backend[0]) is None:
+        raise BackendMissing(*backend)
 
 
 def get_runtime(name: str) -> Runtime:
@@ -24,4 +41,4 @@ def get_runtime(name: str) -> Runtime:
     return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["RUNTIME_NAMES", "Prepared", "Runtime", "get_runtime"]
+__all__ = ["RUNTIME_NAMES", "Prepared", "Runtime", "check_installed", "get_runtime"]

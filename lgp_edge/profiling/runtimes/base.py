@@ -12,12 +12,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from lgp_edge.errors import LgpEdgeError, UsageError
 from lgp_edge.profiling.measure import MeasureSettings, Timing, time_callable
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from lgp_edge.errors import BackendMissing, UsageError
+from lgp_edge.profiling.runtimes import BACKENDS
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 
@@ -25,7 +26,7 @@ class CoreMlRuntime(Runtime):
         try:
             import coremltools  # noqa: F401
         except ImportError:
-            raise BackendMissing("coremltools", "coreml", "runtime 'coreml'") from None
+            raise BackendMissing(*BACKENDS["coreml"]) from None
 
     def versions(self) -> dict[str, str]:
         import coremltools

@@ -11,6 +11,7 @@ from lgp_edge.errors import BackendMissing, UsageError
 from lgp_edge.export.onnx_export import INPUT as INPUT_NAME
 from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.export.quantize import timing_int8
+from lgp_edge.profiling.runtimes import BACKENDS
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 
@@ -26,7 +27,7 @@ class OnnxRuntime(Runtime):
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            raise BackendMissing("onnxruntime", "export", "runtime 'onnxruntime'") from None
+            raise BackendMissing(*BACKENDS["onnxruntime"]) from None
 
     def versions(self) -> dict[str, str]:
         import onnxruntime

@@ -14,6 +14,7 @@ from torch import nn
 
 from lgp_edge.errors import BackendMissing, UsageError
 from lgp_edge.export.onnx_export import export_onnx
+from lgp_edge.profiling.runtimes import BACKENDS
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 _HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: weights/activations from NNCF
@@ -31,7 +32,7 @@ class OpenVinoRuntime(Runtime):
         try:
             import openvino  # noqa: F401
         except ImportError:
-            raise BackendMissing("openvino", "export", "runtime 'openvino'") from None
+            raise BackendMissing(*BACKENDS["openvino"]) from None
 
     def versions(self) -> dict[str, str]:
         import openvino

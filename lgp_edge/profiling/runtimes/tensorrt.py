@@ -23,6 +23,7 @@ from torch import nn
 from lgp_edge.errors import BackendMissing, UsageError
 from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.profiling.measure import MeasureSettings, Timing
+from lgp_edge.profiling.runtimes import BACKENDS
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=\s*([0-9.eE+-]+)\s*ms")
@@ -126,7 +127,7 @@ class TensorRtRuntime(Runtime):
         try:
             import tensorrt  # noqa: F401
         except ImportError:
-            raise BackendMissing("tensorrt", "tensorrt", "runtime 'tensorrt' (local)") from None
+            raise BackendMissing(*BACKENDS["tensorrt"]) from None
         import torch
 
         if not torch.cuda.is_available():
