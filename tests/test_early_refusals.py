@@ -135,3 +135,51 @@ def test_an_import_checked_against_a_pool_reads_its_pool_json_only(tiny_pool: Pa
          "when": "2026-12-01T00:00:00Z", "pool_id": json.loads((tiny_pool / "pool.json").read_text())["pool_id"],
          "n": 200}]}))
     _refused([(["profile", "--import", str(timing), "--pool", str(tiny_pool)], "descendant_key")], tmp_path)
+
+
+def test_a_damaged_store_and_a_missing_runtime_are_refused_before_the_pool_is_loaded(tiny_pool: Path,
+                                                                                      tmp_path: Path) -> None:
+    """A measuring ``profile`` opened its store after loading torch and the pool's weights (6 s for a damaged
+    store), and learnt that a runtime is not installed by importing its module, which imports torch and the
+    exporter (1.5 s)."""
+    import importlib.util
+
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(b"not a database, not empty either\n" * 64)
+    cpu = ["profile", "--target", "cpu", "--pool", str(tiny_pool)]
+    cases = [([*cpu, "--store", str(damaged)], "damaged.sqlite"),
+             ([*cpu, "--runtime", "onnxruntime", "--store", str(damaged)], "damaged.sqlite")]
+    if importlib.util.find_spec("tensorrt") is None:
+        cases.append(([*cpu, "--runtime", "tensorrt"],
+                      "runtime 'tensorrt' (local) needs the Python package 'tensorrt', which is not installed"))
+    _refused(cases, tmp_path)
+    assert damaged.read_bytes() == b"not a database, not empty either\n" * 64
+
+
+def test_training_commands_refuse_their_output_data_and_ancestry_before_torch(tmp_path: Path) -> None:
+    """``pool build``, ``pool distill``, ``ancestry train`` and the baselines refused a non-empty --out, a misspelt
+    --data or lgp-edge ancestry after importing torch, timm and the training code (3-8 s)."""
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("not lgp-edge's\n")
+    out = ["--out", str(tmp_path / "out")]
+    syn = ["--data", "synthetic"]
+    build = ["pool", "build", "--ancestry", "lgp_vit_fmnist", "--allow-random-ancestry"]
+    distill = ["pool", "distill", "--ancestry", "lgp_vit_fmnist", "--models", "ti6", "--allow-random-ancestry"]
+    train = ["ancestry", "train", "--ancestry", "lgp_vit_fmnist"]
+    snnet = ["baseline", "snnet", "--ancestry", "lgp_vit_fmnist", "--allow-random-ancestry"]
+    scratch = ["baseline", "scratch", "--ancestry", "lgp_vit_fmnist"]
+    not_empty = "exists and is not empty"
+    _refused([
+        ([*build, *syn, "--out", str(full)], not_empty),
+        ([*build, *out, "--data", "fashion-mnst"], "unknown --data 'fashion-mnst'"),
+        (["pool", "build", "--ancestry", "lgp_vit_fmnsit", *syn, *out], "unknown ancestry 'lgp_vit_fmnsit'; did "
+                                                                        "you mean lgp_vit_fmnist"),
+        ([*build, *syn, "--out", str(full), "--resume"], "--resume would replace"),
+        ([*distill, *syn, "--out", str(full)], not_empty),
+        ([*train, *syn, "--out", str(full)], not_empty),
+        ([*train, *out, "--data", f"imagefolder:{tmp_path / 'no-images'}"], "needs train/ and val/ subfolders"),
+        ([*snnet, *syn, "--out", str(full)], not_empty),
+        ([*scratch, *syn, "--out", str(full)], not_empty),
+    ], tmp_path)
+    assert not (tmp_path / "out").exists() and [p.name for p in full.iterdir()] == ["mine.txt"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lgp_edge.commands.common import DATA_HELP, add_json, data_value, print_json, reporter
-from lgp_edge.commands.train_args import add_train_args, setup_distributed, train_config
+from lgp_edge.commands.train_args import add_train_args, check_before_torch, setup_distributed, train_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    check_before_torch(args, "ancestry")
     from lgp_edge.pool.ancestry_train import AncestryRequest, train_ancestry
 
     setup_distributed(args)

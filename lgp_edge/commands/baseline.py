@@ -10,6 +10,7 @@ from lgp_edge.commands.train_args import (
     add_finetune_recipe,
     add_train_args,
     add_width_epochs,
+    check_before_torch,
     finetune_recipe,
     single_process,
     train_config,
@@ -154,12 +155,13 @@ def _snnet(args: argparse.Namespace) -> int:
     if args.anchors:
         raise UsageError("--anchors plans SN-Net over timm models (with --plan); training takes its anchors from "
                          "--ancestry: drop --anchors or add --plan")
+    single_process("baseline snnet")
+    _require(args, "ancestry", "data", "out")
+    check_before_torch(args, "pool")
     from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
     from lgp_edge.pool.evaluate import evaluate_pool
     from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
 
-    single_process("baseline snnet")
-    _require(args, "ancestry", "data", "out")
     cfg = train_config(args)
     if args.anchor_epochs is not None and args.anchor_epochs < 1:
         raise UsageError("--anchor-epochs must be positive")
@@ -186,10 +188,11 @@ def _snnet(args: argparse.Namespace) -> int:
 
 
 def _single(args: argparse.Namespace) -> int:
-    from lgp_edge.baselines.scratch_vanilla import SingleRequest, train_single_models
-
     single_process(f"baseline {args.method}")
     _require(args, "ancestry", "data", "out")
+    check_before_torch(args, "baseline")
+    from lgp_edge.baselines.scratch_vanilla import SingleRequest, train_single_models
+
     req = SingleRequest(method=args.method, ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint,
                         data=args.data, out=args.out, keys=tuple(getattr(args, "keys", None) or ()),
                         narrow=tuple(getattr(args, "narrow", (3, 2, 1, 0))), eval_images=args.eval_images,

@@ -27,6 +27,7 @@ from lgp_edge.commands.train_args import (
     add_finetune_recipe,
     add_train_args,
     add_width_epochs,
+    check_before_torch,
     finetune_recipe,
     setup_distributed,
     single_process,
@@ -89,6 +90,7 @@ def _register_distill(s: argparse._SubParsersAction) -> None:
 
 
 def _distill(args: argparse.Namespace) -> int:
+    check_before_torch(args, "distilled")
     from lgp_edge.pool.auxiliary import DistillRequest, distill_auxiliary
     from lgp_edge.train import is_main
 
@@ -227,13 +229,14 @@ def _stitch(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from lgp_edge.pool.build import BuildRequest, build_pool
-    from lgp_edge.train import is_main
-
     if args.pretrained and args.ancestry_checkpoint:
         from lgp_edge.errors import UsageError
 
         raise UsageError("--pretrained and --ancestry-checkpoint both give the ancestry's weights; pass one")
+    check_before_torch(args, "pool")
+    from lgp_edge.pool.build import BuildRequest, build_pool
+    from lgp_edge.train import is_main
+
     setup_distributed(args)
     req = BuildRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data, out=args.out,
                        depth=args.depth, widths=args.widths, chains=args.chains, init=args.init, alpha=args.alpha,

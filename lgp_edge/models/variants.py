@@ -37,3 +37,16 @@ def variant_spec(name: str) -> AncestrySpec | None:
     return AncestrySpec(name=name, checkpoint=None, img_size=cfg["img_size"], in_chans=cfg["in_chans"],
                         num_classes=cfg["num_classes"], embed_dim=dim, depth=cfg["depth"], num_heads=cfg["num_heads"],
                         patch_size=cfg["patch_size"], mlp_ratio=int(dim * MLP_RATIO) / dim)
+
+
+def check_variant_name(name: str) -> None:
+    """UsageError for an ``lgp_*`` name that is no small variant (timm has none of that prefix), with the close
+    matches ``ancestry.check_name`` gives: a misspelt variant refused without importing timm."""
+    if name.startswith("lgp_") and name not in SMALL_VARIANTS:
+        import difflib
+
+        from lgp_edge.errors import UsageError
+
+        close = difflib.get_close_matches(name, sorted(SMALL_VARIANTS), n=4, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see 'lgp-edge ancestry list'"
+        raise UsageError(f"unknown ancestry '{name}'{hint}")
