@@ -824,3 +824,34 @@ def test_a_board_prediction_uses_only_probes_timed_at_its_thread_count(tmp_path)
         at_2 = make_predictor(pi, "fp32", "onnxruntime", store=store, threads=2, need=need)
     assert at_1.kind == "calibrated"
     assert at_2.kind == "roofline" and not (at_2.roofline.spread_source or "").startswith("measured")
+
+
+def test_a_calibration_fits_the_probes_of_the_newest_runs_tool_versions_only(tmp_path):
+    """Probes are read from any pool (a probe key names its parts), and the newest aggregate of each key was
+    kept: probes that only an old calibration of another pool measured, under an older runtime and 10x slower,
+    entered the fit beside the fresh ones of this pool (a fresh --calibrate predicted 4-6x its own probes' fit, a
+    narrow model slower than a wide one). The fit takes the probes measured under the newest probe run's tool
+    versions."""
+    spec, other = _spec(6), _spec(9, ("ti", "s", "b"), "tsb")
+    pool = LearngenePool(spec)
+    pi = load_target("raspberry-pi-5")
+    kw = {"target": pi.name, "runtime": "onnxruntime"}
+
+    def run(s, ms, versions, when):
+        return [dataclasses.replace(_rec(probe_key(parts_of(s, p)), ms * (0.02 + 0.004 * len(parts_of(s, p))), **kw),
+                                    tool_versions=versions, when=when) for p in calibration_probes(s)]
+
+    old = run(other, 10.0, {"onnxruntime": "1.14.0"}, "2025-01-10T00:00:00+00:00")
+    new = run(spec, 1.0, {"onnxruntime": "1.17.0"}, "2026-12-01T00:00:00+00:00")
+    assert {r.descendant_key for r in old} - {r.descendant_key for r in new}  # keys only the old run measured
+    need = [parts_of(spec, d) for d in pool.descendants()]
+    with MeasurementStore(tmp_path / "fresh.sqlite") as store:
+        store.put_many(new)
+        alone = make_predictor(pi, "fp32", "onnxruntime", store=store, threads=1, need=need)
+    with MeasurementStore(tmp_path / "history.sqlite") as store:
+        store.put_many(old + new)
+        mixed = make_predictor(pi, "fp32", "onnxruntime", store=store, threads=1, need=need)
+    assert alone.kind == mixed.kind == "calibrated"
+    assert mixed.calibration.probes == alone.calibration.probes == len(new)
+    for parts in need:
+        assert mixed.calibration.predict_ms(parts) == pytest.approx(alone.calibration.predict_ms(parts), rel=1e-9)

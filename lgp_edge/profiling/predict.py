@@ -313,14 +313,19 @@ def this_host(rows: Sequence[LatencyRecord]) -> list[LatencyRecord]:
 
 def probe_records(store: Any, target: str, runtime: str, precision: str, batch: int = 1,
                   threads: int | None = None, *, here: bool = False) -> list[LatencyRecord]:
-    """Each probe type's robust aggregate for a target/runtime/precision (any pool), at ``threads`` when given;
-    ``here``: only runs of this machine (``this_host``, for target 'cpu'). One noisy in every recent run is
+    """Each probe type's robust aggregate for a target/runtime/precision (any pool: a probe key names its parts),
+    at ``threads`` when given; ``here``: only runs of this machine (``this_host``, for target 'cpu'). Only runs
+    under the tool versions of the newest probe run: an old calibration (another pool's, an older runtime) must
+    not outvote a new one in the fit with the probe types only it measured. One noisy in every recent run is
     flagged noisy: ``fit_probes`` decides whether it is used."""
     recs = [r for r in store.records(target=target, runtime=runtime, precision=precision, source="measured",
                                      batch=batch, recent=RECENT_RUNS)
             if r.descendant_key.startswith(PROBE_PREFIX) and (threads is None or r.threads == threads)]
     if here:
         recs = this_host(recs)
+    if recs:
+        versions = max(recs, key=lambda r: r.when).tool_versions
+        recs = [r for r in recs if r.tool_versions == versions]
     newest: dict[str, LatencyRecord] = {}
     for r in robust_measured(recs).values():
         if r.descendant_key not in newest or r.when >= newest[r.descendant_key].when:
