@@ -218,6 +218,46 @@ def test_measured_latency_of_the_stock_model_is_not_given_to_another_shape(check
     assert json.loads((out2 / "manifest.json").read_text())["model"]["expected_latency_ms"] == 57.9  # the same net
 
 
+def test_a_models_latency_is_the_aggregate_of_this_hosts_calm_runs_at_the_profiles_threads(
+        checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """export --model took the newest single run of the model whatever its thread count, machine or noise: one
+    noisy 1-thread run of another machine (9.9 ms) was the manifest's latency of a 2-thread export on this host,
+    whose three calm runs took about 1 ms. A pool's descendants are read by the store's rules (recent runs of this
+    machine at the profile's threads, noisy ones left out, their median); a model now is too."""
+    import dataclasses
+
+    import timm
+    from safetensors.torch import save_file
+
+    from lgp_edge.profiling.host import host_versions
+    from lgp_edge.profiling.store import MeasurementStore
+    from lgp_edge.specs import LatencyRecord
+
+    stock = tmp_path / "stock.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model(NAME).state_dict().items()}, str(stock))
+    here = LatencyRecord(descendant_key=f"timm:{NAME}", target="cpu", runtime="onnxruntime", precision="fp32",
+                         batch=1, median_ms=1.0, p90_ms=1.1, p99_ms=1.2, mean_ms=1.0, std_ms=0.01, cv=0.01, n=50,
+                         warmup=5, threads=2, source="measured", when="2026-11-01T00:00:00+00:00",
+                         tool_versions={"lgp-edge": "0.1.0", **host_versions()})
+    runs = [dataclasses.replace(here, median_ms=1.0 + d / 100, p90_ms=1.1 + d / 100,
+                                when=f"2026-11-0{d}T00:00:00+00:00") for d in (1, 2, 3)]
+    elsewhere = dataclasses.replace(here, median_ms=9.0, p90_ms=9.9, p99_ms=12.0, threads=1, noisy=True,
+                                    when="2026-12-01T00:00:00+00:00",
+                                    tool_versions={"lgp-edge": "0.1.0", "host_cpu": "Apple M1 (another laptop)",
+                                                   "host_logical_cpus": "8"})
+    store = tmp_path / "s.sqlite"
+    with MeasurementStore(store) as s:
+        s.put_many([*runs, elsewhere])
+    for extra in (["--threads", "2"], []):
+        out = tmp_path / f"out{len(extra)}"
+        assert main(["export", "--model", NAME, "--checkpoint", str(stock), "--target", "cpu", "--format", "onnx",
+                     "--data", "fashion-mnist", "--out", str(out), "--val-images", "8", "--store", str(store),
+                     *extra, "--quiet"]) == 0
+        model = json.loads((out / "manifest.json").read_text())["model"]
+        assert model["expected_latency_ms"] == pytest.approx(1.12), extra  # the median of the calm runs' p90
+        assert model["latency_noisy"] is False
+
+
 # ---------------------------------------------------------------------- a damaged ancestry.json beside the weights
 SHIPPED = Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "ancestry" / "lgp_vit_fmnist"
 

@@ -165,25 +165,37 @@ def load_model(name: str, checkpoint: Path, data: str | None) -> LoadedModel:
 
 
 def measured_latency(key: str, req: Any, params: int) -> Any:
-    """The newest measured latency of ``key`` (``profile --model``) for the profile, or None. The store's
-    ``timm:NAME`` is the stock model (its default input size, channels and head); a checkpoint of the same name
-    with ``params`` parameters that differ is another network, whose latency that is not (a 112-px 10-class
-    checkpoint got the 224-px 1000-class model's 57.9 ms, 8x what it takes)."""
+    """The measured latency of ``key`` (``profile --model``) for the profile, or None: by the rules a pool's
+    descendants are read by (the recent runs of this machine for target 'cpu', at the profile's threads, else the
+    count most runs have; noisy ones left out; their median). The store's ``timm:NAME`` is the stock model (its
+    default input size, channels and head); a checkpoint of the same name with ``params`` parameters that differ is
+    another network, whose latency that is not (a 112-px 10-class checkpoint got the 224-px 1000-class model's
+    57.9 ms, 8x what it takes)."""
     from lgp_edge.models.ancestry import create_ancestry
     from lgp_edge.models.descendant import count_params
+    from lgp_edge.profiling.host import default_threads
+    from lgp_edge.profiling.predict import RECENT_RUNS, at_threads, comparison_threads, robust_measured, this_host
     from lgp_edge.select import open_store, profile_runtime
+    from lgp_edge.specs import CPU_RUNTIMES
 
+    target, runtime = req.target, profile_runtime(req.profile, req.target)
     store = open_store(req.store)
     try:
-        rec = store.get(key, req.target.name, profile_runtime(req.profile, req.target), req.profile.precision,
-                        batch=req.profile.batch)
+        rows = [r for r in store.records(target=target.name, runtime=runtime, precision=req.profile.precision,
+                                         source="measured", batch=req.profile.batch, recent=RECENT_RUNS,
+                                         descendant_key=key)]
     finally:
         store.close()
-    if rec is None:
+    if target.connection.kind == "local":
+        rows = this_host(rows)
+    threads = req.profile.threads if runtime in CPU_RUNTIMES and req.profile.threads else \
+        comparison_threads(rows, default_threads(target))
+    found = robust_measured([r for r in at_threads(rows, runtime, threads) if r.threads == threads])
+    if not found:
         return None
     stock = count_params(create_ancestry(key.removeprefix("timm:"))[0])
     if stock != params:
         log.info("the stored latency of %s is the stock model's (%s params); this checkpoint's has %s: not used",
                  key, f"{stock:,}", f"{params:,}")
         return None
-    return rec
+    return next(iter(found.values()))

@@ -484,7 +484,7 @@ def _measured_rows(store: Any, target: TargetSpec, runtime: str, precision: str,
     return this_host(rows) if target.connection.kind == "local" else rows
 
 
-def _at_threads(rows: Sequence[LatencyRecord], runtime: str, threads: int) -> list[LatencyRecord]:
+def at_threads(rows: Sequence[LatencyRecord], runtime: str, threads: int) -> list[LatencyRecord]:
     """``rows`` as compared at ``threads``: a CPU runtime's keep the count they ran at (the caller leaves the others
     out); a GPU or NPU runtime's thread count says nothing, so every run counts, labelled ``threads``."""
     if runtime in CPU_RUNTIMES:
@@ -495,7 +495,7 @@ def _at_threads(rows: Sequence[LatencyRecord], runtime: str, threads: int) -> li
 def _calm_measured(store: Any, target: TargetSpec, runtime: str, precision: str, pool: PoolSpec, batch: int,
                    threads: int) -> dict[str, LatencyRecord]:
     """Descendant key -> the robust aggregate of its recent calm runs at ``batch`` and ``threads``."""
-    rows = _at_threads(_measured_rows(store, target, runtime, precision, pool, batch), runtime, threads)
+    rows = at_threads(_measured_rows(store, target, runtime, precision, pool, batch), runtime, threads)
     return {r.descendant_key: r for r in robust_measured([r for r in rows if r.threads == threads]).values()
             if not r.noisy}
 
@@ -543,7 +543,7 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
         rows = _measured_rows(store, target, runtime, precision, pool, batch)
     if runtime not in CPU_RUNTIMES or threads is None:
         threads = comparison_threads(rows, default_threads(target))
-    rows = _at_threads(rows, runtime, threads)
+    rows = at_threads(rows, runtime, threads)
     other = {r.threads for r in rows if r.threads != threads}
     if other:
         log.info("comparing at %s; runs at other thread counts (%s) left out", counted(threads, "thread"),

@@ -481,14 +481,15 @@ class MeasurementStore:
 
     def records(self, target: str | None = None, runtime: str | None = None, precision: str | None = None,
                 pool_id: str | None = None, *, source: str | None = None, batch: int | None = None,
-                latest: bool = False, recent: int | None = None) -> list[LatencyRecord]:
+                latest: bool = False, recent: int | None = None,
+                descendant_key: str | None = None) -> list[LatencyRecord]:
         """Rows matching every given filter, oldest first. ``latest``: one row per (descendant, runtime,
         precision, batch, source), the newest, whatever the tool versions. ``recent``: only the ``recent`` newest
         runs of each (descendant, runtime, precision, batch, source, thread count, machine), selected by SQLite
         (readers aggregate the recent runs, and a store keeps years of history; a store shared between machines
         keeps each machine's recent runs, which newer ones of another machine would push out)."""
         where, args = self._where(target=target, runtime=runtime, precision=precision, pool_id=pool_id,
-                                  source=source, batch=batch)
+                                  source=source, batch=batch, descendant_key=descendant_key)
         seq = "id" if self._table == "runs" else "rowid"
         if recent is None:
             rows = self._select(f"{where} ORDER BY when_utc, {seq}", args)
