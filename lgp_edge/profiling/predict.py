@@ -318,9 +318,8 @@ def probe_records(store: Any, target: str, runtime: str, precision: str, batch: 
     under the tool versions of the newest probe run: an old calibration (another pool's, an older runtime) must
     not outvote a new one in the fit with the probe types only it measured. One noisy in every recent run is
     flagged noisy: ``fit_probes`` decides whether it is used."""
-    recs = [r for r in store.records(target=target, runtime=runtime, precision=precision, source="measured",
-                                     batch=batch, recent=RECENT_RUNS)
-            if r.descendant_key.startswith(PROBE_PREFIX) and (threads is None or r.threads == threads)]
+    recs = store.records(target=target, runtime=runtime, precision=precision, source="measured", batch=batch,
+                         recent=RECENT_RUNS, threads=threads, key_prefix=PROBE_PREFIX)
     if here:
         recs = this_host(recs)
     if recs:
@@ -368,8 +367,8 @@ def measured_spread(store: Any, target: str, runtime: str, precision: str,
     """(p90/median, p99/median, runs) over the calm measured runs of a target (at ``threads`` when given; ``here``:
     of this machine), or None when there are none."""
     rows = [r for r in store.records(target=target, runtime=runtime, precision=precision, source="measured",
-                                     recent=RECENT_RUNS)
-            if not r.noisy and r.median_ms > 0 and (threads is None or r.threads == threads)]
+                                     recent=RECENT_RUNS, threads=threads)
+            if not r.noisy and r.median_ms > 0]
     if here:
         rows = this_host(rows)
     if not rows:
@@ -478,9 +477,9 @@ def _measured_rows(store: Any, target: TargetSpec, runtime: str, precision: str,
                    batch: int) -> list[LatencyRecord]:
     """The recent measured runs of the pool's descendants at ``batch`` (on this host for a local target); probes
     calibrate, they are not descendants."""
-    rows = [r for r in store.records(target=target.name, runtime=runtime, precision=precision, pool_id=pool.pool_id,
-                                     source="measured", batch=batch, recent=RECENT_RUNS)
-            if not r.descendant_key.startswith(PROBE_PREFIX)]
+    rows = store.records(target=target.name, runtime=runtime, precision=precision, pool_id=pool.pool_id,
+                         source="measured", batch=batch, recent=RECENT_RUNS, key_prefix=PROBE_PREFIX,
+                         exclude_prefix=True)
     return this_host(rows) if target.connection.kind == "local" else rows
 
 

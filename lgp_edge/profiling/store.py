@@ -481,15 +481,22 @@ class MeasurementStore:
 
     def records(self, target: str | None = None, runtime: str | None = None, precision: str | None = None,
                 pool_id: str | None = None, *, source: str | None = None, batch: int | None = None,
-                latest: bool = False, recent: int | None = None,
-                descendant_key: str | None = None) -> list[LatencyRecord]:
-        """Rows matching every given filter, oldest first. ``latest``: one row per (descendant, runtime,
+                latest: bool = False, recent: int | None = None, descendant_key: str | None = None,
+                threads: int | None = None, key_prefix: str | None = None,
+                exclude_prefix: bool = False) -> list[LatencyRecord]:
+        """Rows matching every given filter, oldest first; ``key_prefix``: only the descendant keys that start with
+        it (``exclude_prefix``: only those that do not), filtered by SQLite before ``recent`` ranks the rest (a
+        store's history of other models is not read). ``latest``: one row per (descendant, runtime,
         precision, batch, source), the newest, whatever the tool versions. ``recent``: only the ``recent`` newest
         runs of each (descendant, runtime, precision, batch, source, thread count, machine), selected by SQLite
         (readers aggregate the recent runs, and a store keeps years of history; a store shared between machines
         keeps each machine's recent runs, which newer ones of another machine would push out)."""
         where, args = self._where(target=target, runtime=runtime, precision=precision, pool_id=pool_id,
-                                  source=source, batch=batch, descendant_key=descendant_key)
+                                  source=source, batch=batch, descendant_key=descendant_key, threads=threads)
+        if key_prefix is not None:
+            where += (" AND " if where else "WHERE ") + \
+                f"substr(descendant_key, 1, {len(key_prefix)}) {'!=' if exclude_prefix else '='} ?"
+            args.append(key_prefix)
         seq = "id" if self._table == "runs" else "rowid"
         if recent is None:
             rows = self._select(f"{where} ORDER BY when_utc, {seq}", args)
