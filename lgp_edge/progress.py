@@ -56,7 +56,7 @@ class RichReporter:
     def __init__(self, console: Any = None) -> None:
         from rich.console import Console
 
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, emoji=False, markup=False, highlight=False)
 
     @contextmanager
     def task(self, description: str, total: int | None) -> Iterator[_RichTask]:

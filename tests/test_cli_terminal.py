@@ -329,3 +329,39 @@ def test_a_program_that_calls_main_while_it_is_imported_is_stopped_by_ctrl_c(tmp
                           cwd=tmp_path, env={**_env(tmp_path), "PYTHONPATH": f"{ROOT}:{tmp_path}"},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.split() == ["130"], (done.stdout, done.stderr)
+
+
+def test_paths_are_printed_as_given_at_a_terminal_and_in_a_pipe(tmp_path):
+    """rich read ':warning:' and ':x:' in a user's path as emoji names (a pool 'p:warning:x' was printed 'p⚠x' in the
+    pasteable 'measure them with' command, an export to 'e:x:1' said 'wrote e❌1/'), and at a terminal it broke a
+    long line into several (the pasteable command split at 40 columns) and styled the numbers of descendant keys."""
+    import pty
+    import shutil
+
+    from lgp_edge.pool.manifest import demo_pool_dir
+
+    pool = tmp_path / "p:warning:x"
+    shutil.copytree(demo_pool_dir(), pool)
+    argv = [sys.executable, "-m", "lgp_edge", "select", "--target", "jetson-nano", "--pool", str(pool), "--quiet"]
+    env = {**_env(tmp_path), "COLUMNS": "40"}
+    piped = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert f"--pool '{pool}'" in piped.stdout or f"--pool {pool}" in piped.stdout, piped.stdout
+    leader, follower = pty.openpty()
+    p = subprocess.Popen(argv, env=env, stdout=follower, stderr=subprocess.PIPE)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert p.wait(timeout=120) == 0
+    os.close(leader)
+    text = b"".join(chunks).decode()
+    lines = [ln for ln in text.replace("\r", "").split("\n") if "measure them with" in ln]
+    assert len(lines) == 1 and (f"--pool '{pool}'" in lines[0] or f"--pool {pool}" in lines[0]), text
+    assert "\x1b[" not in lines[0].split("measure them with")[1]  # the command is not styled either

@@ -158,8 +158,9 @@ class _Releasing:
 
 
 def console() -> Any:
-    """Rich console on stdout; on a pipe or a file it never wraps or styles lines (plain text). Text is printed as
-    it is, never read as rich markup (paths and names are the user's: ``out[fp16]``); ``styled`` makes the few
+    """Rich console on stdout; on a pipe or a file it never styles lines (plain text). Text is printed as it is,
+    never read as rich markup or emoji names (paths and names are the user's: ``out[fp16]``, ``run:x:2``), and never
+    wrapped by rich (tables fit themselves to the terminal); ``styled`` makes the few
     bold parts. A reader that goes away ends the command as any other write would (exit 141), not with rich's
     own exit 1, which reads as a failed validation."""
     from rich.console import Console
@@ -169,9 +170,12 @@ def console() -> Any:
             self.quiet = True
             raise BrokenPipeError
 
+    # never emoji (':x:' in a path is the path), never a line broken by rich (a terminal wraps it, and a command
+    # copied from it stays one line), no numbers styled inside names (b6.0-5)
+    plain = {"markup": False, "emoji": False, "soft_wrap": True, "highlight": False}
     if sys.stdout.isatty():
-        return _Console(markup=False)
-    return _Console(soft_wrap=True, highlight=False, no_color=True, markup=False)
+        return _Console(**plain)
+    return _Console(**plain, no_color=True)
 
 
 def styled(head: str, rest: str = "", style: str = "bold") -> Any:
