@@ -170,6 +170,7 @@ def _records_file(path: Path, pid: str, **change: object) -> Path:
     ("median_ms", 1e30), ("median_ms", "1"), ("cv", True), ("pool_id", 7), ("tool_versions", {"x": 1}),
     ("calibration", 3), ("precision", "fp16"),  # cpu does not compute in fp16
     ("when", DROP),  # a record without its time was stamped with the import's, and a second import added it again
+    ("when", "9999-12-31T23:59:59-01:00"),  # past year 9999 in UTC: a traceback, exit 1, a store created
 ])
 def test_import_refuses_every_bad_field(pool, env, capsys, field, value):
     pool_id = load_pool(pool)[0].pool_id
@@ -230,6 +231,16 @@ def test_when_is_judged_alike_on_every_python() -> None:
     for when in WHEN_REFUSED:
         problem = import_problem({"target": "jetson", "when": when})
         assert problem and problem.startswith("when must be an ISO 8601 time"), when
+
+
+def test_a_when_that_leaves_the_calendar_in_utc_is_refused() -> None:
+    """A time in the file's offset that is past year 9999 (or before year 1) in UTC crashed the import when the
+    store converted it (OverflowError: a traceback, exit 1, the store created)."""
+    from lgp_edge.profiling.latency_file import import_problem
+
+    for when in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+23:59"):
+        problem = import_problem({"target": "jetson", "when": when})
+        assert problem and "out of range" in problem and when in problem, when
 
 
 def test_import_takes_a_when_in_utc_with_z(pool, env, capsys):

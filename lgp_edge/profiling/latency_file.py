@@ -124,6 +124,10 @@ def import_problem(row: dict) -> str | None:
             parse_when(row["when"])
         except ValueError:
             return f"when must be an ISO 8601 time like '2026-01-01T00:00:00+00:00', got {row['when']!r}"
+        try:
+            utc_when(row["when"])  # the store keeps it in UTC
+        except OverflowError:
+            return f"when {row['when']!r} is out of range: in UTC it is not between years 1 and 9999"
     unnamed = [k for k in HOST_KEYS if k not in (row.get("tool_versions") or {})]
     if row["target"] == "cpu" and unnamed:
         return (f"a run of target 'cpu' must name the machine it ran on (tool_versions lacks {', '.join(unnamed)}); "
