@@ -296,9 +296,14 @@ def open_for_training_pool(name: str, manifest: Any, command: str) -> ImageData:
     """``open_for_pool`` for a command that trains the pool in place (``pool finetune``, ``pool stitch``): synthetic
     images are refused for a pool trained on real data, whose weights they would replace with ones fitted to noise
     while its pool.json still named the real data."""
+    refuse_synthetic_for_training(name, manifest, command)
+    return open_for_pool(name, manifest)
+
+
+def refuse_synthetic_for_training(name: str, manifest: Any, command: str) -> None:
+    """``open_for_training_pool``'s refusal of synthetic images, from pool.json alone (before the weights)."""
     refuse_synthetic_in_place(name, manifest, f"{command} trains the pool in place",
                               "would replace its weights with ones fitted to noise")
-    return open_for_pool(name, manifest)
 
 
 def refuse_synthetic_in_place(name: str, manifest: Any, does: str, harm: str) -> None:
@@ -306,7 +311,8 @@ def refuse_synthetic_in_place(name: str, manifest: Any, does: str, harm: str) ->
     (``does``: what the command does to the pool; ``harm``: what synthetic images would do to it)."""
     if name == "synthetic" and manifest.data != "synthetic":
         raise UsageError(f"{does}, and it was trained on {manifest.data}: synthetic images {harm}; use --data "
-                         f"{manifest.data} (for a smoke test, copy the pool first and use the copy)")
+                         f"{manifest.data} (a smoke test on synthetic images needs a pool built on them: "
+                         "'lgp-edge pool build --data synthetic --allow-random-ancestry ...')")
 
 
 def check_labels(info: DataInfo, labels: tuple[str, ...], model_data: str) -> None:

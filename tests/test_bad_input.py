@@ -851,3 +851,29 @@ def test_an_unexpanded_tilde_and_a_pool_path_that_is_not_utf8_are_one_line(tmp_p
         rc, err = run_cli(argv, capsys)
         assert rc == 2 and "not valid UTF-8" in err and len(error_lines(err)) == 1, (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != bad.name) == []
+
+
+@pytest.mark.parametrize("cmd", [["pool", "eval", "POOL", "--data", "synthetic", "--max-images", "8"],
+                                 ["pool", "stitch", "POOL", "--data", "synthetic", "--init", "lstsq"],
+                                 ["pool", "finetune", "POOL", "--data", "synthetic", "--epochs", "1"]])
+def test_synthetic_data_for_a_real_data_pool_is_refused_before_its_weights_with_advice_that_works(
+        cmd: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal advised "for a smoke test, copy the pool first and use the copy", and the copy, whose pool.json
+    names the same real data, was refused alike; and it came after the pool's weights were loaded (6 s)."""
+    import lgp_edge.pool.pool as pool_module
+    from lgp_edge.pool.manifest import demo_pool_dir
+
+    pool = Path(shutil.copytree(demo_pool_dir(), tmp_path / "copy"))
+    before = snapshot(pool)
+
+    def not_loaded(*args, **kwargs):
+        raise AssertionError("the pool's weights were loaded before the refusal")
+
+    monkeypatch.setattr(pool_module, "load_pool", not_loaded)
+    for module in ("lgp_edge.pool.restitch", "lgp_edge.pool.finetune", "lgp_edge.pool.evaluate"):
+        monkeypatch.setattr(f"{module}.load_pool", not_loaded)
+    rc, err = run_cli([str(pool) if a == "POOL" else a for a in cmd] + ["--quiet"], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "trained on fashion-mnist" in lines[0], err
+    assert "copy the pool" not in lines[0] and "lgp-edge pool build --data synthetic" in lines[0]
+    assert snapshot(pool) == before

@@ -11,6 +11,7 @@ from lgp_edge.datasets import ImageData, check_data_name, open_for_pool, refuse_
 from lgp_edge.errors import DataError, UsageError
 from lgp_edge.fileio import write_json_atomic_all
 from lgp_edge.outdir import IN_PLACE_BUSY, check_in_place, output_lock, real_out
+from lgp_edge.pool.manifest import read_manifest
 from lgp_edge.pool.pool import MANIFEST, LearngenePool, PoolManifest, load_pool
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import DescendantRecord
@@ -70,9 +71,10 @@ def evaluate_pool(path: str | Path, data: str, *, batch_size: int = 256, max_ima
 def _evaluate_pool(path: str | Path, data: str, *, batch_size: int, max_images: int | None, reporter: Reporter,
                    device: str) -> PoolManifest:
     check_data_name(data)
-    pool, manifest = load_pool(path)
-    refuse_synthetic_in_place(data, manifest, "pool eval writes the top-1 into the pool",
+    # pool.json alone, before the weights load (the writer lock held: no other lgp-edge rewrites it meanwhile)
+    refuse_synthetic_in_place(data, read_manifest(path), "pool eval writes the top-1 into the pool",
                               "would replace its measured top-1 with a score on noise")
+    pool, manifest = load_pool(path)
     ds = open_for_pool(data, manifest)
     check_in_place(path, swapped=False)  # the results are written into the pool: find out before evaluating
     if len(ds.val) == 0:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lgp_edge.datasets import check_data_name, open_for_training_pool
+from lgp_edge.datasets import check_data_name, open_for_training_pool, refuse_synthetic_for_training
 from lgp_edge.errors import UsageError
 from lgp_edge.models.plan import descendant_flops
 from lgp_edge.outdir import claim_in_place
@@ -57,7 +57,8 @@ class FinetuneRequest:
 
 
 def _check(req: FinetuneRequest) -> None:
-    read_manifest(req.pool)  # a path that is no pool is refused as such, before it is claimed
+    # a path that is no pool is refused as such before it is claimed, synthetic images before its weights load
+    refuse_synthetic_for_training(req.data, read_manifest(req.pool), "pool finetune")
     claim_in_place(req.pool)  # the pool is replaced in place: one writer at a time, never the current directory
     check_data_name(req.data)
     if req.init is not None and req.init not in INITS:

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from lgp_edge.datasets import check_data_name, open_for_training_pool
+from lgp_edge.datasets import check_data_name, open_for_training_pool, refuse_synthetic_for_training
 from lgp_edge.errors import UsageError
 from lgp_edge.outdir import claim_in_place
 from lgp_edge.pool.evaluate import DESCENDANTS
@@ -74,7 +74,8 @@ def restitch_pool(req: RestitchRequest, cfg: TrainConfig, reporter: Reporter = N
         raise UsageError(f"--init must be one of {', '.join(INITS)}")
     if req.lstsq_images < 1 or req.stitch_steps < 0 or req.r2_images < 1 or not (0 < req.stitch_lr < 1):
         raise UsageError("--lstsq-images and --r2-images must be >= 1, --stitch-steps >= 0, --stitch-lr in (0, 1)")
-    read_manifest(req.pool)  # a path that is no pool is refused as such, before it is claimed
+    # a path that is no pool is refused as such before it is claimed, synthetic images before its weights load
+    refuse_synthetic_for_training(req.data, read_manifest(req.pool), "pool stitch")
     claim_in_place(req.pool)  # the pool is replaced in place: one writer at a time, never the current directory
     pool, manifest = load_pool(req.pool)
     carried_files(req.pool)  # the files the new pool keeps are checked now, not after the fit
