@@ -69,7 +69,9 @@ class DeviceTimeout(LgpEdgeError):
 
 
 class NothingFits(LgpEdgeError):
-    """No descendant meets a profile's budgets."""
+    """No descendant meets a profile's budgets; ``selection``: what was compared (``select --json``'s shape)."""
+
+    selection: dict | None = None
 
 
 class ExportError(LgpEdgeError):

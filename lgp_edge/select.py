@@ -87,17 +87,28 @@ class Selection:
 
     @property
     def sources(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for c in self.candidates:
-            out[c.latency_source] = out.get(c.latency_source, 0) + 1
-        return out
+        return latency_sources(self.candidates)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"profile": self.profile.to_dict(), "pool_id": self.pool_id, "chosen": self.chosen.to_dict(),
-                "reason": self.reason, "front": [c.to_dict() for c in self.front],
-                "candidates": len(self.candidates), "fitting": len(self.fitting), "latency_sources": self.sources,
-                "threads": self.chosen.threads,
-                "noisy": [c.key for c in self.candidates if c.noisy]}
+        return selection_dict(self.profile, self.pool_id, self.candidates, self.chosen, self.reason)
+
+
+def latency_sources(cands: Sequence[Candidate]) -> dict[str, int]:
+    """How many latencies are measured, predicted, ...: {source: count}."""
+    out: dict[str, int] = {}
+    for c in cands:
+        out[c.latency_source] = out.get(c.latency_source, 0) + 1
+    return out
+
+
+def selection_dict(profile: DeviceProfile, pool_id: str, cands: Sequence[Candidate], chosen: Candidate | None,
+                   reason: str | None, problem: str | None = None) -> dict[str, Any]:
+    """A selection as JSON, one shape whether a descendant was chosen (``reason``) or none fits (``problem``)."""
+    return {"profile": profile.to_dict(), "pool_id": pool_id, "chosen": chosen.to_dict() if chosen else None,
+            "reason": reason, "problem": problem, "front": [c.to_dict() for c in pareto_front(cands)],
+            "candidates": len(cands), "fitting": sum(c.fits for c in cands), "latency_sources": latency_sources(cands),
+            "threads": chosen.threads if chosen else (cands[0].threads if cands else None),
+            "noisy": [c.key for c in cands if c.noisy]}
 
 
 def format_value(value: float) -> str:
@@ -229,7 +240,9 @@ def choose(cands: Sequence[Candidate], profile: DeviceProfile, *, pool: PoolSpec
         if not fastest.fits_memory or not any(c.fits_memory for c in cands):
             need = format_against(smallest.memory_mb, profile.memory_budget_mb)
             msg += f"; the smallest, {smallest.key}, needs {need} MB"
-        raise NothingFits(f"{msg}; {hint}")
+        exc = NothingFits(f"{msg}; {hint}")
+        exc.selection = selection_dict(profile, pool.pool_id, cands, None, None, problem=str(exc))  # for --json
+        raise exc
     chosen = min(fitting, key=lambda c: (-c.top1, c.latency_ms))
     better = sorted((c for c in cands if c.top1 > chosen.top1), key=lambda c: (-c.top1, c.latency_ms))
     reason = (f"{chosen.key} has the highest top-1 ({chosen.top1:.2f}%) of the {len(fitting)} of {len(cands)} "

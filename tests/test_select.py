@@ -136,6 +136,28 @@ def test_select_cli_budget_override_and_nothing_fits(tiny_pool: Path, capsys: py
     assert doc["chosen"] is None and doc["problem"] == out.err.strip().removeprefix("lgp-edge: error: ")
     assert doc["profile"]["latency_budget_ms"] == 0.001 and doc["target"] == "cpu" and doc["fitting"] == 0
     assert len(out.err.strip().splitlines()) == 1
+    # one shape either way: the nothing-fits object had 7 of the 16 keys (no front, candidates, latency sources,
+    # threads), and a chosen one had no "problem"; the front, which does not depend on the budgets, was lost
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--json"]) == 0
+    chosen = json.loads(capsys.readouterr().out)
+    assert set(doc) == set(chosen) and chosen["problem"] is None and doc["reason"] is None
+    assert [c["key"] for c in doc["front"]] == [c["key"] for c in chosen["front"]]
+    assert doc["candidates"] == chosen["candidates"] > 0 and doc["latency_sources"] == chosen["latency_sources"]
+    assert doc["threads"] == chosen["threads"] and doc["top1_data"] == chosen["top1_data"]
+
+
+def test_export_json_says_why_nothing_was_exported(tiny_pool: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """export --json printed nothing when no descendant fits (exit 2, as for a typo): a script had no JSON to read
+    the reason or the front from. It prints the status, the problem and the selection (select --json's shape)."""
+    out = tmp_path / "out"
+    assert main(["export", "--target", "cpu", "--pool", str(tiny_pool), "--budget-ms", "0.001", "--out", str(out),
+                 "--json", "--quiet"]) == 2
+    got = capsys.readouterr()
+    doc = json.loads(got.out)
+    assert doc["status"] == "nothing fits" and doc["problem"] == got.err.strip().removeprefix("lgp-edge: error: ")
+    assert doc["selection"]["chosen"] is None and doc["selection"]["front"] and doc["selection"]["fitting"] == 0
+    assert not out.exists()
 
 
 def test_select_reads_measured_latencies_from_store(tiny_pool: Path, tmp_path: Path,

@@ -79,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         return _run_switchable(args)
     from lgp_edge.commands.common import print_json, reporter
     from lgp_edge.commands.select import resolve_profile
+    from lgp_edge.errors import NothingFits
     from lgp_edge.export.pipeline import ExportRequest, export_profile
 
     profile, target = resolve_profile(args, formats=_formats(args.format))
@@ -89,7 +90,12 @@ def _run(args: argparse.Namespace) -> int:
                         targets_dir=Path(args.targets_dir) if args.targets_dir else None,
                         build_plan=not args.no_plan, model=args.model,
                         checkpoint=Path(args.checkpoint) if args.checkpoint else None)
-    result = export_profile(req, reporter(args))
+    try:
+        result = export_profile(req, reporter(args))
+    except NothingFits as exc:
+        if args.json:  # a script reads why (and the front) as JSON; the CLI prints the reason as one line, exit 2
+            print_json({"status": "nothing fits", "problem": str(exc), "selection": exc.selection})
+        raise
     if args.json:
         print_json(result.manifest)
         return 0

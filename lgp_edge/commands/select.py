@@ -85,16 +85,13 @@ def _run(args: argparse.Namespace) -> int:
     try:
         sel = plan_selection(manifest, profile, target, store)
     except NothingFits as exc:
-        if args.json:  # a script still reads JSON; the CLI prints the same reason as one line and exits 2
-            print_json({"profile": profile.to_dict(), "pool_id": manifest.spec.pool_id, "pool": str(pool_dir),
-                        "target": target.name, "chosen": None, "fitting": 0, "problem": str(exc)})
+        if args.json:  # a script still reads JSON (the same keys); the CLI prints the reason as one line, exit 2
+            print_json({**(exc.selection or {}), **_about(pool_dir, target, manifest)})
         raise
     finally:
         store.close()
     if args.json:
-        print_json({**sel.to_dict(), "pool": str(pool_dir), "target": target.name,
-                    "top1_data": manifest.top1_data, "top1_images": manifest.top1_images,
-                    "top1_synthetic": manifest.top1_data == "synthetic"})
+        print_json({**sel.to_dict(), **_about(pool_dir, target, manifest)})
         return 0
     c = console()
     if note:
@@ -119,6 +116,12 @@ def _run(args: argparse.Namespace) -> int:
         c.print(f"note: {n} {'latencies are' if n != 1 else 'latency is'} predicted, not measured on a {target.name}; "
                 f"measure {'them' if n != 1 else 'it'} with: {cmd}")
     return 0
+
+
+def _about(pool_dir: Any, target: Any, manifest: Any) -> dict[str, Any]:
+    """What ``select --json`` says beside the selection: the pool, the target and where the top-1 comes from."""
+    return {"pool": str(pool_dir), "target": target.name, "top1_data": manifest.top1_data,
+            "top1_images": manifest.top1_images, "top1_synthetic": manifest.top1_data == "synthetic"}
 
 
 def measure_command(target: Any, profile: Any, runtime: str, threads: int, args: argparse.Namespace) -> str:
