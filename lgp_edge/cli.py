@@ -1,7 +1,7 @@
 """The ``lgp-edge`` command line: parses arguments, calls one stage function, maps errors to exit codes.
 
 Exit codes: 0 ok, 1 validation failed, 2 usage or input error (one line on stderr, nothing written; also on
-Windows, which lgp-edge does not support, at the start), 130
+Windows, which lgp-edge does not support, at the start), 3 a board did not answer (worth retrying), 130
 interrupted (Ctrl-C), 143 terminated (SIGTERM), 141 the reader of stdout went away.
 Each subcommand lives in ``lgp_edge.commands.<name>`` with ``register(subparsers)``; heavy libraries are
 imported only inside the handlers, so ``lgp-edge --help`` stays fast.

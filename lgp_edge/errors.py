@@ -1,8 +1,9 @@
 """The exceptions the CLI turns into one-line messages and exit codes.
 
 Library code raises these (never ``SystemExit``); ``lgp_edge.cli`` maps them to exit codes:
-``UsageError`` and its kin -> 2, ``ValidationFailed`` -> 1; an ``OSError`` of ``WRITE_ERRNOS`` that no write
-point turned into a ``WriteFailed`` -> 2 as well (one line naming its path), any other exception is a bug.
+``UsageError`` and its kin -> 2, ``TargetUnreachable`` -> 3, ``ValidationFailed`` -> 1; an ``OSError`` of
+``WRITE_ERRNOS`` that no write point turned into a ``WriteFailed`` -> 2 as well (one line naming its path), any
+other exception is a bug.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ class BackendMissing(LgpEdgeError):
 
 
 class TargetUnreachable(LgpEdgeError):
-    """A board that does not answer over SSH or adb."""
+    """A board that does not answer over SSH or adb: exit 3, which a pipeline may retry later (2, bad input, it
+    should not)."""
+
+    exit_code = 3
 
 
 class DeviceTimeout(LgpEdgeError):
