@@ -122,10 +122,11 @@ def export_shipped(pool, keys: list[str], shape: tuple[int, ...], tmp: Path, shi
 def measure(pool, mf, name: str, keys: list[str], lat: dict, args, tmp: Path, shipped: dict[str, Path]) -> dict:
     """Size, correctness and interleaved latency of one switchable file against its single exports."""
     from lgp_edge.export.sessions import ort_session
-    from lgp_edge.export.switchable import build_switchable_onnx, switch_entries
+    from lgp_edge.export.switchable import build_switchable_onnx
     from lgp_edge.export.switchable_check import open_switchable, validate_switchable_onnx
+    from lgp_edge.export.switchable_table import switch_entries
 
-    entries = switch_entries(pool, mf, keys, lat)
+    entries = switch_entries(pool.spec, mf, keys, lat)
     a = pool.spec.ancestry
     shape = (1, a.in_chans, a.img_size, a.img_size)
     d = tmp / f"sel{len(keys)}"

@@ -183,3 +183,25 @@ def test_training_commands_refuse_their_output_data_and_ancestry_before_torch(tm
         ([*scratch, *syn, "--out", str(full)], not_empty),
     ], tmp_path)
     assert not (tmp_path / "out").exists() and [p.name for p in full.iterdir()] == ["mine.txt"]
+
+
+def test_switchable_export_refusals_come_before_torch(tiny_pool: Path, tmp_path: Path) -> None:
+    """``export --switchable`` imported torch with its module and loaded the pool's weights before it checked the
+    keys, the store and --data (2-8 s for a typo)."""
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "mine.txt").write_text("not lgp-edge's\n")
+    damaged = tmp_path / "damaged.sqlite"
+    damaged.write_bytes(b"not a database, not empty either\n" * 64)
+    sw = ["export", "--switchable", "--target", "cpu", "--pool", str(tiny_pool)]
+    out = ["--out", str(tmp_path / "out")]
+    _refused([
+        ([*sw, "--out", str(full)], "exists and is not empty"),
+        ([*sw, *out, "--descendants", "ti6.0-5,ti6.0-9"], "has no descendant 'ti6.0-9'"),
+        ([*sw, *out, "--descendants", "ti6.0-5,ti6.0-5"], "named twice"),
+        ([*sw, *out, "--data", "fashion-mnst"], "unknown --data 'fashion-mnst'"),
+        ([*sw, *out, "--store", str(damaged)], "damaged.sqlite"),
+        (["export", "--switchable", "--target", "jetson-nano", "--pool", str(tiny_pool), *out],
+         "cannot hold a switchable model"),
+    ], tmp_path)
+    assert not (tmp_path / "out").exists() and [p.name for p in full.iterdir()] == ["mine.txt"]

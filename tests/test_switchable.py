@@ -23,11 +23,12 @@ def pool_and_manifest(tiny_pool: Path):
 
 @pytest.fixture(scope="module")
 def switchable(pool_and_manifest, tmp_path_factory: pytest.TempPathFactory):
-    from lgp_edge.export.switchable import build_switchable_onnx, switch_entries
+    from lgp_edge.export.switchable import build_switchable_onnx
+    from lgp_edge.export.switchable_table import switch_entries
 
     pool, manifest = pool_and_manifest
     d = tmp_path_factory.mktemp("switch")
-    entries = switch_entries(pool, manifest, KEYS)
+    entries = switch_entries(pool.spec, manifest, KEYS)
     return build_switchable_onnx(pool, entries, d / "sw.onnx", input_shape=(1, 1, 16, 16),
                                  metadata={"pool_id": manifest.spec.pool_id}, singles_dir=d / "singles")
 
@@ -122,13 +123,14 @@ def test_out_of_range_descendant_in_openvino_is_nan_or_an_error(switchable):
 def test_out_of_range_descendant_in_openvino_keeps_the_declared_shape_on_the_demo_pool(tmp_path: Path):
     """The demo pool's switchable model (what `export --switchable` ships): a fresh OpenVINO request's first call
     with a bad index returned logits of shape (0, 0)."""
-    from lgp_edge.export.switchable import build_switchable_onnx, switch_entries
+    from lgp_edge.export.switchable import build_switchable_onnx
     from lgp_edge.export.switchable_check import open_switchable
+    from lgp_edge.export.switchable_table import switch_entries
     from lgp_edge.pool.manifest import demo_pool_dir
 
     pool, manifest = load_pool(demo_pool_dir())
     keys = [d.key for d in manifest.descendants][:3]
-    sw = build_switchable_onnx(pool, switch_entries(pool, manifest, keys), tmp_path / "sw.onnx",
+    sw = build_switchable_onnx(pool, switch_entries(pool.spec, manifest, keys), tmp_path / "sw.onnx",
                                input_shape=(1, 1, 28, 28))
     x = np.zeros((1, 1, 28, 28), np.float32)
     for bad in (3, -1):
@@ -139,11 +141,12 @@ def test_out_of_range_descendant_in_openvino_keeps_the_declared_shape_on_the_dem
 def test_one_descendant_needs_no_if(pool_and_manifest, tmp_path: Path):
     import onnx
 
-    from lgp_edge.export.switchable import build_switchable_onnx, switch_entries
+    from lgp_edge.export.switchable import build_switchable_onnx
     from lgp_edge.export.switchable_check import open_switchable
+    from lgp_edge.export.switchable_table import switch_entries
 
     pool, manifest = pool_and_manifest
-    sw = build_switchable_onnx(pool, switch_entries(pool, manifest, ["ti6.0-5"]), tmp_path / "one.onnx",
+    sw = build_switchable_onnx(pool, switch_entries(pool.spec, manifest, ["ti6.0-5"]), tmp_path / "one.onnx",
                                input_shape=(1, 1, 16, 16))
     assert "If" not in {n.op_type for n in onnx.load(str(sw.path)).graph.node}
     run = open_switchable(sw.path, "onnxruntime")
@@ -158,13 +161,13 @@ def test_one_descendant_needs_no_if(pool_and_manifest, tmp_path: Path):
 
 
 def test_switch_entries_refuse_bad_selections(pool_and_manifest):
-    from lgp_edge.export.switchable import switch_entries
+    from lgp_edge.export.switchable_table import switch_entries
 
     pool, manifest = pool_and_manifest
     bad = (((), "empty"), ((" ",), "empty"), (("b6.0-5", "b6.0-5"), "twice"), (("b6.9-9",), "no descendant"))
     for keys, msg in bad:
         with pytest.raises(UsageError, match=msg):
-            switch_entries(pool, manifest, keys)
+            switch_entries(pool.spec, manifest, keys)
 
 
 def test_function_names_are_valid_unique_and_recorded(pool_and_manifest):
@@ -183,11 +186,11 @@ def test_coreml_multifunction_package(pool_and_manifest, tmp_path: Path):
     import coremltools as ct  # never skipped (as in test_export): scripts/install.sh installs lgp-edge[coreml]
 
     from lgp_edge.export.coreml_multifunction import build_multifunction_mlpackage
-    from lgp_edge.export.switchable import switch_entries
+    from lgp_edge.export.switchable_table import switch_entries
 
     pool, manifest = pool_and_manifest
     keys = ("b6.0-5", "ti6.0-2+b6.3-5")
-    entries = switch_entries(pool, manifest, keys)
+    entries = switch_entries(pool.spec, manifest, keys)
     pkg = build_multifunction_mlpackage(pool, entries, tmp_path / "m.mlpackage", preprocess=manifest.preprocess,
                                         input_shape=(1, 1, 16, 16), precision="fp16", deployment="iOS17")
     assert pkg.passed, pkg.problems

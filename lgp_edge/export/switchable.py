@@ -56,29 +56,13 @@ from lgp_edge.export.switchable_graph import (
     digest_tensor,
     main_nodes,
 )
+from lgp_edge.export.switchable_table import SwitchEntry
 from lgp_edge.progress import NULL
-from lgp_edge.specs import MB, LatencyRecord
+from lgp_edge.specs import MB
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-
-
-@dataclass(frozen=True)
-class SwitchEntry:
-    """One descendant inside a switchable artifact (a row of its ``descendants`` table)."""
-
-    index: int  # value of the ``descendant`` input that runs it
-    key: str  # DescendantSpec.key
-    params: int  # parameters it runs (shared ones counted once)
-    flops: int  # FLOPs at batch 1 (fvcore convention)
-    top1: float | None  # validation top-1 in percent (None: pool not evaluated)
-    latency_ms: float | None = None  # p90 latency on the export's target (None: unknown)
-    latency_source: str | None = None  # "measured" or "predicted"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "key": self.key, "params": self.params, "flops": self.flops, "top1": self.top1,
-                "latency_ms": self.latency_ms, "latency_source": self.latency_source}
 
 
 @dataclass(frozen=True)
@@ -108,28 +92,6 @@ class Branches:
     branch_bytes: int  # bytes the branches' initializers would take without sharing
     ir_version: int  # of the single exports
     opsets: tuple[Any, ...]  # opset imports of the single exports
-
-
-def switch_entries(pool: Any, manifest: Any, keys: Sequence[str],
-                   latencies: Mapping[str, LatencyRecord] | None = None) -> tuple[SwitchEntry, ...]:
-    """The table rows for ``keys`` (in that order); unknown, duplicate or no keys raise UsageError."""
-    keys = [k.strip() for k in keys if k.strip()]
-    if not keys:
-        raise UsageError("the switchable selection is empty; name descendants with --descendants KEY,KEY… "
-                         "(see 'lgp-edge pool info') or use --front")
-    dup = sorted({k for k in keys if keys.count(k) > 1})
-    if dup:
-        raise UsageError(f"descendant '{dup[0]}' is named twice in --descendants")
-    records = {r.key: r for r in manifest.descendants}
-    out = []
-    for i, key in enumerate(keys):
-        spec = pool.find(key)  # UsageError for an unknown key
-        rec = records.get(key) or pool.record(spec)
-        lat = (latencies or {}).get(key)
-        out.append(SwitchEntry(index=i, key=key, params=rec.params, flops=rec.flops, top1=rec.top1,
-                               latency_ms=lat.p90_ms if lat is not None else None,
-                               latency_source=lat.source if lat is not None else None))
-    return tuple(out)
 
 
 def export_single(model: torch.nn.Module, path: Path, *, opset: int, input_shape: tuple[int, ...]) -> Any:

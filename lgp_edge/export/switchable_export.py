@@ -24,15 +24,17 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lgp_edge.errors import UsageError
 from lgp_edge.export.images import default_data, load_images
 from lgp_edge.export.publish import Staged, check_out, publish
-from lgp_edge.export.switchable import SwitchEntry
-from lgp_edge.export.switchable_artifacts import SwitchJob, multifunction_artifact, onnx_artifact
+from lgp_edge.export.switchable_table import SwitchEntry, switch_entries
 from lgp_edge.progress import NULL
 from lgp_edge.specs import DeviceProfile, Format, Runtime, TargetSpec
+
+if TYPE_CHECKING:  # they import torch: a refusal does not wait for it
+    from lgp_edge.export.switchable_artifacts import SwitchJob
 
 log = logging.getLogger(__name__)
 
@@ -115,32 +117,45 @@ def choose_keys(manifest: Any, req: SwitchableRequest, lat: dict[str, Any]) -> t
     return tuple(c.key for c in pareto_front(cands))
 
 
-def choose_entries(req: SwitchableRequest, pool: Any, manifest: Any) -> tuple[SwitchEntry, ...]:
-    """The table of the switchable model, with each descendant's latency on the target."""
-    from lgp_edge.export.switchable import switch_entries
+def choose_entries(req: SwitchableRequest, manifest: Any) -> tuple[SwitchEntry, ...]:
+    """The table of the switchable model, with each descendant's latency on the target (pool.json alone)."""
     from lgp_edge.select import latencies, open_store
 
+    if req.keys is not None:  # checked before the latencies, which on this host may calibrate it
+        switch_entries(manifest.spec, manifest, req.keys)
     store = open_store(req.store)
     try:
-        lat = latencies(pool.spec, req.target, req.profile.precision, store, req.profile.batch,
+        lat = latencies(manifest.spec, req.target, req.profile.precision, store, req.profile.batch,
                         threads=req.profile.threads)
     finally:
         store.close()
-    return switch_entries(pool, manifest, choose_keys(manifest, req, lat), lat)
+    return switch_entries(manifest.spec, manifest, choose_keys(manifest, req, lat), lat)
 
 
 def prepare(req: SwitchableRequest, reporter: Any = NULL) -> SwitchJob:
-    """Checks, pool, table and validation images: everything before OUT is touched."""
-    from lgp_edge.export.base import MAX_ONNX_OPSET
-    from lgp_edge.export.metadata import model_metadata
-    from lgp_edge.pool.pool import load_pool, resolve_pool
+    """Checks, pool, table and validation images: everything before OUT is touched. What pool.json can refuse
+    (the keys, the store, --data) is refused before torch and the weights are loaded."""
+    from lgp_edge.data_sources import check_data_name
+    from lgp_edge.pool.manifest import read_manifest, resolve_pool
 
     pool_dir = resolve_pool(req.pool)
     fmts = preflight(req, pool_dir)
+    checked = read_manifest(pool_dir)
+    data = default_data(checked.data, req.data)
+    check_data_name(data)
+    entries = choose_entries(req, checked)  # on this host, latencies may calibrate it (torch): after the checks
+
+    from lgp_edge.export.base import MAX_ONNX_OPSET
+    from lgp_edge.export.metadata import model_metadata
+    from lgp_edge.export.switchable_artifacts import SwitchJob
+    from lgp_edge.pool.pool import load_pool
+
     pool, manifest = load_pool(pool_dir)
-    entries = choose_entries(req, pool, manifest)
-    images = load_images(default_data(manifest.data, req.data), manifest.preprocess,
-                         manifest.spec.ancestry.num_classes, req.val_images, 0, manifest.data, reporter)
+    if manifest != checked:  # rewritten since it was read: the table comes from the pool.json of these weights
+        entries = choose_entries(req, manifest)
+        data = default_data(manifest.data, req.data)
+    images = load_images(data, manifest.preprocess, manifest.spec.ancestry.num_classes, req.val_images, 0,
+                         manifest.data, reporter)
     return SwitchJob(pool=pool, pool_manifest=manifest, pool_dir=pool_dir, entries=entries, formats=fmts,
                      profile=req.profile, target=req.target,
                      opset=req.opset if req.opset is not None else min(req.target.max_opset, MAX_ONNX_OPSET),
@@ -153,6 +168,7 @@ def stage(job: SwitchJob, tmp: Path, singles: Path, selection: str, reporter: An
     """The switchable artifact(s), EMBEDDING.md and the manifest (returned, written by ``publish``)."""
     from lgp_edge.export.manifest import build_switchable_manifest, file_entries
     from lgp_edge.export.metadata import tool_versions
+    from lgp_edge.export.switchable_artifacts import multifunction_artifact, onnx_artifact
     from lgp_edge.export.switchable_docs import embedding_markdown
 
     artifacts: list[Any] = []
