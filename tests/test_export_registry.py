@@ -121,3 +121,16 @@ def test_switchable_export_that_fails_validation_is_kept_in_out_failed(tiny_pool
     assert failed["validation"]["passed"] is False and failed["artifacts"][0]["passed"] is False
     assert (tmp_path / "out.failed" / "model.switchable.onnx").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.failed"]
+
+
+def test_every_target_the_embedding_guides_name_exists() -> None:
+    """The x86 ONNX Runtime guide said "export for a phone target (--target android)", which is refused as an
+    unknown target (the phone target is android-arm64)."""
+    import re
+
+    from lgp_edge.targets import known_targets
+
+    templates = Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "templates"
+    named = {m for f in templates.rglob("*") if f.is_file()
+             for m in re.findall(r"--target[ =]([a-z0-9][a-z0-9-]*)", f.read_text(errors="replace"))}
+    assert named and named <= set(known_targets()), named - set(known_targets())

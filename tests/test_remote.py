@@ -87,10 +87,10 @@ description = "this machine seen as a board through a loopback sshd"
 runtime = "{runtime}"
 runtime_version = "whatever the board has"
 max_opset = 17
-precisions = ["fp32", "fp16"]
+precisions = ["fp32", "fp16", "int8"]
 formats = ["onnx"]
 [hardware]
-peak_gflops = {{ fp32 = 100.0, fp16 = 200.0 }}  # made-up: never used by a measurement
+peak_gflops = {{ fp32 = 100.0, fp16 = 200.0, int8 = 400.0 }}  # made-up: never used by a measurement
 mem_gbps = 10.0
 memory_mb = 1024
 [hardware.efficiency]
@@ -215,9 +215,11 @@ def test_unreachable_board_is_one_clear_line_and_writes_nothing(sshd, tiny_pool,
         assert s.count() == 0
 
 
-def test_jetson_bench_script_over_ssh_with_a_stand_in_trtexec(sshd, tiny_pool, tmp_path, capsys):
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_jetson_bench_script_over_ssh_with_a_stand_in_trtexec(sshd, tiny_pool, tmp_path, capsys, precision):
     """Plumbing of the TensorRT path (bench.sh, its flags, parsing) on a machine without TensorRT: the stand-in
-    trtexec records its arguments and prints a recorded real TensorRT 8 summary (helpers.TRT8_LOG)."""
+    trtexec records its arguments and prints a recorded real TensorRT 8 summary (helpers.TRT8_LOG). int8 engines
+    pin LayerNorm/softmax to fp32 as build_engine.sh does (they were timed unpinned: another engine)."""
     from helpers import TRT8_LOG
 
     fake = tmp_path / "trtexec"
@@ -234,16 +236,17 @@ def test_jetson_bench_script_over_ssh_with_a_stand_in_trtexec(sshd, tiny_pool, t
                 extra=f'trtexec = "{fake}"')
     assert main(["profile", "--target", "fakejetson", "--targets-dir", str(tmp_path / "targets"), "--pool",
                  str(tiny_pool), "--store", str(tmp_path / "m.sqlite"), "--descendant", KEYS[0], "--precision",
-                 "fp16", "--iters", "30", "--warmup", "5", "--json", "--quiet"]) == 0
+                 precision, "--iters", "30", "--warmup", "5", "--json", "--quiet"]) == 0
     rec = json.loads(capsys.readouterr().out)["records"][0]
     used = args_file.read_text().split()
-    assert used[0].startswith("--onnx=") and used[0].endswith(f"{KEYS[0]}.onnx")
+    assert used[0].startswith("--onnx=") and used[0].endswith(f"{KEYS[0]}{'.int8' if precision == 'int8' else ''}.onnx")
     assert {"--fp16", "--percentile=90", "--iterations=30", "--warmUp=200", "--duration=0"} <= set(used)
+    assert ("--int8" in used) == (precision == "int8")
     # the engine build_engine.sh deploys: LayerNorm/softmax pinned to fp32
     pinned = next(a for a in used if a.startswith("--layerPrecisions=")).split("=", 1)[1].split(",")
     assert "--precisionConstraints=obey" in used and pinned and all(x.endswith(":fp32") for x in pinned)
     assert any("Softmax" in x for x in pinned) and "pinned" in rec["tool_versions"]["note_precision"]
-    assert rec["median_ms"] == 1755.81 and rec["runtime"] == "tensorrt" and rec["precision"] == "fp16"
+    assert rec["median_ms"] == 1755.81 and rec["runtime"] == "tensorrt" and rec["precision"] == precision
     assert list(work.iterdir()) == []
 
 

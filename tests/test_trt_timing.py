@@ -202,3 +202,68 @@ def test_bench_script_usage_and_the_8_2_workspace(tmp_path: Path) -> None:
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "--workspace=1024" in log.read_text().splitlines()
+
+
+def test_build_engine_time_leaves_out_the_warm_up_runs_older_trtexec_exports(tmp_path: Path) -> None:
+    """trtexec before TensorRT 8.6 (JetPack 4.6's 8.2 on the Jetson Nano) writes every run of its trace to
+    --exportTimes, the warm-up runs of --warmUp=500 too (its printed summary leaves out those whose compute starts
+    before 500 ms): at ~2 ms per run about 250 warm-up runs, at ramping clocks, were in the stored median, p90,
+    p99 and n."""
+    fake, _ = _fake_trtexec(tmp_path)
+    warm = ", ".join(f'{{{{"startComputeMs": {i * 2.0}, "latencyMs": 3.0}}}}' for i in range(250))
+    timed = ", ".join(f'{{{{"startComputeMs": {500.0 + i * 1.1}, "latencyMs": {1.0 + i / 1000}}}}}'
+                      for i in range(200))
+    fake.write_text(TRTEXEC.replace('''printf '[{{"latencyMs": 1.0}}, {{"latencyMs": 1.1}}, {{"latencyMs": 1.2}}, '\\
+'{{"latencyMs": 1.3}}, {{"latencyMs": 2.0}}]\'''', f"printf '[{warm}, {timed}]'").format(log=tmp_path / "log"))
+    d = _board_dir(tmp_path)
+    (d / "build_engine.sh").write_text(build_script(
+        onnx_name="model.onnx", precision="fp16", input_name="input", input_shape=(1, 1, 28, 28),
+        dynamic_batch=False, key="b6.0-5", target=load_target("jetson-nano"), pool_id="p1"))
+    res = subprocess.run(["sh", "build_engine.sh", "--time", "timing.json"], cwd=d,
+                         env={**os.environ, "TRTEXEC": str(fake)}, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    (rec,) = read_records_file(d / "timing.json")
+    assert rec.n == 200 and rec.warmup == 250
+    assert rec.median_ms == pytest.approx(1.0995) and rec.p99_ms < 1.2
+
+
+def test_build_engine_takes_a_python_path_with_a_space(tmp_path: Path) -> None:
+    """PYTHON="/opt/my env/bin/python3" ended build_engine.sh in "/opt/my: not found" (exit 127) where bench.sh
+    takes it: the interpreter was not quoted."""
+    fake, _ = _fake_trtexec(tmp_path)
+    fake.write_text(fake.read_text().replace("--layerPrecisions=spec  ", ""))  # 8.2: build_engine.py pins
+    python, py_log = _fake_python(tmp_path)
+    spaced = tmp_path / "my env" / "python3"
+    spaced.parent.mkdir()
+    spaced.write_bytes(python.read_bytes())
+    spaced.chmod(0o755)
+    d = _board_dir(tmp_path)
+    (d / "build_engine.sh").write_text(build_script(
+        onnx_name="model.onnx", precision="fp16", input_name="input", input_shape=(1, 1, 28, 28),
+        dynamic_batch=False, key="b6.0-5", target=load_target("jetson-nano"), pool_id="p1"))
+    res = subprocess.run(["sh", "build_engine.sh"], cwd=d, env={**os.environ, "TRTEXEC": str(fake),
+                                                                 "PYTHON": str(spaced)},
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "--engine" in py_log.read_text().splitlines()
+
+
+def test_an_fp32_engine_is_built_with_the_workspace_bench_sh_times_it_with(tmp_path: Path) -> None:
+    """bench.sh gave TensorRT 8.2's trtexec a 1 GiB workspace (build_engine.py's) for an fp32 engine, while
+    build_engine.sh deployed it with trtexec's 16 MiB default: the timed engine was not the deployed one."""
+    fake, log = _fake_trtexec(tmp_path)
+    fake.write_text(fake.read_text().replace("--layerPrecisions=spec  --percentile=P1,P2",
+                                             "--workspace=N  --percentile=P"))
+    d = _board_dir(tmp_path)
+    (d / "build_engine.sh").write_text(build_script(
+        onnx_name="model.onnx", precision="fp32", input_name="input", input_shape=(1, 1, 28, 28),
+        dynamic_batch=False, key="b6.0-5", target=load_target("jetson-nano"), pool_id="p1"))
+    res = subprocess.run(["sh", "build_engine.sh"], cwd=d, env={**os.environ, "TRTEXEC": str(fake)},
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "--workspace=1024" in log.read_text().splitlines()
+    log.unlink()
+    fake.write_text(fake.read_text().replace("--workspace=N", "--memPoolSize=spec"))  # 8.4+: the device's memory
+    res = subprocess.run(["sh", "build_engine.sh"], cwd=d, env={**os.environ, "TRTEXEC": str(fake)},
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and not any(a.startswith("--workspace") for a in log.read_text().splitlines())

@@ -110,6 +110,9 @@ def _shape_flags(input_name: str, input_shape: tuple[int, ...], dynamic_batch: b
             f" --shapes {name}:{lo}:{dims}:{hi}", f" --shapes={name}:{dims}")
 
 
+TIME_WARMUP_MS = 500  # build_engine.sh --time: trtexec --warmUp (the runs it starts, and the runs it leaves out)
+
+
 def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape: tuple[int, ...],
                  dynamic_batch: bool, key: str, target: TargetSpec, pool_id: str = "", batch: int = 1) -> str:
     """``build_engine.sh`` (``lgp_edge/data/templates/build_engine.sh``): trtexec (for an engine with layers pinned
@@ -139,6 +142,7 @@ def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape
                 if precision == "int8" else "")
         + (" with the LayerNorm and softmax layers of fp32_layers.txt kept in fp32" if pinned else ""),
         kind=" (dynamic batch)" if dynamic_batch else " (static)", onnx_name=onnx_name, meta=meta,
+        warmup_ms=str(TIME_WARMUP_MS),
         trt_flags=TRT_FLAGS[precision] + (PIN_FLAGS if pinned else ""), shapes=shapes, py_shapes=py_shapes,
         load_shapes=load_shapes, pin_check=PIN_CHECK if pinned else "", spec_line=SPEC_LINE if pinned else "",
         trt_test=('[ -n "$trtexec" ] && "$trtexec" --help 2>&1 | grep -q -- \'--layerPrecisions\''

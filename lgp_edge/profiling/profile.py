@@ -207,7 +207,7 @@ class _Board:
     precision: str
     script: str  # bench script on the board ("" over adb)
     perf_test: str  # onnxruntime_perf_test on the board ("" over ssh)
-    pin: bool  # TensorRT fp16 with LayerNorm/softmax pinned to fp32, as build_engine.sh builds it
+    pin: bool  # TensorRT fp16/int8 with LayerNorm/softmax pinned to fp32, as build_engine.sh builds it
     opset: int
 
 
@@ -262,12 +262,14 @@ def _board_machine(sess: Any, target: TargetSpec) -> str:
 
 def _prepare_board(sess: Any, target: TargetSpec, precision: str, targets_dir: str | None, binary: Path | None,
                    tmp: Path) -> _Board:
-    """Copy the bench script (ssh), build_engine.py (pinned TensorRT fp16) or perf_test (adb) to the board."""
+    """Copy the bench script (ssh), build_engine.py (pinned TensorRT fp16 and int8) or perf_test (adb) to the
+    board."""
+    from lgp_edge.export.tensorrt import PINNED_PRECISIONS
     from lgp_edge.targets import bench_script
 
     kind, runtime = target.connection.kind, target.runtime
     script = sess.put(bench_script(target, targets_dir)) if kind == "ssh" else ""
-    pin = kind == "ssh" and runtime == "tensorrt" and precision == "fp16"
+    pin = kind == "ssh" and runtime == "tensorrt" and precision in PINNED_PRECISIONS
     if pin:  # bench.sh builds the engine build_engine.sh deploys: LayerNorm/softmax kept in fp32
         import shutil
 
@@ -298,11 +300,11 @@ def _measure_on_board(sess: Any, board: _Board, it: Item, x: torch.Tensor, tmp: 
     if board.pin:
         from lgp_edge.export.tensorrt import fp32_nodes
 
-        layers = tmp / f"{_safe(it.key)}.fp32_layers.txt"
-        layers.write_text("# ONNX nodes kept in fp32 inside the fp16 engine (LayerNorm and softmax)\n"
+        layers = tmp / f"{onnx_path.stem}.fp32_layers.txt"  # bench.sh reads MODEL.fp32_layers.txt beside MODEL.onnx
+        layers.write_text(f"# ONNX nodes kept in fp32 inside the {precision} engine (LayerNorm and softmax)\n"
                           + "\n".join(fp32_nodes(onnx_path, it.build())) + "\n")
         sess.put(layers)
-        versions["note_precision"] = "fp16 with LayerNorm/softmax pinned to fp32 (as build_engine.sh)"
+        versions["note_precision"] = f"{precision} with LayerNorm/softmax pinned to fp32 (as build_engine.sh)"
     return _board_timing(sess, board, rmodel, settings, versions), versions
 
 
