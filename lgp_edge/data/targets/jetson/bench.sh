@@ -91,8 +91,8 @@ if [ "$precision" != fp32 ] && [ -n "$layers" ]; then
     "$trtexec" --loadEngine="$plan" $run_shapes $pct_flag $timing 2>&1
     exit 0
 fi
-# TensorRT 8.2's trtexec builds with a 16 MiB workspace by default where build_engine.py (the builder that
-# deploys there) gives 1 GiB; later trtexec versions (--memPoolSize) default to the device's memory.
+# TensorRT 8.2's trtexec builds with a 16 MiB workspace by default; build_engine.sh (its trtexec and
+# build_engine.py) gives 1 GiB, and so does this; later trtexec versions (--memPoolSize) size it to the device.
 ws_flag=""
 if ! "$trtexec" --help 2>&1 | grep -q -- '--memPoolSize' && "$trtexec" --help 2>&1 | grep -q -- '--workspace'; then
     ws_flag="--workspace=1024"
