@@ -362,3 +362,50 @@ def test_a_user_the_system_does_not_know_without_home_gets_one_line(tmp_path):
         assert done.returncode == 2 and phrase in done.stderr and "home directory" in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (work / "~").exists()
+
+
+def _columns(db: sqlite3.Connection) -> list[str]:
+    return [r[1] for r in db.execute("PRAGMA table_info(runs)")]
+
+
+def _schema_2_store_with_local_times(path: Path) -> None:
+    """A store as lgp-edge wrote it before times were stored in UTC (schema 2): an imported run kept its offset."""
+    with MeasurementStore(path) as s:
+        s.put_many([rec(median=2.2, versions={"tensorrt": "8.2.1"}, when="2026-12-06T06:00:00+00:00"),
+                    rec(median=1.0, key="b6.0-5", when="2026-12-05T09:00:00+00:00")])
+    db = sqlite3.connect(path)
+    db.execute("UPDATE runs SET when_utc = '2026-12-06T10:00:00+04:00' WHERE when_utc = '2026-12-06T06:00:00+00:00'")
+    db.execute("UPDATE runs SET when_utc = '2026-12-05T09:00:00Z' WHERE when_utc = '2026-12-05T09:00:00+00:00'")
+    db.execute("INSERT INTO runs SELECT NULL, " + ", ".join(c for c in _columns(db) if c != "id")
+               + " FROM runs WHERE when_utc = '2026-12-05T09:00:00Z'")  # imported again by schema 2: twice
+    db.execute("UPDATE runs SET when_utc = '2026-12-05T09:00:00+00:00' WHERE id = (SELECT MAX(id) FROM runs)")
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+
+
+def test_times_an_older_lgp_edge_stored_with_their_offset_are_read_and_kept_in_utc(tmp_path):
+    """Before run times were stored in UTC, an imported run kept its file's offset ("10:00+04:00" is 06:00Z): such a
+    row sorted as text after a later "07:00+00:00" run and was taken for the newest, its old TensorRT's 2.2 ms
+    reported as measured over the newer run's 5.5 ms; a run stored as "09:00:00Z", imported again, was added a
+    second time as "09:00:00+00:00". The store moves to schema 3 with every time in UTC; a reader of an older
+    store reads them in UTC without writing it."""
+    from lgp_edge.profiling.predict import robust_measured
+
+    path = tmp_path / "old.sqlite"
+    _schema_2_store_with_local_times(path)
+    newer = rec(median=5.5, versions={"tensorrt": "8.5.2"}, when="2026-12-06T07:00:00Z")
+    with MeasurementStore(path, readonly=True) as ro:  # a reader: nothing written, times read in UTC
+        assert [r.when for r in ro.records()] == ["2026-12-05T09:00:00+00:00", "2026-12-05T09:00:00+00:00",
+                                                  "2026-12-06T06:00:00+00:00"]
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+    with MeasurementStore(path) as s:
+        assert s.put_many([newer, rec(median=1.0, key="b6.0-5", when="2026-12-05T09:00:00Z")]) == 1
+        rows = s.records(recent=5)
+    assert [r.median_ms for r in rows] == [1.0, 2.2, 5.5]  # oldest first, by the time they ran
+    (agg,) = [r for r in robust_measured(rows).values() if r.descendant_key == "ti6.0-5"]
+    assert agg.median_ms == 5.5
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert {w for (w,) in db.execute("SELECT when_utc FROM runs")} == {
+        "2026-12-05T09:00:00+00:00", "2026-12-06T06:00:00+00:00", "2026-12-06T07:00:00+00:00"}

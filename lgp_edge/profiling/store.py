@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS host_calibration (
     when_utc    TEXT NOT NULL
 );
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: every when_utc in UTC (schema 2 kept an imported run's offset)
 
 
 def default_store_path() -> Path:
@@ -140,6 +140,14 @@ def _io_failure(exc: Exception) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and any(t in str(exc) for t in _IO_FAILURES)
 
 
+def _utc_or_as_is(when: str) -> str:
+    """A stored run time in UTC (``utc_when``); one that is no time is left as it is, for its reader to refuse."""
+    try:
+        return utc_when(when)
+    except (ValueError, OverflowError, TypeError):
+        return when
+
+
 class MeasurementStore:
     """Latency records in one SQLite file; safe to share between processes.
 
@@ -159,6 +167,7 @@ class MeasurementStore:
         self._db: sqlite3.Connection | None = None
         self.rows_added = 0  # rows this object has written (``put_many``'s counts)
         self._table = "runs"
+        self._when = "when_utc"  # the ORDER BY of run times: in UTC from schema 3 on (older: converted on read)
         self.journal_mode = ""
         if self.path.exists() and self.path.is_dir():
             raise UsageError(f"store '{self.path}' is a directory; pass a file path with --store")
@@ -292,6 +301,9 @@ class MeasurementStore:
                 from None
         self._check_version(version)
         self._check_ours(tables)
+        if version < SCHEMA_VERSION:  # read as it is, its times in UTC (a writer converts the file)
+            self._db.create_function("lgp_utc", 1, _utc_or_as_is, deterministic=True)
+            self._when = "lgp_utc(when_utc)"
         if "runs" in tables:
             self._table = "runs"
         elif "latency" in tables:  # schema 1, read as is
@@ -320,7 +332,8 @@ class MeasurementStore:
         return {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
     def _migrate(self) -> None:
-        """Create the schema; a schema-1 store (one row per key, replaced on re-profile) becomes history."""
+        """Create the schema; a schema-1 store (one row per key, replaced on re-profile) becomes history; run times
+        an older lgp-edge stored with their file's offset are converted to UTC (schema 3)."""
         assert self._db is not None
         self._db.execute("BEGIN IMMEDIATE")
         try:
@@ -332,6 +345,15 @@ class MeasurementStore:
                 self._db.execute(f"INSERT INTO runs ({','.join(old)}) SELECT {','.join(old)} FROM latency "
                                  "ORDER BY when_utc, rowid")
                 self._db.execute("DROP TABLE latency")
+            changed = [(utc, when) for (when,) in self._db.execute("SELECT DISTINCT when_utc FROM runs")
+                       if (utc := _utc_or_as_is(when)) != when]
+            self._db.executemany("UPDATE runs SET when_utc = ? WHERE when_utc = ?", changed)
+            if changed:  # one run stored twice under two spellings of its time (imported again): kept once
+                cols = ", ".join(_COLUMNS)
+                self._db.execute(f"DELETE FROM runs WHERE source = 'measured' AND id NOT IN "
+                                 f"(SELECT MIN(id) FROM runs GROUP BY {cols})")
+                log.info("store %s: %d run times converted to UTC (schema %d)", self.path, len(changed),
+                         SCHEMA_VERSION)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -460,7 +482,8 @@ class MeasurementStore:
                             precision=d["precision"], batch=d["batch"], median_ms=d["median_ms"],
                             p90_ms=d["p90_ms"], p99_ms=d["p99_ms"], mean_ms=d["mean_ms"], std_ms=d["std_ms"],
                             cv=d["cv"], n=d["n"], warmup=d["warmup"], threads=d["threads"], source=d["source"],
-                            when=d["when_utc"], tool_versions=versions,
+                            when=d["when_utc"] if self._when == "when_utc" else _utc_or_as_is(d["when_utc"]),
+                            tool_versions=versions,
                             pool_id=d["pool_id"], noisy=bool(d["noisy"]), calibration=d["calibration"] or "")
         try:
             check_record(rec)
@@ -499,14 +522,14 @@ class MeasurementStore:
             args.append(key_prefix)
         seq = "id" if self._table == "runs" else "rowid"
         if recent is None:
-            rows = self._select(f"{where} ORDER BY when_utc, {seq}", args)
+            rows = self._select(f"{where} ORDER BY {self._when}, {seq}", args)
         else:
             machine = ", ".join(f"CASE WHEN json_valid(tool_versions) THEN json_extract(tool_versions, '$.{k}') END"
                                 for k in (*HOST_KEYS, "host_cpu_id"))  # a damaged row is refused by its reader
             ranked = (f"(SELECT *, {seq} AS seq_, ROW_NUMBER() OVER (PARTITION BY pool_id, descendant_key, target, "
-                      f"runtime, precision, batch, source, threads, {machine} ORDER BY when_utc DESC, {seq} DESC) "
+                      f"runtime, precision, batch, source, threads, {machine} ORDER BY {self._when} DESC, {seq} DESC) "
                       f"AS rank_ FROM {self._table} {where})")
-            rows = self._select("WHERE rank_ <= ? ORDER BY when_utc, seq_", [*args, int(recent)], source=ranked)
+            rows = self._select(f"WHERE rank_ <= ? ORDER BY {self._when}, seq_", [*args, int(recent)], source=ranked)
         out = [self._record(r) for r in rows]
         if latest:
             newest: dict[tuple[Any, ...], LatencyRecord] = {}
@@ -520,7 +543,7 @@ class MeasurementStore:
         """The newest record for one descendant (any tool versions), or None."""
         where, args = self._where(descendant_key=descendant_key, target=target, runtime=runtime,
                                   precision=precision, batch=batch, pool_id=pool_id, source=source)
-        order = "when_utc DESC, id DESC" if self._table == "runs" else "when_utc DESC, rowid DESC"
+        order = f"{self._when} DESC, {'id' if self._table == 'runs' else 'rowid'} DESC"
         rows = self._select(f"{where} ORDER BY {order} LIMIT 1", args)
         return self._record(rows[0]) if rows else None
 
