@@ -12,12 +12,27 @@ from typing import Any
 
 
 def _check(value: Any, what: str, kinds: tuple[type, ...], expected: str, *, optional: bool = False) -> None:
-    """``UsageError`` naming the argument when ``value`` is not of ``kinds`` (None allowed when ``optional``)."""
-    if (value is None and optional) or (isinstance(value, kinds) and not isinstance(value, bool)):
-        return
+    """``UsageError`` naming the argument when ``value`` is not of ``kinds`` (None allowed when ``optional``), or is
+    an empty path or name (taken for "not given" it would select the default: ``pool=""`` the demo pool)."""
     from lgp_edge.errors import UsageError
 
+    if value is None and optional:
+        return
+    if isinstance(value, kinds) and not isinstance(value, bool):
+        if isinstance(value, (str, os.PathLike)) and not str(os.fspath(value)).strip():
+            raise UsageError(f"{what} is empty: give {expected.split(' (')[0]}" + (", or None" if optional else ""))
+        return
     raise UsageError(f"{what} must be {expected}, got {type(value).__name__} {value!r:.60}")
+
+
+def _numbers(**numbers: Any) -> None:
+    """Budget overrides: a real number or None (a bool or a string is no budget; range checked with the flags')."""
+    for what, value in numbers.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            from lgp_edge.errors import UsageError
+
+            raise UsageError(f"{what} must be a number (int or float) or None, got {type(value).__name__} "
+                             f"{value!r:.60}")
 
 
 def _paths(**paths: Any) -> None:
@@ -119,6 +134,7 @@ def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | N
 
     _manifest(manifest)
     _paths(store=store)
+    _numbers(budget_ms=budget_ms, memory_mb=memory_mb)
     p = with_overrides(profile(profile_name, profiles_dir), budget_ms=budget_ms, memory_mb=memory_mb,
                        threads=threads)
     t = target(p.target, targets_dir)
@@ -148,6 +164,7 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
 
     _check(out, "out", (str, os.PathLike), "a path (str or os.PathLike)")
     _paths(pool=pool, store=store, checkpoint=checkpoint)
+    _numbers(budget_ms=budget_ms, memory_mb=memory_mb)
     for what, value in (("descendant", descendant), ("precision", precision), ("data", data), ("model", model)):
         _check(value, what, (str,), "a name (str) or None", optional=True)
     if (model is None) != (checkpoint is None) or (model is not None and (pool or descendant)):
@@ -162,9 +179,10 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
     if targets_dir is not None:
         kw["targets_dir"] = Path(targets_dir)
     req = ExportRequest(profile=p, target=target(p.target, targets_dir), out=Path(out),
-                        pool=Path(pool) if pool else None, force=force, descendant=descendant,
-                        store=Path(store) if store else None, data=canonical_data(data) if data else None,
-                        model=model, checkpoint=Path(checkpoint) if checkpoint else None, **kw)
+                        pool=Path(pool) if pool is not None else None, force=force, descendant=descendant,
+                        store=Path(store) if store is not None else None,
+                        data=canonical_data(data) if data is not None else None, model=model,
+                        checkpoint=Path(checkpoint) if checkpoint is not None else None, **kw)
     try:
         return export_profile(req)
     finally:

@@ -183,3 +183,27 @@ def test_arguments_of_the_wrong_type_are_usage_errors_naming_the_argument(tmp_pa
         with pytest.raises(UsageError, match=f"^{what} must be"):
             call()
     assert not (tmp_path / "o").exists()
+
+
+def test_an_empty_path_or_name_is_refused_not_taken_for_the_default(tmp_path: Path) -> None:
+    """api.export(pool="") exported the bundled demo pool (a service passing os.environ.get("POOL", "") shipped the
+    demo model), store="" used the default store, where the CLI refuses an empty --pool or --store; budgets of the
+    wrong type ended in a TypeError or ValueError, and budget_ms=True was taken as 1 ms."""
+    import pytest
+
+    from lgp_edge import api
+    from lgp_edge.errors import UsageError
+
+    pool, manifest = api.load_pool()
+    out = tmp_path / "out"
+    for kw in ({"pool": ""}, {"store": ""}, {"pool": "  "}, {"data": ""}, {"descendant": ""}):
+        with pytest.raises(UsageError, match=f"^{next(iter(kw))} is empty"):
+            api.export("raspberry-pi-5", out, val_images=2, **kw)
+    with pytest.raises(UsageError, match="^store is empty"):
+        api.select(pool, manifest, "raspberry-pi-5", store="")
+    for kw in ({"budget_ms": "10"}, {"budget_ms": "abc"}, {"memory_mb": [5]}, {"budget_ms": True}):
+        with pytest.raises(UsageError, match=f"^{next(iter(kw))} must be a number"):
+            api.select(pool, manifest, "raspberry-pi-5", store=tmp_path / "m.sqlite", **kw)
+        with pytest.raises(UsageError, match=f"^{next(iter(kw))} must be a number"):
+            api.export("raspberry-pi-5", out, store=tmp_path / "m.sqlite", **kw)
+    assert not out.exists()
