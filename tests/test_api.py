@@ -207,3 +207,30 @@ def test_an_empty_path_or_name_is_refused_not_taken_for_the_default(tmp_path: Pa
         with pytest.raises(UsageError, match=f"^{next(iter(kw))} must be a number"):
             api.export("raspberry-pi-5", out, store=tmp_path / "m.sqlite", **kw)
     assert not out.exists()
+
+
+def test_converting_to_ort_leaves_the_applications_root_logger_as_it_was(tmp_path: Path) -> None:
+    """Importing ONNX Runtime's .ort tools runs logging.basicConfig: an android-arm64 export left a handler on the
+    application's root logger (its own basicConfig then did nothing, its records came out in ONNX Runtime's format,
+    and lgp-edge's warnings reached stderr)."""
+    code = f"""
+import logging
+import onnx
+from onnx import TensorProto, helper
+from pathlib import Path
+from lgp_edge.export.ort import convert_to_ort, ort_format_version
+graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+onnx.save(model, {str(tmp_path / 'm.onnx')!r})
+out = Path({str(tmp_path / 'out')!r})
+out.mkdir()
+ort_file, _ = convert_to_ort(Path({str(tmp_path / 'm.onnx')!r}), out)
+assert ort_format_version(ort_file) > 0
+print(logging.getLogger().handlers)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]", res.stdout

@@ -22,7 +22,7 @@ from pathlib import Path
 from lgp_edge.errors import LgpEdgeError, UsageError, environment_error, write_failed
 from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
 from lgp_edge.export.metadata import tool_versions
-from lgp_edge.export.quiet import quiet_loggers
+from lgp_edge.export.quiet import quiet_loggers, quiet_root_records
 from lgp_edge.specs import DeviceProfile, ExportArtifact, TargetSpec
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,8 @@ def ort_cpu(note: str) -> str:
 
 def ort_format_version(path: Path) -> int:
     """The ORT format version a ``.ort`` file was written in (its flatbuffer's ``ort_version``)."""
-    from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
+    with quiet_root_records("onnxruntime"):  # onnxruntime.tools runs logging.basicConfig on import
+        from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
 
     return int(InferenceSession.InferenceSession.GetRootAs(Path(path).read_bytes(), 0).OrtVersion())
 
@@ -72,7 +73,8 @@ def integer_operators(config: Path) -> list[str]:
 
 def convert_to_ort(onnx_path: Path, out_dir: Path, target_platform: str = "arm") -> tuple[Path, Path]:
     """``model.ort`` and its required-operators config, written to ``out_dir``."""
-    from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+    with quiet_root_records("onnxruntime"):  # onnxruntime.tools runs logging.basicConfig on import
+        from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
     with tempfile.TemporaryDirectory(prefix="lgp-ort-") as tmp:
         src = Path(tmp) / "in" / "model.onnx"
