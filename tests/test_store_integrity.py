@@ -526,3 +526,32 @@ def test_a_store_under_a_file_is_one_line(under, tmp_path, capsys):
     lines = error_lines(err)
     assert rc == 2 and len(lines) == 1 and f"'{tmp_path / 'afile'}' is a file, not a directory" in lines[0], err
     assert (tmp_path / "afile").read_text() == "x\n"
+
+
+def test_a_refused_store_read_only_leaves_no_connection_open(tmp_path):
+    """A store refused when read (another program's database, a newer schema) kept its SQLite connection, and the
+    file descriptor, open until garbage collection: 20 refused selects in a service held 20 more descriptors."""
+    import gc
+
+    other = tmp_path / "other.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE foo (x)")
+    db.commit()
+    db.close()
+    newer = tmp_path / "newer.sqlite"
+    _store_with_one_run(newer)
+    db = sqlite3.connect(newer)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+    gc.collect()
+    gc.disable()  # the descriptors must be closed by the refusal, not by a collection
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(10):
+            for path in (other, newer):
+                with pytest.raises(UsageError):
+                    MeasurementStore(path, readonly=True)
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        gc.enable()

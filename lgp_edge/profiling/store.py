@@ -293,14 +293,19 @@ class MeasurementStore:
                 tables = self._tables()
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError as exc:
+            self.close()
             too_long = _too_long_for_sqlite(self.path, exc)
             if too_long:
                 raise UsageError(f"cannot read measurement store '{self.path}': {too_long}: move it to a shorter "
                                  "path and pass that --store") from None
             raise _damaged(self.path, exc) or UsageError(f"cannot read measurement store '{self.path}': {exc}") \
                 from None
-        self._check_version(version)
-        self._check_ours(tables)
+        try:
+            self._check_version(version)
+            self._check_ours(tables)
+        except UsageError:
+            self.close()  # refused: its connection (and file descriptor) not left to the garbage collector
+            raise
         if version < SCHEMA_VERSION:  # read as it is, its times in UTC (a writer converts the file)
             self._db.create_function("lgp_utc", 1, _utc_or_as_is, deterministic=True)
             self._when = "lgp_utc(when_utc)"
