@@ -776,7 +776,22 @@ def test_calibrations_measured_before_calm_series_are_not_reused():
     from lgp_edge.profiling.host import fingerprint_key, host_fingerprint
 
     fp = host_fingerprint("onnxruntime", 1)
-    assert fp["schema"] == 2 and fingerprint_key(fp) != fingerprint_key({**fp, "schema": 1})
+    assert fp["schema"] == 3 and fingerprint_key(fp) != fingerprint_key({**fp, "schema": 1})
+
+
+def test_calibrations_measured_before_the_one_thread_floor_are_not_reused():
+    """Schema-2 calibrations (before each multi-thread figure was floored by one thread's and a cache copy by the
+    DRAM copy) could hold a loaded machine's 2 GB/s cache copy beside 3 GB/s DRAM: reused, they predicted 2-3x too
+    slow. They get another key, and stored facts with a cache copy slower than DRAM are refused as impossible."""
+    from lgp_edge.profiling.host import fingerprint_key, host_fingerprint
+    from lgp_edge.profiling.roofline import facts_problem
+
+    fp = host_fingerprint("onnxruntime", 1)
+    assert fingerprint_key(fp) != fingerprint_key({**fp, "schema": 2})
+    facts = {"peak_gflops_fp32": 100.0, "mem_gbps": 3.2, "cache_gbps": 2.1, "llc_bytes": 1 << 25, "threads": 2,
+             "gemm_n": 512, "p90_ratio": 1.1, "p99_ratio": 1.3}
+    assert "cache_gbps" in (facts_problem(facts) or "")
+    assert facts_problem({**facts, "cache_gbps": 20.0}) is None
 
 
 def test_openvino_int8_times_the_graph_export_ships_and_keeps_quiet(pool, example, tmp_path, capfd):

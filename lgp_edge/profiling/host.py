@@ -300,13 +300,15 @@ def runtime_version(runtime: str) -> str:
 def host_fingerprint(runtime: str, threads: int) -> dict[str, Any]:
     """What the host calibration depends on: CPU model, cores, threads, cache, runtime (+ torch) versions, and
     how it is measured (``schema`` 2: the dispersion from calm series only; a schema-1 calibration may hold
-    the dispersion of a machine that was busy at the time, so it is measured again, not reused)."""
+    the dispersion of a machine that was busy at the time, so it is measured again, not reused; 3: each
+    multi-thread figure floored by one thread's and the cache copy by the DRAM copy, which a schema-2 calibration
+    on a loaded machine may lack)."""
     import os
 
     engine = runtime if runtime in GEMM_ENGINES else "torch"
     return {"cpu": cpu_model(), "logical_cpus": os.cpu_count() or 1, "threads": int(threads),
             "llc_bytes": last_level_cache_bytes(), "runtime": runtime, "engine": engine,
-            "versions": {n: runtime_version(n) for n in sorted({engine, "torch"})}, "schema": 2}
+            "versions": {n: runtime_version(n) for n in sorted({engine, "torch"})}, "schema": 3}
 
 
 def host_versions() -> dict[str, str]:

@@ -123,6 +123,8 @@ def facts_problem(facts: dict[str, Any]) -> str | None:
             return f"{name} {v!r} is not in {lo:g}..{hi:g}"
     if facts.get("p99_ratio", 1.0) < facts.get("p90_ratio", 1.0):
         return "p99_ratio is below p90_ratio"
+    if 0 < facts.get("cache_gbps", 0.0) < facts.get("mem_gbps", 0.0):  # measure_host bounds it by DRAM's
+        return f"cache_gbps {facts['cache_gbps']!r} is below mem_gbps {facts['mem_gbps']!r}"
     return None
 
 
