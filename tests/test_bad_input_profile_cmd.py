@@ -372,3 +372,21 @@ def test_a_phone_target_without_perf_test_names_a_readme_that_exists(pool: Path,
     line = assert_refused(rc, err, "onnxruntime_perf_test", env)
     m = re.search(r"see (/\S+README\.md)\)", line)
     assert m and Path(m.group(1)).is_file(), line
+
+
+def test_runs_saved_before_machines_were_recorded_import_with_this_host(pool, env, capsys):
+    """A file an lgp-edge before 2026-12-05 saved beside its store (its cpu runs name no machine) was refused with
+    no way forward, while the same rows already in a store count as this machine's. --this-host imports them as
+    this machine's runs; the refusal names it."""
+    from lgp_edge.profiling.host import host_versions
+    from lgp_edge.profiling.store import MeasurementStore
+
+    pool_id = load_pool(pool)[0].pool_id
+    f = _records_file(env["root"] / "t.json", pool_id, tool_versions={"onnxruntime": "1.17"})
+    rc, err = run_cli(["profile", "--import", str(f), "--store", str(env["store"])], capsys)
+    assert "--this-host" in assert_refused(rc, err, "record 1", env)
+    rc, err = run_cli(["profile", "--import", str(f), "--this-host", "--store", str(env["store"])], capsys)
+    assert rc == 0, err
+    with MeasurementStore(env["store"], readonly=True) as s:
+        named = sorted(r.tool_versions["host_cpu"] for r in s.records())
+    assert named == sorted([HOST["host_cpu"], host_versions()["host_cpu"]])  # a run that names its machine keeps it

@@ -44,6 +44,9 @@ def register(sub: Any) -> None:
                    help="add the records of FILE to the store: the JSON written by build_engine.sh --time on a "
                         "board, or left beside a store that could not be written (with --pool: its records "
                         "must be of that pool's descendants); every record is checked, all or nothing")
+    p.add_argument("--this-host", action="store_true",
+                   help="with --import: runs of target cpu that name no machine (a file an lgp-edge before "
+                        "2026-12-05 saved beside its store) ran on this machine")
     p.add_argument("--check", action="store_true",
                    help="with --predict: also measure every model and report the predictor's error (MAPE)")
     p.add_argument("--descendant", action="append", metavar="KEY", default=None,
@@ -81,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.import_file is not None:
         return _import(args)
+    if args.this_host:
+        raise UsageError("--this-host says where the runs of an imported file ran: use it with --import FILE")
     if args.target is None:
         raise UsageError("profile needs --target TARGET (see 'lgp-edge targets list'), or --import FILE")
     result = run_profile(_request(args), reporter(args))
@@ -98,7 +103,7 @@ def _import(args: argparse.Namespace) -> int:
         raise UsageError("--import adds the records of a file; it cannot be combined with --predict, --calibrate, "
                          "--check, --model or --descendant")
     records, path, added = import_records(args.import_file, target=args.target, store=args.store,
-                                          targets_dir=args.targets_dir, pool=args.pool)
+                                          targets_dir=args.targets_dir, pool=args.pool, this_host=args.this_host)
     if args.json:
         print_json({"store": str(path), "records": len(records), "added": added,
                     "already_in_store": len(records) - added, "imported": [r.to_dict() for r in records]})

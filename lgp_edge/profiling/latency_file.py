@@ -131,7 +131,8 @@ def import_problem(row: dict) -> str | None:
     unnamed = [k for k in HOST_KEYS if k not in (row.get("tool_versions") or {})]
     if row["target"] == "cpu" and unnamed:
         return (f"a run of target 'cpu' must name the machine it ran on (tool_versions lacks {', '.join(unnamed)}); "
-                "'cpu' is whichever machine runs lgp-edge, so this run would count as this one's")
+                "'cpu' is whichever machine runs lgp-edge, so this run would count as this one's: if it ran on this "
+                "machine (a file an lgp-edge before 2026-12-05 saved), import it with --this-host")
     return None
 
 
@@ -153,8 +154,9 @@ def save_beside(store_path: Path, records: Sequence[LatencyRecord]) -> Path:
     raise UsageError(f"could not write {len(records)} records to '{store_path}' nor save them anywhere")
 
 
-def read_records_file(path: str | Path) -> list[LatencyRecord]:
-    """Records from an import file (``profile --import``); UsageError naming what is wrong."""
+def read_records_file(path: str | Path, *, this_host: bool = False) -> list[LatencyRecord]:
+    """Records from an import file (``profile --import``); UsageError naming what is wrong. ``this_host``: a run of
+    target 'cpu' that names no machine (saved before runs named it) is taken as this machine's and named so."""
     p = Path(path)
     try:
         data = json_loads(p.read_text())
@@ -180,6 +182,10 @@ def read_records_file(path: str | Path) -> list[LatencyRecord]:
                    "source", "when"} - set(row)  # when: the run's UTC time, what makes a file imported twice count once
         if unknown or missing:
             raise UsageError(f"'{p}': record {i} has unknown fields {sorted(unknown)} / lacks {sorted(missing)}")
+        if this_host and row.get("target") == "cpu" and isinstance(row.get("tool_versions", {}), dict):
+            from lgp_edge.profiling.host import host_versions
+
+            row = {**row, "tool_versions": {**host_versions(), **row.get("tool_versions", {})}}
         d = {"mean_ms": row.get("median_ms"), "std_ms": 0.0, "cv": 0.0, "n": 0, "warmup": 0, "threads": 1,
              "tool_versions": {}, **row}
         try:

@@ -358,13 +358,15 @@ def _check_imported(path: str | Path, records: list[Any], target: str | None, ta
 
 
 def import_records(path: str | Path, *, target: str | None = None, store: str | None = None,
-                   targets_dir: str | None = None, pool: str | None = None) -> tuple[list[Any], Path, int]:
+                   targets_dir: str | None = None, pool: str | None = None,
+                   this_host: bool = False) -> tuple[list[Any], Path, int]:
     """Add the records of a JSON file to the store; refuses records of another ``target``, of an unknown
     target, and (with ``pool``) of another pool, all or nothing. Runs the store holds already are not added
-    again. (records, store path, records added)"""
+    again. ``this_host``: runs of target 'cpu' that name no machine are this machine's. (records, store path,
+    records added)"""
     from lgp_edge.profiling.store import MeasurementStore, default_store_path, read_records_file
 
-    records = read_records_file(path)
+    records = read_records_file(path, this_host=this_host)
     _check_imported(path, records, target, targets_dir, pool)
     with MeasurementStore(store or default_store_path()) as st:
         added = st.put_many(records)
