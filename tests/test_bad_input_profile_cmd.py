@@ -390,3 +390,56 @@ def test_runs_saved_before_machines_were_recorded_import_with_this_host(pool, en
     with MeasurementStore(env["store"], readonly=True) as s:
         named = sorted(r.tool_versions["host_cpu"] for r in s.records())
     assert named == sorted([HOST["host_cpu"], host_versions()["host_cpu"]])  # a run that names its machine keeps it
+
+
+def test_a_board_file_under_the_id_the_pools_own_pool_json_records_imports_under_the_current_id(pool, env, capsys):
+    """A pool built before 2026-12-03 records in its pool.json the pool id of that version's hash; its board files
+    (build_engine.sh --time) carry that id, and `--import --pool` refused them ("pool_id ... is not the id of
+    --pool") although the pool's own pool.json names it. They are imported under the current id."""
+    import shutil
+
+    from lgp_edge.profiling.store import MeasurementStore
+
+    old = shutil.copytree(pool, env["root"] / "old-pool")
+    mf = json.loads((old / "pool.json").read_text())
+    current, mf["pool_id"] = mf["pool_id"], "baafbebf5eee"
+    (old / "pool.json").write_text(json.dumps(mf))
+    f = _records_file(env["root"] / "t.json", "baafbebf5eee")
+    rc, err = run_cli(["profile", "--import", str(f), "--pool", str(old), "--store", str(env["store"])], capsys)
+    assert rc == 0, err
+    with MeasurementStore(env["store"], readonly=True) as s:
+        assert {r.pool_id for r in s.records()} == {current}
+    f = _records_file(env["root"] / "t.json", "0123456789ab")
+    rc, err = run_cli(["profile", "--import", str(f), "--pool", str(old), "--store", str(env["root"] / "s2.sqlite")],
+                      capsys)
+    assert rc == 2 and "is not the id of --pool" in err
+
+
+def test_runs_stored_under_the_id_the_pools_pool_json_records_are_read_after_a_profile(pool, env, capsys):
+    """Runs an older lgp-edge stored under the pool's former id (the one its pool.json records) were never read
+    again: select predicted every latency of a pool measured on the board. The next profile of that pool moves
+    them to its current id."""
+    import shutil
+
+    from lgp_edge.profiling.store import MeasurementStore
+
+    old = shutil.copytree(pool, env["root"] / "old-pool")
+    mf = json.loads((old / "pool.json").read_text())
+    current, mf["pool_id"] = mf["pool_id"], "baafbebf5eee"
+    (old / "pool.json").write_text(json.dumps(mf))
+    board = {"descendant_key": KEY, "target": "jetson-nano", "runtime": "tensorrt", "precision": "fp16", "batch": 1,
+             "median_ms": 1.0, "p90_ms": 1.1, "p99_ms": 1.2, "source": "measured", "pool_id": "baafbebf5eee",
+             "tool_versions": {"tensorrt": "8.2.1"}, "when": "2026-01-01T00:00:00+00:00", "n": 200}
+    f = env["root"] / "t.json"
+    f.write_text(json.dumps({"format": "lgp-edge-latency", "version": 1, "records": [board]}))
+    assert run_cli(["profile", "--import", str(f), "--store", str(env["store"])], capsys)[0] == 0  # under the old id
+    assert run_cli(["profile", "--target", "jetson-nano", "--predict", "--pool", str(old), "--descendant", KEY,
+                    "--store", str(env["store"]), "--quiet"], capsys)[0] == 0
+    with MeasurementStore(env["store"], readonly=True) as s:
+        assert {r.pool_id for r in s.records(source="measured")} == {current}
+    from lgp_edge.cli import main
+
+    capsys.readouterr()
+    assert main(["select", "--target", "jetson-nano", "--pool", str(old), "--store", str(env["store"]), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["latency_sources"].get("measured") == 1

@@ -436,6 +436,17 @@ def find_descendant(spec: PoolSpec, key: str) -> DescendantSpec:
     raise UsageError(f"pool {spec.pool_id} has no descendant '{key}'; see 'lgp-edge pool info'")
 
 
+def recorded_pool_id(path: str | Path) -> str | None:
+    """The ``pool_id`` a pool's pool.json records (None when it records none, or cannot be read): an older
+    lgp-edge computed another id for the same pool (before 2026-12-03 the ancestry's folder was hashed in), and
+    its board timing files carry that one."""
+    try:
+        value = json_loads((Path(path) / MANIFEST).read_text()).get("pool_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
 def resolve_pool(path: str | Path | None) -> Path:
     """``--pool`` or, when absent, the demo pool bundled with the package."""
     if path is not None:

@@ -7,6 +7,7 @@ happened; ``import_records`` adds a records file to the store. Neither prints: t
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,6 +270,19 @@ def _remove_created(created: list[Path]) -> None:
     remove_empty_dirs(created[1:])
 
 
+def _adopt_former_id(store: Any, path: Path, manifest: Any) -> None:
+    """Runs stored under the id the pool's pool.json records, when an older lgp-edge computed another one for it
+    (before 2026-12-03 the ancestry's folder was hashed in), moved to its current id, where readers look."""
+    from lgp_edge.pool.manifest import recorded_pool_id
+
+    former, current = recorded_pool_id(path), manifest.spec.pool_id
+    if former and former != current:
+        moved = store.rename_pool(former, current)
+        if moved:
+            log.warning("%s stored under pool id %s (the id %s/pool.json records, an older lgp-edge's) moved to its "
+                        "current id %s", counted(moved, "run"), former, path, current)
+
+
 def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
     """Profile ``req``'s subject on its target and store the rows; bad requests raise UsageError first, those that
     need only the target file and pool.json before torch is imported."""
@@ -298,6 +312,8 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
     store = None
     try:  # the store is opened (a damaged one refused) before the runtime and the pool's weights are loaded
         store = MeasurementStore(store_path)
+        if pool is not None:
+            _adopt_former_id(store, *pool)
         if here:
             check_runtime_here(runtime, precision)
         subject, note = _subject(req, pool, measuring)
@@ -316,21 +332,24 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
 
 
 def _check_imported(path: str | Path, records: list[Any], target: str | None, targets_dir: str | None,
-                    pool: str | None) -> None:
+                    pool: str | None) -> list[Any]:
     """Refuse records of unknown targets, of precisions their target does not compute in, and (with a pool)
-    of descendants or pool ids not of that pool: UsageError naming the record and field."""
+    of descendants or pool ids not of that pool: UsageError naming the record and field. The records to store:
+    those under the id the pool's pool.json records, when an older lgp-edge computed another one (the hash before
+    2026-12-03 included the ancestry's folder), moved to the pool's current id."""
     from lgp_edge.profiling.latency_file import KEY_PATTERN
     from lgp_edge.profiling.predict import PROBE_PREFIX
     from lgp_edge.targets import known_targets, load_target
 
     known = set(known_targets(targets_dir))
-    pool_id, keys = None, set()
+    pool_id, keys, recorded = None, set(), None
     if pool is not None:  # the pool's id and keys are pool.json's: neither torch nor the weights
         from lgp_edge.models.plan import enumerate_descendants
-        from lgp_edge.pool.manifest import read_manifest, resolve_pool
+        from lgp_edge.pool.manifest import read_manifest, recorded_pool_id, resolve_pool
 
         spec = read_manifest(resolve_pool(pool)).spec
         pool_id, keys = spec.pool_id, {d.key for d in enumerate_descendants(spec)}
+        recorded = recorded_pool_id(resolve_pool(pool))
     precisions: dict[str, tuple[str, ...]] = {}
     for i, r in enumerate(records):
         where = f"'{path}': record {i}"
@@ -349,12 +368,17 @@ def _check_imported(path: str | Path, records: list[Any], target: str | None, ta
                              f"({', '.join(precisions[r.target])}); nothing was imported")
         if pool_id is None or r.descendant_key.startswith((PROBE_PREFIX, "timm:")):
             continue
+        if r.pool_id == recorded and recorded != pool_id:
+            log.info("%s: pool_id %s is the one %s records (an older lgp-edge's): stored under %s", where,
+                     recorded, pool, pool_id)
+            records[i] = r = dataclasses.replace(r, pool_id=pool_id)
         if r.pool_id != pool_id:
             raise UsageError(f"{where}: pool_id '{r.pool_id}' is not the id of --pool ({pool_id}); nothing was "
                              "imported")
         if r.descendant_key not in keys:
             raise UsageError(f"{where}: descendant_key '{r.descendant_key}' is not a descendant of pool {pool_id} "
                              "(see 'lgp-edge pool info'); nothing was imported")
+    return records
 
 
 def import_records(path: str | Path, *, target: str | None = None, store: str | None = None,
@@ -366,8 +390,7 @@ def import_records(path: str | Path, *, target: str | None = None, store: str | 
     records added)"""
     from lgp_edge.profiling.store import MeasurementStore, default_store_path, read_records_file
 
-    records = read_records_file(path, this_host=this_host)
-    _check_imported(path, records, target, targets_dir, pool)
+    records = _check_imported(path, read_records_file(path, this_host=this_host), target, targets_dir, pool)
     with MeasurementStore(store or default_store_path()) as st:
         added = st.put_many(records)
         return records, st.path, added

@@ -552,6 +552,19 @@ class MeasurementStore:
         rows = self._select(f"{where} ORDER BY {order} LIMIT 1", args)
         return self._record(rows[0]) if rows else None
 
+    def rename_pool(self, old: str, new: str) -> int:
+        """Move the rows of pool id ``old`` to ``new`` (a pool whose pool.json records the id an older lgp-edge
+        computed for it); the number of rows moved."""
+        assert self._db is not None and not self.readonly
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            moved = self._db.execute("UPDATE runs SET pool_id = ? WHERE pool_id = ?", (new, old)).rowcount
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return int(moved)
+
     def count(self) -> int:
         if self._db is None:
             return 0
