@@ -234,3 +234,21 @@ print(logging.getLogger().handlers)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]", res.stdout
+
+
+def test_the_library_leaves_the_applications_torch_random_numbers_as_they_were(tmp_path: Path) -> None:
+    """An application that seeds torch got other random numbers after api.load_pool (the pool was built with random
+    weights, then loaded) or a first selection on this host (the host calibration's matrices)."""
+    import torch
+
+    from lgp_edge import api
+
+    def draws(call) -> list[float]:  # noqa: ANN001
+        torch.manual_seed(0)
+        call()
+        return torch.rand(3).tolist()
+
+    untouched = draws(lambda: None)
+    assert draws(lambda: api.load_pool()) == untouched
+    pool, manifest = api.load_pool()
+    assert draws(lambda: api.select(pool, manifest, "cpu", store=tmp_path / "m.sqlite")) == untouched

@@ -157,9 +157,11 @@ def safe_load_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _build(path: str | Path, manifest: PoolManifest) -> LearngenePool:
-    """The pool ``manifest`` describes, with random weights."""
+    """The pool ``manifest`` describes, with random weights (drawn from the global torch RNG, whose state is put
+    back: the weights are replaced by the pool's, and the application's random numbers stay as they were)."""
     try:
-        return LearngenePool(manifest.spec)
+        with torch.random.fork_rng(devices=[]):
+            return LearngenePool(manifest.spec)
     except (AssertionError, ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise CheckpointError(f"'{Path(path) / MANIFEST}' describes a pool that cannot be built "
                               f"({str(exc) or type(exc).__name__}); the file is damaged") from None

@@ -58,7 +58,8 @@ def measure_gemm_peak(threads: int, n: int = 2048, reps: int = 5, engine: str = 
     """
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    rng = torch.Generator().manual_seed(0)  # its own: the application's random numbers stay as they were
+    a, b = torch.randn(n, n, generator=rng), torch.randn(n, n, generator=rng)
     if engine == "torch":
         old = torch.get_num_threads()
         torch.set_num_threads(threads)
@@ -364,7 +365,8 @@ def measure_dispersion(threads: int, n: int = 256, runs: int = 100, series: int 
     from lgp_edge.profiling.measure import MeasureSettings, summarize
 
     threshold = MeasureSettings().cv_threshold
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    rng = torch.Generator().manual_seed(0)  # its own: the application's random numbers stay as they were
+    a, b = torch.randn(n, n, generator=rng), torch.randn(n, n, generator=rng)
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     timings = []
