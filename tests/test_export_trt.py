@@ -97,3 +97,42 @@ def test_fp32_nodes_cover_every_layernorm_and_softmax(tiny_pool: Path, tmp_path:
     assert {p.key: p.value for p in graph.metadata_props} == {"k": "v"}
     # fused attention is restored after the opset-13 TorchScript export
     assert [b.attn.fused_attn for s in model.stages for b in s] == fused_before
+
+
+@pytest.mark.parametrize("opset", [13, 17])
+def test_an_onnx_export_leaves_the_processs_stdout_and_stderr_alone(opset, tmp_path, capfd):
+    """Each ONNX export swapped sys.stdout and sys.stderr for a buffer while it ran: another thread of the
+    application printed into the buffer meanwhile (350 of 1025 lines lost, then copied into lgp-edge's debug log).
+    The exporters are quieted through their own switches and loggers; nothing reaches the terminal either."""
+    import io
+    import sys
+    import threading
+    import time
+
+    import torch
+
+    from lgp_edge.export.onnx_export import export_onnx
+    from lgp_edge.models.ancestry import create_ancestry
+
+    model = create_ancestry("lgp_test_tiny")[0].eval()
+    app_out = io.StringIO()
+    real, sys.stdout = sys.stdout, app_out
+    stop, seen = threading.Event(), []
+
+    def heartbeat() -> None:
+        while not stop.is_set():
+            seen.append(sys.stdout is app_out)
+            time.sleep(0.002)
+
+    t = threading.Thread(target=heartbeat)
+    t.start()
+    try:
+        export_onnx(model, torch.zeros(1, 1, 16, 16), tmp_path / "m.onnx", opset=opset, ship=True, cache=False)
+    finally:
+        stop.set()
+        t.join()
+        sys.stdout = real
+    assert seen and all(seen)  # the application's stdout stayed its own throughout
+    assert app_out.getvalue() == ""
+    out, err = capfd.readouterr()
+    assert out == "" and err == "", (out, err)

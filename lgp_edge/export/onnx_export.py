@@ -20,7 +20,6 @@ The input is static (the example's batch) unless ``dynamic_batch``.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import tempfile
@@ -61,10 +60,10 @@ def fused_attention(model: nn.Module, enabled: bool) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _silenced(sink: io.StringIO) -> Iterator[None]:
-    """Warnings off, stdout/stderr into ``sink``, the exporters' loggers at ERROR."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
-            quiet_loggers(*_EXPORTER_LOGGERS):
+def _silenced() -> Iterator[None]:
+    """Warnings off and the exporters' loggers at ERROR; their progress prints are off by ``verbose=False``. The
+    process's stdout and stderr are left alone: swapping them for a buffer took other threads' output too."""
+    with warnings.catch_warnings(), quiet_loggers(*_EXPORTER_LOGGERS):
         warnings.simplefilter("ignore")
         yield
 
@@ -79,7 +78,7 @@ def _torchscript(model: nn.Module, example: torch.Tensor, path: Path, *, opset: 
     with fused_attention(model, opset >= FUSED_ATTN_MIN_OPSET), torch.no_grad():
         torch.onnx.export(model, (example,), str(path), input_names=[INPUT], output_names=[OUTPUT],
                           opset_version=opset, dynamo=False, dynamic_axes=axes, do_constant_folding=True,
-                          keep_initializers_as_inputs=False)
+                          keep_initializers_as_inputs=False, verbose=False)
 
 
 def _dynamo(model: nn.Module, example: torch.Tensor, path: Path, *, opset: int, dynamic_batch: bool) -> None:
@@ -96,8 +95,7 @@ def _slim(proto: Any, opset: int) -> Any:
     got = onnx_opset(proto)
     if got != opset:
         raise ExportError(f"the ONNX exporter produced opset {got}, not the requested {opset}")
-    with contextlib.redirect_stdout(io.StringIO()):
-        slim = onnxslim.slim(proto)
+    slim = onnxslim.slim(proto)  # prints nothing (its summary is its command line's)
     if slim is not None and onnx_opset(slim) == opset:
         return slim
     log.warning("onnxslim did not return a model at opset %d; keeping the unsimplified graph", opset)
@@ -172,18 +170,16 @@ def _exported(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic_ba
     import onnx
 
     exporter = _dynamo if opset >= DYNAMO_MIN_OPSET else _torchscript
-    sink = io.StringIO()
     with _scratch() as tmp:
         raw = Path(tmp) / "raw.onnx"
         try:
-            with _silenced(sink):
+            with _silenced():
                 exporter(model, example, raw, opset=opset, dynamic_batch=dynamic_batch)
         except Exception as exc:  # the exporters raise many types; say which step failed
             if environment_error(exc) is not None:
                 raise  # the scratch folder's, said by _scratch
             raise ExportError(f"torch.onnx.export failed at opset {opset}: {type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc
-        log.debug("torch.onnx.export output: %s", sink.getvalue()[-2000:])
         return onnx.load(str(raw))  # also pulls in any external data file
 
 
@@ -202,7 +198,7 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *, op
     if ship:
         _shipped(model, example, path, opset=opset, dynamic_batch=dynamic_batch, metadata=metadata or {}, cache=cache)
     else:
-        with _silenced(io.StringIO()):
+        with _silenced():
             _torchscript(model, example, path, opset=opset, dynamic_batch=dynamic_batch)
         log.debug("exported %s (opset %d)", path, opset)
     return path
