@@ -300,7 +300,7 @@ def test_a_mount_point_as_the_output_is_refused_before_the_work(tmp_path: Path, 
     before = snapshot(tmp_path)
     for argv, fix in ((["report", "--pool", str(pool), "--out", str(vol), "--store", str(tmp_path / "s.sqlite")],
                        f"--out '{vol}/out'"),
-                      (["pool", "finetune", str(pool), "--data", "synthetic", "--epochs", "1", "--quiet"],
+                      (["pool", "finetune", str(pool), "--data", "fashion-mnist", "--epochs", "1", "--quiet"],
                        "folder inside")):
         rc, err = run_cli(argv, capsys)
         lines = error_lines(err)

@@ -350,15 +350,16 @@ class MeasurementStore:
                 self._db.execute(f"INSERT INTO runs ({','.join(old)}) SELECT {','.join(old)} FROM latency "
                                  "ORDER BY when_utc, rowid")
                 self._db.execute("DROP TABLE latency")
-            changed = [(utc, when) for (when,) in self._db.execute("SELECT DISTINCT when_utc FROM runs")
-                       if (utc := _utc_or_as_is(when)) != when]
-            self._db.executemany("UPDATE runs SET when_utc = ? WHERE when_utc = ?", changed)
+            # one statement over the table (an UPDATE per distinct time scanned it once per time: minutes on a
+            # long history, with the store write-locked)
+            self._db.create_function("lgp_utc", 1, _utc_or_as_is, deterministic=True)
+            changed = self._db.execute("UPDATE runs SET when_utc = lgp_utc(when_utc) "
+                                       "WHERE when_utc <> lgp_utc(when_utc)").rowcount
             if changed:  # one run stored twice under two spellings of its time (imported again): kept once
                 cols = ", ".join(_COLUMNS)
                 self._db.execute(f"DELETE FROM runs WHERE source = 'measured' AND id NOT IN "
                                  f"(SELECT MIN(id) FROM runs GROUP BY {cols})")
-                log.info("store %s: %d run times converted to UTC (schema %d)", self.path, len(changed),
-                         SCHEMA_VERSION)
+                log.info("store %s: %d run times converted to UTC (schema %d)", self.path, changed, SCHEMA_VERSION)
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             self._db.execute("ROLLBACK")
