@@ -257,10 +257,9 @@ def roofline_for(target: TargetSpec, precision: str, threads: int, *, runtime: s
                              f"{', '.join(hw.peak_gflops)}")
         peak, bw, source = declared, hw.mem_gbps, "declared in the target file"
         full = int(target.extra.get("threads", 0) or 0)  # the threads (cores) a CPU board's peak is declared for
-        if (runtime or target.runtime) in CPU_RUNTIMES and threads > full > 0:
-            raise UsageError(f"target '{target.name}' declares its CPU peak for {full} threads (its target file's "
-                             f"extra.threads); a prediction at {threads} threads has nothing to price them with: "
-                             f"give --threads {full} or fewer, or measure the board at {threads}")
+        if (runtime or target.runtime) in CPU_RUNTIMES and threads > full > 0:  # no more cores to price them with
+            source = (f"declared in the target file for {full} threads, its cores: {counted(threads, 'thread')} "
+                      f"priced as {full}")
         if (runtime or target.runtime) in CPU_RUNTIMES and 0 < threads < full:
             peak = declared * threads / full
             source = f"declared in the target file for {full} threads, scaled to {counted(threads, 'thread')}"
