@@ -603,3 +603,44 @@ def test_trtexec_argv_and_perf_test_argv():
     assert remote.trtexec_argv("/t/bench.sh", "/t/m.onnx", "fp16", st) == [
         "sh", "/t/bench.sh", "/t/m.onnx", "fp16", "40", "200"]
     assert remote.perf_test_argv("/t/pt", "/t/m.onnx", st, "4-7")[:2] == ["taskset", "f0"]
+
+
+@pytest.mark.parametrize("said, code", [
+    ("ssh: connect to host 10.0.0.9 port 22: Connection timed out", 3),
+    ("ssh: connect to host 10.0.0.9 port 22: No route to host", 3),
+    ("ssh: Could not resolve hostname raspberrypi.local: Name or service not known", 3),
+    ("pi@10.0.0.9: Permission denied (publickey).", 2),
+    ("Host key verification failed.", 2),
+])
+def test_ssh_failures_worth_retrying_exit_3_and_configuration_ones_2(said, code, tmp_path):
+    """Every ssh failure (exit 255) was a TargetUnreachable (exit 3, "worth retrying"), a refused key or a changed
+    host key too, which no retry mends: those are the target file's or the user's to fix (exit 2). A name that does
+    not resolve stays 3: a board that is off does not answer its .local name either (the message says both)."""
+    (tmp_path / "said").write_text(said + "\n")
+    fake = tmp_path / "ssh"
+    fake.write_text(f"#!/bin/sh\ncat '{tmp_path / 'said'}' >&2\nexit 255\n")
+    fake.chmod(0o755)
+    t = remote.SSHTransport(ConnectionSpec(kind="ssh", host="10.0.0.9", user="pi", workdir="/tmp", timeout_s=5),
+                            ssh=str(fake))
+    with pytest.raises(UsageError if code == 2 else TargetUnreachable) as e:
+        t.check()
+    assert e.value.exit_code == code and said.rstrip(".") in str(e.value)
+    if "resolve" in said:
+        assert "connection.host" in str(e.value)
+
+
+@pytest.mark.parametrize("said, code", [
+    ("adb: no devices/emulators found", 3), ("adb: device 'R58M' not found", 3), ("error: device offline", 3),
+    ("error: device unauthorized.", 3), ("/system/bin/sh: mktemp: not found", 2),
+])
+def test_adb_failures_are_unreachable_only_when_adb_says_the_device_is(said, code, tmp_path):
+    """Any "not found" in adb's output was "adb device (default) is not available" (exit 3), a shell error of a
+    device that answered too."""
+    (tmp_path / "said").write_text(said + "\n")
+    fake = tmp_path / "adb"
+    fake.write_text(f"#!/bin/sh\ncat '{tmp_path / 'said'}' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    t = remote.ADBTransport(ConnectionSpec(kind="adb", workdir="/data/local/tmp", timeout_s=5), adb=str(fake))
+    with pytest.raises(UsageError if code == 2 else TargetUnreachable) as e:
+        t.mkdtemp()
+    assert e.value.exit_code == code and ("not available" in str(e.value)) == (code == 3)

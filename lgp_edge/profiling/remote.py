@@ -136,6 +136,11 @@ class Transport(ABC):
         """Remove a directory ``mkdtemp`` made."""
 
 
+# ssh's failures that the board's answer decided (a key refused, a host key that changed): no retry mends them
+_SSH_REFUSED = re.compile(r"Permission denied|Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|"
+                          r"Too many authentication failures|no matching host key type")
+
+
 class SSHTransport(Transport):
     """System OpenSSH in batch mode (keys only, never a password prompt)."""
 
@@ -192,7 +197,12 @@ class SSHTransport(Transport):
         proc = _run(self.ssh_argv(argv), timeout, what)
         if proc.returncode == 255:  # ssh's own failure: connection, authentication, host key
             msg = (proc.stderr.strip().splitlines() or ["no message"])[-1]
-            raise TargetUnreachable(f"cannot reach {self.destination} over ssh: {msg}")
+            if _SSH_REFUSED.search(proc.stderr):  # no retry mends a refused key or a changed host key: exit 2
+                raise UsageError(f"{self.destination} refused the ssh login: {msg}; check connection.user, "
+                                 "connection.key and the board's host key in known_hosts")
+            hint = (" (is connection.host right? a board that is off does not answer its name either)"
+                    if "resolve hostname" in msg else "")
+            raise TargetUnreachable(f"cannot reach {self.destination} over ssh: {msg}{hint}")
         if limit is not None:
             _check_bounded(proc, time.monotonic() - start, limit, what, self.destination)
         if proc.returncode != 0:
@@ -244,6 +254,10 @@ def cpu_mask(cores: str) -> str:
     return format(mask, "x")
 
 
+# what adb says of a device it cannot use (a shell error on a device that answered, "sh: x: not found", is not)
+_ADB_UNAVAILABLE = re.compile(r"no devices|device (?:'[^']*' )?not found|device (?:is )?offline|unauthorized")
+
+
 class ADBTransport(Transport):
     """Android Debug Bridge: push to /data/local/tmp, run pinned to the big cores with ``taskset``."""
 
@@ -266,7 +280,7 @@ class ADBTransport(Transport):
             _check_bounded(proc, time.monotonic() - start, limit, what, self.where)
         if proc.returncode != 0:
             msg = " | ".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:])[:400]
-            if "no devices" in msg or "not found" in msg or "offline" in msg or "unauthorized" in msg:
+            if _ADB_UNAVAILABLE.search(msg):  # adb's own word about the device (not a shell error on it)
                 raise TargetUnreachable(f"adb device {self.conn.serial or '(default)'} is not available: {msg}")
             raise UsageError(f"{what} failed over adb (exit {proc.returncode}): {msg}")
         return proc.stdout
