@@ -158,6 +158,8 @@ def test_export_json_says_why_nothing_was_exported(tiny_pool: Path, tmp_path: Pa
     assert doc["status"] == "nothing fits" and doc["problem"] == got.err.strip().removeprefix("lgp-edge: error: ")
     assert doc["selection"]["chosen"] is None and doc["selection"]["front"] and doc["selection"]["fitting"] == 0
     assert not out.exists()
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--budget-ms", "0.001", "--json"]) == 2
+    assert set(doc["selection"]) == set(json.loads(capsys.readouterr().out))  # select's JSON, key for key
 
 
 def test_select_reads_measured_latencies_from_store(tiny_pool: Path, tmp_path: Path,

@@ -86,12 +86,12 @@ def _run(args: argparse.Namespace) -> int:
         sel = plan_selection(manifest, profile, target, store)
     except NothingFits as exc:
         if args.json:  # a script still reads JSON (the same keys); the CLI prints the reason as one line, exit 2
-            print_json({**(exc.selection or {}), **_about(pool_dir, target, manifest)})
+            print_json({**(exc.selection or {}), **selection_context(pool_dir, target, manifest)})
         raise
     finally:
         store.close()
     if args.json:
-        print_json({**sel.to_dict(), **_about(pool_dir, target, manifest)})
+        print_json({**sel.to_dict(), **selection_context(pool_dir, target, manifest)})
         return 0
     c = console()
     if note:
@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _about(pool_dir: Any, target: Any, manifest: Any) -> dict[str, Any]:
+def selection_context(pool_dir: Any, target: Any, manifest: Any) -> dict[str, Any]:
     """What ``select --json`` says beside the selection: the pool, the target and where the top-1 comes from."""
     return {"pool": str(pool_dir), "target": target.name, "top1_data": manifest.top1_data,
             "top1_images": manifest.top1_images, "top1_synthetic": manifest.top1_data == "synthetic"}
