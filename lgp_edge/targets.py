@@ -316,6 +316,10 @@ def _check_hardware(path: Path, hw: dict[str, Any], precisions: list[str], detec
     for name in ("llc_mb", "cache_gbps"):
         if name in hw:
             _check_range(path, f"hardware.{name}", hw[name], _HARDWARE_RANGES[name])
+    if 0 < hw.get("cache_gbps", 0) < hw.get("mem_gbps", 0):  # the roofline would charge a cached model more
+        raise UsageError(f"target file '{path}': field 'hardware.cache_gbps' {hw['cache_gbps']} is below "
+                         f"hardware.mem_gbps {hw['mem_gbps']}: a last-level cache is faster than the memory behind "
+                         "it; give its copy bandwidth, or leave cache_gbps out")
 
 
 def parse_target(raw: dict[str, Any], path: Path) -> TargetSpec:

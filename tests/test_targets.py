@@ -148,3 +148,16 @@ def test_cli_bad_target_exit_2(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown target 'nope'" in err
     assert main(["targets", "list", "--targets-dir", str(tmp_path / "missing")]) == 2
+
+
+def test_a_cache_slower_than_the_memory_is_refused(tmp_path):
+    """A target file declaring a last-level cache slower than DRAM (cache_gbps 1.0 beside mem_gbps 25.6) made the
+    roofline predict a descendant with one more block faster than its subset: no chip has such a cache, and the host
+    calibration refuses the same facts."""
+    src = (targets_root() / "raspberry-pi-5.toml").read_text()
+    slow = src.replace("mem_gbps = 17.1", "mem_gbps = 17.1\nllc_mb = 2.0\ncache_gbps = 1.0")
+    _write(tmp_path, "raspberry-pi-5", slow)
+    with pytest.raises(UsageError, match="'hardware.cache_gbps' 1.0 is below hardware.mem_gbps 17.1"):
+        load_target("raspberry-pi-5", tmp_path)
+    _write(tmp_path, "raspberry-pi-5", src.replace("mem_gbps = 17.1", "mem_gbps = 17.1\nllc_mb = 2.0\ncache_gbps = 60"))
+    assert load_target("raspberry-pi-5", tmp_path).hardware.cache_gbps == 60
