@@ -25,8 +25,8 @@ from lgp_edge.select import (
     Candidate,
     Selection,
     choose,
+    format_against,
     format_budget,
-    format_value,
     pareto_front,
     records_of,
     score_candidates,
@@ -133,10 +133,12 @@ def _source(c: Candidate) -> str:
     return c.latency_source + (" (measured runs noisy)" if c.noisy else "")
 
 
-def _md_row(c: Candidate, chosen: str | None) -> str:
+def _md_row(c: Candidate, chosen: str | None, p: DeviceProfile) -> str:
+    """A descendant's row; its p90 and memory beside its verdict never read on the other side of the budget."""
     mark = " **chosen**" if c.key == chosen else ""
-    return (f"| `{c.key}`{mark} | {c.params:,} | {c.flops / 1e6:.1f} | {c.top1:.2f} | {format_value(c.latency_ms)} | "
-            f"{_source(c)} | {format_value(c.memory_mb)} | {'yes' if c.fits else 'no'} |")
+    return (f"| `{c.key}`{mark} | {c.params:,} | {c.flops / 1e6:.1f} | {c.top1:.2f} | "
+            f"{format_against(c.latency_ms, p.latency_budget_ms)} | {_source(c)} | "
+            f"{format_against(c.memory_mb, p.memory_budget_mb)} | {'yes' if c.fits else 'no'} |")
 
 
 def _anchor(name: str) -> str:
@@ -170,7 +172,7 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
         else:
             c = e.selection.chosen
             lines.append(f"| [{p.name}](#{_anchor(p.name)}) | {e.target.name} | {p.precision} | {budget} | `{c.key}` | "
-                         f"{c.top1:.2f} | {format_value(c.latency_ms)} | {_source(c)} |")
+                         f"{c.top1:.2f} | {format_against(c.latency_ms, p.latency_budget_ms)} | {_source(c)} |")
     for e in entries:
         p = e.profile
         lines += ["", f"## {p.name}", "",
@@ -192,7 +194,7 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
         lines += ["", "Pareto front (top-1 up, latency down):", "",
                   "| descendant | params | MFLOPs | top-1 % | p90 ms | source | memory MB | fits |",
                   "|---|---|---|---|---|---|---|---|"]
-        lines += [_md_row(c, chosen) for c in pareto_front(e.candidates)]
+        lines += [_md_row(c, chosen, p) for c in pareto_front(e.candidates)]
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lgp_edge.select import Candidate, format_budget, format_value, pareto_front
+from lgp_edge.select import Candidate, format_against, format_budget, format_value, pareto_front
 
 W, H = 720, 400  # chart size, px
 ML, MR, MT, MB = 60, 20, 20, 46  # margins: left, right, top, bottom
@@ -175,7 +175,7 @@ def _point(sc: _Scale, c: Candidate, chosen: str | None) -> str:
             f'data-latency="{format_value(c.latency_ms)} ms" data-source="{src}"><title>{esc(tip)}</title></circle>')
 
 
-def _table(cands: Sequence[Candidate], chosen: str | None) -> str:
+def _table(cands: Sequence[Candidate], chosen: str | None, profile: Any) -> str:
     front = {c.key for c in pareto_front(cands)}
     head = ("descendant", "params", "MFLOPs", "top-1 %", "p90 ms", "median ms", "source", "memory MB", "fits",
             "Pareto")
@@ -184,7 +184,8 @@ def _table(cands: Sequence[Candidate], chosen: str | None) -> str:
     for c in cands:
         cells = [f'<code>{html.escape(c.key)}</code>{" <b>chosen</b>" if c.key == chosen else ""}',
                  f"{c.params:,}", f"{c.flops / 1e6:.1f}", "" if c.top1 is None else f"{c.top1:.2f}",
-                 format_value(c.latency_ms), format_value(c.median_ms), source_label(c), format_value(c.memory_mb),
+                 format_against(c.latency_ms, profile.latency_budget_ms), format_value(c.median_ms), source_label(c),
+                 format_against(c.memory_mb, profile.memory_budget_mb),
                  "yes" if c.fits else "no", "yes" if c.key in front else ""]
         sort = [c.key, c.params, c.flops, -1 if c.top1 is None else c.top1, c.latency_ms, c.median_ms,
                 source_label(c), c.memory_mb, int(c.fits), int(c.key in front)]
@@ -266,7 +267,7 @@ def render_html(entries: Sequence[Any], pool_dir: Any, manifest: Any) -> str:
         else:
             c = e.selection.chosen
             cells = [f"<code>{esc(c.key)}</code>", f"{c.top1:.2f}" if c.top1 is not None else "",
-                     format_value(c.latency_ms), source_label(c)]
+                     format_against(c.latency_ms, p.latency_budget_ms), source_label(c)]
         summary.append(f'<tr><td data-v="{esc(p.name)}"><a href="#{esc(p.name)}">{esc(p.name)}</a></td>'
                        f'<td data-v="{esc(e.target.name)}">{esc(e.target.name)}</td><td data-v="{p.precision}">'
                        f'{p.precision}</td><td data-v="{p.latency_budget_ms}" class=num>{budget}</td>'
@@ -288,7 +289,7 @@ def render_html(entries: Sequence[Any], pool_dir: Any, manifest: Any) -> str:
         parts.append(LEGEND + _chart(e))
         why = f"Why: {esc(e.selection.reason)}." if e.selection is not None else f"Nothing fits: {esc(e.problem)}."
         parts.append(f"<p>{why}</p>")
-        parts.append(_table(e.candidates, e.selection.chosen.key if e.selection is not None else None))
+        parts.append(_table(e.candidates, e.selection.chosen.key if e.selection is not None else None, e.profile))
         parts.append("</section>")
     parts.append(f'<div id="tip"></div><script>{SCRIPT}</script></body></html>')
     return "\n".join(parts) + "\n"

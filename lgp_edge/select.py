@@ -129,9 +129,11 @@ def format_against(value: float, budget: float) -> str:
 
 
 def format_budget(value: float) -> str:
-    """A budget for people to read: as ``:g`` writes it (33, 2.5, 12345.7), not in exponent notation
-    (1000000, not 1e+06) unless written out it is longer than 16 characters."""
-    return _no_exponent(f"{value:g}")
+    """A budget for people to read, exactly the one applied: the shortest text that reads back as it (33, 2.5,
+    15.62495; ``:g`` wrote 15.625), not in exponent notation (1000000, not 1e+06) unless written out it is longer
+    than 16 characters."""
+    text = repr(float(value))
+    return _no_exponent(text[:-2] if text.endswith(".0") else text)
 
 
 def _no_exponent(text: str) -> str:
@@ -234,12 +236,9 @@ def choose(cands: Sequence[Candidate], profile: DeviceProfile, *, pool: PoolSpec
         fastest = cands[0]
         smallest = min(cands, key=lambda c: c.memory_mb)
         msg = (f"no descendant of pool {pool.pool_id} fits profile '{profile.name}' ({_describe_budget(profile)}): "
-               f"the fastest, {fastest.key}, takes "
-               f"{format_against(fastest.latency_ms, profile.latency_budget_ms)} ms p90 "
-               f"({fastest.latency_source})")
-        if not fastest.fits_memory or not any(c.fits_memory for c in cands):
-            need = format_against(smallest.memory_mb, profile.memory_budget_mb)
-            msg += f"; the smallest, {smallest.key}, needs {need} MB"
+               f"the fastest, {fastest.key}, {_why_not(fastest, profile)}")  # the budget each one named fails
+        if smallest.key != fastest.key:
+            msg += f"; the smallest, {smallest.key}, {_why_not(smallest, profile)}"
         exc = NothingFits(f"{msg}; {hint}")
         exc.selection = selection_dict(profile, pool.pool_id, cands, None, None, problem=str(exc))  # for --json
         raise exc

@@ -88,6 +88,20 @@ def test_nothing_fits_names_fastest(recs: tuple) -> None:
         select_descendant(records, lats, profile(5.0), pool=spec)
 
 
+def test_nothing_fits_quotes_the_budget_each_named_descendant_fails(recs: tuple) -> None:
+    """The fastest's latency and the smallest's memory were quoted whichever budget each failed: "the fastest, b,
+    takes 1 ms p90; the smallest, ti, needs 0.32 MB" under 1 ms and 1 MB, both within budget as printed."""
+    spec, records = recs
+    small = min(records, key=lambda r: memory_mb(spec, r, "fp32", 1))
+    big = max(records, key=lambda r: memory_mb(spec, r, "fp32", 1))
+    lats = {r.key: lat(r.key, 50.0) for r in records} | {big.key: lat(big.key, 1.0), small.key: lat(small.key, 20.0)}
+    budget_mb = (memory_mb(spec, small, "fp32", 1) + memory_mb(spec, big, "fp32", 1)) / 2
+    with pytest.raises(NothingFits) as e:
+        select_descendant(records, lats, profile(10.0, memory=budget_mb), pool=spec)
+    text = str(e.value)
+    assert f"the fastest, {big.key}, needs" in text and f"the smallest, {small.key}, takes 20 ms p90" in text
+
+
 def test_pareto_front(recs: tuple) -> None:
     spec, records = recs
     rs = _with(records, {records[0].key: 10.0, records[1].key: 30.0, records[2].key: 20.0, records[3].key: 40.0})
@@ -413,3 +427,41 @@ def test_threads_are_refused_where_the_runtime_has_no_thread_count(tiny_pool: Pa
     with MeasurementStore(store, readonly=True) as s:
         got = latencies(m.spec, load_target("jetson-nano"), "fp16", s, 1, "tensorrt", threads=4)
     assert got[m.descendants[0].key].source == "measured" and got[m.descendants[0].key].p90_ms == 42.0
+
+
+def test_numbers_beside_a_budget_never_read_on_its_other_side(tiny_pool: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A chosen descendant at p90 1.7776 ms under --budget-ms 1.778 was printed "1.78" in the table, the chosen line
+    and report.md, beside "p90 <= 1.778 ms"; a 7-digit budget (15.62495) was written "15.625", so "takes 15.6249501
+    ms p90 > 15.625 ms" read false; and "nothing fits" quoted the fastest one's latency and the smallest one's
+    memory whichever budget each failed (both within budget as printed)."""
+    from lgp_edge.select import format_against, format_budget
+
+    assert format_budget(15.62495) == "15.62495" and format_budget(33.0) == "33" and format_budget(1e6) == "1000000"
+    assert float(format_against(15.6249501, 15.62495)) > float(format_budget(15.62495))
+    from lgp_edge.pool.manifest import read_manifest
+
+    mf = read_manifest(tiny_pool)
+    key = mf.descendants[-1].key
+    rec = {"descendant_key": key, "target": "jetson-nano", "runtime": "tensorrt", "precision": "fp16", "batch": 1,
+           "median_ms": 1.7, "p90_ms": 1.7776, "p99_ms": 1.8, "source": "measured", "pool_id": mf.spec.pool_id,
+           "n": 200, "tool_versions": {"tensorrt": "8.2.1"}, "when": "2026-12-01T00:00:00+00:00"}
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({"format": "lgp-edge-latency", "version": 1, "records": [rec]}))
+    store = str(tmp_path / "m.sqlite")
+    assert main(["profile", "--import", str(f), "--store", store]) == 0
+    capsys.readouterr()
+    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", store, "--budget-ms",
+                 "1.778"]) == 0
+    text = capsys.readouterr().out
+    row = next(ln for ln in text.splitlines() if ln.startswith(key))
+    assert " 1.778 " in row and "p90 1.778 ms" in text and "1.78 " not in text  # fits: not above 1.778
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    src = (Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "profiles" / "jetson-nano.toml").read_text()
+    (profiles / "tight.toml").write_text(src.replace('name = "jetson-nano"', 'name = "tight"')
+                                         .replace("latency_budget_ms = 33.0", "latency_budget_ms = 1.778"))
+    assert main(["report", "--pool", str(tiny_pool), "--store", store, "--profiles-dir", str(profiles), "--profile",
+                 "tight", "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| 1.778 |" in md and "| 1.78 |" not in md

@@ -66,12 +66,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _row(e: Any) -> tuple[str, ...]:
-    from lgp_edge.select import format_value
+    from lgp_edge.select import format_against
 
     if e.selection is None:
         return e.profile.name, e.target.name, "nothing fits", "", "", "", e.plot
     c = e.selection.chosen
-    return (e.profile.name, e.target.name, c.key, f"{c.top1:.2f}", format_value(c.latency_ms),
+    return (e.profile.name, e.target.name, c.key, f"{c.top1:.2f}", format_against(c.latency_ms,
+                                                                                e.profile.latency_budget_ms),
             c.latency_source + (" (measured runs noisy)" if c.noisy else ""), e.plot)
 
 

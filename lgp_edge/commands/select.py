@@ -60,12 +60,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def print_front(selection: Any, title: str) -> None:
     from lgp_edge.commands.common import Col, print_table
-    from lgp_edge.select import format_value
+    from lgp_edge.select import format_against
 
+    p = selection.profile  # beside its verdict, a number never reads on the other side of its budget
     cols = ("descendant", *(Col(n, right=True) for n in ("params", "MFLOPs", "top-1 %", "p90 ms")),
             Col("source", wrap=True), Col("memory MB", right=True), "fits")
-    rows = [(c.key, f"{c.params:,}", f"{c.flops / 1e6:.1f}", f"{c.top1:.2f}", format_value(c.latency_ms),
-             c.latency_source + (" (measured runs noisy)" if c.noisy else ""), format_value(c.memory_mb),
+    rows = [(c.key, f"{c.params:,}", f"{c.flops / 1e6:.1f}", f"{c.top1:.2f}",
+             format_against(c.latency_ms, p.latency_budget_ms),
+             c.latency_source + (" (measured runs noisy)" if c.noisy else ""),
+             format_against(c.memory_mb, p.memory_budget_mb),
              "chosen" if c.key == selection.chosen.key else ("yes" if c.fits else "no")) for c in selection.front]
     chosen = [i for i, c in enumerate(selection.front) if c.key == selection.chosen.key]
     print_table(cols, rows, title=title, emphasize=chosen)
@@ -75,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     from lgp_edge.commands.common import console, print_json, styled
     from lgp_edge.errors import NothingFits
     from lgp_edge.pool.manifest import read_manifest, resolve_pool
-    from lgp_edge.select import format_value, open_store, plan_selection
+    from lgp_edge.select import format_against, open_store, plan_selection
 
     profile, target = resolve_profile(args)
     pool_dir = resolve_pool(args.pool)
@@ -102,8 +105,10 @@ def _run(args: argparse.Namespace) -> int:
     print_front(sel, f"Pareto front: pool {sel.pool_id} on {target.name} ({profile.precision}{threads}; "
                      f"latencies: {sources}{images})")
     ch = sel.chosen
-    c.print(styled("chosen", f": {ch.key}  top-1 {ch.top1:.2f}%  p90 {format_value(ch.latency_ms)} ms "
-                             f"({ch.latency_source}, {ch.runtime})  {format_value(ch.memory_mb)} MB  "
+    c.print(styled("chosen", f": {ch.key}  top-1 {ch.top1:.2f}%  p90 "
+                             f"{format_against(ch.latency_ms, profile.latency_budget_ms)} ms "
+                             f"({ch.latency_source}, {ch.runtime})  "
+                             f"{format_against(ch.memory_mb, profile.memory_budget_mb)} MB  "
                              f"{ch.params:,} params"))
     c.print(f"why: {sel.reason}")
     noisy = [x.key for x in sel.candidates if x.noisy]
