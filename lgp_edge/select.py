@@ -171,6 +171,11 @@ def _describe_budget(p: DeviceProfile) -> str:
     return f"p90 <= {format_budget(p.latency_budget_ms)} ms and <= {format_budget(p.memory_budget_mb)} MB"
 
 
+def _top1_digits(a: float, b: float) -> int:
+    """Decimals that write two different top-1 differently (2, more on more than 20,000 validation images)."""
+    return next((d for d in range(2, 7) if f"{a:.{d}f}" != f"{b:.{d}f}"), 6)
+
+
 def _why_not(c: Candidate, p: DeviceProfile) -> str:
     parts = []
     if not c.fits_latency:
@@ -244,14 +249,15 @@ def choose(cands: Sequence[Candidate], profile: DeviceProfile, *, pool: PoolSpec
         raise exc
     chosen = min(fitting, key=lambda c: (-c.top1, c.latency_ms))
     better = sorted((c for c in cands if c.top1 > chosen.top1), key=lambda c: (-c.top1, c.latency_ms))
-    reason = (f"{chosen.key} has the highest top-1 ({chosen.top1:.2f}%) of the {len(fitting)} of {len(cands)} "
+    digits = _top1_digits(chosen.top1, better[0].top1) if better else 2
+    reason = (f"{chosen.key} has the highest top-1 ({chosen.top1:.{digits}f}%) of the {len(fitting)} of {len(cands)} "
               f"descendants within {_describe_budget(profile)}")
     ties = [c for c in fitting if c.top1 == chosen.top1 and c.key != chosen.key]
     if ties:
         reason += f", and is the fastest of the {len(ties) + 1} with that top-1"
     if better:
         b = better[0]
-        reason += f"; the most accurate, {b.key} ({b.top1:.2f}%), {_why_not(b, profile)}"
+        reason += f"; the most accurate, {b.key} ({b.top1:.{digits}f}%), {_why_not(b, profile)}"
     noisy = [c.key for c in cands if c.noisy]
     if noisy:
         reason += (f"; the measured runs of {', '.join(noisy)} were all noisy, so their latency is predicted "

@@ -465,3 +465,14 @@ def test_numbers_beside_a_budget_never_read_on_its_other_side(tiny_pool: Path, t
                  "tight", "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| 1.778 |" in md and "| 1.78 |" not in md
+
+
+def test_the_reason_tells_apart_two_top1_that_differ(recs: tuple) -> None:
+    """On 50,000 validation images two top-1 one image apart (80.000 and 80.002) were both printed "80.00%": the
+    reason said the chosen one has the highest top-1 and named a more accurate one at the same number."""
+    spec, records = recs
+    a, b = records[0].key, records[-1].key
+    rs = _with(records, {r.key: 50.0 for r in records} | {a: 80.0, b: 80.002})
+    lats = {r.key: lat(r.key, 1.0) for r in rs} | {b: lat(b, 20.0)}
+    sel = select_descendant(rs, lats, profile(10.0), pool=spec)
+    assert sel.chosen.key == a and "(80.000%)" in sel.reason and f"{b} (80.002%)" in sel.reason
