@@ -73,7 +73,7 @@ def test_piped_table_keeps_long_keys_and_numbers_whole(tmp_path: Path) -> None:
         r = _lgp("profiles", "list", "--profiles-dir", str(d), columns=columns)
         assert r.returncode == 0, r.stderr
         row = next(ln for ln in r.stdout.splitlines() if ln.startswith(LONG))
-        assert "12345.7 ms" in row and "98765.4 MB" in row and "onnx, ort" in row
+        assert "12345.678 ms" in row and "98765.4321 MB" in row and "onnx, ort" in row
         assert "…" not in r.stdout and "│" not in r.stdout  # plain text, no box drawing on a pipe
     r = _lgp("targets", "list", columns=40)
     assert r.returncode == 0 and "jetson-orin-nano" in r.stdout and "…" not in r.stdout
@@ -83,7 +83,7 @@ def test_piped_table_keeps_long_keys_and_numbers_whole(tmp_path: Path) -> None:
 @pytest.mark.parametrize("columns", [60, 250])
 def test_terminal_table_never_ellipsizes(tmp_path: Path, columns: int) -> None:
     out = _on_terminal(["profiles", "list", "--profiles-dir", str(_profiles_dir(tmp_path))], columns)
-    assert LONG in out and "12345.7 ms" in out and "98765.4 MB" in out and "…" not in out
+    assert LONG in out and "12345.678 ms" in out and "98765.4321 MB" in out and "…" not in out
     assert ("┃" in out) == (columns == 250)  # rich where it fits, plain lines where it does not
     targets = _on_terminal(["targets", "list"], 80)
     assert "jetson-orin-nano" in targets and "raspberry-pi-5" in targets and "…" not in targets
