@@ -224,3 +224,34 @@ def with_options(argv: list[str], *extra: str) -> list[str]:
         else:
             out.append(a)
     return [*out, *extra]
+
+
+def on_terminal(argv: list[str], columns: int, env: dict[str, str] | None = None) -> str:
+    """stdout of ``lgp-edge ARGV`` run on a pseudo-terminal ``columns`` wide (exit 0 asserted), as the terminal got
+    it (colour codes and all)."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    repo = Path(__file__).resolve().parent.parent
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    run_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "lgp_edge", *argv], stdout=follower, stderr=subprocess.DEVNULL,
+                            cwd=repo, env=run_env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0
+    return b"".join(chunks).decode("utf-8", "replace")

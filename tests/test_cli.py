@@ -6,20 +6,16 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
-import fcntl
 import json
 import os
-import pty
 import re
 import shutil
-import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, tight_profile_dir
+from helpers import on_terminal, run_cli, tight_profile_dir
 
 from lgp_edge.cli import build_parser, main, subparsers
 from lgp_edge.commands.common import JSON_HELP
@@ -46,24 +42,7 @@ def _lgp(*argv: str, columns: int = 80, **kw: object) -> subprocess.CompletedPro
 
 def _on_terminal(argv: list[str], columns: int) -> str:
     """stdout of lgp-edge run on a pseudo-terminal ``columns`` wide, colours removed."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen([sys.executable, "-m", "lgp_edge", *argv], stdout=slave, stderr=subprocess.DEVNULL,
-                            cwd=ROOT, env=env)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(master)
-    assert proc.wait(timeout=120) == 0
-    return ANSI.sub("", b"".join(chunks).decode("utf-8", "replace"))
+    return ANSI.sub("", on_terminal(argv, columns))
 
 
 # ------------------------------------------------------------------------------------------------ tables

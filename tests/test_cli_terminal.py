@@ -335,8 +335,9 @@ def test_paths_are_printed_as_given_at_a_terminal_and_in_a_pipe(tmp_path):
     """rich read ':warning:' and ':x:' in a user's path as emoji names (a pool 'p:warning:x' was printed 'p⚠x' in the
     pasteable 'measure them with' command, an export to 'e:x:1' said 'wrote e❌1/'), and at a terminal it broke a
     long line into several (the pasteable command split at 40 columns) and styled the numbers of descendant keys."""
-    import pty
     import shutil
+
+    from helpers import on_terminal
 
     from lgp_edge.pool.manifest import demo_pool_dir
 
@@ -347,21 +348,7 @@ def test_paths_are_printed_as_given_at_a_terminal_and_in_a_pipe(tmp_path):
     piped = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert piped.returncode == 0, piped.stderr
     assert f"--pool '{pool}'" in piped.stdout or f"--pool {pool}" in piped.stdout, piped.stdout
-    leader, follower = pty.openpty()
-    p = subprocess.Popen(argv, env=env, stdout=follower, stderr=subprocess.PIPE)
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    assert p.wait(timeout=120) == 0
-    os.close(leader)
-    text = b"".join(chunks).decode()
+    text = on_terminal(argv[3:], 40, env=_env(tmp_path))
     lines = [ln for ln in text.replace("\r", "").split("\n") if "measure them with" in ln]
     assert len(lines) == 1 and (f"--pool '{pool}'" in lines[0] or f"--pool {pool}" in lines[0]), text
     assert "\x1b[" not in lines[0].split("measure them with")[1]  # the command is not styled either

@@ -55,6 +55,14 @@ def _store_with_one_run(path: Path) -> None:
         s.put(rec())
 
 
+def _store_of_a_newer_lgp_edge(path: Path) -> None:
+    _store_with_one_run(path)
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.commit()
+    db.close()
+
+
 @pytest.fixture(scope="module")
 def demo():
     return load_pool(resolve_pool(None))[0]
@@ -63,11 +71,7 @@ def demo():
 # ------------------------------------------------------------------------------ schema and damaged rows
 def test_a_store_from_a_newer_lgp_edge_is_refused_and_left_as_it_is(tmp_path, capsys):
     path = tmp_path / "newer.sqlite"
-    _store_with_one_run(path)
-    db = sqlite3.connect(path)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    db.commit()
-    db.close()
+    _store_of_a_newer_lgp_edge(path)
     for readonly in (False, True):
         with pytest.raises(UsageError, match="newer lgp-edge"):
             MeasurementStore(path, readonly=readonly)
@@ -539,11 +543,7 @@ def test_a_refused_store_read_only_leaves_no_connection_open(tmp_path):
     db.commit()
     db.close()
     newer = tmp_path / "newer.sqlite"
-    _store_with_one_run(newer)
-    db = sqlite3.connect(newer)
-    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    db.commit()
-    db.close()
+    _store_of_a_newer_lgp_edge(newer)
     gc.collect()
     gc.disable()  # the descriptors must be closed by the refusal, not by a collection
     try:
