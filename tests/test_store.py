@@ -409,3 +409,20 @@ def test_times_an_older_lgp_edge_stored_with_their_offset_are_read_and_kept_in_u
     assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     assert {w for (w,) in db.execute("SELECT when_utc FROM runs")} == {
         "2026-12-05T09:00:00+00:00", "2026-12-06T06:00:00+00:00", "2026-12-06T07:00:00+00:00"}
+
+
+def test_a_schema_2_store_already_in_utc_is_read_without_converting_each_time(tmp_path):
+    """Reading a schema-2 store converted every row's time in Python (3.6 s instead of 1.8 s at 200,000 rows) even
+    when all of them were written in UTC already (as lgp-edge's own measurements always were)."""
+    path = tmp_path / "utc.sqlite"
+    with MeasurementStore(path) as s:
+        s.put_many([rec(median=1.0, when="2026-12-05T09:00:00+00:00"), rec(median=2.0, when="2026-12-06T09:00:00Z")])
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with MeasurementStore(path, readonly=True) as ro:
+        assert ro._when == "when_utc" and [r.median_ms for r in ro.records()] == [1.0, 2.0]
+    _schema_2_store_with_local_times(tmp_path / "local.sqlite")
+    with MeasurementStore(tmp_path / "local.sqlite", readonly=True) as ro:
+        assert ro._when != "when_utc"

@@ -306,9 +306,6 @@ class MeasurementStore:
         except UsageError:
             self.close()  # refused: its connection (and file descriptor) not left to the garbage collector
             raise
-        if version < SCHEMA_VERSION:  # read as it is, its times in UTC (a writer converts the file)
-            self._db.create_function("lgp_utc", 1, _utc_or_as_is, deterministic=True)
-            self._when = "lgp_utc(when_utc)"
         if "runs" in tables:
             self._table = "runs"
         elif "latency" in tables:  # schema 1, read as is
@@ -316,6 +313,13 @@ class MeasurementStore:
         else:
             self._db.close()
             self._db = None  # an empty file: an empty store
+            return
+        # an older schema is read as it is, its times in UTC (a writer converts the file); a time written in UTC
+        # ends in +00:00, as lgp-edge's own measurements always did: when every one does, none is converted
+        if version < SCHEMA_VERSION and self._db.execute(
+                f"SELECT 1 FROM {self._table} WHERE substr(when_utc, -6) <> '+00:00' LIMIT 1").fetchone():
+            self._db.create_function("lgp_utc", 1, _utc_or_as_is, deterministic=True)
+            self._when = "lgp_utc(when_utc)"
 
     def _check_no_pending_wal(self) -> None:
         """An immutable read sees only the main file: runs still in its ``-wal`` would be left out silently."""
