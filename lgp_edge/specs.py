@@ -402,6 +402,8 @@ def latency_note(source: str | None, versions: Mapping[str, Any], n: int | None,
         note = f"{note}; {versions['scale']}"
     if "calibration_note" in versions:
         note = f"{note}; {versions['calibration_note']}"
+    if "threads_note" in versions:  # more threads than a CPU board's cores
+        note = f"{note}; {versions['threads_note']}"
     return f"{versions['noisy_measurement']}; {note}" if "noisy_measurement" in versions else note
 
 

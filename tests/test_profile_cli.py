@@ -381,3 +381,16 @@ def test_a_board_measured_at_more_threads_than_its_cores_is_still_selected_for(t
     out = json.loads(capsys.readouterr().out)
     assert out["threads"] == 8 and out["latency_sources"]["measured"] == 3
     assert main(["report", "--pool", str(tiny_pool), "--store", store, "--out", str(tmp_path / "rep")]) == 0
+
+
+def test_more_threads_than_a_boards_cores_is_said_where_the_latency_is_read(tiny_pool, tmp_path, capsys):
+    """The 'priced as its cores' label was only in the predictor's description (the debug log): select --json's
+    latency notes, report and export manifests said nothing of an 8-thread latency priced at 4 cores."""
+    store = str(tmp_path / "m.sqlite")
+    assert main(["select", "--target", "raspberry-pi-5", "--threads", "8", "--pool", str(tiny_pool), "--store",
+                 store, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert all("priced as its 4 cores" in c["latency_note"] for c in out["front"])
+    assert main(["select", "--target", "raspberry-pi-5", "--threads", "4", "--pool", str(tiny_pool), "--store",
+                 store, "--json"]) == 0
+    assert not any("priced as" in c["latency_note"] for c in json.loads(capsys.readouterr().out)["front"])

@@ -201,6 +201,7 @@ class Roofline:
     calibration: str = ""  # id of the host calibration it came from ("" for declared facts)
     calibrated_utc: str = ""  # when that host calibration was measured
     unstored: bool = False  # that calibration was measured by this process and not stored (UNSTORED_NOTE)
+    threads_note: str = ""  # more threads asked than a CPU board's cores: how they were priced
 
     def _mem_s(self, nbytes: float, in_cache: bool) -> float:
         if in_cache and self.cache_gbps > 0:
@@ -260,6 +261,7 @@ def roofline_for(target: TargetSpec, precision: str, threads: int, *, runtime: s
         if (runtime or target.runtime) in CPU_RUNTIMES and threads > full > 0:  # no more cores to price them with
             source = (f"declared in the target file for {full} threads, its cores: {counted(threads, 'thread')} "
                       f"priced as {full}")
+            extra["threads_note"] = f"{counted(threads, 'thread')} priced as its {full} cores"
         if (runtime or target.runtime) in CPU_RUNTIMES and 0 < threads < full:
             peak = declared * threads / full
             source = f"declared in the target file for {full} threads, scaled to {counted(threads, 'thread')}"
