@@ -611,6 +611,9 @@ def test_trtexec_argv_and_perf_test_argv():
     ("ssh: Could not resolve hostname raspberrypi.local: Name or service not known", 3),
     ("pi@10.0.0.9: Permission denied (publickey).", 2),
     ("Host key verification failed.", 2),
+    ("Unable to negotiate with 10.0.0.9 port 22: no matching key exchange method found. Their offer: "
+     "diffie-hellman-group14-sha1", 2),
+    ("Bad owner or permissions on /root/.ssh/config", 2),
 ])
 def test_ssh_failures_worth_retrying_exit_3_and_configuration_ones_2(said, code, tmp_path):
     """Every ssh failure (exit 255) was a TargetUnreachable (exit 3, "worth retrying"), a refused key or a changed
@@ -632,6 +635,9 @@ def test_ssh_failures_worth_retrying_exit_3_and_configuration_ones_2(said, code,
 @pytest.mark.parametrize("said, code", [
     ("adb: no devices/emulators found", 3), ("adb: device 'R58M' not found", 3), ("error: device offline", 3),
     ("error: device unauthorized.", 3), ("/system/bin/sh: mktemp: not found", 2),
+    ("error: device unauthorized.\nThis adb server's $ADB_VENDOR_KEYS is not set\nTry 'adb kill-server' if that "
+     "seems wrong.\nOtherwise check for a confirmation dialog on your device.", 3),  # adb's own four lines
+    ("error: device still authorizing", 3), ("adb: device still connecting", 3),
 ])
 def test_adb_failures_are_unreachable_only_when_adb_says_the_device_is(said, code, tmp_path):
     """Any "not found" in adb's output was "adb device (default) is not available" (exit 3), a shell error of a
@@ -644,3 +650,4 @@ def test_adb_failures_are_unreachable_only_when_adb_says_the_device_is(said, cod
     with pytest.raises(UsageError if code == 2 else TargetUnreachable) as e:
         t.mkdtemp()
     assert e.value.exit_code == code and ("not available" in str(e.value)) == (code == 3)
+    assert said.splitlines()[0] in str(e.value)  # adb's first line, the one that says what is wrong

@@ -138,7 +138,8 @@ class Transport(ABC):
 
 # ssh's failures that the board's answer decided (a key refused, a host key that changed): no retry mends them
 _SSH_REFUSED = re.compile(r"Permission denied|Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED|"
-                          r"Too many authentication failures|no matching host key type")
+                          r"Too many authentication failures|Unable to negotiate|no matching .* found|"
+                          r"no matching host key type|Bad owner or permissions|Bad configuration option")
 
 
 class SSHTransport(Transport):
@@ -255,7 +256,8 @@ def cpu_mask(cores: str) -> str:
 
 
 # what adb says of a device it cannot use (a shell error on a device that answered, "sh: x: not found", is not)
-_ADB_UNAVAILABLE = re.compile(r"no devices|device (?:'[^']*' )?not found|device (?:is )?offline|unauthorized")
+_ADB_UNAVAILABLE = re.compile(r"no devices|device (?:'[^']*' )?not found|device (?:is )?offline|unauthorized|"
+                             r"device still (?:authorizing|connecting)")
 
 
 class ADBTransport(Transport):
@@ -279,9 +281,12 @@ class ADBTransport(Transport):
         if limit is not None:
             _check_bounded(proc, time.monotonic() - start, limit, what, self.where)
         if proc.returncode != 0:
-            msg = " | ".join((proc.stderr.strip() or proc.stdout.strip()).splitlines()[-3:])[:400]
-            if _ADB_UNAVAILABLE.search(msg):  # adb's own word about the device (not a shell error on it)
+            said = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+            unavailable = next((ln for ln in said if _ADB_UNAVAILABLE.search(ln)), None)
+            if unavailable is not None:  # adb's own word about the device (not a shell error on it), its first line
+                msg = " | ".join([unavailable, *[ln for ln in said if ln != unavailable][:2]])[:400]
                 raise TargetUnreachable(f"adb device {self.conn.serial or '(default)'} is not available: {msg}")
+            msg = " | ".join(said[-3:])[:400]
             raise UsageError(f"{what} failed over adb (exit {proc.returncode}): {msg}")
         return proc.stdout
 
