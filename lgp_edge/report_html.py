@@ -119,7 +119,7 @@ def _chart(e: Any) -> str:
     out += _frame(sc, html.escape(cands[0].runtime))
     out.append(_front_line(sc, pareto_front(cands)))
     out.append(_budget_line(sc, p.latency_budget_ms))
-    out += [_point(sc, c, chosen) for c in cands]
+    out += [_point(sc, c, chosen, p.latency_budget_ms) for c in cands]
     out.append("</svg>")
     return "".join(out)
 
@@ -162,17 +162,19 @@ def _budget_line(sc: _Scale, budget_ms: float) -> str:
             f'text-anchor="{"end" if bx > W / 2 else "start"}">budget {format_budget(budget_ms)} ms p90</text>')
 
 
-def _point(sc: _Scale, c: Candidate, chosen: str | None) -> str:
-    """One descendant's mark, with its facts in data attributes (for the hover) and an SVG title."""
+def _point(sc: _Scale, c: Candidate, chosen: str | None, budget_ms: float) -> str:
+    """One descendant's mark, with its facts in data attributes (for the hover) and an SVG title; its p90 written on
+    its side of the budget."""
     esc = html.escape
     src = source_label(c)
     top1 = "not evaluated" if c.top1 is None else f"{c.top1:.2f}%"
-    tip = (f"{c.key}\ntop-1 {top1}\np90 {format_value(c.latency_ms)} ms ({src})\n"
+    p90 = format_against(c.latency_ms, budget_ms)
+    tip = (f"{c.key}\ntop-1 {top1}\np90 {p90} ms ({src})\n"
            f"{'fits the budgets' if c.fits else 'over a budget'}{', chosen' if c.key == chosen else ''}")
     cls = f"pt {src}{' fits' if c.fits else ' miss'}{' chosen' if c.key == chosen else ''}"
     return (f'<circle class="{cls}" cx="{sc.sx(c.latency_ms):.1f}" cy="{sc.sy(c.top1 or 0.0):.1f}" '
             f'r="{7 if c.key == chosen else 5}" data-key="{esc(c.key)}" data-top1="{esc(top1)}" '
-            f'data-latency="{format_value(c.latency_ms)} ms" data-source="{src}"><title>{esc(tip)}</title></circle>')
+            f'data-latency="{p90} ms" data-source="{src}"><title>{esc(tip)}</title></circle>')
 
 
 def _table(cands: Sequence[Candidate], chosen: str | None, profile: Any) -> str:

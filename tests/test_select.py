@@ -476,3 +476,25 @@ def test_the_reason_tells_apart_two_top1_that_differ(recs: tuple) -> None:
     lats = {r.key: lat(r.key, 1.0) for r in rs} | {b: lat(b, 20.0)}
     sel = select_descendant(rs, lats, profile(10.0), pool=spec)
     assert sel.chosen.key == a and "(80.000%)" in sel.reason and f"{b} (80.002%)" in sel.reason
+
+
+def test_the_html_reports_hover_shows_the_p90_on_its_side_of_the_budget(tiny_pool: Path, tmp_path: Path) -> None:
+    """The report's table showed a p90 of 1.16343 under a 1.1634 ms budget, but the chart's hover said "p90 1.16 ms"
+    beside "over a budget" and the budget line "1.1634 ms"."""
+    import dataclasses
+    import re
+
+    from lgp_edge.report import ReportEntry
+    from lgp_edge.report_html import _chart
+    from lgp_edge.select import Candidate
+
+    profile = dataclasses.replace(load_profile("raspberry-pi-5"), latency_budget_ms=1.1634)
+    c = Candidate(key="b6.0-5", blocks=6, params=1000, flops=10_000, top1=90.0, latency_ms=1.1634316,
+                  median_ms=1.1, latency_source="predicted", runtime="onnxruntime", memory_mb=1.0,
+                  fits_latency=False, fits_memory=True)
+    from lgp_edge.targets import load_target
+
+    svg = _chart(ReportEntry(profile=profile, target=load_target("raspberry-pi-5"), candidates=(c,), selection=None,
+                             problem="x", plot="p.png"))
+    shown = re.search(r'data-latency="([0-9.]+) ms"', svg).group(1)
+    assert float(shown) > 1.1634 and f"p90 {shown} ms" in svg
