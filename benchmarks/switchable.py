@@ -126,7 +126,7 @@ def measure(pool, mf, name: str, keys: list[str], lat: dict, args, tmp: Path, sh
     from lgp_edge.export.switchable_check import open_switchable, validate_switchable_onnx
     from lgp_edge.export.switchable_table import switch_entries
 
-    entries = switch_entries(pool.spec, mf, keys, lat)
+    entries = switch_entries(mf, keys, lat)
     a = pool.spec.ancestry
     shape = (1, a.in_chans, a.img_size, a.img_size)
     d = tmp / f"sel{len(keys)}"

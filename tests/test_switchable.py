@@ -28,7 +28,7 @@ def switchable(pool_and_manifest, tmp_path_factory: pytest.TempPathFactory):
 
     pool, manifest = pool_and_manifest
     d = tmp_path_factory.mktemp("switch")
-    entries = switch_entries(pool.spec, manifest, KEYS)
+    entries = switch_entries(manifest, KEYS)
     return build_switchable_onnx(pool, entries, d / "sw.onnx", input_shape=(1, 1, 16, 16),
                                  metadata={"pool_id": manifest.spec.pool_id}, singles_dir=d / "singles")
 
@@ -130,7 +130,7 @@ def test_out_of_range_descendant_in_openvino_keeps_the_declared_shape_on_the_dem
 
     pool, manifest = load_pool(demo_pool_dir())
     keys = [d.key for d in manifest.descendants][:3]
-    sw = build_switchable_onnx(pool, switch_entries(pool.spec, manifest, keys), tmp_path / "sw.onnx",
+    sw = build_switchable_onnx(pool, switch_entries(manifest, keys), tmp_path / "sw.onnx",
                                input_shape=(1, 1, 28, 28))
     x = np.zeros((1, 1, 28, 28), np.float32)
     for bad in (3, -1):
@@ -146,7 +146,7 @@ def test_one_descendant_needs_no_if(pool_and_manifest, tmp_path: Path):
     from lgp_edge.export.switchable_table import switch_entries
 
     pool, manifest = pool_and_manifest
-    sw = build_switchable_onnx(pool, switch_entries(pool.spec, manifest, ["ti6.0-5"]), tmp_path / "one.onnx",
+    sw = build_switchable_onnx(pool, switch_entries(manifest, ["ti6.0-5"]), tmp_path / "one.onnx",
                                input_shape=(1, 1, 16, 16))
     assert "If" not in {n.op_type for n in onnx.load(str(sw.path)).graph.node}
     run = open_switchable(sw.path, "onnxruntime")
@@ -167,7 +167,7 @@ def test_switch_entries_refuse_bad_selections(pool_and_manifest):
     bad = (((), "empty"), ((" ",), "empty"), (("b6.0-5", "b6.0-5"), "twice"), (("b6.9-9",), "no descendant"))
     for keys, msg in bad:
         with pytest.raises(UsageError, match=msg):
-            switch_entries(pool.spec, manifest, keys)
+            switch_entries(manifest, keys)
 
 
 def test_function_names_are_valid_unique_and_recorded(pool_and_manifest):
@@ -190,7 +190,7 @@ def test_coreml_multifunction_package(pool_and_manifest, tmp_path: Path):
 
     pool, manifest = pool_and_manifest
     keys = ("b6.0-5", "ti6.0-2+b6.3-5")
-    entries = switch_entries(pool.spec, manifest, keys)
+    entries = switch_entries(manifest, keys)
     pkg = build_multifunction_mlpackage(pool, entries, tmp_path / "m.mlpackage", preprocess=manifest.preprocess,
                                         input_shape=(1, 1, 16, 16), precision="fp16", deployment="iOS17")
     assert pkg.passed, pkg.problems

@@ -193,7 +193,6 @@ def check_validation_size(req: ExportRequest, images: ImageSets) -> None:
 def choose(req: ExportRequest, manifest: Any) -> Choice:
     """``--descendant``, else the selection for the profile; with the latency expected on the target. Needs the
     manifest and the store only (no weights)."""
-    from lgp_edge.models.plan import descendant_record
     from lgp_edge.pool.manifest import find_descendant
     from lgp_edge.select import memory_mb, open_store, profile_latencies, records_of, select_descendant
 
@@ -209,8 +208,7 @@ def choose(req: ExportRequest, manifest: Any) -> Choice:
         key = find_descendant(manifest.spec, req.descendant).key
         sel = {"forced": key, "reason": "--descendant given; no selection"}
     latency = lat.get(key)
-    record = next((r for r in manifest.descendants if r.key == key), None) or descendant_record(
-        manifest.spec, find_descendant(manifest.spec, key))
+    record = manifest.record(key)
     memory = memory_mb(manifest.spec, record, req.profile.precision, req.profile.batch)
     if req.descendant is not None:
         sel.update(_fits(key, latency, memory, req.profile))

@@ -122,14 +122,14 @@ def choose_entries(req: SwitchableRequest, manifest: Any) -> tuple[SwitchEntry, 
     from lgp_edge.select import latencies, open_store
 
     if req.keys is not None:  # checked before the latencies, which on this host may calibrate it
-        switch_entries(manifest.spec, manifest, req.keys)
+        switch_entries(manifest, req.keys)
     store = open_store(req.store)
     try:
         lat = latencies(manifest.spec, req.target, req.profile.precision, store, req.profile.batch,
                         threads=req.profile.threads)
     finally:
         store.close()
-    return switch_entries(manifest.spec, manifest, choose_keys(manifest, req, lat), lat)
+    return switch_entries(manifest, choose_keys(manifest, req, lat), lat)
 
 
 def prepare(req: SwitchableRequest, reporter: Any = NULL) -> SwitchJob:

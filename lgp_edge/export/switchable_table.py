@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lgp_edge.errors import UsageError
-from lgp_edge.models.plan import descendant_record
-from lgp_edge.pool.manifest import find_descendant
-from lgp_edge.specs import LatencyRecord, PoolSpec
+from lgp_edge.specs import LatencyRecord
 
 
 @dataclass(frozen=True)
@@ -31,10 +29,10 @@ class SwitchEntry:
                 "latency_ms": self.latency_ms, "latency_source": self.latency_source}
 
 
-def switch_entries(spec: PoolSpec, manifest: Any, keys: Sequence[str],
+def switch_entries(manifest: Any, keys: Sequence[str],
                    latencies: Mapping[str, LatencyRecord] | None = None) -> tuple[SwitchEntry, ...]:
-    """The table rows for ``keys`` (in that order) of the pool ``spec`` describes, from its pool.json
-    (``manifest``) alone; unknown, duplicate or no keys raise UsageError."""
+    """The table rows for ``keys`` (in that order), from the pool's pool.json (``manifest``) alone; unknown,
+    duplicate or no keys raise UsageError."""
     keys = [k.strip() for k in keys if k.strip()]
     if not keys:
         raise UsageError("the switchable selection is empty; name descendants with --descendants KEY,KEY… "
@@ -42,10 +40,9 @@ def switch_entries(spec: PoolSpec, manifest: Any, keys: Sequence[str],
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
         raise UsageError(f"descendant '{dup[0]}' is named twice in --descendants")
-    records = {r.key: r for r in manifest.descendants}
     out = []
     for i, key in enumerate(keys):
-        rec = records.get(key) or descendant_record(spec, find_descendant(spec, key))  # UsageError: unknown key
+        rec = manifest.record(key)  # UsageError: unknown key
         lat = (latencies or {}).get(key)
         out.append(SwitchEntry(index=i, key=key, params=rec.params, flops=rec.flops, top1=rec.top1,
                                latency_ms=lat.p90_ms if lat is not None else None,

@@ -17,7 +17,13 @@ from typing import Any
 
 from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import check_sha256, json_loads
-from lgp_edge.models.plan import descendant_flops, descendant_params, enumerate_descendants, pool_shapes
+from lgp_edge.models.plan import (
+    descendant_flops,
+    descendant_params,
+    descendant_record,
+    enumerate_descendants,
+    pool_shapes,
+)
 from lgp_edge.outdir import check_utf8, recover_unlocked
 from lgp_edge.progress import counted
 from lgp_edge.registry import control_character
@@ -60,6 +66,12 @@ class PoolManifest:
     @property
     def synthetic(self) -> bool:
         return self.data == "synthetic"
+
+    def record(self, key: str) -> DescendantRecord:
+        """The descendant ``key``'s record: its evaluated one, else its sizes from the spec with no top-1
+        (UsageError for a key the pool has not)."""
+        found = next((r for r in self.descendants if r.key == key), None)
+        return found or descendant_record(self.spec, find_descendant(self.spec, key))
 
     def last(self, stage: str) -> dict[str, Any] | None:
         """The history's last entry of ``stage`` (``"distill"``, ``"finetune"``, ``"eval"``…), or None."""
