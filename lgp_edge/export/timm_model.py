@@ -173,24 +173,19 @@ def measured_latency(key: str, req: Any, params: int) -> Any:
     57.9 ms, 8x what it takes)."""
     from lgp_edge.models.ancestry import create_ancestry
     from lgp_edge.models.descendant import count_params
-    from lgp_edge.profiling.host import default_threads
-    from lgp_edge.profiling.predict import RECENT_RUNS, at_threads, comparison_threads, robust_measured, this_host
+    from lgp_edge.profiling.predict import RECENT_RUNS, compared_runs, this_host
     from lgp_edge.select import open_store, profile_runtime
-    from lgp_edge.specs import CPU_RUNTIMES
 
     target, runtime = req.target, profile_runtime(req.profile, req.target)
     store = open_store(req.store)
     try:
-        rows = [r for r in store.records(target=target.name, runtime=runtime, precision=req.profile.precision,
-                                         source="measured", batch=req.profile.batch, recent=RECENT_RUNS,
-                                         descendant_key=key)]
+        rows = store.records(target=target.name, runtime=runtime, precision=req.profile.precision,
+                             source="measured", batch=req.profile.batch, recent=RECENT_RUNS, descendant_key=key)
     finally:
         store.close()
     if target.connection.kind == "local":
         rows = this_host(rows)
-    threads = req.profile.threads if runtime in CPU_RUNTIMES and req.profile.threads else \
-        comparison_threads(rows, default_threads(target))
-    found = robust_measured([r for r in at_threads(rows, runtime, threads) if r.threads == threads])
+    _, found = compared_runs(rows, target, runtime, req.profile.threads)
     if not found:
         return None
     stock = count_params(create_ancestry(key.removeprefix("timm:"))[0])

@@ -485,7 +485,7 @@ def _measured_rows(store: Any, target: TargetSpec, runtime: str, precision: str,
     return this_host(rows) if target.connection.kind == "local" else rows
 
 
-def at_threads(rows: Sequence[LatencyRecord], runtime: str, threads: int) -> list[LatencyRecord]:
+def _at_threads(rows: Sequence[LatencyRecord], runtime: str, threads: int) -> list[LatencyRecord]:
     """``rows`` as compared at ``threads``: a CPU runtime's keep the count they ran at (the caller leaves the others
     out); a GPU or NPU runtime's thread count says nothing, so every run counts, labelled ``threads``."""
     if runtime in CPU_RUNTIMES:
@@ -496,7 +496,7 @@ def at_threads(rows: Sequence[LatencyRecord], runtime: str, threads: int) -> lis
 def _calm_measured(store: Any, target: TargetSpec, runtime: str, precision: str, pool: PoolSpec, batch: int,
                    threads: int) -> dict[str, LatencyRecord]:
     """Descendant key -> the robust aggregate of its recent calm runs at ``batch`` and ``threads``."""
-    rows = at_threads(_measured_rows(store, target, runtime, precision, pool, batch), runtime, threads)
+    rows = _at_threads(_measured_rows(store, target, runtime, precision, pool, batch), runtime, threads)
     return {r.descendant_key: r for r in robust_measured([r for r in rows if r.threads == threads]).values()
             if not r.noisy}
 
@@ -524,6 +524,20 @@ def scaled_roofline(predictor: Predictor, pool: PoolSpec, store: Any, target: Ta
     return predictor
 
 
+def compared_runs(rows: Sequence[LatencyRecord], target: TargetSpec, runtime: str, threads: int | None
+                  ) -> tuple[int, dict[tuple[Any, ...], LatencyRecord]]:
+    """The thread count measured runs are compared at (``threads`` for a CPU runtime, else ``comparison_threads``
+    of the runs) and the robust aggregate of each model's runs at it (``robust_measured``)."""
+    if runtime not in CPU_RUNTIMES or threads is None:
+        threads = comparison_threads(rows, default_threads(target))
+    rows = _at_threads(rows, runtime, threads)
+    other = {r.threads for r in rows if r.threads != threads}
+    if other:
+        log.info("comparing at %s; runs at other thread counts (%s) left out", counted(threads, "thread"),
+                 ", ".join(str(t) for t in sorted(other)))
+    return threads, robust_measured([r for r in rows if r.threads == threads])
+
+
 def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any = None,
                   runtime: str | None = None, *, batch: int = 1, threads: int | None = None
                   ) -> dict[str, LatencyRecord]:
@@ -542,14 +556,8 @@ def latencies_for(pool: PoolSpec, target: TargetSpec, precision: str, store: Any
     rows: list[LatencyRecord] = []
     if store is not None:
         rows = _measured_rows(store, target, runtime, precision, pool, batch)
-    if runtime not in CPU_RUNTIMES or threads is None:
-        threads = comparison_threads(rows, default_threads(target))
-    rows = at_threads(rows, runtime, threads)
-    other = {r.threads for r in rows if r.threads != threads}
-    if other:
-        log.info("comparing at %s; runs at other thread counts (%s) left out", counted(threads, "thread"),
-                 ", ".join(str(t) for t in sorted(other)))
-    for r in robust_measured([r for r in rows if r.threads == threads]).values():
+    threads, found = compared_runs(rows, target, runtime, threads)
+    for r in found.values():
         (noisy if r.noisy else out)[r.descendant_key] = r
     missing = [s for s in specs if s.key not in out]
     if missing:
