@@ -5,7 +5,6 @@ No pretrained ViT is reachable offline, so the small variants are trained by ``l
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 import re
@@ -17,7 +16,7 @@ from torch import nn
 
 from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.fileio import json_loads
-from lgp_edge.models.variants import SMALL_VARIANTS, variant_spec
+from lgp_edge.models.variants import SMALL_VARIANTS, close_names, variant_spec
 from lgp_edge.specs import NORM_RANGES, AncestrySpec, is_integer, is_number, norm_value_ok
 
 log = logging.getLogger(__name__)
@@ -56,9 +55,7 @@ def check_name(name: str, unknown: str = "unknown ancestry '{name}'") -> None:
     """UsageError ``unknown`` (formatted with ``name``) plus close matches when timm has no such ViT."""
     names = known_names()
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models('vit_*')"
-        raise UsageError(unknown.format(name=name) + hint)
+        raise UsageError(unknown.format(name=name) + close_names(name, names, "; see timm.list_models('vit_*')"))
 
 
 def spec_of(model: nn.Module, name: str, checkpoint: str | None) -> AncestrySpec:

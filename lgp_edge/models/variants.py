@@ -39,14 +39,19 @@ def variant_spec(name: str) -> AncestrySpec | None:
                         patch_size=cfg["patch_size"], mlp_ratio=int(dim * MLP_RATIO) / dim)
 
 
+def close_names(name: str, names: list[str], otherwise: str) -> str:
+    """The end of an unknown-name message: the close matches among ``names``, else ``otherwise``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
+    return f"; did you mean {', '.join(close)}?" if close else otherwise
+
+
 def check_variant_name(name: str) -> None:
     """UsageError for an ``lgp_*`` name that is no small variant (timm has none of that prefix), with the close
     matches ``ancestry.check_name`` gives: a misspelt variant refused without importing timm."""
     if name.startswith("lgp_") and name not in SMALL_VARIANTS:
-        import difflib
-
         from lgp_edge.errors import UsageError
 
-        close = difflib.get_close_matches(name, sorted(SMALL_VARIANTS), n=4, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see 'lgp-edge ancestry list'"
-        raise UsageError(f"unknown ancestry '{name}'{hint}")
+        raise UsageError(f"unknown ancestry '{name}'"
+                         + close_names(name, sorted(SMALL_VARIANTS), "; see 'lgp-edge ancestry list'"))
