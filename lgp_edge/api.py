@@ -198,7 +198,7 @@ def read_manifest(out: str | Path) -> dict[str, Any]:
     _check(out, "out", (str, os.PathLike), "a path (str or os.PathLike)")
     path = Path(out) / "manifest.json"
     try:
-        mf = json_loads(path.read_text())
+        mf = json_loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"'{out}' is not an export directory (no manifest.json)") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:

@@ -274,7 +274,7 @@ def _terminal(as_program: bool = False) -> Iterator[None]:
             old_int = signal.signal(signal.SIGINT, _on_stop(os.getpid(), KeyboardInterrupt))
     closed = {name: getattr(sys, name) for name in ("stdout", "stderr") if getattr(sys, name) is None}
     for name in closed:  # started with the descriptor closed (a daemon, '>&-'): the text goes nowhere
-        setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (closed below)
+        setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115 (closed below)
     errors = {}
     for stream in (sys.stdout, sys.stderr):
         # strict, or the C locale's surrogateescape into ASCII: '·' would crash a command that did its work

@@ -245,7 +245,7 @@ def model_norm(model: Any, name: str, meta: dict[str, Any] | None) -> Norm | Non
     """The (mean, std) an ancestry was trained with: its ``ancestry.json``'s (``ancestry train``), else a stock
     timm model's ``pretrained_cfg`` (a pretrained ViT keeps its own: augreg ViTs 0.5 / 0.5, CLIP's, ImageNet's
     for DeiT); None for the small variants without one, which take the dataset's."""
-    from lgp_edge.models.ancestry import SMALL_VARIANTS
+    from lgp_edge.models.variants import SMALL_VARIANTS
 
     pre = (meta or {}).get("preprocess")
     if isinstance(pre, dict) and isinstance(pre.get("mean"), list) and isinstance(pre.get("std"), list):

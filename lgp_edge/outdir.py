@@ -197,7 +197,7 @@ def _plain_relative(rel: Any) -> bool:
 
 def _json(path: Path) -> Any:
     try:
-        return json_loads(path.read_text())
+        return json_loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError):
         return None
 
@@ -537,7 +537,7 @@ def _leftover_re(name: str) -> re.Pattern[str]:
 
 def _pid_max() -> int:
     try:
-        return int(Path("/proc/sys/kernel/pid_max").read_text())
+        return int(Path("/proc/sys/kernel/pid_max").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return 99_999  # macOS
 

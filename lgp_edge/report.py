@@ -225,7 +225,7 @@ def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, 
                 task.advance()
         from lgp_edge.report_html import render_csv, render_html
 
-        (tmp / "report.md").write_text(render_markdown(entries, pool_dir, manifest))
+        (tmp / "report.md").write_text(render_markdown(entries, pool_dir, manifest), encoding="utf-8")
         (tmp / "report.html").write_text(render_html(entries, pool_dir, manifest), encoding="utf-8")
         (tmp / "report.csv").write_text(render_csv(entries), encoding="utf-8")
         replace_dir(tmp, out)

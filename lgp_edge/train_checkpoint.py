@@ -37,7 +37,7 @@ CKPT_META = "state.json"
 def legacy_groups(ckpt: Path) -> bool:
     """True for a checkpoint whose optimizer groups predate ``lr_scale`` (see ``train_optim.legacy_optimizer``)."""
     try:
-        meta = json_loads((ckpt / CKPT_META).read_text())
+        meta = json_loads((ckpt / CKPT_META).read_text(encoding="utf-8"))
         groups = meta.get("param_groups") or [] if isinstance(meta, dict) else []
     except (OSError, ValueError):
         return False  # load_checkpoint reports the damage
@@ -145,7 +145,7 @@ def read_checkpoint_meta(path: Path, fingerprint: str, world: int) -> dict[str, 
     if not meta_f.is_file():
         raise CheckpointError(f"no checkpoint to resume in '{path}'; run without --resume to start")
     try:
-        meta = json_loads(meta_f.read_text())
+        meta = json_loads(meta_f.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"checkpoint '{meta_f}' is damaged ({exc.msg}); delete '{path}' and start "
                               "again without --resume") from None

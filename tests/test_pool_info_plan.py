@@ -39,12 +39,13 @@ def _probe(argvs: list[list[str]]) -> dict[str, Any]:
     return {"codes": got["codes"], "imported": got["imported"]}
 
 
-def test_pool_info_and_plan_do_not_import_torch(tiny_pool: Path) -> None:
+def test_pool_info_plan_and_ancestry_list_do_not_import_torch(tiny_pool: Path) -> None:
     argvs = [["pool", "info"], ["pool", "info", "--json"], ["pool", "info", str(tiny_pool)],
              ["pool", "info", str(tiny_pool), "--json"],
              ["pool", "plan", "--ancestry", "lgp_test_tiny"], ["pool", "plan", "--ancestry", "lgp_vit_fmnist",
                                                                "--depth", "9", "--widths", "ti,s,b", "--chains",
-                                                               "tsb", "--json"]]
+                                                               "tsb", "--json"],
+             ["ancestry", "list"], ["ancestry", "list", "--json"]]
     assert _probe(argvs) == {"codes": [0] * len(argvs), "imported": []}
 
 

@@ -177,7 +177,7 @@ def _write_results(out_dir: str, states: dict[str, dict[str, torch.Tensor]], res
     with atomic_dir(out_dir) as tmp:
         for key, state in states.items():
             save_safetensors(state, os.path.join(tmp, f"{key}.safetensors"))
-        with open(os.path.join(tmp, RESULTS), "w") as f:
+        with open(os.path.join(tmp, RESULTS), "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
             f.write("\n")
         replace_dir(tmp, out_dir)
@@ -187,4 +187,4 @@ def read_results(path: str | Path) -> dict[str, Any]:
     f = Path(path) / RESULTS
     if not f.is_file():
         raise UsageError(f"'{path}' holds no {RESULTS}")
-    return json.loads(f.read_text())
+    return json.loads(f.read_text(encoding="utf-8"))

@@ -48,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from lgp_edge.models.ancestry import SMALL_VARIANTS
+    from lgp_edge.models.variants import SMALL_VARIANTS
 
     if args.json:
         print_json({"variants": [{"name": k, **v} for k, v in SMALL_VARIANTS.items()]})

@@ -52,7 +52,7 @@ def load_device_module(name: str) -> ModuleType:
 
 def template(name: str) -> str:
     """The text of ``lgp_edge/data/templates/NAME``."""
-    return (data_dir() / "templates" / name).read_text()
+    return (data_dir() / "templates" / name).read_text(encoding="utf-8")
 
 
 class ShellTemplate(string.Template):

@@ -231,7 +231,7 @@ def load(key: str) -> Any | None:
     d = graph_dir()
     graph, sidecar = d / f"{key}.onnx", d / f"{key}.json"
     try:
-        meta = json.loads(sidecar.read_text())
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
         data = graph.read_bytes()
     except FileNotFoundError:
         return None
@@ -277,7 +277,7 @@ def store(key: str, proto: Any) -> None:
     try:
         # the record renamed last: a graph without one is never read; both with the permissions of the user's umask
         write_atomic_all([(d / f"{key}.onnx", lambda tmp: Path(tmp).write_bytes(data)),
-                          (d / f"{key}.json", lambda tmp: Path(tmp).write_text(record))])
+                          (d / f"{key}.json", lambda tmp: Path(tmp).write_text(record, encoding="utf-8"))])
         _evict(d, limit)
     except FileNotFoundError as exc:  # the folder or a file removed meanwhile (a 'cache clear', rm -r): not kept
         log.debug("exported-graph cache entry %s not kept: %s", key, exc)

@@ -63,7 +63,7 @@ def ort_requirement(format_version: int) -> str:
 def integer_operators(config: Path) -> list[str]:
     """The integer operators a converted model runs, from its required-operators config (``domain;opset;A,B``)."""
     ops = []
-    for line in config.read_text().splitlines():
+    for line in config.read_text(encoding="utf-8").splitlines():
         parts = line.split(";")
         if len(parts) == 3 and not line.startswith("#"):
             ops += [op for op in parts[2].split(",")
@@ -99,8 +99,8 @@ def convert_to_ort(onnx_path: Path, out_dir: Path, target_platform: str = "arm")
         out_ort, out_cfg = out_dir / "model.ort", out_dir / "model.required_operators.config"
         shutil.copyfile(ort_file, out_ort)
         # the generated config names the temporary path; name the shipped file instead
-        text = configs[0].read_text().replace(str(ort_file), out_ort.name)
-        out_cfg.write_text(text)
+        text = configs[0].read_text(encoding="locale").replace(str(ort_file), out_ort.name)  # open()'s default there
+        out_cfg.write_text(text, encoding="utf-8")
     return out_ort, out_cfg
 
 

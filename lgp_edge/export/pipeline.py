@@ -371,7 +371,7 @@ def stage(job: Job, tmp: Path, reporter: Any = NULL) -> Staged:
                         selection=job.choice.selection, preprocess=job.preprocess, artifacts=artifacts,
                         validation=_validation_summary(job), extra_files=extra, versions=tool_versions(*VERSIONED),
                         model_info=job.model_info, memory_mb=job.choice.memory_mb)
-    (tmp / "EMBEDDING.md").write_text(render(mf, tmp))
+    (tmp / "EMBEDDING.md").write_text(render(mf, tmp), encoding="utf-8")
     mf["files"] = file_entries(tmp, extra)  # now with EMBEDDING.md's hash
     failures = tuple(f"{a.format} {a.path}: {a.validation.note if a.validation else 'not validated'}"
                      for a in artifacts if not (a.validation and a.validation.passed))

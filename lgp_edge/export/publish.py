@@ -62,7 +62,7 @@ def _failed_dir(out: Path) -> Path:
 def _is_failed_export(path: Path) -> bool:
     """``path`` holds lgp-edge's failed export (its manifest.json says so)."""
     try:
-        earlier = json_loads((path / MANIFEST).read_text())
+        earlier = json_loads((path / MANIFEST).read_text(encoding="utf-8"))
         return str(earlier.get("kind", "")).startswith(KIND) and earlier.get("status") == "failed"
     except (OSError, ValueError, AttributeError):
         return False

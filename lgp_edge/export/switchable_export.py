@@ -182,7 +182,7 @@ def stage(job: SwitchJob, tmp: Path, singles: Path, selection: str, reporter: An
         selection=selection, entries=job.entries, artifacts=artifacts,
         validation={"data": im.data, "synthetic": im.synthetic, "images": len(im.images)}, extra_files=[],
         versions=tool_versions("onnx", "onnxruntime", "openvino", "coremltools", "timm"))
-    (tmp / "EMBEDDING.md").write_text(embedding_markdown(mf))
+    (tmp / "EMBEDDING.md").write_text(embedding_markdown(mf), encoding="utf-8")
     mf["files"] = file_entries(tmp, ["EMBEDDING.md"])
     failures = tuple(f for a in artifacts for f in a.failures())
     return Staged(manifest=mf, failures=failures, artifacts=tuple(artifacts))

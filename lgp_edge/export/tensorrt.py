@@ -276,11 +276,12 @@ class TensorRTExporter:
         bad = [n for n in layers if "," in n or ":" in n]
         if bad:
             raise UsageError(f"ONNX node name '{bad[0]}' has a ',' or ':' that trtexec's --layerPrecisions cannot take")
-        (out / "fp32_layers.txt").write_text(FP32_LAYERS_HEADER + "\n".join(layers) + "\n")
+        (out / "fp32_layers.txt").write_text(FP32_LAYERS_HEADER + "\n".join(layers) + "\n", encoding="utf-8")
         copy_device_script("build_engine.py", out / "build_engine.py", executable=True)
-        (out / "build_engine.sh").write_text(build_script(
+        script = build_script(
             pool_id=ctx.pool_id, onnx_name=onnx_name, precision=ctx.profile.precision, input_name=input_name,
-            input_shape=ctx.input_shape, dynamic_batch=ctx.dynamic_batch, key=ctx.record.key, target=ctx.target))
+            input_shape=ctx.input_shape, dynamic_batch=ctx.dynamic_batch, key=ctx.record.key, target=ctx.target)
+        (out / "build_engine.sh").write_text(script, encoding="utf-8")
         make_executable(out / "build_engine.sh")
         files = ["build_engine.sh", "build_engine.py", "fp32_layers.txt"]
         bench = self._bench_script(ctx)

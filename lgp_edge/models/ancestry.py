@@ -354,7 +354,7 @@ def hub_config(folder: Path) -> dict[str, Any] | None:
     if not (f.is_file() and (folder / "model.safetensors").is_file()):
         return None
     try:
-        cfg = json_loads(f.read_text())
+        cfg = json_loads(f.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
         raise CheckpointError(f"'{f}' is damaged ({str(exc)[:120]}); restore it or delete it") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("architecture"), str):
@@ -415,7 +415,7 @@ def read_ancestry_dir(path: str | Path) -> dict[str, Any] | None:
     if not meta.is_file():
         return hub_config(folder)
     try:
-        data = json_loads(meta.read_text())
+        data = json_loads(meta.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
         raise CheckpointError(f"'{meta}' is damaged ({str(exc)[:120]}); restore it or delete it") from None
     if not isinstance(data, dict):

@@ -111,7 +111,7 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
             save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()},
                              os.path.join(tmp, "ancestry.safetensors"))
             meta["weights_sha256"] = sha256_file(os.path.join(tmp, "ancestry.safetensors"))  # checked on every load
-            with open(os.path.join(tmp, "ancestry.json"), "w") as f:
+            with open(os.path.join(tmp, "ancestry.json"), "w", encoding="utf-8") as f:
                 json.dump(meta, f, indent=1)
             replace_dir(tmp, req.out)
     return meta

@@ -186,7 +186,7 @@ def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter 
             save_safetensors(states, os.path.join(tmp, MODELS))
             save_safetensors(objective.transform_tensors(), os.path.join(tmp, TRANSFORMS))
             record["files"] = {f: sha256_file(os.path.join(tmp, f)) for f in (MODELS, TRANSFORMS)}
-            with open(os.path.join(tmp, RECORD), "w") as f:
+            with open(os.path.join(tmp, RECORD), "w", encoding="utf-8") as f:
                 json.dump(record, f, indent=1)
                 f.write("\n")
             replace_dir(tmp, req.out)
@@ -238,7 +238,7 @@ def read_distilled(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"--distilled '{path}' is not a 'pool distill' output (no {RECORD}); create it with "
                          "'lgp-edge pool distill'")
     try:
-        rec = json_loads(rec_path.read_text())
+        rec = json_loads(rec_path.read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"'{rec_path}' cannot be read ({exc}); distil again") from None
     if (not isinstance(rec, dict) or rec.get("kind") != KIND or not isinstance(rec.get("models"), list)

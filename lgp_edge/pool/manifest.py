@@ -179,7 +179,7 @@ def read_manifest(path: str | Path) -> PoolManifest:
     if not mf.is_file():
         raise UsageError(f"'{p}' is not a pool directory (no {MANIFEST}); build one with 'lgp-edge pool build'")
     try:
-        raw = json_loads(mf.read_text())
+        raw = json_loads(mf.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"'{mf}' is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -453,7 +453,7 @@ def recorded_pool_id(path: str | Path) -> str | None:
     lgp-edge computed another id for the same pool (before 2026-12-03 the ancestry's folder was hashed in), and
     its board timing files carry that one."""
     try:
-        value = json_loads((Path(path) / MANIFEST).read_text()).get("pool_id")
+        value = json_loads((Path(path) / MANIFEST).read_text(encoding="utf-8")).get("pool_id")
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None

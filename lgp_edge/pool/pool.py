@@ -119,7 +119,7 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
             if os.path.exists(os.path.join(tmp, name)):
                 files[name] = sha256_file(os.path.join(tmp, name))
         manifest = manifest.replace(files=files, storage_dtype=storage_dtype)
-        with open(os.path.join(tmp, MANIFEST), "w") as f:
+        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest.to_dict(), f, indent=1)
             f.write("\n")
         # Carry over lgp-edge's other files (descendants.json, checkpoints) from the directory being replaced;

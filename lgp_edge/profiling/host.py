@@ -197,10 +197,10 @@ def last_level_cache_bytes() -> int:
     best = (0, 0)
     for d in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
-            if (d / "type").read_text().strip() == "Instruction":
+            if (d / "type").read_text(encoding="utf-8").strip() == "Instruction":
                 continue
-            level = int((d / "level").read_text())
-            m = re.fullmatch(r"(\d+)([KMG]?)", (d / "size").read_text().strip())
+            level = int((d / "level").read_text(encoding="utf-8"))
+            m = re.fullmatch(r"(\d+)([KMG]?)", (d / "size").read_text(encoding="utf-8").strip())
         except (OSError, ValueError):
             continue
         if m:
@@ -220,7 +220,7 @@ def cpu_model() -> str:
         if brand:
             return brand
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -254,7 +254,7 @@ def _first_processor(cpuinfo: str | None = None) -> dict[str, str] | None:
 
     if cpuinfo is None:
         try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
         except OSError:
             return None
     first: dict[str, str] = {}

@@ -159,7 +159,7 @@ def read_records_file(path: str | Path, *, this_host: bool = False) -> list[Late
     target 'cpu' that names no machine (saved before runs named it) is taken as this machine's and named so."""
     p = Path(path)
     try:
-        data = json_loads(p.read_text())
+        data = json_loads(p.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read '{p}': {exc}") from None
     except json.JSONDecodeError as exc:

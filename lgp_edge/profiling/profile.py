@@ -302,7 +302,7 @@ def _measure_on_board(sess: Any, board: _Board, it: Item, x: torch.Tensor, tmp: 
 
         layers = tmp / f"{onnx_path.stem}.fp32_layers.txt"  # bench.sh reads MODEL.fp32_layers.txt beside MODEL.onnx
         layers.write_text(f"# ONNX nodes kept in fp32 inside the {precision} engine (LayerNorm and softmax)\n"
-                          + "\n".join(fp32_nodes(onnx_path, it.build())) + "\n")
+                          + "\n".join(fp32_nodes(onnx_path, it.build())) + "\n", encoding="utf-8")
         sess.put(layers)
         versions["note_precision"] = f"{precision} with LayerNorm/softmax pinned to fp32 (as build_engine.sh)"
     return _board_timing(sess, board, rmodel, settings, versions), versions

@@ -22,7 +22,7 @@ def read_layer_names(path):
     """One ONNX node name per line (blank lines and # comments ignored)."""
     if not path:
         return []
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return [line.strip() for line in f if line.strip() and not line.startswith("#")]
 
 
