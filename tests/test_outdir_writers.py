@@ -170,8 +170,21 @@ def test_a_switchable_core_ml_export_is_replaced_with_force(tmp_path, capsys):
             "--out", str(out)]
     rc, err = run_cli(args, capsys)
     assert rc == 0, err
-    files = json.loads((out / "manifest.json").read_text())["artifacts"][0]["files"]
+    mf = json.loads((out / "manifest.json").read_text())
+    files = mf["artifacts"][0]["files"]
     assert files and all(isinstance(f, dict) and len(f["sha256"]) == 64 for f in files)
+    # its image input normalises in the model, as the single package's: the app must not normalise again
+    import coremltools as ct
+
+    from lgp_edge.export.coreml import IN_MODEL_RULE
+
+    meta = ct.utils.load_spec(str(out / "model.switchable.mlpackage")).description.metadata.userDefined
+    assert meta["preprocess"] == IN_MODEL_RULE
+    (inp,) = mf["artifacts"][0]["inputs"]
+    assert inp["dtype"] == "image" and inp["normalized_in_model"] is True and inp["shape"] == [1, 1, 28, 28]
+    assert [o["name"] for o in mf["artifacts"][0]["outputs"]] == ["classLabel", "classLabel_probs"]
+    # and the summary says what was only checked for structure, as a single export's does
+    assert mf["validation"]["structural"] == ["model.switchable.mlpackage"] and mf["validation"]["numeric"] == []
     rc, err = run_cli([*args, "--force"], capsys)
     assert rc == 0, err
 

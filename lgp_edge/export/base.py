@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -135,3 +136,10 @@ def check_opset(opset: int | None, target: TargetSpec) -> None:
     if opset > target.max_opset:
         raise UsageError(f"--opset {opset} is above what target '{target.name}' parses (max opset "
                          f"{target.max_opset}, {target.runtime_version})")
+
+
+def check_opset_used(opset: int | None, formats: Sequence[str]) -> None:
+    """``--opset`` where only Core ML is written (converted from torch, no ONNX file): refused, not ignored."""
+    if opset is not None and formats and all(f == "coreml" for f in formats):
+        raise UsageError(f"--opset {opset} sets the ONNX opset, and this export writes Core ML only (converted "
+                         "from torch): leave --opset out, or add --format onnx")

@@ -231,6 +231,17 @@ IN_MODEL_RULE = ("none: pass the image, resized to img_size x img_size; the mode
                  "std per channel itself")
 
 
+def io_entries(pre: PreprocessSpec, input_shape: tuple[int, ...]
+               ) -> tuple[tuple[dict[str, Any], ...], tuple[dict[str, Any], ...]]:
+    """The manifest's inputs and outputs of a package (each function of a multifunction one): the 8-bit image,
+    normalised in the model, and the classifier's label and probabilities."""
+    inputs = ({"name": INPUT, "shape": list(input_shape), "dtype": "image",
+               "color": "grayscale" if pre.in_chans == 1 else "RGB", "normalized_in_model": True},)
+    outputs = ({"name": "classLabel", "shape": [], "dtype": "string"},
+               {"name": "classLabel_probs", "shape": [len(pre.labels)], "dtype": "dict[string, double]"})
+    return inputs, outputs
+
+
 def package_metadata(ctx: ExportContext) -> dict[str, str]:
     """The user metadata of ``model.mlpackage``: the export's, with the preprocessing rule of an image input."""
     return {**ctx.metadata(), "preprocess": IN_MODEL_RULE}
@@ -265,6 +276,10 @@ class CoreMLExporter:
         require("coremltools", self.extra, "Core ML export")
         if profile.precision not in PRECISIONS:
             raise UsageError(f"Core ML export computes in fp16 or fp32, not {profile.precision}")
+        if profile.batch != 1:  # the classifier outputs one label: conversion failed deep in coremltools
+            raise UsageError(f"profile '{profile.name}' has batch {profile.batch}: the Core ML package takes one "
+                             "image per prediction (batch 1); use a batch-1 profile, or pass --format for the other "
+                             "formats only")
         if min_target(target) not in SPEC_VERSION:
             raise UsageError(f"target '{target.name}': Core ML deployment target '{min_target(target)}' is not one "
                              f"of {', '.join(SPEC_VERSION)}")
@@ -280,10 +295,7 @@ class CoreMLExporter:
         self._save(ctx, path, deployment)
         problems = structural_check(path, pre, package_metadata(ctx), deployment, ctx.profile.precision)
         files = self._write_mac_check(ctx)
-        inputs = ({"name": INPUT, "shape": list(ctx.input_shape), "dtype": "image",
-                   "color": "grayscale" if pre.in_chans == 1 else "RGB", "normalized_in_model": True},)
-        outputs = ({"name": "classLabel", "shape": [], "dtype": "string"},
-                   {"name": "classLabel_probs", "shape": [len(pre.labels)], "dtype": "dict[string, double]"})
+        inputs, outputs = io_entries(pre, ctx.input_shape)
         return [ExportArtifact(path=path.name, format=self.format, profile=ctx.profile.name,
                                descendant_key=ctx.record.key, sha256=tree_sha256(path), inputs=inputs,
                                outputs=outputs, validation=_structural_report(ctx, problems),

@@ -100,20 +100,22 @@ def _convert_one(model: torch.nn.Module, path: Path, *, pre: Any, input_shape: t
     from lgp_edge.export.coreml import convert_mlprogram
     from lgp_edge.fileio import tool_write
 
-    with tool_write(path, need=1 << 20):  # MIL FileWriter: "Unknown error occurred while writing data to the file"
+    need = 4 * sum(p.numel() for p in model.parameters()) + (1 << 20)  # as the single export's
+    with tool_write(path, need=need):  # MIL FileWriter: "Unknown error occurred while writing data to the file"
         ml = convert_mlprogram(model, pre=pre, input_shape=input_shape, precision=precision, deployment=deployment)
         ml.save(str(path))
 
 
-def _save_joined(desc: Any, path: Path, tmp: Path, meta: Mapping[str, str], count: int) -> None:
-    """Join the functions of ``desc`` (shared weights) and write the package with ``meta`` to ``path``."""
+def _save_joined(desc: Any, path: Path, tmp: Path, meta: Mapping[str, str], count: int, need: int) -> None:
+    """Join the functions of ``desc`` (shared weights) and write the package with ``meta`` to ``path``; ``need``:
+    the bytes its writes may take (a file-size limit or free space below it explains a tool's failed write)."""
     import coremltools as ct
     from coremltools.models.utils import save_multifunction
 
     from lgp_edge.fileio import plain_modes, tool_write
 
     joined = tmp / "joined.mlpackage"
-    with tool_write(joined, need=1 << 20):
+    with tool_write(joined, need=need):
         save_multifunction(desc, str(joined))
     spec = ct.utils.load_spec(str(joined))
     for k, v in meta.items():
@@ -121,7 +123,8 @@ def _save_joined(desc: Any, path: Path, tmp: Path, meta: Mapping[str, str], coun
     spec.description.metadata.author = "lgp-edge"
     spec.description.metadata.shortDescription = (f"Learngene Pool: {count} descendants, one function "
                                                   "each; select with MLModelConfiguration.functionName")
-    ct.utils.save_spec(spec, str(path), weights_dir=str(joined / "Data" / "com.apple.CoreML" / "weights"))
+    with tool_write(path, need=need):
+        ct.utils.save_spec(spec, str(path), weights_dir=str(joined / "Data" / "com.apple.CoreML" / "weights"))
     plain_modes(path)  # coremltools writes model.mlmodel 0600
 
 
@@ -158,7 +161,8 @@ def build_multifunction_mlpackage(pool: Any, entries: Sequence[SwitchEntry], pat
             desc.add_function(str(single), src_function_name="main", target_function_name=names[e.key])
             task.advance()
         desc.default_function_name = default
-        _save_joined(desc, path, Path(tmp), meta, len(entries))
+        used = {id(p): p.numel() for e in entries for p in pool.descendant(e.key).parameters()}
+        _save_joined(desc, path, Path(tmp), meta, len(entries), need=4 * sum(used.values()) + (1 << 20))
         task.advance()
     problems = check_multifunction(path, names, default, preprocess, input_shape, meta, precision=precision)
     pkg = MultifunctionPackage(path=path, entries=tuple(entries), functions=tuple(names.items()),

@@ -63,12 +63,12 @@ def preprocess_entry(pre: Any) -> dict[str, Any]:
     return d
 
 
-def validation_entry(validation: dict[str, Any], artifacts: Sequence[ExportArtifact], passed: bool
-                     ) -> dict[str, Any]:
+def validation_entry(validation: dict[str, Any], kinds: Sequence[tuple[str, str]], passed: bool) -> dict[str, Any]:
     """The export's validation summary, naming which artifacts were run on the images here and which only
-    had a structural check (Core ML predicts on macOS only): ``passed`` covers both."""
-    numeric = [a.path for a in artifacts if a.validation is not None and a.validation.kind != "structural"]
-    structural = [a.path for a in artifacts if a.validation is not None and a.validation.kind == "structural"]
+    had a structural check (Core ML predicts on macOS only): ``passed`` covers both. ``kinds``: (artifact path,
+    its check's kind) for each checked artifact."""
+    numeric = [path for path, kind in kinds if kind != "structural"]
+    structural = [path for path, kind in kinds if kind == "structural"]
     note = validation.get("note") or ""
     if structural:
         note += (f"; {', '.join(structural)}: structural check only here (cannot run on this machine), "
@@ -141,7 +141,8 @@ def build_manifest(*, out_dir: Path, profile: Any, target: Any, pool_dir: Path, 
         **subject,
         "selection": selection,
         "preprocess": preprocess_entry(preprocess),
-        "validation": validation_entry(validation, artifacts, passed),
+        "validation": validation_entry(validation, [(a.path, a.validation.kind) for a in artifacts
+                                                    if a.validation is not None], passed),
         "artifacts": [artifact_entry(out_dir, a) for a in artifacts],
         "files": file_entries(out_dir, extra_files),
         "versions": versions,
@@ -161,7 +162,7 @@ def build_switchable_manifest(*, out_dir: Path, profile: Any, target: Any, pool_
         "selection": selection,
         "descendants": [e.to_dict() for e in entries],
         "preprocess": preprocess_entry(pool_manifest.preprocess),
-        "validation": {**validation, "passed": passed},
+        "validation": validation_entry(validation, [(a.path, a.kind) for a in artifacts], passed),
         "artifacts": [a.to_dict() for a in artifacts],
         "files": file_entries(out_dir, extra_files),
         "versions": versions,

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import CheckpointError, UsageError
-from lgp_edge.export.base import ExportContext, ValidationSet
+from lgp_edge.export.base import ExportContext, ValidationSet, check_opset_used
 from lgp_edge.export.embedding import copy_samples, render, sample_formats
 from lgp_edge.export.images import ImageSets, default_data, load_images
 from lgp_edge.export.manifest import build_manifest, file_entries
@@ -130,6 +130,7 @@ def preflight(req: ExportRequest, pool_dir: Path | None = None) -> None:
     check_against_target(req.profile, req.target)
     for fmt in req.profile.formats:
         get_exporter(fmt).check(req.profile, req.target, req.opset)
+    check_opset_used(req.opset, req.profile.formats)
     if req.dynamic_batch and "coreml" in req.profile.formats:
         raise UsageError("--dynamic-batch: the Core ML package takes one image per prediction (batch 1); leave "
                          "--dynamic-batch out, or pass --format for the other formats only")

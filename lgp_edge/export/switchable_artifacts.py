@@ -66,6 +66,11 @@ class SwitchableOnnxArtifact:
     classes: int  # logits per image
     versions: dict[str, str]
     note: str
+    kind = "numeric"  # run on the validation images here
+
+    @property
+    def path(self) -> str:
+        return self.model.path.name
 
     @property
     def passed(self) -> bool:
@@ -96,6 +101,13 @@ class MultifunctionArtifact:
     size: dict[str, float]  # weight bytes against the pool's at this precision and the single packages'
     versions: dict[str, str]
     files: tuple[dict[str, Any], ...]  # the Mac check script and its data: {path, bytes, sha256}
+    inputs: tuple[dict[str, Any], ...]  # as a single package's: the image, normalised in the model
+    outputs: tuple[dict[str, Any], ...]
+    kind = "structural"  # Core ML predicts on macOS only
+
+    @property
+    def path(self) -> str:
+        return self.package.path.name
 
     @property
     def passed(self) -> bool:
@@ -106,7 +118,8 @@ class MultifunctionArtifact:
 
     def to_dict(self) -> dict[str, Any]:
         pkg = self.package
-        return {**pkg.to_dict(), "format": "coreml", "bytes": self.bytes, "sha256": self.sha256, "size": self.size,
+        return {**pkg.to_dict(), "format": "coreml", "bytes": self.bytes, "sha256": self.sha256,
+                "inputs": list(self.inputs), "outputs": list(self.outputs), "size": self.size,
                 "validation": {"kind": "structural", "passed": pkg.passed, "problems": list(pkg.problems),
                                "note": "spec loads; one function per descendant with its input/outputs; default "
                                        "function; shared weights. Core ML predicts on macOS only: run "
@@ -146,7 +159,7 @@ def multifunction_artifact(job: SwitchJob, out: Path, reporter: Any) -> Multifun
     """Build ``model.switchable.mlpackage`` in ``out``, check it, and write the Mac check beside it."""
     import torch
 
-    from lgp_edge.export.coreml import min_target
+    from lgp_edge.export.coreml import IN_MODEL_RULE, io_entries, min_target
     from lgp_edge.export.coreml_multifunction import build_multifunction_mlpackage
     from lgp_edge.export.manifest import file_entries, tree_bytes
     from lgp_edge.export.metadata import tool_versions
@@ -157,13 +170,15 @@ def multifunction_artifact(job: SwitchJob, out: Path, reporter: Any) -> Multifun
         pkg = build_multifunction_mlpackage(
             job.pool, job.entries, out / COREML_FILE, preprocess=job.pool_manifest.preprocess,
             input_shape=job.input_shape, precision=precision, deployment=min_target(job.target),
-            metadata=job.metadata, reporter=reporter)
+            metadata={**job.metadata, "preprocess": IN_MODEL_RULE}, reporter=reporter)
+    inputs, outputs = io_entries(job.pool_manifest.preprocess, job.input_shape)
     pool_at_precision = job.pool_bytes // 4 * (2 if precision == "fp16" else 4)
     return MultifunctionArtifact(
         package=pkg, sha256=tree_sha256(out / COREML_FILE), bytes=tree_bytes(out / COREML_FILE),
         size={"weight_bytes": pkg.weight_bytes, "single_packages_weight_bytes": pkg.singles_weight_bytes,
               "pool_bytes_at_precision": pool_at_precision, "ratio_to_pool": pkg.weight_bytes / pool_at_precision},
-        versions=tool_versions("coremltools"), files=tuple(file_entries(out, _write_mac_check(job, out, pkg))))
+        versions=tool_versions("coremltools"), files=tuple(file_entries(out, _write_mac_check(job, out, pkg))),
+        inputs=inputs, outputs=outputs)
 
 
 def _write_mac_check(job: SwitchJob, out: Path, pkg: MultifunctionPackage) -> list[str]:

@@ -88,8 +88,8 @@ def switchable_formats(profile: DeviceProfile, target: TargetSpec) -> tuple[str,
 
 def preflight(req: SwitchableRequest, pool_dir: Path | None = None) -> tuple[str, ...]:
     """Every check that needs no pool loading; the formats to write."""
-    from lgp_edge.export.base import check_opset, require, require_all
-    from lgp_edge.export.coreml import PRECISIONS as COREML_PRECISIONS
+    from lgp_edge.export.base import check_opset, check_opset_used, require_all
+    from lgp_edge.export.coreml import CoreMLExporter
 
     fmts = switchable_formats(req.profile, req.target)
     if req.keys is not None and not req.keys:
@@ -97,10 +97,9 @@ def preflight(req: SwitchableRequest, pool_dir: Path | None = None) -> tuple[str
     if "onnx" in fmts:
         require_all(("onnx", "onnxruntime"), "export", "switchable ONNX export")
         check_opset(req.opset, req.target)
-    if "coreml" in fmts:
-        require("coremltools", "coreml", "Core ML multifunction export")
-        if req.profile.precision not in COREML_PRECISIONS:
-            raise UsageError(f"Core ML computes in fp16 or fp32, not {req.profile.precision}")
+    if "coreml" in fmts:  # the single package's checks: precision, batch, deployment target
+        CoreMLExporter().check(req.profile, req.target, None)
+    check_opset_used(req.opset, fmts)
     if req.val_images < 1:
         raise UsageError(f"--val-images must be >= 1, got {req.val_images}")
     check_out(req.out, req.force, pool_dir, req.store)
