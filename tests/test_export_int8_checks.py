@@ -77,6 +77,30 @@ def test_int8_gates_fail_on_too_few_real_images() -> None:
     assert compare(logits, vset, TOLERANCES["fp32"]).passed
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("precision", ["int8", "fp16", "fp32", "synthetic int8"])
+def test_non_finite_logits_fail_every_check(bad: float, precision: str) -> None:
+    """int8 has no logit tolerance: 15 of 1,000 images with NaN or inf logits (argmax reads a NaN row as class
+    0) stayed inside its agreement and top-1 gates, and the export passed with max |diff| null."""
+    import numpy as np
+
+    from lgp_edge.export.base import ValidationSet
+    from lgp_edge.export.validate import TOLERANCES, compare
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, 1000)
+    logits = (np.eye(10, dtype=np.float32)[labels] * 5 + rng.normal(0, 0.1, (1000, 10))).astype(np.float32)
+    vset = ValidationSet(images=np.zeros((1000, 1, 2, 2), np.float32), labels=labels, reference=logits,
+                         data="synthetic" if "synthetic" in precision else "fashion-mnist",
+                         synthetic="synthetic" in precision)
+    tol = TOLERANCES[precision.split()[-1]]
+    assert compare(logits, vset, tol).passed
+    broken = logits.copy()
+    broken[:15, 3] = bad
+    report = compare(broken, vset, tol)
+    assert not report.passed and "15 of 1000 images" in report.note and "non-finite" in report.note
+
+
 # ---------------------------------------------------------------------------------- 2: calibration batches
 def test_calibration_is_whole_batches_refused_below_300(env: object, tiny_pool: Path, tmp_path: Path,
                                                         no_work: None, capsys: pytest.CaptureFixture[str]) -> None:
