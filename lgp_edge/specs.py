@@ -404,6 +404,8 @@ def latency_note(source: str | None, versions: Mapping[str, Any], n: int | None,
         note = f"{note}; {versions['calibration_note']}"
     if "threads_note" in versions:  # more threads than a CPU board's cores
         note = f"{note}; {versions['threads_note']}"
+    if "precision_note" in versions:  # int8/bf16 on this host, priced at its fp32 peak
+        note = f"{note}; {versions['precision_note']}"
     return f"{versions['noisy_measurement']}; {note}" if "noisy_measurement" in versions else note
 
 

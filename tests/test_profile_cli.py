@@ -394,3 +394,14 @@ def test_more_threads_than_a_boards_cores_is_said_where_the_latency_is_read(tiny
     assert main(["select", "--target", "raspberry-pi-5", "--threads", "4", "--pool", str(tiny_pool), "--store",
                  store, "--json"]) == 0
     assert not any("priced as" in c["latency_note"] for c in json.loads(capsys.readouterr().out)["front"])
+
+
+def test_an_int8_prediction_on_this_host_says_it_is_priced_at_fp32(tiny_pool, tmp_path, capsys):
+    """Only fp32 GEMM is measured on this host: an int8 latency was that fp32 figure (measured about 3x slower
+    on a CPU without VNNI) and said nothing of it in select, report or the export manifest."""
+    store = str(tmp_path / "m.sqlite")
+    assert main(["select", "--profile", "cpu-int8", "--pool", str(tiny_pool), "--store", store, "--json"]) == 0
+    notes = [c["latency_note"] for c in json.loads(capsys.readouterr().out)["front"]]
+    assert notes and all("int8 priced at this host's fp32 GEMM peak" in n for n in notes), notes
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--store", store, "--json"]) == 0
+    assert not any("priced at" in c["latency_note"] for c in json.loads(capsys.readouterr().out)["front"])

@@ -252,6 +252,8 @@ class Predictor:
             versions["calibration_note"] = UNSTORED_NOTE
         if self.roofline is not None and self.roofline.threads_note:
             versions["threads_note"] = self.roofline.threads_note
+        if self.roofline is not None and self.roofline.precision_note and not self.scale_source:
+            versions["precision_note"] = self.roofline.precision_note  # scaled: to runs at this precision
         return LatencyRecord(descendant_key=key, target=self.target, runtime=self.runtime,
                              precision=self.precision, batch=batch, median_ms=median * batch, p90_ms=p90 * batch,
                              p99_ms=p99 * batch, mean_ms=median * batch, std_ms=0.0, cv=0.0, n=0, warmup=0,

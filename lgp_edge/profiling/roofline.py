@@ -202,6 +202,7 @@ class Roofline:
     calibrated_utc: str = ""  # when that host calibration was measured
     unstored: bool = False  # that calibration was measured by this process and not stored (UNSTORED_NOTE)
     threads_note: str = ""  # more threads asked than a CPU board's cores: how they were priced
+    precision_note: str = ""  # a precision priced at another's peak (this host measures fp32 GEMM only)
 
     def _mem_s(self, nbytes: float, in_cache: bool) -> float:
         if in_cache and self.cache_gbps > 0:
@@ -247,6 +248,10 @@ def roofline_for(target: TargetSpec, precision: str, threads: int, *, runtime: s
                  "p99_ratio": facts.p99_ratio, "calibration": facts.fingerprint,
                  "calibrated_utc": facts.measured_utc, "unstored": facts.fingerprint in _UNSTORED,
                  "spread_source": f"measured: this host's run-to-run dispersion ({facts.fingerprint})"}
+        if precision != "fp32":
+            extra["precision_note"] = (f"{precision} priced at this host's fp32 GEMM peak (only fp32 is measured; "
+                                       f"{precision} may run faster or slower: 'lgp-edge profile --target "
+                                       f"{target.name} --precision {precision}' measures it)")
         if facts.dispersion_busy:
             extra.update(p90_ratio=DEFAULT_SPREAD[0], p99_ratio=DEFAULT_SPREAD[1],
                          spread_source=f"assumed: this host was busy while its dispersion was measured "
