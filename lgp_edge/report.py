@@ -151,6 +151,14 @@ def _text(s: str) -> str:
     return html.escape(s, quote=False)
 
 
+def top1_basis(manifest: Any) -> str:
+    """What every top-1 of a report is: the descendant's in torch fp32, whatever a profile's precision."""
+    n, data = manifest.top1_images, manifest.top1_data
+    on = f" on {n:,} {data + ' ' if data else ''}images" if n else ""
+    return (f"each descendant's in torch fp32{on}, for every profile whatever its precision (an export measures "
+            "its own artifact's top-1 beside it)")
+
+
 def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -> str:
     records = records_of(manifest)
     unevaluated = [r.key for r in records if r.top1 is None]  # left out of every profile's scoring
@@ -159,6 +167,7 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
     lines = [f"# lgp-edge report: pool `{manifest.spec.pool_id}`", "",
              (f"Pool `{pool_dir}` ({manifest.spec.ancestry.name}, depth {manifest.spec.depth}, stage "
               f"{manifest.stage}, trained on {manifest.data}); {count}."), ""]
+    lines += [f"Top-1: {top1_basis(manifest)}.", ""]
     if manifest.synthetic:
         lines += ["**Synthetic data: the top-1 values mean nothing.**", ""]
     lines += ["| profile | target | precision | budget | chosen | top-1 % | p90 ms | source |",

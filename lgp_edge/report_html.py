@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lgp_edge.report import top1_basis
 from lgp_edge.select import Candidate, format_against, format_budget, format_value, pareto_front
 
 W, H = 720, 400  # chart size, px
@@ -257,7 +258,7 @@ def render_html(entries: Sequence[Any], pool_dir: Any, manifest: Any) -> str:
              f"<p>Pool <code>{esc(str(pool_dir))}</code> ({esc(manifest.spec.ancestry.name)}, depth "
              f"{manifest.spec.depth}, stage {esc(manifest.stage)}, trained on {esc(manifest.data)}). Hover a point for "
              "its descendant, top-1, p90 latency and where the latency comes from; click a column header to sort."
-             "</p>"]
+             f"</p><p>Top-1: {esc(top1_basis(manifest))}.</p>"]
     if manifest.synthetic:
         parts.append("<p><strong>Synthetic data: the top-1 values mean nothing.</strong></p>")
     summary = []

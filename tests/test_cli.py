@@ -312,7 +312,13 @@ def test_top1_from_a_partial_eval_says_how_many_images(tiny_pool: Path, tmp_path
     assert main(["select", "--target", "jetson-nano", "--pool", str(pool), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["top1_images"] == 40
     assert main(["select", "--target", "jetson-nano", "--pool", str(pool)]) == 0
-    assert "top-1 on 40 images" in capsys.readouterr().out
+    assert "top-1: torch fp32 on 40 images" in capsys.readouterr().out
+    # an int8 profile's table shows the same torch fp32 top-1 and says so (an export measures its own artifact's)
+    assert main(["select", "--profile", "cpu-int8", "--pool", str(pool)]) == 0
+    assert "int8" in (out := capsys.readouterr().out) and "top-1: torch fp32 on 40 images" in out
+    assert main(["report", "--pool", str(pool), "--profile", "cpu-int8", "--out", str(tmp_path / "rep"), "-q"]) == 0
+    for page in ("report.md", "report.html"):
+        assert "torch fp32 on 40 synthetic images" in (tmp_path / "rep" / page).read_text(encoding="utf-8"), page
 
 
 @pytest.mark.parametrize(("argv", "helps"), [(["select", "--target", "cpu", "--bogus"], "lgp-edge select --help"),

@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         c.print(styled(note, style="bold yellow"))
     sources = ", ".join(f"{n} {s}" for s, n in sel.sources.items())
     threads = f", {counted(sel.chosen.threads, 'thread')}" if sel.chosen.runtime in CPU_RUNTIMES else ""
-    images = f"; top-1 on {manifest.top1_images:,} images" if manifest.top1_images else ""
+    images = f"; top-1: torch fp32 on {manifest.top1_images:,} images" if manifest.top1_images else ""
     print_front(sel, f"Pareto front: pool {sel.pool_id} on {target.name} ({profile.precision}{threads}; "
                      f"latencies: {sources}{images})")
     ch = sel.chosen
