@@ -7,7 +7,8 @@ scales in the file, without a calibration cache. Only MatMul/Gemm nodes with a w
 the classifier (the last such node: on the demo pool's ``ti6.0-3+b6.4-5``, quantizing it too lowered top-1
 agreement with torch fp32 from 0.99 to 0.90, for a negligible share of the FLOPs), the patch embedding, the
 products of two activations in attention, LayerNorm, softmax and GELU stay float.
-Weights: int8, symmetric, one scale per output channel.
+Weights: int8, symmetric, one scale per output channel (a 7-bit range for ONNX Runtime on an x86 CPU without VNNI,
+whose uint8 x int8 kernels saturate 16-bit sums: ``u8s8_saturates``).
 Activations: one scale per tensor, from the min/max over the calibration images (real training images of
 the dataset, never the validation images); uint8 with a zero point for ONNX Runtime targets (U8S8: ONNX
 Runtime's x86 kernels compute uint8 x int8 products fastest on SSE4.1/AVX2/AVX-512 CPUs, onnxruntime#12088; its
@@ -25,7 +26,7 @@ import contextlib
 import logging
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +48,50 @@ class Int8Scheme:
     runtime: str  # "onnxruntime" or "tensorrt"
     symmetric_activations: bool  # int8 with zero point 0 (TensorRT) or uint8 with a zero point (ONNX Runtime)
     quantize_bias: bool  # int32 biases (ONNX Runtime's QGemm) or float ones (TensorRT: int8 Q/DQ only)
+    reduce_range: bool = False  # 7-bit weights: ONNX Runtime's U8S8 on an x86 CPU without VNNI (see u8s8_saturates)
 
     @property
     def activations(self) -> str:
         return "int8 symmetric, per tensor" if self.symmetric_activations else "uint8 asymmetric, per tensor"
 
+    @property
+    def weights(self) -> str:
+        return "int8 symmetric, per output channel" + (
+            ", 7-bit range (reduce_range: ONNX Runtime's uint8 x int8 kernels saturate 16-bit sums on an x86 CPU "
+            "without VNNI)" if self.reduce_range else "")
+
 
 SCHEMES = {"onnxruntime": Int8Scheme("onnxruntime", False, True), "tensorrt": Int8Scheme("tensorrt", True, False)}
+VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 int8 dot products without 16-bit intermediate sums
 
 
-def scheme_for(runtime: str) -> Int8Scheme:
-    """TensorRT's scheme for a TensorRT target, ONNX Runtime's for every other."""
-    return SCHEMES["tensorrt" if runtime == "tensorrt" else "onnxruntime"]
+def u8s8_saturates(instructions: list[str] | None, machine: str) -> bool:
+    """Whether ONNX Runtime's U8S8 kernels saturate on this CPU: on x86 without VNNI they multiply with
+    VPMADDUBSW, whose pairwise 16-bit sums clamp (its quantization guide: "reduce_range ... may improve the
+    accuracy ... on non-VNNI machines, especially for per-channel mode"); measured on an AVX2 EPYC, the demo
+    pool's Ti alone held top-1 agreement 0.995 with 7-bit weights against 0.979. False where the CPU's
+    instructions cannot be read."""
+    x86 = machine.lower() in ("x86_64", "amd64", "i386", "i686", "x86")
+    return x86 and instructions is not None and not any(v in instructions for v in VNNI)
+
+
+def scheme_for(runtime: str, *, saturating_cpu: bool = False) -> Int8Scheme:
+    """TensorRT's scheme for a TensorRT target, ONNX Runtime's for every other (7-bit weights where the CPU
+    that runs it saturates, ``u8s8_saturates``)."""
+    if runtime == "tensorrt":
+        return SCHEMES["tensorrt"]
+    return replace(SCHEMES["onnxruntime"], reduce_range=saturating_cpu)
+
+
+def scheme_for_target(target: Any) -> Int8Scheme:
+    """The scheme of an export for ``target``: a target detected as this host (``cpu``) runs on this CPU, so its
+    instructions decide; a board's or a phone's CPU is not this one (their targets are ARM)."""
+    import platform
+
+    from lgp_edge.profiling import host
+
+    saturating = bool(target.hardware.detect) and u8s8_saturates(host.int8_instructions(), platform.machine())
+    return scheme_for(target.runtime, saturating_cpu=saturating)
 
 
 _ORT_SEVERITY = [2]  # the ONNX Runtime default log severity lgp-edge last set; 2 (warnings and up) is ORT's own
@@ -156,7 +189,7 @@ def quantize_int8(src: Path, dst: Path, calibration: np.ndarray, batch: int, sch
         with _quiet():
             quantize_static(str(src), str(dst), _Reader(name, calibration, batch), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=float_matmuls(source),
-                            per_channel=True,
+                            per_channel=True, reduce_range=scheme.reduce_range,
                             activation_type=QuantType.QInt8 if scheme.symmetric_activations else QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"MatMulConstBOnly": True, "WeightSymmetric": True,
@@ -201,7 +234,7 @@ def quantization_info(path: Path, scheme: Int8Scheme, images: int, data: str) ->
     """What the manifest records about an int8 ONNX file."""
     counts = qdq_counts(path)
     return {"method": "static post-training quantization, QDQ format (onnxruntime.quantization.quantize_static)",
-            "weights": "int8 symmetric, per output channel", "activations": scheme.activations,
+            "weights": scheme.weights, "reduce_range": scheme.reduce_range, "activations": scheme.activations,
             "calibration": "min/max", "layers": f"{counts['int8_layers']} MatMul/Gemm with weights in int8; "
                                                 "classifier, patch embedding, attention products, LayerNorm, "
                                                 "softmax and GELU in float",
@@ -252,7 +285,7 @@ def variant_path(ctx: Any, kind: str, opset: int) -> Path:
 
 def int8_onnx(ctx: Any, opset: int) -> tuple[Path, dict[str, Any]]:
     """The int8 QDQ ONNX of the export at ``opset`` (made once per export) and its quantization record."""
-    scheme = scheme_for(ctx.target.runtime)
+    scheme = scheme_for_target(ctx.target)
     key = ("int8", opset)
     batch, used = ctx.calibration_batch, ctx.calibration_used
     if key not in ctx.variants:
