@@ -68,9 +68,9 @@ VNNI = ("avx512_vnni", "avx_vnni", "amx_int8")  # x86 int8 dot products without 
 def u8s8_saturates(instructions: list[str] | None, machine: str) -> bool:
     """Whether ONNX Runtime's U8S8 kernels saturate on this CPU: on x86 without VNNI they multiply with
     VPMADDUBSW, whose pairwise 16-bit sums clamp (its quantization guide: "reduce_range ... may improve the
-    accuracy ... on non-VNNI machines, especially for per-channel mode"); measured on an AVX2 EPYC, the demo
-    pool's Ti alone held top-1 agreement 0.995 with 7-bit weights against 0.979. False where the CPU's
-    instructions cannot be read."""
+    accuracy ... on non-VNNI machines, especially for per-channel mode"); on an AVX2-only EPYC the demo pool's
+    Ti alone agreed with torch on 0.994 of the 10,000 test images with 7-bit weights, 0.979 without. False where
+    the CPU's instructions cannot be read."""
     x86 = machine.lower() in ("x86_64", "amd64", "i386", "i686", "x86")
     return x86 and instructions is not None and not any(v in instructions for v in VNNI)
 
