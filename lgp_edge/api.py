@@ -129,8 +129,9 @@ def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | N
     ``memory_mb`` and ``threads`` override the profile's, checked as ``--budget-ms``, ``--memory-mb`` and
     ``--threads`` are. Only ``manifest`` is read (the choice needs no weights); ``pool`` stays so that
     ``select(*load_pool(path), name)`` reads."""
+    from lgp_edge.errors import NothingFits
     from lgp_edge.profiles import check_against_target, with_overrides
-    from lgp_edge.select import open_store, plan_selection
+    from lgp_edge.select import open_store, plan_selection, selection_context
 
     _manifest(manifest)
     _paths(store=store)
@@ -143,6 +144,9 @@ def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | N
     st = open_store(store)
     try:
         return plan_selection(manifest, p, t, st)
+    except NothingFits as exc:  # select --json's shape, key for key ("pool": None: no folder was given)
+        exc.selection = {**exc.selection, **selection_context(None, t, manifest)}
+        raise
     finally:
         st.close()
 

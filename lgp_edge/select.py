@@ -232,6 +232,14 @@ def select_descendant(records: Sequence[DescendantRecord], latencies: Mapping[st
     return choose(score_candidates(records, latencies, profile, pool=pool), profile, pool=pool)
 
 
+def selection_context(pool_dir: Any, target: TargetSpec, manifest: Any) -> dict[str, Any]:
+    """What ``select --json`` says beside the selection: the pool's folder (None where only the loaded pool is
+    known: the API), the target and where the top-1 comes from."""
+    return {"pool": None if pool_dir is None else str(pool_dir), "target": target.name,
+            "top1_data": manifest.top1_data, "top1_images": manifest.top1_images,
+            "top1_synthetic": manifest.top1_data == "synthetic"}
+
+
 def choose(cands: Sequence[Candidate], profile: DeviceProfile, *, pool: PoolSpec, hint: str = FLAGS_HINT
            ) -> Selection:
     """The most accurate of the scored ``cands`` that fits ``profile`` (the fastest of equals); NothingFits,

@@ -151,8 +151,21 @@ def test_select_and_export_take_the_cli_overrides_checked_as_the_flags_are(tiny_
     store = tmp_path / "m.sqlite"
     sel = api.select(pool, manifest, "raspberry-pi-5", store=store, budget_ms=1000.0, threads=2)
     assert sel.chosen.threads == 2 and sel.profile.latency_budget_ms == 1000.0
-    with pytest.raises(NothingFits):
+    with pytest.raises(NothingFits) as nothing:
         api.select(pool, manifest, "raspberry-pi-5", store=store, memory_mb=0.001)
+    # its selection is select --json's shape, key for key (docs/API.md says so; 5 of its 16 keys were missing)
+    import json
+
+    done = subprocess.run([sys.executable, "-m", "lgp_edge", "select", "--target", "raspberry-pi-5", "--pool",
+                           str(tiny_pool), "--store", str(store), "--memory-mb", "0.001", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    cli = json.loads(done.stdout)
+    got = nothing.value.selection
+    assert sorted(got) == sorted(cli)
+    assert {k: got[k] for k in ("target", "top1_data", "top1_images", "top1_synthetic")} == \
+        {k: cli[k] for k in ("target", "top1_data", "top1_images", "top1_synthetic")}
+    assert got["pool"] is None and cli["pool"] == str(tiny_pool)  # the API is given the loaded pool, not a folder
     for bad in ({"budget_ms": math.nan}, {"budget_ms": -1.0}, {"threads": 0}, {"memory_mb": math.inf}):
         with pytest.raises(UsageError):
             api.select(pool, manifest, "raspberry-pi-5", store=store, **bad)

@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     from lgp_edge.commands.common import console, print_json, styled
     from lgp_edge.errors import NothingFits
     from lgp_edge.pool.manifest import read_manifest, resolve_pool
-    from lgp_edge.select import format_against, open_store, plan_selection
+    from lgp_edge.select import format_against, open_store, plan_selection, selection_context
 
     profile, target = resolve_profile(args)
     pool_dir = resolve_pool(args.pool)
@@ -121,12 +121,6 @@ def _run(args: argparse.Namespace) -> int:
         c.print(f"note: {n} {'latencies are' if n != 1 else 'latency is'} predicted, not measured on a {target.name}; "
                 f"measure {'them' if n != 1 else 'it'} with: {cmd}")
     return 0
-
-
-def selection_context(pool_dir: Any, target: Any, manifest: Any) -> dict[str, Any]:
-    """What ``select --json`` says beside the selection: the pool, the target and where the top-1 comes from."""
-    return {"pool": str(pool_dir), "target": target.name, "top1_data": manifest.top1_data,
-            "top1_images": manifest.top1_images, "top1_synthetic": manifest.top1_data == "synthetic"}
 
 
 def measure_command(target: Any, profile: Any, runtime: str, threads: int, args: argparse.Namespace) -> str:
