@@ -348,3 +348,35 @@ def test_a_damaged_training_image_mid_run_says_the_run_can_resume(tmp_path: Path
         fit(SupervisedObjective(model), Flaky(), TrainConfig(epochs=2, batch_size=16), description="t",
             ckpt_dir=tmp_path / "ckpt", fingerprint="fp")
     assert (tmp_path / "ckpt" / "state.json").is_file()
+
+
+class _Always(torch.nn.Module):
+    """A classifier that answers class 0 whatever the image."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), 3).float()
+
+
+def test_a_partial_evaluation_is_a_spread_subset_not_the_first_images() -> None:
+    """An image folder lists its images class by class: `pool eval --max-images 6` on 3 classes of 6 scored the
+    6 images of class 0 (100% for every descendant, 66.67% on all 18), and the stitch R^2 and `--eval-images` read
+    the same first images. A partial evaluation is a fixed random subset, as export validation's is."""
+    from torch.utils.data import TensorDataset
+
+    from lgp_edge.pool.stitch_init import held_out_images
+    from lgp_edge.train import evaluate, evaluation_indices
+
+    labels = torch.arange(3).repeat_interleave(100)  # class-sorted, as ImageFolder lists them
+    data = TensorDataset(labels.float().view(-1, 1, 1, 1).expand(-1, 1, 2, 2).clone(), labels)
+    assert evaluate(_Always(), data) == pytest.approx(100 / 3)
+    part = evaluate(_Always(), data, max_images=30)
+    assert 15 <= part <= 55, part  # about a third, not 100
+    idx = evaluation_indices(len(data), 30)
+    assert len(set(idx)) == 30 and list(idx) == sorted(idx) and idx == evaluation_indices(len(data), 30)
+    assert list(evaluation_indices(300, 300)) == list(range(300))
+
+    class _Split:
+        val = data
+
+    got = held_out_images(_Split(), 30)  # type: ignore[arg-type]
+    assert torch.equal(got[:, 0, 0, 0].long(), labels[list(idx)])

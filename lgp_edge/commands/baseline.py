@@ -47,7 +47,7 @@ def _common(p: argparse.ArgumentParser, *, checkpoint_required: bool) -> None:
     p.add_argument("--out", required=checkpoint_required, default=None, metavar="DIR",
                    help="output directory to create")
     p.add_argument("--eval-images", type=int_at_least(1), default=None, metavar="N",
-                   help="evaluate on the first N validation images")
+                   help="evaluate on N validation images (a fixed random subset; default all)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
 
 

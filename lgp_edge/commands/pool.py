@@ -84,7 +84,8 @@ def _register_distill(s: argparse._SubParsersAction) -> None:
     add_width_epochs(d, who="the models")
     d.add_argument("--force", action="store_true", help="overwrite an earlier 'pool distill' output")
     d.add_argument("--eval-images", type=int_at_least(1), default=None, metavar="N",
-                   help="evaluate each model alone afterwards on the first N validation images (default all)")
+                   help="evaluate each model alone afterwards on N validation images (a fixed random "
+                        "subset; default all)")
     add_train_args(d, epochs=100)
     d.set_defaults(func=_distill)
 
@@ -183,7 +184,7 @@ def _register_eval(s: argparse._SubParsersAction) -> None:
     add_pool_arg(e, positional=True)
     e.add_argument("--data", type=data_value, required=True, metavar="DATA", help=DATA_HELP)
     e.add_argument("--max-images", type=int_at_least(1), default=None, metavar="N",
-                   help="evaluate on the first N validation images")
+                   help="evaluate on N validation images (a fixed random subset; default all)")
     e.add_argument("--batch-size", type=int_at_least(1), default=256, metavar="N",
                    help="images per forward pass (default 256)")
     add_json(e)

@@ -195,8 +195,8 @@ def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter 
 
 def students_top1(students: nn.ModuleDict, val: Any, *, max_images: int | None = None, device: str = "cpu",
                   reporter: Reporter = NULL) -> tuple[dict[str, float], int]:
-    """Top-1 of each student alone on the first ``max_images`` images of ``val`` (all when None), and the number
-    of images evaluated; no student is evaluated on an empty split."""
+    """Top-1 of each student alone on ``max_images`` images of ``val`` (all when None; ``evaluate``'s spread
+    subset), and the number of images evaluated; no student is evaluated on an empty split."""
     n = len(val) if max_images is None else min(max_images, len(val))
     if n == 0:
         log.warning("the data has no validation images: the distilled models are not evaluated")

@@ -162,9 +162,11 @@ def tune_stitches(pool, teacher: nn.Module, train_set, cfg: TrainConfig, *, tau:
 
 
 def held_out_images(data: ImageData, n: int) -> torch.Tensor:
-    """The first ``n`` validation images (no augmentation): features no init was fitted on, for ``stitch_r2``."""
-    n = min(n, len(data.val))
-    return torch.stack([data.val[i][0] for i in range(n)])
+    """``n`` validation images (no augmentation; a partial evaluation's spread subset, ``evaluation_indices``):
+    features no init was fitted on, for ``stitch_r2``."""
+    from lgp_edge.train import evaluation_indices
+
+    return torch.stack([data.val[i][0] for i in evaluation_indices(len(data.val), n)])
 
 
 def r2_summary(pool, images: torch.Tensor) -> dict:
