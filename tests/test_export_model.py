@@ -339,3 +339,26 @@ def test_valid_ancestry_json_values_are_read(edit, tmp_path: Path) -> None:
 
     anc = _edited_ancestry(tmp_path, edit)
     assert read_ancestry_dir(anc) == json.loads((anc / "ancestry.json").read_text())
+
+
+def test_a_gap_vit_exports_at_opset_17(tmp_path: Path) -> None:
+    """timm's GAP ViTs (``global_pool="avg"``, no class token, e.g. vit_base_patch16_gap_224): torch's dynamo
+    exporter cannot lower their ReduceMean to opset 17 and quietly kept 18, and the export failed after a minute
+    with 'the ONNX exporter produced opset 18'. The TorchScript exporter takes it at the requested opset."""
+    import onnx
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    from lgp_edge.export.onnx_export import export_onnx
+    from lgp_edge.export.sessions import ort_runner
+
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=16, patch_size=4, in_chans=1, num_classes=3, embed_dim=32, depth=1,
+                              num_heads=2, global_pool="avg", class_token=False).eval()
+    x = torch.randn(2, 1, 16, 16)
+    path = export_onnx(model, x[:1], tmp_path / "m.onnx", opset=17, ship=True, cache=False)
+    (op,) = [o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")]
+    assert op == 17
+    with torch.no_grad():
+        ref = model(x[:1]).numpy()
+    assert abs(ort_runner(str(path))(x[:1].numpy()) - ref).max() < 1e-4

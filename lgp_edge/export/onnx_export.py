@@ -9,7 +9,8 @@
   stored latency is the shipped model's; the TorchScript graph ran 5-12% faster in ONNX Runtime): opset 17 and
   above through the dynamo exporter (``torch.export``); below 17 the dynamo exporter cannot lower
   LayerNormalization and silently keeps opset 18, so older opsets (TensorRT 8.2: <= 13) use the TorchScript
-  exporter with fused attention off, which decomposes LayerNorm into ReduceMean/Sub/Pow/Sqrt/Div. The result
+  exporter with fused attention off, which decomposes LayerNorm into ReduceMean/Sub/Pow/Sqrt/Div; where dynamo
+  keeps a newer opset than asked at 17 and above too (a GAP ViT's ReduceMean), the TorchScript exporter. The result
   is checked to carry exactly the requested opset, simplified (onnxslim), given ``metadata`` as
   ``metadata_props`` (so an app reads its preprocessing from the file), and checked in full by
   ``onnx.checker``.
@@ -24,7 +25,7 @@ import logging
 import os
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -166,10 +167,25 @@ def _shipped(model: nn.Module, example: torch.Tensor, path: Path, *, opset: int,
 
 
 def _exported(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic_batch: bool) -> Any:
-    """The exporter's raw graph (dynamo from opset 17, TorchScript below), via a scratch folder in $TMPDIR."""
+    """The exporter's raw graph (dynamo from opset 17, TorchScript below; TorchScript too where dynamo could not
+    lower the graph to ``opset`` and kept a newer one), via a scratch folder in $TMPDIR."""
+    if opset < DYNAMO_MIN_OPSET:
+        return _raw(_torchscript, model, example, opset=opset, dynamic_batch=dynamic_batch)
+    proto = _raw(_dynamo, model, example, opset=opset, dynamic_batch=dynamic_batch)
+    if onnx_opset(proto) == opset:
+        return proto
+    # e.g. a GAP ViT's ReduceMean (axes as an input from opset 18): dynamo's version converter cannot take it
+    # down and keeps opset 18 without an error
+    log.info("the dynamo exporter kept opset %d for a requested %d; exporting with the TorchScript exporter",
+             onnx_opset(proto), opset)
+    return _raw(_torchscript, model, example, opset=opset, dynamic_batch=dynamic_batch)
+
+
+def _raw(exporter: Callable[..., None], model: nn.Module, example: torch.Tensor, *, opset: int,
+         dynamic_batch: bool) -> Any:
+    """One exporter's graph of ``model``, written to and read back from a scratch folder."""
     import onnx
 
-    exporter = _dynamo if opset >= DYNAMO_MIN_OPSET else _torchscript
     with _scratch() as tmp:
         raw = Path(tmp) / "raw.onnx"
         try:
