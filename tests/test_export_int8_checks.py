@@ -166,6 +166,22 @@ def test_calib_images_over_the_training_split_refused_before_loading(env: object
     assert "70000" in line and "60000" in line
 
 
+def test_a_dataset_too_small_to_calibrate_is_refused_without_impossible_advice(
+        env: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """36 training images: the refusal advised '--calib-images 36 or fewer', which is refused (>= 300)."""
+    from PIL import Image
+
+    for split, n in (("train", 18), ("val", 6)):
+        for c in ("cat", "dog"):
+            (tmp_path / "imgs" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8)).save(tmp_path / "imgs" / split / c / f"{i}.png")
+    out = tmp_path / "out"
+    line = _refused(["export", "--target", "cpu", "--precision", "int8", "--format", "onnx", "--data",
+                     f"imagefolder:{tmp_path / 'imgs'}", "--out", str(out), "--quiet"], capsys, out)
+    assert "36 training images" in line and "at least 300" in line and "or fewer" not in line, line
+
+
 def test_training_split_size_from_the_idx_header() -> None:
     from lgp_edge.datasets import training_images
 

@@ -172,9 +172,14 @@ def check_calibration_size(req: ExportRequest, data_name: str) -> None:
     """Refuse more calibration images than ``data_name``'s training split has, when its size is cheap to know
     (before the selection and the images are loaded)."""
     from lgp_edge.data_sources import training_images
+    from lgp_edge.export.openvino import MIN_CALIBRATION
 
     n = req.int8_calibration
     have = training_images(data_name) if n else None
+    if have is not None and have < MIN_CALIBRATION:  # no --calib-images can be taken: do not advise one
+        raise UsageError(f"int8 calibration needs at least {MIN_CALIBRATION} training images and '{data_name}' "
+                         f"has {have} training images: export fp16 or fp32 (--precision), or calibrate on a dataset "
+                         "with more")
     if have is not None and n > have:
         raise UsageError(f"--calib-images {req.calib_requested}: '{data_name}' has {have} training images; pass "
                          f"--calib-images {have} or fewer")
