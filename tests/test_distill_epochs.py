@@ -12,7 +12,7 @@ from helpers import with_options
 
 from lgp_edge.cli import main
 from lgp_edge.datasets import open_data
-from lgp_edge.errors import UsageError
+from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.models.ancestry import create_ancestry
 from lgp_edge.models.instances import plan_instances
 from lgp_edge.pool.distill import DistillObjective, run_distillation
@@ -97,6 +97,21 @@ def test_resume_continues_each_budget_from_its_own_checkpoint(tmp_path: Path) ->
         shutil.rmtree(ckpt)
     with pytest.raises(UsageError, match="no distillation checkpoint"):
         run_distillation(_objective(), data.train, cfg, resume=True, **run)
+
+
+def test_a_resume_with_another_shared_budget_belongs_to_another_run(tmp_path: Path) -> None:
+    """Every width with the same own budget is one run, checkpointed under the run's fingerprint, which holds
+    --epochs and not the budget: a run of 2 epochs resumed with ti=5,b=5 went on under the 5-epoch schedule
+    (its learning rate jumped back up mid-run) and recorded 5 epochs."""
+    data = open_data("synthetic", img_size=16, in_chans=1)
+    cfg = TrainConfig(epochs=1, batch_size=32, max_steps_per_epoch=3)
+    run = dict(out=tmp_path, fingerprint="f", description="distill")
+    run_distillation(_objective(), data.train, cfg, resume=False, width_epochs={"ti": 2, "b": 2}, **run)
+    assert {p.name for p in tmp_path.glob("distill*.ckpt")} == {"distill.ckpt"}
+    with pytest.raises(CheckpointError, match="belongs to another run"):
+        run_distillation(_objective(), data.train, cfg, resume=True, width_epochs={"ti": 5, "b": 5}, **run)
+    # the same budget resumes (the run is done: nothing is trained again)
+    run_distillation(_objective(), data.train, cfg, resume=True, width_epochs={"ti": 2, "b": 2}, **run)
 
 
 @pytest.mark.parametrize("value,needle", [("s=2", "not distilled here"), ("ti=0", "positive epoch count"),

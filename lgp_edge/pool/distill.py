@@ -208,13 +208,22 @@ def run_distillation(objective: DistillObjective, train_set, cfg: TrainConfig, *
         result = fit(objective if single else objective.subset(group), train_set, run_cfg,
                      description=f"{description} {names}", ckpt_dir=ckpt,
                      resume=resume and (single or (ckpt / "state.json").is_file()),
-                     fingerprint=fingerprint if single else content_hash({"run": fingerprint, "group": names,
-                                                                          "epochs": epochs}),
+                     fingerprint=_run_fingerprint(fingerprint, names, epochs, single=single,
+                                                  own_budget=epochs != cfg.epochs),
                      reporter=reporter, find_unused_parameters=False)  # every student in the run trains each step
         losses.update({i.name: result.epoch_loss for i in group})
         earlier += result.earlier_wall_s
         train_s += result.earlier_wall_s + result.wall_s
     return DistillRun(losses, earlier, train_s, warmup)
+
+
+def _run_fingerprint(fingerprint: str, names: str, epochs: int, *, single: bool, own_budget: bool) -> str:
+    """The checkpoint fingerprint of one distillation run: a group's holds its names and budget; one run of every
+    student holds its budget where it is not --epochs (the base fingerprint holds --epochs), so a resume with
+    another --width-epochs is another run, not the same one under another learning-rate schedule."""
+    if not single:
+        return content_hash({"run": fingerprint, "group": names, "epochs": epochs})
+    return content_hash({"run": fingerprint, "epochs": epochs}) if own_budget else fingerprint
 
 
 def distill_history(run: DistillRun, instances: tuple[InstanceSpec, ...], epochs: int,
