@@ -19,11 +19,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from lgp_edge.datasets import check_data_name, open_for_ancestry
-from lgp_edge.errors import UsageError
+from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR, instance_spec
 from lgp_edge.outdir import check_output_dir, check_resume_dir
@@ -108,6 +109,35 @@ class SNNetRequest:
     distilled: tuple[str, ...] = ()  # 'pool distill' directories holding the Ti and S anchors (no distilling)
 
 
+def built_anchors(req: SNNetRequest, cfg: TrainConfig) -> PoolManifest | None:
+    """The SN-Net pool a stopped run saved in ``req.out`` before fine-tuning (None when it saved none), refused
+    as another run's when its anchors were built with other settings than ``req`` and ``cfg`` (those a resume may
+    change aside: --save-every, --workers, --device)."""
+    from lgp_edge.pool.manifest import MANIFEST, read_manifest
+
+    if not (Path(req.out) / MANIFEST).is_file():
+        return None
+    manifest = read_manifest(req.out)
+    first = manifest.history[0] if manifest.history else {}
+    if first.get("stage") != "snnet-anchors":
+        return None
+    recorded = dict(first.get("config") or {})
+    for k in ("save_every", "num_workers", "device"):
+        recorded.pop(k, None)
+    narrow = manifest.spec.instances[:-1]  # the distilled anchors (B, the last, is the ancestry)
+    asked = {"config": cfg.identity(), "data": req.data, "aux_init": req.aux_init,
+             "ancestry": req.ancestry, "ancestry_checkpoint": req.checkpoint,
+             "epochs": {i.name: dict(req.width_epochs).get(i.width, cfg.epochs) for i in narrow}}
+    saved = {"config": recorded, "data": first.get("data"), "aux_init": first.get("aux_init"),
+             "ancestry": manifest.spec.ancestry.name, "ancestry_checkpoint": first.get("ancestry_checkpoint"),
+             "epochs": first.get("epochs")}
+    if req.distilled or asked != saved:
+        differ = sorted(k for k in asked if asked[k] != saved[k]) or ["--distilled"]
+        raise CheckpointError(f"the SN-Net anchors in '{req.out}' belong to another run (its {', '.join(differ)} "
+                              "differ); resume with the original arguments, or start again with --force")
+    return manifest
+
+
 def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
     """Anchors (B = ancestry, Ti/S distilled from it with ``cfg``) + lstsq-initialised stitches, saved as a pool."""
     import dataclasses
@@ -126,6 +156,9 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     if req.checkpoint is None and not req.allow_random_ancestry:
         raise UsageError(f"ancestry '{req.ancestry}' has no trained weights: pass --ancestry-checkpoint or "
                          "--allow-random-ancestry for a smoke test")
+    built = built_anchors(req, cfg) if req.resume else None
+    if built is not None:  # stopped after the anchors were saved (while fine-tuning): they are this run's
+        return built
     t0 = time.time()
     torch.manual_seed(cfg.seed)  # a random ancestry (smoke tests) is the same as 'pool distill' makes
     teacher, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint)
@@ -149,7 +182,7 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
         objective = DistillObjective(teacher, students, narrow, teacher_dim=aspec.embed_dim,
                                      teacher_depth=aspec.depth, alpha=req.alpha, temperature=req.temperature)
         inherited = start_from_ancestry(objective, teacher, narrow) if req.aux_init == "ancestry" else None
-        fingerprint = content_hash({"stage": "snnet-anchors", "spec": spec.identity(), "cfg": cfg.to_dict(),
+        fingerprint = content_hash({"stage": "snnet-anchors", "spec": spec.identity(), "cfg": cfg.identity(),
                                     "alpha": req.alpha, "T": req.temperature, "data": req.data,
                                     "aux_init": req.aux_init, "teacher": state_digest(teacher)})
         width_epochs = dict(req.width_epochs)

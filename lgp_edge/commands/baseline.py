@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from lgp_edge.commands.common import DATA_HELP, add_json, data_value, int_at_least, name_list, print_json, reporter
@@ -160,7 +161,7 @@ def _snnet(args: argparse.Namespace) -> int:
     check_before_torch(args, "pool")
     from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
     from lgp_edge.pool.evaluate import evaluate_pool
-    from lgp_edge.pool.finetune import FinetuneRequest, finetune_pool
+    from lgp_edge.pool.finetune import CKPT, STITCH_CKPT, FinetuneRequest, finetune_pool
 
     cfg = train_config(args)
     if args.anchor_epochs is not None and args.anchor_epochs < 1:
@@ -170,12 +171,15 @@ def _snnet(args: argparse.Namespace) -> int:
         raise UsageError("--distilled takes the anchors as they were distilled: drop --anchor-epochs (give the "
                          "epochs to 'pool distill')")
     rep = reporter(args)
-    build_snnet(SNNetRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data,
+    built = build_snnet(SNNetRequest(ancestry=args.ancestry, checkpoint=args.ancestry_checkpoint, data=args.data,
                              out=args.out, allow_random_ancestry=args.allow_random_ancestry, force=args.force,
                              resume=args.resume, aux_init=args.aux_init, width_epochs=args.width_epochs,
                              distilled=tuple(args.distilled)),
                 anchor_cfg, rep)
-    finetune_pool(FinetuneRequest(pool=args.out, data=args.data, **finetune_recipe(args)), cfg, rep)
+    if built.stage != "finetuned":  # a resume of a run stopped while evaluating has nothing left to fine-tune
+        stopped = any((Path(args.out) / ckpt / "state.json").is_file() for ckpt in (CKPT, STITCH_CKPT))
+        finetune_pool(FinetuneRequest(pool=args.out, data=args.data, resume=args.resume and stopped,
+                                      **finetune_recipe(args)), cfg, rep)
     manifest = evaluate_pool(args.out, args.data, max_images=args.eval_images, reporter=rep)
     rows = [r.to_dict() for r in manifest.descendants]
     if args.json:

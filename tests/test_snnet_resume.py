@@ -1,0 +1,61 @@
+"""`baseline snnet --resume` continues a run stopped at any of its stages (anchor distillation, fine-tuning) to
+the weights of an uninterrupted run; anchors built with other settings are not taken as this run's."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import stop_after_first_epoch, with_options
+
+from lgp_edge.cli import main
+from lgp_edge.pool.pool import load_pool
+
+ARGS = ["baseline", "snnet", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic",
+        "--epochs", "2", "--anchor-epochs", "1", "--save-every", "1", "--max-steps-per-epoch", "3", "--batch-size",
+        "32", "--eval-images", "64", "--quiet"]
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return dict(load_pool(out)[0].state_dict())
+
+
+def test_a_run_stopped_while_fine_tuning_resumes_to_the_uninterrupted_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Stopped in fine-tuning, the run could not go on: --resume looked for the anchors' distillation checkpoint
+    (gone once the anchors were saved) and a plain run found OUT not empty; only --force, losing both stages."""
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    assert main([*ARGS, "--out", str(full)]) == 0
+    with monkeypatch.context() as mp:
+        stop_after_first_epoch(mp, 0.0, only="finetune")
+        assert main([*ARGS, "--out", str(stopped)]) == 130
+    assert (stopped / "finetune.ckpt" / "state.json").is_file()
+    # anchors built with another anchor budget are another run's: refused, nothing touched
+    other = tmp_path / "other"
+    shutil.copytree(stopped, other)
+    before = sorted((p.relative_to(other), p.read_bytes()) for p in other.rglob("*") if p.is_file())
+    capsys.readouterr()
+    assert main([*with_options(ARGS, "--anchor-epochs", "2"), "--out", str(other), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another run" in err, err
+    assert sorted((p.relative_to(other), p.read_bytes()) for p in other.rglob("*") if p.is_file()) == before
+    assert main([*ARGS, "--out", str(stopped), "--resume"]) == 0, capsys.readouterr().err
+    a, b = _weights(full), _weights(stopped)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_stopped_while_distilling_the_anchors_resumes_with_another_save_every(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """--save-every, --workers and --device may change on resume (docs/DISTRIBUTED.md): the anchors' checkpoint
+    fingerprint held them (the whole config), and the resume was refused as another run's."""
+    out = tmp_path / "sn"
+    run = with_options(ARGS, "--anchor-epochs", "2")
+    with monkeypatch.context() as mp:
+        stop_after_first_epoch(mp, 0.0, only="distill anchors")
+        assert main([*run, "--out", str(out)]) == 130
+    assert (out / "distill.ckpt" / "state.json").is_file()
+    capsys.readouterr()
+    assert main([*with_options(run, "--save-every", "2"), "--out", str(out), "--resume"]) == 0, \
+        capsys.readouterr().err
