@@ -133,7 +133,8 @@ def _register_build(s: argparse._SubParsersAction) -> None:
                    help="auxiliary models start as a weight selection of the ancestry (default: evenly spaced "
                         "blocks, first channels and heads) or random (the paper's)")
     b.add_argument("--stitch-steps", type=int_at_least(0), default=300, metavar="N",
-                   help="lstsq-kd: steps of stitch-only distillation (default 300)")
+                   help="lstsq-kd: steps of stitch-only distillation, rounded up to equal epochs where the "
+                        "training set takes more than one (the count run is recorded; default 300)")
     b.add_argument("--alpha", type=fraction, default=0.1,
                    help="weight of CE on labels, 0..1; the distillation terms weigh 1 - alpha (default 0.1)")
     _add_position_loss(b)
@@ -168,7 +169,8 @@ def _register_stitch(s: argparse._SubParsersAction) -> None:
     st.add_argument("--lstsq-images", type=int_at_least(1), default=100, metavar="N",
                     help="training images for lstsq (lstsq-kd uses at least 1000; default 100)")
     st.add_argument("--stitch-steps", type=int_at_least(0), default=300, metavar="N",
-                    help="lstsq-kd: steps of stitch-only distillation (default 300)")
+                    help="lstsq-kd: steps of stitch-only distillation, rounded up to equal epochs where the "
+                         "training set takes more than one (the count run is recorded; default 300)")
     st.add_argument("--r2-images", type=int_at_least(1), default=500, metavar="N",
                     help="validation images for the R^2 report (default 500)")
     st.add_argument("--batch-size", type=int_at_least(1), default=256, metavar="N",
