@@ -194,6 +194,24 @@ def test_an_fp32_engine_is_built_by_any_trtexec(tmp_path: Path) -> None:
     assert log.read_text().splitlines() == ["--onnx=model.onnx", "--saveEngine=model.plan"]
 
 
+@pytest.mark.parametrize("args", [["--help"], ["--tme", "t.json"], ["t.json"], ["--time", "t.json", "x"]])
+def test_build_engine_script_refuses_what_it_does_not_take(tmp_path: Path, args: list[str]) -> None:
+    """Any argument but --time [FILE] fell through to a build: '--help' rebuilt and replaced model.plan, a
+    misspelt '--tme t.json' built and timed nothing, both exiting 0."""
+    from lgp_edge.export.tensorrt import build_script
+    from lgp_edge.targets import load_target
+
+    script = build_script(onnx_name="model.onnx", precision="fp32", input_name="input", input_shape=(1, 1, 16, 16),
+                          dynamic_batch=False, key="ti6.0-5", target=load_target("jetson-nano"))
+    (tmp_path / "build_engine.sh").write_text(script, encoding="utf-8")
+    log = tmp_path / "args.txt"
+    trtexec = _fake(tmp_path / "trtexec", f'printf "%s\\n" "$@" >> {log}\n')
+    res = subprocess.run(["sh", "build_engine.sh", *args], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "TRTEXEC": str(trtexec)})
+    assert res.returncode == 2 and not log.exists(), (res.returncode, res.stdout, res.stderr)
+    assert "usage: sh build_engine.sh" in res.stderr
+
+
 @pytest.mark.parametrize("new_trtexec", [True, False], ids=["trtexec>=8.4", "trtexec-8.2"])
 def test_build_engine_script_runs_the_right_builder(nano_out: Path, tmp_path: Path, new_trtexec: bool) -> None:
     work = tmp_path / "board"

@@ -5,6 +5,12 @@
 # @{precision}@{pinned}; input @{input_name} @{dims}@{kind}.
 # TRTEXEC overrides the trtexec path; PYTHON the interpreter for the fallback.
 set -eu
+usage() {
+    echo "usage: sh build_engine.sh                  build model.plan" >&2
+    echo "       sh build_engine.sh --time [FILE]    build it, then time it into FILE (default timing.json)" >&2
+    exit 2
+}
+case "$#:${1:-}" in 0:) ;; 1:--time|2:--time) ;; *) usage ;; esac  # nothing else is built on
 out=${2:-timing.json}  # --time FILE: relative to where the script is run, not to this folder
 case "$out" in /*) ;; *) out="$PWD/$out" ;; esac
 cd "$(dirname "$0")"
