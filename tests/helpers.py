@@ -126,6 +126,16 @@ P999 Latency: 0.004120 s
 
 
 # ------------------------------------------------------------------------------- the CLI as a user runs it
+def named_files_missing(out: Path) -> list[str]:
+    """The model files (`model.*`, backticked) an export's EMBEDDING.md names that the export does not hold; a
+    built engine (`model.plan`) and a compiled Core ML model (`model.mlmodelc`) are made on the device."""
+    import re
+
+    text = (out / "EMBEDDING.md").read_text(encoding="utf-8")
+    names = set(re.findall(r"`(model\.[A-Za-z0-9_.]+)`", text)) - {"model.plan", "model.mlmodelc"}
+    return sorted(n for n in names if not (out / n).exists())
+
+
 def snapshot(root: Path) -> dict[str, str]:
     """Every entry under ``root`` (hidden ones too): relative path -> kind and content hash."""
     out = {}

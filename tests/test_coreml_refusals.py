@@ -73,3 +73,15 @@ def test_opset_is_taken_where_an_onnx_file_is_written(tiny_pool: Path, tmp_path:
     model = onnx.load(str(tmp_path / "o" / "model.fp16.onnx"))
     (op,) = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
     assert op == 15
+
+
+def test_an_fp16_onnx_beside_core_ml_names_no_fp32_file_it_lacks(tiny_pool: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """EMBEDDING.md compared model.fp16.onnx with a `model.onnx` the export does not hold."""
+    from helpers import named_files_missing
+
+    out = tmp_path / "o"
+    rc, err = run_cli(["-q", "export", "--pool", str(tiny_pool), "--target", "iphone", "--format", "coreml,onnx",
+                       "--data", "synthetic", "--val-images", "4", "--out", str(out)], capsys)
+    assert rc == 0, err
+    assert (out / "model.fp16.onnx").is_file() and named_files_missing(out) == []

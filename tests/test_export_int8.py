@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import fresh_inputs, manifest, ort_logits, torch_logits
+from helpers import fresh_inputs, manifest, named_files_missing, ort_logits, torch_logits
 
 from lgp_edge.cli import main
 from lgp_edge.export.embedding import render
@@ -123,6 +123,7 @@ def test_tensorrt_int8_is_an_explicitly_quantized_onnx_without_calibration_cache
     mf = manifest(orin_int8)
     (a,) = mf["artifacts"]
     assert a["format"] == "tensorrt" and a["precision"] == "int8" and a["path"] == "model.int8.onnx"
+    assert named_files_missing(orin_int8) == []  # the engine note named a model.onnx the export has not
     assert a["validation"]["passed"] and a["validation"]["atol"] is None
     assert "int8 QDQ ONNX (the engine's int8 scales) in ONNX Runtime CPU" in a["validation"]["note"]
     assert a["quantization"]["activations"].startswith("int8 symmetric")

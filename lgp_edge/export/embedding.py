@@ -188,7 +188,7 @@ def _int8_host(m: dict[str, Any]) -> str:
             "the device before relying on it.")
 
 
-def _precision_note(a: dict[str, Any], n_images: int, host: str = "") -> str:
+def _precision_note(a: dict[str, Any], n_images: int, host: str = "", fp32_file: str | None = None) -> str:
     """What an int8 or fp16 ONNX file is, for its section (empty for fp32); ``host``: where an int8 check ran."""
     v, q = a.get("validation") or {}, a.get("quantization") or {}
     if a["precision"] == "int8":
@@ -203,7 +203,7 @@ def _precision_note(a: dict[str, Any], n_images: int, host: str = "") -> str:
         return (f"\n`{a['path']}` is fp16 (weights and activations; LayerNorm and softmax kept fp32). Input and "
                 "output stay float32. Run it on a GPU execution provider (CUDA, TensorRT, DirectML); ONNX Runtime's "
                 "CPU provider runs most fp16 operators in fp32 after converting, so it is slower there than "
-                "`model.onnx` in fp32.\n")
+                + (f"`{fp32_file}` in fp32.\n" if fp32_file else "an fp32 ONNX model.\n"))
     return ""
 
 
@@ -266,9 +266,11 @@ def _tensor(doc: _Doc) -> str:
         mean=list(pre["mean"]), std=list(pre["std"]), resize_step=_resize_step(doc.manifest, pre["img_size"]),
         meta_keys=", ".join(f"`{k}`" for k in meta_keys if k in META_KEYS),
         engine_note=(" A TensorRT engine built from it (`model.plan`) carries no metadata: an app that runs the "
-                     "engine reads them from `model.onnx` or from `preprocess` in manifest.json."
+                     f"engine reads them from `{doc.arts['tensorrt']['path']}` or from `preprocess` in manifest.json."
                      if "tensorrt" in doc.arts else ""),
-        precision_note=(_precision_note(lowp, doc.manifest["validation"]["images"], _int8_host(doc.manifest))
+        precision_note=(_precision_note(lowp, doc.manifest["validation"]["images"], _int8_host(doc.manifest),
+                                        fp32_file=next((a["path"] for a in doc.manifest["artifacts"]
+                                                        if a["path"] == "model.onnx"), None))
                         if lowp else ""))
 
 
