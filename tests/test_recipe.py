@@ -387,3 +387,29 @@ def test_a_damaged_image_found_late_says_the_run_can_resume(tmp_path: Path, caps
     assert (anc / "train.ckpt").is_dir() and not (anc / "ancestry.json").exists()
     Image.new("RGB", (20, 20), (0, 0, 255)).save(damaged)
     assert main([*argv, "--resume"]) == 0 and (anc / "ancestry.json").is_file()
+
+
+def test_a_damaged_validation_image_after_pool_distillation_says_the_run_can_resume(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`pool build` read its first validation image only after distillation and stitch tuning: a damaged one
+    stopped it there with a line that said only to replace the file, though the distillation was checkpointed."""
+    from PIL import Image
+
+    data = _image_folder(tmp_path / "images", ("a", "b"), n_train=16, n_val=2)
+    quick = ["--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "16", "--quiet"]
+    anc = tmp_path / "anc"  # an RGB ancestry of the image folder's two classes
+    assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", f"imagefolder:{data}", "--out",
+                 str(anc), *quick]) == 0
+    damaged = data / "val" / "b" / "1.png"
+    damaged.write_bytes(b"")
+    pool = tmp_path / "pool"
+    argv = ["pool", "build", "--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc), "--data",
+            f"imagefolder:{data}", "--out", str(pool), "--init", "lstsq", *quick]
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lgp-edge: error: image '{damaged}' cannot be read"), err
+    assert f"the distillation is checkpointed in '{pool}'" in err[0], err
+    assert err[0].endswith("rerun the same command with --resume once the data is fixed"), err
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(damaged)
+    assert main([*argv, "--resume"]) == 0 and (pool / "pool.json").is_file()

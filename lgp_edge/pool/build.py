@@ -6,11 +6,13 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 from lgp_edge.datasets import check_data_name, open_for_ancestry
-from lgp_edge.errors import UsageError
+from lgp_edge.errors import DataError, UsageError
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, plan_instances
 from lgp_edge.models.plan import check_pool_widths
@@ -37,7 +39,7 @@ from lgp_edge.pool.stitch_init import (
 )
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import PoolSpec, content_hash
-from lgp_edge.train import TrainConfig, environment, is_main, state_digest
+from lgp_edge.train import TrainConfig, environment, is_main, resume_after, state_digest
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +98,24 @@ def _check(req: BuildRequest) -> None:
                          "smoke test")
 
 
+def _stitch_stage(req: BuildRequest, cfg: TrainConfig, pool: LearngenePool, teacher: nn.Module, data: Any,
+                  matrices: dict[str, Any] | None, reporter: Reporter) -> dict[str, Any]:
+    """The stitches initialised (and, for lstsq-kd, tuned alone) and their R^2 on held-out images: the pool.json
+    history entry of the stitch init."""
+    n_images = fit_image_count(req.init, req.lstsq_images)
+    images = lstsq_images(data, n_images, cfg.seed) if n_images else None
+    init_stitches(pool, req.init, matrices=matrices, images=images)
+    init_entry: dict[str, Any] = {"stage": "stitch-init", "init": req.init}
+    if images is not None:
+        init_entry["images"] = int(images.shape[0])
+    if req.init == "lstsq-kd" and req.stitch_steps:
+        scfg = stitch_config(cfg, req.stitch_steps, req.stitch_lr, len(data.train))
+        tuned = tune_stitches(pool, teacher, data.train, scfg, reporter=reporter)
+        init_entry.update(stitch_steps=tuned.steps, config=scfg.to_dict(), epoch_loss=list(tuned.epoch_loss))
+    init_entry.update(r2_summary(pool, held_out_images(data, 500)))
+    return init_entry
+
+
 def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
     req = dataclasses.replace(req, checkpoint=default_checkpoint(req.ancestry, req.checkpoint,
                                                                  pretrained=req.pretrained,
@@ -142,21 +162,16 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
                      **distill_history(run, spec.instances, cfg.epochs, width_epochs),
                      "aux_init": req.aux_init, "inherited_blocks": inherited,
                      "ancestry_checkpoint": req.checkpoint, "ancestry_top1": (meta or {}).get("top1")}
-    n_images = fit_image_count(req.init, req.lstsq_images)
-    images = lstsq_images(data, n_images, cfg.seed) if n_images else None
-    init_stitches(pool, req.init, matrices=matrices, images=images)
-    init_entry: dict = {"stage": "stitch-init", "init": req.init}
-    if images is not None:
-        init_entry["images"] = int(images.shape[0])
-    if req.init == "lstsq-kd" and req.stitch_steps:
-        scfg = stitch_config(cfg, req.stitch_steps, req.stitch_lr, len(data.train))
-        tuned = tune_stitches(pool, teacher, data.train, scfg, reporter=reporter)
-        init_entry.update(stitch_steps=tuned.steps, config=scfg.to_dict(), epoch_loss=list(tuned.epoch_loss))
-    init_entry.update(r2_summary(pool, held_out_images(data, 500)))
-    if not req.distilled and is_main():
-        # each instance model alone right after distillation: the stitch tuning trains the stitches alone, so they
-        # are the same now; evaluated after its collectives, which the other ranks would wait in meanwhile
-        distilled.update(after_distillation(pool.models, data.val, device=cfg.device, reporter=reporter))
+    try:
+        init_entry = _stitch_stage(req, cfg, pool, teacher, data, matrices, reporter)
+        if not req.distilled and is_main():
+            # each instance model alone right after distillation: the stitch tuning trains the stitches alone, so
+            # they are the same now; evaluated after its collectives, which the other ranks would wait in meanwhile
+            distilled.update(after_distillation(pool.models, data.val, device=cfg.device, reporter=reporter))
+    except DataError as exc:  # a damaged image read after the distillation, which its checkpoints keep
+        if req.distilled:
+            raise
+        raise resume_after(exc, req.out, "the distillation is checkpointed") from None
     history = ({"stage": "distill", "when": distilled.pop("when"),
                 "wall_s": round(time.time() - t0 + earlier, 1), **distilled},  # with --distilled: assembling only
                init_entry)
