@@ -213,6 +213,11 @@ def test_never_evaluated_pool_still_profiles(tmp_path, capsys):
     (["--target", "cpu", "--model", "lgp_test_tiny", "--pool", "{pool}"], "--model"),
     (["--target", "cpu", "--pool", "{pool}", "--descendant", "zz9.0-1"], "no descendant"),
     (["--target", "cpu", "--model", "no_such_vit"], "--model 'no_such_vit' is not a timm ViT lgp-edge knows"),
+    # a distilled DeiT (export --model takes it): said of --model and what can be done, not of an ancestry
+    (["--target", "jetson-nano", "--model", "deit_tiny_distilled_patch16_224", "--predict"],
+     "--model 'deit_tiny_distilled_patch16_224' has a distillation token, which the per-block latency model of "
+     "profile --model does not take: profile deit_tiny_patch16_224 (the same blocks); 'lgp-edge export --model' "
+     "exports it"),
     (["--target", "cpu", "--runtime", "coreml", "--pool", "{pool}"], "not available here"),
     (["--target", "cpu", "--pool", "{pool}", "--iters", "0"], "iters"),
 ])

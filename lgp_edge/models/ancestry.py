@@ -78,8 +78,9 @@ def spec_of(model: nn.Module, name: str, checkpoint: str | None) -> AncestrySpec
     )
 
 
-def _check_supported(model: nn.Module, name: str) -> None:
-    """UsageError for a timm ViT whose layout the distillation, weight selection or stitching cannot take."""
+def _check_supported(model: nn.Module, name: str, role: str = "ancestry") -> None:
+    """UsageError for a timm ViT whose layout the distillation, weight selection or stitching cannot take
+    (``role`` "--model": the per-block latency model of ``profile --model``)."""
     from timm.layers import Mlp, PatchEmbed
     from timm.models.vision_transformer import Block, VisionTransformer
 
@@ -87,6 +88,10 @@ def _check_supported(model: nn.Module, name: str) -> None:
         raise UsageError(f"ancestry '{name}' is not a timm VisionTransformer; pick a vit_* or deit_* model")
     if getattr(model, "dist_token", None) is not None:  # its 2 prefix tokens: the features have one token more
         plain = name.replace("_distilled", "")
+        if role == "--model":
+            raise UsageError(f"--model '{name}' has a distillation token, which the per-block latency model of "
+                             f"profile --model does not take: profile {plain if plain != name else 'a DeiT'} (the "
+                             "same blocks); 'lgp-edge export --model' exports it, without a measured latency")
         raise UsageError(f"ancestry '{name}' has a distillation token, which lgp-edge does not distil or stitch; "
                          f"use the non-distilled {plain if plain != name else 'DeiT'}")
     if getattr(model, "cls_token", None) is None or model.reg_token is not None or model.global_pool != "token" \
@@ -281,9 +286,10 @@ def load_error(exc: RuntimeError) -> str:
 
 def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrained: bool = False,
                     num_classes: int | None = None, in_chans: int | None = None,
-                    img_size: int | None = None) -> tuple[nn.Module, AncestrySpec]:
+                    img_size: int | None = None, role: str = "ancestry") -> tuple[nn.Module, AncestrySpec]:
     """Build the ancestry ViT and its spec; load weights from ``checkpoint`` when given. The classes, channels
-    and image size not given here are those of the checkpoint (its ``ancestry.json``, else its tensors)."""
+    and image size not given here are those of the checkpoint (its ``ancestry.json``, else its tensors).
+    ``role``: what the refusals call the model ("--model" for ``profile --model``)."""
     import timm
 
     _register_small_variants()
@@ -300,7 +306,7 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
     except (RuntimeError, OSError) as exc:
         raise UsageError(f"could not fetch pretrained weights for '{name}' ({exc}); "
                          "pass --ancestry-checkpoint FILE") from None
-    _check_supported(model, name)
+    _check_supported(model, name, role)
     if state is None:
         return model, spec_of(model, name, None)
     found = shape_overrides(model, state)

@@ -70,7 +70,7 @@ def timm_subject(name: str) -> Subject:
     from lgp_edge.models.plan import vit_flops
 
     check_model_name(name)  # named as the --model it is (create_ancestry would call it an ancestry)
-    model, a = create_ancestry(name)
+    model, a = create_ancestry(name, role="--model")
     model.eval()
 
     def truncated(blocks: int) -> nn.Module:  # embedding, the first `blocks` blocks, norm + head
