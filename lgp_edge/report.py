@@ -151,15 +151,9 @@ def _text(s: str) -> str:
     return html.escape(s, quote=False)
 
 
-def top1_basis(manifest: Any) -> str:
-    """What every top-1 of a report is: the descendant's in torch fp32, whatever a profile's precision."""
-    n, data = manifest.top1_images, manifest.top1_data
-    on = f" on {n:,} {data + ' ' if data else ''}images" if n else ""
-    return (f"each descendant's in torch fp32{on}, for every profile whatever its precision (an export measures "
-            "its own artifact's top-1 beside it)")
-
-
 def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -> str:
+    from lgp_edge.report_html import top1_basis
+
     records = records_of(manifest)
     unevaluated = [r.key for r in records if r.top1 is None]  # left out of every profile's scoring
     count = (f"{len(records)} descendants, {len(records) - len(unevaluated)} evaluated" if unevaluated

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lgp_edge.report import top1_basis
 from lgp_edge.select import Candidate, format_against, format_budget, format_value, pareto_front
 
 W, H = 720, 400  # chart size, px
@@ -106,6 +105,14 @@ def _scale(cands: Sequence[Candidate], budget_ms: float) -> _Scale:
         x_lo, x_hi = max(0.0, x_lo - pad), x_hi + pad
     y_pad = (max(tops) - min(tops)) * 0.08 or 1.0
     return _Scale(x_lo=x_lo, x_hi=x_hi, y_lo=min(tops) - y_pad, y_hi=max(tops) + y_pad, log=log)
+
+
+def top1_basis(manifest: Any) -> str:
+    """What every top-1 of a report is: the descendant's in torch fp32, whatever a profile's precision."""
+    n, data = manifest.top1_images, manifest.top1_data
+    on = f" on {n:,} {data + ' ' if data else ''}images" if n else ""
+    return (f"each descendant's in torch fp32{on}, for every profile whatever its precision (an export measures "
+            "its own artifact's top-1 beside it)")
 
 
 def _chart(e: Any) -> str:
