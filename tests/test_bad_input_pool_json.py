@@ -177,18 +177,20 @@ def test_the_advice_works(pristine: Path, tmp_path: Path, capsys: pytest.Capture
 
 
 def _top1_here(pool_dir: Path, n: int) -> dict[str, float]:
-    """Top-1 % (as pool eval rounds it) of every descendant, in eval mode, on the first ``n`` synthetic
-    validation images: the images ``pool eval --max-images n`` measures on."""
+    """Top-1 % (as pool eval rounds it) of every descendant, in eval mode, on the ``n`` synthetic validation
+    images ``pool eval --max-images n`` measures on (``evaluation_indices``)."""
     import torch
 
     from lgp_edge.datasets import open_data
     from lgp_edge.pool.pool import load_pool
+    from lgp_edge.train import evaluation_indices
 
     pool, manifest = load_pool(pool_dir)
     a = manifest.spec.ancestry
     val = open_data("synthetic", img_size=a.img_size, in_chans=a.in_chans, num_classes=a.num_classes).val
-    x = torch.stack([val[i][0] for i in range(n)])
-    y = torch.tensor([int(val[i][1]) for i in range(n)])
+    idx = evaluation_indices(len(val), n)
+    x = torch.stack([val[i][0] for i in idx])
+    y = torch.tensor([int(val[i][1]) for i in idx])
     with torch.no_grad():
         return {d.key: round(100.0 * int((pool.descendant(d).eval()(x).argmax(-1) == y).sum()) / n, 3)
                 for d in pool.descendants()}

@@ -63,9 +63,9 @@ def test_warmup_count_and_duration_mode():
 def test_noisy_run_is_repeated_and_flagged():
     state = {"i": 0}
 
-    def jumpy():  # alternating 0.5 ms / 4 ms: CV ~ 0.8, noisy whatever the machine
-        state["i"] += 1
-        time.sleep(0.0005 if state["i"] % 2 else 0.004)
+    def jumpy():  # alternating 0.5 ms / 20 ms: noisy whatever the machine (under load a 0.5 ms sleep took about
+        state["i"] += 1  # 4 ms, as long as the 4 ms one did, and the series was calm)
+        time.sleep(0.0005 if state["i"] % 2 else 0.02)
 
     t = time_callable(jumpy, MeasureSettings(warmup=0, iters=10))
     assert t.repeats == 3 and t.noisy and t.cv > 0.1  # re-measured, bounded: 3 series in all
