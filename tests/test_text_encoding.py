@@ -29,7 +29,10 @@ def _unspecified(tree: ast.AST) -> list[int]:
         if not isinstance(node, ast.Call) or any(k.arg == "encoding" for k in node.keywords):
             continue
         f = node.func
-        if isinstance(f, ast.Attribute) and f.attr in TEXT_CALLS:
+        if any(k.arg in ("text", "universal_newlines") and isinstance(k.value, ast.Constant) and k.value.value
+               for k in node.keywords):  # a subprocess's text output (ssh's, adb's) decoded in the locale's encoding
+            lines.append(node.lineno)
+        elif isinstance(f, ast.Attribute) and f.attr in TEXT_CALLS:
             lines.append(node.lineno)
         elif isinstance(f, ast.Name) and f.id == "open" and _text_mode(node):
             lines.append(node.lineno)

@@ -148,8 +148,8 @@ def _sysctl(name: str) -> str | None:
     import subprocess
 
     try:
-        run = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=SYSCTL_TIMEOUT_S,
-                             check=False)
+        run = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, encoding="utf-8",
+                             errors="replace", timeout=SYSCTL_TIMEOUT_S, check=False)
     except (OSError, subprocess.SubprocessError, ValueError):
         return None
     value = run.stdout.strip()

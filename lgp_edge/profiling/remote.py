@@ -77,7 +77,9 @@ def _check_bounded(proc: subprocess.CompletedProcess[str], elapsed: float, limit
 def _run(argv: Sequence[str], timeout: float, what: str) -> subprocess.CompletedProcess[str]:
     log.debug("run: %s", shlex.join(argv))
     try:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+        # UTF-8 whatever the locale (a board's messages may hold any character); bytes that are not, replaced
+        return subprocess.run(list(argv), capture_output=True, text=True, encoding="utf-8", errors="replace",
+                              timeout=timeout, check=False)
     except FileNotFoundError:
         raise UsageError(f"'{argv[0]}' is not installed on this machine; it is needed to {what}") from None
     except subprocess.TimeoutExpired:
