@@ -160,7 +160,7 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
     """Export for a profile, validated, with manifest.json (``ExportResult``), as ``lgp-edge export``;
     ``precision``, ``budget_ms``, ``memory_mb`` and ``threads`` override the profile's (checked as the CLI's
     flags are), ``model`` + ``checkpoint`` export a timm ViT (``--model``)."""
-    from lgp_edge.errors import UsageError
+    from lgp_edge.errors import NothingFits, UsageError
     from lgp_edge.export.pipeline import ExportRequest, export_profile
     from lgp_edge.fileio import canonical_data
     from lgp_edge.outdir import release
@@ -189,6 +189,14 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
                         checkpoint=Path(checkpoint) if checkpoint is not None else None, **kw)
     try:
         return export_profile(req)
+    except NothingFits as exc:  # select --json's shape, key for key, as api.select's
+        from lgp_edge.pool.manifest import read_manifest as read_pool
+        from lgp_edge.pool.manifest import resolve_pool
+        from lgp_edge.select import selection_context
+
+        pool_dir = resolve_pool(req.pool)
+        exc.selection = {**(exc.selection or {}), **selection_context(pool_dir, req.target, read_pool(pool_dir))}
+        raise
     finally:
         release(out)  # OUT's writer lock, when the export stopped before publishing (bad input, a failure)
 

@@ -166,6 +166,9 @@ def test_select_and_export_take_the_cli_overrides_checked_as_the_flags_are(tiny_
     assert {k: got[k] for k in ("target", "top1_data", "top1_images", "top1_synthetic")} == \
         {k: cli[k] for k in ("target", "top1_data", "top1_images", "top1_synthetic")}
     assert got["pool"] is None and cli["pool"] == str(tiny_pool)  # the API is given the loaded pool, not a folder
+    with pytest.raises(NothingFits) as nothing:  # export's too, with the pool's folder it was given
+        api.export("raspberry-pi-5", tmp_path / "nf", pool=tiny_pool, store=store, memory_mb=0.001)
+    assert sorted(nothing.value.selection) == sorted(cli) and nothing.value.selection["pool"] == str(tiny_pool)
     for bad in ({"budget_ms": math.nan}, {"budget_ms": -1.0}, {"threads": 0}, {"memory_mb": math.inf}):
         with pytest.raises(UsageError):
             api.select(pool, manifest, "raspberry-pi-5", store=store, **bad)
