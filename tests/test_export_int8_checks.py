@@ -182,6 +182,27 @@ def test_a_dataset_too_small_to_calibrate_is_refused_without_impossible_advice(
     assert "36 training images" in line and "at least 300" in line and "or fewer" not in line, line
 
 
+def test_whole_calibration_batches_the_dataset_cannot_fill_are_refused_without_a_loop(
+        env: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """302 training images at batch 8: the default 300 made 296 ('pass --calib-images 304'), 304 was more than the
+    302 there ('pass 302 or fewer'), 302 made 296 again: the advice went round in a circle."""
+    from PIL import Image
+
+    for split, n in (("train", 151), ("val", 2)):
+        for c in ("cat", "dog"):
+            (tmp_path / "imgs" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (4, 4)).save(tmp_path / "imgs" / split / c / f"{i}.png")
+    _profiles(tmp_path, 8)
+    out = tmp_path / "out"
+    base = ["export", "--profiles-dir", str(tmp_path / "profiles"), "--profile", "b8", "--format", "onnx", "--data",
+            f"imagefolder:{tmp_path / 'imgs'}", "--out", str(out), "--quiet"]
+    line = _refused(base, capsys, out)  # before the folder is counted: 304 or --dynamic-batch
+    assert "--calib-images 304" in line and "--dynamic-batch" in line, line
+    line = _refused([*base, "--calib-images", "304"], capsys, out)  # counted: only --dynamic-batch works
+    assert "302 training images" in line and "--dynamic-batch" in line and "--calib-images" not in line, line
+
+
 def test_training_split_size_from_the_idx_header() -> None:
     from lgp_edge.datasets import training_images
 

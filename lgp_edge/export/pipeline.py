@@ -180,9 +180,15 @@ def check_calibration_size(req: ExportRequest, data_name: str) -> None:
         raise UsageError(f"int8 calibration needs at least {MIN_CALIBRATION} training images and '{data_name}' "
                          f"has {have} training images: export fp16 or fp32 (--precision), or calibrate on a dataset "
                          "with more")
+    batch = req.calibration_batch
+    enough = -(-MIN_CALIBRATION // batch) * batch  # the fewest images in whole batches that reach the minimum
+    if have is not None and have < enough:  # every count it could take makes too few or is too many: say so
+        raise UsageError(f"int8 calibrates on whole batches of {batch} (the batch of profile '{req.profile.name}'): "
+                         f"the {MIN_CALIBRATION} images it needs take {enough} and '{data_name}' has {have} training "
+                         "images; pass --dynamic-batch, or export fp16 or fp32 (--precision)")
     if have is not None and n > have:
         raise UsageError(f"--calib-images {req.calib_requested}: '{data_name}' has {have} training images; pass "
-                         f"--calib-images {have} or fewer")
+                         f"--calib-images {have - have % batch} or fewer")
 
 
 def check_validation_size(req: ExportRequest, images: ImageSets) -> None:
