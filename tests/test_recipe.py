@@ -413,3 +413,11 @@ def test_a_damaged_validation_image_after_pool_distillation_says_the_run_can_res
     assert err[0].endswith("rerun the same command with --resume once the data is fixed"), err
     Image.new("RGB", (20, 20), (0, 0, 255)).save(damaged)
     assert main([*argv, "--resume"]) == 0 and (pool / "pool.json").is_file()
+    # pool distill and baseline snnet say the same
+    damaged.write_bytes(b"")
+    for cmd, out in ((["pool", "distill", "--models", "ti12"], tmp_path / "d"), (["baseline", "snnet"], tmp_path / "s")):
+        capsys.readouterr()
+        assert main([*cmd, "--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc), "--data",
+                     f"imagefolder:{data}", "--out", str(out), *quick]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "distillation is checkpointed" in err[0] and "--resume" in err[0], err

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from lgp_edge.datasets import check_data_name, open_for_ancestry
-from lgp_edge.errors import CheckpointError, UsageError
+from lgp_edge.errors import CheckpointError, DataError, UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR, instance_spec
 from lgp_edge.outdir import check_output_dir, check_resume_dir
@@ -35,7 +35,7 @@ from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import init_stitches, lstsq_images
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, InstanceSpec, PoolSpec, content_hash
-from lgp_edge.train import TrainConfig, environment, is_main, state_digest
+from lgp_edge.train import TrainConfig, environment, is_main, resume_after, state_digest
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +196,11 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
                      **distill_history(run, narrow, cfg.epochs, width_epochs), "aux_init": req.aux_init,
                      "inherited_blocks": inherited, "ancestry_checkpoint": req.checkpoint,
                      "ancestry_top1": (meta or {}).get("top1")}
-        if is_main():  # each distilled anchor alone right after distillation
-            distilled.update(after_distillation(students, data.val, device=cfg.device, reporter=reporter))
+        try:
+            if is_main():  # each distilled anchor alone right after distillation
+                distilled.update(after_distillation(students, data.val, device=cfg.device, reporter=reporter))
+        except DataError as exc:  # a damaged validation image: the distillation is in its checkpoints
+            raise resume_after(exc, req.out, "the anchors' distillation is checkpointed") from None
     init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
     history = ({"stage": "snnet-anchors", "when": distilled.pop("when"),
                 "wall_s": round(time.time() - t0 + earlier, 1), **distilled,  # with --distilled: assembling only

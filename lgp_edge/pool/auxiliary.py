@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from lgp_edge.datasets import check_data_name, open_for_ancestry
-from lgp_edge.errors import CheckpointError, UsageError
+from lgp_edge.errors import CheckpointError, DataError, UsageError
 from lgp_edge.fileio import json_loads, save_safetensors, sha256_file
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, create_auxiliary, instance_spec
@@ -48,7 +48,7 @@ from lgp_edge.pool.inherit import AUX_INITS, inherit_from_ancestry, selection_tr
 from lgp_edge.pool.pool import safe_load_file
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, InstanceSpec, content_hash
-from lgp_edge.train import TrainConfig, environment, evaluate, is_main, state_digest
+from lgp_edge.train import TrainConfig, environment, evaluate, is_main, resume_after, state_digest
 
 RECORD = "distilled.json"
 MODELS = "models.safetensors"
@@ -161,8 +161,11 @@ def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter 
     run = run_distillation(objective, data.train, cfg, out=req.out, width_epochs=width_epochs,
                            fingerprint=fingerprint, resume=req.resume, description="distill", reporter=reporter)
     groups = epoch_groups(instances, cfg.epochs, width_epochs)
-    top1, images = (students_top1(students, data.val, max_images=req.eval_images, device=cfg.device, reporter=reporter)
-                    if is_main() else ({}, 0))
+    try:
+        top1, images = (students_top1(students, data.val, max_images=req.eval_images, device=cfg.device,
+                                      reporter=reporter) if is_main() else ({}, 0))
+    except DataError as exc:  # a damaged validation image: the distillation is in its checkpoints
+        raise resume_after(exc, req.out, "the distillation is checkpointed") from None
     record: dict[str, Any] = {
         "kind": KIND, "schema_version": 1, "ancestry": aspec.to_dict(), "teacher": digest, "data": req.data,
         "models": [i.to_dict() for i in instances],
