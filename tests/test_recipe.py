@@ -415,7 +415,8 @@ def test_a_damaged_validation_image_after_pool_distillation_says_the_run_can_res
     assert main([*argv, "--resume"]) == 0 and (pool / "pool.json").is_file()
     # pool distill and baseline snnet say the same
     damaged.write_bytes(b"")
-    for cmd, out in ((["pool", "distill", "--models", "ti12"], tmp_path / "d"), (["baseline", "snnet"], tmp_path / "s")):
+    runs = ((["pool", "distill", "--models", "ti12"], tmp_path / "d"), (["baseline", "snnet"], tmp_path / "s"))
+    for cmd, out in runs:
         capsys.readouterr()
         assert main([*cmd, "--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc), "--data",
                      f"imagefolder:{data}", "--out", str(out), *quick]) == 2
