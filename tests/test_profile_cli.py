@@ -213,6 +213,8 @@ def test_never_evaluated_pool_still_profiles(tmp_path, capsys):
     (["--target", "cpu", "--model", "lgp_test_tiny", "--pool", "{pool}"], "--model"),
     (["--target", "cpu", "--pool", "{pool}", "--descendant", "zz9.0-1"], "no descendant"),
     (["--target", "cpu", "--model", "no_such_vit"], "--model 'no_such_vit' is not a timm ViT lgp-edge knows"),
+    (["--target", "cpu", "--model", "vit_base_patch16_rpn_224", "--predict"],
+     "--model 'vit_base_patch16_rpn_224' must use a class token"),
     # a distilled DeiT (export --model takes it): said of --model and what can be done, not of an ancestry
     (["--target", "jetson-nano", "--model", "deit_tiny_distilled_patch16_224", "--predict"],
      "--model 'deit_tiny_distilled_patch16_224' has a distillation token, which the per-block latency model of "

@@ -85,27 +85,27 @@ def _check_supported(model: nn.Module, name: str, role: str = "ancestry") -> Non
     from timm.models.vision_transformer import Block, VisionTransformer
 
     if not isinstance(model, VisionTransformer):
-        raise UsageError(f"ancestry '{name}' is not a timm VisionTransformer; pick a vit_* or deit_* model")
+        raise UsageError(f"{role} '{name}' is not a timm VisionTransformer; pick a vit_* or deit_* model")
     if getattr(model, "dist_token", None) is not None:  # its 2 prefix tokens: the features have one token more
         plain = name.replace("_distilled", "")
         if role == "--model":
             raise UsageError(f"--model '{name}' has a distillation token, which the per-block latency model of "
                              f"profile --model does not take: profile {plain if plain != name else 'a DeiT'} (the "
                              "same blocks); 'lgp-edge export --model' exports it, without a measured latency")
-        raise UsageError(f"ancestry '{name}' has a distillation token, which lgp-edge does not distil or stitch; "
+        raise UsageError(f"{role} '{name}' has a distillation token, which lgp-edge does not distil or stitch; "
                          f"use the non-distilled {plain if plain != name else 'DeiT'}")
     if getattr(model, "cls_token", None) is None or model.reg_token is not None or model.global_pool != "token" \
             or model.num_prefix_tokens != 1:
-        raise UsageError(f"ancestry '{name}' must use a class token and token pooling (DeiT/ViT style)")
+        raise UsageError(f"{role} '{name}' must use a class token and token pooling (DeiT/ViT style)")
     if model.no_embed_class or model.dynamic_img_size or getattr(model, "has_class_token", True) is False:
-        raise UsageError(f"ancestry '{name}' uses an embedding layout lgp-edge does not stitch")
+        raise UsageError(f"{role} '{name}' uses an embedding layout lgp-edge does not stitch")
     if type(model.patch_embed) is not PatchEmbed:  # a CNN stem (R50+ViT hybrids): the auxiliary models have none
-        raise UsageError(f"ancestry '{name}' embeds patches with a {type(model.patch_embed).__name__} (a CNN stem); "
+        raise UsageError(f"{role} '{name}' embeds patches with a {type(model.patch_embed).__name__} (a CNN stem); "
                          "pick a plain patch-embedding ViT such as vit_base_patch16_224")
     odd = next((b for b in model.blocks if type(b) is not Block or type(b.mlp) is not Mlp), None)
     if odd is not None:  # parallel blocks, gated (SwiGLU) MLPs: no per-block attention/MLP taps or MLP selection
         part = type(odd).__name__ if type(odd) is not Block else f"{type(odd.mlp).__name__} MLP"
-        raise UsageError(f"ancestry '{name}' has {part} blocks; lgp-edge distils ViTs of plain attention + MLP "
+        raise UsageError(f"{role} '{name}' has {part} blocks; lgp-edge distils ViTs of plain attention + MLP "
                          "blocks (vit_*/deit_* such as vit_base_patch16_224)")
 
 
