@@ -131,8 +131,8 @@ def built_anchors(req: SNNetRequest, cfg: TrainConfig) -> PoolManifest | None:
     saved = {"config": recorded, "data": first.get("data"), "aux_init": first.get("aux_init"),
              "ancestry": manifest.spec.ancestry.name, "ancestry_checkpoint": first.get("ancestry_checkpoint"),
              "epochs": first.get("epochs")}
-    if req.distilled or asked != saved:
-        differ = sorted(k for k in asked if asked[k] != saved[k]) or ["--distilled"]
+    if asked != saved:  # (--distilled with --resume is refused before: check_distilled_use)
+        differ = sorted(k for k in asked if asked[k] != saved[k])
         raise CheckpointError(f"the SN-Net anchors in '{req.out}' belong to another run (its {', '.join(differ)} "
                               "differ); resume with the original arguments, or start again with --force")
     return manifest
