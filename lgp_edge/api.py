@@ -129,9 +129,8 @@ def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | N
     ``memory_mb`` and ``threads`` override the profile's, checked as ``--budget-ms``, ``--memory-mb`` and
     ``--threads`` are. Only ``manifest`` is read (the choice needs no weights); ``pool`` stays so that
     ``select(*load_pool(path), name)`` reads."""
-    from lgp_edge.errors import NothingFits
     from lgp_edge.profiles import check_against_target, with_overrides
-    from lgp_edge.select import open_store, plan_selection, selection_context
+    from lgp_edge.select import open_store, plan_selection
 
     _manifest(manifest)
     _paths(store=store)
@@ -143,10 +142,7 @@ def select(pool: Any, manifest: Any, profile_name: str, *, store: str | Path | N
     manifest.check_top1("POOL")  # top-1 measured on synthetic images for a real-data pool: refused, as by the CLI
     st = open_store(store)
     try:
-        return plan_selection(manifest, p, t, st)
-    except NothingFits as exc:  # select --json's shape, key for key ("pool": None: no folder was given)
-        exc.selection = {**exc.selection, **selection_context(None, t, manifest)}
-        raise
+        return plan_selection(manifest, p, t, st)  # NothingFits: select --json's shape, "pool" None (no folder)
     finally:
         st.close()
 
@@ -160,7 +156,7 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
     """Export for a profile, validated, with manifest.json (``ExportResult``), as ``lgp-edge export``;
     ``precision``, ``budget_ms``, ``memory_mb`` and ``threads`` override the profile's (checked as the CLI's
     flags are), ``model`` + ``checkpoint`` export a timm ViT (``--model``)."""
-    from lgp_edge.errors import NothingFits, UsageError
+    from lgp_edge.errors import UsageError
     from lgp_edge.export.pipeline import ExportRequest, export_profile
     from lgp_edge.fileio import canonical_data
     from lgp_edge.outdir import release
@@ -189,14 +185,6 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
                         checkpoint=Path(checkpoint) if checkpoint is not None else None, **kw)
     try:
         return export_profile(req)
-    except NothingFits as exc:  # select --json's shape, key for key, as api.select's
-        from lgp_edge.pool.manifest import read_manifest as read_pool
-        from lgp_edge.pool.manifest import resolve_pool
-        from lgp_edge.select import selection_context
-
-        pool_dir = resolve_pool(req.pool)
-        exc.selection = {**(exc.selection or {}), **selection_context(pool_dir, req.target, read_pool(pool_dir))}
-        raise
     finally:
         release(out)  # OUT's writer lock, when the export stopped before publishing (bad input, a failure)
 

@@ -12,8 +12,9 @@ latencies from the profiler's store for a saved pool.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,6 +241,17 @@ def selection_context(pool_dir: Any, target: TargetSpec, manifest: Any) -> dict[
             "top1_synthetic": manifest.top1_data == "synthetic"}
 
 
+@contextlib.contextmanager
+def nothing_fits_context(pool_dir: Any, target: TargetSpec, manifest: Any) -> Iterator[None]:
+    """A NothingFits raised inside gets ``selection_context`` added to its ``selection``: every caller (select,
+    export, the API) reads ``select --json``'s shape, key for key."""
+    try:
+        yield
+    except NothingFits as exc:
+        exc.selection = {**(exc.selection or {}), **selection_context(pool_dir, target, manifest)}
+        raise
+
+
 def choose(cands: Sequence[Candidate], profile: DeviceProfile, *, pool: PoolSpec, hint: str = FLAGS_HINT
            ) -> Selection:
     """The most accurate of the scored ``cands`` that fits ``profile`` (the fastest of equals); NothingFits,
@@ -314,8 +326,10 @@ def profile_latencies(pool: PoolSpec, target: TargetSpec, profile: DeviceProfile
                      profile.threads)
 
 
-def plan_selection(manifest: Any, profile: DeviceProfile, target: TargetSpec, store: Any) -> Selection:
+def plan_selection(manifest: Any, profile: DeviceProfile, target: TargetSpec, store: Any,
+                   pool_dir: Any = None) -> Selection:
     """Select for a pool from its manifest alone (no weights): latencies from the store (or predicted), top-1
-    from the manifest."""
+    from the manifest. NothingFits carries ``select --json``'s whole shape (``selection_context``)."""
     lat = profile_latencies(manifest.spec, target, profile, store)
-    return select_descendant(records_of(manifest), lat, profile, pool=manifest.spec)
+    with nothing_fits_context(pool_dir, target, manifest):
+        return select_descendant(records_of(manifest), lat, profile, pool=manifest.spec)

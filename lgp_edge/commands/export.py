@@ -94,12 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         result = export_profile(req, reporter(args))
     except NothingFits as exc:
         if args.json:  # a script reads why (and the front) as JSON; the CLI prints the reason as one line, exit 2
-            from lgp_edge.pool.manifest import read_manifest, resolve_pool
-            from lgp_edge.select import selection_context
-
-            pool_dir = resolve_pool(args.pool)
-            print_json({"status": "nothing fits", "problem": str(exc), "selection": {
-                **(exc.selection or {}), **selection_context(pool_dir, target, read_manifest(pool_dir))}})
+            print_json({"status": "nothing fits", "problem": str(exc), "selection": exc.selection})
         raise
     if args.json:
         print_json(result.manifest)

@@ -86,10 +86,10 @@ def _run(args: argparse.Namespace) -> int:
     manifest = read_manifest(pool_dir)  # choosing needs no weights (nor torch)
     note = manifest.check_top1(pool_dir)  # refuses top-1 measured on synthetic data for a real-data pool
     try:
-        sel = plan_selection(manifest, profile, target, store)
+        sel = plan_selection(manifest, profile, target, store, pool_dir)
     except NothingFits as exc:
         if args.json:  # a script still reads JSON (the same keys); the CLI prints the reason as one line, exit 2
-            print_json({**(exc.selection or {}), **selection_context(pool_dir, target, manifest)})
+            print_json(exc.selection)
         raise
     finally:
         store.close()

@@ -202,11 +202,18 @@ def check_validation_size(req: ExportRequest, images: ImageSets) -> None:
                          f"on >= {need}")
 
 
-def choose(req: ExportRequest, manifest: Any) -> Choice:
+def choose(req: ExportRequest, manifest: Any, pool_dir: Path) -> Choice:
     """``--descendant``, else the selection for the profile; with the latency expected on the target. Needs the
     manifest and the store only (no weights)."""
     from lgp_edge.pool.manifest import find_descendant
-    from lgp_edge.select import memory_mb, open_store, profile_latencies, records_of, select_descendant
+    from lgp_edge.select import (
+        memory_mb,
+        nothing_fits_context,
+        open_store,
+        profile_latencies,
+        records_of,
+        select_descendant,
+    )
 
     store = open_store(req.store)
     try:  # one latency lookup serves both the choice and the chosen one's expected latency
@@ -214,7 +221,8 @@ def choose(req: ExportRequest, manifest: Any) -> Choice:
     finally:
         store.close()
     if req.descendant is None:
-        selection = select_descendant(records_of(manifest), lat, req.profile, pool=manifest.spec)
+        with nothing_fits_context(pool_dir, req.target, manifest):  # select --json's shape, as select's
+            selection = select_descendant(records_of(manifest), lat, req.profile, pool=manifest.spec)
         key, sel = selection.chosen.key, selection.to_dict()
     else:
         key = find_descendant(manifest.spec, req.descendant).key
@@ -320,13 +328,13 @@ def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
     preflight(req, pool_dir)
     checked = read_manifest(pool_dir)
     data_name = check_pool_json(req, pool_dir, checked)
-    choice = choose(req, checked)  # the store and the selection ("nothing fits") before torch and the weights
+    choice = choose(req, checked, pool_dir)  # the store and the selection ("nothing fits") before torch and the weights
     from lgp_edge.pool.pool import load_pool
 
     pool, manifest = load_pool(pool_dir)  # pool.json again, with the weights it describes
     if manifest != checked:  # another lgp-edge rewrote the pool since: checked and chosen again
         data_name = check_pool_json(req, pool_dir, manifest)
-        choice = choose(req, manifest)
+        choice = choose(req, manifest, pool_dir)
     model = pool.descendant(choice.record.key).eval()
     images = load_images(data_name, manifest.preprocess, manifest.spec.ancestry.num_classes, req.val_images,
                          req.int8_calibration, manifest.data, reporter)
