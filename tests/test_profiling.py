@@ -89,9 +89,9 @@ def test_a_few_preempted_runs_do_not_make_a_series_noisy():
     assert spread.dispersion > 0.1
     state = {"i": 0}
 
-    def preempted():  # every 12th call 20 ms late
+    def preempted():  # every 12th call 100 ms late; 20 ms runs, so that a loaded machine's sleep jitter stays small
         state["i"] += 1
-        time.sleep(0.02 if state["i"] % 12 == 0 else 0.002)
+        time.sleep(0.1 if state["i"] % 12 == 0 else 0.02)
 
     assert not time_callable(preempted, MeasureSettings(warmup=0, iters=24)).noisy
 
