@@ -64,7 +64,7 @@ def test_shared_runs_give_each_model_the_weights_it_gets_alone(shared: Path, tmp
     entry = read_manifest(tmp_path / "taken").history[0]
     assert entry["stage"] == "distill" and entry["epochs"] == {"ti6": 2, "b6": 1}
     assert entry["distilled"] == [{"dir": str(shared), "models": ["ti6", "b6", "ti9", "b9", "ti12", "s12"],
-                                   "wall_s": record["wall_s"]}]
+                                   "wall_s": record["wall_s"], "files": record["files"]}]  # the weights taken
     assert [r["models"] for r in entry["runs"]] == [["b6", "b9", "s12"], ["ti6", "ti9", "ti12"]]
     assert entry["inherited_blocks"] == read_manifest(tmp_path / "own").history[0]["inherited_blocks"]
     # the learned stitch init is built from the same transformation matrices

@@ -59,3 +59,35 @@ def test_a_run_stopped_while_distilling_the_anchors_resumes_with_another_save_ev
     capsys.readouterr()
     assert main([*with_options(run, "--save-every", "2"), "--out", str(out), "--resume"]) == 0, \
         capsys.readouterr().err
+
+
+def test_a_run_on_distilled_anchors_stopped_while_fine_tuning_resumes_to_the_uninterrupted_weights(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`baseline snnet --distilled D` stopped while fine-tuning could not go on: --resume was refused ('drop
+    --resume') before the saved anchors were looked at, and a plain run found OUT not empty: only --force, which
+    threw the fine-tuning away. Anchors assembled from other distilled models are another run's."""
+    distill = ["pool", "distill", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic",
+               "--models", "ti12,s12", "--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "32",
+               "--quiet"]
+    d, d2 = tmp_path / "d", tmp_path / "d2"
+    assert main([*distill, "--out", str(d)]) == 0
+    assert main([*with_options(distill, "--max-steps-per-epoch", "2"), "--out", str(d2)]) == 0
+    i = ARGS.index("--anchor-epochs")
+    run = [*ARGS[:i], *ARGS[i + 2:], "--distilled", str(d)]  # the anchors' epochs are the distillation's
+    full, stopped = tmp_path / "full", tmp_path / "stopped"
+    assert main([*run, "--out", str(full)]) == 0
+    with monkeypatch.context() as mp:
+        stop_after_first_epoch(mp, 0.0, only="finetune")
+        assert main([*run, "--out", str(stopped)]) == 130
+    assert (stopped / "finetune.ckpt" / "state.json").is_file()
+    before = sorted((p.relative_to(stopped), p.read_bytes()) for p in stopped.rglob("*") if p.is_file())
+    for other in ([*run[:-1], str(d2)],  # other distilled models
+                  [*ARGS]):  # anchors distilled by the run itself
+        capsys.readouterr()
+        assert main([*other, "--out", str(stopped), "--resume"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "another run" in err, err
+        assert sorted((p.relative_to(stopped), p.read_bytes()) for p in stopped.rglob("*") if p.is_file()) == before
+    assert main([*run, "--out", str(stopped), "--resume"]) == 0, capsys.readouterr().err
+    a, b = _weights(full), _weights(stopped)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

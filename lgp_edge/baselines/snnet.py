@@ -16,6 +16,7 @@ models get (``DistillObjective``: Ti "front,end", S "end"), since no pretrained 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -28,7 +29,13 @@ from lgp_edge.errors import CheckpointError, DataError, UsageError
 from lgp_edge.models.ancestry import create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import SUPERVISION, WIDTH_DIVISOR, instance_spec
 from lgp_edge.outdir import check_output_dir, check_resume_dir
-from lgp_edge.pool.auxiliary import after_distillation, check_distilled_use, load_distilled, start_from_ancestry
+from lgp_edge.pool.auxiliary import (
+    after_distillation,
+    check_distilled_use,
+    load_distilled,
+    read_distilled,
+    start_from_ancestry,
+)
 from lgp_edge.pool.distill import DistillObjective, check_width_epochs, distill_history, run_distillation
 from lgp_edge.pool.inherit import AUX_INITS
 from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
@@ -121,21 +128,34 @@ def built_anchors(req: SNNetRequest, cfg: TrainConfig) -> PoolManifest | None:
     first = manifest.history[0] if manifest.history else {}
     if first.get("stage") != "snnet-anchors":
         return None
-    recorded = dict(first.get("config") or {})
-    for k in ("save_every", "num_workers", "device"):
-        recorded.pop(k, None)
     narrow = manifest.spec.instances[:-1]  # the distilled anchors (B, the last, is the ancestry)
-    asked = {"config": cfg.identity(), "data": req.data, "aux_init": req.aux_init,
-             "ancestry": req.ancestry, "ancestry_checkpoint": req.checkpoint,
-             "epochs": {i.name: dict(req.width_epochs).get(i.width, cfg.epochs) for i in narrow}}
-    saved = {"config": recorded, "data": first.get("data"), "aux_init": first.get("aux_init"),
-             "ancestry": manifest.spec.ancestry.name, "ancestry_checkpoint": first.get("ancestry_checkpoint"),
-             "epochs": first.get("epochs")}
-    if asked != saved:  # (--distilled with --resume is refused before: check_distilled_use)
+    taken = first.get("distilled")  # assembled from 'pool distill' outputs: the hashes of the weights taken
+    asked = {"distilled": _distilled_files(req.distilled, narrow) if req.distilled else None, "data": req.data,
+             "aux_init": req.aux_init, "ancestry": req.ancestry, "ancestry_checkpoint": req.checkpoint}
+    saved = {"distilled": sorted(json.dumps(e.get("files"), sort_keys=True) for e in taken) if taken else None,
+             "data": first.get("data"), "aux_init": first.get("aux_init"), "ancestry": manifest.spec.ancestry.name,
+             "ancestry_checkpoint": first.get("ancestry_checkpoint")}
+    if not req.distilled:  # distilled by this run: with its settings (those a resume may change aside)
+        recorded = dict(first.get("config") or {})
+        for k in ("save_every", "num_workers", "device"):
+            recorded.pop(k, None)
+        asked.update(config=cfg.identity(),
+                     epochs={i.name: dict(req.width_epochs).get(i.width, cfg.epochs) for i in narrow})
+        saved.update(config=recorded, epochs=first.get("epochs"))
+    if asked != saved:
         differ = sorted(k for k in asked if asked[k] != saved[k])
         raise CheckpointError(f"the SN-Net anchors in '{req.out}' belong to another run (its {', '.join(differ)} "
                               "differ); resume with the original arguments, or start again with --force")
     return manifest
+
+
+def _distilled_files(dirs: tuple[str, ...], narrow: tuple[InstanceSpec, ...]) -> list[str]:
+    """The weight files' hashes of the 'pool distill' outputs among ``dirs`` that hold one of the anchors
+    ``narrow``, as the anchors' history records those it took (where they lie may change, their weights not)."""
+    names = {i.name for i in narrow}
+    records = [read_distilled(d) for d in dirs]
+    return sorted(json.dumps(r.get("files"), sort_keys=True) for r in records
+                  if names & {m.get("name") for m in r["models"]})
 
 
 def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> PoolManifest:
@@ -144,7 +164,8 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
 
     req = dataclasses.replace(req, checkpoint=default_checkpoint(req.ancestry, req.checkpoint,
                                                                  allow_random=req.allow_random_ancestry))
-    check_distilled_use(req.distilled, resume=req.resume, width_epochs=req.width_epochs, what="the anchors")
+    # --resume with --distilled continues the fine-tuning of the anchors assembled from them (built_anchors)
+    check_distilled_use(req.distilled, resume=False, width_epochs=req.width_epochs, what="the anchors")
     if req.resume:
         check_resume_dir(req.out)
     else:
@@ -159,6 +180,9 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
     built = built_anchors(req, cfg) if req.resume else None
     if built is not None:  # stopped after the anchors were saved (while fine-tuning): they are this run's
         return built
+    if req.distilled and req.resume:  # nothing saved: assembling them is not checkpointed (it takes seconds)
+        raise UsageError(f"'{req.out}' holds no SN-Net anchors assembled from --distilled to resume; run again "
+                         "without --resume (with --force to replace what it holds)")
     t0 = time.time()
     torch.manual_seed(cfg.seed)  # a random ancestry (smoke tests) is the same as 'pool distill' makes
     teacher, aspec = create_ancestry(req.ancestry, checkpoint=req.checkpoint)

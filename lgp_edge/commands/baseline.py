@@ -73,7 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sn.add_argument("--distilled", type=name_list("--distilled", "'pool distill' directory"), default=(),
                     metavar="DIR,DIR,...",
                     help="take the Ti and S anchors from 'pool distill' outputs (models ti<D>, s<D>, D the "
-                         "ancestry's depth) instead of distilling them here")
+                         "ancestry's depth) instead of distilling them here; with --resume, the fine-tuning of "
+                         "anchors assembled from the same outputs goes on")
     add_finetune_recipe(sn, anchors_flag="--finetune-anchors", members="anchors", prefix="fine-tuning: ")
     add_json(sn)
     add_train_args(sn, epochs=50)

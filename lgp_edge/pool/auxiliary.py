@@ -326,7 +326,7 @@ def _history(records: dict[str, dict[str, Any]], used: dict[str, list[str]],
                              if first.get("inherited_blocks") else None),
         "ancestry_checkpoint": first.get("ancestry_checkpoint"), "ancestry_top1": first.get("ancestry_top1"),
         "distilled": [{"dir": str(d), "models": [m["name"] for m in records[d]["models"]],
-                       "wall_s": records[d]["wall_s"]} for d in used]}
+                       "wall_s": records[d]["wall_s"], "files": records[d].get("files")} for d in used]}
     top1 = {n: records[d]["top1"][n] for d, names in used.items() for n in names if n in (records[d].get("top1") or {})}
     counts = {records[d].get("top1_images") for d in used}
     if len(top1) == len(instances) and len(counts) == 1:  # runs made before pool distill measured them: none
