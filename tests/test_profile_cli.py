@@ -412,3 +412,30 @@ def test_an_int8_prediction_on_this_host_says_it_is_priced_at_fp32(tiny_pool, tm
     assert notes and all("int8 priced at this host's fp32 GEMM peak" in n for n in notes), notes
     assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--store", store, "--json"]) == 0
     assert not any("priced at" in c["latency_note"] for c in json.loads(capsys.readouterr().out)["front"])
+
+
+def test_predicting_on_this_host_with_a_fresh_store_measures_the_host_once(tiny_pool, tmp_path, capsys,
+                                                                          monkeypatch):
+    """`profile --target cpu --predict` on a fresh store measured the host calibration twice (the roofline looked
+    for one, then the probes' calibration measured it again), printing its 'machine was busy' warning twice."""
+    from lgp_edge.profiling import roofline
+
+    calls = []
+    real = roofline.measure_host
+
+    def counted(runtime, threads, gemm_n=512):
+        calls.append((runtime, threads))
+        return real(runtime, threads, gemm_n)
+
+    monkeypatch.setattr(roofline, "measure_host", counted)
+    monkeypatch.setattr(roofline, "_IN_PROCESS", {})
+    rc, _, _ = _profile(capsys, "--target", "cpu", "--runtime", "onnxruntime", "--predict", "--pool", str(tiny_pool),
+                        "--store", str(tmp_path / "fresh.sqlite"), "--threads", "1", "--warmup", "1", "--iters", "3",
+                        "--descendant", "ti6.0-5", "--json", "--quiet")
+    assert rc == 0 and calls == [("onnxruntime", 1)]
+    # --calibrate in a later process measures it again, as asked
+    monkeypatch.setattr(roofline, "_IN_PROCESS", {})
+    rc, _, _ = _profile(capsys, "--target", "cpu", "--runtime", "onnxruntime", "--predict", "--calibrate", "--pool",
+                        str(tiny_pool), "--store", str(tmp_path / "fresh.sqlite"), "--threads", "1", "--warmup", "1",
+                        "--iters", "3", "--descendant", "ti6.0-5", "--json", "--quiet")
+    assert rc == 0 and len(calls) == 2

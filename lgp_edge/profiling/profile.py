@@ -345,9 +345,11 @@ def _ort_once(sess: Any, argv: list[str], versions: dict[str, str], settings: Me
 
 # ------------------------------------------------------------------------------------ high-level steps
 def calibrate(subject: Subject, target: TargetSpec, runtime: str, precision: str, settings: MeasureSettings,
-              store: Any, *, reporter: Reporter = NULL, targets_dir: str | None = None) -> Predictor:
+              store: Any, *, reporter: Reporter = NULL, targets_dir: str | None = None,
+              host_measured: bool = False) -> Predictor:
     """Measure the probes on the device, store them (unless the store is read-only), return the calibrated
-    predictor.
+    predictor. On this host its calibration is measured again first, unless ``host_measured`` (this command
+    has just measured it).
 
     Probes are few, so each gets three times the timed runs: their noise is every prediction's noise.
     """
@@ -355,7 +357,7 @@ def calibrate(subject: Subject, target: TargetSpec, runtime: str, precision: str
     if target.connection.kind == "local" and target.hardware.detect:
         from lgp_edge.profiling.roofline import host_calibration
 
-        host_calibration(runtime, settings.threads, store, refresh=True)  # the host's facts, measured again
+        host_calibration(runtime, settings.threads, store, refresh=not host_measured)  # measured again
     recs = measure_items(subject, subject.probes, target, runtime, precision, probe_settings, reporter=reporter,
                          targets_dir=targets_dir, what="calibrating")
     if store is not None and not getattr(store, "readonly", False):  # a read-only store: this process's fit alone
@@ -390,6 +392,9 @@ def predictor_for(subject: Subject, target: TargetSpec, runtime: str, precision:
                   targets_dir: str | None = None) -> Predictor:
     """Stored calibration if it covers the subject; else calibrate now if asked (or the target is this
     host); else the roofline, scaled to the pool's descendants measured on the target as ``select`` scales it."""
+    from lgp_edge.profiling.roofline import host_measurements
+
+    before = host_measurements()
     if not calibrate_now:
         pred = make_predictor(target, precision, runtime, store=store, threads=settings.threads, batch=settings.batch,
                               need=[it.parts for it in subject.items])
@@ -400,7 +405,7 @@ def predictor_for(subject: Subject, target: TargetSpec, runtime: str, precision:
                 return pred
             return scaled_roofline(pred, subject.pool, store, target, threads=settings.threads, batch=settings.batch)
     return calibrate(subject, target, runtime, precision, settings, store, reporter=reporter,
-                     targets_dir=targets_dir)
+                     targets_dir=targets_dir, host_measured=host_measurements() > before)
 
 
 def predict_items(subject: Subject, predictor: Predictor, settings: MeasureSettings) -> list[LatencyRecord]:

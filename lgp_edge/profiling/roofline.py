@@ -105,6 +105,12 @@ def measure_host(runtime: str, threads: int, gemm_n: int = 512) -> HostFacts:
 
 
 _IN_PROCESS: dict[str, HostFacts] = {}
+_MEASURED: list[str] = []  # the host calibrations this process measured, in order
+
+
+def host_measurements() -> int:
+    """How many host calibrations this process has measured (a caller tells whether a step measured one)."""
+    return len(_MEASURED)
 _UNSTORED: set[str] = set()  # calibrations this process measured and could not store (specs.UNSTORED_NOTE)
 
 
@@ -157,6 +163,7 @@ def host_calibration(runtime: str, threads: int, store: Any = None, *, refresh: 
 
     facts = measure_host(runtime, threads)
     _IN_PROCESS[key] = facts
+    _MEASURED.append(key)
     log = logging.getLogger(__name__)
     if facts.dispersion_busy:  # the load of the moment, not the machine: its ratios are never used
         log.warning("this machine was busy while its run-to-run dispersion was measured (no series of short "
