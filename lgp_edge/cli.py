@@ -101,8 +101,11 @@ def _say(line: str) -> None:
     text = printable(" ".join(line.splitlines())) + "\n"
     stream = sys.stderr
     encoding = getattr(stream, "encoding", None) or "utf-8"
-    stream.write(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
-    stream.flush()
+    try:
+        stream.write(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
+        stream.flush()
+    except (OSError, ValueError):  # stderr read-only, closed or its reader gone: the exit code still says it
+        pass
 
 
 def _add_general_options(p: argparse.ArgumentParser, *, top: bool) -> None:

@@ -352,3 +352,33 @@ def test_paths_are_printed_as_given_at_a_terminal_and_in_a_pipe(tmp_path):
     lines = [ln for ln in text.replace("\r", "").split("\n") if "measure them with" in ln]
     assert len(lines) == 1 and (f"--pool '{pool}'" in lines[0] or f"--pool {pool}" in lines[0]), text
     assert "\x1b[" not in lines[0].split("measure them with")[1]  # the command is not styled either
+
+
+@pytest.mark.parametrize("env", ["FORCE_COLOR", "TTY_COMPATIBLE"])
+def test_a_pipe_gets_no_styled_line_under_force_color(tmp_path, env, monkeypatch, capsys):
+    """With FORCE_COLOR=1 (set by many CI setups) the 'chosen:' line reached a pipe as '\\e[1mchosen\\e[0m:', so
+    `grep '^chosen:'` found nothing, where README says no line is styled on a pipe or a file."""
+    from lgp_edge.cli import main
+
+    monkeypatch.setenv(env, "1")
+    capsys.readouterr()
+    assert main(["select", "--target", "jetson-nano", "--store", str(tmp_path / "s.sqlite")]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and any(line.startswith("chosen:") for line in out.splitlines()), out
+
+
+@pytest.mark.parametrize("argv", [["select", "--target", "no-such-target"], ["--bogus"]])
+def test_an_error_line_that_cannot_be_written_keeps_exit_2(tmp_path, argv):
+    """stderr opened read-only (a shell's '2>&-' through a pyenv shim) or a closed pipe: writing the one error line
+    failed, and the OSError it raised made bad input exit 1 ('a validation failed')."""
+    ro = tmp_path / "ro"
+    ro.write_text("", encoding="utf-8")
+    with open(ro, "rb") as stderr:
+        done = subprocess.run([sys.executable, "-m", "lgp_edge", *argv], env=_env(tmp_path), stdout=subprocess.PIPE,
+                              stderr=stderr, timeout=120)
+    assert done.returncode == 2
+    p = subprocess.Popen([sys.executable, "-m", "lgp_edge", *argv], env=_env(tmp_path), stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stderr.close()  # nobody reads the error line
+    p.communicate(timeout=120)
+    assert p.returncode == 2

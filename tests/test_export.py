@@ -825,3 +825,15 @@ def test_an_ort_file_converted_for_this_x86_machine_is_not_described_as_a_phones
     doc = (out / "EMBEDDING.md").read_text()
     assert "## ONNX Runtime format (.ort, amd64)" in doc and "## Android" not in doc
     assert not (out / "samples" / "LgpClassifier.kt").exists()
+
+
+def test_a_structural_check_alone_is_noted_without_a_leading_separator() -> None:
+    """The switchable Core ML package's manifest note read '; model.switchable.mlpackage: structural check ...':
+    the separator was added to a note its caller never gave."""
+    from lgp_edge.export.manifest import validation_entry
+
+    entry = validation_entry({"images": 0}, [("model.switchable.mlpackage", "structural")], True)
+    assert entry["note"].startswith("model.switchable.mlpackage: structural check only here"), entry["note"]
+    both = validation_entry({"note": "real validation images"}, [("model.mlpackage", "structural")], True)
+    assert both["note"] == ("real validation images; model.mlpackage: structural check only here (cannot run on "
+                            "this machine), numerical check on the device with the files beside it")

@@ -239,6 +239,21 @@ def test_int8_instructions_from_cpuinfo() -> None:
     assert int8_instructions("") == []
 
 
+def test_an_intel_mac_with_vnni_keeps_8_bit_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """macOS's sysctl was never asked for AVX-512 VNNI: every Intel Mac read as a CPU whose int8 kernels saturate,
+    and a Cascade Lake Mac Pro got 7-bit weights it does not need."""
+    from lgp_edge.export.quantize import u8s8_saturates
+    from lgp_edge.profiling import host
+
+    answers = {"hw.optional.avx2_0": 1, "hw.optional.avx512f": 1, "hw.optional.avx512vnni": 1}
+    monkeypatch.setattr(host, "_darwin", lambda: True)
+    monkeypatch.setattr(host, "_sysctl_int", lambda name: answers.get(name, 0))
+    isa = host.int8_instructions()
+    assert "avx512_vnni" in isa and not u8s8_saturates(isa, "x86_64")
+    answers["hw.optional.avx512vnni"] = 0  # a Kaby Lake MacBook: saturates
+    assert u8s8_saturates(host.int8_instructions(), "x86_64")
+
+
 # ------------------------------------------------------------------------------------- 6: OpenVINO bytes
 def test_openvino_int8_ir_bytes_are_the_same_for_the_same_export(tiny_pool: Path, tmp_path: Path) -> None:
     """Nodes OpenVINO named from a process-wide counter (Constant_186669) gave other model.xml bytes on each run."""

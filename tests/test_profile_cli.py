@@ -410,6 +410,8 @@ def test_an_int8_prediction_on_this_host_says_it_is_priced_at_fp32(tiny_pool, tm
     assert main(["select", "--profile", "cpu-int8", "--pool", str(tiny_pool), "--store", store, "--json"]) == 0
     notes = [c["latency_note"] for c in json.loads(capsys.readouterr().out)["front"]]
     assert notes and all("int8 priced at this host's fp32 GEMM peak" in n for n in notes), notes
+    # the command it names measures the profile's runtime (OpenVINO), whose runs alone scale the prediction
+    assert all("'lgp-edge profile --target cpu --runtime openvino --precision int8'" in n for n in notes), notes
     assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--store", store, "--json"]) == 0
     assert not any("priced at" in c["latency_note"] for c in json.loads(capsys.readouterr().out)["front"])
 

@@ -175,7 +175,9 @@ def console() -> Any:
     plain = {"markup": False, "emoji": False, "soft_wrap": True, "highlight": False}
     if sys.stdout.isatty():
         return _Console(**plain)
-    return _Console(**plain, no_color=True)
+    # not a terminal whatever FORCE_COLOR or TTY_COMPATIBLE say (set by many CI setups): a styled 'chosen:' line
+    # is one that `grep '^chosen:'` misses
+    return _Console(**plain, no_color=True, force_terminal=False)
 
 
 def styled(head: str, rest: str = "", style: str = "bold") -> Any:

@@ -338,6 +338,7 @@ def pool_summary(manifest: Any) -> dict[str, Any]:
 
 def _info(args: argparse.Namespace) -> int:
     from lgp_edge.pool.manifest import read_manifest, resolve_pool, verified_weights
+    from lgp_edge.progress import counted
 
     path = resolve_pool(args.pool)
     manifest = read_manifest(path)
@@ -356,7 +357,7 @@ def _info(args: argparse.Namespace) -> int:
     for inst in info["instances"]:
         after = inst.get("top1_after_distill")
         c.print(f"  instances {inst['name']}: {inst['depth']} blocks of width {inst['embed_dim']} "
-                f"({inst['num_heads']} heads), {inst['params']:,} params"
+                f"({counted(inst['num_heads'], 'head')}), {inst['params']:,} params"
                 + (f"; top-1 {after:.2f}% alone after distillation" if after is not None else ""))
     c.print(f"  stitch layers: {info['stitch_layers']} ({info['stitch_params']:,} params)")
     c.print(f"  stored params: {info['stored_params']:,}")

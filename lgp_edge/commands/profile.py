@@ -180,6 +180,6 @@ def _table_output(res: Any) -> None:
     if res.written:
         predicted = sum(r.source == "predicted" for r in res.records) if res.predictor is not None else 0
         measured_rows = res.written - predicted
-        what = " and ".join(x for x in (f"{measured_rows} measurements" if measured_rows else "",
-                                        f"{predicted} predictions" if predicted else "") if x)
+        what = " and ".join(x for x in (counted(measured_rows, "measurement") if measured_rows else "",
+                                        counted(predicted, "prediction") if predicted else "") if x)
         print(f"wrote {what} to {res.store_path}", file=err)

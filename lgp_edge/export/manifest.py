@@ -71,8 +71,9 @@ def validation_entry(validation: dict[str, Any], kinds: Sequence[tuple[str, str]
     structural = [path for path, kind in kinds if kind == "structural"]
     note = validation.get("note") or ""
     if structural:
-        note += (f"; {', '.join(structural)}: structural check only here (cannot run on this machine), "
-                 f"numerical check on the device with the files beside {'it' if len(structural) == 1 else 'them'}")
+        note += ("; " if note else "") + (
+            f"{', '.join(structural)}: structural check only here (cannot run on this machine), "
+            f"numerical check on the device with the files beside {'it' if len(structural) == 1 else 'them'}")
     return {**validation, "note": note, "numeric": numeric, "structural": structural, "passed": passed}
 
 

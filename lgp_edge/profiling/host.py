@@ -162,11 +162,11 @@ def _sysctl_int(name: str) -> int | None:
 
 
 # macOS's names (``sysctl hw.optional``) of the instruction sets in ``CPU_FEATURES``, whose names are
-# /proc/cpuinfo's: Apple Silicon's Advanced SIMD, dot product and int8 matrix multiply; an Intel Mac's AVX2, FMA and
-# AVX-512 foundation.
+# /proc/cpuinfo's: Apple Silicon's Advanced SIMD, dot product and int8 matrix multiply; an Intel Mac's AVX2, FMA,
+# AVX-512 foundation and VNNI (Cascade Lake: int8 kernels that do not saturate).
 DARWIN_FEATURES = (("asimd", "hw.optional.neon"), ("asimddot", "hw.optional.arm.FEAT_DotProd"),
                    ("i8mm", "hw.optional.arm.FEAT_I8MM"), ("avx2", "hw.optional.avx2_0"), ("fma", "hw.optional.fma"),
-                   ("avx512f", "hw.optional.avx512f"))
+                   ("avx512f", "hw.optional.avx512f"), ("avx512_vnni", "hw.optional.avx512vnni"))
 
 
 def _darwin_flags(wanted: tuple[str, ...]) -> set[str] | None:

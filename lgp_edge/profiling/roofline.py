@@ -258,7 +258,7 @@ def roofline_for(target: TargetSpec, precision: str, threads: int, *, runtime: s
         if precision != "fp32":
             extra["precision_note"] = (f"{precision} priced at this host's fp32 GEMM peak (only fp32 is measured; "
                                        f"{precision} may run faster or slower: 'lgp-edge profile --target "
-                                       f"{target.name} --precision {precision}' measures it)")
+                                       f"{target.name} --runtime {rt} --precision {precision}' measures it)")
         if facts.dispersion_busy:
             extra.update(p90_ratio=DEFAULT_SPREAD[0], p99_ratio=DEFAULT_SPREAD[1],
                          spread_source=f"assumed: this host was busy while its dispersion was measured "
