@@ -91,3 +91,20 @@ def test_a_run_on_distilled_anchors_stopped_while_fine_tuning_resumes_to_the_uni
     assert main([*run, "--out", str(stopped), "--resume"]) == 0, capsys.readouterr().err
     a, b = _weights(full), _weights(stopped)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_finished_run_resumed_with_another_fine_tuning_recipe_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--resume` on a finished run with other fine-tuning settings exited 0 and printed the old pool's table as if
+    the new recipe had run (pool.json still held the first recipe)."""
+    out = tmp_path / "sn"
+    assert main([*ARGS, "--out", str(out)]) == 0
+    before = sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    for other in (with_options(ARGS, "--epochs", "3"), [*ARGS, "--sampling", "flops-bucket"],
+                  [*ARGS, "--stitch-epochs", "1"]):
+        capsys.readouterr()
+        assert main([*other, "--out", str(out), "--resume"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "fine-tuned with other settings" in err, err
+    assert sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file()) == before
+    assert main([*with_options(ARGS, "--save-every", "2"), "--out", str(out), "--resume"]) == 0  # nothing to redo

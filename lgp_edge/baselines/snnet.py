@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -145,8 +146,25 @@ def built_anchors(req: SNNetRequest, cfg: TrainConfig) -> PoolManifest | None:
     if asked != saved:
         differ = sorted(k for k in asked if asked[k] != saved[k])
         raise CheckpointError(f"the SN-Net anchors in '{req.out}' belong to another run (its {', '.join(differ)} "
-                              "differ); resume with the original arguments, or start again with --force")
+                              f"{'differs' if len(differ) == 1 else 'differ'}); resume with the original arguments, "
+                              "or start again with --force")
     return manifest
+
+
+def check_finetuned_as_asked(manifest: PoolManifest, out: str, cfg: TrainConfig, recipe: dict[str, Any],
+                             data: str) -> None:
+    """A finished run resumed: refused (CheckpointError) when its fine-tuning ran with other settings than
+    ``cfg`` and ``recipe`` (``finetune_recipe``'s fields) on other ``data``, those a resume may change aside."""
+    entry = next((h for h in reversed(manifest.history) if h.get("stage") == "finetune"), {})
+    recorded = {k: v for k, v in (entry.get("config") or {}).items() if k not in ("save_every", "num_workers",
+                                                                                 "device")}
+    saved = {"config": recorded, "data": entry.get("data"), **{k: entry.get(k) for k in recipe}}
+    asked = {"config": cfg.identity(), "data": data, **recipe}
+    if saved != asked:
+        differ = sorted(k for k in asked if asked[k] != saved[k])
+        raise CheckpointError(f"the SN-Net pool in '{out}' is finished, fine-tuned with other settings (its "
+                              f"{', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'}); resume with the "
+                              "original arguments, or start again with --force")
 
 
 def _distilled_files(dirs: tuple[str, ...], narrow: tuple[InstanceSpec, ...]) -> list[str]:

@@ -160,7 +160,7 @@ def _snnet(args: argparse.Namespace) -> int:
     single_process("baseline snnet")
     _require(args, "ancestry", "data", "out")
     check_before_torch(args, "pool")
-    from lgp_edge.baselines.snnet import SNNetRequest, build_snnet
+    from lgp_edge.baselines.snnet import SNNetRequest, build_snnet, check_finetuned_as_asked
     from lgp_edge.pool.evaluate import evaluate_pool
     from lgp_edge.pool.finetune import CKPT, STITCH_CKPT, FinetuneRequest, finetune_pool
 
@@ -177,7 +177,9 @@ def _snnet(args: argparse.Namespace) -> int:
                              resume=args.resume, aux_init=args.aux_init, width_epochs=args.width_epochs,
                              distilled=tuple(args.distilled)),
                 anchor_cfg, rep)
-    if built.stage != "finetuned":  # a resume of a run stopped while evaluating has nothing left to fine-tune
+    if built.stage == "finetuned":  # a resume of a finished run, or of one stopped while evaluating
+        check_finetuned_as_asked(built, args.out, cfg, finetune_recipe(args), args.data)
+    else:
         stopped = any((Path(args.out) / ckpt / "state.json").is_file() for ckpt in (CKPT, STITCH_CKPT))
         finetune_pool(FinetuneRequest(pool=args.out, data=args.data, resume=args.resume and stopped,
                                       **finetune_recipe(args)), cfg, rep)
