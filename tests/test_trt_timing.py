@@ -98,6 +98,10 @@ def test_build_engine_time_writes_the_import_format(tiny_pool: Path, tmp_path: P
     assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", str(store), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert key in out["noisy"]  # its one run was noisy (cv > 10%): flagged, and predicted instead
+    # the statistic named is the one that decided (not "CV", which reads as std/mean: 1.58 was "not noisy")
+    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", str(store)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("noisy:"))
+    assert "robust CV (1.4826 x MAD / median) where its runs are known, else std / mean" in line, line
 
 
 def test_build_engine_time_file_is_relative_to_where_it_is_run(tiny_pool: Path, tmp_path: Path) -> None:
