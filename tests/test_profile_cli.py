@@ -52,7 +52,7 @@ def test_table_output_lists_columns(tiny_pool, tmp_path, capsys):
     assert rc == 0
     for col in ("descendant", "params", "GFLOPs", "top-1", "median ms", "p90 ms", "source", "measured"):
         assert col in out
-    assert "wrote 1 measurements" in err
+    assert "wrote 1 measurement to" in err
 
 
 def test_predict_unattached_target_says_so(tiny_pool, tmp_path, capsys):

@@ -96,6 +96,19 @@ def test_a_few_preempted_runs_do_not_make_a_series_noisy():
     assert not time_callable(preempted, MeasureSettings(warmup=0, iters=24)).noisy
 
 
+def test_a_p90_set_by_a_preempted_run_is_not_calm():
+    """5 runs, one preempted 20x: the robust CV was 0, the series 'calm', and its p90 (12x the median, the
+    preempted run's) decided select's budget; predictions took their p90/median from such probes (31.7 ms p90
+    against a 1.56 ms median) and select chose another model. The p90 now counts in the dispersion."""
+    from lgp_edge.profiling.measure import summarize
+
+    t = summarize([1.5, 1.5, 1.6, 1.5, 30.0])
+    assert t.robust_cv == 0.0 and t.p90_ms > 10 * t.median_ms and t.dispersion > 0.1
+    calm = summarize([1.0 + 0.01 * (i % 7) for i in range(30)])  # a real spread of 6%: still calm
+    assert calm.dispersion < 0.1
+    assert summarize([0.2 + 0.002 * (i % 5) for i in range(46)] + [10.0, 11.0, 12.0, 9.0]).dispersion < 0.1
+
+
 def test_interleaved_rounds_time_each_model():
     a, b = [], []
     ts = time_interleaved([lambda: a.append(1), lambda: (b.append(1), time.sleep(0.002))],
