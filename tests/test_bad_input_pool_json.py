@@ -583,7 +583,7 @@ def test_top1_after_distillation_is_shown_by_pool_info(tmp_path: Path, capsys: p
     capsys.readouterr()
     assert main(["pool", "info", str(p)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "ti6: 6 blocks of width 32 (1 heads), 76,224 params; top-1 85.37% alone after distillation" in out, out
+    assert "ti6: 6 blocks of width 32 (1 head), 76,224 params; top-1 85.37% alone after distillation" in out, out
     assert main(["pool", "info", str(p), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert [i.get("top1_after_distill") for i in info["instances"]] == [85.37, 89.23]
