@@ -107,12 +107,19 @@ def test_calibration_is_whole_batches_refused_below_300(env: object, tiny_pool: 
     """Batch 200, 300 images: 200 were used and 300 recorded; batch 400 crashed in NNCF."""
     out = tmp_path / "out"
     line = _refused(["export", "--pool", str(tiny_pool), "--profiles-dir", str(_profiles(tmp_path, 200)),
-                     "--profile", "b200", "--val-images", INT8_VAL, "--out", str(out), "--quiet"], capsys, out)
+                     "--profile", "b200", "--calib-images", "300", "--val-images", INT8_VAL, "--out", str(out),
+                     "--quiet"], capsys, out)
     assert "200" in line and "--calib-images 400" in line
     line = _refused(["export", "--pool", str(tiny_pool), "--profiles-dir", str(_profiles(tmp_path, 400)),
-                     "--profile", "b400", "--format", "openvino", "--val-images", INT8_VAL, "--out", str(out),
-                     "--quiet"], capsys, out)
+                     "--profile", "b400", "--format", "openvino", "--calib-images", "300", "--val-images", INT8_VAL,
+                     "--out", str(out), "--quiet"], capsys, out)
     assert "0 images" in line and "--calib-images 400" in line
+    # the default is whole batches (300 at batch 8 made 296: every batch-8 int8 export was refused until
+    # --calib-images 304 was passed): no refusal, the export goes on to its work
+    for batch in (8, 200):
+        with pytest.raises(AssertionError, match="work started before the refusal"):
+            run_cli(["export", "--pool", str(tiny_pool), "--profiles-dir", str(_profiles(tmp_path, batch)),
+                     "--profile", f"b{batch}", "--val-images", INT8_VAL, "--out", str(out), "--quiet"], capsys)
 
 
 def test_calibration_count_recorded_is_the_count_used(env: object, tiny_pool: Path, tmp_path: Path,
@@ -197,10 +204,33 @@ def test_whole_calibration_batches_the_dataset_cannot_fill_are_refused_without_a
     out = tmp_path / "out"
     base = ["export", "--profiles-dir", str(tmp_path / "profiles"), "--profile", "b8", "--format", "onnx", "--data",
             f"imagefolder:{tmp_path / 'imgs'}", "--out", str(out), "--quiet"]
-    line = _refused(base, capsys, out)  # before the folder is counted: 304 or --dynamic-batch
-    assert "--calib-images 304" in line and "--dynamic-batch" in line, line
-    line = _refused([*base, "--calib-images", "304"], capsys, out)  # counted: only --dynamic-batch works
-    assert "302 training images" in line and "--dynamic-batch" in line and "--calib-images" not in line, line
+    for argv in (base, [*base, "--calib-images", "304"], [*base, "--calib-images", "303"]):  # only --dynamic-batch
+        line = _refused(argv, capsys, out)
+        assert "302 training images" in line and "--dynamic-batch" in line and "--calib-images" not in line, line
+
+
+def test_calibration_advice_is_a_count_the_dataset_can_give(env: object, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """80 training images at batch 8 with --calib-images 303 were advised '--calib-images 304', then refused for
+    the dataset's size; 310 with --calib-images 400 were advised '304 or fewer', of which all but 304 are refused."""
+    from PIL import Image
+
+    _profiles(tmp_path, 8)
+    for name, n in (("small", 40), ("mid", 155)):
+        for split, k in (("train", n), ("val", 2)):
+            for c in ("cat", "dog"):
+                (tmp_path / name / split / c).mkdir(parents=True)
+                for i in range(k):
+                    Image.new("RGB", (4, 4)).save(tmp_path / name / split / c / f"{i}.png")
+    out = tmp_path / "out"
+    base = ["export", "--profiles-dir", str(tmp_path / "profiles"), "--profile", "b8", "--format", "onnx", "--out",
+            str(out), "--quiet"]
+    line = _refused([*base, "--data", f"imagefolder:{tmp_path / 'small'}", "--calib-images", "303"], capsys, out)
+    assert "at least 300 training images" in line and "80 training images" in line, line
+    assert "--calib-images 304" not in line, line
+    line = _refused([*base, "--data", f"imagefolder:{tmp_path / 'mid'}", "--calib-images", "400"], capsys, out)
+    assert "310 training images" in line and "--calib-images 304 (its whole batches of 8)" in line, line
+    assert "or fewer" not in line, line
 
 
 def test_training_split_size_from_the_idx_header() -> None:

@@ -73,8 +73,12 @@ class ExportRequest:
 
     @property
     def calib_requested(self) -> int:
-        """--calib-images, else the default."""
-        return DEFAULT_CALIB_IMAGES if self.calib_images is None else self.calib_images
+        """--calib-images, else the default in whole calibration batches (300 at batch 8 made 296, and every int8
+        export of a batch-8 profile was refused until --calib-images 304 was passed)."""
+        if self.calib_images is not None:
+            return self.calib_images
+        batch = self.calibration_batch
+        return -(-DEFAULT_CALIB_IMAGES // batch) * batch
 
     @property
     def calibration_batch(self) -> int:
@@ -157,25 +161,21 @@ def _check_int8_counts(req: ExportRequest) -> None:
     asked = req.calib_requested
     if asked < MIN_CALIBRATION:
         raise UsageError(f"--calib-images must be >= {MIN_CALIBRATION} for int8, got {asked}")
-    batch, used = req.calibration_batch, req.int8_calibration
-    if used < MIN_CALIBRATION:
-        enough = -(-MIN_CALIBRATION // batch) * batch
-        raise UsageError(f"int8 calibrates on whole batches of {batch} (the batch of profile '{req.profile.name}'): "
-                         f"--calib-images {asked} makes {used} images, fewer than the {MIN_CALIBRATION} int8 needs; "
-                         f"pass --calib-images {enough} (a multiple of {batch}) or --dynamic-batch")
-    if used < asked:
-        log.warning("int8 calibrates on whole batches of %d: %d of the %d calibration images are used", batch, used,
-                    asked)
+    # (the whole batches it makes are checked with the dataset's size, check_calibration_size: advice of a count
+    # the dataset cannot give is refused in turn)
 
 
 def check_calibration_size(req: ExportRequest, data_name: str) -> None:
-    """Refuse more calibration images than ``data_name``'s training split has, when its size is cheap to know
-    (before the selection and the images are loaded)."""
+    """Refuse an int8 calibration count ``data_name``'s training split cannot give (its size, when cheap to know)
+    or whose whole batches make fewer images than int8 needs, each with advice the dataset can take (before the
+    selection and the images are loaded)."""
     from lgp_edge.data_sources import training_images
     from lgp_edge.export.openvino import MIN_CALIBRATION
 
+    if req.profile.precision != "int8":
+        return
     n = req.int8_calibration
-    have = training_images(data_name) if n else None
+    have = training_images(data_name)
     if have is not None and have < MIN_CALIBRATION:  # no --calib-images can be taken: do not advise one
         raise UsageError(f"int8 calibration needs at least {MIN_CALIBRATION} training images and '{data_name}' "
                          f"has {have} training images: export fp16 or fp32 (--precision), or calibrate on a dataset "
@@ -188,7 +188,16 @@ def check_calibration_size(req: ExportRequest, data_name: str) -> None:
                          "images; pass --dynamic-batch, or export fp16 or fp32 (--precision)")
     if have is not None and n > have:
         raise UsageError(f"--calib-images {req.calib_requested}: '{data_name}' has {have} training images; pass "
-                         f"--calib-images {have - have % batch} or fewer")
+                         f"--calib-images {have - have % batch}" + (f" (its whole batches of {batch})" if batch > 1
+                                                                    else ""))
+    asked = req.calib_requested
+    if n < MIN_CALIBRATION:
+        raise UsageError(f"int8 calibrates on whole batches of {batch} (the batch of profile '{req.profile.name}'): "
+                         f"--calib-images {asked} makes {n} images, fewer than the {MIN_CALIBRATION} int8 needs; "
+                         f"pass --calib-images {enough} (a multiple of {batch}) or --dynamic-batch")
+    if n < asked:
+        log.warning("int8 calibrates on whole batches of %d: %d of the %d calibration images are used", batch, n,
+                    asked)
 
 
 def check_validation_size(req: ExportRequest, images: ImageSets) -> None:
