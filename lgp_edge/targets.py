@@ -242,6 +242,9 @@ def _check_extra(path: Path, extra: dict[str, Any]) -> None:
         _check_bench_script(path, extra["bench_script"])
     if "ssh_options" in extra:
         _check_ssh_options(path, extra["ssh_options"])
+    if extra.get("ort_platform", "arm") not in ("arm", "amd64"):  # onnxruntime's convert_onnx_models_to_ort's
+        raise UsageError(f"target file '{path}': field 'extra.ort_platform' is {extra['ort_platform']!r}, not 'arm' "
+                         "or 'amd64' (the .ort file's kernels: ARM or x86-64)")
 
 
 # What hardware can have, a microcontroller to a datacenter accelerator, with room either side (a typing or unit
@@ -371,6 +374,9 @@ def parse_target(raw: dict[str, Any], path: Path) -> TargetSpec:
     extra = raw.get("extra", {})
     _check_type(path, "extra", extra, dict)
     _check_extra(path, extra)
+    if conn["kind"] != "local" and extra.get("threads") == 0:  # (this host's: every core it may use)
+        raise UsageError(f"target file '{path}': field 'extra.threads' is 0, which means all cores of this machine; "
+                         "a device's thread count is its own: give its cores (or leave it out for 1)")
     hw = raw["hardware"]
     detect = hw.get("detect", False)
     numbers = {k: float(hw[k]) for k in _HARDWARE_RANGES if k in hw and k != "peak_gflops"}

@@ -161,3 +161,25 @@ def test_a_cache_slower_than_the_memory_is_refused(tmp_path):
         load_target("raspberry-pi-5", tmp_path)
     _write(tmp_path, "raspberry-pi-5", src.replace("mem_gbps = 17.1", "mem_gbps = 17.1\nllc_mb = 2.0\ncache_gbps = 60"))
     assert load_target("raspberry-pi-5", tmp_path).hardware.cache_gbps == 60
+
+
+def test_a_boards_threads_0_and_an_unknown_ort_platform_are_refused(tmp_path):
+    """`threads = 0` ('all cores of this machine' in cpu.toml) on an ssh board quietly meant 1 thread; an
+    `ort_platform` other than ONNX Runtime's two ('arm', 'amd64') was taken, and the export's note then told an
+    aarch64 board that the .ort file needs an x86-64 CPU."""
+    src = (targets_root() / "raspberry-pi-5.toml").read_text()
+    assert "threads = 4" in src
+    path = _write(tmp_path, "raspberry-pi-5", src.replace("threads = 4", "threads = 0"))
+    with pytest.raises(UsageError) as e:
+        load_target("raspberry-pi-5", tmp_path)
+    assert str(path) in str(e.value) and "extra.threads" in str(e.value) and "cores" in str(e.value)
+    _write(tmp_path, "raspberry-pi-5", src.replace("[extra]", '[extra]\nort_platform = "sparc"'))
+    with pytest.raises(UsageError) as e:
+        load_target("raspberry-pi-5", tmp_path)
+    assert "extra.ort_platform" in str(e.value) and "'arm' or 'amd64'" in str(e.value)
+    _write(tmp_path, "raspberry-pi-5", src.replace("[extra]", '[extra]\nort_platform = "arm"'))
+    assert load_target("raspberry-pi-5", tmp_path).extra["ort_platform"] == "arm"
+    cpu = (targets_root() / "cpu.toml").read_text()
+    assert "threads = 0" in cpu  # this host: all its cores
+    _write(tmp_path, "cpu", cpu)
+    assert load_target("cpu", tmp_path).extra["threads"] == 0
