@@ -399,6 +399,11 @@ def test_the_note_on_predicted_latencies_names_the_command_that_measures_them(ti
     out = " ".join(capsys.readouterr().out.split())
     assert f"measure them with: lgp-edge profile --target jetson-nano --pool '{pool}'" in out
     assert "thread" not in out
+    # a target with no connection cannot be measured: the note named 'lgp-edge profile --target iphone', refused
+    assert main(["select", "--target", "iphone", "--pool", str(pool), "--budget-ms", "1000"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "measure them with" not in out and "has no connection lgp-edge measures through" in out, out
+    assert "lgp-edge profile --import" in out
 
 
 def test_threads_are_refused_where_the_runtime_has_no_thread_count(tiny_pool: Path, tmp_path: Path,

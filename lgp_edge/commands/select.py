@@ -119,9 +119,13 @@ def _run(args: argparse.Namespace) -> int:
                 "are predicted instead")
     if "predicted" in sel.sources:
         n = sel.sources["predicted"]
-        cmd = measure_command(target, profile, ch.runtime, ch.threads, args)
-        c.print(f"note: {n} {'latencies are' if n != 1 else 'latency is'} predicted, not measured on a {target.name}; "
-                f"measure {'them' if n != 1 else 'it'} with: {cmd}")
+        said = f"note: {n} {'latencies are' if n != 1 else 'latency is'} predicted, not measured on a {target.name}"
+        if target.connection.kind == "none":  # 'profile' refuses it: timings taken on the device are imported
+            c.print(f"{said}; {target.name} has no connection lgp-edge measures through: timings taken on the "
+                    "device go into the store with 'lgp-edge profile --import FILE'")
+        else:
+            cmd = measure_command(target, profile, ch.runtime, ch.threads, args)
+            c.print(f"{said}; measure {'them' if n != 1 else 'it'} with: {cmd}")
     return 0
 
 
