@@ -22,7 +22,7 @@ from lgp_edge.errors import UsageError
 from lgp_edge.fileio import read_toml
 from lgp_edge.profiling.measure import MAX_BATCH, MAX_THREADS  # a profile asks only for what can be measured
 from lgp_edge.registry import check_name, check_text, named_files, pick, search_dirs
-from lgp_edge.specs import CPU_RUNTIMES, FORMATS, DeviceProfile
+from lgp_edge.specs import CPU_RUNTIMES, FORMAT_PRECISIONS, FORMATS, DeviceProfile
 from lgp_edge.specs import PROFILE_PRECISIONS as PRECISIONS
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,10 @@ def check_against_target(profile: DeviceProfile, target: Any) -> None:
         if f not in target.formats:
             raise UsageError(f"format '{f}' is not supported by target '{target.name}' (it takes "
                              f"{', '.join(target.formats)})")
+        if profile.precision not in FORMAT_PRECISIONS.get(f, (profile.precision,)):
+            raise UsageError(f"profile '{profile.name}': format '{f}' is written in "
+                             f"{' or '.join(FORMAT_PRECISIONS[f])} only, not {profile.precision}: choose another "
+                             "precision, or leave the format out")
     if profile.threads is not None:
         from lgp_edge.select import profile_runtime
 

@@ -503,3 +503,30 @@ def test_the_html_reports_hover_shows_the_p90_on_its_side_of_the_budget(tiny_poo
                              problem="x", plot="p.png"))
     shown = re.search(r'data-latency="([0-9.]+) ms"', svg).group(1)
     assert float(shown) > 1.1634 and f"p90 {shown} ms" in svg
+
+
+def test_a_profile_whose_format_cannot_be_exported_at_its_precision_is_refused_by_select(
+        tiny_pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A board running ONNX Runtime in fp16 with a profile of fp16 ONNX and .ort files: select chose a model (exit 0)
+    that export then refused (.ort is fp32 or int8), naming neither the profile nor its format."""
+    from lgp_edge.targets import targets_root
+
+    targets, profiles = tmp_path / "t", tmp_path / "p"
+    targets.mkdir()
+    profiles.mkdir()
+    src = (targets_root() / "raspberry-pi-5.toml").read_text()
+    src = src.replace('name = "raspberry-pi-5"', 'name = "pi-fp16"').replace(
+        'precisions = ["fp32", "int8"]', 'precisions = ["fp32", "fp16", "int8"]').replace(
+        "peak_gflops = { fp32 = 153.6,", "peak_gflops = { fp32 = 153.6, fp16 = 307.2,")
+    (targets / "pi-fp16.toml").write_text(src)
+    (profiles / "pi16.toml").write_text('name = "pi16"\ndescription = "fp16 on the Pi"\ntarget = "pi-fp16"\n'
+                                        'latency_budget_ms = 100.0\nmemory_budget_mb = 64.0\nprecision = "fp16"\n'
+                                        'formats = ["onnx", "ort"]\nbatch = 1\n')
+    argv = ["--pool", str(tiny_pool), "--targets-dir", str(targets), "--profiles-dir", str(profiles), "--profile",
+            "pi16", "--store", str(tmp_path / "s.sqlite")]
+    for cmd in (["select"], ["export", "--out", str(tmp_path / "out")]):
+        capsys.readouterr()
+        assert main([*cmd, *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "profile 'pi16'" in err[0] and "format 'ort'" in err[0] and "fp16" in err[0], err
+    assert not (tmp_path / "out").exists()

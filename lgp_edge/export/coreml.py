@@ -28,7 +28,15 @@ import numpy as np
 from lgp_edge.errors import UsageError
 from lgp_edge.export.base import ExportContext, require
 from lgp_edge.export.metadata import tool_versions
-from lgp_edge.specs import DeviceProfile, ExportArtifact, Precision, PreprocessSpec, TargetSpec, ValidationReport
+from lgp_edge.specs import (
+    FORMAT_PRECISIONS,
+    DeviceProfile,
+    ExportArtifact,
+    Precision,
+    PreprocessSpec,
+    TargetSpec,
+    ValidationReport,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,7 +45,7 @@ log = logging.getLogger(__name__)
 
 INPUT = "image"
 DEFAULT_MIN_TARGET = "iOS16"
-PRECISIONS: tuple[Precision, ...] = ("fp16", "fp32")  # Core ML compute precisions
+PRECISIONS: tuple[Precision, ...] = FORMAT_PRECISIONS["coreml"]  # Core ML compute precisions
 SPEC_VERSION = {"iOS15": 6, "iOS16": 7, "iOS17": 8, "iOS18": 9, "macOS12": 6, "macOS13": 7, "macOS14": 8,
                 "macOS15": 9}
 

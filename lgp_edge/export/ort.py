@@ -23,7 +23,7 @@ from lgp_edge.errors import LgpEdgeError, UsageError, environment_error, write_f
 from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
 from lgp_edge.export.metadata import tool_versions
 from lgp_edge.export.quiet import quiet_loggers, quiet_root_records
-from lgp_edge.specs import DeviceProfile, ExportArtifact, TargetSpec
+from lgp_edge.specs import FORMAT_PRECISIONS, DeviceProfile, ExportArtifact, TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class OrtExporter:
 
     def check(self, profile: DeviceProfile, target: TargetSpec, opset: int | None) -> None:
         require_all(ONNX_PACKAGES, self.extra, "ORT format (.ort) export")
-        if profile.precision not in ("fp32", "int8"):
+        if profile.precision not in FORMAT_PRECISIONS["ort"]:
             raise UsageError(f".ort export is fp32 or int8 (ONNX Runtime's CPU kernels); "
                              f"profile precision is {profile.precision}")
         check_opset(opset, target)
