@@ -58,7 +58,8 @@ def latency() -> str:
         out.append(f"`{d['command']}` {_provenance(d)}: {cpu}, {counted(m['threads'], 'thread')}, fp32 GEMM peak "
                    f"{m['gemm_peak_gflops_fp32']:.0f} GFLOP/s (best of torch / ONNX Runtime / OpenVINO matmul; "
                    f"torch.matmul alone {m['torch_matmul_2048_gflops_fp32']:.0f}), batch 1, {d['wall_s']:.0f} s.\n")
-        out.append("| pool | runtime | speed-up over torch (geomean) | best GFLOP/s | max % of GEMM peak | "
+        out.append("| pool | runtime | speed-up over torch (geomean) | best GFLOP/s (2 per multiply-add) | "
+                   "max % of GEMM peak | "
                    "predictor MAPE, median (held-out descendants) | predictor MAPE, p90 |")
         out.append("|---|---|---:|---:|---:|---:|---:|")
         for p in d["pools"]:
@@ -78,13 +79,14 @@ def latency() -> str:
                        f"{counted(len(n['distinct_choices']), 'distinct choice')}, "
                        f"{'the same' if n['same_as_empty'] else 'a different'} descendant, noisy flag shown in "
                        f"{'every run' if n['flagged_in_every_run'] else 'not every run'}.\n")
-        out.append("| pool | descendant | GFLOPs | torch ms | ONNX Runtime ms (predicted) | OpenVINO ms (predicted) |")
+        out.append("| pool | descendant | MFLOPs (multiply-adds) | torch ms | ONNX Runtime ms (predicted) | "
+                   "OpenVINO ms (predicted) |")
         out.append("|---|---|---:|---:|---:|---:|")
         for p in d["pools"]:
             for r in p["descendants"]:
                 if r["key"] in SHOW:
                     o, v = r["onnxruntime"], r["openvino"]
-                    out.append(f"| {p['name']} | `{r['key']}` | {r['flops_fvcore'] / 1e9:.3f} | "
+                    out.append(f"| {p['name']} | `{r['key']}` | {r['flops_fvcore'] / 1e6:,.2f} | "
                                f"{r['torch']['median_ms']:.3f} | {o['median_ms']:.3f} ({o['predicted_ms']:.3f}) | "
                                f"{v['median_ms']:.3f} ({v['predicted_ms']:.3f}) |")
         out.append("")
