@@ -422,3 +422,25 @@ def test_a_damaged_validation_image_after_pool_distillation_says_the_run_can_res
                      f"imagefolder:{data}", "--out", str(out), *quick]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "distillation is checkpointed" in err[0] and "--resume" in err[0], err
+    # a training image damaged where only the lstsq stitch init reads it (after the anchors' distillation): the
+    # same (baseline snnet said only to replace the file, pool build said the run can resume)
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(damaged)
+    import lgp_edge.baselines.snnet as snnet
+
+    real, bad = snnet.lstsq_images, data / "train" / "a" / "3.png"
+
+    def read_after_damage(*a: object, **k: object) -> object:
+        bad.write_bytes(b"")
+        return real(*a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(snnet, "lstsq_images", read_after_damage)
+        capsys.readouterr()
+        assert main(["baseline", "snnet", "--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc), "--data",
+                     f"imagefolder:{data}", "--out", str(tmp_path / "s2"), *quick]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"image '{bad}' cannot be read" in err[0], err
+    assert "the anchors' distillation is checkpointed" in err[0] and "--resume" in err[0], err
+    Image.new("RGB", (20, 20), (0, 0, 255)).save(bad)
+    assert main(["baseline", "snnet", "--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc), "--data",
+                 f"imagefolder:{data}", "--out", str(tmp_path / "s2"), *quick, "--resume"]) == 0

@@ -243,7 +243,12 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
                 distilled.update(after_distillation(students, data.val, device=cfg.device, reporter=reporter))
         except DataError as exc:  # a damaged validation image: the distillation is in its checkpoints
             raise resume_after(exc, req.out, "the anchors' distillation is checkpointed") from None
-    init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
+    try:
+        init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
+    except DataError as exc:  # a damaged training image the distillation did not read: it is checkpointed
+        if req.distilled:
+            raise
+        raise resume_after(exc, req.out, "the anchors' distillation is checkpointed") from None
     history = ({"stage": "snnet-anchors", "when": distilled.pop("when"),
                 "wall_s": round(time.time() - t0 + earlier, 1), **distilled,  # with --distilled: assembling only
                 "anchors": {i.name: ("ancestry" if i.name == widest.name else "distilled from the ancestry")
