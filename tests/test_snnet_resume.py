@@ -108,3 +108,20 @@ def test_a_finished_run_resumed_with_another_fine_tuning_recipe_is_refused(
         assert len(err.splitlines()) == 1 and "fine-tuned with other settings" in err, err
     assert sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file()) == before
     assert main([*with_options(ARGS, "--save-every", "2"), "--out", str(out), "--resume"]) == 0  # nothing to redo
+
+
+def test_the_same_ancestry_checkpoint_named_another_way_is_the_same_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run given '--ancestry-checkpoint anc' resumed with the same file's absolute path was refused as another
+    run's ('its ancestry_checkpoint differ'): the paths were compared as strings."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", "anc",
+                 "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "32", "--quiet"]) == 0
+    i = ARGS.index("--allow-random-ancestry")
+    run = [*ARGS[:i], *ARGS[i + 1:]]
+    with monkeypatch.context() as mp:
+        stop_after_first_epoch(mp, 0.0, only="finetune")
+        assert main([*run, "--ancestry-checkpoint", "anc", "--out", "sn"]) == 130
+    capsys.readouterr()
+    assert main([*run, "--ancestry-checkpoint", str(tmp_path / "anc"), "--out", "sn", "--resume"]) == 0, \
+        capsys.readouterr().err

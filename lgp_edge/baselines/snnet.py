@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,6 +144,9 @@ def built_anchors(req: SNNetRequest, cfg: TrainConfig) -> PoolManifest | None:
         asked.update(config=cfg.identity(),
                      epochs={i.name: dict(req.width_epochs).get(i.width, cfg.epochs) for i in narrow})
         saved.update(config=recorded, epochs=first.get("epochs"))
+    for d in (asked, saved):  # one file named two ways ('anc', /abs/anc) is one checkpoint
+        if isinstance(d["ancestry_checkpoint"], str):
+            d["ancestry_checkpoint"] = os.path.realpath(d["ancestry_checkpoint"])
     if asked != saved:
         differ = sorted(k for k in asked if asked[k] != saved[k])
         raise CheckpointError(f"the SN-Net anchors in '{req.out}' belong to another run (its {', '.join(differ)} "
