@@ -302,6 +302,23 @@ def test_import_file_is_validated(tmp_path):
             read_records_file(bad)
 
 
+def test_an_imported_run_dated_in_the_future_is_refused(tmp_path):
+    """One imported run dated 2099 was the newest run for good: later runs on this host never replaced it, and its
+    tool versions made every real run be left out (a descendant read at 50 ms instead of 0.6 ms)."""
+    import dataclasses
+    from datetime import datetime, timedelta, timezone
+
+    from lgp_edge.profiling.store import read_records_file, records_json
+
+    f = tmp_path / "t.json"
+    soon = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()  # a board's clock a little ahead: taken
+    f.write_text(records_json([dataclasses.replace(rec(), when=soon)]))
+    assert len(read_records_file(f)) == 1
+    f.write_text(records_json([dataclasses.replace(rec(), when="2099-01-01T00:00:00+00:00")]))
+    with pytest.raises(UsageError, match="in the future"):
+        read_records_file(f)
+
+
 def test_runs_are_ordered_by_their_time_whatever_the_offset_they_were_written_with(tmp_path):
     """A board's file with a run at 10:00 UTC and a later one written as 04:00-08:00 (12:00 UTC): the store ordered
     the text, so the older run was read as the newest and the newer runtime's run was left out. Times are stored

@@ -11,7 +11,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from lgp_edge.errors import UsageError
@@ -109,6 +109,11 @@ def utc_when(text: str) -> str:
     return t.astimezone(timezone.utc).isoformat()
 
 
+# how far ahead of this machine's clock an imported run may be dated (a board's clock set a little ahead, time zones
+# written wrong by a few hours); later than that it is refused
+FUTURE_SLACK = timedelta(days=1)
+
+
 def import_problem(row: dict) -> str | None:
     """The stricter rules of a record read from a file (a board's, or one left beside a store), beyond every
     field's type and range (``check_record``): a target name, a pool id, an ISO 8601 time, and for target 'cpu'
@@ -125,9 +130,14 @@ def import_problem(row: dict) -> str | None:
         except ValueError:
             return f"when must be an ISO 8601 time like '2026-01-01T00:00:00+00:00', got {row['when']!r}"
         try:
-            utc_when(row["when"])  # the store keeps it in UTC
+            when = utc_when(row["when"])  # the store keeps it in UTC
         except OverflowError:
             return f"when {row['when']!r} is out of range: in UTC it is not between years 1 and 9999"
+        now = datetime.now(timezone.utc)
+        if datetime.fromisoformat(when) > now + FUTURE_SLACK:  # it would be the newest run for good
+            return (f"when {row['when']!r} is in the future (this machine's clock says "
+                    f"{now.isoformat(timespec='seconds')}): a run dated later than every run to come would be read "
+                    "as the newest forever; fix the clock of the machine that wrote it, or the file")
     unnamed = [k for k in HOST_KEYS if k not in (row.get("tool_versions") or {})]
     if row["target"] == "cpu" and unnamed:
         return (f"a run of target 'cpu' must name the machine it ran on (tool_versions lacks {', '.join(unnamed)}); "
