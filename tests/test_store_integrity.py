@@ -520,6 +520,23 @@ def test_a_truncated_store_says_to_move_it_aside(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"] and path.read_bytes() == before
 
 
+def test_a_store_damaged_past_its_first_pages_is_refused_before_profile_measures(tiny_pool, tmp_path, capsys):
+    """Damage in the data pages (not the header or schema SQLite reads at open) let `profile` measure every model
+    first, then fail to write and save the runs beside the store: the refusal README promises came last."""
+    path = tmp_path / "s.sqlite"
+    with MeasurementStore(path) as s:
+        s.put_many([rec(f"k{i}") for i in range(2000)])
+    data = bytearray(path.read_bytes())
+    assert len(data) > 4096 * 8
+    data[4096 * 3:4096 * 6] = b"\x5a" * (4096 * 3)
+    path.write_bytes(bytes(data))
+    rc, err = run_cli(["profile", "--target", "cpu", "--pool", str(tiny_pool), "--descendant", "ti6.0-5", "--iters",
+                       "3", "--warmup", "1", "--store", str(path)], capsys)
+    lines = error_lines(err)
+    assert rc == 2 and len(lines) == 1 and "is damaged" in lines[0] and "move it aside" in lines[0], err
+    assert "measuring" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"]
+
+
 @pytest.mark.parametrize("under", ["s.sqlite", "sub/s.sqlite"])
 def test_a_store_under_a_file_is_one_line(under, tmp_path, capsys):
     """`profile --store afile/sub/s.sqlite` ended in a 34-line traceback (removing the store it had not made raised

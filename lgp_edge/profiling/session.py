@@ -312,6 +312,7 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
     store = None
     try:  # the store is opened (a damaged one refused) before the runtime and the pool's weights are loaded
         store = MeasurementStore(store_path)
+        store.check_pages()  # damage past the pages read at open: refused now, not after the measuring
         if pool is not None:
             _adopt_former_id(store, *pool)
         if here:
