@@ -537,6 +537,26 @@ def test_a_store_damaged_past_its_first_pages_is_refused_before_profile_measures
     assert "measuring" not in err and sorted(p.name for p in tmp_path.iterdir()) == ["s.sqlite"]
 
 
+def test_a_reader_of_a_store_another_process_holds_locked_says_so(tmp_path):
+    """A store in rollback-journal mode (schema 1, or edited with sqlite3) locked by a writer: a reader waited, then
+    read it as immutable, past the lock and whatever the writer had half written, and said nothing."""
+    path = tmp_path / "s.sqlite"
+    with MeasurementStore(path) as s:
+        s.put_many([rec(f"k{i}") for i in range(3)])
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=delete")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE runs SET median_ms = median_ms * 100, p90_ms = p90_ms * 100, p99_ms = p99_ms * 100")
+    try:
+        with pytest.raises(UsageError) as err:
+            MeasurementStore(path, readonly=True, timeout_s=0.5).records(target="cpu")
+        assert "locked by another process" in str(err.value) and str(path) in str(err.value)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert [r.median_ms for r in MeasurementStore(path, readonly=True).records(target="cpu")] == [1.0] * 3
+
+
 @pytest.mark.parametrize("under", ["s.sqlite", "sub/s.sqlite"])
 def test_a_store_under_a_file_is_one_line(under, tmp_path, capsys):
     """`profile --store afile/sub/s.sqlite` ended in a 34-line traceback (removing the store it had not made raised

@@ -291,7 +291,11 @@ class MeasurementStore:
             try:
                 self._db = sqlite3.connect(uri, uri=True, timeout=self.timeout_s, isolation_level=None)
                 tables = self._tables()
-            except sqlite3.OperationalError:  # a WAL file in a directory we cannot write: read it as immutable
+            except sqlite3.OperationalError as exc:  # a WAL file in a directory we cannot write: read it as immutable
+                if "locked" in str(exc) or "busy" in str(exc):  # a writer holds it: an immutable read would read past
+                    self.close()  # the lock, and whatever it has half written
+                    raise UsageError(f"measurement store '{self.path}' is locked by another process (waited "
+                                     f"{self.timeout_s:g} s): run again once it is done") from None
                 self._check_no_pending_wal()
                 self._db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
                 tables = self._tables()
