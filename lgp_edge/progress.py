@@ -68,12 +68,19 @@ class RichReporter:
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.table import Column
 
-        # descriptions name paths ('load 300 validation images (imagefolder:run[3])'): text, never markup
-        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}", markup=False),
-                      console=self.console,
-                      transient=False) as progress:
+        # descriptions name paths ('load 300 validation images (imagefolder:run[3])'): text, never markup. On a
+        # narrow terminal the description gives way (cut with '…') and the bar goes, never the count and the times
+        # (rich cut those to '0:…' at 40 or 60 columns)
+        width = self.console.width
+        whole = Column(no_wrap=True)
+        columns = [TextColumn("{task.description}", markup=False,
+                              table_column=Column(no_wrap=True, overflow="ellipsis", max_width=max(8, width - 40))),
+                   *([BarColumn()] if width >= 80 else []), MofNCompleteColumn(table_column=whole),
+                   TimeElapsedColumn(table_column=whole), TimeRemainingColumn(table_column=whole),
+                   TextColumn("{task.fields[info]}", markup=False)]
+        with Progress(*columns, console=self.console, transient=False) as progress:
             yield _RichTask(progress, progress.add_task(description, total=total, info=""))
 
 

@@ -382,3 +382,23 @@ def test_an_error_line_that_cannot_be_written_keeps_exit_2(tmp_path, argv):
     p.stderr.close()  # nobody reads the error line
     p.communicate(timeout=120)
     assert p.returncode == 2
+
+
+@pytest.mark.parametrize("width", [40, 60, 100])
+def test_a_narrow_terminals_progress_line_keeps_its_counts_and_times(width):
+    """At 40 or 60 columns rich cut the elapsed and remaining times to '0:…' (and the count), and the finished bar
+    stayed on screen so; the description (text) gives way now, never the numbers."""
+    from rich.console import Console
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=width, force_terminal=True, color_system=None, emoji=False, markup=False)
+    reporter = progress.RichReporter(console)
+    with reporter.task("load 1000 validation images (imagefolder:/data/some/long/path)", total=6) as task:
+        for _ in range(6):
+            task.advance()
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue())  # cursor moves and line clears
+    last = [line for line in text.replace("\r", "\n").split("\n") if "6/6" in line][-1]
+    assert "6/6 0:00:00 0:00:00" in last and "…" not in last.split("6/6")[1], last
+    assert len(last.rstrip()) <= width
