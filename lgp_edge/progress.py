@@ -74,11 +74,11 @@ class RichReporter:
         # narrow terminal the description gives way (cut with '…') and the bar goes, never the count and the times
         # (rich cut those to '0:…' at 40 or 60 columns)
         width = self.console.width
-        whole = Column(no_wrap=True)
         columns = [TextColumn("{task.description}", markup=False,
                               table_column=Column(no_wrap=True, overflow="ellipsis", max_width=max(8, width - 40))),
-                   *([BarColumn()] if width >= 80 else []), MofNCompleteColumn(table_column=whole),
-                   TimeElapsedColumn(table_column=whole), TimeRemainingColumn(table_column=whole),
+                   *([BarColumn()] if width >= 80 else []), MofNCompleteColumn(table_column=Column(no_wrap=True)),
+                   TimeElapsedColumn(table_column=Column(no_wrap=True)),
+                   TimeRemainingColumn(table_column=Column(no_wrap=True)),
                    TextColumn("{task.fields[info]}", markup=False)]
         with Progress(*columns, console=self.console, transient=False) as progress:
             yield _RichTask(progress, progress.add_task(description, total=total, info=""))

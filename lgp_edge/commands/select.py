@@ -114,9 +114,8 @@ def _run(args: argparse.Namespace) -> int:
     noisy = [x.key for x in sel.candidates if x.noisy]
     if noisy:
         c.print(f"noisy: every recent measured run of {', '.join(noisy)} was noisy (dispersion over 10%: robust "
-                "CV (1.4826 x MAD / median) where its runs are "
-                "known, else std / mean); their latencies "
-                "are predicted instead")
+                "CV (1.4826 x MAD / median) where its runs are known, else std / mean); their latencies are "
+                "predicted instead")
     if "predicted" in sel.sources:
         n = sel.sources["predicted"]
         said = f"note: {n} {'latencies are' if n != 1 else 'latency is'} predicted, not measured on a {target.name}"

@@ -106,12 +106,12 @@ def measure_host(runtime: str, threads: int, gemm_n: int = 512) -> HostFacts:
 
 _IN_PROCESS: dict[str, HostFacts] = {}
 _MEASURED: list[str] = []  # the host calibrations this process measured, in order
+_UNSTORED: set[str] = set()  # calibrations this process measured and could not store (specs.UNSTORED_NOTE)
 
 
 def host_measurements() -> int:
     """How many host calibrations this process has measured (a caller tells whether a step measured one)."""
     return len(_MEASURED)
-_UNSTORED: set[str] = set()  # calibrations this process measured and could not store (specs.UNSTORED_NOTE)
 
 
 # What any machine lgp-edge runs on measures (a stored value outside these was edited or damaged): GFLOP/s of

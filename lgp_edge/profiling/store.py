@@ -584,7 +584,7 @@ class MeasurementStore:
         return int(self._db.execute(f"SELECT COUNT(*) FROM {self._table}").fetchone()[0])
 
     def check_pages(self) -> None:
-        """Refuse (UsageError, ``_damaged``'s) a file damaged past the pages SQLite reads when it opens it (the
+        """Refuse (UsageError, ``damaged_store``'s) a file damaged past the pages SQLite reads when it opens it (the
         header and the schema): a command that measures before it writes would spend its whole run first. SQLite's
         quick_check reads every page once (a store of 100k runs: well under a second)."""
         if self._db is None:
