@@ -221,6 +221,23 @@ def stop_after_first_epoch(monkeypatch: pytest.MonkeyPatch, seconds: float, only
     monkeypatch.setattr(train, "_checkpoint", slow_then_stop)
 
 
+def count_host_measurements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """The (runtime, threads) of each host calibration measured from now on (each one really measured), with this
+    process's in-memory calibrations forgotten, as a fresh process starts."""
+    from lgp_edge.profiling import roofline
+
+    calls: list[tuple[str, int]] = []
+    real = roofline.measure_host
+
+    def counted(runtime: str, threads: int, gemm_n: int = 512) -> object:
+        calls.append((runtime, threads))
+        return real(runtime, threads, gemm_n)
+
+    monkeypatch.setattr(roofline, "measure_host", counted)
+    monkeypatch.setattr(roofline, "_IN_PROCESS", {})
+    return calls
+
+
 def with_options(argv: list[str], *extra: str) -> list[str]:
     """``argv`` then ``extra``, an option of ``extra`` that takes a value replacing that option in ``argv`` (the
     command line takes a value option once)."""

@@ -420,17 +420,11 @@ def test_predicting_on_this_host_with_a_fresh_store_measures_the_host_once(tiny_
                                                                           monkeypatch):
     """`profile --target cpu --predict` on a fresh store measured the host calibration twice (the roofline looked
     for one, then the probes' calibration measured it again), printing its 'machine was busy' warning twice."""
+    from helpers import count_host_measurements
+
     from lgp_edge.profiling import roofline
 
-    calls = []
-    real = roofline.measure_host
-
-    def counted(runtime, threads, gemm_n=512):
-        calls.append((runtime, threads))
-        return real(runtime, threads, gemm_n)
-
-    monkeypatch.setattr(roofline, "measure_host", counted)
-    monkeypatch.setattr(roofline, "_IN_PROCESS", {})
+    calls = count_host_measurements(monkeypatch)
     rc, _, _ = _profile(capsys, "--target", "cpu", "--runtime", "onnxruntime", "--predict", "--pool", str(tiny_pool),
                         "--store", str(tmp_path / "fresh.sqlite"), "--threads", "1", "--warmup", "1", "--iters", "3",
                         "--descendant", "ti6.0-5", "--json", "--quiet")

@@ -326,14 +326,16 @@ def test_probes_are_not_descendants_and_fit_recovers_costs(depth, widths, chains
     assert parse_probe_key(recs[0].descendant_key) and recs[0].descendant_key.startswith(PROBE_PREFIX)
 
 
-def test_one_noisy_probe_gives_profile_and_select_the_same_calibration():
+def test_profile_of_one_descendant_and_select_read_one_calibration_of_one_store(tmp_path):
     """With probes timed under load flagged noisy, `profile --predict --descendant K` fitted the calm probes (they
-    cover K) and `select` fitted all of them (the calm ones do not cover every descendant): two calibrations, two
-    predictions for K from one store (a clean-clone CI run failed on it). The choice no longer depends on which
-    models are asked for."""
+    cover K) and `select` all of them (the calm ones do not cover every descendant): two calibrations, two
+    predictions for K from one store (a clean-clone CI run failed on it). A pool's profile asks for what the pool
+    needs, as select does."""
     import itertools
 
-    from lgp_edge.profiling.predict import fit_probes
+    from lgp_edge.profiling.predict import make_predictor
+    from lgp_edge.profiling.profile import stored_predictor
+    from lgp_edge.profiling.subject import pool_subject
 
     spec = _spec(6, ("ti", "b"), "pairs")
     pool = LearngenePool(spec)
@@ -343,13 +345,19 @@ def test_one_noisy_probe_gives_profile_and_select_the_same_calibration():
     for lost in itertools.chain.from_iterable(itertools.combinations(range(len(recs)), k) for k in (1, 2, 3)):
         noisy = [dataclasses.replace(r, noisy=True) if j in lost else r for j, r in enumerate(recs)]
         calm = fit_calibration([r for r in noisy if not r.noisy])
-        one = next((p for p in every if calm.covers(p)), None)
+        one = next((d for d, p in zip(pool.descendants(), every) if calm.covers(p)), None)
         if one is not None and not all(calm.covers(p) for p in every):
             break  # noisy probes the calm ones cannot do without for some descendants, not for all
     else:
         pytest.fail("no noisy probes that uncover some descendants only")
-    a, b = fit_probes(noisy, [one]), fit_probes(noisy, every)
-    assert a is not None and b is not None and a.ident == b.ident
+    cpu = load_target("cpu")
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        store.put_many(noisy)
+        subject = pool_subject(spec, lambda d: None, keys=[one.key])
+        assert [it.key for it in subject.items] == [one.key]
+        mine = stored_predictor(subject, cpu, "onnxruntime", "fp32", MeasureSettings(threads=1), store)
+        theirs = make_predictor(cpu, "fp32", "onnxruntime", store=store, threads=1, need=every)
+    assert mine is not None and mine.calibration.ident == theirs.calibration.ident
 
 
 def _rec(key, ms, source="measured", target="cpu", runtime="onnxruntime", pool_id="", precision="fp32"):
@@ -514,17 +522,11 @@ def test_weights_in_last_level_cache_are_not_charged_dram_bandwidth():
 
 
 def test_host_calibration_measured_once_then_read_from_the_store(tmp_path, monkeypatch):
+    from helpers import count_host_measurements
+
     from lgp_edge.profiling import roofline
 
-    calls = []
-    real = roofline.measure_host
-
-    def counted(runtime, threads, gemm_n=512):
-        calls.append((runtime, threads))
-        return real(runtime, threads, gemm_n)
-
-    monkeypatch.setattr(roofline, "measure_host", counted)
-    monkeypatch.setattr(roofline, "_IN_PROCESS", {})
+    calls = count_host_measurements(monkeypatch)
     cpu = load_target("cpu")
     path = tmp_path / "s.sqlite"
     with MeasurementStore(path) as store:

@@ -344,30 +344,24 @@ def _probes_were(n: int) -> str:
 def fit_probes(probes: Sequence[LatencyRecord], need: Sequence[Sequence[Part]] = (), *,
                target: str = "") -> Calibration | None:
     """The calibration of probe runs (just measured, or the store's aggregates) for the models ``need``: the fit
-    of the calm probes when they span what all the probes span (a probe timed under load would set the p90 of
-    every model predicted near its size), else the fit of every probe, noisy ones kept; None when that fit does
-    not cover ``need``. Which fit is used never depends on ``need``: the process that measured the probes for one
-    model and every later one reading them from the store for all the pool's models apply this one rule, so they
-    predict the same (with the calm fit chosen by what it covered, `profile --descendant K` and `select` read two
-    calibrations of one store)."""
-    if not probes:
-        return None
+    of the calm probes when it covers them all (a probe timed under load would set the p90 of every model
+    predicted near its size), else the fit of every probe, noisy ones kept, when that covers them, else None.
+    The process that measured the probes and every later one reading them from the store apply this one rule,
+    so they predict the same."""
     calm = [r for r in probes if not r.noisy]
     again = f": 'lgp-edge profile --target {target} --calibrate' on a quieter machine measures them again"
-    every = fit_calibration(probes)
-    if calm and len(calm) < len(probes):
+    if calm:
         cal = fit_calibration(calm)
-        if len(cal.basis) == len(every.basis):  # the noisy ones add nothing the calm ones do not cover
-            if not all(cal.covers(p) for p in need):
-                return None
-            log.warning("%s noisy and left out of the fit%s", _probes_were(len(probes) - len(calm)), again)
+        if all(cal.covers(p) for p in need):
+            if len(calm) < len(probes):
+                log.warning("%s noisy and left out of the fit%s", _probes_were(len(probes) - len(calm)), again)
             return cal
-    cal = every
+    if len(calm) == len(probes):
+        return None
+    cal = fit_calibration(probes)
     if not all(cal.covers(p) for p in need):
         return None
-    if len(calm) == len(probes):
-        return cal
-    log.warning("%s noisy and kept: the calm ones alone do not cover every model the probes cover%s",
+    log.warning("%s noisy and kept: the calm ones alone do not cover these models%s",
                 _probes_were(len(probes) - len(calm)), again)
     return cal
 

@@ -37,6 +37,8 @@ from lgp_edge.specs import LatencyRecord, TargetSpec
 if TYPE_CHECKING:
     import torch
 
+    from lgp_edge.profiling.parts import Part
+
 __all__ = ["CheckResult", "Item", "Subject", "calibrate", "calibrated_predictor", "check_predictions",
            "default_threads", "measure_items", "pool_subject", "predict_items", "predictor_for", "stored_predictor",
            "timm_subject"]
@@ -372,18 +374,31 @@ def calibrate(subject: Subject, target: TargetSpec, runtime: str, precision: str
 def calibrated_predictor(probe_records: Sequence[LatencyRecord], subject: Subject, target: TargetSpec,
                          runtime: str, precision: str) -> Predictor:
     """Fitted on the probes just measured by the rule the stored calibration follows (``fit_probes``)."""
-    cal = fit_probes(probe_records, [it.parts for it in subject.items], target=target.name)
+    cal = fit_probes(probe_records, _needed(subject), target=target.name)
     if cal is None:
-        bad = next(it.key for it in subject.items if not fit_calibration(probe_records).covers(it.parts))
+        fit = fit_calibration(probe_records)
+        bad = next((it.key for it in subject.items if not fit.covers(it.parts)), "a descendant of the pool")
         raise UsageError(f"the calibration probes do not cover '{bad}' (a bug: please report it)")
     return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
+
+
+def _needed(subject: Subject) -> list[Sequence[Part]]:
+    """The models a calibration must cover for ``subject``: a pool's every descendant, as ``select`` asks (the
+    probes' fit depends on what it must cover: `profile --descendant K` and `select` read two calibrations of one
+    store when K alone was asked for), else the subject's own items."""
+    if subject.pool is None:
+        return [it.parts for it in subject.items]
+    from lgp_edge.models.plan import enumerate_descendants
+    from lgp_edge.profiling.parts import parts_of
+
+    return [parts_of(subject.pool, d) for d in enumerate_descendants(subject.pool)]
 
 
 def stored_predictor(subject: Subject, target: TargetSpec, runtime: str, precision: str, settings: MeasureSettings,
                      store: Any) -> Predictor | None:
     """A calibrated predictor from probe rows already in the store, when they cover the subject."""
     pred = make_predictor(target, precision, runtime, store=store, threads=settings.threads, batch=settings.batch,
-                          need=[it.parts for it in subject.items]) if store is not None else None
+                          need=_needed(subject)) if store is not None else None
     return pred if pred is not None and pred.kind == "calibrated" else None
 
 
@@ -397,7 +412,7 @@ def predictor_for(subject: Subject, target: TargetSpec, runtime: str, precision:
     before = host_measurements()
     if not calibrate_now:
         pred = make_predictor(target, precision, runtime, store=store, threads=settings.threads, batch=settings.batch,
-                              need=[it.parts for it in subject.items])
+                              need=_needed(subject))
         if pred.kind == "calibrated":
             return pred
         if target.connection.kind != "local":
