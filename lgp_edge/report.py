@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.errors import NothingFits
+from lgp_edge.profiling.measure import NOISY_RULE
 from lgp_edge.progress import NULL
 from lgp_edge.select import (
     Candidate,
@@ -192,8 +193,7 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
         noisy = [c.key for c in e.candidates if c.noisy]
         if noisy:
             lines += ["", f"Noisy: every recent measured run of {', '.join(f'`{k}`' for k in noisy)} was noisy "
-                          "(dispersion over 10%: robust CV (1.4826 x MAD / median) where its runs are known, else "
-                          "std / mean), so their latencies are predicted instead."]
+                          f"({NOISY_RULE}), so their latencies are predicted instead."]
         chosen = e.selection.chosen.key if e.selection is not None else None
         lines += ["", "Pareto front (top-1 up, latency down):", "",
                   "| descendant | params | MFLOPs | top-1 % | p90 ms | source | memory MB | fits |",

@@ -86,10 +86,15 @@ class TrainConfig:
         """The settings that define a run's result (for checkpoint fingerprints): everything except
         how often it saves, how many loader workers it uses and which device it runs on, so a run
         can be resumed with other values of those."""
-        d = self.to_dict()
-        for k in ("save_every", "num_workers", "device"):
-            d.pop(k)
-        return d
+        return config_identity(self.to_dict())
+
+
+RESUMABLE_SETTINGS = ("save_every", "num_workers", "device")  # what a resume may change (TrainConfig.identity)
+
+
+def config_identity(config: dict[str, Any]) -> dict[str, Any]:
+    """``TrainConfig.identity`` of a config recorded as ``to_dict`` made it (a pool's history)."""
+    return {k: v for k, v in config.items() if k not in RESUMABLE_SETTINGS}
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import stop_after_first_epoch, with_options
+from helpers import snapshot, stop_after_first_epoch, with_options
 
 from lgp_edge.cli import main
 from lgp_edge.pool.pool import load_pool
@@ -16,6 +16,16 @@ from lgp_edge.pool.pool import load_pool
 ARGS = ["baseline", "snnet", "--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic",
         "--epochs", "2", "--anchor-epochs", "1", "--save-every", "1", "--max-steps-per-epoch", "3", "--batch-size",
         "32", "--eval-images", "64", "--quiet"]
+
+
+def _resume_refused(argv: list[str], out: Path, needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``argv --out OUT --resume`` exits 2 with one line holding ``needle`` and leaves OUT as it was."""
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err, err
+    assert snapshot(out) == before
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
@@ -35,12 +45,7 @@ def test_a_run_stopped_while_fine_tuning_resumes_to_the_uninterrupted_weights(
     # anchors built with another anchor budget are another run's: refused, nothing touched
     other = tmp_path / "other"
     shutil.copytree(stopped, other)
-    before = sorted((p.relative_to(other), p.read_bytes()) for p in other.rglob("*") if p.is_file())
-    capsys.readouterr()
-    assert main([*with_options(ARGS, "--anchor-epochs", "2"), "--out", str(other), "--resume"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "another run" in err, err
-    assert sorted((p.relative_to(other), p.read_bytes()) for p in other.rglob("*") if p.is_file()) == before
+    _resume_refused(with_options(ARGS, "--anchor-epochs", "2"), other, "another run", capsys)
     assert main([*ARGS, "--out", str(stopped), "--resume"]) == 0, capsys.readouterr().err
     a, b = _weights(full), _weights(stopped)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -80,14 +85,9 @@ def test_a_run_on_distilled_anchors_stopped_while_fine_tuning_resumes_to_the_uni
         stop_after_first_epoch(mp, 0.0, only="finetune")
         assert main([*run, "--out", str(stopped)]) == 130
     assert (stopped / "finetune.ckpt" / "state.json").is_file()
-    before = sorted((p.relative_to(stopped), p.read_bytes()) for p in stopped.rglob("*") if p.is_file())
     for other in ([*run[:-1], str(d2)],  # other distilled models
                   [*ARGS]):  # anchors distilled by the run itself
-        capsys.readouterr()
-        assert main([*other, "--out", str(stopped), "--resume"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "another run" in err, err
-        assert sorted((p.relative_to(stopped), p.read_bytes()) for p in stopped.rglob("*") if p.is_file()) == before
+        _resume_refused(other, stopped, "another run", capsys)
     assert main([*run, "--out", str(stopped), "--resume"]) == 0, capsys.readouterr().err
     a, b = _weights(full), _weights(stopped)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -99,14 +99,9 @@ def test_a_finished_run_resumed_with_another_fine_tuning_recipe_is_refused(
     the new recipe had run (pool.json still held the first recipe)."""
     out = tmp_path / "sn"
     assert main([*ARGS, "--out", str(out)]) == 0
-    before = sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file())
     for other in (with_options(ARGS, "--epochs", "3"), [*ARGS, "--sampling", "flops-bucket"],
                   [*ARGS, "--stitch-epochs", "1"]):
-        capsys.readouterr()
-        assert main([*other, "--out", str(out), "--resume"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "fine-tuned with other settings" in err, err
-    assert sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file()) == before
+        _resume_refused(other, out, "fine-tuned with other settings", capsys)
     assert main([*with_options(ARGS, "--save-every", "2"), "--out", str(out), "--resume"]) == 0  # nothing to redo
 
 

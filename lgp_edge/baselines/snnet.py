@@ -44,7 +44,7 @@ from lgp_edge.pool.pool import LearngenePool, PoolManifest, save_pool
 from lgp_edge.pool.stitch_init import init_stitches, lstsq_images
 from lgp_edge.progress import NULL, Reporter
 from lgp_edge.specs import AncestrySpec, InstanceSpec, PoolSpec, content_hash
-from lgp_edge.train import TrainConfig, environment, is_main, resume_after, state_digest
+from lgp_edge.train import TrainConfig, config_identity, environment, is_main, resume_after, state_digest
 
 log = logging.getLogger(__name__)
 
@@ -138,21 +138,22 @@ def built_anchors(req: SNNetRequest, cfg: TrainConfig) -> PoolManifest | None:
              "data": first.get("data"), "aux_init": first.get("aux_init"), "ancestry": manifest.spec.ancestry.name,
              "ancestry_checkpoint": first.get("ancestry_checkpoint")}
     if not req.distilled:  # distilled by this run: with its settings (those a resume may change aside)
-        recorded = dict(first.get("config") or {})
-        for k in ("save_every", "num_workers", "device"):
-            recorded.pop(k, None)
         asked.update(config=cfg.identity(),
                      epochs={i.name: dict(req.width_epochs).get(i.width, cfg.epochs) for i in narrow})
-        saved.update(config=recorded, epochs=first.get("epochs"))
+        saved.update(config=config_identity(first.get("config") or {}), epochs=first.get("epochs"))
     for d in (asked, saved):  # one file named two ways ('anc', /abs/anc) is one checkpoint
         if isinstance(d["ancestry_checkpoint"], str):
             d["ancestry_checkpoint"] = os.path.realpath(d["ancestry_checkpoint"])
     if asked != saved:
-        differ = sorted(k for k in asked if asked[k] != saved[k])
-        raise CheckpointError(f"the SN-Net anchors in '{req.out}' belong to another run (its {', '.join(differ)} "
-                              f"{'differs' if len(differ) == 1 else 'differ'}); resume with the original arguments, "
-                              "or start again with --force")
+        raise CheckpointError(f"the SN-Net anchors in '{req.out}' belong to another run ({_differing(asked, saved)}); "
+                              "resume with the original arguments, or start again with --force")
     return manifest
+
+
+def _differing(asked: dict[str, Any], saved: dict[str, Any]) -> str:
+    """'its data differs', 'its config, epochs differ': the settings of a resume that are not the run's."""
+    differ = sorted(k for k in asked if asked[k] != saved.get(k))
+    return f"its {', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'}"
 
 
 def check_finetuned_as_asked(manifest: PoolManifest, out: str, cfg: TrainConfig, recipe: dict[str, Any],
@@ -160,15 +161,13 @@ def check_finetuned_as_asked(manifest: PoolManifest, out: str, cfg: TrainConfig,
     """A finished run resumed: refused (CheckpointError) when its fine-tuning ran with other settings than
     ``cfg`` and ``recipe`` (``finetune_recipe``'s fields) on other ``data``, those a resume may change aside."""
     entry = next((h for h in reversed(manifest.history) if h.get("stage") == "finetune"), {})
-    recorded = {k: v for k, v in (entry.get("config") or {}).items() if k not in ("save_every", "num_workers",
-                                                                                 "device")}
-    saved = {"config": recorded, "data": entry.get("data"), **{k: entry.get(k) for k in recipe}}
+    saved = {"config": config_identity(entry.get("config") or {}), "data": entry.get("data"),
+             **{k: entry.get(k) for k in recipe}}
     asked = {"config": cfg.identity(), "data": data, **recipe}
     if saved != asked:
-        differ = sorted(k for k in asked if asked[k] != saved[k])
-        raise CheckpointError(f"the SN-Net pool in '{out}' is finished, fine-tuned with other settings (its "
-                              f"{', '.join(differ)} {'differs' if len(differ) == 1 else 'differ'}); resume with the "
-                              "original arguments, or start again with --force")
+        raise CheckpointError(f"the SN-Net pool in '{out}' is finished, fine-tuned with other settings "
+                              f"({_differing(asked, saved)}); resume with the original arguments, or start again "
+                              "with --force")
 
 
 def _distilled_files(dirs: tuple[str, ...], narrow: tuple[InstanceSpec, ...]) -> list[str]:
@@ -242,14 +241,11 @@ def build_snnet(req: SNNetRequest, cfg: TrainConfig, reporter: Reporter = NULL) 
                      **distill_history(run, narrow, cfg.epochs, width_epochs), "aux_init": req.aux_init,
                      "inherited_blocks": inherited, "ancestry_checkpoint": req.checkpoint,
                      "ancestry_top1": (meta or {}).get("top1")}
-        try:
-            if is_main():  # each distilled anchor alone right after distillation
-                distilled.update(after_distillation(students, data.val, device=cfg.device, reporter=reporter))
-        except DataError as exc:  # a damaged validation image: the distillation is in its checkpoints
-            raise resume_after(exc, req.out, "the anchors' distillation is checkpointed") from None
-    try:
+    try:  # images read after the distillation: the validation set, the training images of the lstsq init
+        if not req.distilled and is_main():  # each distilled anchor alone right after distillation
+            distilled.update(after_distillation(students, data.val, device=cfg.device, reporter=reporter))
         init_stitches(pool, "lstsq", images=lstsq_images(data, req.lstsq_images, cfg.seed))
-    except DataError as exc:  # a damaged training image the distillation did not read: it is checkpointed
+    except DataError as exc:  # a damaged one: the distillation (if this run made it) is in its checkpoints
         if req.distilled:
             raise
         raise resume_after(exc, req.out, "the anchors' distillation is checkpointed") from None

@@ -113,9 +113,10 @@ def _run(args: argparse.Namespace) -> int:
     c.print(f"why: {sel.reason}")
     noisy = [x.key for x in sel.candidates if x.noisy]
     if noisy:
-        c.print(f"noisy: every recent measured run of {', '.join(noisy)} was noisy (dispersion over 10%: robust "
-                "CV (1.4826 x MAD / median) where its runs are known, else std / mean); their latencies are "
-                "predicted instead")
+        from lgp_edge.profiling.measure import NOISY_RULE
+
+        c.print(f"noisy: every recent measured run of {', '.join(noisy)} was noisy ({NOISY_RULE}); their latencies "
+                "are predicted instead")
     if "predicted" in sel.sources:
         n = sel.sources["predicted"]
         said = f"note: {n} {'latencies are' if n != 1 else 'latency is'} predicted, not measured on a {target.name}"

@@ -97,6 +97,10 @@ class Timing:
         return max(self.robust_cv, tail)
 
 
+# what flags a run noisy (Timing.dispersion over MeasureSettings.cv_threshold), as select and report say it
+NOISY_RULE = "dispersion over 10%: robust CV (1.4826 x MAD / median) where its runs are known, else std / mean"
+
+
 def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default method) of already sorted values; q in [0, 100]."""
     if not sorted_values:
