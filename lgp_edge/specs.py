@@ -431,7 +431,7 @@ class LatencyRecord(_Record):
     when: str  # ISO-8601 UTC
     tool_versions: Mapping[str, str] = field(hash=False)  # runtime + lgp-edge versions, the machine (read-only)
     pool_id: str = ""  # pool the descendant came from ("" for stock models)
-    noisy: bool = False  # CV stayed above the threshold after the bounded repeats
+    noisy: bool = False  # dispersion (measure.NOISY_RULE) stayed above the threshold after the bounded repeats
     calibration: str = ""  # predicted records: the calibration they came from (host fingerprint / probe set)
 
     def __post_init__(self) -> None:

@@ -55,6 +55,19 @@ def test_table_output_lists_columns(tiny_pool, tmp_path, capsys):
     assert "wrote 1 measurement to" in err
 
 
+def test_the_tables_noisy_footnote_states_the_rule_that_flags(tiny_pool, tmp_path, capsys, monkeypatch):
+    """The footnote said a noisy row's "coefficient of variation stayed above 10%", the std / mean that a
+    JSON reader sees as `cv` and that does not decide the flag (a row with `cv` 0.05 could be starred)."""
+    from lgp_edge.profiling import measure
+
+    monkeypatch.setattr(measure.Timing, "dispersion", property(lambda self: 0.5))  # every series noisy
+    rc, out, _ = _profile(capsys, "--target", "cpu", "--pool", str(tiny_pool), "--store", str(tmp_path / "s"),
+                          "--descendant", KEYS[0], "--warmup", "0", "--iters", "3", "--threads", "1", "--quiet")
+    assert rc == 0 and "measured*" in out
+    footnote = " ".join(ln.strip() for ln in out.splitlines() if ln.startswith("* noisy") or ln.startswith("  "))
+    assert "coefficient of variation" not in out and "robust CV" in footnote and "p90" in footnote
+
+
 def test_predict_unattached_target_says_so(tiny_pool, tmp_path, capsys):
     store = tmp_path / "m.sqlite"
     rc, out, _ = _profile(capsys, "--target", "jetson-nano", "--predict", "--pool", str(tiny_pool), "--store",

@@ -480,6 +480,31 @@ def test_noisy_model_in_interleaved_rounds_is_measured_again_bounded(monkeypatch
     assert ts[1].median_ms == pytest.approx(2.0) and ts[1].cv == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_a_series_noisy_only_by_its_dispersion_is_measured_again(monkeypatch, interleaved):
+    """A series spread evenly over 0.85-1.15 ms has std / mean 0.089 but a robust CV of 0.113: it was flagged
+    noisy without the repeat its flag promises ("stayed above the threshold after a repeat"), because the
+    repeat asked std / mean and the flag the dispersion; a calm second series was never taken."""
+    from types import SimpleNamespace
+
+    from lgp_edge.profiling import measure
+
+    clock = {"now": 0.0, "calls": 0}
+    monkeypatch.setattr(measure, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+
+    def model():  # the first 50 timed runs spread evenly, every later run 1 ms
+        i = clock["calls"]
+        clock["calls"] += 1
+        clock["now"] += (0.85 + 0.3 * (i % 50) / 49 if i < 50 else 1.0) / 1e3
+
+    settings = MeasureSettings(warmup=0, iters=50, max_series=3)
+    first = summarize([0.85 + 0.3 * i / 49 for i in range(50)])
+    assert first.cv < settings.cv_threshold < first.dispersion  # the case at issue
+    t = time_interleaved([model], settings)[0] if interleaved else time_callable(model, settings)
+    assert clock["calls"] == 100 and not t.noisy and t.median_ms == pytest.approx(1.0)
+    assert t.repeats == 2
+
+
 # ----------------------------------------------------------------------- honest p90, cache, host calibration
 def test_predicted_p90_comes_from_a_dispersion_model(pool, tmp_path):
     nano = load_target("jetson-nano")

@@ -164,7 +164,9 @@ def _table_output(res: Any) -> None:
     _records_table(res)
     c = console()
     if any(r.noisy for r in res.records):
-        c.print("* noisy: the run's coefficient of variation stayed above 10% after a repeat")
+        from lgp_edge.profiling.measure import NOISY_RULE
+
+        c.print(f"* noisy: the run's {NOISY_RULE}, after a repeat")
     err = sys.stderr
     print(res.note, file=err)
     if res.predictor is not None:

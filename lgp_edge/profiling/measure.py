@@ -46,7 +46,7 @@ class MeasureSettings:
     max_iters: int = 100_000  # cap for duration mode
     threads: int = 1  # intra-op threads, fixed and recorded
     batch: int = 1  # images per inference
-    cv_threshold: float = 0.10  # a series with std/mean above this is measured again; noisy: robust CV above it
+    cv_threshold: float = 0.10  # measured again while std/mean or the dispersion is above this; noisy: dispersion
     repeat_noisy: bool = True  # re-measure a noisy run (up to max_series in all); keep the calmest, flagged if noisy
     max_series: int = 3  # bound on the series run for one model (1 = never repeat)
     rounds: int = 1  # >1: models measured in interleaved rounds of iters/rounds runs (drift hits all alike)
@@ -79,7 +79,7 @@ class Timing:
     cv: float  # std / mean
     n: int  # timed runs
     warmup: int  # untimed runs before them
-    noisy: bool = False  # the dispersion (robust CV) stayed above the threshold after the bounded repeats
+    noisy: bool = False  # the dispersion (see below) stayed above the threshold after the bounded repeats
     repeats: int = 1  # series run (more than 1 when the first one was noisy)
     robust_cv: float | None = None  # 1.4826 x MAD / median of the series (None: only summary statistics known)
 
@@ -98,7 +98,8 @@ class Timing:
 
 
 # what flags a run noisy (Timing.dispersion over MeasureSettings.cv_threshold), as select and report say it
-NOISY_RULE = "dispersion over 10%: robust CV (1.4826 x MAD / median) where its runs are known, else std / mean"
+NOISY_RULE = ("dispersion over 10%: the larger of the robust CV (1.4826 x MAD / median) and the spread its p90 implies "
+              "((p90 / median - 1) / 1.2816) where its runs are known, else std / mean")
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -151,24 +152,39 @@ def run_series(fn: Callable[[], object], warmup: int, iters: int) -> list[float]
 
 
 def time_callable(fn: Callable[[], object], settings: MeasureSettings) -> Timing:
-    """Warm up, time ``fn``; re-measure while CV > threshold (bounded), keep the calmest series; flag it noisy by
-    its dispersion."""
+    """Warm up, time ``fn``; re-measure while unsettled (bounded), keep the calmest series; flag it noisy by its
+    dispersion."""
     return repeat_if_noisy(lambda: summarize(_series(fn, settings), settings.warmup), settings)
 
 
 def repeat_if_noisy(run: Callable[[], Timing], settings: MeasureSettings) -> Timing:
-    """Run a measurement; while its CV (std / mean, which a burst of slow runs raises) exceeds the threshold, run
-    it again, at most ``max_series`` series in all, and keep the calmest; flagged noisy when that one's
-    dispersion (``Timing.dispersion``, robust to a few preempted runs) is over the threshold."""
+    """Run a measurement; while it is unsettled (``_unsettled``) run it again, at most ``max_series`` series in
+    all, and keep the calmest (``_calm``); flagged noisy when that one's dispersion (``Timing.dispersion``, robust
+    to a few preempted runs) is over the threshold."""
     best = run()
     series = 1
-    while settings.repeat_noisy and series < settings.max_series and best.cv > settings.cv_threshold:
-        log.info("cv %.1f%% > %.0f%%: measuring again (%d of %d)", 100 * best.cv, 100 * settings.cv_threshold,
-                 series + 1, settings.max_series)
+    while settings.repeat_noisy and series < settings.max_series and _unsettled(best, settings):
+        _log_again(best, settings, series + 1)
         again = run()
         series += 1
-        best = min(best, again, key=lambda t: t.cv)
+        best = min(best, again, key=_calm)
     return replace(best, noisy=best.dispersion > settings.cv_threshold, repeats=series)
+
+
+def _unsettled(t: Timing, settings: MeasureSettings) -> bool:
+    """Worth measuring again: its std / mean (which a burst of slow runs raises) or its dispersion (which decides
+    the noisy flag; an even spread raises it with std / mean under the threshold) is over the threshold."""
+    return max(t.cv, t.dispersion) > settings.cv_threshold
+
+
+def _calm(t: Timing) -> tuple[float, float]:
+    """Order of calm among repeated series: the dispersion that decides the flag first, then std / mean."""
+    return (t.dispersion, t.cv)
+
+
+def _log_again(t: Timing, settings: MeasureSettings, series: int) -> None:
+    log.info("cv %.1f%%, dispersion %.1f%% (threshold %.0f%%): measuring again (%d of %d)", 100 * t.cv,
+             100 * t.dispersion, 100 * settings.cv_threshold, series, settings.max_series)
 
 
 def time_interleaved(fns: Sequence[Callable[[], object]], settings: MeasureSettings,
@@ -192,13 +208,12 @@ def time_interleaved(fns: Sequence[Callable[[], object]], settings: MeasureSetti
     for fn, t in zip(fns, times):
         s = replace(summarize(t, settings.warmup * settings.rounds), repeats=settings.rounds)  # warm-up per round
         extra = 0
-        while settings.repeat_noisy and s.cv > settings.cv_threshold and extra + 1 < settings.max_series:
+        while settings.repeat_noisy and _unsettled(s, settings) and extra + 1 < settings.max_series:
             # noisy: re-measure this model alone (bounded) and keep the calmest series
             extra += 1
-            log.info("cv %.1f%% > %.0f%%: measuring again (%d of %d)", 100 * s.cv, 100 * settings.cv_threshold,
-                     extra + 1, settings.max_series)
+            _log_again(s, settings, extra + 1)
             again = summarize(_series(fn, replace(settings, seconds=None), settings.iters), settings.warmup)
-            if again.cv < s.cv:
+            if _calm(again) < _calm(s):
                 s = replace(again, repeats=settings.rounds + extra)
             else:
                 s = replace(s, repeats=settings.rounds + extra)
