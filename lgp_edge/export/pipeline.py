@@ -31,7 +31,7 @@ from lgp_edge.export.embedding import copy_samples, render, sample_formats
 from lgp_edge.export.images import ImageSets, default_data, load_images
 from lgp_edge.export.manifest import build_manifest, file_entries
 from lgp_edge.export.publish import Staged, check_out, publish
-from lgp_edge.export.quantize import calibration_batch, whole_batches
+from lgp_edge.export.quantize import batches_reaching, calibration_batch, whole_batches
 from lgp_edge.export.registry import get_exporter
 from lgp_edge.profiles import check_against_target
 from lgp_edge.progress import NULL
@@ -77,8 +77,7 @@ class ExportRequest:
         export of a batch-8 profile was refused until --calib-images 304 was passed)."""
         if self.calib_images is not None:
             return self.calib_images
-        batch = self.calibration_batch
-        return -(-DEFAULT_CALIB_IMAGES // batch) * batch
+        return batches_reaching(DEFAULT_CALIB_IMAGES, self.calibration_batch)
 
     @property
     def calibration_batch(self) -> int:
@@ -181,7 +180,7 @@ def check_calibration_size(req: ExportRequest, data_name: str) -> None:
                          f"has {have} training images: export fp16 or fp32 (--precision), or calibrate on a dataset "
                          "with more")
     batch = req.calibration_batch
-    enough = -(-MIN_CALIBRATION // batch) * batch  # the fewest images in whole batches that reach the minimum
+    enough = batches_reaching(MIN_CALIBRATION, batch)
     if have is not None and have < enough:  # every count it could take makes too few or is too many: say so
         raise UsageError(f"int8 calibrates on whole batches of {batch} (the batch of profile '{req.profile.name}'): "
                          f"the {MIN_CALIBRATION} images it needs take {enough} and '{data_name}' has {have} training "

@@ -136,6 +136,11 @@ def whole_batches(n: int, batch: int) -> int:
     return n // batch * batch
 
 
+def batches_reaching(n: int, batch: int) -> int:
+    """The fewest images in whole batches of ``batch`` that reach ``n``."""
+    return -(-n // batch) * batch
+
+
 def calibration_batch(profile: Any, dynamic_batch: bool) -> int:
     """The batch both int8 calibration loops feed: the model's static batch (1 with a dynamic batch)."""
     return 1 if dynamic_batch else profile.batch
