@@ -827,6 +827,30 @@ def test_an_ort_file_converted_for_this_x86_machine_is_not_described_as_a_phones
     assert not (out / "samples" / "LgpClassifier.kt").exists()
 
 
+@pytest.mark.parametrize("where", ["raspberry-pi-5", "arm-host"])
+def test_an_ort_file_for_an_arm_linux_board_or_host_is_not_described_as_a_phones(env: object, tiny_pool: Path,
+                                                                               tmp_path: Path, monkeypatch,
+                                                                               where: str) -> None:
+    """`export --target raspberry-pi-5 --format ort` (and `--target cpu` on an aarch64 or Apple-silicon host)
+    told the reader to run the .ort in the onnxruntime-android package and wrote EMBEDDING.md's Android (Kotlin)
+    section and samples/LgpClassifier.kt: any ONNX Runtime on an ARM CPU loads it, the board's or this host's
+    `pip install onnxruntime` included, and the export itself had just validated it in that package."""
+    import platform
+
+    if where == "arm-host":
+        monkeypatch.setattr(platform, "machine", lambda: "arm64")
+    target = "raspberry-pi-5" if where == "raspberry-pi-5" else "cpu"
+    out = tmp_path / "arm-ort"
+    assert export(tiny_pool, out, "--target", target, "--format", "ort", "--descendant", "ti6.0-5") == 0
+    (art,) = manifest(out)["artifacts"]
+    assert art["note"].startswith("optimised for arm") and "onnxruntime-android" not in art["note"], art["note"]
+    assert "the onnxruntime package" in art["note"]
+    doc = (out / "EMBEDDING.md").read_text()
+    assert "## ONNX Runtime format (.ort, arm)" in doc and "## Android" not in doc and "Kotlin" not in doc
+    assert "x86" not in doc.split("## ONNX Runtime format (.ort, arm)")[1]
+    assert not (out / "samples" / "LgpClassifier.kt").exists()
+
+
 def test_a_structural_check_alone_is_noted_without_a_leading_separator() -> None:
     """The switchable Core ML package's manifest note read '; model.switchable.mlpackage: structural check ...':
     the separator was added to a note its caller never gave."""

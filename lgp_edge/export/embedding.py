@@ -308,11 +308,11 @@ def _kotlin(doc: _Doc) -> str:
     """A phone export (.ort): the Android section (and, beside it, the sample)."""
     if "ort" not in doc.arts:
         return ""
-    from lgp_edge.export.ort import integer_operators, ort_cpu, ort_format_version, ort_requirement
+    from lgp_edge.export.ort import integer_operators, ort_cpu, ort_format_version, ort_phone, ort_requirement
 
     a, t = doc.arts["ort"], doc.io("ort")
-    if ort_cpu(a.get("note", "")) != "arm":  # converted for this x86-64 machine: not a phone's file
-        return _section("ort_x86", model=a["path"], cpu=ort_cpu(a["note"]))
+    if not ort_phone(a.get("note", "")):  # converted for an x86-64 machine, an ARM board or this ARM machine
+        return _ort_desktop(a["path"], ort_cpu(a.get("note", "")))
     if doc.root is not None:  # read from the files
         needs = ort_requirement(ort_format_version(doc.root / a["path"]))
         int_ops = ", ".join(integer_operators(doc.root / a["files"][0]["path"])) or "none"
@@ -446,12 +446,27 @@ def samples_for(formats: set[str]) -> list[str]:
     return out
 
 
-def sample_formats(artifacts: Sequence[Any]) -> set[str]:
-    """The formats of ``artifacts`` that samples go with: a ``.ort`` converted for an x86-64 machine is not a
-    phone's, and the Android sample does not go with it."""
-    from lgp_edge.export.ort import ort_cpu
+def _ort_desktop(model: str, cpu: str) -> str:
+    """A ``.ort`` for a computer's CPU (this machine, a Linux board): loaded by the onnxruntime package there."""
+    if cpu == "amd64":
+        return _section("ort_desktop", model=model, cpu=cpu, where="an x86-64 CPU",
+                        kernels="it uses ONNX Runtime's x86 kernels (NCHWc), which ARM builds such as "
+                                "`onnxruntime-android` do not have, so it loads only in ONNX Runtime on an x86-64 CPU.",
+                        phone="For a phone, export for a phone target (`--target android-arm64`), whose `.ort` is "
+                              "converted for ARM.")
+    return _section("ort_desktop", model=model, cpu=cpu, where="an ARM CPU (aarch64 Linux, macOS on Apple silicon)",
+                    kernels="it loads in the onnxruntime package there (`pip install onnxruntime`) or in any ONNX "
+                            "Runtime build for ARM that has its operators (`model.required_operators.config`).",
+                    phone="For an Android app, export for a phone target (`--target android-arm64`), whose "
+                          "EMBEDDING.md shows the app code and sample.")
 
-    return {a.format for a in artifacts if not (a.format == "ort" and ort_cpu(a.note or "") != "arm")}
+
+def sample_formats(artifacts: Sequence[Any]) -> set[str]:
+    """The formats of ``artifacts`` that samples go with: a ``.ort`` converted for an x86-64 machine, an ARM board
+    or this ARM machine is not a phone's, and the Android sample does not go with it."""
+    from lgp_edge.export.ort import ort_phone
+
+    return {a.format for a in artifacts if not (a.format == "ort" and not ort_phone(a.note or ""))}
 
 
 def samples_root() -> Path:

@@ -40,6 +40,18 @@ def ort_platform(target: TargetSpec) -> str:
     return "amd64" if machine.lower() in ("x86_64", "amd64", "x64") else "arm"
 
 
+def ort_for_phone(target: TargetSpec) -> bool:
+    """A ``.ort`` for a phone (an ARM target reached with adb, or not reached at: an app's), not for a Linux board
+    over ssh or this machine, which load an ARM ``.ort`` in the onnxruntime package."""
+    return ort_platform(target) == "arm" and target.connection.kind not in ("local", "ssh")
+
+
+def ort_phone(note: str) -> bool:
+    """Whether a ``.ort`` artifact's note (as ``export`` wrote it) is a phone's: its Android app section and
+    sample go with it."""
+    return ort_cpu(note) == "arm" and "onnxruntime-android package" in note
+
+
 def ort_cpu(note: str) -> str:
     """The CPU a ``.ort`` artifact was converted for, read from its note ("optimised for arm; ...")."""
     return note.split("optimised for ", 1)[1].split(";", 1)[0] if "optimised for " in note else "arm"
@@ -133,10 +145,15 @@ class OrtExporter:
         report = compare(logits, ctx.validation, TOLERANCES[precision],
                          note=f"ONNX Runtime CPU, ORT format, {precision}")
         needs = ort_requirement(ort_format_version(ort_path))
-        runs = (f"optimised for {cpu}; needs {needs}: the onnxruntime-android package, or a build from source "
-                "with its required-operators config" if cpu == "arm" else
-                f"optimised for {cpu}; needs {needs} on an x86-64 CPU (the onnxruntime package): its x86 kernels "
-                "(NCHWc) do not load in ARM builds such as onnxruntime-android")
+        if cpu == "amd64":
+            runs = (f"optimised for {cpu}; needs {needs} on an x86-64 CPU (the onnxruntime package): its x86 kernels "
+                    "(NCHWc) do not load in ARM builds such as onnxruntime-android")
+        elif ort_for_phone(ctx.target):
+            runs = (f"optimised for {cpu}; needs {needs}: the onnxruntime-android package, or a build from source "
+                    "with its required-operators config")
+        else:  # an ARM board or this ARM machine
+            runs = (f"optimised for {cpu}; needs {needs} on an ARM CPU: the onnxruntime package (aarch64 Linux, macOS "
+                    "on Apple silicon), or a build from source with its required-operators config")
         if precision == "int8":
             runs += f"; integer operators in the .ort: {', '.join(integer_operators(cfg)) or 'none'}"
         note = "; ".join(n for n in (runs, note) if n)
