@@ -851,6 +851,19 @@ def test_an_ort_file_for_an_arm_linux_board_or_host_is_not_described_as_a_phones
     assert not (out / "samples" / "LgpClassifier.kt").exists()
 
 
+def test_a_core_ml_structural_check_does_not_say_core_ml_cannot_run_on_this_machine() -> None:
+    """On a Mac (where Core ML runs, and where validate_coreml.py is meant to be run) the export said the package
+    'cannot run here' / 'cannot run on this machine': lgp-edge runs no Core ML prediction anywhere, and the
+    numerical check is the bundled script's, on a Mac."""
+    from lgp_edge.commands.export import _check_line
+    from lgp_edge.export.manifest import validation_entry
+
+    note = validation_entry({}, [("model.mlpackage", "structural")], True)["note"]
+    assert "cannot run" not in note and "validate_coreml.py" in note and "on a Mac" in note, note
+    line = _check_line({"kind": "structural"})
+    assert "cannot run" not in line and "Core ML" in line, line
+
+
 def test_a_structural_check_alone_is_noted_without_a_leading_separator() -> None:
     """The switchable Core ML package's manifest note read '; model.switchable.mlpackage: structural check ...':
     the separator was added to a note its caller never gave."""
@@ -858,6 +871,8 @@ def test_a_structural_check_alone_is_noted_without_a_leading_separator() -> None
 
     entry = validation_entry({"images": 0}, [("model.switchable.mlpackage", "structural")], True)
     assert entry["note"].startswith("model.switchable.mlpackage: structural check only here"), entry["note"]
+    assert "validate_coreml_switchable.py" in entry["note"]
     both = validation_entry({"note": "real validation images"}, [("model.mlpackage", "structural")], True)
-    assert both["note"] == ("real validation images; model.mlpackage: structural check only here (cannot run on "
-                            "this machine), numerical check on the device with the files beside it")
+    assert both["note"] == ("real validation images; model.mlpackage: structural check only here (lgp-edge runs no "
+                            "Core ML prediction), numerical check with 'python validate_coreml.py' and the files "
+                            "beside it, on a Mac")

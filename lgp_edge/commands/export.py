@@ -106,7 +106,7 @@ def _run(args: argparse.Namespace) -> int:
 def _check_line(r: dict) -> str:
     """One artifact's validation in words: what was compared, by what limit, and what ran it."""
     if r.get("kind") != "numeric":
-        return "structural check (cannot run here)"
+        return "structural check (Core ML is not run here: validate_coreml.py on a Mac)"
     limit = f"<= {r['atol']:.1e}" if r.get("atol") is not None else "(no limit: judged by agreement)"
     check = (f"max|diff| {r['max_abs_diff']:.2e} {limit}  agreement {r['top1_agreement']:.3f} (>= "
              f"{r['min_agreement']})  top-1 torch {r['top1_ref']:.2f} -> {r['top1_artifact']:.2f}")

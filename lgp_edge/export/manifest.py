@@ -63,17 +63,24 @@ def preprocess_entry(pre: Any) -> dict[str, Any]:
     return d
 
 
+def _mac_check(package: str) -> str:
+    """The bundled script that runs ``package`` in Core ML on a Mac, as a command."""
+    return ("'python validate_coreml_switchable.py'" if package.endswith(".switchable.mlpackage")
+            else "'python validate_coreml.py'")
+
+
 def validation_entry(validation: dict[str, Any], kinds: Sequence[tuple[str, str]], passed: bool) -> dict[str, Any]:
     """The export's validation summary, naming which artifacts were run on the images here and which only
-    had a structural check (Core ML predicts on macOS only): ``passed`` covers both. ``kinds``: (artifact path,
+    had a structural check (lgp-edge runs no Core ML prediction): ``passed`` covers both. ``kinds``: (artifact path,
     its check's kind) for each checked artifact."""
     numeric = [path for path, kind in kinds if kind != "structural"]
     structural = [path for path, kind in kinds if kind == "structural"]
     note = validation.get("note") or ""
     if structural:
         note += ("; " if note else "") + (
-            f"{', '.join(structural)}: structural check only here (cannot run on this machine), "
-            f"numerical check on the device with the files beside {'it' if len(structural) == 1 else 'them'}")
+            f"{', '.join(structural)}: structural check only here (lgp-edge runs no Core ML prediction), "
+            f"numerical check with {' and '.join(sorted({_mac_check(p) for p in structural}))} and the files beside "
+            f"{'it' if len(structural) == 1 else 'them'}, on a Mac")
     return {**validation, "note": note, "numeric": numeric, "structural": structural, "passed": passed}
 
 
