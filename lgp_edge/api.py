@@ -155,8 +155,11 @@ def export(profile_name: str, out: str | Path, *, pool: str | Path | None = None
            threads: int | None = None) -> Any:
     """Export for a profile, validated, with manifest.json (``ExportResult``), as ``lgp-edge export``;
     ``precision``, ``budget_ms``, ``memory_mb`` and ``threads`` override the profile's (checked as the CLI's
-    flags are), ``model`` + ``checkpoint`` export a timm ViT (``--model``)."""
-    from lgp_edge.errors import UsageError
+    flags are), ``model`` + ``checkpoint`` export a timm ViT (``--model``). Refused on Windows, as the CLI is."""
+    from lgp_edge.errors import UNSUPPORTED_OS, UsageError
+
+    if os.name == "nt":  # before the writer's modules, which need fcntl
+        raise UsageError(UNSUPPORTED_OS)
     from lgp_edge.export.pipeline import ExportRequest, export_profile
     from lgp_edge.fileio import canonical_data
     from lgp_edge.outdir import release

@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 from lgp_edge import __version__
 from lgp_edge.commands.common import HELD, HeldWarnings, PrintableFormatter, StderrHandler, printable
-from lgp_edge.errors import STDOUT, WRITE_ERRNOS, LgpEdgeError, UsageError, write_failed
+from lgp_edge.errors import STDOUT, UNSUPPORTED_OS, WRITE_ERRNOS, LgpEdgeError, UsageError, write_failed
 from lgp_edge.export import graph_cache
 
 COMMAND_MODULES = (
@@ -336,9 +336,6 @@ def _logging(verbose: bool) -> Iterator[HeldWarnings | None]:
             root.setLevel(old_level)
         log.setLevel(own_level)
         HELD.clear()
-
-
-UNSUPPORTED_OS = "lgp-edge runs on Linux and macOS; on Windows use WSL2"
 
 
 def program() -> NoReturn:

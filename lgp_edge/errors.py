@@ -12,6 +12,9 @@ import errno
 import os
 from pathlib import Path
 
+# what lgp-edge says on Windows, where its writer locks (fcntl) and atomic swaps of directories do not exist
+UNSUPPORTED_OS = "lgp-edge runs on Linux and macOS; on Windows use WSL2"
+
 
 class LgpEdgeError(Exception):
     """Base class: a problem the user can fix; the message says what and how."""

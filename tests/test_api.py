@@ -271,3 +271,22 @@ def test_the_library_leaves_the_applications_torch_random_numbers_as_they_were(t
     assert draws(lambda: api.load_pool()) == untouched
     pool, manifest = api.load_pool()
     assert draws(lambda: api.select(pool, manifest, "cpu", store=tmp_path / "m.sqlite")) == untouched
+
+
+
+def test_export_on_windows_is_the_clis_one_line_refusal_not_an_import_error(tmp_path: Path) -> None:
+    """api.export on Windows (no fcntl) ended in ModuleNotFoundError from the output directory's writer lock,
+    where `lgp-edge export` refuses at the start saying what to use."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys; sys.modules['fcntl'] = None; from lgp_edge import api; from lgp_edge.errors import "
+            "UsageError; os.name = 'nt'\ntry:\n    api.export('cpu', 'out', val_images=8)\nexcept UsageError as e:\n"
+            "    print('refused:', e)")
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "refused: lgp-edge runs on Linux and macOS; on Windows use WSL2\n"
+    assert list(tmp_path.iterdir()) == []
