@@ -592,3 +592,18 @@ def test_a_refused_store_read_only_leaves_no_connection_open(tmp_path):
         assert len(os.listdir("/proc/self/fd")) == before
     finally:
         gc.enable()
+
+
+def test_a_cpu_without_family_model_stepping_is_identified_by_what_is_known(monkeypatch):
+    """On macOS (sysctl gives the features, no family/model/stepping) and on aarch64 Linux every record's
+    host_cpu_id read 'family None model None stepping None; asimd,asimddot,i8mm'."""
+    from lgp_edge.profiling import host
+
+    facts = {"model": "Apple M2 Pro", "family": None, "model_number": None, "stepping": None,
+             "features": ["asimd", "asimddot", "i8mm"], "logical_cpus": 10, "affinity_cpus": 10}
+    monkeypatch.setattr(host, "cpu_facts", lambda: facts)
+    assert host.host_versions()["host_cpu_id"] == "asimd,asimddot,i8mm"
+    facts.update(family="25", model_number="1", stepping="1", features=[])
+    assert host.host_versions()["host_cpu_id"] == "family 25 model 1 stepping 1"
+    facts.update(features=["avx2"])
+    assert host.host_versions()["host_cpu_id"] == "family 25 model 1 stepping 1; avx2"

@@ -322,8 +322,9 @@ def host_versions() -> dict[str, str]:
     if facts["family"] is not None or facts["features"]:
         # a VM's generic name ("Intel(R) Xeon(R) Processor") covers CPUs with and without AMX or VNNI, whose
         # latencies differ 2-4x: which one it is
-        out["host_cpu_id"] = (f"family {facts['family']} model {facts['model_number']} stepping {facts['stepping']}; "
-                              + ",".join(facts["features"] or []))
+        known = [f"family {facts['family']} model {facts['model_number']} stepping {facts['stepping']}"
+                 if facts["family"] is not None else "", ",".join(facts["features"] or [])]
+        out["host_cpu_id"] = "; ".join(k for k in known if k)  # macOS, aarch64 Linux: the features alone
     return out
 
 
