@@ -202,6 +202,15 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
     return "\n".join(lines) + "\n"
 
 
+def _plot_name(profile: str, taken: list[str]) -> str:
+    """``pareto-PROFILE.png``, numbered where an earlier plot's name is the same but for case (one file on a
+    case-insensitive file system: macOS, Windows)."""
+    name, n = f"pareto-{profile}.png", 2
+    while name.casefold() in {t.casefold() for t in taken}:
+        name, n = f"pareto-{profile}-{n}.png", n + 1
+    return name
+
+
 def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, TargetSpec]], store: Any, *,
                  force: bool = False, reporter: Any = NULL) -> list[ReportEntry]:
     """Score, plot and write report.md, report.html and report.csv for each (profile, target); returns the entries."""
@@ -223,7 +232,7 @@ def build_report(pool_dir: Path, out: Path, profiles: list[tuple[DeviceProfile, 
                 except NothingFits as exc:
                     sel, problem = None, str(exc)
                 entry = ReportEntry(profile=profile, target=target, candidates=tuple(cands), selection=sel,
-                                    problem=problem, plot=f"pareto-{profile.name}.png")
+                                    problem=problem, plot=_plot_name(profile.name, [e.plot for e in entries]))
                 plot_entry(entry, tmp / entry.plot)
                 entries.append(entry)
                 task.advance()

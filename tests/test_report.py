@@ -169,3 +169,22 @@ def test_nothing_fits_in_a_report_names_what_to_change(tiny_pool: Path, tmp_path
                  "--profile", "tight"]) == 0
     md = (out / "report.md").read_text()
     assert "--budget-ms" not in md and "latency_budget_ms" in md
+
+
+def test_profiles_whose_names_differ_only_in_case_get_plots_that_are_two_files_everywhere(tiny_pool: Path,
+                                                                                          tmp_path: Path) -> None:
+    """Profiles 'cpu' and 'CPU' in one report wrote pareto-cpu.png and pareto-CPU.png: one file on macOS's and
+    Windows' case-insensitive file systems, where the second plot replaced the first under the first's heading."""
+    from lgp_edge.profiles import profile_path
+
+    d = tmp_path / "profiles"
+    d.mkdir()
+    src = profile_path("cpu").read_text()
+    (d / "CPU.toml").write_text(src.replace('name = "cpu"', 'name = "CPU"'))
+    out = tmp_path / "rep"
+    assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--quiet", "--profiles-dir", str(d),
+                 "--profile", "cpu", "--profile", "CPU", "--json"]) == 0
+    plots = sorted(p.name for p in out.glob("*.png"))
+    assert len(plots) == 2 and len({p.casefold() for p in plots}) == 2, plots
+    md = (out / "report.md").read_text()
+    assert all(f"({p})" in md for p in plots)
