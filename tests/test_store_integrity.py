@@ -607,3 +607,23 @@ def test_a_cpu_without_family_model_stepping_is_identified_by_what_is_known(monk
     assert host.host_versions()["host_cpu_id"] == "family 25 model 1 stepping 1"
     facts.update(features=["avx2"])
     assert host.host_versions()["host_cpu_id"] == "family 25 model 1 stepping 1; avx2"
+
+
+def test_predicting_on_this_host_from_a_stored_calibration_loads_neither_torch_nor_the_weights(demo, tmp_path):
+    """`profile --target cpu --predict` with a stored calibration that covers the pool took 7-10 s: it loaded
+    the pool's weights (timm, torch) and the runtime before finding that nothing had to be measured; `select`
+    answers from the same store in half a second."""
+    from helpers import cli_imports
+
+    store = tmp_path / "s.sqlite"
+    with MeasurementStore(store) as s:
+        s.put_many([rec(probe_key(parts_of(demo.spec, p)), median=0.3 + 0.02 * len(parts_of(demo.spec, p)),
+                        pool_id=demo.pool_id) for p in calibration_probes(demo.spec)])
+    got = cli_imports([["profile", "--target", "cpu", "--predict", "--threads", "1", "--store", str(store),
+                        "--quiet"]])
+    assert got["codes"] == [0], got["errors"]
+    assert got["imported"] == [], got["imported"]
+    with MeasurementStore(store) as s:
+        rows = s.records(target="cpu", source="predicted")
+    assert len(rows) == len(list(enumerate_descendants(demo.spec)))
+    assert all(r.calibration.startswith("probes:") for r in rows)

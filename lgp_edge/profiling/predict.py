@@ -381,6 +381,23 @@ def measured_spread(store: Any, target: str, runtime: str, precision: str,
     return r90, max(r90, statistics.median(r.p99_ms / r.median_ms for r in rows)), len(rows)
 
 
+def stored_calibration(target: TargetSpec, precision: str, runtime: str, *, store: Any, threads: int,
+                       need: Sequence[Sequence[Part]], batch: int = 1) -> Calibration | None:
+    """The calibration the store's probes give (timed at ``batch``, else at batch 1) when it covers every model in
+    ``need``; None otherwise. Reads the store only: nothing is measured."""
+    found = False
+    for b in dict.fromkeys((batch, 1)):
+        probes = probe_records(store, target.name, runtime, precision, b, threads=threads,
+                               here=target.connection.kind == "local")
+        cal = fit_probes(probes, need, target=target.name) if probes else None
+        if cal is not None:
+            return cal
+        found = found or bool(probes)
+    if found:
+        log.info("stored probes for %s do not cover these models; using the roofline", target.name)
+    return None
+
+
 def make_predictor(target: TargetSpec, precision: str, runtime: str | None = None, *,
                    store: Any = None, threads: int = 1, need: Sequence[Sequence[Part]] = (),
                    refresh_host: bool = False, batch: int = 1) -> Predictor:
@@ -392,15 +409,9 @@ def make_predictor(target: TargetSpec, precision: str, runtime: str | None = Non
     runtime = runtime or target.runtime
     local = target.connection.kind == "local"
     if store is not None:
-        found = False
-        for b in dict.fromkeys((batch, 1)):
-            probes = probe_records(store, target.name, runtime, precision, b, threads=threads, here=local)
-            cal = fit_probes(probes, need, target=target.name) if probes else None
-            if cal is not None:
-                return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
-            found = found or bool(probes)
-        if found:
-            log.info("stored probes for %s do not cover these models; using the roofline", target.name)
+        cal = stored_calibration(target, precision, runtime, store=store, threads=threads, need=need, batch=batch)
+        if cal is not None:
+            return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
     roof = roofline_for(target, precision, threads, runtime=runtime, store=store, refresh=refresh_host)
     if store is not None:
         spread = measured_spread(store, target.name, runtime, precision, threads=threads, here=local)

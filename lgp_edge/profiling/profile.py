@@ -396,10 +396,14 @@ def _needed(subject: Subject) -> list[Sequence[Part]]:
 
 def stored_predictor(subject: Subject, target: TargetSpec, runtime: str, precision: str, settings: MeasureSettings,
                      store: Any) -> Predictor | None:
-    """A calibrated predictor from probe rows already in the store, when they cover the subject."""
-    pred = make_predictor(target, precision, runtime, store=store, threads=settings.threads, batch=settings.batch,
-                          need=_needed(subject)) if store is not None else None
-    return pred if pred is not None and pred.kind == "calibrated" else None
+    """A calibrated predictor from probe rows already in the store, when they cover the subject (the store is only
+    read: no roofline, no host calibration measured on the way)."""
+    from lgp_edge.profiling.predict import stored_calibration
+
+    cal = None if store is None else stored_calibration(target, precision, runtime, store=store,
+                                                        threads=settings.threads, need=_needed(subject),
+                                                        batch=settings.batch)
+    return None if cal is None else Predictor("calibrated", target.name, runtime, precision, calibration=cal)
 
 
 def predictor_for(subject: Subject, target: TargetSpec, runtime: str, precision: str, settings: MeasureSettings,

@@ -158,6 +158,18 @@ def _subject(req: ProfileRequest, pool: tuple[Path, Any] | None, measuring: bool
         "" if manifest.descendants else "; never evaluated: no top-1")
 
 
+def _stored_calibration_will_do(req: ProfileRequest, pool: tuple[Path, Any] | None, target: Any, runtime: str,
+                                precision: str, settings: Any, store: Any) -> bool:
+    """A pool's ``--predict`` on this host (no ``--check``, no ``--calibrate``) whose stored calibration covers the
+    pool: predicted from the store alone, as ``select`` would."""
+    from lgp_edge.profiling.profile import stored_predictor
+
+    if not req.predict or req.check or req.calibrate or pool is None:
+        return False
+    lazy, _ = _subject(req, pool, measuring=False)
+    return stored_predictor(lazy, target, runtime, precision, settings, store) is not None
+
+
 def _not_measured(spec: Any) -> Any:
     raise AssertionError(f"descendant {spec.key} built for a run that only predicts")
 
@@ -315,6 +327,8 @@ def run_profile(req: ProfileRequest, reporter: Any = NULL) -> ProfileResult:
         store.check_pages()  # damage past the pages read at open: refused now, not after the measuring
         if pool is not None:
             _adopt_former_id(store, *pool)
+        if here and _stored_calibration_will_do(req, pool, target, runtime, precision, settings, store):
+            here = measuring = False  # nothing is measured: neither the runtime nor the pool's weights are loaded
         if here:
             check_runtime_here(runtime, precision)
         subject, note = _subject(req, pool, measuring)
