@@ -46,6 +46,23 @@ def test_switchable_onnx_matches_torch_and_single_exports(switchable, pool_and_m
         assert c.vs_single_max_abs_diff is not None and c.vs_single_max_abs_diff <= c.vs_torch.atol
 
 
+def test_the_switchable_branches_are_compared_with_their_single_exports_on_a_bounded_subset(switchable,
+                                                                                            pool_and_manifest):
+    """Each branch was run against its single-descendant ONNX on every validation image in both runtimes: about a
+    third of `export --switchable` (1,000 images x 2 runtimes x each descendant), for a wiring check that the
+    branch's comparison with torch on all of them already makes. The subset's size is recorded."""
+    from lgp_edge.export.switchable_check import SINGLE_CHECK_IMAGES, validate_switchable_onnx
+
+    pool, _ = pool_and_manifest
+    n = SINGLE_CHECK_IMAGES + 37
+    x = np.random.default_rng(1).standard_normal((n, 1, 16, 16)).astype(np.float32)
+    checks = validate_switchable_onnx(switchable, pool, x, np.zeros(n, np.int64), data="synthetic", synthetic=True,
+                                      runtimes=("onnxruntime",))
+    for c in checks:
+        d = c.to_dict()
+        assert c.passed and d["vs_torch"]["images"] == n and d["vs_single_images"] == SINGLE_CHECK_IMAGES, d
+
+
 def test_each_weight_stored_once_under_its_pool_name(switchable, pool_and_manifest):
     import onnx
 

@@ -77,7 +77,8 @@ class SwitchableOnnxArtifact:
         return all(c.passed for c in self.checks)
 
     def failures(self) -> list[str]:
-        return [f"{c.runtime} {c.key}: {c.vs_torch.note} (vs single {c.vs_single_max_abs_diff})"
+        return [f"{c.runtime} {c.key}: {c.vs_torch.note} (vs single {c.vs_single_max_abs_diff} on "
+                f"{c.vs_single_images} images)"
                 for c in self.checks if not c.passed]
 
     def to_dict(self) -> dict[str, Any]:
