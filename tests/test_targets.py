@@ -183,3 +183,26 @@ def test_a_boards_threads_0_and_an_unknown_ort_platform_are_refused(tmp_path):
     assert "threads = 0" in cpu  # this host: all its cores
     _write(tmp_path, "cpu", cpu)
     assert load_target("cpu", tmp_path).extra["threads"] == 0
+
+
+def test_every_field_a_target_or_profile_file_may_set_is_described_in_docs_targets() -> None:
+    """remote_python, minimum_ios, hardware.llc_mb and others were accepted in target files and described
+    nowhere; a field the parsers take must have a row in docs/TARGETS.md."""
+    import dataclasses
+    import re
+
+    from lgp_edge import profiles, targets
+    from lgp_edge.specs import ConnectionSpec, TargetSpec
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "TARGETS.md").read_text()
+    first_cells = re.findall(r"^\| ([^|]+) \|", doc, flags=re.M)  # each table row's field names
+    described = {name for cell in first_cells for name in re.findall(r"`([^`]+)`", cell)}
+    fields = {
+        "target": {f.name for f in dataclasses.fields(TargetSpec)} - {"hardware", "connection", "extra"},
+        "hardware": {*targets._HARDWARE_RANGES, "detect"} | {f"efficiency.{e}" for e in targets._EFFICIENCY},
+        "connection": {f.name for f in dataclasses.fields(ConnectionSpec)},
+        "extra": {*targets._EXTRA_NUMBERS, *targets._EXTRA_STRINGS, "ssh_options"},
+        "profile": set(profiles._FIELDS),
+    }
+    missing = {table: sorted(names - described) for table, names in fields.items() if names - described}
+    assert not missing, missing
