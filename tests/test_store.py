@@ -319,6 +319,21 @@ def test_an_imported_run_dated_in_the_future_is_refused(tmp_path):
         read_records_file(f)
 
 
+def test_an_imported_run_dated_by_a_reset_clock_is_refused(tmp_path):
+    """A board without a real-time clock (a Raspberry Pi before NTP) dates its runs 1970: imported, such a run
+    was the oldest for good and never counted among the recent runs, with no word said."""
+    import dataclasses
+
+    from lgp_edge.profiling.store import read_records_file, records_json
+
+    f = tmp_path / "t.json"
+    f.write_text(records_json([dataclasses.replace(rec(), when="1970-01-01T00:02:13+00:00")]))
+    with pytest.raises(UsageError, match="before 2020.*clock"):
+        read_records_file(f)
+    f.write_text(records_json([dataclasses.replace(rec(), when="2024-05-01T00:00:00+00:00")]))
+    assert len(read_records_file(f)) == 1
+
+
 def test_runs_are_ordered_by_their_time_whatever_the_offset_they_were_written_with(tmp_path):
     """A board's file with a run at 10:00 UTC and a later one written as 04:00-08:00 (12:00 UTC): the store ordered
     the text, so the older run was read as the newest and the newer runtime's run was left out. Times are stored

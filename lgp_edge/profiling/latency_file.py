@@ -112,6 +112,9 @@ def utc_when(text: str) -> str:
 # how far ahead of this machine's clock an imported run may be dated (a board's clock set a little ahead, time zones
 # written wrong by a few hours); later than that it is refused
 FUTURE_SLACK = timedelta(days=1)
+# the earliest date an imported run may carry: before it, a clock that was never set (1970 on a board without a
+# real-time clock), not a measurement of a runtime that exists
+EARLIEST_RUN = datetime(2020, 1, 1, tzinfo=timezone.utc)
 
 
 def import_problem(row: dict) -> str | None:
@@ -134,6 +137,9 @@ def import_problem(row: dict) -> str | None:
         except OverflowError:
             return f"when {row['when']!r} is out of range: in UTC it is not between years 1 and 9999"
         now = datetime.now(timezone.utc)
+        if datetime.fromisoformat(when) < EARLIEST_RUN:  # it would be the oldest run for good, never a recent one
+            return (f"when {row['when']!r} is before {EARLIEST_RUN.year}: the clock of the machine that wrote it was "
+                    "probably not set (a board without a real-time clock starts at 1970); fix that clock, or the file")
         if datetime.fromisoformat(when) > now + FUTURE_SLACK:  # it would be the newest run for good
             return (f"when {row['when']!r} is in the future (this machine's clock says "
                     f"{now.isoformat(timespec='seconds')}): a run dated later than every run to come would be read "
