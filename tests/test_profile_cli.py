@@ -50,9 +50,16 @@ def test_table_output_lists_columns(tiny_pool, tmp_path, capsys):
     rc, out, err = _profile(capsys, "--target", "cpu", "--pool", str(tiny_pool), "--store", str(tmp_path / "s"),
                             "--descendant", KEYS[0], *FAST)
     assert rc == 0
-    for col in ("descendant", "params", "GFLOPs", "top-1", "median ms", "p90 ms", "source", "measured"):
+    for col in ("descendant", "params", "MFLOPs", "top-1", "median ms", "p90 ms", "source", "measured"):
         assert col in out
     assert "wrote 1 measurement to" in err
+    # params and FLOPs as `pool info` and `select` print them (the table said 0.079 (M) and 0.0014 GFLOPs)
+    from lgp_edge.pool.pool import load_pool
+
+    pool, _ = load_pool(tiny_pool)
+    rec = pool.record(pool.find(KEYS[0]))
+    row = next(ln for ln in out.splitlines() if ln.startswith(KEYS[0]))
+    assert f"{rec.params:,}" in row and f"{rec.flops / 1e6:.1f}" in row.split()[2], row
 
 
 def test_the_tables_noisy_footnote_states_the_rule_that_flags(tiny_pool, tmp_path, capsys, monkeypatch):

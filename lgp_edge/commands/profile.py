@@ -141,15 +141,15 @@ def _records_table(res: Any) -> None:
     items = {it.key: it for it in res.subject.items}
     check, records = res.check, res.records
     measured = {k: m for k, _, m in check.rows} if check else {}
-    cols = ["descendant", *(Col(n, right=True) for n in ("params (M)", "GFLOPs", "top-1", "median ms", "p90 ms")),
+    cols = ["descendant", *(Col(n, right=True) for n in ("params", "MFLOPs", "top-1", "median ms", "p90 ms")),
             "source"]
     if check:
         cols += [Col("measured ms", right=True), Col("error", right=True)]
     rows = []
     for r in records:
         it = items[r.descendant_key]
-        row = [r.descendant_key, f"{it.params / 1e6:.3f}" if it.params else "",
-               f"{it.flops / 1e9:.4f}" if it.flops else "", f"{it.top1:.2f}" if it.top1 is not None else "",
+        row = [r.descendant_key, f"{it.params:,}" if it.params else "",
+               f"{it.flops / 1e6:.1f}" if it.flops else "", f"{it.top1:.2f}" if it.top1 is not None else "",
                f"{r.median_ms:.4f}", f"{r.p90_ms:.4f}", r.source + ("*" if r.noisy else "")]
         if check:
             m = measured.get(r.descendant_key)
