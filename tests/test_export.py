@@ -864,6 +864,44 @@ def test_a_core_ml_structural_check_does_not_say_core_ml_cannot_run_on_this_mach
     assert "cannot run" not in line and "Core ML" in line, line
 
 
+def test_a_pool_whose_preprocessing_is_not_its_datasets_is_refused_before_any_export(env: object, tmp_path: Path,
+                                                                                     capsys) -> None:
+    """A pool.json saying mean 0 / std 1 for a Fashion-MNIST pool (measured with 0.286 / 0.353): the export
+    warned, validated on images normalised the dataset's way, passed, and shipped that mean and std in the ONNX
+    metadata, manifest and EMBEDDING.md; an app following them got 11% top-1."""
+    from lgp_edge.pool.manifest import demo_pool_dir
+
+    pool = Path(shutil.copytree(demo_pool_dir(), tmp_path / "pool"))
+    mf = json.loads((pool / "pool.json").read_text())
+    mf["preprocess"]["mean"], mf["preprocess"]["std"] = [0.0], [1.0]
+    (pool / "pool.json").write_text(json.dumps(mf))
+    out = tmp_path / "out"
+    capsys.readouterr()
+    rc = main(["export", "--target", "cpu", "--format", "onnx", "--pool", str(pool), "--out", str(out), "--quiet",
+               "--val-images", "16"])
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists(), err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("lgp-edge: error")]
+    assert "mean (0.0,) / std (1.0,)" in line and "(0.286,)" in line and "pool.json" in line, line
+
+
+def test_validation_on_a_handful_of_images_says_that_it_says_little(env: object, tiny_pool: Path, tmp_path: Path,
+                                                                     caplog) -> None:
+    """`--val-images 1` printed 'passed' and wrote passed: true with no word, where a logit cap that fails at the
+    default 1,000 images passed on 1 or 2 (agreement 1.000 on one image says nothing)."""
+    from lgp_edge.export.validate import FEW_IMAGES
+
+    assert main(["export", "--pool", str(tiny_pool), "--out", str(tmp_path / "few"), "--target", "cpu", "--format",
+                 "onnx", "--descendant", "ti6.0-5", "--val-images", "2", "--quiet"]) == 0
+    text = caplog.text
+    assert "2 validation images" in text and f"fewer than {FEW_IMAGES}" in text and "--val-images" in text, text
+    assert manifest(tmp_path / "few")["validation"]["images"] == 2
+    caplog.clear()
+    assert main(["export", "--pool", str(tiny_pool), "--out", str(tmp_path / "enough"), "--target", "cpu",
+                 "--format", "onnx", "--descendant", "ti6.0-5", "--val-images", str(FEW_IMAGES), "--quiet"]) == 0
+    assert "says little" not in caplog.text
+
+
 def test_a_structural_check_alone_is_noted_without_a_leading_separator() -> None:
     """The switchable Core ML package's manifest note read '; model.switchable.mlpackage: structural check ...':
     the separator was added to a note its caller never gave."""

@@ -76,6 +76,7 @@ def load_images(data_name: str, pre: Any, num_classes: int, n_val: int, n_cal: i
     import torch
 
     from lgp_edge.datasets import check_data_name, check_labels, open_data
+    from lgp_edge.export.validate import FEW_IMAGES
 
     check_data_name(data_name)
     data = open_data(data_name, img_size=pre.img_size, in_chans=pre.in_chans, num_classes=num_classes,
@@ -83,12 +84,21 @@ def load_images(data_name: str, pre: Any, num_classes: int, n_val: int, n_cal: i
     check_labels(data.info, tuple(pre.labels), pool_data)
     dpre = data.info.preprocess
     if not data.info.synthetic and (tuple(dpre.mean) != tuple(pre.mean) or tuple(dpre.std) != tuple(pre.std)):
+        if data_name == pool_data:  # the model was trained and scored on these images as the dataset normalises them
+            raise UsageError(f"the preprocessing recorded with the model (pool.json or the model's metadata: mean "
+                             f"{tuple(pre.mean)} / std {tuple(pre.std)}) is not the one {data_name} normalises with "
+                             f"(mean {tuple(dpre.mean)} / std {tuple(dpre.std)}), which the model was trained and "
+                             "scored with: the artifact would tell an app to feed other inputs; fix the recorded "
+                             "preprocessing")
         log.warning("--data %s normalises with mean %s / std %s, the pool with %s / %s (pool data: %s)", data_name,
                     dpre.mean, dpre.std, pre.mean, pre.std, pool_data)
     perm = torch.randperm(len(data.val), generator=torch.Generator().manual_seed(0)).tolist()
     if n_val > len(perm):
         log.warning("--val-images %d > %d validation images; using all", n_val, len(perm))
         n_val = len(perm)
+    if n_val < FEW_IMAGES:
+        log.warning("validation on %d validation images: a check on fewer than %d says little (an error that only "
+                    "some inputs show passes); give --val-images %d or more", n_val, FEW_IMAGES, FEW_IMAGES)
     with reporter.task(f"load {n_val} validation images ({data_name})", total=1) as task:
         x, y = _stack(data.val, perm[:n_val])
         task.advance()
