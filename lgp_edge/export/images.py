@@ -97,7 +97,7 @@ def load_images(data_name: str, pre: Any, num_classes: int, n_val: int, n_cal: i
         log.warning("--val-images %d > %d validation images; using all", n_val, len(perm))
         n_val = len(perm)
     if n_val < FEW_IMAGES:
-        log.warning("validation on %d validation images: a check on fewer than %d says little (an error that only "
+        log.warning("only %d validation images: a check on fewer than %d says little (an error that only "
                     "some inputs show passes); give --val-images %d or more", n_val, FEW_IMAGES, FEW_IMAGES)
     with reporter.task(f"load {n_val} validation images ({data_name})", total=1) as task:
         x, y = _stack(data.val, perm[:n_val])
