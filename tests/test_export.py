@@ -902,6 +902,36 @@ def test_validation_on_a_handful_of_images_says_that_it_says_little(env: object,
     assert "says little" not in caplog.text
 
 
+@pytest.mark.parametrize("key, value", [("mean", "[0.0]"), ("labels", None)])
+def test_an_onnx_file_whose_preprocessing_metadata_is_not_the_models_fails_validation(env: object, tiny_pool: Path,
+                                                                                     tmp_path: Path, monkeypatch,
+                                                                                     key: str, value: str) -> None:
+    """The ONNX file's metadata (mean, std, labels, which EMBEDDING.md tells an app to read from the model) was
+    never read back: a writer that put mean 0 or swapped two labels there exported as 'passed', and an app reading
+    them got 11% top-1, or the wrong class names."""
+    from lgp_edge.export import onnx_export
+
+    real = onnx_export._finish
+
+    def wrong(proto, opset, metadata):  # noqa: ANN001, ANN202
+        meta = dict(metadata)
+        if value is not None:
+            meta[key] = value
+        else:
+            labels = json.loads(meta[key])
+            labels[0], labels[1] = labels[1], labels[0]
+            meta[key] = json.dumps(labels)
+        return real(proto, opset, meta)
+
+    monkeypatch.setattr(onnx_export, "_finish", wrong)
+    monkeypatch.setenv("LGP_EDGE_CACHE", str(tmp_path / "cache"))  # not the run's shared cache: this graph is wrong
+    out = tmp_path / "out"
+    assert export(tiny_pool, out, "--target", "cpu", "--format", "onnx", "--descendant", "ti6.0-5") == 1
+    failed = json.loads((tmp_path / "out.failed" / "manifest.json").read_text())
+    (art,) = failed["artifacts"]
+    assert not art["validation"]["passed"] and f"metadata '{key}'" in art["validation"]["note"], art["validation"]
+
+
 def test_a_structural_check_alone_is_noted_without_a_leading_separator() -> None:
     """The switchable Core ML package's manifest note read '; model.switchable.mlpackage: structural check ...':
     the separator was added to a note its caller never gave."""

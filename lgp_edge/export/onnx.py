@@ -11,6 +11,7 @@ The profile's precision picks the file: fp32 ``model.onnx``; int8 ``model.int8.o
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,32 @@ def validate_onnx_file(ctx: ExportContext, path: Path, what: str, precision: str
 
     out = onnxruntime_outputs(str(path), ctx.validation.images, ctx.profile.batch, ctx.dynamic_batch, ctx.reporter,
                               what)
-    return compare(out, ctx.validation, TOLERANCES[precision], note=note or NOTES[precision])
+    report = compare(out, ctx.validation, TOLERANCES[precision], note=note or NOTES[precision])
+    problems = metadata_problems(path, ctx.preprocess)
+    if not problems:
+        return report
+    return dataclasses.replace(report, passed=False, note=f"{report.note}; FAILED: {'; '.join(problems)}")
+
+
+def metadata_problems(path: Path, pre: Any) -> list[str]:
+    """Where the preprocessing an app reads from the written file's metadata (EMBEDDING.md tells it to) is not the
+    model's: mean, std, labels, image size, channels."""
+    import json
+
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    want = {"mean": [float(v) for v in pre.mean], "std": [float(v) for v in pre.std], "labels": list(pre.labels),
+            "img_size": int(pre.img_size), "in_chans": int(pre.in_chans)}
+    problems = []
+    for key, value in want.items():
+        try:
+            got = json.loads(props[key]) if key in props else None
+        except ValueError:
+            got = props[key]
+        if got != value:
+            problems.append(f"metadata '{key}' of the file is {props.get(key)!r}, the model takes {value!r}")
+    return problems
 
 
 def precision_file(ctx: ExportContext, opset: int) -> tuple[Path, dict[str, Any], str]:
