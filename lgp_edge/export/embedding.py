@@ -448,17 +448,7 @@ def samples_for(formats: set[str]) -> list[str]:
 
 def _ort_desktop(model: str, cpu: str) -> str:
     """A ``.ort`` for a computer's CPU (this machine, a Linux board): loaded by the onnxruntime package there."""
-    if cpu == "amd64":
-        return _section("ort_desktop", model=model, cpu=cpu, where="an x86-64 CPU",
-                        kernels="it uses ONNX Runtime's x86 kernels (NCHWc), which ARM builds such as "
-                                "`onnxruntime-android` do not have, so it loads only in ONNX Runtime on an x86-64 CPU.",
-                        phone="For a phone, export for a phone target (`--target android-arm64`), whose `.ort` is "
-                              "converted for ARM.")
-    return _section("ort_desktop", model=model, cpu=cpu, where="an ARM CPU (aarch64 Linux, macOS on Apple silicon)",
-                    kernels="it loads in the onnxruntime package there (`pip install onnxruntime`) or in any ONNX "
-                            "Runtime build for ARM that has its operators (`model.required_operators.config`).",
-                    phone="For an Android app, export for a phone target (`--target android-arm64`), whose "
-                          "EMBEDDING.md shows the app code and sample.")
+    return _section("ort_x86" if cpu == "amd64" else "ort_arm", model=model, cpu=cpu)
 
 
 def sample_formats(artifacts: Sequence[Any]) -> set[str]:
