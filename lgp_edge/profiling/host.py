@@ -353,8 +353,8 @@ class Dispersion:
 def measure_dispersion(threads: int, n: int = 256, runs: int = 100, series: int = 5) -> Dispersion:
     """p90 / median and p99 / median of short fp32 matmuls, from the series the profiler would call calm.
 
-    ``series`` series of ``runs`` matmuls each; every ratio is the median over the calm series (CV within
-    ``MeasureSettings.cv_threshold``, the threshold above which ``profile`` measures a model again). A
+    ``series`` series of ``runs`` matmuls each; every ratio is the median over the calm series (std / mean within
+    ``MeasureSettings.cv_threshold``; ``profile`` measures a model again above it, or above it in dispersion). A
     predicted p90 must be comparable with a measured one, and measured runs are calm ones: a series that
     overlapped someone else's load (a build, another benchmark) would otherwise become the machine's
     dispersion and scale every predicted p90 until the next calibration. With no calm series the ratios are
