@@ -318,3 +318,24 @@ def test_openvino_int8_ir_bytes_are_the_same_for_the_same_export(tiny_pool: Path
         assert art.precision == "int8" and art.validation.passed
     assert filecmp.cmp(tmp_path / "a" / "model.bin", tmp_path / "b" / "model.bin", shallow=False)
     assert filecmp.cmp(tmp_path / "a" / "model.xml", tmp_path / "b" / "model.xml", shallow=False)
+
+
+def test_a_report_that_fails_twice_says_failed_once() -> None:
+    """An ONNX file with wrong logits and wrong metadata got a note with two 'FAILED:' parts ('...| FAILED: max
+    |diff| ...; FAILED: metadata ...'): the metadata's failures are the comparison's, in one list."""
+    import numpy as np
+
+    from lgp_edge.export.base import ValidationSet
+    from lgp_edge.export.validate import TOLERANCES, compare
+
+    labels = np.arange(200) % 10
+    logits = np.eye(10, dtype=np.float32)[labels] * 5
+    vset = ValidationSet(images=np.zeros((200, 1, 2, 2), np.float32), labels=labels, reference=logits,
+                         data="fashion-mnist", synthetic=False)
+    report = compare(logits + 1.0, vset, TOLERANCES["fp32"], note="ONNX Runtime CPU, fp32",
+                     failures=["metadata 'mean' of the file is '[0.0]', the model takes [0.286]"])
+    assert not report.passed
+    assert report.note.count("FAILED") == 1, report.note
+    assert "max |diff|" in report.note and "metadata 'mean'" in report.note, report.note
+    alone = compare(logits, vset, TOLERANCES["fp32"], failures=["metadata 'labels' of the file is None"])
+    assert not alone.passed and alone.note == "FAILED: metadata 'labels' of the file is None", alone.note

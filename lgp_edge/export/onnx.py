@@ -11,7 +11,6 @@ The profile's precision picks the file: fp32 ``model.onnx``; int8 ``model.int8.o
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -50,14 +49,11 @@ def validate_onnx_file(ctx: ExportContext, path: Path, what: str, precision: str
 
     out = onnxruntime_outputs(str(path), ctx.validation.images, ctx.profile.batch, ctx.dynamic_batch, ctx.reporter,
                               what)
-    report = compare(out, ctx.validation, TOLERANCES[precision], note=note or NOTES[precision])
-    problems = metadata_problems(path, ctx.preprocess)
-    if not problems:
-        return report
-    return dataclasses.replace(report, passed=False, note=f"{report.note}; FAILED: {'; '.join(problems)}")
+    return compare(out, ctx.validation, TOLERANCES[precision], note=note or NOTES[precision],
+                   failures=preprocess_mismatches(path, ctx.preprocess))
 
 
-def metadata_problems(path: Path, pre: Any) -> list[str]:
+def preprocess_mismatches(path: Path, pre: Any) -> list[str]:
     """Where the preprocessing an app reads from the written file's metadata (EMBEDDING.md tells it to) is not the
     model's: mean, std, labels, image size, channels."""
     import json

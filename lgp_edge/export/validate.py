@@ -16,7 +16,7 @@ images (its largest logit difference is recorded, not limited: one outlier logit
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -93,13 +93,16 @@ def top1(logits: np.ndarray, labels: np.ndarray) -> float:
     return round(float((logits.argmax(1) == labels).mean() * 100.0), 4)
 
 
-def compare(outputs: np.ndarray, vset: ValidationSet, tol: Tolerance, note: str = "") -> ValidationReport:
-    """Score an artifact's logits against the torch reference."""
+def compare(outputs: np.ndarray, vset: ValidationSet, tol: Tolerance, note: str = "",
+            failures: Sequence[str] = ()) -> ValidationReport:
+    """Score an artifact's logits against the torch reference; ``failures`` are the artifact's own checks that
+    failed besides its logits (its metadata, say), reported with them."""
     ref = vset.reference
     if outputs.shape != ref.shape:
         return ValidationReport(max_abs_diff=float("inf"), atol=tol.limit(ref), top1_agreement=0.0,
                                 top1_ref=None, top1_artifact=None, images=len(ref), passed=False,
-                                note=f"output shape {tuple(outputs.shape)} != torch {tuple(ref.shape)}")
+                                note="; ".join([f"output shape {tuple(outputs.shape)} != torch {tuple(ref.shape)}",
+                                                *failures]))
     diff = float(np.abs(outputs - ref).max())
     broken = int((~np.isfinite(outputs)).any(axis=1).sum())  # images with a NaN or inf logit
     if broken:
@@ -107,7 +110,7 @@ def compare(outputs: np.ndarray, vset: ValidationSet, tol: Tolerance, note: str 
     agree = float((outputs.argmax(1) == ref.argmax(1)).mean())
     t_ref, t_art = top1(ref, vset.labels), top1(outputs, vset.labels)
     limit = tol.limit(ref)
-    failures = []
+    failures = list(failures)
     if broken:  # every precision: int8's gates are on classes only, and argmax reads a NaN row as class 0
         failures.append(f"{broken} of {len(ref)} images have non-finite logits (NaN or inf)")
     if limit is not None and not diff <= limit:
