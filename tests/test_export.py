@@ -932,6 +932,28 @@ def test_an_onnx_file_whose_preprocessing_metadata_is_not_the_models_fails_valid
     assert not art["validation"]["passed"] and f"metadata '{key}'" in art["validation"]["note"], art["validation"]
 
 
+def test_an_openvino_ir_whose_preprocessing_metadata_is_not_the_models_fails_validation(env: object, tiny_pool: Path,
+                                                                                      tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """The IR's rt_info (model_info/lgp_edge: mean, std, labels, ...) was never read back: an IR whose metadata
+    said mean 0 exported as 'passed', as the ONNX file's did before its read-back."""
+    from lgp_edge.export import openvino
+
+    real = ExportContext.metadata
+
+    def wrong(self):  # noqa: ANN001, ANN202
+        return {**real(self), "mean": "[0.0]"}
+
+    monkeypatch.setattr(openvino.ExportContext, "metadata", wrong, raising=True)
+    monkeypatch.setenv("LGP_EDGE_CACHE", str(tmp_path / "cache"))  # the ONNX it converts carries the same error
+    out = tmp_path / "out"
+    assert export(tiny_pool, out, "--target", "cpu", "--format", "openvino", "--descendant", "ti6.0-5") == 1
+    failed = json.loads((tmp_path / "out.failed" / "manifest.json").read_text())
+    (art,) = failed["artifacts"]
+    assert art["path"] == "model.xml"
+    assert not art["validation"]["passed"] and "metadata 'mean'" in art["validation"]["note"], art["validation"]
+
+
 def test_a_structural_check_alone_is_noted_without_a_leading_separator() -> None:
     """The switchable Core ML package's manifest note read '; model.switchable.mlpackage: structural check ...':
     the separator was added to a note its caller never gave."""

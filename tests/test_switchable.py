@@ -46,6 +46,18 @@ def test_switchable_onnx_matches_torch_and_single_exports(switchable, pool_and_m
         assert c.vs_single_max_abs_diff is not None and c.vs_single_max_abs_diff <= c.vs_torch.atol
 
 
+def test_a_switchable_onnx_whose_preprocessing_metadata_is_not_the_pools_fails(switchable, pool_and_manifest):
+    """The switchable file's metadata (mean, std, labels, which its EMBEDDING.md tells an app to read) was never
+    read back: a file without them, or with others, passed every check."""
+    from lgp_edge.export.switchable_check import validate_switchable_onnx
+
+    pool, manifest = pool_and_manifest
+    x = np.random.default_rng(0).standard_normal((3, 1, 16, 16)).astype(np.float32)
+    checks = validate_switchable_onnx(switchable, pool, x, np.zeros(3, np.int64), data="synthetic", synthetic=True,
+                                      runtimes=("onnxruntime",), preprocess=manifest.preprocess)
+    assert checks and all(not c.passed and "metadata 'mean'" in c.vs_torch.note for c in checks), checks
+
+
 def test_the_switchable_branches_are_compared_with_their_single_exports_on_a_bounded_subset(switchable,
                                                                                             pool_and_manifest):
     """Each branch was run against its single-descendant ONNX on every validation image in both runtimes: about a

@@ -10,6 +10,7 @@ profile and target, and the preprocessing. A switchable model carries the same k
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 PREPROCESS_RULE = "x = (pixel / 255 - mean) / std per channel, resized to img_size x img_size"
@@ -32,6 +33,22 @@ def model_metadata(*, preprocess: Any, pool_id: str | None, profile: str, target
                 "mean": json.dumps(list(p.mean)), "std": json.dumps(list(p.std)), "img_size": str(p.img_size),
                 "in_chans": str(p.in_chans), "layout": p.layout, "preprocess": PREPROCESS_RULE})
     return out
+
+
+def preprocess_mismatches(props: Mapping[str, str], pre: Any) -> list[str]:
+    """Where the preprocessing an app reads from a written file's metadata (``props``, read back from the file:
+    EMBEDDING.md tells it to) is not the model's ``pre``: mean, std, labels, image size, channels."""
+    want = {"mean": [float(v) for v in pre.mean], "std": [float(v) for v in pre.std], "labels": list(pre.labels),
+            "img_size": int(pre.img_size), "in_chans": int(pre.in_chans)}
+    problems = []
+    for key, value in want.items():
+        try:
+            got = json.loads(props[key]) if key in props else None
+        except ValueError:
+            got = props[key]
+        if got != value:
+            problems.append(f"metadata '{key}' of the file is {props.get(key)!r}, the model takes {value!r}")
+    return problems
 
 
 def tool_versions(*packages: str) -> dict[str, str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
-from lgp_edge.export.metadata import tool_versions
+from lgp_edge.export.metadata import preprocess_mismatches, tool_versions
 from lgp_edge.specs import DeviceProfile, ExportArtifact, TargetSpec, ValidationReport
 
 log = logging.getLogger(__name__)
@@ -50,28 +50,14 @@ def validate_onnx_file(ctx: ExportContext, path: Path, what: str, precision: str
     out = onnxruntime_outputs(str(path), ctx.validation.images, ctx.profile.batch, ctx.dynamic_batch, ctx.reporter,
                               what)
     return compare(out, ctx.validation, TOLERANCES[precision], note=note or NOTES[precision],
-                   failures=preprocess_mismatches(path, ctx.preprocess))
+                   failures=preprocess_mismatches(file_metadata(path), ctx.preprocess))
 
 
-def preprocess_mismatches(path: Path, pre: Any) -> list[str]:
-    """Where the preprocessing an app reads from the written file's metadata (EMBEDDING.md tells it to) is not the
-    model's: mean, std, labels, image size, channels."""
-    import json
-
+def file_metadata(path: str | Path) -> dict[str, str]:
+    """An ONNX file's ``metadata_props``, as an app reads them."""
     import onnx
 
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    want = {"mean": [float(v) for v in pre.mean], "std": [float(v) for v in pre.std], "labels": list(pre.labels),
-            "img_size": int(pre.img_size), "in_chans": int(pre.in_chans)}
-    problems = []
-    for key, value in want.items():
-        try:
-            got = json.loads(props[key]) if key in props else None
-        except ValueError:
-            got = props[key]
-        if got != value:
-            problems.append(f"metadata '{key}' of the file is {props.get(key)!r}, the model takes {value!r}")
-    return problems
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
 def precision_file(ctx: ExportContext, opset: int) -> tuple[Path, dict[str, Any], str]:

@@ -137,6 +137,24 @@ def model_api_info(pre: Any) -> dict[str, str]:
             "output_raw_scores": "True"}
 
 
+def metadata_mismatches(model: Any, pre: Any) -> list[str]:
+    """Where a written IR's rt_info (read back: lgp-edge's keys under ``model_info/lgp_edge``, the Model API keys
+    under ``model_info``) says other preprocessing than the model's ``pre``."""
+    from lgp_edge.export.metadata import preprocess_mismatches
+
+    def read(*path: str) -> str | None:
+        return model.get_rt_info(list(path)).astype(str) if model.has_rt_info(list(path)) else None
+
+    ours = {k: v for k in ("mean", "std", "labels", "img_size", "in_chans")
+            if (v := read("model_info", "lgp_edge", k)) is not None}
+    problems = preprocess_mismatches(ours, pre)
+    for key, want in model_api_info(pre).items():
+        got = read("model_info", key)
+        if got != want:
+            problems.append(f"Model API metadata '{key}' of the IR is {got!r}, the model takes {want!r}")
+    return problems
+
+
 class OpenVINOExporter:
     format = "openvino"
     package = "openvino"
@@ -177,9 +195,11 @@ class OpenVINOExporter:
         with tool_write(xml, need=2 * onnx_path.stat().st_size + (1 << 20)):  # "iostream error", nothing more
             ov.save_model(stable_names(model), str(xml), compress_to_fp16=precision == "fp16")
         inputs, outputs = _io(model)
+        written = ov.Core().read_model(str(xml))
         logits = openvino_outputs(str(xml), ctx.validation.images, ctx.profile.batch, ctx.dynamic_batch, ctx.reporter,
                                   f"openvino {precision}")
-        report = compare(logits, ctx.validation, TOLERANCES[precision], note=f"OpenVINO CPU, {precision} IR")
+        report = compare(logits, ctx.validation, TOLERANCES[precision], note=f"OpenVINO CPU, {precision} IR",
+                         failures=metadata_mismatches(written, ctx.preprocess))
         if precision == "int8" and report.top1_change is not None:
             note += f"; top-1 change vs torch fp32: {report.top1_change:+.2f} points"
         bin_path = xml.with_suffix(".bin")
@@ -187,6 +207,6 @@ class OpenVINOExporter:
                                descendant_key=ctx.record.key, sha256=sha256_file(xml), inputs=inputs, outputs=outputs,
                                validation=report, versions=tool_versions("openvino", "nncf", "onnx"),
                                precision=precision, files=(bin_path.name,), note=note,
-                               quantization=(int8_ir_info(ov.Core().read_model(str(xml)), used,
+                               quantization=(int8_ir_info(written, used,
                                                           ctx.calibration_data) if precision == "int8" else {}))]
 

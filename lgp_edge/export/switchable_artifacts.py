@@ -140,7 +140,8 @@ def onnx_artifact(job: SwitchJob, out: Path, singles: Path, reporter: Any) -> Sw
     runtimes = ("onnxruntime",) + (("openvino",) if importlib.util.find_spec("openvino") else ())
     im = job.images
     checks = validate_switchable_onnx(sw, job.pool, im.images, im.labels, data=im.data, synthetic=im.synthetic,
-                                      runtimes=runtimes, reporter=reporter)
+                                      runtimes=runtimes, reporter=reporter,
+                                      preprocess=job.pool_manifest.preprocess)
     size, singles_bytes = (out / ONNX_FILE).stat().st_size, sum(Path(p).stat().st_size for _, p in sw.singles)
     pool_bytes, used_bytes = job.pool_bytes, job.selection_bytes
     precision = job.profile.precision

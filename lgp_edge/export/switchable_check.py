@@ -75,7 +75,7 @@ def open_switchable(path: str | Path, runtime: str, threads: int = 0) -> Callabl
 
 
 def _check_one(sw: SwitchableOnnx, run: Callable[[np.ndarray, int], np.ndarray], rt: str, entry: Any,
-               vset: Any, tol: Any, reporter: Any) -> SwitchValidation:
+               vset: Any, tol: Any, reporter: Any, failures: Sequence[str] = ()) -> SwitchValidation:
     from lgp_edge.export.sessions import runner
     from lgp_edge.export.validate import compare, run_static
 
@@ -89,7 +89,8 @@ def _check_one(sw: SwitchableOnnx, run: Callable[[np.ndarray, int], np.ndarray],
         part = got[:single_n]
         single_diff = float(np.abs(part - single).max()) if np.isfinite(part).all() else math.inf
     note = f"switchable, {rt} CPU, fp32" + (" (f32 inference hint)" if rt == "openvino" else "")
-    v = SwitchValidation(key=entry.key, index=entry.index, runtime=rt, vs_torch=compare(got, vset, tol, note=note),
+    v = SwitchValidation(key=entry.key, index=entry.index, runtime=rt,
+                         vs_torch=compare(got, vset, tol, note=note, failures=failures),
                          vs_single_max_abs_diff=single_diff, vs_single_images=single_n)
     if not v.passed:
         log.warning("switchable %s: descendant %s failed (%s; vs single %s)", rt, entry.key, v.vs_torch.note,
@@ -99,28 +100,32 @@ def _check_one(sw: SwitchableOnnx, run: Callable[[np.ndarray, int], np.ndarray],
 
 def validate_switchable_onnx(sw: SwitchableOnnx, pool: Any, images: np.ndarray, labels: np.ndarray, *, data: str,
                              synthetic: bool, runtimes: Sequence[str] = ("onnxruntime", "openvino"),
-                             tolerance: Any = None, reporter: Any = None) -> tuple[SwitchValidation, ...]:
-    """Each descendant: switchable output vs torch (fp32 tolerance) and vs its single export, per runtime."""
+                             tolerance: Any = None, reporter: Any = None,
+                             preprocess: Any = None) -> tuple[SwitchValidation, ...]:
+    """Each descendant: switchable output vs torch (fp32 tolerance) and vs its single export, per runtime; with
+    ``preprocess`` (the pool's), every check also fails when the file's metadata says other preprocessing."""
     from lgp_edge.export.base import ValidationSet
+    from lgp_edge.export.metadata import preprocess_mismatches
+    from lgp_edge.export.onnx import file_metadata
     from lgp_edge.export.validate import TOLERANCES, reference_logits
 
     tol = tolerance or TOLERANCES["fp32"]
+    failures = [] if preprocess is None else preprocess_mismatches(file_metadata(sw.path), preprocess)
     vsets = {e.key: ValidationSet(images=images, labels=labels, data=data, synthetic=synthetic,
                                   reference=reference_logits(pool.descendant(e.key).eval(), images))
              for e in sw.entries}
     out = []
     for rt in runtimes:
         run = open_switchable(sw.path, rt)
-        out += [_check_one(sw, run, rt, e, vsets[e.key], tol, reporter) for e in sw.entries]
+        out += [_check_one(sw, run, rt, e, vsets[e.key], tol, reporter, failures) for e in sw.entries]
     return tuple(out)
 
 
 def read_table(path: str | Path) -> list[dict[str, Any]]:
     """The ``descendants`` table of a switchable ONNX file (what an app reads to pick an index)."""
-    import onnx
+    from lgp_edge.export.onnx import file_metadata
 
-    m = onnx.load(str(path), load_external_data=False)
-    props = {p.key: p.value for p in m.metadata_props}
+    props = file_metadata(path)
     if "descendants" not in props:
         raise UsageError(f"'{path}' is not a switchable lgp-edge model (no 'descendants' metadata)")
     return json.loads(props["descendants"])
