@@ -41,6 +41,17 @@ def test_parse_versions() -> None:
         table_for((7, 2))
 
 
+def test_the_tensorrt_8_tables_follow_the_parsers_changelog() -> None:
+    """One table served TensorRT 8.0 to 8.4: Xor (added in 8.4) passed the check for a Jetson Nano's 8.2, and the
+    operators 8.2 added (Einsum, GatherND, ...) passed it for 8.0 (onnx-tensorrt docs/Changelog.md)."""
+    added_82 = ["Einsum", "GatherND", "IsNaN", "Round", "Scatter", "ScatterElements", "ScatterND", "Sign"]
+    assert unsupported_ops([*added_82, "Xor", "MatMul"], (8, 0)) == sorted([*added_82, "Xor"])
+    assert unsupported_ops([*added_82, "Xor", "MatMul"], (8, 2)) == ["Xor"]
+    assert unsupported_ops([*added_82, "Xor", "MatMul"], (8, 4)) == []
+    assert unsupported_ops([*added_82, "Xor"], (10, 3)) == []
+    assert max_opset((8, 2)) == max_opset((8, 4)) == 13
+
+
 def test_unsupported_ops_by_version() -> None:
     assert unsupported_ops(["LayerNormalization", "MatMul"], (8, 2)) == ["LayerNormalization"]
     assert unsupported_ops(["LayerNormalization", "MatMul"], (10, 3)) == []

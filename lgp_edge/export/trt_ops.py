@@ -1,8 +1,9 @@
 """Which ONNX operators TensorRT's ONNX parser imports, per TensorRT version (the operator-support check).
 
-Sources: onnx-tensorrt ``docs/operators.md``. TensorRT 8.x (8.0 through 8.4) parses opsets <= 13 and the
-operators of its release-8.4 table (release 8.2, JetPack 4.6, lists the same operators with the same
-opset ceiling for every op a ViT uses). TensorRT 8.5/8.6 parse opsets <= 17 and add LayerNormalization
+Sources: onnx-tensorrt ``docs/operators.md`` and ``docs/Changelog.md``. TensorRT 8.0 through 8.4 parse opsets
+<= 13; 8.4's table is its release-8.4 ``operators.md``, 8.2's (JetPack 4.6) the same without Xor (added in 8.4,
+Changelog), 8.0's also without the eight operators 8.2 EA added (Einsum, IsNaN, GatherND, Scatter,
+ScatterElements, ScatterND, Sign, Round). TensorRT 8.5/8.6 parse opsets <= 17 and add LayerNormalization
 (8.6). TensorRT 10 parses opsets 9..20; its list is the 10.x table without the opset-23/24 operators
 (Attention, RMSNormalization, RotaryEmbedding, TensorScatter) that 10.0 predates.
 A version between known tables uses the nearest older one.
@@ -25,7 +26,7 @@ def _names(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-_TRT8_OPS = _names("""
+_TRT84_OPS = _names("""
 Abs Acos Acosh Add And ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Cast Ceil Celu Clip
 Concat Constant ConstantOfShape Conv ConvTranspose Cos Cosh CumSum DepthToSpace DequantizeLinear Div Dropout Einsum
 Elu Equal Erf Exp Expand EyeLike Flatten Floor Gather GatherElements GatherND Gemm GlobalAveragePool GlobalLpPool
@@ -38,7 +39,10 @@ Sign Sin Sinh Size Slice Softmax Softplus Softsign SpaceToDepth Split Sqrt Squee
 Tile TopK Transpose Unsqueeze Upsample Where Xor
 """)
 
-_TRT86_OPS = _TRT8_OPS | _names("LayerNormalization NonZero Mod OneHot Reciprocal IsInf CastLike Trilu")
+_TRT82_OPS = _TRT84_OPS - {"Xor"}
+_TRT80_OPS = _TRT82_OPS - _names("Einsum IsNaN GatherND Scatter ScatterElements ScatterND Sign Round")
+
+_TRT86_OPS = _TRT84_OPS | _names("LayerNormalization NonZero Mod OneHot Reciprocal IsInf CastLike Trilu")
 
 _TRT10_OPS = _TRT86_OPS | _names("""
 BlackmanWindow DeformConv Gelu GridSample GroupNormalization HammingWindow HannWindow HardSwish Hardmax
@@ -47,8 +51,10 @@ MeanVarianceNormalization Mish RandomNormal RandomNormalLike RoiAlign STFT Shrin
 
 # (major, minor) -> (max opset, supported operators); sorted ascending
 TABLES: tuple[tuple[tuple[int, int], int, frozenset[str]], ...] = (
-    ((8, 0), 13, _TRT8_OPS),
-    ((8, 5), 17, _TRT8_OPS),
+    ((8, 0), 13, _TRT80_OPS),
+    ((8, 2), 13, _TRT82_OPS),
+    ((8, 4), 13, _TRT84_OPS),
+    ((8, 5), 17, _TRT84_OPS),
     ((8, 6), 17, _TRT86_OPS),
     ((10, 0), 20, _TRT10_OPS),
 )
