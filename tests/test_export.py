@@ -679,6 +679,31 @@ def test_embedding_python_snippet_runs(cpu_out: Path, tmp_path: Path) -> None:
                                atol=1e-6)
 
 
+def test_every_python_session_names_its_execution_providers(cpu_out: Path, nano_out: Path, tmp_path: Path) -> None:
+    """The Python sample opened its session without providers=: ONNX Runtime 1.9 to 1.15 GPU builds (a Jetson's)
+    refuse that with "you are required to explicitly set the providers parameter", and on a CPU build the fp16
+    file EMBEDDING.md says to run on a GPU provider ran on the CPU."""
+    import re
+
+    from PIL import Image
+
+    for out in (cpu_out, nano_out):
+        text = (out / "EMBEDDING.md").read_text()
+        sessions = re.findall(r"InferenceSession\(.*", text)
+        assert sessions and all("providers=" in s for s in sessions), (out.name, sessions)
+    (code,) = re.findall(r"```python\n(.*?)```", (nano_out / "EMBEDDING.md").read_text(), re.S)
+    (model,) = re.findall(r'InferenceSession\("([^"]+)"', code)
+    assert "CUDAExecutionProvider" in code, code
+    (cpu_code,) = re.findall(r"```python\n(.*?)```", (cpu_out / "EMBEDDING.md").read_text(), re.S)
+    assert 'providers = ["CPUExecutionProvider"]' in cpu_code and "CUDA" not in cpu_code, cpu_code
+    # here (an ONNX Runtime without CUDA) the GPU sample still runs, on the providers this build has
+    Image.new("L", (28, 28), 100).save(tmp_path / "photo.png")
+    shutil.copyfile(nano_out / model, tmp_path / model)
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-1500:]
+    assert res.stdout.split()[1] in manifest(nano_out)["preprocess"]["labels"]
+
+
 def test_embedding_python_snippet_runs_at_the_profiles_batch(env: object, tiny_pool: Path, tmp_path: Path) -> None:
     """A profile at batch 4 exports a model taking exactly 4 images; the snippet built one (ONNX Runtime:
     "Got invalid dimensions for input")."""

@@ -306,6 +306,7 @@ def test_cli_switchable_onnx(tiny_pool, tmp_path, store, capsys):
     from PIL import Image
 
     (code,) = re.findall(r"```python\n(.*?)```", emb, re.S)
+    assert 'providers=["CPUExecutionProvider"]' in code, code  # ONNX Runtime 1.9-1.15 GPU builds require it
     Image.new("L", (40, 30), 128).save(out / "photo.png")
     run = subprocess.run([sys.executable, "-c", code], cwd=out, capture_output=True, text=True, timeout=120)
     import onnx

@@ -301,7 +301,18 @@ def _python(doc: _Doc) -> str:
     else:
         paths = 'paths = ["photo.png"]  # any number of images per call (a dynamic batch)'
     return _section("python", onnx=doc.arts[onnx_like]["path"], input=io["input"], threads=threads_line,
-                    paths=paths, resize=_resize_code(doc.manifest, doc.pre["img_size"]))
+                    providers=_providers(doc, onnx_like), paths=paths, resize=_resize_code(doc.manifest, doc.pre["img_size"]))
+
+
+def _providers(doc: _Doc, onnx_like: str) -> str:
+    """The sample's execution providers, named: ONNX Runtime 1.9-1.15 GPU builds (a Jetson's) refuse a session
+    without them. A GPU target's file (or an fp16 one, slow on the CPU provider) asks for CUDA where the
+    installed build has it, else the CPU; any other file the CPU, whose latency the manifest gives."""
+    gpu = doc.manifest["target"].get("runtime") == "tensorrt" or doc.arts[onnx_like].get("precision") == "fp16"
+    if not gpu:
+        return 'providers = ["CPUExecutionProvider"]'
+    return ('providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")\n'
+            '             if p in ort.get_available_providers()]  # onnxruntime-gpu: CUDA; otherwise the CPU')
 
 
 def _kotlin(doc: _Doc) -> str:
