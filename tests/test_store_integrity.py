@@ -627,3 +627,25 @@ def test_predicting_on_this_host_from_a_stored_calibration_loads_neither_torch_n
         rows = s.records(target="cpu", source="predicted")
     assert len(rows) == len(list(enumerate_descendants(demo.spec)))
     assert all(r.calibration.startswith("probes:") for r in rows)
+
+
+def test_a_read_only_store_leaves_no_wal_and_holds_what_it_recorded_in_its_file(tmp_path):
+    """`select`, `export` and `report` (read-only stores) left m.sqlite-wal and m.sqlite-shm beside the store, with
+    the host calibration select had just measured only in the -wal: a copy of the one file the docs name lost it,
+    and the next process measured the host again."""
+    path = tmp_path / "m.sqlite"
+    with MeasurementStore(path) as s:
+        s.put(rec())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.sqlite"]
+    with MeasurementStore(path, readonly=True) as s:
+        assert s.count() == 1
+        assert s.put_host_calibration("k", {"x": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.sqlite"]
+    copy = tmp_path / "copy" / "m.sqlite"
+    copy.parent.mkdir()
+    shutil.copyfile(path, copy)  # the file alone, as a backup takes it
+    with MeasurementStore(copy, readonly=True) as s:
+        assert s.host_calibration("k") == {"x": 1}
+    with MeasurementStore(path, readonly=True) as s:  # a reader only
+        assert s.count() == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "m.sqlite"]

@@ -301,7 +301,8 @@ def _python(doc: _Doc) -> str:
     else:
         paths = 'paths = ["photo.png"]  # any number of images per call (a dynamic batch)'
     return _section("python", onnx=doc.arts[onnx_like]["path"], input=io["input"], threads=threads_line,
-                    providers=_providers(doc, onnx_like), paths=paths, resize=_resize_code(doc.manifest, doc.pre["img_size"]))
+                    providers=_providers(doc, onnx_like), paths=paths,
+                    resize=_resize_code(doc.manifest, doc.pre["img_size"]))
 
 
 def _providers(doc: _Doc, onnx_like: str) -> str:

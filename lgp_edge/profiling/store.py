@@ -392,6 +392,27 @@ class MeasurementStore:
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
+            self._db = None
+            if self.readonly:
+                self._fold_wal()
+
+    def _fold_wal(self) -> None:
+        """A read-only connection cannot checkpoint or remove the ``-wal`` and ``-shm`` files it (or a host
+        calibration written beside it) made: a writable connection opened and closed last does, so the store is
+        one file again, holding all it has. Left as it is when the file cannot be written or another process
+        has it open (SQLite removes them only from the last connection)."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        if not wal.exists() or not os.access(self.path, os.W_OK) or not os.access(self.path.parent, os.W_OK):
+            return
+        try:
+            db = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=rw", uri=True, timeout=0.5,
+                                 isolation_level=None)
+            try:
+                db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            log.debug("left %s's -wal as it is: %s", self.path, exc)
 
     def __enter__(self) -> MeasurementStore:  # noqa: PYI034
         return self
