@@ -243,6 +243,83 @@ def test_build_engine_script_runs_the_right_builder(nano_out: Path, tmp_path: Pa
         assert build_engine._matches(layers[0] + "_1", layers) and not build_engine._matches("/head/Gemm", layers)
 
 
+def test_the_layer_precision_tip_fits_the_targets_tensorrt_and_precision(nano_out: Path, env: object,
+                                                                        tiny_pool: Path, tmp_path: Path) -> None:
+    """A Jetson Nano's EMBEDDING.md said to add --exportLayerInfo to the trtexec line of build_engine.sh (TensorRT
+    >= 8.4), a line that never runs on its TensorRT 8.2 (build_engine.py builds there); an fp32 export, which pins
+    nothing, got the paragraph about pinned layers too."""
+    text = (nano_out / "EMBEDDING.md").read_text()
+    assert "--exportLayerInfo" not in text and "--layer-info layers.json" in text, text
+    out = tmp_path / "fp32"
+    assert export(tiny_pool, out, "--target", "jetson-nano", "--precision", "fp32", "--descendant", "ti6.0-5") == 0
+    fp32 = (out / "EMBEDDING.md").read_text()
+    assert "pinned layer" not in fp32 and "--layer-info" not in fp32 and "--exportLayerInfo" not in fp32
+
+
+def test_build_engine_py_writes_the_engines_layer_information(nano_out: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`build_engine.py --layer-info FILE` (TensorRT 8.2's path, whose trtexec has no --exportLayerInfo) asks for
+    detailed profiling and writes the engine inspector's JSON: here with a stand-in for the tensorrt module (its
+    libraries are not on PyPI), which records what the builder was asked."""
+    import types
+
+    seen: dict = {}
+
+    class Obj:
+        def __init__(self, **kw):  # noqa: ANN003
+            self.__dict__.update(kw)
+
+    class Config:
+        profiling_verbosity = None
+
+        def set_flag(self, flag):  # noqa: ANN001, ANN202
+            seen.setdefault("flags", []).append(flag)
+
+        def set_memory_pool_limit(self, *a):  # noqa: ANN002, ANN202
+            pass
+
+    layer = Obj(name="/blocks/Softmax", type="SOFTMAX", precision=None, num_outputs=1,
+                get_output=lambda j: Obj(dtype="f32"), set_output_type=lambda j, t: None)
+    network = Obj(num_layers=1, get_layer=lambda i: layer)
+    config = Config()
+    builder = Obj(create_network=lambda flags: network, create_builder_config=lambda: config,
+                  platform_has_fast_fp16=True, build_serialized_network=lambda n, c: b"PLAN")
+
+    class Inspector:
+        def get_engine_information(self, fmt):  # noqa: ANN001, ANN202
+            seen["format"] = fmt
+            return '{"Layers": ["/blocks/Softmax"]}'
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):  # noqa: ANN001
+            self.level = level
+
+    engine = Obj(create_engine_inspector=lambda: Inspector())
+    trt = types.SimpleNamespace(
+        Logger=Logger, Builder=lambda logger: builder, float32="f32", float16="f16",
+        NetworkDefinitionCreationFlag=Obj(EXPLICIT_BATCH=0), MemoryPoolType=Obj(WORKSPACE=0),
+        OnnxParser=lambda n, lg: Obj(parse=lambda data: True, num_errors=0),
+        BuilderFlag=Obj(FP16="FP16", INT8="INT8", OBEY_PRECISION_CONSTRAINTS="OBEY"),
+        LayerType=Obj(QUANTIZE="Q", DEQUANTIZE="DQ"), ProfilingVerbosity=Obj(DETAILED="DETAILED"),
+        LayerInformationFormat=Obj(JSON="JSON"), Runtime=lambda lg: Obj(deserialize_cuda_engine=lambda b: engine))
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    work = tmp_path / "board"
+    shutil.copytree(nano_out, work)
+    monkeypatch.syspath_prepend(str(work))
+    monkeypatch.delitem(sys.modules, "build_engine", raising=False)
+    import build_engine
+
+    monkeypatch.chdir(work)
+    layer.name = build_engine.read_layer_names("fp32_layers.txt")[0]  # a softmax or LayerNorm node of the export
+    assert build_engine.main(["--onnx", "model.onnx", "--engine", "model.plan", "--precision", "fp16",
+                              "--fp32-layers", "fp32_layers.txt", "--layer-info", "layers.json"]) == 0
+    assert config.profiling_verbosity == "DETAILED" and seen["format"] == "JSON"
+    assert json.loads((work / "layers.json").read_text()) == {"Layers": ["/blocks/Softmax"]}
+    assert (work / "model.plan").read_bytes() == b"PLAN" and layer.precision == "f32"
+
+
 def test_android_export_ort(android_out: Path, tiny_pool: Path) -> None:
     import re
 
@@ -522,6 +599,7 @@ def test_an_onnx_first_jetson_export_gives_the_tensorrt_latency_as_tensorrt(env:
     d = manifest(out)["descendant"]
     assert d["latency_runtime"] == "tensorrt" and d["latency_source"] == "predicted"
     assert "(predicted, onnxruntime)" not in (out / "EMBEDDING.md").read_text()
+    assert "--exportLayerInfo=layers.json" in (out / "EMBEDDING.md").read_text()  # TensorRT 10.3's trtexec has it
     # how it was predicted, as select says it: the note named only the assumed spread, not the roofline
     assert d["latency_note"].startswith("roofline; spread assumed"), d["latency_note"]
 

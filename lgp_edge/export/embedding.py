@@ -11,7 +11,7 @@ export has a Core ML or an .ort artifact.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -418,7 +418,25 @@ def _tensorrt(doc: _Doc) -> str:
     else:
         bench = f"sh bench.sh {a['path']} {a['precision']} 200 500"
     return _section("tensorrt", precision=a["precision"], input=t["input"], shape=t["shape"],
-                    output=t["output"], build_note=build, check_note=check, bench=bench)
+                    output=t["output"], build_note=build, check_note=check, bench=bench,
+                    layer_tip=_layer_tip(doc.manifest, a))
+
+
+def _layer_tip(manifest: Mapping[str, Any], art: Mapping[str, Any]) -> str:
+    """How to see which precision each engine layer got, on the target's TensorRT (none for fp32: nothing is
+    pinned). trtexec has ``--exportLayerInfo`` from 8.4; before it build_engine.py builds the engine."""
+    from lgp_edge.export.trt_ops import parse_trt_version
+
+    if art["precision"] == "fp32":
+        return ""
+    version = parse_trt_version(manifest["target"].get("runtime_version") or "")
+    why = " To see which precision each layer got (TensorRT can fuse a pinned layer into a kernel of another precision)"
+    if version is not None and version < (8, 4):
+        return (f"{why}, add `--layer-info layers.json` to the `python3 build_engine.py` line of `build_engine.sh`, "
+                "which builds the engine on a TensorRT before 8.4 (its trtexec writes no layer information): it "
+                "writes each layer's precision.")
+    return (f"{why}, build with `--profilingVerbosity=detailed --exportLayerInfo=layers.json` added to the "
+            "`trtexec` line of `build_engine.sh`.")
 
 
 def _openvino(doc: _Doc) -> str:

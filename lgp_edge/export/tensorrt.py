@@ -5,8 +5,8 @@ the output holds ``model.onnx`` at the target's opset (Jetson Nano / TensorRT 8.
 decomposed), ``fp32_layers.txt`` (the LayerNorm and softmax nodes, kept in fp32 inside an fp16 or int8
 engine: their reductions and exponentials overflow or lose the variance in fp16), ``build_engine.sh``
 (trtexec with ``--fp16 --precisionConstraints=obey --layerPrecisions=…`` where trtexec has those flags
-(>= 8.4), else ``build_engine.py`` through the TensorRT Python API with STRICT_TYPES), and the target's
-device-side bench script.
+(>= 8.4), else ``build_engine.py`` through the TensorRT Python API with OBEY_PRECISION_CONSTRAINTS, or
+STRICT_TYPES before 8.4), and the target's device-side bench script.
 
 int8 ships ``model.int8.onnx``: explicitly quantized (QuantizeLinear/DequantizeLinear with int8 symmetric
 scales calibrated here on real training images, ``lgp_edge.export.quantize``), which TensorRT builds as int8

@@ -9,6 +9,9 @@ Needs only the ``tensorrt`` Python package (JetPack's python3-libnvinfer). Writt
 
     python3 build_engine.py --onnx model.onnx --engine model.plan --precision fp16 --fp32-layers fp32_layers.txt
 
+``--layer-info layers.json`` also writes each layer of the built engine with its precision (TensorRT's engine
+inspector, 8.2 and later: what trtexec's ``--exportLayerInfo`` writes from 8.4).
+
 int8 takes an explicitly quantized ONNX file (QuantizeLinear/DequantizeLinear, as lgp-edge's int8 export
 writes): TensorRT builds its quantized layers in int8 from the scales in the file and the others in fp16;
 no calibrator and no calibration cache are used, and an ONNX file without Q/DQ nodes is refused.
@@ -53,11 +56,20 @@ def _pin_fp32(network, fp32_layers, trt):
     return pinned
 
 
+def write_layer_info(serialized, path, logger, trt):
+    """The built engine's layers with their precisions and formats, as JSON, from TensorRT's engine inspector."""
+    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    info = engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(info)
+
+
 def build_engine(onnx_path, engine_path, precision="fp16", fp32_layers=(), workspace_mb=1024, shapes=None,
-                 log=print):
+                 log=print, layer_info=None):
     """Parse ``onnx_path``, build with ``precision``, keep ``fp32_layers`` in fp32, write ``engine_path``.
 
     ``shapes``: None for a static model, else (input name, min shape, opt shape, max shape).
+    ``layer_info``: a path to write the engine's layer information to (TensorRT >= 8.2).
     Returns the number of layers pinned to fp32.
     """
     import tensorrt as trt
@@ -95,6 +107,10 @@ def build_engine(onnx_path, engine_path, precision="fp16", fp32_layers=(), works
             config.set_flag(trt.BuilderFlag.STRICT_TYPES)
     elif precision != "fp32":
         raise ValueError(f"precision must be fp16, int8 or fp32, not {precision}")
+    if layer_info:
+        if not hasattr(trt, "ProfilingVerbosity") or not hasattr(trt, "LayerInformationFormat"):
+            raise ValueError("--layer-info needs TensorRT 8.2 or later (its engine inspector)")
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
     if shapes is not None:
         name, lo, opt, hi = shapes
         profile = builder.create_optimization_profile()
@@ -106,6 +122,9 @@ def build_engine(onnx_path, engine_path, precision="fp16", fp32_layers=(), works
     with open(engine_path, "wb") as f:
         f.write(serialized)
     log(f"wrote {engine_path} ({pinned} layers pinned to fp32)")
+    if layer_info:
+        write_layer_info(serialized, layer_info, logger, trt)
+        log(f"wrote {layer_info} (each layer's precision)")
     return pinned
 
 
@@ -122,6 +141,8 @@ def main(argv=None):
     p.add_argument("--fp32-layers", default=None, help="file of ONNX node names to keep in fp32")
     p.add_argument("--workspace-mb", type=int, default=1024)
     p.add_argument("--shapes", default=None, help="dynamic input: NAME:MINxC..:OPTx..:MAXx..")
+    p.add_argument("--layer-info", default=None, metavar="FILE",
+                   help="also write each layer's precision as JSON (TensorRT's engine inspector, >= 8.2)")
     args = p.parse_args(argv)
     shapes = None
     if args.shapes:
@@ -129,7 +150,7 @@ def main(argv=None):
         shapes = (name, _shape(lo), _shape(opt), _shape(hi))
     try:
         build_engine(args.onnx, args.engine, args.precision, read_layer_names(args.fp32_layers),
-                     args.workspace_mb, shapes)
+                     args.workspace_mb, shapes, layer_info=args.layer_info)
     except ImportError:
         print("build_engine.py: the tensorrt Python package is missing (JetPack: apt install python3-libnvinfer)",
               file=sys.stderr)
