@@ -8,6 +8,7 @@ from __future__ import annotations
 import filecmp
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import error_lines, manifest, run_cli
 
@@ -339,3 +340,74 @@ def test_a_report_that_fails_twice_says_failed_once() -> None:
     assert "max |diff|" in report.note and "metadata 'mean'" in report.note, report.note
     alone = compare(logits, vset, TOLERANCES["fp32"], failures=["metadata 'labels' of the file is None"])
     assert not alone.passed and alone.note == "FAILED: metadata 'labels' of the file is None", alone.note
+
+
+def _labelled(n: int = 1000):  # noqa: ANN202
+    import numpy as np
+
+    from lgp_edge.export.base import ValidationSet
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, n)
+    logits = (np.eye(10, dtype=np.float32)[labels] * 5 + rng.normal(0, 0.1, (n, 10))).astype(np.float32)
+    return labels, logits, ValidationSet(images=np.zeros((n, 1, 2, 2), np.float32), labels=labels, reference=logits,
+                                         data="fashion-mnist", synthetic=False)
+
+
+def _relabel(logits, rows, cls):  # noqa: ANN001, ANN202
+    """``logits`` with the given rows' class moved to ``cls``."""
+    out = logits.copy()
+    out[rows] = 0.0
+    out[rows, cls] = 5.0
+    return out
+
+
+def test_int8_fails_on_a_top1_drop_past_its_limit_and_passes_within_it() -> None:
+    """No test made the int8 top-1 drop gate fire: turned into a gate on gains, every int8 test still passed."""
+    from lgp_edge.export.validate import TOLERANCES, compare
+
+    labels, logits, vset = _labelled()
+    tol = TOLERANCES["int8"]
+    assert tol.max_top1_drop == 2.0 and tol.min_agreement == 0.90
+    # 50 correct images (5 points of top-1) moved to a wrong class: agreement 0.95 passes, the drop does not
+    wrong = _relabel(logits, np.arange(50), (labels[:50] + 1) % 10)
+    report = compare(wrong, vset, tol)
+    assert report.top1_agreement == 0.95 and not report.passed and "top-1 drops 5.00 points" in report.note
+    within = compare(_relabel(logits, np.arange(15), (labels[:15] + 1) % 10), vset, tol)  # 1.5 points
+    assert within.passed and within.top1_change == -1.5, within.note
+    gain = _relabel(logits, np.arange(50), labels[:50])  # the same classes as torch: no change at all
+    assert compare(gain, vset, tol).passed
+
+
+def test_int8_fails_below_its_agreement_floor_even_with_top1_unchanged() -> None:
+    """No test made the int8 agreement gate fire: switched off for int8, every int8 test still passed. Here 120
+    images change class, 60 right -> wrong and 60 wrong -> right: top-1 unchanged, agreement 0.88."""
+    from lgp_edge.export.base import ValidationSet
+    from lgp_edge.export.validate import TOLERANCES, compare
+
+    labels, logits, vset = _labelled()
+    ref = _relabel(logits, np.arange(900, 960), (labels[900:960] + 1) % 10)  # torch wrong on these 60
+    vset = ValidationSet(images=vset.images, labels=labels, reference=ref, data="fashion-mnist", synthetic=False)
+    out = _relabel(ref, np.arange(60), (labels[:60] + 1) % 10)  # 60 right -> wrong
+    out = _relabel(out, np.arange(900, 960), labels[900:960])  # 60 wrong -> right
+    report = compare(out, vset, TOLERANCES["int8"])
+    assert report.top1_change == 0.0 and report.top1_agreement == 0.88
+    assert not report.passed and "top-1 agreement 0.880 < 0.9" in report.note, report.note
+
+
+def test_the_fp32_tolerance_is_the_one_stated_and_no_looser() -> None:
+    """Every failing-validation test set the fp32 tolerance to zero, so a tolerance loosened 10,000 times passed
+    them all: the real one is atol 1e-4 + rtol 1e-5 of the largest |logit|."""
+    from lgp_edge.export.validate import TOLERANCES, compare
+
+    _, logits, vset = _labelled()
+    tol = TOLERANCES["fp32"]
+    limit = tol.limit(logits)
+    assert limit == pytest.approx(1e-4 + 1e-5 * float(np.abs(logits).max()))
+    near = logits.copy()
+    near[0, 0] += 0.9 * limit
+    assert compare(near, vset, tol).passed
+    past = logits.copy()
+    past[0, 0] += 2 * limit
+    report = compare(past, vset, tol)
+    assert not report.passed and "max |diff|" in report.note and report.top1_agreement == 1.0
