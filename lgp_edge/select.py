@@ -159,7 +159,8 @@ def memory_mb(pool: PoolSpec, record: DescendantRecord, precision: str, batch: i
 
 
 def pareto_front(cands: Sequence[Candidate]) -> tuple[Candidate, ...]:
-    """Candidates no other candidate beats on both top-1 (higher) and latency (lower); fastest first."""
+    """Candidates no other candidate matches on top-1 at a lower latency or beats on top-1 at the same or lower
+    latency (a slower one of the same top-1 is dominated); fastest first, top-1 strictly rising."""
     scored = sorted((c for c in cands if c.top1 is not None), key=lambda c: (c.latency_ms, -c.top1))
     front: list[Candidate] = []
     for c in scored:

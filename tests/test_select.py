@@ -81,6 +81,28 @@ def test_memory_budget_excludes(recs: tuple) -> None:
     assert memory_mb(spec, big, "fp16", 1) == pytest.approx(need / 2)
 
 
+def test_a_descendant_exactly_on_either_budget_fits(recs: tuple) -> None:
+    """The budgets read "p90 <= X ms" and "<= Y MB", but no test put a descendant on them: '<' passed every test."""
+    spec, records = recs
+    best = records[1]
+    rs = _with(records, {best.key: 99.0})
+    lats = {r.key: lat(r.key, 1.0) for r in rs} | {best.key: lat(best.key, 5.0)}
+    need = memory_mb(spec, best, "fp32", 1)
+    sel = select_descendant(rs, lats, profile(5.0, memory=need), pool=spec)
+    assert sel.chosen.key == best.key and sel.chosen.fits_latency and sel.chosen.fits_memory
+
+
+def test_memory_grows_with_the_profiles_batch(recs: tuple) -> None:
+    """Every memory test ran at batch 1: activations charged at batch 1 for a batch-64 profile passed them all.
+    Weights are charged once, activations per image."""
+    spec, records = recs
+    r = records[0]
+    one, many = memory_mb(spec, r, "fp32", 1), memory_mb(spec, r, "fp32", 64)
+    weights = r.params * 4 / MB
+    assert many - weights == pytest.approx(64 * (one - weights))
+    assert memory_mb(spec, r, "int8", 64) - memory_mb(spec, r, "int8", 1) == pytest.approx(many - one)
+
+
 def test_nothing_fits_names_fastest(recs: tuple) -> None:
     spec, records = recs
     lats = {r.key: lat(r.key, 10.0 + i) for i, r in enumerate(records)}
@@ -113,6 +135,16 @@ def test_pareto_front(recs: tuple) -> None:
     keys = [c.key for c in pareto_front(sel.candidates)]
     assert keys == [records[0].key, records[1].key, records[3].key]  # records[2] is dominated by records[1]
     assert all(x.latency_ms < y.latency_ms and x.top1 < y.top1 for x, y in zip(sel.front, sel.front[1:]))
+
+
+def test_a_slower_descendant_no_more_accurate_is_not_on_the_front(recs: tuple) -> None:
+    """Ties in top-1 were never tried: a front that kept a slower descendant of the same top-1 passed every test."""
+    spec, records = recs
+    a, b, c = records[0].key, records[1].key, records[2].key
+    rs = _with(records, {a: 50.0, b: 50.0, c: 60.0})
+    lats = {r.key: lat(r.key, 100.0) for r in rs} | {a: lat(a, 1.0), b: lat(b, 2.0), c: lat(c, 3.0)}
+    sel = select_descendant(rs, lats, profile(1000.0), pool=spec)
+    assert [x.key for x in pareto_front(sel.candidates)][:2] == [a, c]
 
 
 def test_unevaluated_pool_is_refused(recs: tuple) -> None:
