@@ -936,3 +936,15 @@ def test_a_calibration_fits_the_probes_of_the_newest_runs_tool_versions_only(tmp
     assert mixed.calibration.probes == alone.calibration.probes == len(new)
     for parts in need:
         assert mixed.calibration.predict_ms(parts) == pytest.approx(alone.calibration.predict_ms(parts), rel=1e-9)
+
+
+def test_scale_at_interpolates_in_log_cost_and_log_ratio() -> None:
+    """The roofline-scale test checked only a range a constant ratio also met: one midpoint ratio for every cost
+    between two measured descendants passed it. Halfway in log cost between ratios 2 and 8 is 4; a quarter of
+    the way, 2 * 4 ** 0.25 (the log-linear line); beyond the ends, the nearest ratio."""
+    from lgp_edge.profiling.predict import scale_at
+
+    points = [(1.0, 2.0), (100.0, 8.0)]
+    assert scale_at(points, 10.0) == pytest.approx(4.0)
+    assert scale_at(points, 10 ** 0.5) == pytest.approx(2.0 * 4.0 ** 0.25)
+    assert scale_at(points, 0.5) == 2.0 and scale_at(points, 500.0) == 8.0 and scale_at([], 3.0) == 1.0

@@ -76,7 +76,7 @@ def test_wal_roundtrip_and_history(tmp_path):
         s.put(rec(versions={"onnxruntime": "2.0"}, median=3.0, when="2026-01-03T00:00:00+00:00"))  # new tools
         assert s.count() == 3
         assert s.get("ti6.0-5", "cpu", "onnxruntime", "fp32").median_ms == 3.0  # newest wins
-        assert len(s.records(target="cpu", latest=True)) == 1
+        assert [x.median_ms for x in s.records(target="cpu")] == [1.0, 2.0, 3.0]  # oldest first
     # a different process view: the file is a real WAL-mode SQLite database
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

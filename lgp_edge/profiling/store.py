@@ -543,13 +543,12 @@ class MeasurementStore:
 
     def records(self, target: str | None = None, runtime: str | None = None, precision: str | None = None,
                 pool_id: str | None = None, *, source: str | None = None, batch: int | None = None,
-                latest: bool = False, recent: int | None = None, descendant_key: str | None = None,
+                recent: int | None = None, descendant_key: str | None = None,
                 threads: int | None = None, key_prefix: str | None = None,
                 exclude_prefix: bool = False) -> list[LatencyRecord]:
         """Rows matching every given filter, oldest first; ``key_prefix``: only the descendant keys that start with
         it (``exclude_prefix``: only those that do not), filtered by SQLite before ``recent`` ranks the rest (a
-        store's history of other models is not read). ``latest``: one row per (descendant, runtime,
-        precision, batch, source), the newest, whatever the tool versions. ``recent``: only the ``recent`` newest
+        store's history of other models is not read). ``recent``: only the ``recent`` newest
         runs of each (descendant, runtime, precision, batch, source, thread count, machine), selected by SQLite
         (readers aggregate the recent runs, and a store keeps years of history; a store shared between machines
         keeps each machine's recent runs, which newer ones of another machine would push out)."""
@@ -569,13 +568,7 @@ class MeasurementStore:
                       f"runtime, precision, batch, source, threads, {machine} ORDER BY {self._when} DESC, {seq} DESC) "
                       f"AS rank_ FROM {self._table} {where})")
             rows = self._select(f"WHERE rank_ <= ? ORDER BY {self._when}, seq_", [*args, int(recent)], source=ranked)
-        out = [self._record(r) for r in rows]
-        if latest:
-            newest: dict[tuple[Any, ...], LatencyRecord] = {}
-            for r in out:  # ascending time: later rows win
-                newest[(r.pool_id, r.descendant_key, r.target, r.runtime, r.precision, r.batch, r.source)] = r
-            out = list(newest.values())
-        return out
+        return [self._record(r) for r in rows]
 
     def get(self, descendant_key: str, target: str, runtime: str, precision: str, *, batch: int = 1,
             pool_id: str | None = None, source: str | None = "measured") -> LatencyRecord | None:
