@@ -306,3 +306,22 @@ def test_a_mount_point_as_the_output_is_refused_before_the_work(tmp_path: Path, 
         lines = error_lines(err)
         assert rc == 2 and len(lines) == 1 and "is a mount point" in lines[0] and fix in lines[0], err
     assert snapshot(tmp_path) == before
+
+
+def test_a_missing_output_is_restored_from_the_newest_old_copy(tmp_path: Path) -> None:
+    """Two `.OUT.old-N` left by killed swaps: the newest is the output the last run was replacing. Only one ever
+    appeared in a test, so restoring the oldest passed them all."""
+    import os
+    import shutil
+
+    from lgp_edge.outdir import recover
+    from lgp_edge.pool.pool import demo_pool_dir
+
+    pool = tmp_path / "demo"
+    older, newer = tmp_path / ".demo.old-111", tmp_path / ".demo.old-222"
+    for d, stamp in ((older, 1_700_000_000), (newer, 1_800_000_000)):
+        shutil.copytree(demo_pool_dir(), d)
+        (d / "which.txt").write_text(d.name)
+        os.utime(d, (stamp, stamp))
+    recover(pool)
+    assert (pool / "which.txt").read_text() == newer.name and not newer.exists()
