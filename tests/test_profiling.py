@@ -948,3 +948,29 @@ def test_scale_at_interpolates_in_log_cost_and_log_ratio() -> None:
     assert scale_at(points, 10.0) == pytest.approx(4.0)
     assert scale_at(points, 10 ** 0.5) == pytest.approx(2.0 * 4.0 ** 0.25)
     assert scale_at(points, 0.5) == 2.0 and scale_at(points, 500.0) == 8.0 and scale_at([], 3.0) == 1.0
+
+
+def test_the_dispersion_model_takes_the_median_of_the_three_nearest_probes() -> None:
+    """No test told the median of the 3 probes nearest in size from the nearest one alone. Nearest to 2.2 ms:
+    2 ms (p90/median 3.0), 3 ms (1.2), 1 ms (1.1): the median is 1.2, where the nearest alone says 3.0."""
+    from lgp_edge.profiling.predict import CONST, Calibration
+
+    cal = Calibration(columns=(CONST,), coef=(1.0,), basis=((1.0,),), p90_ratio=1.5, p99_ratio=2.0, probes=4,
+                      fit_rms_ms=0.0, spread=((2.0, 3.0, 3.5), (3.0, 1.2, 1.4), (1.0, 1.1, 1.3), (100.0, 5.0, 6.0)))
+    assert cal.ratios_at(2.2) == (1.2, 1.4)
+
+
+def test_a_combination_of_probed_parts_outside_the_probes_span_is_not_covered() -> None:
+    """The coverage check's residual was never exercised (its only test used a part no probe had, refused before
+    the residual): counting any combination of known parts as covered passed every test. Probes only ever ran
+    one block with one head, so two blocks and one head lie outside their span (the constant and a part's cost
+    cannot be told apart)."""
+    from lgp_edge.profiling.parts import Part
+    from lgp_edge.profiling.predict import CONST, Calibration
+
+    block, head = Part("block", "block:a", 1, 1, 1), Part("head", "head:h", 1, 1, 1)
+    s = 3 ** -0.5
+    cal = Calibration(columns=(CONST, "block:a", "head:h"), coef=(0.1, 0.2, 0.3), basis=((s, s, s),),
+                      p90_ratio=1.0, p99_ratio=1.0, probes=1, fit_rms_ms=0.0)
+    assert cal.covers([block, head])
+    assert not cal.covers([block, block, head]) and not cal.covers([head])
