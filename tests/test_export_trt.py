@@ -147,3 +147,15 @@ def test_an_onnx_export_leaves_the_processs_stdout_and_stderr_alone(opset, tmp_p
     assert app_out.getvalue() == ""
     out, err = capfd.readouterr()
     assert out == "" and err == "", (out, err)
+
+
+def test_the_layer_tip_reads_the_tensorrt_version_the_export_was_checked_against() -> None:
+    """A custom target naming its TensorRT only in `tensorrt_version` (runtime_version "JetPack 4.6 custom") got
+    the trtexec >= 8.4 tip, though its export was checked against 8.2."""
+    from lgp_edge.export.embedding import _layer_tip
+
+    manifest = {"target": {"runtime_version": "JetPack 4.6 custom"}}
+    art = {"precision": "fp16", "versions": {"tensorrt_target": "8.2"}}
+    assert "--layer-info layers.json" in _layer_tip(manifest, art)
+    assert "--exportLayerInfo" in _layer_tip(manifest, {**art, "versions": {"tensorrt_target": "10.3"}})
+    assert _layer_tip(manifest, {**art, "precision": "fp32"}) == ""

@@ -429,7 +429,9 @@ def _layer_tip(manifest: Mapping[str, Any], art: Mapping[str, Any]) -> str:
 
     if art["precision"] == "fp32":
         return ""
-    version = parse_trt_version(manifest["target"].get("runtime_version") or "")
+    target_trt = (art.get("versions") or {}).get("tensorrt_target")  # the version the export was checked against
+    version = parse_trt_version(f"TensorRT {target_trt}" if target_trt else
+                                manifest["target"].get("runtime_version") or "")
     why = " To see which precision each layer got (TensorRT can fuse a pinned layer into a kernel of another precision)"
     if version is not None and version < (8, 4):
         return (f"{why}, add `--layer-info layers.json` to the `python3 build_engine.py` line of `build_engine.sh`, "
