@@ -50,6 +50,11 @@ def test_the_tensorrt_8_tables_follow_the_parsers_changelog() -> None:
     assert unsupported_ops([*added_82, "Xor", "MatMul"], (8, 4)) == []
     assert unsupported_ops([*added_82, "Xor"], (10, 3)) == []
     assert max_opset((8, 2)) == max_opset((8, 4)) == 13
+    added_85 = ["GridSample", "MeanVarianceNormalization", "Mod", "NonZero", "RandomNormal", "RoiAlign", "Trilu"]
+    assert unsupported_ops(added_85, (8, 4)) == sorted(added_85) and unsupported_ops(added_85, (8, 5)) == []
+    assert unsupported_ops(["GroupNormalization", "LayerNormalization", "IsInf"], (8, 5)) == [
+        "GroupNormalization", "IsInf", "LayerNormalization"]
+    assert unsupported_ops(["GroupNormalization", "LayerNormalization", "IsInf"], (8, 6)) == []
 
 
 def test_unsupported_ops_by_version() -> None:

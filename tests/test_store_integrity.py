@@ -649,3 +649,18 @@ def test_a_read_only_store_leaves_no_wal_and_holds_what_it_recorded_in_its_file(
     with MeasurementStore(path, readonly=True) as s:  # a reader only
         assert s.count() == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy", "m.sqlite"]
+
+
+def test_a_read_only_store_reached_through_a_symbolic_link_is_folded_beside_its_file(tmp_path):
+    """SQLite opens the link's target, so its -wal lies beside the real file; the fold looked beside the link,
+    found none, and left the host calibration in the -wal."""
+    real, link = tmp_path / "real" / "m.sqlite", tmp_path / "link" / "m.sqlite"
+    real.parent.mkdir()
+    link.parent.mkdir()
+    with MeasurementStore(real) as s:
+        s.put(rec())
+    link.symlink_to(real)
+    with MeasurementStore(link, readonly=True) as s:
+        assert s.put_host_calibration("k", {"x": 1})
+    assert sorted(p.name for p in real.parent.iterdir()) == ["m.sqlite"]
+    assert sorted(p.name for p in link.parent.iterdir()) == ["m.sqlite"]

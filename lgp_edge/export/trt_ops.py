@@ -3,9 +3,12 @@
 Sources: onnx-tensorrt ``docs/operators.md`` and ``docs/Changelog.md``. TensorRT 8.0 through 8.4 parse opsets
 <= 13; 8.4's table is its release-8.4 ``operators.md``, 8.2's (JetPack 4.6) the same without Xor (added in 8.4,
 Changelog), 8.0's also without the eight operators 8.2 EA added (Einsum, IsNaN, GatherND, Scatter,
-ScatterElements, ScatterND, Sign, Round). TensorRT 8.5/8.6 parse opsets <= 17 and add LayerNormalization
-(8.6). TensorRT 10 parses opsets 9..20; its list is the 10.x table without the opset-23/24 operators
-(Attention, RMSNormalization, RotaryEmbedding, TensorScatter) that 10.0 predates.
+ScatterElements, ScatterND, Sign, Round); Shrink, which the changelog also names for 8.4, stays out as that
+release's ``operators.md`` lists it unsupported. TensorRT 8.5/8.6 parse opsets <= 17; 8.5 adds the changelog's
+GridSample, MeanVarianceNormalization, Mod, NonZero, RandomNormal, RoiAlign and Trilu, 8.6 GroupNormalization,
+LayerNormalization and IsInf (and OneHot, Reciprocal, CastLike). TensorRT 10 parses opsets 9..20; its list is
+the 10.x table without the opset-23/24 operators (Attention, RMSNormalization, RotaryEmbedding, TensorScatter)
+that 10.0 predates.
 A version between known tables uses the nearest older one.
 """
 
@@ -42,7 +45,9 @@ Tile TopK Transpose Unsqueeze Upsample Where Xor
 _TRT82_OPS = _TRT84_OPS - {"Xor"}
 _TRT80_OPS = _TRT82_OPS - _names("Einsum IsNaN GatherND Scatter ScatterElements ScatterND Sign Round")
 
-_TRT86_OPS = _TRT84_OPS | _names("LayerNormalization NonZero Mod OneHot Reciprocal IsInf CastLike Trilu")
+_TRT85_OPS = _TRT84_OPS | _names("GridSample MeanVarianceNormalization Mod NonZero RandomNormal RoiAlign Trilu")
+
+_TRT86_OPS = _TRT85_OPS | _names("GroupNormalization LayerNormalization OneHot Reciprocal IsInf CastLike")
 
 _TRT10_OPS = _TRT86_OPS | _names("""
 BlackmanWindow DeformConv Gelu GridSample GroupNormalization HammingWindow HannWindow HardSwish Hardmax
@@ -54,7 +59,7 @@ TABLES: tuple[tuple[tuple[int, int], int, frozenset[str]], ...] = (
     ((8, 0), 13, _TRT80_OPS),
     ((8, 2), 13, _TRT82_OPS),
     ((8, 4), 13, _TRT84_OPS),
-    ((8, 5), 17, _TRT84_OPS),
+    ((8, 5), 17, _TRT85_OPS),
     ((8, 6), 17, _TRT86_OPS),
     ((10, 0), 20, _TRT10_OPS),
 )

@@ -331,7 +331,8 @@ class MeasurementStore:
 
     def _check_no_pending_wal(self) -> None:
         """An immutable read sees only the main file: runs still in its ``-wal`` would be left out silently."""
-        wal = self.path.with_name(self.path.name + "-wal")
+        real = self.path.resolve()  # beside a link's target, where SQLite keeps it
+        wal = real.with_name(real.name + "-wal")
         if wal.exists() and wal.stat().st_size > 0:
             raise UsageError(f"measurement store '{self.path}' has runs not yet merged from '{wal.name}', and its "
                              "folder cannot be written, so they cannot be read: open it once where its folder is "
@@ -401,11 +402,12 @@ class MeasurementStore:
         calibration written beside it) made: a writable connection opened and closed last does, so the store is
         one file again, holding all it has. Left as it is when the file cannot be written or another process
         has it open (SQLite removes them only from the last connection)."""
-        wal = self.path.with_name(self.path.name + "-wal")
-        if not wal.exists() or not os.access(self.path, os.W_OK) or not os.access(self.path.parent, os.W_OK):
+        real = self.path.resolve()  # SQLite opens a link's target: its -wal lies beside the real file
+        wal = real.with_name(real.name + "-wal")
+        if not wal.exists() or not os.access(real, os.W_OK) or not os.access(real.parent, os.W_OK):
             return
         try:
-            db = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=rw", uri=True, timeout=0.5,
+            db = sqlite3.connect(f"file:{quote(str(real))}?mode=rw", uri=True, timeout=0.5,
                                  isolation_level=None)
             try:
                 db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
