@@ -76,6 +76,25 @@ def test_export_model_from_safetensors(checkpoints: dict[str, Path], tmp_path: P
     assert f"timm model `{NAME}`" in text and "tiny.safetensors" in text and "pool" not in text.split("\n\n")[1]
 
 
+def test_an_openvino_only_model_export_names_the_metadata_keys_its_ir_holds(checkpoints: dict[str, Path],
+                                                                             tmp_path: Path) -> None:
+    """EMBEDDING.md of an OpenVINO-only --model export told the app to read `descendant_key` and `pool_id` from
+    the IR, which holds `model` and `checkpoint_sha256` instead: get_rt_info raised on the first."""
+    import re
+
+    import openvino as ov
+
+    out = tmp_path / "out"
+    assert main(["export", "--model", NAME, "--checkpoint", str(checkpoints["safetensors"]), "--target", "cpu",
+                 "--format", "openvino", "--data", "fashion-mnist", "--out", str(out), "--val-images", "48",
+                 "--quiet"]) == 0
+    (line,) = re.findall(r"constants as metadata\s*\(([^)]*)\)", (out / "EMBEDDING.md").read_text())
+    named = re.findall(r"`(\w+)`", line)
+    ir = ov.Core().read_model(str(out / "model.xml"))
+    assert "mean" in named and "pool_id" not in named and "descendant_key" not in named, line
+    assert all(ir.has_rt_info(["model_info", "lgp_edge", k]) for k in named), named
+
+
 def test_export_model_from_timm_pth_int8(checkpoints: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     assert main(["export", "--model", NAME, "--checkpoint", str(checkpoints["pth"]), "--target", "android-arm64",

@@ -71,9 +71,11 @@ def _openvino_io(path: Path) -> dict[str, Any]:
     m = ov.Core().read_model(str(path))
     keys = [k for k in ("model_type", "labels", "mean_values", "scale_values", "resize_type",
                         "reverse_input_channels") if m.has_rt_info(["model_info", k])]
+    ours = m.get_rt_info(["model_info", "lgp_edge"]).astype(dict) if m.has_rt_info(["model_info", "lgp_edge"]) else {}
     return {"input": m.inputs[0].get_any_name(), "shape": "x".join(str(d) for d in m.inputs[0].get_partial_shape()),
             "output": m.outputs[0].get_any_name(),
-            "out_shape": "x".join(str(d) for d in m.outputs[0].get_partial_shape()), "model_api": keys}
+            "out_shape": "x".join(str(d) for d in m.outputs[0].get_partial_shape()), "model_api": keys,
+            "meta_keys": sorted(ours)}  # under model_info/lgp_edge: what the file holds, as for ONNX
 
 
 def _coreml_io(path: Path) -> dict[str, Any]:
