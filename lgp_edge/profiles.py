@@ -205,8 +205,11 @@ def check_thread_count(target: Any, runtime: str, fix: str = "drop --threads") -
 def check_against_target(profile: DeviceProfile, target: Any) -> None:
     """A profile's precision and formats must be ones its target supports (exit 2 otherwise)."""
     if profile.precision not in target.precisions:
+        takes = [p for p in target.precisions if p in PRECISIONS]
+        only = [p for p in target.precisions if p not in PRECISIONS]
         raise UsageError(f"profile '{profile.name}': precision '{profile.precision}' is not supported by target "
-                         f"'{target.name}' ({', '.join(target.precisions)})")
+                         f"'{target.name}' (it takes {', '.join(takes) or 'none'}"
+                         + (f"; {', '.join(only)} only for 'lgp-edge profile')" if only else ")"))
     for f in profile.formats:
         if f not in target.formats:
             raise UsageError(f"format '{f}' is not supported by target '{target.name}' (it takes "

@@ -306,7 +306,9 @@ def test_precision_the_target_does_not_run_refused(tmp_path: Path, tiny_pool: Pa
     no runtime there would have; so was a profile file asking for it in `report`."""
     line = refused(["select", "--profile", "cpu", "--precision", "fp16", "--pool", str(tiny_pool)], capsys,
                    "precision 'fp16' is not supported by target 'cpu'")
-    assert "fp32, bf16, int8" in line
+    # the precisions a profile can take there: bf16, which the target lists, is a profiling precision only (an
+    # export or a --precision asking for it is refused)
+    assert "(it takes fp32, int8; bf16 only for 'lgp-edge profile')" in line, line
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     (profiles / "cpu-half.toml").write_text(profile_text("cpu-half").replace('"fp32"', '"fp16"'), encoding="utf-8")
