@@ -411,3 +411,14 @@ def test_the_fp32_tolerance_is_the_one_stated_and_no_looser() -> None:
     past[0, 0] += 2 * limit
     report = compare(past, vset, tol)
     assert not report.passed and "max |diff|" in report.note and report.top1_agreement == 1.0
+
+
+def test_an_int8_export_for_this_host_warns_where_its_cpu_has_no_fast_int8() -> None:
+    """`export --profile cpu-int8` on an AVX2-only CPU shipped an IR 2.1-2.7x slower than fp32 without a word,
+    where README says int8 does not pay there."""
+    from lgp_edge.export.pipeline import slow_int8_cpu
+
+    assert slow_int8_cpu(["avx2"], "x86_64") and slow_int8_cpu([], "AMD64")
+    assert not slow_int8_cpu(["avx2", "avx512_vnni"], "x86_64") and not slow_int8_cpu(["avx2", "avx_vnni"], "x86_64")
+    assert not slow_int8_cpu(["avx2", "amx_int8"], "x86_64")
+    assert not slow_int8_cpu(["asimddot"], "aarch64") and not slow_int8_cpu(None, "x86_64")

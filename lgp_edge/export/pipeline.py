@@ -164,6 +164,22 @@ def _check_int8_counts(req: ExportRequest) -> None:
     # the dataset cannot give is refused in turn)
 
 
+def slow_int8_cpu(isa: list[str] | None, machine: str) -> bool:
+    """An x86 CPU without VNNI or AMX (``isa``: ``host.int8_instructions()``), where int8 runs no faster than
+    fp32: an AVX2 EPYC measured 1.03x in ONNX Runtime and 0.60x in OpenVINO (README, int8)."""
+    fast = ("avx512_vnni", "avx_vnni", "amx_int8")
+    return isa is not None and machine.lower() in ("x86_64", "amd64") and not any(f in isa for f in fast)
+
+
+def _warn_int8_without_fast_kernels(req: ExportRequest) -> None:
+    from lgp_edge.profiling.host import cpu_model, int8_instructions
+
+    if req.target.connection.kind == "local" and slow_int8_cpu(int8_instructions(), platform.machine()):
+        log.warning("this CPU (%s) has no VNNI or AMX int8 instructions: int8 runs no faster than fp32 here (an AVX2 "
+                    "CPU measured 1.03x in ONNX Runtime, 0.60x in OpenVINO), so profile '%s' is the wrong one for "
+                    "it; exported as asked (fp32: --precision fp32)", cpu_model(), req.profile.name)
+
+
 def check_calibration_size(req: ExportRequest, data_name: str) -> None:
     """Refuse an int8 calibration count ``data_name``'s training split cannot give (its size, when cheap to know)
     or whose whole batches make fewer images than int8 needs, each with advice the dataset can take (before the
@@ -173,6 +189,7 @@ def check_calibration_size(req: ExportRequest, data_name: str) -> None:
 
     if req.profile.precision != "int8":
         return
+    _warn_int8_without_fast_kernels(req)
     n = req.int8_calibration
     have = training_images(data_name)
     if have is not None and have < MIN_CALIBRATION:  # no --calib-images can be taken: do not advise one
