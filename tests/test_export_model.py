@@ -139,15 +139,26 @@ def test_stock_timm_vit_without_data_is_a_labelled_numerical_check(tmp_path: Pat
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
     out = tmp_path / "out"
     assert main(["export", "--model", "deit_tiny_patch16_224", "--checkpoint", str(ckpt), "--target", "cpu",
-                 "--format", "onnx", "--out", str(out), "--val-images", "8", "--quiet"]) == 0
+                 "--format", "onnx,openvino", "--out", str(out), "--val-images", "8", "--quiet"]) == 0
     mf = json.loads((out / "manifest.json").read_text())
     assert mf["validation"]["synthetic"] and mf["model"]["preprocess_from"] == "timm pretrained_cfg"
     pre = mf["preprocess"]
     assert pre["img_size"] == 32 and pre["in_chans"] == 3 and pre["mean"] == [0.485, 0.456, 0.406]
     assert pre["labels"][3] == "class_3" and mf["model"]["timm_pretrained_cfg"]["crop_pct"] == 0.9
-    assert mf["artifacts"][0]["validation"]["passed"]
+    assert all(a["validation"]["passed"] for a in mf["artifacts"])
     text = (out / "EMBEDDING.md").read_text()
     assert "synthetic images" in text
+    # the files' own preprocessing rule says the crop too, and the IR holds no OpenVINO Model API keys, whose
+    # resize (the whole image, or a square crop) cannot be timm's crop_pct: an app trusting them resized otherwise
+    import onnx
+    import openvino as ov
+
+    rule = {p.key: p.value for p in onnx.load(str(out / "model.onnx")).metadata_props}["preprocess"]
+    assert "shorter side resized to 35" in rule and "central 32 x 32" in rule, rule
+    ir = ov.Core().read_model(str(out / "model.xml"))
+    assert ir.get_rt_info(["model_info", "lgp_edge", "preprocess"]).astype(str) == rule
+    assert not ir.has_rt_info(["model_info", "resize_type"]) and not ir.has_rt_info(["model_info", "model_type"])
+    assert "crop_pct" in text.split("## OpenVINO", 1)[1] and "no glue" not in text
     # the resize the manifest's timm config describes (bicubic, crop_pct 0.9), not "the whole image, no crop"
     assert "Resize the shorter side to 35 pixels (bicubic), then crop the central 32 x 32" in text
     assert "no crop" not in text

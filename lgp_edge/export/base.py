@@ -61,6 +61,7 @@ class ExportContext:
     onnx_cache: dict[tuple[int, bool], Path] = field(default_factory=dict)  # (opset, dynamic) -> ONNX file
     variants: dict[tuple[str, int], Path] = field(default_factory=dict)  # (int8/fp16, opset) -> derived ONNX file
     calibration_data: str = ""  # dataset the calibration images came from
+    crop: tuple[float, str] | None = None  # a timm model evaluated with a centre crop: (crop_pct, interpolation)
 
     @property
     def calibration_batch(self) -> int:
@@ -95,11 +96,12 @@ class ExportContext:
 
     def metadata(self) -> dict[str, str]:
         """Key/value metadata every artifact carries (ONNX metadata_props, Core ML user metadata)."""
-        from lgp_edge.export.metadata import model_metadata
+        from lgp_edge.export.metadata import PREPROCESS_RULE, crop_rule, model_metadata
 
         if isinstance(self.record, ModelRecord):
+            rule = PREPROCESS_RULE if self.crop is None else crop_rule(*self.crop, self.preprocess.img_size)
             return model_metadata(preprocess=self.preprocess, pool_id=None, profile=self.profile.name,
-                                  target=self.target.name, model=self.record)
+                                  target=self.target.name, model=self.record, rule=rule)
         return model_metadata(preprocess=self.preprocess, pool_id=self.pool_id, profile=self.profile.name,
                               target=self.target.name, descendant_key=self.record.key)
 

@@ -209,7 +209,7 @@ def _precision_note(a: dict[str, Any], n_images: int, host: str = "", fp32_file:
     return ""
 
 
-def _timm_crop(m: dict[str, Any]) -> tuple[float, str] | None:
+def timm_crop(m: dict[str, Any]) -> tuple[float, str] | None:
     """(crop_pct, interpolation) of a timm model whose preprocessing comes from its pretrained_cfg and whose
     evaluation transform is a centre crop, else None (lgp-edge's loaders: the whole image, no crop)."""
     model = m.get("model") or {}
@@ -225,7 +225,7 @@ def _resize_step(m: dict[str, Any], size: int) -> str:
     """How an image reaches the input size: what lgp-edge's loaders do (the whole image, no crop), or for a
     timm model whose preprocessing comes from its pretrained_cfg, timm's evaluation transform (the manifest
     records its interpolation, crop_pct and crop_mode; the doc said "no crop" beside them)."""
-    crop = _timm_crop(m)
+    crop = timm_crop(m)
     if crop is not None:
         pct, interp = crop
         return (f"Resize the shorter side to {int(size / pct)} pixels ({interp}), then crop the central {size} x "
@@ -238,7 +238,7 @@ _PIL_FILTERS = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEARES
 
 def _resize_code(m: dict[str, Any], size: int) -> str:
     """The Python snippet's lines for ``_resize_step`` (inside ``prepare``, on a PIL image ``img``)."""
-    crop = _timm_crop(m)
+    crop = timm_crop(m)
     if crop is None:
         return "img = img.resize((size, size), Image.BILINEAR)  # the whole image, no crop"
     pct, interp = crop
@@ -451,7 +451,12 @@ def _openvino(doc: _Doc) -> str:
     int8 = (f"int8 top-1 change vs torch fp32 on {v.get('images')} images: {v.get('top1_change'):+.2f} points."
             + _int8_host(doc.manifest) if a["precision"] == "int8" and v.get("top1_change") is not None else "")
     keys = t.get("model_api") or []
-    if keys:
+    crop = timm_crop(doc.manifest)
+    if crop is not None:
+        api = (f"This model is evaluated with timm's centre crop (crop_pct {crop[0]:g}, step 1 above), which OpenVINO "
+               "Model API's resize cannot reproduce (the whole image, or a square crop), so the IR carries no Model "
+               "API keys: run it with the runtime\nas above.")
+    elif keys:
         api = (f"OpenVINO Model API: the IR's `rt_info` holds {', '.join(f'`{k}`' for k in keys)}, so\n"
                '`model_api.models.Model.create_model("model.xml")` loads it as a classifier with no glue code (it '
                "resizes and\nnormalises 0..255 BGR images itself).")

@@ -17,8 +17,10 @@ PREPROCESS_RULE = "x = (pixel / 255 - mean) / std per channel, resized to img_si
 
 
 def model_metadata(*, preprocess: Any, pool_id: str | None, profile: str, target: str,
-                   descendant_key: str | None = None, model: Any = None) -> dict[str, str]:
-    """Metadata for an exported model (``profile`` and ``target`` by name; ``model``: a ModelRecord)."""
+                   descendant_key: str | None = None, model: Any = None,
+                   rule: str = PREPROCESS_RULE) -> dict[str, str]:
+    """Metadata for an exported model (``profile`` and ``target`` by name; ``model``: a ModelRecord; ``rule``: how
+    an image becomes the input, ``crop_rule``'s for a timm model evaluated with a centre crop)."""
     from lgp_edge import __version__
 
     p = preprocess
@@ -31,8 +33,15 @@ def model_metadata(*, preprocess: Any, pool_id: str | None, profile: str, target
         out.update({"model": model.name, "checkpoint_sha256": model.checkpoint_sha256})
     out.update({"profile": profile, "target": target, "labels": json.dumps(list(p.labels)),
                 "mean": json.dumps(list(p.mean)), "std": json.dumps(list(p.std)), "img_size": str(p.img_size),
-                "in_chans": str(p.in_chans), "layout": p.layout, "preprocess": PREPROCESS_RULE})
+                "in_chans": str(p.in_chans), "layout": p.layout, "preprocess": rule})
     return out
+
+
+def crop_rule(crop_pct: float, interpolation: str, size: int) -> str:
+    """The preprocessing rule of a timm model evaluated with timm's centre crop (its pretrained_cfg)."""
+    return (f"x = (pixel / 255 - mean) / std per channel, the shorter side resized to {int(size / crop_pct)} "
+            f"({interpolation}), then the central {size} x {size} cropped (timm's eval transform, crop_pct "
+            f"{crop_pct:g})")
 
 
 def preprocess_mismatches(props: Mapping[str, str], pre: Any) -> list[str]:

@@ -115,7 +115,7 @@ def int8_ir_info(model: Any, images: int, data: str) -> dict[str, Any]:
             "for_runtime": "openvino", "FakeQuantize": len(fq), "int8_layers": len(int8)}
 
 
-def model_api_info(pre: Any) -> dict[str, str]:
+def model_api_info(pre: Any, crop: tuple[float, str] | None = None) -> dict[str, str]:
     """The OpenVINO Model API keys (``model_info``) that let ``ClassificationModel.create_model`` load the IR.
 
     Model API normalises 0..255 pixels as ``(pixel - mean_values) / scale_values`` after resizing the whole
@@ -126,7 +126,7 @@ def model_api_info(pre: Any) -> dict[str, str]:
     are written, since ``create_model`` would fail on it ("Resulting shape '[1,3,H,W]' after preprocessing is
     not aligned with original parameter's shape").
     """
-    if pre.in_chans != 3:
+    if pre.in_chans != 3 or crop is not None:  # Model API's resize cannot be timm's crop_pct either
         return {}
     return {"model_type": "Classification",
             "labels": " ".join(lab.replace(" ", "_") for lab in pre.labels),
@@ -137,7 +137,7 @@ def model_api_info(pre: Any) -> dict[str, str]:
             "output_raw_scores": "True"}
 
 
-def metadata_mismatches(model: Any, pre: Any) -> list[str]:
+def metadata_mismatches(model: Any, pre: Any, crop: tuple[float, str] | None = None) -> list[str]:
     """Where a written IR's rt_info (read back: lgp-edge's keys under ``model_info/lgp_edge``, the Model API keys
     under ``model_info``) says other preprocessing than the model's ``pre``."""
     from lgp_edge.export.metadata import preprocess_mismatches
@@ -148,7 +148,7 @@ def metadata_mismatches(model: Any, pre: Any) -> list[str]:
     ours = {k: v for k in ("mean", "std", "labels", "img_size", "in_chans")
             if (v := read("model_info", "lgp_edge", k)) is not None}
     problems = preprocess_mismatches(ours, pre)
-    for key, want in model_api_info(pre).items():
+    for key, want in model_api_info(pre, crop).items():
         got = read("model_info", key)
         if got != want:
             problems.append(f"Model API metadata '{key}' of the IR is {got!r}, the model takes {want!r}")
@@ -189,7 +189,7 @@ class OpenVINOExporter:
             note += f"; NNCF PTQ on {used} calibration images ({ctx.calibration_data} training split)"
         for k, v in ctx.metadata().items():
             model.set_rt_info(v, ["model_info", "lgp_edge", k])
-        for k, v in model_api_info(ctx.preprocess).items():
+        for k, v in model_api_info(ctx.preprocess, ctx.crop).items():
             model.set_rt_info(v, ["model_info", k])
         xml = ctx.out_dir / "model.xml"
         with tool_write(xml, need=2 * onnx_path.stat().st_size + (1 << 20)):  # "iostream error", nothing more
@@ -199,7 +199,7 @@ class OpenVINOExporter:
         logits = openvino_outputs(str(xml), ctx.validation.images, ctx.profile.batch, ctx.dynamic_batch, ctx.reporter,
                                   f"openvino {precision}")
         report = compare(logits, ctx.validation, TOLERANCES[precision], note=f"OpenVINO CPU, {precision} IR",
-                         failures=metadata_mismatches(written, ctx.preprocess))
+                         failures=metadata_mismatches(written, ctx.preprocess, ctx.crop))
         if precision == "int8" and report.top1_change is not None:
             note += f"; top-1 change vs torch fp32: {report.top1_change:+.2f} points"
         bin_path = xml.with_suffix(".bin")

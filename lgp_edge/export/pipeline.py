@@ -27,7 +27,7 @@ from typing import Any
 
 from lgp_edge.errors import CheckpointError, UsageError
 from lgp_edge.export.base import ExportContext, ValidationSet, check_opset_used
-from lgp_edge.export.embedding import copy_samples, render, sample_formats
+from lgp_edge.export.embedding import copy_samples, render, sample_formats, timm_crop
 from lgp_edge.export.images import ImageSets, default_data, load_images
 from lgp_edge.export.manifest import build_manifest, file_entries
 from lgp_edge.export.publish import Staged, check_out, publish
@@ -375,7 +375,8 @@ def write_artifacts(job: Job, tmp: Path, reporter: Any) -> list[ExportArtifact]:
                         preprocess=job.preprocess, profile=req.profile, target=req.target, opset=req.opset,
                         dynamic_batch=req.dynamic_batch, validation=job.validation,
                         calibration=job.images.calibration, reporter=reporter, targets_dir=req.targets_dir,
-                        build_plan=req.build_plan, calibration_data=job.images.data)
+                        build_plan=req.build_plan, calibration_data=job.images.data,
+                        crop=timm_crop({"model": job.model_info or {}}))
     artifacts: list[ExportArtifact] = []
     for fmt in req.profile.formats:
         artifacts += get_exporter(fmt).export(ctx)
