@@ -422,3 +422,25 @@ def test_an_int8_export_for_this_host_warns_where_its_cpu_has_no_fast_int8() -> 
     assert not slow_int8_cpu(["avx2", "avx512_vnni"], "x86_64") and not slow_int8_cpu(["avx2", "avx_vnni"], "x86_64")
     assert not slow_int8_cpu(["avx2", "amx_int8"], "x86_64")
     assert not slow_int8_cpu(["asimddot"], "aarch64") and not slow_int8_cpu(None, "x86_64")
+
+
+def test_the_slow_int8_warning_is_for_int8_run_on_this_hosts_cpu(monkeypatch, caplog) -> None:
+    """The warning fired for a local TensorRT target (its int8 runs on the GPU), and named profile 'cpu' the
+    wrong one when --precision int8 overrode that fp32 profile."""
+    import dataclasses
+    import logging
+    import types
+
+    from lgp_edge.export import pipeline
+    from lgp_edge.profiling import host
+    from lgp_edge.targets import load_target
+
+    monkeypatch.setattr(host, "int8_instructions", lambda: ["avx2"])
+    monkeypatch.setattr(pipeline.platform, "machine", lambda: "x86_64")
+    cpu = load_target("cpu")
+    gpu = dataclasses.replace(load_target("jetson-orin-nano"), connection=cpu.connection)
+    with caplog.at_level(logging.WARNING, logger="lgp_edge"):
+        pipeline._warn_int8_without_fast_kernels(types.SimpleNamespace(target=gpu))
+        assert "VNNI" not in caplog.text
+        pipeline._warn_int8_without_fast_kernels(types.SimpleNamespace(target=cpu))
+    assert "int8 is the wrong precision for target 'cpu'" in caplog.text and "profile" not in caplog.text

@@ -392,3 +392,36 @@ def test_a_gap_vit_exports_at_opset_17(tmp_path: Path) -> None:
     with torch.no_grad():
         ref = model(x[:1]).numpy()
     assert abs(ort_runner(str(path))(x[:1].numpy()) - ref).max() < 1e-4
+
+
+def test_a_centre_crop_of_crop_pct_1_is_a_crop_too() -> None:
+    """crop_pct 1.0 with a centre crop (vit_small_patch16_384's config) is timm's Resize(shorter side) then
+    CenterCrop: the docs and the files said "the whole image, no crop"."""
+    from lgp_edge.export.embedding import timm_crop
+
+    m = {"model": {"preprocess_from": "timm pretrained_cfg",
+                   "timm_pretrained_cfg": {"crop_pct": 1.0, "crop_mode": "center", "interpolation": "bicubic"}}}
+    assert timm_crop(m) == (1.0, "bicubic")
+    m["model"]["timm_pretrained_cfg"]["crop_mode"] = "squash"
+    assert timm_crop(m) is None
+
+
+def test_phone_exports_of_a_centre_crop_model_say_the_crop(tmp_path: Path) -> None:
+    """Core ML's package rule said "resized to img_size", EMBEDDING.md's Swift section "no crop, as in training"
+    and its Android section that the Kotlin sample (which scales the whole bitmap) "does the preprocessing
+    above", for a model evaluated with timm's centre crop."""
+    import timm
+    from safetensors.torch import save_file
+
+    from lgp_edge.export.coreml import package_rule
+
+    torch.manual_seed(0)
+    model = timm.create_model("deit_tiny_patch16_224", img_size=32, num_classes=10).eval()
+    ckpt = tmp_path / "deit.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    assert "central 32 x 32" in package_rule((0.9, "bicubic"), 32) and "crop" not in package_rule(None, 32)
+    out = tmp_path / "android"
+    assert main(["export", "--model", "deit_tiny_patch16_224", "--checkpoint", str(ckpt), "--target",
+                 "android-arm64", "--out", str(out), "--val-images", "8", "--quiet"]) == 0
+    android = (out / "EMBEDDING.md").read_text().split("## Android", 1)[1]
+    assert "does the preprocessing above" not in android and "crop" in android.split("```", 1)[0], android[:900]

@@ -250,9 +250,19 @@ def io_entries(pre: PreprocessSpec, input_shape: tuple[int, ...]
     return inputs, outputs
 
 
+def package_rule(crop: tuple[float, str] | None, size: int) -> str:
+    """The package's preprocessing rule: ``IN_MODEL_RULE``, or for a timm model evaluated with a centre crop
+    (crop_pct, interpolation), the crop the app makes before passing the image."""
+    if crop is None:
+        return IN_MODEL_RULE
+    return (f"none: pass the image with the shorter side resized to {int(size / crop[0])} ({crop[1]}) and the "
+            f"central {size} x {size} cropped (timm's eval transform, crop_pct {crop[0]:g}); the model computes "
+            "(pixel / 255 - mean) / std per channel itself")
+
+
 def package_metadata(ctx: ExportContext) -> dict[str, str]:
     """The user metadata of ``model.mlpackage``: the export's, with the preprocessing rule of an image input."""
-    return {**ctx.metadata(), "preprocess": IN_MODEL_RULE}
+    return {**ctx.metadata(), "preprocess": package_rule(ctx.crop, ctx.preprocess.img_size)}
 
 
 def _structural_report(ctx: ExportContext, problems: list[str]) -> ValidationReport:

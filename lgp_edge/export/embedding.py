@@ -215,7 +215,7 @@ def timm_crop(m: dict[str, Any]) -> tuple[float, str] | None:
     model = m.get("model") or {}
     cfg = model.get("timm_pretrained_cfg") or {}
     pct = cfg.get("crop_pct")
-    if model.get("preprocess_from") == "timm pretrained_cfg" and isinstance(pct, (int, float)) and 0 < pct < 1 \
+    if model.get("preprocess_from") == "timm pretrained_cfg" and isinstance(pct, (int, float)) and 0 < pct <= 1 \
             and cfg.get("crop_mode", "center") == "center":
         return float(pct), str(cfg.get("interpolation") or "bilinear")
     return None
@@ -341,7 +341,14 @@ def _kotlin(doc: _Doc) -> str:
                 "this model was exported for")
     else:
         call = "val (label, probability) = classifier.classify(bitmap).first()"
+    crop = timm_crop(doc.manifest)
+    size = doc.pre["img_size"]
+    sample_does = ("does the preprocessing above" if crop is None else
+                   f"scales the whole bitmap to {size} x {size}, where this model was evaluated with timm's centre "
+                   f"crop (step 1 above: the shorter side to {int(size / crop[0])}, then the central {size} x "
+                   f"{size}): crop the bitmap that way before handing it over, and it does the rest")
     return _section("kotlin", model=a["path"], chans_n=doc.pre["in_chans"], size=doc.pre["img_size"],
+                    sample_does=sample_does,
                     batch_n=batch if batch.isdigit() else "n", classify_call=call,
                     input=t["input"], output=t["output"], ort_needs=needs, ort_version=ORT_ANDROID_VERSION,
                     threads_arg=f", threads = {threads}" if threads else "",
@@ -383,7 +390,13 @@ def _swift(doc: _Doc) -> str:
     a = doc.arts["coreml"]
     c = _coreml_io(doc.root / a["path"]) if doc.root is not None else _coreml_from_manifest(a)
     gray = c["color"] == "grayscale"
+    crop, size = timm_crop(doc.manifest), c["width"]
+    resize_note = ("(no crop, as in training)" if crop is None else
+                   f"(no crop; this model was evaluated with timm's centre crop: the shorter side to "
+                   f"{int(size / crop[0])} pixels, then the central {size} x {size}, so crop the image that way "
+                   "first)")
     return _section("swift", path=a["path"], spec_version=c["spec_version"], deployment=c["deployment"],
+                    resize_note=resize_note,
                     input=c["input"], size=c["width"], color=c["color"], label_out=c["label_out"],
                     probs_out=c["probs_out"], norm_how=coreml_norm_text(doc.pre),
                     gray=("A grayscale model takes one 8-bit channel: make it the mean of R, G and B, as "

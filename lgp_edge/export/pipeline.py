@@ -172,12 +172,18 @@ def slow_int8_cpu(isa: list[str] | None, machine: str) -> bool:
 
 
 def _warn_int8_without_fast_kernels(req: ExportRequest) -> None:
+    """An int8 export that runs on this host's CPU (a local target whose runtime is a CPU one), where that CPU has
+    no fast int8 kernels: said, and exported as asked."""
     from lgp_edge.profiling.host import cpu_model, int8_instructions
+    from lgp_edge.specs import CPU_RUNTIMES
 
-    if req.target.connection.kind == "local" and slow_int8_cpu(int8_instructions(), platform.machine()):
+    target = req.target
+    if target.connection.kind != "local" or target.runtime not in CPU_RUNTIMES:
+        return
+    if slow_int8_cpu(int8_instructions(), platform.machine()):
         log.warning("this CPU (%s) has no VNNI or AMX int8 instructions: int8 runs no faster than fp32 here (an AVX2 "
-                    "CPU measured 1.03x in ONNX Runtime, 0.60x in OpenVINO), so profile '%s' is the wrong one for "
-                    "it; exported as asked (fp32: --precision fp32)", cpu_model(), req.profile.name)
+                    "CPU measured 1.03x in ONNX Runtime, 0.60x in OpenVINO), so int8 is the wrong precision for "
+                    "target '%s' on it; exported as asked (--precision fp32 for fp32)", cpu_model(), target.name)
 
 
 def check_calibration_size(req: ExportRequest, data_name: str) -> None:
