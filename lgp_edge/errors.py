@@ -57,9 +57,15 @@ class CheckpointError(LgpEdgeError):
 class BackendMissing(LgpEdgeError):
     """An optional backend (onnxruntime, openvino, coremltools, tensorrt) is not installed."""
 
-    def __init__(self, package: str, extra: str, what: str = "") -> None:
+    def __init__(self, package: str, extra: str, what: str = "", cause: str | None = None) -> None:
         hint = f"pip install 'lgp-edge[{extra}]'"
-        super().__init__(f"{what or package} needs the Python package '{package}', which is not installed: {hint}")
+        if cause:  # installed, and its import fails
+            super().__init__(f"{what or package} needs the Python package '{package}', which is installed but cannot "
+                             f"be imported ({cause}): reinstall it, e.g. pip install --force-reinstall {package}, "
+                             f"or {hint}")
+        else:
+            super().__init__(f"{what or package} needs the Python package '{package}', which is not installed: "
+                             f"{hint}")
         self.package = package
         self.extra = extra
 

@@ -134,3 +134,33 @@ def test_every_target_the_embedding_guides_name_exists() -> None:
     named = {m for f in templates.rglob("*") if f.is_file()
              for m in re.findall(r"--target[ =]([a-z0-9][a-z0-9-]*)", f.read_text(errors="replace"))}
     assert named and named <= set(known_targets()), named - set(known_targets())
+
+
+def test_an_installed_backend_that_cannot_be_imported_is_refused_in_one_line_before_the_work(tmp_path, monkeypatch):
+    """A broken OpenVINO (its library missing: the import raises) passed the presence check, which never imports:
+    `export --target cpu` selected, exported and validated the ONNX file for 20 s, then ended in a traceback
+    and exit 1, the code of a failed validation. A missing one was refused in one line; a broken one is too,
+    saying it is installed, why it does not import, and how to reinstall it."""
+    import subprocess
+    import sys
+
+    shadow = tmp_path / "shadow"
+    (shadow / "openvino").mkdir(parents=True)
+    (shadow / "openvino" / "__init__.py").write_text(
+        'raise RuntimeError("libopenvino.so.2600: cannot open shared object file")\n')
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(shadow), str(Path(__file__).resolve().parent.parent)]),
+           "LGP_EDGE_STORE": str(tmp_path / "s.sqlite")}
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "lgp_edge", "export", "--target", "cpu", "--out", str(out), "-q"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    (line,) = res.stderr.strip().splitlines()
+    assert "'openvino'" in line and "cannot be imported" in line and "libopenvino.so" in line, line
+    assert "pip install" in line and not out.exists()
+    from lgp_edge.backends import require_importable
+    from lgp_edge.errors import BackendMissing
+
+    monkeypatch.syspath_prepend(str(shadow))
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)
+    with pytest.raises(BackendMissing, match="installed but cannot be imported"):
+        require_importable("openvino", "export", "OpenVINO export")

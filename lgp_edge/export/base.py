@@ -8,14 +8,13 @@ backends are imported inside ``export`` only.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lgp_edge.errors import BackendMissing, UsageError
+from lgp_edge.errors import UsageError
 from lgp_edge.export.quantize import calibration_batch, whole_batches
 from lgp_edge.specs import DescendantRecord, DeviceProfile, Format, ModelRecord, PreprocessSpec, TargetSpec
 
@@ -119,9 +118,10 @@ class Exporter(Protocol):
 
 
 def require(package: str, extra: str, what: str) -> None:
-    """Raise BackendMissing unless ``package`` can be imported (checked without importing it)."""
-    if importlib.util.find_spec(package) is None:
-        raise BackendMissing(package, extra, what)
+    """Raise BackendMissing unless ``package`` imports (missing, or installed and broken), before any work."""
+    from lgp_edge.backends import require_importable
+
+    require_importable(package, extra, what)
 
 
 def require_all(packages: tuple[str, ...], extra: str, what: str) -> None:

@@ -6,7 +6,6 @@ Each builder writes its files into the temporary output directory and returns a 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +129,7 @@ class MultifunctionArtifact:
 
 def onnx_artifact(job: SwitchJob, out: Path, singles: Path, reporter: Any) -> SwitchableOnnxArtifact:
     """Build ``model.switchable.onnx`` in ``out`` (single exports in ``singles``) and validate it."""
+    from lgp_edge.backends import import_failure
     from lgp_edge.export.metadata import tool_versions
     from lgp_edge.export.switchable import build_switchable_onnx
     from lgp_edge.export.switchable_check import validate_switchable_onnx
@@ -137,7 +137,7 @@ def onnx_artifact(job: SwitchJob, out: Path, singles: Path, reporter: Any) -> Sw
 
     sw = build_switchable_onnx(job.pool, job.entries, out / ONNX_FILE, input_shape=job.input_shape, opset=job.opset,
                                metadata=job.metadata, singles_dir=singles, reporter=reporter)
-    runtimes = ("onnxruntime",) + (("openvino",) if importlib.util.find_spec("openvino") else ())
+    runtimes = ("onnxruntime",) + (("openvino",) if import_failure("openvino") is None else ())  # a cross-check
     im = job.images
     checks = validate_switchable_onnx(sw, job.pool, im.images, im.labels, data=im.data, synthetic=im.synthetic,
                                       runtimes=runtimes, reporter=reporter,

@@ -153,9 +153,13 @@ def build_script(*, onnx_name: str, precision: str, input_name: str, input_shape
 
 def _plan_buildable() -> bool:
     """tensorrt (>= 8.5, whose tensor API the local validation uses) imports and a CUDA GPU is present."""
-    import importlib.util
+    from lgp_edge.backends import import_failure
 
-    if importlib.util.find_spec("tensorrt") is None:
+    failure = import_failure("tensorrt")
+    if failure:  # installed and broken (a pip tensorrt without CUDA's libraries): the plan is optional
+        log.warning("tensorrt is installed but cannot be imported (%s); model.plan is left to build_engine.sh",
+                    failure)
+    if failure is not None:
         return False
     import tensorrt as trt
     import torch

@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from lgp_edge.errors import BackendMissing, UsageError
+from lgp_edge.errors import UsageError
 from lgp_edge.profiling.runtimes import BACKENDS
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
@@ -23,10 +23,9 @@ class CoreMlRuntime(Runtime):
         if platform.system() != "Darwin":
             raise UsageError(f"runtime 'coreml' is not available here: Core ML runs models only on macOS/iOS "
                              f"(this is {platform.system()}); use 'lgp-edge profile --target iphone --predict'")
-        try:
-            import coremltools  # noqa: F401
-        except ImportError:
-            raise BackendMissing(*BACKENDS["coreml"]) from None
+        from lgp_edge.backends import require_importable
+
+        require_importable(*BACKENDS["coreml"])
 
     def versions(self) -> dict[str, str]:
         import coremltools

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from lgp_edge.errors import BackendMissing, UsageError
+from lgp_edge.errors import UsageError
 from lgp_edge.export.onnx_export import INPUT as INPUT_NAME
 from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.export.quantize import timing_int8
@@ -24,10 +24,9 @@ class OnnxRuntime(Runtime):
         self.providers = providers
 
     def check_available(self) -> None:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise BackendMissing(*BACKENDS["onnxruntime"]) from None
+        from lgp_edge.backends import require_importable
+
+        require_importable(*BACKENDS["onnxruntime"])
 
     def versions(self) -> dict[str, str]:
         import onnxruntime

@@ -29,10 +29,9 @@ class OpenVinoRuntime(Runtime):
         self.device = device
 
     def check_available(self) -> None:
-        try:
-            import openvino  # noqa: F401
-        except ImportError:
-            raise BackendMissing(*BACKENDS["openvino"]) from None
+        from lgp_edge.backends import require_importable
+
+        require_importable(*BACKENDS["openvino"])
 
     def versions(self) -> dict[str, str]:
         import openvino

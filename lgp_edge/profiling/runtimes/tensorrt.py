@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from lgp_edge.errors import BackendMissing, UsageError
+from lgp_edge.errors import UsageError
 from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.profiling.measure import MeasureSettings, Timing
 from lgp_edge.profiling.runtimes import BACKENDS
@@ -124,10 +124,9 @@ class TensorRtRuntime(Runtime):
     precisions = ("fp32", "fp16", "int8")
 
     def check_available(self) -> None:
-        try:
-            import tensorrt  # noqa: F401
-        except ImportError:
-            raise BackendMissing(*BACKENDS["tensorrt"]) from None
+        from lgp_edge.backends import require_importable
+
+        require_importable(*BACKENDS["tensorrt"])
         import torch
 
         if not torch.cuda.is_available():
