@@ -974,3 +974,17 @@ def test_a_combination_of_probed_parts_outside_the_probes_span_is_not_covered() 
                       p90_ratio=1.0, p99_ratio=1.0, probes=1, fit_rms_ms=0.0)
     assert cal.covers([block, head])
     assert not cal.covers([block, block, head]) and not cal.covers([head])
+
+
+def test_openvino_int8_without_nncf_is_refused_before_any_model_is_converted(monkeypatch) -> None:
+    """`profile --runtime openvino --precision int8` without NNCF exported and read the descendants for 16 s
+    before its refusal (raised inside the conversion); the precision check refuses it now, before the work."""
+    import sys
+
+    from lgp_edge.errors import BackendMissing
+    from lgp_edge.profiling.checks import check_runtime_here
+
+    monkeypatch.setitem(sys.modules, "nncf", None)  # as if not installed
+    with pytest.raises(BackendMissing, match="'nncf'"):
+        check_runtime_here("openvino", "int8")
+    check_runtime_here("openvino", "fp32")

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from lgp_edge.errors import BackendMissing, UsageError
+from lgp_edge.errors import UsageError
 from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.profiling.runtimes import BACKENDS
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
@@ -33,6 +33,14 @@ class OpenVinoRuntime(Runtime):
 
         require_importable(*BACKENDS["openvino"])
 
+    def check_precision(self, precision: str) -> None:
+        """int8 also needs NNCF (which quantizes it), checked before any model is converted."""
+        super().check_precision(precision)
+        if precision == "int8":
+            from lgp_edge.backends import require_importable
+
+            require_importable("nncf", "export", "OpenVINO int8")
+
     def versions(self) -> dict[str, str]:
         import openvino
 
@@ -47,10 +55,6 @@ class OpenVinoRuntime(Runtime):
         onnx_path = onnx_path or export_onnx(model, example, Path(workdir) / "model.onnx", opset=opset, ship=True)
         ov_model = ov.Core().read_model(str(onnx_path))
         if precision == "int8":
-            try:
-                import nncf  # noqa: F401
-            except ImportError:
-                raise BackendMissing("nncf", "export", "OpenVINO int8") from None
             import numpy as np
             import torch
 
