@@ -2,15 +2,45 @@
 
 A package can be installed and still fail to import (its native library missing, a half-removed install, a
 version too old for what it imports): ``find_spec`` finds it, the import raises. ``require_importable`` imports
-it before any work and turns either case into one ``BackendMissing`` line that says which.
+it and turns either case into one ``BackendMissing`` line that says which. ``require`` finds the package only
+(cheap: bad input is refused before any backend or torch is imported), and imports it too inside ``importing()``,
+which ``export`` enters once the request and the pool have passed their checks, before any work.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib
 import importlib.util
+from collections.abc import Iterator
 
 from lgp_edge.errors import BackendMissing
+
+_IMPORTING: contextvars.ContextVar[bool] = contextvars.ContextVar("lgp_edge_importing_backends", default=False)
+
+
+@contextlib.contextmanager
+def importing() -> Iterator[None]:
+    """``require`` imports the packages it checks (not only finds them) for the duration."""
+    token = _IMPORTING.set(True)
+    try:
+        yield
+    finally:
+        _IMPORTING.reset(token)
+
+
+def require(package: str, extra: str, what: str = "") -> None:
+    """Raise BackendMissing unless ``package`` is installed (and, inside ``importing()``, imports)."""
+    if _IMPORTING.get():
+        require_importable(package, extra, what)
+        return
+    try:
+        found = importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise BackendMissing(package, extra, what)
 
 
 def import_failure(package: str) -> str | None:
@@ -20,8 +50,14 @@ def import_failure(package: str) -> str | None:
             return ""
     except (ImportError, ValueError):  # a parent that fails, or a module set to None
         return ""
+    import warnings
+
+    from lgp_edge.export.quiet import quiet_loggers
+
     try:
-        importlib.import_module(package)
+        with quiet_loggers(package), warnings.catch_warnings():  # its import-time notes are not the user's
+            warnings.simplefilter("ignore")
+            importlib.import_module(package)
     except Exception as exc:  # noqa: BLE001 - whatever the backend raises on import
         text = (str(exc).splitlines() or [""])[0][:200]
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -164,3 +164,16 @@ def test_an_installed_backend_that_cannot_be_imported_is_refused_in_one_line_bef
     monkeypatch.delitem(sys.modules, "openvino", raising=False)
     with pytest.raises(BackendMissing, match="installed but cannot be imported"):
         require_importable("openvino", "export", "OpenVINO export")
+
+
+def test_importing_a_backend_to_check_it_keeps_its_import_time_notes_off_the_terminal() -> None:
+    """Checking Core ML's package by importing it let its ten import-time warnings (scikit-learn and torch
+    versions, the macOS-only proxies) reach every iPhone export's terminal, where its first import inside the
+    conversion's quiet() had kept them off."""
+    import sys
+
+    code = ("import logging; logging.basicConfig(); from lgp_edge.backends import import_failure; "
+            "assert import_failure('coremltools') is None")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0 and res.stderr == "", res.stderr[-1500:]

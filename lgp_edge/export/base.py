@@ -118,10 +118,10 @@ class Exporter(Protocol):
 
 
 def require(package: str, extra: str, what: str) -> None:
-    """Raise BackendMissing unless ``package`` imports (missing, or installed and broken), before any work."""
-    from lgp_edge.backends import require_importable
+    """Raise BackendMissing unless ``package`` is installed, and imports where ``backends.importing()`` asks."""
+    from lgp_edge import backends
 
-    require_importable(package, extra, what)
+    backends.require(package, extra, what)
 
 
 def require_all(packages: tuple[str, ...], extra: str, what: str) -> None:

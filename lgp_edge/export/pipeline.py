@@ -128,6 +128,16 @@ class Job:
         return self.manifest.spec.pool_id if self.manifest is not None else ""
 
 
+def check_backends(req: ExportRequest) -> None:
+    """Each format's packages imported (a broken install refused in one line), once the request and the pool
+    have passed the checks that need no backend, before torch, the weights and any work."""
+    from lgp_edge.backends import importing
+
+    with importing():
+        for fmt in req.profile.formats:
+            get_exporter(fmt).check(req.profile, req.target, req.opset)
+
+
 def preflight(req: ExportRequest, pool_dir: Path | None = None) -> None:
     """Every check that needs no pool loading; raises before anything is written."""
     check_against_target(req.profile, req.target)
@@ -313,6 +323,7 @@ def prepare_model(req: ExportRequest, reporter: Any = NULL) -> Job:
         from lgp_edge.data_sources import check_data_name
 
         check_data_name(req.data)
+    check_backends(req)
     from lgp_edge.export.timm_model import load_model, measured_latency
 
     loaded = load_model(req.model, req.checkpoint, req.data)
@@ -360,6 +371,7 @@ def prepare(req: ExportRequest, reporter: Any = NULL) -> Job:
     checked = read_manifest(pool_dir)
     data_name = check_pool_json(req, pool_dir, checked)
     choice = choose(req, checked, pool_dir)  # the store and the selection ("nothing fits") before torch and the weights
+    check_backends(req)
     from lgp_edge.pool.pool import load_pool
 
     pool, manifest = load_pool(pool_dir)  # pool.json again, with the weights it describes
