@@ -59,6 +59,8 @@ def import_failure(package: str) -> str | None:
             warnings.simplefilter("ignore")
             importlib.import_module(package)
     except Exception as exc:  # noqa: BLE001 - whatever the backend raises on import
+        if isinstance(exc, RuntimeError) and str(exc) == "Could not determine home directory.":
+            raise  # not a broken install: a user without HOME, which the CLI says in its own line
         text = (str(exc).splitlines() or [""])[0][:200]
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return None
