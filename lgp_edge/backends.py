@@ -15,7 +15,7 @@ import importlib
 import importlib.util
 from collections.abc import Iterator
 
-from lgp_edge.errors import BackendMissing
+from lgp_edge.errors import NO_HOME_MESSAGE, BackendMissing
 
 _IMPORTING: contextvars.ContextVar[bool] = contextvars.ContextVar("lgp_edge_importing_backends", default=False)
 
@@ -30,25 +30,25 @@ def importing() -> Iterator[None]:
         _IMPORTING.reset(token)
 
 
+def _installed(package: str) -> bool:
+    """``package`` is found, without importing it."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a parent that fails, or a module set to None
+        return False
+
+
 def require(package: str, extra: str, what: str = "") -> None:
     """Raise BackendMissing unless ``package`` is installed (and, inside ``importing()``, imports)."""
     if _IMPORTING.get():
         require_importable(package, extra, what)
-        return
-    try:
-        found = importlib.util.find_spec(package) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
+    elif not _installed(package):
         raise BackendMissing(package, extra, what)
 
 
 def import_failure(package: str) -> str | None:
     """None when ``package`` imports; "" when it is not installed; else the first line of why it does not."""
-    try:
-        if importlib.util.find_spec(package) is None:
-            return ""
-    except (ImportError, ValueError):  # a parent that fails, or a module set to None
+    if not _installed(package):
         return ""
     import warnings
 
@@ -59,7 +59,7 @@ def import_failure(package: str) -> str | None:
             warnings.simplefilter("ignore")
             importlib.import_module(package)
     except Exception as exc:  # noqa: BLE001 - whatever the backend raises on import
-        if isinstance(exc, RuntimeError) and str(exc) == "Could not determine home directory.":
+        if isinstance(exc, RuntimeError) and str(exc) == NO_HOME_MESSAGE:
             raise  # not a broken install: a user without HOME, which the CLI says in its own line
         text = (str(exc).splitlines() or [""])[0][:200]
         return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -24,7 +24,15 @@ from typing import Any, NoReturn
 
 from lgp_edge import __version__
 from lgp_edge.commands.common import HELD, HeldWarnings, PrintableFormatter, StderrHandler, printable
-from lgp_edge.errors import STDOUT, UNSUPPORTED_OS, WRITE_ERRNOS, LgpEdgeError, UsageError, write_failed
+from lgp_edge.errors import (
+    NO_HOME_MESSAGE,
+    STDOUT,
+    UNSUPPORTED_OS,
+    WRITE_ERRNOS,
+    LgpEdgeError,
+    UsageError,
+    write_failed,
+)
 from lgp_edge.export import graph_cache
 
 COMMAND_MODULES = (
@@ -384,8 +392,8 @@ def _run(args: argparse.Namespace, argv: Sequence[str] | None, held: HeldWarning
     except BrokenPipeError:
         return _reader_gone()
     except RuntimeError as exc:
-        if str(exc) != "Could not determine home directory.":  # pathlib's, raised in a library (OpenVINO's
-            raise  # telemetry, on import) for a user the system does not know whose HOME is not set
+        if str(exc) != NO_HOME_MESSAGE:
+            raise
         return _failed(UsageError("a library lgp-edge uses needs a home directory, and none is known (HOME is not "
                                   "set and this user has none): set HOME to a folder"), held)
     except OSError as exc:  # a full disk, a read-only file system...: the environment's, not a bug

@@ -54,6 +54,11 @@ class CheckpointError(LgpEdgeError):
     """Weights that cannot be loaded: missing, tampered, wrong schema or wrong shapes."""
 
 
+# pathlib's message when no home directory is known (HOME unset for a user the system does not know), raised
+# inside a library (OpenVINO's telemetry, on import): the CLI says it in one line of its own
+NO_HOME_MESSAGE = "Could not determine home directory."
+
+
 class BackendMissing(LgpEdgeError):
     """An optional backend (onnxruntime, openvino, coremltools, tensorrt) is not installed."""
 

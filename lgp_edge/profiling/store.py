@@ -329,10 +329,14 @@ class MeasurementStore:
             self._db.create_function("lgp_utc", 1, _utc_or_as_is, deterministic=True)
             self._when = "lgp_utc(when_utc)"
 
+    def _wal(self) -> Path:
+        """The store's ``-wal`` file: beside a link's target, which SQLite opens."""
+        real = self.path.resolve()
+        return real.with_name(real.name + "-wal")
+
     def _check_no_pending_wal(self) -> None:
         """An immutable read sees only the main file: runs still in its ``-wal`` would be left out silently."""
-        real = self.path.resolve()  # beside a link's target, where SQLite keeps it
-        wal = real.with_name(real.name + "-wal")
+        wal = self._wal()
         if wal.exists() and wal.stat().st_size > 0:
             raise UsageError(f"measurement store '{self.path}' has runs not yet merged from '{wal.name}', and its "
                              "folder cannot be written, so they cannot be read: open it once where its folder is "
@@ -402,8 +406,7 @@ class MeasurementStore:
         calibration written beside it) made: a writable connection opened and closed last does, so the store is
         one file again, holding all it has. Left as it is when the file cannot be written or another process
         has it open (SQLite removes them only from the last connection)."""
-        real = self.path.resolve()  # SQLite opens a link's target: its -wal lies beside the real file
-        wal = real.with_name(real.name + "-wal")
+        real, wal = self.path.resolve(), self._wal()
         if not wal.exists() or not os.access(real, os.W_OK) or not os.access(real.parent, os.W_OK):
             return
         try:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
-from lgp_edge.errors import BackendMissing, UsageError
+from lgp_edge.errors import UsageError
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 _REGISTRY = {
@@ -29,9 +28,11 @@ def check_installed(name: str) -> None:
     """BackendMissing when the Python package of runtime ``name`` is not installed, found without importing it or
     the runtime's module (which imports torch and the exporter): a refusal in a moment. ``check_available`` of the
     runtime checks the rest (a Core ML that cannot predict on this OS, a TensorRT without a GPU)."""
+    from lgp_edge.backends import require
+
     backend = BACKENDS.get(name)
-    if backend is not None and importlib.util.find_spec(backend[0]) is None:
-        raise BackendMissing(*backend)
+    if backend is not None:
+        require(*backend)
 
 
 def get_runtime(name: str) -> Runtime:

@@ -47,6 +47,13 @@ class Runtime(ABC):
     def check_available(self) -> None:
         """Raise BackendMissing (package not installed) or UsageError (not usable on this machine)."""
 
+    def require_package(self) -> None:
+        """The runtime's Python package imports: BackendMissing when it is missing, or installed and broken."""
+        from lgp_edge.backends import require_importable
+        from lgp_edge.profiling.runtimes import BACKENDS
+
+        require_importable(*BACKENDS[self.name])
+
     @abstractmethod
     def versions(self) -> dict[str, str]:
         """Package versions recorded with every measurement."""

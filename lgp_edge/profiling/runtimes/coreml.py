@@ -9,7 +9,6 @@ from typing import Any
 from torch import nn
 
 from lgp_edge.errors import UsageError
-from lgp_edge.profiling.runtimes import BACKENDS
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 
@@ -23,9 +22,7 @@ class CoreMlRuntime(Runtime):
         if platform.system() != "Darwin":
             raise UsageError(f"runtime 'coreml' is not available here: Core ML runs models only on macOS/iOS "
                              f"(this is {platform.system()}); use 'lgp-edge profile --target iphone --predict'")
-        from lgp_edge.backends import require_importable
-
-        require_importable(*BACKENDS["coreml"])
+        self.require_package()
 
     def versions(self) -> dict[str, str]:
         import coremltools

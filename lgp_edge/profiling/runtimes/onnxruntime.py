@@ -11,7 +11,6 @@ from lgp_edge.errors import UsageError
 from lgp_edge.export.onnx_export import INPUT as INPUT_NAME
 from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.export.quantize import timing_int8
-from lgp_edge.profiling.runtimes import BACKENDS
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 
@@ -24,9 +23,7 @@ class OnnxRuntime(Runtime):
         self.providers = providers
 
     def check_available(self) -> None:
-        from lgp_edge.backends import require_importable
-
-        require_importable(*BACKENDS["onnxruntime"])
+        self.require_package()
 
     def versions(self) -> dict[str, str]:
         import onnxruntime

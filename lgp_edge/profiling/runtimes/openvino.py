@@ -14,7 +14,6 @@ from torch import nn
 
 from lgp_edge.errors import UsageError
 from lgp_edge.export.onnx_export import export_onnx
-from lgp_edge.profiling.runtimes import BACKENDS
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 _HINT = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: weights/activations from NNCF
@@ -29,9 +28,7 @@ class OpenVinoRuntime(Runtime):
         self.device = device
 
     def check_available(self) -> None:
-        from lgp_edge.backends import require_importable
-
-        require_importable(*BACKENDS["openvino"])
+        self.require_package()
 
     def check_precision(self, precision: str) -> None:
         """int8 also needs NNCF (which quantizes it), checked before any model is converted."""

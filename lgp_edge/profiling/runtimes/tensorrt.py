@@ -23,7 +23,6 @@ from torch import nn
 from lgp_edge.errors import UsageError
 from lgp_edge.export.onnx_export import export_onnx
 from lgp_edge.profiling.measure import MeasureSettings, Timing
-from lgp_edge.profiling.runtimes import BACKENDS
 from lgp_edge.profiling.runtimes.base import Prepared, Runtime
 
 _STAT = re.compile(r"(min|max|mean|median|percentile\((\d+(?:\.\d+)?)%\))\s*=\s*([0-9.eE+-]+)\s*ms")
@@ -124,9 +123,7 @@ class TensorRtRuntime(Runtime):
     precisions = ("fp32", "fp16", "int8")
 
     def check_available(self) -> None:
-        from lgp_edge.backends import require_importable
-
-        require_importable(*BACKENDS["tensorrt"])
+        self.require_package()
         import torch
 
         if not torch.cuda.is_available():
