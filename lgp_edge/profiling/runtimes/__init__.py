@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 
 from lgp_edge.errors import UsageError
-from lgp_edge.profiling.runtimes.base import Prepared, Runtime
+from lgp_edge.profiling.runtimes.base import BACKENDS, Prepared, Runtime
 
 _REGISTRY = {
     "torch": ("lgp_edge.profiling.runtimes.torch", "TorchRuntime"),
@@ -15,13 +15,6 @@ _REGISTRY = {
     "coreml": ("lgp_edge.profiling.runtimes.coreml", "CoreMlRuntime"),
 }
 RUNTIME_NAMES = tuple(_REGISTRY)
-# runtime -> (its Python package, the lgp-edge extra that installs it, what needs it); torch is a dependency
-BACKENDS = {
-    "onnxruntime": ("onnxruntime", "export", "runtime 'onnxruntime'"),
-    "openvino": ("openvino", "export", "runtime 'openvino'"),
-    "tensorrt": ("tensorrt", "tensorrt", "runtime 'tensorrt' (local)"),
-    "coreml": ("coremltools", "coreml", "runtime 'coreml'"),
-}
 
 
 def check_installed(name: str) -> None:
@@ -42,4 +35,4 @@ def get_runtime(name: str) -> Runtime:
     return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["RUNTIME_NAMES", "Prepared", "Runtime", "check_installed", "get_runtime"]
+__all__ = ["BACKENDS", "RUNTIME_NAMES", "Prepared", "Runtime", "check_installed", "get_runtime"]

@@ -30,6 +30,15 @@ class Prepared:
     close: Callable[[], None] = lambda: None  # release sessions / engines
 
 
+# runtime -> (its Python package, the lgp-edge extra that installs it, what needs it); torch is a dependency
+BACKENDS = {
+    "onnxruntime": ("onnxruntime", "export", "runtime 'onnxruntime'"),
+    "openvino": ("openvino", "export", "runtime 'openvino'"),
+    "tensorrt": ("tensorrt", "tensorrt", "runtime 'tensorrt' (local)"),
+    "coreml": ("coremltools", "coreml", "runtime 'coreml'"),
+}
+
+
 class Runtime(ABC):
     name: ClassVar[str]  # registry name, as in target files and --runtime
     package: ClassVar[str | None] = None  # Python package it needs (None: always there)
@@ -50,7 +59,6 @@ class Runtime(ABC):
     def require_package(self) -> None:
         """The runtime's Python package imports: BackendMissing when it is missing, or installed and broken."""
         from lgp_edge.backends import require_importable
-        from lgp_edge.profiling.runtimes import BACKENDS
 
         require_importable(*BACKENDS[self.name])
 
