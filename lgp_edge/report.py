@@ -28,6 +28,7 @@ from lgp_edge.select import (
     choose,
     format_against,
     format_budget,
+    front_and_chosen,
     pareto_front,
     records_of,
     score_candidates,
@@ -71,11 +72,16 @@ def pareto_figure(entry: ReportEntry) -> Any:
     front = pareto_front(cands)
     p = entry.profile
     fig, ax = plt.subplots(figsize=(7, 5.2), dpi=120)
-    fit = [c for c in cands if c.fits]
-    miss = [c for c in cands if not c.fits]
-    ax.scatter([c.latency_ms for c in fit], [c.top1 for c in fit], s=28, color="tab:blue", label="fits the budgets")
-    ax.scatter([c.latency_ms for c in miss], [c.top1 for c in miss], s=28, facecolors="none", edgecolors="tab:gray",
-               label="over a budget")
+    # filled: fits the budgets; hollow: over a budget. A circle: measured; a triangle: predicted (also where the
+    # measured runs were noisy), as the HTML chart tells them apart by colour
+    for fits, measured in ((True, True), (True, False), (False, True), (False, False)):
+        group = [c for c in cands if c.fits == fits and (c.latency_source == "measured" and not c.noisy) == measured]
+        if not group:
+            continue
+        label = f"{'measured' if measured else 'predicted'}, {'fits the budgets' if fits else 'over a budget'}"
+        style = {"color": "tab:blue"} if fits else {"facecolors": "none", "edgecolors": "tab:gray"}
+        ax.scatter([c.latency_ms for c in group], [c.top1 for c in group], s=28, marker="o" if measured else "^",
+                   label=label, **style)
     ax.step([c.latency_ms for c in front], [c.top1 for c in front], where="post", color="tab:blue", lw=1, alpha=0.6,
             label="Pareto front")
     ax.axvline(p.latency_budget_ms, color="tab:red", ls="--", lw=1.2,
@@ -93,13 +99,8 @@ def pareto_figure(entry: ReportEntry) -> Any:
         ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(NullFormatter())
-    from lgp_edge.report_html import source_label
-
-    sources: dict[str, int] = {}
-    for c in cands:
-        sources[source_label(c)] = sources.get(source_label(c), 0) + 1
-    src = ", ".join(f"{n} {s}" for s, n in sorted(sources.items()))
-    ax.set_title(f"{entry.target.name} ({p.precision}, profile {p.name}): latencies {src}", fontsize=10)
+    ax.set_title(f"{entry.target.name} ({p.precision}, profile {p.name}): latencies {source_counts(cands)}",
+                 fontsize=10)
     ax.set_xlabel(f"p90 latency, ms ({cands[0].runtime if cands else ''})")
     ax.set_ylabel("top-1, %")
     ax.grid(True, alpha=0.3)
@@ -127,6 +128,19 @@ def _name_points(fig: Any, ax: Any, cands: Sequence[Candidate], front: Sequence[
             text.remove()
         else:
             placed.append(box)
+
+
+def source_counts(cands: Sequence[Candidate]) -> str:
+    """How many latencies were measured and how many predicted, e.g. "1 measured, 17 predicted (16 of them because
+    the measured runs were noisy)"."""
+    measured = sum(c.latency_source == "measured" and not c.noisy for c in cands)
+    noisy = sum(c.noisy for c in cands)
+    parts = [f"{measured} measured"] if measured else []
+    if len(cands) - measured:
+        why = "" if not noisy else (" (all because the measured runs were noisy)" if noisy == len(cands) - measured
+                                    else f" ({noisy} of them because the measured runs were noisy)")
+        parts.append(f"{len(cands) - measured} predicted{why}")
+    return ", ".join(parts)
 
 
 def _source(c: Candidate) -> str:
@@ -195,10 +209,15 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
             lines += ["", f"Noisy: every recent measured run of {', '.join(f'`{k}`' for k in noisy)} was noisy "
                           f"({NOISY_RULE}), so their latencies are predicted instead."]
         chosen = e.selection.chosen.key if e.selection is not None else None
-        lines += ["", "Pareto front (top-1 up, latency down):", "",
+        front = pareto_front(e.candidates)
+        shown = front_and_chosen(front, e.selection.chosen if e.selection is not None else None)
+        off = "" if len(shown) == len(front) else (
+            f", and `{chosen}`, chosen: a faster, more accurate descendant over the memory budget keeps it off the "
+            "front")
+        lines += ["", f"Pareto front (top-1 up, latency down){off}:", "",
                   "| descendant | params | MFLOPs | top-1 % | p90 ms | source | memory MB | fits |",
                   "|---|---|---|---|---|---|---|---|"]
-        lines += [_md_row(c, chosen, p) for c in pareto_front(e.candidates)]
+        lines += [_md_row(c, chosen, p) for c in shown]
     return "\n".join(lines) + "\n"
 
 

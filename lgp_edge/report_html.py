@@ -64,13 +64,10 @@ def _nice_ticks(lo: float, hi: float, log: bool) -> list[float]:
             if len(out) <= 10:
                 break
         return out
-    step = 10 ** math.floor(math.log10(max(hi - lo, 1e-12)))
-    for m in (1, 2, 5, 10):
-        if (hi - lo) / (step * m) <= 8:
-            step *= m
-            break
-    first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+    from matplotlib.ticker import MaxNLocator  # the PNG's own tick rule: 1, 2, 2.5 or 5 of a power of ten
+
+    ticks = MaxNLocator(nbins=7, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+    return [float(f"{t:.12g}") for t in ticks if lo - 1e-9 * abs(hi - lo) <= t <= hi + 1e-9 * abs(hi - lo)]
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,14 @@ def pareto_front(cands: Sequence[Candidate]) -> tuple[Candidate, ...]:
     return tuple(front)
 
 
+def front_and_chosen(front: Sequence[Candidate], chosen: Candidate | None) -> tuple[Candidate, ...]:
+    """The rows of a "Pareto front" table: the front, and the chosen descendant where it is not on it (the front is
+    top-1 against latency, so a faster, more accurate one over the memory budget hides it); fastest first."""
+    if chosen is None or any(c.key == chosen.key for c in front):
+        return tuple(front)
+    return tuple(sorted((*front, chosen), key=lambda c: (c.latency_ms, -(c.top1 or 0.0))))
+
+
 def _describe_budget(p: DeviceProfile) -> str:
     return f"p90 <= {format_budget(p.latency_budget_ms)} ms and <= {format_budget(p.memory_budget_mb)} MB"
 

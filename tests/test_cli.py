@@ -435,3 +435,10 @@ def test_json_output_never_holds_nan(tmp_path: Path, capsys: pytest.CaptureFixtu
         raise ValueError(name)
 
     assert json.loads(out, parse_constant=refuse)
+
+
+def test_select_note_names_the_target_plainly(tiny_pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The note read "predicted, not measured on a android-arm64"."""
+    assert main(["select", "--target", "android-arm64", "--pool", str(tiny_pool)]) == 0
+    out = capsys.readouterr().out
+    assert "predicted, not measured on android-arm64;" in out and "on a android" not in out

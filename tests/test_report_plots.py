@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from lgp_edge.profiles import load_profile
 from lgp_edge.report import ReportEntry, pareto_figure
 from lgp_edge.select import Candidate
@@ -95,3 +97,41 @@ def test_html_log_ticks_are_few_and_plain() -> None:
     ticks = _nice_ticks(1e-6, 50, True)
     assert 3 <= len(ticks) <= 10 and all("e" not in format_value(t) for t in ticks)
     assert _nice_ticks(0.02, 5, True) == [0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5]
+
+
+@pytest.mark.parametrize("lo,hi", [(0.9, 17.0), (0.0, 19.9), (1.8, 12.0), (88.1, 90.6), (0.5, 0.9), (3.0, 3.4)])
+def test_html_linear_ticks_are_four_to_eight(lo: float, hi: float) -> None:
+    """A range under twice a power of ten (iphone's 1.0-16 ms) had one tick ("10"): no latency could be read off."""
+    from lgp_edge.report_html import _nice_ticks
+
+    ticks = _nice_ticks(lo, hi, False)
+    assert 4 <= len(ticks) <= 9, ticks
+    assert all(lo - 1e-9 <= t <= hi + 1e-9 for t in ticks)
+    steps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:])}
+    assert len(steps) == 1 and all(len(f"{t:g}") <= 5 for t in ticks)  # evenly spaced, no 0.30000000000000004
+
+
+def test_predicted_points_are_drawn_apart_and_called_predicted() -> None:
+    """Every point was drawn alike whatever its latency's source, and a profile whose measured runs were noisy was
+    titled "latencies 1 measured, 17 noisy": the predictions that replaced them were never called predicted."""
+    import matplotlib.pyplot as plt
+
+    entry = _entry([1.0, 2.0, 3.0, 4.0])
+    c = entry.candidates
+    cands = (dataclasses.replace(c[0], latency_source="measured"), c[1], dataclasses.replace(c[2], noisy=True),
+             dataclasses.replace(c[3], noisy=True))
+    fig = pareto_figure(dataclasses.replace(entry, candidates=cands))
+    try:
+        ax = fig.axes[0]
+        title = ax.get_title()
+        assert "1 measured" in title and "3 predicted" in title and "2 of them" in title and "noisy" in title
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert any("measured" in s for s in labels) and any("predicted" in s for s in labels)
+        # each point's marker tells its source: the measured one apart from the three predicted ones
+        paths = {}
+        for coll in ax.collections:
+            for (x, _y) in coll.get_offsets():
+                paths.setdefault(float(x), set()).add(tuple(map(tuple, coll.get_paths()[0].vertices.round(3))))
+        assert paths[1.0] != paths[2.0] and paths[2.0] == paths[3.0] == paths[4.0]
+    finally:
+        plt.close(fig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -562,3 +563,44 @@ def test_a_profile_whose_format_cannot_be_exported_at_its_precision_is_refused_b
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "profile 'pi16'" in err[0] and "format 'ort'" in err[0] and "fp16" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_front_table_shows_the_chosen_one_when_memory_decides(tiny_pool: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The front is top-1 against latency: when its fastest, most accurate descendant was over the memory budget, the
+    table titled "Pareto front" (select and report.md) held that one alone, and the chosen one was in no row."""
+    from lgp_edge.pool.manifest import read_manifest
+    from lgp_edge.select import memory_mb
+
+    mf = read_manifest(tiny_pool)
+    cands = [{"key": r.key, "top1": r.top1, "memory_mb": memory_mb(mf.spec, r, "fp16", 1)} for r in mf.descendants]
+    best = max(cands, key=lambda c: c["top1"])
+    assert any(c["memory_mb"] < best["memory_mb"] for c in cands)
+    recs = [{"descendant_key": c["key"], "target": "jetson-nano", "runtime": "tensorrt", "precision": "fp16",
+             "batch": 1, "median_ms": ms, "p90_ms": ms, "p99_ms": ms, "source": "measured", "pool_id": mf.spec.pool_id,
+             "n": 200, "tool_versions": {"tensorrt": "8.2.1"}, "when": "2026-12-01T00:00:00+00:00"}
+            for c in cands for ms in [1.0 if c["key"] == best["key"] else 2.0 + c["memory_mb"] / 1000]]
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({"format": "lgp-edge-latency", "version": 1, "records": recs}))
+    store = str(tmp_path / "m.sqlite")
+    assert main(["profile", "--import", str(f), "--store", store]) == 0
+    capsys.readouterr()
+    budget = str(best["memory_mb"] * 0.999)
+    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", store,
+                 "--memory-mb", budget, "--json"]) == 0
+    chosen = json.loads(capsys.readouterr().out)["chosen"]["key"]
+    assert chosen != best["key"]
+    assert main(["select", "--target", "jetson-nano", "--pool", str(tiny_pool), "--store", store,
+                 "--memory-mb", budget]) == 0
+    out = capsys.readouterr().out
+    rows = [ln.split()[0] for ln in out.splitlines() if ln.startswith(("ti", "b", "s"))]
+    assert best["key"] in rows and chosen in rows and f"{chosen} is not on the front" in out
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    src = (Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "profiles" / "jetson-nano.toml").read_text()
+    (profiles / "small.toml").write_text(re.sub(r"memory_budget_mb = [0-9.]+", f"memory_budget_mb = {budget}",
+                                                src.replace('name = "jetson-nano"', 'name = "small"')))
+    assert main(["report", "--pool", str(tiny_pool), "--store", store, "--profiles-dir", str(profiles), "--profile",
+                 "small", "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert f"| `{chosen}` **chosen** |" in md and f"and `{chosen}`, chosen: a faster" in md

@@ -59,19 +59,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def print_front(selection: Any, title: str) -> None:
-    from lgp_edge.commands.common import Col, print_table
-    from lgp_edge.select import format_against
+    from lgp_edge.commands.common import Col, console, print_table
+    from lgp_edge.select import format_against, front_and_chosen
 
     p = selection.profile  # beside its verdict, a number never reads on the other side of its budget
     cols = ("descendant", *(Col(n, right=True) for n in ("params", "MFLOPs", "top-1 %", "p90 ms")),
             Col("source", wrap=True), Col("memory MB", right=True), "fits")
+    shown = front_and_chosen(selection.front, selection.chosen)
     rows = [(c.key, f"{c.params:,}", f"{c.flops / 1e6:.1f}", f"{c.top1:.2f}",
              format_against(c.latency_ms, p.latency_budget_ms),
              c.latency_source + (" (measured runs noisy)" if c.noisy else ""),
              format_against(c.memory_mb, p.memory_budget_mb),
-             "chosen" if c.key == selection.chosen.key else ("yes" if c.fits else "no")) for c in selection.front]
-    chosen = [i for i, c in enumerate(selection.front) if c.key == selection.chosen.key]
+             "chosen" if c.key == selection.chosen.key else ("yes" if c.fits else "no")) for c in shown]
+    chosen = [i for i, c in enumerate(shown) if c.key == selection.chosen.key]
     print_table(cols, rows, title=title, emphasize=chosen)
+    if len(shown) > len(selection.front):
+        console().print(f"{selection.chosen.key} is not on the front: a faster, more accurate descendant is over the "
+                        "memory budget")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -119,7 +123,9 @@ def _run(args: argparse.Namespace) -> int:
                 "are predicted instead")
     if "predicted" in sel.sources:
         n = sel.sources["predicted"]
-        said = f"note: {n} {'latencies are' if n != 1 else 'latency is'} predicted, not measured on a {target.name}"
+        said = f"note: {n} {'latencies are' if n != 1 else 'latency is'} predicted" + (
+            f" ({len(noisy)} because their measured runs on {target.name} were noisy)" if noisy
+            else f", not measured on {target.name}")
         if target.connection.kind == "none":  # 'profile' refuses it: timings taken on the device are imported
             c.print(f"{said}; {target.name} has no connection lgp-edge measures through: timings taken on the "
                     "device go into the store with 'lgp-edge profile --import FILE'")
