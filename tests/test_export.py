@@ -1069,3 +1069,16 @@ def test_a_structural_check_alone_is_noted_without_a_leading_separator() -> None
     assert both["note"] == ("real validation images; model.mlpackage: structural check only here (lgp-edge runs no "
                             "Core ML prediction), numerical check with 'python validate_coreml.py' and the files "
                             "beside it, on a Mac")
+
+
+def test_a_descendant_export_keeps_the_thread_count_its_latency_is_for(env: object, tiny_pool: Path,
+                                                                       tmp_path: Path) -> None:
+    """`export --descendant KEY --threads 2` recorded the 2-thread latency, but the manifest's selection had no
+    thread count, so EMBEDDING.md's Python sample said ONNX Runtime's default (one per core) and the Kotlin one its
+    own default of 4."""
+    out = tmp_path / "t2"
+    assert export(tiny_pool, out, "--target", "android-arm64", "--threads", "2", "--descendant", "ti6.0-5") == 0
+    m = manifest(out)
+    assert m["selection"]["threads"] == 2
+    text = (out / "EMBEDDING.md").read_text()
+    assert "so.intra_op_num_threads = 2" in text and "threads = 2" in text.split("LgpClassifier(assets")[1][:200]

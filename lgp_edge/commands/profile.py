@@ -54,8 +54,9 @@ def register(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="intra-op threads of a CPU runtime, 1..256 and on this host at most its CPUs (default: the "
                         "target file's 'threads', else this host's CPUs for target cpu and 1 for a board)")
-    p.add_argument("--warmup", type=int, default=10, metavar="N",
-                   help="untimed runs before timing, 0..1000000 (default 10)")
+    p.add_argument("--warmup", type=int, default=None, metavar="N",
+                   help="untimed runs before timing, 0..1000000 (default 10; not on a phone, whose "
+                        "onnxruntime_perf_test warms up with one run of its own)")
     p.add_argument("--iters", type=int, default=50, metavar="N", help="timed runs, 1..1000000 (default 50)")
     p.add_argument("--seconds", type=float, default=None, metavar="S",
                    help="time each model for this long instead (at least --iters runs; at most 3600; local targets)")

@@ -269,6 +269,8 @@ def choose(req: ExportRequest, manifest: Any, pool_dir: Path) -> Choice:
         key = find_descendant(manifest.spec, req.descendant).key
         sel = {"forced": key, "reason": "--descendant given; no selection"}
     latency = lat.get(key)
+    if req.descendant is not None and latency is not None:
+        sel["threads"] = latency.threads  # the count its latency is for, as a selection's (EMBEDDING's samples)
     record = manifest.record(key)
     memory = memory_mb(manifest.spec, record, req.profile.precision, req.profile.batch)
     if req.descendant is not None:

@@ -440,7 +440,7 @@ def perf_test_argv(binary: str, model: str, settings: MeasureSettings, big_cores
 
 
 def perf_test_timing(stats: dict[str, float], settings: MeasureSettings) -> Timing:
-    """A Timing from perf_test statistics (it prints no std: estimated from P90-P50, flagged by caller)."""
+    """A Timing from perf_test statistics (it prints no std: estimated from P90-P50; ``repeat_if_noisy`` flags it)."""
     p50, p90, p99 = stats["p50"], stats.get("p90", stats["p50"]), stats.get("p99", stats.get("max", stats["p50"]))
     std = max(0.0, (p90 - p50) / 1.2816)  # normal approximation: p90 = median + 1.2816 sd
     mean = stats["mean"]

@@ -34,7 +34,7 @@ class ProfileRequest:
     calibrate: bool = False  # measure the calibration probes now, then predict
     check: bool = False  # with predict: also measure every model and report the predictor's error
     threads: int | None = None
-    warmup: int = 10
+    warmup: int | None = None  # None: 10 (a phone's onnxruntime_perf_test: its own one run)
     iters: int = 50
     seconds: float | None = None
     batch: int = 1
@@ -101,6 +101,9 @@ def _check_settings(req: ProfileRequest, target: Any) -> None:
         problem = settings_problem("--seconds", req.seconds, 0, MAX_SECONDS, integer=False)
         if problem:
             raise UsageError(f"{problem} (seconds to time each model)")
+    if target.connection.kind == "adb" and req.warmup is not None:
+        raise UsageError(f"--warmup: target '{target.name}' is timed by onnxruntime_perf_test, which takes no "
+                         "warm-up count (it warms up with one run of its own): leave --warmup out")
     if target.connection.kind != "local":  # a board's bench script times a count of runs, one model at a time
         for flag, given in (("--seconds", req.seconds is not None), ("--rounds", (req.rounds or 1) > 1)):
             if given:
@@ -119,8 +122,8 @@ def measure_settings(req: ProfileRequest, target: Any) -> Any:
     if rounds > 1 and req.seconds is not None:
         raise UsageError("--rounds and --seconds cannot be combined")
     try:
-        return MeasureSettings(warmup=req.warmup, iters=req.iters, seconds=req.seconds, threads=threads,
-                               batch=req.batch, rounds=rounds)
+        return MeasureSettings(warmup=10 if req.warmup is None else req.warmup, iters=req.iters, seconds=req.seconds,
+                               threads=threads, batch=req.batch, rounds=rounds)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
