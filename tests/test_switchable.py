@@ -322,3 +322,17 @@ def test_docs_snippets_match_the_generated_embedding():
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "SWITCHABLE.md").read_text()
     assert kotlin_sample() in doc and swift_sample() in doc
+
+
+def test_a_phones_switchable_export_says_the_ort_file_is_not_written(tiny_pool, tmp_path, store, capsys, caplog):
+    """android-arm64's profile asks for onnx and ort: a switchable export wrote the ONNX only and said nothing, and
+    `--format ort` was refused with advice about OpenVINO, which a phone does not run."""
+    out = tmp_path / "out"
+    assert main(["export", "--pool", str(tiny_pool), "--out", str(out), "--quiet", "--target", "android-arm64",
+                 "--switchable", "--descendants", "ti6.0-5,b6.0-5", "--val-images", "4", "--data", "synthetic"]) == 0
+    said = caplog.text + capsys.readouterr().err
+    assert "model.switchable.onnx" in said and "ort" in said and caplog.text.count("not written") == 1, said
+    assert main(["export", "--pool", str(tiny_pool), "--out", str(tmp_path / "o2"), "--quiet", "--target",
+                 "android-arm64", "--switchable", "--format", "ort"]) == 2
+    err = capsys.readouterr().err
+    assert "OpenVINO" not in err and "--format onnx" in err, err

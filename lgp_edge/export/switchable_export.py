@@ -80,9 +80,15 @@ def switchable_formats(profile: DeviceProfile, target: TargetSpec) -> tuple[str,
                          f"lgp-edge export --target {target.name} --descendant KEY --out DIR")
     fmts = tuple(f for f in allowed if f in profile.formats)
     if not fmts:
+        also = "; OpenVINO reads the switchable ONNX directly" if target.runtime == "openvino" else ""
         raise UsageError(f"profile '{profile.name}' asks for {', '.join(profile.formats)}; a switchable model on "
-                         f"{target.runtime} is {' or '.join(allowed)} (pass --format {allowed[0]}; OpenVINO reads the "
-                         "switchable ONNX directly)")
+                         f"{target.runtime} is {' or '.join(allowed)} (pass --format {allowed[0]}{also})")
+    left = [f for f in profile.formats if f not in fmts]
+    if left:
+        how = (" (a phone's ONNX Runtime Mobile build reads it only where its operators are in the build: the full "
+               "onnxruntime-android package loads model.switchable.onnx)" if "ort" in left else "")
+        log.warning("a switchable model is %s only: the profile's %s not written%s", " and ".join(fmts),
+                    ", ".join(left), how)
     return fmts
 
 
