@@ -113,21 +113,29 @@ def pareto_figure(entry: ReportEntry) -> Any:
 
 def _name_points(fig: Any, ax: Any, cands: Sequence[Candidate], front: Sequence[Candidate], chosen: str | None
                  ) -> None:
-    """Name every point whose name does not cover another name: the chosen one first, then the Pareto front's
-    (most accurate first), then the rest. With many descendants close together (81 in a depth-9 Ti/S/B pool) the
-    names covered each other in a black smear; every descendant is in report.md and report.html."""
+    """Name every point whose name finds a place: the chosen one first, then the Pareto front's (most accurate
+    first), then the rest. A name is tried right above, right below, left above and left below its point, and kept
+    at the first place that covers no other name, no other point (a reader would take that point for the named one)
+    and stays inside the axes; with many descendants close together (81 in a depth-9 Ti/S/B pool) a name that finds
+    no place is left out. Every descendant is in report.md and report.html."""
     on_front = {c.key for c in front}
     order = sorted(cands, key=lambda c: (c.key != chosen, c.key not in on_front, -c.top1, c.latency_ms))
     renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    where = {c.key: ax.transData.transform((c.latency_ms, c.top1)) for c in cands}
     placed: list[Any] = []
     for c in order:
-        text = ax.annotate(c.key, (c.latency_ms, c.top1), xytext=(4, 3), textcoords="offset points", fontsize=6,
-                           color="black" if c.fits else "dimgray")
-        box = text.get_window_extent(renderer)
-        if any(box.overlaps(b) for b in placed):
+        for dx, dy, ha, va in ((4, 3, "left", "bottom"), (4, -3, "left", "top"), (-4, 3, "right", "bottom"),
+                               (-4, -3, "right", "top")):
+            text = ax.annotate(c.key, (c.latency_ms, c.top1), xytext=(dx, dy), textcoords="offset points",
+                               fontsize=6, ha=ha, va=va, color="black" if c.fits else "dimgray")
+            box = text.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            clear = not any(box.padded(3).contains(x, y) for k, (x, y) in where.items() if k != c.key)
+            if inside and clear and not any(box.overlaps(b) for b in placed):
+                placed.append(box)
+                break
             text.remove()
-        else:
-            placed.append(box)
 
 
 def source_counts(cands: Sequence[Candidate]) -> str:

@@ -135,3 +135,47 @@ def test_predicted_points_are_drawn_apart_and_called_predicted() -> None:
         assert paths[1.0] != paths[2.0] and paths[2.0] == paths[3.0] == paths[4.0]
     finally:
         plt.close(fig)
+
+
+# a jetson-nano report: three measured, fifteen predicted, eight of them within 25-28 ms and 88.4-89.3%
+NANO = [("ti6.0-5", 5.652, 88.95), ("ti6.0-4+b6.5-5", 8.598, 88.15), ("ti6.0-3+b6.4-5", 11.411, 87.69),
+        ("ti6.0-2+b6.3-5", 15.035, 87.92), ("ti6.0-1+b6.2-5", 19.677, 88.2), ("ti6.0-2+b6.2-5", 24.563, 88.56),
+        ("ti6.0-1+b6.1-5", 25.089, 88.82), ("ti6.0-0+b6.1-5", 25.586, 88.88), ("ti6.0-0+b6.0-5", 25.616, 89.0),
+        ("ti6.0-3+b6.3-5", 25.777, 88.44), ("ti6.0-5+b6.4-5", 26.476, 88.73), ("ti6.0-4+b6.3-5", 27.002, 88.46),
+        ("ti6.0-4+b6.4-5", 27.081, 88.08), ("ti6.0-3+b6.2-5", 27.529, 88.74), ("ti6.0-2+b6.1-5", 28.055, 89.06),
+        ("ti6.0-5+b6.5-5", 28.482, 88.74), ("ti6.0-1+b6.0-5", 28.581, 89.26), ("b6.0-5", 30.012, 90.49)]
+
+
+@pytest.mark.parametrize("seed", [None, 0, 1])
+def test_a_name_never_sits_on_another_point_nor_past_the_axes(seed: int | None) -> None:
+    """A dominated descendant's name was drawn right under a front point (whose own name was left out), so a reader
+    took that point for the wrong descendant; the rightmost point's name ran past the figure ("ti6.0-0+b…")."""
+    import random
+
+    import matplotlib.pyplot as plt
+
+    from lgp_edge.select import pareto_front
+
+    points = NANO if seed is None else [(k, 2.0 + random.Random(seed + i).random() * 24, 88 + random.Random(
+        -seed - i).random() * 1.5) for i, (k, _, _) in enumerate(NANO)]
+    profile = dataclasses.replace(load_profile("cpu"), latency_budget_ms=33.0)
+    cands = tuple(sorted((_cand(k, ms, top1, 33.0) for k, ms, top1 in points), key=lambda c: c.latency_ms))
+    entry = ReportEntry(profile=profile, target=load_target("cpu"), candidates=cands, selection=None, problem="x",
+                        plot="pareto-cpu.png")
+    fig = pareto_figure(entry)
+    try:
+        ax = fig.axes[0]
+        renderer = fig.canvas.get_renderer()
+        frame = ax.get_window_extent(renderer)
+        where = {c.key: ax.transData.transform((c.latency_ms, c.top1)) for c in cands}
+        named = set()
+        for t in ax.texts:
+            box = t.get_window_extent(renderer)
+            named.add(t.get_text())
+            assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, t
+            for key, (x, y) in where.items():  # no other point's marker (radius ~3 px) under the name
+                if key != t.get_text():
+                    assert not box.padded(3).contains(x, y), (t.get_text(), key)
+        assert {c.key for c in pareto_front(cands)} <= named
+    finally:
+        plt.close(fig)
