@@ -202,6 +202,10 @@ def check_thread_count(target: Any, runtime: str, fix: str = "drop --threads") -
                          f"runtime's: {', '.join(CPU_RUNTIMES)}): {fix}")
 
 
+# why a Core ML profile has batch 1 (the classifier's label output is one image's)
+COREML_ONE_IMAGE = "the Core ML package takes one image per prediction (batch 1)"
+
+
 def check_against_target(profile: DeviceProfile, target: Any) -> None:
     """A profile's precision and formats must be ones its target supports (exit 2 otherwise)."""
     if profile.precision not in target.precisions:
@@ -218,6 +222,10 @@ def check_against_target(profile: DeviceProfile, target: Any) -> None:
             raise UsageError(f"profile '{profile.name}': format '{f}' is written in "
                              f"{' or '.join(FORMAT_PRECISIONS[f])} only, not {profile.precision}: choose another "
                              "precision, or leave the format out")
+    if "coreml" in profile.formats and profile.batch != 1:  # select, report and export alike
+        others = [f for f in profile.formats if f != "coreml"]
+        raise UsageError(f"profile '{profile.name}' has batch {profile.batch}: {COREML_ONE_IMAGE}; use batch = 1"
+                         + (f", or --format {','.join(others)} for the other formats only" if others else ""))
     if profile.threads is not None:
         from lgp_edge.select import profile_runtime
 

@@ -315,3 +315,22 @@ def test_precision_the_target_does_not_run_refused(tmp_path: Path, tiny_pool: Pa
     refused(["report", "--profile", "cpu-half", "--profiles-dir", str(profiles), "--pool", str(tiny_pool),
              "--out", str(tmp_path / "r")], capsys, "precision 'fp16' is not supported by target 'cpu'")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command", ["select", "report", "predict"])
+def test_a_batch_core_ml_cannot_take_is_refused_by_every_command(command: str, tmp_path: Path, tiny_pool: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """An iphone profile with batch 8 was chosen from by select and report, and predicted by profile --predict
+    (batch-8 latency and memory for a package that takes one image): only export refused it."""
+    d = tmp_path / "profiles"
+    d.mkdir()
+    src = (Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "profiles" / "iphone.toml").read_text()
+    assert "batch = 1" in src
+    (d / "iphone-b8.toml").write_text(src.replace('name = "iphone"', 'name = "iphone-b8"').replace("batch = 1",
+                                                                                                  "batch = 8"))
+    argv = {"select": ["select", "--profile", "iphone-b8", "--profiles-dir", str(d), "--pool", str(tiny_pool)],
+            "report": ["report", "--profile", "iphone-b8", "--profiles-dir", str(d), "--pool", str(tiny_pool),
+                       "--out", str(tmp_path / "rep")],
+            "predict": ["profile", "--target", "iphone", "--predict", "--batch", "8", "--pool", str(tiny_pool)]}
+    refused(argv[command], capsys, "one image per prediction")
+    assert not (tmp_path / "rep").exists()

@@ -295,9 +295,10 @@ class CoreMLExporter:
         if profile.precision not in PRECISIONS:
             raise UsageError(f"Core ML export computes in fp16 or fp32, not {profile.precision}")
         if profile.batch != 1:  # the classifier outputs one label: conversion failed deep in coremltools
-            raise UsageError(f"profile '{profile.name}' has batch {profile.batch}: the Core ML package takes one "
-                             "image per prediction (batch 1); use a batch-1 profile, or pass --format for the other "
-                             "formats only")
+            from lgp_edge.profiles import COREML_ONE_IMAGE
+
+            raise UsageError(f"profile '{profile.name}' has batch {profile.batch}: {COREML_ONE_IMAGE}; use a batch-1 "
+                             "profile, or pass --format for the other formats only")
         if min_target(target) not in SPEC_VERSION:
             raise UsageError(f"target '{target.name}': Core ML deployment target '{min_target(target)}' is not one "
                              f"of {', '.join(SPEC_VERSION)}")

@@ -101,6 +101,10 @@ def _check_settings(req: ProfileRequest, target: Any) -> None:
         problem = settings_problem("--seconds", req.seconds, 0, MAX_SECONDS, integer=False)
         if problem:
             raise UsageError(f"{problem} (seconds to time each model)")
+    if (req.runtime or target.runtime) == "coreml" and req.batch != 1:
+        from lgp_edge.profiles import COREML_ONE_IMAGE
+
+        raise UsageError(f"--batch {req.batch}: {COREML_ONE_IMAGE}; leave --batch out")
     if target.connection.kind == "adb" and req.warmup is not None:
         raise UsageError(f"--warmup: target '{target.name}' is timed by onnxruntime_perf_test, which takes no "
                          "warm-up count (it warms up with one run of its own): leave --warmup out")
