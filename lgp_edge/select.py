@@ -169,6 +169,11 @@ def pareto_front(cands: Sequence[Candidate]) -> tuple[Candidate, ...]:
     return tuple(front)
 
 
+def per_batch(batch: int) -> str:
+    """What a latency at ``batch`` is: "" at batch 1, else " per batch of N images" (one call on N images)."""
+    return "" if batch == 1 else f" per batch of {batch} images"
+
+
 def front_and_chosen(front: Sequence[Candidate], chosen: Candidate | None) -> tuple[Candidate, ...]:
     """The rows of a "Pareto front" table: the front, and the chosen descendant where it is not on it (the front is
     top-1 against latency, so a faster, more accurate one over the memory budget hides it); fastest first."""

@@ -1082,3 +1082,22 @@ def test_a_descendant_export_keeps_the_thread_count_its_latency_is_for(env: obje
     assert m["selection"]["threads"] == 2
     text = (out / "EMBEDDING.md").read_text()
     assert "so.intra_op_num_threads = 2" in text and "threads = 2" in text.split("LgpClassifier(assets")[1][:200]
+
+
+def test_a_batch_profiles_latency_is_said_to_be_per_batch(env: object, tiny_pool: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A batch-8 profile's p90 (one call on 8 images) was written "expected p90 latency 2.34 ms" beside "memory at
+    batch 8", in EMBEDDING.md, the export's headline and select's chosen line: read as per image, 8x off."""
+    d = tmp_path / "profiles"
+    d.mkdir()
+    src = (Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "profiles" / "cpu.toml").read_text()
+    (d / "cpu-b4.toml").write_text(src.replace('name = "cpu"', 'name = "cpu-b4"').replace("batch = 1", "batch = 4"))
+    out = tmp_path / "b4"
+    assert main(with_options(["export", "--pool", str(tiny_pool), "--out", str(out), "--val-images", VAL,
+                              "--profile", "cpu-b4", "--profiles-dir", str(d), "--format", "onnx",
+                              "--descendant", "ti6.0-5"])) == 0
+    said = capsys.readouterr().out
+    assert "ms p90 per batch of 4 images" in said, said
+    assert "per batch of 4 images (one call)" in (out / "EMBEDDING.md").read_text()
+    assert main(["select", "--pool", str(tiny_pool), "--profile", "cpu-b4", "--profiles-dir", str(d)]) == 0
+    assert "ms per batch of 4 images" in capsys.readouterr().out

@@ -271,6 +271,8 @@ def store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     (["--target", "cpu", "--switchable", "--format", "openvino"], "switchable model on onnxruntime is onnx"),
     # accepted and ignored before: a batch-1 input, an fp32 artifact under an int8 profile
     (["--target", "cpu", "--switchable", "--dynamic-batch"], "--dynamic-batch is not available with --switchable"),
+    # it said "its input is batch 1", which a batch-8 profile's switchable model is not
+    (["--target", "cpu", "--switchable", "--dynamic-batch"], "its input has the profile's static batch"),
     (["--target", "cpu", "--switchable", "--precision", "int8"], "which --switchable does not export"),
 ])
 def test_cli_bad_input_exit_2_nothing_written(tiny_pool, tmp_path, store, capsys, args, msg):

@@ -138,10 +138,12 @@ def _headline_top1(mf: dict) -> str:
 def _print_result(mf: dict, profile: str, out: Path) -> None:
     from lgp_edge.commands.common import console, styled
     from lgp_edge.export.manifest import exported
+    from lgp_edge.select import per_batch
 
     d = exported(mf)
     c = console()
-    lat = (f"{d['expected_latency_ms']:.3g} ms p90 ({d['latency_source']}, {d['latency_runtime']})"
+    batch = mf["profile"].get("batch", 1)
+    lat = (f"{d['expected_latency_ms']:.3g} ms p90{per_batch(batch)} ({d['latency_source']}, {d['latency_runtime']})"
            if d["expected_latency_ms"] is not None else "latency unknown")
     c.print(styled(str(profile), f" -> {d['key']}: top-1 {_headline_top1(mf)}, {lat}, {d['params']:,} params"))
     if mf["selection"] and "reason" in mf["selection"]:
@@ -183,9 +185,9 @@ def _run_switchable(args: argparse.Namespace) -> int:
         raise UsageError("--descendants and --front select what goes into a switchable model; add --switchable")
     if args.descendant is not None:
         raise UsageError("--descendant exports one descendant; with --switchable use --descendants KEY,KEY…")
-    if args.dynamic_batch:  # it was accepted and ignored: the switchable input stayed batch 1
-        raise UsageError("--dynamic-batch is not available with --switchable (its input is batch 1); export "
-                         "single descendants for a dynamic batch")
+    if args.dynamic_batch:  # it was accepted and ignored: the switchable input kept the profile's batch
+        raise UsageError("--dynamic-batch is not available with --switchable (its input has the profile's static "
+                         "batch); export single descendants for a dynamic batch")
     profile, target = resolve_profile(args, formats=_formats(args.format))
     if profile.precision == "int8":  # it was accepted and an fp32 artifact written under an int8 profile
         raise UsageError(f"profile '{profile.name}' asks for int8, which --switchable does not export (its "

@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     from lgp_edge.commands.common import console, print_json, styled
     from lgp_edge.errors import NothingFits
     from lgp_edge.pool.manifest import read_manifest, resolve_pool
-    from lgp_edge.select import format_against, open_store, plan_selection, selection_context
+    from lgp_edge.select import format_against, open_store, per_batch, plan_selection, selection_context
 
     profile, target = resolve_profile(args)
     pool_dir = resolve_pool(args.pool)
@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
                      f"latencies: {sources}{images})")
     ch = sel.chosen
     c.print(styled("chosen", f": {ch.key}  top-1 {ch.top1:.2f}%  p90 "
-                             f"{format_against(ch.latency_ms, profile.latency_budget_ms)} ms "
+                             f"{format_against(ch.latency_ms, profile.latency_budget_ms)} ms{per_batch(profile.batch)} "
                              f"({ch.latency_source}, {ch.runtime})  "
                              f"{format_against(ch.memory_mb, profile.memory_budget_mb)} MB  "
                              f"{ch.params:,} params"))

@@ -168,6 +168,10 @@ def _top1(m: dict[str, Any]) -> str:
 def _header(doc: _Doc) -> str:
     m, d, pre = doc.manifest, exported(doc.manifest), doc.pre
     latency, source = _fmt_latency(m)
+    if d.get("expected_latency_ms") is not None and m["profile"].get("batch", 1) != 1:
+        from lgp_edge.select import per_batch
+
+        latency += f"{per_batch(m['profile']['batch'])} (one call)"
     return template("embedding/header.md").format(
         key=d["key"], version=m["versions"].get("lgp-edge", "?"), profile=m["profile"]["name"],
         target=m["target"]["name"], runtime_version=m["target"]["runtime_version"], what=_what(m),

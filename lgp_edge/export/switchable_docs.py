@@ -22,9 +22,11 @@ def swift_sample() -> str:
     return template("switchable/SwitchableClassifier.swift")
 
 
-def _table(rows: list[dict[str, Any]], with_function: bool) -> str:
+def _table(rows: list[dict[str, Any]], with_function: bool, batch: int = 1) -> str:
+    from lgp_edge.select import per_batch
+
     head = "| index | key | " + ("Core ML function | " if with_function else "") + \
-           "params | MFLOPs | top-1 % | p90 ms on target |\n"
+           f"params | MFLOPs | top-1 % | p90 ms on target{per_batch(batch)} |\n"
     head += "|---:|---|" + ("---|" if with_function else "") + "---:|---:|---:|---:|\n"
     for r in rows:
         top1 = f"{r['top1']:.2f}" if r.get("top1") is not None else "n/a"
@@ -45,7 +47,7 @@ def embedding_markdown(mf: dict[str, Any]) -> str:
     out = [f"# Embedding the switchable model (pool `{mf['pool']['pool_id']}`, target `{mf['target']['name']}`)\n",
            f"{len(rows)} descendants ({mf['selection']}) in one artifact; each weight is stored once. "
            "The app picks one at run time, e.g. by the device model or its thermal state.\n",
-           _table(rows, coreml is not None)]
+           _table(rows, coreml is not None, mf["profile"].get("batch", 1))]
     if "onnx" in arts:
         a = arts["onnx"]
         out.append("\n" + template("switchable/onnx.md").format(path=a["path"], input_shape=a["inputs"][0]["shape"],
