@@ -1101,3 +1101,15 @@ def test_a_batch_profiles_latency_is_said_to_be_per_batch(env: object, tiny_pool
     assert "per batch of 4 images (one call)" in (out / "EMBEDDING.md").read_text()
     assert main(["select", "--pool", str(tiny_pool), "--profile", "cpu-b4", "--profiles-dir", str(d)]) == 0
     assert "ms per batch of 4 images" in capsys.readouterr().out
+
+
+def test_an_openvino_export_tells_the_app_the_thread_count_its_latency_is_for(env: object, tiny_pool: Path,
+                                                                              tmp_path: Path) -> None:
+    """The manifest's latency was OpenVINO's at 1 thread, but EMBEDDING.md's compile_model line set no thread
+    count (OpenVINO then takes every core) and no LATENCY hint, unlike the profiler that measured it."""
+    out = tmp_path / "ov1"
+    assert export(tiny_pool, out, "--target", "cpu", "--format", "openvino", "--threads", "1", "--descendant",
+                  "ti6.0-5") == 0
+    assert manifest(out)["selection"]["threads"] == 1
+    text = (out / "EMBEDDING.md").read_text()
+    assert '"INFERENCE_NUM_THREADS": 1' in text and '"PERFORMANCE_HINT": "LATENCY"' in text, text

@@ -481,8 +481,14 @@ def _openvino(doc: _Doc) -> str:
         api = ("OpenVINO Model API feeds 3-channel images and this model takes "
                f"{t['shape'].split('x')[1] if 'x' in t['shape'] else 'other'} channel(s), so the IR carries no Model "
                "API keys: run it with the runtime\nas above.")
+    config, threads_note = '"INFERENCE_PRECISION_HINT": "f32"', ""
+    threads = (doc.manifest.get("selection") or {}).get("threads")
+    if threads and exported(doc.manifest).get("latency_runtime") == "openvino":  # as the profiler compiled it
+        config = f'"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": {threads}, "NUM_STREAMS": 1, ' + config
+        threads_note = (f" The latency hint, {threads} thread(s) and one stream are the settings the manifest's "
+                        "latency was measured with (without them OpenVINO takes every core).")
     return _section("openvino", precision=a["precision"], int8_note=int8, input=t["input"], shape=t["shape"],
-                    output=t["output"], model_api=api)
+                    output=t["output"], model_api=api, config=config, threads_note=threads_note)
 
 
 def render(manifest: dict[str, Any], out_dir: str | Path | None = None) -> str:
