@@ -338,3 +338,20 @@ def test_a_phones_switchable_export_says_the_ort_file_is_not_written(tiny_pool, 
                  "android-arm64", "--switchable", "--format", "ort"]) == 2
     err = capsys.readouterr().err
     assert "OpenVINO" not in err and "--format onnx" in err, err
+
+
+def test_a_switchable_export_carries_the_thread_count_of_its_latencies(tiny_pool, tmp_path, store, capsys):
+    """The table's latencies were the 2-thread ones, but no thread count was in the manifest, the model's table,
+    EMBEDDING.md's table or its Python sample (which left ONNX Runtime at one thread per core)."""
+    import onnx
+
+    out = tmp_path / "out"
+    assert main(["export", "--pool", str(tiny_pool), "--out", str(out), "--quiet", "--target", "cpu", "--threads", "1",
+                 "--switchable", "--descendants", "ti6.0-5,b6.0-5", "--val-images", "4", "--data", "synthetic"]) == 0
+    mf = json.loads((out / "manifest.json").read_text())
+    assert [d["threads"] for d in mf["descendants"]] == [1, 1]
+    props = {p.key: p.value for p in onnx.load(str(out / "model.switchable.onnx"), load_external_data=False)
+             .metadata_props}
+    assert [r["threads"] for r in json.loads(props["descendants"])] == [1, 1]
+    emb = (out / "EMBEDDING.md").read_text()
+    assert "p90 ms on target, 1 thread |" in emb and "so.intra_op_num_threads = 1" in emb

@@ -23,10 +23,13 @@ def swift_sample() -> str:
 
 
 def _table(rows: list[dict[str, Any]], with_function: bool, batch: int = 1) -> str:
+    from lgp_edge.progress import counted
     from lgp_edge.select import per_batch
 
+    counts = {r.get("threads") for r in rows} - {None}
+    threads = f", {counted(counts.pop(), 'thread')}" if len(counts) == 1 else ""
     head = "| index | key | " + ("Core ML function | " if with_function else "") + \
-           f"params | MFLOPs | top-1 % | p90 ms on target{per_batch(batch)} |\n"
+           f"params | MFLOPs | top-1 % | p90 ms on target{per_batch(batch)}{threads} |\n"
     head += "|---:|---|" + ("---|" if with_function else "") + "---:|---:|---:|---:|\n"
     for r in rows:
         top1 = f"{r['top1']:.2f}" if r.get("top1") is not None else "n/a"
@@ -50,8 +53,12 @@ def embedding_markdown(mf: dict[str, Any]) -> str:
            _table(rows, coreml is not None, mf["profile"].get("batch", 1))]
     if "onnx" in arts:
         a = arts["onnx"]
-        out.append("\n" + template("switchable/onnx.md").format(path=a["path"], input_shape=a["inputs"][0]["shape"],
-                                                                 kotlin=kotlin_sample()))
+        counts = {r.get("threads") for r in rows} - {None}
+        threads = counts.pop() if len(counts) == 1 else None
+        out.append("\n" + template("switchable/onnx.md").format(
+            path=a["path"], input_shape=a["inputs"][0]["shape"], kotlin=kotlin_sample(),
+            threads=threads or 0, threads_note=("the thread count the table's latencies are for" if threads
+                                                else "ONNX Runtime's default: one per core")))
     if coreml is not None:
         out.append("\n" + template("switchable/coreml.md").format(
             path=coreml["path"], deployment=coreml["deployment"], default_function=coreml["default_function"],

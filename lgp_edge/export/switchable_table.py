@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lgp_edge.errors import UsageError
-from lgp_edge.specs import LatencyRecord
+from lgp_edge.specs import CPU_RUNTIMES, LatencyRecord
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,11 @@ class SwitchEntry:
     top1: float | None  # validation top-1 in percent (None: pool not evaluated)
     latency_ms: float | None = None  # p90 latency on the export's target (None: unknown)
     latency_source: str | None = None  # "measured" or "predicted"
+    threads: int | None = None  # intra-op threads its latency is for (None: unknown, or not a CPU runtime's)
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "key": self.key, "params": self.params, "flops": self.flops, "top1": self.top1,
-                "latency_ms": self.latency_ms, "latency_source": self.latency_source}
+                "latency_ms": self.latency_ms, "latency_source": self.latency_source, "threads": self.threads}
 
 
 def switch_entries(manifest: Any, keys: Sequence[str],
@@ -46,5 +47,6 @@ def switch_entries(manifest: Any, keys: Sequence[str],
         lat = (latencies or {}).get(key)
         out.append(SwitchEntry(index=i, key=key, params=rec.params, flops=rec.flops, top1=rec.top1,
                                latency_ms=lat.p90_ms if lat is not None else None,
-                               latency_source=lat.source if lat is not None else None))
+                               latency_source=lat.source if lat is not None else None,
+                               threads=lat.threads if lat is not None and lat.runtime in CPU_RUNTIMES else None))
     return tuple(out)
