@@ -213,6 +213,13 @@ def _imagefolder(root: str, img_size: int, in_chans: int, norm: Norm | None = No
     val = ImageFolder(str(base / "val"), transform=_whole_image(img_size, (tuple(mean), tuple(std))),
                       loader=load_image)
     labels = tuple(train.classes)
+    from lgp_edge.pool.manifest import label_problem
+
+    for name in labels:  # written into pool.json and every export's metadata: refused before any work
+        problem = label_problem(name)
+        if problem:
+            raise UsageError(f"image folder '{base}': class folder {name!r} cannot name a class ({problem}); "
+                             "rename the folder")
     pre = PreprocessSpec(img_size=img_size, in_chans=3, mean=tuple(mean), std=tuple(std), labels=labels)
     return ImageData(train, val, DataInfo(f"imagefolder:{base}", len(labels), pre, synthetic=False))
 

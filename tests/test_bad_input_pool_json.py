@@ -589,3 +589,29 @@ def test_top1_after_distillation_is_shown_by_pool_info(tmp_path: Path, capsys: p
     assert [i.get("top1_after_distill") for i in info["instances"]] == [85.37, 89.23]
     p = demo_copy(tmp_path / "n", lambda mf: mf["history"][0].update(top1={"ti6": 85.37}, top1_images=0))
     assert run_cli(["pool", "info", str(p)], capsys)[0] == 2  # a top-1 on no images
+
+
+def test_a_class_name_an_image_folder_gives_is_one_the_pool_reads(tmp_path: Path) -> None:
+    """`pool build` on an image folder whose class folders hold a no-break space or an emoji's joiner trained to
+    the end, and every later command refused the pool it wrote as damaged (labels checked with isprintable); a tab
+    or newline in a folder name went into the pool (and an export's metadata) the same way. The reader takes
+    what the writer may write; the folder's names are checked before any work."""
+    from PIL import Image
+
+    from lgp_edge.datasets import open_data
+    from lgp_edge.errors import UsageError
+    from lgp_edge.pool.manifest import label_problem
+
+    assert label_problem("no\u00a0break") is None and label_problem("\U0001f469\u200d\U0001f52c scientist") is None
+    assert label_problem("a\tb") and label_problem("x\ny") and label_problem("") and label_problem("p\u2028q")
+    for names, ok in ((["no\u00a0break", "plain"], True), (["a\tb", "plain"], False)):
+        root = tmp_path / ("ok" if ok else "bad")
+        for split in ("train", "val"):
+            for n in names:
+                (root / split / n).mkdir(parents=True)
+                Image.new("RGB", (8, 8)).save(root / split / n / "0.png")
+        if ok:
+            assert open_data(f"imagefolder:{root}", img_size=8, in_chans=3).info.preprocess.labels[0] == names[0]
+        else:
+            with pytest.raises(UsageError, match="class folder"):
+                open_data(f"imagefolder:{root}", img_size=8, in_chans=3)

@@ -294,6 +294,16 @@ def _check_numbers(spec: PoolSpec, pre: PreprocessSpec) -> None:
 MAX_LABEL = 256  # characters of one class name
 
 
+def label_problem(value: Any) -> str | None:
+    """What is wrong with a class name (None: nothing): one line of 1 to MAX_LABEL characters without control
+    characters or line breaks. An image folder's class may hold any other character (a no-break space, an emoji's
+    joiner): what ``pool build`` writes from one, every reader takes."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_LABEL:
+        return f"a class name of 1 to {MAX_LABEL} characters expected"
+    bad = control_character(value) or next((c for c in value if c in "\u2028\u2029"), None)
+    return None if bad is None else f"it holds {bad!r}: one line without control characters expected"
+
+
 def _check_labels(spec: PoolSpec, pre: PreprocessSpec) -> None:
     """The class names every export writes beside the logits (ONNX metadata, Core ML labels, EMBEDDING.md): one
     printable, non-empty string per class of the head, each once."""
@@ -303,9 +313,9 @@ def _check_labels(spec: PoolSpec, pre: PreprocessSpec) -> None:
                             fix=REBUILD)
     seen: set[str] = set()
     for i, v in enumerate(labels):
-        if not isinstance(v, str) or not 0 < len(v) <= MAX_LABEL or not v.isprintable():
-            raise DamagedRecord(f"has preprocess.labels[{i}] {v!r} (a printable class name of 1 to {MAX_LABEL} "
-                                "characters expected)", fix=REBUILD)
+        problem = label_problem(v)
+        if problem:
+            raise DamagedRecord(f"has preprocess.labels[{i}] {repr(v)[:60]} ({problem})", fix=REBUILD)
         if v in seen:
             raise DamagedRecord(f"has preprocess.labels[{i}] {v!r} twice (one name per class expected)", fix=REBUILD)
         seen.add(v)
