@@ -272,3 +272,24 @@ def test_an_fp32_engine_is_built_with_the_workspace_bench_sh_times_it_with(tmp_p
     res = subprocess.run(["sh", "build_engine.sh"], cwd=d, env={**os.environ, "TRTEXEC": str(fake)},
                          capture_output=True, text=True)
     assert res.returncode == 0 and not any(a.startswith("--workspace") for a in log.read_text().splitlines())
+
+
+def test_build_engine_time_prints_an_import_command_that_pastes_as_one_path(tiny_pool: Path, tmp_path: Path) -> None:
+    """The follow-up line "load it with: lgp-edge profile --import PATH" printed the path bare: one with a space
+    or `$(...)` split (or ran) when pasted into a shell."""
+    import shlex
+
+    fake, _ = _fake_trtexec(tmp_path)
+    d = _board_dir(tmp_path)
+    m = read_manifest(tiny_pool)
+    script = build_script(onnx_name="model.onnx", precision="fp16", input_name="input", input_shape=(1, 1, 16, 16),
+                          dynamic_batch=False, key=m.descendants[-1].key, target=load_target("jetson-nano"),
+                          pool_id=m.spec.pool_id)
+    (d / "build_engine.sh").write_text(script)
+    name = "t 'x\" $(y).json"
+    res = subprocess.run(["sh", "build_engine.sh", "--time", name], cwd=d, env={**os.environ, "TRTEXEC": str(fake)},
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    line = next(x for x in res.stdout.splitlines() if "load it with:" in x)
+    argv = shlex.split(line.split("load it with: ", 1)[1])
+    assert argv[:3] == ["lgp-edge", "profile", "--import"] and len(argv) == 4 and argv[3].endswith(name), argv

@@ -73,8 +73,9 @@ with open(tmp, "w") as f:
     json.dump({"format": "lgp-edge-latency", "version": 1, "records": [rec]}, f, indent=1)
     f.write("\n")
 import os
+import shlex
 os.replace(tmp, out)
 print("wrote %s: median %.4f ms, p90 %.4f ms over %d runs; load it with: lgp-edge profile --import %s"
-      % (out, rec["median_ms"], rec["p90_ms"], n, out))
+      % (out, rec["median_ms"], rec["p90_ms"], n, shlex.quote(out)))
 PY
 fi
