@@ -189,15 +189,21 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
         lines += ["**Synthetic data: the top-1 values mean nothing.**", ""]
     lines += ["| profile | target | precision | budget | chosen | top-1 % | p90 ms | source |",
               "|---|---|---|---|---|---|---|---|"]
+    anchors: list[str] = []  # as GitHub numbers a repeated one: cpu, cpu-1, cpu-2 (CPU and c.p.u are "cpu" too)
     for e in entries:
+        a, n = _anchor(e.profile.name), 0
+        while (f"{a}-{n}" if n else a) in anchors:
+            n += 1
+        anchors.append(f"{a}-{n}" if n else a)
+    for e, anchor in zip(entries, anchors):
         p = e.profile
         budget = f"{format_budget(p.latency_budget_ms)} ms, {format_budget(p.memory_budget_mb)} MB"
         if e.selection is None:
-            lines.append(f"| [{p.name}](#{_anchor(p.name)}) | {e.target.name} | {p.precision} | {budget} | nothing "
+            lines.append(f"| [{p.name}](#{anchor}) | {e.target.name} | {p.precision} | {budget} | nothing "
                          "fits | | | |")
         else:
             c = e.selection.chosen
-            lines.append(f"| [{p.name}](#{_anchor(p.name)}) | {e.target.name} | {p.precision} | {budget} | `{c.key}` | "
+            lines.append(f"| [{p.name}](#{anchor}) | {e.target.name} | {p.precision} | {budget} | `{c.key}` | "
                          f"{c.top1:.2f} | {format_against(c.latency_ms, p.latency_budget_ms)} | {_source(c)} |")
     for e in entries:
         p = e.profile

@@ -188,3 +188,17 @@ def test_profiles_whose_names_differ_only_in_case_get_plots_that_are_two_files_e
     assert len(plots) == 2 and len({p.casefold() for p in plots}) == 2, plots
     md = (out / "report.md").read_text()
     assert all(f"({p})" in md for p in plots)
+
+
+def test_each_summary_row_links_to_its_own_section(tiny_pool: Path, tmp_path: Path) -> None:
+    """Profiles `cpu`, `CPU` and `c.p.u` (one anchor, "cpu", for a Markdown renderer) were all linked to the first
+    section: GitHub numbers the later ones "cpu-1", "cpu-2"."""
+    d = tmp_path / "profiles"
+    d.mkdir()
+    src = (Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "profiles" / "cpu.toml").read_text()
+    for name in ("CPU", "c.p.u"):
+        (d / f"{name}.toml").write_text(src.replace('name = "cpu"', f'name = "{name}"'))
+    assert main(["report", "--pool", str(tiny_pool), "--profiles-dir", str(d), "--profile", "cpu", "--profile", "CPU",
+                 "--profile", "c.p.u", "--out", str(tmp_path / "rep"), "--quiet"]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "[cpu](#cpu)" in md and "[CPU](#cpu-1)" in md and "[c.p.u](#cpu-2)" in md
