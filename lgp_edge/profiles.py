@@ -230,6 +230,10 @@ def check_against_target(profile: DeviceProfile, target: Any) -> None:
         from lgp_edge.select import profile_runtime
 
         check_thread_count(target, profile_runtime(profile, target), "drop --threads (or the profile's 'threads')")
+    if profile.threads is None:
+        from lgp_edge.profiling.host import check_target_threads
+
+        check_target_threads(target)  # the count the target's latencies are for, without a profile's own
     if profile.threads is not None and target.connection.kind == "local":
         from lgp_edge.profiling.host import usable_cpus
 

@@ -334,3 +334,25 @@ def test_a_batch_core_ml_cannot_take_is_refused_by_every_command(command: str, t
             "predict": ["profile", "--target", "iphone", "--predict", "--batch", "8", "--pool", str(tiny_pool)]}
     refused(argv[command], capsys, "one image per prediction")
     assert not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("command", ["select", "profile"])
+def test_a_local_targets_thread_count_above_this_hosts_cpus_is_refused(command: str, tmp_path: Path, tiny_pool: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A local target file with `threads = 200` was measured and chosen for "at 200 threads" on a 2-CPU host, where
+    the same count given as --threads is refused."""
+    tdir, pdir = tmp_path / "targets", tmp_path / "profiles"
+    tdir.mkdir()
+    pdir.mkdir()
+    src = (BUILTIN_TARGETS / "cpu.toml").read_text(encoding="utf-8")
+    assert "threads = 0" in src
+    (tdir / "cpu999.toml").write_text(src.replace('name = "cpu"', 'name = "cpu999"').replace("threads = 0",
+                                                                                           "threads = 200"))
+    (pdir / "cpu999.toml").write_text(profile_text("cpu999").replace('target = "cpu"', 'target = "cpu999"'))
+    argv = {"select": ["select", "--profile", "cpu999", "--profiles-dir", str(pdir), "--targets-dir", str(tdir),
+                       "--pool", str(tiny_pool)],
+            "profile": ["profile", "--target", "cpu999", "--targets-dir", str(tdir), "--pool", str(tiny_pool),
+                        "--descendant", "ti6.0-5", "--iters", "2", "--store", str(tmp_path / "m.sqlite")]}
+    line = refused(argv[command], capsys, "200 threads")
+    assert "extra.threads" in line and "CPUs" in line, line
+    assert not (tmp_path / "m.sqlite").exists()

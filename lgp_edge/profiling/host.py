@@ -43,6 +43,18 @@ def default_threads(target: TargetSpec) -> int:
     return usable_cpus() if target.connection.kind == "local" else 1
 
 
+def check_target_threads(target: TargetSpec) -> None:
+    """A local target file's ``extra.threads`` above the CPUs this process may use: refused, as ``--threads`` is
+    (its runs and predictions would be for a thread count this host cannot give)."""
+    t = int(target.extra.get("threads", 0) or 0)
+    if target.connection.kind == "local" and t > (n := usable_cpus()):
+        from lgp_edge.errors import UsageError
+
+        raise UsageError(f"target '{target.name}' asks for {t} threads (its extra.threads) on this host, which lets "
+                         f"lgp-edge use {n} CPUs; set extra.threads to {n} or fewer (0: all of them), or give "
+                         f"--threads {n} or fewer")
+
+
 def default_measure_threads(target: TargetSpec) -> int:
     """The thread count ``profile`` measures at without ``--threads``: the target's, at most ``MAX_THREADS``."""
     from lgp_edge.profiling.measure import MAX_THREADS
