@@ -175,6 +175,7 @@ def _text(s: str) -> str:
 
 
 def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -> str:
+    from lgp_edge.export.assets import code_span
     from lgp_edge.report_html import top1_basis
 
     records = records_of(manifest)
@@ -182,8 +183,8 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
     count = (f"{len(records)} descendants, {len(records) - len(unevaluated)} evaluated" if unevaluated
              else f"{len(records)} descendants")
     lines = [f"# lgp-edge report: pool `{manifest.spec.pool_id}`", "",
-             (f"Pool `{pool_dir}` ({manifest.spec.ancestry.name}, depth {manifest.spec.depth}, stage "
-              f"{manifest.stage}, trained on {manifest.data}); {count}."), ""]
+             (f"Pool {code_span(str(pool_dir))} ({_text(manifest.spec.ancestry.name)}, depth {manifest.spec.depth}, "
+              f"stage {manifest.stage}, trained on {code_span(manifest.data)}); {count}."), ""]
     lines += [f"Top-1: {top1_basis(manifest)}.", ""]
     if manifest.synthetic:
         lines += ["**Synthetic data: the top-1 values mean nothing.**", ""]
@@ -208,7 +209,7 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
     for e in entries:
         p = e.profile
         lines += ["", f"## {p.name}", "",
-                  f"Target `{e.target.name}` ({e.target.runtime_version}); {_text(p.description)}", ""]
+                  f"Target `{e.target.name}` ({_text(e.target.runtime_version)}); {_text(p.description)}", ""]
         if e.candidates:
             c0 = e.candidates[0]
             threads = f"{c0.threads} thread" + ("s" if c0.threads != 1 else "")

@@ -1113,3 +1113,26 @@ def test_an_openvino_export_tells_the_app_the_thread_count_its_latency_is_for(en
     assert manifest(out)["selection"]["threads"] == 1
     text = (out / "EMBEDDING.md").read_text()
     assert '"INFERENCE_NUM_THREADS": 1' in text and '"PERFORMANCE_HINT": "LATENCY"' in text, text
+
+
+def test_class_names_and_free_text_read_literally_in_embedding_md(env: object, tiny_pool: Path,
+                                                                  tmp_path: Path) -> None:
+    """A label "Trouser`s" (a class name the pool takes) was wrapped in single backticks: the odd backtick shifted
+    every later code span, so the documented output order rendered wrong ("it's \\(x)" as "it's (x)", an
+    "<img ...>" label as an HTML element)."""
+    import shutil
+
+    from markdown_it import MarkdownIt
+
+    pool = Path(shutil.copytree(tiny_pool, tmp_path / "pool"))
+    mf = json.loads((pool / "pool.json").read_text())
+    labels = ["Trouser`s", "it's \\(x)", "<img src=x onerror=alert(4)>", "``", *[f"c{i}" for i in range(4, 10)]]
+    mf["preprocess"]["labels"] = labels[:len(mf["preprocess"]["labels"])]
+    (pool / "pool.json").write_text(json.dumps(mf))
+    out = tmp_path / "out"
+    assert export(pool, out, "--target", "cpu", "--format", "onnx", "--descendant", "ti6.0-5") == 0
+    text = (out / "EMBEDDING.md").read_text()
+    line = next(ln for ln in text.splitlines() if ln.startswith("Classes, in output order"))
+    tokens = MarkdownIt().parseInline(line)[0].children
+    assert [t.content for t in tokens if t.type == "code_inline"] == mf["preprocess"]["labels"]
+    assert not any(t.type.startswith("html") for t in tokens)

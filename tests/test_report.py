@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -202,3 +203,30 @@ def test_each_summary_row_links_to_its_own_section(tiny_pool: Path, tmp_path: Pa
                  "--profile", "c.p.u", "--out", str(tmp_path / "rep"), "--quiet"]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "[cpu](#cpu)" in md and "[CPU](#cpu-1)" in md and "[c.p.u](#cpu-2)" in md
+
+
+def test_free_text_from_targets_and_paths_reads_literally_in_report_md(tiny_pool: Path, tmp_path: Path) -> None:
+    """A target's runtime_version "<script>…" and a pool path with backticks went into report.md raw: a Markdown
+    renderer ran the HTML and broke the path's code span (the profile's description beside them was escaped)."""
+    import shutil
+
+    from markdown_it import MarkdownIt
+
+    from lgp_edge.targets import targets_root
+
+    pool = Path(shutil.copytree(tiny_pool, tmp_path / "p `x` <b>|"))
+    tdir, pdir = tmp_path / "targets", tmp_path / "profiles"
+    tdir.mkdir()
+    pdir.mkdir()
+    src = (targets_root() / "cpu.toml").read_text()
+    (tdir / "cpu2.toml").write_text(re.sub(r'runtime_version = "[^"]*"', 'runtime_version = "ORT <script>x</script>"',
+                                           src.replace('name = "cpu"', 'name = "cpu2"')))
+    prof = (Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "profiles" / "cpu.toml").read_text()
+    (pdir / "cpu2.toml").write_text(prof.replace('name = "cpu"', 'name = "cpu2"').replace('target = "cpu"',
+                                                                                         'target = "cpu2"'))
+    assert main(["report", "--pool", str(pool), "--targets-dir", str(tdir), "--profiles-dir", str(pdir), "--profile",
+                 "cpu2", "--out", str(tmp_path / "rep"), "--quiet"]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    rendered = MarkdownIt().render(md)
+    assert "<script>" not in rendered and "<b>" not in rendered and f"<code>{pool}</code>" in rendered.replace(
+        "&lt;", "<").replace("&gt;", ">")

@@ -50,6 +50,16 @@ def load_device_module(name: str) -> ModuleType:
     return module
 
 
+def code_span(text: str) -> str:
+    """``text`` as a Markdown code span that shows it literally whatever backticks it holds (CommonMark: a fence
+    longer than its longest run of backticks, padded with a space where it starts or ends with one)."""
+    import re
+
+    fence = "`" * (max((len(r) for r in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def template(name: str) -> str:
     """The text of ``lgp_edge/data/templates/NAME``."""
     return (data_dir() / "templates" / name).read_text(encoding="utf-8")

@@ -10,13 +10,14 @@ export has a Core ML or an .ort artifact.
 
 from __future__ import annotations
 
+import html
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lgp_edge.export.assets import template
+from lgp_edge.export.assets import code_span, template
 from lgp_edge.export.manifest import exported, low_precision, own_top1_words, pool_top1_of, source_data
 from lgp_edge.specs import UNSTORED_NOTE
 
@@ -47,7 +48,7 @@ def _data_note(data: str, synthetic: bool, what: str = "pool") -> str:
         return (f"The {what} was trained on Fashion-MNIST: centred product photos, light object on a black "
                 "background. Camera images need the same look (crop to the object, dark background) to be "
                 "recognised.")
-    return f"The {what} was trained on `{data}`."
+    return f"The {what} was trained on {code_span(data)}."
 
 
 GRAY_DOC = ("Convert to grayscale as the mean of R, G and B (the training loader's conversion; not a "
@@ -174,10 +175,11 @@ def _header(doc: _Doc) -> str:
         latency += f"{per_batch(m['profile']['batch'])} (one call)"
     return template("embedding/header.md").format(
         key=d["key"], version=m["versions"].get("lgp-edge", "?"), profile=m["profile"]["name"],
-        target=m["target"]["name"], runtime_version=m["target"]["runtime_version"], what=_what(m),
+        target=m["target"]["name"], runtime_version=html.escape(m["target"]["runtime_version"], quote=False),
+        what=_what(m),
         params=d["params"], mflops=f"{d['flops'] / 1e6:.1f}" if d.get("flops") is not None else "n/a",
         top1=_top1(m), latency=latency, source=source, memory=_memory_note(m),
-        labels=", ".join(f"{i} `{lab}`" for i, lab in enumerate(pre["labels"])),
+        labels=", ".join(f"{i} {code_span(lab)}" for i, lab in enumerate(pre["labels"])),
         data_note=_data_note(*source_data(m), what="pool" if m.get("pool") else "model"))
 
 
