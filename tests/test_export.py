@@ -1136,3 +1136,15 @@ def test_class_names_and_free_text_read_literally_in_embedding_md(env: object, t
     tokens = MarkdownIt().parseInline(line)[0].children
     assert [t.content for t in tokens if t.type == "code_inline"] == mf["preprocess"]["labels"]
     assert not any(t.type.startswith("html") for t in tokens)
+
+
+def test_the_headline_and_embedding_say_the_thread_count_of_the_latency(env: object, tiny_pool: Path, tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """"cpu -> b6.0-5: ... 6.24 ms p90 (measured, onnxruntime)" and EMBEDDING.md's "expected p90 latency 6.24 ms on
+    the target (measured, onnxruntime)" named no thread count, which the latency depends on."""
+    out = tmp_path / "t1"
+    assert main(with_options(["export", "--pool", str(tiny_pool), "--out", str(out), "--val-images", VAL,
+                              "--target", "cpu", "--threads", "1", "--format", "onnx", "--descendant", "ti6.0-5"])) == 0
+    head = next(ln for ln in capsys.readouterr().out.splitlines() if "ms p90" in ln)
+    assert "onnxruntime, 1 thread)" in head, head
+    assert "(predicted, onnxruntime, 1 thread" in (out / "EMBEDDING.md").read_text().split("Classes")[0]

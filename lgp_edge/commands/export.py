@@ -137,13 +137,14 @@ def _headline_top1(mf: dict) -> str:
 
 def _print_result(mf: dict, profile: str, out: Path) -> None:
     from lgp_edge.commands.common import console, styled
-    from lgp_edge.export.manifest import exported
+    from lgp_edge.export.manifest import exported, threads_words
     from lgp_edge.select import per_batch
 
     d = exported(mf)
     c = console()
     batch = mf["profile"].get("batch", 1)
-    lat = (f"{d['expected_latency_ms']:.3g} ms p90{per_batch(batch)} ({d['latency_source']}, {d['latency_runtime']})"
+    lat = (f"{d['expected_latency_ms']:.3g} ms p90{per_batch(batch)} ({d['latency_source']}, {d['latency_runtime']}"
+           f"{threads_words(mf)})"
            if d["expected_latency_ms"] is not None else "latency unknown")
     c.print(styled(str(profile), f" -> {d['key']}: top-1 {_headline_top1(mf)}, {lat}, {d['params']:,} params"))
     if mf["selection"] and "reason" in mf["selection"]:

@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from lgp_edge.export.assets import code_span, template
-from lgp_edge.export.manifest import exported, low_precision, own_top1_words, pool_top1_of, source_data
+from lgp_edge.export.manifest import (
+    exported,
+    low_precision,
+    own_top1_words,
+    pool_top1_of,
+    source_data,
+    threads_words,
+)
 from lgp_edge.specs import UNSTORED_NOTE
 
 SAMPLES = {"swift": ("ios", "LgpClassifier.swift"), "kotlin": ("android", "LgpClassifier.kt")}
@@ -32,7 +39,7 @@ def _fmt_latency(manifest: dict[str, Any]) -> tuple[str, str]:
     d = exported(manifest)
     if d.get("expected_latency_ms") is None:
         return "unknown", "no latency record"
-    source = f"{d['latency_source']}, {d.get('latency_runtime')}"
+    source = f"{d['latency_source']}, {d.get('latency_runtime')}{threads_words(manifest)}"
     if UNSTORED_NOTE in (d.get("latency_note") or ""):  # a number another export would not repeat
         source += ("; from a host calibration this export measured and did not store, so another export predicts "
                    "another time: see latency_note in manifest.json")

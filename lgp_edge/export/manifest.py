@@ -177,6 +177,16 @@ def build_switchable_manifest(*, out_dir: Path, profile: Any, target: Any, pool_
     })
 
 
+def threads_words(manifest: dict[str, Any]) -> str:
+    """", N thread(s)" where the manifest's latency is a CPU runtime's at a known thread count, else ""."""
+    from lgp_edge.progress import counted
+    from lgp_edge.specs import CPU_RUNTIMES
+
+    threads = (manifest.get("selection") or {}).get("threads")
+    runtime = exported(manifest).get("latency_runtime")
+    return f", {counted(threads, 'thread')}" if threads and runtime in CPU_RUNTIMES else ""
+
+
 def exported(manifest: dict[str, Any]) -> dict[str, Any]:
     """The exported model's entry: ``descendant``, or ``model`` for an ``export --model``."""
     return manifest.get("descendant") or manifest["model"]
