@@ -604,3 +604,27 @@ def test_the_front_table_shows_the_chosen_one_when_memory_decides(tiny_pool: Pat
                  "small", "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert f"| `{chosen}` **chosen** |" in md and f"and `{chosen}`, chosen: a faster" in md
+
+
+def test_runs_at_the_targets_own_thread_count_left_out_are_said(tiny_pool: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str],
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    """raspberry-pi-5 runs at 2 threads (three descendants) and at 4 (two, the target's own count): select compared
+    at 2 and left the 4-thread runs out with no word but at -v, and the export then told the app 2 threads."""
+    from lgp_edge.pool.manifest import read_manifest
+
+    mf = read_manifest(tiny_pool)
+    keys = [r.key for r in mf.descendants]
+    recs = [{"descendant_key": k, "target": "raspberry-pi-5", "runtime": "onnxruntime", "precision": "fp32",
+             "batch": 1, "median_ms": 3.0, "p90_ms": 3.1, "p99_ms": 3.2, "source": "measured", "threads": t,
+             "pool_id": mf.spec.pool_id, "n": 50, "tool_versions": {"onnxruntime": "1.20.0"},
+             "when": "2026-12-01T00:00:00+00:00"} for k, t in [(keys[0], 2), (keys[1], 2), (keys[2], 2), (keys[3], 4),
+                                                              (keys[4], 4)]]
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({"format": "lgp-edge-latency", "version": 1, "records": recs}))
+    store = str(tmp_path / "m.sqlite")
+    assert main(["profile", "--import", str(f), "--store", store]) == 0
+    capsys.readouterr()
+    assert main(["select", "--target", "raspberry-pi-5", "--pool", str(tiny_pool), "--store", store]) == 0
+    said = caplog.text + capsys.readouterr().err
+    assert "4 threads" in said and "--threads 4" in said and said.count("--threads 4 to compare") == 1, said

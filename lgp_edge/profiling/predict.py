@@ -541,11 +541,17 @@ def compared_runs(rows: Sequence[LatencyRecord], target: TargetSpec, runtime: st
                   ) -> tuple[int, dict[tuple[Any, ...], LatencyRecord]]:
     """The thread count measured runs are compared at (``threads`` for a CPU runtime, else ``comparison_threads``
     of the runs) and the robust aggregate of each model's runs at it (``robust_measured``)."""
-    if runtime not in CPU_RUNTIMES or threads is None:
+    chosen_here = runtime not in CPU_RUNTIMES or threads is None
+    if chosen_here:
         threads = comparison_threads(rows, default_threads(target))
     rows = _at_threads(rows, runtime, threads)
     other = {r.threads for r in rows if r.threads != threads}
-    if other:
+    own = default_threads(target)
+    if other and chosen_here and runtime in CPU_RUNTIMES and own in other:  # the count the target's app runs
+        log.warning("compared at %s, the count most descendants were measured at; the runs at %s (target %s's "
+                    "own count) are left out: give --threads %d to compare at that count", counted(threads, "thread"),
+                    counted(own, "thread"), target.name, own)
+    elif other:
         log.info("comparing at %s; runs at other thread counts (%s) left out", counted(threads, "thread"),
                  ", ".join(str(t) for t in sorted(other)))
     return threads, robust_measured([r for r in rows if r.threads == threads])
