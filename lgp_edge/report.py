@@ -138,6 +138,15 @@ def _name_points(fig: Any, ax: Any, cands: Sequence[Candidate], front: Sequence[
             text.remove()
 
 
+def source_and_threads(c: Candidate) -> str:
+    """A summary row's source: ``measured`` / ``predicted`` (noisy flagged), with the thread count of a CPU
+    runtime's latency (profiles side by side may be at different counts)."""
+    from lgp_edge.progress import counted
+    from lgp_edge.specs import CPU_RUNTIMES
+
+    return _source(c) + (f", {counted(c.threads, 'thread')}" if c.runtime in CPU_RUNTIMES else "")
+
+
 def source_counts(cands: Sequence[Candidate]) -> str:
     """How many latencies were measured and how many predicted, e.g. "1 measured, 17 predicted (16 of them because
     the measured runs were noisy)"."""
@@ -205,7 +214,8 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
         else:
             c = e.selection.chosen
             lines.append(f"| [{p.name}](#{anchor}) | {e.target.name} | {p.precision} | {budget} | `{c.key}` | "
-                         f"{c.top1:.2f} | {format_against(c.latency_ms, p.latency_budget_ms)} | {_source(c)} |")
+                         f"{c.top1:.2f} | {format_against(c.latency_ms, p.latency_budget_ms)} | "
+                         f"{source_and_threads(c)} |")
     for e in entries:
         p = e.profile
         lines += ["", f"## {p.name}", "",

@@ -230,3 +230,19 @@ def test_free_text_from_targets_and_paths_reads_literally_in_report_md(tiny_pool
     rendered = MarkdownIt().render(md)
     assert "<script>" not in rendered and "<b>" not in rendered and f"<code>{pool}</code>" in rendered.replace(
         "&lt;", "<").replace("&gt;", ">")
+
+
+def test_the_summaries_name_the_thread_count_of_each_latency(tiny_pool: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`report --profile cpu --profile cpu-t1` showed 1.95 and 6.24 ms side by side with no thread count in the
+    terminal's summary or report.md's (only each profile's section said it): read as the same setting."""
+    d = tmp_path / "profiles"
+    d.mkdir()
+    src = (Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "profiles" / "cpu.toml").read_text()
+    (d / "cpu-t1.toml").write_text(src.replace('name = "cpu"', 'name = "cpu-t1"') + "threads = 1\n")
+    assert main(["report", "--pool", str(tiny_pool), "--profiles-dir", str(d), "--profile", "cpu-t1", "--out",
+                 str(tmp_path / "rep")]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("cpu-t1"))
+    assert "1 thread" in row, row
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert next(ln for ln in md.splitlines() if ln.startswith("| [cpu-t1]")).rstrip(" |").endswith("1 thread")

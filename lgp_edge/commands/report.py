@@ -66,6 +66,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _row(e: Any) -> tuple[str, ...]:
+    from lgp_edge.report import source_and_threads
     from lgp_edge.select import format_against
 
     if e.selection is None:
@@ -73,7 +74,7 @@ def _row(e: Any) -> tuple[str, ...]:
     c = e.selection.chosen
     return (e.profile.name, e.target.name, c.key, f"{c.top1:.2f}", format_against(c.latency_ms,
                                                                                 e.profile.latency_budget_ms),
-            c.latency_source + (" (measured runs noisy)" if c.noisy else ""), e.plot)
+            source_and_threads(c), e.plot)
 
 
 def report_summary(entries: list[Any], pool_dir: Path, out: Path) -> dict[str, Any]:
