@@ -355,3 +355,4 @@ def test_a_switchable_export_carries_the_thread_count_of_its_latencies(tiny_pool
     assert [r["threads"] for r in json.loads(props["descendants"])] == [1, 1]
     emb = (out / "EMBEDDING.md").read_text()
     assert "p90 ms on target, 1 thread |" in emb and "so.intra_op_num_threads = 1" in emb
+    assert "SwitchableClassifier(context, bytes, threads = 1)" in emb and "setIntraOpNumThreads(threads)" in emb

@@ -8,10 +8,13 @@ import org.json.JSONArray
 import java.nio.FloatBuffer
 import java.nio.LongBuffer
 
-/** One ONNX file, every descendant; `descendant` (int64, shape [1]) picks which one runs. */
-class SwitchableClassifier(context: Context, model: ByteArray) {
+/** One ONNX file, every descendant; `descendant` (int64, shape [1]) picks which one runs. `threads`: the table's
+ *  `threads`, the intra-op thread count its latencies are for (0: ONNX Runtime's default, one per core). */
+class SwitchableClassifier(context: Context, model: ByteArray, threads: Int = 0) {
     private val env = OrtEnvironment.getEnvironment()
-    private val session = env.createSession(model, OrtSession.SessionOptions())
+    private val session = env.createSession(model, OrtSession.SessionOptions().apply {
+        if (threads > 0) setIntraOpNumThreads(threads)
+    })
     private val power = context.getSystemService(PowerManager::class.java)
     private val meta = session.metadata.customMetadata
     private val size = meta.getValue("img_size").toLong()
