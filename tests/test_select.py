@@ -628,3 +628,25 @@ def test_runs_at_the_targets_own_thread_count_left_out_are_said(tiny_pool: Path,
     assert main(["select", "--target", "raspberry-pi-5", "--pool", str(tiny_pool), "--store", store]) == 0
     said = caplog.text + capsys.readouterr().err
     assert "4 threads" in said and "--threads 4" in said and said.count("--threads 4 to compare") == 1, said
+
+
+def test_a_prediction_at_an_unmeasured_thread_count_does_not_say_nothing_was_measured(
+        tiny_pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With raspberry-pi-5 runs at 2 threads, `select --threads 1` predicted every latency with the note "spread
+    assumed: nothing measured on this target yet"; runs at another count are not used for this one, and it says so."""
+    from lgp_edge.pool.manifest import read_manifest
+
+    mf = read_manifest(tiny_pool)
+    recs = [{"descendant_key": r.key, "target": "raspberry-pi-5", "runtime": "onnxruntime", "precision": "fp32",
+             "batch": 1, "median_ms": 3.0, "p90_ms": 3.1, "p99_ms": 3.2, "source": "measured", "threads": 2,
+             "pool_id": mf.spec.pool_id, "n": 50, "tool_versions": {"onnxruntime": "1.20.0"},
+             "when": "2026-12-01T00:00:00+00:00"} for r in mf.descendants[:3]]
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps({"format": "lgp-edge-latency", "version": 1, "records": recs}))
+    store = str(tmp_path / "m.sqlite")
+    assert main(["profile", "--import", str(f), "--store", store]) == 0
+    capsys.readouterr()
+    assert main(["select", "--target", "raspberry-pi-5", "--pool", str(tiny_pool), "--store", store, "--threads", "1",
+                 "--json"]) == 0
+    note = json.loads(capsys.readouterr().out)["chosen"]["latency_note"]
+    assert "nothing measured on this target yet" not in note and "at 2 threads" in note, note

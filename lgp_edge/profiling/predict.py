@@ -419,6 +419,13 @@ def make_predictor(target: TargetSpec, precision: str, runtime: str | None = Non
             roof = replace(roof, p90_ratio=spread[0], p99_ratio=spread[1],
                            spread_source=f"measured: median p90/median of {spread[2]} runs on {target.name} at "
                                          f"{counted(threads, 'thread')}")
+        elif not local and runtime in CPU_RUNTIMES:  # runs at another count are not this count's evidence
+            other = sorted({r.threads for r in store.records(target=target.name, runtime=runtime, precision=precision,
+                                                             source="measured", recent=1)} - {threads})
+            if other:
+                roof = replace(roof, spread_source=f"assumed: nothing measured on {target.name} at "
+                                                   f"{counted(threads, 'thread')} (its runs at "
+                                                   f"{', '.join(map(str, other))} threads are another count's)")
     return Predictor("roofline", target.name, runtime, precision, roofline=roof)
 
 
