@@ -225,7 +225,7 @@ def check_against_target(profile: DeviceProfile, target: Any) -> None:
     if "coreml" in profile.formats and profile.batch != 1:  # select, report and export alike
         others = [f for f in profile.formats if f != "coreml"]
         raise UsageError(f"profile '{profile.name}' has batch {profile.batch}: {COREML_ONE_IMAGE}; use batch = 1"
-                         + (f", or --format {','.join(others)} for the other formats only" if others else ""))
+                         + (f", or leave coreml out of its formats (formats = {list(others)!r})" if others else ""))
     if profile.threads is not None:
         from lgp_edge.select import profile_runtime
 

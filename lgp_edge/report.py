@@ -11,7 +11,6 @@ written atomically like an export.
 
 from __future__ import annotations
 
-import html
 import logging
 import re
 from collections.abc import Sequence
@@ -179,8 +178,10 @@ def _anchor(name: str) -> str:
 
 
 def _text(s: str) -> str:
-    """Free text (a profile's description) as Markdown that shows it literally."""
-    return html.escape(s, quote=False)
+    """Free text (a profile's description, a target's runtime_version) as Markdown that shows it literally."""
+    from lgp_edge.export.assets import md_text
+
+    return md_text(s)
 
 
 def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -> str:

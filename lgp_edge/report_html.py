@@ -70,6 +70,17 @@ def _nice_ticks(lo: float, hi: float, log: bool) -> list[float]:
     return [float(f"{t:.12g}") for t in ticks if lo - 1e-9 * abs(hi - lo) <= t <= hi + 1e-9 * abs(hi - lo)]
 
 
+def _tick_labels(ticks: Sequence[float]) -> list[str]:
+    """Linear ticks written with the fewest decimals that keep every label distinct and equal to its tick (10.05
+    is "10.05", not "10.1" beside the tick at 10.1)."""
+    for d in range(0, 10):
+        labels = [f"{t:.{d}f}" for t in ticks]
+        if len(set(labels)) == len(labels) and all(abs(float(x) - t) < 1e-9 * max(1.0, abs(t))
+                                                   for x, t in zip(labels, ticks)):
+            return labels
+    return [repr(t) for t in ticks]
+
+
 @dataclass(frozen=True)
 class _Scale:
     """Data to pixels in one chart: p90 latency on x (log scale when it spans over 20x), top-1 on y."""
@@ -132,14 +143,16 @@ def _chart(e: Any) -> str:
 def _frame(sc: _Scale, runtime: str) -> list[str]:
     """Grid lines with their ticks, the plot frame and the axis titles."""
     out = []
-    for t in _nice_ticks(sc.x_lo, sc.x_hi, sc.log):
+    xs = _nice_ticks(sc.x_lo, sc.x_hi, sc.log)
+    for t, label in zip(xs, [format_value(t) for t in xs] if sc.log else _tick_labels(xs)):
         x = sc.sx(t)
         out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{MT}" y2="{H - MB}"/>'
-                   f'<text class="tick" x="{x:.1f}" y="{H - MB + 16}" text-anchor="middle">{format_value(t)}</text>')
-    for t in _nice_ticks(sc.y_lo, sc.y_hi, False):
+                   f'<text class="tick" x="{x:.1f}" y="{H - MB + 16}" text-anchor="middle">{label}</text>')
+    ys = _nice_ticks(sc.y_lo, sc.y_hi, False)
+    for t, label in zip(ys, _tick_labels(ys)):
         y = sc.sy(t)
         out.append(f'<line class="grid" x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}"/>'
-                   f'<text class="tick" x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{t:g}</text>')
+                   f'<text class="tick" x="{ML - 6}" y="{y + 4:.1f}" text-anchor="end">{label}</text>')
     out.append(f'<rect class="frame" x="{ML}" y="{MT}" width="{W - ML - MR}" height="{H - MT - MB}"/>')
     out.append(f'<text class="axis" x="{(ML + W - MR) / 2}" y="{H - 8}" text-anchor="middle">p90 latency, ms '
                f'({runtime}{", log scale" if sc.log else ""})</text>')

@@ -6,6 +6,7 @@ in target files and unknown keys in a target's ``[extra]`` table.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -356,3 +357,16 @@ def test_a_local_targets_thread_count_above_this_hosts_cpus_is_refused(command: 
     line = refused(argv[command], capsys, "200 threads")
     assert "extra.threads" in line and "CPUs" in line, line
     assert not (tmp_path / "m.sqlite").exists()
+
+
+def test_the_core_ml_batch_advice_fits_the_command(tmp_path: Path, tiny_pool: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """select and report were told to pass --format, which only export has."""
+    d = tmp_path / "profiles"
+    d.mkdir()
+    src = (Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "profiles" / "iphone.toml").read_text()
+    (d / "iphone4.toml").write_text(re.sub(r"formats = \[[^]]*\]", 'formats = ["coreml", "onnx"]', src.replace(
+        'name = "iphone"', 'name = "iphone4"').replace("batch = 1", "batch = 4")))
+    line = refused(["select", "--profile", "iphone4", "--profiles-dir", str(d), "--pool", str(tiny_pool)], capsys,
+                   "one image per prediction")
+    assert "--format" not in line and "formats" in line, line

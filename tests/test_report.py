@@ -120,7 +120,7 @@ def test_report_markdown_escapes_text_and_links_headings(tiny_pool: Path, tmp_pa
     assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--quiet", "--profiles-dir", str(d),
                  "--profile", "Fast.Cpu_1"]) == 0
     md = (out / "report.md").read_text()
-    assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; a|b" in md
+    assert "<script>" not in md and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; a\\|b" in md
     assert "[Fast.Cpu_1](#fastcpu_1)" in md and "\n## Fast.Cpu_1\n" in md
 
 
@@ -246,3 +246,26 @@ def test_the_summaries_name_the_thread_count_of_each_latency(tiny_pool: Path, tm
     assert "1 thread" in row, row
     md = (tmp_path / "rep" / "report.md").read_text()
     assert next(ln for ln in md.splitlines() if ln.startswith("| [cpu-t1]")).rstrip(" |").endswith("1 thread")
+
+
+def test_markdown_in_a_targets_runtime_version_reads_literally(tiny_pool: Path, tmp_path: Path) -> None:
+    """html.escape left Markdown's own syntax: "1.17 *dev* [a](http://e.com)" rendered emphasis and a live link."""
+    from markdown_it import MarkdownIt
+
+    from lgp_edge.targets import targets_root
+
+    tdir, pdir = tmp_path / "targets", tmp_path / "profiles"
+    tdir.mkdir()
+    pdir.mkdir()
+    src = (targets_root() / "cpu.toml").read_text()
+    (tdir / "cpu2.toml").write_text(re.sub(r'runtime_version = "[^"]*"',
+                                           'runtime_version = "1.17 *dev* `x` [a](http://e.com) <b>"',
+                                           src.replace('name = "cpu"', 'name = "cpu2"')))
+    prof = (Path(__file__).resolve().parent.parent / "lgp_edge" / "data" / "profiles" / "cpu.toml").read_text()
+    (pdir / "cpu2.toml").write_text(prof.replace('name = "cpu"', 'name = "cpu2"').replace('target = "cpu"',
+                                                                                         'target = "cpu2"'))
+    assert main(["report", "--pool", str(tiny_pool), "--targets-dir", str(tdir), "--profiles-dir", str(pdir),
+                 "--profile", "cpu2", "--out", str(tmp_path / "rep"), "--quiet"]) == 0
+    line = next(ln for ln in (tmp_path / "rep" / "report.md").read_text().splitlines() if ln.startswith("Target "))
+    html_out = MarkdownIt().renderInline(line)
+    assert "<em>" not in html_out and "<a " not in html_out and "<b>" not in html_out and "*dev*" in html_out

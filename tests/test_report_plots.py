@@ -179,3 +179,17 @@ def test_a_name_never_sits_on_another_point_nor_past_the_axes(seed: int | None) 
         assert {c.key for c in pareto_front(cands)} <= named
     finally:
         plt.close(fig)
+
+
+@pytest.mark.parametrize("lo,hi", [(9.93, 10.16), (99.2, 100.6), (0.5, 0.9)])
+def test_html_tick_labels_are_distinct_and_name_their_gridline(lo: float, hi: float) -> None:
+    """Ticks 9.95, 10, 10.05, 10.1, 10.15 were labelled 9.95, 10, 10.1, 10.1, 10.2 (three significant digits): two
+    gridlines carried one label, and one label named another gridline's value."""
+    import re
+
+    from lgp_edge.report_html import _frame, _nice_ticks, _Scale
+
+    ticks = _nice_ticks(lo, hi, False)
+    labels = re.findall(r'text-anchor="middle">([^<]*)<', "".join(_frame(_Scale(lo, hi, 87, 91, False), "ort")))[:-2]
+    assert len(labels) == len(ticks) == len(set(labels))
+    assert all(abs(float(s) - t) < 1e-9 for s, t in zip(labels, ticks)), (labels, ticks)

@@ -60,6 +60,15 @@ def code_span(text: str) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
+def md_text(text: str) -> str:
+    """Free text as Markdown that shows it literally: its inline syntax (``\\ ` * _ [ ] ! | ~``) backslash-escaped
+    and ``& < >`` written as entities (a ``<script>`` or ``*dev*`` in a target's runtime_version stays text)."""
+    import html
+    import re
+
+    return html.escape(re.sub(r"([\\`*_\[\]!|~])", r"\\\1", text), quote=False)
+
+
 def template(name: str) -> str:
     """The text of ``lgp_edge/data/templates/NAME``."""
     return (data_dir() / "templates" / name).read_text(encoding="utf-8")

@@ -10,14 +10,13 @@ export has a Core ML or an .ort artifact.
 
 from __future__ import annotations
 
-import html
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lgp_edge.export.assets import code_span, template
+from lgp_edge.export.assets import code_span, md_text, template
 from lgp_edge.export.manifest import (
     exported,
     low_precision,
@@ -182,7 +181,7 @@ def _header(doc: _Doc) -> str:
         latency += f"{per_batch(m['profile']['batch'])} (one call)"
     return template("embedding/header.md").format(
         key=d["key"], version=m["versions"].get("lgp-edge", "?"), profile=m["profile"]["name"],
-        target=m["target"]["name"], runtime_version=html.escape(m["target"]["runtime_version"], quote=False),
+        target=m["target"]["name"], runtime_version=md_text(m["target"]["runtime_version"]),
         what=_what(m),
         params=d["params"], mflops=f"{d['flops'] / 1e6:.1f}" if d.get("flops") is not None else "n/a",
         top1=_top1(m), latency=latency, source=source, memory=_memory_note(m),
@@ -495,7 +494,7 @@ def _openvino(doc: _Doc) -> str:
     if threads and exported(doc.manifest).get("latency_runtime") == "openvino":  # as the profiler compiled it
         config = f'"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": {threads}, "NUM_STREAMS": 1, ' + config
         threads_note = (f" The latency hint, {threads} thread(s) and one stream are the settings the manifest's "
-                        "latency was measured with (without them OpenVINO takes every core).")
+                        "latency is for (without them OpenVINO takes every core).")
     return _section("openvino", precision=a["precision"], int8_note=int8, input=t["input"], shape=t["shape"],
                     output=t["output"], model_api=api, config=config, threads_note=threads_note)
 
