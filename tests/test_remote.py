@@ -681,3 +681,10 @@ def test_warmup_is_refused_on_a_phone_which_takes_no_warm_up_count(tiny_pool, tm
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "--warmup" in err and "onnxruntime_perf_test" in err, err
     assert not log.exists()
+
+
+def test_warmup_is_taken_on_a_phone_when_nothing_is_timed(tiny_pool, tmp_path, capsys):
+    """`profile --target android-arm64 --predict --warmup 5` was refused for onnxruntime_perf_test's sake, though a
+    prediction times nothing."""
+    assert main(["profile", "--target", "android-arm64", "--pool", str(tiny_pool), "--predict", "--warmup", "5",
+                 "--store", str(tmp_path / "m.sqlite"), "--quiet"]) == 0

@@ -109,7 +109,7 @@ def _check_settings(req: ProfileRequest, target: Any) -> None:
         from lgp_edge.profiles import COREML_ONE_IMAGE
 
         raise UsageError(f"--batch {req.batch}: {COREML_ONE_IMAGE}; leave --batch out")
-    if target.connection.kind == "adb" and req.warmup is not None:
+    if target.connection.kind == "adb" and req.warmup is not None and (not req.predict or req.calibrate):
         raise UsageError(f"--warmup: target '{target.name}' is timed by onnxruntime_perf_test, which takes no "
                          "warm-up count (it warms up with one run of its own): leave --warmup out")
     if target.connection.kind != "local":  # a board's bench script times a count of runs, one model at a time
