@@ -1148,3 +1148,12 @@ def test_the_headline_and_embedding_say_the_thread_count_of_the_latency(env: obj
     head = next(ln for ln in capsys.readouterr().out.splitlines() if "ms p90" in ln)
     assert "onnxruntime, 1 thread)" in head, head
     assert "(predicted, onnxruntime, 1 thread" in (out / "EMBEDDING.md").read_text().split("Classes")[0]
+
+
+def test_the_kotlin_samples_default_thread_count_is_onnx_runtimes_not_a_fixed_four() -> None:
+    """LgpClassifier(bytes) without the `threads =` EMBEDDING.md passes ran at 4 threads, a count no target names
+    (android-arm64 runs 5); without it the class leaves ONNX Runtime's default, as the switchable class does."""
+    from lgp_edge.export.assets import data_dir
+
+    kt = (data_dir() / "targets" / "android" / "LgpClassifier.kt").read_text()
+    assert "threads: Int = 0)" in kt and "if (threads > 0) options.setIntraOpNumThreads(threads)" in kt

@@ -105,24 +105,29 @@ def test_build_engine_time_writes_the_import_format(tiny_pool: Path, tmp_path: P
     assert NOISY_RULE in line and "robust CV (1.4826 x MAD / median)" in line and "p90" in line, line
 
 
+def _timing_board(pool: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A fake trtexec and a board folder holding the fp16 build_engine.sh of the pool's last descendant."""
+    fake, _ = _fake_trtexec(tmp_path)
+    d = _board_dir(tmp_path)
+    m = read_manifest(pool)
+    (d / "build_engine.sh").write_text(build_script(
+        onnx_name="model.onnx", precision="fp16", input_name="input", input_shape=(1, 1, 16, 16), dynamic_batch=False,
+        key=m.descendants[-1].key, target=load_target("jetson-nano"), pool_id=m.spec.pool_id))
+    return fake, d
+
+
 def test_build_engine_time_file_is_relative_to_where_it_is_run(tiny_pool: Path, tmp_path: Path) -> None:
     """`sh OUT/build_engine.sh --time results/t.json` from another folder wrote into the export folder (the script
     changes into it first), or ended in a FileNotFoundError traceback after timing when that folder had no
     results/; the file goes where the caller's path says."""
-    fake, _ = _fake_trtexec(tmp_path)
-    d = _board_dir(tmp_path)
-    m = read_manifest(tiny_pool)
-    script = build_script(onnx_name="model.onnx", precision="fp16", input_name="input", input_shape=(1, 1, 16, 16),
-                          dynamic_batch=False, key=m.descendants[-1].key, target=load_target("jetson-nano"),
-                          pool_id=m.spec.pool_id)
-    (d / "build_engine.sh").write_text(script)
+    fake, d = _timing_board(tiny_pool, tmp_path)
     caller = tmp_path / "caller"
     (caller / "results").mkdir(parents=True)
     res = subprocess.run(["sh", str(d / "build_engine.sh"), "--time", "results/t.json"], cwd=caller,
                          env={**os.environ, "TRTEXEC": str(fake)}, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     (rec,) = read_records_file(caller / "results" / "t.json")
-    assert rec.descendant_key == m.descendants[-1].key and not (d / "results").exists()
+    assert rec.descendant_key == read_manifest(tiny_pool).descendants[-1].key and not (d / "results").exists()
 
 
 def _fake_python(tmp_path: Path) -> tuple[Path, Path]:
@@ -279,13 +284,7 @@ def test_build_engine_time_prints_an_import_command_that_pastes_as_one_path(tiny
     or `$(...)` split (or ran) when pasted into a shell."""
     import shlex
 
-    fake, _ = _fake_trtexec(tmp_path)
-    d = _board_dir(tmp_path)
-    m = read_manifest(tiny_pool)
-    script = build_script(onnx_name="model.onnx", precision="fp16", input_name="input", input_shape=(1, 1, 16, 16),
-                          dynamic_batch=False, key=m.descendants[-1].key, target=load_target("jetson-nano"),
-                          pool_id=m.spec.pool_id)
-    (d / "build_engine.sh").write_text(script)
+    fake, d = _timing_board(tiny_pool, tmp_path)
     name = "t 'x\" $(y).json"
     res = subprocess.run(["sh", "build_engine.sh", "--time", name], cwd=d, env={**os.environ, "TRTEXEC": str(fake)},
                          capture_output=True, text=True)

@@ -21,7 +21,7 @@ import org.json.JSONArray
 import java.nio.FloatBuffer
 import kotlin.math.exp
 
-class LgpClassifier(modelBytes: ByteArray, threads: Int = 4) : AutoCloseable {
+class LgpClassifier(modelBytes: ByteArray, threads: Int = 0) : AutoCloseable {
     private val env: OrtEnvironment = OrtEnvironment.getEnvironment()
     private val options = OrtSession.SessionOptions()  // closed with the session
     private val session: OrtSession
@@ -35,7 +35,8 @@ class LgpClassifier(modelBytes: ByteArray, threads: Int = 4) : AutoCloseable {
     val descendantKey: String
 
     init {
-        options.setIntraOpNumThreads(threads)  // EMBEDDING.md: the thread count the manifest's latency is for
+        // EMBEDDING.md passes the thread count the manifest's latency is for; 0: ONNX Runtime's default (one per core)
+        if (threads > 0) options.setIntraOpNumThreads(threads)
         session = env.createSession(modelBytes, options)
         val meta = session.metadata.customMetadata
         fun floats(key: String): FloatArray =
