@@ -143,7 +143,7 @@ def source_and_threads(c: Candidate) -> str:
     from lgp_edge.progress import counted
     from lgp_edge.specs import CPU_RUNTIMES
 
-    return _source(c) + (f", {counted(c.threads, 'thread')}" if c.runtime in CPU_RUNTIMES else "")
+    return source_text(c) + (f", {counted(c.threads, 'thread')}" if c.runtime in CPU_RUNTIMES else "")
 
 
 def source_counts(cands: Sequence[Candidate]) -> str:
@@ -159,7 +159,7 @@ def source_counts(cands: Sequence[Candidate]) -> str:
     return ", ".join(parts)
 
 
-def _source(c: Candidate) -> str:
+def source_text(c: Candidate) -> str:
     """``measured`` / ``predicted``, with the noisy flag when the measured runs were all noisy."""
     return c.latency_source + (" (measured runs noisy)" if c.noisy else "")
 
@@ -168,7 +168,7 @@ def _md_row(c: Candidate, chosen: str | None, p: DeviceProfile) -> str:
     """A descendant's row; its p90 and memory beside its verdict never read on the other side of the budget."""
     mark = " **chosen**" if c.key == chosen else ""
     return (f"| `{c.key}`{mark} | {c.params:,} | {c.flops / 1e6:.1f} | {c.top1:.2f} | "
-            f"{format_against(c.latency_ms, p.latency_budget_ms)} | {_source(c)} | "
+            f"{format_against(c.latency_ms, p.latency_budget_ms)} | {source_text(c)} | "
             f"{format_against(c.memory_mb, p.memory_budget_mb)} | {'yes' if c.fits else 'no'} |")
 
 

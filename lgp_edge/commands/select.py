@@ -60,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def print_front(selection: Any, title: str) -> None:
     from lgp_edge.commands.common import Col, console, print_table
+    from lgp_edge.report import source_text
     from lgp_edge.select import format_against, front_and_chosen
 
     p = selection.profile  # beside its verdict, a number never reads on the other side of its budget
@@ -68,7 +69,7 @@ def print_front(selection: Any, title: str) -> None:
     shown = front_and_chosen(selection.front, selection.chosen)
     rows = [(c.key, f"{c.params:,}", f"{c.flops / 1e6:.1f}", f"{c.top1:.2f}",
              format_against(c.latency_ms, p.latency_budget_ms),
-             c.latency_source + (" (measured runs noisy)" if c.noisy else ""),
+             source_text(c),
              format_against(c.memory_mb, p.memory_budget_mb),
              "chosen" if c.key == selection.chosen.key else ("yes" if c.fits else "no")) for c in shown]
     chosen = [i for i, c in enumerate(shown) if c.key == selection.chosen.key]

@@ -22,6 +22,7 @@ from lgp_edge.export.manifest import (
     low_precision,
     own_top1_words,
     pool_top1_of,
+    selection_threads,
     source_data,
     threads_words,
 )
@@ -297,7 +298,7 @@ def _python(doc: _Doc) -> str:
     onnx_like = "onnx" if "onnx" in doc.arts else ("tensorrt" if "tensorrt" in doc.arts else None)
     if onnx_like is None:
         return ""
-    threads = (doc.manifest.get("selection") or {}).get("threads")
+    threads = selection_threads(doc.manifest)
     runtime = exported(doc.manifest).get("latency_runtime")
     if threads and runtime in (None, "onnxruntime"):
         threads_line = f"so.intra_op_num_threads = {threads}  # the thread count the manifest's latency is for"
@@ -345,7 +346,7 @@ def _kotlin(doc: _Doc) -> str:
     else:  # as the export's note recorded them
         needs = a["note"].split("needs ", 1)[-1].split(":", 1)[0] if "needs " in a["note"] else "ONNX Runtime"
         int_ops = a["note"].split("integer operators in the .ort: ", 1)[-1].split(";")[0]
-    threads = (doc.manifest.get("selection") or {}).get("threads")
+    threads = selection_threads(doc.manifest)
     converter = a.get("versions", {}).get("onnxruntime", "")
     batch = _batch(t)
     if batch.isdigit() and int(batch) > 1:
@@ -490,7 +491,7 @@ def _openvino(doc: _Doc) -> str:
                f"{t['shape'].split('x')[1] if 'x' in t['shape'] else 'other'} channel(s), so the IR carries no Model "
                "API keys: run it with the runtime\nas above.")
     config, threads_note = '"INFERENCE_PRECISION_HINT": "f32"', ""
-    threads = (doc.manifest.get("selection") or {}).get("threads")
+    threads = selection_threads(doc.manifest)
     if threads and exported(doc.manifest).get("latency_runtime") == "openvino":  # as the profiler compiled it
         config = f'"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": {threads}, "NUM_STREAMS": 1, ' + config
         threads_note = (f" The latency hint, {threads} thread(s) and one stream are the settings the manifest's "

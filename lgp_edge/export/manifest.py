@@ -177,12 +177,18 @@ def build_switchable_manifest(*, out_dir: Path, profile: Any, target: Any, pool_
     })
 
 
+def selection_threads(manifest: dict[str, Any]) -> int | None:
+    """The thread count an export's latency is for (its selection's, also for ``--descendant``), else None."""
+    sel = manifest.get("selection")
+    return sel.get("threads") if isinstance(sel, dict) else None
+
+
 def threads_words(manifest: dict[str, Any]) -> str:
     """", N thread(s)" where the manifest's latency is a CPU runtime's at a known thread count, else ""."""
     from lgp_edge.progress import counted
     from lgp_edge.specs import CPU_RUNTIMES
 
-    threads = (manifest.get("selection") or {}).get("threads")
+    threads = selection_threads(manifest)
     runtime = exported(manifest).get("latency_runtime")
     return f", {counted(threads, 'thread')}" if threads and runtime in CPU_RUNTIMES else ""
 

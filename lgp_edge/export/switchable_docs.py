@@ -22,14 +22,19 @@ def swift_sample() -> str:
     return template("switchable/SwitchableClassifier.swift")
 
 
-def _table(rows: list[dict[str, Any]], with_function: bool, batch: int = 1) -> str:
+def _rows_threads(rows: list[dict[str, Any]]) -> int | None:
+    """The one thread count every row's latency is for (None: unknown, not a CPU runtime's, or several)."""
+    counts = {r.get("threads") for r in rows} - {None}
+    return counts.pop() if len(counts) == 1 else None
+
+
+def _table(rows: list[dict[str, Any]], with_function: bool, batch: int = 1, threads: int | None = None) -> str:
     from lgp_edge.progress import counted
     from lgp_edge.select import per_batch
 
-    counts = {r.get("threads") for r in rows} - {None}
-    threads = f", {counted(counts.pop(), 'thread')}" if len(counts) == 1 else ""
+    count = f", {counted(threads, 'thread')}" if threads else ""
     head = "| index | key | " + ("Core ML function | " if with_function else "") + \
-           f"params | MFLOPs | top-1 % | p90 ms on target{per_batch(batch)}{threads} |\n"
+           f"params | MFLOPs | top-1 % | p90 ms on target{per_batch(batch)}{count} |\n"
     head += "|---:|---|" + ("---|" if with_function else "") + "---:|---:|---:|---:|\n"
     for r in rows:
         top1 = f"{r['top1']:.2f}" if r.get("top1") is not None else "n/a"
@@ -43,6 +48,7 @@ def embedding_markdown(mf: dict[str, Any]) -> str:
     """The EMBEDDING.md text for a switchable export's manifest."""
     arts = {a["format"]: a for a in mf["artifacts"]}
     rows = mf["descendants"]
+    threads = _rows_threads(rows)
     coreml = arts.get("coreml")
     if coreml is not None:
         names = {f["key"]: f["function"] for f in coreml["functions"]}
@@ -50,11 +56,9 @@ def embedding_markdown(mf: dict[str, Any]) -> str:
     out = [f"# Embedding the switchable model (pool `{mf['pool']['pool_id']}`, target `{mf['target']['name']}`)\n",
            f"{len(rows)} descendants ({mf['selection']}) in one artifact; each weight is stored once. "
            "The app picks one at run time, e.g. by the device model or its thermal state.\n",
-           _table(rows, coreml is not None, mf["profile"].get("batch", 1))]
+           _table(rows, coreml is not None, mf["profile"].get("batch", 1), threads)]
     if "onnx" in arts:
         a = arts["onnx"]
-        counts = {r.get("threads") for r in rows} - {None}
-        threads = counts.pop() if len(counts) == 1 else None
         out.append("\n" + template("switchable/onnx.md").format(
             path=a["path"], input_shape=a["inputs"][0]["shape"], kotlin=kotlin_sample(),
             threads=threads or 0, threads_note=("the thread count the table's latencies are for" if threads

@@ -548,13 +548,13 @@ def compared_runs(rows: Sequence[LatencyRecord], target: TargetSpec, runtime: st
                   ) -> tuple[int, dict[tuple[Any, ...], LatencyRecord]]:
     """The thread count measured runs are compared at (``threads`` for a CPU runtime, else ``comparison_threads``
     of the runs) and the robust aggregate of each model's runs at it (``robust_measured``)."""
+    own = default_threads(target)  # the count the target's app runs
     chosen_here = runtime not in CPU_RUNTIMES or threads is None
     if chosen_here:
-        threads = comparison_threads(rows, default_threads(target))
+        threads = comparison_threads(rows, own)
     rows = _at_threads(rows, runtime, threads)
     other = {r.threads for r in rows if r.threads != threads}
-    own = default_threads(target)
-    if other and chosen_here and runtime in CPU_RUNTIMES and own in other:  # the count the target's app runs
+    if other and chosen_here and runtime in CPU_RUNTIMES and own in other:
         log.warning("compared at %s, the count most descendants were measured at; the runs at %s (target %s's "
                     "own count) are left out: give --threads %d to compare at that count", counted(threads, "thread"),
                     counted(own, "thread"), target.name, own)
