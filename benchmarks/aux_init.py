@@ -64,7 +64,7 @@ def run(aux: str, args: argparse.Namespace, tmp: Path, checkpoint: str | None = 
     cfg = train_config(args.steps)
     t0 = time.time()
     manifest = build_pool(BuildRequest(ancestry=args.ancestry, checkpoint=checkpoint, data=args.data, out=str(out),
-                                       init=STITCH_INIT, aux_init=aux), cfg)
+                                       init=STITCH_INIT, aux_init=aux, eval_images=args.images or None), cfg)
     build_s = time.time() - t0
     evaluated = evaluate_pool(out, args.data, max_images=args.images or None)
     top1 = {r.key: r.top1 for r in evaluated.descendants}

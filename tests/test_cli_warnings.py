@@ -8,7 +8,7 @@ from pathlib import Path
 
 BUILD = [sys.executable, "-m", "lgp_edge.cli", "pool", "build", "--ancestry", "lgp_test_tiny",
          "--allow-random-ancestry", "--data", "synthetic", "--epochs", "1", "--max-steps-per-epoch", "1",
-         "--batch-size", "8"]
+         "--batch-size", "8", "--stitch-steps", "2"]
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:

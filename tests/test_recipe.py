@@ -202,7 +202,7 @@ def test_pool_build_uses_the_shipped_ancestry_when_no_checkpoint_is_given(
     assert "no trained weights" in capsys.readouterr().err and not pool.exists()
     monkeypatch.setattr(ancestry, "shipped_ancestry_dir", lambda name: anc if name == "lgp_test_tiny" else None)
     assert main(["pool", "build", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(pool),
-                 *QUICK]) == 0
+                 "--stitch-steps", "2", *QUICK]) == 0  # (300, the default, outlast the rest)
     history = json.loads((pool / "pool.json").read_text())["history"]
     assert history[0]["ancestry_checkpoint"] == str(anc)
 
@@ -444,3 +444,28 @@ def test_a_damaged_validation_image_after_pool_distillation_says_the_run_can_res
     Image.new("RGB", (20, 20), (0, 0, 255)).save(bad)
     assert main(["baseline", "snnet", "--ancestry", "lgp_test_tiny", "--ancestry-checkpoint", str(anc), "--data",
                  f"imagefolder:{data}", "--out", str(tmp_path / "s2"), *quick, "--resume"]) == 0
+
+
+def test_a_build_evaluates_its_instances_on_the_images_it_is_asked_to(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """``pool build --eval-images N`` (``BuildRequest.eval_images``, as ``pool distill``'s): each instance's top-1
+    right after distillation on N validation images, not on all of them (aux_init.py --images 200 evaluated both
+    instances on all 10,000 Fashion-MNIST test images, a third of its smoke run); N past the split is the split;
+    N < 1 refused before any work."""
+    from lgp_edge.pool.build import BuildRequest, build_pool
+
+    fast = ["--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic", "--init", "learned",
+            "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "8", "--quiet"]
+    assert main(["pool", "build", *fast, "--out", str(tmp_path / "p"), "--eval-images", "16"]) == 0
+    distill = json.loads((tmp_path / "p" / "pool.json").read_text())["history"][0]
+    assert distill["top1_images"] == 16 and set(distill["top1"]) == {"ti6", "b6"}
+    with pytest.raises(SystemExit) as e:
+        main(["pool", "build", *fast, "--out", str(tmp_path / "q"), "--eval-images", "0"])
+    assert e.value.code == 2
+    assert "--eval-images" in capsys.readouterr().err and not (tmp_path / "q").exists()
+    cfg = TrainConfig(epochs=1, max_steps_per_epoch=1, batch_size=8)
+    req = BuildRequest(ancestry="lgp_test_tiny", checkpoint=None, data="synthetic", out=str(tmp_path / "r"),
+                       init="learned", allow_random_ancestry=True, eval_images=10**6)
+    assert build_pool(req, cfg).history[0]["top1_images"] == 256  # the synthetic split
+    with pytest.raises(UsageError, match="--eval-images must be >= 1, got 0"):
+        build_pool(BuildRequest(**{**req.__dict__, "out": str(tmp_path / "s"), "eval_images": 0}), cfg)
+    assert not (tmp_path / "s").exists()

@@ -144,6 +144,9 @@ def _register_build(s: argparse._SubParsersAction) -> None:
                    help="take the auxiliary models from 'pool distill' outputs instead of distilling them here "
                         "(the training flags then apply to the lstsq-kd stitch steps only)")
     b.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
+    b.add_argument("--eval-images", type=int_at_least(1), default=None, metavar="N",
+                   help="evaluate each auxiliary model alone after distillation on N validation images (a fixed "
+                        "random subset; default all)")
     add_train_args(b, epochs=100)
     b.set_defaults(func=_build)
 
@@ -247,7 +250,7 @@ def _build(args: argparse.Namespace) -> int:
                        aux_init=args.aux_init, allow_random_ancestry=args.allow_random_ancestry,
                        pretrained=args.pretrained,
                        force=args.force, resume=args.resume, stitch_steps=args.stitch_steps,
-                       width_epochs=args.width_epochs, distilled=args.distilled)
+                       width_epochs=args.width_epochs, distilled=args.distilled, eval_images=args.eval_images)
     cfg = train_config(args)
     manifest = build_pool(req, cfg, reporter(args))
     if is_main():

@@ -212,11 +212,11 @@ def students_top1(students: nn.ModuleDict, val: Any, *, max_images: int | None =
     return top1, n
 
 
-def after_distillation(students: nn.ModuleDict, val: Any, *, device: str = "cpu",
+def after_distillation(students: nn.ModuleDict, val: Any, *, max_images: int | None = None, device: str = "cpu",
                        reporter: Reporter = NULL) -> dict[str, Any]:
-    """A pool's distill history fields for each student's top-1 alone right after distillation, on all of
-    ``val`` (``top1``, ``top1_images``); none without validation images."""
-    top1, n = students_top1(students, val, device=device, reporter=reporter)
+    """A pool's distill history fields for each student's top-1 alone right after distillation, on ``max_images``
+    images of ``val`` (all when None; ``top1``, ``top1_images``); none without validation images."""
+    top1, n = students_top1(students, val, max_images=max_images, device=device, reporter=reporter)
     return {"top1": top1, "top1_images": n} if top1 else {}
 
 

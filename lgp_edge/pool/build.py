@@ -67,6 +67,7 @@ class BuildRequest:
     stitch_lr: float = 1e-3  # lstsq-kd: peak learning rate of those steps
     width_epochs: tuple[tuple[str, int], ...] = ()  # (width, epochs): a width's own distillation budget
     distilled: tuple[str, ...] = ()  # 'pool distill' directories to take the auxiliary models from (no distilling)
+    eval_images: int | None = None  # each instance's top-1 alone after distillation on the first N validation images
 
 
 def _check(req: BuildRequest) -> None:
@@ -78,6 +79,8 @@ def _check(req: BuildRequest) -> None:
         raise UsageError(f"--init must be one of {', '.join(INITS)}")
     if req.aux_init not in AUX_INITS:
         raise UsageError(f"--aux-init must be one of {', '.join(AUX_INITS)}")
+    if req.eval_images is not None and req.eval_images < 1:
+        raise UsageError(f"--eval-images must be >= 1, got {req.eval_images}")
     if req.stitch_steps < 0 or not (0 < req.stitch_lr < 1):
         raise UsageError("--stitch-steps must be >= 0 and --stitch-lr in (0, 1)")
     check_pool_widths(req.widths)
@@ -167,7 +170,8 @@ def build_pool(req: BuildRequest, cfg: TrainConfig, reporter: Reporter = NULL) -
         if not req.distilled and is_main():
             # each instance model alone right after distillation: the stitch tuning trains the stitches alone, so
             # they are the same now; evaluated after its collectives, which the other ranks would wait in meanwhile
-            distilled.update(after_distillation(pool.models, data.val, device=cfg.device, reporter=reporter))
+            distilled.update(after_distillation(pool.models, data.val, max_images=req.eval_images,
+                                                device=cfg.device, reporter=reporter))
     except DataError as exc:  # a damaged image read after the distillation, which its checkpoints keep
         if req.distilled:
             raise
