@@ -450,7 +450,7 @@ def test_a_build_evaluates_its_instances_on_the_images_it_is_asked_to(tmp_path: 
     """``pool build --eval-images N`` (``BuildRequest.eval_images``, as ``pool distill``'s): each instance's top-1
     right after distillation on N validation images, not on all of them (aux_init.py --images 200 evaluated both
     instances on all 10,000 Fashion-MNIST test images, a third of its smoke run); N past the split is the split;
-    N < 1 refused before any work."""
+    N < 1 refused before any work, and with --distilled, which evaluates nothing."""
     from lgp_edge.pool.build import BuildRequest, build_pool
 
     fast = ["--ancestry", "lgp_test_tiny", "--allow-random-ancestry", "--data", "synthetic", "--init", "learned",
@@ -469,3 +469,7 @@ def test_a_build_evaluates_its_instances_on_the_images_it_is_asked_to(tmp_path: 
     with pytest.raises(UsageError, match="--eval-images must be >= 1, got 0"):
         build_pool(BuildRequest(**{**req.__dict__, "out": str(tmp_path / "s"), "eval_images": 0}), cfg)
     assert not (tmp_path / "s").exists()
+    # models taken from 'pool distill' runs come with the top-1 those runs measured: the flag would do nothing
+    with pytest.raises(UsageError, match="drop --eval-images"):
+        build_pool(BuildRequest(**{**req.__dict__, "out": str(tmp_path / "t"), "eval_images": 16,
+                                   "distilled": (str(tmp_path / "d"),)}), cfg)

@@ -145,8 +145,8 @@ def _register_build(s: argparse._SubParsersAction) -> None:
                         "(the training flags then apply to the lstsq-kd stitch steps only)")
     b.add_argument("--force", action="store_true", help="overwrite a non-empty output directory")
     b.add_argument("--eval-images", type=int_at_least(1), default=None, metavar="N",
-                   help="evaluate each auxiliary model alone after distillation on N validation images (a fixed "
-                        "random subset; default all)")
+                   help="evaluate each auxiliary model alone after distilling it here on N validation images (a "
+                        "fixed random subset; default all; not with --distilled)")
     add_train_args(b, epochs=100)
     b.set_defaults(func=_build)
 

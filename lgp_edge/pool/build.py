@@ -81,6 +81,9 @@ def _check(req: BuildRequest) -> None:
         raise UsageError(f"--aux-init must be one of {', '.join(AUX_INITS)}")
     if req.eval_images is not None and req.eval_images < 1:
         raise UsageError(f"--eval-images must be >= 1, got {req.eval_images}")
+    if req.eval_images is not None and req.distilled:
+        raise UsageError("--distilled takes the auxiliary models with the top-1 their 'pool distill' run measured: "
+                         "drop --eval-images (give it to 'pool distill')")
     if req.stitch_steps < 0 or not (0 < req.stitch_lr < 1):
         raise UsageError("--stitch-steps must be >= 0 and --stitch-lr in (0, 1)")
     check_pool_widths(req.widths)
