@@ -84,7 +84,7 @@ def test_predicting_on_this_host_without_a_store_writes_nothing_and_answers(tiny
     default = tmp_path / "default.sqlite"
     monkeypatch.setenv("LGP_EDGE_STORE", str(default))
     pool, manifest = api.load_pool(tiny_pool)
-    records = api.predict_latencies(pool, manifest, "cpu", runtime="torch")  # probes timed without an export each
+    records = api.predict_latencies(pool, manifest, "cpu")
     assert len(records) == len(manifest.descendants) and all(r.source == "predicted" for r in records)
     assert all(r.calibration.startswith("probes:") and r.median_ms > 0 for r in records)
     assert not default.exists()

@@ -360,6 +360,41 @@ def test_profile_of_one_descendant_and_select_read_one_calibration_of_one_store(
     assert mine is not None and mine.calibration.ident == theirs.calibration.ident
 
 
+def test_a_probe_timed_under_load_that_tips_the_fit_below_zero_is_no_calibration(tmp_path, caplog):
+    """One probe timed 30x slow (its series calm: the whole series ran while another process held the core) tipped
+    the least-squares fit: descendants predicted at -20 ms. `api.predict_latencies` on a busy machine then ended in
+    "the predicted latency ... is impossible ... check the hardware numbers of its target file" (a clean-clone CI
+    run), advice about the wrong thing, and any store holding such probes gave every later prediction from them. A
+    fit that predicts a model at 0 ms or less is not a calibration: read from the store, the roofline predicts
+    instead (said in a warning); measured just now, the command stops saying to measure the probes again."""
+    from lgp_edge.profiling.predict import fit_probes
+    from lgp_edge.profiling.profile import calibrated_predictor
+    from lgp_edge.profiling.subject import pool_subject
+
+    spec = _spec(6, ("ti", "b"), "pairs")
+    pool = LearngenePool(spec)
+    probes = calibration_probes(spec)
+    every = [parts_of(spec, d) for d in pool.descendants()]
+    rng = np.random.default_rng(0)
+    cost = {k: float(rng.uniform(0.01, 0.5)) for k in {p.key for d in pool.descendants() + probes
+                                                       for p in parts_of(spec, d)}}
+    ms = [0.07 + sum(cost[p.key] for p in parts_of(spec, d)) for d in probes]
+    ms[0] *= 30
+    recs = [_rec(probe_key(parts_of(spec, p)), m) for p, m in zip(probes, ms)]
+    assert min(fit_calibration(recs).predict_ms(p) for p in every) < -10  # what the fit alone gives
+    assert fit_probes(recs, every, target="cpu") is None
+    assert "predicts" in caplog.text and "lgp-edge profile --target cpu --calibrate" in caplog.text
+    cpu = load_target("cpu")
+    with MeasurementStore(tmp_path / "s.sqlite") as store:
+        store.put_many(recs)
+        pred = make_predictor(cpu, "fp32", "onnxruntime", store=store, threads=1, need=every)
+    assert pred.kind == "roofline" and all(pred.predict(p)[0] > 0 for p in every)
+    with pytest.raises(UsageError, match=r"busy.*lgp-edge profile --target cpu --calibrate"):
+        calibrated_predictor(recs, pool_subject(spec, lambda d: None), cpu, "onnxruntime", "fp32")
+    calm = [_rec(r.descendant_key, m) for r, m in zip(recs, [ms[0] / 30, *ms[1:]])]
+    assert fit_probes(calm, every, target="cpu") is not None  # the same probes timed calmly
+
+
 def _rec(key, ms, source="measured", target="cpu", runtime="onnxruntime", pool_id="", precision="fp32"):
     return LatencyRecord(descendant_key=key, target=target, runtime=runtime, precision=precision, batch=1,
                          median_ms=ms, p90_ms=ms * 1.1, p99_ms=ms * 1.2, mean_ms=ms, std_ms=0.0, cv=0.0, n=10,

@@ -355,7 +355,7 @@ def fit_probes(probes: Sequence[LatencyRecord], need: Sequence[Sequence[Part]] =
         if all(cal.covers(p) for p in need):
             if len(calm) < len(probes):
                 log.warning("%s noisy and left out of the fit%s", _probes_were(len(probes) - len(calm)), again)
-            return cal
+            return cal if possible_fit(cal, need, again) else None
     if len(calm) == len(probes):
         return None
     cal = fit_calibration(probes)
@@ -363,7 +363,19 @@ def fit_probes(probes: Sequence[LatencyRecord], need: Sequence[Sequence[Part]] =
         return None
     log.warning("%s noisy and kept: the calm ones alone do not cover these models%s",
                 _probes_were(len(probes) - len(calm)), again)
-    return cal
+    return cal if possible_fit(cal, need, again) else None
+
+
+def possible_fit(cal: Calibration, need: Sequence[Sequence[Part]], again: str = "") -> bool:
+    """False (said in a warning) when the fit predicts a model of ``need`` at 0 ms or less: one probe timed while
+    another process held the core (its series calm, all of it slow) tips a least-squares fit that far, and such a
+    fit is no calibration."""
+    worst = min((cal.predict_ms(p) for p in need), default=1.0)
+    if worst > 0:
+        return True
+    log.warning("the calibration probes' fit predicts %.3g ms for a model (impossible: a probe was timed while the "
+                "machine was busy); it is not used%s", worst, again)
+    return False
 
 
 def measured_spread(store: Any, target: str, runtime: str, precision: str,

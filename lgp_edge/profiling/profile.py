@@ -374,9 +374,14 @@ def calibrate(subject: Subject, target: TargetSpec, runtime: str, precision: str
 def calibrated_predictor(probe_records: Sequence[LatencyRecord], subject: Subject, target: TargetSpec,
                          runtime: str, precision: str) -> Predictor:
     """Fitted on the probes just measured by the rule the stored calibration follows (``fit_probes``)."""
-    cal = fit_probes(probe_records, _needed(subject), target=target.name)
+    need = _needed(subject)
+    cal = fit_probes(probe_records, need, target=target.name)
     if cal is None:
         fit = fit_calibration(probe_records)
+        if all(fit.covers(p) for p in need):  # covered, and a model predicted at 0 ms or less
+            raise UsageError(f"the calibration probes just measured on '{target.name}' predict an impossible latency "
+                             "(a probe was timed while the machine was busy); measure them again when it is quieter: "
+                             f"lgp-edge profile --target {target.name} --calibrate")
         bad = next((it.key for it in subject.items if not fit.covers(it.parts)), "a descendant of the pool")
         raise UsageError(f"the calibration probes do not cover '{bad}' (a bug: please report it)")
     return Predictor("calibrated", target.name, runtime, precision, calibration=cal)
