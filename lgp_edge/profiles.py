@@ -226,17 +226,15 @@ def check_against_target(profile: DeviceProfile, target: Any) -> None:
         others = [f for f in profile.formats if f != "coreml"]
         raise UsageError(f"profile '{profile.name}' has batch {profile.batch}: {COREML_ONE_IMAGE}; use batch = 1"
                          + (f", or leave coreml out of its formats (formats = {list(others)!r})" if others else ""))
-    if profile.threads is not None:
-        from lgp_edge.select import profile_runtime
-
-        check_thread_count(target, profile_runtime(profile, target), "drop --threads (or the profile's 'threads')")
     if profile.threads is None:
         from lgp_edge.profiling.host import check_target_threads
 
         check_target_threads(target)  # the count the target's latencies are for, without a profile's own
-    if profile.threads is not None and target.connection.kind == "local":
+    else:
         from lgp_edge.profiling.host import usable_cpus
+        from lgp_edge.select import profile_runtime
 
-        if profile.threads > (n := usable_cpus()):
+        check_thread_count(target, profile_runtime(profile, target), "drop --threads (or the profile's 'threads')")
+        if target.connection.kind == "local" and profile.threads > (n := usable_cpus()):
             raise UsageError(f"profile '{profile.name}' asks for {profile.threads} threads on target '{target.name}', "
                              f"this host, which lets lgp-edge use {n} CPUs; give --threads {n} or fewer")

@@ -140,10 +140,9 @@ def _name_points(fig: Any, ax: Any, cands: Sequence[Candidate], front: Sequence[
 def source_and_threads(c: Candidate) -> str:
     """A summary row's source: ``measured`` / ``predicted`` (noisy flagged), with the thread count of a CPU
     runtime's latency (profiles side by side may be at different counts)."""
-    from lgp_edge.progress import counted
-    from lgp_edge.specs import CPU_RUNTIMES
+    from lgp_edge.specs import cpu_threads_words
 
-    return source_text(c) + (f", {counted(c.threads, 'thread')}" if c.runtime in CPU_RUNTIMES else "")
+    return source_text(c) + cpu_threads_words(c.threads, c.runtime)
 
 
 def source_counts(cands: Sequence[Candidate]) -> str:

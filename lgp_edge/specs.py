@@ -31,6 +31,13 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)  # what a target compute
 PROFILE_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")  # what an export can be asked for (no bf16)
 # the formats written at only some of those: .ort (ONNX Runtime's CPU kernels), Core ML (its compute precisions)
 FORMAT_PRECISIONS: dict[str, tuple[Precision, ...]] = {"ort": ("fp32", "int8"), "coreml": ("fp16", "fp32")}
+
+
+def cpu_threads_words(threads: int | None, runtime: str | None) -> str:
+    """", N thread(s)" beside a latency that is a CPU runtime's at a known thread count, else ""."""
+    from lgp_edge.progress import counted
+
+    return f", {counted(threads, 'thread')}" if threads and runtime in CPU_RUNTIMES else ""
 BYTES_PER_VALUE: dict[Precision, int] = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}  # weights and activations
 FORMATS: tuple[Format, ...] = get_args(Format)  # export formats (--format, profile and target 'formats')
 MB = float(1 << 20)  # a megabyte, everywhere in lgp-edge (budgets, memory, file sizes): 2^20 bytes, as device RAM

@@ -185,12 +185,9 @@ def selection_threads(manifest: dict[str, Any]) -> int | None:
 
 def threads_words(manifest: dict[str, Any]) -> str:
     """", N thread(s)" where the manifest's latency is a CPU runtime's at a known thread count, else ""."""
-    from lgp_edge.progress import counted
-    from lgp_edge.specs import CPU_RUNTIMES
+    from lgp_edge.specs import cpu_threads_words
 
-    threads = selection_threads(manifest)
-    runtime = exported(manifest).get("latency_runtime")
-    return f", {counted(threads, 'thread')}" if threads and runtime in CPU_RUNTIMES else ""
+    return cpu_threads_words(selection_threads(manifest), exported(manifest).get("latency_runtime"))
 
 
 def exported(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -77,12 +77,10 @@ def _validate(req: ProfileRequest) -> ProfileRequest:
 
 def _check_settings(req: ProfileRequest, target: Any) -> None:
     """Refuse measurement settings out of range, naming the flag (before anything is created or run)."""
-    from lgp_edge.profiling.host import usable_cpus
+    from lgp_edge.profiling.host import check_target_threads, usable_cpus
     from lgp_edge.profiling.measure import MAX_BATCH, MAX_ITERS, MAX_SECONDS, MAX_THREADS, settings_problem
 
     if req.threads is None:
-        from lgp_edge.profiling.host import check_target_threads
-
         check_target_threads(target)
     threads_max, why = MAX_THREADS, f"at most {MAX_THREADS}"
     if target.connection.kind == "local" and usable_cpus() < MAX_THREADS:
