@@ -368,6 +368,25 @@ def test_android_export_ort(android_out: Path, tiny_pool: Path) -> None:
     assert "options.close()" in kt and "IR 10" in kt
 
 
+def test_a_phones_onnx_file_alone_gets_the_android_section_and_sample(tiny_pool: Path, tmp_path: Path) -> None:
+    """`--format onnx` for a phone: onnxruntime-android loads a plain .onnx as well, so the app developer gets
+    the Kotlin section and sample for it (not only the desktop Python section)."""
+    import onnxruntime as ort
+
+    out = tmp_path / "out"
+    assert export(tiny_pool, out, "--target", "android-arm64", "--format", "onnx") == 0
+    mf = manifest(out)
+    assert [a["format"] for a in mf["artifacts"]] == ["onnx"]
+    text = (out / "EMBEDDING.md").read_text()
+    assert "## Android (Kotlin, ONNX Runtime Android)" in text
+    assert 'assets.open("model.onnx")' in text and "`.ort` format" not in text and "--format ort" in text
+    kt = out / "samples" / "LgpClassifier.kt"
+    assert kt.is_file() and "samples/LgpClassifier.kt" in {f["path"] for f in mf["files"]}
+    assert "onnxruntime-android" in mf["artifacts"][0]["note"]
+    sess = ort.InferenceSession(str(out / "model.onnx"))
+    assert f"`{sess.get_inputs()[0].name}`" in text and f"threads = {mf['selection']['threads']}" in text
+
+
 def test_core_ml_doc_says_where_an_rgb_model_normalises() -> None:
     """Per-channel stds (ImageNet's) cannot be one image scale: the model divides by them itself."""
     from lgp_edge.export.embedding import coreml_norm_text

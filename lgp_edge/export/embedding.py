@@ -332,11 +332,19 @@ def _providers(doc: _Doc, onnx_like: str) -> str:
 
 
 def _kotlin(doc: _Doc) -> str:
-    """A phone export (.ort): the Android section (and, beside it, the sample)."""
-    if "ort" not in doc.arts:
-        return ""
-    from lgp_edge.export.ort import integer_operators, ort_cpu, ort_format_version, ort_phone, ort_requirement
+    """A phone export (.ort, or a phone's .onnx alone): the Android section (and, beside it, the sample)."""
+    from lgp_edge.export.ort import (
+        integer_operators,
+        onnx_phone,
+        ort_cpu,
+        ort_format_version,
+        ort_phone,
+        ort_requirement,
+    )
 
+    if "ort" not in doc.arts:
+        onnx = doc.arts.get("onnx")
+        return _kotlin_onnx(doc) if onnx is not None and onnx_phone(onnx.get("note", "")) else ""
     a, t = doc.arts["ort"], doc.io("ort")
     if not ort_phone(a.get("note", "")):  # converted for an x86-64 machine, an ARM board or this ARM machine
         return _ort_desktop(a["path"], ort_cpu(a.get("note", "")))
@@ -346,8 +354,39 @@ def _kotlin(doc: _Doc) -> str:
     else:  # as the export's note recorded them
         needs = a["note"].split("needs ", 1)[-1].split(":", 1)[0] if "needs " in a["note"] else "ONNX Runtime"
         int_ops = a["note"].split("integer operators in the .ort: ", 1)[-1].split(";")[0]
-    threads = selection_threads(doc.manifest)
     converter = a.get("versions", {}).get("onnxruntime", "")
+    return _kotlin_section(doc, a, t, needs, (
+        "`.ort` is ONNX Runtime's pre-optimised format; the `onnxruntime-android` package runs it as it is. "
+        "`model.required_operators.config` lists its operators for a reduced ONNX Runtime built from source, which "
+        f"must be ONNX Runtime {converter} (the version that converted it); the package above does not need it."
+        + (f" This `.ort` is int8 (converted from the QDQ model described above; integer operators: {int_ops}), with "
+           "float32 input and output." if a["precision"] == "int8" else "")))
+
+
+def _kotlin_onnx(doc: _Doc) -> str:
+    """A phone's plain ONNX file, exported without its ``.ort``: the same app code loads it."""
+    a, t = doc.arts["onnx"], doc.io("onnx")
+    opset = _onnx_opset(doc.root / a["path"]) if doc.root is not None else None
+    needs = (f"an ONNX Runtime that implements ONNX opset {opset} (the version below does)" if opset else
+             "an ONNX Runtime that implements its ONNX opset (the version below does)")
+    return _kotlin_section(doc, a, t, needs, (
+        "This is the plain ONNX file: the `onnxruntime-android` package loads it as it is and optimises the graph "
+        "each time a session is created. `lgp-edge export --format ort` writes its pre-optimised `.ort` (no "
+        "optimisation at load, and a list of its operators for a reduced ONNX Runtime built from source)."
+        + (" This ONNX file is int8 (the QDQ model described above), with float32 input and output."
+           if a["precision"] == "int8" else "")))
+
+
+def _onnx_opset(path: Path) -> int:
+    import onnx
+
+    from lgp_edge.export.onnx_export import onnx_opset
+
+    return onnx_opset(onnx.load(str(path), load_external_data=False))
+
+
+def _kotlin_section(doc: _Doc, a: dict[str, Any], t: dict[str, Any], needs: str, ort_note: str) -> str:
+    threads = selection_threads(doc.manifest)
     batch = _batch(t)
     if batch.isdigit() and int(batch) > 1:
         call = (f"val perImage = classifier.classifyAll(bitmaps)  // exactly {batch} bitmaps per call: the batch "
@@ -369,13 +408,7 @@ def _kotlin(doc: _Doc) -> str:
                                   "ONNX Runtime can also keep its pool threads on the big cores (session config "
                                   "entry `session.intra_op_thread_affinities`, see its threading docs)."
                                   if threads else ""),
-                    ort_note=("`.ort` is ONNX Runtime's pre-optimised format; the `onnxruntime-android` package runs "
-                              "it as it is. `model.required_operators.config` lists its operators for a reduced "
-                              f"ONNX Runtime built from source, which must be ONNX Runtime {converter} (the version "
-                              "that converted it); the package above does not need it."
-                              + (f" This `.ort` is int8 (converted from the QDQ model described above; integer "
-                                 f"operators: {int_ops}), with float32 input and output."
-                                 if a["precision"] == "int8" else "")))
+                    ort_note=ort_note)
 
 
 def _coreml_from_manifest(a: dict[str, Any]) -> dict[str, Any]:
@@ -512,7 +545,7 @@ def samples_for(formats: set[str]) -> list[str]:
     out = []
     if "coreml" in formats:
         out.append("swift")
-    if "ort" in formats:  # the Android sample goes with the phone format only
+    if "ort" in formats or "phone-onnx" in formats:  # the Android sample goes with a phone's files only
         out.append("kotlin")
     return out
 
@@ -524,10 +557,12 @@ def _ort_desktop(model: str, cpu: str) -> str:
 
 def sample_formats(artifacts: Sequence[Any]) -> set[str]:
     """The formats of ``artifacts`` that samples go with: a ``.ort`` converted for an x86-64 machine, an ARM board
-    or this ARM machine is not a phone's, and the Android sample does not go with it."""
-    from lgp_edge.export.ort import ort_phone
+    or this ARM machine is not a phone's, and the Android sample does not go with it; a phone's ``.onnx`` is
+    ``phone-onnx`` (the Android sample goes with it)."""
+    from lgp_edge.export.ort import onnx_phone, ort_phone
 
-    return {a.format for a in artifacts if not (a.format == "ort" and not ort_phone(a.note or ""))}
+    out = {a.format for a in artifacts if not (a.format == "ort" and not ort_phone(a.note or ""))}
+    return out | ({"phone-onnx"} if any(a.format == "onnx" and onnx_phone(a.note or "") for a in artifacts) else set())
 
 
 def samples_root() -> Path:

@@ -17,6 +17,7 @@ from typing import Any
 
 from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
 from lgp_edge.export.metadata import preprocess_mismatches, tool_versions
+from lgp_edge.export.ort import PHONE_ONNX_NOTE, ort_for_phone
 from lgp_edge.specs import DeviceProfile, ExportArtifact, TargetSpec, ValidationReport
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ class OnnxExporter:
         report = validate_onnx_file(ctx, path, f"onnx {ctx.profile.precision}", ctx.profile.precision)
         if report.top1_change is not None and ctx.profile.precision == "int8":
             note += f"; top-1 change vs torch fp32: {report.top1_change:+.2f} points"
+        if ctx.profile.precision != "fp16" and ort_for_phone(ctx.target):
+            note = "; ".join(n for n in (note, PHONE_ONNX_NOTE) if n)
         return [ExportArtifact(path=path.name, format=self.format, profile=ctx.profile.name,
                                descendant_key=ctx.record.key, sha256=sha256_file(path), inputs=inputs,
                                outputs=outputs, validation=report, versions=tool_versions(*ONNX_PACKAGES),

@@ -46,6 +46,16 @@ def ort_for_phone(target: TargetSpec) -> bool:
     return ort_platform(target) == "arm" and target.connection.kind not in ("local", "ssh")
 
 
+PHONE_ONNX_NOTE = ("for an Android app: the onnxruntime-android package loads this .onnx as it is (`--format ort` "
+                   "writes its pre-optimised .ort)")
+
+
+def onnx_phone(note: str) -> bool:
+    """Whether an ``.onnx`` artifact's note (as ``export`` wrote it) is a phone's: its Android app section and
+    sample go with it where no ``.ort`` was exported beside it."""
+    return PHONE_ONNX_NOTE in note
+
+
 def ort_phone(note: str) -> bool:
     """Whether a ``.ort`` artifact's note (as ``export`` wrote it) is a phone's: its Android app section and
     sample go with it."""
