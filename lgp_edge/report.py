@@ -28,6 +28,7 @@ from lgp_edge.select import (
     format_against,
     format_budget,
     front_and_chosen,
+    memory_words,
     pareto_front,
     records_of,
     score_candidates,
@@ -243,6 +244,7 @@ def render_markdown(entries: list[ReportEntry], pool_dir: Path, manifest: Any) -
                   "| descendant | params | MFLOPs | top-1 % | p90 ms | source | memory MB | fits |",
                   "|---|---|---|---|---|---|---|---|"]
         lines += [_md_row(c, chosen, p) for c in shown]
+        lines += ["", memory_words(p) + "."]
     return "\n".join(lines) + "\n"
 
 

@@ -158,6 +158,26 @@ def memory_mb(pool: PoolSpec, record: DescendantRecord, precision: str, batch: i
     return (record.params * b + activation_bytes(pool, record.spec, batch, b)) / MB
 
 
+def named_fits(key: str, latency: Any, memory: float | None, profile: Any, flag: str) -> dict[str, Any]:
+    """Whether a model named with ``flag`` (--descendant, --descendants, --model) keeps the profile's budgets; a
+    warning when it does not (it is exported as asked). ``memory`` None: not estimated (unknown)."""
+    fits_latency = latency is not None and latency.p90_ms <= profile.latency_budget_ms
+    fits_memory = memory is not None and memory <= profile.memory_budget_mb
+    if not (fits_latency and fits_memory):
+        why = []
+        if not fits_latency:
+            why.append("its p90 latency is unknown" if latency is None else
+                       f"p90 {format_against(latency.p90_ms, profile.latency_budget_ms)} ms > "
+                       f"{format_budget(profile.latency_budget_ms)} ms")
+        if not fits_memory:
+            why.append("its memory is not estimated (a block layout other than timm's ViT)" if memory is None else
+                       f"needs {format_against(memory, profile.memory_budget_mb)} MB > "
+                       f"{format_budget(profile.memory_budget_mb)} MB")
+        log.warning("%s does not fit profile %s (%s); exported as asked (%s)", key, profile.name, "; ".join(why),
+                    flag)
+    return {"memory_mb": memory, "fits_latency": fits_latency, "fits_memory": fits_memory}
+
+
 def pareto_front(cands: Sequence[Candidate]) -> tuple[Candidate, ...]:
     """Candidates no other candidate matches on top-1 at a lower latency or beats on top-1 at the same or lower
     latency (a slower one of the same top-1 is dominated); fastest first, top-1 strictly rising."""
@@ -182,7 +202,14 @@ def front_and_chosen(front: Sequence[Candidate], chosen: Candidate | None) -> tu
     return tuple(sorted((*front, chosen), key=lambda c: (c.latency_ms, -(c.top1 or 0.0))))
 
 
-def _describe_budget(p: DeviceProfile) -> str:
+def memory_words(p: DeviceProfile) -> str:
+    """What a descendant's ``memory MB`` counts, at the profile's batch and precision (tables of select and report)."""
+    return (f"memory MB is the model's estimate at batch {p.batch} ({p.precision}): its weights plus the widest "
+            "block's activations; the runtime's own memory and its working copies come on top (measured in the "
+            "README, \"Select and export\")")
+
+
+def describe_budget(p: DeviceProfile) -> str:
     return f"p90 <= {format_budget(p.latency_budget_ms)} ms and <= {format_budget(p.memory_budget_mb)} MB"
 
 
@@ -274,7 +301,7 @@ def choose(cands: Sequence[Candidate], profile: DeviceProfile, *, pool: PoolSpec
     if not fitting:
         fastest = cands[0]
         smallest = min(cands, key=lambda c: c.memory_mb)
-        msg = (f"no descendant of pool {pool.pool_id} fits profile '{profile.name}' ({_describe_budget(profile)}): "
+        msg = (f"no descendant of pool {pool.pool_id} fits profile '{profile.name}' ({describe_budget(profile)}): "
                f"the fastest, {fastest.key}, {_why_not(fastest, profile)}")  # the budget each one named fails
         if smallest.key != fastest.key:
             msg += f"; the smallest, {smallest.key}, {_why_not(smallest, profile)}"
@@ -285,7 +312,7 @@ def choose(cands: Sequence[Candidate], profile: DeviceProfile, *, pool: PoolSpec
     better = sorted((c for c in cands if c.top1 > chosen.top1), key=lambda c: (-c.top1, c.latency_ms))
     digits = _top1_digits(chosen.top1, better[0].top1) if better else 2
     reason = (f"{chosen.key} has the highest top-1 ({chosen.top1:.{digits}f}%) of the {len(fitting)} of {len(cands)} "
-              f"descendants within {_describe_budget(profile)}")
+              f"descendants within {describe_budget(profile)}")
     ties = [c for c in fitting if c.top1 == chosen.top1 and c.key != chosen.key]
     if ties:
         reason += f", and is the fastest of the {len(ties) + 1} with that top-1"

@@ -435,3 +435,90 @@ def test_a_hub_snapshot_is_normalised_as_its_config_says(tmp_path: Path, capsys:
     assert rc == 0, err
     mf = json.loads((out / "manifest.json").read_text())
     assert (mf["preprocess"]["mean"], mf["preprocess"]["std"]) == ([0.1, 0.2, 0.3], [0.4, 0.5, 0.6])
+
+
+def _args_snapshot(tmp_path: Path, name: str, **model_args) -> tuple[Path, torch.nn.Module]:
+    """A snapshot as timm's ``save_for_hf`` writes it for a model built with ``model_args``: config.json carries
+    them (``model_args``), and only with them do the weights mean what they were trained as."""
+    model = _tiny(num_classes=4, in_chans=3, **model_args)
+    snap = tmp_path / name
+    _save(model, snap / "model.safetensors")
+    (snap / "config.json").write_text(json.dumps({
+        "architecture": TINY, "num_classes": 4, "num_features": 32,
+        "global_pool": model_args.get("global_pool", "token"), "model_args": model_args,
+        "pretrained_cfg": {"input_size": [3, 16, 16], "mean": [0.5] * 3, "std": [0.25] * 3, "num_classes": 4}}))
+    return snap, model
+
+
+def test_a_snapshots_model_args_build_the_model_it_was_trained_as(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """config.json's model_args were ignored: a snapshot of an average-pooled model was rebuilt with class-token
+    pooling, exported, and "passed" validation against that same wrong model (3% agreement with the user's own);
+    other options (register tokens, QK-norm) ended in "does not fit", as if the file were damaged."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from lgp_edge.export.timm_model import build_model
+
+    snap, mine = _args_snapshot(tmp_path, "avg", global_pool="avg", fc_norm=False)
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        want = mine(x).numpy()
+        assert np.abs(build_model(TINY, snap)(x).numpy() - want).max() < 1e-5
+    out = tmp_path / "out"
+    rc, err = run_cli(["export", "--model", TINY, "--checkpoint", str(snap), "--target", "cpu", "--format", "onnx",
+                       "--out", str(out), "--val-images", "4", "--quiet"], capsys)
+    assert rc == 0, err
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = np.concatenate([sess.run(None, {"input": x[i:i + 1].numpy()})[0] for i in range(3)])
+    assert np.abs(got - want).max() < 1e-4
+    # as an ancestry, the layout it really has is refused for what it is, in one line
+    pool = tmp_path / "pool"
+    rc, err = run_cli(["pool", "build", "--ancestry", TINY, "--ancestry-checkpoint", str(snap), "--data",
+                       _folder(tmp_path / "images"), "--out", str(pool), *QUICK], capsys)
+    assert rc == 2 and len(error_lines(err)) == 1 and "token pooling" in err and not pool.exists(), err
+    qk, _ = _args_snapshot(tmp_path, "qk", qk_norm=True)
+    rc, err = run_cli(["pool", "build", "--ancestry", TINY, "--ancestry-checkpoint", str(qk), "--data",
+                       _folder(tmp_path / "images2"), "--out", str(pool), *QUICK], capsys)
+    assert rc == 2 and len(error_lines(err)) == 1 and "QK-norm" in err and "does not fit" not in err, err
+    # model_args that are no argument of the model: one line naming it
+    cfg = json.loads((qk / "config.json").read_text())
+    cfg["model_args"] = {"qk_norm": True, "no_such_option": 3}
+    (qk / "config.json").write_text(json.dumps(cfg))
+    rc, err = run_cli(["export", "--model", TINY, "--checkpoint", str(qk), "--target", "cpu", "--format", "onnx",
+                       "--out", str(tmp_path / "o2"), "--quiet"], capsys)
+    assert rc == 2 and len(error_lines(err)) == 1 and "no_such_option" in err and "model_args" in err, err
+
+
+def test_layerscale_is_folded_into_the_inherited_blocks() -> None:
+    """LayerScale (ls1/ls2, e.g. DINOv2) was dropped without a word when the auxiliary models inherited the
+    ancestry's blocks: B's block 0 then differed from the ancestry's by 1.05 (output scale 3). Folded into the
+    attention projection and fc2, B's inherited blocks compute exactly the ancestry's."""
+    from torch import nn
+
+    from lgp_edge.models.ancestry import _check_supported, spec_of
+    from lgp_edge.models.instances import create_auxiliary, plan_instances
+    from lgp_edge.pool.inherit import inherit_from_ancestry
+
+    anc = _plain_vit(init_values=0.5)
+    with torch.no_grad():
+        for b in anc.blocks:
+            b.ls1.gamma.uniform_(0.2, 1.5)
+            b.ls2.gamma.uniform_(0.2, 1.5)
+    _check_supported(anc, "mine")
+    spec = spec_of(anc, "mine", None)
+    insts = plan_instances(spec, 6, ("ti", "b"))
+    students = nn.ModuleDict({i.name: create_auxiliary(spec, i) for i in insts})
+    for inst in insts:
+        inherit_from_ancestry(students[inst.name], anc, inst)
+    x = torch.randn(2, 17, 64)
+    with torch.no_grad():
+        assert (students["b6"].blocks[0](x) - anc.blocks[0](x)).abs().max() < 1e-5
+        assert (students["b6"].blocks[3](x) - anc.blocks[3](x)).abs().max() < 1e-5
+
+
+def test_blocks_with_qk_norm_are_refused() -> None:
+    from lgp_edge.models.ancestry import _check_supported
+
+    with pytest.raises(UsageError, match="QK-norm"):
+        _check_supported(_plain_vit(qk_norm=True), "mine")

@@ -76,6 +76,23 @@ def test_export_model_from_safetensors(checkpoints: dict[str, Path], tmp_path: P
     assert f"timm model `{NAME}`" in text and "tiny.safetensors" in text and "pool" not in text.split("\n\n")[1]
 
 
+def test_a_models_export_says_whether_it_keeps_the_profiles_budgets(checkpoints: dict[str, Path], tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """`--memory-mb` / `--budget-ms` with `--model` were taken without a word: the manifest gave them as the profile
+    applied, and no memory figure or fit was recorded (as `--descendant` records them)."""
+    out = tmp_path / "out"
+    assert main(["export", "--model", NAME, "--checkpoint", str(checkpoints["safetensors"]), "--target", "cpu",
+                 "--format", "onnx", "--data", "fashion-mnist", "--out", str(out), "--val-images", "8", "--quiet",
+                 "--memory-mb", "0.01"]) == 0
+    mf = json.loads((out / "manifest.json").read_text())
+    mem = mf["model"]["memory_mb"]
+    assert mem > 0.01 and mf["selection"]["memory_mb"] == mem and mf["selection"]["fits_memory"] is False
+    # weights alone (fp32) are a floor of the figure
+    assert mem * 2 ** 20 >= mf["model"]["params"] * 4
+    assert f"timm:{NAME} does not fit profile cpu" in caplog.text and "(--model)" in caplog.text
+    assert "model memory about" in (out / "EMBEDDING.md").read_text()
+
+
 def test_an_openvino_only_model_export_names_the_metadata_keys_its_ir_holds(checkpoints: dict[str, Path],
                                                                              tmp_path: Path) -> None:
     """EMBEDDING.md of an OpenVINO-only --model export told the app to read `descendant_key` and `pool_id` from
@@ -425,3 +442,34 @@ def test_phone_exports_of_a_centre_crop_model_say_the_crop(tmp_path: Path) -> No
                  "android-arm64", "--out", str(out), "--val-images", "8", "--quiet"]) == 0
     android = (out / "EMBEDDING.md").read_text().split("## Android", 1)[1]
     assert "does the preprocessing above" not in android and "crop" in android.split("```", 1)[0], android[:900]
+
+
+def test_a_distilled_deits_flops_are_not_the_one_token_formulas() -> None:
+    """A distilled DeiT (two prefix tokens, a second head) got the one-token ViT's FLOPs (17% low at 32 px)."""
+    import timm
+
+    from lgp_edge.export.timm_model import _model_size
+
+    model = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, img_size=32, in_chans=1,
+                              num_classes=10, depth=2)
+    params, flops, blocks = _model_size(model)
+    assert params > 0 and blocks == 2 and flops is None
+
+
+def test_an_exporter_failure_is_one_plain_line() -> None:
+    """torch's exporter colours its messages and ends its first line with "Next steps:": the refusal carried the
+    escape codes and stopped at that colon."""
+    import torch
+
+    from lgp_edge.errors import ExportError
+    from lgp_edge.export import onnx_export
+
+    def failing(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("Failed to decompose the FX graph for ONNX compatibility. \x1b[96mThis is step 2/3\x1b[0m "
+                           "of exporting the model to ONNX. Next steps:\n- Create an issue")
+
+    with pytest.raises(ExportError) as exc:
+        onnx_export._raw(failing, torch.nn.Identity(), torch.zeros(1, 1, 4, 4), opset=17, dynamic_batch=False)
+    msg = str(exc.value)
+    assert "\x1b" not in msg and "[96m" not in msg and not msg.rstrip().endswith(":"), msg
+    assert "Failed to decompose the FX graph" in msg and "This is step 2/3 of exporting the model to ONNX" in msg

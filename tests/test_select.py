@@ -171,6 +171,23 @@ def test_select_cli_predicted(tiny_pool: Path, capsys: pytest.CaptureFixture[str
     assert "chosen" in text and "why:" in text and "predicted" in text
 
 
+def test_the_memory_figure_is_said_to_be_the_models_estimate_at_the_profiles_batch(
+        tiny_pool: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bare "memory MB" beside the budget read as what the app will use; a runtime holds 2-3x more (README's
+    memory benchmark). select's table, report.md and `--memory-mb --help` say what the figure counts, and at
+    which batch."""
+    assert main(["select", "--target", "cpu", "--pool", str(tiny_pool)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the model's estimate at batch 1" in text and "the runtime's own memory" in text, text
+    out = tmp_path / "rep"
+    assert main(["report", "--pool", str(tiny_pool), "--out", str(out), "--profile", "cpu", "--quiet"]) == 0
+    md = (out / "report.md").read_text()
+    assert "the model's estimate at batch 1" in md and "the runtime's own memory" in md
+    with pytest.raises(SystemExit):
+        main(["select", "--help"])
+    assert "runtime's own memory" in " ".join(capsys.readouterr().out.split())
+
+
 def test_select_cli_budget_override_and_nothing_fits(tiny_pool: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["select", "--target", "cpu", "--pool", str(tiny_pool), "--budget-ms", "0.001"]) == 2
     err = capsys.readouterr().err

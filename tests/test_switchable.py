@@ -356,3 +356,30 @@ def test_a_switchable_export_carries_the_thread_count_of_its_latencies(tiny_pool
     emb = (out / "EMBEDDING.md").read_text()
     assert "p90 ms on target, 1 thread |" in emb and "so.intra_op_num_threads = 1" in emb
     assert "SwitchableClassifier(context, bytes, threads = 1)" in emb and "setIntraOpNumThreads(threads)" in emb
+
+
+def test_a_switchable_front_keeps_the_profiles_budgets(tiny_pool, tmp_path, store, capsys, caplog):
+    """`--memory-mb` (like a profile's own budgets) was accepted and ignored: the default front held descendants
+    over it, and the manifest gave the budget as if applied."""
+    from lgp_edge.pool.manifest import read_manifest
+    from lgp_edge.select import memory_mb
+
+    m = read_manifest(tiny_pool)
+    mems = {r.key: memory_mb(m.spec, r, "fp32", 1) for r in m.descendants if r.top1 is not None}
+    cap = sorted(mems.values())[len(mems) // 2]
+    base = ["export", "--pool", str(tiny_pool), "--quiet", "--target", "cpu", "--switchable", "--val-images", "4",
+            "--data", "synthetic"]
+    out = tmp_path / "out"
+    assert main([*base, "--out", str(out), "--memory-mb", str(cap)]) == 0
+    mf = json.loads((out / "manifest.json").read_text())
+    keys = [d["key"] for d in mf["descendants"]]
+    assert keys and all(mems[k] <= cap for k in keys), (keys, cap)
+    assert "within" in mf["selection"] and "MB" in mf["selection"]
+    # nothing within the budget: select's one line, exit 2, nothing written
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "none"), "--memory-mb", str(min(mems.values()) / 2)]) == 2
+    assert "no descendant" in capsys.readouterr().err and not (tmp_path / "none").exists()
+    # a descendant named outside the budget is exported as asked, and said so
+    big = max(mems, key=mems.get)
+    assert main([*base, "--out", str(tmp_path / "named"), "--memory-mb", str(cap), "--descendants", big]) == 0
+    assert f"{big} does not fit profile cpu" in caplog.text and "(--descendants)" in caplog.text

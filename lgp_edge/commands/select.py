@@ -20,7 +20,8 @@ def add_profile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget-ms", type=float, default=None, metavar="MS",
                    help="override the profile's p90 latency budget")
     p.add_argument("--memory-mb", type=float, default=None, metavar="MB",
-                   help="override the profile's memory budget")
+                   help="override the profile's memory budget, in MB of the model's estimate (weights plus "
+                        "activations; the runtime's own memory is not counted)")
     p.add_argument("--precision", default=None, choices=PROFILE_PRECISIONS,
                    help="override the profile's precision")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -61,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def print_front(selection: Any, title: str) -> None:
     from lgp_edge.commands.common import Col, console, print_table
     from lgp_edge.report import source_text
-    from lgp_edge.select import format_against, front_and_chosen
+    from lgp_edge.select import format_against, front_and_chosen, memory_words
 
     p = selection.profile  # beside its verdict, a number never reads on the other side of its budget
     cols = ("descendant", *(Col(n, right=True) for n in ("params", "MFLOPs", "top-1 %", "p90 ms")),
@@ -77,6 +78,7 @@ def print_front(selection: Any, title: str) -> None:
     if len(shown) > len(selection.front):
         console().print(f"{selection.chosen.key} is not on the front: a faster, more accurate descendant is over the "
                         "memory budget")
+    console().print(memory_words(p))
 
 
 def _run(args: argparse.Namespace) -> int:

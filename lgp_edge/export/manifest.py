@@ -143,7 +143,8 @@ def build_manifest(*, out_dir: Path, profile: Any, target: Any, pool_dir: Path, 
     subject = ({"descendant": descendant_entry(record, latency, pool_manifest.top1_data, memory_mb,
                                                pool_manifest.top1_images)}
                if model_info is None
-               else {"descendant": None, "model": {**record.to_dict(), **model_info, **latency_entry(latency)}})
+               else {"descendant": None, "model": {**record.to_dict(), **model_info, "memory_mb": memory_mb,
+                                                   **latency_entry(latency)}})
     return finite_json({
         **head,
         **subject,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -181,6 +182,19 @@ def _exported(model: nn.Module, example: torch.Tensor, *, opset: int, dynamic_ba
     return _raw(_torchscript, model, example, opset=opset, dynamic_batch=dynamic_batch)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def exporter_message(exc: BaseException) -> str:
+    """The first line of an exporter's error, plain: without its colour codes, and without a trailing "Next
+    steps:" whose steps are on the lines left out; at most 300 characters."""
+    line = _ANSI.sub("", str(exc)).strip().split("\n", 1)[0].strip()
+    for tail in ("Next steps:",):
+        if line.endswith(tail):
+            line = line[:-len(tail)].rstrip()
+    return line[:300]
+
+
 def _raw(exporter: Callable[..., None], model: nn.Module, example: torch.Tensor, *, opset: int,
          dynamic_batch: bool) -> Any:
     """One exporter's graph of ``model``, written to and read back from a scratch folder."""
@@ -195,7 +209,7 @@ def _raw(exporter: Callable[..., None], model: nn.Module, example: torch.Tensor,
             if environment_error(exc) is not None:
                 raise  # the scratch folder's, said by _scratch
             raise ExportError(f"torch.onnx.export failed at opset {opset}: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0][:300] if str(exc) else ''}") from exc
+                              f"{exporter_message(exc)}") from exc
         return onnx.load(str(raw))  # also pulls in any external data file
 
 

@@ -249,6 +249,7 @@ def choose(req: ExportRequest, manifest: Any, pool_dir: Path) -> Choice:
     from lgp_edge.pool.manifest import find_descendant
     from lgp_edge.select import (
         memory_mb,
+        named_fits,
         nothing_fits_context,
         open_store,
         profile_latencies,
@@ -274,29 +275,8 @@ def choose(req: ExportRequest, manifest: Any, pool_dir: Path) -> Choice:
     record = manifest.record(key)
     memory = memory_mb(manifest.spec, record, req.profile.precision, req.profile.batch)
     if req.descendant is not None:
-        sel.update(_fits(key, latency, memory, req.profile))
+        sel.update(named_fits(key, latency, memory, req.profile, "--descendant"))
     return Choice(record=record, latency=latency, selection=sel, memory_mb=memory)
-
-
-def _fits(key: str, latency: Any, memory: float, profile: Any) -> dict[str, Any]:
-    """Whether a descendant named with --descendant keeps the profile's budgets; a warning when it does not (it
-    is exported as asked)."""
-    from lgp_edge.select import format_against, format_budget
-
-    fits_latency = latency is not None and latency.p90_ms <= profile.latency_budget_ms
-    fits_memory = memory <= profile.memory_budget_mb
-    if not (fits_latency and fits_memory):
-        why = []
-        if not fits_latency:
-            why.append("its p90 latency is unknown" if latency is None else
-                       f"p90 {format_against(latency.p90_ms, profile.latency_budget_ms)} ms > "
-                       f"{format_budget(profile.latency_budget_ms)} ms")
-        if not fits_memory:
-            why.append(f"needs {format_against(memory, profile.memory_budget_mb)} MB > "
-                       f"{format_budget(profile.memory_budget_mb)} MB")
-        log.warning("%s does not fit profile %s (%s); exported as asked (--descendant)", key, profile.name,
-                    "; ".join(why))
-    return {"memory_mb": memory, "fits_latency": fits_latency, "fits_memory": fits_memory}
 
 
 def reference(model: Any, images: ImageSets, reporter: Any) -> ValidationSet:
@@ -326,15 +306,18 @@ def prepare_model(req: ExportRequest, reporter: Any = NULL) -> Job:
 
         check_data_name(req.data)
     check_backends(req)
-    from lgp_edge.export.timm_model import load_model, measured_latency
+    from lgp_edge.export.timm_model import load_model, measured_latency, model_memory_mb
+    from lgp_edge.select import named_fits
 
     loaded = load_model(req.model, req.checkpoint, req.data)
     if req.profile.precision == "int8" and loaded.data == "synthetic":
         raise int8_refused
     check_calibration_size(req, loaded.data)
     lat = measured_latency(loaded.record.key, req, loaded.record.params)
-    choice = Choice(record=loaded.record, latency=lat,
-                    selection={"model": loaded.record.key, "reason": "--model given; no selection"})
+    memory = model_memory_mb(loaded.model, loaded.record.params, req.profile.precision, req.profile.batch)
+    sel = {"model": loaded.record.key, "reason": "--model given; no selection",
+           **named_fits(loaded.record.key, lat, memory, req.profile, "--model")}
+    choice = Choice(record=loaded.record, latency=lat, selection=sel, memory_mb=memory)
     images = load_images(loaded.data, loaded.preprocess, int(loaded.model.num_classes), req.val_images,
                          req.int8_calibration, loaded.data, reporter)
     check_validation_size(req, images)

@@ -5,8 +5,9 @@ Order of work (as ``lgp_edge.export.pipeline``: bad input costs nothing and leav
    OpenVINO: switchable ONNX; Core ML: multifunction .mlpackage, and the ONNX when the profile lists
    it; TensorRT cannot: one engine per network), backends installed, OUT empty or --force, the keys
    known, the selection non-empty;
-2. selection: ``--descendants`` as given, else the Pareto front (top-1 up, p90 latency down) of every
-   evaluated descendant on the profile's target and precision, fastest first;
+2. selection: ``--descendants`` as given (each one outside the profile's budgets said in a warning), else the
+   Pareto front (top-1 up, p90 latency down) of the evaluated descendants within the profile's latency and
+   memory budgets on its target and precision, fastest first (none within them: select's refusal, exit 2);
 3. into a temporary directory beside OUT: ``model.switchable.onnx`` validated per descendant in ONNX
    Runtime and OpenVINO (against torch and against the descendant's single ONNX export),
    ``model.switchable.mlpackage`` checked structurally, with ``validate_coreml_switchable.py`` and its data
@@ -113,13 +114,20 @@ def preflight(req: SwitchableRequest, pool_dir: Path | None = None) -> tuple[str
 
 
 def choose_keys(manifest: Any, req: SwitchableRequest, lat: dict[str, Any]) -> tuple[str, ...]:
-    """``--descendants`` as given, else the Pareto front of the profile (fastest first)."""
-    from lgp_edge.select import pareto_front, score_candidates
+    """``--descendants`` as given (a warning for each one outside the profile's budgets: exported as asked), else
+    the Pareto front of the descendants within the profile's budgets (fastest first; NothingFits, select's, when
+    none is)."""
+    from lgp_edge.select import choose, memory_mb, named_fits, pareto_front, score_candidates
 
+    p = req.profile
     if req.keys is not None:
+        for key in req.keys:
+            named_fits(key, lat.get(key), memory_mb(manifest.spec, manifest.record(key), p.precision, p.batch), p,
+                       "--descendants")
         return req.keys
-    cands = score_candidates(tuple(manifest.descendants), lat, req.profile, pool=manifest.spec)
-    return tuple(c.key for c in pareto_front(cands))
+    cands = score_candidates(tuple(manifest.descendants), lat, p, pool=manifest.spec)
+    choose(cands, p, pool=manifest.spec)  # none within the budgets: select's refusal, naming what is closest
+    return tuple(c.key for c in pareto_front([c for c in cands if c.fits]))
 
 
 def choose_entries(req: SwitchableRequest, manifest: Any) -> tuple[SwitchEntry, ...]:
@@ -196,7 +204,10 @@ def stage(job: SwitchJob, tmp: Path, singles: Path, selection: str, reporter: An
 def export_switchable(req: SwitchableRequest, reporter: Any = NULL) -> SwitchableResult:
     """Write the switchable artifact(s) for ``req`` (see the module docstring)."""
     job = prepare(req, reporter)
-    selection = "--descendants" if req.keys is not None else "pareto front (top-1 vs p90 latency)"
+    from lgp_edge.select import describe_budget
+
+    selection = ("--descendants" if req.keys is not None
+                 else f"pareto front (top-1 vs p90 latency) within {describe_budget(req.profile)}")
     with tempfile.TemporaryDirectory(prefix="lgp-switch-singles-") as singles:
         staged = publish(req.out, lambda tmp: stage(job, tmp, Path(singles), selection, reporter),
                          recheck=lambda: check_out(req.out, req.force, job.pool_dir, req.store),

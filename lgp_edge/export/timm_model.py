@@ -52,15 +52,28 @@ def build_model(name: str, checkpoint: Path) -> nn.Module:
     """The timm model ``name`` shaped like ``checkpoint`` and loaded from it (strict), eval mode."""
     import timm
 
-    from lgp_edge.models.ancestry import _register_small_variants, read_state_dict
+    from lgp_edge.models.ancestry import (
+        _register_small_variants,
+        read_ancestry_dir,
+        read_state_dict,
+        snapshot_model_args,
+    )
 
     _register_small_variants()
     check_model_name(name)
+    checkpoint = Path(checkpoint)
+    meta = read_ancestry_dir(checkpoint) if (checkpoint.is_dir() or checkpoint.suffix == ".safetensors") else None
+    args = snapshot_model_args(name, meta)  # a snapshot's: its pooling, tokens, LayerScale... as trained
     state = read_state_dict(checkpoint)
-    model = timm.create_model(name, pretrained=False)
-    kwargs = _shape_overrides(model, state)
-    if kwargs:
-        model = timm.create_model(name, pretrained=False, **kwargs)
+    try:
+        model = timm.create_model(name, pretrained=False, **args)
+        kwargs = _shape_overrides(model, state)
+        if kwargs:
+            model = timm.create_model(name, pretrained=False, **{**args, **kwargs})
+    except (TypeError, ValueError, AssertionError) as exc:  # model_args the model refuses together
+        raise CheckpointError(f"timm model '{name}' cannot be built with the model_args of {checkpoint}'s "
+                              f"config.json: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+                              ) from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -78,7 +91,8 @@ def _model_size(model: nn.Module) -> tuple[int, int | None, int]:
 
     pe, blocks = model.patch_embed, len(getattr(model, "blocks", ()))
     plain = (getattr(model, "cls_token", None) is not None and getattr(model, "global_pool", "") == "token"
-             and getattr(model, "reg_token", None) is None and blocks > 0)
+             and getattr(model, "reg_token", None) is None and getattr(model, "num_prefix_tokens", 1) == 1
+             and getattr(model, "dist_token", None) is None and blocks > 0)  # one class token, one head
     flops = vit_flops(img_size=int(pe.img_size[0]), patch_size=int(pe.patch_size[0]), in_chans=pe.proj.in_channels,
                       embed_dim=int(model.embed_dim), depth=blocks, num_classes=int(model.num_classes),
                       mlp_ratio=model.blocks[0].mlp.fc1.out_features / model.embed_dim) if plain else None
@@ -162,6 +176,27 @@ def load_model(name: str, checkpoint: Path, data: str | None) -> LoadedModel:
             "timm_pretrained_cfg": {k: cfg[k] for k in ("architecture", "tag", "interpolation", "crop_pct",
                                                         "crop_mode", "mean", "std") if k in cfg}}
     return LoadedModel(model=model, record=record, preprocess=pre, data=data_name, info=info)
+
+
+def model_memory_mb(model: nn.Module, params: int, precision: str, batch: int) -> float | None:
+    """What ``select`` would charge the model (``memory_mb`` of a descendant): its weights plus the widest block's
+    live activations at the precision's bytes per value (int8: the blocks' linear weights at 1 byte, the rest and
+    every activation fp32). None for a block layout that estimate does not know (no ``attn.qkv`` / ``mlp.fc1``)."""
+    from lgp_edge.models.plan import block_live_values
+    from lgp_edge.specs import BYTES_PER_VALUE, MB
+
+    blocks = list(getattr(model, "blocks", ()))
+    try:
+        tokens = int(model.patch_embed.num_patches) + int(getattr(model, "num_prefix_tokens", 1))
+        live = max(block_live_values(tokens, b.attn.qkv.in_features, int(b.attn.num_heads), b.mlp.fc1.out_features)
+                   for b in blocks)
+    except (AttributeError, TypeError, ValueError):  # another block layout, or no blocks
+        return None
+    if precision == "int8":  # as the int8 exports quantize: the blocks' linear layers
+        q = sum(m.weight.numel() for b in blocks for m in b.modules() if isinstance(m, nn.Linear))
+        return (q + (params - q) * 4 + live * batch * 4) / MB
+    b = BYTES_PER_VALUE[precision]  # type: ignore[index]
+    return (params * b + live * batch * b) / MB
 
 
 def measured_latency(key: str, req: Any, params: int) -> Any:

@@ -107,6 +107,15 @@ def _check_supported(model: nn.Module, name: str, role: str = "ancestry") -> Non
         part = type(odd).__name__ if type(odd) is not Block else f"{type(odd.mlp).__name__} MLP"
         raise UsageError(f"{role} '{name}' has {part} blocks; lgp-edge distils ViTs of plain attention + MLP "
                          "blocks (vit_*/deit_* such as vit_base_patch16_224)")
+    for b in model.blocks if role != "--model" else ():  # a LayerNorm inside attention or the MLP: the
+        # auxiliary models' blocks have none (profile --model times the blocks as they are)
+        for part, m in (("QK-norm", getattr(b.attn, "q_norm", None)),
+                        ("a normalised attention output", getattr(b.attn, "norm", None)),
+                        ("a normalised MLP hidden layer", getattr(b.mlp, "norm", None))):
+            if m is not None and not isinstance(m, nn.Identity):
+                raise UsageError(f"{role} '{name}' has blocks with {part}, which lgp-edge's auxiliary models do not "
+                                 "have; pick a ViT of plain attention + MLP blocks (vit_*/deit_* such as "
+                                 "vit_base_patch16_224)")
 
 
 def weights_file(path: str | Path) -> Path:
@@ -300,12 +309,16 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
     if meta is not None and checkpoint is not None:
         check_recorded_weights(checkpoint, meta)
     state = read_state_dict(checkpoint) if checkpoint is not None else None
-    kwargs = {**recorded_shapes(name, meta), **given}
+    kwargs = {**snapshot_model_args(name, meta), **recorded_shapes(name, meta), **given}
     try:
         model = timm.create_model(name, pretrained=pretrained and checkpoint is None, **kwargs)
     except (RuntimeError, OSError) as exc:
         raise UsageError(f"could not fetch pretrained weights for '{name}' ({exc}); "
                          "pass --ancestry-checkpoint FILE") from None
+    except (TypeError, ValueError, AssertionError) as exc:  # model_args the model refuses together
+        raise CheckpointError(f"timm model '{name}' cannot be built with the model_args of {checkpoint}'s "
+                              f"config.json: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
+                              ) from None
     _check_supported(model, name, role)
     if state is None:
         return model, spec_of(model, name, None)
@@ -319,7 +332,7 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
     if found:  # a checkpoint fine-tuned with its own classes, channels or image size
         log.info("ancestry %s: built as the checkpoint's tensors say (%s)", name,
                  ", ".join(f"{k} {v}" for k, v in found.items()))
-        model = timm.create_model(name, pretrained=False, **kwargs, **found)
+        model = timm.create_model(name, pretrained=False, **{**kwargs, **found})
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -366,6 +379,8 @@ def hub_config(folder: Path) -> dict[str, Any] | None:
     if not isinstance(cfg, dict) or not isinstance(cfg.get("architecture"), str):
         return None
     out: dict[str, Any] = {"name": cfg["architecture"], "source": str(f)}
+    if cfg.get("model_args") is not None:  # what timm's save_for_hf records the model was created with
+        out["model_args"] = _model_args(cfg["model_args"], f)
     pre = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
     mean, std = pre.get("mean"), pre.get("std")
     if mean is None and std is None:
@@ -377,6 +392,29 @@ def hub_config(folder: Path) -> dict[str, Any] | None:
                               f"{NORM_RANGES['std']} (of pixel values scaled to 0..1); correct it")
     out["preprocess"] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
     return out
+
+
+def _model_args(args: Any, f: Path) -> dict[str, Any]:
+    """A snapshot's ``model_args``, checked: arguments of timm's VisionTransformer (what the snapshot's model was
+    built with beyond the stock one, e.g. ``global_pool``, ``reg_tokens``, ``init_values``)."""
+    import inspect
+
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not isinstance(args, dict):
+        raise CheckpointError(f"'{f}' has model_args {_json_value(args)}: a JSON object expected; correct it")
+    known = set(inspect.signature(VisionTransformer.__init__).parameters) - {"self", "args", "kwargs"}
+    unknown = sorted(k for k in args if k not in known)
+    if unknown:
+        raise CheckpointError(f"'{f}' has model_args {', '.join(repr(k) for k in unknown)}, which timm's "
+                              "VisionTransformer does not take; correct it (lgp-edge builds the model with them)")
+    return dict(args)
+
+
+def snapshot_model_args(name: str, meta: dict[str, Any] | None) -> dict[str, Any]:
+    """The ``model_args`` of a Hugging Face snapshot of ``name`` (its config.json, read into ``meta``), else {}:
+    the model is built with them, so that its weights mean what they were trained as (its pooling, tokens...)."""
+    return dict(meta.get("model_args") or {}) if meta is not None and meta.get("name") == name else {}
 
 
 def shipped_ancestry_dir(name: str) -> Path | None:

@@ -276,10 +276,13 @@ def activation_bytes(pool: PoolSpec, spec: DescendantSpec, batch: int = 1, bytes
     """Peak activation memory estimate at inference: the widest block's live tensors (x, qkv, attn, MLP)."""
     a = pool.ancestry
     n = a.num_tokens
-    widths = {i.name: (i.embed_dim, i.num_heads) for i in pool.instances}
-    peak = 0
-    for seg in spec.segments:
-        dim, heads = widths[seg.instance]
-        live = n * dim * 2 + n * 3 * dim + heads * n * n + n * int(dim * a.mlp_ratio)
-        peak = max(peak, live)
+    inst = {i.name: i for i in pool.instances}
+    peak = max(block_live_values(n, inst[s.instance].embed_dim, inst[s.instance].num_heads,
+                                 int(inst[s.instance].embed_dim * a.mlp_ratio)) for s in spec.segments)
     return peak * batch * bytes_per_value
+
+
+def block_live_values(tokens: int, dim: int, heads: int, hidden: int) -> int:
+    """Values live at once in one transformer block at batch 1: x twice, qkv, one attention matrix, the MLP's
+    hidden layer (the activation estimate ``memory_mb`` charges)."""
+    return tokens * dim * 2 + tokens * 3 * dim + heads * tokens * tokens + tokens * hidden

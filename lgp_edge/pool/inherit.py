@@ -14,8 +14,9 @@ from the ancestry's own weights, selected as in "Initializing Models with Larger
 The distillation's transformation matrices (ancestry width -> auxiliary width) start as the same channel
 selection, so the feature losses begin from the features the selection already reproduces. ``random``
 is the paper's initialisation. The selection is exact for B (``d = D``) of a plain ViT: only the block subset
-differs. The auxiliary models are plain ViTs (GELU, no pre-norm), so what an ancestry has beyond one (CLIP's
-``norm_pre`` and QuickGELU, a bias it lacks) makes the selection a warm start only, which distillation trains on.
+differs (LayerScale, as DINOv2 has, is folded into the attention projection and fc2 it scales). The auxiliary
+models are plain ViTs (GELU, no pre-norm), so what an ancestry has beyond one (CLIP's ``norm_pre`` and QuickGELU,
+a bias it lacks) makes the selection a warm start only, which distillation trains on.
 """
 
 from __future__ import annotations
@@ -62,6 +63,24 @@ def _selected(name: str, t: torch.Tensor, ch: torch.Tensor, heads: torch.Tensor,
     return rules[name]()
 
 
+# LayerScale (``ls1``/``ls2``: a per-channel gain on the attention's and the MLP's output, e.g. DINOv2) has no
+# module in the auxiliary models: the gain is folded into the linear layer whose output it scales
+_LAYER_SCALE = {"attn.proj.": "ls1.gamma", "mlp.fc2.": "ls2.gamma"}
+
+
+def _fold_layer_scale(key: str, rest: str, t: torch.Tensor, big: dict[str, torch.Tensor], block: str,
+                      ch: torch.Tensor) -> torch.Tensor:
+    """``t`` (the selected ``attn.proj``/``mlp.fc2`` weight or bias of ancestry block ``block``, e.g. "blocks.3.")
+    times that block's LayerScale gain on the selected channels, where it has one: the inherited block then computes
+    exactly what the ancestry's does. Any other tensor as it is."""
+    gain = next((big.get(block + g) for prefix, g in _LAYER_SCALE.items() if rest.startswith(prefix)), None)
+    if gain is None or not block:
+        return t
+    g = gain[ch]
+    log.debug("%s: the ancestry's LayerScale gain folded in", key)
+    return t * (g.unsqueeze(-1) if t.ndim == 2 else g)
+
+
 def inherit_from_ancestry(student: nn.Module, ancestry: nn.Module, inst: InstanceSpec) -> tuple[int, ...]:
     """Load ``student`` (a timm ViT of ``inst``'s width and depth) with a selection of ``ancestry``'s weights.
 
@@ -91,7 +110,8 @@ def inherit_from_ancestry(student: nn.Module, ancestry: nn.Module, inst: Instanc
             own.append(key)
             new[key] = like
             continue
-        t = _selected(rest, big[source], ch, heads, qkv, hidden)
+        t = _fold_layer_scale(key, rest, _selected(rest, big[source], ch, heads, qkv, hidden), big,
+                              source[:-len(rest)], ch)
         if t.shape != like.shape:
             raise UsageError(f"cannot inherit '{key}': selected {tuple(t.shape)}, instance needs "
                              f"{tuple(like.shape)}; use --aux-init random")
