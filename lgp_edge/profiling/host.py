@@ -32,6 +32,64 @@ def usable_cpus() -> int:
     return len(usable_cpu_ids())
 
 
+@dataclass(frozen=True)
+class CpuShare:
+    """What other processes took of the CPUs this process may use, over a window (``CpuWatch``)."""
+
+    others: float  # CPUs' worth of busy time (steal included) not this process's: 1.0 = one CPU all the window
+    cpus: int  # the CPUs this process may use
+    seconds: float  # the window
+
+    def crowded(self, threads: int) -> bool:
+        """Whether the others left less than a measurement at ``threads`` threads needs (half a CPU of slack): its
+        threads waited for theirs, and its times are the load's as much as the model's."""
+        return self.cpus - self.others < threads - 0.5
+
+
+def _cpu_busy_seconds(ids: list[int]) -> float | None:
+    """Busy seconds (user, nice, system, irq, softirq, steal) of the CPUs ``ids`` since boot, from /proc/stat;
+    None where there is no such file (macOS, Windows)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            lines = f.read().splitlines()
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    wanted = {f"cpu{i}" for i in ids}
+    ticks = 0
+    for line in lines:
+        parts = line.split()
+        if parts and parts[0] in wanted and len(parts) >= 9:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in parts[1:9])
+            ticks += user + nice + system + irq + softirq + steal
+    return ticks / hz
+
+
+class CpuWatch:
+    """Watches the CPUs this process may use from its creation on: ``share()`` says how much of them other
+    processes (and a hypervisor's steal) took meanwhile."""
+
+    def __init__(self) -> None:
+        self._ids = usable_cpu_ids()
+        self._busy = _cpu_busy_seconds(self._ids)
+        self._own = self._own_seconds()
+        self._t0 = time.monotonic()
+
+    @staticmethod
+    def _own_seconds() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def share(self) -> CpuShare | None:
+        """The others' share since creation; None where the system does not say (no /proc/stat) or the window was
+        too short to tell (under 0.2 s)."""
+        busy, elapsed = _cpu_busy_seconds(self._ids), time.monotonic() - self._t0
+        if busy is None or self._busy is None or elapsed < 0.2:
+            return None
+        others = max(0.0, (busy - self._busy) - (self._own_seconds() - self._own)) / elapsed
+        return CpuShare(others=min(others, float(len(self._ids))), cpus=len(self._ids), seconds=elapsed)
+
+
 def default_threads(target: TargetSpec) -> int:
     """The target file's ``threads``; else, for this host, every CPU this process may use (never more: a runtime
     asked for more threads than the affinity mask allows oversubscribes the cores it has and fails to pin

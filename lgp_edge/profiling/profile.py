@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from lgp_edge import __version__
 from lgp_edge.errors import UsageError
 from lgp_edge.profiling.checks import check_request
-from lgp_edge.profiling.host import default_threads, host_versions
+from lgp_edge.profiling.host import CpuWatch, default_threads, host_versions
 from lgp_edge.profiling.measure import MeasureSettings, Timing, repeat_if_noisy, summarize
 from lgp_edge.profiling.predict import (
     Predictor,
@@ -31,7 +31,7 @@ from lgp_edge.profiling.predict import (
     scaled_roofline,
 )
 from lgp_edge.profiling.subject import Item, Subject, pool_subject, timm_subject
-from lgp_edge.progress import NULL, Reporter
+from lgp_edge.progress import NULL, Reporter, counted
 from lgp_edge.specs import LatencyRecord, TargetSpec
 
 if TYPE_CHECKING:
@@ -77,8 +77,11 @@ def measure_items(subject: Subject, items: Sequence[Item], target: TargetSpec, r
     check_request(target, runtime, precision, measuring=True)
     done = [] if done is None else done
     if target.connection.kind == "local":
+        watch = CpuWatch()
         try:
-            return _measure_local(subject, items, target, runtime, precision, settings, reporter, what, done)
+            records = _measure_local(subject, items, target, runtime, precision, settings, reporter, what, done)
+            warn_if_crowded(watch, settings.threads, what, target.name)
+            return records
         except (MemoryError, RuntimeError) as exc:
             if not _out_of_resources(exc):
                 raise
@@ -86,6 +89,17 @@ def measure_items(subject: Subject, items: Sequence[Item], target: TargetSpec, r
             raise UsageError(f"{runtime} could not run batch {settings.batch} with {settings.threads} threads on "
                              f"this host ({first}): use a smaller --batch or --threads") from None
     return _measure_remote(subject, items, target, precision, settings, reporter, targets_dir, what, done)
+
+
+def warn_if_crowded(watch: Any, threads: int, what: str, target: str) -> None:
+    """A warning when other processes held the CPUs a local measurement needed while ``watch`` watched: its times
+    are steady (so not flagged noisy) but the load's, and a calibration taken so scales every later prediction."""
+    share = watch.share()
+    if share is None or not share.crowded(threads):
+        return
+    log.warning("other processes used %.1f of the %s this measurement may use while %s on %s (%s): its latencies "
+                "are this busy machine's, slower than a quiet one's; measure again when it is quieter",
+                share.others, counted(share.cpus, "CPU"), what, target, counted(threads, "thread"))
 
 
 def _out_of_resources(exc: BaseException) -> bool:
