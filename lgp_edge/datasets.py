@@ -165,7 +165,7 @@ def _synthetic(img_size: int, in_chans: int, num_classes: int, n_train: int = SY
 
 def load_image(path: str) -> Any:
     """Open one image as RGB; a damaged or empty file is a one-line DataError naming it. 16-bit images are
-    scaled to 8 bits (PIL's RGB conversion clips them: 99.5% of a 16-bit PNG came out 255)."""
+    scaled to 8 bits (PIL's RGB conversion clips them: 99.5% of a 16-bit PNG came out 255), float ones too."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -176,10 +176,26 @@ def load_image(path: str) -> Any:
 
                 deep = np.asarray(img, dtype=np.float64)
                 img = Image.fromarray(np.clip(np.rint(deep / 257.0), 0, 255).astype(np.uint8))
+            elif img.mode == "F":  # 32-bit float grayscale: PIL's conversion clips 0..1 to black
+                img = _float_image(img, path)
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"image '{path}' cannot be read ({str(exc).splitlines()[0][:120] or type(exc).__name__}); "
                         "replace or remove it") from None
+
+
+def _float_image(img: Any, path: str) -> Any:
+    """A float grayscale image (mode F) as 8 bits: values in 0..1 scaled by 255, values in 0..255 kept; any other
+    range is a DataError (which scale it is in cannot be told)."""
+    import numpy as np
+    from PIL import Image
+
+    v = np.asarray(img, dtype=np.float64)
+    if not np.isfinite(v).all() or v.min() < 0.0 or v.max() > 255.0:
+        raise DataError(f"image '{path}' holds float values outside 0..1 and 0..255 (or NaN); save it as an 8- or "
+                        "16-bit image")
+    scale = 255.0 if v.max() <= 1.0 else 1.0
+    return Image.fromarray(np.clip(np.rint(v * scale), 0, 255).astype(np.uint8))
 
 
 def _whole_image(img_size: int, norm: Norm = (IMAGENET_MEAN, IMAGENET_STD)) -> Any:

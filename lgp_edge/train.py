@@ -272,6 +272,7 @@ def fit(objective: nn.Module, train_set: Dataset, cfg: TrainConfig, *, descripti
     # one large batch); the model is identical anyway (DDP broadcasts rank 0's weights).
     torch.manual_seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
+    np.random.seed((cfg.seed + rank) % 2 ** 32)  # timm's RandAugment draws its operations with NumPy
     start = _resume(ckpt, objective, opt, fingerprint, description, rank, world, device) if resume else _Start()
     model = _wrap(objective, device, world, find_unused_parameters)
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
@@ -427,7 +428,8 @@ def _run_epoch(loop: _Loop, train_set: Dataset, sampler: DistributedSampler, epo
     with show.task(f"{loop.description} epoch {epoch + 1}/{cfg.epochs}", total=plan.steps_per_epoch) as task:
         task.advance(skip)
         for i, (x, y) in enumerate(loader, start=skip):
-            progress.running += _train_step(loop, x, y, step_kwargs, autocast)
+            saved = i + 1 == plan.steps_per_epoch or bool(cfg.save_every and (loop.step + 1) % cfg.save_every == 0)
+            progress.running += _train_step(loop, x, y, step_kwargs, autocast, check_after=saved)
             progress.count += 1
             task.advance(1, loss=progress.running / progress.count)
             if cfg.save_every and loop.step % cfg.save_every == 0 and i + 1 < plan.steps_per_epoch:
@@ -437,8 +439,9 @@ def _run_epoch(loop: _Loop, train_set: Dataset, sampler: DistributedSampler, epo
 
 
 def _train_step(loop: _Loop, x: torch.Tensor, y: torch.Tensor, step_kwargs: Callable[[int], dict[str, Any]] | None,
-                autocast: torch.autocast) -> float:
-    """One optimizer step on one batch; returns the loss averaged over the ranks."""
+                autocast: torch.autocast, check_after: bool = False) -> float:
+    """One optimizer step on one batch; returns the loss averaged over the ranks. ``check_after``: the weights it
+    leaves are saved (an epoch's end, a checkpoint): their loss on the batch must be finite too."""
     cfg, plan = loop.cfg, loop.plan
     x, y = x.to(plan.device, non_blocking=True), y.to(plan.device, non_blocking=True)
     for group in loop.opt.param_groups:
@@ -454,8 +457,26 @@ def _train_step(loop: _Loop, x: torch.Tensor, y: torch.Tensor, step_kwargs: Call
     loop.step += 1
     value = _global_mean(loss, plan.world)  # the same on every rank, so all stop together on a bad loss
     if not math.isfinite(value):
+        if loop.step == 1:  # computed before any update: the starting weights or the loss's settings give it
+            raise UsageError(f"{loop.description}: the loss was {value} at step 1, before any update: the starting "
+                             "weights (or the loss settings, such as --tau) make it non-finite")
         raise UsageError(f"{loop.description}: the loss became {value} at step {loop.step}; lower --lr")
+    if check_after:
+        _check_after_update(loop, x, y, kwargs, autocast)
     return value
+
+
+def _check_after_update(loop: _Loop, x: torch.Tensor, y: torch.Tensor, kwargs: dict[str, Any],
+                        autocast: torch.autocast) -> None:
+    """UsageError when the weights the last update left give a non-finite loss on its batch: each loss is taken
+    before its update, so the update of an epoch's last step (whose weights are saved) would go unseen. The
+    random number generators are left as they were (the run's course does not depend on the check)."""
+    devices = [loop.plan.device] if loop.plan.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad(), autocast:
+        value = _global_mean(loop.objective(x, y, **kwargs), loop.plan.world)
+    if not math.isfinite(value):
+        raise UsageError(f"{loop.description}: the weights after the update of step {loop.step} give a loss of "
+                         f"{value} (the update diverged); lower --lr")
 
 
 def _global_mean(value: torch.Tensor, world: int) -> float:
@@ -503,7 +524,9 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, devic
                         batch_size=batch_size, pin_memory=dev.type == "cuda")
     correct = torch.zeros((), dtype=torch.long, device=dev)
     for x, y in loader:
-        correct += (model(x.to(dev, non_blocking=True)).argmax(-1) == y.to(dev, non_blocking=True)).sum()
+        logits = model(x.to(dev, non_blocking=True))
+        right = (logits.argmax(-1) == y.to(dev, non_blocking=True)) & torch.isfinite(logits).all(-1)
+        correct += right.sum()  # a row with NaN logits is no prediction (argmax would call it class 0)
     if dev.type != "cpu":
         model.cpu()
     return 100.0 * int(correct) / max(1, n)

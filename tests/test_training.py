@@ -380,3 +380,90 @@ def test_a_partial_evaluation_is_a_spread_subset_not_the_first_images() -> None:
 
     got = held_out_images(_Split(), 30)  # type: ignore[arg-type]
     assert torch.equal(got[:, 0, 0, 0].long(), labels[list(idx)])
+
+
+def test_a_run_that_diverges_on_its_last_step_saves_nothing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The loss is checked before each update, so an update that blew the weights up on the last step went
+    unseen: NaN weights were saved with exit 0 and a "top-1" of 13.67% (argmax of NaN rows is class 0)."""
+    out = tmp_path / "anc"
+    rc = main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", "synthetic", "--out", str(out),
+               "--epochs", "1", "--max-steps-per-epoch", "1", "--batch-size", "16", "--lr", "1e30",
+               "--warmup-epochs", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "the weights after the update of step 1 give a loss of nan" in err and "lower --lr" in err, err
+    assert not out.exists()
+
+
+def test_nan_logits_are_no_prediction_and_non_finite_features_fit_no_stitch() -> None:
+    from lgp_edge.errors import UsageError
+    from lgp_edge.models.stitch import lstsq_solution
+    from lgp_edge.train import evaluate
+
+    class Broken(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.full((x.shape[0], 10), float("nan"))
+
+    data = torch.utils.data.TensorDataset(torch.zeros(8, 1, 4, 4), torch.zeros(8, dtype=torch.long))
+    assert evaluate(Broken(), data) == 0.0  # was 100.0: every label 0, every NaN row "predicted" 0
+    a = torch.randn(20, 4)
+    a[3, 1] = float("nan")
+    with pytest.raises(UsageError, match="non-finite features"):
+        lstsq_solution(a, torch.randn(20, 3))
+
+
+def test_a_pool_with_nan_weights_is_not_written_and_pool_json_has_no_nan(tmp_path: Path, tiny_pool: Path) -> None:
+    import math
+
+    from lgp_edge.errors import CheckpointError
+    from lgp_edge.pool.pool import save_pool
+
+    pool, manifest = load_pool(tiny_pool)
+    with torch.no_grad():
+        next(iter(pool.stitches.values())).weight[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="NaN or infinite"):
+        save_pool(tmp_path / "p", pool, manifest)
+    assert not (tmp_path / "p").exists()
+    import dataclasses
+
+    pool, manifest = load_pool(tiny_pool)  # an R^2 of NaN (a constant feature) is written as null, not as NaN
+    bad = dataclasses.replace(manifest, history=(*manifest.history, {"stage": "stitch-init", "r2_mean": math.nan}))
+    save_pool(tmp_path / "q", pool, bad)
+    text = (tmp_path / "q" / "pool.json").read_text()
+    assert "NaN" not in text and json.loads(text)["history"][-1]["r2_mean"] is None
+
+
+def test_the_seed_repeats_an_augmented_image_folder_run(tmp_path: Path) -> None:
+    """timm's RandAugment draws with NumPy, which --seed left unseeded: two runs on an image folder with the same
+    seed gave different weights (with --workers 0, the default)."""
+    import hashlib
+
+    import numpy as np
+    from PIL import Image
+
+    for split, n in (("train", 6), ("val", 2)):
+        for k in range(2):
+            d = tmp_path / "img" / split / f"c{k}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.random.default_rng(10 * k + i).integers(0, 256, (20, 20, 3), dtype=np.uint8)
+                                ).save(d / f"{i}.png")
+    sums = []
+    for run in ("a", "b"):
+        np.random.seed(1000 + len(sums))  # whatever the process's NumPy state was before
+        assert main(["ancestry", "train", "--ancestry", "lgp_test_tiny", "--data", f"imagefolder:{tmp_path / 'img'}",
+                     "--out", str(tmp_path / run), "--epochs", "1", "--max-steps-per-epoch", "3", "--batch-size", "4",
+                     "--seed", "5", "--quiet"]) == 0
+        sums.append(hashlib.sha256((tmp_path / run / "ancestry.safetensors").read_bytes()).hexdigest())
+    assert sums[0] == sums[1]
+
+
+def test_float_images_are_scaled_not_black(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from lgp_edge.datasets import load_image
+
+    v = np.linspace(0, 1, 16 * 16, dtype=np.float32).reshape(16, 16)
+    Image.fromarray(v).save(tmp_path / "f.tif")
+    rgb = np.asarray(load_image(str(tmp_path / "f.tif")))
+    assert rgb.max() == 255 and np.abs(rgb[..., 0] - v * 255).max() <= 1.0

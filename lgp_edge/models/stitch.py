@@ -35,6 +35,11 @@ def learned_init(stitch: nn.Linear, front_mats: list[torch.Tensor], back_mats: l
 
 def lstsq_solution(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Least-squares (weight, bias) with ``a @ weight.T + bias ~= b``; a: (N, d_in), b: (N, d_out)."""
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        from lgp_edge.errors import UsageError
+
+        raise UsageError("the models give non-finite features (NaN or infinite: their training diverged), so no "
+                         "stitch can be fitted to them; train them again with a lower --lr")
     a64 = torch.cat([a.double(), torch.ones(a.shape[0], 1, dtype=torch.float64)], dim=1)
     sol = torch.linalg.pinv(a64) @ b.double()  # (d_in + 1, d_out)
     return sol[:-1].t().float(), sol[-1].float()

@@ -55,7 +55,7 @@ class AncestryRequest:
 
 
 def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
-    from lgp_edge.fileio import save_safetensors, sha256_file
+    from lgp_edge.fileio import finite_json, save_safetensors, sha256_file
 
     if req.initial_checkpoint:  # replacing OUT would delete the weights it starts from
         check_not_inside(req.out, req.initial_checkpoint, "the initial checkpoint")
@@ -112,7 +112,7 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
                              os.path.join(tmp, "ancestry.safetensors"))
             meta["weights_sha256"] = sha256_file(os.path.join(tmp, "ancestry.safetensors"))  # checked on every load
             with open(os.path.join(tmp, "ancestry.json"), "w", encoding="utf-8") as f:
-                json.dump(meta, f, indent=1)
+                json.dump(finite_json(meta), f, indent=1, allow_nan=False)
             replace_dir(tmp, req.out)
     return meta
 

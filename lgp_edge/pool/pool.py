@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import CheckpointError
-from lgp_edge.fileio import save_safetensors, sha256_file
+from lgp_edge.fileio import finite_json, save_safetensors, sha256_file
 from lgp_edge.models.descendant import Descendant, build_descendant, count_params
 from lgp_edge.models.instances import create_auxiliary
 from lgp_edge.models.plan import descendant_flops, enumerate_descendants, stitch_specs
@@ -105,9 +105,14 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
     in_place = keep_from is not None and Path(keep_from).resolve() == Path(path).resolve()
     kept = carried_files(keep_from, exclude=tuple(n for n, given in ((ANCESTRY, ancestry), (TRANSFORMS, transforms))
                                                   if given is not None)) if keep_from is not None else {}
+    state = _state(pool, dtype)
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:  # checked before anything is written
+        raise CheckpointError(f"the pool's weights hold NaN or infinite values ({bad}: its training diverged); "
+                              "nothing written: train it again with a lower --lr")
     with atomic_dir(path, POOL_COPY if in_place else "choose another --out") as tmp:
         files: dict[str, str] = {}
-        save_safetensors(_state(pool, dtype), os.path.join(tmp, WEIGHTS), metadata={"pool_id": pool.pool_id})
+        save_safetensors(state, os.path.join(tmp, WEIGHTS), metadata={"pool_id": pool.pool_id})
         if ancestry is not None:
             save_safetensors(_state(ancestry, dtype), os.path.join(tmp, ANCESTRY))
         if transforms is not None:
@@ -120,7 +125,7 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
                 files[name] = sha256_file(os.path.join(tmp, name))
         manifest = manifest.replace(files=files, storage_dtype=storage_dtype)
         with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
-            json.dump(manifest.to_dict(), f, indent=1)
+            json.dump(finite_json(manifest.to_dict()), f, indent=1, allow_nan=False)  # a NaN R^2 as null
             f.write("\n")
         # Carry over lgp-edge's other files (descendants.json, checkpoints) from the directory being replaced;
         # what lgp-edge did not write there, replace_dir carries over itself.
