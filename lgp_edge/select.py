@@ -332,14 +332,15 @@ def records_of(manifest: Any) -> tuple[DescendantRecord, ...]:
     return tuple(manifest.descendants)
 
 
-def open_store(path: str | Path | None) -> Any:
+def open_store(path: str | Path | None, missing: str = "every latency is predicted") -> Any:
     """The measurement store, read-only: ``--store PATH`` or the default one. A missing file reads as an empty
-    store (every latency predicted) and is not created; nothing but a host calibration is ever written."""
+    store and is not created (warned, with ``missing``: what that means for the caller); nothing but a host
+    calibration is ever written."""
     from lgp_edge.profiling.store import MeasurementStore, default_store_path
 
     store = MeasurementStore(path if path is not None else default_store_path(), readonly=True)
     if not store.exists:
-        log.warning("measurement store %s does not exist (or is empty): every latency is predicted", store.path)
+        log.warning("measurement store %s does not exist (or is empty): %s", store.path, missing)
     return store
 
 

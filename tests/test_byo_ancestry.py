@@ -522,3 +522,22 @@ def test_blocks_with_qk_norm_are_refused() -> None:
 
     with pytest.raises(UsageError, match="QK-norm"):
         _check_supported(_plain_vit(qk_norm=True), "mine")
+
+
+def test_a_snapshots_evaluation_crop_is_the_one_its_config_records(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A snapshot's config.json records the transform it was evaluated with (bicubic, centre crop 0.875); an
+    export said "bilinear, no crop", and its manifest gave the stock model's pretrained_cfg beside it."""
+    snap = _snapshot(tmp_path)
+    cfg = json.loads((snap / "config.json").read_text())
+    cfg["pretrained_cfg"].update(crop_pct=0.875, interpolation="bicubic", crop_mode="center")
+    (snap / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    rc, err = run_cli(["export", "--model", TINY, "--checkpoint", str(snap), "--target", "cpu", "--format", "onnx",
+                       "--out", str(out), "--val-images", "4", "--quiet"], capsys)
+    assert rc == 0, err
+    mf = json.loads((out / "manifest.json").read_text())
+    got = mf["model"]["timm_pretrained_cfg"]
+    assert got["crop_pct"] == 0.875 and got["interpolation"] == "bicubic", got
+    text = (out / "EMBEDDING.md").read_text()
+    assert "bicubic" in text and "no crop" not in text and "central 16 x 16" in text, text[:1500]

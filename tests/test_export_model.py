@@ -473,3 +473,38 @@ def test_an_exporter_failure_is_one_plain_line() -> None:
     msg = str(exc.value)
     assert "\x1b" not in msg and "[96m" not in msg and not msg.rstrip().endswith(":"), msg
     assert "Failed to decompose the FX graph" in msg and "This is step 2/3 of exporting the model to ONNX" in msg
+
+
+@pytest.mark.parametrize(("name", "kwargs", "needle"), [
+    ("vit_small_patch16_dinov3", {"img_size": 32, "depth": 1}, "is a timm Eva, not a VisionTransformer"),
+    ("vit_tiny_r_s16_p8_224", {"img_size": 32, "num_classes": 10}, "HybridEmbed (a CNN stem)"),
+])
+def test_a_vit_name_export_model_cannot_take_is_one_line_before_any_work(name: str, kwargs: dict, needle: str,
+                                                                         tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """An Eva (rotary embeddings) failed inside torch's exporter after the images were loaded; a hybrid ended in a
+    traceback from timm (its patch size is on the CNN's features) or read its 64 feature channels as image ones."""
+    import timm
+    from safetensors.torch import save_file
+
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "m.safetensors"))
+    out = tmp_path / "out"
+    rc = main(["export", "--model", name, "--checkpoint", str(tmp_path / "m.safetensors"), "--target", "cpu",
+               "--format", "onnx", "--data", "fashion-mnist", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1 and not out.exists(), err
+
+
+def test_an_iphones_onnx_is_not_described_as_an_android_file(checkpoints: dict[str, Path], tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """The iphone target (Core ML) described its ONNX file as onnxruntime-android's, with a Kotlin sample; and
+    with no measurement store, a --model export warned that "every latency is predicted" (none is)."""
+    out = tmp_path / "out"
+    assert main(["export", "--model", NAME, "--checkpoint", str(checkpoints["safetensors"]), "--target", "iphone",
+                 "--precision", "fp32", "--format", "onnx", "--data", "fashion-mnist", "--out", str(out),
+                 "--val-images", "8", "--quiet", "--store", str(tmp_path / "none.sqlite")]) == 0
+    mf = json.loads((out / "manifest.json").read_text())
+    assert "android" not in mf["artifacts"][0]["note"].lower()
+    assert "Kotlin" not in (out / "EMBEDDING.md").read_text() and not (out / "samples").exists()
+    assert "every latency is predicted" not in caplog.text and "the model's latency is unknown" in caplog.text

@@ -223,13 +223,14 @@ def _precision_note(a: dict[str, Any], n_images: int, host: str = "", fp32_file:
 
 
 def timm_crop(m: dict[str, Any]) -> tuple[float, str] | None:
-    """(crop_pct, interpolation) of a timm model whose preprocessing comes from its pretrained_cfg and whose
-    evaluation transform is a centre crop, else None (lgp-edge's loaders: the whole image, no crop)."""
+    """(crop_pct, interpolation) of a timm model whose preprocessing comes from its pretrained_cfg (the stock
+    model's, or a snapshot's config.json) and whose evaluation transform is a centre crop, else None (lgp-edge's
+    loaders: the whole image, no crop)."""
     model = m.get("model") or {}
     cfg = model.get("timm_pretrained_cfg") or {}
     pct = cfg.get("crop_pct")
-    if model.get("preprocess_from") == "timm pretrained_cfg" and isinstance(pct, (int, float)) and 0 < pct <= 1 \
-            and cfg.get("crop_mode", "center") == "center":
+    if model.get("preprocess_from") in ("timm pretrained_cfg", "config.json beside the checkpoint") \
+            and isinstance(pct, (int, float)) and 0 < pct <= 1 and cfg.get("crop_mode", "center") == "center":
         return float(pct), str(cfg.get("interpolation") or "bilinear")
     return None
 

@@ -97,7 +97,7 @@ class OnnxExporter:
         report = validate_onnx_file(ctx, path, f"onnx {ctx.profile.precision}", ctx.profile.precision)
         if report.top1_change is not None and ctx.profile.precision == "int8":
             note += f"; top-1 change vs torch fp32: {report.top1_change:+.2f} points"
-        if ctx.profile.precision != "fp16" and ort_for_phone(ctx.target):
+        if ctx.profile.precision != "fp16" and ctx.target.runtime == "onnxruntime" and ort_for_phone(ctx.target):
             note = "; ".join(n for n in (note, PHONE_ONNX_NOTE) if n)
         return [ExportArtifact(path=path.name, format=self.format, profile=ctx.profile.name,
                                descendant_key=ctx.record.key, sha256=sha256_file(path), inputs=inputs,

@@ -67,13 +67,16 @@ def build_model(name: str, checkpoint: Path) -> nn.Module:
     state = read_state_dict(checkpoint)
     try:
         model = timm.create_model(name, pretrained=False, **args)
+        _check_exportable(model, name)
         kwargs = _shape_overrides(model, state)
         if kwargs:
             model = timm.create_model(name, pretrained=False, **{**args, **kwargs})
-    except (TypeError, ValueError, AssertionError) as exc:  # model_args the model refuses together
+    except (TypeError, ValueError, AssertionError) as exc:  # arguments the model refuses together
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise CheckpointError(f"timm model '{name}' cannot be built with the model_args of {checkpoint}'s "
-                              f"config.json: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
-                              ) from None
+                              f"config.json: {why}" if args else
+                              f"timm model '{name}' cannot be built as checkpoint '{checkpoint}' is shaped "
+                              f"({why}); export a checkpoint of that model") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -82,6 +85,22 @@ def build_model(name: str, checkpoint: Path) -> nn.Module:
                       lines[0] if lines else "")
         raise CheckpointError(f"checkpoint '{checkpoint}' does not fit timm model '{name}': {detail[:200]}") from None
     return model.eval()
+
+
+def _check_exportable(model: nn.Module, name: str) -> None:
+    """UsageError for a ``vit_*`` name that is no timm VisionTransformer (Eva: rotary embeddings, which the ONNX
+    exporter stops on mid-export) or one with a CNN stem (its image channels and size are not the patch
+    embedding's, which the checkpoint's shape and the preprocessing are read from)."""
+    from timm.layers import PatchEmbed
+    from timm.models.vision_transformer import VisionTransformer
+
+    if not isinstance(model, VisionTransformer):
+        raise UsageError(f"--model '{name}' is a timm {type(model).__name__}, not a VisionTransformer; export --model "
+                         "takes timm VisionTransformers (vit_*/deit_* such as deit_small_patch16_224)")
+    if type(model.patch_embed) is not PatchEmbed:
+        raise UsageError(f"--model '{name}' embeds patches with a {type(model.patch_embed).__name__} (a CNN stem), "
+                         "which export --model does not take; pick a plain patch-embedding ViT such as "
+                         "vit_small_patch16_224")
 
 
 def _model_size(model: nn.Module) -> tuple[int, int | None, int]:
@@ -169,10 +188,11 @@ def load_model(name: str, checkpoint: Path, data: str | None) -> LoadedModel:
                          checkpoint_sha256=sha256_file(weights), params=params, flops=flops, blocks=blocks,
                          top1=meta.get("top1") if same_data else None,
                          top1_data=data_name if same_data else None)
-    cfg = getattr(model, "pretrained_cfg", None) or {}
+    # a snapshot's own (its config.json: the evaluation transform it was fine-tuned with), else the stock model's
+    # (its input_size is the stock one, not this checkpoint's: left out)
+    cfg = (meta or {}).get("pretrained_cfg") or getattr(model, "pretrained_cfg", None) or {}
     info = {"source": "timm", "data": data_name, "synthetic_data": data_name == "synthetic",
             "preprocess_from": source,
-            # the stock model's (its input_size is the stock one, not this checkpoint's: left out)
             "timm_pretrained_cfg": {k: cfg[k] for k in ("architecture", "tag", "interpolation", "crop_pct",
                                                         "crop_mode", "mean", "std") if k in cfg}}
     return LoadedModel(model=model, record=record, preprocess=pre, data=data_name, info=info)
@@ -212,7 +232,7 @@ def measured_latency(key: str, req: Any, params: int) -> Any:
     from lgp_edge.select import open_store, profile_runtime
 
     target, runtime = req.target, profile_runtime(req.profile, req.target)
-    store = open_store(req.store)
+    store = open_store(req.store, "the model's latency is unknown (measure it with 'lgp-edge profile --model')")
     try:
         rows = store.records(target=target.name, runtime=runtime, precision=req.profile.precision,
                              source="measured", batch=req.profile.batch, recent=RECENT_RUNS, descendant_key=key)

@@ -382,6 +382,13 @@ def hub_config(folder: Path) -> dict[str, Any] | None:
     if cfg.get("model_args") is not None:  # what timm's save_for_hf records the model was created with
         out["model_args"] = _model_args(cfg["model_args"], f)
     pre = cfg.get("pretrained_cfg") if isinstance(cfg.get("pretrained_cfg"), dict) else {}
+    transform = {k: pre[k] for k in ("architecture", "tag", "interpolation", "crop_mode")
+                 if isinstance(pre.get(k), str)}
+    pct = pre.get("crop_pct")
+    if isinstance(pct, (int, float)) and not isinstance(pct, bool) and 0 < pct <= 1:
+        transform["crop_pct"] = float(pct)
+    if transform:  # the evaluation transform it records (an export describes it to the app)
+        out["pretrained_cfg"] = transform
     mean, std = pre.get("mean"), pre.get("std")
     if mean is None and std is None:
         return out
