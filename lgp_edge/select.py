@@ -159,20 +159,19 @@ def memory_mb(pool: PoolSpec, record: DescendantRecord, precision: str, batch: i
 
 
 def named_fits(key: str, latency: Any, memory: float | None, profile: Any, flag: str) -> dict[str, Any]:
-    """Whether a model named with ``flag`` (--descendant, --descendants, --model) keeps the profile's budgets; a
-    warning when it does not (it is exported as asked). ``memory`` None: not estimated (unknown)."""
-    fits_latency = latency is not None and latency.p90_ms <= profile.latency_budget_ms
-    fits_memory = memory is not None and memory <= profile.memory_budget_mb
-    if not (fits_latency and fits_memory):
-        why = []
-        if not fits_latency:
-            why.append("its p90 latency is unknown" if latency is None else
-                       f"p90 {format_against(latency.p90_ms, profile.latency_budget_ms)} ms > "
-                       f"{format_budget(profile.latency_budget_ms)} ms")
-        if not fits_memory:
-            why.append("its memory is not estimated (a block layout other than timm's ViT)" if memory is None else
-                       f"needs {format_against(memory, profile.memory_budget_mb)} MB > "
-                       f"{format_budget(profile.memory_budget_mb)} MB")
+    """Whether a model named with ``flag`` (--descendant, --descendants, --model) keeps the profile's budgets (None
+    where its latency or memory is unknown: a stock model never profiled, a block layout the estimate does not
+    know); a warning for each budget it is known to miss (it is exported as asked)."""
+    fits_latency = None if latency is None else bool(latency.p90_ms <= profile.latency_budget_ms)
+    fits_memory = None if memory is None else bool(memory <= profile.memory_budget_mb)
+    why = []
+    if fits_latency is False:
+        why.append(f"p90 {format_against(latency.p90_ms, profile.latency_budget_ms)} ms > "
+                   f"{format_budget(profile.latency_budget_ms)} ms")
+    if fits_memory is False:
+        why.append(f"needs {format_against(memory, profile.memory_budget_mb)} MB > "
+                   f"{format_budget(profile.memory_budget_mb)} MB")
+    if why:
         log.warning("%s does not fit profile %s (%s); exported as asked (%s)", key, profile.name, "; ".join(why),
                     flag)
     return {"memory_mb": memory, "fits_latency": fits_latency, "fits_memory": fits_memory}

@@ -508,3 +508,5 @@ def test_an_iphones_onnx_is_not_described_as_an_android_file(checkpoints: dict[s
     assert "android" not in mf["artifacts"][0]["note"].lower()
     assert "Kotlin" not in (out / "EMBEDDING.md").read_text() and not (out / "samples").exists()
     assert "every latency is predicted" not in caplog.text and "the model's latency is unknown" in caplog.text
+    # an unknown latency is not a budget missed
+    assert "does not fit" not in caplog.text and mf["selection"]["fits_latency"] is None
