@@ -510,3 +510,21 @@ def test_an_iphones_onnx_is_not_described_as_an_android_file(checkpoints: dict[s
     assert "every latency is predicted" not in caplog.text and "the model's latency is unknown" in caplog.text
     # an unknown latency is not a budget missed
     assert "does not fit" not in caplog.text and mf["selection"]["fits_latency"] is None
+
+
+def test_an_eva_snapshot_gets_the_eva_refusal_not_a_config_complaint(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid Eva snapshot's model_args were checked against VisionTransformer's and called wrong ("correct it")."""
+    import timm
+    from safetensors.torch import save_file
+
+    args = {"img_size": 32, "depth": 1, "use_rot_pos_emb": True}
+    model = timm.create_model("vit_small_patch16_dinov3", pretrained=False, **args)
+    snap = tmp_path / "snap"
+    snap.mkdir()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(snap / "model.safetensors"))
+    (snap / "config.json").write_text(json.dumps({"architecture": "vit_small_patch16_dinov3", "model_args": args}))
+    rc = main(["export", "--model", "vit_small_patch16_dinov3", "--checkpoint", str(snap), "--target", "cpu",
+               "--format", "onnx", "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a timm Eva" in err and "correct it" not in err, err

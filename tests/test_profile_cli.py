@@ -473,7 +473,7 @@ def test_a_measurement_beside_processes_that_hold_the_cpus_says_so(tiny_pool, tm
     from lgp_edge.profiling.host import CpuWatch, usable_cpus
 
     cpus = usable_cpus()
-    procs = _spinning(cpus)
+    procs = _spinning(cpus + 1)  # one more than the CPUs: the measurement's thread gets at most 2/3 of one
     try:
         time.sleep(0.3)
         watch = CpuWatch()
@@ -481,17 +481,19 @@ def test_a_measurement_beside_processes_that_hold_the_cpus_says_so(tiny_pool, tm
         share = watch.share()
         caplog.clear()
         rc, _, err = _profile(capsys, "--target", "cpu", "--runtime", "torch", "--pool", str(tiny_pool), "--store",
-                              str(tmp_path / "m.sqlite"), "--descendant", KEYS[0], "--warmup", "2", "--iters", "10",
+                              str(tmp_path / "m.sqlite"), "--descendant", KEYS[0], "--warmup", "2", "--iters", "300",
                               "--threads", "1", "--quiet")
     finally:
         for p in procs:
             p.kill()
             p.wait()
-    assert share is not None and share.others >= cpus - 0.5 and share.crowded(1), share
+    assert share is not None and share.others >= cpus - 0.25 and share.crowded(1), share
     assert rc == 0 and "other processes used" in caplog.text and "measure again when it is quieter" in caplog.text
     # the rule: what the others left against the threads measured, with half a CPU of slack
     from lgp_edge.profiling.host import CpuShare
 
-    assert CpuShare(others=0.6, cpus=2, seconds=1).crowded(2) and not CpuShare(others=0.4, cpus=2, seconds=1).crowded(2)
-    assert not CpuShare(others=1.0, cpus=2, seconds=1).crowded(1) and CpuShare(others=1.6, cpus=2, seconds=1).crowded(1)
-    assert not CpuShare(others=3.0, cpus=16, seconds=1).crowded(4)
+    def taken(others: float, cpus: int = 2) -> CpuShare:
+        return CpuShare(others=others, cpus=cpus, seconds=1.0)
+
+    assert taken(0.3).crowded(2) and not taken(0.2).crowded(2)
+    assert not taken(1.0).crowded(1) and taken(1.33).crowded(1) and not taken(3.0, 16).crowded(4)

@@ -173,7 +173,8 @@ def add_switchable_args(p: argparse.ArgumentParser) -> None:
     sel.add_argument("--descendants", default=None, metavar="KEY,KEY,...",
                      help="with --switchable: these descendants, in this order (index 0, 1, …)")
     sel.add_argument("--front", action="store_true",
-                     help="with --switchable: the Pareto front of the profile (the default)")
+                     help="with --switchable: the Pareto front of the descendants within the profile's budgets "
+                          "(the default)")
 
 
 def _run_switchable(args: argparse.Namespace) -> int:

@@ -117,7 +117,7 @@ def choose_keys(manifest: Any, req: SwitchableRequest, lat: dict[str, Any]) -> t
     """``--descendants`` as given (a warning for each one outside the profile's budgets: exported as asked), else
     the Pareto front of the descendants within the profile's budgets (fastest first; NothingFits, select's, when
     none is)."""
-    from lgp_edge.select import choose, memory_mb, named_fits, pareto_front, score_candidates
+    from lgp_edge.select import FLAGS_HINT, choose, memory_mb, named_fits, pareto_front, score_candidates
 
     p = req.profile
     if req.keys is not None:
@@ -126,7 +126,8 @@ def choose_keys(manifest: Any, req: SwitchableRequest, lat: dict[str, Any]) -> t
                        "--descendants")
         return req.keys
     cands = score_candidates(tuple(manifest.descendants), lat, p, pool=manifest.spec)
-    choose(cands, p, pool=manifest.spec)  # none within the budgets: select's refusal, naming what is closest
+    # none within the budgets: select's refusal, naming what is closest
+    choose(cands, p, pool=manifest.spec, hint=f"{FLAGS_HINT}, or name the descendants with --descendants")
     return tuple(c.key for c in pareto_front([c for c in cands if c.fits]))
 
 

@@ -309,14 +309,17 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
     if meta is not None and checkpoint is not None:
         check_recorded_weights(checkpoint, meta)
     state = read_state_dict(checkpoint) if checkpoint is not None else None
-    kwargs = {**snapshot_model_args(name, meta), **recorded_shapes(name, meta), **given}
+    args = snapshot_model_args(name, meta)
+    kwargs = {**args, **recorded_shapes(name, meta), **given}
     try:
         model = timm.create_model(name, pretrained=pretrained and checkpoint is None, **kwargs)
     except (RuntimeError, OSError) as exc:
         raise UsageError(f"could not fetch pretrained weights for '{name}' ({exc}); "
                          "pass --ancestry-checkpoint FILE") from None
-    except (TypeError, ValueError, AssertionError) as exc:  # model_args the model refuses together
-        raise CheckpointError(f"timm model '{name}' cannot be built with the model_args of {checkpoint}'s "
+    except (TypeError, ValueError, AssertionError) as exc:
+        if not args:
+            raise
+        raise CheckpointError(f"timm model '{name}' cannot be built with the model_args of {checkpoint}'s "  # theirs
                               f"config.json: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
                               ) from None
     _check_supported(model, name, role)
@@ -402,19 +405,12 @@ def hub_config(folder: Path) -> dict[str, Any] | None:
 
 
 def _model_args(args: Any, f: Path) -> dict[str, Any]:
-    """A snapshot's ``model_args``, checked: arguments of timm's VisionTransformer (what the snapshot's model was
-    built with beyond the stock one, e.g. ``global_pool``, ``reg_tokens``, ``init_values``)."""
-    import inspect
-
-    from timm.models.vision_transformer import VisionTransformer
-
-    if not isinstance(args, dict):
-        raise CheckpointError(f"'{f}' has model_args {_json_value(args)}: a JSON object expected; correct it")
-    known = set(inspect.signature(VisionTransformer.__init__).parameters) - {"self", "args", "kwargs"}
-    unknown = sorted(k for k in args if k not in known)
-    if unknown:
-        raise CheckpointError(f"'{f}' has model_args {', '.join(repr(k) for k in unknown)}, which timm's "
-                              "VisionTransformer does not take; correct it (lgp-edge builds the model with them)")
+    """A snapshot's ``model_args`` (what its model was built with beyond the stock one, e.g. ``global_pool``,
+    ``reg_tokens``, ``init_values``): a JSON object of named arguments. Whether the model takes them is timm's to
+    say when it is built (a refusal names them)."""
+    if not isinstance(args, dict) or not all(isinstance(k, str) and k.isidentifier() for k in args):
+        raise CheckpointError(f"'{f}' has model_args {_json_value(args)}: a JSON object of argument names expected; "
+                              "correct it")
     return dict(args)
 
 

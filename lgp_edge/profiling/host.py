@@ -41,9 +41,10 @@ class CpuShare:
     seconds: float  # the window
 
     def crowded(self, threads: int) -> bool:
-        """Whether the others left less than a measurement at ``threads`` threads needs (half a CPU of slack): its
-        threads waited for theirs, and its times are the load's as much as the model's."""
-        return self.cpus - self.others < threads - 0.5
+        """Whether the others left less than a measurement at ``threads`` threads needs (a quarter of a CPU of
+        slack): its threads waited for theirs, and its times are the load's as much as the model's. (Two busy
+        processes beside a one-thread measurement on 2 CPUs take 1.33 of them: each of the three gets two thirds.)"""
+        return self.cpus - self.others < threads - 0.25
 
 
 def _cpu_busy_seconds(ids: list[int]) -> float | None:
@@ -82,9 +83,9 @@ class CpuWatch:
 
     def share(self) -> CpuShare | None:
         """The others' share since creation; None where the system does not say (no /proc/stat) or the window was
-        too short to tell (under 0.2 s)."""
+        too short to tell (under 0.1 s: /proc/stat counts in 10 ms ticks)."""
         busy, elapsed = _cpu_busy_seconds(self._ids), time.monotonic() - self._t0
-        if busy is None or self._busy is None or elapsed < 0.2:
+        if busy is None or self._busy is None or elapsed < 0.1:
             return None
         others = max(0.0, (busy - self._busy) - (self._own_seconds() - self._own)) / elapsed
         return CpuShare(others=min(others, float(len(self._ids))), cpus=len(self._ids), seconds=elapsed)
