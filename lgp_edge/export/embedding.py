@@ -334,14 +334,8 @@ def _providers(doc: _Doc, onnx_like: str) -> str:
 
 def _kotlin(doc: _Doc) -> str:
     """A phone export (.ort, or a phone's .onnx alone): the Android section (and, beside it, the sample)."""
-    from lgp_edge.export.ort import (
-        integer_operators,
-        onnx_phone,
-        ort_cpu,
-        ort_format_version,
-        ort_phone,
-        ort_requirement,
-    )
+    from lgp_edge.export.ort import integer_operators, ort_cpu, ort_format_version, ort_phone, ort_requirement
+    from lgp_edge.export.phone import onnx_phone
 
     if "ort" not in doc.arts:
         onnx = doc.arts.get("onnx")
@@ -560,7 +554,8 @@ def sample_formats(artifacts: Sequence[Any]) -> set[str]:
     """The formats of ``artifacts`` that samples go with: a ``.ort`` converted for an x86-64 machine, an ARM board
     or this ARM machine is not a phone's, and the Android sample does not go with it; a phone's ``.onnx`` is
     ``phone-onnx`` (the Android sample goes with it)."""
-    from lgp_edge.export.ort import onnx_phone, ort_phone
+    from lgp_edge.export.ort import ort_phone
+    from lgp_edge.export.phone import onnx_phone
 
     out = {a.format for a in artifacts if not (a.format == "ort" and not ort_phone(a.note or ""))}
     return out | ({"phone-onnx"} if any(a.format == "onnx" and onnx_phone(a.note or "") for a in artifacts) else set())

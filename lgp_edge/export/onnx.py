@@ -17,7 +17,7 @@ from typing import Any
 
 from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
 from lgp_edge.export.metadata import preprocess_mismatches, tool_versions
-from lgp_edge.export.ort import PHONE_ONNX_NOTE, ort_for_phone
+from lgp_edge.export.phone import PHONE_ONNX_NOTE, ort_for_phone
 from lgp_edge.specs import DeviceProfile, ExportArtifact, TargetSpec, ValidationReport
 
 log = logging.getLogger(__name__)

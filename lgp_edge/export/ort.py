@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import platform
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from lgp_edge.errors import LgpEdgeError, UsageError, environment_error, write_failed
 from lgp_edge.export.base import ONNX_PACKAGES, ExportContext, check_opset, require_all
 from lgp_edge.export.metadata import tool_versions
+from lgp_edge.export.phone import ort_for_phone, ort_platform
 from lgp_edge.export.quiet import quiet_loggers, quiet_root_records
 from lgp_edge.specs import FORMAT_PRECISIONS, DeviceProfile, ExportArtifact, TargetSpec
 
@@ -29,31 +29,6 @@ log = logging.getLogger(__name__)
 
 # The first ONNX Runtime release that reads each ORT format version (1.15 refuses v6 files, 1.16 reads them).
 ORT_FORMAT_MIN = {6: "1.16"}
-
-
-def ort_platform(target: TargetSpec) -> str:
-    """The converter's ``target_platform``: ``extra.ort_platform`` when the target file sets it, else the CPU the
-    target runs on (this machine for a local target, its ``extra.machine`` for a board), else ``arm`` (phones)."""
-    if "ort_platform" in target.extra:
-        return str(target.extra["ort_platform"])
-    machine = platform.machine() if target.connection.kind == "local" else str(target.extra.get("machine", ""))
-    return "amd64" if machine.lower() in ("x86_64", "amd64", "x64") else "arm"
-
-
-def ort_for_phone(target: TargetSpec) -> bool:
-    """A ``.ort`` for a phone (an ARM target reached with adb, or not reached at: an app's), not for a Linux board
-    over ssh or this machine, which load an ARM ``.ort`` in the onnxruntime package."""
-    return ort_platform(target) == "arm" and target.connection.kind not in ("local", "ssh")
-
-
-PHONE_ONNX_NOTE = ("for an Android app: the onnxruntime-android package loads this .onnx as it is (`--format ort` "
-                   "writes its pre-optimised .ort)")
-
-
-def onnx_phone(note: str) -> bool:
-    """Whether an ``.onnx`` artifact's note (as ``export`` wrote it) is a phone's: its Android app section and
-    sample go with it where no ``.ort`` was exported beside it."""
-    return PHONE_ONNX_NOTE in note
 
 
 def ort_phone(note: str) -> bool:
