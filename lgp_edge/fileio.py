@@ -89,6 +89,12 @@ def write_json_atomic_all(files: list[tuple[str | Path, Any]]) -> list[Path]:
                              for path, text in texts])
 
 
+def write_json(path: str | Path, obj: Any) -> None:
+    """``obj`` as indented JSON in ``path`` (a file inside a folder written atomically), each NaN or infinity as
+    null (``finite_json``)."""
+    Path(path).write_text(_json_text(finite_json(obj)), encoding="utf-8")
+
+
 def _json_text(obj: Any) -> str:
     return json.dumps(obj, indent=1, allow_nan=False) + "\n"
 

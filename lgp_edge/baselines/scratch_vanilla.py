@@ -172,14 +172,12 @@ def _train_one(req: SingleRequest, cfg: TrainConfig, spec: PoolSpec, ancestry: t
 
 def _write_results(out_dir: str, states: dict[str, dict[str, torch.Tensor]], results: dict[str, Any]) -> None:
     """``out_dir``: one ``<key>.safetensors`` per model and ``results.json``, swapped in atomically."""
-    from lgp_edge.fileio import finite_json, save_safetensors
+    from lgp_edge.fileio import save_safetensors, write_json
 
     with atomic_dir(out_dir) as tmp:
         for key, state in states.items():
             save_safetensors(state, os.path.join(tmp, f"{key}.safetensors"))
-        with open(os.path.join(tmp, RESULTS), "w", encoding="utf-8") as f:
-            json.dump(finite_json(results), f, indent=1, allow_nan=False)
-            f.write("\n")
+        write_json(os.path.join(tmp, RESULTS), results)
         replace_dir(tmp, out_dir)
 
 

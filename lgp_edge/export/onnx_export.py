@@ -189,10 +189,7 @@ def exporter_message(exc: BaseException) -> str:
     """The first line of an exporter's error, plain: without its colour codes, and without a trailing "Next
     steps:" whose steps are on the lines left out; at most 300 characters."""
     line = _ANSI.sub("", str(exc)).strip().split("\n", 1)[0].strip()
-    for tail in ("Next steps:",):
-        if line.endswith(tail):
-            line = line[:-len(tail)].rstrip()
-    return line[:300]
+    return line.removesuffix("Next steps:").rstrip()[:300]
 
 
 def _raw(exporter: Callable[..., None], model: nn.Module, example: torch.Tensor, *, opset: int,

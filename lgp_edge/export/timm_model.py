@@ -54,6 +54,7 @@ def build_model(name: str, checkpoint: Path) -> nn.Module:
 
     from lgp_edge.models.ancestry import (
         _register_small_variants,
+        model_args_refusal,
         read_ancestry_dir,
         read_state_dict,
         snapshot_model_args,
@@ -72,11 +73,11 @@ def build_model(name: str, checkpoint: Path) -> nn.Module:
         if kwargs:
             model = timm.create_model(name, pretrained=False, **{**args, **kwargs})
     except (TypeError, ValueError, AssertionError) as exc:  # arguments the model refuses together
+        if args:
+            raise model_args_refusal(name, checkpoint, exc) from None
         why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"timm model '{name}' cannot be built with the model_args of {checkpoint}'s "
-                              f"config.json: {why}" if args else
-                              f"timm model '{name}' cannot be built as checkpoint '{checkpoint}' is shaped "
-                              f"({why}); export a checkpoint of that model") from None
+        raise CheckpointError(f"timm model '{name}' cannot be built as checkpoint '{checkpoint}' is shaped ({why}); "
+                              "export a checkpoint of that model") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

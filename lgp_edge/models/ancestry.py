@@ -319,9 +319,7 @@ def create_ancestry(name: str, *, checkpoint: str | Path | None = None, pretrain
     except (TypeError, ValueError, AssertionError) as exc:
         if not args:
             raise
-        raise CheckpointError(f"timm model '{name}' cannot be built with the model_args of {checkpoint}'s "  # theirs
-                              f"config.json: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
-                              ) from None
+        raise model_args_refusal(name, checkpoint, exc) from None
     _check_supported(model, name, role)
     if state is None:
         return model, spec_of(model, name, None)
@@ -418,6 +416,13 @@ def snapshot_model_args(name: str, meta: dict[str, Any] | None) -> dict[str, Any
     """The ``model_args`` of a Hugging Face snapshot of ``name`` (its config.json, read into ``meta``), else {}:
     the model is built with them, so that its weights mean what they were trained as (its pooling, tokens...)."""
     return dict(meta.get("model_args") or {}) if meta is not None and meta.get("name") == name else {}
+
+
+def model_args_refusal(name: str, checkpoint: Any, exc: BaseException) -> CheckpointError:
+    """The one line for a snapshot whose ``model_args`` timm refuses to build ``name`` with."""
+    why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return CheckpointError(f"timm model '{name}' cannot be built with the model_args of {checkpoint}'s config.json: "
+                           f"{why}")
 
 
 def shipped_ancestry_dir(name: str) -> Path | None:

@@ -277,8 +277,8 @@ def activation_bytes(pool: PoolSpec, spec: DescendantSpec, batch: int = 1, bytes
     a = pool.ancestry
     n = a.num_tokens
     inst = {i.name: i for i in pool.instances}
-    peak = max(block_live_values(n, inst[s.instance].embed_dim, inst[s.instance].num_heads,
-                                 int(inst[s.instance].embed_dim * a.mlp_ratio)) for s in spec.segments)
+    used = (inst[s.instance] for s in spec.segments)
+    peak = max(block_live_values(n, i.embed_dim, i.num_heads, int(i.embed_dim * a.mlp_ratio)) for i in used)
     return peak * batch * bytes_per_value
 
 

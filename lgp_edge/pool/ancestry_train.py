@@ -3,7 +3,6 @@ or fine-tuning a checkpoint (``--initial-checkpoint``: an earlier run, or a user
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -55,7 +54,7 @@ class AncestryRequest:
 
 
 def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = NULL) -> dict[str, Any]:
-    from lgp_edge.fileio import finite_json, save_safetensors, sha256_file
+    from lgp_edge.fileio import save_safetensors, sha256_file, write_json
 
     if req.initial_checkpoint:  # replacing OUT would delete the weights it starts from
         check_not_inside(req.out, req.initial_checkpoint, "the initial checkpoint")
@@ -111,8 +110,7 @@ def train_ancestry(req: AncestryRequest, cfg: TrainConfig, reporter: Reporter = 
             save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()},
                              os.path.join(tmp, "ancestry.safetensors"))
             meta["weights_sha256"] = sha256_file(os.path.join(tmp, "ancestry.safetensors"))  # checked on every load
-            with open(os.path.join(tmp, "ancestry.json"), "w", encoding="utf-8") as f:
-                json.dump(finite_json(meta), f, indent=1, allow_nan=False)
+            write_json(os.path.join(tmp, "ancestry.json"), meta)
             replace_dir(tmp, req.out)
     return meta
 

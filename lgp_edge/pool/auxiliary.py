@@ -31,7 +31,7 @@ from torch import nn
 
 from lgp_edge.datasets import check_data_name, open_for_ancestry
 from lgp_edge.errors import CheckpointError, DataError, UsageError
-from lgp_edge.fileio import finite_json, json_loads, save_safetensors, sha256_file
+from lgp_edge.fileio import json_loads, save_safetensors, sha256_file, write_json
 from lgp_edge.models.ancestry import check_name, create_ancestry, default_checkpoint, read_ancestry_dir
 from lgp_edge.models.instances import DEPTHS, create_auxiliary, instance_spec
 from lgp_edge.outdir import atomic_dir, check_output_dir, check_resume_dir, replace_dir
@@ -189,9 +189,7 @@ def distill_auxiliary(req: DistillRequest, cfg: TrainConfig, reporter: Reporter 
             save_safetensors(states, os.path.join(tmp, MODELS))
             save_safetensors(objective.transform_tensors(), os.path.join(tmp, TRANSFORMS))
             record["files"] = {f: sha256_file(os.path.join(tmp, f)) for f in (MODELS, TRANSFORMS)}
-            with open(os.path.join(tmp, RECORD), "w", encoding="utf-8") as f:
-                json.dump(finite_json(record), f, indent=1, allow_nan=False)
-                f.write("\n")
+            write_json(os.path.join(tmp, RECORD), record)
             replace_dir(tmp, req.out)
     return record
 

@@ -9,7 +9,6 @@ renamed into place, so a crash never leaves a half-written pool.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from lgp_edge.errors import CheckpointError
-from lgp_edge.fileio import finite_json, save_safetensors, sha256_file
+from lgp_edge.fileio import save_safetensors, sha256_file, write_json
 from lgp_edge.models.descendant import Descendant, build_descendant, count_params
 from lgp_edge.models.instances import create_auxiliary
 from lgp_edge.models.plan import descendant_flops, enumerate_descendants, stitch_specs
@@ -124,9 +123,7 @@ def save_pool(path: str | Path, pool: LearngenePool, manifest: PoolManifest, *,
             if os.path.exists(os.path.join(tmp, name)):
                 files[name] = sha256_file(os.path.join(tmp, name))
         manifest = manifest.replace(files=files, storage_dtype=storage_dtype)
-        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
-            json.dump(finite_json(manifest.to_dict()), f, indent=1, allow_nan=False)  # a NaN R^2 as null
-            f.write("\n")
+        write_json(os.path.join(tmp, MANIFEST), manifest.to_dict())  # a NaN R^2 as null
         # Carry over lgp-edge's other files (descendants.json, checkpoints) from the directory being replaced;
         # what lgp-edge did not write there, replace_dir carries over itself.
         if in_place:
